@@ -1,0 +1,27 @@
+# `make demo` sets everything up and runs the end-to-end demo; `make test` runs the tests.
+PY ?= python3
+STAMPS := .build
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMPS)/galhpc
+
+$(STAMPS)/deps: scripts/setup.sh requirements.txt
+	bash scripts/setup.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/galhpc: $(STAMPS)/deps setup.py $(wildcard cpp_ext/*)
+	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e .
+	@touch $@
+
+demo: install
+	bash scripts/demo.sh
+
+test: install
+	$(PY) -m pytest -m "slow or not slow"
+
+test-fast: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(STAMPS) build *.egg-info galhpc/_ext*.so demo-output

@@ -1,0 +1,90 @@
+"""Checkpoint files: atomic to write, self-describing to read.
+
+A checkpoint is a `torch.save` dict holding at least `model_name`, `model_state`,
+`config` (the run's YAML text) and `galhpc_version`; the trainer adds optimizer,
+schedule and RNG state.  It is written to a temporary name, fsynced and renamed, so a
+job killed mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import galhpc
+from galhpc.config import ConfigError, RunConfig, config_from_yaml_text
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, corrupt, or of another model."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"galhpc_version": galhpc.__version__, **payload}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {path}: {err}") from err
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises many types for truncated/corrupt files
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or not a galhpc checkpoint): {err}") from err
+    if not isinstance(payload, dict) or "model_state" not in payload or "config" not in payload:
+        raise CheckpointError(f"{path} is not a galhpc checkpoint (no model_state/config)")
+    return payload
+
+
+def checkpoint_config(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> RunConfig:
+    try:
+        return config_from_yaml_text(payload["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its embedded config is invalid: {err}") from err
+
+
+def load_model(path: str | Path, expect: str | None = None, map_location: str | torch.device = "cpu"):
+    """Rebuild the model a checkpoint holds; returns (model in eval mode, config, payload).
+
+    `expect` names the model the caller needs; another model is refused with a message
+    naming both, as is a state dict that does not fit the config's shapes.
+    """
+    from galhpc.models import build_model
+
+    payload = read_checkpoint(path, map_location)
+    cfg = checkpoint_config(payload, path)
+    name = payload.get("model_name", cfg.model.name)
+    if expect is not None and name != expect:
+        raise CheckpointError(f"{path} holds a {name!r} model, but {expect!r} is needed")
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(payload["model_state"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit model {name!r} of its config: {err}") from err
+    model.eval()
+    return model, cfg, payload
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,175 @@
+"""Run configuration: one YAML file = one run.
+
+Every section is a dataclass with defaults that work, so an empty YAML file is a valid
+config.  Unknown keys are errors (a typo in a cluster job should fail at submission, not
+silently use a default).  The config travels inside every checkpoint and output file as
+YAML text, so inference stages need nothing but the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or dict that does not match the schema."""
+
+
+@dataclass
+class SourceConfig:
+    """One input of `galhpc-prep`: FITS cutouts, a GalSim set, or real stamps."""
+
+    kind: str = "galsim"  # fits | galsim | galsim_stars | real
+    path: str | None = None  # file, directory or glob (fits, real)
+    catalog: str | None = None  # FITS binary table joined to images by id (fits)
+    id_column: str = "object_id"
+    hdu: int | str | None = None  # image HDU for multi-extension files (fits)
+    n: int = 2000  # number of objects to simulate (galsim, galsim_stars)
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # source-specific knobs
+
+
+@dataclass
+class PrepConfig:
+    """How `galhpc-prep` turns sources into the HDF5 training store."""
+
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    output: str = "data/store.h5"
+    image_size: int = 64
+    recipe: list[str] = field(default_factory=lambda: ["grey", "crop", "resize", "minmax"])
+    crop_size: int | None = None
+    filters: dict[str, float] = field(default_factory=dict)  # e.g. {snr_min: 5}
+    on_error: str = "raise"  # raise | skip
+    workers: int = 2
+    chunk_rows: int = 256
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build; `params` go to its constructor as keyword arguments."""
+
+    name: str = "vae"
+    image_size: int = 64
+    channels: int = 1
+    latent_dim: int = 64
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleConfig:
+    """s3VDC phases (Cao et al. 2020; Spindler et al. 2020), in epochs.
+
+    `enabled: false` gives a constant KL weight `kl_weight` (plain (β-)VAE training).
+    """
+
+    enabled: bool = False
+    kl_weight: float = 1.0
+    alpha: float = 5e-4
+    t_alpha: int = 100
+    gmm_init_batches: int = 200
+    t_beta: int = 25
+    t_static: int = 25
+    periods: int = 5
+    exponent: float = 2.0  # u in (β^u + α)·KL
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, data loading and checkpointing of `galhpc-train`."""
+
+    store: str = "data/store.h5"
+    out_dir: str = "runs/demo"
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 3e-4
+    lr_final: float = 1e-6
+    weight_decay: float = 0.0
+    holdout_fraction: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    checkpoint_every: int = 1  # epochs
+    backend: str = "auto"  # auto | single | torch | horovod
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None
+
+
+@dataclass
+class RunConfig:
+    prep: PrepConfig = field(default_factory=PrepConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, recursing into nested dataclasses."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return _build(arg, value, where)
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any] | None) -> RunConfig:
+    return _build(RunConfig, data or {}, "config")
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML run config; an empty file gives all defaults."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def config_from_yaml_text(text: str) -> RunConfig:
+    return config_from_dict(yaml.safe_load(text))

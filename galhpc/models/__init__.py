@@ -1,0 +1,33 @@
+"""Model registry: config name -> class, imported lazily so optional pieces stay optional."""
+
+from __future__ import annotations
+
+import importlib
+
+from galhpc.config import ModelConfig
+from galhpc.models.base import GalaxyModel
+
+REGISTRY: dict[str, str] = {
+    "vae": "galhpc.models.vae:ConvVAE",
+    "gaussian_vae": "galhpc.models.vae:GaussianVAE",
+    "astrovader": "galhpc.models.vade:AstroVaDEr",
+    "vqvae": "galhpc.models.vqvae:VQVAE",
+    "convae": "galhpc.models.convae:ConvAE",
+    "hvae": "galhpc.models.hvae:HierarchicalAEVAE",
+    "segae": "galhpc.models.segment:SegmentationAE",
+}
+
+
+def model_class(name: str) -> type[GalaxyModel]:
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(REGISTRY)}") from None
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_model(cfg: ModelConfig) -> GalaxyModel:
+    """Instantiate the model a config names, with its shape and `params`."""
+    cls = model_class(cfg.name)
+    return cls(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, **cfg.params)

@@ -1,0 +1,49 @@
+"""Process-level helpers used at the edges: logging, progress bars, devices, threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def setup_logging(rank: int = 0, level: str | int = "INFO") -> logging.Logger:
+    """Log to stderr with the rank in every line; ranks > 0 log warnings only."""
+    logger = logging.getLogger("galhpc")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level if rank == 0 else logging.WARNING)
+    logger.propagate = False
+    return logger
+
+
+def progress(iterable: Iterable[T], rank: int = 0, **kwargs: Any) -> Iterable[T]:
+    """A tqdm bar on rank 0 only; GALHPC_PROGRESS=0 turns bars off (e.g. in tests)."""
+    if rank != 0 or os.environ.get("GALHPC_PROGRESS") == "0":
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, dynamic_ncols=True, **kwargs)
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but no CUDA device is visible")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)

@@ -1,0 +1,1 @@
+"""Training: the s3VDC schedule, the trainer, and the distributed backends."""
