@@ -56,3 +56,10 @@ class SingleProcess(Backend):
 
     def __init__(self, device: str = "auto") -> None:
         self._device = pick_device(device)
+
+
+def make_backend(name: str = "auto", device: str = "auto") -> Backend:
+    """The backend a config or flag names ('auto' picks from the environment)."""
+    if name in ("auto", "single"):
+        return SingleProcess(device)
+    raise ValueError(f"unknown distributed backend {name!r}")
