@@ -76,3 +76,8 @@ class GalaxyModel(nn.Module):
     def cluster_probs(self, mu: torch.Tensor) -> torch.Tensor:
         """Responsibilities γ (B, K) of the model's own mixture, for mixture models."""
         raise NotImplementedError(f"model {self.name!r} has no mixture prior")
+
+    def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
+        """Model-specific per-object outputs (B, ...) that `galhpc-encode` writes as datasets,
+        e.g. a star/galaxy probability; none by default."""
+        return {}
