@@ -1,0 +1,80 @@
+"""Backend choice for the kernels: an explicit `backend=` wins, then GALHPC_KERNEL_BACKEND, then auto.
+
+Backends: "torch" (the reference, any device), "cpp" (galhpc._ext, CPU/OpenMP), "cuda"
+(galhpc._ext built with CUDA, cuda tensors), "numba" (CPU, parallel).  The compiled
+extension and numba are imported only here, when a kernel first asks for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+
+import torch
+
+ENV_VAR = "GALHPC_KERNEL_BACKEND"
+BACKENDS = ("torch", "cpp", "cuda", "numba")
+
+
+@functools.cache
+def _try_load_extension() -> tuple[ModuleType | None, str]:
+    try:
+        from galhpc import _ext  # compiled from cpp_ext/ by setup.py
+    except ImportError as err:
+        return None, str(err)
+    return _ext, ""
+
+
+def extension() -> ModuleType:
+    """The compiled extension galhpc._ext, or a RuntimeError that says how to build it."""
+    ext, why = _try_load_extension()
+    if ext is None:
+        raise RuntimeError(
+            "the compiled kernels galhpc._ext are not available "
+            f"({why}); build them with `pip install --no-build-isolation -e .` in the repository root"
+        )
+    return ext
+
+
+def extension_available() -> bool:
+    return _try_load_extension()[0] is not None
+
+
+def extension_has_cuda() -> bool:
+    ext = _try_load_extension()[0]
+    return ext is not None and bool(ext.with_cuda())
+
+
+@functools.cache
+def numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def requested_backend(backend: str) -> str:
+    """`backend` unless it is "auto", in which case GALHPC_KERNEL_BACKEND (default "auto")."""
+    name = backend if backend != "auto" else os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if name != "auto" and name not in BACKENDS:
+        source = "backend=" if backend != "auto" else ENV_VAR
+        raise ValueError(f"unknown kernel backend {name!r} (from {source}); choose one of auto, {', '.join(BACKENDS)}")
+    return name
+
+
+def check_backend_fits(name: str, device: torch.device, supported: tuple[str, ...], kernel: str) -> None:
+    """Raise a clear error when backend `name` cannot run `kernel` on tensors on `device`."""
+    if name not in supported:
+        raise ValueError(f"{kernel}: backend {name!r} is not implemented; choose one of {', '.join(supported)}")
+    if name == "cuda" and device.type != "cuda":
+        raise ValueError(f"{kernel}: backend 'cuda' needs cuda tensors, got tensors on {device}")
+    if name in ("cpp", "numba") and device.type != "cpu":
+        raise ValueError(f"{kernel}: backend {name!r} runs on CPU tensors only, got tensors on {device}")
+    if name in ("cpp", "cuda"):
+        extension()
+        if name == "cuda" and not extension_has_cuda():
+            raise RuntimeError(f"{kernel}: galhpc._ext was built without CUDA kernels (torch or nvcc lacked CUDA)")
+    if name == "numba" and not numba_available():
+        raise RuntimeError(f"{kernel}: backend 'numba' needs the numba package (pip install numba)")

@@ -1,0 +1,93 @@
+"""Nearest codebook entry for each row of x, in blocks of rows so memory stays
+O(block_size x K) and the N x K distance matrix never exists.
+
+Ties go to the lowest code index, like torch.argmin.  The returned squared distance is
+recomputed exactly from the chosen code (not from the ||x||^2 - 2 x.c + ||c||^2
+expansion used to search), and is differentiable w.r.t. x and the codebook.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from galhpc.kernels import backend as _backend
+
+CODEBOOK_BACKENDS = ("torch", "cpp", "cuda", "numba")
+# Distance-block elements (block_size * K) when block_size is not given: 4 MiB of float32.
+DEFAULT_BLOCK_ELEMENTS = 1 << 20
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | None = None, backend: str = "auto"):
+    """Index (int64, (N,)) of the nearest row of codebook (K, D) for each row of x (N, D), and
+    its squared Euclidean distance (x's dtype, (N,)).
+
+    backend: "auto", "torch", "cpp", "cuda" or "numba"; GALHPC_KERNEL_BACKEND overrides "auto".
+    """
+    _check_inputs(x, codebook, block_size)
+    codebook = codebook.to(device=x.device, dtype=x.dtype)
+    block = block_size or default_block_size(codebook.shape[0])
+    name = _choose_backend(backend, x.device)
+    with torch.no_grad():
+        index = _SEARCH[name](x.detach().contiguous(), codebook.detach().contiguous(), block)
+    squared_distance = (x - codebook[index]).pow(2).sum(dim=1)
+    return index, squared_distance
+
+
+def default_block_size(k: int) -> int:
+    return max(1, DEFAULT_BLOCK_ELEMENTS // max(1, k))
+
+
+def _check_inputs(x: torch.Tensor, codebook: torch.Tensor, block_size: int | None) -> None:
+    for name, t in (("x", x), ("codebook", codebook)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"nearest_code: {name} must be a torch tensor, got {type(t).__name__}")
+        if t.dim() != 2:
+            raise ValueError(f"nearest_code: {name} must be 2-D, got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"nearest_code: {name} must be floating point, got {t.dtype}")
+    if x.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"nearest_code: x has {x.shape[1]} features but the codebook has {codebook.shape[1]}"
+        )
+    if codebook.shape[0] == 0:
+        raise ValueError("nearest_code: the codebook is empty")
+    if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
+        raise ValueError(f"nearest_code: block_size must be a positive integer, got {block_size!r}")
+
+
+def _choose_backend(backend: str, device: torch.device) -> str:
+    name = _backend.requested_backend(backend)
+    if name == "auto":
+        if device.type == "cuda":
+            return "cuda" if _backend.extension_has_cuda() else "torch"
+        return "torch"
+    _backend.check_backend_fits(name, device, CODEBOOK_BACKENDS, "nearest_code")
+    return name
+
+
+def torch_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Reference: per block of rows, argmin over ||c||^2 - 2 x.c (||x||^2 does not change the argmin)."""
+    index = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    code_norms = codebook.pow(2).sum(dim=1)
+    for start in range(0, x.shape[0], block_size):
+        block = x[start : start + block_size]
+        scores = torch.addmm(code_norms, block, codebook.t(), beta=1.0, alpha=-2.0)
+        index[start : start + block.shape[0]] = scores.argmin(dim=1)
+    return index
+
+
+def _cpp_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
+    return _backend.extension().nearest_code_cpu(x, codebook, block_size)
+
+
+def _cuda_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
+    return _backend.extension().nearest_code_cuda(x, codebook)
+
+
+def _numba_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
+    from galhpc.kernels import numba_codebook
+
+    return torch.from_numpy(numba_codebook.nearest_code_cpu(x.numpy(), codebook.numpy(), block_size))
+
+
+_SEARCH = {"torch": torch_search, "cpp": _cpp_search, "cuda": _cuda_search, "numba": _numba_search}

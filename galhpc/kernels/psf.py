@@ -1,0 +1,149 @@
+"""PSF convolution of batched images: zero-padded (no wrap-around), centred like
+scipy.signal.fftconvolve(mode="same"), differentiable w.r.t. images and PSF.
+
+Large PSFs go through the FFT (the PSF's spectrum is cached per PSF tensor and FFT
+shape); small PSFs through direct convolution, which is faster there.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+import weakref
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from galhpc.kernels import backend as _backend
+
+# Direct convolution is used up to this many PSF taps (h * w); measured in benchmarks/kernels.py.
+DIRECT_MAX_TAPS = 49
+_SPECTRUM_CACHE_SIZE = 8
+_spectrum_cache: OrderedDict[tuple, tuple[weakref.ref, int, torch.Tensor]] = OrderedDict()
+PSF_BACKENDS = ("torch", "cuda")
+
+
+def convolve_psf(images, psf, *, backend: str = "auto"):
+    """Convolve images (B, H, W) or (B, C, H, W) with one PSF (h, w) or one per object (B, h, w).
+
+    Returns the images' shape, dtype and type (numpy in, numpy out).  The PSF is moved to
+    the images' device and dtype.  backend: "auto", "torch" or "cuda" (galhpc._ext on cuda
+    tensors); GALHPC_KERNEL_BACKEND overrides "auto".
+    """
+    as_numpy = isinstance(images, np.ndarray)
+    images_t = torch.from_numpy(images) if as_numpy else images
+    psf_t = torch.as_tensor(psf) if not isinstance(psf, torch.Tensor) else psf
+    _check_inputs(images_t, psf_t)
+    psf_t = psf_t.to(device=images_t.device, dtype=images_t.dtype)
+    name = _choose_backend(backend, images_t.device)
+    h, w = psf_t.shape[-2:]
+    if h * w <= DIRECT_MAX_TAPS:
+        out = direct_convolve(images_t, psf_t)
+    else:
+        out = fft_convolve(images_t, psf_t, spectrum_product=_spectrum_product_for(name))
+    return out.numpy() if as_numpy else out
+
+
+def _check_inputs(images: torch.Tensor, psf: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"convolve_psf: images must be a torch tensor or numpy array, got {type(images).__name__}")
+    if images.dim() not in (3, 4):
+        raise ValueError(f"convolve_psf: images must be (B, H, W) or (B, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"convolve_psf: images must be floating point, got {images.dtype}")
+    if psf.dim() not in (2, 3):
+        raise ValueError(f"convolve_psf: psf must be (h, w) or per object (B, h, w), got shape {tuple(psf.shape)}")
+    if psf.dim() == 3 and psf.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"convolve_psf: per-object psf has {psf.shape[0]} PSFs for a batch of {images.shape[0]} images"
+        )
+    if min(images.shape) == 0 or min(psf.shape) == 0:
+        raise ValueError(
+            f"convolve_psf: empty input (images {tuple(images.shape)}, psf {tuple(psf.shape)})"
+        )
+
+
+def _choose_backend(backend: str, device: torch.device) -> str:
+    name = _backend.requested_backend(backend)
+    if name == "auto":
+        return "cuda" if device.type == "cuda" and _backend.extension_has_cuda() else "torch"
+    _backend.check_backend_fits(name, device, PSF_BACKENDS, "convolve_psf")
+    return name
+
+
+def _spectrum_product_for(name: str):
+    if name == "cuda":
+        return _backend.extension().spectrum_product
+    return _torch_spectrum_product
+
+
+def _torch_spectrum_product(image_spectra: torch.Tensor, psf_spectra: torch.Tensor) -> torch.Tensor:
+    """image_spectra (B, C, Fh, Fw) times psf_spectra (1 or B, 1, Fh, Fw)."""
+    return image_spectra * psf_spectra
+
+
+def _same_offsets(h: int, w: int) -> tuple[int, int]:
+    """Start of the 'same' window inside the full convolution, as scipy computes it."""
+    return (h - 1) // 2, (w - 1) // 2
+
+
+def direct_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
+    """Zero-padded 'same' convolution by conv2d (cross-correlation with the flipped PSF)."""
+    four_d = images.dim() == 4
+    x = images if four_d else images.unsqueeze(1)
+    b, c, hh, ww = x.shape
+    h, w = psf.shape[-2:]
+    sh, sw = _same_offsets(h, w)
+    x = F.pad(x, (w - 1 - sw, sw, h - 1 - sh, sh))
+    kernel = psf.flip(-1, -2)
+    if psf.dim() == 2:
+        out = F.conv2d(x.reshape(b * c, 1, hh + h - 1, ww + w - 1), kernel[None, None])
+    else:
+        weight = kernel.repeat_interleave(c, dim=0).unsqueeze(1)
+        out = F.conv2d(x.reshape(1, b * c, hh + h - 1, ww + w - 1), weight, groups=b * c)
+    out = out.reshape(b, c, hh, ww)
+    return out if four_d else out.squeeze(1)
+
+
+def fast_length(n: int) -> int:
+    """Smallest 5-smooth integer >= n (sizes the FFT is fast at)."""
+    m = max(1, n)
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def fft_convolve(images: torch.Tensor, psf: torch.Tensor, spectrum_product=_torch_spectrum_product) -> torch.Tensor:
+    """Zero-padded 'same' convolution through real FFTs of size >= H + h - 1 (no wrap-around)."""
+    four_d = images.dim() == 4
+    x = images if four_d else images.unsqueeze(1)
+    hh, ww = x.shape[-2:]
+    h, w = psf.shape[-2:]
+    shape = (fast_length(hh + h - 1), fast_length(ww + w - 1))
+    psf_spectra = _psf_spectrum(psf, shape)
+    psf_spectra = psf_spectra.unsqueeze(1) if psf.dim() == 3 else psf_spectra[None, None]
+    full = torch.fft.irfft2(spectrum_product(torch.fft.rfft2(x, s=shape), psf_spectra), s=shape)
+    sh, sw = _same_offsets(h, w)
+    out = full[..., sh : sh + hh, sw : sw + ww]
+    return out if four_d else out.squeeze(1)
+
+
+def _psf_spectrum(psf: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """rfft2 of the PSF, cached per (PSF tensor, version, FFT shape) unless autograd needs it."""
+    if psf.requires_grad and torch.is_grad_enabled():
+        return torch.fft.rfft2(psf, s=shape)
+    key = (id(psf), shape, psf.dtype, psf.device)
+    hit = _spectrum_cache.get(key)
+    if hit is not None and hit[0]() is psf and hit[1] == psf._version:
+        _spectrum_cache.move_to_end(key)
+        return hit[2]
+    spectrum = torch.fft.rfft2(psf.detach(), s=shape)
+    _spectrum_cache[key] = (weakref.ref(psf), psf._version, spectrum)
+    while len(_spectrum_cache) > _SPECTRUM_CACHE_SIZE:
+        _spectrum_cache.popitem(last=False)
+    return spectrum
