@@ -1,0 +1,220 @@
+"""Pure metric functions of the science report: arrays in, numbers out, no I/O.
+
+Each function works on a sample that fits in memory; `galhpc.report.sampling` decides
+which rows of a catalogue form that sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy import stats
+
+
+def per_image_mse(images: np.ndarray, recons: np.ndarray) -> np.ndarray:
+    """Mean squared error of each image against its reconstruction, shape (N,)."""
+    diff = np.asarray(images, np.float64) - np.asarray(recons, np.float64)
+    return (diff.reshape(len(diff), -1) ** 2).mean(axis=1)
+
+
+def occupancy(labels: np.ndarray, n_components: int) -> np.ndarray:
+    """Number of objects assigned to each of `n_components` components."""
+    return np.bincount(np.asarray(labels, np.int64), minlength=n_components)[:n_components]
+
+
+def cluster_centres(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of `x` per label; returns (sorted unique labels, centres (K, D))."""
+    x = np.asarray(x, np.float64)
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    sums = np.zeros((len(uniq), x.shape[1]))
+    np.add.at(sums, inverse, x)
+    return uniq, sums / np.bincount(inverse)[:, None]
+
+
+def simplified_silhouette(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[int, float], float]:
+    """Simplified silhouette (Hruschka et al. 2004): centroid distances instead of all pairs.
+
+    s_i = (b_i - a_i) / max(a_i, b_i), a_i the distance to the own cluster's centroid and
+    b_i to the nearest other centroid.  It is O(N K) rather than O(N^2), so it scales to
+    catalogue samples.  Returns (s per object, mean per cluster, overall mean).
+    """
+    x = np.asarray(x, np.float64)
+    uniq, centres = cluster_centres(x, labels)
+    if len(uniq) < 2:
+        raise ValueError("the silhouette needs at least two clusters")
+    own = np.searchsorted(uniq, labels)
+    dist = np.sqrt(((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2))
+    rows = np.arange(len(x))
+    a = dist[rows, own]
+    dist[rows, own] = np.inf
+    b = dist.min(axis=1)
+    denom = np.maximum(a, b)
+    s = np.where(denom > 0, (b - a) / np.where(denom > 0, denom, 1.0), 0.0)
+    per_cluster = {int(k): float(s[own == i].mean()) for i, k in enumerate(uniq)}
+    return s, per_cluster, float(s.mean())
+
+
+def calinski_harabasz(x: np.ndarray, labels: np.ndarray) -> float:
+    """Calinski–Harabasz index: between- over within-cluster dispersion, scaled by (N-K)/(K-1)."""
+    x = np.asarray(x, np.float64)
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    n, k = len(x), len(uniq)
+    if not 1 < k < n:
+        raise ValueError(f"Calinski–Harabasz needs 1 < K < N, got K={k}, N={n}")
+    _, centres = cluster_centres(x, labels)
+    counts = np.bincount(inverse)
+    between = float((counts * ((centres - x.mean(axis=0)) ** 2).sum(axis=1)).sum())
+    within = float(((x - centres[inverse]) ** 2).sum())
+    return between * (n - k) / (within * (k - 1)) if within > 0 else float("inf")
+
+
+def overlap_matrix(gamma: np.ndarray, labels: np.ndarray, n_components: int | None = None) -> np.ndarray:
+    """Cluster overlap matrix M[i, j] = mean γ_j over objects labelled i (NaN for empty rows).
+
+    A diagonal matrix means confident, separated clusters; off-diagonal mass shows which
+    components share objects.
+    """
+    gamma = np.asarray(gamma, np.float64)
+    k = gamma.shape[1] if n_components is None else n_components
+    sums = np.zeros((k, gamma.shape[1]))
+    np.add.at(sums, np.asarray(labels, np.int64), gamma)
+    counts = occupancy(labels, k).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+def latent_snr(mu: np.ndarray, logvar: np.ndarray | None) -> np.ndarray:
+    """Per-latent signal-to-noise std(μ_d) / mean(σ_d) (Danilov); σ = 1 without logvar."""
+    mu = np.asarray(mu, np.float64)
+    if logvar is None:
+        return mu.std(axis=0)
+    sigma = np.exp(0.5 * np.asarray(logvar, np.float64))
+    return mu.std(axis=0) / sigma.mean(axis=0)
+
+
+def discretise_label(values: np.ndarray, vote_cut: float = 0.5, max_classes: int = 20) -> np.ndarray | None:
+    """Turn a label column into classes for NMI/ARI, or None if it cannot be.
+
+    Integer/bool columns with at most `max_classes` values are classes already; vote
+    fractions (floats within [0, 1]) are cut at `vote_cut` (e.g. Galaxy Zoo smooth vs
+    featured); other floats are split at their quartiles.
+    """
+    values = np.asarray(values)
+    if values.ndim != 1 or len(values) == 0:
+        return None
+    if values.dtype.kind in "biu":
+        return values.astype(np.int64) if len(np.unique(values)) <= max_classes else None
+    if values.dtype.kind != "f":
+        return None
+    finite = np.isfinite(values)
+    if not finite.any():
+        return None
+    if values[finite].min() >= 0 and values[finite].max() <= 1:
+        classes = (values > vote_cut).astype(np.int64)
+    else:
+        edges = np.quantile(values[finite], [0.25, 0.5, 0.75])
+        classes = np.searchsorted(edges, values).astype(np.int64)
+    classes[~finite] = -1
+    return classes
+
+
+def label_agreement(labels_true: np.ndarray, labels_pred: np.ndarray) -> dict[str, float]:
+    """NMI and ARI between a (discretised) label column and cluster labels, ignoring class -1."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    keep = np.asarray(labels_true) >= 0
+    return {
+        "nmi": float(normalized_mutual_info_score(labels_true[keep], labels_pred[keep])),
+        "ari": float(adjusted_rand_score(labels_true[keep], labels_pred[keep])),
+    }
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Two-sample Kolmogorov–Smirnov distance and p-value, ignoring non-finite values."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        return {"ks": float("nan"), "p_value": float("nan"), "n_a": len(a), "n_b": len(b)}
+    res = stats.ks_2samp(a, b)
+    return {"ks": float(res.statistic), "p_value": float(res.pvalue), "n_a": len(a), "n_b": len(b)}
+
+
+def path_length(points: np.ndarray, order: list[int] | np.ndarray) -> float:
+    """Euclidean length of the open path visiting `points` in `order`."""
+    p = np.asarray(points, np.float64)[list(order)]
+    return float(np.sqrt(((p[1:] - p[:-1]) ** 2).sum(axis=1)).sum())
+
+
+def shortest_path_order(points: np.ndarray, exact_up_to: int = 12) -> list[int]:
+    """Order in which to visit every point along the shortest open path (a TSP without return).
+
+    Exact Held–Karp dynamic programming for up to `exact_up_to` points (O(2^K K^2));
+    beyond that, nearest-neighbour starts from every point improved by 2-opt.
+    """
+    p = np.asarray(points, np.float64)
+    k = len(p)
+    if k <= 2:
+        return list(range(k))
+    dist = np.sqrt(((p[:, None] - p[None]) ** 2).sum(axis=2))
+    if k <= exact_up_to:
+        return _held_karp_path(dist)
+    best = min((_two_opt(_nearest_neighbour(dist, s), dist) for s in range(k)), key=lambda o: _length(o, dist))
+    return best
+
+
+def _length(order: list[int], dist: np.ndarray) -> float:
+    return float(sum(dist[a, b] for a, b in itertools.pairwise(order)))
+
+
+def _held_karp_path(dist: np.ndarray) -> list[int]:
+    """Exact shortest Hamiltonian path (free endpoints) by dynamic programming over subsets."""
+    k = len(dist)
+    full = 1 << k
+    cost = np.full((full, k), np.inf)
+    parent = np.full((full, k), -1, dtype=np.int64)
+    for i in range(k):
+        cost[1 << i, i] = 0.0
+    for mask in range(full):
+        for last in range(k):
+            c = cost[mask, last]
+            if not np.isfinite(c) or not mask >> last & 1:
+                continue
+            for nxt in range(k):
+                if mask >> nxt & 1:
+                    continue
+                new_mask = mask | 1 << nxt
+                if c + dist[last, nxt] < cost[new_mask, nxt]:
+                    cost[new_mask, nxt] = c + dist[last, nxt]
+                    parent[new_mask, nxt] = last
+    mask, last = full - 1, int(np.argmin(cost[full - 1]))
+    order = []
+    while last >= 0:
+        order.append(last)
+        mask, last = mask & ~(1 << last), int(parent[mask, last])
+    return order[::-1]
+
+
+def _nearest_neighbour(dist: np.ndarray, start: int) -> list[int]:
+    order, left = [start], set(range(len(dist))) - {start}
+    while left:
+        nxt = min(left, key=lambda j: dist[order[-1], j])
+        order.append(nxt)
+        left.remove(nxt)
+    return order
+
+
+def _two_opt(order: list[int], dist: np.ndarray) -> list[int]:
+    """Reverse contiguous segments (prefixes and suffixes included) while the open path shortens."""
+    best = _length(order, dist)
+    improved = True
+    while improved:
+        improved = False
+        for i in range(len(order) - 1):
+            for j in range(i + 1, len(order)):
+                candidate = order[:i] + order[i : j + 1][::-1] + order[j + 1 :]
+                length = _length(candidate, dist)
+                if length < best - 1e-12:
+                    order, best, improved = candidate, length, True
+    return order
