@@ -1,0 +1,176 @@
+"""AstroVaDEr (Spindler et al. 2020): a VGG-like VAE with a trainable Gaussian-mixture prior (VaDE).
+
+Encoder: 3 blocks of two 'same' convs + 2x2 max-pool, filters (64, 64, 16), kernels
+(3, 5, 5), LeakyReLU 0.1, dense μ and log σ² (latent 20).  Decoder: dense, then the
+mirrored blocks with bilinear 2x upsampling, sigmoid output.  L2 0.01 on conv/dense
+weights.  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with σ_c² = exp(·) > 0.
+
+During s3VDC α-training the schedule sends `weights["gmm"] = 0` and the KL is taken
+against N(0, I); `init_mixture_from_embeddings` then fits the mixture (the trainer
+calls it on the schedule's event) and later phases use the VaDE KL with γ computed from
+the min-max scaled log p(c, z) (s3VDC), so γ has no NaN however far z lies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galhpc.cluster.gmm import fit_diag_gmm, gmm_responsibilities
+from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
+from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsample_block, vgg_block, xavier_init
+from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
+
+
+class AstroVaDEr(GalaxyModel):
+    """VaDE with the AstroVaDEr architecture; `n_clusters` mixture components."""
+
+    name = "astrovader"
+    generative = True
+    has_mixture = True
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        channels: int = 1,
+        latent_dim: int = 20,
+        *,
+        n_clusters: int = 10,
+        filters: list[int] = (64, 64, 16),
+        kernels: list[int] = (3, 5, 5),
+        slope: float = 0.1,
+        l2: float = 0.01,
+        recon: str = "mse",
+        gamma_lambda: float = 50.0,
+    ) -> None:
+        super().__init__()
+        filters, kernels = list(filters), list(kernels)
+        if len(filters) != len(kernels):
+            raise ValueError(f"astrovader: {len(filters)} filters but {len(kernels)} kernels")
+        if recon not in ("bce", "mse"):
+            raise ValueError(f"astrovader: recon {recon!r} is not 'bce' or 'mse'")
+        self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
+        self.n_clusters, self.l2, self.recon_kind, self.gamma_lambda = n_clusters, l2, recon, gamma_lambda
+        self.side = check_image_size(image_size, len(filters), "astrovader")
+        widths = [channels, *filters]
+        self.encoder = nn.Sequential(
+            *(vgg_block(a, b, k, slope) for a, b, k in zip(widths[:-1], widths[1:], kernels)), nn.Flatten()
+        )
+        flat = filters[-1] * self.side**2
+        self.fc_mu = nn.Linear(flat, latent_dim)
+        self.fc_logvar = nn.Linear(flat, latent_dim)
+        self.fc_decode = nn.Sequential(nn.Linear(latent_dim, flat), nn.LeakyReLU(slope))
+        up_widths = [filters[-1], *reversed(filters[:-1]), filters[0]]
+        self.decoder = nn.Sequential(
+            *(upsample_block(a, b, k, slope) for a, b, k in zip(up_widths[:-1], up_widths[1:], reversed(kernels)))
+        )
+        self.out = nn.Conv2d(up_widths[-1], channels, 3, padding=1)
+        he_init(self, slope)
+        xavier_init(self.out)
+        xavier_init(self.fc_mu)
+        xavier_init(self.fc_logvar)
+        self.pi_logits = nn.Parameter(torch.zeros(n_clusters))
+        self.mu_c = nn.Parameter(torch.randn(n_clusters, latent_dim))
+        self.log_var_c = nn.Parameter(torch.zeros(n_clusters, latent_dim))
+
+    # -- mixture parameters ------------------------------------------------------------
+    @property
+    def log_pi(self) -> torch.Tensor:
+        return torch.log_softmax(self.pi_logits, dim=0)
+
+    @property
+    def var_c(self) -> torch.Tensor:
+        return self.log_var_c.exp()
+
+    @torch.no_grad()
+    def init_mixture_from_embeddings(self, embeddings: np.ndarray, *, seed: int = 0) -> None:
+        """Fit a diagonal GMM to encoded means (s3VDC mini-batch init) and adopt its parameters."""
+        gmm = fit_diag_gmm(embeddings, self.n_clusters, seed=seed)
+        self.pi_logits.copy_(gmm.log_pi)
+        self.mu_c.copy_(gmm.mu)
+        self.log_var_c.copy_(gmm.var.log())
+
+    # -- interface ---------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Encoding:
+        h = self.encoder(x)
+        return Encoding(self.fc_mu(h), self.fc_logvar(h))
+
+    def decoder_logits(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc_decode(z).view(-1, self.encoder_width, self.side, self.side)
+        return self.out(self.decoder(h))
+
+    @property
+    def encoder_width(self) -> int:
+        return self.fc_mu.in_features // self.side**2
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decoder_logits(z))
+
+    def weight_penalty(self) -> torch.Tensor:
+        """L2 on the conv and dense weights (Keras-style kernel regulariser), mixture excluded."""
+        total = self.fc_mu.weight.new_zeros(())
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                total = total + module.weight.pow(2).sum()
+        return self.l2 * total
+
+    def recon_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.recon_kind == "bce":
+            per_pixel = F.binary_cross_entropy_with_logits(logits, x.clamp(0, 1), reduction="none")
+        else:
+            per_pixel = (torch.sigmoid(logits) - x).pow(2)
+        return per_pixel.flatten(1).sum(dim=1)
+
+    def scaled_log_gamma(self, z: torch.Tensor) -> torch.Tensor:
+        """log γ from the min-max scaled log p(c, z) (s3VDC): finite for any z."""
+        scaled = minmax_scale(gmm_log_joint(z, self.log_pi, self.mu_c, self.var_c), self.gamma_lambda)
+        return torch.log_softmax(scaled, dim=1)
+
+    def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        x = batch["image"]
+        enc = self.encode(x)
+        z = reparameterise(enc.mu, enc.logvar)
+        logits = self.decoder_logits(z)
+        recon = self.recon_loss(logits, x).mean()
+        if state.weight("gmm") > 0:
+            kl = vade_kl(enc.mu, enc.logvar, self.scaled_log_gamma(z), self.log_pi, self.mu_c, self.var_c).mean()
+            anchor = 0.0
+        else:
+            kl = kl_unit_gaussian(enc.mu, enc.logvar).mean()
+            # keep the (unused) mixture in the graph: data-parallel wrappers expect a gradient
+            # for every parameter in every step; this one is exactly zero
+            anchor = 0.0 * (self.pi_logits.sum() + self.mu_c.sum() + self.log_var_c.sum())
+        l2 = self.weight_penalty()
+        total = recon + state.weight("kl") * kl + l2 + anchor
+        return LossOutput(total, {"recon": recon, "kl": kl, "l2": l2}, torch.sigmoid(logits))
+
+    def cluster_probs(self, mu: torch.Tensor) -> torch.Tensor:
+        """Exact posterior γ = p(c | z = μ) under the learned mixture."""
+        return gmm_responsibilities(mu, self.log_pi, self.mu_c, self.var_c)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, component: int | None = None, **conditions: Any
+    ) -> Samples:
+        """c ~ Categorical(π) (or the given component), z ~ N(μ_c, σ_c²), images = decode(z)."""
+        device = self.mu_c.device
+        if component is None:
+            comp = torch.multinomial(self.log_pi.exp().detach().cpu(), n, replacement=True, generator=_cpu(generator))
+        else:
+            if not 0 <= int(component) < self.n_clusters:
+                raise ValueError(f"astrovader: component {component} outside 0..{self.n_clusters - 1}")
+            comp = torch.full((n,), int(component), dtype=torch.long)
+        comp = comp.to(device)
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        z = self.mu_c[comp] + self.var_c[comp].sqrt() * eps
+        return Samples(self.decode(z), z, comp)
+
+
+def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
+    """torch.multinomial on CPU probabilities needs a CPU generator (or none)."""
+    if generator is None or generator.device.type == "cpu":
+        return generator
+    return torch.Generator().manual_seed(generator.initial_seed())

@@ -1,0 +1,235 @@
+"""The VAE family: a convolutional VAE (Danilov 2020) and a Gaussian-likelihood VAE (Regier et al. 2015).
+
+Both encode to a diagonal Gaussian q(z|x) and use a unit-Gaussian prior; the KL weight
+arrives from the schedule as `state.weight("kl")` and multiplies the model's own β.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
+from galhpc.models.blocks import check_image_size, down_block, he_init, reparameterise, up_block, xavier_init
+from galhpc.priors import gaussian_log_likelihood, kl_unit_gaussian
+
+OBJECTIVES = ("elbo", "beta", "flow")
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 4x4 convs with BatchNorm and LeakyReLU, then dense heads for mu and log σ²."""
+
+    def __init__(self, image_size: int, channels: int, latent_dim: int, filters: list[int], slope: float) -> None:
+        super().__init__()
+        side = check_image_size(image_size, len(filters), "conv encoder")
+        widths = [channels, *filters]
+        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:])))
+        flat = filters[-1] * side * side
+        self.mu = nn.Linear(flat, latent_dim)
+        self.logvar = nn.Linear(flat, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> Encoding:
+        h = self.features(x).flatten(1)
+        return Encoding(self.mu(h), self.logvar(h))
+
+
+class ConvDecoder(nn.Module):
+    """Dense layer to a small feature map, transposed 4x4 stride-2 convs up to the image size."""
+
+    def __init__(
+        self, image_size: int, out_channels: int, latent_dim: int, filters: list[int], slope: float
+    ) -> None:
+        super().__init__()
+        self.side = check_image_size(image_size, len(filters), "conv decoder")
+        self.width = filters[-1]
+        self.dense = nn.Sequential(nn.Linear(latent_dim, self.width * self.side**2), nn.LeakyReLU(slope))
+        widths = list(reversed(filters))
+        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:])))
+        self.out = nn.ConvTranspose2d(widths[-1], out_channels, 4, stride=2, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.dense(z).view(-1, self.width, self.side, self.side)
+        return self.out(self.features(h))
+
+
+class ConvVAE(GalaxyModel):
+    """Convolutional VAE of Danilov (2020) with ELBO, β-VAE or Flow-VAE objectives.
+
+    objective: "elbo" (KL weight 1), "beta" (KL weight `beta`, 1e-2 by default) or "flow"
+    (the KL term is floored, max(flow_lambda, KL), so the optimiser stops pressing the
+    posterior onto the prior once KL is below `flow_lambda` nats).  recon: "bce" (images
+    in [0, 1]) or "mse", summed over pixels.  He init, Xavier on the output layer.
+    """
+
+    name = "vae"
+    generative = True
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        channels: int = 1,
+        latent_dim: int = 64,
+        *,
+        filters: list[int] = (32, 32, 64, 64),
+        objective: str = "elbo",
+        beta: float = 1e-2,
+        flow_lambda: float = 1.0,
+        recon: str = "bce",
+        slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"vae: objective {objective!r} is not one of {OBJECTIVES}")
+        if recon not in ("bce", "mse"):
+            raise ValueError(f"vae: recon {recon!r} is not 'bce' or 'mse'")
+        self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
+        self.objective, self.beta, self.flow_lambda, self.recon_kind = objective, beta, flow_lambda, recon
+        self.encoder = ConvEncoder(image_size, channels, latent_dim, list(filters), slope)
+        self.decoder = ConvDecoder(image_size, channels, latent_dim, list(filters), slope)
+        he_init(self, slope)
+        xavier_init(self.decoder.out)
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(z))
+
+    def recon_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample reconstruction loss (B,) from decoder logits."""
+        if self.recon_kind == "bce":
+            low, high = float(x.min()), float(x.max())
+            if low < -1e-4 or high > 1 + 1e-4:
+                raise ValueError(
+                    f"vae: BCE reconstruction needs images in [0, 1], got range [{low:.3g}, {high:.3g}]; "
+                    "use recon: mse or a min-max normalised store"
+                )
+            per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        else:
+            per_pixel = (torch.sigmoid(logits) - x).pow(2)
+        return per_pixel.flatten(1).sum(dim=1)
+
+    def kl_term(self, kl: torch.Tensor) -> torch.Tensor:
+        """The batch-mean KL after the objective's weighting or floor (before the schedule weight)."""
+        mean_kl = kl.mean()
+        if self.objective == "beta":
+            return self.beta * mean_kl
+        if self.objective == "flow":
+            return torch.clamp(mean_kl, min=self.flow_lambda)
+        return mean_kl
+
+    def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        x = batch["image"]
+        enc = self.encode(x)
+        logits = self.decoder(reparameterise(enc.mu, enc.logvar))
+        recon = self.recon_loss(logits, x).mean()
+        kl = kl_unit_gaussian(enc.mu, enc.logvar)
+        total = recon + state.weight("kl") * self.kl_term(kl)
+        return LossOutput(total, {"recon": recon, "kl": kl.mean()}, torch.sigmoid(logits))
+
+    def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return Samples(self.decode(z), z, torch.full((n,), -1, dtype=torch.long, device=device))
+
+
+class MLPEncoder(nn.Module):
+    """Fully connected encoder for the Gaussian VAE's "fc" architecture."""
+
+    def __init__(self, n_in: int, latent_dim: int, hidden: list[int], slope: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for a, b in zip([n_in, *hidden[:-1]], hidden):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(slope)]
+        self.features = nn.Sequential(*layers)
+        self.mu = nn.Linear(hidden[-1], latent_dim)
+        self.logvar = nn.Linear(hidden[-1], latent_dim)
+
+    def forward(self, x: torch.Tensor) -> Encoding:
+        h = self.features(x.flatten(1))
+        return Encoding(self.mu(h), self.logvar(h))
+
+
+class MLPDecoder(nn.Module):
+    """Fully connected decoder producing `out_channels` maps of the image size."""
+
+    def __init__(self, latent_dim: int, out_channels: int, image_size: int, hidden: list[int], slope: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        widths = list(reversed(hidden))
+        for a, b in zip([latent_dim, *widths[:-1]], widths):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(slope)]
+        self.features = nn.Sequential(*layers)
+        self.out = nn.Linear(widths[-1], out_channels * image_size**2)
+        self.shape = (out_channels, image_size, image_size)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(z)).view(-1, *self.shape)
+
+
+class GaussianVAE(GalaxyModel):
+    """VAE with a per-pixel Gaussian likelihood (Regier et al. 2015).
+
+    The decoder outputs a mean (sigmoid) and a variance (exponential of a bounded log σ²
+    that never goes below `min_logvar`); loss = −log N(x; f_μ(z), f_Σ(z)) + KL.
+    arch "conv" uses the conv encoder/decoder of ConvVAE, "fc" fully connected layers.
+    """
+
+    name = "gaussian_vae"
+    generative = True
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        channels: int = 1,
+        latent_dim: int = 64,
+        *,
+        arch: str = "conv",
+        filters: list[int] = (32, 32, 64, 64),
+        hidden: list[int] = (512, 256),
+        min_logvar: float = -9.0,
+        slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
+        self.min_logvar = min_logvar
+        if arch == "conv":
+            self.encoder = ConvEncoder(image_size, channels, latent_dim, list(filters), slope)
+            self.decoder = ConvDecoder(image_size, 2 * channels, latent_dim, list(filters), slope)
+        elif arch == "fc":
+            self.encoder = MLPEncoder(channels * image_size**2, latent_dim, list(hidden), slope)
+            self.decoder = MLPDecoder(latent_dim, 2 * channels, image_size, list(hidden), slope)
+        else:
+            raise ValueError(f"gaussian_vae: arch {arch!r} is not 'conv' or 'fc'")
+        he_init(self, slope)
+        xavier_init(self.decoder.out)
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        return self.encoder(x)
+
+    def decode_distribution(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel mean and log-variance of p(x|z)."""
+        out = self.decoder(z)
+        mean_raw, logvar_raw = out[:, : self.channels], out[:, self.channels :]
+        logvar = self.min_logvar + F.softplus(logvar_raw - self.min_logvar)
+        return torch.sigmoid(mean_raw), logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode_distribution(z)[0]
+
+    def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        x = batch["image"]
+        enc = self.encode(x)
+        mean, logvar = self.decode_distribution(reparameterise(enc.mu, enc.logvar))
+        nll = -gaussian_log_likelihood(x, mean, logvar).mean()
+        kl = kl_unit_gaussian(enc.mu, enc.logvar).mean()
+        total = nll + state.weight("kl") * kl
+        return LossOutput(total, {"nll": nll, "kl": kl}, mean)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return Samples(self.decode(z), z, torch.full((n,), -1, dtype=torch.long, device=device))

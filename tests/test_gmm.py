@@ -1,0 +1,55 @@
+"""Stick-breaking BGM, GMM initialisation and cluster metrics."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from galhpc.cluster.gmm import fit_diag_gmm, fit_stick_breaking_bgm, gmm_responsibilities
+from galhpc.cluster.metrics import ari, nmi, permutation_baseline
+
+
+def _blobs(k, n_per, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = 8.0 * rng.standard_normal((k, dim))
+    x = np.concatenate([c + rng.standard_normal((n_per, dim)) for c in centres])
+    return x, np.repeat(np.arange(k), n_per)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_stick_breaking_finds_the_number_of_blobs(k):
+    x, _ = _blobs(k, 300, seed=k)
+    result = fit_stick_breaking_bgm(x, max_components=10, seed=0, n_batches=3)
+    assert result.k == k
+    assert len(result.models) == 3 and result.counts.count(k) >= 2
+
+
+def test_stick_breaking_refuses_too_few_points():
+    with pytest.raises(ValueError, match="too few"):
+        fit_stick_breaking_bgm(np.zeros((30, 2)), max_components=10, n_batches=3)
+
+
+def test_fit_diag_gmm_recovers_blob_labels():
+    x, truth = _blobs(3, 200)
+    gmm = fit_diag_gmm(x, 3, seed=0)
+    assert gmm.mu.shape == (3, 4) and (gmm.var > 0).all()
+    labels = gmm_responsibilities(torch.as_tensor(x, dtype=torch.float32), gmm.log_pi, gmm.mu, gmm.var).argmax(1)
+    assert ari(truth, labels.numpy()) > 0.99
+
+
+def test_metrics_match_sklearn_and_hand_values():
+    truth = np.array([0, 0, 1, 1, 2, 2])
+    assert nmi(truth, np.array([5, 5, 3, 3, 9, 9])) == pytest.approx(1.0)
+    assert ari(truth, np.array([1, 1, 0, 0, 2, 2])) == pytest.approx(1.0)
+    clusters = np.array([0, 1, 1, 1, 2, 0])
+    assert nmi(truth, clusters) == pytest.approx(normalized_mutual_info_score(truth, clusters))
+    assert ari(truth, clusters) == pytest.approx(adjusted_rand_score(truth, clusters))
+    with pytest.raises(ValueError, match="differ in length"):
+        nmi(truth, clusters[:3])
+
+
+def test_permutation_baseline_separates_signal_from_chance():
+    x, truth = _blobs(3, 100)
+    baseline = permutation_baseline(truth, truth, n_permutations=50)
+    assert baseline["nmi_p99"] < 0.1 and abs(baseline["ari_mean"]) < 0.02
+    assert nmi(truth, truth) > baseline["nmi_p99"]
