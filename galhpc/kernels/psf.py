@@ -2,7 +2,9 @@
 scipy.signal.fftconvolve(mode="same"), differentiable w.r.t. images and PSF.
 
 Large PSFs go through the FFT (the PSF's spectrum is cached per PSF tensor and FFT
-shape); small PSFs through direct convolution, which is faster there.
+shape); small PSFs through direct (depthwise) convolution, which is faster there.  On cuda
+tensors torch.fft runs cuFFT and torch fuses the broadcast spectrum product into one
+kernel, so the torch code is also the GPU path: a custom CUDA kernel has nothing to win.
 """
 
 from __future__ import annotations
@@ -16,31 +18,29 @@ import torch.nn.functional as F
 
 from galhpc.kernels import backend as _backend
 
-# Direct convolution is used up to this many PSF taps (h * w); measured in benchmarks/kernels.py.
-DIRECT_MAX_TAPS = 49
+# Direct convolution is used up to this many PSF taps (h * w): on CPU it beats the FFT up to
+# about 25 x 25 PSFs on 128 x 128 images (benchmarks/kernels.py).
+DIRECT_MAX_TAPS = 25 * 25
 _SPECTRUM_CACHE_SIZE = 8
 _spectrum_cache: OrderedDict[tuple, tuple[weakref.ref, int, torch.Tensor]] = OrderedDict()
-PSF_BACKENDS = ("torch", "cuda")
+PSF_BACKENDS = ("torch",)
 
 
 def convolve_psf(images, psf, *, backend: str = "auto"):
     """Convolve images (B, H, W) or (B, C, H, W) with one PSF (h, w) or one per object (B, h, w).
 
     Returns the images' shape, dtype and type (numpy in, numpy out).  The PSF is moved to
-    the images' device and dtype.  backend: "auto", "torch" or "cuda" (galhpc._ext on cuda
-    tensors); GALHPC_KERNEL_BACKEND overrides "auto".
+    the images' device and dtype.  backend: "auto" or "torch" (CPU, or cuFFT on cuda tensors);
+    GALHPC_KERNEL_BACKEND overrides "auto".
     """
     as_numpy = isinstance(images, np.ndarray)
     images_t = torch.from_numpy(images) if as_numpy else images
     psf_t = torch.as_tensor(psf) if not isinstance(psf, torch.Tensor) else psf
     _check_inputs(images_t, psf_t)
     psf_t = psf_t.to(device=images_t.device, dtype=images_t.dtype)
-    name = _choose_backend(backend, images_t.device)
+    _choose_backend(backend, images_t.device)
     h, w = psf_t.shape[-2:]
-    if h * w <= DIRECT_MAX_TAPS:
-        out = direct_convolve(images_t, psf_t)
-    else:
-        out = fft_convolve(images_t, psf_t, spectrum_product=_spectrum_product_for(name))
+    out = direct_convolve(images_t, psf_t) if h * w <= DIRECT_MAX_TAPS else fft_convolve(images_t, psf_t)
     return out.numpy() if as_numpy else out
 
 
@@ -66,20 +66,9 @@ def _check_inputs(images: torch.Tensor, psf: torch.Tensor) -> None:
 def _choose_backend(backend: str, device: torch.device) -> str:
     name = _backend.requested_backend(backend)
     if name == "auto":
-        return "cuda" if device.type == "cuda" and _backend.extension_has_cuda() else "torch"
+        return "torch"
     _backend.check_backend_fits(name, device, PSF_BACKENDS, "convolve_psf")
     return name
-
-
-def _spectrum_product_for(name: str):
-    if name == "cuda":
-        return _backend.extension().spectrum_product
-    return _torch_spectrum_product
-
-
-def _torch_spectrum_product(image_spectra: torch.Tensor, psf_spectra: torch.Tensor) -> torch.Tensor:
-    """image_spectra (B, C, Fh, Fw) times psf_spectra (1 or B, 1, Fh, Fw)."""
-    return image_spectra * psf_spectra
 
 
 def _same_offsets(h: int, w: int) -> tuple[int, int]:
@@ -96,11 +85,13 @@ def direct_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     sh, sw = _same_offsets(h, w)
     x = F.pad(x, (w - 1 - sw, sw, h - 1 - sh, sh))
     kernel = psf.flip(-1, -2)
+    # Depthwise (grouped) conv even for one shared PSF: oneDNN runs it several times faster
+    # than a single-channel conv over a batch of B * C images.
     if psf.dim() == 2:
-        out = F.conv2d(x.reshape(b * c, 1, hh + h - 1, ww + w - 1), kernel[None, None])
+        weight = kernel.expand(b * c, 1, h, w)
     else:
         weight = kernel.repeat_interleave(c, dim=0).unsqueeze(1)
-        out = F.conv2d(x.reshape(1, b * c, hh + h - 1, ww + w - 1), weight, groups=b * c)
+    out = F.conv2d(x.reshape(1, b * c, hh + h - 1, ww + w - 1), weight, groups=b * c)
     out = out.reshape(b, c, hh, ww)
     return out if four_d else out.squeeze(1)
 
@@ -118,7 +109,7 @@ def fast_length(n: int) -> int:
         m += 1
 
 
-def fft_convolve(images: torch.Tensor, psf: torch.Tensor, spectrum_product=_torch_spectrum_product) -> torch.Tensor:
+def fft_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     """Zero-padded 'same' convolution through real FFTs of size >= H + h - 1 (no wrap-around)."""
     four_d = images.dim() == 4
     x = images if four_d else images.unsqueeze(1)
@@ -127,7 +118,7 @@ def fft_convolve(images: torch.Tensor, psf: torch.Tensor, spectrum_product=_torc
     shape = (fast_length(hh + h - 1), fast_length(ww + w - 1))
     psf_spectra = _psf_spectrum(psf, shape)
     psf_spectra = psf_spectra.unsqueeze(1) if psf.dim() == 3 else psf_spectra[None, None]
-    full = torch.fft.irfft2(spectrum_product(torch.fft.rfft2(x, s=shape), psf_spectra), s=shape)
+    full = torch.fft.irfft2(torch.fft.rfft2(x, s=shape) * psf_spectra, s=shape)
     sh, sw = _same_offsets(h, w)
     out = full[..., sh : sh + hh, sw : sw + ww]
     return out if four_d else out.squeeze(1)
