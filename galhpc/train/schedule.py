@@ -1,0 +1,93 @@
+"""Loss weights and learning rate over training: the s3VDC schedule (Cao et al. 2020).
+
+Model-agnostic: the schedule only says, for a position (epoch, batch), which KL weight
+to use, whether the mixture prior is on (`gmm` weight 0 or 1), and which events happen
+after an epoch ("init_mixture" at the end of α-training).  Phases, in epochs:
+
+    α-training   [0, T_α)                       KL weight α, against N(0, I)
+    M periods of annealing T_β then static T_s   KL weight β(t)^u + α, then 1 + α;
+                                                 β(t) = t / T_β rises from 0 to 1
+
+After the last period the static weight 1 + α continues.  With `enabled: false` the
+KL weight is the constant `kl_weight` and the mixture prior (if any) is always on.
+"""
+
+from __future__ import annotations
+
+from galhpc.config import ScheduleConfig
+
+INIT_MIXTURE = "init_mixture"
+
+
+class Schedule:
+    """Weights and events of one run's schedule config."""
+
+    def __init__(self, cfg: ScheduleConfig) -> None:
+        if cfg.enabled and (cfg.t_alpha < 1 or cfg.t_beta < 1 or cfg.t_static < 0 or cfg.periods < 0):
+            raise ValueError(
+                f"schedule: need t_alpha >= 1, t_beta >= 1, t_static >= 0, periods >= 0; got "
+                f"t_alpha={cfg.t_alpha}, t_beta={cfg.t_beta}, t_static={cfg.t_static}, periods={cfg.periods}"
+            )
+        self.cfg = cfg
+
+    @property
+    def total_epochs(self) -> int | None:
+        """Epochs the s3VDC phases span (None without a schedule)."""
+        c = self.cfg
+        return c.t_alpha + c.periods * (c.t_beta + c.t_static) if c.enabled else None
+
+    def phase(self, epoch: int) -> tuple[str, int]:
+        """(phase name, epochs since the phase began) for a 0-based epoch."""
+        c = self.cfg
+        if not c.enabled:
+            return "constant", epoch
+        if epoch < c.t_alpha:
+            return "alpha", epoch
+        since = epoch - c.t_alpha
+        period_length = c.t_beta + c.t_static
+        if since >= c.periods * period_length:
+            return "static", since - c.periods * period_length + c.t_static
+        within = since % period_length
+        return ("anneal", within) if within < c.t_beta else ("static", within - c.t_beta)
+
+    def weights(self, epoch: int, batch: int = 0, n_batches: int = 1) -> dict[str, float]:
+        """Loss weights at batch `batch` of `n_batches` in `epoch`: {"kl": ..., "gmm": 0 or 1}."""
+        c = self.cfg
+        name, since = self.phase(epoch)
+        if name == "constant":
+            return {"kl": c.kl_weight, "gmm": 1.0}
+        if name == "alpha":
+            return {"kl": c.alpha, "gmm": 0.0}
+        if name == "anneal":
+            beta = (since + batch / max(n_batches, 1)) / c.t_beta
+            return {"kl": beta**c.exponent + c.alpha, "gmm": 1.0}
+        return {"kl": 1.0 + c.alpha, "gmm": 1.0}
+
+    def events_after(self, epoch: int) -> list[str]:
+        """Events due once `epoch` (0-based) has finished."""
+        if self.cfg.enabled and epoch == self.cfg.t_alpha - 1:
+            return [INIT_MIXTURE]
+        return []
+
+
+def learning_rate(
+    step: int,
+    total_steps: int,
+    lr: float,
+    lr_final: float,
+    *,
+    scale: float = 1.0,
+    warmup_steps: int = 0,
+) -> float:
+    """Exponential decay from `lr`·scale to `lr_final`·scale over `total_steps` steps.
+
+    `scale` is the data-parallel lr multiplier (e.g. the world size under Horovod); with
+    `warmup_steps` the multiplier ramps linearly from 1 to `scale` first (Goyal et al. 2017).
+    """
+    if lr <= 0 or lr_final <= 0:
+        raise ValueError(f"learning rates must be positive, got lr={lr}, lr_final={lr_final}")
+    progress = min(step / max(total_steps - 1, 1), 1.0)
+    base = lr * (lr_final / lr) ** progress
+    if warmup_steps > 0 and step < warmup_steps:
+        scale = 1.0 + (scale - 1.0) * step / warmup_steps
+    return base * scale
