@@ -78,6 +78,8 @@ class ScheduleConfig:
     t_static: int = 25
     periods: int = 5
     exponent: float = 2.0  # u in (β^u + α)·KL
+    dp_max_components: int = 20  # stick-breaking BGM run at the mixture init: max K
+    dp_batches: int = 5  # mini-batches of embeddings it is fitted on (K = their consensus)
 
 
 @dataclass
@@ -95,6 +97,8 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     checkpoint_every: int = 1  # epochs
+    warmup_epochs: float = 0.0  # data-parallel lr scaling ramps up over these epochs
+    eval_batches: int | None = None  # holdout batches evaluated per epoch (None: all)
     backend: str = "auto"  # auto | single | torch | horovod
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None

@@ -63,9 +63,6 @@ def test_learning_rate_decays_exponentially_from_lr_to_lr_final():
     assert learning_rate(50, 101, 3e-4, 1e-6) == pytest.approx(math.sqrt(3e-4 * 1e-6))
 
 
-def test_learning_rate_world_scaling_with_linear_warmup():
-    assert learning_rate(0, 100, 1e-3, 1e-3, scale=4, warmup_steps=10) == pytest.approx(1e-3)
-    assert learning_rate(5, 100, 1e-3, 1e-3, scale=4, warmup_steps=10) == pytest.approx(2.5e-3)
-    assert learning_rate(50, 100, 1e-3, 1e-3, scale=4, warmup_steps=10) == pytest.approx(4e-3)
+def test_learning_rate_refuses_non_positive_rates():
     with pytest.raises(ValueError, match="positive"):
         learning_rate(0, 10, 0.0, 1e-6)

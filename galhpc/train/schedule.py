@@ -70,24 +70,12 @@ class Schedule:
         return []
 
 
-def learning_rate(
-    step: int,
-    total_steps: int,
-    lr: float,
-    lr_final: float,
-    *,
-    scale: float = 1.0,
-    warmup_steps: int = 0,
-) -> float:
-    """Exponential decay from `lr`·scale to `lr_final`·scale over `total_steps` steps.
+def learning_rate(step: int, total_steps: int, lr: float, lr_final: float) -> float:
+    """Exponential decay from `lr` at step 0 to `lr_final` at step `total_steps` - 1.
 
-    `scale` is the data-parallel lr multiplier (e.g. the world size under Horovod); with
-    `warmup_steps` the multiplier ramps linearly from 1 to `scale` first (Goyal et al. 2017).
+    The data-parallel multiplier (world size, warm-up) is the backend's `lr_scale`.
     """
     if lr <= 0 or lr_final <= 0:
         raise ValueError(f"learning rates must be positive, got lr={lr}, lr_final={lr_final}")
     progress = min(step / max(total_steps - 1, 1), 1.0)
-    base = lr * (lr_final / lr) ** progress
-    if warmup_steps > 0 and step < warmup_steps:
-        scale = 1.0 + (scale - 1.0) * step / warmup_steps
-    return base * scale
+    return lr * (lr_final / lr) ** progress
