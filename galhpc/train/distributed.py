@@ -1,17 +1,117 @@
 """Data-parallel backends behind one small interface.
 
 The trainer talks to a `Backend`: who am I (rank, world size, device), wrap the model
-and optimizer for gradient averaging, broadcast the initial state, average metrics.
-`SingleProcess` is the no-op backend; Horovod and torch.distributed implement the same
-methods.  Horovod is imported only when its backend is built.
+and optimizer for gradient averaging, broadcast the initial state, average metrics,
+and by how much to scale the learning rate.  Three implementations:
+
+- `SingleProcess`: one rank, nothing to synchronise.
+- `HorovodBackend`: `hvd.init`, `hvd.DistributedOptimizer` (gradients averaged in
+  `optimizer.step()`), `broadcast_parameters` + `broadcast_optimizer_state`.
+- `TorchDistributedBackend`: `torch.distributed` process group (NCCL on GPU, gloo on
+  CPU) and `DistributedDataParallel`; rank and world size come from torchrun, Slurm
+  (srun) or MPI (mpirun) environment variables (`detect_world`).
+
+Horovod and mpi4py are imported only when a backend that needs them is built.
+
+`make_backend("auto")` picks from the environment:
+1. one rank in the launch environment (plain `python`, `bash jobs/train.sh`) -> single;
+2. launched by `horovodrun` (HOROVOD_RANK set) -> horovod;
+3. launched by `mpirun`/`mpiexec` (OMPI_COMM_WORLD_* or PMI_* set) and `horovod.torch`
+   importable -> horovod;
+4. otherwise (torchrun, srun, mpirun without Horovod) -> torch.distributed.
 """
 
 from __future__ import annotations
+
+import datetime
+import importlib.util
+import logging
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from galhpc.runtime import pick_device
+
+log = logging.getLogger("galhpc.train.distributed")
+
+BACKEND_NAMES = ("auto", "single", "torch", "horovod")
+
+
+class DistributedError(RuntimeError):
+    """A distributed backend that cannot start: missing package, bad launch environment."""
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits in the job, as its launcher told it through the environment."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    launcher: str  # torchrun | horovodrun | openmpi | pmi | slurm | none
+
+
+def _int_env(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise DistributedError(f"environment variable {name}={env[name]!r} is not an integer") from None
+
+
+def detect_world(env: Mapping[str, str] | None = None) -> World:
+    """Rank, world size and local rank from the launcher's environment variables.
+
+    Order matters: a `torchrun` or `mpirun` started inside a Slurm batch script also
+    inherits the batch step's SLURM_PROCID=0, so launcher-specific variables win and
+    Slurm's count only under `srun` (SLURM_STEP_NUM_TASKS is set by srun alone).
+    """
+    env = os.environ if env is None else env
+    candidates = (
+        ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+        ("horovodrun", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK"),
+        ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+        ("pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+        ("slurm", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"),
+    )
+    for launcher, rank_var, size_var, local_var in candidates:
+        if rank_var in env and size_var in env:
+            rank, size = _int_env(env, rank_var), _int_env(env, size_var)
+            local = _int_env(env, local_var) if local_var in env else 0
+            if not 0 <= rank < size:
+                raise DistributedError(f"{launcher}: rank {rank} outside world size {size}")
+            return World(rank, size, local, launcher)
+    return World(0, 1, 0, "none")
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm hostlist: 'gpu[007-010,12],login1' -> 'gpu007'."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match or not match.group(1):
+        raise DistributedError(f"cannot parse Slurm node list {nodelist!r}")
+    prefix, ranges = match.groups()
+    if ranges is None:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def warmup_lr_scale(world_size: int, step: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier for data-parallel training (Goyal et al. 2017).
+
+    The global batch is `world_size` times the per-rank batch, so the learning rate is
+    scaled by `world_size`, reached linearly over `warmup_steps` optimizer steps from
+    the single-rank value (large jumps in lr at step 0 destabilise training).
+    """
+    if world_size <= 1:
+        return 1.0
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return float(world_size)
+    return 1.0 + (world_size - 1) * step / warmup_steps
 
 
 class Backend:
@@ -21,6 +121,8 @@ class Backend:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    scale_lr: bool = True
+    _device: torch.device = torch.device("cpu")
 
     @property
     def is_root(self) -> bool:
@@ -31,7 +133,11 @@ class Backend:
         return self._device
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
-        """The module to call in the training step (gradients averaged across ranks)."""
+        """The module to call in the training step (gradients averaged across ranks).
+
+        Call `.loss(batch, state)` on the result; save `model.state_dict()` of the
+        unwrapped model (the wrapper's state_dict is the same, without prefixes).
+        """
         return model
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
@@ -41,14 +147,22 @@ class Backend:
         """Make every rank start from rank 0's parameters and optimizer state."""
 
     def average(self, values: dict[str, float]) -> dict[str, float]:
-        """Mean of scalar metrics over ranks."""
+        """Mean of scalar metrics over ranks (every rank must pass the same keys)."""
         return dict(values)
+
+    def lr_scale(self, step: int, warmup_steps: int) -> float:
+        """Multiplier the trainer applies to its scheduled learning rate at optimizer
+        step `step` (world size, reached after a linear warm-up); 1 with `scale_lr` off."""
+        return warmup_lr_scale(self.world_size, step, warmup_steps) if self.scale_lr else 1.0
 
     def barrier(self) -> None:
         pass
 
     def shutdown(self) -> None:
         pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size}, device={self.device})"
 
 
 class SingleProcess(Backend):
@@ -58,8 +172,249 @@ class SingleProcess(Backend):
         self._device = pick_device(device)
 
 
-def make_backend(name: str = "auto", device: str = "auto") -> Backend:
+def _metric_tensor(values: dict[str, float]) -> tuple[list[str], torch.Tensor]:
+    keys = sorted(values)
+    return keys, torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+
+
+class HorovodBackend(Backend):
+    """Horovod: gradients averaged by `hvd.DistributedOptimizer` inside `optimizer.step()`.
+
+    Launch with `horovodrun -np N` or `mpirun -np N` (or srun on an MPI with PMI support).
+    """
+
+    name = "horovod"
+
+    def __init__(self, device: str = "auto", scale_lr: bool = True) -> None:
+        try:
+            import horovod.torch as hvd
+        except ImportError as err:
+            raise DistributedError(
+                "the horovod backend needs Horovod built with PyTorch support: run scripts/setup.sh "
+                f"or see docs/hpc.md ({err})"
+            ) from err
+        self._hvd = hvd
+        hvd.init()
+        self.rank, self.world_size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+        self.scale_lr = scale_lr
+        self._device = pick_device(device, self.local_rank)
+        if self._device.type == "cuda":
+            torch.cuda.set_device(self._device)
+        log.info("horovod: %d ranks (mpi=%s, gloo=%s)", self.world_size, hvd.mpi_enabled(), hvd.gloo_enabled())
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+        return self._hvd.DistributedOptimizer(
+            optimizer, named_parameters=model.named_parameters(), op=self._hvd.Average
+        )
+
+    def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        hvd = self._hvd
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        if optimizer is None:
+            return
+        # Only rank 0's answer counts: a fresh optimizer has no state to send, and
+        # broadcast_optimizer_state would otherwise take a zero-gradient step to create it.
+        root_has_state = hvd.broadcast_object(bool(optimizer.state_dict()["state"]), root_rank=0)
+        if root_has_state:
+            hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def average(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world_size == 1:
+            return dict(values)
+        keys, tensor = _metric_tensor(values)
+        mean = self._hvd.allreduce(tensor, op=self._hvd.Average, name="galhpc.metrics")
+        return dict(zip(keys, mean.tolist()))
+
+    def barrier(self) -> None:
+        self._hvd.barrier()
+
+    def shutdown(self) -> None:
+        self._hvd.shutdown()
+
+
+class _LossForward(nn.Module):
+    """Routes `forward` to `model.loss`, so DDP's gradient hooks see the loss computation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any, state: Any) -> Any:
+        return self.model.loss(batch, state)
+
+
+class DDPModel(nn.Module):
+    """What `TorchDistributedBackend.wrap_model` returns.
+
+    `loss(batch, state)` runs through DistributedDataParallel (gradients are all-reduced
+    during backward); every other attribute (encode, decode, sample, state_dict) is the
+    wrapped model's own, so checkpoints hold the same keys as a single-process run.
+    """
+
+    def __init__(self, model: nn.Module, ddp: nn.Module) -> None:
+        super().__init__()
+        self.ddp = ddp
+        object.__setattr__(self, "module", model)  # not a second registered child
+
+    def loss(self, batch: Any, state: Any) -> Any:
+        return self.ddp(batch, state)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module.load_state_dict(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["module"], name)
+
+
+def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
+    """Address and port of rank 0's TCP store for `init_process_group`."""
+    addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
+    if addr is None and world.launcher == "slurm":
+        addr = first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
+    if port is None and "SLURM_JOB_ID" in env:
+        port = str(20000 + int(env["SLURM_JOB_ID"]) % 20000)
+    if addr is None and world.launcher in ("openmpi", "pmi"):
+        return _mpi_rendezvous(port)
+    if addr is None or port is None:
+        raise DistributedError(
+            f"launcher {world.launcher!r} gave rank {world.rank} of {world.world_size} but no "
+            "MASTER_ADDR/MASTER_PORT: export them (see docs/hpc.md)"
+        )
+    return addr, int(port)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def _mpi_rendezvous(port: str | None) -> tuple[str, int]:
+    """Under mpirun without MASTER_ADDR: rank 0 names its host and a free port over MPI."""
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise DistributedError(f"mpirun without MASTER_ADDR needs mpi4py to agree on one ({err})") from err
+    comm = MPI.COMM_WORLD
+    choice = (socket.gethostname(), int(port) if port else _free_port()) if comm.Get_rank() == 0 else None
+    return comm.bcast(choice, root=0)
+
+
+class TorchDistributedBackend(Backend):
+    """torch.distributed + DistributedDataParallel: NCCL on GPU, gloo on CPU."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        device: str = "auto",
+        scale_lr: bool = True,
+        find_unused_parameters: bool = True,
+        timeout_s: float = 600.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            raise DistributedError("this torch build has no torch.distributed")
+        env = os.environ if env is None else env
+        self._dist = dist
+        self.scale_lr = scale_lr
+        self.find_unused_parameters = find_unused_parameters
+        world = detect_world(env)
+        self.rank, self.world_size, self.local_rank = world.rank, world.world_size, world.local_rank
+        self._device = pick_device(device, self.local_rank)
+        if self._device.type == "cuda":
+            torch.cuda.set_device(self._device)
+        self.process_group_backend = "nccl" if self._device.type == "cuda" else "gloo"
+        self._owns_group = not dist.is_initialized()
+        if self._owns_group:
+            addr, port = _rendezvous(world, env)
+            log.info(
+                "torch.distributed: %s, %d ranks via %s, store %s:%d",
+                self.process_group_backend, self.world_size, world.launcher, addr, port,
+            )
+            dist.init_process_group(
+                self.process_group_backend,
+                init_method=f"tcp://{addr}:{port}",
+                rank=self.rank,
+                world_size=self.world_size,
+                timeout=datetime.timedelta(seconds=timeout_s),
+            )
+        else:
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self._device.index] if self._device.type == "cuda" else None
+        ddp = DistributedDataParallel(
+            _LossForward(model), device_ids=ids, find_unused_parameters=self.find_unused_parameters
+        )
+        return DDPModel(model, ddp)
+
+    def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        dist = self._dist
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+        if optimizer is None:
+            return
+        holder = [optimizer.state_dict() if self.is_root else None]
+        dist.broadcast_object_list(holder, src=0, device=self._device if self._device.type == "cuda" else None)
+        if not self.is_root:
+            optimizer.load_state_dict(holder[0])
+
+    def average(self, values: dict[str, float]) -> dict[str, float]:
+        keys, tensor = _metric_tensor(values)
+        tensor = tensor.to(self._device)
+        self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
+        return dict(zip(keys, (tensor / self.world_size).tolist()))
+
+    def barrier(self) -> None:
+        self._dist.barrier()
+
+    def shutdown(self) -> None:
+        if self._owns_group and self._dist.is_initialized():
+            self._dist.destroy_process_group()
+
+
+def horovod_available() -> bool:
+    return importlib.util.find_spec("horovod") is not None and importlib.util.find_spec("horovod.torch") is not None
+
+
+def auto_backend_name(env: Mapping[str, str] | None = None) -> str:
+    """The backend `make_backend("auto")` builds here (rule in the module docstring)."""
+    env = os.environ if env is None else env
+    world = detect_world(env)
+    if world.world_size == 1:
+        return "single"
+    if world.launcher == "horovodrun":
+        return "horovod"
+    if world.launcher in ("openmpi", "pmi") and horovod_available():
+        return "horovod"
+    return "torch"
+
+
+def make_backend(name: str = "auto", device: str = "auto", scale_lr: bool = True) -> Backend:
     """The backend a config or flag names ('auto' picks from the environment)."""
-    if name in ("auto", "single"):
-        return SingleProcess(device)
-    raise ValueError(f"unknown distributed backend {name!r}")
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown distributed backend {name!r}; choose one of {list(BACKEND_NAMES)}")
+    if name == "auto":
+        name = auto_backend_name()
+        log.info("backend auto -> %s", name)
+    if name == "single":
+        backend: Backend = SingleProcess(device)
+    elif name == "horovod":
+        backend = HorovodBackend(device, scale_lr=scale_lr)
+    else:
+        backend = TorchDistributedBackend(device, scale_lr=scale_lr)
+    return backend

@@ -1,0 +1,136 @@
+"""One rank of the data-parallel equivalence check, launched by tests/test_distributed_multiprocess.py.
+
+Usage: python tests/distributed_worker.py BACKEND OUT_DIR
+
+Every rank builds the tiny model from a *different* seed (so only `broadcast_state` can
+make them agree), rank 0 alone loads a "resumed" model + optimizer state, then each rank
+trains on its half of every batch.  It writes OUT_DIR/rank{r}.pt with the parameters,
+the averaged gradients of the first step and the averaged metrics; the test compares
+them with one process on whole batches (`reference_run`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from galhpc.models.base import LossOutput
+
+STEPS = 3
+BATCH = 8
+
+
+class TinyModel(nn.Module):
+    """Conv encoder + linear head with a `loss(batch, state)` like every galhpc model,
+    and one parameter the loss never touches (as GMM parameters in early s3VDC phases)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 8 * 8, 3)
+        self.unused = nn.Parameter(torch.ones(2))
+
+    def loss(self, batch: dict, state: object) -> LossOutput:
+        x = batch["image"]
+        pred = self.head(torch.relu(self.conv(x)).flatten(1))
+        mse = ((pred - batch["target"]) ** 2).mean()
+        return LossOutput(total=mse, terms={"mse": mse.detach()})
+
+
+def make_model(seed: int) -> TinyModel:
+    torch.manual_seed(seed)
+    return TinyModel()
+
+
+def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+
+def batches() -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(7)
+    return [
+        {"image": torch.randn(BATCH, 1, 8, 8, generator=gen), "target": torch.randn(BATCH, 3, generator=gen)}
+        for _ in range(STEPS + 1)
+    ]
+
+
+def resumed_state() -> dict:
+    """A model and optimizer that already took one step: what rank 0 would read from ckpt.pt."""
+    model = make_model(100)
+    opt = make_optimizer(model)
+    model.loss(batches()[-1], None).total.backward()
+    opt.step()
+    return {"model": model.state_dict(), "optimizer": opt.state_dict()}
+
+
+def shard(batch: dict[str, torch.Tensor], rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    size = BATCH // world_size
+    return {k: v[rank * size : (rank + 1) * size] for k, v in batch.items()}
+
+
+def flat_grads(model: nn.Module) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()])
+
+
+def train_steps(model: nn.Module, wrapped: nn.Module, opt: torch.optim.Optimizer, rank: int, world_size: int):
+    """STEPS optimizer steps on this rank's shard; returns first-step gradients and last loss."""
+    first_grads, last = None, 0.0
+    for batch in batches()[:STEPS]:
+        opt.zero_grad()
+        out = wrapped.loss(shard(batch, rank, world_size), None)
+        out.total.backward()
+        opt.step()
+        if first_grads is None:
+            first_grads = flat_grads(model).clone()
+        last = float(out.total)
+    return first_grads, last
+
+
+def reference_run() -> dict:
+    """One process, whole batches: what every rank of a correct backend must reproduce."""
+    model = make_model(100)
+    opt = make_optimizer(model)
+    state = resumed_state()
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    grads, _ = train_steps(model, model, opt, 0, 1)
+    return {"params": {k: v.clone() for k, v in model.state_dict().items()}, "grads": grads}
+
+
+def main(backend_name: str, out_dir: str) -> None:
+    from galhpc.train.distributed import make_backend
+
+    torch.set_num_threads(1)
+    backend = make_backend(backend_name, device="cpu")
+    rank, world = backend.rank, backend.world_size
+    model = make_model(100 + rank)
+    wrapped = backend.wrap_model(model)
+    opt = backend.wrap_optimizer(make_optimizer(model), model)
+    if rank == 0:
+        state = resumed_state()
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    backend.broadcast_state(model, opt)
+    grads, last_loss = train_steps(model, wrapped, opt, rank, world)
+    metrics = backend.average({"loss": last_loss, "rank": float(rank)})
+    backend.barrier()
+    result = {
+        "backend": backend.name,
+        "rank": rank,
+        "world_size": world,
+        "params": model.state_dict(),
+        "wrapped_keys": sorted(wrapped.state_dict()),
+        "grads": grads,
+        "metrics": metrics,
+        "last_loss": last_loss,
+        "lr_scale": [backend.lr_scale(s, 4) for s in range(6)],
+    }
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+    backend.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
