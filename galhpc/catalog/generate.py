@@ -1,0 +1,223 @@
+"""`galhpc-generate`: N synthetic galaxies from a checkpoint, sharded over ranks.
+
+Objects are made by `model.sample(n, generator, **conditions)` in blocks aligned to
+object indices: the batch grid [k·B, (k+1)·B), further cut where the requested
+component changes (`--counts`).  The block starting at object s uses a generator seeded
+by derived_seed(seed, s), stored per object in the `seed` column, so object i is row
+i - s of `model.sample(len, torch.Generator().manual_seed(seed_i), ...)`.  Blocks depend
+on object indices and B only, so any rank count gives the same catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
+from galhpc.catalog.h5out import run_meta
+from galhpc.catalog.emulate import Observer, SurveyEmulation, load_psf
+from galhpc.catalog.seeds import derived_seed
+from galhpc.catalog.shards import CatalogError, Shard
+from galhpc.catalog.world import World, current_world, local_rank
+from galhpc.models.base import GalaxyModel
+
+log = logging.getLogger("galhpc.catalog.generate")
+
+IMAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What to generate; every field is part of the catalogue's identity."""
+
+    n: int
+    seed: int = 0
+    batch_size: int = 256
+    component: int | None = None
+    counts: tuple[int, ...] | None = None  # objects per mixture component, in component order
+    conditions: Mapping[str, Any] = field(default_factory=dict)
+    emulation: SurveyEmulation = field(default_factory=SurveyEmulation)
+    keep_clean: bool = False
+    dtype: str = "float32"
+
+
+def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | None]]:
+    """(start, stop, component or None) ranges of object indices."""
+    if options.counts is not None:
+        if options.component is not None:
+            raise CatalogError("give either a component or per-component counts, not both")
+        if any(c < 0 for c in options.counts) or sum(options.counts) != options.n:
+            raise CatalogError(f"counts {list(options.counts)} must be non-negative and sum to n={options.n}")
+        bounds = np.concatenate([[0], np.cumsum(options.counts)])
+        return [(int(a), int(b), k) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
+    return [(0, options.n, options.component)]
+
+
+def sample_blocks(start: int, stop: int, batch_size: int,
+                  segments: Sequence[tuple[int, int, int | None]]) -> list[tuple[int, int, int | None]]:
+    """Blocks (start, stop, component) covering objects [start, stop): the batch grid of
+    size `batch_size` anchored at object 0, cut at component boundaries."""
+    blocks = []
+    for a, b, component in segments:
+        lo, hi = max(a, start), min(b, stop)
+        pos = lo
+        while pos < hi:
+            end = min(hi, (pos // batch_size + 1) * batch_size)
+            blocks.append((pos, end, component))
+            pos = end
+    return blocks
+
+
+class GenerateJob:
+    """Produces the columns of generated objects for the catalogue driver."""
+
+    def __init__(self, model: GalaxyModel, options: GenerateOptions, device: torch.device) -> None:
+        if not model.generative:
+            raise CatalogError(f"model {model.name!r} is not generative: it cannot make synthetic images")
+        if (options.component is not None or options.counts is not None) and not model.has_mixture:
+            raise CatalogError(f"model {model.name!r} has no mixture prior: --component/--counts need one")
+        if options.dtype not in IMAGE_DTYPES:
+            raise CatalogError(f"image dtype must be one of {sorted(IMAGE_DTYPES)}, got {options.dtype!r}")
+        if options.keep_clean and not options.emulation.active:
+            raise CatalogError("--keep-clean needs survey emulation (--psf, --noise-sigma or --cosmos-noise)")
+        self.model = model.to(device).eval()
+        self.options = options
+        self.device = device
+        self.n_objects = options.n
+        self.batch_size = options.batch_size
+        self.segments = component_segments(options)
+        self.observer = Observer(options.emulation, options.seed) if options.emulation.active else None
+        self.image_dtype = IMAGE_DTYPES[options.dtype]
+
+    def prepare(self, shard_dir: Path) -> None:
+        pass
+
+    def start(self, shard_dir: Path) -> None:
+        pass
+
+    def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
+        psf = self.options.emulation.psf
+        return {"emulation": {"psf": psf}} if psf is not None else {}
+
+    def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        for lo in range(shard.start, shard.stop, self.batch_size):
+            hi = min(lo + self.batch_size, shard.stop)
+            yield lo - shard.start, self.make(lo, hi)
+
+    @torch.inference_mode()
+    def make(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """All columns of objects [start, stop)."""
+        pieces = [self._sample_block(*block) for block in sample_blocks(start, stop, self.batch_size, self.segments)]
+        clean = torch.cat([p[0] for p in pieces])
+        columns: dict[str, np.ndarray] = {}
+        if self.observer is not None:
+            observed = self.observer.observe(clean, start)
+            columns["images"] = self._image_array(observed)
+            if self.options.keep_clean:
+                columns["images_clean"] = self._image_array(clean)
+        else:
+            columns["images"] = self._image_array(clean)
+        columns["z"] = torch.cat([p[1] for p in pieces]).float().cpu().numpy().reshape(stop - start, -1)
+        columns["component"] = torch.cat([p[2] for p in pieces]).cpu().numpy().astype(np.int16)
+        columns["seed"] = np.concatenate([p[3] for p in pieces])
+        columns["object_id"] = np.arange(start, stop, dtype=np.int64)
+        return columns
+
+    def _sample_block(self, start: int, stop: int, component: int | None):
+        seed = derived_seed(self.options.seed, start)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        conditions = dict(self.options.conditions)
+        if component is not None:
+            conditions["component"] = component
+        try:
+            samples = self.model.sample(stop - start, generator, **conditions)
+        except (TypeError, ValueError) as err:
+            raise CatalogError(
+                f"model {self.model.name!r} rejected sample() with conditions {conditions}: {err}"
+            ) from err
+        n = stop - start
+        images = samples.images
+        if images.shape[0] != n:
+            raise CatalogError(f"model {self.model.name!r}: sample({n}) returned {images.shape[0]} images")
+        component_col = samples.component if samples.component is not None else torch.full((n,), -1)
+        return images, samples.z, component_col.reshape(n), np.full(n, seed, dtype=np.int64)
+
+    def _image_array(self, images: torch.Tensor) -> np.ndarray:
+        array = images.to(torch.float32).cpu().numpy()
+        if array.ndim == 4 and array.shape[1] == 1:
+            array = array[:, 0]
+        return array.astype(self.image_dtype, copy=False)
+
+
+def generate_fingerprint(options: GenerateOptions, checkpoint_sha256: str, write: WriteOptions,
+                         device: torch.device) -> dict[str, Any]:
+    """Everything that decides the catalogue's bits and layout (JSON-normalised)."""
+    fp = {
+        "kind": "generate",
+        "checkpoint_sha256": checkpoint_sha256,
+        "n": options.n,
+        "seed": options.seed,
+        "batch_size": options.batch_size,
+        "component": options.component,
+        "counts": list(options.counts) if options.counts is not None else None,
+        "conditions": dict(options.conditions),
+        "emulation": options.emulation.describe(),
+        "keep_clean": options.keep_clean,
+        "dtype": options.dtype,
+        "shard_size": write.shard_size,
+        "compression": write.compression,
+        "table": write.table,
+        "device_type": device.type,
+    }
+    return json.loads(json.dumps(fp, sort_keys=True))
+
+
+def generate_catalog(model: GalaxyModel, options: GenerateOptions, out: str | Path, *, write: WriteOptions,
+                     world: World, device: torch.device, checkpoint: str | Path, checkpoint_sha256: str,
+                     config_yaml: str) -> RunResult:
+    """Generate `options.n` objects from `model` into the sharded catalogue `out`."""
+    job = GenerateJob(model, options, device)
+    fingerprint = generate_fingerprint(options, checkpoint_sha256, write, device)
+    meta = run_meta("generate", fingerprint, checkpoint, checkpoint_sha256, config_yaml, model.name)
+    meta.update(n_objects=options.n, seed=options.seed, batch_size=options.batch_size, image_dtype=options.dtype)
+    return run_catalog(job, out, fingerprint, meta, write, world)
+
+
+def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *, seed: int = 0,
+                             batch_size: int = 256, shard_size: int = 65536, component: int | None = None,
+                             counts: tuple[int, ...] | None = None, conditions: Mapping[str, Any] | None = None,
+                             psf: str | None = None, pixel_scale: float = 0.03, noise_sigma: float | None = None,
+                             cosmos_noise: bool = False, keep_clean: bool = False, dtype: str = "float32",
+                             compression: str = "none", table: bool = True, overwrite: bool = False,
+                             device: str = "auto", threads: int | None = None) -> RunResult:
+    """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate."""
+    from galhpc.checkpoint import file_sha256, load_model
+    from galhpc.runtime import pick_device, set_threads, setup_logging
+
+    world = current_world()
+    setup_logging(world.rank)
+    set_threads(threads)
+    torch_device = pick_device(device, local_rank())
+    model, cfg, _ = load_model(checkpoint, map_location="cpu")
+    emulation = SurveyEmulation(
+        psf=load_psf(psf, pixel_scale) if psf else None, noise_sigma=noise_sigma,
+        cosmos_noise=cosmos_noise, pixel_scale=pixel_scale,
+    )
+    options = GenerateOptions(
+        n=n, seed=seed, batch_size=batch_size, component=component, counts=counts,
+        conditions=dict(conditions or {}), emulation=emulation, keep_clean=keep_clean, dtype=dtype,
+    )
+    write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite)
+    result = generate_catalog(model, options, out, write=write, world=world, device=torch_device,
+                              checkpoint=checkpoint, checkpoint_sha256=file_sha256(checkpoint),
+                              config_yaml=cfg.to_yaml())
+    log.info("rank %d: %d objects in %d shard(s), %.1f objects/s", world.rank, result.objects_written,
+             result.shards_written, result.objects_per_second)
+    return result

@@ -1,0 +1,222 @@
+"""The one HDF5 writer of galhpc catalogues: shard files and the virtual master file.
+
+A shard holds one dataset per column, row r = object `start + r`, plus (unless turned
+off) a compound dataset `catalog` with every non-image column, which astropy's
+`Table.read(path="catalog")` reads as a table.  The master file stitches the shards
+together with virtual datasets (relative paths, so the pair `out.h5` + `out.h5.shards/`
+can be moved together) and carries the run's description in `/meta` attributes.
+
+Files are written with the HDF5 1.10 format so that older tools (Debian's h5ls/h5dump
+1.10) read them.  Layout choices for throughput: row chunks of about 1 MiB holding whole
+images, compression optional (off by default; `gzip[:level]` adds the shuffle filter).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import galhpc
+
+from galhpc.catalog.shards import Shard, shard_file_name
+
+log = logging.getLogger("galhpc.catalog.h5out")
+
+LIBVER = ("earliest", "v110")
+TABLE = "catalog"
+META = "meta"
+IMAGE_COLUMNS = ("images", "images_clean")
+CHUNK_BYTES = 1 << 20
+COMPRESSIONS = ("none", "gzip", "lzf")
+
+
+def parse_compression(spec: str) -> dict[str, Any]:
+    """'none' | 'lzf' | 'gzip' | 'gzip:N' -> h5py create_dataset keyword arguments."""
+    name, _, level = spec.partition(":")
+    if name not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {spec!r}; use one of none, lzf, gzip or gzip:LEVEL")
+    if name == "none":
+        return {}
+    if name == "lzf":
+        return {"compression": "lzf", "shuffle": True}
+    opts = int(level) if level else 4
+    if not 0 <= opts <= 9:
+        raise ValueError(f"gzip level must be 0..9, got {opts}")
+    return {"compression": "gzip", "compression_opts": opts, "shuffle": True}
+
+
+def chunk_rows(row_bytes: int, n_rows: int) -> int:
+    """Rows per chunk: whole rows, about CHUNK_BYTES per chunk."""
+    return max(1, min(n_rows, CHUNK_BYTES // max(1, row_bytes)))
+
+
+def table_dtype(columns: Mapping[str, np.ndarray]) -> np.dtype:
+    """Compound dtype of the non-image columns (vector columns become array fields)."""
+    fields = [(name, a.dtype, a.shape[1:]) for name, a in columns.items() if name not in IMAGE_COLUMNS]
+    return np.dtype([(n, d, s) if s else (n, d) for n, d, s in fields])
+
+
+def to_table(columns: Mapping[str, np.ndarray], dtype: np.dtype) -> np.ndarray:
+    rows = np.empty(len(next(iter(columns.values()))), dtype=dtype)
+    for name in dtype.names:
+        rows[name] = columns[name]
+    return rows
+
+
+class ShardWriter:
+    """Writes the columns of one shard; datasets are created from the first batch's shapes."""
+
+    def __init__(self, path: Path, shard: Shard, compression: str = "none", table: bool = True,
+                 attrs: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.shard = shard
+        self.filters = parse_compression(compression)
+        self.table = table
+        self.rows_written = 0
+        self._table_dtype: np.dtype | None = None
+        self.file = h5py.File(self.path, "w", libver=LIBVER, rdcc_nbytes=4 * CHUNK_BYTES)
+        self.file.attrs.update({"shard": shard.index, "start": shard.start, "stop": shard.stop, **(attrs or {})})
+
+    def write(self, offset: int, columns: Mapping[str, np.ndarray]) -> None:
+        """Write rows [offset, offset + B) of every column (offset relative to the shard)."""
+        n = len(next(iter(columns.values())))
+        if offset + n > self.shard.size:
+            raise ValueError(f"rows {offset}..{offset + n} exceed shard {self.shard.index} of {self.shard.size} rows")
+        if not self.file.keys():
+            self._create(columns)
+        for name, values in columns.items():
+            self.file[name][offset:offset + n] = values
+        if self._table_dtype is not None:
+            self.file[TABLE][offset:offset + n] = to_table(columns, self._table_dtype)
+        self.rows_written += n
+
+    def _create(self, columns: Mapping[str, np.ndarray]) -> None:
+        rows = self.shard.size
+        for name, values in columns.items():
+            row_bytes = values.dtype.itemsize * int(np.prod(values.shape[1:], dtype=np.int64))
+            self.file.create_dataset(
+                name, shape=(rows, *values.shape[1:]), dtype=values.dtype,
+                chunks=(chunk_rows(row_bytes, rows), *values.shape[1:]), **self.filters,
+            )
+        if self.table:
+            self._table_dtype = table_dtype(columns)
+            self.file.create_dataset(
+                TABLE, shape=(rows,), dtype=self._table_dtype,
+                chunks=(chunk_rows(self._table_dtype.itemsize, rows),), **self.filters,
+            )
+
+    def close(self) -> None:
+        if self.rows_written != self.shard.size:
+            self.file.close()
+            raise RuntimeError(f"shard {self.shard.index}: {self.rows_written} of {self.shard.size} rows written")
+        self.file.close()
+
+    def abort(self) -> None:
+        if self.file.id.valid:
+            self.file.close()
+
+
+class WriteBehind:
+    """Runs `write(*args)` calls in a background thread so compute and I/O overlap.
+
+    At most `depth` calls wait in the queue; an exception in the writer thread is raised
+    again in the caller on the next `submit` or on `finish`.
+    """
+
+    def __init__(self, write: Callable[..., None], depth: int = 2) -> None:
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="galhpc-shard-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(*item)
+                except BaseException as err:  # handed to the caller's thread
+                    self._error = err
+
+    def submit(self, *args: Any) -> None:
+        self._raise_pending()
+        self._queue.put(args)
+
+    def finish(self) -> None:
+        """Wait for every submitted write; re-raise the writer's error if there was one."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+def run_meta(kind: str, fingerprint: Mapping[str, Any], checkpoint: str | Path, checkpoint_sha256: str,
+             config_yaml: str, model_name: str) -> dict[str, Any]:
+    """The /meta attributes shared by encode and generate masters."""
+    return {
+        "kind": kind,
+        "galhpc_version": galhpc.__version__,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
+        "model": model_name,
+        "config": config_yaml,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": json.dumps(dict(fingerprint), sort_keys=True),
+    }
+
+
+def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
+    """The /meta fingerprint of an existing master file, or None if it has none."""
+    try:
+        with h5py.File(path, "r") as f:
+            text = f[META].attrs.get("fingerprint") if META in f else None
+    except (OSError, KeyError):
+        return None
+    return json.loads(text) if text else None
+
+
+def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[str, Any],
+                 groups: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> Path:
+    """Write the master file: one virtual dataset per shard column, /meta attributes, and
+    small real datasets under `groups` (e.g. a fitted GMM).  Atomic: temp name + rename."""
+    with h5py.File(shard_dir / shard_file_name(shards[0].index), "r") as first:
+        schema = {name: (ds.shape[1:], ds.dtype) for name, ds in first.items()}
+    n_objects = shards[-1].stop
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", libver=LIBVER) as f:
+            for name, (tail, dtype) in schema.items():
+                layout = h5py.VirtualLayout(shape=(n_objects, *tail), dtype=dtype)
+                for shard in shards:
+                    source = h5py.VirtualSource(
+                        f"{shard_dir.name}/{shard_file_name(shard.index)}", name,
+                        shape=(shard.size, *tail), dtype=dtype,
+                    )
+                    layout[shard.start:shard.stop] = source
+                f.create_virtual_dataset(name, layout)
+            meta_group = f.create_group(META)
+            for key, value in meta.items():
+                meta_group.attrs[key] = value
+            for group_name, arrays in (groups or {}).items():
+                group = f.create_group(group_name)
+                for name, values in arrays.items():
+                    group.create_dataset(name, data=values)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info("wrote master %s: %d objects in %d shards, datasets %s", out, n_objects, len(shards), sorted(schema))
+    return out

@@ -1,0 +1,21 @@
+"""Randomness keyed by object index, never by rank or batch position in a rank's work.
+
+Every random draw of a catalogue comes from a seed derived from (run seed, object index,
+stream) with numpy's SeedSequence, so it does not depend on how many ranks run the job or
+which rank makes the object.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLE_STREAM = 0  # the model's `sample` call (latents, component, PixelCNN codes)
+NOISE_STREAM = 1  # survey-emulation noise
+
+
+def derived_seed(seed: int, index: int, stream: int = SAMPLE_STREAM) -> int:
+    """A 63-bit seed for object (or block starting at object) `index` of run `seed`."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seeds and object indices must be non-negative, got seed={seed}, index={index}")
+    state = np.random.SeedSequence([seed, stream, index]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 32 | int(state[1])) & (2**63 - 1))

@@ -1,0 +1,191 @@
+"""Shards: fixed object ranges, their files, and resuming a killed job.
+
+A catalogue of N objects is cut into shards of `shard_size` consecutive object indices,
+whatever the rank count; ranks take pending shards round-robin.  So the same command
+gives the same shard files on 1, 2 or 64 ranks.  A shard is written under a temporary
+name in `<out>.shards/` and renamed to `NNNNNN.h5` when complete, so a file under its
+final name is always whole and a re-run skips it.
+
+Which run a shard directory belongs to is recorded in `<out>.shards/manifest.json`
+(the run's fingerprint: everything that decides the catalogue's content).  A re-run with
+another fingerprint is refused unless the caller asks to overwrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("galhpc.catalog.shards")
+
+MANIFEST = "manifest.json"
+_TMP_MARK = ".tmp-"
+
+
+class CatalogError(RuntimeError):
+    """A catalogue job that cannot go on: bad input, conflicting output, full disk."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Objects [start, stop) of the catalogue, stored in shard file number `index`."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(n_objects: int, shard_size: int) -> list[Shard]:
+    """Cut objects 0..n-1 into consecutive shards of `shard_size` (the last may be short)."""
+    if n_objects < 1:
+        raise CatalogError(f"a catalogue needs at least one object, got n={n_objects}")
+    if shard_size < 1:
+        raise CatalogError(f"shard size must be positive, got {shard_size}")
+    return [
+        Shard(i, start, min(start + shard_size, n_objects))
+        for i, start in enumerate(range(0, n_objects, shard_size))
+    ]
+
+
+def assign_shards(pending: list[Shard], rank: int, size: int) -> list[Shard]:
+    """This rank's share of the pending shards: every `size`-th, starting at `rank`."""
+    return pending[rank::size]
+
+
+def shard_dir_for(out: str | Path) -> Path:
+    """`synth.h5` -> `synth.h5.shards` (beside the master file)."""
+    out = Path(out)
+    return out.with_name(out.name + ".shards")
+
+
+def shard_file_name(index: int) -> str:
+    return f"{index:06d}.h5"
+
+
+def shard_path(shard_dir: Path, index: int) -> Path:
+    return shard_dir / shard_file_name(index)
+
+
+def complete_shards(shard_dir: Path, shards: list[Shard]) -> set[int]:
+    """Indices of the shards whose final file exists (complete by construction)."""
+    present = {p.name for p in shard_dir.glob("*.h5")} if shard_dir.is_dir() else set()
+    return {s.index for s in shards if shard_file_name(s.index) in present}
+
+
+def remove_stale_temporaries(shard_dir: Path) -> int:
+    """Delete shards in flight of a killed run; call only while no rank is writing."""
+    stale = [p for p in shard_dir.glob(f".*{_TMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d partial shard(s) of an interrupted run in %s", len(stale), shard_dir)
+    return len(stale)
+
+
+@contextlib.contextmanager
+def shard_in_flight(shard_dir: Path, shard: Shard) -> Iterator[Path]:
+    """Yield a temporary path to write `shard` to; rename it into place on success.
+
+    On any exception the temporary file is removed, so only whole shards are ever
+    visible under their final names.
+    """
+    final = shard_path(shard_dir, shard.index)
+    tmp = shard_dir / f".{final.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}"
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, final)
+        _fsync_dir(shard_dir)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small text file under a temporary name, fsync it and rename it into place."""
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system allows fsync on directories
+        _fsync_file(path)
+
+
+def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two fingerprints, as 'key: old -> new' lines."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def read_manifest(shard_dir: Path) -> dict[str, Any] | None:
+    path = shard_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CatalogError(f"{path}: unreadable shard manifest ({err}); pass --overwrite to start afresh") from err
+
+
+def prepare_output(
+    out: Path, fingerprint: dict[str, Any], overwrite: bool, master_fingerprint: dict[str, Any] | None
+) -> Path:
+    """Make `<out>.shards/` ready for this run and return it (rank 0 only, before any writing).
+
+    An existing output of another run (another fingerprint, or a file that is no galhpc
+    catalogue: `master_fingerprint` is its /meta fingerprint or None) is refused unless
+    `overwrite`, in which case the master and all shards are deleted.  An output of the
+    same run is resumed: its complete shards are kept, partial ones removed.
+    """
+    shard_dir = shard_dir_for(out)
+    manifest = read_manifest(shard_dir)
+    recorded = manifest if manifest is not None else master_fingerprint
+    exists = out.exists() or shard_dir.exists()
+    if exists and recorded != fingerprint:
+        if not overwrite:
+            if recorded is None:
+                why = "it is not a galhpc catalogue of this command"
+            else:
+                why = "it was made with different settings:\n  " + "\n  ".join(
+                    fingerprint_differences(recorded, fingerprint)
+                )
+            raise CatalogError(f"an output exists at {out} and {why}\nrefusing to touch it; pass --overwrite to replace it")
+        log.warning("--overwrite: deleting %s and %s", out, shard_dir)
+        out.unlink(missing_ok=True)
+        if shard_dir.exists():
+            shutil.rmtree(shard_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shard_dir.mkdir(exist_ok=True)
+    if read_manifest(shard_dir) is None:
+        atomic_write_text(shard_dir / MANIFEST, json.dumps(fingerprint, indent=1, sort_keys=True))
+    remove_stale_temporaries(shard_dir)
+    return shard_dir

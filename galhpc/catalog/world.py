@@ -1,0 +1,78 @@
+"""Who runs the catalogue job: one process, or the ranks of an MPI launch.
+
+Catalogue jobs are embarrassingly parallel, so ranks only meet a few times (agree on
+the work list, share a fitted GMM, report success).  `World` is that small interface;
+mpi4py is imported only when the process was started by an MPI launcher, so plain
+`python`/`galhpc-encode` runs as one rank without touching MPI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# Environment variables that MPI launchers (OpenMPI, MPICH/Hydra, PMIx, Slurm srun) set.
+_LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+class World:
+    """A single process: every collective is the identity."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def bcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank."""
+        return value
+
+    def allgather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank."""
+        return [value]
+
+
+class MPIWorld(World):
+    """The ranks of MPI.COMM_WORLD (mpi4py)."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+
+    def bcast(self, value: Any) -> Any:
+        return self.comm.bcast(value, root=0)
+
+    def allgather(self, value: Any) -> list[Any]:
+        return self.comm.allgather(value)
+
+
+def launched_by_mpi(environ: dict[str, str] | None = None) -> bool:
+    """True when an MPI launcher started this process (so mpi4py must be used)."""
+    env = os.environ if environ is None else environ
+    return any(var in env for var in _LAUNCHER_SIZE_VARS)
+
+
+def current_world() -> World:
+    """MPI.COMM_WORLD under an MPI launcher, else a one-rank world (no mpi4py import)."""
+    if not launched_by_mpi():
+        return World()
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise RuntimeError(
+            "this process was started by an MPI launcher but mpi4py is not importable "
+            f"({err}); install it with `pip install mpi4py` against the MPI that runs the job"
+        ) from err
+    return MPIWorld(MPI.COMM_WORLD)
+
+
+def local_rank(environ: dict[str, str] | None = None) -> int:
+    """This process's rank on its node (for picking a GPU), from the launcher's environment."""
+    env = os.environ if environ is None else environ
+    for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID"):
+        if var in env:
+            return int(env[var])
+    return 0
