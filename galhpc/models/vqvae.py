@@ -1,0 +1,268 @@
+"""VQ-VAE of Cheng et al. (2019/2020, Table 1/2), with an optional PSF output layer.
+
+Encoder: conv 4x4/2 (64), conv 4x4/2 (128), conv 3x3 (128), 2 residual blocks
+(3x3 -> 32, 1x1 -> 128), 1x1 pre-quantisation conv to D = `latent_dim` (64).  Each of the
+(H/4) x (W/4) vectors is replaced by its nearest codebook entry (K = `num_codes`, found with
+`galhpc.kernels.nearest_code`); the decoder mirrors the encoder with transposed convs.
+Loss = reconstruction MSE + codebook loss ||sg[z_e] - e||^2 (or an EMA codebook) +
+β ||z_e - sg[e]||^2 (β = 0.25), with straight-through gradients.
+
+Codebook usage is logged with every loss (perplexity, dead codes); codes unused for a
+while are restarted on random encoder outputs.  With a `psf` the decoder's output is
+convolved with the PSF before the loss, so `decode` returns the deconvolved galaxy and
+`observe` the PSF-convolved one (see `galhpc.models.psf_layer`); a Tikhonov term
+`tikhonov` * ||d - PSF ⊛ d||^2 regularises the deconvolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galhpc.kernels import nearest_code
+from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
+from galhpc.models.psf_layer import PSFLayer
+
+log = logging.getLogger("galhpc.models.vqvae")
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over data-parallel ranks (torch.distributed or Horovod if running), else t."""
+    import sys
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+        return t
+    hvd = sys.modules.get("horovod.torch")
+    if hvd is not None and hvd.is_initialized() and hvd.size() > 1:
+        return hvd.allreduce(t, op=hvd.Sum)
+    return t
+
+
+def _broadcast(t: torch.Tensor) -> torch.Tensor:
+    """Rank 0's value of t on every rank (no-op in one process)."""
+    import sys
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast(t, src=0)
+        return t
+    hvd = sys.modules.get("horovod.torch")
+    if hvd is not None and hvd.is_initialized() and hvd.size() > 1:
+        return hvd.broadcast(t, root_rank=0)
+    return t
+
+
+class VectorQuantizer(nn.Module):
+    """Codebook of K vectors of size D: nearest-code quantisation with usage tracking.
+
+    `ema=True` updates the codebook by exponential moving averages of assigned vectors
+    (no codebook gradient); otherwise the codebook is a parameter trained by the codebook
+    loss.  `usage` is an EMA (decay `usage_decay`) of how many vectors each code receives per
+    step; codes below `dead_threshold` are dead and, every `restart_every` training steps,
+    restarted on random encoder outputs of the current batch.
+    """
+
+    def __init__(self, num_codes: int, code_dim: int, *, ema: bool = False, decay: float = 0.99,
+                 eps: float = 1e-5, usage_decay: float = 0.99, dead_threshold: float = 0.05,
+                 restart_every: int = 50) -> None:
+        super().__init__()
+        if num_codes < 2:
+            raise ValueError(f"num_codes must be >= 2, got {num_codes}")
+        self.num_codes, self.code_dim = num_codes, code_dim
+        self.ema, self.decay, self.eps = ema, decay, eps
+        self.usage_decay, self.dead_threshold, self.restart_every = usage_decay, dead_threshold, restart_every
+        init = torch.empty(num_codes, code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
+        if ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("ema_count", torch.ones(num_codes))
+            self.register_buffer("ema_sum", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+        self.register_buffer("usage", torch.zeros(num_codes))  # unused codes start dead: first restart is a data init
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def lookup(self, flat: torch.Tensor) -> torch.Tensor:
+        """Code index (N,) of each row of flat (N, D)."""
+        index, _ = nearest_code(flat, self.codebook)
+        return index
+
+    def embed(self, index: torch.Tensor) -> torch.Tensor:
+        """Codebook vectors of an index tensor of any shape (..., D)."""
+        return F.embedding(index, self.codebook)
+
+    def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Quantise z_e (B, D, h, w): (straight-through z_q, indices (B, h, w), loss terms)."""
+        b, d, h, w = z_e.shape
+        flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)
+        index = self.lookup(flat)
+        quantised = self.embed(index)
+        terms = {"commitment": F.mse_loss(flat, quantised.detach())}
+        if self.ema:
+            terms["codebook"] = flat.new_zeros(())
+        else:
+            terms["codebook"] = F.mse_loss(quantised, flat.detach())
+        counts = torch.bincount(index, minlength=self.num_codes).to(flat.dtype)
+        if self.training:
+            self._update(flat.detach(), index, counts)
+        probs = counts / counts.sum()
+        terms["perplexity"] = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+        terms["dead_codes"] = (self.usage < self.dead_threshold).sum().to(flat.dtype)
+        z_q = flat + (quantised - flat).detach()
+        z_q = z_q.reshape(b, h, w, d).permute(0, 3, 1, 2)
+        return z_q, index.reshape(b, h, w), terms
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, index: torch.Tensor, counts: torch.Tensor) -> None:
+        counts = _all_reduce_sum(counts.clone())
+        self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
+        if self.ema:
+            sums = torch.zeros_like(self.ema_sum).index_add_(0, index, flat)
+            sums = _all_reduce_sum(sums)
+            self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+            self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            n = self.ema_count.sum()
+            smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
+            self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(1))
+        self.steps += 1
+        if self.restart_every and int(self.steps) % self.restart_every == 0:
+            self._restart_dead(flat)
+
+    @torch.no_grad()
+    def _restart_dead(self, flat: torch.Tensor) -> None:
+        dead = torch.nonzero(self.usage < self.dead_threshold).flatten()
+        if dead.numel() == 0:
+            return
+        pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
+        fresh = _broadcast(flat[pick].contiguous())
+        codebook = self.codebook.data
+        codebook[dead] = fresh
+        mean_usage = float(self.usage.mean())
+        self.usage[dead] = max(mean_usage, 2 * self.dead_threshold)
+        if self.ema:
+            self.ema_count[dead] = 1.0
+            self.ema_sum[dead] = fresh
+        log.info("restarted %d dead codes of %d", dead.numel(), self.num_codes)
+
+
+class ResidualBlock(nn.Module):
+    """x + conv1x1(ReLU(conv3x3(ReLU(x)))), hidden width `hidden`."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.ReLU(), nn.Conv2d(hidden, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def vqvae_encoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: int = 32, n_res: int = 2) -> nn.Sequential:
+    """Image (B, C, H, W) -> pre-quantisation map (B, D, H/4, W/4)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(hidden, hidden, 3, padding=1),
+        *[ResidualBlock(hidden, res_hidden) for _ in range(n_res)], nn.ReLU(),
+        nn.Conv2d(hidden, code_dim, 1),
+    )
+
+
+def vqvae_decoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: int = 32, n_res: int = 2) -> nn.Sequential:
+    """Quantised map (B, D, H/4, W/4) -> image (B, C, H, W), mirroring the encoder."""
+    return nn.Sequential(
+        nn.Conv2d(code_dim, hidden, 3, padding=1),
+        *[ResidualBlock(hidden, res_hidden) for _ in range(n_res)], nn.ReLU(),
+        nn.ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(hidden // 2, channels, 4, stride=2, padding=1),
+    )
+
+
+# Decoder output: "softplus" keeps deconvolved (pre-PSF) images non-negative, which removes
+# the high-frequency patterns a PSF would otherwise hide from the loss.
+OUTPUT_ACTIVATIONS = {"linear": nn.Identity, "softplus": nn.Softplus, "sigmoid": nn.Sigmoid}
+
+
+class VQVAE(GalaxyModel):
+    """VQ-VAE; `encode` gives the flattened quantised embeddings (B, D * H/4 * W/4)."""
+
+    name = "vqvae"
+    generative = False
+
+    def __init__(self, image_size: int = 64, channels: int = 1, latent_dim: int = 64, *,
+                 num_codes: int = 512, beta: float = 0.25, hidden: int = 128, res_hidden: int = 32,
+                 n_res: int = 2, ema: bool = False, decay: float = 0.99, dead_threshold: float = 0.05,
+                 restart_every: int = 50, psf: str | dict[str, Any] | None = None,
+                 output: str = "linear", tikhonov: float = 0.1) -> None:
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"vqvae: image_size must be a multiple of 4, got {image_size}")
+        self.image_size, self.channels, self.code_dim = image_size, channels, latent_dim
+        self.grid = image_size // 4
+        self.beta, self.tikhonov = beta, tikhonov
+        self.encoder = vqvae_encoder(channels, latent_dim, hidden, res_hidden, n_res)
+        self.quantizer = VectorQuantizer(num_codes, latent_dim, ema=ema, decay=decay,
+                                         dead_threshold=dead_threshold, restart_every=restart_every)
+        self.decoder = vqvae_decoder(channels, latent_dim, hidden, res_hidden, n_res)
+        self.psf_layer = PSFLayer(psf) if psf is not None else None
+        if output not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"vqvae: output must be one of {sorted(OUTPUT_ACTIVATIONS)}, got {output!r}")
+        self.output = OUTPUT_ACTIVATIONS[output]()
+
+    @property
+    def num_codes(self) -> int:
+        return self.quantizer.num_codes
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        expected = (self.channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"vqvae: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+
+    def quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Images -> (straight-through quantised map (B, D, h, w), code indices (B, h, w), terms)."""
+        self._check_images(x)
+        z_e = self.encoder(x)
+        z_q, index, terms = self.quantizer(z_e)
+        return z_q, index, terms
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Code map (B, H/4, W/4) of int64 indices: what the PixelCNN prior models."""
+        return self.quantise(x)[1]
+
+    def decode_codes(self, index: torch.Tensor) -> torch.Tensor:
+        """Code map (B, h, w) -> deconvolved images (B, C, H, W)."""
+        return self.output(self.decoder(self.quantizer.embed(index).permute(0, 3, 1, 2)))
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        z_q, _, _ = self.quantise(x)
+        return Encoding(mu=z_q.flatten(1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Flattened quantised embeddings (B, D*h*w) -> images before the PSF (B, C, H, W)."""
+        return self.output(self.decoder(z.reshape(z.shape[0], self.code_dim, self.grid, self.grid)))
+
+    def observe(self, images: torch.Tensor, psf: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder output as the survey sees it: PSF-convolved when the model has a PSF layer."""
+        return images if self.psf_layer is None else self.psf_layer(images, psf)
+
+    def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        x = batch["image"]
+        z_q, _, terms = self.quantise(x)
+        deconvolved = self.output(self.decoder(z_q))
+        recon = self.observe(deconvolved, batch.get("psf"))
+        terms["recon"] = F.mse_loss(recon, x)
+        total = terms["recon"] + terms["codebook"] + self.beta * terms["commitment"]
+        if self.psf_layer is not None and self.tikhonov:
+            # What the PSF changes, penalised: a Wiener-like filter d = P*x / (|P|^2 + λ|1 - P|^2)
+            # that keeps the decoder from hiding patterns (checkerboards) where the PSF is ~0.
+            terms["tikhonov"] = F.mse_loss(deconvolved, recon)
+            total = total + self.tikhonov * terms["tikhonov"]
+        return LossOutput(total, terms, recon)
+
+    def forward(self, batch: Batch, state: StepState | None = None) -> LossOutput:
+        return self.loss(batch, state or StepState())
