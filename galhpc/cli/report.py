@@ -1,0 +1,46 @@
+"""`galhpc-report`: a checkpoint plus catalogue outputs -> a folder of PNG figures, metrics.json, index.html."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from galhpc.report.build import build_report
+from galhpc.report.sections import ReportOptions
+from galhpc.runtime import setup_logging
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = ReportOptions()
+    p = argparse.ArgumentParser(prog="galhpc-report", description=__doc__)
+    p.add_argument("--checkpoint", required=True, help="run/ckpt.pt written by galhpc-train (losses.csv beside it)")
+    p.add_argument("--clusters", required=True, help="clusters.h5 written by galhpc-encode")
+    p.add_argument("--store", help="training store (HDF5) for input images and labels")
+    p.add_argument("--synth", help="synth.h5 written by galhpc-generate (else the model samples)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--max-objects", type=int, default=defaults.max_objects,
+                   help="catalogue rows sampled for cluster and latent metrics (default %(default)s)")
+    p.add_argument("--n-holdout", type=int, default=defaults.n_holdout,
+                   help="store images reconstructed for figures and Regier's test (default %(default)s)")
+    p.add_argument("--n-morph", type=int, default=defaults.n_morph,
+                   help="real and generated images each measured with statmorph (default %(default)s)")
+    p.add_argument("--n-tsne", type=int, default=defaults.n_tsne, help="points in the t-SNE (default %(default)s)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
+                            n_morph=args.n_morph, n_tsne=args.n_tsne)
+    build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth, options=options)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

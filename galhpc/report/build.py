@@ -1,0 +1,116 @@
+"""Assemble a report folder: load the inputs once, run every section, write metrics.json and index.html."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from galhpc.checkpoint import load_model
+from galhpc.report import inference, sampling
+from galhpc.report.losses import read_loss_history
+from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
+
+log = logging.getLogger("galhpc.report")
+
+TITLES = {
+    "reconstruction": "1. Reconstructions",
+    "clusters": "2. Clusters",
+    "generation": "3. Generation",
+    "latents": "4. Latent diagnostics",
+    "regier": "5. Regier's test",
+    "generated_vs_real": "6. Generated against real",
+}
+
+
+def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None,
+                synth: str | Path | None, opt: ReportOptions, rng: np.random.Generator) -> tuple[Inputs, dict[str, Any]]:
+    """Read the model and bounded samples of every file; returns the inputs and their description."""
+    model, cfg, payload = load_model(checkpoint)
+    cs = sampling.read_clusters(clusters, opt.max_objects, rng)
+    inp = Inputs(model=model, clusters=cs, loss_rows=read_loss_history(checkpoint, payload))
+    info: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "clusters": str(clusters), "store": str(store) if store else None,
+        "synth": str(synth) if synth else None, "model": model.name, "latent_dim": cfg.model.latent_dim,
+        "catalogue_objects": cs.n_total, "sampled_objects": len(cs.rows), "seed": opt.seed,
+    }
+    if store is not None:
+        inp.member_rows = sampling.store_rows_for_ids(store, cs.object_id, guess_rows=cs.rows)
+        inp.labels = sampling.read_store_labels(store, inp.member_rows)
+        inp.store_images = lambda rows: sampling.read_store_images(store, rows)
+        in_store = np.flatnonzero(inp.member_rows >= 0)
+        info["sampled_objects_in_store"] = len(in_store)
+        pick = np.sort(rng.choice(in_store, size=min(opt.n_holdout, len(in_store)), replace=False))
+        if len(pick):
+            inp.holdout_images = inp.store_images(inp.member_rows[pick])
+            inp.holdout_ids = cs.object_id[pick]
+            inp.holdout_components = cs.component[pick]
+            inp.holdout_recons = inference.reconstruct(model, inp.holdout_images, opt.batch_size)
+        info["held_out_images"] = len(pick)
+        info["held_out_source"] = "random catalogue objects found in the store"
+    if synth is not None:
+        inp.synth = sampling.read_synth(synth, max(opt.n_morph, opt.n_show * 64), rng)
+        info["synth_objects"] = inp.synth.n_total
+    return inp, info
+
+
+def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, store: str | Path | None = None,
+                 synth: str | Path | None = None, options: ReportOptions | None = None) -> dict[str, Any]:
+    """Write figures, metrics.json and index.html into `out`; returns the metrics."""
+    opt = options or ReportOptions()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(opt.seed)
+    torch.manual_seed(opt.seed)
+    inp, info = load_inputs(checkpoint, clusters, store, synth, opt, rng)
+    figs = Figures(out)
+    report: dict[str, Any] = {"inputs": info}
+    for name, section in SECTIONS.items():
+        start = time.perf_counter()
+        log.info("report section %s", name)
+        report[name] = section(inp, opt, figs, rng)
+        report[name]["seconds"] = round(time.perf_counter() - start, 2)
+    (out / "metrics.json").write_text(json.dumps(_finite(report), indent=2))
+    (out / "index.html").write_text(render_index(report, figs.items))
+    log.info("report written to %s (%d figures)", out, sum(len(v) for v in figs.items.values()))
+    return report
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str, str]]]) -> str:
+    """A self-contained HTML page: each section's figures, then its metrics."""
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>galhpc report</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
+             "pre{background:#f4f4f4;padding:6px;font-size:12px;overflow-x:auto}</style></head><body>",
+             "<h1>galhpc report</h1>", _metrics_block(report["inputs"])]
+    for name, title in TITLES.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        for caption, file_name in figure_items.get(name, []):
+            parts.append(f"<figure><img src='{html.escape(file_name)}' alt='{html.escape(caption)}'>"
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append(_metrics_block(report.get(name, {})))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _metrics_block(metrics: dict[str, Any]) -> str:
+    return f"<pre>{html.escape(json.dumps(_finite(metrics), indent=1))}</pre>"

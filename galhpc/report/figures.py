@@ -1,0 +1,213 @@
+"""Figure drawing of the science report (matplotlib, Agg): arrays in, one PNG out per call.
+
+No metric is computed here beyond what a plot needs (histogram bins); every function
+takes ready arrays and a path, draws, saves and closes its figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 110
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) or (H, W) -> something imshow draws: grey for 1 channel, RGB of the first 3."""
+    image = np.asarray(image, np.float32)
+    if image.ndim == 2:
+        return image
+    if image.shape[0] == 1:
+        return image[0]
+    rgb = np.moveaxis(image[:3], 0, -1)
+    if rgb.shape[-1] == 2:
+        rgb = np.concatenate([rgb, rgb[..., :1]], axis=-1)
+    low, high = np.percentile(rgb, [0.5, 99.5])
+    return np.clip((rgb - low) / max(high - low, 1e-12), 0, 1)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path, title: str = "",
+               cmap: str = "gray", symmetric: Sequence[bool] | None = None, cell: float = 1.1) -> Path:
+    """One row of stamps per entry of `rows` (each (n, C, H, W) or (n, H, W)); empty cells stay blank.
+
+    Rows flagged in `symmetric` (residuals) use a diverging colour map centred on zero.
+    """
+    n_cols = max((len(r) for r in rows), default=1) or 1
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols + 1.2, cell * len(rows) + 0.4), squeeze=False)
+    for i, row in enumerate(rows):
+        sym = bool(symmetric[i]) if symmetric is not None else False
+        limit = float(np.abs(row).max()) if sym and len(row) else 1.0
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(row):
+                if sym:
+                    ax.imshow(_display(row[j]), cmap="RdBu_r", vmin=-limit, vmax=limit)
+                else:
+                    ax.imshow(_display(row[j]), cmap=cmap)
+        axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def loss_curves(columns: Mapping[str, np.ndarray], x_name: str, phases: np.ndarray | None, path: Path) -> Path:
+    """Each loss term against `x_name` (step or epoch), one panel per term, phases shaded."""
+    terms = [k for k in columns if k != x_name]
+    fig, axes = plt.subplots(len(terms), 1, figsize=(7, 1.8 * len(terms) + 0.5), sharex=True, squeeze=False)
+    x = columns[x_name]
+    for ax, term in zip(axes[:, 0], terms, strict=True):
+        y = columns[term]
+        ax.plot(x, y, lw=1)
+        if np.all(y[np.isfinite(y)] > 0) and np.nanmax(y) / max(np.nanmin(y), 1e-300) > 50:
+            ax.set_yscale("log")
+        ax.set_ylabel(term, fontsize=8)
+        if phases is not None:
+            _shade_phases(ax, x, phases)
+    axes[-1, 0].set_xlabel(x_name)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
+def _shade_phases(ax: plt.Axes, x: np.ndarray, phases: np.ndarray) -> None:
+    """Alternate background shading for each contiguous run of one phase, labelled once."""
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(phases.tolist()))
+    start = 0
+    labelled = set()
+    for i in range(1, len(phases) + 1):
+        if i == len(phases) or phases[i] != phases[start]:
+            name = phases[start]
+            ax.axvspan(x[start], x[i - 1], color=colours[names.index(name) % len(colours)], alpha=0.12,
+                       label=None if name in labelled else str(name))
+            labelled.add(name)
+            start = i
+
+
+def bar(values: Sequence[float], labels: Sequence[str], path: Path, ylabel: str, title: str = "",
+        hline: float | None = None, hline_label: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(values) + 2), 3))
+    ax.bar(range(len(values)), values, color="tab:blue")
+    ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=90 if len(values) > 20 else 0)
+    ax.set_ylabel(ylabel)
+    if hline is not None:
+        ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label)
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def matrix(values: np.ndarray, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Heatmap with the value written in each cell (for K up to about 20)."""
+    k_rows, k_cols = values.shape
+    fig, ax = plt.subplots(figsize=(0.45 * k_cols + 2.5, 0.45 * k_rows + 1.5))
+    im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
+    if max(k_rows, k_cols) <= 20:
+        for i in range(k_rows):
+            for j in range(k_cols):
+                if np.isfinite(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="w" if values[i, j] < 0.5 else "k")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def histograms_per_cluster(values: np.ndarray, clusters: np.ndarray, path: Path, label: str,
+                           max_panels: int = 20) -> Path:
+    """One small histogram of `values` per cluster (largest clusters first), shared bins."""
+    keep = np.isfinite(values)
+    ids, counts = np.unique(clusters[keep], return_counts=True)
+    ids = ids[np.argsort(-counts)][:max_panels]
+    finite = values[keep]
+    discrete = np.allclose(finite, np.round(finite)) and len(np.unique(finite)) <= 20
+    bins = np.arange(finite.min() - 0.5, finite.max() + 1.5) if discrete else np.linspace(finite.min(), finite.max(), 21)
+    n_cols = min(5, len(ids))
+    n_rows = int(np.ceil(len(ids) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 1.8 * n_rows + 0.4), squeeze=False, sharex=True)
+    for ax in axes.ravel()[len(ids):]:
+        ax.set_visible(False)
+    for ax, k in zip(axes.ravel(), ids, strict=False):
+        ax.hist(values[keep & (clusters == k)], bins=bins, color="tab:green")
+        ax.set_title(f"cluster {k} (n={int((keep & (clusters == k)).sum())})", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.suptitle(f"{label} per cluster", fontsize=10)
+    return _save(fig, path)
+
+
+def scatter_2d(xy: np.ndarray, colourings: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
+    """One panel per colouring of the same 2-D embedding (discrete colourings get a legend)."""
+    n = len(colourings)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4), squeeze=False)
+    for ax, (name, colour) in zip(axes[0], colourings.items(), strict=True):
+        uniq = np.unique(colour)
+        if colour.dtype.kind in "biu" and len(uniq) <= 20:
+            for k in uniq:
+                sel = colour == k
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=4, label=str(k))
+            ax.legend(fontsize=6, markerscale=2, loc="best")
+        else:
+            sc = ax.scatter(xy[:, 0], xy[:, 1], s=4, c=colour, cmap="viridis")
+            fig.colorbar(sc, ax=ax, fraction=0.046)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def regier_scatter(sse_model: np.ndarray, sse_gaussian: np.ndarray, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.scatter(sse_gaussian, sse_model, s=5, alpha=0.6)
+    both = np.concatenate([sse_model, sse_gaussian])
+    both = both[both > 0]
+    lims = (both.min() * 0.8, both.max() * 1.25) if len(both) else (1e-3, 1)
+    ax.plot(lims, lims, "k--", lw=1, label="equal error")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("squared error, best-fit bivariate Gaussian")
+    ax.set_ylabel("squared error, model reconstruction")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def distributions(real: Mapping[str, np.ndarray], generated: Mapping[str, np.ndarray],
+                  ks: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
+    """Overlaid normalised histograms of each statistic, real against generated, KS in titles."""
+    names = list(real)
+    n_cols = min(4, len(names))
+    n_rows = int(np.ceil(len(names) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3 * n_cols, 2.4 * n_rows + 0.4), squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        a, b = real[name][np.isfinite(real[name])], generated[name][np.isfinite(generated[name])]
+        if len(a) and len(b):
+            bins = np.linspace(min(a.min(), b.min()), max(a.max(), b.max()), 21)
+            ax.hist(a, bins=bins, density=True, histtype="step", lw=1.5, label=f"real ({len(a)})")
+            ax.hist(b, bins=bins, density=True, histtype="step", lw=1.5, label=f"generated ({len(b)})")
+        ax.set_title(f"{name}  KS={ks[name]['ks']:.2f}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,44 @@
+"""Model calls of the report, batched and gradient-free: reconstruct, decode, sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from galhpc.models.base import GalaxyModel
+
+
+@torch.no_grad()
+def encode(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    """Posterior means (and log-variances, or None) of images (N, C, H, W)."""
+    mus, logvars = [], []
+    device = next(model.parameters()).device
+    for i in range(0, len(images), batch_size):
+        enc = model.encode(torch.as_tensor(images[i : i + batch_size], device=device))
+        mus.append(enc.mu.float().cpu().numpy())
+        if enc.logvar is not None:
+            logvars.append(enc.logvar.float().cpu().numpy())
+    return np.concatenate(mus), (np.concatenate(logvars) if logvars else None)
+
+
+@torch.no_grad()
+def decode(model: GalaxyModel, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Images (N, C, H, W) of latents (N, L)."""
+    device = next(model.parameters()).device
+    out = [model.decode(torch.as_tensor(z[i : i + batch_size], dtype=torch.float32, device=device)).float().cpu()
+           for i in range(0, len(z), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """decode(encode(x).μ): the deterministic reconstruction at the posterior mean."""
+    return decode(model, encode(model, images, batch_size)[0], batch_size)
+
+
+@torch.no_grad()
+def sample(model: GalaxyModel, n: int, seed: int, component: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """n generated images (N, C, H, W) and their components; `component` fixes the mixture component."""
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    kwargs = {} if component is None else {"component": component}
+    out = model.sample(n, generator, **kwargs)
+    return out.images.float().cpu().numpy(), out.component.cpu().numpy().astype(np.int64)

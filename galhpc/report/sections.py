@@ -1,0 +1,350 @@
+"""The report's sections: each takes the loaded inputs, draws its figures and returns its metrics.
+
+A section that lacks an input (no store, a non-generative model, no labels) returns
+{"skipped": reason} instead of drawing, so one command serves every model and catalogue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galhpc.models.base import GalaxyModel
+from galhpc.report import figures, inference, latents, metrics, morphology, regier
+from galhpc.report.losses import loss_table
+from galhpc.report.sampling import ClusterSample, SynthSample
+
+log = logging.getLogger("galhpc.report")
+
+
+@dataclass
+class ReportOptions:
+    """Sample sizes and figure sizes of a report (defaults suit a laptop in a few minutes)."""
+
+    max_objects: int = 20000  # rows of clusters.h5 sampled for cluster and latent metrics
+    seed: int = 0
+    n_holdout: int = 500  # store images reconstructed (figures, best/worst, Regier's test)
+    n_morph: int = 100  # images per set measured with statmorph
+    n_tsne: int = 1500
+    n_show: int = 8  # stamps per figure row
+    n_traversal_dims: int = 12  # latents traversed, highest SNR first
+    steps: int = 9
+    batch_size: int = 256
+
+
+@dataclass
+class Inputs:
+    """Everything the sections read, loaded once by `build`."""
+
+    model: GalaxyModel
+    clusters: ClusterSample
+    holdout_images: np.ndarray | None = None  # (n, C, H, W) from the store
+    holdout_ids: np.ndarray | None = None
+    holdout_recons: np.ndarray | None = None  # decode(encode(x).μ) of holdout_images
+    holdout_components: np.ndarray | None = None  # their clusters.h5 component
+    member_rows: np.ndarray | None = None  # store row of each cluster-sample row (-1 if absent)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # per cluster-sample row
+    store_images: Any = None  # callable rows -> images, when a store is given
+    synth: SynthSample | None = None
+    loss_rows: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Figures:
+    """Registry of the figures written so far: section -> [(caption, file name)]."""
+
+    out: Path
+    items: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def path(self, section: str, name: str, caption: str) -> Path:
+        self.items.setdefault(section, []).append((caption, name))
+        return self.out / name
+
+
+def _pick(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
+
+
+# 1. Reconstructions ---------------------------------------------------------------------------------
+def reconstructions(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if inp.loss_rows:
+        columns, x_name, phases = loss_table(inp.loss_rows)
+        figures.loss_curves(columns, x_name, phases, figs.path("reconstruction", "loss_curves.png",
+                                                               "Loss terms per step, s3VDC phases shaded"))
+        out["loss_terms"] = [k for k in columns if k != x_name]
+        if phases is not None:
+            out["phases"] = list(dict.fromkeys(phases.tolist()))
+    else:
+        out["loss_curves_skipped"] = "no losses.csv beside the checkpoint and no history in it"
+    if inp.holdout_images is None:
+        out["skipped"] = "no --store: no input images to reconstruct"
+        return out
+    images, recons = inp.holdout_images, inp.holdout_recons
+    mse = metrics.per_image_mse(images, recons)
+    show = _pick(len(images), opt.n_show, rng)
+    figures.image_grid([images[show], recons[show], images[show] - recons[show]], ["input", "reconstruction", "residual"],
+                       figs.path("reconstruction", "reconstructions.png", "Random held-out inputs, reconstructions, residuals"),
+                       symmetric=[False, False, True])
+    order = np.argsort(mse)
+    best, worst = order[:5], order[::-1][:5]
+    figures.image_grid([images[best], recons[best], images[worst], recons[worst]],
+                       ["best: input", "reconstruction", "worst: input", "reconstruction"],
+                       figs.path("reconstruction", "best_worst.png", "Five best and five worst reconstructions by MSE"))
+    out.update({
+        "n_images": len(images),
+        "mse_mean": float(mse.mean()),
+        "mse_median": float(np.median(mse)),
+        "best_object_ids": inp.holdout_ids[best].tolist(),
+        "best_mse": mse[best].tolist(),
+        "worst_object_ids": inp.holdout_ids[worst].tolist(),
+        "worst_mse": mse[worst].tolist(),
+    })
+    return out
+
+
+# 2. Clusters -----------------------------------------------------------------------------------------
+def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    cs = inp.clusters
+    k = cs.n_components
+    out: dict[str, Any] = {
+        "n_objects": cs.n_total,
+        "n_sampled": len(cs.rows),
+        "n_components": k,
+        "occupancy": cs.occupancy.tolist(),
+        "occupancy_fraction": (cs.occupancy / max(cs.occupancy.sum(), 1)).tolist(),
+    }
+    names = [str(i) for i in range(k)]
+    figures.bar(cs.occupancy, names, figs.path("clusters", "occupancy.png", "Objects per component (whole catalogue)"),
+                ylabel="objects", title="Cluster occupancy")
+    if len(np.unique(cs.component)) >= 2:
+        _, per_cluster, overall = metrics.simplified_silhouette(cs.mu, cs.component)
+        out["silhouette_per_cluster"] = {str(c): v for c, v in per_cluster.items()}
+        out["silhouette_overall"] = overall
+        out["calinski_harabasz"] = metrics.calinski_harabasz(cs.mu, cs.component)
+        used = sorted(per_cluster)
+        figures.bar([per_cluster[c] for c in used], [str(c) for c in used],
+                    figs.path("clusters", "silhouette.png", "Mean simplified silhouette per cluster (sample)"),
+                    ylabel="simplified silhouette", hline=overall, hline_label=f"overall {overall:.3f}")
+    else:
+        out["silhouette_skipped"] = "fewer than two occupied clusters in the sample"
+    if cs.gamma is not None:
+        overlap = metrics.overlap_matrix(cs.gamma, cs.component, k)
+        out["overlap_matrix"] = [[None if not np.isfinite(v) else float(v) for v in row] for row in overlap]
+        figures.matrix(overlap, figs.path("clusters", "overlap_matrix.png", "Mean γ_j of objects labelled i"),
+                       xlabel="component j (mean γ_j)", ylabel="label i", title="Cluster overlap matrix")
+    out["labels"] = _label_agreement(inp, figs)
+    _members(inp, opt, figs, rng)
+    return out
+
+
+def _label_agreement(inp: Inputs, figs: Figures) -> dict[str, Any]:
+    from galhpc.cluster.metrics import permutation_baseline
+
+    result: dict[str, Any] = {}
+    comp = inp.clusters.component
+    for name, values in inp.labels.items():
+        figures.histograms_per_cluster(values.astype(np.float64), comp,
+                                       figs.path("clusters", f"labels_{name}.png", f"Histogram of label {name!r} per cluster"),
+                                       label=name)
+        classes = metrics.discretise_label(values)
+        if classes is None or len(np.unique(classes[classes >= 0])) < 2:
+            continue
+        agreement = metrics.label_agreement(classes, comp)
+        keep = classes >= 0
+        agreement |= permutation_baseline(classes[keep], comp[keep], n_permutations=20, seed=0)
+        agreement["n_classes"] = int(len(np.unique(classes[keep])))
+        result[name] = agreement
+    return result
+
+
+def _members(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> None:
+    """Random and top-γ members of each component: input (if a store is given) and reconstruction."""
+    cs = inp.clusters
+    if inp.store_images is None or inp.member_rows is None:
+        return
+    for kind in ("random", "top_gamma"):
+        rows, labels = [], []
+        for c in range(cs.n_components):
+            idx = np.flatnonzero((cs.component == c) & (inp.member_rows >= 0))
+            if len(idx) == 0:
+                continue
+            if kind == "random":
+                idx = rng.choice(idx, size=min(opt.n_show, len(idx)), replace=False)
+            elif cs.gamma is not None:
+                idx = idx[np.argsort(-cs.gamma[idx, c])[: opt.n_show]]
+            else:
+                return
+            images = inp.store_images(inp.member_rows[idx])
+            rows += [images, inference.reconstruct(inp.model, images, opt.batch_size)]
+            labels += [f"{c}: input", f"{c}: recon"]
+        if rows:
+            title = "Random members" if kind == "random" else "Members with the highest γ"
+            figures.image_grid(rows, labels, figs.path("clusters", f"members_{kind}.png", f"{title} per component"),
+                               title=title)
+
+
+# 3. Generation ---------------------------------------------------------------------------------------
+def generation(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    model, cs = inp.model, inp.clusters
+    _samples_per_component(inp, opt, figs, out)
+    snr = metrics.latent_snr(cs.mu, cs.logvar)
+    dims = np.argsort(-snr)[: opt.n_traversal_dims].tolist()
+    grid = latents.traversal(cs.mu, dims, opt.steps)
+    decoded = inference.decode(model, grid.reshape(-1, grid.shape[-1]), opt.batch_size)
+    decoded = decoded.reshape(len(dims), opt.steps, *decoded.shape[1:])
+    figures.image_grid(list(decoded), [f"z{d} (SNR {snr[d]:.2f})" for d in dims],
+                       figs.path("generation", "traversals.png", "Latent traversals: each latent from its min to max, others at the mean"))
+    out["traversal_dims"] = dims
+    uniq, centres = metrics.cluster_centres(cs.mu, cs.component)
+    if len(uniq) >= 2:
+        order = metrics.shortest_path_order(centres)
+        legs = latents.route(centres, order, opt.steps)
+        decoded = inference.decode(model, legs.reshape(-1, legs.shape[-1]), opt.batch_size)
+        decoded = decoded.reshape(len(legs), opt.steps, *decoded.shape[1:])
+        figures.image_grid(list(decoded), [f"{uniq[a]} → {uniq[b]}" for a, b in zip(order[:-1], order[1:])],
+                           figs.path("generation", "tsp_interpolation.png",
+                                     "Interpolation along the shortest route through the cluster centres"))
+        out["tsp_order"] = [int(uniq[i]) for i in order]
+        out["tsp_length"] = metrics.path_length(centres, order)
+        out["tsp_length_index_order"] = metrics.path_length(centres, list(range(len(uniq))))
+    out["deblending"] = _deblending(inp, opt, figs)
+    return out
+
+
+def _samples_per_component(inp: Inputs, opt: ReportOptions, figs: Figures, out: dict[str, Any]) -> None:
+    model = inp.model
+    rows, labels = [], []
+    if inp.synth is not None:
+        source = "synth.h5"
+        for c in np.unique(inp.synth.component):
+            rows.append(inp.synth.images[inp.synth.component == c][: opt.n_show])
+            labels.append(f"component {c}" if c >= 0 else "samples")
+    elif model.generative and model.has_mixture:
+        source = "model.sample(component=k)"
+        for c in range(inp.clusters.n_components):
+            rows.append(inference.sample(model, opt.n_show, seed=opt.seed + c, component=c)[0])
+            labels.append(f"component {c}")
+    elif model.generative:
+        source = "model.sample"
+        rows.append(inference.sample(model, opt.n_show, seed=opt.seed)[0])
+        labels.append("samples")
+    else:
+        out["samples_skipped"] = f"model {model.name!r} is not generative and no --synth was given"
+        return
+    out["samples_source"] = source
+    figures.image_grid(rows, labels, figs.path("generation", "samples.png", f"Generated samples per component ({source})"))
+
+
+def _deblending(inp: Inputs, opt: ReportOptions, figs: Figures) -> dict[str, Any]:
+    """Interpolate from galaxies with a companion towards their most similar clean galaxy (in μ)."""
+    flag = inp.labels.get("has_companion")
+    if flag is None or inp.store_images is None:
+        return {"skipped": "needs a store with labels/has_companion"}
+    present = inp.member_rows >= 0
+    dirty = np.flatnonzero((flag == 1) & present)[: max(1, opt.n_show // 2)]
+    clean = np.flatnonzero((flag == 0) & present)
+    if len(dirty) == 0 or len(clean) == 0:
+        return {"skipped": "the sample has no galaxies with (or without) a companion"}
+    mu = inp.clusters.mu
+    partners = clean[latents.nearest_partners(mu[dirty], mu[clean])]
+    rows, labels = [], []
+    for a, b in zip(dirty, partners):
+        path = inference.decode(inp.model, latents.interpolate(mu[a], mu[b], opt.steps), opt.batch_size)
+        ends = inp.store_images(inp.member_rows[[a, b]])
+        rows.append(np.concatenate([ends[:1], path, ends[1:]]))
+        labels.append(f"{inp.clusters.object_id[a]} → {inp.clusters.object_id[b]}")
+    figures.image_grid(rows, labels, figs.path("generation", "deblending.png",
+                                               "Deblending: input with companion, decoded path, nearest clean input"))
+    return {"pairs": [[int(inp.clusters.object_id[a]), int(inp.clusters.object_id[b])] for a, b in zip(dirty, partners)]}
+
+
+# 4. Latent diagnostics -------------------------------------------------------------------------------
+def latent_diagnostics(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    from sklearn.manifold import TSNE
+
+    cs = inp.clusters
+    snr = metrics.latent_snr(cs.mu, cs.logvar)
+    order = np.argsort(-snr)
+    figures.bar(snr[order], [str(d) for d in order], figs.path("latents", "latent_snr.png",
+                                                               "Per-latent SNR = std(μ)/mean(σ), sorted"),
+                ylabel="SNR", title="Latent signal-to-noise")
+    out: dict[str, Any] = {"snr": snr.tolist(), "n_latents_snr_above_1": int((snr > 1).sum())}
+    pick = _pick(len(cs.mu), opt.n_tsne, rng)
+    if len(pick) < 10:
+        out["tsne_skipped"] = "fewer than 10 sampled objects"
+        return out
+    xy = TSNE(n_components=2, perplexity=min(30.0, (len(pick) - 1) / 3), init="pca",
+              random_state=opt.seed).fit_transform(cs.mu[pick].astype(np.float64))
+    colourings = {"component": cs.component[pick]}
+    for name, values in inp.labels.items():
+        classes = metrics.discretise_label(values[pick])
+        colourings[name] = values[pick] if values.dtype.kind == "f" or classes is None else classes
+    figures.scatter_2d(xy, colourings, figs.path("latents", "tsne.png", "t-SNE of μ coloured by component and labels"),
+                       title=f"t-SNE of μ ({len(pick)} objects)")
+    out["tsne_points"] = len(pick)
+    return out
+
+
+# 5. Regier's test ------------------------------------------------------------------------------------
+def regier_test(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    recons = inp.holdout_recons
+    if inp.holdout_images is None or recons is None:
+        return {"skipped": "no --store: no held-out images"}
+    result = regier.regier_test(inp.holdout_images, recons)
+    figures.regier_scatter(np.array(result.pop("sse_model")), np.array(result.pop("sse_gaussian")),
+                           figs.path("regier", "regier.png", "Squared error: reconstruction against best-fit Gaussian"),
+                           title=f"model wins {result['wins_squared_error']}/{result['n_images']} (anchor 971/1000)")
+    return result
+
+
+# 6. Generated against real ---------------------------------------------------------------------------
+def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    if inp.holdout_images is None:
+        return {"skipped": "no --store: no real images"}
+    if inp.synth is not None:
+        pick = _pick(len(inp.synth.images), opt.n_morph, rng)
+        generated, gen_comp = inp.synth.images[pick], inp.synth.component[pick]
+    elif inp.model.generative:
+        generated, gen_comp = inference.sample(inp.model, opt.n_morph, seed=opt.seed)
+    else:
+        return {"skipped": f"model {inp.model.name!r} is not generative and no --synth was given"}
+    pick = _pick(len(inp.holdout_images), opt.n_morph, rng)
+    real = inp.holdout_images[pick]
+    log.info("statmorph on %d real and %d generated stamps", len(real), len(generated))
+    real_table, gen_table = morphology.morphology_table(real), morphology.morphology_table(generated)
+    ks = morphology.compare_tables(real_table, gen_table)
+    figures.distributions(real_table, gen_table, ks, figs.path("generated_vs_real", "morphology.png",
+                                                               "statmorph statistics, real against generated"),
+                          title="Generated against real (statmorph)")
+    out: dict[str, Any] = {
+        "n_real": len(real), "n_generated": len(generated), "ks": ks,
+        "n_failed_real": int(np.isnan(real_table["gini"]).sum()),
+        "n_failed_generated": int(np.isnan(gen_table["gini"]).sum()),
+    }
+    real_comp = inp.holdout_components
+    if real_comp is not None and (gen_comp >= 0).any():
+        real_comp = real_comp[pick]
+        per: dict[str, Any] = {}
+        for c in np.unique(gen_comp[gen_comp >= 0]):
+            r, g = real_comp == c, gen_comp == c
+            if r.sum() >= 5 and g.sum() >= 5:
+                per[str(c)] = morphology.compare_tables({k: v[r] for k, v in real_table.items()},
+                                                        {k: v[g] for k, v in gen_table.items()})
+        out["per_component"] = per
+    return out
+
+
+SECTIONS = {
+    "reconstruction": reconstructions,
+    "clusters": clusters,
+    "generation": generation,
+    "latents": latent_diagnostics,
+    "regier": regier_test,
+    "generated_vs_real": generated_vs_real,
+}
