@@ -158,7 +158,9 @@ def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: 
                     _drain(behind)
                     writer.abort()
                     raise
-        except OSError as err:
+        except (OSError, RuntimeError) as err:  # h5py reports failed flushes as RuntimeError
+            if not isinstance(err, OSError) and not _is_disk_full(err):
+                raise
             why = "the disk is full" if _is_disk_full(err) else "of an I/O error"
             raise CatalogError(
                 f"writing shard {shard.index} (objects {shard.start}..{shard.stop - 1}) of {out} failed because "
@@ -179,8 +181,9 @@ def _drain(behind: WriteBehind) -> None:
         pass
 
 
-def _is_disk_full(err: OSError) -> bool:
-    return err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err) or "quota" in str(err).lower()
+def _is_disk_full(err: BaseException) -> bool:
+    text = str(err)
+    return getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "errno = 28" in text
 
 
 def root_then_all(world: World, fn: Callable[[], T]) -> T:

@@ -107,10 +107,12 @@ def _draw_galsim_profile(name: str, params: str, pixel_scale: float, max_size: i
 class Observer:
     """Applies a SurveyEmulation to batches of clean images (B, C, H, W)."""
 
-    def __init__(self, emulation: SurveyEmulation, seed: int) -> None:
+    def __init__(self, emulation: SurveyEmulation, seed: int, device: torch.device | str = "cpu") -> None:
         self.emulation = emulation
         self.seed = seed
         self._cosmos = None
+        # made here, outside inference mode, so the kernel's PSF-spectrum cache can track it
+        self._psf = torch.from_numpy(emulation.psf).to(device) if emulation.psf is not None else None
         if emulation.cosmos_noise:
             import galsim
 
@@ -120,10 +122,10 @@ class Observer:
     def observe(self, clean: torch.Tensor, first_index: int) -> torch.Tensor:
         """Observed images of objects first_index, first_index + 1, ... (same shape as clean)."""
         out = clean
-        if self.emulation.psf is not None:
+        if self._psf is not None:
             from galhpc.kernels import convolve_psf
 
-            out = convolve_psf(out, torch.from_numpy(self.emulation.psf))
+            out = convolve_psf(out, self._psf)
         if self._cosmos is not None:
             out = out + self._cosmos_noise(out.shape, first_index).to(out.device, out.dtype)
         elif self.emulation.noise_sigma is not None:

@@ -93,7 +93,7 @@ class GenerateJob:
         self.n_objects = options.n
         self.batch_size = options.batch_size
         self.segments = component_segments(options)
-        self.observer = Observer(options.emulation, options.seed) if options.emulation.active else None
+        self.observer = Observer(options.emulation, options.seed, device) if options.emulation.active else None
         self.image_dtype = IMAGE_DTYPES[options.dtype]
 
     def prepare(self, shard_dir: Path) -> None:

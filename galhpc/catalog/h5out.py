@@ -13,6 +13,7 @@ images, compression optional (off by default; `gzip[:level]` adds the shuffle fi
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -84,6 +85,7 @@ class ShardWriter:
         self.table = table
         self.rows_written = 0
         self._table_dtype: np.dtype | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}  # kept open: no flush on every access
         self.file = h5py.File(self.path, "w", libver=LIBVER, rdcc_nbytes=4 * CHUNK_BYTES)
         self.file.attrs.update({"shard": shard.index, "start": shard.start, "stop": shard.stop, **(attrs or {})})
 
@@ -92,38 +94,45 @@ class ShardWriter:
         n = len(next(iter(columns.values())))
         if offset + n > self.shard.size:
             raise ValueError(f"rows {offset}..{offset + n} exceed shard {self.shard.index} of {self.shard.size} rows")
-        if not self.file.keys():
+        if not self._datasets:
             self._create(columns)
         for name, values in columns.items():
-            self.file[name][offset:offset + n] = values
+            self._datasets[name][offset:offset + n] = values
         if self._table_dtype is not None:
-            self.file[TABLE][offset:offset + n] = to_table(columns, self._table_dtype)
+            self._datasets[TABLE][offset:offset + n] = to_table(columns, self._table_dtype)
         self.rows_written += n
 
     def _create(self, columns: Mapping[str, np.ndarray]) -> None:
         rows = self.shard.size
         for name, values in columns.items():
             row_bytes = values.dtype.itemsize * int(np.prod(values.shape[1:], dtype=np.int64))
-            self.file.create_dataset(
+            self._datasets[name] = self.file.create_dataset(
                 name, shape=(rows, *values.shape[1:]), dtype=values.dtype,
                 chunks=(chunk_rows(row_bytes, rows), *values.shape[1:]), **self.filters,
             )
         if self.table:
             self._table_dtype = table_dtype(columns)
-            self.file.create_dataset(
+            self._datasets[TABLE] = self.file.create_dataset(
                 TABLE, shape=(rows,), dtype=self._table_dtype,
                 chunks=(chunk_rows(self._table_dtype.itemsize, rows),), **self.filters,
             )
 
     def close(self) -> None:
         if self.rows_written != self.shard.size:
-            self.file.close()
+            self.abort()
             raise RuntimeError(f"shard {self.shard.index}: {self.rows_written} of {self.shard.size} rows written")
-        self.file.close()
+        self.file.close()  # flushes and closes the datasets too; raises if the flush fails
+        self._datasets.clear()
 
     def abort(self) -> None:
+        """Close after a failure without raising.  The file is truncated first: on a full
+        disk that frees its space, so HDF5's closing flush succeeds instead of failing again."""
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, 0)
+        self._datasets.clear()
         if self.file.id.valid:
-            self.file.close()
+            with contextlib.suppress(Exception):
+                self.file.close()
 
 
 class WriteBehind:
