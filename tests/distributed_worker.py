@@ -85,7 +85,7 @@ def train_steps(model: nn.Module, wrapped: nn.Module, opt: torch.optim.Optimizer
         opt.step()
         if first_grads is None:
             first_grads = flat_grads(model).clone()
-        last = float(out.total)
+        last = float(out.total.detach())
     return first_grads, last
 
 
@@ -107,12 +107,13 @@ def main(backend_name: str, out_dir: str) -> None:
     backend = make_backend(backend_name, device="cpu")
     rank, world = backend.rank, backend.world_size
     model = make_model(100 + rank)
-    wrapped = backend.wrap_model(model)
-    opt = backend.wrap_optimizer(make_optimizer(model), model)
-    if rank == 0:
+    opt = make_optimizer(model)
+    if rank == 0:  # as the trainer does: restore first, then wrap and broadcast
         state = resumed_state()
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+    wrapped = backend.wrap_model(model)
+    opt = backend.wrap_optimizer(opt, model)
     backend.broadcast_state(model, opt)
     grads, last_loss = train_steps(model, wrapped, opt, rank, world)
     metrics = backend.average({"loss": last_loss, "rank": float(rank)})

@@ -6,7 +6,7 @@ and by how much to scale the learning rate.  Three implementations:
 
 - `SingleProcess`: one rank, nothing to synchronise.
 - `HorovodBackend`: `hvd.init`, `hvd.DistributedOptimizer` (gradients averaged in
-  `optimizer.step()`), `broadcast_parameters` + `broadcast_optimizer_state`.
+  `optimizer.step()`), `broadcast_parameters` and the optimizer state from rank 0.
 - `TorchDistributedBackend`: `torch.distributed` process group (NCCL on GPU, gloo on
   CPU) and `DistributedDataParallel`; rank and world size come from torchrun, Slurm
   (srun) or MPI (mpirun) environment variables (`detect_world`).
@@ -203,26 +203,35 @@ class HorovodBackend(Backend):
         log.info("horovod: %d ranks (mpi=%s, gloo=%s)", self.world_size, hvd.mpi_enabled(), hvd.gloo_enabled())
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-        return self._hvd.DistributedOptimizer(
+        wrapped = self._hvd.DistributedOptimizer(
             optimizer, named_parameters=model.named_parameters(), op=self._hvd.Average
         )
+        # DistributedOptimizer is a new optimizer over the same parameter groups: carry over
+        # any state already loaded (a resumed run), which it would otherwise drop.
+        state = optimizer.state_dict()
+        if state["state"]:
+            wrapped.load_state_dict(state)
+        return wrapped
 
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         hvd = self._hvd
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         if optimizer is None:
             return
-        # Only rank 0's answer counts: a fresh optimizer has no state to send, and
-        # broadcast_optimizer_state would otherwise take a zero-gradient step to create it.
-        root_has_state = hvd.broadcast_object(bool(optimizer.state_dict()["state"]), root_rank=0)
-        if root_has_state:
-            hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        # The whole state dict as one object rather than hvd.broadcast_optimizer_state: that
+        # one needs the same state layout on every rank (it fills a fresh optimizer's state by
+        # a zero-gradient step), which a resumed rank 0 whose unused parameters have no state
+        # yet does not have -- the ranks would then wait on different broadcasts forever.
+        state = hvd.broadcast_object(optimizer.state_dict() if self.is_root else None, root_rank=0,
+                                     name="galhpc.optimizer_state")
+        if not self.is_root:
+            optimizer.load_state_dict(state)
 
     def average(self, values: dict[str, float]) -> dict[str, float]:
         if self.world_size == 1:
             return dict(values)
         keys, tensor = _metric_tensor(values)
-        mean = self._hvd.allreduce(tensor, op=self._hvd.Average, name="galhpc.metrics")
+        mean = self._hvd.allreduce(tensor, op=self._hvd.Average, name="galhpc.metrics." + ".".join(keys))
         return dict(zip(keys, mean.tolist()))
 
     def barrier(self) -> None:

@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# Sourced by jobs/train.sh, encode.sh and generate.sh: pick a launcher, run the ranks of
+# one command under it, and forward preemption signals to them.
+#
+# Settings (environment variables):
+#   GALHPC_LAUNCHER  auto | srun | mpirun | torchrun | none   (default auto: inside a Slurm
+#                    job the script's own default, else mpirun when GALHPC_NPROC > 1, else none)
+#   GALHPC_NPROC     ranks to start outside Slurm (default 1); inside Slurm the job's tasks
+#   GALHPC_SRUN_ARGS, GALHPC_MPIRUN_ARGS, GALHPC_TORCHRUN_ARGS  extra launcher options
+#
+# Exit status 75 (EX_TEMPFAIL) from a command means "stopped early, state saved: run me again".
+
+GALHPC_PREEMPTED=75
+
+galhpc_log() { echo "[galhpc-job $(date -u +%H:%M:%S)] $*" >&2; }
+
+galhpc_launcher() {  # $1: the launcher to use inside a Slurm job when GALHPC_LAUNCHER=auto
+  local want=${GALHPC_LAUNCHER:-auto}
+  case $want in
+    auto)
+      if [[ -n ${SLURM_JOB_ID:-} ]]; then echo "$1"
+      elif (( ${GALHPC_NPROC:-1} > 1 )); then echo mpirun
+      else echo none; fi ;;
+    srun | mpirun | torchrun | none) echo "$want" ;;
+    *) galhpc_log "GALHPC_LAUNCHER=$want: choose auto, srun, mpirun, torchrun or none"; return 2 ;;
+  esac
+}
+
+galhpc_nproc() {
+  if [[ -n ${SLURM_JOB_ID:-} ]]; then echo "${SLURM_NTASKS:-${SLURM_NNODES:-1}}"; else echo "${GALHPC_NPROC:-1}"; fi
+}
+
+# galhpc_run LAUNCHER CMD...: run CMD on every rank; USR1/USR2/TERM/INT sent to this shell
+# are passed on to the launcher (srun and mpirun pass them to the ranks).  Returns CMD's status.
+galhpc_run() {
+  local launcher=$1; shift
+  local n; n=$(galhpc_nproc)
+  local -a prefix extra
+  case $launcher in
+    none) prefix=() ;;
+    srun) read -r -a extra <<< "${GALHPC_SRUN_ARGS:-}"; prefix=(srun --kill-on-bad-exit=1 "${extra[@]}") ;;
+    mpirun) read -r -a extra <<< "${GALHPC_MPIRUN_ARGS:-}"; prefix=(mpirun -np "$n" --bind-to none "${extra[@]}") ;;
+    torchrun) read -r -a extra <<< "${GALHPC_TORCHRUN_ARGS:-}"
+              prefix=(torchrun --no-python --standalone --nproc_per_node="$n" "${extra[@]}") ;;
+  esac
+  if [[ -n ${SLURM_CPUS_PER_TASK:-} && -z ${OMP_NUM_THREADS:-} ]]; then export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK; fi
+  galhpc_log "launch ($launcher, $n rank(s)): ${prefix[*]} $*"
+  "${prefix[@]}" "$@" &
+  local pid=$! sig rc
+  for sig in USR1 USR2 TERM INT; do
+    # shellcheck disable=SC2064  # expand pid and sig now
+    trap "galhpc_log 'got SIG$sig, passing it on'; kill -$sig $pid 2>/dev/null" "$sig"
+  done
+  while :; do
+    rc=0; wait "$pid" || rc=$?
+    kill -0 "$pid" 2>/dev/null || break   # a trapped signal interrupted wait: keep waiting
+  done
+  if (( rc > 128 )); then   # the child may have ended just after an interrupted wait
+    local again=0; wait "$pid" 2>/dev/null || again=$?
+    if (( again != 127 )); then rc=$again; fi
+  fi
+  trap - USR1 USR2 TERM INT
+  return "$rc"
+}

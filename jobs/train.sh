@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Data-parallel training of a galhpc model.
+#
+#   sbatch jobs/train.sh cfg.yaml [galhpc-train options]     on a Slurm cluster
+#   bash   jobs/train.sh cfg.yaml [galhpc-train options]     on one machine (GALHPC_NPROC ranks)
+#
+# Preemption-safe: galhpc-train saves {out_dir}/ckpt.pt and exits 75 on SIGUSR1/SIGTERM
+# (Slurm sends USR1 120 s before the time limit); the job then requeues itself and the
+# next run resumes from that checkpoint.  Outside Slurm, re-run the same command.
+# Launcher and rank count: see jobs/common.sh.  GPUs: sbatch --gpus-per-node=4 --ntasks-per-node=4.
+#SBATCH --job-name=galhpc-train
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=0
+#SBATCH --cpus-per-task=1
+#SBATCH --time=24:00:00
+#SBATCH --requeue
+#SBATCH --signal=USR1@120
+#SBATCH --open-mode=append
+#SBATCH --output=galhpc-train-%j.out
+set -euo pipefail
+
+jobs_dir=${GALHPC_JOBS_DIR:-$(dirname "$(readlink -f "$0")")}
+if [[ ! -f $jobs_dir/common.sh && -n ${SLURM_JOB_ID:-} ]]; then  # sbatch runs a copy of this script
+  jobs_dir=$(dirname "$(scontrol show job "$SLURM_JOB_ID" -o | grep -o 'Command=[^ ]*' | cut -d= -f2)")
+fi
+# shellcheck source=jobs/common.sh
+source "$jobs_dir/common.sh"
+
+if (( $# < 1 )); then
+  echo "usage: sbatch|bash jobs/train.sh CONFIG.yaml [galhpc-train options]" >&2
+  exit 2
+fi
+config=$1; shift
+if [[ ! -f $config ]]; then galhpc_log "config file not found: $config"; exit 2; fi
+
+launcher=$(galhpc_launcher srun)
+galhpc_log "train $config (job ${SLURM_JOB_ID:-none}, restart ${SLURM_RESTART_COUNT:-0})"
+rc=0
+galhpc_run "$launcher" galhpc-train --config "$config" --backend "${GALHPC_BACKEND:-auto}" "$@" || rc=$?
+
+if (( rc == GALHPC_PREEMPTED )); then
+  if [[ -n ${SLURM_JOB_ID:-} ]]; then
+    galhpc_log "checkpoint saved; requeueing job $SLURM_JOB_ID to resume"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+  fi
+  galhpc_log "checkpoint saved; run the same command again to resume"
+fi
+exit "$rc"

@@ -1,0 +1,188 @@
+"""A real one-node Slurm cluster on localhost for the tests: munged, slurmctld, slurmd.
+
+Everything (munge key and socket, slurm.conf, state, spool, logs) lives under one
+temporary folder; the daemons run in the foreground as children of the test process
+and are stopped by PID.  Client commands find the cluster through SLURM_CONF (see
+`LocalSlurm.env`).  Needs root (slurmd launches jobs as their user) and Debian's
+slurm-wlm + munge.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+NODE = "galhpc-node"
+PARTITION = "debug"
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo")
+
+
+def missing_requirements() -> str | None:
+    """Why a local cluster cannot start here, or None when it can."""
+    absent = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
+    if absent:
+        return f"not installed: {', '.join(absent)} (apt-get install slurm-wlm munge)"
+    if os.geteuid() != 0:
+        return "slurmd must run as root"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _slurm_conf(root: Path, cpus: int) -> str:
+    host = socket.gethostname()
+    return f"""\
+ClusterName=galhpctest
+SlurmctldHost={host}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={root}/munge/munge.socket
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+PlugStackConfig={root}/plugstack.conf
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SwitchType=switch/none
+MpiDefault=none
+ReturnToService=2
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobRequeue=1
+MinJobAge=600
+KillWait=10
+InactiveLimit=0
+SlurmctldTimeout=60
+SlurmdTimeout=60
+MessageTimeout=30
+NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class LocalSlurm:
+    """Start with `start()`, stop with `stop()` (also a context manager)."""
+
+    def __init__(self, root: Path, cpus: int = 2) -> None:
+        self.root = Path(root)
+        self.cpus = cpus
+        self.conf = self.root / "slurm.conf"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for client commands (sbatch, squeue, scancel, submitit)."""
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.root / "log" / f"{name}.stdout", "ab")
+        self.procs[name] = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        log.close()
+
+    def start(self, timeout: float = 60.0) -> LocalSlurm:
+        for sub in ("munge", "state", "spool", "log"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        munge = self.root / "munge"
+        munge.chmod(0o700)
+        key = munge / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+        (self.root / "plugstack.conf").write_text("")
+        self.conf.write_text(_slurm_conf(self.root, self.cpus))
+        self._spawn("munged", [
+            "munged", "--foreground", "--force", f"--socket={munge}/munge.socket", f"--key-file={key}",
+            f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/munged.seed", f"--log-file={self.root}/log/munged.log",
+        ])
+        self._wait_for(lambda: (munge / "munge.socket").exists(), timeout, "munged socket")
+        self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
+        self._wait_for(lambda: self.run(["scontrol", "ping"], check=False).returncode == 0, timeout, "slurmctld")
+        self._spawn("slurmd", ["slurmd", "-D", "-N", NODE, "-f", str(self.conf)])
+        self._wait_for(lambda: self.node_state() in ("idle", "mixed", "allocated"), timeout, "slurmd idle")
+        return self
+
+    def node_state(self) -> str:
+        out = self.run(["sinfo", "-h", "-n", NODE, "-o", "%T"], check=False).stdout.strip()
+        return out.rstrip("*~#")
+
+    def run(self, args: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(args, env=self.env, capture_output=True, text=True, check=check, timeout=timeout)
+
+    def _wait_for(self, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; logs:\n{self.logs()}")
+            if ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"local Slurm: {what} not ready after {timeout:.0f} s; logs:\n{self.logs()}")
+
+    def logs(self, tail: int = 2000) -> str:
+        parts = []
+        for path in sorted((self.root / "log").glob("*")):
+            parts.append(f"== {path.name}\n{path.read_text(errors='replace')[-tail:]}")
+        return "\n".join(parts)
+
+    def job_field(self, job_id: str, field: str) -> str | None:
+        """One field of `scontrol show job` (e.g. JobState, Restarts, ExitCode), None if gone."""
+        proc = self.run(["scontrol", "-o", "show", "job", job_id], check=False)
+        for token in proc.stdout.split():
+            key, _, value = token.partition("=")
+            if key == field:
+                return value
+        return None
+
+    def wait_job(self, job_id: str, states: tuple[str, ...], timeout: float) -> str:
+        """Wait until the job reaches one of `states`; returns it."""
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = self.job_field(job_id, "JobState")
+            if state in states:
+                return state
+            time.sleep(1.0)
+        raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f} s (wanted {states});\n{self.logs()}")
+
+    def stop(self) -> None:
+        """Cancel leftover jobs, then stop slurmd, slurmctld and munged by PID."""
+        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
+            self.run(["scancel", "--full", "--partition", PARTITION], check=False)
+        for name in ("slurmd", "slurmctld", "munged"):
+            proc = self.procs.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def __enter__(self) -> LocalSlurm:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
