@@ -1,0 +1,178 @@
+"""The `galhpc-prep` pipeline: sources -> recipe -> quality metrics -> filters -> store.
+
+Each source yields blocks (galhpc.data.sources); every block goes through the same steps:
+1. non-finite pixels are rejected (or raise, naming the file and object);
+2. geometric steps of the recipe (grey, crop, resize) on images, truth and extras;
+3. quality metrics (snr, width, non_uniformity, border_noise) become label columns and
+   the config's filters (<metric>_min / <metric>_max) drop objects, recorded as rejects;
+4. intensity steps (arcsinh, minmax) on images; truth gets the same transform (for
+   minmax the image's own offset and scale, so truth ⊛ psf stays the noise-free image).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from galhpc.config import ConfigError, PrepConfig
+from galhpc.data import preprocess as pp
+from galhpc.data.sources import Block, DataError, Reject, source_reader
+from galhpc.data.store import StoreWriter
+from galhpc.runtime import progress
+
+log = logging.getLogger("galhpc.data.prep")
+
+GEOMETRIC_STEPS = ("grey", "crop", "resize")
+INTENSITY_STEPS = ("arcsinh", "minmax")
+METRICS = {
+    "snr": lambda img, border: pp.snr(img, border),
+    "width": lambda img, border: pp.width(img),
+    "non_uniformity": lambda img, border: pp.non_uniformity(img),
+    "border_noise": lambda img, border: pp.border_noise(img, border),
+}
+
+
+def check_prep_config(prep: PrepConfig) -> None:
+    """Refuse recipes, filters and options that cannot work, before any data is read."""
+    unknown = [s for s in prep.recipe if s not in GEOMETRIC_STEPS + INTENSITY_STEPS]
+    if unknown:
+        raise ConfigError(f"prep.recipe: unknown step(s) {unknown}; known: {list(GEOMETRIC_STEPS + INTENSITY_STEPS)}")
+    kinds = [s in INTENSITY_STEPS for s in prep.recipe]
+    if kinds != sorted(kinds):
+        raise ConfigError(f"prep.recipe {prep.recipe}: geometric steps {GEOMETRIC_STEPS} must come before {INTENSITY_STEPS}")
+    for key in prep.filters:
+        metric, _, bound = key.rpartition("_")
+        if metric not in METRICS or bound not in ("min", "max"):
+            raise ConfigError(f"prep.filters: unknown filter {key!r}; use <metric>_min or <metric>_max with metric in {sorted(METRICS)}")
+    if prep.on_error not in ("raise", "skip"):
+        raise ConfigError(f"prep.on_error must be 'raise' or 'skip', got {prep.on_error!r}")
+    if prep.image_size < 16:
+        raise ConfigError(f"prep.image_size must be >= 16 (the SNR block-averages to 16x16), got {prep.image_size}")
+    if not prep.sources:
+        raise ConfigError("prep.sources is empty: nothing to prepare")
+
+
+def _describe(block: Block, i: int, source_desc: str) -> tuple[str, str]:
+    """(object, file) names of object i of a block, for errors and rejects."""
+    file = block.files[i] if block.files is not None else source_desc
+    return f"object_id {int(block.object_id[i])}", file
+
+
+def _nearest(arr: np.ndarray, size: int) -> np.ndarray:
+    h, w = arr.shape[-2:]
+    rows = ((np.arange(size) + 0.5) * h / size).astype(int)
+    cols = ((np.arange(size) + 0.5) * w / size).astype(int)
+    return arr[..., rows[:, None], cols[None, :]]
+
+
+def _geometric(arr: np.ndarray, prep: PrepConfig, integer: bool = False) -> np.ndarray:
+    """Apply the recipe's geometric steps to a stack (n, H, W) or (n, C, H, W)."""
+    for step in prep.recipe:
+        if step == "grey" and arr.ndim == 4 and not integer:
+            arr = pp.to_grey(arr)
+        elif step == "crop" and prep.crop_size is not None:
+            arr = pp.centre_crop(arr, prep.crop_size)
+        elif step == "resize" and arr.shape[-2:] != (prep.image_size, prep.image_size):
+            arr = _nearest(arr, prep.image_size) if integer else pp.resize_area(arr, prep.image_size)
+    return arr
+
+
+def _reject_or_raise(prep: PrepConfig, rejects: list[Reject], obj: str, file: str, reason: str) -> None:
+    if prep.on_error == "raise":
+        raise DataError(f"{file}: {obj}: {reason}")
+    rejects.append(Reject(obj, file, reason))
+
+
+def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
+    """Steps 1-4 of the module docstring on one block; returns the kept objects."""
+    if block.images.ndim not in (3, 4):
+        raise DataError(f"{source_desc}: images must be (n, H, W) or (n, C, H, W), got shape {block.images.shape}")
+    n = len(block)
+    rejects = list(block.rejects)
+    keep = np.ones(n, dtype=bool)
+    finite = np.isfinite(block.images).reshape(n, -1)
+    for i in np.flatnonzero(~finite.all(axis=1)):
+        obj, file = _describe(block, i, source_desc)
+        _reject_or_raise(prep, rejects, obj, file, f"{int((~finite[i]).sum())} NaN/inf pixels")
+        keep[i] = False
+    block = block.select(keep)
+    block.rejects = rejects
+    if len(block) == 0:
+        return block
+    in_hw = block.images.shape[-2:]
+    try:
+        images = _geometric(block.images.astype(np.float32, copy=False), prep)
+        truth = None if block.truth is None else _geometric(block.truth.astype(np.float32, copy=False), prep)
+    except ValueError as err:
+        raise DataError(f"{source_desc}: objects {block.object_id[0]}..{block.object_id[-1]}: {err}") from err
+    extras = {}
+    for name, values in block.extras.items():
+        spatial = values.shape[-2:] == in_hw
+        extras[name] = _geometric(values, prep, integer=values.dtype.kind in "iub") if spatial else values
+    labels = dict(block.labels)
+    keep = np.ones(len(block), dtype=bool)
+    if prep.metrics or prep.filters:
+        values = {name: np.array([fn(img, prep.border) for img in images]) for name, fn in METRICS.items()}
+        if prep.metrics:
+            labels.update(values)
+        for key, limit in prep.filters.items():
+            metric, _, bound = key.rpartition("_")
+            bad = values[metric] < limit if bound == "min" else values[metric] > limit
+            bad |= np.isnan(values[metric])
+            for i in np.flatnonzero(bad & keep):
+                obj, file = _describe(block, i, source_desc)
+                rejects.append(Reject(obj, file, f"filtered: {metric} {values[metric][i]:.4g} fails {key} {limit}"))
+            keep &= ~bad
+    images, truth = _intensity(images, truth, prep)
+    out = Block(images, block.object_id, labels, truth, block.psf, extras, block.files, rejects)
+    return out.select(keep)
+
+
+def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig):
+    images = images.copy()
+    truth = None if truth is None else truth.copy()
+    for step in prep.recipe:
+        if step == "arcsinh":
+            images = pp.arcsinh_stretch(images, prep.stretch_scale)
+            if truth is not None:
+                truth = pp.arcsinh_stretch(truth, prep.stretch_scale)
+        elif step == "minmax":
+            for i in range(len(images)):
+                offset, scale = pp.minmax_coefficients(images[i])
+                images[i] = (images[i] - offset) * scale
+                if truth is not None:
+                    truth[i] = (truth[i] - offset) * scale
+    return images, truth
+
+
+def prep_config_yaml(prep: PrepConfig) -> str:
+    """The prep section as YAML text of a run config (readable by config_from_yaml_text)."""
+    from dataclasses import asdict
+
+    return yaml.safe_dump({"prep": asdict(prep)}, sort_keys=False)
+
+
+def run_prep(prep: PrepConfig, output: str | Path | None = None, on_error: str | None = None) -> Path:
+    """Read every source of `prep`, process it, and write one store; returns its path."""
+    if on_error is not None:
+        prep.on_error = on_error
+    if output is not None:
+        prep.output = str(output)
+    check_prep_config(prep)
+    counts = {"kept": 0, "rejected": 0}
+    with StoreWriter(prep.output, prep_config_yaml(prep), prep.chunk_rows) as writer:
+        for index, source in enumerate(prep.sources):
+            desc = f"source {index} ({source.kind}{': ' + source.path if source.path else ''})"
+            log.info("reading %s", desc)
+            reader = source_reader(source.kind)
+            for block in progress(reader(source, prep), desc=f"prep {source.kind}", unit="block"):
+                done = process_block(block, prep, desc)
+                writer.append(done, source_index=index)
+                counts["kept"] += len(done)
+                counts["rejected"] += len(done.rejects)
+    path = writer.path
+    log.info("%d objects kept, %d rejected -> %s", counts["kept"], counts["rejected"], path)
+    return path

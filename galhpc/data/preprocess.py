@@ -1,0 +1,174 @@
+"""Preprocessing recipes of the galaxy-morphology literature, as small pure numpy functions.
+
+Images are float arrays whose last two axes are (H, W); multi-band images are (C, H, W).
+Every function returns a new array and leaves its input untouched.  The numba kernels in
+`galhpc.kernels` are tested against these reference versions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_grey(img_bands: np.ndarray) -> np.ndarray:
+    """Mean over the band axis (-3): g, r, i (or any bands) -> one grey image (..., H, W)."""
+    img_bands = np.asarray(img_bands)
+    if img_bands.ndim < 3:
+        raise ValueError(f"to_grey needs a band axis (..., C, H, W); got shape {img_bands.shape}")
+    return img_bands.mean(axis=-3, dtype=np.float64).astype(np.float32)
+
+
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size pixels; for odd margins the extra pixel is cut at the end."""
+    h, w = img.shape[-2:]
+    if size > h or size > w:
+        raise ValueError(f"cannot crop {size}x{size} from an image of {h}x{w}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[..., top : top + size, left : left + size].copy()
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights: overlap of each output pixel's footprint with each input pixel,
+    divided by the footprint length, so every row sums to 1 (flux per pixel is averaged)."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    j = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
+    return overlap / (n_in / n_out)
+
+
+def resize_area(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize the last two axes to size x size by exact area averaging (any scale factor).
+
+    Each output pixel is the mean of the input over its footprint, with fractional input
+    pixels weighted by their overlap; the image mean is preserved.
+    """
+    h, w = img.shape[-2:]
+    if (h, w) == (size, size):
+        return np.array(img, dtype=np.float32)
+    rows = _area_matrix(h, size)
+    cols = _area_matrix(w, size)
+    out = rows @ np.asarray(img, dtype=np.float64) @ cols.T
+    return out.astype(np.float32)
+
+
+def random_flips(batch: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+    """Flip each image of a batch (B, ..., H, W) horizontally and vertically, each with p=1/2.
+
+    The draws come from `generator` (two Bernoulli draws per image: horizontal, vertical),
+    so the same generator state gives the same flips.
+    """
+    draws = generator.random((batch.shape[0], 2)) < 0.5
+    out = np.array(batch, copy=True)
+    hflip, vflip = draws[:, 0], draws[:, 1]
+    out[hflip] = out[hflip][..., ::-1]
+    out[vflip] = out[vflip][..., ::-1, :]
+    return out
+
+
+def arcsinh_stretch(img: np.ndarray, scale: float) -> np.ndarray:
+    """arcsinh(img / scale): linear below `scale`, logarithmic above (Lupton et al. 1999)."""
+    if scale <= 0:
+        raise ValueError(f"arcsinh scale must be > 0, got {scale}")
+    return np.arcsinh(np.asarray(img, dtype=np.float64) / scale).astype(np.float32)
+
+
+def minmax_coefficients(img: np.ndarray) -> tuple[float, float]:
+    """(offset, scale) such that (img - offset) * scale spans [0, 1]; scale 0 for flat images."""
+    lo, hi = float(np.min(img)), float(np.max(img))
+    return lo, (1.0 / (hi - lo) if hi > lo else 0.0)
+
+
+def minmax(img: np.ndarray) -> np.ndarray:
+    """Scale an image (all bands together) linearly to [0, 1]; a flat image becomes zeros."""
+    offset, scale = minmax_coefficients(img)
+    return ((np.asarray(img, dtype=np.float64) - offset) * scale).astype(np.float32)
+
+
+def _border_patches(img: np.ndarray, border: int) -> list[np.ndarray]:
+    """Non-overlapping border x border patches tiling the frame of width `border`."""
+    h, w = img.shape
+    nx, ny = w // border, h // border
+    if nx < 2 or ny < 2:
+        raise ValueError(f"image {h}x{w} is too small for {border}x{border} border patches")
+    patches = []
+    for i in range(nx):  # top and bottom rows of patches, corners included
+        x = i * border
+        patches.append(img[:border, x : x + border])
+        patches.append(img[h - border :, x : x + border])
+    for j in range(1, ny - 1):  # left and right columns, corners excluded
+        y = j * border
+        patches.append(img[y : y + border, :border])
+        patches.append(img[y : y + border, w - border :])
+    return patches
+
+
+def border_noise(img: np.ndarray, border: int = 8) -> float:
+    """Background noise σ: the minimum standard deviation over the border x border patches
+    tiling the image frame (the least contaminated patch of sky)."""
+    img = _single_band(img)
+    return float(min(np.std(p, dtype=np.float64) for p in _border_patches(img, border)))
+
+
+def snr(img: np.ndarray, border: int = 8) -> float:
+    """Peak of the image block-averaged to 16x16, over the border noise (inf if noiseless)."""
+    img = _single_band(img)
+    peak = float(resize_area(img, 16).max())
+    noise = border_noise(img, border)
+    return peak / noise if noise > 0 else float("inf")
+
+
+def non_uniformity(img: np.ndarray) -> float:
+    """max / mean of the image: large for compact sources, ~1 for flat frames."""
+    img = _single_band(img)
+    mean = float(np.mean(img, dtype=np.float64))
+    return float(np.max(img)) / mean if mean != 0 else float("inf")
+
+
+def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-6) -> float:
+    """σ (pixels) of the major axis of the best-fitting elliptical 2-D Gaussian.
+
+    The fit is by adaptive moments (Bernstein & Jarvis 2002): weight the image with the
+    current Gaussian, take weighted moments, update the Gaussian with twice the weighted
+    covariance; the fixed point is the least-squares Gaussian for a Gaussian-like source
+    and it ignores noise far from the centre.  Returns sqrt of the largest eigenvalue of
+    the fitted covariance, or NaN if there is no positive flux to fit.
+    """
+    img = np.asarray(_single_band(img), dtype=np.float64)
+    h, w = img.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    positive = np.clip(img, 0.0, None)
+    total = positive.sum()
+    if total <= 0:
+        return float("nan")
+    cx, cy = (positive * x).sum() / total, (positive * y).sum() / total
+    start = max(min(h, w) / 8.0, 1.0) ** 2
+    cov = np.array([[start, 0.0], [0.0, start]])
+    for _ in range(max_iter):
+        inv = np.linalg.inv(cov)
+        dx, dy = x - cx, y - cy
+        weight = np.exp(-0.5 * (inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy))
+        wi = weight * img
+        norm = wi.sum()
+        if norm <= 0:
+            return float("nan")
+        cx_new, cy_new = cx + (wi * dx).sum() / norm, cy + (wi * dy).sum() / norm
+        mxx, myy, mxy = (wi * dx * dx).sum() / norm, (wi * dy * dy).sum() / norm, (wi * dx * dy).sum() / norm
+        new = 2.0 * np.array([[mxx, mxy], [mxy, myy]])
+        if np.linalg.det(new) <= 0 or not np.all(np.isfinite(new)):
+            return float("nan")
+        change = np.abs(new - cov).max() / np.abs(cov).max()
+        cov, cx, cy = new, cx_new, cy_new
+        if change < tol:
+            break
+    return float(np.sqrt(np.linalg.eigvalsh(cov).max()))
+
+
+def _single_band(img: np.ndarray) -> np.ndarray:
+    """Quality metrics work on one 2-D image; multi-band input is averaged to grey first."""
+    img = np.asarray(img)
+    if img.ndim == 3:
+        return to_grey(img)
+    if img.ndim != 2:
+        raise ValueError(f"expected an (H, W) or (C, H, W) image, got shape {img.shape}")
+    return img

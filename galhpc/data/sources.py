@@ -1,0 +1,118 @@
+"""Data sources of `galhpc-prep`: one signature, a registry of kinds, loaded lazily.
+
+A source is a function
+
+    read(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]
+
+that yields the objects of one `SourceConfig` in blocks of up to `prep.chunk_rows`
+objects (a block is the unit of work and of memory; any size >= 1 is valid).  The prep
+pipeline (`galhpc.data.prep`) then applies the recipe, quality metrics and filters to
+every block and appends it to the store, so a source only reads or simulates.
+
+What a source must do:
+- Put raw pixels in `Block.images` as float32 (n, H, W) or (n, C, H, W); all blocks of a
+  source must have the same per-object shape (the recipe makes them image_size later).
+- Give every object an int64 id, unique within the source (`Block.object_id`).
+- Put per-object values in `Block.labels` (name -> (n,) array: numeric, or fixed-length
+  bytes `S<k>` for strings); true simulation parameters go here.
+- Optionally give noise-free PSF-free images in `Block.truth` (same shape as images), the
+  PSF in `Block.psf` (one (h, w) image, or (n, h, w) per object) and any other per-object
+  arrays in `Block.extras` (name -> (n, ...) array, e.g. segmentation `masks` (n, H, W)
+  uint8); extras with the images' (H, W) get the same crop/resize as the images.
+- Name the file each object came from in `Block.files` (for error messages), if any.
+- On bad input (unreadable file, missing HDU or id, wrong shape): raise `DataError`
+  naming the file and object when `prep.on_error == "raise"`; otherwise skip the object
+  and record a `Reject(object, file, reason)` in `Block.rejects` (a block may then hold
+  zero objects and only rejects).  NaN/inf pixels are checked by the pipeline.
+- Be deterministic: simulated sources derive every object's randomness from
+  (source.seed, object index), e.g. with `object_rng(seed, index)`.
+
+Register a new kind by adding "kind": "module:function" to `REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from galhpc.config import PrepConfig, SourceConfig
+
+REGISTRY: dict[str, str] = {
+    "galsim": "galhpc.data.synth:read_source",
+    "fits": "galhpc.data.fits:read_source",
+    "real": "galhpc.data.real:read_source",
+    "galsim_stars": "galhpc.data.starsim:read_source",
+}
+
+
+class DataError(ValueError):
+    """Input that cannot become part of a store; the message names the file and object."""
+
+
+@dataclass
+class Reject:
+    """One object left out of a store, and why."""
+
+    object: str
+    file: str
+    reason: str
+
+
+@dataclass
+class Block:
+    """A block of objects from one source (see the module docstring for each field)."""
+
+    images: np.ndarray
+    object_id: np.ndarray
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    truth: np.ndarray | None = None
+    psf: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    files: list[str] | None = None
+    rejects: list[Reject] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def select(self, keep: np.ndarray) -> Block:
+        """The block restricted to the objects where boolean `keep` is true (rejects kept)."""
+        per_object_psf = self.psf is not None and self.psf.ndim == 3
+        return Block(
+            images=self.images[keep],
+            object_id=self.object_id[keep],
+            labels={k: v[keep] for k, v in self.labels.items()},
+            truth=None if self.truth is None else self.truth[keep],
+            psf=self.psf[keep] if per_object_psf else self.psf,
+            extras={k: v[keep] for k, v in self.extras.items()},
+            files=None if self.files is None else [f for f, k in zip(self.files, keep) if k],
+            rejects=list(self.rejects),
+        )
+
+
+SourceReader = Callable[[SourceConfig, PrepConfig], Iterator[Block]]
+
+
+def source_reader(kind: str) -> SourceReader:
+    """The read function registered for `kind`, imported on first use."""
+    try:
+        target = REGISTRY[kind]
+    except KeyError:
+        raise DataError(f"unknown source kind {kind!r}; known: {sorted(REGISTRY)}") from None
+    module, attr = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise DataError(f"source kind {kind!r} ({target}) is not available: {err}") from err
+
+
+def object_rng(seed: int, index: int) -> np.random.Generator:
+    """Random generator of one object, a pure function of (seed, object index)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def object_seed(seed: int, index: int) -> int:
+    """A 31-bit integer seed (e.g. for galsim.BaseDeviate) from (seed, object index)."""
+    return int(np.random.SeedSequence([int(seed), int(index), 1]).generate_state(1)[0] >> 1) + 1

@@ -1,0 +1,222 @@
+"""The HDF5 training store: written once by `galhpc-prep`, read by `StoreLoader`.
+
+Layout (docs/schema.md, "Training store"): `images` (N, H, W) or (N, C, H, W) float32
+chunked in blocks of rows; `object_id` int64; `labels/<name>` one dataset per column;
+optional `truth`, `psf`, extra per-object datasets; `rejects/{object,file,reason}`; root
+attributes `galhpc_version`, `config` (prep YAML), `created`, `n_objects`.
+
+`StoreWriter` writes to a hidden temporary file beside the target and renames it only
+when complete, so an interrupted prep never leaves a file that looks whole.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import galhpc
+from galhpc.data.sources import Block, DataError, Reject
+
+log = logging.getLogger("galhpc.data.store")
+
+STRING_LEN = 64  # fixed-length bytes for string labels and rejects
+
+
+def _fill_value(dtype: np.dtype):
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind in "iu":
+        return -1 if dtype.kind == "i" else 0
+    return b""
+
+
+def _storable(name: str, values: np.ndarray) -> np.ndarray:
+    """Numeric arrays as they are; strings as fixed-length bytes."""
+    values = np.asarray(values)
+    if values.dtype.kind == "U":
+        values = np.char.encode(values, "utf-8")
+    if values.dtype.kind == "S":
+        return values.astype(f"S{STRING_LEN}")
+    if values.dtype.kind == "b":
+        return values.astype(np.int8)
+    if values.dtype.kind not in "iuf":
+        raise DataError(f"label {name!r} has unsupported dtype {values.dtype}")
+    return values
+
+
+class StoreWriter:
+    """Append blocks of objects to a new store; `close()` publishes it atomically.
+
+    Use as a context manager: on an exception the temporary file is removed and no store
+    appears at `path`.
+    """
+
+    def __init__(self, path: str | Path, config_yaml: str, chunk_rows: int = 256):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self.chunk_rows = max(1, int(chunk_rows))
+        self.file = h5py.File(self.tmp, "w")
+        self.file.attrs["galhpc_version"] = galhpc.__version__
+        self.file.attrs["config"] = config_yaml
+        self.file.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        self.n = 0
+        self.rejects: list[Reject] = []
+        self.psf: np.ndarray | None = None
+        self.psf_per_object: bool | None = None
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self.file.id.valid:
+            self.abort()
+
+    def _rows_dataset(self, name: str, sample: np.ndarray, fill) -> h5py.Dataset:
+        """A resizable (N, ...) dataset chunked by blocks of rows, back-filled to self.n."""
+        shape = sample.shape[1:]
+        ds = self.file.create_dataset(
+            name,
+            shape=(self.n, *shape),
+            maxshape=(None, *shape),
+            dtype=sample.dtype,
+            chunks=(self.chunk_rows, *shape),
+            fillvalue=fill,
+        )
+        return ds
+
+    def _append(self, name: str, values: np.ndarray, what: str) -> None:
+        if name not in self.file:
+            fill = _fill_value(values.dtype) if name.startswith("labels/") else 0
+            self._rows_dataset(name, values, fill)
+        ds = self.file[name]
+        if ds.shape[1:] != values.shape[1:]:
+            raise DataError(f"{what} {name!r}: shape {values.shape[1:]} differs from earlier objects' {ds.shape[1:]}")
+        start = self.n
+        ds.resize(start + len(values), axis=0)
+        ds[start:] = values.astype(ds.dtype, copy=False)
+
+    def append(self, block: Block, source_index: int = 0) -> None:
+        """Add a block's objects (and rejects); labels missing from it are filled (NaN/-1/b"")."""
+        self.rejects.extend(block.rejects)
+        n = len(block)
+        if n == 0:
+            return
+        where = f"objects {block.object_id[0]}..{block.object_id[-1]}"
+        self._append("images", np.asarray(block.images, dtype=np.float32), where)
+        self._append("object_id", np.asarray(block.object_id, dtype=np.int64), where)
+        labels = {"source_index": np.full(n, source_index, dtype=np.int16), **block.labels}
+        for name, values in labels.items():
+            self._append(f"labels/{name}", _storable(name, values), where)
+        if block.truth is not None:
+            self._append("truth", np.asarray(block.truth, dtype=np.float32), where)
+        for name, values in block.extras.items():
+            self._append(name, np.asarray(values), where)
+        if block.psf is not None:
+            self._add_psf(np.asarray(block.psf, dtype=np.float32), where)
+        self.n += n
+        for name in self.file:  # columns absent from this block: extend with fill values
+            ds = self.file[name]
+            if isinstance(ds, h5py.Group):
+                for sub in ds.values():
+                    if sub.shape[0] < self.n:
+                        sub.resize(self.n, axis=0)
+            elif name != "psf" or self.psf_per_object:
+                if ds.shape[0] < self.n:
+                    ds.resize(self.n, axis=0)
+
+    def _add_psf(self, psf: np.ndarray, where: str) -> None:
+        per_object = psf.ndim == 3
+        if self.psf_per_object is None:
+            self.psf_per_object = per_object
+            if not per_object:
+                self.file.create_dataset("psf", data=psf)
+                self.psf = psf
+        if per_object != self.psf_per_object:
+            raise DataError(f"{where}: mixes one shared PSF with per-object PSFs")
+        if per_object:
+            self._append("psf", psf, where)
+        elif not np.array_equal(psf, self.psf):
+            raise DataError(f"{where}: a second, different shared PSF; give per-object PSFs (n, h, w) instead")
+
+    def _write_rejects(self) -> None:
+        if not self.rejects:
+            return
+        group = self.file.create_group("rejects")
+        for field in ("object", "file", "reason"):
+            values = [str(getattr(r, field)).encode("utf-8")[:256] for r in self.rejects]
+            group.create_dataset(field, data=np.array(values, dtype="S256"))
+
+    def close(self) -> Path:
+        """Finish the file and rename it to its final name; returns the path."""
+        if self.n == 0:
+            self.abort()
+            raise DataError(f"no objects to write to {self.path} ({len(self.rejects)} rejected)")
+        self._write_rejects()
+        self.file.attrs["n_objects"] = self.n
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        log.info("wrote %s: %d objects, %d rejects", self.path, self.n, len(self.rejects))
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; nothing appears at the target path."""
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What a store holds, read from its metadata without touching pixels."""
+
+    path: Path
+    n: int
+    image_shape: tuple[int, ...]  # (H, W) or (C, H, W)
+    channels: int
+    label_names: list[str]
+    has_truth: bool
+    psf_shape: tuple[int, ...] | None
+    n_rejects: int
+    config: str
+    galhpc_version: str
+    created: str
+    chunk_rows: int
+
+
+def read_store_info(path: str | Path) -> StoreInfo:
+    """Open a store and describe it; a missing or foreign file gives a DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"store not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if "images" not in f or "object_id" not in f:
+                raise DataError(f"{path} is not a galhpc store (no images/object_id datasets)")
+            images = f["images"]
+            shape = tuple(images.shape[1:])
+            return StoreInfo(
+                path=path,
+                n=int(images.shape[0]),
+                image_shape=shape,
+                channels=1 if len(shape) == 2 else int(shape[0]),
+                label_names=sorted(f["labels"]) if "labels" in f else [],
+                has_truth="truth" in f,
+                psf_shape=tuple(f["psf"].shape) if "psf" in f else None,
+                n_rejects=int(f["rejects/object"].shape[0]) if "rejects" in f else 0,
+                config=str(f.attrs.get("config", "")),
+                galhpc_version=str(f.attrs.get("galhpc_version", "")),
+                created=str(f.attrs.get("created", "")),
+                chunk_rows=int(images.chunks[0]) if images.chunks else int(images.shape[0]),
+            )
+    except OSError as err:
+        raise DataError(f"{path} is not a readable HDF5 store: {err}") from err
