@@ -43,12 +43,16 @@ class PrepConfig:
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     output: str = "data/store.h5"
     image_size: int = 64
+    # steps in order, geometric (grey, crop, resize) before intensity (arcsinh, minmax)
     recipe: list[str] = field(default_factory=lambda: ["grey", "crop", "resize", "minmax"])
-    crop_size: int | None = None
-    filters: dict[str, float] = field(default_factory=dict)  # e.g. {snr_min: 5}
+    crop_size: int | None = None  # centre crop before resizing; None: no crop
+    stretch_scale: float = 1.0  # arcsinh(x / stretch_scale)
+    metrics: bool = True  # store snr, width, non_uniformity, border_noise as labels
+    border: int = 8  # border patch size of the noise estimate
+    filters: dict[str, float] = field(default_factory=dict)  # <metric>_min / <metric>_max, e.g. {snr_min: 5}
     on_error: str = "raise"  # raise | skip
     workers: int = 2
-    chunk_rows: int = 256
+    chunk_rows: int = 256  # rows per HDF5 chunk and per block of work
 
 
 @dataclass
