@@ -1,8 +1,8 @@
 """Backend choice for the kernels: an explicit `backend=` wins, then GALHPC_KERNEL_BACKEND, then auto.
 
 Backends: "torch" (the reference, any device), "cpp" (galhpc._ext, CPU/OpenMP), "cuda"
-(galhpc._ext built with CUDA, cuda tensors), "numba" (CPU, parallel).  The compiled
-extension and numba are imported only here, when a kernel first asks for them.
+(galhpc._ext built with CUDA, cuda tensors), "numba" (parallel CPU, or numba.cuda on cuda
+tensors).  The compiled extension and numba are imported only when a kernel asks for them.
 """
 
 from __future__ import annotations
@@ -70,8 +70,10 @@ def check_backend_fits(name: str, device: torch.device, supported: tuple[str, ..
         raise ValueError(f"{kernel}: backend {name!r} is not implemented; choose one of {', '.join(supported)}")
     if name == "cuda" and device.type != "cuda":
         raise ValueError(f"{kernel}: backend 'cuda' needs cuda tensors, got tensors on {device}")
-    if name in ("cpp", "numba") and device.type != "cpu":
-        raise ValueError(f"{kernel}: backend {name!r} runs on CPU tensors only, got tensors on {device}")
+    if name == "cpp" and device.type != "cpu":
+        raise ValueError(f"{kernel}: backend 'cpp' runs on CPU tensors only, got tensors on {device}")
+    if name == "numba" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{kernel}: backend 'numba' runs on CPU or cuda tensors, got tensors on {device}")
     if name in ("cpp", "cuda"):
         extension()
         if name == "cuda" and not extension_has_cuda():

@@ -1,7 +1,9 @@
 """Nearest codebook entry for each row of x, in blocks of rows so memory stays
 O(block_size x K) and the N x K distance matrix never exists.
 
-Ties go to the lowest code index, like torch.argmin.  The returned squared distance is
+Ties go to the lowest code index, like torch.argmin.  The compiled and numba backends
+fuse distance and argmin and hold only a tile of rows x K scores per thread, whatever
+block_size is.  The returned squared distance is
 recomputed exactly from the chosen code (not from the ||x||^2 - 2 x.c + ||c||^2
 expansion used to search), and is differentiable w.r.t. x and the codebook.
 """
@@ -77,7 +79,7 @@ def torch_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> to
 
 
 def _cpp_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
-    return _backend.extension().nearest_code_cpu(x, codebook, block_size)
+    return _backend.extension().nearest_code_cpu(x, codebook)
 
 
 def _cuda_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -87,7 +89,9 @@ def _cuda_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> to
 def _numba_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
     from galhpc.kernels import numba_codebook
 
-    return torch.from_numpy(numba_codebook.nearest_code_cpu(x.numpy(), codebook.numpy(), block_size))
+    if x.device.type == "cuda":
+        return numba_codebook.nearest_code_torch_cuda(x, codebook)
+    return torch.from_numpy(numba_codebook.nearest_code_cpu(x.numpy(), codebook.numpy()))
 
 
 _SEARCH = {"torch": torch_search, "cpp": _cpp_search, "cuda": _cuda_search, "numba": _numba_search}

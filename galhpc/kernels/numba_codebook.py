@@ -1,0 +1,105 @@
+"""numba backends of nearest_code: a parallel CPU kernel and a numba.cuda kernel.
+
+Both minimise ||c||^2 / 2 - x.c over the codes (the argmin of ||x - c||^2), keep ties on the
+lowest index, and never hold more than a tile of rows x K scores.  numba is imported here
+only, when the "numba" backend is first asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+from numba import cuda  # a module global, which the CUDA simulator swaps for its own
+
+ROWS_PER_TILE = 8  # rows x padded K scores per tile stay in L1 (8 x 512 float32 = 16 KiB)
+CUDA_THREADS = 128
+
+
+def nearest_code_cpu(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """int64 index of the nearest code for each row of x; x and codebook share a float dtype."""
+    transposed = np.ascontiguousarray(codebook.T)
+    half_norm = 0.5 * np.einsum("kd,kd->k", codebook, codebook)
+    index = np.empty(x.shape[0], dtype=np.int64)
+    _search_cpu(np.ascontiguousarray(x), transposed, half_norm.astype(x.dtype), index)
+    return index
+
+
+@numba.njit(parallel=True, cache=True)
+def _search_cpu(x, transposed, half_norm, index):
+    n, d = x.shape
+    k = transposed.shape[1]
+    for tile in numba.prange((n + ROWS_PER_TILE - 1) // ROWS_PER_TILE):
+        r0 = tile * ROWS_PER_TILE
+        rows = min(ROWS_PER_TILE, n - r0)
+        dots = np.zeros((ROWS_PER_TILE, k), dtype=x.dtype)
+        for j in range(d):
+            for r in range(rows):
+                xv = x[r0 + r, j]
+                for c in range(k):  # contiguous in c: vectorises
+                    dots[r, c] += xv * transposed[j, c]
+        for r in range(rows):
+            best = half_norm[0] - dots[r, 0]
+            at = 0
+            for c in range(1, k):
+                score = half_norm[c] - dots[r, c]
+                if score < best:  # strict: the lowest index keeps a tie
+                    best = score
+                    at = c
+            index[r0 + r] = at
+
+
+@functools.cache
+def _cuda_kernel(dtype: np.dtype):
+    """The numba.cuda kernel for one float dtype (accumulating in that dtype)."""
+    zero = np.dtype(dtype).type(0)
+
+    @cuda.jit
+    def search(x, codebook, half_norm, index):
+        row = cuda.grid(1)
+        if row >= x.shape[0]:
+            return
+        best = zero
+        at = -1
+        for c in range(codebook.shape[0]):
+            dot = zero
+            for j in range(x.shape[1]):
+                dot += x[row, j] * codebook[c, j]
+            score = half_norm[c] - dot
+            if at < 0 or score < best:
+                best = score
+                at = c
+        index[row] = at
+
+    return search
+
+
+def search_cuda_arrays(x, codebook, half_norm, index, stream=0) -> None:
+    """Launch the kernel on device arrays (numba device arrays or __cuda_array_interface__ objects)."""
+    n = x.shape[0]
+    if n == 0:
+        return
+    blocks = (n + CUDA_THREADS - 1) // CUDA_THREADS
+    _cuda_kernel(np.dtype(x.dtype))[blocks, CUDA_THREADS, stream](x, codebook, half_norm, index)
+
+
+def nearest_code_numpy_on_cuda(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Copy host arrays to the GPU (or the CUDA simulator), search there, copy the index back."""
+    half_norm = (0.5 * np.einsum("kd,kd->k", codebook, codebook)).astype(x.dtype)
+    index = cuda.device_array(x.shape[0], dtype=np.int64)
+    search_cuda_arrays(cuda.to_device(np.ascontiguousarray(x)), cuda.to_device(np.ascontiguousarray(codebook)),
+                       cuda.to_device(half_norm), index)
+    return index.copy_to_host()
+
+
+def nearest_code_torch_cuda(x, codebook):
+    """Search cuda tensors in place on torch's current stream; returns an int64 cuda tensor."""
+    import torch
+
+    half_norm = codebook.pow(2).sum(dim=1).mul_(0.5).contiguous()
+    index = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    stream = cuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
+    search_cuda_arrays(cuda.as_cuda_array(x), cuda.as_cuda_array(codebook), cuda.as_cuda_array(half_norm),
+                       cuda.as_cuda_array(index), stream)
+    return index
