@@ -71,7 +71,7 @@ class RunResult:
     n_shards: int
     shards_written: int  # by this rank
     objects_written: int  # by this rank
-    seconds: float
+    seconds: float  # this rank's shard writing (after set-up, before the master file)
 
     @property
     def objects_per_second(self) -> float:
@@ -89,7 +89,6 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
                 options: WriteOptions, world: World) -> RunResult:
     """Write the catalogue of `job` to `out` (+ `out.shards/`) on all ranks of `world`."""
     out = Path(out)
-    began = time.perf_counter()
     shards = plan_shards(job.n_objects, effective_shard_size(options.shard_size, job.batch_size))
 
     def begin() -> tuple[Path, list[int]]:
@@ -101,13 +100,14 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
         return shard_dir, sorted(done)
 
     shard_dir, done = root_then_all(world, begin)
-    job.start(shard_dir)
     pending = [s for s in shards if s.index not in set(done)]
     mine = assign_shards(pending, world.rank, world.size)
 
     error: BaseException | None = None
     written = 0
+    began = time.perf_counter()
     try:
+        job.start(shard_dir)
         ticks = _per_object(_write_shards(job, shard_dir, mine, options, out))
         for _ in progress(ticks, world.rank, total=sum(s.size for s in mine), unit="obj", mininterval=1.0,
                           desc=f"{out.name} rank 0 of {world.size}"):
@@ -115,6 +115,7 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
         written = sum(s.size for s in mine)
     except Exception as err:
         error = err
+    seconds = time.perf_counter() - began
     failures = [(r, msg) for r, msg in enumerate(world.allgather(None if error is None else str(error))) if msg]
     if error is not None:
         raise error
@@ -127,7 +128,7 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
         write_master(out, shard_dir, shards, full_meta, job.master_groups(shard_dir))
 
     root_then_all(world, finish)
-    return RunResult(out, job.n_objects, len(shards), len(mine), written, time.perf_counter() - began)
+    return RunResult(out, job.n_objects, len(shards), len(mine), written, seconds)
 
 
 def _per_object(batch_sizes: Iterator[int]) -> Iterator[None]:

@@ -1,0 +1,314 @@
+"""`galhpc-encode`: embed and cluster every object of a training store, sharded over ranks.
+
+Per object: μ, log σ² (when the encoder has one), γ over the K mixture components,
+`label` = argmax γ, reconstruction MSE of decode(μ) against the input, object_id, and the
+model's `extra_columns`.  Row i of the catalogue is row i of the store.
+
+γ comes from the model's own mixture (AstroVaDEr) or, for models without a mixture
+prior, from a post-hoc GMM: rank 0 encodes an evenly strided subsample of the store,
+finds K with a stick-breaking BayesianGaussianMixture (galhpc.cluster.gmm), fits a
+diagonal GMM with that K and saves it as `<out>.shards/gmm.h5` before any shard is
+written.  Every rank then loads that file, and a resumed run reuses it, so every shard
+uses the same GMM.  It is copied into the master file's /gmm group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import h5py
+import numpy as np
+import torch
+
+from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
+from galhpc.catalog.h5out import LIBVER, run_meta
+from galhpc.catalog.shards import CatalogError, Shard
+from galhpc.catalog.world import World, current_world, local_rank
+from galhpc.models.base import GalaxyModel
+
+log = logging.getLogger("galhpc.catalog.encode")
+T = TypeVar("T")
+
+GMM_FILE = "gmm.h5"
+GMM_KEYS = ("log_pi", "mu", "var")
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    batch_size: int = 512
+    gmm_components: int = 20  # most components the stick-breaking BGM may use
+    gmm_fit_objects: int = 20000  # size of the strided subsample the post-hoc GMM is fitted on
+    seed: int = 0  # of the post-hoc GMM fit
+
+
+class StoreReader:
+    """Contiguous row ranges of a store's `images` (as (B, C, H, W) float32) and `object_id`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.file = h5py.File(self.path, "r")
+        except (OSError, FileNotFoundError) as err:
+            raise CatalogError(f"input store {self.path} cannot be opened as HDF5: {err}") from err
+        if "images" not in self.file or not isinstance(self.file["images"], h5py.Dataset):
+            raise CatalogError(f"input store {self.path} has no dataset /images")
+        self.images = self.file["images"]
+        if self.images.ndim not in (3, 4):
+            raise CatalogError(f"{self.path}: /images must be (N, H, W) or (N, C, H, W), got shape {self.images.shape}")
+        self.n = self.images.shape[0]
+        self.object_id = self.file["object_id"] if "object_id" in self.file else None
+        if self.object_id is not None and self.object_id.shape != (self.n,):
+            raise CatalogError(f"{self.path}: /object_id has shape {self.object_id.shape}, expected ({self.n},)")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        shape = self.images.shape[1:]
+        return (1, *shape) if len(shape) == 2 else tuple(shape)
+
+    def check_fits(self, model: GalaxyModel, channels: int, image_size: int) -> None:
+        c, h, w = self.image_shape
+        if (c, h, w) != (channels, image_size, image_size):
+            raise CatalogError(
+                f"{self.path}: /images holds {c}-channel {h}x{w} images, but the checkpoint's model "
+                f"{model.name!r} expects {channels}-channel {image_size}x{image_size} images"
+            )
+        if self.n == 0:
+            raise CatalogError(f"{self.path}: /images is empty")
+
+    def read(self, start: int, stop: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            images = np.asarray(self.images[start:stop:step], dtype=np.float32)
+            ids = (np.asarray(self.object_id[start:stop:step], dtype=np.int64) if self.object_id is not None
+                   else np.arange(start, stop, step, dtype=np.int64))
+        except OSError as err:
+            raise CatalogError(f"{self.path}: reading /images rows {start}..{stop - 1} failed: {err}") from err
+        return images.reshape(len(images), *self.image_shape), ids
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the input's content cheaply (no full read): shapes, size, id samples."""
+        head = self.read(0, min(self.n, 1000))[1]
+        tail = self.read(max(0, self.n - 1000), self.n)[1]
+        digest = hashlib.sha256(head.tobytes() + tail.tobytes()).hexdigest()
+        return {"images_shape": list(self.images.shape), "images_dtype": str(self.images.dtype),
+                "file_bytes": os.path.getsize(self.path), "object_id_sample_sha256": digest}
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate `items` produced by a background thread (reads overlap the caller's compute)."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(("item", item))
+            buffer.put(("end", done))
+        except BaseException as err:  # re-raised in the consumer
+            buffer.put(("error", err))
+
+    thread = threading.Thread(target=produce, name="galhpc-store-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                buffer.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+class EncodeJob:
+    """Produces the per-object encode columns for the catalogue driver."""
+
+    def __init__(self, model: GalaxyModel, reader: StoreReader, options: EncodeOptions, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.reader = reader
+        self.options = options
+        self.device = device
+        self.n_objects = reader.n
+        self.batch_size = options.batch_size
+        self.gmm: dict[str, torch.Tensor] | None = None
+
+    @property
+    def needs_post_hoc_gmm(self) -> bool:
+        return not self.model.has_mixture
+
+    def prepare(self, shard_dir: Path) -> None:
+        path = shard_dir / GMM_FILE
+        if self.needs_post_hoc_gmm and not path.exists():
+            save_gmm(path, self.fit_post_hoc_gmm())
+
+    def start(self, shard_dir: Path) -> None:
+        if self.needs_post_hoc_gmm:
+            self.gmm = {k: torch.from_numpy(v).to(self.device) for k, v in load_gmm(shard_dir / GMM_FILE).items()
+                        if k in GMM_KEYS}
+
+    def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
+        return {"gmm": load_gmm(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
+
+    @torch.inference_mode()
+    def fit_post_hoc_gmm(self) -> dict[str, np.ndarray]:
+        """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample."""
+        from galhpc.cluster.gmm import fit_diag_gmm, fit_stick_breaking_bgm
+
+        step = max(1, self.n_objects // self.options.gmm_fit_objects)
+        mus = []
+        for lo in range(0, self.n_objects, step * self.batch_size):
+            images, _ = self.reader.read(lo, min(self.n_objects, lo + step * self.batch_size), step)
+            mus.append(self.model.encode(torch.from_numpy(images).to(self.device)).mu.float().cpu().numpy())
+        embeddings = np.concatenate(mus)[: self.options.gmm_fit_objects]
+        log.info("fitting the post-hoc GMM on %d embeddings (every %d-th object)", len(embeddings), step)
+        try:
+            found = fit_stick_breaking_bgm(embeddings, self.options.gmm_components, seed=self.options.seed)
+            gmm = fit_diag_gmm(embeddings, found.k, seed=self.options.seed)
+        except ValueError as err:
+            raise CatalogError(f"cannot fit the post-hoc GMM on {self.reader.path}: {err}") from err
+        return {"log_pi": gmm.log_pi.numpy(), "mu": gmm.mu.numpy(), "var": gmm.var.numpy(),
+                "components_per_batch": np.asarray(found.counts, dtype=np.int64)}
+
+    def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        ranges = [(lo, min(lo + self.batch_size, shard.stop)) for lo in range(shard.start, shard.stop, self.batch_size)]
+        reads = prefetch(((lo, *self.reader.read(lo, hi)) for lo, hi in ranges))
+        for lo, images, ids in reads:
+            yield lo - shard.start, self.encode_batch(images, ids)
+
+    @torch.inference_mode()
+    def encode_batch(self, images: np.ndarray, object_id: np.ndarray) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(images).to(self.device)
+        enc = self.model.encode(x)
+        recon = self.model.decode(enc.mu)
+        gamma = self.model.cluster_probs(enc.mu) if self.gmm is None else self._post_hoc_gamma(enc.mu)
+        columns = {
+            "object_id": object_id,
+            "mu": _numpy(enc.mu, np.float32),
+            "gamma": _numpy(gamma, np.float32),
+            "label": _numpy(gamma.argmax(dim=1), np.int16),
+            "recon_mse": _numpy((recon.float() - x).pow(2).flatten(1).mean(dim=1), np.float32),
+        }
+        if enc.logvar is not None:
+            columns["logvar"] = _numpy(enc.logvar, np.float32)
+        for name, values in self.model.extra_columns(x, enc).items():
+            if name in columns:
+                raise CatalogError(f"model {self.model.name!r}: extra column {name!r} clashes with a standard column")
+            columns[name] = _numpy(values, None)
+        return columns
+
+    def _post_hoc_gamma(self, mu: torch.Tensor) -> torch.Tensor:
+        from galhpc.cluster.gmm import gmm_responsibilities
+
+        return gmm_responsibilities(mu.float(), self.gmm["log_pi"], self.gmm["mu"], self.gmm["var"])
+
+
+def _numpy(values: torch.Tensor, dtype: Any) -> np.ndarray:
+    """Tensor -> numpy for storage: floats as float32 unless `dtype` says, bools as int8."""
+    array = values.detach().cpu().numpy()
+    if dtype is not None:
+        return array.astype(dtype, copy=False)
+    if array.dtype == np.bool_:
+        return array.astype(np.int8)
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32, copy=False)
+    return array
+
+
+def save_gmm(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write the post-hoc GMM atomically (temp name + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", libver=LIBVER) as f:
+            for name, values in arrays.items():
+                f.create_dataset(name, data=values)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_gmm(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with h5py.File(path, "r") as f:
+            return {name: f[name][()] for name in f}
+    except OSError as err:
+        raise CatalogError(f"post-hoc GMM {path} is unreadable ({err}); pass --overwrite to start afresh") from err
+
+
+def encode_fingerprint(options: EncodeOptions, checkpoint_sha256: str, store: dict[str, Any], write: WriteOptions,
+                       device: torch.device, post_hoc_gmm: bool) -> dict[str, Any]:
+    fp = {
+        "kind": "encode",
+        "checkpoint_sha256": checkpoint_sha256,
+        "input": store,
+        "batch_size": options.batch_size,
+        "post_hoc_gmm": ({"max_components": options.gmm_components, "fit_objects": options.gmm_fit_objects,
+                          "seed": options.seed} if post_hoc_gmm else None),
+        "shard_size": write.shard_size,
+        "compression": write.compression,
+        "table": write.table,
+        "device_type": device.type,
+    }
+    return json.loads(json.dumps(fp, sort_keys=True))
+
+
+def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions, out: str | Path, *,
+                   write: WriteOptions, world: World, device: torch.device, channels: int, image_size: int,
+                   checkpoint: str | Path, checkpoint_sha256: str, config_yaml: str) -> RunResult:
+    """Encode every object of `store` with `model` into the sharded catalogue `out`."""
+    reader = StoreReader(store)
+    try:
+        reader.check_fits(model, channels, image_size)
+        job = EncodeJob(model, reader, options, device)
+        fingerprint = encode_fingerprint(options, checkpoint_sha256, reader.identity(), write, device,
+                                         job.needs_post_hoc_gmm)
+        meta = run_meta("encode", fingerprint, checkpoint, checkpoint_sha256, config_yaml, model.name)
+        meta.update(input=str(store), n_objects=reader.n, batch_size=options.batch_size,
+                    gmm="post-hoc" if job.needs_post_hoc_gmm else "model")
+        return run_catalog(job, out, fingerprint, meta, write, world)
+    finally:
+        reader.close()
+
+
+def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *, batch_size: int = 512,
+                           shard_size: int = 65536, gmm_components: int = 20, gmm_fit_objects: int = 20000,
+                           seed: int = 0, compression: str = "none", table: bool = True, overwrite: bool = False,
+                           device: str = "auto", threads: int | None = None) -> RunResult:
+    """The whole `galhpc-encode` job: set up this rank, load the checkpoint, encode."""
+    from galhpc.checkpoint import file_sha256, load_model
+    from galhpc.runtime import pick_device, set_threads, setup_logging
+
+    world = current_world()
+    setup_logging(world.rank)
+    set_threads(threads)
+    torch_device = pick_device(device, local_rank())
+    model, cfg, _ = load_model(checkpoint, map_location="cpu")
+    options = EncodeOptions(batch_size=batch_size, gmm_components=gmm_components, gmm_fit_objects=gmm_fit_objects,
+                            seed=seed)
+    write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite)
+    result = encode_catalog(model, store, options, out, write=write, world=world, device=torch_device,
+                            channels=cfg.model.channels, image_size=cfg.model.image_size, checkpoint=checkpoint,
+                            checkpoint_sha256=file_sha256(checkpoint), config_yaml=cfg.to_yaml())
+    log.info("rank %d: %d objects in %d shard(s), %.1f objects/s", world.rank, result.objects_written,
+             result.shards_written, result.objects_per_second)
+    return result

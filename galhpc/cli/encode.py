@@ -1,0 +1,64 @@
+"""galhpc-encode: embed and cluster every object of a store (run under mpirun for many ranks).
+
+    mpirun -n 64 galhpc-encode --checkpoint run/ckpt.pt --input store.h5 --out clusters.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from galhpc.catalog.shards import CatalogError
+from galhpc.checkpoint import CheckpointError
+
+log = logging.getLogger("galhpc.cli.encode")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="galhpc-encode",
+        description="Encode every object of a training store with a checkpoint: mu, logvar, gamma over the "
+        "mixture components, label = argmax gamma, reconstruction MSE, object_id, into a sharded, resumable "
+        "HDF5 catalogue (master file of virtual datasets + OUT.shards/). Models without a mixture prior get "
+        "a post-hoc GMM (stick-breaking BGM for K) fitted once on rank 0. Run under mpirun for many ranks.",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (ckpt.pt)")
+    p.add_argument("--input", required=True, type=Path, help="training store (HDF5 with /images, /object_id)")
+    p.add_argument("--out", required=True, type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
+    p.add_argument("--batch-size", type=int, default=512, help="objects per forward pass (default 512)")
+    p.add_argument("--shard-size", type=int, default=65536, help="objects per shard file (default 65536)")
+    p.add_argument("--gmm-components", type=int, default=20,
+                   help="post-hoc GMM: most components the stick-breaking BGM may use (default 20)")
+    p.add_argument("--gmm-fit-objects", type=int, default=20000,
+                   help="post-hoc GMM: fitted on this many evenly strided objects (default 20000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the post-hoc GMM fit")
+    p.add_argument("--compression", default="none", help="none | lzf | gzip[:LEVEL] (default none)")
+    p.add_argument("--no-table", action="store_true", help="do not write the compound 'catalog' table")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output of other settings")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (ranks share GPUs round-robin)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per rank")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from galhpc.catalog.encode import encode_from_checkpoint
+
+    try:
+        encode_from_checkpoint(
+            args.checkpoint, args.input, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
+            gmm_components=args.gmm_components, gmm_fit_objects=args.gmm_fit_objects, seed=args.seed,
+            compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
+            device=args.device, threads=args.threads,
+        )
+    except (CatalogError, CheckpointError, ValueError) as err:
+        log.error("%s", err)
+        print(f"galhpc-encode: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
