@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "astrovader": "galhpc.models.vade:AstroVaDEr",
     "vqvae": "galhpc.models.vqvae:VQVAE",
     "convae": "galhpc.models.convae:ConvAE",
+    "vqvae_prior": "galhpc.models.pixelcnn:VQVAEPrior",
     "hvae": "galhpc.models.hvae:HierarchicalAEVAE",
     "segae": "galhpc.models.segment:SegmentationAE",
 }

@@ -203,6 +203,9 @@ class VQVAE(GalaxyModel):
         if image_size % 4:
             raise ValueError(f"vqvae: image_size must be a multiple of 4, got {image_size}")
         self.image_size, self.channels, self.code_dim = image_size, channels, latent_dim
+        self.params = dict(num_codes=num_codes, beta=beta, hidden=hidden, res_hidden=res_hidden, n_res=n_res,
+                           ema=ema, decay=decay, dead_threshold=dead_threshold, restart_every=restart_every,
+                           psf=psf, output=output, tikhonov=tikhonov)
         self.grid = image_size // 4
         self.beta, self.tikhonov = beta, tikhonov
         self.encoder = vqvae_encoder(channels, latent_dim, hidden, res_hidden, n_res)
@@ -213,6 +216,13 @@ class VQVAE(GalaxyModel):
         if output not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"vqvae: output must be one of {sorted(OUTPUT_ACTIVATIONS)}, got {output!r}")
         self.output = OUTPUT_ACTIVATIONS[output]()
+
+    def rebuild_params(self) -> dict[str, Any]:
+        """Constructor params that rebuild this model from its state dict alone (no PSF file)."""
+        params = dict(self.params)
+        if self.psf_layer is not None:
+            params["psf"] = self.psf_layer.spec_for_checkpoint()
+        return params
 
     @property
     def num_codes(self) -> int:
