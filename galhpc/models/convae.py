@@ -1,0 +1,79 @@
+"""Convolutional autoencoder: the clustering baseline of Cheng et al. (2020).
+
+Encoder: three conv 4x4/2 layers (32, 64, 64 filters, LeakyReLU 0.2) to a (64, H/8, W/8)
+map.  With `dense: true` the map is flattened and a dense layer gives `latent_dim` (64)
+features; without, a 1x1 conv to `bottleneck_channels` keeps the features convolutional
+((bottleneck_channels * H/8 * W/8) of them).  The decoder mirrors it with transposed
+convs.  Loss: pixel MSE.  `encode(x).mu` are the features a post-hoc (stick-breaking)
+BayesianGaussianMixture clusters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
+
+
+def _conv_stack(channels: list[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(channels, channels[1:]):
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+    return layers
+
+
+def _deconv_stack(channels: list[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+        layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+        if i < len(channels) - 2:
+            layers.append(nn.LeakyReLU(0.2))
+    return layers
+
+
+class ConvAE(GalaxyModel):
+    """Deterministic conv autoencoder; features are dense (latent_dim) or a small conv map."""
+
+    name = "convae"
+
+    def __init__(self, image_size: int = 64, channels: int = 1, latent_dim: int = 64, *,
+                 dense: bool = True, filters: tuple[int, int, int] | list[int] = (32, 64, 64),
+                 bottleneck_channels: int = 4) -> None:
+        super().__init__()
+        if image_size % 8:
+            raise ValueError(f"convae: image_size must be a multiple of 8, got {image_size}")
+        self.image_size, self.channels, self.dense = image_size, channels, dense
+        self.grid, self.top = image_size // 8, int(filters[-1])
+        widths = [channels, *map(int, filters)]
+        map_size = self.top * self.grid**2
+        if dense:
+            self.feature_dim = latent_dim
+            bottleneck = [nn.Flatten(), nn.Linear(map_size, latent_dim)]
+            expand = [nn.Linear(latent_dim, map_size), nn.LeakyReLU(0.2), nn.Unflatten(1, (self.top, self.grid, self.grid))]
+        else:
+            self.feature_dim = bottleneck_channels * self.grid**2
+            bottleneck = [nn.Conv2d(self.top, bottleneck_channels, 1), nn.Flatten()]
+            expand = [nn.Unflatten(1, (bottleneck_channels, self.grid, self.grid)),
+                      nn.Conv2d(bottleneck_channels, self.top, 1), nn.LeakyReLU(0.2)]
+        self.encoder = nn.Sequential(*_conv_stack(widths), *bottleneck)
+        self.decoder = nn.Sequential(*expand, *_deconv_stack(widths[::-1]))
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        expected = (self.channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"convae: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        return Encoding(mu=self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        x = batch["image"]
+        recon = self.decode(self.encode(x).mu)
+        mse = F.mse_loss(recon, x)
+        return LossOutput(mse, {"recon": mse}, recon)
+
+    def forward(self, batch: Batch, state: StepState | None = None) -> LossOutput:
+        return self.loss(batch, state or StepState())
