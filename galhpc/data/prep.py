@@ -98,6 +98,13 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
         obj, file = _describe(block, i, source_desc)
         _reject_or_raise(prep, rejects, obj, file, f"{int((~finite[i]).sum())} NaN/inf pixels")
         keep[i] = False
+    h, w = block.images.shape[-2:]
+    crop = prep.crop_size if "crop" in prep.recipe and prep.crop_size is not None else 0
+    if crop > min(h, w):
+        for i in np.flatnonzero(keep):
+            obj, file = _describe(block, i, source_desc)
+            _reject_or_raise(prep, rejects, obj, file, f"image {h}x{w} is smaller than crop_size {crop}")
+        keep[:] = False
     block = block.select(keep)
     block.rejects = rejects
     if len(block) == 0:
