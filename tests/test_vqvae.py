@@ -124,6 +124,16 @@ def test_psf_from_fits_file_and_clear_errors(tmp_path):
     fitsio.write(str(bad), np.full((5, 5), np.nan, np.float32))
     with pytest.raises(PSFError, match="bad.fits.*NaN"):
         PSFLayer(str(bad))
+    import h5py
+
+    with h5py.File(tmp_path / "store.h5", "w") as f:
+        f["psf"] = psf
+        f["per_object"] = np.stack([psf, psf])
+    assert np.allclose(PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5")}).psf.numpy(), psf / 4)
+    with pytest.raises(PSFError, match="store.h5:per_object .*kind 'store'"):
+        PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "per_object"})
+    with pytest.raises(PSFError, match="no dataset 'nope'"):
+        PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "nope"})
     with pytest.raises(PSFError, match="kind"):
         PSFLayer({"kind": "nonsense"})
     with pytest.raises(PSFError, match="no 'psf' was given"):

@@ -7,6 +7,7 @@ PSF.  The PSF comes from one of (`psf` model parameter):
 - ``{"kind": "galsim", "profile": "moffat", "fwhm": 0.7, "beta": 3.5, "pixel_scale": 0.2,
   "size": 25}`` (profiles: moffat, kolmogorov, gaussian) drawn without pixel response,
 - ``{"kind": "file", "path": "psf.fits", "hdu": 0}`` (or just the path as a string),
+- ``{"kind": "hdf5", "path": "store.h5", "dataset": "psf"}``: the one PSF a training store holds,
 - ``{"kind": "store"}``: one PSF per object, read from the batch's ``"psf"`` entry,
 - ``{"kind": "state", "shape": [h, w]}``: the PSF is whatever the model's state dict holds
   (used when a checkpoint must rebuild the model without the original file).
@@ -29,7 +30,7 @@ from galhpc.kernels import convolve_psf
 
 log = logging.getLogger("galhpc.models.psf_layer")
 
-PSF_KINDS = ("galsim", "file", "store", "state")
+PSF_KINDS = ("galsim", "file", "hdf5", "store", "state")
 
 
 class PSFError(ValueError):
@@ -79,6 +80,26 @@ def read_psf_file(path: str | Path, hdu: int | str = 0) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
+def read_psf_hdf5(path: str | Path, dataset: str = "psf") -> np.ndarray:
+    """The single (h, w) PSF stored in an HDF5 file, e.g. a GalSim training store."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise PSFError(f"PSF file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if dataset not in f:
+                raise PSFError(f"{path} has no dataset {dataset!r} (prepare GalSim sets with store_psf: true)")
+            image = f[dataset][()]
+    except OSError as err:
+        raise PSFError(f"PSF file {path} is not readable HDF5: {err}") from err
+    if image.ndim != 2:
+        raise PSFError(f"{path}:{dataset} holds PSFs of shape {image.shape}; one (h, w) PSF is needed here "
+                       "(per-object PSFs: use kind 'store')")
+    return image.astype(np.float32)
+
+
 def check_psf(psf: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     """A finite, positive-sum PSF (h, w) or (B, h, w), normalised to unit sum per PSF."""
     psf = torch.as_tensor(psf, dtype=torch.float32)
@@ -104,6 +125,9 @@ class PSFLayer(nn.Module):
             psf = check_psf(galsim_psf_image(**options), f"GalSim PSF {options}")
         elif self.kind == "file":
             psf = check_psf(read_psf_file(spec["path"], spec.get("hdu", 0)), f"PSF file {spec['path']}")
+        elif self.kind == "hdf5":
+            dataset = spec.get("dataset", "psf")
+            psf = check_psf(read_psf_hdf5(spec["path"], dataset), f"PSF {spec['path']}:{dataset}")
         elif self.kind == "state":
             psf = torch.zeros(tuple(spec["shape"]))
         else:
