@@ -91,6 +91,8 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
     if block.images.ndim not in (3, 4):
         raise DataError(f"{source_desc}: images must be (n, H, W) or (n, C, H, W), got shape {block.images.shape}")
     n = len(block)
+    if n == 0:
+        return block
     rejects = list(block.rejects)
     keep = np.ones(n, dtype=bool)
     finite = np.isfinite(block.images).reshape(n, -1)
