@@ -1,0 +1,441 @@
+"""The training loop: any registered model, any backend, checkpoints that resume exactly.
+
+`train(cfg)` runs `cfg.train.epochs` epochs over the training split of `cfg.train.store`
+with the loss weights of the s3VDC schedule, and writes into `cfg.train.out_dir`:
+
+- `ckpt.pt`: model, optimizer, position (epoch, batch in epoch, step), running epoch
+  sums, history, RNG states and the config; written atomically by rank 0 after every
+  `checkpoint_every` epochs, after the mixture initialisation and on a stop signal;
+- `losses.csv` / `losses.png`: per-epoch means of every loss term (averaged over
+  ranks), the KL weight, the learning rate and the held-out reconstruction MSE.
+
+Exactness of resume: the noise of each step is drawn from a generator seeded by
+(seed, step, rank), batches come from `StoreLoader.iter_from`, and the optimizer and
+running sums are restored, so a resumed run takes the same steps as an uninterrupted one.
+
+Signals: SIGTERM or SIGUSR1 let the current step finish, then rank 0 saves a checkpoint
+and every rank leaves with `TrainingInterrupted` (a SystemExit with status 75,
+EX_TEMPFAIL: "try again"), which a job script can answer by requeueing.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from galhpc.checkpoint import CheckpointError, checkpoint_config, read_checkpoint, save_checkpoint
+from galhpc.config import RunConfig
+from galhpc.models import build_model
+from galhpc.models.base import GalaxyModel, StepState
+from galhpc.runtime import progress, set_threads
+from galhpc.train.distributed import Backend, make_backend
+from galhpc.train.schedule import INIT_MIXTURE, Schedule, learning_rate
+
+log = logging.getLogger("galhpc.train.trainer")
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL
+CHECKPOINT_NAME = "ckpt.pt"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+class TrainingInterrupted(SystemExit):
+    """Raised after a stop signal once the checkpoint is saved; exits with status 75."""
+
+    def __init__(self, checkpoint: Path, step: int) -> None:
+        super().__init__(EXIT_INTERRUPTED)
+        self.checkpoint, self.step = checkpoint, step
+
+
+@dataclass
+class Position:
+    """Where training stands: the next batch to run is `batch` of `epoch`; `step` steps done."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)  # running sums of this epoch's terms
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
+    stick_breaking_k: int | None = None
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    out_dir: Path
+    epochs: int
+    steps: int
+    history: list[dict[str, Any]]
+    stick_breaking_k: int | None = None
+
+
+# -- pieces -------------------------------------------------------------------------------
+
+
+def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Adam over every parameter; its lr is set before each step by `lr_at`."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+
+def lr_at(step: int, total_steps: int, steps_per_epoch: int, cfg: RunConfig, backend: Backend) -> float:
+    """The learning rate of optimizer step `step`: exponential decay times the backend's scaling."""
+    warmup_steps = int(round(cfg.train.warmup_epochs * steps_per_epoch))
+    decayed = learning_rate(step, total_steps, cfg.train.lr, cfg.train.lr_final)
+    return decayed * backend.lr_scale(step, warmup_steps)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the noise drawn in one step on one rank (independent of how the run was split)."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+def check_finite(terms: dict[str, torch.Tensor], total: torch.Tensor, position: Position) -> dict[str, float]:
+    """Loss terms as floats; raises `NonFiniteLossError` naming the step and the first bad term."""
+    values = {name: float(value.detach()) for name, value in terms.items()}
+    values["total"] = float(total.detach())
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"loss term {name!r} is {value} at step {position.step} (epoch {position.epoch}, "
+                f"batch {position.batch}); all terms: {values}"
+            )
+    return values
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1; checked between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        log.warning("%s received: finishing the current step, then checkpointing", self.signal_name)
+
+
+@contextmanager
+def stop_signals() -> Iterator[StopFlag]:
+    """Install the stop handlers for the duration of training (main thread only), then restore."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {sig: signal.signal(sig, flag) for sig in STOP_SIGNALS}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite losses.csv and losses.png from the full history (so a resume never duplicates rows)."""
+    if not history:
+        return
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    tmp = out_dir / ".losses.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(out_dir / "losses.csv")
+    plot_history(out_dir / "losses.png", history)
+
+
+def plot_history(path: Path, history: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    skip = {"epoch", "phase", "lr", "kl_weight", "seconds", "stick_breaking_k"}
+    names = [k for k in history[0] if k not in skip and isinstance(history[0][k], (int, float))]
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in names:
+        values = [row.get(name, float("nan")) for row in history]
+        axes[0].plot(epochs, values, marker="o", ms=3, label=name)
+    if all(v > 0 for n in names for v in (row.get(n, 1.0) for row in history)):
+        axes[0].set_yscale("log")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_title("loss terms (epoch means)")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(epochs, [row["kl_weight"] for row in history], label="KL weight")
+    axes[1].plot(epochs, [row["lr"] / history[0]["lr"] for row in history], label="lr / initial lr")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_title("schedule")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def checkpoint_payload(model: GalaxyModel, optimizer: torch.optim.Optimizer, cfg: RunConfig, pos: Position) -> dict:
+    return {
+        "model_name": cfg.model.name,
+        "model_state": model.state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "config": cfg.to_yaml(),
+        "position": {"epoch": pos.epoch, "batch": pos.batch, "step": pos.step, "sums": dict(pos.sums)},
+        "history": list(pos.history),
+        "stick_breaking_k": pos.stick_breaking_k,
+        "rng": rng_states(),
+    }
+
+
+def restore(path: Path, cfg: RunConfig, model: GalaxyModel, optimizer: torch.optim.Optimizer) -> Position:
+    """Load a checkpoint of this run into model and optimizer; refuses one of another model or schedule."""
+    payload = read_checkpoint(path)
+    saved = checkpoint_config(payload, path)
+    for section in ("model", "schedule"):
+        if getattr(saved, section) != getattr(cfg, section):
+            raise CheckpointError(
+                f"{path} was written with another {section} config ({getattr(saved, section)}) than this run's "
+                f"({getattr(cfg, section)}); use another out_dir or --no-resume"
+            )
+    if "position" not in payload or "optimizer_state" not in payload:
+        raise CheckpointError(f"{path} is not a resumable training checkpoint (no position/optimizer state)")
+    model.load_state_dict(payload["model_state"])
+    optimizer.load_state_dict(payload["optimizer_state"])
+    restore_rng_states(payload["rng"])
+    p = payload["position"]
+    return Position(p["epoch"], p["batch"], p["step"], dict(p["sums"]), list(payload["history"]),
+                    payload.get("stick_breaking_k"))
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def encode_means(model: GalaxyModel, loader: Any, n_batches: int, device: torch.device) -> np.ndarray:
+    """Encoded means of the first `n_batches` batches of `loader` (eval mode)."""
+    model.eval()
+    parts = []
+    for i, batch in enumerate(loader):
+        if i >= n_batches:
+            break
+        parts.append(model.encode(batch["image"].to(device)).mu.double().cpu().numpy())
+    model.train()
+    return np.concatenate(parts)
+
+
+@torch.no_grad()
+def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None, device: torch.device) -> tuple[float, int]:
+    """Sum of squared errors of decode(encode(x).mu) and the pixel count, on this rank's holdout shard."""
+    model.eval()
+    sse, count = 0.0, 0
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x = batch["image"].to(device)
+        sse += float((model.decode(model.encode(x).mu) - x).pow(2).sum())
+        count += x.numel()
+    model.train()
+    return sse, count
+
+
+class Trainer:
+    """One training run; `run()` does the epochs.  Built by `train()`."""
+
+    def __init__(self, cfg: RunConfig, backend: Backend, resume: bool) -> None:
+        from galhpc.data.loader import StoreLoader
+
+        self.cfg, self.backend = cfg, backend
+        self.out_dir = Path(cfg.train.out_dir)
+        self.ckpt_path = self.out_dir / CHECKPOINT_NAME
+        self.schedule = Schedule(cfg.schedule)
+        self.device = backend.device
+        t = cfg.train
+        common = dict(holdout_fraction=t.holdout_fraction, seed=t.seed)
+        self.loader = StoreLoader(
+            t.store, t.batch_size, split="train", rank=backend.rank, world_size=backend.world_size,
+            augment=t.augment, shuffle=True, drop_last=True, **common,
+        )
+        self.holdout = None if t.holdout_fraction == 0 else StoreLoader(
+            t.store, t.batch_size, split="holdout", rank=backend.rank, world_size=backend.world_size,
+            augment=False, shuffle=False, drop_last=False, **common,
+        )
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"{t.store}: the training split on rank {backend.rank} has fewer images than one batch "
+                f"of {t.batch_size}; lower train.batch_size"
+            )
+        self.total_steps = t.epochs * self.steps_per_epoch
+        torch.manual_seed(t.seed)  # identical initial weights on every rank (then broadcast)
+        self.model = build_model(cfg.model).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.pos = Position()
+        if resume and self.ckpt_path.exists():
+            self.pos = restore(self.ckpt_path, cfg, self.model, self.optimizer)
+            log.info("resuming from %s at epoch %d, batch %d (step %d)",
+                     self.ckpt_path, self.pos.epoch, self.pos.batch, self.pos.step)
+        self.step_model = backend.wrap_model(self.model)
+        self.optimizer = backend.wrap_optimizer(self.optimizer, self.model)
+        backend.broadcast_state(self.model, self.optimizer)
+
+    # -- checkpoints and files (rank 0) --
+    def save(self) -> None:
+        if self.backend.is_root:
+            save_checkpoint(self.ckpt_path, checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos))
+            log.info("checkpoint %s (epoch %d, batch %d, step %d)", self.ckpt_path, self.pos.epoch,
+                     self.pos.batch, self.pos.step)
+
+    def stop_agreed(self, flag: StopFlag) -> bool:
+        """True on every rank when any rank received a stop signal."""
+        if self.backend.world_size == 1:
+            return flag.requested
+        return self.backend.average({"stop": float(flag.requested)})["stop"] > 0
+
+    # -- steps --
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        pos, epoch = self.pos, self.pos.epoch
+        weights = self.schedule.weights(epoch, pos.batch, self.steps_per_epoch)
+        lr = lr_at(pos.step, self.total_steps, self.steps_per_epoch, self.cfg, self.backend)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(step_seed(self.cfg.train.seed, pos.step, self.backend.rank))
+        state = StepState(epoch=epoch, step=pos.step, phase=self.schedule.phase(epoch)[0], weights=weights)
+        out = self.step_model.loss(to_device(batch, self.device), state)
+        values = check_finite(out.terms, out.total, pos)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        self.optimizer.step()
+        return values
+
+    def end_epoch(self, seconds: float) -> None:
+        pos, t = self.pos, self.cfg.train
+        means = {k: v / max(self.steps_per_epoch, 1) for k, v in pos.sums.items()}
+        sse, count = (0.0, 0) if self.holdout is None else holdout_mse(
+            self.model, self.holdout, t.eval_batches, self.device)
+        means["holdout_sse"], means["holdout_pixels"] = sse, float(count)
+        means = self.backend.average(means)
+        pixels = means.pop("holdout_pixels")
+        holdout = means.pop("holdout_sse") / pixels if pixels else float("nan")
+        phase = self.schedule.phase(pos.epoch)[0]
+        row = {"epoch": pos.epoch, "phase": phase, **means, "holdout_mse": holdout,
+               "kl_weight": self.schedule.weights(pos.epoch, self.steps_per_epoch - 1, self.steps_per_epoch)["kl"],
+               "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
+        pos.history.append(row)
+        log.info("epoch %d (%s): %s", pos.epoch, phase,
+                 ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        for event in self.schedule.events_after(pos.epoch):
+            if event == INIT_MIXTURE:
+                self.init_mixture()
+        pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {}
+        if self.backend.is_root:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_history(self.out_dir, pos.history)
+        if pos.epoch % t.checkpoint_every == 0 or pos.epoch == t.epochs or self.schedule.events_after(pos.epoch - 1):
+            self.save()
+
+    def init_mixture(self) -> None:
+        """s3VDC mini-batch GMM initialisation (if the model has a mixture), and the stick-breaking K.
+
+        Every rank encodes the same unsharded, unaugmented batches and fits the same GMM
+        with the same seed; rank 0's result is then broadcast so all ranks agree exactly.
+        """
+        if not hasattr(self.model, "init_mixture_from_embeddings"):
+            return
+        from galhpc.cluster.gmm import fit_stick_breaking_bgm
+        from galhpc.data.loader import StoreLoader
+
+        s, t = self.cfg.schedule, self.cfg.train
+        loader = StoreLoader(t.store, t.batch_size, split="train", holdout_fraction=t.holdout_fraction,
+                             rank=0, world_size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
+        loader.set_epoch(0)
+        embeddings = encode_means(self.model, loader, s.gmm_init_batches, self.device)
+        log.info("initialising the mixture from %d embeddings", len(embeddings))
+        self.model.init_mixture_from_embeddings(embeddings, seed=t.seed)
+        self.backend.broadcast_state(self.model, None)
+        if self.backend.is_root:
+            try:
+                result = fit_stick_breaking_bgm(embeddings, s.dp_max_components, seed=t.seed, n_batches=s.dp_batches)
+            except ValueError as err:
+                log.warning("stick-breaking K skipped: %s", err)
+            else:
+                self.pos.stick_breaking_k = result.k
+                self.pos.history[-1]["stick_breaking_k"] = result.k
+                log.info("stick-breaking: batches found %s components; consistent K = %d "
+                         "(the model uses %s)", result.counts, result.k, getattr(self.model, "n_clusters", "?"))
+
+    def run(self) -> TrainResult:
+        t = self.cfg.train
+        with stop_signals() as flag:
+            while self.pos.epoch < t.epochs:
+                started = time.perf_counter()
+                self.loader.set_epoch(self.pos.epoch)
+                batches = self.loader.iter_from(self.pos.batch)
+                bar = progress(batches, self.backend.rank, total=self.steps_per_epoch, initial=self.pos.batch,
+                               desc=f"epoch {self.pos.epoch + 1}/{t.epochs}", leave=False)
+                for batch in bar:
+                    values = self.train_step(batch)
+                    for k, v in values.items():
+                        self.pos.sums[k] = self.pos.sums.get(k, 0.0) + v
+                    self.pos.batch += 1
+                    self.pos.step += 1
+                    if self.stop_agreed(flag):
+                        self.save()
+                        self.backend.barrier()
+                        log.warning("stopped by %s at step %d; resume with the same command",
+                                    flag.signal_name or "a signal on another rank", self.pos.step)
+                        raise TrainingInterrupted(self.ckpt_path, self.pos.step)
+                self.end_epoch(time.perf_counter() - started)
+        if not self.ckpt_path.exists() and self.backend.is_root:
+            self.save()
+        self.backend.barrier()
+        return TrainResult(self.ckpt_path, self.out_dir, self.pos.epoch, self.pos.step, self.pos.history,
+                           self.pos.stick_breaking_k)
+
+
+def train(cfg: RunConfig, *, backend: Backend | None = None, resume: bool = True) -> TrainResult:
+    """Train `cfg.model` on `cfg.train.store`; see the module docstring for files and signals."""
+    set_threads(cfg.train.threads)
+    backend = backend or make_backend(cfg.train.backend, cfg.train.device)
+    if cfg.schedule.enabled and cfg.train.epochs < Schedule(cfg.schedule).total_epochs:
+        log.warning("train.epochs=%d stops before the schedule's %d epochs end",
+                    cfg.train.epochs, Schedule(cfg.schedule).total_epochs)
+    return Trainer(cfg, backend, resume).run()
