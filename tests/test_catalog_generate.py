@@ -146,7 +146,7 @@ def test_bad_checkpoints_and_options_give_clear_errors(ckpt, vae_ckpt, tmp_path,
     out = str(tmp_path / "s.h5")
     base = ["--out", out, "--n", "10", "--device", "cpu"]
     assert generate_main(["--checkpoint", str(vae_ckpt), *base, "--component", "1"]) == 1
-    assert "has no mixture prior" in capsys.readouterr().err
+    assert "'vae' ignored component=1" in capsys.readouterr().err
     assert generate_main(["--checkpoint", str(ckpt), *base, "--component", "9"]) == 1
     assert "component 9 outside 0..3" in capsys.readouterr().err
     assert generate_main(["--checkpoint", str(ckpt), *base, "--keep-clean"]) == 1

@@ -81,8 +81,6 @@ class GenerateJob:
     def __init__(self, model: GalaxyModel, options: GenerateOptions, device: torch.device) -> None:
         if not model.generative:
             raise CatalogError(f"model {model.name!r} is not generative: it cannot make synthetic images")
-        if (options.component is not None or options.counts is not None) and not model.has_mixture:
-            raise CatalogError(f"model {model.name!r} has no mixture prior: --component/--counts need one")
         if options.dtype not in IMAGE_DTYPES:
             raise CatalogError(f"image dtype must be one of {sorted(IMAGE_DTYPES)}, got {options.dtype!r}")
         if options.keep_clean and not options.emulation.active:
@@ -146,8 +144,13 @@ class GenerateJob:
         images = samples.images
         if images.shape[0] != n:
             raise CatalogError(f"model {self.model.name!r}: sample({n}) returned {images.shape[0]} images")
-        component_col = samples.component if samples.component is not None else torch.full((n,), -1)
-        return images, samples.z, component_col.reshape(n), np.full(n, seed, dtype=np.int64)
+        component_col = samples.component.reshape(n)
+        if component is not None and not bool((component_col == component).all()):
+            raise CatalogError(
+                f"model {self.model.name!r} ignored component={component} (it has no mixture prior or class "
+                "condition); --component/--counts need a model that samples by component"
+            )
+        return images, samples.z, component_col, np.full(n, seed, dtype=np.int64)
 
     def _image_array(self, images: torch.Tensor) -> np.ndarray:
         array = images.to(torch.float32).cpu().numpy()

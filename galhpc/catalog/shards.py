@@ -163,10 +163,13 @@ def prepare_output(
 
     An existing output of another run (another fingerprint, or a file that is no galhpc
     catalogue: `master_fingerprint` is its /meta fingerprint or None) is refused unless
-    `overwrite`, in which case the master and all shards are deleted.  An output of the
+    `overwrite`, in which case the master and all shards are deleted.  A shard directory
+    without a single complete shard (a run that failed early) is simply replaced.  An output of the
     same run is resumed: its complete shards are kept, partial ones removed.
     """
     shard_dir = shard_dir_for(out)
+    if not out.exists() and shard_dir.is_dir() and not any(shard_dir.glob("[0-9]*.h5")):
+        shutil.rmtree(shard_dir)  # a run that failed before completing any shard: nothing to lose
     manifest = read_manifest(shard_dir)
     recorded = manifest if manifest is not None else master_fingerprint
     exists = out.exists() or shard_dir.exists()
