@@ -104,3 +104,18 @@ def test_killed_prep_leaves_no_store(tmp_path):
     assert not out.exists()
     with pytest.raises(DataError, match="store not found"):
         read_store_info(out)
+
+
+@pytest.mark.parametrize("name", ["prep_galsim.yaml", "prep_real.yaml"])
+def test_example_configs_are_valid(name):
+    from pathlib import Path
+
+    from galhpc.config import load_config
+    from galhpc.data.synth import SimOptions
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / name)
+    check_prep_config(cfg.prep)
+    for src in cfg.prep.sources:
+        sources.source_reader(src.kind)
+        if src.kind == "galsim":
+            SimOptions.from_options(src.options, name)
