@@ -233,6 +233,11 @@ class VQVAEPrior(GalaxyModel):
         return self
 
     # -- conditions --
+    @property
+    def label_columns(self) -> list[str]:
+        """Store label columns that `loss` needs in its batches (for the loader to read)."""
+        return [] if self.condition is None else [self.condition.column]
+
     def _batch_condition(self, batch: Batch, n: int, device: torch.device) -> torch.Tensor | None:
         if self.condition is None:
             return None
