@@ -119,3 +119,13 @@ def test_example_configs_are_valid(name):
         sources.source_reader(src.kind)
         if src.kind == "galsim":
             SimOptions.from_options(src.options, name)
+
+
+def test_quality_metrics_equal_the_recipe_functions():
+    from galhpc.data.prep import quality_metrics
+
+    block, _ = _gauss_block(n=3, size=48, seed=5)
+    for img in block.images:
+        m = quality_metrics(img, 8)
+        assert m["snr"] == pp.snr(img, 8) and m["border_noise"] == pp.border_noise(img, 8)
+        assert m["width"] == pp.width(img) and m["non_uniformity"] == pp.non_uniformity(img)

@@ -27,12 +27,19 @@ log = logging.getLogger("galhpc.data.prep")
 
 GEOMETRIC_STEPS = ("grey", "crop", "resize")
 INTENSITY_STEPS = ("arcsinh", "minmax")
-METRICS = {
-    "snr": lambda img, border: pp.snr(img, border),
-    "width": lambda img, border: pp.width(img),
-    "non_uniformity": lambda img, border: pp.non_uniformity(img),
-    "border_noise": lambda img, border: pp.border_noise(img, border),
-}
+METRICS = ("snr", "width", "non_uniformity", "border_noise")
+
+
+def quality_metrics(img: np.ndarray, border: int) -> dict[str, float]:
+    """The four quality metrics of one image (the border noise is computed once)."""
+    noise = pp.border_noise(img, border)
+    peak = float(pp.resize_area(pp.single_band(img), 16).max())
+    return {
+        "snr": peak / noise if noise > 0 else float("inf"),
+        "width": pp.width(img),
+        "non_uniformity": pp.non_uniformity(img),
+        "border_noise": noise,
+    }
 
 
 def check_prep_config(prep: PrepConfig) -> None:
@@ -124,7 +131,8 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
     labels = dict(block.labels)
     keep = np.ones(len(block), dtype=bool)
     if prep.metrics or prep.filters:
-        values = {name: np.array([fn(img, prep.border) for img in images]) for name, fn in METRICS.items()}
+        per_image = [quality_metrics(img, prep.border) for img in images]
+        values = {name: np.array([m[name] for m in per_image]) for name in METRICS}
         if prep.metrics:
             labels.update(values)
         for key, limit in prep.filters.items():

@@ -106,13 +106,13 @@ def _border_patches(img: np.ndarray, border: int) -> list[np.ndarray]:
 def border_noise(img: np.ndarray, border: int = 8) -> float:
     """Background noise σ: the minimum standard deviation over the border x border patches
     tiling the image frame (the least contaminated patch of sky)."""
-    img = _single_band(img)
+    img = single_band(img)
     return float(min(np.std(p, dtype=np.float64) for p in _border_patches(img, border)))
 
 
 def snr(img: np.ndarray, border: int = 8) -> float:
     """Peak of the image block-averaged to 16x16, over the border noise (inf if noiseless)."""
-    img = _single_band(img)
+    img = single_band(img)
     peak = float(resize_area(img, 16).max())
     noise = border_noise(img, border)
     return peak / noise if noise > 0 else float("inf")
@@ -120,7 +120,7 @@ def snr(img: np.ndarray, border: int = 8) -> float:
 
 def non_uniformity(img: np.ndarray) -> float:
     """max / mean of the image: large for compact sources, ~1 for flat frames."""
-    img = _single_band(img)
+    img = single_band(img)
     mean = float(np.mean(img, dtype=np.float64))
     return float(np.max(img)) / mean if mean != 0 else float("inf")
 
@@ -131,44 +131,58 @@ def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> float:
     The fit is by adaptive moments (Bernstein & Jarvis 2002): weight the image with the
     current Gaussian, take weighted moments, update the Gaussian from them (the update
     is exact for a Gaussian source, so it converges in a few steps); the fixed point is
-    the least-squares Gaussian for a Gaussian-like source and ignores noise far out.  Returns sqrt of the largest eigenvalue of
-    the fitted covariance, or NaN if there is no positive flux to fit.
+    the least-squares Gaussian for a Gaussian-like source and ignores noise far out.
+    Returns sqrt of the largest eigenvalue of the fitted covariance, or NaN if there is
+    no positive flux to fit.
     """
-    img = np.asarray(_single_band(img), dtype=np.float64)
+    img = np.asarray(single_band(img), dtype=np.float64)
     h, w = img.shape
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    x, y = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
     positive = np.clip(img, 0.0, None)
     total = positive.sum()
     if total <= 0:
         return float("nan")
-    cx, cy = (positive * x).sum() / total, (positive * y).sum() / total
+    cx, cy = positive.sum(axis=0) @ x / total, positive.sum(axis=1) @ y / total
     start = max(min(h, w) / 8.0, 1.0) ** 2
-    cov = np.array([[start, 0.0], [0.0, start]])
+    cov = (start, 0.0, start)  # (xx, xy, yy) of a symmetric 2x2 matrix
     for _ in range(max_iter):
-        inv = np.linalg.inv(cov)
+        ixx, ixy, iyy = _inv2(cov)
         dx, dy = x - cx, y - cy
-        weight = np.exp(-0.5 * (inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy))
-        wi = weight * img
-        norm = wi.sum()
+        exponent = ixx * (dx * dx)[None, :] + iyy * (dy * dy)[:, None] + 2 * ixy * np.outer(dy, dx)
+        wi = np.exp(-0.5 * exponent) * img
+        col, row = wi.sum(axis=0), wi.sum(axis=1)  # separable sums: moments from marginals
+        norm = col.sum()
         if norm <= 0:
             return float("nan")
-        cx_new, cy_new = cx + (wi * dx).sum() / norm, cy + (wi * dy).sum() / norm
-        mxx, myy, mxy = (wi * dx * dx).sum() / norm, (wi * dy * dy).sum() / norm, (wi * dx * dy).sum() / norm
-        weighted = np.array([[mxx, mxy], [mxy, myy]])
-        if np.linalg.det(weighted) <= 0 or not np.all(np.isfinite(weighted)):
+        mx, my = col @ dx / norm, row @ dy / norm
+        weighted = (col @ (dx * dx) / norm - mx * mx, dy @ wi @ dx / norm - mx * my, row @ (dy * dy) / norm - my * my)
+        if _det2(weighted) <= 0 or not np.all(np.isfinite(weighted)):
             return float("nan")
         # For a Gaussian source S: weighted^-1 = S^-1 + cov^-1, so this step is exact for
         # Gaussians; where it is not positive definite fall back to the classic 2 x weighted.
-        solved = np.linalg.inv(weighted) - inv
-        new = np.linalg.inv(solved) if np.all(np.linalg.eigvalsh(solved) > 0) else 2.0 * weighted
-        change = np.abs(new - cov).max() / np.abs(cov).max()
-        cov, cx, cy = new, cx_new, cy_new
+        wxx, wxy, wyy = _inv2(weighted)
+        solved = (wxx - ixx, wxy - ixy, wyy - iyy)
+        positive_definite = solved[0] > 0 and _det2(solved) > 0
+        new = _inv2(solved) if positive_definite else tuple(2.0 * v for v in weighted)
+        change = max(abs(a - b) for a, b in zip(new, cov)) / max(abs(v) for v in cov)
+        cov, cx, cy = new, cx + mx, cy + my
         if change < tol:
             break
-    return float(np.sqrt(np.linalg.eigvalsh(cov).max()))
+    xx, xy, yy = cov
+    return float(np.sqrt(0.5 * (xx + yy) + np.sqrt(0.25 * (xx - yy) ** 2 + xy * xy)))
 
 
-def _single_band(img: np.ndarray) -> np.ndarray:
+def _det2(m: tuple[float, float, float]) -> float:
+    return m[0] * m[2] - m[1] * m[1]
+
+
+def _inv2(m: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Inverse of the symmetric 2x2 matrix ((xx, xy), (xy, yy)), as (xx, xy, yy)."""
+    det = _det2(m)
+    return m[2] / det, -m[1] / det, m[0] / det
+
+
+def single_band(img: np.ndarray) -> np.ndarray:
     """Quality metrics work on one 2-D image; multi-band input is averaged to grey first."""
     img = np.asarray(img)
     if img.ndim == 3:

@@ -1,0 +1,113 @@
+"""Data-layer throughput, as ratios against peers measured in the same run.
+
+    python benchmarks/data.py                  # defaults: 64x64 stamps, 600 per measurement
+    python benchmarks/data.py --n 2000 --size 128
+
+Prints:
+- GalSim bulge+disk stamps per CPU-second on one core (process time, so other load on
+  the machine does not count), against the simplest GalSim peer: a Gaussian convolved
+  with the same Moffat PSF, drawn at the same size;
+- the prep pipeline's per-object quality metrics (snr, width, non_uniformity,
+  border_noise) in CPU time per stamp against simulating the stamp;
+- `galhpc-prep` with 2 worker processes against 1 (wall time; needs 2 free cores);
+- StoreLoader (block reads) against one HDF5 read per image for the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from galhpc.config import PrepConfig, SourceConfig
+from galhpc.data.loader import StoreLoader
+from galhpc.data.prep import quality_metrics, run_prep
+from galhpc.data.synth import SimOptions, simulate_block
+
+
+def galsim_rate(n: int, size: int) -> tuple[float, float]:
+    """(bulge+disk stamps, Gaussian peer stamps) per CPU-second on this core."""
+    import galsim
+
+    opts = SimOptions()
+    simulate_block(opts, size, 0, 0, 10)  # warm GalSim's Sérsic tables
+    t = time.process_time()
+    simulate_block(opts, size, 0, 10, 10 + n)
+    ours = n / (time.process_time() - t)
+    psf = galsim.Moffat(beta=opts.moffat_beta, fwhm=opts.psf_fwhm)
+    rng = np.random.default_rng(0)
+    t = time.process_time()
+    for _ in range(n):
+        gal = galsim.Gaussian(half_light_radius=rng.uniform(0.5, 1.5), flux=1e4)
+        image = galsim.Convolve([gal, psf]).drawImage(nx=size, ny=size, scale=opts.pixel_scale)
+        image.array[:] += rng.normal(0, 10.0, image.array.shape)
+    peer = n / (time.process_time() - t)
+    return ours, peer
+
+
+def metrics_cost(n: int, size: int) -> tuple[float, float]:
+    """(metrics, simulation) CPU seconds per stamp."""
+    block = simulate_block(SimOptions(), size, 1, 0, n)
+    t = time.process_time()
+    simulate_block(SimOptions(), size, 1, n, 2 * n)
+    sim = (time.process_time() - t) / n
+    t = time.process_time()
+    for img in block.images:
+        quality_metrics(img, 8)
+    return (time.process_time() - t) / n, sim
+
+
+def prep_speedup(n: int, size: int, tmp: Path) -> tuple[float, float, float]:
+    """Wall seconds of galhpc-prep on 1 and 2 workers, and their ratio."""
+    walls = []
+    for workers in (1, 2):
+        cfg = PrepConfig(sources=[SourceConfig(kind="galsim", n=n)], image_size=size, recipe=["minmax"],
+                         workers=workers, chunk_rows=128, metrics=False)
+        t = time.perf_counter()
+        run_prep(cfg, output=tmp / f"w{workers}.h5")
+        walls.append(time.perf_counter() - t)
+    return walls[0], walls[1], walls[0] / walls[1]
+
+
+def loader_vs_per_image(store: Path, batch: int) -> tuple[float, float]:
+    """(StoreLoader, per-image h5py reads) seconds for one epoch of the same batches."""
+    loader = StoreLoader(store, batch, split="all", shuffle=True, seed=0)
+    t = time.perf_counter()
+    order = [b["index"].numpy() for b in loader]
+    ours = time.perf_counter() - t
+    t = time.perf_counter()
+    with h5py.File(store) as f:
+        images = f["images"]
+        for rows in order:
+            torch.from_numpy(np.stack([images[int(r)] for r in rows]))
+    return ours, time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=600, help="stamps per measurement")
+    parser.add_argument("--size", type=int, default=64, help="stamp size (pixels)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("GALHPC_PROGRESS", "0")
+    ours, peer = galsim_rate(args.n, args.size)
+    print(f"galsim {args.size}x{args.size}: {ours:.0f} bulge+disk stamps per CPU-s; "
+          f"Gaussian peer {peer:.0f}/CPU-s; ratio {ours / peer:.2f}")
+    m, s = metrics_cost(min(args.n, 300), args.size)
+    print(f"quality metrics: {m * 1e3:.2f} ms CPU per stamp vs simulation {s * 1e3:.2f} ms; ratio {m / s:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        w1, w2, speedup = prep_speedup(4 * args.n, args.size, Path(tmp))
+        print(f"galhpc-prep {4 * args.n} stamps: 1 worker {w1:.1f} s, 2 workers {w2:.1f} s; speed-up {speedup:.2f}x "
+              f"({4 * args.n / w2 / 2:.0f} stamps/s per core, wall)")
+        ours_s, peer_s = loader_vs_per_image(Path(tmp) / "w2.h5", 64)
+        print(f"StoreLoader epoch {ours_s:.2f} s vs per-image HDF5 reads {peer_s:.2f} s; ratio {peer_s / ours_s:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
