@@ -18,6 +18,7 @@ from sklearn.metrics import calinski_harabasz_score
 from galhpc.checkpoint import save_checkpoint
 from galhpc.cli.report import main
 from galhpc.config import config_from_dict
+from galhpc.data.loader import holdout_mask
 from galhpc.models import build_model
 from galhpc.report import metrics, sampling
 from galhpc.report.regier import gaussian_image
@@ -117,9 +118,11 @@ def test_report_end_to_end(run_files, tmp_path):
     assert 0 <= c["labels"]["morph_class"]["nmi"] <= 1
 
     r = m["reconstruction"]
-    assert r["n_images"] == 24 and r["best_mse"][0] <= r["worst_mse"][0]
+    n_held = int(holdout_mask(N, 0.1, 0).sum())  # the checkpoint config's trainer split
+    assert m["inputs"]["held_out_source"].startswith("trainer holdout split")
+    assert r["n_images"] == n_held and r["best_mse"][0] <= r["worst_mse"][0]
     assert r["loss_terms"] == ["loss", "recon", "kl"] and r["phases"] == ["alpha", "beta"]
-    assert m["regier"]["n_images"] == 24
+    assert m["regier"]["n_images"] == n_held
     assert 0 <= m["regier"]["fraction_squared_error"] <= 1
     g = m["generation"]
     assert g["samples_source"] == "synth.h5"

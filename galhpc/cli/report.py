@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-morph", type=int, default=defaults.n_morph,
                    help="real and generated images each measured with statmorph (default %(default)s)")
     p.add_argument("--n-tsne", type=int, default=defaults.n_tsne, help="points in the t-SNE (default %(default)s)")
+    p.add_argument("--no-match-noise", dest="match_noise", action="store_false",
+                   help="measure generated stamps as they are, without adding noise up to the real sky σ")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     return p.parse_args(argv)
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
-                            n_morph=args.n_morph, n_tsne=args.n_tsne)
+                            n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise)
     build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth, options=options)
     return 0
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from galhpc.checkpoint import load_model
+from galhpc.config import TrainConfig
+from galhpc.data.loader import holdout_mask
 from galhpc.report import inference, sampling
 from galhpc.report.losses import read_loss_history
 from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
@@ -47,18 +49,30 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
         inp.store_images = lambda rows: sampling.read_store_images(store, rows)
         in_store = np.flatnonzero(inp.member_rows >= 0)
         info["sampled_objects_in_store"] = len(in_store)
-        pick = np.sort(rng.choice(in_store, size=min(opt.n_holdout, len(in_store)), replace=False))
+        candidates, info["held_out_source"] = held_out(inp.member_rows, in_store, store, cfg.train)
+        pick = np.sort(rng.choice(candidates, size=min(opt.n_holdout, len(candidates)), replace=False))
         if len(pick):
             inp.holdout_images = inp.store_images(inp.member_rows[pick])
             inp.holdout_ids = cs.object_id[pick]
             inp.holdout_components = cs.component[pick]
             inp.holdout_recons = inference.reconstruct(model, inp.holdout_images, opt.batch_size)
         info["held_out_images"] = len(pick)
-        info["held_out_source"] = "random catalogue objects found in the store"
     if synth is not None:
         inp.synth = sampling.read_synth(synth, max(opt.n_morph, opt.n_show * 64), rng)
         info["synth_objects"] = inp.synth.n_total
     return inp, info
+
+
+def held_out(member_rows: np.ndarray, in_store: np.ndarray, store: str | Path, train: TrainConfig
+             ) -> tuple[np.ndarray, str]:
+    """Sampled catalogue rows whose store row the trainer held out (its split: fraction and seed
+    of the checkpoint's config); all sampled rows in the store when it held none out."""
+    if train.holdout_fraction > 0:
+        mask = holdout_mask(sampling.store_size(store), train.holdout_fraction, train.seed)
+        held = in_store[mask[member_rows[in_store]]]
+        if len(held):
+            return held, f"trainer holdout split (fraction {train.holdout_fraction}, seed {train.seed})"
+    return in_store, "random catalogue objects in the store (the trainer held none out)"
 
 
 def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, store: str | Path | None = None,

@@ -43,24 +43,28 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
                cmap: str = "gray", symmetric: Sequence[bool] | None = None, cell: float = 1.1) -> Path:
     """One row of stamps per entry of `rows` (each (n, C, H, W) or (n, H, W)); empty cells stay blank.
 
-    Rows flagged in `symmetric` (residuals) use a diverging colour map centred on zero.
+    Each row shares one grey scale; rows flagged in `symmetric` (residuals) use a diverging
+    colour map centred on zero.
     """
     n_cols = max((len(r) for r in rows), default=1) or 1
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols + 1.2, cell * len(rows) + 0.4), squeeze=False)
     for i, row in enumerate(rows):
         sym = bool(symmetric[i]) if symmetric is not None else False
-        limit = float(np.abs(row).max()) if sym and len(row) else 1.0
+        shown = [_display(img) for img in row]
+        if sym:
+            limit = max((float(np.abs(img).max()) for img in shown), default=1.0) or 1.0
+            scale = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
+        else:  # one scale per row, so that brightness differences along a row stay visible
+            low, high = np.percentile(np.concatenate([img.ravel() for img in shown]), [0.5, 99.8]) if shown else (0, 1)
+            scale = {"cmap": cmap, "vmin": low, "vmax": high if high > low else low + 1e-12}
         for j in range(n_cols):
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            if j < len(row):
-                if sym:
-                    ax.imshow(_display(row[j]), cmap="RdBu_r", vmin=-limit, vmax=limit)
-                else:
-                    ax.imshow(_display(row[j]), cmap=cmap)
+            if j < len(shown):
+                ax.imshow(shown[j], **(scale if shown[j].ndim == 2 else {}))
         axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -75,7 +79,7 @@ def loss_curves(columns: Mapping[str, np.ndarray], x_name: str, phases: np.ndarr
     for ax, term in zip(axes[:, 0], terms, strict=True):
         y = columns[term]
         ax.plot(x, y, lw=1)
-        if np.all(y[np.isfinite(y)] > 0) and np.nanmax(y) / max(np.nanmin(y), 1e-300) > 50:
+        if np.all(y[np.isfinite(y)] > 0) and np.nanmax(y) / max(np.nanmin(y), 1e-300) > 10:
             ax.set_yscale("log")
         ax.set_ylabel(term, fontsize=8)
         if phases is not None:
@@ -86,18 +90,17 @@ def loss_curves(columns: Mapping[str, np.ndarray], x_name: str, phases: np.ndarr
 
 
 def _shade_phases(ax: plt.Axes, x: np.ndarray, phases: np.ndarray) -> None:
-    """Alternate background shading for each contiguous run of one phase, labelled once."""
+    """Shade each contiguous run of one phase up to the start of the next, one colour per phase."""
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(dict.fromkeys(phases.tolist()))
-    start = 0
+    starts = [0] + [i for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
     labelled = set()
-    for i in range(1, len(phases) + 1):
-        if i == len(phases) or phases[i] != phases[start]:
-            name = phases[start]
-            ax.axvspan(x[start], x[i - 1], color=colours[names.index(name) % len(colours)], alpha=0.12,
-                       label=None if name in labelled else str(name))
-            labelled.add(name)
-            start = i
+    for n, start in enumerate(starts):
+        stop = starts[n + 1] if n + 1 < len(starts) else len(phases) - 1
+        name = phases[start]
+        ax.axvspan(x[start], x[stop], color=colours[names.index(name) % len(colours)], alpha=0.12,
+                   label=None if name in labelled else str(name))
+        labelled.add(name)
 
 
 def bar(values: Sequence[float], labels: Sequence[str], path: Path, ylabel: str, title: str = "",
@@ -124,6 +127,9 @@ def matrix(values: np.ndarray, path: Path, xlabel: str, ylabel: str, title: str)
                 if np.isfinite(values[i, j]):
                     ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
                             color="w" if values[i, j] < 0.5 else "k")
+    ax.set_xticks(range(k_cols))
+    ax.set_yticks(range(k_rows))
+    ax.tick_params(labelsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -136,7 +142,7 @@ def histograms_per_cluster(values: np.ndarray, clusters: np.ndarray, path: Path,
     """One small histogram of `values` per cluster (largest clusters first), shared bins."""
     keep = np.isfinite(values)
     ids, counts = np.unique(clusters[keep], return_counts=True)
-    ids = ids[np.argsort(-counts)][:max_panels]
+    ids = np.sort(ids[np.argsort(-counts)][:max_panels])
     finite = values[keep]
     discrete = np.allclose(finite, np.round(finite)) and len(np.unique(finite)) <= 20
     bins = np.arange(finite.min() - 0.5, finite.max() + 1.5) if discrete else np.linspace(finite.min(), finite.max(), 21)
@@ -150,14 +156,19 @@ def histograms_per_cluster(values: np.ndarray, clusters: np.ndarray, path: Path,
         ax.set_title(f"cluster {k} (n={int((keep & (clusters == k)).sum())})", fontsize=7)
         ax.tick_params(labelsize=6)
     fig.suptitle(f"{label} per cluster", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 
 def scatter_2d(xy: np.ndarray, colourings: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
     """One panel per colouring of the same 2-D embedding (discrete colourings get a legend)."""
     n = len(colourings)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4), squeeze=False)
-    for ax, (name, colour) in zip(axes[0], colourings.items(), strict=True):
+    n_cols = min(4, n)
+    n_rows = int(np.ceil(n / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.4 * n_rows + 0.4), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, (name, colour) in zip(axes.ravel(), colourings.items(), strict=False):
         uniq = np.unique(colour)
         if colour.dtype.kind in "biu" and len(uniq) <= 20:
             for k in uniq:
@@ -171,6 +182,7 @@ def scatter_2d(xy: np.ndarray, colourings: Mapping[str, np.ndarray], path: Path,
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -210,4 +222,5 @@ def distributions(real: Mapping[str, np.ndarray], generated: Mapping[str, np.nda
     if axes[0, 0].get_legend_handles_labels()[0]:
         axes[0, 0].legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)

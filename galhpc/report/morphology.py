@@ -92,6 +92,21 @@ def morphology_table(images: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.array([r[name] for r in rows]) for name in STATISTICS}
 
 
+def median_sky_sigma(images: np.ndarray) -> float:
+    """Median border-pixel noise σ of a stack (N, H, W) or (N, C, H, W)."""
+    images = np.asarray(images, np.float64)
+    if images.ndim == 4:
+        images = images.mean(axis=1)
+    return float(np.median([sky_level(img)[1] for img in images]))
+
+
+def add_noise(images: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Images plus white Gaussian noise σ: puts noise-free generated stamps on the real stamps'
+    footing (statmorph flags a noise-free stamp whose smooth background is not exactly zero as
+    "not background-subtracted", and smoothness depends directly on the noise)."""
+    return np.asarray(images, np.float64) + rng.normal(0.0, sigma, np.shape(images))
+
+
 def compare_tables(real: dict[str, np.ndarray], generated: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """KS distance per statistic between real and generated tables."""
     return {name: ks_distance(real[name], generated[name]) for name in STATISTICS}

@@ -29,6 +29,7 @@ class ReportOptions:
     seed: int = 0
     n_holdout: int = 500  # store images reconstructed (figures, best/worst, Regier's test)
     n_morph: int = 100  # images per set measured with statmorph
+    match_noise: bool = True  # add noise to generated stamps up to the real stamps' sky σ
     n_tsne: int = 1500
     n_show: int = 8  # stamps per figure row
     n_traversal_dims: int = 12  # latents traversed, highest SNR first
@@ -316,6 +317,11 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
         return {"skipped": f"model {inp.model.name!r} is not generative and no --synth was given"}
     pick = _pick(len(inp.holdout_images), opt.n_morph, rng)
     real = inp.holdout_images[pick]
+    real_sigma = morphology.median_sky_sigma(real)
+    gen_sigma = morphology.median_sky_sigma(generated)
+    added = float(np.sqrt(max(real_sigma**2 - gen_sigma**2, 0.0))) if opt.match_noise else 0.0
+    if added > 0:
+        generated = morphology.add_noise(generated, added, np.random.default_rng(opt.seed))
     log.info("statmorph on %d real and %d generated stamps", len(real), len(generated))
     real_table, gen_table = morphology.morphology_table(real), morphology.morphology_table(generated)
     ks = morphology.compare_tables(real_table, gen_table)
@@ -324,6 +330,7 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
                           title="Generated against real (statmorph)")
     out: dict[str, Any] = {
         "n_real": len(real), "n_generated": len(generated), "ks": ks,
+        "sky_sigma_real": real_sigma, "sky_sigma_generated": gen_sigma, "noise_added_to_generated": added,
         "n_failed_real": int(np.isnan(real_table["gini"]).sum()),
         "n_failed_generated": int(np.isnan(gen_table["gini"]).sum()),
     }
