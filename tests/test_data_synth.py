@@ -95,3 +95,25 @@ def test_cli_runs_and_reports_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         prep_main(["--help"])
     assert exc.value.code == 0
+
+
+def test_cosmos_noise_matches_galsim_correlation():
+    import galsim
+
+    from galhpc.data.synth import cosmos_noise
+
+    rng = np.random.default_rng(0)
+    fields = np.stack([cosmos_noise(rng, 32, 0.03) for _ in range(300)])
+    corr = galsim.getCOSMOSNoise().drawImage(galsim.ImageD(65, 65, scale=0.03)).array
+    expect_lag1 = corr[32, 33] / corr[32, 32]
+    assert fields.std() == pytest.approx(1.0, abs=0.02)
+    lag1 = (fields[:, :, 1:] * fields[:, :, :-1]).mean() / fields.var()
+    assert 0.3 < expect_lag1 and lag1 == pytest.approx(expect_lag1, abs=0.03)
+
+
+def test_kolmogorov_psf_and_cosmos_noise_stamps():
+    opts = SimOptions(psf="kolmogorov", noise="cosmos", noise_sigma=3.0, store_psf=True)
+    block = simulate_block(opts, 48, 2, 0, 8)
+    border = np.concatenate([block.images[:, :4].ravel(), block.images[:, -4:].ravel()])
+    assert border.std() == pytest.approx(3.0, rel=0.15)
+    assert block.psf.shape == (25, 25) and abs(block.psf.sum() - 1) < 1e-5

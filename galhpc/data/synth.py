@@ -13,6 +13,7 @@ Knobs live in `SourceConfig.options` (see `SimOptions`); stamps are drawn direct
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import multiprocessing
 from collections.abc import Iterator
@@ -133,12 +134,11 @@ def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[s
     psf = _psf(galsim, opts, p["psf_fwhm"])
     offset = (p["shift_x"], p["shift_y"])
     image = galsim.Convolve([galaxy, psf]).drawImage(nx=size, ny=size, scale=opts.pixel_scale, offset=offset)
-    if opts.noise == "gaussian":  # numpy draws: much faster than galsim's deviates
-        noise_rng = np.random.default_rng(object_seed(seed, index))
+    noise_rng = np.random.default_rng(object_seed(seed, index))  # numpy: much faster than galsim deviates
+    if opts.noise == "gaussian":
         image.array[:] += noise_rng.normal(0.0, opts.noise_sigma, image.array.shape)
     else:
-        deviate = galsim.BaseDeviate(object_seed(seed, index))
-        image.addNoise(galsim.getCOSMOSNoise(rng=deviate).withVariance(opts.noise_sigma**2))
+        image.array[:] += opts.noise_sigma * cosmos_noise(noise_rng, size, opts.pixel_scale)
     out: dict[str, np.ndarray | dict] = {"image": image.array.astype(np.float32), "params": p}
     if opts.store_truth:
         truth = galaxy.drawImage(nx=size, ny=size, scale=opts.pixel_scale, offset=offset, method="no_pixel")
@@ -146,6 +146,28 @@ def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[s
     if opts.store_psf:
         out["psf"] = psf_image(opts, p["psf_fwhm"])
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _cosmos_amplitude(size: int, scale: float) -> np.ndarray:
+    """sqrt of the power spectrum of COSMOS F814W noise (galsim.getCOSMOSNoise), unit
+    variance, on a (2 size + 1)^2 periodic grid of pixel `scale` arcsec."""
+    import galsim
+
+    m = 2 * size + 1  # odd, so lag 0 falls on a pixel; twice the stamp, so no wrap-around
+    corr = galsim.getCOSMOSNoise().drawImage(galsim.ImageD(m, m, scale=scale)).array
+    power = np.fft.rfft2(np.fft.ifftshift(corr / corr[size, size])).real
+    return np.sqrt(np.clip(power, 0.0, None))
+
+
+def cosmos_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
+    """A size x size field of unit-variance COSMOS-correlated noise: white noise filtered
+    by the square root of the COSMOS power spectrum (what galsim.CorrelatedNoise does,
+    with the spectrum computed once per process instead of once per stamp)."""
+    amplitude = _cosmos_amplitude(size, float(scale))
+    m = 2 * size + 1
+    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((m, m))) * amplitude, s=(m, m))
+    return field[:size, :size]
 
 
 def psf_image(opts: SimOptions, fwhm: float) -> np.ndarray:
