@@ -159,3 +159,20 @@ def test_writer_publishes_only_complete_stores(tmp_path):
         np.testing.assert_array_equal(f["labels/a"][:], [1, 1, 1, np.nan, np.nan])
         np.testing.assert_array_equal(f["labels/b"][:], [-1, -1, -1, 0, 1])
     assert [p.name for p in tmp_path.iterdir()] == ["x.h5"]
+
+
+def test_truth_masks_and_psf_columns_flip_with_the_image(tmp_path):
+    path = tmp_path / "extras.h5"
+    imgs = _images(12)
+    masks = (imgs > imgs.mean(axis=(1, 2), keepdims=True)).astype(np.uint8)
+    with StoreWriter(path, "", chunk_rows=4) as w:
+        block = Block(imgs, np.arange(12), truth=2 * imgs, psf=np.eye(5, dtype=np.float32), extras={"masks": masks})
+        w.append(block)
+    ld = StoreLoader(path, 6, split="all", augment=True, seed=1, label_columns=["truth", "masks", "psf"])
+    for batch in ld:
+        assert torch.equal(batch["truth"], 2 * batch["image"][:, 0])
+        expect = (batch["image"][:, 0] > batch["image"][:, 0].mean(dim=(1, 2), keepdim=True)).to(torch.uint8)
+        assert batch["masks"].dtype == torch.uint8 and torch.equal(batch["masks"], expect)
+        assert torch.equal(batch["psf"], torch.eye(5))
+    with pytest.raises(DataError, match="no label column or dataset"):
+        StoreLoader(path, 6, label_columns=["segmentation"])

@@ -57,7 +57,14 @@ def epoch_order(rows: np.ndarray, block_rows: int, epoch: int, seed: int, window
 
 
 class StoreLoader:
-    """Iterable of batch dicts ("image" (B, C, H, W) float32, "object_id", "index", labels)."""
+    """Iterable of batch dicts ("image" (B, C, H, W) float32, "object_id", "index", labels).
+
+    `label_columns` names label columns and, beyond the contract's labels, per-object
+    datasets of the store (`truth`, `masks`, per-object `psf`) or a shared `psf`; numeric
+    ones arrive as tensors, strings as lists of str.  Flips apply to `image` and, the
+    same flips, to every per-object array of 2-D planes (truth, masks, PSFs); a shared
+    PSF is not flipped (flip-symmetric PSFs such as Moffat or Kolmogorov need none).
+    """
 
     def __init__(
         self,
@@ -83,9 +90,7 @@ class StoreLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.info = read_store_info(path)
         self.path = Path(path)
-        missing = [c for c in (label_columns or []) if c not in self.info.label_names]
-        if missing:
-            raise DataError(f"{path}: no label column(s) {missing}; it has {self.info.label_names}")
+        self.sources, self.shared = _resolve_columns(Path(path), list(label_columns or []), self.info.n)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.augment, self.seed, self.shuffle, self.drop_last = augment, seed, shuffle, drop_last
         self.label_columns = list(label_columns or [])
@@ -129,7 +134,7 @@ class StoreLoader:
         rows = self.rank_rows()
         n_batches = len(self)
         with h5py.File(self.path, "r") as f:
-            cache = _BlockCache(f, self.block_rows, self.label_columns, capacity=self.window_blocks + 2)
+            cache = _BlockCache(f, self.block_rows, self.sources, capacity=self.window_blocks + 2)
             for b in range(batch_index, n_batches):
                 batch = rows[b * self.batch_size : (b + 1) * self.batch_size]
                 yield self._make_batch(cache.gather(batch), batch, b)
@@ -138,26 +143,59 @@ class StoreLoader:
         images = data.pop("images")
         if images.ndim == 3:
             images = images[:, None]
-        if self.augment:
+        if self.augment:  # the same flips for the image and every per-object spatial array
             key = [self.seed, self.epoch, self.rank, self.world_size, batch_index, _FLIP_KEY]
             images = random_flips(images, np.random.default_rng(np.random.SeedSequence(key)))
+            for name, values in data.items():
+                if values.ndim >= 3:
+                    data[name] = random_flips(values, np.random.default_rng(np.random.SeedSequence(key)))
         batch = {
             "image": torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
             "object_id": torch.from_numpy(data.pop("object_id").astype(np.int64)),
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
         for name, values in data.items():
-            batch[name] = [v.decode("utf-8") for v in values] if values.dtype.kind == "S" else torch.from_numpy(values)
+            if values.dtype.kind == "S":
+                batch[name] = [v.decode("utf-8") for v in values]
+            else:
+                batch[name] = torch.from_numpy(np.ascontiguousarray(values))
+        batch.update({name: torch.from_numpy(value) for name, value in self.shared.items()})
         return batch
+
+
+def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """Where each requested column lives: ({batch key: per-object dataset path}, {key: shared array}).
+
+    A name is a label column (`labels/<name>`), else a per-object dataset at the root
+    (`truth`, `masks`, per-object `psf`), else a shared root dataset such as one `psf` (h, w),
+    which every batch then carries unchanged.
+    """
+    per_object, shared, missing = {}, {}, []
+    with h5py.File(path, "r") as f:
+        for name in names:
+            if f"labels/{name}" in f:
+                per_object[name] = f"labels/{name}"
+            elif name in f and isinstance(f[name], h5py.Dataset) and name not in ("images", "object_id"):
+                ds = f[name]
+                if ds.ndim >= 1 and ds.shape[0] == n and ds.chunks is not None:
+                    per_object[name] = name
+                else:
+                    shared[name] = ds[()]
+            else:
+                missing.append(name)
+        if missing:
+            have = sorted(f["labels"]) if "labels" in f else []
+            raise DataError(f"{path}: no label column or dataset {missing}; labels: {have}")
+    return per_object, shared
 
 
 class _BlockCache:
     """Whole row blocks of a store, read with one HDF5 call per dataset, LRU-cached."""
 
-    def __init__(self, f: h5py.File, block_rows: int, label_columns: list[str], capacity: int):
+    def __init__(self, f: h5py.File, block_rows: int, columns: dict[str, str], capacity: int):
         self.f, self.block_rows, self.capacity = f, block_rows, capacity
         self.datasets = {"images": f["images"], "object_id": f["object_id"]}
-        self.datasets.update({name: f[f"labels/{name}"] for name in label_columns})
+        self.datasets.update({key: f[where] for key, where in columns.items()})
         self.blocks: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
 
     def block(self, b: int) -> dict[str, np.ndarray]:
