@@ -39,3 +39,11 @@ def test_elongated_gaussian_ellipticity_and_ks():
     generated = {name: np.array([0.7, 0.8]) for name in morphology.STATISTICS}
     ks = morphology.compare_tables(real, generated)
     assert ks["gini"]["ks"] == pytest.approx(1.0) and ks["gini"]["n_b"] == 2
+
+
+def test_noise_matching_restores_the_real_sky_sigma():
+    rng = np.random.default_rng(5)
+    clean = np.stack([_blob(4, 3, noise=0.0) for _ in range(4)])
+    assert morphology.median_sky_sigma(clean) < 1e-6
+    noisy = morphology.add_noise(clean, 0.03, rng)
+    assert morphology.median_sky_sigma(noisy) == pytest.approx(0.03, rel=0.2)
