@@ -1,0 +1,155 @@
+"""Star/galaxy separation: baselines, scores and ROC evaluation on held-out data (issue 8).
+
+Scores are "larger = more galaxy-like" and are produced without labels:
+- the hierarchical model's `p_galaxy` (sign of its peaked latent, oriented by concentration);
+- the baselines of the seed: latents of a VAE (plain or with the double-peaked "revised
+  KL") embedded to one dimension by Isomap or t-SNE, oriented by the same concentration
+  rule, and classified by thresholding at a prior star fraction.
+Labels are used only by `roc` / `accuracy_at_fraction`, to evaluate.
+
+`fit` is a small in-memory training loop through `model.loss` for evaluation runs on
+simulated arrays (the store-based trainer is `galhpc.train.trainer`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from galhpc.models.base import GalaxyModel, StepState
+from galhpc.models.hvae import concentration, normalise_stamps
+
+log = logging.getLogger("galhpc.cluster.starsep")
+
+MANIFOLDS = ("isomap", "tsne")
+
+
+def fit(
+    model: GalaxyModel,
+    images: np.ndarray,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    kl_warmup_epochs: int = 0,
+    extras: dict[str, np.ndarray] | None = None,
+) -> list[dict[str, float]]:
+    """Train `model` on images (N, C, H, W) with Adam; returns the mean loss terms per epoch.
+
+    `extras` are further per-object arrays put in every batch under their names (e.g.
+    "masks"); the KL weight ramps from 0 to 1 over `kl_warmup_epochs` (0: constant 1).
+    """
+    torch.manual_seed(seed)
+    data = torch.as_tensor(images, dtype=torch.float32)
+    others = {name: torch.as_tensor(values) for name, values in (extras or {}).items()}
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    step = 0
+    model.train()
+    for epoch in range(epochs):
+        kl = min(1.0, (epoch + 1) / kl_warmup_epochs) if kl_warmup_epochs else 1.0
+        sums: dict[str, float] = {}
+        order = torch.randperm(len(data), generator=generator)
+        batches = [order[i : i + batch_size] for i in range(0, len(data) - batch_size + 1, batch_size)]
+        for index in batches:
+            batch = {"image": data[index], **{name: values[index] for name, values in others.items()}}
+            out = model.loss(batch, StepState(epoch=epoch, step=step, weights={"kl": kl}))
+            optimiser.zero_grad(set_to_none=True)
+            out.total.backward()
+            optimiser.step()
+            step += 1
+            for name, value in {"total": out.total, **out.terms}.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+        history.append({name: total / len(batches) for name, total in sums.items()})
+        log.info("%s epoch %d: %s", model.name, epoch, {k: round(v, 4) for k, v in history[-1].items()})
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def encode_arrays(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Posterior means (N, L) and the model's extra columns of images (N, C, H, W), eval mode."""
+    model.eval()
+    mus, extras = [], {}
+    for start in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[start : start + batch_size], dtype=torch.float32)
+        enc = model.encode(x)
+        mus.append(enc.mu.numpy())
+        for name, value in model.extra_columns(x, enc).items():
+            extras.setdefault(name, []).append(value.numpy())
+    return np.concatenate(mus), {k: np.concatenate(v) for k, v in extras.items()}
+
+
+def stamp_concentration(images: np.ndarray, stretch: float = 10.0) -> np.ndarray:
+    """The label-free orientation statistic of `galhpc.models.hvae.concentration`, (N,)."""
+    x = normalise_stamps(torch.as_tensor(images, dtype=torch.float32), stretch)
+    return concentration(x).numpy()
+
+
+def embed_1d(latents: np.ndarray, method: str = "isomap", n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+    """One-dimensional manifold embedding of latents (N, L) by Isomap or t-SNE (sklearn)."""
+    from sklearn.manifold import TSNE, Isomap
+    from sklearn.preprocessing import StandardScaler
+
+    x = StandardScaler().fit_transform(latents)
+    if method == "isomap":
+        return Isomap(n_neighbors=n_neighbors, n_components=1).fit_transform(x)[:, 0]
+    if method == "tsne":
+        return TSNE(n_components=1, perplexity=30.0, init="pca", random_state=seed).fit_transform(x)[:, 0]
+    raise ValueError(f"unknown manifold method {method!r}; known: {MANIFOLDS}")
+
+
+def orient_by_concentration(score: np.ndarray, conc: np.ndarray) -> np.ndarray:
+    """Flip a 1-D score so that it decreases with concentration (galaxies high), label-free."""
+    return -score if np.corrcoef(score, conc)[0, 1] > 0 else score
+
+
+def threshold_by_fraction(score: np.ndarray, star_fraction: float) -> np.ndarray:
+    """Classify with a prior star fraction: the lowest `star_fraction` of scores are stars.
+    Returns is_galaxy (N,) bool."""
+    if not 0.0 < star_fraction < 1.0:
+        raise ValueError(f"star_fraction must lie in (0, 1), got {star_fraction}")
+    return score > np.quantile(score, star_fraction)
+
+
+@dataclass
+class RocCurve:
+    """A method's ROC on held-out data (galaxy = positive class)."""
+
+    name: str
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: float
+
+
+def roc(name: str, is_galaxy: np.ndarray, score: np.ndarray) -> RocCurve:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(is_galaxy, score)
+    return RocCurve(name, fpr, tpr, float(roc_auc_score(is_galaxy, score)))
+
+
+def plot_rocs(curves: list[RocCurve], path: str | Path, title: str = "Star/galaxy separation (held-out)") -> Path:
+    """One PNG with the ROC of every method and its AUC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    for curve in curves:
+        ax.plot(curve.fpr, curve.tpr, label=f"{curve.name} (AUC {curve.auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.set(xlabel="false positive rate (stars called galaxies)", ylabel="true positive rate (galaxies)", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,307 @@
+"""Unsupervised star/galaxy separation with a double-peaked latent prior (issue 8).
+
+`HierarchicalAEVAE` ("hvae"): a convolutional autoencoder compresses multi-band stamps to
+a 30-dimensional BatchNorm-standardised code; a small VAE models that code with the prior
+½N(−m, s²) + ½N(m, s²) on its first latent dimension(s) and N(0, 1) on the rest.  The
+sign of the peaked latent is the class.  Both levels train together from one loss; the
+VAE sees the code detached, so it models the autoencoder without reshaping it (the
+two-stage training of the seed, in one pass).
+
+`PeakedVAE`: the single-level baselines, a convolutional VAE on the images themselves,
+with the same double-peaked prior ("VAE with revised KL") or with `peaked_dims=0` a plain
+unit-Gaussian VAE; their latents go to manifold learning in `galhpc.cluster.starsep`.
+
+Which side of zero holds the galaxies is decided without labels: stars are point
+sources, so the side whose objects have the more concentrated light is the star side.
+Each model tracks the mean concentration of both sides during training (buffers saved
+with the weights) and reports `p_galaxy` through `extra_columns`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from galhpc import priors
+from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
+from galhpc.models.blocks import check_image_size, down_block, reparameterise, up_block
+
+
+def normalise_stamps(x: torch.Tensor, stretch: float) -> torch.Tensor:
+    """Per object: divide by the brightest pixel of all bands, then an arcsinh stretch
+    asinh(stretch·x)/asinh(stretch), so brightness drops out and faint wings show."""
+    peak = x.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+    return torch.asinh(stretch * x / peak) / math.asinh(stretch)
+
+
+def concentration(x: torch.Tensor) -> torch.Tensor:
+    """Fraction of the positive light (bands summed) of the central half of the stamp that
+    falls in its central eighth: high for point sources.  x (B, C, H, W) -> (B,)."""
+    grey = x.sum(dim=1).clamp_min(0.0)
+    h, w = grey.shape[-2:]
+    core = grey[:, 7 * h // 16 : 9 * h // 16 + 1, 7 * w // 16 : 9 * w // 16 + 1].sum(dim=(1, 2))
+    half = grey[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].sum(dim=(1, 2))
+    return core / half.clamp_min(1e-12)
+
+
+class DoublePeakedLatent(nn.Module):
+    """Prior of a latent vector: double-peaked on the first `peaked_dims` dims, N(0, 1) on
+    the rest, with one of the seed's four training terms (sc | dkl | aw | pw).
+
+    It also tracks, without labels, which sign of the first peaked dim holds galaxies: a
+    running mean of `concentration` per side; the less concentrated side is galaxies.
+    """
+
+    def __init__(self, peaked_dims: int, term: str, peak_mean: float, peak_scale: float, momentum: float = 0.02):
+        super().__init__()
+        self.peaked_dims = peaked_dims
+        self.term_name = term
+        self.term = priors.double_peaked_term(term)
+        self.m, self.s = float(peak_mean), float(peak_scale)
+        self.momentum = momentum
+        self.register_buffer("side_concentration", torch.zeros(2))  # [negative side, positive side]
+        self.register_buffer("side_seen", torch.zeros(2, dtype=torch.bool))
+
+    def bound(self, mu: torch.Tensor) -> torch.Tensor:
+        """AW needs |μ| < m on the peaked dims: μ → m·tanh(μ/m) there; other terms unchanged."""
+        if self.term_name != "aw" or self.peaked_dims == 0:
+            return mu
+        d = self.peaked_dims
+        return torch.cat([self.m * torch.tanh(mu[:, :d] / self.m), mu[:, d:]], dim=1)
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(peaked term, unit-Gaussian KL of the other dims), each (B,)."""
+        d = self.peaked_dims
+        peaked = self.term(mu[:, :d], logvar[:, :d], self.m, self.s) if d else mu.new_zeros(mu.shape[0])
+        return peaked, priors.kl_unit_gaussian(mu[:, d:], logvar[:, d:])
+
+    @torch.no_grad()
+    def track_sides(self, mu: torch.Tensor, conc: torch.Tensor) -> None:
+        """Update the running concentration of each side of zero of the first peaked dim."""
+        if self.peaked_dims == 0:
+            return
+        positive = mu[:, 0] >= 0
+        for side, members in ((0, ~positive), (1, positive)):
+            if members.any():
+                mean = conc[members].mean()
+                if not self.side_seen[side]:
+                    self.side_concentration[side] = mean
+                    self.side_seen[side] = True
+                else:
+                    self.side_concentration[side].lerp_(mean, self.momentum)
+
+    def galaxy_sign(self) -> float:
+        """+1 if galaxies sit at positive values of the first peaked dim, else −1."""
+        return 1.0 if self.side_concentration[1] <= self.side_concentration[0] else -1.0
+
+    def p_galaxy(self, mu: torch.Tensor) -> torch.Tensor:
+        """Posterior weight of the galaxy peak at z = μ₀: sigmoid(±2mμ₀/s²)."""
+        if self.peaked_dims == 0:
+            raise ValueError("a model without a peaked latent dimension gives no p_galaxy")
+        return torch.sigmoid(self.galaxy_sign() * 2.0 * self.m * mu[:, 0] / self.s**2)
+
+    def sample(self, n: int, latent_dim: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z ~ prior (n, latent_dim) and its class (1 galaxy, 0 star) from the first peaked dim."""
+        z = torch.randn(n, latent_dim, generator=generator, device=self.side_concentration.device)
+        if self.peaked_dims == 0:
+            return z, torch.full((n,), -1, dtype=torch.long)
+        d = self.peaked_dims
+        signs = torch.randint(0, 2, (n, d), generator=generator, device=z.device) * 2.0 - 1.0
+        z[:, :d] = signs * self.m + self.s * z[:, :d]
+        component = (signs[:, 0] == self.galaxy_sign()).long()
+        return z, component
+
+
+class ConvTrunk(nn.Module):
+    """Stride-2 conv blocks (BatchNorm, LeakyReLU) down to a 4x4 map, flattened."""
+
+    def __init__(self, image_size: int, channels: int, widths: list[int], slope: float = 0.2):
+        super().__init__()
+        side = check_image_size(image_size, len(widths), "star/galaxy conv encoder")
+        chans = [channels, *widths]
+        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:])))
+        self.out_features = widths[-1] * side * side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)
+
+
+class ConvHead(nn.Module):
+    """Dense layer to a small map, transposed-conv blocks up to the image (linear output)."""
+
+    def __init__(self, image_size: int, channels: int, in_dim: int, widths: list[int], slope: float = 0.2):
+        super().__init__()
+        self.side = check_image_size(image_size, len(widths), "star/galaxy conv decoder")
+        self.width = widths[-1]
+        self.dense = nn.Sequential(nn.Linear(in_dim, self.width * self.side**2), nn.LeakyReLU(slope))
+        chans = list(reversed(widths))
+        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:])))
+        self.out = nn.ConvTranspose2d(chans[-1], channels, 4, stride=2, padding=1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(self.dense(h).view(-1, self.width, self.side, self.side)))
+
+
+def mlp(sizes: list[int], slope: float = 0.2) -> nn.Sequential:
+    """Linear layers with LeakyReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(slope))
+    return nn.Sequential(*layers)
+
+
+class _StarGalaxyModel(GalaxyModel):
+    """What both star/galaxy models share: input normalisation, prior, p_galaxy, sampling."""
+
+    generative = True
+    prior: DoublePeakedLatent
+    latent_dim: int
+    stretch: float
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return normalise_stamps(x, self.stretch)
+
+    def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
+        """`p_galaxy` (B,) per object, for `galhpc-encode`."""
+        if self.prior.peaked_dims == 0:
+            return {}
+        return {"p_galaxy": self.prior.p_galaxy(encoding.mu)}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
+        """Images decoded from prior draws; component 1 = galaxy peak, 0 = star peak."""
+        z, component = self.prior.sample(n, self.latent_dim, generator)
+        return Samples(self.decode(z), z, component)
+
+
+class HierarchicalAEVAE(_StarGalaxyModel):
+    """AE (30-d BatchNorm code) + VAE on the code with a double-peaked prior (the seed's model).
+
+    params: code_dim, widths (conv channels per halving), hidden (VAE MLP width),
+    peaked_dims, prior_term (sc|dkl|aw|pw), peak_mean m, peak_scale s, code_sigma (the
+    VAE's Gaussian likelihood σ on the standardised code), vae_weight, beta, stretch.
+    """
+
+    name = "hvae"
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 5,
+        latent_dim: int = 4,
+        code_dim: int = 30,
+        widths: list[int] | None = None,
+        hidden: int = 64,
+        peaked_dims: int = 1,
+        prior_term: str = "pw",
+        peak_mean: float = 1.0,
+        peak_scale: float = 0.5,
+        code_sigma: float = 0.5,
+        vae_weight: float = 1.0,
+        beta: float = 1.0,
+        stretch: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if not 1 <= peaked_dims <= latent_dim:
+            raise ValueError(f"hvae: peaked_dims must be in [1, latent_dim={latent_dim}], got {peaked_dims}")
+        widths = list(widths or [32, 64, 64])
+        self.latent_dim, self.stretch = latent_dim, float(stretch)
+        self.code_sigma, self.vae_weight, self.beta = float(code_sigma), float(vae_weight), float(beta)
+        self.trunk = ConvTrunk(image_size, channels, widths)
+        self.to_code = nn.Sequential(nn.Linear(self.trunk.out_features, code_dim), nn.BatchNorm1d(code_dim, affine=False))
+        self.image_head = ConvHead(image_size, channels, code_dim, widths)
+        self.code_encoder = mlp([code_dim, hidden, hidden, 2 * latent_dim])
+        self.code_decoder = mlp([latent_dim, hidden, hidden, code_dim])
+        self.prior = DoublePeakedLatent(peaked_dims, prior_term, peak_mean, peak_scale)
+
+    def ae_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's standardised code (B, code_dim) of raw stamps."""
+        return self.to_code(self.trunk(self.prepare(x)))
+
+    def encode_code(self, code: torch.Tensor) -> Encoding:
+        mu, logvar = self.code_encoder(code).chunk(2, dim=1)
+        return Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        return self.encode_code(self.ae_code(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.image_head(self.code_decoder(z))
+
+    def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        x = batch["image"]
+        target = self.prepare(x)
+        code = self.to_code(self.trunk(target))
+        recon = self.image_head(code)
+        ae_mse = (recon - target).pow(2).flatten(1).sum(dim=1).mean()
+        enc = self.encode_code(code.detach())
+        code_recon = self.code_decoder(reparameterise(enc.mu, enc.logvar))
+        code_nll = 0.5 * ((code_recon - code.detach()) / self.code_sigma).pow(2).sum(dim=1).mean()
+        peaked, gaussian = self.prior.kl(enc.mu, enc.logvar)
+        kl_weight = self.beta * state.weight("kl", 1.0)
+        vae = code_nll + kl_weight * (peaked.mean() + gaussian.mean())
+        if self.training:
+            self.prior.track_sides(enc.mu, concentration(target))
+        terms = {"ae_mse": ae_mse, "code_nll": code_nll, f"prior_{self.prior.term_name}": peaked.mean(), "kl_gauss": gaussian.mean()}
+        return LossOutput(ae_mse + self.vae_weight * vae, terms, recon)
+
+    def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
+        """`p_galaxy` (B,) and the autoencoder code `ae_code` (B, code_dim)."""
+        return {**super().extra_columns(x, encoding), "ae_code": self.ae_code(x)}
+
+
+class PeakedVAE(_StarGalaxyModel):
+    """Single-level conv VAE on the stamps; double-peaked prior on `peaked_dims` latent dims
+    (the "revised KL" baseline) or, with peaked_dims=0, a plain unit-Gaussian VAE."""
+
+    name = "peaked_vae"
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 5,
+        latent_dim: int = 8,
+        widths: list[int] | None = None,
+        peaked_dims: int = 0,
+        prior_term: str = "dkl",
+        peak_mean: float = 1.0,
+        peak_scale: float = 0.5,
+        pixel_sigma: float = 0.1,
+        beta: float = 1.0,
+        stretch: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if not 0 <= peaked_dims <= latent_dim:
+            raise ValueError(f"peaked_vae: peaked_dims must be in [0, latent_dim={latent_dim}], got {peaked_dims}")
+        widths = list(widths or [32, 64, 64])
+        self.latent_dim, self.stretch = latent_dim, float(stretch)
+        self.pixel_sigma, self.beta = float(pixel_sigma), float(beta)
+        self.trunk = ConvTrunk(image_size, channels, widths)
+        self.heads = nn.Linear(self.trunk.out_features, 2 * latent_dim)
+        self.image_head = ConvHead(image_size, channels, latent_dim, widths)
+        self.prior = DoublePeakedLatent(peaked_dims, prior_term, peak_mean, peak_scale)
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        mu, logvar = self.heads(self.trunk(self.prepare(x))).chunk(2, dim=1)
+        return Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.image_head(z)
+
+    def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        target = self.prepare(batch["image"])
+        mu, logvar = self.heads(self.trunk(target)).chunk(2, dim=1)
+        enc = Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+        recon = self.image_head(reparameterise(enc.mu, enc.logvar))
+        nll = 0.5 * ((recon - target) / self.pixel_sigma).pow(2).flatten(1).sum(dim=1).mean()
+        peaked, gaussian = self.prior.kl(enc.mu, enc.logvar)
+        kl_weight = self.beta * state.weight("kl", 1.0)
+        if self.training:
+            self.prior.track_sides(enc.mu, concentration(target))
+        terms = {"nll": nll, f"prior_{self.prior.term_name}": peaked.mean(), "kl_gauss": gaussian.mean()}
+        return LossOutput(nll + kl_weight * (peaked.mean() + gaussian.mean()), terms, recon)
