@@ -176,3 +176,43 @@ def test_existing_output_of_another_input_is_refused(files, tmp_path, capsys):
     assert "different settings" in err and "--overwrite" in err and "images_shape" in err
     assert encode_main([*args, "--input", str(other), "--overwrite"]) == 0
     assert read_all(out)["mu"].shape == (N - 3, 6)
+
+
+def test_fits_input_is_prepared_with_the_checkpoint_recipe(tmp_path):
+    import fitsio
+
+    from galhpc.checkpoint import save_checkpoint
+    from galhpc.config import SourceConfig, config_from_dict
+    from galhpc.data.prep import run_prep
+    from galhpc.models import build_model
+
+    cutouts = tmp_path / "cutouts"
+    cutouts.mkdir()
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:24, :24] - 11.5
+    for i in range(30):
+        blob = 100 * np.exp(-(xx**2 + yy**2) / (2 * (1.5 + i % 3) ** 2)) + rng.normal(0, 1, (24, 24))
+        fitsio.write(str(cutouts / f"{1000 + i}.fits"), blob.astype(np.float32), clobber=True)
+    cfg = config_from_dict({"prep": {"image_size": 16, "recipe": ["grey", "resize", "minmax"], "border": 4},
+                            "model": {"name": "vae", "image_size": 16, "latent_dim": 6,
+                                      "params": {"filters": [8, 8, 8, 8]}}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", {"model_name": "vae", "model_state": model.state_dict(),
+                                                  "config": cfg.to_yaml()})
+    out = tmp_path / "fits.h5"
+    kw = {"batch_size": 4, "shard_size": 8, "gmm_components": 2, "gmm_fit_objects": 30, "threads": 1,
+          "device": "cpu"}
+    encode_from_checkpoint(ckpt, cutouts, out, **kw)
+    prepared = tmp_path / "fits.h5.input.h5"
+    stamp = prepared.stat().st_mtime_ns
+    cfg.prep.sources = [SourceConfig(kind="fits", path=str(cutouts))]
+    oracle_store = run_prep(cfg.prep, tmp_path / "oracle.h5")
+    encode_from_checkpoint(ckpt, oracle_store, tmp_path / "oracle_cat.h5", **kw)
+    cat, oracle = read_all(out), read_all(tmp_path / "oracle_cat.h5")
+    assert np.array_equal(cat["object_id"], np.arange(1000, 1030))
+    assert np.array_equal(cat["mu"], oracle["mu"]) and np.array_equal(cat["label"], oracle["label"])
+    encode_from_checkpoint(ckpt, cutouts, out, **kw)  # complete: nothing re-made
+    assert prepared.stat().st_mtime_ns == stamp
+    with pytest.raises(CatalogError, match="input .*nothing-here not found"):
+        encode_from_checkpoint(ckpt, tmp_path / "nothing-here", tmp_path / "x.h5", **kw)

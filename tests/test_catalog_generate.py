@@ -12,13 +12,16 @@ from scipy.signal import fftconvolve
 
 from galhpc.catalog import h5out
 from galhpc.catalog.emulate import EmulationError, load_psf
-from galhpc.catalog.generate import generate_from_checkpoint
+from galhpc.catalog.driver import WriteOptions
+from galhpc.catalog.generate import GenerateOptions, generate_catalog, generate_from_checkpoint
+from galhpc.catalog.world import World
 from galhpc.catalog.seeds import NOISE_STREAM, derived_seed
 from galhpc.catalog.shards import CatalogError
 from galhpc.checkpoint import CheckpointError, load_model, save_checkpoint
 from galhpc.cli.generate import main as generate_main
 from galhpc.config import config_from_dict
 from galhpc.models import build_model
+from galhpc.models.vae import ConvVAE
 
 torch.set_num_threads(1)
 
@@ -252,3 +255,17 @@ def test_psf_from_fits_and_bad_psfs(tmp_path):
     with pytest.raises(EmulationError, match="expected key=number"):
         load_psf("moffat:fwhm")
     assert os.path.exists(tmp_path / "psf.fits")
+
+
+class EncoderOnly(ConvVAE):
+    """A model that encodes but does not generate."""
+
+    generative = False
+
+
+def test_a_model_that_cannot_sample_is_refused(tmp_path):
+    model = EncoderOnly(image_size=16, latent_dim=6, filters=[8, 8, 8, 8])
+    with pytest.raises(CatalogError, match="'vae' is not generative"):
+        generate_catalog(model, GenerateOptions(n=4), tmp_path / "x.h5", write=WriteOptions(), world=World(),
+                         device=torch.device("cpu"), checkpoint="x.pt", checkpoint_sha256="0", config_yaml="")
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.shards").exists()

@@ -14,6 +14,8 @@ uses the same GMM.  It is copied into the master file's /gmm group.
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -29,10 +31,11 @@ import h5py
 import numpy as np
 import torch
 
-from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
+from galhpc.catalog.driver import RunResult, WriteOptions, root_then_all, run_catalog
 from galhpc.catalog.h5out import LIBVER, run_meta
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.catalog.world import World, current_world, local_rank
+from galhpc.config import PrepConfig
 from galhpc.models.base import GalaxyModel
 
 log = logging.getLogger("galhpc.catalog.encode")
@@ -290,11 +293,51 @@ def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions
         reader.close()
 
 
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
+
+def is_hdf5_file(path: str | Path) -> bool:
+    return Path(path).is_file() and h5py.is_hdf5(str(path))
+
+
+def is_store_path(path: str | Path) -> bool:
+    """A store (HDF5) rather than FITS cutouts: an HDF5 file or an HDF5 file name."""
+    return Path(path).suffix.lower() in HDF5_SUFFIXES or is_hdf5_file(path)
+
+
+def store_from_fits(fits_input: str | Path, prep: PrepConfig, out: Path) -> Path:
+    """Turn FITS cutouts (a file, directory or glob) into a store beside `out`, with the
+    prep recipe the model was trained with (filters off, so every object is encoded).
+
+    The store `<out>.input.h5` is reused when it was made with the same prep settings,
+    so a resumed encode sees the same input.
+    """
+    from galhpc.config import SourceConfig
+    from galhpc.data.prep import prep_config_yaml, run_prep
+
+    target = out.with_name(out.name + ".input.h5")
+    fits_prep = dataclasses.replace(prep, sources=[SourceConfig(kind="fits", path=str(fits_input))],
+                                    filters={}, output=str(target))
+    if is_hdf5_file(target):
+        with h5py.File(target, "r") as f:
+            if f.attrs.get("config") == prep_config_yaml(fits_prep):
+                log.info("reusing %s, made from %s with the same prep settings", target, fits_input)
+                return target
+    log.info("preparing %s from FITS input %s with the checkpoint's prep recipe %s", target, fits_input, prep.recipe)
+    try:
+        return run_prep(fits_prep)
+    except Exception as err:  # the data layer names the file and object
+        raise CatalogError(f"cannot prepare FITS input {fits_input}: {err}") from err
+
+
 def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *, batch_size: int = 512,
                            shard_size: int = 65536, gmm_components: int = 20, gmm_fit_objects: int = 20000,
                            seed: int = 0, compression: str = "none", table: bool = True, overwrite: bool = False,
                            device: str = "auto", threads: int | None = None) -> RunResult:
-    """The whole `galhpc-encode` job: set up this rank, load the checkpoint, encode."""
+    """The whole `galhpc-encode` job: set up this rank, load the checkpoint, encode.
+
+    `store` is a training store, or FITS cutouts (file, directory or glob) that rank 0
+    first turns into a store with the checkpoint's prep recipe (`store_from_fits`)."""
     from galhpc.checkpoint import file_sha256, load_model
     from galhpc.runtime import pick_device, set_threads, setup_logging
 
@@ -303,6 +346,10 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
     set_threads(threads)
     torch_device = pick_device(device, local_rank())
     model, cfg, _ = load_model(checkpoint, map_location="cpu")
+    if not is_store_path(store):
+        if not glob.glob(str(store)):
+            raise CatalogError(f"input {store} not found")
+        store = root_then_all(world, lambda: store_from_fits(store, cfg.prep, Path(out)))
     options = EncodeOptions(batch_size=batch_size, gmm_components=gmm_components, gmm_fit_objects=gmm_fit_objects,
                             seed=seed)
     write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite)

@@ -9,6 +9,7 @@ mpi4py is imported only when the process was started by an MPI launcher, so plai
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 # Environment variables that MPI launchers (OpenMPI, MPICH/Hydra, PMIx, Slurm srun) set.
@@ -35,17 +36,31 @@ class World:
 
 
 class MPIWorld(World):
-    """The ranks of MPI.COMM_WORLD (mpi4py)."""
+    """The ranks of MPI.COMM_WORLD (mpi4py).
+
+    Before each collective, ranks wait for each other in a sleeping poll instead of MPI's
+    busy wait, so a rank that is done early (or waits for rank 0's GMM fit) does not take
+    CPU from the ranks still working when cores are shared.
+    """
+
+    poll_seconds = 0.01
 
     def __init__(self, comm: Any) -> None:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
 
+    def _arrive(self) -> None:
+        request = self.comm.Ibarrier()
+        while not request.Test():
+            time.sleep(self.poll_seconds)
+
     def bcast(self, value: Any) -> Any:
+        self._arrive()
         return self.comm.bcast(value, root=0)
 
     def allgather(self, value: Any) -> list[Any]:
+        self._arrive()
         return self.comm.allgather(value)
 
 

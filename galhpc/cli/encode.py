@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a post-hoc GMM (stick-breaking BGM for K) fitted once on rank 0. Run under mpirun for many ranks.",
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (ckpt.pt)")
-    p.add_argument("--input", required=True, type=Path, help="training store (HDF5 with /images, /object_id)")
+    p.add_argument("--input", required=True, type=Path,
+                   help="training store (HDF5 with /images, /object_id), or FITS cutouts (file, directory or "
+                   "quoted glob), first prepared into OUT.input.h5 with the checkpoint's prep recipe")
     p.add_argument("--out", required=True, type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
     p.add_argument("--batch-size", type=int, default=512, help="objects per forward pass (default 512)")
     p.add_argument("--shard-size", type=int, default=65536, help="objects per shard file (default 65536)")
