@@ -11,6 +11,7 @@ Each source yields blocks (galhpc.data.sources); every block goes through the sa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -167,17 +168,13 @@ def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig):
 
 def prep_config_yaml(prep: PrepConfig) -> str:
     """The prep section as YAML text of a run config (readable by config_from_yaml_text)."""
-    from dataclasses import asdict
-
-    return yaml.safe_dump({"prep": asdict(prep)}, sort_keys=False)
+    return yaml.safe_dump({"prep": dataclasses.asdict(prep)}, sort_keys=False)
 
 
 def run_prep(prep: PrepConfig, output: str | Path | None = None, on_error: str | None = None) -> Path:
     """Read every source of `prep`, process it, and write one store; returns its path."""
-    if on_error is not None:
-        prep.on_error = on_error
-    if output is not None:
-        prep.output = str(output)
+    changes = {"on_error": on_error, "output": None if output is None else str(output)}
+    prep = dataclasses.replace(prep, **{k: v for k, v in changes.items() if v is not None})
     check_prep_config(prep)
     counts = {"kept": 0, "rejected": 0}
     with StoreWriter(prep.output, prep_config_yaml(prep), prep.chunk_rows) as writer:
@@ -185,11 +182,14 @@ def run_prep(prep: PrepConfig, output: str | Path | None = None, on_error: str |
             desc = f"source {index} ({source.kind}{': ' + source.path if source.path else ''})"
             log.info("reading %s", desc)
             reader = source_reader(source.kind)
-            for block in progress(reader(source, prep), desc=f"prep {source.kind}", unit="block"):
+            bar = progress(reader(source, prep), desc=f"prep {source.kind}", unit="block")
+            for block in bar:
                 done = process_block(block, prep, desc)
                 writer.append(done, source_index=index)
                 counts["kept"] += len(done)
                 counts["rejected"] += len(done.rejects)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(counts)
     path = writer.path
     log.info("%d objects kept, %d rejected -> %s", counts["kept"], counts["rejected"], path)
     return path
