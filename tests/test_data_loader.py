@@ -176,3 +176,9 @@ def test_truth_masks_and_psf_columns_flip_with_the_image(tmp_path):
         assert torch.equal(batch["psf"], torch.eye(5))
     with pytest.raises(DataError, match="no label column or dataset"):
         StoreLoader(path, 6, label_columns=["segmentation"])
+
+
+def test_a_split_smaller_than_one_batch_is_an_error(store):
+    with pytest.raises(DataError, match="fewer than one batch"):
+        StoreLoader(store, 64, split="holdout", holdout_fraction=0.1)
+    assert len(StoreLoader(store, 64, split="holdout", holdout_fraction=0.1, drop_last=False)) == 1

@@ -90,10 +90,9 @@ class StoreLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.info = read_store_info(path)
         self.path = Path(path)
-        self.sources, self.shared = _resolve_columns(Path(path), list(label_columns or []), self.info.n)
+        self.columns, self.shared = _resolve_columns(Path(path), list(label_columns or []), self.info.n)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.augment, self.seed, self.shuffle, self.drop_last = augment, seed, shuffle, drop_last
-        self.label_columns = list(label_columns or [])
         self.window_blocks = max(1, window_blocks)
         self.block_rows = self.info.chunk_rows
         n = self.info.n
@@ -105,6 +104,9 @@ class StoreLoader:
         self.per_rank = len(self.rows) // world_size
         if self.per_rank == 0:
             raise DataError(f"{path}: split {split!r} has {len(self.rows)} rows, too few for {world_size} ranks")
+        if drop_last and self.per_rank < batch_size:
+            raise DataError(f"{path}: split {split!r} gives {self.per_rank} rows per rank, fewer than one batch "
+                            f"of {batch_size} (drop_last leaves nothing); use a smaller batch or drop_last=False")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -134,7 +136,7 @@ class StoreLoader:
         rows = self.rank_rows()
         n_batches = len(self)
         with h5py.File(self.path, "r") as f:
-            cache = _BlockCache(f, self.block_rows, self.sources, capacity=self.window_blocks + 2)
+            cache = _BlockCache(f, self.block_rows, self.columns, capacity=self.window_blocks + 2)
             for b in range(batch_index, n_batches):
                 batch = rows[b * self.batch_size : (b + 1) * self.batch_size]
                 yield self._make_batch(cache.gather(batch), batch, b)
