@@ -135,7 +135,7 @@ class StoreLoader:
         """Batches batch_index, batch_index + 1, ... of the current epoch."""
         rows = self.rank_rows()
         n_batches = len(self)
-        with h5py.File(self.path, "r") as f:
+        with h5py.File(self.path, "r", locking=False) as f:
             cache = _BlockCache(f, self.block_rows, self.columns, capacity=self.window_blocks + 2)
             for b in range(batch_index, n_batches):
                 batch = rows[b * self.batch_size : (b + 1) * self.batch_size]
@@ -173,7 +173,7 @@ def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, st
     which every batch then carries unchanged.
     """
     per_object, shared, missing = {}, {}, []
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False) as f:
         for name in names:
             if f"labels/{name}" in f:
                 per_object[name] = f"labels/{name}"

@@ -6,7 +6,9 @@ optional `truth`, `psf`, extra per-object datasets; `rejects/{object,file,reason
 attributes `galhpc_version`, `config` (prep YAML), `created`, `n_objects`.
 
 `StoreWriter` writes to a hidden temporary file beside the target and renames it only
-when complete, so an interrupted prep never leaves a file that looks whole.
+when complete, so an interrupted prep never leaves a file that looks whole.  A published
+store is never modified again, so readers open it without HDF5 file locking (which
+parallel file systems such as Lustre often refuse).
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ def read_store_info(path: str | Path) -> StoreInfo:
     if not path.is_file():
         raise DataError(f"store not found: {path}")
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:
             if "images" not in f or "object_id" not in f:
                 raise DataError(f"{path} is not a galhpc store (no images/object_id datasets)")
             images = f["images"]
