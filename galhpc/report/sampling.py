@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 CHUNK_ROWS = 1 << 20
+LABEL_DATASETS = ("component", "label")  # cluster label per object: DESIGN.md's name, then galhpc-encode's
 
 
 def sample_rows(n_total: int, max_rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,22 +65,26 @@ class ClusterSample:
 
 
 def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> ClusterSample:
-    """Sample `max_rows` rows of clusters.h5; occupancy is counted over every row in chunks."""
+    """Sample `max_rows` rows of clusters.h5; occupancy is counted over every row in chunks.
+
+    The cluster label is the `component` dataset, or `label` as galhpc-encode names it.
+    """
     with h5py.File(path, "r") as f:
-        for name in ("object_id", "mu", "component"):
+        label_name = next((n for n in LABEL_DATASETS if n in f), None)
+        for name in ("object_id", "mu", label_name or LABEL_DATASETS[0]):
             if name not in f:
                 raise KeyError(f"{path}: no dataset {name!r}; is this a galhpc-encode output?")
-        n_total = f["component"].shape[0]
+        n_total = f[label_name].shape[0]
         rows = sample_rows(n_total, max_rows, rng)
 
         def optional(name: str) -> np.ndarray | None:
             return read_rows(f[name], rows) if name in f else None
 
         gamma = optional("gamma")
-        component = read_rows(f["component"], rows).astype(np.int64)
+        component = read_rows(f[label_name], rows).astype(np.int64)
         n_components = gamma.shape[1] if gamma is not None else int(component.max(initial=-1)) + 1
         occupancy = np.zeros(n_components, np.int64)
-        for chunk in iter_column(f["component"]):
+        for chunk in iter_column(f[label_name]):
             chunk = chunk.astype(np.int64)
             occupancy += np.bincount(chunk[chunk >= 0], minlength=n_components)[:n_components]
         meta = {k: str(v) for k, v in f["meta"].attrs.items()} if "meta" in f else {}
