@@ -156,3 +156,17 @@ def test_nan_pixels_missing_hdu_and_wrong_shapes(tmp_path):
 def _with_crop(cfg: PrepConfig, size: int) -> PrepConfig:
     cfg.crop_size = size
     return cfg
+
+
+def test_cutouts_of_two_sizes_are_resized_to_one_store(tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    fitsio.write(str(d / "a_1.fits"), _cutout(1))
+    fitsio.write(str(d / "b_2.fits"), np.ones((40, 40), np.float32))
+    path = run_prep(_cfg(tmp_path, path=str(d)))
+    with h5py.File(path) as f:
+        assert f["images"].shape == (2, 16, 16)
+        np.testing.assert_allclose(f["images"][1], 1.0)
+    keep_shape = _cfg(tmp_path, recipe=["grey"], path=str(d))
+    with pytest.raises(DataError, match=r"b_2\.fits.*objects 2\.\.2 'images': shape \(40, 40\) differs"):
+        run_prep(keep_shape)

@@ -113,6 +113,8 @@ class StoreWriter:
         if n == 0:
             return
         where = f"objects {block.object_id[0]}..{block.object_id[-1]}"
+        if block.files:
+            where = f"{block.files[0]}: {where}"
         self._append("images", np.asarray(block.images, dtype=np.float32), where)
         self._append("object_id", np.asarray(block.object_id, dtype=np.int64), where)
         labels = {"source_index": np.full(n, source_index, dtype=np.int16), **block.labels}
