@@ -166,6 +166,17 @@ class LocalSlurm:
             time.sleep(1.0)
         raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f} s (wanted {states});\n{self.logs()}")
 
+    def start_requeued_now(self, job_id: str, timeout: float) -> None:
+        """Wait for a requeued job to be pending again, then lift Slurm's requeue delay
+        (its begin time is set minutes ahead) so the test does not wait for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.job_field(job_id, "Restarts") not in (None, "0") and self.job_field(job_id, "JobState") == "PENDING":
+                self.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"job {job_id} was not requeued within {timeout:.0f} s;\n{self.logs()}")
+
     def stop(self) -> None:
         """Cancel leftover jobs, then stop slurmd, slurmctld and munged by PID."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:

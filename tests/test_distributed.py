@@ -118,8 +118,10 @@ def test_horovod_backend_without_horovod_says_how_to_get_it(monkeypatch):
 
 def test_rendezvous_from_slurm_variables():
     world = World(1, 4, 1, "slurm")
-    env = {"SLURM_JOB_NODELIST": "gpu[12-13]", "SLURM_JOB_ID": "4242"}
+    env = {"SLURM_JOB_NODELIST": "gpu[12-13]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242"}
     assert distributed._rendezvous(world, env) == ("gpu12", 24242)
+    env = {"SLURM_JOB_NODELIST": "gpu12", "SLURM_STEP_NUM_NODES": "1", "SLURM_JOB_ID": "7"}
+    assert distributed._rendezvous(world, env) == ("127.0.0.1", 20007)
     env = {"MASTER_ADDR": "head", "MASTER_PORT": "999", "SLURM_JOB_ID": "4242"}
     assert distributed._rendezvous(world, env) == ("head", 999)
 

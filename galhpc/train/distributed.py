@@ -288,7 +288,9 @@ def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
     """Address and port of rank 0's TCP store for `init_process_group`."""
     addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
     if addr is None and world.launcher == "slurm":
-        addr = first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
+        # Slurm node names need not resolve (NodeName vs NodeHostname): one node is loopback.
+        nodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+        addr = "127.0.0.1" if nodes == 1 else first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
     if port is None and "SLURM_JOB_ID" in env:
         port = str(20000 + int(env["SLURM_JOB_ID"]) % 20000)
     if addr is None and world.launcher in ("openmpi", "pmi"):

@@ -1,0 +1,137 @@
+"""jobs/train.sh and galhpc.jobs (submitit) on a real one-node Slurm cluster (tests/slurm_cluster.py).
+
+- sbatch jobs/train.sh on 2 tasks (srun -> torch.distributed) writes the checkpoint;
+- a job told to stop (scancel --signal=USR1, as Slurm does before the time limit) saves,
+  requeues itself and resumes from its checkpoint: epochs continue, none is run twice;
+- submitit: the same through SlurmExecutor with a preemption signal, and LocalExecutor.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from slurm_cluster import LocalSlurm, missing_requirements  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SH = REPO / "jobs" / "train.sh"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if missing_requirements() is not None:
+        pytest.skip(f"no local Slurm: {missing_requirements()}")
+    slurm = LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=2)
+    slurm.start()
+    yield slurm
+    slurm.stop()
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory) -> Path:
+    """A tiny ConvVAE run on a 160-object GalSim store (16x16)."""
+    from galhpc.config import config_from_dict
+    from galhpc.data.prep import run_prep
+
+    root = tmp_path_factory.mktemp("data")
+    data = {
+        "prep": {"sources": [{"kind": "galsim", "n": 160, "seed": 1}], "image_size": 16, "workers": 1},
+        "model": {"name": "vae", "image_size": 16, "latent_dim": 4},
+        "train": {"store": str(root / "store.h5"), "out_dir": str(root / "run"), "epochs": 2,
+                  "batch_size": 16, "threads": 1, "augment": False},
+    }
+    run_prep(config_from_dict(data).prep, output=str(root / "store.h5"))
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def checkpoint_position(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["position"]
+
+
+def wait_for_checkpoint(path: Path, min_epoch: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                if checkpoint_position(path)["epoch"] >= min_epoch:
+                    return
+            except Exception:  # being replaced right now: read again
+                pass
+        time.sleep(0.5)
+    raise TimeoutError(f"no checkpoint of epoch >= {min_epoch} at {path} after {timeout:.0f} s")
+
+
+def sbatch(cluster: LocalSlurm, workdir: Path, *args: str) -> str:
+    proc = cluster.run(["sbatch", "--parsable", f"--chdir={workdir}", f"--output={workdir}/job-%j.out", *args])
+    return proc.stdout.strip().split(";")[0]
+
+
+def test_sbatch_train_sh_on_two_tasks_writes_the_checkpoint(cluster, config_path, tmp_path):
+    out = tmp_path / "run"
+    job = sbatch(cluster, tmp_path, "--ntasks-per-node=2", str(TRAIN_SH), str(config_path), "--out-dir", str(out))
+    state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log
+    assert "launch (srun, 2 rank(s))" in log
+    position = checkpoint_position(out / "ckpt.pt")
+    # 144 training images: 2 ranks x 72 -> 4 batches of 16 per epoch (one rank would take 9)
+    assert position["epoch"] == 2 and position["batch"] == 0 and position["step"] == 8, log
+    assert (out / "losses.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+
+def test_stopped_job_requeues_and_resumes(cluster, config_path, tmp_path):
+    out = tmp_path / "run"
+    epochs = 5
+    job = sbatch(cluster, tmp_path, str(TRAIN_SH), str(config_path), "--out-dir", str(out), "--epochs", str(epochs))
+    wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
+    cluster.run(["scancel", "--signal=USR1", job])  # what --signal=USR1@120 does before the time limit
+    cluster.start_requeued_now(job, timeout=120)
+    state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log
+    assert cluster.job_field(job, "Restarts") == "1", log
+    assert "requeueing job" in log and "resuming from" in log, log
+    resumed = [line for line in log.splitlines() if "resuming from" in line][0]
+    assert " at epoch 0, batch 0 " not in resumed, resumed  # it continued, not restarted
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False)
+    assert ckpt["position"]["epoch"] == epochs
+    assert [row["epoch"] for row in ckpt["history"]] == list(range(epochs))  # no epoch run twice
+
+
+def test_submitit_slurm_job_is_preempted_requeued_and_resumes(cluster, config_path, tmp_path, monkeypatch):
+    from galhpc.jobs import submit_training
+
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    out = tmp_path / "run"
+    epochs = 5
+    job = submit_training(config_path, tmp_path / "submitit", {"out_dir": str(out), "epochs": epochs},
+                          cluster="slurm", timeout_min=30, signal_delay_s=60)
+    wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
+    cluster.run(["scancel", "--signal=USR2", job.job_id])  # submitit's preemption / time-limit signal
+    cluster.start_requeued_now(job.job_id, timeout=120)
+    result = job.result()
+    assert result["epochs"] == epochs
+    assert [row["epoch"] for row in result["history"]] == list(range(epochs))
+    assert cluster.job_field(job.job_id, "Restarts") == "1"
+    assert "resuming from" in job.stderr()
+
+
+def test_submitit_local_executor_trains(config_path, tmp_path):
+    from galhpc.jobs import submit_training
+
+    out = tmp_path / "run"
+    job = submit_training(config_path, tmp_path / "submitit", {"out_dir": str(out), "epochs": 1},
+                          cluster="local", timeout_min=20)
+    result = job.result()
+    assert result["epochs"] == 1 and result["steps"] > 0
+    assert checkpoint_position(out / "ckpt.pt")["epoch"] == 1
