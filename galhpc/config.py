@@ -53,6 +53,7 @@ class PrepConfig:
     on_error: str = "raise"  # raise | skip
     workers: int = 2
     chunk_rows: int = 256  # rows per HDF5 chunk and per block of work
+    compression: str | None = None  # None | lzf | gzip: of images, truth and extras
 
 
 @dataclass

@@ -131,6 +131,20 @@ def test_reads_whole_blocks_about_once_per_epoch(store, monkeypatch):
     assert len(reads) == len(set(reads)) == n_blocks
 
 
+@pytest.mark.parametrize("compression", ["lzf", "gzip"])
+def test_compressed_store_reads_the_same(tmp_path, compression):
+    path = tmp_path / "c.h5"
+    imgs = _images(40)
+    with StoreWriter(path, "", chunk_rows=8, compression=compression) as w:
+        w.append(Block(imgs, np.arange(40), {"a": np.arange(40.0)}))
+    with h5py.File(path) as f:
+        assert f["images"].compression == compression and f["labels/a"].compression is None
+    for batch in StoreLoader(path, 10, split="all"):
+        np.testing.assert_array_equal(batch["image"][:, 0].numpy(), imgs[batch["index"].numpy()])
+    with pytest.raises(DataError, match="compression must be"):
+        StoreWriter(tmp_path / "d.h5", "", compression="zstd")
+
+
 def test_multiband_store_and_bad_requests(tmp_path):
     path = tmp_path / "rgb.h5"
     with StoreWriter(path, "", chunk_rows=4) as w:

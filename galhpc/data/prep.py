@@ -57,6 +57,8 @@ def check_prep_config(prep: PrepConfig) -> None:
             raise ConfigError(f"prep.filters: unknown filter {key!r}; use <metric>_min or <metric>_max with metric in {sorted(METRICS)}")
     if prep.on_error not in ("raise", "skip"):
         raise ConfigError(f"prep.on_error must be 'raise' or 'skip', got {prep.on_error!r}")
+    if prep.compression not in (None, "lzf", "gzip"):
+        raise ConfigError(f"prep.compression must be null, lzf or gzip, got {prep.compression!r}")
     if prep.image_size < 16:
         raise ConfigError(f"prep.image_size must be >= 16 (the SNR block-averages to 16x16), got {prep.image_size}")
     if not prep.sources:
@@ -177,7 +179,7 @@ def run_prep(prep: PrepConfig, output: str | Path | None = None, on_error: str |
     prep = dataclasses.replace(prep, **{k: v for k, v in changes.items() if v is not None})
     check_prep_config(prep)
     counts = {"kept": 0, "rejected": 0}
-    with StoreWriter(prep.output, prep_config_yaml(prep), prep.chunk_rows) as writer:
+    with StoreWriter(prep.output, prep_config_yaml(prep), prep.chunk_rows, prep.compression) as writer:
         for index, source in enumerate(prep.sources):
             desc = f"source {index} ({source.kind}{': ' + source.path if source.path else ''})"
             log.info("reading %s", desc)

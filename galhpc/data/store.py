@@ -59,11 +59,14 @@ class StoreWriter:
     appears at `path`.
     """
 
-    def __init__(self, path: str | Path, config_yaml: str, chunk_rows: int = 256):
+    def __init__(self, path: str | Path, config_yaml: str, chunk_rows: int = 256, compression: str | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         self.chunk_rows = max(1, int(chunk_rows))
+        if compression not in (None, "lzf", "gzip"):
+            raise DataError(f"{path}: compression must be none, lzf or gzip, got {compression!r}")
+        self.compression = compression
         self.file = h5py.File(self.tmp, "w")
         self.file.attrs["galhpc_version"] = galhpc.__version__
         self.file.attrs["config"] = config_yaml
@@ -92,6 +95,7 @@ class StoreWriter:
             dtype=sample.dtype,
             chunks=(self.chunk_rows, *shape),
             fillvalue=fill,
+            compression=self.compression if len(shape) >= 2 else None,  # pixel arrays only
         )
         return ds
 
