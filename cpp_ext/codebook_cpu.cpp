@@ -1,7 +1,7 @@
 // Fused distance + argmin: each OpenMP thread takes tiles of kRows rows and sweeps the whole
-// codebook in register-sized panels of kLanes codes, keeping a running minimum per lane.
+// codebook in register-sized panels of lanes<T>() codes, keeping a running minimum per lane.
 // The score minimised is ||c||^2 / 2 - x.c (same argmin as ||x - c||^2).  The tile kernel is
-// compiled for AVX-512, AVX2+FMA and baseline x86-64, picked at load time (target_clones).
+// compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at run time.
 #include "codebook_cpu.h"
 
 #include <algorithm>
@@ -12,7 +12,7 @@
 namespace galhpc {
 namespace {
 
-constexpr int kRows = 4;
+constexpr int kRows = 8;
 
 template <typename T>
 constexpr int lanes() { return 128 / static_cast<int>(sizeof(T)); }  // two 512-bit vectors
@@ -87,30 +87,58 @@ inline __attribute__((always_inline)) void tile_argmin(const T* x, int64_t d, co
   }
 }
 
-#define GALHPC_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+// One copy of the tile kernel per instruction set, chosen once from the CPU's features (not
+// its model, so AMD and Intel CPUs with the same features get the same code).
+#define GALHPC_TILE_VARIANTS(T, suffix)                                                                       \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma"))) void tile_avx512_##suffix(                \
+      const T* x, int64_t d, const T* ct, const T* hn, int64_t kp, int64_t* index) {                         \
+    tile_argmin<T>(x, d, ct, hn, kp, index);                                                                 \
+  }                                                                                                          \
+  __attribute__((target("avx2,fma"))) void tile_avx2_##suffix(const T* x, int64_t d, const T* ct, const T* hn, \
+                                                              int64_t kp, int64_t* index) {                  \
+    tile_argmin<T>(x, d, ct, hn, kp, index);                                                                 \
+  }                                                                                                          \
+  void tile_baseline_##suffix(const T* x, int64_t d, const T* ct, const T* hn, int64_t kp, int64_t* index) {   \
+    tile_argmin<T>(x, d, ct, hn, kp, index);                                                                 \
+  }
 
-GALHPC_CLONES void tile_argmin_f32(const float* x, int64_t d, const float* ct, const float* hn, int64_t kp,
-                                   int64_t* index) {
-  tile_argmin<float>(x, d, ct, hn, kp, index);
+GALHPC_TILE_VARIANTS(float, f32)
+GALHPC_TILE_VARIANTS(double, f64)
+
+template <typename T>
+using TileFn = void (*)(const T*, int64_t, const T*, const T*, int64_t, int64_t*);
+
+enum class Isa { kAvx512, kAvx2, kBaseline };
+
+Isa best_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq"))
+    return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  return Isa::kBaseline;
 }
 
-GALHPC_CLONES void tile_argmin_f64(const double* x, int64_t d, const double* ct, const double* hn, int64_t kp,
-                                   int64_t* index) {
-  tile_argmin<double>(x, d, ct, hn, kp, index);
+TileFn<float> tile_kernel(const float*) {
+  static const TileFn<float> fn = best_isa() == Isa::kAvx512 ? tile_avx512_f32
+                                  : best_isa() == Isa::kAvx2 ? tile_avx2_f32
+                                                             : tile_baseline_f32;
+  return fn;
 }
 
-inline void tile_argmin_any(const float* x, int64_t d, const float* ct, const float* hn, int64_t kp, int64_t* i) {
-  tile_argmin_f32(x, d, ct, hn, kp, i);
-}
-inline void tile_argmin_any(const double* x, int64_t d, const double* ct, const double* hn, int64_t kp, int64_t* i) {
-  tile_argmin_f64(x, d, ct, hn, kp, i);
+TileFn<double> tile_kernel(const double*) {
+  static const TileFn<double> fn = best_isa() == Isa::kAvx512 ? tile_avx512_f64
+                                   : best_isa() == Isa::kAvx2 ? tile_avx2_f64
+                                                              : tile_baseline_f64;
+  return fn;
 }
 
 template <typename T>
-void search(const T* x, int64_t n, int64_t d, const T* codebook, int64_t k, int64_t* index) {
+void search(const T* x, int64_t n, int64_t d, const T* codebook, int64_t k, int64_t* index, int threads) {
   const PreparedCodebook<T> p = prepare(codebook, k, d);
+  const TileFn<T> tile_argmin_any = tile_kernel(x);
   const int64_t full_tiles = n / kRows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t t = 0; t < full_tiles; ++t)
     tile_argmin_any(x + t * kRows * d, d, p.transposed.data(), p.half_norm.data(), p.kp, index + t * kRows);
   const int64_t rest = n - full_tiles * kRows;
@@ -125,12 +153,14 @@ void search(const T* x, int64_t n, int64_t d, const T* codebook, int64_t k, int6
 
 }  // namespace
 
-void nearest_code_cpu(const float* x, int64_t n, int64_t d, const float* codebook, int64_t k, int64_t* index) {
-  search(x, n, d, codebook, k, index);
+void nearest_code_cpu(const float* x, int64_t n, int64_t d, const float* codebook, int64_t k, int64_t* index,
+                      int threads) {
+  search(x, n, d, codebook, k, index, std::max(1, threads));
 }
 
-void nearest_code_cpu(const double* x, int64_t n, int64_t d, const double* codebook, int64_t k, int64_t* index) {
-  search(x, n, d, codebook, k, index);
+void nearest_code_cpu(const double* x, int64_t n, int64_t d, const double* codebook, int64_t k, int64_t* index,
+                      int threads) {
+  search(x, n, d, codebook, k, index, std::max(1, threads));
 }
 
 }  // namespace galhpc

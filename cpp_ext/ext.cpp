@@ -5,8 +5,8 @@
 #include "codebook_cpu.h"
 
 #ifdef GALHPC_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "codebook_cuda.h"
 #endif
@@ -25,16 +25,16 @@ void check_codebook_inputs(const torch::Tensor& x, const torch::Tensor& codebook
   TORCH_CHECK(x.is_contiguous() && codebook.is_contiguous(), "nearest_code: contiguous tensors expected");
 }
 
-torch::Tensor nearest_code_cpu(const torch::Tensor& x, const torch::Tensor& codebook) {
+torch::Tensor nearest_code_cpu(const torch::Tensor& x, const torch::Tensor& codebook, int64_t threads) {
   check_codebook_inputs(x, codebook);
   TORCH_CHECK(x.is_cpu() && codebook.is_cpu(), "nearest_code_cpu: CPU tensors expected");
   auto index = torch::empty({x.size(0)}, x.options().dtype(torch::kInt64));
   if (x.scalar_type() == torch::kFloat32) {
     galhpc::nearest_code_cpu(x.data_ptr<float>(), x.size(0), x.size(1), codebook.data_ptr<float>(),
-                             codebook.size(0), index.data_ptr<int64_t>());
+                             codebook.size(0), index.data_ptr<int64_t>(), static_cast<int>(threads));
   } else {
     galhpc::nearest_code_cpu(x.data_ptr<double>(), x.size(0), x.size(1), codebook.data_ptr<double>(),
-                             codebook.size(0), index.data_ptr<int64_t>());
+                             codebook.size(0), index.data_ptr<int64_t>(), static_cast<int>(threads));
   }
   return index;
 }
@@ -50,7 +50,7 @@ torch::Tensor nearest_code_cuda(const torch::Tensor& x, const torch::Tensor& cod
   auto half_norm = codebook.pow(2).sum(1).mul_(0.5).contiguous();
   auto index = torch::empty({x.size(0)}, x.options().dtype(torch::kInt64));
   if (x.size(0) == 0) return index;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   cudaError_t status;
   if (x.scalar_type() == torch::kFloat32) {
     status = galhpc::launch_nearest_code(x.data_ptr<float>(), x.size(0), x.size(1), codebook.data_ptr<float>(),
@@ -80,7 +80,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "galhpc compiled kernels (cpp_ext/)";
   m.def("with_cuda", &with_cuda, "whether the CUDA kernels were built");
   m.def("nearest_code_cpu", &nearest_code_cpu, "nearest codebook row per row of x (OpenMP)", py::arg("x"),
-        py::arg("codebook"), py::call_guard<py::gil_scoped_release>());
+        py::arg("codebook"), py::arg("threads"), py::call_guard<py::gil_scoped_release>());
 #ifdef GALHPC_WITH_CUDA
   m.def("nearest_code_cuda", &nearest_code_cuda, "nearest codebook row per row of x (fused CUDA kernel)",
         py::arg("x"), py::arg("codebook"), py::call_guard<py::gil_scoped_release>());

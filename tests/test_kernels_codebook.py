@@ -178,6 +178,9 @@ def test_backend_choice_env_var_and_explicit_override(monkeypatch):
     nearest_code(x, codebook)
     nearest_code(x, codebook, backend="torch")  # an explicit backend wins over the env var
     assert called == ["numba", "torch"]
+    monkeypatch.delenv(kernel_backend.ENV_VAR)
+    expected_auto = "cpp" if kernel_backend.extension_available() else "numba"
+    assert codebook_module._choose_backend("auto", torch.device("cpu")) == expected_auto
     with pytest.raises(ValueError, match="backend 'cpp' runs on CPU tensors only"):
         kernel_backend.check_backend_fits("cpp", torch.device("meta"), codebook_module.CODEBOOK_BACKENDS, "x")
     with pytest.raises(ValueError, match="backend 'cuda' needs cuda tensors"):

@@ -59,10 +59,12 @@ def _check_inputs(x: torch.Tensor, codebook: torch.Tensor, block_size: int | Non
 
 def _choose_backend(backend: str, device: torch.device) -> str:
     name = _backend.requested_backend(backend)
-    if name == "auto":
+    if name == "auto":  # the winners of benchmarks/kernels.py (docs/benchmarks.md)
         if device.type == "cuda":
             return "cuda" if _backend.extension_has_cuda() else "torch"
-        return "torch"
+        if device.type == "cpu" and _backend.extension_available():
+            return "cpp"
+        return "numba" if device.type == "cpu" and _backend.numba_available() else "torch"
     _backend.check_backend_fits(name, device, CODEBOOK_BACKENDS, "nearest_code")
     return name
 
@@ -79,7 +81,7 @@ def torch_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> to
 
 
 def _cpp_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
-    return _backend.extension().nearest_code_cpu(x, codebook)
+    return _backend.extension().nearest_code_cpu(x, codebook, torch.get_num_threads())
 
 
 def _cuda_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -87,8 +89,11 @@ def _cuda_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> to
 
 
 def _numba_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
+    import numba
+
     from galhpc.kernels import numba_codebook
 
+    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # torch's thread budget
     if x.device.type == "cuda":
         return numba_codebook.nearest_code_torch_cuda(x, codebook)
     return torch.from_numpy(numba_codebook.nearest_code_cpu(x.numpy(), codebook.numpy()))

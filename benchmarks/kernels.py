@@ -1,0 +1,186 @@
+"""Kernel benchmarks: every figure is a ratio against a peer timed in the same process.
+
+  python benchmarks/kernels.py            # the issue's sizes (N = 10^6 codes lookups, 4,096 images)
+  python benchmarks/kernels.py --quick    # 10x-16x smaller, a minute or so
+
+Codebook lookup (D = 64, K = 512 and 16): galhpc backends against faiss.IndexFlatL2,
+torch.cdist(...).argmin and sklearn NearestNeighbors, with each method's peak RSS growth
+(Linux: /proc/self/clear_refs resets the high-water mark).  PSF convolution (128 x 128
+images, 25 x 25 and 128 x 128 PSFs) against a scipy.signal.fftconvolve loop and a plain
+batched torch.fft.  Quality metrics (numba, batched) against the numpy per-image loop.
+Timings are the best of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_rss_growth_mb(fn: Callable[[], object]) -> float:
+    """Peak resident memory added while fn runs (its result is dropped afterwards)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset VmHWM to the current RSS
+    before = _status_kib("VmRSS")
+    result = fn()
+    growth = (_status_kib("VmHWM") - before) / 1024
+    del result
+    return growth
+
+
+def codebook_section(n: int, d: int, k: int, repeats: int, threads: int) -> None:
+    import faiss
+    from sklearn.neighbors import NearestNeighbors
+
+    from galhpc.kernels import backend, nearest_code
+    from galhpc.kernels.codebook import default_block_size
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=gen)
+    codebook = torch.randn(k, d, generator=gen)
+    x_np, codebook_np = x.numpy(), codebook.numpy()
+    faiss.omp_set_num_threads(threads)
+    flat = faiss.IndexFlatL2(d)
+    flat.add(codebook_np)
+    knn = NearestNeighbors(n_neighbors=1, algorithm="brute", n_jobs=threads).fit(codebook_np)
+
+    ours = {name: (lambda name=name: nearest_code(x, codebook, backend=name)) for name in ("torch", "cpp", "numba")}
+    if not backend.extension_available():
+        del ours["cpp"]
+    peers = {
+        "faiss IndexFlatL2": lambda: flat.search(x_np, 1),
+        "torch.cdist argmin": lambda: torch.cdist(x, codebook).argmin(dim=1),
+        "sklearn NearestNeighbors": lambda: knn.kneighbors(x_np, return_distance=True),
+    }
+    reference = ours["torch"]()[0]
+    print(f"\n## codebook lookup: N={n:,} D={d} K={k} ({threads} threads; torch block {default_block_size(k)} rows)")
+    times, memory = {}, {}
+    for name, fn in {**ours, **peers}.items():
+        fn()  # warm up (numba compiles here)
+        times[name] = best_time(fn, repeats)
+        memory[name] = peak_rss_growth_mb(fn)
+        print(f"  {name:26s} {times[name]:8.3f} s   peak RSS +{memory[name]:7.1f} MB")
+    for name, fn in ours.items():
+        agree = (fn()[0] == reference).float().mean().item()
+        print(f"  {name:26s} agrees with the torch reference on {agree:.6f} of rows")
+    print(f"  N x K float32 matrix would be {n * k * 4 / 2**20:.0f} MB")
+    for name in ours:
+        ratios = "  ".join(f"{times[peer] / times[name]:5.2f}x vs {peer}" for peer in peers)
+        print(f"  speed-up of {name:6s}: {ratios}")
+    winner = min(ours, key=times.get)
+    print(f"  fastest galhpc backend: {winner}")
+
+
+def psf_section(b: int, size: int, psf_size: int, repeats: int) -> None:
+    import scipy.signal
+
+    from galhpc.kernels import convolve_psf
+    from galhpc.kernels.psf import direct_convolve, fft_convolve
+
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(b, size, size, generator=gen)
+    psf = torch.rand(psf_size, psf_size, generator=gen)
+    psf /= psf.sum()
+    images_np, psf_np = images.numpy(), psf.numpy()
+
+    def plain_torch_fft():
+        shape = (size + psf_size - 1, size + psf_size - 1)
+        full = torch.fft.irfft2(torch.fft.rfft2(images, s=shape) * torch.fft.rfft2(psf, s=shape), s=shape)
+        s = (psf_size - 1) // 2
+        return full[:, s : s + size, s : s + size]
+
+    methods = {
+        "convolve_psf (auto)": lambda: convolve_psf(images, psf),
+        "  direct (depthwise conv)": lambda: direct_convolve(images, psf),
+        "  fft (5-smooth, cached)": lambda: fft_convolve(images, psf),
+        "scipy fftconvolve loop": lambda: [scipy.signal.fftconvolve(im, psf_np, mode="same") for im in images_np],
+        "plain batched torch.fft": plain_torch_fft,
+    }
+    error = (convolve_psf(images[:4], psf) - torch.from_numpy(
+        np.stack([scipy.signal.fftconvolve(im, psf_np, mode="same") for im in images_np[:4]]))).abs().max().item()
+    print(f"\n## PSF convolution: {b:,} images {size}x{size}, PSF {psf_size}x{psf_size} (max |diff| vs scipy {error:.1e})")
+    times = {}
+    for name, fn in methods.items():
+        fn()
+        times[name] = best_time(fn, repeats if "scipy" not in name else 1)
+        print(f"  {name:26s} {times[name]:8.3f} s")
+    auto = times["convolve_psf (auto)"]
+    for peer in ("scipy fftconvolve loop", "plain batched torch.fft"):
+        print(f"  convolve_psf speed-up vs {peer}: {times[peer] / auto:.2f}x")
+    print(f"  direct / fft time ratio: {times['  direct (depthwise conv)'] / times['  fft (5-smooth, cached)']:.2f}")
+
+
+def crossover_section(b: int, size: int, repeats: int) -> None:
+    from galhpc.kernels.psf import direct_convolve, fft_convolve
+
+    images = torch.randn(b, size, size)
+    print(f"\n## direct vs FFT crossover: {b} images {size}x{size} (ratio < 1: direct is faster)")
+    for h in (5, 9, 15, 21, 25, 31, 41):
+        psf = torch.rand(h, h)
+        direct_convolve(images, psf), fft_convolve(images, psf)
+        ratio = best_time(lambda: direct_convolve(images, psf), repeats) / best_time(
+            lambda: fft_convolve(images, psf), repeats)
+        print(f"  PSF {h:2d}x{h:<2d} direct/fft {ratio:5.2f}")
+
+
+def quality_section(b: int, size: int, repeats: int) -> None:
+    from galhpc.data import preprocess
+    from galhpc.kernels import quality
+
+    rng = np.random.default_rng(2)
+    images = rng.normal(size=(b, size, size)).astype(np.float32)
+    print(f"\n## quality metrics: {b:,} images {size}x{size}, numba batch vs numpy per-image loop")
+    for name in ("border_noise", "snr", "non_uniformity"):
+        batched, per_image = getattr(quality, name), getattr(preprocess, name)
+        batched(images[:2])
+        fast = best_time(lambda: batched(images), repeats)
+        slow = best_time(lambda: [per_image(im) for im in images], 1)
+        print(f"  {name:15s} numba {fast:7.3f} s  numpy loop {slow:7.3f} s  speed-up {slow / fast:6.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every method")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=("codebook", "psf", "quality"), help="run one section")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
+    n, images = (100_000, 256) if args.quick else (1_000_000, 4_096)
+    print(f"torch {torch.__version__}, {args.threads} threads, {'quick' if args.quick else 'full'} sizes")
+    if args.only in (None, "codebook"):
+        for k in (512, 16):
+            codebook_section(n, 64, k, args.repeats, args.threads)
+    if args.only in (None, "psf"):
+        for psf_size in (25, 128):
+            psf_section(images, 128, psf_size, args.repeats)
+        crossover_section(64 if args.quick else 256, 128, args.repeats)
+    if args.only in (None, "quality"):
+        quality_section(images, 64, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
