@@ -62,12 +62,13 @@ class VectorQuantizer(nn.Module):
     `ema=True` updates the codebook by exponential moving averages of assigned vectors
     (no codebook gradient); otherwise the codebook is a parameter trained by the codebook
     loss.  `usage` is an EMA (decay `usage_decay`) of how many vectors each code receives per
-    step; codes below `dead_threshold` are dead and, every `restart_every` training steps,
-    restarted on random encoder outputs of the current batch.
+    step; codes below `dead_threshold` (default: one vector per step) are dead and, every
+    `restart_every` training steps, restarted on random encoder outputs of the current batch.
+    Usage starts at zero, so the first restart seeds the whole codebook from the data.
     """
 
     def __init__(self, num_codes: int, code_dim: int, *, ema: bool = False, decay: float = 0.99,
-                 eps: float = 1e-5, usage_decay: float = 0.99, dead_threshold: float = 0.05,
+                 eps: float = 1e-5, usage_decay: float = 0.99, dead_threshold: float = 1.0,
                  restart_every: int = 50) -> None:
         super().__init__()
         if num_codes < 2:
@@ -196,7 +197,7 @@ class VQVAE(GalaxyModel):
 
     def __init__(self, image_size: int = 64, channels: int = 1, latent_dim: int = 64, *,
                  num_codes: int = 512, beta: float = 0.25, hidden: int = 128, res_hidden: int = 32,
-                 n_res: int = 2, ema: bool = False, decay: float = 0.99, dead_threshold: float = 0.05,
+                 n_res: int = 2, ema: bool = False, decay: float = 0.99, dead_threshold: float = 1.0,
                  restart_every: int = 50, psf: str | dict[str, Any] | None = None,
                  output: str = "linear", tikhonov: float = 0.1) -> None:
         super().__init__()
