@@ -3,7 +3,8 @@
 Encoder: 3 blocks of two 'same' convs + 2x2 max-pool, filters (64, 64, 16), kernels
 (3, 5, 5), LeakyReLU 0.1, dense μ and log σ² (latent 20).  Decoder: dense, then the
 mirrored blocks with bilinear 2x upsampling, sigmoid output.  L2 0.01 on conv/dense
-weights.  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with σ_c² = exp(·) > 0.
+weights.  Reconstruction: BCE on logits by default ("mse" through the sigmoid can
+stall on a blank output when the background dominates).  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with σ_c² = exp(·) > 0.
 
 During s3VDC α-training the schedule sends `weights["gmm"] = 0` and the KL is taken
 against N(0, I); `init_mixture_from_embeddings` then fits the mixture (the trainer
@@ -44,7 +45,7 @@ class AstroVaDEr(GalaxyModel):
         kernels: list[int] = (3, 5, 5),
         slope: float = 0.1,
         l2: float = 0.01,
-        recon: str = "mse",
+        recon: str = "bce",
         gamma_lambda: float = 50.0,
     ) -> None:
         super().__init__()
