@@ -131,3 +131,17 @@ def test_per_image_mse():
     a = np.zeros((2, 1, 2, 2))
     b = np.stack([np.zeros((1, 2, 2)), np.full((1, 2, 2), 2.0)])
     assert metrics.per_image_mse(a, b).tolist() == [0.0, 4.0]
+
+
+def test_per_cluster_summary_matches_loops():
+    rng = np.random.default_rng(6)
+    votes = rng.uniform(0, 1, 200)
+    votes[::17] = np.nan
+    clusters = rng.integers(0, 3, 200)
+    assert metrics.is_vote_fraction(votes) and not metrics.is_vote_fraction(votes * 3)
+    assert not metrics.is_vote_fraction(np.array([0, 1, 1]))
+    got = metrics.per_cluster_summary(votes, clusters, cuts=(0.8,))
+    for c in range(3):
+        v = votes[(clusters == c) & ~np.isnan(votes)]
+        assert got["mean"][str(c)] == pytest.approx(v.mean())
+        assert got["fraction_above_0.8"][str(c)] == pytest.approx((v > 0.8).mean())

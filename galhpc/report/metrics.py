@@ -110,13 +110,37 @@ def discretise_label(values: np.ndarray, vote_cut: float = 0.5, max_classes: int
     finite = np.isfinite(values)
     if not finite.any():
         return None
-    if values[finite].min() >= 0 and values[finite].max() <= 1:
+    if is_vote_fraction(values):
         classes = (values > vote_cut).astype(np.int64)
     else:
         edges = np.quantile(values[finite], [0.25, 0.5, 0.75])
         classes = np.searchsorted(edges, values).astype(np.int64)
     classes[~finite] = -1
     return classes
+
+
+def is_vote_fraction(values: np.ndarray) -> bool:
+    """Float column whose finite values all lie in [0, 1] (e.g. a Galaxy Zoo vote fraction)."""
+    values = np.asarray(values)
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values[:0]
+    return len(finite) > 0 and finite.min() >= 0 and finite.max() <= 1
+
+
+def per_cluster_summary(values: np.ndarray, clusters: np.ndarray, cuts: tuple[float, ...] = ()
+                        ) -> dict[str, dict[str, float]]:
+    """Mean of a label per cluster, and the fraction of each cluster above every cut in `cuts`
+    (Galaxy Zoo style: e.g. smooth fraction > 0.8 for a clean smooth sample); NaNs ignored."""
+    values = np.asarray(values, np.float64)
+    out: dict[str, dict[str, float]] = {"mean": {}}
+    out |= {f"fraction_above_{cut:g}": {} for cut in cuts}
+    for c in np.unique(clusters):
+        v = values[(clusters == c) & np.isfinite(values)]
+        if len(v) == 0:
+            continue
+        out["mean"][str(c)] = float(v.mean())
+        for cut in cuts:
+            out[f"fraction_above_{cut:g}"][str(c)] = float((v > cut).mean())
+    return out
 
 
 def label_agreement(labels_true: np.ndarray, labels_pred: np.ndarray) -> dict[str, float]:

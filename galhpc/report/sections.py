@@ -20,6 +20,8 @@ from galhpc.report.sampling import ClusterSample, SynthSample
 
 log = logging.getLogger("galhpc.report")
 
+VOTE_CUTS = (0.5, 0.8)  # Galaxy Zoo vote-fraction cuts: majority, and clean sample
+
 
 @dataclass
 class ReportOptions:
@@ -152,6 +154,8 @@ def _label_agreement(inp: Inputs, figs: Figures) -> dict[str, Any]:
         figures.histograms_per_cluster(values.astype(np.float64), comp,
                                        figs.path("clusters", f"labels_{name}.png", f"Histogram of label {name!r} per cluster"),
                                        label=name)
+        cuts = VOTE_CUTS if metrics.is_vote_fraction(values) else ()
+        result[name] = {"per_cluster": metrics.per_cluster_summary(values, comp, cuts)}
         classes = metrics.discretise_label(values)
         if classes is None or len(np.unique(classes[classes >= 0])) < 2:
             continue
@@ -159,7 +163,7 @@ def _label_agreement(inp: Inputs, figs: Figures) -> dict[str, Any]:
         keep = classes >= 0
         agreement |= permutation_baseline(classes[keep], comp[keep], n_permutations=20, seed=0)
         agreement["n_classes"] = int(len(np.unique(classes[keep])))
-        result[name] = agreement
+        result[name] |= agreement
     return result
 
 
