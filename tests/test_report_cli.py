@@ -131,6 +131,7 @@ def test_report_end_to_end(run_files, tmp_path):
     assert len(m["latents"]["snr"]) == 6
     gv = m["generated_vs_real"]
     assert gv["n_real"] == 6 and set(gv["ks"]) >= {"gini", "m20", "concentration", "asymmetry"}
+    assert "per_component" in gv  # mixture model: real stamps grouped by their clusters.h5 component
 
     pngs = sorted(p.name for p in out.glob("*.png"))
     for name in ["reconstructions.png", "best_worst.png", "loss_curves.png", "occupancy.png", "overlap_matrix.png",

@@ -54,7 +54,11 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
         if len(pick):
             inp.holdout_images = inp.store_images(inp.member_rows[pick])
             inp.holdout_ids = cs.object_id[pick]
-            inp.holdout_components = cs.component[pick]
+            condition = inference.class_condition(model)
+            if condition is not None and condition[0] in inp.labels:
+                inp.holdout_groups, inp.group_name = inp.labels[condition[0]][pick], condition[0]
+            else:
+                inp.holdout_groups, inp.group_name = cs.component[pick], "component"
             inp.holdout_recons = inference.reconstruct(model, inp.holdout_images, opt.batch_size)
         info["held_out_images"] = len(pick)
     if synth is not None:

@@ -35,6 +35,15 @@ def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -
     return decode(model, encode(model, images, batch_size)[0], batch_size)
 
 
+def class_condition(model: GalaxyModel) -> tuple[str, int] | None:
+    """(label column, number of classes) of a class-conditional generator (e.g. the conditional
+    PixelCNN prior, whose `sample(component=c)` draws class c), else None."""
+    condition = getattr(model, "condition", None)
+    if model.generative and getattr(condition, "kind", None) == "class":
+        return str(condition.column), int(condition.num_classes)
+    return None
+
+
 @torch.no_grad()
 def sample(model: GalaxyModel, n: int, seed: int, component: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """n generated images (N, C, H, W) and their components; `component` fixes the mixture component."""

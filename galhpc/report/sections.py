@@ -48,7 +48,8 @@ class Inputs:
     holdout_images: np.ndarray | None = None  # (n, C, H, W) from the store
     holdout_ids: np.ndarray | None = None
     holdout_recons: np.ndarray | None = None  # decode(encode(x).μ) of holdout_images
-    holdout_components: np.ndarray | None = None  # their clusters.h5 component
+    holdout_groups: np.ndarray | None = None  # their condition: class label or clusters.h5 component
+    group_name: str = "component"
     member_rows: np.ndarray | None = None  # store row of each cluster-sample row (-1 if absent)
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # per cluster-sample row
     store_images: Any = None  # callable rows -> images, when a store is given
@@ -230,11 +231,13 @@ def _samples_per_component(inp: Inputs, opt: ReportOptions, figs: Figures, out: 
         for c in np.unique(inp.synth.component):
             rows.append(inp.synth.images[inp.synth.component == c][: opt.n_show])
             labels.append(f"component {c}" if c >= 0 else "samples")
-    elif model.generative and model.has_mixture:
+    elif model.generative and (model.has_mixture or inference.class_condition(model)):
+        condition = inference.class_condition(model)
+        name, n_groups = condition if condition else ("component", inp.clusters.n_components)
         source = "model.sample(component=k)"
-        for c in range(inp.clusters.n_components):
+        for c in range(n_groups):
             rows.append(inference.sample(model, opt.n_show, seed=opt.seed + c, component=c)[0])
-            labels.append(f"component {c}")
+            labels.append(f"{name} {c}")
     elif model.generative:
         source = "model.sample"
         rows.append(inference.sample(model, opt.n_show, seed=opt.seed)[0])
@@ -338,16 +341,15 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
         "n_failed_real": int(np.isnan(real_table["gini"]).sum()),
         "n_failed_generated": int(np.isnan(gen_table["gini"]).sum()),
     }
-    real_comp = inp.holdout_components
-    if real_comp is not None and (gen_comp >= 0).any():
-        real_comp = real_comp[pick]
+    if inp.holdout_groups is not None and (gen_comp >= 0).any():
+        real_groups = inp.holdout_groups[pick]
         per: dict[str, Any] = {}
         for c in np.unique(gen_comp[gen_comp >= 0]):
-            r, g = real_comp == c, gen_comp == c
+            r, g = real_groups == c, gen_comp == c
             if r.sum() >= 5 and g.sum() >= 5:
                 per[str(c)] = morphology.compare_tables({k: v[r] for k, v in real_table.items()},
                                                         {k: v[g] for k, v in gen_table.items()})
-        out["per_component"] = per
+        out[f"per_{inp.group_name}"] = per
     return out
 
 
