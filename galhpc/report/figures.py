@@ -50,7 +50,9 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols + 1.2, cell * len(rows) + 0.4), squeeze=False)
     for i, row in enumerate(rows):
         sym = bool(symmetric[i]) if symmetric is not None else False
-        shown = [_display(img) for img in row]
+        # residuals keep their sign: channels averaged rather than mapped to RGB
+        shown = [np.asarray(img, np.float32).reshape(-1, *np.shape(img)[-2:]).mean(axis=0) if sym else _display(img)
+                 for img in row]
         if sym:
             limit = max((float(np.abs(img).max()) for img in shown), default=1.0) or 1.0
             scale = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
