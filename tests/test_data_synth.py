@@ -77,11 +77,22 @@ def test_prep_writes_store_with_truth_psf_and_labels(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_give_the_same_store_as_one(tmp_path):
+    import subprocess
+    import sys
+
     one = run_prep(_prep(tmp_path, n=40, workers=1), output=tmp_path / "one.h5")
-    two = run_prep(_prep(tmp_path, n=40, workers=2), output=tmp_path / "two.h5")
-    with h5py.File(one) as f, h5py.File(two) as g:
-        np.testing.assert_array_equal(f["images"][:], g["images"][:])
-        np.testing.assert_array_equal(f["labels/flux"][:], g["labels/flux"][:])
+    two = run_prep(_prep(tmp_path, n=40, workers=2), output=tmp_path / "two.h5")  # spawned workers
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("prep:\n  image_size: 32\n  chunk_rows: 8\n  recipe: [minmax]\n"
+                   "  sources:\n    - {kind: galsim, n: 40, seed: 7}\n")
+    forked = tmp_path / "forked.h5"  # a fresh CLI process has no GalSim loaded: forked workers
+    run = subprocess.run([sys.executable, "-m", "galhpc.cli.prep", "--config", str(cfg), "--output", str(forked),
+                          "--workers", "2"], check=True, timeout=300, capture_output=True, text=True)
+    assert "2 worker(s) (fork)" in run.stderr
+    with h5py.File(one) as f, h5py.File(two) as g, h5py.File(forked) as h:
+        for other in (g, h):
+            np.testing.assert_array_equal(f["images"][:], other["images"][:])
+            np.testing.assert_array_equal(f["labels/flux"][:], other["labels/flux"][:])
 
 
 def test_cli_runs_and_reports_errors(tmp_path, capsys):

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import logging
 import multiprocessing
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -207,6 +208,12 @@ def _simulate_block_task(args: tuple) -> Block:
     return simulate_block(*args)
 
 
+def _start_method() -> str:
+    """"fork" while GalSim is not loaded here (no OpenMP state to inherit: children start
+    in a fraction of a second instead of re-importing torch and GalSim), else "spawn"."""
+    return "fork" if "galsim" not in sys.modules and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "galsim": `source.n` stamps of `prep.image_size`, in blocks of
     `prep.chunk_rows`, simulated by `prep.workers` processes (order kept)."""
@@ -215,10 +222,13 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         raise ConfigError(f"source galsim: n must be >= 1, got {source.n}")
     rows = max(1, min(prep.chunk_rows, -(-source.n // max(1, prep.workers))))
     tasks = [(opts, prep.image_size, source.seed, a, min(a + rows, source.n)) for a in range(0, source.n, rows)]
-    log.info("simulating %d GalSim stamps of %dx%d with %d worker(s)", source.n, prep.image_size, prep.image_size, prep.workers)
-    if prep.workers <= 1 or len(tasks) == 1:
+    parallel = prep.workers > 1 and len(tasks) > 1
+    method = _start_method() if parallel else "in process"
+    log.info("simulating %d GalSim stamps of %dx%d, %d worker(s) (%s)", source.n, prep.image_size, prep.image_size,
+             prep.workers if parallel else 1, method)
+    if not parallel:
         for task in tasks:
             yield _simulate_block_task(task)
         return
-    with multiprocessing.get_context("spawn").Pool(prep.workers) as pool:
+    with multiprocessing.get_context(method).Pool(prep.workers) as pool:
         yield from pool.imap(_simulate_block_task, tasks)
