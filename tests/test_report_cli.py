@@ -8,6 +8,7 @@ look good) AstroVaDEr.
 
 import json
 import re
+import shutil
 
 import h5py
 import numpy as np
@@ -143,13 +144,18 @@ def test_report_end_to_end(run_files, tmp_path):
 
 
 def test_report_samples_large_catalogue_and_runs_without_store(run_files, tmp_path):
-    """--max-objects below the catalogue size samples rows; occupancy still counts every row."""
+    """--max-objects below the catalogue size samples rows; occupancy still counts every row.
+    Objects without a cluster label (-1) are left out of the cluster metrics."""
     root = run_files["root"]
+    clusters = tmp_path / "clusters.h5"
+    shutil.copy(root / "clusters.h5", clusters)
+    with h5py.File(clusters, "a") as f:
+        f["component"][:7] = -1
     out = tmp_path / "report"
-    assert main(["--checkpoint", str(run_files["ckpt"]), "--clusters", str(root / "clusters.h5"), "--out", str(out),
+    assert main(["--checkpoint", str(run_files["ckpt"]), "--clusters", str(clusters), "--out", str(out),
                  "--max-objects", "40", "--n-tsne", "30", "--n-morph", "4", "--threads", "1"]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["clusters"]["n_sampled"] == 40 and sum(m["clusters"]["occupancy"]) == N
+    assert m["clusters"]["n_sampled"] == 40 and sum(m["clusters"]["occupancy"]) == N - 7
     assert "skipped" in m["regier"] and "skipped" in m["reconstruction"]
     assert m["generation"]["samples_source"] == "model.sample(component=k)"
 

@@ -125,11 +125,13 @@ def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
     names = [str(i) for i in range(k)]
     figures.bar(cs.occupancy, names, figs.path("clusters", "occupancy.png", "Objects per component (whole catalogue)"),
                 ylabel="objects", title="Cluster occupancy")
-    if len(np.unique(cs.component)) >= 2:
-        _, per_cluster, overall = metrics.simplified_silhouette(cs.mu, cs.component)
+    labelled = cs.component >= 0
+    mu, comp = cs.mu[labelled], cs.component[labelled]
+    if 2 <= len(np.unique(comp)) < len(comp):
+        _, per_cluster, overall = metrics.simplified_silhouette(mu, comp)
         out["silhouette_per_cluster"] = {str(c): v for c, v in per_cluster.items()}
         out["silhouette_overall"] = overall
-        out["calinski_harabasz"] = metrics.calinski_harabasz(cs.mu, cs.component)
+        out["calinski_harabasz"] = metrics.calinski_harabasz(mu, comp)
         used = sorted(per_cluster)
         figures.bar([per_cluster[c] for c in used], [str(c) for c in used],
                     figs.path("clusters", "silhouette.png", "Mean simplified silhouette per cluster (sample)"),
@@ -137,7 +139,7 @@ def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
     else:
         out["silhouette_skipped"] = "fewer than two occupied clusters in the sample"
     if cs.gamma is not None:
-        overlap = metrics.overlap_matrix(cs.gamma, cs.component, k)
+        overlap = metrics.overlap_matrix(cs.gamma[labelled], comp, k)
         out["overlap_matrix"] = [[None if not np.isfinite(v) else float(v) for v in row] for row in overlap]
         figures.matrix(overlap, figs.path("clusters", "overlap_matrix.png", "Mean γ_j of objects labelled i"),
                        xlabel="component j (mean γ_j)", ylabel="label i", title="Cluster overlap matrix")
@@ -147,11 +149,21 @@ def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
 
 
 def _label_agreement(inp: Inputs, figs: Figures) -> dict[str, Any]:
+    """Per label: histogram per cluster, per-cluster summary, NMI/ARI with a permutation baseline.
+
+    Only sampled objects found in the store (and with a cluster label) take part.
+    """
     from galhpc.cluster.metrics import permutation_baseline
 
     result: dict[str, Any] = {}
-    comp = inp.clusters.component
-    for name, values in inp.labels.items():
+    present = (inp.member_rows >= 0) & (inp.clusters.component >= 0) if inp.member_rows is not None else None
+    if present is None or not present.any():
+        return result
+    comp = inp.clusters.component[present]
+    for name, all_values in inp.labels.items():
+        values = all_values[present]
+        if values.dtype.kind == "f" and not np.isfinite(values).any():
+            continue
         figures.histograms_per_cluster(values.astype(np.float64), comp,
                                        figs.path("clusters", f"labels_{name}.png", f"Histogram of label {name!r} per cluster"),
                                        label=name)
@@ -207,7 +219,8 @@ def generation(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Ge
     figures.image_grid(list(decoded), [f"z{d} (SNR {snr[d]:.2f})" for d in dims],
                        figs.path("generation", "traversals.png", "Latent traversals: each latent from its min to max, others at the mean"))
     out["traversal_dims"] = dims
-    uniq, centres = metrics.cluster_centres(cs.mu, cs.component)
+    labelled = cs.component >= 0
+    uniq, centres = metrics.cluster_centres(cs.mu[labelled], cs.component[labelled])
     if len(uniq) >= 2:
         order = metrics.shortest_path_order(centres)
         legs = latents.route(centres, order, opt.steps)
