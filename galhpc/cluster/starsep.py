@@ -153,3 +153,53 @@ def plot_rocs(curves: list[RocCurve], path: str | Path, title: str = "Star/galax
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+SEGMENT_CLASSES = ("background", "star", "galaxy")
+
+
+def segmentation_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Pixel accuracy, IoU per class and mean IoU of class maps (N, H, W) against truth."""
+    if predicted.shape != truth.shape:
+        raise ValueError(f"predicted masks {predicted.shape} and truth masks {truth.shape} differ in shape")
+    scores = {"pixel_accuracy": float(np.mean(predicted == truth))}
+    ious = []
+    for k, name in enumerate(SEGMENT_CLASSES):
+        union = np.sum((predicted == k) | (truth == k))
+        iou = float(np.sum((predicted == k) & (truth == k)) / union) if union else float("nan")
+        scores[f"iou_{name}"] = iou
+        ious.append(iou)
+    scores["mean_iou"] = float(np.nanmean(ious))
+    return scores
+
+
+def plot_segmentation(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: str | Path, rows: int = 6) -> Path:
+    """Rows of (stamp, truth map, predicted map): stamps as an arcsinh g-r-i composite
+    where there are >= 4 bands (else the band sum); maps black/blue/orange = bg/star/galaxy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap(["black", "tab:blue", "tab:orange"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = min(rows, len(images))
+    fig, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows), squeeze=False)
+    for i in range(rows):
+        x = normalise_stamps(torch.as_tensor(images[i : i + 1], dtype=torch.float32), 10.0)[0].numpy()
+        rgb = np.stack([x[3], x[2], x[1]], axis=-1) if x.shape[0] >= 4 else np.repeat(x.sum(0, keepdims=True).T, 3, -1)
+        axes[i, 0].imshow(np.clip(rgb, 0, 1), origin="lower")
+        axes[i, 1].imshow(truth[i], cmap=cmap, vmin=0, vmax=2, origin="lower", interpolation="nearest")
+        axes[i, 2].imshow(predicted[i], cmap=cmap, vmin=0, vmax=2, origin="lower", interpolation="nearest")
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, title in zip(axes[0], ("stamp (i, r, g)", "truth", "predicted")):
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("background / star (blue) / galaxy (orange)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,132 @@
+"""Pixel segmentation of stamps into background / star / galaxy (issue 8): `SegmentationAE`.
+
+A convolutional autoencoder with residual blocks and U-Net skip connections reconstructs
+the (normalised) stamp; every pixel's hypercolumn — the decoder's features at all scales,
+upsampled to full resolution and stacked — feeds a 1x1-conv head giving three class
+logits per pixel.  The reconstruction trains the features on any stamps; the head learns
+from truth masks (`batch["masks"]`, (B, H, W) with 0 background, 1 star, 2 galaxy, e.g.
+GalSim's from `galhpc.data.starsim`) where a batch carries them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
+from galhpc.models.blocks import check_image_size
+from galhpc.models.hvae import normalise_stamps
+
+N_CLASSES = 3  # background, star, galaxy
+GROUPS = 4  # GroupNorm groups: per-sample statistics, so training and inference agree
+
+
+class ResidualBlock(nn.Module):
+    """x + norm(conv(LeakyReLU(norm(conv(x))))): two 3x3 'same' convs around an identity path."""
+
+    def __init__(self, channels: int, slope: float = 0.2):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.GroupNorm(GROUPS, channels),
+            nn.LeakyReLU(slope),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.GroupNorm(GROUPS, channels),
+        )
+        self.act = nn.LeakyReLU(slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+def conv_bn(c_in: int, c_out: int, stride: int = 1, slope: float = 0.2) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.GroupNorm(GROUPS, c_out), nn.LeakyReLU(slope))
+
+
+class SegmentationAE(GalaxyModel):
+    """Residual U-Net autoencoder with a hypercolumn head for per-pixel classes.
+
+    params: widths (channels at full, 1/2, 1/4, ... resolution), head_width, seg_weight
+    (weight of the mask cross-entropy against the reconstruction MSE), stretch.
+    `latent_dim` is unused by the architecture: the encoding is the pooled bottleneck.
+    """
+
+    name = "segae"
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 5,
+        latent_dim: int = 0,
+        widths: list[int] | None = None,
+        head_width: int = 32,
+        seg_weight: float = 1.0,
+        stretch: float = 10.0,
+    ) -> None:
+        super().__init__()
+        widths = list(widths or [16, 32, 64])
+        check_image_size(image_size, len(widths) - 1, "segae")
+        self.stretch, self.seg_weight = float(stretch), float(seg_weight)
+        self.stem = nn.Sequential(conv_bn(channels, widths[0]), ResidualBlock(widths[0]))
+        self.down = nn.ModuleList(nn.Sequential(conv_bn(a, b, stride=2), ResidualBlock(b)) for a, b in zip(widths[:-1], widths[1:]))
+        self.up = nn.ModuleList(
+            nn.Sequential(conv_bn(b + a, a), ResidualBlock(a)) for a, b in zip(reversed(widths[:-1]), reversed(widths[1:]))
+        )
+        self.recon_head = nn.Conv2d(widths[0], channels, 1)
+        hypercolumn = sum(widths)  # full-resolution decoder features + every coarser level
+        self.seg_head = nn.Sequential(nn.Conv2d(hypercolumn, head_width, 1), nn.LeakyReLU(0.2), nn.Conv2d(head_width, N_CLASSES, 1))
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Bottleneck and decoder feature maps (coarse to fine) of normalised stamps."""
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        h, decoded = skips.pop(), []
+        decoded.append(h)
+        for block in self.up:
+            skip = skips.pop()
+            h = block(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
+            decoded.append(h)
+        return decoded[0], decoded
+
+    def forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(normalised input, reconstruction, class logits (B, 3, H, W)) of raw stamps."""
+        target = normalise_stamps(x, self.stretch)
+        _, decoded = self._features(target)
+        size = decoded[-1].shape[-2:]
+        columns = torch.cat([F.interpolate(d, size=size, mode="bilinear", align_corners=False) for d in decoded[:-1]] + [decoded[-1]], dim=1)
+        return target, self.recon_head(decoded[-1]), self.seg_head(columns)
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        """Most probable class per pixel (B, H, W) uint8: 0 background, 1 star, 2 galaxy."""
+        return self.forward_maps(x)[2].argmax(dim=1).to(torch.uint8)
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        """Global-average-pooled bottleneck features (B, widths[-1]) as a deterministic code."""
+        bottleneck, _ = self._features(normalise_stamps(x, self.stretch))
+        return Encoding(bottleneck.mean(dim=(2, 3)))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("segae reconstructs through skip connections; a code alone cannot be decoded")
+
+    def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        target, recon, logits = self.forward_maps(batch["image"])
+        mse = (recon - target).pow(2).flatten(1).sum(dim=1).mean() / target[0].numel()
+        terms = {"recon_mse": mse}
+        total = mse
+        if "masks" in batch:
+            ce = F.cross_entropy(logits, batch["masks"].long())
+            terms["mask_ce"] = ce
+            total = total + self.seg_weight * state.weight("seg", 1.0) * ce
+        return LossOutput(total, terms, recon)
+
+    def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
+        """Per object: the class map `segmentation` (B, H, W) and its star/galaxy pixel fractions."""
+        seg = self.segment(x)
+        pixels = float(seg[0].numel())
+        return {
+            "segmentation": seg,
+            "star_pixel_fraction": (seg == 1).flatten(1).sum(dim=1) / pixels,
+            "galaxy_pixel_fraction": (seg == 2).flatten(1).sum(dim=1) / pixels,
+        }
