@@ -11,7 +11,6 @@ import sys
 import time
 
 import h5py
-import numpy as np
 import pytest
 import torch
 

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import os
 
 import h5py
 import numpy as np
@@ -15,7 +16,7 @@ from galhpc.catalog.shards import (
     CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, shard_dir_for,
     shard_in_flight,
 )
-from galhpc.catalog.world import launched_by_mpi, local_rank
+from galhpc.catalog.world import launched_by_mpi, local_rank, threads_per_rank
 
 
 def test_plan_covers_every_object_once_in_order():
@@ -164,3 +165,7 @@ def test_world_detection_from_launcher_environment():
     assert launched_by_mpi({"OMPI_COMM_WORLD_SIZE": "2"})
     assert launched_by_mpi({"PMI_SIZE": "4"})
     assert local_rank({"OMPI_COMM_WORLD_LOCAL_RANK": "3"}) == 3 and local_rank({}) == 0
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_rank({}) == cores
+    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": str(cores)}) == 1
+    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": str(4 * cores)}) == 1

@@ -125,7 +125,13 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
 
     def finish() -> None:
         full_meta = {**meta, "n_shards": len(shards), "ranks": world.size}
-        write_master(out, shard_dir, shards, full_meta, job.master_groups(shard_dir))
+        try:
+            write_master(out, shard_dir, shards, full_meta, job.master_groups(shard_dir))
+        except (OSError, RuntimeError) as err:
+            raise CatalogError(
+                f"writing the master file {out} failed: {err}\nall {len(shards)} shards in {shard_dir} are complete; "
+                "run the same command again to write it"
+            ) from err
 
     root_then_all(world, finish)
     return RunResult(out, job.n_objects, len(shards), len(mine), written, seconds)
@@ -184,7 +190,8 @@ def _drain(behind: WriteBehind) -> None:
 
 def _is_disk_full(err: BaseException) -> bool:
     text = str(err)
-    return getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "errno = 28" in text
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    return full or "No space left" in text or "errno = 28" in text
 
 
 def root_then_all(world: World, fn: Callable[[], T]) -> T:

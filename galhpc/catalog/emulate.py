@@ -42,7 +42,7 @@ class SurveyEmulation:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary that identifies the emulation (for fingerprints and /meta)."""
-        psf_hash = hashlib.sha256(np.ascontiguousarray(self.psf).tobytes()).hexdigest() if self.psf is not None else None
+        psf_hash = None if self.psf is None else hashlib.sha256(np.ascontiguousarray(self.psf).tobytes()).hexdigest()
         return {"psf_sha256": psf_hash, "noise_sigma": self.noise_sigma, "cosmos_noise": self.cosmos_noise,
                 "pixel_scale": self.pixel_scale}
 
@@ -71,7 +71,8 @@ def _read_fits_psf(path: Path) -> np.ndarray:
 
     if not path.is_file():
         raise EmulationError(
-            f"PSF {str(path)!r} is neither a FITS file nor a GalSim profile ({', '.join(GALSIM_PROFILES)}:key=value,...)"
+            f"PSF {str(path)!r} is neither a FITS file nor a GalSim profile "
+            f"({', '.join(GALSIM_PROFILES)}:key=value,...)"
         )
     try:
         data = fitsio.read(str(path))

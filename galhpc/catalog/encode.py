@@ -34,7 +34,7 @@ import torch
 from galhpc.catalog.driver import RunResult, WriteOptions, root_then_all, run_catalog
 from galhpc.catalog.h5out import LIBVER, run_meta
 from galhpc.catalog.shards import CatalogError, Shard
-from galhpc.catalog.world import World, current_world, local_rank
+from galhpc.catalog.world import World, current_world, local_rank, threads_per_rank
 from galhpc.config import PrepConfig
 from galhpc.models.base import GalaxyModel
 
@@ -343,7 +343,7 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
 
     world = current_world()
     setup_logging(world.rank)
-    set_threads(threads)
+    set_threads(threads or threads_per_rank())
     torch_device = pick_device(device, local_rank())
     model, cfg, _ = load_model(checkpoint, map_location="cpu")
     if not is_store_path(store):

@@ -25,7 +25,7 @@ from galhpc.catalog.h5out import run_meta
 from galhpc.catalog.emulate import Observer, SurveyEmulation, load_psf
 from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
-from galhpc.catalog.world import World, current_world, local_rank
+from galhpc.catalog.world import World, current_world, local_rank, threads_per_rank
 from galhpc.models.base import GalaxyModel
 
 log = logging.getLogger("galhpc.catalog.generate")
@@ -206,7 +206,7 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
 
     world = current_world()
     setup_logging(world.rank)
-    set_threads(threads)
+    set_threads(threads or threads_per_rank())
     torch_device = pick_device(device, local_rank())
     model, cfg, _ = load_model(checkpoint, map_location="cpu")
     emulation = SurveyEmulation(

@@ -181,7 +181,9 @@ def prepare_output(
                 why = "it was made with different settings:\n  " + "\n  ".join(
                     fingerprint_differences(recorded, fingerprint)
                 )
-            raise CatalogError(f"an output exists at {out} and {why}\nrefusing to touch it; pass --overwrite to replace it")
+            raise CatalogError(
+                f"an output exists at {out} and {why}\nrefusing to touch it; pass --overwrite to replace it"
+            )
         log.warning("--overwrite: deleting %s and %s", out, shard_dir)
         out.unlink(missing_ok=True)
         if shard_dir.exists():

@@ -91,3 +91,15 @@ def local_rank(environ: dict[str, str] | None = None) -> int:
         if var in env:
             return int(env[var])
     return 0
+
+
+def threads_per_rank(environ: dict[str, str] | None = None) -> int:
+    """CPU threads for torch when the user gave none: the node's cores shared by its ranks."""
+    env = os.environ if environ is None else environ
+    ranks_here = 1
+    for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
+        if env.get(var, "").isdigit():
+            ranks_here = int(env[var])
+            break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, ranks_here))

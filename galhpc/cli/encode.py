@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-table", action="store_true", help="do not write the compound 'catalog' table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of other settings")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (ranks share GPUs round-robin)")
-    p.add_argument("--threads", type=int, help="torch CPU threads per rank")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads per rank (default: the node's cores divided by its ranks)")
     return p
 
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
             device=args.device, threads=args.threads,
         )
-    except (CatalogError, CheckpointError, ValueError) as err:
+    except (CatalogError, CheckpointError, ValueError, OSError) as err:
         log.error("%s", err)
         print(f"galhpc-encode: error: {err}", file=sys.stderr)
         return 1
