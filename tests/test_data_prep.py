@@ -104,6 +104,20 @@ def test_killed_prep_leaves_no_store(tmp_path):
     assert not out.exists()
     with pytest.raises(DataError, match="store not found"):
         read_store_info(out)
+    import logging
+
+    from galhpc.data.store import StoreWriter
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("galhpc.data.store").addHandler(handler)
+    try:
+        with pytest.raises(DataError, match="no objects"), StoreWriter(out, ""):
+            pass
+    finally:
+        logging.getLogger("galhpc.data.store").removeHandler(handler)
+    assert any("leftover temporary file" in r.getMessage() for r in records)
 
 
 @pytest.mark.parametrize("name", ["prep_galsim.yaml", "prep_real.yaml"])

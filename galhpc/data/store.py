@@ -63,6 +63,9 @@ class StoreWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        stale = sorted(self.path.parent.glob(f".{self.path.name}.tmp*"))
+        if stale:
+            log.warning("leftover temporary file(s) of an interrupted prep: %s (safe to delete)", ", ".join(map(str, stale)))
         self.chunk_rows = max(1, int(chunk_rows))
         if compression not in (None, "lzf", "gzip"):
             raise DataError(f"{path}: compression must be none, lzf or gzip, got {compression!r}")
