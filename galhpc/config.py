@@ -24,15 +24,19 @@ class ConfigError(ValueError):
 
 @dataclass
 class SourceConfig:
-    """One input of `galhpc-prep`: FITS cutouts, a GalSim set, or real stamps."""
+    """One input of `galhpc-prep`: FITS cutouts, a GalSim set, or real stamps.
+
+    Kinds are registered in galhpc.data.sources; `options` are documented by each kind's
+    module (galhpc.data.fits, .synth (SimOptions), .starsim, .real); unknown options fail.
+    """
 
     kind: str = "galsim"  # fits | galsim | galsim_stars | real
-    path: str | None = None  # file, directory or glob (fits, real)
+    path: str | None = None  # file, directory or glob (fits); datasets folder (real, default: installed)
     catalog: str | None = None  # FITS binary table joined to images by id (fits)
-    id_column: str = "object_id"
-    hdu: int | str | None = None  # image HDU for multi-extension files (fits)
+    id_column: str = "object_id"  # the catalogue's id column (fits)
+    hdu: int | str | None = None  # image HDU of every file; None: every image HDU (fits)
     n: int = 2000  # number of objects to simulate (galsim, galsim_stars)
-    seed: int = 0
+    seed: int = 0  # simulated objects: randomness from (seed, object index)
     options: dict[str, Any] = field(default_factory=dict)  # source-specific knobs
 
 
