@@ -80,7 +80,7 @@ def loss_curves(columns: Mapping[str, np.ndarray], x_name: str, phases: np.ndarr
     x = columns[x_name]
     for ax, term in zip(axes[:, 0], terms, strict=True):
         y = columns[term]
-        ax.plot(x, y, lw=1)
+        ax.plot(x, y, lw=1, marker="o" if len(x) <= 30 else None, ms=3)
         if np.all(y[np.isfinite(y)] > 0) and np.nanmax(y) / max(np.nanmin(y), 1e-300) > 10:
             ax.set_yscale("log")
         ax.set_ylabel(term, fontsize=8)
@@ -92,15 +92,18 @@ def loss_curves(columns: Mapping[str, np.ndarray], x_name: str, phases: np.ndarr
 
 
 def _shade_phases(ax: plt.Axes, x: np.ndarray, phases: np.ndarray) -> None:
-    """Shade each contiguous run of one phase up to the start of the next, one colour per phase."""
+    """Shade the cells of each contiguous run of one phase, one colour per phase; a row's cell
+    reaches halfway to its neighbours, so one-row phases (per-epoch logs) are visible too."""
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(dict.fromkeys(phases.tolist()))
+    half = np.diff(x) / 2 if len(x) > 1 else np.array([0.5])
+    edges = np.concatenate([[x[0] - half[0]], x[:-1] + half, [x[-1] + half[-1]]])
     starts = [0] + [i for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
     labelled = set()
     for n, start in enumerate(starts):
-        stop = starts[n + 1] if n + 1 < len(starts) else len(phases) - 1
+        stop = starts[n + 1] if n + 1 < len(starts) else len(phases)
         name = phases[start]
-        ax.axvspan(x[start], x[stop], color=colours[names.index(name) % len(colours)], alpha=0.12,
+        ax.axvspan(edges[start], edges[stop], color=colours[names.index(name) % len(colours)], alpha=0.12,
                    label=None if name in labelled else str(name))
         labelled.add(name)
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 INDEX_COLUMNS = ("step", "epoch")
+NOT_PLOTTED = ("phase", "seconds", "time", "wall_seconds")  # bookkeeping, not training curves
 
 
 def _numeric(values: list[Any]) -> np.ndarray | None:
@@ -28,7 +29,7 @@ def loss_table(rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], str, 
     x = _numeric([r.get(x_name) for r in rows]) if x_name else np.arange(len(rows), dtype=float)
     columns[x_name or "row"] = x
     for name in names:
-        if name in INDEX_COLUMNS or name == "phase":
+        if name in INDEX_COLUMNS or name in NOT_PLOTTED:
             continue
         values = _numeric([r.get(name) for r in rows])
         if values is not None and np.isfinite(values).any():
