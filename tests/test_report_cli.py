@@ -176,3 +176,28 @@ def test_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0 and "--max-objects" in capsys.readouterr().out
+
+
+def test_a_failing_section_is_recorded_and_the_rest_still_run(run_files, tmp_path, monkeypatch):
+    from galhpc.report import sections
+
+    def broken(*args):
+        raise RuntimeError("deliberately broken")
+
+    monkeypatch.setitem(sections.SECTIONS, "latents", broken)
+    root = run_files["root"]
+    out = tmp_path / "report"
+    assert main(["--checkpoint", str(run_files["ckpt"]), "--clusters", str(root / "clusters.h5"), "--out", str(out),
+                 "--max-objects", "30", "--n-morph", "3", "--threads", "1"]) == 1
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["failed_sections"] == ["latents"] and "deliberately broken" in m["latents"]["error"]
+    assert "occupancy" in m["clusters"] and (out / "index.html").is_file()
+
+
+def test_missing_inputs_give_exit_status_1(run_files, tmp_path):
+    assert main(["--checkpoint", str(tmp_path / "none.pt"), "--clusters", str(run_files["root"] / "clusters.h5"),
+                 "--out", str(tmp_path / "r")]) == 1
+    with h5py.File(tmp_path / "empty.h5", "w"):
+        pass
+    assert main(["--checkpoint", str(run_files["ckpt"]), "--clusters", str(tmp_path / "empty.h5"),
+                 "--out", str(tmp_path / "r")]) == 1

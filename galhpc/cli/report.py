@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import torch
 
+from galhpc.checkpoint import CheckpointError
 from galhpc.report.build import build_report
 from galhpc.report.sections import ReportOptions
 from galhpc.runtime import setup_logging
+
+log = logging.getLogger("galhpc.report")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
                             n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise)
-    build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth, options=options)
+    try:
+        report = build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth,
+                              options=options)
+    except (CheckpointError, KeyError, OSError) as err:
+        log.error("%s", err)
+        return 1
+    if report["failed_sections"]:
+        log.error("sections failed: %s (see metrics.json)", ", ".join(report["failed_sections"]))
+        return 1
     return 0
 
 

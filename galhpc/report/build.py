@@ -81,7 +81,11 @@ def held_out(member_rows: np.ndarray, in_store: np.ndarray, store: str | Path, t
 
 def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, store: str | Path | None = None,
                  synth: str | Path | None = None, options: ReportOptions | None = None) -> dict[str, Any]:
-    """Write figures, metrics.json and index.html into `out`; returns the metrics."""
+    """Write figures, metrics.json and index.html into `out`; returns the metrics.
+
+    A section that raises is logged and recorded as {"error": ...}; the others still run
+    (`failed_sections` lists the failures).
+    """
     opt = options or ReportOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,8 +97,13 @@ def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, 
     for name, section in SECTIONS.items():
         start = time.perf_counter()
         log.info("report section %s", name)
-        report[name] = section(inp, opt, figs, rng)
+        try:
+            report[name] = section(inp, opt, figs, rng)
+        except Exception as err:  # one broken section must not cost the others' figures
+            log.exception("report section %s failed", name)
+            report[name] = {"error": f"{type(err).__name__}: {err}"}
         report[name]["seconds"] = round(time.perf_counter() - start, 2)
+    report["failed_sections"] = [name for name in SECTIONS if "error" in report[name]]
     (out / "metrics.json").write_text(json.dumps(_finite(report), indent=2))
     (out / "index.html").write_text(render_index(report, figs.items))
     log.info("report written to %s (%d figures)", out, sum(len(v) for v in figs.items.values()))
