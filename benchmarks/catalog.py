@@ -10,6 +10,7 @@ Prints, for generate and for encode:
 - 2 ranks against 1 rank under real `mpirun`, one torch thread per rank: goal ≥ 1.8×
   (needs 2 free cores); as a control, the model alone in 2 processes against 1 shows
   what the machine itself allows at that moment.
+In-process figures are the best of --repeats runs.
 Throughput is objects / shard-writing time (of the slowest rank): process start-up,
 checkpoint loading, the one-off post-hoc GMM fit and the master file are excluded.
 """
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shard-size", type=int, default=1024)
     p.add_argument("--compression", default="none")
     p.add_argument("--dtype", default="float32", choices=("float16", "float32"))
+    p.add_argument("--repeats", type=int, default=2, help="in-process timings: best of this many")
     p.add_argument("--worker", choices=("generate", "encode", "model"), help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -162,13 +164,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"machine: model.sample alone in 2 processes vs 1: speed-up {control:.2f}x "
               "(the most 2 ranks can gain on this machine now)")
         for kind in ("generate", "encode"):
+            # best of `repeats` for both sides: contention from other processes only slows a run down
             if kind == "generate":
-                alone = model_only_generate(ckpt, args)
-                result = run_generate(ckpt, root / "gen.h5", args, World())
+                end_to_end = max(run_generate(ckpt, root / f"gen-{i}.h5", args, World()).objects_per_second
+                                 for i in range(args.repeats))
+                alone = max(model_only_generate(ckpt, args) for _ in range(args.repeats))
             else:
-                result = run_encode(ckpt, store, root / "enc.h5", args, World())
-                alone = model_only_encode(ckpt, store, args, root / "enc.h5.shards")
-            end_to_end = result.objects_per_second
+                end_to_end = max(run_encode(ckpt, store, root / f"enc-{i}.h5", args, World()).objects_per_second
+                                 for i in range(args.repeats))
+                alone = max(model_only_encode(ckpt, store, args, root / "enc-0.h5.shards")
+                            for _ in range(args.repeats))
             one, two = mpirun_rate(1, kind, args, root), mpirun_rate(2, kind, args, root)
             print(f"{kind}: end-to-end {end_to_end:8.1f} obj/s vs model alone {alone:8.1f} obj/s: "
                   f"ratio {end_to_end / alone:.2f} (goal >= 0.9)")

@@ -269,3 +269,44 @@ def test_a_model_that_cannot_sample_is_refused(tmp_path):
         generate_catalog(model, GenerateOptions(n=4), tmp_path / "x.h5", write=WriteOptions(), world=World(),
                          device=torch.device("cpu"), checkpoint="x.pt", checkpoint_sha256="0", config_yaml="")
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.shards").exists()
+
+
+class DimmableVAE(ConvVAE):
+    """A plain VAE whose sample takes a condition, as conditional priors do."""
+
+    def sample(self, n, generator=None, brightness=1.0, **conditions):
+        if conditions:
+            raise ValueError(f"unknown condition(s) {sorted(conditions)}")
+        samples = super().sample(n, generator)
+        return samples._replace(images=samples.images * brightness)
+
+
+def test_conditions_reach_model_sample_and_the_unit_prior_has_no_component(tmp_path):
+    torch.manual_seed(0)
+    model = DimmableVAE(image_size=16, latent_dim=6, filters=[8, 8, 8, 8])
+    common = dict(write=WriteOptions(shard_size=32), world=World(), device=torch.device("cpu"),
+                  checkpoint="x.pt", checkpoint_sha256="0", config_yaml="")
+    generate_catalog(model, GenerateOptions(n=40, batch_size=16), tmp_path / "plain.h5", **common)
+    generate_catalog(model, GenerateOptions(n=40, batch_size=16, conditions={"brightness": 0.5}),
+                     tmp_path / "dim.h5", **common)
+    plain, dim = read_all(tmp_path / "plain.h5"), read_all(tmp_path / "dim.h5")
+    assert (plain["component"] == -1).all()
+    np.testing.assert_array_equal(dim["images"], plain["images"] * np.float32(0.5))
+    with h5py.File(tmp_path / "dim.h5") as f:
+        assert '"conditions": {"brightness": 0.5}' in f["meta"].attrs["fingerprint"]
+    with pytest.raises(CatalogError, match=r"rejected sample\(\) with conditions \{'colour': 'red'\}"):
+        generate_catalog(model, GenerateOptions(n=4, conditions={"colour": "red"}), tmp_path / "bad.h5", **common)
+
+
+def test_condition_arguments_are_parsed_as_yaml_scalars():
+    import argparse
+
+    from galhpc.cli.generate import parse_conditions, parse_counts
+
+    assert parse_conditions(["label=3", "ratio=0.5", "name=spiral", "on=true"]) == {
+        "label": 3, "ratio": 0.5, "name": "spiral", "on": True}
+    with pytest.raises(argparse.ArgumentTypeError, match="expected key=value"):
+        parse_conditions(["label"])
+    assert parse_counts("5,0,7") == (5, 0, 7)
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated integers"):
+        parse_counts("5,x")
