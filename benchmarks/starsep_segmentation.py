@@ -63,7 +63,8 @@ def main() -> None:
     truth_fractions = {name: float(np.mean(m_test == k)) for k, name in enumerate(starsep.SEGMENT_CLASSES)}
     majority = max(truth_fractions.values())  # accuracy of calling every pixel background
     out = Path(args.out)
-    order = np.argsort(-(m_test == 1).any(axis=(1, 2)) * (m_test == 2).any(axis=(1, 2)), kind="stable")  # mixed fields first
+    mixed = (m_test == 1).any(axis=(1, 2)) & (m_test == 2).any(axis=(1, 2))
+    order = np.argsort(~mixed, kind="stable")  # fields holding both a star and a galaxy first
     starsep.plot_segmentation(x_test[order], m_test[order], predicted[order], out / "segmentation_examples.png")
     result = {"scores": scores, "truth_pixel_fractions": truth_fractions, "majority_class_accuracy": majority, "train_s": round(seconds, 1),
               "setup": {"n_train": args.n_train, "n_test": args.n_test, "epochs": args.epochs, "neighbour_probability": args.neighbour_probability}}

@@ -143,12 +143,17 @@ def plot_rocs(curves: list[RocCurve], path: str | Path, title: str = "Star/galax
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    for curve in curves:
-        ax.plot(curve.fpr, curve.tpr, label=f"{curve.name} (AUC {curve.auc:.3f})")
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    ax.set(xlabel="false positive rate (stars called galaxies)", ylabel="true positive rate (galaxies)", title=title)
-    ax.legend(loc="lower right", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
+    for ax, zoom in zip(axes, (False, True)):
+        for curve in curves:
+            ax.plot(curve.fpr, curve.tpr, label=f"{curve.name} (AUC {curve.auc:.4f})")
+        ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+        ax.set(xlabel="false positive rate (stars called galaxies)", ylabel="true positive rate (galaxies)")
+        if zoom:
+            ax.set(xlim=(0, 0.1), ylim=(0.9, 1.0), title="top-left corner")
+        else:
+            ax.set(title=title)
+            ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
