@@ -32,7 +32,7 @@ class ReportOptions:
     n_holdout: int = 500  # store images reconstructed (figures, best/worst, Regier's test)
     n_morph: int = 100  # images per set measured with statmorph
     match_noise: bool = True  # add noise to generated stamps up to the real stamps' sky σ
-    n_tsne: int = 1500
+    n_tsne: int = 1000
     n_show: int = 8  # stamps per figure row
     n_traversal_dims: int = 12  # latents traversed, highest SNR first
     steps: int = 9
