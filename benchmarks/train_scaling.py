@@ -75,7 +75,9 @@ def launch(kind: str, args: argparse.Namespace, out: Path) -> dict:
                __file__, "--worker", "torch", str(out), *opts]
     else:
         cmd = ["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none", *me, "--worker", "horovod", str(out), *opts]
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=1800)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 

@@ -79,7 +79,7 @@ def train_steps(model: nn.Module, wrapped: nn.Module, opt: torch.optim.Optimizer
     """STEPS optimizer steps on this rank's shard; returns first-step gradients and last loss."""
     first_grads, last = None, 0.0
     for batch in batches()[:STEPS]:
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         out = wrapped.loss(shard(batch, rank, world_size), None)
         out.total.backward()
         opt.step()

@@ -6,8 +6,10 @@ test_distributed_multiprocess.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,3 +174,21 @@ def test_torch_backend_one_rank_wraps_loss_through_ddp():
     finally:
         backend.shutdown()
     assert not torch.distributed.is_initialized()
+
+
+TRAIN_SH = Path(__file__).resolve().parents[1] / "jobs" / "train.sh"
+
+
+@pytest.mark.parametrize(("args", "message"), [([], "usage:"), (["/nonexistent/cfg.yaml"], "config file not found")])
+def test_train_sh_refuses_bad_arguments(args, message):
+    proc = subprocess.run(["bash", str(TRAIN_SH), *args], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_job_scripts_reject_unknown_launcher(tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("")
+    env = {**os.environ, "GALHPC_LAUNCHER": "qsub"}
+    proc = subprocess.run(["bash", str(TRAIN_SH), str(config)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode != 0 and "GALHPC_LAUNCHER=qsub" in proc.stderr

@@ -9,15 +9,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import LocalSlurm, missing_requirements  # noqa: E402
+from tiny_run import read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SH = REPO / "jobs" / "train.sh"
@@ -37,38 +35,11 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory) -> Path:
-    """A tiny ConvVAE run on a 160-object GalSim store (16x16)."""
-    from galhpc.config import config_from_dict
-    from galhpc.data.prep import run_prep
-
-    root = tmp_path_factory.mktemp("data")
-    data = {
-        "prep": {"sources": [{"kind": "galsim", "n": 160, "seed": 1}], "image_size": 16, "workers": 1},
-        "model": {"name": "vae", "image_size": 16, "latent_dim": 4},
-        "train": {"store": str(root / "store.h5"), "out_dir": str(root / "run"), "epochs": 2,
-                  "batch_size": 16, "threads": 1, "augment": False},
-    }
-    run_prep(config_from_dict(data).prep, output=str(root / "store.h5"))
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_tiny_run(tmp_path_factory.mktemp("data"))
 
 
 def checkpoint_position(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)["position"]
-
-
-def wait_for_checkpoint(path: Path, min_epoch: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            try:
-                if checkpoint_position(path)["epoch"] >= min_epoch:
-                    return
-            except Exception:  # being replaced right now: read again
-                pass
-        time.sleep(0.5)
-    raise TimeoutError(f"no checkpoint of epoch >= {min_epoch} at {path} after {timeout:.0f} s")
+    return read_checkpoint(path)["position"]
 
 
 def sbatch(cluster: LocalSlurm, workdir: Path, *args: str) -> str:
@@ -103,7 +74,7 @@ def test_stopped_job_requeues_and_resumes(cluster, config_path, tmp_path):
     assert "requeueing job" in log and "resuming from" in log, log
     resumed = [line for line in log.splitlines() if "resuming from" in line][0]
     assert " at epoch 0, batch 0 " not in resumed, resumed  # it continued, not restarted
-    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(out / "ckpt.pt")
     assert ckpt["position"]["epoch"] == epochs
     assert [row["epoch"] for row in ckpt["history"]] == list(range(epochs))  # no epoch run twice
 

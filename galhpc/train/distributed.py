@@ -177,6 +177,19 @@ def _metric_tensor(values: dict[str, float]) -> tuple[list[str], torch.Tensor]:
     return keys, torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
 
 
+def _zero_grad_with_set_to_none(optimizer: torch.optim.Optimizer):
+    """`zero_grad(set_to_none=...)` for a Horovod DistributedOptimizer, whose own zero_grad
+    (Horovod 0.28) takes no argument; keeps Horovod's guard against zeroing mid-reduction."""
+    torch_optimizer_class = type(optimizer).__mro__[1]  # the class Horovod subclassed
+
+    def zero_grad(set_to_none: bool = True) -> None:
+        if optimizer._handles:
+            raise AssertionError("optimizer.zero_grad() called between loss.backward() and optimizer.step()")
+        torch_optimizer_class.zero_grad(optimizer, set_to_none=set_to_none)
+
+    return zero_grad
+
+
 class HorovodBackend(Backend):
     """Horovod: gradients averaged by `hvd.DistributedOptimizer` inside `optimizer.step()`.
 
@@ -211,6 +224,7 @@ class HorovodBackend(Backend):
         state = optimizer.state_dict()
         if state["state"]:
             wrapped.load_state_dict(state)
+        wrapped.zero_grad = _zero_grad_with_set_to_none(wrapped)
         return wrapped
 
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
