@@ -7,6 +7,7 @@ A section that lacks an input (no store, a non-generative model, no labels) retu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class Inputs:
     group_name: str = "component"
     member_rows: np.ndarray | None = None  # store row of each cluster-sample row (-1 if absent)
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # per cluster-sample row
-    store_images: Any = None  # callable rows -> images, when a store is given
+    store_images: Callable[[np.ndarray], np.ndarray] | None = None  # store rows -> images (N, C, H, W)
     synth: SynthSample | None = None
     loss_rows: list[dict[str, Any]] | None = None
 
@@ -75,11 +76,12 @@ def _pick(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray:
 
 # 1. Reconstructions ---------------------------------------------------------------------------------
 def reconstructions(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """Loss curves; held-out inputs, reconstructions, residuals; five best and worst by MSE."""
     out: dict[str, Any] = {}
     if inp.loss_rows:
         columns, x_name, phases = loss_table(inp.loss_rows)
         figures.loss_curves(columns, x_name, phases, figs.path("reconstruction", "loss_curves.png",
-                                                               "Loss terms per step, s3VDC phases shaded"))
+                                                               "Loss terms over training, phases shaded"))
         out["loss_terms"] = [k for k in columns if k != x_name]
         if phases is not None:
             out["phases"] = list(dict.fromkeys(phases.tolist()))
@@ -113,6 +115,7 @@ def reconstructions(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.rand
 
 # 2. Clusters -----------------------------------------------------------------------------------------
 def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """Occupancy, simplified silhouette, Calinski–Harabasz, overlap matrix, labels, member stamps."""
     cs = inp.clusters
     k = cs.n_components
     out: dict[str, Any] = {
@@ -208,6 +211,7 @@ def _members(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
 
 # 3. Generation ---------------------------------------------------------------------------------------
 def generation(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """Samples per component, latent traversals, TSP route through the centres, deblending."""
     out: dict[str, Any] = {}
     model, cs = inp.model, inp.clusters
     _samples_per_component(inp, opt, figs, out)
@@ -237,6 +241,7 @@ def generation(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Ge
 
 
 def _samples_per_component(inp: Inputs, opt: ReportOptions, figs: Figures, out: dict[str, Any]) -> None:
+    """Generated stamps grouped by component/class: from synth.h5, else drawn from the model."""
     model = inp.model
     rows, labels = [], []
     if inp.synth is not None:
@@ -287,6 +292,7 @@ def _deblending(inp: Inputs, opt: ReportOptions, figs: Figures) -> dict[str, Any
 
 # 4. Latent diagnostics -------------------------------------------------------------------------------
 def latent_diagnostics(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """Per-latent SNR and a t-SNE of μ coloured by component and every label."""
     from sklearn.manifold import TSNE
 
     cs = inp.clusters
@@ -314,6 +320,7 @@ def latent_diagnostics(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.r
 
 # 5. Regier's test ------------------------------------------------------------------------------------
 def regier_test(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """Fraction of held-out images whose reconstruction beats the best-fit bivariate Gaussian."""
     recons = inp.holdout_recons
     if inp.holdout_images is None or recons is None:
         return {"skipped": "no --store: no held-out images"}
@@ -326,6 +333,7 @@ def regier_test(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.G
 
 # 6. Generated against real ---------------------------------------------------------------------------
 def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """statmorph statistics of held-out and generated stamps, KS distances overall and per condition."""
     if inp.holdout_images is None:
         return {"skipped": "no --store: no real images"}
     if inp.synth is not None:
