@@ -109,11 +109,12 @@ def _shade_phases(ax: plt.Axes, x: np.ndarray, phases: np.ndarray) -> None:
 
 
 def bar(values: Sequence[float], labels: Sequence[str], path: Path, ylabel: str, title: str = "",
-        hline: float | None = None, hline_label: str = "") -> Path:
+        hline: float | None = None, hline_label: str = "", xlabel: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(values) + 2), 3))
     ax.bar(range(len(values)), values, color="tab:blue")
     ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=90 if len(values) > 20 else 0)
     ax.set_ylabel(ylabel)
+    ax.set_xlabel(xlabel)
     if hline is not None:
         ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label)
         ax.legend(fontsize=8)

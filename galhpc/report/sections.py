@@ -127,7 +127,7 @@ def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
     }
     names = [str(i) for i in range(k)]
     figures.bar(cs.occupancy, names, figs.path("clusters", "occupancy.png", "Objects per component (whole catalogue)"),
-                ylabel="objects", title="Cluster occupancy")
+                ylabel="objects", title="Cluster occupancy", xlabel="component")
     labelled = cs.component >= 0
     mu, comp = cs.mu[labelled], cs.component[labelled]
     if 2 <= len(np.unique(comp)) < len(comp):
@@ -138,7 +138,8 @@ def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
         used = sorted(per_cluster)
         figures.bar([per_cluster[c] for c in used], [str(c) for c in used],
                     figs.path("clusters", "silhouette.png", "Mean simplified silhouette per cluster (sample)"),
-                    ylabel="simplified silhouette", hline=overall, hline_label=f"overall {overall:.3f}")
+                    ylabel="simplified silhouette", hline=overall, hline_label=f"overall {overall:.3f}",
+                    title="Simplified silhouette per cluster", xlabel="cluster")
     else:
         out["silhouette_skipped"] = "fewer than two occupied clusters in the sample"
     if cs.gamma is not None:
@@ -300,7 +301,7 @@ def latent_diagnostics(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.r
     order = np.argsort(-snr)
     figures.bar(snr[order], [str(d) for d in order], figs.path("latents", "latent_snr.png",
                                                                "Per-latent SNR = std(μ)/mean(σ), sorted"),
-                ylabel="SNR", title="Latent signal-to-noise")
+                ylabel="SNR", title="Latent signal-to-noise", xlabel="latent (sorted by SNR)")
     out: dict[str, Any] = {"snr": snr.tolist(), "n_latents_snr_above_1": int((snr > 1).sum())}
     pick = _pick(len(cs.mu), opt.n_tsne, rng)
     if len(pick) < 10:
