@@ -13,19 +13,18 @@ torch.set_num_threads(1)
 
 
 def test_interface_shapes_and_columns():
-    model = build_model(ModelConfig(name="segae", image_size=16, channels=5, params={"widths": [8, 8, 16], "head_width": 8}))
+    model = build_model(ModelConfig(name="segae", image_size=16, channels=5, latent_dim=12, params={"widths": [8, 8, 16], "head_width": 8}))
     assert isinstance(model, SegmentationAE)
     x = torch.rand(3, 5, 16, 16) * 100
     target, recon, logits = model.forward_maps(x)
     assert recon.shape == x.shape and logits.shape == (3, 3, 16, 16)
     enc = model.encode(x)
-    assert enc.mu.shape == (3, 16) and enc.logvar is None
+    assert enc.mu.shape == (3, 12) and enc.logvar is None
+    assert model.decode(enc.mu).shape == x.shape
     cols = model.extra_columns(x, enc)
     assert cols["segmentation"].shape == (3, 16, 16) and cols["segmentation"].dtype == torch.uint8
     total = cols["star_pixel_fraction"] + cols["galaxy_pixel_fraction"]
     assert torch.all(total <= 1.0)
-    with pytest.raises(NotImplementedError, match="cannot be decoded"):
-        model.decode(enc.mu)
 
 
 def test_mask_loss_only_with_masks_and_weighted_by_schedule():

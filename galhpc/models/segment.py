@@ -1,9 +1,9 @@
 """Pixel segmentation of stamps into background / star / galaxy (issue 8): `SegmentationAE`.
 
-A convolutional autoencoder with residual blocks and U-Net skip connections reconstructs
-the (normalised) stamp; every pixel's hypercolumn — the decoder's features at all scales,
-upsampled to full resolution and stacked — feeds a 1x1-conv head giving three class
-logits per pixel.  The reconstruction trains the features on any stamps; the head learns
+A convolutional autoencoder with residual blocks reconstructs the (normalised) stamp
+through a dense bottleneck; every pixel's hypercolumn — the encoder's and decoder's
+features at all scales, upsampled to full resolution and stacked — feeds a 1x1-conv head
+giving three class logits per pixel.  The reconstruction trains the features on any stamps; the head learns
 from truth masks (`batch["masks"]`, (B, H, W) with 0 background, 1 star, 2 galaxy, e.g.
 GalSim's from `galhpc.data.starsim`) where a batch carries them.
 """
@@ -45,20 +45,24 @@ def conv_bn(c_in: int, c_out: int, stride: int = 1, slope: float = 0.2) -> nn.Se
 
 
 class SegmentationAE(GalaxyModel):
-    """Residual U-Net autoencoder with a hypercolumn head for per-pixel classes.
+    """Residual autoencoder with a hypercolumn head for per-pixel classes.
 
-    params: widths (channels at full, 1/2, 1/4, ... resolution), head_width, seg_weight
+    Encoder: 3x3 conv + residual block per scale, stride-2 between scales, then a dense
+    bottleneck of `latent_dim`; the decoder mirrors it (nearest upsampling).  The
+    reconstruction passes through the bottleneck only, so `decode(encode(x).mu)` is a true
+    reconstruction; the segmentation head sees every encoder and decoder feature map.
+    params: widths (channels per scale, full resolution first), head_width, seg_weight
     (weight of the mask cross-entropy against the reconstruction MSE), stretch.
-    `latent_dim` is unused by the architecture: the encoding is the pooled bottleneck.
     """
 
     name = "segae"
+    batch_columns = ("masks",)  # store datasets the trainer should put in every batch
 
     def __init__(
         self,
         image_size: int = 32,
         channels: int = 5,
-        latent_dim: int = 0,
+        latent_dim: int = 64,
         widths: list[int] | None = None,
         head_width: int = 32,
         seg_weight: float = 1.0,
@@ -66,36 +70,42 @@ class SegmentationAE(GalaxyModel):
     ) -> None:
         super().__init__()
         widths = list(widths or [16, 32, 64])
-        check_image_size(image_size, len(widths) - 1, "segae")
-        self.stretch, self.seg_weight = float(stretch), float(seg_weight)
+        self.side = check_image_size(image_size, len(widths) - 1, "segae")
+        self.stretch, self.seg_weight, self.width = float(stretch), float(seg_weight), widths[-1]
         self.stem = nn.Sequential(conv_bn(channels, widths[0]), ResidualBlock(widths[0]))
         self.down = nn.ModuleList(nn.Sequential(conv_bn(a, b, stride=2), ResidualBlock(b)) for a, b in zip(widths[:-1], widths[1:]))
+        flat = widths[-1] * self.side**2
+        self.to_code = nn.Linear(flat, latent_dim)
+        self.from_code = nn.Sequential(nn.Linear(latent_dim, flat), nn.LeakyReLU(0.2))
         self.up = nn.ModuleList(
-            nn.Sequential(conv_bn(b + a, a), ResidualBlock(a)) for a, b in zip(reversed(widths[:-1]), reversed(widths[1:]))
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv_bn(b, a), ResidualBlock(a))
+            for a, b in zip(reversed(widths[:-1]), reversed(widths[1:]))
         )
         self.recon_head = nn.Conv2d(widths[0], channels, 1)
-        hypercolumn = sum(widths)  # full-resolution decoder features + every coarser level
+        hypercolumn = 2 * sum(widths)  # encoder and decoder features of every scale
         self.seg_head = nn.Sequential(nn.Conv2d(hypercolumn, head_width, 1), nn.LeakyReLU(0.2), nn.Conv2d(head_width, N_CLASSES, 1))
 
-    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Bottleneck and decoder feature maps (coarse to fine) of normalised stamps."""
-        skips = [self.stem(x)]
+    def _encoder_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of normalised stamps, full resolution first."""
+        maps = [self.stem(x)]
         for block in self.down:
-            skips.append(block(skips[-1]))
-        h, decoded = skips.pop(), []
-        decoded.append(h)
+            maps.append(block(maps[-1]))
+        return maps
+
+    def _decoder_maps(self, code: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps decoded from codes (B, latent_dim), coarsest first."""
+        maps = [self.from_code(code).view(-1, self.width, self.side, self.side)]
         for block in self.up:
-            skip = skips.pop()
-            h = block(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
-            decoded.append(h)
-        return decoded[0], decoded
+            maps.append(block(maps[-1]))
+        return maps
 
     def forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(normalised input, reconstruction, class logits (B, 3, H, W)) of raw stamps."""
         target = normalise_stamps(x, self.stretch)
-        _, decoded = self._features(target)
-        size = decoded[-1].shape[-2:]
-        columns = torch.cat([F.interpolate(d, size=size, mode="bilinear", align_corners=False) for d in decoded[:-1]] + [decoded[-1]], dim=1)
+        encoded = self._encoder_maps(target)
+        decoded = self._decoder_maps(self.to_code(encoded[-1].flatten(1)))
+        size = target.shape[-2:]
+        columns = torch.cat([F.interpolate(m, size=size, mode="nearest") for m in encoded + decoded], dim=1)
         return target, self.recon_head(decoded[-1]), self.seg_head(columns)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,12 +113,13 @@ class SegmentationAE(GalaxyModel):
         return self.forward_maps(x)[2].argmax(dim=1).to(torch.uint8)
 
     def encode(self, x: torch.Tensor) -> Encoding:
-        """Global-average-pooled bottleneck features (B, widths[-1]) as a deterministic code."""
-        bottleneck, _ = self._features(normalise_stamps(x, self.stretch))
-        return Encoding(bottleneck.mean(dim=(2, 3)))
+        """The bottleneck code (B, latent_dim) of raw stamps (deterministic)."""
+        encoded = self._encoder_maps(normalise_stamps(x, self.stretch))
+        return Encoding(self.to_code(encoded[-1].flatten(1)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("segae reconstructs through skip connections; a code alone cannot be decoded")
+        """Normalised stamps reconstructed from codes."""
+        return self.recon_head(self._decoder_maps(z)[-1])
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         target, recon, logits = self.forward_maps(batch["image"])
