@@ -134,33 +134,50 @@ TileFn<double> tile_kernel(const double*) {
 }
 
 template <typename T>
-void search(const T* x, int64_t n, int64_t d, const T* codebook, int64_t k, int64_t* index, int threads) {
+void exact_distances(const T* x, int64_t rows, int64_t d, const T* codebook, const int64_t* index, T* distance) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* code = codebook + index[r] * d;
+    T sum = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const T diff = x[r * d + j] - code[j];
+      sum += diff * diff;
+    }
+    distance[r] = sum;
+  }
+}
+
+template <typename T>
+void search(const T* x, int64_t n, int64_t d, const T* codebook, int64_t k, int64_t* index, T* distance,
+            int threads) {
   const PreparedCodebook<T> p = prepare(codebook, k, d);
   const TileFn<T> tile_argmin_any = tile_kernel(x);
   const int64_t full_tiles = n / kRows;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t t = 0; t < full_tiles; ++t)
+  for (int64_t t = 0; t < full_tiles; ++t) {
     tile_argmin_any(x + t * kRows * d, d, p.transposed.data(), p.half_norm.data(), p.kp, index + t * kRows);
-  const int64_t rest = n - full_tiles * kRows;
-  if (rest > 0) {  // last rows, zero-padded to a whole tile
+    exact_distances(x + t * kRows * d, kRows, d, codebook, index + t * kRows, distance + t * kRows);
+  }
+  const int64_t done = full_tiles * kRows;
+  if (n > done) {  // last rows, zero-padded to a whole tile
     std::vector<T> tail(static_cast<size_t>(kRows * d), T(0));
-    std::memcpy(tail.data(), x + full_tiles * kRows * d, static_cast<size_t>(rest * d) * sizeof(T));
+    std::memcpy(tail.data(), x + done * d, static_cast<size_t>((n - done) * d) * sizeof(T));
     int64_t tail_index[kRows];
     tile_argmin_any(tail.data(), d, p.transposed.data(), p.half_norm.data(), p.kp, tail_index);
-    std::copy(tail_index, tail_index + rest, index + full_tiles * kRows);
+    std::copy(tail_index, tail_index + (n - done), index + done);
+    exact_distances(x + done * d, n - done, d, codebook, index + done, distance + done);
   }
 }
 
 }  // namespace
 
 void nearest_code_cpu(const float* x, int64_t n, int64_t d, const float* codebook, int64_t k, int64_t* index,
-                      int threads) {
-  search(x, n, d, codebook, k, index, std::max(1, threads));
+                      float* distance, int threads) {
+  search(x, n, d, codebook, k, index, distance, std::max(1, threads));
 }
 
 void nearest_code_cpu(const double* x, int64_t n, int64_t d, const double* codebook, int64_t k, int64_t* index,
-                      int threads) {
-  search(x, n, d, codebook, k, index, std::max(1, threads));
+                      double* distance, int threads) {
+  search(x, n, d, codebook, k, index, distance, std::max(1, threads));
 }
 
 }  // namespace galhpc

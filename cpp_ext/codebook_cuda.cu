@@ -11,7 +11,8 @@ constexpr int kPanelCodes = kCudaPanelCodes;
 
 template <typename T>
 __global__ void nearest_code_kernel(const T* __restrict__ x, int64_t n, int64_t d, const T* __restrict__ codebook,
-                                    const T* __restrict__ half_norm, int64_t k, int64_t* __restrict__ index) {
+                                    const T* __restrict__ half_norm, int64_t k, int64_t* __restrict__ index,
+                                    T* __restrict__ distance) {
   extern __shared__ unsigned char shared_bytes[];
   T* panel = reinterpret_cast<T*>(shared_bytes);  // kPanelCodes x d
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -35,30 +36,40 @@ __global__ void nearest_code_kernel(const T* __restrict__ x, int64_t n, int64_t 
       }
     }
   }
-  if (row < n) index[row] = best;
+  if (row < n) {
+    const T* code = codebook + best * d;
+    T sum = T(0);
+    for (int64_t j = 0; j < d; ++j) {
+      const T diff = xr[j] - code[j];
+      sum += diff * diff;
+    }
+    index[row] = best;
+    distance[row] = sum;
+  }
 }
 
 template <typename T>
 cudaError_t launch(const T* x, int64_t n, int64_t d, const T* codebook, const T* half_norm, int64_t k,
-                   int64_t* index, cudaStream_t stream) {
+                   int64_t* index, T* distance, cudaStream_t stream) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   const size_t shared = static_cast<size_t>(kPanelCodes * d) * sizeof(T);
   if (shared > static_cast<size_t>(kCudaSharedBytes)) return cudaErrorInvalidValue;  // d too large for one panel in shared memory
   nearest_code_kernel<T><<<static_cast<unsigned>(blocks), kThreads, shared, stream>>>(x, n, d, codebook, half_norm,
-                                                                                       k, index);
+                                                                                       k, index, distance);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t launch_nearest_code(const float* x, int64_t n, int64_t d, const float* codebook, const float* half_norm,
-                                int64_t k, int64_t* index, cudaStream_t stream) {
-  return launch(x, n, d, codebook, half_norm, k, index, stream);
+                                int64_t k, int64_t* index, float* distance, cudaStream_t stream) {
+  return launch(x, n, d, codebook, half_norm, k, index, distance, stream);
 }
 
 cudaError_t launch_nearest_code(const double* x, int64_t n, int64_t d, const double* codebook,
-                                const double* half_norm, int64_t k, int64_t* index, cudaStream_t stream) {
-  return launch(x, n, d, codebook, half_norm, k, index, stream);
+                                const double* half_norm, int64_t k, int64_t* index, double* distance,
+                                cudaStream_t stream) {
+  return launch(x, n, d, codebook, half_norm, k, index, distance, stream);
 }
 
 }  // namespace galhpc

@@ -11,11 +11,13 @@ namespace galhpc {
 constexpr int kCudaPanelCodes = 32;
 constexpr int64_t kCudaSharedBytes = 48 * 1024;
 
-// index[i] = argmin_k (half_norm[k] - x_i . c_k), half_norm[k] = ||c_k||^2 / 2; ties to the
-// lowest k.  All pointers are device pointers to contiguous row-major arrays.
+// index[i] = argmin_k (half_norm[k] - x_i . c_k), half_norm[k] = ||c_k||^2 / 2, ties to the
+// lowest k; distance[i] = ||x_i - c_index[i]||^2 summed exactly.  All pointers are device
+// pointers to contiguous row-major arrays.
 cudaError_t launch_nearest_code(const float* x, int64_t n, int64_t d, const float* codebook, const float* half_norm,
-                                int64_t k, int64_t* index, cudaStream_t stream);
+                                int64_t k, int64_t* index, float* distance, cudaStream_t stream);
 cudaError_t launch_nearest_code(const double* x, int64_t n, int64_t d, const double* codebook,
-                                const double* half_norm, int64_t k, int64_t* index, cudaStream_t stream);
+                                const double* half_norm, int64_t k, int64_t* index, double* distance,
+                                cudaStream_t stream);
 
 }  // namespace galhpc

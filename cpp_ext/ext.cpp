@@ -25,22 +25,26 @@ void check_codebook_inputs(const torch::Tensor& x, const torch::Tensor& codebook
   TORCH_CHECK(x.is_contiguous() && codebook.is_contiguous(), "nearest_code: contiguous tensors expected");
 }
 
-torch::Tensor nearest_code_cpu(const torch::Tensor& x, const torch::Tensor& codebook, int64_t threads) {
+std::tuple<torch::Tensor, torch::Tensor> nearest_code_cpu(const torch::Tensor& x, const torch::Tensor& codebook,
+                                                          int64_t threads) {
   check_codebook_inputs(x, codebook);
   TORCH_CHECK(x.is_cpu() && codebook.is_cpu(), "nearest_code_cpu: CPU tensors expected");
   auto index = torch::empty({x.size(0)}, x.options().dtype(torch::kInt64));
+  auto distance = torch::empty({x.size(0)}, x.options());
   if (x.scalar_type() == torch::kFloat32) {
     galhpc::nearest_code_cpu(x.data_ptr<float>(), x.size(0), x.size(1), codebook.data_ptr<float>(),
-                             codebook.size(0), index.data_ptr<int64_t>(), static_cast<int>(threads));
+                             codebook.size(0), index.data_ptr<int64_t>(), distance.data_ptr<float>(),
+                             static_cast<int>(threads));
   } else {
     galhpc::nearest_code_cpu(x.data_ptr<double>(), x.size(0), x.size(1), codebook.data_ptr<double>(),
-                             codebook.size(0), index.data_ptr<int64_t>(), static_cast<int>(threads));
+                             codebook.size(0), index.data_ptr<int64_t>(), distance.data_ptr<double>(),
+                             static_cast<int>(threads));
   }
-  return index;
+  return {index, distance};
 }
 
 #ifdef GALHPC_WITH_CUDA
-torch::Tensor nearest_code_cuda(const torch::Tensor& x, const torch::Tensor& codebook) {
+std::tuple<torch::Tensor, torch::Tensor> nearest_code_cuda(const torch::Tensor& x, const torch::Tensor& codebook) {
   check_codebook_inputs(x, codebook);
   TORCH_CHECK(x.is_cuda() && codebook.device() == x.device(), "nearest_code_cuda: cuda tensors on one device expected");
   TORCH_CHECK(x.size(1) * x.element_size() * galhpc::kCudaPanelCodes <= galhpc::kCudaSharedBytes,
@@ -49,20 +53,21 @@ torch::Tensor nearest_code_cuda(const torch::Tensor& x, const torch::Tensor& cod
   const c10::cuda::CUDAGuard guard(x.device());
   auto half_norm = codebook.pow(2).sum(1).mul_(0.5).contiguous();
   auto index = torch::empty({x.size(0)}, x.options().dtype(torch::kInt64));
-  if (x.size(0) == 0) return index;
+  auto distance = torch::empty({x.size(0)}, x.options());
+  if (x.size(0) == 0) return {index, distance};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   cudaError_t status;
   if (x.scalar_type() == torch::kFloat32) {
     status = galhpc::launch_nearest_code(x.data_ptr<float>(), x.size(0), x.size(1), codebook.data_ptr<float>(),
                                          half_norm.data_ptr<float>(), codebook.size(0), index.data_ptr<int64_t>(),
-                                         stream);
+                                         distance.data_ptr<float>(), stream);
   } else {
     status = galhpc::launch_nearest_code(x.data_ptr<double>(), x.size(0), x.size(1), codebook.data_ptr<double>(),
                                          half_norm.data_ptr<double>(), codebook.size(0),
-                                         index.data_ptr<int64_t>(), stream);
+                                         index.data_ptr<int64_t>(), distance.data_ptr<double>(), stream);
   }
   TORCH_CHECK(status == cudaSuccess, "nearest_code_cuda: kernel launch failed: ", cudaGetErrorString(status));
-  return index;
+  return {index, distance};
 }
 #endif
 

@@ -111,7 +111,7 @@ def test_torch_search_memory_is_one_block_not_n_by_k():
     n, k, d, block = 40_000, 64, 8, 256
     x, codebook = torch.randn(n, d), torch.randn(k, d)
     largest = _largest_cpu_allocation(lambda: torch_search(x, codebook, block))
-    assert largest <= max(block * k * 4, n * 8)  # one score block, or the index output itself
+    assert largest <= max(block * k * 4, n * 8)  # one score block, or the index / distance output
     full = _largest_cpu_allocation(lambda: torch.cdist(x, codebook).argmin(dim=1))
     assert full >= n * k * 4  # the profiler does see an N x K matrix when there is one
 
@@ -141,10 +141,13 @@ CUDASIM_SCRIPT = textwrap.dedent(
     for dtype in (np.float32, np.float64):
         x = rng.normal(size=(200, 5)).astype(dtype)
         codebook = rng.normal(size=(19, 5)).astype(dtype)
-        found = numba_codebook.nearest_code_numpy_on_cuda(x, codebook)
+        found, distance = numba_codebook.nearest_code_numpy_on_cuda(x, codebook)
         d = ((x.astype(np.float64)[:, None] - codebook.astype(np.float64)[None]) ** 2).sum(-1)
-        out[np.dtype(dtype).name] = {"found": found.tolist(), "expected": d.argmin(1).tolist(), "dtype": str(found.dtype)}
-    ties = numba_codebook.nearest_code_numpy_on_cuda(np.array(json.loads(sys.argv[1]), np.float32),
+        out[np.dtype(dtype).name] = {
+            "found": found.tolist(), "expected": d.argmin(1).tolist(), "dtype": str(found.dtype),
+            "distance_error": float(np.abs(distance - d.min(1)).max()), "distance_dtype": str(distance.dtype),
+        }
+    ties, _ = numba_codebook.nearest_code_numpy_on_cuda(np.array(json.loads(sys.argv[1]), np.float32),
                                                      np.array(json.loads(sys.argv[2]), np.float32))
     out["ties"] = ties.tolist()
     print(json.dumps(out))
@@ -163,6 +166,8 @@ def test_numba_cuda_kernel_under_the_cuda_simulator():
     for dtype in ("float32", "float64"):
         assert result[dtype]["dtype"] == "int64"
         assert result[dtype]["found"] == result[dtype]["expected"]
+        assert result[dtype]["distance_dtype"] == dtype
+        assert result[dtype]["distance_error"] < (1e-5 if dtype == "float32" else 1e-12)
     assert result["ties"] == TIE_INDEX
 
 

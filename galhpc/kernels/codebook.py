@@ -3,9 +3,9 @@ O(block_size x K) and the N x K distance matrix never exists.
 
 Ties go to the lowest code index, like torch.argmin.  The compiled and numba backends
 fuse distance and argmin and hold only a tile of rows x K scores per thread, whatever
-block_size is.  The returned squared distance is
-recomputed exactly from the chosen code (not from the ||x||^2 - 2 x.c + ||c||^2
-expansion used to search), and is differentiable w.r.t. x and the codebook.
+block_size is.  The returned squared distance is summed exactly from the chosen code (not
+from the ||x||^2 - 2 x.c + ||c||^2 expansion used to search); when x or the codebook
+requires grad it is recomputed in torch, block by block, so that it is differentiable.
 """
 
 from __future__ import annotations
@@ -30,9 +30,19 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | N
     block = block_size or default_block_size(codebook.shape[0])
     name = _choose_backend(backend, x.device)
     with torch.no_grad():
-        index = _SEARCH[name](x.detach().contiguous(), codebook.detach().contiguous(), block)
-    squared_distance = (x - codebook[index]).pow(2).sum(dim=1)
+        index, squared_distance = _SEARCH[name](x.detach().contiguous(), codebook.detach().contiguous(), block)
+    if torch.is_grad_enabled() and (x.requires_grad or codebook.requires_grad):
+        squared_distance = exact_squared_distance(x, codebook, index, block)
     return index, squared_distance
+
+
+def exact_squared_distance(x: torch.Tensor, codebook: torch.Tensor, index: torch.Tensor, block: int) -> torch.Tensor:
+    """||x_i - c_index[i]||^2 block by block (O(block x D) temporaries), differentiable."""
+    parts = [
+        (x[start : start + block] - codebook[index[start : start + block]]).pow(2).sum(dim=1)
+        for start in range(0, x.shape[0], block)
+    ]
+    return torch.cat(parts) if parts else x.new_zeros(0)
 
 
 def default_block_size(k: int) -> int:
@@ -69,26 +79,27 @@ def _choose_backend(backend: str, device: torch.device) -> str:
     return name
 
 
-def torch_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Reference: per block of rows, argmin over ||c||^2 - 2 x.c (||x||^2 does not change the argmin)."""
+def torch_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: per block of rows, argmin over ||c||^2 - 2 x.c (||x||^2 does not change the
+    argmin), then the exact squared distance to the chosen code."""
     index = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     code_norms = codebook.pow(2).sum(dim=1)
     for start in range(0, x.shape[0], block_size):
         block = x[start : start + block_size]
         scores = torch.addmm(code_norms, block, codebook.t(), beta=1.0, alpha=-2.0)
         index[start : start + block.shape[0]] = scores.argmin(dim=1)
-    return index
+    return index, exact_squared_distance(x, codebook, index, block_size)
 
 
-def _cpp_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
+def _cpp_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _backend.extension().nearest_code_cpu(x, codebook, torch.get_num_threads())
 
 
-def _cuda_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
+def _cuda_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _backend.extension().nearest_code_cuda(x, codebook)
 
 
-def _numba_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> torch.Tensor:
+def _numba_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     import numba
 
     from galhpc.kernels import numba_codebook
@@ -96,7 +107,8 @@ def _numba_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> t
     numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # torch's thread budget
     if x.device.type == "cuda":
         return numba_codebook.nearest_code_torch_cuda(x, codebook)
-    return torch.from_numpy(numba_codebook.nearest_code_cpu(x.numpy(), codebook.numpy()))
+    index, distance = numba_codebook.nearest_code_cpu(x.numpy(), codebook.numpy())
+    return torch.from_numpy(index), torch.from_numpy(distance)
 
 
 _SEARCH = {"torch": torch_search, "cpp": _cpp_search, "cuda": _cuda_search, "numba": _numba_search}

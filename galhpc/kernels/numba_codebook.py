@@ -17,17 +17,29 @@ ROWS_PER_TILE = 8  # rows x padded K scores per tile stay in L1 (8 x 512 float32
 CUDA_THREADS = 128
 
 
-def nearest_code_cpu(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
-    """int64 index of the nearest code for each row of x; x and codebook share a float dtype."""
-    transposed = np.ascontiguousarray(codebook.T)
+def nearest_code_cpu(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 index of the nearest code for each row of x and its exact squared distance;
+    x and codebook share a float dtype."""
+    codebook = np.ascontiguousarray(codebook)
     half_norm = 0.5 * np.einsum("kd,kd->k", codebook, codebook)
     index = np.empty(x.shape[0], dtype=np.int64)
-    _search_cpu(np.ascontiguousarray(x), transposed, half_norm.astype(x.dtype), index)
-    return index
+    distance = np.empty(x.shape[0], dtype=x.dtype)
+    _search_cpu(np.ascontiguousarray(x), codebook, np.ascontiguousarray(codebook.T), half_norm.astype(x.dtype),
+                index, distance)
+    return index, distance
+
+
+@numba.njit(cache=True)
+def _exact_distance(x, row, codebook, code):
+    total = x[row, 0] - x[row, 0]  # zero in x's dtype
+    for j in range(x.shape[1]):
+        diff = x[row, j] - codebook[code, j]
+        total += diff * diff
+    return total
 
 
 @numba.njit(parallel=True, cache=True)
-def _search_cpu(x, transposed, half_norm, index):
+def _search_cpu(x, codebook, transposed, half_norm, index, distance):
     n, d = x.shape
     k = transposed.shape[1]
     for tile in numba.prange((n + ROWS_PER_TILE - 1) // ROWS_PER_TILE):
@@ -48,6 +60,7 @@ def _search_cpu(x, transposed, half_norm, index):
                     best = score
                     at = c
             index[r0 + r] = at
+            distance[r0 + r] = _exact_distance(x, r0 + r, codebook, at)
 
 
 @functools.cache
@@ -56,7 +69,7 @@ def _cuda_kernel(dtype: np.dtype):
     zero = np.dtype(dtype).type(0)
 
     @cuda.jit
-    def search(x, codebook, half_norm, index):
+    def search(x, codebook, half_norm, index, distance):
         row = cuda.grid(1)
         if row >= x.shape[0]:
             return
@@ -70,36 +83,43 @@ def _cuda_kernel(dtype: np.dtype):
             if at < 0 or score < best:
                 best = score
                 at = c
+        total = zero
+        for j in range(x.shape[1]):
+            diff = x[row, j] - codebook[at, j]
+            total += diff * diff
         index[row] = at
+        distance[row] = total
 
     return search
 
 
-def search_cuda_arrays(x, codebook, half_norm, index, stream=0) -> None:
+def search_cuda_arrays(x, codebook, half_norm, index, distance, stream=0) -> None:
     """Launch the kernel on device arrays (numba device arrays or __cuda_array_interface__ objects)."""
     n = x.shape[0]
     if n == 0:
         return
     blocks = (n + CUDA_THREADS - 1) // CUDA_THREADS
-    _cuda_kernel(np.dtype(x.dtype))[blocks, CUDA_THREADS, stream](x, codebook, half_norm, index)
+    _cuda_kernel(np.dtype(x.dtype))[blocks, CUDA_THREADS, stream](x, codebook, half_norm, index, distance)
 
 
-def nearest_code_numpy_on_cuda(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
-    """Copy host arrays to the GPU (or the CUDA simulator), search there, copy the index back."""
+def nearest_code_numpy_on_cuda(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copy host arrays to the GPU (or the CUDA simulator), search there, copy index and distance back."""
     half_norm = (0.5 * np.einsum("kd,kd->k", codebook, codebook)).astype(x.dtype)
     index = cuda.device_array(x.shape[0], dtype=np.int64)
+    distance = cuda.device_array(x.shape[0], dtype=x.dtype)
     search_cuda_arrays(cuda.to_device(np.ascontiguousarray(x)), cuda.to_device(np.ascontiguousarray(codebook)),
-                       cuda.to_device(half_norm), index)
-    return index.copy_to_host()
+                       cuda.to_device(half_norm), index, distance)
+    return index.copy_to_host(), distance.copy_to_host()
 
 
 def nearest_code_torch_cuda(x, codebook):
-    """Search cuda tensors in place on torch's current stream; returns an int64 cuda tensor."""
+    """Search cuda tensors on torch's current stream; returns (int64 index, distance) cuda tensors."""
     import torch
 
     half_norm = codebook.pow(2).sum(dim=1).mul_(0.5).contiguous()
     index = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    distance = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     stream = cuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
     search_cuda_arrays(cuda.as_cuda_array(x), cuda.as_cuda_array(codebook), cuda.as_cuda_array(half_norm),
-                       cuda.as_cuda_array(index), stream)
-    return index
+                       cuda.as_cuda_array(index), cuda.as_cuda_array(distance), stream)
+    return index, distance

@@ -19,8 +19,11 @@ import torch.nn.functional as F
 from galhpc.kernels import backend as _backend
 
 # Direct convolution is used up to this many PSF taps (h * w): on CPU it beats the FFT up to
-# about 25 x 25 PSFs on 128 x 128 images (benchmarks/kernels.py).
-DIRECT_MAX_TAPS = 25 * 25
+# about 15 x 15 PSFs on 128 x 128 images (benchmarks/kernels.py, crossover section).
+DIRECT_MAX_TAPS = 15 * 15
+# Images per chunk: about 2^20 padded pixels, so a chunk's FFT buffers stay in cache (a 4,096
+# image batch in one go is memory-bound and ~2x slower).
+CHUNK_PIXELS = 1 << 20
 _SPECTRUM_CACHE_SIZE = 8
 _spectrum_cache: OrderedDict[tuple, tuple[weakref.ref, int, torch.Tensor]] = OrderedDict()
 PSF_BACKENDS = ("torch",)
@@ -40,8 +43,22 @@ def convolve_psf(images, psf, *, backend: str = "auto"):
     psf_t = psf_t.to(device=images_t.device, dtype=images_t.dtype)
     _choose_backend(backend, images_t.device)
     h, w = psf_t.shape[-2:]
-    out = direct_convolve(images_t, psf_t) if h * w <= DIRECT_MAX_TAPS else fft_convolve(images_t, psf_t)
+    method = direct_convolve if h * w <= DIRECT_MAX_TAPS else fft_convolve
+    out = _in_chunks(method, images_t, psf_t)
     return out.numpy() if as_numpy else out
+
+
+def _in_chunks(method, images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
+    """method over chunks of about CHUNK_PIXELS padded pixels (per-object PSFs sliced along)."""
+    b, hh, ww = images.shape[0], images.shape[-2], images.shape[-1]
+    channels = images.shape[1] if images.dim() == 4 else 1
+    h, w = psf.shape[-2:]
+    rows = max(1, CHUNK_PIXELS // (channels * (hh + h - 1) * (ww + w - 1)))
+    if b <= rows:
+        return method(images, psf)
+    return torch.cat(
+        [method(images[s : s + rows], psf if psf.dim() == 2 else psf[s : s + rows]) for s in range(0, b, rows)]
+    )
 
 
 def _check_inputs(images: torch.Tensor, psf: torch.Tensor) -> None:
@@ -125,8 +142,9 @@ def fft_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
 
 
 def _psf_spectrum(psf: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """rfft2 of the PSF, cached per (PSF tensor, version, FFT shape) unless autograd needs it."""
-    if psf.requires_grad and torch.is_grad_enabled():
+    """rfft2 of the PSF; a shared (h, w) PSF's is cached per (tensor, version, FFT shape)
+    unless autograd needs it (per-object PSFs change with every batch: not cached)."""
+    if psf.dim() != 2 or (psf.requires_grad and torch.is_grad_enabled()):
         return torch.fft.rfft2(psf, s=shape)
     key = (id(psf), shape, psf.dtype, psf.device)
     hit = _spectrum_cache.get(key)
