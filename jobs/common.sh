@@ -46,10 +46,12 @@ galhpc_run() {
   if [[ -n ${SLURM_CPUS_PER_TASK:-} && -z ${OMP_NUM_THREADS:-} ]]; then export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK; fi
   galhpc_log "launch ($launcher, $n rank(s)): ${prefix[*]} $*"
   "${prefix[@]}" "$@" &
-  local pid=$! sig rc
+  local pid=$! sig rc send
   for sig in USR1 USR2 TERM INT; do
-    # shellcheck disable=SC2064  # expand pid and sig now
-    trap "galhpc_log 'got SIG$sig, passing it on'; kill -$sig $pid 2>/dev/null" "$sig"
+    # torchrun dies on USR1 without passing it on: signal its workers (its children) instead
+    if [[ $launcher == torchrun ]]; then send="pkill -$sig -P $pid"; else send="kill -$sig $pid"; fi
+    # shellcheck disable=SC2064  # expand sig and send now
+    trap "galhpc_log 'got SIG$sig, passing it on'; $send 2>/dev/null" "$sig"
   done
   while :; do
     rc=0; wait "$pid" || rc=$?
