@@ -28,6 +28,8 @@ def test_roc_auc_matches_pair_counting():
     assert curve.fpr[0] == 0 and curve.tpr[-1] == 1
 
 
+@pytest.mark.filterwarnings("ignore:The number of connected components:UserWarning")  # two clean clusters
+@pytest.mark.filterwarnings("ignore::scipy.sparse.SparseEfficiencyWarning")
 def test_threshold_orientation_and_embedding_separate_two_clusters():
     rng = np.random.default_rng(1)
     is_galaxy = np.repeat([0, 1], 150)
