@@ -37,9 +37,13 @@ def test_assignment_partitions_pending_shards(ranks):
 
 
 def test_shard_size_is_rounded_up_to_whole_batches():
-    assert effective_shard_size(300, 64) == 320
-    assert effective_shard_size(10, 64) == 64
-    assert effective_shard_size(128, 64) == 128
+    assert effective_shard_size(300, 64, 10**6) == 320
+    assert effective_shard_size(10, 64, 10**6) == 64
+    assert effective_shard_size(128, 64, 10**6) == 128
+    # auto: about 256 shards, whole batches, at most 65536 objects; never the rank count
+    assert effective_shard_size(None, 256, 2000) == 256
+    assert effective_shard_size(None, 100, 10**6) == 4000
+    assert effective_shard_size(None, 256, 10**8) == 65536
 
 
 def test_derived_seeds_are_stable_distinct_and_stream_separated():

@@ -58,7 +58,7 @@ class CatalogJob(Protocol):
 class WriteOptions:
     """How the catalogue is laid out and whether an old one may be replaced."""
 
-    shard_size: int = 65536
+    shard_size: int | None = None  # None: auto_shard_size
     compression: str = "none"
     table: bool = True
     overwrite: bool = False
@@ -78,10 +78,20 @@ class RunResult:
         return self.objects_written / self.seconds if self.seconds > 0 else float("nan")
 
 
-def effective_shard_size(shard_size: int, batch_size: int) -> int:
-    """Shard size rounded up to whole batches, so batches never straddle shards."""
+AUTO_SHARDS = 256  # auto shard size aims at this many shards ...
+AUTO_MAX_SHARD = 65536  # ... of at most this many objects
+
+
+def effective_shard_size(shard_size: int | None, batch_size: int, n_objects: int) -> int:
+    """Shard size rounded up to whole batches, so batches never straddle shards.
+
+    None picks ceil(N / AUTO_SHARDS) capped at AUTO_MAX_SHARD: enough shards to keep many
+    ranks busy on small catalogues, and a function of N only, never of the rank count.
+    """
     if batch_size < 1:
         raise CatalogError(f"batch size must be positive, got {batch_size}")
+    if shard_size is None:
+        shard_size = min(AUTO_MAX_SHARD, math.ceil(n_objects / AUTO_SHARDS))
     return max(1, math.ceil(shard_size / batch_size)) * batch_size
 
 
@@ -89,7 +99,7 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
                 options: WriteOptions, world: World) -> RunResult:
     """Write the catalogue of `job` to `out` (+ `out.shards/`) on all ranks of `world`."""
     out = Path(out)
-    shards = plan_shards(job.n_objects, effective_shard_size(options.shard_size, job.batch_size))
+    shards = plan_shards(job.n_objects, effective_shard_size(options.shard_size, job.batch_size, job.n_objects))
 
     def begin() -> tuple[Path, list[int]]:
         shard_dir = prepare_output(out, fingerprint, options.overwrite, _master_fingerprint(out))

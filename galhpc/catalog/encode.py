@@ -331,7 +331,7 @@ def store_from_fits(fits_input: str | Path, prep: PrepConfig, out: Path) -> Path
 
 
 def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *, batch_size: int = 512,
-                           shard_size: int = 65536, gmm_components: int = 20, gmm_fit_objects: int = 20000,
+                           shard_size: int | None = None, gmm_components: int = 20, gmm_fit_objects: int = 20000,
                            seed: int = 0, compression: str = "none", table: bool = True, overwrite: bool = False,
                            device: str = "auto", threads: int | None = None) -> RunResult:
     """The whole `galhpc-encode` job: set up this rank, load the checkpoint, encode.

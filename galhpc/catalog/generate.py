@@ -194,7 +194,7 @@ def generate_catalog(model: GalaxyModel, options: GenerateOptions, out: str | Pa
 
 
 def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *, seed: int = 0,
-                             batch_size: int = 256, shard_size: int = 65536, component: int | None = None,
+                             batch_size: int = 256, shard_size: int | None = None, component: int | None = None,
                              counts: tuple[int, ...] | None = None, conditions: Mapping[str, Any] | None = None,
                              psf: str | None = None, pixel_scale: float = 0.03, noise_sigma: float | None = None,
                              cosmos_noise: bool = False, keep_clean: bool = False, dtype: str = "float32",

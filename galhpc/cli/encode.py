@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "quoted glob), first prepared into OUT.input.h5 with the checkpoint's prep recipe")
     p.add_argument("--out", required=True, type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
     p.add_argument("--batch-size", type=int, default=512, help="objects per forward pass (default 512)")
-    p.add_argument("--shard-size", type=int, default=65536, help="objects per shard file (default 65536)")
+    p.add_argument("--shard-size", type=int,
+                   help="objects per shard file, rounded up to whole batches (default: N/256, at most 65536)")
     p.add_argument("--gmm-components", type=int, default=20,
                    help="post-hoc GMM: most components the stick-breaking BGM may use (default 20)")
     p.add_argument("--gmm-fit-objects", type=int, default=20000,

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
     p.add_argument("--seed", type=int, default=0, help="run seed; object i's randomness derives from (seed, i)")
     p.add_argument("--batch-size", type=int, default=256, help="objects per model.sample call (default 256)")
-    p.add_argument("--shard-size", type=int, default=65536, help="objects per shard file (default 65536)")
+    p.add_argument("--shard-size", type=int,
+                   help="objects per shard file, rounded up to whole batches (default: N/256, at most 65536)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--component", type=int, help="sample only this mixture component")
     which.add_argument("--counts", type=parse_counts, help="objects per mixture component, e.g. 500,0,1500")
