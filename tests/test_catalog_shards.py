@@ -90,8 +90,10 @@ def test_prepare_output_resumes_refuses_and_overwrites(tmp_path):
     assert shard_dir == shard_dir_for(out) and json.loads((shard_dir / "manifest.json").read_text()) == fp
     (shard_dir / "000000.h5").write_bytes(b"done")
     (shard_dir / ".000001.h5.tmp-host-1").write_bytes(b"partial")
+    (tmp_path / ".cat.h5.tmp-77").write_bytes(b"half a master")
     prepare_output(out, fp, False, None)  # same run: resume, stale temporaries gone
     assert sorted(p.name for p in shard_dir.iterdir()) == ["000000.h5", "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.h5.shards"]
     with pytest.raises(CatalogError, match=r"(?s)n: 10 -> 11.*--overwrite"):
         prepare_output(out, {"kind": "generate", "n": 11}, False, None)
     prepare_output(out, {"kind": "generate", "n": 11}, True, None)

@@ -193,4 +193,6 @@ def prepare_output(
     if read_manifest(shard_dir) is None:
         atomic_write_text(shard_dir / MANIFEST, json.dumps(fingerprint, indent=1, sort_keys=True))
     remove_stale_temporaries(shard_dir)
+    for stale_master in out.parent.glob(f".{out.name}{_TMP_MARK}*"):  # a master write that was killed
+        stale_master.unlink(missing_ok=True)
     return shard_dir
