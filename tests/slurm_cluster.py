@@ -1,7 +1,8 @@
 """A real one-node Slurm cluster on localhost for the tests: munged, slurmctld, slurmd.
 
 Everything (munge key and socket, slurm.conf, state, spool, logs) lives under one
-temporary folder; the daemons run in the foreground as children of the test process
+temporary folder; credentials expire after 10 s (default 120 s), which is also how long
+a requeued job waits before it may start again; the daemons run in the foreground as children of the test process
 and are stopped by PID.  Client commands find the cluster through SLURM_CONF (see
 `LocalSlurm.env`).  Needs root (slurmd launches jobs as their user) and Debian's
 slurm-wlm + munge.
@@ -49,7 +50,7 @@ SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={root}/munge/munge.socket
+AuthInfo=socket={root}/munge/munge.socket,cred_expire=10
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
 SlurmctldPidFile={root}/slurmctld.pid
@@ -165,17 +166,6 @@ class LocalSlurm:
                 return state
             time.sleep(1.0)
         raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f} s (wanted {states});\n{self.logs()}")
-
-    def start_requeued_now(self, job_id: str, timeout: float) -> None:
-        """Wait for a requeued job to be pending again, then lift Slurm's requeue delay
-        (its begin time is set minutes ahead) so the test does not wait for it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.job_field(job_id, "Restarts") not in (None, "0") and self.job_field(job_id, "JobState") == "PENDING":
-                self.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"job {job_id} was not requeued within {timeout:.0f} s;\n{self.logs()}")
 
     def stop(self) -> None:
         """Cancel leftover jobs, then stop slurmd, slurmctld and munged by PID."""

@@ -66,7 +66,6 @@ def test_stopped_job_requeues_and_resumes(cluster, config_path, tmp_path):
     job = sbatch(cluster, tmp_path, str(TRAIN_SH), str(config_path), "--out-dir", str(out), "--epochs", str(epochs))
     wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
     cluster.run(["scancel", "--signal=USR1", job])  # what --signal=USR1@120 does before the time limit
-    cluster.start_requeued_now(job, timeout=120)
     state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert state == "COMPLETED", log
@@ -89,7 +88,6 @@ def test_submitit_slurm_job_is_preempted_requeued_and_resumes(cluster, config_pa
                           cluster="slurm", timeout_min=30, signal_delay_s=60)
     wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
     cluster.run(["scancel", "--signal=USR2", job.job_id])  # submitit's preemption / time-limit signal
-    cluster.start_requeued_now(job.job_id, timeout=120)
     result = job.result()
     assert result["epochs"] == epochs
     assert [row["epoch"] for row in result["history"]] == list(range(epochs))
