@@ -57,6 +57,8 @@ def run_config(name: str, work: Path, args: argparse.Namespace) -> RunConfig:
     cfg.prep.sources[0].n = args.n
     cfg.train.out_dir = str(work / Path(cfg.train.out_dir).name)
     cfg.train.epochs = args.epochs
+    if args.codebook_loss and cfg.model.name == "vqvae":
+        cfg.model.params["ema"] = False
     psf = cfg.model.params.get("psf")
     if isinstance(psf, dict) and psf.get("kind") == "hdf5":
         cfg.model.params["psf"] = {**psf, "path": store}
@@ -162,6 +164,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--samples", type=int, default=200, help="prior samples per class")
+    p.add_argument("--codebook-loss", action="store_true",
+                   help="train the VQ-VAEs with the codebook loss instead of the configs' EMA codebook")
     p.add_argument("--quick", action="store_true", help="smoke run: 400 stamps, 1 epoch, 20 samples")
     args = p.parse_args()
     if args.quick:
