@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -104,3 +105,26 @@ def test_submitit_local_executor_trains(config_path, tmp_path):
     result = job.result()
     assert result["epochs"] == 1 and result["steps"] > 0
     assert checkpoint_position(out / "ckpt.pt")["epoch"] == 1
+
+
+def test_sbatch_generate_and_encode_after_training(cluster, config_path, tmp_path):
+    """train.sh, then generate.sh and encode.sh on 2 tasks (mpirun inside the allocation),
+    chained with --dependency=afterok as a real pipeline would be."""
+    jobs = REPO / "jobs"
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    env = "--export=ALL,OMPI_MCA_btl_vader_single_copy_mechanism=none,GALHPC_PROGRESS=0"
+    train = sbatch(cluster, tmp_path, env, str(jobs / "train.sh"), str(config_path), "--out-dir",
+                   str(tmp_path / "run"), "--epochs", "1")
+    after = f"--dependency=afterok:{train}"
+    generate = sbatch(cluster, tmp_path, env, after, str(jobs / "generate.sh"), str(ckpt), "48",
+                      str(tmp_path / "synth.h5"))
+    encode = sbatch(cluster, tmp_path, env, after, str(jobs / "encode.sh"), str(ckpt), str(config_path.parent / "store.h5"),
+                    str(tmp_path / "clusters.h5"), "--gmm-components", "3")
+    for job in (train, generate, encode):
+        state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
+        log = (tmp_path / f"job-{job}.out").read_text()
+        assert state == "COMPLETED", log
+    assert "launch (mpirun, 2 rank(s))" in (tmp_path / f"job-{generate}.out").read_text()
+    with h5py.File(tmp_path / "synth.h5") as synth, h5py.File(tmp_path / "clusters.h5") as clusters:
+        assert synth["images"].shape == (48, 16, 16)
+        assert clusters["mu"].shape == (160, 4) and clusters["gamma"].shape == (160, 3)
