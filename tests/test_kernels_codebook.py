@@ -185,7 +185,10 @@ def test_backend_choice_env_var_and_explicit_override(monkeypatch):
     assert called == ["numba", "torch"]
     monkeypatch.delenv(kernel_backend.ENV_VAR)
     expected_auto = "cpp" if kernel_backend.extension_available() else "numba"
-    assert codebook_module._choose_backend("auto", torch.device("cpu")) == expected_auto
+    assert codebook_module._choose_backend("auto", torch.device("cpu"), 64 * 4) == expected_auto
+    monkeypatch.setattr(kernel_backend, "extension_has_cuda", lambda: True)
+    assert codebook_module._choose_backend("auto", torch.device("cuda"), 64 * 4) == "cuda"
+    assert codebook_module._choose_backend("auto", torch.device("cuda"), 1000 * 4) == "torch"  # too wide for it
     with pytest.raises(ValueError, match="backend 'cpp' runs on CPU tensors only"):
         kernel_backend.check_backend_fits("cpp", torch.device("meta"), codebook_module.CODEBOOK_BACKENDS, "x")
     with pytest.raises(ValueError, match="backend 'cuda' needs cuda tensors"):

@@ -28,7 +28,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | N
     _check_inputs(x, codebook, block_size)
     codebook = codebook.to(device=x.device, dtype=x.dtype)
     block = block_size or default_block_size(codebook.shape[0])
-    name = _choose_backend(backend, x.device)
+    name = _choose_backend(backend, x.device, x.shape[1] * x.element_size())
     with torch.no_grad():
         index, squared_distance = _SEARCH[name](x.detach().contiguous(), codebook.detach().contiguous(), block)
     if torch.is_grad_enabled() and (x.requires_grad or codebook.requires_grad):
@@ -67,11 +67,16 @@ def _check_inputs(x: torch.Tensor, codebook: torch.Tensor, block_size: int | Non
         raise ValueError(f"nearest_code: block_size must be a positive integer, got {block_size!r}")
 
 
-def _choose_backend(backend: str, device: torch.device) -> str:
+# The CUDA kernel stages 32 codes of row_bytes each in 48 KiB of shared memory.
+CUDA_MAX_ROW_BYTES = 48 * 1024 // 32
+
+
+def _choose_backend(backend: str, device: torch.device, row_bytes: int) -> str:
     name = _backend.requested_backend(backend)
     if name == "auto":  # the winners of benchmarks/kernels.py (docs/benchmarks.md)
         if device.type == "cuda":
-            return "cuda" if _backend.extension_has_cuda() else "torch"
+            fits = row_bytes <= CUDA_MAX_ROW_BYTES
+            return "cuda" if fits and _backend.extension_has_cuda() else "torch"
         if device.type == "cpu" and _backend.extension_available():
             return "cpp"
         return "numba" if device.type == "cpu" and _backend.numba_available() else "torch"
