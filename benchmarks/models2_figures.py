@@ -186,7 +186,8 @@ def main() -> None:
     truth_labels = {k: everything[k] for k in labels}
     observed_to_truth = float(((data["image"] - data["truth"]) ** 2).mean())
     metrics["data"] = {"holdout": len(data["image"]), "mse_observed_to_truth": observed_to_truth,
-                       "mse_mean_image": float(((data["image"] - data["image"].mean(0)) ** 2).mean())}
+                       "mse_mean_image": float(((data["image"] - data["image"].mean(0)) ** 2).mean()),
+                       "r50_truth": float(radii(data["truth"])[0].mean()), "r50_observed": float(radii(data["image"])[0].mean())}
 
     checkpoints = {}
     for name, config in RUNS.items():
@@ -198,6 +199,7 @@ def main() -> None:
         row = {"train_seconds": round(time.time() - start, 1),
                "recon_mse": float(((out["recon"] - data["image"]) ** 2).mean()),
                "decoded_mse_to_truth": float(((out["decoded"] - data["truth"]) ** 2).mean()),
+               "decoded_r50": float(radii(out["decoded"])[0].mean()),
                "features": out["features"].shape[1]}
         row.update(cluster_scores(evaluate_model(model, everything["image"])["features"], truth_labels))
         if name.startswith("vqvae"):

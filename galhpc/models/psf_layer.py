@@ -133,6 +133,7 @@ class PSFLayer(nn.Module):
         else:
             psf = torch.zeros(0)
         self.register_buffer("psf", psf)
+        log.debug("PSF layer: kind %s, PSF shape %s", self.kind, tuple(psf.shape))
 
     @property
     def fixed(self) -> bool:
