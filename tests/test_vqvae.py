@@ -214,3 +214,37 @@ def test_psf_layer_learns_the_deconvolved_galaxy():
     mse_model = float(((deconvolved - truth[448:]) ** 2).mean())
     mse_observed = float(((observed[448:] - truth[448:]) ** 2).mean())
     assert mse_model < 0.8 * mse_observed
+
+
+def _ema_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(rank)  # different restart picks per rank: the broadcast must unify them
+    vq = VectorQuantizer(3, 2, ema=True, decay=0.0, eps=0.0, usage_decay=0.0, dead_threshold=0.5,
+                         restart_every=1)
+    vq.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-50.0, -50.0]]))
+    points = torch.tensor([[1.0, 0.0], [9.0, 9.0]]) if rank == 0 else torch.tensor([[0.0, 3.0], [12.0, 10.0]])
+    vq.train()
+    vq(points.reshape(2, 1, 1, 2).permute(0, 3, 1, 2))
+    torch.save(vq.codebook, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ema_codebook_and_restarts_agree_across_ranks(tmp_path):
+    """Two gloo ranks with different data: one codebook, the EMA of all ranks' vectors."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ema_rank, args=(2, port, str(tmp_path)), nprocs=2)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(a, b)
+    assert torch.allclose(a[:2], torch.tensor([[0.5, 1.5], [10.5, 9.5]]))
+    # the dead code was restarted on one of rank 0's vectors (broadcast to every rank)
+    assert any(torch.equal(a[2], p) for p in torch.tensor([[1.0, 0.0], [9.0, 9.0]]))
