@@ -150,7 +150,7 @@ def test_prior_keeps_the_vqvae_frozen_and_loads_from_its_own_checkpoint(tmp_path
     out = prior.loss({"image": images[:16], "size_class": labels[:16]}, StepState())
     out.total.backward()
     opt.step()
-    assert set(out.terms) == {"nll", "bits_per_code"} and prior.label_columns == ["size_class"]
+    assert set(out.terms) == {"nll", "bits_per_code"} and prior.batch_columns == ("size_class",)
     assert all(torch.equal(frozen[k], v) for k, v in prior.vqvae.state_dict().items())
     assert not prior.vqvae.training
     # the prior's checkpoint alone rebuilds it: remove the VQ-VAE checkpoint first

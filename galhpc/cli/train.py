@@ -52,17 +52,16 @@ def apply_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from galhpc.train.distributed import make_backend
+    from galhpc.train.distributed import detect_world, make_backend
     from galhpc.train.trainer import NonFiniteLossError, train
 
+    setup_logging(detect_world().rank, args.log_level)  # before the backend, so its set-up is logged
     try:
         cfg = apply_overrides(load_config(args.config), args)
         backend = make_backend(cfg.train.backend, cfg.train.device)
     except (ConfigError, ValueError, RuntimeError) as err:
-        setup_logging(0, args.log_level)
         log.error("%s", err)
         return 1
-    setup_logging(backend.rank, args.log_level)
     try:
         result = train(cfg, backend=backend, resume=not args.no_resume)
     except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError, KeyError) as err:

@@ -61,6 +61,12 @@ class GalaxyModel(nn.Module):
     generative: bool = False
     has_mixture: bool = False
 
+    @property
+    def batch_columns(self) -> tuple[str, ...]:
+        """Store columns besides the image (labels, `truth`, `masks`, `psf`) that `loss`
+        reads from its batches; the trainer asks the loader for exactly these."""
+        return ()
+
     def encode(self, x: torch.Tensor) -> Encoding:
         raise NotImplementedError
 

@@ -234,9 +234,9 @@ class VQVAEPrior(GalaxyModel):
 
     # -- conditions --
     @property
-    def label_columns(self) -> list[str]:
-        """Store label columns that `loss` needs in its batches (for the loader to read)."""
-        return [] if self.condition is None else [self.condition.column]
+    def batch_columns(self) -> tuple[str, ...]:
+        """The label column `loss` conditions on, for the trainer's loader to read."""
+        return () if self.condition is None else (self.condition.column,)
 
     def _batch_condition(self, batch: Batch, n: int, device: torch.device) -> torch.Tensor | None:
         if self.condition is None:

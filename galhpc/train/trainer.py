@@ -289,7 +289,10 @@ class Trainer:
         self.schedule = Schedule(cfg.schedule)
         self.device = backend.device
         t = cfg.train
-        common = dict(holdout_fraction=t.holdout_fraction, seed=t.seed)
+        torch.manual_seed(t.seed)  # identical initial weights on every rank (then broadcast)
+        self.model = build_model(cfg.model).to(self.device)
+        columns = list(self.model.batch_columns) or None
+        common = dict(holdout_fraction=t.holdout_fraction, seed=t.seed, label_columns=columns)
         self.loader = StoreLoader(
             t.store, t.batch_size, split="train", rank=backend.rank, world_size=backend.world_size,
             augment=t.augment, shuffle=True, drop_last=True, **common,
@@ -305,8 +308,6 @@ class Trainer:
                 f"of {t.batch_size}; lower train.batch_size"
             )
         self.total_steps = t.epochs * self.steps_per_epoch
-        torch.manual_seed(t.seed)  # identical initial weights on every rank (then broadcast)
-        self.model = build_model(cfg.model).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
         self.pos = Position()
         if resume and self.ckpt_path.exists():
