@@ -37,6 +37,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write checkpoint {path}: {err}") from err
+    except BaseException:  # e.g. an unpicklable payload or Ctrl-C: leave no temporary behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

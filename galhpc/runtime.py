@@ -25,13 +25,15 @@ def setup_logging(rank: int = 0, level: str | int = "INFO") -> logging.Logger:
     return logger
 
 
-def progress(iterable: Iterable[T], rank: int = 0, **kwargs: Any) -> Iterable[T]:
-    """A tqdm bar on rank 0 only; GALHPC_PROGRESS=0 turns bars off (e.g. in tests)."""
-    if rank != 0 or os.environ.get("GALHPC_PROGRESS") == "0":
-        return iterable
+def progress(iterable: Iterable[T] | None = None, rank: int = 0, **kwargs: Any):
+    """A tqdm bar shown on rank 0 only; GALHPC_PROGRESS=0 hides it (e.g. in tests).
+
+    Iterate over it, or call `update(n)` on it when `iterable` is None.
+    """
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, dynamic_ncols=True, **kwargs)
+    hidden = rank != 0 or os.environ.get("GALHPC_PROGRESS") == "0"
+    return tqdm(iterable, disable=hidden, dynamic_ncols=True, **kwargs)
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:

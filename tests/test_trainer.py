@@ -132,6 +132,17 @@ def test_resume_after_signal_continues_exactly(store, tmp_path, monkeypatch):
     assert timeless(result.history) == timeless(reference.history)  # epoch means and holdout MSE too
 
 
+def test_mid_epoch_checkpoint_refuses_another_data_layout(store, tmp_path, monkeypatch):
+    """A stop mid-epoch saved with batch size 32 cannot resume with 16: its batch index would mean other rows."""
+    Recorder(monkeypatch, signal_at_step=2)
+    with pytest.raises(TrainingInterrupted):
+        train(vae_config(store, tmp_path / "run", epochs=2), backend=SingleProcess("cpu"))
+    cfg = vae_config(store, tmp_path / "run", epochs=2)
+    cfg.train.batch_size = 16
+    with pytest.raises(CheckpointError, match="stopped mid-epoch with data layout"):
+        train(cfg, backend=SingleProcess("cpu"))
+
+
 def test_astrovader_schedule_initialises_the_mixture_and_resumes_across_it(store, tmp_path, monkeypatch):
     cfg = vader_config(store, tmp_path / "v")
     full = Recorder(monkeypatch)

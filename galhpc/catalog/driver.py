@@ -13,7 +13,6 @@ An error on any rank ends every rank with a message naming the rank and the caus
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 import math
 import time
@@ -118,10 +117,10 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
     began = time.perf_counter()
     try:
         job.start(shard_dir)
-        ticks = _per_object(_write_shards(job, shard_dir, mine, options, out))
-        for _ in progress(ticks, world.rank, total=sum(s.size for s in mine), unit="obj", mininterval=1.0,
-                          desc=f"{out.name} rank 0 of {world.size}"):
-            pass
+        with progress(None, world.rank, total=sum(s.size for s in mine), unit="obj", mininterval=1.0,
+                      desc=f"{out.name} rank 0 of {world.size}") as bar:
+            for n in _write_shards(job, shard_dir, mine, options, out):
+                bar.update(n)  # one update per batch, counted in objects (and objects/s)
         written = sum(s.size for s in mine)
     except Exception as err:
         error = err
@@ -145,12 +144,6 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
 
     root_then_all(world, finish)
     return RunResult(out, job.n_objects, len(shards), len(mine), written, seconds)
-
-
-def _per_object(batch_sizes: Iterator[int]) -> Iterator[None]:
-    """One tick per object written, so the rank-0 bar counts objects (and objects/s)."""
-    for n in batch_sizes:
-        yield from itertools.repeat(None, n)
 
 
 def _master_fingerprint(out: Path) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from galhpc.catalog.driver import RunResult, WriteOptions, root_then_all, run_catalog
-from galhpc.catalog.h5out import LIBVER, run_meta
+from galhpc.catalog.h5out import load_arrays, run_meta, save_arrays
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.catalog.world import World, current_world, local_rank, threads_per_rank
 from galhpc.config import PrepConfig
@@ -162,15 +162,15 @@ class EncodeJob:
     def prepare(self, shard_dir: Path) -> None:
         path = shard_dir / GMM_FILE
         if self.needs_post_hoc_gmm and not path.exists():
-            save_gmm(path, self.fit_post_hoc_gmm())
+            save_arrays(path, self.fit_post_hoc_gmm())
 
     def start(self, shard_dir: Path) -> None:
         if self.needs_post_hoc_gmm:
-            self.gmm = {k: torch.from_numpy(v).to(self.device) for k, v in load_gmm(shard_dir / GMM_FILE).items()
+            self.gmm = {k: torch.from_numpy(v).to(self.device) for k, v in load_arrays(shard_dir / GMM_FILE).items()
                         if k in GMM_KEYS}
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
-        return {"gmm": load_gmm(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
+        return {"gmm": load_arrays(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
 
     @torch.inference_mode()
     def fit_post_hoc_gmm(self) -> dict[str, np.ndarray]:
@@ -236,26 +236,6 @@ def _numpy(values: torch.Tensor, dtype: Any) -> np.ndarray:
         return array.astype(np.float32, copy=False)
     return array
 
-
-def save_gmm(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write the post-hoc GMM atomically (temp name + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", libver=LIBVER) as f:
-            for name, values in arrays.items():
-                f.create_dataset(name, data=values)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def load_gmm(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with h5py.File(path, "r") as f:
-            return {name: f[name][()] for name in f}
-    except OSError as err:
-        raise CatalogError(f"post-hoc GMM {path} is unreadable ({err}); pass --overwrite to start afresh") from err
 
 
 def encode_fingerprint(options: EncodeOptions, checkpoint_sha256: str, store: dict[str, Any], write: WriteOptions,

@@ -29,7 +29,7 @@ import numpy as np
 
 import galhpc
 
-from galhpc.catalog.shards import Shard, shard_file_name
+from galhpc.catalog.shards import CatalogError, Shard, shard_file_name
 
 log = logging.getLogger("galhpc.catalog.h5out")
 
@@ -229,3 +229,25 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
         raise
     log.info("wrote master %s: %d objects in %d shards, datasets %s", out, n_objects, len(shards), sorted(schema))
     return out
+
+
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write named arrays (e.g. the post-hoc GMM) to a small HDF5 file atomically (temp name + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", libver=LIBVER) as f:
+            for name, values in arrays.items():
+                f.create_dataset(name, data=values)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Read back a file of `save_arrays`."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {name: f[name][()] for name in f}
+    except OSError as err:
+        raise CatalogError(f"{path} is unreadable ({err}); pass --overwrite to start afresh") from err

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (ckpt.pt)")
     p.add_argument("--n", required=True, type=int, help="number of objects to generate")
     p.add_argument("--out", required=True, type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
-    p.add_argument("--seed", type=int, default=0, help="run seed; object i's randomness derives from (seed, i)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: samples come in blocks on the --batch-size grid seeded by (seed, block start), "
+                   "survey noise per object by (seed, i); the same on any rank count")
     p.add_argument("--batch-size", type=int, default=256, help="objects per model.sample call (default 256)")
     p.add_argument("--shard-size", type=int,
                    help="objects per shard file, rounded up to whole batches (default: N/256, at most 65536)")

@@ -190,8 +190,7 @@ def run_prep(prep: PrepConfig, output: str | Path | None = None, on_error: str |
                 writer.append(done, source_index=index)
                 counts["kept"] += len(done)
                 counts["rejected"] += len(done.rejects)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(counts)
+                bar.set_postfix(counts)
     path = writer.path
     log.info("%d objects kept, %d rejected -> %s", counts["kept"], counts["rejected"], path)
     return path

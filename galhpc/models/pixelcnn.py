@@ -103,7 +103,7 @@ class GatedPixelCNN(nn.Module):
             for j in range(shape[1]):
                 logits = self(codes, cond)[:, :, i, j] / temperature
                 probs = torch.softmax(logits.double(), dim=1)
-                codes[:, i, j] = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
+                codes[:, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         return codes
 
 

@@ -107,8 +107,9 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 def check_finite(terms: dict[str, torch.Tensor], total: torch.Tensor, position: Position) -> dict[str, float]:
     """Loss terms as floats; raises `NonFiniteLossError` naming the step and the first bad term."""
-    values = {name: float(value.detach()) for name, value in terms.items()}
-    values["total"] = float(total.detach())
+    names = [*terms, "total"]
+    floats = torch.stack([v.detach().float().reshape(()) for v in [*terms.values(), total]]).tolist()  # one sync
+    values = dict(zip(names, floats))
     for name, value in values.items():
         if not math.isfinite(value):
             raise NonFiniteLossError(
@@ -213,8 +214,10 @@ def plot_history(path: Path, history: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def checkpoint_payload(model: GalaxyModel, optimizer: torch.optim.Optimizer, cfg: RunConfig, pos: Position) -> dict:
+def checkpoint_payload(model: GalaxyModel, optimizer: torch.optim.Optimizer, cfg: RunConfig, pos: Position,
+                       layout: dict[str, int]) -> dict:
     return {
+        "layout": dict(layout),
         "model_name": cfg.model.name,
         "model_state": model.state_dict(),
         "optimizer_state": optimizer.state_dict(),
@@ -226,8 +229,14 @@ def checkpoint_payload(model: GalaxyModel, optimizer: torch.optim.Optimizer, cfg
     }
 
 
-def restore(path: Path, cfg: RunConfig, model: GalaxyModel, optimizer: torch.optim.Optimizer) -> Position:
-    """Load a checkpoint of this run into model and optimizer; refuses one of another model or schedule."""
+def restore(path: Path, cfg: RunConfig, model: GalaxyModel, optimizer: torch.optim.Optimizer,
+            layout: dict[str, int]) -> Position:
+    """Load a checkpoint of this run into model and optimizer.
+
+    Refuses one of another model or schedule, and a mid-epoch one whose batches meant other
+    rows (other world size, batch size, seed or holdout split): its position would not say
+    where this run stands.  At an epoch boundary a new world size is fine (elastic re-launch).
+    """
     payload = read_checkpoint(path)
     saved = checkpoint_config(payload, path)
     for section in ("model", "schedule"):
@@ -238,6 +247,11 @@ def restore(path: Path, cfg: RunConfig, model: GalaxyModel, optimizer: torch.opt
             )
     if "position" not in payload or "optimizer_state" not in payload:
         raise CheckpointError(f"{path} is not a resumable training checkpoint (no position/optimizer state)")
+    if payload["position"]["batch"] > 0 and payload.get("layout") != layout:
+        raise CheckpointError(
+            f"{path} stopped mid-epoch with data layout {payload.get('layout')}, but this run has {layout}; "
+            "resume with the same ranks, batch size, seed and holdout split, or use --no-resume"
+        )
     model.load_state_dict(payload["model_state"])
     optimizer.load_state_dict(payload["optimizer_state"])
     restore_rng_states(payload["rng"])
@@ -308,10 +322,12 @@ class Trainer:
                 f"of {t.batch_size}; lower train.batch_size"
             )
         self.total_steps = t.epochs * self.steps_per_epoch
+        self.layout = {"world_size": backend.world_size, "batch_size": t.batch_size, "seed": t.seed,
+                       "holdout_fraction": t.holdout_fraction, "steps_per_epoch": self.steps_per_epoch}
         self.optimizer = build_optimizer(self.model, cfg)
         self.pos = Position()
         if resume and self.ckpt_path.exists():
-            self.pos = restore(self.ckpt_path, cfg, self.model, self.optimizer)
+            self.pos = restore(self.ckpt_path, cfg, self.model, self.optimizer, self.layout)
             log.info("resuming from %s at epoch %d, batch %d (step %d)",
                      self.ckpt_path, self.pos.epoch, self.pos.batch, self.pos.step)
         self.step_model = backend.wrap_model(self.model)
@@ -321,7 +337,7 @@ class Trainer:
     # -- checkpoints and files (rank 0) --
     def save(self) -> None:
         if self.backend.is_root:
-            save_checkpoint(self.ckpt_path, checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos))
+            save_checkpoint(self.ckpt_path, checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos, self.layout))
             log.info("checkpoint %s (epoch %d, batch %d, step %d)", self.ckpt_path, self.pos.epoch,
                      self.pos.batch, self.pos.step)
 
@@ -419,6 +435,7 @@ class Trainer:
                     self.pos.batch += 1
                     self.pos.step += 1
                     if self.stop_agreed(flag):
+                        self.pos.sums = self.backend.average(self.pos.sums)  # every rank's share, once
                         self.save()
                         self.backend.barrier()
                         log.warning("stopped by %s at step %d; resume with the same command",
