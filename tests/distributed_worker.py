@@ -130,6 +130,7 @@ def main(backend_name: str, out_dir: str) -> None:
         "lr_scale": [backend.lr_scale(s, 4) for s in range(6)],
     }
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+    del wrapped  # the DDP wrapper holds the process group; shutdown must be able to stop it
     backend.shutdown()
 
 

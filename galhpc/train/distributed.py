@@ -24,6 +24,7 @@ Horovod and mpi4py are imported only when a backend that needs them is built.
 from __future__ import annotations
 
 import datetime
+import gc
 import importlib.util
 import logging
 import os
@@ -408,7 +409,15 @@ class TorchDistributedBackend(Backend):
         self._dist.barrier()
 
     def shutdown(self) -> None:
+        """Stop the process group's threads now, not at interpreter exit.
+
+        DDP wrappers keep the group alive; a gloo thread that outlives them into interpreter
+        finalisation aborts the process (seen as a flaky exit 134 after a good run).  So: wait
+        for collectives in flight, free unreachable wrappers, then destroy the group.
+        """
         if self._owns_group and self._dist.is_initialized():
+            self._dist.barrier()
+            gc.collect()
             self._dist.destroy_process_group()
 
 
