@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Embed and cluster a store with a trained model: one shard per rank, re-runs skip done shards.
+# Embed and cluster a store with a trained model: shards are fixed object ranges that the
+# ranks take round-robin; re-runs skip complete shards.
 #
 #   sbatch jobs/encode.sh CHECKPOINT STORE OUT.h5 [galhpc-encode options]
 #   bash   jobs/encode.sh CHECKPOINT STORE OUT.h5 [...]      (GALHPC_NPROC ranks, mpirun)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Generate a synthetic catalogue: one shard per rank, re-runs skip done shards, and the
-# same N gives the same catalogue on any number of ranks.
+# Generate a synthetic catalogue: shards are fixed object ranges that the ranks take
+# round-robin; re-runs skip complete shards, and the same N gives the same catalogue on
+# any number of ranks.
 #
 #   sbatch jobs/generate.sh CHECKPOINT N OUT.h5 [galhpc-generate options]
 #   bash   jobs/generate.sh CHECKPOINT N OUT.h5 [...]        (GALHPC_NPROC ranks, mpirun)

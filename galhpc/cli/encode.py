@@ -12,6 +12,7 @@ from pathlib import Path
 
 from galhpc.catalog.shards import CatalogError
 from galhpc.checkpoint import CheckpointError
+from galhpc.cli.catalog_options import add_output_options
 
 log = logging.getLogger("galhpc.cli.encode")
 
@@ -37,12 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gmm-fit-objects", type=int, default=20000,
                    help="post-hoc GMM: fitted on this many evenly strided objects (default 20000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the post-hoc GMM fit")
-    p.add_argument("--compression", default="none", help="none | lzf | gzip[:LEVEL] (default none)")
-    p.add_argument("--no-table", action="store_true", help="do not write the compound 'catalog' table")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output of other settings")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (ranks share GPUs round-robin)")
-    p.add_argument("--threads", type=int,
-                   help="torch CPU threads per rank (default: the node's cores divided by its ranks)")
+    add_output_options(p)
     return p
 
 

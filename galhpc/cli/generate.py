@@ -14,6 +14,7 @@ import yaml
 
 from galhpc.catalog.shards import CatalogError
 from galhpc.checkpoint import CheckpointError
+from galhpc.cli.catalog_options import add_output_options
 
 log = logging.getLogger("galhpc.cli.generate")
 
@@ -62,12 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cosmos-noise", action="store_true", help="add correlated HST COSMOS noise (GalSim)")
     p.add_argument("--keep-clean", action="store_true", help="also store the clean images (images_clean)")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float32", help="image storage type")
-    p.add_argument("--compression", default="none", help="none | lzf | gzip[:LEVEL] (default none)")
-    p.add_argument("--no-table", action="store_true", help="do not write the compound 'catalog' table")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output of other settings")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (ranks share GPUs round-robin)")
-    p.add_argument("--threads", type=int,
-                   help="torch CPU threads per rank (default: the node's cores divided by its ranks)")
+    add_output_options(p)
     return p
 
 

@@ -1,0 +1,15 @@
+"""Command-line options shared by the two catalogue jobs, galhpc-encode and galhpc-generate."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """How the sharded HDF5 catalogue is written and where the model runs."""
+    p.add_argument("--compression", default="none", help="none | lzf | gzip[:LEVEL] (default none)")
+    p.add_argument("--no-table", action="store_true", help="do not write the compound 'catalog' table")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output of other settings")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (ranks share GPUs round-robin)")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads per rank (default: the node's cores divided by its ranks)")
