@@ -8,18 +8,9 @@ from galhpc.config import ModelConfig, RunConfig
 from galhpc.models import build_model
 from galhpc.models.base import StepState
 from galhpc.models.convae import ConvAE
+from test_vqvae import blobs
 
 torch.set_num_threads(1)
-
-
-def blobs(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    cx = size / 2 + torch.randn(n, 1, 1, generator=g) * 2
-    cy = size / 2 + torch.randn(n, 1, 1, generator=g) * 2
-    s = torch.rand(n, 1, 1, generator=g) * 3 + 1.5
-    q = torch.rand(n, 1, 1, generator=g) * 0.6 + 0.4
-    return torch.exp(-(((xx - cx) ** 2) * q + ((yy - cy) ** 2) / q) / (2 * s**2)).unsqueeze(1)
 
 
 @pytest.mark.parametrize("dense, features", [(True, 64), (False, 4 * 4 * 4)])
