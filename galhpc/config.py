@@ -165,6 +165,19 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+def options_dataclass(cls: type, options: dict[str, Any], where: str) -> Any:
+    """Build a source's option dataclass from its `options` mapping.
+
+    Unknown keys are errors naming the allowed ones; YAML lists become tuples (pairs and
+    per-band values).
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {unknown}; allowed: {sorted(names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+
+
 def config_from_dict(data: dict[str, Any] | None) -> RunConfig:
     return _build(RunConfig, data or {}, "config")
 

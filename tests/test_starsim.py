@@ -63,7 +63,7 @@ def test_read_source_is_registered_and_checks_options():
     prep = PrepConfig(image_size=16, chunk_rows=4, workers=1)
     blocks = list(reader(SourceConfig(kind="galsim_stars", n=10, seed=4), prep))
     assert [len(b) for b in blocks] == [4, 4, 2]
-    with pytest.raises(ConfigError, match="unknown galsim_stars option.*'nois'"):
+    with pytest.raises(ConfigError, match=r"source galsim_stars .*unknown option.*'nois'"):
         list(reader(SourceConfig(kind="galsim_stars", n=2, options={"nois": 1}), prep))
     with pytest.raises(ConfigError, match="one value per band"):
         list(reader(SourceConfig(kind="galsim_stars", n=2, options={"bands": ["g", "r"]}), prep))

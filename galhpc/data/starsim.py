@@ -18,7 +18,6 @@ Knobs live in `SourceConfig.options` (see `StarSimOptions`); stamps are drawn at
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galhpc.config import ConfigError, PrepConfig, SourceConfig
+from galhpc.config import ConfigError, PrepConfig, SourceConfig, options_dataclass
 from galhpc.data.sources import Block, object_rng, object_seed
 
 log = logging.getLogger("galhpc.data.starsim")
@@ -59,11 +58,7 @@ class StarSimOptions:
 
     @classmethod
     def from_options(cls, options: dict, where: str) -> StarSimOptions:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown galsim_stars option(s) {unknown}; allowed: {sorted(names)}")
-        opts = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+        opts = options_dataclass(cls, options, where)
         n = len(opts.bands)
         if len(opts.band_seeing_factor) != n or len(opts.noise_sigma) != n:
             raise ConfigError(f"{where}: band_seeing_factor and noise_sigma need one value per band ({n} bands)")

@@ -12,7 +12,6 @@ Knobs live in `SourceConfig.options` (see `SimOptions`); stamps are drawn direct
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import multiprocessing
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galhpc.config import ConfigError, PrepConfig, SourceConfig
+from galhpc.config import ConfigError, PrepConfig, SourceConfig, options_dataclass
 from galhpc.data.sources import Block, object_rng, object_seed
 
 log = logging.getLogger("galhpc.data.synth")
@@ -58,12 +57,7 @@ class SimOptions:
 
     @classmethod
     def from_options(cls, options: dict, where: str) -> SimOptions:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown galsim option(s) {unknown}; allowed: {sorted(names)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-        opts = cls(**values)
+        opts = options_dataclass(cls, options, where)
         if opts.psf not in ("moffat", "kolmogorov"):
             raise ConfigError(f"{where}: psf must be moffat or kolmogorov, got {opts.psf!r}")
         if opts.noise not in ("gaussian", "cosmos"):
