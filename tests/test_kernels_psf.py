@@ -29,6 +29,7 @@ SHAPES = [  # (H, W, h, w): odd/even images and PSFs, PSF larger than the image
     (12, 10, 13, 21),
     (8, 8, 3, 3),
     (20, 20, 25, 25),
+    (6, 7, 17, 16),  # PSF over twice the image: the FFT length is set by the PSF
 ]
 
 
@@ -44,6 +45,24 @@ def test_both_methods_match_scipy(method, H, W, h, w, per_object):
     out3 = method(torch.from_numpy(images[:, 0]), torch.from_numpy(psf)).numpy()
     np.testing.assert_allclose(out4, expected, atol=1e-11)
     np.testing.assert_allclose(out3, expected[:, 0], atol=1e-11)
+
+
+@pytest.mark.parametrize("n,h", [(128, 25), (128, 128), (16, 5), (17, 8), (6, 17)])
+def test_same_fft_length_is_the_shortest_without_wrap_around(n, h):
+    rng = np.random.default_rng(n + h)
+    x, k = rng.normal(size=n), rng.normal(size=h)
+    expected = np.convolve(x, k)[(h - 1) // 2 :][:n]
+
+    def circular_same(length: int) -> np.ndarray:
+        full = np.fft.irfft(np.fft.rfft(x, length) * np.fft.rfft(k, length), length)
+        return full[((h - 1) // 2 + np.arange(n)) % length]
+
+    shortest = max(n + h // 2, h)
+    assert psf_module.same_fft_length(n, h) == psf_module.fast_length(shortest)
+    np.testing.assert_allclose(circular_same(shortest), expected, atol=1e-10)
+    if shortest > h:  # one sample shorter and the window wraps around
+        assert np.abs(circular_same(shortest - 1) - expected).max() > 1e-3
+    assert (psf_module.same_fft_length(128, 25), psf_module.same_fft_length(128, 128)) == (140, 192)
 
 
 @pytest.mark.parametrize("h", [3, 9, 25])
