@@ -20,7 +20,7 @@ galhpc-encode --checkpoint "$OUT/train/ckpt.pt" --input "$OUT/store.h5" --out "$
 
 echo "== 4/5 generate: 2000 synthetic galaxies, Moffat PSF + noise -> $OUT/synth.h5"
 galhpc-generate --checkpoint "$OUT/train/ckpt.pt" --n 2000 --out "$OUT/synth.h5" \
-  --psf moffat:fwhm=0.7,beta=3.5 --pixel-scale 0.2 --noise-sigma 0.01 --keep-clean --overwrite
+  --psf moffat:fwhm=0.7,beta=3.5 --noise-sigma 0.01 --keep-clean --overwrite
 
 echo "== 5/5 report -> $OUT/report/index.html"
 galhpc-report --checkpoint "$OUT/train/ckpt.pt" --clusters "$OUT/clusters.h5" --store "$OUT/store.h5" \

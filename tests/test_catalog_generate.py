@@ -212,7 +212,8 @@ def test_real_full_disk_on_a_tiny_tmpfs(ckpt, tmp_path):
 
 def test_survey_emulation_psf_and_white_noise(ckpt, tmp_path):
     sigma = 0.05
-    generate(ckpt, tmp_path / "e.h5", n=70, psf="gaussian:fwhm=0.15", noise_sigma=sigma, keep_clean=True)
+    generate(ckpt, tmp_path / "e.h5", n=70, psf="gaussian:fwhm=0.15", noise_sigma=sigma, keep_clean=True,
+             pixel_scale=0.03)
     cat = read_all(tmp_path / "e.h5")
     psf = load_psf("gaussian:fwhm=0.15", 0.03)
     assert psf.shape[0] % 2 == 1 and abs(psf.sum() - 1) < 1e-6

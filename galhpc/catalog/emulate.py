@@ -5,22 +5,34 @@ image or a GalSim profile) plus noise: white Gaussian of a given σ, or the corr
 noise of HST COSMOS (galsim.getCOSMOSNoise, scaled to σ² when σ is also given).  Noise
 of object i is drawn from a generator seeded by (run seed, i), so it is the same on any
 rank count.
+
+GalSim PSF profiles and COSMOS noise are drawn at a pixel scale: by default the one the
+model was trained at (`resolve_pixel_scale`: read from the prep config recorded in the
+checkpoint's training store), else 0.03″ (COSMOS).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import importlib
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from galhpc.catalog.seeds import NOISE_STREAM, derived_seed
 
+if TYPE_CHECKING:
+    from galhpc.config import RunConfig
+
 COSMOS_PIXEL_SCALE = 0.03  # arcsec per pixel of the COSMOS noise field
+DEFAULT_PIXEL_SCALE = COSMOS_PIXEL_SCALE  # when neither the user nor the training store gives one
 GALSIM_PROFILES = ("gaussian", "moffat", "airy", "kolmogorov")
+# source kinds of galhpc-prep that draw their stamps at a known pixel scale: their options class
+PIXEL_SCALE_SOURCES = {"galsim": "galhpc.data.synth:SimOptions", "galsim_stars": "galhpc.data.starsim:StarSimOptions"}
 
 
 class EmulationError(ValueError):
@@ -35,6 +47,7 @@ class SurveyEmulation:
     noise_sigma: float | None = None
     cosmos_noise: bool = False
     pixel_scale: float = COSMOS_PIXEL_SCALE
+    pixel_scale_source: str = field(default="", compare=False)  # where pixel_scale came from (not identity)
 
     @property
     def active(self) -> bool:
@@ -47,14 +60,104 @@ class SurveyEmulation:
                 "pixel_scale": self.pixel_scale}
 
 
+@dataclass(frozen=True)
+class PixelScale:
+    """Arcsec per pixel for GalSim PSFs and COSMOS noise, and where the value came from."""
+
+    value: float
+    source: str
+    known: bool = True  # False: the default, because nothing better was known
+
+
+def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[float | None, str]:
+    """(arcsec per pixel of a training store's images, a description of where it came from),
+    or (None, why it is not known).
+
+    Read from the prep config the store records: every source must be a simulated kind that
+    draws at a pixel scale (galsim, galsim_stars: `options.pixel_scale`) and all must agree;
+    the stamps are drawn at `prep.image_size`, so a `crop` then `resize` recipe scales it by
+    crop_size / image_size.  FITS cutouts and real stamps record no scale.  With
+    `image_size`, a store whose images have another size is not taken (not the model's store).
+    """
+    from galhpc.config import ConfigError, config_from_yaml_text
+    from galhpc.data.sources import DataError
+    from galhpc.data.store import read_store_info
+
+    try:
+        info = read_store_info(path)
+    except DataError as err:
+        return None, str(err)
+    if image_size is not None and info.image_shape[-1] != image_size:
+        return None, f"store {path} holds {info.image_shape[-1]}-pixel images, the model makes {image_size}-pixel ones"
+    if not info.config:
+        return None, f"store {path} records no prep config"
+    try:
+        prep = config_from_yaml_text(info.config).prep
+    except ConfigError as err:
+        return None, f"store {path}: its prep config is unreadable: {err}"
+    scales = []
+    for index, source in enumerate(prep.sources):
+        where = f"store {path}: source {index} ({source.kind})"
+        target = PIXEL_SCALE_SOURCES.get(source.kind)
+        if target is None:
+            return None, f"{where} records no pixel scale"
+        module, name = target.split(":")
+        try:
+            options = getattr(importlib.import_module(module), name).from_options(source.options, where)
+        except (ConfigError, ImportError, AttributeError) as err:
+            return None, f"{where}: options unreadable: {err}"
+        scales.append(float(options.pixel_scale))
+    if not scales:
+        return None, f"store {path} records no sources"
+    if any(not math.isclose(s, scales[0], rel_tol=1e-9) for s in scales):
+        return None, f"store {path} mixes sources of pixel scales {scales}"
+    drawn = prep.image_size
+    cropped = prep.crop_size if "crop" in prep.recipe and prep.crop_size is not None else drawn
+    final = prep.image_size if "resize" in prep.recipe else cropped
+    if final != info.image_shape[-1]:
+        return None, f"store {path}: its prep config gives {final}-pixel images, it holds {info.image_shape[-1]}"
+    value = scales[0] * cropped / final
+    how = "" if cropped == final else f", {cropped}-pixel crop resized to {final}"
+    return value, f"training store {path} ({prep.sources[0].kind} pixel_scale {scales[0]:g}{how})"
+
+
+def resolve_pixel_scale(explicit: float | None, cfg: RunConfig | None = None) -> PixelScale:
+    """The pixel scale to draw GalSim PSFs and COSMOS noise at.
+
+    An explicit value wins; else the scale of the checkpoint config's training store
+    (`cfg.train.store`, when that file exists and its images have the model's size, see
+    `store_pixel_scale`); else DEFAULT_PIXEL_SCALE (0.03″, COSMOS) with `known=False`.
+    """
+    if explicit is not None:
+        if not (math.isfinite(explicit) and explicit > 0):
+            raise EmulationError(f"pixel scale must be a positive number of arcsec per pixel, got {explicit}")
+        return PixelScale(float(explicit), "--pixel-scale")
+    if cfg is None:
+        why = "no checkpoint config"
+    elif not Path(cfg.train.store).is_file():
+        why = f"the checkpoint's training store {cfg.train.store} is not found (from {Path.cwd()})"
+    else:
+        value, why = store_pixel_scale(cfg.train.store, cfg.model.image_size)
+        if value is not None:
+            return PixelScale(value, why)
+    return PixelScale(DEFAULT_PIXEL_SCALE, f"default (COSMOS), as the training pixel scale is unknown: {why}",
+                      known=False)
+
+
+def is_galsim_profile(spec: str) -> bool:
+    """True when a --psf spec names a GalSim profile (drawn at a pixel scale), not a FITS file."""
+    name, sep, _ = spec.partition(":")
+    return name.lower() in GALSIM_PROFILES and (bool(sep) or not Path(spec).exists())
+
+
 def load_psf(spec: str, pixel_scale: float = COSMOS_PIXEL_SCALE, max_size: int = 63) -> np.ndarray:
     """A PSF image, normalised to unit sum, from a FITS file or a GalSim profile spec.
 
     Profile specs look like `moffat:fwhm=0.7,beta=3.5` or `gaussian:sigma=0.1` (arcsec);
     they are drawn at `pixel_scale` on an odd stamp of at most `max_size` pixels.
     """
-    name, sep, params = spec.partition(":")
-    if name.lower() in GALSIM_PROFILES and (sep or not Path(spec).exists()):
+    name, _, params = spec.partition(":")
+    if is_galsim_profile(spec):
         psf = _draw_galsim_profile(name.lower(), params, pixel_scale, max_size)
         where = f"GalSim profile {spec!r}"
     else:

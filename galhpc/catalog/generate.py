@@ -22,7 +22,7 @@ import torch
 
 from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
 from galhpc.catalog.h5out import run_meta
-from galhpc.catalog.emulate import Observer, SurveyEmulation, load_psf
+from galhpc.catalog.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
 from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.catalog.world import World, current_world, local_rank, threads_per_rank
@@ -189,18 +189,24 @@ def generate_catalog(model: GalaxyModel, options: GenerateOptions, out: str | Pa
     job = GenerateJob(model, options, device)
     fingerprint = generate_fingerprint(options, checkpoint_sha256, write, device)
     meta = run_meta("generate", fingerprint, checkpoint, checkpoint_sha256, config_yaml, model.name)
-    meta.update(n_objects=options.n, seed=options.seed, batch_size=options.batch_size, image_dtype=options.dtype)
+    meta.update(n_objects=options.n, seed=options.seed, batch_size=options.batch_size, image_dtype=options.dtype,
+                pixel_scale=options.emulation.pixel_scale, pixel_scale_source=options.emulation.pixel_scale_source)
     return run_catalog(job, out, fingerprint, meta, write, world)
 
 
 def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *, seed: int = 0,
                              batch_size: int = 256, shard_size: int | None = None, component: int | None = None,
                              counts: tuple[int, ...] | None = None, conditions: Mapping[str, Any] | None = None,
-                             psf: str | None = None, pixel_scale: float = 0.03, noise_sigma: float | None = None,
+                             psf: str | None = None, pixel_scale: float | None = None, noise_sigma: float | None = None,
                              cosmos_noise: bool = False, keep_clean: bool = False, dtype: str = "float32",
                              compression: str = "none", table: bool = True, overwrite: bool = False,
                              device: str = "auto", threads: int | None = None) -> RunResult:
-    """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate."""
+    """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate.
+
+    `pixel_scale` (arcsec per pixel, for GalSim PSF profiles and COSMOS noise): None takes
+    the scale the model was trained at when the checkpoint's training store tells it, else
+    0.03 (see `resolve_pixel_scale`); the value and its origin are logged and go to /meta.
+    """
     from galhpc.checkpoint import file_sha256, load_model
     from galhpc.runtime import pick_device, set_threads, setup_logging
 
@@ -209,9 +215,15 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     set_threads(threads or threads_per_rank())
     torch_device = pick_device(device, local_rank())
     model, cfg, _ = load_model(checkpoint, map_location="cpu")
+    scale = resolve_pixel_scale(pixel_scale, cfg)
+    used = cosmos_noise or bool(psf and is_galsim_profile(psf))
+    if world.rank == 0:
+        log.log(logging.WARNING if used and not scale.known else logging.INFO,
+                "pixel scale %g arcsec/pixel%s: %s", scale.value,
+                "" if used else " (unused: no GalSim PSF profile or COSMOS noise)", scale.source)
     emulation = SurveyEmulation(
-        psf=load_psf(psf, pixel_scale) if psf else None, noise_sigma=noise_sigma,
-        cosmos_noise=cosmos_noise, pixel_scale=pixel_scale,
+        psf=load_psf(psf, scale.value) if psf else None, noise_sigma=noise_sigma,
+        cosmos_noise=cosmos_noise, pixel_scale=scale.value, pixel_scale_source=scale.source,
     )
     options = GenerateOptions(
         n=n, seed=seed, batch_size=batch_size, component=component, counts=counts,

@@ -58,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword passed to model.sample (repeatable), e.g. --condition label=3")
     p.add_argument("--psf", help="survey PSF: a FITS image, or a GalSim profile like moffat:fwhm=0.7,beta=3.5")
-    p.add_argument("--pixel-scale", type=float, default=0.03, help="arcsec per pixel for GalSim PSFs/COSMOS noise")
+    p.add_argument("--pixel-scale", type=float,
+                   help="arcsec per pixel for GalSim PSF profiles and COSMOS noise (default: the pixel scale the "
+                   "model was trained at, read from the training store its checkpoint names, else 0.03 = COSMOS; "
+                   "the value used and its origin are logged and stored in /meta)")
     p.add_argument("--noise-sigma", type=float, help="add white Gaussian noise of this σ (or scale COSMOS noise)")
     p.add_argument("--cosmos-noise", action="store_true", help="add correlated HST COSMOS noise (GalSim)")
     p.add_argument("--keep-clean", action="store_true", help="also store the clean images (images_clean)")

@@ -1,0 +1,106 @@
+"""galhpc-generate --pixel-scale: by default the scale the checkpoint's training store was drawn at."""
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from galhpc.catalog.emulate import DEFAULT_PIXEL_SCALE, EmulationError, load_psf, resolve_pixel_scale, store_pixel_scale
+from galhpc.cli.generate import main as generate_main
+from galhpc.config import config_from_dict
+from galhpc.data.prep import run_prep
+
+torch.set_num_threads(1)
+
+PSF = "moffat:fwhm=0.7,beta=3.5"
+
+
+def run_config(root, prep=None, **train):
+    data = {
+        "prep": prep or {"sources": [{"kind": "galsim", "n": 64, "seed": 1}], "image_size": 16, "workers": 1},
+        "model": {"name": "vae", "image_size": 16, "latent_dim": 4, "params": {"filters": [8, 8, 8, 8]}},
+        "train": {"store": str(root / "store.h5"), "out_dir": str(root / "run"), "epochs": 1, "batch_size": 16,
+                  "threads": 1, "augment": False, "holdout_fraction": 0.0, **train},
+    }
+    return config_from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real checkpoint trained on a GalSim store of pixel scale 0.2 (the SimOptions default)."""
+    from galhpc.train.trainer import train
+
+    root = tmp_path_factory.mktemp("pixscale")
+    cfg = run_config(root)
+    run_prep(cfg.prep, output=cfg.train.store)
+    result = train(cfg, resume=False)
+    return root, result.checkpoint
+
+
+def generate(ckpt, out, *extra):
+    argv = ["--checkpoint", str(ckpt), "--n", "8", "--out", str(out), "--batch-size", "8", "--psf", PSF,
+            "--noise-sigma", "0.01", "--device", "cpu", "--threads", "1", "--overwrite", *extra]
+    assert generate_main(argv) == 0
+    with h5py.File(out) as f:
+        return f["emulation/psf"][()], dict(f["meta"].attrs)
+
+
+def test_default_is_the_training_stores_pixel_scale(trained, tmp_path, capsys):
+    root, ckpt = trained
+    psf, meta = generate(ckpt, tmp_path / "synth.h5")
+    np.testing.assert_array_equal(psf, load_psf(PSF, 0.2))
+    assert psf.shape != load_psf(PSF, 0.03).shape  # drawn at 0.03 the Moffat would be ~7x wider
+    assert meta["pixel_scale"] == pytest.approx(0.2)
+    assert str(root / "store.h5") in meta["pixel_scale_source"]
+    err = capsys.readouterr().err
+    assert "pixel scale 0.2 arcsec/pixel" in err and "training store" in err
+
+
+def test_an_explicit_pixel_scale_wins(trained, tmp_path):
+    _, ckpt = trained
+    psf, meta = generate(ckpt, tmp_path / "synth.h5", "--pixel-scale", "0.1")
+    np.testing.assert_array_equal(psf, load_psf(PSF, 0.1))
+    assert meta["pixel_scale"] == pytest.approx(0.1) and meta["pixel_scale_source"] == "--pixel-scale"
+
+
+def test_unknown_scale_falls_back_to_cosmos_with_a_log_line(trained, tmp_path, capsys):
+    root, ckpt = trained
+    moved = tmp_path / "ckpt.pt"
+    shutil.copy(ckpt, moved)
+    hidden = root / "store.h5.away"
+    (root / "store.h5").rename(hidden)  # the store the checkpoint names is gone
+    try:
+        psf, meta = generate(moved, tmp_path / "synth.h5")
+    finally:
+        hidden.rename(root / "store.h5")
+    np.testing.assert_array_equal(psf, load_psf(PSF, DEFAULT_PIXEL_SCALE))
+    assert DEFAULT_PIXEL_SCALE == 0.03 and meta["pixel_scale"] == pytest.approx(0.03)
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "pixel scale 0.03 arcsec/pixel" in err and "default (COSMOS)" in err
+    assert "store.h5 is not found" in err
+
+
+def test_store_pixel_scale_follows_options_crop_and_resize(tmp_path):
+    galsim = {"kind": "galsim", "n": 4, "seed": 2, "options": {"pixel_scale": 0.1}}
+    cfg = run_config(tmp_path, {"sources": [galsim], "image_size": 16, "workers": 1, "metrics": False,
+                                "recipe": ["crop", "resize", "minmax"], "crop_size": 8})
+    run_prep(cfg.prep, output=cfg.train.store)
+    value, where = store_pixel_scale(cfg.train.store)
+    assert value == pytest.approx(0.05) and "8-pixel crop resized to 16" in where  # 8 pixels of 0.1" over 16
+    assert resolve_pixel_scale(None, cfg).value == pytest.approx(0.05)
+    # a store of another image size is not the model's store
+    assert store_pixel_scale(cfg.train.store, image_size=32)[0] is None
+    # sources that record no scale, or disagree, leave it unknown
+    fits = {"kind": "fits", "path": str(tmp_path / "none")}
+    for sources in ([galsim, fits], [galsim, {**galsim, "options": {"pixel_scale": 0.2}}]):
+        other = run_config(tmp_path, {"sources": sources, "image_size": 16})
+        with h5py.File(tmp_path / "store.h5", "r+") as f:
+            f.attrs["config"] = other.to_yaml()
+        value, why = store_pixel_scale(tmp_path / "store.h5")
+        assert value is None and ("records no pixel scale" in why or "mixes" in why)
+        scale = resolve_pixel_scale(None, cfg)
+        assert (scale.value, scale.known) == (0.03, False)
+    with pytest.raises(EmulationError, match="positive"):
+        resolve_pixel_scale(0.0, cfg)
