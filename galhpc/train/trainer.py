@@ -42,6 +42,7 @@ from galhpc.models import build_model
 from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress, set_threads
 from galhpc.train.distributed import Backend, make_backend
+from galhpc.train.preemption import mark_stopped
 from galhpc.train.schedule import INIT_MIXTURE, Schedule, learning_rate
 
 log = logging.getLogger("galhpc.train.trainer")
@@ -437,6 +438,8 @@ class Trainer:
                     if self.stop_agreed(flag):
                         self.pos.sums = self.backend.average(self.pos.sums)  # every rank's share, once
                         self.save()
+                        if self.backend.is_root:  # before any rank leaves (a launcher may then kill the rest)
+                            mark_stopped(self.ckpt_path, self.pos.step)
                         self.backend.barrier()
                         log.warning("stopped by %s at step %d; resume with the same command",
                                     flag.signal_name or "a signal on another rank", self.pos.step)
