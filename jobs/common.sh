@@ -9,6 +9,8 @@
 #   GALHPC_SRUN_ARGS, GALHPC_MPIRUN_ARGS, GALHPC_TORCHRUN_ARGS  extra launcher options
 #
 # Exit status 75 (EX_TEMPFAIL) from a command means "stopped early, state saved: run me again".
+# Launchers do not all pass it on (torchrun reports a failed rank as 1): galhpc_stopped
+# below also reads the marker file galhpc-train writes after its stop-signal checkpoint.
 
 GALHPC_PREEMPTED=75
 
@@ -45,10 +47,18 @@ galhpc_run() {
   esac
   if [[ -n ${SLURM_CPUS_PER_TASK:-} && -z ${OMP_NUM_THREADS:-} ]]; then export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK; fi
   galhpc_log "launch ($launcher, $n rank(s)): ${prefix[*]} $*"
-  "${prefix[@]}" "$@" &
+  if [[ $launcher == torchrun ]]; then
+    # torchrun has no USR1 handler: a USR1 sent to every process of the job (scancel --full,
+    # a step-wide --signal) would kill it and leave its ranks saving behind this script's
+    # back.  Started with USR1 ignored it lives on; the ranks catch USR1 with their own
+    # handler (galhpc-train), and the trap below passes this shell's USR1 on to them.
+    ( trap '' USR1; exec "${prefix[@]}" "$@" ) &
+  else
+    "${prefix[@]}" "$@" &
+  fi
   local pid=$! sig rc send
   for sig in USR1 USR2 TERM INT; do
-    # torchrun dies on USR1 without passing it on: signal its workers (its children) instead
+    # torchrun does not pass USR1 on: signal its workers (its children) instead
     if [[ $launcher == torchrun ]]; then send="pkill -$sig -P $pid"; else send="kill -$sig $pid"; fi
     # shellcheck disable=SC2064  # expand sig and send now
     trap "galhpc_log 'got SIG$sig, passing it on'; $send 2>/dev/null" "$sig"
@@ -63,4 +73,26 @@ galhpc_run() {
   fi
   trap - USR1 USR2 TERM INT
   return "$rc"
+}
+
+# galhpc_stop_marker: export GALHPC_STOP_MARKER, the path of a marker file (not created) in
+# a fresh temporary folder that is removed when the script exits.  galhpc-train's rank 0
+# writes it once the checkpoint of a stop signal is saved (galhpc/train/preemption.py).
+galhpc_stop_marker() {
+  local dir; dir=$(mktemp -d "${TMPDIR:-/tmp}/galhpc-stop.XXXXXX")
+  # shellcheck disable=SC2064  # expand dir now
+  trap "rm -rf '$dir'" EXIT
+  export GALHPC_STOP_MARKER=$dir/stopped
+}
+
+# galhpc_stopped STATUS MARKER: print the job's status: 75 when the command stopped on a
+# signal with its state saved (STATUS 75, or any non-zero STATUS when MARKER was written,
+# e.g. torchrun's 1 or a launcher killed by the signal), else STATUS.
+galhpc_stopped() {
+  local rc=$1 marker=$2
+  if (( rc != 0 && rc != GALHPC_PREEMPTED )) && [[ -s $marker ]]; then
+    galhpc_log "the ranks stopped on a signal with the checkpoint saved ($(tr '\n' ' ' < "$marker")); launcher status $rc -> $GALHPC_PREEMPTED"
+    rc=$GALHPC_PREEMPTED
+  fi
+  echo "$rc"
 }

@@ -6,7 +6,9 @@
 #
 # Preemption-safe: galhpc-train saves {out_dir}/ckpt.pt and exits 75 on SIGUSR1/SIGTERM
 # (Slurm sends USR1 120 s before the time limit); the job then requeues itself and the
-# next run resumes from that checkpoint.  Outside Slurm, re-run the same command.
+# next run resumes from that checkpoint.  Outside Slurm, re-run the same command.  Under
+# any launcher (torchrun included, which exits 1 when its ranks exit 75) the job's status
+# is 75 once the checkpoint is saved: rank 0 writes the file $GALHPC_STOP_MARKER.
 # Launcher and rank count: see jobs/common.sh.  GPUs: sbatch --gpus-per-node=4 --ntasks-per-node=4.
 #SBATCH --job-name=galhpc-train
 #SBATCH --nodes=1
@@ -36,8 +38,10 @@ if [[ ! -f $config ]]; then galhpc_log "config file not found: $config"; exit 2;
 
 launcher=$(galhpc_launcher srun)
 galhpc_log "train $config (job ${SLURM_JOB_ID:-none}, restart ${SLURM_RESTART_COUNT:-0})"
+galhpc_stop_marker   # $GALHPC_STOP_MARKER: written by rank 0 with the checkpoint of a stop signal
 rc=0
 galhpc_run "$launcher" galhpc-train --config "$config" --backend "${GALHPC_BACKEND:-auto}" "$@" || rc=$?
+rc=$(galhpc_stopped "$rc" "$GALHPC_STOP_MARKER")   # torchrun exits 1 when its ranks exit 75
 
 if (( rc == GALHPC_PREEMPTED )); then
   if [[ -n ${SLURM_JOB_ID:-} ]]; then

@@ -3,6 +3,8 @@
 - sbatch jobs/train.sh on 2 tasks (srun -> torch.distributed) writes the checkpoint;
 - a job told to stop (scancel --signal=USR1, as Slurm does before the time limit) saves,
   requeues itself and resumes from its checkpoint: epochs continue, none is run twice;
+- the same with GALHPC_LAUNCHER=torchrun (its status 1 read as 75 through the stop marker),
+  signalled through the batch shell or to every process;
 - submitit: the same through SlurmExecutor with a preemption signal, and LocalExecutor.
 """
 
@@ -77,6 +79,30 @@ def test_stopped_job_requeues_and_resumes(cluster, config_path, tmp_path):
     ckpt = read_checkpoint(out / "ckpt.pt")
     assert ckpt["position"]["epoch"] == epochs
     assert [row["epoch"] for row in ckpt["history"]] == list(range(epochs))  # no epoch run twice
+
+
+@pytest.mark.parametrize("scope", ["--batch", "--full"])
+def test_torchrun_job_stopped_by_usr1_requeues_and_resumes(cluster, config_path, tmp_path, scope):
+    """torchrun exits 1 when its ranks exit 75; train.sh reads the trainer's stop marker and
+    requeues all the same.  --batch: the shell only (as --signal=B:USR1@120), which passes
+    USR1 on; --full: the shell, torchrun and the ranks alike."""
+    out = tmp_path / "run"
+    epochs = 30
+    job = sbatch(cluster, tmp_path, "--ntasks-per-node=2", "--export=ALL,GALHPC_LAUNCHER=torchrun",
+                 str(TRAIN_SH), str(config_path), "--out-dir", str(out), "--epochs", str(epochs))
+    wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
+    cluster.run(["scancel", scope, "--signal=USR1", job])
+    state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log
+    assert "launch (torchrun, 2 rank(s))" in log and "launcher status 1 -> 75" in log, log
+    assert cluster.job_field(job, "Restarts") == "1", log
+    assert "requeueing job" in log and "resuming from" in log, log
+    resumed = [line for line in log.splitlines() if "resuming from" in line][0]
+    assert " at epoch 0, batch 0 " not in resumed, resumed
+    ckpt = read_checkpoint(out / "ckpt.pt")
+    assert ckpt["position"]["epoch"] == epochs and ckpt["position"]["step"] == 4 * epochs
+    assert [row["epoch"] for row in ckpt["history"]] == list(range(epochs))
 
 
 def test_submitit_slurm_job_is_preempted_requeued_and_resumes(cluster, config_path, tmp_path, monkeypatch):
