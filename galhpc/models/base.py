@@ -1,13 +1,15 @@
 """The model interface every galhpc model implements (see DESIGN.md).
 
 The trainer, the catalogue jobs and the report know models only through this:
-`encode`, `decode`, `loss(batch, state)` and, for generative models, `sample`.
+`encode`, `decode`, `loss(batch, state)`, `reconstruct` (what reconstruction errors are
+measured on) and, for generative models, `sample`.
 Loss weights that change over training (KL weights of the s3VDC schedule) arrive in
 `StepState`, so models hold no schedule logic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -75,6 +77,27 @@ class GalaxyModel(nn.Module):
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         raise NotImplementedError
+
+    @property
+    def reconstruct_columns(self) -> tuple[str, ...]:
+        """Per-object store columns besides the image that `reconstruct` reads from its
+        `columns` (a VQ-VAE's per-object `psf`); callers that measure reconstruction errors
+        read exactly these.  None by default."""
+        return ()
+
+    def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
+                    encoding: Encoding | None = None) -> torch.Tensor:
+        """The deterministic reconstruction of x (B, C, H, W) in x's own space, as the loss
+        compares it with x: what every reconstruction error (the trainer's `holdout_mse`,
+        the catalogue's `recon_mse`, the report's reconstructions) is measured on.
+
+        Default: decode(encode(x).mu).  Models whose decoder output is not in x's space
+        override it (a PSF output layer applied, a per-stamp normalisation undone), while
+        `decode` keeps meaning the model's clean image.  `columns`: the rest of x's batch
+        (e.g. a loader batch), for the per-object inputs named by `reconstruct_columns`;
+        `encoding`: encode(x) where the caller already has it (saves encoding x twice).
+        """
+        return self.decode((self.encode(x) if encoding is None else encoding).mu)
 
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
         raise NotImplementedError(f"model {self.name!r} is not generative")

@@ -20,6 +20,7 @@ with the weights) and reports `p_galaxy` through `extra_columns`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,11 +31,22 @@ from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples
 from galhpc.models.blocks import check_image_size, down_block, reparameterise, up_block
 
 
+def _stamp_peak(x: torch.Tensor) -> torch.Tensor:
+    """Brightest pixel of all bands per object, shaped to broadcast against x."""
+    return x.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+
+
 def normalise_stamps(x: torch.Tensor, stretch: float) -> torch.Tensor:
     """Per object: divide by the brightest pixel of all bands, then an arcsinh stretch
     asinh(stretch·x)/asinh(stretch), so brightness drops out and faint wings show."""
-    peak = x.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-    return torch.asinh(stretch * x / peak) / math.asinh(stretch)
+    return torch.asinh(stretch * x / _stamp_peak(x)) / math.asinh(stretch)
+
+
+def denormalise_stamps(y: torch.Tensor, x: torch.Tensor, stretch: float) -> torch.Tensor:
+    """The inverse of `normalise_stamps(x, stretch)` applied to y: normalised-space images y
+    (e.g. reconstructions of x) back in x's flux units, with x's own peaks, so
+    denormalise_stamps(normalise_stamps(x), x) == x."""
+    return _stamp_peak(x) * torch.sinh(y * math.asinh(stretch)) / stretch
 
 
 def concentration(x: torch.Tensor) -> torch.Tensor:
@@ -166,6 +178,18 @@ class _StarGalaxyModel(GalaxyModel):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return normalise_stamps(x, self.stretch)
 
+    def normalised_reconstruction(self, x: torch.Tensor, encoding: Encoding | None = None) -> torch.Tensor:
+        """The deterministic reconstruction of raw stamps in the normalised space the loss
+        compares (the target `prepare(x)`): decode(encode(x).mu)."""
+        return self.decode((self.encode(x) if encoding is None else encoding).mu)
+
+    def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
+                    encoding: Encoding | None = None) -> torch.Tensor:
+        """`normalised_reconstruction(x)` with the per-stamp normalisation undone (x's own
+        peak, inverse arcsinh stretch): in x's flux units, so (x − reconstruct(x)) is a
+        residual, and scaling a stamp by c > 0 scales its reconstruction by c."""
+        return denormalise_stamps(self.normalised_reconstruction(x, encoding), x, self.stretch)
+
     def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
         """`p_galaxy` (B,) per object, for `galhpc-encode`."""
         if self.prior.peaked_dims == 0:
@@ -231,7 +255,15 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         return self.encode_code(self.ae_code(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised stamps from VAE latents (through the code decoder and the image head)."""
         return self.image_head(self.code_decoder(z))
+
+    def normalised_reconstruction(self, x: torch.Tensor, encoding: Encoding | None = None) -> torch.Tensor:
+        """The autoencoder's reconstruction image_head(ae_code(x)) (`encoding` unused): the
+        one image the loss compares with the normalised stamp (`ae_mse`).  The VAE on top
+        is compared with the code, not with pixels, so decode(encode(x).mu) (through the
+        small VAE latent) is not what the loss measures."""
+        return self.image_head(self.ae_code(x))
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         x = batch["image"]

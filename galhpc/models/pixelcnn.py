@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,16 @@ class VQVAEPrior(GalaxyModel):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self._require_vqvae().decode(z)
+
+    @property
+    def reconstruct_columns(self) -> tuple[str, ...]:
+        return () if self.vqvae is None else self.vqvae.reconstruct_columns
+
+    def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
+                    encoding: Encoding | None = None) -> torch.Tensor:
+        """The embedded VQ-VAE's reconstruction (PSF applied when it has a PSF layer): the
+        prior models codes, not pixels, so its images are the VQ-VAE's."""
+        return self._require_vqvae().reconstruct(x, columns, encoding=encoding)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         vqvae = self._require_vqvae()

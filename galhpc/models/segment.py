@@ -10,13 +10,16 @@ GalSim's from `galhpc.data.starsim`) where a batch carries them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
 from galhpc.models.blocks import check_image_size
-from galhpc.models.hvae import normalise_stamps
+from galhpc.models.hvae import denormalise_stamps, normalise_stamps
 
 N_CLASSES = 3  # background, star, galaxy
 GROUPS = 4  # GroupNorm groups: per-sample statistics, so training and inference agree
@@ -120,6 +123,13 @@ class SegmentationAE(GalaxyModel):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised stamps reconstructed from codes."""
         return self.recon_head(self._decoder_maps(z)[-1])
+
+    def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
+                    encoding: Encoding | None = None) -> torch.Tensor:
+        """decode(encode(x).mu) — the loss's reconstruction of the normalised stamp — with the
+        per-stamp normalisation undone (x's peak, inverse arcsinh), i.e. in x's flux units."""
+        mu = (self.encode(x) if encoding is None else encoding).mu
+        return denormalise_stamps(self.decode(mu), x, self.stretch)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         target, recon, logits = self.forward_maps(batch["image"])

@@ -10,13 +10,15 @@ Loss = reconstruction MSE + codebook loss ||sg[z_e] - e||^2 (or an EMA codebook)
 Codebook usage is logged with every loss (perplexity, dead codes); codes unused for a
 while are restarted on random encoder outputs.  With a `psf` the decoder's output is
 convolved with the PSF before the loss, so `decode` returns the deconvolved galaxy and
-`observe` the PSF-convolved one (see `galhpc.models.psf_layer`); a Tikhonov term
+`observe` the PSF-convolved one (see `galhpc.models.psf_layer`); `reconstruct(x)` is
+PSF ⊛ decode(encode(x).mu), the observed-space image the loss compares with x.  A Tikhonov term
 `tikhonov` * ||d - PSF ⊛ d||^2 regularises the deconvolution.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -229,6 +231,15 @@ class VQVAE(GalaxyModel):
     def num_codes(self) -> int:
         return self.quantizer.num_codes
 
+    @property
+    def batch_columns(self) -> tuple[str, ...]:
+        """Per-object PSFs (`psf`) when the PSF layer takes them from the data (kind store)."""
+        return self.reconstruct_columns
+
+    @property
+    def reconstruct_columns(self) -> tuple[str, ...]:
+        return ("psf",) if self.psf_layer is not None and not self.psf_layer.fixed else ()
+
     def _check_images(self, x: torch.Tensor) -> None:
         expected = (self.channels, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
@@ -260,6 +271,15 @@ class VQVAE(GalaxyModel):
     def observe(self, images: torch.Tensor, psf: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder output as the survey sees it: PSF-convolved when the model has a PSF layer."""
         return images if self.psf_layer is None else self.psf_layer(images, psf)
+
+    def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
+                    encoding: Encoding | None = None) -> torch.Tensor:
+        """PSF ⊛ decode(encode(x).mu) with a PSF layer (the observed image the loss compares
+        with x; per-object PSFs from `columns["psf"]` as in the loss), else decode(encode(x).mu)."""
+        psf = None if columns is None else columns.get("psf")
+        if psf is not None:
+            psf = torch.as_tensor(psf, device=x.device)
+        return self.observe(self.decode((self.encode(x) if encoding is None else encoding).mu), psf)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         x = batch["image"]
