@@ -1,8 +1,9 @@
 """`galhpc-encode`: embed and cluster every object of a training store, sharded over ranks.
 
 Per object: μ, log σ² (when the encoder has one), γ over the K mixture components,
-`label` = argmax γ, reconstruction MSE of decode(μ) against the input, object_id, and the
-model's `extra_columns`.  Row i of the catalogue is row i of the store.
+`label` = argmax γ, `recon_mse` = mean squared error of `model.reconstruct(x)` (the
+reconstruction in the input's space as the model's loss compares it, e.g. PSF ⊛ decode(μ)
+for a PSF model) against the input x, object_id, and the model's `extra_columns`.  Row i of the catalogue is row i of the store.
 
 γ comes from the model's own mixture (AstroVaDEr) or, for models without a mixture
 prior, from a post-hoc GMM: rank 0 encodes an evenly strided subsample of the store,
@@ -95,6 +96,24 @@ class StoreReader:
         except OSError as err:
             raise CatalogError(f"{self.path}: reading /images rows {start}..{stop - 1} failed: {err}") from err
         return images.reshape(len(images), *self.image_shape), ids
+
+    def read_columns(self, names: Iterable[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """Store columns a model's `reconstruct` needs (e.g. per-object `psf`) for rows
+        start..stop-1: a per-object dataset (root or labels/) gives those rows, a shared one
+        (e.g. one PSF (h, w)) is returned whole."""
+        out = {}
+        for name in names:
+            where = name if name in self.file else f"labels/{name}"
+            if where not in self.file or not isinstance(self.file[where], h5py.Dataset):
+                raise CatalogError(f"{self.path}: the model needs the store column {name!r} to reconstruct "
+                                   "its inputs, but the store has none")
+            ds = self.file[where]
+            try:
+                per_object = ds.ndim >= 1 and ds.shape[0] == self.n and ds.chunks is not None  # as StoreLoader
+                out[name] = np.asarray(ds[start:stop] if per_object else ds[()])
+            except OSError as err:
+                raise CatalogError(f"{self.path}: reading /{where} rows {start}..{stop - 1} failed: {err}") from err
+        return out
 
     def identity(self) -> dict[str, Any]:
         """What identifies the input's content cheaply (no full read): shapes, size, id samples."""
@@ -194,15 +213,22 @@ class EncodeJob:
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         ranges = [(lo, min(lo + self.batch_size, shard.stop)) for lo in range(shard.start, shard.stop, self.batch_size)]
-        reads = prefetch(((lo, *self.reader.read(lo, hi)) for lo, hi in ranges))
-        for lo, images, ids in reads:
-            yield lo - shard.start, self.encode_batch(images, ids)
+        names = self.model.reconstruct_columns
+        reads = prefetch(((lo, *self.reader.read(lo, hi), self.reader.read_columns(names, lo, hi) if names else None)
+                          for lo, hi in ranges))
+        for lo, images, ids, columns in reads:
+            yield lo - shard.start, self.encode_batch(images, ids, columns)
 
     @torch.inference_mode()
-    def encode_batch(self, images: np.ndarray, object_id: np.ndarray) -> dict[str, np.ndarray]:
+    def encode_batch(self, images: np.ndarray, object_id: np.ndarray,
+                     columns: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Catalogue columns of one batch; `columns`: the store columns the model's
+        `reconstruct` needs (`reconstruct_columns`, e.g. per-object PSFs) for these rows."""
         x = torch.from_numpy(images).to(self.device)
         enc = self.model.encode(x)
-        recon = self.model.decode(enc.mu)
+        recon = self.model.reconstruct(
+            x, None if columns is None else {k: torch.as_tensor(v, device=self.device) for k, v in columns.items()},
+            encoding=enc)
         gamma = self.model.cluster_probs(enc.mu) if self.gmm is None else self._post_hoc_gamma(enc.mu)
         columns = {
             "object_id": object_id,

@@ -47,6 +47,8 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
         inp.member_rows = sampling.store_rows_for_ids(store, cs.object_id, guess_rows=cs.rows)
         inp.labels = sampling.read_store_labels(store, inp.member_rows)
         inp.store_images = lambda rows: sampling.read_store_images(store, rows)
+        if model.reconstruct_columns:
+            inp.store_columns = lambda rows: store_columns(store, model.reconstruct_columns, rows)
         in_store = np.flatnonzero(inp.member_rows >= 0)
         info["sampled_objects_in_store"] = len(in_store)
         candidates, info["held_out_source"] = held_out(inp.member_rows, in_store, store, cfg.train)
@@ -59,12 +61,36 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
                 inp.holdout_groups, inp.group_name = inp.labels[condition[0]][pick], condition[0]
             else:
                 inp.holdout_groups, inp.group_name = cs.component[pick], "component"
-            inp.holdout_recons = inference.reconstruct(model, inp.holdout_images, opt.batch_size)
+            inp.holdout_recons = inference.reconstruct(
+                model, inp.holdout_images, opt.batch_size,
+                inp.store_columns(inp.member_rows[pick]) if inp.store_columns else None)
         info["held_out_images"] = len(pick)
     if synth is not None:
         inp.synth = sampling.read_synth(synth, max(opt.n_morph, opt.n_show * 64), rng)
         info["synth_objects"] = inp.synth.n_total
     return inp, info
+
+
+def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The store columns a model's `reconstruct` needs (e.g. per-object `psf`) at unique store
+    `rows`, each row-aligned: a per-object dataset (root or labels/) read at the rows, a shared
+    one (e.g. one PSF (h, w)) repeated per row."""
+    import h5py
+
+    out = {}
+    with h5py.File(store, "r") as f:
+        n = f["images"].shape[0]
+        for name in names:
+            where = name if name in f else f"labels/{name}"
+            if where not in f:
+                raise ValueError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
+                                 "but the store has none")
+            ds = f[where]
+            if ds.ndim >= 1 and ds.shape[0] == n and ds.chunks is not None:  # per object, as StoreLoader reads it
+                out[name] = sampling._sorted_read(ds, rows)
+            else:
+                out[name] = np.broadcast_to(ds[()], (len(rows), *ds.shape))
+    return out
 
 
 def held_out(member_rows: np.ndarray, in_store: np.ndarray, store: str | Path, train: TrainConfig

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -30,9 +32,22 @@ def decode(model: GalaxyModel, z: np.ndarray, batch_size: int = 256) -> np.ndarr
     return torch.cat(out).numpy()
 
 
-def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """decode(encode(x).μ): the deterministic reconstruction at the posterior mean."""
-    return decode(model, encode(model, images, batch_size)[0], batch_size)
+@torch.no_grad()
+def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256,
+                columns: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """`model.reconstruct(x)`: the deterministic reconstruction in the images' own space, as
+    the model's loss compares it (decode(encode(x).μ) for most models; PSF ⊛ decode(μ) for a
+    PSF VQ-VAE; normalisation undone for hvae/segae), so images − reconstructions is a residual.
+    `columns`: the store columns the model's `reconstruct` needs (`reconstruct_columns`, e.g.
+    per-object PSFs), each row-aligned with images."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        part = {k: torch.as_tensor(np.ascontiguousarray(v[i : i + batch_size]), device=device)
+                for k, v in (columns or {}).items()}
+        x = torch.as_tensor(images[i : i + batch_size], device=device)
+        out.append(model.reconstruct(x, part or None).float().cpu())
+    return torch.cat(out).numpy()
 
 
 def class_condition(model: GalaxyModel) -> tuple[str, int] | None:

@@ -48,12 +48,14 @@ class Inputs:
     clusters: ClusterSample
     holdout_images: np.ndarray | None = None  # (n, C, H, W) from the store
     holdout_ids: np.ndarray | None = None
-    holdout_recons: np.ndarray | None = None  # decode(encode(x).μ) of holdout_images
+    holdout_recons: np.ndarray | None = None  # model.reconstruct of holdout_images (in their space)
     holdout_groups: np.ndarray | None = None  # their condition: class label or clusters.h5 component
     group_name: str = "component"
     member_rows: np.ndarray | None = None  # store row of each cluster-sample row (-1 if absent)
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # per cluster-sample row
     store_images: Callable[[np.ndarray], np.ndarray] | None = None  # store rows -> images (N, C, H, W)
+    # store rows -> the columns the model's `reconstruct` needs (per-object PSFs), if any
+    store_columns: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
     synth: SynthSample | None = None
     loss_rows: list[dict[str, Any]] | None = None
 
@@ -202,7 +204,8 @@ def _members(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
             else:
                 return
             images = inp.store_images(inp.member_rows[idx])
-            rows += [images, inference.reconstruct(inp.model, images, opt.batch_size)]
+            columns = inp.store_columns(inp.member_rows[idx]) if inp.store_columns else None
+            rows += [images, inference.reconstruct(inp.model, images, opt.batch_size, columns)]
             labels += [f"{c}: input", f"{c}: recon"]
         if rows:
             title = "Random members" if kind == "random" else "Members with the highest γ"

@@ -279,14 +279,15 @@ def encode_means(model: GalaxyModel, loader: Any, n_batches: int, device: torch.
 
 @torch.no_grad()
 def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None, device: torch.device) -> tuple[float, int]:
-    """Sum of squared errors of decode(encode(x).mu) and the pixel count, on this rank's holdout shard."""
+    """Sum of squared errors of model.reconstruct(x) against x (the reconstruction in x's own
+    space, e.g. PSF-convolved for a PSF model) and the pixel count, on this rank's holdout shard."""
     model.eval()
     sse, count = 0.0, 0
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
         x = batch["image"].to(device)
-        sse += float((model.decode(model.encode(x).mu) - x).pow(2).sum())
+        sse += float((model.reconstruct(x, batch) - x).pow(2).sum())
         count += x.numel()
     model.train()
     return sse, count
@@ -312,9 +313,10 @@ class Trainer:
             t.store, t.batch_size, split="train", rank=backend.rank, world_size=backend.world_size,
             augment=t.augment, shuffle=True, drop_last=True, **common,
         )
+        holdout_columns = list(dict.fromkeys([*self.model.batch_columns, *self.model.reconstruct_columns])) or None
         self.holdout = None if t.holdout_fraction == 0 else StoreLoader(
             t.store, t.batch_size, split="holdout", rank=backend.rank, world_size=backend.world_size,
-            augment=False, shuffle=False, drop_last=False, **common,
+            augment=False, shuffle=False, drop_last=False, **{**common, "label_columns": holdout_columns},
         )
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
