@@ -7,8 +7,10 @@ Prints:
 - GalSim bulge+disk stamps per CPU-second on one core (process time, so other load on
   the machine does not count), against the simplest GalSim peer: a Gaussian convolved
   with the same Moffat PSF, drawn at the same size;
-- the prep pipeline's per-object quality metrics (snr, width, non_uniformity,
-  border_noise) in CPU time per stamp against simulating the stamp;
+- the prep pipeline's quality metrics (snr, width, non_uniformity, border_noise) per
+  stamp: the per-image numpy functions (galhpc.data.prep.quality_metrics) against
+  simulating the stamp, and the numba batch that galhpc-prep runs (one parallel call per
+  block, NUMBA_NUM_THREADS threads) against that numpy loop, in CPU and wall time;
 - `galhpc-prep` with 2 worker processes against 1 (wall time; needs 2 free cores);
 - StoreLoader (block reads) against one HDF5 read per image, for the same batches and
   in a uniformly random order (map-style Dataset), on an lzf-compressed store (a
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numba
 import numpy as np
 import torch
 
@@ -31,6 +34,7 @@ from galhpc.config import PrepConfig, SourceConfig
 from galhpc.data.loader import StoreLoader
 from galhpc.data.prep import quality_metrics, run_prep
 from galhpc.data.synth import SimOptions, simulate_block
+from galhpc.kernels import quality
 
 
 def galsim_rate(n: int, size: int) -> tuple[float, float]:
@@ -53,16 +57,28 @@ def galsim_rate(n: int, size: int) -> tuple[float, float]:
     return ours, peer
 
 
-def metrics_cost(n: int, size: int) -> tuple[float, float]:
-    """(metrics, simulation) CPU seconds per stamp."""
+def per_stamp(fn, n: int, repeats: int = 3) -> tuple[float, float]:
+    """(CPU, wall) seconds per stamp of fn() over n stamps, best of `repeats`; CPU time sums
+    every thread of the process."""
+    cpu, wall = [], []
+    for _ in range(repeats):
+        c, w = time.process_time(), time.perf_counter()
+        fn()
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - w)
+    return min(cpu) / n, min(wall) / n
+
+
+def metrics_cost(n: int, size: int) -> dict[str, float]:
+    """Seconds per stamp: simulation (CPU), quality metrics by the per-image numpy loop and
+    by the numba batch (CPU and wall each; the batch compiled, or loaded from numba's cache,
+    before timing)."""
     block = simulate_block(SimOptions(), size, 1, 0, n)
-    t = time.process_time()
-    simulate_block(SimOptions(), size, 1, n, 2 * n)
-    sim = (time.process_time() - t) / n
-    t = time.process_time()
-    for img in block.images:
-        quality_metrics(img, 8)
-    return (time.process_time() - t) / n, sim
+    sim, _ = per_stamp(lambda: simulate_block(SimOptions(), size, 1, n, 2 * n), n, repeats=1)
+    numpy_cpu, numpy_wall = per_stamp(lambda: [quality_metrics(img, 8) for img in block.images], n)
+    quality.metrics(block.images[:2], 8)
+    numba_cpu, numba_wall = per_stamp(lambda: quality.metrics(block.images, 8), n)
+    return {"sim": sim, "numpy_cpu": numpy_cpu, "numpy_wall": numpy_wall, "numba_cpu": numba_cpu, "numba_wall": numba_wall}
 
 
 def prep_speedup(n: int, size: int, tmp: Path) -> tuple[float, float, float]:
@@ -118,8 +134,12 @@ def main() -> None:
     ours, peer = galsim_rate(args.n, args.size)
     print(f"galsim {args.size}x{args.size}: {ours:.0f} bulge+disk stamps per CPU-s; "
           f"Gaussian peer {peer:.0f}/CPU-s; ratio {ours / peer:.2f}")
-    m, s = metrics_cost(min(args.n, 300), args.size)
-    print(f"quality metrics: {m * 1e3:.2f} ms CPU per stamp vs simulation {s * 1e3:.2f} ms; ratio {m / s:.2f}")
+    m = metrics_cost(min(args.n, 300), args.size)
+    print(f"quality metrics: {m['numpy_cpu'] * 1e3:.2f} ms CPU per stamp vs simulation {m['sim'] * 1e3:.2f} ms; "
+          f"ratio {m['numpy_cpu'] / m['sim']:.2f}")
+    print(f"quality metrics, numba batch on {numba.get_num_threads()} thread(s): {m['numba_cpu'] * 1e3:.3f} ms CPU, "
+          f"{m['numba_wall'] * 1e3:.3f} ms wall per stamp; numpy loop / numba {m['numpy_cpu'] / m['numba_cpu']:.1f}x CPU, "
+          f"{m['numpy_wall'] / m['numba_wall']:.1f}x wall")
 
 
 if __name__ == "__main__":

@@ -143,3 +143,20 @@ def test_quality_metrics_equal_the_recipe_functions():
         m = quality_metrics(img, 8)
         assert m["snr"] == pp.snr(img, 8) and m["border_noise"] == pp.border_noise(img, 8)
         assert m["width"] == pp.width(img) and m["non_uniformity"] == pp.non_uniformity(img)
+
+
+@pytest.mark.parametrize("bands", [None, 3])
+def test_block_metrics_equal_the_per_image_reference(bands):
+    """process_block's batch (numba) metrics are the old per-image numpy quality_metrics."""
+    from galhpc.data.prep import METRICS, quality_metrics
+
+    block, _ = _gauss_block(n=8, size=48, seed=3)
+    if bands:
+        block.images = block.images[:, None] * np.linspace(0.5, 1.5, bands, dtype=np.float32)[:, None, None]
+    prep = PrepConfig(image_size=48, recipe=["arcsinh"], filters={"snr_min": 0})
+    out = process_block(block, prep, "s")
+    assert list(out.labels) == ["w", *METRICS] and len(out) == 8
+    expected = [quality_metrics(img, prep.border) for img in block.images]
+    for name in METRICS:
+        assert out.labels[name].dtype == np.float64
+        np.testing.assert_allclose(out.labels[name], [m[name] for m in expected], rtol=1e-9, err_msg=name)
