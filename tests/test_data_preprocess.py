@@ -114,3 +114,78 @@ def test_width_matches_least_squares_fit_on_noisy_image():
     popt, _ = curve_fit(model, None, img.ravel(), p0=[8, 32, 32, 4, 4, 0.3])
     oracle = max(abs(popt[3]), abs(popt[4]))
     assert pp.width(img) == pytest.approx(oracle, rel=0.03)
+
+
+def _pixel_gauss(sigma, q, theta, offset, size=40, sub=15):
+    """Noiseless Gaussian of major-axis σ `sigma` and axis ratio q, integrated over unit
+    pixels (midpoint rule on sub x sub points per pixel), centred `offset` from the middle."""
+    t = (np.arange(size * sub) + 0.5) / sub - 0.5  # sub-pixel centres, pixel k spans k ± 0.5
+    x0, y0 = size / 2 + offset[0], size / 2 + offset[1]
+    y, x = np.meshgrid(t, t, indexing="ij")
+    dx, dy = x - x0, y - y0
+    u, v = dx * np.cos(theta) + dy * np.sin(theta), -dx * np.sin(theta) + dy * np.cos(theta)
+    img = np.exp(-0.5 * (u**2 / sigma**2 + v**2 / (q * sigma) ** 2))
+    return img.reshape(size, sub, size, sub).mean(axis=(1, 3))
+
+
+OFF_CENTRE = [(0.3, 0.2), (0.4, 0.1), (0.2, 0.4)]  # centre 0.2-0.4 px from a pixel centre (0 is centred, 0.5 a corner)
+
+
+@pytest.mark.parametrize("sigma,rtol", [(0.7, 0.10), (1.0, 0.01), (2.0, 1e-3), (4.0, 1e-3)])
+@pytest.mark.parametrize("q", [1.0, 0.8])
+def test_width_of_pixel_integrated_gaussians(sigma, rtol, q):
+    """The width of what the pixels show: σ_major of S + I/12 (the pixel box), here
+    sqrt(σ² + 1/12); within 10 % at σ = 0.7 px (NaN before the resolution floors), 1 % at
+    1 px and 0.1 % from 2 px (so ~1 % of σ itself at 2 px: the pixel adds 1.04 %)."""
+    for offset in OFF_CENTRE:
+        got = pp.width(_pixel_gauss(sigma, q, 0.5, offset))
+        assert got == pytest.approx(np.sqrt(sigma**2 + 1 / 12), rel=rtol), offset
+
+
+def test_width_of_under_sampled_gaussians_is_finite_and_at_least_the_floor():
+    """σ = 0.6 px (and 0.7 centred on a pixel, the worst case) are barely resolved: the
+    result depends on the sub-pixel position (up to ~35 % above sqrt(σ² + 1/12) with the
+    centre on a pixel corner, down to the floor on a pixel centre) but is finite and
+    >= the 0.5 px floor."""
+    for sigma in (0.6, 0.7):
+        expected = np.sqrt(sigma**2 + 1 / 12)
+        for offset in OFF_CENTRE + [(0.0, 0.0), (0.5, 0.5)]:
+            for q in (1.0, 0.8, 0.6):
+                got = pp.width(_pixel_gauss(sigma, q, 0.5, offset))
+                assert 0.5 <= got <= 1.4 * expected, (sigma, q, offset, got)
+    assert pp.width(_pixel_gauss(0.6, 1.0, 0.0, (0.4, 0.1))) == pytest.approx(np.sqrt(0.36 + 1 / 12), rel=0.15)
+
+
+def test_width_of_a_single_pixel_is_the_floor():
+    for shape, where in (((16, 16), (7, 8)), ((33, 20), (0, 19)), ((24, 24), (12, 12))):
+        img = np.zeros(shape)
+        img[where] = 5.0
+        assert pp.width(img) == 0.5  # MIN_WEIGHT_VARIANCE = 0.25 px^2
+    point = np.zeros((24, 24))
+    point[11:13, 11:13] = [[0.7, 0.1], [0.15, 0.05]]  # a point source off the pixel centre
+    assert pp.width(point) == pytest.approx(0.5, abs=0.2)
+    assert pp.MIN_WEIGHT_VARIANCE == 0.25 and pp.PIXEL_VARIANCE == 1 / 12
+
+
+def _sersic(n, hlr, size=48, noise=0.02, seed=0, ratio=0.7, angle=0.4):
+    y, x = np.mgrid[0:size, 0:size].astype(float)
+    dx, dy = x - size / 2 - 0.3, y - size / 2 + 0.2
+    r = np.hypot(dx * np.cos(angle) + dy * np.sin(angle), (dy * np.cos(angle) - dx * np.sin(angle)) / ratio)
+    b = 2 * n - 1 / 3 + 4 / (405 * n)
+    img = np.exp(-b * ((r / hlr) ** (1 / n) - 1))
+    return img / img.max() + np.random.default_rng(seed).normal(0, noise, img.shape)
+
+
+@pytest.mark.parametrize("n,radii", [(2, (1.0, 1.5, 3.0, 6.0)), (3, (1.5, 3.0, 6.0)), (4, (2.0, 4.0, 8.0))])
+def test_width_of_peaky_sersic_profiles_is_finite_and_grows_with_radius(n, radii):
+    widths = [pp.width(_sersic(n, hlr)) for hlr in radii]
+    assert np.all(np.isfinite(widths)) and min(widths) >= 0.5
+    assert np.all(np.diff(widths) > 0), widths
+
+
+def test_width_is_nan_only_without_anything_to_fit():
+    assert np.isnan(pp.width(np.zeros((16, 16))))
+    assert np.isnan(pp.width(np.full((16, 16), -1.0)))
+    negative = np.zeros((24, 24))
+    negative[4, 4], negative[12, 12] = 0.001, -50.0  # positive flux, but the weighted sum is < 0
+    assert np.isnan(pp.width(negative))

@@ -56,7 +56,8 @@ def test_width_matches_the_reference_to_rounding(shape):
     images = varied_batch(np.random.default_rng(sum(shape)), shape)
     expected = np.array([preprocess.width(img) for img in images])
     got = quality.width(images)
-    np.testing.assert_allclose(got, expected, rtol=1e-9)  # and NaN where the reference fails (peaky, noisy)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)  # and NaN where the reference is: the zero frame
+    assert np.isfinite(np.delete(got, -2)).all()  # peaky, noisy Sérsics included (the resolution floors)
     assert np.isnan(got[-2]) and np.isfinite(got[-1])
     assert np.unique(got[np.isfinite(got)]).size > len(got) // 2
     # every frame stops well before max_iter: no long chaotic path amplifies the rounding
@@ -140,3 +141,23 @@ def test_bad_inputs_get_clear_errors():
         quality.border_noise(np.zeros((2, 12, 40)))
     with pytest.raises(ValueError, match=r"expected a batch \(B, H, W\)"):
         quality.non_uniformity(np.zeros((12, 40)))
+
+
+def test_width_of_compact_sources_matches_the_reference():
+    """Under-sampled pixel-integrated Gaussians, peaky Sérsics and single pixels, where the
+    resolution floors (fit >= 0.25 px^2, weighted moments >= 1/12 px^2) decide the result."""
+    from test_data_preprocess import _pixel_gauss, _sersic
+
+    images = [_pixel_gauss(s, q, 0.5, off) for s in (0.5, 0.6, 0.7, 1.0, 2.0, 4.0) for q in (1.0, 0.6)
+              for off in ((0.0, 0.0), (0.5, 0.5), (0.1, 0.3))]
+    images += [_sersic(n, hlr, size=40) for n in (2, 3, 4) for hlr in (1.0, 2.0, 4.0)]
+    for where in ((7, 8), (0, 39), (20, 20)):
+        images.append(np.zeros((40, 40)))
+        images[-1][where] = 3.0
+    images = np.stack(images)
+    expected = np.array([preprocess.width(img) for img in images])
+    got = quality.width(images)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    assert np.isfinite(got).all() and got.min() == 0.5 and (got[-3:] == 0.5).all()
+    assert quality.MIN_WEIGHT_VARIANCE == preprocess.MIN_WEIGHT_VARIANCE
+    assert quality.PIXEL_VARIANCE == preprocess.PIXEL_VARIANCE

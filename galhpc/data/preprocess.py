@@ -125,6 +125,10 @@ def non_uniformity(img: np.ndarray) -> float:
     return float(np.max(img)) / mean if mean != 0 else float("inf")
 
 
+PIXEL_VARIANCE = 1.0 / 12.0  # px^2: variance of a unit pixel box, per axis
+MIN_WEIGHT_VARIANCE = 0.25  # px^2: the narrowest fit (and weight) width allows, σ = 0.5 px (see width)
+
+
 def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> float:
     """σ (pixels) of the major axis of the best-fitting elliptical 2-D Gaussian.
 
@@ -132,8 +136,28 @@ def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> float:
     current Gaussian, take weighted moments, update the Gaussian from them (the update
     is exact for a Gaussian source, so it converges in a few steps); the fixed point is
     the least-squares Gaussian for a Gaussian-like source and ignores noise far out.
-    Returns sqrt of the largest eigenvalue of the fitted covariance, or NaN if there is
-    no positive flux to fit.
+    Returns sqrt of the largest eigenvalue of the fitted covariance.  It is the width of
+    the image as sampled: for a pixel-integrated Gaussian of covariance S it is that of
+    S + I/12 (the unit pixel box adds 1/12 px^2 per axis), e.g. 2.021 px for σ = 2 px.
+
+    Resolution limit.  On an under-sampled source the discrete weighted moments of a
+    narrow weight fall short of the continuous ones the update assumes, so unchecked the
+    weight narrows every step and the fit collapses.  Two floors stop it:
+
+    - the fitted covariance (which is the next weight) keeps its eigenvalues >= 0.25 px^2
+      (MIN_WEIGHT_VARIANCE, σ >= 0.5 px): a unit pixel box has variance 1/12 px^2, σ = 0.29
+      px, and a Gaussian narrower than 3 x that is not sampled by the grid (its discrete
+      sums differ from its integrals by ~exp(-2π² σ²): 0.7 % at σ² = 1/4, 19 % at 1/12);
+    - the weighted moments keep theirs >= 1/12 px^2 (PIXEL_VARIANCE): the light of a pixel
+      is spread over its box, so it cannot be localised better than that (this makes a
+      single bright pixel, whose weighted moments are exactly 0, fittable).
+
+    So the width is never below 0.5 px, and 0.5 means unresolved: a single bright pixel
+    (point source) gives exactly 0.5.  Compact sources of σ ≲ 0.8 px are resolved only
+    roughly (results depend on the sub-pixel position, and one centred on a pixel can
+    fall to the 0.5 floor); a fit whose weight stays above the floors, i.e. any well-
+    sampled source, is unchanged by them.  NaN only where there is nothing to fit: no
+    positive flux, non-finite pixels, or a weighted flux <= 0 (e.g. a negative source).
     """
     img = np.asarray(single_band(img), dtype=np.float64)
     h, w = img.shape
@@ -156,20 +180,37 @@ def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> float:
             return float("nan")
         mx, my = col @ dx / norm, row @ dy / norm
         weighted = (col @ (dx * dx) / norm - mx * mx, dy @ wi @ dx / norm - mx * my, row @ (dy * dy) / norm - my * my)
-        if _det2(weighted) <= 0 or not np.all(np.isfinite(weighted)):
+        if not np.all(np.isfinite(weighted)):
             return float("nan")
+        weighted = _floor_eigenvalues(weighted, PIXEL_VARIANCE)
         # For a Gaussian source S: weighted^-1 = S^-1 + cov^-1, so this step is exact for
         # Gaussians; where it is not positive definite fall back to the classic 2 x weighted.
         wxx, wxy, wyy = _inv2(weighted)
         solved = (wxx - ixx, wxy - ixy, wyy - iyy)
         positive_definite = solved[0] > 0 and _det2(solved) > 0
         new = _inv2(solved) if positive_definite else tuple(2.0 * v for v in weighted)
+        new = _floor_eigenvalues(new, MIN_WEIGHT_VARIANCE)
         change = max(abs(a - b) for a, b in zip(new, cov)) / max(abs(v) for v in cov)
         cov, cx, cy = new, cx + mx, cy + my
         if change < tol:
             break
     xx, xy, yy = cov
     return float(np.sqrt(0.5 * (xx + yy) + np.sqrt(0.25 * (xx - yy) ** 2 + xy * xy)))
+
+
+def _floor_eigenvalues(m: tuple[float, float, float], floor: float) -> tuple[float, float, float]:
+    """The symmetric 2x2 matrix m with its eigenvalues raised to at least `floor` (same
+    eigenvectors); m itself, untouched, where both already are."""
+    xx, xy, yy = m
+    mean, radius = 0.5 * (xx + yy), np.hypot(0.5 * (xx - yy), xy)
+    low, high = mean - radius, mean + radius
+    if low >= floor:
+        return m
+    if high <= floor:
+        return floor, 0.0, floor
+    # m + (floor - low) P, P = (high I - m) / (high - low) the projector on low's eigenvector
+    lift = (floor - low) / (2.0 * radius)
+    return xx + lift * (high - xx), xy - lift * xy, yy + lift * (high - yy)
 
 
 def _det2(m: tuple[float, float, float]) -> float:

@@ -13,6 +13,8 @@ import numba
 import numpy as np
 
 SNR_BLOCKS = 16  # snr's peak is taken on the image area-averaged to 16 x 16, like preprocess.snr
+PIXEL_VARIANCE = 1.0 / 12.0  # px^2, width's floor on the weighted moments, = preprocess.PIXEL_VARIANCE
+MIN_WEIGHT_VARIANCE = 0.25  # px^2, width's floor on the fit (and weight), = preprocess.MIN_WEIGHT_VARIANCE
 
 
 def border_noise(images: np.ndarray, border: int = 8) -> np.ndarray:
@@ -37,7 +39,10 @@ def non_uniformity(images: np.ndarray) -> np.ndarray:
 
 def width(images: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> np.ndarray:
     """Major-axis σ (pixels) of each image's adaptive-moment Gaussian fit, by the iteration
-    and stopping rule of preprocess.width (NaN where it fails, e.g. no positive flux).
+    and stopping rule of preprocess.width, with its resolution floors (fit >= 0.25 px^2,
+    weighted moments >= 1/12 px^2: widths >= 0.5 px, 0.5 for a single bright pixel) and
+    NaN only where there is nothing to fit (no positive flux, non-finite pixels, weighted
+    flux <= 0).
 
     Equal to the reference to float rounding wherever the fit converges; a frame that never
     does (pure noise) can wander chaotically for max_iter steps, amplifying the rounding."""
@@ -175,6 +180,20 @@ def _inv2(xx, xy, yy):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _floor_eigenvalues(xx, xy, yy, floor):
+    """preprocess._floor_eigenvalues: ((xx, xy), (xy, yy)) with its eigenvalues raised to at
+    least `floor`, eigenvectors kept; untouched where both already are."""
+    mean, radius = 0.5 * (xx + yy), np.hypot(0.5 * (xx - yy), xy)
+    low, high = mean - radius, mean + radius
+    if low >= floor:
+        return xx, xy, yy
+    if high <= floor:
+        return floor, 0.0, floor
+    lift = (floor - low) / (2.0 * radius)
+    return xx + lift * (high - xx), xy - lift * xy, yy + lift * (high - yy)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _width_one(img, max_iter, tol):
     """preprocess.width on one grey image: same start, update, fallbacks and stopping rule."""
     h, w = img.shape
@@ -198,8 +217,9 @@ def _width_one(img, max_iter, tol):
         norm, mx, my, wxx, wxy, wyy = _gaussian_moments(img, cx, cy, ixx, ixy, iyy, work)
         if norm <= 0:
             return np.nan
-        if wxx * wyy - wxy * wxy <= 0 or not (np.isfinite(wxx) and np.isfinite(wxy) and np.isfinite(wyy)):
+        if not (np.isfinite(wxx) and np.isfinite(wxy) and np.isfinite(wyy)):
             return np.nan
+        wxx, wxy, wyy = _floor_eigenvalues(wxx, wxy, wyy, PIXEL_VARIANCE)
         # exact for a Gaussian source; 2 x weighted where the difference is not positive definite
         sxx, sxy, syy = _inv2(wxx, wxy, wyy)
         sxx, sxy, syy = sxx - ixx, sxy - ixy, syy - iyy
@@ -207,6 +227,7 @@ def _width_one(img, max_iter, tol):
             nxx, nxy, nyy = _inv2(sxx, sxy, syy)
         else:
             nxx, nxy, nyy = 2.0 * wxx, 2.0 * wxy, 2.0 * wyy
+        nxx, nxy, nyy = _floor_eigenvalues(nxx, nxy, nyy, MIN_WEIGHT_VARIANCE)
         change = max(abs(nxx - xx), abs(nxy - xy), abs(nyy - yy)) / max(abs(xx), abs(xy), abs(yy))
         xx, xy, yy, cx, cy = nxx, nxy, nyy, cx + mx, cy + my
         if change < tol:
