@@ -160,7 +160,7 @@ def quality_section(b: int, size: int, repeats: int) -> None:
     rng = np.random.default_rng(2)
     images = rng.normal(size=(b, size, size)).astype(np.float32)
     print(f"\n## quality metrics: {b:,} images {size}x{size}, numba batch vs numpy per-image loop")
-    for name in ("border_noise", "snr", "non_uniformity"):
+    for name in ("border_noise", "snr", "non_uniformity", "width"):
         batched, per_image = getattr(quality, name), getattr(preprocess, name)
         batched(images[:2])
         fast = best_time(lambda: batched(images), repeats)
