@@ -1,5 +1,7 @@
 """galhpc-encode in one process: columns against direct model calls, post-hoc GMM, bad input."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -77,12 +79,12 @@ def test_columns_match_the_model_and_the_stored_post_hoc_gmm(files, tmp_path):
             recon = model.decode(enc.mu).numpy()[:, 0].astype(np.float64)
             mse = ((recon - images[lo:lo + 64]) ** 2).mean(axis=(1, 2))
             np.testing.assert_allclose(cat["recon_mse"][lo:lo + 64], mse, rtol=1e-5)
-    assert np.array_equal(cat["label"], cat["gamma"].argmax(axis=1))
+    assert np.array_equal(cat["component"], cat["gamma"].argmax(axis=1))
     np.testing.assert_allclose(cat["gamma"].sum(axis=1), 1, atol=1e-5)
     # the three blob sizes are three clusters, even for an untrained encoder
     k = cat["gamma"].shape[1]
     assert k == 3
-    purity = sum(np.bincount(cat["label"][np.arange(N) % 3 == c], minlength=k).max() for c in range(3)) / N
+    purity = sum(np.bincount(cat["component"][np.arange(N) % 3 == c], minlength=k).max() for c in range(3)) / N
     assert purity > 0.95
 
 
@@ -145,8 +147,8 @@ def test_extra_columns_and_store_without_object_id(files, tmp_path):
     assert cat["bright"].dtype == np.int8 and np.array_equal(cat["bright"], images.max(axis=(1, 2)) > 0.5)
     assert cat["flux"].dtype == np.float32
     table = Table.read(out, path="catalog")
-    assert {"mu", "logvar", "gamma", "label", "recon_mse", "object_id", "bright", "flux"} <= set(table.colnames)
-    assert np.array_equal(table["label"], cat["label"])
+    assert {"mu", "logvar", "gamma", "component", "recon_mse", "object_id", "bright", "flux"} <= set(table.colnames)
+    assert np.array_equal(table["component"], cat["component"])
 
 
 def test_bad_inputs_are_refused_with_the_file_named(files, tmp_path, capsys):
@@ -176,6 +178,23 @@ def test_existing_output_of_another_input_is_refused(files, tmp_path, capsys):
     assert "different settings" in err and "--overwrite" in err and "images_shape" in err
     assert encode_main([*args, "--input", str(other), "--overwrite"]) == 0
     assert read_all(out)["mu"].shape == (N - 3, 6)
+
+
+def test_partial_output_of_an_older_encode_with_label_is_not_resumed(files, tmp_path):
+    """Older galhpc-encode wrote the cluster as `label`: its shards must not be stitched with `component` ones."""
+    out = tmp_path / "e.h5"
+    encode(files["vae"], files["store"], out)
+    shard_dir = tmp_path / "e.h5.shards"
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    del manifest["cluster_column"]  # as an older run recorded it
+    (shard_dir / "manifest.json").write_text(json.dumps(manifest))
+    (shard_dir / "000002.h5").unlink()
+    out.unlink()
+    with pytest.raises(CatalogError, match="cluster_column: None -> 'component'"):
+        encode(files["vae"], files["store"], out)
+    encode(files["vae"], files["store"], out, overwrite=True)
+    cat = read_all(out)
+    assert "label" not in cat and cat["component"].dtype == np.int16
 
 
 def test_fits_input_is_prepared_with_the_checkpoint_recipe(tmp_path):
@@ -211,7 +230,7 @@ def test_fits_input_is_prepared_with_the_checkpoint_recipe(tmp_path):
     encode_from_checkpoint(ckpt, oracle_store, tmp_path / "oracle_cat.h5", **kw)
     cat, oracle = read_all(out), read_all(tmp_path / "oracle_cat.h5")
     assert np.array_equal(cat["object_id"], np.arange(1000, 1030))
-    assert np.array_equal(cat["mu"], oracle["mu"]) and np.array_equal(cat["label"], oracle["label"])
+    assert np.array_equal(cat["mu"], oracle["mu"]) and np.array_equal(cat["component"], oracle["component"])
     encode_from_checkpoint(ckpt, cutouts, out, **kw)  # complete: nothing re-made
     assert prepared.stat().st_mtime_ns == stamp
     with pytest.raises(CatalogError, match="input .*nothing-here not found"):

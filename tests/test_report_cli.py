@@ -201,3 +201,13 @@ def test_missing_inputs_give_exit_status_1(run_files, tmp_path):
         pass
     assert main(["--checkpoint", str(run_files["ckpt"]), "--clusters", str(tmp_path / "empty.h5"),
                  "--out", str(tmp_path / "r")]) == 1
+
+
+def test_clusters_of_an_older_encode_with_label_are_read(tmp_path):
+    """Older galhpc-encode outputs name the cluster column `label` instead of `component`."""
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f["object_id"] = np.arange(5, dtype=np.int64)
+        f["mu"] = np.zeros((5, 2), np.float32)
+        f["label"] = np.array([0, 2, 2, 1, 2], np.int16)
+    sample = sampling.read_clusters(tmp_path / "old.h5", 10, np.random.default_rng(0))
+    assert sample.component.tolist() == [0, 2, 2, 1, 2] and sample.occupancy.tolist() == [1, 1, 3]

@@ -51,7 +51,7 @@ def test_report_on_pipeline_outputs(tmp_path):
 
     with h5py.File(tmp_path / "clusters.h5") as f:
         mu = f["mu"][:]
-        label = f["component"][:] if "component" in f else f["label"][:]
+        label = f["component"][:]
     assert m["clusters"]["n_objects"] == N
     assert m["clusters"]["occupancy"] == np.bincount(label, minlength=m["clusters"]["n_components"]).tolist()
     if len(np.unique(label)) > 1:

@@ -1,7 +1,7 @@
 """`galhpc-encode`: embed and cluster every object of a training store, sharded over ranks.
 
 Per object: μ, log σ² (when the encoder has one), γ over the K mixture components,
-`label` = argmax γ, `recon_mse` = mean squared error of `model.reconstruct(x)` (the
+`component` = argmax γ (the most probable mixture component, int16), `recon_mse` = mean squared error of `model.reconstruct(x)` (the
 reconstruction in the input's space as the model's loss compares it, e.g. PSF ⊛ decode(μ)
 for a PSF model) against the input x, object_id, and the model's `extra_columns`.  Row i of the catalogue is row i of the store.
 
@@ -234,7 +234,7 @@ class EncodeJob:
             "object_id": object_id,
             "mu": _numpy(enc.mu, np.float32),
             "gamma": _numpy(gamma, np.float32),
-            "label": _numpy(gamma.argmax(dim=1), np.int16),
+            "component": _numpy(gamma.argmax(dim=1), np.int16),  # the most probable mixture component
             "recon_mse": _numpy((recon.float() - x).pow(2).flatten(1).mean(dim=1), np.float32),
         }
         if enc.logvar is not None:
@@ -268,6 +268,7 @@ def encode_fingerprint(options: EncodeOptions, checkpoint_sha256: str, store: di
                        device: torch.device, post_hoc_gmm: bool) -> dict[str, Any]:
     fp = {
         "kind": "encode",
+        "cluster_column": "component",  # was `label`: shards of older runs must not be resumed into this one
         "checkpoint_sha256": checkpoint_sha256,
         "input": store,
         "batch_size": options.batch_size,

@@ -21,9 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="galhpc-encode",
         description="Encode every object of a training store with a checkpoint: mu, logvar, gamma over the "
-        "mixture components, label = argmax gamma, reconstruction MSE, object_id, into a sharded, resumable "
-        "HDF5 catalogue (master file of virtual datasets + OUT.shards/). Models without a mixture prior get "
-        "a post-hoc GMM (stick-breaking BGM for K) fitted once on rank 0. Run under mpirun for many ranks.",
+        "mixture components, component = argmax gamma (the most probable component), reconstruction MSE, "
+        "object_id, into a sharded, resumable HDF5 catalogue (master file of virtual datasets + OUT.shards/). "
+        "Models without a mixture prior get a post-hoc GMM (stick-breaking BGM for K) fitted once on rank 0. "
+        "Run under mpirun for many ranks.",
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (ckpt.pt)")
     p.add_argument("--input", required=True, type=Path,

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 CHUNK_ROWS = 1 << 20
-LABEL_DATASETS = ("component", "label")  # cluster label per object: DESIGN.md's name, then galhpc-encode's
+LABEL_DATASETS = ("component", "label")  # cluster label per object; `label` in older galhpc-encode outputs
 
 
 def sample_rows(n_total: int, max_rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -67,7 +67,8 @@ class ClusterSample:
 def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> ClusterSample:
     """Sample `max_rows` rows of clusters.h5; occupancy is counted over every row in chunks.
 
-    The cluster label is the `component` dataset, or `label` as galhpc-encode names it.
+    The cluster label is the `component` dataset (argmax γ), or `label` as older galhpc-encode
+    versions named it.
     """
     with h5py.File(path, "r") as f:
         label_name = next((n for n in LABEL_DATASETS if n in f), None)
