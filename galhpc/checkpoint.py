@@ -2,7 +2,9 @@
 
 A checkpoint is a `torch.save` dict holding at least `model_name`, `model_state`,
 `config` (the run's YAML text) and `galhpc_version`; the trainer adds optimizer,
-schedule and RNG state.  It is written to a temporary name, fsynced and renamed, so a
+schedule and RNG state, and the training store's pixel scale (`pixel_scale`, arcsec per
+pixel or None, and `pixel_scale_source`: where it came from or why it is unknown), so
+that `galhpc-generate` needs no access to the store.  It is written to a temporary name, fsynced and renamed, so a
 job killed mid-save leaves the previous checkpoint intact.
 """
 
@@ -83,6 +85,16 @@ def load_model(path: str | Path, expect: str | None = None, map_location: str | 
         raise CheckpointError(f"{path}: weights do not fit model {name!r} of its config: {err}") from err
     model.eval()
     return model, cfg, payload
+
+
+def recorded_pixel_scale(payload: dict[str, Any]) -> tuple[float | None, str] | None:
+    """(arcsec per pixel of the training images or None, where it came from or why it is
+    unknown) as the trainer recorded it; None for a checkpoint that records nothing
+    (written before checkpoints carried it, or not by the trainer)."""
+    if "pixel_scale" not in payload:
+        return None
+    value = payload["pixel_scale"]
+    return (None if value is None else float(value)), str(payload.get("pixel_scale_source", ""))
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,4 +1,5 @@
-"""galhpc-generate --pixel-scale: by default the scale the checkpoint's training store was drawn at."""
+"""galhpc-generate --pixel-scale: by default the scale the model was trained at, which the
+trainer records in the checkpoint (older checkpoints: read from the training store)."""
 
 import shutil
 
@@ -7,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from galhpc.catalog.emulate import DEFAULT_PIXEL_SCALE, EmulationError, load_psf, resolve_pixel_scale, store_pixel_scale
+from galhpc.catalog.emulate import DEFAULT_PIXEL_SCALE, EmulationError, load_psf, resolve_pixel_scale
+from galhpc.checkpoint import read_checkpoint, recorded_pixel_scale, save_checkpoint
 from galhpc.cli.generate import main as generate_main
 from galhpc.config import config_from_dict
 from galhpc.data.prep import run_prep
+from galhpc.data.store import store_pixel_scale
 
 torch.set_num_threads(1)
 
@@ -47,12 +50,17 @@ def generate(ckpt, out, *extra):
         return f["emulation/psf"][()], dict(f["meta"].attrs)
 
 
-def test_default_is_the_training_stores_pixel_scale(trained, tmp_path, capsys):
+def test_default_is_the_training_pixel_scale_recorded_in_the_checkpoint(trained, tmp_path, capsys):
     root, ckpt = trained
+    payload = read_checkpoint(ckpt)
+    assert payload["pixel_scale"] == pytest.approx(0.2)
+    assert str(root / "store.h5") in payload["pixel_scale_source"] and "galsim pixel_scale 0.2" in payload[
+        "pixel_scale_source"]
     psf, meta = generate(ckpt, tmp_path / "synth.h5")
     np.testing.assert_array_equal(psf, load_psf(PSF, 0.2))
     assert psf.shape != load_psf(PSF, 0.03).shape  # drawn at 0.03 the Moffat would be ~7x wider
     assert meta["pixel_scale"] == pytest.approx(0.2)
+    assert "recorded in the checkpoint" in meta["pixel_scale_source"]
     assert str(root / "store.h5") in meta["pixel_scale_source"]
     err = capsys.readouterr().err
     assert "pixel scale 0.2 arcsec/pixel" in err and "training store" in err
@@ -65,21 +73,62 @@ def test_an_explicit_pixel_scale_wins(trained, tmp_path):
     assert meta["pixel_scale"] == pytest.approx(0.1) and meta["pixel_scale_source"] == "--pixel-scale"
 
 
-def test_unknown_scale_falls_back_to_cosmos_with_a_log_line(trained, tmp_path, capsys):
+def without_store(root, run):
+    """Run `run()` while the store the checkpoint names is gone (moved away, then back)."""
+    hidden = root / "store.h5.away"
+    (root / "store.h5").rename(hidden)
+    try:
+        return run()
+    finally:
+        hidden.rename(root / "store.h5")
+
+
+def test_checkpoint_moved_away_from_its_store_keeps_the_training_scale(trained, tmp_path, capsys):
     root, ckpt = trained
     moved = tmp_path / "ckpt.pt"
     shutil.copy(ckpt, moved)
-    hidden = root / "store.h5.away"
-    (root / "store.h5").rename(hidden)  # the store the checkpoint names is gone
-    try:
-        psf, meta = generate(moved, tmp_path / "synth.h5")
-    finally:
-        hidden.rename(root / "store.h5")
+    psf, meta = without_store(root, lambda: generate(moved, tmp_path / "synth.h5"))
+    np.testing.assert_array_equal(psf, load_psf(PSF, 0.2))
+    assert meta["pixel_scale"] == pytest.approx(0.2)
+    err = capsys.readouterr().err
+    assert "WARNING" not in err and "pixel scale 0.2 arcsec/pixel: recorded in the checkpoint" in err
+
+
+def old_checkpoint(ckpt, path):
+    """A copy of `ckpt` as written before checkpoints carried the pixel scale."""
+    payload = read_checkpoint(ckpt)
+    del payload["pixel_scale"], payload["pixel_scale_source"]
+    assert recorded_pixel_scale(payload) is None
+    return save_checkpoint(path, payload)
+
+
+def test_older_checkpoint_reads_the_scale_from_its_store(trained, tmp_path):
+    root, ckpt = trained
+    psf, meta = generate(old_checkpoint(ckpt, tmp_path / "old.pt"), tmp_path / "synth.h5")
+    np.testing.assert_array_equal(psf, load_psf(PSF, 0.2))
+    assert meta["pixel_scale_source"].startswith(f"training store {root / 'store.h5'}")
+
+
+def test_unknown_scale_falls_back_to_cosmos_with_a_log_line(trained, tmp_path, capsys):
+    root, ckpt = trained
+    moved = old_checkpoint(ckpt, tmp_path / "ckpt.pt")  # records no scale, and its store is gone
+    psf, meta = without_store(root, lambda: generate(moved, tmp_path / "synth.h5"))
     np.testing.assert_array_equal(psf, load_psf(PSF, DEFAULT_PIXEL_SCALE))
     assert DEFAULT_PIXEL_SCALE == 0.03 and meta["pixel_scale"] == pytest.approx(0.03)
     err = capsys.readouterr().err
     assert "WARNING" in err and "pixel scale 0.03 arcsec/pixel" in err and "default (COSMOS)" in err
     assert "store.h5 is not found" in err
+
+
+def test_recorded_scale_comes_before_the_store_and_a_recorded_unknown_is_final(tmp_path):
+    cfg = run_config(tmp_path)
+    run_prep(cfg.prep, output=cfg.train.store)  # a 0.2" store
+    assert resolve_pixel_scale(None, cfg, (0.1, "training store x")).value == pytest.approx(0.1)
+    scale = resolve_pixel_scale(None, cfg, (None, "store x source 0 (fits) records no pixel scale"))
+    assert (scale.value, scale.known) == (DEFAULT_PIXEL_SCALE, False)
+    assert "the checkpoint records none: store x source 0 (fits)" in scale.source
+    assert resolve_pixel_scale(0.3, cfg, (0.1, "training store x")).value == pytest.approx(0.3)
+    assert resolve_pixel_scale(None, cfg, None).value == pytest.approx(0.2)
 
 
 def test_store_pixel_scale_follows_options_crop_and_resize(tmp_path):

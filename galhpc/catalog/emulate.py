@@ -7,14 +7,14 @@ of object i is drawn from a generator seeded by (run seed, i), so it is the same
 rank count.
 
 GalSim PSF profiles and COSMOS noise are drawn at a pixel scale: by default the one the
-model was trained at (`resolve_pixel_scale`: read from the prep config recorded in the
-checkpoint's training store), else 0.03″ (COSMOS).
+model was trained at (`resolve_pixel_scale`: recorded in the checkpoint by the trainer,
+or for older checkpoints read from the prep config of the checkpoint's training store),
+else 0.03″ (COSMOS).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 COSMOS_PIXEL_SCALE = 0.03  # arcsec per pixel of the COSMOS noise field
 DEFAULT_PIXEL_SCALE = COSMOS_PIXEL_SCALE  # when neither the user nor the training store gives one
 GALSIM_PROFILES = ("gaussian", "moffat", "airy", "kolmogorov")
-# source kinds of galhpc-prep that draw their stamps at a known pixel scale: their options class
-PIXEL_SCALE_SOURCES = {"galsim": "galhpc.data.synth:SimOptions", "galsim_stars": "galhpc.data.starsim:StarSimOptions"}
 
 
 class EmulationError(ValueError):
@@ -69,70 +67,29 @@ class PixelScale:
     known: bool = True  # False: the default, because nothing better was known
 
 
-def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[float | None, str]:
-    """(arcsec per pixel of a training store's images, a description of where it came from),
-    or (None, why it is not known).
-
-    Read from the prep config the store records: every source must be a simulated kind that
-    draws at a pixel scale (galsim, galsim_stars: `options.pixel_scale`) and all must agree;
-    the stamps are drawn at `prep.image_size`, so a `crop` then `resize` recipe scales it by
-    crop_size / image_size.  FITS cutouts and real stamps record no scale.  With
-    `image_size`, a store whose images have another size is not taken (not the model's store).
-    """
-    from galhpc.config import ConfigError, config_from_yaml_text
-    from galhpc.data.sources import DataError
-    from galhpc.data.store import read_store_info
-
-    try:
-        info = read_store_info(path)
-    except DataError as err:
-        return None, str(err)
-    if image_size is not None and info.image_shape[-1] != image_size:
-        return None, f"store {path} holds {info.image_shape[-1]}-pixel images, the model makes {image_size}-pixel ones"
-    if not info.config:
-        return None, f"store {path} records no prep config"
-    try:
-        prep = config_from_yaml_text(info.config).prep
-    except ConfigError as err:
-        return None, f"store {path}: its prep config is unreadable: {err}"
-    scales = []
-    for index, source in enumerate(prep.sources):
-        where = f"store {path}: source {index} ({source.kind})"
-        target = PIXEL_SCALE_SOURCES.get(source.kind)
-        if target is None:
-            return None, f"{where} records no pixel scale"
-        module, name = target.split(":")
-        try:
-            options = getattr(importlib.import_module(module), name).from_options(source.options, where)
-        except (ConfigError, ImportError, AttributeError) as err:
-            return None, f"{where}: options unreadable: {err}"
-        scales.append(float(options.pixel_scale))
-    if not scales:
-        return None, f"store {path} records no sources"
-    if any(not math.isclose(s, scales[0], rel_tol=1e-9) for s in scales):
-        return None, f"store {path} mixes sources of pixel scales {scales}"
-    drawn = prep.image_size
-    cropped = prep.crop_size if "crop" in prep.recipe and prep.crop_size is not None else drawn
-    final = prep.image_size if "resize" in prep.recipe else cropped
-    if final != info.image_shape[-1]:
-        return None, f"store {path}: its prep config gives {final}-pixel images, it holds {info.image_shape[-1]}"
-    value = scales[0] * cropped / final
-    how = "" if cropped == final else f", {cropped}-pixel crop resized to {final}"
-    return value, f"training store {path} ({prep.sources[0].kind} pixel_scale {scales[0]:g}{how})"
-
-
-def resolve_pixel_scale(explicit: float | None, cfg: RunConfig | None = None) -> PixelScale:
+def resolve_pixel_scale(explicit: float | None, cfg: RunConfig | None = None,
+                        recorded: tuple[float | None, str] | None = None) -> PixelScale:
     """The pixel scale to draw GalSim PSFs and COSMOS noise at.
 
-    An explicit value wins; else the scale of the checkpoint config's training store
-    (`cfg.train.store`, when that file exists and its images have the model's size, see
-    `store_pixel_scale`); else DEFAULT_PIXEL_SCALE (0.03″, COSMOS) with `known=False`.
+    An explicit value wins; else the training pixel scale the checkpoint records
+    (`recorded`, see `galhpc.checkpoint.recorded_pixel_scale`: (value or None, where it
+    came from or why it is unknown)); for older checkpoints that record none, the scale of
+    the checkpoint config's training store (`cfg.train.store`, when that file exists and
+    its images have the model's size, see `galhpc.data.store.store_pixel_scale`); else
+    DEFAULT_PIXEL_SCALE (0.03″, COSMOS) with `known=False`.
     """
+    from galhpc.data.store import store_pixel_scale
+
     if explicit is not None:
         if not (math.isfinite(explicit) and explicit > 0):
             raise EmulationError(f"pixel scale must be a positive number of arcsec per pixel, got {explicit}")
         return PixelScale(float(explicit), "--pixel-scale")
-    if cfg is None:
+    if recorded is not None:
+        value, where = recorded
+        if value is not None:
+            return PixelScale(value, f"recorded in the checkpoint: {where}")
+        why = f"the checkpoint records none: {where}"
+    elif cfg is None:
         why = "no checkpoint config"
     elif not Path(cfg.train.store).is_file():
         why = f"the checkpoint's training store {cfg.train.store} is not found (from {Path.cwd()})"

@@ -204,18 +204,19 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate.
 
     `pixel_scale` (arcsec per pixel, for GalSim PSF profiles and COSMOS noise): None takes
-    the scale the model was trained at when the checkpoint's training store tells it, else
-    0.03 (see `resolve_pixel_scale`); the value and its origin are logged and go to /meta.
+    the scale the model was trained at when the checkpoint records it (or, for older
+    checkpoints, its training store tells it), else 0.03 (see `resolve_pixel_scale`); the
+    value and its origin are logged and go to /meta.
     """
-    from galhpc.checkpoint import file_sha256, load_model
+    from galhpc.checkpoint import file_sha256, load_model, recorded_pixel_scale
     from galhpc.runtime import pick_device, set_threads, setup_logging
 
     world = current_world()
     setup_logging(world.rank)
     set_threads(threads or threads_per_rank())
     torch_device = pick_device(device, local_rank())
-    model, cfg, _ = load_model(checkpoint, map_location="cpu")
-    scale = resolve_pixel_scale(pixel_scale, cfg)
+    model, cfg, payload = load_model(checkpoint, map_location="cpu")
+    scale = resolve_pixel_scale(pixel_scale, cfg, recorded_pixel_scale(payload))
     used = cosmos_noise or bool(psf and is_galsim_profile(psf))
     if world.rank == 0:
         log.log(logging.WARNING if used and not scale.known else logging.INFO,

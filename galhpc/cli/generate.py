@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--psf", help="survey PSF: a FITS image, or a GalSim profile like moffat:fwhm=0.7,beta=3.5")
     p.add_argument("--pixel-scale", type=float,
                    help="arcsec per pixel for GalSim PSF profiles and COSMOS noise (default: the pixel scale the "
-                   "model was trained at, read from the training store its checkpoint names, else 0.03 = COSMOS; "
+                   "model was trained at, recorded in the checkpoint (older checkpoints: read from the training store "
+                   "they name), else 0.03 = COSMOS; "
                    "the value used and its origin are logged and stored in /meta)")
     p.add_argument("--noise-sigma", type=float, help="add white Gaussian noise of this σ (or scale COSMOS noise)")
     p.add_argument("--cosmos-noise", action="store_true", help="add correlated HST COSMOS noise (GalSim)")

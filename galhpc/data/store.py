@@ -4,6 +4,7 @@ Layout (docs/schema.md, "Training store"): `images` (N, H, W) or (N, C, H, W) fl
 chunked in blocks of rows; `object_id` int64; `labels/<name>` one dataset per column;
 optional `truth`, `psf`, extra per-object datasets; `rejects/{object,file,reason}`; root
 attributes `galhpc_version`, `config` (prep YAML), `created`, `n_objects`.
+`store_pixel_scale` reads the pixel scale of the images from that prep config.
 
 `StoreWriter` writes to a hidden temporary file beside the target and renames it only
 when complete, so an interrupted prep never leaves a file that looks whole.  A published
@@ -14,7 +15,9 @@ parallel file systems such as Lustre often refuse).
 from __future__ import annotations
 
 import datetime
+import importlib
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ import h5py
 import numpy as np
 
 import galhpc
+from galhpc.config import ConfigError, config_from_yaml_text
 from galhpc.data.sources import Block, DataError, Reject
 
 log = logging.getLogger("galhpc.data.store")
@@ -231,3 +235,55 @@ def read_store_info(path: str | Path) -> StoreInfo:
             )
     except OSError as err:
         raise DataError(f"{path} is not a readable HDF5 store: {err}") from err
+
+
+# source kinds of galhpc-prep that draw their stamps at a known pixel scale: their options class
+PIXEL_SCALE_SOURCES = {"galsim": "galhpc.data.synth:SimOptions", "galsim_stars": "galhpc.data.starsim:StarSimOptions"}
+
+
+def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[float | None, str]:
+    """(arcsec per pixel of a training store's images, a description of where it came from),
+    or (None, why it is not known).
+
+    Read from the prep config the store records: every source must be a simulated kind that
+    draws at a pixel scale (galsim, galsim_stars: `options.pixel_scale`) and all must agree;
+    the stamps are drawn at `prep.image_size`, so a `crop` then `resize` recipe scales it by
+    crop_size / image_size.  FITS cutouts and real stamps record no scale.  With
+    `image_size`, a store whose images have another size is not taken (not the model's store).
+    """
+    try:
+        info = read_store_info(path)
+    except DataError as err:
+        return None, str(err)
+    if image_size is not None and info.image_shape[-1] != image_size:
+        return None, f"store {path} holds {info.image_shape[-1]}-pixel images, the model makes {image_size}-pixel ones"
+    if not info.config:
+        return None, f"store {path} records no prep config"
+    try:
+        prep = config_from_yaml_text(info.config).prep
+    except ConfigError as err:
+        return None, f"store {path}: its prep config is unreadable: {err}"
+    scales = []
+    for index, source in enumerate(prep.sources):
+        where = f"store {path}: source {index} ({source.kind})"
+        target = PIXEL_SCALE_SOURCES.get(source.kind)
+        if target is None:
+            return None, f"{where} records no pixel scale"
+        module, name = target.split(":")
+        try:
+            options = getattr(importlib.import_module(module), name).from_options(source.options, where)
+        except (ConfigError, ImportError, AttributeError) as err:
+            return None, f"{where}: options unreadable: {err}"
+        scales.append(float(options.pixel_scale))
+    if not scales:
+        return None, f"store {path} records no sources"
+    if any(not math.isclose(s, scales[0], rel_tol=1e-9) for s in scales):
+        return None, f"store {path} mixes sources of pixel scales {scales}"
+    drawn = prep.image_size
+    cropped = prep.crop_size if "crop" in prep.recipe and prep.crop_size is not None else drawn
+    final = prep.image_size if "resize" in prep.recipe else cropped
+    if final != info.image_shape[-1]:
+        return None, f"store {path}: its prep config gives {final}-pixel images, it holds {info.image_shape[-1]}"
+    value = scales[0] * cropped / final
+    how = "" if cropped == final else f", {cropped}-pixel crop resized to {final}"
+    return value, f"training store {path} ({prep.sources[0].kind} pixel_scale {scales[0]:g}{how})"

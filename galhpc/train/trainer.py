@@ -298,6 +298,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, backend: Backend, resume: bool) -> None:
         from galhpc.data.loader import StoreLoader
+        from galhpc.data.store import store_pixel_scale
 
         self.cfg, self.backend = cfg, backend
         self.out_dir = Path(cfg.train.out_dir)
@@ -325,6 +326,7 @@ class Trainer:
                 f"of {t.batch_size}; lower train.batch_size"
             )
         self.total_steps = t.epochs * self.steps_per_epoch
+        self.pixel_scale = store_pixel_scale(t.store, cfg.model.image_size)  # (arcsec/pixel or None, provenance)
         self.layout = {"world_size": backend.world_size, "batch_size": t.batch_size, "seed": t.seed,
                        "holdout_fraction": t.holdout_fraction, "steps_per_epoch": self.steps_per_epoch}
         self.optimizer = build_optimizer(self.model, cfg)
@@ -340,7 +342,9 @@ class Trainer:
     # -- checkpoints and files (rank 0) --
     def save(self) -> None:
         if self.backend.is_root:
-            save_checkpoint(self.ckpt_path, checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos, self.layout))
+            payload = checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos, self.layout)
+            payload["pixel_scale"], payload["pixel_scale_source"] = self.pixel_scale  # for galhpc-generate
+            save_checkpoint(self.ckpt_path, payload)
             log.info("checkpoint %s (epoch %d, batch %d, step %d)", self.ckpt_path, self.pos.epoch,
                      self.pos.batch, self.pos.step)
 
