@@ -57,8 +57,9 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
             inp.holdout_images = inp.store_images(inp.member_rows[pick])
             inp.holdout_ids = cs.object_id[pick]
             condition = inference.class_condition(model)
-            if condition is not None and condition[0] in inp.labels:
-                inp.holdout_groups, inp.group_name = inp.labels[condition[0]][pick], condition[0]
+            column = condition[0] if condition is not None else inference.float_condition(model)
+            if column is not None and column in inp.labels:  # a class label, or a float value to bin
+                inp.holdout_groups, inp.group_name = inp.labels[column][pick], column
             else:
                 inp.holdout_groups, inp.group_name = cs.component[pick], "component"
             inp.holdout_recons = inference.reconstruct(

@@ -230,3 +230,35 @@ def distributions(real: Mapping[str, np.ndarray], generated: Mapping[str, np.nda
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def statistics_vs_condition(x: np.ndarray, real: Sequence[Mapping[str, Sequence[float]]],
+                            generated: Sequence[Mapping[str, Sequence[float]]], edges: np.ndarray, path: Path,
+                            xlabel: str, title: str) -> Path:
+    """Median of each statistic per condition bin against the bin's condition value, real and
+    generated, error bars from the 25th to the 75th percentile; bin edges dotted.
+
+    real[i][name] / generated[i][name] = (25th percentile, median, 75th percentile) of bin i."""
+    names = list(real[0]) if len(real) else []
+    n_cols = min(4, max(len(names), 1))
+    n_rows = max(int(np.ceil(len(names) / n_cols)), 1)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3 * n_cols, 2.4 * n_rows + 0.4), squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    x = np.asarray(x, np.float64)
+    span = float(edges[-1] - edges[0]) or 1.0
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        for series, label, shift, marker in ((real, "real", -0.01, "o"), (generated, "generated", 0.01, "s")):
+            q = np.array([series[i][name] for i in range(len(x))], np.float64).reshape(len(x), 3)
+            err = np.abs(np.stack([q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]]))
+            ax.errorbar(x + shift * span, q[:, 1], yerr=err, marker=marker, ms=4, capsize=2, lw=1, label=label)
+        for e in edges:
+            ax.axvline(e, color="grey", lw=0.5, ls=":")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=7)
+        ax.tick_params(labelsize=6)
+    if names:
+        axes[0, 0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

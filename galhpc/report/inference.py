@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,10 +60,21 @@ def class_condition(model: GalaxyModel) -> tuple[str, int] | None:
     return None
 
 
+def float_condition(model: GalaxyModel) -> str | None:
+    """Label column of a float-conditioned generator (e.g. a PixelCNN prior with a condition of
+    kind "float", whose `sample(n, column=value)` draws at that value), else None."""
+    condition = getattr(model, "condition", None)
+    if model.generative and getattr(condition, "kind", None) == "float":
+        return str(condition.column)
+    return None
+
+
 @torch.no_grad()
-def sample(model: GalaxyModel, n: int, seed: int, component: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """n generated images (N, C, H, W) and their components; `component` fixes the mixture component."""
+def sample(model: GalaxyModel, n: int, seed: int, component: int | None = None,
+           **conditions: Any) -> tuple[np.ndarray, np.ndarray]:
+    """n generated images (N, C, H, W) and their components; `component` fixes the mixture
+    component (or class), `conditions` (column=value) the condition of a conditional generator."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    kwargs = {} if component is None else {"component": component}
+    kwargs = dict(conditions) if component is None else {"component": component, **conditions}
     out = model.sample(n, generator, **kwargs)
     return out.images.float().cpu().numpy(), out.component.cpu().numpy().astype(np.int64)

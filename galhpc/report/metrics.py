@@ -7,6 +7,7 @@ which rows of a catalogue form that sample.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -242,3 +243,48 @@ def _two_opt(order: list[int], dist: np.ndarray) -> list[int]:
                 if length < best - 1e-12:
                     order, best, improved = candidate, length, True
     return order
+
+
+@dataclass
+class ConditionBins:
+    """Quantile bins of a float condition (see `quantile_bins`)."""
+
+    edges: np.ndarray  # (k + 1,) increasing; bin i is [edges[i], edges[i+1]), the last one closed
+    index: np.ndarray  # bin of each input value, -1 where it is not finite
+    values: np.ndarray  # (k,) median of the values in each bin: the condition generated stamps get
+    counts: np.ndarray  # (k,) values in each bin
+    n_requested: int
+    note: str | None = None  # why there are fewer bins than requested, if there are
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.values)
+
+
+def quantile_bins(values: np.ndarray, n_bins: int = 3, min_per_bin: int = 5) -> ConditionBins:
+    """Equal-count bins of the finite `values`: edges at their quantiles (numpy's linear
+    interpolation), at most `n_bins` and at most one bin per `min_per_bin` values (at least
+    one); tied quantiles (discrete values) are merged. Bin i holds edges[i] <= v < edges[i+1],
+    the last bin also its upper edge. Raises ValueError without finite values."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    finite = np.isfinite(v)
+    x = v[finite]
+    if len(x) == 0:
+        raise ValueError("no finite condition values to bin")
+    k = max(1, min(int(n_bins), len(x) // max(int(min_per_bin), 1)))
+    notes = []
+    if k < n_bins:
+        notes.append(f"{len(x)} finite values: {k} bin(s) of at least {min_per_bin} instead of {n_bins}")
+    edges = np.quantile(x, np.linspace(0.0, 1.0, k + 1))
+    unique = np.unique(edges)
+    if len(unique) < len(edges):
+        if max(len(unique) - 1, 1) < k:
+            notes.append(f"tied quantiles merged: {k} -> {max(len(unique) - 1, 1)} bin(s)")
+        edges = unique if len(unique) > 1 else np.array([unique[0], unique[0]])
+    n = len(edges) - 1
+    index = np.full(len(v), -1, np.int64)
+    index[finite] = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, n - 1)
+    counts = np.bincount(index[finite], minlength=n)
+    medians = np.array([np.median(v[index == i]) if counts[i] else np.nan for i in range(n)])
+    return ConditionBins(edges=edges, index=index, values=medians, counts=counts, n_requested=int(n_bins),
+                         note="; ".join(notes) or None)

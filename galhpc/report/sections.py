@@ -32,6 +32,7 @@ class ReportOptions:
     seed: int = 0
     n_holdout: int = 500  # store images reconstructed (figures, best/worst, Regier's test)
     n_morph: int = 100  # images per set measured with statmorph
+    n_condition_bins: int = 3  # quantile bins of a float condition (fewer when there are few stamps)
     match_noise: bool = True  # add noise to generated stamps up to the real stamps' sky σ
     n_tsne: int = 1000
     n_show: int = 8  # stamps per figure row
@@ -49,7 +50,8 @@ class Inputs:
     holdout_images: np.ndarray | None = None  # (n, C, H, W) from the store
     holdout_ids: np.ndarray | None = None
     holdout_recons: np.ndarray | None = None  # model.reconstruct of holdout_images (in their space)
-    holdout_groups: np.ndarray | None = None  # their condition: class label or clusters.h5 component
+    # their condition: class label, float condition value (binned by generated_vs_real) or clusters.h5 component
+    holdout_groups: np.ndarray | None = None
     group_name: str = "component"
     member_rows: np.ndarray | None = None  # store row of each cluster-sample row (-1 if absent)
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # per cluster-sample row
@@ -260,6 +262,16 @@ def _samples_per_component(inp: Inputs, opt: ReportOptions, figs: Figures, out: 
         for c in range(n_groups):
             rows.append(inference.sample(model, opt.n_show, seed=opt.seed + c, component=c)[0])
             labels.append(f"{name} {c}")
+    elif model.generative and (column := inference.float_condition(model)) is not None:
+        values = inp.holdout_groups if inp.group_name == column else None
+        if values is None or not np.isfinite(values).any():
+            out["samples_skipped"] = f"float-conditioned model: no held-out labels/{column} to choose values from"
+            return
+        bins = metrics.quantile_bins(values, opt.n_condition_bins, 1)
+        source = f"model.sample({column}=median of each held-out quantile bin)"
+        for i, v in enumerate(bins.values):
+            rows.append(inference.sample(model, opt.n_show, seed=opt.seed + i, **{column: float(v)})[0])
+            labels.append(f"{column}={v:.3g}")
     elif model.generative:
         source = "model.sample"
         rows.append(inference.sample(model, opt.n_show, seed=opt.seed)[0])
@@ -336,24 +348,47 @@ def regier_test(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.G
 
 
 # 6. Generated against real ---------------------------------------------------------------------------
+MIN_GROUP = 5  # stamps on each side for a per-condition comparison (class, component or condition bin)
+
+
 def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
-    """statmorph statistics of held-out and generated stamps, KS distances overall and per condition."""
+    """statmorph statistics of held-out and generated stamps, KS distances overall and per condition:
+    per class / component, or per quantile bin of a float condition."""
     if inp.holdout_images is None:
         return {"skipped": "no --store: no real images"}
+    model = inp.model
+    if inp.synth is None and not model.generative:
+        return {"skipped": f"model {model.name!r} is not generative and no --synth was given"}
+    float_column = inference.float_condition(model)
     if inp.synth is not None:
         pick = _pick(len(inp.synth.images), opt.n_morph, rng)
-        generated, gen_comp = inp.synth.images[pick], inp.synth.component[pick]
-    elif inp.model.generative:
-        generated, gen_comp = inference.sample(inp.model, opt.n_morph, seed=opt.seed)
-    else:
-        return {"skipped": f"model {inp.model.name!r} is not generative and no --synth was given"}
+        synth_images, synth_comp = inp.synth.images[pick], inp.synth.component[pick]
     pick = _pick(len(inp.holdout_images), opt.n_morph, rng)
     real = inp.holdout_images[pick]
+    bins, bins_skipped = None, None
+    if float_column is not None:
+        values = inp.holdout_groups[pick] if inp.group_name == float_column else None
+        if values is None or not np.isfinite(values).any():
+            bins_skipped = f"the store has no finite labels/{float_column} for the held-out stamps to bin"
+        else:
+            bins = metrics.quantile_bins(values, opt.n_condition_bins, MIN_GROUP)
+    if inp.synth is not None:
+        generated, gen_comp, source = synth_images, synth_comp, "synth.h5"
+    elif bins is not None:  # float-conditioned: drawn at each bin's median condition
+        generated, gen_comp = _sample_groups(model, opt.n_morph, [{float_column: float(v)} for v in bins.values],
+                                             opt.seed)
+        source = f"model.sample(n, {float_column}=<bin median>) per bin"
+    elif float_column is not None:
+        return {"skipped": f"float-conditioned model without --synth: {bins_skipped}, so no condition to sample at"}
+    elif (condition := inference.class_condition(model)) is not None:  # it needs a class to sample
+        generated, gen_comp = _sample_groups(model, opt.n_morph, [{"component": c} for c in range(condition[1])],
+                                             opt.seed)
+        source = "model.sample(n, component=c) per class"
+    else:
+        generated, gen_comp = inference.sample(model, opt.n_morph, seed=opt.seed)
+        source = "model.sample"
     real_sigma = morphology.median_sky_sigma(real)
-    gen_sigma = morphology.median_sky_sigma(generated)
-    added = float(np.sqrt(max(real_sigma**2 - gen_sigma**2, 0.0))) if opt.match_noise else 0.0
-    if added > 0:
-        generated = morphology.add_noise(generated, added, np.random.default_rng(opt.seed))
+    generated, gen_sigma, added = _noise_matched(generated, real_sigma, opt)
     log.info("statmorph on %d real and %d generated stamps", len(real), len(generated))
     real_table, gen_table = morphology.morphology_table(real), morphology.morphology_table(generated)
     ks = morphology.compare_tables(real_table, gen_table)
@@ -361,21 +396,115 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
                                                                "statmorph statistics, real against generated"),
                           title="Generated against real (statmorph)")
     out: dict[str, Any] = {
-        "n_real": len(real), "n_generated": len(generated), "ks": ks,
+        "n_real": len(real), "n_generated": len(generated), "generated_source": source, "ks": ks,
         "sky_sigma_real": real_sigma, "sky_sigma_generated": gen_sigma, "noise_added_to_generated": added,
         "n_failed_real": int(np.isnan(real_table["gini"]).sum()),
         "n_failed_generated": int(np.isnan(gen_table["gini"]).sum()),
     }
-    if inp.holdout_groups is not None and (gen_comp >= 0).any():
-        real_groups = inp.holdout_groups[pick]
-        per: dict[str, Any] = {}
-        for c in np.unique(gen_comp[gen_comp >= 0]):
-            r, g = real_groups == c, gen_comp == c
-            if r.sum() >= 5 and g.sum() >= 5:
-                per[str(c)] = morphology.compare_tables({k: v[r] for k, v in real_table.items()},
-                                                        {k: v[g] for k, v in gen_table.items()})
-        out[f"per_{inp.group_name}"] = per
+    if float_column is not None:
+        key = f"per_{float_column}_bin"
+        if bins is None:
+            out[key] = {"skipped": bins_skipped}
+            return out
+        extra: dict[str, Any] = {}
+        if inp.synth is not None:  # synth.h5 records no condition value: draw per bin from the model
+            bin_images, bin_groups = _sample_groups(model, opt.n_morph,
+                                                    [{float_column: float(v)} for v in bins.values], opt.seed)
+            bin_images, _, extra["noise_added_to_generated"] = _noise_matched(bin_images, real_sigma, opt)
+            log.info("statmorph on %d stamps generated per %s bin", len(bin_images), float_column)
+            bin_table = morphology.morphology_table(bin_images)
+        else:
+            bin_table, bin_groups = gen_table, gen_comp
+        out[key] = _per_bin(float_column, bins, real_table, bin_table, bin_groups, figs) | extra
+    elif inp.holdout_groups is not None and (gen_comp >= 0).any():
+        per = _compare_groups(real_table, inp.holdout_groups[pick], gen_table, gen_comp)
+        out[f"per_{inp.group_name}"] = {str(c): v for c, v in per.items()}
     return out
+
+
+def _noise_matched(images: np.ndarray, real_sigma: float, opt: ReportOptions) -> tuple[np.ndarray, float, float]:
+    """Generated stamps with white noise added up to the real stamps' median sky σ (if
+    `match_noise`); returns (stamps, their own sky σ, σ added)."""
+    gen_sigma = morphology.median_sky_sigma(images)
+    added = float(np.sqrt(max(real_sigma**2 - gen_sigma**2, 0.0))) if opt.match_noise else 0.0
+    if added > 0:
+        images = morphology.add_noise(images, added, np.random.default_rng(opt.seed))
+    return images, gen_sigma, added
+
+
+def _sample_groups(model: GalaxyModel, n_total: int, conditions: list[dict[str, Any]], seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """n_total stamps split evenly over the groups, group i drawn by `model.sample(**conditions[i])`;
+    returns the stamps and each one's group index (the class for [{"component": c}, ...])."""
+    sizes = np.full(len(conditions), n_total // len(conditions))
+    sizes[: n_total % len(conditions)] += 1
+    images, groups = [], []
+    for i, (kwargs, n) in enumerate(zip(conditions, sizes)):
+        if n:
+            images.append(inference.sample(model, int(n), seed=seed + i, **kwargs)[0])
+            groups.append(np.full(int(n), i, np.int64))
+    return np.concatenate(images), np.concatenate(groups)
+
+
+def _subset(table: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[mask] for k, v in table.items()}
+
+
+def _compare_groups(real_table: dict[str, np.ndarray], real_groups: np.ndarray, gen_table: dict[str, np.ndarray],
+                    gen_groups: np.ndarray) -> dict[int, dict[str, dict[str, float]]]:
+    """KS distances per group (class, component or condition bin) of the generated stamps, for
+    the groups with at least MIN_GROUP stamps on both sides."""
+    per = {}
+    for c in np.unique(gen_groups[gen_groups >= 0]):
+        r, g = real_groups == c, gen_groups == c
+        if r.sum() >= MIN_GROUP and g.sum() >= MIN_GROUP:
+            per[int(c)] = morphology.compare_tables(_subset(real_table, r), _subset(gen_table, g))
+    return per
+
+
+def _quartiles(table: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """(25th percentile, median, 75th percentile) of each statistic, NaN-free values only."""
+    out = {}
+    for name, v in table.items():
+        v = v[np.isfinite(v)]
+        out[name] = np.percentile(v, [25, 50, 75]).tolist() if len(v) else [float("nan")] * 3
+    return out
+
+
+def _per_bin(column: str, bins: metrics.ConditionBins, real_table: dict[str, np.ndarray],
+             gen_table: dict[str, np.ndarray], gen_bins: np.ndarray, figs: Figures) -> dict[str, Any]:
+    """Per quantile bin of a float condition: its edges, the condition value generated stamps were
+    drawn at, KS distances and quartiles of each statistic; one figure of medians against the condition."""
+    per = _compare_groups(real_table, bins.index, gen_table, gen_bins)
+    entries, real_q, gen_q = [], [], []
+    for i in range(bins.n_bins):
+        r, g = bins.index == i, gen_bins == i
+        real_q.append(_quartiles(_subset(real_table, r)))
+        gen_q.append(_quartiles(_subset(gen_table, g)))
+        entry: dict[str, Any] = {
+            "bin": i, "lower": float(bins.edges[i]), "upper": float(bins.edges[i + 1]),
+            "condition_value": float(bins.values[i]), "n_real": int(r.sum()), "n_generated": int(g.sum()),
+            "median_real": {k: q[1] for k, q in real_q[-1].items()},
+            "median_generated": {k: q[1] for k, q in gen_q[-1].items()},
+        }
+        if i in per:
+            entry["ks"] = per[i]
+        else:
+            entry["ks_skipped"] = f"fewer than {MIN_GROUP} real or generated stamps in the bin"
+        entries.append(entry)
+    figures.statistics_vs_condition(
+        bins.values, real_q, gen_q, bins.edges,
+        figs.path("generated_vs_real", f"morphology_per_{column}.png",
+                  f"statmorph medians (bars: 25th-75th percentile) per {column} bin, real against generated"),
+        xlabel=column, title=f"Generated against real per {column} bin (statmorph)")
+    return {
+        "column": column,
+        "binning": "quantiles of the condition over the real stamps measured with statmorph",
+        "n_bins_requested": bins.n_requested, "n_bins": bins.n_bins, "note": bins.note,
+        "edges": bins.edges.tolist(), "min_per_bin": MIN_GROUP,
+        "n_real_without_condition": int((bins.index < 0).sum()),
+        "bins": entries,
+    }
 
 
 SECTIONS = {
