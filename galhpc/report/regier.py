@@ -88,7 +88,10 @@ def fit_gaussian(image: np.ndarray, start: np.ndarray | None = None) -> Gaussian
     image = np.asarray(image, np.float64)
     ys, xs = np.mgrid[: image.shape[0], : image.shape[1]].astype(np.float64)
     theta0 = _moment_start(image, xs, ys) if start is None else np.asarray(start, np.float64)
-    res = optimize.minimize(_sse_and_grad, theta0, args=(image, xs, ys), jac=True, method="BFGS")
+    # BFGS line-search probes can reach extreme widths (exp(log σ) -> 0 or inf); the
+    # non-finite SSE there makes it backtrack, so numpy's warnings about it are noise.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        res = optimize.minimize(_sse_and_grad, theta0, args=(image, xs, ys), jac=True, method="BFGS")
     a, x0, y0, lsx, lsy, t = res.x
     return GaussianFit(float(a), float(x0), float(y0), float(np.exp(lsx)), float(np.exp(lsy)), float(np.tanh(t)),
                        float(res.fun), bool(res.success))
