@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from galhpc.catalog.emulate import DEFAULT_PIXEL_SCALE, EmulationError, load_psf, resolve_pixel_scale
+from galhpc.catalog.emulate import DEFAULT_PIXEL_SCALE, EmulationError, SurveyEmulation, load_psf, resolve_pixel_scale
 from galhpc.checkpoint import read_checkpoint, recorded_pixel_scale, save_checkpoint
 from galhpc.cli.generate import main as generate_main
 from galhpc.config import config_from_dict
@@ -153,3 +153,11 @@ def test_store_pixel_scale_follows_options_crop_and_resize(tmp_path):
         assert (scale.value, scale.known) == (0.03, False)
     with pytest.raises(EmulationError, match="positive"):
         resolve_pixel_scale(0.0, cfg)
+
+
+def test_fingerprint_holds_the_pixel_scale_only_where_it_changes_the_output():
+    psf = load_psf("moffat:fwhm=0.7,beta=3.5", 0.2)
+    drawn = [SurveyEmulation(psf=psf, pixel_scale=scale).describe() for scale in (0.2, 0.03)]
+    assert drawn[0] == drawn[1]  # the PSF is drawn already: its hash identifies it
+    noisy = [SurveyEmulation(cosmos_noise=True, pixel_scale=scale).describe() for scale in (0.2, 0.03)]
+    assert noisy[0] != noisy[1] and noisy[0]["pixel_scale"] == 0.2

@@ -52,10 +52,13 @@ class SurveyEmulation:
         return self.psf is not None or self.noise_sigma is not None or self.cosmos_noise
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able summary that identifies the emulation (for fingerprints and /meta)."""
+        """JSON-able summary that identifies the emulation (for fingerprints).  The pixel
+        scale is part of it only with COSMOS noise, the one step it changes once the PSF is
+        drawn (the PSF's hash covers its drawing), so a default that resolves differently
+        elsewhere does not block resuming a run it cannot change."""
         psf_hash = None if self.psf is None else hashlib.sha256(np.ascontiguousarray(self.psf).tobytes()).hexdigest()
-        return {"psf_sha256": psf_hash, "noise_sigma": self.noise_sigma, "cosmos_noise": self.cosmos_noise,
-                "pixel_scale": self.pixel_scale}
+        summary = {"psf_sha256": psf_hash, "noise_sigma": self.noise_sigma, "cosmos_noise": self.cosmos_noise}
+        return {**summary, "pixel_scale": self.pixel_scale} if self.cosmos_noise else summary
 
 
 @dataclass(frozen=True)
