@@ -301,3 +301,12 @@ def test_training_logs_holdout_mse_in_observed_space(tmp_path):
             sse += float(((convolve(clean, batch["psf"].numpy()) - x.numpy()) ** 2).sum())
             count += x.numel()
     assert logged == pytest.approx(sse / count, rel=1e-4)
+
+
+def test_denormalising_a_diverged_output_stays_finite():
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float32) + 0.1
+    y = torch.tensor([-1e3, -30.0, 0.5, 30.0, 1e3]).repeat(2, 1, 8, 1)[..., :8, :5]
+    out = denormalise_stamps(y, x, 10.0)
+    assert torch.isfinite(out).all()
+    # inside the finite range it is still the exact inverse
+    torch.testing.assert_close(denormalise_stamps(normalise_stamps(x, 10.0), x, 10.0), x)

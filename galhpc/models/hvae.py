@@ -45,8 +45,10 @@ def normalise_stamps(x: torch.Tensor, stretch: float) -> torch.Tensor:
 def denormalise_stamps(y: torch.Tensor, x: torch.Tensor, stretch: float) -> torch.Tensor:
     """The inverse of `normalise_stamps(x, stretch)` applied to y: normalised-space images y
     (e.g. reconstructions of x) back in x's flux units, with x's own peaks, so
-    denormalise_stamps(normalise_stamps(x), x) == x."""
-    return _stamp_peak(x) * torch.sinh(y * math.asinh(stretch)) / stretch
+    denormalise_stamps(normalise_stamps(x), x) == x.  The argument of sinh is kept within
+    ±80, where float32 stays finite (it overflows near 89): a diverging head's output would
+    otherwise make reconstruction errors inf rather than merely large."""
+    return _stamp_peak(x) * torch.sinh((y * math.asinh(stretch)).clamp(-80.0, 80.0)) / stretch
 
 
 def concentration(x: torch.Tensor) -> torch.Tensor:
