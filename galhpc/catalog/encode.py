@@ -1,9 +1,10 @@
 """`galhpc-encode`: embed and cluster every object of a training store, sharded over ranks.
 
 Per object: μ, log σ² (when the encoder has one), γ over the K mixture components,
-`component` = argmax γ (the most probable mixture component, int16), `recon_mse` = mean squared error of `model.reconstruct(x)` (the
-reconstruction in the input's space as the model's loss compares it, e.g. PSF ⊛ decode(μ)
-for a PSF model) against the input x, object_id, and the model's `extra_columns`.  Row i of the catalogue is row i of the store.
+`component` = argmax γ (the most probable mixture component, int16), `recon_mse` = mean
+squared error of `model.reconstruct(x)` (the reconstruction in the input's space as the
+model's loss compares it, e.g. PSF ⊛ decode(μ) for a PSF model) against the input x,
+object_id, and the model's `extra_columns`.  Row i of the catalogue is row i of the store.
 
 γ comes from the model's own mixture (AstroVaDEr) or, for models without a mixture
 prior, from a post-hoc GMM: rank 0 encodes an evenly strided subsample of the store,

@@ -22,9 +22,10 @@ from galhpc.kernels import backend as _backend
 # Direct convolution is used up to this many PSF taps (h * w): on CPU it beats the FFT up to
 # about 15 x 15 PSFs on 128 x 128 images (benchmarks/kernels.py, crossover section).
 DIRECT_MAX_TAPS = 15 * 15
-# CPU images per chunk: about 2^20 padded pixels, so a chunk's FFT buffers stay in cache (a
-# 4,096 image batch in one go is memory-bound and ~2x slower; 2^18 and 2^22 are slower too).
-# cuda batches go in one piece: there, fewer and larger kernel launches win.
+# CPU images per chunk: 2^20 pixels of the full linear convolution (H + h - 1) x (W + w - 1)
+# per chunk, tuned by timing (the FFT buffers then stay in cache: a 4,096-image batch in one
+# go is memory-bound and ~2x slower; 2^18 and 2^22 are slower too).  cuda batches go in one
+# piece, assuming fewer and larger kernel launches win there (not timed on a GPU yet).
 CHUNK_PIXELS = 1 << 20
 _SPECTRUM_CACHE_SIZE = 8
 _spectrum_cache: OrderedDict[tuple, tuple[weakref.ref, int, torch.Tensor]] = OrderedDict()
@@ -51,7 +52,8 @@ def convolve_psf(images, psf, *, backend: str = "auto"):
 
 
 def _in_chunks(method, images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
-    """method over CPU chunks of about CHUNK_PIXELS padded pixels (per-object PSFs sliced along)."""
+    """method over CPU chunks of about CHUNK_PIXELS full-convolution pixels (per-object PSFs
+    sliced along)."""
     if images.device.type != "cpu":
         return method(images, psf)
     b, hh, ww = images.shape[0], images.shape[-2], images.shape[-1]
