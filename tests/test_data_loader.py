@@ -8,7 +8,7 @@ import torch
 from galhpc.data import loader as loader_mod
 from galhpc.data.loader import StoreLoader, holdout_mask
 from galhpc.data.sources import Block, DataError
-from galhpc.data.store import StoreWriter, read_store_info
+from galhpc.data.store import StoreWriter, locate_column, read_store_info
 
 torch.set_num_threads(1)
 N, H = 203, 8
@@ -196,3 +196,21 @@ def test_a_split_smaller_than_one_batch_is_an_error(store):
     with pytest.raises(DataError, match="fewer than one batch"):
         StoreLoader(store, 64, split="holdout", holdout_fraction=0.1)
     assert len(StoreLoader(store, 64, split="holdout", holdout_fraction=0.1, drop_last=False)) == 1
+
+
+def test_locate_column_is_the_one_rule_for_store_columns(tmp_path):
+    path = tmp_path / "columns.h5"
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((6, 4, 4), np.float32)
+        f["object_id"] = np.arange(6)
+        f.create_dataset("truth", data=np.zeros((6, 4, 4)), chunks=(1, 4, 4))
+        f["psf"] = np.ones((6, 3))  # 6 rows but contiguous: one shared array, not per object
+        f["labels/flux"] = np.arange(6.0)
+        f["flux"] = np.zeros(6)  # the label column wins over a root dataset of the same name
+        f.create_group("extra")
+    with h5py.File(path, "r") as f:
+        assert locate_column(f, "flux", 6) == ("labels/flux", True)
+        assert locate_column(f, "truth", 6) == ("truth", True)
+        assert locate_column(f, "truth", 7) == ("truth", False)
+        assert locate_column(f, "psf", 6) == ("psf", False)
+        assert [locate_column(f, name, 6) for name in ("images", "object_id", "extra", "nothing")] == [None] * 4

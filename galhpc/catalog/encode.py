@@ -38,6 +38,7 @@ from galhpc.catalog.h5out import load_arrays, run_meta, save_arrays
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.catalog.world import World, current_world, local_rank, threads_per_rank
 from galhpc.config import PrepConfig
+from galhpc.data.store import locate_column
 from galhpc.models.base import GalaxyModel
 
 log = logging.getLogger("galhpc.catalog.encode")
@@ -104,14 +105,13 @@ class StoreReader:
         (e.g. one PSF (h, w)) is returned whole."""
         out = {}
         for name in names:
-            where = name if name in self.file else f"labels/{name}"
-            if where not in self.file or not isinstance(self.file[where], h5py.Dataset):
+            found = locate_column(self.file, name, self.n)
+            if found is None:
                 raise CatalogError(f"{self.path}: the model needs the store column {name!r} to reconstruct "
                                    "its inputs, but the store has none")
-            ds = self.file[where]
+            where, per_object = found
             try:
-                per_object = ds.ndim >= 1 and ds.shape[0] == self.n and ds.chunks is not None  # as StoreLoader
-                out[name] = np.asarray(ds[start:stop] if per_object else ds[()])
+                out[name] = np.asarray(self.file[where][start:stop] if per_object else self.file[where][()])
             except OSError as err:
                 raise CatalogError(f"{self.path}: reading /{where} rows {start}..{stop - 1} failed: {err}") from err
         return out

@@ -23,7 +23,7 @@ import torch
 
 from galhpc.data.preprocess import random_flips
 from galhpc.data.sources import DataError
-from galhpc.data.store import read_store_info
+from galhpc.data.store import locate_column, read_store_info
 
 SPLITS = ("train", "holdout", "all")
 _HOLDOUT_KEY = 0x401D  # separates the holdout stream from epoch streams
@@ -166,25 +166,19 @@ class StoreLoader:
 
 
 def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """Where each requested column lives: ({batch key: per-object dataset path}, {key: shared array}).
-
-    A name is a label column (`labels/<name>`), else a per-object dataset at the root
-    (`truth`, `masks`, per-object `psf`), else a shared root dataset such as one `psf` (h, w),
-    which every batch then carries unchanged.
-    """
+    """Where each requested column lives (`locate_column`): ({batch key: per-object dataset
+    path}, {key: shared array}); a shared column, e.g. one `psf` (h, w), rides unchanged in
+    every batch."""
     per_object, shared, missing = {}, {}, []
     with h5py.File(path, "r", locking=False) as f:
         for name in names:
-            if f"labels/{name}" in f:
-                per_object[name] = f"labels/{name}"
-            elif name in f and isinstance(f[name], h5py.Dataset) and name not in ("images", "object_id"):
-                ds = f[name]
-                if ds.ndim >= 1 and ds.shape[0] == n and ds.chunks is not None:
-                    per_object[name] = name
-                else:
-                    shared[name] = ds[()]
-            else:
+            found = locate_column(f, name, n)
+            if found is None:
                 missing.append(name)
+            elif found[1]:
+                per_object[name] = found[0]
+            else:
+                shared[name] = f[found[0]][()]
         if missing:
             have = sorted(f["labels"]) if "labels" in f else []
             raise DataError(f"{path}: no label column or dataset {missing}; labels: {have}")

@@ -208,6 +208,23 @@ class StoreInfo:
     chunk_rows: int
 
 
+def locate_column(f: h5py.File, name: str, n: int) -> tuple[str, bool] | None:
+    """Where store column `name` lives in the open store `f` of `n` images, and whether it is
+    per object; None when there is none.
+
+    A label column (`labels/<name>`) first, else a root dataset other than `images` and
+    `object_id`: per object when it is chunked with one row per image (`truth`, `masks`,
+    per-object `psf`), else shared by every image (one `psf` (h, w)).  The loader, the
+    catalogue jobs and the report all find columns by this one rule.
+    """
+    if f"labels/{name}" in f:
+        return f"labels/{name}", True
+    if name in ("images", "object_id") or name not in f or not isinstance(f[name], h5py.Dataset):
+        return None
+    ds = f[name]
+    return name, ds.ndim >= 1 and ds.shape[0] == n and ds.chunks is not None
+
+
 def read_store_info(path: str | Path) -> StoreInfo:
     """Open a store and describe it; a missing or foreign file gives a DataError naming it."""
     path = Path(path)

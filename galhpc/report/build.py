@@ -16,6 +16,7 @@ import torch
 from galhpc.checkpoint import load_model
 from galhpc.config import TrainConfig
 from galhpc.data.loader import holdout_mask
+from galhpc.data.store import locate_column
 from galhpc.report import inference, sampling
 from galhpc.report.losses import read_loss_history
 from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
@@ -80,17 +81,13 @@ def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -
 
     out = {}
     with h5py.File(store, "r") as f:
-        n = f["images"].shape[0]
         for name in names:
-            where = name if name in f else f"labels/{name}"
-            if where not in f:
+            found = locate_column(f, name, f["images"].shape[0])
+            if found is None:
                 raise ValueError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
                                  "but the store has none")
-            ds = f[where]
-            if ds.ndim >= 1 and ds.shape[0] == n and ds.chunks is not None:  # per object, as StoreLoader reads it
-                out[name] = sampling._sorted_read(ds, rows)
-            else:
-                out[name] = np.broadcast_to(ds[()], (len(rows), *ds.shape))
+            ds = f[found[0]]
+            out[name] = sampling.read_unique_rows(ds, rows) if found[1] else np.broadcast_to(ds[()], (len(rows), *ds.shape))
     return out
 
 

@@ -136,7 +136,7 @@ def store_rows_for_ids(path: str | Path, object_ids: np.ndarray, guess_rows: np.
         return found
 
 
-def _sorted_read(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+def read_unique_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     """dataset[rows] for unique `rows` in any order (read sorted, returned in the given order)."""
     rows = np.asarray(rows, np.int64)
     order = np.argsort(rows)
@@ -147,7 +147,7 @@ def _sorted_read(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
 def read_store_images(path: str | Path, rows: np.ndarray) -> np.ndarray:
     """Images (n, C, H, W) float32 at unique store `rows`."""
     with h5py.File(path, "r") as f:
-        return as_nchw(_sorted_read(f["images"], rows))
+        return as_nchw(read_unique_rows(f["images"], rows))
 
 
 def read_store_labels(path: str | Path, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -161,7 +161,7 @@ def read_store_labels(path: str | Path, rows: np.ndarray) -> dict[str, np.ndarra
         for name, ds in f["labels"].items():
             if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind not in "biuf":
                 continue
-            values = _sorted_read(ds, rows[present])
+            values = read_unique_rows(ds, rows[present])
             if values.dtype.kind == "b":
                 values = values.astype(np.int8)
             fill = np.full(len(rows), np.nan if values.dtype.kind == "f" else -1, values.dtype)
