@@ -30,20 +30,11 @@ from galhpc.models.vae import ConvVAE, GaussianVAE
 from galhpc.models.vqvae import VQVAE
 from galhpc.report import inference
 from galhpc.train.trainer import holdout_mse, train
+from test_vqvae import blobs
 
 torch.set_num_threads(1)
 
 PSF_SPEC = {"kind": "galsim", "fwhm": 1.2, "size": 11}
-
-
-def blobs(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
-    """Gaussian blobs of random size and centre, peak 1: (n, 1, size, size)."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    cx = size / 2 + torch.randn(n, 1, 1, generator=g) * 2
-    cy = size / 2 + torch.randn(n, 1, 1, generator=g) * 2
-    s = torch.rand(n, 1, 1, generator=g) * 2 + 1.0
-    return torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s**2)).unsqueeze(1)
 
 
 def psf_vqvae(psf=PSF_SPEC) -> VQVAE:
