@@ -72,7 +72,9 @@ class SimOptions:
 LABELS = (
     "flux", "bulge_fraction", "disk_hlr", "bulge_hlr", "q", "angle", "shift_x", "shift_y",
     "psf_fwhm", "has_companion", "companion_flux", "companion_dx", "companion_dy", "morph_class",
+    "edge_on", "ellipticity", "log_hlr",
 )  # fmt: skip
+EDGE_ON_Q = 0.4  # axis ratio below which a disk counts as seen edge-on (the `edge_on` class)
 
 
 def draw_parameters(opts: SimOptions, seed: int, index: int) -> dict[str, float]:
@@ -92,6 +94,9 @@ def draw_parameters(opts: SimOptions, seed: int, index: int) -> dict[str, float]
         "psf_fwhm": float(rng.uniform(*opts.psf_fwhm) if opts.per_object_psf else opts.psf_fwhm),
         "morph_class": int(np.searchsorted(MORPH_CLASS_EDGES, bulge_fraction, side="right")),
     }
+    params["edge_on"] = int(params["q"] < EDGE_ON_Q)
+    params["ellipticity"] = (1.0 - params["q"]) / (1.0 + params["q"])  # |e| of the shear (galsim "g")
+    params["log_hlr"] = float(np.log10(_half_light_radius(params)))
     has_companion = rng.random() < opts.companion_probability
     distance, phi = rng.uniform(*opts.companion_distance), rng.uniform(0, 2 * np.pi)
     ratio = rng.uniform(*opts.companion_flux_ratio)
@@ -100,6 +105,25 @@ def draw_parameters(opts: SimOptions, seed: int, index: int) -> dict[str, float]
     params["companion_dx"] = float(distance * np.cos(phi)) if has_companion else 0.0
     params["companion_dy"] = float(distance * np.sin(phi)) if has_companion else 0.0
     return params
+
+
+def _half_light_radius(p: dict[str, float]) -> float:
+    """Half-light radius (arcsec, circularised, before the PSF) of the bulge + disk: the
+    radius enclosing half the flux of f_b deVauc(r_b) + (1 - f_b) Exp(r_d), by bisection
+    on the analytic enclosed-flux profiles (Sersic n = 4 and n = 1)."""
+    from scipy.special import gammainc
+
+    fb, rd, rb = p["bulge_fraction"], p["disk_hlr"], p["bulge_hlr"]
+    b1, b4 = 1.678347, 7.669249  # Sersic b_n for n = 1 and n = 4
+
+    def enclosed(r: float) -> float:
+        return fb * gammainc(8.0, b4 * (r / rb) ** 0.25) + (1.0 - fb) * gammainc(2.0, b1 * r / rd)
+
+    lo, hi = 0.0, 10.0 * max(rd, rb)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if enclosed(mid) < 0.5 else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def _psf(galsim, opts: SimOptions, fwhm: float):
@@ -183,7 +207,7 @@ def simulate_block(opts: SimOptions, size: int, seed: int, start: int, stop: int
     labels = {}
     for name in LABELS:
         values = [s["params"][name] for s in stamps]
-        integer = name in ("has_companion", "morph_class")
+        integer = name in ("has_companion", "morph_class", "edge_on")
         labels[name] = np.array(values, dtype=np.int64 if integer else np.float64)
     truth = np.stack([s["truth"] for s in stamps]) if opts.store_truth else None
     psf = None
