@@ -1,0 +1,145 @@
+"""Held-out objects read straight from a store and encoded by the model: the input of the
+report's truth section and of `evaluate_checkpoint` (no catalogue needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from galhpc.data.store import locate_column
+from galhpc.models.base import GalaxyModel
+from galhpc.report import inference, sampling
+
+DEFAULT_CLUSTERS = 10  # K of a model without a mixture when neither the caller nor a catalogue gives one
+
+
+@dataclass
+class EncodedObjects:
+    """Store objects as the model sees and encodes them (row-aligned)."""
+
+    rows: np.ndarray  # (N,) store rows
+    object_id: np.ndarray  # (N,) int64
+    images: np.ndarray  # (N, C, H, W) float32
+    mu: np.ndarray  # (N, L) float32
+    recons: np.ndarray  # (N, C, H, W): model.reconstruct
+    labels: dict[str, np.ndarray]  # name -> (N,)
+    components: np.ndarray  # (N,) int64
+    n_clusters: int
+    cluster_source: str
+
+
+def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The store columns a model's `reconstruct` needs (e.g. per-object `psf`) at unique store
+    `rows`, each row-aligned: a per-object dataset (root or labels/) read at the rows, a shared
+    one (e.g. one PSF (h, w)) repeated per row.
+
+    Raises
+    ------
+    ValueError
+        If the store has no such column.
+    """
+    out = {}
+    with h5py.File(store, "r") as f:
+        for name in names:
+            found = locate_column(f, name, f["images"].shape[0])
+            if found is None:
+                raise ValueError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
+                                 "but the store has none")
+            ds = f[found[0]]
+            out[name] = sampling.read_unique_rows(ds, rows) if found[1] else np.broadcast_to(ds[()], (len(rows), *ds.shape))
+    return out
+
+
+def model_clusters(model: GalaxyModel, mu: np.ndarray, n_clusters: int | None, seed: int,
+                   batch_size: int = 4096) -> tuple[np.ndarray, int, str]:
+    """The model's clusters of latents `mu` (N, L): argmax of its own mixture's γ for a
+    mixture model (K = its number of components), else sklearn's GaussianMixture with
+    `n_clusters` (default `DEFAULT_CLUSTERS`) fitted on `mu` with `seed`, as galhpc-encode
+    fits one post hoc.  Returns (components (N,), K, how they were found)."""
+    import torch
+
+    if model.has_mixture:
+        with torch.no_grad():
+            gamma = torch.cat([model.cluster_probs(torch.as_tensor(mu[i : i + batch_size], dtype=torch.float32))
+                               for i in range(0, len(mu), batch_size)])
+        return gamma.argmax(1).numpy().astype(np.int64), int(gamma.shape[1]), "argmax of the model's mixture γ"
+    from galhpc.report.truth import pca_gmm_clusters  # the same GaussianMixture as the baseline's
+
+    k = int(n_clusters or DEFAULT_CLUSTERS)
+    return pca_gmm_clusters(mu, k, seed), k, f"GaussianMixture(K={k}) fitted on the held-out μ (no mixture prior)"
+
+
+def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clusters: int | None = None,
+                seed: int = 0, batch_size: int = 256) -> EncodedObjects:
+    """Read store `rows` (unique), encode, reconstruct and cluster them with `model`.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+    store : path
+        HDF5 store with `images`, `object_id` and optional `labels/<name>`.
+    rows : (N,) int
+        Store rows.
+    n_clusters : int, optional
+        K for a model without a mixture (see `model_clusters`).
+    seed : int
+    batch_size : int
+
+    Returns
+    -------
+    EncodedObjects
+    """
+    rows = np.sort(np.asarray(rows, np.int64))
+    images = sampling.read_store_images(store, rows)
+    with h5py.File(store, "r") as f:
+        object_id = sampling.read_rows(f["object_id"], rows).astype(np.int64)
+    columns = store_columns(store, model.reconstruct_columns, rows) if model.reconstruct_columns else None
+    mu, _ = inference.encode(model, images, batch_size)
+    recons = inference.reconstruct(model, images, batch_size, columns)
+    components, k, source = model_clusters(model, mu, n_clusters, seed)
+    return EncodedObjects(rows, object_id, images, mu, recons, sampling.read_store_labels(store, rows),
+                          components, k, source)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, n: int = 1000, seed: int = 0,
+                        n_clusters: int | None = None, batch_size: int = 256) -> dict[str, Any]:
+    """Truth recovery of a checkpoint on `n` random objects of a held-out store, against
+    PCA (same latent size) and PCA+GMM (same K): `truth.truth_recovery` plus its inputs.
+
+    Every object of `store` counts as held out: give a store the model never trained on.
+
+    Parameters
+    ----------
+    checkpoint : path
+        ckpt.pt written by galhpc-train.
+    store : path
+        Held-out store with `labels/<name>` truth columns.
+    n : int
+        Objects drawn uniformly without replacement (all if the store has fewer).
+    seed : int
+        Seed of the draw, folds, PCA and GaussianMixture.
+    n_clusters : int, optional
+        K for a model without a mixture prior (default `DEFAULT_CLUSTERS`).
+    batch_size : int
+
+    Returns
+    -------
+    dict
+        `truth_recovery`'s dict plus "checkpoint", "store", "model_name", "cluster_source".
+    """
+    from galhpc.checkpoint import load_model
+    from galhpc.report import truth
+
+    model, cfg, _ = load_model(checkpoint)
+    model.eval()
+    rng = np.random.default_rng(seed)
+    rows = sampling.sample_rows(sampling.store_size(store), n, rng)
+    enc = encode_rows(model, store, rows, n_clusters, seed, batch_size)
+    result = truth.truth_recovery(enc.mu, enc.components, enc.images.reshape(len(rows), -1), enc.labels,
+                                  n_clusters=enc.n_clusters, seed=seed, recons=enc.recons.reshape(len(rows), -1))
+    return {"checkpoint": str(checkpoint), "store": str(store), "model_name": model.name,
+            "cluster_source": enc.cluster_source} | result
