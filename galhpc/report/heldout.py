@@ -30,6 +30,7 @@ class EncodedObjects:
     components: np.ndarray  # (N,) int64
     n_clusters: int
     cluster_source: str
+    store: str  # the store they were read from
 
 
 def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -83,7 +84,7 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
     store : path
         HDF5 store with `images`, `object_id` and optional `labels/<name>`.
     rows : (N,) int
-        Store rows.
+        Unique store rows, in any order (the outputs keep it).
     n_clusters : int, optional
         K for a model without a mixture (see `model_clusters`).
     seed : int
@@ -93,16 +94,52 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
     -------
     EncodedObjects
     """
-    rows = np.sort(np.asarray(rows, np.int64))
+    rows = np.asarray(rows, np.int64)
     images = sampling.read_store_images(store, rows)
     with h5py.File(store, "r") as f:
-        object_id = sampling.read_rows(f["object_id"], rows).astype(np.int64)
+        object_id = sampling.read_unique_rows(f["object_id"], rows).astype(np.int64)
     columns = store_columns(store, model.reconstruct_columns, rows) if model.reconstruct_columns else None
     mu, _ = inference.encode(model, images, batch_size)
     recons = inference.reconstruct(model, images, batch_size, columns)
     components, k, source = model_clusters(model, mu, n_clusters, seed)
     return EncodedObjects(rows, object_id, images, mu, recons, sampling.read_store_labels(store, rows),
-                          components, k, source)
+                          components, k, source, str(store))
+
+
+def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """Per-pixel noise σ (N,) of the stamps at store `rows`, in the units of the stored
+    `images` (N, C, H, W), and where it came from; first found of
+
+    1. a store column `noise_sigma` (`labels/noise_sigma`, or a root dataset, per object or shared);
+    2. a store attribute `noise_sigma`;
+    3. `labels/border_noise`, when the store's recipe has no intensity step (`arcsinh`,
+       `minmax`): prep measures it before those steps, so only then is it in stored units;
+    4. the border noise measured on the stored stamps themselves
+       (`galhpc.data.preprocess.border_noise`: least-σ border patch).
+    """
+    import yaml
+
+    from galhpc.data.preprocess import border_noise
+
+    rows = np.asarray(rows, np.int64)
+    with h5py.File(store, "r") as f:
+        n = f["images"].shape[0]
+        found = locate_column(f, "noise_sigma", n)
+        if found is not None:
+            ds = f[found[0]]
+            values = sampling.read_unique_rows(ds, rows) if found[1] else np.full(len(rows), float(ds[()]))
+            return np.asarray(values, np.float64).reshape(len(rows)), f"store column {found[0]}"
+        if "noise_sigma" in f.attrs:
+            return np.full(len(rows), float(f.attrs["noise_sigma"])), "store attribute noise_sigma"
+        recipe = None
+        if "config" in f.attrs:
+            config = yaml.safe_load(f.attrs["config"])
+            recipe = (config.get("prep") or {}).get("recipe") if isinstance(config, dict) else None
+        if "labels/border_noise" in f and recipe is not None and not {"arcsinh", "minmax"} & set(recipe):
+            values = sampling.read_unique_rows(f["labels/border_noise"], rows)
+            return np.asarray(values, np.float64), "labels/border_noise (the store's recipe has no intensity step)"
+    measured = np.array([border_noise(img) for img in np.asarray(images)], np.float64)
+    return measured, "border noise measured on the stored stamps"
 
 
 def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, n: int = 1000, seed: int = 0,
