@@ -194,7 +194,7 @@ def tiny_run(tmp_path_factory):
     _store(root / "held.h5", 40, 1, 10_000)
     cfg = config_from_dict({"model": {"name": "astrovader", "image_size": SIZE, "latent_dim": 4,
                                       "params": {"n_clusters": 2, "filters": [8, 8, 4]}},
-                            "train": {"store": str(root / "store.h5")}})
+                            "train": {"store": str(root / "store.h5"), "holdout_fraction": 0.5}})
     model = build_model(cfg.model)
     x = torch.from_numpy(train_images[:, None])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -295,3 +295,20 @@ def test_evaluate_checkpoint_and_benchmark_script(tiny_run, capsys):
     assert exc.value.code == 0
     printed = capsys.readouterr().out
     assert "cluster NMI" in printed and "PCA+GMM" in printed and "30 held-out objects" in printed
+
+
+def test_without_holdout_store_the_trainer_split_and_catalogue_clusters_are_used(tiny_run, tmp_path, monkeypatch):
+    from galhpc.data.loader import holdout_mask
+    from galhpc.report import build, sections
+
+    monkeypatch.setattr(build, "SECTIONS", {"truth": sections.SECTIONS["truth"]})
+    root, ckpt = tiny_run
+    assert _report(root, ckpt, tmp_path / "r") == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    held = holdout_mask(60, 0.5, 0)  # the checkpoint config's split of the 60 training objects
+    assert m["inputs"]["held_out_source"].startswith("trainer holdout split")
+    t = m["truth"]
+    assert t["n_objects"] == held.sum() and t["cluster_source"] == "clusters.h5 component"
+    with h5py.File(root / "clusters.h5") as f, h5py.File(root / "store.h5") as s:
+        comp, classes = f["component"][:][held], s["labels/morph_class"][:][held]
+    assert t["model"]["nmi"]["morph_class"] == pytest.approx(normalized_mutual_info_score(classes, comp), abs=1e-9)

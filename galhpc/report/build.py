@@ -68,11 +68,9 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
         candidates, info["held_out_source"] = held_out(inp.member_rows, in_store, store, cfg.train)
         pick = np.sort(rng.choice(candidates, size=min(opt.n_holdout, len(candidates)), replace=False))
         if len(pick):
+            # clustered as the catalogue says (galhpc-encode's post-hoc GMM for models without a mixture)
             inp.holdout = heldout.encode_rows(model, store, inp.member_rows[pick], cs.n_components, opt.seed,
-                                              opt.batch_size)
-            # the catalogue's clusters of these objects (post-hoc GMM of galhpc-encode for models without a mixture)
-            inp.holdout.components, inp.holdout.n_clusters = cs.component[pick], cs.n_components
-            inp.holdout.cluster_source = "clusters.h5 component"
+                                              opt.batch_size, components=cs.component[pick])
     if inp.holdout is not None:
         h = inp.holdout
         inp.holdout_images, inp.holdout_ids, inp.holdout_recons = h.images, h.object_id, h.recons

@@ -75,7 +75,7 @@ def model_clusters(model: GalaxyModel, mu: np.ndarray, n_clusters: int | None, s
 
 
 def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clusters: int | None = None,
-                seed: int = 0, batch_size: int = 256) -> EncodedObjects:
+                seed: int = 0, batch_size: int = 256, components: np.ndarray | None = None) -> EncodedObjects:
     """Read store `rows` (unique), encode, reconstruct and cluster them with `model`.
 
     Parameters
@@ -86,9 +86,12 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
     rows : (N,) int
         Unique store rows, in any order (the outputs keep it).
     n_clusters : int, optional
-        K for a model without a mixture (see `model_clusters`).
+        K for a model without a mixture (see `model_clusters`); with `components`, their K.
     seed : int
     batch_size : int
+    components : (N,) int, optional
+        The objects' clusters where already known (a catalogue's `component`), else
+        `model_clusters` finds them.
 
     Returns
     -------
@@ -101,7 +104,10 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
     columns = store_columns(store, model.reconstruct_columns, rows) if model.reconstruct_columns else None
     mu, _ = inference.encode(model, images, batch_size)
     recons = inference.reconstruct(model, images, batch_size, columns)
-    components, k, source = model_clusters(model, mu, n_clusters, seed)
+    if components is None:
+        components, k, source = model_clusters(model, mu, n_clusters, seed)
+    else:
+        components, k, source = np.asarray(components, np.int64), int(n_clusters or 0), "clusters.h5 component"
     return EncodedObjects(rows, object_id, images, mu, recons, sampling.read_store_labels(store, rows),
                           components, k, source, str(store))
 
