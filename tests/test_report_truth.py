@@ -312,3 +312,17 @@ def test_without_holdout_store_the_trainer_split_and_catalogue_clusters_are_used
     with h5py.File(root / "clusters.h5") as f, h5py.File(root / "store.h5") as s:
         comp, classes = f["component"][:][held], s["labels/morph_class"][:][held]
     assert t["model"]["nmi"]["morph_class"] == pytest.approx(normalized_mutual_info_score(classes, comp), abs=1e-9)
+
+
+def test_latent_wider_than_the_pixels_caps_pca_and_uses_diagonal_gmms():
+    """A VQ-VAE's flattened codes can outnumber the pixels: PCA gets min(L, N, P) components
+    and the GaussianMixtures diagonal covariances (full ones are not estimable there)."""
+    rng = np.random.default_rng(2)
+    n = 80
+    classes = np.arange(n) % 2
+    r = truth.truth_recovery(rng.normal(size=(n, 100)) + classes[:, None], None, rng.normal(size=(n, 64)),
+                             {"morph_class": classes}, n_clusters=2, seed=0)
+    assert r["latent_dim"] == 100 and r["pca_components"] == 64 and r["gmm_covariance"] == "diag"
+    assert r["model"]["knn"]["morph_class"]["accuracy"] > 0.9 and "nmi" not in r["model"]
+    scores = PCA(n_components=64, svd_solver="full").fit_transform(rng.normal(size=(n, 64)))
+    assert truth.pca_gmm_clusters(scores, 2, 0).shape == (n,)

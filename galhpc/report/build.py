@@ -184,7 +184,7 @@ def _truth_table(result: dict[str, Any]) -> str:
     rows = ["<table border='1' cellspacing='0' cellpadding='3'><tr><th>metric</th><th>column</th><th>model</th>"
             "<th>baseline</th><th>which baseline</th><th>chance</th></tr>"]
     for metric, column, model, base, chance in truth.table_rows(result):
-        which = "PCA+GMM" if metric.startswith(("cluster", "nuisance")) else f"PCA-{result['latent_dim']}"
+        which = "PCA+GMM" if metric.startswith(("cluster", "nuisance")) else f"PCA-{result['pca_components']}"
         flagged = metric == "nuisance η²" and math.isfinite(model) and model > truth.ETA2_FLAG
         style = " style='background:#fdd'" if flagged else ""
         rows.append(f"<tr{style}><td>{html.escape(metric)}</td><td>{html.escape(column)}</td><td>{cell(model)}</td>"

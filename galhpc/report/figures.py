@@ -274,7 +274,7 @@ def truth_bars(result: Mapping[str, object], path: Path, flag: float = 0.10) -> 
     against PCA; chance as a black tick), cluster NMI per class column and η² per nuisance
     column (model against PCA+GMM; dashed line at `flag`). Undefined scores are left blank."""
     m, p, g = result["model"], result["pca"], result["pca_gmm"]
-    dim, k = result["latent_dim"], result["n_clusters"]
+    dim, k = result["pca_components"], result["n_clusters"]
     panels = [
         ("probe R² (5-fold, ridge)", m["probe_r2"], p["probe_r2"], f"PCA-{dim}", None),
         ("kNN accuracy (5-fold)", {c: v["accuracy"] for c, v in m["knn"].items()},
@@ -290,8 +290,8 @@ def truth_bars(result: Mapping[str, object], path: Path, flag: float = 0.10) -> 
         for i, (v, label, colour) in enumerate(((values[0], "model", "tab:blue"), (values[1], base_name, "tab:grey"))):
             ax.bar(x + (i - 0.5) * 0.38, np.nan_to_num(v), width=0.38, color=colour, label=label)
             for xi, vi in zip(x, v, strict=True):
-                if np.isfinite(vi):
-                    ax.text(xi + (i - 0.5) * 0.38, max(vi, 0), f"{vi:.2f}", ha="center", va="bottom", fontsize=6)
+                ax.text(xi + (i - 0.5) * 0.38, max(vi, 0) if np.isfinite(vi) else 0.0,
+                        f"{vi:.2f}" if np.isfinite(vi) else "n/a", ha="center", va="bottom", fontsize=6)
         if chance:
             ax.scatter(x, [chance[c] for c in names], marker="_", s=400, color="k", zorder=3, label="chance")
         if title.startswith("nuisance"):

@@ -365,7 +365,7 @@ def regier_test(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.G
     baselines, sigma, note = {}, None, {}
     if n >= truth.N_FOLDS:
         pixels = images.reshape(n, -1)
-        for k in dict.fromkeys((REGIER_PCA, dim)):
+        for k in dict.fromkeys((REGIER_PCA, min(dim, pixels.shape[1], n - -(-n // truth.N_FOLDS)))):
             baselines[f"pca{k}"] = truth.pca_reconstruction(pixels, k, opt.seed).reshape(images.shape)
         note["baseline_fit"] = (f"PCA reconstructions out of fold: each stamp by a PCA fitted on the other "
                                 f"{truth.N_FOLDS - 1} of {truth.N_FOLDS} folds of the held-out stamps")

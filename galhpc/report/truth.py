@@ -35,6 +35,7 @@ N_FOLDS = 5
 KNN_K = 10
 ETA2_FLAG = 0.10  # clusters explaining more than 10 % of a nuisance's variance are flagged
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+GMM_FULL_MAX_DIM = 32
 
 
 @dataclass(frozen=True)
@@ -226,12 +227,21 @@ def pca_scores(pixels: np.ndarray, n_components: int, seed: int = 0) -> np.ndarr
         np.asarray(pixels, np.float64))
 
 
+def gmm_covariance(dim: int) -> str:
+    """Covariance type of the GaussianMixtures here: "full" up to `GMM_FULL_MAX_DIM`
+    dimensions, "diag" above (a full covariance of e.g. a VQ-VAE's 4096-d latents is
+    neither estimable from a few hundred objects nor affordable)."""
+    return "full" if dim <= GMM_FULL_MAX_DIM else "diag"
+
+
 def pca_gmm_clusters(scores: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
-    """Hard clusters (N,) of sklearn's GaussianMixture(n_clusters, full covariances,
-    random_state=seed) fitted on `scores`."""
+    """Hard clusters (N,) of sklearn's GaussianMixture(n_clusters, covariance
+    `gmm_covariance(D)`, random_state=seed) fitted on `scores` (N, D)."""
     from sklearn.mixture import GaussianMixture
 
-    return GaussianMixture(n_components=n_clusters, random_state=seed).fit_predict(np.asarray(scores, np.float64))
+    x = np.asarray(scores, np.float64)
+    return GaussianMixture(n_components=n_clusters, covariance_type=gmm_covariance(x.shape[1]),
+                           random_state=seed).fit_predict(x)
 
 
 def pca_reconstruction(pixels: np.ndarray, n_components: int, seed: int = 0, n_folds: int = N_FOLDS) -> np.ndarray:
@@ -279,7 +289,7 @@ def truth_recovery(latents: np.ndarray, components: np.ndarray | None, pixels: n
     -------
     dict
         {"model": {...}, "pca": {...}, "pca_gmm": {...}, "roles": {...}, "n_objects", "latent_dim",
-        "n_clusters"}: ``probe_r2``/``knn`` (model, pca), ``nmi``/``ari``/``eta2`` (model,
+        "pca_components" (L, or fewer when N or P is smaller), "n_clusters", "gmm_covariance"}: ``probe_r2``/``knn`` (model, pca), ``nmi``/``ari``/``eta2`` (model,
         pca_gmm); JSON-ready (NaN where a score is undefined).
 
     Raises
@@ -300,7 +310,8 @@ def truth_recovery(latents: np.ndarray, components: np.ndarray | None, pixels: n
         if components is None:
             raise ValueError("truth recovery: give the model's components or n_clusters (the K of PCA+GMM)")
         n_clusters = int(len(np.unique(np.asarray(components)[np.asarray(components) >= 0])))
-    scores = pca_scores(pixels, min(dim, *pixels.shape), seed)
+    n_pca = min(dim, *pixels.shape)  # L, unless the latent is wider than the pixels or the sample
+    scores = pca_scores(pixels, n_pca, seed)
     model = feature_scores(latents, labels, roles, seed)
     if components is not None:
         model |= cluster_scores(components, labels, roles)
@@ -308,9 +319,10 @@ def truth_recovery(latents: np.ndarray, components: np.ndarray | None, pixels: n
     if recons is not None:
         recons = np.asarray(recons, np.float64).reshape(n, -1)
         model["mse"] = float(((pixels - recons) ** 2).mean())
-        pca["mse"] = float(((pixels - pca_reconstruction(pixels, dim, seed)) ** 2).mean())
+        pca["mse"] = float(((pixels - pca_reconstruction(pixels, n_pca, seed)) ** 2).mean())
     pca_gmm = cluster_scores(pca_gmm_clusters(scores, n_clusters, seed), labels, roles)
-    return {"n_objects": n, "latent_dim": dim, "n_clusters": int(n_clusters), "seed": seed,
+    return {"n_objects": n, "latent_dim": dim, "pca_components": n_pca, "n_clusters": int(n_clusters), "seed": seed,
+            "gmm_covariance": gmm_covariance(n_pca),
             "roles": {"classes": list(roles.classes), "truths": list(roles.truths),
                       "nuisances": list(roles.nuisances)},
             "model": model, "pca": pca, "pca_gmm": pca_gmm}
@@ -333,10 +345,11 @@ def table_rows(result: Mapping[str, Any]) -> list[tuple[str, str, float, float, 
 
 def format_table(result: Mapping[str, Any]) -> str:
     """Plain-text table of `table_rows`: model against PCA (probes, kNN, MSE) or PCA+GMM (clusters)."""
-    lines = [f"{result['n_objects']} held-out objects, L = {result['latent_dim']}, K = {result['n_clusters']}",
+    lines = [f"{result['n_objects']} held-out objects, L = {result['latent_dim']}, K = {result['n_clusters']}, "
+             f"PCA-{result['pca_components']}, GMM covariance {result['gmm_covariance']}",
              f"{'metric':<14}{'column':<16}{'model':>9}{'baseline':>10}{'chance':>8}  baseline"]
     for metric, column, model, base, chance in table_rows(result):
-        which = "PCA+GMM" if metric.startswith(("cluster", "nuisance")) else f"PCA-{result['latent_dim']}"
+        which = "PCA+GMM" if metric.startswith(("cluster", "nuisance")) else f"PCA-{result['pca_components']}"
         chance_text = f"{chance:8.3f}" if chance is not None else " " * 8
         flag = "  (> 0.10: clusters follow a nuisance)" if metric == "nuisance η²" and model > ETA2_FLAG else ""
         lines.append(f"{metric:<14}{column:<16}{model:9.3f}{base:10.3f}{chance_text}  {which}{flag}")
