@@ -252,7 +252,7 @@ def test_report_reconstructions_use_the_hook():
 
 
 def test_report_store_columns_reads_per_object_and_shared_psfs(tmp_path):
-    from galhpc.report.build import store_columns
+    from galhpc.report.heldout import store_columns
 
     store, _, psf = write_psf_store(tmp_path / "per_object.h5", n=20, per_object=True)
     with h5py.File(store, "a") as f:

@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="run/ckpt.pt written by galhpc-train (losses.csv beside it)")
     p.add_argument("--clusters", required=True, help="clusters.h5 written by galhpc-encode")
     p.add_argument("--store", help="training store (HDF5) for input images and labels")
+    p.add_argument("--holdout-store",
+                   help="a separate held-out store (HDF5) the model never trained on: every object counts as "
+                        "held out (reconstructions, Regier's test, statmorph, truth recovery)")
     p.add_argument("--synth", help="synth.h5 written by galhpc-generate (else the model samples)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--max-objects", type=int, default=defaults.max_objects,
@@ -33,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-match-noise", dest="match_noise", action="store_false",
                    help="measure generated stamps as they are, without adding noise up to the real sky σ")
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="CPU threads of torch and of numpy/scikit-learn's BLAS")
     return p.parse_args(argv)
 
 
@@ -41,13 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     if args.threads:
+        from threadpoolctl import threadpool_limits
+
         torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)  # BLAS/OpenMP of numpy, scipy and scikit-learn (PCA, GMM, probes) too
     options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
                             n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise)
     try:
         report = build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth,
-                              options=options)
-    except (CheckpointError, KeyError, OSError) as err:
+                              options=options, holdout_store=args.holdout_store)
+    except (CheckpointError, KeyError, OSError, ValueError) as err:
         log.error("%s", err)
         return 1
     if report["failed_sections"]:

@@ -16,8 +16,7 @@ import torch
 from galhpc.checkpoint import load_model
 from galhpc.config import TrainConfig
 from galhpc.data.loader import holdout_mask
-from galhpc.data.store import locate_column
-from galhpc.report import inference, sampling
+from galhpc.report import heldout, inference, sampling, truth
 from galhpc.report.losses import read_loss_history
 from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
 
@@ -30,17 +29,24 @@ TITLES = {
     "latents": "4. Latent diagnostics",
     "regier": "5. Regier's test",
     "generated_vs_real": "6. Generated against real",
+    "truth": "7. Truth recovery against PCA and PCA+GMM",
 }
 
 
 def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None,
-                synth: str | Path | None, opt: ReportOptions, rng: np.random.Generator) -> tuple[Inputs, dict[str, Any]]:
-    """Read the model and bounded samples of every file; returns the inputs and their description."""
+                synth: str | Path | None, opt: ReportOptions, rng: np.random.Generator,
+                holdout_store: str | Path | None = None) -> tuple[Inputs, dict[str, Any]]:
+    """Read the model and bounded samples of every file; returns the inputs and their description.
+
+    Held-out objects come from `holdout_store` when given (a separate store: every object
+    counts as held out, read and encoded directly, no catalogue needed), else from `store`
+    (the trainer's holdout split of the sampled catalogue rows)."""
     model, cfg, payload = load_model(checkpoint)
     cs = sampling.read_clusters(clusters, opt.max_objects, rng)
     inp = Inputs(model=model, clusters=cs, loss_rows=read_loss_history(checkpoint, payload))
     info: dict[str, Any] = {
         "checkpoint": str(checkpoint), "clusters": str(clusters), "store": str(store) if store else None,
+        "holdout_store": str(holdout_store) if holdout_store else None,
         "synth": str(synth) if synth else None, "model": model.name, "latent_dim": cfg.model.latent_dim,
         "catalogue_objects": cs.n_total, "sampled_objects": len(cs.rows), "seed": opt.seed,
     }
@@ -49,46 +55,50 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
         inp.labels = sampling.read_store_labels(store, inp.member_rows)
         inp.store_images = lambda rows: sampling.read_store_images(store, rows)
         if model.reconstruct_columns:
-            inp.store_columns = lambda rows: store_columns(store, model.reconstruct_columns, rows)
+            inp.store_columns = lambda rows: heldout.store_columns(store, model.reconstruct_columns, rows)
+        info["sampled_objects_in_store"] = int((inp.member_rows >= 0).sum())
+    if holdout_store is not None:
+        check_separate(holdout_store, cfg.train.store)
+        rows = sampling.sample_rows(sampling.store_size(holdout_store), opt.n_holdout, rng)
+        if len(rows):
+            inp.holdout = heldout.encode_rows(model, holdout_store, rows, cs.n_components, opt.seed, opt.batch_size)
+        info["held_out_source"] = f"separate held-out store {holdout_store}: all its objects count as held out"
+    elif store is not None:
         in_store = np.flatnonzero(inp.member_rows >= 0)
-        info["sampled_objects_in_store"] = len(in_store)
         candidates, info["held_out_source"] = held_out(inp.member_rows, in_store, store, cfg.train)
         pick = np.sort(rng.choice(candidates, size=min(opt.n_holdout, len(candidates)), replace=False))
         if len(pick):
-            inp.holdout_images = inp.store_images(inp.member_rows[pick])
-            inp.holdout_ids = cs.object_id[pick]
-            condition = inference.class_condition(model)
-            column = condition[0] if condition is not None else inference.float_condition(model)
-            if column is not None and column in inp.labels:  # a class label, or a float value to bin
-                inp.holdout_groups, inp.group_name = inp.labels[column][pick], column
-            else:
-                inp.holdout_groups, inp.group_name = cs.component[pick], "component"
-            inp.holdout_recons = inference.reconstruct(
-                model, inp.holdout_images, opt.batch_size,
-                inp.store_columns(inp.member_rows[pick]) if inp.store_columns else None)
-        info["held_out_images"] = len(pick)
+            # clustered as the catalogue says (galhpc-encode's post-hoc GMM for models without a mixture)
+            inp.holdout = heldout.encode_rows(model, store, inp.member_rows[pick], cs.n_components, opt.seed,
+                                              opt.batch_size, components=cs.component[pick])
+    if inp.holdout is not None:
+        h = inp.holdout
+        inp.holdout_images, inp.holdout_ids, inp.holdout_recons = h.images, h.object_id, h.recons
+        condition = inference.class_condition(model)
+        column = condition[0] if condition is not None else inference.float_condition(model)
+        if column is not None and column in h.labels:  # a class label, or a float value to bin
+            inp.holdout_groups, inp.group_name = h.labels[column], column
+        else:
+            inp.holdout_groups, inp.group_name = h.components, "component"
+    info["held_out_images"] = 0 if inp.holdout is None else len(inp.holdout.rows)
     if synth is not None:
         inp.synth = sampling.read_synth(synth, max(opt.n_morph, opt.n_show * 64), rng)
         info["synth_objects"] = inp.synth.n_total
     return inp, info
 
 
-def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The store columns a model's `reconstruct` needs (e.g. per-object `psf`) at unique store
-    `rows`, each row-aligned: a per-object dataset (root or labels/) read at the rows, a shared
-    one (e.g. one PSF (h, w)) repeated per row."""
-    import h5py
+def check_separate(holdout_store: str | Path, training_store: str | None) -> None:
+    """Refuse a `--holdout-store` that is the file the checkpoint's config trained on.
 
-    out = {}
-    with h5py.File(store, "r") as f:
-        for name in names:
-            found = locate_column(f, name, f["images"].shape[0])
-            if found is None:
-                raise ValueError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
-                                 "but the store has none")
-            ds = f[found[0]]
-            out[name] = sampling.read_unique_rows(ds, rows) if found[1] else np.broadcast_to(ds[()], (len(rows), *ds.shape))
-    return out
+    Raises
+    ------
+    ValueError
+        If both paths name one existing file.
+    """
+    if training_store and Path(training_store).is_file() and Path(holdout_store).is_file() \
+            and Path(holdout_store).samefile(training_store):
+        raise ValueError(f"{holdout_store}: --holdout-store is the checkpoint's training store (train.store); "
+                         "give it as --store to use the trainer's holdout split")
 
 
 def held_out(member_rows: np.ndarray, in_store: np.ndarray, store: str | Path, train: TrainConfig
@@ -104,7 +114,8 @@ def held_out(member_rows: np.ndarray, in_store: np.ndarray, store: str | Path, t
 
 
 def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, store: str | Path | None = None,
-                 synth: str | Path | None = None, options: ReportOptions | None = None) -> dict[str, Any]:
+                 synth: str | Path | None = None, options: ReportOptions | None = None,
+                 holdout_store: str | Path | None = None) -> dict[str, Any]:
     """Write figures, metrics.json and index.html into `out`; returns the metrics.
 
     A section that raises is logged and recorded as {"error": ...}; the others still run
@@ -115,7 +126,7 @@ def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(opt.seed)
     torch.manual_seed(opt.seed)
-    inp, info = load_inputs(checkpoint, clusters, store, synth, opt, rng)
+    inp, info = load_inputs(checkpoint, clusters, store, synth, opt, rng, holdout_store)
     figs = Figures(out)
     report: dict[str, Any] = {"inputs": info}
     for name, section in SECTIONS.items():
@@ -158,9 +169,28 @@ def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str,
         for caption, file_name in figure_items.get(name, []):
             parts.append(f"<figure><img src='{html.escape(file_name)}' alt='{html.escape(caption)}'>"
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        if name == "truth" and "model" in report.get(name, {}):
+            parts.append(_truth_table(report[name]))
         parts.append(_metrics_block(report.get(name, {})))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _truth_table(result: dict[str, Any]) -> str:
+    """HTML table of `truth.table_rows`: model against its baseline, chance for kNN."""
+    def cell(v: float | None) -> str:
+        return "" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+    rows = ["<table border='1' cellspacing='0' cellpadding='3'><tr><th>metric</th><th>column</th><th>model</th>"
+            "<th>baseline</th><th>which baseline</th><th>chance</th></tr>"]
+    for metric, column, model, base, chance in truth.table_rows(result):
+        which = "PCA+GMM" if metric.startswith(("cluster", "nuisance")) else f"PCA-{result['pca_components']}"
+        flagged = metric == "nuisance η²" and math.isfinite(model) and model > truth.ETA2_FLAG
+        style = " style='background:#fdd'" if flagged else ""
+        rows.append(f"<tr{style}><td>{html.escape(metric)}</td><td>{html.escape(column)}</td><td>{cell(model)}</td>"
+                    f"<td>{cell(base)}</td><td>{which}</td><td>{cell(chance)}</td></tr>")
+    rows.append("</table>")
+    return "\n".join(rows)
 
 
 def _metrics_block(metrics: dict[str, Any]) -> str:

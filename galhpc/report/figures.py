@@ -192,17 +192,22 @@ def scatter_2d(xy: np.ndarray, colourings: Mapping[str, np.ndarray], path: Path,
     return _save(fig, path)
 
 
-def regier_scatter(sse_model: np.ndarray, sse_gaussian: np.ndarray, path: Path, title: str) -> Path:
+def regier_scatter(sse_model: np.ndarray, sse_gaussian: np.ndarray, path: Path, title: str,
+                   baseline: np.ndarray | None = None, baseline_label: str = "baseline") -> Path:
+    """Per-stamp squared error of the reconstructions (model, and a baseline such as PCA-3)
+    against that of the best-fit Gaussian; below the diagonal the reconstruction wins."""
     fig, ax = plt.subplots(figsize=(4.2, 4))
-    ax.scatter(sse_gaussian, sse_model, s=5, alpha=0.6)
-    both = np.concatenate([sse_model, sse_gaussian])
+    ax.scatter(sse_gaussian, sse_model, s=5, alpha=0.6, label="model")
+    if baseline is not None:
+        ax.scatter(sse_gaussian, baseline, s=5, alpha=0.5, marker="x", color="tab:grey", label=baseline_label)
+    both = np.concatenate([sse_model, sse_gaussian, [] if baseline is None else baseline])
     both = both[both > 0]
     lims = (both.min() * 0.8, both.max() * 1.25) if len(both) else (1e-3, 1)
     ax.plot(lims, lims, "k--", lw=1, label="equal error")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("squared error, best-fit bivariate Gaussian")
-    ax.set_ylabel("squared error, model reconstruction")
+    ax.set_ylabel("squared error, reconstruction")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
@@ -260,5 +265,44 @@ def statistics_vs_condition(x: np.ndarray, real: Sequence[Mapping[str, Sequence[
     if names:
         axes[0, 0].legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def truth_bars(result: Mapping[str, object], path: Path, flag: float = 0.10) -> Path:
+    """Grouped bars of a `truth.truth_recovery` result: probe R² and kNN accuracy (model
+    against PCA; chance as a black tick), cluster NMI per class column and η² per nuisance
+    column (model against PCA+GMM; dashed line at `flag`). Undefined scores are left blank."""
+    m, p, g = result["model"], result["pca"], result["pca_gmm"]
+    dim, k = result["pca_components"], result["n_clusters"]
+    panels = [
+        ("probe R² (5-fold, ridge)", m["probe_r2"], p["probe_r2"], f"PCA-{dim}", None),
+        ("kNN accuracy (5-fold)", {c: v["accuracy"] for c, v in m["knn"].items()},
+         {c: v["accuracy"] for c, v in p["knn"].items()}, f"PCA-{dim}", {c: v["chance"] for c, v in m["knn"].items()}),
+        ("cluster NMI (higher: follows the class)", m.get("nmi", {}), g["nmi"], f"PCA-{dim}+GMM(K={k})", None),
+        ("nuisance η² (should stay low)", m.get("eta2", {}), g["eta2"], f"PCA-{dim}+GMM(K={k})", None),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.5))
+    for ax, (title, ours, base, base_name, chance) in zip(axes.ravel(), panels, strict=True):
+        names = list(base)
+        x = np.arange(len(names))
+        values = [np.asarray([np.nan if d.get(c) is None else d[c] for c in names], np.float64) for d in (ours, base)]
+        for i, (v, label, colour) in enumerate(((values[0], "model", "tab:blue"), (values[1], base_name, "tab:grey"))):
+            ax.bar(x + (i - 0.5) * 0.38, np.nan_to_num(v), width=0.38, color=colour, label=label)
+            for xi, vi in zip(x, v, strict=True):
+                ax.text(xi + (i - 0.5) * 0.38, max(vi, 0) if np.isfinite(vi) else 0.0,
+                        f"{vi:.2f}" if np.isfinite(vi) else "n/a", ha="center", va="bottom", fontsize=6)
+        if chance:
+            ax.scatter(x, [chance[c] for c in names], marker="_", s=400, color="k", zorder=3, label="chance")
+        if title.startswith("nuisance"):
+            ax.axhline(flag, color="tab:red", ls="--", lw=1, label=f"flag {flag:g}")
+        ax.set_xticks(x, names, fontsize=7, rotation=20 if len(names) > 4 else 0)
+        ax.set_title(title, fontsize=9)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_ylim(max(min(0.0, float(np.nanmin([*values[0], *values[1], 0.0]))), -0.5) - 0.02, 1.08)
+        ax.legend(fontsize=7)
+        if not names:
+            ax.text(0.5, 0.5, "no such columns", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(f"Truth recovery on {result['n_objects']} held-out objects", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from galhpc.models.base import GalaxyModel
-from galhpc.report import figures, inference, latents, metrics, morphology, regier
+from galhpc.report import figures, inference, latents, metrics, morphology, regier, truth
+from galhpc.report.heldout import EncodedObjects, noise_sigma
 from galhpc.report.losses import loss_table
 from galhpc.report.sampling import ClusterSample, SynthSample
 
@@ -47,6 +48,7 @@ class Inputs:
 
     model: GalaxyModel
     clusters: ClusterSample
+    holdout: EncodedObjects | None = None  # held-out objects read, encoded and clustered (store or --holdout-store)
     holdout_images: np.ndarray | None = None  # (n, C, H, W) from the store
     holdout_ids: np.ndarray | None = None
     holdout_recons: np.ndarray | None = None  # model.reconstruct of holdout_images (in their space)
@@ -152,6 +154,9 @@ def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
         figures.matrix(overlap, figs.path("clusters", "overlap_matrix.png", "Mean γ_j of objects labelled i"),
                        xlabel="component j (mean γ_j)", ylabel="label i", title="Cluster overlap matrix")
     out["labels"] = _label_agreement(inp, figs)
+    nuisance = {name: v["eta2"] for name, v in out["labels"].items() if v.get("role") == "nuisance"}
+    out["nuisance_eta2"] = nuisance
+    out["nuisance_flagged"] = [name for name, v in nuisance.items() if np.isfinite(v) and v > truth.ETA2_FLAG]
     _members(inp, opt, figs, rng)
     return out
 
@@ -159,6 +164,9 @@ def clusters(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
 def _label_agreement(inp: Inputs, figs: Figures) -> dict[str, Any]:
     """Per label: histogram per cluster, per-cluster summary, NMI/ARI with a permutation baseline.
 
+    Nuisance columns (`truth.NUISANCE`: S/N, flux, noise, PSF) are what the clusters should
+    not follow: they get the η² the clusters explain (of log10 for positive columns,
+    `flagged` above `truth.ETA2_FLAG`) and `role` "nuisance" instead of an NMI/ARI.
     Only sampled objects found in the store (and with a cluster label) take part.
     """
     from galhpc.cluster.metrics import permutation_baseline
@@ -177,6 +185,12 @@ def _label_agreement(inp: Inputs, figs: Figures) -> dict[str, Any]:
                                        label=name)
         cuts = VOTE_CUTS if metrics.is_vote_fraction(values) else ()
         result[name] = {"per_cluster": metrics.per_cluster_summary(values, comp, cuts)}
+        if name in truth.NUISANCE:
+            scaled, scale = truth.nuisance_scale(values)
+            eta2 = truth.eta_squared(scaled, comp)
+            result[name] |= {"role": "nuisance", "eta2": eta2, "eta2_scale": scale,
+                             "flagged": bool(np.isfinite(eta2) and eta2 > truth.ETA2_FLAG)}
+            continue
         classes = metrics.discretise_label(values)
         if classes is None or len(np.unique(classes[classes >= 0])) < 2:
             continue
@@ -335,16 +349,63 @@ def latent_diagnostics(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.r
 
 
 # 5. Regier's test ------------------------------------------------------------------------------------
+REGIER_PCA = 3  # the lenient baseline: a 3-component PCA already beats the blob on most stamps
+
+
 def regier_test(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
-    """Fraction of held-out images whose reconstruction beats the best-fit bivariate Gaussian."""
+    """Fraction of held-out images whose reconstruction beats the best-fit bivariate Gaussian,
+    next to out-of-fold PCA-3 and PCA-L reconstructions of the same stamps; log-likelihoods
+    with the stamps' noise σ."""
     recons = inp.holdout_recons
     if inp.holdout_images is None or recons is None:
-        return {"skipped": "no --store: no held-out images"}
-    result = regier.regier_test(inp.holdout_images, recons)
+        return {"skipped": "no --store or --holdout-store: no held-out images"}
+    images = inp.holdout_images
+    n = len(images)
+    dim = inp.holdout.mu.shape[1] if inp.holdout is not None else int(inp.clusters.mu.shape[1])
+    baselines, sigma, note = {}, None, {}
+    if n >= truth.N_FOLDS:
+        pixels = images.reshape(n, -1)
+        for k in dict.fromkeys((REGIER_PCA, min(dim, pixels.shape[1], n - -(-n // truth.N_FOLDS)))):
+            baselines[f"pca{k}"] = truth.pca_reconstruction(pixels, k, opt.seed).reshape(images.shape)
+        note["baseline_fit"] = (f"PCA reconstructions out of fold: each stamp by a PCA fitted on the other "
+                                f"{truth.N_FOLDS - 1} of {truth.N_FOLDS} folds of the held-out stamps")
+    else:
+        note["baselines_skipped"] = f"fewer than {truth.N_FOLDS} held-out stamps"
+    if inp.holdout is not None:
+        sigma, note["noise_sigma_source"] = noise_sigma(inp.holdout.store, inp.holdout.rows, images)
+        if not (np.isfinite(sigma).all() and (sigma > 0).all()):
+            sigma, note["known_sigma_skipped"] = None, "noise σ not positive and finite for every stamp"
+    result = regier.regier_test(images, recons, baselines, sigma) | note
+    sse_base = np.array(result.pop(f"sse_pca{REGIER_PCA}")) if baselines else None
+    for k in baselines:
+        result.pop(f"sse_{k}", None)
+    pca_text = (f", PCA-{REGIER_PCA} wins {result['baselines'][f'pca{REGIER_PCA}']['wins_squared_error']}/{n}"
+                if baselines else "")
     figures.regier_scatter(np.array(result.pop("sse_model")), np.array(result.pop("sse_gaussian")),
-                           figs.path("regier", "regier.png", "Squared error: reconstruction against best-fit Gaussian"),
-                           title=f"model wins {result['wins_squared_error']}/{result['n_images']} (anchor 971/1000)")
+                           figs.path("regier", "regier.png", "Squared error: reconstructions against best-fit Gaussian"),
+                           title=f"model wins {result['wins_squared_error']}/{n}{pca_text} (anchor 971/1000)",
+                           baseline=sse_base, baseline_label=f"PCA-{REGIER_PCA} (out of fold)")
     return result
+
+
+# 7. Truth recovery -----------------------------------------------------------------------------------
+def truth_recovery(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """Probe R², kNN accuracy, cluster NMI/ARI and nuisance η² of the held-out objects, for the
+    model and for PCA / PCA+GMM on the same pixels (`galhpc.report.truth`)."""
+    h = inp.holdout
+    if h is None:
+        return {"skipped": "no --store or --holdout-store: no held-out objects"}
+    roles = truth.column_roles(h.labels)
+    if not (roles.classes or roles.truths or roles.nuisances):
+        return {"skipped": "the store has no truth label columns (class, numeric truth or nuisance)"}
+    if len(h.rows) < 2 * truth.N_FOLDS:
+        return {"skipped": f"{len(h.rows)} held-out objects; cross-validation needs {2 * truth.N_FOLDS}"}
+    n = len(h.rows)
+    result = truth.truth_recovery(h.mu, h.components, h.images.reshape(n, -1), h.labels, n_clusters=h.n_clusters,
+                                  seed=opt.seed, recons=h.recons.reshape(n, -1), roles=roles)
+    figures.truth_bars(result, figs.path("truth", "truth_recovery.png",
+                                         "Truth recovery: model against PCA (same latent size) and PCA+GMM (same K)"))
+    return {"store": h.store, "cluster_source": h.cluster_source} | result
 
 
 # 6. Generated against real ---------------------------------------------------------------------------
@@ -514,4 +575,5 @@ SECTIONS = {
     "latents": latent_diagnostics,
     "regier": regier_test,
     "generated_vs_real": generated_vs_real,
+    "truth": truth_recovery,
 }

@@ -1,0 +1,188 @@
+"""Held-out objects read straight from a store and encoded by the model: the input of the
+report's truth section and of `evaluate_checkpoint` (no catalogue needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from galhpc.data.store import locate_column
+from galhpc.models.base import GalaxyModel
+from galhpc.report import inference, sampling
+
+DEFAULT_CLUSTERS = 10  # K of a model without a mixture when neither the caller nor a catalogue gives one
+
+
+@dataclass
+class EncodedObjects:
+    """Store objects as the model sees and encodes them (row-aligned)."""
+
+    rows: np.ndarray  # (N,) store rows
+    object_id: np.ndarray  # (N,) int64
+    images: np.ndarray  # (N, C, H, W) float32
+    mu: np.ndarray  # (N, L) float32
+    recons: np.ndarray  # (N, C, H, W): model.reconstruct
+    labels: dict[str, np.ndarray]  # name -> (N,)
+    components: np.ndarray  # (N,) int64
+    n_clusters: int
+    cluster_source: str
+    store: str  # the store they were read from
+
+
+def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The store columns a model's `reconstruct` needs (e.g. per-object `psf`) at unique store
+    `rows`, each row-aligned: a per-object dataset (root or labels/) read at the rows, a shared
+    one (e.g. one PSF (h, w)) repeated per row.
+
+    Raises
+    ------
+    ValueError
+        If the store has no such column.
+    """
+    out = {}
+    with h5py.File(store, "r") as f:
+        for name in names:
+            found = locate_column(f, name, f["images"].shape[0])
+            if found is None:
+                raise ValueError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
+                                 "but the store has none")
+            ds = f[found[0]]
+            out[name] = sampling.read_unique_rows(ds, rows) if found[1] else np.broadcast_to(ds[()], (len(rows), *ds.shape))
+    return out
+
+
+def model_clusters(model: GalaxyModel, mu: np.ndarray, n_clusters: int | None, seed: int,
+                   batch_size: int = 4096) -> tuple[np.ndarray, int, str]:
+    """The model's clusters of latents `mu` (N, L): argmax of its own mixture's γ for a
+    mixture model (K = its number of components), else sklearn's GaussianMixture with
+    `n_clusters` (default `DEFAULT_CLUSTERS`) fitted on `mu` with `seed`, as galhpc-encode
+    fits one post hoc.  Returns (components (N,), K, how they were found)."""
+    import torch
+
+    if model.has_mixture:
+        with torch.no_grad():
+            gamma = torch.cat([model.cluster_probs(torch.as_tensor(mu[i : i + batch_size], dtype=torch.float32))
+                               for i in range(0, len(mu), batch_size)])
+        return gamma.argmax(1).numpy().astype(np.int64), int(gamma.shape[1]), "argmax of the model's mixture γ"
+    from galhpc.report.truth import pca_gmm_clusters  # the same GaussianMixture as the baseline's
+
+    k = int(n_clusters or DEFAULT_CLUSTERS)
+    return pca_gmm_clusters(mu, k, seed), k, f"GaussianMixture(K={k}) fitted on the held-out μ (no mixture prior)"
+
+
+def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clusters: int | None = None,
+                seed: int = 0, batch_size: int = 256, components: np.ndarray | None = None) -> EncodedObjects:
+    """Read store `rows` (unique), encode, reconstruct and cluster them with `model`.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+    store : path
+        HDF5 store with `images`, `object_id` and optional `labels/<name>`.
+    rows : (N,) int
+        Unique store rows, in any order (the outputs keep it).
+    n_clusters : int, optional
+        K for a model without a mixture (see `model_clusters`); with `components`, their K.
+    seed : int
+    batch_size : int
+    components : (N,) int, optional
+        The objects' clusters where already known (a catalogue's `component`), else
+        `model_clusters` finds them.
+
+    Returns
+    -------
+    EncodedObjects
+    """
+    rows = np.asarray(rows, np.int64)
+    images = sampling.read_store_images(store, rows)
+    with h5py.File(store, "r") as f:
+        object_id = sampling.read_unique_rows(f["object_id"], rows).astype(np.int64)
+    columns = store_columns(store, model.reconstruct_columns, rows) if model.reconstruct_columns else None
+    mu, _ = inference.encode(model, images, batch_size)
+    recons = inference.reconstruct(model, images, batch_size, columns)
+    if components is None:
+        components, k, source = model_clusters(model, mu, n_clusters, seed)
+    else:
+        components, k, source = np.asarray(components, np.int64), int(n_clusters or 0), "clusters.h5 component"
+    return EncodedObjects(rows, object_id, images, mu, recons, sampling.read_store_labels(store, rows),
+                          components, k, source, str(store))
+
+
+def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """Per-pixel noise σ (N,) of the stamps at store `rows`, in the units of the stored
+    `images` (N, C, H, W), and where it came from; first found of
+
+    1. a store column `noise_sigma` (`labels/noise_sigma`, or a root dataset, per object or shared);
+    2. a store attribute `noise_sigma`;
+    3. `labels/border_noise`, when the store's recipe has no intensity step (`arcsinh`,
+       `minmax`): prep measures it before those steps, so only then is it in stored units;
+    4. the border noise measured on the stored stamps themselves
+       (`galhpc.data.preprocess.border_noise`: least-σ border patch).
+    """
+    import yaml
+
+    from galhpc.data.preprocess import border_noise
+
+    rows = np.asarray(rows, np.int64)
+    with h5py.File(store, "r") as f:
+        n = f["images"].shape[0]
+        found = locate_column(f, "noise_sigma", n)
+        if found is not None:
+            ds = f[found[0]]
+            values = sampling.read_unique_rows(ds, rows) if found[1] else np.full(len(rows), float(ds[()]))
+            return np.asarray(values, np.float64).reshape(len(rows)), f"store column {found[0]}"
+        if "noise_sigma" in f.attrs:
+            return np.full(len(rows), float(f.attrs["noise_sigma"])), "store attribute noise_sigma"
+        recipe = None
+        if "config" in f.attrs:
+            config = yaml.safe_load(f.attrs["config"])
+            recipe = (config.get("prep") or {}).get("recipe") if isinstance(config, dict) else None
+        if "labels/border_noise" in f and recipe is not None and not {"arcsinh", "minmax"} & set(recipe):
+            values = sampling.read_unique_rows(f["labels/border_noise"], rows)
+            return np.asarray(values, np.float64), "labels/border_noise (the store's recipe has no intensity step)"
+    measured = np.array([border_noise(img) for img in np.asarray(images)], np.float64)
+    return measured, "border noise measured on the stored stamps"
+
+
+def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, n: int = 1000, seed: int = 0,
+                        n_clusters: int | None = None, batch_size: int = 256) -> dict[str, Any]:
+    """Truth recovery of a checkpoint on `n` random objects of a held-out store, against
+    PCA (same latent size) and PCA+GMM (same K): `truth.truth_recovery` plus its inputs.
+
+    Every object of `store` counts as held out: give a store the model never trained on.
+
+    Parameters
+    ----------
+    checkpoint : path
+        ckpt.pt written by galhpc-train.
+    store : path
+        Held-out store with `labels/<name>` truth columns.
+    n : int
+        Objects drawn uniformly without replacement (all if the store has fewer).
+    seed : int
+        Seed of the draw, folds, PCA and GaussianMixture.
+    n_clusters : int, optional
+        K for a model without a mixture prior (default `DEFAULT_CLUSTERS`).
+    batch_size : int
+
+    Returns
+    -------
+    dict
+        `truth_recovery`'s dict plus "checkpoint", "store", "model_name", "cluster_source".
+    """
+    from galhpc.checkpoint import load_model
+    from galhpc.report import truth
+
+    model, cfg, _ = load_model(checkpoint)
+    model.eval()
+    rng = np.random.default_rng(seed)
+    rows = sampling.sample_rows(sampling.store_size(store), n, rng)
+    enc = encode_rows(model, store, rows, n_clusters, seed, batch_size)
+    result = truth.truth_recovery(enc.mu, enc.components, enc.images.reshape(len(rows), -1), enc.labels,
+                                  n_clusters=enc.n_clusters, seed=seed, recons=enc.recons.reshape(len(rows), -1))
+    return {"checkpoint": str(checkpoint), "store": str(store), "model_name": model.name,
+            "cluster_source": enc.cluster_source} | result
