@@ -47,10 +47,17 @@ class PrepConfig:
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     output: str = "data/store.h5"
     image_size: int = 64
-    # steps in order, geometric (grey, crop, resize) before intensity (arcsinh, minmax)
+    # steps in order, geometric (grey, crop, resize) before intensity (flux, arcsinh, minmax);
+    # every intensity step stores its per-object coefficients as label columns (docs/schema.md)
+    # (the default keeps the BCE models' [0, 1] range; the shipped configs use flux)
     recipe: list[str] = field(default_factory=lambda: ["grey", "crop", "resize", "minmax"])
     crop_size: int | None = None  # centre crop before resizing; None: no crop
-    stretch_scale: float = 1.0  # arcsinh(x / stretch_scale)
+    # size-scaled cutouts: crop a box of crop_r90 x R90 (R90 in input pixels from the label
+    # column r90_column) instead of crop_size, then resize; None: off
+    crop_r90: float | None = None
+    r90_column: str = "r90"
+    flux_scale: float = 100.0  # flux step: pixels in units of flux / flux_scale (1 % of the flux)
+    stretch_scale: float = 1.0  # arcsinh(x / stretch_scale), one value for the whole survey
     metrics: bool = True  # store snr, width, non_uniformity, border_noise as labels
     border: int = 8  # border patch size of the noise estimate
     filters: dict[str, float] = field(default_factory=dict)  # <metric>_min / <metric>_max, e.g. {snr_min: 5}

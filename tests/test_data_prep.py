@@ -155,7 +155,7 @@ def test_block_metrics_equal_the_per_image_reference(bands):
         block.images = block.images[:, None] * np.linspace(0.5, 1.5, bands, dtype=np.float32)[:, None, None]
     prep = PrepConfig(image_size=48, recipe=["arcsinh"], filters={"snr_min": 0})
     out = process_block(block, prep, "s")
-    assert list(out.labels) == ["w", *METRICS] and len(out) == 8
+    assert list(out.labels) == ["w", *METRICS, "noise_sigma"] and len(out) == 8
     expected = [quality_metrics(img, prep.border) for img in block.images]
     for name in METRICS:
         assert out.labels[name].dtype == np.float64

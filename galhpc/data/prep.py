@@ -5,8 +5,14 @@ Each source yields blocks (galhpc.data.sources); every block goes through the sa
 2. geometric steps of the recipe (grey, crop, resize) on images, truth and extras;
 3. quality metrics (snr, width, non_uniformity, border_noise) become label columns and
    the config's filters (<metric>_min / <metric>_max) drop objects, recorded as rejects;
-4. intensity steps (arcsinh, minmax) on images; truth gets the same transform (for
-   minmax the image's own offset and scale, so truth ⊛ psf stays the noise-free image).
+4. intensity steps (flux, arcsinh, minmax) on images; truth gets the same transform (the
+   image's own coefficients, so truth ⊛ psf stays the noise-free image).  Each step's
+   per-object coefficients become label columns, so every pixel maps back to input units:
+   `flux_norm` (flux: stored = input / flux_norm · flux_scale), `minmax_offset` and
+   `minmax_scale` (minmax: stored = (x − offset) · scale); arcsinh's scale is one number
+   for the whole store (its config).  `noise_sigma` is the per-pixel noise σ of the sky in
+   stored units (border noise carried through every step, arcsinh linearised at 0): the
+   known σ of a Gaussian likelihood.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from galhpc.runtime import progress
 log = logging.getLogger("galhpc.data.prep")
 
 GEOMETRIC_STEPS = ("grey", "crop", "resize")
-INTENSITY_STEPS = ("arcsinh", "minmax")
+INTENSITY_STEPS = ("flux", "arcsinh", "minmax")
 METRICS = ("snr", "width", "non_uniformity", "border_noise")
 
 
@@ -61,6 +67,10 @@ def check_prep_config(prep: PrepConfig) -> None:
         raise ConfigError(f"prep.on_error must be 'raise' or 'skip', got {prep.on_error!r}")
     if prep.compression not in (None, "lzf", "gzip"):
         raise ConfigError(f"prep.compression must be null, lzf or gzip, got {prep.compression!r}")
+    if prep.crop_r90 is not None and prep.crop_r90 <= 0:
+        raise ConfigError(f"prep.crop_r90 must be > 0 (box side in units of R90), got {prep.crop_r90}")
+    if prep.flux_scale <= 0:
+        raise ConfigError(f"prep.flux_scale must be > 0, got {prep.flux_scale}")
     if prep.image_size < 16:
         raise ConfigError(f"prep.image_size must be >= 16 (the SNR block-averages to 16x16), got {prep.image_size}")
     if not prep.sources:
@@ -80,11 +90,26 @@ def _nearest(arr: np.ndarray, size: int) -> np.ndarray:
     return arr[..., rows[:, None], cols[None, :]]
 
 
-def _geometric(arr: np.ndarray, prep: PrepConfig, integer: bool = False) -> np.ndarray:
-    """Apply the recipe's geometric steps to a stack (n, H, W) or (n, C, H, W)."""
+def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bool) -> np.ndarray:
+    """Per-object boxes of prep.crop_r90 x R90, each resampled to prep.image_size."""
+    out = []
+    for a, r in zip(arr, r90):
+        if integer:
+            side = int(np.clip(np.ceil(prep.crop_r90 * r), 4, min(a.shape[-2:])))
+            out.append(_nearest(pp.centre_crop(a, side), prep.image_size))
+        else:
+            out.append(pp.size_scaled_crop(a, float(r), prep.crop_r90, prep.image_size)[0])
+    return np.stack(out) if out else arr[:, ..., : prep.image_size, : prep.image_size]
+
+
+def _geometric(arr: np.ndarray, prep: PrepConfig, integer: bool = False, r90: np.ndarray | None = None) -> np.ndarray:
+    """Apply the recipe's geometric steps to a stack (n, H, W) or (n, C, H, W); with
+    prep.crop_r90 the crop is per object, from `r90` (n,) in input pixels."""
     for step in prep.recipe:
         if step == "grey" and arr.ndim == 4 and not integer:
             arr = pp.to_grey(arr)
+        elif step == "crop" and prep.crop_r90 is not None:
+            arr = _size_scaled(arr, prep, r90, integer)
         elif step == "crop" and prep.crop_size is not None:
             arr = pp.centre_crop(arr, prep.crop_size)
         elif step == "resize" and arr.shape[-2:] != (prep.image_size, prep.image_size):
@@ -124,16 +149,23 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
     if len(block) == 0:
         return block
     in_hw = block.images.shape[-2:]
+    labels = dict(block.labels)
+    r90 = None
+    if prep.crop_r90 is not None and "crop" in prep.recipe:
+        block, r90 = _r90_or_reject(block, prep, rejects, source_desc)
+        if len(block) == 0:
+            return block
+        labels = dict(block.labels)
+        labels["resample_factor"] = np.clip(np.ceil(prep.crop_r90 * r90), 4, min(in_hw)) / prep.image_size
     try:
-        images = _geometric(block.images.astype(np.float32, copy=False), prep)
-        truth = None if block.truth is None else _geometric(block.truth.astype(np.float32, copy=False), prep)
+        images = _geometric(block.images.astype(np.float32, copy=False), prep, r90=r90)
+        truth = None if block.truth is None else _geometric(block.truth.astype(np.float32, copy=False), prep, r90=r90)
     except ValueError as err:
         raise DataError(f"{source_desc}: objects {block.object_id[0]}..{block.object_id[-1]}: {err}") from err
     extras = {}
     for name, values in block.extras.items():
         spatial = values.shape[-2:] == in_hw
-        extras[name] = _geometric(values, prep, integer=values.dtype.kind in "iub") if spatial else values
-    labels = dict(block.labels)
+        extras[name] = _geometric(values, prep, integer=values.dtype.kind in "iub", r90=r90) if spatial else values
     keep = np.ones(len(block), dtype=bool)
     if prep.metrics or prep.filters:
         batch = quality.metrics(images, prep.border)  # numba, parallel over the block
@@ -148,26 +180,65 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
                 obj, file = _describe(block, i, source_desc)
                 rejects.append(Reject(obj, file, f"filtered: {metric} {values[metric][i]:.4g} fails {key} {limit}"))
             keep &= ~bad
-    images, truth = _intensity(images, truth, prep)
+    if any(step in INTENSITY_STEPS for step in prep.recipe):
+        noise = values["border_noise"] if prep.metrics or prep.filters else quality.metrics(images, prep.border)["border_noise"]
+        images, truth, coefficients = _intensity(images, truth, prep, noise)
+        labels.update(coefficients)
+    elif prep.metrics:
+        labels["noise_sigma"] = values["border_noise"]
     out = Block(images, block.object_id, labels, truth, block.psf, extras, block.files, rejects)
     return out.select(keep)
 
 
-def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig):
-    images = images.copy()
-    truth = None if truth is None else truth.copy()
+def _r90_or_reject(block: Block, prep: PrepConfig, rejects: list[Reject], source_desc: str) -> tuple[Block, np.ndarray]:
+    """The block's R90 column (input pixels) for size-scaled crops; objects without a
+    finite positive R90 are rejected (or raise), naming the object."""
+    if prep.r90_column not in block.labels:
+        raise DataError(f"{source_desc}: prep.crop_r90 needs the label column {prep.r90_column!r} "
+                        f"(R90 in input pixels); columns: {sorted(block.labels)}")
+    r90 = np.asarray(block.labels[prep.r90_column], dtype=np.float64)
+    good = np.isfinite(r90) & (r90 > 0)
+    for i in np.flatnonzero(~good):
+        obj, file = _describe(block, i, source_desc)
+        _reject_or_raise(prep, rejects, obj, file, f"{prep.r90_column} = {r90[i]} is not a finite positive radius")
+    block = block.select(good)
+    block.rejects = rejects
+    return block, r90[good]
+
+
+def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig,
+               noise: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """The recipe's intensity steps on a block; returns images, truth and the per-object
+    coefficient columns (module docstring), with `noise_sigma` the border noise `noise`
+    (n,) carried into stored units."""
+    images = images.astype(np.float64)
+    truth = None if truth is None else truth.astype(np.float64)
+    sigma = np.asarray(noise, dtype=np.float64).copy()
+    coefficients: dict[str, np.ndarray] = {}
+    per_object = (slice(None),) + (None,) * (images.ndim - 1)
     for step in prep.recipe:
-        if step == "arcsinh":
-            images = pp.arcsinh_stretch(images, prep.stretch_scale)
-            if truth is not None:
-                truth = pp.arcsinh_stretch(truth, prep.stretch_scale)
+        if step == "flux":
+            flux = np.array([pp.flux_coefficient(img, s) for img, s in zip(images, sigma)])
+            factor = prep.flux_scale / flux
+            coefficients["flux_norm"] = flux
+        elif step == "arcsinh":
+            images = np.arcsinh(images / prep.stretch_scale)
+            truth = None if truth is None else np.arcsinh(truth / prep.stretch_scale)
+            sigma = sigma / prep.stretch_scale  # d/dx arcsinh(x / s) at the sky level
+            continue
         elif step == "minmax":
-            for i in range(len(images)):
-                offset, scale = pp.minmax_coefficients(images[i])
-                images[i] = (images[i] - offset) * scale
-                if truth is not None:
-                    truth[i] = (truth[i] - offset) * scale
-    return images, truth
+            pairs = np.array([pp.minmax_coefficients(img) for img in images])
+            coefficients["minmax_offset"], coefficients["minmax_scale"] = pairs[:, 0], pairs[:, 1]
+            images = images - pairs[:, 0][per_object]
+            truth = None if truth is None else truth - pairs[:, 0][per_object]
+            factor = pairs[:, 1]
+        else:
+            continue
+        images = images * factor[per_object]
+        truth = None if truth is None else truth * factor[per_object]
+        sigma = sigma * factor
+    coefficients["noise_sigma"] = sigma
+    return images.astype(np.float32), None if truth is None else truth.astype(np.float32), coefficients
 
 
 def prep_config_yaml(prep: PrepConfig) -> str:

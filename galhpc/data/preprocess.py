@@ -85,6 +85,65 @@ def minmax(img: np.ndarray) -> np.ndarray:
     return ((np.asarray(img, dtype=np.float64) - offset) * scale).astype(np.float32)
 
 
+FLUX_FLOOR_SIGMA = 5.0  # flux normalisation floor: 5 σ of the summed noise (see flux_coefficient)
+
+
+def flux_coefficient(img: np.ndarray, noise: float) -> float:
+    """The flux F that `flux` normalisation divides by: the sum of the sky-subtracted
+    pixels (an unbiased flux estimate), floored at 5 σ of that sum's noise,
+    FLUX_FLOOR_SIGMA · noise · sqrt(n_pixels), so a stamp with no detectable source is not
+    blown up to unit flux.
+
+    Parameters
+    ----------
+    img : ndarray, (H, W) or (C, H, W), float
+        Background-subtracted image in input units (counts, nanomaggies, ...).
+    noise : float
+        Per-pixel noise σ of `img` in the same units (e.g. `border_noise`).
+
+    Returns
+    -------
+    float
+        F in input units; > 0 unless the image is all zeros and noiseless.
+    """
+    total = float(np.sum(img, dtype=np.float64))
+    return max(total, FLUX_FLOOR_SIGMA * float(noise) * float(np.sqrt(np.asarray(img).size)))
+
+
+def size_scaled_crop(img: np.ndarray, r90: float, factor: float, size: int) -> tuple[np.ndarray, float]:
+    """A centred box of side `factor` x R90, resampled to size x size (the Galaxy Zoo
+    convention of cutouts scaled to each galaxy's extent, e.g. Walmsley et al. 2022).
+
+    Parameters
+    ----------
+    img : ndarray, (H, W) or (C, H, W), float
+        The cutout, centred on the galaxy.
+    r90 : float
+        Radius enclosing 90 % of the light, in pixels of `img` (a catalogue column).
+    factor : float
+        Box side in units of R90 (e.g. 3: the box reaches 1.5 R90 from the centre).
+    size : int
+        Output side in pixels.
+
+    Returns
+    -------
+    (ndarray (..., size, size) float32, float)
+        The resampled box (area-averaged, so the mean surface brightness per pixel is
+        kept) and the scale factor: input pixels per output pixel.
+
+    Raises
+    ------
+    ValueError
+        If r90 is not finite and positive.
+    """
+    if not np.isfinite(r90) or r90 <= 0:
+        raise ValueError(f"R90 must be finite and > 0, got {r90}")
+    h, w = img.shape[-2:]
+    side = int(np.clip(np.ceil(factor * r90), 4, min(h, w)))
+    box = centre_crop(img, side)
+    return resize_area(box, size), side / size
+
+
 def _border_patches(img: np.ndarray, border: int) -> list[np.ndarray]:
     """Non-overlapping border x border patches tiling the frame of width `border`."""
     h, w = img.shape

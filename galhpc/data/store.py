@@ -291,7 +291,11 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
             options = getattr(importlib.import_module(module), name).from_options(source.options, where)
         except (ConfigError, ImportError, AttributeError) as err:
             return None, f"{where}: options unreadable: {err}"
+        if getattr(options, "size_scaled", None) is not None:
+            return None, f"{where} is size-scaled: each stamp has its own pixel scale (label column pixel_scale)"
         scales.append(float(options.pixel_scale))
+    if prep.crop_r90 is not None and "crop" in prep.recipe:
+        return None, f"store {path}: size-scaled crops (crop_r90): each stamp has its own pixel scale"
     if not scales:
         return None, f"store {path} records no sources"
     if any(not math.isclose(s, scales[0], rel_tol=1e-9) for s in scales):

@@ -54,6 +54,10 @@ class SimOptions:
     noise_sigma: float = 10.0  # per pixel, in flux units
     store_truth: bool = False
     store_psf: bool = False
+    # size-scaled stamps (the Galaxy Zoo convention): each stamp spans size_scaled x R90 of
+    # its galaxy, i.e. pixel scale size_scaled x R90 / image_size, with the sky noise per
+    # pixel scaled by the pixel side (constant noise per unit area); None: fixed pixel_scale
+    size_scaled: float | None = None
 
     @classmethod
     def from_options(cls, options: dict, where: str) -> SimOptions:
@@ -66,13 +70,14 @@ class SimOptions:
 
     @property
     def per_object_psf(self) -> bool:
-        return isinstance(self.psf_fwhm, tuple)
+        """One PSF image per object: per-object FWHMs, or per-object pixel scales."""
+        return isinstance(self.psf_fwhm, tuple) or self.size_scaled is not None
 
 
 LABELS = (
     "flux", "bulge_fraction", "disk_hlr", "bulge_hlr", "q", "angle", "shift_x", "shift_y",
     "psf_fwhm", "has_companion", "companion_flux", "companion_dx", "companion_dy", "morph_class",
-    "edge_on", "ellipticity", "log_hlr",
+    "edge_on", "ellipticity", "log_hlr", "r90", "pixel_scale",
 )  # fmt: skip
 EDGE_ON_Q = 0.4  # axis ratio below which a disk counts as seen edge-on (the `edge_on` class)
 
@@ -91,12 +96,13 @@ def draw_parameters(opts: SimOptions, seed: int, index: int) -> dict[str, float]
         "angle": float(rng.uniform(0.0, 180.0)),
         "shift_x": float(rng.uniform(-opts.max_shift, opts.max_shift)),
         "shift_y": float(rng.uniform(-opts.max_shift, opts.max_shift)),
-        "psf_fwhm": float(rng.uniform(*opts.psf_fwhm) if opts.per_object_psf else opts.psf_fwhm),
+        "psf_fwhm": float(rng.uniform(*opts.psf_fwhm) if isinstance(opts.psf_fwhm, tuple) else opts.psf_fwhm),
         "morph_class": int(np.searchsorted(MORPH_CLASS_EDGES, bulge_fraction, side="right")),
     }
     params["edge_on"] = int(params["q"] < EDGE_ON_Q)
     params["ellipticity"] = (1.0 - params["q"]) / (1.0 + params["q"])  # |e| of the shear (galsim "g")
     params["log_hlr"] = float(np.log10(_half_light_radius(params)))
+    params["r90"] = float(light_radius(params, 0.9))  # arcsec
     has_companion = rng.random() < opts.companion_probability
     distance, phi = rng.uniform(*opts.companion_distance), rng.uniform(0, 2 * np.pi)
     ratio = rng.uniform(*opts.companion_flux_ratio)
@@ -108,9 +114,14 @@ def draw_parameters(opts: SimOptions, seed: int, index: int) -> dict[str, float]
 
 
 def _half_light_radius(p: dict[str, float]) -> float:
-    """Half-light radius (arcsec, circularised, before the PSF) of the bulge + disk: the
-    radius enclosing half the flux of f_b deVauc(r_b) + (1 - f_b) Exp(r_d), by bisection
-    on the analytic enclosed-flux profiles (Sersic n = 4 and n = 1)."""
+    """Half-light radius (arcsec, circularised, before the PSF) of the bulge + disk."""
+    return light_radius(p, 0.5)
+
+
+def light_radius(p: dict[str, float], fraction: float) -> float:
+    """Radius (arcsec, circularised, before the PSF) enclosing `fraction` of the flux of
+    the bulge + disk f_b deVauc(r_b) + (1 - f_b) Exp(r_d), by bisection on the analytic
+    enclosed-flux profiles (Sersic n = 4 and n = 1); 0.9 gives R90."""
     from scipy.special import gammainc
 
     fb, rd, rb = p["bulge_fraction"], p["disk_hlr"], p["bulge_hlr"]
@@ -122,7 +133,7 @@ def _half_light_radius(p: dict[str, float]) -> float:
     lo, hi = 0.0, 10.0 * max(rd, rb)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if enclosed(mid) < 0.5 else (lo, mid)
+        lo, hi = (mid, hi) if enclosed(mid) < fraction else (lo, mid)
     return 0.5 * (lo + hi)
 
 
@@ -149,21 +160,24 @@ def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[s
     import galsim
 
     p = draw_parameters(opts, seed, index)
+    scale = opts.pixel_scale if opts.size_scaled is None else opts.size_scaled * p["r90"] / size
+    p["pixel_scale"] = float(scale)
+    noise_sigma = opts.noise_sigma * scale / opts.pixel_scale
     galaxy = _galaxy(galsim, p)
     psf = _psf(galsim, opts, p["psf_fwhm"])
     offset = (p["shift_x"], p["shift_y"])
-    image = galsim.Convolve([galaxy, psf]).drawImage(nx=size, ny=size, scale=opts.pixel_scale, offset=offset)
+    image = galsim.Convolve([galaxy, psf]).drawImage(nx=size, ny=size, scale=scale, offset=offset)
     noise_rng = np.random.default_rng(object_seed(seed, index))  # numpy: much faster than galsim deviates
     if opts.noise == "gaussian":
-        image.array[:] += noise_rng.normal(0.0, opts.noise_sigma, image.array.shape)
+        image.array[:] += noise_rng.normal(0.0, noise_sigma, image.array.shape)
     else:
-        image.array[:] += opts.noise_sigma * cosmos_noise(noise_rng, size, opts.pixel_scale)
+        image.array[:] += noise_sigma * cosmos_noise(noise_rng, size, scale)
     out: dict[str, np.ndarray | dict] = {"image": image.array.astype(np.float32), "params": p}
     if opts.store_truth:
-        truth = galaxy.drawImage(nx=size, ny=size, scale=opts.pixel_scale, offset=offset, method="no_pixel")
+        truth = galaxy.drawImage(nx=size, ny=size, scale=scale, offset=offset, method="no_pixel")
         out["truth"] = truth.array.astype(np.float32)
     if opts.store_psf:
-        out["psf"] = psf_image(opts, p["psf_fwhm"])
+        out["psf"] = psf_image(opts, p["psf_fwhm"], scale)
     return out
 
 
@@ -189,14 +203,15 @@ def cosmos_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarra
     return field[:size, :size]
 
 
-def psf_image(opts: SimOptions, fwhm: float) -> np.ndarray:
+def psf_image(opts: SimOptions, fwhm: float, scale: float | None = None) -> np.ndarray:
     """The PSF convolved with the pixel response, unit sum.
 
     `truth` is the galaxy sampled at pixel centres (no pixel response), so
     image ≈ truth ⊛ psf + noise, the pair a deconvolution model needs."""
     import galsim
 
-    img = _psf(galsim, opts, fwhm).drawImage(nx=opts.psf_size, ny=opts.psf_size, scale=opts.pixel_scale)
+    scale = opts.pixel_scale if scale is None else scale  # arcsec per pixel of the stamp
+    img = _psf(galsim, opts, fwhm).drawImage(nx=opts.psf_size, ny=opts.psf_size, scale=scale)
     arr = img.array.astype(np.float64)
     return (arr / arr.sum()).astype(np.float32)
 

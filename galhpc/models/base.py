@@ -18,10 +18,18 @@ from torch import nn
 
 
 class Encoding(NamedTuple):
-    """Posterior parameters of a batch; `logvar` is None for deterministic encoders."""
+    """Posterior parameters of a batch.
+
+    mu : (B, L) float32 latent means (the catalogue's `mu`).
+    logvar : (B, L) float32 log σ² of q(z|x), or None for deterministic encoders.
+    pose : (B,) float32 position angle θ (radians) measured on the input by models that
+        keep orientation out of the latent (`orient: true`, galhpc.models.nuisance), else None;
+        `decode(z, pose=θ)` puts it back.
+    """
 
     mu: torch.Tensor
     logvar: torch.Tensor | None = None
+    pose: torch.Tensor | None = None
 
 
 class LossOutput(NamedTuple):
@@ -97,7 +105,8 @@ class GalaxyModel(nn.Module):
         (e.g. a loader batch), for the per-object inputs named by `reconstruct_columns`;
         `encoding`: encode(x) where the caller already has it (saves encoding x twice).
         """
-        return self.decode((self.encode(x) if encoding is None else encoding).mu)
+        enc = self.encode(x) if encoding is None else encoding
+        return self.decode(enc.mu) if enc.pose is None else self.decode(enc.mu, pose=enc.pose)
 
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
         raise NotImplementedError(f"model {self.name!r} is not generative")

@@ -5,7 +5,9 @@ map.  With `dense: true` the map is flattened and a dense layer gives `latent_di
 features; without, a 1x1 conv to `bottleneck_channels` keeps the features convolutional
 ((bottleneck_channels * H/8 * W/8) of them).  The decoder mirrors it with transposed
 convs.  Loss: pixel MSE.  `encode(x).mu` are the features a post-hoc (stick-breaking)
-BayesianGaussianMixture clusters.
+BayesianGaussianMixture clusters.  `orient`, `stretch` and `match_sigma` keep orientation,
+dynamic range and noise level out of the features (galhpc.models.nuisance); the MSE is
+then taken in the input's frame, after the decoder output is rotated back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
+from galhpc.models.nuisance import Canonicaliser
 
 
 def _conv_stack(channels: list[int]) -> list[nn.Module]:
@@ -40,8 +43,10 @@ class ConvAE(GalaxyModel):
 
     def __init__(self, image_size: int = 64, channels: int = 1, latent_dim: int = 64, *,
                  dense: bool = True, filters: tuple[int, int, int] | list[int] = (32, 64, 64),
-                 bottleneck_channels: int = 4) -> None:
+                 bottleneck_channels: int = 4, orient: bool = False, stretch: float | None = None,
+                 match_sigma: float | None = None) -> None:
         super().__init__()
+        self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         if image_size % 8:
             raise ValueError(f"convae: image_size must be a multiple of 8, got {image_size}")
         self.image_size, self.channels, self.dense = image_size, channels, dense
@@ -64,14 +69,17 @@ class ConvAE(GalaxyModel):
         expected = (self.channels, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"convae: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-        return Encoding(mu=self.encoder(x))
+        x_in, theta = self.canon(x)
+        return Encoding(mu=self.encoder(x_in), pose=theta)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) of features z; with `pose` θ (B,) rotated to position angle θ."""
+        return self.canon.restore(self.decoder(z), pose)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         x = batch["image"]
-        recon = self.decode(self.encode(x).mu)
+        enc = self.encode(x)
+        recon = self.decode(enc.mu, enc.pose)
         mse = F.mse_loss(recon, x)
         return LossOutput(mse, {"recon": mse}, recon)
 

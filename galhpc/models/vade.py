@@ -2,9 +2,17 @@
 
 Encoder: 3 blocks of two 'same' convs + 2x2 max-pool, filters (64, 64, 16), kernels
 (3, 5, 5), LeakyReLU 0.1, dense μ and log σ² (latent 20).  Decoder: dense, then the
-mirrored blocks with bilinear 2x upsampling, sigmoid output.  L2 0.01 on conv/dense
-weights.  Reconstruction: BCE on logits by default ("mse" through the sigmoid can
-stall on a blank output when the background dominates).  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with σ_c² = exp(·) > 0.
+mirrored blocks with bilinear 2x upsampling.  L2 0.01 on conv/dense weights.
+
+Reconstruction (`recon`): "bce" on logits (sigmoid output; the paper's, for images
+min-max scaled to [0, 1]), "mse" through the sigmoid, or a Gaussian likelihood on a
+linear output in the store's units (flux-normalised stamps): "gaussian" with one known
+sky σ (`sigma`, stored units) for every pixel, or "chi2" with each object's own
+`noise_sigma` store column.  A Gaussian with the real noise σ weighs reconstruction
+against the KL in nats, so the KL no longer collapses once its weight reaches 1, as it
+does under BCE on noisy pixels (docs/models.md has the measurements).  `orient: true`
+encodes each stamp in its canonical orientation and `stretch` compresses the encoder's
+input (galhpc.models.nuisance).  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with σ_c² = exp(·) > 0.
 
 During s3VDC α-training the schedule sends `weights["gmm"] = 0` and the KL is taken
 against N(0, I); `init_mixture_from_embeddings` then fits the mixture (the trainer
@@ -24,7 +32,12 @@ from torch import nn
 from galhpc.cluster.gmm import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
 from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsample_block, vgg_block, xavier_init
+from galhpc.models.nuisance import Canonicaliser, random_angles
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
+
+
+RECON_KINDS = ("bce", "mse", "gaussian", "chi2")
+LINEAR_OUTPUT = ("gaussian", "chi2")
 
 
 class AstroVaDEr(GalaxyModel):
@@ -46,14 +59,22 @@ class AstroVaDEr(GalaxyModel):
         slope: float = 0.1,
         l2: float = 0.01,
         recon: str = "bce",
+        sigma: float = 1.0,
         gamma_lambda: float = 50.0,
+        orient: bool = False,
+        stretch: float | None = None,
+        match_sigma: float | None = None,
     ) -> None:
         super().__init__()
         filters, kernels = list(filters), list(kernels)
         if len(filters) != len(kernels):
             raise ValueError(f"astrovader: {len(filters)} filters but {len(kernels)} kernels")
-        if recon not in ("bce", "mse"):
-            raise ValueError(f"astrovader: recon {recon!r} is not 'bce' or 'mse'")
+        if recon not in RECON_KINDS:
+            raise ValueError(f"astrovader: recon {recon!r} is not one of {RECON_KINDS}")
+        if sigma <= 0:
+            raise ValueError(f"astrovader: sigma must be > 0, got {sigma}")
+        self.sigma = float(sigma)
+        self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
         self.n_clusters, self.l2, self.recon_kind, self.gamma_lambda = n_clusters, l2, recon, gamma_lambda
         self.side = check_image_size(image_size, len(filters), "astrovader")
@@ -96,9 +117,14 @@ class AstroVaDEr(GalaxyModel):
         self.log_var_c.copy_(gmm.var.log())
 
     # -- interface ---------------------------------------------------------------------
+    @property
+    def batch_columns(self) -> tuple[str, ...]:
+        return ("noise_sigma",) if self.recon_kind == "chi2" else ()
+
     def encode(self, x: torch.Tensor) -> Encoding:
-        h = self.encoder(x)
-        return Encoding(self.fc_mu(h), self.fc_logvar(h))
+        x_in, theta = self.canon(x)
+        h = self.encoder(x_in)
+        return Encoding(self.fc_mu(h), self.fc_logvar(h), theta)
 
     def decoder_logits(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc_decode(z).view(-1, self.encoder_width, self.side, self.side)
@@ -108,8 +134,14 @@ class AstroVaDEr(GalaxyModel):
     def encoder_width(self) -> int:
         return self.fc_mu.in_features // self.side**2
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder_logits(z))
+    def output(self, logits: torch.Tensor) -> torch.Tensor:
+        """Decoder output in the store's units: linear for Gaussian likelihoods, else sigmoid."""
+        return logits if self.recon_kind in LINEAR_OUTPUT else torch.sigmoid(logits)
+
+    def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) of latents z (B, L); with `pose` θ (B,) rotated from the
+        canonical frame to position angle θ (orient models)."""
+        return self.canon.restore(self.output(self.decoder_logits(z)), pose)
 
     def weight_penalty(self) -> torch.Tensor:
         """L2 on the conv and dense weights (Keras-style kernel regulariser), mixture excluded."""
@@ -119,11 +151,16 @@ class AstroVaDEr(GalaxyModel):
                 total = total + module.weight.pow(2).sum()
         return self.l2 * total
 
-    def recon_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def recon_loss(self, logits: torch.Tensor, x: torch.Tensor, noise_sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-object reconstruction loss (B,) in nats (bce, gaussian, chi2) or squared
+        error (mse), from decoder logits in x's frame."""
         if self.recon_kind == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(logits, x.clamp(0, 1), reduction="none")
-        else:
+        elif self.recon_kind == "mse":
             per_pixel = (torch.sigmoid(logits) - x).pow(2)
+        else:
+            sigma = self.sigma if self.recon_kind == "gaussian" else _per_object(noise_sigma, x)
+            per_pixel = 0.5 * ((logits - x) / sigma).pow(2)
         return per_pixel.flatten(1).sum(dim=1)
 
     def scaled_log_gamma(self, z: torch.Tensor) -> torch.Tensor:
@@ -135,8 +172,8 @@ class AstroVaDEr(GalaxyModel):
         x = batch["image"]
         enc = self.encode(x)
         z = reparameterise(enc.mu, enc.logvar)
-        logits = self.decoder_logits(z)
-        recon = self.recon_loss(logits, x).mean()
+        logits = self.canon.restore(self.decoder_logits(z), enc.pose)
+        recon = self.recon_loss(logits, x, batch.get("noise_sigma")).mean()
         if state.weight("gmm") > 0:
             kl = vade_kl(enc.mu, enc.logvar, self.scaled_log_gamma(z), self.log_pi, self.mu_c, self.var_c).mean()
             anchor = 0.0
@@ -147,7 +184,7 @@ class AstroVaDEr(GalaxyModel):
             anchor = 0.0 * (self.pi_logits.sum() + self.mu_c.sum() + self.log_var_c.sum())
         l2 = self.weight_penalty()
         total = recon + state.weight("kl") * kl + l2 + anchor
-        return LossOutput(total, {"recon": recon, "kl": kl, "l2": l2}, torch.sigmoid(logits))
+        return LossOutput(total, {"recon": recon, "kl": kl, "l2": l2}, self.output(logits))
 
     def cluster_probs(self, mu: torch.Tensor) -> torch.Tensor:
         """Exact posterior γ = p(c | z = μ) under the learned mixture."""
@@ -167,7 +204,17 @@ class AstroVaDEr(GalaxyModel):
         comp = comp.to(device)
         eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
         z = self.mu_c[comp] + self.var_c[comp].sqrt() * eps
-        return Samples(self.decode(z), z, comp)
+        pose = random_angles(n, generator, device) if self.canon.orient else None
+        return Samples(self.decode(z, pose), z, comp)
+
+
+def _per_object(noise_sigma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """The batch's `noise_sigma` column (B,) shaped to broadcast over x (B, C, H, W)."""
+    if noise_sigma is None:
+        raise ValueError("recon 'chi2' needs the store column noise_sigma (written by galhpc-prep's "
+                         "intensity steps); use recon 'gaussian' with a fixed sigma for stores without it")
+    sigma = torch.as_tensor(noise_sigma, dtype=x.dtype, device=x.device).clamp(min=1e-12)
+    return sigma.view(-1, *([1] * (x.dim() - 1)))
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

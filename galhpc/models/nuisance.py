@@ -1,0 +1,166 @@
+"""Nuisances kept out of the latent: orientation, noise level and dynamic range.
+
+Orientation.
+A galaxy's position angle on the sky says nothing about its morphology, yet it dominates
+the pixel variance of elongated galaxies: a latent that must reconstruct pixels spends
+its capacity on it, and clusters split on it.  Models with `orient: true` therefore
+measure the angle θ of each input from its light (Gaussian-weighted second moments),
+encode the image rotated to a canonical frame (major axis along x), decode in that
+frame, and rotate the decoded image back by θ: the latent μ is free of orientation and
+θ travels beside it as `Encoding.pose` (Cheng et al. 2021 and Walmsley et al. 2022 use
+rotation augmentation for the same end; here the invariance is exact up to the moment
+estimate's noise).  Generation draws θ uniformly.
+
+Noise level.  On flux-normalised stamps the sky σ differs from object to object by the
+spread of their fluxes (25x in a log-uniform set), and an encoder that sees it clusters
+by signal-to-noise: faint objects' latents scatter or shrink to the prior.  With
+`match_sigma` the encoder sees every stamp degraded to one common sky σ (Gaussian noise
+of variance match_sigma² − σ², σ measured on the stamp's border like prep's
+`border_noise`), so nothing in its input tells a bright object from a faint one except
+its shape — the standard way to compare galaxies at a common depth (e.g. the
+artificially redshifted images of Galaxy Zoo).  Training draws new noise every step;
+inference adds one fixed noise field (a buffer saved with the model), so encodings are
+deterministic.  The likelihood still compares the decoder output with the undegraded
+stamp.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def position_angle(x: torch.Tensor, weight_sigma: float | None = None) -> torch.Tensor:
+    """Position angle of the light of each image, from Gaussian-weighted second moments.
+
+    Parameters
+    ----------
+    x : Tensor, (B, C, H, W), float
+        Images centred on the object (bands are summed).
+    weight_sigma : float, optional
+        σ of the circular Gaussian weight about the stamp centre, in pixels; default
+        H / 8, which keeps the sky noise of the stamp's outskirts out of the moments.
+
+    Returns
+    -------
+    Tensor, (B,), float32
+        θ in radians, in (-π/2, π/2]: the angle from the +x axis (columns) towards +y
+        (rows) of the major axis.  Arbitrary (but finite) for round or empty images.
+    """
+    img = x.detach().float().sum(dim=1)
+    b, h, w = img.shape
+    sigma = weight_sigma if weight_sigma is not None else h / 8.0
+    ys = torch.arange(h, dtype=torch.float32, device=x.device) - (h - 1) / 2.0
+    xs = torch.arange(w, dtype=torch.float32, device=x.device) - (w - 1) / 2.0
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    weighted = img * torch.exp(-0.5 * (xx**2 + yy**2) / sigma**2)
+    mxx = (weighted * xx * xx).flatten(1).sum(1)
+    myy = (weighted * yy * yy).flatten(1).sum(1)
+    mxy = (weighted * xx * yy).flatten(1).sum(1)
+    return 0.5 * torch.atan2(2.0 * mxy, mxx - myy)
+
+
+def rotate(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by θ about its centre (bilinear, reflected borders).
+
+    Parameters
+    ----------
+    x : Tensor, (B, C, H, W), float
+    theta : Tensor, (B,), radians
+        Positive θ turns the image content from +x towards +y (rows), so an object of
+        position angle φ becomes one of position angle φ + θ.
+
+    Returns
+    -------
+    Tensor, (B, C, H, W), same dtype as x
+        Reflection padding fills the corners with the stamp's own outskirts (sky), so no
+        blank frame appears.
+    """
+    cos, sin = torch.cos(theta).to(x.dtype), torch.sin(theta).to(x.dtype)
+    zero = torch.zeros_like(cos)
+    # affine_grid maps output coordinates to input ones: sample at R(-θ) · p
+    matrix = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(matrix, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_angles(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """n position angles uniform in [-π/2, π/2) (radians), for generation."""
+    return (torch.rand(n, generator=generator, device=device) - 0.5) * math.pi
+
+
+def border_noise(x: torch.Tensor, border: int = 8) -> torch.Tensor:
+    """Sky σ of each stamp: the smallest standard deviation over the border x border
+    patches tiling the stamp's frame (galhpc.data.preprocess.border_noise, batched).
+
+    Parameters
+    ----------
+    x : Tensor, (B, C, H, W), float
+    border : int
+        Patch side in pixels; H and W must hold at least 2 patches.
+
+    Returns
+    -------
+    Tensor, (B,), float32, in x's units.
+    """
+    img = x.detach().float().mean(dim=1)
+    b, h, w = img.shape
+    nx, ny = w // border, h // border
+    patches = [img[:, :border, i * border:(i + 1) * border] for i in range(nx)]
+    patches += [img[:, h - border:, i * border:(i + 1) * border] for i in range(nx)]
+    patches += [img[:, j * border:(j + 1) * border, :border] for j in range(1, ny - 1)]
+    patches += [img[:, j * border:(j + 1) * border, w - border:] for j in range(1, ny - 1)]
+    stds = torch.stack([p.flatten(1).std(dim=1, unbiased=False) for p in patches], dim=1)
+    return stds.min(dim=1).values
+
+
+class Canonicaliser(torch.nn.Module):
+    """The input side of a model that keeps nuisances out of its latent.
+
+    `forward(x)` returns (the encoder's input, θ): x rotated by −θ to the canonical frame
+    when `orient`, degraded to the common sky σ `match_sigma` when set, then stretched by s·arcsinh(x / s) when `stretch` is set (a survey-wide
+    softening in stored units, e.g. ~2 σ of the sky: linear at the noise level, so noise
+    keeps its Gaussian shape, logarithmic in bright cores, so the encoder sees faint
+    structure).  `restore(y, θ)` rotates a canonical decoder output back.  The likelihood
+    is always taken in the store's linear units.
+
+    Parameters
+    ----------
+    orient : bool
+        Rotate to the canonical frame (θ from `position_angle`).
+    stretch : float or None
+        arcsinh softening s in stored pixel units; None: no stretch.
+    match_sigma : float or None
+        Common sky σ (stored units) the encoder's input is degraded to; None: off.
+    image_shape : (C, H, W)
+        Shape of the inputs (for the fixed inference noise field).
+    """
+
+    def __init__(self, orient: bool = False, stretch: float | None = None, match_sigma: float | None = None,
+                 image_shape: tuple[int, int, int] = (1, 64, 64)) -> None:
+        super().__init__()
+        for name, value in (("stretch", stretch), ("match_sigma", match_sigma)):
+            if value is not None and value <= 0:
+                raise ValueError(f"input {name} must be > 0, got {value}")
+        self.orient, self.stretch, self.match_sigma = bool(orient), stretch, match_sigma
+        if match_sigma is not None:
+            field = torch.randn(image_shape, generator=torch.Generator().manual_seed(0x5EED))
+            self.register_buffer("inference_noise", field)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        theta = position_angle(x) if self.orient else None
+        sigma = border_noise(x) if self.match_sigma is not None else None
+        if theta is not None:
+            x = rotate(x, -theta)
+        if sigma is not None:
+            extra = (self.match_sigma**2 - sigma**2).clamp(min=0.0).sqrt().to(x.dtype)
+            noise = torch.randn_like(x) if self.training else self.inference_noise.to(x.dtype).expand_as(x)
+            x = x + extra.view(-1, 1, 1, 1) * noise
+        if self.stretch is not None:
+            x = self.stretch * torch.asinh(x / self.stretch)
+        return x, theta
+
+    def restore(self, y: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
+        return y if theta is None or not self.orient else rotate(y, theta)
