@@ -173,6 +173,7 @@ def test_noise_matching_gives_every_input_the_same_sky():
 @pytest.mark.parametrize("name,params", [
     ("astrovader", {"n_clusters": 2, "filters": [8, 8], "kernels": [3, 3], "recon": "gaussian", "sigma": 0.1}),
     ("convae", {"filters": [8, 8, 8]}),
+    ("vqvae", {"num_codes": 16, "hidden": 16, "res_hidden": 8, "n_res": 1}),
 ])
 def test_orient_models_encode_a_rotated_galaxy_to_the_same_latent(name, params):
     from galhpc.config import ModelConfig

@@ -150,14 +150,14 @@ class Canonicaliser(torch.nn.Module):
             self.register_buffer("inference_noise", field)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        theta = position_angle(x) if self.orient else None
-        sigma = border_noise(x) if self.match_sigma is not None else None
-        if theta is not None:
-            x = rotate(x, -theta)
-        if sigma is not None:
-            extra = (self.match_sigma**2 - sigma**2).clamp(min=0.0).sqrt().to(x.dtype)
+        if self.match_sigma is not None:
+            # degrade first, so θ is as precise for a bright galaxy as for a faint one
+            extra = (self.match_sigma**2 - border_noise(x) ** 2).clamp(min=0.0).sqrt().to(x.dtype)
             noise = torch.randn_like(x) if self.training else self.inference_noise.to(x.dtype).expand_as(x)
             x = x + extra.view(-1, 1, 1, 1) * noise
+        theta = position_angle(x) if self.orient else None
+        if theta is not None:
+            x = rotate(x, -theta)
         if self.stretch is not None:
             x = self.stretch * torch.asinh(x / self.stretch)
         return x, theta

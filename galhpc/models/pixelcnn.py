@@ -26,6 +26,7 @@ from torch import nn
 
 from galhpc.checkpoint import CheckpointError
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
+from galhpc.models.nuisance import random_angles
 
 log = logging.getLogger("galhpc.models.pixelcnn")
 
@@ -299,7 +300,8 @@ class VQVAEPrior(GalaxyModel):
         device = self.pixelcnn.embedding.weight.device
         cond = self._sample_condition(n, conditions, device)
         codes = self.pixelcnn.sample(n, (vqvae.grid, vqvae.grid), cond, generator, self.temperature)
-        images = vqvae.decode_codes(codes)
+        pose = random_angles(n, generator, device) if vqvae.canon.orient else None
+        images = vqvae.decode_codes(codes, pose)
         if self.condition is not None and self.condition.kind == "class":
             component = cond.argmax(dim=1)
         else:

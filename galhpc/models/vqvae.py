@@ -27,6 +27,7 @@ from torch import nn
 
 from galhpc.kernels import nearest_code
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
+from galhpc.models.nuisance import Canonicaliser
 from galhpc.models.psf_layer import PSFLayer
 
 log = logging.getLogger("galhpc.models.vqvae")
@@ -201,14 +202,17 @@ class VQVAE(GalaxyModel):
                  num_codes: int = 512, beta: float = 0.25, hidden: int = 128, res_hidden: int = 32,
                  n_res: int = 2, ema: bool = False, decay: float = 0.99, dead_threshold: float = 1.0,
                  restart_every: int = 50, psf: str | dict[str, Any] | None = None,
-                 output: str = "linear", tikhonov: float = 0.1) -> None:
+                 output: str = "linear", tikhonov: float = 0.1, orient: bool = False,
+                 stretch: float | None = None, match_sigma: float | None = None) -> None:
         super().__init__()
+        self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         if image_size % 4:
             raise ValueError(f"vqvae: image_size must be a multiple of 4, got {image_size}")
         self.image_size, self.channels, self.code_dim = image_size, channels, latent_dim
         self.params = dict(num_codes=num_codes, beta=beta, hidden=hidden, res_hidden=res_hidden, n_res=n_res,
                            ema=ema, decay=decay, dead_threshold=dead_threshold, restart_every=restart_every,
-                           psf=psf, output=output, tikhonov=tikhonov)
+                           psf=psf, output=output, tikhonov=tikhonov, orient=orient, stretch=stretch,
+                           match_sigma=match_sigma)
         self.grid = image_size // 4
         self.beta, self.tikhonov = beta, tikhonov
         self.encoder = vqvae_encoder(channels, latent_dim, hidden, res_hidden, n_res)
@@ -246,27 +250,33 @@ class VQVAE(GalaxyModel):
             raise ValueError(f"vqvae: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
 
     def quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Images -> (straight-through quantised map (B, D, h, w), code indices (B, h, w), terms)."""
+        """Images -> (straight-through quantised map (B, D, h, w), code indices (B, h, w), terms);
+        with `orient` the map is of the canonically oriented image, θ in terms["pose"]."""
         self._check_images(x)
-        z_e = self.encoder(x)
-        z_q, index, terms = self.quantizer(z_e)
+        x_in, theta = self.canon(x)
+        z_q, index, terms = self.quantizer(self.encoder(x_in))
+        if theta is not None:
+            terms["pose"] = theta
         return z_q, index, terms
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Code map (B, H/4, W/4) of int64 indices: what the PixelCNN prior models."""
         return self.quantise(x)[1]
 
-    def decode_codes(self, index: torch.Tensor) -> torch.Tensor:
-        """Code map (B, h, w) -> deconvolved images (B, C, H, W)."""
-        return self.output(self.decoder(self.quantizer.embed(index).permute(0, 3, 1, 2)))
+    def decode_codes(self, index: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        """Code map (B, h, w) -> deconvolved images (B, C, H, W), turned to position angle
+        `pose` (B,) radians when given (orient models)."""
+        return self.canon.restore(self.output(self.decoder(self.quantizer.embed(index).permute(0, 3, 1, 2))), pose)
 
     def encode(self, x: torch.Tensor) -> Encoding:
-        z_q, _, _ = self.quantise(x)
-        return Encoding(mu=z_q.flatten(1))
+        z_q, _, terms = self.quantise(x)
+        return Encoding(mu=z_q.flatten(1), pose=terms.get("pose"))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Flattened quantised embeddings (B, D*h*w) -> images before the PSF (B, C, H, W)."""
-        return self.output(self.decoder(z.reshape(z.shape[0], self.code_dim, self.grid, self.grid)))
+    def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        """Flattened quantised embeddings (B, D*h*w) -> images before the PSF (B, C, H, W),
+        turned to position angle `pose` (B,) when given."""
+        images = self.output(self.decoder(z.reshape(z.shape[0], self.code_dim, self.grid, self.grid)))
+        return self.canon.restore(images, pose)
 
     def observe(self, images: torch.Tensor, psf: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder output as the survey sees it: PSF-convolved when the model has a PSF layer."""
@@ -279,12 +289,13 @@ class VQVAE(GalaxyModel):
         psf = None if columns is None else columns.get("psf")
         if psf is not None:
             psf = torch.as_tensor(psf, device=x.device)
-        return self.observe(self.decode((self.encode(x) if encoding is None else encoding).mu), psf)
+        enc = self.encode(x) if encoding is None else encoding
+        return self.observe(self.decode(enc.mu, enc.pose), psf)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         x = batch["image"]
         z_q, _, terms = self.quantise(x)
-        deconvolved = self.output(self.decoder(z_q))
+        deconvolved = self.canon.restore(self.output(self.decoder(z_q)), terms.pop("pose", None))
         recon = self.observe(deconvolved, batch.get("psf"))
         terms["recon"] = F.mse_loss(recon, x)
         total = terms["recon"] + terms["codebook"] + self.beta * terms["commitment"]

@@ -25,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
-NUISANCE = ("snr", "flux", "border_noise", "psf_fwhm", "noise_sigma")
+# flux_norm, minmax_*: prep's per-object intensity coefficients (a flux and a sky level)
+NUISANCE = ("snr", "flux", "border_noise", "psf_fwhm", "noise_sigma", "flux_norm", "minmax_offset", "minmax_scale")
 # angle: circular; positions and companion geometry: sign-symmetric offsets, not morphology;
-# companion_flux: a flux; width/non_uniformity: image-quality measurements of the prep step
+# companion_flux: a flux; width/non_uniformity: image-quality measurements of the prep step;
+# pixel_scale, resample_factor: how the stamp was sampled, not what it shows
 EXCLUDED = ("angle", "shift_x", "shift_y", "companion_dx", "companion_dy", "companion_flux", "width",
-            "non_uniformity", "object_id", "source_index")
+            "non_uniformity", "object_id", "source_index", "pixel_scale", "resample_factor")
 MAX_CLASSES = 20
 N_FOLDS = 5
 KNN_K = 10
