@@ -9,8 +9,10 @@ OUT=${DEMO_OUT:-demo-output}
 mkdir -p "$OUT"
 export GALHPC_PROGRESS=${GALHPC_PROGRESS:-1}
 
-echo "== 1/5 prepare: 2000 simulated bulge+disk galaxies -> $OUT/store.h5"
+echo "== 1/5 prepare: 3000 simulated bulge+disk galaxies -> $OUT/store.h5"
 [ -f "$OUT/store.h5" ] || galhpc-prep --config configs/prep_galsim.yaml --output "$OUT/store.h5"
+# a held-out set from another seed and other distributions, for the report's truth recovery
+[ -f "$OUT/heldout.h5" ] || galhpc-prep --config configs/prep_galsim32_heldout.yaml --output "$OUT/heldout.h5"
 
 echo "== 2/5 train: AstroVaDEr on the s3VDC schedule -> $OUT/train/ckpt.pt"
 galhpc-train --config configs/astrovader_demo.yaml --store "$OUT/store.h5" --out-dir "$OUT/train"
@@ -18,13 +20,15 @@ galhpc-train --config configs/astrovader_demo.yaml --store "$OUT/store.h5" --out
 echo "== 3/5 encode: latents, cluster labels and probabilities -> $OUT/clusters.h5"
 galhpc-encode --checkpoint "$OUT/train/ckpt.pt" --input "$OUT/store.h5" --out "$OUT/clusters.h5" --overwrite
 
-echo "== 4/5 generate: 2000 synthetic galaxies, Moffat PSF + noise -> $OUT/synth.h5"
+# the model draws galaxies as observed (PSF included), so only the sky noise is added: σ 0.1
+# in the store's flux units (% of the flux per pixel), about the median noise_sigma
+echo "== 4/5 generate: 2000 synthetic galaxies + sky noise -> $OUT/synth.h5"
 galhpc-generate --checkpoint "$OUT/train/ckpt.pt" --n 2000 --out "$OUT/synth.h5" \
-  --psf moffat:fwhm=0.7,beta=3.5 --noise-sigma 0.01 --keep-clean --overwrite
+  --noise-sigma 0.1 --keep-clean --overwrite
 
 echo "== 5/5 report -> $OUT/report/index.html"
 galhpc-report --checkpoint "$OUT/train/ckpt.pt" --clusters "$OUT/clusters.h5" --store "$OUT/store.h5" \
-  --synth "$OUT/synth.h5" --out "$OUT/report"
+  --synth "$OUT/synth.h5" --holdout-store "$OUT/heldout.h5" --out "$OUT/report"
 
 python3 - "$OUT" <<'PY'
 import sys, h5py

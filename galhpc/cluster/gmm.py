@@ -50,11 +50,14 @@ class DiagGMM:
 
 
 def fit_diag_gmm(x: np.ndarray, n_components: int, *, seed: int = 0, max_iter: int = 200) -> DiagGMM:
-    """Fit a diagonal GMM with sklearn (k-means init) and return float32 torch parameters."""
+    """Fit a diagonal GMM with sklearn (k-means init, the best of 5 starts by likelihood: one
+    start often settles on a split by spread, e.g. bright tight vs faint broad, rather than
+    by position) and return float32 torch parameters."""
     x = np.asarray(x, dtype=np.float64)
     if len(x) < n_components:
         raise ValueError(f"fit_diag_gmm: {len(x)} embeddings cannot fit {n_components} components")
-    gmm = GaussianMixture(n_components, covariance_type="diag", random_state=seed, max_iter=max_iter, reg_covar=1e-5)
+    gmm = GaussianMixture(n_components, covariance_type="diag", random_state=seed, max_iter=max_iter, reg_covar=1e-5,
+                          n_init=5)
     gmm.fit(x)
     return DiagGMM(
         torch.as_tensor(np.log(gmm.weights_), dtype=torch.float32),

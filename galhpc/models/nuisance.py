@@ -62,8 +62,8 @@ def position_angle(x: torch.Tensor, weight_sigma: float | None = None) -> torch.
     return 0.5 * torch.atan2(2.0 * mxy, mxx - myy)
 
 
-def rotate(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Rotate each image by θ about its centre (bilinear, reflected borders).
+def rotate(x: torch.Tensor, theta: torch.Tensor, padding: str = "reflection") -> torch.Tensor:
+    """Rotate each image by θ about its centre (bilinear).
 
     Parameters
     ----------
@@ -72,18 +72,21 @@ def rotate(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         Positive θ turns the image content from +x towards +y (rows), so an object of
         position angle φ becomes one of position angle φ + θ.
 
+    padding : str
+        What fills the corners that come from outside the stamp: "reflection" (the stamp's
+        own outskirts: sky, for observed images) or "zeros" (the sky level of a model
+        image, so no copy of the model's frame edges can appear).
+
     Returns
     -------
     Tensor, (B, C, H, W), same dtype as x
-        Reflection padding fills the corners with the stamp's own outskirts (sky), so no
-        blank frame appears.
     """
     cos, sin = torch.cos(theta).to(x.dtype), torch.sin(theta).to(x.dtype)
     zero = torch.zeros_like(cos)
     # affine_grid maps output coordinates to input ones: sample at R(-θ) · p
     matrix = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
     grid = F.affine_grid(matrix, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 def random_angles(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -163,4 +166,4 @@ class Canonicaliser(torch.nn.Module):
         return x, theta
 
     def restore(self, y: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
-        return y if theta is None or not self.orient else rotate(y, theta)
+        return y if theta is None or not self.orient else rotate(y, theta, padding="zeros")
