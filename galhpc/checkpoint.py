@@ -11,7 +11,6 @@ job killed mid-save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +18,25 @@ import torch
 
 import galhpc
 from galhpc.config import ConfigError, RunConfig, config_from_yaml_text
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: missing, corrupt, or of another model."""
+from galhpc.runtime.errors import CheckpointError
+from galhpc.runtime.files import atomic_open
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint dict atomically (`galhpc.runtime.files.atomic_open`); returns `path`.
+
+    Raises
+    ------
+    CheckpointError
+        The file could not be written (full disk, no permission); no temporary is left.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"galhpc_version": galhpc.__version__, **payload}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write checkpoint {path}: {err}") from err
-    except BaseException:  # e.g. an unpicklable payload or Ctrl-C: leave no temporary behind
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -6,7 +6,8 @@
 (submitit's signal, USR2 by default) the trainer finishes its step, saves
 `{out_dir}/ckpt.pt`, and submitit requeues the same `TrainJob`, whose next run resumes
 from that checkpoint.  With several tasks, each task is one data-parallel rank
-(torch.distributed, rendezvous at the job's first host).
+(torch.distributed, rendezvous at the job's first host; the rank comes from
+submitit's or Slurm's variables through `galhpc.runtime.world.detect_world`).
 """
 
 from __future__ import annotations
@@ -37,17 +38,6 @@ def slurm_answers(timeout_s: float = 10.0) -> bool:
         return False
 
 
-def rank_environment(job_env: Any) -> dict[str, str]:
-    """torchrun-style variables for one submitit task, so `make_backend("auto")` finds its rank."""
-    return {
-        "RANK": str(job_env.global_rank),
-        "WORLD_SIZE": str(job_env.num_tasks),
-        "LOCAL_RANK": str(job_env.local_rank),
-        "MASTER_ADDR": job_env.hostnames[0] if job_env.num_nodes > 1 else "127.0.0.1",
-        "MASTER_PORT": str(20000 + int(str(job_env.job_id).split("_")[0]) % 20000),
-    }
-
-
 @dataclass
 class TrainJob(submitit.helpers.Checkpointable):
     """`galhpc-train --config CONFIG` as a picklable, requeueable submitit function."""
@@ -65,9 +55,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         from galhpc.train.trainer import TrainingInterrupted, train
 
         cfg = self.run_config()
-        job_env = submitit.JobEnvironment()
-        if job_env.num_tasks > 1:
-            os.environ.update(rank_environment(job_env))
         backend = make_backend(cfg.train.backend, cfg.train.device)
         setup_logging(backend.rank)
         preempt_signal = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)  # USR2 unless configured

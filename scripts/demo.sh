@@ -10,13 +10,13 @@ mkdir -p "$OUT"
 export GALHPC_PROGRESS=${GALHPC_PROGRESS:-1}
 
 echo "== 1/5 prepare: 2000 simulated bulge+disk galaxies -> $OUT/store.h5"
-[ -f "$OUT/store.h5" ] || galhpc-prep --config configs/prep_galsim.yaml --output "$OUT/store.h5"
+[ -f "$OUT/store.h5" ] || galhpc-prep --config configs/prep_galsim.yaml --out "$OUT/store.h5"
 
 echo "== 2/5 train: AstroVaDEr on the s3VDC schedule -> $OUT/train/ckpt.pt"
-galhpc-train --config configs/astrovader_demo.yaml --store "$OUT/store.h5" --out-dir "$OUT/train"
+galhpc-train --config configs/astrovader_demo.yaml --store "$OUT/store.h5" --out "$OUT/train"
 
 echo "== 3/5 encode: latents, cluster labels and probabilities -> $OUT/clusters.h5"
-galhpc-encode --checkpoint "$OUT/train/ckpt.pt" --input "$OUT/store.h5" --out "$OUT/clusters.h5" --overwrite
+galhpc-encode --checkpoint "$OUT/train/ckpt.pt" --store "$OUT/store.h5" --out "$OUT/clusters.h5" --overwrite
 
 echo "== 4/5 generate: 2000 synthetic galaxies, Moffat PSF + noise -> $OUT/synth.h5"
 galhpc-generate --checkpoint "$OUT/train/ckpt.pt" --n 2000 --out "$OUT/synth.h5" \

@@ -14,7 +14,8 @@ import pytest
 import torch
 from scipy.signal import fftconvolve
 
-from galhpc.catalog.encode import EncodeJob, EncodeOptions, StoreReader
+from galhpc.catalog.encode import EncodeJob, EncodeOptions
+from galhpc.data.store import StoreReader
 from galhpc.catalog.shards import Shard
 from galhpc.config import ModelConfig, RunConfig, TrainConfig
 from galhpc.data.sources import Block
@@ -224,14 +225,14 @@ def test_catalogue_recon_mse_is_measured_in_observed_space(tmp_path, per_object)
 
 
 def test_catalogue_refuses_a_store_without_the_per_object_psf(tmp_path):
-    from galhpc.catalog.shards import CatalogError
+    from galhpc.runtime.errors import DataError
 
     store = tmp_path / "nopsf.h5"
     with StoreWriter(store, "prep: {}\n", chunk_rows=16) as writer:
         writer.append(Block(images=blobs(8).numpy()[:, 0], object_id=np.arange(8, dtype=np.int64)))
     job = one_component_job(psf_vqvae({"kind": "store"}), store)
     try:
-        with pytest.raises(CatalogError, match="'psf'"):
+        with pytest.raises(DataError, match="'psf'"):
             list(job.batches(Shard(0, 0, 8)))
     finally:
         job.reader.close()

@@ -176,12 +176,16 @@ class _Constant(torch.nn.Module):
     name = "constant"
 
     def __init__(self, kind: str):
-        from types import SimpleNamespace
+        from galhpc.models.base import SampleCondition
 
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.condition = SimpleNamespace(kind=kind, column="size", num_classes=2)
+        self.condition = SampleCondition(kind, "size", 2)
         self.drawn = []
+
+    @property
+    def sample_condition(self):
+        return self.condition
 
     def sample(self, n, generator=None, **conditions):
         from galhpc.models.base import Samples

@@ -222,8 +222,11 @@ def _ema_rank(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(rank)  # different restart picks per rank: the broadcast must unify them
+    from galhpc.train.distributed import TorchDistributedBackend
+
     vq = VectorQuantizer(3, 2, ema=True, decay=0.0, eps=0.0, usage_decay=0.0, dead_threshold=0.5,
                          restart_every=1)
+    vq.collective = TorchDistributedBackend(device="cpu")  # what the trainer hands the model
     vq.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-50.0, -50.0]]))
     points = torch.tensor([[1.0, 0.0], [9.0, 9.0]]) if rank == 0 else torch.tensor([[0.0, 3.0], [12.0, 10.0]])
     vq.train()

@@ -25,7 +25,7 @@ import yaml
 from torch import nn
 
 from galhpc.checkpoint import CheckpointError
-from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
+from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, SampleCondition, Samples, StepState
 from galhpc.models.nuisance import random_angles
 
 log = logging.getLogger("galhpc.models.pixelcnn")
@@ -235,6 +235,13 @@ class VQVAEPrior(GalaxyModel):
         return self
 
     # -- conditions --
+    @property
+    def sample_condition(self) -> SampleCondition | None:
+        if self.condition is None:
+            return None
+        return SampleCondition(self.condition.kind, self.condition.column,
+                               self.condition.num_classes if self.condition.kind == "class" else 0)
+
     @property
     def batch_columns(self) -> tuple[str, ...]:
         """The label column `loss` conditions on, for the trainer's loader to read."""

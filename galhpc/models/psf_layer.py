@@ -27,14 +27,12 @@ import torch
 from torch import nn
 
 from galhpc.kernels import convolve_psf
+from galhpc.runtime.errors import PSFError
+from galhpc.runtime.files import open_h5_readonly
 
 log = logging.getLogger("galhpc.models.psf_layer")
 
 PSF_KINDS = ("galsim", "file", "hdf5", "store", "state")
-
-
-class PSFError(ValueError):
-    """A PSF specification or PSF image that cannot be used."""
 
 
 def normalise_spec(spec: str | dict[str, Any] | None) -> dict[str, Any] | None:
@@ -82,13 +80,11 @@ def read_psf_file(path: str | Path, hdu: int | str = 0) -> np.ndarray:
 
 def read_psf_hdf5(path: str | Path, dataset: str = "psf") -> np.ndarray:
     """The single (h, w) PSF stored in an HDF5 file, e.g. a GalSim training store."""
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise PSFError(f"PSF file not found: {path}")
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5_readonly(path) as f:
             if dataset not in f:
                 raise PSFError(f"{path} has no dataset {dataset!r} (prepare GalSim sets with store_psf: true)")
             image = f[dataset][()]

@@ -54,8 +54,8 @@ def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256,
 def class_condition(model: GalaxyModel) -> tuple[str, int] | None:
     """(label column, number of classes) of a class-conditional generator (e.g. the conditional
     PixelCNN prior, whose `sample(component=c)` draws class c), else None."""
-    condition = getattr(model, "condition", None)
-    if model.generative and getattr(condition, "kind", None) == "class":
+    condition = model.sample_condition
+    if model.generative and condition is not None and condition.kind == "class":
         return str(condition.column), int(condition.num_classes)
     return None
 
@@ -63,8 +63,8 @@ def class_condition(model: GalaxyModel) -> tuple[str, int] | None:
 def float_condition(model: GalaxyModel) -> str | None:
     """Label column of a float-conditioned generator (e.g. a PixelCNN prior with a condition of
     kind "float", whose `sample(n, column=value)` draws at that value), else None."""
-    condition = getattr(model, "condition", None)
-    if model.generative and getattr(condition, "kind", None) == "float":
+    condition = model.sample_condition
+    if model.generative and condition is not None and condition.kind == "float":
         return str(condition.column)
     return None
 

@@ -41,6 +41,8 @@ from galhpc.config import RunConfig
 from galhpc.models import build_model
 from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress, set_threads
+from galhpc.runtime.files import atomic_open, atomic_path
+from galhpc.runtime.errors import NonFiniteLossError
 from galhpc.train.distributed import Backend, make_backend
 from galhpc.train.preemption import mark_stopped
 from galhpc.train.schedule import INIT_MIXTURE, Schedule, learning_rate
@@ -50,10 +52,6 @@ log = logging.getLogger("galhpc.train.trainer")
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL
 CHECKPOINT_NAME = "ckpt.pt"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the message names the step and the term."""
 
 
 class TrainingInterrupted(SystemExit):
@@ -175,12 +173,10 @@ def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
     if not history:
         return
     columns = list(dict.fromkeys(key for row in history for key in row))
-    tmp = out_dir / ".losses.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(out_dir / "losses.csv", "w", fsync=False, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(out_dir / "losses.csv")
     plot_history(out_dir / "losses.png", history)
 
 
@@ -209,10 +205,9 @@ def plot_history(path: Path, history: list[dict[str, Any]]) -> None:
     axes[1].set_title("schedule")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path, fsync=False) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def checkpoint_payload(model: GalaxyModel, optimizer: torch.optim.Optimizer, cfg: RunConfig, pos: Position,
@@ -335,6 +330,7 @@ class Trainer:
             self.pos = restore(self.ckpt_path, cfg, self.model, self.optimizer, self.layout)
             log.info("resuming from %s at epoch %d, batch %d (step %d)",
                      self.ckpt_path, self.pos.epoch, self.pos.batch, self.pos.step)
+        self.model.use_collective(backend)
         self.step_model = backend.wrap_model(self.model)
         self.optimizer = backend.wrap_optimizer(self.optimizer, self.model)
         backend.broadcast_state(self.model, self.optimizer)
@@ -402,7 +398,7 @@ class Trainer:
         Every rank encodes the same unsharded, unaugmented batches and fits the same GMM
         with the same seed; rank 0's result is then broadcast so all ranks agree exactly.
         """
-        if not hasattr(self.model, "init_mixture_from_embeddings"):
+        if not self.model.has_mixture:
             return
         from galhpc.cluster.gmm import fit_stick_breaking_bgm
         from galhpc.data.loader import StoreLoader
@@ -413,7 +409,7 @@ class Trainer:
         loader.set_epoch(0)
         embeddings = encode_means(self.model, loader, s.gmm_init_batches, self.device)
         log.info("initialising the mixture from %d embeddings", len(embeddings))
-        self.model.init_mixture_from_embeddings(embeddings, seed=t.seed)
+        self.model.init_mixture(embeddings, seed=t.seed)
         self.backend.broadcast_state(self.model, None)
         if self.backend.is_root:
             try:
@@ -466,3 +462,44 @@ def train(cfg: RunConfig, *, backend: Backend | None = None, resume: bool = True
         log.warning("train.epochs=%d stops before the schedule's %d epochs end",
                     cfg.train.epochs, Schedule(cfg.schedule).total_epochs)
     return Trainer(cfg, backend, resume).run()
+
+
+def train_from_config(config: str | Path, overrides: dict[str, Any] | None = None, *, resume: bool = True) -> TrainResult:
+    """`galhpc-train`: load a run config, apply `train` overrides, train on the launcher's backend.
+
+    Parameters
+    ----------
+    config : str or Path
+        YAML run config.
+    overrides : dict, optional
+        Keys of the config's `train` section (None values are ignored), e.g. ``{"epochs": 3}``.
+    resume : bool
+        Resume from ``out_dir/ckpt.pt`` when it exists.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ConfigError, CheckpointError, DataError, NonFiniteLossError, LaunchError
+        One-line errors that `galhpc.runtime.cli.run_cli` reports.
+    """
+    import dataclasses
+
+    from galhpc.config import load_config
+
+    cfg = load_config(config)
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(cfg.train)})
+    if unknown:
+        raise ConfigError(f"{config}: unknown train override(s) {unknown}")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+    backend = make_backend(cfg.train.backend, cfg.train.device)
+    try:
+        result = train(cfg, backend=backend, resume=resume)
+    finally:
+        backend.shutdown()
+    log.info("done: %d epochs, %d steps; checkpoint %s", result.epochs, result.steps, result.checkpoint)
+    return result
+
