@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 import galhpc
-from galhpc.config import ConfigError, RunConfig, config_from_yaml_text
+from galhpc.config import ConfigError, ModelConfig, RunConfig, config_from_yaml_text
+from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import CheckpointError
 from galhpc.runtime.files import atomic_open
 
@@ -31,6 +32,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         The file could not be written (full disk, no permission); no temporary is left.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"galhpc_version": galhpc.__version__, **payload}
     try:
         with atomic_open(path, "wb") as fh:
@@ -60,20 +62,39 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "<checkpoint>"
         raise CheckpointError(f"{path}: its embedded config is invalid: {err}") from err
 
 
+def assemble_model(cfg: ModelConfig) -> GalaxyModel:
+    """`galhpc.models.build_model` with the collaborators the config names on disk.
+
+    A ``vqvae_prior`` whose `params.vqvae_checkpoint` exists is handed that VQ-VAE, built
+    and loaded here (models read no files); otherwise the prior waits for a state dict
+    that embeds its VQ-VAE.
+
+    Raises
+    ------
+    CheckpointError
+        The named VQ-VAE checkpoint is unreadable or holds another model.
+    """
+    from galhpc.models import build_model
+
+    collaborators: dict[str, Any] = {}
+    vqvae_path = cfg.params.get("vqvae_checkpoint") if cfg.name == "vqvae_prior" else None
+    if vqvae_path is not None and Path(vqvae_path).is_file():
+        collaborators["vqvae"], _, _ = load_model(vqvae_path, expect="vqvae")
+    return build_model(cfg, **collaborators)
+
+
 def load_model(path: str | Path, expect: str | None = None, map_location: str | torch.device = "cpu"):
     """Rebuild the model a checkpoint holds; returns (model in eval mode, config, payload).
 
     `expect` names the model the caller needs; another model is refused with a message
     naming both, as is a state dict that does not fit the config's shapes.
     """
-    from galhpc.models import build_model
-
     payload = read_checkpoint(path, map_location)
     cfg = checkpoint_config(payload, path)
     name = payload.get("model_name", cfg.model.name)
     if expect is not None and name != expect:
         raise CheckpointError(f"{path} holds a {name!r} model, but {expect!r} is needed")
-    model = build_model(cfg.model)
+    model = assemble_model(cfg.model)
     try:
         model.load_state_dict(payload["model_state"])
     except RuntimeError as err:

@@ -30,7 +30,7 @@ def test_temp_name_encodes_host_and_pid(tmp_path):
 
 
 def test_success_replaces_failure_leaves_the_old_file_and_no_temporary(tmp_path):
-    target = tmp_path / "sub" / "a.txt"
+    target = tmp_path / "a.txt"
     write_text_atomic(target, "one")
     assert target.read_text() == "one"
     with pytest.raises(RuntimeError), atomic_open(target, "w") as fh:

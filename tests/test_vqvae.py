@@ -251,3 +251,30 @@ def test_ema_codebook_and_restarts_agree_across_ranks(tmp_path):
     assert torch.allclose(a[:2], torch.tensor([[0.5, 1.5], [10.5, 9.5]]))
     # the dead code was restarted on one of rank 0's vectors (broadcast to every rank)
     assert any(torch.equal(a[2], p) for p in torch.tensor([[1.0, 0.0], [9.0, 9.0]]))
+
+
+def test_quantizer_agrees_through_the_collective_it_is_handed():
+    """The model is handed its collective (the trainer passes its backend); no global lookup."""
+
+    class Doubling:  # as if a second rank had seen the same batch
+        def __init__(self):
+            self.calls = []
+
+        def allreduce_sum(self, t):
+            self.calls.append("allreduce_sum")
+            return t * 2
+
+        def broadcast(self, t):
+            self.calls.append("broadcast")
+            return t
+
+    torch.manual_seed(0)
+    for restart_every, calls in ((0, ["allreduce_sum"] * 2), (1, ["allreduce_sum"] * 2 + ["broadcast"])):
+        model = VQVAE(16, 1, 4, num_codes=8, hidden=8, res_hidden=4, ema=True, restart_every=restart_every)
+        collective = Doubling()
+        model.use_collective(collective)
+        model.train()
+        model.loss({"image": torch.rand(4, 1, 16, 16)}, StepState())
+        assert collective.calls == calls
+        if not restart_every:  # 4 images x 4x4 code vectors, counted twice: the "other rank" too
+            assert float(model.quantizer.usage.sum()) == pytest.approx(0.01 * 2 * 4 * 16)

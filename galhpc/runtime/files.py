@@ -72,7 +72,7 @@ def atomic_path(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     Parameters
     ----------
     final : str or Path
-        The file to create or replace; its directory is created if missing.
+        The file to create or replace, in an existing directory.
     fsync : bool
         Flush the file and its directory to disk before and after the rename (default).
 
@@ -86,7 +86,6 @@ def atomic_path(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     Whatever the block raises; the temporary is removed and `final` is left as it was.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)
     try:
         yield tmp
