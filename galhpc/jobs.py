@@ -125,11 +125,15 @@ def submit_training(config: str | Path, folder: str | Path, overrides: dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from galhpc.runtime import setup_logging
+    from galhpc.runtime.cli import add_deprecated_alias, run_cli
+
     p = argparse.ArgumentParser(prog="python -m galhpc.jobs", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="YAML run config")
     p.add_argument("--folder", default="runs/submitit", help="submitit's folder for job files and logs")
     p.add_argument("--cluster", choices=["slurm", "local"], help="default: slurm if `sinfo` answers, else local")
-    p.add_argument("--out-dir", help="overrides train.out_dir")
+    p.add_argument("--out", dest="out_dir", help="output directory (overrides train.out_dir)")
+    add_deprecated_alias(p, "--out-dir", "--out", dest="out_dir")
     p.add_argument("--epochs", type=int, help="overrides train.epochs")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--tasks-per-node", type=int, default=1)
@@ -139,25 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partition")
     p.add_argument("--wait", action="store_true", help="wait for the result and print it")
     args = p.parse_args(argv)
-    from galhpc.config import ConfigError
-    from galhpc.runtime import setup_logging
-
     setup_logging()
-    overrides = {k: v for k, v in (("out_dir", args.out_dir), ("epochs", args.epochs)) if v is not None}
-    try:
+
+    def body() -> None:
+        overrides = {k: v for k, v in (("out_dir", args.out_dir), ("epochs", args.epochs)) if v is not None}
         job = submit_training(
             args.config, args.folder, overrides, cluster=args.cluster, nodes=args.nodes,
             tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node,
             cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min, partition=args.partition,
         )
-    except (ConfigError, TypeError) as err:
-        log.error("%s", err)
-        return 1
-    print(job.job_id)
-    if args.wait:
-        result = job.result()
-        print(f"done: {result['epochs']} epochs, {result['steps']} steps, checkpoint {result['checkpoint']}")
-    return 0
+        print(job.job_id)
+        if args.wait:
+            result = job.result()
+            print(f"done: {result['epochs']} epochs, {result['steps']} steps, checkpoint {result['checkpoint']}")
+
+    return run_cli("python -m galhpc.jobs", body)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from galhpc.catalog.encode import EncodeOptions, encode_catalog, encode_from_che
 from galhpc.catalog.shards import CatalogError
 from galhpc.checkpoint import load_model
 from galhpc.cli.encode import main as encode_main
-from galhpc.cluster.gmm import fit_diag_gmm, fit_stick_breaking_bgm, gmm_responsibilities
+from galhpc.cluster.gmm import fit_stick_breaking_bgm
+from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.vae import ConvVAE
 from galhpc.runtime.world import World
 

@@ -173,7 +173,7 @@ def test_denormalise_inverts_normalise():
 def test_holdout_mse_is_measured_in_observed_space():
     model = psf_vqvae()
     batches = [{"image": blobs(3, seed=1)}, {"image": blobs(2, seed=2)}]
-    sse, count = holdout_mse(model, batches, None, torch.device("cpu"))
+    sse, count = holdout_mse(model, batches, None)
     psf = model.psf_layer.psf.numpy()
     expected, clean_sse = 0.0, 0.0
     with torch.no_grad():
@@ -186,7 +186,7 @@ def test_holdout_mse_is_measured_in_observed_space():
     assert sse == pytest.approx(expected, rel=1e-4)
     assert abs(sse - clean_sse) > 1e-3 * clean_sse  # the old number (clean galaxy vs input) differs
     # only `max_batches` batches
-    assert holdout_mse(model, batches, 1, torch.device("cpu"))[1] == 3 * 32 * 32
+    assert holdout_mse(model, batches, 1)[1] == 3 * 32 * 32
 
 
 def write_psf_store(path, n=48, per_object=False):

@@ -37,8 +37,9 @@ from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
 from galhpc.models.base import GalaxyModel
-from galhpc.runtime.world import World, mpi_world, threads_per_rank
 from galhpc.runtime.files import open_h5_readonly
+from galhpc.runtime.inference import run_batched, to_numpy
+from galhpc.runtime.world import World, mpi_world, threads_per_rank
 
 log = logging.getLogger("galhpc.catalog.encode")
 T = TypeVar("T")
@@ -119,16 +120,15 @@ class EncodeJob:
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
         return {"gmm": load_arrays(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
 
-    @torch.inference_mode()
     def fit_post_hoc_gmm(self) -> dict[str, np.ndarray]:
         """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample."""
-        from galhpc.cluster.gmm import fit_diag_gmm, fit_stick_breaking_bgm
+        from galhpc.cluster.gmm import fit_stick_breaking_bgm
+        from galhpc.mixture import fit_diag_gmm
 
         step = max(1, self.n_objects // self.options.gmm_fit_objects)
-        mus = []
-        for lo in range(0, self.n_objects, step * self.batch_size):
-            images, _ = self.reader.read(lo, min(self.n_objects, lo + step * self.batch_size), step)
-            mus.append(self.model.encode(torch.from_numpy(images).to(self.device)).mu.float().cpu().numpy())
+        reads = (self.reader.read(lo, min(self.n_objects, lo + step * self.batch_size), step)[0]
+                 for lo in range(0, self.n_objects, step * self.batch_size))
+        mus = run_batched(self.model, lambda x, _: to_numpy(self.model.encode(x).mu.float()), reads)
         embeddings = np.concatenate(mus)[: self.options.gmm_fit_objects]
         log.info("fitting the post-hoc GMM on %d embeddings (every %d-th object)", len(embeddings), step)
         try:
@@ -174,7 +174,7 @@ class EncodeJob:
         return columns
 
     def _post_hoc_gamma(self, mu: torch.Tensor) -> torch.Tensor:
-        from galhpc.cluster.gmm import gmm_responsibilities
+        from galhpc.mixture import gmm_responsibilities
 
         return gmm_responsibilities(mu.float(), self.gmm["log_pi"], self.gmm["mu"], self.gmm["var"])
 

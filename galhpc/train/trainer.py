@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from galhpc.checkpoint import CheckpointError, checkpoint_config, read_checkpoint, save_checkpoint
+from galhpc.checkpoint import CheckpointError, assemble_model, checkpoint_config, read_checkpoint, save_checkpoint
 from galhpc.config import RunConfig
-from galhpc.models import build_model
 from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress, set_threads
+from galhpc.runtime.errors import ConfigError, NonFiniteLossError
 from galhpc.runtime.files import atomic_open, atomic_path
-from galhpc.runtime.errors import NonFiniteLossError
+from galhpc.runtime.inference import run_batched
 from galhpc.train.distributed import Backend, make_backend
 from galhpc.train.preemption import mark_stopped
 from galhpc.train.schedule import INIT_MIXTURE, Schedule, learning_rate
@@ -259,33 +259,19 @@ def restore(path: Path, cfg: RunConfig, model: GalaxyModel, optimizer: torch.opt
 # -- the loop -----------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def encode_means(model: GalaxyModel, loader: Any, n_batches: int, device: torch.device) -> np.ndarray:
-    """Encoded means of the first `n_batches` batches of `loader` (eval mode)."""
-    model.eval()
-    parts = []
-    for i, batch in enumerate(loader):
-        if i >= n_batches:
-            break
-        parts.append(model.encode(batch["image"].to(device)).mu.double().cpu().numpy())
-    model.train()
+def encode_means(model: GalaxyModel, loader: Any, n_batches: int) -> np.ndarray:
+    """Encoded means (N, L) float64 of the first `n_batches` batches of `loader` (eval mode, no autograd)."""
+    parts = run_batched(model, lambda x, _: model.encode(x).mu.double().cpu().numpy(), loader,
+                        max_batches=n_batches)
     return np.concatenate(parts)
 
 
-@torch.no_grad()
-def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None, device: torch.device) -> tuple[float, int]:
+def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None) -> tuple[float, int]:
     """Sum of squared errors of model.reconstruct(x) against x (the reconstruction in x's own
     space, e.g. PSF-convolved for a PSF model) and the pixel count, on this rank's holdout shard."""
-    model.eval()
-    sse, count = 0.0, 0
-    for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        x = batch["image"].to(device)
-        sse += float((model.reconstruct(x, batch) - x).pow(2).sum())
-        count += x.numel()
-    model.train()
-    return sse, count
+    totals = run_batched(model, lambda x, batch: (float((model.reconstruct(x, batch) - x).pow(2).sum()), x.numel()),
+                         loader, max_batches=max_batches)
+    return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
 
 class Trainer:
@@ -302,7 +288,7 @@ class Trainer:
         self.device = backend.device
         t = cfg.train
         torch.manual_seed(t.seed)  # identical initial weights on every rank (then broadcast)
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = assemble_model(cfg.model).to(self.device)
         columns = list(self.model.batch_columns) or None
         common = dict(holdout_fraction=t.holdout_fraction, seed=t.seed, label_columns=columns)
         self.loader = StoreLoader(
@@ -370,7 +356,7 @@ class Trainer:
         pos, t = self.pos, self.cfg.train
         means = {k: v / max(self.steps_per_epoch, 1) for k, v in pos.sums.items()}
         sse, count = (0.0, 0) if self.holdout is None else holdout_mse(
-            self.model, self.holdout, t.eval_batches, self.device)
+            self.model, self.holdout, t.eval_batches)
         means["holdout_sse"], means["holdout_pixels"] = sse, float(count)
         means = self.backend.average(means)
         pixels = means.pop("holdout_pixels")
@@ -407,7 +393,7 @@ class Trainer:
         loader = StoreLoader(t.store, t.batch_size, split="train", holdout_fraction=t.holdout_fraction,
                              rank=0, world_size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
         loader.set_epoch(0)
-        embeddings = encode_means(self.model, loader, s.gmm_init_batches, self.device)
+        embeddings = encode_means(self.model, loader, s.gmm_init_batches)
         log.info("initialising the mixture from %d embeddings", len(embeddings))
         self.model.init_mixture(embeddings, seed=t.seed)
         self.backend.broadcast_state(self.model, None)
