@@ -67,19 +67,26 @@ def assemble_model(cfg: ModelConfig) -> GalaxyModel:
 
     A ``vqvae_prior`` whose `params.vqvae_checkpoint` exists is handed that VQ-VAE, built
     and loaded here (models read no files); otherwise the prior waits for a state dict
-    that embeds its VQ-VAE.
+    that embeds its VQ-VAE.  A ``vqvae`` whose `params.psf` names a file is handed the PSF
+    image (`galhpc.data.psf.read_psf`).
 
     Raises
     ------
     CheckpointError
         The named VQ-VAE checkpoint is unreadable or holds another model.
+    PSFError
+        The named PSF file is missing or unusable.
     """
     from galhpc.models import build_model
+
+    from galhpc.data.psf import read_psf
 
     collaborators: dict[str, Any] = {}
     vqvae_path = cfg.params.get("vqvae_checkpoint") if cfg.name == "vqvae_prior" else None
     if vqvae_path is not None and Path(vqvae_path).is_file():
         collaborators["vqvae"], _, _ = load_model(vqvae_path, expect="vqvae")
+    if cfg.name == "vqvae" and (psf_image := read_psf(cfg.params.get("psf"))) is not None:
+        collaborators["psf_image"] = psf_image
     return build_model(cfg, **collaborators)
 
 

@@ -39,8 +39,11 @@ PSF_SPEC = {"kind": "galsim", "fwhm": 1.2, "size": 11}
 
 
 def psf_vqvae(psf=PSF_SPEC) -> VQVAE:
+    from galhpc.data.psf import read_psf
+
     torch.manual_seed(0)
-    model = VQVAE(32, 1, 8, num_codes=16, hidden=16, res_hidden=4, psf=psf, output="softplus")
+    model = VQVAE(32, 1, 8, num_codes=16, hidden=16, res_hidden=4, psf=psf, output="softplus",
+                  psf_image=read_psf(psf))
     return model.eval()
 
 

@@ -101,21 +101,23 @@ def test_encode_under_srun_without_pmi_is_refused(tmp_path):
 
 
 PROBE = """
+import sys
 import numpy as np, torch
 from galhpc.runtime.world import mpi_world
 w = mpi_world()
 total = w.allreduce(np.array([w.rank + 1.0]))
 t = w.allreduce_sum(torch.tensor([float(w.rank)]))
 b = w.broadcast(torch.tensor([10.0 + w.rank]))
-print(w.rank, w.size, w.launcher, float(total[0]), float(t[0]), float(b[0]), w.bcast(w.rank), w.allgather(w.rank))
+row = (w.rank, w.size, w.launcher, float(total[0]), float(t[0]), float(b[0]), w.bcast(w.rank), w.allgather(w.rank))
+open(f"{sys.argv[1]}/rank{w.rank}.txt", "w").write(" ".join(map(str, row)))
 """
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Open MPI's mpirun")
-def test_mpirun_world_collectives():
-    done = subprocess.run(["mpirun", "-n", "2", "--oversubscribe", sys.executable, "-c", PROBE],
+def test_mpirun_world_collectives(tmp_path):
+    done = subprocess.run(["mpirun", "-n", "2", "--oversubscribe", sys.executable, "-c", PROBE, str(tmp_path)],
                           env=clean_env(OMPI_MCA_mpi_yield_when_idle="1"), capture_output=True, text=True,
                           timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = sorted(done.stdout.split("\n")[i] for i in range(2))
+    rows = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     assert rows == ["0 2 openmpi 3.0 1.0 10.0 0 [0, 1]", "1 2 openmpi 3.0 1.0 10.0 0 [0, 1]"]

@@ -110,30 +110,41 @@ def test_galsim_psf_layer_is_unit_sum_and_matches_scipy_convolution():
 
 
 def test_psf_from_fits_file_and_clear_errors(tmp_path):
+    """The data layer reads PSF files; the layer is handed the image and reads none itself."""
     import fitsio
+    import h5py
+
+    from galhpc.checkpoint import assemble_model
+    from galhpc.config import ModelConfig
+    from galhpc.data.psf import read_psf
 
     psf = np.zeros((5, 5), np.float32)
     psf[2, 2], psf[2, 3] = 3.0, 1.0
     path = tmp_path / "psf.fits"
     fitsio.write(str(path), psf)
-    layer = PSFLayer(str(path))
+    layer = PSFLayer(str(path), read_psf(str(path)))
     assert np.allclose(layer.psf.numpy(), psf / 4)
+    with pytest.raises(PSFError, match="models read no files"):
+        PSFLayer(str(path))
+    model = assemble_model(ModelConfig(name="vqvae", image_size=16, latent_dim=4, params={
+        "num_codes": 4, "hidden": 8, "res_hidden": 4, "psf": str(path)}))
+    assert np.allclose(model.psf_layer.psf.numpy(), psf / 4)
     with pytest.raises(PSFError, match="not found: .*missing.fits"):
-        PSFLayer({"kind": "file", "path": str(tmp_path / "missing.fits")})
+        read_psf({"kind": "file", "path": str(tmp_path / "missing.fits")})
     bad = tmp_path / "bad.fits"
     fitsio.write(str(bad), np.full((5, 5), np.nan, np.float32))
     with pytest.raises(PSFError, match="bad.fits.*NaN"):
-        PSFLayer(str(bad))
-    import h5py
+        PSFLayer(str(bad), read_psf(str(bad)))
 
     with h5py.File(tmp_path / "store.h5", "w") as f:
         f["psf"] = psf
         f["per_object"] = np.stack([psf, psf])
-    assert np.allclose(PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5")}).psf.numpy(), psf / 4)
+    spec = {"kind": "hdf5", "path": str(tmp_path / "store.h5")}
+    assert np.allclose(PSFLayer(spec, read_psf(spec)).psf.numpy(), psf / 4)
     with pytest.raises(PSFError, match="store.h5:per_object .*kind 'store'"):
-        PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "per_object"})
+        read_psf({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "per_object"})
     with pytest.raises(PSFError, match="no dataset 'nope'"):
-        PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "nope"})
+        read_psf({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "nope"})
     with pytest.raises(PSFError, match="kind"):
         PSFLayer({"kind": "nonsense"})
     with pytest.raises(PSFError, match="no 'psf' was given"):

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -183,7 +184,8 @@ class VQVAE(GalaxyModel):
                  n_res: int = 2, ema: bool = False, decay: float = 0.99, dead_threshold: float = 1.0,
                  restart_every: int = 50, psf: str | dict[str, Any] | None = None,
                  output: str = "linear", tikhonov: float = 0.1, orient: bool = False,
-                 stretch: float | None = None, match_sigma: float | None = None) -> None:
+                 stretch: float | None = None, match_sigma: float | None = None,
+                 psf_image: np.ndarray | None = None) -> None:
         super().__init__()
         self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         if image_size % 4:
@@ -199,7 +201,7 @@ class VQVAE(GalaxyModel):
         self.quantizer = VectorQuantizer(num_codes, latent_dim, ema=ema, decay=decay,
                                          dead_threshold=dead_threshold, restart_every=restart_every)
         self.decoder = vqvae_decoder(channels, latent_dim, hidden, res_hidden, n_res)
-        self.psf_layer = PSFLayer(psf) if psf is not None else None
+        self.psf_layer = PSFLayer(psf, psf_image) if psf is not None else None
         if output not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"vqvae: output must be one of {sorted(OUTPUT_ACTIVATIONS)}, got {output!r}")
         self.output = OUTPUT_ACTIVATIONS[output]()
