@@ -44,6 +44,7 @@ def test_full_disk_and_locking_errors_name_the_file_and_the_fix():
     # h5py's own message for a lock failure carries no errno
     text = describe_error(OSError("Unable to open file (unable to lock file, errno = 11)"))
     assert "HDF5_USE_FILE_LOCKING=FALSE" in text
+    assert "LOCKING" not in describe_error(OSError("Can't read data (unable to read block 7)"))
     assert describe_error(ConfigError("a.yaml: bad\nsecond line")) == "a.yaml: bad; second line"
 
 

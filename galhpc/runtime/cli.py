@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from galhpc.runtime.errors import GalhpcError
 
 EXIT_ERROR = 1
+_LOCK_WORD = re.compile(r"\block(?:ing|ed)?\b", re.IGNORECASE)  # h5py: "unable to lock file"; not "block"
 
 _LOCKING_HINT = ("HDF5 file locking failed (the file system does not support it, or another process holds "
                  "the file): export HDF5_USE_FILE_LOCKING=FALSE")
@@ -40,7 +42,7 @@ def describe_error(err: BaseException) -> str:
         text = str(err)
         if err.errno == errno.ENOSPC:
             text = f"no space left on device: {where}" if where else "no space left on device"
-        elif err.errno == errno.ENOLCK or "lock" in text.lower():
+        elif err.errno == errno.ENOLCK or _LOCK_WORD.search(text):
             text = f"{where}: {_LOCKING_HINT} ({err.strerror or text})" if where else f"{_LOCKING_HINT} ({text})"
         elif err.strerror and where:
             text = f"{where}: {err.strerror}"
