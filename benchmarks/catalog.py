@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from galhpc.catalog.driver import WriteOptions
-from galhpc.catalog.encode import EncodeJob, EncodeOptions, StoreReader, encode_catalog
+from galhpc.catalog.encode import EncodeJob, EncodeOptions, encode_catalog
+from galhpc.data.store import StoreReader
 from galhpc.catalog.generate import GenerateOptions, generate_catalog
 from galhpc.catalog.world import World, current_world
 from galhpc.checkpoint import load_model, save_checkpoint

@@ -129,11 +129,10 @@ def train_prior(cfg: RunConfig) -> Path:
         return train(cfg).checkpoint
     except KeyError as err:  # the trainer's batches lack the condition column
         log.warning("trainer batches have no condition column (%s); training the prior with a plain loop", err)
-    from galhpc.checkpoint import save_checkpoint
-    from galhpc.models import build_model
+    from galhpc.checkpoint import assemble_model, save_checkpoint
 
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
+    model = assemble_model(cfg.model)  # handed the VQ-VAE its config names
     column = model.condition.column
     loader = StoreLoader(cfg.train.store, cfg.train.batch_size, split="train", augment=cfg.train.augment,
                          label_columns=[column], seed=cfg.train.seed)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from galhpc.cluster import starsep
+from galhpc.train.arrays import fit_arrays
 from galhpc.data.starsim import StarSimOptions, simulate_block
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE
 
@@ -72,7 +73,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = HierarchicalAEVAE(image_size=args.size, channels=x_train.shape[1], prior_term=term)
         start = time.time()
-        starsep.fit(model, x_train, epochs=args.epochs, lr=1e-3)
+        fit_arrays(model, x_train, epochs=args.epochs, lr=1e-3)
         _, extra = starsep.encode_arrays(model, x_test)
         record(f"hierarchical AE+VAE ({term.upper()})", extra["p_galaxy"], extra["p_galaxy"] > 0.5, time.time() - start)
 
@@ -81,7 +82,7 @@ def main() -> None:
             torch.manual_seed(0)
             model = PeakedVAE(image_size=args.size, channels=x_train.shape[1], latent_dim=8, peaked_dims=peaked, prior_term="dkl")
             start = time.time()
-            starsep.fit(model, x_train, epochs=args.epochs, lr=1e-3)
+            fit_arrays(model, x_train, epochs=args.epochs, lr=1e-3)
             latents, _ = starsep.encode_arrays(model, x_test)
             seconds = time.time() - start
             methods = ("isomap", "tsne") if peaked == 0 else ("isomap",)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from galhpc.cluster import starsep
+from galhpc.train.arrays import fit_arrays
 from galhpc.data.starsim import StarSimOptions, simulate_block
 from galhpc.models.segment import SegmentationAE
 
@@ -55,7 +56,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = SegmentationAE(image_size=args.size, channels=x_train.shape[1])
     start = time.time()
-    starsep.fit(model, x_train, epochs=args.epochs, lr=2e-3, extras={"masks": m_train})
+    fit_arrays(model, x_train, epochs=args.epochs, lr=2e-3, extras={"masks": m_train})
     seconds = time.time() - start
     with torch.no_grad():
         predicted = np.concatenate([model.segment(torch.as_tensor(x_test[i : i + 256])).numpy() for i in range(0, len(x_test), 256)])

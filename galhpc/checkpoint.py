@@ -11,37 +11,34 @@ job killed mid-save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import galhpc
-from galhpc.config import ConfigError, RunConfig, config_from_yaml_text
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: missing, corrupt, or of another model."""
+from galhpc.config import ConfigError, ModelConfig, RunConfig, config_from_yaml_text
+from galhpc.models.base import GalaxyModel
+from galhpc.runtime.errors import CheckpointError
+from galhpc.runtime.files import atomic_open
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint dict atomically (`galhpc.runtime.files.atomic_open`); returns `path`.
+
+    Raises
+    ------
+    CheckpointError
+        The file could not be written (full disk, no permission); no temporary is left.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"galhpc_version": galhpc.__version__, **payload}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write checkpoint {path}: {err}") from err
-    except BaseException:  # e.g. an unpicklable payload or Ctrl-C: leave no temporary behind
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -65,20 +62,46 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "<checkpoint>"
         raise CheckpointError(f"{path}: its embedded config is invalid: {err}") from err
 
 
+def assemble_model(cfg: ModelConfig) -> GalaxyModel:
+    """`galhpc.models.build_model` with the collaborators the config names on disk.
+
+    A ``vqvae_prior`` whose `params.vqvae_checkpoint` exists is handed that VQ-VAE, built
+    and loaded here (models read no files); otherwise the prior waits for a state dict
+    that embeds its VQ-VAE.  A ``vqvae`` whose `params.psf` names a file is handed the PSF
+    image (`galhpc.data.psf.read_psf`).
+
+    Raises
+    ------
+    CheckpointError
+        The named VQ-VAE checkpoint is unreadable or holds another model.
+    PSFError
+        The named PSF file is missing or unusable.
+    """
+    from galhpc.models import build_model
+
+    from galhpc.data.psf import read_psf
+
+    collaborators: dict[str, Any] = {}
+    vqvae_path = cfg.params.get("vqvae_checkpoint") if cfg.name == "vqvae_prior" else None
+    if vqvae_path is not None and Path(vqvae_path).is_file():
+        collaborators["vqvae"], _, _ = load_model(vqvae_path, expect="vqvae")
+    if cfg.name == "vqvae" and (psf_image := read_psf(cfg.params.get("psf"))) is not None:
+        collaborators["psf_image"] = psf_image
+    return build_model(cfg, **collaborators)
+
+
 def load_model(path: str | Path, expect: str | None = None, map_location: str | torch.device = "cpu"):
     """Rebuild the model a checkpoint holds; returns (model in eval mode, config, payload).
 
     `expect` names the model the caller needs; another model is refused with a message
     naming both, as is a state dict that does not fit the config's shapes.
     """
-    from galhpc.models import build_model
-
     payload = read_checkpoint(path, map_location)
     cfg = checkpoint_config(payload, path)
     name = payload.get("model_name", cfg.model.name)
     if expect is not None and name != expect:
         raise CheckpointError(f"{path} holds a {name!r} model, but {expect!r} is needed")
-    model = build_model(cfg.model)
+    model = assemble_model(cfg.model)
     try:
         model.load_state_dict(payload["model_state"])
     except RuntimeError as err:

@@ -17,9 +17,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or dict that does not match the schema."""
+from galhpc.runtime.errors import ConfigError
 
 
 @dataclass

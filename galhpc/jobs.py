@@ -6,7 +6,8 @@
 (submitit's signal, USR2 by default) the trainer finishes its step, saves
 `{out_dir}/ckpt.pt`, and submitit requeues the same `TrainJob`, whose next run resumes
 from that checkpoint.  With several tasks, each task is one data-parallel rank
-(torch.distributed, rendezvous at the job's first host).
+(torch.distributed, rendezvous at the job's first host; the rank comes from
+submitit's or Slurm's variables through `galhpc.runtime.world.detect_world`).
 """
 
 from __future__ import annotations
@@ -37,17 +38,6 @@ def slurm_answers(timeout_s: float = 10.0) -> bool:
         return False
 
 
-def rank_environment(job_env: Any) -> dict[str, str]:
-    """torchrun-style variables for one submitit task, so `make_backend("auto")` finds its rank."""
-    return {
-        "RANK": str(job_env.global_rank),
-        "WORLD_SIZE": str(job_env.num_tasks),
-        "LOCAL_RANK": str(job_env.local_rank),
-        "MASTER_ADDR": job_env.hostnames[0] if job_env.num_nodes > 1 else "127.0.0.1",
-        "MASTER_PORT": str(20000 + int(str(job_env.job_id).split("_")[0]) % 20000),
-    }
-
-
 @dataclass
 class TrainJob(submitit.helpers.Checkpointable):
     """`galhpc-train --config CONFIG` as a picklable, requeueable submitit function."""
@@ -65,9 +55,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         from galhpc.train.trainer import TrainingInterrupted, train
 
         cfg = self.run_config()
-        job_env = submitit.JobEnvironment()
-        if job_env.num_tasks > 1:
-            os.environ.update(rank_environment(job_env))
         backend = make_backend(cfg.train.backend, cfg.train.device)
         setup_logging(backend.rank)
         preempt_signal = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)  # USR2 unless configured
@@ -138,11 +125,15 @@ def submit_training(config: str | Path, folder: str | Path, overrides: dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from galhpc.runtime import setup_logging
+    from galhpc.runtime.cli import add_deprecated_alias, run_cli
+
     p = argparse.ArgumentParser(prog="python -m galhpc.jobs", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="YAML run config")
     p.add_argument("--folder", default="runs/submitit", help="submitit's folder for job files and logs")
     p.add_argument("--cluster", choices=["slurm", "local"], help="default: slurm if `sinfo` answers, else local")
-    p.add_argument("--out-dir", help="overrides train.out_dir")
+    p.add_argument("--out", dest="out_dir", help="output directory (overrides train.out_dir)")
+    add_deprecated_alias(p, "--out-dir", "--out", dest="out_dir")
     p.add_argument("--epochs", type=int, help="overrides train.epochs")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--tasks-per-node", type=int, default=1)
@@ -152,25 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partition")
     p.add_argument("--wait", action="store_true", help="wait for the result and print it")
     args = p.parse_args(argv)
-    from galhpc.config import ConfigError
-    from galhpc.runtime import setup_logging
-
     setup_logging()
-    overrides = {k: v for k, v in (("out_dir", args.out_dir), ("epochs", args.epochs)) if v is not None}
-    try:
+
+    def body() -> None:
+        overrides = {k: v for k, v in (("out_dir", args.out_dir), ("epochs", args.epochs)) if v is not None}
         job = submit_training(
             args.config, args.folder, overrides, cluster=args.cluster, nodes=args.nodes,
             tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node,
             cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min, partition=args.partition,
         )
-    except (ConfigError, TypeError) as err:
-        log.error("%s", err)
-        return 1
-    print(job.job_id)
-    if args.wait:
-        result = job.result()
-        print(f"done: {result['epochs']} epochs, {result['steps']} steps, checkpoint {result['checkpoint']}")
-    return 0
+        print(job.job_id)
+        if args.wait:
+            result = job.result()
+            print(f"done: {result['epochs']} epochs, {result['steps']} steps, checkpoint {result['checkpoint']}")
+
+    return run_cli("python -m galhpc.jobs", body)
 
 
 if __name__ == "__main__":

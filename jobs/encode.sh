@@ -30,4 +30,4 @@ if (( $# < 3 )); then
   exit 2
 fi
 checkpoint=$1 store=$2 out=$3; shift 3
-galhpc_run "$(galhpc_launcher mpirun)" galhpc-encode --checkpoint "$checkpoint" --input "$store" --out "$out" "$@"
+galhpc_run "$(galhpc_launcher mpirun)" galhpc-encode --checkpoint "$checkpoint" --store "$store" --out "$out" "$@"

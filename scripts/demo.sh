@@ -10,15 +10,15 @@ mkdir -p "$OUT"
 export GALHPC_PROGRESS=${GALHPC_PROGRESS:-1}
 
 echo "== 1/5 prepare: 3000 simulated bulge+disk galaxies -> $OUT/store.h5"
-[ -f "$OUT/store.h5" ] || galhpc-prep --config configs/prep_galsim.yaml --output "$OUT/store.h5"
+[ -f "$OUT/store.h5" ] || galhpc-prep --config configs/prep_demo.yaml --out "$OUT/store.h5"
 # a held-out set from another seed and other distributions, for the report's truth recovery
-[ -f "$OUT/heldout.h5" ] || galhpc-prep --config configs/prep_galsim32_heldout.yaml --output "$OUT/heldout.h5"
+[ -f "$OUT/heldout.h5" ] || galhpc-prep --config configs/prep_galsim32_heldout.yaml --out "$OUT/heldout.h5"
 
 echo "== 2/5 train: AstroVaDEr on the s3VDC schedule -> $OUT/train/ckpt.pt"
-galhpc-train --config configs/astrovader_demo.yaml --store "$OUT/store.h5" --out-dir "$OUT/train"
+galhpc-train --config configs/astrovader_demo.yaml --store "$OUT/store.h5" --out "$OUT/train"
 
 echo "== 3/5 encode: latents, cluster labels and probabilities -> $OUT/clusters.h5"
-galhpc-encode --checkpoint "$OUT/train/ckpt.pt" --input "$OUT/store.h5" --out "$OUT/clusters.h5" --overwrite
+galhpc-encode --checkpoint "$OUT/train/ckpt.pt" --store "$OUT/store.h5" --out "$OUT/clusters.h5" --overwrite
 
 # the model draws galaxies as observed (PSF included), so only the sky noise is added: σ 0.1
 # in the store's flux units (% of the flux per pixel), about the median noise_sigma

@@ -10,11 +10,12 @@ import torch
 from galhpc.catalog.driver import WriteOptions
 from galhpc.catalog.encode import EncodeOptions, encode_catalog, encode_from_checkpoint
 from galhpc.catalog.shards import CatalogError
-from galhpc.catalog.world import World
 from galhpc.checkpoint import load_model
 from galhpc.cli.encode import main as encode_main
-from galhpc.cluster.gmm import fit_diag_gmm, fit_stick_breaking_bgm, gmm_responsibilities
+from galhpc.cluster.gmm import fit_stick_breaking_bgm
+from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.vae import ConvVAE
+from galhpc.runtime.world import World
 
 from test_catalog_generate import make_checkpoint
 
@@ -154,15 +155,15 @@ def test_extra_columns_and_store_without_object_id(files, tmp_path):
 def test_bad_inputs_are_refused_with_the_file_named(files, tmp_path, capsys):
     args = ["--checkpoint", str(files["vae"]), "--out", str(tmp_path / "e.h5"), "--device", "cpu"]
     small = write_store(tmp_path / "small.h5", n=20, size=8)
-    assert encode_main([*args, "--input", str(small)]) == 1
+    assert encode_main([*args, "--store", str(small)]) == 1
     assert f"{small}: /images holds 1-channel 8x8 images, but the checkpoint's model 'vae' expects 1-channel 16x16" \
         in capsys.readouterr().err
     with h5py.File(tmp_path / "noimages.h5", "w") as f:
         f["pixels"] = np.zeros((3, 16, 16))
-    assert encode_main([*args, "--input", str(tmp_path / "noimages.h5")]) == 1
+    assert encode_main([*args, "--store", str(tmp_path / "noimages.h5")]) == 1
     assert "noimages.h5 has no dataset /images" in capsys.readouterr().err
     (tmp_path / "text.h5").write_text("hello")
-    assert encode_main([*args, "--input", str(tmp_path / "text.h5")]) == 1
+    assert encode_main([*args, "--store", str(tmp_path / "text.h5")]) == 1
     assert "text.h5 cannot be opened as HDF5" in capsys.readouterr().err
     assert not (tmp_path / "e.h5").exists()
 
@@ -171,12 +172,12 @@ def test_existing_output_of_another_input_is_refused(files, tmp_path, capsys):
     out = tmp_path / "e.h5"
     args = ["--checkpoint", str(files["vae"]), "--out", str(out), "--batch-size", "64", "--device", "cpu",
             "--gmm-components", "6", "--gmm-fit-objects", "300", "--threads", "1"]
-    assert encode_main([*args, "--input", str(files["store"])]) == 0
+    assert encode_main([*args, "--store", str(files["store"])]) == 0
     other = write_store(tmp_path / "other.h5", n=N - 3)
-    assert encode_main([*args, "--input", str(other)]) == 1
+    assert encode_main([*args, "--store", str(other)]) == 1
     err = capsys.readouterr().err
     assert "different settings" in err and "--overwrite" in err and "images_shape" in err
-    assert encode_main([*args, "--input", str(other), "--overwrite"]) == 0
+    assert encode_main([*args, "--store", str(other), "--overwrite"]) == 0
     assert read_all(out)["mu"].shape == (N - 3, 6)
 
 

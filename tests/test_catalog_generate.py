@@ -3,6 +3,7 @@
 import errno
 import os
 import subprocess
+import time
 
 import h5py
 import numpy as np
@@ -11,10 +12,9 @@ import torch
 from scipy.signal import fftconvolve
 
 from galhpc.catalog import h5out
-from galhpc.catalog.emulate import EmulationError, load_psf
 from galhpc.catalog.driver import WriteOptions
+from galhpc.catalog.emulate import EmulationError, load_psf
 from galhpc.catalog.generate import GenerateOptions, generate_catalog, generate_from_checkpoint
-from galhpc.catalog.world import World
 from galhpc.catalog.seeds import NOISE_STREAM, derived_seed
 from galhpc.catalog.shards import CatalogError
 from galhpc.checkpoint import CheckpointError, load_model, save_checkpoint
@@ -22,6 +22,7 @@ from galhpc.cli.generate import main as generate_main
 from galhpc.config import config_from_dict
 from galhpc.models import build_model
 from galhpc.models.vae import ConvVAE
+from galhpc.runtime.world import World
 
 torch.set_num_threads(1)
 
@@ -122,7 +123,9 @@ def test_rerun_skips_complete_shards_and_restores_a_lost_one(ckpt, tmp_path):
     shard_dir = tmp_path / "s.h5.shards"
     kept = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.h5")}
     (shard_dir / "000001.h5").unlink()
-    (shard_dir / ".000002.h5.tmp-node-99").write_bytes(b"half a shard")  # killed writer
+    stale = shard_dir / ".000002.h5.tmp.node-99.99"  # a killed writer on another node, a week ago
+    stale.write_bytes(b"half a shard")
+    os.utime(stale, (time.time() - 7 * 86400,) * 2)
     result = generate(ckpt, out)
     assert result.shards_written == 1
     assert sorted(p.name for p in shard_dir.iterdir()) == ["000000.h5", "000001.h5", "000002.h5", "manifest.json"]
@@ -302,12 +305,13 @@ def test_conditions_reach_model_sample_and_the_unit_prior_has_no_component(tmp_p
 def test_condition_arguments_are_parsed_as_yaml_scalars():
     import argparse
 
-    from galhpc.cli.generate import parse_conditions, parse_counts
+    from galhpc.cli.generate import build_parser, parse_condition, parse_counts
 
-    assert parse_conditions(["label=3", "ratio=0.5", "name=spiral", "on=true"]) == {
-        "label": 3, "ratio": 0.5, "name": "spiral", "on": True}
+    args = build_parser().parse_args(["--checkpoint", "c.pt", "--n", "1", "--out", "o.h5", "--condition", "label=3",
+                                      "--condition", "ratio=0.5", "--condition", "name=spiral", "--condition", "on=true"])
+    assert dict(args.condition) == {"label": 3, "ratio": 0.5, "name": "spiral", "on": True}
     with pytest.raises(argparse.ArgumentTypeError, match="expected key=value"):
-        parse_conditions(["label"])
+        parse_condition("label")
     assert parse_counts("5,0,7") == (5, 0, 7)
     with pytest.raises(argparse.ArgumentTypeError, match="comma-separated integers"):
         parse_counts("5,x")

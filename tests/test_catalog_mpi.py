@@ -80,7 +80,7 @@ def test_encode_with_post_hoc_gmm_is_identical_on_1_and_2_ranks(tmp_path):
             "--threads", "1", "--device", "cpu"]
     encode_from_checkpoint(vae, store, tmp_path / "one.h5", batch_size=50, shard_size=100, gmm_components=5,
                            gmm_fit_objects=250, threads=1, device="cpu")
-    mpirun(2, "galhpc.cli.encode", ["--checkpoint", vae, "--input", store, "--out", tmp_path / "two.h5", *opts])
+    mpirun(2, "galhpc.cli.encode", ["--checkpoint", vae, "--store", store, "--out", tmp_path / "two.h5", *opts])
     assert_same_catalogue(tmp_path / "one.h5", tmp_path / "two.h5")
     with h5py.File(tmp_path / "two.h5") as f:
         assert f["gmm/mu"].shape[0] == f["gamma"].shape[1] == 3

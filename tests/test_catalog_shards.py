@@ -3,6 +3,9 @@
 import errno
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -16,7 +19,7 @@ from galhpc.catalog.shards import (
     CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, shard_dir_for,
     shard_in_flight,
 )
-from galhpc.catalog.world import launched_by_mpi, local_rank, threads_per_rank
+from galhpc.runtime.world import threads_per_rank
 
 
 def test_plan_covers_every_object_once_in_order():
@@ -83,14 +86,21 @@ def test_shard_in_flight_renames_only_on_success(tmp_path):
     assert complete_shards(tmp_path, plan_shards(50, 10)) == {4}
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (a killed writer)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_prepare_output_resumes_refuses_and_overwrites(tmp_path):
     out = tmp_path / "cat.h5"
     fp = {"kind": "generate", "n": 10}
     shard_dir = prepare_output(out, fp, False, None)
     assert shard_dir == shard_dir_for(out) and json.loads((shard_dir / "manifest.json").read_text()) == fp
     (shard_dir / "000000.h5").write_bytes(b"done")
-    (shard_dir / ".000001.h5.tmp-host-1").write_bytes(b"partial")
-    (tmp_path / ".cat.h5.tmp-77").write_bytes(b"half a master")
+    (shard_dir / f".000001.h5.tmp.{socket.gethostname()}.{dead_pid()}").write_bytes(b"partial")
+    (tmp_path / f".cat.h5.tmp.{socket.gethostname()}.{dead_pid()}").write_bytes(b"half a master")
     prepare_output(out, fp, False, None)  # same run: resume, stale temporaries gone
     assert sorted(p.name for p in shard_dir.iterdir()) == ["000000.h5", "manifest.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.h5.shards"]
@@ -166,11 +176,7 @@ def test_write_behind_reports_the_writer_error():
     assert seen == [1]
 
 
-def test_world_detection_from_launcher_environment():
-    assert not launched_by_mpi({})
-    assert launched_by_mpi({"OMPI_COMM_WORLD_SIZE": "2"})
-    assert launched_by_mpi({"PMI_SIZE": "4"})
-    assert local_rank({"OMPI_COMM_WORLD_LOCAL_RANK": "3"}) == 3 and local_rank({}) == 0
+def test_threads_per_rank_share_the_node():
     cores = len(os.sched_getaffinity(0))
     assert threads_per_rank({}) == cores
     assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": str(cores)}) == 1

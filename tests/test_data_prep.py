@@ -88,7 +88,7 @@ def test_killed_prep_leaves_no_store(tmp_path):
                    "  sources:\n    - {kind: galsim, n: 100000}\n")
     out = tmp_path / "store.h5"
     env = {**os.environ, "GALHPC_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "galhpc.cli.prep", "--config", str(cfg), "--output", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "galhpc.cli.prep", "--config", str(cfg), "--out", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120

@@ -86,7 +86,7 @@ def test_two_workers_give_the_same_store_as_one(tmp_path):
     cfg.write_text("prep:\n  image_size: 32\n  chunk_rows: 8\n  recipe: [minmax]\n"
                    "  sources:\n    - {kind: galsim, n: 40, seed: 7}\n")
     forked = tmp_path / "forked.h5"  # a fresh CLI process has no GalSim loaded: forked workers
-    run = subprocess.run([sys.executable, "-m", "galhpc.cli.prep", "--config", str(cfg), "--output", str(forked),
+    run = subprocess.run([sys.executable, "-m", "galhpc.cli.prep", "--config", str(cfg), "--out", str(forked),
                           "--workers", "2"], check=True, timeout=300, capture_output=True, text=True)
     assert "2 worker(s) (fork)" in run.stderr
     with h5py.File(one) as f, h5py.File(two) as g, h5py.File(forked) as h:
@@ -98,7 +98,7 @@ def test_two_workers_give_the_same_store_as_one(tmp_path):
 def test_cli_runs_and_reports_errors(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("prep:\n  image_size: 32\n  workers: 1\n  recipe: [minmax]\n  sources:\n    - {kind: galsim, n: 6}\n")
-    assert prep_main(["--config", str(cfg), "--output", str(tmp_path / "o.h5")]) == 0
+    assert prep_main(["--config", str(cfg), "--out", str(tmp_path / "o.h5")]) == 0
     assert (tmp_path / "o.h5").is_file()
     bad = tmp_path / "bad.yaml"
     bad.write_text("prep:\n  recipe: [minmax, resize]\n")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from galhpc.runtime.errors import LaunchError
 from galhpc.train import distributed
 from galhpc.train.distributed import (
     DDPModel,
-    DistributedError,
     SingleProcess,
     TorchDistributedBackend,
     World,
@@ -61,7 +61,7 @@ def test_detect_world_reads_each_launcher(env, expected):
 
 @pytest.mark.parametrize("env", [{"RANK": "x", "WORLD_SIZE": "2"}, {"RANK": "2", "WORLD_SIZE": "2"}])
 def test_detect_world_rejects_bad_values(env):
-    with pytest.raises(DistributedError, match="RANK|rank"):
+    with pytest.raises(LaunchError, match="RANK|rank"):
         detect_world(env)
 
 
@@ -74,7 +74,7 @@ def test_first_host(nodelist, host):
 
 
 def test_first_host_rejects_empty():
-    with pytest.raises(DistributedError, match="node list"):
+    with pytest.raises(LaunchError, match="node list"):
         first_host("")
 
 
@@ -114,7 +114,7 @@ def test_unknown_backend_is_refused():
 
 def test_horovod_backend_without_horovod_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "horovod.torch", None)  # import fails as if not installed
-    with pytest.raises(DistributedError, match="scripts/setup.sh"):
+    with pytest.raises(LaunchError, match="scripts/setup.sh"):
         make_backend("horovod", device="cpu")
 
 
@@ -129,7 +129,7 @@ def test_rendezvous_from_slurm_variables():
 
 
 def test_rendezvous_without_address_is_a_clear_error():
-    with pytest.raises(DistributedError, match="MASTER_ADDR"):
+    with pytest.raises(LaunchError, match="MASTER_ADDR"):
         distributed._rendezvous(World(0, 2, 0, "torchrun"), {})
 
 

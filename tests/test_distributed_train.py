@@ -34,7 +34,7 @@ def job_env() -> dict[str, str]:
 def test_train_sh_two_ranks_stop_and_resume(tmp_path):
     config = write_tiny_run(tmp_path)
     out, epochs = tmp_path / "run", 5
-    command = ["bash", str(TRAIN_SH), str(config), "--out-dir", str(out), "--epochs", str(epochs)]
+    command = ["bash", str(TRAIN_SH), str(config), "--out", str(out), "--epochs", str(epochs)]
     first_log = tmp_path / "first.log"
     with open(first_log, "w") as log:
         proc = subprocess.Popen(command, env=job_env(), stdout=log, stderr=subprocess.STDOUT)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from galhpc.cluster.gmm import fit_diag_gmm, fit_stick_breaking_bgm, gmm_responsibilities
+from galhpc.cluster.gmm import fit_stick_breaking_bgm
+from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
 from galhpc.cluster.metrics import ari, nmi, permutation_baseline
 
 

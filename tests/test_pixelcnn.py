@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from galhpc.checkpoint import CheckpointError, load_model, save_checkpoint
+from galhpc.checkpoint import CheckpointError, assemble_model, load_model, save_checkpoint
 from galhpc.config import ModelConfig, RunConfig
 from galhpc.models import build_model
 from galhpc.models.base import StepState
@@ -142,7 +142,7 @@ def test_prior_keeps_the_vqvae_frozen_and_loads_from_its_own_checkpoint(tmp_path
     images, labels = blobs(64)
     train_vqvae(tmp_path / "vq.pt", images, steps=5)
     cfg = prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class", "num_classes": 2})
-    prior = build_model(cfg.model)
+    prior = assemble_model(cfg.model)
     assert isinstance(prior, VQVAEPrior)
     frozen = {k: v.clone() for k, v in prior.vqvae.state_dict().items()}
     opt = torch.optim.Adam([p for p in prior.parameters() if p.requires_grad], lr=1e-3)
@@ -169,7 +169,7 @@ def test_prior_keeps_the_vqvae_frozen_and_loads_from_its_own_checkpoint(tmp_path
 def test_prior_errors_name_the_problem(tmp_path):
     images, _ = blobs(32)
     train_vqvae(tmp_path / "vq.pt", images, steps=1)
-    prior = build_model(prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class", "num_classes": 2}).model)
+    prior = assemble_model(prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class", "num_classes": 2}).model)
     with pytest.raises(ValueError, match="conditional on 'size_class'"):
         prior.sample(2)
     with pytest.raises(ValueError, match=r"unknown condition\(s\) \['colour'\]"):
@@ -178,10 +178,10 @@ def test_prior_errors_name_the_problem(tmp_path):
         prior.sample(2, size_class=5)
     with pytest.raises(KeyError, match="no label column 'size_class'"):
         prior.loss({"image": images[:4]}, StepState())
-    unconditional = build_model(prior_config(tmp_path / "vq.pt").model)
+    unconditional = assemble_model(prior_config(tmp_path / "vq.pt").model)
     with pytest.raises(ValueError, match="unconditional"):
         unconditional.sample(1, size_class=1)
-    missing = build_model(prior_config(tmp_path / "nowhere.pt").model)
+    missing = assemble_model(prior_config(tmp_path / "nowhere.pt").model)
     with pytest.raises(CheckpointError, match="nowhere.pt"):
         missing.loss({"image": images[:4]}, StepState())
 
@@ -204,7 +204,7 @@ def test_conditional_prior_samples_differ_by_condition_in_size(tmp_path):
     torch.manual_seed(0)
     images, labels = blobs(512)
     train_vqvae(tmp_path / "vq.pt", images, steps=300)
-    prior = build_model(prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class", "num_classes": 2}).model)
+    prior = assemble_model(prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class", "num_classes": 2}).model)
     opt = torch.optim.Adam([p for p in prior.parameters() if p.requires_grad], lr=3e-3)
     g = torch.Generator().manual_seed(0)
     prior.train()

@@ -14,7 +14,8 @@ import pytest
 import torch
 from scipy.signal import fftconvolve
 
-from galhpc.catalog.encode import EncodeJob, EncodeOptions, StoreReader
+from galhpc.catalog.encode import EncodeJob, EncodeOptions
+from galhpc.data.store import StoreReader
 from galhpc.catalog.shards import Shard
 from galhpc.config import ModelConfig, RunConfig, TrainConfig
 from galhpc.data.sources import Block
@@ -38,8 +39,11 @@ PSF_SPEC = {"kind": "galsim", "fwhm": 1.2, "size": 11}
 
 
 def psf_vqvae(psf=PSF_SPEC) -> VQVAE:
+    from galhpc.data.psf import read_psf
+
     torch.manual_seed(0)
-    model = VQVAE(32, 1, 8, num_codes=16, hidden=16, res_hidden=4, psf=psf, output="softplus")
+    model = VQVAE(32, 1, 8, num_codes=16, hidden=16, res_hidden=4, psf=psf, output="softplus",
+                  psf_image=read_psf(psf))
     return model.eval()
 
 
@@ -172,7 +176,7 @@ def test_denormalise_inverts_normalise():
 def test_holdout_mse_is_measured_in_observed_space():
     model = psf_vqvae()
     batches = [{"image": blobs(3, seed=1)}, {"image": blobs(2, seed=2)}]
-    sse, count = holdout_mse(model, batches, None, torch.device("cpu"))
+    sse, count = holdout_mse(model, batches, None)
     psf = model.psf_layer.psf.numpy()
     expected, clean_sse = 0.0, 0.0
     with torch.no_grad():
@@ -185,7 +189,7 @@ def test_holdout_mse_is_measured_in_observed_space():
     assert sse == pytest.approx(expected, rel=1e-4)
     assert abs(sse - clean_sse) > 1e-3 * clean_sse  # the old number (clean galaxy vs input) differs
     # only `max_batches` batches
-    assert holdout_mse(model, batches, 1, torch.device("cpu"))[1] == 3 * 32 * 32
+    assert holdout_mse(model, batches, 1)[1] == 3 * 32 * 32
 
 
 def write_psf_store(path, n=48, per_object=False):
@@ -224,14 +228,14 @@ def test_catalogue_recon_mse_is_measured_in_observed_space(tmp_path, per_object)
 
 
 def test_catalogue_refuses_a_store_without_the_per_object_psf(tmp_path):
-    from galhpc.catalog.shards import CatalogError
+    from galhpc.runtime.errors import DataError
 
     store = tmp_path / "nopsf.h5"
     with StoreWriter(store, "prep: {}\n", chunk_rows=16) as writer:
         writer.append(Block(images=blobs(8).numpy()[:, 0], object_id=np.arange(8, dtype=np.int64)))
     job = one_component_job(psf_vqvae({"kind": "store"}), store)
     try:
-        with pytest.raises(CatalogError, match="'psf'"):
+        with pytest.raises(DataError, match="'psf'"):
             list(job.batches(Shard(0, 0, 8)))
     finally:
         job.reader.close()

@@ -65,7 +65,7 @@ def run_files(tmp_path_factory):
     model.eval()
     with torch.no_grad():
         enc = model.encode(x)
-        model.init_mixture_from_embeddings(enc.mu.numpy(), seed=0)
+        model.init_mixture(enc.mu.numpy(), seed=0)
         gamma = model.cluster_probs(enc.mu)
         recon_mse = ((model.decode(enc.mu) - x) ** 2).flatten(1).mean(1)
         samples = model.sample(30, torch.Generator().manual_seed(1))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from galhpc.checkpoint import save_checkpoint
+from galhpc.checkpoint import assemble_model, save_checkpoint
 from galhpc.cli.report import main
 from galhpc.config import ModelConfig, RunConfig
 from galhpc.models import build_model
@@ -76,7 +76,7 @@ def float_prior_run(tmp_path_factory):
         "vqvae_checkpoint": str(root / "vq.pt"), "hidden": 8, "layers": 2, "kernel": 3,
         "condition": {"column": "hlr", "kind": "float", "offset": OFFSET, "scale": SCALE}})
     cfg.train.holdout_fraction = 0.5  # about 32 held-out stamps: enough for three bins of five
-    prior = build_model(cfg.model)
+    prior = assemble_model(cfg.model)
     _fit(prior, batch, steps=60)
     ckpt = save_checkpoint(root / "prior" / "ckpt.pt", {"model_name": "vqvae_prior",
                                                         "model_state": prior.state_dict(), "config": cfg.to_yaml()})
@@ -176,12 +176,16 @@ class _Constant(torch.nn.Module):
     name = "constant"
 
     def __init__(self, kind: str):
-        from types import SimpleNamespace
+        from galhpc.models.base import SampleCondition
 
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.condition = SimpleNamespace(kind=kind, column="size", num_classes=2)
+        self.condition = SampleCondition(kind, "size", 2)
         self.drawn = []
+
+    @property
+    def sample_condition(self):
+        return self.condition
 
     def sample(self, n, generator=None, **conditions):
         from galhpc.models.base import Samples

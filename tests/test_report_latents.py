@@ -52,17 +52,15 @@ def test_loss_history_from_payload_and_missing(tmp_path):
 
 
 def test_class_condition_is_read_from_conditional_generators_only():
-    from types import SimpleNamespace
-
-    from galhpc.models.base import GalaxyModel
+    from galhpc.models.base import GalaxyModel, SampleCondition
     from galhpc.report.inference import class_condition
 
     class Conditional(GalaxyModel):
         generative = True
-        condition = SimpleNamespace(kind="class", column="morph_class", num_classes=3)
+        sample_condition = SampleCondition("class", "morph_class", 3)
 
     class FloatConditional(Conditional):
-        condition = SimpleNamespace(kind="float", column="disk_hlr")
+        sample_condition = SampleCondition("float", "disk_hlr")
 
     assert class_condition(Conditional()) == ("morph_class", 3)
     assert class_condition(FloatConditional()) is None

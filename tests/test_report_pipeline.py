@@ -39,7 +39,7 @@ def test_report_on_pipeline_outputs(tmp_path):
     assert prep_main(["--config", str(tmp_path / "cfg.yaml")]) == 0
     assert train_main(["--config", str(tmp_path / "cfg.yaml")]) == 0
     ckpt = str(tmp_path / "run" / "ckpt.pt")
-    assert encode_main(["--checkpoint", ckpt, "--input", str(tmp_path / "store.h5"),
+    assert encode_main(["--checkpoint", ckpt, "--store", str(tmp_path / "store.h5"),
                         "--out", str(tmp_path / "clusters.h5"), "--threads", "1"]) == 0
     assert generate_main(["--checkpoint", ckpt, "--n", "40", "--out", str(tmp_path / "synth.h5")]) == 0
 

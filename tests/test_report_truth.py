@@ -206,7 +206,7 @@ def tiny_run(tmp_path_factory):
     model.eval()
     with torch.no_grad():
         enc = model.encode(x)
-        model.init_mixture_from_embeddings(enc.mu.numpy(), seed=0)
+        model.init_mixture(enc.mu.numpy(), seed=0)
         gamma = model.cluster_probs(enc.mu)
     ckpt = save_checkpoint(root / "run" / "ckpt.pt", {"model_name": "astrovader", "model_state": model.state_dict(),
                                                       "config": cfg.to_yaml()})

@@ -52,7 +52,7 @@ def sbatch(cluster: LocalSlurm, workdir: Path, *args: str) -> str:
 
 def test_sbatch_train_sh_on_two_tasks_writes_the_checkpoint(cluster, config_path, tmp_path):
     out = tmp_path / "run"
-    job = sbatch(cluster, tmp_path, "--ntasks-per-node=2", str(TRAIN_SH), str(config_path), "--out-dir", str(out))
+    job = sbatch(cluster, tmp_path, "--ntasks-per-node=2", str(TRAIN_SH), str(config_path), "--out", str(out))
     state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert state == "COMPLETED", log
@@ -66,7 +66,7 @@ def test_sbatch_train_sh_on_two_tasks_writes_the_checkpoint(cluster, config_path
 def test_stopped_job_requeues_and_resumes(cluster, config_path, tmp_path):
     out = tmp_path / "run"
     epochs = 5
-    job = sbatch(cluster, tmp_path, str(TRAIN_SH), str(config_path), "--out-dir", str(out), "--epochs", str(epochs))
+    job = sbatch(cluster, tmp_path, str(TRAIN_SH), str(config_path), "--out", str(out), "--epochs", str(epochs))
     wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
     cluster.run(["scancel", "--signal=USR1", job])  # what --signal=USR1@120 does before the time limit
     state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
@@ -89,7 +89,7 @@ def test_torchrun_job_stopped_by_usr1_requeues_and_resumes(cluster, config_path,
     out = tmp_path / "run"
     epochs = 30
     job = sbatch(cluster, tmp_path, "--ntasks-per-node=2", "--export=ALL,GALHPC_LAUNCHER=torchrun",
-                 str(TRAIN_SH), str(config_path), "--out-dir", str(out), "--epochs", str(epochs))
+                 str(TRAIN_SH), str(config_path), "--out", str(out), "--epochs", str(epochs))
     wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
     cluster.run(["scancel", scope, "--signal=USR1", job])
     state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
@@ -139,7 +139,7 @@ def test_sbatch_generate_and_encode_after_training(cluster, config_path, tmp_pat
     jobs = REPO / "jobs"
     ckpt = tmp_path / "run" / "ckpt.pt"
     env = "--export=ALL,OMPI_MCA_btl_vader_single_copy_mechanism=none,GALHPC_PROGRESS=0"
-    train = sbatch(cluster, tmp_path, env, str(jobs / "train.sh"), str(config_path), "--out-dir",
+    train = sbatch(cluster, tmp_path, env, str(jobs / "train.sh"), str(config_path), "--out",
                    str(tmp_path / "run"), "--epochs", "1")
     after = f"--dependency=afterok:{train}"
     generate = sbatch(cluster, tmp_path, env, after, str(jobs / "generate.sh"), str(ckpt), "48",

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from galhpc.cluster import starsep
+from galhpc.train.arrays import fit_arrays
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE
 
 torch.set_num_threads(1)
@@ -67,7 +68,7 @@ def test_plots_are_written(tmp_path):
 def test_fit_lowers_the_loss_and_encode_arrays_gives_columns():
     x = np.random.default_rng(0).random((64, 5, 16, 16)).astype(np.float32) * 10
     model = PeakedVAE(image_size=16, latent_dim=2, widths=[8, 8], peaked_dims=1)
-    history = starsep.fit(model, x, epochs=4, batch_size=16, lr=3e-3)
+    history = fit_arrays(model, x, epochs=4, batch_size=16, lr=3e-3)
     assert history[-1]["total"] < history[0]["total"]
     mu, extra = starsep.encode_arrays(model, x, batch_size=20)
     assert mu.shape == (64, 2) and extra["p_galaxy"].shape == (64,)
@@ -82,7 +83,7 @@ def test_hierarchical_model_separates_stars_from_galaxies_without_labels():
     test = simulate_block(opts, 24, 12, 0, 300)
     torch.manual_seed(0)
     model = HierarchicalAEVAE(image_size=24, widths=[16, 32, 32], prior_term="pw")
-    starsep.fit(model, train.images, epochs=4, lr=1e-3)
+    fit_arrays(model, train.images, epochs=4, lr=1e-3)
     _, extra = starsep.encode_arrays(model, test.images)
     auc = starsep.roc("hvae", 1 - test.labels["is_star"], extra["p_galaxy"]).auc
     assert auc > 0.97

@@ -55,7 +55,7 @@ def descendants(pid: int) -> list[int]:
 def test_torchrun_job_stopped_by_a_signal_exits_75_and_resumes(tmp_path, target, sig):
     config = write_tiny_run(tmp_path)
     out, epochs = tmp_path / "run", 30
-    command = ["bash", str(JOBS / "train.sh"), str(config), "--out-dir", str(out), "--epochs", str(epochs)]
+    command = ["bash", str(JOBS / "train.sh"), str(config), "--out", str(out), "--epochs", str(epochs)]
     first_log, tmp = tmp_path / "first.log", tmp_path / "tmp"
     tmp.mkdir()
     with open(first_log, "w") as log:

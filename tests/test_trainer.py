@@ -190,7 +190,7 @@ def test_cli_help_and_overrides(tmp_path, store, capsys):
     cfg = vae_config(store, tmp_path / "ignored", epochs=5)
     path = tmp_path / "cfg.yaml"
     path.write_text(cfg.to_yaml())
-    assert main(["--config", str(path), "--out-dir", str(tmp_path / "cli"), "--epochs", "1"]) == 0
+    assert main(["--config", str(path), "--out", str(tmp_path / "cli"), "--epochs", "1"]) == 0
     assert read_checkpoint(tmp_path / "cli" / "ckpt.pt")["position"]["epoch"] == 1
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 1
 

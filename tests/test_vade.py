@@ -6,7 +6,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 from torch.distributions import Categorical, Normal
 
-from galhpc.cluster.gmm import gmm_responsibilities
+from galhpc.mixture import gmm_responsibilities
 from galhpc.models.base import StepState
 from galhpc.models.vade import AstroVaDEr
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
@@ -125,7 +125,7 @@ def test_mixture_init_from_embeddings_and_sampling_by_component():
     centres = np.array([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
     emb = np.concatenate([c + 0.3 * rng.standard_normal((200, 2)) for c in centres])
     model = AstroVaDEr(32, 1, 2, n_clusters=3, filters=[8, 8, 4])
-    model.init_mixture_from_embeddings(emb, seed=0)
+    model.init_mixture(emb, seed=0)
     found = model.mu_c.detach().numpy()
     np.testing.assert_allclose(np.sort(found[:, 0]), [-6, 0, 6], atol=0.1)
     np.testing.assert_allclose(model.log_pi.exp().detach().numpy(), [1 / 3] * 3, atol=0.01)

@@ -110,30 +110,41 @@ def test_galsim_psf_layer_is_unit_sum_and_matches_scipy_convolution():
 
 
 def test_psf_from_fits_file_and_clear_errors(tmp_path):
+    """The data layer reads PSF files; the layer is handed the image and reads none itself."""
     import fitsio
+    import h5py
+
+    from galhpc.checkpoint import assemble_model
+    from galhpc.config import ModelConfig
+    from galhpc.data.psf import read_psf
 
     psf = np.zeros((5, 5), np.float32)
     psf[2, 2], psf[2, 3] = 3.0, 1.0
     path = tmp_path / "psf.fits"
     fitsio.write(str(path), psf)
-    layer = PSFLayer(str(path))
+    layer = PSFLayer(str(path), read_psf(str(path)))
     assert np.allclose(layer.psf.numpy(), psf / 4)
+    with pytest.raises(PSFError, match="models read no files"):
+        PSFLayer(str(path))
+    model = assemble_model(ModelConfig(name="vqvae", image_size=16, latent_dim=4, params={
+        "num_codes": 4, "hidden": 8, "res_hidden": 4, "psf": str(path)}))
+    assert np.allclose(model.psf_layer.psf.numpy(), psf / 4)
     with pytest.raises(PSFError, match="not found: .*missing.fits"):
-        PSFLayer({"kind": "file", "path": str(tmp_path / "missing.fits")})
+        read_psf({"kind": "file", "path": str(tmp_path / "missing.fits")})
     bad = tmp_path / "bad.fits"
     fitsio.write(str(bad), np.full((5, 5), np.nan, np.float32))
     with pytest.raises(PSFError, match="bad.fits.*NaN"):
-        PSFLayer(str(bad))
-    import h5py
+        PSFLayer(str(bad), read_psf(str(bad)))
 
     with h5py.File(tmp_path / "store.h5", "w") as f:
         f["psf"] = psf
         f["per_object"] = np.stack([psf, psf])
-    assert np.allclose(PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5")}).psf.numpy(), psf / 4)
+    spec = {"kind": "hdf5", "path": str(tmp_path / "store.h5")}
+    assert np.allclose(PSFLayer(spec, read_psf(spec)).psf.numpy(), psf / 4)
     with pytest.raises(PSFError, match="store.h5:per_object .*kind 'store'"):
-        PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "per_object"})
+        read_psf({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "per_object"})
     with pytest.raises(PSFError, match="no dataset 'nope'"):
-        PSFLayer({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "nope"})
+        read_psf({"kind": "hdf5", "path": str(tmp_path / "store.h5"), "dataset": "nope"})
     with pytest.raises(PSFError, match="kind"):
         PSFLayer({"kind": "nonsense"})
     with pytest.raises(PSFError, match="no 'psf' was given"):
@@ -222,8 +233,11 @@ def _ema_rank(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(rank)  # different restart picks per rank: the broadcast must unify them
+    from galhpc.train.distributed import TorchDistributedBackend
+
     vq = VectorQuantizer(3, 2, ema=True, decay=0.0, eps=0.0, usage_decay=0.0, dead_threshold=0.5,
                          restart_every=1)
+    vq.collective = TorchDistributedBackend(device="cpu")  # what the trainer hands the model
     vq.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-50.0, -50.0]]))
     points = torch.tensor([[1.0, 0.0], [9.0, 9.0]]) if rank == 0 else torch.tensor([[0.0, 3.0], [12.0, 10.0]])
     vq.train()
@@ -248,3 +262,30 @@ def test_ema_codebook_and_restarts_agree_across_ranks(tmp_path):
     assert torch.allclose(a[:2], torch.tensor([[0.5, 1.5], [10.5, 9.5]]))
     # the dead code was restarted on one of rank 0's vectors (broadcast to every rank)
     assert any(torch.equal(a[2], p) for p in torch.tensor([[1.0, 0.0], [9.0, 9.0]]))
+
+
+def test_quantizer_agrees_through_the_collective_it_is_handed():
+    """The model is handed its collective (the trainer passes its backend); no global lookup."""
+
+    class Doubling:  # as if a second rank had seen the same batch
+        def __init__(self):
+            self.calls = []
+
+        def allreduce_sum(self, t):
+            self.calls.append("allreduce_sum")
+            return t * 2
+
+        def broadcast(self, t):
+            self.calls.append("broadcast")
+            return t
+
+    torch.manual_seed(0)
+    for restart_every, calls in ((0, ["allreduce_sum"] * 2), (1, ["allreduce_sum"] * 2 + ["broadcast"])):
+        model = VQVAE(16, 1, 4, num_codes=8, hidden=8, res_hidden=4, ema=True, restart_every=restart_every)
+        collective = Doubling()
+        model.use_collective(collective)
+        model.train()
+        model.loss({"image": torch.rand(4, 1, 16, 16)}, StepState())
+        assert collective.calls == calls
+        if not restart_every:  # 4 images x 4x4 code vectors, counted twice: the "other rank" too
+            assert float(model.quantizer.usage.sum()) == pytest.approx(0.01 * 2 * 4 * 16)

@@ -27,8 +27,8 @@ from galhpc.catalog.h5out import ShardWriter, WriteBehind, read_master_fingerpri
 from galhpc.catalog.shards import (
     CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, shard_in_flight,
 )
-from galhpc.catalog.world import World
 from galhpc.runtime import progress
+from galhpc.runtime.world import World
 
 log = logging.getLogger("galhpc.catalog.driver")
 T = TypeVar("T")

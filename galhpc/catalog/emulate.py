@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from galhpc.catalog.seeds import NOISE_STREAM, derived_seed
+from galhpc.runtime.errors import EmulationError
 
 if TYPE_CHECKING:
     from galhpc.config import RunConfig
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
 COSMOS_PIXEL_SCALE = 0.03  # arcsec per pixel of the COSMOS noise field
 DEFAULT_PIXEL_SCALE = COSMOS_PIXEL_SCALE  # when neither the user nor the training store gives one
 GALSIM_PROFILES = ("gaussian", "moffat", "airy", "kolmogorov")
-
-
-class EmulationError(ValueError):
-    """A PSF or noise setting that cannot be used."""
 
 
 @dataclass(frozen=True)

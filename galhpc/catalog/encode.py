@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import json
 import logging
-import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -36,10 +34,12 @@ import torch
 from galhpc.catalog.driver import RunResult, WriteOptions, root_then_all, run_catalog
 from galhpc.catalog.h5out import load_arrays, run_meta, save_arrays
 from galhpc.catalog.shards import CatalogError, Shard
-from galhpc.catalog.world import World, current_world, local_rank, threads_per_rank
 from galhpc.config import PrepConfig
-from galhpc.data.store import locate_column
+from galhpc.data.store import StoreReader
 from galhpc.models.base import GalaxyModel
+from galhpc.runtime.files import open_h5_readonly
+from galhpc.runtime.inference import run_batched, to_numpy
+from galhpc.runtime.world import World, mpi_world, threads_per_rank
 
 log = logging.getLogger("galhpc.catalog.encode")
 T = TypeVar("T")
@@ -54,78 +54,6 @@ class EncodeOptions:
     gmm_components: int = 20  # most components the stick-breaking BGM may use
     gmm_fit_objects: int = 20000  # size of the strided subsample the post-hoc GMM is fitted on
     seed: int = 0  # of the post-hoc GMM fit
-
-
-class StoreReader:
-    """Contiguous row ranges of a store's `images` (as (B, C, H, W) float32) and `object_id`."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.file = h5py.File(self.path, "r")
-        except (OSError, FileNotFoundError) as err:
-            raise CatalogError(f"input store {self.path} cannot be opened as HDF5: {err}") from err
-        if "images" not in self.file or not isinstance(self.file["images"], h5py.Dataset):
-            raise CatalogError(f"input store {self.path} has no dataset /images")
-        self.images = self.file["images"]
-        if self.images.ndim not in (3, 4):
-            raise CatalogError(f"{self.path}: /images must be (N, H, W) or (N, C, H, W), got shape {self.images.shape}")
-        self.n = self.images.shape[0]
-        self.object_id = self.file["object_id"] if "object_id" in self.file else None
-        if self.object_id is not None and self.object_id.shape != (self.n,):
-            raise CatalogError(f"{self.path}: /object_id has shape {self.object_id.shape}, expected ({self.n},)")
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        shape = self.images.shape[1:]
-        return (1, *shape) if len(shape) == 2 else tuple(shape)
-
-    def check_fits(self, model: GalaxyModel, channels: int, image_size: int) -> None:
-        c, h, w = self.image_shape
-        if (c, h, w) != (channels, image_size, image_size):
-            raise CatalogError(
-                f"{self.path}: /images holds {c}-channel {h}x{w} images, but the checkpoint's model "
-                f"{model.name!r} expects {channels}-channel {image_size}x{image_size} images"
-            )
-        if self.n == 0:
-            raise CatalogError(f"{self.path}: /images is empty")
-
-    def read(self, start: int, stop: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            images = np.asarray(self.images[start:stop:step], dtype=np.float32)
-            ids = (np.asarray(self.object_id[start:stop:step], dtype=np.int64) if self.object_id is not None
-                   else np.arange(start, stop, step, dtype=np.int64))
-        except OSError as err:
-            raise CatalogError(f"{self.path}: reading /images rows {start}..{stop - 1} failed: {err}") from err
-        return images.reshape(len(images), *self.image_shape), ids
-
-    def read_columns(self, names: Iterable[str], start: int, stop: int) -> dict[str, np.ndarray]:
-        """Store columns a model's `reconstruct` needs (e.g. per-object `psf`) for rows
-        start..stop-1: a per-object dataset (root or labels/) gives those rows, a shared one
-        (e.g. one PSF (h, w)) is returned whole."""
-        out = {}
-        for name in names:
-            found = locate_column(self.file, name, self.n)
-            if found is None:
-                raise CatalogError(f"{self.path}: the model needs the store column {name!r} to reconstruct "
-                                   "its inputs, but the store has none")
-            where, per_object = found
-            try:
-                out[name] = np.asarray(self.file[where][start:stop] if per_object else self.file[where][()])
-            except OSError as err:
-                raise CatalogError(f"{self.path}: reading /{where} rows {start}..{stop - 1} failed: {err}") from err
-        return out
-
-    def identity(self) -> dict[str, Any]:
-        """What identifies the input's content cheaply (no full read): shapes, size, id samples."""
-        head = self.read(0, min(self.n, 1000))[1]
-        tail = self.read(max(0, self.n - 1000), self.n)[1]
-        digest = hashlib.sha256(head.tobytes() + tail.tobytes()).hexdigest()
-        return {"images_shape": list(self.images.shape), "images_dtype": str(self.images.dtype),
-                "file_bytes": os.path.getsize(self.path), "object_id_sample_sha256": digest}
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -192,16 +120,15 @@ class EncodeJob:
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
         return {"gmm": load_arrays(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
 
-    @torch.inference_mode()
     def fit_post_hoc_gmm(self) -> dict[str, np.ndarray]:
         """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample."""
-        from galhpc.cluster.gmm import fit_diag_gmm, fit_stick_breaking_bgm
+        from galhpc.cluster.gmm import fit_stick_breaking_bgm
+        from galhpc.mixture import fit_diag_gmm
 
         step = max(1, self.n_objects // self.options.gmm_fit_objects)
-        mus = []
-        for lo in range(0, self.n_objects, step * self.batch_size):
-            images, _ = self.reader.read(lo, min(self.n_objects, lo + step * self.batch_size), step)
-            mus.append(self.model.encode(torch.from_numpy(images).to(self.device)).mu.float().cpu().numpy())
+        reads = (self.reader.read(lo, min(self.n_objects, lo + step * self.batch_size), step)[0]
+                 for lo in range(0, self.n_objects, step * self.batch_size))
+        mus = run_batched(self.model, lambda x, _: to_numpy(self.model.encode(x).mu.float()), reads)
         embeddings = np.concatenate(mus)[: self.options.gmm_fit_objects]
         log.info("fitting the post-hoc GMM on %d embeddings (every %d-th object)", len(embeddings), step)
         try:
@@ -247,7 +174,7 @@ class EncodeJob:
         return columns
 
     def _post_hoc_gamma(self, mu: torch.Tensor) -> torch.Tensor:
-        from galhpc.cluster.gmm import gmm_responsibilities
+        from galhpc.mixture import gmm_responsibilities
 
         return gmm_responsibilities(mu.float(), self.gmm["log_pi"], self.gmm["mu"], self.gmm["var"])
 
@@ -289,7 +216,7 @@ def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions
     """Encode every object of `store` with `model` into the sharded catalogue `out`."""
     reader = StoreReader(store)
     try:
-        reader.check_fits(model, channels, image_size)
+        reader.check_fits(model.name, channels, image_size)
         job = EncodeJob(model, reader, options, device)
         fingerprint = encode_fingerprint(options, checkpoint_sha256, reader.identity(), write, device,
                                          job.needs_post_hoc_gmm)
@@ -327,7 +254,7 @@ def store_from_fits(fits_input: str | Path, prep: PrepConfig, out: Path) -> Path
     fits_prep = dataclasses.replace(prep, sources=[SourceConfig(kind="fits", path=str(fits_input))],
                                     filters={}, output=str(target))
     if is_hdf5_file(target):
-        with h5py.File(target, "r") as f:
+        with open_h5_readonly(target) as f:
             if f.attrs.get("config") == prep_config_yaml(fits_prep):
                 log.info("reusing %s, made from %s with the same prep settings", target, fits_input)
                 return target
@@ -349,10 +276,10 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
     from galhpc.checkpoint import file_sha256, load_model
     from galhpc.runtime import pick_device, set_threads, setup_logging
 
-    world = current_world()
+    world = mpi_world()
     setup_logging(world.rank)
     set_threads(threads or threads_per_rank())
-    torch_device = pick_device(device, local_rank())
+    torch_device = pick_device(device, world.local_rank)
     model, cfg, _ = load_model(checkpoint, map_location="cpu")
     if not is_store_path(store):
         if not glob.glob(str(store)):

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
-from galhpc.catalog.h5out import run_meta
 from galhpc.catalog.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
+from galhpc.catalog.h5out import run_meta
 from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
-from galhpc.catalog.world import World, current_world, local_rank, threads_per_rank
 from galhpc.models.base import GalaxyModel
+from galhpc.runtime.world import World, mpi_world, threads_per_rank
 
 log = logging.getLogger("galhpc.catalog.generate")
 
@@ -211,10 +211,10 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     from galhpc.checkpoint import file_sha256, load_model, recorded_pixel_scale
     from galhpc.runtime import pick_device, set_threads, setup_logging
 
-    world = current_world()
+    world = mpi_world()
     setup_logging(world.rank)
     set_threads(threads or threads_per_rank())
-    torch_device = pick_device(device, local_rank())
+    torch_device = pick_device(device, world.local_rank)
     model, cfg, payload = load_model(checkpoint, map_location="cpu")
     scale = resolve_pixel_scale(pixel_scale, cfg, recorded_pixel_scale(payload))
     used = cosmos_noise or bool(psf and is_galsim_profile(psf))

@@ -30,6 +30,7 @@ import numpy as np
 import galhpc
 
 from galhpc.catalog.shards import CatalogError, Shard, shard_file_name
+from galhpc.runtime.files import atomic_path, open_h5_readonly
 
 log = logging.getLogger("galhpc.catalog.h5out")
 
@@ -190,7 +191,7 @@ def run_meta(kind: str, fingerprint: Mapping[str, Any], checkpoint: str | Path, 
 def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
     """The /meta fingerprint of an existing master file, or None if it has none."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5_readonly(path) as f:
             text = f[META].attrs.get("fingerprint") if META in f else None
     except (OSError, KeyError):
         return None
@@ -200,12 +201,11 @@ def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
 def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[str, Any],
                  groups: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> Path:
     """Write the master file: one virtual dataset per shard column, /meta attributes, and
-    small real datasets under `groups` (e.g. a fitted GMM).  Atomic: temp name + rename."""
-    with h5py.File(shard_dir / shard_file_name(shards[0].index), "r") as first:
+    small real datasets under `groups` (e.g. a fitted GMM).  Atomic (`galhpc.runtime.files.atomic_path`)."""
+    with open_h5_readonly(shard_dir / shard_file_name(shards[0].index)) as first:
         schema = {name: (ds.shape[1:], ds.dtype) for name, ds in first.items()}
     n_objects = shards[-1].stop
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w", libver=LIBVER) as f:
             for name, (tail, dtype) in schema.items():
                 layout = h5py.VirtualLayout(shape=(n_objects, *tail), dtype=dtype)
@@ -223,31 +223,21 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
                 group = f.create_group(group_name)
                 for name, values in arrays.items():
                     group.create_dataset(name, data=values)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("wrote master %s: %d objects in %d shards, datasets %s", out, n_objects, len(shards), sorted(schema))
     return out
 
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write named arrays (e.g. the post-hoc GMM) to a small HDF5 file atomically (temp name + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", libver=LIBVER) as f:
-            for name, values in arrays.items():
-                f.create_dataset(name, data=values)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write named arrays (e.g. the post-hoc GMM) to a small HDF5 file atomically (`atomic_path`)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=LIBVER) as f:
+        for name, values in arrays.items():
+            f.create_dataset(name, data=values)
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     """Read back a file of `save_arrays`."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5_readonly(path) as f:
             return {name: f[name][()] for name in f}
     except OSError as err:
         raise CatalogError(f"{path} is unreadable ({err}); pass --overwrite to start afresh") from err

@@ -16,22 +16,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from galhpc.runtime.errors import CatalogError
+from galhpc.runtime.files import atomic_path, remove_stale_temps, write_text_atomic
+
 log = logging.getLogger("galhpc.catalog.shards")
 
 MANIFEST = "manifest.json"
-_TMP_MARK = ".tmp-"
-
-
-class CatalogError(RuntimeError):
-    """A catalogue job that cannot go on: bad input, conflicting output, full disk."""
 
 
 @dataclass(frozen=True)
@@ -85,10 +81,8 @@ def complete_shards(shard_dir: Path, shards: list[Shard]) -> set[int]:
 
 
 def remove_stale_temporaries(shard_dir: Path) -> int:
-    """Delete shards in flight of a killed run; call only while no rank is writing."""
-    stale = [p for p in shard_dir.glob(f".*{_TMP_MARK}*") if p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
+    """Delete shards in flight of killed writers (`galhpc.runtime.files.remove_stale_temps`)."""
+    stale = remove_stale_temps(shard_dir)
     if stale:
         log.info("removed %d partial shard(s) of an interrupted run in %s", len(stale), shard_dir)
     return len(stale)
@@ -101,43 +95,8 @@ def shard_in_flight(shard_dir: Path, shard: Shard) -> Iterator[Path]:
     On any exception the temporary file is removed, so only whole shards are ever
     visible under their final names.
     """
-    final = shard_path(shard_dir, shard.index)
-    tmp = shard_dir / f".{final.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}"
-    try:
+    with atomic_path(shard_path(shard_dir, shard.index)) as tmp:
         yield tmp
-        _fsync_file(tmp)
-        os.replace(tmp, final)
-        _fsync_dir(shard_dir)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file under a temporary name, fsync it and rename it into place."""
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system allows fsync on directories
-        _fsync_file(path)
 
 
 def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -191,8 +150,7 @@ def prepare_output(
     out.parent.mkdir(parents=True, exist_ok=True)
     shard_dir.mkdir(exist_ok=True)
     if read_manifest(shard_dir) is None:
-        atomic_write_text(shard_dir / MANIFEST, json.dumps(fingerprint, indent=1, sort_keys=True))
+        write_text_atomic(shard_dir / MANIFEST, json.dumps(fingerprint, indent=1, sort_keys=True))
     remove_stale_temporaries(shard_dir)
-    for stale_master in out.parent.glob(f".{out.name}{_TMP_MARK}*"):  # a master write that was killed
-        stale_master.unlink(missing_ok=True)
+    remove_stale_temps(out.parent, out.name)  # a master write that was killed
     return shard_dir

@@ -1,20 +1,16 @@
 """galhpc-encode: embed and cluster every object of a store (run under mpirun for many ranks).
 
-    mpirun -n 64 galhpc-encode --checkpoint run/ckpt.pt --input store.h5 --out clusters.h5
+    mpirun -n 64 galhpc-encode --checkpoint run/ckpt.pt --store store.h5 --out clusters.h5
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from galhpc.catalog.shards import CatalogError
-from galhpc.checkpoint import CheckpointError
 from galhpc.cli.catalog_options import add_output_options
-
-log = logging.getLogger("galhpc.cli.encode")
+from galhpc.runtime.cli import add_deprecated_alias, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,9 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Run under mpirun for many ranks.",
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (ckpt.pt)")
-    p.add_argument("--input", required=True, type=Path,
-                   help="training store (HDF5 with /images, /object_id), or FITS cutouts (file, directory or "
+    p.add_argument("--store", type=Path,
+                   help="(required) training store (HDF5 with /images, /object_id), or FITS cutouts (file, directory or "
                    "quoted glob), first prepared into OUT.input.h5 with the checkpoint's prep recipe")
+    add_deprecated_alias(p, "--input", "--store", dest="store", type=Path)
     p.add_argument("--out", required=True, type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
     p.add_argument("--batch-size", type=int, default=512, help="objects per forward pass (default 512)")
     p.add_argument("--shard-size", type=int,
@@ -44,21 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from galhpc.catalog.encode import encode_from_checkpoint
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.store is None:  # not required=True: the deprecated --input may give it
+        parser.error("the following arguments are required: --store")
 
-    try:
+    def body() -> None:
+        from galhpc.catalog.encode import encode_from_checkpoint
+
         encode_from_checkpoint(
-            args.checkpoint, args.input, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
+            args.checkpoint, args.store, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
             gmm_components=args.gmm_components, gmm_fit_objects=args.gmm_fit_objects, seed=args.seed,
             compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
             device=args.device, threads=args.threads,
         )
-    except (CatalogError, CheckpointError, ValueError, OSError) as err:
-        log.error("%s", err)
-        print(f"galhpc-encode: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_cli("galhpc-encode", body)
 
 
 if __name__ == "__main__":

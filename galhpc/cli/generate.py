@@ -6,28 +6,21 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 import yaml
 
-from galhpc.catalog.shards import CatalogError
-from galhpc.checkpoint import CheckpointError
 from galhpc.cli.catalog_options import add_output_options
+from galhpc.runtime.cli import run_cli
 
-log = logging.getLogger("galhpc.cli.generate")
 
-
-def parse_conditions(items: list[str]) -> dict[str, object]:
-    """['key=value', ...] -> {key: YAML-parsed value}, passed to model.sample(**conditions)."""
-    conditions = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise argparse.ArgumentTypeError(f"--condition {item!r}: expected key=value")
-        conditions[key] = yaml.safe_load(value)
-    return conditions
+def parse_condition(item: str) -> tuple[str, object]:
+    """'key=value' -> (key, YAML-parsed value), one keyword of model.sample(**conditions)."""
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"--condition {item!r}: expected key=value")
+    return key, yaml.safe_load(value)
 
 
 def parse_counts(text: str) -> tuple[int, ...]:
@@ -55,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--component", type=int, help="sample only this mixture component")
     which.add_argument("--counts", type=parse_counts, help="objects per mixture component, e.g. 500,0,1500")
-    p.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE", type=parse_condition,
                    help="keyword passed to model.sample (repeatable), e.g. --condition label=3")
     p.add_argument("--psf", help="survey PSF: a FITS image, or a GalSim profile like moffat:fwhm=0.7,beta=3.5")
     p.add_argument("--pixel-scale", type=float,
@@ -73,22 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from galhpc.catalog.generate import generate_from_checkpoint
 
-    try:
+    def body() -> None:
+        from galhpc.catalog.generate import generate_from_checkpoint
+
         generate_from_checkpoint(
             checkpoint=args.checkpoint, out=args.out, n=args.n, seed=args.seed, batch_size=args.batch_size,
             shard_size=args.shard_size, component=args.component, counts=args.counts,
-            conditions=parse_conditions(args.condition), psf=args.psf, pixel_scale=args.pixel_scale,
+            conditions=dict(args.condition), psf=args.psf, pixel_scale=args.pixel_scale,
             noise_sigma=args.noise_sigma, cosmos_noise=args.cosmos_noise, keep_clean=args.keep_clean,
             dtype=args.dtype, compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
             device=args.device, threads=args.threads,
         )
-    except (CatalogError, CheckpointError, ValueError, OSError, argparse.ArgumentTypeError) as err:
-        log.error("%s", err)
-        print(f"galhpc-generate: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_cli("galhpc-generate", body)
 
 
 if __name__ == "__main__":

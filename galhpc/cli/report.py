@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
-import torch
-
-from galhpc.checkpoint import CheckpointError
-from galhpc.report.build import build_report
-from galhpc.report.sections import ReportOptions
-from galhpc.runtime import setup_logging
+from galhpc.runtime import set_threads, setup_logging
+from galhpc.runtime.cli import run_cli
 
 log = logging.getLogger("galhpc.report")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from galhpc.report.sections import ReportOptions
+
     defaults = ReportOptions()
     p = argparse.ArgumentParser(prog="galhpc-report", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="run/ckpt.pt written by galhpc-train (losses.csv beside it)")
@@ -43,24 +42,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
+    set_threads(args.threads)
     if args.threads:
         from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)  # BLAS/OpenMP of numpy, scipy and scikit-learn (PCA, GMM, probes) too
-    options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
-                            n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise)
-    try:
+
+    def body() -> int:
+        from galhpc.report.build import build_report
+        from galhpc.report.sections import ReportOptions
+
+        options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
+                                n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise)
         report = build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth,
                               options=options, holdout_store=args.holdout_store)
-    except (CheckpointError, KeyError, OSError, ValueError) as err:
-        log.error("%s", err)
-        return 1
-    if report["failed_sections"]:
-        log.error("sections failed: %s (see metrics.json)", ", ".join(report["failed_sections"]))
-        return 1
-    return 0
+        if report["failed_sections"]:
+            log.error("sections failed: %s (see metrics.json)", ", ".join(report["failed_sections"]))
+            return 1
+        return 0
+
+    return run_cli("galhpc-report", body)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -7,82 +7,37 @@ Scores are "larger = more galaxy-like" and are produced without labels:
   rule, and classified by thresholding at a prior star fraction.
 Labels are used only by `roc` / `accuracy_at_fraction`, to evaluate.
 
-`fit` is a small in-memory training loop through `model.loss` for evaluation runs on
-simulated arrays (the store-based trainer is `galhpc.train.trainer`).
+Models are trained for these evaluations by `galhpc.train.arrays.fit_arrays` (in memory)
+or the trainer; embeddings come from `galhpc.runtime.inference.run_batched`.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from galhpc.models.base import GalaxyModel, StepState
+from galhpc.models.base import GalaxyModel
 from galhpc.models.hvae import concentration, normalise_stamps
-
-log = logging.getLogger("galhpc.cluster.starsep")
+from galhpc.runtime.inference import run_batched, to_numpy
 
 MANIFOLDS = ("isomap", "tsne")
 
 
-def fit(
-    model: GalaxyModel,
-    images: np.ndarray,
-    epochs: int,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    seed: int = 0,
-    kl_warmup_epochs: int = 0,
-    extras: dict[str, np.ndarray] | None = None,
-) -> list[dict[str, float]]:
-    """Train `model` on images (N, C, H, W) with Adam; returns the mean loss terms per epoch.
-
-    `extras` are further per-object arrays put in every batch under their names (e.g.
-    "masks"); the KL weight ramps from 0 to 1 over `kl_warmup_epochs` (0: constant 1).
-    """
-    torch.manual_seed(seed)
-    data = torch.as_tensor(images, dtype=torch.float32)
-    others = {name: torch.as_tensor(values) for name, values in (extras or {}).items()}
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    history = []
-    step = 0
-    model.train()
-    for epoch in range(epochs):
-        kl = min(1.0, (epoch + 1) / kl_warmup_epochs) if kl_warmup_epochs else 1.0
-        sums: dict[str, float] = {}
-        order = torch.randperm(len(data), generator=generator)
-        batches = [order[i : i + batch_size] for i in range(0, len(data) - batch_size + 1, batch_size)]
-        for index in batches:
-            batch = {"image": data[index], **{name: values[index] for name, values in others.items()}}
-            out = model.loss(batch, StepState(epoch=epoch, step=step, weights={"kl": kl}))
-            optimiser.zero_grad(set_to_none=True)
-            out.total.backward()
-            optimiser.step()
-            step += 1
-            for name, value in {"total": out.total, **out.terms}.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-        history.append({name: total / len(batches) for name, total in sums.items()})
-        log.info("%s epoch %d: %s", model.name, epoch, {k: round(v, 4) for k, v in history[-1].items()})
-    model.eval()
-    return history
-
-
-@torch.no_grad()
 def encode_arrays(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Posterior means (N, L) and the model's extra columns of images (N, C, H, W), eval mode."""
-    model.eval()
-    mus, extras = [], {}
-    for start in range(0, len(images), batch_size):
-        x = torch.as_tensor(images[start : start + batch_size], dtype=torch.float32)
+    def one(x: torch.Tensor, _: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         enc = model.encode(x)
-        mus.append(enc.mu.numpy())
-        for name, value in model.extra_columns(x, enc).items():
-            extras.setdefault(name, []).append(value.numpy())
-    return np.concatenate(mus), {k: np.concatenate(v) for k, v in extras.items()}
+        return to_numpy(enc.mu), {name: to_numpy(v) for name, v in model.extra_columns(x, enc).items()}
+
+    parts = run_batched(model, one, images, batch_size=batch_size, dtype=torch.float32)
+    extras: dict[str, list[np.ndarray]] = {}
+    for _, extra in parts:
+        for name, value in extra.items():
+            extras.setdefault(name, []).append(value)
+    return np.concatenate([mu for mu, _ in parts]), {k: np.concatenate(v) for k, v in extras.items()}
 
 
 def stamp_concentration(images: np.ndarray, stretch: float = 10.0) -> np.ndarray:

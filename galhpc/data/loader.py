@@ -24,6 +24,7 @@ import torch
 from galhpc.data.preprocess import random_flips
 from galhpc.data.sources import DataError
 from galhpc.data.store import locate_column, read_store_info
+from galhpc.runtime.files import open_h5_readonly
 
 SPLITS = ("train", "holdout", "all")
 _HOLDOUT_KEY = 0x401D  # separates the holdout stream from epoch streams
@@ -135,7 +136,7 @@ class StoreLoader:
         """Batches batch_index, batch_index + 1, ... of the current epoch."""
         rows = self.rank_rows()
         n_batches = len(self)
-        with h5py.File(self.path, "r", locking=False) as f:
+        with open_h5_readonly(self.path) as f:
             cache = _BlockCache(f, self.block_rows, self.columns, capacity=self.window_blocks + 2)
             for b in range(batch_index, n_batches):
                 batch = rows[b * self.batch_size : (b + 1) * self.batch_size]
@@ -170,7 +171,7 @@ def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, st
     path}, {key: shared array}); a shared column, e.g. one `psf` (h, w), rides unchanged in
     every batch."""
     per_object, shared, missing = {}, {}, []
-    with h5py.File(path, "r", locking=False) as f:
+    with open_h5_readonly(path) as f:
         for name in names:
             found = locate_column(f, name, n)
             if found is None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from galhpc.config import PrepConfig, SourceConfig
+from galhpc.runtime.errors import DataError
 
 REGISTRY: dict[str, str] = {
     "galsim": "galhpc.data.synth:read_source",
@@ -46,10 +47,6 @@ REGISTRY: dict[str, str] = {
     "real": "galhpc.data.real:read_source",
     "galsim_stars": "galhpc.data.starsim:read_source",
 }
-
-
-class DataError(ValueError):
-    """Input that cannot become part of a store; the message names the file and object."""
 
 
 @dataclass

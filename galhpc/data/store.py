@@ -15,12 +15,15 @@ parallel file systems such as Lustre often refuse).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib
 import logging
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -28,6 +31,7 @@ import numpy as np
 import galhpc
 from galhpc.config import ConfigError, config_from_yaml_text
 from galhpc.data.sources import Block, DataError, Reject
+from galhpc.runtime.files import open_h5_readonly, publish, remove_stale_temps, temp_path
 
 log = logging.getLogger("galhpc.data.store")
 
@@ -66,10 +70,10 @@ class StoreWriter:
     def __init__(self, path: str | Path, config_yaml: str, chunk_rows: int = 256, compression: str | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        stale = sorted(self.path.parent.glob(f".{self.path.name}.tmp*"))
+        self.tmp = temp_path(self.path)
+        stale = remove_stale_temps(self.path.parent, self.path.name)
         if stale:
-            log.warning("leftover temporary file(s) of an interrupted prep: %s (safe to delete)", ", ".join(map(str, stale)))
+            log.warning("removed leftover temporary file(s) of an interrupted prep: %s", ", ".join(map(str, stale)))
         self.chunk_rows = max(1, int(chunk_rows))
         if compression not in (None, "lzf", "gzip"):
             raise DataError(f"{path}: compression must be none, lzf or gzip, got {compression!r}")
@@ -178,7 +182,7 @@ class StoreWriter:
         self._write_rejects()
         self.file.attrs["n_objects"] = self.n
         self.file.close()
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
         log.info("wrote %s: %d objects, %d rejects", self.path, self.n, len(self.rejects))
         return self.path
 
@@ -231,7 +235,7 @@ def read_store_info(path: str | Path) -> StoreInfo:
     if not path.is_file():
         raise DataError(f"store not found: {path}")
     try:
-        with h5py.File(path, "r", locking=False) as f:
+        with open_h5_readonly(path) as f:
             if "images" not in f or "object_id" not in f:
                 raise DataError(f"{path} is not a galhpc store (no images/object_id datasets)")
             images = f["images"]
@@ -308,3 +312,80 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
     value = scales[0] * cropped / final
     how = "" if cropped == final else f", {cropped}-pixel crop resized to {final}"
     return value, f"training store {path} ({prep.sources[0].kind} pixel_scale {scales[0]:g}{how})"
+
+
+class StoreReader:
+    """Contiguous row ranges of a store's `images` (as (B, C, H, W) float32) and `object_id`.
+
+    Opened read-only without file locks (`open_h5_readonly`); every failure is a `DataError`
+    naming the file and dataset.  What the catalogue jobs read their input through.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.file = open_h5_readonly(self.path)
+        except (OSError, FileNotFoundError) as err:
+            raise DataError(f"input store {self.path} cannot be opened as HDF5: {err}") from err
+        if "images" not in self.file or not isinstance(self.file["images"], h5py.Dataset):
+            raise DataError(f"input store {self.path} has no dataset /images")
+        self.images = self.file["images"]
+        if self.images.ndim not in (3, 4):
+            raise DataError(f"{self.path}: /images must be (N, H, W) or (N, C, H, W), got shape {self.images.shape}")
+        self.n = self.images.shape[0]
+        self.object_id = self.file["object_id"] if "object_id" in self.file else None
+        if self.object_id is not None and self.object_id.shape != (self.n,):
+            raise DataError(f"{self.path}: /object_id has shape {self.object_id.shape}, expected ({self.n},)")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        shape = self.images.shape[1:]
+        return (1, *shape) if len(shape) == 2 else tuple(shape)
+
+    def check_fits(self, model_name: str, channels: int, image_size: int) -> None:
+        """Refuse images of another shape than the model's (C, H, W) = (channels, size, size)."""
+        c, h, w = self.image_shape
+        if (c, h, w) != (channels, image_size, image_size):
+            raise DataError(
+                f"{self.path}: /images holds {c}-channel {h}x{w} images, but the checkpoint's model "
+                f"{model_name!r} expects {channels}-channel {image_size}x{image_size} images"
+            )
+        if self.n == 0:
+            raise DataError(f"{self.path}: /images is empty")
+
+    def read(self, start: int, stop: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            images = np.asarray(self.images[start:stop:step], dtype=np.float32)
+            ids = (np.asarray(self.object_id[start:stop:step], dtype=np.int64) if self.object_id is not None
+                   else np.arange(start, stop, step, dtype=np.int64))
+        except OSError as err:
+            raise DataError(f"{self.path}: reading /images rows {start}..{stop - 1} failed: {err}") from err
+        return images.reshape(len(images), *self.image_shape), ids
+
+    def read_columns(self, names: Iterable[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """Store columns a model's `reconstruct` needs (e.g. per-object `psf`) for rows
+        start..stop-1: a per-object dataset (root or labels/) gives those rows, a shared one
+        (e.g. one PSF (h, w)) is returned whole."""
+        out = {}
+        for name in names:
+            found = locate_column(self.file, name, self.n)
+            if found is None:
+                raise DataError(f"{self.path}: the model needs the store column {name!r} to reconstruct "
+                                   "its inputs, but the store has none")
+            where, per_object = found
+            try:
+                out[name] = np.asarray(self.file[where][start:stop] if per_object else self.file[where][()])
+            except OSError as err:
+                raise DataError(f"{self.path}: reading /{where} rows {start}..{stop - 1} failed: {err}") from err
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the input's content cheaply (no full read): shapes, size, id samples."""
+        head = self.read(0, min(self.n, 1000))[1]
+        tail = self.read(max(0, self.n - 1000), self.n)[1]
+        digest = hashlib.sha256(head.tobytes() + tail.tobytes()).hexdigest()
+        return {"images_shape": list(self.images.shape), "images_dtype": str(self.images.dtype),
+                "file_bytes": os.path.getsize(self.path), "object_id_sample_sha256": digest}
+
+    def close(self) -> None:
+        self.file.close()

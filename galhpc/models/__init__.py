@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from galhpc.config import ModelConfig
 from galhpc.models.base import GalaxyModel
@@ -28,7 +29,10 @@ def model_class(name: str) -> type[GalaxyModel]:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_model(cfg: ModelConfig) -> GalaxyModel:
-    """Instantiate the model a config names, with its shape and `params`."""
+def build_model(cfg: ModelConfig, **collaborators: Any) -> GalaxyModel:
+    """Instantiate the model a config names, with its shape, `params` and the built
+    `collaborators` it is handed (e.g. ``vqvae=`` for a PixelCNN prior); reads no file
+    (`galhpc.checkpoint.assemble_model` reads the collaborators a config names)."""
     cls = model_class(cfg.name)
-    return cls(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, **cfg.params)
+    return cls(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, **cfg.params,
+               **collaborators)

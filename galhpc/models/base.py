@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
+
+from galhpc.runtime.world import Collective
 
 
 class Encoding(NamedTuple):
@@ -64,6 +67,18 @@ class StepState:
 Batch = dict[str, Any]  # "image": (B, C, H, W) float tensor; "object_id": (B,) int64; labels
 
 
+class SampleCondition(NamedTuple):
+    """What a conditional generator's `sample(**conditions)` is conditioned on.
+
+    `kind` "class": `sample(n, component=c)` draws class c of `num_classes`; "float":
+    `sample(n, **{column: value})` draws at that label value.
+    """
+
+    kind: str
+    column: str
+    num_classes: int = 0
+
+
 class GalaxyModel(nn.Module):
     """Base class: subclasses set `name` and implement the methods they support."""
 
@@ -78,13 +93,78 @@ class GalaxyModel(nn.Module):
         return ()
 
     def encode(self, x: torch.Tensor) -> Encoding:
+        """Posterior of a batch of images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W), float32, on the model's device, in the store's preprocessed
+            units (the prep recipe's stretch and scaling; most recipes give values in [0, 1]).
+
+        Returns
+        -------
+        Encoding
+            `mu` (B, L) float32 latent means (a VQ-VAE: (B, D, h, w) pre-quantisation maps);
+            `logvar` (B, L) float32 log-variances (natural log of latent units squared), or
+            None for deterministic encoders.
+        """
         raise NotImplementedError
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images of latents.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents (B, L) float32 (the shape of `encode(x).mu`).
+
+        Returns
+        -------
+        torch.Tensor
+            The model's clean images (B, C, H, W) float32 in the units of `encode`'s input
+            (before any PSF output layer; see `reconstruct`).
+        """
         raise NotImplementedError
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """The training loss of one batch.
+
+        Parameters
+        ----------
+        batch : dict
+            ``"image"`` (B, C, H, W) float32 as for `encode`; ``"object_id"`` (B,) int64; the
+            store columns named by `batch_columns`.
+        state : StepState
+            Epoch, step, phase and the schedule's loss weights (e.g. ``weights["kl"]``).
+
+        Returns
+        -------
+        LossOutput
+            `total`: scalar float32 tensor to minimise (per-object mean, so independent of B);
+            `terms`: named scalar pieces that are logged; `recon`: optional reconstruction (B, C, H, W).
+        """
         raise NotImplementedError
+
+    # -- declared hooks: the trainer and the report call these, never hasattr/getattr ------
+    def use_collective(self, collective: Collective) -> None:
+        """Hand the model the data-parallel ranks' collective (`allreduce_sum`, `broadcast`).
+
+        The trainer calls this once with its backend; models whose training updates need
+        other ranks' statistics (the VQ-VAE's EMA codebook) keep it.  Default: ignore it.
+        """
+
+    def init_mixture(self, embeddings: np.ndarray, *, seed: int = 0) -> None:
+        """Adopt a mixture fitted to encoded means (s3VDC mini-batch initialisation).
+
+        Called by the trainer on the schedule's INIT_MIXTURE event for models with
+        `has_mixture`.  `embeddings`: (N, L) float32 latent means.
+        """
+        raise NotImplementedError(f"model {self.name!r} has no mixture prior")
+
+    @property
+    def sample_condition(self) -> SampleCondition | None:
+        """What `sample(**conditions)` is conditioned on, for conditional generators; None by default."""
+        return None
 
     @property
     def reconstruct_columns(self) -> tuple[str, ...]:
@@ -109,6 +189,24 @@ class GalaxyModel(nn.Module):
         return self.decode(enc.mu) if enc.pose is None else self.decode(enc.mu, pose=enc.pose)
 
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
+        """n generated objects, for generative models.
+
+        Parameters
+        ----------
+        n : int
+            Number of objects.
+        generator : torch.Generator, optional
+            Source of all randomness (on the model's device), so a seed gives the same objects.
+        **conditions
+            ``component=c`` fixes the mixture component or class; a conditional generator's
+            label column (see `sample_condition`) fixes its condition.
+
+        Returns
+        -------
+        Samples
+            `images` (n, C, H, W) float32 in `decode`'s units; `z` the latents drawn; `component`
+            (n,) int64 mixture component or -1.
+        """
         raise NotImplementedError(f"model {self.name!r} is not generative")
 
     def cluster_probs(self, mu: torch.Tensor) -> torch.Tensor:

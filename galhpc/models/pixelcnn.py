@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,9 +23,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from galhpc.checkpoint import CheckpointError
-from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
+from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, SampleCondition, Samples, StepState
 from galhpc.models.nuisance import random_angles
+from galhpc.runtime.errors import CheckpointError
 
 log = logging.getLogger("galhpc.models.pixelcnn")
 
@@ -160,8 +159,9 @@ def _spec_from_tensor(t: torch.Tensor) -> dict[str, Any]:
 class VQVAEPrior(GalaxyModel):
     """A (conditional) gated PixelCNN over the code maps of a frozen, embedded VQ-VAE.
 
-    params: vqvae_checkpoint (the trained VQ-VAE; needed to start training, not to load a
-    trained prior), condition (see `Condition`; none for an unconditional prior), channels,
+    params: vqvae_checkpoint (where the trained VQ-VAE lies: `galhpc.checkpoint.assemble_model`
+    reads it and hands the built VQ-VAE in as `vqvae`; needed to start training, not to load a
+    trained prior, whose state dict embeds the VQ-VAE), condition (see `Condition`; none for an unconditional prior), channels,
     layers, kernel, temperature (of sampling).
     """
 
@@ -170,7 +170,8 @@ class VQVAEPrior(GalaxyModel):
 
     def __init__(self, image_size: int = 64, channels: int = 1, latent_dim: int = 64, *,
                  vqvae_checkpoint: str | None = None, condition: dict[str, Any] | None = None,
-                 hidden: int = 64, layers: int = 8, kernel: int = 5, temperature: float = 1.0) -> None:
+                 hidden: int = 64, layers: int = 8, kernel: int = 5, temperature: float = 1.0,
+                 vqvae: GalaxyModel | None = None) -> None:
         super().__init__()
         self.image_size, self.channels = image_size, channels
         self.vqvae_checkpoint = vqvae_checkpoint
@@ -180,13 +181,10 @@ class VQVAEPrior(GalaxyModel):
         self.temperature = temperature
         self.vqvae: GalaxyModel | None = None
         self.pixelcnn: GatedPixelCNN | None = None
-        if vqvae_checkpoint is not None and Path(vqvae_checkpoint).is_file():
-            from galhpc.checkpoint import load_model
-
-            vqvae, cfg, _ = load_model(vqvae_checkpoint, expect="vqvae")
-            self._attach(vqvae, cfg.model.name)
+        if vqvae is not None:
+            self._attach(vqvae, vqvae.name)
         else:
-            log.info("VQ-VAE checkpoint %s not found: the prior waits for a state dict that embeds it",
+            log.info("no VQ-VAE handed in (checkpoint %s): the prior waits for a state dict that embeds it",
                      vqvae_checkpoint)
 
     # -- the embedded VQ-VAE --
@@ -235,6 +233,13 @@ class VQVAEPrior(GalaxyModel):
         return self
 
     # -- conditions --
+    @property
+    def sample_condition(self) -> SampleCondition | None:
+        if self.condition is None:
+            return None
+        return SampleCondition(self.condition.kind, self.condition.column,
+                               self.condition.num_classes if self.condition.kind == "class" else 0)
+
     @property
     def batch_columns(self) -> tuple[str, ...]:
         """The label column `loss` conditions on, for the trainer's loader to read."""

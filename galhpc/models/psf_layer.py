@@ -12,40 +12,27 @@ PSF.  The PSF comes from one of (`psf` model parameter):
 - ``{"kind": "state", "shape": [h, w]}``: the PSF is whatever the model's state dict holds
   (used when a checkpoint must rebuild the model without the original file).
 
-A fixed PSF is kept as a buffer, normalised to unit sum, so it travels in checkpoints.
+Kinds "file" and "hdf5" are read by the data layer (`galhpc.data.psf.read_psf`) and handed
+in as `image` (`galhpc.checkpoint.assemble_model` does it for configs): the layer reads no
+file.  A fixed PSF is kept as a buffer, normalised to unit sum, so it travels in checkpoints.
 Convolution goes through the differentiable kernel `galhpc.kernels.convolve_psf`.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from galhpc.data.psf import normalise_spec
 from galhpc.kernels import convolve_psf
+from galhpc.runtime.errors import PSFError
 
 log = logging.getLogger("galhpc.models.psf_layer")
 
-PSF_KINDS = ("galsim", "file", "hdf5", "store", "state")
-
-
-class PSFError(ValueError):
-    """A PSF specification or PSF image that cannot be used."""
-
-
-def normalise_spec(spec: str | dict[str, Any] | None) -> dict[str, Any] | None:
-    """The canonical dict form of a `psf` parameter (a bare string is a FITS path)."""
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        return {"kind": "file", "path": spec}
-    if not isinstance(spec, dict) or spec.get("kind") not in PSF_KINDS:
-        raise PSFError(f"psf must be a FITS path or a mapping with kind in {PSF_KINDS}, got {spec!r}")
-    return dict(spec)
 
 
 def galsim_psf_image(profile: str = "moffat", fwhm: float = 0.7, beta: float = 3.5,
@@ -64,42 +51,6 @@ def galsim_psf_image(profile: str = "moffat", fwhm: float = 0.7, beta: float = 3
     return psf.drawImage(nx=size, ny=size, scale=pixel_scale, method="no_pixel").array.astype(np.float32)
 
 
-def read_psf_file(path: str | Path, hdu: int | str = 0) -> np.ndarray:
-    """A 2-D PSF image from a FITS file (fitsio)."""
-    import fitsio
-
-    path = Path(path)
-    if not path.is_file():
-        raise PSFError(f"PSF file not found: {path}")
-    try:
-        image = fitsio.read(str(path), ext=hdu)
-    except Exception as err:  # fitsio raises IOError/OSError/ValueError for bad files and HDUs
-        raise PSFError(f"PSF file {path} (HDU {hdu!r}) is unreadable: {err}") from err
-    if image is None or np.ndim(image) != 2:
-        raise PSFError(f"PSF file {path} (HDU {hdu!r}) must hold a 2-D image, got shape {np.shape(image)}")
-    return np.asarray(image, dtype=np.float32)
-
-
-def read_psf_hdf5(path: str | Path, dataset: str = "psf") -> np.ndarray:
-    """The single (h, w) PSF stored in an HDF5 file, e.g. a GalSim training store."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise PSFError(f"PSF file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            if dataset not in f:
-                raise PSFError(f"{path} has no dataset {dataset!r} (prepare GalSim sets with store_psf: true)")
-            image = f[dataset][()]
-    except OSError as err:
-        raise PSFError(f"PSF file {path} is not readable HDF5: {err}") from err
-    if image.ndim != 2:
-        raise PSFError(f"{path}:{dataset} holds PSFs of shape {image.shape}; one (h, w) PSF is needed here "
-                       "(per-object PSFs: use kind 'store')")
-    return image.astype(np.float32)
-
-
 def check_psf(psf: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     """A finite, positive-sum PSF (h, w) or (B, h, w), normalised to unit sum per PSF."""
     psf = torch.as_tensor(psf, dtype=torch.float32)
@@ -116,18 +67,20 @@ def check_psf(psf: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
 class PSFLayer(nn.Module):
     """Convolves images (B, C, H, W) with a fixed PSF buffer or per-object PSFs."""
 
-    def __init__(self, spec: str | dict[str, Any]) -> None:
+    def __init__(self, spec: str | dict[str, Any], image: np.ndarray | None = None) -> None:
+        """`spec`: see the module docstring; `image` (h, w): the PSF read from the file a
+        "file" or "hdf5" spec names (`galhpc.data.psf.read_psf(spec)`)."""
         super().__init__()
         spec = normalise_spec(spec)
         self.kind = spec["kind"]
         if self.kind == "galsim":
             options = {k: v for k, v in spec.items() if k != "kind"}
             psf = check_psf(galsim_psf_image(**options), f"GalSim PSF {options}")
-        elif self.kind == "file":
-            psf = check_psf(read_psf_file(spec["path"], spec.get("hdu", 0)), f"PSF file {spec['path']}")
-        elif self.kind == "hdf5":
-            dataset = spec.get("dataset", "psf")
-            psf = check_psf(read_psf_hdf5(spec["path"], dataset), f"PSF {spec['path']}:{dataset}")
+        elif self.kind in ("file", "hdf5"):
+            if image is None:
+                raise PSFError(f"PSF {spec['path']} (kind {self.kind!r}): models read no files; build the model with "
+                               "galhpc.checkpoint.assemble_model, or hand in galhpc.data.psf.read_psf(spec) as image")
+            psf = check_psf(image, f"PSF {spec['path']}")
         elif self.kind == "state":
             psf = torch.zeros(tuple(spec["shape"]))
         else:

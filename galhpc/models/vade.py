@@ -15,7 +15,7 @@ encodes each stamp in its canonical orientation and `stretch` compresses the enc
 input (galhpc.models.nuisance).  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with σ_c² = exp(·) > 0.
 
 During s3VDC α-training the schedule sends `weights["gmm"] = 0` and the KL is taken
-against N(0, I); `init_mixture_from_embeddings` then fits the mixture (the trainer
+against N(0, I); `init_mixture` then fits the mixture (the trainer
 calls it on the schedule's event) and later phases use the VaDE KL with γ computed from
 the min-max scaled log p(c, z) (s3VDC), so γ has no NaN however far z lies.
 """
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galhpc.cluster.gmm import fit_diag_gmm, gmm_responsibilities
+from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
 from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsample_block, vgg_block, xavier_init
 from galhpc.models.nuisance import Canonicaliser, random_angles
@@ -109,7 +109,7 @@ class AstroVaDEr(GalaxyModel):
         return self.log_var_c.exp()
 
     @torch.no_grad()
-    def init_mixture_from_embeddings(self, embeddings: np.ndarray, *, seed: int = 0) -> None:
+    def init_mixture(self, embeddings: np.ndarray, *, seed: int = 0) -> None:
         """Fit a diagonal GMM to encoded means (s3VDC mini-batch init) and adopt its parameters."""
         gmm = fit_diag_gmm(embeddings, self.n_clusters, seed=seed)
         self.pi_logits.copy_(gmm.log_pi)

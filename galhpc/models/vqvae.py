@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,34 +30,9 @@ from galhpc.kernels import nearest_code
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
 from galhpc.models.nuisance import Canonicaliser
 from galhpc.models.psf_layer import PSFLayer
+from galhpc.runtime.world import LOCAL, Collective
 
 log = logging.getLogger("galhpc.models.vqvae")
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over data-parallel ranks (torch.distributed or Horovod if running), else t."""
-    import sys
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
-        return t
-    hvd = sys.modules.get("horovod.torch")
-    if hvd is not None and hvd.is_initialized() and hvd.size() > 1:
-        return hvd.allreduce(t, op=hvd.Sum)
-    return t
-
-
-def _broadcast(t: torch.Tensor) -> torch.Tensor:
-    """Rank 0's value of t on every rank (no-op in one process)."""
-    import sys
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.broadcast(t, src=0)
-        return t
-    hvd = sys.modules.get("horovod.torch")
-    if hvd is not None and hvd.is_initialized() and hvd.size() > 1:
-        return hvd.broadcast(t, root_rank=0)
-    return t
 
 
 class VectorQuantizer(nn.Module):
@@ -68,7 +44,12 @@ class VectorQuantizer(nn.Module):
     step; codes below `dead_threshold` (default: one vector per step) are dead and, every
     `restart_every` training steps, restarted on random encoder outputs of the current batch.
     Usage starts at zero, so the first restart seeds the whole codebook from the data.
+    Under data parallelism the trainer hands it the ranks' `collective` (`use_collective`),
+    which sums counts and EMA sums over ranks and broadcasts rank 0's restarts; alone it is
+    the identity.
     """
+
+    collective: Collective = LOCAL
 
     def __init__(self, num_codes: int, code_dim: int, *, ema: bool = False, decay: float = 0.99,
                  eps: float = 1e-5, usage_decay: float = 0.99, dead_threshold: float = 1.0,
@@ -121,11 +102,11 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, index: torch.Tensor, counts: torch.Tensor) -> None:
-        counts = _all_reduce_sum(counts.clone())
+        counts = self.collective.allreduce_sum(counts.clone())
         self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
         if self.ema:
             sums = torch.zeros_like(self.ema_sum).index_add_(0, index, flat)
-            sums = _all_reduce_sum(sums)
+            sums = self.collective.allreduce_sum(sums)
             self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             n = self.ema_count.sum()
@@ -141,7 +122,7 @@ class VectorQuantizer(nn.Module):
         if dead.numel() == 0:
             return
         pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
-        fresh = _broadcast(flat[pick].contiguous())
+        fresh = self.collective.broadcast(flat[pick].contiguous())
         codebook = self.codebook.data
         codebook[dead] = fresh
         mean_usage = float(self.usage.mean())
@@ -203,7 +184,8 @@ class VQVAE(GalaxyModel):
                  n_res: int = 2, ema: bool = False, decay: float = 0.99, dead_threshold: float = 1.0,
                  restart_every: int = 50, psf: str | dict[str, Any] | None = None,
                  output: str = "linear", tikhonov: float = 0.1, orient: bool = False,
-                 stretch: float | None = None, match_sigma: float | None = None) -> None:
+                 stretch: float | None = None, match_sigma: float | None = None,
+                 psf_image: np.ndarray | None = None) -> None:
         super().__init__()
         self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         if image_size % 4:
@@ -219,10 +201,14 @@ class VQVAE(GalaxyModel):
         self.quantizer = VectorQuantizer(num_codes, latent_dim, ema=ema, decay=decay,
                                          dead_threshold=dead_threshold, restart_every=restart_every)
         self.decoder = vqvae_decoder(channels, latent_dim, hidden, res_hidden, n_res)
-        self.psf_layer = PSFLayer(psf) if psf is not None else None
+        self.psf_layer = PSFLayer(psf, psf_image) if psf is not None else None
         if output not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"vqvae: output must be one of {sorted(OUTPUT_ACTIVATIONS)}, got {output!r}")
         self.output = OUTPUT_ACTIVATIONS[output]()
+
+    def use_collective(self, collective: Collective) -> None:
+        """The codebook's EMA sums, usage counts and restarts agree over these ranks."""
+        self.quantizer.collective = collective
 
     def rebuild_params(self) -> dict[str, Any]:
         """Constructor params that rebuild this model from its state dict alone (no PSF file)."""

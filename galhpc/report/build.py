@@ -19,6 +19,7 @@ from galhpc.data.loader import holdout_mask
 from galhpc.report import heldout, inference, sampling, truth
 from galhpc.report.losses import read_loss_history
 from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
+from galhpc.runtime.errors import DataError
 
 log = logging.getLogger("galhpc.report")
 
@@ -92,12 +93,12 @@ def check_separate(holdout_store: str | Path, training_store: str | None) -> Non
 
     Raises
     ------
-    ValueError
+    DataError
         If both paths name one existing file.
     """
     if training_store and Path(training_store).is_file() and Path(holdout_store).is_file() \
             and Path(holdout_store).samefile(training_store):
-        raise ValueError(f"{holdout_store}: --holdout-store is the checkpoint's training store (train.store); "
+        raise DataError(f"{holdout_store}: --holdout-store is the checkpoint's training store (train.store); "
                          "give it as --store to use the trainer's holdout split")
 
 

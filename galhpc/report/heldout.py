@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from galhpc.data.store import locate_column
 from galhpc.models.base import GalaxyModel
 from galhpc.report import inference, sampling
+from galhpc.runtime.errors import DataError
+from galhpc.runtime.files import open_h5_readonly
+from galhpc.runtime.inference import run_batched
 
 DEFAULT_CLUSTERS = 10  # K of a model without a mixture when neither the caller nor a catalogue gives one
 
@@ -44,11 +46,11 @@ def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -
         If the store has no such column.
     """
     out = {}
-    with h5py.File(store, "r") as f:
+    with open_h5_readonly(store) as f:
         for name in names:
             found = locate_column(f, name, f["images"].shape[0])
             if found is None:
-                raise ValueError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
+                raise DataError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
                                  "but the store has none")
             ds = f[found[0]]
             out[name] = sampling.read_unique_rows(ds, rows) if found[1] else np.broadcast_to(ds[()], (len(rows), *ds.shape))
@@ -64,9 +66,8 @@ def model_clusters(model: GalaxyModel, mu: np.ndarray, n_clusters: int | None, s
     import torch
 
     if model.has_mixture:
-        with torch.no_grad():
-            gamma = torch.cat([model.cluster_probs(torch.as_tensor(mu[i : i + batch_size], dtype=torch.float32))
-                               for i in range(0, len(mu), batch_size)])
+        gamma = torch.cat(run_batched(model, lambda z, _: model.cluster_probs(z).cpu(), mu, batch_size=batch_size,
+                                      dtype=torch.float32))
         return gamma.argmax(1).numpy().astype(np.int64), int(gamma.shape[1]), "argmax of the model's mixture γ"
     from galhpc.report.truth import pca_gmm_clusters  # the same GaussianMixture as the baseline's
 
@@ -99,7 +100,7 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
     """
     rows = np.asarray(rows, np.int64)
     images = sampling.read_store_images(store, rows)
-    with h5py.File(store, "r") as f:
+    with open_h5_readonly(store) as f:
         object_id = sampling.read_unique_rows(f["object_id"], rows).astype(np.int64)
     columns = store_columns(store, model.reconstruct_columns, rows) if model.reconstruct_columns else None
     mu, _ = inference.encode(model, images, batch_size)
@@ -128,7 +129,7 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
     from galhpc.data.preprocess import border_noise
 
     rows = np.asarray(rows, np.int64)
-    with h5py.File(store, "r") as f:
+    with open_h5_readonly(store) as f:
         n = f["images"].shape[0]
         found = locate_column(f, "noise_sigma", n)
         if found is not None:

@@ -9,31 +9,24 @@ import numpy as np
 import torch
 
 from galhpc.models.base import GalaxyModel
+from galhpc.runtime.inference import run_batched, to_numpy
 
 
-@torch.no_grad()
 def encode(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
     """Posterior means (and log-variances, or None) of images (N, C, H, W)."""
-    mus, logvars = [], []
-    device = next(model.parameters()).device
-    for i in range(0, len(images), batch_size):
-        enc = model.encode(torch.as_tensor(images[i : i + batch_size], device=device))
-        mus.append(enc.mu.float().cpu().numpy())
-        if enc.logvar is not None:
-            logvars.append(enc.logvar.float().cpu().numpy())
+    parts = run_batched(model, lambda x, _: model.encode(x), images, batch_size=batch_size)
+    mus = [to_numpy(enc.mu.float()) for enc in parts]
+    logvars = [to_numpy(enc.logvar.float()) for enc in parts if enc.logvar is not None]
     return np.concatenate(mus), (np.concatenate(logvars) if logvars else None)
 
 
-@torch.no_grad()
 def decode(model: GalaxyModel, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Images (N, C, H, W) of latents (N, L)."""
-    device = next(model.parameters()).device
-    out = [model.decode(torch.as_tensor(z[i : i + batch_size], dtype=torch.float32, device=device)).float().cpu()
-           for i in range(0, len(z), batch_size)]
+    out = run_batched(model, lambda z_, _: model.decode(z_).float().cpu(), z, batch_size=batch_size,
+                      dtype=torch.float32)
     return torch.cat(out).numpy()
 
 
-@torch.no_grad()
 def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256,
                 columns: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """`model.reconstruct(x)`: the deterministic reconstruction in the images' own space, as
@@ -41,21 +34,16 @@ def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256,
     PSF VQ-VAE; normalisation undone for hvae/segae), so images − reconstructions is a residual.
     `columns`: the store columns the model's `reconstruct` needs (`reconstruct_columns`, e.g.
     per-object PSFs), each row-aligned with images."""
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        part = {k: torch.as_tensor(np.ascontiguousarray(v[i : i + batch_size]), device=device)
-                for k, v in (columns or {}).items()}
-        x = torch.as_tensor(images[i : i + batch_size], device=device)
-        out.append(model.reconstruct(x, part or None).float().cpu())
+    out = run_batched(model, lambda x, part: model.reconstruct(x, part or None).float().cpu(), images,
+                      batch_size=batch_size, columns=columns)
     return torch.cat(out).numpy()
 
 
 def class_condition(model: GalaxyModel) -> tuple[str, int] | None:
     """(label column, number of classes) of a class-conditional generator (e.g. the conditional
     PixelCNN prior, whose `sample(component=c)` draws class c), else None."""
-    condition = getattr(model, "condition", None)
-    if model.generative and getattr(condition, "kind", None) == "class":
+    condition = model.sample_condition
+    if model.generative and condition is not None and condition.kind == "class":
         return str(condition.column), int(condition.num_classes)
     return None
 
@@ -63,8 +51,8 @@ def class_condition(model: GalaxyModel) -> tuple[str, int] | None:
 def float_condition(model: GalaxyModel) -> str | None:
     """Label column of a float-conditioned generator (e.g. a PixelCNN prior with a condition of
     kind "float", whose `sample(n, column=value)` draws at that value), else None."""
-    condition = getattr(model, "condition", None)
-    if model.generative and getattr(condition, "kind", None) == "float":
+    condition = model.sample_condition
+    if model.generative and condition is not None and condition.kind == "float":
         return str(condition.column)
     return None
 

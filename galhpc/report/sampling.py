@@ -14,6 +14,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from galhpc.runtime.errors import CatalogError
+from galhpc.runtime.files import open_h5_readonly
+
 CHUNK_ROWS = 1 << 20
 LABEL_DATASETS = ("component", "label")  # cluster label per object; `label` in older galhpc-encode outputs
 
@@ -70,11 +73,11 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
     The cluster label is the `component` dataset (argmax γ), or `label` as older galhpc-encode
     versions named it.
     """
-    with h5py.File(path, "r") as f:
+    with open_h5_readonly(path) as f:
         label_name = next((n for n in LABEL_DATASETS if n in f), None)
         for name in ("object_id", "mu", label_name or LABEL_DATASETS[0]):
             if name not in f:
-                raise KeyError(f"{path}: no dataset {name!r}; is this a galhpc-encode output?")
+                raise CatalogError(f"{path}: no dataset {name!r}; is this a galhpc-encode output?")
         n_total = f[label_name].shape[0]
         rows = sample_rows(n_total, max_rows, rng)
 
@@ -105,7 +108,7 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
 
 
 def store_size(path: str | Path) -> int:
-    with h5py.File(path, "r") as f:
+    with open_h5_readonly(path) as f:
         return f["images"].shape[0]
 
 
@@ -116,7 +119,7 @@ def store_rows_for_ids(path: str | Path, object_ids: np.ndarray, guess_rows: np.
     `guess_rows` is checked first; otherwise the store's `object_id` is scanned in chunks.
     """
     object_ids = np.asarray(object_ids, np.int64)
-    with h5py.File(path, "r") as f:
+    with open_h5_readonly(path) as f:
         ids = f["object_id"]
         if guess_rows is not None and len(guess_rows) and guess_rows.max() < ids.shape[0]:
             if np.array_equal(read_rows(ids, guess_rows).astype(np.int64), object_ids):
@@ -146,7 +149,7 @@ def read_unique_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
 
 def read_store_images(path: str | Path, rows: np.ndarray) -> np.ndarray:
     """Images (n, C, H, W) float32 at unique store `rows`."""
-    with h5py.File(path, "r") as f:
+    with open_h5_readonly(path) as f:
         return as_nchw(read_unique_rows(f["images"], rows))
 
 
@@ -155,7 +158,7 @@ def read_store_labels(path: str | Path, rows: np.ndarray) -> dict[str, np.ndarra
     rows = np.asarray(rows, np.int64)
     present = rows >= 0
     labels = {}
-    with h5py.File(path, "r") as f:
+    with open_h5_readonly(path) as f:
         if "labels" not in f:
             return labels
         for name, ds in f["labels"].items():
@@ -180,9 +183,9 @@ class SynthSample:
 
 
 def read_synth(path: str | Path, max_rows: int, rng: np.random.Generator) -> SynthSample:
-    with h5py.File(path, "r") as f:
+    with open_h5_readonly(path) as f:
         if "images" not in f:
-            raise KeyError(f"{path}: no dataset 'images'; is this a galhpc-generate output?")
+            raise CatalogError(f"{path}: no dataset 'images'; is this a galhpc-generate output?")
         n_total = f["images"].shape[0]
         rows = sample_rows(n_total, max_rows, rng)
         component = read_rows(f["component"], rows).astype(np.int64) if "component" in f else np.full(len(rows), -1)

@@ -8,8 +8,8 @@ and by how much to scale the learning rate.  Three implementations:
 - `HorovodBackend`: `hvd.init`, `hvd.DistributedOptimizer` (gradients averaged in
   `optimizer.step()`), `broadcast_parameters` and the optimizer state from rank 0.
 - `TorchDistributedBackend`: `torch.distributed` process group (NCCL on GPU, gloo on
-  CPU) and `DistributedDataParallel`; rank and world size come from torchrun, Slurm
-  (srun) or MPI (mpirun) environment variables (`detect_world`).
+  CPU) and `DistributedDataParallel`; rank and world size come from the launcher's
+  environment variables (`galhpc.runtime.world.detect_world`).
 
 Horovod and mpi4py are imported only when a backend that needs them is built.
 
@@ -28,77 +28,20 @@ import gc
 import importlib.util
 import logging
 import os
-import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from galhpc.runtime import pick_device
+from galhpc.runtime.errors import LaunchError
+from galhpc.runtime.world import World, detect_world, first_host, rendezvous_port
 
 log = logging.getLogger("galhpc.train.distributed")
 
 BACKEND_NAMES = ("auto", "single", "torch", "horovod")
-
-
-class DistributedError(RuntimeError):
-    """A distributed backend that cannot start: missing package, bad launch environment."""
-
-
-@dataclass(frozen=True)
-class World:
-    """Where this process sits in the job, as its launcher told it through the environment."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    launcher: str  # torchrun | horovodrun | openmpi | pmi | slurm | none
-
-
-def _int_env(env: Mapping[str, str], name: str) -> int:
-    try:
-        return int(env[name])
-    except ValueError:
-        raise DistributedError(f"environment variable {name}={env[name]!r} is not an integer") from None
-
-
-def detect_world(env: Mapping[str, str] | None = None) -> World:
-    """Rank, world size and local rank from the launcher's environment variables.
-
-    Order matters: a `torchrun` or `mpirun` started inside a Slurm batch script also
-    inherits the batch step's SLURM_PROCID=0, so launcher-specific variables win and
-    Slurm's count only under `srun` (SLURM_STEP_NUM_TASKS is set by srun alone).
-    """
-    env = os.environ if env is None else env
-    candidates = (
-        ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
-        ("horovodrun", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK"),
-        ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
-        ("pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
-        ("slurm", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"),
-    )
-    for launcher, rank_var, size_var, local_var in candidates:
-        if rank_var in env and size_var in env:
-            rank, size = _int_env(env, rank_var), _int_env(env, size_var)
-            local = _int_env(env, local_var) if local_var in env else 0
-            if not 0 <= rank < size:
-                raise DistributedError(f"{launcher}: rank {rank} outside world size {size}")
-            return World(rank, size, local, launcher)
-    return World(0, 1, 0, "none")
-
-
-def first_host(nodelist: str) -> str:
-    """The first host of a Slurm hostlist: 'gpu[007-010,12],login1' -> 'gpu007'."""
-    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
-    if not match or not match.group(1):
-        raise DistributedError(f"cannot parse Slurm node list {nodelist!r}")
-    prefix, ranges = match.groups()
-    if ranges is None:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0]
 
 
 def warmup_lr_scale(world_size: int, step: int, warmup_steps: int) -> float:
@@ -156,6 +99,14 @@ class Backend:
         step `step` (world size, reached after a linear warm-up); 1 with `scale_lr` off."""
         return warmup_lr_scale(self.world_size, step, warmup_steps) if self.scale_lr else 1.0
 
+    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum of `tensor` over ranks (the `galhpc.runtime.world.Collective` a model is handed)."""
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rank 0's `tensor` on every rank."""
+        return tensor
+
     def barrier(self) -> None:
         pass
 
@@ -203,7 +154,7 @@ class HorovodBackend(Backend):
         try:
             import horovod.torch as hvd
         except ImportError as err:
-            raise DistributedError(
+            raise LaunchError(
                 "the horovod backend needs Horovod built with PyTorch support: run scripts/setup.sh "
                 f"or see docs/hpc.md ({err})"
             ) from err
@@ -248,6 +199,16 @@ class HorovodBackend(Backend):
         keys, tensor = _metric_tensor(values)
         mean = self._hvd.allreduce(tensor, op=self._hvd.Average, name="galhpc.metrics." + ".".join(keys))
         return dict(zip(keys, mean.tolist()))
+
+    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return tensor
+        return self._hvd.allreduce(tensor, op=self._hvd.Sum)
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return tensor
+        return self._hvd.broadcast(tensor, root_rank=0)
 
     def barrier(self) -> None:
         self._hvd.barrier()
@@ -302,17 +263,19 @@ class DDPModel(nn.Module):
 def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
     """Address and port of rank 0's TCP store for `init_process_group`."""
     addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
-    if addr is None and world.launcher == "slurm":
+    if addr is None and world.launcher in ("slurm", "pmix"):
         # Slurm node names need not resolve (NodeName vs NodeHostname): one node is loopback.
         nodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 1)
         addr = "127.0.0.1" if nodes == 1 else first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
-    if port is None and "SLURM_JOB_ID" in env:
-        port = str(20000 + int(env["SLURM_JOB_ID"]) % 20000)
-    if addr is None and world.launcher in ("openmpi", "pmi"):
+    if port is None and (world.job_id or env.get("SLURM_JOB_ID")):
+        port = str(rendezvous_port(world.job_id or env["SLURM_JOB_ID"]))
+    if addr is None and world.launcher == "submitit":
+        addr = "127.0.0.1"  # submitit's local executor: every task on this machine
+    if addr is None and world.mpi:
         return _mpi_rendezvous(port)
     if addr is None or port is None:
-        raise DistributedError(
-            f"launcher {world.launcher!r} gave rank {world.rank} of {world.world_size} but no "
+        raise LaunchError(
+            f"launcher {world.launcher!r} gave rank {world.rank} of {world.size} but no "
             "MASTER_ADDR/MASTER_PORT: export them (see docs/hpc.md)"
         )
     return addr, int(port)
@@ -329,7 +292,7 @@ def _mpi_rendezvous(port: str | None) -> tuple[str, int]:
     try:
         from mpi4py import MPI
     except ImportError as err:
-        raise DistributedError(f"mpirun without MASTER_ADDR needs mpi4py to agree on one ({err})") from err
+        raise LaunchError(f"mpirun without MASTER_ADDR needs mpi4py to agree on one ({err})") from err
     comm = MPI.COMM_WORLD
     choice = (socket.gethostname(), int(port) if port else _free_port()) if comm.Get_rank() == 0 else None
     return comm.bcast(choice, root=0)
@@ -351,13 +314,13 @@ class TorchDistributedBackend(Backend):
         import torch.distributed as dist
 
         if not dist.is_available():
-            raise DistributedError("this torch build has no torch.distributed")
+            raise LaunchError("this torch build has no torch.distributed")
         env = os.environ if env is None else env
         self._dist = dist
         self.scale_lr = scale_lr
         self.find_unused_parameters = find_unused_parameters
         world = detect_world(env)
-        self.rank, self.world_size, self.local_rank = world.rank, world.world_size, world.local_rank
+        self.rank, self.world_size, self.local_rank = world.rank, world.size, world.local_rank
         self._device = pick_device(device, self.local_rank)
         if self._device.type == "cuda":
             torch.cuda.set_device(self._device)
@@ -405,6 +368,14 @@ class TorchDistributedBackend(Backend):
         self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
         return dict(zip(keys, (tensor / self.world_size).tolist()))
 
+    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        self._dist.broadcast(tensor, src=0)
+        return tensor
+
     def barrier(self) -> None:
         self._dist.barrier()
 
@@ -429,11 +400,11 @@ def auto_backend_name(env: Mapping[str, str] | None = None) -> str:
     """The backend `make_backend("auto")` builds here (rule in the module docstring)."""
     env = os.environ if env is None else env
     world = detect_world(env)
-    if world.world_size == 1:
+    if world.size == 1:
         return "single"
     if world.launcher == "horovodrun":
         return "horovod"
-    if world.launcher in ("openmpi", "pmi") and horovod_available():
+    if world.mpi and horovod_available():
         return "horovod"
     return "torch"
 

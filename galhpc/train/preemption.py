@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from galhpc.runtime.files import write_text_atomic
+
 log = logging.getLogger("galhpc.train.preemption")
 
 STOP_MARKER_ENV = "GALHPC_STOP_MARKER"
@@ -29,12 +31,9 @@ def mark_stopped(checkpoint: Path, step: int) -> Path | None:
     if not target:
         return None
     path = Path(target)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(f"checkpoint={checkpoint}\nstep={step}\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, f"checkpoint={checkpoint}\nstep={step}\n")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         log.warning("could not write the stop marker %s=%s: %s", STOP_MARKER_ENV, target, err)
         return None
     return path

@@ -70,6 +70,11 @@ class Schedule:
         return []
 
 
+def kl_warmup(epoch: int, warmup_epochs: int) -> float:
+    """KL weight of a linear warm-up: (epoch + 1) / warmup_epochs, at most 1; 1 without warm-up."""
+    return min(1.0, (epoch + 1) / warmup_epochs) if warmup_epochs else 1.0
+
+
 def learning_rate(step: int, total_steps: int, lr: float, lr_final: float) -> float:
     """Exponential decay from `lr` at step 0 to `lr_final` at step `total_steps` - 1.
 

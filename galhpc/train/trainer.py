@@ -36,11 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from galhpc.checkpoint import CheckpointError, checkpoint_config, read_checkpoint, save_checkpoint
+from galhpc.checkpoint import CheckpointError, assemble_model, checkpoint_config, read_checkpoint, save_checkpoint
 from galhpc.config import RunConfig
-from galhpc.models import build_model
 from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress, set_threads
+from galhpc.runtime.errors import ConfigError, NonFiniteLossError
+from galhpc.runtime.files import atomic_open, atomic_path
+from galhpc.runtime.inference import run_batched
 from galhpc.train.distributed import Backend, make_backend
 from galhpc.train.preemption import mark_stopped
 from galhpc.train.schedule import INIT_MIXTURE, Schedule, learning_rate
@@ -50,10 +52,6 @@ log = logging.getLogger("galhpc.train.trainer")
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL
 CHECKPOINT_NAME = "ckpt.pt"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the message names the step and the term."""
 
 
 class TrainingInterrupted(SystemExit):
@@ -175,12 +173,10 @@ def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
     if not history:
         return
     columns = list(dict.fromkeys(key for row in history for key in row))
-    tmp = out_dir / ".losses.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(out_dir / "losses.csv", "w", fsync=False, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(out_dir / "losses.csv")
     plot_history(out_dir / "losses.png", history)
 
 
@@ -209,10 +205,9 @@ def plot_history(path: Path, history: list[dict[str, Any]]) -> None:
     axes[1].set_title("schedule")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path, fsync=False) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def checkpoint_payload(model: GalaxyModel, optimizer: torch.optim.Optimizer, cfg: RunConfig, pos: Position,
@@ -264,33 +259,19 @@ def restore(path: Path, cfg: RunConfig, model: GalaxyModel, optimizer: torch.opt
 # -- the loop -----------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def encode_means(model: GalaxyModel, loader: Any, n_batches: int, device: torch.device) -> np.ndarray:
-    """Encoded means of the first `n_batches` batches of `loader` (eval mode)."""
-    model.eval()
-    parts = []
-    for i, batch in enumerate(loader):
-        if i >= n_batches:
-            break
-        parts.append(model.encode(batch["image"].to(device)).mu.double().cpu().numpy())
-    model.train()
+def encode_means(model: GalaxyModel, loader: Any, n_batches: int) -> np.ndarray:
+    """Encoded means (N, L) float64 of the first `n_batches` batches of `loader` (eval mode, no autograd)."""
+    parts = run_batched(model, lambda x, _: model.encode(x).mu.double().cpu().numpy(), loader,
+                        max_batches=n_batches)
     return np.concatenate(parts)
 
 
-@torch.no_grad()
-def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None, device: torch.device) -> tuple[float, int]:
+def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None) -> tuple[float, int]:
     """Sum of squared errors of model.reconstruct(x) against x (the reconstruction in x's own
     space, e.g. PSF-convolved for a PSF model) and the pixel count, on this rank's holdout shard."""
-    model.eval()
-    sse, count = 0.0, 0
-    for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        x = batch["image"].to(device)
-        sse += float((model.reconstruct(x, batch) - x).pow(2).sum())
-        count += x.numel()
-    model.train()
-    return sse, count
+    totals = run_batched(model, lambda x, batch: (float((model.reconstruct(x, batch) - x).pow(2).sum()), x.numel()),
+                         loader, max_batches=max_batches)
+    return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
 
 class Trainer:
@@ -307,7 +288,7 @@ class Trainer:
         self.device = backend.device
         t = cfg.train
         torch.manual_seed(t.seed)  # identical initial weights on every rank (then broadcast)
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = assemble_model(cfg.model).to(self.device)
         columns = list(self.model.batch_columns) or None
         common = dict(holdout_fraction=t.holdout_fraction, seed=t.seed, label_columns=columns)
         self.loader = StoreLoader(
@@ -335,6 +316,7 @@ class Trainer:
             self.pos = restore(self.ckpt_path, cfg, self.model, self.optimizer, self.layout)
             log.info("resuming from %s at epoch %d, batch %d (step %d)",
                      self.ckpt_path, self.pos.epoch, self.pos.batch, self.pos.step)
+        self.model.use_collective(backend)
         self.step_model = backend.wrap_model(self.model)
         self.optimizer = backend.wrap_optimizer(self.optimizer, self.model)
         backend.broadcast_state(self.model, self.optimizer)
@@ -374,7 +356,7 @@ class Trainer:
         pos, t = self.pos, self.cfg.train
         means = {k: v / max(self.steps_per_epoch, 1) for k, v in pos.sums.items()}
         sse, count = (0.0, 0) if self.holdout is None else holdout_mse(
-            self.model, self.holdout, t.eval_batches, self.device)
+            self.model, self.holdout, t.eval_batches)
         means["holdout_sse"], means["holdout_pixels"] = sse, float(count)
         means = self.backend.average(means)
         pixels = means.pop("holdout_pixels")
@@ -402,7 +384,7 @@ class Trainer:
         Every rank encodes the same unsharded, unaugmented batches and fits the same GMM
         with the same seed; rank 0's result is then broadcast so all ranks agree exactly.
         """
-        if not hasattr(self.model, "init_mixture_from_embeddings"):
+        if not self.model.has_mixture:
             return
         from galhpc.cluster.gmm import fit_stick_breaking_bgm
         from galhpc.data.loader import StoreLoader
@@ -411,9 +393,9 @@ class Trainer:
         loader = StoreLoader(t.store, t.batch_size, split="train", holdout_fraction=t.holdout_fraction,
                              rank=0, world_size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
         loader.set_epoch(0)
-        embeddings = encode_means(self.model, loader, s.gmm_init_batches, self.device)
+        embeddings = encode_means(self.model, loader, s.gmm_init_batches)
         log.info("initialising the mixture from %d embeddings", len(embeddings))
-        self.model.init_mixture_from_embeddings(embeddings, seed=t.seed)
+        self.model.init_mixture(embeddings, seed=t.seed)
         self.backend.broadcast_state(self.model, None)
         if self.backend.is_root:
             try:
@@ -466,3 +448,44 @@ def train(cfg: RunConfig, *, backend: Backend | None = None, resume: bool = True
         log.warning("train.epochs=%d stops before the schedule's %d epochs end",
                     cfg.train.epochs, Schedule(cfg.schedule).total_epochs)
     return Trainer(cfg, backend, resume).run()
+
+
+def train_from_config(config: str | Path, overrides: dict[str, Any] | None = None, *, resume: bool = True) -> TrainResult:
+    """`galhpc-train`: load a run config, apply `train` overrides, train on the launcher's backend.
+
+    Parameters
+    ----------
+    config : str or Path
+        YAML run config.
+    overrides : dict, optional
+        Keys of the config's `train` section (None values are ignored), e.g. ``{"epochs": 3}``.
+    resume : bool
+        Resume from ``out_dir/ckpt.pt`` when it exists.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ConfigError, CheckpointError, DataError, NonFiniteLossError, LaunchError
+        One-line errors that `galhpc.runtime.cli.run_cli` reports.
+    """
+    import dataclasses
+
+    from galhpc.config import load_config
+
+    cfg = load_config(config)
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(cfg.train)})
+    if unknown:
+        raise ConfigError(f"{config}: unknown train override(s) {unknown}")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+    backend = make_backend(cfg.train.backend, cfg.train.device)
+    try:
+        result = train(cfg, backend=backend, resume=resume)
+    finally:
+        backend.shutdown()
+    log.info("done: %d epochs, %d steps; checkpoint %s", result.epochs, result.steps, result.checkpoint)
+    return result
+

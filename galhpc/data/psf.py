@@ -1,0 +1,81 @@
+"""Survey PSF images read from files, for models with a PSF output layer.
+
+A `psf` model parameter of kind "file" (a FITS image, or a bare path) or "hdf5" (the one
+PSF a training store holds) is read here and handed to the model
+(`galhpc.checkpoint.assemble_model`); models read no files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galhpc.runtime.errors import PSFError
+from galhpc.runtime.files import open_h5_readonly
+
+PSF_KINDS = ("galsim", "file", "hdf5", "store", "state")
+
+
+def normalise_spec(spec: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The canonical dict form of a `psf` parameter (a bare string is a FITS path)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return {"kind": "file", "path": spec}
+    if not isinstance(spec, dict) or spec.get("kind") not in PSF_KINDS:
+        raise PSFError(f"psf must be a FITS path or a mapping with kind in {PSF_KINDS}, got {spec!r}")
+    return dict(spec)
+
+
+def read_psf_file(path: str | Path, hdu: int | str = 0) -> np.ndarray:
+    """A 2-D PSF image from a FITS file (fitsio)."""
+    import fitsio
+
+    path = Path(path)
+    if not path.is_file():
+        raise PSFError(f"PSF file not found: {path}")
+    try:
+        image = fitsio.read(str(path), ext=hdu)
+    except Exception as err:  # fitsio raises IOError/OSError/ValueError for bad files and HDUs
+        raise PSFError(f"PSF file {path} (HDU {hdu!r}) is unreadable: {err}") from err
+    if image is None or np.ndim(image) != 2:
+        raise PSFError(f"PSF file {path} (HDU {hdu!r}) must hold a 2-D image, got shape {np.shape(image)}")
+    return np.asarray(image, dtype=np.float32)
+
+
+def read_psf_hdf5(path: str | Path, dataset: str = "psf") -> np.ndarray:
+    """The single (h, w) PSF stored in an HDF5 file, e.g. a GalSim training store."""
+    path = Path(path)
+    if not path.is_file():
+        raise PSFError(f"PSF file not found: {path}")
+    try:
+        with open_h5_readonly(path) as f:
+            if dataset not in f:
+                raise PSFError(f"{path} has no dataset {dataset!r} (prepare GalSim sets with store_psf: true)")
+            image = f[dataset][()]
+    except OSError as err:
+        raise PSFError(f"PSF file {path} is not readable HDF5: {err}") from err
+    if image.ndim != 2:
+        raise PSFError(f"{path}:{dataset} holds PSFs of shape {image.shape}; one (h, w) PSF is needed here "
+                       "(per-object PSFs: use kind 'store')")
+    return image.astype(np.float32)
+
+
+def read_psf(spec: str | dict[str, Any] | None) -> np.ndarray | None:
+    """The PSF image (h, w) float32 a "file" or "hdf5" spec names; None for other kinds.
+
+    Raises
+    ------
+    PSFError
+        A missing or unreadable file, a missing dataset, or not one 2-D PSF (message names the file).
+    """
+    spec = normalise_spec(spec)
+    if spec is None:
+        return None
+    if spec["kind"] == "file":
+        return read_psf_file(spec["path"], spec.get("hdu", 0))
+    if spec["kind"] == "hdf5":
+        return read_psf_hdf5(spec["path"], spec.get("dataset", "psf"))
+    return None

@@ -1,0 +1,27 @@
+"""The floors of galhpc, lowest first: a module may import only from its own package or a lower floor.
+
+The one place the order is written; `tests/test_layers.py` checks every import against it
+and docs/architecture.md explains it.  Names are top-level modules or packages of galhpc
+(the package root `galhpc` itself holds only the version).
+"""
+
+from __future__ import annotations
+
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("galhpc", "_ext", "layers", "runtime"),  # version, compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers
+    ("config", "priors", "kernels"),  # run schema; KL terms; compute kernels (PSF FFT, codebook)
+    ("data", "mixture"),             # sources, preprocessing, the store and its loader; diagonal GMM
+    ("models",),                     # nn.Modules behind GalaxyModel; read no files
+    ("checkpoint", "cluster"),       # model files (build with collaborators); clustering and its evaluation
+    ("train", "catalog"),            # the trainer and backends; catalogue jobs (shards, HDF5 writer)
+    ("report",),                     # figures and metrics
+    ("cli", "jobs"),                 # entry points: parse arguments, call the floors below
+)
+
+
+def floor_of(name: str) -> int:
+    """Floor index of a top-level galhpc module/package name (``"train"``, ``"runtime"``)."""
+    for index, names in enumerate(FLOORS):
+        if name in names:
+            return index
+    raise KeyError(f"galhpc.{name} is on no floor of galhpc/layers.py: add it there and to docs/architecture.md")

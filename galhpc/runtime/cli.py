@@ -1,0 +1,101 @@
+"""One wrapper for every galhpc command: errors become one line and an exit status.
+
+A command's `main(argv)` parses its arguments and calls a library function inside
+`run_cli`; a `GalhpcError` or `OSError` (anywhere below) is printed as
+``galhpc-X: error: <one line>`` on stderr with exit status 1 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from galhpc.runtime.errors import GalhpcError
+
+EXIT_ERROR = 1
+_LOCK_WORD = re.compile(r"\block(?:ing|ed)?\b", re.IGNORECASE)  # h5py: "unable to lock file"; not "block"
+
+_LOCKING_HINT = ("HDF5 file locking failed (the file system does not support it, or another process holds "
+                 "the file): export HDF5_USE_FILE_LOCKING=FALSE")
+
+
+def describe_error(err: BaseException) -> str:
+    """One line naming the problem and, for an OSError, the file.
+
+    Parameters
+    ----------
+    err : BaseException
+        A `GalhpcError` or `OSError` (anything else is shown as ``Type: message``).
+
+    Returns
+    -------
+    str
+        A single line (newlines of the message are joined with ``; ``).
+    """
+    if isinstance(err, OSError) and not isinstance(err, GalhpcError):
+        where = err.filename if err.filename is not None else ""
+        text = str(err)
+        if err.errno == errno.ENOSPC:
+            text = f"no space left on device: {where}" if where else "no space left on device"
+        elif err.errno == errno.ENOLCK or _LOCK_WORD.search(text):
+            text = f"{where}: {_LOCKING_HINT} ({err.strerror or text})" if where else f"{_LOCKING_HINT} ({text})"
+        elif err.strerror and where:
+            text = f"{where}: {err.strerror}"
+    elif isinstance(err, GalhpcError):
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def run_cli(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command's body; a GalhpcError or OSError becomes one line and status 1.
+
+    Parameters
+    ----------
+    prog : str
+        The command's name, the prefix of the error line (e.g. ``"galhpc-encode"``).
+    body : callable
+        The command's work; returns an exit status (None means 0).
+
+    Returns
+    -------
+    int
+        The body's status, or `EXIT_ERROR` (1) after an error line on stderr.
+    """
+    try:
+        status = body()
+    except (GalhpcError, OSError) as err:
+        logging.getLogger("galhpc.cli").debug("%s failed", prog, exc_info=True)
+        print(f"{prog}: error: {describe_error(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0 if status is None else int(status)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag spelling kept for one release: stores into the new flag's dest, warns.
+
+    Add it with ``help=argparse.SUPPRESS`` and ``dest`` of the new flag, and
+    ``new=`` the new spelling.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        logging.getLogger("galhpc.cli").warning("%s is deprecated, use %s (the old spelling goes in the next release)",
+                                                option_string, self.new)
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: Any) -> None:
+    """Accept `old` as a hidden, deprecated spelling of the flag `new` (same `dest`)."""
+    parser.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs)

@@ -1,0 +1,297 @@
+"""Who am I in the job: one `World`, built from one table per launcher.
+
+`detect_world()` reads the launcher's environment variables (rank, size, local rank);
+`mpi_world()` also joins MPI.COMM_WORLD when the job has several ranks, and refuses a
+launch whose launcher counts N > 1 tasks while MPI sees one rank (N copies of the same
+job, each believing it is rank 0 of 1).  Collectives (barrier, bcast, allgather,
+allreduce) are the identity on one process; mpi4py is imported only for a multi-rank
+`mpi_world()`.
+
+Launcher table, first match wins (a `torchrun` or `mpirun` inside an sbatch script also
+inherits the batch step's SLURM_PROCID=0, so launcher-specific variables come first and
+Slurm's count is believed only under `srun`, which alone sets SLURM_STEP_NUM_TASKS):
+
+==============  ==========================  ================================  =========================
+launcher        rank                        size                              local rank
+==============  ==========================  ================================  =========================
+torchrun        RANK                        WORLD_SIZE                        LOCAL_RANK
+horovodrun      HOROVOD_RANK                HOROVOD_SIZE                      HOROVOD_LOCAL_RANK
+openmpi         OMPI_COMM_WORLD_RANK        OMPI_COMM_WORLD_SIZE              OMPI_COMM_WORLD_LOCAL_RANK
+pmix            PMIX_RANK                   PMIX_SIZE | SLURM_STEP_NUM_TASKS  PMIX_LOCAL_RANK | SLURM_LOCALID
+pmi             PMI_RANK                    PMI_SIZE                          MPI_LOCALRANKID
+submitit        SUBMITIT_LOCAL_GLOBALID     SUBMITIT_LOCAL_NTASKS             SUBMITIT_LOCAL_LOCALID
+slurm           SLURM_PROCID                SLURM_STEP_NUM_TASKS              SLURM_LOCALID
+==============  ==========================  ================================  =========================
+
+(submitit on Slurm runs its tasks with srun: the slurm row.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from galhpc.runtime.errors import LaunchError
+
+
+@dataclass(frozen=True)
+class LauncherTable:
+    """The environment variables one launcher sets for each process it starts."""
+
+    name: str
+    rank: str
+    size: tuple[str, ...]  # first one present wins
+    local_rank: tuple[str, ...]
+    mpi: bool  # the ranks are MPI.COMM_WORLD (mpi4py sees them all)
+    job_id: str | None = None  # variable holding the job's id (for the rendezvous port)
+
+
+LAUNCHERS: tuple[LauncherTable, ...] = (
+    LauncherTable("torchrun", "RANK", ("WORLD_SIZE",), ("LOCAL_RANK",), mpi=False),
+    LauncherTable("horovodrun", "HOROVOD_RANK", ("HOROVOD_SIZE",), ("HOROVOD_LOCAL_RANK",), mpi=False),
+    LauncherTable("openmpi", "OMPI_COMM_WORLD_RANK", ("OMPI_COMM_WORLD_SIZE",), ("OMPI_COMM_WORLD_LOCAL_RANK",),
+                  mpi=True),
+    LauncherTable("pmix", "PMIX_RANK", ("PMIX_SIZE", "SLURM_STEP_NUM_TASKS"), ("PMIX_LOCAL_RANK", "SLURM_LOCALID"),
+                  mpi=True, job_id="SLURM_JOB_ID"),
+    LauncherTable("pmi", "PMI_RANK", ("PMI_SIZE",), ("MPI_LOCALRANKID",), mpi=True),
+    LauncherTable("submitit", "SUBMITIT_LOCAL_GLOBALID", ("SUBMITIT_LOCAL_NTASKS",), ("SUBMITIT_LOCAL_LOCALID",),
+                  mpi=False, job_id="SUBMITIT_LOCAL_JOB_ID"),
+    LauncherTable("slurm", "SLURM_PROCID", ("SLURM_STEP_NUM_TASKS",), ("SLURM_LOCALID",), mpi=False,
+                  job_id="SLURM_JOB_ID"),
+)
+
+# Variables giving the number of this job's ranks on this node, first present wins.
+_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE",
+                    "SLURM_NTASKS_PER_NODE")
+
+
+def _int_env(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise LaunchError(f"environment variable {name}={env[name]!r} is not an integer") from None
+
+
+class Collective(Protocol):
+    """What a model is handed to agree with the other data-parallel ranks (tensors in place or returned)."""
+
+    def allreduce_sum(self, tensor: Any) -> Any: ...
+
+    def broadcast(self, tensor: Any) -> Any: ...
+
+
+class World:
+    """This process's place in the job and the collectives between its ranks.
+
+    Parameters
+    ----------
+    rank, size, local_rank : int
+        Rank in the job, number of ranks, rank on this node.
+    launcher : str
+        Name of the launcher table that matched (``"none"``: a plain process).
+    comm : mpi4py communicator, optional
+        The ranks' communicator; without one, collectives need ``size == 1`` and are the identity.
+    mpi : bool
+        The launcher's ranks are MPI ranks (mpirun, srun with PMI/PMIx).
+    job_id : str, optional
+        The launcher's job id (Slurm, submitit), for `rendezvous_port`.
+    """
+
+    poll_seconds = 0.01
+
+    def __init__(self, rank: int = 0, size: int = 1, local_rank: int = 0, launcher: str = "none", *,
+                 comm: Any = None, mpi: bool = False, job_id: str | None = None) -> None:
+        if not 0 <= rank < size:
+            raise LaunchError(f"{launcher}: rank {rank} outside world size {size}")
+        self.rank, self.size, self.local_rank, self.launcher = rank, size, local_rank, launcher
+        self.comm, self.mpi, self.job_id = comm, mpi, job_id
+        self.node = socket.gethostname()
+
+    @property
+    def world_size(self) -> int:
+        return self.size
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, World):
+            return NotImplemented
+        return (self.rank, self.size, self.local_rank, self.launcher) == (
+            other.rank, other.size, other.local_rank, other.launcher)
+
+    def __repr__(self) -> str:
+        return (f"World(rank={self.rank}, size={self.size}, local_rank={self.local_rank}, "
+                f"launcher={self.launcher!r}, node={self.node!r})")
+
+    def _comm(self) -> Any:
+        """The communicator, or None on one process; a multi-rank World without one is an error."""
+        if self.comm is None and self.size > 1:
+            raise LaunchError(f"rank {self.rank} of {self.size} ({self.launcher}) has no communicator: "
+                              "build the World with galhpc.runtime.world.mpi_world()")
+        return self.comm
+
+    def _arrive(self, comm: Any) -> None:
+        """Wait for every rank in a sleeping poll rather than MPI's busy wait, so ranks done
+        early do not take CPU from those still working when cores are shared."""
+        request = comm.Ibarrier()
+        while not request.Test():
+            time.sleep(self.poll_seconds)
+
+    def barrier(self) -> None:
+        """Wait until every rank arrives (no-op on one process)."""
+        comm = self._comm()
+        if comm is not None:
+            self._arrive(comm)
+
+    def bcast(self, value: Any) -> Any:
+        """Rank 0's `value` (any picklable object) on every rank."""
+        comm = self._comm()
+        if comm is None:
+            return value
+        self._arrive(comm)
+        return comm.bcast(value, root=0)
+
+    def allgather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank."""
+        comm = self._comm()
+        if comm is None:
+            return [value]
+        self._arrive(comm)
+        return comm.allgather(value)
+
+    def allreduce(self, value: Any) -> Any:
+        """Sum over ranks of a number, numpy array or torch tensor (same shape on every rank).
+
+        Returns
+        -------
+        The sum, of the type of `value` (a torch tensor keeps its device and dtype).
+        """
+        comm = self._comm()
+        if comm is None:
+            return value
+        self._arrive(comm)
+        parts = comm.allgather(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        total = sum(parts[1:], parts[0])
+        if hasattr(value, "detach"):
+            import torch
+
+            return torch.as_tensor(total, dtype=value.dtype, device=value.device)
+        return total
+
+    # the Collective interface, for models handed a World
+    def allreduce_sum(self, tensor: Any) -> Any:
+        return self.allreduce(tensor)
+
+    def broadcast(self, tensor: Any) -> Any:
+        comm = self._comm()
+        if comm is None:
+            return tensor
+        value = self.bcast(tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else tensor)
+        if hasattr(tensor, "detach"):
+            import torch
+
+            return torch.as_tensor(value, dtype=tensor.dtype, device=tensor.device)
+        return value
+
+
+LOCAL = World()  # one process: every collective is the identity
+
+
+def detect_world(env: Mapping[str, str] | None = None) -> World:
+    """Rank, size and local rank from the launcher's environment (no communicator).
+
+    Parameters
+    ----------
+    env : mapping, optional
+        Environment variables (default ``os.environ``).
+
+    Returns
+    -------
+    World
+        ``launcher`` names the table row that matched; ``"none"`` and size 1 for a plain process.
+
+    Raises
+    ------
+    LaunchError
+        A variable that is not an integer, or a rank outside the size.
+    """
+    env = os.environ if env is None else env
+    for table in LAUNCHERS:
+        size_var = next((v for v in table.size if v in env), None)
+        if table.rank not in env:
+            continue
+        if size_var is None and table.name == "slurm" and env.get("SLURM_PROCID", "0") != "0" and "SLURM_NTASKS" in env:
+            size_var = "SLURM_NTASKS"  # a rank > 0 was started by srun even if the step count is missing
+        if size_var is None:
+            continue
+        local_var = next((v for v in table.local_rank if v in env), None)
+        return World(_int_env(env, table.rank), _int_env(env, size_var),
+                     _int_env(env, local_var) if local_var else 0, table.name, mpi=table.mpi,
+                     job_id=env.get(table.job_id) if table.job_id else None)
+    return World(job_id=env.get("SLURM_JOB_ID"))
+
+
+def mpi_world(env: Mapping[str, str] | None = None) -> World:
+    """The job's World with MPI.COMM_WORLD as communicator; one process: no mpi4py import.
+
+    Raises
+    ------
+    LaunchError
+        mpi4py missing under a multi-rank launch, or MPI.COMM_WORLD not holding the
+        launcher's ranks (e.g. ``srun`` without ``--mpi=pmix``, or PMI variables with no
+        MPI launcher): one line naming the fix.
+    """
+    launch = detect_world(env)
+    if launch.size == 1:
+        return launch
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise LaunchError(f"{launch.launcher} started {launch.size} tasks but mpi4py is not importable ({err}): "
+                          "install it against the MPI that runs the job (`pip install mpi4py`)") from err
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() != launch.size:
+        raise LaunchError(
+            f"{launch.launcher} started {launch.size} tasks but MPI sees {comm.Get_size()} rank(s), so each task "
+            f"would redo the whole job: launch with `mpirun -n {launch.size}` or `srun --mpi=pmix` "
+            "(`srun --mpi=list` shows what Slurm offers)")
+    return World(comm.Get_rank(), comm.Get_size(), launch.local_rank, launch.launcher, comm=comm, mpi=True,
+                 job_id=launch.job_id)
+
+
+def rendezvous_port(job_id: str | int) -> int:
+    """The TCP port every rank of job `job_id` agrees on without talking: 20000 + id mod 20000.
+
+    Array jobs ('1234_5') use the array's id.
+    """
+    return 20000 + int(str(job_id).split("_")[0]) % 20000
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm hostlist: 'gpu[007-010,12],login1' -> 'gpu007'."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match or not match.group(1):
+        raise LaunchError(f"cannot parse Slurm node list {nodelist!r}")
+    prefix, ranges = match.groups()
+    if ranges is None:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def threads_per_rank(env: Mapping[str, str] | None = None) -> int:
+    """CPU threads for torch when the user gave none: the node's cores shared by its ranks."""
+    env = os.environ if env is None else env
+    ranks_here = 1
+    for var in _LOCAL_SIZE_VARS:
+        if env.get(var, "").isdigit():
+            ranks_here = int(env[var])
+            break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, ranks_here))

@@ -1,0 +1,83 @@
+"""galhpc.runtime.files: atomic writes, cleanup of dead writers' temporaries, lock-free reads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from galhpc.runtime.files import (
+    atomic_open, atomic_path, open_h5_readonly, remove_stale_temps, temp_path, write_text_atomic,
+)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temp_name_encodes_host_and_pid(tmp_path):
+    tmp = temp_path(tmp_path / "out.h5")
+    assert tmp.parent == tmp_path
+    assert tmp.name == f".out.h5.tmp.{socket.gethostname()}.{os.getpid()}"
+
+
+def test_success_replaces_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "a.txt"
+    write_text_atomic(target, "one")
+    assert target.read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_open(target, "w") as fh:
+        fh.write("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "one" and sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]
+    with atomic_path(tmp_path / "b.h5") as tmp, h5py.File(tmp, "w") as f:
+        f["x"] = np.arange(3)
+        assert not (tmp_path / "b.h5").exists()  # invisible until complete
+    with open_h5_readonly(tmp_path / "b.h5") as f:
+        assert f["x"][()].tolist() == [0, 1, 2]
+
+
+def test_cleanup_removes_only_temporaries_of_writers_that_are_gone(tmp_path):
+    host = socket.gethostname()
+    dead = tmp_path / f".a.h5.tmp.{host}.{dead_pid()}"
+    mine = tmp_path / f".b.h5.tmp.{host}.{os.getpid()}"  # this (live) process writes it
+    live_parent = tmp_path / f".c.h5.tmp.{host}.{os.getppid()}"
+    other_fresh = tmp_path / ".d.h5.tmp.node-7.cluster.123"
+    other_old = tmp_path / ".e.h5.tmp.node-7.cluster.456"
+    unrelated = tmp_path / ".f.h5.tmp-host-1"
+    for path in (dead, mine, live_parent, other_fresh, other_old, unrelated):
+        path.write_bytes(b"partial")
+    week_ago = time.time() - 7 * 86400
+    os.utime(other_old, (week_ago, week_ago))
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(removed) == sorted([dead, other_old])
+    assert {p.name for p in tmp_path.iterdir()} == {mine.name, live_parent.name, other_fresh.name, unrelated.name}
+    # by final name only
+    dead2 = tmp_path / f".x.h5.tmp.{host}.{dead_pid()}"
+    dead2.write_bytes(b"")
+    assert remove_stale_temps(tmp_path, "y.h5") == [] and dead2.exists()
+    assert remove_stale_temps(tmp_path, "x.h5") == [dead2]
+
+
+def test_readers_open_without_file_locks(tmp_path):
+    """A store held open for writing by another process (which holds HDF5's lock) is still readable."""
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((2, 4, 4), np.float32)
+    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'a'); "
+                               "print('open', flush=True); time.sleep(60)", str(path)], stdout=subprocess.PIPE,
+                              env={**os.environ, "HDF5_USE_FILE_LOCKING": "TRUE"})
+    try:
+        assert holder.stdout.readline().strip() == b"open"
+        with open_h5_readonly(path) as f:
+            assert f["images"].shape == (2, 4, 4)
+    finally:
+        holder.kill()
+        holder.wait()
