@@ -195,3 +195,16 @@ def test_orient_models_encode_a_rotated_galaxy_to_the_same_latent(name, params):
                 torch.testing.assert_close(out, rotate(canonical, enc.pose, padding="zeros"))
     spread = lambda mu: float((mu - mu.mean(0)).norm(dim=1).max() / mu.norm(dim=1).mean())  # noqa: E731
     assert spread(latents[True]) < 0.15 and spread(latents[True]) < 0.3 * spread(latents[False])
+
+
+def test_impossible_model_params_are_config_errors_naming_the_model():
+    from galhpc.config import ModelConfig
+    from galhpc.models import build_model
+    from galhpc.runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model 'astrovader': .*recon 'l1'"):
+        build_model(ModelConfig(name="astrovader", image_size=32, params={"recon": "l1"}))
+    with pytest.raises(ConfigError, match="model 'convae': .*match_sigma must be > 0"):
+        build_model(ModelConfig(name="convae", image_size=32, params={"match_sigma": -1.0}))
+    with pytest.raises(ConfigError, match="model 'vae': .*unexpected keyword"):
+        build_model(ModelConfig(name="vae", image_size=32, params={"orient": True}))

@@ -7,6 +7,7 @@ from typing import Any
 
 from galhpc.config import ModelConfig
 from galhpc.models.base import GalaxyModel
+from galhpc.runtime.errors import ConfigError, GalhpcError
 
 REGISTRY: dict[str, str] = {
     "vae": "galhpc.models.vae:ConvVAE",
@@ -34,5 +35,10 @@ def build_model(cfg: ModelConfig, **collaborators: Any) -> GalaxyModel:
     `collaborators` it is handed (e.g. ``vqvae=`` for a PixelCNN prior); reads no file
     (`galhpc.checkpoint.assemble_model` reads the collaborators a config names)."""
     cls = model_class(cfg.name)
-    return cls(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, **cfg.params,
-               **collaborators)
+    try:
+        return cls(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, **cfg.params,
+                   **collaborators)
+    except (TypeError, ValueError) as err:  # unknown or impossible params: the config's fault
+        if isinstance(err, GalhpcError):
+            raise
+        raise ConfigError(f"model {cfg.name!r}: {err}") from err

@@ -34,6 +34,7 @@ from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples
 from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsample_block, vgg_block, xavier_init
 from galhpc.models.nuisance import Canonicaliser, random_angles
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
+from galhpc.runtime.errors import DataError
 
 
 RECON_KINDS = ("bce", "mse", "gaussian", "chi2")
@@ -211,7 +212,7 @@ class AstroVaDEr(GalaxyModel):
 def _per_object(noise_sigma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """The batch's `noise_sigma` column (B,) shaped to broadcast over x (B, C, H, W)."""
     if noise_sigma is None:
-        raise ValueError("recon 'chi2' needs the store column noise_sigma (written by galhpc-prep's "
+        raise DataError("recon 'chi2' needs the store column noise_sigma (written by galhpc-prep's "
                          "intensity steps); use recon 'gaussian' with a fixed sigma for stores without it")
     sigma = torch.as_tensor(noise_sigma, dtype=x.dtype, device=x.device).clamp(min=1e-12)
     return sigma.view(-1, *([1] * (x.dim() - 1)))
