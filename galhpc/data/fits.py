@@ -29,6 +29,7 @@ import numpy as np
 
 from galhpc.config import ConfigError, PrepConfig, SourceConfig
 from galhpc.data.sources import Block, DataError, Reject
+from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.fits")
 
@@ -51,7 +52,7 @@ def list_files(path: str, pattern: str = "*.fit*") -> list[Path]:
 
 def read_catalog(path: str, id_column: str, hdu: int | str | None = None) -> tuple[dict[int, int], dict[str, np.ndarray]]:
     """(id -> row, label columns) of a FITS binary table; refuses missing or duplicate ids."""
-    import fitsio
+    fitsio = require("fitsio", "fits", "FITS sources (galhpc-prep)")
 
     try:
         with fitsio.FITS(path) as f:
@@ -172,7 +173,7 @@ def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "fits" (see the module docstring)."""
-    import fitsio
+    fitsio = require("fitsio", "fits", "FITS sources (galhpc-prep)")
 
     opts = dict(source.options)
     unknown = sorted(set(opts) - OPTIONS)
