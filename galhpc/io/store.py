@@ -13,19 +13,26 @@ import h5py
 import numpy as np
 
 from galhpc.data.sources import DataError
-from galhpc.data.store import StoreInfo, locate_column, read_store_info
+from galhpc.data.store import StoreInfo, describe_store, locate_column
+from galhpc.io.catalog import open_h5_readonly
 
 
 class Store:
     """A training store opened read-only; see `open_store`."""
 
     def __init__(self, path: str | Path) -> None:
-        self.info: StoreInfo = read_store_info(path)
-        self.path = self.info.path
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"store not found: {self.path}")
         try:
-            self._file = h5py.File(self.path, "r", locking=False)
+            self._file = open_h5_readonly(self.path)
         except OSError as err:
             raise DataError(f"{self.path} is not a readable HDF5 store: {err}") from err
+        try:
+            self.info: StoreInfo = describe_store(self._file, self.path)
+        except BaseException:
+            self._file.close()
+            raise
 
     def __len__(self) -> int:
         return self.info.n
