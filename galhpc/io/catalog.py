@@ -117,6 +117,18 @@ def raise_open_file_limit(target: int = NOFILE_TARGET) -> int:
     return soft
 
 
+def open_h5_readonly(path: Path) -> h5py.File:
+    """Open an HDF5 file read-only without file locks (which Lustre/NFS often refuse, and a
+    published file never needs); if this process already holds it open with locks (HDF5
+    refuses mixed flags on one file), open it the way it is already open."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as err:
+        if "locking flag" not in str(err):
+            raise
+        return h5py.File(path, "r")
+
+
 def _open_descriptors() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -146,7 +158,7 @@ class _FilePool:
                 _, (old, _) = self._files.popitem(last=False)
                 old.close()
             try:
-                entry = (h5py.File(path, "r", locking=False), {})
+                entry = (open_h5_readonly(path), {})
             except OSError as err:
                 raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
                                    "the catalogue changed since it was opened") from err
@@ -209,7 +221,7 @@ class Catalog:
             raise CatalogError(f"catalogue not found: {self.path}")
         self._pool = _FilePool(file_budget(max_open), self.path)
         try:
-            master = h5py.File(self.path, "r", locking=False)
+            master = open_h5_readonly(self.path)
         except OSError as err:
             raise CatalogError(f"{self.path} is not a readable HDF5 file: {_first_line(err)}") from err
         with master:
@@ -301,7 +313,7 @@ class Catalog:
                 problems[path] = "missing"
                 continue
             try:
-                with h5py.File(path, "r", locking=False) as f:
+                with open_h5_readonly(path) as f:
                     for col in self._columns.values():
                         for seg in col.segments:
                             if seg.path == path and path not in problems:
