@@ -17,7 +17,7 @@ $(STAMPS)/galhpc: $(STAMPS)/deps pyproject.toml setup.py $(wildcard cpp_ext/*)
 demo: install
 	bash scripts/demo.sh
 
-test: install docs
+test: install
 	$(PY) -m pytest -m "slow or not slow"
 
 docs: install
