@@ -143,13 +143,30 @@ def file_budget(max_open: int) -> int:
     return max(1, min(max_open, free // 2))
 
 
+def _open_fid(path: Path) -> Any:
+    """A low-level read-only file id: no file locks (unless this process already holds the
+    file open with them: HDF5 refuses mixed flags), closing every object with the file."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fapl.set_file_locking(False, True)
+    try:
+        return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY, fapl=fapl)
+    except OSError as err:
+        if "locking flag" not in str(err):
+            raise
+        return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY)
+
+
 class _FilePool:
-    """Open HDF5 files (read-only, no locks), the least recently used closed beyond `size`."""
+    """Open HDF5 files (read-only, no locks), the least recently used closed beyond `size`.
+
+    Low-level file ids wrapped in h5py Datasets: opening and closing cost about half of
+    h5py.File's, which matters when every shard is opened once per read."""
 
     def __init__(self, size: int, label: Path) -> None:
         self.size = size
         self.label = label
-        self._files: OrderedDict[Path, tuple[h5py.File, dict[str, h5py.Dataset]]] = OrderedDict()
+        self._files: OrderedDict[Path, tuple[Any, dict[str, h5py.Dataset]]] = OrderedDict()
 
     def dataset(self, path: Path, name: str) -> h5py.Dataset:
         entry = self._files.get(path)
@@ -158,25 +175,25 @@ class _FilePool:
                 _, (old, _) = self._files.popitem(last=False)
                 old.close()
             try:
-                entry = (open_h5_readonly(path), {})
+                entry = (_open_fid(path), {})
             except OSError as err:
                 raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
                                    "the catalogue changed since it was opened") from err
             self._files[path] = entry
         else:
             self._files.move_to_end(path)
-        f, datasets = entry
+        fid, datasets = entry
         if name not in datasets:
             try:
-                datasets[name] = f[name]
+                datasets[name] = h5py.Dataset(h5py.h5d.open(fid, name.encode()))
             except KeyError as err:
                 raise CatalogError(f"{self.label}: shard {path} has no dataset {name!r}") from err
         return datasets[name]
 
     def close(self) -> None:
         while self._files:
-            _, (f, _) = self._files.popitem(last=False)
-            f.close()
+            _, (fid, _) = self._files.popitem(last=False)
+            fid.close()
 
     def __len__(self) -> int:
         return len(self._files)
@@ -220,6 +237,8 @@ class Catalog:
         if not self.path.is_file():
             raise CatalogError(f"catalogue not found: {self.path}")
         self._pool = _FilePool(file_budget(max_open), self.path)
+        own = self.path.with_name(self.path.name + SHARDS_SUFFIX)
+        self._own_shards = own if own.is_dir() else None
         try:
             master = open_h5_readonly(self.path)
         except OSError as err:
@@ -233,36 +252,48 @@ class Catalog:
     # ---- opening ----------------------------------------------------------------------
 
     def _map_columns(self, master: h5py.File) -> dict[str, _Column]:
-        candidates = {name: obj for name, obj in master.items()
-                      if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and obj.dtype.names is None}
-        if not candidates:
+        """Each per-object dataset's shape, dtype and segments.  Datasets are opened one at a
+        time: HDF5 holds a virtual dataset's whole mapping in memory while it is open."""
+        shapes = {}
+        for name in master:
+            obj = master.get(name, getlink=True)
+            if isinstance(obj, h5py.HardLink) and isinstance(ds := master[name], h5py.Dataset):
+                if ds.ndim >= 1 and ds.dtype.names is None:
+                    shapes[name] = (tuple(ds.shape), ds.dtype)
+                ds.id.close()
+        if not shapes:
             raise CatalogError(f"{self.path} has no per-object datasets; is it a galhpc catalogue?")
         n = self.meta.get("n_objects")
         if n is None:
-            lengths = [d.shape[0] for d in candidates.values()]
+            lengths = [shape[0] for shape, _ in shapes.values()]
             n = max(set(lengths), key=lengths.count)
         self._n = int(n)
         columns = {}
-        for name, ds in candidates.items():
-            if ds.shape[0] != self._n:
+        for name, (shape, dtype) in shapes.items():
+            if shape[0] != self._n:
                 continue
+            ds = master[name]
             segments = self._segments(ds) if ds.is_virtual else (_Segment(0, self._n, self.path, name, 0),)
-            columns[name] = _Column(name, tuple(ds.shape[1:]), ds.dtype, segments,
-                                    np.array([s.start for s in segments], np.int64))
+            ds.id.close()
+            columns[name] = _Column(name, shape[1:], dtype, segments, np.array([s.start for s in segments], np.int64))
         return columns
 
     def _segments(self, ds: h5py.Dataset) -> tuple[_Segment, ...]:
         what = f"{self.path}: /{ds.name.lstrip('/')}"
         segments = []
-        for vmap in ds.virtual_sources():
-            start, stop = _hyperslab_rows(vmap.vspace, ds.shape, what)
-            if vmap.src_space.get_select_type() == h5py.h5s.SEL_ALL:  # the whole source dataset
+        dcpl = ds.id.get_create_plist()  # the mapping, read once (HDF5 copies it per call)
+        for i in range(dcpl.get_virtual_count()):
+            start, stop = _hyperslab_rows(dcpl.get_virtual_vspace(i), ds.shape, what)
+            src_space = dcpl.get_virtual_srcspace(i)
+            if src_space.get_select_type() == h5py.h5s.SEL_ALL:  # the whole source dataset
                 offset, src_stop = 0, stop - start
             else:
-                offset, src_stop = _hyperslab_rows(vmap.src_space, vmap.src_space.shape, what)
+                offset, src_stop = _hyperslab_rows(src_space, src_space.shape, what)
             if src_stop - offset != stop - start:
                 raise CatalogError(f"{what}: a virtual source maps {src_stop - offset} rows onto {stop - start}")
-            segments.append(_Segment(start, stop, self._resolve(vmap.file_name), vmap.dset_name, offset))
+            segments.append(_Segment(start, stop, self._resolve(dcpl.get_virtual_filename(i)),
+                                     dcpl.get_virtual_dsetname(i), offset))
+        dcpl.close()
         segments.sort(key=lambda s: s.start)
         covered = 0
         for s in segments:
@@ -281,9 +312,8 @@ class Catalog:
         if file_name == ".":
             return self.path
         name = Path(file_name)
-        own = self.path.with_name(self.path.name + SHARDS_SUFFIX)
-        if name.parent.name.endswith(SHARDS_SUFFIX) and own.is_dir():
-            return own / name.name
+        if name.parent.name.endswith(SHARDS_SUFFIX) and self._own_shards is not None:
+            return self._own_shards / name.name
         return name if name.is_absolute() else self.path.parent / name
 
     def _check_shard_dirs(self) -> None:
@@ -307,26 +337,25 @@ class Catalog:
     def _verify(self) -> None:
         """Open every shard once and check it holds the rows the master maps onto it."""
         problems: dict[Path, str] = {}
-        files = sorted({seg.path for col in self._columns.values() for seg in col.segments})
-        for path in files:
+        by_file: dict[Path, list[tuple[_Column, _Segment]]] = {}
+        for col in self._columns.values():
+            for seg in col.segments:
+                by_file.setdefault(seg.path, []).append((col, seg))
+        for path in sorted(by_file):
             if not path.is_file():
                 problems[path] = "missing"
                 continue
             try:
-                with open_h5_readonly(path) as f:
-                    for col in self._columns.values():
-                        for seg in col.segments:
-                            if seg.path == path and path not in problems:
-                                why = _check_source(f, seg, col)
-                                if why:
-                                    problems[path] = why
+                why = _check_file(path, by_file[path])
             except OSError as err:
-                problems[path] = f"unreadable: {_first_line(err)}"
+                why = f"unreadable: {_first_line(err)}"
+            if why:
+                problems[path] = why
         if problems:
             listed = [f"{self._short(p)} ({why})" for p, why in list(problems.items())[:MAX_LISTED]]
             more = f" and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
             raise CatalogError(
-                f"{self.path}: {len(problems)} of {len(files)} shard file(s) missing or unreadable, so its rows "
+                f"{self.path}: {len(problems)} of {len(by_file)} shard file(s) missing or unreadable, so its rows "
                 f"cannot be read: {', '.join(listed)}{more}")
 
     def _short(self, path: Path) -> str:
@@ -541,19 +570,43 @@ class Catalog:
         self.close()
 
 
-def _check_source(f: h5py.File, seg: _Segment, col: _Column) -> str | None:
-    """Why shard `f` cannot supply `seg` of column `col`, or None."""
-    if seg.dataset not in f or not isinstance(f[seg.dataset], h5py.Dataset):
-        return f"no dataset {seg.dataset!r}"
-    ds = f[seg.dataset]
-    if tuple(ds.shape[1:]) != col.shape or ds.dtype != col.dtype:
-        return f"{seg.dataset!r} is {ds.dtype}{ds.shape}, the master expects {col.dtype}(N, {col.shape})"
-    if ds.shape[0] < seg.offset + seg.size:
-        return f"{seg.dataset!r} holds {ds.shape[0]} rows, the master expects {seg.offset + seg.size}"
-    start, stop = f.attrs.get("start"), f.attrs.get("stop")
-    if start is not None and seg.offset == 0 and (int(start), int(stop)) != (seg.start, seg.stop):
-        return f"holds objects {int(start)}..{int(stop) - 1}, the master expects {seg.start}..{seg.stop - 1}"
+def _check_file(path: Path, uses: list[tuple[_Column, _Segment]]) -> str | None:
+    """Why shard file `path` cannot supply the segments `uses` of their columns, or None.
+
+    Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
+    once per shard at every open of a catalogue)."""
+    fid = _open_fid(path)
+    try:
+        span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
+        for col, seg in uses:
+            try:
+                ds = h5py.h5d.open(fid, seg.dataset.encode())
+            except KeyError:
+                return f"no dataset {seg.dataset!r}"
+            shape, dtype = ds.shape, ds.dtype
+            ds.close()
+            if tuple(shape[1:]) != col.shape or dtype != col.dtype:
+                return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
+            if shape[0] < seg.offset + seg.size:
+                return f"{seg.dataset!r} holds {shape[0]} rows, the master expects {seg.offset + seg.size}"
+            if None not in span and seg.offset == 0 and tuple(span) != (seg.start, seg.stop):
+                return f"holds objects {span[0]}..{span[1] - 1}, the master expects {seg.start}..{seg.stop - 1}"
+    finally:
+        fid.close()
     return None
+
+
+def _scalar_attr(fid: Any, name: bytes) -> int | None:
+    """Integer attribute `name` of the file's root group, or None."""
+    if not h5py.h5a.exists(fid, name):
+        return None
+    attr = h5py.h5a.open(fid, name)
+    try:
+        value = np.empty(attr.shape, attr.dtype)
+        attr.read(value)
+    finally:
+        attr.close()
+    return int(value) if value.size == 1 and value.dtype.kind in "iu" else None
 
 
 def _attrs(group: h5py.Group) -> dict[str, Any]:
