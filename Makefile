@@ -2,7 +2,7 @@
 PY ?= python3
 STAMPS := .build
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast docs clean
 
 install: $(STAMPS)/galhpc
 
@@ -10,7 +10,7 @@ $(STAMPS)/deps: scripts/setup.sh requirements.txt
 	bash scripts/setup.sh
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/galhpc: $(STAMPS)/deps setup.py $(wildcard cpp_ext/*)
+$(STAMPS)/galhpc: $(STAMPS)/deps pyproject.toml setup.py $(wildcard cpp_ext/*)
 	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e .
 	@touch $@
 
@@ -19,6 +19,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -m "slow or not slow"
+
+docs: install
+	$(PY) -m sphinx -W -q -b html docs build/docs
 
 test-fast: install
 	$(PY) -m pytest

@@ -1,20 +1,28 @@
-"""Build and install galhpc with its torch extension galhpc._ext (cpp_ext/).
+"""Build galhpc's torch extension galhpc._ext (cpp_ext/); the metadata is in pyproject.toml.
 
 The C++ (OpenMP) kernels are always built; CUDA kernels are added when torch has CUDA
-and nvcc is found.  Install with `pip install --no-build-isolation -e .` so the
-extension compiles against the torch already installed.
+and nvcc is found.  The extension must be compiled against the torch that will run it,
+so install torch first and then galhpc without build isolation:
+
+    pip install --no-build-isolation -e .
 """
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 HERE = Path(__file__).parent
 
 
 def extension_modules():
-    import torch
-    from torch.utils import cpp_extension
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError as err:
+        raise SystemExit(
+            f"building galhpc needs torch installed first ({err}); install torch (https://pytorch.org), "
+            "then `pip install --no-build-isolation -e .` so the extension is built against it"
+        ) from err
 
     cpu_sources = sorted(str(p.relative_to(HERE)) for p in (HERE / "cpp_ext").glob("*.cpp"))
     if not cpu_sources:
@@ -40,21 +48,4 @@ def extension_modules():
 
 ext_modules, cmdclass = extension_modules()
 
-setup(
-    name="galhpc",
-    version="0.1.0",
-    description="HPC batch toolkit for unsupervised galaxy morphology and synthetic galaxy images",
-    packages=find_packages(include=["galhpc", "galhpc.*"]),
-    python_requires=">=3.10",
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    entry_points={
-        "console_scripts": [
-            "galhpc-prep=galhpc.cli.prep:main",
-            "galhpc-train=galhpc.cli.train:main",
-            "galhpc-encode=galhpc.cli.encode:main",
-            "galhpc-generate=galhpc.cli.generate:main",
-            "galhpc-report=galhpc.cli.report:main",
-        ]
-    },
-)
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

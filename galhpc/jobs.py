@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import submitit
-
 from galhpc.config import RunConfig, load_config
+from galhpc.extras import require
+
+submitit = require("submitit", "jobs", "submitting training through submitit (galhpc.jobs)")
 
 log = logging.getLogger("galhpc.jobs")
 

@@ -8,12 +8,12 @@ and docs/architecture.md explains it.  Names are top-level modules or packages o
 from __future__ import annotations
 
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("galhpc", "_ext", "layers", "runtime"),  # version, compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers
+    ("galhpc", "_ext", "layers", "runtime", "extras"),  # version (+ lazy public API), compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers; optional packages
     ("config", "priors", "kernels"),  # run schema; KL terms; compute kernels (PSF FFT, codebook)
     ("data", "mixture"),             # sources, preprocessing, the store and its loader; diagonal GMM
-    ("models",),                     # nn.Modules behind GalaxyModel; read no files
+    ("models", "io"),                # nn.Modules behind GalaxyModel (read no files); reading and exporting stores and catalogues
     ("checkpoint", "cluster"),       # model files (build with collaborators); clustering and its evaluation
-    ("train", "catalog"),            # the trainer and backends; catalogue jobs (shards, HDF5 writer)
+    ("train", "catalog", "api"),     # the trainer and backends; catalogue jobs (shards, HDF5 writer); load_model
     ("report",),                     # figures and metrics
     ("cli", "jobs"),                 # entry points: parse arguments, call the floors below
 )

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from galhpc.catalog.seeds import NOISE_STREAM, derived_seed
+from galhpc.extras import require
 from galhpc.runtime.errors import EmulationError
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def load_psf(spec: str, pixel_scale: float = COSMOS_PIXEL_SCALE, max_size: int =
 
 
 def _read_fits_psf(path: Path) -> np.ndarray:
-    import fitsio
+    fitsio = require("fitsio", "fits", "a FITS PSF (galhpc-generate --psf)")
 
     if not path.is_file():
         raise EmulationError(
@@ -144,7 +145,7 @@ def _read_fits_psf(path: Path) -> np.ndarray:
 
 
 def _draw_galsim_profile(name: str, params: str, pixel_scale: float, max_size: int) -> np.ndarray:
-    import galsim
+    galsim = require("galsim", "sim", "GalSim PSF profiles (galhpc-generate --psf)")
 
     kwargs: dict[str, float] = {}
     for item in filter(None, params.split(",")):
@@ -175,7 +176,7 @@ class Observer:
         # made here, outside inference mode, so the kernel's PSF-spectrum cache can track it
         self._psf = torch.from_numpy(emulation.psf).to(device) if emulation.psf is not None else None
         if emulation.cosmos_noise:
-            import galsim
+            galsim = require("galsim", "sim", "COSMOS noise (galhpc-generate --cosmos-noise)")
 
             variance = emulation.noise_sigma**2 if emulation.noise_sigma is not None else 0.0
             self._cosmos = galsim.getCOSMOSNoise(cosmos_scale=COSMOS_PIXEL_SCALE, variance=variance)
@@ -201,7 +202,7 @@ class Observer:
         return torch.from_numpy(np.stack(planes).astype(np.float32) * np.float32(self.emulation.noise_sigma))
 
     def _cosmos_noise(self, shape: torch.Size, first_index: int) -> torch.Tensor:
-        import galsim
+        galsim = require("galsim", "sim", "COSMOS noise (galhpc-generate --cosmos-noise)")
 
         n, c, h, w = shape
         noise = np.empty((n, c, h, w), dtype=np.float32)

@@ -198,10 +198,34 @@ def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
     return json.loads(text) if text else None
 
 
+def missing_value(dtype: np.dtype) -> np.ndarray:
+    """The fill value of a master's virtual dataset: what a plain HDF5 reader gets for rows
+    whose shard it cannot open.  NaN for floats, -1 for integers (every galhpc id, index and
+    component is >= 0), per field for the compound table, so such rows cannot pass for data."""
+    dtype = np.dtype(dtype)
+    value = np.zeros((), dtype)
+    for name in dtype.names or (None,):
+        base = (dtype[name] if name else dtype).base
+        if base.kind in "fc":
+            fill = np.array(np.nan, base)
+        elif base.kind in "iu":
+            fill = np.array(-1, np.int64).astype(base)  # unsigned: the largest value
+        else:
+            continue
+        if name:
+            value[name] = fill
+        else:
+            value[()] = fill
+    return value
+
+
 def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[str, Any],
                  groups: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> Path:
     """Write the master file: one virtual dataset per shard column, /meta attributes, and
-    small real datasets under `groups` (e.g. a fitted GMM).  Atomic (`galhpc.runtime.files.atomic_path`)."""
+    small real datasets under `groups` (e.g. a fitted GMM).  Atomic (`galhpc.runtime.files.atomic_path`).
+
+    Rows of a shard HDF5 cannot open read as `missing_value` (NaN, -1), never as zeros;
+    galhpc's own reader (`galhpc.io.catalog`) reads the shards directly and refuses them."""
     with open_h5_readonly(shard_dir / shard_file_name(shards[0].index)) as first:
         schema = {name: (ds.shape[1:], ds.dtype) for name, ds in first.items()}
     n_objects = shards[-1].stop
@@ -215,7 +239,7 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
                         shape=(shard.size, *tail), dtype=dtype,
                     )
                     layout[shard.start:shard.stop] = source
-                f.create_virtual_dataset(name, layout)
+                f.create_virtual_dataset(name, layout, fillvalue=missing_value(dtype))
             meta_group = f.create_group(META)
             for key, value in meta.items():
                 meta_group.attrs[key] = value

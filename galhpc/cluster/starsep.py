@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galhpc.extras import require
 from galhpc.models.base import GalaxyModel
 from galhpc.models.hvae import concentration, normalise_stamps
 from galhpc.runtime.inference import run_batched, to_numpy
@@ -91,8 +92,7 @@ def roc(name: str, is_galaxy: np.ndarray, score: np.ndarray) -> RocCurve:
 
 def plot_rocs(curves: list[RocCurve], path: str | Path, title: str = "Star/galaxy separation (held-out)") -> Path:
     """One PNG with the ROC of every method and its AUC in the legend."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "report", "star/galaxy separation figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -136,8 +136,7 @@ def segmentation_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, f
 def plot_segmentation(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: str | Path, rows: int = 6) -> Path:
     """Rows of (stamp, truth map, predicted map): stamps as an arcsinh g-r-i composite
     where there are >= 4 bands (else the band sum); maps black/blue/orange = bg/star/galaxy."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "report", "star/galaxy separation figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap

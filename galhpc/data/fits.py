@@ -15,6 +15,13 @@ integer in the file name (cutout_00123.fits -> 123); "sequence" numbers objects 
 order; "auto" (default) tries header, then filename, then sequence.  A 3-D HDU is a
 stack of cutouts (options.cube = "objects", default; plane k gets id + k) or one
 multi-band image (options.cube = "bands", (C, H, W)).
+
+Pixel scale: every object gets the label `wcs_pixel_scale` (arcsec per pixel, NaN when
+unknown), read from its image HDU's header (else the primary header): the celestial WCS
+(CD matrix, or CDELT with PC) through astropy's `proj_plane_pixel_scales`, else a
+PIXSCALE keyword in arcsec.  galhpc-prep rescales it by the recipe's resize, and
+`galhpc.data.store.store_pixel_scale` hands it to the trainer, which records it in the
+checkpoint for galhpc-generate.
 """
 
 from __future__ import annotations
@@ -28,11 +35,82 @@ from pathlib import Path
 import numpy as np
 
 from galhpc.config import ConfigError, PrepConfig, SourceConfig
-from galhpc.data.sources import Block, DataError, Reject
+from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
+from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.fits")
 
 OPTIONS = {"pattern", "id_from", "id_keyword", "cube", "catalog_hdu"}
+ANISOTROPY_TOLERANCE = 0.01  # pixels whose two axes differ more than this are reported
+
+
+def header_pixel_scale(header, primary=None, where: str = "") -> float:
+    """Arcsec per pixel from a FITS header (an astropy Header, or fitsio's), else from the
+    primary header; NaN when neither says.
+
+    Parameters
+    ----------
+    header, primary : astropy.io.fits.Header or fitsio.FITSHDR or None
+        The image HDU's header and the file's primary header.
+    where : str
+        Names the HDU in the warning for non-square pixels.
+
+    Returns
+    -------
+    float
+        The celestial WCS's pixel scale (CD matrix, or CDELT/PC: mean of the two axes of
+        `astropy.wcs.utils.proj_plane_pixel_scales`, degrees converted to arcsec), else
+        the PIXSCALE keyword (arcsec), else NaN.
+    """
+    for h in (header, primary):
+        if h is None:
+            continue
+        h = _astropy_header(h)
+        scale = _wcs_scale(h, where)
+        if np.isfinite(scale):
+            return scale
+        for key in ("PIXSCALE", "PIXSCAL1", "SECPIX"):
+            if key in h:
+                try:
+                    value = float(h[key])
+                except (TypeError, ValueError):
+                    continue
+                if value > 0:
+                    return value
+    return float("nan")
+
+
+def _astropy_header(header):
+    from astropy.io import fits as afits
+
+    if isinstance(header, afits.Header):
+        return header
+    cards = [r["card_string"] for r in header.records() if r.get("card_string")]
+    return afits.Header.fromstring("".join(c[:80].ljust(80) for c in cards))
+
+
+def _wcs_scale(header, where: str) -> float:
+    import warnings
+
+    from astropy import units as u
+    from astropy.wcs import WCS, FITSFixedWarning
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header).celestial
+        except Exception:  # a malformed WCS is no pixel scale (PIXSCALE may still give one)
+            return float("nan")
+    if wcs.naxis != 2:
+        return float("nan")
+    units = [u.Unit(cu) if str(cu) else u.deg for cu in wcs.wcs.cunit]
+    scales = np.array([(s * unit).to_value(u.arcsec) for s, unit in zip(proj_plane_pixel_scales(wcs), units)])
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        return float("nan")
+    if abs(scales[0] - scales[1]) > ANISOTROPY_TOLERANCE * scales.mean():
+        log.warning("%s: non-square pixels (%.4g\" x %.4g\"); recording their mean", where, *scales)
+    return float(scales.mean())
 
 
 def list_files(path: str, pattern: str = "*.fit*") -> list[Path]:
@@ -51,7 +129,7 @@ def list_files(path: str, pattern: str = "*.fit*") -> list[Path]:
 
 def read_catalog(path: str, id_column: str, hdu: int | str | None = None) -> tuple[dict[int, int], dict[str, np.ndarray]]:
     """(id -> row, label columns) of a FITS binary table; refuses missing or duplicate ids."""
-    import fitsio
+    fitsio = require("fitsio", "fits", "FITS sources (galhpc-prep)")
 
     try:
         with fitsio.FITS(path) as f:
@@ -123,16 +201,19 @@ class _Objects:
         self.images: list[np.ndarray] = []
         self.ids: list[int] = []
         self.files: list[str] = []
+        self.scales: list[float] = []
         self.rejects: list[Reject] = []
 
-    def add(self, image: np.ndarray, oid: int, file: str) -> Block | None:
-        """Add one object; returns the finished block when the shape changes or it is full."""
+    def add(self, image: np.ndarray, oid: int, file: str, scale: float) -> Block | None:
+        """Add one object (`scale`: arcsec per pixel or NaN); returns the finished block
+        when the shape changes or it is full."""
         done = None
         if self.images and (image.shape != self.images[0].shape or len(self.images) >= self.rows):
             done = self.flush()
         self.images.append(image)
         self.ids.append(oid)
         self.files.append(file)
+        self.scales.append(scale)
         return done
 
     def flush(self) -> Block | None:
@@ -143,9 +224,11 @@ class _Objects:
         if self.labels is not None and len(ids):
             rows = np.array([self.index[i] for i in ids])
             labels = {k: v[rows] for k, v in self.labels.items()}
+        if len(ids):
+            labels[PIXEL_SCALE_LABEL] = np.array(self.scales, dtype=np.float32)
         images = np.stack(self.images).astype(np.float32) if self.images else np.zeros((0, 1, 1), np.float32)
         block = Block(images, ids, labels, files=self.files, rejects=self.rejects)
-        self.images, self.ids, self.files, self.rejects = [], [], [], []
+        self.images, self.ids, self.files, self.scales, self.rejects = [], [], [], [], []
         return block
 
 
@@ -172,7 +255,7 @@ def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "fits" (see the module docstring)."""
-    import fitsio
+    fitsio = require("fitsio", "fits", "FITS sources (galhpc-prep)")
 
     opts = dict(source.options)
     unknown = sorted(set(opts) - OPTIONS)
@@ -208,14 +291,16 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     data = hdu.read()
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
-                    base = _base_id(id_from, keyword, hdu.read_header(), primary, path, single, where)
+                    header = hdu.read_header()
+                    base = _base_id(id_from, keyword, header, primary, path, single, where)
+                    scale = header_pixel_scale(header, primary, f"{path}: {where}")
                     for k, plane in enumerate(_planes(np.asarray(data), cube, f"{path}: {where}")):
                         oid = sequence if base is None else base + k
                         sequence += 1
                         if index is not None and oid not in index:
                             fail(f"object_id {oid}", f"{path} {where}", f"id not in catalog {source.catalog}")
                             continue
-                        if block := objects.add(plane.astype(np.float32), oid, f"{path} {where}"):
+                        if block := objects.add(plane.astype(np.float32), oid, f"{path} {where}", scale):
                             yield block
         except DataError as err:
             if prep.on_error == "raise":

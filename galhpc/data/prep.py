@@ -26,7 +26,7 @@ import yaml
 
 from galhpc.config import ConfigError, PrepConfig
 from galhpc.data import preprocess as pp
-from galhpc.data.sources import Block, DataError, Reject, source_reader
+from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject, source_reader
 from galhpc.data.store import StoreWriter
 from galhpc.kernels import quality
 from galhpc.runtime import progress
@@ -166,6 +166,12 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
     for name, values in block.extras.items():
         spatial = values.shape[-2:] == in_hw
         extras[name] = _geometric(values, prep, integer=values.dtype.kind in "iub", r90=r90) if spatial else values
+    if PIXEL_SCALE_LABEL in labels:  # arcsec per source pixel -> per stored pixel (crop keeps it, resampling scales it)
+        if r90 is not None:
+            factor = labels["resample_factor"]  # per object: box side / image_size
+        else:
+            factor = (min(crop, in_hw[-1]) if crop else in_hw[-1]) / images.shape[-1]
+        labels[PIXEL_SCALE_LABEL] = (labels[PIXEL_SCALE_LABEL] * factor).astype(np.float32)
     keep = np.ones(len(block), dtype=bool)
     if prep.metrics or prep.filters:
         batch = quality.metrics(images, prep.border)  # numba, parallel over the block

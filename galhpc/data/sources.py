@@ -49,6 +49,10 @@ REGISTRY: dict[str, str] = {
 }
 
 
+# label of the pixel scale (arcsec per stored pixel) a source read from its files' headers
+PIXEL_SCALE_LABEL = "wcs_pixel_scale"
+
+
 @dataclass
 class Reject:
     """One object left out of a store, and why."""

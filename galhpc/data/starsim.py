@@ -27,6 +27,7 @@ import numpy as np
 
 from galhpc.config import ConfigError, PrepConfig, SourceConfig, options_dataclass
 from galhpc.data.sources import Block, object_rng, object_seed
+from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.starsim")
 
@@ -133,7 +134,7 @@ def _flux(opts: StarSimOptions, mag: float) -> float:
 
 def simulate_stamp(opts: StarSimOptions, size: int, seed: int, index: int) -> dict:
     """One stamp: noisy image (C, H, W), truth mask (H, W) and the parameters."""
-    import galsim
+    galsim = require("galsim", "sim", "simulated GalSim star/galaxy stamps (galhpc-prep kind galsim_stars)")
 
     p = draw_parameters(opts, seed, index)
     objects = [p["central"]] + ([p["neighbour"]] if p["neighbour"] is not None else [])

@@ -30,7 +30,7 @@ import numpy as np
 
 import galhpc
 from galhpc.config import ConfigError, config_from_yaml_text
-from galhpc.data.sources import Block, DataError, Reject
+from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
 from galhpc.runtime.files import open_h5_readonly, publish, remove_stale_temps, temp_path
 
 log = logging.getLogger("galhpc.data.store")
@@ -236,26 +236,31 @@ def read_store_info(path: str | Path) -> StoreInfo:
         raise DataError(f"store not found: {path}")
     try:
         with open_h5_readonly(path) as f:
-            if "images" not in f or "object_id" not in f:
-                raise DataError(f"{path} is not a galhpc store (no images/object_id datasets)")
-            images = f["images"]
-            shape = tuple(images.shape[1:])
-            return StoreInfo(
-                path=path,
-                n=int(images.shape[0]),
-                image_shape=shape,
-                channels=1 if len(shape) == 2 else int(shape[0]),
-                label_names=sorted(f["labels"]) if "labels" in f else [],
-                has_truth="truth" in f,
-                psf_shape=tuple(f["psf"].shape) if "psf" in f else None,
-                n_rejects=int(f["rejects/object"].shape[0]) if "rejects" in f else 0,
-                config=str(f.attrs.get("config", "")),
-                galhpc_version=str(f.attrs.get("galhpc_version", "")),
-                created=str(f.attrs.get("created", "")),
-                chunk_rows=int(images.chunks[0]) if images.chunks else int(images.shape[0]),
-            )
+            return describe_store(f, path)
     except OSError as err:
         raise DataError(f"{path} is not a readable HDF5 store: {err}") from err
+
+
+def describe_store(f: h5py.File, path: Path) -> StoreInfo:
+    """The StoreInfo of the store open as `f` (read from metadata, no pixels)."""
+    if "images" not in f or "object_id" not in f:
+        raise DataError(f"{path} is not a galhpc store (no images/object_id datasets)")
+    images = f["images"]
+    shape = tuple(images.shape[1:])
+    return StoreInfo(
+        path=path,
+        n=int(images.shape[0]),
+        image_shape=shape,
+        channels=1 if len(shape) == 2 else int(shape[0]),
+        label_names=sorted(f["labels"]) if "labels" in f else [],
+        has_truth="truth" in f,
+        psf_shape=tuple(f["psf"].shape) if "psf" in f else None,
+        n_rejects=int(f["rejects/object"].shape[0]) if "rejects" in f else 0,
+        config=str(f.attrs.get("config", "")),
+        galhpc_version=str(f.attrs.get("galhpc_version", "")),
+        created=str(f.attrs.get("created", "")),
+        chunk_rows=int(images.chunks[0]) if images.chunks else int(images.shape[0]),
+    )
 
 
 # source kinds of galhpc-prep that draw their stamps at a known pixel scale: their options class
@@ -266,10 +271,12 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
     """(arcsec per pixel of a training store's images, a description of where it came from),
     or (None, why it is not known).
 
-    Read from the prep config the store records: every source must be a simulated kind that
-    draws at a pixel scale (galsim, galsim_stars: `options.pixel_scale`) and all must agree;
-    the stamps are drawn at `prep.image_size`, so a `crop` then `resize` recipe scales it by
-    crop_size / image_size.  FITS cutouts and real stamps record no scale.  With
+    Every source of the prep config the store records must know its scale, and all must
+    agree (relative 1e-6).  Simulated kinds (galsim, galsim_stars) draw at
+    `options.pixel_scale` and `prep.image_size`, so a `crop` then `resize` recipe scales it
+    by crop_size / image_size.  FITS sources record each object's scale from its header
+    in the label `wcs_pixel_scale` (already per stored pixel; see galhpc.data.fits), which
+    must be known for every object of the source.  Real stamps record none.  With
     `image_size`, a store whose images have another size is not taken (not the model's store).
     """
     try:
@@ -284,9 +291,18 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
         prep = config_from_yaml_text(info.config).prep
     except ConfigError as err:
         return None, f"store {path}: its prep config is unreadable: {err}"
-    scales = []
+    if prep.crop_r90 is not None and "crop" in prep.recipe:
+        return None, f"store {path}: size-scaled crops (crop_r90): each stamp has its own pixel scale"
+    scales, hows = [], []
     for index, source in enumerate(prep.sources):
         where = f"store {path}: source {index} ({source.kind})"
+        if source.kind == "fits":
+            value, why = _header_scale(path, index, len(prep.sources))
+            if value is None:
+                return None, f"{where} records no pixel scale ({why})"
+            scales.append(value)
+            hows.append(f"fits {PIXEL_SCALE_LABEL} {value:g} from the FITS headers")
+            continue
         target = PIXEL_SCALE_SOURCES.get(source.kind)
         if target is None:
             return None, f"{where} records no pixel scale"
@@ -297,21 +313,38 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
             return None, f"{where}: options unreadable: {err}"
         if getattr(options, "size_scaled", None) is not None:
             return None, f"{where} is size-scaled: each stamp has its own pixel scale (label column pixel_scale)"
-        scales.append(float(options.pixel_scale))
-    if prep.crop_r90 is not None and "crop" in prep.recipe:
-        return None, f"store {path}: size-scaled crops (crop_r90): each stamp has its own pixel scale"
+        drawn = prep.image_size
+        cropped = prep.crop_size if "crop" in prep.recipe and prep.crop_size is not None else drawn
+        final = prep.image_size if "resize" in prep.recipe else cropped
+        if final != info.image_shape[-1]:
+            return None, f"store {path}: its prep config gives {final}-pixel images, it holds {info.image_shape[-1]}"
+        how = "" if cropped == final else f", {cropped}-pixel crop resized to {final}"
+        scales.append(float(options.pixel_scale) * cropped / final)
+        hows.append(f"{source.kind} pixel_scale {float(options.pixel_scale):g}{how}")
     if not scales:
         return None, f"store {path} records no sources"
-    if any(not math.isclose(s, scales[0], rel_tol=1e-9) for s in scales):
+    if any(not math.isclose(s, scales[0], rel_tol=1e-6) for s in scales):
         return None, f"store {path} mixes sources of pixel scales {scales}"
-    drawn = prep.image_size
-    cropped = prep.crop_size if "crop" in prep.recipe and prep.crop_size is not None else drawn
-    final = prep.image_size if "resize" in prep.recipe else cropped
-    if final != info.image_shape[-1]:
-        return None, f"store {path}: its prep config gives {final}-pixel images, it holds {info.image_shape[-1]}"
-    value = scales[0] * cropped / final
-    how = "" if cropped == final else f", {cropped}-pixel crop resized to {final}"
-    return value, f"training store {path} ({prep.sources[0].kind} pixel_scale {scales[0]:g}{how})"
+    return scales[0], f"training store {path} ({hows[0]})"
+
+
+def _header_scale(path: str | Path, source: int, n_sources: int) -> tuple[float | None, str]:
+    """The one pixel scale the FITS headers gave every object of source number `source`."""
+    with open_h5_readonly(path) as f:
+        if f"labels/{PIXEL_SCALE_LABEL}" not in f:
+            return None, f"no {PIXEL_SCALE_LABEL} label: its FITS headers had no celestial WCS or PIXSCALE"
+        values = f[f"labels/{PIXEL_SCALE_LABEL}"][()]
+        if n_sources > 1:
+            values = values[f["labels/source_index"][()] == source]
+    if len(values) == 0:
+        return None, "no objects"
+    unknown = int(np.isnan(values).sum())
+    if unknown:
+        return None, f"{unknown} of {len(values)} objects have no celestial WCS or PIXSCALE in their FITS header"
+    lo, hi = float(values.min()), float(values.max())
+    if not math.isclose(lo, hi, rel_tol=1e-6):
+        return None, f"its objects' FITS headers disagree: {lo:g} to {hi:g} arcsec per pixel"
+    return float(np.mean(values, dtype=np.float64)), ""
 
 
 class StoreReader:

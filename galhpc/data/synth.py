@@ -23,6 +23,7 @@ import numpy as np
 
 from galhpc.config import ConfigError, PrepConfig, SourceConfig, options_dataclass
 from galhpc.data.sources import Block, object_rng, object_seed
+from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.synth")
 
@@ -157,7 +158,7 @@ def _galaxy(galsim, p: dict[str, float]):
 
 def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[str, np.ndarray | dict]:
     """One object: noisy PSF-convolved image, truth, PSF image and parameters."""
-    import galsim
+    galsim = require("galsim", "sim", "simulated GalSim sources (galhpc-prep kind galsim)")
 
     p = draw_parameters(opts, seed, index)
     scale = opts.pixel_scale if opts.size_scaled is None else opts.size_scaled * p["r90"] / size
@@ -185,7 +186,7 @@ def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[s
 def _cosmos_amplitude(size: int, scale: float) -> np.ndarray:
     """sqrt of the power spectrum of COSMOS F814W noise (galsim.getCOSMOSNoise), unit
     variance, on a (2 size + 1)^2 periodic grid of pixel `scale` arcsec."""
-    import galsim
+    galsim = require("galsim", "sim", "simulated GalSim sources (galhpc-prep kind galsim)")
 
     m = 2 * size + 1  # odd, so lag 0 falls on a pixel; twice the stamp, so no wrap-around
     corr = galsim.getCOSMOSNoise().drawImage(galsim.ImageD(m, m, scale=scale)).array
@@ -208,7 +209,7 @@ def psf_image(opts: SimOptions, fwhm: float, scale: float | None = None) -> np.n
 
     `truth` is the galaxy sampled at pixel centres (no pixel response), so
     image ≈ truth ⊛ psf + noise, the pair a deconvolution model needs."""
-    import galsim
+    galsim = require("galsim", "sim", "simulated GalSim sources (galhpc-prep kind galsim)")
 
     scale = opts.pixel_scale if scale is None else scale  # arcsec per pixel of the stamp
     img = _psf(galsim, opts, fwhm).drawImage(nx=opts.psf_size, ny=opts.psf_size, scale=scale)

@@ -20,10 +20,40 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 20
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | None = None, backend: str = "auto"):
-    """Index (int64, (N,)) of the nearest row of codebook (K, D) for each row of x (N, D), and
-    its squared Euclidean distance (x's dtype, (N,)).
+    """The nearest codebook row of every vector, searched in blocks (no N x K matrix in memory).
 
-    backend: "auto", "torch", "cpp", "cuda" or "numba"; GALHPC_KERNEL_BACKEND overrides "auto".
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, D) floating-point vectors (e.g. VQ-VAE encoder outputs, one per latent pixel).
+    codebook : torch.Tensor
+        (K, D) code vectors; moved to x's device and dtype.
+    block_size : int, optional
+        Rows of x per block (default: about DEFAULT_BLOCK_ELEMENTS / K).
+    backend : {"auto", "torch", "cpp", "cuda", "numba"}, optional
+        Implementation; "auto" picks the compiled extension, numba or torch
+        (GALHPC_KERNEL_BACKEND overrides it).  Every backend matches the torch reference.
+
+    Returns
+    -------
+    index : torch.Tensor
+        (N,) int64, the row of `codebook` nearest to each row of x (Euclidean).
+    squared_distance : torch.Tensor
+        (N,) of x's dtype, ||x_i - codebook[index_i]||^2; differentiable with respect to
+        x and codebook when gradients are enabled.
+
+    Raises
+    ------
+    TypeError
+        If x or codebook is not a floating-point torch tensor.
+    ValueError
+        For shapes other than (N, D) and (K, D), an empty codebook, or a non-positive
+        block size.
+
+    References
+    ----------
+    .. [1] van den Oord, A., Vinyals, O., & Kavukcuoglu, K. (2017), "Neural discrete
+       representation learning", NeurIPS 30 (the VQ-VAE quantisation step).
     """
     _check_inputs(x, codebook, block_size)
     codebook = codebook.to(device=x.device, dtype=x.dtype)

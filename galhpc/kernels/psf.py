@@ -33,11 +33,41 @@ PSF_BACKENDS = ("torch",)
 
 
 def convolve_psf(images, psf, *, backend: str = "auto"):
-    """Convolve images (B, H, W) or (B, C, H, W) with one PSF (h, w) or one per object (B, h, w).
+    """Convolve a batch of images with a PSF: zero-padded (no wrap-around), differentiable.
 
-    Returns the images' shape, dtype and type (numpy in, numpy out).  The PSF is moved to
-    the images' device and dtype.  backend: "auto" or "torch" (CPU, or cuFFT on cuda tensors);
-    GALHPC_KERNEL_BACKEND overrides "auto".
+    Parameters
+    ----------
+    images : numpy.ndarray or torch.Tensor
+        (B, H, W) or (B, C, H, W), floating point, in any flux unit.
+    psf : numpy.ndarray or torch.Tensor
+        One PSF (h, w) for every image, or one per object (B, h, w), sampled on the
+        images' pixel grid (normalise it to unit sum to conserve flux); moved to the
+        images' device and dtype.
+    backend : {"auto", "torch"}, optional
+        "torch": direct convolution for small PSFs, FFT (cuFFT on CUDA tensors)
+        otherwise, in memory-bounded chunks on CPU.  The environment variable
+        GALHPC_KERNEL_BACKEND overrides "auto".
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        The images' shape, dtype and type (numpy in, numpy out), aligned as
+        ``scipy.signal.fftconvolve(image, psf, mode="same")``; gradients flow to
+        images and PSF.
+
+    Raises
+    ------
+    TypeError
+        If images is neither a numpy array nor a torch tensor, or not floating point.
+    ValueError
+        For shapes other than the above, empty inputs, or a per-object PSF count other
+        than B.
+
+    References
+    ----------
+    .. [1] Lanusse, F., Mandelbaum, R., Ravanbakhsh, S., et al. (2021), "Deep generative
+       models for galaxy image simulations", MNRAS 504, 5543 (the PSF applied to a
+       generative model's output inside its likelihood).
     """
     as_numpy = isinstance(images, np.ndarray)
     images_t = torch.from_numpy(images) if as_numpy else images

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from galhpc.extras import require
 from galhpc.report.metrics import ks_distance
 
 log = logging.getLogger("galhpc.report")
@@ -65,7 +66,7 @@ def segment_galaxy(image: np.ndarray, nsigma: float = 2.0, peak_fraction: float 
 
 def measure(image: np.ndarray) -> dict[str, float]:
     """statmorph statistics of one 2-D stamp; NaN everywhere when statmorph flags it bad."""
-    import statmorph
+    statmorph = require("statmorph", "report", "the morphology statistics of galhpc-report")
 
     nan = {name: float("nan") for name in STATISTICS}
     sub, segmap, sigma = segment_galaxy(image)

@@ -1,5 +1,7 @@
 """Read bounded random samples of catalogue and store HDF5 files (the report's only file input).
 
+Catalogues are read with `galhpc.io.catalog` (shards directly, verified); stores with h5py.
+
 Catalogues may hold 10^8 rows, so nothing here reads a whole per-object dataset except
 narrow integer columns in fixed-size chunks (occupancy, object-id matching).  Sampled
 row indices are sorted, as h5py's fancy indexing requires.
@@ -14,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from galhpc.io.catalog import open_catalog
 from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.files import open_h5_readonly
 
@@ -70,32 +73,33 @@ class ClusterSample:
 def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> ClusterSample:
     """Sample `max_rows` rows of clusters.h5; occupancy is counted over every row in chunks.
 
+    Read through `galhpc.io.catalog` (shard files directly, every shard verified first), so
+    a catalogue with a missing shard is refused rather than read as rows of fill values.
     The cluster label is the `component` dataset (argmax γ), or `label` as older galhpc-encode
     versions named it.
     """
-    with open_h5_readonly(path) as f:
-        label_name = next((n for n in LABEL_DATASETS if n in f), None)
+    with open_catalog(path) as cat:
+        label_name = next((n for n in LABEL_DATASETS if n in cat), None)
         for name in ("object_id", "mu", label_name or LABEL_DATASETS[0]):
-            if name not in f:
+            if name not in cat:
                 raise CatalogError(f"{path}: no dataset {name!r}; is this a galhpc-encode output?")
-        n_total = f[label_name].shape[0]
+        n_total = len(cat)
         rows = sample_rows(n_total, max_rows, rng)
 
         def optional(name: str) -> np.ndarray | None:
-            return read_rows(f[name], rows) if name in f else None
+            return cat.read(name, rows) if name in cat else None
 
         gamma = optional("gamma")
-        component = read_rows(f[label_name], rows).astype(np.int64)
+        component = cat.read(label_name, rows).astype(np.int64)
         n_components = gamma.shape[1] if gamma is not None else int(component.max(initial=-1)) + 1
         occupancy = np.zeros(n_components, np.int64)
-        for chunk in iter_column(f[label_name]):
+        for _, chunk in cat.iter_blocks(label_name, CHUNK_ROWS):
             chunk = chunk.astype(np.int64)
             occupancy += np.bincount(chunk[chunk >= 0], minlength=n_components)[:n_components]
-        meta = {k: str(v) for k, v in f["meta"].attrs.items()} if "meta" in f else {}
         return ClusterSample(
             rows=rows,
-            object_id=read_rows(f["object_id"], rows).astype(np.int64),
-            mu=read_rows(f["mu"], rows).astype(np.float32),
+            object_id=cat.read("object_id", rows).astype(np.int64),
+            mu=cat.read("mu", rows).astype(np.float32),
             component=component,
             n_total=n_total,
             n_components=n_components,
@@ -103,7 +107,7 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
             logvar=None if (lv := optional("logvar")) is None else lv.astype(np.float32),
             gamma=None if gamma is None else gamma.astype(np.float32),
             recon_mse=optional("recon_mse"),
-            meta=meta,
+            meta={k: str(v) for k, v in cat.meta.items()},
         )
 
 
@@ -183,10 +187,10 @@ class SynthSample:
 
 
 def read_synth(path: str | Path, max_rows: int, rng: np.random.Generator) -> SynthSample:
-    with open_h5_readonly(path) as f:
-        if "images" not in f:
+    """Sample `max_rows` images of synth.h5 (through `galhpc.io.catalog`, shards verified)."""
+    with open_catalog(path) as cat:
+        if "images" not in cat:
             raise CatalogError(f"{path}: no dataset 'images'; is this a galhpc-generate output?")
-        n_total = f["images"].shape[0]
-        rows = sample_rows(n_total, max_rows, rng)
-        component = read_rows(f["component"], rows).astype(np.int64) if "component" in f else np.full(len(rows), -1)
-        return SynthSample(as_nchw(read_rows(f["images"], rows)), component, n_total)
+        rows = sample_rows(len(cat), max_rows, rng)
+        component = cat.read("component", rows).astype(np.int64) if "component" in cat else np.full(len(rows), -1)
+        return SynthSample(as_nchw(cat.read("images", rows)), component, len(cat))

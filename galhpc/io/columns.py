@@ -1,0 +1,37 @@
+"""Units and one-line descriptions of the catalogue columns galhpc writes (docs/schema.md).
+
+Used for astropy tables (`Catalog.table`), FITS TUNIT/TCOMM cards and Parquet field
+metadata.  A unit of "" is dimensionless; None means the unit is not known (e.g. it is
+that of the input pixels, whatever the survey's were).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class ColumnInfo(NamedTuple):
+    unit: str | None
+    description: str
+
+
+COLUMNS: dict[str, ColumnInfo] = {
+    "object_id": ColumnInfo(None, "object id: the store's object_id (encode) or object index (generate)"),
+    "component": ColumnInfo(None, "mixture component: sampled from (generate) or argmax gamma (encode); -1 none"),
+    "seed": ColumnInfo(None, "seed of the torch.Generator of the sample call that made the object"),
+    "z": ColumnInfo("", "latent vector the image was decoded from"),
+    "mu": ColumnInfo("", "posterior mean of the latent vector"),
+    "logvar": ColumnInfo("", "posterior log variance of the latent vector"),
+    "gamma": ColumnInfo("", "responsibilities p(c | z = mu) of the mixture components"),
+    "recon_mse": ColumnInfo(None, "mean squared reconstruction error, in squared input pixel units"),
+    "p_galaxy": ColumnInfo("", "probability that the object is a galaxy (double-peaked prior)"),
+    "star_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as star"),
+    "galaxy_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as galaxy"),
+    "images": ColumnInfo(None, "image, in the model's output pixel units"),
+    "images_clean": ColumnInfo(None, "image before PSF and noise, in the model's output pixel units"),
+}
+
+
+def column_info(name: str) -> ColumnInfo:
+    """The unit and description of column `name` (unknown columns: no unit, the name)."""
+    return COLUMNS.get(name, ColumnInfo(None, name))

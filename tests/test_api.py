@@ -1,0 +1,70 @@
+"""The public API: lazy `import galhpc`, load_model, open_store (against h5py), the kernels re-exported."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import galhpc
+from galhpc.data.sources import DataError
+
+from test_catalog_encode import write_store
+from test_catalog_generate import make_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_is_light_and_all_names_resolve():
+    code = ("import sys, galhpc\n"
+            "heavy = [m for m in ('torch', 'h5py', 'mpi4py', 'horovod', 'galhpc._ext') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "for name in galhpc.__all__:\n    getattr(galhpc, name)\n"
+            "print(sorted(galhpc.__all__))")
+    run = subprocess.run([sys.executable, "-c", code], cwd="/", env={"PYTHONPATH": str(REPO)}, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "open_catalog" in run.stdout and "nearest_code" in run.stdout
+    with pytest.raises(AttributeError):
+        galhpc.no_such_name
+
+
+def test_load_model_gives_the_checkpoint_model_in_eval_mode(tmp_path):
+    path = make_checkpoint(tmp_path / "av.pt")
+    model = galhpc.load_model(path)
+    assert not model.training and model.name == "astrovader"
+    from galhpc.checkpoint import load_model as load_full
+    reference, _, _ = load_full(path)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model.encode(x).mu, reference.encode(x).mu)
+        assert model.sample(3, torch.Generator().manual_seed(0)).images.shape == (3, 1, 16, 16)
+
+
+def test_open_store_reads_rows_in_the_order_asked(tmp_path):
+    path = write_store(tmp_path / "store.h5", n=50)
+    with h5py.File(path, "a") as f:
+        f["labels/snr"] = np.arange(50, dtype=np.float32) / 2
+        f["labels/name"] = np.array([f"g{i}".encode() for i in range(50)], dtype="S64")
+    rows = [49, 3, 3, 17]
+    with h5py.File(path) as f, galhpc.open_store(path) as store:  # already open with locks: still opens
+        assert len(store) == 50 and {"images", "object_id", "snr", "name"} <= set(store.columns)
+        assert np.array_equal(store.read("images", rows), f["images"][()][rows])
+        assert np.array_equal(store.read("snr", rows), f["labels/snr"][()][rows])
+        table = store.table(rows=[1, 0])
+        assert list(table["object_id"]) == [13, 3] and list(table["name"]) == ["g1", "g0"]
+        with pytest.raises(KeyError, match="no per-object column"):
+            store.read("nope")
+        with pytest.raises(IndexError):
+            store.read("images", [50])
+    with pytest.raises(DataError, match="not found"):
+        galhpc.open_store(tmp_path / "missing.h5")
+
+
+def test_kernels_are_the_kernels():
+    from galhpc import kernels
+
+    assert galhpc.convolve_psf is kernels.convolve_psf and galhpc.nearest_code is kernels.nearest_code

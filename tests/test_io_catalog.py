@@ -1,0 +1,209 @@
+"""galhpc.open_catalog on catalogues written by real galhpc-encode / galhpc-generate runs.
+
+Oracle: the shard files read directly with h5py (row r of shard k = object k*S + r).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from astropy import units as u
+
+from galhpc.cli.encode import main as encode_main
+from galhpc.cli.generate import main as generate_main
+from galhpc.cli.report import main as report_main
+from galhpc.io.catalog import CatalogError, open_catalog
+from galhpc.report import sampling
+
+from test_catalog_encode import write_store
+from test_catalog_generate import make_checkpoint
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+N_ENC, S_ENC = 600, 128  # encode: 5 shards
+N_GEN, S_GEN = 150, 64  # generate: 3 shards
+
+
+def shard_oracle(out: Path, shard_size: int) -> dict[str, np.ndarray]:
+    """Every column, concatenated from the shard files read with plain h5py."""
+    files = sorted((out.parent / (out.name + ".shards")).glob("[0-9]*.h5"))
+    columns: dict[str, list[np.ndarray]] = {}
+    for k, path in enumerate(files):
+        with h5py.File(path, "r") as f:
+            assert (f.attrs["start"], f.attrs["stop"]) == (k * shard_size, k * shard_size + f["object_id"].shape[0])
+            for name, ds in f.items():
+                if ds.dtype.names is None:
+                    columns.setdefault(name, []).append(ds[()])
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+@pytest.fixture(scope="module")
+def catalogues(tmp_path_factory):
+    root = tmp_path_factory.mktemp("iocat")
+    store = write_store(root / "store.h5", n=N_ENC)
+    vae = make_checkpoint(root / "vae.pt", "vae")
+    av = make_checkpoint(root / "av.pt", "astrovader")
+    common = ["--threads", "1", "--device", "cpu"]
+    assert encode_main(["--checkpoint", str(vae), "--input", str(store), "--out", str(root / "clusters.h5"),
+                        "--batch-size", "64", "--shard-size", str(S_ENC), "--gmm-components", "4",
+                        "--gmm-fit-objects", "300", *common]) == 0
+    assert generate_main(["--checkpoint", str(av), "--n", str(N_GEN), "--out", str(root / "synth.h5"),
+                          "--batch-size", "32", "--shard-size", str(S_GEN), "--seed", "3", *common]) == 0
+    return {"root": root, "clusters": root / "clusters.h5", "synth": root / "synth.h5", "av": av}
+
+
+def copy_pair(master: Path, dest: Path) -> Path:
+    shutil.copy(master, dest)
+    shutil.copytree(master.with_name(master.name + ".shards"), dest.with_name(dest.name + ".shards"))
+    return dest
+
+
+def test_columns_and_random_rows_equal_the_shards(catalogues):
+    for key, size in (("clusters", S_ENC), ("synth", S_GEN)):
+        oracle = shard_oracle(catalogues[key], size)
+        rng = np.random.default_rng(7)
+        with open_catalog(catalogues[key]) as cat:
+            assert set(cat.columns) == set(oracle) and len(cat) == len(oracle["object_id"])
+            assert len(cat.shards) == -(-len(cat) // size)
+            for name, expected in oracle.items():
+                assert np.array_equal(cat.read(name), expected), name
+                rows = rng.integers(0, len(cat), 300)  # any order, with repeats
+                got = cat.read(name, rows)
+                assert got.dtype == expected.dtype and np.array_equal(got, expected[rows]), name
+                assert np.array_equal(cat.read(name, slice(5, 140, 3)), expected[5:140:3])
+                blocks = list(cat.iter_blocks(name, 50))
+                assert all(b.shape[0] <= 50 for _, b in blocks)
+                assert [s for s, _ in blocks] == sorted(s for s, _ in blocks)
+                assert np.array_equal(np.concatenate([b for _, b in blocks]), expected)
+            with pytest.raises(IndexError):
+                cat.read("object_id", [len(cat)])
+            with pytest.raises(KeyError, match="no column"):
+                cat.read("nope")
+            assert cat.meta["kind"] == ("encode" if key == "clusters" else "generate")
+
+
+def test_table_has_the_scalar_columns_with_descriptions(catalogues):
+    oracle = shard_oracle(catalogues["clusters"], S_ENC)
+    with open_catalog(catalogues["clusters"]) as cat:
+        table = cat.table()
+        assert set(table.colnames) == {"object_id", "component", "recon_mse"}
+        for name in table.colnames:
+            assert np.array_equal(table[name], oracle[name])
+        assert table["component"].description and table["object_id"].unit is None
+        assert table.meta["kind"] == "encode"
+        sub = cat.table(["mu", "object_id"], rows=[3, 1])
+        assert sub["mu"].shape == (2, oracle["mu"].shape[1]) and list(sub["object_id"]) == list(oracle["object_id"][[3, 1]])
+        assert sub["mu"].unit == u.dimensionless_unscaled
+
+
+def test_missing_shard_is_named_by_the_reader_and_the_report(catalogues, tmp_path, capsys):
+    broken = copy_pair(catalogues["clusters"], tmp_path / "clusters.h5")
+    (tmp_path / "clusters.h5.shards" / "000002.h5").unlink()
+    with pytest.raises(CatalogError, match=r"1 of 5 shard file\(s\) missing.*clusters\.h5\.shards/000002\.h5 \(missing\)"):
+        open_catalog(broken)
+    with pytest.raises(CatalogError, match="000002.h5"):  # the report's reader: no silent occupancies
+        sampling.read_clusters(broken, 1000, np.random.default_rng(0))
+    rc = report_main(["--checkpoint", str(catalogues["av"]), "--clusters", str(broken), "--out",
+                      str(tmp_path / "report"), "--threads", "1"])
+    assert rc == 1
+    assert "000002.h5 (missing)" in capsys.readouterr().err
+
+
+def test_master_fill_values_cannot_pass_for_data(catalogues, tmp_path):
+    """A plain h5py reader of a master whose shard is gone sees -1 / NaN, not zeros."""
+    broken = copy_pair(catalogues["clusters"], tmp_path / "clusters.h5")
+    (tmp_path / "clusters.h5.shards" / "000001.h5").unlink()
+    lost = slice(S_ENC, 2 * S_ENC)
+    with h5py.File(broken, "r") as f:
+        assert (f["object_id"][lost] == -1).all() and (f["component"][lost] == -1).all()
+        assert np.isnan(f["mu"][lost]).all() and np.isnan(f["gamma"][lost]).all()
+        table = f["catalog"][lost]
+        assert (table["object_id"] == -1).all() and np.isnan(table["recon_mse"]).all()
+        assert (f["object_id"][:S_ENC] >= 0).all()
+    (tmp_path / "elsewhere").mkdir()
+    renamed = copy_pair(catalogues["clusters"], tmp_path / "elsewhere" / "run1.h5")  # HDF5 wants clusters.h5.shards/
+    with h5py.File(renamed, "r") as f:
+        assert (f["object_id"][()] == -1).all()
+
+
+def test_renamed_pair_reads_its_own_shards(catalogues, tmp_path):
+    oracle = shard_oracle(catalogues["synth"], S_GEN)
+    renamed = copy_pair(catalogues["synth"], tmp_path / "run1.h5")
+    with open_catalog(renamed) as cat:
+        assert all(s.path.parent == tmp_path / "run1.h5.shards" for s in cat.shards)
+        for name in ("images", "z", "object_id"):
+            assert np.array_equal(cat.read(name), oracle[name])
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(catalogues["synth"], other / "lonely.h5")  # a master without its shards
+    with pytest.raises(CatalogError, match="3 of 3 shard file"):
+        open_catalog(other / "lonely.h5")
+
+
+def test_shards_of_another_run_or_of_other_rows_are_refused(catalogues, tmp_path):
+    mixed = copy_pair(catalogues["synth"], tmp_path / "m.h5")
+    manifest = tmp_path / "m.h5.shards" / "manifest.json"
+    fingerprint = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**fingerprint, "seed": 99}))
+    with pytest.raises(CatalogError, match="belong to another run"):
+        open_catalog(mixed)
+    manifest.write_text(json.dumps(fingerprint))
+    shards = tmp_path / "m.h5.shards"
+    shutil.copy(shards / "000000.h5", shards / "000001.h5")  # right size, wrong objects
+    with pytest.raises(CatalogError, match=r"000001\.h5 \(holds objects 0\.\.63, the master expects 64\.\.127\)"):
+        open_catalog(mixed)
+    (shards / "000001.h5").write_bytes(b"not hdf5")
+    with pytest.raises(CatalogError, match=r"000001\.h5 \(unreadable"):
+        open_catalog(mixed)
+
+
+def test_plain_file_of_datasets_is_a_catalogue_of_one_shard(tmp_path):
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["object_id"] = np.arange(10, dtype=np.int64)
+        f["mu"] = np.arange(30, dtype=np.float32).reshape(10, 3)
+    with open_catalog(tmp_path / "plain.h5") as cat:
+        assert len(cat) == 10 and cat.columns == ["mu", "object_id"] and len(cat.shards) == 1
+        assert np.array_equal(cat.read("mu", [9, 0]), [[27, 28, 29], [0, 1, 2]])
+    (tmp_path / "x.h5").write_bytes(b"junk")
+    with pytest.raises(CatalogError, match="not a readable HDF5 file"):
+        open_catalog(tmp_path / "x.h5")
+
+
+def test_more_shards_than_the_open_file_limit(catalogues, tmp_path):
+    """Under `ulimit -n 64` (soft = hard, so it cannot be raised) a catalogue of 100 shards
+    reads every row correctly, while the VDS master loses rows (to fill values, not zeros)."""
+    out = tmp_path / "many.h5"
+    assert generate_main(["--checkpoint", str(catalogues["av"]), "--n", "300", "--out", str(out), "--batch-size", "3",
+                          "--shard-size", "3", "--seed", "1", "--threads", "1", "--device", "cpu"]) == 0
+    oracle = shard_oracle(out, 3)
+    np.savez(tmp_path / "oracle.npz", **oracle)
+    script = textwrap.dedent(f"""
+        import resource, sys, h5py, numpy as np
+        from galhpc.io.catalog import open_catalog
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (64, 64)
+        oracle = np.load({str(tmp_path / 'oracle.npz')!r})
+        with open_catalog({str(out)!r}) as cat:
+            assert len(cat.shards) == 100, len(cat.shards)
+            rows = np.random.default_rng(0).permutation(len(cat))
+            for name in oracle.files:
+                assert np.array_equal(cat.read(name), oracle[name]), name
+                assert np.array_equal(cat.read(name, rows), oracle[name][rows]), name
+            print("open files at most", cat._pool.size)
+        with h5py.File({str(out)!r}, "r") as f:
+            ids = f["object_id"][()]
+        print("master rows lost", int((ids == -1).sum()), "zeros", int((ids[1:] == 0).sum()))
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = subprocess.run(["prlimit", "--nofile=64:64", sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lost = int(run.stdout.split("master rows lost ")[1].split()[0])
+    assert lost > 0 and "zeros 0" in run.stdout, run.stdout

@@ -1,0 +1,107 @@
+"""galhpc-export: FITS binary table and Parquet of a real galhpc-encode catalogue, read back
+with astropy and pyarrow and compared with the shard files."""
+
+import shutil
+
+import h5py
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from galhpc.catalog.encode import encode_from_checkpoint
+from galhpc.cli.export import main as export_main
+from galhpc.io.catalog import Catalog, open_catalog
+from galhpc.io.export import export_fits
+
+from test_catalog_encode import write_store
+from test_catalog_generate import make_checkpoint
+
+N, S = 300, 64  # 5 shards, the last one short
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    store = write_store(root / "store.h5", n=N)
+    ckpt = make_checkpoint(root / "vae.pt", "vae")
+    out = root / "clusters.h5"
+    encode_from_checkpoint(ckpt, store, out, batch_size=64, shard_size=S, gmm_components=4, gmm_fit_objects=200,
+                           threads=1, device="cpu")
+    shards = sorted((root / "clusters.h5.shards").glob("[0-9]*.h5"))
+    oracle = {}
+    for path in shards:
+        with h5py.File(path) as f:
+            for name, ds in f.items():
+                if ds.dtype.names is None:
+                    oracle.setdefault(name, []).append(ds[()])
+    return out, {k: np.concatenate(v) for k, v in oracle.items()}
+
+
+def test_fits_table_reads_back_in_astropy_with_ttype_comments(clusters, tmp_path):
+    out, oracle = clusters
+    assert export_main([str(out), "--fits", str(tmp_path / "c.fits")]) == 0
+    table = Table.read(tmp_path / "c.fits", hdu="CATALOG")
+    assert set(table.colnames) == {"object_id", "component", "recon_mse", "mu", "logvar", "gamma"}
+    assert len(table) == N
+    for name in table.colnames:
+        assert np.array_equal(np.asarray(table[name]), oracle[name]), name
+        assert table[name].shape == oracle[name].shape
+    header = fits.getheader(tmp_path / "c.fits", "CATALOG")
+    ttypes = {header[f"TTYPE{i}"]: i for i in range(1, header["TFIELDS"] + 1)}
+    i = ttypes["gamma"]
+    assert header[f"TFORM{i}"] == f"{oracle['gamma'].shape[1]}E"
+    assert "responsibilities" in header[f"TCOMM{i}"] and header.comments[f"TTYPE{i}"]
+    assert header["KIND"] == "encode" and len(header["CKPTSHA"]) == 64
+    assert all(len(card.image) == 80 for card in header.cards)  # no CONTINUE cards
+    assert export_main([str(out), "--fits", str(tmp_path / "c.fits")]) == 1  # exists: refused
+
+
+def test_parquet_has_one_file_per_shard_and_reads_back_in_pyarrow(clusters, tmp_path):
+    out, oracle = clusters
+    assert export_main([str(out), "--parquet", str(tmp_path / "c.parquet"), "--columns", "object_id,mu,component"]) == 0
+    parts = sorted(p.name for p in (tmp_path / "c.parquet").iterdir())
+    assert parts == [f"part-{k:06d}.parquet" for k in range(5)]
+    assert pq.read_table(tmp_path / "c.parquet" / "part-000004.parquet").num_rows == N - 4 * S
+    table = pads.dataset(tmp_path / "c.parquet").to_table()
+    assert table.column_names == ["object_id", "mu", "component"]
+    ids = table["object_id"].to_numpy()
+    order = np.argsort(ids)  # dataset fragments may come in any order
+    expected_order = np.argsort(oracle["object_id"])
+    assert np.array_equal(ids[order], oracle["object_id"][expected_order])
+    mu = np.stack(table["mu"].to_numpy(zero_copy_only=False))
+    assert mu.dtype == np.float32 and np.array_equal(mu[order], oracle["mu"][expected_order])
+    assert np.array_equal(table["component"].to_numpy()[order], oracle["component"][expected_order])
+    field = table.schema.field("mu")
+    assert b"posterior mean" in field.metadata[b"description"]
+    assert b'"kind": "encode"' in table.schema.metadata[b"galhpc"]
+
+
+def test_export_streams_one_shard_at_a_time(clusters, tmp_path, monkeypatch):
+    out, _ = clusters
+    widest = []
+    original = Catalog._read_range
+    monkeypatch.setattr(Catalog, "_read_range", lambda self, col, a, b: widest.append(b - a) or original(self, col, a, b))
+    assert export_main([str(out), "--fits", str(tmp_path / "s.fits"), "--parquet", str(tmp_path / "s")]) == 0
+    assert widest and max(widest) == S
+
+
+def test_images_are_refused_and_a_missing_shard_is_named(clusters, tmp_path, capsys):
+    out, _ = clusters
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["images"] = np.zeros((4, 8, 8), np.float16)
+        f["object_id"] = np.arange(4)
+    with open_catalog(tmp_path / "plain.h5") as cat:
+        with pytest.raises(ValueError, match="only scalar and vector"):
+            export_fits(cat, tmp_path / "i.fits", ["images"])
+        export_fits(cat, tmp_path / "i.fits")
+    assert Table.read(tmp_path / "i.fits").colnames == ["object_id"]
+    assert export_main([str(out), "--fits", str(tmp_path / "x.fits"), "--columns", "nope"]) == 1
+    assert "nope" in capsys.readouterr().err
+    shutil.copy(out, tmp_path / "clusters.h5")
+    shutil.copytree(out.with_name("clusters.h5.shards"), tmp_path / "clusters.h5.shards")
+    (tmp_path / "clusters.h5.shards" / "000003.h5").unlink()
+    assert export_main([str(tmp_path / "clusters.h5"), "--fits", str(tmp_path / "y.fits")]) == 1
+    assert "000003.h5 (missing)" in capsys.readouterr().err and not (tmp_path / "y.fits").exists()
