@@ -31,6 +31,7 @@ import numpy as np
 from galhpc.extras import require
 from galhpc.io.catalog import Catalog
 from galhpc.io.columns import column_info
+from galhpc.runtime.files import atomic_path, temp_path
 
 log = logging.getLogger("galhpc.io.export")
 
@@ -146,8 +147,7 @@ def export_fits(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
         raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
     names = exportable_columns(cat, columns)
     header, record = fits_header(cat, names)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         primary = fits.PrimaryHDU()
         primary.header["ORIGIN"] = "galhpc-export"
         primary.header["CATALOG"] = (cat.path.name[:60], "galhpc catalogue master file")
@@ -161,10 +161,6 @@ def export_fits(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
                 stream.write(rows.view(np.uint8))
         finally:
             stream.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("wrote %s: %d rows, columns %s", out, len(cat), names)
     return out
 
@@ -226,7 +222,7 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
         raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
     names = exportable_columns(cat, columns)
     schema = arrow_schema(cat, names)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = temp_path(out)  # a directory: the runtime's temp name, renamed when complete
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
