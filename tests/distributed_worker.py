@@ -11,6 +11,7 @@ them with one process on whole batches (`reference_run`).
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -122,6 +123,7 @@ def main(backend_name: str, out_dir: str) -> None:
         "backend": backend.name,
         "rank": rank,
         "world_size": world,
+        "host": socket.gethostname(),
         "params": model.state_dict(),
         "wrapped_keys": sorted(wrapped.state_dict()),
         "grads": grads,

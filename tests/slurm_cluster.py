@@ -41,22 +41,33 @@ def _free_port() -> int:
 
 def _slurm_conf(root: Path, cpus: int) -> str:
     host = socket.gethostname()
+    nodes = f"NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN"
+    return slurm_conf(root, f"{host}(127.0.0.1)", _free_port(), _free_port(), nodes, NODE)
+
+
+def slurm_conf(root: Path, controller: str, ctld_port: int, slurmd_port: int, node_lines: str, nodes: str,
+               slurmd_timeout: int = 60) -> str:
+    """slurm.conf of a test cluster whose files all live under `root`.
+
+    `controller` is SlurmctldHost (`name(address)`), `node_lines` the NodeName lines and
+    `nodes` the partition's node list; a node silent for `slurmd_timeout` s is set DOWN.
+    """
     return f"""\
 ClusterName=galhpctest
-SlurmctldHost={host}(127.0.0.1)
+SlurmctldHost={controller}
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={root}/munge/munge.socket,cred_expire=10
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
+SlurmdSpoolDir={root}/spool/%n
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
+SlurmdPidFile={root}/slurmd-%n.pid
 SlurmctldLogFile={root}/log/slurmctld.log
-SlurmdLogFile={root}/log/slurmd.log
+SlurmdLogFile={root}/log/slurmd-%n.log
 PlugStackConfig={root}/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -74,10 +85,10 @@ MinJobAge=600
 KillWait=10
 InactiveLimit=0
 SlurmctldTimeout=60
-SlurmdTimeout=60
+SlurmdTimeout={slurmd_timeout}
 MessageTimeout=30
-NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
-PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
+{node_lines}
+PartitionName={PARTITION} Nodes={nodes} Default=YES MaxTime=INFINITE State=UP
 """
 
 
@@ -103,7 +114,7 @@ class LocalSlurm:
         log.close()
 
     def start(self, timeout: float = 60.0) -> LocalSlurm:
-        for sub in ("munge", "state", "spool", "log"):
+        for sub in ("munge", "state", f"spool/{NODE}", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         munge = self.root / "munge"
         munge.chmod(0o700)

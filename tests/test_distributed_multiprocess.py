@@ -75,7 +75,12 @@ def test_two_ranks_on_half_batches_match_one_process(tmp_path, reference, launch
         launch_command(launcher, backend, tmp_path), env=clean_env(), capture_output=True, text=True, timeout=240
     )
     assert proc.returncode == 0, f"{launcher} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert_ranks_match_reference(tmp_path, reference, expected_backend)
+
+
+def assert_ranks_match_reference(out: Path, reference: dict, expected_backend: str) -> list[dict]:
+    """The two ranks' results under `out` equal one process on whole batches; returns them."""
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert [r["backend"] for r in ranks] == [expected_backend] * 2
     assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
     for result in ranks:
@@ -88,3 +93,4 @@ def test_two_ranks_on_half_batches_match_one_process(tmp_path, reference, launch
         assert result["lr_scale"] == [1.0, 1.25, 1.5, 1.75, 2.0, 2.0]
     for name in reference["params"]:
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name
+    return ranks
