@@ -76,10 +76,17 @@ galhpc_run() {
 }
 
 # galhpc_stop_marker: export GALHPC_STOP_MARKER, the path of a marker file (not created) in
-# a fresh temporary folder that is removed when the script exits.  galhpc-train's rank 0
-# writes it once the checkpoint of a stop signal is saved (galhpc/train/preemption.py).
+# a fresh folder that is removed when the script exits.  galhpc-train's rank 0 writes it
+# once the checkpoint of a stop signal is saved (galhpc/train/preemption.py).  Rank 0 may
+# run on another node than this script, so the folder must be on a file system that both
+# see: GALHPC_SHARED_DIR if set, else inside a Slurm job the job's working directory
+# (sbatch --chdir: on a cluster, the shared project or scratch file system), else $TMPDIR.
 galhpc_stop_marker() {
-  local dir; dir=$(mktemp -d "${TMPDIR:-/tmp}/galhpc-stop.XXXXXX")
+  local base=${GALHPC_SHARED_DIR:-}
+  if [[ -z $base ]]; then
+    if [[ -n ${SLURM_JOB_ID:-} ]]; then base=$PWD; else base=${TMPDIR:-/tmp}; fi
+  fi
+  local dir; dir=$(mktemp -d "$base/.galhpc-stop-${SLURM_JOB_ID:-$$}.XXXXXX")
   # shellcheck disable=SC2064  # expand dir now
   trap "rm -rf '$dir'" EXIT
   export GALHPC_STOP_MARKER=$dir/stopped
@@ -90,6 +97,7 @@ galhpc_stop_marker() {
 # e.g. torchrun's 1 or a launcher killed by the signal), else STATUS.
 galhpc_stopped() {
   local rc=$1 marker=$2
+  if [[ -s $marker ]]; then galhpc_log "stop marker $marker: $(tr '\n' ' ' < "$marker")"; fi
   if (( rc != 0 && rc != GALHPC_PREEMPTED )) && [[ -s $marker ]]; then
     galhpc_log "the ranks stopped on a signal with the checkpoint saved ($(tr '\n' ' ' < "$marker")); launcher status $rc -> $GALHPC_PREEMPTED"
     rc=$GALHPC_PREEMPTED
