@@ -11,6 +11,7 @@ them with one process on whole batches (`reference_run`).
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -124,6 +125,7 @@ def main(backend_name: str, out_dir: str) -> None:
         "rank": rank,
         "world_size": world,
         "host": socket.gethostname(),
+        "interface": os.environ.get("GLOO_SOCKET_IFNAME"),
         "params": model.state_dict(),
         "wrapped_keys": sorted(wrapped.state_dict()),
         "grads": grads,

@@ -7,7 +7,9 @@ Layout (all made by `MultiNodeSlurm.start()`, all removed by `stop()`):
 - per node `nodeI`: a network namespace with a veth `eth0` (10.77.0.{I+1}/24) plugged into
   the head's bridge, its own hostname (UTS namespace) and mount namespace, in which
   `/tmp` is the node's own folder `ROOT/nodes/nodeI/tmp`, `/dev/shm` a fresh tmpfs and
-  `/etc/hosts` names every node; one `slurmd -N nodeI` runs there;
+  `/etc/hosts` (`ROOT/nodes/nodeI/hosts`) names every node -- and, after
+  `name_self_loopback(True)`, the node itself as 127.0.1.1, as Debian does; one
+  `slurmd -N nodeI` runs there;
 - munged in the test's own namespaces (its socket is a file, reachable from every node);
 - shared folders (the cluster's root and the `shared` paths, e.g. pytest's base
   temporary folder) are bound back under each node's private `/tmp`, as a parallel file
@@ -147,10 +149,20 @@ class MultiNodeSlurm(LocalSlurm):
         )
         self.conf.write_text(slurm_conf(self.root, f"head({HEAD_ADDR})", SLURMCTLD_PORT, SLURMD_PORT,
                                         node_lines, self.nodelist, self.slurmd_timeout))
-        hosts = ["127.0.0.1 localhost", f"{HEAD_ADDR} head"] + [f"{self.address(n)} {n}" for n in self.nodes]
-        (self.root / "hosts").write_text("\n".join(hosts) + "\n")
         for node in self.nodes:
             (self.root / "nodes" / node / "tmp").chmod(0o1777)
+        self.name_self_loopback(False)
+
+    def name_self_loopback(self, on: bool) -> None:
+        """Give every node's own name the address 127.0.1.1 (Debian's /etc/hosts) or not.
+
+        The files are rewritten in place, so running nodes see the change at once.
+        """
+        for node in self.nodes:
+            own = [f"127.0.1.1 {node}"] if on else []
+            lines = ["127.0.0.1 localhost", *own, f"{HEAD_ADDR} head", *(f"{self.address(n)} {n}" for n in self.nodes)]
+            with open(self.root / "nodes" / node / "hosts", "w") as hosts:  # same inode: the bind mount follows
+                hosts.write("\n".join(lines) + "\n")
 
     def _make_network(self) -> None:
         head = self.netns("head")
@@ -175,7 +187,7 @@ class MultiNodeSlurm(LocalSlurm):
         """Start (or restart, after `kill_node`) the node's slurmd in its namespaces."""
         outermost = [p for p in self.shared if not any(p != q and p.is_relative_to(q) for q in self.shared)]
         under_tmp = [str(p.relative_to("/tmp")) for p in outermost if p.is_relative_to("/tmp")]
-        env = {**self.env, "GALHPC_NODE": node, "GALHPC_HOSTS": str(self.root / "hosts"),
+        env = {**self.env, "GALHPC_NODE": node, "GALHPC_HOSTS": str(self.root / "nodes" / node / "hosts"),
                "GALHPC_NODE_TMP": str(self.root / "nodes" / node / "tmp"),
                "GALHPC_SHARED_UNDER_TMP": " ".join(under_tmp)}
         log = open(self.root / "log" / f"slurmd-{node}.stdout", "ab")

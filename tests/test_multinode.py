@@ -7,20 +7,29 @@ bridge (10.77.0.0/24), never over loopback.
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker  # noqa: E402
 from multinode_cluster import MultiNodeSlurm, namespaces_missing  # noqa: E402
+from test_catalog_generate import make_checkpoint  # noqa: E402
+from test_catalog_mpi import assert_same_catalogue, shard_digests  # noqa: E402
 from test_distributed_multiprocess import assert_ranks_match_reference  # noqa: E402
 from test_slurm import sbatch  # noqa: E402
+from tiny_run import read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
+
+from galhpc.catalog.generate import generate_from_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
+TRAIN_SH = REPO / "jobs" / "train.sh"
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY")
 JOB_ENV = "--export=ALL,OMP_NUM_THREADS=1,OMPI_MCA_btl_vader_single_copy_mechanism=none,GALHPC_PROGRESS=0"
 
@@ -83,3 +92,162 @@ def test_two_nodes_train_like_one_process_on_whole_batches(cluster, reference, t
                   f"{launch} {sys.executable} {WORKER} {backend} {tmp_path}")
     ranks = assert_ranks_match_reference(tmp_path, reference, expected_backend)
     assert [r["host"] for r in ranks] == ["node0", "node1"], log
+
+
+
+@pytest.mark.slow
+def test_gloo_takes_the_cluster_interface_when_node_names_resolve_to_loopback(cluster, reference, tmp_path):
+    """Debian names the host itself 127.0.1.1: gloo, left alone, would bind there and offer
+    that address to the other node.  The interface that routes to the job's other nodes
+    (eth0) is exported as GLOO_SOCKET_IFNAME instead."""
+    cluster.name_self_loopback(True)
+    try:
+        log = run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=1", "--time=4", "--wrap",
+                      f"srun sh -c 'getent hosts $(hostname)' && srun {sys.executable} {WORKER} torch {tmp_path}")
+    finally:
+        cluster.name_self_loopback(False)
+    assert "127.0.1.1       node0" in log and "127.0.1.1       node1" in log, log
+    ranks = assert_ranks_match_reference(tmp_path, reference, "torch")
+    assert [r["host"] for r in ranks] == ["node0", "node1"]
+    assert [r["interface"] for r in ranks] == ["eth0", "eth0"], log
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory) -> Path:
+    return write_tiny_run(tmp_path_factory.mktemp("data"))
+
+
+def wait_for_job_checkpoint(cluster: MultiNodeSlurm, job: str, path: Path, min_epoch: int, timeout: float = 300) -> None:
+    """`wait_for_checkpoint`, failing at once with the job's output when the job ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return wait_for_checkpoint(path, min_epoch, timeout=5)
+        except TimeoutError:
+            state = cluster.job_field(job, "JobState")
+            if state in ENDED:
+                log = next(path.parents[1].glob(f"job-{job}.out"), None)
+                pytest.fail(f"job {job} {state} before a checkpoint of epoch {min_epoch}:\n"
+                            f"{log.read_text()[-4000:] if log else ''}")
+    raise TimeoutError(f"no checkpoint of epoch >= {min_epoch} at {path} after {timeout:.0f} s")
+
+
+def history_epochs(path: Path) -> list[int]:
+    return [row["epoch"] for row in read_checkpoint(path)["history"]]
+
+
+@pytest.mark.slow
+def test_sbatch_train_sh_on_two_nodes(cluster, config_path, tmp_path):
+    out = tmp_path / "run"
+    log = run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=1", str(TRAIN_SH), str(config_path),
+                  "--out-dir", str(out))
+    assert "launch (srun, 2 rank(s))" in log and "store node0:" in log, log  # rendezvous at the first node
+    position = read_checkpoint(out / "ckpt.pt")["position"]
+    assert position["epoch"] == 2 and position["step"] == 8, log  # 2 ranks x 72 images: 4 batches of 16
+
+
+@pytest.mark.slow
+def test_usr1_to_a_two_node_job_saves_once_requeues_and_resumes(cluster, config_path, tmp_path):
+    """Rank 0 runs on node1, the batch script on node0 (srun -m arbitrary): the stop marker
+    rank 0 writes must be on the shared file system for the script to see it.  Horovod over
+    PMIx, which needs no rendezvous address (torch.distributed's store would be at node0,
+    the first node, while rank 0 serves it on node1)."""
+    out = tmp_path / "run"
+    epochs = 6
+    (tmp_path / "hosts").write_text("node1\nnode0\n")
+    env = (f"{JOB_ENV},SLURM_HOSTFILE={tmp_path / 'hosts'},GALHPC_BACKEND=horovod,"
+           "GALHPC_SRUN_ARGS=--mpi=pmix --distribution=arbitrary")
+    job = sbatch(cluster, tmp_path, env, "--nodes=2", "--ntasks-per-node=1", str(TRAIN_SH), str(config_path),
+                 "--out-dir", str(out), "--epochs", str(epochs))
+    wait_for_job_checkpoint(cluster, job, out / "ckpt.pt", min_epoch=1)
+    cluster.run(["scancel", "--signal=USR1", job])  # to every rank, as --signal=USR1@120 does
+    state = cluster.wait_job(job, ENDED, timeout=400)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log
+    assert cluster.job_field(job, "Restarts") == "1", log
+    assert f"stop marker {tmp_path}/.galhpc-stop-{job}." in log, log  # rank 0 on node1 wrote it, node0 read it
+    assert log.count("stopped by SIGUSR1") >= 1 and "requeueing job" in log, log
+    resumed = [line for line in log.splitlines() if "resuming from" in line][0]
+    assert " at epoch 0, batch 0 " not in resumed, resumed
+    assert read_checkpoint(out / "ckpt.pt")["position"]["epoch"] == epochs
+    assert history_epochs(out / "ckpt.pt") == list(range(epochs))  # no epoch run twice
+    assert not list(tmp_path.glob(".galhpc-stop-*"))  # the marker's folder is removed
+
+
+@pytest.mark.slow
+def test_a_node_killed_mid_job_then_a_rerun_resumes_from_the_checkpoint(cluster, config_path, tmp_path):
+    out = tmp_path / "run"
+    epochs = 4
+    args = ["--nodes=2", "--ntasks-per-node=1", "--no-requeue", str(TRAIN_SH), str(config_path),
+            "--out-dir", str(out), "--epochs", str(epochs)]
+    job = sbatch(cluster, tmp_path, JOB_ENV, *args)
+    wait_for_job_checkpoint(cluster, job, out / "ckpt.pt", min_epoch=1)
+    cluster.kill_node("node1")
+    try:
+        state = cluster.wait_job(job, ENDED, timeout=120)
+        saved = read_checkpoint(out / "ckpt.pt")["position"]["epoch"]
+    finally:
+        cluster.start_node("node1")
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state in ("FAILED", "NODE_FAIL"), f"{state}\n{log}"
+    assert 1 <= saved < epochs, log
+    cluster.wait_node("node1", ("idle",), timeout=60)
+    log = run_job(cluster, tmp_path, *args, timeout=600)
+    resumed = [line for line in log.splitlines() if "resuming from" in line][-1]
+    assert f" at epoch {saved}, batch 0 " in resumed, resumed
+    assert history_epochs(out / "ckpt.pt") == list(range(epochs))
+
+
+GENERATE = ["--n", "1280", "--batch-size", "32", "--shard-size", "64", "--seed", "11", "--threads", "1",
+            "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory) -> tuple[Path, Path]:
+    """A checkpoint and its one-process catalogue (GENERATE)."""
+    root = tmp_path_factory.mktemp("catalogue")
+    ckpt = make_checkpoint(root / "av.pt", "astrovader")
+    one = root / "one.h5"
+    generate_from_checkpoint(ckpt, one, n=1280, batch_size=32, shard_size=64, seed=11, threads=1, device="cpu")
+    return ckpt, one
+
+
+def generate_command(launch: str, ckpt: Path, out: Path) -> str:
+    args = " ".join(GENERATE)
+    return f"{launch} {sys.executable} -m galhpc.cli.generate --checkpoint {ckpt} --out {out} {args}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", ["srun --mpi=pmix", "mpirun --bind-to none"])
+def test_generate_on_two_nodes_times_two_ranks_equals_one_rank(cluster, catalogue, tmp_path, launch):
+    ckpt, one = catalogue
+    out = tmp_path / "four.h5"
+    run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=2", "--wrap", generate_command(launch, ckpt, out))
+    assert_same_catalogue(one, out)
+    with h5py.File(out) as f:
+        assert f["meta"].attrs["ranks"] == 4
+
+
+@pytest.mark.slow
+def test_generate_with_a_node_killed_then_rerun_equals_one_rank(cluster, catalogue, tmp_path):
+    ckpt, one = catalogue
+    out = tmp_path / "killed.h5"
+    shards = out.with_name(out.name + ".shards")
+    args = ["--nodes=2", "--ntasks-per-node=2", "--no-requeue", "--wrap", generate_command("srun --mpi=pmix", ckpt, out)]
+    job = sbatch(cluster, tmp_path, JOB_ENV, *args)
+    deadline = time.monotonic() + 300
+    while not (shards.is_dir() and len(list(shards.glob("0*.h5"))) >= 2):
+        assert time.monotonic() < deadline and cluster.job_field(job, "JobState") not in ENDED, "no shard before the end"
+        time.sleep(0.05)
+    cluster.kill_node("node1")
+    try:
+        state = cluster.wait_job(job, ENDED, timeout=120)
+    finally:
+        cluster.start_node("node1")
+    assert state in ("FAILED", "NODE_FAIL"), (tmp_path / f"job-{job}.out").read_text()
+    assert not out.exists()  # the master appears only when every shard is complete
+    done = shard_digests(out)
+    assert 2 <= len(done) < 20 and all(shard_digests(one)[k] == v for k, v in done.items())
+    cluster.wait_node("node1", ("idle",), timeout=60)
+    run_job(cluster, tmp_path, *args)
+    assert_same_catalogue(one, out)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from galhpc.train.rendezvous import (
-    INTERFACE_VARS, RendezvousError, expand_nodelist, interface_for, socket_interface_env,
+    INTERFACE_VARS, RendezvousError, expand_nodelist, interface_for, job_interface, socket_interface_env,
 )
 
 LISTS = ["node[0-3]", "gpu[007-009,12],login1", "r[1-2]n[01-02]", "node[08-10]", "n[9-11]", "a-b[1-2]", "login1",
@@ -43,10 +43,18 @@ def test_loopback_is_reached_through_lo():
 
 
 def test_interface_variables_set_by_the_user_are_kept():
-    chosen = socket_interface_env("127.0.0.1", {"NCCL_SOCKET_IFNAME": "ib0"})
-    assert chosen == {"GLOO_SOCKET_IFNAME": "lo", "HOROVOD_GLOO_IFACE": "lo"}
+    chosen = socket_interface_env(["127.0.0.1"], {"NCCL_SOCKET_IFNAME": "ib0"})
+    assert chosen == {"GLOO_SOCKET_IFNAME": "lo"}
+    chosen = socket_interface_env(["127.0.0.1"], {}, names=("HOROVOD_GLOO_IFACE",))
+    assert chosen == {"HOROVOD_GLOO_IFACE": "lo"}
     # all set: nothing is looked up, so even a host that does not exist is fine
-    assert socket_interface_env("host.that.is.not.resolved", {var: "eth9" for var in INTERFACE_VARS}) == {}
+    assert socket_interface_env(["host.that.is.not.resolved"], {var: "eth9" for var in INTERFACE_VARS}) == {}
+
+
+def test_one_node_job_uses_loopback():
+    assert job_interface(["127.0.0.1", "localhost"]) == "lo"
+    with pytest.raises(RendezvousError, match="no rendezvous host"):
+        job_interface([])
 
 
 def test_a_host_with_no_route_is_refused():

@@ -38,6 +38,7 @@ from torch import nn
 from galhpc.runtime import pick_device
 from galhpc.runtime.errors import LaunchError
 from galhpc.runtime.world import World, detect_world, first_host, rendezvous_port
+from galhpc.train.rendezvous import RendezvousError, rendezvous_hosts, socket_interface_env
 
 log = logging.getLogger("galhpc.train.distributed")
 
@@ -159,6 +160,8 @@ class HorovodBackend(Backend):
                 f"or see docs/hpc.md ({err})"
             ) from err
         self._hvd = hvd
+        if "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ:  # gloo controller started without horovodrun's choice
+            _choose_interface(os.environ["HOROVOD_GLOO_RENDEZVOUS_ADDR"], os.environ, ("HOROVOD_GLOO_IFACE",))
         hvd.init()
         self.rank, self.world_size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
         self.scale_lr = scale_lr
@@ -281,6 +284,25 @@ def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
     return addr, int(port)
 
 
+def _choose_interface(master: str, env: Mapping[str, str], names: tuple[str, ...] | None = None) -> None:
+    """Export the interface towards the job's hosts for gloo/NCCL (or `names`), unless set.
+
+    gloo binds to the address of this host's name otherwise, which may be loopback
+    (Debian's 127.0.1.1) or a network the other nodes cannot reach.  A failed lookup only
+    warns: the libraries' own choice then stands.
+    """
+    try:
+        hosts = rendezvous_hosts(master, env)
+        chosen = socket_interface_env(hosts, env, names) if names else socket_interface_env(hosts, env)
+    except RendezvousError as err:
+        log.warning("network interface left to the libraries' defaults: %s", err)
+        return
+    if chosen:
+        os.environ.update(chosen)
+        log.info("network interface towards %s: %s", ", ".join(hosts),
+                 ", ".join(f"{k}={v}" for k, v in chosen.items()))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))
@@ -328,6 +350,7 @@ class TorchDistributedBackend(Backend):
         self._owns_group = not dist.is_initialized()
         if self._owns_group:
             addr, port = _rendezvous(world, env)
+            _choose_interface(addr, env)
             log.info(
                 "torch.distributed: %s, %d ranks via %s, store %s:%d",
                 self.process_group_backend, self.world_size, world.launcher, addr, port,

@@ -4,8 +4,12 @@
   as host names, in Slurm's order, without calling `scontrol show hostnames`;
 - `interface_for`: the network interface whose address the kernel would use to reach a
   host (a UDP `connect`, which sends nothing, then the interface holding that address);
-- `socket_interface_env`: `GLOO_SOCKET_IFNAME`, `NCCL_SOCKET_IFNAME` and
-  `HOROVOD_GLOO_IFACE` set to that interface unless the user set them.  Without them gloo
+- `job_interface`: the interface towards the job's other hosts: the first of the
+  rendezvous host and the job's nodes that is reached through a non-loopback address (on
+  the rendezvous node itself, its own name may resolve to 127.0.1.1, as Debian's
+  /etc/hosts has it; the next node of the job then tells the interface), else `lo`;
+- `socket_interface_env`: `GLOO_SOCKET_IFNAME` and `NCCL_SOCKET_IFNAME` (or other
+  variables named) set to that interface unless the user set them.  Without them gloo
   binds to the address its host name resolves to, which on many clusters (Debian's
   `127.0.1.1 host` line, or a name on the management network) is not the one the other
   nodes can reach.
@@ -21,7 +25,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-INTERFACE_VARS = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "HOROVOD_GLOO_IFACE")
+INTERFACE_VARS = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
 _SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
 
 
@@ -116,6 +120,24 @@ def _interface_addresses() -> dict[str, list[str]]:
     return found
 
 
+def _route(host: str) -> tuple[str, str]:
+    """(local address, interface name) this process would use to reach `host`."""
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, 9, proto=socket.IPPROTO_UDP)[0]
+    except socket.gaierror as err:
+        raise RendezvousError(f"rendezvous host {host!r} does not resolve: {err}") from None
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(sockaddr)  # a route lookup: UDP sends nothing on connect
+            local = sock.getsockname()[0].split("%")[0]
+    except OSError as err:
+        raise RendezvousError(f"no route to rendezvous host {host!r} ({sockaddr[0]}): {err}") from None
+    for name, addresses in _interface_addresses().items():
+        if local in addresses:
+            return local, name
+    raise RendezvousError(f"no interface holds {local}, this host's address towards {host!r}")
+
+
 def interface_for(host: str) -> str:
     """The interface this process would use to reach `host` (a name or an address).
 
@@ -130,53 +152,100 @@ def interface_for(host: str) -> str:
     Returns
     -------
     str
-        Interface name, e.g. ``"eth0"``, ``"ib0"``, ``"lo"`` for this host itself.
+        Interface name, e.g. ``"eth0"``, ``"ib0"``, ``"lo"`` for this host's loopback.
 
     Raises
     ------
     RendezvousError
         `host` does not resolve, no route leads to it, or no interface holds the address.
     """
-    try:
-        family, _, _, _, sockaddr = socket.getaddrinfo(host, 9, proto=socket.IPPROTO_UDP)[0]
-    except socket.gaierror as err:
-        raise RendezvousError(f"rendezvous host {host!r} does not resolve: {err}") from None
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.connect(sockaddr)
-            local = sock.getsockname()[0]
-    except OSError as err:
-        raise RendezvousError(f"no route to rendezvous host {host!r} ({sockaddr[0]}): {err}") from None
-    local = local.split("%")[0]
-    for name, addresses in _interface_addresses().items():
-        if local in addresses:
-            return name
-    raise RendezvousError(f"no interface holds {local}, this host's address towards {host!r}")
+    return _route(host)[1]
 
 
-def socket_interface_env(host: str, env: Mapping[str, str]) -> dict[str, str]:
-    """The interface variables to add so that gloo, NCCL and Horovod use the route to `host`.
+def job_interface(hosts: list[str]) -> str:
+    """The interface towards the job's other hosts.
 
     Parameters
     ----------
-    host : str
-        The rendezvous host (``MASTER_ADDR``).
-    env : mapping
-        The current environment: variables already set there are kept, never overridden.
+    hosts : list of str
+        The rendezvous host first, then the job's nodes (`expand_nodelist`).
 
     Returns
     -------
-    dict
-        ``{variable: interface}`` for each of `INTERFACE_VARS` not in `env` (empty when all
-        are set, so no route is looked up).
+    str
+        The interface of the first host reached through a non-loopback local address
+        (hosts that do not resolve are skipped); ``"lo"`` when the others are reached
+        through loopback (a one-node job).
 
     Raises
     ------
     RendezvousError
-        As `interface_for`, when a variable is missing and no interface reaches `host`.
+        `hosts` is empty, or no host resolves with a route to it (the first host's error).
     """
-    missing = [var for var in INTERFACE_VARS if var not in env]
+    if not hosts:
+        raise RendezvousError("no rendezvous host given")
+    errors, loopback = [], False
+    for host in hosts:
+        try:
+            local, name = _route(host)
+        except RendezvousError as err:  # e.g. a Slurm node name that does not resolve
+            errors.append(err)
+            continue
+        if not ipaddress.ip_address(local).is_loopback:
+            return name
+        loopback = True
+    if loopback:
+        return "lo"
+    raise errors[0]
+
+
+def rendezvous_hosts(master: str, env: Mapping[str, str]) -> list[str]:
+    """The rendezvous host, then the job step's nodes when Slurm lists several.
+
+    Parameters
+    ----------
+    master : str
+        The rendezvous host (``MASTER_ADDR``).
+    env : mapping
+        The environment: ``SLURM_STEP_NODELIST`` or ``SLURM_JOB_NODELIST`` are read.
+
+    Returns
+    -------
+    list of str
+        ``[master, node, ...]``: the argument `job_interface` takes.
+    """
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    nodes = expand_nodelist(nodelist) if nodelist else []
+    return [master, *nodes] if len(nodes) > 1 else [master]
+
+
+def socket_interface_env(hosts: list[str], env: Mapping[str, str],
+                         names: tuple[str, ...] = INTERFACE_VARS) -> dict[str, str]:
+    """The interface variables to add so that gloo and NCCL use the route to the job's hosts.
+
+    Parameters
+    ----------
+    hosts : list of str
+        The rendezvous host first, then the job's nodes (see `job_interface`).
+    env : mapping
+        The current environment: variables already set there are kept, never overridden.
+    names : tuple of str
+        The variables to fill (default `INTERFACE_VARS`; Horovod's gloo controller reads
+        ``HOROVOD_GLOO_IFACE``).
+
+    Returns
+    -------
+    dict
+        ``{variable: interface}`` for each of `names` not in `env` (empty when all are
+        set, so no route is looked up).
+
+    Raises
+    ------
+    RendezvousError
+        As `job_interface`, when a variable is missing.
+    """
+    missing = [var for var in names if var not in env]
     if not missing:
         return {}
-    interface = interface_for(host)
+    interface = job_interface(hosts)
     return {var: interface for var in missing}
