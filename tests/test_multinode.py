@@ -102,8 +102,9 @@ def test_gloo_takes_the_cluster_interface_when_node_names_resolve_to_loopback(cl
     (eth0) is exported as GLOO_SOCKET_IFNAME instead."""
     cluster.name_self_loopback(True)
     try:
-        log = run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=1", "--time=4", "--wrap",
-                      f"srun sh -c 'getent hosts $(hostname)' && srun {sys.executable} {WORKER} torch {tmp_path}")
+        log = run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=1", "--time=8", "--wrap",
+                      f"srun sh -c 'getent hosts $(hostname)' && srun {sys.executable} {WORKER} torch {tmp_path}",
+                      timeout=600)
     finally:
         cluster.name_self_loopback(False)
     assert "127.0.1.1       node0" in log and "127.0.1.1       node1" in log, log
