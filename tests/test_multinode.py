@@ -230,6 +230,20 @@ def test_generate_on_two_nodes_times_two_ranks_equals_one_rank(cluster, catalogu
 
 
 @pytest.mark.slow
+def test_plain_srun_over_two_nodes_is_refused_instead_of_running_twice(cluster, catalogue, tmp_path):
+    """srun without PMI: Slurm says 2 tasks, MPI sees 1 rank each; both would write every shard."""
+    ckpt, _ = catalogue
+    out = tmp_path / "refused.h5"
+    job = sbatch(cluster, tmp_path, JOB_ENV, "--nodes=2", "--ntasks-per-node=1", "--wrap",
+                 generate_command("srun --mpi=none", ckpt, out))
+    state = cluster.wait_job(job, ENDED, timeout=300)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "FAILED", log
+    assert "slurm started 2 tasks but MPI sees 1 rank(s)" in log, log
+    assert not out.exists() and not list(out.parent.glob("refused.h5.shards/0*.h5"))
+
+
+@pytest.mark.slow
 def test_generate_with_a_node_killed_then_rerun_equals_one_rank(cluster, catalogue, tmp_path):
     ckpt, one = catalogue
     out = tmp_path / "killed.h5"
