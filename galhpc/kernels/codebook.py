@@ -1,5 +1,12 @@
-"""Nearest codebook entry for each row of x, in blocks of rows so memory stays
-O(block_size x K) and the N x K distance matrix never exists.
+"""Nearest codebook entry (or the k nearest) for each row of x, in blocks of rows so memory
+stays O(block_size x K) and the N x K distance matrix never exists.
+
+With `k` given (the top-k search of galhpc.search), the k nearest codes come sorted by
+exact squared distance, ties by the lower code index.  The expansion is used only to pick
+candidates: every code whose expanded score lies within twice the expansion's rounding
+bound of the k-th best is re-scored exactly (differences summed over features in a fixed
+order, so a pair's distance does not depend on the block it was found in), which makes
+the result equal to a brute-force search whatever the blocking.
 
 Ties go to the lowest code index, like torch.argmin.  The compiled and numba backends
 fuse distance and argmin and hold only a tile of rows x K scores per thread, whatever
@@ -19,8 +26,10 @@ CODEBOOK_BACKENDS = ("torch", "cpp", "cuda", "numba")
 DEFAULT_BLOCK_ELEMENTS = 1 << 20
 
 
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | None = None, backend: str = "auto"):
-    """The nearest codebook row of every vector, searched in blocks (no N x K matrix in memory).
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | None = None, backend: str = "auto",
+                 k: int | None = None):
+    """The nearest codebook row of every vector, or its `k` nearest rows, searched in blocks
+    (no N x K matrix in memory).
 
     Parameters
     ----------
@@ -33,22 +42,28 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | N
     backend : {"auto", "torch", "cpp", "cuda", "numba"}, optional
         Implementation; "auto" picks the compiled extension, numba or torch
         (GALHPC_KERNEL_BACKEND overrides it).  Every backend matches the torch reference.
+        With `k` only "torch" (any device) is implemented; "auto" picks it.
+    k : int, optional
+        Return the k nearest codes (sorted by distance, ties by lower index) instead of the
+        nearest one.
 
     Returns
     -------
     index : torch.Tensor
-        (N,) int64, the row of `codebook` nearest to each row of x (Euclidean).
+        (N,) int64, the row of `codebook` nearest to each row of x (Euclidean); with `k`,
+        (N, min(k, K)), nearest first.
     squared_distance : torch.Tensor
         (N,) of x's dtype, ||x_i - codebook[index_i]||^2; differentiable with respect to
-        x and codebook when gradients are enabled.
+        x and codebook when gradients are enabled.  With `k`: (N, min(k, K)) float64,
+        summed exactly from the float inputs, not differentiable.
 
     Raises
     ------
     TypeError
         If x or codebook is not a floating-point torch tensor.
     ValueError
-        For shapes other than (N, D) and (K, D), an empty codebook, or a non-positive
-        block size.
+        For shapes other than (N, D) and (K, D), an empty codebook, a non-positive
+        block size or k, or a backend other than torch with `k`.
 
     References
     ----------
@@ -56,6 +71,8 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | N
        representation learning", NeurIPS 30 (the VQ-VAE quantisation step).
     """
     _check_inputs(x, codebook, block_size)
+    if k is not None:
+        return _nearest_k(x, codebook, k, block_size, backend)
     codebook = codebook.to(device=x.device, dtype=x.dtype)
     block = block_size or default_block_size(codebook.shape[0])
     name = _choose_backend(backend, x.device, x.shape[1] * x.element_size())
@@ -64,6 +81,57 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | N
     if torch.is_grad_enabled() and (x.requires_grad or codebook.requires_grad):
         squared_distance = exact_squared_distance(x, codebook, index, block)
     return index, squared_distance
+
+
+def _nearest_k(x: torch.Tensor, codebook: torch.Tensor, k: int, block_size: int | None,
+               backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"nearest_code: k must be a positive integer, got {k!r}")
+    name = _backend.requested_backend(backend)
+    if name not in ("auto", "torch"):
+        raise ValueError(f"nearest_code: the k-nearest search runs on the torch backend only, got {name!r}")
+    codebook = codebook.to(device=x.device, dtype=x.dtype)
+    block = block_size or default_block_size(codebook.shape[0])
+    with torch.no_grad():
+        return torch_search_k(x.detach().contiguous(), codebook.detach().contiguous(), k, block)
+
+
+def torch_search_k(x: torch.Tensor, codebook: torch.Tensor, k: int,
+                   block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest codes per row of x (index, exact squared distance), (N, min(k, K)) each,
+    sorted by (distance, index)."""
+    kk = min(k, codebook.shape[0])
+    code_norms = codebook.pow(2).sum(dim=1)
+    # |fl(score) - score| <= (D + 2) eps (|x|^2 + |c|^2) for score = |c|^2 - 2 x.c (doubled for safety)
+    slack = 2.0 * (x.shape[1] + 2) * torch.finfo(x.dtype).eps
+    index = torch.empty(x.shape[0], kk, dtype=torch.int64, device=x.device)
+    distance = torch.empty(x.shape[0], kk, dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], block_size):
+        block = x[start : start + block_size]
+        scores = torch.addmm(code_norms, block, codebook.t(), beta=1.0, alpha=-2.0)
+        kth = scores.topk(kk, dim=1, largest=False, sorted=True).values[:, -1]
+        bound = slack * (block.pow(2).sum(dim=1) + code_norms.max())
+        rows, codes = (scores <= (kth + 2.0 * bound)[:, None]).nonzero(as_tuple=True)  # codes ascending per row
+        exact = _pair_squared_distance(block, codebook, rows, codes)
+        order = torch.sort(exact, stable=True).indices
+        order = order[torch.sort(rows[order], stable=True).indices]  # by row, then distance, then code
+        rows, codes, exact = rows[order], codes[order], exact[order]
+        first = torch.searchsorted(rows, torch.arange(block.shape[0], device=x.device))
+        rank = torch.arange(rows.shape[0], device=x.device) - first[rows]
+        keep = rank < kk  # every row has at least kk candidates: its own top-kk
+        index[start : start + block.shape[0]] = codes[keep].view(-1, kk)
+        distance[start : start + block.shape[0]] = exact[keep].view(-1, kk)
+    return index, distance
+
+
+def _pair_squared_distance(x: torch.Tensor, codebook: torch.Tensor, rows: torch.Tensor,
+                           codes: torch.Tensor) -> torch.Tensor:
+    """sum_d (x[rows, d] - codebook[codes, d])^2, summed over d in order (the same bits for a
+    pair whatever else is computed with it)."""
+    total = torch.zeros(rows.shape[0], dtype=x.dtype, device=x.device)
+    for d in range(x.shape[1]):
+        total += (x[rows, d] - codebook[codes, d]).pow(2)
+    return total
 
 
 def exact_squared_distance(x: torch.Tensor, codebook: torch.Tensor, index: torch.Tensor, block: int) -> torch.Tensor:

@@ -1,0 +1,127 @@
+"""Search results on disk: a table (HDF5, FITS or CSV by extension) and a PNG mosaic."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+TABLE_SUFFIXES = (".h5", ".hdf5", ".fits", ".fit", ".csv")
+
+
+def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapping[str, str] | None = None) -> Path:
+    """Write equal-length 1-D columns to `path`, the format chosen by its suffix
+    (.h5/.hdf5: one dataset per column; .fits/.fit: a binary table; .csv: a header line).
+    Written under a temporary name and renamed, so no half-written table is ever visible.
+
+    Raises
+    ------
+    ValueError
+        An unknown suffix.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: unknown table format; use one of {', '.join(TABLE_SUFFIXES)}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if suffix in (".h5", ".hdf5"):
+            with h5py.File(tmp, "w") as f:
+                for name, values in columns.items():
+                    f.create_dataset(name, data=_plain(values))
+                f.attrs.update(dict(attrs or {}))
+        elif suffix in (".fits", ".fit"):
+            from astropy.table import Table
+
+            table = Table({name: _plain(values) for name, values in columns.items()}, meta=dict(attrs or {}))
+            table.write(tmp, format="fits")
+        else:
+            names = list(columns)
+            rows = zip(*(np.asarray(columns[n]).tolist() for n in names))
+            with open(tmp, "w") as fh:
+                fh.write(",".join(names) + "\n")
+                fh.writelines(",".join(_csv_cell(v) for v in row) + "\n" for row in rows)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_table(path: str | Path) -> dict[str, np.ndarray]:
+    """Columns of a table written by `write_table`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        with h5py.File(path, "r") as f:
+            return {name: f[name][()] for name in f}
+    if suffix in (".fits", ".fit"):
+        from astropy.table import Table
+
+        table = Table.read(path)
+        return {name: np.asarray(table[name]) for name in table.colnames}
+    data = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    return {name: np.atleast_1d(data[name]) for name in data.dtype.names}
+
+
+def _plain(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    return values.astype("S") if values.dtype.kind == "U" else values
+
+
+def _csv_cell(value: object) -> str:
+    text = repr(value) if isinstance(value, float) else str(value)
+    return f'"{text}"' if "," in text else text
+
+
+def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: np.ndarray, labels: list[str],
+                 captions: np.ndarray) -> Path:
+    """PNG: one row per query, its stamp then its k neighbours' stamps.
+
+    Parameters
+    ----------
+    query_stamps : np.ndarray, (Q, C, H, W) or (Q, H, W)
+    neighbour_stamps : np.ndarray, (Q, k, C, H, W) or (Q, k, H, W); NaN for an empty slot
+    labels : list of str, (Q,) query names
+    captions : np.ndarray of str, (Q, k) neighbour captions (id and distance)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_q, k = captions.shape
+    fig, axes = plt.subplots(n_q, k + 1, figsize=(1.4 * (k + 1), 1.5 * n_q), squeeze=False)
+    for i in range(n_q):
+        for j in range(k + 1):
+            ax = axes[i, j]
+            stamp = query_stamps[i] if j == 0 else neighbour_stamps[i, j - 1]
+            ax.imshow(_display(stamp), cmap="gray", origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(labels[i] if j == 0 else captions[i, j - 1], fontsize=6, color="C3" if j == 0 else "k")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+    return path
+
+
+def _display(stamp: np.ndarray) -> np.ndarray:
+    """A (H, W) view of a stamp: the channel mean, arcsinh-stretched (blank when NaN)."""
+    stamp = np.asarray(stamp, np.float64)
+    if stamp.ndim == 3:
+        stamp = stamp.mean(axis=0)
+    if not np.isfinite(stamp).all():
+        return np.zeros_like(stamp)
+    lo, hi = np.percentile(stamp, [1, 99.5])
+    scaled = np.arcsinh((stamp - lo) / max(hi - lo, 1e-12) * 10) / np.arcsinh(10)
+    return np.clip(scaled, 0, 1)

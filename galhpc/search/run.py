@@ -1,0 +1,166 @@
+"""The `galhpc-search` job: queries -> per-rank exact top-k over its shards -> global top-k ->
+table and mosaic (written by rank 0)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from galhpc.search.output import write_mosaic, write_table
+from galhpc.search.query import Queries, queries_from_ids, queries_from_images
+from galhpc.search.source import CatalogColumns, SearchInputError
+from galhpc.search.topk import NO_ROW, TopK, reduce_ranks, search_blocks
+
+log = logging.getLogger("galhpc.search")
+
+DEFAULT_BLOCK_ROWS = 65536
+
+
+@dataclass
+class SearchResult:
+    queries: Queries
+    topk: TopK
+    table: dict[str, np.ndarray]
+    seconds: float
+
+
+def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[str, np.ndarray]:
+    """One row per (query, neighbour): query, query_label, query_id, rank (1 = nearest), id,
+    row, distance (Euclidean, in the latent space), component (-1 when the catalogue has none)."""
+    n_q, k = topk.rows.shape
+    rows = topk.rows.reshape(-1)
+    valid = rows != NO_ROW
+    ids = np.full(len(rows), -1, np.int64)
+    component = np.full(len(rows), -1, np.int64)
+    if valid.any():
+        ids[valid] = (catalog.read("object_id", rows[valid]) if "object_id" in catalog.columns else rows[valid])
+        if "component" in catalog.columns:
+            component[valid] = catalog.read("component", rows[valid])
+    return {
+        "query": np.repeat(np.arange(n_q), k)[valid],
+        "query_label": np.repeat(np.asarray(queries.labels), k)[valid],
+        "query_id": np.repeat(queries.object_id, k)[valid],
+        "rank": np.tile(np.arange(1, k + 1), n_q)[valid],
+        "id": ids[valid],
+        "row": rows[valid],
+        "distance": topk.distance.reshape(-1)[valid],
+        "component": component[valid],
+    }
+
+
+def store_stamps(store: Path, rows: np.ndarray) -> np.ndarray:
+    """Images of the store at `rows` (any order; NO_ROW gives a NaN stamp), float32."""
+    with h5py.File(store, "r", locking=False) as f:
+        images = f["images"]
+        out = np.full((len(rows), *images.shape[1:]), np.nan, np.float32)
+        valid = rows != NO_ROW
+        unique, back = np.unique(rows[valid], return_inverse=True)
+        if len(unique):
+            out[valid] = images[unique][back]
+    return out
+
+
+def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | None = None,
+                   images: list[Path] | None = None, checkpoint: Path | None = None, column: str = "mu",
+                   block_rows: int = DEFAULT_BLOCK_ROWS, world=None, work: Path | None = None) -> SearchResult:
+    """Exact top-k search of a catalogue for queries given by object id or by image.
+
+    Parameters
+    ----------
+    catalog_path : path of an encoded catalogue (master file)
+    k : neighbours per query
+    ids : catalogue object ids to search for (each one's own row is left out of its results)
+    images : FITS/HDF5 images encoded with the catalogue's checkpoint
+    checkpoint : overrides the checkpoint named in the catalogue's /meta
+    column : latent column searched ("mu")
+    block_rows : catalogue rows read and searched at a time (memory ~ block_rows x L x 8 bytes)
+    world : the run's World (default: this process, or the MPI ranks that started it)
+    work : stem for FITS queries prepared into a store
+
+    Returns
+    -------
+    SearchResult
+        The same on every rank (queries, global top-k, the table; the table is filled on every rank).
+
+    Raises
+    ------
+    SearchInputError
+        No queries, an unknown id, a bad catalogue or checkpoint.
+    """
+    from galhpc.catalog.world import current_world
+
+    world = world or current_world()
+    catalog = CatalogColumns(catalog_path)
+    if not ids and not images:
+        raise SearchInputError("galhpc-search: give query object ids (--id) or query images (--image)")
+    started = time.perf_counter()
+
+    def make_queries() -> Queries | SearchInputError:
+        try:
+            parts = []
+            if ids:
+                parts.append(queries_from_ids(catalog, ids, column))
+            if images:
+                parts.append(queries_from_images(catalog, images, Path(work or catalog_path), checkpoint))
+            return _concat(parts)
+        except SearchInputError as err:
+            return err
+
+    queries = world.bcast(make_queries() if world.is_root else None)
+    if isinstance(queries, SearchInputError):
+        raise queries
+    local = search_blocks(queries.vectors, catalog.rank_blocks(column, world.rank, world.size, block_rows), k,
+                          exclude=queries.row)
+    topk = reduce_ranks(local, world, k)
+    seconds = time.perf_counter() - started
+    log.info("rank %d/%d: %d queries, k=%d over %d rows in %.2f s", world.rank, world.size, len(queries.labels), k,
+             len(catalog), seconds)
+    return SearchResult(queries, topk, result_table(catalog, queries, topk), seconds)
+
+
+def _concat(parts: list[Queries]) -> Queries:
+    return Queries(np.concatenate([p.vectors for p in parts]).astype(np.float32),
+                   np.concatenate([p.object_id for p in parts]), np.concatenate([p.row for p in parts]),
+                   [label for p in parts for label in p.labels], _stack_images(parts))
+
+
+def _stack_images(parts: list[Queries]) -> np.ndarray | None:
+    with_images = [p for p in parts if p.images is not None]
+    if not with_images:
+        return None
+    shape = with_images[0].images.shape[1:]
+    return np.concatenate([p.images if p.images is not None else np.full((len(p.labels), *shape), np.nan, np.float32)
+                           for p in parts])
+
+
+def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mosaic: Path | None,
+                  store: Path | None = None, max_mosaic_queries: int = 12) -> None:
+    """Rank 0's part: the table at `out` and, if asked, the mosaic (stamps from the catalogue's store)."""
+    catalog = CatalogColumns(catalog_path)
+    attrs = {"catalog": str(catalog_path), "k": str(result.topk.rows.shape[1]), "metric": "euclidean on mu"}
+    write_table(out, result.table, attrs)
+    log.info("wrote %s (%d rows)", out, len(result.table["row"]))
+    if mosaic is None:
+        return
+    store = Path(store or catalog.meta.get("input", ""))
+    if not str(store) or not store.is_file():
+        raise SearchInputError(f"{catalog_path}: the mosaic needs the store the catalogue was encoded from; /meta "
+                               f"names {str(store)!r}, which is not a file (pass --store)")
+    q = result.queries
+    n = min(len(q.labels), max_mosaic_queries)
+    neighbours = store_stamps(store, result.topk.rows[:n].reshape(-1))
+    neighbours = neighbours.reshape(n, result.topk.rows.shape[1], *neighbours.shape[1:])
+    query_stamps = store_stamps(store, q.row[:n])
+    if q.images is not None:
+        from_images = q.row[:n] == NO_ROW
+        query_stamps[from_images] = q.images[:n][from_images].reshape(from_images.sum(), *query_stamps.shape[1:])
+    found = {(qi, r): i for qi, r, i in zip(result.table["query"], result.table["rank"], result.table["id"])}
+    captions = np.array([[f"id {found[(i, r + 1)]} d={result.topk.distance[i, r]:.2f}" if (i, r + 1) in found else ""
+                          for r in range(result.topk.rows.shape[1])] for i in range(n)])
+    write_mosaic(mosaic, query_stamps, neighbours, q.labels[:n], captions)
+    log.info("wrote %s", mosaic)
