@@ -109,11 +109,10 @@ def torch_search_k(x: torch.Tensor, codebook: torch.Tensor, k: int,
     for start in range(0, x.shape[0], block_size):
         block = x[start : start + block_size]
         scores = torch.addmm(code_norms, block, codebook.t(), beta=1.0, alpha=-2.0)
-        kth = scores.topk(kk, dim=1, largest=False, sorted=True).values[:, -1]
-        bound = slack * (block.pow(2).sum(dim=1) + code_norms.max())
-        rows, codes = (scores <= (kth + 2.0 * bound)[:, None]).nonzero(as_tuple=True)  # codes ascending per row
+        rows, codes = _candidates(scores, kk, slack * (block.pow(2).sum(dim=1) + code_norms.max()))
         exact = _pair_squared_distance(block, codebook, rows, codes)
-        order = torch.sort(exact, stable=True).indices
+        order = torch.sort(codes, stable=True).indices
+        order = order[torch.sort(exact[order], stable=True).indices]
         order = order[torch.sort(rows[order], stable=True).indices]  # by row, then distance, then code
         rows, codes, exact = rows[order], codes[order], exact[order]
         first = torch.searchsorted(rows, torch.arange(block.shape[0], device=x.device))
@@ -122,6 +121,26 @@ def torch_search_k(x: torch.Tensor, codebook: torch.Tensor, k: int,
         index[start : start + block.shape[0]] = codes[keep].view(-1, kk)
         distance[start : start + block.shape[0]] = exact[keep].view(-1, kk)
     return index, distance
+
+
+def _candidates(scores: torch.Tensor, kk: int, bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, code) pairs whose score is within 2 `bound` (per row) of the row's kk-th best: the
+    2 kk best scores per row, and for the rare rows where all of those are in the window (many
+    near-ties) every code of the row."""
+    n_codes = scores.shape[1]
+    width = min(n_codes, 2 * kk)
+    values, codes = scores.topk(width, dim=1, largest=False, sorted=True)
+    limit = values[:, kk - 1] + 2.0 * bound
+    inside = values <= limit[:, None]
+    crowded = inside[:, -1].clone() if width < n_codes else torch.zeros_like(inside[:, -1])
+    inside[crowded] = False
+    rows, slot = inside.nonzero(as_tuple=True)
+    codes = codes[rows, slot]
+    if crowded.any():
+        many = crowded.nonzero()[:, 0]
+        more_rows, more_codes = (scores[many] <= limit[many, None]).nonzero(as_tuple=True)
+        rows, codes = torch.cat([rows, many[more_rows]]), torch.cat([codes, more_codes])
+    return rows, codes
 
 
 def _pair_squared_distance(x: torch.Tensor, codebook: torch.Tensor, rows: torch.Tensor,
