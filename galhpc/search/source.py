@@ -63,7 +63,8 @@ class CatalogColumns:
         pieces = []
         for source in ds.virtual_sources():
             lo, hi = source.vspace.get_select_bounds()
-            src_lo, _ = source.src_space.get_select_bounds()
+            whole = source.src_space.get_select_type() == h5py.h5s.SEL_ALL
+            src_lo = (0,) if whole else source.src_space.get_select_bounds()[0]
             file = self.path if source.file_name == "." else self.path.parent / source.file_name
             pieces.append(Piece(lo[0], hi[0] + 1, file, source.dset_name, src_lo[0]))
         return sorted(pieces, key=lambda p: p.start)
