@@ -31,6 +31,7 @@ TITLES = {
     "regier": "5. Regier's test",
     "generated_vs_real": "6. Generated against real",
     "truth": "7. Truth recovery against PCA and PCA+GMM",
+    "rarity": "8. Rarity: the most unusual objects",
 }
 
 
@@ -53,6 +54,7 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
     }
     if store is not None:
         inp.member_rows = sampling.store_rows_for_ids(store, cs.object_id, guess_rows=cs.rows)
+        inp.store_path = str(store)
         inp.labels = sampling.read_store_labels(store, inp.member_rows)
         inp.store_images = lambda rows: sampling.read_store_images(store, rows)
         if model.reconstruct_columns:

@@ -58,6 +58,7 @@ class Inputs:
     member_rows: np.ndarray | None = None  # store row of each cluster-sample row (-1 if absent)
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # per cluster-sample row
     store_images: Callable[[np.ndarray], np.ndarray] | None = None  # store rows -> images (N, C, H, W)
+    store_path: str | None = None  # the store the catalogue was encoded from (--store)
     # store rows -> the columns the model's `reconstruct` needs (per-object PSFs), if any
     store_columns: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
     synth: SynthSample | None = None
@@ -568,6 +569,52 @@ def _per_bin(column: str, bins: metrics.ConditionBins, real_table: dict[str, np.
     }
 
 
+# 8. Rarity -------------------------------------------------------------------------------------------
+def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """The most unusual objects of the catalogue sample by each rarity score (galhpc.search.rarity):
+    prior NLL of μ, distance to the 10th neighbour within the sample, reconstruction χ² per pixel."""
+    from galhpc.cluster.gmm import fit_diag_gmm
+    from galhpc.search.rarity import SCORES, knn_distance, latent_prior, prior_nll
+
+    cs = inp.clusters
+    if len(cs.rows) < 12:
+        return {"skipped": f"{len(cs.rows)} sampled objects; the neighbour score needs at least 12"}
+    mu = cs.mu.astype(np.float64)
+    gmm = None
+    if not inp.model.has_mixture:
+        fitted = fit_diag_gmm(mu, max(1, min(cs.n_components, len(mu) // 10)), seed=opt.seed)
+        gmm = {"log_pi": fitted.log_pi.numpy(), "mu": fitted.mu.numpy(), "var": fitted.var.numpy()}
+    prior = latent_prior(inp.model, gmm, mu.shape[1])
+    order = np.argsort(cs.rows, kind="stable")
+    scores = {"nll_prior": prior_nll(mu, prior),
+              "knn_distance": np.empty(len(mu)), "recon_chi2": np.full(len(mu), np.nan)}
+    scores["knn_distance"][order] = knn_distance(mu[order], cs.rows[order], mu[order], cs.rows[order], 10)
+    have = inp.member_rows is not None and (inp.member_rows >= 0).all()
+    source = None
+    if cs.recon_mse is not None and inp.store_path and have and inp.store_images is not None:
+        sigma, source = noise_sigma(inp.store_path, inp.member_rows, inp.store_images(inp.member_rows))
+        scores["recon_chi2"] = cs.recon_mse.astype(np.float64) / sigma**2
+    out: dict[str, Any] = {"prior": prior.source, "n_sampled": len(mu), "knn_k": 10,
+                           "noise_sigma_source": source}
+    rows, labels = [], []
+    for name in SCORES:
+        values = scores[name]
+        if not np.isfinite(values).any():
+            out[name] = {"skipped": "no recon_mse or no store to read the noise σ from"}
+            continue
+        top = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")[: opt.n_show]
+        out[name] = {"top_object_id": cs.object_id[top].tolist(), "top_value": values[top].tolist(),
+                     "median": float(np.nanmedian(values))}
+        if inp.store_images is not None and inp.member_rows is not None and (inp.member_rows[top] >= 0).all():
+            rows.append(inp.store_images(inp.member_rows[top]))
+            labels.append(name)
+    if rows:
+        figures.image_grid(rows, labels, figs.path("rarity", "rarity_top.png",
+                                                   "The most unusual sampled objects by each score (rarest left)"),
+                           title="Highest rarity scores")
+    return out
+
+
 SECTIONS = {
     "reconstruction": reconstructions,
     "clusters": clusters,
@@ -576,4 +623,5 @@ SECTIONS = {
     "regier": regier_test,
     "generated_vs_real": generated_vs_real,
     "truth": truth_recovery,
+    "rarity": rarity,
 }

@@ -1,0 +1,75 @@
+"""galhpc-rarity: per-object rarity scores of an encoded catalogue (run under mpirun for many ranks).
+
+    galhpc-rarity --catalog clusters.h5 --out rarity.h5 --k 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from galhpc.checkpoint import CheckpointError
+
+log = logging.getLogger("galhpc.cli.rarity")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="galhpc-rarity",
+        description="Rank the unusual objects of an encoded catalogue: nll_prior (-log p(mu) under the model's "
+        "mixture prior, the catalogue's post-hoc GMM, or N(0, I)), knn_distance (to the k-th nearest neighbour "
+        "in mu among a reference sample) and recon_chi2 (recon_mse / noise sigma^2 per pixel). Higher is rarer. "
+        "Writes a table (.h5/.hdf5, .fits or .csv).",
+    )
+    p.add_argument("--catalog", required=True, type=Path, help="encoded catalogue (galhpc-encode master file)")
+    p.add_argument("--out", required=True, type=Path, help="score table: .h5/.hdf5, .fits or .csv")
+    p.add_argument("--k", type=int, default=10, help="neighbour whose distance is knn_distance (default 10)")
+    p.add_argument("--reference", type=int, default=200_000,
+                   help="reference rows for knn_distance: all up to this many, else an evenly strided sample")
+    p.add_argument("--checkpoint", type=Path, help="the catalogue's checkpoint (default: the one in its /meta)")
+    p.add_argument("--store", type=Path, help="the catalogue's store, for the noise sigma (default: from /meta)")
+    p.add_argument("--threads", type=int, help="torch threads per rank (default: the node's cores / ranks)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from galhpc.catalog.world import current_world, threads_per_rank
+    from galhpc.checkpoint import load_model
+    from galhpc.report.heldout import noise_sigma
+    from galhpc.runtime import set_threads, setup_logging
+    from galhpc.search.rarity import rarity_scores
+    from galhpc.search.run import store_stamps
+    from galhpc.search.source import CatalogColumns, SearchInputError
+
+    world = current_world()
+    setup_logging(world.rank)
+    set_threads(args.threads or threads_per_rank())
+    try:
+        meta = CatalogColumns(args.catalog).meta
+        ckpt = args.checkpoint or (Path(meta["checkpoint"]) if meta.get("checkpoint") else None)
+        model = load_model(ckpt)[0] if ckpt is not None and ckpt.is_file() else None
+        if model is None:
+            log.warning("no checkpoint found (%s): nll_prior uses the catalogue's GMM or N(0, I)", ckpt)
+        store = args.store or (Path(meta["input"]) if meta.get("input") else None)
+        noise = None
+        if store is not None and store.is_file():
+            def noise(rows: np.ndarray) -> np.ndarray:
+                return noise_sigma(store, rows, store_stamps(store, rows))[0]
+        else:
+            log.warning("no store found (%s): recon_chi2 is NaN", store)
+        rarity_scores(args.catalog, args.out, k=args.k, reference=args.reference, model=model, noise=noise,
+                      world=world)
+    except (SearchInputError, CheckpointError, ValueError, OSError, KeyError) as err:
+        log.error("%s", err)
+        print(f"galhpc-rarity: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

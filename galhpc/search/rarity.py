@@ -1,0 +1,133 @@
+"""Per-object rarity scores of an encoded catalogue: which objects are unusual, three ways.
+
+- `nll_prior`: -log p(μ) under the latent density the model itself assumes: its mixture
+  prior (log-sum-exp over components) for mixture models, else the catalogue's post-hoc
+  GMM fitted on the latents (`/gmm` of the master), else N(0, I).
+- `knn_distance`: Euclidean distance from μ to its k-th nearest neighbour (itself left
+  out) among a reference set of catalogue rows (every row up to `reference` rows, else an
+  evenly strided sample of that many), searched exactly with `galhpc.search.topk`.  A
+  large distance = a sparse neighbourhood.
+- `recon_chi2`: reconstruction χ² per pixel, `recon_mse` / σ², with σ the per-object
+  pixel noise of the store (NaN when no noise is known).
+
+Higher is rarer for all three.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from galhpc.priors import gmm_log_joint
+from galhpc.search.output import write_table
+from galhpc.search.source import CatalogColumns
+from galhpc.search.topk import search_blocks
+
+log = logging.getLogger("galhpc.search.rarity")
+
+SCORES = ("nll_prior", "knn_distance", "recon_chi2")
+
+
+@dataclass
+class LatentPrior:
+    """A diagonal Gaussian mixture on the latents: log weights (K,), means and variances (K, L)."""
+
+    log_pi: np.ndarray
+    mu: np.ndarray
+    var: np.ndarray
+    source: str
+
+
+def latent_prior(model: torch.nn.Module | None, gmm: dict[str, np.ndarray] | None, latent_dim: int) -> LatentPrior:
+    """The model's mixture prior, else `gmm` (a catalogue's /gmm: log_pi, mu, var), else N(0, I)."""
+    if model is not None and getattr(model, "has_mixture", False):
+        with torch.no_grad():
+            return LatentPrior(model.log_pi.double().numpy(), model.mu_c.double().numpy(),
+                               model.var_c.double().numpy(), "model mixture prior")
+    if gmm is not None:
+        g = gmm
+        return LatentPrior(np.asarray(g["log_pi"], np.float64), np.asarray(g["mu"], np.float64),
+                           np.asarray(g["var"], np.float64), "GMM fitted on the latents")
+    return LatentPrior(np.zeros(1), np.zeros((1, latent_dim)), np.ones((1, latent_dim)), "N(0, I)")
+
+
+def prior_nll(mu: np.ndarray, prior: LatentPrior, chunk: int = 4096) -> np.ndarray:
+    """-log p(μ) (N,) float64 under a diagonal GMM (log-sum-exp over components)."""
+    args = [torch.from_numpy(np.asarray(a, np.float64)) for a in (prior.log_pi, prior.mu, prior.var)]
+    z = torch.from_numpy(np.asarray(mu, np.float64))
+    parts = [-torch.logsumexp(gmm_log_joint(part, *args), dim=1) for part in z.split(chunk)]
+    return torch.cat(parts).numpy() if parts else np.zeros(0)
+
+
+def reference_rows(n: int, reference: int) -> np.ndarray:
+    """All rows when n <= reference, else `reference` evenly strided rows."""
+    return np.arange(n, dtype=np.int64) if n <= reference else np.linspace(0, n - 1, reference).astype(np.int64)
+
+
+def knn_distance(mu: np.ndarray, rows: np.ndarray, ref: np.ndarray, ref_rows: np.ndarray, k: int) -> np.ndarray:
+    """Distance (N,) float64 from each μ (catalogue rows `rows`) to its k-th nearest reference
+    vector `ref` (M, L) at catalogue rows `ref_rows` (sorted), itself excluded."""
+    pos = np.searchsorted(ref_rows, rows)
+    pos = np.minimum(pos, len(ref_rows) - 1)
+    exclude = np.where(ref_rows[pos] == rows, pos, -1)
+    found = search_blocks(mu, [(0, ref)], k, exclude=exclude)
+    return found.distance[:, -1]
+
+
+def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, reference: int = 200_000,
+                  model: torch.nn.Module | None = None,
+                  noise: Callable[[np.ndarray], np.ndarray] | None = None, block_rows: int = 8192,
+                  world=None) -> dict[str, np.ndarray]:
+    """Score every object of a catalogue and write the table `out` (rank 0).
+
+    Parameters
+    ----------
+    catalog_path : an encoded catalogue (mu, object_id; recon_mse for recon_chi2)
+    out : table path (.h5/.hdf5, .fits, .csv): object_id, row, component and the SCORES
+    k : neighbour whose distance is `knn_distance`
+    reference : most reference rows for the neighbour search (held in memory on every rank)
+    model : the catalogue's model, for its mixture prior (None: /gmm or N(0, I))
+    noise : catalogue rows (B,) -> per-pixel noise σ (B,) in the units of the stored images
+    block_rows : rows scored at a time
+    world : the run's World; each rank scores its shards, rank 0 gathers and writes
+
+    Returns
+    -------
+    dict of np.ndarray
+        The table's columns (on every rank), rows in catalogue order.
+    """
+    from galhpc.catalog.world import current_world
+
+    world = world or current_world()
+    catalog = CatalogColumns(catalog_path)
+    ref_rows = reference_rows(len(catalog), reference)
+    ref = catalog.read("mu", ref_rows).astype(np.float64)
+    prior = latent_prior(model, catalog.groups.get("gmm"), ref.shape[1])
+    kk = min(k, len(ref_rows) - 1)
+    parts = []
+    for lo, mu in catalog.rank_blocks("mu", world.rank, world.size, block_rows):
+        rows = np.arange(lo, lo + len(mu), dtype=np.int64)
+        chi2 = np.full(len(rows), np.nan)
+        if noise is not None and "recon_mse" in catalog.columns:
+            chi2 = catalog.read("recon_mse", rows).astype(np.float64) / np.asarray(noise(rows), np.float64) ** 2
+        parts.append({"row": rows, "nll_prior": prior_nll(mu, prior), "knn_distance": knn_distance(mu, rows, ref,
+                      ref_rows, kk), "recon_chi2": chi2})
+    gathered = [p for rank_parts in world.allgather(parts) for p in rank_parts]
+    gathered.sort(key=lambda p: p["row"][0])
+    table = {name: np.concatenate([p[name] for p in gathered]) for name in ("row", *SCORES)}
+    rows = table["row"]
+    table["object_id"] = catalog.read("object_id", rows) if "object_id" in catalog.columns else rows.copy()
+    table["component"] = (catalog.read("component", rows).astype(np.int64) if "component" in catalog.columns
+                          else np.full(len(rows), -1, np.int64))
+    table = {name: table[name] for name in ("object_id", "row", "component", *SCORES)}
+    if world.is_root:
+        write_table(out, table, {"catalog": str(catalog_path), "k": str(kk), "reference_rows": str(len(ref_rows)),
+                                 "prior": prior.source})
+        log.info("wrote %s: %d objects, prior %s, k=%d among %d reference rows", out, len(rows), prior.source, kk,
+                 len(ref_rows))
+    return table
