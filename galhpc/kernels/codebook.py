@@ -4,9 +4,10 @@ stays O(block_size x K) and the N x K distance matrix never exists.
 With `k` given (the top-k search of galhpc.search), the k nearest codes come sorted by
 exact squared distance, ties by the lower code index.  The expansion is used only to pick
 candidates: every code whose expanded score lies within twice the expansion's rounding
-bound of the k-th best is re-scored exactly (differences summed over features in a fixed
-order, so a pair's distance does not depend on the block it was found in), which makes
-the result equal to a brute-force search whatever the blocking.
+bound of the k-th best is re-scored exactly, in float64 (differences summed over features
+in a fixed order, so a pair's distance does not depend on the block it was found in),
+which makes the result equal to a brute-force search whatever the blocking; the scan
+itself runs in x's dtype (float32 data scan at float32 speed).
 
 Ties go to the lowest code index, like torch.argmin.  The compiled and numba backends
 fuse distance and argmin and hold only a tile of rows x K scores per thread, whatever
@@ -105,7 +106,7 @@ def torch_search_k(x: torch.Tensor, codebook: torch.Tensor, k: int,
     # |fl(score) - score| <= (D + 2) eps (|x|^2 + |c|^2) for score = |c|^2 - 2 x.c (doubled for safety)
     slack = 2.0 * (x.shape[1] + 2) * torch.finfo(x.dtype).eps
     index = torch.empty(x.shape[0], kk, dtype=torch.int64, device=x.device)
-    distance = torch.empty(x.shape[0], kk, dtype=x.dtype, device=x.device)
+    distance = torch.empty(x.shape[0], kk, dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], block_size):
         block = x[start : start + block_size]
         scores = torch.addmm(code_norms, block, codebook.t(), beta=1.0, alpha=-2.0)
@@ -145,11 +146,11 @@ def _candidates(scores: torch.Tensor, kk: int, bound: torch.Tensor) -> tuple[tor
 
 def _pair_squared_distance(x: torch.Tensor, codebook: torch.Tensor, rows: torch.Tensor,
                            codes: torch.Tensor) -> torch.Tensor:
-    """sum_d (x[rows, d] - codebook[codes, d])^2, summed over d in order (the same bits for a
-    pair whatever else is computed with it)."""
-    total = torch.zeros(rows.shape[0], dtype=x.dtype, device=x.device)
+    """sum_d (x[rows, d] - codebook[codes, d])^2 in float64, summed over d in order (the same
+    bits for a pair whatever else is computed with it)."""
+    total = torch.zeros(rows.shape[0], dtype=torch.float64, device=x.device)
     for d in range(x.shape[1]):
-        total += (x[rows, d] - codebook[codes, d]).pow(2)
+        total += (x[rows, d].double() - codebook[codes, d].double()).pow(2)
     return total
 
 

@@ -3,8 +3,10 @@
 The search core knows nothing about files: it takes the queries and an iterator of
 (first_row, block) arrays (one rank's shards, read in blocks) and keeps, per query, the k
 best (squared distance, row) pairs seen so far.  Each block goes through the kernel layer
-(`galhpc.kernels.nearest_code(..., k=k)`: blocked, O(block) memory, exact distances) in
-float64, so a pair's distance has the same bits whatever block or rank it was found in;
+(`galhpc.kernels.nearest_code(..., k=k)`: blocked, O(block) memory; the scan runs in
+float32 when queries and blocks are float32, else float64, and candidates are re-scored
+exactly in float64), so a pair's distance has the same bits whatever block or rank it was
+found in;
 merging sorts by (distance, row), so ties go to the lower row and the answer is the same
 on any number of ranks and any blocking, equal to brute force.
 """
@@ -85,7 +87,9 @@ def search_blocks(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]],
     """
     if k < 1:
         raise ValueError(f"search: k must be at least 1, got {k}")
-    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float64))
+    queries = np.asarray(queries)
+    dtype = np.float32 if queries.dtype == np.float32 else np.float64
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=dtype))
     extra = 0 if exclude is None else 1
     best = TopK.empty(len(q), k + extra)
     for first_row, block in blocks:
@@ -95,9 +99,10 @@ def search_blocks(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]],
                              f"{q.shape[1]} features")
         if len(block) == 0:
             continue
-        codes = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float64))
+        scan = dtype if block.dtype == np.float32 else np.float64
+        codes = torch.from_numpy(np.ascontiguousarray(block, dtype=scan))
         per_query = max(1, block_elements // len(codes))
-        index, sq = nearest_code(q, codes, k=k + extra, block_size=per_query, backend="torch")
+        index, sq = nearest_code(q.to(codes.dtype), codes, k=k + extra, block_size=per_query, backend="torch")
         best = merge(best, TopK(index.numpy() + first_row, sq.numpy()), k + extra)
     if exclude is not None:
         best = _drop_rows(best, np.asarray(exclude, np.int64), k)
