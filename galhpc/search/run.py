@@ -78,7 +78,7 @@ def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | No
     images : FITS/HDF5 images encoded with the catalogue's checkpoint
     checkpoint : overrides the checkpoint named in the catalogue's /meta
     column : latent column searched ("mu")
-    block_rows : catalogue rows read and searched at a time (memory ~ block_rows x L x 8 bytes)
+    block_rows : catalogue rows read and searched at a time (memory ~ block_rows x L x 4 bytes)
     world : the run's World (default: this process, or the MPI ranks that started it)
     work : stem for FITS queries prepared into a store
 
@@ -110,6 +110,8 @@ def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | No
             return _concat(parts)
         except SearchInputError as err:
             return err
+        except Exception as err:  # handed to every rank, so none waits forever in bcast
+            return SearchInputError(f"queries: {err}")
 
     queries = world.bcast(make_queries() if world.is_root else None)
     if isinstance(queries, SearchInputError):
