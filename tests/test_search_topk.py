@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from galhpc.catalog.world import World
+from galhpc.runtime.world import World
 from galhpc.kernels import nearest_code
 from galhpc.search.topk import NO_ROW, TopK, merge, reduce_ranks, search_blocks
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galhpc.checkpoint import CheckpointError
+from galhpc.runtime.cli import run_cli
 
 log = logging.getLogger("galhpc.cli.rarity")
 
@@ -38,18 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from galhpc.catalog.world import current_world, threads_per_rank
-    from galhpc.checkpoint import load_model
-    from galhpc.report.heldout import noise_sigma
-    from galhpc.runtime import set_threads, setup_logging
-    from galhpc.search.rarity import rarity_scores
-    from galhpc.search.run import store_stamps
-    from galhpc.search.source import CatalogColumns, SearchInputError
 
-    world = current_world()
-    setup_logging(world.rank)
-    set_threads(args.threads or threads_per_rank())
-    try:
+    def body() -> None:
+        from galhpc.checkpoint import load_model
+        from galhpc.report.heldout import noise_sigma
+        from galhpc.runtime import set_threads, setup_logging
+        from galhpc.runtime.world import mpi_world, threads_per_rank
+        from galhpc.search.rarity import rarity_scores
+        from galhpc.search.run import store_stamps
+        from galhpc.search.source import CatalogColumns
+
+        world = mpi_world()
+        setup_logging(world.rank)
+        set_threads(args.threads or threads_per_rank())
         meta = CatalogColumns(args.catalog).meta
         ckpt = args.checkpoint or (Path(meta["checkpoint"]) if meta.get("checkpoint") else None)
         model = load_model(ckpt)[0] if ckpt is not None and ckpt.is_file() else None
@@ -64,11 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("no store found (%s): recon_chi2 is NaN", store)
         rarity_scores(args.catalog, args.out, k=args.k, reference=args.reference, model=model, noise=noise,
                       world=world)
-    except (SearchInputError, CheckpointError, ValueError, OSError, KeyError) as err:
-        log.error("%s", err)
-        print(f"galhpc-rarity: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_cli("galhpc-rarity", body)
 
 
 if __name__ == "__main__":

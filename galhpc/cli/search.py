@@ -7,13 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from galhpc.checkpoint import CheckpointError
-
-log = logging.getLogger("galhpc.cli.search")
+from galhpc.runtime.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,24 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from galhpc.catalog.world import current_world, threads_per_rank
-    from galhpc.runtime import set_threads, setup_logging
-    from galhpc.search.run import search_catalog, write_outputs
-    from galhpc.search.source import SearchInputError
 
-    world = current_world()
-    setup_logging(world.rank)
-    set_threads(args.threads or threads_per_rank())
-    try:
+    def body() -> None:
+        from galhpc.runtime import set_threads, setup_logging
+        from galhpc.runtime.world import mpi_world, threads_per_rank
+        from galhpc.search.run import search_catalog, write_outputs
+
+        world = mpi_world()
+        setup_logging(world.rank)
+        set_threads(args.threads or threads_per_rank())
         result = search_catalog(args.catalog, k=args.k, ids=args.ids, images=args.images, checkpoint=args.checkpoint,
                                 block_rows=args.block_rows, world=world, work=args.out)
         if world.is_root:
             write_outputs(result, args.catalog, args.out, args.mosaic, args.store)
-    except (SearchInputError, CheckpointError, ValueError, OSError) as err:
-        log.error("%s", err)
-        print(f"galhpc-search: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_cli("galhpc-search", body)
 
 
 if __name__ == "__main__":

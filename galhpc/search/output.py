@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from galhpc.runtime.files import atomic_path
+from galhpc.search.source import SearchInputError
 
 TABLE_SUFFIXES = (".h5", ".hdf5", ".fits", ".fit", ".csv")
 
@@ -19,15 +21,14 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
 
     Raises
     ------
-    ValueError
+    SearchInputError
         An unknown suffix.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
-        raise ValueError(f"{path}: unknown table format; use one of {', '.join(TABLE_SUFFIXES)}")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+        raise SearchInputError(f"{path}: unknown table format; use one of {', '.join(TABLE_SUFFIXES)}")
+    with atomic_path(path) as tmp:
         if suffix in (".h5", ".hdf5"):
             with h5py.File(tmp, "w") as f:
                 for name, values in columns.items():
@@ -44,10 +45,6 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
             with open(tmp, "w") as fh:
                 fh.write(",".join(names) + "\n")
                 fh.writelines(",".join(_csv_cell(v) for v in row) + "\n" for row in rows)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -105,12 +102,10 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
             ax.set_title(labels[i] if j == 0 else captions[i, j - 1], fontsize=6, color="C3" if j == 0 else "k")
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
     return path
 

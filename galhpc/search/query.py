@@ -74,7 +74,8 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
     SearchInputError
         No checkpoint known, a checkpoint that is not the catalogue's, images of the wrong shape.
     """
-    from galhpc.catalog.encode import StoreReader, is_store_path, store_from_fits
+    from galhpc.catalog.encode import is_store_path, store_from_fits
+    from galhpc.data.store import StoreReader
     from galhpc.checkpoint import file_sha256, load_model
 
     ckpt = Path(checkpoint or catalog.meta.get("checkpoint", ""))
@@ -90,7 +91,7 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
         store = path if is_store_path(path) else store_from_fits(path, cfg.prep, work.with_name(f"{work.name}.q{i}"))
         reader = StoreReader(store)
         try:
-            reader.check_fits(model, cfg.model.channels, cfg.model.image_size)
+            reader.check_fits(model.name, cfg.model.channels, cfg.model.image_size)
             stamps, _ = reader.read(0, reader.n)
         except Exception as err:
             raise SearchInputError(f"query images {path}: {err}") from err

@@ -101,9 +101,9 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
     dict of np.ndarray
         The table's columns (on every rank), rows in catalogue order.
     """
-    from galhpc.catalog.world import current_world
+    from galhpc.runtime.world import mpi_world
 
-    world = world or current_world()
+    world = world or mpi_world()
     catalog = CatalogColumns(catalog_path)
     ref_rows = reference_rows(len(catalog), reference)
     ref = catalog.read("mu", ref_rows).astype(np.float64)

@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
+
+from galhpc.runtime.files import open_h5_readonly
 
 from galhpc.search.output import write_mosaic, write_table
 from galhpc.search.query import Queries, queries_from_ids, queries_from_images
@@ -55,7 +56,7 @@ def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[
 
 def store_stamps(store: Path, rows: np.ndarray) -> np.ndarray:
     """Images of the store at `rows` (any order; NO_ROW gives a NaN stamp), float32."""
-    with h5py.File(store, "r", locking=False) as f:
+    with open_h5_readonly(store) as f:
         images = f["images"]
         out = np.full((len(rows), *images.shape[1:]), np.nan, np.float32)
         valid = rows != NO_ROW
@@ -92,9 +93,9 @@ def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | No
     SearchInputError
         No queries, an unknown id, a bad catalogue or checkpoint.
     """
-    from galhpc.catalog.world import current_world
+    from galhpc.runtime.world import mpi_world
 
-    world = world or current_world()
+    world = world or mpi_world()
     catalog = CatalogColumns(catalog_path)
     if not ids and not images:
         raise SearchInputError("galhpc-search: give query object ids (--id) or query images (--image)")

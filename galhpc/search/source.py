@@ -16,9 +16,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from galhpc.runtime.errors import DataError
+from galhpc.runtime.files import open_h5_readonly
 
-class SearchInputError(ValueError):
-    """A catalogue, column or query the search cannot use."""
+
+class SearchInputError(DataError):
+    """A catalogue, column, query or output the search cannot use."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Piece:
 
 def _open(path: Path) -> h5py.File:
     try:
-        return h5py.File(path, "r", locking=False)
+        return open_h5_readonly(path)
     except OSError as err:
         raise SearchInputError(f"{path}: cannot open as HDF5: {err}") from err
 
