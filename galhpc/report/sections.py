@@ -573,7 +573,7 @@ def _per_bin(column: str, bins: metrics.ConditionBins, real_table: dict[str, np.
 def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
     """The most unusual objects of the catalogue sample by each rarity score (galhpc.search.rarity):
     prior NLL of μ, distance to the 10th neighbour within the sample, reconstruction χ² per pixel."""
-    from galhpc.cluster.gmm import fit_diag_gmm
+    from galhpc.mixture import fit_diag_gmm
     from galhpc.search.rarity import SCORES, knn_distance, latent_prior, prior_nll
 
     cs = inp.clusters
