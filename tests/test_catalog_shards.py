@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from galhpc.catalog.driver import effective_shard_size
+from galhpc.catalog.driver import auto_shard_size, effective_shard_size, legacy_auto_shard_size
 from galhpc.catalog.generate import GenerateOptions, component_segments, sample_blocks
 from galhpc.catalog.h5out import WriteBehind, parse_compression, write_master, ShardWriter
 from galhpc.catalog.seeds import NOISE_STREAM, derived_seed
@@ -40,13 +40,10 @@ def test_assignment_partitions_pending_shards(ranks):
 
 
 def test_shard_size_is_rounded_up_to_whole_batches():
-    assert effective_shard_size(300, 64, 10**6) == 320
-    assert effective_shard_size(10, 64, 10**6) == 64
-    assert effective_shard_size(128, 64, 10**6) == 128
+    assert effective_shard_size(300, 64) == 320
+    assert effective_shard_size(10, 64) == 64
+    assert effective_shard_size(128, 64) == 128
     # auto: about 256 shards, whole batches, at most 65536 objects; never the rank count
-    assert effective_shard_size(None, 256, 2000) == 256
-    assert effective_shard_size(None, 100, 10**6) == 4000
-    assert effective_shard_size(None, 256, 10**8) == 65536
 
 
 def test_derived_seeds_are_stable_distinct_and_stream_separated():
@@ -176,8 +173,57 @@ def test_write_behind_reports_the_writer_error():
     assert seen == [1]
 
 
-def test_threads_per_rank_share_the_node():
-    cores = len(os.sched_getaffinity(0))
-    assert threads_per_rank({}) == cores
-    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": str(cores)}) == 1
-    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": str(4 * cores)}) == 1
+def test_threads_per_rank_share_the_node(tmp_path):
+    none = tmp_path / "no-cgroup"
+    assert threads_per_rank({}, affinity=16, cgroup_root=none)[0] == 16
+    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, affinity=16, cgroup_root=none)[0] == 4
+    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": "64"}, affinity=16, cgroup_root=none)[0] == 1
+    assert threads_per_rank({}, cgroup_root=none)[0] == len(os.sched_getaffinity(0))  # the real mask
+
+
+def test_threads_per_rank_respects_slurm_and_the_cgroup_quota(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("300000 100000\n")  # 3 CPUs of a 64-core node
+    threads, why = threads_per_rank({}, affinity=64, cgroup_root=v2)
+    assert threads == 3 and "cgroup quota 3" in why
+    assert threads_per_rank({"LOCAL_WORLD_SIZE": "2"}, affinity=64, cgroup_root=v2)[0] == 1
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert threads_per_rank({}, affinity=64, cgroup_root=v2)[0] == 64
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("250000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert threads_per_rank({}, affinity=8, cgroup_root=v1)[0] == 2
+    slurm = {"SLURM_CPUS_PER_TASK": "2", "SLURM_NTASKS_PER_NODE": "4"}
+    threads, why = threads_per_rank(slurm, affinity=32, cgroup_root=tmp_path / "none")
+    assert threads == 2 and "SLURM_CPUS_PER_TASK=2" in why and "4 rank(s)" in why
+    # srun binds each task to its own CPUs: the affinity is already the task's share
+    assert threads_per_rank({"SLURM_CPUS_PER_TASK": "4"}, affinity=4, cgroup_root=tmp_path / "none")[0] == 4
+
+
+def test_threads_per_rank_follows_a_real_affinity_mask():
+    mask = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mask)})
+        assert threads_per_rank({}, cgroup_root="/nonexistent")[0] == 1
+    finally:
+        os.sched_setaffinity(0, mask)
+
+
+def test_auto_shard_size_takes_the_smallest_of_bytes_time_and_ranks():
+    # 10^8 objects of 128x128 float32 (65,536 bytes + ~300 bytes of columns), 20 objects/s per rank
+    size = auto_shard_size(10**8, 256, 65_836, 20.0, 64)
+    assert size == 5888  # 5 min x 20 obj/s = 6,000 -> whole batches of 256 (bytes allow 16,309)
+    assert auto_shard_size(10**8, 256, 65_836, 2000.0, 64) == (2**30 // 65_836) // 256 * 256  # 1 GiB cap
+    assert auto_shard_size(10**6, 100, 100, 1e6, 1000) == 200  # ceil(10^6 / 4,000) = 250 -> 200
+    assert auto_shard_size(1000, 256, 100, 1e6, 64) == 256  # never below one batch
+    assert auto_shard_size(10**6, 100, 100, 1e6, 1, seconds=1, max_bytes=10**4) == 100
+    with pytest.raises(CatalogError):
+        auto_shard_size(10, 1, 0.0, 1.0, 1)
+
+
+def test_legacy_manifests_keep_their_automatic_size():
+    assert legacy_auto_shard_size(2000, 256) == 256
+    assert legacy_auto_shard_size(10**6, 100) == 4000
+    assert legacy_auto_shard_size(10**8, 256) == 65536

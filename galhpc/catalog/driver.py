@@ -13,6 +13,7 @@ An error on any rank ends every rank with a message naming the rank and the caus
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import math
 import time
@@ -23,11 +24,13 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from galhpc.catalog.h5out import ShardWriter, WriteBehind, read_master_fingerprint, write_master
+from galhpc.catalog.h5out import IMAGE_COLUMNS, ShardWriter, WriteBehind, read_master_fingerprint, write_master
 from galhpc.catalog.shards import (
-    CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, shard_in_flight,
+    CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, read_manifest, record_manifest,
+    shard_in_flight,
 )
 from galhpc.runtime import progress
+from galhpc.runtime.signals import EXIT_PREEMPTED, Preempted, StopFlag, stop_signals
 from galhpc.runtime.world import World
 
 log = logging.getLogger("galhpc.catalog.driver")
@@ -55,12 +58,20 @@ class CatalogJob(Protocol):
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How the catalogue is laid out and whether an old one may be replaced."""
+    """How the catalogue is laid out and whether an old one may be replaced.
 
-    shard_size: int | None = None  # None: auto_shard_size
+    `shard_size` None sizes shards by work (`auto_shard_size`): at most `shard_bytes` of
+    output and `shard_seconds` of one rank at `objects_per_second` (None: measured on rank 0
+    on the first batches).
+    """
+
+    shard_size: int | None = None
     compression: str = "none"
     table: bool = True
     overwrite: bool = False
+    shard_seconds: float = 300.0
+    shard_bytes: int = 1 << 30
+    objects_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,63 +88,194 @@ class RunResult:
         return self.objects_written / self.seconds if self.seconds > 0 else float("nan")
 
 
-AUTO_SHARDS = 256  # auto shard size aims at this many shards ...
-AUTO_MAX_SHARD = 65536  # ... of at most this many objects
+SHARDS_PER_RANK = 4  # an automatic size leaves every rank at least this many shards (when N allows)
+LEGACY_SHARDS, LEGACY_MAX_SHARD = 256, 65536  # the automatic size of runs recorded before sizing by work
 
 
-def effective_shard_size(shard_size: int | None, batch_size: int, n_objects: int) -> int:
-    """Shard size rounded up to whole batches, so batches never straddle shards.
-
-    None picks ceil(N / AUTO_SHARDS) capped at AUTO_MAX_SHARD: enough shards to keep many
-    ranks busy on small catalogues, and a function of N only, never of the rank count.
-    """
+def effective_shard_size(shard_size: int, batch_size: int) -> int:
+    """A requested shard size rounded up to whole batches, so batches never straddle shards."""
     if batch_size < 1:
         raise CatalogError(f"batch size must be positive, got {batch_size}")
-    if shard_size is None:
-        shard_size = min(AUTO_MAX_SHARD, math.ceil(n_objects / AUTO_SHARDS))
+    if shard_size < 1:
+        raise CatalogError(f"shard size must be positive, got {shard_size}")
     return max(1, math.ceil(shard_size / batch_size)) * batch_size
+
+
+def auto_shard_size(n_objects: int, batch_size: int, bytes_per_object: float, objects_per_second: float,
+                    ranks: int, *, max_bytes: int = 1 << 30, seconds: float = 300.0,
+                    shards_per_rank: int = SHARDS_PER_RANK) -> int:
+    """Objects per shard chosen by work: the smallest of three limits, in whole batches.
+
+    - bytes: ``max_bytes / bytes_per_object`` (a shard file of at most `max_bytes`);
+    - time: ``seconds * objects_per_second`` (a stop signal loses at most `seconds` of one rank);
+    - ranks: ``ceil(n_objects / (ranks * shards_per_rank))`` (every rank gets shards to do,
+      so ranks beyond the shard count are never idle while a catalogue could be cut finer).
+
+    The result is rounded down to whole batches, but never below one batch.  The shard
+    count ``ceil(n_objects / size)`` is unbounded.  The size depends on the rank count, so
+    the driver records it in the fingerprint and a resumed run reuses it on any rank count;
+    the catalogue's rows do not depend on it.
+
+    Parameters
+    ----------
+    n_objects : int
+        Objects in the catalogue.
+    batch_size : int
+        Objects per batch of the job.
+    bytes_per_object : float
+        Bytes one object adds to a shard file (every column, the table included), > 0.
+    objects_per_second : float
+        Throughput of one rank, > 0.
+    ranks : int
+        Ranks of the run.
+    max_bytes : int, optional
+        Most bytes of one shard file (default 1 GiB).
+    seconds : float, optional
+        Most seconds of one rank per shard (default 300).
+    shards_per_rank : int, optional
+        Fewest shards per rank wanted.
+
+    Returns
+    -------
+    int
+        Objects per shard, a positive multiple of `batch_size`.
+    """
+    if bytes_per_object <= 0 or objects_per_second <= 0:
+        raise CatalogError(f"cannot size shards from {bytes_per_object} bytes/object at {objects_per_second} objects/s")
+    limits = (max_bytes / bytes_per_object, seconds * objects_per_second,
+              math.ceil(n_objects / (max(1, ranks) * shards_per_rank)))
+    return max(1, int(min(limits)) // batch_size) * batch_size
+
+
+def legacy_auto_shard_size(n_objects: int, batch_size: int) -> int:
+    """The automatic size of runs recorded before sizing by work (their manifests say None)."""
+    return effective_shard_size(min(LEGACY_MAX_SHARD, math.ceil(n_objects / LEGACY_SHARDS)), batch_size)
+
+
+def measure_job(job: CatalogJob, shard_dir: Path, table: bool) -> tuple[float, float]:
+    """Bytes per object and objects per second of `job`, from its first (up to) two batches.
+
+    The second batch is timed when there is one (the first carries warm-up costs); the
+    job is started (`job.start`) first.
+
+    Returns
+    -------
+    (float, float)
+        Bytes one object adds to a shard file (non-image columns twice with the table),
+        and objects per second of this process.
+    """
+    job.start(shard_dir)
+    n = min(job.n_objects, 2 * job.batch_size)
+    rate, row_bytes = float("nan"), 0.0
+    began = time.perf_counter()
+    for _, columns in job.batches(Shard(0, 0, n)):
+        now = time.perf_counter()
+        rows = len(next(iter(columns.values())))
+        rate = rows / max(now - began, 1e-9)
+        scalar = sum(a.nbytes for k, a in columns.items() if k not in IMAGE_COLUMNS) / rows
+        row_bytes = sum(a.nbytes for a in columns.values()) / rows + (scalar if table else 0.0)
+        began = time.perf_counter()
+    return row_bytes, rate
+
+
+def _resolve_shard_size(job: CatalogJob, shard_dir: Path, recorded: dict[str, Any] | None, options: WriteOptions,
+                        ranks: int) -> int:
+    """The shard size of this run (rank 0, after `prepare`): the one a resumed run recorded,
+    the requested one, or `auto_shard_size` from a measurement."""
+    if options.shard_size is not None:
+        return effective_shard_size(options.shard_size, job.batch_size)
+    if recorded is not None and "shard_size" in recorded:
+        size = recorded["shard_size"]
+        size = legacy_auto_shard_size(job.n_objects, job.batch_size) if size is None else int(size)
+        log.info("resuming with the recorded shard size of %d objects", size)
+        return size
+    row_bytes, measured = measure_job(job, shard_dir, options.table)
+    rate = options.objects_per_second or measured
+    size = auto_shard_size(job.n_objects, job.batch_size, row_bytes, rate, ranks, max_bytes=options.shard_bytes,
+                           seconds=options.shard_seconds)
+    log.info("shard size %d objects (%.1f MB, ~%.0f s of one rank): %.0f bytes/object, %.1f objects/s (%s), "
+             "%d rank(s); limits %.0f s and %.0f MB per shard", size, size * row_bytes / 1e6, size / rate, row_bytes,
+             rate, "configured" if options.objects_per_second else "measured", ranks, options.shard_seconds,
+             options.shard_bytes / 1e6)
+    return size
+
+
+class _Stopped(Exception):
+    """A stop signal arrived: the shard in flight was abandoned."""
 
 
 def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], meta: Mapping[str, Any],
                 options: WriteOptions, world: World) -> RunResult:
-    """Write the catalogue of `job` to `out` (+ `out.shards/`) on all ranks of `world`."""
+    """Write the catalogue of `job` to `out` (+ `out.shards/`) on all ranks of `world`.
+
+    SIGTERM/SIGUSR1 stop every rank after its batch in flight: the shard in flight is
+    dropped (a shard is at most `options.shard_seconds` of work), complete shards stay,
+    and every rank leaves with `Preempted` (exit status 75); the same command resumes.
+    """
     out = Path(out)
-    shards = plan_shards(job.n_objects, effective_shard_size(options.shard_size, job.batch_size, job.n_objects))
+    with stop_signals("the batch in flight (the shard in flight is redone on resume)") as flag:
+        return _run(job, out, fingerprint, meta, options, world, flag)
 
-    def begin() -> tuple[Path, list[int]]:
-        shard_dir = prepare_output(out, fingerprint, options.overwrite, _master_fingerprint(out))
-        done = complete_shards(shard_dir, shards)
-        log.info("%s: %d objects in %d shards, %d already complete, %d rank(s)",
-                 out, job.n_objects, len(shards), len(done), world.size)
+
+def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[str, Any], options: WriteOptions,
+         world: World, flag: StopFlag) -> RunResult:
+    auto = options.shard_size is None
+    if not auto:
+        fingerprint = {**fingerprint, "shard_size": effective_shard_size(options.shard_size, job.batch_size)}
+
+    def begin() -> tuple[Path, int, dict[str, Any], list[int]]:
+        shard_dir = prepare_output(out, fingerprint, options.overwrite, _master_fingerprint(out),
+                                   ignore=("shard_size",) if auto else (), record=False)
+        recorded = read_manifest(shard_dir) or _master_fingerprint(out)  # None after --overwrite
         job.prepare(shard_dir)
-        return shard_dir, sorted(done)
+        size = _resolve_shard_size(job, shard_dir, recorded, options, world.size)
+        resolved = {**fingerprint, "shard_size": size}
+        record_manifest(shard_dir, recorded if recorded is not None else resolved)
+        planned = plan_shards(job.n_objects, size)
+        done = complete_shards(shard_dir, planned)
+        log.info("%s: %d objects in %d shards of %d, %d already complete, %d rank(s)",
+                 out, job.n_objects, len(planned), size, len(done), world.size)
+        return shard_dir, size, resolved, sorted(done)
 
-    shard_dir, done = root_then_all(world, begin)
+    shard_dir, size, resolved, done = root_then_all(world, begin)
+    shards = plan_shards(job.n_objects, size)
     pending = [s for s in shards if s.index not in set(done)]
     mine = assign_shards(pending, world.rank, world.size)
 
     error: BaseException | None = None
+    stopped = False
     written = 0
     began = time.perf_counter()
     try:
         job.start(shard_dir)
         with progress(None, world.rank, total=sum(s.size for s in mine), unit="obj", mininterval=1.0,
                       desc=f"{out.name} rank 0 of {world.size}") as bar:
-            for n in _write_shards(job, shard_dir, mine, options, out):
+            for n in _write_shards(job, shard_dir, mine, options, out, flag):
                 bar.update(n)  # one update per batch, counted in objects (and objects/s)
-        written = sum(s.size for s in mine)
+                written += n
+    except _Stopped:
+        stopped = True
     except Exception as err:
         error = err
     seconds = time.perf_counter() - began
-    failures = [(r, msg) for r, msg in enumerate(world.allgather(None if error is None else str(error))) if msg]
+    status = ("error", str(error)) if error is not None else ("stopped", flag.signal_name) if stopped else None
+    reports = [(r, s) for r, s in enumerate(world.allgather(status)) if s]
     if error is not None:
         raise error
+    failures = [(r, msg) for r, (kind, msg) in reports if kind == "error"]
     if failures:
         rank, msg = failures[0]
         raise CatalogError(f"rank {rank} failed, so {out} is incomplete: {msg}")
+    if reports or flag.requested:
+        why = flag.signal_name or f"{reports[0][1][1]} on rank {reports[0][0]}"
+        message = (f"stopped by {why}: {_count_complete(shard_dir)} of {len(shards)} shards of {out} are complete; "
+                   f"run the same command again to resume (exit status {EXIT_PREEMPTED})")
+        log.warning("%s", message)
+        raise Preempted(message)
 
     def finish() -> None:
-        full_meta = {**meta, "n_shards": len(shards), "ranks": world.size}
+        full_meta = {**meta, "n_shards": len(shards), "ranks": world.size,
+                     "fingerprint": json.dumps(resolved, sort_keys=True)}
         try:
             write_master(out, shard_dir, shards, full_meta, job.master_groups(shard_dir))
         except (OSError, RuntimeError) as err:
@@ -151,9 +293,14 @@ def _master_fingerprint(out: Path) -> dict[str, Any] | None:
 
 
 def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: WriteOptions,
-                  out: Path) -> Iterator[int]:
-    """Write this rank's shards; yields after each batch (for the progress bar)."""
+                  out: Path, flag: StopFlag) -> Iterator[int]:
+    """Write this rank's shards; yields after each batch (for the progress bar).
+
+    Raises `_Stopped` when `flag` is set: between shards, or after the batch in flight
+    (whose shard is then dropped like any failed one)."""
     for shard in mine:
+        if flag.requested:
+            raise _Stopped()
         try:
             with shard_in_flight(shard_dir, shard) as tmp:
                 writer = ShardWriter(tmp, shard, options.compression, options.table)
@@ -161,6 +308,8 @@ def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: 
                 try:
                     for offset, columns in job.batches(shard):
                         behind.submit(offset, columns)
+                        if flag.requested:
+                            raise _Stopped()
                         yield len(next(iter(columns.values())))
                     behind.finish()
                     writer.close()

@@ -39,7 +39,7 @@ from galhpc.data.store import StoreReader
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.files import open_h5_readonly
 from galhpc.runtime.inference import run_batched, to_numpy
-from galhpc.runtime.world import World, mpi_world, threads_per_rank
+from galhpc.runtime.world import World, configure_threads, mpi_world
 
 log = logging.getLogger("galhpc.catalog.encode")
 T = TypeVar("T")
@@ -268,17 +268,18 @@ def store_from_fits(fits_input: str | Path, prep: PrepConfig, out: Path) -> Path
 def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *, batch_size: int = 512,
                            shard_size: int | None = None, gmm_components: int = 20, gmm_fit_objects: int = 20000,
                            seed: int = 0, compression: str = "none", table: bool = True, overwrite: bool = False,
-                           device: str = "auto", threads: int | None = None) -> RunResult:
+                           device: str = "auto", threads: int | None = None, shard_minutes: float = 5.0,
+    objects_per_second: float | None = None) -> RunResult:
     """The whole `galhpc-encode` job: set up this rank, load the checkpoint, encode.
 
     `store` is a training store, or FITS cutouts (file, directory or glob) that rank 0
     first turns into a store with the checkpoint's prep recipe (`store_from_fits`)."""
     from galhpc.checkpoint import file_sha256, load_model
-    from galhpc.runtime import pick_device, set_threads, setup_logging
+    from galhpc.runtime import pick_device, setup_logging
 
     world = mpi_world()
     setup_logging(world.rank)
-    set_threads(threads or threads_per_rank())
+    configure_threads(threads, world)
     torch_device = pick_device(device, world.local_rank)
     model, cfg, _ = load_model(checkpoint, map_location="cpu")
     if not is_store_path(store):
@@ -287,7 +288,8 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
         store = root_then_all(world, lambda: store_from_fits(store, cfg.prep, Path(out)))
     options = EncodeOptions(batch_size=batch_size, gmm_components=gmm_components, gmm_fit_objects=gmm_fit_objects,
                             seed=seed)
-    write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite)
+    write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
+                         shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)
     result = encode_catalog(model, store, options, out, write=write, world=world, device=torch_device,
                             channels=cfg.model.channels, image_size=cfg.model.image_size, checkpoint=checkpoint,
                             checkpoint_sha256=file_sha256(checkpoint), config_yaml=cfg.to_yaml())

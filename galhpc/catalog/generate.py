@@ -26,7 +26,7 @@ from galhpc.catalog.h5out import run_meta
 from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.models.base import GalaxyModel
-from galhpc.runtime.world import World, mpi_world, threads_per_rank
+from galhpc.runtime.world import World, configure_threads, mpi_world
 
 log = logging.getLogger("galhpc.catalog.generate")
 
@@ -200,7 +200,8 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
                              psf: str | None = None, pixel_scale: float | None = None, noise_sigma: float | None = None,
                              cosmos_noise: bool = False, keep_clean: bool = False, dtype: str = "float32",
                              compression: str = "none", table: bool = True, overwrite: bool = False,
-                             device: str = "auto", threads: int | None = None) -> RunResult:
+                             device: str = "auto", threads: int | None = None, shard_minutes: float = 5.0,
+    objects_per_second: float | None = None) -> RunResult:
     """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate.
 
     `pixel_scale` (arcsec per pixel, for GalSim PSF profiles and COSMOS noise): None takes
@@ -209,11 +210,11 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     value and its origin are logged and go to /meta.
     """
     from galhpc.checkpoint import file_sha256, load_model, recorded_pixel_scale
-    from galhpc.runtime import pick_device, set_threads, setup_logging
+    from galhpc.runtime import pick_device, setup_logging
 
     world = mpi_world()
     setup_logging(world.rank)
-    set_threads(threads or threads_per_rank())
+    configure_threads(threads, world)
     torch_device = pick_device(device, world.local_rank)
     model, cfg, payload = load_model(checkpoint, map_location="cpu")
     scale = resolve_pixel_scale(pixel_scale, cfg, recorded_pixel_scale(payload))
@@ -230,7 +231,8 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
         n=n, seed=seed, batch_size=batch_size, component=component, counts=counts,
         conditions=dict(conditions or {}), emulation=emulation, keep_clean=keep_clean, dtype=dtype,
     )
-    write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite)
+    write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
+                         shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)
     result = generate_catalog(model, options, out, write=write, world=world, device=torch_device,
                               checkpoint=checkpoint, checkpoint_sha256=file_sha256(checkpoint),
                               config_yaml=cfg.to_yaml())

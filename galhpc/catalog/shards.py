@@ -115,8 +115,23 @@ def read_manifest(shard_dir: Path) -> dict[str, Any] | None:
         raise CatalogError(f"{path}: unreadable shard manifest ({err}); pass --overwrite to start afresh") from err
 
 
+def same_run(recorded: dict[str, Any] | None, fingerprint: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
+    """Whether a recorded fingerprint is this run's, keys in `ignore` aside."""
+    if recorded is None:
+        return False
+    return ({k: v for k, v in recorded.items() if k not in ignore}
+            == {k: v for k, v in fingerprint.items() if k not in ignore})
+
+
+def record_manifest(shard_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Write `<shard_dir>/manifest.json` unless a run already recorded one (atomic)."""
+    if read_manifest(shard_dir) is None:
+        write_text_atomic(shard_dir / MANIFEST, json.dumps(fingerprint, indent=1, sort_keys=True))
+
+
 def prepare_output(
-    out: Path, fingerprint: dict[str, Any], overwrite: bool, master_fingerprint: dict[str, Any] | None
+    out: Path, fingerprint: dict[str, Any], overwrite: bool, master_fingerprint: dict[str, Any] | None,
+    *, ignore: tuple[str, ...] = (), record: bool = True,
 ) -> Path:
     """Make `<out>.shards/` ready for this run and return it (rank 0 only, before any writing).
 
@@ -124,7 +139,9 @@ def prepare_output(
     catalogue: `master_fingerprint` is its /meta fingerprint or None) is refused unless
     `overwrite`, in which case the master and all shards are deleted.  A shard directory
     without a single complete shard (a run that failed early) is simply replaced.  An output of the
-    same run is resumed: its complete shards are kept, partial ones removed.
+    same run is resumed: its complete shards are kept, partial ones removed.  Keys in
+    `ignore` are not compared (an automatic shard size, resolved later from the record);
+    `record=False` leaves writing the manifest to the caller (`record_manifest`).
     """
     shard_dir = shard_dir_for(out)
     if not out.exists() and shard_dir.is_dir() and not any(shard_dir.glob("[0-9]*.h5")):
@@ -132,7 +149,7 @@ def prepare_output(
     manifest = read_manifest(shard_dir)
     recorded = manifest if manifest is not None else master_fingerprint
     exists = out.exists() or shard_dir.exists()
-    if exists and recorded != fingerprint:
+    if exists and not same_run(recorded, fingerprint, ignore):
         if not overwrite:
             if recorded is None:
                 why = "it is not a galhpc catalogue of this command"
@@ -149,8 +166,8 @@ def prepare_output(
             shutil.rmtree(shard_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     shard_dir.mkdir(exist_ok=True)
-    if read_manifest(shard_dir) is None:
-        write_text_atomic(shard_dir / MANIFEST, json.dumps(fingerprint, indent=1, sort_keys=True))
+    if record:
+        record_manifest(shard_dir, fingerprint)
     remove_stale_temporaries(shard_dir)
     remove_stale_temps(out.parent, out.name)  # a master write that was killed
     return shard_dir

@@ -12,4 +12,10 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of other settings")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (ranks share GPUs round-robin)")
     p.add_argument("--threads", type=int,
-                   help="torch CPU threads per rank (default: the node's cores divided by its ranks)")
+                   help="torch CPU threads per rank (default: the CPUs this rank may use, from SLURM_CPUS_PER_TASK, "
+                   "its CPU affinity and the cgroup quota, shared by the job's ranks on the node)")
+    p.add_argument("--shard-minutes", type=float, default=5.0,
+                   help="automatic shard size: at most this many minutes of one rank per shard, so a stop signal "
+                   "loses at most that much work (default 5); shards are also at most 1 GiB")
+    p.add_argument("--objects-per-second", type=float,
+                   help="one rank's throughput for the automatic shard size (default: measured on the first batches)")

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
     p.add_argument("--batch-size", type=int, default=512, help="objects per forward pass (default 512)")
     p.add_argument("--shard-size", type=int,
-                   help="objects per shard file, rounded up to whole batches (default: N/256, at most 65536)")
+                   help="objects per shard file, rounded up to whole batches (default: sized by work, see "
+                   "--shard-minutes)")
     p.add_argument("--gmm-components", type=int, default=20,
                    help="post-hoc GMM: most components the stick-breaking BGM may use (default 20)")
     p.add_argument("--gmm-fit-objects", type=int, default=20000,
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             gmm_components=args.gmm_components, gmm_fit_objects=args.gmm_fit_objects, seed=args.seed,
             compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
             device=args.device, threads=args.threads,
+            shard_minutes=args.shard_minutes, objects_per_second=args.objects_per_second,
         )
 
     return run_cli("galhpc-encode", body)

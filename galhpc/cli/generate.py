@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "survey noise per object by (seed, i); the same on any rank count")
     p.add_argument("--batch-size", type=int, default=256, help="objects per model.sample call (default 256)")
     p.add_argument("--shard-size", type=int,
-                   help="objects per shard file, rounded up to whole batches (default: N/256, at most 65536)")
+                   help="objects per shard file, rounded up to whole batches (default: sized by work, see "
+                   "--shard-minutes)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--component", type=int, help="sample only this mixture component")
     which.add_argument("--counts", type=parse_counts, help="objects per mixture component, e.g. 500,0,1500")
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             noise_sigma=args.noise_sigma, cosmos_noise=args.cosmos_noise, keep_clean=args.keep_clean,
             dtype=args.dtype, compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
             device=args.device, threads=args.threads,
+            shard_minutes=args.shard_minutes, objects_per_second=args.objects_per_second,
         )
 
     return run_cli("galhpc-generate", body)

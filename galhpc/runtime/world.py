@@ -28,12 +28,14 @@ slurm           SLURM_PROCID                SLURM_STEP_NUM_TASKS              SL
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from galhpc.runtime.errors import LaunchError
@@ -285,13 +287,98 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]
 
 
-def threads_per_rank(env: Mapping[str, str] | None = None) -> int:
-    """CPU threads for torch when the user gave none: the node's cores shared by its ranks."""
+def ranks_on_node(env: Mapping[str, str] | None = None) -> int:
+    """This job's ranks on this node, from the launcher's variables (1 when none says)."""
     env = os.environ if env is None else env
-    ranks_here = 1
     for var in _LOCAL_SIZE_VARS:
         if env.get(var, "").isdigit():
-            ranks_here = int(env[var])
-            break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, ranks_here))
+            return max(1, int(env[var]))
+    return 1
+
+
+def cgroup_cpu_limit(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> float | None:
+    """CPUs this process's cgroup may use (its CFS quota ÷ period), or None when unlimited.
+
+    Reads cgroup v2 ``cpu.max`` ("max 100000" or "200000 100000"), else v1
+    ``cpu/cpu.cfs_quota_us`` and ``cpu/cpu.cfs_period_us`` under `root`.
+    """
+    root = Path(root)
+    try:
+        quota, _, period = (root / "cpu.max").read_text().strip().partition(" ")
+    except OSError:
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not period:
+        return None
+    return int(quota) / int(period)
+
+
+def threads_per_rank(env: Mapping[str, str] | None = None, *, affinity: int | None = None,
+                     cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup") -> tuple[int, str]:
+    """CPU threads for one rank when the user gave none, and why.
+
+    The CPUs this process may run on (``os.sched_getaffinity``), capped by the cgroup's CPU
+    quota, are shared by the job's ranks on the node (`ranks_on_node`); under Slurm
+    ``SLURM_CPUS_PER_TASK`` (the CPUs allocated to each task) caps it again.  Never below 1,
+    so oversubscribed ranks run one thread each instead of fighting over cores.
+
+    Parameters
+    ----------
+    env : mapping, optional
+        Environment variables (default ``os.environ``).
+    affinity : int, optional
+        CPUs in the affinity mask (default: ``len(os.sched_getaffinity(0))``).
+    cgroup_root : path, optional
+        Where the cgroup's CPU controller files are.
+
+    Returns
+    -------
+    (int, str)
+        Threads per rank (>= 1) and the one-line reason, for the log.
+    """
+    env = os.environ if env is None else env
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus, why = float(affinity), [f"{affinity} CPU(s) in the affinity mask"]
+    quota = cgroup_cpu_limit(cgroup_root)
+    if quota is not None and quota < cpus:
+        cpus = quota
+        why.append(f"cgroup quota {quota:g} CPU(s)")
+    ranks = ranks_on_node(env)
+    threads = max(1, int(cpus) // ranks)
+    why.append(f"{ranks} rank(s) on this node")
+    per_task = env.get("SLURM_CPUS_PER_TASK", "")
+    if per_task.isdigit() and int(per_task) < threads:
+        threads = max(1, int(per_task))
+        why.append(f"SLURM_CPUS_PER_TASK={per_task}")
+    return threads, ", ".join(why)
+
+
+def configure_threads(threads: int | None, world: World | None = None) -> int:
+    """Set torch's CPU threads for this rank: `threads`, or `threads_per_rank` when None; logged.
+
+    Parameters
+    ----------
+    threads : int or None
+        Threads the user asked for.
+    world : World, optional
+        This rank (for the log line); logged on rank 0 only.
+
+    Returns
+    -------
+    int
+        The threads set.
+    """
+    import torch
+
+    if threads:
+        why = "as asked (--threads)"
+    else:
+        threads, why = threads_per_rank()
+    torch.set_num_threads(threads)
+    if world is None or world.is_root:
+        logging.getLogger("galhpc.runtime.world").info("torch CPU threads per rank: %d (%s)", threads, why)
+    return threads

@@ -39,10 +39,11 @@ import torch
 from galhpc.checkpoint import CheckpointError, assemble_model, checkpoint_config, read_checkpoint, save_checkpoint
 from galhpc.config import RunConfig
 from galhpc.models.base import GalaxyModel, StepState
-from galhpc.runtime import progress, set_threads
+from galhpc.runtime import progress
 from galhpc.runtime.errors import ConfigError, NonFiniteLossError
 from galhpc.runtime.files import atomic_open, atomic_path
 from galhpc.runtime.inference import run_batched
+from galhpc.runtime.world import configure_threads
 from galhpc.train.distributed import Backend, make_backend
 from galhpc.train.preemption import mark_stopped
 from galhpc.train.schedule import INIT_MIXTURE, Schedule, learning_rate
@@ -442,7 +443,7 @@ class Trainer:
 
 def train(cfg: RunConfig, *, backend: Backend | None = None, resume: bool = True) -> TrainResult:
     """Train `cfg.model` on `cfg.train.store`; see the module docstring for files and signals."""
-    set_threads(cfg.train.threads)
+    configure_threads(cfg.train.threads)
     backend = backend or make_backend(cfg.train.backend, cfg.train.device)
     if cfg.schedule.enabled and cfg.train.epochs < Schedule(cfg.schedule).total_epochs:
         log.warning("train.epochs=%d stops before the schedule's %d epochs end",
