@@ -104,3 +104,19 @@ galhpc_stopped() {
   fi
   echo "$rc"
 }
+
+# galhpc_requeue_or_exit STATUS WHAT: end a job script.  STATUS 75 (the command stopped on a
+# signal with its work saved) requeues the Slurm job (exit 0), or outside Slurm says to run
+# the same command again; any other STATUS is the script's exit status.
+galhpc_requeue_or_exit() {
+  local rc=$1 what=$2
+  if (( rc == GALHPC_PREEMPTED )); then
+    if [[ -n ${SLURM_JOB_ID:-} ]]; then
+      galhpc_log "$what saved; requeueing job $SLURM_JOB_ID to resume"
+      scontrol requeue "$SLURM_JOB_ID"
+      exit 0
+    fi
+    galhpc_log "$what saved; run the same command again to resume"
+  fi
+  exit "$rc"
+}

@@ -13,6 +13,7 @@
 #SBATCH --gpus-per-node=0
 #SBATCH --cpus-per-task=1
 #SBATCH --time=12:00:00
+#SBATCH --signal=USR1@120
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --output=galhpc-encode-%j.out
@@ -30,4 +31,6 @@ if (( $# < 3 )); then
   exit 2
 fi
 checkpoint=$1 store=$2 out=$3; shift 3
-galhpc_run "$(galhpc_launcher mpirun)" galhpc-encode --checkpoint "$checkpoint" --store "$store" --out "$out" "$@"
+rc=0
+galhpc_run "$(galhpc_launcher mpirun)" galhpc-encode --checkpoint "$checkpoint" --store "$store" --out "$out" "$@" || rc=$?
+galhpc_requeue_or_exit "$rc" "complete shards of $out"
