@@ -11,7 +11,7 @@ own process (peak RSS from getrusage):
 - read a whole column (`object_id`) through the VDS master with h5py, and from the raw shard
   files, with the soft open-file limit raised to the hard limit and lowered to 1,024
   (`ulimit -n 1024`); rows that come back wrong (zeros) are counted against arange(N);
-- the same through `galhpc.open_catalog` when it is importable.
+- the same through `galhpc.open_catalog` (bounded open files, reads shards directly).
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ def read_shards(out: Path) -> np.ndarray:
 
 
 def read_open_catalog(out: Path) -> np.ndarray:
-    import galhpc
+    from galhpc.io.catalog import open_catalog
 
-    with galhpc.open_catalog(out) as cat:  # the catalogue reader of the ecosystem issue
-        return np.asarray(cat["object_id"][:])
+    with open_catalog(out) as cat:
+        return cat.read("object_id")
 
 
 READERS = {"master": read_master, "shards": read_shards, "open_catalog": read_open_catalog}
@@ -126,7 +126,8 @@ def run_config(root: Path, n: int, n_shards: int, ranks: int, readers: list[str]
         for nofile in (hard, 1024):
             r = sub(["--worker", "read", "--out", str(out), "--n", str(n), "--how", how, "--nofile", str(nofile)])
             if "error" in r:
-                print(f"read   shards={len(shards):>5} {how:<12} ulimit -n {nofile:>6}: error: {r['error']}", flush=True)
+                print(f"read   shards={len(shards):>5} {how:<12} ulimit -n {nofile:>6}: error: {r['error']}",
+                      flush=True)
                 continue
             print(f"read   shards={len(shards):>5} {how:<12} ulimit -n {nofile:>6}: {r['seconds']:6.2f} s, "
                   f"peak RSS {r['rss_mb']:6.0f} MB, wrong rows {r['wrong']:>8,} of {n:,} "
@@ -152,9 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker == "read":
         print(json.dumps(read_worker(args.out, args.n[0], args.how, args.nofile)))
         return
-    import galhpc
-
-    readers = ["master", "shards"] + (["open_catalog"] if hasattr(galhpc, "open_catalog") else [])
+    readers = ["open_catalog", "master", "shards"]
     args.root.mkdir(parents=True, exist_ok=True)
     print(f"scale benchmark in {args.root}: readers {readers}, hard open-file limit "
           f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]}", flush=True)
