@@ -28,6 +28,7 @@ from galhpc.catalog.shards import (
     CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, shard_in_flight,
 )
 from galhpc.runtime import progress
+from galhpc.runtime.files import OutputLock
 from galhpc.runtime.world import World
 
 log = logging.getLogger("galhpc.catalog.driver")
@@ -96,11 +97,25 @@ def effective_shard_size(shard_size: int | None, batch_size: int, n_objects: int
 
 def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], meta: Mapping[str, Any],
                 options: WriteOptions, world: World) -> RunResult:
-    """Write the catalogue of `job` to `out` (+ `out.shards/`) on all ranks of `world`."""
-    out = Path(out)
+    """Write the catalogue of `job` to `out` (+ `out.shards/`) on all ranks of `world`.
+
+    Rank 0 holds ``<out>.lock`` (`galhpc.runtime.files.OutputLock`) from before it looks
+    at the output until the master is written: a second run on the same output is refused
+    ("in use by host:pid") before it deletes anything.
+    """
+    lock = OutputLock(out)
+    try:
+        return _run_catalog(job, Path(out), fingerprint, meta, options, world, lock)
+    finally:
+        lock.release()
+
+
+def _run_catalog(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[str, Any],
+                 options: WriteOptions, world: World, lock: OutputLock) -> RunResult:
     shards = plan_shards(job.n_objects, effective_shard_size(options.shard_size, job.batch_size, job.n_objects))
 
     def begin() -> tuple[Path, list[int]]:
+        lock.acquire()
         shard_dir = prepare_output(out, fingerprint, options.overwrite, _master_fingerprint(out))
         done = complete_shards(shard_dir, shards)
         log.info("%s: %d objects in %d shards, %d already complete, %d rank(s)",
