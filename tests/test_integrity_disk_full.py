@@ -96,7 +96,8 @@ def test_generate_on_a_full_disk_exits_1_and_resumes(tiny_disk, tmp_path, ranks)
 def test_prep_on_a_full_disk_exits_1_and_leaves_no_temporary(tiny_disk, tmp_path):
     cfg = tmp_path / "prep.yaml"
     cfg.write_text("prep:\n  image_size: 32\n  workers: 1\n  recipe: [minmax]\n  chunk_rows: 16\n"
-                   "  sources:\n    - {kind: galsim, n: 600, seed: 1}\n")  # 600 x 4 KiB = 2.4 MiB
+                   "  sources:\n    - {kind: galsim, n: 60, seed: 1}\n")  # 60 x 4 KiB = 240 KiB
+    fill(tiny_disk, 100_000)
     out = tiny_disk / "store.h5"
     done = run([sys.executable, "-m", "galhpc.cli.prep", "--config", str(cfg), "--out", str(out)])
     assert_one_line_no_space(done, "galhpc-prep", str(out))
@@ -105,7 +106,7 @@ def test_prep_on_a_full_disk_exits_1_and_leaves_no_temporary(tiny_disk, tmp_path
     again = run([sys.executable, "-m", "galhpc.cli.prep", "--config", str(cfg), "--out", str(out)])
     assert again.returncode == 0, again.stderr[-2000:]
     with h5py.File(out, "r") as f:
-        assert f["images"].shape == (600, 32, 32)
+        assert f["images"].shape == (60, 32, 32)
 
 
 def test_checkpoint_save_on_a_full_disk_is_one_checkpoint_error(tiny_disk):
