@@ -112,7 +112,7 @@ def _train_cfg(tmp_path, store, image_size):
     from galhpc.config import config_from_dict
 
     return config_from_dict({
-        "model": {"name": "vae", "image_size": image_size, "latent_dim": 4},
+        "model": {"name": "vae", "image_size": image_size, "latent_dim": 4, "params": {"recon": "mse"}},
         "train": {"store": str(store), "out_dir": str(tmp_path / "run"), "epochs": 1, "batch_size": 16,
                   "threads": 1, "augment": False, "holdout_fraction": 0.0},
     })
