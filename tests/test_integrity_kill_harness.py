@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_catalog_encode import write_store  # noqa: E402
 from test_catalog_generate import make_checkpoint  # noqa: E402
+from tiny_run import read_checkpoint, write_tiny_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +104,39 @@ def test_sigkill_during_shard_writing_loses_nothing(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nSIGKILLs during shard writing, re-runs byte-identical: {counts}")
     assert sum(counts.values()) >= 20
+
+
+def test_sigkill_during_training_loses_nothing(tmp_path, capsys):
+    """Training killed at random moments after its first checkpoint, re-run until done: the
+    final weights equal an uninterrupted run's bit for bit; no checkpoint temporary is left."""
+    import torch
+
+    rng = random.Random(7)
+    cfg = write_tiny_run(tmp_path, epochs=8)
+
+    def train(out: Path) -> list[str]:
+        return [sys.executable, "-m", "galhpc.cli.train", "--config", str(cfg), "--out", str(out)]
+
+    reference = tmp_path / "reference"
+    done = subprocess.run(train(reference), env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out, kills = tmp_path / "killed", 0
+    for _ in range(4):
+        proc = subprocess.Popen(train(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not (out / "ckpt.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    done = subprocess.run(train(out), env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = read_checkpoint(reference / "ckpt.pt"), read_checkpoint(out / "ckpt.pt")
+    assert a["position"]["epoch"] == b["position"]["epoch"] == 8
+    assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+    assert not [p for p in out.iterdir() if ".tmp." in p.name]
+    with capsys.disabled():
+        print(f"\nSIGKILLs during training, final weights bit-identical: {kills}")
+    assert kills >= 2

@@ -41,7 +41,7 @@ from galhpc.config import RunConfig
 from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress, set_threads
 from galhpc.runtime.errors import ConfigError, DataError, NonFiniteLossError
-from galhpc.runtime.files import atomic_open, atomic_path
+from galhpc.runtime.files import atomic_open, atomic_path, remove_stale_temps
 from galhpc.runtime.inference import run_batched
 from galhpc.train.distributed import Backend, make_backend
 from galhpc.train.preemption import mark_stopped
@@ -407,6 +407,7 @@ class Trainer:
         pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {}
         if self.backend.is_root:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out_dir)  # checkpoint/loss temporaries of a killed run (its pid is gone)
             write_history(self.out_dir, pos.history)
         if pos.epoch % t.checkpoint_every == 0 or pos.epoch == t.epochs or self.schedule.events_after(pos.epoch - 1):
             self.save()
