@@ -51,6 +51,7 @@ def galhpc(env, command, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # five commands end to end, minutes on a loaded machine
 def test_every_command_works_without_file_locking(no_locking_env, tmp_path):
     env = no_locking_env
     cfg = write_tiny_run(tmp_path, epochs=1)  # the store itself is written without the shim

@@ -41,6 +41,7 @@ def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
         OutputLock(out).acquire()
 
 
+@pytest.mark.slow  # two real concurrent runs of 20000 objects
 @pytest.mark.parametrize("second_seed", ["7", "8"])
 def test_second_generate_on_one_out_is_refused_while_the_first_runs(tmp_path, second_seed):
     ckpt = make_checkpoint(tmp_path / "av.pt")
