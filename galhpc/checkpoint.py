@@ -11,6 +11,7 @@ job killed mid-save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import galhpc
 from galhpc.config import ConfigError, ModelConfig, RunConfig, config_from_yaml_text
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import CheckpointError
-from galhpc.runtime.files import atomic_open
+from galhpc.runtime.files import atomic_open, is_disk_full
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -34,11 +35,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"galhpc_version": galhpc.__version__, **payload}
+    buffer = io.BytesIO()  # serialised first: torch's writer turns a full disk into a bare RuntimeError
+    torch.save(payload, buffer)
     try:
         with atomic_open(path, "wb") as fh:
-            torch.save(payload, fh)
+            fh.write(buffer.getbuffer())
     except OSError as err:
-        raise CheckpointError(f"could not write checkpoint {path}: {err}") from err
+        why = "no space left on device" if is_disk_full(err) else (err.strerror or str(err))
+        raise CheckpointError(f"could not write checkpoint {path}: {why}") from err
     return path
 
 

@@ -13,7 +13,7 @@ import torch
 
 from galhpc.checkpoint import CheckpointError, load_model, read_checkpoint
 from galhpc.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig
-from galhpc.data.sources import Block
+from galhpc.data.sources import Block, DataError
 from galhpc.data.store import StoreWriter
 from galhpc.train.distributed import SingleProcess
 from galhpc.train.trainer import EXIT_INTERRUPTED, NonFiniteLossError, Trainer, TrainingInterrupted, train
@@ -177,8 +177,11 @@ def test_non_finite_loss_names_step_and_term(tmp_path):
     bad = write_store(tmp_path / "bad.h5", n=64, nan_at=list(range(64)))
     cfg = vae_config(bad, tmp_path / "run")
     cfg.train.holdout_fraction = 0.0
-    with pytest.raises(NonFiniteLossError, match=r"loss term 'recon' is nan at step 0 \(epoch 0, batch 0\)"):
+    # NaN pixels: the error names the store and the objects as well as the step and the term
+    with pytest.raises(DataError, match=r"bad\.h5: NaN/inf pixels in object_id .*"
+                                        r"loss term 'recon' is nan at step 0 \(epoch 0, batch 0\)") as caught:
         train(cfg, backend=SingleProcess("cpu"))
+    assert isinstance(caught.value.__cause__, NonFiniteLossError)
 
 
 def test_cli_help_and_overrides(tmp_path, store, capsys):

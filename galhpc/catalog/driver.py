@@ -30,6 +30,7 @@ from galhpc.catalog.shards import (
     shard_in_flight,
 )
 from galhpc.runtime import progress
+from galhpc.runtime.files import OutputLock
 from galhpc.runtime.signals import EXIT_PREEMPTED, Preempted, StopFlag, stop_signals
 from galhpc.runtime.world import World
 
@@ -211,19 +212,27 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
     SIGTERM/SIGUSR1 stop every rank after its batch in flight: the shard in flight is
     dropped (a shard is at most `options.shard_seconds` of work), complete shards stay,
     and every rank leaves with `Preempted` (exit status 75); the same command resumes.
+    Rank 0 holds ``<out>.lock`` (`galhpc.runtime.files.OutputLock`) from before it looks
+    at the output until the master is written: a second run on the same output is refused
+    ("in use by host:pid") before it deletes anything.
     """
     out = Path(out)
-    with stop_signals("the batch in flight (the shard in flight is redone on resume)") as flag:
-        return _run(job, out, fingerprint, meta, options, world, flag)
+    lock = OutputLock(out)
+    try:
+        with stop_signals("the batch in flight (the shard in flight is redone on resume)") as flag:
+            return _run(job, out, fingerprint, meta, options, world, flag, lock)
+    finally:
+        lock.release()
 
 
 def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[str, Any], options: WriteOptions,
-         world: World, flag: StopFlag) -> RunResult:
+         world: World, flag: StopFlag, lock: OutputLock) -> RunResult:
     auto = options.shard_size is None
     if not auto:
         fingerprint = {**fingerprint, "shard_size": effective_shard_size(options.shard_size, job.batch_size)}
 
     def begin() -> tuple[Path, int, dict[str, Any], list[int]]:
+        lock.acquire()
         shard_dir = prepare_output(out, fingerprint, options.overwrite, _master_fingerprint(out),
                                    ignore=("shard_size",) if auto else (), record=False)
         recorded = read_manifest(shard_dir) or _master_fingerprint(out)  # None after --overwrite

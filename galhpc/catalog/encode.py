@@ -37,6 +37,7 @@ from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
 from galhpc.models.base import GalaxyModel
+from galhpc.runtime.errors import DataError
 from galhpc.runtime.files import open_h5_readonly
 from galhpc.runtime.inference import run_batched, to_numpy
 from galhpc.runtime.world import World, configure_threads, mpi_world
@@ -126,8 +127,12 @@ class EncodeJob:
         from galhpc.mixture import fit_diag_gmm
 
         step = max(1, self.n_objects // self.options.gmm_fit_objects)
-        reads = (self.reader.read(lo, min(self.n_objects, lo + step * self.batch_size), step)[0]
-                 for lo in range(0, self.n_objects, step * self.batch_size))
+        def checked(lo: int) -> np.ndarray:
+            images, ids = self.reader.read(lo, min(self.n_objects, lo + step * self.batch_size), step)
+            refuse_non_finite(images, ids, self.reader.path)
+            return images
+
+        reads = (checked(lo) for lo in range(0, self.n_objects, step * self.batch_size))
         mus = run_batched(self.model, lambda x, _: to_numpy(self.model.encode(x).mu.float()), reads)
         embeddings = np.concatenate(mus)[: self.options.gmm_fit_objects]
         log.info("fitting the post-hoc GMM on %d embeddings (every %d-th object)", len(embeddings), step)
@@ -145,6 +150,7 @@ class EncodeJob:
         reads = prefetch(((lo, *self.reader.read(lo, hi), self.reader.read_columns(names, lo, hi) if names else None)
                           for lo, hi in ranges))
         for lo, images, ids, columns in reads:
+            refuse_non_finite(images, ids, self.reader.path)
             yield lo - shard.start, self.encode_batch(images, ids, columns)
 
     @torch.inference_mode()
@@ -177,6 +183,22 @@ class EncodeJob:
         from galhpc.mixture import gmm_responsibilities
 
         return gmm_responsibilities(mu.float(), self.gmm["log_pi"], self.gmm["mu"], self.gmm["var"])
+
+
+def refuse_non_finite(images: np.ndarray, object_id: np.ndarray, store: str | Path) -> None:
+    """Refuse a batch with NaN/inf pixels, naming the store and the objects (their latents would be NaN).
+
+    Raises
+    ------
+    DataError
+        One line: the store, how many objects, their object ids (at most 10 shown).
+    """
+    bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+    if bad.any():
+        ids = object_id[bad]
+        shown = ", ".join(str(int(i)) for i in ids[:10]) + (", ..." if len(ids) > 10 else "")
+        raise DataError(f"{store}: {len(ids)} object(s) with NaN/inf pixels (object_id {shown}); "
+                        "remake the store with galhpc-prep, which rejects them")
 
 
 def _numpy(values: torch.Tensor, dtype: Any) -> np.ndarray:

@@ -13,11 +13,9 @@ images, compression optional (off by default; `gzip[:level]` adds the shuffle fi
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -30,7 +28,7 @@ import numpy as np
 import galhpc
 
 from galhpc.catalog.shards import CatalogError, Shard, shard_file_name
-from galhpc.runtime.files import atomic_path, open_h5_readonly
+from galhpc.runtime.files import H5Output, atomic_path, open_h5_readonly
 
 log = logging.getLogger("galhpc.catalog.h5out")
 
@@ -87,7 +85,8 @@ class ShardWriter:
         self.rows_written = 0
         self._table_dtype: np.dtype | None = None
         self._datasets: dict[str, h5py.Dataset] = {}  # kept open: no flush on every access
-        self.file = h5py.File(self.path, "w", libver=LIBVER, rdcc_nbytes=4 * CHUNK_BYTES)
+        self._out = H5Output(self.path, libver=LIBVER, rdcc_nbytes=4 * CHUNK_BYTES)  # full disk: OSError, no crash
+        self.file = self._out.file
         self.file.attrs.update({"shard": shard.index, "start": shard.start, "stop": shard.stop, **(attrs or {})})
 
     def write(self, offset: int, columns: Mapping[str, np.ndarray]) -> None:
@@ -101,6 +100,7 @@ class ShardWriter:
             self._datasets[name][offset:offset + n] = values
         if self._table_dtype is not None:
             self._datasets[TABLE][offset:offset + n] = to_table(columns, self._table_dtype)
+        self._out.check()  # a failed write (full disk) ends the shard now, not at close
         self.rows_written += n
 
     def _create(self, columns: Mapping[str, np.ndarray]) -> None:
@@ -122,18 +122,13 @@ class ShardWriter:
         if self.rows_written != self.shard.size:
             self.abort()
             raise RuntimeError(f"shard {self.shard.index}: {self.rows_written} of {self.shard.size} rows written")
-        self.file.close()  # flushes and closes the datasets too; raises if the flush fails
         self._datasets.clear()
+        self._out.close()  # flushes and closes the datasets too; raises OSError if a write failed
 
     def abort(self) -> None:
-        """Close after a failure without raising.  The file is truncated first: on a full
-        disk that frees its space, so HDF5's closing flush succeeds instead of failing again."""
-        with contextlib.suppress(OSError):
-            os.truncate(self.path, 0)
+        """Close after a failure without raising (the caller removes the file)."""
         self._datasets.clear()
-        if self.file.id.valid:
-            with contextlib.suppress(Exception):
-                self.file.close()
+        self._out.abort()
 
 
 class WriteBehind:
@@ -230,7 +225,7 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
         schema = {name: (ds.shape[1:], ds.dtype) for name, ds in first.items()}
     n_objects = shards[-1].stop
     with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w", libver=LIBVER) as f:
+        with H5Output(tmp, libver=LIBVER) as f:
             for name, (tail, dtype) in schema.items():
                 layout = h5py.VirtualLayout(shape=(n_objects, *tail), dtype=dtype)
                 for shard in shards:
@@ -253,7 +248,7 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write named arrays (e.g. the post-hoc GMM) to a small HDF5 file atomically (`atomic_path`)."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=LIBVER) as f:
+    with atomic_path(path) as tmp, H5Output(tmp, libver=LIBVER) as f:
         for name, values in arrays.items():
             f.create_dataset(name, data=values)
 

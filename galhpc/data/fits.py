@@ -31,6 +31,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -253,6 +254,48 @@ def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
     raise DataError(f"{where}: image of shape {data.shape}; need 2-D, or 3-D (cube)")
 
 
+def undefined_to_nan(data: np.ndarray, header: Any) -> np.ndarray:
+    """FITS-undefined pixels as NaN: an integer image's BLANK value (after BSCALE/BZERO).
+
+    Float images mark undefined pixels with NaN already.  Prep then rejects (or, with
+    ``on_error: raise``, refuses) every object with a NaN pixel, naming it.
+
+    Parameters
+    ----------
+    data : ndarray
+        The image as read by fitsio (BSCALE/BZERO applied; integers when they stay integral).
+    header : mapping
+        The HDU's header (BITPIX, BLANK, BSCALE, BZERO).
+
+    Returns
+    -------
+    ndarray
+        float32, NaN where the pixel is undefined.
+    """
+    out = data.astype(np.float32)
+    if "BLANK" not in header or int(header.get("BITPIX", -32)) < 0:
+        return out
+    scaled = int(header["BLANK"]) * float(header.get("BSCALE", 1.0)) + float(header.get("BZERO", 0.0))
+    if data.dtype.kind == "f":  # fitsio applies BSCALE/BZERO (in the data's precision), so does BLANK's value
+        undefined = data == np.asarray(scaled, dtype=data.dtype)
+    else:
+        undefined = data.astype(np.float64) == scaled
+    out[undefined] = np.nan
+    return out
+
+
+def _verify_checksums(hdu: Any, header: Any, where: str) -> None:
+    """Refuse an HDU whose CHECKSUM or DATASUM (when present) does not match: a corrupt file."""
+    if "CHECKSUM" not in header and "DATASUM" not in header:
+        return
+    # fitsio's public verify_checksum() also fails on a card that is absent; its C call tells
+    # each sum apart: 1 matches, 0 absent, -1 mismatch (cfitsio fits_verify_chksum)
+    result = hdu._FITS.verify_checksum(hdu._ext + 1)
+    bad = [card for key, card in (("dataok", "DATASUM"), ("hduok", "CHECKSUM")) if result[key] == -1]
+    if bad:
+        raise DataError(f"{where}: {' and '.join(bad)} checksum mismatch: the file is corrupt")
+
+
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "fits" (see the module docstring)."""
     fitsio = require("fitsio", "fits", "FITS sources (galhpc-prep)")
@@ -288,10 +331,12 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                 single = len(hdus) == 1 and len(hdus[0].get_dims()) == 2
                 for hdu in hdus:
                     where = f"HDU {hdu.get_extnum()}" + (f" ({hdu.get_extname()})" if hdu.get_extname() else "")
+                    header = hdu.read_header()
+                    _verify_checksums(hdu, header, f"{path}: {where}")
                     data = hdu.read()
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
-                    header = hdu.read_header()
+                    data = undefined_to_nan(np.asarray(data), header)
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
                     scale = header_pixel_scale(header, primary, f"{path}: {where}")
                     for k, plane in enumerate(_planes(np.asarray(data), cube, f"{path}: {where}")):

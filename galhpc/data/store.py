@@ -31,7 +31,9 @@ import numpy as np
 import galhpc
 from galhpc.config import ConfigError, config_from_yaml_text
 from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
-from galhpc.runtime.files import open_h5_readonly, publish, remove_stale_temps, temp_path
+from galhpc.runtime.files import (
+    H5Output, disk_full_error, is_disk_full, open_h5_readonly, publish, remove_stale_temps, temp_path,
+)
 
 log = logging.getLogger("galhpc.data.store")
 
@@ -78,7 +80,8 @@ class StoreWriter:
         if compression not in (None, "lzf", "gzip"):
             raise DataError(f"{path}: compression must be none, lzf or gzip, got {compression!r}")
         self.compression = compression
-        self.file = h5py.File(self.tmp, "w")
+        self._out = H5Output(self.tmp)  # a full disk raises OSError naming the store, never crashes HDF5
+        self.file = self._out.file
         self.file.attrs["galhpc_version"] = galhpc.__version__
         self.file.attrs["config"] = config_yaml
         self.file.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -141,6 +144,10 @@ class StoreWriter:
             self._append(name, np.asarray(values), where)
         if block.psf is not None:
             self._add_psf(np.asarray(block.psf, dtype=np.float32), where)
+        try:
+            self._out.check()  # a failed write (full disk) stops prep at this block
+        except OSError as err:
+            raise (disk_full_error(self.path) if is_disk_full(err) else err) from err
         self.n += n
         for name in self.file:  # columns absent from this block: extend with fill values
             ds = self.file[name]
@@ -179,17 +186,23 @@ class StoreWriter:
         if self.n == 0:
             self.abort()
             raise DataError(f"no objects to write to {self.path} ({len(self.rejects)} rejected)")
-        self._write_rejects()
-        self.file.attrs["n_objects"] = self.n
-        self.file.close()
-        publish(self.tmp, self.path)
+        try:
+            self._write_rejects()
+            self.file.attrs["n_objects"] = self.n
+            self._out.close()
+            publish(self.tmp, self.path)
+        except BaseException as err:
+            self.abort()
+            if is_disk_full(err):
+                raise disk_full_error(self.path) from err
+            raise
         log.info("wrote %s: %d objects, %d rejects", self.path, self.n, len(self.rejects))
         return self.path
 
     def abort(self) -> None:
         """Drop the temporary file; nothing appears at the target path."""
         try:
-            self.file.close()
+            self._out.abort()
         finally:
             self.tmp.unlink(missing_ok=True)
 

@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from galhpc.runtime.files import atomic_path  # noqa: E402
+
 DPI = 110
 
 
@@ -35,8 +37,11 @@ def _display(image: np.ndarray) -> np.ndarray:
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path, fsync=False) as tmp:  # a full disk: OSError naming `path`, no partial PNG
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

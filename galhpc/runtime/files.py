@@ -9,12 +9,18 @@ its writer (host, pid) is gone.
 
 `open_h5_readonly` opens a store or catalogue for reading without HDF5 file locks, so
 readers do not fail on file systems without locking (Lustre, GPFS, NFS) nor block one
-another.
+another.  `H5Output` creates an HDF5 file for writing through a Python file object that
+never lets a write failure reach HDF5: on a full disk HDF5 would otherwise be left
+half-closed and crash the process (a segmentation fault in its dataset close); the
+failure is raised instead as one `OSError` naming the file.  Writers write private
+temporaries, so they take no HDF5 file lock either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import re
 import socket
@@ -90,8 +96,10 @@ def atomic_path(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         publish(tmp, final, fsync=fsync)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(err) and getattr(err, "filename", None) != str(final):
+            raise disk_full_error(final) from err
         raise
 
 
@@ -107,6 +115,148 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_open(path, "w") as fh:
         fh.write(text)
     return Path(path)
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` says the disk (or the quota) is full: an OSError's errno, or HDF5's/torch's text."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno in DISK_FULL_ERRNOS
+    text = str(err)
+    return "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text
+
+
+def disk_full_error(path: str | Path) -> OSError:
+    """The one error for a full disk: ``OSError(ENOSPC)`` naming `path` (the final file, not a temporary)."""
+    return OSError(errno.ENOSPC, "no space left on device", str(path))
+
+
+class _GuardedRaw(io.RawIOBase):
+    """A file for h5py's file-object driver: the first failed write is kept, not handed to HDF5.
+
+    After it, writes and truncations are skipped (reported as done), so HDF5 finishes and
+    closes cleanly; `H5Output.close` then raises the kept error.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.error: OSError | None = None
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self._fd, offset, whence)
+
+    def tell(self) -> int:
+        return os.lseek(self._fd, 0, os.SEEK_CUR)
+
+    def readinto(self, buffer: Any) -> int:
+        return os.readv(self._fd, [buffer])
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size, done = len(view), 0
+        while self.error is None and done < size:
+            try:
+                done += os.write(self._fd, view[done:])
+            except OSError as err:
+                self.error = err
+        if done < size:
+            os.lseek(self._fd, size - done, os.SEEK_CUR)
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self.tell() if size is None else size
+        if self.error is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as err:
+                self.error = err
+        return size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+class H5Output:
+    """A new HDF5 file being written (usually a temporary of `atomic_path`), safe on a full disk.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to create (truncated if it exists).
+    **kwargs
+        For `h5py.File` (``libver``, ``rdcc_nbytes``, ...).
+
+    Attributes
+    ----------
+    file : h5py.File
+        Opened with mode "w" through a guarded file object (`_GuardedRaw`).
+    """
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        import h5py
+
+        self.path = Path(path)
+        self._raw = _GuardedRaw(self.path)
+        try:
+            self.file = h5py.File(self._raw, "w", **kwargs)
+        except BaseException:
+            self._raw.close()
+            raise
+
+    def check(self) -> None:
+        """Raise the kept write failure now (e.g. after each batch), if there is one.
+
+        Raises
+        ------
+        OSError
+            ENOSPC as `disk_full_error` (naming `path`), else the failure itself.
+        """
+        if self._raw.error is not None:
+            err = self._raw.error
+            raise (disk_full_error(self.path) if is_disk_full(err) else OSError(err.errno, err.strerror, str(self.path)))
+
+    def close(self) -> None:
+        """Close the HDF5 file and the file beneath; raise a kept write failure (see `check`)."""
+        try:
+            if self.file.id.valid:
+                self.file.close()
+        finally:
+            self._raw.close()
+        self.check()
+
+    def abort(self) -> None:
+        """Close after a failure without raising (the caller removes the file)."""
+        with contextlib.suppress(Exception):
+            if self.file.id.valid:
+                self.file.close()
+        self._raw.close()
+
+    def __enter__(self) -> Any:
+        return self.file
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -158,6 +308,82 @@ def remove_stale_temps(directory: str | Path, name: str | None = None, *,
                 path.unlink()
             removed.append(path)
     return removed
+
+
+class OutputInUseError(OSError):
+    """Another live run holds the output (`OutputLock`)."""
+
+
+class OutputLock:
+    """``<out>.lock``: which run (``host:pid``) owns an output, taken atomically (``O_EXCL``).
+
+    A run takes it before touching anything of `out` and removes it when done.  A lock
+    left by a process that is gone (same host, pid not running) is taken over; one of
+    a live process, or of another host (whose processes cannot be checked from here), is
+    refused with `OutputInUseError` naming ``host:pid`` and the lock file.
+
+    Parameters
+    ----------
+    out : str or Path
+        The output file (the lock lies beside it).
+    """
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.path = self.out.with_name(self.out.name + ".lock")
+        self.owner = f"{_host()}:{os.getpid()}"
+        self.held = False
+
+    def acquire(self) -> OutputLock:
+        """Take the lock; returns self.
+
+        Raises
+        ------
+        OutputInUseError
+            A live run (or a run on another host) holds it.
+        """
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None or not self._gone(holder):
+                    raise OutputInUseError(
+                        errno.EBUSY, f"in use by {holder or 'an unknown run'} (lock {self.path}; remove it "
+                        "only if that run is gone)", str(self.out)) from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)  # its writer is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.owner + "\n")
+            self.held = True
+            return self
+        raise OutputInUseError(errno.EBUSY, f"in use (lock {self.path} keeps changing hands)", str(self.out))
+
+    def _holder(self) -> str | None:
+        try:
+            return self.path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _gone(holder: str) -> bool:
+        host, _, pid = holder.rpartition(":")
+        return host == _host() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it."""
+        if self.held and self._holder() == self.owner:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        self.held = False
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def open_h5_readonly(path: str | Path) -> Any:

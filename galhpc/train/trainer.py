@@ -40,8 +40,8 @@ from galhpc.checkpoint import CheckpointError, assemble_model, checkpoint_config
 from galhpc.config import RunConfig
 from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress
-from galhpc.runtime.errors import ConfigError, NonFiniteLossError
-from galhpc.runtime.files import atomic_open, atomic_path
+from galhpc.runtime.errors import ConfigError, DataError, NonFiniteLossError
+from galhpc.runtime.files import atomic_open, atomic_path, remove_stale_temps
 from galhpc.runtime.inference import run_batched
 from galhpc.runtime.world import configure_threads
 from galhpc.train.distributed import Backend, make_backend
@@ -117,6 +117,34 @@ def check_finite(terms: dict[str, torch.Tensor], total: torch.Tensor, position: 
                 f"batch {position.batch}); all terms: {values}"
             )
     return values
+
+
+def bad_input_error(batch: dict[str, Any], store: str | Path, err: NonFiniteLossError) -> None:
+    """After a non-finite loss: raise a `DataError` naming the store and objects if the batch has NaN/inf pixels."""
+    images = batch["image"]
+    bad = ~torch.isfinite(images.flatten(1)).all(dim=1)
+    if bool(bad.any()):
+        ids = [int(i) for i in batch["object_id"][bad.cpu()][:10]]
+        raise DataError(f"{store}: NaN/inf pixels in object_id {', '.join(map(str, ids))} "
+                        f"({int(bad.sum())} object(s) of the batch) gave a non-finite loss: {err}") from err
+
+
+def check_store_shape(store: str | Path, channels: int, image_size: int) -> None:
+    """Refuse a store whose images are not the model's (C, H, W), before torch sees them.
+
+    Raises
+    ------
+    DataError
+        One line with the store's image shape and the model's size.
+    """
+    from galhpc.data.store import read_store_info
+
+    shape = tuple(read_store_info(store).image_shape)
+    shape = (1, *shape) if len(shape) == 2 else shape
+    if shape != (channels, image_size, image_size):
+        raise DataError(f"{store}: images are {'x'.join(map(str, shape))} (C x H x W) but the model takes "
+                        f"{channels}x{image_size}x{image_size} (model.channels x model.image_size^2); "
+                        "use a store prepared at the model's size, or set model.image_size")
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -301,6 +329,7 @@ class Trainer:
             t.store, t.batch_size, split="holdout", rank=backend.rank, world_size=backend.world_size,
             augment=False, shuffle=False, drop_last=False, **{**common, "label_columns": holdout_columns},
         )
+        check_store_shape(t.store, cfg.model.channels, cfg.model.image_size)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -347,7 +376,11 @@ class Trainer:
         torch.manual_seed(step_seed(self.cfg.train.seed, pos.step, self.backend.rank))
         state = StepState(epoch=epoch, step=pos.step, phase=self.schedule.phase(epoch)[0], weights=weights)
         out = self.step_model.loss(to_device(batch, self.device), state)
-        values = check_finite(out.terms, out.total, pos)
+        try:
+            values = check_finite(out.terms, out.total, pos)
+        except NonFiniteLossError as err:
+            bad_input_error(batch, self.cfg.train.store, err)
+            raise
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         self.optimizer.step()
@@ -375,6 +408,7 @@ class Trainer:
         pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {}
         if self.backend.is_root:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out_dir)  # checkpoint/loss temporaries of a killed run (its pid is gone)
             write_history(self.out_dir, pos.history)
         if pos.epoch % t.checkpoint_every == 0 or pos.epoch == t.epochs or self.schedule.events_after(pos.epoch - 1):
             self.save()

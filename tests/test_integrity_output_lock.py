@@ -1,0 +1,79 @@
+"""An output in use by a live run is refused ("in use by host:pid") before anything is
+deleted; a lock left by a dead process is taken over.  Two real concurrent generate runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+from galhpc.runtime.files import OutputInUseError, OutputLock
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_catalog_generate import make_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "GALHPC_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+
+
+def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    out = tmp_path / "c.h5"
+    with OutputLock(out) as first:
+        assert first.path.read_text().strip() == f"{socket.gethostname()}:{os.getpid()}"
+        child = subprocess.run([sys.executable, "-c", (
+            "import sys; from galhpc.runtime.files import OutputLock\n"
+            f"OutputLock({str(out)!r}).acquire()")], env=ENV, capture_output=True, text=True, timeout=120)
+        assert child.returncode != 0 and f"in use by {socket.gethostname()}:{os.getpid()}" in child.stderr
+    assert not first.path.exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "c.h5.lock").write_text(f"{socket.gethostname()}:{dead.pid}\n")
+    with OutputLock(out):  # its writer is gone
+        pass
+    (tmp_path / "c.h5.lock").write_text("another-node:1234\n")  # cannot be checked from here: refused
+    with pytest.raises(OutputInUseError, match="in use by another-node:1234"):
+        OutputLock(out).acquire()
+
+
+@pytest.mark.slow  # two real concurrent runs of 20000 objects
+@pytest.mark.parametrize("second_seed", ["7", "8"])
+def test_second_generate_on_one_out_is_refused_while_the_first_runs(tmp_path, second_seed):
+    ckpt = make_checkpoint(tmp_path / "av.pt")
+    out = tmp_path / "g.h5"
+
+    go = tmp_path / "go"
+
+    def cmd(seed: str) -> list[str]:  # imports first, then waits for `go`: the refusal is timed exactly
+        argv = ["--checkpoint", str(ckpt), "--n", "20000", "--out", str(out), "--batch-size", "16",
+                "--shard-size", "256", "--seed", seed, "--threads", "1"]
+        script = ("import os, sys, time\nfrom galhpc.cli.generate import main\n"
+                  f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\nraise SystemExit(main(sys.argv[1:]))")
+        return [sys.executable, "-c", script, *argv]
+
+    first = subprocess.Popen(cmd("7"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(cmd(second_seed), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    go.touch()
+    try:
+        _, err2 = second.communicate(timeout=600)
+        _, err1 = first.communicate(timeout=600)
+        runs = {first.pid: (first.returncode, err1), second.pid: (second.returncode, err2)}
+        assert sorted(code for code, _ in runs.values()) == [0, 1], runs  # one ran, one was refused
+        winner = next(pid for pid, (code, _) in runs.items() if code == 0)
+        refused = next(err for code, err in runs.values() if code == 1)
+        errors = [line for line in refused.splitlines() if "galhpc-generate: error:" in line]
+        assert len(errors) == 1 and f"in use by {socket.gethostname()}:{winner}" in errors[0], refused
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    with h5py.File(out, "r") as f:  # the winner's in-flight shards were not deleted
+        assert f["images"].shape[0] == 20000 and (f["object_id"][()] >= 0).all()
+    assert not (tmp_path / "g.h5.lock").exists()
