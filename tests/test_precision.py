@@ -179,3 +179,11 @@ def test_encode_in_bf16_is_close_to_fp32_and_recorded(tmp_path):
     np.testing.assert_allclose(b["recon_mse"], a["recon_mse"], rtol=0.05)
     with pytest.raises(CatalogError):
         encode_from_checkpoint(ckpt, store, tmp_path / "bf16.h5", precision="fp32", **kw)
+
+
+def test_fp16_steps_through_a_grad_scaler_that_is_checkpointed(store, tmp_path):
+    cfg = vae_config(store, tmp_path / "fp16", epochs=1)
+    cfg.train.precision = "fp16"
+    result = train(cfg, backend=SingleProcess("cpu"))
+    assert np.isfinite(result.history[-1]["total"]) and np.isfinite(result.history[-1]["holdout_mse"])
+    assert read_checkpoint(result.checkpoint)["scaler_state"]["scale"] > 0

@@ -323,6 +323,9 @@ class Trainer:
         self.device = backend.device
         t = cfg.train
         check_precision(t.precision, "train.precision")
+        if t.precision == "fp16" and backend.name == "horovod":
+            raise ConfigError("train.precision fp16 is not supported with the horovod backend (its gradient "
+                              "allreduce would race the loss scaler's unscale); use bf16 or the torch backend")
         if t.nan_check_every < 1:
             raise ConfigError(f"train.nan_check_every must be >= 1, got {t.nan_check_every}")
         torch.manual_seed(t.seed)  # identical initial weights on every rank (then broadcast)
