@@ -116,6 +116,10 @@ class TrainConfig:
     backend: str = "auto"  # auto | single | torch | horovod
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the step (fp16 with a GradScaler)
+    channels_last: bool = False  # model and images in channels_last memory format
+    compile: str | None = None  # torch.compile backend of the loss step (e.g. inductor); None: eager
+    nan_check_every: int = 1  # steps between the (one host sync) finiteness checks of the loss terms
 
 
 @dataclass

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from galhpc.priors import gmm_log_joint
+from galhpc.runtime.precision import float32
 
 
+@float32
 def gmm_responsibilities(
     z: torch.Tensor, log_pi: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, *, chunk: int = 4096
 ) -> torch.Tensor:

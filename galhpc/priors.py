@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from galhpc.runtime.precision import float32
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 # ---------------------------------------------------------------------------------------
@@ -17,17 +19,20 @@ LOG_2PI = math.log(2.0 * math.pi)
 # ---------------------------------------------------------------------------------------
 
 
+@float32
 def kl_unit_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL( N(mu, exp(logvar)) || N(0, I) ) summed over latent dimensions: (B,)."""
     return 0.5 * torch.sum(mu.pow(2) + logvar.exp() - 1.0 - logvar, dim=-1)
 
 
+@float32
 def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(x; mean, exp(logvar)) with diagonal covariance, summed over all but dim 0: (B,)."""
     per_element = -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar))
     return per_element.flatten(1).sum(dim=1)
 
 
+@float32
 def gmm_log_joint(z: torch.Tensor, log_pi: torch.Tensor, mu_c: torch.Tensor, var_c: torch.Tensor) -> torch.Tensor:
     """log p(c) + log N(z; mu_c, diag var_c) for every sample and component: (B, K).
 
@@ -39,6 +44,7 @@ def gmm_log_joint(z: torch.Tensor, log_pi: torch.Tensor, mu_c: torch.Tensor, var
     return log_pi.unsqueeze(0) + log_norm.sum(dim=-1)
 
 
+@float32
 def minmax_scale(log_joint: torch.Tensor, lam: float) -> torch.Tensor:
     """Scale each row of log p(c, z) linearly into [-lam, 0] (s3VDC, Cao et al. 2020).
 
@@ -51,6 +57,7 @@ def minmax_scale(log_joint: torch.Tensor, lam: float) -> torch.Tensor:
     return lam * (log_joint - top) / spread
 
 
+@float32
 def vade_kl(
     mu: torch.Tensor,
     logvar: torch.Tensor,

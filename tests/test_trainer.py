@@ -20,6 +20,7 @@ from galhpc.train.trainer import EXIT_INTERRUPTED, NonFiniteLossError, Trainer, 
 
 torch.set_num_threads(1)
 ORIGINAL_STEP = Trainer.train_step
+ORIGINAL_FLUSH = Trainer.flush_terms
 
 
 def toy_galaxies(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -81,13 +82,17 @@ class Recorder:
         recorder = self
 
         def step(trainer, batch):
-            values = ORIGINAL_STEP(trainer, batch)
-            recorder.losses.append(values)
+            ORIGINAL_STEP(trainer, batch)
             if trainer.pos.step + 1 == recorder.signal_at:
                 os.kill(os.getpid(), signal.SIGUSR1)
-            return values
+
+        def flush(trainer):  # the checked terms of every step, in step order
+            rows = ORIGINAL_FLUSH(trainer)
+            recorder.losses.extend(rows)
+            return rows
 
         monkeypatch.setattr(Trainer, "train_step", step)
+        monkeypatch.setattr(Trainer, "flush_terms", flush)
 
 
 def test_training_writes_checkpoint_csv_and_png(store, tmp_path):

@@ -20,12 +20,10 @@ import dataclasses
 import glob
 import json
 import logging
-import queue
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import h5py
 import numpy as np
@@ -40,10 +38,11 @@ from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.files import open_h5_readonly
 from galhpc.runtime.inference import run_batched, to_numpy
+from galhpc.runtime.precision import autocast, check_precision
+from galhpc.runtime.transfer import as_tensors, device_prefetch
 from galhpc.runtime.world import World, configure_threads, mpi_world
 
 log = logging.getLogger("galhpc.catalog.encode")
-T = TypeVar("T")
 
 GMM_FILE = "gmm.h5"
 GMM_KEYS = ("log_pi", "mu", "var")
@@ -55,41 +54,7 @@ class EncodeOptions:
     gmm_components: int = 20  # most components the stick-breaking BGM may use
     gmm_fit_objects: int = 20000  # size of the strided subsample the post-hoc GMM is fitted on
     seed: int = 0  # of the post-hoc GMM fit
-
-
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Iterate `items` produced by a background thread (reads overlap the caller's compute)."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                buffer.put(("item", item))
-            buffer.put(("end", done))
-        except BaseException as err:  # re-raised in the consumer
-            buffer.put(("error", err))
-
-    thread = threading.Thread(target=produce, name="galhpc-store-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = buffer.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                buffer.get(timeout=0.1)
-            except queue.Empty:
-                pass
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the model's forward passes
 
 
 class EncodeJob:
@@ -147,23 +112,29 @@ class EncodeJob:
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         ranges = [(lo, min(lo + self.batch_size, shard.stop)) for lo in range(shard.start, shard.stop, self.batch_size)]
         names = self.model.reconstruct_columns
-        reads = prefetch(((lo, *self.reader.read(lo, hi), self.reader.read_columns(names, lo, hi) if names else None)
-                          for lo, hi in ranges))
-        for lo, images, ids, columns in reads:
-            refuse_non_finite(images, ids, self.reader.path)
+        def checked() -> Iterator[tuple]:
+            for lo, hi in ranges:
+                images, ids = self.reader.read(lo, hi)
+                refuse_non_finite(images, ids, self.reader.path)
+                columns = self.reader.read_columns(names, lo, hi) if names else None
+                yield lo, torch.from_numpy(images), ids, as_tensors(columns)
+
+        for lo, images, ids, columns in device_prefetch(checked(), self.device):
             yield lo - shard.start, self.encode_batch(images, ids, columns)
 
     @torch.inference_mode()
-    def encode_batch(self, images: np.ndarray, object_id: np.ndarray,
-                     columns: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def encode_batch(self, images: np.ndarray | torch.Tensor, object_id: np.ndarray,
+                     columns: Mapping[str, np.ndarray | torch.Tensor] | None = None) -> dict[str, np.ndarray]:
         """Catalogue columns of one batch; `columns`: the store columns the model's
-        `reconstruct` needs (`reconstruct_columns`, e.g. per-object PSFs) for these rows."""
-        x = torch.from_numpy(images).to(self.device)
-        enc = self.model.encode(x)
-        recon = self.model.reconstruct(
-            x, None if columns is None else {k: torch.as_tensor(v, device=self.device) for k, v in columns.items()},
-            encoding=enc)
-        gamma = self.model.cluster_probs(enc.mu) if self.gmm is None else self._post_hoc_gamma(enc.mu)
+        `reconstruct` needs (`reconstruct_columns`, e.g. per-object PSFs) for these rows.
+        The model runs under the autocast of `options.precision`; columns are float32."""
+        x = torch.as_tensor(images, device=self.device)
+        with autocast(self.device, self.options.precision):
+            enc = self.model.encode(x)
+            recon = self.model.reconstruct(
+                x, None if columns is None else {k: torch.as_tensor(v, device=self.device) for k, v in columns.items()},
+                encoding=enc)
+            gamma = self.model.cluster_probs(enc.mu) if self.gmm is None else self._post_hoc_gamma(enc.mu)
         columns = {
             "object_id": object_id,
             "mu": _numpy(enc.mu, np.float32),
@@ -203,6 +174,8 @@ def refuse_non_finite(images: np.ndarray, object_id: np.ndarray, store: str | Pa
 
 def _numpy(values: torch.Tensor, dtype: Any) -> np.ndarray:
     """Tensor -> numpy for storage: floats as float32 unless `dtype` says, bools as int8."""
+    if values.dtype in (torch.bfloat16, torch.float16):  # autocast outputs; numpy has no bfloat16
+        values = values.float()
     array = values.detach().cpu().numpy()
     if dtype is not None:
         return array.astype(dtype, copy=False)
@@ -228,6 +201,7 @@ def encode_fingerprint(options: EncodeOptions, checkpoint_sha256: str, store: di
         "compression": write.compression,
         "table": write.table,
         "device_type": device.type,
+        "precision": options.precision,
     }
     return json.loads(json.dumps(fp, sort_keys=True))
 
@@ -290,15 +264,19 @@ def store_from_fits(fits_input: str | Path, prep: PrepConfig, out: Path) -> Path
 def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *, batch_size: int = 512,
                            shard_size: int | None = None, gmm_components: int = 20, gmm_fit_objects: int = 20000,
                            seed: int = 0, compression: str = "none", table: bool = True, overwrite: bool = False,
-                           device: str = "auto", threads: int | None = None, shard_minutes: float = 5.0,
-    objects_per_second: float | None = None) -> RunResult:
+                           device: str = "auto", threads: int | None = None, precision: str = "fp32",
+                           shard_minutes: float = 5.0, objects_per_second: float | None = None) -> RunResult:
     """The whole `galhpc-encode` job: set up this rank, load the checkpoint, encode.
+
+    `precision` (fp32 | bf16 | fp16) is the autocast of the forward passes; it is part of
+    the catalogue's fingerprint, so a resume never mixes shards of two precisions.
 
     `store` is a training store, or FITS cutouts (file, directory or glob) that rank 0
     first turns into a store with the checkpoint's prep recipe (`store_from_fits`)."""
     from galhpc.checkpoint import file_sha256, load_model
     from galhpc.runtime import pick_device, setup_logging
 
+    check_precision(precision, "galhpc-encode --precision")
     world = mpi_world()
     setup_logging(world.rank)
     configure_threads(threads, world)
@@ -309,7 +287,7 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
             raise CatalogError(f"input {store} not found")
         store = root_then_all(world, lambda: store_from_fits(store, cfg.prep, Path(out)))
     options = EncodeOptions(batch_size=batch_size, gmm_components=gmm_components, gmm_fit_objects=gmm_fit_objects,
-                            seed=seed)
+                            seed=seed, precision=precision)
     write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
                          shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)
     result = encode_catalog(model, store, options, out, write=write, world=world, device=torch_device,

@@ -26,11 +26,13 @@ from galhpc.catalog.h5out import run_meta
 from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.models.base import GalaxyModel
+from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.world import World, configure_threads, mpi_world
 
 log = logging.getLogger("galhpc.catalog.generate")
 
 IMAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class GenerateOptions:
     emulation: SurveyEmulation = field(default_factory=SurveyEmulation)
     keep_clean: bool = False
     dtype: str = "float32"
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of model.sample
 
 
 def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | None]]:
@@ -92,7 +95,6 @@ class GenerateJob:
         self.batch_size = options.batch_size
         self.segments = component_segments(options)
         self.observer = Observer(options.emulation, options.seed, device) if options.emulation.active else None
-        self.image_dtype = IMAGE_DTYPES[options.dtype]
 
     def prepare(self, shard_dir: Path) -> None:
         pass
@@ -116,7 +118,7 @@ class GenerateJob:
         clean = torch.cat([p[0] for p in pieces])
         columns: dict[str, np.ndarray] = {}
         if self.observer is not None:
-            observed = self.observer.observe(clean, start)
+            observed = self.observer.observe(clean.float(), start)  # FFTs and noise in float32
             columns["images"] = self._image_array(observed)
             if self.options.keep_clean:
                 columns["images_clean"] = self._image_array(clean)
@@ -135,7 +137,8 @@ class GenerateJob:
         if component is not None:
             conditions["component"] = component
         try:
-            samples = self.model.sample(stop - start, generator, **conditions)
+            with autocast(self.device, self.options.precision):
+                samples = self.model.sample(stop - start, generator, **conditions)
         except (TypeError, ValueError) as err:
             raise CatalogError(
                 f"model {self.model.name!r} rejected sample() with conditions {conditions}: {err}"
@@ -153,10 +156,10 @@ class GenerateJob:
         return images, samples.z, component_col, np.full(n, seed, dtype=np.int64)
 
     def _image_array(self, images: torch.Tensor) -> np.ndarray:
-        array = images.to(torch.float32).cpu().numpy()
-        if array.ndim == 4 and array.shape[1] == 1:
-            array = array[:, 0]
-        return array.astype(self.image_dtype, copy=False)
+        """Images (N, C, H, W) as the output dtype, converted on the device (a float16
+        catalogue moves and holds no float32 copy); one channel is squeezed."""
+        array = images.to(TORCH_DTYPES[self.options.dtype]).cpu().numpy()
+        return array[:, 0] if array.ndim == 4 and array.shape[1] == 1 else array
 
 
 def generate_fingerprint(options: GenerateOptions, checkpoint_sha256: str, write: WriteOptions,
@@ -178,6 +181,7 @@ def generate_fingerprint(options: GenerateOptions, checkpoint_sha256: str, write
         "compression": write.compression,
         "table": write.table,
         "device_type": device.type,
+        "precision": options.precision,
     }
     return json.loads(json.dumps(fp, sort_keys=True))
 
@@ -200,9 +204,12 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
                              psf: str | None = None, pixel_scale: float | None = None, noise_sigma: float | None = None,
                              cosmos_noise: bool = False, keep_clean: bool = False, dtype: str = "float32",
                              compression: str = "none", table: bool = True, overwrite: bool = False,
-                             device: str = "auto", threads: int | None = None, shard_minutes: float = 5.0,
-    objects_per_second: float | None = None) -> RunResult:
+                             device: str = "auto", threads: int | None = None, precision: str = "fp32",
+                             shard_minutes: float = 5.0, objects_per_second: float | None = None) -> RunResult:
     """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate.
+
+    `precision` (fp32 | bf16 | fp16) is the autocast of `model.sample`, part of the
+    catalogue's fingerprint (a resume never mixes precisions).
 
     `pixel_scale` (arcsec per pixel, for GalSim PSF profiles and COSMOS noise): None takes
     the scale the model was trained at when the checkpoint records it (or, for older
@@ -212,6 +219,7 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     from galhpc.checkpoint import file_sha256, load_model, recorded_pixel_scale
     from galhpc.runtime import pick_device, setup_logging
 
+    check_precision(precision, "galhpc-generate --precision")
     world = mpi_world()
     setup_logging(world.rank)
     configure_threads(threads, world)
@@ -230,6 +238,7 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     options = GenerateOptions(
         n=n, seed=seed, batch_size=batch_size, component=component, counts=counts,
         conditions=dict(conditions or {}), emulation=emulation, keep_clean=keep_clean, dtype=dtype,
+        precision=precision,
     )
     write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
                          shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)

@@ -11,6 +11,8 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-table", action="store_true", help="do not write the compound 'catalog' table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of other settings")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (ranks share GPUs round-robin)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="autocast of the model (default fp32); recorded in the output, a resume keeps it")
     p.add_argument("--threads", type=int,
                    help="torch CPU threads per rank (default: the CPUs this rank may use, from SLURM_CPUS_PER_TASK, "
                    "its CPU affinity and the cgroup quota, shared by the job's ranks on the node)")

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.store, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
             gmm_components=args.gmm_components, gmm_fit_objects=args.gmm_fit_objects, seed=args.seed,
             compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
-            device=args.device, threads=args.threads,
+            device=args.device, threads=args.threads, precision=args.precision,
             shard_minutes=args.shard_minutes, objects_per_second=args.objects_per_second,
         )
 

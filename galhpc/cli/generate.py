@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             conditions=dict(args.condition), psf=args.psf, pixel_scale=args.pixel_scale,
             noise_sigma=args.noise_sigma, cosmos_noise=args.cosmos_noise, keep_clean=args.keep_clean,
             dtype=args.dtype, compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
-            device=args.device, threads=args.threads,
+            device=args.device, threads=args.threads, precision=args.precision,
             shard_minutes=args.shard_minutes, objects_per_second=args.objects_per_second,
         )
 

@@ -35,6 +35,7 @@ from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsa
 from galhpc.models.nuisance import Canonicaliser, random_angles
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
 from galhpc.runtime.errors import DataError
+from galhpc.runtime.precision import float32
 
 
 RECON_KINDS = ("bce", "mse", "gaussian", "chi2")
@@ -152,6 +153,7 @@ class AstroVaDEr(GalaxyModel):
                 total = total + module.weight.pow(2).sum()
         return self.l2 * total
 
+    @float32
     def recon_loss(self, logits: torch.Tensor, x: torch.Tensor, noise_sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Per-object reconstruction loss (B,) in nats (bce, gaussian, chi2) or squared
         error (mse), from decoder logits in x's frame."""
@@ -164,6 +166,7 @@ class AstroVaDEr(GalaxyModel):
             per_pixel = 0.5 * ((logits - x) / sigma).pow(2)
         return per_pixel.flatten(1).sum(dim=1)
 
+    @float32
     def scaled_log_gamma(self, z: torch.Tensor) -> torch.Tensor:
         """log γ from the min-max scaled log p(c, z) (s3VDC): finite for any z."""
         scaled = minmax_scale(gmm_log_joint(z, self.log_pi, self.mu_c, self.var_c), self.gamma_lambda)

@@ -15,6 +15,7 @@ from torch import nn
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
 from galhpc.models.blocks import check_image_size, down_block, he_init, reparameterise, up_block, xavier_init
 from galhpc.priors import gaussian_log_likelihood, kl_unit_gaussian
+from galhpc.runtime.precision import float32
 
 OBJECTIVES = ("elbo", "beta", "flow")
 
@@ -98,6 +99,7 @@ class ConvVAE(GalaxyModel):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder(z))
 
+    @float32
     def recon_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-sample reconstruction loss (B,) from decoder logits."""
         if self.recon_kind == "bce":

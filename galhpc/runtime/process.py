@@ -30,10 +30,37 @@ def progress(iterable: Iterable[T] | None = None, rank: int = 0, **kwargs: Any):
 
     Iterate over it, or call `update(n)` on it when `iterable` is None.
     """
-    from tqdm.auto import tqdm
-
     hidden = rank != 0 or os.environ.get("GALHPC_PROGRESS") == "0"
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # optional: no bar without tqdm
+        return _NoBar(iterable)
     return tqdm(iterable, disable=hidden, dynamic_ncols=True, **kwargs)
+
+
+class _NoBar:
+    """The part of tqdm's interface galhpc uses, showing nothing (tqdm is not installed)."""
+
+    def __init__(self, iterable: Iterable[T] | None) -> None:
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable if self.iterable is not None else ())
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:

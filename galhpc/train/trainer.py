@@ -43,6 +43,8 @@ from galhpc.runtime import progress
 from galhpc.runtime.errors import ConfigError, DataError, NonFiniteLossError
 from galhpc.runtime.files import atomic_open, atomic_path, remove_stale_temps
 from galhpc.runtime.inference import run_batched
+from galhpc.runtime.precision import autocast, check_precision, grad_scaler
+from galhpc.runtime.transfer import device_prefetch
 from galhpc.runtime.world import configure_threads
 from galhpc.train.distributed import Backend, make_backend
 from galhpc.train.preemption import mark_stopped
@@ -105,18 +107,15 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
 
 
-def check_finite(terms: dict[str, torch.Tensor], total: torch.Tensor, position: Position) -> dict[str, float]:
-    """Loss terms as floats; raises `NonFiniteLossError` naming the step and the first bad term."""
-    names = [*terms, "total"]
-    floats = torch.stack([v.detach().float().reshape(()) for v in [*terms.values(), total]]).tolist()  # one sync
-    values = dict(zip(names, floats))
-    for name, value in values.items():
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"loss term {name!r} is {value} at step {position.step} (epoch {position.epoch}, "
-                f"batch {position.batch}); all terms: {values}"
-            )
-    return values
+@dataclass
+class PendingTerms:
+    """The loss terms of one step, still on the device, and where the step stood."""
+
+    names: tuple[str, ...]
+    values: torch.Tensor  # (len(names),) float32 on the device
+    step: int
+    epoch: int
+    batch: int
 
 
 def bad_input_error(batch: dict[str, Any], store: str | Path, err: NonFiniteLossError) -> None:
@@ -124,7 +123,7 @@ def bad_input_error(batch: dict[str, Any], store: str | Path, err: NonFiniteLoss
     images = batch["image"]
     bad = ~torch.isfinite(images.flatten(1)).all(dim=1)
     if bool(bad.any()):
-        ids = [int(i) for i in batch["object_id"][bad.cpu()][:10]]
+        ids = [int(i) for i in torch.as_tensor(batch["object_id"]).cpu()[bad.cpu()][:10]]
         raise DataError(f"{store}: NaN/inf pixels in object_id {', '.join(map(str, ids))} "
                         f"({int(bad.sum())} object(s) of the batch) gave a non-finite loss: {err}") from err
 
@@ -147,8 +146,35 @@ def check_store_shape(store: str | Path, channels: int, image_size: int) -> None
                         "use a store prepared at the model's size, or set model.image_size")
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def pending_terms(terms: dict[str, torch.Tensor], total: torch.Tensor, position: Position) -> PendingTerms:
+    """The step's terms and total stacked on the device (no host synchronisation)."""
+    values = torch.stack([v.detach().float().reshape(()) for v in [*terms.values(), total]])
+    return PendingTerms((*terms, "total"), values, position.step, position.epoch, position.batch)
+
+
+def check_finite(pending: list[PendingTerms]) -> list[dict[str, float]]:
+    """Loss terms of the pending steps as floats, with one host synchronisation.
+
+    Raises
+    ------
+    NonFiniteLossError
+        Naming the first step with a non-finite term, the term and all terms of that step.
+    """
+    if not pending:
+        return []
+    floats = torch.cat([p.values for p in pending]).tolist()  # the one sync
+    rows, at = [], 0
+    for p in pending:
+        values = dict(zip(p.names, floats[at: at + len(p.names)]))
+        at += len(p.names)
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"loss term {name!r} is {value} at step {p.step} (epoch {p.epoch}, "
+                    f"batch {p.batch}); all terms: {values}"
+                )
+        rows.append(values)
+    return rows
 
 
 def rng_states() -> dict[str, Any]:
@@ -210,7 +236,12 @@ def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def plot_history(path: Path, history: list[dict[str, Any]]) -> None:
-    import matplotlib
+    """losses.png from the history; skipped with a warning when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed: %s not drawn (losses.csv has the same numbers)", path)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -240,12 +271,13 @@ def plot_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def checkpoint_payload(model: GalaxyModel, optimizer: torch.optim.Optimizer, cfg: RunConfig, pos: Position,
-                       layout: dict[str, int]) -> dict:
+                       layout: dict[str, Any], scaler: torch.amp.GradScaler | None = None) -> dict:
     return {
         "layout": dict(layout),
         "model_name": cfg.model.name,
         "model_state": model.state_dict(),
         "optimizer_state": optimizer.state_dict(),
+        "scaler_state": scaler.state_dict() if scaler is not None else {},
         "config": cfg.to_yaml(),
         "position": {"epoch": pos.epoch, "batch": pos.batch, "step": pos.step, "sums": dict(pos.sums)},
         "history": list(pos.history),
@@ -255,7 +287,7 @@ def checkpoint_payload(model: GalaxyModel, optimizer: torch.optim.Optimizer, cfg
 
 
 def restore(path: Path, cfg: RunConfig, model: GalaxyModel, optimizer: torch.optim.Optimizer,
-            layout: dict[str, int]) -> Position:
+            layout: dict[str, Any], scaler: torch.amp.GradScaler | None = None) -> Position:
     """Load a checkpoint of this run into model and optimizer.
 
     Refuses one of another model or schedule, and a mid-epoch one whose batches meant other
@@ -279,6 +311,8 @@ def restore(path: Path, cfg: RunConfig, model: GalaxyModel, optimizer: torch.opt
         )
     model.load_state_dict(payload["model_state"])
     optimizer.load_state_dict(payload["optimizer_state"])
+    if scaler is not None and payload.get("scaler_state"):
+        scaler.load_state_dict(payload["scaler_state"])
     restore_rng_states(payload["rng"])
     p = payload["position"]
     return Position(p["epoch"], p["batch"], p["step"], dict(p["sums"]), list(payload["history"]),
@@ -298,7 +332,8 @@ def encode_means(model: GalaxyModel, loader: Any, n_batches: int) -> np.ndarray:
 def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None) -> tuple[float, int]:
     """Sum of squared errors of model.reconstruct(x) against x (the reconstruction in x's own
     space, e.g. PSF-convolved for a PSF model) and the pixel count, on this rank's holdout shard."""
-    totals = run_batched(model, lambda x, batch: (float((model.reconstruct(x, batch) - x).pow(2).sum()), x.numel()),
+    totals = run_batched(model, lambda x, batch: (float((model.reconstruct(x, batch).float() - x).pow(2).sum()),
+                                                  x.numel()),
                          loader, max_batches=max_batches)
     return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
@@ -316,8 +351,18 @@ class Trainer:
         self.schedule = Schedule(cfg.schedule)
         self.device = backend.device
         t = cfg.train
+        check_precision(t.precision, "train.precision")
+        if t.precision == "fp16" and backend.name == "horovod":
+            raise ConfigError("train.precision fp16 is not supported with the horovod backend (its gradient "
+                              "allreduce would race the loss scaler's unscale); use bf16 or the torch backend")
+        if t.nan_check_every < 1:
+            raise ConfigError(f"train.nan_check_every must be >= 1, got {t.nan_check_every}")
         torch.manual_seed(t.seed)  # identical initial weights on every rank (then broadcast)
         self.model = assemble_model(cfg.model).to(self.device)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.scaler = grad_scaler(t.precision, self.device)
+        self.pending: list[PendingTerms] = []
         columns = list(self.model.batch_columns) or None
         common = dict(holdout_fraction=t.holdout_fraction, seed=t.seed, label_columns=columns)
         self.loader = StoreLoader(
@@ -339,22 +384,26 @@ class Trainer:
         self.total_steps = t.epochs * self.steps_per_epoch
         self.pixel_scale = store_pixel_scale(t.store, cfg.model.image_size)  # (arcsec/pixel or None, provenance)
         self.layout = {"world_size": backend.world_size, "batch_size": t.batch_size, "seed": t.seed,
-                       "holdout_fraction": t.holdout_fraction, "steps_per_epoch": self.steps_per_epoch}
+                       "holdout_fraction": t.holdout_fraction, "steps_per_epoch": self.steps_per_epoch,
+                       "precision": t.precision}
         self.optimizer = build_optimizer(self.model, cfg)
         self.pos = Position()
         if resume and self.ckpt_path.exists():
-            self.pos = restore(self.ckpt_path, cfg, self.model, self.optimizer, self.layout)
+            self.pos = restore(self.ckpt_path, cfg, self.model, self.optimizer, self.layout, self.scaler)
             log.info("resuming from %s at epoch %d, batch %d (step %d)",
                      self.ckpt_path, self.pos.epoch, self.pos.batch, self.pos.step)
         self.model.use_collective(backend)
         self.step_model = backend.wrap_model(self.model)
         self.optimizer = backend.wrap_optimizer(self.optimizer, self.model)
         backend.broadcast_state(self.model, self.optimizer)
+        self.loss_fn = self.step_model.loss
+        if t.compile:
+            self.loss_fn = torch.compile(self.step_model.loss, backend=t.compile)
 
     # -- checkpoints and files (rank 0) --
     def save(self) -> None:
         if self.backend.is_root:
-            payload = checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos, self.layout)
+            payload = checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos, self.layout, self.scaler)
             payload["pixel_scale"], payload["pixel_scale_source"] = self.pixel_scale  # for galhpc-generate
             save_checkpoint(self.ckpt_path, payload)
             log.info("checkpoint %s (epoch %d, batch %d, step %d)", self.ckpt_path, self.pos.epoch,
@@ -367,30 +416,50 @@ class Trainer:
         return self.backend.average({"stop": float(flag.requested)})["stop"] > 0
 
     # -- steps --
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        pos, epoch = self.pos, self.pos.epoch
+    def flush_terms(self) -> list[dict[str, float]]:
+        """Check the pending steps' loss terms (one host sync), add them to the epoch sums
+        and return them (one dict per step, in step order)."""
+        rows = check_finite(self.pending)
+        for values in rows:
+            for k, v in values.items():
+                self.pos.sums[k] = self.pos.sums.get(k, 0.0) + v
+        self.pending = []
+        return rows
+
+    def train_step(self, batch: dict[str, Any]) -> None:
+        """One optimizer step on a batch already on the device; its loss terms join
+        `pending`, checked (and summed) every `train.nan_check_every` steps before the
+        update of the step that fills the window."""
+        pos, epoch, t = self.pos, self.pos.epoch, self.cfg.train
         weights = self.schedule.weights(epoch, pos.batch, self.steps_per_epoch)
         lr = lr_at(pos.step, self.total_steps, self.steps_per_epoch, self.cfg, self.backend)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(step_seed(self.cfg.train.seed, pos.step, self.backend.rank))
         state = StepState(epoch=epoch, step=pos.step, phase=self.schedule.phase(epoch)[0], weights=weights)
-        out = self.step_model.loss(to_device(batch, self.device), state)
-        try:
-            values = check_finite(out.terms, out.total, pos)
-        except NonFiniteLossError as err:
-            bad_input_error(batch, self.cfg.train.store, err)
-            raise
+        image = batch.get("image")
+        if t.channels_last and torch.is_tensor(image) and image.ndim == 4:
+            batch = {**batch, "image": image.contiguous(memory_format=torch.channels_last)}
+        with autocast(self.device, t.precision):
+            out = self.loss_fn(batch, state)
+        self.pending.append(pending_terms(out.terms, out.total, pos))
+        if len(self.pending) >= t.nan_check_every:
+            try:
+                self.flush_terms()
+            except NonFiniteLossError as err:
+                bad_input_error(batch, self.cfg.train.store, err)  # NaN pixels: name the store and objects
+                raise
         self.optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        self.optimizer.step()
-        return values
+        self.scaler.scale(out.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def end_epoch(self, seconds: float) -> None:
         pos, t = self.pos, self.cfg.train
         means = {k: v / max(self.steps_per_epoch, 1) for k, v in pos.sums.items()}
-        sse, count = (0.0, 0) if self.holdout is None else holdout_mse(
-            self.model, self.holdout, t.eval_batches)
+        with autocast(self.device, t.precision):
+            sse, count = (0.0, 0) if self.holdout is None else holdout_mse(
+                self.model, self.holdout, t.eval_batches)
         means["holdout_sse"], means["holdout_pixels"] = sse, float(count)
         means = self.backend.average(means)
         pixels = means.pop("holdout_pixels")
@@ -428,7 +497,8 @@ class Trainer:
         loader = StoreLoader(t.store, t.batch_size, split="train", holdout_fraction=t.holdout_fraction,
                              rank=0, world_size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
         loader.set_epoch(0)
-        embeddings = encode_means(self.model, loader, s.gmm_init_batches)
+        with autocast(self.device, t.precision):
+            embeddings = encode_means(self.model, loader, s.gmm_init_batches)
         log.info("initialising the mixture from %d embeddings", len(embeddings))
         self.model.init_mixture(embeddings, seed=t.seed)
         self.backend.broadcast_state(self.model, None)
@@ -449,16 +519,15 @@ class Trainer:
             while self.pos.epoch < t.epochs:
                 started = time.perf_counter()
                 self.loader.set_epoch(self.pos.epoch)
-                batches = self.loader.iter_from(self.pos.batch)
+                batches = device_prefetch(self.loader.iter_from(self.pos.batch), self.device)
                 bar = progress(batches, self.backend.rank, total=self.steps_per_epoch, initial=self.pos.batch,
                                desc=f"epoch {self.pos.epoch + 1}/{t.epochs}", leave=False)
                 for batch in bar:
-                    values = self.train_step(batch)
-                    for k, v in values.items():
-                        self.pos.sums[k] = self.pos.sums.get(k, 0.0) + v
+                    self.train_step(batch)
                     self.pos.batch += 1
                     self.pos.step += 1
                     if self.stop_agreed(flag):
+                        self.flush_terms()
                         self.pos.sums = self.backend.average(self.pos.sums)  # every rank's share, once
                         self.save()
                         if self.backend.is_root:  # before any rank leaves (a launcher may then kill the rest)
@@ -467,6 +536,7 @@ class Trainer:
                         log.warning("stopped by %s at step %d; resume with the same command",
                                     flag.signal_name or "a signal on another rank", self.pos.step)
                         raise TrainingInterrupted(self.ckpt_path, self.pos.step)
+                self.flush_terms()
                 self.end_epoch(time.perf_counter() - started)
         if not self.ckpt_path.exists() and self.backend.is_root:
             self.save()
