@@ -74,6 +74,12 @@ class WriteOptions:
     shard_bytes: int = 1 << 30
     objects_per_second: float | None = None
 
+    def fingerprint(self, device_type: str, precision: str) -> dict[str, Any]:
+        """The fingerprint entries every catalogue job shares: how rows are laid out and
+        computed (a resume must match them)."""
+        return {"shard_size": self.shard_size, "compression": self.compression, "table": self.table,
+                "device_type": device_type, "precision": precision}
+
 
 @dataclass(frozen=True)
 class RunResult:

@@ -197,11 +197,7 @@ def encode_fingerprint(options: EncodeOptions, checkpoint_sha256: str, store: di
         "batch_size": options.batch_size,
         "post_hoc_gmm": ({"max_components": options.gmm_components, "fit_objects": options.gmm_fit_objects,
                           "seed": options.seed} if post_hoc_gmm else None),
-        "shard_size": write.shard_size,
-        "compression": write.compression,
-        "table": write.table,
-        "device_type": device.type,
-        "precision": options.precision,
+        **write.fingerprint(device.type, options.precision),
     }
     return json.loads(json.dumps(fp, sort_keys=True))
 

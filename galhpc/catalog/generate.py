@@ -177,11 +177,7 @@ def generate_fingerprint(options: GenerateOptions, checkpoint_sha256: str, write
         "emulation": options.emulation.describe(),
         "keep_clean": options.keep_clean,
         "dtype": options.dtype,
-        "shard_size": write.shard_size,
-        "compression": write.compression,
-        "table": write.table,
-        "device_type": device.type,
-        "precision": options.precision,
+        **write.fingerprint(device.type, options.precision),
     }
     return json.loads(json.dumps(fp, sort_keys=True))
 

@@ -24,11 +24,7 @@ import csv
 import logging
 import math
 import random
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +39,7 @@ from galhpc.runtime import progress
 from galhpc.runtime.errors import ConfigError, DataError, NonFiniteLossError
 from galhpc.runtime.files import atomic_open, atomic_path, remove_stale_temps
 from galhpc.runtime.inference import run_batched
+from galhpc.runtime.signals import EXIT_PREEMPTED, StopFlag, stop_signals
 from galhpc.runtime.precision import autocast, check_precision, grad_scaler
 from galhpc.runtime.transfer import device_prefetch
 from galhpc.runtime.world import configure_threads
@@ -52,9 +49,8 @@ from galhpc.train.schedule import INIT_MIXTURE, Schedule, learning_rate
 
 log = logging.getLogger("galhpc.train.trainer")
 
-EXIT_INTERRUPTED = 75  # EX_TEMPFAIL
+EXIT_INTERRUPTED = EXIT_PREEMPTED  # 75, EX_TEMPFAIL
 CHECKPOINT_NAME = "ckpt.pt"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class TrainingInterrupted(SystemExit):
@@ -190,34 +186,6 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGUSR1; checked between steps."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signal_name = ""
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-        log.warning("%s received: finishing the current step, then checkpointing", self.signal_name)
-
-
-@contextmanager
-def stop_signals() -> Iterator[StopFlag]:
-    """Install the stop handlers for the duration of training (main thread only), then restore."""
-    flag = StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {sig: signal.signal(sig, flag) for sig in STOP_SIGNALS}
-    try:
-        yield flag
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # -- files --------------------------------------------------------------------------------
@@ -515,7 +483,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         t = self.cfg.train
-        with stop_signals() as flag:
+        with stop_signals("the current step, then a checkpoint") as flag:
             while self.pos.epoch < t.epochs:
                 started = time.perf_counter()
                 self.loader.set_epoch(self.pos.epoch)
