@@ -154,3 +154,35 @@ def test_sbatch_generate_and_encode_after_training(cluster, config_path, tmp_pat
     with h5py.File(tmp_path / "synth.h5") as synth, h5py.File(tmp_path / "clusters.h5") as clusters:
         assert synth["images"].shape == (48, 16, 16)
         assert clusters["mu"].shape == (160, 4) and clusters["gamma"].shape == (160, 3)
+
+
+def test_generate_job_stopped_by_usr1_requeues_and_gives_the_uninterrupted_catalogue(cluster, config_path, tmp_path):
+    """jobs/generate.sh under mpirun: scancel --signal=USR1 mid-run -> the ranks finish their
+    batch, keep complete shards and exit 75 -> the job requeues -> the re-run completes the
+    catalogue, equal to one uninterrupted run."""
+    import subprocess
+    import time
+
+    import numpy as np
+
+    env = "--export=ALL,OMPI_MCA_btl_vader_single_copy_mechanism=none,GALHPC_PROGRESS=0"
+    train = sbatch(cluster, tmp_path, env, str(TRAIN_SH), str(config_path), "--out", str(tmp_path / "run"),
+                   "--epochs", "1")
+    assert cluster.wait_job(train, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400) == "COMPLETED"
+    ckpt, out = tmp_path / "run" / "ckpt.pt", tmp_path / "synth.h5"
+    options = ["--shard-size", "2048", "--batch-size", "256", "--seed", "5"]
+    job = sbatch(cluster, tmp_path, env, str(REPO / "jobs" / "generate.sh"), str(ckpt), "200000", str(out), *options)
+    shard_dir = out.with_name(out.name + ".shards")
+    deadline = time.time() + 300
+    while not list(shard_dir.glob("0*.h5")) and time.time() < deadline:
+        time.sleep(0.2)
+    cluster.run(["scancel", "--signal=USR1", job])  # what --signal=USR1@120 does before the time limit
+    state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=600)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log
+    assert cluster.job_field(job, "Restarts") == "1", log
+    reference = tmp_path / "reference.h5"
+    subprocess.run([sys.executable, "-m", "galhpc.cli.generate", "--checkpoint", str(ckpt), "--n", "200000",
+                    "--out", str(reference), *options, "--threads", "1"], check=True, capture_output=True, timeout=600)
+    with h5py.File(out) as a, h5py.File(reference) as b:
+        assert np.array_equal(a["images"][()], b["images"][()]) and np.array_equal(a["z"][()], b["z"][()])
