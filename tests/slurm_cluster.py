@@ -23,6 +23,9 @@ PARTITION = "debug"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo")
 
 
+RENDEZVOUS_VARIABLES = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "HOROVOD_GLOO_IFACE", "MASTER_ADDR", "MASTER_PORT")
+
+
 def missing_requirements() -> str | None:
     """Why a local cluster cannot start here, or None when it can."""
     absent = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
@@ -103,8 +106,12 @@ class LocalSlurm:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for client commands (sbatch, squeue, scancel, submitit)."""
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
+        """Environment for client commands (sbatch, squeue, scancel, submitit) and the daemons:
+        the test process's, less the rendezvous choices an in-process training test may have
+        exported into it (galhpc sets GLOO_SOCKET_IFNAME etc. for its own process group; a
+        job submitted with them would bind every node to that interface, e.g. loopback)."""
+        env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS_VARIABLES}
+        return {**env, "SLURM_CONF": str(self.conf)}
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.stdout", "ab")
