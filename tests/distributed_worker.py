@@ -106,6 +106,7 @@ def main(backend_name: str, out_dir: str) -> None:
     from galhpc.train.distributed import make_backend
 
     torch.set_num_threads(1)
+    before = dict(os.environ)
     backend = make_backend(backend_name, device="cpu")
     rank, world = backend.rank, backend.world_size
     model = make_model(100 + rank)
@@ -125,7 +126,10 @@ def main(backend_name: str, out_dir: str) -> None:
         "rank": rank,
         "world_size": world,
         "host": socket.gethostname(),
-        "interface": os.environ.get("GLOO_SOCKET_IFNAME"),
+        "interface": backend.network.get("GLOO_SOCKET_IFNAME") or backend.network.get("HOROVOD_GLOO_IFACE"),
+        "controller": getattr(backend, "controller", None),  # Horovod: "mpi" or "gloo"
+        # what the backend exported for its library's start, as it is in the environment afterwards
+        "left_behind": {k: os.environ[k] for k in backend.network if os.environ.get(k) != before.get(k)},
         "params": model.state_dict(),
         "wrapped_keys": sorted(wrapped.state_dict()),
         "grads": grads,

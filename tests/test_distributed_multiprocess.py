@@ -62,26 +62,32 @@ def reference() -> dict:
 
 
 @pytest.mark.parametrize(
-    ("launcher", "backend", "expected_backend"),
+    ("launcher", "backend", "expected_backend", "controller"),
     [
-        ("torchrun", "auto", "torch"),
-        ("mpirun", "torch", "torch"),
-        pytest.param("mpirun", "auto", "horovod", marks=needs_horovod),
-        pytest.param("horovodrun", "horovod", "horovod", marks=needs_horovod),
+        ("torchrun", "auto", "torch", None),
+        ("mpirun", "torch", "torch", None),
+        pytest.param("mpirun", "auto", "horovod", "mpi", marks=needs_horovod),
+        pytest.param("horovodrun", "horovod", "horovod", "gloo", marks=needs_horovod),
+        # torchrun's ranks are no MPI ranks: Horovod meets over gloo (galhpc.train.horovod_gloo)
+        pytest.param("torchrun", "horovod", "horovod", "gloo", marks=needs_horovod),
     ],
 )
-def test_two_ranks_on_half_batches_match_one_process(tmp_path, reference, launcher, backend, expected_backend):
+def test_two_ranks_on_half_batches_match_one_process(tmp_path, reference, launcher, backend, expected_backend,
+                                                     controller):
     proc = subprocess.run(
         launch_command(launcher, backend, tmp_path), env=clean_env(), capture_output=True, text=True, timeout=240
     )
     assert proc.returncode == 0, f"{launcher} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert_ranks_match_reference(tmp_path, reference, expected_backend)
+    assert_ranks_match_reference(tmp_path, reference, expected_backend, controller)
 
 
-def assert_ranks_match_reference(out: Path, reference: dict, expected_backend: str) -> list[dict]:
+def assert_ranks_match_reference(out: Path, reference: dict, expected_backend: str,
+                                 controller: str | None = None) -> list[dict]:
     """The two ranks' results under `out` equal one process on whole batches; returns them."""
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert [r["backend"] for r in ranks] == [expected_backend] * 2
+    assert [r["controller"] for r in ranks] == [controller] * 2
+    assert [r["left_behind"] for r in ranks] == [{}, {}]  # interface/rendezvous variables only for the start
     assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
     for result in ranks:
         assert result["wrapped_keys"] == sorted(reference["params"])  # checkpoints keep the plain keys

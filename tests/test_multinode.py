@@ -78,20 +78,23 @@ def reference() -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("launch", "backend", "expected_backend"),
+    ("launch", "backend", "expected_backend", "controller"),
     [
-        ("srun", "torch", "torch"),
-        ("srun --mpi=pmix", "horovod", "horovod"),
-        ("mpirun --bind-to none", "auto", "horovod"),
+        ("srun", "torch", "torch", None),
+        ("srun --mpi=pmix", "horovod", "horovod", "mpi"),
+        ("mpirun --bind-to none", "auto", "horovod", "mpi"),
+        ("srun", "horovod", "horovod", "gloo"),  # no PMI: Horovod's gloo rendezvous, run by rank 0
     ],
 )
 def test_two_nodes_train_like_one_process_on_whole_batches(cluster, reference, tmp_path, launch, backend,
-                                                           expected_backend):
+                                                           expected_backend, controller):
     """One rank per node: the ranks meet over the bridge (gloo TCP store at node0, or MPI)."""
     log = run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=1", "--wrap",
                   f"{launch} {sys.executable} {WORKER} {backend} {tmp_path}")
-    ranks = assert_ranks_match_reference(tmp_path, reference, expected_backend)
+    ranks = assert_ranks_match_reference(tmp_path, reference, expected_backend, controller)
     assert [r["host"] for r in ranks] == ["node0", "node1"], log
+    if controller == "gloo":
+        assert [r["interface"] for r in ranks] == ["eth0", "eth0"], log  # HOROVOD_GLOO_IFACE: the bridge
 
 
 
@@ -108,7 +111,7 @@ def test_gloo_takes_the_cluster_interface_when_node_names_resolve_to_loopback(cl
     finally:
         cluster.name_self_loopback(False)
     assert "127.0.1.1       node0" in log and "127.0.1.1       node1" in log, log
-    ranks = assert_ranks_match_reference(tmp_path, reference, "torch")
+    ranks = assert_ranks_match_reference(tmp_path, reference, "torch", None)
     assert [r["host"] for r in ranks] == ["node0", "node1"]
     assert [r["interface"] for r in ranks] == ["eth0", "eth0"], log
 
@@ -138,13 +141,33 @@ def history_epochs(path: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sbatch_train_sh_on_two_nodes(cluster, config_path, tmp_path):
+@pytest.mark.parametrize(("variables", "expected"), [
+    ("", "torch.distributed: gloo, 2 ranks via slurm, store node0:"),  # rendezvous at the first node
+    (",GALHPC_BACKEND=horovod", "horovod: 2 ranks over gloo via slurm"),
+    (",GALHPC_BACKEND=horovod,GALHPC_SRUN_ARGS=--mpi=pmix", "horovod: 2 ranks over mpi via pmix"),
+])
+def test_sbatch_train_sh_on_two_nodes(cluster, config_path, tmp_path, variables, expected, trained_models):
+    """`sbatch --nodes=2 --ntasks-per-node=1 jobs/train.sh cfg.yaml`: torch.distributed, Horovod
+    over gloo (plain srun) and Horovod over MPI (srun --mpi=pmix) give the same model."""
     out = tmp_path / "run"
-    log = run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=1", str(TRAIN_SH), str(config_path),
-                  "--out-dir", str(out))
-    assert "launch (srun, 2 rank(s))" in log and "store node0:" in log, log  # rendezvous at the first node
-    position = read_checkpoint(out / "ckpt.pt")["position"]
-    assert position["epoch"] == 2 and position["step"] == 8, log  # 2 ranks x 72 images: 4 batches of 16
+    job = sbatch(cluster, tmp_path, JOB_ENV + variables, "--nodes=2", "--ntasks-per-node=1", str(TRAIN_SH),
+                 str(config_path), "--out-dir", str(out))
+    state = cluster.wait_job(job, ENDED, timeout=300)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log[-4000:]
+    assert "launch (srun, 2 rank(s))" in log and expected in log, log
+    checkpoint = read_checkpoint(out / "ckpt.pt")
+    assert checkpoint["position"]["epoch"] == 2 and checkpoint["position"]["step"] == 8, log  # 2 x 72 images: 4 x 16
+    for other in trained_models:  # every backend trains the same model (float sums in another order)
+        for name, value in other.items():
+            torch.testing.assert_close(checkpoint["model_state"][name], value, rtol=1e-4, atol=1e-5)
+    trained_models.append(checkpoint["model_state"])
+
+
+@pytest.fixture(scope="module")
+def trained_models() -> list[dict]:
+    """The models of test_sbatch_train_sh_on_two_nodes's runs, compared with each other."""
+    return []
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ and by how much to scale the learning rate.  Three implementations:
 
 - `SingleProcess`: one rank, nothing to synchronise.
 - `HorovodBackend`: `hvd.init`, `hvd.DistributedOptimizer` (gradients averaged in
-  `optimizer.step()`), `broadcast_parameters` and the optimizer state from rank 0.
+  `optimizer.step()`), `broadcast_parameters` and the optimizer state from rank 0; over
+  MPI (mpirun, srun with PMIx, horovodrun) or gloo (horovodrun --gloo, and plain srun,
+  torchrun or submitit through `galhpc.train.horovod_gloo`).
 - `TorchDistributedBackend`: `torch.distributed` process group (NCCL on GPU, gloo on
   CPU) and `DistributedDataParallel`; rank and world size come from the launcher's
   environment variables (`galhpc.runtime.world.detect_world`).
@@ -23,13 +25,14 @@ Horovod and mpi4py are imported only when a backend that needs them is built.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import importlib.util
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -38,6 +41,7 @@ from torch import nn
 from galhpc.runtime import pick_device
 from galhpc.runtime.errors import LaunchError
 from galhpc.runtime.world import World, detect_world, first_host, rendezvous_port
+from galhpc.train.horovod_gloo import GlooRendezvous, gloo_rendezvous, needs_gloo_rendezvous
 from galhpc.train.rendezvous import RendezvousError, rendezvous_hosts, socket_interface_env
 
 log = logging.getLogger("galhpc.train.distributed")
@@ -68,6 +72,10 @@ class Backend:
     local_rank: int = 0
     scale_lr: bool = True
     _device: torch.device = torch.device("cpu")
+    network: dict[str, str]  # the interface/rendezvous variables exported while the group started
+
+    def __init__(self) -> None:
+        self.network = {}
 
     @property
     def is_root(self) -> bool:
@@ -122,6 +130,7 @@ class SingleProcess(Backend):
     name = "single"
 
     def __init__(self, device: str = "auto") -> None:
+        super().__init__()
         self._device = pick_device(device)
 
 
@@ -146,12 +155,23 @@ def _zero_grad_with_set_to_none(optimizer: torch.optim.Optimizer):
 class HorovodBackend(Backend):
     """Horovod: gradients averaged by `hvd.DistributedOptimizer` inside `optimizer.step()`.
 
-    Launch with `horovodrun -np N` or `mpirun -np N` (or srun on an MPI with PMI support).
+    Launch with ``horovodrun -np N``, ``mpirun -np N`` or ``srun --mpi=pmix`` (MPI
+    controller), or with a launcher whose ranks are not MPI ranks -- plain ``srun``,
+    ``torchrun``, submitit -- where the ranks meet through Horovod's gloo rendezvous
+    (`galhpc.train.horovod_gloo`; also under MPI launchers with ``HOROVOD_CONTROLLER=gloo``).
+
+    Raises
+    ------
+    LaunchError
+        Horovod is not importable, the ranks do not meet, or Horovod sees another number
+        of ranks than the launcher started (e.g. ``srun --mpi=pmi2`` with an MPI built
+        without PMI2: every task would train alone as rank 0 of 1).
     """
 
     name = "horovod"
 
-    def __init__(self, device: str = "auto", scale_lr: bool = True) -> None:
+    def __init__(self, device: str = "auto", scale_lr: bool = True, timeout_s: float = 600.0,
+                 env: Mapping[str, str] | None = None) -> None:
         try:
             import horovod.torch as hvd
         except ImportError as err:
@@ -159,16 +179,33 @@ class HorovodBackend(Backend):
                 "the horovod backend needs Horovod built with PyTorch support: run scripts/setup.sh "
                 f"or see docs/hpc.md ({err})"
             ) from err
+        super().__init__()
+        env = os.environ if env is None else env
         self._hvd = hvd
-        if "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ:  # gloo controller started without horovodrun's choice
-            _choose_interface(os.environ["HOROVOD_GLOO_RENDEZVOUS_ADDR"], os.environ, ("HOROVOD_GLOO_IFACE",))
-        hvd.init()
+        world = detect_world(env)
+        self._gloo: GlooRendezvous | None = None
+        if needs_gloo_rendezvous(world, env):  # srun without PMI, torchrun, submitit: no horovodrun server
+            addr, port = _rendezvous(world, env)
+            self._gloo = gloo_rendezvous(world, addr, port, env, timeout_s=timeout_s)
+            self.network = dict(self._gloo.env)
+        rendezvous_addr = self.network.get("HOROVOD_GLOO_RENDEZVOUS_ADDR") or env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR")
+        if rendezvous_addr:  # gloo controller: bind to the interface towards the job's hosts
+            self.network.update(_interface_env(rendezvous_addr, {**env, **self.network}, ("HOROVOD_GLOO_IFACE",)))
+        with _exported(self.network):
+            hvd.init()
         self.rank, self.world_size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+        self.controller = "gloo" if hvd.gloo_enabled() else "mpi"
+        if world.size > 1 and self.world_size != world.size:
+            hvd.shutdown()
+            raise LaunchError(
+                f"{world.launcher} started {world.size} tasks but Horovod ({self.controller}) sees {self.world_size} "
+                f"rank(s), so each task would train alone: launch with `mpirun -n {world.size}`, `srun --mpi=pmix` "
+                "or horovodrun, or set HOROVOD_CONTROLLER=gloo")
         self.scale_lr = scale_lr
         self._device = pick_device(device, self.local_rank)
         if self._device.type == "cuda":
             torch.cuda.set_device(self._device)
-        log.info("horovod: %d ranks (mpi=%s, gloo=%s)", self.world_size, hvd.mpi_enabled(), hvd.gloo_enabled())
+        log.info("horovod: %d ranks over %s via %s", self.world_size, self.controller, world.launcher)
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
         wrapped = self._hvd.DistributedOptimizer(
@@ -218,6 +255,8 @@ class HorovodBackend(Backend):
 
     def shutdown(self) -> None:
         self._hvd.shutdown()
+        if self._gloo is not None:
+            self._gloo.close()
 
 
 class _LossForward(nn.Module):
@@ -284,23 +323,43 @@ def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
     return addr, int(port)
 
 
-def _choose_interface(master: str, env: Mapping[str, str], names: tuple[str, ...] | None = None) -> None:
-    """Export the interface towards the job's hosts for gloo/NCCL (or `names`), unless set.
+def _interface_env(master: str, env: Mapping[str, str], names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The interface variables for gloo/NCCL (or `names`) towards the job's hosts, unless set.
 
     gloo binds to the address of this host's name otherwise, which may be loopback
     (Debian's 127.0.1.1) or a network the other nodes cannot reach.  A failed lookup only
-    warns: the libraries' own choice then stands.
+    warns: the libraries' own choice then stands (an empty dict).
     """
     try:
         hosts = rendezvous_hosts(master, env)
         chosen = socket_interface_env(hosts, env, names) if names else socket_interface_env(hosts, env)
     except RendezvousError as err:
         log.warning("network interface left to the libraries' defaults: %s", err)
-        return
+        return {}
     if chosen:
-        os.environ.update(chosen)
         log.info("network interface towards %s: %s", ", ".join(hosts),
                  ", ".join(f"{k}={v}" for k, v in chosen.items()))
+    return chosen
+
+
+@contextlib.contextmanager
+def _exported(variables: Mapping[str, str]) -> Iterator[None]:
+    """`variables` in ``os.environ`` while a communication library starts, then as before.
+
+    gloo, NCCL and Horovod read them once, when the process group or ``hvd.init()`` is
+    created; left behind, they would leak into later groups and child processes of this
+    process (a job launched from a test, another rendezvous).
+    """
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _free_port() -> int:
@@ -335,6 +394,7 @@ class TorchDistributedBackend(Backend):
     ) -> None:
         import torch.distributed as dist
 
+        super().__init__()
         if not dist.is_available():
             raise LaunchError("this torch build has no torch.distributed")
         env = os.environ if env is None else env
@@ -350,18 +410,19 @@ class TorchDistributedBackend(Backend):
         self._owns_group = not dist.is_initialized()
         if self._owns_group:
             addr, port = _rendezvous(world, env)
-            _choose_interface(addr, env)
+            self.network = _interface_env(addr, env)
             log.info(
                 "torch.distributed: %s, %d ranks via %s, store %s:%d",
                 self.process_group_backend, self.world_size, world.launcher, addr, port,
             )
-            dist.init_process_group(
-                self.process_group_backend,
-                init_method=f"tcp://{addr}:{port}",
-                rank=self.rank,
-                world_size=self.world_size,
-                timeout=datetime.timedelta(seconds=timeout_s),
-            )
+            with _exported(self.network):
+                dist.init_process_group(
+                    self.process_group_backend,
+                    init_method=f"tcp://{addr}:{port}",
+                    rank=self.rank,
+                    world_size=self.world_size,
+                    timeout=datetime.timedelta(seconds=timeout_s),
+                )
         else:
             self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
