@@ -19,12 +19,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker  # noqa: E402
 from multinode_cluster import MultiNodeSlurm, namespaces_missing  # noqa: E402
+from test_catalog_encode import write_store  # noqa: E402
 from test_catalog_generate import make_checkpoint  # noqa: E402
 from test_catalog_mpi import assert_same_catalogue, shard_digests  # noqa: E402
 from test_distributed_multiprocess import assert_ranks_match_reference  # noqa: E402
 from test_slurm import sbatch  # noqa: E402
 from tiny_run import read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
 
+from galhpc.catalog.encode import encode_from_checkpoint  # noqa: E402
 from galhpc.catalog.generate import generate_from_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,13 +271,13 @@ def test_plain_srun_over_two_nodes_is_refused_instead_of_running_twice(cluster, 
     assert not out.exists() and not list(out.parent.glob("refused.h5.shards/0*.h5"))
 
 
-@pytest.mark.slow
-def test_generate_with_a_node_killed_then_rerun_equals_one_rank(cluster, catalogue, tmp_path):
-    ckpt, one = catalogue
-    out = tmp_path / "killed.h5"
+def kill_a_node_mid_catalogue_then_rerun(cluster: MultiNodeSlurm, workdir: Path, command: str, out: Path,
+                                         one: Path) -> None:
+    """Run `command` on 2 nodes x 2 ranks, kill node1 once two shards are written, then re-run:
+    the first run leaves only complete shards (no master), the re-run gives `one`'s catalogue."""
     shards = out.with_name(out.name + ".shards")
-    args = ["--nodes=2", "--ntasks-per-node=2", "--no-requeue", "--wrap", generate_command("srun --mpi=pmix", ckpt, out)]
-    job = sbatch(cluster, tmp_path, JOB_ENV, *args)
+    args = ["--nodes=2", "--ntasks-per-node=2", "--no-requeue", "--wrap", command]
+    job = sbatch(cluster, workdir, JOB_ENV, *args)
     deadline = time.monotonic() + 300
     while not (shards.is_dir() and len(list(shards.glob("0*.h5"))) >= 2):
         assert time.monotonic() < deadline and cluster.job_field(job, "JobState") not in ENDED, "no shard before the end"
@@ -285,10 +287,60 @@ def test_generate_with_a_node_killed_then_rerun_equals_one_rank(cluster, catalog
         state = cluster.wait_job(job, ENDED, timeout=120)
     finally:
         cluster.start_node("node1")
-    assert state in ("FAILED", "NODE_FAIL"), (tmp_path / f"job-{job}.out").read_text()
+    assert state in ("FAILED", "NODE_FAIL"), (workdir / f"job-{job}.out").read_text()
     assert not out.exists()  # the master appears only when every shard is complete
     done = shard_digests(out)
     assert 2 <= len(done) < 20 and all(shard_digests(one)[k] == v for k, v in done.items())
     cluster.wait_node("node1", ("idle",), timeout=60)
-    run_job(cluster, tmp_path, *args)
+    run_job(cluster, workdir, *args)
     assert_same_catalogue(one, out)
+
+
+@pytest.mark.slow
+def test_generate_with_a_node_killed_then_rerun_equals_one_rank(cluster, catalogue, tmp_path):
+    ckpt, one = catalogue
+    out = tmp_path / "killed.h5"
+    kill_a_node_mid_catalogue_then_rerun(cluster, tmp_path, generate_command("srun --mpi=pmix", ckpt, out), out, one)
+
+ENCODE = ["--batch-size", "50", "--shard-size", "100", "--gmm-components", "5", "--gmm-fit-objects", "250",
+          "--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A store of 2,000 objects, a VAE checkpoint and their one-process catalogue (ENCODE)."""
+    root = tmp_path_factory.mktemp("encoded")
+    store = write_store(root / "store.h5", n=2000)
+    vae = make_checkpoint(root / "vae.pt", "vae")
+    one = root / "one.h5"
+    encode_from_checkpoint(vae, store, one, batch_size=50, shard_size=100, gmm_components=5, gmm_fit_objects=250,
+                           threads=1, device="cpu")
+    return vae, store, one
+
+
+def encode_command(launch: str, vae: Path, store: Path, out: Path) -> str:
+    return (f"{launch} {sys.executable} -m galhpc.cli.encode --checkpoint {vae} --store {store} --out {out} "
+            + " ".join(ENCODE))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", ["srun --mpi=pmix", "mpirun --bind-to none"])
+def test_encode_on_two_nodes_times_two_ranks_equals_one_rank(cluster, encoded, tmp_path, launch):
+    """Latents, responsibilities γ and the post-hoc GMM fitted over ranks on two hosts."""
+    vae, store, one = encoded
+    out = tmp_path / "four.h5"
+    log = run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=2", "--wrap",
+                  f"srun sh -c 'hostname' && {encode_command(launch, vae, store, out)}")
+    assert sorted(line for line in log.splitlines() if line.startswith("node")) == ["node0", "node0", "node1",
+                                                                                    "node1"], log
+    assert_same_catalogue(one, out)
+    with h5py.File(out) as f:
+        assert f["meta"].attrs["ranks"] == 4
+
+
+@pytest.mark.slow
+def test_encode_with_a_node_killed_then_rerun_equals_one_rank(cluster, encoded, tmp_path):
+    vae, store, one = encoded
+    out = tmp_path / "killed.h5"
+    kill_a_node_mid_catalogue_then_rerun(cluster, tmp_path, encode_command("srun --mpi=pmix", vae, store, out), out,
+                                         one)
