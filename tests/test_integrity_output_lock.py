@@ -41,6 +41,51 @@ def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
         OutputLock(out).acquire()
 
 
+@pytest.fixture
+def foreign_lock(tmp_path, monkeypatch):
+    """A lock of a rank 0 on another node (node7, in Slurm job 41), with Slurm's answers faked."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    out = tmp_path / "c.h5"
+    out.with_name("c.h5.lock").write_text("node7:1234 slurm_job=41\n")
+    return out
+
+
+def test_a_requeued_job_takes_over_its_earlier_runs_lock_from_another_node(foreign_lock, monkeypatch):
+    """Rank 0 ran on node7, which died; Slurm requeued the job onto this node."""
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    with OutputLock(foreign_lock) as lock:
+        assert lock.path.read_text().strip() == f"{socket.gethostname()}:{os.getpid()} slurm_job=41"
+
+
+@pytest.mark.parametrize(("state", "taken"), [("COMPLETED", True), ("NODE_FAIL", True), ("", True),
+                                              ("RUNNING", False), ("PENDING", False), ("COMPLETING", False)])
+def test_another_jobs_lock_is_taken_over_only_when_slurm_says_it_ended(foreign_lock, monkeypatch, state, taken):
+    monkeypatch.setattr("galhpc.runtime.files.slurm_job_state", lambda job: state if job == "41" else None)
+    if taken:
+        OutputLock(foreign_lock).acquire().release()
+    else:
+        with pytest.raises(OutputInUseError, match="in use by node7:1234 slurm_job=41"):
+            OutputLock(foreign_lock).acquire()
+
+
+def test_without_slurm_another_hosts_lock_is_taken_over_once_no_longer_refreshed(foreign_lock, monkeypatch):
+    monkeypatch.setattr("galhpc.runtime.files.slurm_job_state", lambda job: None)  # no controller to ask
+    lock_file = foreign_lock.with_name("c.h5.lock")
+    with pytest.raises(OutputInUseError, match="node7:1234"):
+        OutputLock(foreign_lock, stale_s=60).acquire()
+    old = time.time() - 120
+    os.utime(lock_file, (old, old))
+    OutputLock(foreign_lock, stale_s=60).acquire().release()
+
+
+def test_a_held_lock_is_refreshed(tmp_path):
+    with OutputLock(tmp_path / "c.h5", heartbeat_s=0.05) as lock:
+        old = time.time() - 1000
+        os.utime(lock.path, (old, old))
+        time.sleep(0.5)
+        assert time.time() - lock.path.stat().st_mtime < 10
+
+
 @pytest.mark.slow  # two real concurrent runs of 20000 objects
 @pytest.mark.parametrize("second_seed", ["7", "8"])
 def test_second_generate_on_one_out_is_refused_while_the_first_runs(tmp_path, second_seed):
@@ -69,6 +114,7 @@ def test_second_generate_on_one_out_is_refused_while_the_first_runs(tmp_path, se
         refused = next(err for code, err in runs.values() if code == 1)
         errors = [line for line in refused.splitlines() if "galhpc-generate: error:" in line]
         assert len(errors) == 1 and f"in use by {socket.gethostname()}:{winner}" in errors[0], refused
+        assert "HDF5" not in errors[0], errors  # galhpc's own lock, not an HDF5 file lock
     finally:
         for proc in (first, second):
             if proc.poll() is None:

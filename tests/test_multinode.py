@@ -272,12 +272,15 @@ def test_plain_srun_over_two_nodes_is_refused_instead_of_running_twice(cluster, 
 
 
 def kill_a_node_mid_catalogue_then_rerun(cluster: MultiNodeSlurm, workdir: Path, command: str, out: Path,
-                                         one: Path) -> None:
-    """Run `command` on 2 nodes x 2 ranks, kill node1 once two shards are written, then re-run:
-    the first run leaves only complete shards (no master), the re-run gives `one`'s catalogue."""
+                                         one: Path, *, rerun: str | None = None, env: str = JOB_ENV,
+                                         lock_left_on: str | None = None) -> None:
+    """Run `command` (with `env`) on 2 nodes x 2 ranks, kill node1 once two shards are written,
+    then re-run (`rerun`, default `command`): the first run leaves only complete shards (no
+    master; its rank 0's lock when rank 0 ran on the killed node, `lock_left_on`), the re-run
+    gives `one`'s catalogue and leaves no temporary behind."""
     shards = out.with_name(out.name + ".shards")
-    args = ["--nodes=2", "--ntasks-per-node=2", "--no-requeue", "--wrap", command]
-    job = sbatch(cluster, workdir, JOB_ENV, *args)
+    allocation = ["--nodes=2", "--ntasks-per-node=2", "--no-requeue"]
+    job = sbatch(cluster, workdir, env, *allocation, "--wrap", command)
     deadline = time.monotonic() + 300
     while not (shards.is_dir() and len(list(shards.glob("0*.h5"))) >= 2):
         assert time.monotonic() < deadline and cluster.job_field(job, "JobState") not in ENDED, "no shard before the end"
@@ -291,9 +294,13 @@ def kill_a_node_mid_catalogue_then_rerun(cluster: MultiNodeSlurm, workdir: Path,
     assert not out.exists()  # the master appears only when every shard is complete
     done = shard_digests(out)
     assert 2 <= len(done) < 20 and all(shard_digests(one)[k] == v for k, v in done.items())
+    if lock_left_on:
+        assert out.with_name(out.name + ".lock").read_text().startswith(f"{lock_left_on}:")
     cluster.wait_node("node1", ("idle",), timeout=60)
-    run_job(cluster, workdir, *args)
+    log = run_job(cluster, workdir, *allocation, "--wrap", rerun or command)
     assert_same_catalogue(one, out)
+    left = [p.name for p in [*shards.iterdir(), *out.parent.iterdir()] if ".tmp." in p.name or p.suffix == ".lock"]
+    assert left == [], (left, log)
 
 
 @pytest.mark.slow
@@ -340,7 +347,13 @@ def test_encode_on_two_nodes_times_two_ranks_equals_one_rank(cluster, encoded, t
 
 @pytest.mark.slow
 def test_encode_with_a_node_killed_then_rerun_equals_one_rank(cluster, encoded, tmp_path):
+    """Rank 0 (which holds the output's lock) runs on node1, the node that is killed; the
+    re-run is another job whose rank 0 runs on node0: the dead job's lock and node1's
+    partial shards are taken over and removed (Slurm says that job ended)."""
     vae, store, one = encoded
     out = tmp_path / "killed.h5"
-    kill_a_node_mid_catalogue_then_rerun(cluster, tmp_path, encode_command("srun --mpi=pmix", vae, store, out), out,
-                                         one)
+    (tmp_path / "hosts").write_text("node1\nnode1\nnode0\nnode0\n")
+    first = encode_command("srun --mpi=pmix --distribution=arbitrary", vae, store, out)
+    kill_a_node_mid_catalogue_then_rerun(cluster, tmp_path, first, out, one,
+                                         rerun=encode_command("srun --mpi=pmix", vae, store, out),
+                                         env=f"{JOB_ENV},SLURM_HOSTFILE={tmp_path / 'hosts'}", lock_left_on="node1")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from galhpc.runtime.cli import describe_error, run_cli
+from galhpc.runtime.files import OutputInUseError
 from galhpc.runtime.errors import (
     CatalogError, CheckpointError, ConfigError, DataError, EmulationError, GalhpcError, LaunchError,
     NonFiniteLossError, PSFError,
@@ -46,6 +47,9 @@ def test_full_disk_and_locking_errors_name_the_file_and_the_fix():
     assert "HDF5_USE_FILE_LOCKING=FALSE" in text
     assert "LOCKING" not in describe_error(OSError("Can't read data (unable to read block 7)"))
     assert describe_error(ConfigError("a.yaml: bad\nsecond line")) == "a.yaml: bad; second line"
+    busy = OutputInUseError(errno.EBUSY, "in use by node1:7 (lock /s/c.h5.lock; remove it only if that run is gone)",
+                            "/s/c.h5")  # galhpc's own output lock: no HDF5 hint
+    assert describe_error(busy) == "/s/c.h5: in use by node1:7 (lock /s/c.h5.lock; remove it only if that run is gone)"
 
 
 def test_run_cli_prints_one_line(capsys):

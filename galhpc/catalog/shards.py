@@ -81,8 +81,12 @@ def complete_shards(shard_dir: Path, shards: list[Shard]) -> set[int]:
 
 
 def remove_stale_temporaries(shard_dir: Path) -> int:
-    """Delete shards in flight of killed writers (`galhpc.runtime.files.remove_stale_temps`)."""
-    stale = remove_stale_temps(shard_dir)
+    """Delete shards in flight of killed writers, on any host (`galhpc.runtime.files.remove_stale_temps`).
+
+    Called under the output's lock before this run's ranks write: no other run writes
+    here, so the temporaries of other hosts (a node that died) are abandoned too.
+    """
+    stale = remove_stale_temps(shard_dir, max_age_s=0.0)
     if stale:
         log.info("removed %d partial shard(s) of an interrupted run in %s", len(stale), shard_dir)
     return len(stale)
@@ -169,5 +173,5 @@ def prepare_output(
     if record:
         record_manifest(shard_dir, fingerprint)
     remove_stale_temporaries(shard_dir)
-    remove_stale_temps(out.parent, out.name)  # a master write that was killed
+    remove_stale_temps(out.parent, out.name, max_age_s=0.0)  # a master write that was killed
     return shard_dir

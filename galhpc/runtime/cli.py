@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from galhpc.runtime.errors import GalhpcError
+from galhpc.runtime.files import OutputInUseError
 
 EXIT_ERROR = 1
 _LOCK_WORD = re.compile(r"\block(?:ing|ed)?\b", re.IGNORECASE)  # h5py: "unable to lock file"; not "block"
@@ -42,6 +43,8 @@ def describe_error(err: BaseException) -> str:
         text = str(err)
         if err.errno == errno.ENOSPC:
             text = f"no space left on device: {where}" if where else "no space left on device"
+        elif isinstance(err, OutputInUseError):  # galhpc's own <out>.lock, not HDF5's
+            text = f"{where}: {err.strerror}"
         elif err.errno == errno.ENOLCK or _LOCK_WORD.search(text):
             text = f"{where}: {_LOCKING_HINT} ({err.strerror or text})" if where else f"{_LOCKING_HINT} ({text})"
         elif err.strerror and where:

@@ -21,13 +21,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from galhpc.runtime.world import SLURM_LIVE_STATES, slurm_job_state
+
+log = logging.getLogger("galhpc.runtime.files")
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<host>.+)\.(?P<pid>\d+)$")
 STALE_AFTER_S = 24 * 3600.0  # other hosts' temps older than this count as abandoned
@@ -315,24 +321,39 @@ class OutputInUseError(OSError):
 
 
 class OutputLock:
-    """``<out>.lock``: which run (``host:pid``) owns an output, taken atomically (``O_EXCL``).
+    """``<out>.lock``: which run owns an output, taken atomically (``O_EXCL``).
 
-    A run takes it before touching anything of `out` and removes it when done.  A lock
-    left by a process that is gone (same host, pid not running) is taken over; one of
-    a live process, or of another host (whose processes cannot be checked from here), is
-    refused with `OutputInUseError` naming ``host:pid`` and the lock file.
+    A run takes it before touching anything of `out` and removes it when done.  The lock
+    names its holder (``host:pid``, and the Slurm job inside one) and is refreshed every
+    `heartbeat_s` while held.  A lock left by a run that is gone is taken over (logged):
+
+    - same host, and its process no longer runs;
+    - the same Slurm job (``SLURM_JOB_ID``): a requeued job, now on other nodes, whose
+      previous run was killed with its node (Slurm runs one instance of a job at a time);
+    - another Slurm job that Slurm no longer runs (ended, or unknown to ``scontrol``);
+    - otherwise (another host, no Slurm to ask) not refreshed for `stale_s`.
+
+    A live run's lock is refused with `OutputInUseError` naming its holder and the file.
 
     Parameters
     ----------
     out : str or Path
         The output file (the lock lies beside it).
+    heartbeat_s, stale_s : float
+        Refresh period of a held lock and the age of an abandoned one, in seconds
+        (``GALHPC_LOCK_STALE_S`` overrides the default 600 s).
     """
 
-    def __init__(self, out: str | Path) -> None:
+    def __init__(self, out: str | Path, *, heartbeat_s: float = 60.0, stale_s: float | None = None) -> None:
         self.out = Path(out)
         self.path = self.out.with_name(self.out.name + ".lock")
-        self.owner = f"{_host()}:{os.getpid()}"
+        job = os.environ.get("SLURM_JOB_ID")
+        self.owner = f"{_host()}:{os.getpid()}" + (f" slurm_job={job}" if job else "")
+        self.heartbeat_s = heartbeat_s
+        self.stale_s = float(os.environ.get("GALHPC_LOCK_STALE_S", 600.0)) if stale_s is None else stale_s
         self.held = False
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def acquire(self) -> OutputLock:
         """Take the lock; returns self.
@@ -340,7 +361,8 @@ class OutputLock:
         Raises
         ------
         OutputInUseError
-            A live run (or a run on another host) holds it.
+            A live run holds it (or one whose end cannot be told yet: another host,
+            refreshed less than `stale_s` ago).
         """
         self.out.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
@@ -348,18 +370,28 @@ class OutputLock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is None or not self._gone(holder):
+                gone = None if holder is None else self._gone(holder)
+                if gone is None:
                     raise OutputInUseError(
                         errno.EBUSY, f"in use by {holder or 'an unknown run'} (lock {self.path}; remove it "
                         "only if that run is gone)", str(self.out)) from None
+                log.warning("taking over %s from %s: %s", self.path, holder, gone)
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)  # its writer is gone
+                    os.unlink(self.path)
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(self.owner + "\n")
             self.held = True
+            self._stop.clear()
+            self._beat = threading.Thread(target=self._refresh, name="galhpc-output-lock", daemon=True)
+            self._beat.start()
             return self
         raise OutputInUseError(errno.EBUSY, f"in use (lock {self.path} keeps changing hands)", str(self.out))
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path)
 
     def _holder(self) -> str | None:
         try:
@@ -367,13 +399,31 @@ class OutputLock:
         except FileNotFoundError:
             return None
 
-    @staticmethod
-    def _gone(holder: str) -> bool:
-        host, _, pid = holder.rpartition(":")
-        return host == _host() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+    def _gone(self, holder: str) -> str | None:
+        """Why the run named by `holder` is gone, or None when it may still run."""
+        where, _, job = holder.partition(" slurm_job=")
+        host, _, pid = where.rpartition(":")
+        if host == _host() and pid.isdigit():
+            mine = int(pid) == os.getpid()
+            return None if mine or _pid_alive(int(pid)) else f"process {pid} no longer runs"
+        if job and job == os.environ.get("SLURM_JOB_ID"):
+            return f"an earlier run of this Slurm job ({job}), requeued"
+        if job:
+            state = slurm_job_state(job)
+            if state is not None:
+                return None if state in SLURM_LIVE_STATES else f"Slurm job {job} is {state or 'no longer known'}"
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return "released meanwhile"
+        return f"not refreshed for {age:.0f} s" if age > self.stale_s else None
 
     def release(self) -> None:
-        """Remove the lock if this process holds it."""
+        """Stop refreshing and remove the lock if this process holds it."""
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
         if self.held and self._holder() == self.owner:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)

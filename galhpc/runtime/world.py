@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -274,6 +275,39 @@ def rendezvous_port(job_id: str | int) -> int:
     Array jobs ('1234_5') use the array's id.
     """
     return 20000 + int(str(job_id).split("_")[0]) % 20000
+
+
+# Slurm job states in which the job's processes may still run (or will run again).
+SLURM_LIVE_STATES = frozenset({"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "REQUEUED",
+                               "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"})
+
+
+def slurm_job_state(job_id: str, timeout_s: float = 30.0) -> str | None:
+    """Slurm's state of job `job_id`, as ``scontrol show job`` gives it.
+
+    Parameters
+    ----------
+    job_id : str
+        A Slurm job id (``SLURM_JOB_ID``).
+    timeout_s : float
+        How long to wait for the controller, in seconds.
+
+    Returns
+    -------
+    str or None
+        The job's state (``"RUNNING"``, ``"COMPLETED"``, ``"NODE_FAIL"``, ...); ``""`` when
+        the controller no longer knows the job (ended more than ``MinJobAge`` ago); None
+        when Slurm cannot be asked (no ``scontrol``, no controller, a timeout).
+    """
+    try:
+        done = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
+                              timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return "" if "Invalid job id" in done.stderr else None
+    match = re.search(r"\bJobState=(\S+)", done.stdout)
+    return match.group(1) if match else None
 
 
 def first_host(nodelist: str) -> str:
