@@ -123,3 +123,31 @@ def test_second_generate_on_one_out_is_refused_while_the_first_runs(tmp_path, se
     with h5py.File(out, "r") as f:  # the winner's in-flight shards were not deleted
         assert f["images"].shape[0] == 20000 and (f["object_id"][()] >= 0).all()
     assert not (tmp_path / "g.h5.lock").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    from tiny_run import write_tiny_run
+
+    return write_tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_training_into_an_out_dir_a_live_run_holds_is_refused_on_every_rank(tiny_config, tmp_path, ranks):
+    """Two runs training into one folder would overwrite each other's checkpoints: the second
+    stops before it reads or writes anything, on every rank (no rank left waiting in a collective)."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "galhpc.cli.train", "--config", str(tiny_config), "--out", str(out), "--epochs", "1"]
+    launch = ["mpirun", "-n", "2", "--oversubscribe", "--bind-to", "none"] if ranks == 2 else []
+    env = {**ENV, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+    with OutputLock(out / "ckpt.pt"):  # a live run (this process) holds the folder
+        done = subprocess.run([*launch, *argv], env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if "galhpc-train: error:" in line]
+    assert done.returncode != 0 and 1 <= len(errors) <= ranks, done.stderr  # mpirun may kill rank 1 first
+    assert any(f"in use by {socket.gethostname()}:{os.getpid()}" in e for e in errors), errors  # rank 0's line
+    assert not any("HDF5" in e for e in errors), errors
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing read or written; the lock was ours
+    done = subprocess.run([*launch, *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "ckpt.pt").exists() and not (out / "ckpt.pt.lock").exists()

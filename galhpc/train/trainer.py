@@ -13,6 +13,11 @@ Exactness of resume: the noise of each step is drawn from a generator seeded by
 (seed, step, rank), batches come from `StoreLoader.iter_from`, and the optimizer and
 running sums are restored, so a resumed run takes the same steps as an uninterrupted one.
 
+One run per output folder: rank 0 holds ``ckpt.pt.lock`` (`galhpc.runtime.files.OutputLock`)
+from before the checkpoint is read until the run ends, so a second run on the same
+`out_dir` is refused before it reads or writes anything, and a run that is gone (killed,
+its node lost, its job requeued elsewhere) is taken over.
+
 Signals: SIGTERM or SIGUSR1 let the current step finish, then rank 0 saves a checkpoint
 and every rank leaves with `TrainingInterrupted` (a SystemExit with status 75,
 EX_TEMPFAIL: "try again"), which a job script can answer by requeueing.
@@ -20,13 +25,16 @@ EX_TEMPFAIL: "try again"), which a job script can answer by requeueing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import logging
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -37,7 +45,7 @@ from galhpc.config import RunConfig
 from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress
 from galhpc.runtime.errors import ConfigError, DataError, NonFiniteLossError
-from galhpc.runtime.files import atomic_open, atomic_path, remove_stale_temps
+from galhpc.runtime.files import OutputInUseError, OutputLock, atomic_open, atomic_path, remove_stale_temps
 from galhpc.runtime.inference import run_batched
 from galhpc.runtime.signals import EXIT_PREEMPTED, StopFlag, stop_signals
 from galhpc.runtime.precision import autocast, check_precision, grad_scaler
@@ -445,7 +453,8 @@ class Trainer:
         pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {}
         if self.backend.is_root:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.out_dir)  # checkpoint/loss temporaries of a killed run (its pid is gone)
+            # under the run's lock no other run writes here: a killed run's temporaries, of any host
+            remove_stale_temps(self.out_dir, max_age_s=0.0)
             write_history(self.out_dir, pos.history)
         if pos.epoch % t.checkpoint_every == 0 or pos.epoch == t.epochs or self.schedule.events_after(pos.epoch - 1):
             self.save()
@@ -520,7 +529,34 @@ def train(cfg: RunConfig, *, backend: Backend | None = None, resume: bool = True
     if cfg.schedule.enabled and cfg.train.epochs < Schedule(cfg.schedule).total_epochs:
         log.warning("train.epochs=%d stops before the schedule's %d epochs end",
                     cfg.train.epochs, Schedule(cfg.schedule).total_epochs)
-    return Trainer(cfg, backend, resume).run()
+    with output_lock(Path(cfg.train.out_dir) / CHECKPOINT_NAME, backend):
+        return Trainer(cfg, backend, resume).run()
+
+
+@contextlib.contextmanager
+def output_lock(ckpt_path: Path, backend: Backend) -> Iterator[None]:
+    """Rank 0 holds ``<ckpt_path>.lock`` for the block; every rank fails if rank 0 cannot take it.
+
+    Raises
+    ------
+    OutputInUseError
+        Another live run holds the lock (on rank 0 naming it; on the other ranks naming rank 0).
+    """
+    lock, refused = OutputLock(ckpt_path), None
+    if backend.is_root:
+        try:
+            lock.acquire()
+        except OutputInUseError as err:
+            refused = err
+    agreed = backend.broadcast(torch.tensor([0.0 if refused else 1.0], dtype=torch.float64, device=backend.device))
+    if refused is not None:
+        raise refused
+    if agreed.item() == 0.0:
+        raise OutputInUseError(errno.EBUSY, "in use by another run (rank 0 names it)", str(ckpt_path))
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def train_from_config(config: str | Path, overrides: dict[str, Any] | None = None, *, resume: bool = True) -> TrainResult:
