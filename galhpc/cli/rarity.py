@@ -42,15 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         from galhpc.checkpoint import load_model
         from galhpc.report.heldout import noise_sigma
-        from galhpc.runtime import setup_logging
-        from galhpc.runtime.world import configure_threads, mpi_world
+        from galhpc.runtime import start_mpi_rank
         from galhpc.search.rarity import rarity_scores
         from galhpc.search.run import store_stamps
         from galhpc.search.source import CatalogColumns
 
-        world = mpi_world()
-        setup_logging(world.rank)
-        configure_threads(args.threads, world)
+        world = start_mpi_rank(args.threads)
         meta = CatalogColumns(args.catalog).meta
         ckpt = args.checkpoint or (Path(meta["checkpoint"]) if meta.get("checkpoint") else None)
         model = load_model(ckpt)[0] if ckpt is not None and ckpt.is_file() else None

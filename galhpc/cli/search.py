@@ -39,13 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        from galhpc.runtime import setup_logging
-        from galhpc.runtime.world import configure_threads, mpi_world
+        from galhpc.runtime import start_mpi_rank
         from galhpc.search.run import search_catalog, write_outputs
 
-        world = mpi_world()
-        setup_logging(world.rank)
-        configure_threads(args.threads, world)
+        world = start_mpi_rank(args.threads)
         result = search_catalog(args.catalog, k=args.k, ids=args.ids, images=args.images, checkpoint=args.checkpoint,
                                 block_rows=args.block_rows, world=world, work=args.out)
         if world.is_root:
