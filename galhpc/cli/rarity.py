@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galhpc.cli.catalog_options import add_threads_option
 from galhpc.runtime.cli import run_cli
 
 log = logging.getLogger("galhpc.cli.rarity")
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference rows for knn_distance: all up to this many, else an evenly strided sample")
     p.add_argument("--checkpoint", type=Path, help="the catalogue's checkpoint (default: the one in its /meta)")
     p.add_argument("--store", type=Path, help="the catalogue's store, for the noise sigma (default: from /meta)")
-    p.add_argument("--threads", type=int, help="torch threads per rank (default: the node's cores / ranks)")
+    add_threads_option(p)
     return p
 
 
