@@ -21,6 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from measure import timed  # benchmarks/measure.py
+
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
     times = []
@@ -31,26 +33,13 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def timed_with_memory(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
     """(best time in s, largest peak-RSS growth in MB, last result) over `repeats` runs."""
     best, growth, result = float("inf"), 0.0, None
     for _ in range(repeats):
-        result = None
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-        growth = max(growth, (_status_kib("VmHWM") - before) / 1024)
+        result = None  # the last run's result is freed before the next is measured
+        seconds, grown, result = timed(fn)
+        best, growth = min(best, seconds), max(growth, grown)
     return best, growth, result
 
 

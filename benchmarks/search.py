@@ -18,30 +18,13 @@ import argparse
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
-    """(seconds, peak RSS growth in MB, result) of one call."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # reset VmHWM to the current RSS
-    before = _status_kib("VmRSS")
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    return seconds, (_status_kib("VmHWM") - before) / 1024, result
+from measure import timed  # benchmarks/measure.py
 
 
 def write_latents(path: Path, n: int, d: int, seed: int, block: int = 1 << 20) -> np.ndarray:

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +23,17 @@ import torch
 
 from galhpc.cluster import starsep
 from galhpc.train.arrays import fit_arrays
-from galhpc.data.starsim import StarSimOptions, simulate_block
+from galhpc.data.starsim import StarSimOptions
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE
+
+from starsim_sets import simulate_set  # benchmarks/starsim_sets.py
 
 log = logging.getLogger("galhpc.benchmarks.starsep")
 
 
 def simulate(opts: StarSimOptions, size: int, seed: int, n: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, C, size, size) and is_galaxy (n,) of one simulated set."""
-    rows = 250
-    tasks = [(opts, size, seed, a, min(a + rows, n)) for a in range(0, n, rows)]
-    with Pool(workers) as pool:
-        blocks = pool.starmap(simulate_block, tasks)
+    blocks = simulate_set(opts, size, seed, n, workers)
     return np.concatenate([b.images for b in blocks]), 1 - np.concatenate([b.labels["is_star"] for b in blocks])
 
 

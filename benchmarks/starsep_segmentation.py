@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +22,15 @@ import torch
 
 from galhpc.cluster import starsep
 from galhpc.train.arrays import fit_arrays
-from galhpc.data.starsim import StarSimOptions, simulate_block
+from galhpc.data.starsim import StarSimOptions
 from galhpc.models.segment import SegmentationAE
+
+from starsim_sets import simulate_set  # benchmarks/starsim_sets.py
 
 
 def simulate(opts: StarSimOptions, size: int, seed: int, n: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, C, size, size) and truth masks (n, size, size) of one simulated set."""
-    tasks = [(opts, size, seed, a, min(a + 250, n)) for a in range(0, n, 250)]
-    with Pool(workers) as pool:
-        blocks = pool.starmap(simulate_block, tasks)
+    blocks = simulate_set(opts, size, seed, n, workers)
     return np.concatenate([b.images for b in blocks]), np.concatenate([b.extras["masks"] for b in blocks])
 
 

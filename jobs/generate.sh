@@ -20,17 +20,9 @@
 set -euo pipefail
 
 jobs_dir=${GALHPC_JOBS_DIR:-$(dirname "$(readlink -f "$0")")}
-if [[ ! -f $jobs_dir/common.sh && -n ${SLURM_JOB_ID:-} ]]; then
+if [[ ! -f $jobs_dir/catalog.sh && -n ${SLURM_JOB_ID:-} ]]; then  # sbatch runs a copy of this script
   jobs_dir=$(dirname "$(scontrol show job "$SLURM_JOB_ID" -o | grep -o 'Command=[^ ]*' | cut -d= -f2)")
 fi
-# shellcheck source=jobs/common.sh
-source "$jobs_dir/common.sh"
-
-if (( $# < 3 )); then
-  echo "usage: sbatch|bash jobs/generate.sh CHECKPOINT N OUT.h5 [galhpc-generate options]" >&2
-  exit 2
-fi
-checkpoint=$1 n=$2 out=$3; shift 3
-rc=0
-galhpc_run "$(galhpc_launcher mpirun)" galhpc-generate --checkpoint "$checkpoint" --n "$n" --out "$out" "$@" || rc=$?
-galhpc_requeue_or_exit "$rc" "complete shards of $out"
+# shellcheck source=jobs/catalog.sh
+source "$jobs_dir/catalog.sh"
+galhpc_catalog_job generate --n N "$@"

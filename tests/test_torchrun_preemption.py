@@ -21,7 +21,7 @@ import pytest
 from galhpc.train.preemption import STOP_MARKER_ENV, mark_stopped
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_run import read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
+from tiny_run import read_checkpoint, resume_to_the_end, stop_after_first_epoch, write_tiny_run  # noqa: E402
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -58,19 +58,15 @@ def test_torchrun_job_stopped_by_a_signal_exits_75_and_resumes(tmp_path, target,
     command = ["bash", str(JOBS / "train.sh"), str(config), "--out", str(out), "--epochs", str(epochs)]
     first_log, tmp = tmp_path / "first.log", tmp_path / "tmp"
     tmp.mkdir()
-    with open(first_log, "w") as log:
-        proc = subprocess.Popen(command, env=job_env(tmp), stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
-            for pid in [proc.pid] if target == "script" else descendants(proc.pid):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            rc = proc.wait(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+
+    def stop(proc: subprocess.Popen) -> None:
+        for pid in [proc.pid] if target == "script" else descendants(proc.pid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    rc = stop_after_first_epoch(command, job_env(tmp), first_log, out / "ckpt.pt", stop)
     text = first_log.read_text()
     assert rc == 75, text
     assert "launch (torchrun, 2 rank(s))" in text and f"got {sig.name}, passing it on" in text, text
@@ -79,13 +75,7 @@ def test_torchrun_job_stopped_by_a_signal_exits_75_and_resumes(tmp_path, target,
     assert 0 < stopped_at["epoch"] < epochs
     assert not list(tmp.glob("galhpc-stop.*"))  # the marker's folder went with the script
 
-    second = subprocess.run(command, env=job_env(tmp), capture_output=True, text=True, timeout=400)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "resuming from" in second.stderr and "-> 75" not in second.stderr
-    ckpt = read_checkpoint(out / "ckpt.pt")
-    # 144 training images on 2 ranks: 4 batches of 16 per rank and epoch
-    assert ckpt["position"] == {**ckpt["position"], "epoch": epochs, "batch": 0, "step": 4 * epochs}
-    assert [row["epoch"] for row in ckpt["history"]] == list(range(epochs))
+    assert "-> 75" not in resume_to_the_end(command, job_env(tmp), out / "ckpt.pt", epochs)
 
 
 def stopped_status(rc: int, marker: Path) -> tuple[str, str]:

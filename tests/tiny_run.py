@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -41,3 +43,31 @@ def wait_for_checkpoint(path: Path, min_epoch: int, timeout: float) -> None:
                 pass
         time.sleep(0.5)
     raise TimeoutError(f"no checkpoint of epoch >= {min_epoch} at {path} after {timeout:.0f} s")
+
+
+def stop_after_first_epoch(command: list[str], env: dict[str, str], log_path: Path, checkpoint: Path,
+                           stop: Callable[[subprocess.Popen], None]) -> int:
+    """Start the training job `command` (output to `log_path`), call `stop` on it once `checkpoint`
+    holds a finished epoch, and return its exit status (killed if it outlives 180 s more)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_checkpoint(checkpoint, min_epoch=1, timeout=300)
+            stop(proc)
+            return proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def resume_to_the_end(command: list[str], env: dict[str, str], checkpoint: Path, epochs: int) -> str:
+    """Run the stopped 2-rank job `command` again; check that it resumed from `checkpoint` and
+    trained each of the `epochs` once; returns its stderr."""
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming from" in second.stderr, second.stderr
+    ckpt = read_checkpoint(checkpoint)
+    # 144 training images on 2 ranks: 4 batches of 16 per rank and epoch
+    assert ckpt["position"] == {**ckpt["position"], "epoch": epochs, "batch": 0, "step": 4 * epochs}, ckpt["position"]
+    assert [row["epoch"] for row in ckpt["history"]] == list(range(epochs)), ckpt["history"]
+    return second.stderr

@@ -40,7 +40,7 @@ from galhpc.runtime.files import open_h5_readonly
 from galhpc.runtime.inference import run_batched, to_numpy
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.transfer import as_tensors, device_prefetch
-from galhpc.runtime.world import World, configure_threads, mpi_world
+from galhpc.runtime.world import World
 
 log = logging.getLogger("galhpc.catalog.encode")
 
@@ -270,12 +270,10 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
     `store` is a training store, or FITS cutouts (file, directory or glob) that rank 0
     first turns into a store with the checkpoint's prep recipe (`store_from_fits`)."""
     from galhpc.checkpoint import file_sha256, load_model
-    from galhpc.runtime import pick_device, setup_logging
+    from galhpc.runtime import pick_device, start_mpi_rank
 
     check_precision(precision, "galhpc-encode --precision")
-    world = mpi_world()
-    setup_logging(world.rank)
-    configure_threads(threads, world)
+    world = start_mpi_rank(threads)
     torch_device = pick_device(device, world.local_rank)
     model, cfg, _ = load_model(checkpoint, map_location="cpu")
     if not is_store_path(store):

@@ -27,7 +27,7 @@ from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.precision import autocast, check_precision
-from galhpc.runtime.world import World, configure_threads, mpi_world
+from galhpc.runtime.world import World
 
 log = logging.getLogger("galhpc.catalog.generate")
 
@@ -213,12 +213,10 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     value and its origin are logged and go to /meta.
     """
     from galhpc.checkpoint import file_sha256, load_model, recorded_pixel_scale
-    from galhpc.runtime import pick_device, setup_logging
+    from galhpc.runtime import pick_device, start_mpi_rank
 
     check_precision(precision, "galhpc-generate --precision")
-    world = mpi_world()
-    setup_logging(world.rank)
-    configure_threads(threads, world)
+    world = start_mpi_rank(threads)
     torch_device = pick_device(device, world.local_rank)
     model, cfg, payload = load_model(checkpoint, map_location="cpu")
     scale = resolve_pixel_scale(pixel_scale, cfg, recorded_pixel_scale(payload))

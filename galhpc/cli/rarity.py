@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galhpc.cli.catalog_options import add_threads_option
 from galhpc.runtime.cli import run_cli
 
 log = logging.getLogger("galhpc.cli.rarity")
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference rows for knn_distance: all up to this many, else an evenly strided sample")
     p.add_argument("--checkpoint", type=Path, help="the catalogue's checkpoint (default: the one in its /meta)")
     p.add_argument("--store", type=Path, help="the catalogue's store, for the noise sigma (default: from /meta)")
-    p.add_argument("--threads", type=int, help="torch threads per rank (default: the node's cores / ranks)")
+    add_threads_option(p)
     return p
 
 
@@ -42,15 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         from galhpc.checkpoint import load_model
         from galhpc.report.heldout import noise_sigma
-        from galhpc.runtime import setup_logging
-        from galhpc.runtime.world import configure_threads, mpi_world
+        from galhpc.runtime import start_mpi_rank
         from galhpc.search.rarity import rarity_scores
         from galhpc.search.run import store_stamps
         from galhpc.search.source import CatalogColumns
 
-        world = mpi_world()
-        setup_logging(world.rank)
-        configure_threads(args.threads, world)
+        world = start_mpi_rank(args.threads)
         meta = CatalogColumns(args.catalog).meta
         ckpt = args.checkpoint or (Path(meta["checkpoint"]) if meta.get("checkpoint") else None)
         model = load_model(ckpt)[0] if ckpt is not None and ckpt.is_file() else None

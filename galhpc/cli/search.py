@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from galhpc.cli.catalog_options import add_threads_option
 from galhpc.runtime.cli import run_cli
 
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, help="store of the catalogue's stamps (default: the one in its /meta)")
     p.add_argument("--checkpoint", type=Path, help="checkpoint for image queries (default: the one in its /meta)")
     p.add_argument("--block-rows", type=int, default=65536, help="catalogue rows searched at a time (default 65536)")
-    p.add_argument("--threads", type=int, help="torch threads per rank (default: the node's cores / ranks)")
+    add_threads_option(p)
     return p
 
 
@@ -39,13 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        from galhpc.runtime import setup_logging
-        from galhpc.runtime.world import configure_threads, mpi_world
+        from galhpc.runtime import start_mpi_rank
         from galhpc.search.run import search_catalog, write_outputs
 
-        world = mpi_world()
-        setup_logging(world.rank)
-        configure_threads(args.threads, world)
+        world = start_mpi_rank(args.threads)
         result = search_catalog(args.catalog, k=args.k, ids=args.ids, images=args.images, checkpoint=args.checkpoint,
                                 block_rows=args.block_rows, world=world, work=args.out)
         if world.is_root:

@@ -41,6 +41,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from galhpc.io.reader import Reader
 from galhpc.runtime.errors import CatalogError  # also raised for a catalogue that cannot be read correctly
 
 log = logging.getLogger("galhpc.io.catalog")
@@ -212,7 +213,7 @@ def _hyperslab_rows(space: Any, shape: tuple[int, ...], what: str) -> tuple[int,
     return int(lo[0]), int(hi[0]) + 1
 
 
-class Catalog:
+class Catalog(Reader):
     """A galhpc catalogue opened for reading; see the module docstring for the guarantees.
 
     Parameters
@@ -562,12 +563,6 @@ class Catalog:
     def close(self) -> None:
         """Close every open file (reading again reopens them)."""
         self._pool.close()
-
-    def __enter__(self) -> Catalog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _check_file(path: Path, uses: list[tuple[_Column, _Segment]]) -> str | None:

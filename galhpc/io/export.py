@@ -61,6 +61,22 @@ def exportable_columns(cat: Catalog, columns: Sequence[str] | None = None) -> li
     return names
 
 
+def _target(cat: Catalog, out: str | Path, columns: Sequence[str] | None, overwrite: bool) -> tuple[Path, list[str]]:
+    """(`out` as a Path, the columns to export) after the checks both exports make first.
+
+    Raises
+    ------
+    FileExistsError
+        If `out` exists and not `overwrite`.
+    ValueError, KeyError
+        For image or unknown columns (`exportable_columns`).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
+    return out, exportable_columns(cat, columns)
+
+
 def _fits_dtype(dtype: np.dtype) -> np.dtype:
     dtype = FITS_WIDER.get(np.dtype(dtype), np.dtype(dtype))
     if dtype.str[1:] not in TFORM_CODES:
@@ -134,18 +150,16 @@ def export_fits(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     Raises
     ------
     FileExistsError
-        If `out` exists and not `overwrite`.
+        If the file `out` exists and not `overwrite`.
     ValueError, KeyError
         For image or unknown columns.
     CatalogError
-        If a shard became unreadable while exporting.
+        If a shard became unreadable while exporting; the temporary file is removed and
+        an existing `out` is left as it was.
     """
     from astropy.io import fits
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
-    names = exportable_columns(cat, columns)
+    out, names = _target(cat, out, columns, overwrite)
     header, record = fits_header(cat, names)
     with atomic_path(out) as tmp:
         primary = fits.PrimaryHDU()
@@ -209,18 +223,16 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
     Raises
     ------
     FileExistsError
-        If `out` exists and not `overwrite`.
+        If the directory `out` exists and not `overwrite`.
     ValueError, KeyError
         For image or unknown columns.
     CatalogError
-        If a shard became unreadable while exporting.
+        If a shard became unreadable while exporting; the part files written so far are
+        removed and an existing `out` is left as it was.
     """
     pa = require("pyarrow", "export", "Parquet export")
     pq = require("pyarrow.parquet", "export", "Parquet export")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
-    names = exportable_columns(cat, columns)
+    out, names = _target(cat, out, columns, overwrite)
     schema = arrow_schema(cat, names)
     tmp = temp_path(out)  # a directory: the runtime's temp name, renamed when complete
     shutil.rmtree(tmp, ignore_errors=True)

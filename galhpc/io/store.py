@@ -15,9 +15,10 @@ import numpy as np
 from galhpc.data.sources import DataError
 from galhpc.data.store import StoreInfo, describe_store, locate_column
 from galhpc.io.catalog import open_h5_readonly
+from galhpc.io.reader import Reader
 
 
-class Store:
+class Store(Reader):
     """A training store opened read-only; see `open_store`."""
 
     def __init__(self, path: str | Path) -> None:
@@ -113,13 +114,8 @@ class Store:
         return table
 
     def close(self) -> None:
+        """Close the store's file."""
         self._file.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def open_store(path: str | Path) -> Store:

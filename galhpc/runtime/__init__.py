@@ -1,6 +1,6 @@
 """The lowest floor of galhpc, used by every stage.
 
-process.py    logging, progress bars, devices, threads
+process.py    logging, progress bars, devices, threads, the start of an MPI rank
 errors.py     the GalhpcError hierarchy (subclasses also inherit the builtin type)
 cli.py        run_cli: any GalhpcError/OSError -> one line on stderr, exit status 1
 world.py      World: rank, size, local rank, node, collectives; one table per launcher
@@ -11,6 +11,6 @@ inference.py  batched evaluation of a model over an array source
 Nothing here imports another galhpc module; mpi4py, horovod and h5py are imported where used.
 """
 
-from galhpc.runtime.process import pick_device, progress, set_threads, setup_logging
+from galhpc.runtime.process import pick_device, progress, set_threads, setup_logging, start_mpi_rank
 
-__all__ = ["pick_device", "progress", "set_threads", "setup_logging"]
+__all__ = ["pick_device", "progress", "set_threads", "setup_logging", "start_mpi_rank"]

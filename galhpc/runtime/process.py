@@ -1,4 +1,4 @@
-"""Process-level helpers used at the edges: logging, progress bars, devices, threads."""
+"""Process-level helpers used at the edges: logging, progress bars, devices, threads, the start of an MPI rank."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import torch
+
+from galhpc.runtime.world import World, configure_threads, mpi_world
 
 T = TypeVar("T")
 
@@ -23,6 +25,32 @@ def setup_logging(rank: int = 0, level: str | int = "INFO") -> logging.Logger:
     logger.setLevel(level if rank == 0 else logging.WARNING)
     logger.propagate = False
     return logger
+
+
+def start_mpi_rank(threads: int | None) -> World:
+    """Set up this rank of an MPI command: join the job's World, log with its rank, set torch's threads.
+
+    Parameters
+    ----------
+    threads : int or None
+        torch CPU threads for this rank; None: the node's CPUs shared by its ranks
+        (`galhpc.runtime.world.configure_threads`).
+
+    Returns
+    -------
+    World
+        `mpi_world()`: this rank, with MPI.COMM_WORLD as communicator when the job has several.
+
+    Raises
+    ------
+    LaunchError
+        As `mpi_world`: mpi4py missing under a multi-rank launch, or MPI not seeing the
+        launcher's ranks.
+    """
+    world = mpi_world()
+    setup_logging(world.rank)
+    configure_threads(threads, world)
+    return world
 
 
 def progress(iterable: Iterable[T] | None = None, rank: int = 0, **kwargs: Any):
