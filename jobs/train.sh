@@ -43,12 +43,4 @@ rc=0
 galhpc_run "$launcher" galhpc-train --config "$config" --backend "${GALHPC_BACKEND:-auto}" "$@" || rc=$?
 rc=$(galhpc_stopped "$rc" "$GALHPC_STOP_MARKER")   # torchrun exits 1 when its ranks exit 75
 
-if (( rc == GALHPC_PREEMPTED )); then
-  if [[ -n ${SLURM_JOB_ID:-} ]]; then
-    galhpc_log "checkpoint saved; requeueing job $SLURM_JOB_ID to resume"
-    scontrol requeue "$SLURM_JOB_ID"
-    exit 0
-  fi
-  galhpc_log "checkpoint saved; run the same command again to resume"
-fi
-exit "$rc"
+galhpc_requeue_or_exit "$rc" "checkpoint"

@@ -28,10 +28,9 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from slurm_cluster import PARTITION, LocalSlurm, missing_requirements, slurm_conf
+from slurm_cluster import LocalSlurm, missing_requirements, slurm_conf
 
 SUBNET = "10.77.0"
 HEAD_ADDR = f"{SUBNET}.254"
@@ -135,14 +134,9 @@ class MultiNodeSlurm(LocalSlurm):
 
     # ------------------------------------------------------------------- start
     def _write_files(self) -> None:
-        for sub in ("munge", "state", "log", *(f"spool/{n}" for n in self.nodes), *(f"nodes/{n}/tmp" for n in self.nodes)):
+        for sub in ("state", "log", *(f"spool/{n}" for n in self.nodes), *(f"nodes/{n}/tmp" for n in self.nodes)):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        munge = self.root / "munge"
-        munge.chmod(0o700)
-        key = munge / "munge.key"
-        key.write_bytes(os.urandom(1024))
-        key.chmod(0o600)
-        (self.root / "plugstack.conf").write_text("")
+        self._write_munge_key()
         node_lines = "\n".join(
             f"NodeName={n} NodeHostname={n} NodeAddr={self.address(n)} CPUs={self.cpus} State=UNKNOWN"
             for n in self.nodes
@@ -201,12 +195,7 @@ class MultiNodeSlurm(LocalSlurm):
     def start(self, timeout: float = 90.0) -> MultiNodeSlurm:
         self._write_files()
         self._make_network()
-        munge = self.root / "munge"
-        self._spawn("munged", [
-            "munged", "--foreground", "--force", f"--socket={munge}/munge.socket", f"--key-file={munge}/munge.key",
-            f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/munged.seed", f"--log-file={self.root}/log/munged.log",
-        ])
-        self._wait_for(lambda: (munge / "munge.socket").exists(), timeout, "munged socket")
+        self._start_munged(timeout)
         self._spawn("slurmctld", [*self._enter("head"), "unshare", "--uts", "sh", "-c",
                                   'hostname head && exec "$@"', "head-init",
                                   "slurmctld", "-D", "-i", "-f", str(self.conf)])
@@ -234,29 +223,11 @@ class MultiNodeSlurm(LocalSlurm):
 
     def wait_node(self, node: str, states: tuple[str, ...], timeout: float) -> str:
         """Wait until slurmctld reports the node in one of `states`; returns it."""
-        deadline = time.monotonic() + timeout
-        state = None
-        while time.monotonic() < deadline:
-            state = self.node_state(node)
-            if state in states:
-                return state
-            time.sleep(1.0)
-        raise TimeoutError(f"{node} still {state!r} after {timeout:.0f} s (wanted {states});\n{self.logs()}")
+        return self._wait_state(lambda: self.node_state(node), states, timeout, node)
 
     def stop(self) -> None:
         """Cancel jobs, stop every daemon by PID, kill what is left in the namespaces, delete them."""
-        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            self.run(["scancel", "--full", "--partition", PARTITION], check=False)
-        for name in [f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "munged"]:
-            proc = self.procs.pop(name, None)
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        self._stop_daemons([f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "munged"])
         for ns in reversed(self._netns):
             for pid in self._pids_in(ns):  # job processes a stopped slurmd left behind
                 try:

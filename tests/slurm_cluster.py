@@ -120,21 +120,31 @@ class LocalSlurm:
         )
         log.close()
 
-    def start(self, timeout: float = 60.0) -> LocalSlurm:
-        for sub in ("munge", "state", f"spool/{NODE}", "log"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+    def _write_munge_key(self) -> Path:
+        """A fresh munge key in ROOT/munge (mode 0700/0600, as munged insists); returns the folder."""
         munge = self.root / "munge"
+        munge.mkdir(parents=True, exist_ok=True)
         munge.chmod(0o700)
         key = munge / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
         (self.root / "plugstack.conf").write_text("")
-        self.conf.write_text(_slurm_conf(self.root, self.cpus))
+        return munge
+
+    def _start_munged(self, timeout: float) -> None:
+        munge = self.root / "munge"
         self._spawn("munged", [
-            "munged", "--foreground", "--force", f"--socket={munge}/munge.socket", f"--key-file={key}",
+            "munged", "--foreground", "--force", f"--socket={munge}/munge.socket", f"--key-file={munge}/munge.key",
             f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/munged.seed", f"--log-file={self.root}/log/munged.log",
         ])
         self._wait_for(lambda: (munge / "munge.socket").exists(), timeout, "munged socket")
+
+    def start(self, timeout: float = 60.0) -> LocalSlurm:
+        for sub in ("state", f"spool/{NODE}", "log"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._write_munge_key()
+        self.conf.write_text(_slurm_conf(self.root, self.cpus))
+        self._start_munged(timeout)
         self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
         self._wait_for(lambda: self.run(["scontrol", "ping"], check=False).returncode == 0, timeout, "slurmctld")
         self._spawn("slurmd", ["slurmd", "-D", "-N", NODE, "-f", str(self.conf)])
@@ -176,20 +186,24 @@ class LocalSlurm:
 
     def wait_job(self, job_id: str, states: tuple[str, ...], timeout: float) -> str:
         """Wait until the job reaches one of `states`; returns it."""
+        return self._wait_state(lambda: self.job_field(job_id, "JobState"), states, timeout, f"job {job_id}")
+
+    def _wait_state(self, state_of, states: tuple[str, ...], timeout: float, what: str) -> str:
+        """Poll `state_of()` every second until it is one of `states`; returns it."""
         deadline = time.monotonic() + timeout
         state = None
         while time.monotonic() < deadline:
-            state = self.job_field(job_id, "JobState")
+            state = state_of()
             if state in states:
                 return state
             time.sleep(1.0)
-        raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f} s (wanted {states});\n{self.logs()}")
+        raise TimeoutError(f"{what} still {state!r} after {timeout:.0f} s (wanted {states});\n{self.logs()}")
 
-    def stop(self) -> None:
-        """Cancel leftover jobs, then stop slurmd, slurmctld and munged by PID."""
+    def _stop_daemons(self, names: list[str]) -> None:
+        """Cancel leftover jobs, then SIGTERM the daemons `names` by PID (SIGKILL after 20 s)."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             self.run(["scancel", "--full", "--partition", PARTITION], check=False)
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in names:
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -199,6 +213,10 @@ class LocalSlurm:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Cancel leftover jobs, then stop slurmd, slurmctld and munged by PID."""
+        self._stop_daemons(["slurmd", "slurmctld", "munged"])
 
     def __enter__(self) -> LocalSlurm:
         return self.start()
