@@ -18,7 +18,7 @@ demo: install
 	bash scripts/demo.sh
 
 test: install
-	$(PY) -m pytest -m "slow or not slow"
+	$(PY) -m pytest -m "slow or not slow" --durations=20
 
 docs: install
 	$(PY) -m sphinx -W -q -b html docs build/docs

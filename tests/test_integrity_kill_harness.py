@@ -1,6 +1,8 @@
 """The kill/fault harness: SIGKILL galhpc-generate and galhpc-encode at random moments while a
 shard is being written (a shard temporary exists), re-run, and check the shards byte for byte
-against an uninterrupted run.  At least 20 kills during shard writing in total."""
+against an uninterrupted run (at least 20 kills during shard writing in total); SIGKILL
+galhpc-train at least 20 times while it trains or writes a checkpoint, and check the final
+weights bit for bit."""
 
 from __future__ import annotations
 
@@ -106,13 +108,50 @@ def test_sigkill_during_shard_writing_loses_nothing(tmp_path, capsys):
     assert sum(counts.values()) >= 20
 
 
+TRAINING_KILLS = 20
+
+
+def temporaries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".tmp." in p.name] if folder.is_dir() else []
+
+
+def kill_while_training(cmd: list[str], out: Path, rng: random.Random, at_write: bool) -> str | None:
+    """Start a training run and SIGKILL it once it is training: at a random moment after its
+    first checkpoint, or (`at_write`) the moment a checkpoint/loss temporary is seen.
+    Returns "write" or "step" for a kill, None when the run ended first."""
+    ckpt = out / "ckpt.pt"
+    before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if at_write and temporaries(out):
+                break  # a checkpoint (or losses.csv/png) is being written right now
+            if not at_write and ckpt.exists() and ckpt.stat().st_mtime_ns != before:
+                time.sleep(rng.uniform(0.0, 0.8))  # this run has written a checkpoint: it is training
+                break
+            time.sleep(0.0005 if at_write else 0.01)
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.stderr.read()[-2000:]
+            return None
+        writing = bool(temporaries(out))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return "write" if writing else "step"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_sigkill_during_training_loses_nothing(tmp_path, capsys):
-    """Training killed at random moments after its first checkpoint, re-run until done: the
-    final weights equal an uninterrupted run's bit for bit; no checkpoint temporary is left."""
+    """Training killed at ≥ 20 random moments of real work (half of them timed at a
+    checkpoint write), re-run each time: the final weights equal an uninterrupted run's bit
+    for bit, and no temporary is left."""
     import torch
 
     rng = random.Random(7)
-    cfg = write_tiny_run(tmp_path, epochs=8)
+    cfg = write_tiny_run(tmp_path, epochs=40)
 
     def train(out: Path) -> list[str]:
         return [sys.executable, "-m", "galhpc.cli.train", "--config", str(cfg), "--out", str(out)]
@@ -120,23 +159,19 @@ def test_sigkill_during_training_loses_nothing(tmp_path, capsys):
     reference = tmp_path / "reference"
     done = subprocess.run(train(reference), env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    out, kills = tmp_path / "killed", 0
-    for _ in range(4):
-        proc = subprocess.Popen(train(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 300
-        while not (out / "ckpt.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.5))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
+    out, kills = tmp_path / "killed", {"step": 0, "write": 0}
+    while sum(kills.values()) < TRAINING_KILLS:
+        kind = kill_while_training(train(out), out, rng, at_write=rng.random() < 0.5)
+        assert kind is not None, f"the run ended after only {kills} kills: give it more epochs"
+        kills[kind] += 1
     done = subprocess.run(train(out), env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     a, b = read_checkpoint(reference / "ckpt.pt"), read_checkpoint(out / "ckpt.pt")
-    assert a["position"]["epoch"] == b["position"]["epoch"] == 8
+    assert a["position"]["epoch"] == b["position"]["epoch"] == 40
+    assert [r["epoch"] for r in b["history"]] == list(range(40))  # no epoch lost or run twice
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
-    assert not [p for p in out.iterdir() if ".tmp." in p.name]
+    assert temporaries(out) == [] and not (out / "ckpt.pt.lock").exists()
     with capsys.disabled():
-        print(f"\nSIGKILLs during training, final weights bit-identical: {kills}")
-    assert kills >= 2
+        print(f"\nSIGKILLs during training (step: after a checkpoint; write: a temporary present), "
+              f"final weights bit-identical: {kills}")
+    assert kills["write"] >= 1, kills
