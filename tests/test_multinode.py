@@ -101,6 +101,22 @@ def test_two_nodes_train_like_one_process_on_whole_batches(cluster, reference, t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("backend", "controller"), [("torch", None), ("horovod", "gloo")])
+def test_rank0_on_the_second_node_is_the_rendezvous(cluster, reference, tmp_path, backend, controller):
+    """srun --distribution=arbitrary with SLURM_HOSTFILE listing node1 first: rank 0 (which
+    serves the TCP store) runs on node1, and the ranks meet there, not at the first node."""
+    (tmp_path / "hosts").write_text("node1\nnode0\n")
+    job = sbatch(cluster, tmp_path, f"{JOB_ENV},SLURM_HOSTFILE={tmp_path / 'hosts'}", "--nodes=2",
+                 "--ntasks-per-node=1", "--time=5", "--wrap",
+                 f"srun --distribution=arbitrary {sys.executable} {WORKER} {backend} {tmp_path}")
+    state = cluster.wait_job(job, ENDED, timeout=300)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log[-4000:]
+    ranks = assert_ranks_match_reference(tmp_path, reference, backend, controller)
+    assert [r["host"] for r in ranks] == ["node1", "node0"], log
+
+
+@pytest.mark.slow
 def test_gloo_takes_the_cluster_interface_when_node_names_resolve_to_loopback(cluster, reference, tmp_path):
     """Debian names the host itself 127.0.1.1: gloo, left alone, would bind there and offer
     that address to the other node.  The interface that routes to the job's other nodes
@@ -176,8 +192,7 @@ def trained_models() -> list[dict]:
 def test_usr1_to_a_two_node_job_saves_once_requeues_and_resumes(cluster, config_path, tmp_path):
     """Rank 0 runs on node1, the batch script on node0 (srun -m arbitrary): the stop marker
     rank 0 writes must be on the shared file system for the script to see it.  Horovod over
-    PMIx, which needs no rendezvous address (torch.distributed's store would be at node0,
-    the first node, while rank 0 serves it on node1)."""
+    MPI/PMIx (the gloo rendezvous at rank 0's node: test_rank0_on_the_second_node_is_the_rendezvous)."""
     out = tmp_path / "run"
     epochs = 6
     (tmp_path / "hosts").write_text("node1\nnode0\n")

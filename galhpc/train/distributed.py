@@ -308,7 +308,7 @@ def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
     if addr is None and world.launcher in ("slurm", "pmix"):
         # Slurm node names need not resolve (NodeName vs NodeHostname): one node is loopback.
         nodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 1)
-        addr = "127.0.0.1" if nodes == 1 else first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
+        addr = "127.0.0.1" if nodes == 1 else _slurm_rank0_host(env)
     if port is None and (world.job_id or env.get("SLURM_JOB_ID")):
         port = str(rendezvous_port(world.job_id or env["SLURM_JOB_ID"]))
     if addr is None and world.launcher == "submitit":
@@ -321,6 +321,25 @@ def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
             "MASTER_ADDR/MASTER_PORT: export them (see docs/hpc.md)"
         )
     return addr, int(port)
+
+
+def _slurm_rank0_host(env: Mapping[str, str]) -> str:
+    """The node of rank 0 of a multi-node srun step.
+
+    Block and cyclic distributions start on the step's first node; with
+    ``--distribution=arbitrary`` task r runs on line r of ``SLURM_HOSTFILE``.
+    """
+    hostfile = env.get("SLURM_HOSTFILE")
+    if env.get("SLURM_DISTRIBUTION", "").startswith("arbitrary") and hostfile:
+        try:
+            with open(hostfile) as lines:
+                first = next((line.split()[0].split("*")[0] for line in lines if line.strip()), None)
+        except OSError as err:
+            raise LaunchError(f"srun --distribution=arbitrary: cannot read SLURM_HOSTFILE {hostfile}: "
+                              f"{err.strerror}") from err
+        if first:
+            return first_host(first)
+    return first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
 
 
 def _interface_env(master: str, env: Mapping[str, str], names: tuple[str, ...] | None = None) -> dict[str, str]:
