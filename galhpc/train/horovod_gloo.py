@@ -20,8 +20,8 @@ server (`horovod.runner.http.http_server.RendezvousServer`):
    (``HOROVOD_CONTROLLER=gloo``, ``HOROVOD_GLOO_RENDEZVOUS_ADDR``/``PORT``, its slot).
 
 The server lives in rank 0's process until `GlooRendezvous.close` (after ``hvd.shutdown``).
-Rank 0 must run on the rendezvous host (the first node of the step: Slurm's block
-distribution; export ``MASTER_ADDR`` otherwise).
+The rendezvous host is rank 0's node (`galhpc.train.distributed`: ``MASTER_ADDR``, else
+the node Slurm's distribution puts rank 0 on).
 """
 
 from __future__ import annotations
