@@ -51,10 +51,52 @@ def foreign_lock(tmp_path, monkeypatch):
 
 
 def test_a_requeued_job_takes_over_its_earlier_runs_lock_from_another_node(foreign_lock, monkeypatch):
-    """Rank 0 ran on node7, which died; Slurm requeued the job onto this node."""
+    """Rank 0 ran on node7, which died; Slurm requeued the job (restart 1) onto this node."""
     monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     with OutputLock(foreign_lock) as lock:
-        assert lock.path.read_text().strip() == f"{socket.gethostname()}:{os.getpid()} slurm_job=41"
+        assert lock.path.read_text().strip() == f"{socket.gethostname()}:{os.getpid()} slurm_job=41 restart=1"
+
+
+def test_another_step_of_the_same_job_run_is_refused(foreign_lock, monkeypatch):
+    """Two srun steps of one job (same restart count) on one output: the first still runs."""
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    with pytest.raises(OutputInUseError, match="in use by node7:1234 slurm_job=41"):
+        OutputLock(foreign_lock).acquire()
+
+
+def test_a_live_pid_of_an_ended_job_or_of_a_stale_lock_is_a_reused_pid(tmp_path, monkeypatch):
+    """The pid in the lock runs again, but as another program: Slurm says the holder's job
+    ended, or (no Slurm) the lock has not been refreshed for longer than stale_s."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    out, live = tmp_path / "c.h5", os.getppid()
+    lock_file = out.with_name("c.h5.lock")
+    lock_file.write_text(f"{socket.gethostname()}:{live} slurm_job=13\n")
+    monkeypatch.setattr("galhpc.runtime.files.slurm_job_state", lambda job: "COMPLETED")
+    OutputLock(out).acquire().release()
+    lock_file.write_text(f"{socket.gethostname()}:{live}\n")
+    with pytest.raises(OutputInUseError):  # fresh: the live pid may be its writer
+        OutputLock(out, stale_s=60).acquire()
+    old = time.time() - 7200
+    os.utime(lock_file, (old, old))
+    OutputLock(out, stale_s=60).acquire().release()
+
+
+def test_two_runs_never_both_take_over_one_stale_lock(tmp_path):
+    """8 processes start together on a lock whose writer is dead: exactly one gets it."""
+    out = tmp_path / "c.h5"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    script = ("import sys, time\nfrom galhpc.runtime.files import OutputLock, OutputInUseError\n"
+              f"while time.time() < {time.time() + 3.0}: pass\n"
+              "try:\n    lock = OutputLock(sys.argv[1]).acquire()\nexcept OutputInUseError:\n    print('refused')\n"
+              "else:\n    print('held'); sys.stdout.flush(); time.sleep(3); lock.release()\n")
+    for trial in range(3):
+        out.with_name("c.h5.lock").write_text(f"{socket.gethostname()}:{dead.pid}\n")
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(out)], env=ENV, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        answers = [p.communicate(timeout=120)[0].strip() for p in procs]
+        assert sorted(answers) == ["held"] + ["refused"] * 7, (trial, answers)
 
 
 @pytest.mark.parametrize(("state", "taken"), [("COMPLETED", True), ("NODE_FAIL", True), ("", True),

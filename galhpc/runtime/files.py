@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -320,20 +321,53 @@ class OutputInUseError(OSError):
     """Another live run holds the output (`OutputLock`)."""
 
 
+@dataclass(frozen=True)
+class LockHolder:
+    """Who wrote a lock: ``host:pid`` and, inside Slurm, ``slurm_job=ID restart=N``."""
+
+    host: str
+    pid: int | None
+    job: str | None = None
+    restart: int = 0
+
+    @classmethod
+    def here(cls) -> LockHolder:
+        job = os.environ.get("SLURM_JOB_ID")
+        restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+        return cls(_host(), os.getpid(), job, int(restart) if restart.isdigit() else 0)
+
+    @classmethod
+    def parse(cls, text: str) -> LockHolder:
+        where, *fields = text.split()
+        host, _, pid = where.rpartition(":")
+        extra = dict(f.partition("=")[::2] for f in fields)
+        restart = extra.get("restart", "0")
+        return cls(host, int(pid) if pid.isdigit() else None, extra.get("slurm_job"),
+                   int(restart) if restart.isdigit() else 0)
+
+    def __str__(self) -> str:
+        job = f" slurm_job={self.job} restart={self.restart}" if self.job else ""
+        return f"{self.host}:{self.pid}{job}"
+
+
 class OutputLock:
     """``<out>.lock``: which run owns an output, taken atomically (``O_EXCL``).
 
     A run takes it before touching anything of `out` and removes it when done.  The lock
-    names its holder (``host:pid``, and the Slurm job inside one) and is refreshed every
-    `heartbeat_s` while held.  A lock left by a run that is gone is taken over (logged):
+    names its holder (`LockHolder`: ``host:pid``, and the Slurm job and its restart count
+    inside one) and is refreshed every `heartbeat_s` while held.  A lock left by a run that
+    is gone is taken over (logged with the reason):
 
-    - same host, and its process no longer runs;
-    - the same Slurm job (``SLURM_JOB_ID``): a requeued job, now on other nodes, whose
-      previous run was killed with its node (Slurm runs one instance of a job at a time);
-    - another Slurm job that Slurm no longer runs (ended, or unknown to ``scontrol``);
-    - otherwise (another host, no Slurm to ask) not refreshed for `stale_s`.
+    - an earlier run of this Slurm job (a smaller ``SLURM_RESTART_COUNT``: the job was
+      requeued, maybe onto other nodes, and its earlier run died with its node);
+    - another Slurm job that ``scontrol show job`` says has ended, or no longer knows;
+    - this host, and its process no longer runs;
+    - a lock not refreshed for `stale_s` (another host with no Slurm to ask, or a pid
+      reused by another program).
 
-    A live run's lock is refused with `OutputInUseError` naming its holder and the file.
+    Anything else -- another step of the same job run included -- is refused with
+    `OutputInUseError` naming the holder and the file.  Take-overs are serialised by a
+    second file, ``<out>.lock.takeover`` (``O_EXCL``), so two runs never both take one.
 
     Parameters
     ----------
@@ -347,8 +381,7 @@ class OutputLock:
     def __init__(self, out: str | Path, *, heartbeat_s: float = 60.0, stale_s: float | None = None) -> None:
         self.out = Path(out)
         self.path = self.out.with_name(self.out.name + ".lock")
-        job = os.environ.get("SLURM_JOB_ID")
-        self.owner = f"{_host()}:{os.getpid()}" + (f" slurm_job={job}" if job else "")
+        self.owner = str(LockHolder.here())
         self.heartbeat_s = heartbeat_s
         self.stale_s = float(os.environ.get("GALHPC_LOCK_STALE_S", 600.0)) if stale_s is None else stale_s
         self.held = False
@@ -365,19 +398,24 @@ class OutputLock:
             refreshed less than `stale_s` ago).
         """
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
+        for _ in range(20):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                gone = None if holder is None else self._gone(holder)
+                if holder is None:  # released meanwhile, or its writer has not written its name yet
+                    gone = self._empty_gone()
+                    if gone is None:
+                        time.sleep(0.05)
+                        continue
+                    holder = ""
+                else:
+                    gone = self._gone(LockHolder.parse(holder))
                 if gone is None:
                     raise OutputInUseError(
                         errno.EBUSY, f"in use by {holder or 'an unknown run'} (lock {self.path}; remove it "
                         "only if that run is gone)", str(self.out)) from None
-                log.warning("taking over %s from %s: %s", self.path, holder, gone)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
+                self._take_over(holder, gone)
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(self.owner + "\n")
@@ -387,6 +425,26 @@ class OutputLock:
             self._beat.start()
             return self
         raise OutputInUseError(errno.EBUSY, f"in use (lock {self.path} keeps changing hands)", str(self.out))
+
+    def _take_over(self, holder: str, why: str) -> None:
+        """Remove the lock of the gone `holder`, unless another run took it over first."""
+        guard = self.path.with_name(self.path.name + ".takeover")
+        try:
+            fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - guard.stat().st_mtime > 60:  # a take-over killed half-way
+                    os.unlink(guard)
+            time.sleep(0.05)  # another run is taking over: look again
+            return
+        try:
+            os.close(fd)
+            if (self._holder() or "") == holder:  # still the lock judged gone, not a new holder's
+                log.warning("taking over %s from %s: %s", self.path, holder, why)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+        finally:
+            os.unlink(guard)
 
     def _refresh(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -399,19 +457,28 @@ class OutputLock:
         except FileNotFoundError:
             return None
 
-    def _gone(self, holder: str) -> str | None:
-        """Why the run named by `holder` is gone, or None when it may still run."""
-        where, _, job = holder.partition(" slurm_job=")
-        host, _, pid = where.rpartition(":")
-        if host == _host() and pid.isdigit():
-            mine = int(pid) == os.getpid()
-            return None if mine or _pid_alive(int(pid)) else f"process {pid} no longer runs"
-        if job and job == os.environ.get("SLURM_JOB_ID"):
-            return f"an earlier run of this Slurm job ({job}), requeued"
-        if job:
-            state = slurm_job_state(job)
-            if state is not None:
-                return None if state in SLURM_LIVE_STATES else f"Slurm job {job} is {state or 'no longer known'}"
+    def _empty_gone(self) -> str | None:
+        """Why an empty lock is abandoned (its writer died between creating and naming it), or None."""
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        return f"empty for {age:.0f} s" if age > 10 else None
+
+    def _gone(self, holder: LockHolder) -> str | None:
+        """Why the run `holder` is gone, or None when it may still run."""
+        here = LockHolder.here()
+        if holder.job and holder.job == here.job and holder.restart < here.restart:
+            return f"an earlier run (restart {holder.restart}) of this Slurm job {holder.job}, requeued"
+        if holder.job and holder.job != here.job:
+            state = slurm_job_state(holder.job)
+            if state is not None and state not in SLURM_LIVE_STATES:
+                return f"Slurm job {holder.job} is {state or 'no longer known'}"
+        if holder.host == here.host and holder.pid is not None:
+            if holder.pid == here.pid:
+                return None
+            if not _pid_alive(holder.pid):
+                return f"process {holder.pid} no longer runs"
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
