@@ -83,3 +83,29 @@ def test_torch_process_group_leaves_no_interface_variable_behind():
                                  "MASTER_PORT": str(_free_port())})
     assert done.returncode == 0, done.stderr
     assert "exported {'GLOO_SOCKET_IFNAME': 'lo', 'NCCL_SOCKET_IFNAME': 'lo'} left []" in done.stdout, done.stdout
+
+
+@pytest.mark.skipif(not HAVE_HOROVOD, reason="needs Horovod")
+def test_torchrun_restart_meets_in_a_fresh_rendezvous(tmp_path):
+    """torchrun --max-restarts keeps its agent store across attempts: rank 1 dies in attempt 0,
+    and attempt 1 must not read attempt 0's (dead) rendezvous server port."""
+    from galhpc.train.distributed import _free_port
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import os, torch\n"
+        "from galhpc.train.distributed import make_backend\n"
+        "b = make_backend('horovod', device='cpu')\n"
+        "if os.environ['TORCHELASTIC_RESTART_COUNT'] == '0' and b.rank == 1:\n"
+        "    os._exit(3)\n"
+        "total = b.allreduce_sum(torch.ones(1))\n"
+        "print('attempt', os.environ['TORCHELASTIC_RESTART_COUNT'], 'rank', b.rank, 'sum', int(total.item()))\n"
+        "b.shutdown()\n")
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("OMPI_", "PMI", "SLURM_", "HOROVOD_", "GLOO_", "NCCL_", "MASTER_"))}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
+                           f"--master_port={_free_port()}", str(worker)], env={**base, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("attempt")) == [
+        "attempt 1 rank 0 sum 2", "attempt 1 rank 1 sum 2"], done.stdout

@@ -117,6 +117,21 @@ def test_rank0_on_the_second_node_is_the_rendezvous(cluster, reference, tmp_path
 
 
 @pytest.mark.slow
+def test_two_steps_of_one_job_at_once_each_meet_on_their_own_port(cluster, reference, tmp_path):
+    """Two srun steps of one job, started together, both with rank 0 on node0: each step's
+    ranks meet at 20000 + (job + 7919·step) mod 20000, not at one shared (taken) port."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    log = run_job(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=1", "--time=5", "--wrap",
+                  f"srun --overlap {sys.executable} {WORKER} torch {one} & "
+                  f"srun --overlap {sys.executable} {WORKER} torch {two} & wait", timeout=300)
+    for out in (one, two):
+        ranks = assert_ranks_match_reference(out, reference, "torch", None)
+        assert [r["host"] for r in ranks] == ["node0", "node1"], log
+
+
+@pytest.mark.slow
 def test_gloo_takes_the_cluster_interface_when_node_names_resolve_to_loopback(cluster, reference, tmp_path):
     """Debian names the host itself 127.0.1.1: gloo, left alone, would bind there and offer
     that address to the other node.  The interface that routes to the job's other nodes

@@ -51,6 +51,13 @@ def test_interface_variables_set_by_the_user_are_kept():
     assert socket_interface_env(["host.that.is.not.resolved"], {var: "eth9" for var in INTERFACE_VARS}) == {}
 
 
+def test_rendezvous_hosts_name_each_host_once():
+    from galhpc.train.rendezvous import rendezvous_hosts
+
+    assert rendezvous_hosts("node0", {"SLURM_STEP_NODELIST": "node[0-2]"}) == ["node0", "node1", "node2"]
+    assert rendezvous_hosts("node0", {"SLURM_STEP_NODELIST": "node0"}) == ["node0"]
+
+
 def test_one_node_job_uses_loopback():
     assert job_interface(["127.0.0.1", "localhost"]) == "lo"
     with pytest.raises(RendezvousError, match="no rendezvous host"):

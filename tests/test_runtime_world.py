@@ -46,6 +46,8 @@ def test_launcher_tables(env, expected):
 
 def test_one_port_rule_for_every_launcher():
     assert rendezvous_port(4242) == 24242 and rendezvous_port("7_3") == 20007
+    # two steps of one job at once on one node: different ports; the batch step counts as 0
+    assert rendezvous_port(4242, "batch") == rendezvous_port(4242, 0) == 24242 != rendezvous_port(4242, "1")
     assert detect_world({"SUBMITIT_LOCAL_GLOBALID": "0", "SUBMITIT_LOCAL_NTASKS": "2",
                          "SUBMITIT_LOCAL_JOB_ID": "123"}).job_id == "123"
 

@@ -269,12 +269,27 @@ def mpi_world(env: Mapping[str, str] | None = None) -> World:
                  job_id=launch.job_id)
 
 
-def rendezvous_port(job_id: str | int) -> int:
-    """The TCP port every rank of job `job_id` agrees on without talking: 20000 + id mod 20000.
+def rendezvous_port(job_id: str | int, step_id: str | int | None = None) -> int:
+    """The TCP port every rank of a job step agrees on without talking.
 
-    Array jobs ('1234_5') use the array's id.
+    ``20000 + (job + 7919 * step) mod 20000``: step 0 (or none) gives ``20000 + job mod
+    20000``; two steps of one job running at once on one node get different ports.  Array
+    jobs ('1234_5') use the array's id.
+
+    Parameters
+    ----------
+    job_id : str or int
+        ``SLURM_JOB_ID`` (or another launcher's job id).
+    step_id : str or int, optional
+        ``SLURM_STEP_ID``; non-numeric ids (``batch``, ``extern``) count as 0.
+
+    Returns
+    -------
+    int
+        A port in [20000, 40000).
     """
-    return 20000 + int(str(job_id).split("_")[0]) % 20000
+    step = int(step_id) if step_id is not None and str(step_id).isdigit() else 0
+    return 20000 + (int(str(job_id).split("_")[0]) + 7919 * step) % 20000
 
 
 # Slurm job states in which the job's processes may still run (or will run again).

@@ -189,7 +189,9 @@ class HorovodBackend(Backend):
             self._gloo = gloo_rendezvous(world, addr, port, env, timeout_s=timeout_s)
             self.network = dict(self._gloo.env)
         rendezvous_addr = self.network.get("HOROVOD_GLOO_RENDEZVOUS_ADDR") or env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR")
-        if rendezvous_addr:  # gloo controller: bind to the interface towards the job's hosts
+        if rendezvous_addr and "HOROVOD_GLOO_IFACE" not in env and env.get("GLOO_SOCKET_IFNAME"):
+            self.network["HOROVOD_GLOO_IFACE"] = env["GLOO_SOCKET_IFNAME"].split(",")[0]  # the user's choice for gloo
+        elif rendezvous_addr:  # gloo controller: bind to the interface towards the job's hosts
             self.network.update(_interface_env(rendezvous_addr, {**env, **self.network}, ("HOROVOD_GLOO_IFACE",)))
         with _exported(self.network):
             hvd.init()
@@ -310,11 +312,11 @@ def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
         nodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 1)
         addr = "127.0.0.1" if nodes == 1 else _slurm_rank0_host(env)
     if port is None and (world.job_id or env.get("SLURM_JOB_ID")):
-        port = str(rendezvous_port(world.job_id or env["SLURM_JOB_ID"]))
+        port = str(rendezvous_port(world.job_id or env["SLURM_JOB_ID"], env.get("SLURM_STEP_ID")))
     if addr is None and world.launcher == "submitit":
         addr = "127.0.0.1"  # submitit's local executor: every task on this machine
     if addr is None and world.mpi:
-        return _mpi_rendezvous(port)
+        return _mpi_rendezvous(world, port)
     if addr is None or port is None:
         raise LaunchError(
             f"launcher {world.launcher!r} gave rank {world.rank} of {world.size} but no "
@@ -381,19 +383,36 @@ def _exported(variables: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def _rendezvous_errors(addr: str, port: int, rank: int) -> Iterator[None]:
+    """A rendezvous port already taken on rank 0's node becomes one LaunchError line."""
+    try:
+        yield
+    except RuntimeError as err:  # torch's DistNetworkError / DistStoreError
+        if "EADDRINUSE" in str(err) or "address already in use" in str(err).lower():
+            raise LaunchError(
+                f"rank {rank}: the rendezvous port {addr}:{port} is taken (another step of this job on the same "
+                "node, or another program): export MASTER_PORT=<a free port> for this step") from err
+        raise
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))
         return sock.getsockname()[1]
 
 
-def _mpi_rendezvous(port: str | None) -> tuple[str, int]:
+def _mpi_rendezvous(world: World, port: str | None) -> tuple[str, int]:
     """Under mpirun without MASTER_ADDR: rank 0 names its host and a free port over MPI."""
     try:
         from mpi4py import MPI
     except ImportError as err:
         raise LaunchError(f"mpirun without MASTER_ADDR needs mpi4py to agree on one ({err})") from err
     comm = MPI.COMM_WORLD
+    if comm.Get_size() != world.size:  # e.g. PMI variables with no MPI launcher behind them
+        raise LaunchError(f"{world.launcher} started {world.size} tasks but MPI sees {comm.Get_size()} rank(s), "
+                          "so the ranks cannot agree on a rendezvous: export MASTER_ADDR/MASTER_PORT, or launch "
+                          f"with `mpirun -n {world.size}` or `srun --mpi=pmix`")
     choice = (socket.gethostname(), int(port) if port else _free_port()) if comm.Get_rank() == 0 else None
     return comm.bcast(choice, root=0)
 
@@ -434,7 +453,7 @@ class TorchDistributedBackend(Backend):
                 "torch.distributed: %s, %d ranks via %s, store %s:%d",
                 self.process_group_backend, self.world_size, world.launcher, addr, port,
             )
-            with _exported(self.network):
+            with _exported(self.network), _rendezvous_errors(addr, port, self.rank):
                 dist.init_process_group(
                     self.process_group_backend,
                     init_method=f"tcp://{addr}:{port}",

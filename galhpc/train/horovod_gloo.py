@@ -139,8 +139,13 @@ def _store(world: World, addr: str, port: int, env: Mapping[str, str], timeout_s
         return TCPStore(addr, port, world.size, is_master=world.is_root and not agent,
                         timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False)
     except (RuntimeError, OSError) as err:
-        raise LaunchError(f"Horovod over gloo: rank {world.rank} cannot reach the rendezvous store at "
-                          f"{addr}:{port} ({err}); rank 0 must run there, or export MASTER_ADDR/MASTER_PORT") from err
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "EADDRINUSE" in str(err) or "address already in use" in str(err).lower():
+            raise LaunchError(f"Horovod over gloo: the rendezvous port {addr}:{port} is taken on rank 0's node "
+                              "(another step of this job, or another program): export MASTER_PORT=<a free port> "
+                              "for this step") from err
+        raise LaunchError(f"Horovod over gloo: rank {world.rank} cannot reach the rendezvous store at {addr}:{port} "
+                          f"({text}): export MASTER_ADDR/MASTER_PORT naming rank 0's node and a free port") from err
 
 
 def gloo_rendezvous(world: World, addr: str, port: int, env: Mapping[str, str], *,
@@ -169,8 +174,12 @@ def gloo_rendezvous(world: World, addr: str, port: int, env: Mapping[str, str], 
     LaunchError
         The store cannot be reached or served, or the other ranks do not arrive in time.
     """
+    log.info("horovod over gloo: rank %d meets the others at %s:%d (waits up to %.0f s)", world.rank, addr, port,
+             timeout_s)
     store = _store(world, addr, port, env, timeout_s)
-    prefix = f"{_KEY}/{world.job_id or 'job'}"
+    # one namespace per attempt: torchrun --max-restarts keeps its agent store across attempts
+    attempt = f"{env.get('SLURM_RESTART_COUNT', '0')}.{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    prefix = f"{_KEY}/{world.job_id or 'job'}/{env.get('SLURM_STEP_ID', '0')}/{attempt}"
     server = None
     try:
         store.set(f"{prefix}/host/{world.rank}", socket.gethostname())

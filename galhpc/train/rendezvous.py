@@ -212,11 +212,11 @@ def rendezvous_hosts(master: str, env: Mapping[str, str]) -> list[str]:
     Returns
     -------
     list of str
-        ``[master, node, ...]``: the argument `job_interface` takes.
+        ``[master, node, ...]`` without repeats: the argument `job_interface` takes.
     """
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
     nodes = expand_nodelist(nodelist) if nodelist else []
-    return [master, *nodes] if len(nodes) > 1 else [master]
+    return list(dict.fromkeys([master, *nodes])) if len(nodes) > 1 else [master]
 
 
 def socket_interface_env(hosts: list[str], env: Mapping[str, str],
