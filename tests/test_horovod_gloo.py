@@ -76,6 +76,13 @@ def test_a_launcher_world_that_horovod_sees_as_one_rank_is_refused():
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.skipif(not HAVE_HOROVOD, reason="needs Horovod")
+def test_the_gloo_controller_on_pmi_variables_mpi_cannot_see_is_refused_not_hung():
+    done = run_backend("horovod", {"PMI_RANK": "0", "PMI_SIZE": "2", "HOROVOD_CONTROLLER": "gloo"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pmi started 2 tasks but MPI sees 1 rank(s)" in done.stderr, done.stderr
+
+
 def test_torch_process_group_leaves_no_interface_variable_behind():
     from galhpc.train.distributed import _free_port
 
