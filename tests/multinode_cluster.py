@@ -227,12 +227,14 @@ class MultiNodeSlurm(LocalSlurm):
 
     def stop(self) -> None:
         """Cancel jobs, stop every daemon by PID, kill what is left in the namespaces, delete them."""
-        self._stop_daemons([f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "munged"])
-        for ns in reversed(self._netns):
-            for pid in self._pids_in(ns):  # job processes a stopped slurmd left behind
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        self._netns.clear()
+        try:
+            self._stop_daemons([f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "munged"])
+        finally:  # the namespaces go even when a daemon does not answer
+            for ns in reversed(self._netns):
+                for pid in self._pids_in(ns):  # job processes a stopped slurmd left behind
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            self._netns.clear()
