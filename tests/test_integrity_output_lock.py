@@ -88,12 +88,13 @@ def test_two_runs_never_both_take_over_one_stale_lock(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     script = ("import sys, time\nfrom galhpc.runtime.files import OutputLock, OutputInUseError\n"
-              f"while time.time() < {time.time() + 3.0}: pass\n"
+              "while time.time() < float(sys.argv[2]): pass\n"  # start together, imports done
               "try:\n    lock = OutputLock(sys.argv[1]).acquire()\nexcept OutputInUseError:\n    print('refused')\n"
-              "else:\n    print('held'); sys.stdout.flush(); time.sleep(3); lock.release()\n")
-    for trial in range(3):
+              "else:\n    print('held'); sys.stdout.flush(); time.sleep(2); lock.release()\n")
+    for trial in range(2):
         out.with_name("c.h5.lock").write_text(f"{socket.gethostname()}:{dead.pid}\n")
-        procs = [subprocess.Popen([sys.executable, "-c", script, str(out)], env=ENV, stdout=subprocess.PIPE,
+        start = str(time.time() + 3.0)
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(out), start], env=ENV, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(8)]
         answers = [p.communicate(timeout=120)[0].strip() for p in procs]
         assert sorted(answers) == ["held"] + ["refused"] * 7, (trial, answers)

@@ -171,7 +171,7 @@ def test_generate_job_stopped_by_usr1_requeues_and_gives_the_uninterrupted_catal
     assert cluster.wait_job(train, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400) == "COMPLETED"
     ckpt, out = tmp_path / "run" / "ckpt.pt", tmp_path / "synth.h5"
     options = ["--shard-size", "2048", "--batch-size", "256", "--seed", "5"]
-    job = sbatch(cluster, tmp_path, env, str(REPO / "jobs" / "generate.sh"), str(ckpt), "200000", str(out), *options)
+    job = sbatch(cluster, tmp_path, env, str(REPO / "jobs" / "generate.sh"), str(ckpt), "100000", str(out), *options)
     shard_dir = out.with_name(out.name + ".shards")
     deadline = time.time() + 300
     while not list(shard_dir.glob("0*.h5")) and time.time() < deadline:
@@ -182,7 +182,7 @@ def test_generate_job_stopped_by_usr1_requeues_and_gives_the_uninterrupted_catal
     assert state == "COMPLETED", log
     assert cluster.job_field(job, "Restarts") == "1", log
     reference = tmp_path / "reference.h5"
-    subprocess.run([sys.executable, "-m", "galhpc.cli.generate", "--checkpoint", str(ckpt), "--n", "200000",
+    subprocess.run([sys.executable, "-m", "galhpc.cli.generate", "--checkpoint", str(ckpt), "--n", "100000",
                     "--out", str(reference), *options, "--threads", "1"], check=True, capture_output=True, timeout=600)
     with h5py.File(out) as a, h5py.File(reference) as b:
         assert np.array_equal(a["images"][()], b["images"][()]) and np.array_equal(a["z"][()], b["z"][()])
