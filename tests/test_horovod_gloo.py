@@ -60,10 +60,14 @@ def run_backend(name: str, env: dict[str, str]) -> subprocess.CompletedProcess:
             "    print('world', b.rank, b.world_size, 'exported', b.network, 'left', left)\n"
             "    b.shutdown()\n"
             "sys.exit(run_cli('backend', main))\n")
-    base = {k: v for k, v in os.environ.items()
+    return subprocess.run([sys.executable, "-c", code], env={**launch_free_env(), **env}, capture_output=True,
+                          text=True, timeout=120)
+
+
+def launch_free_env() -> dict[str, str]:
+    """This process's environment without any launcher's or rendezvous variables."""
+    return {k: v for k, v in os.environ.items()
             if not k.startswith(("OMPI_", "PMI", "SLURM_", "HOROVOD_", "GLOO_", "NCCL_", "MASTER_"))}
-    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
-                          timeout=120)
 
 
 @pytest.mark.skipif(not HAVE_HOROVOD, reason="needs Horovod")
@@ -108,10 +112,8 @@ def test_torchrun_restart_meets_in_a_fresh_rendezvous(tmp_path):
         "total = b.allreduce_sum(torch.ones(1))\n"
         "print('attempt', os.environ['TORCHELASTIC_RESTART_COUNT'], 'rank', b.rank, 'sum', int(total.item()))\n"
         "b.shutdown()\n")
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("OMPI_", "PMI", "SLURM_", "HOROVOD_", "GLOO_", "NCCL_", "MASTER_"))}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
-                           f"--master_port={_free_port()}", str(worker)], env={**base, "OMP_NUM_THREADS": "1"},
+                           f"--master_port={_free_port()}", str(worker)], env={**launch_free_env(), "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(line for line in done.stdout.splitlines() if line.startswith("attempt")) == [
