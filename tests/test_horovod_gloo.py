@@ -110,11 +110,12 @@ def test_torchrun_restart_meets_in_a_fresh_rendezvous(tmp_path):
         "if os.environ['TORCHELASTIC_RESTART_COUNT'] == '0' and b.rank == 1:\n"
         "    os._exit(3)\n"
         "total = b.allreduce_sum(torch.ones(1))\n"
-        "print('attempt', os.environ['TORCHELASTIC_RESTART_COUNT'], 'rank', b.rank, 'sum', int(total.item()))\n"
+        "attempt = os.environ['TORCHELASTIC_RESTART_COUNT']\n"
+        f"open(f'{tmp_path}/rank{{b.rank}}.txt', 'w').write(f'attempt {{attempt}} rank {{b.rank}} sum {{int(total.item())}}')\n"
         "b.shutdown()\n")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
                            f"--master_port={_free_port()}", str(worker)], env={**launch_free_env(), "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(line for line in done.stdout.splitlines() if line.startswith("attempt")) == [
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == [
         "attempt 1 rank 0 sum 2", "attempt 1 rank 1 sum 2"], done.stdout
