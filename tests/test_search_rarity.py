@@ -97,3 +97,16 @@ def test_report_rarity_section_shows_the_planted_outliers(tmp_path):
     assert out["prior"] == "model mixture prior" and out["noise_sigma_source"] == "store attribute noise_sigma"
     top_rows = set(np.asarray(out["knn_distance"]["top_object_id"]) - 1000)
     assert len(top_rows & set(rare.tolist())) >= 8  # of 12 planted among 600: chance would give ~0.24
+
+
+def test_another_models_checkpoint_is_refused_not_scored(tmp_path, capsys):
+    """nll_prior under a checkpoint the catalogue was not encoded with would be silent wrong
+    data: galhpc-rarity refuses it, as galhpc-search's image queries do."""
+    planted_store(tmp_path / "store.h5", n=200)
+    ckpt = make_checkpoint(tmp_path / "m.pt", "vae")
+    encode(ckpt, tmp_path / "store.h5", tmp_path / "clusters.h5", shard_size=128)
+    other = make_checkpoint(tmp_path / "other.pt", "astrovader")
+    assert rarity_main(["--catalog", str(tmp_path / "clusters.h5"), "--out", str(tmp_path / "rarity.csv"),
+                        "--checkpoint", str(other), "--threads", "1"]) == 1
+    assert "is not the checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "rarity.csv").exists()

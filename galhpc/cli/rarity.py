@@ -49,18 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         from galhpc.search.source import CatalogColumns
 
         world = start_mpi_rank(args.threads)
-        meta = CatalogColumns(args.catalog).meta
-        ckpt = args.checkpoint or (Path(meta["checkpoint"]) if meta.get("checkpoint") else None)
-        model = load_model(ckpt)[0] if ckpt is not None and ckpt.is_file() else None
+        catalog = CatalogColumns(args.catalog)
+        ckpt = catalog.checkpoint_path(args.checkpoint)  # refuses another model's checkpoint
+        model = load_model(ckpt)[0] if ckpt is not None else None
         if model is None:
-            log.warning("no checkpoint found (%s): nll_prior uses the catalogue's GMM or N(0, I)", ckpt)
-        store = args.store or (Path(meta["input"]) if meta.get("input") else None)
+            log.warning("no checkpoint found (%s): nll_prior uses the catalogue's GMM or N(0, I)",
+                        args.checkpoint or catalog.meta.get("checkpoint"))
+        store = catalog.input_path("input", args.store)
         noise = None
-        if store is not None and store.is_file():
+        if store is not None:
             def noise(rows: np.ndarray) -> np.ndarray:
                 return noise_sigma(store, rows, store_stamps(store, rows))[0]
         else:
-            log.warning("no store found (%s): recon_chi2 is NaN", store)
+            log.warning("no store found (%s): recon_chi2 is NaN", args.store or catalog.meta.get("input"))
         rarity_scores(args.catalog, args.out, k=args.k, reference=args.reference, model=model, noise=noise,
                       world=world)
 

@@ -76,15 +76,13 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
     """
     from galhpc.catalog.encode import is_store_path, store_from_fits
     from galhpc.data.store import StoreReader
-    from galhpc.checkpoint import file_sha256, load_model
+    from galhpc.checkpoint import load_model
 
-    ckpt = Path(checkpoint or catalog.meta.get("checkpoint", ""))
-    if not str(ckpt) or not ckpt.is_file():
-        raise SearchInputError(f"{catalog.path}: image queries need the catalogue's checkpoint; /meta names "
-                               f"{str(ckpt)!r}, which is not a file (pass --checkpoint)")
-    want = catalog.meta.get("checkpoint_sha256")
-    if want and file_sha256(ckpt) != want:
-        raise SearchInputError(f"{ckpt} is not the checkpoint {catalog.path} was encoded with (SHA-256 differs)")
+    ckpt = catalog.checkpoint_path(checkpoint)
+    if ckpt is None:
+        raise SearchInputError(f"{catalog.path}: image queries need the catalogue's checkpoint; "
+                               f"{str(checkpoint or catalog.meta.get('checkpoint', ''))!r} is not a file "
+                               "(pass --checkpoint)")
     model, cfg, _ = load_model(ckpt, map_location="cpu")
     vectors, images, labels = [], [], []
     for i, path in enumerate(paths):

@@ -150,10 +150,11 @@ def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mos
     log.info("wrote %s (%d rows)", out, len(result.table["row"]))
     if mosaic is None:
         return
-    store = Path(store or catalog.meta.get("input", ""))
-    if not str(store) or not store.is_file():
-        raise SearchInputError(f"{catalog_path}: the mosaic needs the store the catalogue was encoded from; /meta "
-                               f"names {str(store)!r}, which is not a file (pass --store)")
+    named = str(store or catalog.meta.get("input", ""))
+    store = catalog.input_path("input", store)
+    if store is None:
+        raise SearchInputError(f"{catalog_path}: the mosaic needs the store the catalogue was encoded from; "
+                               f"{named!r} is not a file (pass --store)")
     q = result.queries
     n = min(len(q.labels), max_mosaic_queries)
     neighbours = store_stamps(store, result.topk.rows[:n].reshape(-1))

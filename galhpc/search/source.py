@@ -50,6 +50,41 @@ class CatalogColumns:
     def __len__(self) -> int:
         return self.n
 
+    def input_path(self, key: str, override: str | Path | None = None) -> Path | None:
+        """A file the catalogue was made from: `override`, else the path its /meta `key` names.
+
+        Parameters
+        ----------
+        key : str
+            ``"checkpoint"`` or ``"input"`` (the store).
+        override : str or Path, optional
+            The user's choice (``--checkpoint``, ``--store``).
+
+        Returns
+        -------
+        Path or None
+            None when neither names an existing file.
+        """
+        named = override or self.meta.get(key)
+        return Path(named) if named and Path(named).is_file() else None
+
+    def checkpoint_path(self, override: str | Path | None = None) -> Path | None:
+        """The catalogue's checkpoint (`input_path`), checked against the one it was encoded with.
+
+        Raises
+        ------
+        SearchInputError
+            Its SHA-256 differs from /meta ``checkpoint_sha256``: latents of another model.
+        """
+        path = self.input_path("checkpoint", override)
+        want = self.meta.get("checkpoint_sha256")
+        if path is not None and want:
+            from galhpc.checkpoint import file_sha256
+
+            if file_sha256(path) != want:
+                raise SearchInputError(f"{path} is not the checkpoint {self.path} was encoded with (SHA-256 differs)")
+        return path
+
     def _check(self, column: str) -> None:
         if column not in self.columns:
             raise SearchInputError(f"{self.path}: no per-object column {column!r} (has {', '.join(self.columns)})")
