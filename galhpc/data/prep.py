@@ -27,7 +27,7 @@ import yaml
 from galhpc.config import ConfigError, PrepConfig
 from galhpc.data import pixels
 from galhpc.data import preprocess as pp
-from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject, source_reader
+from galhpc.data.sources import PIXEL_MAPS, PIXEL_SCALE_LABEL, Block, DataError, Reject, source_reader
 from galhpc.data.store import StoreWriter, reject_summary
 from galhpc.kernels import quality
 from galhpc.runtime import progress
@@ -37,7 +37,6 @@ log = logging.getLogger("galhpc.data.prep")
 GEOMETRIC_STEPS = ("grey", "crop", "resize")
 INTENSITY_STEPS = ("flux", "arcsinh", "minmax")
 METRICS = ("snr", "width", "non_uniformity", "border_noise")
-PIXEL_MAPS = ("sigma", "mask")  # per-pixel σ and bad-pixel mask: store datasets beside images
 NEIGHBOUR_MODES = ("mask", "noise")
 FILL_SEED = 0x5EED_F111  # noise that fills bad pixels: from (FILL_SEED, object_id)
 

@@ -64,12 +64,12 @@ def _storable(name: str, values: np.ndarray) -> np.ndarray:
 
 def reject_summary(rejects: Iterable[Reject], examples: int = 4) -> str:
     """One line counting rejects by reason (numbers in a reason are replaced by N), most
-    frequent first, e.g. "7 x image 48x48 is smaller than crop_size 128 (...); 2 x N NaN/inf
+    frequent first, e.g. "7 x image NxN is smaller than crop_size N (...); 2 x N NaN/inf
     pixels: the centre pixel is bad"."""
     import re
     from collections import Counter
 
-    counts = Counter(re.sub(r"(?<![A-Za-z_])[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "N", r.reason) for r in rejects)
+    counts = Counter(re.sub(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N", r.reason) for r in rejects)
     items = [f"{k} x {reason}" for reason, k in counts.most_common(examples)]
     if len(counts) > examples:
         items.append(f"{sum(counts.values()) - sum(k for _, k in counts.most_common(examples))} x other reasons")
