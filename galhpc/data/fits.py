@@ -187,7 +187,7 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "hdu= was not specified": the first table is the documented choice
-            table = Table.read(path, **kwargs)
+            table = _read_parquet(path) if str(path).lower().endswith(".parquet") else Table.read(path, **kwargs)
     except Exception as err:  # astropy raises many kinds (OSError, ValueError, IORegistryError, ...)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"catalog {path}: not readable as a table by astropy ({type(err).__name__}: {reason}); "
@@ -232,6 +232,22 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
             continue
         labels[key] = stored.astype(np.float64) if key in ("ra", "dec") else stored
     return {int(i): row for row, i in enumerate(ids)}, labels
+
+
+def _read_parquet(path: str):
+    """A Parquet file as an astropy Table through pyarrow (astropy's own reader needs
+    pandas); null cells become masked entries."""
+    from astropy.table import MaskedColumn, Table
+
+    pq = require("pyarrow.parquet", "export", "Parquet catalogues")
+    arrow = pq.read_table(path)
+    table = Table()
+    for name in arrow.column_names:
+        column = arrow.column(name)
+        nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        values = column.fill_null(0 if column.type != "string" else "") if nulls.any() else column
+        table[name] = MaskedColumn(np.asarray(values.to_numpy(zero_copy_only=False)), mask=nulls)
+    return table
 
 
 def _null_safe(column) -> np.ndarray | None:
