@@ -473,27 +473,32 @@ def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str) -
     return sigma, None if mask is None else mask.astype(np.uint8)
 
 
-def _centre_radec(header, primary, shape: tuple[int, ...]) -> tuple[float, float]:
-    """(ra, dec) degrees of the image centre through the HDU's celestial WCS; NaN without one."""
+def _celestial_wcs(header):
+    """The celestial WCS of an astropy Header, or None (absent or malformed)."""
     import warnings
 
     from astropy.wcs import WCS, FITSFixedWarning
 
-    for h in (header, primary):
-        if h is None:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            try:
-                wcs = WCS(_astropy_header(h)).celestial
-                if wcs.naxis != 2 or not wcs.has_celestial:
-                    continue
-                world = wcs.pixel_to_world((shape[-1] - 1) / 2.0, (shape[-2] - 1) / 2.0)
-                icrs = world.icrs
-                return float(icrs.ra.deg), float(icrs.dec.deg)
-            except Exception:  # a malformed or non-celestial WCS gives no position
-                continue
-    return float("nan"), float("nan")
+    if header is None or "CTYPE1" not in header:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header).celestial
+        except Exception:  # a malformed WCS gives no position
+            return None
+    return wcs if wcs.naxis == 2 and wcs.has_celestial else None
+
+
+def _centre_radec(wcs, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(ra, dec) ICRS degrees of the image centre through a celestial WCS; NaN without one."""
+    if wcs is None:
+        return float("nan"), float("nan")
+    try:
+        icrs = wcs.pixel_to_world((shape[-1] - 1) / 2.0, (shape[-2] - 1) / 2.0).icrs
+    except Exception:  # a WCS that cannot place its centre gives no position
+        return float("nan"), float("nan")
+    return float(icrs.ra.deg), float(icrs.dec.deg)
 
 
 def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
@@ -578,13 +583,14 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         where = "file"
         try:
             with fitsio.FITS(str(path)) as f:
-                primary = f[0].read_header()
+                primary = _astropy_header(f[0].read_header())
                 hdus = _image_hdus(f, source.hdu, path)
                 single = len(hdus) == 1 and len(hdus[0].get_dims()) == 2
                 for hdu in hdus:
                     where = _where(hdu)
-                    header = hdu.read_header()
-                    _verify_checksums(hdu, header, f"{path}: {where}")
+                    raw_header = hdu.read_header()
+                    _verify_checksums(hdu, raw_header, f"{path}: {where}")
+                    header = _astropy_header(raw_header)
                     data = hdu.read()
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
@@ -592,7 +598,8 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}")
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
                     scale = header_pixel_scale(header, primary, f"{path}: {where}")
-                    position = _centre_radec(header, primary, data.shape) if data.ndim == 2 else (np.nan, np.nan)
+                    wcs = (_celestial_wcs(header) or _celestial_wcs(primary)) if data.ndim == 2 else None
+                    position = _centre_radec(wcs, data.shape)
                     planes = _planes(np.asarray(data), cube, f"{path}: {where}")
                     sigmas = [None] * len(planes) if sigma is None else _planes(sigma, cube, where)
                     masks = [None] * len(planes) if mask is None else _planes(mask, cube, where)
