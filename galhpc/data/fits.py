@@ -108,9 +108,7 @@ def _astropy_header(header):
 def _wcs_scale(header, where: str) -> float:
     import warnings
 
-    from astropy import units as u
     from astropy.wcs import WCS, FITSFixedWarning
-    from astropy.wcs.utils import proj_plane_pixel_scales
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
@@ -118,6 +116,14 @@ def _wcs_scale(header, where: str) -> float:
             wcs = WCS(header).celestial
         except Exception:  # a malformed WCS is no pixel scale (PIXSCALE may still give one)
             return float("nan")
+    return _celestial_scale(wcs, where)
+
+
+def _celestial_scale(wcs, where: str) -> float:
+    """Arcsec per pixel of a celestial WCS (mean of its two axes); NaN when it has none."""
+    from astropy import units as u
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
     if wcs.naxis != 2:
         return float("nan")
     units = [u.Unit(cu) if str(cu) else u.deg for cu in wcs.wcs.cunit]
@@ -597,8 +603,11 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     data = undefined_to_nan(np.asarray(data), header)
                     sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}")
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
-                    scale = header_pixel_scale(header, primary, f"{path}: {where}")
-                    wcs = (_celestial_wcs(header) or _celestial_wcs(primary)) if data.ndim == 2 else None
+                    own_wcs = _celestial_wcs(header)  # parsed once: the scale and the centre's position
+                    scale = _celestial_scale(own_wcs, f"{path}: {where}") if own_wcs is not None else float("nan")
+                    if not np.isfinite(scale):
+                        scale = header_pixel_scale(header, primary, f"{path}: {where}")
+                    wcs = (own_wcs or _celestial_wcs(primary)) if data.ndim == 2 else None
                     position = _centre_radec(wcs, data.shape)
                     planes = _planes(np.asarray(data), cube, f"{path}: {where}")
                     sigmas = [None] * len(planes) if sigma is None else _planes(sigma, cube, where)
