@@ -1,4 +1,4 @@
-"""FITS cutouts through fitsio: single images, multi-extension files, cubes, a catalogue.
+"""FITS cutouts through astropy: single images, multi-extension files, cubes, a catalogue.
 
 `SourceConfig` fields used by kind "fits":
 - `path`: one file, a directory (files matching options.pattern, default "*.fit*",
@@ -388,22 +388,28 @@ COMPANIONS = {"sigma_hdu": (SIGMA_NAMES, "sigma"), "variance_hdu": (VARIANCE_NAM
 
 
 def _name(h) -> str:
-    return (h.get_extname() or "").strip().upper()
+    return (h.name or "").strip().upper()
 
 
 def _extver(h) -> int:
-    return int(h.get_extver() or 1)
+    return int(h.ver or 1)
 
 
-def _where(h) -> str:
-    return f"HDU {h.get_extnum()}" + (f" ({h.get_extname()}" + (f",{h.get_extver()}" if h.get_extver() else "") + ")"
-                                      if h.get_extname() else "")
+def _has_image(h) -> bool:
+    """An image HDU (plain or tile-compressed) with pixels."""
+    return bool(h.is_image) and h.header.get("NAXIS", 0) > 0 and h.data is not None
+
+
+def _where(h, f) -> str:
+    index = f.index_of(h)
+    named = index > 0 and _name(h) not in ("", "PRIMARY", "COMPRESSED_IMAGE")
+    return f"HDU {index}" + (f" ({h.name},{h.ver})" if named else "")
 
 
 def _image_hdus(f, hdu, path: Path):
     """The science HDUs of a file: `hdu` (a number, or every extension of that EXTNAME), else
     every SCI extension, else every image HDU with data that is not a σ/weight/mask companion."""
-    images = [h for h in f if h.get_exttype() == "IMAGE_HDU" and h.has_data()]
+    images = [h for h in f if _has_image(h)]
     if hdu is not None:
         if isinstance(hdu, str):
             named = [h for h in images if _name(h) == hdu.strip().upper()]
@@ -418,7 +424,7 @@ def _image_hdus(f, hdu, path: Path):
         return science
     science = [h for h in images if _name(h) not in COMPANION_NAMES]
     if not science:
-        names = [h.get_extname() for h in images]
+        names = [h.name for h in images]
         raise DataError(f"{path}: no science image HDU (image HDUs with data: {names or 'none'}; "
                         f"{'/'.join(COMPANION_NAMES)} are error, weight or mask maps)")
     return science
@@ -429,7 +435,7 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
     option's HDU (number or EXTNAME; "none" for no map), else the HDU of a conventional
     EXTNAME with the same EXTVER, else the only one of its kind in a single-object file."""
     found: dict[str, Any] = {}
-    images = [h for h in f if h.get_exttype() == "IMAGE_HDU" and h.has_data() and h.get_extnum() != sci.get_extnum()]
+    images = [h for h in f if _has_image(h) and h is not sci]
     for option, (names, kind) in COMPANIONS.items():
         chosen = opts.get(option)
         if chosen is not None:
@@ -453,16 +459,16 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
     return found
 
 
-def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(σ or None, mask or None) from the companion HDUs; a weight <= 0, a non-finite σ and
     an undefined (BLANK) pixel of any map are bad pixels."""
     sigma, mask = None, None
     for kind, h in companions.items():
-        data = h.read()
-        what = f"{where}: {kind} map {_where(h)}"
+        data = h.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
+        what = f"{where}: {kind} map {_where(h, f)}"
         if data is None or np.shape(data) != shape:
             raise DataError(f"{what}: shape {np.shape(data)} differs from the image's {shape}")
-        data = undefined_to_nan(np.asarray(data), h.read_header()) if kind != "mask" else np.asarray(data)
+        data = np.asarray(data)
         if kind == "mask":
             bad = data != 0
         else:
@@ -516,51 +522,45 @@ def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
     raise DataError(f"{where}: image of shape {data.shape}; need 2-D, or 3-D (cube)")
 
 
-def undefined_to_nan(data: np.ndarray, header: Any) -> np.ndarray:
-    """FITS-undefined pixels as NaN: an integer image's BLANK value (after BSCALE/BZERO).
-
-    Float images mark undefined pixels with NaN already.  Prep then rejects (or, with
-    ``on_error: raise``, refuses) every object with a NaN pixel, naming it.
-
-    Parameters
-    ----------
-    data : ndarray
-        The image as read by fitsio (BSCALE/BZERO applied; integers when they stay integral).
-    header : mapping
-        The HDU's header (BITPIX, BLANK, BSCALE, BZERO).
-
-    Returns
-    -------
-    ndarray
-        float32, NaN where the pixel is undefined.
-    """
-    out = data.astype(np.float32)
-    if "BLANK" not in header or int(header.get("BITPIX", -32)) < 0:
-        return out
-    scaled = int(header["BLANK"]) * float(header.get("BSCALE", 1.0)) + float(header.get("BZERO", 0.0))
-    if data.dtype.kind == "f":  # fitsio applies BSCALE/BZERO (in the data's precision), so does BLANK's value
-        undefined = data == np.asarray(scaled, dtype=data.dtype)
-    else:
-        undefined = data.astype(np.float64) == scaled
-    out[undefined] = np.nan
-    return out
-
-
-def _verify_checksums(hdu: Any, header: Any, where: str) -> None:
-    """Refuse an HDU whose CHECKSUM or DATASUM (when present) does not match: a corrupt file."""
+def _verify_checksums(hdu: Any, where: str) -> None:
+    """Refuse an HDU whose CHECKSUM or DATASUM (when present) does not match: a corrupt file
+    (astropy's `verify_checksum` / `verify_datasum`: 1 matches, 0 mismatch, 2 absent)."""
+    header = hdu.header
     if "CHECKSUM" not in header and "DATASUM" not in header:
         return
-    # fitsio's public verify_checksum() also fails on a card that is absent; its C call tells
-    # each sum apart: 1 matches, 0 absent, -1 mismatch (cfitsio fits_verify_chksum)
-    result = hdu._FITS.verify_checksum(hdu._ext + 1)
-    bad = [card for key, card in (("dataok", "DATASUM"), ("hduok", "CHECKSUM")) if result[key] == -1]
+    bad = []
+    if "DATASUM" in header and hdu.verify_datasum() == 0:
+        bad.append("DATASUM")
+    if "CHECKSUM" in header and hdu.verify_checksum() == 0:
+        bad.append("CHECKSUM")
     if bad:
         raise DataError(f"{where}: {' and '.join(bad)} checksum mismatch: the file is corrupt")
 
 
+def _open(path: Path):
+    """An astropy HDUList with every HDU loaded; a truncated or garbage file raises OSError."""
+    import warnings
+
+    from astropy.io import fits as afits
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f = afits.open(path, memmap=False, lazy_load_hdus=False, checksum=False)
+        try:
+            for h in f:
+                _ = h.data  # read now: a short file fails here, not later
+        except BaseException:
+            f.close()
+            raise
+    troubles = [str(w.message) for w in caught if "truncated" in str(w.message) or "missing" in str(w.message)]
+    if troubles:
+        f.close()
+        raise OSError(troubles[0])
+    return f
+
+
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "fits" (see the module docstring)."""
-    fitsio = require("fitsio", "fits", "FITS sources (galhpc-prep)")
 
     opts = dict(source.options)
     unknown = sorted(set(opts) - OPTIONS)
@@ -588,20 +588,19 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     for path in list_files(source.path, opts.get("pattern", "*.fit*")):
         where = "file"
         try:
-            with fitsio.FITS(str(path)) as f:
-                primary = _astropy_header(f[0].read_header())
+            with _open(path) as f:
+                primary = f[0].header
                 hdus = _image_hdus(f, source.hdu, path)
-                single = len(hdus) == 1 and len(hdus[0].get_dims()) == 2
+                single = len(hdus) == 1 and hdus[0].data.ndim == 2
                 for hdu in hdus:
-                    where = _where(hdu)
-                    raw_header = hdu.read_header()
-                    _verify_checksums(hdu, raw_header, f"{path}: {where}")
-                    header = _astropy_header(raw_header)
-                    data = hdu.read()
+                    where = _where(hdu, f)
+                    header = hdu.header
+                    _verify_checksums(hdu, f"{path}: {where}")
+                    data = hdu.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
-                    data = undefined_to_nan(np.asarray(data), header)
-                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}")
+                    data = np.asarray(data, dtype=np.float32)
+                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}", f)
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
                     own_wcs = _celestial_wcs(header)  # parsed once: the scale and the centre's position
                     scale = _celestial_scale(own_wcs, f"{path}: {where}") if own_wcs is not None else float("nan")
@@ -626,7 +625,7 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
             if prep.on_error == "raise" or isinstance(err, DuplicateIdError):
                 raise
             objects.rejects.append(Reject(where, str(path), str(err)))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, TypeError, IndexError, KeyError) as err:  # astropy's ways of failing on bad bytes
             reason = f"unreadable FITS (corrupt or truncated?): {err}".replace("\n", " ")
             fail(where, str(path), reason)
     if block := objects.flush():
