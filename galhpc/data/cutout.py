@@ -33,15 +33,13 @@ from typing import Any
 import numpy as np
 
 from galhpc.config import ConfigError, PrepConfig, SourceConfig
-from galhpc.data.fits import ObjectBlocks, header_pixel_scale, read_catalog
+from galhpc.data.fits import COMPANION_NAMES, ObjectBlocks, header_pixel_scale, read_catalog
 from galhpc.data.sources import Block, DataError, Reject
 
 log = logging.getLogger("galhpc.data.cutout")
 
 OPTIONS = {"ra_column", "dec_column", "size", "scale_by", "scale_factor", "min_size", "weight", "weight_type", "mask"}
 WEIGHT_TYPES = ("ivar", "sigma", "variance")
-COMPANION_NAMES = ("ERR", "SIGMA", "RMS", "ERROR", "NOISE", "VAR", "VARIANCE", "WHT", "IVAR", "WEIGHT",
-                   "INVVAR", "DQ", "MASK", "FLAGS", "BPM")
 
 
 def _science(hdus, hdu, path: str):

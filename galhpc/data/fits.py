@@ -8,9 +8,10 @@
   without SCI gives one object per image HDU with data that is not a companion map (below).
   A name takes every extension of that EXTNAME, a number that HDU.
 - Companion maps of each science HDU (same EXTVER, or the only one in a single-object
-  file): ERR/SIGMA/RMS/ERROR/NOISE (σ), VAR/VARIANCE (σ²), WHT/IVAR/WEIGHT/INVVAR (1/σ²)
-  and DQ/MASK/FLAGS/BPM (non-zero = bad pixel); options.sigma_hdu, variance_hdu,
-  ivar_hdu, mask_hdu name another HDU (number or EXTNAME) or "none".  A weight <= 0, a
+  file): ERR/SIGMA/RMS/ERROR/NOISE (σ), VAR/VARIANCE (σ²), WHT/WGT/IVAR/WEIGHT/INVVAR
+  (1/σ²) and DQ/MASK/MSK/FLAGS/BPM/BADPIX (non-zero = bad pixel, or only the bits of
+  options.mask_bad_bits, e.g. to ignore HSC's DETECTED plane); options.sigma_hdu,
+  variance_hdu, ivar_hdu, mask_hdu name another HDU (number or EXTNAME) or "none".  A weight <= 0, a
   non-finite σ or a BLANK pixel is a bad pixel.  Every object gets `Block.extras`
   "sigma" (NaN where no map says) and "mask" (uint8); the prep fills and stores them.
   A companion map is never read as a galaxy.
@@ -56,7 +57,8 @@ from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.fits")
 
-OPTIONS = {"pattern", "id_from", "id_keyword", "cube", "catalog_hdu", "sigma_hdu", "variance_hdu", "ivar_hdu", "mask_hdu"}
+OPTIONS = {"pattern", "id_from", "id_keyword", "cube", "catalog_hdu", "sigma_hdu", "variance_hdu", "ivar_hdu", "mask_hdu",
+           "mask_bad_bits"}
 ANISOTROPY_TOLERANCE = 0.01  # pixels whose two axes differ more than this are reported
 
 
@@ -379,8 +381,8 @@ class ObjectBlocks:
 SCIENCE_NAMES = ("SCI",)
 SIGMA_NAMES = ("ERR", "SIGMA", "RMS", "ERROR", "NOISE")
 VARIANCE_NAMES = ("VAR", "VARIANCE")
-IVAR_NAMES = ("WHT", "IVAR", "WEIGHT", "INVVAR")
-MASK_NAMES = ("DQ", "MASK", "FLAGS", "BPM")
+IVAR_NAMES = ("WHT", "WGT", "IVAR", "WEIGHT", "INVVAR")  # HST/JWST WHT, DES WGT, Legacy Surveys INVVAR
+MASK_NAMES = ("DQ", "MASK", "MSK", "FLAGS", "BPM", "BADPIX")  # HST/JWST DQ, HSC MASK, DES MSK
 COMPANION_NAMES = SIGMA_NAMES + VARIANCE_NAMES + IVAR_NAMES + MASK_NAMES
 # option -> (EXTNAMEs found by convention, how the data become σ or mask)
 COMPANIONS = {"sigma_hdu": (SIGMA_NAMES, "sigma"), "variance_hdu": (VARIANCE_NAMES, "variance"),
@@ -422,7 +424,8 @@ def _image_hdus(f, hdu, path: Path):
     science = [h for h in images if _name(h) in SCIENCE_NAMES]
     if science:
         return science
-    science = [h for h in images if _name(h) not in COMPANION_NAMES]
+    # a 1-D image HDU (an SDSS frame's calibration vector) is never a galaxy
+    science = [h for h in images if _name(h) not in COMPANION_NAMES and h.data.ndim >= 2]
     if not science:
         names = [h.name for h in images]
         raise DataError(f"{path}: no science image HDU (image HDUs with data: {names or 'none'}; "
@@ -459,9 +462,11 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
     return found
 
 
-def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(σ or None, mask or None) from the companion HDUs; a weight <= 0, a non-finite σ and
-    an undefined (BLANK) pixel of any map are bad pixels."""
+def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f,
+               bad_bits: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(σ or None, mask or None) from the companion HDUs; a weight <= 0, a non-finite σ, an
+    undefined (BLANK) pixel of any map and a mask pixel with any of `bad_bits` set (None:
+    any non-zero value) are bad pixels."""
     sigma, mask = None, None
     for kind, h in companions.items():
         data = h.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
@@ -469,7 +474,11 @@ def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f
         if data is None or np.shape(data) != shape:
             raise DataError(f"{what}: shape {np.shape(data)} differs from the image's {shape}")
         data = np.asarray(data)
-        if kind == "mask":
+        if kind == "mask" and bad_bits is not None:
+            if data.dtype.kind not in "iu":
+                raise DataError(f"{what}: options.mask_bad_bits needs an integer mask, not {data.dtype}")
+            bad = (data.astype(np.int64) & int(bad_bits)) != 0
+        elif kind == "mask":
             bad = data != 0
         else:
             values = data.astype(np.float64)
@@ -600,7 +609,8 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
                     data = np.asarray(data, dtype=np.float32)
-                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}", f)
+                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}", f,
+                                             opts.get("mask_bad_bits"))
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
                     own_wcs = _celestial_wcs(header)  # parsed once: the scale and the centre's position
                     scale = _celestial_scale(own_wcs, f"{path}: {where}") if own_wcs is not None else float("nan")
