@@ -296,6 +296,13 @@ def test_survey_image_stamps_are_the_image_pixels_at_the_catalogue_position(tmp_
     np.testing.assert_allclose(s["sigma"], 0.5)
     assert "partly off the image edge" in s["rejects"]["object_id 3"]
     assert "off the image edge" in s["rejects"]["object_id 4"]
+    # a mask image: its non-zero pixels are the store's mask at the same place
+    bad = np.zeros(data.shape, np.uint8)
+    bad[y0 + 2, x0 + 3] = 1
+    fits.PrimaryHDU(bad).writeto(tmp_path / "mask.fits")
+    cfg.sources[0].options = {"weight": str(weight), "mask": str(tmp_path / "mask.fits"), "size": H}
+    s = _read(run_prep(cfg))
+    assert s["mask"][0].sum() == 1 and s["mask"][0][2, 3] == 1 and s["mask"][1].sum() == 0
     # size scaled by a radius column
     cfg.sources[0].options = {"size": H, "scale_by": "r90", "scale_factor": 4}
     cfg.image_size = 16
