@@ -94,7 +94,7 @@ def fits_header(cat: Catalog, names: Sequence[str]):
         dtype = _fits_dtype(cat.dtype(name))
         shape = cat.shape(name)[1:]
         repeat = int(shape[0]) if shape else 1
-        info = column_info(name)
+        info = column_info(name, cat.meta)
         cols.append(fits.Column(name=name, format=f"{repeat}{TFORM_CODES[dtype.str[1:]]}",
                                 unit=info.unit or None))
         fields.append((name, dtype, shape) if shape else (name, dtype))
@@ -102,7 +102,7 @@ def fits_header(cat: Catalog, names: Sequence[str]):
     header["NAXIS2"] = len(cat)
     header["EXTNAME"] = ("CATALOG", "galhpc catalogue export")
     for i, name in enumerate(names, start=1):
-        description = column_info(name).description
+        description = column_info(name, cat.meta).description
         header.comments[f"TTYPE{i}"] = _one_line(fits, f"TTYPE{i}", name, description)[1]
         header.insert(f"TFORM{i}", (f"TCOMM{i}", _one_line(fits, f"TCOMM{i}", description)[0]), after=True)
     for key, card in META_CARDS.items():
@@ -190,7 +190,7 @@ def arrow_schema(cat: Catalog, names: Sequence[str]):
         shape = cat.shape(name)[1:]
         if shape:
             kind = pa.list_(kind, int(shape[0]))
-        info = column_info(name)
+        info = column_info(name, cat.meta)
         meta = {"description": info.description, **({"unit": info.unit} if info.unit is not None else {})}
         fields.append(pa.field(name, kind, nullable=False, metadata=meta))
     meta = {k: v for k, v in cat.meta.items() if isinstance(v, (str, int, float))}
