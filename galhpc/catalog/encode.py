@@ -383,6 +383,31 @@ def fits_as_store(fits_input: str | Path, prep: PrepConfig, near: Path, world: W
             shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextmanager
+def as_store(path: str | Path | None, checkpoint: str | Path, near: Path) -> Iterator[Path | None]:
+    """`path` itself when it is a store (or None); FITS cutouts prepared with the prep recipe
+    of `checkpoint`'s training store into a temporary store (`fits_as_store`) otherwise.
+
+    Raises
+    ------
+    CatalogError
+        FITS input that does not exist or cannot be prepared (naming the file).
+    CheckpointError
+        An unreadable checkpoint, or one without a usable prep recipe.
+    """
+    if path is None or is_store_path(path):
+        yield None if path is None else Path(path)
+        return
+    from galhpc.checkpoint import checkpoint_config, inference_prep, read_checkpoint
+
+    if not glob.glob(str(path)):
+        raise CatalogError(f"input {path} not found")
+    payload = read_checkpoint(checkpoint)
+    with fits_as_store(path, inference_prep(payload, checkpoint_config(payload, checkpoint), checkpoint),
+                       near) as store:
+        yield store
+
+
 def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *,
                            passthrough: Sequence[str] | None = None, batch_size: int = 512,
                            shard_size: int | None = None, gmm_components: int = 20, gmm_fit_objects: int = 20000,
