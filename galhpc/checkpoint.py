@@ -6,8 +6,9 @@ schedule and RNG state, and the training store's pixel scale (`pixel_scale`, arc
 pixel or None, and `pixel_scale_source`: where it came from or why it is unknown), so
 that `galhpc-generate` needs no access to the store, and the prep config the store was
 made with (`store_prep`, the store's `config` attribute), so that inference on FITS
-cutouts prepares them the way the training images were (`inference_prep`).  It is written to a temporary name, fsynced and renamed, so a
-job killed mid-save leaves the previous checkpoint intact.
+cutouts prepares them the way the training images were (`inference_prep`).  It is
+written to a temporary name, fsynced and renamed, so a job killed mid-save leaves the
+previous checkpoint intact.
 """
 
 from __future__ import annotations

@@ -131,3 +131,18 @@ def test_report_on_fits_input_equals_the_report_on_the_prepared_store(trained, t
         assert {k: v for k, v in fits_m[section].items() if k != "seconds"} == \
             {k: v for k, v in store_m[section].items() if k != "seconds"}, section
     assert leftovers(tmp_path) == []
+
+
+def test_a_checkpoint_without_a_recorded_prep_of_another_size_is_refused_naming_it(tmp_path, capsys):
+    """An older checkpoint records no store prep; its run config's default 64-pixel prep is
+    not taken for a 16-pixel model: one line naming the checkpoint, no store left behind."""
+    from test_catalog_generate import make_checkpoint
+
+    cutouts = tmp_path / "cutouts"
+    cutouts.mkdir()
+    hst_file(cutouts / "gal_00001.fits", blob(1, np.random.default_rng(0)), 1)
+    ckpt = make_checkpoint(tmp_path / "old.pt", "vae", image_size=16)
+    assert encode_main(encode_args(ckpt, cutouts, tmp_path / "c.h5")) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(ckpt) in err and "records no prep config of its training store" in err and "64-pixel" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cutouts", "old.pt"]

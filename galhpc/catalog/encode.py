@@ -44,7 +44,7 @@ from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
 from galhpc.models.base import GalaxyModel
-from galhpc.runtime.errors import DataError
+from galhpc.runtime.errors import DataError, GalhpcError
 from galhpc.runtime.inference import run_batched, to_numpy
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.transfer import as_tensors, device_prefetch
@@ -449,7 +449,10 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
         if not glob.glob(str(store)):
             raise CatalogError(f"input {store} not found")
         with fits_as_store(store, inference_prep(payload, cfg, checkpoint), Path(out), world) as prepared:
-            result = run(prepared)
+            try:
+                result = run(prepared)
+            except GalhpcError as err:  # name the user's FITS input, not the temporary store
+                raise type(err)(str(err).replace(str(prepared), f"{store} (as prepared)")) from err
     log.info("rank %d: %d objects in %d shard(s), %.1f objects/s", world.rank, result.objects_written,
              result.shards_written, result.objects_per_second)
     return result

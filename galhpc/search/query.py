@@ -195,7 +195,8 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
             if is_store_path(path):
                 stamps = _store_stamps(path, model.name, cfg.model.channels, cfg.model.image_size)
             else:
-                with fits_as_store(path, inference_prep(payload, cfg, ckpt), work.with_name(f"{work.name}.q{i}")) as store:
+                prep = inference_prep(payload, cfg, ckpt)
+                with fits_as_store(path, prep, work.with_name(f"{work.name}.q{i}")) as store:
                     stamps = _store_stamps(store, model.name, cfg.model.channels, cfg.model.image_size)
             with torch.inference_mode():
                 for lo in range(0, len(stamps), batch_size):
