@@ -14,6 +14,8 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from galhpc.cli.encode import main as encode_main
+from galhpc.config import PrepConfig, SourceConfig
+from galhpc.data.prep import prep_config_yaml
 from galhpc.cli.export import main as export_main
 from galhpc.cli.rarity import main as rarity_main
 from galhpc.cli.search import main as search_main
@@ -31,7 +33,8 @@ N = 300
 
 def sky_store(path, declared=None):
     """A store with labels ra, dec (float64 deg, a 0.2 deg field across RA 0/360), mag_r
-    (float32, unit mag), z_phot and a text label; `declared`: its passthrough attribute."""
+    (float32, unit mag), z_phot and a text label; `declared`: the passthrough list of its
+    prep config's catalogue source, as galhpc-prep records it."""
     write_store(path, n=N)
     rng = np.random.default_rng(7)
     with h5py.File(path, "a") as f:
@@ -42,14 +45,15 @@ def sky_store(path, declared=None):
         f["labels/z_phot"] = rng.uniform(0, 1, N).astype(np.float32)
         f["labels/name"] = np.array([f"g{i}".encode() for i in range(N)], dtype="S64")
         if declared is not None:
-            f.attrs["passthrough"] = json.dumps(declared)
+            sources = [SourceConfig(kind="galsim"), SourceConfig(kind="fits", path="x/", passthrough=declared)]
+            f.attrs["config"] = prep_config_yaml(PrepConfig(sources=sources))
     return path
 
 
 @pytest.fixture(scope="module")
 def sky(tmp_path_factory):
     root = tmp_path_factory.mktemp("sky")
-    store = sky_store(root / "store.h5", declared=["mag_r"])
+    store = sky_store(root / "store.h5", declared=["MAG_R"])  # catalogue column names: any case
     ckpt = make_checkpoint(root / "av.pt", "astrovader")
     out = root / "clusters.h5"
     encode(ckpt, store, out, shard_size=64)  # 5 shards

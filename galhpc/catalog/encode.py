@@ -7,10 +7,10 @@ model's loss compares it, e.g. PSF ⊛ decode(μ) for a PSF model) against the i
 object_id, and the model's `extra_columns`.  Row i of the catalogue is row i of the store.
 
 The store's sky coordinates and catalogue columns travel along (`passthrough_columns`):
-the label columns the store declares in its root attribute `passthrough` (a JSON list
-written by galhpc-prep), else `ra` and `dec` when it has them, or those named by
-`galhpc-encode --passthrough`; copied as stored (ra/dec float64 degrees), their units in
-/meta `column_units`, the list in /meta `passthrough` and in the fingerprint.
+`ra` and `dec` when the store has them, then the catalogue columns its prep config's
+sources name (`passthrough: [mag_r, ...]`), or exactly those named by `galhpc-encode
+--passthrough`; copied as stored (ra/dec float64 degrees), their units in /meta
+`column_units`, the list in /meta `passthrough` and in the fingerprint.
 
 γ comes from the model's own mixture (AstroVaDEr) or, for models without a mixture
 prior, from a post-hoc GMM: rank 0 encodes an evenly strided subsample of the store,
@@ -54,9 +54,23 @@ log = logging.getLogger("galhpc.catalog.encode")
 
 GMM_FILE = "gmm.h5"
 GMM_KEYS = ("log_pi", "mu", "var")
-PASSTHROUGH_ATTR = "passthrough"  # store root attribute: JSON list of label columns carried into catalogues
 SKY_COLUMNS = ("ra", "dec")
 STANDARD_COLUMNS = ("object_id", "mu", "logvar", "gamma", "component", "recon_mse")
+
+
+def declared_passthrough(reader: StoreReader) -> list[str]:
+    """The catalogue columns the store's prep config names (each source's `passthrough`
+    list, in source order; label names are lower case, as galhpc.data.fits stores them)."""
+    from galhpc.config import ConfigError, config_from_yaml_text
+
+    text = reader.file.attrs.get("config")
+    if not text:
+        return []
+    try:
+        sources = config_from_yaml_text(text.decode() if isinstance(text, bytes) else str(text)).prep.sources
+    except ConfigError as err:
+        raise DataError(f"{reader.path}: its prep config (attribute 'config') is unreadable: {err}") from err
+    return [name.lower() for source in sources for name in (source.passthrough or [])]
 
 
 def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = None) -> list[str]:
@@ -72,8 +86,8 @@ def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = N
     Returns
     -------
     list of str
-        `requested`, else the JSON list of the store's root attribute ``passthrough``
-        (written by galhpc-prep), else ``ra``, ``dec`` when the store has both labels.
+        `requested`, else ``ra``, ``dec`` when the store has both labels, then the
+        `passthrough` columns its prep config's sources name (`declared_passthrough`).
 
     Raises
     ------
@@ -85,18 +99,9 @@ def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = N
     f = reader.file
     if requested is not None:
         names = list(requested)
-    elif PASSTHROUGH_ATTR in f.attrs:
-        raw = f.attrs[PASSTHROUGH_ATTR]
-        try:
-            names = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{reader.path}: root attribute {PASSTHROUGH_ATTR!r} is not a JSON list: {err}") from err
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise DataError(f"{reader.path}: root attribute {PASSTHROUGH_ATTR!r} must be a JSON list of names")
     else:
-        names = []
-    if requested is None:
-        names = [n for n in SKY_COLUMNS if all(f"labels/{s}" in f for s in SKY_COLUMNS)] + names
+        sky = [n for n in SKY_COLUMNS if all(f"labels/{s}" in f for s in SKY_COLUMNS)]
+        names = sky + declared_passthrough(reader)
     names = list(dict.fromkeys(names))
     for name in names:
         if name in STANDARD_COLUMNS:
