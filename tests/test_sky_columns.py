@@ -182,3 +182,25 @@ def test_rarity_table_carries_them(sky, tmp_path):
     np.testing.assert_array_equal(table["mag_r"], sky["labels"]["mag_r"][table["row"]])
     with h5py.File(out) as f:
         assert f["dec"].attrs["unit"] == "deg"
+
+
+@pytest.mark.parametrize("n_queries", [5, 300])  # a direct scan per block; a KD-tree per block
+def test_nearest_rows_equal_astropy_over_many_blocks(tmp_path, n_queries):
+    from astropy.coordinates import match_coordinates_sky
+
+    from galhpc.search.query import nearest_rows
+    from galhpc.search.source import CatalogColumns
+
+    rng = np.random.default_rng(n_queries)
+    n = 5000
+    ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    ra[17], dec[17] = np.nan, np.nan  # no coordinates: skipped
+    with h5py.File(tmp_path / "plain.h5", "w") as f:  # a plain file of per-object columns: one shard
+        f["ra"], f["dec"], f["mu"] = ra, dec, rng.standard_normal((n, 2)).astype(np.float32)
+    q_ra, q_dec = rng.uniform(0, 360, n_queries), rng.uniform(-89, 89, n_queries)
+    rows, sep = nearest_rows(CatalogColumns(tmp_path / "plain.h5"), q_ra, q_dec, block_rows=700)
+    known = np.flatnonzero(np.isfinite(ra))
+    index, oracle_sep, _ = match_coordinates_sky(SkyCoord(q_ra * u.deg, q_dec * u.deg),
+                                                 SkyCoord(ra[known] * u.deg, dec[known] * u.deg))
+    assert rows.tolist() == known[index].tolist()
+    np.testing.assert_allclose(sep, oracle_sep.arcsec, rtol=1e-9)

@@ -57,11 +57,30 @@ def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
 
 
+FEW_QUERIES = 32  # up to this many positions: a direct scan of each block beats building its KD-tree
+
+
+def _nearest_direct(points: np.ndarray, queries: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """(chord length, index) of the nearest of `points` (B, 3) to each of `queries` (Q, 3),
+    from coordinate differences (exact like the KD-tree's; ties to the lower index)."""
+    best = np.full(len(queries), np.inf)
+    index = np.zeros(len(queries), np.int64)
+    for lo in range(0, len(points), chunk):
+        part = points[lo:lo + chunk]
+        d2 = sum((part[:, None, axis] - queries[None, :, axis]) ** 2 for axis in range(3))  # (b, Q)
+        at = d2.argmin(axis=0)
+        chord = np.sqrt(d2[at, np.arange(len(queries))])
+        closer = chord < best
+        best[closer], index[closer] = chord[closer], lo + at[closer]
+    return best, index
+
+
 def nearest_rows(catalog: CatalogColumns, ra: np.ndarray, dec: np.ndarray,
                  block_rows: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
     """The catalogue row nearest on the sky to each position, streaming the catalogue's `ra`
-    and `dec` shard by shard (memory: one block), each block searched with a KD-tree on
-    unit vectors (scipy cKDTree; chord length is monotonic in angle).
+    and `dec` shard by shard (memory: one block), each block searched on unit vectors by
+    chord length (monotonic in angle): a direct scan for up to FEW_QUERIES positions, else
+    a KD-tree of the block (scipy cKDTree).
 
     Parameters
     ----------
@@ -70,12 +89,13 @@ def nearest_rows(catalog: CatalogColumns, ra: np.ndarray, dec: np.ndarray,
     ra, dec : np.ndarray, float64, (Q,)
         Query positions in degrees.
     block_rows : int
-        Catalogue rows per KD-tree.
+        Catalogue rows searched at a time.
 
     Returns
     -------
     rows : np.ndarray, int64, (Q,)
-        Nearest row (ties: the lower row), -1 when no row has coordinates.
+        Nearest row (exact ties: the lower row in a direct scan, either with the KD-tree),
+        -1 when no row has coordinates.
     separation : np.ndarray, float64, (Q,)
         Its angular distance in arcsec (inf when none).
 
@@ -98,7 +118,11 @@ def nearest_rows(catalog: CatalogColumns, ra: np.ndarray, dec: np.ndarray,
         known = np.flatnonzero(np.isfinite(ra_block) & np.isfinite(dec_block))
         if not len(known):
             continue
-        chord, index = cKDTree(unit_vectors(ra_block[known], dec_block[known])).query(queries)
+        points = unit_vectors(ra_block[known], dec_block[known])
+        if len(queries) <= FEW_QUERIES:
+            chord, index = _nearest_direct(points, queries)
+        else:
+            chord, index = cKDTree(points).query(queries)
         closer = chord < best_chord
         best_chord[closer] = chord[closer]
         best_row[closer] = lo + known[index[closer]]
