@@ -86,6 +86,10 @@ def test_encode_of_a_fits_folder_equals_encoding_the_prepared_store(trained, tmp
         np.testing.assert_array_equal(a["mu"][()], b["mu"][()])
         assert a["meta"].attrs["input"] == str(trained["cutouts"])
     assert leftovers(tmp_path) == [] and leftovers(trained["root"]) == []
+    png = tmp_path / "similar.png"  # stamps from the FITS cutouts the catalogue was encoded from
+    assert search_main(["--catalog", str(tmp_path / "fits.h5"), "--id", "103", "--k", "3", "--out",
+                        str(tmp_path / "similar.csv"), "--mosaic", str(png), "--threads", "1"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and leftovers(tmp_path) == []
 
 
 @pytest.mark.slow

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query images: HDF5 store or FITS file/directory/glob (repeatable)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--out", required=True, type=Path, help="result table: .h5/.hdf5, .fits or .csv")
-    p.add_argument("--mosaic", type=Path, help="PNG of each query and its neighbours (stamps from the store)")
+    p.add_argument("--mosaic", type=Path,
+                   help="PNG of each query and its neighbours (stamps from the store, or the FITS cutouts it was "
+                   "encoded from)")
     p.add_argument("--store", type=Path, help="store of the catalogue's stamps (default: the one in its /meta)")
     p.add_argument("--checkpoint", type=Path, help="checkpoint for image queries (default: the one in its /meta)")
     p.add_argument("--block-rows", type=int, default=65536, help="catalogue rows searched at a time (default 65536)")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                 dec=args.dec, tolerance=args.tolerance, checkpoint=args.checkpoint,
                                 block_rows=args.block_rows, world=world, work=args.out)
         if world.is_root:
-            write_outputs(result, args.catalog, args.out, args.mosaic, args.store)
+            write_outputs(result, args.catalog, args.out, args.mosaic, args.store, checkpoint=args.checkpoint)
 
     return run_cli("galhpc-search", body)
 

@@ -153,8 +153,14 @@ def _stack_images(parts: list[Queries]) -> np.ndarray | None:
 
 
 def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mosaic: Path | None,
-                  store: Path | None = None, max_mosaic_queries: int = 12) -> None:
-    """Rank 0's part: the table at `out` and, if asked, the mosaic (stamps from the catalogue's store)."""
+                  store: Path | None = None, max_mosaic_queries: int = 12, checkpoint: Path | None = None) -> None:
+    """Rank 0's part: the table at `out` and, if asked, the mosaic (stamps from the catalogue's
+    store: `store`, else its /meta `input`; FITS cutouts are prepared as galhpc-encode did,
+    with the prep of the checkpoint's training store, into a temporary store)."""
+    import glob
+
+    from galhpc.catalog.encode import as_store, is_store_path
+
     catalog = CatalogColumns(catalog_path)
     attrs = {"catalog": str(catalog_path), "k": str(result.topk.rows.shape[1]), "metric": "euclidean on mu"}
     write_table(out, result.table, attrs, units=table_units(result.table, catalog.meta))
@@ -162,10 +168,23 @@ def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mos
     if mosaic is None:
         return
     named = str(store or catalog.meta.get("input", ""))
-    store = catalog.input_path("input", store)
-    if store is None:
+    if named and not is_store_path(named) and glob.glob(named):  # FITS cutouts
+        ckpt = catalog.checkpoint_path(checkpoint)
+        if ckpt is None:
+            raise SearchInputError(f"{catalog_path}: the mosaic of FITS input {named} needs the catalogue's "
+                                   "checkpoint to prepare it (pass --checkpoint, or --store a prepared store)")
+        with as_store(named, ckpt, out) as prepared:
+            _write_mosaic(result, prepared, mosaic, max_mosaic_queries)
+        return
+    found = catalog.input_path("input", store)
+    if found is None:
         raise SearchInputError(f"{catalog_path}: the mosaic needs the store the catalogue was encoded from; "
                                f"{named!r} is not a file (pass --store)")
+    _write_mosaic(result, found, mosaic, max_mosaic_queries)
+
+
+def _write_mosaic(result: SearchResult, store: Path, mosaic: Path, max_mosaic_queries: int) -> None:
+    """The PNG of the first queries and their neighbours, stamps read from `store`."""
     q = result.queries
     n = min(len(q.labels), max_mosaic_queries)
     neighbours = store_stamps(store, result.topk.rows[:n].reshape(-1))
