@@ -150,3 +150,19 @@ def test_a_checkpoint_without_a_recorded_prep_of_another_size_is_refused_naming_
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert str(ckpt) in err and "records no prep config of its training store" in err and "64-pixel" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cutouts", "old.pt"]
+
+
+def test_fits_prep_keeps_recipe_and_conventions_and_the_catalogue_only_for_the_training_cutouts():
+    import dataclasses
+
+    from galhpc.catalog.encode import fits_prep
+    from galhpc.config import PrepConfig, SourceConfig
+
+    fits_source = SourceConfig(kind="fits", path="train/", catalog="cat.ecsv", hdu="SCI", passthrough=["mag_r"],
+                               options={"id_from": "header"})
+    prep = PrepConfig(sources=[SourceConfig(kind="galsim"), fits_source], image_size=32, crop_size=40,
+                      recipe=["crop", "resize", "flux"], filters={"snr_min": 5.0})
+    other = fits_prep("new/*.fits", prep)
+    assert other.sources == [dataclasses.replace(fits_source, path="new/*.fits", catalog=None)]
+    assert (other.image_size, other.crop_size, other.recipe, other.filters) == (32, 40, prep.recipe, {})
+    assert fits_prep("train/", prep).sources == [fits_source]

@@ -328,13 +328,18 @@ def fits_prep(fits_input: str | Path, prep: PrepConfig) -> PrepConfig:
 
     Size, recipe, crop and intensity steps are those of the training store; the FITS
     conventions (HDU choice and options) of its first FITS source are kept, without its
-    catalogue (the new cutouts are not in it); filters are off so every object is encoded.
+    catalogue (other cutouts are not in it) unless `fits_input` is that source's own path;
+    filters are off so every object is encoded.
     """
     from galhpc.config import SourceConfig
 
     trained = next((s for s in prep.sources if s.kind == "fits"), None)
-    source = (SourceConfig(kind="fits", path=str(fits_input)) if trained is None
-              else dataclasses.replace(trained, path=str(fits_input), catalog=None))
+    if trained is None:
+        source = SourceConfig(kind="fits", path=str(fits_input))
+    elif trained.path is not None and str(trained.path) == str(fits_input):
+        source = trained  # the training cutouts themselves: their catalogue (ids, ra/dec) too
+    else:
+        source = dataclasses.replace(trained, path=str(fits_input), catalog=None)
     return dataclasses.replace(prep, sources=[source], filters={})
 
 
