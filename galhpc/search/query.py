@@ -221,7 +221,10 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
             else:
                 prep = inference_prep(payload, cfg, ckpt)
                 with fits_as_store(path, prep, work.with_name(f"{work.name}.q{i}")) as store:
-                    stamps = _store_stamps(store, model.name, cfg.model.channels, cfg.model.image_size)
+                    try:
+                        stamps = _store_stamps(store, model.name, cfg.model.channels, cfg.model.image_size)
+                    except Exception as err:  # name the query file, not the temporary store
+                        raise SearchInputError(str(err).replace(f"{store}: ", "")) from err
             with torch.inference_mode():
                 for lo in range(0, len(stamps), batch_size):
                     vectors.append(model.encode(torch.from_numpy(stamps[lo:lo + batch_size])).mu.float().numpy())
