@@ -361,3 +361,19 @@ def test_bad_pixel_sky_and_neighbour_settings_are_checked_before_reading(tmp_pat
         setattr(cfg, key, value)
     with pytest.raises(ConfigError, match=message):
         run_prep(cfg)
+
+
+def test_sexagesimal_catalogue_positions_are_degrees(tmp_path):
+    from astropy.coordinates import SkyCoord
+
+    d = tmp_path / "c"
+    d.mkdir()
+    _hst_file(d / "g1.fits", 1)
+    _hst_file(d / "g2.fits", 2)
+    Table({"object_id": [1, 2], "RA": ["12:36:49.4", ""], "DEC": ["+62:12:58", ""]}).write(tmp_path / "cat.csv")
+    s = _read(run_prep(_cfg(tmp_path, path=str(d), catalog=str(tmp_path / "cat.csv"))))
+    oracle = SkyCoord("12:36:49.4", "+62:12:58", unit=("hourangle", "deg"))
+    order = np.argsort(s["object_id"])
+    assert s["labels"]["ra"][order][0] == pytest.approx(oracle.ra.deg) and s["labels"]["dec"][order][0] == pytest.approx(oracle.dec.deg)
+    # a null catalogue position falls back to the stamp's WCS centre
+    assert s["labels"]["ra"][order][1] == pytest.approx(RA0, abs=1e-3)

@@ -238,8 +238,34 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
         if stored is None:
             log.warning("catalog %s: column %s of dtype %s is not numeric or text; not stored", path, name, column.dtype)
             continue
-        labels[key] = stored.astype(np.float64) if key in ("ra", "dec") else stored
+        labels[key] = _degrees(stored, key, f"catalog {path}: column {name}") if key in ("ra", "dec") else stored
     return {int(i): row for row, i in enumerate(ids)}, labels
+
+
+def _degrees(values: np.ndarray, key: str, where: str) -> np.ndarray:
+    """An ra/dec column as float64 degrees: numbers are degrees; text is sexagesimal (ra in
+    hours "12:36:49.4" / "12h36m49.4s", dec in degrees) or decimal degrees; empty is NaN."""
+    if values.dtype.kind in "iufb":
+        return values.astype(np.float64)
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    text = np.char.decode(values, "utf-8") if values.dtype.kind == "S" else values.astype(str)
+    out = np.full(len(text), np.nan)
+    for i, value in enumerate(text):
+        value = value.strip()
+        if not value:
+            continue
+        try:
+            out[i] = float(value)
+            continue
+        except ValueError:
+            pass
+        try:
+            out[i] = Angle(value, unit=u.hourangle if key == "ra" else u.deg).deg
+        except (ValueError, u.UnitsError) as err:
+            raise DataError(f"{where}: row {i}: {value!r} is not an angle ({err})") from None
+    return out
 
 
 def _read_parquet(path: str):
