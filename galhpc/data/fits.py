@@ -151,8 +151,24 @@ def list_files(path: str, pattern: str = "*.fit*") -> list[Path]:
     return files
 
 
+# conventional names of catalogue positions (VizieR, SExtractor, Gaia, SDSS), tried in order
+RA_NAMES = ("ra", "raj2000", "ra_icrs", "alpha_j2000", "ra_deg", "radeg")
+DEC_NAMES = ("dec", "dej2000", "decj2000", "de_icrs", "dec_icrs", "delta_j2000", "dec_deg", "dedeg")
+
+
+def _position_column(names: dict[str, str], chosen: str | None, conventional: tuple[str, ...], path: str) -> str | None:
+    """The lower-cased catalogue column holding ra (or dec): `chosen`, else the first
+    conventional name present, else None."""
+    if chosen is not None:
+        if chosen.lower() not in names:
+            raise DataError(f"catalog {path}: no column {chosen!r}; columns: {list(names.values())}")
+        return chosen.lower()
+    return next((c for c in conventional if c in names), None)
+
+
 def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passthrough: list[str] | None = None,
-                 needed: tuple[str, ...] = ()) -> tuple[dict[int, int], dict[str, np.ndarray]]:
+                 needed: tuple[str, ...] = (), ra_column: str | None = None,
+                 dec_column: str | None = None) -> tuple[dict[int, int], dict[str, np.ndarray]]:
     """(id -> row, label columns) of a catalogue in any format astropy's Table reads.
 
     Parameters
@@ -168,6 +184,9 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
         Columns to keep as labels (beside ra, dec and `needed`); None keeps every scalar one.
     needed : tuple of str
         Columns the prep uses (the radius column, a sky column), kept when present.
+    ra_column, dec_column : str or None
+        The position columns; None finds them by convention (ra/dec, RAJ2000/DEJ2000,
+        RA_ICRS/DE_ICRS, ALPHA_J2000/DELTA_J2000, ...).  They become labels `ra`, `dec`.
 
     Returns
     -------
@@ -175,12 +194,13 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
         Object id -> catalogue row, and lower-cased column name -> (n,) array.  Nulls
         (FITS TNULL, masked or empty cells, NaN) are NaN (integer and boolean columns with
         nulls become float64) or b"" for strings: never a value.  `ra`/`dec` are float64
-        degrees.
+        degrees (numbers in degrees or any recorded angle unit; text sexagesimal).
 
     Raises
     ------
     DataError
-        Unreadable file, missing/null/non-integer/duplicate ids, missing passthrough columns.
+        Unreadable file, missing/null/non-integer/duplicate ids, missing passthrough or
+        position columns, a position that is not an angle.
     """
     import warnings
 
@@ -215,15 +235,22 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise DataError(f"catalog {path}: duplicate ids in {id_column!r}, e.g. {unique[counts > 1][:5].tolist()}")
+    positions = {_position_column(names, ra_column, RA_NAMES, path): "ra",
+                 _position_column(names, dec_column, DEC_NAMES, path): "dec"}
+    positions.pop(None, None)
     wanted = None
     if passthrough is not None:
         missing = [c for c in passthrough if c.lower() not in names]
         if missing:
             raise DataError(f"catalog {path}: no passthrough column(s) {missing}; columns: {table.colnames}")
-        wanted = {c.lower() for c in passthrough} | {"ra", "dec"} | {c.lower() for c in needed}
+        wanted = {c.lower() for c in passthrough} | set(positions) | {c.lower() for c in needed}
     labels = {}
-    for key, name in names.items():
-        if key == id_column.lower() or (wanted is not None and key not in wanted):
+    for original, name in names.items():
+        if original == id_column.lower() or (wanted is not None and original not in wanted):
+            continue
+        key = positions.get(original, "" if original in ("ra", "dec") else original)
+        if not key:  # a column named ra/dec that is not the chosen position must not overwrite it
+            log.warning("catalog %s: column %s is not the position column; not stored", path, name)
             continue
         column = table[name]
         if column.ndim != 1:

@@ -1,0 +1,68 @@
+"""Survey conventions beyond the HST-style set: catalogue positions under the names other
+surveys use (VizieR RAJ2000/DEJ2000 sexagesimal, SExtractor ALPHA_J2000/DELTA_J2000),
+catalogue positions the image's projection cannot place, and weight maps shipped as
+separate files.  astropy writes every file and is the oracle for every position."""
+
+from __future__ import annotations
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from test_data_survey_cutouts import H, _cfg, _galaxy, _read, _wcs
+
+from galhpc.data.prep import run_prep
+
+
+def _survey_image(path, n=160) -> WCS:
+    """A noisy n x n image with a TAN WCS at (150, 2) and galaxies at pixels (40, 40), (100, 80)."""
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval, w.wcs.crpix = [150.0, 2.0], [(n + 1) / 2, (n + 1) / 2]
+    w.wcs.cd = np.diag([-5e-5, 5e-5])
+    img = _galaxy(0, shape=(n, n), centre=(40, 40)) + _galaxy(1, shape=(n, n), centre=(80, 100))
+    fits.PrimaryHDU(img, w.to_header()).writeto(path)
+    return w
+
+
+def test_survey_image_position_on_the_far_side_of_the_sky_is_a_reject_not_a_crash(tmp_path):
+    w = _survey_image(tmp_path / "big.fits")
+    near = w.pixel_to_world([40, 100], [40, 80])
+    Table({"id": [1, 2, 3, 4], "ra": list(near.ra.deg) + [330.0, 150.0],
+           "dec": list(near.dec.deg) + [-60.0, -99.0]}).write(tmp_path / "cat.fits")
+    s = _read(run_prep(_cfg(tmp_path, kind="survey_image", path=str(tmp_path / "big.fits"),
+                            catalog=str(tmp_path / "cat.fits"), id_column="id", options={"size": 24})))
+    assert sorted(s["object_id"].tolist()) == [1, 2]
+    assert "off the image" in s["rejects"]["object_id 3"]  # TAN has no pixel for the far side
+    assert "not a declination" in s["rejects"]["object_id 4"]  # a -99 sentinel is no position
+
+
+def test_survey_image_sexagesimal_vizier_columns_by_option_and_by_convention(tmp_path):
+    w = _survey_image(tmp_path / "big.fits")
+    sky = w.pixel_to_world([40, 100], [40, 80])
+    Table({"id": [1, 2], "RAJ2000": sky.ra.to_string(u.hour, sep=":", precision=4),
+           "DEJ2000": sky.dec.to_string(u.deg, sep=":", precision=3, alwayssign=True)}).write(tmp_path / "cat.csv")
+    for options in ({"ra_column": "RAJ2000", "dec_column": "DEJ2000"}, {}):
+        s = _read(run_prep(_cfg(tmp_path, kind="survey_image", path=str(tmp_path / "big.fits"),
+                                catalog=str(tmp_path / "cat.csv"), id_column="id", options={"size": 24, **options})))
+        order = np.argsort(s["object_id"])
+        np.testing.assert_allclose(s["labels"]["ra"][order], sky.ra.deg, atol=1e-5)
+        np.testing.assert_allclose(s["labels"]["dec"][order], sky.dec.deg, atol=1e-5)
+        peaks = [np.unravel_index(np.argmax(im), im.shape) for im in s["images"]]
+        assert all(abs(y - (H - 1) / 2) <= 1 and abs(x - (H - 1) / 2) <= 1 for y, x in peaks)
+
+
+@pytest.mark.parametrize("ra_name,dec_name", [("ALPHA_J2000", "DELTA_J2000"), ("RAJ2000", "DEJ2000"), ("RA", "DEC")])
+def test_fits_stamps_take_the_catalogue_position_under_its_survey_name(tmp_path, ra_name, dec_name):
+    d = tmp_path / "c"
+    d.mkdir()
+    for i in (1, 2):
+        fits.PrimaryHDU(_galaxy(i), _wcs().to_header()).writeto(d / f"g_{i}.fits")  # WCS centre (189.2, 62.2)
+    Table({"ID": [1, 2], ra_name: [10.5, 11.5], dec_name: [-1.25, 1.25]}).write(tmp_path / "cat.ecsv")
+    s = _read(run_prep(_cfg(tmp_path, path=str(d), catalog=str(tmp_path / "cat.ecsv"), id_column="id")))
+    order = np.argsort(s["object_id"])
+    np.testing.assert_allclose(s["labels"]["ra"][order], [10.5, 11.5])
+    np.testing.assert_allclose(s["labels"]["dec"][order], [-1.25, 1.25])
