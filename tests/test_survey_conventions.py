@@ -66,3 +66,21 @@ def test_fits_stamps_take_the_catalogue_position_under_its_survey_name(tmp_path,
     order = np.argsort(s["object_id"])
     np.testing.assert_allclose(s["labels"]["ra"][order], [10.5, 11.5])
     np.testing.assert_allclose(s["labels"]["dec"][order], [-1.25, 1.25])
+
+
+def test_weight_and_mask_maps_shipped_as_files_beside_the_stamp_are_its_sigma_and_mask(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    for oid in (3, 4):  # image in PRIMARY, inverse variance and flags in their own files
+        fits.PrimaryHDU(_galaxy(oid), _wcs().to_header()).writeto(d / f"obj_{oid:05d}.fits")
+        fits.PrimaryHDU(np.full((H, H), 0.25, np.float32)).writeto(d / f"obj_{oid:05d}.wht.fits")
+    flags = np.zeros((H, H), np.int16)
+    flags[0, :5] = 1
+    fits.CompImageHDU(flags).writeto(d / "obj_00004_flag.fits.fz")
+    fits.PrimaryHDU(np.ones((H, H), np.float32)).writeto(d / "obj_00009_rms.fits")  # no stamp obj_00009
+    s = _read(run_prep(_cfg(tmp_path, path=str(d))))
+    assert sorted(s["object_id"].tolist()) == [3, 4]  # no weight map is a galaxy
+    np.testing.assert_allclose(s["sigma"], 2.0)  # 1 / sqrt(0.25)
+    row = int(np.flatnonzero(s["object_id"] == 4)[0])
+    assert s["mask"][row].sum() == 5 and s["mask"][row][0, :5].all() and s["mask"][1 - row].sum() == 0
+    assert "no stamp obj_00009.fits" in s["rejects"]["file"]

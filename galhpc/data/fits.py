@@ -12,7 +12,10 @@
   (1/σ²) and DQ/MASK/MSK/FLAGS/BPM/BADPIX (non-zero = bad pixel, or only the bits of
   options.mask_bad_bits, e.g. to ignore HSC's DETECTED plane); options.sigma_hdu,
   variance_hdu, ivar_hdu, mask_hdu name another HDU (number or EXTNAME) or "none".  A weight <= 0, a
-  non-finite σ or a BLANK pixel is a bad pixel.  Every object gets `Block.extras`
+  non-finite σ or a BLANK pixel is a bad pixel.  A map may also ship as its own file beside
+  the stamp, named `<stamp><. _ -><token>.fits[.fz|.gz]` (tokens err/rms/sigma/noise/unc,
+  var, wht/weight/wgt/ivar, dq/mask/flag(s)/bpm: `g_01.wht.fits` is g_01.fits's inverse
+  variance); a map in the stamp's own file wins; a map file without its stamp is a reject.  Every object gets `Block.extras`
   "sigma" (NaN where no map says) and "mask" (uint8); the prep fills and stores them.
   A companion map is never read as a galaxy.
 - `catalog`: any table astropy reads (FITS: first table HDU or options.catalog_hdu;
@@ -42,6 +45,7 @@ checkpoint for galhpc-generate.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import re
@@ -515,15 +519,15 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
     return found
 
 
-def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f,
+def _read_maps(companions: dict[str, tuple[Any, str]], shape: tuple[int, ...], where: str,
                bad_bits: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(σ or None, mask or None) from the companion HDUs; a weight <= 0, a non-finite σ, an
-    undefined (BLANK) pixel of any map and a mask pixel with any of `bad_bits` set (None:
-    any non-zero value) are bad pixels."""
+    """(σ or None, mask or None) from the companion HDUs ({kind: (HDU, where it is)}); a
+    weight <= 0, a non-finite σ, an undefined (BLANK) pixel of any map and a mask pixel with
+    any of `bad_bits` set (None: any non-zero value) are bad pixels."""
     sigma, mask = None, None
-    for kind, h in companions.items():
+    for kind, (h, place) in companions.items():
         data = h.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
-        what = f"{where}: {kind} map {_where(h, f)}"
+        what = f"{where}: {kind} map {place}"
         if data is None or np.shape(data) != shape:
             raise DataError(f"{what}: shape {np.shape(data)} differs from the image's {shape}")
         data = np.asarray(data)
@@ -545,6 +549,59 @@ def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f
             sigma = values.astype(np.float32) if sigma is None else sigma
         mask = bad if mask is None else (mask | bad)
     return sigma, None if mask is None else mask.astype(np.uint8)
+
+
+# a map shipped as its own file beside the stamp: <stamp name><sep><token>.fits
+MAP_FILE_TOKENS = {"sigma": ("err", "error", "sigma", "rms", "noise", "unc"), "variance": ("var", "variance"),
+                   "ivar": ("wht", "weight", "wgt", "ivar", "invvar"),
+                   "mask": ("dq", "mask", "msk", "flag", "flags", "bpm", "badpix")}
+_MAP_FILE = re.compile(r"^(?P<stem>.+)[._-](?P<token>" + "|".join(t for ts in MAP_FILE_TOKENS.values() for t in ts)
+                       + r")$", re.IGNORECASE)
+
+
+def _stem(path: Path) -> str:
+    """A file name without its FITS suffixes (.fits, .fit, .fts, .fz, .gz)."""
+    return re.sub(r"(\.(fits?|fts))?(\.(fz|gz))?$", "", path.name, flags=re.IGNORECASE)
+
+
+def _pair_map_files(paths: list[Path]) -> tuple[list[Path], dict[Path, dict[str, Path]], list[tuple[Path, str]]]:
+    """Split a source's files into stamps and the σ/weight/mask maps shipped beside them
+    (`g_0001.fits` with `g_0001.wht.fits`, `g_0001_rms.fits`, `g_0001-mask.fits.fz`).
+
+    Returns
+    -------
+    (list, dict, list)
+        The stamp files; stamp -> {"sigma" | "variance" | "ivar" | "mask": map file}; and
+        (file, reason) of map-named files with no stamp of their name beside them (never read
+        as a galaxy).
+    """
+    stems = {_stem(p): p for p in paths}
+    stamps, maps, orphans = [], {}, []
+    for p in paths:
+        match = _MAP_FILE.match(_stem(p))
+        if match is None:
+            stamps.append(p)
+            continue
+        kind = next(k for k, tokens in MAP_FILE_TOKENS.items() if match["token"].lower() in tokens)
+        owner = stems.get(match["stem"])
+        if owner is None or _MAP_FILE.match(_stem(owner)):
+            orphans.append((p, f"named as a {kind} map ({match['token']}) but no stamp {match['stem']}.fits beside it"))
+        else:
+            maps.setdefault(owner, {})[kind] = p
+    return stamps, maps, orphans
+
+
+def _beside_hdu(f, path: Path, sci, n_science: int):
+    """The HDU of a map file for one science HDU: the image HDU with its EXTNAME and
+    EXTVER, else the only image HDU when the stamp file holds one object."""
+    images = [h for h in f if _has_image(h)]
+    same = [h for h in images if _name(h) == _name(sci) and _extver(h) == _extver(sci)]
+    if same:
+        return same[0]
+    if len(images) == 1 and n_science == 1:
+        return images[0]
+    raise DataError(f"{path}: cannot tell which of its {len(images)} image HDUs is the map of "
+                    f"{_name(sci) or 'PRIMARY'},{_extver(sci)}")
 
 
 def _celestial_wcs(header):
@@ -647,10 +704,16 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
             raise DataError(f"{file}: {obj}: {reason}")
         objects.rejects.append(Reject(obj, file, reason))
 
-    for path in list_files(source.path, opts.get("pattern", "*.fit*")):
+    files, companion_files, orphans = _pair_map_files(list_files(source.path, opts.get("pattern", "*.fit*")))
+    for path, reason in orphans:
+        fail("file", str(path), reason)
+    for path in files:
         where = "file"
         try:
-            with _open(path) as f:
+            with contextlib.ExitStack() as stack:
+                f = stack.enter_context(_open(path))
+                beside = {kind: (stack.enter_context(_open(other)), other)
+                          for kind, other in companion_files.get(path, {}).items()}
                 primary = f[0].header
                 hdus = _image_hdus(f, source.hdu, path)
                 single = len(hdus) == 1 and hdus[0].data.ndim == 2
@@ -662,8 +725,11 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
                     data = np.asarray(data, dtype=np.float32)
-                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}", f,
-                                             opts.get("mask_bad_bits"))
+                    maps = {kind: (h, _where(h, f)) for kind, h in _companions(f, hdus, hdu, opts, path).items()}
+                    for kind, (other, other_path) in beside.items():
+                        if kind not in maps:  # a map inside the file wins over one beside it
+                            maps[kind] = (_beside_hdu(other, other_path, hdu, len(hdus)), str(other_path))
+                    sigma, mask = _read_maps(maps, data.shape, f"{path}: {where}", opts.get("mask_bad_bits"))
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
                     own_wcs = _celestial_wcs(header)  # parsed once: the scale and the centre's position
                     scale = _celestial_scale(own_wcs, f"{path}: {where}") if own_wcs is not None else float("nan")
