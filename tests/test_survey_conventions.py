@@ -6,6 +6,7 @@ separate files.  astropy writes every file and is the oracle for every position.
 from __future__ import annotations
 
 import astropy.units as u
+import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -84,3 +85,18 @@ def test_weight_and_mask_maps_shipped_as_files_beside_the_stamp_are_its_sigma_an
     row = int(np.flatnonzero(s["object_id"] == 4)[0])
     assert s["mask"][row].sum() == 5 and s["mask"][row][0, :5].all() and s["mask"][1 - row].sum() == 0
     assert "no stamp obj_00009.fits" in s["rejects"]["file"]
+
+
+def test_catalogue_units_are_recorded_on_the_store_labels_for_the_catalogues_downstream(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    for i in (1, 2):
+        fits.PrimaryHDU(_galaxy(i), _wcs().to_header()).writeto(d / f"g_{i}.fits")
+    cat = Table({"id": [1, 2], "ra": [10.5, 11.5] * u.deg, "dec": [-1.0, 1.0] * u.deg,
+                 "mag_r": [21.3, 22.9] * u.mag, "r_petro": [1.2, 3.4] * u.arcsec, "z_phot": [0.3, 0.5]})
+    cat.write(tmp_path / "cat.fits")  # TUNITn cards, read back by astropy
+    out = run_prep(_cfg(tmp_path, path=str(d), catalog=str(tmp_path / "cat.fits"), id_column="id",
+                        passthrough=["mag_r", "r_petro", "z_phot"]))
+    with h5py.File(out) as f:
+        units = {k: f[f"labels/{k}"].attrs.get("unit") for k in ("ra", "dec", "mag_r", "r_petro", "z_phot")}
+    assert units == {"ra": "deg", "dec": "deg", "mag_r": "mag", "r_petro": "arcsec", "z_phot": None}

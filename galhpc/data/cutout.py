@@ -132,7 +132,7 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     factor, min_size = float(opts.get("scale_factor", 4.0)), int(opts.get("min_size", 16))
     ra_key, dec_key = "ra", "dec"  # read_catalog's names for the position columns, whatever the catalogue's
     needed = tuple(c for c in (prep.r90_column, prep.sky, scale_by) if c)
-    index, labels = read_catalog(source.catalog, source.id_column, None, source.passthrough, needed=needed,
+    index, labels, units = read_catalog(source.catalog, source.id_column, None, source.passthrough, needed=needed,
                                  ra_column=opts.get("ra_column"), dec_column=opts.get("dec_column"))
     for key in (ra_key, dec_key) + ((scale_by.lower(),) if scale_by else ()):
         if key not in labels:
@@ -153,7 +153,7 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         sigma = _sigma_from(_map(opts.get("weight"), image_path, hdus, data.shape, "weight"), weight_type)
         mask = _map(opts.get("mask"), image_path, hdus, data.shape, "mask")
         scale = header_pixel_scale(sci.header, hdus[0].header, f"{image_path}: HDU {sci.name}")
-        objects = ObjectBlocks(prep.chunk_rows, labels, index)
+        objects = ObjectBlocks(prep.chunk_rows, labels, index, units)
         ra_all, dec_all = labels[ra_key], labels[dec_key]
         radius_all = labels[scale_by.lower()] if scale_by else None
         planned = []  # (side, row, id, reason): equal sides together, so blocks stay large

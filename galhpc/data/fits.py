@@ -172,7 +172,7 @@ def _position_column(names: dict[str, str], chosen: str | None, conventional: tu
 
 def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passthrough: list[str] | None = None,
                  needed: tuple[str, ...] = (), ra_column: str | None = None,
-                 dec_column: str | None = None) -> tuple[dict[int, int], dict[str, np.ndarray]]:
+                 dec_column: str | None = None) -> tuple[dict[int, int], dict[str, np.ndarray], dict[str, str]]:
     """(id -> row, label columns) of a catalogue in any format astropy's Table reads.
 
     Parameters
@@ -194,8 +194,9 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
 
     Returns
     -------
-    (dict, dict)
-        Object id -> catalogue row, and lower-cased column name -> (n,) array.  Nulls
+    (dict, dict, dict)
+        Object id -> catalogue row; lower-cased column name -> (n,) array; and label ->
+        unit (astropy string) of the columns whose table records one (`ra`, `dec`: deg).  Nulls
         (FITS TNULL, masked or empty cells, NaN) are NaN (integer and boolean columns with
         nulls become float64) or b"" for strings: never a value.  `ra`/`dec` are float64
         degrees (numbers in degrees or any recorded angle unit; text sexagesimal).
@@ -248,7 +249,7 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
         if missing:
             raise DataError(f"catalog {path}: no passthrough column(s) {missing}; columns: {table.colnames}")
         wanted = {c.lower() for c in passthrough} | set(positions) | {c.lower() for c in needed}
-    labels = {}
+    labels, units = {}, {}
     for original, name in names.items():
         if original == id_column.lower() or (wanted is not None and original not in wanted):
             continue
@@ -270,7 +271,11 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
             log.warning("catalog %s: column %s of dtype %s is not numeric or text; not stored", path, name, column.dtype)
             continue
         labels[key] = _degrees(stored, key, f"catalog {path}: column {name}") if key in ("ra", "dec") else stored
-    return {int(i): row for row, i in enumerate(ids)}, labels
+        if key in ("ra", "dec"):
+            units[key] = "deg"
+        elif getattr(column, "unit", None) is not None:
+            units[key] = column.unit.to_string()
+    return {int(i): row for row, i in enumerate(ids)}, labels, units
 
 
 def _degrees(values: np.ndarray, key: str, where: str) -> np.ndarray:
@@ -371,8 +376,10 @@ class DuplicateIdError(DataError):
 class ObjectBlocks:
     """Collects objects (pixels, σ, mask, id) into uniform-shape blocks of at most `rows`."""
 
-    def __init__(self, rows: int, labels: dict[str, np.ndarray] | None, index: dict[int, int] | None):
+    def __init__(self, rows: int, labels: dict[str, np.ndarray] | None, index: dict[int, int] | None,
+                 units: dict[str, str] | None = None):
         self.rows, self.labels, self.index = rows, labels, index
+        self.units = {"ra": "deg", "dec": "deg", PIXEL_SCALE_LABEL: "arcsec", **(units or {})}
         self.images: list[np.ndarray] = []
         self.sigmas: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
@@ -429,7 +436,8 @@ class ObjectBlocks:
             extras = {"sigma": np.stack(self.sigmas), "mask": np.stack(self.masks)}
         else:
             images = np.zeros((0, 1, 1), np.float32)
-        block = Block(images, ids, labels, extras=extras, files=self.files, rejects=self.rejects)
+        block = Block(images, ids, labels, extras=extras, files=self.files, rejects=self.rejects,
+                      units={k: u for k, u in self.units.items() if k in labels})
         self.images, self.sigmas, self.masks, self.ids, self.files, self.scales, self.positions, self.rejects = (
             [], [], [], [], [], [], [], [])
         return block
@@ -691,12 +699,12 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     cube = opts.get("cube", "objects")
     if id_from not in ("auto", "header", "filename", "sequence") or cube not in ("objects", "bands"):
         raise ConfigError(f"source fits {source.path}: id_from must be auto|header|filename|sequence, cube objects|bands")
-    index, labels = (None, None)
+    index, labels, units = None, None, None
     if source.catalog:
-        index, labels = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"), source.passthrough,
+        index, labels, units = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"), source.passthrough,
                                      needed=(prep.r90_column, prep.sky))
         log.info("catalog %s: %d objects, label columns %s", source.catalog, len(index), sorted(labels))
-    objects = ObjectBlocks(prep.chunk_rows, labels, index)
+    objects = ObjectBlocks(prep.chunk_rows, labels, index, units)
     sequence = 0
 
     def fail(obj: str, file: str, reason: str) -> None:

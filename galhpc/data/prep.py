@@ -304,7 +304,7 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
         labels.update(coefficients)
     elif prep.metrics:
         labels["noise_sigma"] = values["border_noise"]
-    out = Block(images, block.object_id, labels, truth, block.psf, extras, block.files, rejects)
+    out = Block(images, block.object_id, labels, truth, block.psf, extras, block.files, rejects, block.units)
     return out.select(keep)
 
 

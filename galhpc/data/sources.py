@@ -79,6 +79,7 @@ class Block:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     files: list[str] | None = None
     rejects: list[Reject] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)  # label -> astropy unit string, where a catalogue gave one
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -95,6 +96,7 @@ class Block:
             extras={k: v[keep] for k, v in self.extras.items()},
             files=None if self.files is None else [f for f, k in zip(self.files, keep) if k],
             rejects=list(self.rejects),
+            units=dict(self.units),
         )
 
 
