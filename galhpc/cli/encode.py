@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         from galhpc.catalog.encode import encode_from_checkpoint
+        from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
 
+        check_output(args.out, "galhpc-encode --out", suffixes=HDF5_SUFFIXES, create=True)
         encode_from_checkpoint(
             args.checkpoint, args.store, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
             gmm_components=args.gmm_components, gmm_fit_objects=args.gmm_fit_objects, seed=args.seed,

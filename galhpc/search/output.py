@@ -9,15 +9,18 @@ import h5py
 import numpy as np
 
 from galhpc.runtime.files import atomic_path
+from galhpc.runtime.kinds import KIND_ATTR, SEARCH_TABLE
 from galhpc.search.source import SearchInputError
 
 TABLE_SUFFIXES = (".h5", ".hdf5", ".fits", ".fit", ".csv")
 
 
-def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapping[str, str] | None = None) -> Path:
+def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapping[str, str] | None = None,
+                kind: str = SEARCH_TABLE) -> Path:
     """Write equal-length 1-D columns to `path`, the format chosen by its suffix
-    (.h5/.hdf5: one dataset per column; .fits/.fit: a binary table; .csv: a header line).
-    Written under a temporary name and renamed, so no half-written table is ever visible.
+    (.h5/.hdf5: one dataset per column, root attribute ``galhpc_kind`` = `kind`; .fits/.fit:
+    a binary table; .csv: a header line).  Written under a temporary name and renamed, so
+    no half-written table is ever visible.
 
     Raises
     ------
@@ -34,6 +37,7 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
                 for name, values in columns.items():
                     f.create_dataset(name, data=_plain(values))
                 f.attrs.update(dict(attrs or {}))
+                f.attrs[KIND_ATTR] = kind
         elif suffix in (".fits", ".fit"):
             from astropy.table import Table
 

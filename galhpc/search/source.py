@@ -37,7 +37,7 @@ class CatalogColumns:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.catalog = open_catalog(self.path)
+        self.catalog = open_catalog(self.path, role="a search over latents (--catalog)")
         self.columns = list(self.catalog.columns)
         if "mu" not in self.columns and "z" not in self.columns:
             raise SearchInputError(f"{self.path}: no latent column mu or z; is it an encoded catalogue?")
@@ -73,16 +73,15 @@ class CatalogColumns:
 
         Raises
         ------
-        SearchInputError
-            Its SHA-256 differs from /meta ``checkpoint_sha256``: latents of another model.
+        CheckpointError
+            Its SHA-256 differs from /meta ``checkpoint_sha256``: latents of another model
+            (`galhpc.checkpoint.check_catalogue_checkpoint`).
         """
         path = self.input_path("checkpoint", override)
-        want = self.meta.get("checkpoint_sha256")
-        if path is not None and want:
-            from galhpc.checkpoint import file_sha256
+        if path is not None:
+            from galhpc.checkpoint import check_catalogue_checkpoint
 
-            if file_sha256(path) != want:
-                raise SearchInputError(f"{path} is not the checkpoint {self.path} was encoded with (SHA-256 differs)")
+            check_catalogue_checkpoint(path, self.meta, self.path)
         return path
 
     def _check(self, column: str) -> None:
