@@ -210,6 +210,8 @@ def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | No
             if not len(f):
                 return "holds no datasets"
             for name, ds in f.items():
+                if not isinstance(ds, h5py.Dataset):
+                    return f"holds a group {name!r}, not a column"
                 if ds.shape[:1] != (shard.size,):
                     return f"holds {ds.shape[0] if ds.shape else 0} rows of {name!r}, expected {shard.size}"
                 found = missing_filter(ds.id.get_create_plist())

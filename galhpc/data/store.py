@@ -259,7 +259,7 @@ def read_store_info(path: str | Path) -> StoreInfo:
 def describe_store(f: h5py.File, path: Path) -> StoreInfo:
     """The StoreInfo of the store open as `f` (read from metadata, no pixels); a catalogue or
     table (`galhpc.runtime.kinds`) or a dataset needing a missing filter is refused."""
-    require_kind(f, path, STORE, "a command reading a training store")
+    require_kind(f, path, STORE, "a training-store reader (galhpc-train, galhpc-report --store)")
     check_filters(f, path)
     if "images" not in f or "object_id" not in f:
         raise DataError(f"{path} is not a galhpc store (no images/object_id datasets)")
@@ -379,7 +379,7 @@ class StoreReader:
         except (OSError, FileNotFoundError) as err:
             raise DataError(f"input store {self.path} cannot be opened as HDF5: {err}") from err
         try:
-            require_kind(self.file, self.path, STORE, "the input of galhpc-encode")
+            require_kind(self.file, self.path, STORE, "galhpc-encode --store (or galhpc-search --image)")
             check_filters(self.file, self.path)
         except DataError:
             self.file.close()
