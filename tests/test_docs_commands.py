@@ -86,3 +86,41 @@ def test_search_store_copies_take_every_dataset(tmp_path):
                     want = f[k][()][r] if f[k].shape[:1] == (n,) else f[k][()]
                     assert np.array_equal(g[k][()], want), (name, k)
                 assert g["labels/source_index"][()].sum() == (10 if "eval" in name else 0)  # the planted rare objects
+
+
+LAUNCHERS = ("mpirun", "mpiexec", "srun")
+
+
+def galhpc_commands():
+    """(page, argv) of every galhpc-* command line in the docs' shell blocks (after any
+    environment assignments and an mpirun/srun prefix); usage synopses with [optional]
+    parts are left out."""
+    found = []
+    for page in PAGES:
+        for language, text in fenced_blocks(page):
+            if language not in ("", "bash", "sh", "shell", "console"):
+                continue
+            for line in shell_commands(text):
+                if "[" in line or not re.search(r"\bgalhpc-\w+", line):
+                    continue
+                words = shlex.split(line, comments=True)
+                while words and "=" in words[0] and not words[0].startswith("-"):
+                    words = words[1:]
+                if words and words[0] in LAUNCHERS:
+                    words = words[next(i for i, w in enumerate(words) if w.startswith("galhpc-")):]
+                if words and words[0].startswith("galhpc-"):
+                    found.append((page.name, words))
+    return found
+
+
+@pytest.mark.parametrize("page, argv", galhpc_commands(), ids=lambda v: " ".join(v)[:60] if isinstance(v, list) else v)
+def test_documented_commands_parse_and_name_files_that_exist(page, argv):
+    """Each galhpc command of the docs is accepted by that command's own argument parser (a
+    renamed or removed flag fails here), and a configs/ file it names is in the repository."""
+    import importlib
+
+    module = importlib.import_module(f"galhpc.cli.{argv[0][len('galhpc-'):]}")
+    parse = module.parse_args if hasattr(module, "parse_args") else module.build_parser().parse_args
+    args = parse(argv[1:])
+    if str(getattr(args, "config", None)).startswith("configs/"):  # the repository's (cfg.yaml: the reader's own)
+        assert (REPO / args.config).is_file(), f"{page}: {args.config}"
