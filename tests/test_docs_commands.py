@@ -1,8 +1,10 @@
-"""The commands the documentation gives: every Python one-liner and block compiles, and the
-store-copying commands of docs/search.md run as written and copy every dataset.
+"""The commands the documentation gives: every Python one-liner and block compiles, every
+galhpc command line parses with that command's own parser, and the store-copying commands
+of docs/search.md run as written and copy every dataset.
 
-Blocks that need a cluster (sbatch, mpirun on many nodes), the network or hours of
-training are not run here; their Python is still compiled."""
+The galhpc commands themselves are not run here: they need a cluster (sbatch, mpirun on
+many nodes), the full data sets or hours of training; the tests of each command run them
+on small inputs."""
 
 import re
 import shlex

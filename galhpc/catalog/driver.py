@@ -25,14 +25,13 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from galhpc.catalog.h5out import (
-    FINGERPRINT_ATTR, IMAGE_COLUMNS, ShardWriter, WriteBehind, catalogue_kind, parse_compression,
+    FINGERPRINT_ATTR, IMAGE_COLUMNS, ShardWriter, WriteBehind, catalogue_attrs, parse_compression,
     read_master_fingerprint, shard_problem, write_master,
 )
 from galhpc.catalog.shards import (
     CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, read_manifest, record_manifest,
     shard_in_flight, shard_path,
 )
-from galhpc.runtime.kinds import KIND_ATTR
 from galhpc.runtime import progress
 from galhpc.runtime.files import OutputLock
 from galhpc.runtime.signals import EXIT_PREEMPTED, Preempted, StopFlag, stop_signals
@@ -270,8 +269,7 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
         job.start(shard_dir)
         with progress(None, world.rank, total=sum(s.size for s in mine), unit="obj", mininterval=1.0,
                       desc=f"{out.name} rank 0 of {world.size}") as bar:
-            attrs = {KIND_ATTR: catalogue_kind(str(meta.get("kind", ""))),
-                     FINGERPRINT_ATTR: json.dumps(resolved, sort_keys=True)}
+            attrs = {**catalogue_attrs(meta.get("kind")), FINGERPRINT_ATTR: json.dumps(resolved, sort_keys=True)}
             for n in _write_shards(job, shard_dir, mine, options, out, flag, attrs):
                 bar.update(n)  # one update per batch, counted in objects (and objects/s)
                 written += n

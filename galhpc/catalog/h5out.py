@@ -179,9 +179,10 @@ class WriteBehind:
             raise self._error
 
 
-def catalogue_kind(kind: str) -> str:
-    """The ``galhpc_kind`` of the files of an ``encode``/``generate`` catalogue."""
-    return f"{kind}_catalogue"
+def catalogue_attrs(kind: Any) -> dict[str, str]:
+    """The root attribute ``galhpc_kind`` of the files of an ``encode``/``generate`` catalogue
+    (`galhpc.runtime.kinds`); none for another `kind` (files then go by their layout)."""
+    return {KIND_ATTR: f"{kind}_catalogue"} if kind in ("encode", "generate") else {}
 
 
 def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | None:
@@ -289,7 +290,7 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
                     )
                     layout[shard.start:shard.stop] = source
                 f.create_virtual_dataset(name, layout, fillvalue=missing_value(dtype))
-            f.attrs[KIND_ATTR] = catalogue_kind(str(meta.get("kind", "")))
+            f.attrs.update(catalogue_attrs(meta.get("kind")))
             meta_group = f.create_group(META)
             for key, value in meta.items():
                 meta_group.attrs[key] = value
