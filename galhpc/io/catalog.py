@@ -358,7 +358,7 @@ class Catalog(Reader):
                 problems[path] = "missing"
                 continue
             try:
-                why = _check_file(path, by_file[path])
+                why = _check_file(path, by_file[path], self.meta.get("fingerprint") if path != self.path else None)
             except OSError as err:
                 why = f"unreadable: {_first_line(err)}"
             if why:
@@ -577,14 +577,20 @@ class Catalog(Reader):
         self._pool.close()
 
 
-def _check_file(path: Path, uses: list[tuple[_Column, _Segment]]) -> str | None:
+def _check_file(path: Path, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
     """Why shard file `path` cannot supply the segments `uses` of their columns, or None.
+
+    A shard that records its run's fingerprint (attribute ``fingerprint``, JSON) must record
+    the master's `fingerprint`: a shard of another run copied in is refused.
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
     once per shard at every open of a catalogue)."""
     fid = _open_fid(path)
     try:
         span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
+        theirs = _text_attr(fid, b"fingerprint")
+        if fingerprint and theirs and json.loads(theirs) != json.loads(fingerprint):
+            return "written by another run (its fingerprint differs from the master's)"
         for col, seg in uses:
             try:
                 ds = h5py.h5d.open(fid, seg.dataset.encode())
@@ -618,6 +624,20 @@ def _scalar_attr(fid: Any, name: bytes) -> int | None:
     finally:
         attr.close()
     return int(value) if value.size == 1 and value.dtype.kind in "iu" else None
+
+
+def _text_attr(fid: Any, name: bytes) -> str | None:
+    """String attribute `name` of the file's root group, or None."""
+    if not h5py.h5a.exists(fid, name):
+        return None
+    attr = h5py.h5a.open(fid, name)
+    try:
+        value = np.empty(attr.shape, attr.dtype)
+        attr.read(value)
+    finally:
+        attr.close()
+    value = value[()] if value.shape == () else None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else None
 
 
 def _attrs(group: h5py.Group) -> dict[str, Any]:
