@@ -112,6 +112,10 @@ def test_every_command_refuses_the_wrong_kind(files, tmp_path, capsys):
          "store.h5 is a training store"),
         (rarity_main, ["--catalog", f["store"], "--out", str(tmp_path / "r.csv")], "store.h5 is a training store"),
         (rarity_main, ["--catalog", f["search"], "--out", str(tmp_path / "r.csv")], "search.h5 is a search result"),
+        (rarity_main, ["--catalog", f["clusters"], "--store", f["synth"], "--out", str(tmp_path / "r.csv")],
+         "synth.h5 is a synthetic catalogue"),
+        (search_main, ["--catalog", f["clusters"], "--id", "3", "--store", f["synth"], "--mosaic",
+                       str(tmp_path / "m.png"), "--out", str(tmp_path / "s.csv")], "synth.h5 is a synthetic catalogue"),
         (export_main, [f["plain_store"], "--fits", str(tmp_path / "x.fits")], "plain_store.h5 is a training store"),
     ]
     for main, argv, message in cases:

@@ -17,6 +17,7 @@ import numpy as np
 from galhpc.io.catalog import open_catalog
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.files import open_h5_readonly
+from galhpc.runtime.kinds import STORE, check_kind
 
 GROUPS = ("gmm",)  # small real groups of the master read whole
 
@@ -75,9 +76,17 @@ class CatalogColumns:
         -------
         Path or None
             None when neither names an existing file.
+
+        Raises
+        ------
+        FileKindError
+            The store (``"input"``) is another kind of galhpc file, e.g. a catalogue.
         """
         named = override or self.meta.get(key)
-        return Path(named) if named and Path(named).is_file() else None
+        path = Path(named) if named and Path(named).is_file() else None
+        if key == "input" and path is not None:
+            check_kind(path, STORE, f"the store of {self.path} (--store)")
+        return path
 
     def checkpoint_path(self, override: str | Path | None = None) -> Path | None:
         """The catalogue's checkpoint (`input_path`), checked against the one it was encoded with.
