@@ -402,6 +402,7 @@ class OutputLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
+                judged = self._identity()
                 holder = self._holder()
                 if holder is None:  # released meanwhile, or its writer has not written its name yet
                     gone = self._empty_gone()
@@ -415,7 +416,7 @@ class OutputLock:
                     raise OutputInUseError(
                         errno.EBUSY, f"in use by {holder or 'an unknown run'} (lock {self.path}; remove it "
                         "only if that run is gone)", str(self.out)) from None
-                self._take_over(holder, gone)
+                self._take_over(holder, gone, judged)
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(self.owner + "\n")
@@ -426,8 +427,25 @@ class OutputLock:
             return self
         raise OutputInUseError(errno.EBUSY, f"in use (lock {self.path} keeps changing hands)", str(self.out))
 
-    def _take_over(self, holder: str, why: str) -> None:
-        """Remove the lock of the gone `holder`, unless another run took it over first."""
+    def _identity(self) -> tuple[int, int, int] | None:
+        """The lock file's (device, inode, change time in ns), or None when there is none.
+
+        A lock made after another run removed the judged one differs in its change time
+        even where the file system reuses the inode number at once.
+        """
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino, st.st_ctime_ns
+
+    def _take_over(self, holder: str, why: str, judged: tuple[int, int, int] | None) -> None:
+        """Remove the lock of the gone `holder`, unless another run took it over first.
+
+        `judged` is the `_identity` of the lock file judged gone, read before its text: a
+        lock with another identity, or another text, is a new holder's (maybe one not yet
+        named: its file is still empty) and stays.
+        """
         guard = self.path.with_name(self.path.name + ".takeover")
         try:
             fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -439,7 +457,7 @@ class OutputLock:
             return
         try:
             os.close(fd)
-            if (self._holder() or "") == holder:  # still the lock judged gone, not a new holder's
+            if judged is not None and self._identity() == judged and (self._holder() or "") == holder:
                 log.warning("taking over %s from %s: %s", self.path, holder, why)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)

@@ -6,11 +6,12 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from galhpc.runtime.world import World, configure_threads, mpi_world
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -92,6 +93,8 @@ class _NoBar:
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -103,4 +106,6 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 def set_threads(threads: int | None) -> None:
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
