@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from galhpc.runtime.errors import GalhpcError
 from galhpc.runtime.world import SLURM_LIVE_STATES, slurm_job_state
 
 log = logging.getLogger("galhpc.runtime.files")
@@ -317,8 +318,15 @@ def remove_stale_temps(directory: str | Path, name: str | None = None, *,
     return removed
 
 
-class OutputInUseError(OSError):
-    """Another live run holds the output (`OutputLock`)."""
+class OutputInUseError(GalhpcError, OSError):
+    """Another live run holds the output (`OutputLock`).
+
+    An `OSError` (errno EBUSY, ``filename`` the output) whose one-line text names the
+    output and the holder.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}" if self.filename is not None else str(self.strerror)
 
 
 @dataclass(frozen=True)
