@@ -18,28 +18,12 @@ from galhpc.models.base import GalaxyModel
 from galhpc.report import figures, inference, latents, metrics, morphology, regier, truth
 from galhpc.report.heldout import EncodedObjects, noise_sigma
 from galhpc.report.losses import loss_table
+from galhpc.report.options import ReportOptions
 from galhpc.report.sampling import ClusterSample, SynthSample
 
 log = logging.getLogger("galhpc.report")
 
 VOTE_CUTS = (0.5, 0.8)  # Galaxy Zoo vote-fraction cuts: majority, and clean sample
-
-
-@dataclass
-class ReportOptions:
-    """Sample sizes and figure sizes of a report (defaults suit a laptop in a few minutes)."""
-
-    max_objects: int = 20000  # rows of clusters.h5 sampled for cluster and latent metrics
-    seed: int = 0
-    n_holdout: int = 500  # store images reconstructed (figures, best/worst, Regier's test)
-    n_morph: int = 100  # images per set measured with statmorph
-    n_condition_bins: int = 3  # quantile bins of a float condition (fewer when there are few stamps)
-    match_noise: bool = True  # add noise to generated stamps up to the real stamps' sky σ
-    n_tsne: int = 1000
-    n_show: int = 8  # stamps per figure row
-    n_traversal_dims: int = 12  # latents traversed, highest SNR first
-    steps: int = 9
-    batch_size: int = 256
 
 
 @dataclass

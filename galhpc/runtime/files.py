@@ -97,7 +97,8 @@ def atomic_path(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
 
     Raises
     ------
-    Whatever the block raises; the temporary is removed and `final` is left as it was.
+    Whatever the block raises, a KeyboardInterrupt (SIGINT) or SystemExit included; the
+    temporary is removed and `final` is left as it was.
     """
     final = Path(final)
     tmp = temp_path(final)
@@ -225,8 +226,9 @@ class H5Output:
         self._raw = _GuardedRaw(self.path)
         try:
             self.file = h5py.File(self._raw, "w", **kwargs)
-        except BaseException:
+        except BaseException:  # an interrupt included: the file just created goes too
             self._raw.close()
+            self.path.unlink(missing_ok=True)
             raise
 
     def check(self) -> None:
