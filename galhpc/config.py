@@ -287,6 +287,35 @@ def check_arguments(function: Any, values: dict[str, Any], where: str) -> dict[s
             for key, value in values.items()}
 
 
+def check_options(types: dict[str, Any], options: dict[str, Any], where: str) -> dict[str, Any]:
+    """A source's free-form `options` checked against the types its reader takes.
+
+    Parameters
+    ----------
+    types : dict
+        Option name -> annotation (``str``, ``int | str | None``, ``list[str]``, ...).
+    options : dict
+        The source's ``options`` from the config.
+    where : str
+        The source, for the message (e.g. ``"source fits cutouts/"``).
+
+    Returns
+    -------
+    dict
+        A copy of `options`, ints given for float options as floats.
+
+    Raises
+    ------
+    ConfigError
+        An unknown option (naming the allowed ones) or a value of the wrong type, naming
+        the option: ``source fits cutouts/: option catalog_hdu: expected ..., got ...``.
+    """
+    unknown = sorted(set(options) - set(types))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {unknown}; allowed: {sorted(types)}")
+    return {key: _convert(types[key], value, f"{where}: option {key}") for key, value in options.items()}
+
+
 def options_dataclass(cls: type, options: dict[str, Any], where: str) -> Any:
     """Build a source's option dataclass from its `options` mapping.
 

@@ -84,3 +84,35 @@ def test_every_models_params_are_checked_against_its_constructor(name):
     for key in typed:
         with pytest.raises(ConfigError, match=rf"^model\.params\.{key}: expected"):
             build_model(ModelConfig(name=name, image_size=32, params={key: "1e-4x"}))
+
+
+@pytest.mark.parametrize(("kind", "options", "message"), [
+    ("fits", {"catalog_hdu": 1.5}, r"source fits cutouts/: option catalog_hdu: expected int \| str \| None, got 1.5"),
+    ("fits", {"pattern": 7}, r"source fits cutouts/: option pattern: expected str, got 7"),
+    ("real", {"collections": "gz2"}, r"source real: option collections: expected a list, got 'gz2'"),
+    ("real", {"all_columns": "yes"}, r"source real: option all_columns: expected bool, got 'yes'"),
+    ("survey_image", {"size": "64x"}, r"source survey_image cutouts/: option size: expected int, got '64x'"),
+    ("survey_image", {"scale_factor": "4e0x"}, r"option scale_factor: expected float, got '4e0x'"),
+    ("fits", {"patern": "*.fits"}, r"source fits cutouts/: unknown option\(s\) \['patern'\]"),
+])
+def test_a_mistyped_option_of_a_file_source_is_one_config_error_naming_it(kind, options, message):
+    """The readers' free-form options are checked before any file is opened."""
+    import importlib
+
+    from galhpc.config import PrepConfig, SourceConfig
+
+    module = importlib.import_module({"fits": "galhpc.data.fits", "real": "galhpc.data.real",
+                                      "survey_image": "galhpc.data.cutout"}[kind])
+    source = SourceConfig(kind=kind, path="cutouts/", catalog="objects.fits", options=options)
+    with pytest.raises(ConfigError, match=message):
+        next(iter(module.read_source(source, PrepConfig())))
+
+
+def test_the_file_sources_good_options_still_pass():
+    from galhpc.config import check_options
+    from galhpc.data import cutout, fits, real
+
+    assert check_options(fits.OPTIONS, {"catalog_hdu": "CAT", "sigma_hdu": 2, "mask_hdu": None}, "s") == {
+        "catalog_hdu": "CAT", "sigma_hdu": 2, "mask_hdu": None}
+    assert check_options(real.OPTIONS, {"collections": ["gz2"], "all_columns": False}, "s")["all_columns"] is False
+    assert check_options(cutout.OPTIONS, {"size": 48, "scale_factor": 3, "weight": "WHT"}, "s")["scale_factor"] == 3.0
