@@ -130,3 +130,29 @@ def test_training_threads_from_the_config_are_logged_as_such(monkeypatch, caplog
     __import__("torch").set_num_threads(torch_threads)
     lines = [r.getMessage() for r in caplog.records if "torch CPU threads" in r.getMessage()]
     assert lines == ["torch CPU threads per rank: 1 (as asked (train.threads))"], lines
+
+
+def test_the_reports_statmorph_step_shows_its_progress(monkeypatch):
+    """statmorph takes about a second a stamp: the report's longest silent step logs progress."""
+    import numpy as np
+
+    from galhpc.report import morphology
+
+    monkeypatch.setenv("GALHPC_PROGRESS", "log")
+    monkeypatch.setattr(process, "LOG_MIN_INTERVAL_S", 0.0)
+    monkeypatch.setattr(morphology, "measure", lambda image: {name: 0.0 for name in morphology.STATISTICS})
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("galhpc.progress")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        table = morphology.morphology_table(np.zeros((20, 8, 8)), "statmorph, real stamps")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert len(next(iter(table.values()))) == 20
+    messages = [r.getMessage() for r in records]
+    assert len(messages) == 10 and messages[-1].startswith("statmorph, real stamps: 20/20 stamp (100 %)"), messages

@@ -436,7 +436,8 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
     real_sigma = morphology.median_sky_sigma(real)
     generated, gen_sigma, added = _noise_matched(generated, real_sigma, opt)
     log.info("statmorph on %d real and %d generated stamps", len(real), len(generated))
-    real_table, gen_table = morphology.morphology_table(real), morphology.morphology_table(generated)
+    real_table = morphology.morphology_table(real, "statmorph, real stamps")
+    gen_table = morphology.morphology_table(generated, "statmorph, generated stamps")
     ks = morphology.compare_tables(real_table, gen_table)
     figures.distributions(real_table, gen_table, ks, figs.path("generated_vs_real", "morphology.png",
                                                                "statmorph statistics, real against generated"),
@@ -458,7 +459,7 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
                                                     [{float_column: float(v)} for v in bins.values], opt.seed)
             bin_images, _, extra["noise_added_to_generated"] = _noise_matched(bin_images, real_sigma, opt)
             log.info("statmorph on %d stamps generated per %s bin", len(bin_images), float_column)
-            bin_table = morphology.morphology_table(bin_images)
+            bin_table = morphology.morphology_table(bin_images, f"statmorph, stamps per {float_column} bin")
         else:
             bin_table, bin_groups = gen_table, gen_comp
         out[key] = _per_bin(float_column, bins, real_table, bin_table, bin_groups, figs) | extra
