@@ -112,7 +112,7 @@ class PrepConfig:
     # other sources in a stamp (photutils detect + deblend; the target is the segment at the
     # centre): None keeps them, "mask" masks them (and fills with noise), "noise" fills only
     neighbours: str | None = None
-    neighbours_nsigma: float = 2.0  # detection threshold in units of the per-pixel σ
+    neighbours_nsigma: float = 3.0  # detection threshold in units of the per-pixel σ
 
 
 @dataclass
