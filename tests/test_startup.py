@@ -40,3 +40,27 @@ def test_help_and_argument_errors_import_no_heavy_package(command):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.startswith(("IMPORT=", "PARSE=")))
     assert lines == {"IMPORT": "", "PARSE": ""}, f"{command}: {lines}"
+
+
+RANK_NEEDS = {  # what each rank of an MPI command needs at import: torch (once), h5py for HDF5 outputs
+    "galhpc.catalog.encode": {"torch", "h5py"},
+    "galhpc.catalog.generate": {"torch", "h5py"},
+    "galhpc.train.trainer": {"torch"},
+    "galhpc.search.run": {"torch", "h5py"},
+    "galhpc.search.rarity": {"torch", "h5py"},
+}
+NOT_AT_IMPORT = ("matplotlib", "astropy", "scipy", "sklearn", "numba", "galsim", "statmorph", "photutils", "pyarrow",
+                 "fitsio", "pandas")
+
+
+@pytest.mark.slow  # one torch import per module (a few seconds each)
+@pytest.mark.parametrize("module", sorted(RANK_NEEDS))
+def test_each_rank_imports_only_what_its_work_needs(module):
+    """Under `mpirun -n N` every rank pays its imports: torch and h5py, not the report's or
+    the data preparation's packages (imported where used, if ever)."""
+    probe = (f"import sys\nimport {module}\n"
+             f"print(','.join(m for m in {(*sorted(RANK_NEEDS[module]), *NOT_AT_IMPORT)!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(filter(None, done.stdout.strip().split(","))) == RANK_NEEDS[module], done.stdout
