@@ -10,13 +10,6 @@ import argparse
 import logging
 import sys
 
-from galhpc.io.catalog import CatalogError, open_catalog
-from galhpc.io.export import FITS_SUFFIXES, export_fits, export_parquet
-from galhpc.runtime.cli import describe_error
-from galhpc.runtime.outputs import check_output
-
-EXPORT_ERRORS = (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError)
-
 log = logging.getLogger("galhpc.cli.export")
 
 
@@ -38,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
+    from galhpc.io.export import FITS_SUFFIXES, export_fits, export_parquet
+    from galhpc.runtime.cli import describe_error
+    from galhpc.runtime.outputs import check_output
+
+    errors = (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError)
+
     if not args.fits and not args.parquet:
         p.error("give --fits FILE, --parquet DIR, or both")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                 if out:
                     try:
                         export(cat, out, columns, overwrite=args.overwrite)
-                    except EXPORT_ERRORS as err:
+                    except errors as err:
                         print(f"galhpc-export: error: {out}: {describe_error(err)}", file=sys.stderr)
                         failed = True
-    except EXPORT_ERRORS as err:
+    except errors as err:
         print(f"galhpc-export: error: {describe_error(err)}", file=sys.stderr)
         return 1
     return 1 if failed else 0

@@ -13,7 +13,7 @@ log = logging.getLogger("galhpc.report")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from galhpc.report.sections import ReportOptions
+    from galhpc.report.options import ReportOptions
 
     defaults = ReportOptions()
     p = argparse.ArgumentParser(prog="galhpc-report", description=__doc__)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from galhpc.report.build import build_report
-        from galhpc.report.sections import ReportOptions
+        from galhpc.report.options import ReportOptions
         from galhpc.runtime.outputs import check_output
 
         check_output(args.out, "galhpc-report --out", folder=True, create=True, lock=False)
