@@ -100,3 +100,18 @@ def test_catalogue_units_are_recorded_on_the_store_labels_for_the_catalogues_dow
     with h5py.File(out) as f:
         units = {k: f[f"labels/{k}"].attrs.get("unit") for k in ("ra", "dec", "mag_r", "r_petro", "z_phot")}
     assert units == {"ra": "deg", "dec": "deg", "mag_r": "mag", "r_petro": "arcsec", "z_phot": None}
+
+
+def test_sigma_map_through_a_non_integer_resize_is_the_noise_the_stored_pixels_have(tmp_path):
+    # 48 -> 32 px (HDF stamps to the quickstart's image_size): each stored pixel averages
+    # input pixels with weights (2/3, 1/3) per axis, so its σ is 2 x 5/9, not 2 / 1.5
+    d = tmp_path / "c"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.normal(0, 2.0, (48, 48)).astype(np.float32), name="SCI"),
+                      fits.ImageHDU(np.full((48, 48), 2.0, np.float32), name="ERR")]).writeto(d / f"n_{i}.fits")
+    s = _read(run_prep(_cfg(tmp_path, path=str(d), size=32)))
+    measured = s["images"].std()  # the oracle: the stored pixels' own scatter
+    assert abs(np.median(s["sigma"]) / measured - 1) < 0.03
+    np.testing.assert_allclose(s["sigma"], 2.0 * 5 / 9, rtol=1e-5)
