@@ -115,3 +115,25 @@ def test_sigma_map_through_a_non_integer_resize_is_the_noise_the_stored_pixels_h
     measured = s["images"].std()  # the oracle: the stored pixels' own scatter
     assert abs(np.median(s["sigma"]) / measured - 1) < 0.03
     np.testing.assert_allclose(s["sigma"], 2.0 * 5 / 9, rtol=1e-5)
+
+
+def test_catalogue_columns_named_like_prep_labels_are_kept_beside_them_not_overwritten(tmp_path):
+    import dataclasses
+
+    d = tmp_path / "c"
+    d.mkdir()
+    for i in (1, 2):
+        fits.PrimaryHDU(_galaxy(i), _wcs().to_header()).writeto(d / f"g_{i}.fits")
+    Table({"id": [1, 2], "snr": [11.0, 22.0], "width": [3.0, 4.0], "source_index": [7, 8],
+           "flux_norm": [1.0, 2.0]}).write(tmp_path / "cat.fits")  # a survey's own S/N, size, tile ...
+    cfg = _cfg(tmp_path, path=str(d), catalog=str(tmp_path / "cat.fits"), id_column="id", recipe=("resize", "flux"),
+               passthrough=["snr", "width", "source_index", "flux_norm"])
+    s = _read(run_prep(dataclasses.replace(cfg, metrics=True)))
+    order = np.argsort(s["object_id"])
+    labels = {k: v[order] for k, v in s["labels"].items()}
+    np.testing.assert_array_equal(labels["catalog_snr"], [11.0, 22.0])
+    np.testing.assert_array_equal(labels["catalog_width"], [3.0, 4.0])
+    np.testing.assert_array_equal(labels["catalog_source_index"], [7, 8])
+    np.testing.assert_array_equal(labels["catalog_flux_norm"], [1.0, 2.0])
+    np.testing.assert_array_equal(labels["source_index"], [0, 0])  # the store's own, which its readers rely on
+    assert np.all(labels["snr"] > 50) and np.all(labels["flux_norm"] > 100)  # the prep's measurements

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from galhpc.config import ConfigError, PrepConfig, SourceConfig, check_options
-from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
+from galhpc.data.sources import PIXEL_SCALE_LABEL, PREP_LABELS, Block, DataError, Reject
 from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.fits")
@@ -189,6 +189,8 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
         FITS table HDU.
     passthrough : list of str or None
         Columns to keep as labels (beside ra, dec and `needed`); None keeps every scalar one.
+        A column named like a label the prep writes (`galhpc.data.sources.PREP_LABELS`:
+        snr, width, sky, source_index, ...) is kept as `catalog_<name>`.
     needed : tuple of str
         Columns the prep uses (the radius column, a sky column), kept when present.
     ra_column, dec_column : str or None
@@ -260,6 +262,10 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
         if not key:  # a column named ra/dec that is not the chosen position must not overwrite it
             log.warning("catalog %s: column %s is not the position column; not stored", path, name)
             continue
+        if key in PREP_LABELS and key not in {c.lower() for c in needed if c}:
+            key = f"catalog_{key}"  # the prep writes a label of this name (snr, width, sky, ...)
+            log.warning("catalog %s: column %s is stored as label %s (galhpc-prep writes its own %s)",
+                        path, name, key, original)
         column = table[name]
         if column.ndim != 1:
             log.warning("catalog %s: column %s is a vector column; not stored", path, name)

@@ -57,6 +57,11 @@ PIXEL_MAPS = ("sigma", "mask")
 # label of the pixel scale (arcsec per stored pixel) a source read from its files' headers
 PIXEL_SCALE_LABEL = "wcs_pixel_scale"
 
+# label columns galhpc-prep itself writes (source, quality metrics, intensity coefficients):
+# a catalogue column of one of these names is stored as catalog_<name>, never overwritten
+PREP_LABELS = ("source_index", PIXEL_SCALE_LABEL, "resample_factor", "snr", "width", "non_uniformity", "border_noise",
+               "sky", "flux_norm", "minmax_offset", "minmax_scale", "noise_sigma")
+
 
 @dataclass
 class Reject:
