@@ -137,3 +137,24 @@ def test_catalogue_columns_named_like_prep_labels_are_kept_beside_them_not_overw
     np.testing.assert_array_equal(labels["catalog_flux_norm"], [1.0, 2.0])
     np.testing.assert_array_equal(labels["source_index"], [0, 0])  # the store's own, which its readers rely on
     assert np.all(labels["snr"] > 50) and np.all(labels["flux_norm"] > 100)  # the prep's measurements
+
+
+def test_survey_image_pixels_of_zero_weight_are_masked_not_trained_on(tmp_path):
+    # a drizzled mosaic's chip gap: WHT = 0 and SCI = 0 there; those zeros are no sky
+    w = _survey_image(tmp_path / "big.fits")
+    with fits.open(tmp_path / "big.fits") as f:
+        sci, header = f[0].data.copy(), f[0].header
+    wht = np.full(sci.shape, 0.25, np.float32)
+    wht[:, 33], sci[:, 33] = 0.0, 0.0
+    fits.PrimaryHDU(sci, header).writeto(tmp_path / "big.fits", overwrite=True)
+    fits.PrimaryHDU(wht).writeto(tmp_path / "wht.fits")
+    sky = w.pixel_to_world([40], [40])
+    Table({"id": [1], "ra": sky.ra.deg, "dec": sky.dec.deg}).write(tmp_path / "cat.fits")
+    s = _read(run_prep(_cfg(tmp_path, kind="survey_image", path=str(tmp_path / "big.fits"), size=24,
+                            catalog=str(tmp_path / "cat.fits"), id_column="id",
+                            options={"size": 24, "weight": str(tmp_path / "wht.fits")})))
+    mask = s["mask"][0]
+    assert mask.sum() == 24 and mask.all(axis=0).sum() == 1  # the gap's column, and nothing else
+    column = int(np.flatnonzero(mask.all(axis=0))[0])
+    assert 3 <= column <= 6  # x = 33 in a 24-px stamp centred on x = 40
+    assert not np.any(s["images"][0][:, column] == 0.0)  # filled with sky + noise of the local σ

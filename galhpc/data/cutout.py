@@ -15,6 +15,7 @@ Options:
   at least `min_size` (16) pixels, as AstroVaDEr's cutouts scaled to each galaxy;
 - `weight` (a FITS file, or an EXTNAME of the image file) with `weight_type` "ivar"
   (default: WHT, 1/σ²), "sigma" or "variance"; `mask` (file or EXTNAME; non-zero = bad).
+  A pixel of weight <= 0 or NaN (chip gaps, unexposed drizzle pixels) is a bad pixel.
   Without a weight map σ is unknown (the prep uses the stamp's border σ).
 
 Each stamp is `astropy.nddata.Cutout2D(..., mode="strict")` around the catalogue
@@ -198,6 +199,9 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
             window = cut.slices_original
             stamp_sigma = None if sigma is None else sigma[window].astype(np.float32)
             stamp_mask = None if mask is None else (np.asarray(mask[window]) != 0)
+            if stamp_sigma is not None:  # weight <= 0 (a chip gap, a drizzle's unexposed pixel, SCI = 0 there) is bad
+                no_weight = ~np.isfinite(stamp_sigma)
+                stamp_mask = no_weight if stamp_mask is None else (stamp_mask | no_weight)
             objects.check_unique(oid, where)
             if block := objects.add(cut.data.astype(np.float32), oid, where, scale, stamp_sigma, stamp_mask, (ra, dec)):
                 yield block
