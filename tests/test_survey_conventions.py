@@ -158,3 +158,20 @@ def test_survey_image_pixels_of_zero_weight_are_masked_not_trained_on(tmp_path):
     column = int(np.flatnonzero(mask.all(axis=0))[0])
     assert 3 <= column <= 6  # x = 33 in a 24-px stamp centred on x = 40
     assert not np.any(s["images"][0][:, column] == 0.0)  # filled with sky + noise of the local σ
+
+
+def test_a_legacy_surveys_grz_cutout_is_one_three_band_object_with_its_file_id_and_position(tmp_path):
+    from test_data_survey_cutouts import RA0, DEC0
+
+    d = tmp_path / "c"
+    d.mkdir()
+    for oid in (123, 124):  # as the Legacy Surveys cutout service writes them: (3, H, W), BANDS = 'grz'
+        header = _wcs().to_header()
+        header["BANDS"], header["BAND0"], header["BAND1"], header["BAND2"] = "grz", "g", "r", "z"
+        cube = np.stack([_galaxy(oid + b, amp=100.0 * (b + 1)) for b in range(3)])
+        fits.PrimaryHDU(cube, header).writeto(d / f"legacy_{oid:05d}.fits")
+    s = _read(run_prep(_cfg(tmp_path, path=str(d))))
+    assert sorted(s["object_id"].tolist()) == [123, 124]  # not 6 objects numbered in read order
+    assert s["images"].shape == (2, 3, H, H)
+    np.testing.assert_allclose(s["labels"]["ra"], RA0, atol=1e-6)
+    np.testing.assert_allclose(s["labels"]["dec"], DEC0, atol=1e-6)

@@ -29,8 +29,10 @@ Object ids (options.id_from): "header" reads integer keyword options.id_keyword
 integer in the file name (cutout_00123.fits -> 123); "sequence" numbers objects in read
 order; "auto" (default) tries header, then filename, then sequence.  Two objects with
 one id (in the catalogue, or from headers or file names) are refused, naming both.  A 3-D
-HDU is a stack of cutouts (options.cube = "objects", default; plane k gets id + k) or
-one multi-band image (options.cube = "bands", (C, H, W)).
+HDU is a stack of cutouts (options.cube = "objects"; plane k gets id + k) or one
+multi-band image (options.cube = "bands", (C, H, W)); "auto" (default) reads a 3-D HDU whose
+header names its bands (BANDS or BAND0, as Legacy Surveys cutouts; CTYPE3 BAND or FILTER)
+as one multi-band object, any other as a stack of objects.
 
 Sky position: labels `ra`, `dec` (float64 degrees): the catalogue's, else the image
 centre through its celestial WCS (astropy), else NaN.
@@ -649,6 +651,17 @@ def _centre_radec(wcs, shape: tuple[int, ...]) -> tuple[float, float]:
     return float(icrs.ra.deg), float(icrs.dec.deg)
 
 
+def _cube(hdu, option: str) -> str:
+    """How a 3-D HDU is read: `option` unless "auto"; then "bands" when its header names its
+    bands (BANDS/BAND0 keywords, CTYPE3 BAND or FILTER), else "objects"."""
+    if option != "auto":
+        return option
+    header = hdu.header
+    named = "BANDS" in header or "BAND0" in header
+    named = named or str(header.get("CTYPE3", "")).strip().upper() in ("BAND", "FILTER")
+    return "bands" if named else "objects"
+
+
 def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
     """The objects of one HDU's data: 2-D -> 1; 3-D -> planes (objects) or one (bands)."""
     if data.ndim == 2:
@@ -702,9 +715,10 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     if source.path is None:
         raise ConfigError("source fits: `path` (file, directory or glob) is required")
     id_from, keyword = opts.get("id_from", "auto"), opts.get("id_keyword", "OBJID")
-    cube = opts.get("cube", "objects")
-    if id_from not in ("auto", "header", "filename", "sequence") or cube not in ("objects", "bands"):
-        raise ConfigError(f"source fits {source.path}: id_from must be auto|header|filename|sequence, cube objects|bands")
+    cube_option = opts.get("cube", "auto")
+    if id_from not in ("auto", "header", "filename", "sequence") or cube_option not in ("auto", "objects", "bands"):
+        raise ConfigError(f"source fits {source.path}: id_from must be auto|header|filename|sequence, "
+                          "cube auto|objects|bands")
     index, labels, units = None, None, None
     if source.catalog:
         index, labels, units = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"), source.passthrough,
@@ -730,8 +744,9 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                           for kind, other in companion_files.get(path, {}).items()}
                 primary = f[0].header
                 hdus = _image_hdus(f, source.hdu, path)
-                single = len(hdus) == 1 and hdus[0].data.ndim == 2
+                single = len(hdus) == 1 and (hdus[0].data.ndim == 2 or _cube(hdus[0], cube_option) == "bands")
                 for hdu in hdus:
+                    cube = _cube(hdu, cube_option)
                     where = _where(hdu, f)
                     header = hdu.header
                     _verify_checksums(hdu, f"{path}: {where}")
@@ -749,7 +764,7 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     scale = _celestial_scale(own_wcs, f"{path}: {where}") if own_wcs is not None else float("nan")
                     if not np.isfinite(scale):
                         scale = header_pixel_scale(header, primary, f"{path}: {where}")
-                    wcs = (own_wcs or _celestial_wcs(primary)) if data.ndim == 2 else None
+                    wcs = (own_wcs or _celestial_wcs(primary)) if data.ndim == 2 or cube == "bands" else None
                     position = _centre_radec(wcs, data.shape)
                     planes = _planes(np.asarray(data), cube, f"{path}: {where}")
                     sigmas = [None] * len(planes) if sigma is None else _planes(sigma, cube, where)
