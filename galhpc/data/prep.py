@@ -99,7 +99,8 @@ def _nearest(arr: np.ndarray, size: int) -> np.ndarray:
     return arr[..., rows[:, None], cols[None, :]]
 
 
-def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bool, variance: bool = False) -> np.ndarray:
+def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bool,
+                 variance: bool = False) -> np.ndarray:
     """Per-object boxes of prep.crop_r90 x R90, each resampled to prep.image_size."""
     out = []
     for a, r in zip(arr, r90):
