@@ -37,18 +37,25 @@ def test_flux_step_stores_coefficients_that_map_back_and_keeps_the_sky_at_zero()
     block, fluxes = _galaxies()
     prep = PrepConfig(image_size=48, recipe=["flux"], flux_scale=100.0)
     out = process_block(block, prep, "s")
-    flux_norm = out.labels["flux_norm"]
-    # the sum of the pixels (the flux), floored at 5 σ of that sum's noise for the faintest
+    flux_norm, sky = out.labels["flux_norm"], out.labels["sky"]
+    # the sky is the sigma-clipped median of the border frame: 0 here within its error
+    # (1.25 σ / sqrt(frame pixels) for a median of Gaussian noise; frame of width prep.border)
+    frame = 48 * 48 - (48 - 2 * prep.border) ** 2
+    assert np.all(np.abs(sky) < 4 * 1.25 * 2.0 / np.sqrt(frame))
+    # the sum of the sky-subtracted pixels (the flux), floored at 5 σ of that sum's noise for the faintest
     floor = pp.FLUX_FLOOR_SIGMA * out.labels["border_noise"] * 48
-    np.testing.assert_allclose(flux_norm, np.maximum(block.images.sum(axis=(1, 2)), floor), rtol=1e-5)
-    assert flux_norm[0] == pytest.approx(floor[0]) and np.all(flux_norm[1:] > floor[1:])
-    np.testing.assert_allclose(flux_norm[1:], fluxes[1:], rtol=0.05)
-    back = out.images * flux_norm[:, None, None] / prep.flux_scale
+    expect = block.images.sum(axis=(1, 2)) - sky * 48 * 48
+    np.testing.assert_allclose(flux_norm, np.maximum(expect, floor), rtol=1e-5)
+    assert np.all(flux_norm[1:] > floor[1:])
+    # the flux of the bright ones within the sky estimate's error spread over the stamp
+    np.testing.assert_allclose(flux_norm[-2:], fluxes[-2:], rtol=0.05)
+    back = out.images * flux_norm[:, None, None] / prep.flux_scale + sky[:, None, None]
     np.testing.assert_allclose(back, block.images, rtol=1e-4, atol=1e-3)
+    # the noiseless truth has no sky: it is only scaled
     np.testing.assert_allclose(out.truth * flux_norm[:, None, None] / prep.flux_scale, block.truth, rtol=1e-4, atol=1e-3)
     # the sky's level is 0 whatever the S/N (per-image min-max puts it at ~3σ/(peak + 3σ))
-    sky = np.concatenate([out.images[:, :6, :].reshape(len(out), -1), out.images[:, -6:, :].reshape(len(out), -1)], 1)
-    assert np.all(np.abs(sky.mean(axis=1)) < 3 * out.labels["noise_sigma"] / np.sqrt(sky.shape[1]) + 1e-6)
+    border = np.concatenate([out.images[:, :6, :].reshape(len(out), -1), out.images[:, -6:, :].reshape(len(out), -1)], 1)
+    assert np.all(np.abs(np.median(border, axis=1)) < 4 * 1.25 * out.labels["noise_sigma"] / np.sqrt(frame) + 1e-6)
     # noise σ in stored units: the measured border noise carried through the scaling
     np.testing.assert_allclose(out.labels["noise_sigma"], out.labels["border_noise"] * 100.0 / flux_norm, rtol=1e-6)
     measured = [pp.border_noise(img) for img in out.images]
@@ -83,7 +90,8 @@ def test_size_scaled_crop_box_follows_r90_and_rejects_missing_radii():
     assert out.rejects[0].object == "object_id 2" and "r90" in out.rejects[0].reason
     np.testing.assert_allclose(out.labels["resample_factor"], [10 / 16, 20 / 16, 40 / 16])
     expect = pp.resize_area(pp.centre_crop(block.images[1], 20), 16)
-    np.testing.assert_allclose(out.images[1] * out.labels["flux_norm"][1] / 100.0, expect, rtol=1e-4, atol=1e-3)
+    back = out.images[1] * out.labels["flux_norm"][1] / 100.0 + out.labels["sky"][1]
+    np.testing.assert_allclose(back, expect, rtol=1e-4, atol=1e-3)
     with pytest.raises(DataError, match="r90"):
         process_block(block, PrepConfig(image_size=16, recipe=["crop", "resize"], crop_r90=2.0), "cutouts.fits")
     del block.labels["r90"]
