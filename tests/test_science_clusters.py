@@ -20,8 +20,6 @@ from sklearn.mixture import GaussianMixture
 from galhpc.config import config_from_dict
 from galhpc.data.prep import run_prep
 
-pytest.importorskip("galsim")
-
 SHAPES = {  # elongated exponential disks | round de Vaucouleurs bulges
     "disk": {"bulge_fraction_min": 0.0, "bulge_fraction_max": 0.05, "q_min": 0.25, "disk_hlr_median": 1.1},
     "bulge": {"bulge_fraction_min": 0.95, "bulge_fraction_max": 1.0, "q_min": 0.85, "disk_hlr_median": 0.9},
