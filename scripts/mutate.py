@@ -189,7 +189,7 @@ def run_mutant(tree: Path, mutant: Mutant, slow: bool, timeout: float) -> tuple[
     failed = next((line for line in tail if line.startswith(("FAILED", "ERROR"))), tail[-1] if tail else "")
     if rc == 0:
         return "SURVIVED", f"{', '.join(tests)} pass", elapsed
-    if rc == 1:
+    if rc in (1, 2):  # tests failed, or could not even be collected (an import broke)
         return "KILLED", failed[:160], elapsed
     return "ERROR", f"pytest exit {rc}: {failed[:160]}", elapsed
 
