@@ -27,7 +27,13 @@ def saved(monkeypatch):
 
 
 def _panels_with_data(fig):
-    """Visible axes whose plotting area, inset 3 pixels from its frame, holds more than one colour."""
+    """Visible axes whose plotting area, inset 3 pixels from its frame, holds more than one colour
+    once legends and text labels are hidden (a legend alone is not data)."""
+    for ax in fig.axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().set_visible(False)
+        for text in ax.texts:
+            text.set_visible(False)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     pixels = np.asarray(canvas.buffer_rgba())[..., :3]
