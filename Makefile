@@ -2,7 +2,7 @@
 PY ?= python3
 STAMPS := .build
 
-.PHONY: install demo test test-fast docs clean
+.PHONY: install demo test test-fast mutate docs clean
 
 install: $(STAMPS)/galhpc
 
@@ -25,6 +25,10 @@ docs: install
 
 test-fast: install
 	$(PY) -m pytest
+
+# plants realistic bugs one at a time in a temporary copy and runs the tests that should catch each
+mutate: install
+	$(PY) scripts/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info galhpc/_ext*.so demo-output

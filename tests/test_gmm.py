@@ -54,3 +54,18 @@ def test_permutation_baseline_separates_signal_from_chance():
     baseline = permutation_baseline(truth, truth, n_permutations=50)
     assert baseline["nmi_p99"] < 0.1 and abs(baseline["ari_mean"]) < 0.02
     assert nmi(truth, truth) > baseline["nmi_p99"]
+
+
+def test_fit_diag_gmm_returns_variances_and_weights_of_the_blobs():
+    """Per-dimension variances σ² (not σ) and weights of well-separated blobs, against their
+    sample moments."""
+    rng = np.random.default_rng(5)
+    scales = np.array([[0.4, 2.0], [1.5, 0.6]])  # σ per component and dimension
+    sizes = [300, 600]
+    x = np.concatenate([np.array([20.0 * k, 0.0]) + scales[k] * rng.standard_normal((n, 2))
+                        for k, n in enumerate(sizes)])
+    gmm = fit_diag_gmm(x, 2, seed=0)
+    order = np.argsort(gmm.mu[:, 0].numpy())
+    parts = np.split(x, np.cumsum(sizes)[:-1])
+    np.testing.assert_allclose(gmm.var.numpy()[order], [p.var(axis=0) for p in parts], rtol=1e-3)
+    np.testing.assert_allclose(gmm.log_pi.exp().numpy()[order], np.array(sizes) / sum(sizes), atol=1e-6)

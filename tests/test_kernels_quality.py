@@ -7,9 +7,8 @@ import pytest
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 
+from galhpc.data import preprocess  # noqa: E402
 from galhpc.kernels import quality  # noqa: E402
-
-preprocess = pytest.importorskip("galhpc.data.preprocess")
 
 METRICS = [
     (quality.border_noise, lambda img: preprocess.border_noise(img, border=6), {"border": 6}),

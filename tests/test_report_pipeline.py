@@ -54,8 +54,11 @@ def test_report_on_pipeline_outputs(tmp_path):
         label = f["component"][:]
     assert m["clusters"]["n_objects"] == N
     assert m["clusters"]["occupancy"] == np.bincount(label, minlength=m["clusters"]["n_components"]).tolist()
+    # a 3-epoch model may use one component only: then the report leaves the index out, never a wrong value
     if len(np.unique(label)) > 1:
         assert m["clusters"]["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(mu, label), rel=1e-5)
+    else:
+        assert "calinski_harabasz" not in m["clusters"] and "silhouette_overall" not in m["clusters"]
     n_held = int(holdout_mask(N, 0.25, 0).sum())
     assert m["regier"]["n_images"] == n_held == m["reconstruction"]["n_images"]
     assert m["reconstruction"]["loss_terms"] and m["generation"]["samples_source"] == "synth.h5"

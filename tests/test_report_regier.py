@@ -70,3 +70,24 @@ def test_loglik_with_fitted_variance():
     x = x / np.sqrt((x**2).sum()) * 2.0  # residuals with SSE 4
     direct = -0.5 * (np.log(2 * np.pi * sigma2) + x**2 / sigma2).sum()
     assert regier.gaussian_loglik(sse, n)[0] == pytest.approx(direct)
+
+
+@pytest.mark.parametrize("n_good, n", [(5, 7), (1, 6)])
+def test_asymmetric_win_counts_and_the_sign_of_the_gain(n_good, n):
+    """The model reconstructs `n_good` of `n` images to the noise and returns zeros for the rest:
+    it wins exactly those, and the mean log-likelihood gain per pixel is
+    −½·mean(log(SSE_model / SSE_gauss)) (σ² fitted per image), positive when it mostly wins."""
+    rng = np.random.default_rng(3)
+    noisy, clean = _two_blob_images(n, rng)
+    recons = clean.copy()
+    recons[n_good:] = 0.0
+    out = regier.regier_test(noisy, recons)
+    assert out["wins_squared_error"] == out["wins_loglik"] == n_good
+    assert out["fraction_squared_error"] == pytest.approx(n_good / n)
+    sse_model, sse_gauss = np.array(out["sse_model"]), np.array(out["sse_gaussian"])
+    assert (sse_model[:n_good] < sse_gauss[:n_good]).all() and (sse_model[n_good:] > sse_gauss[n_good:]).all()
+    # SSE of the Gaussian itself: at least the noise, well below the image's own power
+    assert (sse_gauss > 0.5 * 0.02**2 * 32 * 32).all() and (sse_gauss < 0.2 * (noisy**2).sum(axis=(1, 2))).all()
+    gain = -0.5 * np.mean(np.log(sse_model / sse_gauss))
+    assert out["mean_loglik_gain_per_pixel"] == pytest.approx(gain, rel=1e-9)
+    assert np.sign(out["mean_loglik_gain_per_pixel"]) == (1 if n_good > n / 2 else -1)

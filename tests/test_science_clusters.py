@@ -1,12 +1,21 @@
-"""Clusters follow shape, not signal-to-noise (issue "Science first").
+"""Clusters follow shape, not signal-to-noise, on galaxies the model never saw (issue "Science
+first"; issue 26).
 
-A store of GalSim galaxies of two shapes (elongated disks, round bulges) at two noise
-levels (S/N ~ 10 and ~ 150), made by the real `galhpc-prep`, trained on with the real
-trainer: AstroVaDEr with the settings of its science preset (flux normalisation,
-Gaussian likelihood, orient, input stretch) must put the two shapes in different clusters and the two noise
-levels in the same ones; PCA + GaussianMixture on the same pixels is the reference (it
-splits on the noise level: NMI ~0.2 against it).  With per-image min-max and BCE (the
-old presets) the clusters follow the noise level instead.
+A store of GalSim galaxies of two shapes (elongated disks, round bulges) at two noise levels
+(S/N ~ 10 and ~ 150), made by the real `galhpc-prep` and trained on with the real trainer:
+AstroVaDEr with the settings of its science preset (flux normalisation, Gaussian
+likelihood, orient, input stretch).  Everything is scored on a HELD-OUT store drawn from
+other seeds and other distributions (flatter and larger disks, smaller bulges, wider flux
+ranges, per-object PSFs of 0.6-0.8"), so neither the model nor a baseline is scored on
+the images it was fitted to.  Against:
+
+- PCA + GaussianMixture fitted on the same training pixels;
+- the ABLATION: the same model, same data and schedule, with its mixture frozen at its
+  s3VDC initialisation (unit-Gaussian KL throughout, the GMM fitted once after α-training
+  and never updated: a plain VAE + a GMM).  The VaDE objective must earn its keep.
+
+The floors are the measured values less a stated margin; the two comparisons the model
+loses today are strict xfails that carry the measured numbers (below).
 """
 
 import h5py
@@ -17,61 +26,132 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import normalized_mutual_info_score as nmi
 from sklearn.mixture import GaussianMixture
 
+from galhpc.checkpoint import load_model
 from galhpc.config import config_from_dict
 from galhpc.data.prep import run_prep
+from galhpc.train.schedule import Schedule
+from galhpc.train.trainer import train
 
-pytest.importorskip("galsim")
+pytestmark = pytest.mark.slow
 
 SHAPES = {  # elongated exponential disks | round de Vaucouleurs bulges
     "disk": {"bulge_fraction_min": 0.0, "bulge_fraction_max": 0.05, "q_min": 0.25, "disk_hlr_median": 1.1},
     "bulge": {"bulge_fraction_min": 0.95, "bulge_fraction_max": 1.0, "q_min": 0.85, "disk_hlr_median": 0.9},
 }
 NOISE = {"bright": {"flux_min": 3e4, "flux_max": 4e4}, "faint": {"flux_min": 2e3, "flux_max": 2.6e3}}
+# held out: other seeds, and other distributions of every knob the classes share
+HELD_SHAPES = {
+    "disk": {"bulge_fraction_min": 0.0, "bulge_fraction_max": 0.1, "q_min": 0.2, "disk_hlr_median": 1.25},
+    "bulge": {"bulge_fraction_min": 0.9, "bulge_fraction_max": 1.0, "q_min": 0.8, "disk_hlr_median": 0.8},
+}
+HELD_NOISE = {"bright": {"flux_min": 2e4, "flux_max": 5e4}, "faint": {"flux_min": 1.8e3, "flux_max": 3e3}}
+HELD_PSF = {"psf_fwhm": [0.6, 0.8]}
+
+# held-out NMI (shape / noise level), measured on the shared 2-core machine (issue 26), with
+# the prep of today's main (flux step subtracting a sigma-clipped border sky): model 0.847 /
+# 0.000, the ablation with its mixture frozen at init 0.822 / 0.000, PCA+GMM 0.960 / 0.000.
+# Before that prep change: model 0.903 / 0.000, frozen 0.875 / 0.000, PCA+GMM 0.381 / 0.211.
 
 
-def _sources(n: int) -> list[dict]:
+def _sources(n, shapes, noise, seed0, extra=None):
     out = []
-    for i, shape in enumerate(SHAPES.values()):
-        for j, noise in enumerate(NOISE.values()):
-            options = {**shape, **noise, "companion_probability": 0.0, "disk_hlr_sigma": 0.1}
-            out.append({"kind": "galsim", "n": n, "seed": 100 + 10 * i + j, "options": options})
+    for i, shape in enumerate(shapes.values()):
+        for j, level in enumerate(noise.values()):
+            options = {**shape, **level, "companion_probability": 0.0, "disk_hlr_sigma": 0.1, **(extra or {})}
+            out.append({"kind": "galsim", "n": n, "seed": seed0 + 10 * i + j, "options": options})
     return out
 
 
-@pytest.mark.slow
-def test_clusters_follow_shape_not_noise(tmp_path):
-    from galhpc.checkpoint import load_model
-    from galhpc.train.trainer import train
+def _prep(path, sources):
+    run_prep(config_from_dict({"prep": {"output": str(path), "image_size": 32, "recipe": ["flux"], "workers": 1,
+                                        "sources": sources}}).prep)
+    with h5py.File(path, "r") as f:
+        pixels = f["images"][:]
+        group = f["labels/source_index"][:]
+    return pixels.reshape(len(pixels), -1), group // 2, group % 2  # pixels, shape, noise level
 
-    torch.manual_seed(0)
-    store = tmp_path / "shapes.h5"
-    cfg = config_from_dict({
-        "prep": {"output": str(store), "image_size": 32, "recipe": ["flux"], "workers": 1, "sources": _sources(200)},
+
+def _config(store, out_dir):
+    return config_from_dict({
         "model": {"name": "astrovader", "image_size": 32, "latent_dim": 4, "params": {
             "n_clusters": 2, "filters": [8, 16, 16], "kernels": [3, 3, 3], "l2": 1e-4, "recon": "gaussian",
             "sigma": 0.1, "orient": True, "stretch": 0.2}},
         "schedule": {"enabled": True, "t_alpha": 6, "gmm_init_batches": 10, "t_beta": 2, "t_static": 2,
                      "periods": 1, "dp_max_components": 4, "dp_batches": 2},
-        "train": {"store": str(store), "out_dir": str(tmp_path / "run"), "epochs": 10, "batch_size": 64,
+        "train": {"store": str(store), "out_dir": str(out_dir), "epochs": 10, "batch_size": 64,
                   "lr": 2e-3, "lr_final": 2e-4, "holdout_fraction": 0.0, "threads": 2, "seed": 0},
     })
-    run_prep(cfg.prep)
-    with h5py.File(store, "r") as f:
-        pixels = f["images"][:].reshape(800, -1)
-        group = f["labels/source_index"][:]
-    shape, noise = group // 2, group % 2
-    assert len(set(shape)) == 2 and len(set(noise)) == 2
-    train(cfg)
-    model, _, _ = load_model(tmp_path / "run" / "ckpt.pt")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    train_px, train_shape, train_noise = _prep(root / "train.h5", _sources(200, SHAPES, NOISE, 100))
+    held = _prep(root / "held.h5", _sources(100, HELD_SHAPES, HELD_NOISE, 700, HELD_PSF))
+    assert len(set(train_shape)) == len(set(train_noise)) == 2 == len(set(held[1])) == len(set(held[2]))
+    return {"root": root, "train_px": train_px, "held": held}
+
+
+def _held_out_scores(checkpoint, held):
+    pixels, shape, noise = held
+    model, _, _ = load_model(checkpoint)
     with torch.no_grad():
-        x = torch.tensor(pixels.reshape(-1, 1, 32, 32))
-        component = model.cluster_probs(model.encode(x).mu).argmax(dim=1).numpy()
-    model_shape, model_noise = nmi(shape, component), nmi(noise, component)
-    scores = PCA(4, random_state=0).fit_transform(pixels)
-    baseline = GaussianMixture(2, random_state=0, n_init=3).fit(scores).predict(scores)
-    print(f"NMI shape / noise: model {model_shape:.3f} / {model_noise:.3f}, "
-          f"PCA+GMM {nmi(shape, baseline):.3f} / {nmi(noise, baseline):.3f}")
-    # the model's own mixture follows shape (0.84 when measured) and ignores the noise level;
-    # PCA+GMM on the same pixels splits on the noise level too (the behaviour guarded against)
-    assert model_shape > 0.5 and model_noise < 0.05
-    assert model_shape > nmi(shape, baseline) and model_noise < 0.5 * nmi(noise, baseline)
+        component = model.cluster_probs(model.encode(torch.tensor(pixels.reshape(-1, 1, 32, 32))).mu).argmax(1)
+    return nmi(shape, component.numpy()), nmi(noise, component.numpy())
+
+
+@pytest.fixture(scope="module")
+def model_scores(data):
+    torch.manual_seed(0)
+    train(_config(data["root"] / "train.h5", data["root"] / "model"))
+    return _held_out_scores(data["root"] / "model" / "ckpt.pt", data["held"])
+
+
+@pytest.fixture(scope="module")
+def frozen_scores(data):
+    """The ablation: the schedule never turns the mixture prior on (gmm weight 0), so the KL is
+    against N(0, I) throughout while the GMM is still fitted once after α-training."""
+    real = Schedule.weights
+    torch.manual_seed(0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Schedule, "weights", lambda self, *a, **k: {**real(self, *a, **k), "gmm": 0.0})
+        train(_config(data["root"] / "train.h5", data["root"] / "frozen"))
+    return _held_out_scores(data["root"] / "frozen" / "ckpt.pt", data["held"])
+
+
+@pytest.fixture(scope="module")
+def pca_scores(data):
+    pca = PCA(4, random_state=0).fit(data["train_px"])
+    gmm = GaussianMixture(2, random_state=0, n_init=3).fit(pca.transform(data["train_px"]))
+    pixels, shape, noise = data["held"]
+    labels = gmm.predict(pca.transform(pixels))
+    return nmi(shape, labels), nmi(noise, labels)
+
+
+def test_held_out_clusters_follow_shape_not_noise(model_scores):
+    shape, noise = model_scores
+    print(f"held-out NMI shape / noise: model {shape:.3f} / {noise:.3f}")
+    # measured 0.847 / 0.000 (0.903 / 0.000 before the sky-subtracting flux step): floors 0.70 and 0.05
+    assert shape > 0.70 and noise < 0.05
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: on held-out stamps PCA+GMM (fitted on the training pixels) now splits by shape better "
+    "than the model, NMI 0.960 vs 0.847, since the flux step subtracts the border sky (before: 0.381 "
+    "vs 0.903); strict, so a model that beats it again makes this fail until it is promoted"))
+def test_model_beats_pca_gmm_on_held_out_clusters(model_scores, pca_scores):
+    (shape, noise), (pca_shape, pca_noise) = model_scores, pca_scores
+    print(f"held-out NMI shape / noise: model {shape:.3f} / {noise:.3f}, PCA+GMM {pca_shape:.3f} / {pca_noise:.3f}")
+    assert shape > pca_shape and noise <= pca_noise + 0.01
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: with this schedule (6 α epochs, then 2 annealing + 2 static) the VaDE phase adds "
+    "nothing a GMM fitted once does not: held-out NMI 0.847 vs 0.822 frozen (0.903 vs 0.875 before the "
+    "sky-subtracting flux step; training stamps 0.845 vs 0.864); strict, so a model that beats its "
+    "ablation by 0.05 makes this fail until it is promoted"))
+def test_mixture_training_beats_the_mixture_frozen_at_init(model_scores, frozen_scores):
+    (shape, noise), (frozen_shape, frozen_noise) = model_scores, frozen_scores
+    print(f"held-out NMI shape / noise: model {shape:.3f} / {noise:.3f}, "
+          f"frozen mixture {frozen_shape:.3f} / {frozen_noise:.3f}")
+    assert shape > frozen_shape + 0.05 and noise <= frozen_noise + 0.01

@@ -18,6 +18,11 @@ from galhpc.train.trainer import train
 
 pytestmark = pytest.mark.slow
 
+# held-out (450 rows) NMI / ARI of argmax γ vs morph_class, measured 0.090 / 0.079 against a
+# permutation p99 of 0.012 / 0.011 (issue 26); floors ~55 % of that (seeds, BLAS), above 3x
+# the p99, and above the 0.023 that a 15 % signal already gives
+NMI_FLOOR, ARI_FLOOR = 0.05, 0.04
+
 
 def collect(model, store, split, cfg):
     loader = StoreLoader(store, 256, split=split, holdout_fraction=cfg.train.holdout_fraction, seed=cfg.train.seed,
@@ -42,7 +47,8 @@ def test_astrovader_learns_reconstructions_and_morphology_clusters(tmp_path):
         schedule=ScheduleConfig(enabled=True, t_alpha=10, gmm_init_batches=20, t_beta=2, t_static=2, periods=1,
                                 dp_max_components=8, dp_batches=3),
         train=TrainConfig(store=str(store), out_dir=str(tmp_path / "run"), epochs=14, batch_size=64, lr=2e-3,
-                          lr_final=2e-4, threads=1, backend="single", device="cpu"),
+                          lr_final=2e-4, threads=1, backend="single", device="cpu",
+                          holdout_fraction=0.3),  # 450 held-out rows: a chance p99 well below the signal
     )
     result = train(cfg, backend=SingleProcess("cpu"))
     assert [row["phase"] for row in result.history][9:12] == ["alpha", "anneal", "anneal"]
@@ -55,10 +61,11 @@ def test_astrovader_learns_reconstructions_and_morphology_clusters(tmp_path):
     mean_image_mse = (train_x.mean(0, keepdim=True) - hold_x).pow(2).mean().item()
     assert recon_mse < 0.6 * mean_image_mse, (recon_mse, mean_image_mse)
 
-    truth = np.concatenate([train_y, hold_y])
+    # clusters scored on the held-out rows only (the model never trained on them)
     with torch.no_grad():
-        clusters = model.cluster_probs(torch.cat([train_mu, hold_mu])).argmax(1).numpy()
-    chance = permutation_baseline(truth, clusters, n_permutations=200)
-    scores = {"nmi": nmi(truth, clusters), "ari": ari(truth, clusters), **chance}
-    assert scores["nmi"] > max(3 * chance["nmi_p99"], 0.02), scores
-    assert scores["ari"] > max(3 * chance["ari_p99"], 0.02), scores
+        clusters = model.cluster_probs(hold_mu).argmax(1).numpy()
+    chance = permutation_baseline(hold_y, clusters, n_permutations=200)
+    scores = {"nmi": nmi(hold_y, clusters), "ari": ari(hold_y, clusters), **chance}
+    print("held-out clusters:", {k: round(v, 4) for k, v in scores.items()})
+    assert scores["nmi"] > max(3 * chance["nmi_p99"], NMI_FLOOR), scores
+    assert scores["ari"] > max(3 * chance["ari_p99"], ARI_FLOOR), scores

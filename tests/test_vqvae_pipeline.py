@@ -30,9 +30,16 @@ def test_conditional_prior_trains_with_the_trainer_and_generates_by_condition(tm
     prior = train(run_config(store, tmp_path / "prior", prior_model), backend=SingleProcess("cpu"))
     assert np.isfinite(prior.history[-1]["nll"])
 
-    out = tmp_path / "synth.h5"
-    assert generate_main(["--checkpoint", str(prior.checkpoint), "--n", "6", "--out", str(out),
-                          "--condition", "morph_class=1", "--batch-size", "3", "--device", "cpu"]) == 0
-    with h5py.File(out) as f:
-        images = f["images"][()]
+    def generate(name, condition):
+        out = tmp_path / name
+        assert generate_main(["--checkpoint", str(prior.checkpoint), "--n", "6", "--out", str(out), "--seed", "4",
+                              "--condition", f"morph_class={condition}", "--batch-size", "3", "--device", "cpu"]) == 0
+        with h5py.File(out) as f:
+            return f["images"][()]
+
+    images = generate("synth1.h5", 1)
     assert images.shape == (6, 32, 32) and np.isfinite(images).all() and images.std() > 0
+    # the condition reaches the prior: the same seed under the other class draws other images
+    # (a prior that ignored its condition would draw the same codes, hence the same images)
+    other = generate("synth0.h5", 0)
+    assert not np.array_equal(images, other)
