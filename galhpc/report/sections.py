@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from galhpc.models.base import GalaxyModel
-from galhpc.report import figures, inference, latents, metrics, morphology, regier, truth
+from galhpc.fidelity import morphology
+from galhpc.report import figures, inference, latents, metrics, regier, truth
 from galhpc.report.heldout import EncodedObjects, noise_sigma
 from galhpc.report.losses import loss_table
 from galhpc.report.sampling import ClusterSample, SynthSample
