@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.models.base import GalaxyModel
 from galhpc.fidelity import morphology
+from galhpc.models.base import GalaxyModel
 from galhpc.report import figures, inference, latents, metrics, regier, truth
+from galhpc.report.fidelity import fidelity_section
 from galhpc.report.heldout import EncodedObjects, noise_sigma
 from galhpc.report.losses import loss_table
 from galhpc.report.sampling import ClusterSample, SynthSample
@@ -623,6 +624,7 @@ SECTIONS = {
     "latents": latent_diagnostics,
     "regier": regier_test,
     "generated_vs_real": generated_vs_real,
+    "fidelity": fidelity_section,
     "truth": truth_recovery,
     "rarity": rarity,
 }
