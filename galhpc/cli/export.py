@@ -2,6 +2,7 @@
 
     galhpc-export clusters.h5 --fits clusters.fits
     galhpc-export synth.h5 --parquet synth.parquet/ --columns object_id,component,z
+    galhpc-export synth.h5 --fits-cutouts cutouts/ --fits-cube synth_cube.fits
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import sys
 
 from galhpc.io.catalog import CatalogError, open_catalog
-from galhpc.io.export import export_fits, export_parquet
+from galhpc.io.export import export_fits, export_fits_cube, export_fits_cutouts, export_parquet
 
 log = logging.getLogger("galhpc.cli.export")
 
@@ -26,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("catalog", help="the catalogue's master file, e.g. clusters.h5")
     p.add_argument("--fits", metavar="FILE", help="FITS file to write (one BINTABLE extension, CATALOG)")
     p.add_argument("--parquet", metavar="DIR", help="directory to write, part-NNNNNN.parquet per shard")
+    p.add_argument("--fits-cutouts", metavar="DIR", help="directory of one FITS image per object (survey units; "
+                   "BUNIT, PIXSCALE, CDELT1/2, MAGZP, MAG, FLUX, OBJ_ID in its header)")
+    p.add_argument("--fits-cube", metavar="FILE", help="one FITS cube of every image (NAXIS3 = objects) and a "
+                   "table OBJECTS of their ids, fluxes and magnitudes")
     p.add_argument("--columns", help="comma-separated columns (default: every scalar and vector column)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
@@ -34,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if not args.fits and not args.parquet:
-        p.error("give --fits FILE, --parquet DIR, or both")
+    if not (args.fits or args.parquet or args.fits_cutouts or args.fits_cube):
+        p.error("give --fits FILE, --parquet DIR, --fits-cutouts DIR and/or --fits-cube FILE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     columns = [c for c in args.columns.split(",") if c] if args.columns else None
     try:
@@ -44,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                 export_fits(cat, args.fits, columns, overwrite=args.overwrite)
             if args.parquet:
                 export_parquet(cat, args.parquet, columns, overwrite=args.overwrite)
+            if args.fits_cutouts:
+                export_fits_cutouts(cat, args.fits_cutouts, overwrite=args.overwrite)
+            if args.fits_cube:
+                export_fits_cube(cat, args.fits_cube, overwrite=args.overwrite)
     except (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError) as err:
         print(f"galhpc-export: error: {err}", file=sys.stderr)
         return 1

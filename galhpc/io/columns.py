@@ -27,6 +27,9 @@ COLUMNS: dict[str, ColumnInfo] = {
     "p_galaxy": ColumnInfo("", "probability that the object is a galaxy (double-peaked prior)"),
     "star_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as star"),
     "galaxy_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as galaxy"),
+    "flux_norm": ColumnInfo(None, "flux coefficient drawn from the training store: survey pixels = image * flux_norm / flux_scale"),
+    "flux": ColumnInfo(None, "total flux in the survey's units (/meta image_bunit) summed over pixels"),
+    "mag_ab": ColumnInfo("mag", "AB magnitude: zero_point - 2.5 log10(flux); NaN without a zero point"),
     "images": ColumnInfo(None, "image, in the model's output pixel units"),
     "images_clean": ColumnInfo(None, "image before PSF and noise, in the model's output pixel units"),
 }
