@@ -16,7 +16,7 @@ Outputs are written under temporary names and renamed when complete.  Image colu
 (per-object arrays of 2 or more dimensions) are not in the tables; they are exported as
 images: one FITS file per object (`export_fits_cutouts`) or one cube (`export_fits_cube`),
 in the survey's units with BUNIT, PIXSCALE and magnitudes in the headers, and
-`inject_stamps` adds stamps to a survey image at given RA/Dec (docs/export.md).
+`inject_stamps` adds stamps to a survey image at given RA/Dec (docs/api.md).
 """
 
 from __future__ import annotations
