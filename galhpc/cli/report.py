@@ -19,7 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="galhpc-report", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="run/ckpt.pt written by galhpc-train (losses.csv beside it)")
     p.add_argument("--clusters", required=True, help="clusters.h5 written by galhpc-encode")
-    p.add_argument("--store", help="training store (HDF5) for input images and labels")
+    p.add_argument("--store", help="training store (HDF5) for input images and labels, or FITS cutouts prepared "
+                   "with the prep of the checkpoint's training store")
     p.add_argument("--holdout-store",
                    help="a separate held-out store (HDF5) the model never trained on: every object counts as "
                         "held out (reconstructions, Regier's test, statmorph, truth recovery)")
