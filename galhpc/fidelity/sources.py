@@ -83,7 +83,7 @@ def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 25
         m = min(batch_size, n - lo)
         generator = torch.Generator(device=device).manual_seed(seed + k)
         if component is not None:
-            out = model.sample(m, generator, component=component)
+            out = _pair(model.sample(m, generator, component=component))
         elif cond is not None and cond.kind == "class":
             classes = np.arange(lo, lo + m) % int(cond.num_classes)
             out = _concat([model.sample(int((classes == c).sum()), generator, component=int(c))
@@ -92,14 +92,20 @@ def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 25
             out = _concat([model.sample(1, generator, **{cond.column: float(v)})
                            for v in condition_values[lo:lo + m]])
         else:
-            out = model.sample(m, generator)
+            out = _pair(model.sample(m, generator))
         images.append(out[0].float().cpu().numpy())
         components.append(out[1].cpu().numpy().astype(np.int64).reshape(-1))
     source = f"{model.name}.sample" + ("" if component is None else f"(component={component})")
     return StampSet(_nchw(np.concatenate(images)), source, component=np.concatenate(components))
 
 
+def _pair(samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, components) of one `Samples`."""
+    return samples.images, samples.component.reshape(-1)
+
+
 def _concat(parts) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, components) of several `Samples`, concatenated."""
     return torch.cat([p.images for p in parts]), torch.cat([p.component.reshape(-1) for p in parts])
 
 
