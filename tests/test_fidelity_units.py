@@ -111,3 +111,36 @@ def test_injected_galaxies_are_detected_at_their_ra_dec():
     for x, y in zip(x_true, y_true):
         assert np.hypot(xy[:, 0] - x, xy[:, 1] - y).min() < 0.5
     assert len(found) == 6
+
+
+def _gaussians(k, rng, size=24):
+    """Round Gaussian galaxies, σ uniform in [1, 3.5] px, flux log-uniform in [100, 10^3.5]."""
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    sigma = rng.uniform(1.0, 3.5, k)[:, None, None]
+    flux = 10 ** rng.uniform(2, 3.5, k)[:, None, None]
+    return flux * np.exp(-0.5 * (x**2 + y**2) / sigma**2) / (2 * np.pi * sigma**2)
+
+
+@pytest.mark.slow
+def test_rejection_sampling_follows_a_target_magnitude_and_size_table():
+    from scipy import stats
+
+    from galhpc.catalog.photometry import Photometry, half_light_radius, rejection_sample
+
+    rng = np.random.default_rng(7)
+    one = _gaussians(1, np.random.default_rng(1))
+    sigma = np.sqrt((one[0] * ((np.arange(24) - 11.5) ** 2)[None, :]).sum() / one[0].sum())
+    assert half_light_radius(one)[0] == pytest.approx(sigma * np.sqrt(2 * np.log(2)), rel=0.05)
+    photometry = Photometry(np.ones(1), 1.0, "electron/s", 25.0, "test")
+    target_mag = rng.uniform(17.0, 19.0, 2000)  # fluxes 251..1585
+    target_size = 1.1774 * rng.uniform(1.5, 2.5, 2000)
+    got = rejection_sample(_gaussians, 300, target_mag, target_size, photometry, seed=3, bins=12)
+    raw = _gaussians(300, np.random.default_rng(9))
+    raw_mag = 25.0 - 2.5 * np.log10(raw.reshape(300, -1).sum(1))
+    assert stats.ks_2samp(raw_mag, target_mag).statistic > 0.25  # what the generator alone gives
+    assert stats.ks_2samp(got["mag_ab"], target_mag).statistic < 0.12
+    assert stats.ks_2samp(got["half_light_radius"], target_size).statistic < 0.12
+    np.testing.assert_allclose(got["mag_ab"], 25.0 - 2.5 * np.log10(got["images"].reshape(300, -1).sum(1)))
+    assert got["images"].shape == (300, 24, 24) and 0 < got["acceptance"] < 1
+    with pytest.raises(Exception, match="zero point"):
+        rejection_sample(_gaussians, 5, target_mag, target_size, Photometry(np.ones(1), 1.0, "x", None, "t"))
