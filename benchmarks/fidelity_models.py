@@ -42,7 +42,7 @@ def main() -> None:
             if args.real_store else sources.read_store_stamps(args.store, held_rows, args.n, rng, "held-out"))
     training = sources.read_store_stamps(args.store, train_rows, args.n_training, rng, "training")
     t0 = time.time()
-    real_table = morphology.morphology_table(morphology.as_2d_stack(real.images), args.processes, "statmorph real")
+    real_table = morphology.morphology_table(morphology.as_2d_stack(real.images), "statmorph real", args.processes)
     print(f"# real set: {real.source}, {len(real.images)} stamps, statmorph {time.time() - t0:.0f} s", flush=True)
     results = {}
     for spec in args.runs:

@@ -9,8 +9,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from galhpc.cli.catalog_options import add_output_options
 from galhpc.runtime.cli import run_cli
 
@@ -20,7 +18,9 @@ def parse_condition(item: str) -> tuple[str, object]:
     key, eq, value = item.partition("=")
     if not eq or not key:
         raise argparse.ArgumentTypeError(f"--condition {item!r}: expected key=value")
-    return key, yaml.safe_load(value)
+    from galhpc.config import load_yaml
+
+    return key, load_yaml(value)
 
 
 def parse_counts(text: str) -> tuple[int, ...]:
@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         from galhpc.catalog.generate import generate_from_checkpoint
+        from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
+        from galhpc.runtime.world import detect_world
 
+        # the lock only on rank 0: a late rank would find rank 0's own lock of this run
+        check_output(args.out, "galhpc-generate --out", suffixes=HDF5_SUFFIXES, create=True,
+                     lock=detect_world().rank == 0)
         generate_from_checkpoint(
             checkpoint=args.checkpoint, out=args.out, n=args.n, seed=args.seed, batch_size=args.batch_size,
             shard_size=args.shard_size, component=args.component, counts=args.counts,

@@ -9,11 +9,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from galhpc.cli.catalog_options import add_threads_option
 from galhpc.runtime.cli import run_cli
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("galhpc.cli.rarity")
 
@@ -44,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         from galhpc.checkpoint import load_model
         from galhpc.report.heldout import noise_sigma
         from galhpc.runtime import start_mpi_rank
+        from galhpc.runtime.outputs import check_output
+        from galhpc.search.output import TABLE_SUFFIXES
         from galhpc.search.rarity import rarity_scores
         from galhpc.search.run import store_stamps
         from galhpc.search.source import CatalogColumns
 
+        check_output(args.out, "galhpc-rarity --out", suffixes=TABLE_SUFFIXES)
         world = start_mpi_rank(args.threads)
         catalog = CatalogColumns(args.catalog)
         ckpt = catalog.checkpoint_path(args.checkpoint)  # refuses another model's checkpoint

@@ -32,13 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.config import ConfigError, PrepConfig, SourceConfig
+from galhpc.config import ConfigError, PrepConfig, SourceConfig, check_options
 from galhpc.data.fits import COMPANION_NAMES, ObjectBlocks, header_pixel_scale, read_catalog
 from galhpc.data.sources import Block, DataError, Reject
 
 log = logging.getLogger("galhpc.data.cutout")
 
-OPTIONS = {"ra_column", "dec_column", "size", "scale_by", "scale_factor", "min_size", "weight", "weight_type", "mask"}
+OPTIONS: dict[str, Any] = {  # option -> the type it takes (checked by galhpc.config.check_options)
+    "ra_column": str, "dec_column": str, "size": int, "scale_by": str | None, "scale_factor": float, "min_size": int,
+    "weight": str | int | None, "weight_type": str, "mask": str | int | None,
+}
 WEIGHT_TYPES = ("ivar", "sigma", "variance")
 
 
@@ -102,10 +105,7 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     from astropy.nddata import Cutout2D, NoOverlapError, PartialOverlapError
     from astropy.wcs import WCS, FITSFixedWarning
 
-    opts: dict[str, Any] = dict(source.options)
-    unknown = sorted(set(opts) - OPTIONS)
-    if unknown:
-        raise ConfigError(f"source survey_image {source.path}: unknown option(s) {unknown}; allowed: {sorted(OPTIONS)}")
+    opts = check_options(OPTIONS, source.options, f"source survey_image {source.path}")
     if source.path is None or not source.catalog:
         raise ConfigError("source survey_image: `path` (the image) and `catalog` (ids and RA/Dec) are required")
     weight_type = opts.get("weight_type", "ivar")

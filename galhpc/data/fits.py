@@ -51,14 +51,17 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.config import ConfigError, PrepConfig, SourceConfig
+from galhpc.config import ConfigError, PrepConfig, SourceConfig, check_options
 from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
 from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.fits")
 
-OPTIONS = {"pattern", "id_from", "id_keyword", "cube", "catalog_hdu", "sigma_hdu", "variance_hdu", "ivar_hdu", "mask_hdu",
-           "mask_bad_bits"}
+OPTIONS: dict[str, Any] = {  # option -> the type it takes (checked by galhpc.config.check_options)
+    "pattern": str, "id_from": str, "id_keyword": str, "cube": str, "catalog_hdu": int | str | None,
+    **{f"{kind}_hdu": int | str | None for kind in ("sigma", "variance", "ivar", "mask")},
+    "mask_bad_bits": int | None,
+}
 ANISOTROPY_TOLERANCE = 0.01  # pixels whose two axes differ more than this are reported
 
 
@@ -597,10 +600,7 @@ def _open(path: Path):
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "fits" (see the module docstring)."""
 
-    opts = dict(source.options)
-    unknown = sorted(set(opts) - OPTIONS)
-    if unknown:
-        raise ConfigError(f"source fits {source.path}: unknown option(s) {unknown}; allowed: {sorted(OPTIONS)}")
+    opts = check_options(OPTIONS, source.options, f"source fits {source.path}")
     if source.path is None:
         raise ConfigError("source fits: `path` (file, directory or glob) is required")
     id_from, keyword = opts.get("id_from", "auto"), opts.get("id_keyword", "OBJID")

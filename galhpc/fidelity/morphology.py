@@ -175,17 +175,17 @@ def default_processes() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def morphology_table(images: np.ndarray, processes: int = 1, desc: str = "statmorph") -> dict[str, np.ndarray]:
+def morphology_table(images: np.ndarray, desc: str = "statmorph", processes: int = 1) -> dict[str, np.ndarray]:
     """Every statistic of `STATISTICS` for a stack of stamps, measured in parallel.
 
     Parameters
     ----------
     images : numpy.ndarray
         (N, H, W) or (N, C, H, W) stamps (channels averaged).
+    desc : str
+        Label of the progress bar (`galhpc.runtime.progress`; a second or so a stamp).
     processes : int
         Worker processes (forked; 1 measures in this process).  Order is kept.
-    desc : str
-        Label of the progress bar.
 
     Returns
     -------

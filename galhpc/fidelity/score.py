@@ -113,9 +113,9 @@ def score(generated: np.ndarray, real: np.ndarray, training: np.ndarray | None =
     gen2d, own_sigma, added = morphology.match_noise(gen2d, real_sigma, rng)
     log.info("fidelity: %d generated against %d real stamps; real sky σ %.4g, %.4g added to the generated",
              len(gen2d), len(real2d), real_sigma, added)
-    gen_table = morphology.morphology_table(gen2d, processes, desc="statmorph generated")
+    gen_table = morphology.morphology_table(gen2d, "statmorph generated", processes)
     if real_table is None:
-        real_table = morphology.morphology_table(real2d, processes, desc="statmorph real")
+        real_table = morphology.morphology_table(real2d, "statmorph real", processes)
     half_a, half_b = compare.split_halves(len(real2d), rng)
     rows = []
     for name in morphology.STATISTICS:

@@ -526,7 +526,7 @@ class Trainer:
 
 def train(cfg: RunConfig, *, backend: Backend | None = None, resume: bool = True) -> TrainResult:
     """Train `cfg.model` on `cfg.train.store`; see the module docstring for files and signals."""
-    configure_threads(cfg.train.threads)
+    configure_threads(cfg.train.threads, asked_by="train.threads")
     backend = backend or make_backend(cfg.train.backend, cfg.train.device)
     if cfg.schedule.enabled and cfg.train.epochs < Schedule(cfg.schedule).total_epochs:
         log.warning("train.epochs=%d stops before the schedule's %d epochs end",
