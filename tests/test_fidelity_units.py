@@ -82,6 +82,12 @@ def test_fits_cutouts_and_cube_read_back_with_units(synth):
     np.testing.assert_allclose(table["mag_ab"], mag)
     with open_catalog(root / "synth.h5") as cat, pytest.raises(FileExistsError):
         export_fits_cutouts(cat, root / "cutouts")
+    from galhpc.cli.export import main as export_main
+
+    assert export_main([str(root / "synth.h5"), "--fits-cube", str(root / "cli_cube.fits"),
+                        "--fits-cutouts", str(root / "cli_cutouts")]) == 0
+    np.testing.assert_array_equal(fits.getdata(root / "cli_cube.fits"), fits.getdata(root / "cube.fits"))
+    assert len(list((root / "cli_cutouts").glob("*.fits"))) == 40
 
 
 def test_injected_galaxies_are_detected_at_their_ra_dec():

@@ -204,9 +204,9 @@ def morphology_table(images: np.ndarray, desc: str = "statmorph", processes: int
                     rows.extend(part)
                     bar.update(len(part))
         else:
-            for block in blocks:
-                rows.extend(_measure_rows(block))
-                bar.update(len(block))
+            for image in images:
+                rows.append(measure(image))
+                bar.update(1)
     return {name: np.array([r[name] for r in rows], np.float64).reshape(n) for name in STATISTICS}
 
 
