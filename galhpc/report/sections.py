@@ -608,8 +608,8 @@ SECTIONS = {
     "generation": generation,
     "latents": latent_diagnostics,
     "regier": regier_test,
-    "generated_vs_real": generated_vs_real,
     "fidelity": fidelity_section,
+    "generated_vs_real": generated_vs_real,
     "truth": truth_recovery,
     "rarity": rarity,
 }
