@@ -14,7 +14,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("models", "io"),                # nn.Modules behind GalaxyModel (read no files); reading and exporting stores and catalogues
     ("checkpoint", "cluster"),       # model files (build with collaborators); clustering and its evaluation
     ("train", "catalog", "api"),     # the trainer and backends; catalogue jobs (shards, HDF5 writer); load_model
-    ("search",),                     # similarity search and rarity scores over encoded catalogues
+    ("search", "fidelity"),          # similarity search and rarity scores over encoded catalogues; generated-vs-real statistics
     ("report",),                     # figures and metrics
     ("cli", "jobs"),                 # entry points: parse arguments, call the floors below
 )

@@ -117,7 +117,8 @@ def test_float_conditioned_prior_gets_statistics_per_condition_bin(float_prior_r
         assert b["lower"] <= b["condition_value"] <= b["upper"]
         assert b["n_real"] == b["n_generated"] == 5
         assert set(b["ks"]) == {"concentration", "asymmetry", "smoothness", "gini", "m20", "ellipticity",
-                                "half_light_radius"}
+                                "half_light_radius", "sersic_n", "flux", "log_sb_rhalf", "log_power_k1",
+                                "log_power_k2", "log_power_k3", "log_power_k4"}
         assert set(b["median_real"]) == set(b["ks"])
         assert b["ks"]["gini"]["n_a"] <= b["n_real"] and b["ks"]["gini"]["n_b"] <= b["n_generated"]
     assert any(b["ks"]["gini"]["ks"] is not None for b in per["bins"])  # generated stamps statmorph can measure
@@ -200,9 +201,9 @@ class _Constant(torch.nn.Module):
 
 @pytest.fixture
 def mean_as_statistics(monkeypatch):
-    from galhpc.report import morphology
+    from galhpc.fidelity import morphology
 
-    monkeypatch.setattr(morphology, "morphology_table", lambda images, desc="statmorph": {
+    monkeypatch.setattr(morphology, "morphology_table", lambda images, desc="statmorph", processes=1: {
         name: np.asarray(images, np.float64).mean(axis=(1, 2, 3)) for name in morphology.STATISTICS})
     monkeypatch.setattr(morphology, "median_sky_sigma", lambda images: 0.0)
 

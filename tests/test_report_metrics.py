@@ -4,7 +4,6 @@ import itertools
 
 import numpy as np
 import pytest
-from scipy import stats
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, normalized_mutual_info_score, silhouette_score
 
@@ -97,15 +96,6 @@ def test_discretise_label_kinds():
     hlr = np.arange(1.0, 9.0) * 3
     assert metrics.discretise_label(hlr).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert metrics.discretise_label(np.arange(100)) is None
-
-
-def test_ks_distance_matches_scipy():
-    rng = np.random.default_rng(4)
-    a, b = rng.normal(size=100), rng.normal(0.5, size=80)
-    got = metrics.ks_distance(np.append(a, np.nan), b)
-    ref = stats.ks_2samp(a, b)
-    assert got["ks"] == pytest.approx(ref.statistic) and got["p_value"] == pytest.approx(ref.pvalue)
-    assert got["n_a"] == 100
 
 
 def _brute_force_best(points):

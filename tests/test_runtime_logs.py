@@ -136,7 +136,7 @@ def test_the_reports_statmorph_step_shows_its_progress(monkeypatch):
     """statmorph takes about a second a stamp: the report's longest silent step logs progress."""
     import numpy as np
 
-    from galhpc.report import morphology
+    from galhpc.fidelity import morphology
 
     monkeypatch.setenv("GALHPC_PROGRESS", "log")
     monkeypatch.setattr(process, "LOG_MIN_INTERVAL_S", 0.0)

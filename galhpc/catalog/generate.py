@@ -23,6 +23,7 @@ import torch
 from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
 from galhpc.catalog.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
 from galhpc.catalog.h5out import parse_compression, run_meta
+from galhpc.catalog.photometry import Photometry, store_photometry
 from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.models.base import GalaxyModel
@@ -49,6 +50,7 @@ class GenerateOptions:
     keep_clean: bool = False
     dtype: str = "float32"
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of model.sample
+    photometry: Photometry | None = None  # flux_norm, flux, mag_ab columns (galhpc.catalog.photometry)
 
 
 def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | None]]:
@@ -128,6 +130,9 @@ class GenerateJob:
         columns["component"] = torch.cat([p[2] for p in pieces]).cpu().numpy().astype(np.int16)
         columns["seed"] = np.concatenate([p[3] for p in pieces])
         columns["object_id"] = np.arange(start, stop, dtype=np.int64)
+        if self.options.photometry is not None:  # fluxes of the noise-free stamps (the PSF keeps flux)
+            flat = clean.float().cpu().numpy().reshape(stop - start, -1)
+            columns.update(self.options.photometry.columns(flat, self.options.seed, start))
         return columns
 
     def _sample_block(self, start: int, stop: int, component: int | None):
@@ -177,6 +182,7 @@ def generate_fingerprint(options: GenerateOptions, checkpoint_sha256: str, write
         "emulation": options.emulation.describe(),
         "keep_clean": options.keep_clean,
         "dtype": options.dtype,
+        "photometry": None if options.photometry is None else options.photometry.meta(),
         **write.fingerprint(device.type, options.precision),
     }
     return json.loads(json.dumps(fp, sort_keys=True))
@@ -190,7 +196,10 @@ def generate_catalog(model: GalaxyModel, options: GenerateOptions, out: str | Pa
     fingerprint = generate_fingerprint(options, checkpoint_sha256, write, device)
     meta = run_meta("generate", fingerprint, checkpoint, checkpoint_sha256, config_yaml, model.name)
     meta.update(n_objects=options.n, seed=options.seed, batch_size=options.batch_size, image_dtype=options.dtype,
-                pixel_scale=options.emulation.pixel_scale, pixel_scale_source=options.emulation.pixel_scale_source)
+                pixel_scale=options.emulation.pixel_scale, pixel_scale_source=options.emulation.pixel_scale_source,
+                psf="/emulation/psf" if options.emulation.psf is not None else "none: the training images' own")
+    if options.photometry is not None:
+        meta.update(options.photometry.meta())
     return run_catalog(job, out, fingerprint, meta, write, world)
 
 
@@ -201,7 +210,8 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
                              cosmos_noise: bool = False, keep_clean: bool = False, dtype: str = "float32",
                              compression: str = "none", table: bool = True, overwrite: bool = False,
                              device: str = "auto", threads: int | None = None, precision: str = "fp32",
-                             shard_minutes: float = 5.0, objects_per_second: float | None = None) -> RunResult:
+                             shard_minutes: float = 5.0, objects_per_second: float | None = None,
+                             zero_point: float | None = None, bunit: str | None = None) -> RunResult:
     """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate.
 
     `precision` (fp32 | bf16 | fp16) is the autocast of `model.sample`, part of the
@@ -211,6 +221,10 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     the scale the model was trained at when the checkpoint records it (or, for older
     checkpoints, its training store tells it), else 0.03 (see `resolve_pixel_scale`); the
     value and its origin are logged and go to /meta.
+
+    `zero_point` (AB mag of one survey unit) and `bunit` (FITS BUNIT) override the training
+    store's own attributes: every object gets `flux_norm`, `flux` (survey units) and
+    `mag_ab` columns (`galhpc.catalog.photometry`).
     """
     from galhpc.checkpoint import file_sha256, load_model, recorded_pixel_scale
     from galhpc.runtime import pick_device, start_mpi_rank
@@ -233,7 +247,7 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     options = GenerateOptions(
         n=n, seed=seed, batch_size=batch_size, component=component, counts=counts,
         conditions=dict(conditions or {}), emulation=emulation, keep_clean=keep_clean, dtype=dtype,
-        precision=precision,
+        precision=precision, photometry=store_photometry(cfg.train.store, zero_point, bunit),
     )
     write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
                          shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)

@@ -2,6 +2,7 @@
 
     galhpc-export clusters.h5 --fits clusters.fits
     galhpc-export synth.h5 --parquet synth.parquet/ --columns object_id,component,z
+    galhpc-export synth.h5 --fits-cutouts cutouts/ --fits-cube synth_cube.fits
 """
 
 from __future__ import annotations
@@ -23,23 +24,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("catalog", help="the catalogue's master file, e.g. clusters.h5")
     p.add_argument("--fits", metavar="FILE", help="FITS file to write (one BINTABLE extension, CATALOG)")
     p.add_argument("--parquet", metavar="DIR", help="directory to write, part-NNNNNN.parquet per shard")
+    p.add_argument("--fits-cutouts", metavar="DIR", help="directory of one FITS image per object (survey units; "
+                   "BUNIT, PIXSCALE, CDELT1/2, MAGZP, MAG, FLUX, OBJ_ID in its header)")
+    p.add_argument("--fits-cube", metavar="FILE", help="one FITS cube of every image (NAXIS3 = objects) and a "
+                   "table OBJECTS of their ids, fluxes and magnitudes")
     p.add_argument("--columns", help="comma-separated columns (default: every scalar and vector column)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
+
+
+def _images_only(export):
+    """An image export called as the table exports are (images take no --columns)."""
+    def call(cat, out, columns, overwrite):
+        return export(cat, out, overwrite=overwrite)
+    return call
 
 
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
-    from galhpc.io.export import FITS_SUFFIXES, export_fits, export_parquet
+    from galhpc.io.export import FITS_SUFFIXES, export_fits, export_fits_cube, export_fits_cutouts, export_parquet
     from galhpc.runtime.cli import describe_error
     from galhpc.runtime.outputs import check_output
 
     errors = (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError)
 
-    if not args.fits and not args.parquet:
-        p.error("give --fits FILE, --parquet DIR, or both")
+    if not (args.fits or args.parquet or args.fits_cutouts or args.fits_cube):
+        p.error("give --fits FILE, --parquet DIR, --fits-cutouts DIR and/or --fits-cube FILE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     columns = [c for c in args.columns.split(",") if c] if args.columns else None
     failed = False
@@ -48,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
             check_output(args.fits, "galhpc-export --fits", suffixes=FITS_SUFFIXES, lock=False)
         if args.parquet:
             check_output(args.parquet, "galhpc-export --parquet", folder=True, create=True, lock=False)
+        if args.fits_cube:
+            check_output(args.fits_cube, "galhpc-export --fits-cube", suffixes=FITS_SUFFIXES, lock=False)
         with open_catalog(args.catalog, role="galhpc-export") as cat:
             # each format on its own: one that fails (a bad header value, a missing pyarrow) never costs the other
-            for out, export in ((args.fits, export_fits), (args.parquet, export_parquet)):
+            for out, export in ((args.fits, export_fits), (args.parquet, export_parquet),
+                                (args.fits_cutouts, _images_only(export_fits_cutouts)),
+                                (args.fits_cube, _images_only(export_fits_cube))):
                 if out:
                     try:
                         export(cat, out, columns, overwrite=args.overwrite)

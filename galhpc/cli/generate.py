@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cosmos-noise", action="store_true", help="add correlated HST COSMOS noise (GalSim)")
     p.add_argument("--keep-clean", action="store_true", help="also store the clean images (images_clean)")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float32", help="image storage type")
+    p.add_argument("--zero-point", type=float,
+                   help="AB magnitude of one survey flux unit (e.g. 31.4 for nJy); default: the training store's "
+                   "zero_point attribute; without one the mag_ab column is NaN")
+    p.add_argument("--bunit", help="the survey's pixel unit (FITS BUNIT; default: the training store's bunit attribute)")
     add_output_options(p)
     return p
 
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype, compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
             device=args.device, threads=args.threads, precision=args.precision,
             shard_minutes=args.shard_minutes, objects_per_second=args.objects_per_second,
+            zero_point=args.zero_point, bunit=args.bunit,
         )
 
     return run_cli("galhpc-generate", body)

@@ -13,7 +13,10 @@ at a time, so memory is one shard of the exported columns, whatever N:
   descriptions in the field metadata and the catalogue's /meta in the schema metadata.
 
 Outputs are written under temporary names and renamed when complete.  Image columns
-(per-object arrays of 2 or more dimensions) are not exported.
+(per-object arrays of 2 or more dimensions) are not in the tables; they are exported as
+images: one FITS file per object (`export_fits_cutouts`) or one cube (`export_fits_cube`),
+in the survey's units with BUNIT, PIXSCALE and magnitudes in the headers, and
+`inject_stamps` adds stamps to a survey image at given RA/Dec (docs/api.md).
 """
 
 from __future__ import annotations
@@ -276,3 +279,187 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
     log.info("wrote %s: %d rows in %d files, columns %s", out, len(cat), len(cat.shards), names)
     return out
 
+
+
+# Images: one FITS per object, a cube, and injection into a survey image ---------------------------
+def survey_images(cat: Catalog, values: dict[str, np.ndarray]) -> np.ndarray:
+    """A shard's images (n, H, W) (channels averaged) in the survey's units: stored pixels ·
+    flux_norm / flux_scale when the catalogue records them (galhpc.catalog.photometry),
+    else as stored."""
+    images = np.asarray(values["images"], np.float32)
+    if images.ndim == 4:
+        images = images.mean(axis=1)
+    if "flux_norm" in values:
+        scale = np.asarray(values["flux_norm"], np.float64) / float(cat.meta.get("flux_scale", 1.0))
+        images = (images * scale[:, None, None]).astype(np.float32)
+    return images
+
+
+def image_header(cat: Catalog, values: dict[str, np.ndarray] | None = None, row: int | None = None):
+    """FITS header cards of exported images: BUNIT, PIXSCALE (arcsec/pixel) and CDELT1/2
+    (degrees/pixel, no celestial WCS: the stamps have no position), MAGZP; with `values`
+    and `row`, that object's OBJ_ID, MAG (AB), FLUX and COMPONENT."""
+    from astropy.io import fits
+
+    header = fits.Header()
+    bunit = str(cat.meta.get("image_bunit", "unknown"))
+    if bunit not in ("unknown", "stored"):
+        header["BUNIT"] = (bunit, "survey pixel unit")
+    header["IMUNITS"] = (bunit, "pixel unit (stored: the model's own units)")
+    scale = cat.meta.get("pixel_scale")
+    if isinstance(scale, (int, float, np.floating)) and np.isfinite(scale):
+        header["PIXSCALE"] = (float(scale), "arcsec per pixel")
+        header["CDELT1"] = (float(scale) / 3600.0, "degrees per pixel")
+        header["CDELT2"] = (float(scale) / 3600.0, "degrees per pixel")
+    zp = cat.meta.get("zero_point")
+    if isinstance(zp, (int, float, np.floating)) and np.isfinite(zp):
+        header["MAGZP"] = (float(zp), "AB mag of one BUNIT summed over an object")
+    if values is not None and row is not None:
+        header["OBJ_ID"] = (int(values["object_id"][row]), "galhpc object id")
+        for key, column, comment in (("MAG", "mag_ab", "AB magnitude"), ("FLUX", "flux", "total flux, BUNIT"),
+                                     ("COMPONT", "component", "mixture component sampled from")):
+            if column in values:
+                value = values[column][row].item()
+                header[key] = (value if np.isfinite(value) else "NaN", comment) if isinstance(value, float) \
+                    else (value, comment)
+    header["ORIGIN"] = "galhpc-export"
+    return header
+
+
+def _image_columns(cat: Catalog) -> list[str]:
+    if "images" not in cat.columns:
+        raise ValueError(f"{cat.path}: no images column to export (a galhpc-generate catalogue has one)")
+    return [c for c in ("images", "object_id", "flux_norm", "flux", "mag_ab", "component") if c in cat.columns]
+
+
+def export_fits_cutouts(cat: Catalog, out: str | Path, overwrite: bool = False) -> Path:
+    """One FITS file per object, ``out/object_<object_id>.fits``: a primary image in the
+    survey's units (`survey_images`) with BUNIT, PIXSCALE, CDELT1/2, MAGZP, MAG, FLUX, OBJ_ID.
+
+    Parameters
+    ----------
+    cat : Catalog
+        An open `galhpc-generate` catalogue.
+    out : str or Path
+        Directory to write; written under a temporary name and renamed when complete.
+    overwrite : bool
+        Replace an existing `out`.
+
+    Returns
+    -------
+    Path
+        `out`.
+
+    Raises
+    ------
+    FileExistsError
+        If `out` exists and not `overwrite`.
+    ValueError
+        If the catalogue has no images.
+    """
+    from astropy.io import fits
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
+    names = _image_columns(cat)
+    tmp = temp_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for _, values in cat.iter_shards(names):
+            images = survey_images(cat, values)
+            for i, image in enumerate(images):
+                fits.PrimaryHDU(image, header=image_header(cat, values, i)).writeto(
+                    tmp / f"object_{int(values['object_id'][i])}.fits")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s: %d FITS cutouts", out, len(cat))
+    return out
+
+
+def export_fits_cube(cat: Catalog, out: str | Path, overwrite: bool = False) -> Path:
+    """Every image as one FITS cube (primary HDU, NAXIS3 = N objects, survey units, header of
+    `image_header`) plus a BINTABLE ``OBJECTS`` (object_id, flux, mag_ab, component: row i =
+    plane i), streamed one shard at a time.
+
+    Raises
+    ------
+    FileExistsError
+        If `out` exists and not `overwrite`.
+    ValueError
+        If the catalogue has no images.
+    """
+    from astropy.io import fits
+    from astropy.table import Table, vstack
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
+    names = _image_columns(cat)
+    h, w = cat.shape("images")[-2:]
+    header = fits.Header()
+    header["SIMPLE"] = True
+    header["BITPIX"] = -32
+    header["NAXIS"] = 3
+    header["NAXIS1"], header["NAXIS2"], header["NAXIS3"] = int(w), int(h), len(cat)
+    header.extend(image_header(cat))
+    tables = []
+    with atomic_path(out) as tmp:
+        stream = fits.StreamingHDU(str(tmp), header)
+        try:
+            for _, values in cat.iter_shards(names):
+                stream.write(survey_images(cat, values).astype(">f4"))
+                tables.append(Table({c: values[c] for c in names if c not in ("images", "flux_norm")}))
+        finally:
+            stream.close()
+        table = fits.table_to_hdu(vstack(tables))
+        table.name = "OBJECTS"
+        fits.append(tmp, table.data, table.header)
+    log.info("wrote %s: a cube of %d images of %dx%d", out, len(cat), h, w)
+    return out
+
+
+def inject_stamps(image: np.ndarray, wcs, stamps: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Add stamps to a survey image, each centred at its (RA, Dec), by plain addition.
+
+    The recipe of docs/export.md for testing a detection pipeline with generated galaxies:
+    `astropy.wcs.WCS.world_to_pixel` gives each position; the stamp is shifted by its
+    sub-pixel offset (cubic spline, `scipy.ndimage.shift`) and added to the image, cut at
+    its edges.  Stamps and image must share pixel scale, units and PSF (export with
+    `export_fits_cutouts`, which writes survey units).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (Ny, Nx) survey image; not modified.
+    wcs : astropy.wcs.WCS
+        Its celestial WCS.
+    stamps : numpy.ndarray
+        (n, h, w) stamps in the image's units, centred at pixel ((h − 1) / 2, (w − 1) / 2).
+    ra, dec : numpy.ndarray
+        (n,) degrees.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new (Ny, Nx) image with the stamps added.
+    """
+    from scipy import ndimage
+
+    out = np.array(image, dtype=np.float64, copy=True)
+    x, y = wcs.world_to_pixel_values(np.asarray(ra, np.float64), np.asarray(dec, np.float64))
+    n, h, w = np.shape(stamps)
+    for stamp, xc, yc in zip(np.asarray(stamps, np.float64), np.atleast_1d(x), np.atleast_1d(y)):
+        x0, y0 = int(np.floor(xc)) - (w - 1) // 2, int(np.floor(yc)) - (h - 1) // 2
+        # the stamp's centre (w-1)/2 lands on xc: shift by the rest
+        shifted = ndimage.shift(stamp, (yc - np.floor(yc) - (h - 1) / 2 + (h - 1) // 2,
+                                        xc - np.floor(xc) - (w - 1) / 2 + (w - 1) // 2), order=3, mode="constant")
+        ys, xs = slice(max(y0, 0), min(y0 + h, out.shape[0])), slice(max(x0, 0), min(x0 + w, out.shape[1]))
+        if ys.start < ys.stop and xs.start < xs.stop:
+            out[ys, xs] += shifted[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    return out

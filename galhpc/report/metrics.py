@@ -10,7 +10,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 def per_image_mse(images: np.ndarray, recons: np.ndarray) -> np.ndarray:
@@ -153,17 +152,6 @@ def label_agreement(labels_true: np.ndarray, labels_pred: np.ndarray) -> dict[st
         "nmi": float(normalized_mutual_info_score(labels_true[keep], labels_pred[keep])),
         "ari": float(adjusted_rand_score(labels_true[keep], labels_pred[keep])),
     }
-
-
-def ks_distance(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Two-sample Kolmogorov–Smirnov distance and p-value, ignoring non-finite values."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) == 0 or len(b) == 0:
-        return {"ks": float("nan"), "p_value": float("nan"), "n_a": len(a), "n_b": len(b)}
-    res = stats.ks_2samp(a, b)
-    return {"ks": float(res.statistic), "p_value": float(res.pvalue), "n_a": len(a), "n_b": len(b)}
 
 
 def path_length(points: np.ndarray, order: list[int] | np.ndarray) -> float:

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from galhpc.fidelity import morphology
 from galhpc.models.base import GalaxyModel
-from galhpc.report import figures, inference, latents, metrics, morphology, regier, truth
+from galhpc.report import figures, inference, latents, metrics, regier, truth
+from galhpc.report.fidelity import fidelity_section
 from galhpc.report.heldout import EncodedObjects, noise_sigma
 from galhpc.report.losses import loss_table
 from galhpc.report.options import ReportOptions
@@ -606,6 +608,7 @@ SECTIONS = {
     "generation": generation,
     "latents": latent_diagnostics,
     "regier": regier_test,
+    "fidelity": fidelity_section,
     "generated_vs_real": generated_vs_real,
     "truth": truth_recovery,
     "rarity": rarity,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from galhpc.report import morphology
+from galhpc.fidelity import morphology
 from galhpc.report.regier import gaussian_image
 
 
@@ -47,3 +47,25 @@ def test_noise_matching_restores_the_real_sky_sigma():
     assert morphology.median_sky_sigma(clean) < 1e-6
     noisy = morphology.add_noise(clean, 0.03, rng)
     assert morphology.median_sky_sigma(noisy) == pytest.approx(0.03, rel=0.2)
+
+
+@pytest.mark.parametrize("n", [1.0, 2.5])
+def test_sersic_index_and_half_light_radius_of_a_galsim_sersic(n):
+    galsim = pytest.importorskip("galsim")
+    hlr = 4.0  # pixels (scale 1)
+    image = galsim.Sersic(n=n, half_light_radius=hlr, flux=5e4).drawImage(nx=48, ny=48, scale=1.0).array
+    stats = morphology.measure(image + np.random.default_rng(0).normal(0, 1.0, image.shape))
+    assert stats["sersic_n"] == pytest.approx(n, rel=0.12)
+    # statmorph's r½ is the radius holding half the flux inside its own total aperture
+    assert stats["half_light_radius"] == pytest.approx(hlr, rel=0.12)
+    assert stats["flux"] == pytest.approx(5e4, rel=0.15)
+    assert stats["log_sb_rhalf"] == pytest.approx(np.log10(0.5 * stats["flux"] / (np.pi * stats["half_light_radius"]**2)))
+
+
+def test_parallel_table_equals_the_serial_one():
+    stack = np.stack([_blob(3 + i % 3, 2 + i % 2, seed=i, size=32) for i in range(10)])
+    serial = morphology.morphology_table(stack, processes=1)
+    parallel = morphology.morphology_table(stack, processes=2)
+    assert set(serial) == set(morphology.STATISTICS)
+    for name in morphology.STATISTICS:
+        np.testing.assert_array_equal(serial[name], parallel[name])

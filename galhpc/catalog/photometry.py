@@ -1,0 +1,241 @@
+"""Physical units of generated galaxies: each object's flux in the survey's units and its AB magnitude.
+
+A model trained on a store whose recipe has the `flux` step draws stamps in stored units,
+stored = input / flux_norm · flux_scale (galhpc.data.prep), so a generated stamp has a
+shape and no brightness of its own.  Each generated object i gets a `flux_norm` drawn from
+the training store's own `labels/flux_norm` values (seeded by (run seed, i): any rank count
+gives the same draw), and then
+
+    image in survey units = stored image · flux_norm / flux_scale
+    flux    = Σ stored pixels · flux_norm / flux_scale           (survey units · pixel)
+    mag_ab  = zero_point − 2.5 log10(flux)                        (NaN for flux <= 0)
+
+`zero_point` is the AB magnitude of one survey unit summed over an object (e.g. 31.4 for
+nJy, 23.9 for µJy; for HST electrons/s −2.5 log10(PHOTFLAM) − 5 log10(PHOTPLAM) − 2.408);
+it and the unit (FITS BUNIT) come from the store's root attributes `zero_point` and
+`bunit` when it records them, else from the caller; without a zero point `mag_ab` is NaN.
+A store without the `flux` step keeps fluxes in stored units (flux_norm 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galhpc.catalog.seeds import derived_seed
+from galhpc.runtime.errors import DataError
+from galhpc.runtime.files import open_h5_readonly
+
+log = logging.getLogger("galhpc.catalog.photometry")
+
+FLUX_STREAM = 2  # the draw of each object's flux_norm (seeds.SAMPLE_STREAM 0, NOISE_STREAM 1)
+STORED_UNIT = "stored"  # BUNIT of pixels left in stored units (no flux step, no survey unit known)
+
+
+@dataclass(frozen=True)
+class Photometry:
+    """How stored pixel values of generated stamps become survey units and magnitudes."""
+
+    flux_norms: np.ndarray  # (M,) the training store's flux_norm values, drawn from per object
+    flux_scale: float  # the store's prep.flux_scale (1 without a flux step)
+    bunit: str  # FITS BUNIT of the survey pixels
+    zero_point: float | None  # AB mag of one survey unit; None: unknown
+    source: str  # where these came from, for /meta
+
+    def draw_flux_norm(self, seed: int, start: int, stop: int) -> np.ndarray:
+        """(stop − start,) float64 flux_norm of objects [start, stop), keyed by object index."""
+        picks = [np.random.default_rng(derived_seed(seed, i, FLUX_STREAM)).integers(len(self.flux_norms))
+                 for i in range(start, stop)]
+        return self.flux_norms[np.asarray(picks, np.int64)]
+
+    def columns(self, images: np.ndarray, seed: int, start: int) -> dict[str, np.ndarray]:
+        """`flux_norm`, `flux` and `mag_ab` (float32/64 (n,)) of stored-unit stamps (n, ...) of
+        objects start..start+n−1."""
+        n = len(images)
+        norm = self.draw_flux_norm(seed, start, start + n)
+        flux = np.asarray(images, np.float64).reshape(n, -1).sum(1) * norm / self.flux_scale
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mag = self.zero_point - 2.5 * np.log10(flux) if self.zero_point is not None else np.full(n, np.nan)
+        mag = np.where(flux > 0, mag, np.nan)
+        return {"flux_norm": norm.astype(np.float32), "flux": flux.astype(np.float64),
+                "mag_ab": mag.astype(np.float32)}
+
+    def meta(self) -> dict[str, Any]:
+        """/meta attributes of the catalogue (image_bunit, zero_point, flux_scale, photometry_source)."""
+        return {"image_bunit": self.bunit, "zero_point": np.nan if self.zero_point is None else self.zero_point,
+                "flux_scale": self.flux_scale, "photometry_source": self.source,
+                "image_units": f"stored: survey {self.bunit} = image * flux_norm / {self.flux_scale:g}"}
+
+
+def store_photometry(store: str | Path | None, zero_point: float | None = None, bunit: str | None = None,
+                     flux_scale: float | None = None) -> Photometry:
+    """The photometric calibration of a model trained on `store`.
+
+    Parameters
+    ----------
+    store : str or Path or None
+        The training store; None or a missing file: fluxes in stored units.
+    zero_point : float, optional
+        AB magnitude of one survey unit; overrides the store's `zero_point` attribute.
+    bunit : str, optional
+        Survey pixel unit (FITS BUNIT); overrides the store's `bunit` attribute.
+    flux_scale : float, optional
+        The store's prep.flux_scale (read from its config when None).
+
+    Returns
+    -------
+    Photometry
+
+    Raises
+    ------
+    DataError
+        If the store's flux_norm column has no finite positive value.
+    """
+    if store is None or not Path(store).is_file():
+        why = "no training store" if store is None else f"training store {store} not found"
+        log.warning("%s: fluxes stay in stored units (no flux_norm to draw)", why)
+        return Photometry(np.ones(1), 1.0, bunit or STORED_UNIT, zero_point, why)
+    with open_h5_readonly(store) as f:
+        attrs = dict(f.attrs)
+        norms = f["labels/flux_norm"][()].astype(np.float64) if "labels/flux_norm" in f else None
+        config = str(attrs.get("config", ""))
+    if zero_point is None and "zero_point" in attrs and np.isfinite(float(attrs["zero_point"])):
+        zero_point = float(attrs["zero_point"])
+    if bunit is None and "bunit" in attrs:
+        bunit = str(attrs["bunit"])
+    if norms is None:
+        return Photometry(np.ones(1), 1.0, bunit or STORED_UNIT, zero_point, f"{store}: no flux step")
+    norms = norms[np.isfinite(norms) & (norms > 0)]
+    if not len(norms):
+        raise DataError(f"{store}: labels/flux_norm has no finite positive value to draw fluxes from")
+    if flux_scale is None:
+        import yaml
+
+        flux_scale = float((yaml.safe_load(config) or {}).get("prep", {}).get("flux_scale", 100.0))
+    return Photometry(norms, float(flux_scale), bunit or "unknown", zero_point, f"{store}: labels/flux_norm")
+
+
+def half_light_radius(images: np.ndarray) -> np.ndarray:
+    """Radius (pixels) of the circle about the flux-weighted centroid holding half of each
+    stamp's positive flux: a fast size for selecting samples (statmorph's r½ is the measured one).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (n, H, W) or (n, C, H, W) stamps (channels summed).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) float64; NaN for a stamp without positive flux.
+    """
+    images = np.asarray(images, np.float64)
+    if images.ndim == 4:
+        images = images.sum(axis=1)
+    n, h, w = images.shape
+    sub = 5  # each pixel's flux spread over sub×sub points: radii on a grid finer than the pixels
+    offsets = (np.arange(sub) + 0.5) / sub - 0.5
+    y = (np.arange(h)[:, None] + offsets[None, :]).ravel()
+    x = (np.arange(w)[:, None] + offsets[None, :]).ravel()
+    out = np.full(n, np.nan)
+    for i, img in enumerate(np.clip(images, 0.0, None)):
+        total = img.sum()
+        if total <= 0:
+            continue
+        cy = (img.sum(1) * np.arange(h)).sum() / total
+        cx = (img.sum(0) * np.arange(w)).sum() / total
+        fine = np.repeat(np.repeat(img, sub, 0), sub, 1).ravel() / sub**2
+        r = np.hypot(y[:, None] - cy, x[None, :] - cx).ravel()
+        order = np.argsort(r)
+        cum = np.cumsum(fine[order])
+        out[i] = float(np.interp(0.5 * total, cum, r[order]))
+    return out
+
+
+def rejection_sample(draw, n: int, target_mag: np.ndarray, target_size: np.ndarray, photometry: Photometry,
+                     seed: int = 0, bins: int = 8, pilot: int = 2000, batch: int = 512,
+                     max_draws: int = 1_000_000) -> dict[str, np.ndarray]:
+    """Generated galaxies whose (AB magnitude, half-light radius) follow a target table.
+
+    Rejection sampling on a (mag, size) grid: a pilot sample gives the generator's own
+    density q, the target table the wanted density p (both as `bins`×`bins` histograms on the
+    target's 1st–99th percentile range); a candidate in cell c is kept with probability
+    (p_c / q_c) / max_c(p_c / q_c).  Cells the generator never reaches cannot be filled:
+    their share of the target is reported as `unreachable_fraction`.
+
+    Parameters
+    ----------
+    draw : callable
+        ``draw(k, rng) -> images (k, H, W)`` in stored units (e.g. a model's samples).
+    n : int
+        Objects to keep.
+    target_mag, target_size : numpy.ndarray
+        The target table's AB magnitudes and half-light radii (pixels of the stamps).
+    photometry : Photometry
+        Calibration of the stored units (with a zero point).
+    seed, bins, pilot, batch, max_draws
+        Randomness; grid cells per axis; pilot draws; candidates per call; a bound on draws.
+
+    Returns
+    -------
+    dict
+        ``images`` (n, H, W), ``flux``, ``mag_ab``, ``half_light_radius`` (n,),
+        ``acceptance`` (kept / drawn), ``unreachable_fraction``.
+
+    Raises
+    ------
+    DataError
+        Without a zero point, or when `max_draws` candidates give fewer than `n`.
+    """
+    if photometry.zero_point is None:
+        raise DataError("a target magnitude distribution needs a zero point (--zero-point or the store's attribute)")
+    rng = np.random.default_rng(seed)
+    tm, ts = np.asarray(target_mag, np.float64), np.asarray(target_size, np.float64)
+    keep = np.isfinite(tm) & np.isfinite(ts)
+    tm, ts = tm[keep], ts[keep]
+    edges = [np.percentile(tm, [1, 99]), np.percentile(ts, [1, 99])]
+    edges = [np.linspace(lo, hi, bins + 1) for lo, hi in edges]
+
+    def measure(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        flux = images.reshape(len(images), -1).sum(1) * photometry.draw_flux_norm(
+            int(rng.integers(2**62)), 0, len(images)) / photometry.flux_scale
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mag = np.where(flux > 0, photometry.zero_point - 2.5 * np.log10(flux), np.nan)
+        size = half_light_radius(images)
+        cell_m = np.digitize(mag, edges[0]) - 1
+        cell_s = np.digitize(size, edges[1]) - 1
+        inside = (cell_m >= 0) & (cell_m < bins) & (cell_s >= 0) & (cell_s < bins)
+        return flux, mag, size, np.where(inside, cell_m * bins + cell_s, -1)
+
+    p = np.histogram2d(tm, ts, edges)[0].ravel()
+    p /= p.sum()
+    pilot_images = np.asarray(draw(pilot, rng), np.float64)
+    cells = measure(pilot_images)[3]
+    q = np.bincount(cells[cells >= 0], minlength=bins * bins).astype(np.float64)
+    q /= max(len(cells), 1)
+    reachable = q > 0
+    ratio = np.where(reachable, p / np.where(reachable, q, 1.0), 0.0)
+    if ratio.max() <= 0:
+        raise DataError("no generated object falls inside the target's magnitude/size range")
+    accept = ratio / ratio.max()
+    kept: dict[str, list[np.ndarray]] = {"images": [], "flux": [], "mag_ab": [], "half_light_radius": []}
+    n_kept, drawn = 0, 0
+    while n_kept < n:
+        if drawn >= max_draws:
+            raise DataError(f"rejection sampling kept {n_kept} of {n} objects in {drawn} draws; the generator "
+                            "rarely reaches the target's magnitudes and sizes")
+        images = np.asarray(draw(batch, rng), np.float64)
+        drawn += len(images)
+        flux, mag, size, cell = measure(images)
+        take = (cell >= 0) & (rng.random(len(images)) < np.where(cell >= 0, accept[np.maximum(cell, 0)], 0.0))
+        for key, values in (("images", images), ("flux", flux), ("mag_ab", mag), ("half_light_radius", size)):
+            kept[key].append(values[take])
+        n_kept += int(take.sum())
+    out = {k: np.concatenate(v)[:n] for k, v in kept.items()}
+    out["acceptance"] = np.float64(n_kept / drawn)
+    out["unreachable_fraction"] = np.float64(p[~reachable].sum())
+    return out

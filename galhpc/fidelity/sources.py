@@ -1,0 +1,143 @@
+"""The three sets a fidelity test reads: generated stamps (a checkpoint's samples or a
+`galhpc-generate` catalogue), held-out real stamps, and training stamps.
+
+Real stamps are held out in one of two ways: the rows the trainer held out of its own
+store (`galhpc.data.loader.holdout_mask` with the checkpoint's seed and fraction, the
+same population the model learned), or every row of another store (a separate
+simulation or survey set).  Training stamps are the trainer's training rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from galhpc.data.loader import holdout_mask
+from galhpc.io.catalog import open_catalog
+from galhpc.io.store import open_store
+from galhpc.models.base import GalaxyModel
+from galhpc.runtime.errors import DataError
+
+log = logging.getLogger("galhpc.fidelity")
+
+
+@dataclass
+class StampSet:
+    """Stamps (N, C, H, W) float32 with where they came from."""
+
+    images: np.ndarray
+    source: str
+    rows: np.ndarray | None = None  # store rows, when read from a store
+    component: np.ndarray | None = None  # generated: mixture component or class (-1: none)
+
+
+def _nchw(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images, np.float32)
+    return images[:, None] if images.ndim == 3 else images
+
+
+@torch.no_grad()
+def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 256, component: int | None = None,
+                 condition_values: np.ndarray | None = None) -> StampSet:
+    """n stamps from `model.sample`, in batches, reproducible from `seed`.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+        A generative model (eval mode).
+    n : int
+        Stamps to draw.
+    seed : int
+        Seed of the torch generator of batch k (seed + k).
+    batch_size : int
+        Stamps per `sample` call.
+    component : int, optional
+        Mixture component (or class) to draw from; None: the prior's own mixture.  A
+        class-conditional model without `component` gets classes in equal shares.
+    condition_values : numpy.ndarray, optional
+        (n,) values of a float-conditioned model's condition (e.g. the real stamps' own);
+        required by such a model.
+
+    Returns
+    -------
+    StampSet
+        (n, C, H, W) float32 images and their components.
+
+    Raises
+    ------
+    DataError
+        If the model is not generative, or float-conditioned without `condition_values`.
+    """
+    if not model.generative:
+        raise DataError(f"model {model.name!r} is not generative: it has no samples to score")
+    cond = model.sample_condition
+    if cond is not None and cond.kind == "float" and condition_values is None:
+        raise DataError(f"model {model.name!r} samples at a value of {cond.column!r}: give the real stamps' values")
+    device = next(model.parameters()).device
+    images, components = [], []
+    for k, lo in enumerate(range(0, n, batch_size)):
+        m = min(batch_size, n - lo)
+        generator = torch.Generator(device=device).manual_seed(seed + k)
+        if component is not None:
+            out = _pair(model.sample(m, generator, component=component))
+        elif cond is not None and cond.kind == "class":
+            classes = np.arange(lo, lo + m) % int(cond.num_classes)
+            out = _concat([model.sample(int((classes == c).sum()), generator, component=int(c))
+                           for c in np.unique(classes)])
+        elif cond is not None and cond.kind == "float":
+            out = _concat([model.sample(1, generator, **{cond.column: float(v)})
+                           for v in condition_values[lo:lo + m]])
+        else:
+            out = _pair(model.sample(m, generator))
+        images.append(out[0].float().cpu().numpy())
+        components.append(out[1].cpu().numpy().astype(np.int64).reshape(-1))
+    source = f"{model.name}.sample" + ("" if component is None else f"(component={component})")
+    return StampSet(_nchw(np.concatenate(images)), source, component=np.concatenate(components))
+
+
+def _pair(samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, components) of one `Samples`."""
+    return samples.images, samples.component.reshape(-1)
+
+
+def _concat(parts) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, components) of several `Samples`, concatenated."""
+    return torch.cat([p.images for p in parts]), torch.cat([p.component.reshape(-1) for p in parts])
+
+
+def read_catalogue_images(path: str | Path, n: int, rng: np.random.Generator) -> StampSet:
+    """Up to n random stamps of a `galhpc-generate` catalogue: `images_clean` when it kept
+    the noise-free ones, else `images` (the fidelity test adds noise up to the real sky σ,
+    never removes it)."""
+    with open_catalog(path) as cat:
+        column = "images_clean" if "images_clean" in cat.columns else "images"
+        if column not in cat.columns:
+            raise DataError(f"{path}: no images column; columns: {', '.join(cat.columns)}")
+        rows = np.sort(rng.choice(len(cat), min(n, len(cat)), replace=False))
+        images = cat.read(column, rows)
+        component = cat.read("component", rows).astype(np.int64) if "component" in cat.columns else None
+    return StampSet(_nchw(images), f"{Path(path).name}:{column}", rows=rows, component=component)
+
+
+def split_store(store: str | Path, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of a training store, as the trainer split it."""
+    with open_store(store) as s:
+        n = len(s)
+    held = holdout_mask(n, holdout_fraction, seed)
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def read_store_stamps(store: str | Path, rows: np.ndarray, n: int, rng: np.random.Generator,
+                      what: str) -> StampSet:
+    """Up to n random stamps among store `rows` (sorted), as (N, C, H, W) float32."""
+    rows = np.asarray(rows, np.int64)
+    if len(rows) == 0:
+        raise DataError(f"{store}: no {what} rows to read")
+    pick = np.sort(rng.choice(rows, min(n, len(rows)), replace=False))
+    with open_store(store) as s:
+        images = s.read("images", pick)
+    return StampSet(_nchw(images), f"{Path(store).name} ({what})", rows=pick)
