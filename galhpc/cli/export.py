@@ -1,7 +1,7 @@
 """`galhpc-export`: a catalogue's scalar and vector columns to a FITS binary table or Parquet.
 
     galhpc-export clusters.h5 --fits clusters.fits
-    galhpc-export synth.h5 --parquet synth.parquet/ --columns object_id,component,z
+    galhpc-export synth.h5 --parquet synth.parquet --columns object_id,component,z --split-vectors
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="galhpc-export",
         description="Write the scalar and vector columns of a galhpc catalogue (galhpc-encode/galhpc-generate "
-        "output) to a FITS binary table (TOPCAT, astropy) and/or to Parquet, one file per shard (pyarrow, "
-        "pandas, Dask), streaming one shard at a time. Every shard is verified first.",
+        "output) to a FITS binary table (TOPCAT, astropy) and/or to one VOParquet file with units (TOPCAT, "
+        "astropy, pyarrow, pandas), streaming one shard at a time. Every shard is verified first.",
     )
     p.add_argument("catalog", help="the catalogue's master file, e.g. clusters.h5")
     p.add_argument("--fits", metavar="FILE", help="FITS file to write (one BINTABLE extension, CATALOG)")
-    p.add_argument("--parquet", metavar="DIR", help="directory to write, part-NNNNNN.parquet per shard")
+    p.add_argument("--parquet", metavar="FILE", help="Parquet file to write (one row group per shard, VOParquet "
+                   "units and descriptions)")
+    p.add_argument("--split-vectors", action="store_true",
+                   help="Parquet: vector columns as scalar columns mu_0 ... mu_{L-1} (TOPCAT shows no array columns)")
     p.add_argument("--columns", help="comma-separated columns (default: every scalar and vector column)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from galhpc.io.export import export_fits, export_parquet
 
     if not args.fits and not args.parquet:
-        p.error("give --fits FILE, --parquet DIR, or both")
+        p.error("give --fits FILE and/or --parquet FILE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     columns = [c for c in args.columns.split(",") if c] if args.columns else None
     try:
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.fits:
                 export_fits(cat, args.fits, columns, overwrite=args.overwrite)
             if args.parquet:
-                export_parquet(cat, args.parquet, columns, overwrite=args.overwrite)
+                export_parquet(cat, args.parquet, columns, overwrite=args.overwrite,
+                               split_vectors=args.split_vectors)
     except (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError) as err:
         print(f"galhpc-export: error: {err}", file=sys.stderr)
         return 1
