@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "units and descriptions)")
     p.add_argument("--split-vectors", action="store_true",
                    help="Parquet: vector columns as scalar columns mu_0 ... mu_{L-1} (TOPCAT shows no array columns)")
+    p.add_argument("--hats", metavar="DIR", help="HATS catalogue to write (HEALPix-partitioned Parquet that LSDB "
+                   "reads; needs ra/dec; hats-import on a local Dask cluster; pip install 'galhpc[hats]')")
+    p.add_argument("--dask-workers", type=int, default=1, help="--hats: workers of the local Dask cluster")
     p.add_argument("--columns", help="comma-separated columns (default: every scalar and vector column)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
@@ -35,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
-    from galhpc.io.export import export_fits, export_parquet
+    from galhpc.io.export import export_fits, export_hats, export_parquet
 
-    if not args.fits and not args.parquet:
-        p.error("give --fits FILE and/or --parquet FILE")
+    if not args.fits and not args.parquet and not args.hats:
+        p.error("give --fits FILE, --parquet FILE and/or --hats DIR")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     columns = [c for c in args.columns.split(",") if c] if args.columns else None
     try:
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.parquet:
                 export_parquet(cat, args.parquet, columns, overwrite=args.overwrite,
                                split_vectors=args.split_vectors)
+            if args.hats:
+                export_hats(cat, args.hats, columns, overwrite=args.overwrite, n_workers=args.dask_workers)
     except (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError) as err:
         print(f"galhpc-export: error: {err}", file=sys.stderr)
         return 1

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -328,4 +330,84 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
             for _, values in cat.iter_shards(names):
                 writer.write_table(arrow_batch(cat, names, values, split_vectors, schema))
     log.info("wrote %s: %d rows in %d row groups, columns %s", out, len(cat), len(cat.shards), names)
+    return out
+
+
+def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = None, overwrite: bool = False,
+                n_workers: int = 1, pixel_threshold: int = 1_000_000, chunk_rows: int = 500_000,
+                client=None) -> Path:
+    """Write the scalar and vector columns of a catalogue as a HATS catalogue (LSDB reads it).
+
+    The catalogue is first streamed, one shard at a time, into one Parquet file of scalar
+    columns (vectors split, ``mu_0 … mu_{L-1}``; `export_parquet`) beside `out`; the
+    format's own importer, hats-import, then partitions it by HEALPix pixel on a Dask
+    cluster (``dataset/Norder=K/Dir=D/Npix=N.parquet``, ``properties``,
+    ``partition_info.csv``), reading `chunk_rows` rows at a time, so memory is bounded by
+    a shard and a chunk whatever N.
+
+    Parameters
+    ----------
+    cat : Catalog
+        An open catalogue with columns ``ra`` and ``dec`` (ICRS degrees).
+    out : str or Path
+        The HATS catalogue directory to write; its name is the catalogue's name.
+    columns : sequence of str, optional
+        Columns to export (default: every scalar and vector column); ``ra``/``dec`` are added.
+    overwrite : bool
+        Replace an existing `out`.
+    n_workers : int
+        Workers of the local Dask cluster hats-import starts (when `client` is None).
+    pixel_threshold : int
+        Most rows of one HEALPix partition (hats-import's adaptive split).
+    chunk_rows : int
+        Rows hats-import reads from the staged Parquet at a time.
+    client : dask.distributed.Client, optional
+        A running Dask client (e.g. a dask-jobqueue Slurm cluster's) to use instead.
+
+    Returns
+    -------
+    Path
+        `out`.
+
+    Raises
+    ------
+    FileExistsError
+        If `out` exists and not `overwrite`.
+    ValueError
+        If the catalogue has no ``ra``/``dec`` columns, or for image columns.
+    MissingExtraError
+        Without the ``[hats]`` extra.
+    """
+    import tempfile
+
+    require("hats", "hats", "HATS export (galhpc-export --hats)")
+    pipeline = require("hats_import", "hats", "HATS export (galhpc-export --hats)")
+    from hats_import.catalog.arguments import ImportArguments
+    from hats_import.catalog.file_readers import ParquetPyarrowReader
+
+    out = Path(out)
+    names = exportable_columns(cat, columns)
+    missing = [c for c in ("ra", "dec") if c not in cat]
+    if missing:
+        raise ValueError(f"{cat.path}: no {'/'.join(missing)} column; a HATS catalogue needs sky positions "
+                         "(a store with ra/dec labels, docs/schema.md)")
+    names = [c for c in ("ra", "dec") if c not in names] + names
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
+        staged = export_parquet(cat, Path(work) / "input.parquet", names, split_vectors=True)
+        args = ImportArguments(
+            output_path=work, output_artifact_name=out.name, input_file_list=[str(staged)],
+            file_reader=ParquetPyarrowReader(chunksize=chunk_rows), ra_column="ra", dec_column="dec",
+            pixel_threshold=pixel_threshold, tmp_dir=Path(work) / "tmp", dask_tmp=Path(work) / "dask",
+            dask_n_workers=n_workers, resume=False, progress_bar=False)
+        if client is None:
+            pipeline.pipeline(args)
+        else:
+            pipeline.pipeline_with_client(args, client)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(Path(work) / out.name, out)
+    log.info("wrote HATS catalogue %s: %d rows, columns %s", out, len(cat), names)
     return out
