@@ -207,3 +207,25 @@ def test_more_shards_than_the_open_file_limit(catalogues, tmp_path):
     assert run.returncode == 0, run.stderr
     lost = int(run.stdout.split("master rows lost ")[1].split()[0])
     assert lost > 0 and "zeros 0" in run.stdout, run.stdout
+
+
+def test_each_shard_file_is_opened_once_and_checked_once(catalogues, tmp_path, monkeypatch):
+    """A whole-column read opens each shard once (checks included); a shard beyond the files
+    the pool keeps open is checked when first read, and a bad one is still named."""
+    import galhpc.io.catalog as catalog_module
+
+    opened = []
+    real_open = catalog_module._open_fid
+    monkeypatch.setattr(catalog_module, "_open_fid", lambda path: opened.append(Path(path).name) or real_open(path))
+    oracle = shard_oracle(catalogues["clusters"], S_ENC)
+    with open_catalog(catalogues["clusters"], max_open=2) as cat:
+        assert np.array_equal(cat.read("object_id"), oracle["object_id"])
+    assert sorted(opened) == [f"{k:06d}.h5" for k in range(5)]  # 5 shards, each opened once
+    bad = copy_pair(catalogues["clusters"], tmp_path / "b.h5")
+    shutil.copy(tmp_path / "b.h5.shards" / "000000.h5", tmp_path / "b.h5.shards" / "000003.h5")
+    with open_catalog(bad, max_open=2) as cat:  # shards 0, 1 checked at open
+        assert np.array_equal(cat.read("mu", [5, 200]), oracle["mu"][[5, 200]])
+        with pytest.raises(CatalogError, match=r"000003\.h5 cannot supply its rows \(holds objects 0\.\.127"):
+            cat.read("object_id")
+    with pytest.raises(CatalogError, match=r"000003\.h5 \(holds objects"):
+        open_catalog(bad)  # within the default pool: found at open

@@ -5,8 +5,10 @@ datasets plus `<master>.shards/NNNNNN.h5` (docs/schema.md).  Reading through the
 datasets is unsafe at scale: HDF5 opens every source file and keeps it open, and a source
 it cannot open (a missing shard, a renamed pair, the open-file limit reached) silently
 reads as the fill value.  `Catalog` therefore uses the master only as the map: it lists
-each column's virtual sources, checks at open that every shard file exists, is readable
-and holds the rows the master expects, and then reads the shard files itself:
+each column's virtual sources, checks at open that every shard file exists, and that
+each shard file is readable and holds the rows the master expects the first time it is
+opened (at open for as many files as it keeps open, the rest when a read first reaches
+them: a whole-column read opens each shard once), and reads the shard files itself:
 
 - at most `max_open` files are open at a time (least recently used closed first), and
   the soft RLIMIT_NOFILE is raised towards the hard limit where the system allows it;
@@ -33,7 +35,7 @@ import logging
 import os
 import resource
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,26 +166,51 @@ class _FilePool:
     Low-level file ids wrapped in h5py Datasets: opening and closing cost about half of
     h5py.File's, which matters when every shard is opened once per read."""
 
-    def __init__(self, size: int, label: Path) -> None:
+    def __init__(self, size: int, label: Path, check: Callable[[Path, Any], str | None] | None = None) -> None:
         self.size = size
         self.label = label
+        self._check = check
+        self._checked: set[Path] = set()
         self._files: OrderedDict[Path, tuple[Any, dict[str, h5py.Dataset]]] = OrderedDict()
 
-    def dataset(self, path: Path, name: str) -> h5py.Dataset:
+    def open(self, path: Path) -> Any:
+        """The open file id of `path`; a file opened the first time is checked with `check`
+        (once per file: a file closed and reopened later is not checked again)."""
         entry = self._files.get(path)
-        if entry is None:
-            while len(self._files) >= self.size:
-                _, (old, _) = self._files.popitem(last=False)
-                old.close()
-            try:
-                entry = (_open_fid(path), {})
-            except OSError as err:
-                raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
-                                   "the catalogue changed since it was opened") from err
-            self._files[path] = entry
-        else:
+        if entry is not None:
             self._files.move_to_end(path)
-        fid, datasets = entry
+            return entry[0]
+        while len(self._files) >= self.size:
+            _, (old, _) = self._files.popitem(last=False)
+            old.close()
+        try:
+            fid = _open_fid(path)
+        except OSError as err:
+            raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
+                               "the catalogue changed since it was opened") from err
+        if self._check is not None and path not in self._checked:
+            try:
+                why = self._check(path, fid)
+            except OSError as err:
+                why = f"unreadable: {_first_line(err)}"
+            if why:
+                fid.close()
+                raise CatalogError(f"{self.label}: shard file {path} cannot supply its rows ({why})")
+            self._checked.add(path)
+        self._files[path] = (fid, {})
+        return fid
+
+    def adopt(self, path: Path, fid: Any) -> None:
+        """Keep `fid`, already open and checked, as the open file of `path`."""
+        if len(self._files) >= self.size:
+            fid.close()
+            return
+        self._checked.add(path)
+        self._files[path] = (fid, {})
+
+    def dataset(self, path: Path, name: str) -> h5py.Dataset:
+        fid = self.open(path)
+        datasets = self._files[path][1]
         if name not in datasets:
             try:
                 datasets[name] = h5py.Dataset(h5py.h5d.open(fid, name.encode()))
@@ -237,7 +264,7 @@ class Catalog(Reader):
         self.path = Path(path)
         if not self.path.is_file():
             raise CatalogError(f"catalogue not found: {self.path}")
-        self._pool = _FilePool(file_budget(max_open), self.path)
+        self._pool = _FilePool(file_budget(max_open), self.path, self._check_opened)
         own = self.path.with_name(self.path.name + SHARDS_SUFFIX)
         self._own_shards = own if own.is_dir() else None
         try:
@@ -336,28 +363,44 @@ class Catalog(Reader):
                                    "fingerprint differs from the master's /meta fingerprint)")
 
     def _verify(self) -> None:
-        """Open every shard once and check it holds the rows the master maps onto it."""
+        """Check that every shard file exists, then open the first ones (as many as the
+        file pool keeps open, so reads reuse them) and check they hold the rows the master
+        maps onto them.  A shard beyond those is checked the same way, once, when a read
+        first opens it (`_check_opened`): a whole-column read then opens each shard once."""
         problems: dict[Path, str] = {}
         by_file: dict[Path, list[tuple[_Column, _Segment]]] = {}
         for col in self._columns.values():
             for seg in col.segments:
                 by_file.setdefault(seg.path, []).append((col, seg))
+        self._uses = by_file
         for path in sorted(by_file):
             if not path.is_file():
                 problems[path] = "missing"
+        for path in sorted(set(by_file) - set(problems))[:self._pool.size]:
+            try:
+                fid = _open_fid(path)
+            except OSError as err:
+                problems[path] = f"unreadable: {_first_line(err)}"
                 continue
             try:
-                why = _check_file(path, by_file[path])
+                why = _check_file(fid, by_file[path])
             except OSError as err:
                 why = f"unreadable: {_first_line(err)}"
             if why:
                 problems[path] = why
+                fid.close()
+            else:
+                self._pool.adopt(path, fid)
         if problems:
             listed = [f"{self._short(p)} ({why})" for p, why in list(problems.items())[:MAX_LISTED]]
             more = f" and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
             raise CatalogError(
                 f"{self.path}: {len(problems)} of {len(by_file)} shard file(s) missing or unreadable, so its rows "
                 f"cannot be read: {', '.join(listed)}{more}")
+
+    def _check_opened(self, path: Path, fid: Any) -> str | None:
+        """Why a shard file just opened cannot supply its rows, or None (`_FilePool` check)."""
+        return _check_file(fid, self._uses.get(path, []))
 
     def _short(self, path: Path) -> str:
         try:
@@ -566,29 +609,25 @@ class Catalog(Reader):
         self._pool.close()
 
 
-def _check_file(path: Path, uses: list[tuple[_Column, _Segment]]) -> str | None:
-    """Why shard file `path` cannot supply the segments `uses` of their columns, or None.
+def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]]) -> str | None:
+    """Why the open shard file `fid` cannot supply the segments `uses` of their columns, or None.
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
-    once per shard at every open of a catalogue)."""
-    fid = _open_fid(path)
-    try:
-        span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
-        for col, seg in uses:
-            try:
-                ds = h5py.h5d.open(fid, seg.dataset.encode())
-            except KeyError:
-                return f"no dataset {seg.dataset!r}"
-            shape, dtype = ds.shape, ds.dtype
-            ds.close()
-            if tuple(shape[1:]) != col.shape or dtype != col.dtype:
-                return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
-            if shape[0] < seg.offset + seg.size:
-                return f"{seg.dataset!r} holds {shape[0]} rows, the master expects {seg.offset + seg.size}"
-            if None not in span and seg.offset == 0 and tuple(span) != (seg.start, seg.stop):
-                return f"holds objects {span[0]}..{span[1] - 1}, the master expects {seg.start}..{seg.stop - 1}"
-    finally:
-        fid.close()
+    once per shard file a catalogue opens)."""
+    span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
+    for col, seg in uses:
+        try:
+            ds = h5py.h5d.open(fid, seg.dataset.encode())
+        except KeyError:
+            return f"no dataset {seg.dataset!r}"
+        shape, dtype = ds.shape, ds.dtype
+        ds.close()
+        if tuple(shape[1:]) != col.shape or dtype != col.dtype:
+            return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
+        if shape[0] < seg.offset + seg.size:
+            return f"{seg.dataset!r} holds {shape[0]} rows, the master expects {seg.offset + seg.size}"
+        if None not in span and seg.offset == 0 and tuple(span) != (seg.start, seg.stop):
+            return f"holds objects {span[0]}..{span[1] - 1}, the master expects {seg.start}..{seg.stop - 1}"
     return None
 
 
