@@ -166,16 +166,19 @@ class _FilePool:
     Low-level file ids wrapped in h5py Datasets: opening and closing cost about half of
     h5py.File's, which matters when every shard is opened once per read."""
 
-    def __init__(self, size: int, label: Path, check: Callable[[Path, Any], str | None] | None = None) -> None:
+    def __init__(self, size: int, label: Path, check: Callable[[Path, Any, str | None], str | None] | None = None,
+                 ) -> None:
         self.size = size
         self.label = label
         self._check = check
-        self._checked: set[Path] = set()
+        self._checked: set[tuple[Path, str | None]] = set()  # (file, None): its attributes; (file, dataset)
         self._files: OrderedDict[Path, tuple[Any, dict[str, h5py.Dataset]]] = OrderedDict()
 
     def open(self, path: Path) -> Any:
-        """The open file id of `path`; a file opened the first time is checked with `check`
-        (once per file: a file closed and reopened later is not checked again)."""
+        """The open file id of `path`.  The first time a file is opened, `check(path, fid,
+        None)` checks the file, and the first time each of its datasets is opened,
+        `check(path, dataset_id, name)` checks that (once: a file closed and reopened
+        later is not checked again)."""
         entry = self._files.get(path)
         if entry is not None:
             self._files.move_to_end(path)
@@ -188,24 +191,31 @@ class _FilePool:
         except OSError as err:
             raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
                                "the catalogue changed since it was opened") from err
-        if self._check is not None and path not in self._checked:
-            try:
-                why = self._check(path, fid)
-            except OSError as err:
-                why = f"unreadable: {_first_line(err)}"
-            if why:
-                fid.close()
-                raise CatalogError(f"{self.label}: shard file {path} cannot supply its rows ({why})")
-            self._checked.add(path)
+        try:
+            self._run_check(path, fid, None)
+        except CatalogError:
+            fid.close()
+            raise
         self._files[path] = (fid, {})
         return fid
 
-    def adopt(self, path: Path, fid: Any) -> None:
-        """Keep `fid`, already open and checked, as the open file of `path`."""
+    def _run_check(self, path: Path, obj: Any, name: str | None) -> None:
+        if self._check is None or (path, name) in self._checked:
+            return
+        try:
+            why = self._check(path, obj, name)
+        except OSError as err:
+            why = f"unreadable: {_first_line(err)}"
+        if why:
+            raise CatalogError(f"{self.label}: shard file {path} cannot supply its rows ({why})")
+        self._checked.add((path, name))
+
+    def adopt(self, path: Path, fid: Any, names: Sequence[str]) -> None:
+        """Keep `fid`, already open and checked (datasets `names` too), as the open file of `path`."""
+        self._checked.update([(path, None), *((path, n) for n in names)])
         if len(self._files) >= self.size:
             fid.close()
             return
-        self._checked.add(path)
         self._files[path] = (fid, {})
 
     def dataset(self, path: Path, name: str) -> h5py.Dataset:
@@ -213,9 +223,12 @@ class _FilePool:
         datasets = self._files[path][1]
         if name not in datasets:
             try:
-                datasets[name] = h5py.Dataset(h5py.h5d.open(fid, name.encode()))
+                dsid = h5py.h5d.open(fid, name.encode())
             except KeyError as err:
-                raise CatalogError(f"{self.label}: shard {path} has no dataset {name!r}") from err
+                raise CatalogError(f"{self.label}: shard file {path} cannot supply its rows (no dataset {name!r})") \
+                    from err
+            self._run_check(path, dsid, name)
+            datasets[name] = h5py.Dataset(dsid)
         return datasets[name]
 
     def close(self) -> None:
@@ -390,7 +403,7 @@ class Catalog(Reader):
                 problems[path] = why
                 fid.close()
             else:
-                self._pool.adopt(path, fid)
+                self._pool.adopt(path, fid, [seg.dataset for _, seg in by_file[path]])
         if problems:
             listed = [f"{self._short(p)} ({why})" for p, why in list(problems.items())[:MAX_LISTED]]
             more = f" and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
@@ -398,9 +411,13 @@ class Catalog(Reader):
                 f"{self.path}: {len(problems)} of {len(by_file)} shard file(s) missing or unreadable, so its rows "
                 f"cannot be read: {', '.join(listed)}{more}")
 
-    def _check_opened(self, path: Path, fid: Any) -> str | None:
-        """Why a shard file just opened cannot supply its rows, or None (`_FilePool` check)."""
-        return _check_file(fid, self._uses.get(path, []))
+    def _check_opened(self, path: Path, obj: Any, name: str | None) -> str | None:
+        """Why a shard file (`name` None: its start/stop) or its dataset `name` just opened
+        cannot supply its rows, or None (the `_FilePool` check)."""
+        uses = self._uses.get(path, [])
+        if name is None:
+            return _check_span(obj, uses)
+        return next((why for col, seg in uses if seg.dataset == name and (why := _check_dataset(obj, col, seg))), None)
 
     def _short(self, path: Path) -> str:
         try:
@@ -614,19 +631,38 @@ def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]]) -> str | None:
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
     once per shard file a catalogue opens)."""
-    span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
     for col, seg in uses:
         try:
             ds = h5py.h5d.open(fid, seg.dataset.encode())
         except KeyError:
             return f"no dataset {seg.dataset!r}"
-        shape, dtype = ds.shape, ds.dtype
-        ds.close()
-        if tuple(shape[1:]) != col.shape or dtype != col.dtype:
-            return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
-        if shape[0] < seg.offset + seg.size:
-            return f"{seg.dataset!r} holds {shape[0]} rows, the master expects {seg.offset + seg.size}"
-        if None not in span and seg.offset == 0 and tuple(span) != (seg.start, seg.stop):
+        try:
+            why = _check_dataset(ds, col, seg)
+        finally:
+            ds.close()
+        if why:
+            return why
+    return _check_span(fid, uses)
+
+
+def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
+    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None."""
+    shape, dtype = ds.shape, ds.dtype
+    if tuple(shape[1:]) != col.shape or dtype != col.dtype:
+        return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
+    if shape[0] < seg.offset + seg.size:
+        return f"{seg.dataset!r} holds {shape[0]} rows, the master expects {seg.offset + seg.size}"
+    return None
+
+
+def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]]) -> str | None:
+    """Why the file's root attributes start/stop (a shard's objects) differ from the rows
+    the master maps onto it, or None."""
+    span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
+    if None in span:
+        return None
+    for _, seg in uses:
+        if seg.offset == 0 and tuple(span) != (seg.start, seg.stop):
             return f"holds objects {span[0]}..{span[1] - 1}, the master expects {seg.start}..{seg.stop - 1}"
     return None
 
