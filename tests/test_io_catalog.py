@@ -229,3 +229,13 @@ def test_each_shard_file_is_opened_once_and_checked_once(catalogues, tmp_path, m
             cat.read("object_id")
     with pytest.raises(CatalogError, match=r"000003\.h5 \(holds objects"):
         open_catalog(bad)  # within the default pool: found at open
+
+
+def test_to_pandas_splits_vectors_and_matches_the_shards(catalogues):
+    oracle = shard_oracle(catalogues["clusters"], S_ENC)
+    with open_catalog(catalogues["clusters"]) as cat:
+        df = cat.to_pandas(["object_id", "mu"], rows=[7, 3, 500])
+    L = oracle["mu"].shape[1]
+    assert list(df.columns) == ["object_id", *(f"mu_{k}" for k in range(L))]
+    assert np.array_equal(df["object_id"].to_numpy(), oracle["object_id"][[7, 3, 500]])
+    assert np.array_equal(df[[f"mu_{k}" for k in range(L)]].to_numpy(), oracle["mu"][[7, 3, 500]])

@@ -621,6 +621,42 @@ class Catalog(Reader):
                                     description=info.description))
         return table
 
+    def to_pandas(self, columns: Sequence[str] | None = None, rows: Sequence[int] | np.ndarray | None = None):
+        """The scalar columns (or `columns`) as a pandas DataFrame, vectors split into columns.
+
+        Parameters
+        ----------
+        columns : sequence of str, optional
+            Columns to include (default: every scalar column); a vector column ``mu`` of L
+            elements becomes L columns ``mu_0 … mu_{L-1}``.
+        rows : array_like of int, optional
+            Rows to include (default: all N; mind the memory at 10^8 rows).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per scalar (fixed-length text decoded to str), in the order asked.
+
+        Raises
+        ------
+        MissingExtraError
+            Without pandas (``pip install 'galhpc[export]'``).
+        """
+        from galhpc.extras import require
+
+        pd = require("pandas", "export", "Catalog.to_pandas")
+        data: dict[str, np.ndarray] = {}
+        for name in (self.scalar_columns() if columns is None else columns):
+            values = self.read(name, rows)
+            if values.dtype.kind == "S":
+                values = np.char.decode(values, "utf-8")
+            if values.ndim == 1:
+                data[name] = values
+            else:
+                for k in range(values.shape[1]):
+                    data[f"{name}_{k}"] = values[:, k]
+        return pd.DataFrame(data)
+
     def close(self) -> None:
         """Close every open file (reading again reopens them)."""
         self._pool.close()
