@@ -69,12 +69,13 @@ def main() -> None:
     p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--shard-size", type=int, default=65_536)
     p.add_argument("--latents", type=int, default=20)
+    p.add_argument("--exports", nargs="+", choices=("parquet", "hats"), default=["parquet", "hats"])
     p.add_argument("--dir", help="work directory (default: a temporary one)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in args.rows:
             src = build(Path(tmp), n, args.shard_size, args.latents)
-            for how in ("parquet", "hats"):
+            for how in args.exports:
                 out = Path(tmp) / f"out_{n}.{how}"
                 run = subprocess.run([sys.executable, "-c", MEASURE, how, str(src), str(out)],
                                      capture_output=True, text=True, check=True)

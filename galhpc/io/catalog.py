@@ -231,6 +231,12 @@ class _FilePool:
             datasets[name] = h5py.Dataset(dsid)
         return datasets[name]
 
+    def release(self, path: Path) -> None:
+        """Close `path` if it is open (its chunk caches with it)."""
+        entry = self._files.pop(path, None)
+        if entry is not None:
+            entry[0].close()
+
     def close(self) -> None:
         while self._files:
             _, (fid, _) = self._files.popitem(last=False)
@@ -568,7 +574,8 @@ class Catalog(Reader):
                 yield lo, self._read_range(col, lo, hi)
 
     def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[tuple[ShardInfo, dict[str, np.ndarray]]]:
-        """Stream the catalogue one shard at a time (memory: one shard of `columns`).
+        """Stream the catalogue one shard at a time (memory: one shard of `columns`; each
+        shard file is closed once read).
 
         Parameters
         ----------
@@ -585,7 +592,10 @@ class Catalog(Reader):
         names = list(self.columns if columns is None else columns)
         cols = [self._column(n) for n in names]
         for shard in self.shards:
-            yield shard, {c.name: self._read_range(c, shard.start, shard.stop) for c in cols}
+            values = {c.name: self._read_range(c, shard.start, shard.stop) for c in cols}
+            if shard.path != self.path:  # done with it: the open files' chunk caches would grow with N
+                self._pool.release(shard.path)
+            yield shard, values
 
     def scalar_columns(self) -> list[str]:
         """Columns with one number per row (shape (N,))."""
