@@ -45,6 +45,7 @@ import numpy as np
 
 from galhpc.io.reader import Reader
 from galhpc.runtime.errors import CatalogError  # also raised for a catalogue that cannot be read correctly
+from galhpc.runtime.kinds import CATALOGUES, check_filters, filter_error, missing_filter, require_kind
 
 log = logging.getLogger("galhpc.io.catalog")
 
@@ -270,6 +271,10 @@ class Catalog(Reader):
         per-object datasets.
     max_open : int, optional
         Most files open at a time (default 64; fewer when the open-file limit is low).
+    kinds : sequence of str, optional
+        The `galhpc.runtime.kinds` accepted (default: either catalogue kind).
+    role : str, optional
+        What the caller reads it as, for the message refusing another kind.
 
     Raises
     ------
@@ -277,9 +282,13 @@ class Catalog(Reader):
         If the file is missing or not HDF5, has no per-object dataset, or a shard file it
         names is missing, unreadable, short of rows, or belongs to another run: one line
         naming the files.
+    FileKindError
+        If it is another kind of galhpc file (a training store, a search table), or a
+        dataset needs an HDF5 filter this HDF5 lacks.
     """
 
-    def __init__(self, path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> None:
+    def __init__(self, path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *,
+                 kinds: Sequence[str] = CATALOGUES, role: str = "a catalogue reader") -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CatalogError(f"catalogue not found: {self.path}")
@@ -291,6 +300,8 @@ class Catalog(Reader):
         except OSError as err:
             raise CatalogError(f"{self.path} is not a readable HDF5 file: {_first_line(err)}") from err
         with master:
+            require_kind(master, self.path, kinds, role)
+            check_filters(master, self.path)
             self.meta: dict[str, Any] = _attrs(master[META]) if isinstance(master.get(META), h5py.Group) else {}
             self._columns = self._map_columns(master)
         self._check_shard_dirs()
@@ -402,9 +413,12 @@ class Catalog(Reader):
                 problems[path] = f"unreadable: {_first_line(err)}"
                 continue
             try:
-                why = _check_file(fid, by_file[path])
+                why = _check_file(fid, by_file[path], path, self._shard_fingerprint(path))
             except OSError as err:
                 why = f"unreadable: {_first_line(err)}"
+            except BaseException:
+                fid.close()
+                raise
             if why:
                 problems[path] = why
                 fid.close()
@@ -418,12 +432,17 @@ class Catalog(Reader):
                 f"cannot be read: {', '.join(listed)}{more}")
 
     def _check_opened(self, path: Path, obj: Any, name: str | None) -> str | None:
-        """Why a shard file (`name` None: its start/stop) or its dataset `name` just opened
+        """Why a shard file (`name` None: its attributes) or its dataset `name` just opened
         cannot supply its rows, or None (the `_FilePool` check)."""
         uses = self._uses.get(path, [])
         if name is None:
-            return _check_span(obj, uses)
-        return next((why for col, seg in uses if seg.dataset == name and (why := _check_dataset(obj, col, seg))), None)
+            return _check_span(obj, uses, self._shard_fingerprint(path))
+        return next((why for col, seg in uses if seg.dataset == name and (why := _check_dataset(obj, col, seg, path))),
+                    None)
+
+    def _shard_fingerprint(self, path: Path) -> str | None:
+        """The run fingerprint a shard file must record (none for the master itself)."""
+        return self.meta.get("fingerprint") if path != self.path else None
 
     def _short(self, path: Path) -> str:
         try:
@@ -672,8 +691,11 @@ class Catalog(Reader):
         self._pool.close()
 
 
-def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]]) -> str | None:
-    """Why the open shard file `fid` cannot supply the segments `uses` of their columns, or None.
+def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], path: Path,
+                fingerprint: str | None = None) -> str | None:
+    """Why the open shard file `fid` (at `path`) cannot supply the segments `uses` of their
+    columns, or None: every dataset (`_check_dataset`), then the file's attributes
+    (`_check_span`).
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
     once per shard file a catalogue opens)."""
@@ -683,17 +705,27 @@ def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]]) -> str | None:
         except KeyError:
             return f"no dataset {seg.dataset!r}"
         try:
-            why = _check_dataset(ds, col, seg)
+            why = _check_dataset(ds, col, seg, path)
         finally:
             ds.close()
         if why:
             return why
-    return _check_span(fid, uses)
+    return _check_span(fid, uses, fingerprint)
 
 
-def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
-    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None."""
+def _check_dataset(ds: Any, col: _Column, seg: _Segment, path: Path) -> str | None:
+    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None.
+
+    Raises
+    ------
+    GalhpcError
+        If a compression filter the dataset needs is not available (`filter_error`).
+    """
     shape, dtype = ds.shape, ds.dtype
+    dcpl = ds.get_create_plist()
+    found = missing_filter(dcpl)
+    if found is not None:
+        raise filter_error(path, seg.dataset, *found)
     if tuple(shape[1:]) != col.shape or dtype != col.dtype:
         return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
     if shape[0] < seg.offset + seg.size:
@@ -701,9 +733,14 @@ def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
     return None
 
 
-def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]]) -> str | None:
-    """Why the file's root attributes start/stop (a shard's objects) differ from the rows
-    the master maps onto it, or None."""
+def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
+    """Why the file's root attributes differ from what the master expects, or None: a
+    recorded run ``fingerprint`` (JSON) must equal the master's `fingerprint` (a shard of
+    another run copied in is refused), and ``start``/``stop`` (a shard's objects) the rows
+    the master maps onto it."""
+    theirs = _text_attr(fid, b"fingerprint")
+    if fingerprint and theirs and json.loads(theirs) != json.loads(fingerprint):
+        return "written by another run (its fingerprint differs from the master's)"
     span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
     if None in span:
         return None
@@ -726,6 +763,20 @@ def _scalar_attr(fid: Any, name: bytes) -> int | None:
     return int(value) if value.size == 1 and value.dtype.kind in "iu" else None
 
 
+def _text_attr(fid: Any, name: bytes) -> str | None:
+    """String attribute `name` of the file's root group, or None."""
+    if not h5py.h5a.exists(fid, name):
+        return None
+    attr = h5py.h5a.open(fid, name)
+    try:
+        value = np.empty(attr.shape, attr.dtype)
+        attr.read(value)
+    finally:
+        attr.close()
+    value = value[()] if value.shape == () else None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else None
+
+
 def _attrs(group: h5py.Group) -> dict[str, Any]:
     out = {}
     for key, value in group.attrs.items():
@@ -737,7 +788,8 @@ def _attrs(group: h5py.Group) -> dict[str, Any]:
     return out
 
 
-def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> Catalog:
+def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: Sequence[str] = CATALOGUES,
+                 role: str = "a catalogue reader") -> Catalog:
     """Open a galhpc catalogue (encode or generate output) for verified, lazy reading.
 
     Every shard the master names is checked first (exists, readable, holds the expected
@@ -751,6 +803,10 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> Catalog:
         plain HDF5 file of per-object datasets.
     max_open : int, optional
         Most files open at a time (default 64).
+    kinds : sequence of str, optional
+        The `galhpc.runtime.kinds` accepted (default: an encoded or a synthetic catalogue).
+    role : str, optional
+        What the caller reads it as (``"galhpc-search --catalog"``), for the refusal.
 
     Returns
     -------
@@ -765,6 +821,8 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> Catalog:
     CatalogError
         If the file is not a readable catalogue, or any shard file is missing, unreadable,
         short of rows or of another run (one line naming the shard files).
+    FileKindError
+        If it is another kind of galhpc file (`galhpc.runtime.kinds`), e.g. a store.
 
     Examples
     --------
@@ -772,4 +830,4 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> Catalog:
     ...     mu = cat.read("mu", rows=[10, 3, 99])          # (3, L) float32
     ...     t = cat.table(["object_id", "component"])
     """
-    return Catalog(path, max_open=max_open)
+    return Catalog(path, max_open=max_open, kinds=kinds, role=role)
