@@ -239,3 +239,15 @@ def test_to_pandas_splits_vectors_and_matches_the_shards(catalogues):
     assert list(df.columns) == ["object_id", *(f"mu_{k}" for k in range(L))]
     assert np.array_equal(df["object_id"].to_numpy(), oracle["object_id"][[7, 3, 500]])
     assert np.array_equal(df[[f"mu_{k}" for k in range(L)]].to_numpy(), oracle["mu"][[7, 3, 500]])
+
+
+def test_iter_blocks_shares_the_shards_between_ranks(catalogues):
+    oracle = shard_oracle(catalogues["clusters"], S_ENC)["object_id"]
+    with open_catalog(catalogues["clusters"]) as cat:
+        shares = [dict(cat.iter_blocks("object_id", 100, rank=r, n_ranks=2)) for r in range(2)]
+        with pytest.raises(ValueError, match="rank"):
+            next(cat.iter_blocks("object_id", rank=2, n_ranks=2))
+    assert not set(shares[0]) & set(shares[1])
+    starts = {**shares[0], **shares[1]}
+    assert np.array_equal(np.concatenate([starts[k] for k in sorted(starts)]), oracle)
+    assert {k // S_ENC for k in shares[1]} == {1, 3}  # shards k % 2 == 1

@@ -567,8 +567,13 @@ class Catalog(Reader):
                 ds.read_direct(out, np.s_[src:src + hi - lo], np.s_[lo - start:hi - start])
         return out
 
-    def iter_blocks(self, column: str, block_rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_blocks(self, column: str, block_rows: int = 65536, rank: int = 0,
+                    n_ranks: int = 1) -> Iterator[tuple[int, np.ndarray]]:
         """Stream a column in row order, shard by shard, at most `block_rows` rows at a time.
+
+        Under mpirun each rank passes ``rank=comm.rank, n_ranks=comm.size`` and reads its
+        share: the shards ``k`` with ``k % n_ranks == rank`` (every row read by exactly one
+        rank, each rank opening only its own shard files).
 
         Parameters
         ----------
@@ -576,6 +581,9 @@ class Catalog(Reader):
             A name of `columns`.
         block_rows : int
             Most rows per block; a block never spans two shards.
+        rank, n_ranks : int
+            This process's rank and the number of ranks sharing the column (default: one
+            process reads it all).
 
         Yields
         ------
@@ -586,8 +594,10 @@ class Catalog(Reader):
         """
         if block_rows < 1:
             raise ValueError(f"block_rows must be positive, got {block_rows}")
+        if not 0 <= rank < n_ranks:
+            raise ValueError(f"rank must be in [0, n_ranks={n_ranks}), got {rank}")
         col = self._column(column)
-        for seg in col.segments:
+        for seg in col.segments[rank::n_ranks]:
             for lo in range(seg.start, seg.stop, block_rows):
                 hi = min(lo + block_rows, seg.stop)
                 yield lo, self._read_range(col, lo, hi)
