@@ -128,3 +128,15 @@ def test_images_are_refused_and_a_missing_shard_is_named(clusters, tmp_path, cap
     (tmp_path / "clusters.h5.shards" / "000003.h5").unlink()
     assert export_main([str(tmp_path / "clusters.h5"), "--fits", str(tmp_path / "y.fits")]) == 1
     assert "000003.h5 (missing)" in capsys.readouterr().err and not (tmp_path / "y.fits").exists()
+
+
+def test_hats_export_without_the_extra_names_the_pip_command(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hats_import", None)  # as if the [hats] extra were not installed
+    with h5py.File(tmp_path / "sky.h5", "w") as f:
+        f["object_id"] = np.arange(4)
+        f["ra"] = np.zeros(4)
+        f["dec"] = np.zeros(4)
+    assert export_main([str(tmp_path / "sky.h5"), "--hats", str(tmp_path / "h")]) == 1
+    assert "pip install 'galhpc[hats]'" in capsys.readouterr().err and not (tmp_path / "h").exists()
