@@ -155,6 +155,8 @@ class StoreWriter:
         labels = {"source_index": np.full(n, source_index, dtype=np.int16), **block.labels}
         for name, values in labels.items():
             self._append(f"labels/{name}", _storable(name, values), where)
+            if name in block.units:  # read by galhpc-encode into its catalogue's column_units
+                self.file[f"labels/{name}"].attrs["unit"] = block.units[name]
         if block.truth is not None:
             self._append("truth", np.asarray(block.truth, dtype=np.float32), where)
         for name, values in block.extras.items():
