@@ -23,7 +23,8 @@ EXTRAS = {
     "report": ("matplotlib", "statmorph"),
     "faiss": ("faiss-cpu",),
     "jobs": ("submitit",),
-    "export": ("pyarrow",),
+    "export": ("pyarrow", "pandas"),
+    "hats": ("hats", "hats-import", "lsdb"),
     "hdf": ("scikit-image", "photutils"),
 }
 

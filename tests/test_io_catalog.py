@@ -207,3 +207,47 @@ def test_more_shards_than_the_open_file_limit(catalogues, tmp_path):
     assert run.returncode == 0, run.stderr
     lost = int(run.stdout.split("master rows lost ")[1].split()[0])
     assert lost > 0 and "zeros 0" in run.stdout, run.stdout
+
+
+def test_each_shard_file_is_opened_once_and_checked_once(catalogues, tmp_path, monkeypatch):
+    """A whole-column read opens each shard once (checks included); a shard beyond the files
+    the pool keeps open is checked when first read, and a bad one is still named."""
+    import galhpc.io.catalog as catalog_module
+
+    opened = []
+    real_open = catalog_module._open_fid
+    monkeypatch.setattr(catalog_module, "_open_fid", lambda path: opened.append(Path(path).name) or real_open(path))
+    oracle = shard_oracle(catalogues["clusters"], S_ENC)
+    with open_catalog(catalogues["clusters"], max_open=2) as cat:
+        assert np.array_equal(cat.read("object_id"), oracle["object_id"])
+    assert sorted(opened) == [f"{k:06d}.h5" for k in range(5)]  # 5 shards, each opened once
+    bad = copy_pair(catalogues["clusters"], tmp_path / "b.h5")
+    shutil.copy(tmp_path / "b.h5.shards" / "000000.h5", tmp_path / "b.h5.shards" / "000003.h5")
+    with open_catalog(bad, max_open=2) as cat:  # shards 0, 1 checked at open
+        assert np.array_equal(cat.read("mu", [5, 200]), oracle["mu"][[5, 200]])
+        with pytest.raises(CatalogError, match=r"000003\.h5 cannot supply its rows \(holds objects 0\.\.127"):
+            cat.read("object_id")
+    with pytest.raises(CatalogError, match=r"000003\.h5 \(holds objects"):
+        open_catalog(bad)  # within the default pool: found at open
+
+
+def test_to_pandas_splits_vectors_and_matches_the_shards(catalogues):
+    oracle = shard_oracle(catalogues["clusters"], S_ENC)
+    with open_catalog(catalogues["clusters"]) as cat:
+        df = cat.to_pandas(["object_id", "mu"], rows=[7, 3, 500])
+    L = oracle["mu"].shape[1]
+    assert list(df.columns) == ["object_id", *(f"mu_{k}" for k in range(L))]
+    assert np.array_equal(df["object_id"].to_numpy(), oracle["object_id"][[7, 3, 500]])
+    assert np.array_equal(df[[f"mu_{k}" for k in range(L)]].to_numpy(), oracle["mu"][[7, 3, 500]])
+
+
+def test_iter_blocks_shares_the_shards_between_ranks(catalogues):
+    oracle = shard_oracle(catalogues["clusters"], S_ENC)["object_id"]
+    with open_catalog(catalogues["clusters"]) as cat:
+        shares = [dict(cat.iter_blocks("object_id", 100, rank=r, n_ranks=2)) for r in range(2)]
+        with pytest.raises(ValueError, match="rank"):
+            next(cat.iter_blocks("object_id", rank=2, n_ranks=2))
+    assert not set(shares[0]) & set(shares[1])
+    starts = {**shares[0], **shares[1]}
+    assert np.array_equal(np.concatenate([starts[k] for k in sorted(starts)]), oracle)
+    assert {k // S_ENC for k in shares[1]} == {1, 3}  # shards k % 2 == 1

@@ -5,16 +5,16 @@ import shutil
 
 import h5py
 import numpy as np
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
+from astropy import units as u
 from astropy.table import Table
 
 from galhpc.catalog.encode import encode_from_checkpoint
 from galhpc.cli.export import main as export_main
 from galhpc.io.catalog import Catalog, open_catalog
-from galhpc.io.export import export_fits
+from galhpc.io.export import export_fits, export_parquet
 
 from test_catalog_encode import write_store
 from test_catalog_generate import make_checkpoint
@@ -59,24 +59,46 @@ def test_fits_table_reads_back_in_astropy_with_ttype_comments(clusters, tmp_path
     assert export_main([str(out), "--fits", str(tmp_path / "c.fits")]) == 1  # exists: refused
 
 
-def test_parquet_has_one_file_per_shard_and_reads_back_in_pyarrow(clusters, tmp_path):
+def test_parquet_is_one_voparquet_file_with_units_that_astropy_and_pyarrow_read(clusters, tmp_path):
     out, oracle = clusters
     assert export_main([str(out), "--parquet", str(tmp_path / "c.parquet"), "--columns", "object_id,mu,component"]) == 0
-    parts = sorted(p.name for p in (tmp_path / "c.parquet").iterdir())
-    assert parts == [f"part-{k:06d}.parquet" for k in range(5)]
-    assert pq.read_table(tmp_path / "c.parquet" / "part-000004.parquet").num_rows == N - 4 * S
-    table = pads.dataset(tmp_path / "c.parquet").to_table()
+    meta = pq.ParquetFile(tmp_path / "c.parquet").metadata
+    assert meta.num_rows == N and meta.num_row_groups == 5 and meta.row_group(4).num_rows == N - 4 * S
+    table = pq.read_table(tmp_path / "c.parquet")
     assert table.column_names == ["object_id", "mu", "component"]
-    ids = table["object_id"].to_numpy()
-    order = np.argsort(ids)  # dataset fragments may come in any order
-    expected_order = np.argsort(oracle["object_id"])
-    assert np.array_equal(ids[order], oracle["object_id"][expected_order])
+    assert np.array_equal(table["object_id"].to_numpy(), oracle["object_id"])
     mu = np.stack(table["mu"].to_numpy(zero_copy_only=False))
-    assert mu.dtype == np.float32 and np.array_equal(mu[order], oracle["mu"][expected_order])
-    assert np.array_equal(table["component"].to_numpy()[order], oracle["component"][expected_order])
-    field = table.schema.field("mu")
-    assert b"posterior mean" in field.metadata[b"description"]
+    assert mu.dtype == np.float32 and np.array_equal(mu, oracle["mu"])
+    assert np.array_equal(table["component"].to_numpy(), oracle["component"])
+    assert b"posterior mean" in table.schema.field("mu").metadata[b"description"]
     assert b'"kind": "encode"' in table.schema.metadata[b"galhpc"]
+    assert table.schema.metadata[b"IVOA.VOTable-Parquet.version"] == b"1.0"
+    # the VOParquet VOTable, as astropy's own reader takes it: units and descriptions per column
+    vo = Table.read(tmp_path / "c.parquet", format="parquet.votable")
+    assert "posterior mean" in vo["mu"].description
+    assert vo["object_id"].unit is None and "object id" in vo["object_id"].description
+    assert np.array_equal(np.asarray(vo["mu"]), oracle["mu"]) and len(vo) == N
+
+
+def test_parquet_split_vectors_and_sky_units_in_fits_and_voparquet(tmp_path):
+    with h5py.File(tmp_path / "sky.h5", "w") as f:
+        f["object_id"] = np.arange(5)
+        f["ra"] = np.linspace(10, 11, 5)
+        f["dec"] = np.linspace(-5, -4, 5)
+        f["separation"] = np.ones(5, np.float32)
+        f["mu"] = np.arange(15, dtype=np.float32).reshape(5, 3)
+    with open_catalog(tmp_path / "sky.h5") as cat:
+        export_parquet(cat, tmp_path / "s.parquet", split_vectors=True)
+        export_fits(cat, tmp_path / "s.fits")
+    vo = Table.read(tmp_path / "s.parquet", format="parquet.votable")
+    assert vo.colnames == ["dec", "mu_0", "mu_1", "mu_2", "object_id", "ra", "separation"]  # HDF5 name order
+    assert vo["ra"].unit == u.deg and vo["dec"].unit == u.deg and vo["separation"].unit == u.arcsec
+    assert np.array_equal(vo["mu_2"], [2, 5, 8, 11, 14]) and "element 2" in vo["mu_2"].description
+    assert "right ascension" in vo["ra"].description
+    fitstab = Table.read(tmp_path / "s.fits", hdu="CATALOG")
+    assert fitstab["ra"].unit == u.deg and fitstab["separation"].unit == u.arcsec
+    header = fits.getheader(tmp_path / "s.fits", "CATALOG")
+    assert header["TTYPE1"] == "dec" and "declination" in header["TCOMM1"] and header["TUNIT1"] == "deg"
 
 
 def test_export_streams_one_shard_at_a_time(clusters, tmp_path, monkeypatch):
@@ -84,7 +106,7 @@ def test_export_streams_one_shard_at_a_time(clusters, tmp_path, monkeypatch):
     widest = []
     original = Catalog._read_range
     monkeypatch.setattr(Catalog, "_read_range", lambda self, col, a, b: widest.append(b - a) or original(self, col, a, b))
-    assert export_main([str(out), "--fits", str(tmp_path / "s.fits"), "--parquet", str(tmp_path / "s")]) == 0
+    assert export_main([str(out), "--fits", str(tmp_path / "s.fits"), "--parquet", str(tmp_path / "s.parquet")]) == 0
     assert widest and max(widest) == S
 
 
@@ -106,3 +128,15 @@ def test_images_are_refused_and_a_missing_shard_is_named(clusters, tmp_path, cap
     (tmp_path / "clusters.h5.shards" / "000003.h5").unlink()
     assert export_main([str(tmp_path / "clusters.h5"), "--fits", str(tmp_path / "y.fits")]) == 1
     assert "000003.h5 (missing)" in capsys.readouterr().err and not (tmp_path / "y.fits").exists()
+
+
+def test_hats_export_without_the_extra_names_the_pip_command(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hats_import", None)  # as if the [hats] extra were not installed
+    with h5py.File(tmp_path / "sky.h5", "w") as f:
+        f["object_id"] = np.arange(4)
+        f["ra"] = np.zeros(4)
+        f["dec"] = np.zeros(4)
+    assert export_main([str(tmp_path / "sky.h5"), "--hats", str(tmp_path / "h")]) == 1
+    assert "pip install 'galhpc[hats]'" in capsys.readouterr().err and not (tmp_path / "h").exists()

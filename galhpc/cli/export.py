@@ -1,7 +1,7 @@
-"""`galhpc-export`: a catalogue's scalar and vector columns to a FITS binary table or Parquet.
+"""`galhpc-export`: a catalogue as a FITS or VOParquet table, a HATS catalogue, or FITS images.
 
     galhpc-export clusters.h5 --fits clusters.fits
-    galhpc-export synth.h5 --parquet synth.parquet/ --columns object_id,component,z
+    galhpc-export synth.h5 --parquet synth.parquet --columns object_id,component,z --split-vectors
     galhpc-export synth.h5 --fits-cutouts cutouts/ --fits-cube synth_cube.fits
 """
 
@@ -18,12 +18,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="galhpc-export",
         description="Write the scalar and vector columns of a galhpc catalogue (galhpc-encode/galhpc-generate "
-        "output) to a FITS binary table (TOPCAT, astropy) and/or to Parquet, one file per shard (pyarrow, "
-        "pandas, Dask), streaming one shard at a time. Every shard is verified first.",
+        "output) to a FITS binary table (TOPCAT, astropy) and/or to one VOParquet file with units (TOPCAT, "
+        "astropy, pyarrow, pandas), streaming one shard at a time. Every shard is verified first.",
     )
     p.add_argument("catalog", help="the catalogue's master file, e.g. clusters.h5")
     p.add_argument("--fits", metavar="FILE", help="FITS file to write (one BINTABLE extension, CATALOG)")
-    p.add_argument("--parquet", metavar="DIR", help="directory to write, part-NNNNNN.parquet per shard")
+    p.add_argument("--parquet", metavar="FILE", help="Parquet file to write (one row group per shard, VOParquet "
+                   "units and descriptions)")
+    p.add_argument("--split-vectors", action="store_true",
+                   help="Parquet: vector columns as scalar columns mu_0 ... mu_{L-1} (TOPCAT shows no array columns)")
+    p.add_argument("--hats", metavar="DIR", help="HATS catalogue to write (HEALPix-partitioned Parquet that LSDB "
+                   "reads; needs ra/dec; hats-import on a local Dask cluster; pip install 'galhpc[hats]')")
+    p.add_argument("--dask-workers", type=int, default=1, help="--hats: workers of the local Dask cluster")
     p.add_argument("--fits-cutouts", metavar="DIR", help="directory of one FITS image per object (survey units; "
                    "BUNIT, PIXSCALE, CDELT1/2, MAGZP, MAG, FLUX, OBJ_ID in its header)")
     p.add_argument("--fits-cube", metavar="FILE", help="one FITS cube of every image (NAXIS3 = objects) and a "
@@ -33,25 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _images_only(export):
-    """An image export called as the table exports are (images take no --columns)."""
-    def call(cat, out, columns, overwrite):
-        return export(cat, out, overwrite=overwrite)
-    return call
-
-
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
-    from galhpc.io.export import FITS_SUFFIXES, export_fits, export_fits_cube, export_fits_cutouts, export_parquet
+    from galhpc.io.export import (FITS_SUFFIXES, export_fits, export_fits_cube, export_fits_cutouts, export_hats,
+                                  export_parquet)
     from galhpc.runtime.cli import describe_error
     from galhpc.runtime.outputs import check_output
 
     errors = (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError)
 
-    if not (args.fits or args.parquet or args.fits_cutouts or args.fits_cube):
-        p.error("give --fits FILE, --parquet DIR, --fits-cutouts DIR and/or --fits-cube FILE")
+    if not (args.fits or args.parquet or args.hats or args.fits_cutouts or args.fits_cube):
+        p.error("give --fits FILE, --parquet FILE, --hats DIR, --fits-cutouts DIR and/or --fits-cube FILE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     columns = [c for c in args.columns.split(",") if c] if args.columns else None
     failed = False
@@ -59,17 +59,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.fits:
             check_output(args.fits, "galhpc-export --fits", suffixes=FITS_SUFFIXES, lock=False)
         if args.parquet:
-            check_output(args.parquet, "galhpc-export --parquet", folder=True, create=True, lock=False)
+            check_output(args.parquet, "galhpc-export --parquet", suffixes=(".parquet", ".parq", ".pq"), create=True,
+                         lock=False)
+        if args.hats:
+            check_output(args.hats, "galhpc-export --hats", folder=True, create=True, lock=False)
         if args.fits_cube:
             check_output(args.fits_cube, "galhpc-export --fits-cube", suffixes=FITS_SUFFIXES, lock=False)
+        formats = ((args.fits, lambda cat, out: export_fits(cat, out, columns, overwrite=args.overwrite)),
+                   (args.parquet, lambda cat, out: export_parquet(cat, out, columns, overwrite=args.overwrite,
+                                                                  split_vectors=args.split_vectors)),
+                   (args.hats, lambda cat, out: export_hats(cat, out, columns, overwrite=args.overwrite,
+                                                            n_workers=args.dask_workers)),
+                   (args.fits_cutouts, lambda cat, out: export_fits_cutouts(cat, out, overwrite=args.overwrite)),
+                   (args.fits_cube, lambda cat, out: export_fits_cube(cat, out, overwrite=args.overwrite)))
         with open_catalog(args.catalog, role="galhpc-export") as cat:
             # each format on its own: one that fails (a bad header value, a missing pyarrow) never costs the other
-            for out, export in ((args.fits, export_fits), (args.parquet, export_parquet),
-                                (args.fits_cutouts, _images_only(export_fits_cutouts)),
-                                (args.fits_cube, _images_only(export_fits_cube))):
+            for out, export in formats:
                 if out:
                     try:
-                        export(cat, out, columns, overwrite=args.overwrite)
+                        export(cat, out)
                     except errors as err:
                         print(f"galhpc-export: error: {out}: {describe_error(err)}", file=sys.stderr)
                         failed = True

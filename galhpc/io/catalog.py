@@ -5,8 +5,10 @@ datasets plus `<master>.shards/NNNNNN.h5` (docs/schema.md).  Reading through the
 datasets is unsafe at scale: HDF5 opens every source file and keeps it open, and a source
 it cannot open (a missing shard, a renamed pair, the open-file limit reached) silently
 reads as the fill value.  `Catalog` therefore uses the master only as the map: it lists
-each column's virtual sources, checks at open that every shard file exists, is readable
-and holds the rows the master expects, and then reads the shard files itself:
+each column's virtual sources, checks at open that every shard file exists, and that
+each shard file is readable and holds the rows the master expects the first time it is
+opened (at open for as many files as it keeps open, the rest when a read first reaches
+them: a whole-column read opens each shard once), and reads the shard files itself:
 
 - at most `max_open` files are open at a time (least recently used closed first), and
   the soft RLIMIT_NOFILE is raised towards the hard limit where the system allows it;
@@ -33,7 +35,7 @@ import logging
 import os
 import resource
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,32 +167,76 @@ class _FilePool:
     Low-level file ids wrapped in h5py Datasets: opening and closing cost about half of
     h5py.File's, which matters when every shard is opened once per read."""
 
-    def __init__(self, size: int, label: Path) -> None:
+    def __init__(self, size: int, label: Path, check: Callable[[Path, Any, str | None], str | None] | None = None,
+                 ) -> None:
         self.size = size
         self.label = label
+        self._check = check
+        self._checked: set[tuple[Path, str | None]] = set()  # (file, None): its attributes; (file, dataset)
         self._files: OrderedDict[Path, tuple[Any, dict[str, h5py.Dataset]]] = OrderedDict()
 
-    def dataset(self, path: Path, name: str) -> h5py.Dataset:
+    def open(self, path: Path) -> Any:
+        """The open file id of `path`.  The first time a file is opened, `check(path, fid,
+        None)` checks the file, and the first time each of its datasets is opened,
+        `check(path, dataset_id, name)` checks that (once: a file closed and reopened
+        later is not checked again)."""
         entry = self._files.get(path)
-        if entry is None:
-            while len(self._files) >= self.size:
-                _, (old, _) = self._files.popitem(last=False)
-                old.close()
-            try:
-                entry = (_open_fid(path), {})
-            except OSError as err:
-                raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
-                                   "the catalogue changed since it was opened") from err
-            self._files[path] = entry
-        else:
+        if entry is not None:
             self._files.move_to_end(path)
-        fid, datasets = entry
+            return entry[0]
+        while len(self._files) >= self.size:
+            _, (old, _) = self._files.popitem(last=False)
+            old.close()
+        try:
+            fid = _open_fid(path)
+        except OSError as err:
+            raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
+                               "the catalogue changed since it was opened") from err
+        try:
+            self._run_check(path, fid, None)
+        except CatalogError:
+            fid.close()
+            raise
+        self._files[path] = (fid, {})
+        return fid
+
+    def _run_check(self, path: Path, obj: Any, name: str | None) -> None:
+        if self._check is None or (path, name) in self._checked:
+            return
+        try:
+            why = self._check(path, obj, name)
+        except OSError as err:
+            why = f"unreadable: {_first_line(err)}"
+        if why:
+            raise CatalogError(f"{self.label}: shard file {path} cannot supply its rows ({why})")
+        self._checked.add((path, name))
+
+    def adopt(self, path: Path, fid: Any, names: Sequence[str]) -> None:
+        """Keep `fid`, already open and checked (datasets `names` too), as the open file of `path`."""
+        self._checked.update([(path, None), *((path, n) for n in names)])
+        if len(self._files) >= self.size:
+            fid.close()
+            return
+        self._files[path] = (fid, {})
+
+    def dataset(self, path: Path, name: str) -> h5py.Dataset:
+        fid = self.open(path)
+        datasets = self._files[path][1]
         if name not in datasets:
             try:
-                datasets[name] = h5py.Dataset(h5py.h5d.open(fid, name.encode()))
+                dsid = h5py.h5d.open(fid, name.encode())
             except KeyError as err:
-                raise CatalogError(f"{self.label}: shard {path} has no dataset {name!r}") from err
+                raise CatalogError(f"{self.label}: shard file {path} cannot supply its rows (no dataset {name!r})") \
+                    from err
+            self._run_check(path, dsid, name)
+            datasets[name] = h5py.Dataset(dsid)
         return datasets[name]
+
+    def release(self, path: Path) -> None:
+        """Close `path` if it is open (its chunk caches with it)."""
+        entry = self._files.pop(path, None)
+        if entry is not None:
+            entry[0].close()
 
     def close(self) -> None:
         while self._files:
@@ -246,7 +292,7 @@ class Catalog(Reader):
         self.path = Path(path)
         if not self.path.is_file():
             raise CatalogError(f"catalogue not found: {self.path}")
-        self._pool = _FilePool(file_budget(max_open), self.path)
+        self._pool = _FilePool(file_budget(max_open), self.path, self._check_opened)
         own = self.path.with_name(self.path.name + SHARDS_SUFFIX)
         self._own_shards = own if own.is_dir() else None
         try:
@@ -347,28 +393,56 @@ class Catalog(Reader):
                                    "fingerprint differs from the master's /meta fingerprint)")
 
     def _verify(self) -> None:
-        """Open every shard once and check it holds the rows the master maps onto it."""
+        """Check that every shard file exists, then open the first ones (as many as the
+        file pool keeps open, so reads reuse them) and check they hold the rows the master
+        maps onto them.  A shard beyond those is checked the same way, once, when a read
+        first opens it (`_check_opened`): a whole-column read then opens each shard once."""
         problems: dict[Path, str] = {}
         by_file: dict[Path, list[tuple[_Column, _Segment]]] = {}
         for col in self._columns.values():
             for seg in col.segments:
                 by_file.setdefault(seg.path, []).append((col, seg))
+        self._uses = by_file
         for path in sorted(by_file):
             if not path.is_file():
                 problems[path] = "missing"
+        for path in sorted(set(by_file) - set(problems))[:self._pool.size]:
+            try:
+                fid = _open_fid(path)
+            except OSError as err:
+                problems[path] = f"unreadable: {_first_line(err)}"
                 continue
             try:
-                why = _check_file(path, by_file[path], self.meta.get("fingerprint") if path != self.path else None)
+                why = _check_file(fid, by_file[path], path, self._shard_fingerprint(path))
             except OSError as err:
                 why = f"unreadable: {_first_line(err)}"
+            except BaseException:
+                fid.close()
+                raise
             if why:
                 problems[path] = why
+                fid.close()
+            else:
+                self._pool.adopt(path, fid, [seg.dataset for _, seg in by_file[path]])
         if problems:
             listed = [f"{self._short(p)} ({why})" for p, why in list(problems.items())[:MAX_LISTED]]
             more = f" and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
             raise CatalogError(
                 f"{self.path}: {len(problems)} of {len(by_file)} shard file(s) missing or unreadable, so its rows "
                 f"cannot be read: {', '.join(listed)}{more}")
+
+    def _check_opened(self, path: Path, obj: Any, name: str | None) -> str | None:
+        """Why a shard file (`name` None: its attributes) or its dataset `name` just opened
+        cannot supply its rows, or None (the `_FilePool` check)."""
+        uses = self._uses.get(path, [])
+        if name is None:
+            return _check_span(obj, uses, self._shard_fingerprint(path))
+        return next((why for col, seg in uses if seg.dataset == name and (why := _check_dataset(obj, col, seg, path))),
+                    None)
+
+    def _shard_fingerprint(self, path: Path) -> str | None:
+        """The run fingerprint a shard file must record (none for the master itself)."""
+        return self.meta.get("fingerprint") if path != self.path else None
 
     def _short(self, path: Path) -> str:
         try:
@@ -493,8 +567,13 @@ class Catalog(Reader):
                 ds.read_direct(out, np.s_[src:src + hi - lo], np.s_[lo - start:hi - start])
         return out
 
-    def iter_blocks(self, column: str, block_rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_blocks(self, column: str, block_rows: int = 65536, rank: int = 0,
+                    n_ranks: int = 1) -> Iterator[tuple[int, np.ndarray]]:
         """Stream a column in row order, shard by shard, at most `block_rows` rows at a time.
+
+        Under mpirun each rank passes ``rank=comm.rank, n_ranks=comm.size`` and reads its
+        share: the shards ``k`` with ``k % n_ranks == rank`` (every row read by exactly one
+        rank, each rank opening only its own shard files).
 
         Parameters
         ----------
@@ -502,6 +581,9 @@ class Catalog(Reader):
             A name of `columns`.
         block_rows : int
             Most rows per block; a block never spans two shards.
+        rank, n_ranks : int
+            This process's rank and the number of ranks sharing the column (default: one
+            process reads it all).
 
         Yields
         ------
@@ -512,14 +594,17 @@ class Catalog(Reader):
         """
         if block_rows < 1:
             raise ValueError(f"block_rows must be positive, got {block_rows}")
+        if not 0 <= rank < n_ranks:
+            raise ValueError(f"rank must be in [0, n_ranks={n_ranks}), got {rank}")
         col = self._column(column)
-        for seg in col.segments:
+        for seg in col.segments[rank::n_ranks]:
             for lo in range(seg.start, seg.stop, block_rows):
                 hi = min(lo + block_rows, seg.stop)
                 yield lo, self._read_range(col, lo, hi)
 
     def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[tuple[ShardInfo, dict[str, np.ndarray]]]:
-        """Stream the catalogue one shard at a time (memory: one shard of `columns`).
+        """Stream the catalogue one shard at a time (memory: one shard of `columns`; each
+        shard file is closed once read).
 
         Parameters
         ----------
@@ -536,7 +621,10 @@ class Catalog(Reader):
         names = list(self.columns if columns is None else columns)
         cols = [self._column(n) for n in names]
         for shard in self.shards:
-            yield shard, {c.name: self._read_range(c, shard.start, shard.stop) for c in cols}
+            values = {c.name: self._read_range(c, shard.start, shard.stop) for c in cols}
+            if shard.path != self.path:  # done with it: the open files' chunk caches would grow with N
+                self._pool.release(shard.path)
+            yield shard, values
 
     def scalar_columns(self) -> list[str]:
         """Columns with one number per row (shape (N,))."""
@@ -572,44 +660,103 @@ class Catalog(Reader):
                                     description=info.description))
         return table
 
+    def to_pandas(self, columns: Sequence[str] | None = None, rows: Sequence[int] | np.ndarray | None = None):
+        """The scalar columns (or `columns`) as a pandas DataFrame, vectors split into columns.
+
+        Parameters
+        ----------
+        columns : sequence of str, optional
+            Columns to include (default: every scalar column); a vector column ``mu`` of L
+            elements becomes L columns ``mu_0 … mu_{L-1}``.
+        rows : array_like of int, optional
+            Rows to include (default: all N; mind the memory at 10^8 rows).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per scalar (fixed-length text decoded to str), in the order asked.
+
+        Raises
+        ------
+        MissingExtraError
+            Without pandas (``pip install 'galhpc[export]'``).
+        """
+        from galhpc.extras import require
+
+        pd = require("pandas", "export", "Catalog.to_pandas")
+        data: dict[str, np.ndarray] = {}
+        for name in (self.scalar_columns() if columns is None else columns):
+            values = self.read(name, rows)
+            if values.dtype.kind == "S":
+                values = np.char.decode(values, "utf-8")
+            if values.ndim == 1:
+                data[name] = values
+            else:
+                for k in range(values.shape[1]):
+                    data[f"{name}_{k}"] = values[:, k]
+        return pd.DataFrame(data)
+
     def close(self) -> None:
         """Close every open file (reading again reopens them)."""
         self._pool.close()
 
 
-def _check_file(path: Path, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
-    """Why shard file `path` cannot supply the segments `uses` of their columns, or None.
-
-    A shard that records its run's fingerprint (attribute ``fingerprint``, JSON) must record
-    the master's `fingerprint`: a shard of another run copied in is refused.
+def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], path: Path,
+                fingerprint: str | None = None) -> str | None:
+    """Why the open shard file `fid` (at `path`) cannot supply the segments `uses` of their
+    columns, or None: every dataset (`_check_dataset`), then the file's attributes
+    (`_check_span`).
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
-    once per shard at every open of a catalogue)."""
-    fid = _open_fid(path)
-    try:
-        span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
-        theirs = _text_attr(fid, b"fingerprint")
-        if fingerprint and theirs and json.loads(theirs) != json.loads(fingerprint):
-            return "written by another run (its fingerprint differs from the master's)"
-        for col, seg in uses:
-            try:
-                ds = h5py.h5d.open(fid, seg.dataset.encode())
-            except KeyError:
-                return f"no dataset {seg.dataset!r}"
-            shape, dtype = ds.shape, ds.dtype
-            dcpl = ds.get_create_plist()
+    once per shard file a catalogue opens)."""
+    for col, seg in uses:
+        try:
+            ds = h5py.h5d.open(fid, seg.dataset.encode())
+        except KeyError:
+            return f"no dataset {seg.dataset!r}"
+        try:
+            why = _check_dataset(ds, col, seg, path)
+        finally:
             ds.close()
-            found = missing_filter(dcpl)
-            if found is not None:
-                raise filter_error(path, seg.dataset, *found)
-            if tuple(shape[1:]) != col.shape or dtype != col.dtype:
-                return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
-            if shape[0] < seg.offset + seg.size:
-                return f"{seg.dataset!r} holds {shape[0]} rows, the master expects {seg.offset + seg.size}"
-            if None not in span and seg.offset == 0 and tuple(span) != (seg.start, seg.stop):
-                return f"holds objects {span[0]}..{span[1] - 1}, the master expects {seg.start}..{seg.stop - 1}"
-    finally:
-        fid.close()
+        if why:
+            return why
+    return _check_span(fid, uses, fingerprint)
+
+
+def _check_dataset(ds: Any, col: _Column, seg: _Segment, path: Path) -> str | None:
+    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None.
+
+    Raises
+    ------
+    GalhpcError
+        If a compression filter the dataset needs is not available (`filter_error`).
+    """
+    shape, dtype = ds.shape, ds.dtype
+    dcpl = ds.get_create_plist()
+    found = missing_filter(dcpl)
+    if found is not None:
+        raise filter_error(path, seg.dataset, *found)
+    if tuple(shape[1:]) != col.shape or dtype != col.dtype:
+        return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
+    if shape[0] < seg.offset + seg.size:
+        return f"{seg.dataset!r} holds {shape[0]} rows, the master expects {seg.offset + seg.size}"
+    return None
+
+
+def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
+    """Why the file's root attributes differ from what the master expects, or None: a
+    recorded run ``fingerprint`` (JSON) must equal the master's `fingerprint` (a shard of
+    another run copied in is refused), and ``start``/``stop`` (a shard's objects) the rows
+    the master maps onto it."""
+    theirs = _text_attr(fid, b"fingerprint")
+    if fingerprint and theirs and json.loads(theirs) != json.loads(fingerprint):
+        return "written by another run (its fingerprint differs from the master's)"
+    span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
+    if None in span:
+        return None
+    for _, seg in uses:
+        if seg.offset == 0 and tuple(span) != (seg.start, seg.stop):
+            return f"holds objects {span[0]}..{span[1] - 1}, the master expects {seg.start}..{seg.stop - 1}"
     return None
 
 

@@ -8,9 +8,12 @@ at a time, so memory is one shard of the exported columns, whatever N:
   descriptions as TOPCAT reads them) first, then each shard's rows.  Vector columns are
   fixed-length array columns (TFORM ``8E``), fixed-length text ``nA``.  Integer types FITS lacks are widened
   (int8 -> int16, uint16 -> int32, uint32 -> int64); float16 becomes float32.
-- Parquet: a directory with one file per shard (``part-000017.parquet``: the LSST/Dask
-  convention of a partitioned dataset), vector columns as fixed-size lists, units and
-  descriptions in the field metadata and the catalogue's /meta in the schema metadata.
+- Parquet: one file, one row group per shard, following the IVOA VOParquet convention
+  (a VOTable of the columns' types, units and descriptions in the key-value metadata
+  ``IVOA.VOTable-Parquet.content``, as TOPCAT and astropy read it); vector columns as
+  fixed-size lists or, with ``split_vectors``, one scalar column per element
+  (``mu_0 … mu_{L-1}``, which TOPCAT's table view shows); units and descriptions also in
+  the field metadata and the catalogue's /meta in the schema metadata (``galhpc``).
 
 Outputs are written under temporary names and renamed when complete.  Image columns
 (per-object arrays of 2 or more dimensions) are not in the tables; they are exported as
@@ -197,41 +200,184 @@ def export_fits(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     return out
 
 
-def arrow_schema(cat: Catalog, names: Sequence[str]):
-    """The pyarrow schema of the Parquet export: fixed-size lists for vector columns, unit
-    and description in each field's metadata, the catalogue's /meta in the schema's."""
-    pa = require("pyarrow", "export", "Parquet export")
-    fields = []
+VOPARQUET_VERSION = "1.0"  # IVOA "VOTable-Parquet" convention (as astropy's ``parquet.votable`` reads it)
+
+
+def export_names(cat: Catalog, names: Sequence[str], split_vectors: bool) -> list[tuple[str, str, int | None]]:
+    """(exported name, catalogue column, element index or None) of each exported column:
+    with `split_vectors` a vector column ``mu`` of L elements becomes scalar columns
+    ``mu_0 … mu_{L-1}`` (TOPCAT shows no array columns in its table view)."""
+    out: list[tuple[str, str, int | None]] = []
     for name in names:
+        shape = cat.shape(name)[1:]
+        if shape and split_vectors:
+            out.extend((f"{name}_{k}", name, k) for k in range(int(shape[0])))
+        else:
+            out.append((name, name, None))
+    return out
+
+
+def _describe(cat: Catalog, name: str, element: int | None) -> tuple[str | None, str]:
+    info = column_info(name, cat.meta)
+    return info.unit, info.description if element is None else f"{info.description}, element {element}"
+
+
+def votable_xml(cat: Catalog, exported: Sequence[tuple[str, str, int | None]]) -> str:
+    """The VOTable document of the VOParquet convention: one FIELD per exported column with
+    its datatype, arraysize, unit and DESCRIPTION, and a ``PARQUET`` element in place of DATA.
+
+    Written with astropy.io.votable from a one-row table of the exported columns, so the
+    FIELD types are astropy's own mapping of the dtypes (TOPCAT and astropy's
+    ``Table.read(..., format="parquet.votable")`` read it back)."""
+    import io
+    import xml.etree.ElementTree as ET
+
+    from astropy.io.votable.tree import VOTableFile
+    from astropy.table import Table
+
+    one = Table()
+    for label, name, element in exported:
+        dtype = np.dtype(cat.dtype(name))
+        dtype = np.dtype(np.float32) if dtype == np.float16 else dtype
+        shape = cat.shape(name)[1:] if element is None else ()
+        one[label] = np.zeros((1, *shape), dtype) if dtype.kind != "S" else np.array([""], dtype="U1")
+        unit, description = _describe(cat, name, element)
+        one[label].unit = unit or None
+        one[label].description = description
+    vot = VOTableFile.from_table(one)
+    for field in vot.resources[0].tables[0].fields:
+        field.description = one[field.name].description
+        if field.datatype == "char":
+            field.arraysize = "*"
+    buf = io.BytesIO()
+    vot.to_xml(buf)
+    ns = "{http://www.ivoa.net/xml/VOTable/v1.3}"
+    root = ET.fromstring(buf.getvalue())
+    table = root.find(f"{ns}RESOURCE").find(f"{ns}TABLE")
+    table.remove(table.find(f"{ns}DATA"))
+    ET.SubElement(table, f"{ns}PARQUET", type="Parquet-local-XML")
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def arrow_schema(cat: Catalog, names: Sequence[str], split_vectors: bool = False):
+    """The pyarrow schema of the Parquet export: fixed-size lists for vector columns (or one
+    scalar column per element with `split_vectors`), unit and description in each field's
+    metadata, the VOParquet VOTable (``IVOA.VOTable-Parquet.content``/``.version``) and the
+    catalogue's /meta (``galhpc``) in the schema's."""
+    pa = require("pyarrow", "export", "Parquet export")
+    exported = export_names(cat, names, split_vectors)
+    fields = []
+    for label, name, element in exported:
         dtype = np.dtype(cat.dtype(name))
         kind = pa.string() if dtype.kind == "S" else pa.from_numpy_dtype(np.float32 if dtype == np.float16 else dtype)
         shape = cat.shape(name)[1:]
-        if shape:
+        if shape and element is None:
             kind = pa.list_(kind, int(shape[0]))
-        info = column_info(name, cat.meta)
-        meta = {"description": info.description, **({"unit": info.unit} if info.unit is not None else {})}
-        fields.append(pa.field(name, kind, nullable=False, metadata=meta))
+        unit, description = _describe(cat, name, element)
+        meta = {"description": description, **({"unit": unit} if unit is not None else {})}
+        fields.append(pa.field(label, kind, nullable=False, metadata=meta))
     meta = {k: v for k, v in cat.meta.items() if isinstance(v, (str, int, float))}
-    return pa.schema(fields, metadata={"galhpc": json.dumps(meta, sort_keys=True)})
+    return pa.schema(fields, metadata={"galhpc": json.dumps(meta, sort_keys=True),
+                                       "IVOA.VOTable-Parquet.version": VOPARQUET_VERSION,
+                                       "IVOA.VOTable-Parquet.content": votable_xml(cat, exported)})
+
+
+def arrow_batch(cat: Catalog, names: Sequence[str], values: dict[str, np.ndarray], split_vectors: bool, schema):
+    """One shard's `values` (`Catalog.iter_shards`) as a pyarrow Table of `schema`."""
+    pa = require("pyarrow", "export", "Parquet export")
+    arrays = []
+    for label, name, element in export_names(cat, names, split_vectors):
+        v = values[name] if element is None else values[name][:, element]
+        if v.dtype == np.float16:
+            v = v.astype(np.float32)
+        if v.dtype.kind == "S":
+            v = np.char.decode(v, "utf-8")
+        if v.ndim == 2:
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(v).reshape(-1)), v.shape[1]))
+        else:
+            arrays.append(pa.array(np.ascontiguousarray(v)))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None = None,
-                   overwrite: bool = False, compression: str = "zstd") -> Path:
-    """Write the scalar and vector columns of a catalogue as Parquet, one file per shard.
+                   overwrite: bool = False, compression: str = "zstd", split_vectors: bool = False) -> Path:
+    """Write the scalar and vector columns of a catalogue as one VOParquet file, one row group per shard.
 
     Parameters
     ----------
     cat : Catalog
         An open catalogue (`galhpc.open_catalog`).
     out : str or Path
-        The directory to write (``out/part-NNNNNN.parquet``, NNNNNN the shard number);
-        ``pyarrow.dataset.dataset(out)`` or ``dask.dataframe.read_parquet(out)`` read it.
+        The Parquet file to write; ``pyarrow.parquet.read_table``, pandas, astropy
+        (``Table.read(out, format="parquet.votable")``, with units) and TOPCAT
+        (``topcat -f parquet out``) read it.
     columns : sequence of str, optional
         Columns to export (default: every scalar and vector column).
     overwrite : bool
         Replace an existing `out`.
     compression : str
         Parquet codec (default ``"zstd"``).
+    split_vectors : bool
+        Write each vector column ``mu`` (N, L) as L float columns ``mu_0 … mu_{L-1}``
+        instead of one fixed-size-list column.
+
+    Returns
+    -------
+    Path
+        `out`: len(cat) rows; memory while writing is one shard of the exported columns.
+
+    Raises
+    ------
+    FileExistsError
+        If `out` exists and not `overwrite`.
+    ValueError, KeyError
+        For image or unknown columns.
+    CatalogError
+        If a shard became unreadable while exporting; the temporary file is removed and
+        an existing `out` is left as it was.
+    """
+    pq = require("pyarrow.parquet", "export", "Parquet export")
+    out, names = _target(cat, out, columns, overwrite)
+    schema = arrow_schema(cat, names, split_vectors)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+            for _, values in cat.iter_shards(names):
+                writer.write_table(arrow_batch(cat, names, values, split_vectors, schema))
+    log.info("wrote %s: %d rows in %d row groups, columns %s", out, len(cat), len(cat.shards), names)
+    return out
+
+
+def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = None, overwrite: bool = False,
+                n_workers: int = 1, pixel_threshold: int = 1_000_000, chunk_rows: int = 500_000,
+                client=None) -> Path:
+    """Write the scalar and vector columns of a catalogue as a HATS catalogue (LSDB reads it).
+
+    The catalogue is first streamed, one shard at a time, into one Parquet file of scalar
+    columns (vectors split, ``mu_0 … mu_{L-1}``; `export_parquet`) beside `out`; the
+    format's own importer, hats-import, then partitions it by HEALPix pixel on a Dask
+    cluster (``dataset/Norder=K/Dir=D/Npix=N.parquet``, ``properties``,
+    ``partition_info.csv``), reading `chunk_rows` rows at a time, so memory is bounded by
+    a shard and a chunk whatever N.
+
+    Parameters
+    ----------
+    cat : Catalog
+        An open catalogue with columns ``ra`` and ``dec`` (ICRS degrees).
+    out : str or Path
+        The HATS catalogue directory to write; its name is the catalogue's name.
+    columns : sequence of str, optional
+        Columns to export (default: every scalar and vector column); ``ra``/``dec`` are added.
+    overwrite : bool
+        Replace an existing `out`.
+    n_workers : int
+        Workers of the local Dask cluster hats-import starts (when `client` is None).
+    pixel_threshold : int
+        Most rows of one HEALPix partition (hats-import's adaptive split).
+    chunk_rows : int
+        Rows hats-import reads from the staged Parquet at a time.
+    client : dask.distributed.Client, optional
+        A running Dask client (e.g. a dask-jobqueue Slurm cluster's) to use instead.
 
     Returns
     -------
@@ -241,44 +387,45 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
     Raises
     ------
     FileExistsError
-        If the directory `out` exists and not `overwrite`.
-    ValueError, KeyError
-        For image or unknown columns.
-    CatalogError
-        If a shard became unreadable while exporting; the part files written so far are
-        removed and an existing `out` is left as it was.
+        If `out` exists and not `overwrite`.
+    ValueError
+        If the catalogue has no ``ra``/``dec`` columns, or for image columns.
+    MissingExtraError
+        Without the ``[hats]`` extra.
     """
-    pa = require("pyarrow", "export", "Parquet export")
-    pq = require("pyarrow.parquet", "export", "Parquet export")
-    out, names = _target(cat, out, columns, overwrite)
-    schema = arrow_schema(cat, names)
-    tmp = temp_path(out)  # a directory: the runtime's temp name, renamed when complete
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        for shard, values in cat.iter_shards(names):
-            arrays = []
-            for field in schema:
-                v = values[field.name]
-                if v.dtype == np.float16:
-                    v = v.astype(np.float32)
-                if v.dtype.kind == "S":
-                    v = np.char.decode(v, "utf-8")
-                if v.ndim == 2:
-                    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]))
-                else:
-                    arrays.append(pa.array(v))
-            pq.write_table(pa.Table.from_arrays(arrays, schema=schema), tmp / f"part-{shard.index:06d}.parquet",
-                           compression=compression)
+    import tempfile
+
+    require("hats", "hats", "HATS export (galhpc-export --hats)")
+    pipeline = require("hats_import", "hats", "HATS export (galhpc-export --hats)")
+    from hats_import.catalog.arguments import ImportArguments
+    from hats_import.catalog.file_readers import ParquetPyarrowReader
+
+    out = Path(out)
+    names = exportable_columns(cat, columns)
+    missing = [c for c in ("ra", "dec") if c not in cat]
+    if missing:
+        raise ValueError(f"{cat.path}: no {'/'.join(missing)} column; a HATS catalogue needs sky positions "
+                         "(a store with ra/dec labels, docs/schema.md)")
+    names = [c for c in ("ra", "dec") if c not in names] + names
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
+        staged = export_parquet(cat, Path(work) / "input.parquet", names, split_vectors=True)
+        args = ImportArguments(
+            output_path=work, output_artifact_name=out.name, input_file_list=[str(staged)],
+            file_reader=ParquetPyarrowReader(chunksize=chunk_rows), ra_column="ra", dec_column="dec",
+            pixel_threshold=pixel_threshold, tmp_dir=Path(work) / "tmp", dask_tmp=Path(work) / "dask",
+            dask_n_workers=n_workers, resume=False, progress_bar=False)
+        if client is None:
+            pipeline.pipeline(args)
+        else:
+            pipeline.pipeline_with_client(args, client)
         if out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("wrote %s: %d rows in %d files, columns %s", out, len(cat), len(cat.shards), names)
+        os.replace(Path(work) / out.name, out)
+    log.info("wrote HATS catalogue %s: %d rows, columns %s", out, len(cat), names)
     return out
-
 
 
 # Images: one FITS per object, a cube, and injection into a survey image ---------------------------

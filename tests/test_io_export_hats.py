@@ -1,0 +1,91 @@
+"""galhpc-export --hats: a HATS catalogue written by hats-import on a local Dask cluster,
+opened with LSDB, cross-matched against a second HATS catalogue and read back row for row;
+per-cluster counts by HEALPix pixel computed with LSDB (docs/search.md example)."""
+
+import h5py
+import numpy as np
+import pytest
+
+lsdb = pytest.importorskip("lsdb")
+distributed = pytest.importorskip("dask.distributed")
+
+from astropy.coordinates import SkyCoord  # noqa: E402
+from astropy import units as u  # noqa: E402
+
+from galhpc.cli.export import main as export_main  # noqa: E402
+from galhpc.io.catalog import open_catalog  # noqa: E402
+from galhpc.io.export import export_hats  # noqa: E402
+
+pytestmark = pytest.mark.slow
+N, L, K = 3000, 4, 3
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, client):
+    root = tmp_path_factory.mktemp("hats")
+    rng = np.random.default_rng(3)
+    with h5py.File(root / "clusters.h5", "w") as f:
+        f["object_id"] = np.arange(N, dtype=np.int64) * 7 + 1
+        f["ra"] = rng.uniform(150.0, 151.0, N)
+        f["dec"] = rng.uniform(1.5, 2.5, N)
+        f["component"] = rng.integers(0, K, N).astype(np.int16)
+        f["gamma"] = rng.dirichlet(np.ones(K), N).astype(np.float32)
+        f["mu"] = rng.standard_normal((N, L)).astype(np.float32)
+    with open_catalog(root / "clusters.h5") as cat:
+        export_hats(cat, root / "clusters_hats", pixel_threshold=800, client=client)
+    return root
+
+
+def test_lsdb_reads_every_row_and_crossmatches(exported, client):
+    with h5py.File(exported / "clusters.h5") as f:
+        oracle = {k: f[k][()] for k in f}
+    cat = lsdb.read_hats(exported / "clusters_hats")
+    assert cat.hc_structure.catalog_info.total_rows == N
+    assert len(cat.get_healpix_pixels()) > 1  # adaptive split at pixel_threshold 800
+    df = cat.compute().sort_values("object_id")
+    assert len(df) == N
+    assert np.array_equal(df["object_id"].to_numpy(), oracle["object_id"])
+    assert np.array_equal(df["ra"].to_numpy(), oracle["ra"]) and np.array_equal(df["dec"].to_numpy(), oracle["dec"])
+    for k in range(L):
+        assert np.array_equal(df[f"mu_{k}"].to_numpy(), oracle["mu"][:, k])
+    assert np.array_equal(df["component"].to_numpy(), oracle["component"])
+    # a second catalogue: 50 objects 0.5 arcsec off, as a HATS catalogue made by lsdb
+    pick = np.arange(0, N, N // 50)
+    import pandas as pd
+    moved = SkyCoord(oracle["ra"][pick] * u.deg, oracle["dec"][pick] * u.deg).directional_offset_by(
+        45 * u.deg, 0.5 * u.arcsec)
+    other = lsdb.from_dataframe(pd.DataFrame({"ext_id": pick, "ra": moved.ra.deg, "dec": moved.dec.deg}),
+                                catalog_name="external", margin_threshold=None)  # no margin: 20 s saved
+    other.write_catalog(exported / "external_hats")
+    matched = cat.crossmatch(lsdb.read_hats(exported / "external_hats"), radius_arcsec=1.0, n_neighbors=1,
+                             suffixes=("", "_ext")).compute()
+    assert len(matched) == len(pick)
+    ids = dict(zip(matched["ext_id_ext"].to_numpy(), matched["object_id"].to_numpy()))
+    assert all(ids[p] == oracle["object_id"][p] for p in pick)
+    assert np.allclose(matched["_dist_arcsec"].to_numpy(), 0.5, atol=1e-3)
+
+
+def test_per_cluster_counts_by_healpix_pixel(exported, client):
+    import hats.pixel_math.healpix_shim as hp  # noqa: F401  (the [hats] extra is installed)
+    cat = lsdb.read_hats(exported / "clusters_hats", columns=["component", "_healpix_29"])
+    counts = cat.map_partitions(
+        lambda df, pixel: df.groupby("component").size().rename("n").reset_index().assign(
+            norder=pixel.order, npix=pixel.pixel), include_pixel=True).compute()
+    with h5py.File(exported / "clusters.h5") as f:
+        comp = f["component"][()]
+    assert counts["n"].sum() == N
+    total = counts.groupby("component")["n"].sum()
+    assert all(total[k] == np.sum(comp == k) for k in range(K))
+
+
+def test_no_sky_positions_is_one_clear_error(tmp_path, capsys):
+    with h5py.File(tmp_path / "nosky.h5", "w") as f:
+        f["object_id"] = np.arange(4)
+    assert export_main([str(tmp_path / "nosky.h5"), "--hats", str(tmp_path / "h")]) == 1
+    assert "no ra/dec column" in capsys.readouterr().err and not (tmp_path / "h").exists()
