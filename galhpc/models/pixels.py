@@ -50,20 +50,28 @@ def valid_pixels(batch: Mapping[str, Any], x: torch.Tensor, window: torch.Tensor
     return weight
 
 
-def pixel_sigma(batch: Mapping[str, Any], x: torch.Tensor) -> torch.Tensor | None:
+def pixel_sigma(batch: Mapping[str, Any], x: torch.Tensor, model_error: float = 0.0) -> torch.Tensor | None:
     """σ of every pixel, broadcastable to x (B, C, H, W): the batch's per-pixel "sigma", else
-    its per-object "noise_sigma" (B,), else None.  Floored at 1e-12 (a zero σ is a fill value)."""
+    its per-object "noise_sigma" (B,), else None.  Floored at 1e-12 (a zero σ is a fill value).
+
+    `model_error` ε adds a fractional error in quadrature, σ² + (ε·max(x, 0))²: the part of a
+    bright core no model of a few latents reproduces to the photon noise (a survey's
+    flat-field/PSF systematic floor), so the brightest objects do not outweigh the rest by
+    their S/N² in the likelihood.
+    """
     sigma = batch.get("sigma") if batch is not None else None
     if sigma is not None:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         if sigma.dim() == x.dim() - 1:
             sigma = sigma.unsqueeze(1)
-        return sigma.clamp(min=1e-12)
-    noise = batch.get("noise_sigma") if batch is not None else None
-    if noise is None:
-        return None
-    noise = torch.as_tensor(noise, dtype=x.dtype, device=x.device).clamp(min=1e-12)
-    return noise.view(-1, *([1] * (x.dim() - 1)))
+    else:
+        noise = batch.get("noise_sigma") if batch is not None else None
+        if noise is None:
+            return None
+        sigma = torch.as_tensor(noise, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() - 1)))
+    if model_error > 0:
+        sigma = torch.sqrt(sigma.pow(2) + (model_error * x.clamp(min=0)).pow(2))
+    return sigma.clamp(min=1e-12)
 
 
 def masked_sum(per_pixel: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:

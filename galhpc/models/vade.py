@@ -8,8 +8,8 @@ Reconstruction (`recon`): "bce" on logits (sigmoid output; the paper's, for imag
 min-max scaled to [0, 1]), "mse" through the sigmoid, or a Gaussian likelihood on a
 linear output in the store's units (flux-normalised stamps): "gaussian" with one known
 sky σ (`sigma`, stored units) for every pixel, or "chi2" with the store's own σ (its
-per-pixel `sigma` dataset, else each object's `noise_sigma` column; masked pixels never
-count, galhpc.models.pixels).  A Gaussian with the real noise σ weighs reconstruction
+per-pixel `sigma` dataset, else each object's `noise_sigma` column, with an optional
+fractional `model_error` in quadrature; masked pixels never count, galhpc.models.pixels).  A Gaussian with the real noise σ weighs reconstruction
 against the KL in nats, so the KL no longer collapses once its weight reaches 1, as it
 does under BCE on noisy pixels (docs/models.md has the measurements).  `orient: true`
 encodes each stamp in its canonical orientation and `stretch` compresses the encoder's
@@ -68,6 +68,7 @@ class AstroVaDEr(GalaxyModel):
         orient: bool = False,
         stretch: float | None = None,
         match_sigma: float | None = None,
+        model_error: float = 0.0,
     ) -> None:
         super().__init__()
         filters, kernels = list(filters), list(kernels)
@@ -77,6 +78,9 @@ class AstroVaDEr(GalaxyModel):
             raise ValueError(f"astrovader: recon {recon!r} is not one of {RECON_KINDS}")
         if sigma <= 0:
             raise ValueError(f"astrovader: sigma must be > 0, got {sigma}")
+        if not 0 <= model_error < 1:
+            raise ValueError(f"astrovader: model_error must be in [0, 1), got {model_error}")
+        self.model_error = float(model_error)
         self.sigma = float(sigma)
         self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
@@ -97,6 +101,10 @@ class AstroVaDEr(GalaxyModel):
         self.out = nn.Conv2d(up_widths[-1], channels, 3, padding=1)
         he_init(self, slope)
         xavier_init(self.out)
+        if recon == "chi2":
+            # start at the sky (0): a random first output costs (1/σ)² per pixel, ~10⁵ on a bright
+            # star's tiny σ, and those first gradients fill Adam's second moments for ~1000 steps
+            nn.init.zeros_(self.out.weight)
         xavier_init(self.fc_mu)
         xavier_init(self.fc_logvar)
         self.pi_logits = nn.Parameter(torch.zeros(n_clusters))
@@ -184,7 +192,7 @@ class AstroVaDEr(GalaxyModel):
         elif self.recon_kind == "mse":
             per_pixel = (torch.sigmoid(logits) - x).pow(2)
         else:
-            sigma = self.sigma if self.recon_kind == "gaussian" else pixel_sigma(batch, x)
+            sigma = self.sigma if self.recon_kind == "gaussian" else pixel_sigma(batch, x, self.model_error)
             if sigma is None:
                 raise DataError("recon 'chi2' needs the store's noise σ (the per-pixel dataset sigma or the "
                                 "column noise_sigma that galhpc-prep's intensity steps write); use recon "

@@ -190,11 +190,11 @@ class VQVAE(GalaxyModel):
                  restart_every: int = 50, psf: str | dict[str, Any] | None = None,
                  output: str = "linear", tikhonov: float = 0.1, orient: bool = False,
                  stretch: float | None = None, match_sigma: float | None = None,
-                 recon: str = "mse", psf_image: np.ndarray | None = None) -> None:
+                 recon: str = "mse", model_error: float = 0.0, psf_image: np.ndarray | None = None) -> None:
         super().__init__()
         if recon not in RECON_KINDS:
             raise ValueError(f"vqvae: recon must be one of {RECON_KINDS}, got {recon!r}")
-        self.recon_kind = recon
+        self.recon_kind, self.model_error = recon, float(model_error)
         self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         if image_size % 4:
             raise ValueError(f"vqvae: image_size must be a multiple of 4, got {image_size}")
@@ -202,7 +202,7 @@ class VQVAE(GalaxyModel):
         self.params = dict(num_codes=num_codes, beta=beta, hidden=hidden, res_hidden=res_hidden, n_res=n_res,
                            ema=ema, decay=decay, dead_threshold=dead_threshold, restart_every=restart_every,
                            psf=psf, output=output, tikhonov=tikhonov, orient=orient, stretch=stretch,
-                           match_sigma=match_sigma, recon=recon)
+                           match_sigma=match_sigma, recon=recon, model_error=model_error)
         self.grid = image_size // 4
         self.beta, self.tikhonov = beta, tikhonov
         self.encoder = vqvae_encoder(channels, latent_dim, hidden, res_hidden, n_res)
@@ -300,7 +300,7 @@ class VQVAE(GalaxyModel):
         recon = self.observe(deconvolved, batch.get("psf"))
         weight = valid_pixels(batch, x, self.canon.window)
         if self.recon_kind == "chi2":
-            sigma = pixel_sigma(batch, x)
+            sigma = pixel_sigma(batch, x, self.model_error)
             if sigma is None:
                 raise DataError("vqvae: recon 'chi2' needs the store's noise σ (dataset sigma or column noise_sigma)")
             terms["recon"] = masked_mean(((recon - x) / sigma).pow(2), weight)

@@ -113,6 +113,24 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
                           components, k, source, str(store))
 
 
+SIMULATED_SOURCES = ("galsim", "galsim_stars")  # prep source kinds whose label columns are truth
+
+
+def simulated_sources(store: str | Path) -> tuple[bool, str]:
+    """(whether every source of the store's prep config draws simulated stamps, so its label
+    columns are ground truth, the source kinds as text).  Observed stamps (fits, real, ...)
+    carry catalogue measurements (positions, fluxes, radii), which are no truth to recover."""
+    from galhpc.config import ConfigError, config_from_yaml_text
+
+    with open_h5_readonly(store) as f:
+        text = str(f.attrs.get("config", ""))
+    try:
+        kinds = [source.kind for source in config_from_yaml_text(text).prep.sources] if text else []
+    except ConfigError:
+        kinds = []
+    return bool(kinds) and all(k in SIMULATED_SOURCES for k in kinds), ", ".join(kinds) or "not recorded"
+
+
 def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, str]:
     """Per-pixel noise σ (N,) of the stamps at store `rows`, in the units of the stored
     `images` (N, C, H, W), and where it came from; first found of
