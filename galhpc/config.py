@@ -28,11 +28,17 @@ class SourceConfig:
     module (galhpc.data.fits, .synth (SimOptions), .starsim, .real); unknown options fail.
     """
 
-    kind: str = "galsim"  # fits | galsim | galsim_stars | real
-    path: str | None = None  # file, directory or glob (fits); datasets folder (real, default: installed)
-    catalog: str | None = None  # FITS binary table joined to images by id (fits)
-    id_column: str = "object_id"  # the catalogue's id column (fits)
-    hdu: int | str | None = None  # image HDU of every file; None: every image HDU (fits)
+    kind: str = "galsim"  # fits | survey_image | galsim | galsim_stars | real
+    path: str | None = None  # file, directory or glob (fits); the large image (survey_image); datasets folder (real)
+    catalog: str | None = None  # any table astropy reads (FITS, CSV, ECSV, Parquet, VOTable), joined by id
+    id_column: str = "object_id"  # the catalogue's id column (fits, survey_image)
+    # science HDU of every file: None finds it by convention (every SCI extension, else every
+    # image HDU with data that is not an ERR/WHT/DQ-type companion); a name takes every
+    # extension of that EXTNAME (fits)
+    hdu: int | str | None = None
+    # catalogue columns stored as labels (beside ra, dec and the prep's radius column);
+    # None: every scalar column
+    passthrough: list[str] | None = None
     n: int = 2000  # number of objects to simulate (galsim, galsim_stars)
     seed: int = 0  # simulated objects: randomness from (seed, object index)
     options: dict[str, Any] = field(default_factory=dict)  # source-specific knobs
@@ -63,6 +69,16 @@ class PrepConfig:
     workers: int = 2
     chunk_rows: int = 256  # rows per HDF5 chunk and per block of work
     compression: str | None = None  # None | lzf | gzip: of images, truth and extras
+    # bad pixels (mask != 0, NaN/inf, FITS BLANK): an object is rejected when more than this
+    # fraction of its pixels, or its centre pixel, is bad; the others are filled with noise
+    max_bad_fraction: float = 0.05
+    # sky subtracted by the flux step: "border" (sigma-clipped median of the border frame of
+    # width `border`), "none", or the name of a label (catalogue) column in input units
+    sky: str = "border"
+    # other sources in a stamp (photutils detect + deblend; the target is the segment at the
+    # centre): None keeps them, "mask" masks them (and fills with noise), "noise" fills only
+    neighbours: str | None = None
+    neighbours_nsigma: float = 2.0  # detection threshold in units of the per-pixel σ
 
 
 @dataclass

@@ -22,6 +22,7 @@ EXTRAS = {
     "faiss": ("faiss-cpu",),
     "jobs": ("submitit",),
     "export": ("pyarrow",),
+    "hdf": ("scikit-image", "photutils"),
 }
 
 

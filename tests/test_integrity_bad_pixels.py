@@ -32,9 +32,11 @@ def _image(i: int) -> np.ndarray:
     return (np.exp(-((x - 8) ** 2 + (y - 8) ** 2) / 8.0) * 1000 + 10 * i).astype(np.int16)
 
 
-def _cfg(tmp_path, path, on_error="skip") -> PrepConfig:
+def _cfg(tmp_path, path, on_error="skip", max_bad_fraction=0.0) -> PrepConfig:
+    # max_bad_fraction 0: any undefined pixel rejects (by default a few are filled and masked)
     return PrepConfig(sources=[SourceConfig(kind="fits", path=str(path))], output=str(tmp_path / "s.h5"),
-                      image_size=H, recipe=["resize"], workers=1, chunk_rows=4, metrics=False, on_error=on_error)
+                      image_size=H, recipe=["resize"], workers=1, chunk_rows=4, metrics=False, on_error=on_error,
+                      max_bad_fraction=max_bad_fraction)
 
 
 def _write(path: Path, data: np.ndarray, objid: int, checksum: bool = False, **cards) -> None:

@@ -3,18 +3,33 @@
 `SourceConfig` fields used by kind "fits":
 - `path`: one file, a directory (files matching options.pattern, default "*.fit*",
   so .fits, .fits.gz and .fits.fz) or a glob; files are read in sorted order.
-- `hdu`: the image HDU (number or EXTNAME) of every file; None reads every image HDU
-  with data, so a multi-extension file gives one object per image extension.
-- `catalog`: a FITS binary table (first table HDU, or options.catalog_hdu) whose
-  `id_column` holds object ids and whose other scalar columns become label columns,
-  joined to the images by id.
+- `hdu`: the science HDU.  None (default) finds it by convention: every extension named
+  SCI is one object (a multi-object file holds several, told apart by EXTVER); a file
+  without SCI gives one object per image HDU with data that is not a companion map (below).
+  A name takes every extension of that EXTNAME, a number that HDU.
+- Companion maps of each science HDU (same EXTVER, or the only one in a single-object
+  file): ERR/SIGMA/RMS/ERROR/NOISE (σ), VAR/VARIANCE (σ²), WHT/IVAR/WEIGHT/INVVAR (1/σ²)
+  and DQ/MASK/FLAGS/BPM (non-zero = bad pixel); options.sigma_hdu, variance_hdu,
+  ivar_hdu, mask_hdu name another HDU (number or EXTNAME) or "none".  A weight <= 0, a
+  non-finite σ or a BLANK pixel is a bad pixel.  Every object gets `Block.extras`
+  "sigma" (NaN where no map says) and "mask" (uint8); the prep fills and stores them.
+  A companion map is never read as a galaxy.
+- `catalog`: any table astropy reads (FITS: first table HDU or options.catalog_hdu;
+  CSV, ECSV, Parquet, VOTable by suffix) whose `id_column` holds object ids; its other
+  scalar columns (only `passthrough` ones, with ra, dec and the prep's radius and sky
+  columns, when given) become label columns, joined by id; nulls stay nulls
+  (`read_catalog`).
 
 Object ids (options.id_from): "header" reads integer keyword options.id_keyword
 (default OBJID) from the image HDU, else the primary header; "filename" takes the last
 integer in the file name (cutout_00123.fits -> 123); "sequence" numbers objects in read
-order; "auto" (default) tries header, then filename, then sequence.  A 3-D HDU is a
-stack of cutouts (options.cube = "objects", default; plane k gets id + k) or one
-multi-band image (options.cube = "bands", (C, H, W)).
+order; "auto" (default) tries header, then filename, then sequence.  Two objects with
+one id (in the catalogue, or from headers or file names) are refused, naming both.  A 3-D
+HDU is a stack of cutouts (options.cube = "objects", default; plane k gets id + k) or
+one multi-band image (options.cube = "bands", (C, H, W)).
+
+Sky position: labels `ra`, `dec` (float64 degrees): the catalogue's, else the image
+centre through its celestial WCS (astropy), else NaN.
 
 Pixel scale: every object gets the label `wcs_pixel_scale` (arcsec per pixel, NaN when
 unknown), read from its image HDU's header (else the primary header): the celestial WCS
@@ -41,7 +56,7 @@ from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.fits")
 
-OPTIONS = {"pattern", "id_from", "id_keyword", "cube", "catalog_hdu"}
+OPTIONS = {"pattern", "id_from", "id_keyword", "cube", "catalog_hdu", "sigma_hdu", "variance_hdu", "ivar_hdu", "mask_hdu"}
 ANISOTROPY_TOLERANCE = 0.01  # pixels whose two axes differ more than this are reported
 
 
@@ -128,39 +143,128 @@ def list_files(path: str, pattern: str = "*.fit*") -> list[Path]:
     return files
 
 
-def read_catalog(path: str, id_column: str, hdu: int | str | None = None) -> tuple[dict[int, int], dict[str, np.ndarray]]:
-    """(id -> row, label columns) of a FITS binary table; refuses missing or duplicate ids."""
-    fitsio = require("fitsio", "fits", "FITS sources (galhpc-prep)")
+def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passthrough: list[str] | None = None,
+                 needed: tuple[str, ...] = ()) -> tuple[dict[int, int], dict[str, np.ndarray]]:
+    """(id -> row, label columns) of a catalogue in any format astropy's Table reads.
 
+    Parameters
+    ----------
+    path : str
+        FITS (first table HDU, or `hdu`), CSV, ECSV, Parquet or VOTable file; the format
+        comes from the suffix (`astropy.table.Table.read`).
+    id_column : str
+        Integer id column (case-insensitive); no nulls, no duplicates.
+    hdu : int or str or None
+        FITS table HDU.
+    passthrough : list of str or None
+        Columns to keep as labels (beside ra, dec and `needed`); None keeps every scalar one.
+    needed : tuple of str
+        Columns the prep uses (the radius column, a sky column), kept when present.
+
+    Returns
+    -------
+    (dict, dict)
+        Object id -> catalogue row, and lower-cased column name -> (n,) array.  Nulls
+        (FITS TNULL, masked or empty cells, NaN) are NaN (integer and boolean columns with
+        nulls become float64) or b"" for strings: never a value.  `ra`/`dec` are float64
+        degrees.
+
+    Raises
+    ------
+    DataError
+        Unreadable file, missing/null/non-integer/duplicate ids, missing passthrough columns.
+    """
+    import warnings
+
+    from astropy.table import Table
+    from astropy.units import UnitsError
+
+    kwargs: dict[str, Any] = {}
+    if hdu is not None:
+        kwargs["hdu"] = hdu
+    if str(path).lower().endswith((".vot", ".xml")):
+        kwargs["format"] = "votable"
     try:
-        with fitsio.FITS(path) as f:
-            if hdu is None:
-                tables = [h for h in f if h.get_exttype() in ("BINARY_TBL", "ASCII_TBL")]
-                if not tables:
-                    raise DataError(f"catalog {path}: no table HDU")
-                table = tables[0].read()
-            else:
-                table = f[hdu].read()
-    except OSError as err:
-        raise DataError(f"catalog {path}: unreadable FITS table: {err}") from err
-    names = table.dtype.names or ()
-    match = [n for n in names if n.lower() == id_column.lower()]
-    if not match:
-        raise DataError(f"catalog {path}: no id column {id_column!r}; columns: {list(names)}")
-    ids = np.asarray(table[match[0]]).astype(np.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "hdu= was not specified": the first table is the documented choice
+            table = _read_parquet(path) if str(path).lower().endswith(".parquet") else Table.read(path, **kwargs)
+    except Exception as err:  # astropy raises many kinds (OSError, ValueError, IORegistryError, ...)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"catalog {path}: not readable as a table by astropy ({type(err).__name__}: {reason}); "
+                        "formats: FITS, CSV, ECSV, Parquet, VOTable") from err
+    names = {n.lower(): n for n in table.colnames}
+    if id_column.lower() not in names:
+        raise DataError(f"catalog {path}: no id column {id_column!r}; columns: {table.colnames}")
+    id_col = table[names[id_column.lower()]]
+    null = np.asarray(getattr(id_col, "mask", np.zeros(len(id_col), bool)), dtype=bool)
+    if null.any():
+        raise DataError(f"catalog {path}: null ids in {id_column!r} at rows {np.flatnonzero(null)[:5].tolist()}")
+    values = np.asarray(id_col)
+    if values.dtype.kind not in "iu":
+        if values.dtype.kind != "f" or not np.all(np.isfinite(values) & (values == np.round(values))):
+            raise DataError(f"catalog {path}: id column {id_column!r} holds non-integer values ({values.dtype})")
+    ids = values.astype(np.int64)
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise DataError(f"catalog {path}: duplicate ids in {id_column!r}, e.g. {unique[counts > 1][:5].tolist()}")
+    wanted = None
+    if passthrough is not None:
+        missing = [c for c in passthrough if c.lower() not in names]
+        if missing:
+            raise DataError(f"catalog {path}: no passthrough column(s) {missing}; columns: {table.colnames}")
+        wanted = {c.lower() for c in passthrough} | {"ra", "dec"} | {c.lower() for c in needed}
     labels = {}
-    for name in names:
-        column = np.asarray(table[name])
-        if name == match[0]:
+    for key, name in names.items():
+        if key == id_column.lower() or (wanted is not None and key not in wanted):
             continue
+        column = table[name]
         if column.ndim != 1:
             log.warning("catalog %s: column %s is a vector column; not stored", path, name)
             continue
-        labels[name.lower()] = column.astype(column.dtype.newbyteorder("="))
+        if key in ("ra", "dec") and column.unit is not None:
+            try:
+                column = column.to("deg")
+            except UnitsError:
+                raise DataError(f"catalog {path}: column {name} has unit {column.unit}, not an angle") from None
+        stored = _null_safe(column)
+        if stored is None:
+            log.warning("catalog %s: column %s of dtype %s is not numeric or text; not stored", path, name, column.dtype)
+            continue
+        labels[key] = stored.astype(np.float64) if key in ("ra", "dec") else stored
     return {int(i): row for row, i in enumerate(ids)}, labels
+
+
+def _read_parquet(path: str):
+    """A Parquet file as an astropy Table through pyarrow (astropy's own reader needs
+    pandas); null cells become masked entries."""
+    from astropy.table import MaskedColumn, Table
+
+    pq = require("pyarrow.parquet", "export", "Parquet catalogues")
+    arrow = pq.read_table(path)
+    table = Table()
+    for name in arrow.column_names:
+        column = arrow.column(name)
+        nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        values = column.fill_null(0 if column.type != "string" else "") if nulls.any() else column
+        table[name] = MaskedColumn(np.asarray(values.to_numpy(zero_copy_only=False)), mask=nulls)
+    return table
+
+
+def _null_safe(column) -> np.ndarray | None:
+    """A table column as a label array whose nulls are NaN (numbers) or b"" (text)."""
+    data = np.asarray(column)
+    mask = np.asarray(getattr(column, "mask", np.zeros(len(column), bool)), dtype=bool)
+    mask = np.broadcast_to(mask, data.shape)
+    kind = data.dtype.kind
+    if kind in "US":
+        return np.where(mask, "" if kind == "U" else b"", data)
+    if kind not in "iufb":
+        return None
+    if mask.any():  # an integer null must not become a value (TNULL -999 is not a class)
+        out = data.astype(np.float64)
+        out[mask] = np.nan
+        return out
+    return data.astype(data.dtype.newbyteorder("="))
 
 
 def _id_from_name(path: Path) -> int | None:
@@ -194,55 +298,202 @@ def _header_id(header, primary, keyword: str) -> int | None:
     return None
 
 
-class _Objects:
-    """Collects objects into uniform-shape blocks of at most `rows` objects."""
+class DuplicateIdError(DataError):
+    """Two objects of a source carry one id: refused whatever on_error says (a store with
+    one id for two galaxies silently answers queries with either)."""
+
+
+class ObjectBlocks:
+    """Collects objects (pixels, σ, mask, id) into uniform-shape blocks of at most `rows`."""
 
     def __init__(self, rows: int, labels: dict[str, np.ndarray] | None, index: dict[int, int] | None):
         self.rows, self.labels, self.index = rows, labels, index
         self.images: list[np.ndarray] = []
+        self.sigmas: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
         self.ids: list[int] = []
         self.files: list[str] = []
         self.scales: list[float] = []
+        self.positions: list[tuple[float, float]] = []
         self.rejects: list[Reject] = []
+        self.seen: dict[int, str] = {}
 
-    def add(self, image: np.ndarray, oid: int, file: str, scale: float) -> Block | None:
-        """Add one object (`scale`: arcsec per pixel or NaN); returns the finished block
-        when the shape changes or it is full."""
+    def check_unique(self, oid: int, where: str) -> None:
+        """Refuse a second object with an id already read (overlapping tiles, copied headers)."""
+        if oid in self.seen:
+            raise DuplicateIdError(f"duplicate object id {oid}: {self.seen[oid]} and {where} "
+                            "(give each object its own OBJID, or use options.id_from: sequence)")
+        self.seen[oid] = where
+
+    def add(self, image: np.ndarray, oid: int, file: str, scale: float, sigma: np.ndarray | None = None,
+            mask: np.ndarray | None = None, position: tuple[float, float] = (np.nan, np.nan)) -> Block | None:
+        """Add one object (`scale`: arcsec per pixel or NaN; `sigma` NaN where unknown;
+        `position` (ra, dec) degrees of its centre); returns the finished block when the
+        shape changes or it is full."""
         done = None
         if self.images and (image.shape != self.images[0].shape or len(self.images) >= self.rows):
             done = self.flush()
         self.images.append(image)
+        self.sigmas.append(np.full(image.shape, np.nan, np.float32) if sigma is None else sigma.astype(np.float32))
+        self.masks.append(np.zeros(image.shape, np.uint8) if mask is None else (mask != 0).astype(np.uint8))
         self.ids.append(oid)
         self.files.append(file)
         self.scales.append(scale)
+        self.positions.append(position)
         return done
 
     def flush(self) -> Block | None:
         if not self.images and not self.rejects:
             return None
         ids = np.array(self.ids, dtype=np.int64)
-        labels = {}
-        if self.labels is not None and len(ids):
-            rows = np.array([self.index[i] for i in ids])
-            labels = {k: v[rows] for k, v in self.labels.items()}
+        labels: dict[str, np.ndarray] = {}
         if len(ids):
             labels[PIXEL_SCALE_LABEL] = np.array(self.scales, dtype=np.float32)
-        images = np.stack(self.images).astype(np.float32) if self.images else np.zeros((0, 1, 1), np.float32)
-        block = Block(images, ids, labels, files=self.files, rejects=self.rejects)
-        self.images, self.ids, self.files, self.scales, self.rejects = [], [], [], [], []
+            radec = np.array(self.positions, dtype=np.float64).reshape(-1, 2)
+            labels["ra"], labels["dec"] = radec[:, 0], radec[:, 1]
+        if self.labels is not None and len(ids):
+            rows = np.array([self.index[i] for i in ids])
+            for key, values in self.labels.items():
+                column = values[rows]
+                if key in ("ra", "dec"):  # the catalogue's position wins; the WCS fills its nulls
+                    column = np.where(np.isfinite(column), column, labels[key])
+                labels[key] = column
+        extras = {}
+        if self.images:
+            images = np.stack(self.images).astype(np.float32)
+            extras = {"sigma": np.stack(self.sigmas), "mask": np.stack(self.masks)}
+        else:
+            images = np.zeros((0, 1, 1), np.float32)
+        block = Block(images, ids, labels, extras=extras, files=self.files, rejects=self.rejects)
+        self.images, self.sigmas, self.masks, self.ids, self.files, self.scales, self.positions, self.rejects = (
+            [], [], [], [], [], [], [], [])
         return block
 
 
+SCIENCE_NAMES = ("SCI",)
+SIGMA_NAMES = ("ERR", "SIGMA", "RMS", "ERROR", "NOISE")
+VARIANCE_NAMES = ("VAR", "VARIANCE")
+IVAR_NAMES = ("WHT", "IVAR", "WEIGHT", "INVVAR")
+MASK_NAMES = ("DQ", "MASK", "FLAGS", "BPM")
+COMPANION_NAMES = SIGMA_NAMES + VARIANCE_NAMES + IVAR_NAMES + MASK_NAMES
+# option -> (EXTNAMEs found by convention, how the data become σ or mask)
+COMPANIONS = {"sigma_hdu": (SIGMA_NAMES, "sigma"), "variance_hdu": (VARIANCE_NAMES, "variance"),
+              "ivar_hdu": (IVAR_NAMES, "ivar"), "mask_hdu": (MASK_NAMES, "mask")}
+
+
+def _name(h) -> str:
+    return (h.get_extname() or "").strip().upper()
+
+
+def _extver(h) -> int:
+    return int(h.get_extver() or 1)
+
+
+def _where(h) -> str:
+    return f"HDU {h.get_extnum()}" + (f" ({h.get_extname()}" + (f",{h.get_extver()}" if h.get_extver() else "") + ")"
+                                      if h.get_extname() else "")
+
+
 def _image_hdus(f, hdu, path: Path):
+    """The science HDUs of a file: `hdu` (a number, or every extension of that EXTNAME), else
+    every SCI extension, else every image HDU with data that is not a σ/weight/mask companion."""
+    images = [h for h in f if h.get_exttype() == "IMAGE_HDU" and h.has_data()]
     if hdu is not None:
+        if isinstance(hdu, str):
+            named = [h for h in images if _name(h) == hdu.strip().upper()]
+            if named:
+                return named
         try:
             return [f[hdu]]
-        except (OSError, KeyError, IndexError) as err:
+        except (OSError, KeyError, IndexError, ValueError) as err:
             raise DataError(f"{path}: no HDU {hdu!r} ({len(f)} HDUs in file)") from err
-    hdus = [h for h in f if h.get_exttype() == "IMAGE_HDU" and h.has_data()]
-    if not hdus:
-        raise DataError(f"{path}: no image HDU with data")
-    return hdus
+    science = [h for h in images if _name(h) in SCIENCE_NAMES]
+    if science:
+        return science
+    science = [h for h in images if _name(h) not in COMPANION_NAMES]
+    if not science:
+        names = [h.get_extname() for h in images]
+        raise DataError(f"{path}: no science image HDU (image HDUs with data: {names or 'none'}; "
+                        f"{'/'.join(COMPANION_NAMES)} are error, weight or mask maps)")
+    return science
+
+
+def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict[str, Any]:
+    """{kind: HDU} of σ / variance / inverse variance / mask maps for one science HDU: an
+    option's HDU (number or EXTNAME; "none" for no map), else the HDU of a conventional
+    EXTNAME with the same EXTVER, else the only one of its kind in a single-object file."""
+    found: dict[str, Any] = {}
+    images = [h for h in f if h.get_exttype() == "IMAGE_HDU" and h.has_data() and h.get_extnum() != sci.get_extnum()]
+    for option, (names, kind) in COMPANIONS.items():
+        chosen = opts.get(option)
+        if chosen is not None:
+            if str(chosen).lower() == "none":
+                continue
+            same = [h for h in images if isinstance(chosen, str) and _name(h) == chosen.upper() and _extver(h) == _extver(sci)]
+            if same:
+                found[kind] = same[0]
+                continue
+            try:
+                found[kind] = f[chosen]
+            except (OSError, KeyError, IndexError, ValueError) as err:
+                raise DataError(f"{path}: options.{option}: no HDU {chosen!r} ({len(f)} HDUs in file)") from err
+            continue
+        candidates = [h for h in images if _name(h) in names]
+        same = [h for h in candidates if _extver(h) == _extver(sci)]
+        if same:
+            found[kind] = same[0]
+        elif len(candidates) == 1 and len(science) == 1:
+            found[kind] = candidates[0]
+    return found
+
+
+def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(σ or None, mask or None) from the companion HDUs; a weight <= 0, a non-finite σ and
+    an undefined (BLANK) pixel of any map are bad pixels."""
+    sigma, mask = None, None
+    for kind, h in companions.items():
+        data = h.read()
+        what = f"{where}: {kind} map {_where(h)}"
+        if data is None or np.shape(data) != shape:
+            raise DataError(f"{what}: shape {np.shape(data)} differs from the image's {shape}")
+        data = undefined_to_nan(np.asarray(data), h.read_header()) if kind != "mask" else np.asarray(data)
+        if kind == "mask":
+            bad = data != 0
+        else:
+            values = data.astype(np.float64)
+            if kind == "ivar":
+                values = np.where(values > 0, 1.0 / np.sqrt(np.where(values > 0, values, 1.0)), np.nan)
+            elif kind == "variance":
+                values = np.where(values > 0, np.sqrt(np.where(values > 0, values, 1.0)), np.nan)
+            else:
+                values = np.where(values > 0, values, np.nan)
+            bad = ~np.isfinite(values)
+            sigma = values.astype(np.float32) if sigma is None else sigma
+        mask = bad if mask is None else (mask | bad)
+    return sigma, None if mask is None else mask.astype(np.uint8)
+
+
+def _centre_radec(header, primary, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(ra, dec) degrees of the image centre through the HDU's celestial WCS; NaN without one."""
+    import warnings
+
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    for h in (header, primary):
+        if h is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            try:
+                wcs = WCS(_astropy_header(h)).celestial
+                if wcs.naxis != 2 or not wcs.has_celestial:
+                    continue
+                world = wcs.pixel_to_world((shape[-1] - 1) / 2.0, (shape[-2] - 1) / 2.0)
+                icrs = world.icrs
+                return float(icrs.ra.deg), float(icrs.dec.deg)
+            except Exception:  # a malformed or non-celestial WCS gives no position
+                continue
+    return float("nan"), float("nan")
 
 
 def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
@@ -312,9 +563,10 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         raise ConfigError(f"source fits {source.path}: id_from must be auto|header|filename|sequence, cube objects|bands")
     index, labels = (None, None)
     if source.catalog:
-        index, labels = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"))
+        index, labels = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"), source.passthrough,
+                                     needed=(prep.r90_column, prep.sky))
         log.info("catalog %s: %d objects, label columns %s", source.catalog, len(index), sorted(labels))
-    objects = _Objects(prep.chunk_rows, labels, index)
+    objects = ObjectBlocks(prep.chunk_rows, labels, index)
     sequence = 0
 
     def fail(obj: str, file: str, reason: str) -> None:
@@ -330,25 +582,32 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                 hdus = _image_hdus(f, source.hdu, path)
                 single = len(hdus) == 1 and len(hdus[0].get_dims()) == 2
                 for hdu in hdus:
-                    where = f"HDU {hdu.get_extnum()}" + (f" ({hdu.get_extname()})" if hdu.get_extname() else "")
+                    where = _where(hdu)
                     header = hdu.read_header()
                     _verify_checksums(hdu, header, f"{path}: {where}")
                     data = hdu.read()
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
                     data = undefined_to_nan(np.asarray(data), header)
+                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}")
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
                     scale = header_pixel_scale(header, primary, f"{path}: {where}")
-                    for k, plane in enumerate(_planes(np.asarray(data), cube, f"{path}: {where}")):
+                    position = _centre_radec(header, primary, data.shape) if data.ndim == 2 else (np.nan, np.nan)
+                    planes = _planes(np.asarray(data), cube, f"{path}: {where}")
+                    sigmas = [None] * len(planes) if sigma is None else _planes(sigma, cube, where)
+                    masks = [None] * len(planes) if mask is None else _planes(mask, cube, where)
+                    for k, plane in enumerate(planes):
                         oid = sequence if base is None else base + k
                         sequence += 1
+                        objects.check_unique(oid, f"{path} {where}")
                         if index is not None and oid not in index:
                             fail(f"object_id {oid}", f"{path} {where}", f"id not in catalog {source.catalog}")
                             continue
-                        if block := objects.add(plane.astype(np.float32), oid, f"{path} {where}", scale):
+                        if block := objects.add(plane.astype(np.float32), oid, f"{path} {where}", scale,
+                                                sigmas[k], masks[k], position):
                             yield block
         except DataError as err:
-            if prep.on_error == "raise":
+            if prep.on_error == "raise" or isinstance(err, DuplicateIdError):
                 raise
             objects.rejects.append(Reject(where, str(path), str(err)))
         except (OSError, ValueError) as err:

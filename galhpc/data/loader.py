@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from galhpc.data.preprocess import random_flips
-from galhpc.data.sources import DataError
+from galhpc.data.sources import PIXEL_MAPS, DataError
 from galhpc.data.store import locate_column, read_store_info
 from galhpc.runtime.files import open_h5_readonly
 
@@ -65,6 +65,9 @@ class StoreLoader:
     ones arrive as tensors, strings as lists of str.  Flips apply to `image` and, the
     same flips, to every per-object array of 2-D planes (truth, masks, PSFs); a shared
     PSF is not flipped (flip-symmetric PSFs such as Moffat or Kolmogorov need none).
+    A store with per-pixel `sigma` and `mask` datasets (galhpc-prep from FITS with σ and
+    mask maps) gives every batch "sigma" (float32) and "mask" (uint8, non-zero = bad)
+    shaped like "image", flipped with it.
     """
 
     def __init__(
@@ -91,7 +94,10 @@ class StoreLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.info = read_store_info(path)
         self.path = Path(path)
-        self.columns, self.shared = _resolve_columns(Path(path), list(label_columns or []), self.info.n)
+        names = list(label_columns or [])
+        with open_h5_readonly(path) as f:
+            names += [m for m in PIXEL_MAPS if m in f and m not in names]
+        self.columns, self.shared = _resolve_columns(Path(path), names, self.info.n)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.augment, self.seed, self.shuffle, self.drop_last = augment, seed, shuffle, drop_last
         self.window_blocks = max(1, window_blocks)
@@ -157,6 +163,9 @@ class StoreLoader:
             "object_id": torch.from_numpy(data.pop("object_id").astype(np.int64)),
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
+        for name in PIXEL_MAPS:
+            if name in data and data[name].ndim == 3:  # (B, H, W) -> (B, 1, H, W) like "image"
+                data[name] = data[name][:, None]
         for name, values in data.items():
             if values.dtype.kind == "S":
                 batch[name] = [v.decode("utf-8") for v in values]

@@ -25,9 +25,10 @@ import numpy as np
 import yaml
 
 from galhpc.config import ConfigError, PrepConfig
+from galhpc.data import pixels
 from galhpc.data import preprocess as pp
-from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject, source_reader
-from galhpc.data.store import StoreWriter
+from galhpc.data.sources import PIXEL_MAPS, PIXEL_SCALE_LABEL, Block, DataError, Reject, source_reader
+from galhpc.data.store import StoreWriter, reject_summary
 from galhpc.kernels import quality
 from galhpc.runtime import progress
 
@@ -36,6 +37,8 @@ log = logging.getLogger("galhpc.data.prep")
 GEOMETRIC_STEPS = ("grey", "crop", "resize")
 INTENSITY_STEPS = ("flux", "arcsinh", "minmax")
 METRICS = ("snr", "width", "non_uniformity", "border_noise")
+NEIGHBOUR_MODES = ("mask", "noise")
+FILL_SEED = 0x5EED_F111  # noise that fills bad pixels: from (FILL_SEED, object_id)
 
 
 def quality_metrics(img: np.ndarray, border: int) -> dict[str, float]:
@@ -73,6 +76,12 @@ def check_prep_config(prep: PrepConfig) -> None:
         raise ConfigError(f"prep.flux_scale must be > 0, got {prep.flux_scale}")
     if prep.image_size < 16:
         raise ConfigError(f"prep.image_size must be >= 16 (the SNR block-averages to 16x16), got {prep.image_size}")
+    if not 0.0 <= prep.max_bad_fraction < 1.0:
+        raise ConfigError(f"prep.max_bad_fraction must be in [0, 1), got {prep.max_bad_fraction}")
+    if prep.neighbours is not None and prep.neighbours not in NEIGHBOUR_MODES:
+        raise ConfigError(f"prep.neighbours must be null, mask or noise, got {prep.neighbours!r}")
+    if not prep.sky:
+        raise ConfigError("prep.sky must be 'border', 'none' or a label column name")
     if not prep.sources:
         raise ConfigError("prep.sources is empty: nothing to prepare")
 
@@ -117,6 +126,98 @@ def _geometric(arr: np.ndarray, prep: PrepConfig, integer: bool = False, r90: np
     return arr
 
 
+def _object_rng(object_id: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([FILL_SEED, int(object_id) & 0xFFFFFFFFFFFFFFFF]))
+
+
+def _pixel_maps(block: Block, prep: PrepConfig) -> Block:
+    """Give a block per-pixel `sigma` and `mask` extras and fill its bad pixels.
+
+    Done when the source gave either map, when prep.neighbours is set, or when a kept
+    object has NaN/inf pixels (so the mask records what was filled).  A σ the source did
+    not give is the stamp's sigma-clipped border σ.  Bad pixels (and, with neighbours,
+    other sources) get the border sky plus noise of the local σ; "mask" neighbours are
+    also masked.
+    """
+    images = block.images
+    mask, sigma = block.extras.get("mask"), block.extras.get("sigma")
+    if mask is None and sigma is None and prep.neighbours is None and np.isfinite(images).all():
+        return block
+    mask = np.zeros(images.shape, np.uint8) if mask is None else (np.asarray(mask) != 0).astype(np.uint8)
+    sigma = np.full(images.shape, np.nan, np.float32) if sigma is None else np.asarray(sigma, np.float32).copy()
+    mask |= (~np.isfinite(images)).astype(np.uint8)
+    filled = np.empty(images.shape, dtype=np.float32)
+    for i in range(len(block)):
+        bad = mask[i].any(axis=0) if mask[i].ndim == 3 else mask[i] != 0
+        sky, std = pixels.border_sky(images[i], bad, prep.border)
+        known = np.isfinite(sigma[i]) & (sigma[i] > 0)
+        fallback = std if np.isfinite(std) else (float(np.median(sigma[i][known])) if known.any() else 0.0)
+        sigma[i] = np.where(known, sigma[i], fallback)
+        rng = _object_rng(block.object_id[i])
+        img = pixels.fill_bad_pixels(images[i], sigma[i], bad, sky, rng)
+        if prep.neighbours is not None:
+            others = pixels.neighbour_mask(img, sigma[i], prep.neighbours_nsigma, sky) & ~bad
+            if others.any():
+                img = pixels.fill_bad_pixels(img, sigma[i], others, sky, rng)
+                if prep.neighbours == "mask":
+                    mask[i][..., others] = 1
+        filled[i] = img
+    extras = {**block.extras, "sigma": sigma, "mask": mask}
+    return dataclasses.replace(block, images=filled, extras=extras)
+
+
+def _resample_factor(labels: dict[str, np.ndarray], r90: np.ndarray | None, crop: int,
+                     in_hw: tuple[int, int], out_side: int) -> np.ndarray | float:
+    """Input pixels per stored pixel: per object with a size-scaled crop, else one number."""
+    if r90 is not None:
+        return labels["resample_factor"]  # per object: box side / image_size
+    return (min(crop, in_hw[-1]) if crop else in_hw[-1]) / out_side
+
+
+def _without_grey(prep: PrepConfig) -> PrepConfig:
+    return dataclasses.replace(prep, recipe=[step for step in prep.recipe if step != "grey"])
+
+
+def _sigma_geometric(sigma: np.ndarray, prep: PrepConfig, r90: np.ndarray | None, factor) -> np.ndarray:
+    """σ through the geometric steps as a variance: the grey mean of C bands has variance
+    mean(σ²)/C, an area average over f x f input pixels mean(σ²)/f² (f >= 1; an
+    up-sampled pixel keeps its σ)."""
+    var = np.square(sigma.astype(np.float64))
+    if "grey" in prep.recipe and var.ndim == 4:
+        var = var.mean(axis=1) / var.shape[1]
+    var = _geometric(var.astype(np.float32), _without_grey(prep), r90=r90).astype(np.float64)
+    f = np.maximum(np.asarray(factor, dtype=np.float64), 1.0)
+    f = f.reshape((-1,) + (1,) * (var.ndim - 1)) if f.ndim else f
+    return np.sqrt(var / np.square(f)).astype(np.float32)
+
+
+def _mask_geometric(mask: np.ndarray, prep: PrepConfig, r90: np.ndarray | None) -> np.ndarray:
+    """The mask through the geometric steps: a stored pixel is bad if any input pixel in its
+    footprint (or band, after grey) was."""
+    bad = (mask != 0).astype(np.float32)
+    if "grey" in prep.recipe and bad.ndim == 4:
+        bad = bad.max(axis=1)
+    return (_geometric(bad, _without_grey(prep), r90=r90) > 0).astype(np.uint8)
+
+
+def _sky(images: np.ndarray, mask: np.ndarray | None, labels: dict[str, np.ndarray], prep: PrepConfig,
+         source_desc: str) -> np.ndarray:
+    """(n,) sky level per object for the flux step (input units, per stored pixel)."""
+    n = len(images)
+    if prep.sky == "none" or "flux" not in prep.recipe:
+        return np.zeros(n)
+    measured = np.full(n, np.nan)
+    if prep.sky != "border":
+        if prep.sky not in labels:
+            raise DataError(f"{source_desc}: prep.sky {prep.sky!r} is neither 'border', 'none' nor a label "
+                            f"column; columns: {sorted(labels)}")
+        measured = np.asarray(labels[prep.sky], dtype=np.float64)
+    for i in np.flatnonzero(~np.isfinite(measured)):  # a null catalogue sky is measured
+        bad = np.zeros(images.shape[-2:], bool) if mask is None else (mask[i] != 0).reshape(-1, *images.shape[-2:]).any(axis=0)
+        measured[i] = pixels.border_sky(images[i], bad, prep.border)[0]
+    return measured
+
+
 def _reject_or_raise(prep: PrepConfig, rejects: list[Reject], obj: str, file: str, reason: str) -> None:
     if prep.on_error == "raise":
         raise DataError(f"{file}: {obj}: {reason}")
@@ -132,22 +233,26 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
         return block
     rejects = list(block.rejects)
     keep = np.ones(n, dtype=bool)
-    finite = np.isfinite(block.images).reshape(n, -1)
-    for i in np.flatnonzero(~finite.all(axis=1)):
-        obj, file = _describe(block, i, source_desc)
-        _reject_or_raise(prep, rejects, obj, file, f"{int((~finite[i]).sum())} NaN/inf pixels")
-        keep[i] = False
+    mask = block.extras.get("mask")
+    for i in range(n):
+        reason = pixels.bad_pixel_verdict(block.images[i], None if mask is None else mask[i], prep.max_bad_fraction)
+        if reason is not None:
+            obj, file = _describe(block, i, source_desc)
+            _reject_or_raise(prep, rejects, obj, file, reason)
+            keep[i] = False
     h, w = block.images.shape[-2:]
     crop = prep.crop_size if "crop" in prep.recipe and prep.crop_size is not None else 0
     if crop > min(h, w):
         for i in np.flatnonzero(keep):
             obj, file = _describe(block, i, source_desc)
-            _reject_or_raise(prep, rejects, obj, file, f"image {h}x{w} is smaller than crop_size {crop}")
+            _reject_or_raise(prep, rejects, obj, file, f"image {h}x{w} is smaller than crop_size {crop} "
+                             "(set prep.crop_size to at most the stamp size, or null)")
         keep[:] = False
     block = block.select(keep)
     block.rejects = rejects
     if len(block) == 0:
         return block
+    block = _pixel_maps(block, prep)
     in_hw = block.images.shape[-2:]
     labels = dict(block.labels)
     r90 = None
@@ -163,14 +268,18 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
     except ValueError as err:
         raise DataError(f"{source_desc}: objects {block.object_id[0]}..{block.object_id[-1]}: {err}") from err
     extras = {}
+    maps = {name: block.extras[name] for name in PIXEL_MAPS if name in block.extras}
+    if maps:
+        f = _resample_factor(labels, r90, crop, in_hw, images.shape[-1])
+        extras["sigma"] = _sigma_geometric(maps["sigma"], prep, r90, f)
+        extras["mask"] = _mask_geometric(maps["mask"], prep, r90)
     for name, values in block.extras.items():
+        if name in PIXEL_MAPS:
+            continue
         spatial = values.shape[-2:] == in_hw
         extras[name] = _geometric(values, prep, integer=values.dtype.kind in "iub", r90=r90) if spatial else values
     if PIXEL_SCALE_LABEL in labels:  # arcsec per source pixel -> per stored pixel (crop keeps it, resampling scales it)
-        if r90 is not None:
-            factor = labels["resample_factor"]  # per object: box side / image_size
-        else:
-            factor = (min(crop, in_hw[-1]) if crop else in_hw[-1]) / images.shape[-1]
+        factor = _resample_factor(labels, r90, crop, in_hw, images.shape[-1])
         labels[PIXEL_SCALE_LABEL] = (labels[PIXEL_SCALE_LABEL] * factor).astype(np.float32)
     keep = np.ones(len(block), dtype=bool)
     if prep.metrics or prep.filters:
@@ -188,7 +297,10 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
             keep &= ~bad
     if any(step in INTENSITY_STEPS for step in prep.recipe):
         noise = values["border_noise"] if prep.metrics or prep.filters else quality.metrics(images, prep.border)["border_noise"]
-        images, truth, coefficients = _intensity(images, truth, prep, noise)
+        sky = _sky(images, extras.get("mask"), labels, prep, source_desc)
+        images, truth, sigma_map, coefficients = _intensity(images, truth, prep, noise, sky, extras.get("sigma"))
+        if sigma_map is not None:
+            extras["sigma"] = sigma_map
         labels.update(coefficients)
     elif prep.metrics:
         labels["noise_sigma"] = values["border_noise"]
@@ -212,18 +324,23 @@ def _r90_or_reject(block: Block, prep: PrepConfig, rejects: list[Reject], source
     return block, r90[good]
 
 
-def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig,
-               noise: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
-    """The recipe's intensity steps on a block; returns images, truth and the per-object
-    coefficient columns (module docstring), with `noise_sigma` the border noise `noise`
-    (n,) carried into stored units."""
+def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig, noise: np.ndarray,
+               sky: np.ndarray, sigma_map: np.ndarray | None,
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+    """The recipe's intensity steps on a block; returns images, truth, the per-pixel σ map
+    (or None) and the per-object coefficient columns (module docstring), with `noise_sigma`
+    the border noise `noise` (n,) carried into stored units.  The flux step first
+    subtracts `sky` (n,), stored as the label `sky`."""
     images = images.astype(np.float64)
+    sigma_map = None if sigma_map is None else sigma_map.astype(np.float64)
     truth = None if truth is None else truth.astype(np.float64)
     sigma = np.asarray(noise, dtype=np.float64).copy()
     coefficients: dict[str, np.ndarray] = {}
     per_object = (slice(None),) + (None,) * (images.ndim - 1)
     for step in prep.recipe:
         if step == "flux":
+            images = images - sky[per_object]
+            coefficients["sky"] = np.asarray(sky, dtype=np.float64)
             flux = np.array([pp.flux_coefficient(img, s) for img, s in zip(images, sigma)])
             factor = prep.flux_scale / flux
             coefficients["flux_norm"] = flux
@@ -231,6 +348,9 @@ def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig,
             images = np.arcsinh(images / prep.stretch_scale)
             truth = None if truth is None else np.arcsinh(truth / prep.stretch_scale)
             sigma = sigma / prep.stretch_scale  # d/dx arcsinh(x / s) at the sky level
+            if sigma_map is not None:  # per pixel: d/dx arcsinh(x / s) at the pixel's value
+                before = np.sinh(images) * prep.stretch_scale
+                sigma_map = sigma_map / prep.stretch_scale / np.sqrt(1.0 + np.square(before / prep.stretch_scale))
             continue
         elif step == "minmax":
             pairs = np.array([pp.minmax_coefficients(img) for img in images])
@@ -243,8 +363,10 @@ def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig,
         images = images * factor[per_object]
         truth = None if truth is None else truth * factor[per_object]
         sigma = sigma * factor
+        sigma_map = None if sigma_map is None else sigma_map * np.abs(factor[per_object])
     coefficients["noise_sigma"] = sigma
-    return images.astype(np.float32), None if truth is None else truth.astype(np.float32), coefficients
+    return (images.astype(np.float32), None if truth is None else truth.astype(np.float32),
+            None if sigma_map is None else sigma_map.astype(np.float32), coefficients)
 
 
 def prep_config_yaml(prep: PrepConfig) -> str:
@@ -272,4 +394,6 @@ def run_prep(prep: PrepConfig, output: str | Path | None = None, on_error: str |
                 bar.set_postfix(counts)
     path = writer.path
     log.info("%d objects kept, %d rejected -> %s", counts["kept"], counts["rejected"], path)
+    if writer.rejects:
+        log.warning("rejected by reason: %s (all in the store's rejects/ table)", reject_summary(writer.rejects))
     return path

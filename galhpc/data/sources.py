@@ -44,10 +44,15 @@ from galhpc.runtime.errors import DataError
 REGISTRY: dict[str, str] = {
     "galsim": "galhpc.data.synth:read_source",
     "fits": "galhpc.data.fits:read_source",
+    "survey_image": "galhpc.data.cutout:read_source",
     "real": "galhpc.data.real:read_source",
     "galsim_stars": "galhpc.data.starsim:read_source",
 }
 
+
+# per-pixel σ (same units as the images) and bad-pixel mask (uint8, non-zero = bad): a
+# source's Block.extras of these names become store datasets beside `images` (docs/schema.md)
+PIXEL_MAPS = ("sigma", "mask")
 
 # label of the pixel scale (arcsec per stored pixel) a source read from its files' headers
 PIXEL_SCALE_LABEL = "wcs_pixel_scale"

@@ -62,6 +62,20 @@ def _storable(name: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
+def reject_summary(rejects: Iterable[Reject], examples: int = 4) -> str:
+    """One line counting rejects by reason (numbers in a reason are replaced by N), most
+    frequent first, e.g. "7 x image NxN is smaller than crop_size N (...); 2 x N NaN/inf
+    pixels: the centre pixel is bad"."""
+    import re
+    from collections import Counter
+
+    counts = Counter(re.sub(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N", r.reason) for r in rejects)
+    items = [f"{k} x {reason}" for reason, k in counts.most_common(examples)]
+    if len(counts) > examples:
+        items.append(f"{sum(counts.values()) - sum(k for _, k in counts.most_common(examples))} x other reasons")
+    return "; ".join(items)
+
+
 class StoreWriter:
     """Append blocks of objects to a new store; `close()` publishes it atomically.
 
@@ -115,7 +129,8 @@ class StoreWriter:
 
     def _append(self, name: str, values: np.ndarray, what: str) -> None:
         if name not in self.file:
-            fill = _fill_value(values.dtype) if name.startswith("labels/") else 0
+            # a label or σ missing for some objects is NaN/-1/b"" (unknown), never a value
+            fill = _fill_value(values.dtype) if name.startswith("labels/") or name == "sigma" else 0
             self._rows_dataset(name, values, fill)
         ds = self.file[name]
         if ds.shape[1:] != values.shape[1:]:
@@ -185,7 +200,8 @@ class StoreWriter:
         """Finish the file and rename it to its final name; returns the path."""
         if self.n == 0:
             self.abort()
-            raise DataError(f"no objects to write to {self.path} ({len(self.rejects)} rejected)")
+            why = f": {reject_summary(self.rejects)}" if self.rejects else ""
+            raise DataError(f"no objects to write to {self.path} ({len(self.rejects)} rejected{why})")
         try:
             self._write_rejects()
             self.file.attrs["n_objects"] = self.n

@@ -1,0 +1,178 @@
+"""Stamps cut from a large survey image at a catalogue's RA/Dec (source kind "survey_image").
+
+`SourceConfig` fields used:
+- `path`: the image (FITS); its science HDU is `hdu`, else found by convention (SCI, else
+  the first image HDU with data that is not a companion map; see galhpc.data.fits).
+- `catalog`, `id_column`, `passthrough`: the catalogue (any format astropy reads,
+  `galhpc.data.fits.read_catalog`) with the object ids and positions.
+
+Options:
+- `ra_column`, `dec_column` (default "ra", "dec"): position columns (degrees, or any
+  angle unit the table records);
+- `size` (pixels, default 64): stamp side; or `scale_by` (a radius column in pixels,
+  e.g. r90 or petro_r90) with `scale_factor` (default 4): side = scale_factor x radius,
+  at least `min_size` (16) pixels, as AstroVaDEr's cutouts scaled to each galaxy;
+- `weight` (a FITS file, or an EXTNAME of the image file) with `weight_type` "ivar"
+  (default: WHT, 1/σ²), "sigma" or "variance"; `mask` (file or EXTNAME; non-zero = bad).
+  Without a weight map σ is unknown (the prep uses the stamp's border σ).
+
+Each stamp is `astropy.nddata.Cutout2D(..., mode="strict")` around the catalogue
+position through the image's celestial WCS; the pixel map stamps are cut at the same
+pixels.  An object partly or wholly off the image, or whose position is null, is a
+reject with that reason.  Labels: the catalogue's columns, `ra`/`dec`, `wcs_pixel_scale`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galhpc.config import ConfigError, PrepConfig, SourceConfig
+from galhpc.data.fits import ObjectBlocks, header_pixel_scale, read_catalog
+from galhpc.data.sources import Block, DataError, Reject
+
+log = logging.getLogger("galhpc.data.cutout")
+
+OPTIONS = {"ra_column", "dec_column", "size", "scale_by", "scale_factor", "min_size", "weight", "weight_type", "mask"}
+WEIGHT_TYPES = ("ivar", "sigma", "variance")
+COMPANION_NAMES = ("ERR", "SIGMA", "RMS", "ERROR", "NOISE", "VAR", "VARIANCE", "WHT", "IVAR", "WEIGHT",
+                   "INVVAR", "DQ", "MASK", "FLAGS", "BPM")
+
+
+def _science(hdus, hdu, path: str):
+    """The science image HDU of an open astropy HDUList."""
+    if hdu is not None:
+        try:
+            return hdus[hdu]
+        except (KeyError, IndexError) as err:
+            raise DataError(f"{path}: no HDU {hdu!r} ({len(hdus)} HDUs in file)") from err
+    images = [h for h in hdus if h.is_image and h.data is not None and h.data.ndim == 2]
+    for h in images:
+        if h.name.upper() == "SCI":
+            return h
+    for h in images:
+        if h.name.upper() not in COMPANION_NAMES:
+            return h
+    raise DataError(f"{path}: no 2-D science image HDU")
+
+
+def _map(spec: str | None, image_path: str, image_hdus, shape: tuple[int, int], what: str):
+    """A pixel map from another file (its science-like HDU) or an extension of the image file."""
+    from astropy.io import fits
+
+    if spec is None:
+        return None
+    if Path(spec).is_file():
+        with fits.open(spec, memmap=False) as other:
+            data = [h for h in other if h.is_image and h.data is not None and h.data.ndim == 2]
+            if not data:
+                raise DataError(f"{spec}: no 2-D image HDU for the {what} map")
+            values = np.asarray(data[0].data)
+            where = f"{spec} HDU {other.index_of(data[0])}"
+    else:
+        try:
+            values, where = np.asarray(image_hdus[spec].data), f"{image_path} HDU {spec}"
+        except KeyError as err:
+            raise DataError(f"{image_path}: the {what} map {spec!r} is neither a file nor an HDU") from err
+    if values.shape != shape:
+        raise DataError(f"{where}: {what} map of shape {values.shape} differs from the image's {shape}")
+    return values
+
+
+def _sigma_from(weight: np.ndarray | None, kind: str) -> np.ndarray | None:
+    if weight is None:
+        return None
+    w = weight.astype(np.float64)
+    positive = np.where(w > 0, w, 1.0)
+    if kind == "ivar":
+        return np.where(w > 0, 1.0 / np.sqrt(positive), np.nan)
+    if kind == "variance":
+        return np.where(w > 0, np.sqrt(positive), np.nan)
+    return np.where(w > 0, w, np.nan)
+
+
+def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
+    """Registered as kind "survey_image" (see the module docstring)."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.io import fits
+    from astropy.nddata import Cutout2D, NoOverlapError, PartialOverlapError
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    opts: dict[str, Any] = dict(source.options)
+    unknown = sorted(set(opts) - OPTIONS)
+    if unknown:
+        raise ConfigError(f"source survey_image {source.path}: unknown option(s) {unknown}; allowed: {sorted(OPTIONS)}")
+    if source.path is None or not source.catalog:
+        raise ConfigError("source survey_image: `path` (the image) and `catalog` (ids and RA/Dec) are required")
+    weight_type = opts.get("weight_type", "ivar")
+    if weight_type not in WEIGHT_TYPES:
+        raise ConfigError(f"source survey_image: weight_type must be one of {WEIGHT_TYPES}, got {weight_type!r}")
+    size, scale_by = int(opts.get("size", 64)), opts.get("scale_by")
+    factor, min_size = float(opts.get("scale_factor", 4.0)), int(opts.get("min_size", 16))
+    ra_key, dec_key = opts.get("ra_column", "ra").lower(), opts.get("dec_column", "dec").lower()
+    needed = tuple(c for c in (prep.r90_column, prep.sky, ra_key, dec_key, scale_by) if c)
+    index, labels = read_catalog(source.catalog, source.id_column, None, source.passthrough, needed=needed)
+    for key in (ra_key, dec_key) + ((scale_by.lower(),) if scale_by else ()):
+        if key not in labels:
+            raise DataError(f"catalog {source.catalog}: no column {key!r}; columns: {sorted(labels)}")
+    image_path = str(source.path)
+    try:
+        hdus = fits.open(image_path, memmap=True)
+    except OSError as err:
+        raise DataError(f"{image_path}: unreadable FITS image: {err}") from err
+    with hdus:
+        sci = _science(hdus, source.hdu, image_path)
+        data = np.asarray(sci.data, dtype=np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(sci.header).celestial
+        if not wcs.has_celestial:
+            raise DataError(f"{image_path}: HDU {sci.name}: no celestial WCS to place the catalogue's RA/Dec")
+        sigma = _sigma_from(_map(opts.get("weight"), image_path, hdus, data.shape, "weight"), weight_type)
+        mask = _map(opts.get("mask"), image_path, hdus, data.shape, "mask")
+        scale = header_pixel_scale(sci.header, hdus[0].header, f"{image_path}: HDU {sci.name}")
+        objects = ObjectBlocks(prep.chunk_rows, labels, index)
+        ids = sorted(index, key=index.get)  # catalogue order
+        ra_all, dec_all = labels[ra_key], labels[dec_key]
+        radius_all = labels[scale_by.lower()] if scale_by else None
+        for oid in ids:
+            row = index[oid]
+            obj, where = f"object_id {oid}", f"{image_path} (catalog {source.catalog} row {row})"
+            ra, dec = float(ra_all[row]), float(dec_all[row])
+            side = size
+            reason = None
+            if not (np.isfinite(ra) and np.isfinite(dec)):
+                reason = "no position (null ra/dec in the catalogue)"
+            elif radius_all is not None:
+                radius = float(radius_all[row])
+                if not np.isfinite(radius) or radius <= 0:
+                    reason = f"{scale_by} = {radius} is not a finite positive radius"
+                else:
+                    side = max(min_size, int(np.ceil(factor * radius)))
+            if reason is None:
+                position = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
+                try:
+                    cut = Cutout2D(data, position, side, wcs=wcs, mode="strict")
+                except NoOverlapError:
+                    reason = f"off the image edge (ra {ra:.6f}, dec {dec:.6f} is outside {image_path})"
+                except PartialOverlapError:
+                    reason = f"partly off the image edge (a {side}x{side} stamp at ra {ra:.6f}, dec {dec:.6f})"
+            if reason is not None:
+                if prep.on_error == "raise":
+                    raise DataError(f"{where}: {obj}: {reason}")
+                objects.rejects.append(Reject(obj, where, reason))
+                continue
+            window = cut.slices_original
+            stamp_sigma = None if sigma is None else sigma[window].astype(np.float32)
+            stamp_mask = None if mask is None else (np.asarray(mask[window]) != 0)
+            objects.check_unique(oid, where)
+            if block := objects.add(cut.data.astype(np.float32), oid, where, scale, stamp_sigma, stamp_mask, (ra, dec)):
+                yield block
+        if block := objects.flush():
+            yield block
