@@ -381,6 +381,7 @@ class Trainer:
         self.model = assemble_model(cfg.model).to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        check_store_recipe(t.store, self.model)  # before the loader asks for the columns it lacks
         self.scaler = grad_scaler(t.precision, self.device)
         self.pending: list[PendingTerms] = []
         pixel_maps = store_pixel_datasets(t.store)  # per-pixel sigma / mask the likelihoods use
@@ -397,7 +398,6 @@ class Trainer:
             augment=False, shuffle=False, drop_last=False, **{**common, "label_columns": holdout_columns},
         )
         check_store_shape(t.store, cfg.model.channels, cfg.model.image_size)
-        check_store_recipe(t.store, self.model)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise ValueError(
