@@ -214,3 +214,20 @@ def test_truth_section_is_skipped_on_observed_stamps(tmp_path):
         writer.append(Block(images=np.zeros((4, SIZE, SIZE), np.float32), object_id=np.arange(4)))
     assert simulated_sources(tmp_path / "sim.h5")[0]
     assert not simulated_sources(store)[0]
+
+
+@pytest.mark.parametrize("name", ["astrovader_survey.yaml", "vqvae_survey.yaml", "prep_survey.yaml"])
+def test_survey_presets_load_and_build(name):
+    from pathlib import Path
+
+    from galhpc.config import load_config
+    from galhpc.data.prep import check_prep_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    if name.startswith("prep"):
+        check_prep_config(cfg.prep)
+        assert "flux" in cfg.prep.recipe and cfg.prep.neighbours == "mask"
+        return
+    model = build_model(cfg.model)
+    assert model.store_mismatch(["flux"], {"sigma", "mask", "noise_sigma"}) is None
+    assert cfg.train.steps and (cfg.schedule.unit == "steps" or not cfg.schedule.enabled)
