@@ -51,8 +51,8 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
     """One row of stamps per entry of `rows` (each (n, C, H, W) or (n, H, W)); empty cells stay blank.
 
     Each row shares one colour scale, logarithmic for the flux-like stamps (an arcsinh
-    stretch, `matplotlib.colors.AsinhNorm`: linear within the row's sky noise, logarithmic
-    above it, so faint outskirts and bright cores both show); rows flagged in `symmetric`
+    stretch, `matplotlib.colors.AsinhNorm`: linear within the sky noise of all flux rows
+    together, logarithmic above it, so faint outskirts and bright cores both show); rows flagged in `symmetric`
     (residuals) use a linear diverging colour map centred on zero.  `ids`: per row, the
     object id (or any short label) printed above each stamp; None for a row of model-made
     stamps without one.
@@ -61,6 +61,12 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
 
     n_cols = max((len(r) for r in rows), default=1) or 1
     height = cell * len(rows) * (1.15 if ids is not None else 1.0) + 0.4
+    # the arcsinh stretch's linear part: the sky noise of all flux rows together (MAD), so a
+    # model's smooth reconstruction is stretched like the noisy input it reconstructs
+    flux_rows = [np.asarray(img, np.float32).ravel() for i, row in enumerate(rows) for img in row
+                 if not (symmetric is not None and symmetric[i])]
+    pooled = np.concatenate(flux_rows) if flux_rows else np.zeros(1)
+    sky = 1.4826 * float(np.median(np.abs(pooled - np.median(pooled))))
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols + 1.2, height), squeeze=False)
     for i, row in enumerate(rows):
         sym = bool(symmetric[i]) if symmetric is not None else False
@@ -74,7 +80,6 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
             pixels = np.concatenate([img.ravel() for img in shown]) if shown else np.zeros(1)
             low, high = np.percentile(pixels, [0.5, 99.8])
             high = high if high > low else low + 1e-12
-            sky = 1.4826 * float(np.median(np.abs(pixels - np.median(pixels))))  # the row's noise (MAD)
             width = sky if sky > 0 else (high - low) / 100.0
             scale = {"cmap": cmap, "norm": AsinhNorm(linear_width=width, vmin=low, vmax=high)}
         row_ids = ids[i] if ids is not None and i < len(ids) else None
