@@ -4,8 +4,11 @@ A checkpoint is a `torch.save` dict holding at least `model_name`, `model_state`
 `config` (the run's YAML text) and `galhpc_version`; the trainer adds optimizer,
 schedule and RNG state, and the training store's pixel scale (`pixel_scale`, arcsec per
 pixel or None, and `pixel_scale_source`: where it came from or why it is unknown), so
-that `galhpc-generate` needs no access to the store.  It is written to a temporary name, fsynced and renamed, so a
-job killed mid-save leaves the previous checkpoint intact.
+that `galhpc-generate` needs no access to the store, and the prep config the store was
+made with (`store_prep`, the store's `config` attribute), so that inference on FITS
+cutouts prepares them the way the training images were (`inference_prep`).  It is
+written to a temporary name, fsynced and renamed, so a job killed mid-save leaves the
+previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import torch
 
 import galhpc
-from galhpc.config import ConfigError, ModelConfig, RunConfig, config_from_yaml_text
+from galhpc.config import ConfigError, ModelConfig, PrepConfig, RunConfig, config_from_yaml_text
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import CheckpointError
 from galhpc.runtime.files import atomic_open, is_disk_full
@@ -122,6 +125,46 @@ def recorded_pixel_scale(payload: dict[str, Any]) -> tuple[float | None, str] | 
         return None
     value = payload["pixel_scale"]
     return (None if value is None else float(value)), str(payload.get("pixel_scale_source", ""))
+
+
+def inference_prep(payload: dict[str, Any], cfg: RunConfig, path: str | Path = "<checkpoint>") -> PrepConfig:
+    """The prep recipe inference applies to FITS cutouts: that of the training store.
+
+    Parameters
+    ----------
+    payload : dict
+        A checkpoint (`read_checkpoint`).
+    cfg : RunConfig
+        Its config (`checkpoint_config`).
+    path : str or Path
+        The checkpoint, for messages.
+
+    Returns
+    -------
+    PrepConfig
+        The prep config recorded from the training store (`store_prep`), else, for a
+        checkpoint that records none, the prep section of the run's own config.
+
+    Raises
+    ------
+    CheckpointError
+        The recorded prep config is unreadable, or a fallback whose image size is not the
+        model's (one line naming the checkpoint).
+    """
+    text = payload.get("store_prep")
+    if text:
+        try:
+            return config_from_yaml_text(text).prep
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: the recorded prep config of its training store is invalid: {err}") from err
+    prep = cfg.prep
+    final = (prep.image_size if "resize" in prep.recipe
+             else prep.crop_size if "crop" in prep.recipe else None)  # else: the cutouts' own size
+    if final is not None and final != cfg.model.image_size:
+        raise CheckpointError(f"{path} records no prep config of its training store, and its config's prep section "
+                              f"makes {final}-pixel images where the model takes {cfg.model.image_size}; prepare the "
+                              "FITS cutouts with galhpc-prep and the training store's config, then pass the store")
+    return prep
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -8,7 +8,10 @@ YAML text, so inference stages need nothing but the checkpoint.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +21,37 @@ from typing import Any
 import yaml
 
 from galhpc.runtime.errors import ConfigError
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does: ``1e-4`` and ``3E5`` are floats.
+
+    PyYAML follows YAML 1.1, whose floats need a dot (``1.0e-4``): ``1e-4`` would be the
+    string "1e-4".  Every YAML galhpc reads goes through `load_yaml`.
+    """
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """Parse YAML text with `YamlLoader` (``1e-4`` is a float).
+
+    Raises
+    ------
+    yaml.YAMLError
+        Text that is not YAML.
+    """
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 @dataclass
@@ -78,7 +112,7 @@ class PrepConfig:
     # other sources in a stamp (photutils detect + deblend; the target is the segment at the
     # centre): None keeps them, "mask" masks them (and fills with noise), "noise" fills only
     neighbours: str | None = None
-    neighbours_nsigma: float = 2.0  # detection threshold in units of the per-pixel σ
+    neighbours_nsigma: float = 3.0  # detection threshold in units of the per-pixel σ
 
 
 @dataclass
@@ -172,38 +206,133 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def _convert(hint: Any, value: Any, where: str) -> Any:
+    """`value` checked against the annotation `hint` (an int is accepted as a float);
+    hints it does not know (Any, classes, callables) take any value."""
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list")
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
+        for arg in args:
             if dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return _build(arg, value, where)
+        for arg in args:
+            try:
+                return _convert(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
         return value
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.MutableSequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+            items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+        else:
+            item = args[0] if args else Any
+            items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) or origin is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        value_hint = args[1] if len(args) == 2 else Any
+        return {k: _convert(value_hint, v, f"{where}.{k}") for k, v in value.items()}
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def check_arguments(function: Any, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """A free-form mapping (``model.params``, a source's ``options``) checked against the
+    annotations of the callable it is passed to as keyword arguments.
+
+    Parameters
+    ----------
+    function : callable
+        A class (its ``__init__`` is read) or function with annotated parameters.
+    values : dict
+        Keyword arguments from the config.
+    where : str
+        The config path of `values`, e.g. ``"model.params"``, for the message.
+
+    Returns
+    -------
+    dict
+        `values` with ints given for float parameters as floats; unknown keys are left
+        for the call itself to refuse.
+
+    Raises
+    ------
+    ConfigError
+        A value of the wrong type, naming its key: ``model.params.l2: expected float, got 'x'``.
+    """
+    target = function.__init__ if inspect.isclass(function) else function
+    try:
+        hints = typing.get_type_hints(target)
+    except (NameError, TypeError):  # an annotation naming a type only imported for type checkers
+        hints = {k: v for k, v in getattr(target, "__annotations__", {}).items() if not isinstance(v, str)}
+    return {key: _convert(hints[key], value, f"{where}.{key}") if key in hints else value
+            for key, value in values.items()}
+
+
+def check_options(types: dict[str, Any], options: dict[str, Any], where: str) -> dict[str, Any]:
+    """A source's free-form `options` checked against the types its reader takes.
+
+    Parameters
+    ----------
+    types : dict
+        Option name -> annotation (``str``, ``int | str | None``, ``list[str]``, ...).
+    options : dict
+        The source's ``options`` from the config.
+    where : str
+        The source, for the message (e.g. ``"source fits cutouts/"``).
+
+    Returns
+    -------
+    dict
+        A copy of `options`, ints given for float options as floats.
+
+    Raises
+    ------
+    ConfigError
+        An unknown option (naming the allowed ones) or a value of the wrong type, naming
+        the option: ``source fits cutouts/: option catalog_hdu: expected ..., got ...``.
+    """
+    unknown = sorted(set(options) - set(types))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {unknown}; allowed: {sorted(types)}")
+    return {key: _convert(types[key], value, f"{where}: option {key}") for key, value in options.items()}
 
 
 def options_dataclass(cls: type, options: dict[str, Any], where: str) -> Any:
     """Build a source's option dataclass from its `options` mapping.
 
-    Unknown keys are errors naming the allowed ones; YAML lists become tuples (pairs and
-    per-band values).
+    Unknown keys are errors naming the allowed ones; every value is checked against the
+    field's annotation (`ConfigError` naming the key); YAML lists become tuples (pairs
+    and per-band values).
     """
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    hints = typing.get_type_hints(cls)
+    checked = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in options.items()}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in checked.items()})
 
 
 def config_from_dict(data: dict[str, Any] | None) -> RunConfig:
@@ -214,7 +343,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read a YAML run config; an empty file gives all defaults."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as err:
@@ -226,4 +355,4 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def config_from_yaml_text(text: str) -> RunConfig:
-    return config_from_dict(yaml.safe_load(text))
+    return config_from_dict(load_yaml(text))

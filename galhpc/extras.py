@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from galhpc.runtime.errors import GalhpcError
+
 # extra -> the distributions it installs (pyproject.toml [project.optional-dependencies])
 EXTRAS = {
     "mpi": ("mpi4py",),
@@ -26,7 +28,7 @@ EXTRAS = {
 }
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(GalhpcError, ImportError):
     """An optional dependency of the feature asked for is not installed."""
 
 

@@ -8,8 +8,8 @@ and docs/architecture.md explains it.  Names are top-level modules or packages o
 from __future__ import annotations
 
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("galhpc", "_ext", "layers", "runtime", "extras"),  # version (+ lazy public API), compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers; optional packages
-    ("config", "priors", "kernels"),  # run schema; KL terms; compute kernels (PSF FFT, codebook)
+    ("galhpc", "_ext", "layers", "runtime"),  # version (+ lazy public API), compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers
+    ("config", "priors", "kernels", "extras"),  # run schema; KL terms; compute kernels (PSF FFT, codebook); optional packages (MissingExtraError is a GalhpcError)
     ("data", "mixture"),             # sources, preprocessing, the store and its loader; diagonal GMM
     ("models", "io"),                # nn.Modules behind GalaxyModel (read no files); reading and exporting stores and catalogues
     ("checkpoint", "cluster"),       # model files (build with collaborators); clustering and its evaluation

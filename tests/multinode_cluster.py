@@ -11,9 +11,11 @@ Layout (all made by `MultiNodeSlurm.start()`, all removed by `stop()`):
   `name_self_loopback(True)`, the node itself as 127.0.1.1, as Debian does; one
   `slurmd -N nodeI` runs there;
 - munged in the test's own namespaces (its socket is a file, reachable from every node);
-- shared folders (the cluster's root and the `shared` paths, e.g. pytest's base
-  temporary folder) are bound back under each node's private `/tmp`, as a parallel file
-  system seen by every node at the same path.
+- shared folders (the cluster's root, the checkout these tests run from, the Python
+  environment, and the `shared` paths, e.g. pytest's base temporary folder) are bound
+  back under each node's private `/tmp` wherever they lie there, as a parallel file
+  system seen by every node at the same path: a checkout under `/tmp` (a common place,
+  and `$TMPDIR` on clusters) stays visible to every node.
 
 Addresses exist only inside these namespaces; nothing is added to the test's own network
 namespace, so no traffic can leave them.  Jobs inherit their node's namespaces, so ranks
@@ -28,6 +30,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from slurm_cluster import LocalSlurm, missing_requirements, slurm_conf
@@ -36,6 +39,7 @@ SUBNET = "10.77.0"
 HEAD_ADDR = f"{SUBNET}.254"
 SLURMCTLD_PORT = 6817
 SLURMD_PORT = 6818
+CHECKOUT = Path(__file__).resolve().parents[1]  # the repository these tests run from
 
 # In the node's fresh UTS + mount namespaces: hostname, hosts file, private /dev/shm and
 # /tmp (with the shared folders bound back at their own paths), then slurmd.
@@ -44,7 +48,10 @@ set -eu
 hostname "$GALHPC_NODE"
 mount --bind "$GALHPC_HOSTS" /etc/hosts
 mount -t tmpfs -o size=256m,mode=1777 tmpfs /dev/shm
-for rel in $GALHPC_SHARED_UNDER_TMP; do
+set -f
+IFS='
+'
+for rel in $GALHPC_SHARED_UNDER_TMP; do  # one folder a line: a name may hold spaces
   mkdir -p "$GALHPC_NODE_TMP/$rel"
   mount --bind "/tmp/$rel" "$GALHPC_NODE_TMP/$rel"
 done
@@ -81,7 +88,8 @@ def _ip(*args: str) -> None:
 class MultiNodeSlurm(LocalSlurm):
     """`nodes` Slurm nodes node0..node{N-1}, each in its own namespaces (module docstring).
 
-    `shared`: folders every node must see at their own path (the cluster's root always is).
+    `shared`: folders every node must see at their own path (the cluster's root, the
+    checkout and the Python environment always are).
     `slurmd_timeout`: seconds after which slurmctld sets a silent node DOWN.
     """
 
@@ -91,7 +99,7 @@ class MultiNodeSlurm(LocalSlurm):
         if not 2 <= nodes <= 250:
             raise ValueError(f"nodes={nodes}: choose 2..250")
         self.nodes = [f"node{i}" for i in range(nodes)]
-        self.shared = sorted({Path(p).resolve() for p in (*shared, self.root)})
+        self.shared = sorted({Path(p).resolve() for p in (*shared, self.root, CHECKOUT, sys.prefix)})
         self.slurmd_timeout = slurmd_timeout
         self.tag = f"galhpc{os.getpid()}"
         self._netns: list[str] = []
@@ -183,7 +191,7 @@ class MultiNodeSlurm(LocalSlurm):
         under_tmp = [str(p.relative_to("/tmp")) for p in outermost if p.is_relative_to("/tmp")]
         env = {**self.env, "GALHPC_NODE": node, "GALHPC_HOSTS": str(self.root / "nodes" / node / "hosts"),
                "GALHPC_NODE_TMP": str(self.root / "nodes" / node / "tmp"),
-               "GALHPC_SHARED_UNDER_TMP": " ".join(under_tmp)}
+               "GALHPC_SHARED_UNDER_TMP": "\n".join(under_tmp)}
         log = open(self.root / "log" / f"slurmd-{node}.stdout", "ab")
         self.procs[f"slurmd-{node}"] = subprocess.Popen(
             [*self._enter(node), "unshare", "--uts", "--mount", "--propagation", "private",

@@ -76,3 +76,66 @@ def test_field_products_have_sci_and_inverse_variance_weight(field, tmp_path):
         np.testing.assert_allclose(wht[good], 1.0 / field.err[good].astype(np.float64) ** 2, rtol=1e-6)
         assert (wht[~good] == 0).all()
         assert WCS(s["SCI"].header).to_header()["CRVAL1"] == pytest.approx(hdf.HDF_RA_DEG)
+
+
+def _quickstart_yaml_blocks(section: str) -> list[str]:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "quickstart.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```yaml\n(.*?)```", body, flags=re.S)
+
+
+def test_quickstart_real_survey_cutouts_yaml_runs_verbatim_on_the_hdf(field, tmp_path, monkeypatch):
+    import h5py
+
+    from galhpc.config import config_from_yaml_text
+    from galhpc.data.prep import run_prep
+
+    monkeypatch.chdir(tmp_path)
+    hdf.write_stamps(field, "hdf/stamps", max_objects=120)
+    hdf.write_catalog(field, "hdf/hdf_catalog.fits")
+    hdf.write_field(field, "hdf/field")
+    stamps_yaml, field_yaml = _quickstart_yaml_blocks("Real survey cutouts")
+    path = run_prep(config_from_yaml_text(stamps_yaml).prep)
+    with h5py.File(path) as f:
+        images, sigma, mask = f["images"][()], f["sigma"][()], f["mask"][()]
+        ra, dec = f["labels/ra"][()], f["labels/dec"][()]
+        assert {"flux", "r90", "kron_radius", "held_out", "sky"} <= set(f["labels"]) and "x" not in f["labels"]
+        reasons = f["rejects/reason"][()].astype(str) if "rejects" in f else []
+    n = len(images)
+    assert n + len(reasons) == 120 and n > 100
+    assert all("centre pixel is bad" in r or "% of the image" in r for r in reasons)  # saturated cores, by name
+    assert sigma.shape == images.shape and mask.shape == images.shape and np.isfinite(sigma).all()
+    assert ra.dtype == np.float64 and np.all(np.abs(ra - hdf.HDF_RA_DEG) < 0.03) and np.all(np.abs(dec - hdf.HDF_DEC_DEG) < 0.03)
+    # sky subtracted: the median border pixel is 0 within the noise for nearly every stamp
+    frame = np.ones(images.shape[1:], bool)
+    frame[4:-4, 4:-4] = False
+    border = np.array([np.median(img[frame & (m == 0)]) for img, m in zip(images, mask)])
+    noise = np.array([np.median(s[frame]) for s in sigma])
+    assert np.mean(np.abs(border) < noise) > 0.95, np.abs(border / noise).max()
+
+    path = run_prep(config_from_yaml_text(field_yaml).prep)
+    with h5py.File(path) as f:
+        n_field = f["images"].shape[0]
+        reasons = f["rejects/reason"][()].astype(str)
+    assert n_field > 1000 and all("off the image edge" in r or "radius" in r for r in reasons)
+
+
+def test_the_quickstart_fits_recipe_on_small_cutouts_says_why_it_rejects(field, tmp_path, monkeypatch):
+    import re
+
+    import yaml
+
+    from galhpc.config import config_from_yaml_text
+    from galhpc.data.prep import run_prep
+    from galhpc.data.sources import DataError
+
+    monkeypatch.chdir(tmp_path)
+    hdf.write_stamps(field, "cutouts", max_objects=20)
+    block = _quickstart_yaml_blocks("Your FITS cutouts")[0]
+    config = yaml.safe_load(block)
+    config["prep"]["sources"][0].pop("catalog")
+    with pytest.raises(DataError, match=re.escape("20 x image NxN is smaller than crop_size N")):
+        run_prep(config_from_yaml_text(yaml.safe_dump(config)).prep)

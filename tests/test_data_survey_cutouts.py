@@ -296,8 +296,84 @@ def test_survey_image_stamps_are_the_image_pixels_at_the_catalogue_position(tmp_
     np.testing.assert_allclose(s["sigma"], 0.5)
     assert "partly off the image edge" in s["rejects"]["object_id 3"]
     assert "off the image edge" in s["rejects"]["object_id 4"]
+    # a mask image: its non-zero pixels are the store's mask at the same place
+    bad = np.zeros(data.shape, np.uint8)
+    bad[y0 + 2, x0 + 3] = 1
+    fits.PrimaryHDU(bad).writeto(tmp_path / "mask.fits")
+    cfg.sources[0].options = {"weight": str(weight), "mask": str(tmp_path / "mask.fits"), "size": H}
+    s = _read(run_prep(cfg))
+    assert s["mask"][0].sum() == 1 and s["mask"][0][2, 3] == 1 and s["mask"][1].sum() == 0
     # size scaled by a radius column
     cfg.sources[0].options = {"size": H, "scale_by": "r90", "scale_factor": 4}
     cfg.image_size = 16
     s = _read(run_prep(cfg))
     assert s["object_id"].tolist() == [1, 2] and s["images"].shape == (2, 16, 16)
+
+
+def test_hsc_style_image_mask_variance_with_bad_bits_and_a_1d_hdu_that_is_no_galaxy(tmp_path):
+    header = _wcs().to_header()
+    header["OBJID"] = 77
+    mask = np.zeros((H, H), np.int32)
+    mask[10:22, 10:22] = 32  # DETECTED: the galaxy itself, informational
+    mask[0, 0] = 32 | 4  # + SAT: bad
+    hdus = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(_galaxy(7), header, name="IMAGE"),
+                         fits.ImageHDU(mask, header, name="MASK"),
+                         fits.ImageHDU(np.full((H, H), 4.0, np.float32), header, name="VARIANCE"),
+                         fits.ImageHDU(np.arange(H, dtype=np.float32), name="CALIB")])
+    hdus.writeto(tmp_path / "hsc.fits")
+    cfg = _cfg(tmp_path, path=str(tmp_path / "hsc.fits"))
+    with pytest.raises(DataError, match="the centre pixel is bad"):  # any non-zero value is bad: DETECTED too
+        run_prep(cfg)
+    cfg.sources[0].options = {"mask_bad_bits": 0xFFFF & ~32}
+    s = _read(run_prep(cfg))
+    assert s["object_id"].tolist() == [77] and s["mask"][0].sum() == 1 and s["mask"][0][0, 0] == 1
+    np.testing.assert_allclose(s["sigma"], 2.0)  # sqrt(VARIANCE)
+
+
+def test_sky_from_a_catalogue_column_and_sigma_through_arcsinh(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    for oid in (1, 2):
+        _hst_file(d / f"g{oid}.fits", oid, err=2.0, image=_galaxy(oid, sky=10.0 * oid, noise=2.0))
+    Table({"object_id": [1, 2], "sky_level": [10.0, 20.0]}).write(tmp_path / "cat.csv")
+    cfg = _cfg(tmp_path, recipe=["flux"], path=str(d), catalog=str(tmp_path / "cat.csv"))
+    cfg.sky = "sky_level"
+    s = _read(run_prep(cfg))
+    order = np.argsort(s["object_id"])
+    np.testing.assert_array_equal(s["labels"]["sky"][order], [10.0, 20.0])
+    cfg.sky, cfg.recipe, cfg.stretch_scale = "none", ["arcsinh"], 3.0
+    s = _read(run_prep(cfg))
+    with fits.open(d / "g1.fits") as hdul:
+        x = hdul["SCI"].data.astype(np.float64)
+    row = int(np.flatnonzero(s["object_id"] == 1)[0])
+    # independent: the derivative of arcsinh(x / s) times σ at every pixel
+    np.testing.assert_allclose(s["sigma"][row], 2.0 / 3.0 / np.sqrt(1 + (x / 3.0) ** 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [({"max_bad_fraction": 1.5}, "max_bad_fraction"),
+                                             ({"neighbours": "erase"}, "neighbours must be"),
+                                             ({"sky": ""}, "prep.sky")])
+def test_bad_pixel_sky_and_neighbour_settings_are_checked_before_reading(tmp_path, change, message):
+    from galhpc.config import ConfigError
+
+    cfg = _cfg(tmp_path, path=str(tmp_path / "nowhere"))
+    for key, value in change.items():
+        setattr(cfg, key, value)
+    with pytest.raises(ConfigError, match=message):
+        run_prep(cfg)
+
+
+def test_sexagesimal_catalogue_positions_are_degrees(tmp_path):
+    from astropy.coordinates import SkyCoord
+
+    d = tmp_path / "c"
+    d.mkdir()
+    _hst_file(d / "g1.fits", 1)
+    _hst_file(d / "g2.fits", 2)
+    Table({"object_id": [1, 2], "RA": ["12:36:49.4", ""], "DEC": ["+62:12:58", ""]}).write(tmp_path / "cat.csv")
+    s = _read(run_prep(_cfg(tmp_path, path=str(d), catalog=str(tmp_path / "cat.csv"))))
+    oracle = SkyCoord("12:36:49.4", "+62:12:58", unit=("hourangle", "deg"))
+    order = np.argsort(s["object_id"])
+    assert s["labels"]["ra"][order][0] == pytest.approx(oracle.ra.deg) and s["labels"]["dec"][order][0] == pytest.approx(oracle.dec.deg)
+    # a null catalogue position falls back to the stamp's WCS centre
+    assert s["labels"]["ra"][order][1] == pytest.approx(RA0, abs=1e-3)

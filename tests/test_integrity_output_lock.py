@@ -82,22 +82,84 @@ def test_a_live_pid_of_an_ended_job_or_of_a_stale_lock_is_a_reused_pid(tmp_path,
     OutputLock(out, stale_s=60).acquire().release()
 
 
+_CONTENDER = """
+import sys, time
+from pathlib import Path
+from galhpc.runtime.files import OutputLock, OutputInUseError
+out, sync, me, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+
+def wait_for(pattern):
+    deadline = time.monotonic() + 300
+    while len(list(sync.glob(pattern))) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {n} {pattern}")
+        time.sleep(0.002)
+
+(sync / f"ready.{me}").touch()
+wait_for("ready.*")  # every contender has imported: all ask at once
+try:
+    lock = OutputLock(out).acquire()
+except OutputInUseError:
+    answer, lock = "refused", None
+else:
+    answer = f"held at {time.time():.6f}"
+tmp = sync / f".answer.{me}"
+tmp.write_text(answer)
+tmp.rename(sync / f"answer.{me}")
+if lock is not None:  # keep it until every contender has answered: a late one cannot find it free
+    wait_for("answer.*")
+    lock.release()
+"""
+
+
 def test_two_runs_never_both_take_over_one_stale_lock(tmp_path):
-    """8 processes start together on a lock whose writer is dead: exactly one gets it."""
-    out = tmp_path / "c.h5"
+    """8 processes ask together for a lock whose writer is dead: exactly one gets it.
+
+    Each holder keeps the lock until all 8 have answered (files, not a start window), so
+    two answers "held" can only mean two processes held it at the same time.
+    """
+    out, n = tmp_path / "c.h5", 8
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    script = ("import sys, time\nfrom galhpc.runtime.files import OutputLock, OutputInUseError\n"
-              "while time.time() < float(sys.argv[2]): pass\n"  # start together, imports done
-              "try:\n    lock = OutputLock(sys.argv[1]).acquire()\nexcept OutputInUseError:\n    print('refused')\n"
-              "else:\n    print('held'); sys.stdout.flush(); time.sleep(2); lock.release()\n")
     for trial in range(2):
+        sync = tmp_path / f"sync{trial}"
+        sync.mkdir()
         out.with_name("c.h5.lock").write_text(f"{socket.gethostname()}:{dead.pid}\n")
-        start = str(time.time() + 3.0)
-        procs = [subprocess.Popen([sys.executable, "-c", script, str(out), start], env=ENV, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(8)]
-        answers = [p.communicate(timeout=120)[0].strip() for p in procs]
-        assert sorted(answers) == ["held"] + ["refused"] * 7, (trial, answers)
+        procs = [subprocess.Popen([sys.executable, "-c", _CONTENDER, str(out), str(sync), str(i), str(n)], env=ENV,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err
+        answers = sorted((sync / f"answer.{i}").read_text() for i in range(n))
+        held = [a for a in answers if a.startswith("held")]
+        assert len(held) == 1 and answers.count("refused") == n - 1, (trial, answers)
+        assert not out.with_name("c.h5.lock").exists()
+
+
+def test_a_new_holders_empty_lock_is_not_taken_over_as_the_abandoned_one(tmp_path, monkeypatch):
+    """An abandoned empty lock (its writer died before naming itself) is judged gone by two
+    runs; run A takes it over and creates its own, still empty for an instant, when run B
+    gets the take-over guard: B must see that this is not the file it judged, and stay out."""
+    out = tmp_path / "c.h5"
+    lock_file = out.with_name("c.h5.lock")
+    lock_file.write_text("")
+    old = time.time() - 60
+    os.utime(lock_file, (old, old))
+    calls = []
+
+    def empty_gone(self):
+        calls.append(1)
+        if len(calls) == 1:  # meanwhile A removed the abandoned lock and created its own, not yet named
+            lock_file.unlink()
+            lock_file.write_text("")
+            return "empty for 60 s"
+        lock_file.write_text(f"{socket.gethostname()}:{os.getppid()}\n")  # A names itself (a live pid)
+        return None
+
+    monkeypatch.setattr(OutputLock, "_empty_gone", empty_gone)
+    with pytest.raises(OutputInUseError, match=f"in use by {socket.gethostname()}:{os.getppid()}"):
+        OutputLock(out).acquire()
+    assert lock_file.read_text().strip() == f"{socket.gethostname()}:{os.getppid()}"
 
 
 @pytest.mark.parametrize(("state", "taken"), [("COMPLETED", True), ("NODE_FAIL", True), ("", True),
@@ -125,7 +187,9 @@ def test_a_held_lock_is_refreshed(tmp_path):
     with OutputLock(tmp_path / "c.h5", heartbeat_s=0.05) as lock:
         old = time.time() - 1000
         os.utime(lock.path, (old, old))
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60  # a loaded machine may run the refresh thread late, not never
+        while time.time() - lock.path.stat().st_mtime > 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert time.time() - lock.path.stat().st_mtime < 10
 
 
@@ -137,16 +201,20 @@ def test_second_generate_on_one_out_is_refused_while_the_first_runs(tmp_path, se
 
     go = tmp_path / "go"
 
-    def cmd(seed: str) -> list[str]:  # imports first, then waits for `go`: the refusal is timed exactly
+    def cmd(seed: str) -> list[str]:  # imports, says so, then waits for `go`: both start the work together
         argv = ["--checkpoint", str(ckpt), "--n", "20000", "--out", str(out), "--batch-size", "16",
                 "--shard-size", "256", "--seed", seed, "--threads", "1"]
         script = ("import os, sys, time\nfrom galhpc.cli.generate import main\n"
+                  f"open(os.path.join({str(tmp_path)!r}, f'ready.{{os.getpid()}}'), 'w').close()\n"
                   f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\nraise SystemExit(main(sys.argv[1:]))")
         return [sys.executable, "-c", script, *argv]
 
     first = subprocess.Popen(cmd("7"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(cmd(second_seed), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 300
+    while len(list(tmp_path.glob("ready.*"))) < 2 and first.poll() is None and second.poll() is None:
+        assert time.monotonic() < deadline, "the two runs did not finish importing"
+        time.sleep(0.01)
     go.touch()
     try:
         _, err2 = second.communicate(timeout=600)

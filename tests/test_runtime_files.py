@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 from galhpc.runtime.files import (
     atomic_open, atomic_path, open_h5_readonly, remove_stale_temps, temp_path, write_text_atomic,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def dead_pid() -> int:
@@ -81,3 +84,99 @@ def test_readers_open_without_file_locks(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def _write_h5(tmp: Path) -> None:
+    from galhpc.runtime.files import H5Output
+
+    with H5Output(tmp) as f:
+        f["x"] = np.arange(10.0)
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the write
+
+
+def _write_text(tmp: Path) -> None:
+    with open(tmp, "w") as fh:
+        fh.write("half")
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("writer", ["atomic_path+H5Output", "atomic_path", "atomic_open", "write_text_atomic"])
+def test_an_interrupt_inside_an_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, writer, monkeypatch):
+    from galhpc.runtime import files
+
+    final = tmp_path / "c.h5"
+    final.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        if writer == "atomic_path+H5Output":
+            with files.atomic_path(final) as tmp:
+                _write_h5(tmp)
+        elif writer == "atomic_path":
+            with files.atomic_path(final) as tmp:
+                _write_text(tmp)
+        elif writer == "atomic_open":
+            with files.atomic_open(final) as fh:
+                fh.write("half")
+                raise KeyboardInterrupt
+        else:  # interrupted inside the flush to disk, the last step before the rename
+            def interrupted(path):
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(files, "fsync_path", interrupted)
+            files.write_text_atomic(final, "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"] and final.read_text() == "old"
+
+
+def test_an_interrupt_while_hdf5_creates_the_file_leaves_nothing(tmp_path, monkeypatch):
+    """H5Output used without atomic_path (the store writer): the file it had just created goes."""
+    from galhpc.runtime.files import H5Output
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(h5py, "File", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        H5Output(tmp_path / "s.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+_LONG_WRITE = """
+import sys, numpy as np
+from galhpc.runtime.files import H5Output, atomic_open, atomic_path
+final, kind = sys.argv[1], sys.argv[2]
+if kind == "hdf5":
+    with atomic_path(final) as tmp, H5Output(tmp) as f:
+        d = f.create_dataset("images", shape=(0, 64), maxshape=(None, 64), dtype="f4", chunks=(256, 64))
+        for i in range(10**9):
+            d.resize(((i + 1) * 256, 64))
+            d[i * 256:] = np.ones((256, 64), "f4")
+            if i == 3:
+                print("writing", flush=True)
+else:
+    with atomic_open(final, "w") as fh:
+        for i in range(10**9):
+            fh.write("x" * 4096)
+            if i == 3:
+                fh.flush()
+                print("writing", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["hdf5", "text"])
+def test_sigint_to_a_writing_process_leaves_no_temporary(tmp_path, kind):
+    import signal
+
+    final = tmp_path / "out.h5"
+    proc = subprocess.Popen([sys.executable, "-c", _LONG_WRITE, str(final), kind], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout.readline().strip() == "writing", proc.stderr.read()
+        assert [p.name for p in tmp_path.iterdir()] == [temp_path(final).name.replace(str(os.getpid()),
+                                                                                         str(proc.pid))]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
+    assert list(tmp_path.iterdir()) == []

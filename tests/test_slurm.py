@@ -186,3 +186,26 @@ def test_generate_job_stopped_by_usr1_requeues_and_gives_the_uninterrupted_catal
                     "--out", str(reference), *options, "--threads", "1"], check=True, capture_output=True, timeout=600)
     with h5py.File(out) as a, h5py.File(reference) as b:
         assert np.array_equal(a["images"][()], b["images"][()]) and np.array_equal(a["z"][()], b["z"][()])
+
+
+@pytest.mark.parametrize(("script", "args"), [
+    ("train.sh", ["missing.yaml", "--out", "run"]),
+    ("encode.sh", ["missing.pt", "store.h5", "enc.h5"]),
+    ("generate.sh", ["missing.pt", "10", "gen.h5"]),
+])
+def test_a_job_script_in_a_folder_with_a_space_finds_its_own_folder(cluster, tmp_path, script, args):
+    """sbatch runs a copy of the script from its spool: the script finds its own folder (for
+    common.sh) through scontrol, whose Command= holds the path, spaces and all."""
+    import shutil
+
+    jobs = tmp_path / "my jobs"
+    shutil.copytree(REPO / "jobs", jobs)
+    job = sbatch(cluster, tmp_path, "--export=ALL,GALHPC_LAUNCHER=none,GALHPC_PROGRESS=0", str(jobs / script),
+                 *(str(tmp_path / a) if a.endswith((".yaml", ".pt", ".h5")) or a == "run" else a for a in args))
+    state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=300)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "FAILED", log
+    assert "No such file" not in log and "[galhpc-job " in log, log  # common.sh was found and sourced
+    assert "missing." in log, log  # and the script went on to refuse the missing input
+    if script != "train.sh":  # (train.sh checks its config itself; the others leave it to the command)
+        assert f"galhpc-{script.removesuffix('.sh')}: error:" in log, log

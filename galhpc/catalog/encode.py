@@ -6,6 +6,12 @@ squared error of `model.reconstruct(x)` (the reconstruction in the input's space
 model's loss compares it, e.g. PSF ⊛ decode(μ) for a PSF model) against the input x,
 object_id, and the model's `extra_columns`.  Row i of the catalogue is row i of the store.
 
+The store's sky coordinates and catalogue columns travel along (`passthrough_columns`):
+`ra` and `dec` when the store has them, then the catalogue columns its prep config's
+sources name (`passthrough: [mag_r, ...]`), or exactly those named by `galhpc-encode
+--passthrough`; copied as stored (ra/dec float64 degrees), their units in /meta
+`column_units`, the list in /meta `passthrough` and in the fingerprint.
+
 γ comes from the model's own mixture (AstroVaDEr) or, for models without a mixture
 prior, from a post-hoc GMM: rank 0 encodes an evenly strided subsample of the store,
 finds K with a stick-breaking BayesianGaussianMixture (galhpc.cluster.gmm), fits a
@@ -20,7 +26,10 @@ import dataclasses
 import glob
 import json
 import logging
-from collections.abc import Iterator, Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +44,7 @@ from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
 from galhpc.models.base import GalaxyModel
-from galhpc.runtime.errors import DataError
-from galhpc.runtime.files import open_h5_readonly
+from galhpc.runtime.errors import DataError, GalhpcError
 from galhpc.runtime.inference import run_batched, to_numpy
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.transfer import as_tensors, device_prefetch
@@ -46,6 +54,76 @@ log = logging.getLogger("galhpc.catalog.encode")
 
 GMM_FILE = "gmm.h5"
 GMM_KEYS = ("log_pi", "mu", "var")
+SKY_COLUMNS = ("ra", "dec")
+STANDARD_COLUMNS = ("object_id", "mu", "logvar", "gamma", "component", "recon_mse")
+
+
+def declared_passthrough(reader: StoreReader) -> list[str]:
+    """The catalogue columns the store's prep config names (each source's `passthrough`
+    list, in source order; label names are lower case, as galhpc.data.fits stores them)."""
+    from galhpc.config import ConfigError, config_from_yaml_text
+
+    text = reader.file.attrs.get("config")
+    if not text:
+        return []
+    try:
+        sources = config_from_yaml_text(text.decode() if isinstance(text, bytes) else str(text)).prep.sources
+    except ConfigError as err:
+        raise DataError(f"{reader.path}: its prep config (attribute 'config') is unreadable: {err}") from err
+    return [name.lower() for source in sources for name in (source.passthrough or [])]
+
+
+def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = None) -> list[str]:
+    """The store label columns an encode catalogue carries, in a fixed order.
+
+    Parameters
+    ----------
+    reader : StoreReader
+        The open input store.
+    requested : sequence of str, optional
+        The user's choice (``galhpc-encode --passthrough``); an empty sequence carries none.
+
+    Returns
+    -------
+    list of str
+        `requested`, else ``ra``, ``dec`` when the store has both labels, then the
+        `passthrough` columns its prep config's sources name (`declared_passthrough`).
+
+    Raises
+    ------
+    DataError
+        A named column that is not a per-object label of the store, is not numeric or
+        fixed-length text, or has the name of a standard catalogue column; one line naming
+        the store.
+    """
+    f = reader.file
+    if requested is not None:
+        names = list(requested)
+    else:
+        sky = [n for n in SKY_COLUMNS if all(f"labels/{s}" in f for s in SKY_COLUMNS)]
+        names = sky + declared_passthrough(reader)
+    names = list(dict.fromkeys(names))
+    for name in names:
+        if name in STANDARD_COLUMNS:
+            raise DataError(f"{reader.path}: passthrough column {name!r} has the name of a standard catalogue column")
+        ds = f.get(f"labels/{name}")
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (reader.n,):
+            have = ", ".join(sorted(f["labels"])) if "labels" in f else "none"
+            raise DataError(f"{reader.path}: no per-object label column {name!r} to pass through (labels: {have})")
+        if ds.dtype.kind not in "iufS":
+            raise DataError(f"{reader.path}: label column {name!r} has dtype {ds.dtype}; only numbers and "
+                            "fixed-length text pass through")
+    return names
+
+
+def passthrough_units(reader: StoreReader, names: Sequence[str]) -> dict[str, str]:
+    """Units of passthrough columns the store records (label dataset attribute ``unit``)."""
+    units = {}
+    for name in names:
+        unit = reader.file[f"labels/{name}"].attrs.get("unit")
+        if unit is not None:
+            units[name] = unit.decode() if isinstance(unit, bytes) else str(unit)
+    return units
 
 
 @dataclass(frozen=True)
@@ -55,6 +133,7 @@ class EncodeOptions:
     gmm_fit_objects: int = 20000  # size of the strided subsample the post-hoc GMM is fitted on
     seed: int = 0  # of the post-hoc GMM fit
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the model's forward passes
+    passthrough: tuple[str, ...] | None = None  # store label columns to carry; None: the store's choice
 
 
 class EncodeJob:
@@ -68,6 +147,7 @@ class EncodeJob:
         self.n_objects = reader.n
         self.batch_size = options.batch_size
         self.gmm: dict[str, torch.Tensor] | None = None
+        self.passthrough = passthrough_columns(reader, options.passthrough)
 
     @property
     def needs_post_hoc_gmm(self) -> bool:
@@ -117,10 +197,17 @@ class EncodeJob:
                 images, ids = self.reader.read(lo, hi)
                 refuse_non_finite(images, ids, self.reader.path)
                 columns = self.reader.read_columns(names, lo, hi) if names else None
-                yield lo, torch.from_numpy(images), ids, as_tensors(columns)
+                carried = self.reader.read_columns(self.passthrough, lo, hi)
+                yield lo, torch.from_numpy(images), ids, as_tensors(columns), carried
 
-        for lo, images, ids, columns in device_prefetch(checked(), self.device):
-            yield lo - shard.start, self.encode_batch(images, ids, columns)
+        for lo, images, ids, columns, carried in device_prefetch(checked(), self.device):
+            out = self.encode_batch(images, ids, columns)
+            for name, values in carried.items():
+                if name in out:
+                    raise CatalogError(f"{self.reader.path}: passthrough column {name!r} clashes with the model "
+                                       f"{self.model.name!r}'s column of that name")
+                out[name] = values
+            yield lo - shard.start, out
 
     @torch.inference_mode()
     def encode_batch(self, images: np.ndarray | torch.Tensor, object_id: np.ndarray,
@@ -188,8 +275,9 @@ def _numpy(values: torch.Tensor, dtype: Any) -> np.ndarray:
 
 
 def encode_fingerprint(options: EncodeOptions, checkpoint_sha256: str, store: dict[str, Any], write: WriteOptions,
-                       device: torch.device, post_hoc_gmm: bool) -> dict[str, Any]:
+                       device: torch.device, post_hoc_gmm: bool, passthrough: Sequence[str] = ()) -> dict[str, Any]:
     fp = {
+        "passthrough": list(passthrough),
         "kind": "encode",
         "cluster_column": "component",  # was `label`: shards of older runs must not be resumed into this one
         "checkpoint_sha256": checkpoint_sha256,
@@ -204,17 +292,20 @@ def encode_fingerprint(options: EncodeOptions, checkpoint_sha256: str, store: di
 
 def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions, out: str | Path, *,
                    write: WriteOptions, world: World, device: torch.device, channels: int, image_size: int,
-                   checkpoint: str | Path, checkpoint_sha256: str, config_yaml: str) -> RunResult:
-    """Encode every object of `store` with `model` into the sharded catalogue `out`."""
+                   checkpoint: str | Path, checkpoint_sha256: str, config_yaml: str,
+                   input_name: str | Path | None = None) -> RunResult:
+    """Encode every object of `store` with `model` into the sharded catalogue `out`; /meta
+    `input` names `input_name` (default `store`), e.g. the FITS cutouts a temporary store was made from."""
     reader = StoreReader(store)
     try:
         reader.check_fits(model.name, channels, image_size)
         job = EncodeJob(model, reader, options, device)
         fingerprint = encode_fingerprint(options, checkpoint_sha256, reader.identity(), write, device,
-                                         job.needs_post_hoc_gmm)
+                                         job.needs_post_hoc_gmm, job.passthrough)
         meta = run_meta("encode", fingerprint, checkpoint, checkpoint_sha256, config_yaml, model.name)
-        meta.update(input=str(store), n_objects=reader.n, batch_size=options.batch_size,
-                    gmm="post-hoc" if job.needs_post_hoc_gmm else "model")
+        meta.update(input=str(input_name or store), n_objects=reader.n, batch_size=options.batch_size,
+                    gmm="post-hoc" if job.needs_post_hoc_gmm else "model", passthrough=json.dumps(job.passthrough),
+                    column_units=json.dumps(passthrough_units(reader, job.passthrough), sort_keys=True))
         return run_catalog(job, out, fingerprint, meta, write, world)
     finally:
         reader.close()
@@ -232,32 +323,103 @@ def is_store_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in HDF5_SUFFIXES or is_hdf5_file(path)
 
 
-def store_from_fits(fits_input: str | Path, prep: PrepConfig, out: Path) -> Path:
-    """Turn FITS cutouts (a file, directory or glob) into a store beside `out`, with the
-    prep recipe the model was trained with (filters off, so every object is encoded).
+def fits_prep(fits_input: str | Path, prep: PrepConfig) -> PrepConfig:
+    """The checkpoint's prep recipe applied to other FITS cutouts (a file, directory or glob).
 
-    The store `<out>.input.h5` is reused when it was made with the same prep settings,
-    so a resumed encode sees the same input.
+    Size, recipe, crop and intensity steps are those of the training store; the FITS
+    conventions (HDU choice and options) of its first FITS source are kept, without its
+    catalogue (other cutouts are not in it) unless `fits_input` is that source's own path;
+    filters are off so every object is encoded.
     """
     from galhpc.config import SourceConfig
-    from galhpc.data.prep import prep_config_yaml, run_prep
 
-    target = out.with_name(out.name + ".input.h5")
-    fits_prep = dataclasses.replace(prep, sources=[SourceConfig(kind="fits", path=str(fits_input))],
-                                    filters={}, output=str(target))
-    if is_hdf5_file(target):
-        with open_h5_readonly(target) as f:
-            if f.attrs.get("config") == prep_config_yaml(fits_prep):
-                log.info("reusing %s, made from %s with the same prep settings", target, fits_input)
-                return target
-    log.info("preparing %s from FITS input %s with the checkpoint's prep recipe %s", target, fits_input, prep.recipe)
+    trained = next((s for s in prep.sources if s.kind == "fits"), None)
+    if trained is None:
+        source = SourceConfig(kind="fits", path=str(fits_input))
+    elif trained.path is not None and str(trained.path) == str(fits_input):
+        source = trained  # the training cutouts themselves: their catalogue (ids, ra/dec) too
+    else:
+        source = dataclasses.replace(trained, path=str(fits_input), catalog=None)
+    return dataclasses.replace(prep, sources=[source], filters={})
+
+
+@contextmanager
+def fits_as_store(fits_input: str | Path, prep: PrepConfig, near: Path, world: World | None = None) -> Iterator[Path]:
+    """FITS cutouts prepared with `prep` (`fits_prep`) into a temporary store, removed at exit.
+
+    Parameters
+    ----------
+    fits_input : str or Path
+        FITS file, directory or glob.
+    prep : PrepConfig
+        The checkpoint's prep recipe (`galhpc.checkpoint.inference_prep`).
+    near : Path
+        An output path: the temporary store is made in a hidden directory beside it (shared
+        by the ranks, unlike a node-local TMPDIR), written through the store's atomic writer.
+    world : World, optional
+        Rank 0 prepares, every rank gets the path; rank 0 removes it after a barrier.
+
+    Yields
+    ------
+    Path
+        The temporary store.
+
+    Raises
+    ------
+    CatalogError
+        The FITS input cannot be prepared (the message names the file and object).
+    """
+    from galhpc.data.prep import run_prep
+
+    made: list[Path] = []
+
+    def make() -> Path:
+        near.parent.mkdir(parents=True, exist_ok=True)
+        made.append(Path(tempfile.mkdtemp(prefix=f".{near.name}.prep-", dir=near.parent)))
+        log.info("preparing FITS input %s with the checkpoint's prep recipe %s (%d px)", fits_input, prep.recipe,
+                 prep.image_size)
+        try:
+            return run_prep(fits_prep(fits_input, prep), output=made[0] / "input.h5")
+        except Exception as err:  # the data layer names the file and object
+            raise CatalogError(f"cannot prepare FITS input {fits_input}: {err}") from err
+
     try:
-        return run_prep(fits_prep)
-    except Exception as err:  # the data layer names the file and object
-        raise CatalogError(f"cannot prepare FITS input {fits_input}: {err}") from err
+        store = make() if world is None else root_then_all(world, make)
+        yield store
+        if world is not None:
+            world.barrier()  # every rank is done reading before rank 0 removes it
+    finally:
+        for directory in made:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
-def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *, batch_size: int = 512,
+@contextmanager
+def as_store(path: str | Path | None, checkpoint: str | Path, near: Path) -> Iterator[Path | None]:
+    """`path` itself when it is a store (or None); FITS cutouts prepared with the prep recipe
+    of `checkpoint`'s training store into a temporary store (`fits_as_store`) otherwise.
+
+    Raises
+    ------
+    CatalogError
+        FITS input that does not exist or cannot be prepared (naming the file).
+    CheckpointError
+        An unreadable checkpoint, or one without a usable prep recipe.
+    """
+    if path is None or is_store_path(path):
+        yield None if path is None else Path(path)
+        return
+    from galhpc.checkpoint import checkpoint_config, inference_prep, read_checkpoint
+
+    if not glob.glob(str(path)):
+        raise CatalogError(f"input {path} not found")
+    payload = read_checkpoint(checkpoint)
+    with fits_as_store(path, inference_prep(payload, checkpoint_config(payload, checkpoint), checkpoint),
+                       near) as store:
+        yield store
+
+
+def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *,
+                           passthrough: Sequence[str] | None = None, batch_size: int = 512,
                            shard_size: int | None = None, gmm_components: int = 20, gmm_fit_objects: int = 20000,
                            seed: int = 0, compression: str = "none", table: bool = True, overwrite: bool = False,
                            device: str = "auto", threads: int | None = None, precision: str = "fp32",
@@ -268,25 +430,39 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
     the catalogue's fingerprint, so a resume never mixes shards of two precisions.
 
     `store` is a training store, or FITS cutouts (file, directory or glob) that rank 0
-    first turns into a store with the checkpoint's prep recipe (`store_from_fits`)."""
-    from galhpc.checkpoint import file_sha256, load_model
+    first prepares into a temporary store with the prep recipe of the checkpoint's
+    training store (`fits_as_store`), removed when the catalogue is written.
+
+    `passthrough` names the store label columns the catalogue carries (None: the store's
+    choice, see `passthrough_columns`)."""
+    from galhpc.checkpoint import file_sha256, inference_prep, load_model
     from galhpc.runtime import pick_device, start_mpi_rank
 
     check_precision(precision, "galhpc-encode --precision")
     world = start_mpi_rank(threads)
     torch_device = pick_device(device, world.local_rank)
-    model, cfg, _ = load_model(checkpoint, map_location="cpu")
-    if not is_store_path(store):
-        if not glob.glob(str(store)):
-            raise CatalogError(f"input {store} not found")
-        store = root_then_all(world, lambda: store_from_fits(store, cfg.prep, Path(out)))
+    model, cfg, payload = load_model(checkpoint, map_location="cpu")
     options = EncodeOptions(batch_size=batch_size, gmm_components=gmm_components, gmm_fit_objects=gmm_fit_objects,
-                            seed=seed, precision=precision)
+                            seed=seed, precision=precision,
+                            passthrough=None if passthrough is None else tuple(passthrough))
     write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
                          shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)
-    result = encode_catalog(model, store, options, out, write=write, world=world, device=torch_device,
-                            channels=cfg.model.channels, image_size=cfg.model.image_size, checkpoint=checkpoint,
-                            checkpoint_sha256=file_sha256(checkpoint), config_yaml=cfg.to_yaml())
+
+    def run(path: Path) -> RunResult:
+        return encode_catalog(model, path, options, out, write=write, world=world, device=torch_device,
+                              channels=cfg.model.channels, image_size=cfg.model.image_size, checkpoint=checkpoint,
+                              checkpoint_sha256=file_sha256(checkpoint), config_yaml=cfg.to_yaml(), input_name=store)
+
+    if is_store_path(store):
+        result = run(Path(store))
+    else:
+        if not glob.glob(str(store)):
+            raise CatalogError(f"input {store} not found")
+        with fits_as_store(store, inference_prep(payload, cfg, checkpoint), Path(out), world) as prepared:
+            try:
+                result = run(prepared)
+            except GalhpcError as err:  # name the user's FITS input, not the temporary store
+                raise type(err)(str(err).replace(str(prepared), f"{store} (as prepared)")) from err
     log.info("rank %d: %d objects in %d shard(s), %.1f objects/s", world.rank, result.objects_written,
              result.shards_written, result.objects_per_second)
     return result

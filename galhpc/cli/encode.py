@@ -25,9 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (ckpt.pt)")
     p.add_argument("--store", type=Path,
                    help="(required) training store (HDF5 with /images, /object_id), or FITS cutouts (file, directory or "
-                   "quoted glob), first prepared into OUT.input.h5 with the checkpoint's prep recipe")
+                   "quoted glob), first prepared into a temporary store with the prep recipe of the checkpoint's "
+                   "training store")
     add_deprecated_alias(p, "--input", "--store", dest="store", type=Path)
     p.add_argument("--out", required=True, type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
+    p.add_argument("--passthrough", type=lambda text: [c for c in text.split(",") if c],
+                   help="comma-separated store label columns to carry into the catalogue, e.g. ra,dec,mag_r "
+                   "(default: ra and dec when the store has them, then the columns its prep declared; '' for none)")
     p.add_argument("--batch-size", type=int, default=512, help="objects per forward pass (default 512)")
     p.add_argument("--shard-size", type=int,
                    help="objects per shard file, rounded up to whole batches (default: sized by work, see "
@@ -51,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         from galhpc.catalog.encode import encode_from_checkpoint
 
         encode_from_checkpoint(
-            args.checkpoint, args.store, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
+            args.checkpoint, args.store, args.out, passthrough=args.passthrough, batch_size=args.batch_size,
+            shard_size=args.shard_size,
             gmm_components=args.gmm_components, gmm_fit_objects=args.gmm_fit_objects, seed=args.seed,
             compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
             device=args.device, threads=args.threads, precision=args.precision,

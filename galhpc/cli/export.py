@@ -10,9 +10,6 @@ import argparse
 import logging
 import sys
 
-from galhpc.io.catalog import CatalogError, open_catalog
-from galhpc.io.export import export_fits, export_parquet
-
 log = logging.getLogger("galhpc.cli.export")
 
 
@@ -34,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
+    from galhpc.io.export import export_fits, export_parquet
+
     if not args.fits and not args.parquet:
         p.error("give --fits FILE, --parquet DIR, or both")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -9,8 +9,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from galhpc.cli.catalog_options import add_output_options
 from galhpc.runtime.cli import run_cli
 
@@ -20,7 +18,9 @@ def parse_condition(item: str) -> tuple[str, object]:
     key, eq, value = item.partition("=")
     if not eq or not key:
         raise argparse.ArgumentTypeError(f"--condition {item!r}: expected key=value")
-    return key, yaml.safe_load(value)
+    from galhpc.config import load_yaml
+
+    return key, load_yaml(value)
 
 
 def parse_counts(text: str) -> tuple[int, ...]:

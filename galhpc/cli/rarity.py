@@ -9,11 +9,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from galhpc.cli.catalog_options import add_threads_option
 from galhpc.runtime.cli import run_cli
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("galhpc.cli.rarity")
 

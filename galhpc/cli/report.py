@@ -13,13 +13,14 @@ log = logging.getLogger("galhpc.report")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from galhpc.report.sections import ReportOptions
+    from galhpc.report.options import ReportOptions
 
     defaults = ReportOptions()
     p = argparse.ArgumentParser(prog="galhpc-report", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="run/ckpt.pt written by galhpc-train (losses.csv beside it)")
     p.add_argument("--clusters", required=True, help="clusters.h5 written by galhpc-encode")
-    p.add_argument("--store", help="training store (HDF5) for input images and labels")
+    p.add_argument("--store", help="training store (HDF5) for input images and labels, or FITS cutouts prepared "
+                   "with the prep of the checkpoint's training store")
     p.add_argument("--holdout-store",
                    help="a separate held-out store (HDF5) the model never trained on: every object counts as "
                         "held out (reconstructions, Regier's test, statmorph, truth recovery)")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from galhpc.report.build import build_report
-        from galhpc.report.sections import ReportOptions
+        from galhpc.report.options import ReportOptions
 
         options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
                                 n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise)

@@ -19,7 +19,7 @@ Options:
 Each stamp is `astropy.nddata.Cutout2D(..., mode="strict")` around the catalogue
 position through the image's celestial WCS; the pixel map stamps are cut at the same
 pixels.  An object partly or wholly off the image, or whose position is null, is a
-reject with that reason.  Labels: the catalogue's columns, `ra`/`dec`, `wcs_pixel_scale`.
+reject with that reason.  Objects are read by stamp size, then catalogue order.  Labels: the catalogue's columns, `ra`/`dec`, `wcs_pixel_scale`.
 """
 
 from __future__ import annotations
@@ -32,16 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.config import ConfigError, PrepConfig, SourceConfig
-from galhpc.data.fits import ObjectBlocks, header_pixel_scale, read_catalog
+from galhpc.config import ConfigError, PrepConfig, SourceConfig, check_options
+from galhpc.data.fits import COMPANION_NAMES, ObjectBlocks, header_pixel_scale, read_catalog
 from galhpc.data.sources import Block, DataError, Reject
 
 log = logging.getLogger("galhpc.data.cutout")
 
-OPTIONS = {"ra_column", "dec_column", "size", "scale_by", "scale_factor", "min_size", "weight", "weight_type", "mask"}
+OPTIONS: dict[str, Any] = {  # option -> the type it takes (checked by galhpc.config.check_options)
+    "ra_column": str, "dec_column": str, "size": int, "scale_by": str | None, "scale_factor": float, "min_size": int,
+    "weight": str | int | None, "weight_type": str, "mask": str | int | None,
+}
 WEIGHT_TYPES = ("ivar", "sigma", "variance")
-COMPANION_NAMES = ("ERR", "SIGMA", "RMS", "ERROR", "NOISE", "VAR", "VARIANCE", "WHT", "IVAR", "WEIGHT",
-                   "INVVAR", "DQ", "MASK", "FLAGS", "BPM")
 
 
 def _science(hdus, hdu, path: str):
@@ -104,10 +105,7 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     from astropy.nddata import Cutout2D, NoOverlapError, PartialOverlapError
     from astropy.wcs import WCS, FITSFixedWarning
 
-    opts: dict[str, Any] = dict(source.options)
-    unknown = sorted(set(opts) - OPTIONS)
-    if unknown:
-        raise ConfigError(f"source survey_image {source.path}: unknown option(s) {unknown}; allowed: {sorted(OPTIONS)}")
+    opts = check_options(OPTIONS, source.options, f"source survey_image {source.path}")
     if source.path is None or not source.catalog:
         raise ConfigError("source survey_image: `path` (the image) and `catalog` (ids and RA/Dec) are required")
     weight_type = opts.get("weight_type", "ivar")
@@ -138,15 +136,12 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         mask = _map(opts.get("mask"), image_path, hdus, data.shape, "mask")
         scale = header_pixel_scale(sci.header, hdus[0].header, f"{image_path}: HDU {sci.name}")
         objects = ObjectBlocks(prep.chunk_rows, labels, index)
-        ids = sorted(index, key=index.get)  # catalogue order
         ra_all, dec_all = labels[ra_key], labels[dec_key]
         radius_all = labels[scale_by.lower()] if scale_by else None
-        for oid in ids:
-            row = index[oid]
-            obj, where = f"object_id {oid}", f"{image_path} (catalog {source.catalog} row {row})"
+        planned = []  # (side, row, id, reason): equal sides together, so blocks stay large
+        for oid, row in index.items():
             ra, dec = float(ra_all[row]), float(dec_all[row])
-            side = size
-            reason = None
+            side, reason = size, None
             if not (np.isfinite(ra) and np.isfinite(dec)):
                 reason = "no position (null ra/dec in the catalogue)"
             elif radius_all is not None:
@@ -155,10 +150,19 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     reason = f"{scale_by} = {radius} is not a finite positive radius"
                 else:
                     side = max(min_size, int(np.ceil(factor * radius)))
+            planned.append((side, row, oid, reason))
+        planned.sort(key=lambda p: (p[0], p[1]))
+        finite = np.isfinite(ra_all) & np.isfinite(dec_all)
+        x_all, y_all = np.full(len(ra_all), np.nan), np.full(len(ra_all), np.nan)
+        if finite.any():  # one vectorised WCS transform; Cutout2D then cuts at pixel positions
+            x_all[finite], y_all[finite] = wcs.world_to_pixel(
+                SkyCoord(ra_all[finite] * u.deg, dec_all[finite] * u.deg, frame="icrs"))
+        for side, row, oid, reason in planned:
+            obj, where = f"object_id {oid}", f"{image_path} (catalog {source.catalog} row {row})"
+            ra, dec = float(ra_all[row]), float(dec_all[row])
             if reason is None:
-                position = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
                 try:
-                    cut = Cutout2D(data, position, side, wcs=wcs, mode="strict")
+                    cut = Cutout2D(data, (float(x_all[row]), float(y_all[row])), side, mode="strict")
                 except NoOverlapError:
                     reason = f"off the image edge (ra {ra:.6f}, dec {dec:.6f} is outside {image_path})"
                 except PartialOverlapError:

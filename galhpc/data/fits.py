@@ -1,4 +1,4 @@
-"""FITS cutouts through fitsio: single images, multi-extension files, cubes, a catalogue.
+"""FITS cutouts through astropy: single images, multi-extension files, cubes, a catalogue.
 
 `SourceConfig` fields used by kind "fits":
 - `path`: one file, a directory (files matching options.pattern, default "*.fit*",
@@ -8,9 +8,10 @@
   without SCI gives one object per image HDU with data that is not a companion map (below).
   A name takes every extension of that EXTNAME, a number that HDU.
 - Companion maps of each science HDU (same EXTVER, or the only one in a single-object
-  file): ERR/SIGMA/RMS/ERROR/NOISE (σ), VAR/VARIANCE (σ²), WHT/IVAR/WEIGHT/INVVAR (1/σ²)
-  and DQ/MASK/FLAGS/BPM (non-zero = bad pixel); options.sigma_hdu, variance_hdu,
-  ivar_hdu, mask_hdu name another HDU (number or EXTNAME) or "none".  A weight <= 0, a
+  file): ERR/SIGMA/RMS/ERROR/NOISE (σ), VAR/VARIANCE (σ²), WHT/WGT/IVAR/WEIGHT/INVVAR
+  (1/σ²) and DQ/MASK/MSK/FLAGS/BPM/BADPIX (non-zero = bad pixel, or only the bits of
+  options.mask_bad_bits, e.g. to ignore HSC's DETECTED plane); options.sigma_hdu,
+  variance_hdu, ivar_hdu, mask_hdu name another HDU (number or EXTNAME) or "none".  A weight <= 0, a
   non-finite σ or a BLANK pixel is a bad pixel.  Every object gets `Block.extras`
   "sigma" (NaN where no map says) and "mask" (uint8); the prep fills and stores them.
   A companion map is never read as a galaxy.
@@ -50,13 +51,17 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.config import ConfigError, PrepConfig, SourceConfig
+from galhpc.config import ConfigError, PrepConfig, SourceConfig, check_options
 from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
 from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.fits")
 
-OPTIONS = {"pattern", "id_from", "id_keyword", "cube", "catalog_hdu", "sigma_hdu", "variance_hdu", "ivar_hdu", "mask_hdu"}
+OPTIONS: dict[str, Any] = {  # option -> the type it takes (checked by galhpc.config.check_options)
+    "pattern": str, "id_from": str, "id_keyword": str, "cube": str, "catalog_hdu": int | str | None,
+    **{f"{kind}_hdu": int | str | None for kind in ("sigma", "variance", "ivar", "mask")},
+    "mask_bad_bits": int | None,
+}
 ANISOTROPY_TOLERANCE = 0.01  # pixels whose two axes differ more than this are reported
 
 
@@ -108,9 +113,7 @@ def _astropy_header(header):
 def _wcs_scale(header, where: str) -> float:
     import warnings
 
-    from astropy import units as u
     from astropy.wcs import WCS, FITSFixedWarning
-    from astropy.wcs.utils import proj_plane_pixel_scales
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
@@ -118,6 +121,14 @@ def _wcs_scale(header, where: str) -> float:
             wcs = WCS(header).celestial
         except Exception:  # a malformed WCS is no pixel scale (PIXSCALE may still give one)
             return float("nan")
+    return _celestial_scale(wcs, where)
+
+
+def _celestial_scale(wcs, where: str) -> float:
+    """Arcsec per pixel of a celestial WCS (mean of its two axes); NaN when it has none."""
+    from astropy import units as u
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
     if wcs.naxis != 2:
         return float("nan")
     units = [u.Unit(cu) if str(cu) else u.deg for cu in wcs.wcs.cunit]
@@ -230,8 +241,34 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
         if stored is None:
             log.warning("catalog %s: column %s of dtype %s is not numeric or text; not stored", path, name, column.dtype)
             continue
-        labels[key] = stored.astype(np.float64) if key in ("ra", "dec") else stored
+        labels[key] = _degrees(stored, key, f"catalog {path}: column {name}") if key in ("ra", "dec") else stored
     return {int(i): row for row, i in enumerate(ids)}, labels
+
+
+def _degrees(values: np.ndarray, key: str, where: str) -> np.ndarray:
+    """An ra/dec column as float64 degrees: numbers are degrees; text is sexagesimal (ra in
+    hours "12:36:49.4" / "12h36m49.4s", dec in degrees) or decimal degrees; empty is NaN."""
+    if values.dtype.kind in "iufb":
+        return values.astype(np.float64)
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    text = np.char.decode(values, "utf-8") if values.dtype.kind == "S" else values.astype(str)
+    out = np.full(len(text), np.nan)
+    for i, value in enumerate(text):
+        value = value.strip()
+        if not value:
+            continue
+        try:
+            out[i] = float(value)
+            continue
+        except ValueError:
+            pass
+        try:
+            out[i] = Angle(value, unit=u.hourangle if key == "ra" else u.deg).deg
+        except (ValueError, u.UnitsError) as err:
+            raise DataError(f"{where}: row {i}: {value!r} is not an angle ({err})") from None
+    return out
 
 
 def _read_parquet(path: str):
@@ -373,8 +410,8 @@ class ObjectBlocks:
 SCIENCE_NAMES = ("SCI",)
 SIGMA_NAMES = ("ERR", "SIGMA", "RMS", "ERROR", "NOISE")
 VARIANCE_NAMES = ("VAR", "VARIANCE")
-IVAR_NAMES = ("WHT", "IVAR", "WEIGHT", "INVVAR")
-MASK_NAMES = ("DQ", "MASK", "FLAGS", "BPM")
+IVAR_NAMES = ("WHT", "WGT", "IVAR", "WEIGHT", "INVVAR")  # HST/JWST WHT, DES WGT, Legacy Surveys INVVAR
+MASK_NAMES = ("DQ", "MASK", "MSK", "FLAGS", "BPM", "BADPIX")  # HST/JWST DQ, HSC MASK, DES MSK
 COMPANION_NAMES = SIGMA_NAMES + VARIANCE_NAMES + IVAR_NAMES + MASK_NAMES
 # option -> (EXTNAMEs found by convention, how the data become σ or mask)
 COMPANIONS = {"sigma_hdu": (SIGMA_NAMES, "sigma"), "variance_hdu": (VARIANCE_NAMES, "variance"),
@@ -382,22 +419,28 @@ COMPANIONS = {"sigma_hdu": (SIGMA_NAMES, "sigma"), "variance_hdu": (VARIANCE_NAM
 
 
 def _name(h) -> str:
-    return (h.get_extname() or "").strip().upper()
+    return (h.name or "").strip().upper()
 
 
 def _extver(h) -> int:
-    return int(h.get_extver() or 1)
+    return int(h.ver or 1)
 
 
-def _where(h) -> str:
-    return f"HDU {h.get_extnum()}" + (f" ({h.get_extname()}" + (f",{h.get_extver()}" if h.get_extver() else "") + ")"
-                                      if h.get_extname() else "")
+def _has_image(h) -> bool:
+    """An image HDU (plain or tile-compressed) with pixels."""
+    return bool(h.is_image) and h.header.get("NAXIS", 0) > 0 and h.data is not None
+
+
+def _where(h, f) -> str:
+    index = f.index_of(h)
+    named = index > 0 and _name(h) not in ("", "PRIMARY", "COMPRESSED_IMAGE")
+    return f"HDU {index}" + (f" ({h.name},{h.ver})" if named else "")
 
 
 def _image_hdus(f, hdu, path: Path):
     """The science HDUs of a file: `hdu` (a number, or every extension of that EXTNAME), else
     every SCI extension, else every image HDU with data that is not a σ/weight/mask companion."""
-    images = [h for h in f if h.get_exttype() == "IMAGE_HDU" and h.has_data()]
+    images = [h for h in f if _has_image(h)]
     if hdu is not None:
         if isinstance(hdu, str):
             named = [h for h in images if _name(h) == hdu.strip().upper()]
@@ -410,9 +453,10 @@ def _image_hdus(f, hdu, path: Path):
     science = [h for h in images if _name(h) in SCIENCE_NAMES]
     if science:
         return science
-    science = [h for h in images if _name(h) not in COMPANION_NAMES]
+    # a 1-D image HDU (an SDSS frame's calibration vector) is never a galaxy
+    science = [h for h in images if _name(h) not in COMPANION_NAMES and h.data.ndim >= 2]
     if not science:
-        names = [h.get_extname() for h in images]
+        names = [h.name for h in images]
         raise DataError(f"{path}: no science image HDU (image HDUs with data: {names or 'none'}; "
                         f"{'/'.join(COMPANION_NAMES)} are error, weight or mask maps)")
     return science
@@ -423,7 +467,7 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
     option's HDU (number or EXTNAME; "none" for no map), else the HDU of a conventional
     EXTNAME with the same EXTVER, else the only one of its kind in a single-object file."""
     found: dict[str, Any] = {}
-    images = [h for h in f if h.get_exttype() == "IMAGE_HDU" and h.has_data() and h.get_extnum() != sci.get_extnum()]
+    images = [h for h in f if _has_image(h) and h is not sci]
     for option, (names, kind) in COMPANIONS.items():
         chosen = opts.get(option)
         if chosen is not None:
@@ -447,17 +491,23 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
     return found
 
 
-def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(σ or None, mask or None) from the companion HDUs; a weight <= 0, a non-finite σ and
-    an undefined (BLANK) pixel of any map are bad pixels."""
+def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f,
+               bad_bits: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(σ or None, mask or None) from the companion HDUs; a weight <= 0, a non-finite σ, an
+    undefined (BLANK) pixel of any map and a mask pixel with any of `bad_bits` set (None:
+    any non-zero value) are bad pixels."""
     sigma, mask = None, None
     for kind, h in companions.items():
-        data = h.read()
-        what = f"{where}: {kind} map {_where(h)}"
+        data = h.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
+        what = f"{where}: {kind} map {_where(h, f)}"
         if data is None or np.shape(data) != shape:
             raise DataError(f"{what}: shape {np.shape(data)} differs from the image's {shape}")
-        data = undefined_to_nan(np.asarray(data), h.read_header()) if kind != "mask" else np.asarray(data)
-        if kind == "mask":
+        data = np.asarray(data)
+        if kind == "mask" and bad_bits is not None:
+            if data.dtype.kind not in "iu":
+                raise DataError(f"{what}: options.mask_bad_bits needs an integer mask, not {data.dtype}")
+            bad = (data.astype(np.int64) & int(bad_bits)) != 0
+        elif kind == "mask":
             bad = data != 0
         else:
             values = data.astype(np.float64)
@@ -473,27 +523,32 @@ def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str) -
     return sigma, None if mask is None else mask.astype(np.uint8)
 
 
-def _centre_radec(header, primary, shape: tuple[int, ...]) -> tuple[float, float]:
-    """(ra, dec) degrees of the image centre through the HDU's celestial WCS; NaN without one."""
+def _celestial_wcs(header):
+    """The celestial WCS of an astropy Header, or None (absent or malformed)."""
     import warnings
 
     from astropy.wcs import WCS, FITSFixedWarning
 
-    for h in (header, primary):
-        if h is None:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            try:
-                wcs = WCS(_astropy_header(h)).celestial
-                if wcs.naxis != 2 or not wcs.has_celestial:
-                    continue
-                world = wcs.pixel_to_world((shape[-1] - 1) / 2.0, (shape[-2] - 1) / 2.0)
-                icrs = world.icrs
-                return float(icrs.ra.deg), float(icrs.dec.deg)
-            except Exception:  # a malformed or non-celestial WCS gives no position
-                continue
-    return float("nan"), float("nan")
+    if header is None or "CTYPE1" not in header:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header).celestial
+        except Exception:  # a malformed WCS gives no position
+            return None
+    return wcs if wcs.naxis == 2 and wcs.has_celestial else None
+
+
+def _centre_radec(wcs, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(ra, dec) ICRS degrees of the image centre through a celestial WCS; NaN without one."""
+    if wcs is None:
+        return float("nan"), float("nan")
+    try:
+        icrs = wcs.pixel_to_world((shape[-1] - 1) / 2.0, (shape[-2] - 1) / 2.0).icrs
+    except Exception:  # a WCS that cannot place its centre gives no position
+        return float("nan"), float("nan")
+    return float(icrs.ra.deg), float(icrs.dec.deg)
 
 
 def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
@@ -505,56 +560,47 @@ def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
     raise DataError(f"{where}: image of shape {data.shape}; need 2-D, or 3-D (cube)")
 
 
-def undefined_to_nan(data: np.ndarray, header: Any) -> np.ndarray:
-    """FITS-undefined pixels as NaN: an integer image's BLANK value (after BSCALE/BZERO).
-
-    Float images mark undefined pixels with NaN already.  Prep then rejects (or, with
-    ``on_error: raise``, refuses) every object with a NaN pixel, naming it.
-
-    Parameters
-    ----------
-    data : ndarray
-        The image as read by fitsio (BSCALE/BZERO applied; integers when they stay integral).
-    header : mapping
-        The HDU's header (BITPIX, BLANK, BSCALE, BZERO).
-
-    Returns
-    -------
-    ndarray
-        float32, NaN where the pixel is undefined.
-    """
-    out = data.astype(np.float32)
-    if "BLANK" not in header or int(header.get("BITPIX", -32)) < 0:
-        return out
-    scaled = int(header["BLANK"]) * float(header.get("BSCALE", 1.0)) + float(header.get("BZERO", 0.0))
-    if data.dtype.kind == "f":  # fitsio applies BSCALE/BZERO (in the data's precision), so does BLANK's value
-        undefined = data == np.asarray(scaled, dtype=data.dtype)
-    else:
-        undefined = data.astype(np.float64) == scaled
-    out[undefined] = np.nan
-    return out
-
-
-def _verify_checksums(hdu: Any, header: Any, where: str) -> None:
-    """Refuse an HDU whose CHECKSUM or DATASUM (when present) does not match: a corrupt file."""
+def _verify_checksums(hdu: Any, where: str) -> None:
+    """Refuse an HDU whose CHECKSUM or DATASUM (when present) does not match: a corrupt file
+    (astropy's `verify_checksum` / `verify_datasum`: 1 matches, 0 mismatch, 2 absent)."""
+    header = hdu.header
     if "CHECKSUM" not in header and "DATASUM" not in header:
         return
-    # fitsio's public verify_checksum() also fails on a card that is absent; its C call tells
-    # each sum apart: 1 matches, 0 absent, -1 mismatch (cfitsio fits_verify_chksum)
-    result = hdu._FITS.verify_checksum(hdu._ext + 1)
-    bad = [card for key, card in (("dataok", "DATASUM"), ("hduok", "CHECKSUM")) if result[key] == -1]
+    bad = []
+    if "DATASUM" in header and hdu.verify_datasum() == 0:
+        bad.append("DATASUM")
+    if "CHECKSUM" in header and hdu.verify_checksum() == 0:
+        bad.append("CHECKSUM")
     if bad:
         raise DataError(f"{where}: {' and '.join(bad)} checksum mismatch: the file is corrupt")
 
 
+def _open(path: Path):
+    """An astropy HDUList with every HDU loaded; a truncated or garbage file raises OSError."""
+    import warnings
+
+    from astropy.io import fits as afits
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f = afits.open(path, memmap=False, lazy_load_hdus=False, checksum=False)
+        try:
+            for h in f:
+                _ = h.data  # read now: a short file fails here, not later
+        except BaseException:
+            f.close()
+            raise
+    troubles = [str(w.message) for w in caught if "truncated" in str(w.message) or "missing" in str(w.message)]
+    if troubles:
+        f.close()
+        raise OSError(troubles[0])
+    return f
+
+
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "fits" (see the module docstring)."""
-    fitsio = require("fitsio", "fits", "FITS sources (galhpc-prep)")
 
-    opts = dict(source.options)
-    unknown = sorted(set(opts) - OPTIONS)
-    if unknown:
-        raise ConfigError(f"source fits {source.path}: unknown option(s) {unknown}; allowed: {sorted(OPTIONS)}")
+    opts = check_options(OPTIONS, source.options, f"source fits {source.path}")
     if source.path is None:
         raise ConfigError("source fits: `path` (file, directory or glob) is required")
     id_from, keyword = opts.get("id_from", "auto"), opts.get("id_keyword", "OBJID")
@@ -577,22 +623,27 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     for path in list_files(source.path, opts.get("pattern", "*.fit*")):
         where = "file"
         try:
-            with fitsio.FITS(str(path)) as f:
-                primary = f[0].read_header()
+            with _open(path) as f:
+                primary = f[0].header
                 hdus = _image_hdus(f, source.hdu, path)
-                single = len(hdus) == 1 and len(hdus[0].get_dims()) == 2
+                single = len(hdus) == 1 and hdus[0].data.ndim == 2
                 for hdu in hdus:
-                    where = _where(hdu)
-                    header = hdu.read_header()
-                    _verify_checksums(hdu, header, f"{path}: {where}")
-                    data = hdu.read()
+                    where = _where(hdu, f)
+                    header = hdu.header
+                    _verify_checksums(hdu, f"{path}: {where}")
+                    data = hdu.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
-                    data = undefined_to_nan(np.asarray(data), header)
-                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}")
+                    data = np.asarray(data, dtype=np.float32)
+                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}", f,
+                                             opts.get("mask_bad_bits"))
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
-                    scale = header_pixel_scale(header, primary, f"{path}: {where}")
-                    position = _centre_radec(header, primary, data.shape) if data.ndim == 2 else (np.nan, np.nan)
+                    own_wcs = _celestial_wcs(header)  # parsed once: the scale and the centre's position
+                    scale = _celestial_scale(own_wcs, f"{path}: {where}") if own_wcs is not None else float("nan")
+                    if not np.isfinite(scale):
+                        scale = header_pixel_scale(header, primary, f"{path}: {where}")
+                    wcs = (own_wcs or _celestial_wcs(primary)) if data.ndim == 2 else None
+                    position = _centre_radec(wcs, data.shape)
                     planes = _planes(np.asarray(data), cube, f"{path}: {where}")
                     sigmas = [None] * len(planes) if sigma is None else _planes(sigma, cube, where)
                     masks = [None] * len(planes) if mask is None else _planes(mask, cube, where)
@@ -610,7 +661,7 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
             if prep.on_error == "raise" or isinstance(err, DuplicateIdError):
                 raise
             objects.rejects.append(Reject(where, str(path), str(err)))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, TypeError, IndexError, KeyError) as err:  # astropy's ways of failing on bad bytes
             reason = f"unreadable FITS (corrupt or truncated?): {err}".replace("\n", " ")
             fail(where, str(path), reason)
     if block := objects.flush():

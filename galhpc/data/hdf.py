@@ -356,12 +356,13 @@ def write_field(field: HDFField, folder: str | Path) -> tuple[Path, Path]:
 
 def build_hdf_cutouts(folder: str | Path, size: int = STAMP_SIZE, catalog_name: str = "hdf_catalog.fits",
                       max_objects: int | None = None, held_out_fraction: float = 0.2) -> tuple[list[Path], Path]:
-    """Build the whole development set in one call: stamps in `folder`/stamps and a catalogue.
+    """Build the whole development set in one call: `folder`/stamps/hdf_<id>.fits, the
+    catalogue `folder`/`catalog_name` and the field `folder`/field/hdf_{sci,wht}.fits.
 
     Parameters
     ----------
     folder : str or Path
-        Output folder: `stamps/hdf_<id>.fits` and `catalog_name` go there.
+        Output folder (created).
     size : int
         Stamp side in pixels.
     catalog_name : str
@@ -378,4 +379,5 @@ def build_hdf_cutouts(folder: str | Path, size: int = STAMP_SIZE, catalog_name: 
     """
     field = build_field(held_out_fraction)
     stamps = write_stamps(field, Path(folder) / "stamps", size, max_objects=max_objects)
+    write_field(field, Path(folder) / "field")
     return stamps, write_catalog(field, Path(folder) / catalog_name)

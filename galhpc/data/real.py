@@ -26,16 +26,17 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from galhpc.config import ConfigError, PrepConfig, SourceConfig
+from galhpc.config import ConfigError, PrepConfig, SourceConfig, check_options
 from galhpc.data.sources import Block, DataError, Reject
 
 log = logging.getLogger("galhpc.data.real")
 
 COLLECTIONS = ("gz2", "gz_challenge", "decals")
-OPTIONS = {"collections", "all_columns"}
+OPTIONS: dict[str, Any] = {"collections": list[str], "all_columns": bool}  # option -> type (config.check_options)
 PREFIX = {"gz2": "gz2_", "gz_challenge": "gzc_", "decals": "decals_"}
 VOTE_COLUMNS = {
     "gz2": [f"t01_smooth_or_features_{a}_fraction" for a in ("a01_smooth", "a02_features_or_disk", "a03_star_or_artifact")],
@@ -154,10 +155,7 @@ def load_image(path: Path) -> np.ndarray:
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "real": `source.path` is the datasets folder (default: installed)."""
-    opts = dict(source.options)
-    unknown = sorted(set(opts) - OPTIONS)
-    if unknown:
-        raise ConfigError(f"source real: unknown option(s) {unknown}; allowed: {sorted(OPTIONS)}")
+    opts = check_options(OPTIONS, source.options, "source real")
     collections = list(opts.get("collections", COLLECTIONS))
     bad = [c for c in collections if c not in COLLECTIONS]
     if bad:

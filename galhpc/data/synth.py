@@ -48,7 +48,7 @@ class SimOptions:
     companion_distance: tuple[float, float] = (1.5, 4.0)  # arcsec
     companion_flux_ratio: tuple[float, float] = (0.1, 0.6)
     psf: str = "moffat"  # moffat | kolmogorov
-    psf_fwhm: float = 0.7  # arcsec; a pair [lo, hi] gives per-object PSFs
+    psf_fwhm: float | tuple[float, float] = 0.7  # arcsec; a pair [lo, hi] gives per-object PSFs
     moffat_beta: float = 3.5
     psf_size: int = 25  # stored PSF stamp (odd)
     noise: str = "gaussian"  # gaussian | cosmos

@@ -545,7 +545,8 @@ class Catalog(Reader):
         Returns
         -------
         astropy.table.Table
-            One column per name, the column descriptions from `galhpc.io.columns`, and
+            One column per name, units and descriptions from `galhpc.io.columns` (ra, dec
+            in deg; a passed-through store column with the unit its store recorded), and
             the master's /meta attributes in `Table.meta`.
         """
         from astropy.table import Column, Table
@@ -555,7 +556,7 @@ class Catalog(Reader):
         names = list(self.scalar_columns() if columns is None else columns)
         table = Table(meta={k: v for k, v in self.meta.items() if k != "config"})
         for name in names:
-            info = column_info(name)
+            info = column_info(name, self.meta)
             table.add_column(Column(self.read(name, rows), name=name, unit=info.unit,
                                     description=info.description))
         return table

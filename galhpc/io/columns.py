@@ -7,7 +7,9 @@ that of the input pixels, whatever the survey's were).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 
 class ColumnInfo(NamedTuple):
@@ -27,11 +29,34 @@ COLUMNS: dict[str, ColumnInfo] = {
     "p_galaxy": ColumnInfo("", "probability that the object is a galaxy (double-peaked prior)"),
     "star_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as star"),
     "galaxy_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as galaxy"),
+    "ra": ColumnInfo("deg", "right ascension (ICRS) of the object, from the store"),
+    "dec": ColumnInfo("deg", "declination (ICRS) of the object, from the store"),
+    "separation": ColumnInfo("arcsec", "angular distance of the object from the queried sky position"),
     "images": ColumnInfo(None, "image, in the model's output pixel units"),
     "images_clean": ColumnInfo(None, "image before PSF and noise, in the model's output pixel units"),
 }
 
 
-def column_info(name: str) -> ColumnInfo:
-    """The unit and description of column `name` (unknown columns: no unit, the name)."""
-    return COLUMNS.get(name, ColumnInfo(None, name))
+def column_info(name: str, meta: Mapping[str, Any] | None = None) -> ColumnInfo:
+    """The unit and description of column `name`.
+
+    Parameters
+    ----------
+    name : str
+        A catalogue or table column.
+    meta : mapping, optional
+        A catalogue's /meta: a store label column it carries (its ``passthrough`` JSON
+        list) is described as such, with the unit the store recorded (``column_units``).
+
+    Returns
+    -------
+    ColumnInfo
+        Unknown columns: no unit, the name as description.
+    """
+    if name in COLUMNS:
+        return COLUMNS[name]
+    carried = json.loads((meta or {}).get("passthrough", "[]"))
+    if name in carried:
+        units = json.loads((meta or {}).get("column_units", "{}"))
+        return ColumnInfo(units.get(name), f"store label column {name}, passed through")
+    return ColumnInfo(None, name)

@@ -6,7 +6,7 @@ at a time, so memory is one shard of the exported columns, whatever N:
 - FITS: one BINTABLE extension (EXTNAME CATALOG) written through astropy's
   `StreamingHDU`: the header (NAXIS2 = N, TTYPE/TFORM/TUNIT, TTYPE comments and TCOMMn
   descriptions as TOPCAT reads them) first, then each shard's rows.  Vector columns are
-  fixed-length array columns (TFORM ``8E``).  Integer types FITS lacks are widened
+  fixed-length array columns (TFORM ``8E``), fixed-length text ``nA``.  Integer types FITS lacks are widened
   (int8 -> int16, uint16 -> int32, uint32 -> int64); float16 becomes float32.
 - Parquet: a directory with one file per shard (``part-000017.parquet``: the LSST/Dask
   convention of a partitioned dataset), vector columns as fixed-size lists, units and
@@ -79,6 +79,8 @@ def _target(cat: Catalog, out: str | Path, columns: Sequence[str] | None, overwr
 
 def _fits_dtype(dtype: np.dtype) -> np.dtype:
     dtype = FITS_WIDER.get(np.dtype(dtype), np.dtype(dtype))
+    if dtype.kind == "S":  # fixed-length text (e.g. a store label passed through): TFORM nA
+        return dtype
     if dtype.str[1:] not in TFORM_CODES:
         raise ValueError(f"no FITS binary-table type for {dtype}")
     return dtype.newbyteorder(">")
@@ -94,15 +96,17 @@ def fits_header(cat: Catalog, names: Sequence[str]):
         dtype = _fits_dtype(cat.dtype(name))
         shape = cat.shape(name)[1:]
         repeat = int(shape[0]) if shape else 1
-        info = column_info(name)
-        cols.append(fits.Column(name=name, format=f"{repeat}{TFORM_CODES[dtype.str[1:]]}",
+        info = column_info(name, cat.meta)
+        code = "A" if dtype.kind == "S" else TFORM_CODES[dtype.str[1:]]
+        repeat = dtype.itemsize if dtype.kind == "S" else repeat
+        cols.append(fits.Column(name=name, format=f"{repeat}{code}",
                                 unit=info.unit or None))
         fields.append((name, dtype, shape) if shape else (name, dtype))
     header = fits.BinTableHDU.from_columns(cols, nrows=0).header
     header["NAXIS2"] = len(cat)
     header["EXTNAME"] = ("CATALOG", "galhpc catalogue export")
     for i, name in enumerate(names, start=1):
-        description = column_info(name).description
+        description = column_info(name, cat.meta).description
         header.comments[f"TTYPE{i}"] = _one_line(fits, f"TTYPE{i}", name, description)[1]
         header.insert(f"TFORM{i}", (f"TCOMM{i}", _one_line(fits, f"TCOMM{i}", description)[0]), after=True)
     for key, card in META_CARDS.items():
@@ -186,11 +190,11 @@ def arrow_schema(cat: Catalog, names: Sequence[str]):
     fields = []
     for name in names:
         dtype = np.dtype(cat.dtype(name))
-        kind = pa.from_numpy_dtype(np.float32 if dtype == np.float16 else dtype)
+        kind = pa.string() if dtype.kind == "S" else pa.from_numpy_dtype(np.float32 if dtype == np.float16 else dtype)
         shape = cat.shape(name)[1:]
         if shape:
             kind = pa.list_(kind, int(shape[0]))
-        info = column_info(name)
+        info = column_info(name, cat.meta)
         meta = {"description": info.description, **({"unit": info.unit} if info.unit is not None else {})}
         fields.append(pa.field(name, kind, nullable=False, metadata=meta))
     meta = {k: v for k, v in cat.meta.items() if isinstance(v, (str, int, float))}
@@ -244,6 +248,8 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
                 v = values[field.name]
                 if v.dtype == np.float16:
                     v = v.astype(np.float32)
+                if v.dtype.kind == "S":
+                    v = np.char.decode(v, "utf-8")
                 if v.ndim == 2:
                     arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]))
                 else:

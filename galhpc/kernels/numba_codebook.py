@@ -3,11 +3,19 @@
 Both minimise ||c||^2 / 2 - x.c over the codes (the argmin of ||x - c||^2), keep ties on the
 lowest index, and never hold more than a tile of rows x K scores.  numba is imported here
 only, when the "numba" backend is first asked for.
+
+The CPU kernels are cached on disk (numba ``cache=True``) where numba finds a writable
+place: beside this file, ``$NUMBA_CACHE_DIR``, or the user's cache folder.  A read-only
+install (a container, a shared software stack) with an unwritable ``$HOME`` has none:
+there they are compiled in each process instead, with a debug line.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
@@ -15,6 +23,25 @@ from numba import cuda  # a module global, which the CUDA simulator swaps for it
 
 ROWS_PER_TILE = 8  # rows x padded K scores per tile stay in L1 (8 x 512 float32 = 16 KiB)
 CUDA_THREADS = 128
+
+log = logging.getLogger("galhpc.kernels.numba_codebook")
+
+
+def _njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(cache=True, **options)``, or without the disk cache where numba has no
+    writable place for it (it raises "cannot cache function ...: no locator available")."""
+
+    def decorate(function: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(cache=True, **options)(function)
+        except RuntimeError as err:
+            if "no locator available" not in str(err):
+                raise
+            log.debug("numba cannot cache %s (no writable cache folder: %s); compiling it in each process",
+                      function.__name__, err)
+            return numba.njit(cache=False, **options)(function)
+
+    return decorate
 
 
 def nearest_code_cpu(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +56,7 @@ def nearest_code_cpu(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, n
     return index, distance
 
 
-@numba.njit(cache=True)
+@_njit()
 def _exact_distance(x, row, codebook, code):
     total = x[row, 0] - x[row, 0]  # zero in x's dtype
     for j in range(x.shape[1]):
@@ -38,7 +65,7 @@ def _exact_distance(x, row, codebook, code):
     return total
 
 
-@numba.njit(parallel=True, cache=True)
+@_njit(parallel=True)
 def _search_cpu(x, codebook, transposed, half_norm, index, distance):
     n, d = x.shape
     k = transposed.shape[1]

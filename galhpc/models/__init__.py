@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from galhpc.config import ModelConfig
+from galhpc.config import ModelConfig, check_arguments
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import ConfigError, GalhpcError
 
@@ -35,8 +35,9 @@ def build_model(cfg: ModelConfig, **collaborators: Any) -> GalaxyModel:
     `collaborators` it is handed (e.g. ``vqvae=`` for a PixelCNN prior); reads no file
     (`galhpc.checkpoint.assemble_model` reads the collaborators a config names)."""
     cls = model_class(cfg.name)
+    params = check_arguments(cls, cfg.params, "model.params")  # one line naming a mistyped key
     try:
-        return cls(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, **cfg.params,
+        return cls(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, **params,
                    **collaborators)
     except (TypeError, ValueError) as err:  # unknown or impossible params: the config's fault
         if isinstance(err, GalhpcError):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from galhpc.config import load_yaml
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, SampleCondition, Samples, StepState
 from galhpc.models.nuisance import random_angles
 from galhpc.runtime.errors import CheckpointError
@@ -153,7 +154,7 @@ def _spec_to_tensor(spec: dict[str, Any]) -> torch.Tensor:
 
 
 def _spec_from_tensor(t: torch.Tensor) -> dict[str, Any]:
-    return yaml.safe_load(bytes(t.tolist()).decode())
+    return load_yaml(bytes(t.tolist()).decode())
 
 
 class VQVAEPrior(GalaxyModel):

@@ -122,14 +122,28 @@ def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, 
     """Write figures, metrics.json and index.html into `out`; returns the metrics.
 
     A section that raises is logged and recorded as {"error": ...}; the others still run
-    (`failed_sections` lists the failures).
+    (`failed_sections` lists the failures).  `store` and `holdout_store` may be FITS cutouts:
+    they are prepared with the prep recipe of the checkpoint's training store into
+    temporary stores (`galhpc.catalog.encode.as_store`), removed when the report is written.
     """
+    from galhpc.catalog.encode import as_store
+
     opt = options or ReportOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(opt.seed)
     torch.manual_seed(opt.seed)
+    with as_store(store, checkpoint, out / "store") as prepared, \
+            as_store(holdout_store, checkpoint, out / "holdout") as prepared_holdout:
+        return _build_report(checkpoint, clusters, out, prepared, synth, opt, prepared_holdout, rng,
+                             {"store": store, "holdout_store": holdout_store})
+
+
+def _build_report(checkpoint: str | Path, clusters: str | Path, out: Path, store: Path | None,
+                  synth: str | Path | None, opt: ReportOptions, holdout_store: Path | None,
+                  rng: np.random.Generator, named: dict[str, Any]) -> dict[str, Any]:
     inp, info = load_inputs(checkpoint, clusters, store, synth, opt, rng, holdout_store)
+    info.update({key: str(value) for key, value in named.items() if value is not None})  # FITS: not the temp store
     figs = Figures(out)
     report: dict[str, Any] = {"inputs": info}
     for name, section in SECTIONS.items():

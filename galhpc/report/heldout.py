@@ -143,8 +143,7 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
     4. the border noise measured on the stored stamps themselves
        (`galhpc.data.preprocess.border_noise`: least-σ border patch).
     """
-    import yaml
-
+    from galhpc.config import load_yaml
     from galhpc.data.preprocess import border_noise
 
     rows = np.asarray(rows, np.int64)
@@ -159,7 +158,7 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
             return np.full(len(rows), float(f.attrs["noise_sigma"])), "store attribute noise_sigma"
         recipe = None
         if "config" in f.attrs:
-            config = yaml.safe_load(f.attrs["config"])
+            config = load_yaml(f.attrs["config"])
             recipe = (config.get("prep") or {}).get("recipe") if isinstance(config, dict) else None
         if "labels/border_noise" in f and recipe is not None and not {"arcsinh", "minmax"} & set(recipe):
             values = sampling.read_unique_rows(f["labels/border_noise"], rows)

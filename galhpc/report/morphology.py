@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from galhpc.extras import require
 from galhpc.report.metrics import ks_distance
+from galhpc.runtime import progress
 
 log = logging.getLogger("galhpc.report")
 
@@ -85,14 +86,11 @@ def measure(image: np.ndarray) -> dict[str, float]:
 
 
 def morphology_table(images: np.ndarray, desc: str = "statmorph") -> dict[str, np.ndarray]:
-    """statmorph statistics of a stack (N, H, W) or (N, C, H, W) (channels averaged); a
-    progress bar `desc` shows the stamps measured (statmorph takes ~0.1 s per stamp)."""
-    from galhpc.runtime import progress
-
+    """statmorph statistics of a stack (N, H, W) or (N, C, H, W) (channels averaged);
+    its progress (a second or so a stamp) is shown as `galhpc.runtime.progress` under `desc`."""
     images = np.asarray(images, np.float64)
     if images.ndim == 4:
         images = images.mean(axis=1)
-    log.info("%s: measuring %d stamps", desc, len(images))
     rows = [measure(img) for img in progress(images, total=len(images), desc=desc, unit="stamp")]
     return {name: np.array([r[name] for r in rows]) for name in STATISTICS}
 

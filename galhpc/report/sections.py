@@ -18,28 +18,12 @@ from galhpc.models.base import GalaxyModel
 from galhpc.report import figures, heldout, inference, latents, metrics, morphology, regier, truth
 from galhpc.report.heldout import EncodedObjects, noise_sigma
 from galhpc.report.losses import loss_table
+from galhpc.report.options import ReportOptions
 from galhpc.report.sampling import ClusterSample, SynthSample
 
 log = logging.getLogger("galhpc.report")
 
 VOTE_CUTS = (0.5, 0.8)  # Galaxy Zoo vote-fraction cuts: majority, and clean sample
-
-
-@dataclass
-class ReportOptions:
-    """Sample sizes and figure sizes of a report (defaults suit a laptop in a few minutes)."""
-
-    max_objects: int = 20000  # rows of clusters.h5 sampled for cluster and latent metrics
-    seed: int = 0
-    n_holdout: int = 500  # store images reconstructed (figures, best/worst, Regier's test)
-    n_morph: int = 100  # images per set measured with statmorph
-    n_condition_bins: int = 3  # quantile bins of a float condition (fewer when there are few stamps)
-    match_noise: bool = True  # add noise to generated stamps up to the real stamps' sky σ
-    n_tsne: int = 1000
-    n_show: int = 8  # stamps per figure row
-    n_traversal_dims: int = 12  # latents traversed, highest SNR first
-    steps: int = 9
-    batch_size: int = 256
 
 
 @dataclass
@@ -463,8 +447,8 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
     real_sigma = morphology.median_sky_sigma(real)
     generated, gen_sigma, added = _noise_matched(generated, real_sigma, opt)
     log.info("statmorph on %d real and %d generated stamps", len(real), len(generated))
-    real_table = morphology.morphology_table(real, "statmorph: real stamps")
-    gen_table = morphology.morphology_table(generated, "statmorph: generated stamps")
+    real_table = morphology.morphology_table(real, "statmorph, real stamps")
+    gen_table = morphology.morphology_table(generated, "statmorph, generated stamps")
     ks = morphology.compare_tables(real_table, gen_table)
     figures.distributions(real_table, gen_table, ks, figs.path("generated_vs_real", "morphology.png",
                                                                "statmorph statistics, real against generated"),
@@ -486,7 +470,7 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
                                                     [{float_column: float(v)} for v in bins.values], opt.seed)
             bin_images, _, extra["noise_added_to_generated"] = _noise_matched(bin_images, real_sigma, opt)
             log.info("statmorph on %d stamps generated per %s bin", len(bin_images), float_column)
-            bin_table = morphology.morphology_table(bin_images, "statmorph: generated per condition bin")
+            bin_table = morphology.morphology_table(bin_images, f"statmorph, stamps per {float_column} bin")
         else:
             bin_table, bin_groups = gen_table, gen_comp
         out[key] = _per_bin(float_column, bins, real_table, bin_table, bin_groups, figs) | extra

@@ -10,16 +10,20 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from galhpc.runtime.errors import GalhpcError
-from galhpc.runtime.files import OutputInUseError
 
 EXIT_ERROR = 1
-_LOCK_WORD = re.compile(r"\block(?:ing|ed)?\b", re.IGNORECASE)  # h5py: "unable to lock file"; not "block"
+# HDF5's own lock call failed: its message for a refused flock and for a file system
+# without locks.  The word "lock" alone is no sign: galhpc's `<out>.lock` names hold it.
+_HDF5_LOCK_CALL = re.compile(r"unable to lock file|file locking disabled", re.IGNORECASE)
+_HDF5_FILE_NAME = re.compile(r"\bname = '([^']*)'")
+PERMISSION_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 _LOCKING_HINT = ("HDF5 file locking failed (the file system does not support it, or another process holds "
                  "the file): export HDF5_USE_FILE_LOCKING=FALSE")
@@ -27,6 +31,12 @@ _LOCKING_HINT = ("HDF5 file locking failed (the file system does not support it,
 
 def describe_error(err: BaseException) -> str:
     """One line naming the problem and, for an OSError, the file.
+
+    An `OSError` is classified by its errno and by which call failed: a full disk
+    (ENOSPC), HDF5's file-lock call (ENOLCK, or h5py's "unable to lock file": with the
+    ``HDF5_USE_FILE_LOCKING`` hint), a permission problem (EACCES, EPERM, EROFS: the
+    file and "permission denied" or "read-only file system"), anything else as
+    ``<file>: <reason>``.
 
     Parameters
     ----------
@@ -38,22 +48,34 @@ def describe_error(err: BaseException) -> str:
     str
         A single line (newlines of the message are joined with ``; ``).
     """
-    if isinstance(err, OSError) and not isinstance(err, GalhpcError):
-        where = err.filename if err.filename is not None else ""
+    if isinstance(err, GalhpcError):
         text = str(err)
+    elif isinstance(err, OSError):
+        text = str(err)
+        where = err.filename if err.filename is not None else ""
+        if not where and (named := _HDF5_FILE_NAME.search(text)):  # h5py names the file only in its text
+            where = named.group(1)
         if err.errno == errno.ENOSPC:
             text = f"no space left on device: {where}" if where else "no space left on device"
-        elif isinstance(err, OutputInUseError):  # galhpc's own <out>.lock, not HDF5's
-            text = f"{where}: {err.strerror}"
-        elif err.errno == errno.ENOLCK or _LOCK_WORD.search(text):
+        elif err.errno == errno.ENOLCK or _HDF5_LOCK_CALL.search(text):
             text = f"{where}: {_LOCKING_HINT} ({err.strerror or text})" if where else f"{_LOCKING_HINT} ({text})"
+        elif err.errno in PERMISSION_ERRNOS:
+            reason = "read-only file system" if err.errno == errno.EROFS else "permission denied"
+            text = f"{where}: {reason} (as user {_user()})" if where else f"{reason}: {text}"
         elif err.strerror and where:
             text = f"{where}: {err.strerror}"
-    elif isinstance(err, GalhpcError):
-        text = str(err)
     else:
         text = f"{type(err).__name__}: {err}"
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
 
 
 def run_cli(prog: str, body: Callable[[], int | None]) -> int:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from galhpc.runtime.errors import GalhpcError
 from galhpc.runtime.world import SLURM_LIVE_STATES, slurm_job_state
 
 log = logging.getLogger("galhpc.runtime.files")
@@ -96,7 +97,8 @@ def atomic_path(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
 
     Raises
     ------
-    Whatever the block raises; the temporary is removed and `final` is left as it was.
+    Whatever the block raises, a KeyboardInterrupt (SIGINT) or SystemExit included; the
+    temporary is removed and `final` is left as it was.
     """
     final = Path(final)
     tmp = temp_path(final)
@@ -224,8 +226,9 @@ class H5Output:
         self._raw = _GuardedRaw(self.path)
         try:
             self.file = h5py.File(self._raw, "w", **kwargs)
-        except BaseException:
+        except BaseException:  # an interrupt included: the file just created goes too
             self._raw.close()
+            self.path.unlink(missing_ok=True)
             raise
 
     def check(self) -> None:
@@ -317,8 +320,15 @@ def remove_stale_temps(directory: str | Path, name: str | None = None, *,
     return removed
 
 
-class OutputInUseError(OSError):
-    """Another live run holds the output (`OutputLock`)."""
+class OutputInUseError(GalhpcError, OSError):
+    """Another live run holds the output (`OutputLock`).
+
+    An `OSError` (errno EBUSY, ``filename`` the output) whose one-line text names the
+    output and the holder.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}" if self.filename is not None else str(self.strerror)
 
 
 @dataclass(frozen=True)
@@ -402,6 +412,7 @@ class OutputLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
+                judged = self._identity()
                 holder = self._holder()
                 if holder is None:  # released meanwhile, or its writer has not written its name yet
                     gone = self._empty_gone()
@@ -415,7 +426,7 @@ class OutputLock:
                     raise OutputInUseError(
                         errno.EBUSY, f"in use by {holder or 'an unknown run'} (lock {self.path}; remove it "
                         "only if that run is gone)", str(self.out)) from None
-                self._take_over(holder, gone)
+                self._take_over(holder, gone, judged)
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(self.owner + "\n")
@@ -426,8 +437,25 @@ class OutputLock:
             return self
         raise OutputInUseError(errno.EBUSY, f"in use (lock {self.path} keeps changing hands)", str(self.out))
 
-    def _take_over(self, holder: str, why: str) -> None:
-        """Remove the lock of the gone `holder`, unless another run took it over first."""
+    def _identity(self) -> tuple[int, int, int] | None:
+        """The lock file's (device, inode, change time in ns), or None when there is none.
+
+        A lock made after another run removed the judged one differs in its change time
+        even where the file system reuses the inode number at once.
+        """
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino, st.st_ctime_ns
+
+    def _take_over(self, holder: str, why: str, judged: tuple[int, int, int] | None) -> None:
+        """Remove the lock of the gone `holder`, unless another run took it over first.
+
+        `judged` is the `_identity` of the lock file judged gone, read before its text: a
+        lock with another identity, or another text, is a new holder's (maybe one not yet
+        named: its file is still empty) and stays.
+        """
         guard = self.path.with_name(self.path.name + ".takeover")
         try:
             fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -439,7 +467,7 @@ class OutputLock:
             return
         try:
             os.close(fd)
-            if (self._holder() or "") == holder:  # still the lock judged gone, not a new holder's
+            if judged is not None and self._identity() == judged and (self._holder() or "") == holder:
                 log.warning("taking over %s from %s: %s", self.path, holder, why)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)

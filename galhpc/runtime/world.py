@@ -406,7 +406,7 @@ def threads_per_rank(env: Mapping[str, str] | None = None, *, affinity: int | No
     return threads, ", ".join(why)
 
 
-def configure_threads(threads: int | None, world: World | None = None) -> int:
+def configure_threads(threads: int | None, world: World | None = None, *, asked_by: str = "--threads") -> int:
     """Set torch's CPU threads for this rank: `threads`, or `threads_per_rank` when None; logged.
 
     Parameters
@@ -415,6 +415,9 @@ def configure_threads(threads: int | None, world: World | None = None) -> int:
         Threads the user asked for.
     world : World, optional
         This rank (for the log line); logged on rank 0 only.
+    asked_by : str
+        Where `threads` came from, for the log line: a flag (``--threads``) or a config
+        key (``train.threads``).
 
     Returns
     -------
@@ -424,7 +427,7 @@ def configure_threads(threads: int | None, world: World | None = None) -> int:
     import torch
 
     if threads:
-        why = "as asked (--threads)"
+        why = f"as asked ({asked_by})"
     else:
         threads, why = threads_per_rank()
     torch.set_num_threads(threads)

@@ -14,9 +14,11 @@ from galhpc.search.source import SearchInputError
 TABLE_SUFFIXES = (".h5", ".hdf5", ".fits", ".fit", ".csv")
 
 
-def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapping[str, str] | None = None) -> Path:
+def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapping[str, str] | None = None,
+                units: Mapping[str, str] | None = None) -> Path:
     """Write equal-length 1-D columns to `path`, the format chosen by its suffix
-    (.h5/.hdf5: one dataset per column; .fits/.fit: a binary table; .csv: a header line).
+    (.h5/.hdf5: one dataset per column, its unit in attribute ``unit``; .fits/.fit: a
+    binary table with TUNITn; .csv: a header line).  `units`: unit of each column that has one.
     Written under a temporary name and renamed, so no half-written table is ever visible.
 
     Raises
@@ -33,11 +35,15 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
             with h5py.File(tmp, "w") as f:
                 for name, values in columns.items():
                     f.create_dataset(name, data=_plain(values))
+                    if name in (units or {}):
+                        f[name].attrs["unit"] = units[name]
                 f.attrs.update(dict(attrs or {}))
         elif suffix in (".fits", ".fit"):
             from astropy.table import Table
 
             table = Table({name: _plain(values) for name, values in columns.items()}, meta=dict(attrs or {}))
+            for name, unit in (units or {}).items():
+                table[name].unit = unit
             table.write(tmp, format="fits")
         else:
             names = list(columns)
@@ -46,6 +52,14 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
                 fh.write(",".join(names) + "\n")
                 fh.writelines(",".join(_csv_cell(v) for v in row) + "\n" for row in rows)
     return path
+
+
+def table_units(columns: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> dict[str, str]:
+    """Units of the columns that have one (`galhpc.io.columns`: ra, dec in deg; a carried
+    store column the unit its store recorded, from the catalogue's /meta `meta`)."""
+    from galhpc.io.columns import column_info
+
+    return {name: unit for name in columns if (unit := column_info(name, meta).unit)}
 
 
 def read_table(path: str | Path) -> dict[str, np.ndarray]:

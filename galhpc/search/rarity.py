@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from galhpc.priors import gmm_log_joint
-from galhpc.search.output import write_table
+from galhpc.search.output import table_units, write_table
 from galhpc.search.source import CatalogColumns
 from galhpc.search.topk import search_blocks
 
@@ -88,7 +88,8 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
     Parameters
     ----------
     catalog_path : an encoded catalogue (mu, object_id; recon_mse for recon_chi2)
-    out : table path (.h5/.hdf5, .fits, .csv): object_id, row, component and the SCORES
+    out : table path (.h5/.hdf5, .fits, .csv): object_id, row, component, the SCORES, then
+        the store columns the catalogue carries (`CatalogColumns.carried`: ra, dec, ...)
     k : neighbour whose distance is `knn_distance`
     reference : most reference rows for the neighbour search (held in memory on every rank)
     model : the catalogue's model, for its mixture prior (None: /gmm or N(0, I))
@@ -125,9 +126,10 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
     table["component"] = (catalog.read("component", rows).astype(np.int64) if "component" in catalog.columns
                           else np.full(len(rows), -1, np.int64))
     table = {name: table[name] for name in ("object_id", "row", "component", *SCORES)}
+    table.update({name: catalog.read(name, rows) for name in catalog.carried})
     if world.is_root:
         write_table(out, table, {"catalog": str(catalog_path), "k": str(kk), "reference_rows": str(len(ref_rows)),
-                                 "prior": prior.source})
+                                 "prior": prior.source}, units=table_units(table, catalog.meta))
         log.info("wrote %s: %d objects, prior %s, k=%d among %d reference rows", out, len(rows), prior.source, kk,
                  len(ref_rows))
     return table

@@ -12,8 +12,8 @@ import numpy as np
 
 from galhpc.runtime.files import open_h5_readonly
 
-from galhpc.search.output import write_mosaic, write_table
-from galhpc.search.query import Queries, queries_from_ids, queries_from_images
+from galhpc.search.output import table_units, write_mosaic, write_table
+from galhpc.search.query import Queries, queries_from_ids, queries_from_images, queries_from_positions
 from galhpc.search.source import CatalogColumns, SearchInputError
 from galhpc.search.topk import NO_ROW, TopK, reduce_ranks, search_blocks
 
@@ -32,7 +32,9 @@ class SearchResult:
 
 def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[str, np.ndarray]:
     """One row per (query, neighbour): query, query_label, query_id, rank (1 = nearest), id,
-    row, distance (Euclidean, in the latent space), component (-1 when the catalogue has none)."""
+    row, distance (Euclidean, in the latent space), component (-1 when the catalogue has none),
+    then the neighbour's store columns the catalogue carries (`CatalogColumns.carried`: ra,
+    dec, ...)."""
     n_q, k = topk.rows.shape
     rows = topk.rows.reshape(-1)
     valid = rows != NO_ROW
@@ -42,6 +44,7 @@ def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[
         ids[valid] = (catalog.read("object_id", rows[valid]) if "object_id" in catalog.columns else rows[valid])
         if "component" in catalog.columns:
             component[valid] = catalog.read("component", rows[valid])
+    carried = {name: catalog.read(name, rows[valid]) for name in catalog.carried}
     return {
         "query": np.repeat(np.arange(n_q), k)[valid],
         "query_label": np.repeat(np.asarray(queries.labels), k)[valid],
@@ -51,6 +54,7 @@ def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[
         "row": rows[valid],
         "distance": topk.distance.reshape(-1)[valid],
         "component": component[valid],
+        **carried,
     }
 
 
@@ -67,9 +71,10 @@ def store_stamps(store: Path, rows: np.ndarray) -> np.ndarray:
 
 
 def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | None = None,
-                   images: list[Path] | None = None, checkpoint: Path | None = None, column: str = "mu",
+                   images: list[Path] | None = None, ra: list[float] | None = None, dec: list[float] | None = None,
+                   tolerance: float = 1.0, checkpoint: Path | None = None, column: str = "mu",
                    block_rows: int = DEFAULT_BLOCK_ROWS, world=None, work: Path | None = None) -> SearchResult:
-    """Exact top-k search of a catalogue for queries given by object id or by image.
+    """Exact top-k search of a catalogue for queries given by object id, sky position or image.
 
     Parameters
     ----------
@@ -77,6 +82,9 @@ def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | No
     k : neighbours per query
     ids : catalogue object ids to search for (each one's own row is left out of its results)
     images : FITS/HDF5 images encoded with the catalogue's checkpoint
+    ra, dec : sky positions (degrees): each queries the catalogue object nearest to it
+        (`queries_from_positions`), itself left out of its results
+    tolerance : largest accepted distance (arcsec) between a position and its object
     checkpoint : overrides the checkpoint named in the catalogue's /meta
     column : latent column searched ("mu")
     block_rows : catalogue rows read and searched at a time (memory ~ block_rows x L x 4 bytes)
@@ -91,14 +99,15 @@ def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | No
     Raises
     ------
     SearchInputError
-        No queries, an unknown id, a bad catalogue or checkpoint.
+        No queries, an unknown id, no object near a position, a bad catalogue or checkpoint.
     """
     from galhpc.runtime.world import mpi_world
 
     world = world or mpi_world()
     catalog = CatalogColumns(catalog_path)
-    if not ids and not images:
-        raise SearchInputError("galhpc-search: give query object ids (--id) or query images (--image)")
+    if not ids and not images and not ra and not dec:
+        raise SearchInputError("galhpc-search: give query object ids (--id), sky positions (--ra/--dec) or query "
+                               "images (--image)")
     started = time.perf_counter()
 
     def make_queries() -> Queries | SearchInputError:
@@ -106,6 +115,8 @@ def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | No
             parts = []
             if ids:
                 parts.append(queries_from_ids(catalog, ids, column))
+            if ra or dec:
+                parts.append(queries_from_positions(catalog, list(ra or []), list(dec or []), tolerance, column))
             if images:
                 parts.append(queries_from_images(catalog, images, Path(work or catalog_path), checkpoint))
             return _concat(parts)
@@ -142,19 +153,38 @@ def _stack_images(parts: list[Queries]) -> np.ndarray | None:
 
 
 def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mosaic: Path | None,
-                  store: Path | None = None, max_mosaic_queries: int = 12) -> None:
-    """Rank 0's part: the table at `out` and, if asked, the mosaic (stamps from the catalogue's store)."""
+                  store: Path | None = None, max_mosaic_queries: int = 12, checkpoint: Path | None = None) -> None:
+    """Rank 0's part: the table at `out` and, if asked, the mosaic (stamps from the catalogue's
+    store: `store`, else its /meta `input`; FITS cutouts are prepared as galhpc-encode did,
+    with the prep of the checkpoint's training store, into a temporary store)."""
+    import glob
+
+    from galhpc.catalog.encode import as_store, is_store_path
+
     catalog = CatalogColumns(catalog_path)
     attrs = {"catalog": str(catalog_path), "k": str(result.topk.rows.shape[1]), "metric": "euclidean on mu"}
-    write_table(out, result.table, attrs)
+    write_table(out, result.table, attrs, units=table_units(result.table, catalog.meta))
     log.info("wrote %s (%d rows)", out, len(result.table["row"]))
     if mosaic is None:
         return
     named = str(store or catalog.meta.get("input", ""))
-    store = catalog.input_path("input", store)
-    if store is None:
+    if named and not is_store_path(named) and glob.glob(named):  # FITS cutouts
+        ckpt = catalog.checkpoint_path(checkpoint)
+        if ckpt is None:
+            raise SearchInputError(f"{catalog_path}: the mosaic of FITS input {named} needs the catalogue's "
+                                   "checkpoint to prepare it (pass --checkpoint, or --store a prepared store)")
+        with as_store(named, ckpt, out) as prepared:
+            _write_mosaic(result, prepared, mosaic, max_mosaic_queries)
+        return
+    found = catalog.input_path("input", store)
+    if found is None:
         raise SearchInputError(f"{catalog_path}: the mosaic needs the store the catalogue was encoded from; "
                                f"{named!r} is not a file (pass --store)")
+    _write_mosaic(result, found, mosaic, max_mosaic_queries)
+
+
+def _write_mosaic(result: SearchResult, store: Path, mosaic: Path, max_mosaic_queries: int) -> None:
+    """The PNG of the first queries and their neighbours, stamps read from `store`."""
     q = result.queries
     n = min(len(q.labels), max_mosaic_queries)
     neighbours = store_stamps(store, result.topk.rows[:n].reshape(-1))

@@ -7,6 +7,7 @@ the lookup of rows by object id and the catalogue's small groups (the post-hoc `
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,16 @@ class CatalogColumns:
 
     def __len__(self) -> int:
         return self.n
+
+    @property
+    def carried(self) -> list[str]:
+        """The store columns the catalogue carries (its /meta ``passthrough`` list, e.g. ra,
+        dec, mag_r), in that order; for a catalogue without that record, ra and dec when
+        it has both.  Search and rarity tables copy them for every object they name."""
+        named = json.loads(self.meta.get("passthrough", "null") or "null")
+        if named is None:
+            named = ["ra", "dec"]
+        return [name for name in named if name in self.columns and len(self.catalog.shape(name)) == 1]
 
     def input_path(self, key: str, override: str | Path | None = None) -> Path | None:
         """A file the catalogue was made from: `override`, else the path its /meta `key` names.

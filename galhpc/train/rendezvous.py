@@ -25,11 +25,13 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
+from galhpc.runtime.errors import GalhpcError
+
 INTERFACE_VARS = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
 _SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
 
 
-class RendezvousError(RuntimeError):
+class RendezvousError(GalhpcError, RuntimeError):
     """A host list that cannot be read, or a host no interface routes to."""
 
 

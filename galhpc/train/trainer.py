@@ -363,7 +363,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, backend: Backend, resume: bool) -> None:
         from galhpc.data.loader import StoreLoader
-        from galhpc.data.store import store_pixel_scale
+        from galhpc.data.store import read_store_info, store_pixel_scale
 
         self.cfg, self.backend = cfg, backend
         self.out_dir = Path(cfg.train.out_dir)
@@ -414,6 +414,7 @@ class Trainer:
                         "train.steps (or epochs), or shorten the schedule", t.store, self.total_steps,
                         self.n_epochs, self.steps_per_epoch, t.batch_size, needed)
         self.pixel_scale = store_pixel_scale(t.store, cfg.model.image_size)  # (arcsec/pixel or None, provenance)
+        self.store_prep = read_store_info(t.store).config  # how FITS inputs are prepared at inference
         self.layout = {"world_size": backend.world_size, "batch_size": t.batch_size, "seed": t.seed,
                        "holdout_fraction": t.holdout_fraction, "steps_per_epoch": self.steps_per_epoch,
                        "precision": t.precision}
@@ -436,6 +437,7 @@ class Trainer:
         if self.backend.is_root:
             payload = checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos, self.layout, self.scaler)
             payload["pixel_scale"], payload["pixel_scale_source"] = self.pixel_scale  # for galhpc-generate
+            payload["store_prep"] = self.store_prep  # for inference on FITS cutouts (checkpoint.inference_prep)
             save_checkpoint(self.ckpt_path, payload)
             log.info("checkpoint %s (epoch %d, batch %d, step %d)", self.ckpt_path, self.pos.epoch,
                      self.pos.batch, self.pos.step)
@@ -597,7 +599,7 @@ class Trainer:
 
 def train(cfg: RunConfig, *, backend: Backend | None = None, resume: bool = True) -> TrainResult:
     """Train `cfg.model` on `cfg.train.store`; see the module docstring for files and signals."""
-    configure_threads(cfg.train.threads)
+    configure_threads(cfg.train.threads, asked_by="train.threads")
     backend = backend or make_backend(cfg.train.backend, cfg.train.device)
     with output_lock(Path(cfg.train.out_dir) / CHECKPOINT_NAME, backend):
         return Trainer(cfg, backend, resume).run()
