@@ -207,13 +207,15 @@ def test_stamp_figures_show_object_ids(tmp_path, monkeypatch):
 
 
 def test_truth_section_is_skipped_on_observed_stamps(tmp_path):
-    from galhpc.report.heldout import simulated_sources
+    from galhpc.report.heldout import observed_sources
 
     store = write_store(tmp_path / "obs.h5", "[flux]")
     with StoreWriter(tmp_path / "sim.h5", "prep:\n  sources:\n    - kind: galsim\n      n: 4\n") as writer:
         writer.append(Block(images=np.zeros((4, SIZE, SIZE), np.float32), object_id=np.arange(4)))
-    assert simulated_sources(tmp_path / "sim.h5")[0]
-    assert not simulated_sources(store)[0]
+    with StoreWriter(tmp_path / "fits.h5", "prep:\n  sources:\n    - kind: fits\n      path: x/\n") as writer:
+        writer.append(Block(images=np.zeros((4, SIZE, SIZE), np.float32), object_id=np.arange(4)))
+    assert not observed_sources(tmp_path / "sim.h5")[0] and not observed_sources(store)[0]
+    assert observed_sources(tmp_path / "fits.h5") == (True, "fits")
 
 
 @pytest.mark.parametrize("name", ["astrovader_survey.yaml", "vqvae_survey.yaml", "prep_survey.yaml"])

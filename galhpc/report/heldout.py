@@ -116,10 +116,11 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
 SIMULATED_SOURCES = ("galsim", "galsim_stars")  # prep source kinds whose label columns are truth
 
 
-def simulated_sources(store: str | Path) -> tuple[bool, str]:
-    """(whether every source of the store's prep config draws simulated stamps, so its label
-    columns are ground truth, the source kinds as text).  Observed stamps (fits, real, ...)
-    carry catalogue measurements (positions, fluxes, radii), which are no truth to recover."""
+def observed_sources(store: str | Path) -> tuple[bool, str]:
+    """(whether the store's recorded prep config has a source of observed stamps, the source
+    kinds as text).  Observed stamps (fits, survey_image, real, ...) carry catalogue
+    measurements (positions, fluxes, radii), which are no truth to recover; simulated ones
+    (`SIMULATED_SOURCES`) carry truth.  A store that records no sources is not called observed."""
     import yaml
 
     with open_h5_readonly(store) as f:
@@ -129,7 +130,7 @@ def simulated_sources(store: str | Path) -> tuple[bool, str]:
         kinds = [str(source.get("kind")) for source in sources if isinstance(source, dict)]
     except (yaml.YAMLError, AttributeError):
         kinds = []
-    return bool(kinds) and all(k in SIMULATED_SOURCES for k in kinds), ", ".join(kinds) or "not recorded"
+    return any(k not in SIMULATED_SOURCES for k in kinds), ", ".join(kinds) or "not recorded"
 
 
 def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, str]:

@@ -385,9 +385,9 @@ def truth_recovery(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.rando
     h = inp.holdout
     if h is None:
         return {"skipped": "no --store or --holdout-store: no held-out objects"}
-    simulated, kinds = heldout.simulated_sources(h.store)
+    observed, kinds = heldout.observed_sources(h.store)
     roles = truth.column_roles(h.labels)
-    if not simulated:  # observed stamps: only class labels (e.g. Galaxy Zoo votes) are something to recover
+    if observed:  # observed stamps: only class labels (e.g. Galaxy Zoo votes) are something to recover
         roles = truth.ColumnRoles(roles.classes, (), roles.nuisances if roles.classes else ())
         if not roles.classes:
             return {"skipped": f"no truth columns: the store's stamps are observed (sources: {kinds}) and its "
