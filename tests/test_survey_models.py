@@ -233,3 +233,31 @@ def test_survey_presets_load_and_build(name):
     model = build_model(cfg.model)
     assert model.store_mismatch(["flux"], {"sigma", "mask", "noise_sigma"}) is None
     assert cfg.train.steps and (cfg.schedule.unit == "steps" or not cfg.schedule.enabled)
+
+
+def test_catalogue_recon_mse_leaves_masked_pixels_out(tmp_path):
+    """galhpc-encode's recon_mse is the mean squared error over the unmasked pixels (numpy
+    oracle), as the likelihoods count them; it used to average every pixel."""
+    from galhpc.catalog.encode import EncodeJob, EncodeOptions
+    from galhpc.catalog.shards import Shard
+    from galhpc.data.store import StoreReader
+
+    store = write_store(tmp_path / "flux.h5", "[flux]", n=40)
+    model = build_model(ModelConfig(name="astrovader", image_size=SIZE, latent_dim=3,
+                                    params={"n_clusters": 2, "filters": [4, 4], "kernels": [3, 3], "recon": "chi2"}))
+    model.out.weight.data.normal_()  # a non-zero reconstruction
+    job = EncodeJob(model, StoreReader(store), EncodeOptions(batch_size=16), torch.device("cpu"))
+    try:
+        parts = dict(job.batches(Shard(0, 0, 40)))
+        images, _ = job.reader.read(0, 40)
+        mask = job.reader.read_columns(["mask"], 0, 40)["mask"]
+    finally:
+        job.reader.close()
+    got = np.concatenate([parts[k]["recon_mse"] for k in sorted(parts)])
+    with torch.no_grad():
+        recon = model.reconstruct(torch.from_numpy(images)).numpy()
+    err = (recon - images)[:, 0] ** 2
+    valid = mask == 0
+    expected = np.where(valid, err, 0).reshape(40, -1).sum(1) / valid.reshape(40, -1).sum(1)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert not np.allclose(got, err.reshape(40, -1).mean(1), rtol=1e-3)
