@@ -118,6 +118,7 @@ def read_stamps(store):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~4 min on 2 free cores (HDF build, two preps, 600 steps); 15 min on a loaded machine
 def test_survey_preset_on_real_held_out_stamps(hdf_stores, tmp_path):
     """Trains configs/astrovader_survey.yaml on the HDF training strip and scores it on the
     held-out strip against PCA-10 (numbers written to survey_scores.json for the docs)."""
