@@ -173,3 +173,35 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_catalogue_checkpoint(checkpoint: str | Path, meta: dict[str, Any], catalogue: str | Path) -> None:
+    """Refuse a checkpoint other than the one a catalogue was made with.
+
+    The one check of every command that reads a catalogue together with a checkpoint
+    (galhpc-report, galhpc-search image queries, galhpc-rarity): the file's SHA-256 must
+    equal the catalogue's /meta ``checkpoint_sha256`` (catalogues without one pass).
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        The checkpoint the command was given.
+    meta : dict
+        The catalogue's /meta attributes (`galhpc.io.catalog.Catalog.meta`).
+    catalogue : str or Path
+        The catalogue's master file, for the message.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming both files and the checkpoint the catalogue records.
+    """
+    want = meta.get("checkpoint_sha256")
+    if not want:
+        return
+    have = file_sha256(checkpoint)
+    if have != want:
+        raise CheckpointError(
+            f"{checkpoint} is not the checkpoint {catalogue} was made with (SHA-256 {have[:12]}..., the catalogue "
+            f"records {str(want)[:12]}... of {meta.get('checkpoint', '?')}): its latents and components belong to "
+            "another model; pass that model's checkpoint or re-encode the catalogue")

@@ -20,6 +20,7 @@ from galhpc.catalog.shards import (
     shard_in_flight,
 )
 from galhpc.runtime.world import threads_per_rank
+from galhpc.runtime.errors import ConfigError
 
 
 def test_plan_covers_every_object_once_in_order():
@@ -150,9 +151,16 @@ def test_writer_refuses_an_incomplete_shard(tmp_path):
 def test_parse_compression():
     assert parse_compression("none") == {}
     assert parse_compression("gzip")["compression_opts"] == 4
-    assert parse_compression("lzf")["compression"] == "lzf"
     with pytest.raises(ValueError, match="unknown compression"):
         parse_compression("zstd")
+
+
+def test_lzf_catalogues_are_refused():
+    """h5py's lzf filter makes a catalogue unreadable by h5dump and every non-h5py reader."""
+    with pytest.raises(ConfigError, match="lzf.*h5dump"):
+        parse_compression("lzf")
+    with pytest.raises(ConfigError, match="gzip level"):
+        parse_compression("gzip:x")
 
 
 def test_write_behind_reports_the_writer_error():

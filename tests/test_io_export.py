@@ -90,7 +90,8 @@ def test_export_streams_one_shard_at_a_time(clusters, tmp_path, monkeypatch):
 
 def test_images_are_refused_and_a_missing_shard_is_named(clusters, tmp_path, capsys):
     out, _ = clusters
-    with h5py.File(tmp_path / "plain.h5", "w") as f:
+    with h5py.File(tmp_path / "plain.h5", "w") as f:  # a synthetic catalogue written by hand
+        f.attrs["galhpc_kind"] = "generate_catalogue"  # (its layout alone is a store's)
         f["images"] = np.zeros((4, 8, 8), np.float16)
         f["object_id"] = np.arange(4)
     with open_catalog(tmp_path / "plain.h5") as cat:

@@ -202,7 +202,7 @@ class _Constant(torch.nn.Module):
 def mean_as_statistics(monkeypatch):
     from galhpc.report import morphology
 
-    monkeypatch.setattr(morphology, "morphology_table", lambda images: {
+    monkeypatch.setattr(morphology, "morphology_table", lambda images, desc="statmorph": {
         name: np.asarray(images, np.float64).mean(axis=(1, 2, 3)) for name in morphology.STATISTICS})
     monkeypatch.setattr(morphology, "median_sky_sigma", lambda images: 0.0)
 

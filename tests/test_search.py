@@ -94,7 +94,7 @@ def test_errors_name_the_problem(catalog, tmp_path, capsys):
     assert search_main(["--catalog", str(catalog["out"]), "--id", "1", "--out", str(tmp_path / "x.csv")]) == 1
     assert "not in the catalogue" in capsys.readouterr().err
     assert search_main(["--catalog", str(catalog["out"]), "--id", "3", "--out", str(tmp_path / "x.txt")]) == 1
-    assert "unknown table format" in capsys.readouterr().err
+    assert "unknown suffix '.txt'" in capsys.readouterr().err
     assert not (tmp_path / "x.txt").exists()
 
 

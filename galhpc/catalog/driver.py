@@ -24,10 +24,13 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from galhpc.catalog.h5out import IMAGE_COLUMNS, ShardWriter, WriteBehind, read_master_fingerprint, write_master
+from galhpc.catalog.h5out import (
+    FINGERPRINT_ATTR, IMAGE_COLUMNS, ShardWriter, WriteBehind, catalogue_attrs, parse_compression,
+    read_master_fingerprint, shard_problem, write_master,
+)
 from galhpc.catalog.shards import (
     CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, read_manifest, record_manifest,
-    shard_in_flight,
+    shard_in_flight, shard_path,
 )
 from galhpc.runtime import progress
 from galhpc.runtime.files import OutputLock
@@ -247,11 +250,12 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
         resolved = {**fingerprint, "shard_size": size}
         record_manifest(shard_dir, recorded if recorded is not None else resolved)
         planned = plan_shards(job.n_objects, size)
-        done = complete_shards(shard_dir, planned)
+        done = verified_shards(shard_dir, planned, json.dumps(resolved, sort_keys=True))
         log.info("%s: %d objects in %d shards of %d, %d already complete, %d rank(s)",
                  out, job.n_objects, len(planned), size, len(done), world.size)
         return shard_dir, size, resolved, sorted(done)
 
+    parse_compression(options.compression)  # a bad --compression before any work
     shard_dir, size, resolved, done = root_then_all(world, begin)
     shards = plan_shards(job.n_objects, size)
     pending = [s for s in shards if s.index not in set(done)]
@@ -265,7 +269,8 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
         job.start(shard_dir)
         with progress(None, world.rank, total=sum(s.size for s in mine), unit="obj", mininterval=1.0,
                       desc=f"{out.name} rank 0 of {world.size}") as bar:
-            for n in _write_shards(job, shard_dir, mine, options, out, flag):
+            attrs = {**catalogue_attrs(meta.get("kind")), FINGERPRINT_ATTR: json.dumps(resolved, sort_keys=True)}
+            for n in _write_shards(job, shard_dir, mine, options, out, flag, attrs):
                 bar.update(n)  # one update per batch, counted in objects (and objects/s)
                 written += n
     except _Stopped:
@@ -289,6 +294,7 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
         raise Preempted(message)
 
     def finish() -> None:
+        check_all_shards(shard_dir, shards, json.dumps(resolved, sort_keys=True), out)
         full_meta = {**meta, "n_shards": len(shards), "ranks": world.size,
                      "fingerprint": json.dumps(resolved, sort_keys=True)}
         try:
@@ -303,12 +309,50 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
     return RunResult(out, job.n_objects, len(shards), len(mine), written, seconds)
 
 
+def verified_shards(shard_dir: Path, planned: list[Shard], fingerprint: str) -> set[int]:
+    """Indices of the planned shards whose file is complete and valid (`shard_problem`);
+    every other file under a planned shard's name is deleted, with one warning line each,
+    so this run redoes it (rank 0, under the output's lock)."""
+    done = set()
+    for index in sorted(complete_shards(shard_dir, planned)):
+        shard = planned[index]
+        path = shard_path(shard_dir, index)
+        why = shard_problem(path, shard, fingerprint)
+        if why is None:
+            done.add(index)
+            continue
+        log.warning("shard %s (objects %d..%d) is damaged (%s): redoing it", path, shard.start, shard.stop - 1, why)
+        path.unlink(missing_ok=True)
+    return done
+
+
+def check_all_shards(shard_dir: Path, shards: list[Shard], fingerprint: str, out: Path) -> None:
+    """Refuse to publish the master of `out` unless every planned shard is there and valid.
+
+    Raises
+    ------
+    CatalogError
+        Naming the missing or invalid shards (at most ten) and how to redo them.
+    """
+    problems = []
+    for shard in shards:
+        path = shard_path(shard_dir, shard.index)
+        why = "missing" if not path.is_file() else shard_problem(path, shard, fingerprint)
+        if why is not None:
+            problems.append(f"{path.name} ({why})")
+    if problems:
+        more = f" and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise CatalogError(f"{out}: {len(problems)} of {len(shards)} planned shard(s) are not complete after every "
+                           f"rank finished, so the master is not written: {', '.join(problems[:10])}{more}; run the "
+                           "same command again to redo them")
+
+
 def _master_fingerprint(out: Path) -> dict[str, Any] | None:
     return read_master_fingerprint(out) if out.exists() else None
 
 
 def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: WriteOptions,
-                  out: Path, flag: StopFlag) -> Iterator[int]:
+                  out: Path, flag: StopFlag, attrs: Mapping[str, Any]) -> Iterator[int]:
     """Write this rank's shards; yields after each batch (for the progress bar).
 
     Raises `_Stopped` when `flag` is set: between shards, or after the batch in flight
@@ -318,7 +362,7 @@ def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: 
             raise _Stopped()
         try:
             with shard_in_flight(shard_dir, shard) as tmp:
-                writer = ShardWriter(tmp, shard, options.compression, options.table)
+                writer = ShardWriter(tmp, shard, options.compression, options.table, attrs)
                 behind = WriteBehind(writer.write)
                 try:
                     for offset, columns in job.batches(shard):

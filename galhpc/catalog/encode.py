@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from galhpc.catalog.driver import RunResult, WriteOptions, root_then_all, run_catalog
-from galhpc.catalog.h5out import load_arrays, run_meta, save_arrays
+from galhpc.catalog.h5out import load_arrays, parse_compression, run_meta, save_arrays
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
@@ -457,6 +457,7 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
     from galhpc.runtime import pick_device, start_mpi_rank
 
     check_precision(precision, "galhpc-encode --precision")
+    parse_compression(compression)  # before the input is read (FITS input is prepared first)
     world = start_mpi_rank(threads)
     torch_device = pick_device(device, world.local_rank)
     model, cfg, payload = load_model(checkpoint, map_location="cpu")

@@ -22,7 +22,7 @@ import torch
 
 from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
 from galhpc.catalog.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
-from galhpc.catalog.h5out import run_meta
+from galhpc.catalog.h5out import parse_compression, run_meta
 from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.models.base import GalaxyModel
@@ -216,6 +216,7 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     from galhpc.runtime import pick_device, start_mpi_rank
 
     check_precision(precision, "galhpc-generate --precision")
+    parse_compression(compression)  # before the checkpoint is read
     world = start_mpi_rank(threads)
     torch_device = pick_device(device, world.local_rank)
     model, cfg, payload = load_model(checkpoint, map_location="cpu")

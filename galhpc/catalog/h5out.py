@@ -28,7 +28,9 @@ import numpy as np
 import galhpc
 
 from galhpc.catalog.shards import CatalogError, Shard, shard_file_name
+from galhpc.runtime.errors import ConfigError
 from galhpc.runtime.files import H5Output, atomic_path, open_h5_readonly
+from galhpc.runtime.kinds import KIND_ATTR, missing_filter
 
 log = logging.getLogger("galhpc.catalog.h5out")
 
@@ -37,21 +39,30 @@ TABLE = "catalog"
 META = "meta"
 IMAGE_COLUMNS = ("images", "images_clean")
 CHUNK_BYTES = 1 << 20
-COMPRESSIONS = ("none", "gzip", "lzf")
+COMPRESSIONS = ("none", "gzip")
+FINGERPRINT_ATTR = "fingerprint"  # a shard's run fingerprint (JSON), checked before a re-run keeps it
 
 
 def parse_compression(spec: str) -> dict[str, Any]:
-    """'none' | 'lzf' | 'gzip' | 'gzip:N' -> h5py create_dataset keyword arguments."""
+    """'none' | 'gzip' | 'gzip:N' -> h5py create_dataset keyword arguments.
+
+    lzf is refused: it is h5py's own filter, so h5dump, HDF5's C/Fortran library, netCDF
+    and most non-Python readers cannot decode a catalogue compressed with it, and a
+    catalogue is meant to be read by anyone (gzip is in every HDF5 build)."""
     name, _, level = spec.partition(":")
+    if name == "lzf":
+        raise ConfigError("compression 'lzf' is readable only through h5py (h5dump and other HDF5 readers cannot "
+                          "decode it); use gzip[:LEVEL] for a catalogue others can read")
     if name not in COMPRESSIONS:
-        raise ValueError(f"unknown compression {spec!r}; use one of none, lzf, gzip or gzip:LEVEL")
+        raise ConfigError(f"unknown compression {spec!r}; use one of none, gzip or gzip:LEVEL")
     if name == "none":
         return {}
-    if name == "lzf":
-        return {"compression": "lzf", "shuffle": True}
-    opts = int(level) if level else 4
+    try:
+        opts = int(level) if level else 4
+    except ValueError:
+        raise ConfigError(f"--compression {spec!r}: the gzip level must be an integer 0..9") from None
     if not 0 <= opts <= 9:
-        raise ValueError(f"gzip level must be 0..9, got {opts}")
+        raise ConfigError(f"--compression {spec!r}: the gzip level must be 0..9, got {opts}")
     return {"compression": "gzip", "compression_opts": opts, "shuffle": True}
 
 
@@ -168,6 +179,50 @@ class WriteBehind:
             raise self._error
 
 
+def catalogue_attrs(kind: Any) -> dict[str, str]:
+    """The root attribute ``galhpc_kind`` of the files of an ``encode``/``generate`` catalogue
+    (`galhpc.runtime.kinds`); none for another `kind` (files then go by their layout)."""
+    return {KIND_ATTR: f"{kind}_catalogue"} if kind in ("encode", "generate") else {}
+
+
+def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | None:
+    """Why the shard file `path` is not a valid complete `shard` of the run `fingerprint`, or None.
+
+    Checks that it opens, that its ``start``/``stop`` attributes are the shard's, that every
+    dataset holds the shard's rows, that no dataset needs a filter this HDF5 lacks, and,
+    when both the file and `fingerprint` (JSON, sorted keys) record one, that the file's
+    run fingerprint is this run's.  Data are not read: this runs on every shard of a re-run.
+
+    Returns
+    -------
+    str or None
+        A short reason, e.g. ``"holds 99 rows of 'mu', expected 100"``.
+    """
+    try:
+        with open_h5_readonly(path) as f:
+            span = (f.attrs.get("start"), f.attrs.get("stop"))
+            if tuple(int(v) if v is not None else None for v in span) != (shard.start, shard.stop):
+                return f"holds objects {span[0]}..{span[1]}, expected {shard.start}..{shard.stop}"
+            recorded = f.attrs.get(FINGERPRINT_ATTR)
+            if recorded is not None and fingerprint is not None:
+                recorded = recorded.decode() if isinstance(recorded, bytes) else str(recorded)
+                if json.loads(recorded) != json.loads(fingerprint):
+                    return "written by another run (its fingerprint differs)"
+            if not len(f):
+                return "holds no datasets"
+            for name, ds in f.items():
+                if not isinstance(ds, h5py.Dataset):
+                    return f"holds a group {name!r}, not a column"
+                if ds.shape[:1] != (shard.size,):
+                    return f"holds {ds.shape[0] if ds.shape else 0} rows of {name!r}, expected {shard.size}"
+                found = missing_filter(ds.id.get_create_plist())
+                if found is not None:
+                    return f"{name!r} needs the unavailable HDF5 filter {found[1]} (id {found[0]})"
+    except (OSError, KeyError, ValueError) as err:
+        return f"unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return None
+
+
 def run_meta(kind: str, fingerprint: Mapping[str, Any], checkpoint: str | Path, checkpoint_sha256: str,
              config_yaml: str, model_name: str) -> dict[str, Any]:
     """The /meta attributes shared by encode and generate masters."""
@@ -235,6 +290,7 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
                     )
                     layout[shard.start:shard.stop] = source
                 f.create_virtual_dataset(name, layout, fillvalue=missing_value(dtype))
+            f.attrs.update(catalogue_attrs(meta.get("kind")))
             meta_group = f.create_group(META)
             for key, value in meta.items():
                 meta_group.attrs[key] = value

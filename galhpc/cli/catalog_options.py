@@ -8,7 +8,8 @@ import argparse
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """How the sharded HDF5 catalogue is written and where the model runs."""
-    p.add_argument("--compression", default="none", help="none | lzf | gzip[:LEVEL] (default none)")
+    p.add_argument("--compression", default="none", help="none | gzip[:LEVEL] (default none); "
+                   "h5py's lzf is refused: h5dump and other HDF5 readers cannot decode it")
     p.add_argument("--no-table", action="store_true", help="do not write the compound 'catalog' table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of other settings")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (ranks share GPUs round-robin)")

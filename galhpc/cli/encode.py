@@ -53,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         from galhpc.catalog.encode import encode_from_checkpoint
+        from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
+        from galhpc.runtime.world import detect_world
 
+        # the lock only on rank 0: a late rank would find rank 0's own lock of this run
+        check_output(args.out, "galhpc-encode --out", suffixes=HDF5_SUFFIXES, create=True,
+                     lock=detect_world().rank == 0)
         encode_from_checkpoint(
             args.checkpoint, args.store, args.out, passthrough=args.passthrough, batch_size=args.batch_size,
             shard_size=args.shard_size,

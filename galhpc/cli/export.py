@@ -32,22 +32,35 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
-    from galhpc.io.export import export_fits, export_parquet
+    from galhpc.io.export import FITS_SUFFIXES, export_fits, export_parquet
+    from galhpc.runtime.cli import describe_error
+    from galhpc.runtime.outputs import check_output
+
+    errors = (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError)
 
     if not args.fits and not args.parquet:
         p.error("give --fits FILE, --parquet DIR, or both")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     columns = [c for c in args.columns.split(",") if c] if args.columns else None
+    failed = False
     try:
-        with open_catalog(args.catalog) as cat:
-            if args.fits:
-                export_fits(cat, args.fits, columns, overwrite=args.overwrite)
-            if args.parquet:
-                export_parquet(cat, args.parquet, columns, overwrite=args.overwrite)
-    except (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError) as err:
-        print(f"galhpc-export: error: {err}", file=sys.stderr)
+        if args.fits:
+            check_output(args.fits, "galhpc-export --fits", suffixes=FITS_SUFFIXES, lock=False)
+        if args.parquet:
+            check_output(args.parquet, "galhpc-export --parquet", folder=True, create=True, lock=False)
+        with open_catalog(args.catalog, role="galhpc-export") as cat:
+            # each format on its own: one that fails (a bad header value, a missing pyarrow) never costs the other
+            for out, export in ((args.fits, export_fits), (args.parquet, export_parquet)):
+                if out:
+                    try:
+                        export(cat, out, columns, overwrite=args.overwrite)
+                    except errors as err:
+                        print(f"galhpc-export: error: {out}: {describe_error(err)}", file=sys.stderr)
+                        failed = True
+    except errors as err:
+        print(f"galhpc-export: error: {describe_error(err)}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -70,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         from galhpc.catalog.generate import generate_from_checkpoint
+        from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
+        from galhpc.runtime.world import detect_world
 
+        # the lock only on rank 0: a late rank would find rank 0's own lock of this run
+        check_output(args.out, "galhpc-generate --out", suffixes=HDF5_SUFFIXES, create=True,
+                     lock=detect_world().rank == 0)
         generate_from_checkpoint(
             checkpoint=args.checkpoint, out=args.out, n=args.n, seed=args.seed, batch_size=args.batch_size,
             shard_size=args.shard_size, component=args.component, counts=args.counts,

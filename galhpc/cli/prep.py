@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from galhpc.config import load_config
         from galhpc.data.prep import run_prep
 
+        from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
+
         cfg = load_config(args.config)
+        check_output(args.out or cfg.prep.output, "galhpc-prep --out", suffixes=HDF5_SUFFIXES, create=True)
         if args.workers is not None:
             cfg.prep.workers = args.workers
         print(run_prep(cfg.prep, output=args.out, on_error=args.on_error))

@@ -46,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         from galhpc.checkpoint import load_model
         from galhpc.report.heldout import noise_sigma
         from galhpc.runtime import start_mpi_rank
+        from galhpc.runtime.outputs import check_output
+        from galhpc.search.output import TABLE_SUFFIXES
         from galhpc.search.rarity import rarity_scores
         from galhpc.search.run import store_stamps
         from galhpc.search.source import CatalogColumns
 
+        check_output(args.out, "galhpc-rarity --out", suffixes=TABLE_SUFFIXES)
         world = start_mpi_rank(args.threads)
         catalog = CatalogColumns(args.catalog)
         ckpt = catalog.checkpoint_path(args.checkpoint)  # refuses another model's checkpoint

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from galhpc.report.build import build_report
         from galhpc.report.options import ReportOptions
+        from galhpc.runtime.outputs import check_output
+
+        check_output(args.out, "galhpc-report --out", folder=True, create=True, lock=False)
 
         options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
                                 n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise)

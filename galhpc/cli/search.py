@@ -51,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         from galhpc.runtime import start_mpi_rank
+        from galhpc.runtime.outputs import check_output
+        from galhpc.search.output import TABLE_SUFFIXES
         from galhpc.search.run import search_catalog, write_outputs
+
+        check_output(args.out, "galhpc-search --out", suffixes=TABLE_SUFFIXES)
+        if args.mosaic is not None:
+            check_output(args.mosaic, "galhpc-search --mosaic", suffixes=(".png",))
 
         world = start_mpi_rank(args.threads)
         result = search_catalog(args.catalog, k=args.k, ids=args.ids, images=args.images, ra=args.ra,

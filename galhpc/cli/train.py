@@ -40,8 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        from pathlib import Path
+
+        from galhpc.config import load_config
+        from galhpc.runtime.outputs import check_output
         from galhpc.runtime.world import detect_world
         from galhpc.train.trainer import train_from_config
+
+        out_dir = Path(args.out_dir or load_config(args.config).train.out_dir)
+        check_output(out_dir, "galhpc-train --out", folder=True, create=True, lock=False)
 
         setup_logging(detect_world().rank, args.log_level)  # before the backend, so its set-up is logged
         overrides = {"out_dir": args.out_dir, "store": args.store, "epochs": args.epochs,

@@ -7,13 +7,15 @@
   `galhpc.data.fits.read_catalog`) with the object ids and positions.
 
 Options:
-- `ra_column`, `dec_column` (default "ra", "dec"): position columns (degrees, or any
-  angle unit the table records);
+- `ra_column`, `dec_column` (default: found by convention, ra/dec, RAJ2000/DEJ2000,
+  RA_ICRS/DE_ICRS, ALPHA_J2000/DELTA_J2000, ...): position columns (degrees, any angle
+  unit the table records, or sexagesimal text);
 - `size` (pixels, default 64): stamp side; or `scale_by` (a radius column in pixels,
   e.g. r90 or petro_r90) with `scale_factor` (default 4): side = scale_factor x radius,
   at least `min_size` (16) pixels, as AstroVaDEr's cutouts scaled to each galaxy;
 - `weight` (a FITS file, or an EXTNAME of the image file) with `weight_type` "ivar"
   (default: WHT, 1/σ²), "sigma" or "variance"; `mask` (file or EXTNAME; non-zero = bad).
+  A pixel of weight <= 0 or NaN (chip gaps, unexposed drizzle pixels) is a bad pixel.
   Without a weight map σ is unknown (the prep uses the stamp's border σ).
 
 Each stamp is `astropy.nddata.Cutout2D(..., mode="strict")` around the catalogue
@@ -97,6 +99,22 @@ def _sigma_from(weight: np.ndarray | None, kind: str) -> np.ndarray | None:
     return np.where(w > 0, w, np.nan)
 
 
+def _world_to_pixel(wcs, coords) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) 0-based pixel positions of sky positions; NaN where the WCS has none (the far
+    side of a projection, or where a SIP distortion's inversion does not converge)."""
+    from astropy.wcs import NoConvergence
+
+    try:
+        x, y = wcs.world_to_pixel(coords)
+    except NoConvergence as err:  # far outside the image a distortion polynomial diverges
+        best = np.array(err.best_solution, dtype=np.float64).reshape(-1, 2)
+        for bad in (err.divergent, err.slow_conv):
+            if bad is not None:
+                best[np.asarray(bad, dtype=int)] = np.nan
+        x, y = best[:, 0], best[:, 1]
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "survey_image" (see the module docstring)."""
     from astropy import units as u
@@ -113,9 +131,10 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         raise ConfigError(f"source survey_image: weight_type must be one of {WEIGHT_TYPES}, got {weight_type!r}")
     size, scale_by = int(opts.get("size", 64)), opts.get("scale_by")
     factor, min_size = float(opts.get("scale_factor", 4.0)), int(opts.get("min_size", 16))
-    ra_key, dec_key = opts.get("ra_column", "ra").lower(), opts.get("dec_column", "dec").lower()
-    needed = tuple(c for c in (prep.r90_column, prep.sky, ra_key, dec_key, scale_by) if c)
-    index, labels = read_catalog(source.catalog, source.id_column, None, source.passthrough, needed=needed)
+    ra_key, dec_key = "ra", "dec"  # read_catalog's names for the position columns, whatever the catalogue's
+    needed = tuple(c for c in (prep.r90_column, prep.sky, scale_by) if c)
+    index, labels, units = read_catalog(source.catalog, source.id_column, None, source.passthrough, needed=needed,
+                                 ra_column=opts.get("ra_column"), dec_column=opts.get("dec_column"))
     for key in (ra_key, dec_key) + ((scale_by.lower(),) if scale_by else ()):
         if key not in labels:
             raise DataError(f"catalog {source.catalog}: no column {key!r}; columns: {sorted(labels)}")
@@ -135,7 +154,7 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         sigma = _sigma_from(_map(opts.get("weight"), image_path, hdus, data.shape, "weight"), weight_type)
         mask = _map(opts.get("mask"), image_path, hdus, data.shape, "mask")
         scale = header_pixel_scale(sci.header, hdus[0].header, f"{image_path}: HDU {sci.name}")
-        objects = ObjectBlocks(prep.chunk_rows, labels, index)
+        objects = ObjectBlocks(prep.chunk_rows, labels, index, units)
         ra_all, dec_all = labels[ra_key], labels[dec_key]
         radius_all = labels[scale_by.lower()] if scale_by else None
         planned = []  # (side, row, id, reason): equal sides together, so blocks stay large
@@ -144,6 +163,8 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
             side, reason = size, None
             if not (np.isfinite(ra) and np.isfinite(dec)):
                 reason = "no position (null ra/dec in the catalogue)"
+            elif abs(dec) > 90:
+                reason = f"dec {dec} is not a declination (|dec| > 90 deg)"
             elif radius_all is not None:
                 radius = float(radius_all[row])
                 if not np.isfinite(radius) or radius <= 0:
@@ -152,14 +173,17 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     side = max(min_size, int(np.ceil(factor * radius)))
             planned.append((side, row, oid, reason))
         planned.sort(key=lambda p: (p[0], p[1]))
-        finite = np.isfinite(ra_all) & np.isfinite(dec_all)
+        finite = np.isfinite(ra_all) & np.isfinite(dec_all) & (np.abs(np.nan_to_num(dec_all)) <= 90)
         x_all, y_all = np.full(len(ra_all), np.nan), np.full(len(ra_all), np.nan)
         if finite.any():  # one vectorised WCS transform; Cutout2D then cuts at pixel positions
-            x_all[finite], y_all[finite] = wcs.world_to_pixel(
-                SkyCoord(ra_all[finite] * u.deg, dec_all[finite] * u.deg, frame="icrs"))
+            x_all[finite], y_all[finite] = _world_to_pixel(
+                wcs, SkyCoord(ra_all[finite] * u.deg, dec_all[finite] * u.deg, frame="icrs"))
         for side, row, oid, reason in planned:
             obj, where = f"object_id {oid}", f"{image_path} (catalog {source.catalog} row {row})"
             ra, dec = float(ra_all[row]), float(dec_all[row])
+            if reason is None and not (np.isfinite(x_all[row]) and np.isfinite(y_all[row])):
+                # e.g. a position on the far side of the sky of a TAN projection: no pixel at all
+                reason = f"off the image edge (ra {ra:.6f}, dec {dec:.6f} has no pixel position in {image_path})"
             if reason is None:
                 try:
                     cut = Cutout2D(data, (float(x_all[row]), float(y_all[row])), side, mode="strict")
@@ -175,6 +199,9 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
             window = cut.slices_original
             stamp_sigma = None if sigma is None else sigma[window].astype(np.float32)
             stamp_mask = None if mask is None else (np.asarray(mask[window]) != 0)
+            if stamp_sigma is not None:  # weight <= 0 (a chip gap, a drizzle's unexposed pixel, SCI = 0 there) is bad
+                no_weight = ~np.isfinite(stamp_sigma)
+                stamp_mask = no_weight if stamp_mask is None else (stamp_mask | no_weight)
             objects.check_unique(oid, where)
             if block := objects.add(cut.data.astype(np.float32), oid, where, scale, stamp_sigma, stamp_mask, (ra, dec)):
                 yield block

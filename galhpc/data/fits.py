@@ -12,7 +12,10 @@
   (1/σ²) and DQ/MASK/MSK/FLAGS/BPM/BADPIX (non-zero = bad pixel, or only the bits of
   options.mask_bad_bits, e.g. to ignore HSC's DETECTED plane); options.sigma_hdu,
   variance_hdu, ivar_hdu, mask_hdu name another HDU (number or EXTNAME) or "none".  A weight <= 0, a
-  non-finite σ or a BLANK pixel is a bad pixel.  Every object gets `Block.extras`
+  non-finite σ or a BLANK pixel is a bad pixel.  A map may also ship as its own file beside
+  the stamp, named `<stamp><. _ -><token>.fits[.fz|.gz]` (tokens err/rms/sigma/noise/unc,
+  var, wht/weight/wgt/ivar, dq/mask/flag(s)/bpm: `g_01.wht.fits` is g_01.fits's inverse
+  variance); a map in the stamp's own file wins; a map file without its stamp is a reject.  Every object gets `Block.extras`
   "sigma" (NaN where no map says) and "mask" (uint8); the prep fills and stores them.
   A companion map is never read as a galaxy.
 - `catalog`: any table astropy reads (FITS: first table HDU or options.catalog_hdu;
@@ -26,8 +29,10 @@ Object ids (options.id_from): "header" reads integer keyword options.id_keyword
 integer in the file name (cutout_00123.fits -> 123); "sequence" numbers objects in read
 order; "auto" (default) tries header, then filename, then sequence.  Two objects with
 one id (in the catalogue, or from headers or file names) are refused, naming both.  A 3-D
-HDU is a stack of cutouts (options.cube = "objects", default; plane k gets id + k) or
-one multi-band image (options.cube = "bands", (C, H, W)).
+HDU is a stack of cutouts (options.cube = "objects"; plane k gets id + k) or one
+multi-band image (options.cube = "bands", (C, H, W)); "auto" (default) reads a 3-D HDU whose
+header names its bands (BANDS or BAND0, as Legacy Surveys cutouts; CTYPE3 BAND or FILTER)
+as one multi-band object, any other as a stack of objects.
 
 Sky position: labels `ra`, `dec` (float64 degrees): the catalogue's, else the image
 centre through its celestial WCS (astropy), else NaN.
@@ -42,6 +47,7 @@ checkpoint for galhpc-generate.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import re
@@ -52,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from galhpc.config import ConfigError, PrepConfig, SourceConfig, check_options
-from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
+from galhpc.data.sources import PIXEL_SCALE_LABEL, PREP_LABELS, Block, DataError, Reject
 from galhpc.extras import require
 
 log = logging.getLogger("galhpc.data.fits")
@@ -154,8 +160,24 @@ def list_files(path: str, pattern: str = "*.fit*") -> list[Path]:
     return files
 
 
+# conventional names of catalogue positions (VizieR, SExtractor, Gaia, SDSS), tried in order
+RA_NAMES = ("ra", "raj2000", "ra_icrs", "alpha_j2000", "ra_deg", "radeg")
+DEC_NAMES = ("dec", "dej2000", "decj2000", "de_icrs", "dec_icrs", "delta_j2000", "dec_deg", "dedeg")
+
+
+def _position_column(names: dict[str, str], chosen: str | None, conventional: tuple[str, ...], path: str) -> str | None:
+    """The lower-cased catalogue column holding ra (or dec): `chosen`, else the first
+    conventional name present, else None."""
+    if chosen is not None:
+        if chosen.lower() not in names:
+            raise DataError(f"catalog {path}: no column {chosen!r}; columns: {list(names.values())}")
+        return chosen.lower()
+    return next((c for c in conventional if c in names), None)
+
+
 def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passthrough: list[str] | None = None,
-                 needed: tuple[str, ...] = ()) -> tuple[dict[int, int], dict[str, np.ndarray]]:
+                 needed: tuple[str, ...] = (), ra_column: str | None = None,
+                 dec_column: str | None = None) -> tuple[dict[int, int], dict[str, np.ndarray], dict[str, str]]:
     """(id -> row, label columns) of a catalogue in any format astropy's Table reads.
 
     Parameters
@@ -169,21 +191,28 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
         FITS table HDU.
     passthrough : list of str or None
         Columns to keep as labels (beside ra, dec and `needed`); None keeps every scalar one.
+        A column named like a label the prep writes (`galhpc.data.sources.PREP_LABELS`:
+        snr, width, sky, source_index, ...) is kept as `catalog_<name>`.
     needed : tuple of str
         Columns the prep uses (the radius column, a sky column), kept when present.
+    ra_column, dec_column : str or None
+        The position columns; None finds them by convention (ra/dec, RAJ2000/DEJ2000,
+        RA_ICRS/DE_ICRS, ALPHA_J2000/DELTA_J2000, ...).  They become labels `ra`, `dec`.
 
     Returns
     -------
-    (dict, dict)
-        Object id -> catalogue row, and lower-cased column name -> (n,) array.  Nulls
+    (dict, dict, dict)
+        Object id -> catalogue row; lower-cased column name -> (n,) array; and label ->
+        unit (astropy string) of the columns whose table records one (`ra`, `dec`: deg).  Nulls
         (FITS TNULL, masked or empty cells, NaN) are NaN (integer and boolean columns with
         nulls become float64) or b"" for strings: never a value.  `ra`/`dec` are float64
-        degrees.
+        degrees (numbers in degrees or any recorded angle unit; text sexagesimal).
 
     Raises
     ------
     DataError
-        Unreadable file, missing/null/non-integer/duplicate ids, missing passthrough columns.
+        Unreadable file, missing/null/non-integer/duplicate ids, missing passthrough or
+        position columns, a position that is not an angle.
     """
     import warnings
 
@@ -218,16 +247,27 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise DataError(f"catalog {path}: duplicate ids in {id_column!r}, e.g. {unique[counts > 1][:5].tolist()}")
+    positions = {_position_column(names, ra_column, RA_NAMES, path): "ra",
+                 _position_column(names, dec_column, DEC_NAMES, path): "dec"}
+    positions.pop(None, None)
     wanted = None
     if passthrough is not None:
         missing = [c for c in passthrough if c.lower() not in names]
         if missing:
             raise DataError(f"catalog {path}: no passthrough column(s) {missing}; columns: {table.colnames}")
-        wanted = {c.lower() for c in passthrough} | {"ra", "dec"} | {c.lower() for c in needed}
-    labels = {}
-    for key, name in names.items():
-        if key == id_column.lower() or (wanted is not None and key not in wanted):
+        wanted = {c.lower() for c in passthrough} | set(positions) | {c.lower() for c in needed}
+    labels, units = {}, {}
+    for original, name in names.items():
+        if original == id_column.lower() or (wanted is not None and original not in wanted):
             continue
+        key = positions.get(original, "" if original in ("ra", "dec") else original)
+        if not key:  # a column named ra/dec that is not the chosen position must not overwrite it
+            log.warning("catalog %s: column %s is not the position column; not stored", path, name)
+            continue
+        if key in PREP_LABELS and key not in {c.lower() for c in needed if c}:
+            key = f"catalog_{key}"  # the prep writes a label of this name (snr, width, sky, ...)
+            log.warning("catalog %s: column %s is stored as label %s (galhpc-prep writes its own %s)",
+                        path, name, key, original)
         column = table[name]
         if column.ndim != 1:
             log.warning("catalog %s: column %s is a vector column; not stored", path, name)
@@ -242,7 +282,11 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
             log.warning("catalog %s: column %s of dtype %s is not numeric or text; not stored", path, name, column.dtype)
             continue
         labels[key] = _degrees(stored, key, f"catalog {path}: column {name}") if key in ("ra", "dec") else stored
-    return {int(i): row for row, i in enumerate(ids)}, labels
+        if key in ("ra", "dec"):
+            units[key] = "deg"
+        elif getattr(column, "unit", None) is not None:
+            units[key] = column.unit.to_string()
+    return {int(i): row for row, i in enumerate(ids)}, labels, units
 
 
 def _degrees(values: np.ndarray, key: str, where: str) -> np.ndarray:
@@ -343,8 +387,10 @@ class DuplicateIdError(DataError):
 class ObjectBlocks:
     """Collects objects (pixels, σ, mask, id) into uniform-shape blocks of at most `rows`."""
 
-    def __init__(self, rows: int, labels: dict[str, np.ndarray] | None, index: dict[int, int] | None):
+    def __init__(self, rows: int, labels: dict[str, np.ndarray] | None, index: dict[int, int] | None,
+                 units: dict[str, str] | None = None):
         self.rows, self.labels, self.index = rows, labels, index
+        self.units = {"ra": "deg", "dec": "deg", PIXEL_SCALE_LABEL: "arcsec", **(units or {})}
         self.images: list[np.ndarray] = []
         self.sigmas: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
@@ -401,7 +447,8 @@ class ObjectBlocks:
             extras = {"sigma": np.stack(self.sigmas), "mask": np.stack(self.masks)}
         else:
             images = np.zeros((0, 1, 1), np.float32)
-        block = Block(images, ids, labels, extras=extras, files=self.files, rejects=self.rejects)
+        block = Block(images, ids, labels, extras=extras, files=self.files, rejects=self.rejects,
+                      units={k: u for k, u in self.units.items() if k in labels})
         self.images, self.sigmas, self.masks, self.ids, self.files, self.scales, self.positions, self.rejects = (
             [], [], [], [], [], [], [], [])
         return block
@@ -491,15 +538,15 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
     return found
 
 
-def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f,
+def _read_maps(companions: dict[str, tuple[Any, str]], shape: tuple[int, ...], where: str,
                bad_bits: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(σ or None, mask or None) from the companion HDUs; a weight <= 0, a non-finite σ, an
-    undefined (BLANK) pixel of any map and a mask pixel with any of `bad_bits` set (None:
-    any non-zero value) are bad pixels."""
+    """(σ or None, mask or None) from the companion HDUs ({kind: (HDU, where it is)}); a
+    weight <= 0, a non-finite σ, an undefined (BLANK) pixel of any map and a mask pixel with
+    any of `bad_bits` set (None: any non-zero value) are bad pixels."""
     sigma, mask = None, None
-    for kind, h in companions.items():
+    for kind, (h, place) in companions.items():
         data = h.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
-        what = f"{where}: {kind} map {_where(h, f)}"
+        what = f"{where}: {kind} map {place}"
         if data is None or np.shape(data) != shape:
             raise DataError(f"{what}: shape {np.shape(data)} differs from the image's {shape}")
         data = np.asarray(data)
@@ -521,6 +568,59 @@ def _read_maps(companions: dict[str, Any], shape: tuple[int, ...], where: str, f
             sigma = values.astype(np.float32) if sigma is None else sigma
         mask = bad if mask is None else (mask | bad)
     return sigma, None if mask is None else mask.astype(np.uint8)
+
+
+# a map shipped as its own file beside the stamp: <stamp name><sep><token>.fits
+MAP_FILE_TOKENS = {"sigma": ("err", "error", "sigma", "rms", "noise", "unc"), "variance": ("var", "variance"),
+                   "ivar": ("wht", "weight", "wgt", "ivar", "invvar"),
+                   "mask": ("dq", "mask", "msk", "flag", "flags", "bpm", "badpix")}
+_MAP_FILE = re.compile(r"^(?P<stem>.+)[._-](?P<token>" + "|".join(t for ts in MAP_FILE_TOKENS.values() for t in ts)
+                       + r")$", re.IGNORECASE)
+
+
+def _stem(path: Path) -> str:
+    """A file name without its FITS suffixes (.fits, .fit, .fts, .fz, .gz)."""
+    return re.sub(r"(\.(fits?|fts))?(\.(fz|gz))?$", "", path.name, flags=re.IGNORECASE)
+
+
+def _pair_map_files(paths: list[Path]) -> tuple[list[Path], dict[Path, dict[str, Path]], list[tuple[Path, str]]]:
+    """Split a source's files into stamps and the σ/weight/mask maps shipped beside them
+    (`g_0001.fits` with `g_0001.wht.fits`, `g_0001_rms.fits`, `g_0001-mask.fits.fz`).
+
+    Returns
+    -------
+    (list, dict, list)
+        The stamp files; stamp -> {"sigma" | "variance" | "ivar" | "mask": map file}; and
+        (file, reason) of map-named files with no stamp of their name beside them (never read
+        as a galaxy).
+    """
+    stems = {_stem(p): p for p in paths}
+    stamps, maps, orphans = [], {}, []
+    for p in paths:
+        match = _MAP_FILE.match(_stem(p))
+        if match is None:
+            stamps.append(p)
+            continue
+        kind = next(k for k, tokens in MAP_FILE_TOKENS.items() if match["token"].lower() in tokens)
+        owner = stems.get(match["stem"])
+        if owner is None or _MAP_FILE.match(_stem(owner)):
+            orphans.append((p, f"named as a {kind} map ({match['token']}) but no stamp {match['stem']}.fits beside it"))
+        else:
+            maps.setdefault(owner, {})[kind] = p
+    return stamps, maps, orphans
+
+
+def _beside_hdu(f, path: Path, sci, n_science: int):
+    """The HDU of a map file for one science HDU: the image HDU with its EXTNAME and
+    EXTVER, else the only image HDU when the stamp file holds one object."""
+    images = [h for h in f if _has_image(h)]
+    same = [h for h in images if _name(h) == _name(sci) and _extver(h) == _extver(sci)]
+    if same:
+        return same[0]
+    if len(images) == 1 and n_science == 1:
+        return images[0]
+    raise DataError(f"{path}: cannot tell which of its {len(images)} image HDUs is the map of "
+                    f"{_name(sci) or 'PRIMARY'},{_extver(sci)}")
 
 
 def _celestial_wcs(header):
@@ -549,6 +649,17 @@ def _centre_radec(wcs, shape: tuple[int, ...]) -> tuple[float, float]:
     except Exception:  # a WCS that cannot place its centre gives no position
         return float("nan"), float("nan")
     return float(icrs.ra.deg), float(icrs.dec.deg)
+
+
+def _cube(hdu, option: str) -> str:
+    """How a 3-D HDU is read: `option` unless "auto"; then "bands" when its header names its
+    bands (BANDS/BAND0 keywords, CTYPE3 BAND or FILTER), else "objects"."""
+    if option != "auto":
+        return option
+    header = hdu.header
+    named = "BANDS" in header or "BAND0" in header
+    named = named or str(header.get("CTYPE3", "")).strip().upper() in ("BAND", "FILTER")
+    return "bands" if named else "objects"
 
 
 def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
@@ -604,15 +715,16 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     if source.path is None:
         raise ConfigError("source fits: `path` (file, directory or glob) is required")
     id_from, keyword = opts.get("id_from", "auto"), opts.get("id_keyword", "OBJID")
-    cube = opts.get("cube", "objects")
-    if id_from not in ("auto", "header", "filename", "sequence") or cube not in ("objects", "bands"):
-        raise ConfigError(f"source fits {source.path}: id_from must be auto|header|filename|sequence, cube objects|bands")
-    index, labels = (None, None)
+    cube_option = opts.get("cube", "auto")
+    if id_from not in ("auto", "header", "filename", "sequence") or cube_option not in ("auto", "objects", "bands"):
+        raise ConfigError(f"source fits {source.path}: id_from must be auto|header|filename|sequence, "
+                          "cube auto|objects|bands")
+    index, labels, units = None, None, None
     if source.catalog:
-        index, labels = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"), source.passthrough,
+        index, labels, units = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"), source.passthrough,
                                      needed=(prep.r90_column, prep.sky))
         log.info("catalog %s: %d objects, label columns %s", source.catalog, len(index), sorted(labels))
-    objects = ObjectBlocks(prep.chunk_rows, labels, index)
+    objects = ObjectBlocks(prep.chunk_rows, labels, index, units)
     sequence = 0
 
     def fail(obj: str, file: str, reason: str) -> None:
@@ -620,14 +732,21 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
             raise DataError(f"{file}: {obj}: {reason}")
         objects.rejects.append(Reject(obj, file, reason))
 
-    for path in list_files(source.path, opts.get("pattern", "*.fit*")):
+    files, companion_files, orphans = _pair_map_files(list_files(source.path, opts.get("pattern", "*.fit*")))
+    for path, reason in orphans:
+        fail("file", str(path), reason)
+    for path in files:
         where = "file"
         try:
-            with _open(path) as f:
+            with contextlib.ExitStack() as stack:
+                f = stack.enter_context(_open(path))
+                beside = {kind: (stack.enter_context(_open(other)), other)
+                          for kind, other in companion_files.get(path, {}).items()}
                 primary = f[0].header
                 hdus = _image_hdus(f, source.hdu, path)
-                single = len(hdus) == 1 and hdus[0].data.ndim == 2
+                single = len(hdus) == 1 and (hdus[0].data.ndim == 2 or _cube(hdus[0], cube_option) == "bands")
                 for hdu in hdus:
+                    cube = _cube(hdu, cube_option)
                     where = _where(hdu, f)
                     header = hdu.header
                     _verify_checksums(hdu, f"{path}: {where}")
@@ -635,14 +754,17 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     if data is None:
                         raise DataError(f"{path}: {where}: no image data")
                     data = np.asarray(data, dtype=np.float32)
-                    sigma, mask = _read_maps(_companions(f, hdus, hdu, opts, path), data.shape, f"{path}: {where}", f,
-                                             opts.get("mask_bad_bits"))
+                    maps = {kind: (h, _where(h, f)) for kind, h in _companions(f, hdus, hdu, opts, path).items()}
+                    for kind, (other, other_path) in beside.items():
+                        if kind not in maps:  # a map inside the file wins over one beside it
+                            maps[kind] = (_beside_hdu(other, other_path, hdu, len(hdus)), str(other_path))
+                    sigma, mask = _read_maps(maps, data.shape, f"{path}: {where}", opts.get("mask_bad_bits"))
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
                     own_wcs = _celestial_wcs(header)  # parsed once: the scale and the centre's position
                     scale = _celestial_scale(own_wcs, f"{path}: {where}") if own_wcs is not None else float("nan")
                     if not np.isfinite(scale):
                         scale = header_pixel_scale(header, primary, f"{path}: {where}")
-                    wcs = (own_wcs or _celestial_wcs(primary)) if data.ndim == 2 else None
+                    wcs = (own_wcs or _celestial_wcs(primary)) if data.ndim == 2 or cube == "bands" else None
                     position = _centre_radec(wcs, data.shape)
                     planes = _planes(np.asarray(data), cube, f"{path}: {where}")
                     sigmas = [None] * len(planes) if sigma is None else _planes(sigma, cube, where)

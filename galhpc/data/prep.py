@@ -99,7 +99,8 @@ def _nearest(arr: np.ndarray, size: int) -> np.ndarray:
     return arr[..., rows[:, None], cols[None, :]]
 
 
-def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bool) -> np.ndarray:
+def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bool,
+                 variance: bool = False) -> np.ndarray:
     """Per-object boxes of prep.crop_r90 x R90, each resampled to prep.image_size."""
     out = []
     for a, r in zip(arr, r90):
@@ -107,22 +108,24 @@ def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bo
             side = int(np.clip(np.ceil(prep.crop_r90 * r), 4, min(a.shape[-2:])))
             out.append(_nearest(pp.centre_crop(a, side), prep.image_size))
         else:
-            out.append(pp.size_scaled_crop(a, float(r), prep.crop_r90, prep.image_size)[0])
+            out.append(pp.size_scaled_crop(a, float(r), prep.crop_r90, prep.image_size, variance)[0])
     return np.stack(out) if out else arr[:, ..., : prep.image_size, : prep.image_size]
 
 
-def _geometric(arr: np.ndarray, prep: PrepConfig, integer: bool = False, r90: np.ndarray | None = None) -> np.ndarray:
+def _geometric(arr: np.ndarray, prep: PrepConfig, integer: bool = False, r90: np.ndarray | None = None,
+               variance: bool = False) -> np.ndarray:
     """Apply the recipe's geometric steps to a stack (n, H, W) or (n, C, H, W); with
-    prep.crop_r90 the crop is per object, from `r90` (n,) in input pixels."""
+    prep.crop_r90 the crop is per object, from `r90` (n,) in input pixels; `variance`: the
+    stack is a variance map, resampled as the variance of each area average."""
     for step in prep.recipe:
         if step == "grey" and arr.ndim == 4 and not integer:
             arr = pp.to_grey(arr)
         elif step == "crop" and prep.crop_r90 is not None:
-            arr = _size_scaled(arr, prep, r90, integer)
+            arr = _size_scaled(arr, prep, r90, integer, variance)
         elif step == "crop" and prep.crop_size is not None:
             arr = pp.centre_crop(arr, prep.crop_size)
         elif step == "resize" and arr.shape[-2:] != (prep.image_size, prep.image_size):
-            arr = _nearest(arr, prep.image_size) if integer else pp.resize_area(arr, prep.image_size)
+            arr = _nearest(arr, prep.image_size) if integer else pp.resize_area(arr, prep.image_size, variance)
     return arr
 
 
@@ -178,17 +181,15 @@ def _without_grey(prep: PrepConfig) -> PrepConfig:
     return dataclasses.replace(prep, recipe=[step for step in prep.recipe if step != "grey"])
 
 
-def _sigma_geometric(sigma: np.ndarray, prep: PrepConfig, r90: np.ndarray | None, factor) -> np.ndarray:
+def _sigma_geometric(sigma: np.ndarray, prep: PrepConfig, r90: np.ndarray | None) -> np.ndarray:
     """σ through the geometric steps as a variance: the grey mean of C bands has variance
-    mean(σ²)/C, an area average over f x f input pixels mean(σ²)/f² (f >= 1; an
-    up-sampled pixel keeps its σ)."""
+    mean(σ²)/C, an area average Σ w² σ² over its weights w (independent pixel noise; for
+    f x f whole input pixels mean(σ²)/f²)."""
     var = np.square(sigma.astype(np.float64))
     if "grey" in prep.recipe and var.ndim == 4:
         var = var.mean(axis=1) / var.shape[1]
-    var = _geometric(var.astype(np.float32), _without_grey(prep), r90=r90).astype(np.float64)
-    f = np.maximum(np.asarray(factor, dtype=np.float64), 1.0)
-    f = f.reshape((-1,) + (1,) * (var.ndim - 1)) if f.ndim else f
-    return np.sqrt(var / np.square(f)).astype(np.float32)
+    var = _geometric(var.astype(np.float32), _without_grey(prep), r90=r90, variance=True).astype(np.float64)
+    return np.sqrt(var).astype(np.float32)
 
 
 def _mask_geometric(mask: np.ndarray, prep: PrepConfig, r90: np.ndarray | None) -> np.ndarray:
@@ -270,8 +271,7 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
     extras = {}
     maps = {name: block.extras[name] for name in PIXEL_MAPS if name in block.extras}
     if maps:
-        f = _resample_factor(labels, r90, crop, in_hw, images.shape[-1])
-        extras["sigma"] = _sigma_geometric(maps["sigma"], prep, r90, f)
+        extras["sigma"] = _sigma_geometric(maps["sigma"], prep, r90)
         extras["mask"] = _mask_geometric(maps["mask"], prep, r90)
     for name, values in block.extras.items():
         if name in PIXEL_MAPS:
@@ -304,7 +304,7 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
         labels.update(coefficients)
     elif prep.metrics:
         labels["noise_sigma"] = values["border_noise"]
-    out = Block(images, block.object_id, labels, truth, block.psf, extras, block.files, rejects)
+    out = Block(images, block.object_id, labels, truth, block.psf, extras, block.files, rejects, block.units)
     return out.select(keep)
 
 

@@ -57,6 +57,11 @@ PIXEL_MAPS = ("sigma", "mask")
 # label of the pixel scale (arcsec per stored pixel) a source read from its files' headers
 PIXEL_SCALE_LABEL = "wcs_pixel_scale"
 
+# label columns galhpc-prep itself writes (source, quality metrics, intensity coefficients):
+# a catalogue column of one of these names is stored as catalog_<name>, never overwritten
+PREP_LABELS = ("source_index", PIXEL_SCALE_LABEL, "resample_factor", "snr", "width", "non_uniformity", "border_noise",
+               "sky", "flux_norm", "minmax_offset", "minmax_scale", "noise_sigma")
+
 
 @dataclass
 class Reject:
@@ -79,6 +84,7 @@ class Block:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     files: list[str] | None = None
     rejects: list[Reject] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)  # label -> astropy unit string, where a catalogue gave one
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -95,6 +101,7 @@ class Block:
             extras={k: v[keep] for k, v in self.extras.items()},
             files=None if self.files is None else [f for f, k in zip(self.files, keep) if k],
             rejects=list(self.rejects),
+            units=dict(self.units),
         )
 
 

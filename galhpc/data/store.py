@@ -34,6 +34,7 @@ from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
 from galhpc.runtime.files import (
     H5Output, disk_full_error, is_disk_full, open_h5_readonly, publish, remove_stale_temps, temp_path,
 )
+from galhpc.runtime.kinds import KIND_ATTR, STORE, check_filters, require_kind
 
 log = logging.getLogger("galhpc.data.store")
 
@@ -97,6 +98,7 @@ class StoreWriter:
         self._out = H5Output(self.tmp)  # a full disk raises OSError naming the store, never crashes HDF5
         self.file = self._out.file
         self.file.attrs["galhpc_version"] = galhpc.__version__
+        self.file.attrs[KIND_ATTR] = STORE
         self.file.attrs["config"] = config_yaml
         self.file.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         self.n = 0
@@ -153,6 +155,8 @@ class StoreWriter:
         labels = {"source_index": np.full(n, source_index, dtype=np.int16), **block.labels}
         for name, values in labels.items():
             self._append(f"labels/{name}", _storable(name, values), where)
+            if name in block.units:  # read by galhpc-encode into its catalogue's column_units
+                self.file[f"labels/{name}"].attrs["unit"] = block.units[name]
         if block.truth is not None:
             self._append("truth", np.asarray(block.truth, dtype=np.float32), where)
         for name, values in block.extras.items():
@@ -271,7 +275,10 @@ def read_store_info(path: str | Path) -> StoreInfo:
 
 
 def describe_store(f: h5py.File, path: Path) -> StoreInfo:
-    """The StoreInfo of the store open as `f` (read from metadata, no pixels)."""
+    """The StoreInfo of the store open as `f` (read from metadata, no pixels); a catalogue or
+    table (`galhpc.runtime.kinds`) or a dataset needing a missing filter is refused."""
+    require_kind(f, path, STORE, "a training-store reader (galhpc-train, galhpc-report --store)")
+    check_filters(f, path)
     if "images" not in f or "object_id" not in f:
         raise DataError(f"{path} is not a galhpc store (no images/object_id datasets)")
     images = f["images"]
@@ -389,6 +396,12 @@ class StoreReader:
             self.file = open_h5_readonly(self.path)
         except (OSError, FileNotFoundError) as err:
             raise DataError(f"input store {self.path} cannot be opened as HDF5: {err}") from err
+        try:
+            require_kind(self.file, self.path, STORE, "galhpc-encode --store (or galhpc-search --image)")
+            check_filters(self.file, self.path)
+        except DataError:
+            self.file.close()
+            raise
         if "images" not in self.file or not isinstance(self.file["images"], h5py.Dataset):
             raise DataError(f"input store {self.path} has no dataset /images")
         self.images = self.file["images"]

@@ -43,6 +43,7 @@ import numpy as np
 
 from galhpc.io.reader import Reader
 from galhpc.runtime.errors import CatalogError  # also raised for a catalogue that cannot be read correctly
+from galhpc.runtime.kinds import CATALOGUES, check_filters, filter_error, missing_filter, require_kind
 
 log = logging.getLogger("galhpc.io.catalog")
 
@@ -224,6 +225,10 @@ class Catalog(Reader):
         per-object datasets.
     max_open : int, optional
         Most files open at a time (default 64; fewer when the open-file limit is low).
+    kinds : sequence of str, optional
+        The `galhpc.runtime.kinds` accepted (default: either catalogue kind).
+    role : str, optional
+        What the caller reads it as, for the message refusing another kind.
 
     Raises
     ------
@@ -231,9 +236,13 @@ class Catalog(Reader):
         If the file is missing or not HDF5, has no per-object dataset, or a shard file it
         names is missing, unreadable, short of rows, or belongs to another run: one line
         naming the files.
+    FileKindError
+        If it is another kind of galhpc file (a training store, a search table), or a
+        dataset needs an HDF5 filter this HDF5 lacks.
     """
 
-    def __init__(self, path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> None:
+    def __init__(self, path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *,
+                 kinds: Sequence[str] = CATALOGUES, role: str = "a catalogue reader") -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CatalogError(f"catalogue not found: {self.path}")
@@ -245,6 +254,8 @@ class Catalog(Reader):
         except OSError as err:
             raise CatalogError(f"{self.path} is not a readable HDF5 file: {_first_line(err)}") from err
         with master:
+            require_kind(master, self.path, kinds, role)
+            check_filters(master, self.path)
             self.meta: dict[str, Any] = _attrs(master[META]) if isinstance(master.get(META), h5py.Group) else {}
             self._columns = self._map_columns(master)
         self._check_shard_dirs()
@@ -347,7 +358,7 @@ class Catalog(Reader):
                 problems[path] = "missing"
                 continue
             try:
-                why = _check_file(path, by_file[path])
+                why = _check_file(path, by_file[path], self.meta.get("fingerprint") if path != self.path else None)
             except OSError as err:
                 why = f"unreadable: {_first_line(err)}"
             if why:
@@ -566,21 +577,31 @@ class Catalog(Reader):
         self._pool.close()
 
 
-def _check_file(path: Path, uses: list[tuple[_Column, _Segment]]) -> str | None:
+def _check_file(path: Path, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
     """Why shard file `path` cannot supply the segments `uses` of their columns, or None.
+
+    A shard that records its run's fingerprint (attribute ``fingerprint``, JSON) must record
+    the master's `fingerprint`: a shard of another run copied in is refused.
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
     once per shard at every open of a catalogue)."""
     fid = _open_fid(path)
     try:
         span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
+        theirs = _text_attr(fid, b"fingerprint")
+        if fingerprint and theirs and json.loads(theirs) != json.loads(fingerprint):
+            return "written by another run (its fingerprint differs from the master's)"
         for col, seg in uses:
             try:
                 ds = h5py.h5d.open(fid, seg.dataset.encode())
             except KeyError:
                 return f"no dataset {seg.dataset!r}"
             shape, dtype = ds.shape, ds.dtype
+            dcpl = ds.get_create_plist()
             ds.close()
+            found = missing_filter(dcpl)
+            if found is not None:
+                raise filter_error(path, seg.dataset, *found)
             if tuple(shape[1:]) != col.shape or dtype != col.dtype:
                 return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
             if shape[0] < seg.offset + seg.size:
@@ -605,6 +626,20 @@ def _scalar_attr(fid: Any, name: bytes) -> int | None:
     return int(value) if value.size == 1 and value.dtype.kind in "iu" else None
 
 
+def _text_attr(fid: Any, name: bytes) -> str | None:
+    """String attribute `name` of the file's root group, or None."""
+    if not h5py.h5a.exists(fid, name):
+        return None
+    attr = h5py.h5a.open(fid, name)
+    try:
+        value = np.empty(attr.shape, attr.dtype)
+        attr.read(value)
+    finally:
+        attr.close()
+    value = value[()] if value.shape == () else None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else None
+
+
 def _attrs(group: h5py.Group) -> dict[str, Any]:
     out = {}
     for key, value in group.attrs.items():
@@ -616,7 +651,8 @@ def _attrs(group: h5py.Group) -> dict[str, Any]:
     return out
 
 
-def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> Catalog:
+def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: Sequence[str] = CATALOGUES,
+                 role: str = "a catalogue reader") -> Catalog:
     """Open a galhpc catalogue (encode or generate output) for verified, lazy reading.
 
     Every shard the master names is checked first (exists, readable, holds the expected
@@ -630,6 +666,10 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> Catalog:
         plain HDF5 file of per-object datasets.
     max_open : int, optional
         Most files open at a time (default 64).
+    kinds : sequence of str, optional
+        The `galhpc.runtime.kinds` accepted (default: an encoded or a synthetic catalogue).
+    role : str, optional
+        What the caller reads it as (``"galhpc-search --catalog"``), for the refusal.
 
     Returns
     -------
@@ -644,6 +684,8 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> Catalog:
     CatalogError
         If the file is not a readable catalogue, or any shard file is missing, unreadable,
         short of rows or of another run (one line naming the shard files).
+    FileKindError
+        If it is another kind of galhpc file (`galhpc.runtime.kinds`), e.g. a store.
 
     Examples
     --------
@@ -651,4 +693,4 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN) -> Catalog:
     ...     mu = cat.read("mu", rows=[10, 3, 99])          # (3, L) float32
     ...     t = cat.table(["object_id", "component"])
     """
-    return Catalog(path, max_open=max_open)
+    return Catalog(path, max_open=max_open, kinds=kinds, role=role)

@@ -39,6 +39,7 @@ log = logging.getLogger("galhpc.io.export")
 FITS_WIDER = {np.dtype(np.int8): np.dtype(np.int16), np.dtype(np.uint16): np.dtype(np.int32),
               np.dtype(np.uint32): np.dtype(np.int64), np.dtype(np.float16): np.dtype(np.float32)}
 TFORM_CODES = {"u1": "B", "i2": "I", "i4": "J", "i8": "K", "f4": "E", "f8": "D"}
+FITS_SUFFIXES = (".fits", ".fit", ".fts")
 META_CARDS = {"kind": "KIND", "model": "MODEL", "checkpoint_sha256": "CKPTSHA", "created": "CREATED",
               "galhpc_version": "GALHPCV", "n_shards": "NSHARDS", "pixel_scale": "PIXSCALE"}
 
@@ -116,10 +117,20 @@ def fits_header(cat: Catalog, names: Sequence[str]):
     return header, np.dtype(fields)
 
 
+def fits_text(text: str) -> str:
+    """`text` as printable ASCII, which is all a FITS header card may hold (FITS standard
+    4.0, section 4.1.2.3): other characters become Python escapes (``é`` -> ``\\xe9``)."""
+    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(c if " " <= c <= "~" else repr(c)[1:-1] for c in escaped)
+
+
 def _one_line(fits, key: str, value, comment: str = "") -> tuple[object, str]:
     """(value, comment) cut so that card `key` stays one 80-character line: the comment
     is shortened first, then a string value (no CONTINUE cards, which not every FITS
-    reader takes)."""
+    reader takes); strings are made printable ASCII first (`fits_text`)."""
+    comment = fits_text(comment)
+    if isinstance(value, str):
+        value = fits_text(value)
     def fits_line(v, c) -> bool:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -168,7 +179,7 @@ def export_fits(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     with atomic_path(out) as tmp:
         primary = fits.PrimaryHDU()
         primary.header["ORIGIN"] = "galhpc-export"
-        primary.header["CATALOG"] = (cat.path.name[:60], "galhpc catalogue master file")
+        primary.header["CATALOG"] = _one_line(fits, "CATALOG", cat.path.name, "galhpc catalogue master file")
         primary.writeto(tmp)
         stream = fits.StreamingHDU(str(tmp), header)
         try:

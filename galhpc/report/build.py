@@ -13,13 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from galhpc.checkpoint import load_model
+from galhpc.checkpoint import check_catalogue_checkpoint, load_model
 from galhpc.config import TrainConfig
 from galhpc.data.loader import holdout_mask
 from galhpc.report import heldout, inference, sampling, truth
 from galhpc.report.losses import read_loss_history
 from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
+from galhpc.io.catalog import open_catalog
 from galhpc.runtime.errors import DataError
+from galhpc.runtime.kinds import ENCODE_CATALOGUE, GENERATE_CATALOGUE, STORE, check_kind
 
 log = logging.getLogger("galhpc.report")
 
@@ -35,6 +37,22 @@ TITLES = {
 }
 
 
+def check_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None, synth: str | Path | None,
+                 holdout_store: str | Path | None) -> None:
+    """Refuse, before any work, an input of the wrong galhpc kind (`galhpc.runtime.kinds`) or
+    catalogues made with another checkpoint (`check_catalogue_checkpoint`)."""
+    for path, kind, role in ((store, STORE, "galhpc-report --store"),
+                             (holdout_store, STORE, "galhpc-report --holdout-store"),
+                             (synth, GENERATE_CATALOGUE, "galhpc-report --synth")):
+        if path is not None:
+            check_kind(path, kind, role)
+    for path, kind, role in ((clusters, ENCODE_CATALOGUE, "galhpc-report --clusters"),
+                             (synth, GENERATE_CATALOGUE, "galhpc-report --synth")):
+        if path is not None:
+            with open_catalog(path, kinds=(kind,), role=role) as cat:
+                check_catalogue_checkpoint(checkpoint, cat.meta, path)
+
+
 def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None,
                 synth: str | Path | None, opt: ReportOptions, rng: np.random.Generator,
                 holdout_store: str | Path | None = None) -> tuple[Inputs, dict[str, Any]]:
@@ -43,6 +61,7 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
     Held-out objects come from `holdout_store` when given (a separate store: every object
     counts as held out, read and encoded directly, no catalogue needed), else from `store`
     (the trainer's holdout split of the sampled catalogue rows)."""
+    check_inputs(checkpoint, clusters, store, synth, holdout_store)
     model, cfg, payload = load_model(checkpoint)
     cs = sampling.read_clusters(clusters, opt.max_objects, rng)
     inp = Inputs(model=model, clusters=cs, loss_rows=read_loss_history(checkpoint, payload))

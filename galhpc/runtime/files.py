@@ -524,6 +524,14 @@ class OutputLock:
                 os.unlink(self.path)
         self.held = False
 
+    def live_holder(self) -> str | None:
+        """Who holds this lock now and may still run (``host:pid ...``), or None: no lock, or
+        one a run that is gone left (which `acquire` would take over).  Changes nothing."""
+        holder = self._holder()
+        if holder is None or self._gone(LockHolder.parse(holder)) is not None:
+            return None
+        return holder
+
     def __enter__(self) -> OutputLock:
         return self.acquire()
 

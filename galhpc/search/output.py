@@ -9,17 +9,19 @@ import h5py
 import numpy as np
 
 from galhpc.runtime.files import atomic_path
+from galhpc.runtime.kinds import KIND_ATTR, SEARCH_TABLE
 from galhpc.search.source import SearchInputError
 
 TABLE_SUFFIXES = (".h5", ".hdf5", ".fits", ".fit", ".csv")
 
 
 def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapping[str, str] | None = None,
-                units: Mapping[str, str] | None = None) -> Path:
+                units: Mapping[str, str] | None = None, kind: str = SEARCH_TABLE) -> Path:
     """Write equal-length 1-D columns to `path`, the format chosen by its suffix
-    (.h5/.hdf5: one dataset per column, its unit in attribute ``unit``; .fits/.fit: a
-    binary table with TUNITn; .csv: a header line).  `units`: unit of each column that has one.
-    Written under a temporary name and renamed, so no half-written table is ever visible.
+    (.h5/.hdf5: one dataset per column, its unit in attribute ``unit``, root attribute
+    ``galhpc_kind`` = `kind`; .fits/.fit: a binary table with TUNITn; .csv: a header line).
+    `units`: unit of each column that has one.  Written under a temporary name and renamed,
+    so no half-written table is ever visible.
 
     Raises
     ------
@@ -38,6 +40,7 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
                     if name in (units or {}):
                         f[name].attrs["unit"] = units[name]
                 f.attrs.update(dict(attrs or {}))
+                f.attrs[KIND_ATTR] = kind
         elif suffix in (".fits", ".fit"):
             from astropy.table import Table
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from galhpc.priors import gmm_log_joint
+from galhpc.runtime.kinds import RARITY_TABLE
 from galhpc.search.output import table_units, write_table
 from galhpc.search.source import CatalogColumns
 from galhpc.search.topk import search_blocks
@@ -129,7 +130,7 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
     table.update({name: catalog.read(name, rows) for name in catalog.carried})
     if world.is_root:
         write_table(out, table, {"catalog": str(catalog_path), "k": str(kk), "reference_rows": str(len(ref_rows)),
-                                 "prior": prior.source}, units=table_units(table, catalog.meta))
+                                 "prior": prior.source}, units=table_units(table, catalog.meta), kind=RARITY_TABLE)
         log.info("wrote %s: %d objects, prior %s, k=%d among %d reference rows", out, len(rows), prior.source, kk,
                  len(ref_rows))
     return table

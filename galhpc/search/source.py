@@ -17,6 +17,7 @@ import numpy as np
 from galhpc.io.catalog import open_catalog
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.files import open_h5_readonly
+from galhpc.runtime.kinds import STORE, check_kind
 
 GROUPS = ("gmm",)  # small real groups of the master read whole
 
@@ -38,7 +39,7 @@ class CatalogColumns:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.catalog = open_catalog(self.path)
+        self.catalog = open_catalog(self.path, role="a search over latents (--catalog)")
         self.columns = list(self.catalog.columns)
         if "mu" not in self.columns and "z" not in self.columns:
             raise SearchInputError(f"{self.path}: no latent column mu or z; is it an encoded catalogue?")
@@ -75,25 +76,32 @@ class CatalogColumns:
         -------
         Path or None
             None when neither names an existing file.
+
+        Raises
+        ------
+        FileKindError
+            The store (``"input"``) is another kind of galhpc file, e.g. a catalogue.
         """
         named = override or self.meta.get(key)
-        return Path(named) if named and Path(named).is_file() else None
+        path = Path(named) if named and Path(named).is_file() else None
+        if key == "input" and path is not None:
+            check_kind(path, STORE, f"the store of {self.path} (--store)")
+        return path
 
     def checkpoint_path(self, override: str | Path | None = None) -> Path | None:
         """The catalogue's checkpoint (`input_path`), checked against the one it was encoded with.
 
         Raises
         ------
-        SearchInputError
-            Its SHA-256 differs from /meta ``checkpoint_sha256``: latents of another model.
+        CheckpointError
+            Its SHA-256 differs from /meta ``checkpoint_sha256``: latents of another model
+            (`galhpc.checkpoint.check_catalogue_checkpoint`).
         """
         path = self.input_path("checkpoint", override)
-        want = self.meta.get("checkpoint_sha256")
-        if path is not None and want:
-            from galhpc.checkpoint import file_sha256
+        if path is not None:
+            from galhpc.checkpoint import check_catalogue_checkpoint
 
-            if file_sha256(path) != want:
-                raise SearchInputError(f"{path} is not the checkpoint {self.path} was encoded with (SHA-256 differs)")
+            check_catalogue_checkpoint(path, self.meta, self.path)
         return path
 
     def _check(self, column: str) -> None:
