@@ -128,12 +128,14 @@ class ModelConfig:
 
 @dataclass
 class ScheduleConfig:
-    """s3VDC phases (Cao et al. 2020; Spindler et al. 2020), in epochs.
+    """s3VDC phases (Cao et al. 2020; Spindler et al. 2020), in epochs or, with
+    `unit: steps`, in optimiser steps (a preset that fits any catalogue size).
 
     `enabled: false` gives a constant KL weight `kl_weight` (plain (β-)VAE training).
     """
 
     enabled: bool = False
+    unit: str = "epochs"  # epochs | steps: what t_alpha, t_beta and t_static count
     kl_weight: float = 1.0
     alpha: float = 5e-4
     t_alpha: int = 100
@@ -153,6 +155,7 @@ class TrainConfig:
     store: str = "data/store.h5"
     out_dir: str = "runs/demo"
     epochs: int = 5
+    steps: int | None = None  # optimiser steps; when set, epochs = ceil(steps / batches per epoch)
     batch_size: int = 64
     lr: float = 3e-4
     lr_final: float = 1e-6

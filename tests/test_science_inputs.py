@@ -196,11 +196,13 @@ def test_orient_models_encode_a_rotated_galaxy_to_the_same_latent(name, params):
             enc = model.encode(x)
             latents[orient] = enc.mu
             if orient:
-                # the decoder draws in the canonical frame, and the pose turns it to each input's angle
+                # the decoder draws its disc in the canonical frame, and the pose turns it to each input's angle
                 np.testing.assert_allclose(enc.pose.numpy(), position_angle(x).numpy())
                 out = model.reconstruct(x, encoding=enc)
                 canonical = model.decode(enc.mu)
-                torch.testing.assert_close(out, rotate(canonical, enc.pose, padding="zeros"))
+                disc = model.canon.window
+                torch.testing.assert_close(out, rotate(canonical * disc, enc.pose, padding="zeros"))
+                assert float(out[..., 0, 0].abs().max()) == 0.0  # no corner drawn from outside the stamp
     spread = lambda mu: float((mu - mu.mean(0)).norm(dim=1).max() / mu.norm(dim=1).mean())  # noqa: E731
     assert spread(latents[True]) < 0.15 and spread(latents[True]) < 0.3 * spread(latents[False])
 
@@ -216,3 +218,30 @@ def test_impossible_model_params_are_config_errors_naming_the_model():
         build_model(ModelConfig(name="convae", image_size=32, params={"match_sigma": -1.0}))
     with pytest.raises(ConfigError, match="model 'vae': .*unexpected keyword"):
         build_model(ModelConfig(name="vae", image_size=32, params={"orient": True}))
+
+
+@pytest.mark.parametrize("name,params,bad", [
+    ("convae", {"filters": [8, 8, 8, 8]}, "filters"),
+    ("convae", {"filters": [8, 8]}, None),
+    ("astrovader", {"filters": [8, 8, 8, 8], "kernels": [3, 3, 3, 3]}, "filters"),
+    ("vae", {"filters": [8, 8, 8, 8]}, "filters"),
+    ("segae", {"widths": [8, 8, 8, 8, 8]}, "widths"),
+    ("hvae", {"widths": [8, 8, 8, 8]}, "widths"),
+])
+def test_model_params_are_checked_against_the_image_size_at_build(name, params, bad):
+    """A ConvAE with other than three filters failed only at the first batch (mat1 and mat2
+    shapes cannot be multiplied); now every model refuses, at build time, params that do
+    not fit the image size, in one line naming the param, and builds those that do."""
+    from galhpc.config import ModelConfig
+    from galhpc.models import build_model
+    from galhpc.runtime.errors import ConfigError
+
+    cfg = ModelConfig(name=name, image_size=24, latent_dim=4, params=params)
+    if bad is not None:
+        with pytest.raises(ConfigError, match=f"model '{name}': .*image_size 24 .*{bad}"):
+            build_model(cfg)
+        return
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        x = torch.rand(2, 1, 24, 24)
+        assert model.reconstruct(x).shape == x.shape

@@ -191,7 +191,9 @@ class EncodeJob:
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         ranges = [(lo, min(lo + self.batch_size, shard.stop)) for lo in range(shard.start, shard.stop, self.batch_size)]
-        names = self.model.reconstruct_columns
+        # the store's bad-pixel mask, so recon_mse leaves masked pixels out (as the likelihoods do)
+        mask = ("mask",) if "mask" in self.reader.file and "mask" not in self.model.reconstruct_columns else ()
+        names = tuple(self.model.reconstruct_columns) + mask
         def checked() -> Iterator[tuple]:
             for lo, hi in ranges:
                 images, ids = self.reader.read(lo, hi)
@@ -213,9 +215,15 @@ class EncodeJob:
     def encode_batch(self, images: np.ndarray | torch.Tensor, object_id: np.ndarray,
                      columns: Mapping[str, np.ndarray | torch.Tensor] | None = None) -> dict[str, np.ndarray]:
         """Catalogue columns of one batch; `columns`: the store columns the model's
-        `reconstruct` needs (`reconstruct_columns`, e.g. per-object PSFs) for these rows.
+        `reconstruct` needs (`reconstruct_columns`, e.g. per-object PSFs) for these rows, and
+        the store's "mask" (non-zero = bad pixel), which `recon_mse` leaves out.
         The model runs under the autocast of `options.precision`; columns are float32."""
+        from galhpc.models.pixels import valid_pixels
+
         x = torch.as_tensor(images, device=self.device)
+        columns = dict(columns) if columns else {}
+        mask = columns.pop("mask", None) if "mask" not in self.model.reconstruct_columns else None
+        columns = columns or None
         with autocast(self.device, self.options.precision):
             enc = self.model.encode(x)
             recon = self.model.reconstruct(
@@ -227,7 +235,8 @@ class EncodeJob:
             "mu": _numpy(enc.mu, np.float32),
             "gamma": _numpy(gamma, np.float32),
             "component": _numpy(gamma.argmax(dim=1), np.int16),  # the most probable mixture component
-            "recon_mse": _numpy((recon.float() - x).pow(2).flatten(1).mean(dim=1), np.float32),
+            "recon_mse": _numpy(_masked_mse(recon.float(), x.float(), valid_pixels({"mask": mask}, x.float())),
+                                np.float32),
         }
         if enc.logvar is not None:
             columns["logvar"] = _numpy(enc.logvar, np.float32)
@@ -241,6 +250,15 @@ class EncodeJob:
         from galhpc.mixture import gmm_responsibilities
 
         return gmm_responsibilities(mu.float(), self.gmm["log_pi"], self.gmm["mu"], self.gmm["var"])
+
+
+def _masked_mse(recon: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Per-object mean squared error (B,) over the pixels with weight 1 (all without weights)."""
+    err = (recon - x).pow(2).flatten(1)
+    if weight is None:
+        return err.mean(dim=1)
+    w = weight.reshape(err.shape)
+    return (err * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
 
 
 def refuse_non_finite(images: np.ndarray, object_id: np.ndarray, store: str | Path) -> None:

@@ -92,6 +92,24 @@ class GalaxyModel(nn.Module):
         reads from its batches; the trainer asks the loader for exactly these."""
         return ()
 
+    def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
+        """Why a store cannot train this model, or None: the likelihood's assumptions about
+        the prep recipe (e.g. linear flux units with the sky at 0 and a known σ).
+
+        Parameters
+        ----------
+        recipe : list of str
+            The store's prep recipe steps, in order (e.g. ``["crop", "flux"]``).
+        columns : set of str
+            The store's label columns and per-object datasets (e.g. ``noise_sigma``, ``sigma``, ``mask``).
+
+        Returns
+        -------
+        str or None
+            One line naming what is missing; the trainer refuses the store with it.
+        """
+        return None
+
     def encode(self, x: torch.Tensor) -> Encoding:
         """Posterior of a batch of images.
 

@@ -6,11 +6,19 @@ import torch
 from torch import nn
 
 
-def check_image_size(image_size: int, n_halvings: int, model: str) -> int:
-    """Side of the feature map after `n_halvings` stride-2 steps; refuses sizes that do not divide."""
+def check_image_size(image_size: int, n_halvings: int, model: str, param: str = "filters") -> int:
+    """Side of the feature map after `n_halvings` stride-2 steps; refuses sizes that do not divide.
+
+    Raises
+    ------
+    ValueError
+        One line naming the model, image_size and `param` (the parameter whose length sets
+        the number of halvings), at build time rather than at the first batch.
+    """
     factor = 2**n_halvings
     if image_size % factor or image_size < factor:
-        raise ValueError(f"{model}: image_size {image_size} must be a positive multiple of {factor}")
+        raise ValueError(f"{model}: image_size {image_size} must be a positive multiple of {factor} "
+                         f"({n_halvings} halvings, one per entry of {param}); change image_size or {param}")
     return image_size // factor
 
 

@@ -1,10 +1,10 @@
 """Convolutional autoencoder: the clustering baseline of Cheng et al. (2020).
 
-Encoder: three conv 4x4/2 layers (32, 64, 64 filters, LeakyReLU 0.2) to a (64, H/8, W/8)
-map.  With `dense: true` the map is flattened and a dense layer gives `latent_dim` (64)
+Encoder: one conv 4x4/2 layer per entry of `filters` (32, 64, 64 by default, LeakyReLU 0.2)
+to a (64, H/8, W/8) map (H/2^n for n filters).  With `dense: true` the map is flattened and a dense layer gives `latent_dim` (64)
 features; without, a 1x1 conv to `bottleneck_channels` keeps the features convolutional
 ((bottleneck_channels * H/8 * W/8) of them).  The decoder mirrors it with transposed
-convs.  Loss: pixel MSE.  `encode(x).mu` are the features a post-hoc (stick-breaking)
+convs.  Loss: pixel MSE over the pixels that count (galhpc.models.pixels: masked ones excluded).  `encode(x).mu` are the features a post-hoc (stick-breaking)
 BayesianGaussianMixture clusters.  `orient`, `stretch` and `match_sigma` keep orientation,
 dynamic range and noise level out of the features (galhpc.models.nuisance); the MSE is
 then taken in the input's frame, after the decoder output is rotated back.
@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
+from galhpc.models.blocks import check_image_size
 from galhpc.models.nuisance import Canonicaliser
+from galhpc.models.pixels import masked_mean, valid_pixels
 
 
 def _conv_stack(channels: list[int]) -> list[nn.Module]:
@@ -46,11 +48,13 @@ class ConvAE(GalaxyModel):
                  bottleneck_channels: int = 4, orient: bool = False, stretch: float | None = None,
                  match_sigma: float | None = None) -> None:
         super().__init__()
+        if not filters or any(int(f) < 1 for f in filters):
+            raise ValueError(f"convae: filters must be a non-empty list of positive widths, got {list(filters)}")
         self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
-        if image_size % 8:
-            raise ValueError(f"convae: image_size must be a multiple of 8, got {image_size}")
         self.image_size, self.channels, self.dense = image_size, channels, dense
-        self.grid, self.top = image_size // 8, int(filters[-1])
+        # one stride-2 conv per entry of `filters`
+        self.grid = check_image_size(image_size, len(filters), "convae", "filters")
+        self.top = int(filters[-1])
         widths = [channels, *map(int, filters)]
         map_size = self.top * self.grid**2
         if dense:
@@ -80,7 +84,7 @@ class ConvAE(GalaxyModel):
         x = batch["image"]
         enc = self.encode(x)
         recon = self.decode(enc.mu, enc.pose)
-        mse = F.mse_loss(recon, x)
+        mse = masked_mean((recon - x).pow(2), valid_pixels(batch, x, self.canon.window))
         return LossOutput(mse, {"recon": mse}, recon)
 
     def forward(self, batch: Batch, state: StepState | None = None) -> LossOutput:

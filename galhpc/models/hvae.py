@@ -134,7 +134,7 @@ class ConvTrunk(nn.Module):
 
     def __init__(self, image_size: int, channels: int, widths: list[int], slope: float = 0.2):
         super().__init__()
-        side = check_image_size(image_size, len(widths), "star/galaxy conv encoder")
+        side = check_image_size(image_size, len(widths), "hvae", "widths")
         chans = [channels, *widths]
         self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:])))
         self.out_features = widths[-1] * side * side
@@ -148,7 +148,7 @@ class ConvHead(nn.Module):
 
     def __init__(self, image_size: int, channels: int, in_dim: int, widths: list[int], slope: float = 0.2):
         super().__init__()
-        self.side = check_image_size(image_size, len(widths), "star/galaxy conv decoder")
+        self.side = check_image_size(image_size, len(widths), "hvae", "widths")
         self.width = widths[-1]
         self.dense = nn.Sequential(nn.Linear(in_dim, self.width * self.side**2), nn.LeakyReLU(slope))
         chans = list(reversed(widths))

@@ -9,7 +9,12 @@ encode the image rotated to a canonical frame (major axis along x), decode in th
 frame, and rotate the decoded image back by θ: the latent μ is free of orientation and
 θ travels beside it as `Encoding.pose` (Cheng et al. 2021 and Walmsley et al. 2022 use
 rotation augmentation for the same end; here the invariance is exact up to the moment
-estimate's noise).  Generation draws θ uniformly.
+estimate's noise).  Generation draws θ uniformly.  Only the stamp's inscribed disc is
+valid in both frames (a rotation brings the corners in from outside the stamp), so the
+encoder sees, and the decoder draws, the disc alone (`galhpc.models.pixels.circular_window`,
+tapered over its last 2 pixels): rotated back, the model image has no square frame edges
+and no corners interpolated from outside, and orient models count only the disc in their
+likelihood.
 
 Noise level.  On flux-normalised stamps the sky σ differs from object to object by the
 spread of their fluxes (25x in a log-uniform set), and an encoder that sees it clusters
@@ -30,6 +35,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from galhpc.models.pixels import circular_window
 
 
 def position_angle(x: torch.Tensor, weight_sigma: float | None = None) -> torch.Tensor:
@@ -126,7 +133,8 @@ class Canonicaliser(torch.nn.Module):
     when `orient`, degraded to the common sky σ `match_sigma` when set, then stretched by s·arcsinh(x / s) when `stretch` is set (a survey-wide
     softening in stored units, e.g. ~2 σ of the sky: linear at the noise level, so noise
     keeps its Gaussian shape, logarithmic in bright cores, so the encoder sees faint
-    structure).  `restore(y, θ)` rotates a canonical decoder output back.  The likelihood
+    structure).  `restore(y, θ)` rotates a canonical decoder output back, its disc only.
+    `window` ((H, W), orient models; else None) is the disc: the pixels a likelihood counts.  The likelihood
     is always taken in the store's linear units.
 
     Parameters
@@ -148,6 +156,12 @@ class Canonicaliser(torch.nn.Module):
             if value is not None and value <= 0:
                 raise ValueError(f"input {name} must be > 0, got {value}")
         self.orient, self.stretch, self.match_sigma = bool(orient), stretch, match_sigma
+        if self.orient:
+            if image_shape[1] != image_shape[2]:
+                raise ValueError(f"orient needs square stamps, got {image_shape[1]}x{image_shape[2]}")
+            self.register_buffer("window", circular_window(image_shape[1]), persistent=False)
+        else:
+            self.window = None
         if match_sigma is not None:
             field = torch.randn(image_shape, generator=torch.Generator().manual_seed(0x5EED))
             self.register_buffer("inference_noise", field)
@@ -160,10 +174,12 @@ class Canonicaliser(torch.nn.Module):
             x = x + extra.view(-1, 1, 1, 1) * noise
         theta = position_angle(x) if self.orient else None
         if theta is not None:
-            x = rotate(x, -theta)
+            x = rotate(x, -theta) * self.window
         if self.stretch is not None:
             x = self.stretch * torch.asinh(x / self.stretch)
         return x, theta
 
     def restore(self, y: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
-        return y if theta is None or not self.orient else rotate(y, theta, padding="zeros")
+        if theta is None or not self.orient:
+            return y
+        return rotate(y * self.window, theta, padding="zeros")

@@ -73,7 +73,7 @@ class SegmentationAE(GalaxyModel):
     ) -> None:
         super().__init__()
         widths = list(widths or [16, 32, 64])
-        self.side = check_image_size(image_size, len(widths) - 1, "segae")
+        self.side = check_image_size(image_size, len(widths) - 1, "segae", "widths")
         self.stretch, self.seg_weight, self.width = float(stretch), float(seg_weight), widths[-1]
         self.stem = nn.Sequential(conv_bn(channels, widths[0]), ResidualBlock(widths[0]))
         self.down = nn.ModuleList(nn.Sequential(conv_bn(a, b, stride=2), ResidualBlock(b)) for a, b in zip(widths[:-1], widths[1:]))

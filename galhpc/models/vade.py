@@ -7,8 +7,9 @@ mirrored blocks with bilinear 2x upsampling.  L2 0.01 on conv/dense weights.
 Reconstruction (`recon`): "bce" on logits (sigmoid output; the paper's, for images
 min-max scaled to [0, 1]), "mse" through the sigmoid, or a Gaussian likelihood on a
 linear output in the store's units (flux-normalised stamps): "gaussian" with one known
-sky σ (`sigma`, stored units) for every pixel, or "chi2" with each object's own
-`noise_sigma` store column.  A Gaussian with the real noise σ weighs reconstruction
+sky σ (`sigma`, stored units) for every pixel, or "chi2" with the store's own σ (its
+per-pixel `sigma` dataset, else each object's `noise_sigma` column, with an optional
+fractional `model_error` in quadrature; masked pixels never count, galhpc.models.pixels).  A Gaussian with the real noise σ weighs reconstruction
 against the KL in nats, so the KL no longer collapses once its weight reaches 1, as it
 does under BCE on noisy pixels (docs/models.md has the measurements).  `orient: true`
 encodes each stamp in its canonical orientation and `stretch` compresses the encoder's
@@ -33,6 +34,7 @@ from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
 from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsample_block, vgg_block, xavier_init
 from galhpc.models.nuisance import Canonicaliser, random_angles
+from galhpc.models.pixels import masked_sum, pixel_sigma, valid_pixels
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.precision import float32
@@ -66,6 +68,7 @@ class AstroVaDEr(GalaxyModel):
         orient: bool = False,
         stretch: float | None = None,
         match_sigma: float | None = None,
+        model_error: float = 0.0,
     ) -> None:
         super().__init__()
         filters, kernels = list(filters), list(kernels)
@@ -75,6 +78,9 @@ class AstroVaDEr(GalaxyModel):
             raise ValueError(f"astrovader: recon {recon!r} is not one of {RECON_KINDS}")
         if sigma <= 0:
             raise ValueError(f"astrovader: sigma must be > 0, got {sigma}")
+        if not 0 <= model_error < 1:
+            raise ValueError(f"astrovader: model_error must be in [0, 1), got {model_error}")
+        self.model_error = float(model_error)
         self.sigma = float(sigma)
         self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
@@ -95,6 +101,10 @@ class AstroVaDEr(GalaxyModel):
         self.out = nn.Conv2d(up_widths[-1], channels, 3, padding=1)
         he_init(self, slope)
         xavier_init(self.out)
+        if recon == "chi2":
+            # start at the sky (0): a random first output costs (1/σ)² per pixel, ~10⁵ on a bright
+            # star's tiny σ, and those first gradients fill Adam's second moments for ~1000 steps
+            nn.init.zeros_(self.out.weight)
         xavier_init(self.fc_mu)
         xavier_init(self.fc_logvar)
         self.pi_logits = nn.Parameter(torch.zeros(n_clusters))
@@ -122,6 +132,19 @@ class AstroVaDEr(GalaxyModel):
     @property
     def batch_columns(self) -> tuple[str, ...]:
         return ("noise_sigma",) if self.recon_kind == "chi2" else ()
+
+    def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
+        """A linear-output likelihood (gaussian, chi2) assumes flux-normalised pixels (the
+        prep's `flux` step: the sky at 0, pixels in % of the object's flux) and, for chi2,
+        the store's noise σ; a store without them trains to meaningless losses."""
+        if self.recon_kind not in LINEAR_OUTPUT:
+            return None
+        if "flux" not in recipe or "minmax" in recipe:
+            return (f"recon {self.recon_kind!r} assumes flux-normalised pixels (prep recipe with the 'flux' "
+                    f"step and no 'minmax'), but the store's recipe is {recipe}")
+        if self.recon_kind == "chi2" and not ({"noise_sigma", "sigma"} & columns):
+            return "recon 'chi2' needs the store's noise σ (dataset sigma or column noise_sigma); the store has neither"
+        return None
 
     def encode(self, x: torch.Tensor) -> Encoding:
         x_in, theta = self.canon(x)
@@ -154,17 +177,28 @@ class AstroVaDEr(GalaxyModel):
         return self.l2 * total
 
     @float32
-    def recon_loss(self, logits: torch.Tensor, x: torch.Tensor, noise_sigma: torch.Tensor | None = None) -> torch.Tensor:
+    def recon_loss(self, logits: torch.Tensor, x: torch.Tensor, batch: Batch | None = None) -> torch.Tensor:
         """Per-object reconstruction loss (B,) in nats (bce, gaussian, chi2) or squared
-        error (mse), from decoder logits in x's frame."""
+        error (mse), from decoder logits in x's frame, over the pixels that count
+        (`galhpc.models.pixels`: the batch's "mask" excluded; orient models: the disc).
+
+        "chi2" takes σ from the batch: per-pixel "sigma" when the store has it, else the
+        per-object "noise_sigma" column; "gaussian" the fixed `sigma`.
+        """
+        batch = batch or {}
+        weight = valid_pixels(batch, x, self.canon.window)
         if self.recon_kind == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(logits, x.clamp(0, 1), reduction="none")
         elif self.recon_kind == "mse":
             per_pixel = (torch.sigmoid(logits) - x).pow(2)
         else:
-            sigma = self.sigma if self.recon_kind == "gaussian" else _per_object(noise_sigma, x)
+            sigma = self.sigma if self.recon_kind == "gaussian" else pixel_sigma(batch, x, self.model_error)
+            if sigma is None:
+                raise DataError("recon 'chi2' needs the store's noise σ (the per-pixel dataset sigma or the "
+                                "column noise_sigma that galhpc-prep's intensity steps write); use recon "
+                                "'gaussian' with a fixed sigma for stores without it")
             per_pixel = 0.5 * ((logits - x) / sigma).pow(2)
-        return per_pixel.flatten(1).sum(dim=1)
+        return masked_sum(per_pixel, weight)
 
     @float32
     def scaled_log_gamma(self, z: torch.Tensor) -> torch.Tensor:
@@ -177,7 +211,7 @@ class AstroVaDEr(GalaxyModel):
         enc = self.encode(x)
         z = reparameterise(enc.mu, enc.logvar)
         logits = self.canon.restore(self.decoder_logits(z), enc.pose)
-        recon = self.recon_loss(logits, x, batch.get("noise_sigma")).mean()
+        recon = self.recon_loss(logits, x, batch).mean()
         if state.weight("gmm") > 0:
             kl = vade_kl(enc.mu, enc.logvar, self.scaled_log_gamma(z), self.log_pi, self.mu_c, self.var_c).mean()
             anchor = 0.0
@@ -210,15 +244,6 @@ class AstroVaDEr(GalaxyModel):
         z = self.mu_c[comp] + self.var_c[comp].sqrt() * eps
         pose = random_angles(n, generator, device) if self.canon.orient else None
         return Samples(self.decode(z, pose), z, comp)
-
-
-def _per_object(noise_sigma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """The batch's `noise_sigma` column (B,) shaped to broadcast over x (B, C, H, W)."""
-    if noise_sigma is None:
-        raise DataError("recon 'chi2' needs the store column noise_sigma (written by galhpc-prep's "
-                         "intensity steps); use recon 'gaussian' with a fixed sigma for stores without it")
-    sigma = torch.as_tensor(noise_sigma, dtype=x.dtype, device=x.device).clamp(min=1e-12)
-    return sigma.view(-1, *([1] * (x.dim() - 1)))
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

@@ -25,7 +25,7 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, image_size: int, channels: int, latent_dim: int, filters: list[int], slope: float) -> None:
         super().__init__()
-        side = check_image_size(image_size, len(filters), "conv encoder")
+        side = check_image_size(image_size, len(filters), "vae", "filters")
         widths = [channels, *filters]
         self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:])))
         flat = filters[-1] * side * side
@@ -44,7 +44,7 @@ class ConvDecoder(nn.Module):
         self, image_size: int, out_channels: int, latent_dim: int, filters: list[int], slope: float
     ) -> None:
         super().__init__()
-        self.side = check_image_size(image_size, len(filters), "conv decoder")
+        self.side = check_image_size(image_size, len(filters), "vae", "filters")
         self.width = filters[-1]
         self.dense = nn.Sequential(nn.Linear(latent_dim, self.width * self.side**2), nn.LeakyReLU(slope))
         widths = list(reversed(filters))

@@ -29,7 +29,9 @@ from torch import nn
 from galhpc.kernels import nearest_code
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
 from galhpc.models.nuisance import Canonicaliser
+from galhpc.models.pixels import masked_mean, pixel_sigma, valid_pixels
 from galhpc.models.psf_layer import PSFLayer
+from galhpc.runtime.errors import DataError
 from galhpc.runtime.world import LOCAL, Collective
 
 log = logging.getLogger("galhpc.models.vqvae")
@@ -171,6 +173,9 @@ def vqvae_decoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: i
 # Decoder output: "softplus" keeps deconvolved (pre-PSF) images non-negative, which removes
 # the high-frequency patterns a PSF would otherwise hide from the loss.
 OUTPUT_ACTIVATIONS = {"linear": nn.Identity, "softplus": nn.Softplus, "sigmoid": nn.Sigmoid}
+# Reconstruction term: "mse" (pixel MSE, Cheng et al.) or "chi2" (mean of ((x − f) / σ)² with
+# the store's σ, per pixel or per object: faint and bright objects weigh by their S/N).
+RECON_KINDS = ("mse", "chi2")
 
 
 class VQVAE(GalaxyModel):
@@ -185,8 +190,11 @@ class VQVAE(GalaxyModel):
                  restart_every: int = 50, psf: str | dict[str, Any] | None = None,
                  output: str = "linear", tikhonov: float = 0.1, orient: bool = False,
                  stretch: float | None = None, match_sigma: float | None = None,
-                 psf_image: np.ndarray | None = None) -> None:
+                 recon: str = "mse", model_error: float = 0.0, psf_image: np.ndarray | None = None) -> None:
         super().__init__()
+        if recon not in RECON_KINDS:
+            raise ValueError(f"vqvae: recon must be one of {RECON_KINDS}, got {recon!r}")
+        self.recon_kind, self.model_error = recon, float(model_error)
         self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
         if image_size % 4:
             raise ValueError(f"vqvae: image_size must be a multiple of 4, got {image_size}")
@@ -194,7 +202,7 @@ class VQVAE(GalaxyModel):
         self.params = dict(num_codes=num_codes, beta=beta, hidden=hidden, res_hidden=res_hidden, n_res=n_res,
                            ema=ema, decay=decay, dead_threshold=dead_threshold, restart_every=restart_every,
                            psf=psf, output=output, tikhonov=tikhonov, orient=orient, stretch=stretch,
-                           match_sigma=match_sigma)
+                           match_sigma=match_sigma, recon=recon, model_error=model_error)
         self.grid = image_size // 4
         self.beta, self.tikhonov = beta, tikhonov
         self.encoder = vqvae_encoder(channels, latent_dim, hidden, res_hidden, n_res)
@@ -223,8 +231,15 @@ class VQVAE(GalaxyModel):
 
     @property
     def batch_columns(self) -> tuple[str, ...]:
-        """Per-object PSFs (`psf`) when the PSF layer takes them from the data (kind store)."""
-        return self.reconstruct_columns
+        """Per-object PSFs (`psf`) when the PSF layer takes them from the data (kind store);
+        `noise_sigma` for the chi2 reconstruction."""
+        return self.reconstruct_columns + (("noise_sigma",) if self.recon_kind == "chi2" else ())
+
+    def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
+        """chi2 needs the store's noise σ (dataset `sigma` or column `noise_sigma`)."""
+        if self.recon_kind == "chi2" and not ({"noise_sigma", "sigma"} & columns):
+            return "recon 'chi2' needs the store's noise σ (dataset sigma or column noise_sigma); the store has neither"
+        return None
 
     @property
     def reconstruct_columns(self) -> tuple[str, ...]:
@@ -283,7 +298,14 @@ class VQVAE(GalaxyModel):
         z_q, _, terms = self.quantise(x)
         deconvolved = self.canon.restore(self.output(self.decoder(z_q)), terms.pop("pose", None))
         recon = self.observe(deconvolved, batch.get("psf"))
-        terms["recon"] = F.mse_loss(recon, x)
+        weight = valid_pixels(batch, x, self.canon.window)
+        if self.recon_kind == "chi2":
+            sigma = pixel_sigma(batch, x, self.model_error)
+            if sigma is None:
+                raise DataError("vqvae: recon 'chi2' needs the store's noise σ (dataset sigma or column noise_sigma)")
+            terms["recon"] = masked_mean(((recon - x) / sigma).pow(2), weight)
+        else:
+            terms["recon"] = masked_mean((recon - x).pow(2), weight)
         total = terms["recon"] + terms["codebook"] + self.beta * terms["commitment"]
         if self.psf_layer is not None and self.tikhonov:
             # What the PSF changes, penalised: a Wiener-like filter d = P*x / (|P|^2 + λ|1 - P|^2)

@@ -195,39 +195,125 @@ def _finite(value: Any) -> Any:
 
 
 def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str, str]]]) -> str:
-    """A self-contained HTML page: each section's figures, then its metrics."""
+    """A self-contained HTML page: a one-screen summary table (`summary_rows`: the headline
+    numbers, model beside baseline, pass/flag), then each section's figures and its scalar
+    metrics (3 significant digits; lists and per-object values stay in metrics.json)."""
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>galhpc report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
-             "pre{background:#f4f4f4;padding:6px;font-size:12px;overflow-x:auto}</style></head><body>",
-             "<h1>galhpc report</h1>", _metrics_block(report["inputs"])]
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:2px 6px}"
+             ".flag{background:#fdd}.pass{background:#dfd}</style></head><body>",
+             "<h1>galhpc report</h1>", _summary_table(summary_rows(report)), _scalars_table(report["inputs"]),
+             "<p>Every number, per-object lists included: <a href='metrics.json'>metrics.json</a>.</p>"]
     for name, title in TITLES.items():
         parts.append(f"<h2>{html.escape(title)}</h2>")
+        section = report.get(name, {})
+        if "skipped" in section:
+            parts.append(f"<p>Skipped: {html.escape(str(section['skipped']))}</p>")
         for caption, file_name in figure_items.get(name, []):
             parts.append(f"<figure><img src='{html.escape(file_name)}' alt='{html.escape(caption)}'>"
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-        if name == "truth" and "model" in report.get(name, {}):
-            parts.append(_truth_table(report[name]))
-        parts.append(_metrics_block(report.get(name, {})))
+        if name == "truth" and "model" in section:
+            parts.append(_truth_table(section))
+        parts.append(_scalars_table(section))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
+def sig3(value: Any) -> str:
+    """A number with 3 significant digits (integers as they are); other values as text."""
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.3g}" if math.isfinite(value) else "n/a"
+    return str(value)
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, str, str]]:
+    """The headline numbers of a report: (quantity, model, baseline, which baseline, "pass" /
+    "flag" / ""), from the sections that ran."""
+    rows: list[tuple[str, Any, Any, str, str]] = []
+    regier = report.get("regier", {})
+    known = regier.get("known_sigma") or {}
+    base = next((k for k in known if k.startswith("pca") and isinstance(known[k], dict)), None)
+    if "model" in known and base:
+        model_chi2, base_chi2 = known["model"]["mean_chi2_per_pixel"], known[base]["mean_chi2_per_pixel"]
+        rows.append(("held-out χ²/pixel (known σ)", model_chi2, base_chi2, f"{base.upper()} out of fold",
+                     "pass" if model_chi2 < base_chi2 else "flag"))
+        gauss = known.get("gaussian", {}).get("mean_chi2_per_pixel")
+        rows.append(("held-out χ²/pixel against a best-fit Gaussian", model_chi2, gauss, "6-parameter Gaussian",
+                     "pass" if gauss is not None and model_chi2 < gauss else "flag"))
+    if "fraction_squared_error" in regier:
+        frac = regier["fraction_squared_error"]
+        pca = (regier.get("baselines") or {}).get(base or "", {}).get("fraction_squared_error")
+        rows.append(("Regier: stamps won against the Gaussian", frac, pca, f"{(base or 'PCA').upper()} wins",
+                     "pass" if pca is None or frac >= pca else "flag"))
+    recon = report.get("reconstruction", {})
+    if "mse_mean" in recon:
+        rows.append(("held-out reconstruction MSE", recon["mse_mean"], None, "", ""))
+    clusters = report.get("clusters", {})
+    for name, value in (clusters.get("nuisance_eta2") or {}).items():
+        rows.append((f"cluster η² of {name}", value, None, "", "flag" if value is not None and value > truth.ETA2_FLAG
+                     else "pass"))
+    truth_section = report.get("truth", {})
+    for metric, column, model, baseline, _ in (truth.table_rows(truth_section) if "model" in truth_section else []):
+        if metric.startswith(("cluster NMI", "kNN")):
+            rows.append((f"{metric} {column}", model, baseline, "PCA+GMM" if metric.startswith("cluster") else "PCA",
+                         "pass" if math.isfinite(model) and math.isfinite(baseline) and model >= baseline else "flag"))
+    for name in report.get("failed_sections", []):
+        rows.append((f"section {name}", "failed", None, "", "flag"))
+    return rows
+
+
+def _summary_table(rows: list[tuple[str, Any, Any, str, str]]) -> str:
+    """HTML of `summary_rows`."""
+    out = ["<h2>Summary</h2><table><tr><th>quantity</th><th>model</th><th>baseline</th><th>which baseline</th>"
+           "<th>pass / flag</th></tr>"]
+    for quantity, model, baseline, which, verdict in rows:
+        cls = f" class='{verdict}'" if verdict else ""
+        out.append(f"<tr{cls}><td>{html.escape(quantity)}</td><td>{sig3(model)}</td><td>{sig3(baseline)}</td>"
+                   f"<td>{html.escape(which)}</td><td>{verdict}</td></tr>")
+    if not rows:
+        out.append("<tr><td colspan='5'>no section produced a headline number</td></tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
 def _truth_table(result: dict[str, Any]) -> str:
     """HTML table of `truth.table_rows`: model against its baseline, chance for kNN."""
-    def cell(v: float | None) -> str:
-        return "" if v is None or not math.isfinite(v) else f"{v:.3f}"
-
-    rows = ["<table border='1' cellspacing='0' cellpadding='3'><tr><th>metric</th><th>column</th><th>model</th>"
+    rows = ["<table><tr><th>metric</th><th>column</th><th>model</th>"
             "<th>baseline</th><th>which baseline</th><th>chance</th></tr>"]
     for metric, column, model, base, chance in truth.table_rows(result):
         which = "PCA+GMM" if metric.startswith(("cluster", "nuisance")) else f"PCA-{result['pca_components']}"
         flagged = metric == "nuisance η²" and math.isfinite(model) and model > truth.ETA2_FLAG
-        style = " style='background:#fdd'" if flagged else ""
-        rows.append(f"<tr{style}><td>{html.escape(metric)}</td><td>{html.escape(column)}</td><td>{cell(model)}</td>"
-                    f"<td>{cell(base)}</td><td>{which}</td><td>{cell(chance)}</td></tr>")
+        style = " class='flag'" if flagged else ""
+        rows.append(f"<tr{style}><td>{html.escape(metric)}</td><td>{html.escape(column)}</td><td>{sig3(model)}</td>"
+                    f"<td>{sig3(base)}</td><td>{which}</td><td>{sig3(chance)}</td></tr>")
     rows.append("</table>")
     return "\n".join(rows)
 
 
-def _metrics_block(metrics: dict[str, Any]) -> str:
-    return f"<pre>{html.escape(json.dumps(_finite(metrics), indent=1))}</pre>"
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted name, value) of the scalar entries of nested metrics; lists are left out
+    (they stay in metrics.json), short lists of scalars kept as text."""
+    out: list[tuple[str, Any]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _flatten(value, f"{name}.")
+        elif isinstance(value, (list, tuple)):
+            if 0 < len(value) <= 6 and all(isinstance(v, (int, float, str)) for v in value):
+                out.append((name, ", ".join(sig3(v) for v in value)))
+        else:
+            out.append((name, value))
+    return out
+
+
+def _scalars_table(metrics: dict[str, Any]) -> str:
+    """A two-column HTML table of a section's scalar metrics, numbers to 3 significant digits."""
+    items = [(k, v) for k, v in _flatten(metrics) if k != "skipped"]
+    if not items:
+        return ""
+    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(sig3(v))}</td></tr>" for k, v in items)
+    return f"<table>{cells}</table>"

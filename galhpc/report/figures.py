@@ -46,14 +46,28 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path, title: str = "",
-               cmap: str = "gray", symmetric: Sequence[bool] | None = None, cell: float = 1.1) -> Path:
+               cmap: str = "gray", symmetric: Sequence[bool] | None = None, cell: float = 1.1,
+               ids: Sequence[Sequence[object] | None] | None = None) -> Path:
     """One row of stamps per entry of `rows` (each (n, C, H, W) or (n, H, W)); empty cells stay blank.
 
-    Each row shares one grey scale; rows flagged in `symmetric` (residuals) use a diverging
-    colour map centred on zero.
+    Each row shares one colour scale, logarithmic for the flux-like stamps (an arcsinh
+    stretch, `matplotlib.colors.AsinhNorm`: linear within the sky noise of all flux rows
+    together, logarithmic above it, so faint outskirts and bright cores both show); rows flagged in `symmetric`
+    (residuals) use a linear diverging colour map centred on zero.  `ids`: per row, the
+    object id (or any short label) printed above each stamp; None for a row of model-made
+    stamps without one.
     """
+    from matplotlib.colors import AsinhNorm
+
     n_cols = max((len(r) for r in rows), default=1) or 1
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols + 1.2, cell * len(rows) + 0.4), squeeze=False)
+    height = cell * len(rows) * (1.15 if ids is not None else 1.0) + 0.4
+    # the arcsinh stretch's linear part: the sky noise of all flux rows together (MAD), so a
+    # model's smooth reconstruction is stretched like the noisy input it reconstructs
+    flux_rows = [np.asarray(img, np.float32).ravel() for i, row in enumerate(rows) for img in row
+                 if not (symmetric is not None and symmetric[i])]
+    pooled = np.concatenate(flux_rows) if flux_rows else np.zeros(1)
+    sky = 1.4826 * float(np.median(np.abs(pooled - np.median(pooled))))
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols + 1.2, height), squeeze=False)
     for i, row in enumerate(rows):
         sym = bool(symmetric[i]) if symmetric is not None else False
         # residuals keep their sign: channels averaged rather than mapped to RGB
@@ -63,8 +77,12 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
             limit = max((float(np.abs(img).max()) for img in shown), default=1.0) or 1.0
             scale = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
         else:  # one scale per row, so that brightness differences along a row stay visible
-            low, high = np.percentile(np.concatenate([img.ravel() for img in shown]), [0.5, 99.8]) if shown else (0, 1)
-            scale = {"cmap": cmap, "vmin": low, "vmax": high if high > low else low + 1e-12}
+            pixels = np.concatenate([img.ravel() for img in shown]) if shown else np.zeros(1)
+            low, high = np.percentile(pixels, [0.5, 99.8])
+            high = high if high > low else low + 1e-12
+            width = sky if sky > 0 else (high - low) / 100.0
+            scale = {"cmap": cmap, "norm": AsinhNorm(linear_width=width, vmin=low, vmax=high)}
+        row_ids = ids[i] if ids is not None and i < len(ids) else None
         for j in range(n_cols):
             ax = axes[i, j]
             ax.set_xticks([])
@@ -73,6 +91,8 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
                 spine.set_visible(False)
             if j < len(shown):
                 ax.imshow(shown[j], **(scale if shown[j].ndim == 2 else {}))
+                if row_ids is not None and j < len(row_ids):
+                    ax.set_title(str(row_ids[j]), fontsize=6, pad=1)
         axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -113,6 +113,26 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
                           components, k, source, str(store))
 
 
+SIMULATED_SOURCES = ("galsim", "galsim_stars")  # prep source kinds whose label columns are truth
+
+
+def observed_sources(store: str | Path) -> tuple[bool, str]:
+    """(whether the store's recorded prep config has a source of observed stamps, the source
+    kinds as text).  Observed stamps (fits, survey_image, real, ...) carry catalogue
+    measurements (positions, fluxes, radii), which are no truth to recover; simulated ones
+    (`SIMULATED_SOURCES`) carry truth.  A store that records no sources is not called observed."""
+    import yaml
+
+    with open_h5_readonly(store) as f:
+        text = str(f.attrs.get("config", ""))
+    try:  # the recorded text, not a config with defaults filled in (a default source is no record)
+        sources = ((yaml.safe_load(text) or {}).get("prep") or {}).get("sources") or []
+        kinds = [str(source.get("kind")) for source in sources if isinstance(source, dict)]
+    except (yaml.YAMLError, AttributeError):
+        kinds = []
+    return any(k not in SIMULATED_SOURCES for k in kinds), ", ".join(kinds) or "not recorded"
+
+
 def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, str]:
     """Per-pixel noise σ (N,) of the stamps at store `rows`, in the units of the stored
     `images` (N, C, H, W), and where it came from; first found of

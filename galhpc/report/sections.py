@@ -16,7 +16,7 @@ import numpy as np
 
 from galhpc.fidelity import morphology
 from galhpc.models.base import GalaxyModel
-from galhpc.report import figures, inference, latents, metrics, regier, truth
+from galhpc.report import figures, heldout, inference, latents, metrics, regier, truth
 from galhpc.report.fidelity import fidelity_section
 from galhpc.report.heldout import EncodedObjects, noise_sigma
 from galhpc.report.losses import loss_table
@@ -86,14 +86,16 @@ def reconstructions(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.rand
     images, recons = inp.holdout_images, inp.holdout_recons
     mse = metrics.per_image_mse(images, recons)
     show = _pick(len(images), opt.n_show, rng)
+    ids = inp.holdout_ids
     figures.image_grid([images[show], recons[show], images[show] - recons[show]], ["input", "reconstruction", "residual"],
                        figs.path("reconstruction", "reconstructions.png", "Random held-out inputs, reconstructions, residuals"),
-                       symmetric=[False, False, True])
+                       symmetric=[False, False, True], ids=[ids[show], None, None])
     order = np.argsort(mse)
     best, worst = order[:5], order[::-1][:5]
     figures.image_grid([images[best], recons[best], images[worst], recons[worst]],
                        ["best: input", "reconstruction", "worst: input", "reconstruction"],
-                       figs.path("reconstruction", "best_worst.png", "Five best and five worst reconstructions by MSE"))
+                       figs.path("reconstruction", "best_worst.png", "Five best and five worst reconstructions by MSE"),
+                       ids=[ids[best], None, ids[worst], None])
     out.update({
         "n_images": len(images),
         "mse_mean": float(mse.mean()),
@@ -195,7 +197,7 @@ def _members(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
     if inp.store_images is None or inp.member_rows is None:
         return
     for kind in ("random", "top_gamma"):
-        rows, labels = [], []
+        rows, labels, ids = [], [], []
         for c in range(cs.n_components):
             idx = np.flatnonzero((cs.component == c) & (inp.member_rows >= 0))
             if len(idx) == 0:
@@ -210,10 +212,11 @@ def _members(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Gene
             columns = inp.store_columns(inp.member_rows[idx]) if inp.store_columns else None
             rows += [images, inference.reconstruct(inp.model, images, opt.batch_size, columns)]
             labels += [f"{c}: input", f"{c}: recon"]
+            ids += [cs.object_id[idx], None]
         if rows:
             title = "Random members" if kind == "random" else "Members with the highest γ"
             figures.image_grid(rows, labels, figs.path("clusters", f"members_{kind}.png", f"{title} per component"),
-                               title=title)
+                               title=title, ids=ids)
 
 
 # 3. Generation ---------------------------------------------------------------------------------------
@@ -296,14 +299,16 @@ def _deblending(inp: Inputs, opt: ReportOptions, figs: Figures) -> dict[str, Any
         return {"skipped": "the sample has no galaxies with (or without) a companion"}
     mu = inp.clusters.mu
     partners = clean[latents.nearest_partners(mu[dirty], mu[clean])]
-    rows, labels = [], []
+    rows, labels, ids = [], [], []
     for a, b in zip(dirty, partners):
         path = inference.decode(inp.model, latents.interpolate(mu[a], mu[b], opt.steps), opt.batch_size)
         ends = inp.store_images(inp.member_rows[[a, b]])
         rows.append(np.concatenate([ends[:1], path, ends[1:]]))
         labels.append(f"{inp.clusters.object_id[a]} → {inp.clusters.object_id[b]}")
+        ids.append([inp.clusters.object_id[a], *[""] * len(path), inp.clusters.object_id[b]])
     figures.image_grid(rows, labels, figs.path("generation", "deblending.png",
-                                               "Deblending: input with companion, decoded path, nearest clean input"))
+                                               "Deblending: input with companion, decoded path, nearest clean input"),
+                       ids=ids)
     return {"pairs": [[int(inp.clusters.object_id[a]), int(inp.clusters.object_id[b])] for a, b in zip(dirty, partners)]}
 
 
@@ -382,7 +387,13 @@ def truth_recovery(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.rando
     h = inp.holdout
     if h is None:
         return {"skipped": "no --store or --holdout-store: no held-out objects"}
+    observed, kinds = heldout.observed_sources(h.store)
     roles = truth.column_roles(h.labels)
+    if observed:  # observed stamps: only class labels (e.g. Galaxy Zoo votes) are something to recover
+        roles = truth.ColumnRoles(roles.classes, (), roles.nuisances if roles.classes else ())
+        if not roles.classes:
+            return {"skipped": f"no truth columns: the store's stamps are observed (sources: {kinds}) and its "
+                               "label columns are catalogue measurements, not truth"}
     if not (roles.classes or roles.truths or roles.nuisances):
         return {"skipped": "the store has no truth label columns (class, numeric truth or nuisance)"}
     if len(h.rows) < 2 * truth.N_FOLDS:
@@ -583,7 +594,7 @@ def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Genera
         scores["recon_chi2"] = cs.recon_mse.astype(np.float64) / sigma**2
     out: dict[str, Any] = {"prior": prior.source, "n_sampled": len(mu), "knn_k": 10,
                            "noise_sigma_source": source}
-    rows, labels = [], []
+    rows, labels, ids = [], [], []
     for name in SCORES:
         values = scores[name]
         if not np.isfinite(values).any():
@@ -595,10 +606,11 @@ def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Genera
         if inp.store_images is not None and inp.member_rows is not None and (inp.member_rows[top] >= 0).all():
             rows.append(inp.store_images(inp.member_rows[top]))
             labels.append(name)
+            ids.append(cs.object_id[top])
     if rows:
         figures.image_grid(rows, labels, figs.path("rarity", "rarity_top.png",
                                                    "The most unusual sampled objects by each score (rarest left)"),
-                           title="Highest rarity scores")
+                           title="Highest rarity scores", ids=ids)
     return out
 
 

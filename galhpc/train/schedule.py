@@ -2,7 +2,10 @@
 
 Model-agnostic: the schedule only says, for a position (epoch, batch), which KL weight
 to use, whether the mixture prior is on (`gmm` weight 0 or 1), and which events happen
-after an epoch ("init_mixture" at the end of α-training).  Phases, in epochs:
+after a tick ("init_mixture" at the end of α-training).  A tick is an epoch, or with
+`unit: steps` one optimiser step (the trainer then calls `weights(step)` and
+`events_after(step)`), so a preset counted in steps behaves the same on 800 objects as on
+80,000.  Phases, in ticks:
 
     α-training   [0, T_α)                       KL weight α, against N(0, I)
     M periods of annealing T_β then static T_s   KL weight β(t)^u + α, then 1 + α;
@@ -17,12 +20,15 @@ from __future__ import annotations
 from galhpc.config import ScheduleConfig
 
 INIT_MIXTURE = "init_mixture"
+UNITS = ("epochs", "steps")
 
 
 class Schedule:
     """Weights and events of one run's schedule config."""
 
     def __init__(self, cfg: ScheduleConfig) -> None:
+        if cfg.unit not in UNITS:
+            raise ValueError(f"schedule: unit must be one of {UNITS}, got {cfg.unit!r}")
         if cfg.enabled and (cfg.t_alpha < 1 or cfg.t_beta < 1 or cfg.t_static < 0 or cfg.periods < 0):
             raise ValueError(
                 f"schedule: need t_alpha >= 1, t_beta >= 1, t_static >= 0, periods >= 0; got "
@@ -31,8 +37,20 @@ class Schedule:
         self.cfg = cfg
 
     @property
+    def per_step(self) -> bool:
+        """True when the phases count optimiser steps (`unit: steps`)."""
+        return self.cfg.unit == "steps"
+
+    def steps_needed(self, steps_per_epoch: int) -> int | None:
+        """Optimiser steps the s3VDC phases span (None without a schedule)."""
+        ticks = self.total_epochs
+        if ticks is None:
+            return None
+        return ticks if self.per_step else ticks * steps_per_epoch
+
+    @property
     def total_epochs(self) -> int | None:
-        """Epochs the s3VDC phases span (None without a schedule)."""
+        """Ticks (epochs, or steps with `unit: steps`) the s3VDC phases span (None without a schedule)."""
         c = self.cfg
         return c.t_alpha + c.periods * (c.t_beta + c.t_static) if c.enabled else None
 

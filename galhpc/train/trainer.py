@@ -37,6 +37,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
@@ -148,6 +149,41 @@ def check_store_shape(store: str | Path, channels: int, image_size: int) -> None
         raise DataError(f"{store}: images are {'x'.join(map(str, shape))} (C x H x W) but the model takes "
                         f"{channels}x{image_size}x{image_size} (model.channels x model.image_size^2); "
                         "use a store prepared at the model's size, or set model.image_size")
+
+
+def store_pixel_datasets(store: str | Path) -> list[str]:
+    """The per-pixel maps (`sigma`, `mask`) the store holds beside its images, which batches
+    then carry for the likelihoods (galhpc.models.pixels)."""
+    from galhpc.models.pixels import PIXEL_DATASETS
+    from galhpc.runtime.files import open_h5_readonly
+
+    with open_h5_readonly(store) as f:
+        return [name for name in PIXEL_DATASETS if name in f and f[name].shape == f["images"].shape]
+
+
+def check_store_recipe(store: str | Path, model: GalaxyModel) -> None:
+    """Refuse, in one line, a store whose prep recipe the model's likelihood does not assume
+    (`GalaxyModel.store_mismatch`, e.g. a Gaussian likelihood on a store without the `flux` step).
+
+    Raises
+    ------
+    DataError
+        Naming the store and what its recipe lacks.
+    """
+    from galhpc.config import config_from_yaml_text
+    from galhpc.data.store import read_store_info
+    from galhpc.runtime.files import open_h5_readonly
+
+    info = read_store_info(store)
+    try:
+        recipe = list(config_from_yaml_text(info.config).prep.recipe) if info.config else []
+    except ConfigError:
+        recipe = []
+    with open_h5_readonly(store) as f:
+        columns = set(info.label_names) | {name for name in f if isinstance(f[name], h5py.Dataset)}
+    why = model.store_mismatch(recipe, columns)
+    if why is not None:
+        raise DataError(f"{store}: model {model.name!r} cannot train on this store: {why}")
 
 
 def pending_terms(terms: dict[str, torch.Tensor], total: torch.Tensor, position: Position) -> PendingTerms:
@@ -307,11 +343,19 @@ def encode_means(model: GalaxyModel, loader: Any, n_batches: int) -> np.ndarray:
 
 def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None) -> tuple[float, int]:
     """Sum of squared errors of model.reconstruct(x) against x (the reconstruction in x's own
-    space, e.g. PSF-convolved for a PSF model) and the pixel count, on this rank's holdout shard."""
-    totals = run_batched(model, lambda x, batch: (float((model.reconstruct(x, batch).float() - x).pow(2).sum()),
-                                                  x.numel()),
-                         loader, max_batches=max_batches)
-    return sum(t[0] for t in totals), sum(t[1] for t in totals)
+    space, e.g. PSF-convolved for a PSF model) and the pixel count, on this rank's holdout
+    shard; pixels the batch's "mask" flags (non-zero) are left out of both."""
+    from galhpc.models.pixels import valid_pixels
+
+    def sse(x: torch.Tensor, batch: Any) -> tuple[float, float]:
+        weight = valid_pixels(batch or {}, x)
+        err = (model.reconstruct(x, batch).float() - x).pow(2)
+        if weight is None:
+            return float(err.sum()), float(x.numel())
+        return float((err * weight).sum()), float(weight.sum())
+
+    totals = run_batched(model, sse, loader, max_batches=max_batches)
+    return sum(t[0] for t in totals), int(sum(t[1] for t in totals))
 
 
 class Trainer:
@@ -337,15 +381,18 @@ class Trainer:
         self.model = assemble_model(cfg.model).to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        check_store_recipe(t.store, self.model)  # before the loader asks for the columns it lacks
         self.scaler = grad_scaler(t.precision, self.device)
         self.pending: list[PendingTerms] = []
-        columns = list(self.model.batch_columns) or None
+        pixel_maps = store_pixel_datasets(t.store)  # per-pixel sigma / mask the likelihoods use
+        columns = list(dict.fromkeys([*self.model.batch_columns, *pixel_maps])) or None
         common = dict(holdout_fraction=t.holdout_fraction, seed=t.seed, label_columns=columns)
         self.loader = StoreLoader(
             t.store, t.batch_size, split="train", rank=backend.rank, world_size=backend.world_size,
             augment=t.augment, shuffle=True, drop_last=True, **common,
         )
-        holdout_columns = list(dict.fromkeys([*self.model.batch_columns, *self.model.reconstruct_columns])) or None
+        holdout_columns = list(dict.fromkeys([*self.model.batch_columns, *self.model.reconstruct_columns,
+                                              *pixel_maps])) or None
         self.holdout = None if t.holdout_fraction == 0 else StoreLoader(
             t.store, t.batch_size, split="holdout", rank=backend.rank, world_size=backend.world_size,
             augment=False, shuffle=False, drop_last=False, **{**common, "label_columns": holdout_columns},
@@ -357,7 +404,15 @@ class Trainer:
                 f"{t.store}: the training split on rank {backend.rank} has fewer images than one batch "
                 f"of {t.batch_size}; lower train.batch_size"
             )
-        self.total_steps = t.epochs * self.steps_per_epoch
+        # train.steps: whole epochs covering that many optimiser steps
+        self.n_epochs = t.epochs if t.steps is None else max(1, math.ceil(t.steps / self.steps_per_epoch))
+        self.total_steps = self.n_epochs * self.steps_per_epoch
+        needed = self.schedule.steps_needed(self.steps_per_epoch)
+        if needed is not None and self.total_steps < needed:
+            log.warning("%s: this run takes %d optimiser steps (%d epochs of %d batches of %d from the training "
+                        "split) but the schedule's phases need %d; the KL annealing will not finish: raise "
+                        "train.steps (or epochs), or shorten the schedule", t.store, self.total_steps,
+                        self.n_epochs, self.steps_per_epoch, t.batch_size, needed)
         self.pixel_scale = store_pixel_scale(t.store, cfg.model.image_size)  # (arcsec/pixel or None, provenance)
         self.store_prep = read_store_info(t.store).config  # how FITS inputs are prepared at inference
         self.layout = {"world_size": backend.world_size, "batch_size": t.batch_size, "seed": t.seed,
@@ -409,12 +464,13 @@ class Trainer:
         `pending`, checked (and summed) every `train.nan_check_every` steps before the
         update of the step that fills the window."""
         pos, epoch, t = self.pos, self.pos.epoch, self.cfg.train
-        weights = self.schedule.weights(epoch, pos.batch, self.steps_per_epoch)
+        tick = self.tick()
+        weights = self.schedule.weights(*tick)
         lr = lr_at(pos.step, self.total_steps, self.steps_per_epoch, self.cfg, self.backend)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(step_seed(self.cfg.train.seed, pos.step, self.backend.rank))
-        state = StepState(epoch=epoch, step=pos.step, phase=self.schedule.phase(epoch)[0], weights=weights)
+        state = StepState(epoch=epoch, step=pos.step, phase=self.schedule.phase(tick[0])[0], weights=weights)
         image = batch.get("image")
         if t.channels_last and torch.is_tensor(image) and image.ndim == 4:
             batch = {**batch, "image": image.contiguous(memory_format=torch.channels_last)}
@@ -432,6 +488,18 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
+    def tick(self) -> tuple[int, int, int]:
+        """Where the schedule stands for the next step: (tick, batch within it, batches per
+        tick); a tick is an epoch, or one step with the schedule's `unit: steps`."""
+        if self.schedule.per_step:
+            return self.pos.step, 0, 1
+        return self.pos.epoch, self.pos.batch, self.steps_per_epoch
+
+    def after_step(self) -> None:
+        """Step-counted schedules: the events due after the step just taken."""
+        if self.schedule.per_step and INIT_MIXTURE in self.schedule.events_after(self.pos.step - 1):
+            self.init_mixture()
+
     def end_epoch(self, seconds: float) -> None:
         pos, t = self.pos, self.cfg.train
         means = {k: v / max(self.steps_per_epoch, 1) for k, v in pos.sums.items()}
@@ -442,14 +510,16 @@ class Trainer:
         means = self.backend.average(means)
         pixels = means.pop("holdout_pixels")
         holdout = means.pop("holdout_sse") / pixels if pixels else float("nan")
-        phase = self.schedule.phase(pos.epoch)[0]
+        last = (pos.step - 1, 0, 1) if self.schedule.per_step else (pos.epoch, self.steps_per_epoch - 1,
+                                                                       self.steps_per_epoch)
+        phase = self.schedule.phase(last[0])[0]
         row = {"epoch": pos.epoch, "phase": phase, **means, "holdout_mse": holdout,
-               "kl_weight": self.schedule.weights(pos.epoch, self.steps_per_epoch - 1, self.steps_per_epoch)["kl"],
+               "kl_weight": self.schedule.weights(*last)["kl"],
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
         pos.history.append(row)
         log.info("epoch %d (%s): %s", pos.epoch, phase,
                  ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-        for event in self.schedule.events_after(pos.epoch):
+        for event in ([] if self.schedule.per_step else self.schedule.events_after(pos.epoch)):
             if event == INIT_MIXTURE:
                 self.init_mixture()
         pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {}
@@ -458,7 +528,8 @@ class Trainer:
             # under the run's lock no other run writes here: a killed run's temporaries, of any host
             remove_stale_temps(self.out_dir, max_age_s=0.0)
             write_history(self.out_dir, pos.history)
-        if pos.epoch % t.checkpoint_every == 0 or pos.epoch == t.epochs or self.schedule.events_after(pos.epoch - 1):
+        mixture_done = not self.schedule.per_step and self.schedule.events_after(pos.epoch - 1)
+        if pos.epoch % t.checkpoint_every == 0 or pos.epoch == self.n_epochs or mixture_done:
             self.save()
 
     def init_mixture(self) -> None:
@@ -488,23 +559,25 @@ class Trainer:
                 log.warning("stick-breaking K skipped: %s", err)
             else:
                 self.pos.stick_breaking_k = result.k
-                self.pos.history[-1]["stick_breaking_k"] = result.k
+                if self.pos.history:  # a step-counted schedule may init inside the first epoch
+                    self.pos.history[-1]["stick_breaking_k"] = result.k
                 log.info("stick-breaking: batches found %s components; consistent K = %d "
                          "(the model uses %s)", result.counts, result.k, getattr(self.model, "n_clusters", "?"))
 
     def run(self) -> TrainResult:
         t = self.cfg.train
         with stop_signals("the current step, then a checkpoint") as flag:
-            while self.pos.epoch < t.epochs:
+            while self.pos.epoch < self.n_epochs:
                 started = time.perf_counter()
                 self.loader.set_epoch(self.pos.epoch)
                 batches = device_prefetch(self.loader.iter_from(self.pos.batch), self.device)
                 bar = progress(batches, self.backend.rank, total=self.steps_per_epoch, initial=self.pos.batch,
-                               desc=f"epoch {self.pos.epoch + 1}/{t.epochs}", leave=False)
+                               desc=f"epoch {self.pos.epoch + 1}/{self.n_epochs}", leave=False)
                 for batch in bar:
                     self.train_step(batch)
                     self.pos.batch += 1
                     self.pos.step += 1
+                    self.after_step()
                     if self.stop_agreed(flag):
                         self.flush_terms()
                         self.pos.sums = self.backend.average(self.pos.sums)  # every rank's share, once
@@ -528,9 +601,6 @@ def train(cfg: RunConfig, *, backend: Backend | None = None, resume: bool = True
     """Train `cfg.model` on `cfg.train.store`; see the module docstring for files and signals."""
     configure_threads(cfg.train.threads, asked_by="train.threads")
     backend = backend or make_backend(cfg.train.backend, cfg.train.device)
-    if cfg.schedule.enabled and cfg.train.epochs < Schedule(cfg.schedule).total_epochs:
-        log.warning("train.epochs=%d stops before the schedule's %d epochs end",
-                    cfg.train.epochs, Schedule(cfg.schedule).total_epochs)
     with output_lock(Path(cfg.train.out_dir) / CHECKPOINT_NAME, backend):
         return Trainer(cfg, backend, resume).run()
 

@@ -1,0 +1,173 @@
+"""The survey preset on real pixels: HST cutouts of the Hubble Deep Field (scikit-image's
+copy of the WFPC2 image), detected, cut and written as FITS + catalogue by
+`galhpc.data.hdf`, prepped by configs/prep_survey.yaml, split into training and held-out
+stamps by position on the image (the catalogue's `held_out` strip), trained with
+configs/astrovader_survey.yaml and scored on the held-out strip against PCA-10 fitted on
+the training stamps (`galhpc.report.survey`).
+
+`LABELLED` are objects classified by eye on the stamps (pixel x, y of the HDF image, class);
+stars with diffraction spikes are not among them because the prep rejects every stamp
+whose centre pixel is saturated, which all of the HDF's spiked stars are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("photutils")
+pytest.importorskip("skimage")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (x, y) on the HDF image (pixels), class; labelled by looking at the 48x48 stamps
+LABELLED = [
+    (41, 761, "edge_on"),  # HDF object 1744
+    (580, 406, "edge_on"),  # HDF object 650
+    (907, 810, "edge_on"),  # HDF object 1260 (held out)
+    (253, 635, "edge_on"),  # HDF object 1688
+    (732, 135, "edge_on"),  # HDF object 1434
+    (725, 639, "edge_on"),  # HDF object 1693
+    (927, 610, "edge_on"),  # HDF object 1676 (held out)
+    (534, 772, "edge_on"),  # HDF object 1211
+    (629, 211, "edge_on"),  # HDF object 325
+    (404, 271, "edge_on"),  # HDF object 430
+    (777, 826, "edge_on"),  # HDF object 1295
+    (942, 563, "edge_on"),  # HDF object 885 (held out)
+    (676, 72, "edge_on"),  # HDF object 104
+    (69, 675, "edge_on"),  # HDF object 1038
+    (539, 715, "edge_on"),  # HDF object 1730
+    (345, 124, "edge_on"),  # HDF object 1427
+    (617, 251, "edge_on"),  # HDF object 1485
+    (96, 206, "edge_on"),  # HDF object 310
+    (587, 520, "edge_on"),  # HDF object 1620
+    (811, 609, "face_on_spiral"),  # HDF object 1677 (held out)
+    (733, 432, "face_on_spiral"),  # HDF object 1573
+    (491, 64, "face_on_spiral"),  # HDF object 1395
+    (95, 86, "face_on_spiral"),  # HDF object 121
+    (709, 786, "face_on_spiral"),  # HDF object 1768
+    (407, 76, "elliptical"),  # HDF object 1414
+    (485, 357, "elliptical"),  # HDF object 555
+    (499, 597, "elliptical"),  # HDF object 1663
+    (53, 779, "elliptical"),  # HDF object 1747
+    (90, 550, "elliptical"),  # HDF object 1638
+    (336, 77, "elliptical"),  # HDF object 1404
+    (281, 605, "elliptical"),  # HDF object 1669
+    (397, 633, "elliptical"),  # HDF object 973
+    (226, 205, "elliptical"),  # HDF object 311
+    (300, 143, "elliptical"),  # HDF object 1412
+    (335, 312, "merger"),  # HDF object 1507
+    (462, 157, "merger"),  # HDF object 1442
+    (578, 701, "merger"),  # HDF object 1710
+    (844, 630, "merger"),  # HDF object 1685 (held out)
+    (193, 795, "merger"),  # HDF object 1771
+    (30, 706, "merger"),  # HDF object 1720
+    (788, 534, "merger"),  # HDF object 1625
+    (575, 515, "merger"),  # HDF object 1618
+    (288, 68, "merger"),  # HDF object 1402
+    (434, 566, "merger"),  # HDF object 889
+    (567, 114, "merger"),  # HDF object 1425
+    (225, 570, "merger"),  # HDF object 1643
+]
+
+
+def test_the_labelled_table_is_big_enough_and_spread_over_classes():
+    classes = [c for _, _, c in LABELLED]
+    assert len(LABELLED) >= 40 and len(set(classes)) == 4 and min(classes.count(c) for c in set(classes)) >= 5
+    xy = np.array([(x, y) for x, y, _ in LABELLED], float)
+    d = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1))
+    np.fill_diagonal(d, np.inf)
+    assert d.min() > 10  # no galaxy labelled twice (deblended pieces of one system)
+
+
+@pytest.fixture(scope="module")
+def hdf_stores(tmp_path_factory):
+    """Training and held-out stores of the HDF cutouts, prepped with configs/prep_survey.yaml."""
+    from astropy.table import Table
+
+    from galhpc.config import load_config
+    from galhpc.data.hdf import build_hdf_cutouts
+    from galhpc.data.prep import run_prep
+
+    folder = tmp_path_factory.mktemp("hdf")
+    _, catalog = build_hdf_cutouts(folder)
+    table = Table.read(catalog)
+    table = table[table["has_stamp"]]
+    prep = load_config(ROOT / "configs" / "prep_survey.yaml").prep
+    stores = {}
+    for name, held in (("train", 0), ("heldout", 1)):
+        part = folder / f"{name}.fits"
+        table[table["held_out"] == held].write(part)
+        source = dataclasses.replace(prep.sources[0], path=str(folder / "stamps"), catalog=str(part))
+        stores[name] = run_prep(dataclasses.replace(prep, sources=[source], output=str(folder / f"{name}.h5")))
+    return stores
+
+
+def read_stamps(store):
+    from galhpc.report.survey import SurveyStamps
+    from galhpc.runtime.files import open_h5_readonly
+
+    with open_h5_readonly(store) as f:
+        stamps = SurveyStamps(f["images"][:], f["sigma"][:], f["mask"][:] > 0, f["object_id"][:])
+        xy = np.stack([f["labels/x"][:], f["labels/y"][:]], 1)
+    return stamps, xy
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~4 min on 2 free cores (HDF build, two preps, 600 steps); 15 min on a loaded machine
+def test_survey_preset_on_real_held_out_stamps(hdf_stores, tmp_path):
+    """Trains configs/astrovader_survey.yaml on the HDF training strip and scores it on the
+    held-out strip against PCA-10 (numbers written to survey_scores.json for the docs)."""
+    from galhpc.checkpoint import load_model
+    from galhpc.config import load_config
+    from galhpc.report import inference
+    from galhpc.report.heldout import model_clusters
+    from galhpc.report.survey import fit_pca, survey_scores
+    from galhpc.train.trainer import train
+
+    cfg = load_config(ROOT / "configs" / "astrovader_survey.yaml")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, store=str(hdf_stores["train"]), out_dir=str(tmp_path / "run"), backend="single", device="cpu"))
+    train(cfg)
+    model, _, _ = load_model(tmp_path / "run" / "ckpt.pt")
+    model.eval()
+    train_stamps, train_xy = read_stamps(hdf_stores["train"])
+    held, held_xy = read_stamps(hdf_stores["heldout"])
+    mu, _ = inference.encode(model, held.images[:, None], 128)
+    recons = inference.reconstruct(model, held.images[:, None], 128)[:, 0]
+    components, _, _ = model_clusters(model, mu, None, 0)
+    images = np.concatenate([train_stamps.images, held.images])
+    xy = np.concatenate([train_xy, held_xy])
+    rows, classes = [], []
+    for x, y, cls in LABELLED:
+        d = np.hypot(xy[:, 0] - x, xy[:, 1] - y)
+        if d.min() < 3:
+            rows.append(int(d.argmin()))
+            classes.append(cls)
+    assert len(rows) >= 40, f"only {len(rows)} labelled objects survived the prep"
+    labelled_mu, _ = inference.encode(model, images[rows][:, None], 128)
+    pca = fit_pca(train_stamps.images)
+    scores = survey_scores(recons, mu, components, held, pca, (labelled_mu, images[rows], np.array(classes)))
+    (tmp_path / "survey_scores.json").write_text(json.dumps(scores, indent=1))
+    print(json.dumps(scores, indent=1))
+    recon, clusters, search = scores["reconstruction"], scores["clusters"]["model"], scores["search"]
+    # Thresholds from the measured run (docs/models.md "Real survey cutouts": corner ratio
+    # 1.02, χ²/pixel 2.16 against the Gaussian's 285, 93 % of stamps won against the
+    # Gaussian, precision@5 0.45 against chance 0.28, largest cluster 58 %), with margin.
+    # Not asserted, because the preset does not reach them yet (the numbers are in the
+    # docs): held-out MSE and χ² below PCA-10, η² of log S/N ≤ 0.10.
+    # frame artefacts (orient): corners as quiet as the sky annulus just inside the disc
+    assert recon["model"]["corner_ratio"] < 1.2
+    # the model beats a best-fit Gaussian blob in Regier's test with the known σ
+    assert recon["model"]["chi2_per_pixel"] < recon["gaussian"]["chi2_per_pixel"]
+    assert recon["wins"]["gaussian"] > 0.8
+    # similarity search: same-class neighbours by μ well above chance
+    assert search["model"] > search["chance"] + 0.1
+    # the preset's σ-matched encoder keeps the sky level out of the clusters (PCA+GMM: 0.52)
+    assert clusters["eta2_log_noise"] < 0.3
+    # no cluster swallows the catalogue
+    assert clusters["max_share"] <= 0.7
