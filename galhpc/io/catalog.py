@@ -760,8 +760,9 @@ def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
     return None
 
 
-def _scalar_attr(fid: Any, name: bytes) -> int | None:
-    """Integer attribute `name` of the file's root group, or None."""
+def _root_attr(fid: Any, name: bytes) -> Any:
+    """Attribute `name` of the file's root group as a numpy scalar or array, or None (low-level
+    API: no high-level File object per shard)."""
     if not h5py.h5a.exists(fid, name):
         return None
     attr = h5py.h5a.open(fid, name)
@@ -770,20 +771,19 @@ def _scalar_attr(fid: Any, name: bytes) -> int | None:
         attr.read(value)
     finally:
         attr.close()
-    return int(value) if value.size == 1 and value.dtype.kind in "iu" else None
+    return value
+
+
+def _scalar_attr(fid: Any, name: bytes) -> int | None:
+    """Integer attribute `name` of the file's root group, or None."""
+    value = _root_attr(fid, name)
+    return int(value) if value is not None and value.size == 1 and value.dtype.kind in "iu" else None
 
 
 def _text_attr(fid: Any, name: bytes) -> str | None:
     """String attribute `name` of the file's root group, or None."""
-    if not h5py.h5a.exists(fid, name):
-        return None
-    attr = h5py.h5a.open(fid, name)
-    try:
-        value = np.empty(attr.shape, attr.dtype)
-        attr.read(value)
-    finally:
-        attr.close()
-    value = value[()] if value.shape == () else None
+    value = _root_attr(fid, name)
+    value = value[()] if value is not None and value.shape == () else None
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else None
 
 
