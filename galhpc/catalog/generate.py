@@ -247,7 +247,8 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     options = GenerateOptions(
         n=n, seed=seed, batch_size=batch_size, component=component, counts=counts,
         conditions=dict(conditions or {}), emulation=emulation, keep_clean=keep_clean, dtype=dtype,
-        precision=precision, photometry=store_photometry(cfg.train.store, zero_point, bunit),
+        precision=precision, photometry=store_photometry(cfg.train.store, zero_point, bunit,
+                                                               recorded=payload.get("flux_calibration")),
     )
     write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
                          shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)

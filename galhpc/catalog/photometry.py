@@ -3,8 +3,9 @@
 A model trained on a store whose recipe has the `flux` step draws stamps in stored units,
 stored = input / flux_norm · flux_scale (galhpc.data.prep), so a generated stamp has a
 shape and no brightness of its own.  Each generated object i gets a `flux_norm` drawn from
-the training store's own `labels/flux_norm` values (seeded by (run seed, i): any rank count
-gives the same draw), and then
+the training store's `labels/flux_norm` distribution, as the checkpoint recorded it at
+training (`galhpc.data.store.flux_calibration`: up to 4096 quantiles; the store itself for
+older checkpoints), seeded by (run seed, i) so any rank count gives the same draw, and then
 
     image in survey units = stored image · flux_norm / flux_scale
     flux    = Σ stored pixels · flux_norm / flux_scale           (survey units · pixel)
@@ -27,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from galhpc.catalog.seeds import derived_seed
+from galhpc.data.store import flux_calibration
 from galhpc.runtime.errors import DataError
-from galhpc.runtime.files import open_h5_readonly
 
 log = logging.getLogger("galhpc.catalog.photometry")
 
@@ -72,19 +73,23 @@ class Photometry:
 
 
 def store_photometry(store: str | Path | None, zero_point: float | None = None, bunit: str | None = None,
-                     flux_scale: float | None = None) -> Photometry:
+                     flux_scale: float | None = None, recorded: dict[str, Any] | None = None) -> Photometry:
     """The photometric calibration of a model trained on `store`.
 
     Parameters
     ----------
     store : str or Path or None
-        The training store; None or a missing file: fluxes in stored units.
+        The training store, read when `recorded` is None; None or a missing file: fluxes in
+        stored units (with a warning).
     zero_point : float, optional
-        AB magnitude of one survey unit; overrides the store's `zero_point` attribute.
+        AB magnitude of one survey unit; overrides the recorded/store `zero_point`.
     bunit : str, optional
-        Survey pixel unit (FITS BUNIT); overrides the store's `bunit` attribute.
+        Survey pixel unit (FITS BUNIT); overrides the recorded/store `bunit`.
     flux_scale : float, optional
-        The store's prep.flux_scale (read from its config when None).
+        Overrides the prep's flux_scale.
+    recorded : dict, optional
+        The calibration a checkpoint recorded at training (`galhpc.data.store.flux_calibration`,
+        payload key ``flux_calibration``); preferred to reading the store.
 
     Returns
     -------
@@ -95,28 +100,23 @@ def store_photometry(store: str | Path | None, zero_point: float | None = None, 
     DataError
         If the store's flux_norm column has no finite positive value.
     """
-    if store is None or not Path(store).is_file():
-        why = "no training store" if store is None else f"training store {store} not found"
-        log.warning("%s: fluxes stay in stored units (no flux_norm to draw)", why)
-        return Photometry(np.ones(1), 1.0, bunit or STORED_UNIT, zero_point, why)
-    with open_h5_readonly(store) as f:
-        attrs = dict(f.attrs)
-        norms = f["labels/flux_norm"][()].astype(np.float64) if "labels/flux_norm" in f else None
-        config = str(attrs.get("config", ""))
-    if zero_point is None and "zero_point" in attrs and np.isfinite(float(attrs["zero_point"])):
-        zero_point = float(attrs["zero_point"])
-    if bunit is None and "bunit" in attrs:
-        bunit = str(attrs["bunit"])
-    if norms is None:
-        return Photometry(np.ones(1), 1.0, bunit or STORED_UNIT, zero_point, f"{store}: no flux step")
-    norms = norms[np.isfinite(norms) & (norms > 0)]
+    if recorded is None:
+        if store is None or not Path(store).is_file():
+            why = "no training store" if store is None else f"training store {store} not found"
+            log.warning("%s and no calibration in the checkpoint: fluxes stay in stored units (no flux_norm to "
+                        "draw)", why)
+            return Photometry(np.ones(1), 1.0, bunit or STORED_UNIT, zero_point, why)
+        recorded = flux_calibration(store)
+    if zero_point is None:
+        zero_point = recorded.get("zero_point")
+    bunit = bunit or recorded.get("bunit")
+    if recorded.get("flux_norms") is None:
+        return Photometry(np.ones(1), 1.0, bunit or STORED_UNIT, zero_point, recorded["source"])
+    norms = np.asarray(recorded["flux_norms"], np.float64)
     if not len(norms):
-        raise DataError(f"{store}: labels/flux_norm has no finite positive value to draw fluxes from")
-    if flux_scale is None:
-        import yaml
-
-        flux_scale = float((yaml.safe_load(config) or {}).get("prep", {}).get("flux_scale", 100.0))
-    return Photometry(norms, float(flux_scale), bunit or "unknown", zero_point, f"{store}: labels/flux_norm")
+        raise DataError(f"{recorded['source']} has no finite positive value to draw fluxes from")
+    return Photometry(norms, float(flux_scale if flux_scale is not None else recorded["flux_scale"]),
+                      bunit or "unknown", zero_point, recorded["source"])
 
 
 def half_light_radius(images: np.ndarray) -> np.ndarray:

@@ -274,6 +274,52 @@ def read_store_info(path: str | Path) -> StoreInfo:
         raise DataError(f"{path} is not a readable HDF5 store: {err}") from err
 
 
+FLUX_CALIBRATION_VALUES = 4096  # quantiles of flux_norm a checkpoint keeps: a few kB whatever the store's size
+
+
+def flux_calibration(path: str | Path, max_values: int = FLUX_CALIBRATION_VALUES) -> dict[str, Any]:
+    """A store's photometric calibration, small enough to travel in a checkpoint.
+
+    Generated stamps are in stored units (input / flux_norm · flux_scale, galhpc.data.prep);
+    galhpc.catalog.photometry turns them back into survey units with a flux_norm drawn from
+    this distribution, so a checkpoint moved away from its store still generates in survey units.
+
+    Parameters
+    ----------
+    path : str or Path
+        The training store.
+    max_values : int
+        Most flux_norm values kept: larger stores keep that many evenly spaced quantiles.
+
+    Returns
+    -------
+    dict
+        ``flux_norms`` (sorted list of float, survey units · pixel; empty when no value is finite
+        and positive; None when the store has no ``flux`` step), ``flux_scale`` (float, the
+        prep's flux_scale), ``bunit`` (str or None, the store's ``bunit`` attribute) and
+        ``zero_point`` (float or None, AB magnitude of one survey unit, the store's
+        ``zero_point`` attribute), ``source`` (str, for the catalogue's /meta).
+    """
+    path = Path(path)
+    with open_h5_readonly(path) as f:
+        attrs = dict(f.attrs)
+        norms = f["labels/flux_norm"][()].astype(np.float64) if "labels/flux_norm" in f else None
+    zero_point = float(attrs["zero_point"]) if "zero_point" in attrs else None
+    if norms is not None:
+        norms = np.sort(norms[np.isfinite(norms) & (norms > 0)])
+        if len(norms) > max_values:
+            norms = np.quantile(norms, (np.arange(max_values) + 0.5) / max_values)
+    try:
+        prep = config_from_yaml_text(str(attrs["config"])).prep if "config" in attrs else None
+    except ConfigError:  # an unreadable prep config: the default scale, as galhpc-prep writes it
+        prep = None
+    return {"flux_norms": None if norms is None else [float(v) for v in norms],
+            "flux_scale": float(prep.flux_scale) if prep is not None else 100.0,
+            "bunit": str(attrs["bunit"]) if "bunit" in attrs else None,
+            "zero_point": zero_point if zero_point is not None and math.isfinite(zero_point) else None,
+            "source": f"{path}: labels/flux_norm" if norms is not None else f"{path}: no flux step"}
+
+
 def describe_store(f: h5py.File, path: Path) -> StoreInfo:
     """The StoreInfo of the store open as `f` (read from metadata, no pixels); a catalogue or
     table (`galhpc.runtime.kinds`) or a dataset needing a missing filter is refused."""

@@ -363,7 +363,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, backend: Backend, resume: bool) -> None:
         from galhpc.data.loader import StoreLoader
-        from galhpc.data.store import read_store_info, store_pixel_scale
+        from galhpc.data.store import flux_calibration, read_store_info, store_pixel_scale
 
         self.cfg, self.backend = cfg, backend
         self.out_dir = Path(cfg.train.out_dir)
@@ -415,6 +415,7 @@ class Trainer:
                         self.n_epochs, self.steps_per_epoch, t.batch_size, needed)
         self.pixel_scale = store_pixel_scale(t.store, cfg.model.image_size)  # (arcsec/pixel or None, provenance)
         self.store_prep = read_store_info(t.store).config  # how FITS inputs are prepared at inference
+        self.flux_calibration = flux_calibration(t.store)  # galhpc-generate's survey units without the store
         self.layout = {"world_size": backend.world_size, "batch_size": t.batch_size, "seed": t.seed,
                        "holdout_fraction": t.holdout_fraction, "steps_per_epoch": self.steps_per_epoch,
                        "precision": t.precision}
@@ -438,6 +439,7 @@ class Trainer:
             payload = checkpoint_payload(self.model, self.optimizer, self.cfg, self.pos, self.layout, self.scaler)
             payload["pixel_scale"], payload["pixel_scale_source"] = self.pixel_scale  # for galhpc-generate
             payload["store_prep"] = self.store_prep  # for inference on FITS cutouts (checkpoint.inference_prep)
+            payload["flux_calibration"] = self.flux_calibration  # for galhpc-generate (catalog.photometry)
             save_checkpoint(self.ckpt_path, payload)
             log.info("checkpoint %s (epoch %d, batch %d, step %d)", self.ckpt_path, self.pos.epoch,
                      self.pos.batch, self.pos.step)
