@@ -37,15 +37,15 @@ def catalog(tmp_path_factory):
 
 
 def test_shards_are_read_directly_and_match_the_master(catalog):
-    cols = CatalogColumns(catalog["out"])
-    assert len(cols.catalog.shards) == 5
-    blocks = list(cols.rank_blocks("mu", 0, 1, 50))
-    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), catalog["mu"])
-    rows = np.array([599, 3, 3, 250])
-    np.testing.assert_array_equal(cols.read("object_id", rows), catalog["ids"][rows])
-    np.testing.assert_array_equal(cols.rows_of_ids(catalog["ids"][rows]), rows)
-    with pytest.raises(SearchInputError, match="not in the catalogue"):
-        cols.rows_of_ids([1])
+    with CatalogColumns(catalog["out"]) as cols:  # closed: the tests below open the file with h5py
+        assert len(cols.catalog.shards) == 5
+        blocks = list(cols.rank_blocks("mu", 0, 1, 50))
+        np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), catalog["mu"])
+        rows = np.array([599, 3, 3, 250])
+        np.testing.assert_array_equal(cols.read("object_id", rows), catalog["ids"][rows])
+        np.testing.assert_array_equal(cols.rows_of_ids(catalog["ids"][rows]), rows)
+        with pytest.raises(SearchInputError, match="not in the catalogue"):
+            cols.rows_of_ids([1])
 
 
 def test_query_by_id_equals_brute_force_without_the_query_itself(catalog):

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 return noise_sigma(store, rows, store_stamps(store, rows))[0]
         else:
             log.warning("no store found (%s): recon_chi2 is NaN", args.store or catalog.meta.get("input"))
+        catalog.close()  # rarity_scores reads it again, on every rank
         rarity_scores(args.catalog, args.out, k=args.k, reference=args.reference, model=model, noise=noise,
                       world=world)
 

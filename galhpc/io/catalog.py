@@ -149,9 +149,11 @@ def file_budget(max_open: int) -> int:
 
 def _open_fid(path: Path) -> Any:
     """A low-level read-only file id: no file locks (unless this process already holds the
-    file open with them: HDF5 refuses mixed flags), closing every object with the file."""
+    file open with them: HDF5 refuses mixed flags).  Its close degree is h5py's (weak):
+    HDF5 refuses to open one file twice in a process with different degrees, and callers
+    open the same file with h5py while a `Catalog` holds it."""
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_WEAK)
     fapl.set_file_locking(False, True)
     try:
         return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY, fapl=fapl)

@@ -106,31 +106,31 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
     from galhpc.runtime.world import mpi_world
 
     world = world or mpi_world()
-    catalog = CatalogColumns(catalog_path)
-    ref_rows = reference_rows(len(catalog), reference)
-    ref = catalog.read("mu", ref_rows).astype(np.float64)
-    prior = latent_prior(model, catalog.groups.get("gmm"), ref.shape[1])
-    kk = min(k, len(ref_rows) - 1)
-    parts = []
-    for lo, mu in catalog.rank_blocks("mu", world.rank, world.size, block_rows):
-        rows = np.arange(lo, lo + len(mu), dtype=np.int64)
-        chi2 = np.full(len(rows), np.nan)
-        if noise is not None and "recon_mse" in catalog.columns:
-            chi2 = catalog.read("recon_mse", rows).astype(np.float64) / np.asarray(noise(rows), np.float64) ** 2
-        parts.append({"row": rows, "nll_prior": prior_nll(mu, prior), "knn_distance": knn_distance(mu, rows, ref,
-                      ref_rows, kk), "recon_chi2": chi2})
-    gathered = [p for rank_parts in world.allgather(parts) for p in rank_parts]
-    gathered.sort(key=lambda p: p["row"][0])
-    table = {name: np.concatenate([p[name] for p in gathered]) for name in ("row", *SCORES)}
-    rows = table["row"]
-    table["object_id"] = catalog.read("object_id", rows) if "object_id" in catalog.columns else rows.copy()
-    table["component"] = (catalog.read("component", rows).astype(np.int64) if "component" in catalog.columns
-                          else np.full(len(rows), -1, np.int64))
-    table = {name: table[name] for name in ("object_id", "row", "component", *SCORES)}
-    table.update({name: catalog.read(name, rows) for name in catalog.carried})
-    if world.is_root:
-        write_table(out, table, {"catalog": str(catalog_path), "k": str(kk), "reference_rows": str(len(ref_rows)),
-                                 "prior": prior.source}, units=table_units(table, catalog.meta), kind=RARITY_TABLE)
-        log.info("wrote %s: %d objects, prior %s, k=%d among %d reference rows", out, len(rows), prior.source, kk,
-                 len(ref_rows))
-    return table
+    with CatalogColumns(catalog_path) as catalog:
+        ref_rows = reference_rows(len(catalog), reference)
+        ref = catalog.read("mu", ref_rows).astype(np.float64)
+        prior = latent_prior(model, catalog.groups.get("gmm"), ref.shape[1])
+        kk = min(k, len(ref_rows) - 1)
+        parts = []
+        for lo, mu in catalog.rank_blocks("mu", world.rank, world.size, block_rows):
+            rows = np.arange(lo, lo + len(mu), dtype=np.int64)
+            chi2 = np.full(len(rows), np.nan)
+            if noise is not None and "recon_mse" in catalog.columns:
+                chi2 = catalog.read("recon_mse", rows).astype(np.float64) / np.asarray(noise(rows), np.float64) ** 2
+            parts.append({"row": rows, "nll_prior": prior_nll(mu, prior), "knn_distance": knn_distance(mu, rows, ref,
+                          ref_rows, kk), "recon_chi2": chi2})
+        gathered = [p for rank_parts in world.allgather(parts) for p in rank_parts]
+        gathered.sort(key=lambda p: p["row"][0])
+        table = {name: np.concatenate([p[name] for p in gathered]) for name in ("row", *SCORES)}
+        rows = table["row"]
+        table["object_id"] = catalog.read("object_id", rows) if "object_id" in catalog.columns else rows.copy()
+        table["component"] = (catalog.read("component", rows).astype(np.int64) if "component" in catalog.columns
+                              else np.full(len(rows), -1, np.int64))
+        table = {name: table[name] for name in ("object_id", "row", "component", *SCORES)}
+        table.update({name: catalog.read(name, rows) for name in catalog.carried})
+        if world.is_root:
+            write_table(out, table, {"catalog": str(catalog_path), "k": str(kk), "reference_rows": str(len(ref_rows)),
+                                     "prior": prior.source}, units=table_units(table, catalog.meta), kind=RARITY_TABLE)
+            log.info("wrote %s: %d objects, prior %s, k=%d among %d reference rows", out, len(rows), prior.source, kk,
+                     len(ref_rows))
+        return table

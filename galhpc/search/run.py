@@ -104,37 +104,37 @@ def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | No
     from galhpc.runtime.world import mpi_world
 
     world = world or mpi_world()
-    catalog = CatalogColumns(catalog_path)
-    if not ids and not images and not ra and not dec:
-        raise SearchInputError("galhpc-search: give query object ids (--id), sky positions (--ra/--dec) or query "
-                               "images (--image)")
-    started = time.perf_counter()
+    with CatalogColumns(catalog_path) as catalog:
+        if not ids and not images and not ra and not dec:
+            raise SearchInputError("galhpc-search: give query object ids (--id), sky positions (--ra/--dec) or query "
+                                   "images (--image)")
+        started = time.perf_counter()
 
-    def make_queries() -> Queries | SearchInputError:
-        try:
-            parts = []
-            if ids:
-                parts.append(queries_from_ids(catalog, ids, column))
-            if ra or dec:
-                parts.append(queries_from_positions(catalog, list(ra or []), list(dec or []), tolerance, column))
-            if images:
-                parts.append(queries_from_images(catalog, images, Path(work or catalog_path), checkpoint))
-            return _concat(parts)
-        except SearchInputError as err:
-            return err
-        except Exception as err:  # handed to every rank, so none waits forever in bcast
-            return SearchInputError(f"queries: {err}")
+        def make_queries() -> Queries | SearchInputError:
+            try:
+                parts = []
+                if ids:
+                    parts.append(queries_from_ids(catalog, ids, column))
+                if ra or dec:
+                    parts.append(queries_from_positions(catalog, list(ra or []), list(dec or []), tolerance, column))
+                if images:
+                    parts.append(queries_from_images(catalog, images, Path(work or catalog_path), checkpoint))
+                return _concat(parts)
+            except SearchInputError as err:
+                return err
+            except Exception as err:  # handed to every rank, so none waits forever in bcast
+                return SearchInputError(f"queries: {err}")
 
-    queries = world.bcast(make_queries() if world.is_root else None)
-    if isinstance(queries, SearchInputError):
-        raise queries
-    local = search_blocks(queries.vectors, catalog.rank_blocks(column, world.rank, world.size, block_rows), k,
-                          exclude=queries.row)
-    topk = reduce_ranks(local, world, k)
-    seconds = time.perf_counter() - started
-    log.info("rank %d/%d: %d queries, k=%d over %d rows in %.2f s", world.rank, world.size, len(queries.labels), k,
-             len(catalog), seconds)
-    return SearchResult(queries, topk, result_table(catalog, queries, topk), seconds)
+        queries = world.bcast(make_queries() if world.is_root else None)
+        if isinstance(queries, SearchInputError):
+            raise queries
+        local = search_blocks(queries.vectors, catalog.rank_blocks(column, world.rank, world.size, block_rows), k,
+                              exclude=queries.row)
+        topk = reduce_ranks(local, world, k)
+        seconds = time.perf_counter() - started
+        log.info("rank %d/%d: %d queries, k=%d over %d rows in %.2f s", world.rank, world.size, len(queries.labels), k,
+                 len(catalog), seconds)
+        return SearchResult(queries, topk, result_table(catalog, queries, topk), seconds)
 
 
 def _concat(parts: list[Queries]) -> Queries:
@@ -161,26 +161,26 @@ def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mos
 
     from galhpc.catalog.encode import as_store, is_store_path
 
-    catalog = CatalogColumns(catalog_path)
-    attrs = {"catalog": str(catalog_path), "k": str(result.topk.rows.shape[1]), "metric": "euclidean on mu"}
-    write_table(out, result.table, attrs, units=table_units(result.table, catalog.meta))
-    log.info("wrote %s (%d rows)", out, len(result.table["row"]))
-    if mosaic is None:
-        return
-    named = str(store or catalog.meta.get("input", ""))
-    if named and not is_store_path(named) and glob.glob(named):  # FITS cutouts
-        ckpt = catalog.checkpoint_path(checkpoint)
-        if ckpt is None:
-            raise SearchInputError(f"{catalog_path}: the mosaic of FITS input {named} needs the catalogue's "
-                                   "checkpoint to prepare it (pass --checkpoint, or --store a prepared store)")
-        with as_store(named, ckpt, out) as prepared:
-            _write_mosaic(result, prepared, mosaic, max_mosaic_queries)
-        return
-    found = catalog.input_path("input", store)
-    if found is None:
-        raise SearchInputError(f"{catalog_path}: the mosaic needs the store the catalogue was encoded from; "
-                               f"{named!r} is not a file (pass --store)")
-    _write_mosaic(result, found, mosaic, max_mosaic_queries)
+    with CatalogColumns(catalog_path) as catalog:
+        attrs = {"catalog": str(catalog_path), "k": str(result.topk.rows.shape[1]), "metric": "euclidean on mu"}
+        write_table(out, result.table, attrs, units=table_units(result.table, catalog.meta))
+        log.info("wrote %s (%d rows)", out, len(result.table["row"]))
+        if mosaic is None:
+            return
+        named = str(store or catalog.meta.get("input", ""))
+        if named and not is_store_path(named) and glob.glob(named):  # FITS cutouts
+            ckpt = catalog.checkpoint_path(checkpoint)
+            if ckpt is None:
+                raise SearchInputError(f"{catalog_path}: the mosaic of FITS input {named} needs the catalogue's "
+                                       "checkpoint to prepare it (pass --checkpoint, or --store a prepared store)")
+            with as_store(named, ckpt, out) as prepared:
+                _write_mosaic(result, prepared, mosaic, max_mosaic_queries)
+            return
+        found = catalog.input_path("input", store)
+        if found is None:
+            raise SearchInputError(f"{catalog_path}: the mosaic needs the store the catalogue was encoded from; "
+                                   f"{named!r} is not a file (pass --store)")
+        _write_mosaic(result, found, mosaic, max_mosaic_queries)
 
 
 def _write_mosaic(result: SearchResult, store: Path, mosaic: Path, max_mosaic_queries: int) -> None:

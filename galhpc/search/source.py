@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from galhpc.io.catalog import open_catalog
+from galhpc.io.reader import Reader
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.files import open_h5_readonly
 from galhpc.runtime.kinds import STORE, check_kind
@@ -26,7 +27,7 @@ class SearchInputError(DataError):
     """A catalogue, column, query or output the search cannot use."""
 
 
-class CatalogColumns:
+class CatalogColumns(Reader):
     """Row-aligned columns of an encoded catalogue (master + shards, or one plain file).
 
     Raises
@@ -51,6 +52,10 @@ class CatalogColumns:
 
     def __len__(self) -> int:
         return self.n
+
+    def close(self) -> None:
+        """Close the catalogue's shard files (the `with` protocol of `galhpc.io.reader.Reader`)."""
+        self.catalog.close()
 
     @property
     def carried(self) -> list[str]:
