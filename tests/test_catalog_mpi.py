@@ -120,7 +120,7 @@ def wait_for_shards(out, count, proc, timeout=240):
 
 
 def test_sigkill_at_random_moments_then_rerun_gives_the_same_catalogue(ckpt, tmp_path):
-    n, shard = 6400, 64
+    n, shard = 19200, 64  # 300 shards: at least 225 left after the last kill target, seconds of work
     args = ["--n", n, "--batch-size", "16", "--shard-size", shard, "--seed", "3", "--threads", "1",
             "--device", "cpu"]
     reference = tmp_path / "ref.h5"
@@ -132,12 +132,14 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_same_catalogue(ckpt, tmp
     visible, target = [], 0
     for _ in range(3):
         target += rng.randint(5, 25)  # kill somewhere after this many more shards
-        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        log = open(tmp_path / f"run{len(visible)}.log", "w")
+        proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         ended = wait_for_shards(out, target, proc)
         time.sleep(rng.uniform(0.0, 0.2))
         kill_session(proc)
-        assert not ended, "the run finished before it could be killed; make it longer"
+        assert not ended, (f"the run ended (status {proc.returncode}) before it could be killed: "
+                           f"{(tmp_path / f'run{len(visible)}.log').read_text()[-1500:]}")
         assert not out.exists()  # the master appears only when every shard is complete
         visible.append(check_visible_shards(out, reference))
     assert visible == sorted(visible) and visible[0] >= 5 and visible[-1] < n // shard, visible

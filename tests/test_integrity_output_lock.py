@@ -41,6 +41,23 @@ def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
         OutputLock(out).acquire()
 
 
+def test_a_killed_holder_not_yet_reaped_is_gone(tmp_path):
+    """A rank SIGKILLed with its mpirun stays a zombie until init reaps it: its pid still
+    answers kill(pid, 0), but the run is gone and its lock is taken over."""
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)  # exited, not waited for: a zombie
+    try:
+        os.kill(zombie.pid, 0)  # the pid still answers
+        out = tmp_path / "c.h5"
+        (tmp_path / "c.h5.lock").write_text(f"{socket.gethostname()}:{zombie.pid}\n")
+        assert OutputLock(out).live_holder() is None
+        with OutputLock(out) as lock:
+            assert lock.held
+    finally:
+        zombie.wait()
+
+
 @pytest.fixture
 def foreign_lock(tmp_path, monkeypatch):
     """A lock of a rank 0 on another node (node7, in Slurm job 41), with Slurm's answers faked."""

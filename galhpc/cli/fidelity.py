@@ -18,8 +18,6 @@ log = logging.getLogger("galhpc.cli.fidelity")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from galhpc.fidelity.morphology import default_processes
-
     p = argparse.ArgumentParser(
         prog="galhpc-fidelity",
         description="Score generated galaxy stamps against held-out real ones measured the same way (noise added "
@@ -41,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-training", type=int, default=2000, help="training stamps for memorisation (default 2000)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples per distance (default 200)")
     p.add_argument("--component", type=int, help="draw only this mixture component / class")
-    p.add_argument("--processes", type=int, default=default_processes(),
+    p.add_argument("--processes", type=int, default=None,
                    help="statmorph worker processes (default: the CPUs available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-figures", action="store_true", help="write the tables only")
@@ -52,12 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        from galhpc.fidelity.morphology import default_processes
         from galhpc.fidelity.run import FidelityOptions, run_fidelity
         from galhpc.runtime.process import setup_logging
 
         setup_logging()
         options = FidelityOptions(n_generated=args.n, n_real=args.n_real, n_training=args.n_training,
-                                  n_boot=args.bootstrap, processes=args.processes, seed=args.seed,
+                                  n_boot=args.bootstrap, processes=args.processes or default_processes(),
+                                  seed=args.seed,
                                   component=args.component, figures=not args.no_figures)
         result, paths = run_fidelity(args.out, options, checkpoint=args.checkpoint, synth=args.synth,
                                      store=args.store, real_store=args.real_store)

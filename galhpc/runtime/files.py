@@ -270,13 +270,19 @@ class H5Output:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs: a killed process its parent has not yet
+    reaped (a zombie, e.g. an MPI rank whose mpirun was killed with it) has stopped running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+        pass  # exists, owned by someone else
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (not Linux), or gone meanwhile
+        return True
+    return state not in ("Z", "X")
 
 
 def remove_stale_temps(directory: str | Path, name: str | None = None, *,
