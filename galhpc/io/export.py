@@ -473,10 +473,15 @@ def image_header(cat: Catalog, values: dict[str, np.ndarray] | None = None, row:
     return header
 
 
-def _image_columns(cat: Catalog) -> list[str]:
+def _image_target(cat: Catalog, out: str | Path, overwrite: bool) -> tuple[Path, list[str]]:
+    """(`out` as a Path, the columns an image export reads) after the checks both image exports make
+    first (`_target`'s, for images)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
     if "images" not in cat.columns:
         raise ValueError(f"{cat.path}: no images column to export (a galhpc-generate catalogue has one)")
-    return [c for c in ("images", "object_id", "flux_norm", "flux", "mag_ab", "component") if c in cat.columns]
+    return out, [c for c in ("images", "object_id", "flux_norm", "flux", "mag_ab", "component") if c in cat.columns]
 
 
 def export_fits_cutouts(cat: Catalog, out: str | Path, overwrite: bool = False) -> Path:
@@ -506,10 +511,7 @@ def export_fits_cutouts(cat: Catalog, out: str | Path, overwrite: bool = False) 
     """
     from astropy.io import fits
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
-    names = _image_columns(cat)
+    out, names = _image_target(cat, out, overwrite)
     tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -544,10 +546,7 @@ def export_fits_cube(cat: Catalog, out: str | Path, overwrite: bool = False) -> 
     from astropy.io import fits
     from astropy.table import Table, vstack
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
-    names = _image_columns(cat)
+    out, names = _image_target(cat, out, overwrite)
     h, w = cat.shape("images")[-2:]
     header = fits.Header()
     header["SIMPLE"] = True
