@@ -180,6 +180,19 @@ class GalaxyModel(nn.Module):
         raise NotImplementedError(f"model {self.name!r} has no mixture prior")
 
     @property
+    def data_init_batches(self) -> int:
+        """How many unaugmented training batches `init_from_data` wants before the first
+        step (0: none, the default)."""
+        return 0
+
+    def init_from_data(self, batches: list[Batch]) -> None:
+        """Initialise parameters from training data before the first step (e.g. a linear
+        path as the PCA of the stamps).  The trainer calls it on a fresh run of a model
+        with `data_init_batches` > 0, on every rank with the same batches, and then
+        broadcasts rank 0's parameters."""
+        raise NotImplementedError(f"model {self.name!r} has no data-driven initialisation")
+
+    @property
     def sample_condition(self) -> SampleCondition | None:
         """What `sample(**conditions)` is conditioned on, for conditional generators; None by default."""
         return None

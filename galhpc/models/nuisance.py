@@ -69,8 +69,11 @@ def position_angle(x: torch.Tensor, weight_sigma: float | None = None) -> torch.
     return 0.5 * torch.atan2(2.0 * mxy, mxx - myy)
 
 
-def rotate(x: torch.Tensor, theta: torch.Tensor, padding: str = "reflection") -> torch.Tensor:
-    """Rotate each image by θ about its centre (bilinear).
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def rotate(x: torch.Tensor, theta: torch.Tensor, padding: str = "reflection", mode: str = "bilinear") -> torch.Tensor:
+    """Rotate each image by θ about its centre (bilinear or bicubic).
 
     Parameters
     ----------
@@ -83,6 +86,9 @@ def rotate(x: torch.Tensor, theta: torch.Tensor, padding: str = "reflection") ->
         What fills the corners that come from outside the stamp: "reflection" (the stamp's
         own outskirts: sky, for observed images) or "zeros" (the sky level of a model
         image, so no copy of the model's frame edges can appear).
+    mode : str
+        "bilinear", or "bicubic": a bilinear rotation to a frame and back averages each
+        pixel with its neighbours, which flattens cores a few pixels wide; bicubic keeps them.
 
     Returns
     -------
@@ -93,7 +99,7 @@ def rotate(x: torch.Tensor, theta: torch.Tensor, padding: str = "reflection") ->
     # affine_grid maps output coordinates to input ones: sample at R(-θ) · p
     matrix = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
     grid = F.affine_grid(matrix, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=False)
 
 
 def random_angles(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -147,11 +153,16 @@ class Canonicaliser(torch.nn.Module):
         Common sky σ (stored units) the encoder's input is degraded to; None: off.
     image_shape : (C, H, W)
         Shape of the inputs (for the fixed inference noise field).
+    interpolation : str
+        `rotate`'s mode, "bilinear" or "bicubic".
     """
 
     def __init__(self, orient: bool = False, stretch: float | None = None, match_sigma: float | None = None,
-                 image_shape: tuple[int, int, int] = (1, 64, 64)) -> None:
+                 image_shape: tuple[int, int, int] = (1, 64, 64), interpolation: str = "bilinear") -> None:
         super().__init__()
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"input interpolation {interpolation!r} is not one of {INTERPOLATIONS}")
+        self.interpolation = interpolation
         for name, value in (("stretch", stretch), ("match_sigma", match_sigma)):
             if value is not None and value <= 0:
                 raise ValueError(f"input {name} must be > 0, got {value}")
@@ -174,7 +185,7 @@ class Canonicaliser(torch.nn.Module):
             x = x + extra.view(-1, 1, 1, 1) * noise
         theta = position_angle(x) if self.orient else None
         if theta is not None:
-            x = rotate(x, -theta) * self.window
+            x = rotate(x, -theta, mode=self.interpolation) * self.window
         if self.stretch is not None:
             x = self.stretch * torch.asinh(x / self.stretch)
         return x, theta
@@ -182,4 +193,4 @@ class Canonicaliser(torch.nn.Module):
     def restore(self, y: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
         if theta is None or not self.orient:
             return y
-        return rotate(y * self.window, theta, padding="zeros")
+        return rotate(y * self.window, theta, padding="zeros", mode=self.interpolation)

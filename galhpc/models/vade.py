@@ -33,7 +33,7 @@ from torch import nn
 from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
 from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsample_block, vgg_block, xavier_init
-from galhpc.models.nuisance import Canonicaliser, random_angles
+from galhpc.models.nuisance import Canonicaliser, random_angles, rotate
 from galhpc.models.pixels import masked_sum, pixel_sigma, valid_pixels
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
 from galhpc.runtime.errors import DataError
@@ -69,6 +69,9 @@ class AstroVaDEr(GalaxyModel):
         stretch: float | None = None,
         match_sigma: float | None = None,
         model_error: float = 0.0,
+        linear_path: bool = False,
+        linear_init_batches: int = 20,
+        interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
         filters, kernels = list(filters), list(kernels)
@@ -80,9 +83,11 @@ class AstroVaDEr(GalaxyModel):
             raise ValueError(f"astrovader: sigma must be > 0, got {sigma}")
         if not 0 <= model_error < 1:
             raise ValueError(f"astrovader: model_error must be in [0, 1), got {model_error}")
+        if linear_path and recon not in LINEAR_OUTPUT:
+            raise ValueError(f"astrovader: linear_path needs a linear-output recon {LINEAR_OUTPUT}, got {recon!r}")
         self.model_error = float(model_error)
         self.sigma = float(sigma)
-        self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
+        self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size), interpolation)
         self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
         self.n_clusters, self.l2, self.recon_kind, self.gamma_lambda = n_clusters, l2, recon, gamma_lambda
         self.side = check_image_size(image_size, len(filters), "astrovader")
@@ -107,6 +112,11 @@ class AstroVaDEr(GalaxyModel):
             nn.init.zeros_(self.out.weight)
         xavier_init(self.fc_mu)
         xavier_init(self.fc_logvar)
+        self.linear = LinearPath(channels * image_size**2, latent_dim, linear_init_batches) if linear_path else None
+        if self.linear is not None:
+            # the conv paths start silent: μ and the image are PCA's until training adds to them
+            nn.init.zeros_(self.fc_mu.weight)
+            nn.init.zeros_(self.out.weight)
         self.pi_logits = nn.Parameter(torch.zeros(n_clusters))
         self.mu_c = nn.Parameter(torch.randn(n_clusters, latent_dim))
         self.log_var_c = nn.Parameter(torch.zeros(n_clusters, latent_dim))
@@ -149,11 +159,49 @@ class AstroVaDEr(GalaxyModel):
     def encode(self, x: torch.Tensor) -> Encoding:
         x_in, theta = self.canon(x)
         h = self.encoder(x_in)
-        return Encoding(self.fc_mu(h), self.fc_logvar(h), theta)
+        mu = self.fc_mu(h)
+        if self.linear is not None:
+            mu = mu + self.linear.project(self.linear_input(x, theta))
+        return Encoding(mu, self.fc_logvar(h), theta)
+
+    def linear_input(self, x: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
+        """What the linear path sees: the stamp in the canonical frame (its disc, orient
+        models), in the store's linear units, neither σ-matched nor stretched — a PCA of the
+        pixels the likelihood compares.  Degrading its input to `match_sigma` would add a
+        noise whose projection, at inference a fixed field scaled by each stamp's own σ,
+        is a latent direction of pure S/N."""
+        return x if theta is None else rotate(x, -theta, mode=self.canon.interpolation) * self.canon.window
 
     def decoder_logits(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc_decode(z).view(-1, self.encoder_width, self.side, self.side)
-        return self.out(self.decoder(h))
+        logits = self.out(self.decoder(h))
+        if self.linear is not None:
+            logits = logits + self.linear.expand(z).view_as(logits)
+        return logits
+
+    # -- the linear path (linear_path: true) ----------------------------------------------
+    @property
+    def data_init_batches(self) -> int:
+        return 0 if self.linear is None else self.linear.init_batches
+
+    @torch.no_grad()
+    def init_from_data(self, batches: list[Batch]) -> None:
+        """Initialise the linear path as PCA-L of the training stamps in its frame
+        (`linear_input`), so that at initialisation `reconstruct(x)` is the PCA-L
+        reconstruction of that frame (rotated back, orient models).
+
+        Parameters
+        ----------
+        batches : list of Batch
+            Unaugmented training batches ("image" (B, C, H, W) float32).
+        """
+        if self.linear is None:
+            raise ValueError("astrovader: init_from_data needs linear_path: true")
+        was_training = self.training
+        self.eval()  # θ as inference measures it
+        frames = [self.linear_input(b["image"], self.canon(b["image"])[1]).flatten(1) for b in batches]
+        self.train(was_training)
+        self.linear.fit(torch.cat(frames).double())
 
     @property
     def encoder_width(self) -> int:
@@ -244,6 +292,62 @@ class AstroVaDEr(GalaxyModel):
         z = self.mu_c[comp] + self.var_c[comp].sqrt() * eps
         pose = random_angles(n, generator, device) if self.canon.orient else None
         return Samples(self.decode(z, pose), z, comp)
+
+
+class LinearPath(nn.Module):
+    """A linear encoder/decoder pair beside AstroVaDEr's conv paths, initialised as PCA.
+
+    μ gains W_e (x − m) and the decoder output gains m + W_d z, with x a stamp flattened to
+    D pixels in the encoder's linear frame.  `fit` sets m to the mean of the training
+    stamps and W_d = V Λ^½, W_e = Λ^-½ Vᵀ from their L leading principal components V
+    (eigenvalues Λ), so z is whitened (unit variance per axis, the scale of the prior) and
+    decoding the encoding is exactly the PCA-L reconstruction; the conv paths, which start
+    at zero, then learn only what a linear basis misses (a PCA of galaxy images is the
+    classic morphology baseline: Connolly et al. 1995).
+
+    Parameters
+    ----------
+    n_pixels : int
+        D = C·H·W.
+    latent_dim : int
+        L (the number of components).
+    init_batches : int
+        Training batches `AstroVaDEr.init_from_data` is given.
+    """
+
+    def __init__(self, n_pixels: int, latent_dim: int, init_batches: int) -> None:
+        super().__init__()
+        if init_batches < 1:
+            raise ValueError(f"astrovader: linear_init_batches must be >= 1, got {init_batches}")
+        self.init_batches = int(init_batches)
+        self.mean = nn.Parameter(torch.zeros(n_pixels))
+        self.enc = nn.Parameter(torch.zeros(latent_dim, n_pixels))
+        self.dec = nn.Parameter(torch.zeros(n_pixels, latent_dim))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) latent offsets of images x (B, ...) of D pixels."""
+        return (x.flatten(1) - self.mean) @ self.enc.t()
+
+    def expand(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D) images of latents z (B, L)."""
+        return self.mean + z @ self.dec.t()
+
+    @torch.no_grad()
+    def fit(self, flat: torch.Tensor) -> None:
+        """Adopt PCA-L of `flat` (N, D) float64 (N > L); components beyond the data's rank get
+        zero weight."""
+        n, latent = len(flat), self.enc.shape[0]
+        if n <= latent:
+            raise ValueError(f"astrovader: the linear path's PCA needs more than {latent} stamps, got {n}")
+        mean = flat.mean(0)
+        _, s, vt = torch.linalg.svd(flat - mean, full_matrices=False)
+        scale = s[:latent] / (n - 1) ** 0.5  # √λ: the components' standard deviations
+        safe = scale.clamp(min=1e-12 * float(scale[0]))
+        keep = (scale > 1e-9 * float(scale[0])).double()
+        v = vt[:latent]
+        self.mean.copy_(mean.float())
+        self.enc.copy_((keep[:, None] * v / safe[:, None]).float())
+        self.dec.copy_((v.t() * scale).float())
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

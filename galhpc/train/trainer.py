@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import itertools
 import logging
 import math
 import random
@@ -425,6 +426,8 @@ class Trainer:
             self.pos = restore(self.ckpt_path, cfg, self.model, self.optimizer, self.layout, self.scaler)
             log.info("resuming from %s at epoch %d, batch %d (step %d)",
                      self.ckpt_path, self.pos.epoch, self.pos.batch, self.pos.step)
+        if self.pos.step == 0 and self.model.data_init_batches > 0:
+            self.init_from_data()
         self.model.use_collective(backend)
         self.step_model = backend.wrap_model(self.model)
         self.optimizer = backend.wrap_optimizer(self.optimizer, self.model)
@@ -533,6 +536,20 @@ class Trainer:
         mixture_done = not self.schedule.per_step and self.schedule.events_after(pos.epoch - 1)
         if pos.epoch % t.checkpoint_every == 0 or pos.epoch == self.n_epochs or mixture_done:
             self.save()
+
+    def init_from_data(self) -> None:
+        """The model's data-driven initialisation (`GalaxyModel.init_from_data`) from the first
+        unaugmented, unsharded training batches, the same on every rank; the broadcast of
+        the initial state that follows makes the ranks agree exactly."""
+        from galhpc.data.loader import StoreLoader
+
+        t = self.cfg.train
+        loader = StoreLoader(t.store, t.batch_size, split="train", holdout_fraction=t.holdout_fraction,
+                             rank=0, world_size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
+        loader.set_epoch(0)
+        batches = list(itertools.islice(device_prefetch(iter(loader), self.device), self.model.data_init_batches))
+        log.info("initialising %s from %d training stamps", self.model.name, sum(len(b["image"]) for b in batches))
+        self.model.init_from_data(batches)
 
     def init_mixture(self) -> None:
         """s3VDC mini-batch GMM initialisation (if the model has a mixture), and the stick-breaking K.
