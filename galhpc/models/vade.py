@@ -167,9 +167,9 @@ class AstroVaDEr(GalaxyModel):
     def linear_input(self, x: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
         """What the linear path sees: the stamp in the canonical frame (its disc, orient
         models), in the store's linear units, neither σ-matched nor stretched — a PCA of the
-        pixels the likelihood compares.  Degrading its input to `match_sigma` would add a
-        noise whose projection, at inference a fixed field scaled by each stamp's own σ,
-        is a latent direction of pure S/N."""
+        pixels the likelihood compares.  Degraded to `match_sigma`, the added noise passes
+        straight into μ and the reconstruction (HDF held-out strip, PCA-10 start: 41 % of
+        stamps won against PCA-10 with it, 47 % without)."""
         return x if theta is None else rotate(x, -theta, mode=self.canon.interpolation) * self.canon.window
 
     def decoder_logits(self, z: torch.Tensor) -> torch.Tensor:
