@@ -25,10 +25,14 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from galhpc.config import apply_settings, load_config
+from galhpc.runtime.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
@@ -174,6 +178,24 @@ def test_the_marker_convention_finds_every_kind_of_block(tmp_path):
         ["h5ls -r x.h5", "python -c 'print(1)'"]
 
 
+def test_set_overrides_what_the_docs_shrink(tmp_path):
+    """`--set KEY=VALUE`, the docs' substitution: dotted keys into mappings and list items,
+    values read as YAML, mistakes refused in one line."""
+    config = tmp_path / "c.yaml"
+    config.write_text("prep:\n  sources:\n    - kind: galsim\n      n: 2000\ntrain:\n  epochs: 10\n")
+    cfg = load_config(config, ["prep.sources.0.n=200", "train.lr=1e-4", "model.params.filters=[8, 16]"])
+    assert cfg.prep.sources[0].n == 200 and cfg.train.lr == 1e-4 and cfg.train.epochs == 10
+    assert cfg.model.params == {"filters": [8, 16]}
+    data = {"a": {"b": 1}}
+    assert apply_settings(data, ["a.b=2"]) == {"a": {"b": 2}} and data == {"a": {"b": 1}}
+    for bad, says in [("train.epochs", "KEY=VALUE"), ("prep.sources.3.n=1", "1-item list"),
+                      ("train.epochs.x=1", "train.epochs is not a mapping")]:
+        with pytest.raises(ConfigError, match=says):
+            load_config(config, [bad])
+    with pytest.raises(ConfigError, match="trian"):  # a mistyped section is refused like one in the file
+        load_config(config, ["trian.epochs=1"])
+
+
 def sessions() -> dict[str, list[DocBlock]]:
     found: dict[str, list[DocBlock]] = {}
     for block in all_blocks():
@@ -191,7 +213,9 @@ def _run_block(block: DocBlock, root: Path, env: dict[str, str]) -> None:
         steps = [(["bash", "-c", with_appends(line, appends, block.where)], line)
                  for line in shell_lines(block.text, block.language)]
     for argv, shown in steps:
+        start = time.perf_counter()
         run = subprocess.run(argv, cwd=where, env=env, capture_output=True, text=True, timeout=600)
+        print(f"{time.perf_counter() - start:6.1f} s  {block.where}  {shown[:100]!r}")
         assert run.returncode == 0, (f"{block.where} failed (exit {run.returncode}):\n{shown}\n"
                                      f"--- stderr ---\n{run.stderr[-3000:]}\n--- stdout ---\n{run.stdout[-1500:]}")
 
