@@ -26,7 +26,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,7 +48,6 @@ class DocBlock:
     language: str                # "python", a shell name, or "indented"
     text: str
     marker: tuple[str, str] | None  # ("run", args) or ("skip", reason)
-    appends: dict[str, str] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -137,7 +136,8 @@ def shell_lines(text: str, language: str) -> list[str]:
     return out
 
 
-def with_appends(line: str, appends: dict[str, list[str]], where: str) -> str:
+def with_appends(line: str, appends: dict[str, list[str]]) -> str:
+    """The command line with the marker's args appended to its galhpc-* command."""
     words = shlex.split(line, comments=True)
     command = next((w for w in words if w.startswith("galhpc-")), None)
     if command not in appends:
@@ -172,7 +172,7 @@ def test_the_marker_convention_finds_every_kind_of_block(tmp_path):
         ("bash", 5, True), ("indented", 11, True), ("python", 15, True), ("yaml", 19, False)]
     assert blocks[0].marker == ("skip", "needs Slurm and four nodes") and blocks[1].marker is None
     assert parse_run(blocks[2]) == ("s", "out", {"galhpc-prep": ["--set", "a=1"]})
-    assert with_appends("galhpc-prep --config c.yaml  # note", {"galhpc-prep": ["--set", "a=1"]}, "") == \
+    assert with_appends("galhpc-prep --config c.yaml  # note", {"galhpc-prep": ["--set", "a=1"]}) == \
         "galhpc-prep --config c.yaml --set a=1"
     assert shell_lines("$ h5ls -r x.h5\n/images  Dataset\n$ python -c 'print(1)'\n", "") == \
         ["h5ls -r x.h5", "python -c 'print(1)'"]
@@ -210,7 +210,7 @@ def _run_block(block: DocBlock, root: Path, env: dict[str, str]) -> None:
     if block.is_python:
         steps = [([sys.executable, "-c", block.text], block.text)]
     else:
-        steps = [(["bash", "-c", with_appends(line, appends, block.where)], line)
+        steps = [(["bash", "-c", with_appends(line, appends)], line)
                  for line in shell_lines(block.text, block.language)]
     for argv, shown in steps:
         start = time.perf_counter()
