@@ -614,6 +614,61 @@ def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Genera
     return out
 
 
+# 9. Similarity search ---------------------------------------------------------------------------------
+def similarity_search(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """The search mosaic: a few query objects and their k nearest held-out neighbours by μ.
+
+    Queries are `opt.search_ids` when given, else one per component: the member nearest to
+    the component's mean μ (its most typical object).  Neighbours are searched exactly
+    (`galhpc.search.topk.search_blocks`) among the held-out objects the report encoded,
+    the query itself excluded; the figure is galhpc-search's mosaic (`write_mosaic`: every
+    panel titled with its object id, arcsinh stretch).
+
+    Raises
+    ------
+    DataError
+        A requested id that is not among the held-out objects.
+    """
+    from galhpc.runtime.errors import DataError
+    from galhpc.search.output import write_mosaic
+    from galhpc.search.topk import NO_ROW, search_blocks
+
+    h = inp.holdout
+    if h is None or len(h.object_id) < 2:
+        return {"skipped": "no --store or --holdout-store: no held-out objects to search"}
+    if opt.search_ids:
+        where = {int(oid): i for i, oid in enumerate(h.object_id)}
+        missing = [oid for oid in opt.search_ids if oid not in where]
+        if missing:
+            raise DataError(f"search ids {missing} are not among the {len(h.object_id)} held-out objects encoded "
+                            f"(store {h.store}; raise --n-holdout or give ids of the store)")
+        rows = np.array([where[oid] for oid in opt.search_ids], np.int64)
+        chosen = "ids given"
+    else:
+        picks = []
+        for c in np.unique(h.components[h.components >= 0]):
+            members = np.flatnonzero(h.components == c)
+            centre = h.mu[members].mean(axis=0)
+            picks.append(members[np.argmin(((h.mu[members] - centre) ** 2).sum(axis=1))])
+        rows = np.array(picks[: opt.n_search_queries], np.int64)
+        chosen = "per component, the member nearest to its mean μ"
+    k = min(opt.search_k, len(h.object_id) - 1)
+    top = search_blocks(h.mu[rows], [(0, h.mu)], k, exclude=rows)
+    found = top.rows != NO_ROW
+    safe = np.where(found, top.rows, 0)
+    neighbours = np.where(found[:, :, None, None, None], h.images[safe], np.nan)
+    captions = np.where(found, np.char.add(np.char.add(h.object_id[safe].astype(str), "  d="),
+                                           np.char.mod("%.3g", top.distance)), "")
+    labels = [f"query {oid}" for oid in h.object_id[rows]]
+    write_mosaic(figs.path("search", "search_mosaic.png",
+                           f"Similarity search by μ: each query (red) and its {k} nearest held-out objects "
+                           "(object id, distance in μ)"),
+                 h.images[rows], neighbours, labels, captions)
+    return {"queries": chosen, "k": int(k), "n_searched": len(h.object_id),
+            "query_object_ids": h.object_id[rows].tolist(),
+            "neighbour_object_ids": np.where(found, h.object_id[safe], -1).tolist()}
+
+
 SECTIONS = {
     "reconstruction": reconstructions,
     "clusters": clusters,
@@ -624,4 +679,5 @@ SECTIONS = {
     "generated_vs_real": generated_vs_real,
     "truth": truth_recovery,
     "rarity": rarity,
+    "search": similarity_search,
 }
