@@ -616,57 +616,65 @@ def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Genera
 
 # 9. Similarity search ---------------------------------------------------------------------------------
 def similarity_search(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
-    """The search mosaic: a few query objects and their k nearest held-out neighbours by μ.
+    """The search mosaic: a few query objects and their k nearest catalogue objects by μ.
 
     Queries are `opt.search_ids` when given, else one per component: the member nearest to
     the component's mean μ (its most typical object).  Neighbours are searched exactly
-    (`galhpc.search.topk.search_blocks`) among the held-out objects the report encoded,
-    the query itself excluded; the figure is galhpc-search's mosaic (`write_mosaic`: every
-    panel titled with its object id, arcsinh stretch).
+    (`galhpc.search.topk.search_blocks`, as galhpc-search does) among the sampled catalogue
+    objects found in the store, the query itself excluded; the figure is galhpc-search's
+    mosaic (`galhpc.search.output.write_mosaic`: every panel titled with its object id,
+    arcsinh stretch).
 
     Raises
     ------
     DataError
-        A requested id that is not among the held-out objects.
+        A requested id that is not among the sampled catalogue objects in the store.
     """
     from galhpc.runtime.errors import DataError
     from galhpc.search.output import write_mosaic
     from galhpc.search.topk import NO_ROW, search_blocks
 
-    h = inp.holdout
-    if h is None or len(h.object_id) < 2:
-        return {"skipped": "no --store or --holdout-store: no held-out objects to search"}
+    cs = inp.clusters
+    if inp.store_images is None or inp.member_rows is None:
+        return {"skipped": "no --store: no stamps to show the search results with"}
+    usable = np.flatnonzero(inp.member_rows >= 0)
+    if len(usable) < 2:
+        return {"skipped": "fewer than two sampled catalogue objects are in the store"}
+    mu, object_id = cs.mu[usable], cs.object_id[usable]
     if opt.search_ids:
-        where = {int(oid): i for i, oid in enumerate(h.object_id)}
+        where = {int(oid): i for i, oid in enumerate(object_id)}
         missing = [oid for oid in opt.search_ids if oid not in where]
         if missing:
-            raise DataError(f"search ids {missing} are not among the {len(h.object_id)} held-out objects encoded "
-                            f"(store {h.store}; raise --n-holdout or give ids of the store)")
-        rows = np.array([where[oid] for oid in opt.search_ids], np.int64)
+            raise DataError(f"search ids {missing} are not among the {len(usable)} sampled catalogue objects in "
+                            f"the store {inp.store_path} (raise --max-objects, or give ids of the store)")
+        queries = np.array([where[oid] for oid in opt.search_ids], np.int64)
         chosen = "ids given"
     else:
+        component = cs.component[usable]
         picks = []
-        for c in np.unique(h.components[h.components >= 0]):
-            members = np.flatnonzero(h.components == c)
-            centre = h.mu[members].mean(axis=0)
-            picks.append(members[np.argmin(((h.mu[members] - centre) ** 2).sum(axis=1))])
-        rows = np.array(picks[: opt.n_search_queries], np.int64)
+        for c in np.unique(component[component >= 0]):
+            members = np.flatnonzero(component == c)
+            centre = mu[members].mean(axis=0)
+            picks.append(members[np.argmin(((mu[members] - centre) ** 2).sum(axis=1))])
+        queries = np.array(picks[: opt.n_search_queries], np.int64)
         chosen = "per component, the member nearest to its mean μ"
-    k = min(opt.search_k, len(h.object_id) - 1)
-    top = search_blocks(h.mu[rows], [(0, h.mu)], k, exclude=rows)
+    k = min(opt.search_k, len(usable) - 1)
+    top = search_blocks(mu[queries], [(0, mu)], k, exclude=queries)
     found = top.rows != NO_ROW
     safe = np.where(found, top.rows, 0)
-    neighbours = np.where(found[:, :, None, None, None], h.images[safe], np.nan)
-    captions = np.where(found, np.char.add(np.char.add(h.object_id[safe].astype(str), "  d="),
-                                           np.char.mod("%.3g", top.distance)), "")
-    labels = [f"query {oid}" for oid in h.object_id[rows]]
+    unique, inverse = np.unique(inp.member_rows[usable[np.concatenate([queries, safe.ravel()])]], return_inverse=True)
+    stamps = inp.store_images(unique)[inverse]  # a neighbour of several queries is read once
+    neighbours = stamps[len(queries):].reshape(*safe.shape, *stamps.shape[1:])
+    neighbours = np.where(found.reshape(*found.shape, *[1] * (neighbours.ndim - 2)), neighbours, np.nan)
+    captions = np.array([[f"{object_id[r]} d={d:.3g}" if ok else "" for r, d, ok in zip(rows, dist, oks)]
+                         for rows, dist, oks in zip(safe, top.distance, found)], dtype=object)
     write_mosaic(figs.path("search", "search_mosaic.png",
-                           f"Similarity search by μ: each query (red) and its {k} nearest held-out objects "
+                           f"Similarity search by μ: each query (red) and its {k} nearest catalogue objects "
                            "(object id, distance in μ)"),
-                 h.images[rows], neighbours, labels, captions)
-    return {"queries": chosen, "k": int(k), "n_searched": len(h.object_id),
-            "query_object_ids": h.object_id[rows].tolist(),
-            "neighbour_object_ids": np.where(found, h.object_id[safe], -1).tolist()}
+                 stamps[: len(queries)], neighbours, [f"query {oid}" for oid in object_id[queries]], captions)
+    return {"queries": chosen, "k": int(k), "n_searched": len(usable),
+            "query_object_ids": object_id[queries].tolist(),
+            "neighbour_object_ids": np.where(found, object_id[safe], -1).tolist()}
 
 
 SECTIONS = {
