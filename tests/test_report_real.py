@@ -84,18 +84,27 @@ def real_report(tmp_path_factory):
         return result
 
     out = root / "report"
+    import logging
+
+    import galhpc.cli.report as report_cli
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    setup = report_cli.setup_logging
+
+    def setup_logging(*args, **kwargs):  # the CLI replaces galhpc's handlers: ours goes on after
+        logger = setup(*args, **kwargs)
+        logger.addHandler(handler)
+        return logger
+
     mp = pytest.MonkeyPatch()
+    mp.setattr(report_cli, "setup_logging", setup_logging)
     mp.setattr(figures, "image_grid", spy_grid)
     mp.setattr(output, "write_mosaic", spy_mosaic)
     mp.setattr(matplotlib.axes.Axes, "imshow", spy_imshow)
     mp.setattr(process, "LOG_MIN_INTERVAL_S", 0.0)
     mp.setenv("GALHPC_PROGRESS", "log")
-    import logging
-
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logging.getLogger("galhpc").addHandler(handler)
     try:
         rc = report_main(["--checkpoint", str(ckpt), "--clusters", str(catalogue), "--store",
                           str(root / "hdf" / "stamps"), "--out", str(out), "--n-morph", "6", "--n-tsne", "30",

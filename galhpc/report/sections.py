@@ -389,8 +389,11 @@ def truth_recovery(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.rando
         return {"skipped": "no --store or --holdout-store: no held-out objects"}
     observed, kinds = heldout.observed_sources(h.store)
     roles = truth.column_roles(h.labels)
-    if observed:  # observed stamps: only class labels (e.g. Galaxy Zoo votes) are something to recover
-        roles = truth.ColumnRoles(roles.classes, (), roles.nuisances if roles.classes else ())
+    if observed:  # observed stamps: only class labels (e.g. Galaxy Zoo votes) are something to recover,
+        # not a catalogue's integer columns (a held-out flag, a detection flag)
+        catalogue = heldout.catalogue_columns(h.store)
+        classes = tuple(c for c in roles.classes if c not in catalogue)
+        roles = truth.ColumnRoles(classes, (), roles.nuisances if classes else ())
         if not roles.classes:
             return {"skipped": f"no truth columns: the store's stamps are observed (sources: {kinds}) and its "
                                "label columns are catalogue measurements, not truth"}
