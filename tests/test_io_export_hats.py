@@ -89,3 +89,39 @@ def test_no_sky_positions_is_one_clear_error(tmp_path, capsys):
         f["object_id"] = np.arange(4)
     assert export_main([str(tmp_path / "nosky.h5"), "--hats", str(tmp_path / "h")]) == 1
     assert "no ra/dec column" in capsys.readouterr().err and not (tmp_path / "h").exists()
+
+
+def test_a_sharded_catalogue_streams_from_its_shards_with_pointers_to_the_images(tmp_path, client):
+    """A generate-shaped catalogue (images, latents z) in 4 shards: hats-import reads the shard
+    files themselves, in blocks; every row comes back once, and its ``shard``/``row`` point
+    at the object in the HDF5 shard files (checked with h5py, not galhpc)."""
+    from galhpc.catalog.h5out import ShardWriter, write_master
+    from galhpc.catalog.shards import plan_shards, shard_dir_for, shard_path
+
+    n, size = 700, 200
+    out = tmp_path / "synth.h5"
+    shards = plan_shards(n, size)
+    shard_dir = shard_dir_for(out)
+    shard_dir.mkdir()
+    rng = np.random.default_rng(5)
+    for shard in shards:
+        m = shard.size
+        writer = ShardWriter(shard_path(shard_dir, shard.index), shard, table=False)
+        writer.write(0, {"object_id": np.arange(shard.start, shard.stop, dtype=np.int64) * 3,
+                         "ra": rng.uniform(10.0, 12.0, m), "dec": rng.uniform(-1.0, 1.0, m),
+                         "z": rng.standard_normal((m, 3)).astype(np.float32),
+                         "images": rng.random((m, 4, 4)).astype(np.float16)})
+        writer.close()
+    write_master(out, shard_dir, shards, {"kind": "generate", "n_objects": n})
+    with open_catalog(out) as cat:
+        export_hats(cat, tmp_path / "synth_hats", pixel_threshold=300, chunk_rows=64, client=client)
+    df = lsdb.read_hats(tmp_path / "synth_hats").compute().sort_values("object_id")
+    assert len(df) == n and np.array_equal(df["object_id"].to_numpy(), np.arange(n) * 3)
+    assert "images" not in df.columns and {"z_0", "z_1", "z_2", "shard", "row"} <= set(df.columns)
+    for shard_index, rows in df.groupby("shard"):
+        with h5py.File(shard_dir / f"{shard_index:06d}.h5", "r") as f:
+            assert np.array_equal(f["object_id"][()][rows["row"].to_numpy()], rows["object_id"].to_numpy())
+            z = f["z"][()][rows["row"].to_numpy()]
+            assert all(np.array_equal(rows[f"z_{k}"].to_numpy(), z[:, k]) for k in range(3))
+            assert np.array_equal(f["ra"][()][rows["row"].to_numpy()], rows["ra"].to_numpy())
+    assert sorted(df["shard"].unique()) == [0, 1, 2, 3]
