@@ -300,7 +300,7 @@ def _first_line(err: BaseException) -> str:
 def _hyperslab_rows(space: Any, shape: tuple[int, ...], what: str) -> tuple[int, int]:
     """(first, last + 1) rows of a selection that covers whole rows."""
     lo, hi = space.get_select_bounds()
-    if any(l != 0 or h != n - 1 for l, h, n in zip(lo[1:], hi[1:], shape[1:])):
+    if len(lo) > 1 and any(l != 0 or h != n - 1 for l, h, n in zip(lo[1:], hi[1:], shape[1:])):
         raise CatalogError(f"{what}: a virtual source maps part of a row; not a galhpc catalogue layout")
     return int(lo[0]), int(hi[0]) + 1
 
@@ -352,17 +352,18 @@ class Catalog(Reader):
         with master:
             require_kind(master, self.path, kinds, role)
             self.meta: dict[str, Any] = _attrs(master[META]) if isinstance(master.get(META), h5py.Group) else {}
-            self._list_columns(master)
-            self._layout_column = "object_id" if "object_id" in self._layouts else min(self._layouts)
-            column = self._map_column(master, self._layout_column)
+            layout_ds = self._list_columns(master)
+            column = self._map_column(master, self._layout_column, layout_ds)
         self._verify(column)
 
     # ---- opening ----------------------------------------------------------------------
 
-    def _list_columns(self, master: h5py.File) -> None:
+    def _list_columns(self, master: h5py.File) -> Any:
         """Each per-object dataset's row shape and dtype (their virtual mappings are read when
         a column is first used: HDF5 copies a mapping whole, and a master of C columns and S
-        shards holds C x S sources)."""
+        shards holds C x S sources); picks the column whose mapping is read at open
+        (``object_id``, else the first) and returns its dataset, open (opening a virtual
+        dataset decodes its whole mapping)."""
         shapes = {}
         for name in master:
             link = master.get(name, getlink=True)
@@ -372,26 +373,35 @@ class Catalog(Reader):
                 ds = h5py.h5d.open(master.id, name.encode())
             except (KeyError, TypeError):  # a group (or another kind of object)
                 continue
-            try:
-                if len(ds.shape) >= 1 and ds.dtype.names is None:
-                    shapes[name] = (tuple(ds.shape), ds.dtype)
-            finally:
+            if len(ds.shape) >= 1 and ds.dtype.names is None:
+                shapes[name] = (tuple(ds.shape), ds.dtype, ds)
+            else:
                 ds.close()
         if not shapes:
             raise CatalogError(f"{self.path} has no per-object datasets; is it a galhpc catalogue?")
         n = self.meta.get("n_objects")
         if n is None:
-            lengths = [shape[0] for shape, _ in shapes.values()]
+            lengths = [shape[0] for shape, _, _ in shapes.values()]
             n = max(set(lengths), key=lengths.count)
         self._n = int(n)
-        self._layouts = {name: (shape[1:], dtype) for name, (shape, dtype) in shapes.items() if shape[0] == self._n}
+        self._layouts = {name: (shape[1:], dtype) for name, (shape, dtype, _) in shapes.items() if shape[0] == self._n}
+        if not self._layouts:
+            for _, _, ds in shapes.values():
+                ds.close()
+            raise CatalogError(f"{self.path} has no per-object datasets of its {self._n} rows")
+        self._layout_column = "object_id" if "object_id" in self._layouts else min(self._layouts)
+        for name, (_, _, ds) in shapes.items():
+            if name != self._layout_column:
+                ds.close()
+        return shapes[self._layout_column][2]
 
-    def _map_column(self, master: h5py.File, name: str) -> _Column:
-        """Map column `name` onto its source files (the master's own dataset for a real one),
-        then check what is new in it: its shard directories' manifests, that its files
-        exist, and (for a file already checked for other columns) its rows' span."""
+    def _map_column(self, master: h5py.File, name: str, ds: Any = None) -> _Column:
+        """Map column `name` (its dataset `ds` if open) onto its source files (the master's
+        own dataset for a real one), then check what is new in it: its shard directories'
+        manifests, that its files exist, and (for a file already checked for other
+        columns) its rows' span."""
         shape, dtype = self._layouts[name]
-        ds = h5py.h5d.open(master.id, name.encode())
+        ds = h5py.h5d.open(master.id, name.encode()) if ds is None else ds
         try:
             dcpl = ds.get_create_plist()  # a virtual dataset's mapping, copied once
             try:
