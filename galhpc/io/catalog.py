@@ -505,7 +505,7 @@ class Catalog(Reader):
                 problems[path] = f"unreadable: {_first_line(err)}"
                 continue
             try:
-                why = _check_file(fid, uses, path, self._shard_fingerprint(path))
+                why = _check_file(fid, uses, self._shard_fingerprint(path))
             except OSError as err:
                 why = f"unreadable: {_first_line(err)}"
             except BaseException:
@@ -863,9 +863,8 @@ class Catalog(Reader):
         self._pool.close()
 
 
-def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], path: Path,
-                fingerprint: str | None = None) -> str | None:
-    """Why the open shard file `fid` (at `path`) cannot supply the segments `uses` of their
+def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
+    """Why the open shard file `fid` cannot supply the segments `uses` of their
     columns, or None: every dataset (`_check_dataset`), then the file's attributes
     (`_check_span`).
 
