@@ -222,7 +222,7 @@ def vqvae_scores(hdf_stores, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # HDF build + two preps (shared) and 600 steps: ~2 min of training on 2 free cores, 7 min loaded
+@pytest.mark.timeout(1800)  # HDF build + two preps (shared) and 600 steps: 230 s of training at load 12 on 2 cores
 def test_vqvae_survey_preset_beats_pca_on_real_held_out_stamps(vqvae_scores):
     """configs/vqvae_survey.yaml against PCA-10 on the held-out HDF strip (issue #25 item 4).
     Measured (docs/models.md "Real survey cutouts"): MSE 0.0685 vs 0.0721, χ²/pixel 1.11 vs
