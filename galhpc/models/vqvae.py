@@ -208,7 +208,7 @@ RECON_KINDS = ("mse", "chi2")
 
 
 class VQVAE(GalaxyModel):
-    """VQ-VAE; `encode` gives the flattened quantised embeddings (B, D * H/4 * W/4)."""
+    """VQ-VAE; `encode` gives the flattened quantised embeddings (B, D * H/s * W/s), s = `downsample`."""
 
     name = "vqvae"
     generative = False
@@ -299,7 +299,7 @@ class VQVAE(GalaxyModel):
         return z_q, index, terms
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Code map (B, H/4, W/4) of int64 indices: what the PixelCNN prior models."""
+        """Code map (B, H/s, W/s) of int64 indices (s = `downsample`): what the PixelCNN prior models."""
         return self.quantise(x)[1]
 
     def decode_codes(self, index: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
