@@ -106,6 +106,10 @@ class PrepConfig:
     # bad pixels (mask != 0, NaN/inf, FITS BLANK): an object is rejected when more than this
     # fraction of its pixels, or its centre pixel, is bad; the others are filled with noise
     max_bad_fraction: float = 0.05
+    # saturated pixels (a source's options.saturated_bits, e.g. 8 in WFPC2's DQ): "mask" keeps
+    # saturated cores (bright stars, nuclei) with those pixels masked and left at their clipped
+    # value; "reject" rejects every object whose centre pixel is saturated (counted by reason)
+    saturated: str = "mask"
     # sky subtracted by the flux step: "border" (sigma-clipped median of the border frame of
     # width `border`), "none", or the name of a label (catalogue) column in input units
     sky: str = "border"
