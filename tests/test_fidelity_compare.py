@@ -95,3 +95,12 @@ def test_power_spectrum_obeys_parseval_and_finds_a_wave():
     y, x = np.mgrid[:64, :64]
     k, power = morphology.power_spectrum(np.cos(2 * np.pi * 0.25 * x))
     assert k[np.argmax(power)] == pytest.approx(0.25, abs=1 / 64)
+
+
+def test_classifier_auc_separates_small_sets():
+    """30 rows a side: scikit-learn's default leaf size (20) would allow no split and give 0.5."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(10, 4))
+    y = rng.normal(size=(20, 4))
+    y[:, 1] += 5.0
+    assert compare.classifier_auc(x, y)["auc"] > 0.9

@@ -122,8 +122,11 @@ def classifier_auc(generated: np.ndarray, real: np.ndarray, folds: int = 5, seed
     # oversubscribed thread pool made the same fit a hundred times slower
     with threadpool_limits(1):
         for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+            # scikit-learn's default min_samples_leaf=20 forbids every split below 40 training
+            # rows: the trees would stay constant and call any two small sets indistinguishable
+            leaf = int(min(20, max(2, len(train) // 10)))
             clf = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_leaf_nodes=15,
-                                                 random_state=seed)
+                                                 min_samples_leaf=leaf, random_state=seed)
             clf.fit(x[train], y[train])
             score[test] = clf.predict_proba(x[test])[:, 1]
             per_fold.append(roc_auc_score(y[test], score[test]))
