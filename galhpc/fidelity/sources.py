@@ -100,8 +100,11 @@ def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 25
         elif cond is not None and cond.kind == "class":
             classes = (np.asarray(condition_values[lo:lo + m], np.int64) if condition_values is not None
                        else np.arange(lo, lo + m) % int(cond.num_classes))
-            out = _concat([model.sample(int((classes == c).sum()), generator, component=int(c))
-                           for c in np.unique(classes)])
+            grouped = _concat([model.sample(int((classes == c).sum()), generator, component=int(c))
+                               for c in np.unique(classes)])
+            # back to the stamps' order (sampled grouped by class)
+            back = torch.as_tensor(np.argsort(np.argsort(classes, kind="stable"), kind="stable"))
+            out = (grouped[0][back.to(grouped[0].device)], grouped[1][back.to(grouped[1].device)])
         elif cond is not None and cond.kind == "float":
             out = _concat([model.sample(1, generator, **{cond.column: float(v)})
                            for v in condition_values[lo:lo + m]])
