@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                 "passes" if targets["passes"] else "does NOT pass for real", targets["ks_met"], targets["ks_scored"],
                 "met" if targets["auc_met"] else "missed")
         if result.memorisation is not None:
-            log.info("memorisation: KS p %.3g, median nearest-training distance generated/real %.3f",
-                     result.memorisation["p_value"], result.memorisation["median_ratio"])
+            log.info("memorisation: %.2f of generated stamps nearer to training than to held-out stamps "
+                     "(copying p %.3g); nearest-training distance KS p %.3g, median generated/real %.3f",
+                     result.memorisation["copy_fraction"], result.memorisation["p_value"],
+                     result.memorisation["ks_p"], result.memorisation["median_ratio"])
         log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
 
     return run_cli("galhpc-fidelity", body)

@@ -2,7 +2,8 @@
 same way, beside the real-vs-real floor; written as one table (FITS and CSV) and figures.
 
 Targets (docs/models.md, "Fidelity"): per statistic KS <= 0.15, or within 1.5x the
-floor where the floor itself is higher; classifier AUC <= 0.70; memorisation KS p > 0.01.
+floor where the floor itself is higher; classifier AUC <= 0.70; memorisation (the copying
+test, `compare.memorisation`) p > 0.01.
 A statistic the real stamps have and the generated ones never do is a missed target;
 `passes` is every target met.
 """
@@ -157,7 +158,8 @@ def result_table(result: FidelityResult, meta: dict[str, Any] | None = None):
               "AUCFLOOR": result.classifier_floor["auc"], "SKYSIG": result.sky["real"],
               "SKYADDED": result.sky["added"]}
     if result.memorisation is not None:
-        header.update(MEMKS=result.memorisation["ks"], MEMP=result.memorisation["p_value"],
+        header.update(MEMKS=result.memorisation["ks"], MEMKSP=result.memorisation["ks_p"],
+                      MEMP=result.memorisation["p_value"], MEMCOPY=result.memorisation["copy_fraction"],
                       MEMRATIO=result.memorisation["median_ratio"])
     table.meta.update({k: float(v) for k, v in header.items()})
     table.meta["PASSES"] = bool(result.summary()["targets"]["passes"])
