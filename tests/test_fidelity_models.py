@@ -119,7 +119,7 @@ def _check_contract(summary, n_generated=N_GEN):
 @pytest.mark.parametrize("kind,sampling", [
     ("beta_vae", SamplingOptions()), ("flow_vae", SamplingOptions()), ("prior", SamplingOptions(temperature=0.8)),
     ("prior_class", SamplingOptions()), ("prior_float", SamplingOptions()),
-    ("astrovader", SamplingOptions("expost", 0.9)),
+    ("beta_vae", SamplingOptions("expost", 1.0, 3)), ("astrovader", SamplingOptions("expost", 0.9)),
 ])
 def test_every_model_kind_is_scored(toy, checkpoints, cached_statmorph, kind, sampling):
     options = FidelityOptions(n_generated=N_GEN, n_real=N_REAL, n_training=60, n_boot=5, seed=0, figures=False,

@@ -79,7 +79,7 @@ class ExPostSampler:
                 oriented = enc.pose is not None
         mu = np.concatenate(mus)
         self.oriented = oriented
-        if hasattr(model, "cluster_probs"):  # AstroVaDEr: its components, weighted by their γ
+        if model.has_mixture:  # AstroVaDEr: its components, weighted by their γ
             with torch.no_grad():
                 gamma = model.cluster_probs(torch.as_tensor(mu, dtype=torch.float32, device=device))
             self.weights, self.means, self.covariances = gamma_moments(mu, gamma.cpu().numpy().astype(np.float64))
