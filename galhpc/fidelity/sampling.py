@@ -40,9 +40,6 @@ class SamplingOptions:
     temperature: float = 1.0
     components: int = 10
 
-    def describe(self) -> str:
-        return self.mode + ("" if self.temperature == 1.0 else f", temperature {self.temperature:g}")
-
 
 class ExPostSampler:
     """Draws z from a Gaussian mixture over training latent means and decodes it.
