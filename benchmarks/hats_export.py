@@ -7,7 +7,7 @@ Builds, for each N, a catalogue with galhpc's own writer (ShardWriter + write_ma
 of --shard-size rows: object_id, ra, dec, component, gamma (10 components), mu (--latents))
 and measures, each in a fresh process: `export_parquet` (--split-vectors) and `export_hats`
 (hats-import on an in-process Dask cluster of one worker, so the peak RSS reported is the
-whole export's).  Memory flat in N is the claim under test: the peak RSS should not grow
+whole export's; at each --pixel-threshold, reading --chunk-rows rows at a time).  Memory flat in N is the claim under test: the peak RSS should not grow
 with N.  Prints one JSON line per measurement.
 """
 
@@ -27,7 +27,7 @@ from galhpc.catalog.shards import plan_shards, shard_dir_for, shard_path
 
 MEASURE = r"""
 import json, resource, sys, time
-how, src, out = sys.argv[1:4]
+how, src, out, threshold, chunk = sys.argv[1:6]
 from galhpc.io.catalog import open_catalog
 from galhpc.io.export import export_hats, export_parquet
 begin = time.perf_counter()
@@ -37,10 +37,10 @@ with open_catalog(src) as cat:
     else:
         from dask.distributed import Client
         with Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as client:
-            export_hats(cat, out, client=client)
+            export_hats(cat, out, client=client, pixel_threshold=int(threshold), chunk_rows=int(chunk))
     n = len(cat)
 seconds = time.perf_counter() - begin
-print(json.dumps({"how": how, "rows": n, "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
+print(json.dumps({"how": how, "rows": n, "pixel_threshold": int(threshold), "chunk_rows": int(chunk), "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 """
 
@@ -70,15 +70,18 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=65_536)
     p.add_argument("--latents", type=int, default=20)
     p.add_argument("--exports", nargs="+", choices=("parquet", "hats"), default=["parquet", "hats"])
+    p.add_argument("--pixel-threshold", type=int, nargs="+", default=[1_000_000],
+                   help="HATS: most rows per HEALPix partition (each value measured)")
+    p.add_argument("--chunk-rows", type=int, default=65_536, help="HATS: rows per block read from the shards")
     p.add_argument("--dir", help="work directory (default: a temporary one)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in args.rows:
             src = build(Path(tmp), n, args.shard_size, args.latents)
-            for how in args.exports:
-                out = Path(tmp) / f"out_{n}.{how}"
-                run = subprocess.run([sys.executable, "-c", MEASURE, how, str(src), str(out)],
-                                     capture_output=True, text=True, check=True)
+            for how, threshold in [(h, t) for h in args.exports for t in (args.pixel_threshold if h == "hats" else [0])]:
+                out = Path(tmp) / f"out_{n}_{threshold}.{how}"
+                run = subprocess.run([sys.executable, "-c", MEASURE, how, str(src), str(out), str(threshold),
+                                      str(args.chunk_rows)], capture_output=True, text=True, check=True)
                 print(run.stdout.strip().splitlines()[-1], flush=True)
 
 

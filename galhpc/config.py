@@ -106,6 +106,10 @@ class PrepConfig:
     # bad pixels (mask != 0, NaN/inf, FITS BLANK): an object is rejected when more than this
     # fraction of its pixels, or its centre pixel, is bad; the others are filled with noise
     max_bad_fraction: float = 0.05
+    # saturated pixels (a source's options.saturated_bits, e.g. 8 in WFPC2's DQ): "mask" keeps
+    # saturated cores (bright stars, nuclei) with those pixels masked and left at their clipped
+    # value; "reject" rejects every object whose centre pixel is saturated (counted by reason)
+    saturated: str = "mask"
     # sky subtracted by the flux step: "border" (sigma-clipped median of the border frame of
     # width `border`), "none", or the name of a label (catalogue) column in input units
     sky: str = "border"
@@ -339,8 +343,65 @@ def config_from_dict(data: dict[str, Any] | None) -> RunConfig:
     return _build(RunConfig, data or {}, "config")
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a YAML run config; an empty file gives all defaults."""
+def apply_settings(data: dict[str, Any] | None, settings: typing.Sequence[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` command-line settings (``--set``) to a parsed YAML config.
+
+    Parameters
+    ----------
+    data : dict or None
+        The config as YAML parsed it (not modified).
+    settings : sequence of str
+        ``section.key=value``; a dotted key walks into mappings, and an integer part indexes a
+        list (``prep.sources.0.n=300``).  The value is read as YAML (``1e-4`` a float,
+        ``[16, 32]`` a list, ``null`` None).
+
+    Returns
+    -------
+    dict
+        A copy of `data` with the settings applied, in order.
+
+    Raises
+    ------
+    ConfigError
+        A setting without ``=``, or a key path through a missing list item or a non-mapping.
+    """
+    import copy
+
+    data = copy.deepcopy(data) if data else {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {setting!r}: expected KEY=VALUE, e.g. train.epochs=2")
+        try:
+            value = load_yaml(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {setting!r}: value is not YAML: {err}") from None
+        node: Any = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {setting!r}: {where} is not an item of a {len(node)}-item list")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {setting!r}: {'.'.join(parts[:depth])} is not a mapping")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+    return data
+
+
+def load_config(path: str | Path, settings: typing.Sequence[str] = ()) -> RunConfig:
+    """Read a YAML run config; an empty file gives all defaults.
+
+    `settings` are ``--set KEY=VALUE`` overrides (`apply_settings`), applied before the
+    config is checked, so a mistyped key is refused like one in the file.
+    """
     path = Path(path)
     try:
         data = load_yaml(path.read_text())
@@ -349,7 +410,7 @@ def load_config(path: str | Path) -> RunConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     try:
-        return config_from_dict(data)
+        return config_from_dict(apply_settings(data, settings))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 

@@ -219,5 +219,6 @@ def test_a_shard_short_by_one_row_is_a_catalog_error(ckpts, tmp_path):
         data = f["z"][:-1]
         del f["z"]
         f["z"] = data
-    with pytest.raises(CatalogError, match=r"000002\.h5 \('z' holds 21 rows, the master expects 22\)"):
-        open_catalog(out)
+    with open_catalog(out) as cat, pytest.raises(  # checked when the column is first read
+            CatalogError, match=r"000002\.h5 cannot supply its rows \('z' holds 21 rows, the master expects 22\)"):
+        cat.read("z")

@@ -2,9 +2,9 @@
 galhpc command line parses with that command's own parser, and the store-copying commands
 of docs/search.md run as written and copy every dataset.
 
-The galhpc commands themselves are not run here: they need a cluster (sbatch, mpirun on
-many nodes), the full data sets or hours of training; the tests of each command run them
-on small inputs."""
+The commands and snippets are executed by tests/test_docs_run.py (on small data), or marked
+there with the reason they cannot run here (a cluster, the reader's own files, hours of
+training)."""
 
 import re
 import shlex

@@ -89,3 +89,88 @@ def test_no_sky_positions_is_one_clear_error(tmp_path, capsys):
         f["object_id"] = np.arange(4)
     assert export_main([str(tmp_path / "nosky.h5"), "--hats", str(tmp_path / "h")]) == 1
     assert "no ra/dec column" in capsys.readouterr().err and not (tmp_path / "h").exists()
+
+
+def sharded_catalogue(out, n, size, seed):
+    """A generate-shaped catalogue (images, latents z, sky positions) written by galhpc's own
+    shard writer, in shards of `size` rows."""
+    from galhpc.catalog.h5out import ShardWriter, write_master
+    from galhpc.catalog.shards import plan_shards, shard_dir_for, shard_path
+
+    shards = plan_shards(n, size)
+    shard_dir = shard_dir_for(out)
+    shard_dir.mkdir()
+    rng = np.random.default_rng(seed)
+    for shard in shards:
+        m = shard.size
+        writer = ShardWriter(shard_path(shard_dir, shard.index), shard, table=False)
+        writer.write(0, {"object_id": np.arange(shard.start, shard.stop, dtype=np.int64) * 3,
+                         "ra": rng.uniform(10.0, 12.0, m), "dec": rng.uniform(-1.0, 1.0, m),
+                         "z": rng.standard_normal((m, 3)).astype(np.float32),
+                         "images": rng.random((m, 4, 4)).astype(np.float16)})
+        writer.close()
+    write_master(out, shard_dir, shards, {"kind": "generate", "n_objects": n})
+    return shard_dir
+
+
+def test_a_sharded_catalogue_streams_from_its_shards_with_pointers_to_the_images(tmp_path, client):
+    """A generate-shaped catalogue in 4 shards: hats-import reads the shard files themselves,
+    in blocks; every row comes back once, and its ``shard``/``row`` point at the object in
+    the HDF5 shard files (checked with h5py, not galhpc)."""
+    n = 700
+    out = tmp_path / "synth.h5"
+    shard_dir = sharded_catalogue(out, n, 200, 5)
+    with open_catalog(out) as cat:
+        export_hats(cat, tmp_path / "synth_hats", pixel_threshold=300, chunk_rows=64, client=client)
+    df = lsdb.read_hats(tmp_path / "synth_hats").compute().sort_values("object_id")
+    assert len(df) == n and np.array_equal(df["object_id"].to_numpy(), np.arange(n) * 3)
+    assert "images" not in df.columns and {"z_0", "z_1", "z_2", "shard", "row"} <= set(df.columns)
+    for shard_index, rows in df.groupby("shard"):
+        with h5py.File(shard_dir / f"{shard_index:06d}.h5", "r") as f:
+            assert np.array_equal(f["object_id"][()][rows["row"].to_numpy()], rows["object_id"].to_numpy())
+            z = f["z"][()][rows["row"].to_numpy()]
+            assert all(np.array_equal(rows[f"z_{k}"].to_numpy(), z[:, k]) for k in range(3))
+            assert np.array_equal(f["ra"][()][rows["row"].to_numpy()], rows["ra"].to_numpy())
+    assert sorted(df["shard"].unique()) == [0, 1, 2, 3]
+
+
+def test_rarity_scores_joined_and_vectors_as_fixed_size_lists(tmp_path, client, capsys):
+    """galhpc-export --hats --rarity --vector-lists: the scores of a rarity table (rows = the
+    catalogue's) come back with their objects, and z as fixed-size lists, read with lsdb,
+    pyarrow (the partition files) and pandas; a table of another catalogue is refused."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from galhpc.search.output import write_table
+
+    n = 300
+    out = tmp_path / "synth.h5"
+    shard_dir = sharded_catalogue(out, n, 128, 9)
+    with h5py.File(shard_dir / "000001.h5") as f:
+        z1 = f["z"][()]
+    rng = np.random.default_rng(1)
+    ids = np.arange(n, dtype=np.int64) * 3
+    scores = {"nll_prior": rng.normal(size=n), "knn_distance": rng.random(n).astype(np.float32)}
+    write_table(tmp_path / "rarity.h5", {"object_id": ids, "row": np.arange(n), "component": np.zeros(n, np.int64),
+                                         **scores, "ra": np.zeros(n)})  # galhpc-rarity's columns
+    write_table(tmp_path / "other.h5", {"object_id": ids[::-1].copy(), **scores})
+    hats_dir = tmp_path / "synth_hats"
+    assert export_main([str(out), "--hats", str(hats_dir), "--rarity", str(tmp_path / "other.h5")]) == 1
+    assert "is not a rarity table of" in capsys.readouterr().err and not hats_dir.exists()
+    with open_catalog(out) as cat:
+        from galhpc.cli.export import rarity_scores
+        extra = rarity_scores(str(tmp_path / "rarity.h5"), cat)
+        assert set(extra) == set(scores)
+        export_hats(cat, hats_dir, split_vectors=False, extra=extra, extra_source="rarity.h5", client=client)
+    df = lsdb.read_hats(hats_dir).compute().sort_values("object_id")
+    assert np.array_equal(df["object_id"].to_numpy(), ids)
+    assert np.array_equal(df["nll_prior"].to_numpy(), scores["nll_prior"])
+    assert np.array_equal(df["knn_distance"].to_numpy(), scores["knn_distance"])
+    got = np.stack(df[df["shard"] == 1].sort_values("row")["z"].to_numpy())  # pandas: one array per row
+    assert got.shape == (128, 3) and np.array_equal(got, z1)
+    table = pads.dataset(hats_dir / "dataset", format="parquet", partitioning="hive").to_table()
+    assert pa.types.is_fixed_size_list(table.schema.field("z").type) and table.schema.field("z").type.list_size == 3
+    order = np.argsort(table["object_id"].to_numpy())
+    z = np.stack(table["z"].to_numpy(zero_copy_only=False))[order]
+    assert table.num_rows == n and np.array_equal(z[128:256], z1)
+    assert b"joined by row from rarity.h5" in table.schema.field("nll_prior").metadata[b"description"]

@@ -289,3 +289,36 @@ def test_quantizer_agrees_through_the_collective_it_is_handed():
         assert collective.calls == calls
         if not restart_every:  # 4 images x 4x4 code vectors, counted twice: the "other rank" too
             assert float(model.quantizer.usage.sum()) == pytest.approx(0.01 * 2 * 4 * 16)
+
+
+def test_unstretch_output_inverts_the_input_stretch_and_needs_one():
+    """output 'unstretch': the decoder draws in the encoder's s·arcsinh(x/s) space, so its
+    output is s·sinh(y/s) (checked against numpy), finite for any y, and refused without a stretch."""
+    model = small_vqvae(stretch=0.5, output="unstretch")
+    x = np.linspace(-3.0, 60.0, 101)
+    stretched = torch.as_tensor(0.5 * np.arcsinh(x / 0.5), dtype=torch.float64)
+    np.testing.assert_allclose(model.output(stretched).numpy(), x, rtol=1e-9, atol=1e-12)
+    assert torch.isfinite(model.output(torch.tensor([1e4, -1e4]))).all()
+    img = torch.rand(2, 1, 32, 32)
+    z = model.encode(img).mu
+    raw = model.decoder(z.reshape(2, 16, 8, 8))
+    torch.testing.assert_close(model.decode(z), 0.5 * torch.sinh(raw / 0.5))
+    with pytest.raises(ValueError, match="unstretch"):
+        small_vqvae(output="unstretch")
+
+
+def test_downsample_2_gives_a_code_map_of_half_the_stamp_side():
+    """downsample 2: one code per 2x2 pixels (H/2 x W/2 map, D·H/2·W/2 features in μ), decoded
+    back to the stamp's size; only 2 and 4 are accepted, and the stamp must divide by it."""
+    model = small_vqvae(downsample=2)
+    x = blobs(3)
+    assert model.codes(x).shape == (3, 16, 16)
+    z = model.encode(x).mu
+    assert z.shape == (3, 16 * 16 * 16)
+    assert model.decode(z).shape == (3, 1, 32, 32)
+    assert model.rebuild_params()["downsample"] == 2
+    assert small_vqvae().codes(x).shape == (3, 8, 8)
+    with pytest.raises(ValueError, match="downsample"):
+        small_vqvae(downsample=3)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        VQVAE(30, 1, 4, num_codes=8, hidden=8, res_hidden=4, downsample=4)

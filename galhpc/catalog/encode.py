@@ -26,6 +26,7 @@ import dataclasses
 import glob
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -321,7 +322,8 @@ def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions
         fingerprint = encode_fingerprint(options, checkpoint_sha256, reader.identity(), write, device,
                                          job.needs_post_hoc_gmm, job.passthrough)
         meta = run_meta("encode", fingerprint, checkpoint, checkpoint_sha256, config_yaml, model.name)
-        meta.update(input=str(input_name or store), n_objects=reader.n, batch_size=options.batch_size,
+        meta.update(input=os.path.abspath(input_name or store),  # search/rarity find it from any folder
+                    n_objects=reader.n, batch_size=options.batch_size,
                     gmm="post-hoc" if job.needs_post_hoc_gmm else "model", passthrough=json.dumps(job.passthrough),
                     column_units=json.dumps(passthrough_units(reader, job.passthrough), sort_keys=True))
         return run_catalog(job, out, fingerprint, meta, write, world)

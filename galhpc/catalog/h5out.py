@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -229,7 +230,7 @@ def run_meta(kind: str, fingerprint: Mapping[str, Any], checkpoint: str | Path, 
     return {
         "kind": kind,
         "galhpc_version": galhpc.__version__,
-        "checkpoint": str(checkpoint),
+        "checkpoint": os.path.abspath(checkpoint),  # absolute: readers run from other folders
         "checkpoint_sha256": checkpoint_sha256,
         "model": model_name,
         "config": config_yaml,

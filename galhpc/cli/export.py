@@ -3,6 +3,7 @@
     galhpc-export clusters.h5 --fits clusters.fits
     galhpc-export synth.h5 --parquet synth.parquet --columns object_id,component,z --split-vectors
     galhpc-export synth.h5 --fits-cutouts cutouts/ --fits-cube synth_cube.fits
+    galhpc-export clusters.h5 --hats clusters_hats/ --rarity rarity.h5
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hats", metavar="DIR", help="HATS catalogue to write (HEALPix-partitioned Parquet that LSDB "
                    "reads; needs ra/dec; hats-import on a local Dask cluster; pip install 'galhpc[hats]')")
     p.add_argument("--dask-workers", type=int, default=1, help="--hats: workers of the local Dask cluster")
+    p.add_argument("--pixel-threshold", type=int, default=1_000_000,
+                   help="--hats: most rows of one HEALPix partition (bounds the export's memory; default 1000000)")
+    p.add_argument("--vector-lists", action="store_true",
+                   help="--hats: vector columns as fixed-size lists (pyarrow, pandas) instead of mu_0 ... mu_{L-1}")
+    p.add_argument("--rarity", metavar="TABLE", help="--hats: a galhpc-rarity table of this catalogue (.h5, .fits, "
+                   ".csv); its scores are joined by row")
     p.add_argument("--fits-cutouts", metavar="DIR", help="directory of one FITS image per object (survey units; "
                    "BUNIT, PIXSCALE, CDELT1/2, MAGZP, MAG, FLUX, OBJ_ID in its header)")
     p.add_argument("--fits-cube", metavar="FILE", help="one FITS cube of every image (NAXIS3 = objects) and a "
@@ -68,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         formats = ((args.fits, lambda cat, out: export_fits(cat, out, columns, overwrite=args.overwrite)),
                    (args.parquet, lambda cat, out: export_parquet(cat, out, columns, overwrite=args.overwrite,
                                                                   split_vectors=args.split_vectors)),
-                   (args.hats, lambda cat, out: export_hats(cat, out, columns, overwrite=args.overwrite,
-                                                            n_workers=args.dask_workers)),
+                   (args.hats, lambda cat, out: export_hats(
+                       cat, out, columns, overwrite=args.overwrite, n_workers=args.dask_workers,
+                       pixel_threshold=args.pixel_threshold, split_vectors=not args.vector_lists,
+                       extra=rarity_scores(args.rarity, cat) if args.rarity else None,
+                       extra_source=str(args.rarity))),
                    (args.fits_cutouts, lambda cat, out: export_fits_cutouts(cat, out, overwrite=args.overwrite)),
                    (args.fits_cube, lambda cat, out: export_fits_cube(cat, out, overwrite=args.overwrite)))
         with open_catalog(args.catalog, role="galhpc-export") as cat:
@@ -85,6 +95,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"galhpc-export: error: {describe_error(err)}", file=sys.stderr)
         return 1
     return 1 if failed else 0
+
+
+def rarity_scores(path: str, cat) -> dict:
+    """The score columns of `galhpc-rarity` table `path`, checked to be `cat`'s rows in order.
+
+    Raises
+    ------
+    ValueError
+        If the table's ``object_id`` column is not the catalogue's, row for row.
+    """
+    import numpy as np
+
+    from galhpc.search.output import read_table
+    from galhpc.search.rarity import SCORES
+
+    table = read_table(path)
+    ids = table.get("object_id")
+    if ids is None or len(ids) != len(cat) or not np.array_equal(ids, cat.read("object_id")) or (
+            "row" in table and not np.array_equal(table["row"], np.arange(len(cat)))):
+        raise ValueError(f"{path} is not a rarity table of {cat.path}: its object_id column is not the "
+                         "catalogue's, row for row (run galhpc-rarity --catalog on this catalogue)")
+    scores = {name: table[name] for name in SCORES if name in table}
+    if not scores:
+        raise ValueError(f"{path} has none of the rarity scores {', '.join(SCORES)}")
+    return scores
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_deprecated_alias(parser, "--output", "--out", dest="out")
     parser.add_argument("--on-error", choices=["skip", "raise"], help="bad objects: record as rejects, or stop (default: prep.on_error)")
     parser.add_argument("--workers", type=int, help="processes for simulated sources (default: prep.workers)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="override a config value (repeatable), e.g. --set prep.sources.0.n=300")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
 
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.settings)
         check_output(args.out or cfg.prep.output, "galhpc-prep --out", suffixes=HDF5_SUFFIXES, create=True)
         if args.workers is not None:
             cfg.prep.workers = args.workers

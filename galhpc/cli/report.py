@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-tsne", type=int, default=defaults.n_tsne, help="points in the t-SNE (default %(default)s)")
     p.add_argument("--no-match-noise", dest="match_noise", action="store_false",
                    help="measure generated stamps as they are, without adding noise up to the real sky σ")
+    p.add_argument("--search-ids", type=int, nargs="+", default=(),
+                   help="object ids of the search mosaic's queries (default: one per cluster component)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, help="CPU threads of torch and of numpy/scikit-learn's BLAS")
     return p.parse_args(argv)
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         check_output(args.out, "galhpc-report --out", folder=True, create=True, lock=False)
 
         options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
-                                n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise)
+                                n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise,
+                                search_ids=tuple(args.search_ids))
         report = build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth,
                               options=options, holdout_store=args.holdout_store)
         if report["failed_sections"]:

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "single", "torch", "horovod"],
                    help="data-parallel backend (overrides train.backend)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (overrides train.device)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="override a config value (repeatable), e.g. --set train.steps=20 --set model.latent_dim=8")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/ckpt.pt exists")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
@@ -47,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         from galhpc.runtime.world import detect_world
         from galhpc.train.trainer import train_from_config
 
-        out_dir = Path(args.out_dir or load_config(args.config).train.out_dir)
+        out_dir = Path(args.out_dir or load_config(args.config, args.settings).train.out_dir)
         check_output(out_dir, "galhpc-train --out", folder=True, create=True, lock=False)
 
         setup_logging(detect_world().rank, args.log_level)  # before the backend, so its set-up is logged
         overrides = {"out_dir": args.out_dir, "store": args.store, "epochs": args.epochs,
                      "backend": args.backend, "device": args.device}
-        train_from_config(args.config, overrides, resume=not args.no_resume)
+        train_from_config(args.config, overrides, resume=not args.no_resume, settings=args.settings)
 
     return run_cli("galhpc-train", body)
 

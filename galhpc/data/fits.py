@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from galhpc.config import ConfigError, PrepConfig, SourceConfig, check_options
+from galhpc.data.pixels import MASK_BAD, MASK_SATURATED
 from galhpc.data.sources import PIXEL_SCALE_LABEL, PREP_LABELS, Block, DataError, Reject
 from galhpc.extras import require
 
@@ -66,7 +67,7 @@ log = logging.getLogger("galhpc.data.fits")
 OPTIONS: dict[str, Any] = {  # option -> the type it takes (checked by galhpc.config.check_options)
     "pattern": str, "id_from": str, "id_keyword": str, "cube": str, "catalog_hdu": int | str | None,
     **{f"{kind}_hdu": int | str | None for kind in ("sigma", "variance", "ivar", "mask")},
-    "mask_bad_bits": int | None,
+    "mask_bad_bits": int | None, "saturated_bits": int | None,
 }
 ANISOTROPY_TOLERANCE = 0.01  # pixels whose two axes differ more than this are reported
 
@@ -418,7 +419,7 @@ class ObjectBlocks:
             done = self.flush()
         self.images.append(image)
         self.sigmas.append(np.full(image.shape, np.nan, np.float32) if sigma is None else sigma.astype(np.float32))
-        self.masks.append(np.zeros(image.shape, np.uint8) if mask is None else (mask != 0).astype(np.uint8))
+        self.masks.append(np.zeros(image.shape, np.uint8) if mask is None else np.asarray(mask, np.uint8))
         self.ids.append(oid)
         self.files.append(file)
         self.scales.append(scale)
@@ -539,17 +540,25 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
 
 
 def _read_maps(companions: dict[str, tuple[Any, str]], shape: tuple[int, ...], where: str,
-               bad_bits: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+               bad_bits: int | None = None, saturated_bits: int | None = None,
+               ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(σ or None, mask or None) from the companion HDUs ({kind: (HDU, where it is)}); a
     weight <= 0, a non-finite σ, an undefined (BLANK) pixel of any map and a mask pixel with
-    any of `bad_bits` set (None: any non-zero value) are bad pixels."""
-    sigma, mask = None, None
+    any of `bad_bits` set (None: any non-zero value) are bad pixels (`MASK_BAD`); mask
+    pixels with any of `saturated_bits` set (e.g. 8 in WFPC2's DQ, 256 in ACS/WFC3's) and no
+    other bad bit are `MASK_SATURATED`."""
+    sigma, mask, saturated = None, None, None
     for kind, (h, place) in companions.items():
         data = h.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
         what = f"{where}: {kind} map {place}"
         if data is None or np.shape(data) != shape:
             raise DataError(f"{what}: shape {np.shape(data)} differs from the image's {shape}")
         data = np.asarray(data)
+        if kind == "mask" and saturated_bits is not None:
+            if data.dtype.kind not in "iu":
+                raise DataError(f"{what}: options.saturated_bits needs an integer mask, not {data.dtype}")
+            flags = data.astype(np.int64)
+            saturated = ((flags & int(saturated_bits)) != 0) & ((flags & ~int(saturated_bits)) == 0)
         if kind == "mask" and bad_bits is not None:
             if data.dtype.kind not in "iu":
                 raise DataError(f"{what}: options.mask_bad_bits needs an integer mask, not {data.dtype}")
@@ -567,7 +576,12 @@ def _read_maps(companions: dict[str, tuple[Any, str]], shape: tuple[int, ...], w
             bad = ~np.isfinite(values)
             sigma = values.astype(np.float32) if sigma is None else sigma
         mask = bad if mask is None else (mask | bad)
-    return sigma, None if mask is None else mask.astype(np.uint8)
+    if mask is None:
+        return sigma, None
+    flags = mask.astype(np.uint8) * MASK_BAD
+    if saturated is not None:
+        flags[mask & saturated] = MASK_SATURATED
+    return sigma, flags
 
 
 # a map shipped as its own file beside the stamp: <stamp name><sep><token>.fits
@@ -758,7 +772,8 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                     for kind, (other, other_path) in beside.items():
                         if kind not in maps:  # a map inside the file wins over one beside it
                             maps[kind] = (_beside_hdu(other, other_path, hdu, len(hdus)), str(other_path))
-                    sigma, mask = _read_maps(maps, data.shape, f"{path}: {where}", opts.get("mask_bad_bits"))
+                    sigma, mask = _read_maps(maps, data.shape, f"{path}: {where}", opts.get("mask_bad_bits"),
+                                             opts.get("saturated_bits"))
                     base = _base_id(id_from, keyword, header, primary, path, single, where)
                     own_wcs = _celestial_wcs(header)  # parsed once: the scale and the centre's position
                     scale = _celestial_scale(own_wcs, f"{path}: {where}") if own_wcs is not None else float("nan")

@@ -4,9 +4,13 @@ Survey cutouts come with a σ map (ERR/WHT) and a mask (DQ); galhpc-prep keeps b
 beside the images (store datasets `sigma` and `mask`, docs/schema.md) and uses them here:
 
 - `bad_pixel_verdict`: how many pixels are bad (mask != 0, NaN/inf) and whether the object
-  must be rejected (more than `max_bad_fraction` bad, or the centre pixel bad);
+  must be rejected (more than `max_bad_fraction` bad, or the centre pixel bad).  Saturated
+  pixels (`MASK_SATURATED`, from a DQ's saturation bits) are the object's own brightest
+  pixels, not missing data: they neither count towards `max_bad_fraction` nor reject a
+  saturated core (a bright star, a galaxy's nucleus) unless `prep.saturated` is "reject";
 - `fill_bad_pixels`: bad pixels replaced by the sky plus Gaussian noise of the local σ, so
-  the encoder sees a plausible image while the mask keeps them out of every likelihood;
+  the encoder sees a plausible image while the mask keeps them out of every likelihood
+  (saturated pixels keep their clipped value, a lower bound: a flat-topped core, not a hole);
 - `border_sky`: the sky level as the sigma-clipped median of the border frame (astropy
   `sigma_clipped_stats`, masked pixels left out);
 - `neighbour_mask`: every source that is not the target, by photutils detection and
@@ -23,6 +27,7 @@ from galhpc.extras import require
 SKY_CLIP_SIGMA = 3.0  # sigma-clipping threshold of the border sky estimate
 NEIGHBOUR_NPIXELS = 5  # connected pixels for a neighbour detection
 NEIGHBOUR_GROW = 1  # pixels by which each neighbour's segment is dilated (its faint wings)
+MASK_BAD, MASK_SATURATED = 1, 2  # values of a source's mask before the store (which keeps non-zero = bad)
 
 
 def _plane_bad(mask: np.ndarray | None, image: np.ndarray) -> np.ndarray:
@@ -33,7 +38,16 @@ def _plane_bad(mask: np.ndarray | None, image: np.ndarray) -> np.ndarray:
     return bad.any(axis=0) if bad.ndim == 3 else bad
 
 
-def bad_pixel_verdict(image: np.ndarray, mask: np.ndarray | None, max_bad_fraction: float) -> str | None:
+def saturated_pixels(mask: np.ndarray | None, image: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels flagged `MASK_SATURATED` in every band, with a finite value."""
+    if mask is None:
+        return np.zeros(image.shape[-2:], bool)
+    sat = (mask == MASK_SATURATED) & np.isfinite(image)
+    return sat.all(axis=0) if sat.ndim == 3 else sat
+
+
+def bad_pixel_verdict(image: np.ndarray, mask: np.ndarray | None, max_bad_fraction: float,
+                      saturated: str = "mask") -> str | None:
     """Why an object must be rejected for its bad pixels, or None when it is kept.
 
     Parameters
@@ -41,19 +55,29 @@ def bad_pixel_verdict(image: np.ndarray, mask: np.ndarray | None, max_bad_fracti
     image : ndarray, (H, W) or (C, H, W), float
         The stamp; NaN/inf pixels (FITS BLANK already NaN) are bad.
     mask : ndarray like `image`, integer, or None
-        Non-zero = bad pixel (DQ, MASK, FLAGS; a WHT of 0).
+        Non-zero = bad pixel (DQ, MASK, FLAGS; a WHT of 0); `MASK_SATURATED` = saturated.
     max_bad_fraction : float
-        Largest fraction of bad pixels kept.
+        Largest fraction of bad pixels kept (saturated pixels not counted).
+    saturated : {"mask", "reject"}
+        "mask" keeps an object with a saturated core (its saturated pixels masked);
+        "reject" rejects it, saying so.
 
     Returns
     -------
     str or None
         E.g. "2 NaN/inf pixels + 3 masked pixels: 0.9 % of the image > max_bad_fraction
-        0.5 %" or "... the centre pixel is bad"; None when the object is kept.
+        0.5 %", "... the centre pixel is bad" or "12 saturated pixels: the centre pixel is
+        saturated (prep.saturated: reject)"; None when the object is kept.
     """
+    sat = saturated_pixels(mask, image)
     nonfinite = ~np.isfinite(image)
     masked = np.zeros_like(nonfinite) if mask is None else (mask != 0) & ~nonfinite
-    bad = _plane_bad(mask, image)
+    masked &= ~np.broadcast_to(sat, masked.shape)
+    bad = _plane_bad(mask, image) & ~sat
+    h, w = bad.shape
+    core = (slice((h - 1) // 2, h // 2 + 1), slice((w - 1) // 2, w // 2 + 1))
+    if saturated == "reject" and sat[core].any():
+        return f"{int(sat.sum())} saturated pixels: the centre pixel is saturated (prep.saturated: reject)"
     if not bad.any():
         return None
     parts = []
@@ -61,10 +85,8 @@ def bad_pixel_verdict(image: np.ndarray, mask: np.ndarray | None, max_bad_fracti
         parts.append(f"{int(nonfinite.sum())} NaN/inf pixels")
     if masked.any():
         parts.append(f"{int(masked.sum())} masked pixels")
-    h, w = bad.shape
     fraction = bad.mean()
-    centre = bad[(h - 1) // 2 : h // 2 + 1, (w - 1) // 2 : w // 2 + 1].any()
-    if centre:
+    if bad[core].any():
         return " + ".join(parts) + ": the centre pixel is bad"
     if fraction > max_bad_fraction:
         return " + ".join(parts) + f": {100 * fraction:.2g} % of the image > max_bad_fraction {100 * max_bad_fraction:.2g} %"

@@ -78,6 +78,8 @@ def check_prep_config(prep: PrepConfig) -> None:
         raise ConfigError(f"prep.image_size must be >= 16 (the SNR block-averages to 16x16), got {prep.image_size}")
     if not 0.0 <= prep.max_bad_fraction < 1.0:
         raise ConfigError(f"prep.max_bad_fraction must be in [0, 1), got {prep.max_bad_fraction}")
+    if prep.saturated not in ("mask", "reject"):
+        raise ConfigError(f"prep.saturated must be 'mask' or 'reject', got {prep.saturated!r}")
     if prep.neighbours is not None and prep.neighbours not in NEIGHBOUR_MODES:
         raise ConfigError(f"prep.neighbours must be null, mask or noise, got {prep.neighbours!r}")
     if not prep.sky:
@@ -146,18 +148,19 @@ def _pixel_maps(block: Block, prep: PrepConfig) -> Block:
     mask, sigma = block.extras.get("mask"), block.extras.get("sigma")
     if mask is None and sigma is None and prep.neighbours is None and np.isfinite(images).all():
         return block
-    mask = np.zeros(images.shape, np.uint8) if mask is None else (np.asarray(mask) != 0).astype(np.uint8)
+    mask = np.zeros(images.shape, np.uint8) if mask is None else np.asarray(mask, np.uint8).copy()
     sigma = np.full(images.shape, np.nan, np.float32) if sigma is None else np.asarray(sigma, np.float32).copy()
     mask |= (~np.isfinite(images)).astype(np.uint8)
     filled = np.empty(images.shape, dtype=np.float32)
     for i in range(len(block)):
         bad = mask[i].any(axis=0) if mask[i].ndim == 3 else mask[i] != 0
+        saturated = pixels.saturated_pixels(mask[i], images[i])
         sky, std = pixels.border_sky(images[i], bad, prep.border)
         known = np.isfinite(sigma[i]) & (sigma[i] > 0)
         fallback = std if np.isfinite(std) else (float(np.median(sigma[i][known])) if known.any() else 0.0)
         sigma[i] = np.where(known, sigma[i], fallback)
         rng = _object_rng(block.object_id[i])
-        img = pixels.fill_bad_pixels(images[i], sigma[i], bad, sky, rng)
+        img = pixels.fill_bad_pixels(images[i], sigma[i], bad & ~saturated, sky, rng)
         if prep.neighbours is not None:
             others = pixels.neighbour_mask(img, sigma[i], prep.neighbours_nsigma, sky) & ~bad
             if others.any():
@@ -236,7 +239,8 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
     keep = np.ones(n, dtype=bool)
     mask = block.extras.get("mask")
     for i in range(n):
-        reason = pixels.bad_pixel_verdict(block.images[i], None if mask is None else mask[i], prep.max_bad_fraction)
+        reason = pixels.bad_pixel_verdict(block.images[i], None if mask is None else mask[i], prep.max_bad_fraction,
+                                          prep.saturated)
         if reason is not None:
             obj, file = _describe(block, i, source_desc)
             _reject_or_raise(prep, rejects, obj, file, reason)

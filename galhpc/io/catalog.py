@@ -4,18 +4,29 @@ A catalogue written by `galhpc-encode`/`galhpc-generate` is a master file of HDF
 datasets plus `<master>.shards/NNNNNN.h5` (docs/schema.md).  Reading through the virtual
 datasets is unsafe at scale: HDF5 opens every source file and keeps it open, and a source
 it cannot open (a missing shard, a renamed pair, the open-file limit reached) silently
-reads as the fill value.  `Catalog` therefore uses the master only as the map: it lists
-each column's virtual sources, checks at open that every shard file exists, and that
-each shard file is readable and holds the rows the master expects the first time it is
-opened (at open for as many files as it keeps open, the rest when a read first reaches
-them: a whole-column read opens each shard once), and reads the shard files itself:
+reads as the fill value.  `Catalog` therefore uses the master only as the map and reads
+the shard files itself, checking each before any of its rows is returned:
 
+- at open, one column's virtual sources (``object_id``'s, else the first column's) are
+  listed and every shard file they name must exist; the first files (as many as the pool
+  keeps open) are opened and checked: their run fingerprint and ``start``/``stop`` rows
+  against the master's, and each dataset's dtype, row shape and number of rows;
+- any other column is mapped when it is first read (a master of C columns over S shards
+  holds C x S sources, each costing about as much as reading a small shard); its new
+  files must exist then, and each shard file and dataset is checked the same way, once,
+  when a read first opens it: a whole-column read opens each shard once;
+- a compression filter a dataset needs is looked for only when its read fails, and every
+  failed read names its shard file;
 - at most `max_open` files are open at a time (least recently used closed first), and
-  the soft RLIMIT_NOFILE is raised towards the hard limit where the system allows it;
+  the soft RLIMIT_NOFILE is raised towards the hard limit where the system allows it; a
+  read over more files than that keeps each file open only while reading it (HDF5's
+  open and close slow down with the number of files open);
 - files are opened read-only without HDF5 file locks (a published catalogue is never
-  modified; Lustre/NFS often refuse locks);
-- random rows are grouped by shard, read in increasing order per shard as slabs of at
-  most SLAB_BYTES (about one chunk) and returned in the order asked for;
+  modified; Lustre/NFS often refuse locks), through h5py's low-level API: each shard's
+  part of a read is one H5Dread into the output array;
+- random rows are sorted once, grouped by shard, read in increasing order per shard as
+  slabs of at most SLAB_BYTES (about one chunk; consecutive rows straight into the
+  output) and returned in the order asked for;
 - memory is that of the rows asked for plus one slab (at most SLAB_BYTES) and the
   chunk caches of the open files, whatever the number of shards.
 
@@ -30,6 +41,7 @@ A `Catalog` is not thread-safe; open one per thread or process.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -45,7 +57,7 @@ import numpy as np
 
 from galhpc.io.reader import Reader
 from galhpc.runtime.errors import CatalogError  # also raised for a catalogue that cannot be read correctly
-from galhpc.runtime.kinds import CATALOGUES, check_filters, filter_error, missing_filter, require_kind
+from galhpc.runtime.kinds import CATALOGUES, filter_error, missing_filter, require_kind
 
 log = logging.getLogger("galhpc.io.catalog")
 
@@ -147,27 +159,45 @@ def file_budget(max_open: int) -> int:
     return max(1, min(max_open, free // 2))
 
 
+@functools.cache
+def _read_fapl() -> Any:
+    """The file-access property list of every shard opened for reading (made once: a list
+    per file costs a fifth of opening the file)."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_WEAK)
+    fapl.set_file_locking(False, True)
+    return fapl
+
+
 def _open_fid(path: Path) -> Any:
     """A low-level read-only file id: no file locks (unless this process already holds the
     file open with them: HDF5 refuses mixed flags).  Its close degree is h5py's (weak):
     HDF5 refuses to open one file twice in a process with different degrees, and callers
     open the same file with h5py while a `Catalog` holds it."""
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_fclose_degree(h5py.h5f.CLOSE_WEAK)
-    fapl.set_file_locking(False, True)
     try:
-        return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY, fapl=fapl)
+        return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY, fapl=_read_fapl())
     except OSError as err:
         if "locking flag" not in str(err):
             raise
         return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY)
 
 
+def _read_rows(ds: Any, first: int, out: np.ndarray) -> None:
+    """Rows [first, first + len(out)) of the open dataset `ds` into `out` (C-contiguous, of
+    the dataset's dtype and row shape): one H5Dread, no high-level selection objects (they
+    cost several times the read of a small shard)."""
+    if out.size == 0:
+        return
+    space = ds.get_space()
+    space.select_hyperslab((first,) + (0,) * (out.ndim - 1), out.shape)
+    ds.read(h5py.h5s.create_simple(out.shape), space, out)
+
+
 class _FilePool:
     """Open HDF5 files (read-only, no locks), the least recently used closed beyond `size`.
 
-    Low-level file ids wrapped in h5py Datasets: opening and closing cost about half of
-    h5py.File's, which matters when every shard is opened once per read."""
+    Low-level file and dataset ids: opening and closing cost about half of h5py.File's,
+    which matters when every shard is opened once per read."""
 
     def __init__(self, size: int, label: Path, check: Callable[[Path, Any, str | None], str | None] | None = None,
                  ) -> None:
@@ -175,7 +205,7 @@ class _FilePool:
         self.label = label
         self._check = check
         self._checked: set[tuple[Path, str | None]] = set()  # (file, None): its attributes; (file, dataset)
-        self._files: OrderedDict[Path, tuple[Any, dict[str, h5py.Dataset]]] = OrderedDict()
+        self._files: OrderedDict[Path, tuple[Any, dict[str, Any]]] = OrderedDict()
 
     def open(self, path: Path) -> Any:
         """The open file id of `path`.  The first time a file is opened, `check(path, fid,
@@ -221,7 +251,8 @@ class _FilePool:
             return
         self._files[path] = (fid, {})
 
-    def dataset(self, path: Path, name: str) -> h5py.Dataset:
+    def dataset(self, path: Path, name: str) -> Any:
+        """The open low-level dataset id (`h5py.h5d.DatasetID`) of dataset `name` of `path`."""
         fid = self.open(path)
         datasets = self._files[path][1]
         if name not in datasets:
@@ -230,9 +261,18 @@ class _FilePool:
             except KeyError as err:
                 raise CatalogError(f"{self.label}: shard file {path} cannot supply its rows (no dataset {name!r})") \
                     from err
-            self._run_check(path, dsid, name)
-            datasets[name] = h5py.Dataset(dsid)
+            try:
+                self._run_check(path, dsid, name)
+            except BaseException:
+                dsid.close()
+                raise
+            datasets[name] = dsid
         return datasets[name]
+
+    def forget(self, path: Path) -> None:
+        """Check the file's attributes again when next opened (the segments it supplies changed)."""
+        self._checked.discard((path, None))
+        self.release(path)
 
     def release(self, path: Path) -> None:
         """Close `path` if it is open (its chunk caches with it)."""
@@ -248,6 +288,9 @@ class _FilePool:
     def __len__(self) -> int:
         return len(self._files)
 
+    def __contains__(self, path: Path) -> bool:
+        return path in self._files
+
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
@@ -257,7 +300,7 @@ def _first_line(err: BaseException) -> str:
 def _hyperslab_rows(space: Any, shape: tuple[int, ...], what: str) -> tuple[int, int]:
     """(first, last + 1) rows of a selection that covers whole rows."""
     lo, hi = space.get_select_bounds()
-    if any(l != 0 or h != n - 1 for l, h, n in zip(lo[1:], hi[1:], shape[1:])):
+    if len(lo) > 1 and any(l != 0 or h != n - 1 for l, h, n in zip(lo[1:], hi[1:], shape[1:])):
         raise CatalogError(f"{what}: a virtual source maps part of a row; not a galhpc catalogue layout")
     return int(lo[0]), int(hi[0]) + 1
 
@@ -283,10 +326,10 @@ class Catalog(Reader):
     CatalogError
         If the file is missing or not HDF5, has no per-object dataset, or a shard file it
         names is missing, unreadable, short of rows, or belongs to another run: one line
-        naming the files.
+        naming the files (raised by `read` for what is checked when first read).
     FileKindError
-        If it is another kind of galhpc file (a training store, a search table), or a
-        dataset needs an HDF5 filter this HDF5 lacks.
+        If it is another kind of galhpc file (a training store, a search table), or (from
+        `read`) a dataset needs an HDF5 filter this HDF5 lacks.
     """
 
     def __init__(self, path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *,
@@ -297,53 +340,104 @@ class Catalog(Reader):
         self._pool = _FilePool(file_budget(max_open), self.path, self._check_opened)
         own = self.path.with_name(self.path.name + SHARDS_SUFFIX)
         self._own_shards = own if own.is_dir() else None
+        self._resolved: dict[str, Path] = {}
+        self._layouts: dict[str, tuple[tuple[int, ...], np.dtype]] = {}  # every column: (row shape, dtype)
+        self._columns: dict[str, _Column] = {}  # the columns mapped so far
+        self._uses: dict[Path, list[tuple[_Column, _Segment]]] = {}  # file -> the segments it supplies
+        self._checked_dirs: set[Path] = set()
         try:
             master = open_h5_readonly(self.path)
         except OSError as err:
             raise CatalogError(f"{self.path} is not a readable HDF5 file: {_first_line(err)}") from err
         with master:
             require_kind(master, self.path, kinds, role)
-            check_filters(master, self.path)
             self.meta: dict[str, Any] = _attrs(master[META]) if isinstance(master.get(META), h5py.Group) else {}
-            self._columns = self._map_columns(master)
-        self._check_shard_dirs()
-        self._verify()
+            layout_ds = self._list_columns(master)
+            column = self._map_column(master, self._layout_column, layout_ds)
+        self._verify(column)
 
     # ---- opening ----------------------------------------------------------------------
 
-    def _map_columns(self, master: h5py.File) -> dict[str, _Column]:
-        """Each per-object dataset's shape, dtype and segments.  Datasets are opened one at a
-        time: HDF5 holds a virtual dataset's whole mapping in memory while it is open."""
+    def _list_columns(self, master: h5py.File) -> Any:
+        """Each per-object dataset's row shape and dtype (their virtual mappings are read when
+        a column is first used: HDF5 copies a mapping whole, and a master of C columns and S
+        shards holds C x S sources); picks the column whose mapping is read at open
+        (``object_id``, else the first) and returns its dataset, open (opening a virtual
+        dataset decodes its whole mapping)."""
         shapes = {}
         for name in master:
-            obj = master.get(name, getlink=True)
-            if isinstance(obj, h5py.HardLink) and isinstance(ds := master[name], h5py.Dataset):
-                if ds.ndim >= 1 and ds.dtype.names is None:
-                    shapes[name] = (tuple(ds.shape), ds.dtype)
-                ds.id.close()
+            link = master.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                continue
+            try:
+                ds = h5py.h5d.open(master.id, name.encode())
+            except (KeyError, TypeError):  # a group (or another kind of object)
+                continue
+            if len(ds.shape) >= 1 and ds.dtype.names is None:
+                shapes[name] = (tuple(ds.shape), ds.dtype, ds)
+            else:
+                ds.close()
         if not shapes:
             raise CatalogError(f"{self.path} has no per-object datasets; is it a galhpc catalogue?")
         n = self.meta.get("n_objects")
         if n is None:
-            lengths = [shape[0] for shape, _ in shapes.values()]
+            lengths = [shape[0] for shape, _, _ in shapes.values()]
             n = max(set(lengths), key=lengths.count)
         self._n = int(n)
-        columns = {}
-        for name, (shape, dtype) in shapes.items():
-            if shape[0] != self._n:
-                continue
-            ds = master[name]
-            segments = self._segments(ds) if ds.is_virtual else (_Segment(0, self._n, self.path, name, 0),)
-            ds.id.close()
-            columns[name] = _Column(name, shape[1:], dtype, segments, np.array([s.start for s in segments], np.int64))
-        return columns
+        self._layouts = {name: (shape[1:], dtype) for name, (shape, dtype, _) in shapes.items() if shape[0] == self._n}
+        if not self._layouts:
+            for _, _, ds in shapes.values():
+                ds.close()
+            raise CatalogError(f"{self.path} has no per-object datasets of its {self._n} rows")
+        self._layout_column = "object_id" if "object_id" in self._layouts else min(self._layouts)
+        for name, (_, _, ds) in shapes.items():
+            if name != self._layout_column:
+                ds.close()
+        return shapes[self._layout_column][2]
 
-    def _segments(self, ds: h5py.Dataset) -> tuple[_Segment, ...]:
-        what = f"{self.path}: /{ds.name.lstrip('/')}"
+    def _map_column(self, master: h5py.File, name: str, ds: Any = None) -> _Column:
+        """Map column `name` (its dataset `ds` if open) onto its source files (the master's
+        own dataset for a real one), then check what is new in it: its shard directories'
+        manifests, that its files exist, and (for a file already checked for other
+        columns) its rows' span."""
+        shape, dtype = self._layouts[name]
+        ds = h5py.h5d.open(master.id, name.encode()) if ds is None else ds
+        try:
+            dcpl = ds.get_create_plist()  # a virtual dataset's mapping, copied once
+            try:
+                if dcpl.get_layout() == h5py.h5d.VIRTUAL:
+                    segments = self._segments(dcpl, name)
+                else:
+                    segments = (_Segment(0, self._n, self.path, name, 0),)
+            finally:
+                dcpl.close()
+        finally:
+            ds.close()
+        column = _Column(name, shape, dtype, segments, np.array([s.start for s in segments], np.int64))
+        layout = self._columns.get(self._layout_column)
+        same = layout is not None and [(s.start, s.stop, s.path) for s in layout.segments] == \
+            [(s.start, s.stop, s.path) for s in segments]
+        new_files = []
+        for seg in segments:
+            uses = self._uses.setdefault(seg.path, [])
+            if not uses:
+                new_files.append(seg.path)
+            elif not same:  # a file checked for other rows is checked again for these
+                self._pool.forget(seg.path)
+            uses.append((column, seg))
+        self._columns[name] = column
+        self._check_shard_dirs({Path(d) for d in {os.path.dirname(p) for p in new_files if p != self.path}})
+        missing = [p for p in new_files if not os.path.isfile(p)]
+        if missing:
+            self._raise_problems({p: "missing" for p in missing}, len(new_files))
+        return column
+
+    def _segments(self, dcpl: Any, name: str) -> tuple[_Segment, ...]:
+        what = f"{self.path}: /{name}"
+        n_rows = self._n
         segments = []
-        dcpl = ds.id.get_create_plist()  # the mapping, read once (HDF5 copies it per call)
         for i in range(dcpl.get_virtual_count()):
-            start, stop = _hyperslab_rows(dcpl.get_virtual_vspace(i), ds.shape, what)
+            start, stop = _hyperslab_rows(dcpl.get_virtual_vspace(i), (n_rows, *self._layouts[name][0]), what)
             src_space = dcpl.get_virtual_srcspace(i)
             if src_space.get_select_type() == h5py.h5s.SEL_ALL:  # the whole source dataset
                 offset, src_stop = 0, stop - start
@@ -353,7 +447,6 @@ class Catalog(Reader):
                 raise CatalogError(f"{what}: a virtual source maps {src_stop - offset} rows onto {stop - start}")
             segments.append(_Segment(start, stop, self._resolve(dcpl.get_virtual_filename(i)),
                                      dcpl.get_virtual_dsetname(i), offset))
-        dcpl.close()
         segments.sort(key=lambda s: s.start)
         covered = 0
         for s in segments:
@@ -361,8 +454,8 @@ class Catalog(Reader):
                 raise CatalogError(f"{what}: rows {covered}..{s.start - 1} are in no shard" if s.start > covered
                                    else f"{what}: shards overlap at row {s.start}")
             covered = s.stop
-        if covered != ds.shape[0]:
-            raise CatalogError(f"{what}: rows {covered}..{ds.shape[0] - 1} are in no shard")
+        if covered != n_rows:
+            raise CatalogError(f"{what}: rows {covered}..{n_rows - 1} are in no shard")
         return tuple(segments)
 
     def _resolve(self, file_name: str) -> Path:
@@ -371,51 +464,48 @@ class Catalog(Reader):
         else the name relative to the master's directory."""
         if file_name == ".":
             return self.path
-        name = Path(file_name)
-        if name.parent.name.endswith(SHARDS_SUFFIX) and self._own_shards is not None:
-            return self._own_shards / name.name
-        return name if name.is_absolute() else self.path.parent / name
+        found = self._resolved.get(file_name)
+        if found is None:  # every column names the same shard files
+            folder, _, base = file_name.rpartition("/")
+            if folder.endswith(SHARDS_SUFFIX) and self._own_shards is not None:
+                found = Path(f"{self._own_shards}/{base}")
+            else:
+                found = Path(file_name) if os.path.isabs(file_name) else self.path.parent / file_name
+            self._resolved[file_name] = found
+        return found
 
-    def _check_shard_dirs(self) -> None:
+    def _check_shard_dirs(self, dirs: set[Path]) -> None:
         """Every shard directory's manifest must record this master's fingerprint."""
         recorded = self.meta.get("fingerprint")
-        if not recorded:
-            return
-        dirs = {seg.path.parent for col in self._columns.values() for seg in col.segments if seg.path != self.path}
-        for d in sorted(dirs):
+        for d in sorted(dirs - self._checked_dirs):
             manifest = d / MANIFEST
-            if not manifest.is_file():
-                continue
-            try:
-                theirs = json.loads(manifest.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise CatalogError(f"{self.path}: shard manifest {manifest} is unreadable: {_first_line(err)}") from err
-            if theirs != json.loads(recorded):
-                raise CatalogError(f"{self.path}: the shards in {d} belong to another run (their manifest.json "
-                                   "fingerprint differs from the master's /meta fingerprint)")
+            if recorded and manifest.is_file():
+                try:
+                    theirs = json.loads(manifest.read_text())
+                except (OSError, json.JSONDecodeError) as err:
+                    raise CatalogError(f"{self.path}: shard manifest {manifest} is unreadable: {_first_line(err)}") \
+                        from err
+                if theirs != json.loads(recorded):
+                    raise CatalogError(f"{self.path}: the shards in {d} belong to another run (their manifest.json "
+                                       "fingerprint differs from the master's /meta fingerprint)")
+            self._checked_dirs.add(d)
 
-    def _verify(self) -> None:
-        """Check that every shard file exists, then open the first ones (as many as the
-        file pool keeps open, so reads reuse them) and check they hold the rows the master
-        maps onto them.  A shard beyond those is checked the same way, once, when a read
-        first opens it (`_check_opened`): a whole-column read then opens each shard once."""
+    def _verify(self, column: _Column) -> None:
+        """Open the first shard files of `column` (as many as the file pool keeps open, so
+        reads reuse them) and check they hold the rows the master maps onto them.  A shard
+        beyond those, or a dataset of another column, is checked the same way, once, when
+        a read first opens it (`_check_opened`): a whole-column read opens each shard once."""
         problems: dict[Path, str] = {}
-        by_file: dict[Path, list[tuple[_Column, _Segment]]] = {}
-        for col in self._columns.values():
-            for seg in col.segments:
-                by_file.setdefault(seg.path, []).append((col, seg))
-        self._uses = by_file
-        for path in sorted(by_file):
-            if not path.is_file():
-                problems[path] = "missing"
-        for path in sorted(set(by_file) - set(problems))[:self._pool.size]:
+        files = sorted({seg.path for seg in column.segments}, key=str)
+        for path in files[:self._pool.size]:
+            uses = self._uses[path]
             try:
                 fid = _open_fid(path)
             except OSError as err:
                 problems[path] = f"unreadable: {_first_line(err)}"
                 continue
             try:
-                why = _check_file(fid, by_file[path], path, self._shard_fingerprint(path))
+                why = _check_file(fid, uses, self._shard_fingerprint(path))
             except OSError as err:
                 why = f"unreadable: {_first_line(err)}"
             except BaseException:
@@ -425,13 +515,16 @@ class Catalog(Reader):
                 problems[path] = why
                 fid.close()
             else:
-                self._pool.adopt(path, fid, [seg.dataset for _, seg in by_file[path]])
+                self._pool.adopt(path, fid, [seg.dataset for _, seg in uses])
         if problems:
-            listed = [f"{self._short(p)} ({why})" for p, why in list(problems.items())[:MAX_LISTED]]
-            more = f" and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-            raise CatalogError(
-                f"{self.path}: {len(problems)} of {len(by_file)} shard file(s) missing or unreadable, so its rows "
-                f"cannot be read: {', '.join(listed)}{more}")
+            self._raise_problems(problems, len(files))
+
+    def _raise_problems(self, problems: dict[Path, str], n_files: int) -> None:
+        listed = [f"{self._short(p)} ({why})" for p, why in list(problems.items())[:MAX_LISTED]]
+        more = f" and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise CatalogError(
+            f"{self.path}: {len(problems)} of {n_files} shard file(s) missing or unreadable, so its rows "
+            f"cannot be read: {', '.join(listed)}{more}")
 
     def _check_opened(self, path: Path, obj: Any, name: str | None) -> str | None:
         """Why a shard file (`name` None: its attributes) or its dataset `name` just opened
@@ -439,7 +532,7 @@ class Catalog(Reader):
         uses = self._uses.get(path, [])
         if name is None:
             return _check_span(obj, uses, self._shard_fingerprint(path))
-        return next((why for col, seg in uses if seg.dataset == name and (why := _check_dataset(obj, col, seg, path))),
+        return next((why for col, seg in uses if seg.dataset == name and (why := _check_dataset(obj, col, seg))),
                     None)
 
     def _shard_fingerprint(self, path: Path) -> str | None:
@@ -457,36 +550,50 @@ class Catalog(Reader):
     @property
     def columns(self) -> list[str]:
         """Names of the per-object columns (not the compound `catalog` table), sorted."""
-        return sorted(self._columns)
+        return sorted(self._layouts)
 
     def shape(self, column: str) -> tuple[int, ...]:
         """Shape (N, ...) of `column`."""
-        return (self._n, *self._column(column).shape)
+        return (self._n, *self._layout(column)[0])
 
     def dtype(self, column: str) -> np.dtype:
         """Storage dtype of `column`."""
-        return self._column(column).dtype
+        return self._layout(column)[1]
 
     @property
     def shards(self) -> list[ShardInfo]:
         """The files holding the rows, in row order (from the first column's layout)."""
-        first = self._columns[self.columns[0]]
+        first = self._columns[self._layout_column]
         return [ShardInfo(i, s.start, s.stop, s.path, s.offset) for i, s in enumerate(first.segments)]
 
     def __len__(self) -> int:
         return self._n
 
     def __contains__(self, column: str) -> bool:
-        return column in self._columns
+        return column in self._layouts
 
     def __repr__(self) -> str:
         return f"<galhpc Catalog {self.path}: {self._n} rows, {len(self.shards)} shard(s), columns {self.columns}>"
 
-    def _column(self, name: str) -> _Column:
+    def _layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         try:
-            return self._columns[name]
+            return self._layouts[name]
         except KeyError:
             raise KeyError(f"{self.path}: no column {name!r}; columns: {', '.join(self.columns)}") from None
+
+    def _column(self, name: str) -> _Column:
+        """Column `name` mapped onto its files (read from the master the first time)."""
+        column = self._columns.get(name)
+        if column is None:
+            self._layout(name)
+            try:
+                master = open_h5_readonly(self.path)
+            except OSError as err:
+                raise CatalogError(f"{self.path}: the master became unreadable since it was opened "
+                                   f"({_first_line(err)})") from err
+            with master:
+                column = self._map_column(master, name)
+        return column
 
     def read(self, column: str, rows: Sequence[int] | np.ndarray | slice | None = None) -> np.ndarray:
         """Values of `column` at `rows`, in the order asked for.
@@ -531,42 +638,89 @@ class Catalog(Reader):
         if rows.size and (rows.min() < 0 or rows.max() >= self._n):
             bad = rows[(rows < 0) | (rows >= self._n)][0]
             raise IndexError(f"row {bad} is outside the catalogue's {self._n} rows")
-        out = np.empty((len(rows), *col.shape), col.dtype)
-        which = np.searchsorted(col.starts, rows, side="right") - 1
-        order = np.argsort(which, kind="stable")
-        bounds = np.flatnonzero(np.diff(which[order])) + 1
-        for picks in np.split(order, bounds) if len(rows) else []:
-            seg = col.segments[which[picks[0]]]
-            local, inverse = np.unique(rows[picks] - seg.start + seg.offset, return_inverse=True)
-            out[picks] = self._read_sorted(col, seg, local)[inverse]
-        return out
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        values = np.empty((len(uniq), *col.shape), col.dtype)
+        # uniq[bounds[k]:bounds[k + 1]] are the rows segment k holds
+        bounds = np.append(np.searchsorted(uniq, col.starts), len(uniq))
+        picked = {int(k): (int(bounds[k]), int(bounds[k + 1])) for k in np.flatnonzero(np.diff(bounds))}
+        for k, ds in self._open_each(col, picked):
+            i, j = picked[k]
+            seg = col.segments[k]
+            self._read_sorted(col, seg, ds, uniq[i:j] - (seg.start - seg.offset), values[i:j])
+        if len(uniq) == len(rows) and (rows[1:] > rows[:-1]).all():
+            return values  # asked for in increasing order, without repeats
+        return values[inverse]
 
-    def _read_sorted(self, col: _Column, seg: _Segment, local: np.ndarray) -> np.ndarray:
-        """Source rows `local` (sorted, unique) of one segment, read as slabs of at most
-        SLAB_BYTES (a catalogue chunk is about that size, so a slab touches at most two)."""
-        ds = self._pool.dataset(seg.path, seg.dataset)
-        out = np.empty((len(local), *col.shape), col.dtype)
+    def _open_each(self, col: _Column, which: Sequence[int]) -> Iterator[tuple[int, Any]]:
+        """Segments `which` of `col` (indices, increasing), each with its open dataset.
+
+        A read over more files than the pool keeps open (a sweep) reads the segments whose
+        file is open first, then closes the pool and keeps each other file open only while
+        it is read: HDF5's open and close cost grows with the number of files open (by a
+        third at 64), and a sweep would evict every file it opened anyway."""
+        segments = [(k, col.segments[k]) for k in which]
+        if len({seg.path for _, seg in segments}) <= self._pool.size:
+            for k, seg in segments:
+                yield k, self._pool.dataset(seg.path, seg.dataset)
+            return
+        held = [(k, seg) for k, seg in segments if seg.path in self._pool]
+        for k, seg in held:
+            yield k, self._pool.dataset(seg.path, seg.dataset)
+        self._pool.close()
+        done = {k for k, _ in held}
+        for k, seg in segments:
+            if k not in done:
+                yield k, self._pool.dataset(seg.path, seg.dataset)
+                self._pool.release(seg.path)
+
+    def _read_into(self, seg: _Segment, ds: Any, first: int, out: np.ndarray) -> None:
+        """`_read_rows` of segment `seg`'s open dataset, a failure named by its shard file.
+
+        Raises
+        ------
+        GalhpcError
+            If the dataset needs a compression filter this HDF5 lacks (`filter_error`): the
+            filters are looked at only when a read fails, not for every shard opened.
+        CatalogError
+            If the read fails otherwise (a damaged shard file).
+        """
+        try:
+            _read_rows(ds, first, out)
+        except OSError as err:
+            found = missing_filter(ds.get_create_plist())
+            if found is not None:
+                raise filter_error(seg.path, seg.dataset, *found) from err
+            raise CatalogError(f"{self.path}: shard file {seg.path} cannot supply its rows "
+                               f"(reading {seg.dataset!r} failed: {_first_line(err)})") from err
+
+    def _read_sorted(self, col: _Column, seg: _Segment, ds: Any, local: np.ndarray, out: np.ndarray) -> None:
+        """Source rows `local` (sorted, unique) of one segment (its open dataset `ds`) into
+        `out`, read as slabs of at most SLAB_BYTES (a catalogue chunk is about that size, so
+        a slab touches at most two); a run of consecutive rows is read straight into `out`."""
         span_rows = max(1, SLAB_BYTES // max(1, col.row_bytes))
         i = 0
         while i < len(local):
-            j = int(np.searchsorted(local, local[i] + span_rows, side="left"))
             lo = int(local[i])
-            out[i:j] = ds[lo:int(local[j - 1]) + 1][local[i:j] - lo]
+            j = int(np.searchsorted(local, lo + span_rows, side="left"))
+            hi = int(local[j - 1]) + 1
+            if hi - lo == j - i:
+                self._read_into(seg, ds, lo, out[i:j])
+            else:
+                slab = np.empty((hi - lo, *col.shape), col.dtype)
+                self._read_into(seg, ds, lo, slab)
+                out[i:j] = slab[local[i:j] - lo]
             i = j
-        return out
 
     def _read_range(self, col: _Column, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of a column, shard by shard."""
+        """Rows [start, stop) of a column, shard by shard, each shard's part read in one
+        call straight into the output array."""
         out = np.empty((stop - start, *col.shape), col.dtype)
         first = max(0, int(np.searchsorted(col.starts, start, side="right")) - 1)
-        for seg in col.segments[first:]:
-            if seg.start >= stop:
-                break
+        last = int(np.searchsorted(col.starts, stop, side="left"))  # segments first..last-1 hold rows
+        for k, ds in self._open_each(col, range(first, last)):
+            seg = col.segments[k]
             lo, hi = max(start, seg.start), min(stop, seg.stop)
-            if hi > lo:
-                ds = self._pool.dataset(seg.path, seg.dataset)
-                src = lo - seg.start + seg.offset
-                ds.read_direct(out, np.s_[src:src + hi - lo], np.s_[lo - start:hi - start])
+            self._read_into(seg, ds, lo - seg.start + seg.offset, out[lo - start:hi - start])
         return out
 
     def iter_blocks(self, column: str, block_rows: int = 65536, rank: int = 0,
@@ -599,10 +753,16 @@ class Catalog(Reader):
         if not 0 <= rank < n_ranks:
             raise ValueError(f"rank must be in [0, n_ranks={n_ranks}), got {rank}")
         col = self._column(column)
-        for seg in col.segments[rank::n_ranks]:
+        mine = col.segments[rank::n_ranks]
+        sweep = len({seg.path for seg in mine}) > self._pool.size
+        if sweep:  # each file is open only while its blocks are read (see `_open_each`)
+            self._pool.close()
+        for seg in mine:
             for lo in range(seg.start, seg.stop, block_rows):
                 hi = min(lo + block_rows, seg.stop)
                 yield lo, self._read_range(col, lo, hi)
+            if sweep:
+                self._pool.release(seg.path)
 
     def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[tuple[ShardInfo, dict[str, np.ndarray]]]:
         """Stream the catalogue one shard at a time (memory: one shard of `columns`; each
@@ -630,7 +790,7 @@ class Catalog(Reader):
 
     def scalar_columns(self) -> list[str]:
         """Columns with one number per row (shape (N,))."""
-        return [n for n in self.columns if not self._columns[n].shape]
+        return [n for n in self.columns if not self._layouts[n][0]]
 
     def table(self, columns: Sequence[str] | None = None, rows: Sequence[int] | np.ndarray | None = None):
         """The scalar columns (or `columns`) as an astropy Table, with units where known.
@@ -703,9 +863,8 @@ class Catalog(Reader):
         self._pool.close()
 
 
-def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], path: Path,
-                fingerprint: str | None = None) -> str | None:
-    """Why the open shard file `fid` (at `path`) cannot supply the segments `uses` of their
+def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
+    """Why the open shard file `fid` cannot supply the segments `uses` of their
     columns, or None: every dataset (`_check_dataset`), then the file's attributes
     (`_check_span`).
 
@@ -717,7 +876,7 @@ def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], path: Path,
         except KeyError:
             return f"no dataset {seg.dataset!r}"
         try:
-            why = _check_dataset(ds, col, seg, path)
+            why = _check_dataset(ds, col, seg)
         finally:
             ds.close()
         if why:
@@ -725,19 +884,11 @@ def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], path: Path,
     return _check_span(fid, uses, fingerprint)
 
 
-def _check_dataset(ds: Any, col: _Column, seg: _Segment, path: Path) -> str | None:
-    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None.
-
-    Raises
-    ------
-    GalhpcError
-        If a compression filter the dataset needs is not available (`filter_error`).
-    """
+def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
+    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None: its
+    row shape, dtype and number of rows (a filter it needs is looked for only if a read
+    fails: `Catalog._read_into`)."""
     shape, dtype = ds.shape, ds.dtype
-    dcpl = ds.get_create_plist()
-    found = missing_filter(dcpl)
-    if found is not None:
-        raise filter_error(path, seg.dataset, *found)
     if tuple(shape[1:]) != col.shape or dtype != col.dtype:
         return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
     if shape[0] < seg.offset + seg.size:
@@ -750,8 +901,8 @@ def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
     recorded run ``fingerprint`` (JSON) must equal the master's `fingerprint` (a shard of
     another run copied in is refused), and ``start``/``stop`` (a shard's objects) the rows
     the master maps onto it."""
-    theirs = _text_attr(fid, b"fingerprint")
-    if fingerprint and theirs and json.loads(theirs) != json.loads(fingerprint):
+    theirs = _text_attr(fid, b"fingerprint") if fingerprint else None
+    if theirs and theirs != fingerprint and json.loads(theirs) != json.loads(fingerprint):
         return "written by another run (its fingerprint differs from the master's)"
     span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
     if None in span:
@@ -762,30 +913,37 @@ def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
     return None
 
 
-def _root_attr(fid: Any, name: bytes) -> Any:
-    """Attribute `name` of the file's root group as a numpy scalar or array, or None (low-level
-    API: no high-level File object per shard)."""
+def _scalar_attr(fid: Any, name: bytes) -> int | None:
+    """Integer attribute `name` of the file's root group (one value), or None (low-level
+    API, fewest calls: this runs for every shard file a catalogue opens)."""
     if not h5py.h5a.exists(fid, name):
         return None
     attr = h5py.h5a.open(fid, name)
     try:
-        value = np.empty(attr.shape, attr.dtype)
-        attr.read(value)
+        if attr.get_space().get_simple_extent_npoints() != 1:
+            return None  # (HDF5 would write every value into the one-value buffer)
+        value = np.empty((), np.int64)
+        attr.read(value, mtype=h5py.h5t.NATIVE_INT64)  # HDF5 converts any number
+    except TypeError:  # not a number: HDF5 has no conversion
+        return None
     finally:
         attr.close()
-    return value
-
-
-def _scalar_attr(fid: Any, name: bytes) -> int | None:
-    """Integer attribute `name` of the file's root group, or None."""
-    value = _root_attr(fid, name)
-    return int(value) if value is not None and value.size == 1 and value.dtype.kind in "iu" else None
+    return int(value)
 
 
 def _text_attr(fid: Any, name: bytes) -> str | None:
     """String attribute `name` of the file's root group, or None."""
-    value = _root_attr(fid, name)
-    value = value[()] if value is not None and value.shape == () else None
+    if not h5py.h5a.exists(fid, name):
+        return None
+    attr = h5py.h5a.open(fid, name)
+    try:
+        if attr.shape != ():
+            return None
+        value = np.empty((), attr.dtype)
+        attr.read(value)
+    finally:
+        attr.close()
+    value = value[()]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else None
 
 
@@ -804,9 +962,10 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: S
                  role: str = "a catalogue reader") -> Catalog:
     """Open a galhpc catalogue (encode or generate output) for verified, lazy reading.
 
-    Every shard the master names is checked first (exists, readable, holds the expected
-    rows); rows are then read from the shard files directly, never through the virtual
-    datasets, with at most `max_open` files open.
+    Every shard file is checked before any of its rows is returned (exists, readable, of
+    this run, holds the expected rows; see the module docstring for when); rows are read
+    from the shard files directly, never through the virtual datasets, with at most
+    `max_open` files open.
 
     Parameters
     ----------
@@ -831,8 +990,9 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: S
     Raises
     ------
     CatalogError
-        If the file is not a readable catalogue, or any shard file is missing, unreadable,
-        short of rows or of another run (one line naming the shard files).
+        If the file is not a readable catalogue, or a shard file is missing, unreadable,
+        short of rows or of another run (one line naming the shard files; for a column
+        other than ``object_id``, when that column is first read).
     FileKindError
         If it is another kind of galhpc file (`galhpc.runtime.kinds`), e.g. a store.
 

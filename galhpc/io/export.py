@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -349,16 +349,20 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
 
 
 def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = None, overwrite: bool = False,
-                n_workers: int = 1, pixel_threshold: int = 1_000_000, chunk_rows: int = 500_000,
-                client=None) -> Path:
+                n_workers: int = 1, pixel_threshold: int = 1_000_000, chunk_rows: int = 65_536,
+                client=None, split_vectors: bool = True, extra: Mapping[str, np.ndarray] | None = None,
+                extra_source: str = "another table") -> Path:
     """Write the scalar and vector columns of a catalogue as a HATS catalogue (LSDB reads it).
 
-    The catalogue is first streamed, one shard at a time, into one Parquet file of scalar
-    columns (vectors split, ``mu_0 … mu_{L-1}``; `export_parquet`) beside `out`; the
-    format's own importer, hats-import, then partitions it by HEALPix pixel on a Dask
-    cluster (``dataset/Norder=K/Dir=D/Npix=N.parquet``, ``properties``,
-    ``partition_info.csv``), reading `chunk_rows` rows at a time, so memory is bounded by
-    a shard and a chunk whatever N.
+    The format's own importer, hats-import, partitions the rows by HEALPix pixel on a
+    Dask cluster (``dataset/Norder=K/Dir=D/Npix=N.parquet``, ``properties``,
+    ``partition_info.csv``).  Its input files are the catalogue's shard files, read by
+    `galhpc.io.hats.CatalogueShardReader` `chunk_rows` rows at a time (verified, straight
+    from the HDF5: nothing staged), so a task's memory is one block, and a partition holds
+    at most `pixel_threshold` rows, whatever N.  Vector columns become one column per
+    element (``mu_0 … mu_{L-1}``) or fixed-size lists; ``shard`` and ``row`` say where
+    each object is in the HDF5 shard files (``<master>.shards/NNNNNN.h5``, row ``row``:
+    its images stay there).
 
     Parameters
     ----------
@@ -373,11 +377,21 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     n_workers : int
         Workers of the local Dask cluster hats-import starts (when `client` is None).
     pixel_threshold : int
-        Most rows of one HEALPix partition (hats-import's adaptive split).
+        Most rows of one HEALPix partition (hats-import's adaptive split): with
+        `chunk_rows`, what bounds the memory.
     chunk_rows : int
-        Rows hats-import reads from the staged Parquet at a time.
+        Most rows a reading task holds at a time.
     client : dask.distributed.Client, optional
         A running Dask client (e.g. a dask-jobqueue Slurm cluster's) to use instead.
+    split_vectors : bool
+        Vector columns as ``mu_0 … mu_{L-1}`` (default; TOPCAT shows them) or, False, as
+        one fixed-size-list column each (pyarrow ``fixed_size_list``; pandas reads arrays).
+    extra : mapping of str to numpy.ndarray, optional
+        More columns, each shape (N,) in catalogue row order (e.g. the rarity scores of
+        `galhpc-rarity`, whose rows are the catalogue's), staged memory-mapped beside
+        `out` and read a block at a time.
+    extra_source : str
+        Where `extra` came from, for its columns' descriptions.
 
     Returns
     -------
@@ -389,7 +403,8 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     FileExistsError
         If `out` exists and not `overwrite`.
     ValueError
-        If the catalogue has no ``ra``/``dec`` columns, or for image columns.
+        If the catalogue has no ``ra``/``dec`` columns, for image columns, or for an
+        `extra` column that is not (N,) or clashes with an exported column.
     MissingExtraError
         Without the ``[hats]`` extra.
     """
@@ -397,8 +412,10 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
 
     require("hats", "hats", "HATS export (galhpc-export --hats)")
     pipeline = require("hats_import", "hats", "HATS export (galhpc-export --hats)")
+    pa = require("pyarrow", "hats", "HATS export (galhpc-export --hats)")
     from hats_import.catalog.arguments import ImportArguments
-    from hats_import.catalog.file_readers import ParquetPyarrowReader
+
+    from galhpc.io.hats import ROW, SHARD, CatalogueShardReader
 
     out = Path(out)
     names = exportable_columns(cat, columns)
@@ -407,14 +424,46 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
         raise ValueError(f"{cat.path}: no {'/'.join(missing)} column; a HATS catalogue needs sky positions "
                          "(a store with ra/dec labels, docs/schema.md)")
     names = [c for c in ("ra", "dec") if c not in names] + names
+    clash = [c for c in (SHARD, ROW) if c in names]
+    if clash:
+        raise ValueError(f"{cat.path}: column(s) {', '.join(clash)} clash with the HATS export's pointers into "
+                         "the shard files; leave them out (--columns)")
+    extra = dict(extra or {})
+    labels = {label for label, _, _ in export_names(cat, names, split_vectors)} | {SHARD, ROW}
+    for name, values in extra.items():
+        if name in labels or np.shape(values) != (len(cat),):
+            raise ValueError(f"{extra_source}: column {name!r} " + (
+                "clashes with an exported column" if name in labels else
+                f"has shape {np.shape(values)}, the catalogue {cat.path} has {len(cat)} rows: not one row per object"))
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
+    schema = arrow_schema(cat, names, split_vectors=split_vectors)
+    for name, values in extra.items():
+        info = column_info(name, cat.meta)
+        description = info.description if info.description != name else f"{name}, joined by row from {extra_source}"
+        schema = schema.append(pa.field(name, pa.from_numpy_dtype(np.asarray(values).dtype), nullable=False,
+                                        metadata={"description": description,
+                                                  **({"unit": info.unit} if info.unit is not None else {})}))
+    schema = schema.append(pa.field(SHARD, pa.int32(), nullable=False, metadata={
+        "description": "index of the HDF5 shard file holding the object (<master>.shards/NNNNNN.h5)"}))
+    schema = schema.append(pa.field(ROW, pa.int64(), nullable=False, metadata={
+        "description": "row of the object in its HDF5 shard file"}))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
-        staged = export_parquet(cat, Path(work) / "input.parquet", names, split_vectors=True)
+        staged = None
+        if extra:
+            staged = Path(work) / "extra.npy"
+            rows = np.lib.format.open_memmap(staged, mode="w+", dtype=[(n, np.asarray(v).dtype)
+                                                                      for n, v in extra.items()], shape=(len(cat),))
+            for name, values in extra.items():
+                rows[name] = values
+            rows.flush()
+            del rows
         args = ImportArguments(
-            output_path=work, output_artifact_name=out.name, input_file_list=[str(staged)],
-            file_reader=ParquetPyarrowReader(chunksize=chunk_rows), ra_column="ra", dec_column="dec",
+            output_path=work, output_artifact_name=out.name,
+            input_file_list=[str(s.path) for s in cat.shards],
+            file_reader=CatalogueShardReader(cat.path, names, schema, chunk_rows, split_vectors, staged),
+            ra_column="ra", dec_column="dec",
             pixel_threshold=pixel_threshold, tmp_dir=Path(work) / "tmp", dask_tmp=Path(work) / "dask",
             dask_n_workers=n_workers, resume=False, progress_bar=False)
         if client is None:
@@ -424,7 +473,7 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
         if out.exists():
             shutil.rmtree(out)
         os.replace(Path(work) / out.name, out)
-    log.info("wrote HATS catalogue %s: %d rows, columns %s", out, len(cat), names)
+    log.info("wrote HATS catalogue %s: %d rows, columns %s", out, len(cat), [*names, *extra, SHARD, ROW])
     return out
 
 

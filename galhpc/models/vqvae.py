@@ -4,6 +4,9 @@ Encoder: conv 4x4/2 (64), conv 4x4/2 (128), conv 3x3 (128), 2 residual blocks
 (3x3 -> 32, 1x1 -> 128), 1x1 pre-quantisation conv to D = `latent_dim` (64).  Each of the
 (H/4) x (W/4) vectors is replaced by its nearest codebook entry (K = `num_codes`, found with
 `galhpc.kernels.nearest_code`); the decoder mirrors the encoder with transposed convs.
+`downsample: 2` drops the second strided conv (an (H/2) x (W/2) code map: a compact core
+of a few pixels is drawn by one code instead of straddling four 4x4 cells).  `output:
+unstretch` makes the decoder draw in the encoder's arcsinh-stretched space (`Unstretch`).
 Loss = reconstruction MSE + codebook loss ||sg[z_e] - e||^2 (or an EMA codebook) +
 β ||z_e - sg[e]||^2 (β = 0.25), with straight-through gradients.
 
@@ -149,37 +152,63 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-def vqvae_encoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: int = 32, n_res: int = 2) -> nn.Sequential:
-    """Image (B, C, H, W) -> pre-quantisation map (B, D, H/4, W/4)."""
+DOWNSAMPLING = (2, 4)  # stride of the code grid: H/4 (Cheng et al.) or H/2 (finer codes for compact cores)
+
+
+def vqvae_encoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: int = 32, n_res: int = 2,
+                  downsample: int = 4) -> nn.Sequential:
+    """Image (B, C, H, W) -> pre-quantisation map (B, D, H/s, W/s), s = `downsample` (2 or 4)."""
+    strided = [nn.Conv2d(channels, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
+               nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1), nn.ReLU()]
+    if downsample == 2:
+        strided = [nn.Conv2d(channels, hidden, 4, stride=2, padding=1), nn.ReLU()]
     return nn.Sequential(
-        nn.Conv2d(channels, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1), nn.ReLU(),
+        *strided,
         nn.Conv2d(hidden, hidden, 3, padding=1),
         *[ResidualBlock(hidden, res_hidden) for _ in range(n_res)], nn.ReLU(),
         nn.Conv2d(hidden, code_dim, 1),
     )
 
 
-def vqvae_decoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: int = 32, n_res: int = 2) -> nn.Sequential:
-    """Quantised map (B, D, H/4, W/4) -> image (B, C, H, W), mirroring the encoder."""
+def vqvae_decoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: int = 32, n_res: int = 2,
+                  downsample: int = 4) -> nn.Sequential:
+    """Quantised map (B, D, H/s, W/s) -> image (B, C, H, W), mirroring the encoder."""
+    upsample = [nn.ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
+                nn.ConvTranspose2d(hidden // 2, channels, 4, stride=2, padding=1)]
+    if downsample == 2:
+        upsample = [nn.ConvTranspose2d(hidden, channels, 4, stride=2, padding=1)]
     return nn.Sequential(
         nn.Conv2d(code_dim, hidden, 3, padding=1),
         *[ResidualBlock(hidden, res_hidden) for _ in range(n_res)], nn.ReLU(),
-        nn.ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
-        nn.ConvTranspose2d(hidden // 2, channels, 4, stride=2, padding=1),
+        *upsample,
     )
 
 
 # Decoder output: "softplus" keeps deconvolved (pre-PSF) images non-negative, which removes
 # the high-frequency patterns a PSF would otherwise hide from the loss.
 OUTPUT_ACTIVATIONS = {"linear": nn.Identity, "softplus": nn.Softplus, "sigmoid": nn.Sigmoid}
+
+
+class Unstretch(nn.Module):
+    """y -> s·sinh(y / s), the inverse of the encoder's s·arcsinh(x / s) input stretch: the
+    decoder draws in the stretched space, so a code's quantisation error is an absolute error
+    at the sky level and a relative one in a bright core (whose pixels span two decades
+    from galaxy to galaxy, more than a 64-code book resolves linearly).  |y / s| is clipped
+    at `limit` so a diverging step cannot overflow."""
+
+    def __init__(self, stretch: float, limit: float = 12.0) -> None:
+        super().__init__()
+        self.stretch, self.limit = float(stretch), float(limit)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.stretch * torch.sinh((y / self.stretch).clamp(-self.limit, self.limit))
 # Reconstruction term: "mse" (pixel MSE, Cheng et al.) or "chi2" (mean of ((x − f) / σ)² with
 # the store's σ, per pixel or per object: faint and bright objects weigh by their S/N).
 RECON_KINDS = ("mse", "chi2")
 
 
 class VQVAE(GalaxyModel):
-    """VQ-VAE; `encode` gives the flattened quantised embeddings (B, D * H/4 * W/4)."""
+    """VQ-VAE; `encode` gives the flattened quantised embeddings (B, D * H/s * W/s), s = `downsample`."""
 
     name = "vqvae"
     generative = False
@@ -190,29 +219,38 @@ class VQVAE(GalaxyModel):
                  restart_every: int = 50, psf: str | dict[str, Any] | None = None,
                  output: str = "linear", tikhonov: float = 0.1, orient: bool = False,
                  stretch: float | None = None, match_sigma: float | None = None,
-                 recon: str = "mse", model_error: float = 0.0, psf_image: np.ndarray | None = None) -> None:
+                 recon: str = "mse", model_error: float = 0.0, downsample: int = 4,
+                 psf_image: np.ndarray | None = None) -> None:
         super().__init__()
         if recon not in RECON_KINDS:
             raise ValueError(f"vqvae: recon must be one of {RECON_KINDS}, got {recon!r}")
         self.recon_kind, self.model_error = recon, float(model_error)
         self.canon = Canonicaliser(orient, stretch, match_sigma, (channels, image_size, image_size))
-        if image_size % 4:
-            raise ValueError(f"vqvae: image_size must be a multiple of 4, got {image_size}")
+        if downsample not in DOWNSAMPLING:
+            raise ValueError(f"vqvae: downsample must be one of {DOWNSAMPLING}, got {downsample}")
+        if image_size % downsample:
+            raise ValueError(f"vqvae: image_size must be a multiple of {downsample} (downsample), got {image_size}")
         self.image_size, self.channels, self.code_dim = image_size, channels, latent_dim
         self.params = dict(num_codes=num_codes, beta=beta, hidden=hidden, res_hidden=res_hidden, n_res=n_res,
                            ema=ema, decay=decay, dead_threshold=dead_threshold, restart_every=restart_every,
                            psf=psf, output=output, tikhonov=tikhonov, orient=orient, stretch=stretch,
-                           match_sigma=match_sigma, recon=recon, model_error=model_error)
-        self.grid = image_size // 4
+                           match_sigma=match_sigma, recon=recon, model_error=model_error,
+                           downsample=downsample)
+        self.grid = image_size // downsample
         self.beta, self.tikhonov = beta, tikhonov
-        self.encoder = vqvae_encoder(channels, latent_dim, hidden, res_hidden, n_res)
+        self.encoder = vqvae_encoder(channels, latent_dim, hidden, res_hidden, n_res, downsample)
         self.quantizer = VectorQuantizer(num_codes, latent_dim, ema=ema, decay=decay,
                                          dead_threshold=dead_threshold, restart_every=restart_every)
-        self.decoder = vqvae_decoder(channels, latent_dim, hidden, res_hidden, n_res)
+        self.decoder = vqvae_decoder(channels, latent_dim, hidden, res_hidden, n_res, downsample)
         self.psf_layer = PSFLayer(psf, psf_image) if psf is not None else None
-        if output not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"vqvae: output must be one of {sorted(OUTPUT_ACTIVATIONS)}, got {output!r}")
-        self.output = OUTPUT_ACTIVATIONS[output]()
+        if output == "unstretch":
+            if stretch is None:
+                raise ValueError("vqvae: output 'unstretch' inverts the input stretch; give stretch too")
+            self.output: nn.Module = Unstretch(stretch)
+        elif output in OUTPUT_ACTIVATIONS:
+            self.output = OUTPUT_ACTIVATIONS[output]()
+        else:
+            raise ValueError(f"vqvae: output must be one of {sorted([*OUTPUT_ACTIVATIONS, 'unstretch'])}, got {output!r}")
 
     def use_collective(self, collective: Collective) -> None:
         """The codebook's EMA sums, usage counts and restarts agree over these ranks."""
@@ -261,7 +299,7 @@ class VQVAE(GalaxyModel):
         return z_q, index, terms
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Code map (B, H/4, W/4) of int64 indices: what the PixelCNN prior models."""
+        """Code map (B, H/s, W/s) of int64 indices (s = `downsample`): what the PixelCNN prior models."""
         return self.quantise(x)[1]
 
     def decode_codes(self, index: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:

@@ -34,6 +34,7 @@ TITLES = {
     "generated_vs_real": "6. Generated against real",
     "truth": "7. Truth recovery against PCA and PCA+GMM",
     "rarity": "8. Rarity: the most unusual objects",
+    "search": "9. Similarity search by μ",
 }
 
 

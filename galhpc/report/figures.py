@@ -53,7 +53,8 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
     Each row shares one colour scale, logarithmic for the flux-like stamps (an arcsinh
     stretch, `matplotlib.colors.AsinhNorm`: linear within the sky noise of all flux rows
     together, logarithmic above it, so faint outskirts and bright cores both show); rows flagged in `symmetric`
-    (residuals) use a linear diverging colour map centred on zero.  `ids`: per row, the
+    (residuals) use a linear diverging colour map centred on zero, to ±the 99.5th percentile
+    of |residual| in the row.  `ids`: per row, the
     object id (or any short label) printed above each stamp; None for a row of model-made
     stamps without one.
     """
@@ -74,7 +75,9 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
         shown = [np.asarray(img, np.float32).reshape(-1, *np.shape(img)[-2:]).mean(axis=0) if sym else _display(img)
                  for img in row]
         if sym:
-            limit = max((float(np.abs(img).max()) for img in shown), default=1.0) or 1.0
+            # the 99.5th percentile, not the maximum: one hot or masked pixel would wash the row out
+            limit = float(np.percentile(np.abs(np.concatenate([img.ravel() for img in shown])), 99.5)) if shown else 1.0
+            limit = limit if limit > 0 else 1.0
             scale = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
         else:  # one scale per row, so that brightness differences along a row stay visible
             pixels = np.concatenate([img.ravel() for img in shown]) if shown else np.zeros(1)

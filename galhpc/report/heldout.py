@@ -116,21 +116,33 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
 SIMULATED_SOURCES = ("galsim", "galsim_stars")  # prep source kinds whose label columns are truth
 
 
+def _recorded_sources(store: str | Path) -> list[dict]:
+    """The source entries of the store's recorded prep config (the recorded text, not a config
+    with defaults filled in: a default source is no record); [] when none is readable."""
+    import yaml
+
+    with open_h5_readonly(store) as f:
+        text = str(f.attrs.get("config", ""))
+    try:
+        sources = ((yaml.safe_load(text) or {}).get("prep") or {}).get("sources") or []
+    except (yaml.YAMLError, AttributeError):
+        return []
+    return [source for source in sources if isinstance(source, dict)]
+
+
 def observed_sources(store: str | Path) -> tuple[bool, str]:
     """(whether the store's recorded prep config has a source of observed stamps, the source
     kinds as text).  Observed stamps (fits, survey_image, real, ...) carry catalogue
     measurements (positions, fluxes, radii), which are no truth to recover; simulated ones
     (`SIMULATED_SOURCES`) carry truth.  A store that records no sources is not called observed."""
-    import yaml
-
-    with open_h5_readonly(store) as f:
-        text = str(f.attrs.get("config", ""))
-    try:  # the recorded text, not a config with defaults filled in (a default source is no record)
-        sources = ((yaml.safe_load(text) or {}).get("prep") or {}).get("sources") or []
-        kinds = [str(source.get("kind")) for source in sources if isinstance(source, dict)]
-    except (yaml.YAMLError, AttributeError):
-        kinds = []
+    kinds = [str(source.get("kind")) for source in _recorded_sources(store)]
     return any(k not in SIMULATED_SOURCES for k in kinds), ", ".join(kinds) or "not recorded"
+
+
+def catalogue_columns(store: str | Path) -> set[str]:
+    """Label columns the store's sources copied from a catalogue (their `passthrough`):
+    measurements and bookkeeping (positions, radii, a held-out flag), never truth."""
+    return {str(name) for source in _recorded_sources(store) for name in (source.get("passthrough") or [])}
 
 
 def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, str]:

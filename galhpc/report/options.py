@@ -18,6 +18,9 @@ class ReportOptions:
     match_noise: bool = True  # add noise to generated stamps up to the real stamps' sky σ
     n_tsne: int = 1000
     n_show: int = 8  # stamps per figure row
+    search_ids: tuple[int, ...] = ()  # query objects of the search mosaic (default: one per component)
+    n_search_queries: int = 8  # rows of the search mosaic when no ids are given
+    search_k: int = 6  # nearest neighbours per query in the search mosaic
     n_traversal_dims: int = 12  # latents traversed, highest SNR first
     steps: int = 9
     batch_size: int = 256

@@ -389,8 +389,11 @@ def truth_recovery(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.rando
         return {"skipped": "no --store or --holdout-store: no held-out objects"}
     observed, kinds = heldout.observed_sources(h.store)
     roles = truth.column_roles(h.labels)
-    if observed:  # observed stamps: only class labels (e.g. Galaxy Zoo votes) are something to recover
-        roles = truth.ColumnRoles(roles.classes, (), roles.nuisances if roles.classes else ())
+    if observed:  # observed stamps: only class labels (e.g. Galaxy Zoo votes) are something to recover,
+        # not a catalogue's integer columns (a held-out flag, a detection flag)
+        catalogue = heldout.catalogue_columns(h.store)
+        classes = tuple(c for c in roles.classes if c not in catalogue)
+        roles = truth.ColumnRoles(classes, (), roles.nuisances if classes else ())
         if not roles.classes:
             return {"skipped": f"no truth columns: the store's stamps are observed (sources: {kinds}) and its "
                                "label columns are catalogue measurements, not truth"}
@@ -614,6 +617,69 @@ def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Genera
     return out
 
 
+# 9. Similarity search ---------------------------------------------------------------------------------
+def similarity_search(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
+    """The search mosaic: a few query objects and their k nearest catalogue objects by μ.
+
+    Queries are `opt.search_ids` when given, else one per component: the member nearest to
+    the component's mean μ (its most typical object).  Neighbours are searched exactly
+    (`galhpc.search.topk.search_blocks`, as galhpc-search does) among the sampled catalogue
+    objects found in the store, the query itself excluded; the figure is galhpc-search's
+    mosaic (`galhpc.search.output.write_mosaic`: every panel titled with its object id,
+    arcsinh stretch).
+
+    Raises
+    ------
+    DataError
+        A requested id that is not among the sampled catalogue objects in the store.
+    """
+    from galhpc.runtime.errors import DataError
+    from galhpc.search.output import write_mosaic
+    from galhpc.search.topk import NO_ROW, search_blocks
+
+    cs = inp.clusters
+    if inp.store_images is None or inp.member_rows is None:
+        return {"skipped": "no --store: no stamps to show the search results with"}
+    usable = np.flatnonzero(inp.member_rows >= 0)
+    if len(usable) < 2:
+        return {"skipped": "fewer than two sampled catalogue objects are in the store"}
+    mu, object_id = cs.mu[usable], cs.object_id[usable]
+    if opt.search_ids:
+        where = {int(oid): i for i, oid in enumerate(object_id)}
+        missing = [oid for oid in opt.search_ids if oid not in where]
+        if missing:
+            raise DataError(f"search ids {missing} are not among the {len(usable)} sampled catalogue objects in "
+                            f"the store {inp.store_path} (raise --max-objects, or give ids of the store)")
+        queries = np.array([where[oid] for oid in opt.search_ids], np.int64)
+        chosen = "ids given"
+    else:
+        component = cs.component[usable]
+        picks = []
+        for c in np.unique(component[component >= 0]):
+            members = np.flatnonzero(component == c)
+            centre = mu[members].mean(axis=0)
+            picks.append(members[np.argmin(((mu[members] - centre) ** 2).sum(axis=1))])
+        queries = np.array(picks[: opt.n_search_queries], np.int64)
+        chosen = "per component, the member nearest to its mean μ"
+    k = min(opt.search_k, len(usable) - 1)
+    top = search_blocks(mu[queries], [(0, mu)], k, exclude=queries)
+    found = top.rows != NO_ROW
+    safe = np.where(found, top.rows, 0)
+    unique, inverse = np.unique(inp.member_rows[usable[np.concatenate([queries, safe.ravel()])]], return_inverse=True)
+    stamps = inp.store_images(unique)[inverse]  # a neighbour of several queries is read once
+    neighbours = stamps[len(queries):].reshape(*safe.shape, *stamps.shape[1:])
+    neighbours = np.where(found.reshape(*found.shape, *[1] * (neighbours.ndim - 2)), neighbours, np.nan)
+    captions = np.array([[f"{object_id[r]} d={d:.3g}" if ok else "" for r, d, ok in zip(rows, dist, oks)]
+                         for rows, dist, oks in zip(safe, top.distance, found)], dtype=object)
+    write_mosaic(figs.path("search", "search_mosaic.png",
+                           f"Similarity search by μ: each query (red) and its {k} nearest catalogue objects "
+                           "(object id, distance in μ)"),
+                 stamps[: len(queries)], neighbours, [f"query {oid}" for oid in object_id[queries]], captions)
+    return {"queries": chosen, "k": int(k), "n_searched": len(usable),
+            "query_object_ids": object_id[queries].tolist(),
+            "neighbour_object_ids": np.where(found, object_id[safe], -1).tolist()}
+
+
 SECTIONS = {
     "reconstruction": reconstructions,
     "clusters": clusters,
@@ -624,4 +690,5 @@ SECTIONS = {
     "generated_vs_real": generated_vs_real,
     "truth": truth_recovery,
     "rarity": rarity,
+    "search": similarity_search,
 }

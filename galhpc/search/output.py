@@ -95,6 +95,11 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
                  captions: np.ndarray) -> Path:
     """PNG: one row per query, its stamp then its k neighbours' stamps.
 
+    Each panel is titled (the query's label in red, each neighbour's caption) and drawn on
+    a logarithmic colour scale (`matplotlib.colors.AsinhNorm`: linear within the stamp's sky
+    noise, logarithmic above it, so a galaxy's faint outskirts and a star's saturated core
+    both show).
+
     Parameters
     ----------
     query_stamps : np.ndarray, (Q, C, H, W) or (Q, H, W)
@@ -113,7 +118,8 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
         for j in range(k + 1):
             ax = axes[i, j]
             stamp = query_stamps[i] if j == 0 else neighbour_stamps[i, j - 1]
-            ax.imshow(_display(stamp), cmap="gray", origin="lower")
+            plane, norm = _display(stamp)
+            ax.imshow(plane, cmap="gray", origin="lower", norm=norm)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(labels[i] if j == 0 else captions[i, j - 1], fontsize=6, color="C3" if j == 0 else "k")
@@ -127,13 +133,17 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
     return path
 
 
-def _display(stamp: np.ndarray) -> np.ndarray:
-    """A (H, W) view of a stamp: the channel mean, arcsinh-stretched (blank when NaN)."""
+def _display(stamp: np.ndarray):
+    """(H, W) plane of a stamp (the channel mean; zeros when it has NaN: an empty slot) and
+    its arcsinh colour scale: linear up to the sky noise (the MAD σ), logarithmic above."""
+    from matplotlib.colors import AsinhNorm
+
     stamp = np.asarray(stamp, np.float64)
     if stamp.ndim == 3:
         stamp = stamp.mean(axis=0)
     if not np.isfinite(stamp).all():
-        return np.zeros_like(stamp)
-    lo, hi = np.percentile(stamp, [1, 99.5])
-    scaled = np.arcsinh((stamp - lo) / max(hi - lo, 1e-12) * 10) / np.arcsinh(10)
-    return np.clip(scaled, 0, 1)
+        return np.zeros_like(stamp), AsinhNorm(linear_width=1.0, vmin=0.0, vmax=1.0)
+    lo, hi = np.percentile(stamp, [1, 99.8])
+    sky = 1.4826 * float(np.median(np.abs(stamp - np.median(stamp))))
+    hi = hi if hi > lo else lo + 1e-12
+    return stamp, AsinhNorm(linear_width=sky if sky > 0 else (hi - lo) / 100.0, vmin=lo, vmax=hi)

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
@@ -633,7 +633,8 @@ def output_lock(ckpt_path: Path, backend: Backend) -> Iterator[None]:
         lock.release()
 
 
-def train_from_config(config: str | Path, overrides: dict[str, Any] | None = None, *, resume: bool = True) -> TrainResult:
+def train_from_config(config: str | Path, overrides: dict[str, Any] | None = None, *, resume: bool = True,
+                      settings: Sequence[str] = ()) -> TrainResult:
     """`galhpc-train`: load a run config, apply `train` overrides, train on the launcher's backend.
 
     Parameters
@@ -644,6 +645,8 @@ def train_from_config(config: str | Path, overrides: dict[str, Any] | None = Non
         Keys of the config's `train` section (None values are ignored), e.g. ``{"epochs": 3}``.
     resume : bool
         Resume from ``out_dir/ckpt.pt`` when it exists.
+    settings : sequence of str
+        ``--set KEY=VALUE`` overrides of any section (`galhpc.config.apply_settings`).
 
     Returns
     -------
@@ -658,7 +661,7 @@ def train_from_config(config: str | Path, overrides: dict[str, Any] | None = Non
 
     from galhpc.config import load_config
 
-    cfg = load_config(config)
+    cfg = load_config(config, settings)
     changes = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(cfg.train)})
     if unknown:
