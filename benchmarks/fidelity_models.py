@@ -2,8 +2,12 @@
 real stamps once; prints the docs/models.md "Fidelity" table (markdown) and writes JSON.
 
     python benchmarks/fidelity_models.py --store data/galsim32_train.h5 --out fidelity.json \
-        astrovader@4=runs/a_e4.pt astrovader@10=runs/a_e10.pt gaussian_vae@8=runs/g.pt
+        astrovader@4=runs/a_e4.pt astrovader@10=runs/a_e10.pt gaussian_vae@8=runs/g.pt \
+        "astrovader ex post=runs/a_e10.pt,expost,t=0.8" "prior t=0.8=runs/prior.pt,t=0.8"
 
+A run is label=checkpoint[:component][,expost][,t=TEMPERATURE]: drawn as galhpc-fidelity
+draws it (`galhpc.fidelity.run.sample_generated`: conditioned priors at the real stamps'
+labels; `expost` from the mixture fitted to the training latents; t the temperature).
 Each checkpoint must share the store's stamp size; the real set is the trainer's held-out
 rows (the first checkpoint's seed and fraction) unless --real-store is given.
 """
@@ -18,10 +22,12 @@ import numpy as np
 
 from galhpc.checkpoint import load_model
 from galhpc.fidelity import morphology, sources
+from galhpc.fidelity.run import FidelityOptions, sample_generated
+from galhpc.fidelity.sampling import SamplingOptions
 from galhpc.fidelity.score import score
 
 SHOW = ("concentration", "asymmetry", "smoothness", "gini", "m20", "ellipticity", "half_light_radius", "sersic_n",
-        "flux", "log_sb_rhalf", "log_power_k2", "log_power_k4")
+        "flux", "log_sb_rhalf", "log_power_k2", "log_power_k4", "measured")
 
 
 def main() -> None:
@@ -36,7 +42,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    first = load_model(args.runs[0].split("=", 1)[1].split(":")[0])[1]
+    first = load_model(_parse(args.runs[0])[1])[1]
     train_rows, held_rows = sources.split_store(args.store, first.train.holdout_fraction, first.train.seed)
     real = (sources.read_store_stamps(args.real_store, np.arange(_len(args.real_store)), args.n, rng, "all")
             if args.real_store else sources.read_store_stamps(args.store, held_rows, args.n, rng, "held-out"))
@@ -46,11 +52,12 @@ def main() -> None:
     print(f"# real set: {real.source}, {len(real.images)} stamps, statmorph {time.time() - t0:.0f} s", flush=True)
     results = {}
     for spec in args.runs:
-        label, path = spec.split("=", 1)
-        path, _, comp = path.partition(":")
-        model = load_model(path)[0]
+        label, path, comp, sampling = _parse(spec)
+        model = load_model(path)[0].eval()
         t0 = time.time()
-        gen = sources.sample_model(model, args.n, seed=1, component=int(comp) if comp else None)
+        options = FidelityOptions(n_generated=args.n, seed=1, component=comp, sampling=sampling)
+        gen = sample_generated(model, options, real, args.real_store or args.store, training,
+                               np.random.default_rng(1))
         res = score(gen.images, real.images, training.images, n_boot=args.bootstrap, processes=args.processes,
                     seed=0, real_table=real_table)
         results[label] = {**res.summary(), "seconds": time.time() - t0}
@@ -69,6 +76,22 @@ def main() -> None:
         t = summary["targets"]
         print(f"| {label} | " + " | ".join(cells) + f" | {t['ks_met']}/{t['ks_scored']} | "
               f"{summary['classifier']['auc']:.2f} | {summary['memorisation']['p_value']:.2g} |")
+
+
+def _parse(spec: str) -> tuple[str, str, int | None, SamplingOptions]:
+    """label=checkpoint[:component][,expost][,t=T] -> (label, checkpoint, component, sampling)."""
+    label, rest = spec.split("=", 1)
+    parts = rest.split(",")
+    path, _, comp = parts[0].partition(":")
+    mode, temperature = "prior", 1.0
+    for part in parts[1:]:
+        if part == "expost":
+            mode = "expost"
+        elif part.startswith("t="):
+            temperature = float(part[2:])
+        else:
+            raise SystemExit(f"{spec!r}: unknown option {part!r}")
+    return label, path, int(comp) if comp else None, SamplingOptions(mode, temperature)
 
 
 def _len(store: str) -> int:

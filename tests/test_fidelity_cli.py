@@ -76,6 +76,7 @@ def test_galhpc_fidelity_on_a_tiny_checkpoint(tiny_checkpoint, monkeypatch):
     real_table = {k: np.asarray(stamps[k][stamps["set"] == "real"], float) for k in morphology.STATISTICS}
     copied = score_module.score(copies, real[:30], training, n_boot=5, seed=2, real_table=real_table)
     assert copied.memorisation["p_value"] < 0.01 and copied.memorisation["median_ratio"] < 0.5
+    assert copied.memorisation["copy_fraction"] > 0.9
 
 
 @pytest.mark.slow

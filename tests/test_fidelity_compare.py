@@ -82,7 +82,7 @@ def test_memorisation_flags_a_copying_generator_and_passes_an_honest_one():
     assert honest["p_value"] > 0.01 and 0.85 < honest["median_ratio"] < 1.15
     copies = training[rng.choice(400, 150)] + rng.normal(0, 1e-3, (150, 16, 16))
     copied = compare.memorisation(copies, real, training)
-    assert copied["p_value"] < 1e-6 and copied["median_ratio"] < 0.1
+    assert copied["p_value"] < 0.01 and copied["median_ratio"] < 0.1
 
 
 def test_power_spectrum_obeys_parseval_and_finds_a_wave():
@@ -95,3 +95,39 @@ def test_power_spectrum_obeys_parseval_and_finds_a_wave():
     y, x = np.mgrid[:64, :64]
     k, power = morphology.power_spectrum(np.cos(2 * np.pi * 0.25 * x))
     assert k[np.argmax(power)] == pytest.approx(0.25, abs=1 / 64)
+
+
+def test_classifier_auc_separates_small_sets():
+    """30 rows a side: scikit-learn's default leaf size (20) would allow no split and give 0.5."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(10, 4))
+    y = rng.normal(size=(20, 4))
+    y[:, 1] += 5.0
+    assert compare.classifier_auc(x, y)["auc"] > 0.9
+
+
+def test_memorisation_tells_a_blurry_generator_from_a_copying_one():
+    """A low-fidelity generator that copies nothing (blurred blobs, so every nearest distance
+    moves) fails the distance KS but passes the copying test; re-noised training copies fail
+    it.  The permutation p-value is checked by brute force: relabel the pool
+    at random and recount with scikit-learn's nearest neighbours."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(8)
+    training, real = _blobs(300, rng), _blobs(150, rng)
+
+    def blur(x):
+        return ndimage.gaussian_filter(x, (0, 1.5, 1.5)) + rng.normal(0, 0.05, x.shape)
+
+    blurry = compare.memorisation(blur(_blobs(150, rng)), real, training)
+    assert blurry["ks_p"] < 0.01  # the distances differ: not from the population
+    assert blurry["p_value"] > 0.01 and blurry["copy_expected"] == pytest.approx(300 / 450)
+    copied_stamps = training[rng.choice(300, 150)] + rng.normal(0, 0.05, (150, 16, 16))  # copies, re-noised
+    copies = compare.memorisation(copied_stamps, real, training, permutations=500)
+    assert copies["p_value"] < 0.01 and copies["copy_fraction"] > blurry["copy_fraction"]
+    pool = np.concatenate([training, real]).reshape(450, -1)
+    nearest = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(pool).kneighbors(
+        copied_stamps.reshape(150, -1))[1][:, 0]
+    assert copies["copy_fraction"] == pytest.approx((nearest < 300).mean())
+    brute = np.array([np.isin(nearest, rng.permutation(450)[:300]).mean() for _ in range(500)])
+    assert copies["p_value"] == pytest.approx((1 + (brute >= copies["copy_fraction"]).sum()) / 501, abs=0.01)

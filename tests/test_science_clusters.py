@@ -46,6 +46,9 @@ HELD_SHAPES = {
 }
 HELD_NOISE = {"bright": {"flux_min": 2e4, "flux_max": 5e4}, "faint": {"flux_min": 1.8e3, "flux_max": 3e3}}
 HELD_PSF = {"psf_fwhm": [0.6, 0.8]}
+# two more held-out sets with the held-out distributions, other seeds and PSFs broader and
+# sharper than any above, so the comparison with PCA+GMM is not judged on one draw
+OTHER_HELD = {"broad_psf": (3100, {"psf_fwhm": [0.85, 1.05]}), "sharp_psf": (5300, {"psf_fwhm": [0.5, 0.65]})}
 
 # held-out NMI (shape / noise level), measured on the shared 2-core machine (issue 26), with
 # the prep of today's main (flux step subtracting a sigma-clipped border sky): model 0.847 /
@@ -53,6 +56,18 @@ HELD_PSF = {"psf_fwhm": [0.6, 0.8]}
 # Before that prep change: model 0.903 / 0.000, frozen 0.875 / 0.000, PCA+GMM 0.381 / 0.211.
 # With the orient disc and the zero-initialised chi2 layer (idle 2-core machine): model 0.921 /
 # 0.000, frozen 0.833 / 0.001.
+# On the other held-out sets (OTHER_HELD, shape NMI, loaded machine): model 0.599 (broad PSF)
+# and 0.919 (sharp PSF), PCA+GMM 0.845 and 0.915.  Tried for issue 26 (with threads 1, which
+# gives the model 0.921 / 0.580 / 0.903), none wins on all three sets (model shape NMI held /
+# broad / sharp; PCA+GMM 0.960 / 0.845 / 0.915): stretch off
+# 0.944 / 0.657 / 0.960; a VaDE phase 2.5x longer 0.729 / 0.486 / 0.747 (its mixture, moved
+# by gradients only, stays at its init while the encoder drifts; refitted by EM on the
+# training μ 0.955 / 0.691 / 0.937, by a stochastic-EM step per batch 0.878 / 0.551 / 0.833);
+# latent 6 with wider filters 0.786 / 0.678 / 0.800; recon chi2 0.031; sigma 0.2 0.906 /
+# 0.603 / 0.889; no flips 0.664; latent 2 collapses; the exact γ in the training KL instead of
+# the min-max scaled one (with K = 2 always one-hot) or gamma_lambda 5: unchanged.  And train.seed 1 instead of 0 puts
+# every stamp in one cluster (0.000; with stretch off its clusters follow the noise level,
+# NMI 0.977 on the broad-PSF set): the 0.921 above is one seed's.
 
 
 def _sources(n, shapes, noise, seed0, extra=None):
@@ -90,8 +105,12 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     train_px, train_shape, train_noise = _prep(root / "train.h5", _sources(200, SHAPES, NOISE, 100))
     held = _prep(root / "held.h5", _sources(100, HELD_SHAPES, HELD_NOISE, 700, HELD_PSF))
-    assert len(set(train_shape)) == len(set(train_noise)) == 2 == len(set(held[1])) == len(set(held[2]))
-    return {"root": root, "train_px": train_px, "held": held}
+    others = {name: _prep(root / f"{name}.h5", _sources(100, HELD_SHAPES, HELD_NOISE, seed, psf))
+              for name, (seed, psf) in OTHER_HELD.items()}
+    for pixels, shape, noise in (held, *others.values()):
+        assert len(set(shape)) == len(set(noise)) == 2
+    assert len(set(train_shape)) == len(set(train_noise)) == 2
+    return {"root": root, "train_px": train_px, "held": held, "others": others}
 
 
 def _held_out_scores(checkpoint, held):
@@ -103,10 +122,15 @@ def _held_out_scores(checkpoint, held):
 
 
 @pytest.fixture(scope="module")
-def model_scores(data):
+def model_checkpoint(data):
     torch.manual_seed(0)
     train(_config(data["root"] / "train.h5", data["root"] / "model"))
-    return _held_out_scores(data["root"] / "model" / "ckpt.pt", data["held"])
+    return data["root"] / "model" / "ckpt.pt"
+
+
+@pytest.fixture(scope="module")
+def model_scores(data, model_checkpoint):
+    return _held_out_scores(model_checkpoint, data["held"])
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +145,17 @@ def frozen_scores(data):
     return _held_out_scores(data["root"] / "frozen" / "ckpt.pt", data["held"])
 
 
-@pytest.fixture(scope="module")
-def pca_scores(data):
-    pca = PCA(4, random_state=0).fit(data["train_px"])
-    gmm = GaussianMixture(2, random_state=0, n_init=3).fit(pca.transform(data["train_px"]))
-    pixels, shape, noise = data["held"]
+def _pca_gmm_scores(train_px, held):
+    pca = PCA(4, random_state=0).fit(train_px)
+    gmm = GaussianMixture(2, random_state=0, n_init=3).fit(pca.transform(train_px))
+    pixels, shape, noise = held
     labels = gmm.predict(pca.transform(pixels))
     return nmi(shape, labels), nmi(noise, labels)
+
+
+@pytest.fixture(scope="module")
+def pca_scores(data):
+    return _pca_gmm_scores(data["train_px"], data["held"])
 
 
 def test_held_out_clusters_follow_shape_not_noise(model_scores):
@@ -139,13 +167,19 @@ def test_held_out_clusters_follow_shape_not_noise(model_scores):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured: on held-out stamps PCA+GMM (fitted on the training pixels) now splits by shape better "
+    "measured: on held-out stamps PCA+GMM (fitted on the training pixels) splits by shape better "
     "than the model, NMI 0.960 vs 0.921 (0.847 before the orient disc), since the flux step subtracts the border sky (before: 0.381 "
-    "vs 0.903); strict, so a model that beats it again makes this fail until it is promoted"))
-def test_model_beats_pca_gmm_on_held_out_clusters(model_scores, pca_scores):
-    (shape, noise), (pca_shape, pca_noise) = model_scores, pca_scores
-    print(f"held-out NMI shape / noise: model {shape:.3f} / {noise:.3f}, PCA+GMM {pca_shape:.3f} / {pca_noise:.3f}")
-    assert shape > pca_shape and noise <= pca_noise + 0.01
+    "vs 0.903), and on the broad-PSF held-out set 0.845 vs 0.599 (the model leads on the sharp-PSF set by "
+    "0.004, 0.919 vs 0.915, within noise); strict, so a model that beats it on all three makes this fail until it is promoted"))
+def test_model_beats_pca_gmm_on_held_out_clusters(data, model_checkpoint, model_scores, pca_scores):
+    sets = {"held": (model_scores, pca_scores)}
+    for name, held in data["others"].items():
+        sets[name] = (_held_out_scores(model_checkpoint, held), _pca_gmm_scores(data["train_px"], held))
+    for name, ((shape, noise), (pca_shape, pca_noise)) in sets.items():
+        print(f"{name}: held-out NMI shape / noise: model {shape:.3f} / {noise:.3f}, "
+              f"PCA+GMM {pca_shape:.3f} / {pca_noise:.3f}")
+    for name, ((shape, noise), (pca_shape, pca_noise)) in sets.items():
+        assert shape > pca_shape and noise <= pca_noise + 0.01, name
 
 
 def test_mixture_training_beats_the_mixture_frozen_at_init(model_scores, frozen_scores):

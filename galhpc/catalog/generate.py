@@ -6,10 +6,20 @@ component changes (`--counts`).  The block starting at object s uses a generator
 by derived_seed(seed, s), stored per object in the `seed` column, so object i is row
 i - s of `model.sample(len, torch.Generator().manual_seed(seed_i), ...)`.  Blocks depend
 on object indices and B only, so any rank count gives the same catalogue.
+
+With a target (AB magnitude, half-light radius) table (`--target-table`, rejection
+sampling, `galhpc.catalog.photometry.MagSizeTarget`), a pilot of `pilot` objects (seeded
+by (seed, PILOT_STREAM)) gives the generator's own density and the keep probability per
+grid cell; block s then draws candidates of B objects from its generator, each with its own
+flux_norm and uniform from the stream (seed, s, ACCEPT_STREAM), and keeps them in order until
+the block is full.  Object i is then the k-th kept candidate of its block (the catalogue is
+still the same on any rank count); its `rejection_draws` column counts the candidates drawn
+for it, so kept / Σ draws is the measured acceptance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,16 +33,20 @@ import torch
 from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
 from galhpc.catalog.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
 from galhpc.catalog.h5out import parse_compression, run_meta
-from galhpc.catalog.photometry import Photometry, store_photometry
+from galhpc.catalog.photometry import MagSizeTarget, Photometry, stamp_mag_size, store_photometry
 from galhpc.catalog.seeds import derived_seed
 from galhpc.catalog.shards import CatalogError, Shard
 from galhpc.models.base import GalaxyModel
+from galhpc.runtime.errors import DataError
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.world import World
 
 log = logging.getLogger("galhpc.catalog.generate")
 
 IMAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+PILOT_STREAM = 3  # the rejection pilot's draws (seeds.SAMPLE_STREAM 0, NOISE_STREAM 1, photometry 2)
+ACCEPT_STREAM = 4  # the rejection uniforms of each block
+MAX_DRAWS_PER_OBJECT = 1000
 TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
@@ -51,6 +65,25 @@ class GenerateOptions:
     dtype: str = "float32"
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of model.sample
     photometry: Photometry | None = None  # flux_norm, flux, mag_ab columns (galhpc.catalog.photometry)
+    rejection: Rejection | None = None  # draw to a target (mag, r½) table
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Rejection sampling of generated objects to a target (AB magnitude, half-light radius)
+    distribution: the grid, the keep probability per cell from the pilot, and their origin."""
+
+    target: MagSizeTarget
+    accept: np.ndarray  # (bins·bins,) keep probability per cell
+    expected_acceptance: float  # kept / drawn on the pilot's distribution
+    unreachable_fraction: float  # share of the target in cells the pilot never reached
+    describe: Mapping[str, Any]  # table path, sha256, columns, bins, pilot size: the catalogue's identity
+
+    def meta(self) -> dict[str, Any]:
+        """/meta attributes: where the target came from and the pilot's acceptance."""
+        return {"rejection_target": json.dumps(dict(self.describe), sort_keys=True),
+                "rejection_expected_acceptance": self.expected_acceptance,
+                "rejection_unreachable_fraction": self.unreachable_fraction}
 
 
 def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | None]]:
@@ -97,12 +130,15 @@ class GenerateJob:
         self.batch_size = options.batch_size
         self.segments = component_segments(options)
         self.observer = Observer(options.emulation, options.seed, device) if options.emulation.active else None
+        if options.rejection is not None and options.photometry is None:
+            raise CatalogError("rejection sampling to a magnitude needs the photometry (flux_norm, zero point)")
+        self.kept, self.drawn = 0, 0  # rejection sampling, this rank
 
     def prepare(self, shard_dir: Path) -> None:
         pass
 
     def start(self, shard_dir: Path) -> None:
-        pass
+        self.kept, self.drawn = 0, 0  # count this run's objects, not the driver's shard-size probe
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
         psf = self.options.emulation.psf
@@ -129,26 +165,23 @@ class GenerateJob:
         columns["z"] = torch.cat([p[1] for p in pieces]).float().cpu().numpy().reshape(stop - start, -1)
         columns["component"] = torch.cat([p[2] for p in pieces]).cpu().numpy().astype(np.int16)
         columns["seed"] = np.concatenate([p[3] for p in pieces])
+        flux_norm = None
+        if self.options.rejection is not None:
+            columns["rejection_draws"] = np.concatenate([p[4] for p in pieces])
+            flux_norm = np.concatenate([p[5] for p in pieces])  # each kept candidate's own
         columns["object_id"] = np.arange(start, stop, dtype=np.int64)
         if self.options.photometry is not None:  # fluxes of the noise-free stamps (the PSF keeps flux)
             flat = clean.float().cpu().numpy().reshape(stop - start, -1)
-            columns.update(self.options.photometry.columns(flat, self.options.seed, start))
+            columns.update(self.options.photometry.columns(flat, self.options.seed, start, flux_norm))
         return columns
 
     def _sample_block(self, start: int, stop: int, component: int | None):
         seed = derived_seed(self.options.seed, start)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        conditions = dict(self.options.conditions)
-        if component is not None:
-            conditions["component"] = component
-        try:
-            with autocast(self.device, self.options.precision):
-                samples = self.model.sample(stop - start, generator, **conditions)
-        except (TypeError, ValueError) as err:
-            raise CatalogError(
-                f"model {self.model.name!r} rejected sample() with conditions {conditions}: {err}"
-            ) from err
         n = stop - start
+        if self.options.rejection is not None:
+            return self._reject_block(start, stop, component, generator, seed)
+        samples = self._sample(n, generator, component)
         images = samples.images
         if images.shape[0] != n:
             raise CatalogError(f"model {self.model.name!r}: sample({n}) returned {images.shape[0]} images")
@@ -159,6 +192,53 @@ class GenerateJob:
                 "condition); --component/--counts need a model that samples by component"
             )
         return images, samples.z, component_col, np.full(n, seed, dtype=np.int64)
+
+    def _sample(self, n: int, generator: torch.Generator, component: int | None):
+        """`model.sample(n, generator, **conditions)` under the run's precision."""
+        conditions = dict(self.options.conditions)
+        if component is not None:
+            conditions["component"] = component
+        try:
+            with autocast(self.device, self.options.precision):
+                return self.model.sample(n, generator, **conditions)
+        except (TypeError, ValueError) as err:
+            raise CatalogError(
+                f"model {self.model.name!r} rejected sample() with conditions {conditions}: {err}"
+            ) from err
+
+    def _reject_block(self, start: int, stop: int, component: int | None, generator: torch.Generator, seed: int):
+        """Objects [start, stop) by rejection sampling to the target: candidates of
+        `batch_size` from the block's generator, each with its own flux_norm and uniform from
+        the block's (seed, start, ACCEPT_STREAM) stream, kept in order until the block is full.
+
+        Returns (images, z, component, seed, rejection_draws, flux_norm) of the kept objects."""
+        rejection, photometry = self.options.rejection, self.options.photometry
+        n = stop - start
+        rng = np.random.default_rng(derived_seed(self.options.seed, start, ACCEPT_STREAM))
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]] = []
+        positions: list[np.ndarray] = []  # index of each kept candidate among all drawn in the block
+        n_kept, drawn = 0, 0
+        while n_kept < n:
+            if drawn >= MAX_DRAWS_PER_OBJECT * n:
+                raise CatalogError(f"rejection sampling kept {n_kept} of {n} objects of block {start} in {drawn} "
+                                   "draws: the generator rarely reaches the target's magnitudes and sizes")
+            samples = self._sample(self.batch_size, generator, component)
+            m = samples.images.shape[0]
+            norm = photometry.flux_norms[rng.integers(len(photometry.flux_norms), size=m)]
+            u = rng.random(m)
+            cell = rejection.target.cells(*stamp_mag_size(samples.images.float().cpu().numpy(), norm, photometry))
+            take = np.flatnonzero((cell >= 0) & (u < rejection.accept[np.maximum(cell, 0)]))[:n - n_kept]
+            index = torch.as_tensor(take, device=samples.images.device)
+            parts.append((samples.images[index], samples.z[index], samples.component.reshape(-1)[index], norm[take]))
+            positions.append(drawn + take)
+            n_kept += len(take)
+            drawn += m
+        kept_at = np.concatenate(positions)
+        self.kept += n
+        self.drawn += int(kept_at[-1]) + 1  # candidates up to the last kept one
+        draws = np.diff(np.concatenate([[-1], kept_at])).astype(np.int32)
+        return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]),
+                np.full(n, seed, dtype=np.int64), draws, np.concatenate([p[3] for p in parts]))
 
     def _image_array(self, images: torch.Tensor) -> np.ndarray:
         """Images (N, C, H, W) as the output dtype, converted on the device (a float16
@@ -183,6 +263,7 @@ def generate_fingerprint(options: GenerateOptions, checkpoint_sha256: str, write
         "keep_clean": options.keep_clean,
         "dtype": options.dtype,
         "photometry": None if options.photometry is None else options.photometry.meta(),
+        "rejection": None if options.rejection is None else dict(options.rejection.describe),
         **write.fingerprint(device.type, options.precision),
     }
     return json.loads(json.dumps(fp, sort_keys=True))
@@ -200,7 +281,102 @@ def generate_catalog(model: GalaxyModel, options: GenerateOptions, out: str | Pa
                 psf="/emulation/psf" if options.emulation.psf is not None else "none: the training images' own")
     if options.photometry is not None:
         meta.update(options.photometry.meta())
-    return run_catalog(job, out, fingerprint, meta, write, world)
+    if options.rejection is not None:
+        meta.update(options.rejection.meta())
+    result = run_catalog(job, out, fingerprint, meta, write, world)
+    if options.rejection is not None and job.drawn:
+        log.info("rank %d: rejection sampling kept %d of %d candidates (acceptance %.3f; pilot %.3f)", world.rank,
+                 job.kept, job.drawn, job.kept / job.drawn, options.rejection.expected_acceptance)
+    return result
+
+
+def pilot_rejection(model: GalaxyModel, options: GenerateOptions, target_mag: np.ndarray, target_size: np.ndarray,
+                    describe: Mapping[str, Any], device: torch.device, bins: int = 8, pilot: int = 2000) -> Rejection:
+    """The rejection rule to a target (mag, r½) table from a pilot of the generator's own draws.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+        The generator (sampled with the options' component and conditions).
+    options : GenerateOptions
+        Seed, batch size, component, conditions and photometry (with a zero point).
+    target_mag, target_size : numpy.ndarray
+        The target table's AB magnitudes and half-light radii (pixels of the stamps).
+    describe : Mapping
+        The target's origin (path, sha256, columns), recorded in the catalogue.
+    device : torch.device
+        Where the model samples.
+    bins, pilot : int
+        Grid cells per axis; pilot draws (each rank draws the same pilot).
+
+    Returns
+    -------
+    Rejection
+
+    Raises
+    ------
+    CatalogError
+        Without a zero point, with --counts, or when no pilot draw reaches the target's range.
+    """
+    photometry = options.photometry
+    if photometry is None or photometry.zero_point is None:
+        raise CatalogError("--target-table: a target magnitude distribution needs a zero point (--zero-point or the "
+                           "training store's zero_point attribute)")
+    if options.counts is not None:
+        raise CatalogError("--target-table draws one population to the target; it takes --component, not --counts")
+    try:
+        target = MagSizeTarget.from_table(target_mag, target_size, bins)
+    except DataError as err:
+        raise CatalogError(f"--target-table: {err}") from err
+    job = GenerateJob(model, GenerateOptions(n=pilot, seed=options.seed, batch_size=options.batch_size,
+                                             component=options.component, conditions=options.conditions,
+                                             precision=options.precision), device)
+    generator = torch.Generator(device=device).manual_seed(derived_seed(options.seed, 0, PILOT_STREAM))
+    norm_rng = np.random.default_rng(derived_seed(options.seed, 0, PILOT_STREAM))
+    cells = []
+    with torch.inference_mode():
+        for lo in range(0, pilot, options.batch_size):
+            m = min(options.batch_size, pilot - lo)
+            images = job._sample(m, generator, options.component).images.float().cpu().numpy()
+            norm = photometry.flux_norms[norm_rng.integers(len(photometry.flux_norms), size=m)]
+            cells.append(target.cells(*stamp_mag_size(images, norm, photometry)))
+    try:
+        accept, unreachable, expected = target.acceptance(np.concatenate(cells))
+    except DataError as err:
+        raise CatalogError(f"--target-table: {err} ({pilot} pilot draws)") from err
+    log.info("rejection sampling to %s: pilot acceptance %.3f, %.1f%% of the target in cells the generator never "
+             "reached", describe.get("path"), expected, 100 * unreachable)
+    return Rejection(target, accept, expected, unreachable, dict(describe, bins=bins, pilot=pilot))
+
+
+def read_target_table(path: str | Path, columns: Sequence[str] = ("mag_ab", "half_light_radius")
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(magnitudes, sizes, description) of a target table any astropy format reads.
+
+    Raises
+    ------
+    CatalogError
+        For an unreadable table or a missing column (naming the table's columns).
+    """
+    from astropy.table import Table
+
+    from galhpc.checkpoint import file_sha256
+
+    mag_col, size_col = columns
+    try:
+        table = Table.read(path)
+    except Exception as err:  # astropy raises assorted errors for unreadable or unknown formats
+        raise CatalogError(f"--target-table {path}: cannot read it as a table: {err}") from err
+    missing = [c for c in (mag_col, size_col) if c not in table.colnames]
+    if missing:
+        raise CatalogError(f"--target-table {path}: no column(s) {missing}; columns: {', '.join(table.colnames)}")
+    describe = {"path": str(path), "sha256": file_sha256(path), "columns": [mag_col, size_col]}
+    return _floats(table[mag_col]), _floats(table[size_col]), describe
+
+
+def _floats(column) -> np.ndarray:
+    """A table column as float64 with masked entries NaN."""
+    return np.ma.filled(np.ma.asarray(column, np.float64), np.nan)
 
 
 def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *, seed: int = 0,
@@ -211,7 +387,10 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
                              compression: str = "none", table: bool = True, overwrite: bool = False,
                              device: str = "auto", threads: int | None = None, precision: str = "fp32",
                              shard_minutes: float = 5.0, objects_per_second: float | None = None,
-                             zero_point: float | None = None, bunit: str | None = None) -> RunResult:
+                             zero_point: float | None = None, bunit: str | None = None,
+                             target_table: str | Path | None = None,
+                             target_columns: Sequence[str] = ("mag_ab", "half_light_radius"),
+                             target_bins: int = 8, target_pilot: int = 2000) -> RunResult:
     """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate.
 
     `precision` (fp32 | bf16 | fp16) is the autocast of `model.sample`, part of the
@@ -225,6 +404,12 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
     `zero_point` (AB mag of one survey unit) and `bunit` (FITS BUNIT) override the training
     store's own attributes: every object gets `flux_norm`, `flux` (survey units) and
     `mag_ab` columns (`galhpc.catalog.photometry`).
+
+    `target_table` (any astropy table, `target_columns` = magnitude and half-light radius in
+    pixels) draws the catalogue to that (mag, r½) distribution by rejection sampling on a
+    `target_bins`² grid from a pilot of `target_pilot` draws (see the module docstring); the
+    pilot's acceptance goes to /meta (`rejection_expected_acceptance`) and each object's
+    `rejection_draws` column counts its candidates.
     """
     from galhpc.checkpoint import file_sha256, load_model, recorded_pixel_scale
     from galhpc.runtime import pick_device, start_mpi_rank
@@ -250,6 +435,11 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
         precision=precision, photometry=store_photometry(cfg.train.store, zero_point, bunit,
                                                                recorded=payload.get("flux_calibration")),
     )
+    if target_table is not None:
+        mags, sizes, describe = read_target_table(target_table, tuple(target_columns))
+        rejection = pilot_rejection(model.to(torch_device).eval(), options, mags, sizes, describe, torch_device,
+                                    target_bins, target_pilot)
+        options = dataclasses.replace(options, rejection=rejection)
     write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
                          shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)
     result = generate_catalog(model, options, out, write=write, world=world, device=torch_device,

@@ -53,11 +53,13 @@ class Photometry:
                  for i in range(start, stop)]
         return self.flux_norms[np.asarray(picks, np.int64)]
 
-    def columns(self, images: np.ndarray, seed: int, start: int) -> dict[str, np.ndarray]:
+    def columns(self, images: np.ndarray, seed: int, start: int,
+                flux_norm: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """`flux_norm`, `flux` and `mag_ab` (float32/64 (n,)) of stored-unit stamps (n, ...) of
-        objects start..start+n−1."""
+        objects start..start+n−1; `flux_norm` (n,) when already chosen (rejection sampling
+        keeps each candidate's own), else drawn by object index."""
         n = len(images)
-        norm = self.draw_flux_norm(seed, start, start + n)
+        norm = self.draw_flux_norm(seed, start, start + n) if flux_norm is None else np.asarray(flux_norm, np.float64)
         flux = np.asarray(images, np.float64).reshape(n, -1).sum(1) * norm / self.flux_scale
         with np.errstate(divide="ignore", invalid="ignore"):
             mag = self.zero_point - 2.5 * np.log10(flux) if self.zero_point is not None else np.full(n, np.nan)
@@ -156,6 +158,85 @@ def half_light_radius(images: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class MagSizeTarget:
+    """A target (AB magnitude, half-light radius) distribution on a `bins`×`bins` grid (its
+    1st–99th percentile range) and the rejection rule that draws a generator to it.
+
+    A pilot sample gives the generator's own density q; a candidate in cell c is kept with
+    probability (p_c / q_c) / max_c(p_c / q_c).  Cells the generator never reaches cannot be
+    filled: their share of the target is `unreachable_fraction`.
+    """
+
+    mag_edges: np.ndarray  # (bins + 1,)
+    size_edges: np.ndarray  # (bins + 1,) pixels
+    p: np.ndarray  # (bins·bins,) the target's density per cell, summing to 1
+
+    @classmethod
+    def from_table(cls, target_mag: np.ndarray, target_size: np.ndarray, bins: int = 8) -> MagSizeTarget:
+        """The grid of a target table's magnitudes and sizes (non-finite rows dropped).
+
+        Raises
+        ------
+        DataError
+            With fewer than two finite rows.
+        """
+        tm, ts = np.asarray(target_mag, np.float64), np.asarray(target_size, np.float64)
+        keep = np.isfinite(tm) & np.isfinite(ts)
+        tm, ts = tm[keep], ts[keep]
+        if len(tm) < 2:
+            raise DataError(f"the target table has {len(tm)} rows with a finite magnitude and size; need >= 2")
+        edges = [np.linspace(*np.percentile(v, [1, 99]), bins + 1) for v in (tm, ts)]
+        p = np.histogram2d(tm, ts, edges)[0].ravel()
+        return cls(edges[0], edges[1], p / p.sum())
+
+    @property
+    def bins(self) -> int:
+        return len(self.mag_edges) - 1
+
+    def cells(self, mag: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """(n,) int64 grid cell of each (mag, size); -1 outside the grid or non-finite."""
+        cm = np.digitize(mag, self.mag_edges) - 1
+        cs = np.digitize(size, self.size_edges) - 1
+        inside = (cm >= 0) & (cm < self.bins) & (cs >= 0) & (cs < self.bins) & np.isfinite(mag) & np.isfinite(size)
+        return np.where(inside, cm * self.bins + cs, -1)
+
+    def acceptance(self, pilot_cells: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Keep probability per cell from a pilot sample's cells.
+
+        Returns
+        -------
+        accept : numpy.ndarray
+            (bins·bins,) probability of keeping a candidate in each cell.
+        unreachable_fraction : float
+            Share of the target in cells no pilot candidate reached.
+        expected_acceptance : float
+            Kept / drawn the rule gives on the pilot's distribution.
+
+        Raises
+        ------
+        DataError
+            When no pilot candidate falls inside the target's range.
+        """
+        cells = np.asarray(pilot_cells, np.int64)
+        q = np.bincount(cells[cells >= 0], minlength=self.bins**2).astype(np.float64) / max(len(cells), 1)
+        reachable = q > 0
+        ratio = np.where(reachable, self.p / np.where(reachable, q, 1.0), 0.0)
+        if ratio.max() <= 0:
+            raise DataError("no generated object falls inside the target's magnitude/size range")
+        accept = ratio / ratio.max()
+        return accept, float(self.p[~reachable].sum()), float((q * accept).sum())
+
+
+def stamp_mag_size(images: np.ndarray, flux_norm: np.ndarray, photometry: Photometry) -> tuple[np.ndarray, np.ndarray]:
+    """AB magnitude (NaN for flux <= 0) and fast half-light radius (pixels) of stored-unit
+    stamps (n, ...) at their objects' `flux_norm` (n,)."""
+    flux = np.asarray(images, np.float64).reshape(len(images), -1).sum(1) * flux_norm / photometry.flux_scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(flux > 0, photometry.zero_point - 2.5 * np.log10(flux), np.nan)
+    return mag, half_light_radius(images)
+
+
 def rejection_sample(draw, n: int, target_mag: np.ndarray, target_size: np.ndarray, photometry: Photometry,
                      seed: int = 0, bins: int = 8, pilot: int = 2000, batch: int = 512,
                      max_draws: int = 1_000_000) -> dict[str, np.ndarray]:
@@ -194,34 +275,15 @@ def rejection_sample(draw, n: int, target_mag: np.ndarray, target_size: np.ndarr
     if photometry.zero_point is None:
         raise DataError("a target magnitude distribution needs a zero point (--zero-point or the store's attribute)")
     rng = np.random.default_rng(seed)
-    tm, ts = np.asarray(target_mag, np.float64), np.asarray(target_size, np.float64)
-    keep = np.isfinite(tm) & np.isfinite(ts)
-    tm, ts = tm[keep], ts[keep]
-    edges = [np.percentile(tm, [1, 99]), np.percentile(ts, [1, 99])]
-    edges = [np.linspace(lo, hi, bins + 1) for lo, hi in edges]
+    target = MagSizeTarget.from_table(target_mag, target_size, bins)
 
     def measure(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        flux = images.reshape(len(images), -1).sum(1) * photometry.draw_flux_norm(
-            int(rng.integers(2**62)), 0, len(images)) / photometry.flux_scale
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mag = np.where(flux > 0, photometry.zero_point - 2.5 * np.log10(flux), np.nan)
-        size = half_light_radius(images)
-        cell_m = np.digitize(mag, edges[0]) - 1
-        cell_s = np.digitize(size, edges[1]) - 1
-        inside = (cell_m >= 0) & (cell_m < bins) & (cell_s >= 0) & (cell_s < bins)
-        return flux, mag, size, np.where(inside, cell_m * bins + cell_s, -1)
+        norm = photometry.draw_flux_norm(int(rng.integers(2**62)), 0, len(images))
+        mag, size = stamp_mag_size(images, norm, photometry)
+        return images.reshape(len(images), -1).sum(1) * norm / photometry.flux_scale, mag, size, \
+            target.cells(mag, size)
 
-    p = np.histogram2d(tm, ts, edges)[0].ravel()
-    p /= p.sum()
-    pilot_images = np.asarray(draw(pilot, rng), np.float64)
-    cells = measure(pilot_images)[3]
-    q = np.bincount(cells[cells >= 0], minlength=bins * bins).astype(np.float64)
-    q /= max(len(cells), 1)
-    reachable = q > 0
-    ratio = np.where(reachable, p / np.where(reachable, q, 1.0), 0.0)
-    if ratio.max() <= 0:
-        raise DataError("no generated object falls inside the target's magnitude/size range")
-    accept = ratio / ratio.max()
+    accept, unreachable, _ = target.acceptance(measure(np.asarray(draw(pilot, rng), np.float64))[3])
     kept: dict[str, list[np.ndarray]] = {"images": [], "flux": [], "mag_ab": [], "half_light_radius": []}
     n_kept, drawn = 0, 0
     while n_kept < n:
@@ -237,5 +299,5 @@ def rejection_sample(draw, n: int, target_mag: np.ndarray, target_size: np.ndarr
         n_kept += int(take.sum())
     out = {k: np.concatenate(v)[:n] for k, v in kept.items()}
     out["acceptance"] = np.float64(n_kept / drawn)
-    out["unreachable_fraction"] = np.float64(p[~reachable].sum())
+    out["unreachable_fraction"] = np.float64(unreachable)
     return out

@@ -30,6 +30,14 @@ def parse_counts(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--counts {text!r}: expected comma-separated integers") from None
 
 
+def parse_columns(text: str) -> tuple[str, str]:
+    """'MAG,SIZE' -> the target table's two column names."""
+    names = tuple(c.strip() for c in text.split(","))
+    if len(names) != 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"--target-columns {text!r}: expected MAG,SIZE")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="galhpc-generate",
@@ -65,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AB magnitude of one survey flux unit (e.g. 31.4 for nJy); default: the training store's "
                    "zero_point attribute; without one the mag_ab column is NaN")
     p.add_argument("--bunit", help="the survey's pixel unit (FITS BUNIT; default: the training store's bunit attribute)")
+    p.add_argument("--target-table", type=Path,
+                   help="draw the catalogue to this table's (AB magnitude, half-light radius) distribution by "
+                   "rejection sampling (any astropy format: CSV, ECSV, FITS, Parquet; needs a zero point); the "
+                   "pilot's acceptance is logged and stored in /meta, each object's candidates in rejection_draws")
+    p.add_argument("--target-columns", type=parse_columns, default=("mag_ab", "half_light_radius"), metavar="MAG,SIZE",
+                   help="the target table's magnitude and half-light radius (pixels) columns "
+                   "(default mag_ab,half_light_radius)")
+    p.add_argument("--target-bins", type=int, default=8, help="grid cells per axis of the target (default 8)")
+    p.add_argument("--target-pilot", type=int, default=2000,
+                   help="pilot draws that measure the generator's own (mag, size) density (default 2000)")
     add_output_options(p)
     return p
 
@@ -88,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype, compression=args.compression, table=not args.no_table, overwrite=args.overwrite,
             device=args.device, threads=args.threads, precision=args.precision,
             shard_minutes=args.shard_minutes, objects_per_second=args.objects_per_second,
-            zero_point=args.zero_point, bunit=args.bunit,
+            zero_point=args.zero_point, bunit=args.bunit, target_table=args.target_table,
+            target_columns=args.target_columns, target_bins=args.target_bins, target_pilot=args.target_pilot,
         )
 
     return run_cli("galhpc-generate", body)

@@ -47,9 +47,11 @@ POWER_BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.0625), (0.0625, 0.125), 
 POWER_NAMES = tuple(f"log_power_k{i + 1}" for i in range(len(POWER_BANDS)))
 # every per-stamp statistic, in table order; `log_sb_rhalf` = log10 of the mean surface brightness
 # inside r½ ((flux / 2) / (π r½²)): where sizes and fluxes are drawn without their relation, it moves
-STATISTICS: tuple[str, ...] = (*STATMORPH, "log_sb_rhalf", *POWER_NAMES)
+# `measured` = 1 where statmorph measured the stamp (a central segment, flag < 2), else 0: a
+# generator whose stamps statmorph cannot measure must not be scored on its few measurable ones
+STATISTICS: tuple[str, ...] = (*STATMORPH, "log_sb_rhalf", *POWER_NAMES, "measured")
 # the statmorph flux of an object without a segment (a blank stamp): not measurable
-_NAN = dict.fromkeys(STATISTICS, float("nan"))
+_NAN = dict.fromkeys(STATISTICS, float("nan")) | {"measured": 0.0}
 
 
 def sky_level(image: np.ndarray, border: int = 4) -> tuple[float, float]:
@@ -130,7 +132,8 @@ def measure(image: np.ndarray) -> dict[str, float]:
     dict
         name -> value; the statmorph ones are NaN when statmorph flags the stamp bad (flag
         >= 2) and `sersic_n` when its Sérsic fit failed; r½ in pixels, flux in the stamp's
-        units; the power-spectrum bands are measured on every stamp.
+        units; the power-spectrum bands are measured on every stamp; `measured` is 1.0 where
+        statmorph measured the stamp, else 0.0.
     """
     statmorph = require("statmorph", "report", "the morphology statistics of galhpc-fidelity and galhpc-report")
 
@@ -144,7 +147,7 @@ def measure(image: np.ndarray) -> dict[str, float]:
             morph = statmorph.SourceMorphology(sub, segmap, 1, weightmap=np.full(sub.shape, sigma))
             if morph.flag >= 2:
                 return out
-            out.update({name: float(getattr(morph, attr)) for name, attr in STATMORPH.items()})
+            out.update({name: float(getattr(morph, attr)) for name, attr in STATMORPH.items()}, measured=1.0)
         except Exception as err:  # statmorph raises assorted errors on degenerate stamps
             log.debug("statmorph failed on a stamp: %s", err)
             return out

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from galhpc.fidelity import sources
+from galhpc.fidelity.sampling import MODES, ExPostSampler, SamplingOptions, apply_temperature
 from galhpc.fidelity.score import FidelityResult, score, write_outputs
 from galhpc.runtime.errors import DataError
 
@@ -29,6 +30,7 @@ class FidelityOptions:
     component: int | None = None  # draw one mixture component / class only
     batch_size: int = 256
     figures: bool = True
+    sampling: SamplingOptions = SamplingOptions()  # prior (model.sample) or ex post; temperature
 
 
 def run_fidelity(out: str | Path, options: FidelityOptions, *, checkpoint: str | Path | None = None,
@@ -53,6 +55,11 @@ def run_fidelity(out: str | Path, options: FidelityOptions, *, checkpoint: str |
     real_store : str or Path, optional
         Every row of this store is the real set (a separate simulation or survey set).
 
+    A conditioned model (a class- or float-conditioned PixelCNN prior) is sampled at the
+    real stamps' own condition values (drawn from the real set's label column), so the
+    generated set has the real set's mix; a class-conditioned one without that column
+    gets its classes in equal shares.
+
     Returns
     -------
     (FidelityResult, {name: path written})
@@ -60,7 +67,9 @@ def run_fidelity(out: str | Path, options: FidelityOptions, *, checkpoint: str |
     Raises
     ------
     DataError
-        When neither or both of `checkpoint` and `synth`, no store is known, or the sets differ in stamp size.
+        When neither or both of `checkpoint` and `synth`, no store is known, the sets differ
+        in stamp size, a float-conditioned model's label column is missing, or the sampling
+        options do not fit the model (`galhpc.fidelity.sampling`).
     """
     from galhpc.checkpoint import load_model
 
@@ -85,8 +94,7 @@ def run_fidelity(out: str | Path, options: FidelityOptions, *, checkpoint: str |
         real = sources.read_store_stamps(store, held_rows, options.n_real, rng, "held-out rows")
     training = sources.read_store_stamps(store, train_rows, options.n_training, rng, "training rows")
     if model is not None:
-        generated = sources.sample_model(model, options.n_generated, options.seed, options.batch_size,
-                                         options.component)
+        generated = sample_generated(model, options, real, real_store or store, training, rng)
     else:
         generated = sources.read_catalogue_images(synth, options.n_generated, rng)
     if generated.images.shape[1:] != real.images.shape[1:]:
@@ -99,3 +107,62 @@ def run_fidelity(out: str | Path, options: FidelityOptions, *, checkpoint: str |
             "checkpoint": str(checkpoint or ""), "synth": str(synth or "")}
     paths = write_outputs(result, out, meta, options.figures, training=training.images)
     return result, paths
+
+
+def sample_generated(model, options: FidelityOptions, real: sources.StampSet, real_store: str | Path,
+                     training: sources.StampSet, rng: np.random.Generator) -> sources.StampSet:
+    """The generated set of a checkpoint, as `run_fidelity` draws it.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+        A generative model (eval mode).
+    options : FidelityOptions
+        `n_generated`, `seed`, `batch_size`, `component` and `sampling` (prior or ex post, τ).
+    real : StampSet
+        The real set, read from `real_store` rows: a conditioned model is drawn at its
+        stamps' condition values (with replacement when `n_generated` exceeds them).
+    real_store : str or Path
+        The store the real rows are from.
+    training : StampSet
+        Training stamps (the ex-post mixture is fitted to their latent means).
+    rng : numpy.random.Generator
+        Draws the condition values.
+
+    Returns
+    -------
+    StampSet
+        (n_generated, C, H, W) float32 stamps.
+
+    Raises
+    ------
+    DataError
+        For an unknown mode, τ <= 0, a float-conditioned model without its label column,
+        or sampling options the model does not take.
+    """
+    sampling = options.sampling
+    if sampling.mode not in MODES:
+        raise DataError(f"sampling mode {sampling.mode!r} is not one of {MODES}")
+    if sampling.temperature <= 0:
+        raise DataError(f"sampling temperature must be > 0, got {sampling.temperature}")
+    if sampling.mode == "expost":
+        sampler = ExPostSampler(model, training.images, sampling, options.seed)
+        return sources.sample_model(model, options.n_generated, options.seed, options.batch_size, options.component,
+                                    sampler=sampler)
+    apply_temperature(model, sampling)
+    cond, values = model.sample_condition, None
+    if cond is not None and options.component is None:
+        try:
+            real_values = sources.read_store_labels(real_store, real.rows, cond.column)
+        except DataError:
+            if cond.kind == "float":
+                raise
+            log.warning("%s: no %r labels: the classes are drawn in equal shares", real_store, cond.column)
+        else:
+            real_values = real_values[np.isfinite(real_values)]
+            if len(real_values) == 0:
+                raise DataError(f"{real_store}: the real stamps have no finite {cond.column!r} to sample at")
+            values = rng.choice(real_values, options.n_generated, replace=len(real_values) < options.n_generated)
+            log.info("sampling at the real stamps' %s (%s)", cond.column, cond.kind)
+    return sources.sample_model(model, options.n_generated, options.seed, options.batch_size, options.component,
+                                condition_values=values)

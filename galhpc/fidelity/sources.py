@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from galhpc.data.loader import holdout_mask
+from galhpc.fidelity.sampling import ExPostSampler
 from galhpc.io.catalog import open_catalog
 from galhpc.io.store import open_store
 from galhpc.models.base import GalaxyModel
@@ -42,7 +43,7 @@ def _nchw(images: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 256, component: int | None = None,
-                 condition_values: np.ndarray | None = None) -> StampSet:
+                 condition_values: np.ndarray | None = None, sampler: ExPostSampler | None = None) -> StampSet:
     """n stamps from `model.sample`, in batches, reproducible from `seed`.
 
     Parameters
@@ -57,10 +58,14 @@ def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 25
         Stamps per `sample` call.
     component : int, optional
         Mixture component (or class) to draw from; None: the prior's own mixture.  A
-        class-conditional model without `component` gets classes in equal shares.
+        class-conditional model without `component` gets the classes of `condition_values`,
+        else classes in equal shares.
     condition_values : numpy.ndarray, optional
-        (n,) values of a float-conditioned model's condition (e.g. the real stamps' own);
-        required by such a model.
+        (n,) values of a conditioned model's condition, one per stamp (e.g. the real stamps'
+        own, so the generated set has the real set's mix); required by a float-conditioned model.
+    sampler : ExPostSampler, optional
+        Draw from this ex-post latent mixture instead of the model's prior (unconditioned
+        models; `galhpc.fidelity.sampling`).
 
     Returns
     -------
@@ -70,13 +75,19 @@ def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 25
     Raises
     ------
     DataError
-        If the model is not generative, or float-conditioned without `condition_values`.
+        If the model is not generative, float-conditioned without `condition_values`, or
+        given both a `sampler` and a component or condition.
     """
     if not model.generative:
         raise DataError(f"model {model.name!r} is not generative: it has no samples to score")
     cond = model.sample_condition
     if cond is not None and cond.kind == "float" and condition_values is None:
         raise DataError(f"model {model.name!r} samples at a value of {cond.column!r}: give the real stamps' values")
+    if sampler is not None and (component is not None or cond is not None):
+        raise DataError(f"model {model.name!r}: ex-post sampling draws from one unconditioned latent mixture; "
+                        "it takes no component or condition")
+    if condition_values is not None and len(condition_values) < n:
+        raise DataError(f"{len(condition_values)} condition values for {n} stamps")
     device = next(model.parameters()).device
     images, components = [], []
     for k, lo in enumerate(range(0, n, batch_size)):
@@ -84,10 +95,16 @@ def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 25
         generator = torch.Generator(device=device).manual_seed(seed + k)
         if component is not None:
             out = _pair(model.sample(m, generator, component=component))
+        elif sampler is not None:
+            out = _pair(sampler.sample(m, generator))
         elif cond is not None and cond.kind == "class":
-            classes = np.arange(lo, lo + m) % int(cond.num_classes)
-            out = _concat([model.sample(int((classes == c).sum()), generator, component=int(c))
-                           for c in np.unique(classes)])
+            classes = (np.asarray(condition_values[lo:lo + m], np.int64) if condition_values is not None
+                       else np.arange(lo, lo + m) % int(cond.num_classes))
+            grouped = _concat([model.sample(int((classes == c).sum()), generator, component=int(c))
+                               for c in np.unique(classes)])
+            # back to the stamps' order (sampled grouped by class)
+            back = torch.as_tensor(np.argsort(np.argsort(classes, kind="stable"), kind="stable"))
+            out = (grouped[0][back.to(grouped[0].device)], grouped[1][back.to(grouped[1].device)])
         elif cond is not None and cond.kind == "float":
             out = _concat([model.sample(1, generator, **{cond.column: float(v)})
                            for v in condition_values[lo:lo + m]])
@@ -95,7 +112,9 @@ def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 25
             out = _pair(model.sample(m, generator))
         images.append(out[0].float().cpu().numpy())
         components.append(out[1].cpu().numpy().astype(np.int64).reshape(-1))
-    source = f"{model.name}.sample" + ("" if component is None else f"(component={component})")
+    source = f"{model.name}.sample" + ("" if component is None else f"(component={component})") \
+        + ("" if sampler is None else f" ex post ({len(sampler.weights)} components, temperature "
+                                      f"{sampler.temperature:g})")
     return StampSet(_nchw(np.concatenate(images)), source, component=np.concatenate(components))
 
 
@@ -141,3 +160,19 @@ def read_store_stamps(store: str | Path, rows: np.ndarray, n: int, rng: np.rando
     with open_store(store) as s:
         images = s.read("images", pick)
     return StampSet(_nchw(images), f"{Path(store).name} ({what})", rows=pick)
+
+
+def read_store_labels(store: str | Path, rows: np.ndarray, column: str) -> np.ndarray:
+    """The label `column` (float64) of store `rows` (sorted), e.g. a conditioned model's
+    condition at the real stamps.
+
+    Raises
+    ------
+    DataError
+        If the store has no such label column.
+    """
+    with open_store(store) as s:
+        if column not in s.info.label_names:
+            raise DataError(f"{store}: no label column {column!r} to condition the generated stamps on; "
+                            f"labels: {', '.join(s.info.label_names) or 'none'}")
+        return np.asarray(s.read(column, np.asarray(rows, np.int64)), np.float64)

@@ -35,16 +35,20 @@ def fidelity_section(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ran
         pick = np.sort(rng.choice(len(inp.synth.images), min(opt.n_morph, len(inp.synth.images)), replace=False))
         generated, source = inp.synth.images[pick], "synth.h5"
     else:
-        column = inference.float_condition(inp.model)
+        # a conditioned prior is drawn at the held-out stamps' own condition values (float, or
+        # class: the real mix of classes, not equal shares), when the report reads that column
+        cond = inp.model.sample_condition
+        column = None if cond is None else str(cond.column)
         values = None
-        if column is not None:
-            if inp.group_name != column or inp.holdout_groups is None:
-                return {"skipped": f"float-conditioned model: the held-out stamps carry no {column!r} to sample at"}
-            values = inp.holdout_groups[real_rows]
+        if column is not None and inp.group_name == column and inp.holdout_groups is not None:
+            values = np.asarray(inp.holdout_groups[real_rows], np.float64)
             if not np.isfinite(values).all():
                 return {"skipped": f"held-out stamps without a finite {column!r} to sample at"}
-        generated = sample_model(inp.model, opt.n_morph, opt.seed, opt.batch_size, condition_values=values).images
-        source = "model.sample" if column is None else f"model.sample at the real stamps' {column}"
+        elif inference.float_condition(inp.model) is not None:
+            return {"skipped": f"float-conditioned model: the held-out stamps carry no {column!r} to sample at"}
+        n = opt.n_morph if values is None else len(real)
+        generated = sample_model(inp.model, n, opt.seed, opt.batch_size, condition_values=values).images
+        source = "model.sample" if values is None else f"model.sample at the real stamps' {column}"
     result = score(generated, real, None, n_boot=50, processes=1, seed=opt.seed, folds=FOLDS)
     fidelity_figures.histograms(result, figs.path("fidelity", "fidelity_histograms.png",
                                                   "Per-statistic histograms, generated against held-out real, "
