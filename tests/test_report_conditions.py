@@ -118,7 +118,7 @@ def test_float_conditioned_prior_gets_statistics_per_condition_bin(float_prior_r
         assert b["n_real"] == b["n_generated"] == 5
         assert set(b["ks"]) == {"concentration", "asymmetry", "smoothness", "gini", "m20", "ellipticity",
                                 "half_light_radius", "sersic_n", "flux", "log_sb_rhalf", "log_power_k1",
-                                "log_power_k2", "log_power_k3", "log_power_k4"}
+                                "log_power_k2", "log_power_k3", "log_power_k4", "measured"}
         assert set(b["median_real"]) == set(b["ks"])
         assert b["ks"]["gini"]["n_a"] <= b["n_real"] and b["ks"]["gini"]["n_b"] <= b["n_generated"]
     assert any(b["ks"]["gini"]["ks"] is not None for b in per["bins"])  # generated stamps statmorph can measure
