@@ -244,12 +244,13 @@ def vqvae_scores(hdf_stores, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # HDF build + two preps (shared) and 600 steps: 230 s of training at load 12 on 2 cores
+@pytest.mark.timeout(1800)  # HDF build + two preps (shared) and 1500 steps: 155 s in all on a lightly loaded 2-core machine
 def test_vqvae_survey_preset_beats_pca_on_real_held_out_stamps(vqvae_scores):
     """configs/vqvae_survey.yaml against PCA-10 on the held-out HDF strip (issue #25 item 4).
-    Measured (docs/models.md "Real survey cutouts"): MSE 0.0685 vs 0.0721, χ²/pixel 1.11 vs
-    1.55 (Gaussian 285), 89 % of stamps won, η² of neighbour x/y 0.068/0.053, largest
-    cluster 35 %, precision@5 0.478 vs 0.413, 510 of 512 codes used (perplexity 328)."""
+    Measured (docs/models.md "Real survey cutouts", 196 held-out stamps, seed 0, 1500 steps):
+    MSE 0.0617 vs 0.0671, χ²/pixel 1.12 vs 1.91 (Gaussian 429), 91 % of stamps won, largest
+    cluster 27 %, precision@5 0.461 vs 0.335, 508 of 512 codes used (perplexity 239).  Seed 1
+    loses (MSE 0.100): the optimisation is unstable, see the docs."""
     recon, clusters, search = vqvae_scores["reconstruction"], vqvae_scores["clusters"]["model"], vqvae_scores["search"]
     model, pca, gauss = recon["model"], recon["pca10"], recon["gaussian"]
     # reconstruction: masked MSE and χ² with the per-pixel σ below PCA-10 and a Gaussian blob
@@ -270,7 +271,7 @@ def test_vqvae_survey_preset_beats_pca_on_real_held_out_stamps(vqvae_scores):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.xfail(strict=True, reason="the VQ-VAE's code map carries each stamp's depth: held-out η² of log S/N "
-                   "0.84 and of log noise σ 0.84 (PCA+GMM 0.52/0.57; target ≤ 0.10), issue #25 item 4")
+                   "0.59 and of log noise σ 0.75 (PCA+GMM 0.41/0.60; target ≤ 0.10), issue #25 item 4")
 def test_vqvae_survey_clusters_do_not_follow_signal_to_noise(vqvae_scores):
     clusters = vqvae_scores["clusters"]["model"]
     assert clusters["eta2_log_snr"] <= 0.10 and clusters["eta2_log_noise"] <= 0.10
