@@ -124,7 +124,6 @@ def test_training_threads_from_the_config_are_logged_as_such(monkeypatch, caplog
 
     monkeypatch.setattr(trainer, "make_backend", stop)
     torch_threads = __import__("torch").get_num_threads()
-    logging.getLogger("galhpc").propagate = True
     with caplog.at_level(logging.INFO, logger="galhpc.runtime.world"), pytest.raises(Stop):
         trainer.train(RunConfig(train=TrainConfig(threads=1)))
     __import__("torch").set_num_threads(torch_threads)

@@ -130,9 +130,7 @@ def test_training_refuses_a_store_without_the_flux_step(tmp_path):
         Trainer(survey_config(no_sigma, tmp_path / "run2"), SingleProcess(device="cpu"), resume=False)
 
 
-def test_a_run_shorter_than_its_schedule_warns_with_the_numbers(tmp_path, caplog, monkeypatch):
-    # setup_logging (an earlier CLI test in this process) stops galhpc records at the "galhpc" logger
-    monkeypatch.setattr(logging.getLogger("galhpc"), "propagate", True)
+def test_a_run_shorter_than_its_schedule_warns_with_the_numbers(tmp_path, caplog):
     store = write_store(tmp_path / "flux.h5", "[flux]")
     with caplog.at_level(logging.WARNING, logger="galhpc.train.trainer"):
         trainer = Trainer(survey_config(store, tmp_path / "run", steps=6), SingleProcess(device="cpu"), resume=False)
