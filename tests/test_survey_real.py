@@ -120,24 +120,22 @@ def read_stamps(store):
     return stamps, xy
 
 
-@pytest.fixture(scope="module")
-def survey_run(hdf_stores, tmp_path_factory):
-    """configs/astrovader_survey.yaml trained on the HDF training strip and scored on the
-    held-out strip against PCA-10 (`galhpc.report.survey`; the scores are also written to
-    survey_scores.json beside the run, for the docs)."""
+def train_and_score(config: str, hdf_stores, out: Path):
+    """The preset `config` trained on the HDF training strip and scored on the held-out strip
+    against PCA-10 fitted on the training stamps (`galhpc.report.survey`), with the labelled
+    objects' μ for the similarity search; returns (model, scores, training stamps)."""
     from galhpc.checkpoint import load_model
     from galhpc.config import load_config
     from galhpc.report import inference
     from galhpc.report.heldout import model_clusters
-    from galhpc.report.survey import cluster_scores, fit_pca, nuisances, survey_scores
+    from galhpc.report.survey import fit_pca, survey_scores
     from galhpc.train.trainer import train
 
-    tmp_path = tmp_path_factory.mktemp("survey_run")
-    cfg = load_config(ROOT / "configs" / "astrovader_survey.yaml")
+    cfg = load_config(ROOT / "configs" / config)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, store=str(hdf_stores["train"]), out_dir=str(tmp_path / "run"), backend="single", device="cpu"))
+        cfg.train, store=str(hdf_stores["train"]), out_dir=str(out / "run"), backend="single", device="cpu"))
     train(cfg)
-    model, _, _ = load_model(tmp_path / "run" / "ckpt.pt")
+    model, _, _ = load_model(out / "run" / "ckpt.pt")
     model.eval()
     train_stamps, train_xy = read_stamps(hdf_stores["train"])
     held, held_xy = read_stamps(hdf_stores["heldout"])
@@ -154,8 +152,22 @@ def survey_run(hdf_stores, tmp_path_factory):
             classes.append(cls)
     assert len(rows) >= 40, f"only {len(rows)} labelled objects survived the prep"
     labelled_mu, _ = inference.encode(model, images[rows][:, None], 128)
-    pca = fit_pca(train_stamps.images)
-    scores = survey_scores(recons, mu, components, held, pca, (labelled_mu, images[rows], np.array(classes)))
+    scores = survey_scores(recons, mu, components, held, fit_pca(train_stamps.images),
+                           (labelled_mu, images[rows], np.array(classes)))
+    return model, scores, train_stamps, held
+
+
+@pytest.fixture(scope="module")
+def survey_run(hdf_stores, tmp_path_factory):
+    """configs/astrovader_survey.yaml trained and scored (`train_and_score`), plus the
+    clusters of the training strip (the scores are also written to survey_scores.json
+    beside the run, for the docs)."""
+    from galhpc.report import inference
+    from galhpc.report.heldout import model_clusters
+    from galhpc.report.survey import cluster_scores, nuisances
+
+    tmp_path = tmp_path_factory.mktemp("survey_run")
+    model, scores, train_stamps, _ = train_and_score("astrovader_survey.yaml", hdf_stores, tmp_path)
     train_mu, _ = inference.encode(model, train_stamps.images[:, None], 128)
     train_components, _, _ = model_clusters(model, train_mu, None, 0)
     scores["train_clusters"] = cluster_scores(train_components, nuisances(train_stamps))
@@ -197,42 +209,12 @@ def test_survey_preset_clusters_do_not_follow_snr(survey_run):
 
 @pytest.fixture(scope="module")
 def vqvae_scores(hdf_stores, tmp_path_factory):
-    """configs/vqvae_survey.yaml trained on the HDF training strip and scored on the held-out
-    strip exactly as the AstroVaDEr preset above (`galhpc.report.survey`, PCA-10 fitted on the
-    training stamps), plus the codebook's use on the held-out stamps."""
+    """configs/vqvae_survey.yaml trained and scored exactly as the AstroVaDEr preset above
+    (`train_and_score`), plus the codebook's use on the held-out stamps."""
     import torch
 
-    from galhpc.checkpoint import load_model
-    from galhpc.config import load_config
-    from galhpc.report import inference
-    from galhpc.report.heldout import model_clusters
-    from galhpc.report.survey import fit_pca, survey_scores
-    from galhpc.train.trainer import train
-
     out = tmp_path_factory.mktemp("vqvae_survey")
-    cfg = load_config(ROOT / "configs" / "vqvae_survey.yaml")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, store=str(hdf_stores["train"]), out_dir=str(out / "run"), backend="single", device="cpu"))
-    train(cfg)
-    model, _, _ = load_model(out / "run" / "ckpt.pt")
-    model.eval()
-    train_stamps, train_xy = read_stamps(hdf_stores["train"])
-    held, held_xy = read_stamps(hdf_stores["heldout"])
-    mu, _ = inference.encode(model, held.images[:, None], 128)
-    recons = inference.reconstruct(model, held.images[:, None], 128)[:, 0]
-    components, _, _ = model_clusters(model, mu, None, 0)
-    images = np.concatenate([train_stamps.images, held.images])
-    xy = np.concatenate([train_xy, held_xy])
-    rows, classes = [], []
-    for x, y, cls in LABELLED:
-        d = np.hypot(xy[:, 0] - x, xy[:, 1] - y)
-        if d.min() < 3:
-            rows.append(int(d.argmin()))
-            classes.append(cls)
-    assert len(rows) >= 40, f"only {len(rows)} labelled objects survived the prep"
-    labelled_mu, _ = inference.encode(model, images[rows][:, None], 128)
-    scores = survey_scores(recons, mu, components, held, fit_pca(train_stamps.images),
-                           (labelled_mu, images[rows], np.array(classes)))
+    model, scores, _, held = train_and_score("vqvae_survey.yaml", hdf_stores, out)
     with torch.no_grad():
         codes = model.codes(torch.as_tensor(held.images[:, None], dtype=torch.float32)).flatten().numpy()
     p = np.bincount(codes, minlength=model.num_codes) / codes.size
