@@ -202,6 +202,8 @@ class Unstretch(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.stretch * torch.sinh((y / self.stretch).clamp(-self.limit, self.limit))
+
+
 # Reconstruction term: "mse" (pixel MSE, Cheng et al.) or "chi2" (mean of ((x − f) / σ)² with
 # the store's σ, per pixel or per object: faint and bright objects weigh by their S/N).
 RECON_KINDS = ("mse", "chi2")
