@@ -128,7 +128,7 @@ def train_and_score(config: str, hdf_stores, out: Path):
     from galhpc.config import load_config
     from galhpc.report import inference
     from galhpc.report.heldout import model_clusters
-    from galhpc.report.survey import fit_pca, survey_scores
+    from galhpc.report.survey import fit_pca, gappy_pca_reconstructions, survey_scores
     from galhpc.train.trainer import train
 
     cfg = load_config(ROOT / "configs" / config)
@@ -153,7 +153,8 @@ def train_and_score(config: str, hdf_stores, out: Path):
     assert len(rows) >= 40, f"only {len(rows)} labelled objects survived the prep"
     labelled_mu, _ = inference.encode(model, images[rows][:, None], 128)
     scores = survey_scores(recons, mu, components, held, fit_pca(train_stamps.images),
-                           (labelled_mu, images[rows], np.array(classes)))
+                           (labelled_mu, images[rows], np.array(classes)),
+                           gappy=gappy_pca_reconstructions(train_stamps, held))
     return model, scores, train_stamps, held
 
 
@@ -195,6 +196,16 @@ def test_survey_preset_on_real_held_out_stamps(survey_run):
     assert search["model"] > search["pca10"] and search["model"] > search["chance"] + 0.1
     # clusters do not follow where the neighbours' light is
     assert max(clusters["eta2_neighbour_x"], clusters["eta2_neighbour_y"]) <= 0.10
+    # χ² also below a PCA-10 that never sees a masked pixel (gappy PCA: 1.34 vs 1.61 measured)
+    assert recon["model"]["chi2_per_pixel"] < 0.95 * recon["pca10_gappy"]["chi2_per_pixel"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="against gappy PCA-10 (fitted and projected on valid pixels only) AstroVaDEr "
+                   "loses on MSE (0.0662 vs 0.0654) and wins only 44 % of the stamps by χ² (issue 25 item 4)")
+def test_survey_preset_beats_a_pca_that_leaves_masked_pixels_out(survey_run):
+    recon = survey_run["reconstruction"]
+    assert recon["model"]["mse"] < recon["pca10_gappy"]["mse"] and recon["wins"]["pca10_gappy"] >= 0.7
 
 
 @pytest.mark.slow
@@ -240,6 +251,8 @@ def test_vqvae_survey_preset_beats_pca_on_real_held_out_stamps(vqvae_scores):
     assert model["chi2_per_pixel"] < 0.85 * pca["chi2_per_pixel"]
     assert model["chi2_per_pixel"] < gauss["chi2_per_pixel"]
     assert recon["wins"]["pca10"] >= 0.75
+    # and below a PCA-10 that never sees a masked pixel (gappy PCA: MSE 0.0654, χ² 1.61, 87 % won)
+    assert model["mse"] < 0.99 * recon["pca10_gappy"]["mse"] and recon["wins"]["pca10_gappy"] >= 0.75
     # clusters of the code map do not follow where the neighbours sit, nor swallow the set
     assert clusters["eta2_neighbour_x"] <= 0.10 and clusters["eta2_neighbour_y"] <= 0.10
     assert clusters["max_share"] <= 0.40
