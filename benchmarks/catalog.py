@@ -30,10 +30,10 @@ import h5py
 import numpy as np
 import torch
 
-from galhpc.catalog.driver import WriteOptions
-from galhpc.catalog.encode import EncodeJob, EncodeOptions, encode_catalog
+from galhpc.inference.driver import WriteOptions
+from galhpc.inference.encode import EncodeJob, EncodeOptions, encode_catalog
 from galhpc.data.store import StoreReader
-from galhpc.catalog.generate import GenerateOptions, generate_catalog
+from galhpc.inference.generate import GenerateOptions, generate_catalog
 from galhpc.runtime.world import World, mpi_world
 from galhpc.checkpoint import load_model, save_checkpoint
 from galhpc.config import config_from_dict
@@ -110,8 +110,8 @@ def import_heavy_modules() -> None:
     """Import what a rank's first batch would otherwise import inside the timed window
     (scikit-learn alone takes ~1.5 s), on every rank, before any timing."""
     import sklearn.mixture  # noqa: F401
-    import galhpc.cluster.gmm  # noqa: F401
-    import galhpc.mixture  # noqa: F401
+    import galhpc.mixture.bayesian  # noqa: F401
+    import galhpc.mixture.diagonal  # noqa: F401
 
 
 def worker(args: argparse.Namespace) -> None:

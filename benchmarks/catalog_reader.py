@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from galhpc.catalog.h5out import ShardWriter, write_master
-from galhpc.catalog.shards import plan_shards, shard_dir_for, shard_path
+from galhpc.inference.h5out import ShardWriter, write_master
+from galhpc.inference.shards import plan_shards, shard_dir_for, shard_path
 
 REPO = Path(__file__).resolve().parents[1]
 

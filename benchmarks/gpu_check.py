@@ -124,8 +124,8 @@ def astrovader_config(store: Path, out: Path, size: int, precision: str, device:
 
 def time_model(size: int, precision: str, n: int, batch: int, device: torch.device, work: Path) -> dict[str, Any]:
     """Training img/s (second epoch), generate img/s (float16 HDF5) and encode obj/s."""
-    from galhpc.catalog.encode import encode_from_checkpoint
-    from galhpc.catalog.generate import generate_from_checkpoint
+    from galhpc.inference.encode import encode_from_checkpoint
+    from galhpc.inference.generate import generate_from_checkpoint
     from galhpc.train.trainer import train
 
     store = work / f"store{size}.h5"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from galhpc.catalog.h5out import ShardWriter, write_master
-from galhpc.catalog.shards import plan_shards, shard_dir_for, shard_path
+from galhpc.inference.h5out import ShardWriter, write_master
+from galhpc.inference.shards import plan_shards, shard_dir_for, shard_path
 
 MEASURE = r"""
 import json, resource, sys, time

@@ -28,8 +28,8 @@ import torch
 from sklearn.decomposition import PCA
 
 from galhpc.checkpoint import load_model
-from galhpc.cluster.gmm import fit_stick_breaking_bgm
-from galhpc.cluster.metrics import ari, nmi
+from galhpc.mixture.bayesian import fit_stick_breaking_bgm
+from galhpc.mixture.metrics import ari, nmi
 from galhpc.config import RunConfig, load_config
 from galhpc.data.loader import StoreLoader
 from galhpc.data.prep import run_prep

@@ -28,8 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from galhpc.catalog.h5out import ShardWriter, write_master
-from galhpc.catalog.shards import assign_shards, plan_shards, shard_dir_for, shard_path
+from galhpc.inference.h5out import ShardWriter, write_master
+from galhpc.inference.shards import assign_shards, plan_shards, shard_dir_for, shard_path
 
 BATCH = 4096
 

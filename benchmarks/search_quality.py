@@ -28,7 +28,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from galhpc.checkpoint import load_model
-from galhpc.mixture import fit_diag_gmm
+from galhpc.mixture.diagonal import fit_diag_gmm
 from galhpc.report.heldout import noise_sigma
 from galhpc.search.rarity import SCORES, LatentPrior, knn_distance, latent_prior, prior_nll, rarity_scores
 from galhpc.search.run import store_stamps

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from galhpc.cluster import starsep
+from galhpc.inference import starsep
 from galhpc.train.arrays import fit_arrays
 from galhpc.data.starsim import StarSimOptions
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE

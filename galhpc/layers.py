@@ -10,13 +10,13 @@ from __future__ import annotations
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("galhpc", "_ext", "layers", "runtime"),  # version (+ lazy public API), compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers
     ("config", "priors", "kernels", "extras"),  # run schema; KL terms; compute kernels (PSF FFT, codebook); optional packages (MissingExtraError is a GalhpcError)
-    ("data", "mixture"),             # sources, preprocessing, the store and its loader; diagonal GMM
+    ("data", "mixture"),             # sources, preprocessing, the store and its loader; Gaussian mixtures (diagonal, stick-breaking) and their scores
     ("models", "io"),                # nn.Modules behind GalaxyModel (read no files); reading and exporting stores and catalogues
-    ("checkpoint", "cluster"),       # model files (build with collaborators); clustering and its evaluation
-    ("train", "catalog", "api"),     # the trainer and backends; catalogue jobs (shards, HDF5 writer); load_model
+    ("checkpoint",),                 # model files (build with collaborators)
+    ("train", "inference", "api"),   # the trainer and backends; catalogue inference jobs (encode, generate, star/galaxy); load_model
     ("search", "fidelity"),          # similarity search and rarity scores over encoded catalogues; generated-vs-real statistics
     ("report",),                     # figures and metrics
-    ("cli", "jobs"),                 # entry points: parse arguments, call the floors below
+    ("cli", "submit"),               # entry points: parse arguments, call the floors below; the submitit launcher
 )
 
 

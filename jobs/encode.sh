@@ -20,13 +20,13 @@
 set -euo pipefail
 
 jobs_dir=${GALHPC_JOBS_DIR:-$(dirname "$(readlink -f "$0")")}
-if [[ ! -f $jobs_dir/catalog.sh && -n ${SLURM_JOB_ID:-} ]]; then  # sbatch runs a copy of this script
+if [[ ! -f $jobs_dir/common.sh && -n ${SLURM_JOB_ID:-} ]]; then  # sbatch runs a copy of this script
   # scontrol's multi-line form gives Command= a line of its own: a path with spaces stays
   # whole; words after the script's path (arguments, in some Slurm versions) are dropped
   script=$(scontrol show job "$SLURM_JOB_ID" | sed -n 's/^ *Command=//p')
   while [[ ! -f $script && $script == *" "* ]]; do script=${script% *}; done
   jobs_dir=$(dirname "$script")
 fi
-# shellcheck source=jobs/catalog.sh
-source "$jobs_dir/catalog.sh"
+# shellcheck source=jobs/common.sh
+source "$jobs_dir/common.sh"
 galhpc_catalog_job encode --store STORE "$@"

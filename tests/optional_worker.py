@@ -34,8 +34,8 @@ av = config_from_dict({"model": {"name": "astrovader", "image_size": 16, "latent
                                  "params": {"n_clusters": 3, "filters": [4, 4, 4], "kernels": [3, 3, 3]}}})
 save_checkpoint(root / "av.pt", {"model_name": "astrovader", "model_state": build_model(av.model).state_dict(),
                                  "config": av.to_yaml()})
-from galhpc.catalog.encode import encode_from_checkpoint  # noqa: E402
-from galhpc.catalog.generate import generate_from_checkpoint  # noqa: E402
+from galhpc.inference.encode import encode_from_checkpoint  # noqa: E402
+from galhpc.inference.generate import generate_from_checkpoint  # noqa: E402
 
 report["generated"] = generate_from_checkpoint(root / "av.pt", root / "gen.h5", n=64, batch_size=32, dtype="float16",
                                                noise_sigma=0.01, device="cpu", threads=1).objects_written

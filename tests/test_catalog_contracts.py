@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from galhpc.catalog import driver
-from galhpc.catalog.driver import WriteOptions
-from galhpc.catalog.generate import GenerateOptions, generate_catalog
-from galhpc.catalog.shards import CatalogError
+from galhpc.inference import driver
+from galhpc.inference.driver import WriteOptions
+from galhpc.inference.generate import GenerateOptions, generate_catalog
+from galhpc.inference.shards import CatalogError
 from galhpc.checkpoint import load_model
 from galhpc.io.catalog import open_catalog
 from galhpc.runtime.world import World

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from galhpc.catalog.driver import WriteOptions
-from galhpc.catalog.encode import EncodeOptions, encode_catalog, encode_from_checkpoint
-from galhpc.catalog.shards import CatalogError
+from galhpc.inference.driver import WriteOptions
+from galhpc.inference.encode import EncodeOptions, encode_catalog, encode_from_checkpoint
+from galhpc.inference.shards import CatalogError
 from galhpc.checkpoint import load_model
 from galhpc.cli.encode import main as encode_main
-from galhpc.cluster.gmm import fit_stick_breaking_bgm
-from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
+from galhpc.mixture.bayesian import fit_stick_breaking_bgm
+from galhpc.mixture.diagonal import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.vae import ConvVAE
 from galhpc.runtime.world import World
 

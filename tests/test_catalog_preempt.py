@@ -14,7 +14,7 @@ import h5py
 import pytest
 import torch
 
-from galhpc.catalog.generate import generate_from_checkpoint
+from galhpc.inference.generate import generate_from_checkpoint
 from galhpc.runtime.signals import EXIT_PREEMPTED
 
 from test_catalog_generate import make_checkpoint

@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from galhpc.catalog.driver import auto_shard_size, effective_shard_size, legacy_auto_shard_size
-from galhpc.catalog.generate import GenerateOptions, component_segments, sample_blocks
-from galhpc.catalog.h5out import WriteBehind, parse_compression, write_master, ShardWriter
-from galhpc.catalog.seeds import NOISE_STREAM, derived_seed
-from galhpc.catalog.shards import (
+from galhpc.inference.driver import auto_shard_size, effective_shard_size, legacy_auto_shard_size
+from galhpc.inference.generate import GenerateOptions, component_segments, sample_blocks
+from galhpc.inference.h5out import WriteBehind, parse_compression, write_master, ShardWriter
+from galhpc.inference.seeds import NOISE_STREAM, derived_seed
+from galhpc.inference.shards import (
     CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, shard_dir_for,
     shard_in_flight,
 )

@@ -83,8 +83,8 @@ def test_training_steps_on_cuda(tmp_path, precision):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_generate_and_encode_on_cuda(tmp_path, precision):
-    from galhpc.catalog.encode import encode_from_checkpoint
-    from galhpc.catalog.generate import generate_from_checkpoint
+    from galhpc.inference.encode import encode_from_checkpoint
+    from galhpc.inference.generate import generate_from_checkpoint
     from galhpc.train.trainer import train
 
     store = tiny_store(tmp_path / "s.h5")

@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from galhpc.catalog.generate import generate_from_checkpoint
+from galhpc.inference.generate import generate_from_checkpoint
 from galhpc.checkpoint import save_checkpoint
 from galhpc.config import config_from_dict
 from galhpc.io.catalog import open_catalog
@@ -131,7 +131,7 @@ def _gaussians(k, rng, size=24):
 def test_rejection_sampling_follows_a_target_magnitude_and_size_table():
     from scipy import stats
 
-    from galhpc.catalog.photometry import Photometry, half_light_radius, rejection_sample
+    from galhpc.inference.photometry import Photometry, half_light_radius, rejection_sample
 
     rng = np.random.default_rng(7)
     one = _gaussians(1, np.random.default_rng(1))
@@ -160,7 +160,7 @@ def test_generate_rejection_moves_magnitudes_to_the_target(synth, capfd):
 
     from scipy import stats
 
-    from galhpc.catalog.photometry import half_light_radius
+    from galhpc.inference.photometry import half_light_radius
     from galhpc.cli.generate import main as generate_main
 
     root, _ = synth

@@ -5,9 +5,9 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from galhpc.cluster.gmm import fit_stick_breaking_bgm
-from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
-from galhpc.cluster.metrics import ari, nmi, permutation_baseline
+from galhpc.mixture.bayesian import fit_stick_breaking_bgm
+from galhpc.mixture.diagonal import fit_diag_gmm, gmm_responsibilities
+from galhpc.mixture.metrics import ari, nmi, permutation_baseline
 
 
 def _blobs(k, n_per, dim=4, seed=0):

@@ -256,14 +256,14 @@ def test_default_catalogues_and_stores_open_in_h5dump(files):
 def test_only_rank_0_checks_the_lock_of_a_catalogue_job(tmp_path, monkeypatch, capsys):
     """Under mpirun, rank 0 takes <out>.lock for the run; a rank that starts late must not
     take its own run's lock for another run's."""
-    import galhpc.catalog.generate
+    import galhpc.inference.generate
     import galhpc.runtime.world
     from galhpc.runtime.world import World
 
     out = tmp_path / "g.h5"
     (tmp_path / "g.h5.lock").write_text(f"{socket.gethostname()}:{os.getpid()}\n")  # held by a live process
     called = []
-    monkeypatch.setattr(galhpc.catalog.generate, "generate_from_checkpoint", lambda **kw: called.append(kw))
+    monkeypatch.setattr(galhpc.inference.generate, "generate_from_checkpoint", lambda **kw: called.append(kw))
     argv = ["--checkpoint", "x.pt", "--n", "5", "--out", str(out)]
     monkeypatch.setattr(galhpc.runtime.world, "detect_world", lambda: World(rank=1, size=2))
     assert generate_main(argv) == 0 and len(called) == 1

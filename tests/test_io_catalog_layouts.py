@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import galhpc.io.catalog as catalog_module
-from galhpc.catalog.h5out import catalogue_attrs
+from galhpc.inference.h5out import catalogue_attrs
 from galhpc.io.catalog import CatalogError, open_catalog
 
 COLUMNS = {  # name: (row shape, dtype)

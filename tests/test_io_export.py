@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy import units as u
 from astropy.table import Table
 
-from galhpc.catalog.encode import encode_from_checkpoint
+from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.cli.export import main as export_main
 from galhpc.io.catalog import Catalog, open_catalog
 from galhpc.io.export import export_fits, export_parquet

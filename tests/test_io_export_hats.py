@@ -94,8 +94,8 @@ def test_no_sky_positions_is_one_clear_error(tmp_path, capsys):
 def sharded_catalogue(out, n, size, seed):
     """A generate-shaped catalogue (images, latents z, sky positions) written by galhpc's own
     shard writer, in shards of `size` rows."""
-    from galhpc.catalog.h5out import ShardWriter, write_master
-    from galhpc.catalog.shards import plan_shards, shard_dir_for, shard_path
+    from galhpc.inference.h5out import ShardWriter, write_master
+    from galhpc.inference.shards import plan_shards, shard_dir_for, shard_path
 
     shards = plan_shards(n, size)
     shard_dir = shard_dir_for(out)

@@ -59,11 +59,11 @@ def test_imports_only_go_down_the_floors():
 
 
 def test_the_check_catches_an_import_up_the_floors(tmp_path):
-    """The two imports that ran back up before this layout (models -> cluster, models -> checkpoint)."""
+    """Two imports that run back up: models -> inference (the catalogue jobs), models -> checkpoint."""
     models = tmp_path / "galhpc" / "models"
     models.mkdir(parents=True)
-    (models / "vade.py").write_text("from galhpc.cluster.gmm import fit_diag_gmm\n")
+    (models / "vade.py").write_text("from galhpc.inference.starsep import evaluate\n")
     (models / "pixelcnn.py").write_text("def f():\n    from galhpc.checkpoint import load_model\n")
     (models / "ok.py").write_text("from galhpc.runtime.world import LOCAL\nfrom galhpc.models.base import GalaxyModel\n")
     found = violations(tmp_path / "galhpc")
-    assert len(found) == 2 and "imports galhpc.cluster.gmm" in found[1] and "galhpc.checkpoint" in found[0]
+    assert len(found) == 2 and "imports galhpc.inference.starsep" in found[1] and "galhpc.checkpoint" in found[0]

@@ -26,8 +26,8 @@ from test_distributed_multiprocess import assert_ranks_match_reference  # noqa: 
 from test_slurm import sbatch  # noqa: E402
 from tiny_run import read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
 
-from galhpc.catalog.encode import encode_from_checkpoint  # noqa: E402
-from galhpc.catalog.generate import generate_from_checkpoint  # noqa: E402
+from galhpc.inference.encode import encode_from_checkpoint  # noqa: E402
+from galhpc.inference.generate import generate_from_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")

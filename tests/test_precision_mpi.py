@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from galhpc.catalog.encode import encode_from_checkpoint
-from galhpc.catalog.generate import generate_from_checkpoint
+from galhpc.inference.encode import encode_from_checkpoint
+from galhpc.inference.generate import generate_from_checkpoint
 
 from test_catalog_encode import write_store
 from test_catalog_generate import make_checkpoint

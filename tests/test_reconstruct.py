@@ -14,9 +14,9 @@ import pytest
 import torch
 from scipy.signal import fftconvolve
 
-from galhpc.catalog.encode import EncodeJob, EncodeOptions
+from galhpc.inference.encode import EncodeJob, EncodeOptions
 from galhpc.data.store import StoreReader
-from galhpc.catalog.shards import Shard
+from galhpc.inference.shards import Shard
 from galhpc.config import ModelConfig, RunConfig, TrainConfig
 from galhpc.data.sources import Block
 from galhpc.data.store import StoreWriter

@@ -28,7 +28,7 @@ def test_hierarchy_inherits_the_builtin_types():
 
 
 def test_old_import_paths_name_the_same_classes():
-    from galhpc.catalog.shards import CatalogError as a
+    from galhpc.inference.shards import CatalogError as a
     from galhpc.checkpoint import CheckpointError as b
     from galhpc.config import ConfigError as c
     from galhpc.data.sources import DataError as d

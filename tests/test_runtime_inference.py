@@ -1,11 +1,11 @@
-"""galhpc.runtime.inference.run_batched: one batched, gradient-free loop."""
+"""galhpc.runtime.batching.run_batched: one batched, gradient-free loop."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from galhpc.runtime.inference import evaluating, run_batched
+from galhpc.runtime.batching import evaluating, run_batched
 
 
 class Probe(torch.nn.Module):

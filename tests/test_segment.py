@@ -55,7 +55,7 @@ def test_predictions_do_not_depend_on_the_batch_or_mode():
 
 @pytest.mark.slow
 def test_segmentation_learns_on_simulated_fields():
-    from galhpc.cluster import starsep
+    from galhpc.inference import starsep
     from galhpc.data.starsim import StarSimOptions, simulate_block
     from galhpc.train.arrays import fit_arrays
 

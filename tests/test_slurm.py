@@ -1,4 +1,4 @@
-"""jobs/train.sh and galhpc.jobs (submitit) on a real one-node Slurm cluster (tests/slurm_cluster.py).
+"""jobs/train.sh and galhpc.submit (submitit) on a real one-node Slurm cluster (tests/slurm_cluster.py).
 
 - sbatch jobs/train.sh on 2 tasks (srun -> torch.distributed) writes the checkpoint;
 - a job told to stop (scancel --signal=USR1, as Slurm does before the time limit) saves,
@@ -106,7 +106,7 @@ def test_torchrun_job_stopped_by_usr1_requeues_and_resumes(cluster, config_path,
 
 
 def test_submitit_slurm_job_is_preempted_requeued_and_resumes(cluster, config_path, tmp_path, monkeypatch):
-    from galhpc.jobs import submit_training
+    from galhpc.submit import submit_training
 
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     out = tmp_path / "run"
@@ -123,7 +123,7 @@ def test_submitit_slurm_job_is_preempted_requeued_and_resumes(cluster, config_pa
 
 
 def test_submitit_local_executor_trains(config_path, tmp_path):
-    from galhpc.jobs import submit_training
+    from galhpc.submit import submit_training
 
     out = tmp_path / "run"
     job = submit_training(config_path, tmp_path / "submitit", {"out_dir": str(out), "epochs": 1},

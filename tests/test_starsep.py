@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from galhpc.cluster import starsep
+from galhpc.inference import starsep
 from galhpc.train.arrays import fit_arrays
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE
 

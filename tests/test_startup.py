@@ -43,8 +43,8 @@ def test_help_and_argument_errors_import_no_heavy_package(command):
 
 
 RANK_NEEDS = {  # what each rank of an MPI command needs at import: torch (once), h5py for HDF5 outputs
-    "galhpc.catalog.encode": {"torch", "h5py"},
-    "galhpc.catalog.generate": {"torch", "h5py"},
+    "galhpc.inference.encode": {"torch", "h5py"},
+    "galhpc.inference.generate": {"torch", "h5py"},
     "galhpc.train.trainer": {"torch"},
     "galhpc.search.run": {"torch", "h5py"},
     "galhpc.search.rarity": {"torch", "h5py"},

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from galhpc.checkpoint import load_model
-from galhpc.cluster.metrics import ari, nmi, permutation_baseline
+from galhpc.mixture.metrics import ari, nmi, permutation_baseline
 from galhpc.config import ModelConfig, PrepConfig, RunConfig, ScheduleConfig, SourceConfig, TrainConfig
 from galhpc.data.loader import StoreLoader
 from galhpc.data.prep import run_prep

@@ -6,7 +6,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 from torch.distributions import Categorical, Normal
 
-from galhpc.mixture import gmm_responsibilities
+from galhpc.mixture.diagonal import gmm_responsibilities
 from galhpc.models.base import StepState
 from galhpc.models.vade import AstroVaDEr
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl

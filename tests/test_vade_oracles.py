@@ -15,7 +15,7 @@ from sklearn.mixture import GaussianMixture
 
 import galhpc.models.vade as vade_module
 from galhpc.checkpoint import save_checkpoint
-from galhpc.catalog.encode import encode_from_checkpoint
+from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.config import ScheduleConfig, config_from_dict
 from galhpc.models.base import StepState
 from galhpc.models.vade import AstroVaDEr

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the following arguments are required: --store")
 
     def body() -> None:
-        from galhpc.catalog.encode import encode_from_checkpoint
+        from galhpc.inference.encode import encode_from_checkpoint
         from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
         from galhpc.runtime.world import detect_world
 

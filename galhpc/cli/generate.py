@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        from galhpc.catalog.generate import generate_from_checkpoint
+        from galhpc.inference.generate import generate_from_checkpoint
         from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
         from galhpc.runtime.world import detect_world
 

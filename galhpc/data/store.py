@@ -281,7 +281,7 @@ def flux_calibration(path: str | Path, max_values: int = FLUX_CALIBRATION_VALUES
     """A store's photometric calibration, small enough to travel in a checkpoint.
 
     Generated stamps are in stored units (input / flux_norm · flux_scale, galhpc.data.prep);
-    galhpc.catalog.photometry turns them back into survey units with a flux_norm drawn from
+    galhpc.inference.photometry turns them back into survey units with a flux_norm drawn from
     this distribution, so a checkpoint moved away from its store still generates in survey units.
 
     Parameters

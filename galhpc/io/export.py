@@ -480,7 +480,7 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
 # Images: one FITS per object, a cube, and injection into a survey image ---------------------------
 def survey_images(cat: Catalog, values: dict[str, np.ndarray]) -> np.ndarray:
     """A shard's images (n, H, W) (channels averaged) in the survey's units: stored pixels ·
-    flux_norm / flux_scale when the catalogue records them (galhpc.catalog.photometry),
+    flux_norm / flux_scale when the catalogue records them (galhpc.inference.photometry),
     else as stored."""
     images = np.asarray(values["images"], np.float32)
     if images.ndim == 4:

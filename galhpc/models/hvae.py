@@ -9,7 +9,7 @@ two-stage training of the seed, in one pass).
 
 `PeakedVAE`: the single-level baselines, a convolutional VAE on the images themselves,
 with the same double-peaked prior ("VAE with revised KL") or with `peaked_dims=0` a plain
-unit-Gaussian VAE; their latents go to manifold learning in `galhpc.cluster.starsep`.
+unit-Gaussian VAE; their latents go to manifold learning in `galhpc.inference.starsep`.
 
 Which side of zero holds the galaxies is decided without labels: stars are point
 sources, so the side whose objects have the more concentrated light is the star side.

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galhpc.mixture import fit_diag_gmm, gmm_responsibilities
+from galhpc.mixture.diagonal import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
 from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsample_block, vgg_block, xavier_init
 from galhpc.models.nuisance import Canonicaliser, random_angles, rotate

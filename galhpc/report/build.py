@@ -144,9 +144,9 @@ def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, 
     A section that raises is logged and recorded as {"error": ...}; the others still run
     (`failed_sections` lists the failures).  `store` and `holdout_store` may be FITS cutouts:
     they are prepared with the prep recipe of the checkpoint's training store into
-    temporary stores (`galhpc.catalog.encode.as_store`), removed when the report is written.
+    temporary stores (`galhpc.inference.encode.as_store`), removed when the report is written.
     """
-    from galhpc.catalog.encode import as_store
+    from galhpc.inference.encode import as_store
 
     opt = options or ReportOptions()
     out = Path(out)

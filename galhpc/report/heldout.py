@@ -14,7 +14,7 @@ from galhpc.models.base import GalaxyModel
 from galhpc.report import inference, sampling
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.files import open_h5_readonly
-from galhpc.runtime.inference import run_batched
+from galhpc.runtime.batching import run_batched
 
 DEFAULT_CLUSTERS = 10  # K of a model without a mixture when neither the caller nor a catalogue gives one
 

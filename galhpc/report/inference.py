@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from galhpc.models.base import GalaxyModel
-from galhpc.runtime.inference import run_batched, to_numpy
+from galhpc.runtime.batching import run_batched, to_numpy
 
 
 def encode(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:

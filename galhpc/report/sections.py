@@ -158,7 +158,7 @@ def _label_agreement(inp: Inputs, figs: Figures) -> dict[str, Any]:
     `flagged` above `truth.ETA2_FLAG`) and `role` "nuisance" instead of an NMI/ARI.
     Only sampled objects found in the store (and with a cluster label) take part.
     """
-    from galhpc.cluster.metrics import permutation_baseline
+    from galhpc.mixture.metrics import permutation_baseline
 
     result: dict[str, Any] = {}
     present = (inp.member_rows >= 0) & (inp.clusters.component >= 0) if inp.member_rows is not None else None
@@ -574,7 +574,7 @@ def _per_bin(column: str, bins: metrics.ConditionBins, real_table: dict[str, np.
 def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
     """The most unusual objects of the catalogue sample by each rarity score (galhpc.search.rarity):
     prior NLL of μ, distance to the 10th neighbour within the sample, reconstruction χ² per pixel."""
-    from galhpc.mixture import fit_diag_gmm
+    from galhpc.mixture.diagonal import fit_diag_gmm
     from galhpc.search.rarity import SCORES, knn_distance, latent_prior, prior_nll
 
     cs = inp.clusters

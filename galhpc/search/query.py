@@ -204,7 +204,7 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
         No checkpoint known, a checkpoint that is not the catalogue's, a query file that
         cannot be prepared or encoded (one line naming it).
     """
-    from galhpc.catalog.encode import fits_as_store, is_store_path
+    from galhpc.inference.encode import fits_as_store, is_store_path
     from galhpc.checkpoint import inference_prep, load_model
 
     ckpt = catalog.checkpoint_path(checkpoint)

@@ -159,7 +159,7 @@ def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mos
     with the prep of the checkpoint's training store, into a temporary store)."""
     import glob
 
-    from galhpc.catalog.encode import as_store, is_store_path
+    from galhpc.inference.encode import as_store, is_store_path
 
     with CatalogColumns(catalog_path) as catalog:
         attrs = {"catalog": str(catalog_path), "k": str(result.topk.rows.shape[1]), "metric": "euclidean on mu"}

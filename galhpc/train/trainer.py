@@ -48,7 +48,7 @@ from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress
 from galhpc.runtime.errors import ConfigError, DataError, NonFiniteLossError
 from galhpc.runtime.files import OutputInUseError, OutputLock, atomic_open, atomic_path, remove_stale_temps
-from galhpc.runtime.inference import run_batched
+from galhpc.runtime.batching import run_batched
 from galhpc.runtime.signals import EXIT_PREEMPTED, StopFlag, stop_signals
 from galhpc.runtime.precision import autocast, check_precision, grad_scaler
 from galhpc.runtime.transfer import device_prefetch
@@ -559,7 +559,7 @@ class Trainer:
         """
         if not self.model.has_mixture:
             return
-        from galhpc.cluster.gmm import fit_stick_breaking_bgm
+        from galhpc.mixture.bayesian import fit_stick_breaking_bgm
         from galhpc.data.loader import StoreLoader
 
         s, t = self.cfg.schedule, self.cfg.train

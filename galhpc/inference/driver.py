@@ -24,11 +24,11 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from galhpc.catalog.h5out import (
+from galhpc.inference.h5out import (
     FINGERPRINT_ATTR, IMAGE_COLUMNS, ShardWriter, WriteBehind, catalogue_attrs, parse_compression,
     read_master_fingerprint, shard_problem, write_master,
 )
-from galhpc.catalog.shards import (
+from galhpc.inference.shards import (
     CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, read_manifest, record_manifest,
     shard_in_flight, shard_path,
 )
@@ -37,7 +37,7 @@ from galhpc.runtime.files import OutputLock
 from galhpc.runtime.signals import EXIT_PREEMPTED, Preempted, StopFlag, stop_signals
 from galhpc.runtime.world import World
 
-log = logging.getLogger("galhpc.catalog.driver")
+log = logging.getLogger("galhpc.inference.driver")
 T = TypeVar("T")
 
 

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.catalog.seeds import derived_seed
+from galhpc.inference.seeds import derived_seed
 from galhpc.data.store import flux_calibration
 from galhpc.runtime.errors import DataError
 
-log = logging.getLogger("galhpc.catalog.photometry")
+log = logging.getLogger("galhpc.inference.photometry")
 
 FLUX_STREAM = 2  # the draw of each object's flux_norm (seeds.SAMPLE_STREAM 0, NOISE_STREAM 1)
 STORED_UNIT = "stored"  # BUNIT of pixels left in stored units (no flux step, no survey unit known)

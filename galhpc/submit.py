@@ -1,6 +1,6 @@
 """Submit `galhpc-train` through submitit: to Slurm when a cluster answers, else as local processes.
 
-    python -m galhpc.jobs --config cfg.yaml --folder runs/submitit [--tasks-per-node 4 --gpus-per-node 4]
+    python -m galhpc.submit --config cfg.yaml --folder runs/submitit [--tasks-per-node 4 --gpus-per-node 4]
 
 `TrainJob` is `Checkpointable`: when Slurm announces preemption or the time limit
 (submitit's signal, USR2 by default) the trainer finishes its step, saves
@@ -26,9 +26,9 @@ from typing import Any
 from galhpc.config import RunConfig, load_config
 from galhpc.extras import require
 
-submitit = require("submitit", "jobs", "submitting training through submitit (galhpc.jobs)")
+submitit = require("submitit", "jobs", "submitting training through submitit (galhpc.submit)")
 
-log = logging.getLogger("galhpc.jobs")
+log = logging.getLogger("galhpc.submit")
 
 
 def slurm_answers(timeout_s: float = 10.0) -> bool:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from galhpc.runtime import setup_logging
     from galhpc.runtime.cli import add_deprecated_alias, run_cli
 
-    p = argparse.ArgumentParser(prog="python -m galhpc.jobs", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m galhpc.submit", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="YAML run config")
     p.add_argument("--folder", default="runs/submitit", help="submitit's folder for job files and logs")
     p.add_argument("--cluster", choices=["slurm", "local"], help="default: slurm if `sinfo` answers, else local")
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             result = job.result()
             print(f"done: {result['epochs']} epochs, {result['steps']} steps, checkpoint {result['checkpoint']}")
 
-    return run_cli("python -m galhpc.jobs", body)
+    return run_cli("python -m galhpc.submit", body)
 
 
 if __name__ == "__main__":

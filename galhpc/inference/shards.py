@@ -25,7 +25,7 @@ from typing import Any
 from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.files import atomic_path, remove_stale_temps, write_text_atomic
 
-log = logging.getLogger("galhpc.catalog.shards")
+log = logging.getLogger("galhpc.inference.shards")
 
 MANIFEST = "manifest.json"
 

@@ -8,7 +8,7 @@ i - s of `model.sample(len, torch.Generator().manual_seed(seed_i), ...)`.  Block
 on object indices and B only, so any rank count gives the same catalogue.
 
 With a target (AB magnitude, half-light radius) table (`--target-table`, rejection
-sampling, `galhpc.catalog.photometry.MagSizeTarget`), a pilot of `pilot` objects (seeded
+sampling, `galhpc.inference.photometry.MagSizeTarget`), a pilot of `pilot` objects (seeded
 by (seed, PILOT_STREAM)) gives the generator's own density and the keep probability per
 grid cell; block s then draws candidates of B objects from its generator, each with its own
 flux_norm and uniform from the stream (seed, s, ACCEPT_STREAM), and keeps them in order until
@@ -30,18 +30,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from galhpc.catalog.driver import RunResult, WriteOptions, run_catalog
-from galhpc.catalog.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
-from galhpc.catalog.h5out import parse_compression, run_meta
-from galhpc.catalog.photometry import MagSizeTarget, Photometry, stamp_mag_size, store_photometry
-from galhpc.catalog.seeds import derived_seed
-from galhpc.catalog.shards import CatalogError, Shard
+from galhpc.inference.driver import RunResult, WriteOptions, run_catalog
+from galhpc.inference.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
+from galhpc.inference.h5out import parse_compression, run_meta
+from galhpc.inference.photometry import MagSizeTarget, Photometry, stamp_mag_size, store_photometry
+from galhpc.inference.seeds import derived_seed
+from galhpc.inference.shards import CatalogError, Shard
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.world import World
 
-log = logging.getLogger("galhpc.catalog.generate")
+log = logging.getLogger("galhpc.inference.generate")
 
 IMAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
 PILOT_STREAM = 3  # the rejection pilot's draws (seeds.SAMPLE_STREAM 0, NOISE_STREAM 1, photometry 2)
@@ -64,7 +64,7 @@ class GenerateOptions:
     keep_clean: bool = False
     dtype: str = "float32"
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of model.sample
-    photometry: Photometry | None = None  # flux_norm, flux, mag_ab columns (galhpc.catalog.photometry)
+    photometry: Photometry | None = None  # flux_norm, flux, mag_ab columns (galhpc.inference.photometry)
     rejection: Rejection | None = None  # draw to a target (mag, r½) table
 
 
@@ -403,7 +403,7 @@ def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *,
 
     `zero_point` (AB mag of one survey unit) and `bunit` (FITS BUNIT) override the training
     store's own attributes: every object gets `flux_norm`, `flux` (survey units) and
-    `mag_ab` columns (`galhpc.catalog.photometry`).
+    `mag_ab` columns (`galhpc.inference.photometry`).
 
     `target_table` (any astropy table, `target_columns` = magnitude and half-light radius in
     pixels) draws the catalogue to that (mag, r½) distribution by rejection sampling on a

@@ -14,7 +14,7 @@ sources name (`passthrough: [mag_r, ...]`), or exactly those named by `galhpc-en
 
 γ comes from the model's own mixture (AstroVaDEr) or, for models without a mixture
 prior, from a post-hoc GMM: rank 0 encodes an evenly strided subsample of the store,
-finds K with a stick-breaking BayesianGaussianMixture (galhpc.cluster.gmm), fits a
+finds K with a stick-breaking BayesianGaussianMixture (galhpc.mixture.bayesian), fits a
 diagonal GMM with that K and saves it as `<out>.shards/gmm.h5` before any shard is
 written.  Every rank then loads that file, and a resumed run reuses it, so every shard
 uses the same GMM.  It is copied into the master file's /gmm group.
@@ -39,19 +39,19 @@ import h5py
 import numpy as np
 import torch
 
-from galhpc.catalog.driver import RunResult, WriteOptions, root_then_all, run_catalog
-from galhpc.catalog.h5out import load_arrays, parse_compression, run_meta, save_arrays
-from galhpc.catalog.shards import CatalogError, Shard
+from galhpc.inference.driver import RunResult, WriteOptions, root_then_all, run_catalog
+from galhpc.inference.h5out import load_arrays, parse_compression, run_meta, save_arrays
+from galhpc.inference.shards import CatalogError, Shard
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import DataError, GalhpcError
-from galhpc.runtime.inference import run_batched, to_numpy
+from galhpc.runtime.batching import run_batched, to_numpy
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.transfer import as_tensors, device_prefetch
 from galhpc.runtime.world import World
 
-log = logging.getLogger("galhpc.catalog.encode")
+log = logging.getLogger("galhpc.inference.encode")
 
 GMM_FILE = "gmm.h5"
 GMM_KEYS = ("log_pi", "mu", "var")
@@ -169,8 +169,8 @@ class EncodeJob:
 
     def fit_post_hoc_gmm(self) -> dict[str, np.ndarray]:
         """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample."""
-        from galhpc.cluster.gmm import fit_stick_breaking_bgm
-        from galhpc.mixture import fit_diag_gmm
+        from galhpc.mixture.bayesian import fit_stick_breaking_bgm
+        from galhpc.mixture.diagonal import fit_diag_gmm
 
         step = max(1, self.n_objects // self.options.gmm_fit_objects)
         def checked(lo: int) -> np.ndarray:
@@ -248,7 +248,7 @@ class EncodeJob:
         return columns
 
     def _post_hoc_gamma(self, mu: torch.Tensor) -> torch.Tensor:
-        from galhpc.mixture import gmm_responsibilities
+        from galhpc.mixture.diagonal import gmm_responsibilities
 
         return gmm_responsibilities(mu.float(), self.gmm["log_pi"], self.gmm["mu"], self.gmm["var"])
 

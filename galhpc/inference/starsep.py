@@ -8,7 +8,7 @@ Scores are "larger = more galaxy-like" and are produced without labels:
 Labels are used only by `roc` / `accuracy_at_fraction`, to evaluate.
 
 Models are trained for these evaluations by `galhpc.train.arrays.fit_arrays` (in memory)
-or the trainer; embeddings come from `galhpc.runtime.inference.run_batched`.
+or the trainer; embeddings come from `galhpc.runtime.batching.run_batched`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from galhpc.extras import require
 from galhpc.models.base import GalaxyModel
 from galhpc.models.hvae import concentration, normalise_stamps
-from galhpc.runtime.inference import run_batched, to_numpy
+from galhpc.runtime.batching import run_batched, to_numpy
 
 MANIFOLDS = ("isomap", "tsne")
 

@@ -1,7 +1,7 @@
 """Gaussian mixtures on latent embeddings.
 
 (The diagonal GMM itself, `fit_diag_gmm` and `gmm_responsibilities`, lives one floor down
-in `galhpc.mixture`, where models may use it.)
+in `galhpc.mixture.diagonal`, where models may use it.)
 
 - `fit_stick_breaking_bgm`: a Dirichlet-process (stick-breaking) BayesianGaussianMixture
   fitted on several mini-batches of embeddings, reporting the number of clusters K that
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.mixture import BayesianGaussianMixture
 
-log = logging.getLogger("galhpc.cluster.gmm")
+log = logging.getLogger("galhpc.mixture.bayesian")
 
 
 @dataclass

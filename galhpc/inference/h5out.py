@@ -28,12 +28,12 @@ import numpy as np
 
 import galhpc
 
-from galhpc.catalog.shards import CatalogError, Shard, shard_file_name
+from galhpc.inference.shards import CatalogError, Shard, shard_file_name
 from galhpc.runtime.errors import ConfigError
 from galhpc.runtime.files import H5Output, atomic_path, open_h5_readonly
 from galhpc.runtime.kinds import KIND_ATTR, missing_filter
 
-log = logging.getLogger("galhpc.catalog.h5out")
+log = logging.getLogger("galhpc.inference.h5out")
 
 LIBVER = ("earliest", "v110")
 TABLE = "catalog"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from galhpc.catalog.seeds import NOISE_STREAM, derived_seed
+from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.extras import require
 from galhpc.runtime.errors import EmulationError
 
