@@ -30,14 +30,14 @@ import h5py
 import numpy as np
 import torch
 
-from galhpc.inference.driver import WriteOptions
-from galhpc.inference.encode import EncodeJob, EncodeOptions, encode_catalog
-from galhpc.data.store import StoreReader
-from galhpc.inference.generate import GenerateOptions, generate_catalog
-from galhpc.runtime.world import World, mpi_world
 from galhpc.checkpoint import load_model, save_checkpoint
 from galhpc.config import config_from_dict
+from galhpc.data.store import StoreReader
+from galhpc.inference.driver import WriteOptions
+from galhpc.inference.encode import EncodeJob, EncodeOptions, encode_catalog
+from galhpc.inference.generate import GenerateOptions, generate_catalog
 from galhpc.models import build_model
+from galhpc.runtime.world import World, mpi_world
 
 CPU = torch.device("cpu")
 
@@ -110,6 +110,7 @@ def import_heavy_modules() -> None:
     """Import what a rank's first batch would otherwise import inside the timed window
     (scikit-learn alone takes ~1.5 s), on every rank, before any timing."""
     import sklearn.mixture  # noqa: F401
+
     import galhpc.mixture.bayesian  # noqa: F401
     import galhpc.mixture.diagonal  # noqa: F401
 

@@ -14,7 +14,6 @@ with N.  Prints one JSON line per measurement.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile

@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-
 from measure import timed  # benchmarks/measure.py
 
 

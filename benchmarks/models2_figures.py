@@ -28,11 +28,11 @@ import torch
 from sklearn.decomposition import PCA
 
 from galhpc.checkpoint import load_model
-from galhpc.mixture.bayesian import fit_stick_breaking_bgm
-from galhpc.mixture.metrics import ari, nmi
 from galhpc.config import RunConfig, load_config
 from galhpc.data.loader import StoreLoader
 from galhpc.data.prep import run_prep
+from galhpc.mixture.bayesian import fit_stick_breaking_bgm
+from galhpc.mixture.metrics import ari, nmi
 from galhpc.models.base import StepState
 from galhpc.runtime import setup_logging
 from galhpc.train.trainer import train

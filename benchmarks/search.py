@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from measure import timed  # benchmarks/measure.py
 
 
@@ -63,7 +62,7 @@ def torch_brute_force(queries: np.ndarray, blocks: Iterator[tuple[int, np.ndarra
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:
     """Mean fraction of the exact k neighbours found, per query."""
-    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)]))
+    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=False)]))
 
 
 def main() -> None:

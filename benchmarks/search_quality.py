@@ -84,7 +84,7 @@ def main() -> None:
         "recon_chi2": ((images - recon_pca) ** 2).mean(axis=1) / sigma**2,
     }
     top = max(1, int(round(0.01 * n)))
-    print(f"\n| score | model ROC AUC | PCA ROC AUC | model precision top 1 % | PCA precision top 1 % |")
+    print("\n| score | model ROC AUC | PCA ROC AUC | model precision top 1 % | PCA precision top 1 % |")
     print("|---|---|---|---|---|")
     for name in SCORES:
         cells = []
@@ -108,7 +108,7 @@ def main() -> None:
     tasks = [(name, q_gal) for name in ("morph_class", "has_companion", "edge_on") if name in labels]
     tasks.append((f"rare ({args.rare_label})", q_rare))
     truth = {**labels, f"rare ({args.rare_label})": rare.astype(np.int64)}
-    print(f"\n| latent, metric | " + " | ".join(f"{t} (queries: {len(q)})" for t, q in tasks) + " |")
+    print("\n| latent, metric | " + " | ".join(f"{t} (queries: {len(q)})" for t, q in tasks) + " |")
     print("|---|" + "---|" * len(tasks))
     for space, (data, var) in spaces.items():
         cells = []
@@ -127,7 +127,7 @@ def main() -> None:
     for task, queries in tasks:
         lab = truth[task]
         values, counts = np.unique(lab, return_counts=True)
-        freq = dict(zip(values, counts / len(lab)))
+        freq = dict(zip(values, counts / len(lab), strict=False))
         chance.append(np.mean([freq[v] for v in lab[queries]]))
     print("| chance (random neighbours) | " + " | ".join(f"{c:.3f}" for c in chance) + " |")
 

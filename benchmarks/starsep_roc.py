@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from galhpc.inference import starsep
-from galhpc.train.arrays import fit_arrays
-from galhpc.data.starsim import StarSimOptions
-from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE
-
 from starsim_sets import simulate_set  # benchmarks/starsim_sets.py
+
+from galhpc.data.starsim import StarSimOptions
+from galhpc.inference import starsep
+from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE
+from galhpc.train.arrays import fit_arrays
 
 log = logging.getLogger("galhpc.benchmarks.starsep")
 

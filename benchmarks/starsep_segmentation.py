@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from galhpc.inference import starsep
-from galhpc.train.arrays import fit_arrays
-from galhpc.data.starsim import StarSimOptions
-from galhpc.models.segment import SegmentationAE
-
 from starsim_sets import simulate_set  # benchmarks/starsim_sets.py
+
+from galhpc.data.starsim import StarSimOptions
+from galhpc.inference import starsep
+from galhpc.models.segment import SegmentationAE
+from galhpc.train.arrays import fit_arrays
 
 
 def simulate(opts: StarSimOptions, size: int, seed: int, n: int, workers: int) -> tuple[np.ndarray, np.ndarray]:

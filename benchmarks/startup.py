@@ -24,8 +24,9 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "h5py", "matplotlib", "astropy", "scipy", "sklearn", "numba", "mpi4py", "galsim", "pyarrow",

@@ -84,9 +84,8 @@ def assemble_model(cfg: ModelConfig) -> GalaxyModel:
     PSFError
         The named PSF file is missing or unusable.
     """
-    from galhpc.models import build_model
-
     from galhpc.data.psf import read_psf
+    from galhpc.models import build_model
 
     collaborators: dict[str, Any] = {}
     vqvae_path = cfg.params.get("vqvae_checkpoint") if cfg.name == "vqvae_prior" else None
@@ -120,7 +119,8 @@ def load_model(path: str | Path, expect: str | None = None, map_location: str | 
 def recorded_pixel_scale(payload: dict[str, Any]) -> tuple[float | None, str] | None:
     """(arcsec per pixel of the training images or None, where it came from or why it is
     unknown) as the trainer recorded it; None for a checkpoint that records nothing
-    (written before checkpoints carried it, or not by the trainer)."""
+    (written before checkpoints carried it, or not by the trainer).
+    """
     if "pixel_scale" not in payload:
         return None
     value = payload["pixel_scale"]

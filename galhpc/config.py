@@ -216,7 +216,8 @@ def _type_name(hint: Any) -> str:
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
     """`value` checked against the annotation `hint` (an int is accepted as a float);
-    hints it does not know (Any, classes, callables) take any value."""
+    hints it does not know (Any, classes, callables) take any value.
+    """
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -244,7 +245,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
-            items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+            items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=False))]
         else:
             item = args[0] if args else Any
             items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]

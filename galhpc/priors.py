@@ -27,14 +27,14 @@ def kl_unit_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 @float32
 def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, exp(logvar)) with diagonal covariance, summed over all but dim 0: (B,)."""
+    """Log N(x; mean, exp(logvar)) with diagonal covariance, summed over all but dim 0: (B,)."""
     per_element = -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar))
     return per_element.flatten(1).sum(dim=1)
 
 
 @float32
 def gmm_log_joint(z: torch.Tensor, log_pi: torch.Tensor, mu_c: torch.Tensor, var_c: torch.Tensor) -> torch.Tensor:
-    """log p(c) + log N(z; mu_c, diag var_c) for every sample and component: (B, K).
+    """Log p(c) + log N(z; mu_c, diag var_c) for every sample and component: (B, K).
 
     z (B, L); log_pi (K,) log mixture weights (normalised here); mu_c, var_c (K, L).
     """

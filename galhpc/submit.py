@@ -63,7 +63,8 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         def on_preempt(signum: int, frame: Any) -> None:
             """Ask the trainer to stop (it checkpoints after the current step); before its
-            handlers are installed nothing has been trained, so submitit may requeue at once."""
+            handlers are installed nothing has been trained, so submitit may requeue at once.
+            """
             if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
                 submitit_handler(signum, frame)
             else:

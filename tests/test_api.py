@@ -8,12 +8,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_catalog_encode import write_store
+from test_catalog_generate import make_checkpoint
 
 import galhpc
 from galhpc.data.sources import DataError
-
-from test_catalog_encode import write_store
-from test_catalog_generate import make_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

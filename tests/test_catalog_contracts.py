@@ -9,17 +9,16 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_catalog_encode import encode, write_store
+from test_catalog_generate import generate, make_checkpoint
 
+from galhpc.checkpoint import load_model
 from galhpc.inference import driver
 from galhpc.inference.driver import WriteOptions
 from galhpc.inference.generate import GenerateOptions, generate_catalog
 from galhpc.inference.shards import CatalogError
-from galhpc.checkpoint import load_model
 from galhpc.io.catalog import open_catalog
 from galhpc.runtime.world import World
-
-from test_catalog_encode import encode, write_store
-from test_catalog_generate import generate, make_checkpoint
 
 torch.set_num_threads(1)
 

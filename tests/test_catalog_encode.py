@@ -6,18 +6,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_catalog_generate import make_checkpoint
 
+from galhpc.checkpoint import load_model
+from galhpc.cli.encode import main as encode_main
 from galhpc.inference.driver import WriteOptions
 from galhpc.inference.encode import EncodeOptions, encode_catalog, encode_from_checkpoint
 from galhpc.inference.shards import CatalogError
-from galhpc.checkpoint import load_model
-from galhpc.cli.encode import main as encode_main
 from galhpc.mixture.bayesian import fit_stick_breaking_bgm
 from galhpc.mixture.diagonal import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.vae import ConvVAE
 from galhpc.runtime.world import World
-
-from test_catalog_generate import make_checkpoint
 
 torch.set_num_threads(1)
 N = 600

@@ -11,15 +11,15 @@ import pytest
 import torch
 from scipy.signal import fftconvolve
 
+from galhpc.checkpoint import CheckpointError, load_model, save_checkpoint
+from galhpc.cli.generate import main as generate_main
+from galhpc.config import config_from_dict
 from galhpc.inference import h5out
 from galhpc.inference.driver import WriteOptions
 from galhpc.inference.emulate import EmulationError, load_psf
 from galhpc.inference.generate import GenerateOptions, generate_catalog, generate_from_checkpoint
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.inference.shards import CatalogError
-from galhpc.checkpoint import CheckpointError, load_model, save_checkpoint
-from galhpc.cli.generate import main as generate_main
-from galhpc.config import config_from_dict
 from galhpc.models import build_model
 from galhpc.models.vae import ConvVAE
 from galhpc.runtime.world import World

@@ -13,12 +13,11 @@ import time
 import h5py
 import pytest
 import torch
+from test_catalog_encode import write_store
+from test_catalog_generate import make_checkpoint
 
 from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.inference.generate import generate_from_checkpoint
-
-from test_catalog_encode import write_store
-from test_catalog_generate import make_checkpoint
 
 pytestmark = [
     pytest.mark.slow,

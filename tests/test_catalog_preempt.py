@@ -13,11 +13,10 @@ import time
 import h5py
 import pytest
 import torch
+from test_catalog_generate import make_checkpoint
 
 from galhpc.inference.generate import generate_from_checkpoint
 from galhpc.runtime.signals import EXIT_PREEMPTED
-
-from test_catalog_generate import make_checkpoint
 
 torch.set_num_threads(1)
 ENV = {**os.environ, "GALHPC_PROGRESS": "0", "OMP_NUM_THREADS": "1", "OMPI_MCA_mpi_yield_when_idle": "1",

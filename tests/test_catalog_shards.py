@@ -13,21 +13,27 @@ import pytest
 
 from galhpc.inference.driver import auto_shard_size, effective_shard_size, legacy_auto_shard_size
 from galhpc.inference.generate import GenerateOptions, component_segments, sample_blocks
-from galhpc.inference.h5out import WriteBehind, parse_compression, write_master, ShardWriter
+from galhpc.inference.h5out import ShardWriter, WriteBehind, parse_compression, write_master
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.inference.shards import (
-    CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, shard_dir_for,
+    CatalogError,
+    Shard,
+    assign_shards,
+    complete_shards,
+    plan_shards,
+    prepare_output,
+    shard_dir_for,
     shard_in_flight,
 )
-from galhpc.runtime.world import threads_per_rank
 from galhpc.runtime.errors import ConfigError
+from galhpc.runtime.world import threads_per_rank
 
 
 def test_plan_covers_every_object_once_in_order():
     shards = plan_shards(1003, 100)
     assert [s.index for s in shards] == list(range(11))
     assert shards[0].start == 0 and shards[-1].stop == 1003 and shards[-1].size == 3
-    assert all(a.stop == b.start for a, b in zip(shards, shards[1:]))
+    assert all(a.stop == b.start for a, b in zip(shards, shards[1:], strict=False))
     with pytest.raises(CatalogError, match="at least one object"):
         plan_shards(0, 10)
 
@@ -75,10 +81,9 @@ def test_shard_in_flight_renames_only_on_success(tmp_path):
         tmp.write_bytes(b"x")
         assert not (tmp_path / "000004.h5").exists()
     assert (tmp_path / "000004.h5").read_bytes() == b"x"
-    with pytest.raises(RuntimeError):
-        with shard_in_flight(tmp_path, Shard(5, 10, 20)) as tmp:
-            tmp.write_bytes(b"partial")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), shard_in_flight(tmp_path, Shard(5, 10, 20)) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000004.h5"]
     assert complete_shards(tmp_path, plan_shards(30, 10)) == set()  # 000004 is not one of 0..2
     assert complete_shards(tmp_path, plan_shards(50, 10)) == {4}

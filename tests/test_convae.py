@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from test_vqvae import blobs
 
 from galhpc.checkpoint import load_model, save_checkpoint
 from galhpc.config import ModelConfig, RunConfig
 from galhpc.models import build_model
 from galhpc.models.base import StepState
 from galhpc.models.convae import ConvAE
-from test_vqvae import blobs
 
 torch.set_num_threads(1)
 

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
+import astropy
 import fitsio
 import h5py
 import numpy as np
 import pytest
 
-import astropy
 from galhpc.config import PrepConfig, SourceConfig
 from galhpc.data import preprocess as pp
 from galhpc.data.prep import run_prep

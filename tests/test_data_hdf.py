@@ -112,7 +112,7 @@ def test_quickstart_real_survey_cutouts_yaml_runs_verbatim_on_the_hdf(field, tmp
     # sky subtracted: the median border pixel is 0 within the noise for nearly every stamp
     frame = np.ones(images.shape[1:], bool)
     frame[4:-4, 4:-4] = False
-    border = np.array([np.median(img[frame & (m == 0)]) for img, m in zip(images, mask)])
+    border = np.array([np.median(img[frame & (m == 0)]) for img, m in zip(images, mask, strict=False)])
     noise = np.array([np.median(s[frame]) for s in sigma])
     assert np.mean(np.abs(border) < noise) > 0.95, np.abs(border / noise).max()
 

@@ -79,10 +79,10 @@ def test_order_is_pure_function_of_seed_and_epoch(store):
     a = StoreLoader(store, 8, seed=1, drop_last=False)
     b = StoreLoader(store, 8, seed=1, drop_last=False)
     first = [x["index"] for x in a]
-    assert all(torch.equal(x, y["index"]) for x, y in zip(first, b))
+    assert all(torch.equal(x, y["index"]) for x, y in zip(first, b, strict=False))
     a.set_epoch(1)
     second = [x["index"] for x in a]
-    assert not all(torch.equal(x, y) for x, y in zip(first, second))
+    assert not all(torch.equal(x, y) for x, y in zip(first, second, strict=False))
     assert sorted(torch.cat(first).tolist()) == sorted(torch.cat(second).tolist())
     unshuffled = StoreLoader(store, 8, split="all", shuffle=False)
     assert torch.cat([x["index"] for x in unshuffled]).tolist() == list(range(len(unshuffled) * 8))
@@ -96,7 +96,7 @@ def test_iter_from_resumes_exactly(store):
     resumed.set_epoch(2)
     tail = list(resumed.iter_from(4))
     assert len(tail) == len(full) - 4
-    for x, y in zip(full[4:], tail):
+    for x, y in zip(full[4:], tail, strict=False):
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["image"], y["image"])
 
 
@@ -105,7 +105,7 @@ def test_flips_are_flips_and_reproducible(store):
     batch = next(iter(ld))
     plain = _images(N)[batch["index"].numpy()]
     kinds = set()
-    for img, ref in zip(batch["image"][:, 0].numpy(), plain):
+    for img, ref in zip(batch["image"][:, 0].numpy(), plain, strict=False):
         options = {"none": ref, "h": ref[:, ::-1], "v": ref[::-1, :], "hv": ref[::-1, ::-1]}
         match = [k for k, v in options.items() if np.array_equal(img, v)]
         assert len(match) == 1
@@ -161,10 +161,9 @@ def test_multiband_store_and_bad_requests(tmp_path):
 
 def test_writer_publishes_only_complete_stores(tmp_path):
     path = tmp_path / "x.h5"
-    with pytest.raises(RuntimeError):
-        with StoreWriter(path, "") as w:
-            w.append(Block(np.ones((3, H, H), np.float32), np.arange(3)))
-            raise RuntimeError("killed mid-prep")
+    with pytest.raises(RuntimeError), StoreWriter(path, "") as w:
+        w.append(Block(np.ones((3, H, H), np.float32), np.arange(3)))
+        raise RuntimeError("killed mid-prep")
     assert list(tmp_path.iterdir()) == []
     with StoreWriter(path, "") as w:
         w.append(Block(np.ones((3, H, H), np.float32), np.arange(3), {"a": np.ones(3)}))

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from galhpc.config import ConfigError, PrepConfig, SourceConfig
+from galhpc.config import ConfigError, PrepConfig
 from galhpc.data import preprocess as pp
 from galhpc.data import sources
 from galhpc.data.prep import check_prep_config, process_block

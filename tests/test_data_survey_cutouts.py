@@ -62,7 +62,7 @@ def _read(path):
         out = {k: f[k][()] for k in ("images", "object_id", "sigma", "mask") if k in f}
         out["labels"] = {k: f["labels"][k][()] for k in f["labels"]}
         if "rejects" in f:
-            out["rejects"] = dict(zip(f["rejects/object"][()].astype(str), f["rejects/reason"][()].astype(str)))
+            out["rejects"] = dict(zip(f["rejects/object"][()].astype(str), f["rejects/reason"][()].astype(str), strict=False))
     return out
 
 
@@ -172,7 +172,7 @@ def test_flux_step_subtracts_the_sky_so_the_border_median_is_zero_within_the_noi
     s = _read(run_prep(_cfg(tmp_path, recipe=["flux"], path=str(d))))
     frame = np.ones((H, H), bool)
     frame[8:-8, 8:-8] = False
-    for img, sigma in zip(s["images"], s["noise_sigma"] if "noise_sigma" in s else s["labels"]["noise_sigma"]):
+    for img, sigma in zip(s["images"], s["noise_sigma"] if "noise_sigma" in s else s["labels"]["noise_sigma"], strict=False):
         assert abs(np.median(img[frame])) < 0.5 * sigma
     np.testing.assert_allclose(s["labels"]["sky"], 40.0, atol=0.3)
 

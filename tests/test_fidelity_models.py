@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from test_trainer import toy_galaxies
 
 from galhpc.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig
 from galhpc.data.sources import Block
@@ -22,7 +23,6 @@ from galhpc.fidelity.run import FidelityOptions, run_fidelity
 from galhpc.fidelity.sampling import SamplingOptions, gamma_moments
 from galhpc.train.distributed import SingleProcess
 from galhpc.train.trainer import train
-from test_trainer import toy_galaxies
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from galhpc.inference.generate import generate_from_checkpoint
 from galhpc.checkpoint import save_checkpoint
 from galhpc.config import config_from_dict
+from galhpc.inference.generate import generate_from_checkpoint
 from galhpc.io.catalog import open_catalog
 from galhpc.io.export import export_fits_cube, export_fits_cutouts, inject_stamps
 from galhpc.models import build_model
@@ -114,7 +114,7 @@ def test_injected_galaxies_are_detected_at_their_ra_dec():
     segments = detect_sources(image, threshold=3.0, n_pixels=8)
     found = SourceCatalog(image, segments).to_table()
     xy = np.stack([found["xcentroid"], found["ycentroid"]], 1)
-    for x, y in zip(x_true, y_true):
+    for x, y in zip(x_true, y_true, strict=False):
         assert np.hypot(xy[:, 0] - x, xy[:, 1] - y).min() < 0.5
     assert len(found) == 6
 
@@ -160,8 +160,8 @@ def test_generate_rejection_moves_magnitudes_to_the_target(synth, capfd):
 
     from scipy import stats
 
-    from galhpc.inference.photometry import half_light_radius
     from galhpc.cli.generate import main as generate_main
+    from galhpc.inference.photometry import half_light_radius
 
     root, _ = synth
     generate_from_checkpoint(root / "ckpt.pt", root / "plain.h5", 240, batch_size=60, threads=1, device="cpu",

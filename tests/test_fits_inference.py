@@ -155,8 +155,8 @@ def test_a_checkpoint_without_a_recorded_prep_of_another_size_is_refused_naming_
 def test_fits_prep_keeps_recipe_and_conventions_and_the_catalogue_only_for_the_training_cutouts():
     import dataclasses
 
-    from galhpc.inference.encode import fits_prep
     from galhpc.config import PrepConfig, SourceConfig
+    from galhpc.inference.encode import fits_prep
 
     fits_source = SourceConfig(kind="fits", path="train/", catalog="cat.ecsv", hdu="SCI", passthrough=["mag_r"],
                                options={"id_from": "header"})

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from galhpc.inference.emulate import DEFAULT_PIXEL_SCALE, EmulationError, SurveyEmulation, load_psf, resolve_pixel_scale
 from galhpc.checkpoint import read_checkpoint, recorded_pixel_scale, save_checkpoint
 from galhpc.cli.generate import main as generate_main
 from galhpc.config import config_from_dict
 from galhpc.data.prep import run_prep
 from galhpc.data.store import store_pixel_scale
+from galhpc.inference.emulate import DEFAULT_PIXEL_SCALE, EmulationError, SurveyEmulation, load_psf, resolve_pixel_scale
 
 torch.set_num_threads(1)
 

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from astropy.table import Table
+from test_catalog_encode import encode, write_store
+from test_catalog_generate import generate, make_checkpoint
 
 from galhpc.cli.encode import main as encode_main
 from galhpc.cli.export import main as export_main
@@ -27,9 +29,6 @@ from galhpc.io.catalog import open_catalog
 from galhpc.runtime.kinds import FileKindError, file_kind
 from galhpc.search.output import write_table
 from galhpc.search.rarity import rarity_scores
-
-from test_catalog_encode import encode, write_store
-from test_catalog_generate import generate, make_checkpoint
 
 torch.set_num_threads(1)
 

@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 import torch
 from astropy import units as u
+from test_catalog_encode import write_store
+from test_catalog_generate import make_checkpoint
 
 from galhpc.cli.encode import main as encode_main
 from galhpc.cli.generate import main as generate_main
 from galhpc.cli.report import main as report_main
 from galhpc.io.catalog import CatalogError, open_catalog
 from galhpc.report import sampling
-
-from test_catalog_encode import write_store
-from test_catalog_generate import make_checkpoint
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

@@ -46,7 +46,7 @@ def write_layout(root, seed):
     shard_dir = root / f"cat{seed}.h5.shards"
     shard_dir.mkdir()
     layouts = {name: h5py.VirtualLayout((n, *shape), dtype) for name, (shape, dtype) in COLUMNS.items()}
-    for k, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
+    for k, (lo, hi) in enumerate(zip(starts[:-1], starts[1:], strict=False)):
         offset = int(rng.integers(1, 7)) if rng.random() < 0.4 else 0  # rows before ours in the source
         extra = int(rng.integers(0, 5)) if offset else 0  # and after
         name = f"{k:06d}.h5"

@@ -7,17 +7,16 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from astropy.io import fits
 from astropy import units as u
+from astropy.io import fits
 from astropy.table import Table
-
-from galhpc.inference.encode import encode_from_checkpoint
-from galhpc.cli.export import main as export_main
-from galhpc.io.catalog import Catalog, open_catalog
-from galhpc.io.export import export_fits, export_parquet
-
 from test_catalog_encode import write_store
 from test_catalog_generate import make_checkpoint
+
+from galhpc.cli.export import main as export_main
+from galhpc.inference.encode import encode_from_checkpoint
+from galhpc.io.catalog import Catalog, open_catalog
+from galhpc.io.export import export_fits, export_parquet
 
 N, S = 300, 64  # 5 shards, the last one short
 

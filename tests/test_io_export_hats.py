@@ -9,8 +9,8 @@ import pytest
 lsdb = pytest.importorskip("lsdb")
 distributed = pytest.importorskip("dask.distributed")
 
-from astropy.coordinates import SkyCoord  # noqa: E402
 from astropy import units as u  # noqa: E402
+from astropy.coordinates import SkyCoord  # noqa: E402
 
 from galhpc.cli.export import main as export_main  # noqa: E402
 from galhpc.io.catalog import open_catalog  # noqa: E402
@@ -66,7 +66,7 @@ def test_lsdb_reads_every_row_and_crossmatches(exported, client):
     matched = cat.crossmatch(lsdb.read_hats(exported / "external_hats"), radius_arcsec=1.0, n_neighbors=1,
                              suffixes=("", "_ext")).compute()
     assert len(matched) == len(pick)
-    ids = dict(zip(matched["ext_id_ext"].to_numpy(), matched["object_id"].to_numpy()))
+    ids = dict(zip(matched["ext_id_ext"].to_numpy(), matched["object_id"].to_numpy(), strict=False))
     assert all(ids[p] == oracle["object_id"][p] for p in pick)
     assert np.allclose(matched["_dist_arcsec"].to_numpy(), 0.5, atol=1e-3)
 

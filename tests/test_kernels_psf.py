@@ -6,7 +6,8 @@ import pytest
 import scipy.signal
 import torch
 
-from galhpc.kernels import backend, convolve_psf, psf as psf_module
+from galhpc.kernels import backend, convolve_psf
+from galhpc.kernels import psf as psf_module
 from galhpc.kernels.psf import direct_convolve, fft_convolve
 
 torch.set_num_threads(1)
@@ -120,7 +121,7 @@ def test_adjoint_is_correlation_with_the_psf(h):
     psf = rng.normal(size=(3, h, h))
     upstream = rng.normal(size=(3, 24, 20))
     (convolve_psf(images, torch.from_numpy(psf)) * torch.from_numpy(upstream)).sum().backward()
-    expected = np.stack([scipy.signal.correlate(u, p, mode="same") for u, p in zip(upstream, psf)])
+    expected = np.stack([scipy.signal.correlate(u, p, mode="same") for u, p in zip(upstream, psf, strict=False)])
     np.testing.assert_allclose(images.grad.numpy(), expected, atol=1e-10)
 
 

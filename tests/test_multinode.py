@@ -7,7 +7,6 @@ bridge (10.77.0.0/24), never over loopback.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path

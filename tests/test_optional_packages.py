@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 HERE = Path(__file__).parent
 BLOCK = "galsim,fitsio,faiss,statmorph,submitit,horovod,numba,matplotlib,tqdm,sklearn,galhpc._ext"
 

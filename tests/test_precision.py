@@ -6,22 +6,21 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_catalog_encode import write_store as write_catalog_store
+from test_catalog_generate import make_checkpoint
+from test_trainer import Recorder, vader_config, vae_config, write_store
 
+from galhpc.checkpoint import read_checkpoint
+from galhpc.config import load_config
 from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.inference.generate import generate_from_checkpoint
 from galhpc.inference.shards import CatalogError
-from galhpc.checkpoint import read_checkpoint
-from galhpc.config import load_config
 from galhpc.mixture.diagonal import gmm_responsibilities
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, vade_kl
 from galhpc.runtime.errors import ConfigError, DataError
 from galhpc.runtime.precision import autocast, check_precision, grad_scaler
 from galhpc.train.distributed import SingleProcess
 from galhpc.train.trainer import NonFiniteLossError, TrainingInterrupted, train
-
-from test_catalog_encode import write_store as write_catalog_store
-from test_catalog_generate import make_checkpoint
-from test_trainer import Recorder, vae_config, vader_config, write_store
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -135,7 +134,7 @@ def test_channels_last_and_compile_match_eager_within_tolerance(store, tmp_path,
     a, b = (read_checkpoint(r.checkpoint)["model_state"] for r in (ref, out))
     for key in a:
         torch.testing.assert_close(b[key].contiguous(), a[key], rtol=1e-4, atol=1e-5)
-    for x, y in zip(timeless(ref.history), timeless(out.history)):
+    for x, y in zip(timeless(ref.history), timeless(out.history), strict=False):
         for key, value in x.items():
             if isinstance(value, float):
                 assert y[key] == pytest.approx(value, rel=1e-4), key

@@ -4,13 +4,12 @@ import shutil
 
 import pytest
 import torch
-
-from galhpc.inference.encode import encode_from_checkpoint
-from galhpc.inference.generate import generate_from_checkpoint
-
 from test_catalog_encode import write_store
 from test_catalog_generate import make_checkpoint
 from test_catalog_mpi import assert_same_catalogue, mpirun
+
+from galhpc.inference.encode import encode_from_checkpoint
+from galhpc.inference.generate import generate_from_checkpoint
 
 pytestmark = [
     pytest.mark.slow,

@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tiny_run import write_tiny_run
+
 from galhpc.cli.encode import main as encode_main
 from galhpc.cli.train import main as train_main
-
-from tiny_run import write_tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 

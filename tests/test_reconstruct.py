@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from scipy.signal import fftconvolve
+from test_vqvae import blobs
 
-from galhpc.inference.encode import EncodeJob, EncodeOptions
-from galhpc.data.store import StoreReader
-from galhpc.inference.shards import Shard
 from galhpc.config import ModelConfig, RunConfig, TrainConfig
 from galhpc.data.sources import Block
-from galhpc.data.store import StoreWriter
+from galhpc.data.store import StoreReader, StoreWriter
+from galhpc.inference.encode import EncodeJob, EncodeOptions
+from galhpc.inference.shards import Shard
 from galhpc.models.base import StepState
 from galhpc.models.convae import ConvAE
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE, denormalise_stamps, normalise_stamps
@@ -31,7 +31,6 @@ from galhpc.models.vae import ConvVAE, GaussianVAE
 from galhpc.models.vqvae import VQVAE
 from galhpc.report import inference
 from galhpc.train.trainer import holdout_mse, train
-from test_vqvae import blobs
 
 torch.set_num_threads(1)
 
@@ -50,7 +49,7 @@ def psf_vqvae(psf=PSF_SPEC) -> VQVAE:
 def convolve(images: np.ndarray, psf: np.ndarray) -> np.ndarray:
     """scipy reference: each (C, H, W) image convolved with its (h, w) PSF, 'same' window."""
     psfs = psf if psf.ndim == 3 else np.broadcast_to(psf, (len(images), *psf.shape))
-    return np.stack([[fftconvolve(band, p / p.sum(), mode="same") for band in img] for img, p in zip(images, psfs)])
+    return np.stack([[fftconvolve(band, p / p.sum(), mode="same") for band in img] for img, p in zip(images, psfs, strict=False)])
 
 
 # -- the hook, model by model ------------------------------------------------------------------------------

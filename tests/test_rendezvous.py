@@ -9,7 +9,12 @@ import subprocess
 import pytest
 
 from galhpc.train.rendezvous import (
-    INTERFACE_VARS, RendezvousError, expand_nodelist, interface_for, job_interface, socket_interface_env,
+    INTERFACE_VARS,
+    RendezvousError,
+    expand_nodelist,
+    interface_for,
+    job_interface,
+    socket_interface_env,
 )
 
 LISTS = ["node[0-3]", "gpu[007-009,12],login1", "r[1-2]n[01-02]", "node[08-10]", "n[9-11]", "a-b[1-2]", "login1",

@@ -113,7 +113,7 @@ def test_report_end_to_end(run_files, tmp_path):
     assert len(np.unique(comp)) >= 2  # the mixture is fitted to these embeddings of three kinds of stamp
     assert c["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(mu, comp), rel=1e-5)
     assert c["silhouette_overall"] == pytest.approx(metrics.simplified_silhouette(mu, comp)[2], rel=1e-5)
-    for row, n in zip(c["overlap_matrix"], c["occupancy"]):
+    for row, n in zip(c["overlap_matrix"], c["occupancy"], strict=False):
         if n:
             assert sum(row) == pytest.approx(1.0, abs=1e-4)
     assert {"morph_class", "has_companion", "bulge_fraction", "hlr"} <= set(c["labels"])

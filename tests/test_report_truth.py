@@ -163,7 +163,7 @@ def _store(path, n, seed, id_offset):
     classes = np.arange(n) % 2
     noisy = (np.arange(n) // 2) % 2
     images = []
-    for c, loud in zip(classes, noisy):
+    for c, loud in zip(classes, noisy, strict=False):
         sx, sy = (3.0, 3.0) if c == 0 else (5.0, 1.6)
         img = gaussian_image(np.array([1, 16 + rng.normal(0, .5), 16 + rng.normal(0, .5), np.log(sx), np.log(sy), 0]),
                              (SIZE, SIZE))

@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 
 from galhpc.runtime.cli import describe_error, run_cli
-from galhpc.runtime.files import OutputInUseError
 from galhpc.runtime.errors import (
-    CatalogError, CheckpointError, ConfigError, DataError, EmulationError, GalhpcError, LaunchError,
-    NonFiniteLossError, PSFError,
+    CatalogError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    EmulationError,
+    GalhpcError,
+    LaunchError,
+    NonFiniteLossError,
+    PSFError,
 )
+from galhpc.runtime.files import OutputInUseError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +35,10 @@ def test_hierarchy_inherits_the_builtin_types():
 
 
 def test_old_import_paths_name_the_same_classes():
-    from galhpc.inference.shards import CatalogError as a
     from galhpc.checkpoint import CheckpointError as b
     from galhpc.config import ConfigError as c
     from galhpc.data.sources import DataError as d
+    from galhpc.inference.shards import CatalogError as a
 
     assert (a, b, c, d) == (CatalogError, CheckpointError, ConfigError, DataError)
 

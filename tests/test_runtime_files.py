@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 
 from galhpc.runtime.files import (
-    atomic_open, atomic_path, open_h5_readonly, remove_stale_temps, temp_path, write_text_atomic,
+    atomic_open,
+    atomic_path,
+    open_h5_readonly,
+    remove_stale_temps,
+    temp_path,
+    write_text_atomic,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

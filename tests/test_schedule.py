@@ -33,7 +33,7 @@ def test_weights_follow_alpha_polynomial_annealing_and_static_phases():
     assert s.weights(130, 3, 10)["kl"] == pytest.approx(1 + alpha)
     # annealing is monotone within a period and restarts in the next one
     ramp = [s.weights(e, b, 4)["kl"] for e in range(100, 125) for b in range(4)]
-    assert all(a < b for a, b in zip(ramp, ramp[1:])) and ramp[-1] < 1 + alpha
+    assert all(a < b for a, b in zip(ramp, ramp[1:], strict=False)) and ramp[-1] < 1 + alpha
     assert s.weights(150, 0, 4)["kl"] == pytest.approx(alpha)
 
 
@@ -58,7 +58,7 @@ def test_invalid_phase_lengths_are_refused():
 def test_learning_rate_decays_exponentially_from_lr_to_lr_final():
     rates = [learning_rate(s, 101, 3e-4, 1e-6) for s in range(101)]
     assert rates[0] == pytest.approx(3e-4) and rates[-1] == pytest.approx(1e-6)
-    ratios = [b / a for a, b in zip(rates, rates[1:])]
+    ratios = [b / a for a, b in zip(rates, rates[1:], strict=False)]
     assert max(ratios) == pytest.approx(min(ratios)) == pytest.approx((1e-6 / 3e-4) ** 0.01)
     assert learning_rate(50, 101, 3e-4, 1e-6) == pytest.approx(math.sqrt(3e-4 * 1e-6))
 

@@ -19,7 +19,6 @@ today (against PCA+GMM) is a strict xfail that carries the measured numbers (bel
 """
 
 import h5py
-import numpy as np
 import pytest
 import torch
 from sklearn.decomposition import PCA

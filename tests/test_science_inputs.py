@@ -28,7 +28,7 @@ def _galaxies(n=6, size=48, noise=2.0, seed=0):
     fluxes = np.geomspace(500, 20000, n)
     widths = np.linspace(2.0, 4.0, n)
     imgs = np.stack([f / (2 * np.pi * w * w * 0.6) * np.exp(-0.5 * ((x / w) ** 2 + (y / (0.6 * w)) ** 2))
-                     for f, w in zip(fluxes, widths)])
+                     for f, w in zip(fluxes, widths, strict=False)])
     noisy = imgs + rng.normal(0, noise, imgs.shape)
     return Block(noisy.astype(np.float32), np.arange(n, dtype=np.int64), {"w": widths}, truth=imgs.astype(np.float32)), fluxes
 

@@ -10,15 +10,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_catalog_encode import encode, write_store
+from test_catalog_generate import make_checkpoint
+from test_search_topk import brute_force
 
 from galhpc.cli.search import main as search_main
 from galhpc.search.output import read_table
 from galhpc.search.run import search_catalog
 from galhpc.search.source import CatalogColumns, SearchInputError
-
-from test_catalog_encode import encode, write_store
-from test_catalog_generate import make_checkpoint
-from test_search_topk import brute_force
 
 torch.set_num_threads(1)
 ENV = {**os.environ, "GALHPC_PROGRESS": "0", "OMP_NUM_THREADS": "1", "OMPI_MCA_mpi_yield_when_idle": "1"}

@@ -8,13 +8,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
+from test_catalog_encode import encode
+from test_catalog_generate import make_checkpoint
 
 from galhpc.cli.rarity import main as rarity_main
 from galhpc.search.output import read_table
 from galhpc.search.rarity import LatentPrior, knn_distance, prior_nll, reference_rows
-
-from test_catalog_encode import encode
-from test_catalog_generate import make_checkpoint
 
 torch.set_num_threads(1)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from galhpc.runtime.world import World
 from galhpc.kernels import nearest_code
+from galhpc.runtime.world import World
 from galhpc.search.topk import NO_ROW, TopK, merge, reduce_ranks, search_blocks
 
 torch.set_num_threads(1)

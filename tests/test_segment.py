@@ -55,8 +55,8 @@ def test_predictions_do_not_depend_on_the_batch_or_mode():
 
 @pytest.mark.slow
 def test_segmentation_learns_on_simulated_fields():
-    from galhpc.inference import starsep
     from galhpc.data.starsim import StarSimOptions, simulate_block
+    from galhpc.inference import starsep
     from galhpc.train.arrays import fit_arrays
 
     opts = StarSimOptions(neighbour_probability=0.5, mag_max=20.5)

@@ -12,20 +12,19 @@ import pytest
 import torch
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from test_catalog_encode import encode, write_store
+from test_catalog_generate import make_checkpoint
 
 from galhpc.cli.encode import main as encode_main
-from galhpc.config import PrepConfig, SourceConfig
-from galhpc.data.prep import prep_config_yaml
 from galhpc.cli.export import main as export_main
 from galhpc.cli.rarity import main as rarity_main
 from galhpc.cli.search import main as search_main
+from galhpc.config import PrepConfig, SourceConfig
+from galhpc.data.prep import prep_config_yaml
 from galhpc.io.catalog import open_catalog
 from galhpc.search.output import read_table
 from galhpc.search.run import search_catalog
 from galhpc.search.source import SearchInputError
-
-from test_catalog_encode import encode, write_store
-from test_catalog_generate import make_checkpoint
 
 torch.set_num_threads(1)
 N = 300
@@ -134,12 +133,12 @@ def test_search_by_position_finds_the_nearest_object(sky, tmp_path):
     dec = [float(labels["dec"][t] + rng.uniform(-1, 1) * 1e-4) for t in targets]
     out = tmp_path / "near.fits"
     argv = ["--catalog", str(sky["out"]), "--k", "3", "--out", str(out), "--threads", "1"]
-    for r, d in zip(ra, dec):
+    for r, d in zip(ra, dec, strict=False):
         argv += ["--ra", repr(r), "--dec", repr(d)]
     assert search_main(argv) == 0
     table = Table.read(out)
     ids = sky["ids"]
-    for q, (r, d) in enumerate(zip(ra, dec)):
+    for q, (r, d) in enumerate(zip(ra, dec, strict=False)):
         row, sep = brute_force_nearest(r, d, labels["ra"], labels["dec"])
         assert sep < 1.0
         assert int(table["query_id"][table["query"] == q][0]) == ids[row]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from galhpc.inference import starsep
-from galhpc.train.arrays import fit_arrays
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE
+from galhpc.train.arrays import fit_arrays
 
 torch.set_num_threads(1)
 

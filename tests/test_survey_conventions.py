@@ -12,7 +12,6 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
-
 from test_data_survey_cutouts import H, _cfg, _galaxy, _read, _wcs
 
 from galhpc.data.prep import run_prep
@@ -161,7 +160,7 @@ def test_survey_image_pixels_of_zero_weight_are_masked_not_trained_on(tmp_path):
 
 
 def test_a_legacy_surveys_grz_cutout_is_one_three_band_object_with_its_file_id_and_position(tmp_path):
-    from test_data_survey_cutouts import RA0, DEC0
+    from test_data_survey_cutouts import DEC0, RA0
 
     d = tmp_path / "c"
     d.mkdir()

@@ -4,15 +4,14 @@ Held-out reconstructions beat the mean image by a wide margin, and the mixture's
 separate the true morphology classes better than a permutation baseline.
 """
 
-import numpy as np
 import pytest
 import torch
 
 from galhpc.checkpoint import load_model
-from galhpc.mixture.metrics import ari, nmi, permutation_baseline
 from galhpc.config import ModelConfig, PrepConfig, RunConfig, ScheduleConfig, SourceConfig, TrainConfig
 from galhpc.data.loader import StoreLoader
 from galhpc.data.prep import run_prep
+from galhpc.mixture.metrics import ari, nmi, permutation_baseline
 from galhpc.train.distributed import SingleProcess
 from galhpc.train.trainer import train
 

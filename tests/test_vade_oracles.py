@@ -15,8 +15,8 @@ from sklearn.mixture import GaussianMixture
 
 import galhpc.models.vade as vade_module
 from galhpc.checkpoint import save_checkpoint
-from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.config import ScheduleConfig, config_from_dict
+from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.models.base import StepState
 from galhpc.models.vade import AstroVaDEr
 from galhpc.train.schedule import INIT_MIXTURE, Schedule
@@ -178,7 +178,7 @@ def test_training_kl_gradient_reaches_the_mixture_as_the_formula_says(monkeypatc
     cross = 0.5 * (log_var_c[None] + (logvar.exp()[:, None] + (mu[:, None] - mu_c[None]) ** 2) / var_c[None]).sum(-1)
     kl = (gamma * cross).sum(1) + (gamma * (log_gamma - log_pi[None])).sum(1) - 0.5 * (1 + logvar).sum(1)
     kl.mean().backward()
-    for mine, theirs in zip((model.pi_logits, model.mu_c, model.log_var_c), params):
+    for mine, theirs in zip((model.pi_logits, model.mu_c, model.log_var_c), params, strict=False):
         assert mine.grad is not None and torch.count_nonzero(mine.grad) > 0
         np.testing.assert_allclose(mine.grad.double().numpy(), theirs.grad.numpy(), rtol=2e-3, atol=2e-5)
 

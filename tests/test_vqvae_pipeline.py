@@ -4,12 +4,12 @@ trainer and CLI: the prior's loader must carry its condition column (`batch_colu
 import h5py
 import numpy as np
 import torch
+from test_trainer import write_store
 
 from galhpc.cli.generate import main as generate_main
 from galhpc.config import ModelConfig, RunConfig, TrainConfig
 from galhpc.train.distributed import SingleProcess
 from galhpc.train.trainer import train
-from test_trainer import write_store
 
 torch.set_num_threads(1)
 

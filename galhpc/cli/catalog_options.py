@@ -1,5 +1,6 @@
 """Command-line options shared by the catalogue commands: the output options of galhpc-encode and
-galhpc-generate, and the thread count of those two and of galhpc-search and galhpc-rarity."""
+galhpc-generate, and the thread count of those two and of galhpc-search and galhpc-rarity.
+"""
 
 from __future__ import annotations
 

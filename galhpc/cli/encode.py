@@ -1,6 +1,6 @@
 """galhpc-encode: embed and cluster every object of a store (run under mpirun for many ranks).
 
-    mpirun -n 64 galhpc-encode --checkpoint run/ckpt.pt --store store.h5 --out clusters.h5
+mpirun -n 64 galhpc-encode --checkpoint run/ckpt.pt --store store.h5 --out clusters.h5
 """
 
 from __future__ import annotations

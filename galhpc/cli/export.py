@@ -1,9 +1,9 @@
 """`galhpc-export`: a catalogue as a FITS or VOParquet table, a HATS catalogue, or FITS images.
 
-    galhpc-export clusters.h5 --fits clusters.fits
-    galhpc-export synth.h5 --parquet synth.parquet --columns object_id,component,z --split-vectors
-    galhpc-export synth.h5 --fits-cutouts cutouts/ --fits-cube synth_cube.fits
-    galhpc-export clusters.h5 --hats clusters_hats/ --rarity rarity.h5
+galhpc-export clusters.h5 --fits clusters.fits
+galhpc-export synth.h5 --parquet synth.parquet --columns object_id,component,z --split-vectors
+galhpc-export synth.h5 --fits-cutouts cutouts/ --fits-cube synth_cube.fits
+galhpc-export clusters.h5 --hats clusters_hats/ --rarity rarity.h5
 """
 
 from __future__ import annotations
@@ -50,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
-    from galhpc.io.export import (FITS_SUFFIXES, export_fits, export_fits_cube, export_fits_cutouts, export_hats,
-                                  export_parquet)
+    from galhpc.io.export import (
+        FITS_SUFFIXES,
+        export_fits,
+        export_fits_cube,
+        export_fits_cutouts,
+        export_hats,
+        export_parquet,
+    )
     from galhpc.runtime.cli import describe_error
     from galhpc.runtime.outputs import check_output
 

@@ -1,6 +1,6 @@
 """galhpc-generate: synthetic galaxy catalogue from a checkpoint (run under mpirun for many ranks).
 
-    mpirun -n 64 galhpc-generate --checkpoint run/ckpt.pt --n 100000000 --out synth.h5
+mpirun -n 64 galhpc-generate --checkpoint run/ckpt.pt --n 100000000 --out synth.h5
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """galhpc-prep: FITS cutouts, GalSim sets or real stamps -> one HDF5 training store.
 
-    galhpc-prep --config configs/prep_galsim.yaml --out data/galsim.h5
+galhpc-prep --config configs/prep_galsim.yaml --out data/galsim.h5
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         from galhpc.config import load_config
         from galhpc.data.prep import run_prep
-
         from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
 
         cfg = load_config(args.config, args.settings)

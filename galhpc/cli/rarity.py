@@ -1,6 +1,6 @@
 """galhpc-rarity: per-object rarity scores of an encoded catalogue (run under mpirun for many ranks).
 
-    galhpc-rarity --catalog clusters.h5 --out rarity.h5 --k 10
+galhpc-rarity --catalog clusters.h5 --out rarity.h5 --k 10
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """galhpc-search: the k most similar catalogue objects to each query (run under mpirun for many ranks).
 
-    galhpc-search --catalog clusters.h5 --id 1042 --id 77 --k 10 --out similar.csv --mosaic similar.png
-    galhpc-search --catalog clusters.h5 --ra 189.2284 --dec 62.2162 --tolerance 2 --out similar.fits
-    mpirun -n 64 galhpc-search --catalog clusters.h5 --image lens.fits --out similar.h5
+galhpc-search --catalog clusters.h5 --id 1042 --id 77 --k 10 --out similar.csv --mosaic similar.png
+galhpc-search --catalog clusters.h5 --ra 189.2284 --dec 62.2162 --tolerance 2 --out similar.fits
+mpirun -n 64 galhpc-search --catalog clusters.h5 --image lens.fits --out similar.h5
 """
 
 from __future__ import annotations

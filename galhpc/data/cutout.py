@@ -101,7 +101,8 @@ def _sigma_from(weight: np.ndarray | None, kind: str) -> np.ndarray | None:
 
 def _world_to_pixel(wcs, coords) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) 0-based pixel positions of sky positions; NaN where the WCS has none (the far
-    side of a projection, or where a SIP distortion's inversion does not converge)."""
+    side of a projection, or where a SIP distortion's inversion does not converge).
+    """
     from astropy.wcs import NoConvergence
 
     try:

@@ -139,7 +139,7 @@ def _celestial_scale(wcs, where: str) -> float:
     if wcs.naxis != 2:
         return float("nan")
     units = [u.Unit(cu) if str(cu) else u.deg for cu in wcs.wcs.cunit]
-    scales = np.array([(s * unit).to_value(u.arcsec) for s, unit in zip(proj_plane_pixel_scales(wcs), units)])
+    scales = np.array([(s * unit).to_value(u.arcsec) for s, unit in zip(proj_plane_pixel_scales(wcs), units, strict=False)])
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         return float("nan")
     if abs(scales[0] - scales[1]) > ANISOTROPY_TOLERANCE * scales.mean():
@@ -168,7 +168,8 @@ DEC_NAMES = ("dec", "dej2000", "decj2000", "de_icrs", "dec_icrs", "delta_j2000",
 
 def _position_column(names: dict[str, str], chosen: str | None, conventional: tuple[str, ...], path: str) -> str | None:
     """The lower-cased catalogue column holding ra (or dec): `chosen`, else the first
-    conventional name present, else None."""
+    conventional name present, else None.
+    """
     if chosen is not None:
         if chosen.lower() not in names:
             raise DataError(f"catalog {path}: no column {chosen!r}; columns: {list(names.values())}")
@@ -292,7 +293,8 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
 
 def _degrees(values: np.ndarray, key: str, where: str) -> np.ndarray:
     """An ra/dec column as float64 degrees: numbers are degrees; text is sexagesimal (ra in
-    hours "12:36:49.4" / "12h36m49.4s", dec in degrees) or decimal degrees; empty is NaN."""
+    hours "12:36:49.4" / "12h36m49.4s", dec in degrees) or decimal degrees; empty is NaN.
+    """
     if values.dtype.kind in "iufb":
         return values.astype(np.float64)
     from astropy import units as u
@@ -318,7 +320,8 @@ def _degrees(values: np.ndarray, key: str, where: str) -> np.ndarray:
 
 def _read_parquet(path: str):
     """A Parquet file as an astropy Table through pyarrow (astropy's own reader needs
-    pandas); null cells become masked entries."""
+    pandas); null cells become masked entries.
+    """
     from astropy.table import MaskedColumn, Table
 
     pq = require("pyarrow.parquet", "export", "Parquet catalogues")
@@ -382,7 +385,8 @@ def _header_id(header, primary, keyword: str) -> int | None:
 
 class DuplicateIdError(DataError):
     """Two objects of a source carry one id: refused whatever on_error says (a store with
-    one id for two galaxies silently answers queries with either)."""
+    one id for two galaxies silently answers queries with either).
+    """
 
 
 class ObjectBlocks:
@@ -413,7 +417,8 @@ class ObjectBlocks:
             mask: np.ndarray | None = None, position: tuple[float, float] = (np.nan, np.nan)) -> Block | None:
         """Add one object (`scale`: arcsec per pixel or NaN; `sigma` NaN where unknown;
         `position` (ra, dec) degrees of its centre); returns the finished block when the
-        shape changes or it is full."""
+        shape changes or it is full.
+        """
         done = None
         if self.images and (image.shape != self.images[0].shape or len(self.images) >= self.rows):
             done = self.flush()
@@ -487,7 +492,8 @@ def _where(h, f) -> str:
 
 def _image_hdus(f, hdu, path: Path):
     """The science HDUs of a file: `hdu` (a number, or every extension of that EXTNAME), else
-    every SCI extension, else every image HDU with data that is not a σ/weight/mask companion."""
+    every SCI extension, else every image HDU with data that is not a σ/weight/mask companion.
+    """
     images = [h for h in f if _has_image(h)]
     if hdu is not None:
         if isinstance(hdu, str):
@@ -513,7 +519,8 @@ def _image_hdus(f, hdu, path: Path):
 def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict[str, Any]:
     """{kind: HDU} of σ / variance / inverse variance / mask maps for one science HDU: an
     option's HDU (number or EXTNAME; "none" for no map), else the HDU of a conventional
-    EXTNAME with the same EXTVER, else the only one of its kind in a single-object file."""
+    EXTNAME with the same EXTVER, else the only one of its kind in a single-object file.
+    """
     found: dict[str, Any] = {}
     images = [h for h in f if _has_image(h) and h is not sci]
     for option, (names, kind) in COMPANIONS.items():
@@ -546,7 +553,8 @@ def _read_maps(companions: dict[str, tuple[Any, str]], shape: tuple[int, ...], w
     weight <= 0, a non-finite σ, an undefined (BLANK) pixel of any map and a mask pixel with
     any of `bad_bits` set (None: any non-zero value) are bad pixels (`MASK_BAD`); mask
     pixels with any of `saturated_bits` set (e.g. 8 in WFPC2's DQ, 256 in ACS/WFC3's) and no
-    other bad bit are `MASK_SATURATED`."""
+    other bad bit are `MASK_SATURATED`.
+    """
     sigma, mask, saturated = None, None, None
     for kind, (h, place) in companions.items():
         data = h.data  # astropy: BSCALE/BZERO applied, BLANK pixels NaN
@@ -626,7 +634,8 @@ def _pair_map_files(paths: list[Path]) -> tuple[list[Path], dict[Path, dict[str,
 
 def _beside_hdu(f, path: Path, sci, n_science: int):
     """The HDU of a map file for one science HDU: the image HDU with its EXTNAME and
-    EXTVER, else the only image HDU when the stamp file holds one object."""
+    EXTVER, else the only image HDU when the stamp file holds one object.
+    """
     images = [h for h in f if _has_image(h)]
     same = [h for h in images if _name(h) == _name(sci) and _extver(h) == _extver(sci)]
     if same:
@@ -667,7 +676,8 @@ def _centre_radec(wcs, shape: tuple[int, ...]) -> tuple[float, float]:
 
 def _cube(hdu, option: str) -> str:
     """How a 3-D HDU is read: `option` unless "auto"; then "bands" when its header names its
-    bands (BANDS/BAND0 keywords, CTYPE3 BAND or FILTER), else "objects"."""
+    bands (BANDS/BAND0 keywords, CTYPE3 BAND or FILTER), else "objects".
+    """
     if option != "auto":
         return option
     header = hdu.header
@@ -687,7 +697,8 @@ def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
 
 def _verify_checksums(hdu: Any, where: str) -> None:
     """Refuse an HDU whose CHECKSUM or DATASUM (when present) does not match: a corrupt file
-    (astropy's `verify_checksum` / `verify_datasum`: 1 matches, 0 mismatch, 2 absent)."""
+    (astropy's `verify_checksum` / `verify_datasum`: 1 matches, 0 mismatch, 2 absent).
+    """
     header = hdu.header
     if "CHECKSUM" not in header and "DATASUM" not in header:
         return
@@ -724,7 +735,6 @@ def _open(path: Path):
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "fits" (see the module docstring)."""
-
     opts = check_options(OPTIONS, source.options, f"source fits {source.path}")
     if source.path is None:
         raise ConfigError("source fits: `path` (file, directory or glob) is required")

@@ -44,7 +44,8 @@ def holdout_mask(n: int, holdout_fraction: float, seed: int) -> np.ndarray:
 
 def epoch_order(rows: np.ndarray, block_rows: int, epoch: int, seed: int, window_blocks: int) -> np.ndarray:
     """The epoch's order of `rows` (sorted row numbers): blocks permuted, rows shuffled
-    within windows of `window_blocks` consecutive blocks."""
+    within windows of `window_blocks` consecutive blocks.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
     block_of = rows // block_rows
     starts = np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]])
@@ -178,7 +179,8 @@ class StoreLoader:
 def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """Where each requested column lives (`locate_column`): ({batch key: per-object dataset
     path}, {key: shared array}); a shared column, e.g. one `psf` (h, w), rides unchanged in
-    every batch."""
+    every batch.
+    """
     per_object, shared, missing = {}, {}, []
     with open_h5_readonly(path) as f:
         for name in names:

@@ -43,7 +43,8 @@ FILL_SEED = 0x5EED_F111  # noise that fills bad pixels: from (FILL_SEED, object_
 
 def quality_metrics(img: np.ndarray, border: int) -> dict[str, float]:
     """The four quality metrics of one image with the numpy recipe functions (the border
-    noise is computed once): the per-image reference of the batch path in process_block."""
+    noise is computed once): the per-image reference of the batch path in process_block.
+    """
     noise = pp.border_noise(img, border)
     peak = float(pp.resize_area(pp.single_band(img), 16).max())
     return {
@@ -105,7 +106,7 @@ def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bo
                  variance: bool = False) -> np.ndarray:
     """Per-object boxes of prep.crop_r90 x R90, each resampled to prep.image_size."""
     out = []
-    for a, r in zip(arr, r90):
+    for a, r in zip(arr, r90, strict=False):
         if integer:
             side = int(np.clip(np.ceil(prep.crop_r90 * r), 4, min(a.shape[-2:])))
             out.append(_nearest(pp.centre_crop(a, side), prep.image_size))
@@ -118,7 +119,8 @@ def _geometric(arr: np.ndarray, prep: PrepConfig, integer: bool = False, r90: np
                variance: bool = False) -> np.ndarray:
     """Apply the recipe's geometric steps to a stack (n, H, W) or (n, C, H, W); with
     prep.crop_r90 the crop is per object, from `r90` (n,) in input pixels; `variance`: the
-    stack is a variance map, resampled as the variance of each area average."""
+    stack is a variance map, resampled as the variance of each area average.
+    """
     for step in prep.recipe:
         if step == "grey" and arr.ndim == 4 and not integer:
             arr = pp.to_grey(arr)
@@ -187,7 +189,8 @@ def _without_grey(prep: PrepConfig) -> PrepConfig:
 def _sigma_geometric(sigma: np.ndarray, prep: PrepConfig, r90: np.ndarray | None) -> np.ndarray:
     """σ through the geometric steps as a variance: the grey mean of C bands has variance
     mean(σ²)/C, an area average Σ w² σ² over its weights w (independent pixel noise; for
-    f x f whole input pixels mean(σ²)/f²)."""
+    f x f whole input pixels mean(σ²)/f²).
+    """
     var = np.square(sigma.astype(np.float64))
     if "grey" in prep.recipe and var.ndim == 4:
         var = var.mean(axis=1) / var.shape[1]
@@ -197,7 +200,8 @@ def _sigma_geometric(sigma: np.ndarray, prep: PrepConfig, r90: np.ndarray | None
 
 def _mask_geometric(mask: np.ndarray, prep: PrepConfig, r90: np.ndarray | None) -> np.ndarray:
     """The mask through the geometric steps: a stored pixel is bad if any input pixel in its
-    footprint (or band, after grey) was."""
+    footprint (or band, after grey) was.
+    """
     bad = (mask != 0).astype(np.float32)
     if "grey" in prep.recipe and bad.ndim == 4:
         bad = bad.max(axis=1)
@@ -314,7 +318,8 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
 
 def _r90_or_reject(block: Block, prep: PrepConfig, rejects: list[Reject], source_desc: str) -> tuple[Block, np.ndarray]:
     """The block's R90 column (input pixels) for size-scaled crops; objects without a
-    finite positive R90 are rejected (or raise), naming the object."""
+    finite positive R90 are rejected (or raise), naming the object.
+    """
     if prep.r90_column not in block.labels:
         raise DataError(f"{source_desc}: prep.crop_r90 needs the label column {prep.r90_column!r} "
                         f"(R90 in input pixels); columns: {sorted(block.labels)}")
@@ -334,7 +339,8 @@ def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig, n
     """The recipe's intensity steps on a block; returns images, truth, the per-pixel σ map
     (or None) and the per-object coefficient columns (module docstring), with `noise_sigma`
     the border noise `noise` (n,) carried into stored units.  The flux step first
-    subtracts `sky` (n,), stored as the label `sky`."""
+    subtracts `sky` (n,), stored as the label `sky`.
+    """
     images = images.astype(np.float64)
     sigma_map = None if sigma_map is None else sigma_map.astype(np.float64)
     truth = None if truth is None else truth.astype(np.float64)
@@ -345,7 +351,7 @@ def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig, n
         if step == "flux":
             images = images - sky[per_object]
             coefficients["sky"] = np.asarray(sky, dtype=np.float64)
-            flux = np.array([pp.flux_coefficient(img, s) for img, s in zip(images, sigma)])
+            flux = np.array([pp.flux_coefficient(img, s) for img, s in zip(images, sigma, strict=False)])
             factor = prep.flux_scale / flux
             coefficients["flux_norm"] = flux
         elif step == "arcsinh":

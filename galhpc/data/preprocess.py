@@ -29,7 +29,8 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights: overlap of each output pixel's footprint with each input pixel,
-    divided by the footprint length, so every row sums to 1 (flux per pixel is averaged)."""
+    divided by the footprint length, so every row sums to 1 (flux per pixel is averaged).
+    """
     edges = np.arange(n_out + 1) * (n_in / n_out)
     lo, hi = edges[:-1, None], edges[1:, None]
     j = np.arange(n_in)[None, :]
@@ -173,7 +174,8 @@ def _border_patches(img: np.ndarray, border: int) -> list[np.ndarray]:
 
 def border_noise(img: np.ndarray, border: int = 8) -> float:
     """Background noise σ: the minimum standard deviation over the border x border patches
-    tiling the image frame (the least contaminated patch of sky)."""
+    tiling the image frame (the least contaminated patch of sky).
+    """
     img = single_band(img)
     return float(min(np.std(p, dtype=np.float64) for p in _border_patches(img, border)))
 
@@ -187,7 +189,7 @@ def snr(img: np.ndarray, border: int = 8) -> float:
 
 
 def non_uniformity(img: np.ndarray) -> float:
-    """max / mean of the image: large for compact sources, ~1 for flat frames."""
+    """Max / mean of the image: large for compact sources, ~1 for flat frames."""
     img = single_band(img)
     mean = float(np.mean(img, dtype=np.float64))
     return float(np.max(img)) / mean if mean != 0 else float("inf")
@@ -258,7 +260,7 @@ def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> float:
         positive_definite = solved[0] > 0 and _det2(solved) > 0
         new = _inv2(solved) if positive_definite else tuple(2.0 * v for v in weighted)
         new = _floor_eigenvalues(new, MIN_WEIGHT_VARIANCE)
-        change = max(abs(a - b) for a, b in zip(new, cov)) / max(abs(v) for v in cov)
+        change = max(abs(a - b) for a, b in zip(new, cov, strict=False)) / max(abs(v) for v in cov)
         cov, cx, cy = new, cx + mx, cy + my
         if change < tol:
             break
@@ -268,7 +270,8 @@ def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> float:
 
 def _floor_eigenvalues(m: tuple[float, float, float], floor: float) -> tuple[float, float, float]:
     """The symmetric 2x2 matrix m with its eigenvalues raised to at least `floor` (same
-    eigenvectors); m itself, untouched, where both already are."""
+    eigenvectors); m itself, untouched, where both already are.
+    """
     xx, xy, yy = m
     mean, radius = 0.5 * (xx + yy), np.hypot(0.5 * (xx - yy), xy)
     low, high = mean - radius, mean + radius

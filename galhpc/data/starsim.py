@@ -80,7 +80,7 @@ FIVE_BANDS = ("u", "g", "r", "i", "z")
 
 def _band_colours(opts: StarSimOptions, colours: np.ndarray) -> np.ndarray:
     """Colours (mag − r) of the configured bands; bands outside ugriz get 0."""
-    table = dict(zip(FIVE_BANDS, colours))
+    table = dict(zip(FIVE_BANDS, colours, strict=False))
     return np.array([table.get(b, 0.0) for b in opts.bands])
 
 
@@ -143,7 +143,7 @@ def simulate_stamp(opts: StarSimOptions, size: int, seed: int, index: int) -> di
     clean = np.zeros((len(objects), n_bands, size, size))  # noise-free flux per object and band
     for b in range(n_bands):
         psf = galsim.Moffat(beta=opts.moffat_beta, fwhm=p["seeing"] * opts.band_seeing_factor[b])
-        for k, (obj, offset) in enumerate(zip(objects, offsets)):
+        for k, (obj, offset) in enumerate(zip(objects, offsets, strict=False)):
             profile = _profile(galsim, obj).withFlux(_flux(opts, obj["mags"][b])).shift(*offset)
             image = galsim.Convolve([profile, psf]).drawImage(nx=size, ny=size, scale=opts.pixel_scale, offset=tuple(p["shift"]))
             clean[k, b] = image.array
@@ -200,7 +200,8 @@ def _simulate_block_task(args: tuple) -> Block:
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "galsim_stars": `source.n` multi-band stamps of `prep.image_size`,
-    in blocks of `prep.chunk_rows`, simulated by `prep.workers` processes (order kept)."""
+    in blocks of `prep.chunk_rows`, simulated by `prep.workers` processes (order kept).
+    """
     opts = StarSimOptions.from_options(source.options, f"source galsim_stars (seed {source.seed})")
     if source.n < 1:
         raise ConfigError(f"source galsim_stars: n must be >= 1, got {source.n}")

@@ -32,7 +32,13 @@ import galhpc
 from galhpc.config import ConfigError, config_from_yaml_text
 from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
 from galhpc.runtime.files import (
-    H5Output, disk_full_error, is_disk_full, open_h5_readonly, publish, remove_stale_temps, temp_path,
+    H5Output,
+    disk_full_error,
+    is_disk_full,
+    open_h5_readonly,
+    publish,
+    remove_stale_temps,
+    temp_path,
 )
 from galhpc.runtime.kinds import KIND_ATTR, STORE, check_filters, require_kind
 
@@ -66,7 +72,8 @@ def _storable(name: str, values: np.ndarray) -> np.ndarray:
 def reject_summary(rejects: Iterable[Reject], examples: int = 4) -> str:
     """One line counting rejects by reason (numbers in a reason are replaced by N), most
     frequent first, e.g. "7 x image NxN is smaller than crop_size N (...); 2 x N NaN/inf
-    pixels: the centre pixel is bad"."""
+    pixels: the centre pixel is bad".
+    """
     import re
     from collections import Counter
 
@@ -322,7 +329,8 @@ def flux_calibration(path: str | Path, max_values: int = FLUX_CALIBRATION_VALUES
 
 def describe_store(f: h5py.File, path: Path) -> StoreInfo:
     """The StoreInfo of the store open as `f` (read from metadata, no pixels); a catalogue or
-    table (`galhpc.runtime.kinds`) or a dataset needing a missing filter is refused."""
+    table (`galhpc.runtime.kinds`) or a dataset needing a missing filter is refused.
+    """
     require_kind(f, path, STORE, "a training-store reader (galhpc-train, galhpc-report --store)")
     check_filters(f, path)
     if "images" not in f or "object_id" not in f:
@@ -486,7 +494,8 @@ class StoreReader:
     def read_columns(self, names: Iterable[str], start: int, stop: int) -> dict[str, np.ndarray]:
         """Store columns a model's `reconstruct` needs (e.g. per-object `psf`) for rows
         start..stop-1: a per-object dataset (root or labels/) gives those rows, a shared one
-        (e.g. one PSF (h, w)) is returned whole."""
+        (e.g. one PSF (h, w)) is returned whole.
+        """
         out = {}
         for name in names:
             found = locate_column(self.file, name, self.n)

@@ -122,7 +122,8 @@ def _half_light_radius(p: dict[str, float]) -> float:
 def light_radius(p: dict[str, float], fraction: float) -> float:
     """Radius (arcsec, circularised, before the PSF) enclosing `fraction` of the flux of
     the bulge + disk f_b deVauc(r_b) + (1 - f_b) Exp(r_d), by bisection on the analytic
-    enclosed-flux profiles (Sersic n = 4 and n = 1); 0.9 gives R90."""
+    enclosed-flux profiles (Sersic n = 4 and n = 1); 0.9 gives R90.
+    """
     from scipy.special import gammainc
 
     fb, rd, rb = p["bulge_fraction"], p["disk_hlr"], p["bulge_hlr"]
@@ -184,8 +185,9 @@ def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[s
 
 @functools.lru_cache(maxsize=8)
 def _cosmos_amplitude(size: int, scale: float) -> np.ndarray:
-    """sqrt of the power spectrum of COSMOS F814W noise (galsim.getCOSMOSNoise), unit
-    variance, on a (2 size + 1)^2 periodic grid of pixel `scale` arcsec."""
+    """Sqrt of the power spectrum of COSMOS F814W noise (galsim.getCOSMOSNoise), unit
+    variance, on a (2 size + 1)^2 periodic grid of pixel `scale` arcsec.
+    """
     galsim = require("galsim", "sim", "simulated GalSim sources (galhpc-prep kind galsim)")
 
     m = 2 * size + 1  # odd, so lag 0 falls on a pixel; twice the stamp, so no wrap-around
@@ -197,7 +199,8 @@ def _cosmos_amplitude(size: int, scale: float) -> np.ndarray:
 def cosmos_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
     """A size x size field of unit-variance COSMOS-correlated noise: white noise filtered
     by the square root of the COSMOS power spectrum (what galsim.CorrelatedNoise does,
-    with the spectrum computed once per process instead of once per stamp)."""
+    with the spectrum computed once per process instead of once per stamp).
+    """
     amplitude = _cosmos_amplitude(size, float(scale))
     m = 2 * size + 1
     field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((m, m))) * amplitude, s=(m, m))
@@ -208,7 +211,8 @@ def psf_image(opts: SimOptions, fwhm: float, scale: float | None = None) -> np.n
     """The PSF convolved with the pixel response, unit sum.
 
     `truth` is the galaxy sampled at pixel centres (no pixel response), so
-    image ≈ truth ⊛ psf + noise, the pair a deconvolution model needs."""
+    image ≈ truth ⊛ psf + noise, the pair a deconvolution model needs.
+    """
     galsim = require("galsim", "sim", "simulated GalSim sources (galhpc-prep kind galsim)")
 
     scale = opts.pixel_scale if scale is None else scale  # arcsec per pixel of the stamp
@@ -244,13 +248,15 @@ def _simulate_block_task(args: tuple) -> Block:
 
 def _start_method() -> str:
     """"fork" while GalSim is not loaded here (no OpenMP state to inherit: children start
-    in a fraction of a second instead of re-importing torch and GalSim), else "spawn"."""
+    in a fraction of a second instead of re-importing torch and GalSim), else "spawn".
+    """
     return "fork" if "galsim" not in sys.modules and "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
     """Registered as kind "galsim": `source.n` stamps of `prep.image_size`, in blocks of
-    `prep.chunk_rows`, simulated by `prep.workers` processes (order kept)."""
+    `prep.chunk_rows`, simulated by `prep.workers` processes (order kept).
+    """
     opts = SimOptions.from_options(source.options, f"source galsim (seed {source.seed})")
     if source.n < 1:
         raise ConfigError(f"source galsim: n must be >= 1, got {source.n}")

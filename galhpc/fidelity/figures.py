@@ -1,5 +1,6 @@
 """Figures of a fidelity test: overlaid histograms per statistic, and generated stamps beside
-their nearest training and held-out real stamps (matplotlib, Agg)."""
+their nearest training and held-out real stamps (matplotlib, Agg).
+"""
 
 from __future__ import annotations
 
@@ -32,13 +33,14 @@ def _save(fig, path: Path) -> Path:
 
 def histograms(result: FidelityResult, path: Path) -> Path:
     """One panel per statistic: real and generated histograms overlaid (same bins), the
-    KS distance against its real-vs-real floor in the title."""
+    KS distance against its real-vs-real floor in the title.
+    """
     plt = _pyplot()
     rows = result.rows
     ncol = 4
     nrow = -(-len(rows) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
-    for ax, row in zip(axes.ravel(), rows):
+    for ax, row in zip(axes.ravel(), rows, strict=False):
         name = row["statistic"]
         real, gen = result.real_table[name], result.generated_table[name]
         both = np.concatenate([real[np.isfinite(real)], gen[np.isfinite(gen)]])
@@ -61,7 +63,8 @@ def histograms(result: FidelityResult, path: Path) -> Path:
 
 def nearest_grid(generated: np.ndarray, real: np.ndarray, training: np.ndarray, path: Path, n_show: int = 8) -> Path:
     """Rows: n_show generated stamps, each one's nearest training stamp and nearest held-out
-    real stamp in pixel space (Euclidean), with the distances."""
+    real stamp in pixel space (Euclidean), with the distances.
+    """
     plt = _pyplot()
     from galhpc.fidelity.morphology import as_2d_stack
 

@@ -112,7 +112,7 @@ def band_powers(image: np.ndarray) -> dict[str, float]:
     """log10 of the mean azimuthally averaged power in each band of `POWER_BANDS`."""
     k, power = power_spectrum(image)
     out = {}
-    for name, (lo, hi) in zip(POWER_NAMES, POWER_BANDS):
+    for name, (lo, hi) in zip(POWER_NAMES, POWER_BANDS, strict=False):
         inside = (k >= lo) & (k < hi)
         out[name] = float(np.log10(power[inside].mean())) if inside.any() and power[inside].mean() > 0 \
             else float("nan")
@@ -221,7 +221,8 @@ def median_sky_sigma(images: np.ndarray) -> float:
 def add_noise(images: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Images plus white Gaussian noise σ: puts noise-free generated stamps on the real stamps'
     footing (statmorph flags a noise-free stamp whose smooth background is not exactly zero as
-    "not background-subtracted", and smoothness depends directly on the noise)."""
+    "not background-subtracted", and smoothness depends directly on the noise).
+    """
     return np.asarray(images, np.float64) + rng.normal(0.0, sigma, np.shape(images))
 
 

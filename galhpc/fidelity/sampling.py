@@ -93,7 +93,7 @@ class ExPostSampler:
                  len(mu), self.temperature)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Samples:
-        """n decoded images; `component` is the mixture component each was drawn from."""
+        """N decoded images; `component` is the mixture component each was drawn from."""
         device = next(self.model.parameters()).device
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item()) \
             if generator is not None else 0

@@ -150,7 +150,8 @@ def score(generated: np.ndarray, real: np.ndarray, training: np.ndarray | None =
 
 def result_table(result: FidelityResult, meta: dict[str, Any] | None = None):
     """The per-statistic table as an astropy Table; the classifier and memorisation numbers
-    in its meta (FITS header keywords)."""
+    in its meta (FITS header keywords).
+    """
     from astropy.table import Table
 
     table = Table(rows=[[r[c] for c in TABLE_COLUMNS] for r in result.rows], names=TABLE_COLUMNS)

@@ -44,7 +44,7 @@ def _nchw(images: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def sample_model(model: GalaxyModel, n: int, seed: int = 0, batch_size: int = 256, component: int | None = None,
                  condition_values: np.ndarray | None = None, sampler: ExPostSampler | None = None) -> StampSet:
-    """n stamps from `model.sample`, in batches, reproducible from `seed`.
+    """N stamps from `model.sample`, in batches, reproducible from `seed`.
 
     Parameters
     ----------
@@ -131,7 +131,8 @@ def _concat(parts) -> tuple[torch.Tensor, torch.Tensor]:
 def read_catalogue_images(path: str | Path, n: int, rng: np.random.Generator) -> StampSet:
     """Up to n random stamps of a `galhpc-generate` catalogue: `images_clean` when it kept
     the noise-free ones, else `images` (the fidelity test adds noise up to the real sky σ,
-    never removes it)."""
+    never removes it).
+    """
     with open_catalog(path) as cat:
         column = "images_clean" if "images_clean" in cat.columns else "images"
         if column not in cat.columns:

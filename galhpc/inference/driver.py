@@ -25,12 +25,27 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from galhpc.inference.h5out import (
-    FINGERPRINT_ATTR, IMAGE_COLUMNS, ShardWriter, WriteBehind, catalogue_attrs, parse_compression,
-    read_master_fingerprint, shard_problem, write_master,
+    FINGERPRINT_ATTR,
+    IMAGE_COLUMNS,
+    ShardWriter,
+    WriteBehind,
+    catalogue_attrs,
+    parse_compression,
+    read_master_fingerprint,
+    shard_problem,
+    write_master,
 )
 from galhpc.inference.shards import (
-    CatalogError, Shard, assign_shards, complete_shards, plan_shards, prepare_output, read_manifest, record_manifest,
-    shard_in_flight, shard_path,
+    CatalogError,
+    Shard,
+    assign_shards,
+    complete_shards,
+    plan_shards,
+    prepare_output,
+    read_manifest,
+    record_manifest,
+    shard_in_flight,
+    shard_path,
 )
 from galhpc.runtime import progress
 from galhpc.runtime.files import OutputLock
@@ -79,7 +94,8 @@ class WriteOptions:
 
     def fingerprint(self, device_type: str, precision: str) -> dict[str, Any]:
         """The fingerprint entries every catalogue job shares: how rows are laid out and
-        computed (a resume must match them)."""
+        computed (a resume must match them).
+        """
         return {"shard_size": self.shard_size, "compression": self.compression, "table": self.table,
                 "device_type": device_type, "precision": precision}
 
@@ -191,7 +207,8 @@ def measure_job(job: CatalogJob, shard_dir: Path, table: bool) -> tuple[float, f
 def _resolve_shard_size(job: CatalogJob, shard_dir: Path, recorded: dict[str, Any] | None, options: WriteOptions,
                         ranks: int) -> int:
     """The shard size of this run (rank 0, after `prepare`): the one a resumed run recorded,
-    the requested one, or `auto_shard_size` from a measurement."""
+    the requested one, or `auto_shard_size` from a measurement.
+    """
     if options.shard_size is not None:
         return effective_shard_size(options.shard_size, job.batch_size)
     if recorded is not None and "shard_size" in recorded:
@@ -312,7 +329,8 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
 def verified_shards(shard_dir: Path, planned: list[Shard], fingerprint: str) -> set[int]:
     """Indices of the planned shards whose file is complete and valid (`shard_problem`);
     every other file under a planned shard's name is deleted, with one warning line each,
-    so this run redoes it (rank 0, under the output's lock)."""
+    so this run redoes it (rank 0, under the output's lock).
+    """
     done = set()
     for index in sorted(complete_shards(shard_dir, planned)):
         shard = planned[index]
@@ -356,7 +374,8 @@ def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: 
     """Write this rank's shards; yields after each batch (for the progress bar).
 
     Raises `_Stopped` when `flag` is set: between shards, or after the batch in flight
-    (whose shard is then dropped like any failed one)."""
+    (whose shard is then dropped like any failed one).
+    """
     for shard in mine:
         if flag.requested:
             raise _Stopped()

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.extras import require
+from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.runtime.errors import EmulationError
 
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ class SurveyEmulation:
         """JSON-able summary that identifies the emulation (for fingerprints).  The pixel
         scale is part of it only with COSMOS noise, the one step it changes once the PSF is
         drawn (the PSF's hash covers its drawing), so a default that resolves differently
-        elsewhere does not block resuming a run it cannot change."""
+        elsewhere does not block resuming a run it cannot change.
+        """
         psf_hash = None if self.psf is None else hashlib.sha256(np.ascontiguousarray(self.psf).tobytes()).hexdigest()
         summary = {"psf_sha256": psf_hash, "noise_sigma": self.noise_sigma, "cosmos_noise": self.cosmos_noise}
         return {**summary, "pixel_scale": self.pixel_scale} if self.cosmos_noise else summary

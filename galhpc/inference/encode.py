@@ -39,14 +39,14 @@ import h5py
 import numpy as np
 import torch
 
+from galhpc.config import PrepConfig
+from galhpc.data.store import StoreReader
 from galhpc.inference.driver import RunResult, WriteOptions, root_then_all, run_catalog
 from galhpc.inference.h5out import load_arrays, parse_compression, run_meta, save_arrays
 from galhpc.inference.shards import CatalogError, Shard
-from galhpc.config import PrepConfig
-from galhpc.data.store import StoreReader
 from galhpc.models.base import GalaxyModel
-from galhpc.runtime.errors import DataError, GalhpcError
 from galhpc.runtime.batching import run_batched, to_numpy
+from galhpc.runtime.errors import DataError, GalhpcError
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.transfer import as_tensors, device_prefetch
 from galhpc.runtime.world import World
@@ -61,7 +61,8 @@ STANDARD_COLUMNS = ("object_id", "mu", "logvar", "gamma", "component", "recon_ms
 
 def declared_passthrough(reader: StoreReader) -> list[str]:
     """The catalogue columns the store's prep config names (each source's `passthrough`
-    list, in source order; label names are lower case, as galhpc.data.fits stores them)."""
+    list, in source order; label names are lower case, as galhpc.data.fits stores them).
+    """
     from galhpc.config import ConfigError, config_from_yaml_text
 
     text = reader.file.attrs.get("config")
@@ -218,7 +219,8 @@ class EncodeJob:
         """Catalogue columns of one batch; `columns`: the store columns the model's
         `reconstruct` needs (`reconstruct_columns`, e.g. per-object PSFs) for these rows, and
         the store's "mask" (non-zero = bad pixel), which `recon_mse` leaves out.
-        The model runs under the autocast of `options.precision`; columns are float32."""
+        The model runs under the autocast of `options.precision`; columns are float32.
+        """
         from galhpc.models.pixels import valid_pixels
 
         x = torch.as_tensor(images, device=self.device)
@@ -314,7 +316,8 @@ def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions
                    checkpoint: str | Path, checkpoint_sha256: str, config_yaml: str,
                    input_name: str | Path | None = None) -> RunResult:
     """Encode every object of `store` with `model` into the sharded catalogue `out`; /meta
-    `input` names `input_name` (default `store`), e.g. the FITS cutouts a temporary store was made from."""
+    `input` names `input_name` (default `store`), e.g. the FITS cutouts a temporary store was made from.
+    """
     reader = StoreReader(store)
     try:
         reader.check_fits(model.name, channels, image_size)
@@ -454,7 +457,8 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
     training store (`fits_as_store`), removed when the catalogue is written.
 
     `passthrough` names the store label columns the catalogue carries (None: the store's
-    choice, see `passthrough_columns`)."""
+    choice, see `passthrough_columns`).
+    """
     from galhpc.checkpoint import file_sha256, inference_prep, load_model
     from galhpc.runtime import pick_device, start_mpi_rank
 

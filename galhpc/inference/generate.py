@@ -71,7 +71,8 @@ class GenerateOptions:
 @dataclass(frozen=True)
 class Rejection:
     """Rejection sampling of generated objects to a target (AB magnitude, half-light radius)
-    distribution: the grid, the keep probability per cell from the pilot, and their origin."""
+    distribution: the grid, the keep probability per cell from the pilot, and their origin.
+    """
 
     target: MagSizeTarget
     accept: np.ndarray  # (bins·bins,) keep probability per cell
@@ -94,14 +95,15 @@ def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | N
         if any(c < 0 for c in options.counts) or sum(options.counts) != options.n:
             raise CatalogError(f"counts {list(options.counts)} must be non-negative and sum to n={options.n}")
         bounds = np.concatenate([[0], np.cumsum(options.counts)])
-        return [(int(a), int(b), k) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
+        return [(int(a), int(b), k) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=False)) if b > a]
     return [(0, options.n, options.component)]
 
 
 def sample_blocks(start: int, stop: int, batch_size: int,
                   segments: Sequence[tuple[int, int, int | None]]) -> list[tuple[int, int, int | None]]:
     """Blocks (start, stop, component) covering objects [start, stop): the batch grid of
-    size `batch_size` anchored at object 0, cut at component boundaries."""
+    size `batch_size` anchored at object 0, cut at component boundaries.
+    """
     blocks = []
     for a, b, component in segments:
         lo, hi = max(a, start), min(b, stop)
@@ -211,7 +213,8 @@ class GenerateJob:
         `batch_size` from the block's generator, each with its own flux_norm and uniform from
         the block's (seed, start, ACCEPT_STREAM) stream, kept in order until the block is full.
 
-        Returns (images, z, component, seed, rejection_draws, flux_norm) of the kept objects."""
+        Returns (images, z, component, seed, rejection_draws, flux_norm) of the kept objects.
+        """
         rejection, photometry = self.options.rejection, self.options.photometry
         n = stop - start
         rng = np.random.default_rng(derived_seed(self.options.seed, start, ACCEPT_STREAM))
@@ -242,7 +245,8 @@ class GenerateJob:
 
     def _image_array(self, images: torch.Tensor) -> np.ndarray:
         """Images (N, C, H, W) as the output dtype, converted on the device (a float16
-        catalogue moves and holds no float32 copy); one channel is squeezed."""
+        catalogue moves and holds no float32 copy); one channel is squeezed.
+        """
         array = images.to(TORCH_DTYPES[self.options.dtype]).cpu().numpy()
         return array[:, 0] if array.ndim == 4 and array.shape[1] == 1 else array
 

@@ -27,7 +27,6 @@ import h5py
 import numpy as np
 
 import galhpc
-
 from galhpc.inference.shards import CatalogError, Shard, shard_file_name
 from galhpc.runtime.errors import ConfigError
 from galhpc.runtime.files import H5Output, atomic_path, open_h5_readonly
@@ -49,7 +48,8 @@ def parse_compression(spec: str) -> dict[str, Any]:
 
     lzf is refused: it is h5py's own filter, so h5dump, HDF5's C/Fortran library, netCDF
     and most non-Python readers cannot decode a catalogue compressed with it, and a
-    catalogue is meant to be read by anyone (gzip is in every HDF5 build)."""
+    catalogue is meant to be read by anyone (gzip is in every HDF5 build).
+    """
     name, _, level = spec.partition(":")
     if name == "lzf":
         raise ConfigError("compression 'lzf' is readable only through h5py (h5dump and other HDF5 readers cannot "
@@ -182,7 +182,8 @@ class WriteBehind:
 
 def catalogue_attrs(kind: Any) -> dict[str, str]:
     """The root attribute ``galhpc_kind`` of the files of an ``encode``/``generate`` catalogue
-    (`galhpc.runtime.kinds`); none for another `kind` (files then go by their layout)."""
+    (`galhpc.runtime.kinds`); none for another `kind` (files then go by their layout).
+    """
     return {KIND_ATTR: f"{kind}_catalogue"} if kind in ("encode", "generate") else {}
 
 
@@ -252,7 +253,8 @@ def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
 def missing_value(dtype: np.dtype) -> np.ndarray:
     """The fill value of a master's virtual dataset: what a plain HDF5 reader gets for rows
     whose shard it cannot open.  NaN for floats, -1 for integers (every galhpc id, index and
-    component is >= 0), per field for the compound table, so such rows cannot pass for data."""
+    component is >= 0), per field for the compound table, so such rows cannot pass for data.
+    """
     dtype = np.dtype(dtype)
     value = np.zeros((), dtype)
     for name in dtype.names or (None,):
@@ -276,29 +278,29 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
     small real datasets under `groups` (e.g. a fitted GMM).  Atomic (`galhpc.runtime.files.atomic_path`).
 
     Rows of a shard HDF5 cannot open read as `missing_value` (NaN, -1), never as zeros;
-    galhpc's own reader (`galhpc.io.catalog`) reads the shards directly and refuses them."""
+    galhpc's own reader (`galhpc.io.catalog`) reads the shards directly and refuses them.
+    """
     with open_h5_readonly(shard_dir / shard_file_name(shards[0].index)) as first:
         schema = {name: (ds.shape[1:], ds.dtype) for name, ds in first.items()}
     n_objects = shards[-1].stop
-    with atomic_path(out) as tmp:
-        with H5Output(tmp, libver=LIBVER) as f:
-            for name, (tail, dtype) in schema.items():
-                layout = h5py.VirtualLayout(shape=(n_objects, *tail), dtype=dtype)
-                for shard in shards:
-                    source = h5py.VirtualSource(
-                        f"{shard_dir.name}/{shard_file_name(shard.index)}", name,
-                        shape=(shard.size, *tail), dtype=dtype,
-                    )
-                    layout[shard.start:shard.stop] = source
-                f.create_virtual_dataset(name, layout, fillvalue=missing_value(dtype))
-            f.attrs.update(catalogue_attrs(meta.get("kind")))
-            meta_group = f.create_group(META)
-            for key, value in meta.items():
-                meta_group.attrs[key] = value
-            for group_name, arrays in (groups or {}).items():
-                group = f.create_group(group_name)
-                for name, values in arrays.items():
-                    group.create_dataset(name, data=values)
+    with atomic_path(out) as tmp, H5Output(tmp, libver=LIBVER) as f:
+        for name, (tail, dtype) in schema.items():
+            layout = h5py.VirtualLayout(shape=(n_objects, *tail), dtype=dtype)
+            for shard in shards:
+                source = h5py.VirtualSource(
+                    f"{shard_dir.name}/{shard_file_name(shard.index)}", name,
+                    shape=(shard.size, *tail), dtype=dtype,
+                )
+                layout[shard.start:shard.stop] = source
+            f.create_virtual_dataset(name, layout, fillvalue=missing_value(dtype))
+        f.attrs.update(catalogue_attrs(meta.get("kind")))
+        meta_group = f.create_group(META)
+        for key, value in meta.items():
+            meta_group.attrs[key] = value
+        for group_name, arrays in (groups or {}).items():
+            group = f.create_group(group_name)
+            for name, values in arrays.items():
+                group.create_dataset(name, data=values)
     log.info("wrote master %s: %d objects in %d shards, datasets %s", out, n_objects, len(shards), sorted(schema))
     return out
 

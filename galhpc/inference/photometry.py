@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.inference.seeds import derived_seed
 from galhpc.data.store import flux_calibration
+from galhpc.inference.seeds import derived_seed
 from galhpc.runtime.errors import DataError
 
 log = logging.getLogger("galhpc.inference.photometry")
@@ -57,7 +57,8 @@ class Photometry:
                 flux_norm: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """`flux_norm`, `flux` and `mag_ab` (float32/64 (n,)) of stored-unit stamps (n, ...) of
         objects start..start+n−1; `flux_norm` (n,) when already chosen (rejection sampling
-        keeps each candidate's own), else drawn by object index."""
+        keeps each candidate's own), else drawn by object index.
+        """
         n = len(images)
         norm = self.draw_flux_norm(seed, start, start + n) if flux_norm is None else np.asarray(flux_norm, np.float64)
         flux = np.asarray(images, np.float64).reshape(n, -1).sum(1) * norm / self.flux_scale
@@ -230,7 +231,8 @@ class MagSizeTarget:
 
 def stamp_mag_size(images: np.ndarray, flux_norm: np.ndarray, photometry: Photometry) -> tuple[np.ndarray, np.ndarray]:
     """AB magnitude (NaN for flux <= 0) and fast half-light radius (pixels) of stored-unit
-    stamps (n, ...) at their objects' `flux_norm` (n,)."""
+    stamps (n, ...) at their objects' `flux_norm` (n,).
+    """
     flux = np.asarray(images, np.float64).reshape(len(images), -1).sum(1) * flux_norm / photometry.flux_scale
     with np.errstate(divide="ignore", invalid="ignore"):
         mag = np.where(flux > 0, photometry.zero_point - 2.5 * np.log10(flux), np.nan)

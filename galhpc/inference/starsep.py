@@ -67,7 +67,8 @@ def orient_by_concentration(score: np.ndarray, conc: np.ndarray) -> np.ndarray:
 
 def threshold_by_fraction(score: np.ndarray, star_fraction: float) -> np.ndarray:
     """Classify with a prior star fraction: the lowest `star_fraction` of scores are stars.
-    Returns is_galaxy (N,) bool."""
+    Returns is_galaxy (N,) bool.
+    """
     if not 0.0 < star_fraction < 1.0:
         raise ValueError(f"star_fraction must lie in (0, 1), got {star_fraction}")
     return score > np.quantile(score, star_fraction)
@@ -99,7 +100,7 @@ def plot_rocs(curves: list[RocCurve], path: str | Path, title: str = "Star/galax
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
-    for ax, zoom in zip(axes, (False, True)):
+    for ax, zoom in zip(axes, (False, True), strict=False):
         for curve in curves:
             ax.plot(curve.fpr, curve.tpr, label=f"{curve.name} (AUC {curve.auc:.4f})")
         ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
@@ -135,7 +136,8 @@ def segmentation_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, f
 
 def plot_segmentation(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: str | Path, rows: int = 6) -> Path:
     """Rows of (stamp, truth map, predicted map): stamps as an arcsinh g-r-i composite
-    where there are >= 4 bands (else the band sum); maps black/blue/orange = bg/star/galaxy."""
+    where there are >= 4 bands (else the band sum); maps black/blue/orange = bg/star/galaxy.
+    """
     matplotlib = require("matplotlib", "report", "star/galaxy separation figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -155,7 +157,7 @@ def plot_segmentation(images: np.ndarray, truth: np.ndarray, predicted: np.ndarr
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    for ax, title in zip(axes[0], ("stamp (i, r, g)", "truth", "predicted")):
+    for ax, title in zip(axes[0], ("stamp (i, r, g)", "truth", "predicted"), strict=False):
         ax.set_title(title, fontsize=9)
     fig.suptitle("background / star (blue) / galaxy (orange)", fontsize=9)
     fig.tight_layout()

@@ -136,7 +136,8 @@ def raise_open_file_limit(target: int = NOFILE_TARGET) -> int:
 def open_h5_readonly(path: Path) -> h5py.File:
     """Open an HDF5 file read-only without file locks (which Lustre/NFS often refuse, and a
     published file never needs); if this process already holds it open with locks (HDF5
-    refuses mixed flags on one file), open it the way it is already open."""
+    refuses mixed flags on one file), open it the way it is already open.
+    """
     try:
         return h5py.File(path, "r", locking=False)
     except OSError as err:
@@ -154,7 +155,8 @@ def _open_descriptors() -> int:
 
 def file_budget(max_open: int) -> int:
     """How many catalogue files to keep open: `max_open`, at most half of the descriptors
-    still free under the soft limit (after raising it), and at least 1."""
+    still free under the soft limit (after raising it), and at least 1.
+    """
     free = raise_open_file_limit() - _open_descriptors()
     return max(1, min(max_open, free // 2))
 
@@ -162,7 +164,8 @@ def file_budget(max_open: int) -> int:
 @functools.cache
 def _read_fapl() -> Any:
     """The file-access property list of every shard opened for reading (made once: a list
-    per file costs a fifth of opening the file)."""
+    per file costs a fifth of opening the file).
+    """
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_WEAK)
     fapl.set_file_locking(False, True)
@@ -173,7 +176,8 @@ def _open_fid(path: Path) -> Any:
     """A low-level read-only file id: no file locks (unless this process already holds the
     file open with them: HDF5 refuses mixed flags).  Its close degree is h5py's (weak):
     HDF5 refuses to open one file twice in a process with different degrees, and callers
-    open the same file with h5py while a `Catalog` holds it."""
+    open the same file with h5py while a `Catalog` holds it.
+    """
     try:
         return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY, fapl=_read_fapl())
     except OSError as err:
@@ -185,7 +189,8 @@ def _open_fid(path: Path) -> Any:
 def _read_rows(ds: Any, first: int, out: np.ndarray) -> None:
     """Rows [first, first + len(out)) of the open dataset `ds` into `out` (C-contiguous, of
     the dataset's dtype and row shape): one H5Dread, no high-level selection objects (they
-    cost several times the read of a small shard)."""
+    cost several times the read of a small shard).
+    """
     if out.size == 0:
         return
     space = ds.get_space()
@@ -197,7 +202,8 @@ class _FilePool:
     """Open HDF5 files (read-only, no locks), the least recently used closed beyond `size`.
 
     Low-level file and dataset ids: opening and closing cost about half of h5py.File's,
-    which matters when every shard is opened once per read."""
+    which matters when every shard is opened once per read.
+    """
 
     def __init__(self, size: int, label: Path, check: Callable[[Path, Any, str | None], str | None] | None = None,
                  ) -> None:
@@ -211,7 +217,8 @@ class _FilePool:
         """The open file id of `path`.  The first time a file is opened, `check(path, fid,
         None)` checks the file, and the first time each of its datasets is opened,
         `check(path, dataset_id, name)` checks that (once: a file closed and reopened
-        later is not checked again)."""
+        later is not checked again).
+        """
         entry = self._files.get(path)
         if entry is not None:
             self._files.move_to_end(path)
@@ -300,7 +307,7 @@ def _first_line(err: BaseException) -> str:
 def _hyperslab_rows(space: Any, shape: tuple[int, ...], what: str) -> tuple[int, int]:
     """(first, last + 1) rows of a selection that covers whole rows."""
     lo, hi = space.get_select_bounds()
-    if len(lo) > 1 and any(l != 0 or h != n - 1 for l, h, n in zip(lo[1:], hi[1:], shape[1:])):
+    if len(lo) > 1 and any(l != 0 or h != n - 1 for l, h, n in zip(lo[1:], hi[1:], shape[1:], strict=False)):
         raise CatalogError(f"{what}: a virtual source maps part of a row; not a galhpc catalogue layout")
     return int(lo[0]), int(hi[0]) + 1
 
@@ -363,7 +370,8 @@ class Catalog(Reader):
         a column is first used: HDF5 copies a mapping whole, and a master of C columns and S
         shards holds C x S sources); picks the column whose mapping is read at open
         (``object_id``, else the first) and returns its dataset, open (opening a virtual
-        dataset decodes its whole mapping)."""
+        dataset decodes its whole mapping).
+        """
         shapes = {}
         for name in master:
             link = master.get(name, getlink=True)
@@ -399,7 +407,8 @@ class Catalog(Reader):
         """Map column `name` (its dataset `ds` if open) onto its source files (the master's
         own dataset for a real one), then check what is new in it: its shard directories'
         manifests, that its files exist, and (for a file already checked for other
-        columns) its rows' span."""
+        columns) its rows' span.
+        """
         shape, dtype = self._layouts[name]
         ds = h5py.h5d.open(master.id, name.encode()) if ds is None else ds
         try:
@@ -461,7 +470,8 @@ class Catalog(Reader):
     def _resolve(self, file_name: str) -> Path:
         """The file a virtual source names: the master itself ("."), a shard of the master's
         own `<master>.shards/` when that exists (so a renamed pair reads its own shards),
-        else the name relative to the master's directory."""
+        else the name relative to the master's directory.
+        """
         if file_name == ".":
             return self.path
         found = self._resolved.get(file_name)
@@ -494,7 +504,8 @@ class Catalog(Reader):
         """Open the first shard files of `column` (as many as the file pool keeps open, so
         reads reuse them) and check they hold the rows the master maps onto them.  A shard
         beyond those, or a dataset of another column, is checked the same way, once, when
-        a read first opens it (`_check_opened`): a whole-column read opens each shard once."""
+        a read first opens it (`_check_opened`): a whole-column read opens each shard once.
+        """
         problems: dict[Path, str] = {}
         files = sorted({seg.path for seg in column.segments}, key=str)
         for path in files[:self._pool.size]:
@@ -528,7 +539,8 @@ class Catalog(Reader):
 
     def _check_opened(self, path: Path, obj: Any, name: str | None) -> str | None:
         """Why a shard file (`name` None: its attributes) or its dataset `name` just opened
-        cannot supply its rows, or None (the `_FilePool` check)."""
+        cannot supply its rows, or None (the `_FilePool` check).
+        """
         uses = self._uses.get(path, [])
         if name is None:
             return _check_span(obj, uses, self._shard_fingerprint(path))
@@ -657,7 +669,8 @@ class Catalog(Reader):
         A read over more files than the pool keeps open (a sweep) reads the segments whose
         file is open first, then closes the pool and keeps each other file open only while
         it is read: HDF5's open and close cost grows with the number of files open (by a
-        third at 64), and a sweep would evict every file it opened anyway."""
+        third at 64), and a sweep would evict every file it opened anyway.
+        """
         segments = [(k, col.segments[k]) for k in which]
         if len({seg.path for _, seg in segments}) <= self._pool.size:
             for k, seg in segments:
@@ -696,7 +709,8 @@ class Catalog(Reader):
     def _read_sorted(self, col: _Column, seg: _Segment, ds: Any, local: np.ndarray, out: np.ndarray) -> None:
         """Source rows `local` (sorted, unique) of one segment (its open dataset `ds`) into
         `out`, read as slabs of at most SLAB_BYTES (a catalogue chunk is about that size, so
-        a slab touches at most two); a run of consecutive rows is read straight into `out`."""
+        a slab touches at most two); a run of consecutive rows is read straight into `out`.
+        """
         span_rows = max(1, SLAB_BYTES // max(1, col.row_bytes))
         i = 0
         while i < len(local):
@@ -713,7 +727,8 @@ class Catalog(Reader):
 
     def _read_range(self, col: _Column, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a column, shard by shard, each shard's part read in one
-        call straight into the output array."""
+        call straight into the output array.
+        """
         out = np.empty((stop - start, *col.shape), col.dtype)
         first = max(0, int(np.searchsorted(col.starts, start, side="right")) - 1)
         last = int(np.searchsorted(col.starts, stop, side="left"))  # segments first..last-1 hold rows
@@ -869,7 +884,8 @@ def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
     (`_check_span`).
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
-    once per shard file a catalogue opens)."""
+    once per shard file a catalogue opens).
+    """
     for col, seg in uses:
         try:
             ds = h5py.h5d.open(fid, seg.dataset.encode())
@@ -887,7 +903,8 @@ def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
 def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
     """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None: its
     row shape, dtype and number of rows (a filter it needs is looked for only if a read
-    fails: `Catalog._read_into`)."""
+    fails: `Catalog._read_into`).
+    """
     shape, dtype = ds.shape, ds.dtype
     if tuple(shape[1:]) != col.shape or dtype != col.dtype:
         return f"{seg.dataset!r} is {dtype}{shape}, the master expects {col.dtype}(N, {col.shape})"
@@ -900,7 +917,8 @@ def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
     """Why the file's root attributes differ from what the master expects, or None: a
     recorded run ``fingerprint`` (JSON) must equal the master's `fingerprint` (a shard of
     another run copied in is refused), and ``start``/``stop`` (a shard's objects) the rows
-    the master maps onto it."""
+    the master maps onto it.
+    """
     theirs = _text_attr(fid, b"fingerprint") if fingerprint else None
     if theirs and theirs != fingerprint and json.loads(theirs) != json.loads(fingerprint):
         return "written by another run (its fingerprint differs from the master's)"
@@ -915,7 +933,8 @@ def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
 
 def _scalar_attr(fid: Any, name: bytes) -> int | None:
     """Integer attribute `name` of the file's root group (one value), or None (low-level
-    API, fewest calls: this runs for every shard file a catalogue opens)."""
+    API, fewest calls: this runs for every shard file a catalogue opens).
+    """
     if not h5py.h5a.exists(fid, name):
         return None
     attr = h5py.h5a.open(fid, name)

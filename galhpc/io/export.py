@@ -95,7 +95,8 @@ def _fits_dtype(dtype: np.dtype) -> np.dtype:
 
 def fits_header(cat: Catalog, names: Sequence[str]):
     """The BINTABLE header of the export of `names` (NAXIS2 = len(cat)) and the big-endian
-    record dtype of one row."""
+    record dtype of one row.
+    """
     from astropy.io import fits
 
     cols, fields = [], []
@@ -125,7 +126,8 @@ def fits_header(cat: Catalog, names: Sequence[str]):
 
 def fits_text(text: str) -> str:
     """`text` as printable ASCII, which is all a FITS header card may hold (FITS standard
-    4.0, section 4.1.2.3): other characters become Python escapes (``é`` -> ``\\xe9``)."""
+    4.0, section 4.1.2.3): other characters become Python escapes (``é`` -> ``\\xe9``).
+    """
     escaped = text.encode("ascii", "backslashreplace").decode("ascii")
     return "".join(c if " " <= c <= "~" else repr(c)[1:-1] for c in escaped)
 
@@ -133,7 +135,8 @@ def fits_text(text: str) -> str:
 def _one_line(fits, key: str, value, comment: str = "") -> tuple[object, str]:
     """(value, comment) cut so that card `key` stays one 80-character line: the comment
     is shortened first, then a string value (no CONTINUE cards, which not every FITS
-    reader takes); strings are made printable ASCII first (`fits_text`)."""
+    reader takes); strings are made printable ASCII first (`fits_text`).
+    """
     comment = fits_text(comment)
     if isinstance(value, str):
         value = fits_text(value)
@@ -206,7 +209,8 @@ VOPARQUET_VERSION = "1.0"  # IVOA "VOTable-Parquet" convention (as astropy's ``p
 def export_names(cat: Catalog, names: Sequence[str], split_vectors: bool) -> list[tuple[str, str, int | None]]:
     """(exported name, catalogue column, element index or None) of each exported column:
     with `split_vectors` a vector column ``mu`` of L elements becomes scalar columns
-    ``mu_0 … mu_{L-1}`` (TOPCAT shows no array columns in its table view)."""
+    ``mu_0 … mu_{L-1}`` (TOPCAT shows no array columns in its table view).
+    """
     out: list[tuple[str, str, int | None]] = []
     for name in names:
         shape = cat.shape(name)[1:]
@@ -228,7 +232,8 @@ def votable_xml(cat: Catalog, exported: Sequence[tuple[str, str, int | None]]) -
 
     Written with astropy.io.votable from a one-row table of the exported columns, so the
     FIELD types are astropy's own mapping of the dtypes (TOPCAT and astropy's
-    ``Table.read(..., format="parquet.votable")`` read it back)."""
+    ``Table.read(..., format="parquet.votable")`` read it back).
+    """
     import io
     import xml.etree.ElementTree as ET
 
@@ -263,7 +268,8 @@ def arrow_schema(cat: Catalog, names: Sequence[str], split_vectors: bool = False
     """The pyarrow schema of the Parquet export: fixed-size lists for vector columns (or one
     scalar column per element with `split_vectors`), unit and description in each field's
     metadata, the VOParquet VOTable (``IVOA.VOTable-Parquet.content``/``.version``) and the
-    catalogue's /meta (``galhpc``) in the schema's."""
+    catalogue's /meta (``galhpc``) in the schema's.
+    """
     pa = require("pyarrow", "export", "Parquet export")
     exported = export_names(cat, names, split_vectors)
     fields = []
@@ -340,10 +346,9 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
     out, names = _target(cat, out, columns, overwrite)
     schema = arrow_schema(cat, names, split_vectors)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression=compression) as writer:
-            for _, values in cat.iter_shards(names):
-                writer.write_table(arrow_batch(cat, names, values, split_vectors, schema))
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+        for _, values in cat.iter_shards(names):
+            writer.write_table(arrow_batch(cat, names, values, split_vectors, schema))
     log.info("wrote %s: %d rows in %d row groups, columns %s", out, len(cat), len(cat.shards), names)
     return out
 
@@ -481,7 +486,8 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
 def survey_images(cat: Catalog, values: dict[str, np.ndarray]) -> np.ndarray:
     """A shard's images (n, H, W) (channels averaged) in the survey's units: stored pixels ·
     flux_norm / flux_scale when the catalogue records them (galhpc.inference.photometry),
-    else as stored."""
+    else as stored.
+    """
     images = np.asarray(values["images"], np.float32)
     if images.ndim == 4:
         images = images.mean(axis=1)
@@ -494,7 +500,8 @@ def survey_images(cat: Catalog, values: dict[str, np.ndarray]) -> np.ndarray:
 def image_header(cat: Catalog, values: dict[str, np.ndarray] | None = None, row: int | None = None):
     """FITS header cards of exported images: BUNIT, PIXSCALE (arcsec/pixel) and CDELT1/2
     (degrees/pixel, no celestial WCS: the stamps have no position), MAGZP; with `values`
-    and `row`, that object's OBJ_ID, MAG (AB), FLUX and COMPONENT."""
+    and `row`, that object's OBJ_ID, MAG (AB), FLUX and COMPONENT.
+    """
     from astropy.io import fits
 
     header = fits.Header()
@@ -524,7 +531,8 @@ def image_header(cat: Catalog, values: dict[str, np.ndarray] | None = None, row:
 
 def _image_target(cat: Catalog, out: str | Path, overwrite: bool) -> tuple[Path, list[str]]:
     """(`out` as a Path, the columns an image export reads) after the checks both image exports make
-    first (`_target`'s, for images)."""
+    first (`_target`'s, for images).
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
@@ -649,7 +657,7 @@ def inject_stamps(image: np.ndarray, wcs, stamps: np.ndarray, ra: np.ndarray, de
     out = np.array(image, dtype=np.float64, copy=True)
     x, y = wcs.world_to_pixel_values(np.asarray(ra, np.float64), np.asarray(dec, np.float64))
     n, h, w = np.shape(stamps)
-    for stamp, xc, yc in zip(np.asarray(stamps, np.float64), np.atleast_1d(x), np.atleast_1d(y)):
+    for stamp, xc, yc in zip(np.asarray(stamps, np.float64), np.atleast_1d(x), np.atleast_1d(y), strict=False):
         x0, y0 = int(np.floor(xc)) - (w - 1) // 2, int(np.floor(yc)) - (h - 1) // 2
         # the stamp's centre (w-1)/2 lands on xc: shift by the rest
         shifted = ndimage.shift(stamp, (yc - np.floor(yc) - (h - 1) / 2 + (h - 1) // 2,

@@ -44,7 +44,8 @@ class Store(Reader):
     @property
     def columns(self) -> list[str]:
         """Per-object columns: `images`, `object_id`, label names, and per-object extras
-        (`truth`, `masks`, per-pixel `sigma` and `mask`, per-object `psf`)."""
+        (`truth`, `masks`, per-pixel `sigma` and `mask`, per-object `psf`).
+        """
         names = ["images", "object_id", *self.info.label_names]
         for name, obj in self._file.items():
             if name not in names and isinstance(obj, h5py.Dataset):

@@ -99,8 +99,9 @@ def _nearest_k(x: torch.Tensor, codebook: torch.Tensor, k: int, block_size: int 
 
 def torch_search_k(x: torch.Tensor, codebook: torch.Tensor, k: int,
                    block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """k nearest codes per row of x (index, exact squared distance), (N, min(k, K)) each,
-    sorted by (distance, index)."""
+    """K nearest codes per row of x (index, exact squared distance), (N, min(k, K)) each,
+    sorted by (distance, index).
+    """
     kk = min(k, codebook.shape[0])
     code_norms = codebook.pow(2).sum(dim=1)
     # |fl(score) - score| <= (D + 2) eps (|x|^2 + |c|^2) for score = |c|^2 - 2 x.c (doubled for safety)
@@ -127,7 +128,8 @@ def torch_search_k(x: torch.Tensor, codebook: torch.Tensor, k: int,
 def _candidates(scores: torch.Tensor, kk: int, bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, code) pairs whose score is within 2 `bound` (per row) of the row's kk-th best: the
     2 kk best scores per row, and for the rare rows where all of those are in the window (many
-    near-ties) every code of the row."""
+    near-ties) every code of the row.
+    """
     n_codes = scores.shape[1]
     width = min(n_codes, 2 * kk)
     values, codes = scores.topk(width, dim=1, largest=False, sorted=True)
@@ -147,7 +149,8 @@ def _candidates(scores: torch.Tensor, kk: int, bound: torch.Tensor) -> tuple[tor
 def _pair_squared_distance(x: torch.Tensor, codebook: torch.Tensor, rows: torch.Tensor,
                            codes: torch.Tensor) -> torch.Tensor:
     """sum_d (x[rows, d] - codebook[codes, d])^2 in float64, summed over d in order (the same
-    bits for a pair whatever else is computed with it)."""
+    bits for a pair whatever else is computed with it).
+    """
     total = torch.zeros(rows.shape[0], dtype=torch.float64, device=x.device)
     for d in range(x.shape[1]):
         total += (x[rows, d].double() - codebook[codes, d].double()).pow(2)
@@ -204,7 +207,8 @@ def _choose_backend(backend: str, device: torch.device, row_bytes: int) -> str:
 
 def torch_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: per block of rows, argmin over ||c||^2 - 2 x.c (||x||^2 does not change the
-    argmin), then the exact squared distance to the chosen code."""
+    argmin), then the exact squared distance to the chosen code.
+    """
     index = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     code_norms = codebook.pow(2).sum(dim=1)
     for start in range(0, x.shape[0], block_size):

@@ -29,7 +29,8 @@ log = logging.getLogger("galhpc.kernels.numba_codebook")
 
 def _njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     """``numba.njit(cache=True, **options)``, or without the disk cache where numba has no
-    writable place for it (it raises "cannot cache function ...: no locator available")."""
+    writable place for it (it raises "cannot cache function ...: no locator available").
+    """
 
     def decorate(function: Callable[..., Any]) -> Any:
         try:
@@ -46,7 +47,8 @@ def _njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
 
 def nearest_code_cpu(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int64 index of the nearest code for each row of x and its exact squared distance;
-    x and codebook share a float dtype."""
+    x and codebook share a float dtype.
+    """
     codebook = np.ascontiguousarray(codebook)
     half_norm = 0.5 * np.einsum("kd,kd->k", codebook, codebook)
     index = np.empty(x.shape[0], dtype=np.int64)

@@ -10,8 +10,8 @@ is the GPU path (not yet timed on GPU hardware).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 import weakref
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -82,8 +82,9 @@ def convolve_psf(images, psf, *, backend: str = "auto"):
 
 
 def _in_chunks(method, images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
-    """method over CPU chunks of about CHUNK_PIXELS full-convolution pixels (per-object PSFs
-    sliced along)."""
+    """Method over CPU chunks of about CHUNK_PIXELS full-convolution pixels (per-object PSFs
+    sliced along).
+    """
     if images.device.type != "cpu":
         return method(images, psf)
     b, hh, ww = images.shape[0], images.shape[-2], images.shape[-1]
@@ -197,7 +198,8 @@ def fft_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
 
 def _psf_spectrum(psf: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """rfft2 of the PSF; a shared (h, w) PSF's is cached per (tensor, version, FFT shape)
-    unless autograd needs it (per-object PSFs change with every batch: not cached)."""
+    unless autograd needs it (per-object PSFs change with every batch: not cached).
+    """
     if psf.dim() != 2 or (psf.requires_grad and torch.is_grad_enabled()):
         return torch.fft.rfft2(psf, s=shape)
     key = (id(psf), shape, psf.dtype, psf.device)

@@ -30,7 +30,7 @@ def snr(images: np.ndarray, border: int = 8) -> np.ndarray:
 
 
 def non_uniformity(images: np.ndarray) -> np.ndarray:
-    """max / mean per image (inf where the mean is 0): large for compact sources, ~1 for flat frames."""
+    """Max / mean per image (inf where the mean is 0): large for compact sources, ~1 for flat frames."""
     grey = _grey_batch(images)
     out = np.empty(grey.shape[0])
     _non_uniformity_batch(grey, out)
@@ -45,7 +45,8 @@ def width(images: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> np.ndarr
     flux <= 0).
 
     Equal to the reference to float rounding wherever the fit converges; a frame that never
-    does (pure noise) can wander chaotically for max_iter steps, amplifying the rounding."""
+    does (pure noise) can wander chaotically for max_iter steps, amplifying the rounding.
+    """
     grey = _grey_batch(images)
     out = np.empty(grey.shape[0])
     _width_batch(grey, max_iter, tol, out)
@@ -54,7 +55,8 @@ def width(images: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> np.ndarr
 
 def metrics(images: np.ndarray, border: int = 8) -> dict[str, np.ndarray]:
     """snr, width, non_uniformity and border_noise of a batch, in that order: the grey
-    batch and the border noise (which snr divides by) are computed once for all four."""
+    batch and the border noise (which snr divides by) are computed once for all four.
+    """
     grey = _grey_batch(images)
     noise = _border_noise(grey, border)
     return {"snr": _over_noise(_peak16(grey), noise), "width": width(grey),
@@ -91,14 +93,15 @@ def _peak16(grey: np.ndarray) -> np.ndarray:
 
 
 def _over_noise(peak: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """peak / noise, inf where the noise is not > 0 (a noiseless frame), as preprocess.snr."""
+    """Peak / noise, inf where the noise is not > 0 (a noiseless frame), as preprocess.snr."""
     out = np.full_like(peak, np.inf)
     return np.divide(peak, noise, out=out, where=noise > 0)
 
 
 def _area_weights(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in): overlap of each output pixel's footprint with each input pixel over the
-    footprint length (rows sum to 1), the exact area average of preprocess.resize_area."""
+    footprint length (rows sum to 1), the exact area average of preprocess.resize_area.
+    """
     step = n_in / n_out
     edges = np.arange(n_out + 1) * step
     j = np.arange(n_in)[None, :]
@@ -174,7 +177,8 @@ def _non_uniformity_batch(images, out):
 @numba.njit(cache=True, error_model="numpy")
 def _inv2(xx, xy, yy):
     """Inverse of the symmetric 2x2 matrix ((xx, xy), (xy, yy)); numpy's inf/nan on a zero
-    determinant, like preprocess._inv2 on float64 scalars."""
+    determinant, like preprocess._inv2 on float64 scalars.
+    """
     det = xx * yy - xy * xy
     return yy / det, -xy / det, xx / det
 
@@ -182,7 +186,8 @@ def _inv2(xx, xy, yy):
 @numba.njit(cache=True, error_model="numpy")
 def _floor_eigenvalues(xx, xy, yy, floor):
     """preprocess._floor_eigenvalues: ((xx, xy), (xy, yy)) with its eigenvalues raised to at
-    least `floor`, eigenvectors kept; untouched where both already are."""
+    least `floor`, eigenvectors kept; untouched where both already are.
+    """
     mean, radius = 0.5 * (xx + yy), np.hypot(0.5 * (xx - yy), xy)
     low, high = mean - radius, mean + radius
     if low >= floor:
@@ -244,7 +249,8 @@ def _gaussian_moments(img, cx, cy, ixx, ixy, iyy, work):
     Where icov is positive definite (always, unless a 2 x weighted fallback on a noise frame
     made the fit indefinite), q is split
     per row as ixx (dx + ixy dy / ixx)^2 + det / ixx dy^2: a 1-D Gaussian along the row
-    (_gaussian_line: a few exps per row instead of one per pixel)."""
+    (_gaussian_line: a few exps per row instead of one per pixel).
+    """
     h, w = img.shape
     dx, line, col, ycol, yycol = work[0], work[1], work[2], work[3], work[4]
     for j in range(w):
@@ -281,7 +287,8 @@ def _gaussian_line(t0, a, c, out):
     """out[j] = exp(-(a (t0 + j)^2 + c) / 2) for a > 0, c >= 0, with 4 exps: neighbours differ
     by a ratio that itself shrinks by exp(-a) per step.  The recurrence runs outward from the
     pixel nearest the peak, so every value and ratio is <= 1 (no overflow); the relative
-    error grows like n^2 / 2 x float eps (~1e-11 for n = 256)."""
+    error grows like n^2 / 2 x float eps (~1e-11 for n = 256).
+    """
     n = out.size
     peak = int(min(max(np.rint(-t0), 0.0), n - 1.0))
     t = t0 + peak

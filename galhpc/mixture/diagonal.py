@@ -49,7 +49,8 @@ class DiagGMM:
 def fit_diag_gmm(x: np.ndarray, n_components: int, *, seed: int = 0, max_iter: int = 200) -> DiagGMM:
     """Fit a diagonal GMM with sklearn (k-means init, the best of 5 starts by likelihood: one
     start often settles on a split by spread, e.g. bright tight vs faint broad, rather than
-    by position) and return float32 torch parameters."""
+    by position) and return float32 torch parameters.
+    """
     from sklearn.mixture import GaussianMixture
 
     x = np.asarray(x, dtype=np.float64)

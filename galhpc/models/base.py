@@ -89,7 +89,8 @@ class GalaxyModel(nn.Module):
     @property
     def batch_columns(self) -> tuple[str, ...]:
         """Store columns besides the image (labels, `truth`, `masks`, `psf`) that `loss`
-        reads from its batches; the trainer asks the loader for exactly these."""
+        reads from its batches; the trainer asks the loader for exactly these.
+        """
         return ()
 
     def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
@@ -182,14 +183,16 @@ class GalaxyModel(nn.Module):
     @property
     def data_init_batches(self) -> int:
         """How many unaugmented training batches `init_from_data` wants before the first
-        step (0: none, the default)."""
+        step (0: none, the default).
+        """
         return 0
 
     def init_from_data(self, batches: list[Batch]) -> None:
         """Initialise parameters from training data before the first step (e.g. a linear
         path as the PCA of the stamps).  The trainer calls it on a fresh run of a model
         with `data_init_batches` > 0, on every rank with the same batches, and then
-        broadcasts rank 0's parameters."""
+        broadcasts rank 0's parameters.
+        """
         raise NotImplementedError(f"model {self.name!r} has no data-driven initialisation")
 
     @property
@@ -201,7 +204,8 @@ class GalaxyModel(nn.Module):
     def reconstruct_columns(self) -> tuple[str, ...]:
         """Per-object store columns besides the image that `reconstruct` reads from its
         `columns` (a VQ-VAE's per-object `psf`); callers that measure reconstruction errors
-        read exactly these.  None by default."""
+        read exactly these.  None by default.
+        """
         return ()
 
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
@@ -220,7 +224,7 @@ class GalaxyModel(nn.Module):
         return self.decode(enc.mu) if enc.pose is None else self.decode(enc.mu, pose=enc.pose)
 
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
-        """n generated objects, for generative models.
+        """N generated objects, for generative models.
 
         Parameters
         ----------
@@ -246,5 +250,6 @@ class GalaxyModel(nn.Module):
 
     def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
         """Model-specific per-object outputs (B, ...) that `galhpc-encode` writes as datasets,
-        e.g. a star/galaxy probability; none by default."""
+        e.g. a star/galaxy probability; none by default.
+        """
         return {}

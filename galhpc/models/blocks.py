@@ -81,6 +81,6 @@ def upsample_block(c_in: int, c_out: int, kernel: int, slope: float) -> nn.Seque
 
 
 def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps with eps ~ N(0, I) from the global torch RNG."""
+    """Z = mu + sigma * eps with eps ~ N(0, I) from the global torch RNG."""
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 

@@ -13,7 +13,6 @@ then taken in the input's frame, after the decoder output is rotated back.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
@@ -24,14 +23,14 @@ from galhpc.models.pixels import masked_mean, valid_pixels
 
 def _conv_stack(channels: list[int]) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    for c_in, c_out in zip(channels, channels[1:]):
+    for c_in, c_out in zip(channels, channels[1:], strict=False):
         layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
     return layers
 
 
 def _deconv_stack(channels: list[int]) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+    for i, (c_in, c_out) in enumerate(zip(channels, channels[1:], strict=False)):
         layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
         if i < len(channels) - 2:
             layers.append(nn.LeakyReLU(0.2))

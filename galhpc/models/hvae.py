@@ -38,7 +38,8 @@ def _stamp_peak(x: torch.Tensor) -> torch.Tensor:
 
 def normalise_stamps(x: torch.Tensor, stretch: float) -> torch.Tensor:
     """Per object: divide by the brightest pixel of all bands, then an arcsinh stretch
-    asinh(stretch·x)/asinh(stretch), so brightness drops out and faint wings show."""
+    asinh(stretch·x)/asinh(stretch), so brightness drops out and faint wings show.
+    """
     return torch.asinh(stretch * x / _stamp_peak(x)) / math.asinh(stretch)
 
 
@@ -47,13 +48,15 @@ def denormalise_stamps(y: torch.Tensor, x: torch.Tensor, stretch: float) -> torc
     (e.g. reconstructions of x) back in x's flux units, with x's own peaks, so
     denormalise_stamps(normalise_stamps(x), x) == x.  The argument of sinh is kept within
     ±80, where float32 stays finite (it overflows near 89): a diverging head's output would
-    otherwise make reconstruction errors inf rather than merely large."""
+    otherwise make reconstruction errors inf rather than merely large.
+    """
     return _stamp_peak(x) * torch.sinh((y * math.asinh(stretch)).clamp(-80.0, 80.0)) / stretch
 
 
 def concentration(x: torch.Tensor) -> torch.Tensor:
     """Fraction of the positive light (bands summed) of the central half of the stamp that
-    falls in its central eighth: high for point sources.  x (B, C, H, W) -> (B,)."""
+    falls in its central eighth: high for point sources.  x (B, C, H, W) -> (B,).
+    """
     grey = x.sum(dim=1).clamp_min(0.0)
     h, w = grey.shape[-2:]
     core = grey[:, 7 * h // 16 : 9 * h // 16 + 1, 7 * w // 16 : 9 * w // 16 + 1].sum(dim=(1, 2))
@@ -118,7 +121,7 @@ class DoublePeakedLatent(nn.Module):
         return torch.sigmoid(self.galaxy_sign() * 2.0 * self.m * mu[:, 0] / self.s**2)
 
     def sample(self, n: int, latent_dim: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """z ~ prior (n, latent_dim) and its class (1 galaxy, 0 star) from the first peaked dim."""
+        """Z ~ prior (n, latent_dim) and its class (1 galaxy, 0 star) from the first peaked dim."""
         z = torch.randn(n, latent_dim, generator=generator, device=self.side_concentration.device)
         if self.peaked_dims == 0:
             return z, torch.full((n,), -1, dtype=torch.long)
@@ -136,7 +139,7 @@ class ConvTrunk(nn.Module):
         super().__init__()
         side = check_image_size(image_size, len(widths), "hvae", "widths")
         chans = [channels, *widths]
-        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:])))
+        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:], strict=False)))
         self.out_features = widths[-1] * side * side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +155,7 @@ class ConvHead(nn.Module):
         self.width = widths[-1]
         self.dense = nn.Sequential(nn.Linear(in_dim, self.width * self.side**2), nn.LeakyReLU(slope))
         chans = list(reversed(widths))
-        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:])))
+        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:], strict=False)))
         self.out = nn.ConvTranspose2d(chans[-1], channels, 4, stride=2, padding=1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -162,7 +165,7 @@ class ConvHead(nn.Module):
 def mlp(sizes: list[int], slope: float = 0.2) -> nn.Sequential:
     """Linear layers with LeakyReLU between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.LeakyReLU(slope))
@@ -182,14 +185,16 @@ class _StarGalaxyModel(GalaxyModel):
 
     def normalised_reconstruction(self, x: torch.Tensor, encoding: Encoding | None = None) -> torch.Tensor:
         """The deterministic reconstruction of raw stamps in the normalised space the loss
-        compares (the target `prepare(x)`): decode(encode(x).mu)."""
+        compares (the target `prepare(x)`): decode(encode(x).mu).
+        """
         return self.decode((self.encode(x) if encoding is None else encoding).mu)
 
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
                     encoding: Encoding | None = None) -> torch.Tensor:
         """`normalised_reconstruction(x)` with the per-stamp normalisation undone (x's own
         peak, inverse arcsinh stretch): in x's flux units, so (x − reconstruct(x)) is a
-        residual, and scaling a stamp by c > 0 scales its reconstruction by c."""
+        residual, and scaling a stamp by c > 0 scales its reconstruction by c.
+        """
         return denormalise_stamps(self.normalised_reconstruction(x, encoding), x, self.stretch)
 
     def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
@@ -264,7 +269,8 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         """The autoencoder's reconstruction image_head(ae_code(x)) (`encoding` unused): the
         one image the loss compares with the normalised stamp (`ae_mse`).  The VAE on top
         is compared with the code, not with pixels, so decode(encode(x).mu) (through the
-        small VAE latent) is not what the loss measures."""
+        small VAE latent) is not what the loss measures.
+        """
         return self.image_head(self.ae_code(x))
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
@@ -291,7 +297,8 @@ class HierarchicalAEVAE(_StarGalaxyModel):
 
 class PeakedVAE(_StarGalaxyModel):
     """Single-level conv VAE on the stamps; double-peaked prior on `peaked_dims` latent dims
-    (the "revised KL" baseline) or, with peaked_dims=0, a plain unit-Gaussian VAE."""
+    (the "revised KL" baseline) or, with peaked_dims=0, a plain unit-Gaussian VAE.
+    """
 
     name = "peaked_vae"
 

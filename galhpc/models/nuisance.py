@@ -103,7 +103,7 @@ def rotate(x: torch.Tensor, theta: torch.Tensor, padding: str = "reflection", mo
 
 
 def random_angles(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """n position angles uniform in [-π/2, π/2) (radians), for generation."""
+    """N position angles uniform in [-π/2, π/2) (radians), for generation."""
     return (torch.rand(n, generator=generator, device=device) - 0.5) * math.pi
 
 

@@ -284,7 +284,8 @@ class VQVAEPrior(GalaxyModel):
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
                     encoding: Encoding | None = None) -> torch.Tensor:
         """The embedded VQ-VAE's reconstruction (PSF applied when it has a PSF layer): the
-        prior models codes, not pixels, so its images are the VQ-VAE's."""
+        prior models codes, not pixels, so its images are the VQ-VAE's.
+        """
         return self._require_vqvae().reconstruct(x, columns, encoding=encoding)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
@@ -301,7 +302,7 @@ class VQVAEPrior(GalaxyModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
-        """n images decoded from sampled code maps; z holds the code indices (n, h*w) as floats."""
+        """N images decoded from sampled code maps; z holds the code indices (n, h*w) as floats."""
         vqvae = self._require_vqvae()
         device = self.pixelcnn.embedding.weight.device
         cond = self._sample_condition(n, conditions, device)

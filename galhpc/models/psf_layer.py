@@ -69,7 +69,8 @@ class PSFLayer(nn.Module):
 
     def __init__(self, spec: str | dict[str, Any], image: np.ndarray | None = None) -> None:
         """`spec`: see the module docstring; `image` (h, w): the PSF read from the file a
-        "file" or "hdf5" spec names (`galhpc.data.psf.read_psf(spec)`)."""
+        "file" or "hdf5" spec names (`galhpc.data.psf.read_psf(spec)`).
+        """
         super().__init__()
         spec = normalise_spec(spec)
         self.kind = spec["kind"]

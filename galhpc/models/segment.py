@@ -76,13 +76,13 @@ class SegmentationAE(GalaxyModel):
         self.side = check_image_size(image_size, len(widths) - 1, "segae", "widths")
         self.stretch, self.seg_weight, self.width = float(stretch), float(seg_weight), widths[-1]
         self.stem = nn.Sequential(conv_bn(channels, widths[0]), ResidualBlock(widths[0]))
-        self.down = nn.ModuleList(nn.Sequential(conv_bn(a, b, stride=2), ResidualBlock(b)) for a, b in zip(widths[:-1], widths[1:]))
+        self.down = nn.ModuleList(nn.Sequential(conv_bn(a, b, stride=2), ResidualBlock(b)) for a, b in zip(widths[:-1], widths[1:], strict=False))
         flat = widths[-1] * self.side**2
         self.to_code = nn.Linear(flat, latent_dim)
         self.from_code = nn.Sequential(nn.Linear(latent_dim, flat), nn.LeakyReLU(0.2))
         self.up = nn.ModuleList(
             nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv_bn(b, a), ResidualBlock(a))
-            for a, b in zip(reversed(widths[:-1]), reversed(widths[1:]))
+            for a, b in zip(reversed(widths[:-1]), reversed(widths[1:]), strict=False)
         )
         self.recon_head = nn.Conv2d(widths[0], channels, 1)
         hypercolumn = 2 * sum(widths)  # encoder and decoder features of every scale
@@ -127,7 +127,8 @@ class SegmentationAE(GalaxyModel):
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
                     encoding: Encoding | None = None) -> torch.Tensor:
         """decode(encode(x).mu) — the loss's reconstruction of the normalised stamp — with the
-        per-stamp normalisation undone (x's peak, inverse arcsinh), i.e. in x's flux units."""
+        per-stamp normalisation undone (x's peak, inverse arcsinh), i.e. in x's flux units.
+        """
         mu = (self.encode(x) if encoding is None else encoding).mu
         return denormalise_stamps(self.decode(mu), x, self.stretch)
 

@@ -39,7 +39,6 @@ from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.precision import float32
 
-
 RECON_KINDS = ("bce", "mse", "gaussian", "chi2")
 LINEAR_OUTPUT = ("gaussian", "chi2")
 
@@ -93,7 +92,7 @@ class AstroVaDEr(GalaxyModel):
         self.side = check_image_size(image_size, len(filters), "astrovader")
         widths = [channels, *filters]
         self.encoder = nn.Sequential(
-            *(vgg_block(a, b, k, slope) for a, b, k in zip(widths[:-1], widths[1:], kernels)), nn.Flatten()
+            *(vgg_block(a, b, k, slope) for a, b, k in zip(widths[:-1], widths[1:], kernels, strict=False)), nn.Flatten()
         )
         flat = filters[-1] * self.side**2
         self.fc_mu = nn.Linear(flat, latent_dim)
@@ -101,7 +100,7 @@ class AstroVaDEr(GalaxyModel):
         self.fc_decode = nn.Sequential(nn.Linear(latent_dim, flat), nn.LeakyReLU(slope))
         up_widths = [filters[-1], *reversed(filters[:-1]), filters[0]]
         self.decoder = nn.Sequential(
-            *(upsample_block(a, b, k, slope) for a, b, k in zip(up_widths[:-1], up_widths[1:], reversed(kernels)))
+            *(upsample_block(a, b, k, slope) for a, b, k in zip(up_widths[:-1], up_widths[1:], reversed(kernels), strict=False))
         )
         self.out = nn.Conv2d(up_widths[-1], channels, 3, padding=1)
         he_init(self, slope)
@@ -146,7 +145,8 @@ class AstroVaDEr(GalaxyModel):
     def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
         """A linear-output likelihood (gaussian, chi2) assumes flux-normalised pixels (the
         prep's `flux` step: the sky at 0, pixels in % of the object's flux) and, for chi2,
-        the store's noise σ; a store without them trains to meaningless losses."""
+        the store's noise σ; a store without them trains to meaningless losses.
+        """
         if self.recon_kind not in LINEAR_OUTPUT:
             return None
         if "flux" not in recipe or "minmax" in recipe:
@@ -169,7 +169,8 @@ class AstroVaDEr(GalaxyModel):
         models), in the store's linear units, neither σ-matched nor stretched — a PCA of the
         pixels the likelihood compares.  Degraded to `match_sigma`, the added noise passes
         straight into μ and the reconstruction (HDF held-out strip, PCA-10 start: 41 % of
-        stamps won against PCA-10 with it, 47 % without)."""
+        stamps won against PCA-10 with it, 47 % without).
+        """
         return x if theta is None else rotate(x, -theta, mode=self.canon.interpolation) * self.canon.window
 
     def decoder_logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -213,7 +214,8 @@ class AstroVaDEr(GalaxyModel):
 
     def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) of latents z (B, L); with `pose` θ (B,) rotated from the
-        canonical frame to position angle θ (orient models)."""
+        canonical frame to position angle θ (orient models).
+        """
         return self.canon.restore(self.output(self.decoder_logits(z)), pose)
 
     def weight_penalty(self) -> torch.Tensor:
@@ -250,7 +252,7 @@ class AstroVaDEr(GalaxyModel):
 
     @float32
     def scaled_log_gamma(self, z: torch.Tensor) -> torch.Tensor:
-        """log γ from the min-max scaled log p(c, z) (s3VDC): finite for any z."""
+        """Log γ from the min-max scaled log p(c, z) (s3VDC): finite for any z."""
         scaled = minmax_scale(gmm_log_joint(z, self.log_pi, self.mu_c, self.var_c), self.gamma_lambda)
         return torch.log_softmax(scaled, dim=1)
 
@@ -279,7 +281,7 @@ class AstroVaDEr(GalaxyModel):
     def sample(
         self, n: int, generator: torch.Generator | None = None, component: int | None = None, **conditions: Any
     ) -> Samples:
-        """c ~ Categorical(π) (or the given component), z ~ N(μ_c, σ_c²), images = decode(z)."""
+        """C ~ Categorical(π) (or the given component), z ~ N(μ_c, σ_c²), images = decode(z)."""
         device = self.mu_c.device
         if component is None:
             comp = torch.multinomial(self.log_pi.exp().detach().cpu(), n, replacement=True, generator=_cpu(generator))
@@ -335,7 +337,8 @@ class LinearPath(nn.Module):
     @torch.no_grad()
     def fit(self, flat: torch.Tensor) -> None:
         """Adopt PCA-L of `flat` (N, D) float64 (N > L); components beyond the data's rank get
-        zero weight."""
+        zero weight.
+        """
         n, latent = len(flat), self.enc.shape[0]
         if n <= latent:
             raise ValueError(f"astrovader: the linear path's PCA needs more than {latent} stamps, got {n}")

@@ -27,7 +27,7 @@ class ConvEncoder(nn.Module):
         super().__init__()
         side = check_image_size(image_size, len(filters), "vae", "filters")
         widths = [channels, *filters]
-        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:])))
+        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:], strict=False)))
         flat = filters[-1] * side * side
         self.mu = nn.Linear(flat, latent_dim)
         self.logvar = nn.Linear(flat, latent_dim)
@@ -48,7 +48,7 @@ class ConvDecoder(nn.Module):
         self.width = filters[-1]
         self.dense = nn.Sequential(nn.Linear(latent_dim, self.width * self.side**2), nn.LeakyReLU(slope))
         widths = list(reversed(filters))
-        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:])))
+        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:], strict=False)))
         self.out = nn.ConvTranspose2d(widths[-1], out_channels, 4, stride=2, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -144,7 +144,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, n_in: int, latent_dim: int, hidden: list[int], slope: float) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for a, b in zip([n_in, *hidden[:-1]], hidden):
+        for a, b in zip([n_in, *hidden[:-1]], hidden, strict=False):
             layers += [nn.Linear(a, b), nn.LeakyReLU(slope)]
         self.features = nn.Sequential(*layers)
         self.mu = nn.Linear(hidden[-1], latent_dim)
@@ -162,7 +162,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         widths = list(reversed(hidden))
-        for a, b in zip([latent_dim, *widths[:-1]], widths):
+        for a, b in zip([latent_dim, *widths[:-1]], widths, strict=False):
             layers += [nn.Linear(a, b), nn.LeakyReLU(slope)]
         self.features = nn.Sequential(*layers)
         self.out = nn.Linear(widths[-1], out_channels * image_size**2)

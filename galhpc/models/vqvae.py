@@ -194,7 +194,8 @@ class Unstretch(nn.Module):
     decoder draws in the stretched space, so a code's quantisation error is an absolute error
     at the sky level and a relative one in a bright core (whose pixels span two decades
     from galaxy to galaxy, more than a 64-code book resolves linearly).  |y / s| is clipped
-    at `limit` so a diverging step cannot overflow."""
+    at `limit` so a diverging step cannot overflow.
+    """
 
     def __init__(self, stretch: float, limit: float = 12.0) -> None:
         super().__init__()
@@ -272,7 +273,8 @@ class VQVAE(GalaxyModel):
     @property
     def batch_columns(self) -> tuple[str, ...]:
         """Per-object PSFs (`psf`) when the PSF layer takes them from the data (kind store);
-        `noise_sigma` for the chi2 reconstruction."""
+        `noise_sigma` for the chi2 reconstruction.
+        """
         return self.reconstruct_columns + (("noise_sigma",) if self.recon_kind == "chi2" else ())
 
     def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
@@ -292,7 +294,8 @@ class VQVAE(GalaxyModel):
 
     def quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Images -> (straight-through quantised map (B, D, h, w), code indices (B, h, w), terms);
-        with `orient` the map is of the canonically oriented image, θ in terms["pose"]."""
+        with `orient` the map is of the canonically oriented image, θ in terms["pose"].
+        """
         self._check_images(x)
         x_in, theta = self.canon(x)
         z_q, index, terms = self.quantizer(self.encoder(x_in))
@@ -306,7 +309,8 @@ class VQVAE(GalaxyModel):
 
     def decode_codes(self, index: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
         """Code map (B, h, w) -> deconvolved images (B, C, H, W), turned to position angle
-        `pose` (B,) radians when given (orient models)."""
+        `pose` (B,) radians when given (orient models).
+        """
         return self.canon.restore(self.output(self.decoder(self.quantizer.embed(index).permute(0, 3, 1, 2))), pose)
 
     def encode(self, x: torch.Tensor) -> Encoding:
@@ -315,7 +319,8 @@ class VQVAE(GalaxyModel):
 
     def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
         """Flattened quantised embeddings (B, D*h*w) -> images before the PSF (B, C, H, W),
-        turned to position angle `pose` (B,) when given."""
+        turned to position angle `pose` (B,) when given.
+        """
         images = self.output(self.decoder(z.reshape(z.shape[0], self.code_dim, self.grid, self.grid)))
         return self.canon.restore(images, pose)
 
@@ -326,7 +331,8 @@ class VQVAE(GalaxyModel):
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
                     encoding: Encoding | None = None) -> torch.Tensor:
         """PSF ⊛ decode(encode(x).mu) with a PSF layer (the observed image the loss compares
-        with x; per-object PSFs from `columns["psf"]` as in the loss), else decode(encode(x).mu)."""
+        with x; per-object PSFs from `columns["psf"]` as in the loss), else decode(encode(x).mu).
+        """
         psf = None if columns is None else columns.get("psf")
         if psf is not None:
             psf = torch.as_tensor(psf, device=x.device)

@@ -16,10 +16,10 @@ import torch
 from galhpc.checkpoint import check_catalogue_checkpoint, load_model
 from galhpc.config import TrainConfig
 from galhpc.data.loader import holdout_mask
+from galhpc.io.catalog import open_catalog
 from galhpc.report import heldout, inference, sampling, truth
 from galhpc.report.losses import read_loss_history
 from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
-from galhpc.io.catalog import open_catalog
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.kinds import ENCODE_CATALOGUE, GENERATE_CATALOGUE, STORE, check_kind
 
@@ -41,7 +41,8 @@ TITLES = {
 def check_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None, synth: str | Path | None,
                  holdout_store: str | Path | None) -> None:
     """Refuse, before any work, an input of the wrong galhpc kind (`galhpc.runtime.kinds`) or
-    catalogues made with another checkpoint (`check_catalogue_checkpoint`)."""
+    catalogues made with another checkpoint (`check_catalogue_checkpoint`).
+    """
     for path, kind, role in ((store, STORE, "galhpc-report --store"),
                              (holdout_store, STORE, "galhpc-report --holdout-store"),
                              (synth, GENERATE_CATALOGUE, "galhpc-report --synth")):
@@ -61,7 +62,8 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
 
     Held-out objects come from `holdout_store` when given (a separate store: every object
     counts as held out, read and encoded directly, no catalogue needed), else from `store`
-    (the trainer's holdout split of the sampled catalogue rows)."""
+    (the trainer's holdout split of the sampled catalogue rows).
+    """
     check_inputs(checkpoint, clusters, store, synth, holdout_store)
     model, cfg, payload = load_model(checkpoint)
     cs = sampling.read_clusters(clusters, opt.max_objects, rng)
@@ -127,7 +129,8 @@ def check_separate(holdout_store: str | Path, training_store: str | None) -> Non
 def held_out(member_rows: np.ndarray, in_store: np.ndarray, store: str | Path, train: TrainConfig
              ) -> tuple[np.ndarray, str]:
     """Sampled catalogue rows whose store row the trainer held out (its split: fraction and seed
-    of the checkpoint's config); all sampled rows in the store when it held none out."""
+    of the checkpoint's config); all sampled rows in the store when it held none out.
+    """
     if train.holdout_fraction > 0:
         mask = holdout_mask(sampling.store_size(store), train.holdout_fraction, train.seed)
         held = in_store[mask[member_rows[in_store]]]
@@ -198,7 +201,8 @@ def _finite(value: Any) -> Any:
 def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str, str]]]) -> str:
     """A self-contained HTML page: a one-screen summary table (`summary_rows`: the headline
     numbers, model beside baseline, pass/flag), then each section's figures and its scalar
-    metrics (3 significant digits; lists and per-object values stay in metrics.json)."""
+    metrics (3 significant digits; lists and per-object values stay in metrics.json).
+    """
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>galhpc report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:2px 6px}"
@@ -233,7 +237,8 @@ def sig3(value: Any) -> str:
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, str, str]]:
     """The headline numbers of a report: (quantity, model, baseline, which baseline, "pass" /
-    "flag" / ""), from the sections that ran."""
+    "flag" / ""), from the sections that ran.
+    """
     rows: list[tuple[str, Any, Any, str, str]] = []
     regier = report.get("regier", {})
     known = regier.get("known_sigma") or {}
@@ -297,7 +302,8 @@ def _truth_table(result: dict[str, Any]) -> str:
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     """(dotted name, value) of the scalar entries of nested metrics; lists are left out
-    (they stay in metrics.json), short lists of scalars kept as text."""
+    (they stay in metrics.json), short lists of scalars kept as text.
+    """
     out: list[tuple[str, Any]] = []
     for key, value in metrics.items():
         name = f"{prefix}{key}"

@@ -1,6 +1,7 @@
 """The report's fidelity section: galhpc-fidelity's test (galhpc.fidelity.score) on the
 report's held-out stamps and the model's samples (or the --synth catalogue's), without
-the memorisation check (the report does not know the training rows: run galhpc-fidelity)."""
+the memorisation check (the report does not know the training rows: run galhpc-fidelity).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ FOLDS = 5
 
 def fidelity_section(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
     """KS and Wasserstein distances per statistic beside the real-halves floor, and the
-    classifier two-sample AUC, on `opt.n_morph` held-out and generated stamps."""
+    classifier two-sample AUC, on `opt.n_morph` held-out and generated stamps.
+    """
     if inp.holdout_images is None:
         return {"skipped": "no --store: no real images"}
     if inp.synth is None and not inp.model.generative:

@@ -122,7 +122,8 @@ def loss_curves(columns: Mapping[str, np.ndarray], x_name: str, phases: np.ndarr
 
 def _shade_phases(ax: plt.Axes, x: np.ndarray, phases: np.ndarray) -> None:
     """Shade the cells of each contiguous run of one phase, one colour per phase; a row's cell
-    reaches halfway to its neighbours, so one-row phases (per-epoch logs) are visible too."""
+    reaches halfway to its neighbours, so one-row phases (per-epoch logs) are visible too.
+    """
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(dict.fromkeys(phases.tolist()))
     half = np.diff(x) / 2 if len(x) > 1 else np.array([0.5])
@@ -224,7 +225,8 @@ def scatter_2d(xy: np.ndarray, colourings: Mapping[str, np.ndarray], path: Path,
 def regier_scatter(sse_model: np.ndarray, sse_gaussian: np.ndarray, path: Path, title: str,
                    baseline: np.ndarray | None = None, baseline_label: str = "baseline") -> Path:
     """Per-stamp squared error of the reconstructions (model, and a baseline such as PCA-3)
-    against that of the best-fit Gaussian; below the diagonal the reconstruction wins."""
+    against that of the best-fit Gaussian; below the diagonal the reconstruction wins.
+    """
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.scatter(sse_gaussian, sse_model, s=5, alpha=0.6, label="model")
     if baseline is not None:
@@ -272,7 +274,8 @@ def statistics_vs_condition(x: np.ndarray, real: Sequence[Mapping[str, Sequence[
     """Median of each statistic per condition bin against the bin's condition value, real and
     generated, error bars from the 25th to the 75th percentile; bin edges dotted.
 
-    real[i][name] / generated[i][name] = (25th percentile, median, 75th percentile) of bin i."""
+    real[i][name] / generated[i][name] = (25th percentile, median, 75th percentile) of bin i.
+    """
     names = list(real[0]) if len(real) else []
     n_cols = min(4, max(len(names), 1))
     n_rows = max(int(np.ceil(len(names) / n_cols)), 1)
@@ -301,7 +304,8 @@ def statistics_vs_condition(x: np.ndarray, real: Sequence[Mapping[str, Sequence[
 def truth_bars(result: Mapping[str, object], path: Path, flag: float = 0.10) -> Path:
     """Grouped bars of a `truth.truth_recovery` result: probe R² and kNN accuracy (model
     against PCA; chance as a black tick), cluster NMI per class column and η² per nuisance
-    column (model against PCA+GMM; dashed line at `flag`). Undefined scores are left blank."""
+    column (model against PCA+GMM; dashed line at `flag`). Undefined scores are left blank.
+    """
     m, p, g = result["model"], result["pca"], result["pca_gmm"]
     dim, k = result["pca_components"], result["n_clusters"]
     panels = [

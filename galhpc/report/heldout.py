@@ -1,5 +1,6 @@
 """Held-out objects read straight from a store and encoded by the model: the input of the
-report's truth section and of `evaluate_checkpoint` (no catalogue needed)."""
+report's truth section and of `evaluate_checkpoint` (no catalogue needed).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import numpy as np
 from galhpc.data.store import locate_column
 from galhpc.models.base import GalaxyModel
 from galhpc.report import inference, sampling
+from galhpc.runtime.batching import run_batched
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.files import open_h5_readonly
-from galhpc.runtime.batching import run_batched
 
 DEFAULT_CLUSTERS = 10  # K of a model without a mixture when neither the caller nor a catalogue gives one
 
@@ -62,7 +63,8 @@ def model_clusters(model: GalaxyModel, mu: np.ndarray, n_clusters: int | None, s
     """The model's clusters of latents `mu` (N, L): argmax of its own mixture's γ for a
     mixture model (K = its number of components), else sklearn's GaussianMixture with
     `n_clusters` (default `DEFAULT_CLUSTERS`) fitted on `mu` with `seed`, as galhpc-encode
-    fits one post hoc.  Returns (components (N,), K, how they were found)."""
+    fits one post hoc.  Returns (components (N,), K, how they were found).
+    """
     import torch
 
     if model.has_mixture:
@@ -118,7 +120,8 @@ SIMULATED_SOURCES = ("galsim", "galsim_stars")  # prep source kinds whose label 
 
 def _recorded_sources(store: str | Path) -> list[dict]:
     """The source entries of the store's recorded prep config (the recorded text, not a config
-    with defaults filled in: a default source is no record); [] when none is readable."""
+    with defaults filled in: a default source is no record); [] when none is readable.
+    """
     import yaml
 
     with open_h5_readonly(store) as f:
@@ -134,14 +137,16 @@ def observed_sources(store: str | Path) -> tuple[bool, str]:
     """(whether the store's recorded prep config has a source of observed stamps, the source
     kinds as text).  Observed stamps (fits, survey_image, real, ...) carry catalogue
     measurements (positions, fluxes, radii), which are no truth to recover; simulated ones
-    (`SIMULATED_SOURCES`) carry truth.  A store that records no sources is not called observed."""
+    (`SIMULATED_SOURCES`) carry truth.  A store that records no sources is not called observed.
+    """
     kinds = [str(source.get("kind")) for source in _recorded_sources(store)]
     return any(k not in SIMULATED_SOURCES for k in kinds), ", ".join(kinds) or "not recorded"
 
 
 def catalogue_columns(store: str | Path) -> set[str]:
     """Label columns the store's sources copied from a catalogue (their `passthrough`):
-    measurements and bookkeeping (positions, radii, a held-out flag), never truth."""
+    measurements and bookkeeping (positions, radii, a held-out flag), never truth.
+    """
     return {str(name) for source in _recorded_sources(store) for name in (source.get("passthrough") or [])}
 
 

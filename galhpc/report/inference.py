@@ -33,7 +33,8 @@ def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256,
     the model's loss compares it (decode(encode(x).μ) for most models; PSF ⊛ decode(μ) for a
     PSF VQ-VAE; normalisation undone for hvae/segae), so images − reconstructions is a residual.
     `columns`: the store columns the model's `reconstruct` needs (`reconstruct_columns`, e.g.
-    per-object PSFs), each row-aligned with images."""
+    per-object PSFs), each row-aligned with images.
+    """
     out = run_batched(model, lambda x, part: model.reconstruct(x, part or None).float().cpu(), images,
                       batch_size=batch_size, columns=columns)
     return torch.cat(out).numpy()
@@ -41,7 +42,8 @@ def reconstruct(model: GalaxyModel, images: np.ndarray, batch_size: int = 256,
 
 def class_condition(model: GalaxyModel) -> tuple[str, int] | None:
     """(label column, number of classes) of a class-conditional generator (e.g. the conditional
-    PixelCNN prior, whose `sample(component=c)` draws class c), else None."""
+    PixelCNN prior, whose `sample(component=c)` draws class c), else None.
+    """
     condition = model.sample_condition
     if model.generative and condition is not None and condition.kind == "class":
         return str(condition.column), int(condition.num_classes)
@@ -50,7 +52,8 @@ def class_condition(model: GalaxyModel) -> tuple[str, int] | None:
 
 def float_condition(model: GalaxyModel) -> str | None:
     """Label column of a float-conditioned generator (e.g. a PixelCNN prior with a condition of
-    kind "float", whose `sample(n, column=value)` draws at that value), else None."""
+    kind "float", whose `sample(n, column=value)` draws at that value), else None.
+    """
     condition = model.sample_condition
     if model.generative and condition is not None and condition.kind == "float":
         return str(condition.column)
@@ -60,8 +63,9 @@ def float_condition(model: GalaxyModel) -> str | None:
 @torch.no_grad()
 def sample(model: GalaxyModel, n: int, seed: int, component: int | None = None,
            **conditions: Any) -> tuple[np.ndarray, np.ndarray]:
-    """n generated images (N, C, H, W) and their components; `component` fixes the mixture
-    component (or class), `conditions` (column=value) the condition of a conditional generator."""
+    """N generated images (N, C, H, W) and their components; `component` fixes the mixture
+    component (or class), `conditions` (column=value) the condition of a conditional generator.
+    """
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     kwargs = dict(conditions) if component is None else {"component": component, **conditions}
     out = model.sample(n, generator, **kwargs)

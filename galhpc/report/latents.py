@@ -26,7 +26,7 @@ def interpolate(start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
 
 def route(centres: np.ndarray, order: list[int], steps_per_leg: int) -> np.ndarray:
     """Latents (n_legs, steps_per_leg, L): straight legs between consecutive centres of `order`."""
-    return np.stack([interpolate(centres[a], centres[b], steps_per_leg) for a, b in zip(order[:-1], order[1:])])
+    return np.stack([interpolate(centres[a], centres[b], steps_per_leg) for a, b in zip(order[:-1], order[1:], strict=False)])
 
 
 def nearest_partners(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -129,7 +129,8 @@ def is_vote_fraction(values: np.ndarray) -> bool:
 def per_cluster_summary(values: np.ndarray, clusters: np.ndarray, cuts: tuple[float, ...] = ()
                         ) -> dict[str, dict[str, float]]:
     """Mean of a label per cluster, and the fraction of each cluster above every cut in `cuts`
-    (Galaxy Zoo style: e.g. smooth fraction > 0.8 for a clean smooth sample); NaNs ignored."""
+    (Galaxy Zoo style: e.g. smooth fraction > 0.8 for a clean smooth sample); NaNs ignored.
+    """
     values = np.asarray(values, np.float64)
     out: dict[str, dict[str, float]] = {"mean": {}}
     out |= {f"fraction_above_{cut:g}": {} for cut in cuts}
@@ -253,7 +254,8 @@ def quantile_bins(values: np.ndarray, n_bins: int = 3, min_per_bin: int = 5) -> 
     """Equal-count bins of the finite `values`: edges at their quantiles (numpy's linear
     interpolation), at most `n_bins` and at most one bin per `min_per_bin` values (at least
     one); tied quantiles (discrete values) are merged. Bin i holds edges[i] <= v < edges[i+1],
-    the last bin also its upper edge. Raises ValueError without finite values."""
+    the last bin also its upper edge. Raises ValueError without finite values.
+    """
     v = np.asarray(values, np.float64).reshape(-1)
     finite = np.isfinite(v)
     x = v[finite]

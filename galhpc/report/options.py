@@ -1,5 +1,6 @@
 """The report's sample and figure sizes, apart from the sections, so that `galhpc-report --help`
-shows their defaults without importing torch, matplotlib or scipy."""
+shows their defaults without importing torch, matplotlib or scipy.
+"""
 
 from __future__ import annotations
 

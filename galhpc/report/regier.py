@@ -112,7 +112,8 @@ def gaussian_loglik(sse: np.ndarray, n_pixels: int) -> np.ndarray:
 
 def known_sigma_loglik(sse: np.ndarray, n_pixels: int, sigma: np.ndarray) -> np.ndarray:
     """Gaussian log-likelihood (nats) of each stamp with known per-pixel noise σ:
-    −SSE / (2σ²) − n_pixels · log(σ √(2π))."""
+    −SSE / (2σ²) − n_pixels · log(σ √(2π)).
+    """
     sigma = np.asarray(sigma, np.float64)
     return -0.5 * np.asarray(sse, np.float64) / sigma**2 - n_pixels * np.log(sigma * np.sqrt(2 * np.pi))
 

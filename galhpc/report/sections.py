@@ -240,7 +240,7 @@ def generation(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Ge
         legs = latents.route(centres, order, opt.steps)
         decoded = inference.decode(model, legs.reshape(-1, legs.shape[-1]), opt.batch_size)
         decoded = decoded.reshape(len(legs), opt.steps, *decoded.shape[1:])
-        figures.image_grid(list(decoded), [f"{uniq[a]} → {uniq[b]}" for a, b in zip(order[:-1], order[1:])],
+        figures.image_grid(list(decoded), [f"{uniq[a]} → {uniq[b]}" for a, b in zip(order[:-1], order[1:], strict=False)],
                            figs.path("generation", "tsp_interpolation.png",
                                      "Interpolation along the shortest route through the cluster centres"))
         out["tsp_order"] = [int(uniq[i]) for i in order]
@@ -300,7 +300,7 @@ def _deblending(inp: Inputs, opt: ReportOptions, figs: Figures) -> dict[str, Any
     mu = inp.clusters.mu
     partners = clean[latents.nearest_partners(mu[dirty], mu[clean])]
     rows, labels, ids = [], [], []
-    for a, b in zip(dirty, partners):
+    for a, b in zip(dirty, partners, strict=False):
         path = inference.decode(inp.model, latents.interpolate(mu[a], mu[b], opt.steps), opt.batch_size)
         ends = inp.store_images(inp.member_rows[[a, b]])
         rows.append(np.concatenate([ends[:1], path, ends[1:]]))
@@ -309,7 +309,7 @@ def _deblending(inp: Inputs, opt: ReportOptions, figs: Figures) -> dict[str, Any
     figures.image_grid(rows, labels, figs.path("generation", "deblending.png",
                                                "Deblending: input with companion, decoded path, nearest clean input"),
                        ids=ids)
-    return {"pairs": [[int(inp.clusters.object_id[a]), int(inp.clusters.object_id[b])] for a, b in zip(dirty, partners)]}
+    return {"pairs": [[int(inp.clusters.object_id[a]), int(inp.clusters.object_id[b])] for a, b in zip(dirty, partners, strict=False)]}
 
 
 # 4. Latent diagnostics -------------------------------------------------------------------------------
@@ -347,7 +347,8 @@ REGIER_PCA = 3  # the lenient baseline: a 3-component PCA already beats the blob
 def regier_test(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
     """Fraction of held-out images whose reconstruction beats the best-fit bivariate Gaussian,
     next to out-of-fold PCA-3 and PCA-L reconstructions of the same stamps; log-likelihoods
-    with the stamps' noise σ."""
+    with the stamps' noise σ.
+    """
     recons = inp.holdout_recons
     if inp.holdout_images is None or recons is None:
         return {"skipped": "no --store or --holdout-store: no held-out images"}
@@ -383,7 +384,8 @@ def regier_test(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.G
 # 7. Truth recovery -----------------------------------------------------------------------------------
 def truth_recovery(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
     """Probe R², kNN accuracy, cluster NMI/ARI and nuisance η² of the held-out objects, for the
-    model and for PCA / PCA+GMM on the same pixels (`galhpc.report.truth`)."""
+    model and for PCA / PCA+GMM on the same pixels (`galhpc.report.truth`).
+    """
     h = inp.holdout
     if h is None:
         return {"skipped": "no --store or --holdout-store: no held-out objects"}
@@ -414,8 +416,9 @@ MIN_GROUP = 5  # stamps on each side for a per-condition comparison (class, comp
 
 
 def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
-    """statmorph statistics of held-out and generated stamps, KS distances overall and per condition:
-    per class / component, or per quantile bin of a float condition."""
+    """Statmorph statistics of held-out and generated stamps, KS distances overall and per condition:
+    per class / component, or per quantile bin of a float condition.
+    """
     if inp.holdout_images is None:
         return {"skipped": "no --store: no real images"}
     model = inp.model
@@ -487,7 +490,8 @@ def generated_vs_real(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
 
 def _noise_matched(images: np.ndarray, real_sigma: float, opt: ReportOptions) -> tuple[np.ndarray, float, float]:
     """Generated stamps with white noise added up to the real stamps' median sky σ (if
-    `match_noise`); returns (stamps, their own sky σ, σ added)."""
+    `match_noise`); returns (stamps, their own sky σ, σ added).
+    """
     gen_sigma = morphology.median_sky_sigma(images)
     added = float(np.sqrt(max(real_sigma**2 - gen_sigma**2, 0.0))) if opt.match_noise else 0.0
     if added > 0:
@@ -498,11 +502,12 @@ def _noise_matched(images: np.ndarray, real_sigma: float, opt: ReportOptions) ->
 def _sample_groups(model: GalaxyModel, n_total: int, conditions: list[dict[str, Any]], seed: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """n_total stamps split evenly over the groups, group i drawn by `model.sample(**conditions[i])`;
-    returns the stamps and each one's group index (the class for [{"component": c}, ...])."""
+    returns the stamps and each one's group index (the class for [{"component": c}, ...]).
+    """
     sizes = np.full(len(conditions), n_total // len(conditions))
     sizes[: n_total % len(conditions)] += 1
     images, groups = [], []
-    for i, (kwargs, n) in enumerate(zip(conditions, sizes)):
+    for i, (kwargs, n) in enumerate(zip(conditions, sizes, strict=False)):
         if n:
             images.append(inference.sample(model, int(n), seed=seed + i, **kwargs)[0])
             groups.append(np.full(int(n), i, np.int64))
@@ -516,7 +521,8 @@ def _subset(table: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndar
 def _compare_groups(real_table: dict[str, np.ndarray], real_groups: np.ndarray, gen_table: dict[str, np.ndarray],
                     gen_groups: np.ndarray) -> dict[int, dict[str, dict[str, float]]]:
     """KS distances per group (class, component or condition bin) of the generated stamps, for
-    the groups with at least MIN_GROUP stamps on both sides."""
+    the groups with at least MIN_GROUP stamps on both sides.
+    """
     per = {}
     for c in np.unique(gen_groups[gen_groups >= 0]):
         r, g = real_groups == c, gen_groups == c
@@ -537,7 +543,8 @@ def _quartiles(table: dict[str, np.ndarray]) -> dict[str, list[float]]:
 def _per_bin(column: str, bins: metrics.ConditionBins, real_table: dict[str, np.ndarray],
              gen_table: dict[str, np.ndarray], gen_bins: np.ndarray, figs: Figures) -> dict[str, Any]:
     """Per quantile bin of a float condition: its edges, the condition value generated stamps were
-    drawn at, KS distances and quartiles of each statistic; one figure of medians against the condition."""
+    drawn at, KS distances and quartiles of each statistic; one figure of medians against the condition.
+    """
     per = _compare_groups(real_table, bins.index, gen_table, gen_bins)
     entries, real_q, gen_q = [], [], []
     for i in range(bins.n_bins):
@@ -573,7 +580,8 @@ def _per_bin(column: str, bins: metrics.ConditionBins, real_table: dict[str, np.
 # 8. Rarity -------------------------------------------------------------------------------------------
 def rarity(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
     """The most unusual objects of the catalogue sample by each rarity score (galhpc.search.rarity):
-    prior NLL of μ, distance to the 10th neighbour within the sample, reconstruction χ² per pixel."""
+    prior NLL of μ, distance to the 10th neighbour within the sample, reconstruction χ² per pixel.
+    """
     from galhpc.mixture.diagonal import fit_diag_gmm
     from galhpc.search.rarity import SCORES, knn_distance, latent_prior, prior_nll
 
@@ -669,8 +677,8 @@ def similarity_search(inp: Inputs, opt: ReportOptions, figs: Figures, rng: np.ra
     stamps = inp.store_images(unique)[inverse]  # a neighbour of several queries is read once
     neighbours = stamps[len(queries):].reshape(*safe.shape, *stamps.shape[1:])
     neighbours = np.where(found.reshape(*found.shape, *[1] * (neighbours.ndim - 2)), neighbours, np.nan)
-    captions = np.array([[f"{object_id[r]} d={d:.3g}" if ok else "" for r, d, ok in zip(rows, dist, oks)]
-                         for rows, dist, oks in zip(safe, top.distance, found)], dtype=object)
+    captions = np.array([[f"{object_id[r]} d={d:.3g}" if ok else "" for r, d, ok in zip(rows, dist, oks, strict=False)]
+                         for rows, dist, oks in zip(safe, top.distance, found, strict=False)], dtype=object)
     write_mosaic(figs.path("search", "search_mosaic.png",
                            f"Similarity search by μ: each query (red) and its {k} nearest catalogue objects "
                            "(object id, distance in μ)"),

@@ -59,7 +59,8 @@ def nuisances(stamps: SurveyStamps) -> dict[str, np.ndarray]:
     """Per-stamp nuisance values (N,): `log_snr` (log10 of the S/N in a `CORE_RADIUS`
     aperture, Σx / √Σσ² over valid pixels), `log_noise` (log10 of the median σ),
     `neighbour_x` / `neighbour_y` (pixels from the centre: the centroid of the light and the
-    masked pixels beyond `CORE_RADIUS`, a masked pixel weighing 3σ, i.e. a detection)."""
+    masked pixels beyond `CORE_RADIUS`, a masked pixel weighing 3σ, i.e. a detection).
+    """
     x, s, bad = (np.asarray(a, np.float64) for a in (stamps.images, stamps.sigma, stamps.mask))
     bad = bad > 0
     n, h, w = x.shape
@@ -80,7 +81,7 @@ def nuisances(stamps: SurveyStamps) -> dict[str, np.ndarray]:
 
 
 def fit_pca(train_images: np.ndarray, n_components: int = PCA_COMPONENTS, seed: int = 0):
-    """sklearn PCA with `n_components` fitted on training stamps (N, H, W) (full SVD)."""
+    """Sklearn PCA with `n_components` fitted on training stamps (N, H, W) (full SVD)."""
     from sklearn.decomposition import PCA
 
     flat = np.asarray(train_images, np.float64).reshape(len(train_images), -1)
@@ -180,7 +181,8 @@ def cluster_scores(components: np.ndarray, values: Mapping[str, np.ndarray]) -> 
 
 def precision_at_k(features: np.ndarray, classes: np.ndarray, k: int = SEARCH_K) -> float:
     """Mean fraction of same-class objects among each object's k nearest others (Euclidean
-    in `features` (N, D), standardised per dimension)."""
+    in `features` (N, D), standardised per dimension).
+    """
     f = np.asarray(features, np.float64)
     f = (f - f.mean(0)) / np.maximum(f.std(0), 1e-12)
     d = ((f[:, None] - f[None]) ** 2).sum(-1)

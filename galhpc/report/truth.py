@@ -179,7 +179,8 @@ def eta_squared(values: np.ndarray, clusters: np.ndarray) -> float:
 
 def nuisance_scale(values: np.ndarray) -> tuple[np.ndarray, str]:
     """log10 of a column whose finite values are all positive (S/N, flux, σ), else the column;
-    returns the values and "log10" or "linear"."""
+    returns the values and "log10" or "linear".
+    """
     v = np.asarray(values, np.float64)
     finite = v[np.isfinite(v)]
     if len(finite) and finite.min() > 0:
@@ -232,13 +233,15 @@ def pca_scores(pixels: np.ndarray, n_components: int, seed: int = 0) -> np.ndarr
 def gmm_covariance(dim: int) -> str:
     """Covariance type of the GaussianMixtures here: "full" up to `GMM_FULL_MAX_DIM`
     dimensions, "diag" above (a full covariance of e.g. a VQ-VAE's 4096-d latents is
-    neither estimable from a few hundred objects nor affordable)."""
+    neither estimable from a few hundred objects nor affordable).
+    """
     return "full" if dim <= GMM_FULL_MAX_DIM else "diag"
 
 
 def pca_gmm_clusters(scores: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
     """Hard clusters (N,) of sklearn's GaussianMixture(n_clusters, covariance
-    `gmm_covariance(D)`, random_state=seed) fitted on `scores` (N, D)."""
+    `gmm_covariance(D)`, random_state=seed) fitted on `scores` (N, D).
+    """
     from sklearn.mixture import GaussianMixture
 
     x = np.asarray(scores, np.float64)
@@ -249,7 +252,8 @@ def pca_gmm_clusters(scores: np.ndarray, n_clusters: int, seed: int = 0) -> np.n
 def pca_reconstruction(pixels: np.ndarray, n_components: int, seed: int = 0, n_folds: int = N_FOLDS) -> np.ndarray:
     """Out-of-fold PCA reconstructions (N, P): each row is reconstructed by a PCA with
     `n_components` fitted on the other folds (KFold shuffled with `seed`), so no stamp is
-    reconstructed by components fitted on itself."""
+    reconstructed by components fitted on itself.
+    """
     from sklearn.decomposition import PCA
     from sklearn.model_selection import KFold
 
@@ -332,7 +336,8 @@ def truth_recovery(latents: np.ndarray, components: np.ndarray | None, pixels: n
 
 def table_rows(result: Mapping[str, Any]) -> list[tuple[str, str, float, float, float | None]]:
     """(metric, column, model, baseline, chance or None) rows of a `truth_recovery` result:
-    probe R² and kNN accuracy against PCA, NMI/ARI and η² against PCA+GMM, MSE against PCA."""
+    probe R² and kNN accuracy against PCA, NMI/ARI and η² against PCA+GMM, MSE against PCA.
+    """
     m, p, g = result["model"], result["pca"], result["pca_gmm"]
     rows: list[tuple[str, str, float, float, float | None]] = []
     rows += [("probe R²", c, m["probe_r2"][c], p["probe_r2"][c], None) for c in m["probe_r2"]]

@@ -39,7 +39,8 @@ class CatalogError(GalhpcError, RuntimeError):
 
 class LaunchError(GalhpcError, RuntimeError):
     """A launch environment or distributed backend that cannot start: missing package,
-    inconsistent launcher variables, an MPI that does not see the launcher's ranks."""
+    inconsistent launcher variables, an MPI that does not see the launcher's ranks.
+    """
 
 
 class TrainingError(GalhpcError, RuntimeError):

@@ -271,7 +271,8 @@ class H5Output:
 
 def _pid_alive(pid: int) -> bool:
     """Whether process `pid` of this host still runs: a killed process its parent has not yet
-    reaped (a zombie, e.g. an MPI rank whose mpirun was killed with it) has stopped running."""
+    reaped (a zombie, e.g. an MPI rank whose mpirun was killed with it) has stopped running.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -532,7 +533,8 @@ class OutputLock:
 
     def live_holder(self) -> str | None:
         """Who holds this lock now and may still run (``host:pid ...``), or None: no lock, or
-        one a run that is gone left (which `acquire` would take over).  Changes nothing."""
+        one a run that is gone left (which `acquire` would take over).  Changes nothing.
+        """
         holder = self._holder()
         if holder is None or self._gone(LockHolder.parse(holder)) is not None:
             return None

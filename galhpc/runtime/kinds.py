@@ -55,7 +55,8 @@ FILTERS = {
 
 class FileKindError(DataError):
     """An HDF5 file of another galhpc kind than the command reads (a catalogue as a store, ...),
-    or one whose datasets need a compression filter this HDF5 lacks."""
+    or one whose datasets need a compression filter this HDF5 lacks.
+    """
 
 
 def _text(value: Any) -> str:
@@ -157,7 +158,8 @@ def check_kind(path: str | Path, expected: str | Iterable[str], role: str) -> st
 
 def missing_filter(dcpl: Any) -> tuple[int, str] | None:
     """(filter id, name) of the first filter of a dataset creation property list that this
-    HDF5 cannot apply, or None."""
+    HDF5 cannot apply, or None.
+    """
     import h5py
 
     for i in range(dcpl.get_nfilters()):

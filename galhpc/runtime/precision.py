@@ -69,7 +69,8 @@ def _as_float32(value: Any) -> Any:
 def float32(fn: F) -> F:
     """Decorator: run `fn` with autocast off and its floating tensor arguments in float32
     (float64 ones are kept), so log-densities and KL terms keep float32's precision and
-    range inside a bf16/fp16 step; outside autocast it only casts low-precision inputs."""
+    range inside a bf16/fp16 step; outside autocast it only casts low-precision inputs.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -70,7 +70,8 @@ def background(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 
 def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """`batch` with `fn` applied to every tensor in it (dicts, tuples and lists are walked;
-    numpy arrays become tensors first only when `fn` is applied, other values pass)."""
+    numpy arrays become tensors first only when `fn` is applied, other values pass).
+    """
     if torch.is_tensor(batch):
         return fn(batch)
     if isinstance(batch, dict):

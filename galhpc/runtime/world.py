@@ -142,7 +142,8 @@ class World:
 
     def _arrive(self, comm: Any) -> None:
         """Wait for every rank in a sleeping poll rather than MPI's busy wait, so ranks done
-        early do not take CPU from those still working when cores are shared."""
+        early do not take CPU from those still working when cores are shared.
+        """
         request = comm.Ibarrier()
         while not request.Test():
             time.sleep(self.poll_seconds)

@@ -50,7 +50,7 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
             table.write(tmp, format="fits")
         else:
             names = list(columns)
-            rows = zip(*(np.asarray(columns[n]).tolist() for n in names))
+            rows = zip(*(np.asarray(columns[n]).tolist() for n in names), strict=False)
             with open(tmp, "w") as fh:
                 fh.write(",".join(names) + "\n")
                 fh.writelines(",".join(_csv_cell(v) for v in row) + "\n" for row in rows)
@@ -59,7 +59,8 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
 
 def table_units(columns: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> dict[str, str]:
     """Units of the columns that have one (`galhpc.io.columns`: ra, dec in deg; a carried
-    store column the unit its store recorded, from the catalogue's /meta `meta`)."""
+    store column the unit its store recorded, from the catalogue's /meta `meta`).
+    """
     from galhpc.io.columns import column_info
 
     return {name: unit for name in columns if (unit := column_info(name, meta).unit)}
@@ -135,7 +136,8 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
 
 def _display(stamp: np.ndarray):
     """(H, W) plane of a stamp (the channel mean; zeros when it has NaN: an empty slot) and
-    its arcsinh colour scale: linear up to the sky noise (the MAD σ), logarithmic above."""
+    its arcsinh colour scale: linear up to the sky noise (the MAD σ), logarithmic above.
+    """
     from matplotlib.colors import AsinhNorm
 
     stamp = np.asarray(stamp, np.float64)

@@ -1,5 +1,6 @@
 """Query vectors for the search: catalogue objects by id or by sky position, or images
-encoded with the catalogue's own checkpoint (so they land in the same latent space)."""
+encoded with the catalogue's own checkpoint (so they land in the same latent space).
+"""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ FEW_QUERIES = 32  # up to this many positions: a direct scan of each block beats
 
 def _nearest_direct(points: np.ndarray, queries: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
     """(chord length, index) of the nearest of `points` (B, 3) to each of `queries` (Q, 3),
-    from coordinate differences (exact like the KD-tree's; ties to the lower index)."""
+    from coordinate differences (exact like the KD-tree's; ties to the lower index).
+    """
     best = np.full(len(queries), np.inf)
     index = np.zeros(len(queries), np.int64)
     for lo in range(0, len(points), chunk):
@@ -114,7 +116,7 @@ def nearest_rows(catalog: CatalogColumns, ra: np.ndarray, dec: np.ndarray,
     best_row = np.full(len(queries), -1, np.int64)
     best_chord = np.full(len(queries), np.inf)
     for (lo, ra_block), (_, dec_block) in zip(catalog.rank_blocks("ra", 0, 1, block_rows),
-                                              catalog.rank_blocks("dec", 0, 1, block_rows)):
+                                              catalog.rank_blocks("dec", 0, 1, block_rows), strict=False):
         known = np.flatnonzero(np.isfinite(ra_block) & np.isfinite(dec_block))
         if not len(known):
             continue
@@ -162,7 +164,7 @@ def queries_from_positions(catalog: CatalogColumns, ra: list[float], dec: list[f
     if not (np.isfinite(ra_q).all() and np.isfinite(dec_q).all() and (np.abs(dec_q) <= 90).all()):
         raise SearchInputError("galhpc-search: --dec must lie in [-90, 90] degrees and --ra/--dec be finite")
     rows, separation = nearest_rows(catalog, ra_q, dec_q)
-    for r, d, row, sep in zip(ra_q, dec_q, rows, separation):
+    for r, d, row, sep in zip(ra_q, dec_q, rows, separation, strict=False):
         if not sep <= tolerance:
             if row < 0:
                 nearest = "no object has coordinates"
@@ -172,7 +174,7 @@ def queries_from_positions(catalog: CatalogColumns, ra: list[float], dec: list[f
             raise SearchInputError(f"{catalog.path}: no object within {tolerance:g} arcsec of ra {r:.6f} dec {d:.6f} "
                                    f"({nearest}; widen --tolerance)")
     ids = catalog.read("object_id", rows) if "object_id" in catalog.columns else rows.copy()
-    labels = [f"ra {r:.5f} dec {d:+.5f} ({s:.2f}\")" for r, d, s in zip(ra_q, dec_q, separation)]
+    labels = [f"ra {r:.5f} dec {d:+.5f} ({s:.2f}\")" for r, d, s in zip(ra_q, dec_q, separation, strict=False)]
     return Queries(catalog.read(column, rows).astype(np.float32), ids.astype(np.int64), rows, labels)
 
 
@@ -204,8 +206,8 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
         No checkpoint known, a checkpoint that is not the catalogue's, a query file that
         cannot be prepared or encoded (one line naming it).
     """
-    from galhpc.inference.encode import fits_as_store, is_store_path
     from galhpc.checkpoint import inference_prep, load_model
+    from galhpc.inference.encode import fits_as_store, is_store_path
 
     ckpt = catalog.checkpoint_path(checkpoint)
     if ckpt is None:

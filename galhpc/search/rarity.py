@@ -72,7 +72,8 @@ def reference_rows(n: int, reference: int) -> np.ndarray:
 
 def knn_distance(mu: np.ndarray, rows: np.ndarray, ref: np.ndarray, ref_rows: np.ndarray, k: int) -> np.ndarray:
     """Distance (N,) float64 from each μ (catalogue rows `rows`) to its k-th nearest reference
-    vector `ref` (M, L) at catalogue rows `ref_rows` (sorted), itself excluded."""
+    vector `ref` (M, L) at catalogue rows `ref_rows` (sorted), itself excluded.
+    """
     pos = np.searchsorted(ref_rows, rows)
     pos = np.minimum(pos, len(ref_rows) - 1)
     exclude = np.where(ref_rows[pos] == rows, pos, -1)

@@ -1,5 +1,6 @@
 """The `galhpc-search` job: queries -> per-rank exact top-k over its shards -> global top-k ->
-table and mosaic (written by rank 0)."""
+table and mosaic (written by rank 0).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from galhpc.runtime.files import open_h5_readonly
-
 from galhpc.search.output import table_units, write_mosaic, write_table
 from galhpc.search.query import Queries, queries_from_ids, queries_from_images, queries_from_positions
 from galhpc.search.source import CatalogColumns, SearchInputError
@@ -34,7 +34,8 @@ def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[
     """One row per (query, neighbour): query, query_label, query_id, rank (1 = nearest), id,
     row, distance (Euclidean, in the latent space), component (-1 when the catalogue has none),
     then the neighbour's store columns the catalogue carries (`CatalogColumns.carried`: ra,
-    dec, ...)."""
+    dec, ...).
+    """
     n_q, k = topk.rows.shape
     rows = topk.rows.reshape(-1)
     valid = rows != NO_ROW
@@ -156,7 +157,8 @@ def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mos
                   store: Path | None = None, max_mosaic_queries: int = 12, checkpoint: Path | None = None) -> None:
     """Rank 0's part: the table at `out` and, if asked, the mosaic (stamps from the catalogue's
     store: `store`, else its /meta `input`; FITS cutouts are prepared as galhpc-encode did,
-    with the prep of the checkpoint's training store, into a temporary store)."""
+    with the prep of the checkpoint's training store, into a temporary store).
+    """
     import glob
 
     from galhpc.inference.encode import as_store, is_store_path
@@ -193,7 +195,7 @@ def _write_mosaic(result: SearchResult, store: Path, mosaic: Path, max_mosaic_qu
     if q.images is not None:
         from_images = q.row[:n] == NO_ROW
         query_stamps[from_images] = q.images[:n][from_images].reshape(from_images.sum(), *query_stamps.shape[1:])
-    found = {(qi, r): i for qi, r, i in zip(result.table["query"], result.table["rank"], result.table["id"])}
+    found = {(qi, r): i for qi, r, i in zip(result.table["query"], result.table["rank"], result.table["id"], strict=False)}
     captions = np.array([[f"id {found[(i, r + 1)]} d={result.topk.distance[i, r]:.2f}" if (i, r + 1) in found else ""
                           for r in range(result.topk.rows.shape[1])] for i in range(n)])
     write_mosaic(mosaic, query_stamps, neighbours, q.labels[:n], captions)

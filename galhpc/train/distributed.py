@@ -105,7 +105,8 @@ class Backend:
 
     def lr_scale(self, step: int, warmup_steps: int) -> float:
         """Multiplier the trainer applies to its scheduled learning rate at optimizer
-        step `step` (world size, reached after a linear warm-up); 1 with `scale_lr` off."""
+        step `step` (world size, reached after a linear warm-up); 1 with `scale_lr` off.
+        """
         return warmup_lr_scale(self.world_size, step, warmup_steps) if self.scale_lr else 1.0
 
     def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -141,7 +142,8 @@ def _metric_tensor(values: dict[str, float]) -> tuple[list[str], torch.Tensor]:
 
 def _zero_grad_with_set_to_none(optimizer: torch.optim.Optimizer):
     """`zero_grad(set_to_none=...)` for a Horovod DistributedOptimizer, whose own zero_grad
-    (Horovod 0.28) takes no argument; keeps Horovod's guard against zeroing mid-reduction."""
+    (Horovod 0.28) takes no argument; keeps Horovod's guard against zeroing mid-reduction.
+    """
     torch_optimizer_class = type(optimizer).__mro__[1]  # the class Horovod subclassed
 
     def zero_grad(set_to_none: bool = True) -> None:
@@ -240,7 +242,7 @@ class HorovodBackend(Backend):
             return dict(values)
         keys, tensor = _metric_tensor(values)
         mean = self._hvd.allreduce(tensor, op=self._hvd.Average, name="galhpc.metrics." + ".".join(keys))
-        return dict(zip(keys, mean.tolist()))
+        return dict(zip(keys, mean.tolist(), strict=False))
 
     def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world_size == 1:
@@ -488,7 +490,7 @@ class TorchDistributedBackend(Backend):
         keys, tensor = _metric_tensor(values)
         tensor = tensor.to(self._device)
         self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
-        return dict(zip(keys, (tensor / self.world_size).tolist()))
+        return dict(zip(keys, (tensor / self.world_size).tolist(), strict=False))
 
     def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)

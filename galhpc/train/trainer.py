@@ -33,10 +33,10 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -46,11 +46,11 @@ from galhpc.checkpoint import CheckpointError, assemble_model, checkpoint_config
 from galhpc.config import RunConfig
 from galhpc.models.base import GalaxyModel, StepState
 from galhpc.runtime import progress
+from galhpc.runtime.batching import run_batched
 from galhpc.runtime.errors import ConfigError, DataError, NonFiniteLossError
 from galhpc.runtime.files import OutputInUseError, OutputLock, atomic_open, atomic_path, remove_stale_temps
-from galhpc.runtime.batching import run_batched
-from galhpc.runtime.signals import EXIT_PREEMPTED, StopFlag, stop_signals
 from galhpc.runtime.precision import autocast, check_precision, grad_scaler
+from galhpc.runtime.signals import EXIT_PREEMPTED, StopFlag, stop_signals
 from galhpc.runtime.transfer import device_prefetch
 from galhpc.runtime.world import configure_threads
 from galhpc.train.distributed import Backend, make_backend
@@ -154,7 +154,8 @@ def check_store_shape(store: str | Path, channels: int, image_size: int) -> None
 
 def store_pixel_datasets(store: str | Path) -> list[str]:
     """The per-pixel maps (`sigma`, `mask`) the store holds beside its images, which batches
-    then carry for the likelihoods (galhpc.models.pixels)."""
+    then carry for the likelihoods (galhpc.models.pixels).
+    """
     from galhpc.models.pixels import PIXEL_DATASETS
     from galhpc.runtime.files import open_h5_readonly
 
@@ -206,7 +207,7 @@ def check_finite(pending: list[PendingTerms]) -> list[dict[str, float]]:
     floats = torch.cat([p.values for p in pending]).tolist()  # the one sync
     rows, at = [], 0
     for p in pending:
-        values = dict(zip(p.names, floats[at: at + len(p.names)]))
+        values = dict(zip(p.names, floats[at: at + len(p.names)], strict=False))
         at += len(p.names)
         for name, value in values.items():
             if not math.isfinite(value):
@@ -345,7 +346,8 @@ def encode_means(model: GalaxyModel, loader: Any, n_batches: int) -> np.ndarray:
 def holdout_mse(model: GalaxyModel, loader: Any, max_batches: int | None) -> tuple[float, int]:
     """Sum of squared errors of model.reconstruct(x) against x (the reconstruction in x's own
     space, e.g. PSF-convolved for a PSF model) and the pixel count, on this rank's holdout
-    shard; pixels the batch's "mask" flags (non-zero) are left out of both."""
+    shard; pixels the batch's "mask" flags (non-zero) are left out of both.
+    """
     from galhpc.models.pixels import valid_pixels
 
     def sse(x: torch.Tensor, batch: Any) -> tuple[float, float]:
@@ -456,7 +458,8 @@ class Trainer:
     # -- steps --
     def flush_terms(self) -> list[dict[str, float]]:
         """Check the pending steps' loss terms (one host sync), add them to the epoch sums
-        and return them (one dict per step, in step order)."""
+        and return them (one dict per step, in step order).
+        """
         rows = check_finite(self.pending)
         for values in rows:
             for k, v in values.items():
@@ -467,7 +470,8 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> None:
         """One optimizer step on a batch already on the device; its loss terms join
         `pending`, checked (and summed) every `train.nan_check_every` steps before the
-        update of the step that fills the window."""
+        update of the step that fills the window.
+        """
         pos, epoch, t = self.pos, self.pos.epoch, self.cfg.train
         tick = self.tick()
         weights = self.schedule.weights(*tick)
@@ -495,7 +499,8 @@ class Trainer:
 
     def tick(self) -> tuple[int, int, int]:
         """Where the schedule stands for the next step: (tick, batch within it, batches per
-        tick); a tick is an epoch, or one step with the schedule's `unit: steps`."""
+        tick); a tick is an epoch, or one step with the schedule's `unit: steps`.
+        """
         if self.schedule.per_step:
             return self.pos.step, 0, 1
         return self.pos.epoch, self.pos.batch, self.steps_per_epoch
@@ -540,7 +545,8 @@ class Trainer:
     def init_from_data(self) -> None:
         """The model's data-driven initialisation (`GalaxyModel.init_from_data`) from the first
         unaugmented, unsharded training batches, the same on every rank; the broadcast of
-        the initial state that follows makes the ranks agree exactly."""
+        the initial state that follows makes the ranks agree exactly.
+        """
         from galhpc.data.loader import StoreLoader
 
         t = self.cfg.train
@@ -559,8 +565,8 @@ class Trainer:
         """
         if not self.model.has_mixture:
             return
-        from galhpc.mixture.bayesian import fit_stick_breaking_bgm
         from galhpc.data.loader import StoreLoader
+        from galhpc.mixture.bayesian import fit_stick_breaking_bgm
 
         s, t = self.cfg.schedule, self.cfg.train
         loader = StoreLoader(t.store, t.batch_size, split="train", holdout_fraction=t.holdout_fraction,
