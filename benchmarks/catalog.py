@@ -126,11 +126,11 @@ def worker(args: argparse.Namespace) -> None:
     elif args.worker == "encode":
         seconds = run_encode(root / "ckpt.pt", root / "store.h5", root / f"enc{world.size}.h5", args, world).seconds
     else:  # the machine's own scaling: model.sample alone, objects split evenly over ranks
-        world.allgather(None)  # start together
+        world.allgather_object(None)  # start together
         share = args.n // world.size
         rate = model_only_generate(root / "ckpt.pt", args, world.rank * share, (world.rank + 1) * share)
         seconds = share / rate
-    seconds = world.allgather(seconds)
+    seconds = world.allgather_object(seconds)
     if world.is_root:
         print(json.dumps({"ranks": world.size, "objects_per_s": args.n / max(seconds), "rank_seconds": seconds}))
 

@@ -32,7 +32,17 @@ log = logging.getLogger("galhpc.submit")
 
 
 def slurm_answers(timeout_s: float = 10.0) -> bool:
-    """True when a Slurm controller responds (`sinfo` exits 0)."""
+    """Whether a Slurm controller responds (`sinfo` exits 0).
+
+    Parameters
+    ----------
+    timeout_s : float
+        How long to wait for ``sinfo``, in seconds.
+
+    Returns
+    -------
+    bool
+    """
     try:
         return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=timeout_s).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -41,29 +51,61 @@ def slurm_answers(timeout_s: float = 10.0) -> bool:
 
 @dataclass
 class TrainJob(submitit.helpers.Checkpointable):
-    """`galhpc-train --config CONFIG` as a picklable, requeueable submitit function."""
+    """`galhpc-train --config CONFIG` as a picklable, requeueable submitit function.
+
+    Parameters
+    ----------
+    config : str
+        Path of the YAML run config.
+    overrides : dict
+        Keys of the config's ``train`` section to replace (e.g. ``out_dir``, ``epochs``).
+    """
 
     config: str
     overrides: dict[str, Any] = field(default_factory=dict)  # keys of the config's `train` section
 
     def run_config(self) -> RunConfig:
+        """The run config with the overrides applied.
+
+        Returns
+        -------
+        RunConfig
+
+        Raises
+        ------
+        ConfigError
+            A config that does not match the schema.
+        """
         cfg = load_config(self.config)
         return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **self.overrides))
 
     def __call__(self) -> dict[str, Any]:
+        """Train on this task's rank (what submitit runs); submitit's preemption signal stops it cleanly.
+
+        Returns
+        -------
+        dict
+            ``checkpoint`` (str), ``epochs``, ``steps`` and ``history``.
+
+        Raises
+        ------
+        TrainingInterrupted
+            After preemption, once the checkpoint is saved and the requeue is asked for.
+        """
         from galhpc.runtime import setup_logging
         from galhpc.train.distributed import make_backend
         from galhpc.train.trainer import TrainingInterrupted, train
 
         cfg = self.run_config()
         backend = make_backend(cfg.train.backend, cfg.train.device)
-        setup_logging(backend.rank)
+        setup_logging(backend.world.rank)
         preempt_signal = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)  # USR2 unless configured
         submitit_handler = signal.getsignal(preempt_signal)
 
         def on_preempt(signum: int, frame: Any) -> None:
-            """Ask the trainer to stop (it checkpoints after the current step); before its
-            handlers are installed nothing has been trained, so submitit may requeue at once.
+            """Ask the trainer to stop (it checkpoints after the current step).
+
+            Before its handlers are installed nothing has been trained, so submitit may requeue at once.
             """
             if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
                 submitit_handler(signum, frame)
@@ -85,7 +127,17 @@ class TrainJob(submitit.helpers.Checkpointable):
                 "history": result.history}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        """The trainer's own checkpoint holds the state: requeue the same job, which resumes from it."""
+        """The trainer's own checkpoint holds the state: requeue the same job, which resumes from it.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            What submitit passes (the call's arguments; none here).
+
+        Returns
+        -------
+        submitit.helpers.DelayedSubmission
+        """
         return submitit.helpers.DelayedSubmission(TrainJob(self.config, dict(self.overrides)))
 
 
@@ -101,7 +153,27 @@ def make_executor(
     partition: str | None = None,
     signal_delay_s: int = 120,
 ) -> submitit.AutoExecutor:
-    """An AutoExecutor for training: Slurm if a controller answers (or `cluster='slurm'`), else local."""
+    """An AutoExecutor for training: Slurm if a controller answers (or `cluster='slurm'`), else local.
+
+    Parameters
+    ----------
+    folder : str or Path
+        submitit's folder for job files and logs.
+    cluster : str, optional
+        ``"slurm"`` or ``"local"`` (default: slurm if `slurm_answers`).
+    nodes, tasks_per_node, gpus_per_node, cpus_per_task : int
+        The allocation; each task is one data-parallel rank.
+    timeout_min : int
+        Time limit, in minutes.
+    partition : str, optional
+        Slurm partition.
+    signal_delay_s : int
+        Seconds before the time limit at which Slurm sends the preemption signal.
+
+    Returns
+    -------
+    submitit.AutoExecutor
+    """
     if cluster is None:
         cluster = "slurm" if slurm_answers() else "local"
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
@@ -120,13 +192,41 @@ def make_executor(
 
 def submit_training(config: str | Path, folder: str | Path, overrides: dict[str, Any] | None = None,
                     **executor_options: Any) -> submitit.Job:
-    """Submit one training run; `job.result()` waits for it (through any requeues)."""
+    """Submit one training run; `job.result()` waits for it (through any requeues).
+
+    Parameters
+    ----------
+    config : str or Path
+        YAML run config (checked before submitting).
+    folder : str or Path
+        submitit's folder.
+    overrides : dict, optional
+        Keys of the config's ``train`` section to replace.
+    **executor_options
+        Passed to `make_executor`.
+
+    Returns
+    -------
+    submitit.Job
+    """
     job_fn = TrainJob(str(Path(config).resolve()), dict(overrides or {}))
     job_fn.run_config()  # a bad config fails here, not in the queue
     return make_executor(folder, **executor_options).submit(job_fn)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m galhpc.submit``: submit a training run, print its job id (and its result with ``--wait``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
     from galhpc.runtime import setup_logging
     from galhpc.runtime.cli import add_deprecated_alias, run_cli
 

@@ -6,7 +6,8 @@ Every rank builds the tiny model from a *different* seed (so only `broadcast_sta
 make them agree), rank 0 alone loads a "resumed" model + optimizer state, then each rank
 trains on its half of every batch.  It writes OUT_DIR/rank{r}.pt with the parameters,
 the averaged gradients of the first step and the averaged metrics; the test compares
-them with one process on whole batches (`reference_run`).
+them with one process on whole batches (`reference_run`).  It also runs every collective
+of the backend's process group (`group_vocabulary`) over the backend's own communication.
 """
 
 from __future__ import annotations
@@ -102,13 +103,44 @@ def reference_run() -> dict:
     return {"params": {k: v.clone() for k, v in model.state_dict().items()}, "grads": grads}
 
 
+def group_vocabulary(group, out_dir: str) -> dict:
+    """Every collective of a process group on this rank, as plain values the test compares."""
+    import numpy as np
+
+    marker = Path(out_dir) / "root_first.txt"
+    with group.root_first():  # rank 0 writes the file before any other rank looks for it
+        if group.is_root:
+            marker.write_text("rank 0 was first")
+        seen = marker.exists()
+    try:
+        with group.root_first():
+            if group.is_root:
+                raise ValueError("boom")
+        failed = None
+    except Exception as err:  # rank 0: its own error; the others: one naming rank 0
+        failed = f"{type(err).__name__}: {err}"
+    group.barrier()
+    return {
+        "allgather_object": group.allgather_object({"rank": group.rank}),
+        "broadcast_object": group.broadcast_object(f"from rank {group.rank}"),
+        "broadcast_object_root1": group.broadcast_object(group.rank, root=1),
+        "allreduce_int": group.allreduce_sum(group.rank + 1),
+        "allreduce_float": group.allreduce_sum(0.5),
+        "allreduce_array": group.allreduce_sum(np.array([1.0, group.rank])).tolist(),
+        "allreduce_tensor": group.allreduce_sum(torch.tensor([2.0, group.rank])).tolist(),
+        "root_first_seen": seen,
+        "root_first_failed": failed,
+    }
+
+
 def main(backend_name: str, out_dir: str) -> None:
     from galhpc.train.distributed import make_backend
+    from galhpc.train.losses import mean_over_ranks
 
     torch.set_num_threads(1)
     before = dict(os.environ)
     backend = make_backend(backend_name, device="cpu")
-    rank, world = backend.rank, backend.world_size
+    rank, world = backend.world.rank, backend.world.size
     model = make_model(100 + rank)
     opt = make_optimizer(model)
     if rank == 0:  # as the trainer does: restore first, then wrap and broadcast
@@ -119,8 +151,9 @@ def main(backend_name: str, out_dir: str) -> None:
     opt = backend.wrap_optimizer(opt, model)
     backend.broadcast_state(model, opt)
     grads, last_loss = train_steps(model, wrapped, opt, rank, world)
-    metrics = backend.average({"loss": last_loss, "rank": float(rank)})
-    backend.barrier()
+    metrics = mean_over_ranks(backend.world, {"loss": last_loss, "rank": float(rank)})
+    vocabulary = group_vocabulary(backend.world, out_dir)
+    backend.world.barrier()
     result = {
         "backend": backend.name,
         "rank": rank,
@@ -136,6 +169,7 @@ def main(backend_name: str, out_dir: str) -> None:
         "metrics": metrics,
         "last_loss": last_loss,
         "lr_scale": [backend.lr_scale(s, 4) for s in range(6)],
+        "vocabulary": vocabulary,
     }
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     del wrapped  # the DDP wrapper holds the process group; shutdown must be able to stop it

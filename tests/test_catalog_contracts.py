@@ -18,7 +18,7 @@ from galhpc.inference.driver import WriteOptions
 from galhpc.inference.generate import GenerateOptions, generate_catalog
 from galhpc.inference.shards import CatalogError
 from galhpc.io.catalog import open_catalog
-from galhpc.runtime.world import World
+from galhpc.runtime.world import MpiComm, World
 
 torch.set_num_threads(1)
 
@@ -192,7 +192,7 @@ def test_shards_follow_the_global_rank_on_a_multi_host_world(ckpts, tmp_path):
     results, errors = {}, []
 
     def rank(r):
-        world = World(rank=r, size=4, local_rank=r % 2, launcher="fake", comm=comm.view(r), mpi=True)
+        world = World(rank=r, size=4, local_rank=r % 2, launcher="fake", comm=MpiComm(comm.view(r)), mpi=True)
         try:
             results[r] = generate_catalog(model, options, tmp_path / "four.h5", write=write, world=world,
                                           device=torch.device("cpu"), checkpoint="x.pt", checkpoint_sha256="0",

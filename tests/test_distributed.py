@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,7 @@ from galhpc.train.distributed import (
     make_backend,
     warmup_lr_scale,
 )
+from galhpc.train.losses import mean_over_ranks
 
 torch.set_num_threads(1)
 
@@ -86,9 +88,9 @@ def test_warmup_lr_scale_ramps_linearly_to_world_size():
 
 def test_single_process_never_scales():
     backend = make_backend("single", device="cpu")
-    assert isinstance(backend, SingleProcess) and backend.is_root
+    assert isinstance(backend, SingleProcess) and backend.world == World() and backend.world.is_root
     assert backend.lr_scale(0, 10) == 1.0
-    assert backend.average({"a": 2.0}) == {"a": 2.0}
+    assert mean_over_ranks(backend.world, {"a": 2.0}) == {"a": 2.0}
 
 
 @pytest.mark.parametrize(
@@ -170,10 +172,17 @@ def test_torch_backend_one_rank_wraps_loss_through_ddp():
         assert list(wrapped.state_dict()) == ["w"]
         assert torch.equal(wrapped.encode(torch.ones(2)), model.w.detach() * 1)
         assert [p is model.w for p in wrapped.parameters()] == [True]
-        assert backend.average({"b": 3.0, "a": 1.0}) == {"a": 1.0, "b": 3.0}
+        assert mean_over_ranks(backend.world, {"b": 3.0, "a": 1.0}) == {"a": 1.0, "b": 3.0}
         opt = torch.optim.Adam(model.parameters())
         backend.broadcast_state(model, opt)
-        backend.barrier()
+        backend.world.barrier()
+        # the group's communication is torch.distributed's (a one-rank World would not call it)
+        comm = backend.world.comm
+        assert comm.allreduce_sum(2.5) == 2.5 and comm.allreduce_sum(3) == 3
+        x = torch.tensor([1.0, 2.0])
+        assert comm.allreduce_sum(x) is x and comm.allreduce_sum(np.array([4.0])).tolist() == [4.0]
+        assert comm.broadcast_object({"k": 1}, 0) == {"k": 1} and comm.allgather_object("a") == ["a"]
+        comm.barrier()
     finally:
         backend.shutdown()
     assert not torch.distributed.is_initialized()

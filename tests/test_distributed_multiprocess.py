@@ -97,6 +97,13 @@ def assert_ranks_match_reference(out: Path, reference: dict, expected_backend: s
         assert result["metrics"]["rank"] == pytest.approx(0.5)
         assert result["metrics"]["loss"] == pytest.approx((ranks[0]["last_loss"] + ranks[1]["last_loss"]) / 2)
         assert result["lr_scale"] == [1.0, 1.25, 1.5, 1.75, 2.0, 2.0]
+        words = result["vocabulary"]  # the process group's collectives over this backend's communication
+        assert words["allgather_object"] == [{"rank": 0}, {"rank": 1}]
+        assert (words["broadcast_object"], words["broadcast_object_root1"]) == ("from rank 0", 1)
+        assert (words["allreduce_int"], words["allreduce_float"]) == (3, 1.0)
+        assert words["allreduce_array"] == [2.0, 1.0] and words["allreduce_tensor"] == [4.0, 1.0]
+        assert words["root_first_seen"] is True
+    assert [r["vocabulary"]["root_first_failed"] for r in ranks] == ["ValueError: boom", "LaunchError: rank 0: boom"]
     for name in reference["params"]:
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name
     return ranks

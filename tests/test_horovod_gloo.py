@@ -57,7 +57,7 @@ def run_backend(name: str, env: dict[str, str]) -> subprocess.CompletedProcess:
             "def main():\n"
             f"    b = make_backend({name!r}, device='cpu')\n"
             "    left = sorted(k for k in os.environ if k.startswith(('GLOO_', 'NCCL_', 'HOROVOD_')))\n"
-            "    print('world', b.rank, b.world_size, 'exported', b.network, 'left', left)\n"
+            "    print('world', b.world.rank, b.world.size, 'exported', b.network, 'left', left)\n"
             "    b.shutdown()\n"
             "sys.exit(run_cli('backend', main))\n")
     return subprocess.run([sys.executable, "-c", code], env={**launch_free_env(), **env}, capture_output=True,
@@ -107,15 +107,17 @@ def test_torchrun_restart_meets_in_a_fresh_rendezvous(tmp_path):
         "import os, torch\n"
         "from galhpc.train.distributed import make_backend\n"
         "b = make_backend('horovod', device='cpu')\n"
-        "if os.environ['TORCHELASTIC_RESTART_COUNT'] == '0' and b.rank == 1:\n"
+        "if os.environ['TORCHELASTIC_RESTART_COUNT'] == '0' and b.world.rank == 1:\n"
         "    os._exit(3)\n"
-        "total = b.allreduce_sum(torch.ones(1))\n"
-        "attempt = os.environ['TORCHELASTIC_RESTART_COUNT']\n"
-        f"open(f'{tmp_path}/rank{{b.rank}}.txt', 'w').write(f'attempt {{attempt}} rank {{b.rank}} sum {{int(total.item())}}')\n"
+        "total = b.world.allreduce_sum(torch.ones(1))\n"
+        "attempt, rank = os.environ['TORCHELASTIC_RESTART_COUNT'], b.world.rank\n"
+        f"open(f'{tmp_path}/rank{{rank}}.txt', 'w').write(\n"
+        "    f'attempt {attempt} rank {rank} sum {int(total.item())}')\n"
         "b.shutdown()\n")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
-                           f"--master_port={_free_port()}", str(worker)], env={**launch_free_env(), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
+                           f"--master_port={_free_port()}", str(worker)],
+                          env={**launch_free_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == [
         "attempt 1 rank 0 sum 2", "attempt 1 rank 1 sum 2"], done.stdout

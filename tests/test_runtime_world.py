@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from galhpc.runtime.errors import LaunchError
-from galhpc.runtime.world import LOCAL, World, detect_world, mpi_world, rendezvous_port
+from galhpc.runtime.world import LOCAL, MpiComm, World, detect_world, mpi_world, rendezvous_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "HOROVOD_", "OMPI_", "PMI", "PMIX", "SLURM_", "SUBMITIT_",
@@ -55,11 +56,100 @@ def test_one_port_rule_for_every_launcher():
 def test_one_process_collectives_are_the_identity():
     x = np.arange(3.0)
     t = torch.ones(2)
-    assert LOCAL.allreduce(x) is x and LOCAL.allreduce_sum(t) is t and LOCAL.broadcast(t) is t
-    assert LOCAL.bcast({"a": 1}) == {"a": 1} and LOCAL.allgather(5) == [5]
+    assert LOCAL.allreduce_sum(x) is x and LOCAL.allreduce_sum(t) is t and LOCAL.allreduce_sum(3) == 3
+    assert LOCAL.broadcast_object({"a": 1}) == {"a": 1} and LOCAL.allgather_object(5) == [5]
     LOCAL.barrier()
+    ran = []
+    with LOCAL.root_first():
+        ran.append(LOCAL.rank)
+    assert ran == [0] and (LOCAL.rank, LOCAL.size, LOCAL.local_rank, LOCAL.is_root) == (0, 1, 0, True)
     with pytest.raises(LaunchError, match="no communicator"):
-        World(0, 2, 0, "torchrun").allgather(1)
+        World(0, 2, 0, "torchrun").allgather_object(1)
+
+
+class _Threads:
+    """An mpi4py-like communicator between threads of one process (Ibarrier, bcast, allgather)."""
+
+    class _Done:
+        def Test(self):
+            return True
+
+    def __init__(self, size):
+        self.barrier = threading.Barrier(size, timeout=30)
+        self.slots = [None] * size
+
+    def view(self, rank):
+        comm = self
+
+        class Rank:
+            def Ibarrier(self):
+                comm.barrier.wait()
+                return comm._Done()
+
+            def bcast(self, value, root=0):
+                return self.allgather(value)[root]
+
+            def allgather(self, value):
+                comm.slots[rank] = value
+                comm.barrier.wait()
+                got = list(comm.slots)
+                comm.barrier.wait()
+                return got
+
+        return Rank()
+
+
+def _on_ranks(size, body):
+    """`body(world)` on `size` thread-ranks of one World each; their results (or errors) in rank order."""
+    comm, out = _Threads(size), [None] * size
+
+    def run(rank):
+        try:
+            out[rank] = body(World(rank, size, rank, "fake", comm=MpiComm(comm.view(rank)), mpi=True))
+        except Exception as err:
+            out[rank] = err
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return out
+
+
+def test_root_first_runs_the_block_on_rank_0_before_the_others():
+    order = []
+
+    def body(world):
+        with world.root_first():
+            order.append(world.rank)
+        return world.allgather_object(world.rank)
+
+    assert _on_ranks(3, body) == [[0, 1, 2]] * 3
+    assert order[0] == 0 and sorted(order) == [0, 1, 2]
+
+
+def test_root_first_failing_on_rank_0_stops_every_rank():
+    ran = []
+
+    def body(world):
+        with world.root_first(error=ValueError):
+            ran.append(world.rank)
+            if world.is_root:
+                raise KeyError("no lock")
+
+    errors = _on_ranks(3, body)
+    assert ran == [0] and isinstance(errors[0], KeyError)
+    assert [str(e) for e in errors[1:]] == ["rank 0: 'no lock'"] * 2 and all(type(e) is ValueError for e in errors[1:])
+
+
+def test_mpi_comm_sums_numbers_arrays_and_tensors_and_broadcasts_from_any_root():
+    def body(world):
+        return (world.allreduce_sum(world.rank + 1), world.allreduce_sum(np.array([1.0, world.rank])).tolist(),
+                world.allreduce_sum(torch.tensor([world.rank], dtype=torch.int32)).dtype,
+                world.broadcast_object(f"r{world.rank}", root=1))
+
+    assert _on_ranks(2, body) == [(3, [2.0, 1.0], torch.int32, "r1")] * 2
 
 
 def test_one_process_needs_no_mpi4py(monkeypatch):
@@ -103,14 +193,20 @@ def test_encode_under_srun_without_pmi_is_refused(tmp_path):
 
 
 PROBE = """
-import sys
+import os, sys
 import numpy as np, torch
 from galhpc.runtime.world import mpi_world
 w = mpi_world()
-total = w.allreduce(np.array([w.rank + 1.0]))
+total = w.allreduce_sum(np.array([w.rank + 1.0]))
 t = w.allreduce_sum(torch.tensor([float(w.rank)]))
-b = w.broadcast(torch.tensor([10.0 + w.rank]))
-row = (w.rank, w.size, w.launcher, float(total[0]), float(t[0]), float(b[0]), w.bcast(w.rank), w.allgather(w.rank))
+b = w.broadcast_object(torch.tensor([10.0 + w.rank]))
+first = f"{sys.argv[1]}/first"
+with w.root_first():
+    if w.is_root:
+        open(first, "w").write("0")
+    seen = os.path.exists(first)
+row = (w.rank, w.size, w.launcher, float(total[0]), float(t[0]), float(b[0]), w.broadcast_object(w.rank),
+       w.allgather_object(w.rank), w.allreduce_sum(w.rank + 1), seen)
 open(f"{sys.argv[1]}/rank{w.rank}.txt", "w").write(" ".join(map(str, row)))
 """
 
@@ -122,4 +218,4 @@ def test_mpirun_world_collectives(tmp_path):
                           timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
-    assert rows == ["0 2 openmpi 3.0 1.0 10.0 0 [0, 1]", "1 2 openmpi 3.0 1.0 10.0 0 [0, 1]"]
+    assert rows == ["0 2 openmpi 3.0 1.0 10.0 0 [0, 1] 3 True", "1 2 openmpi 3.0 1.0 10.0 0 [0, 1] 3 True"]

@@ -73,7 +73,7 @@ def test_shards_split_over_fake_ranks_merge_to_the_same_answer():
     parts = [search_blocks(q, shards[r::3], 12) for r in range(3)]
 
     class Gathered(World):
-        def allgather(self, value):
+        def allgather_object(self, value):
             return [(p.rows, p.sq_distance) for p in parts]
 
     merged = reduce_ranks(parts[0], Gathered(), 12)

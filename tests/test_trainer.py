@@ -95,7 +95,7 @@ class Recorder:
         monkeypatch.setattr(Trainer, "flush_terms", flush)
 
 
-def test_training_writes_checkpoint_csv_and_png(store, tmp_path):
+def test_training_writes_checkpoint_and_csv_and_draws_nothing(store, tmp_path):
     cfg = vae_config(store, tmp_path / "run")
     result = train(cfg, backend=SingleProcess("cpu"))
     assert result.checkpoint == tmp_path / "run" / "ckpt.pt" and result.epochs == 2
@@ -105,7 +105,7 @@ def test_training_writes_checkpoint_csv_and_png(store, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert {"recon", "kl", "total", "holdout_mse", "kl_weight", "lr"} <= set(rows[0])
     assert all(np.isfinite(float(r["total"])) for r in rows)
-    assert (tmp_path / "run" / "losses.png").stat().st_size > 1000
+    assert not (tmp_path / "run" / "losses.png").exists()  # the figure is the report's
     payload = read_checkpoint(result.checkpoint)
     assert payload["position"] == {"epoch": 2, "batch": 0, "step": 8, "sums": {}}
     assert {"optimizer_state", "rng", "history", "model_name"} <= set(payload)

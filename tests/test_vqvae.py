@@ -237,7 +237,7 @@ def _ema_rank(rank: int, world: int, port: int, out_dir: str) -> None:
 
     vq = VectorQuantizer(3, 2, ema=True, decay=0.0, eps=0.0, usage_decay=0.0, dead_threshold=0.5,
                          restart_every=1)
-    vq.collective = TorchDistributedBackend(device="cpu")  # what the trainer hands the model
+    vq.group = TorchDistributedBackend(device="cpu").world  # what the trainer hands the model
     vq.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-50.0, -50.0]]))
     points = torch.tensor([[1.0, 0.0], [9.0, 9.0]]) if rank == 0 else torch.tensor([[0.0, 3.0], [12.0, 10.0]])
     vq.train()
@@ -264,8 +264,8 @@ def test_ema_codebook_and_restarts_agree_across_ranks(tmp_path):
     assert any(torch.equal(a[2], p) for p in torch.tensor([[1.0, 0.0], [9.0, 9.0]]))
 
 
-def test_quantizer_agrees_through_the_collective_it_is_handed():
-    """The model is handed its collective (the trainer passes its backend); no global lookup."""
+def test_quantizer_agrees_through_the_group_it_is_handed():
+    """The model is handed its process group (the trainer passes its backend's world); no global lookup."""
 
     class Doubling:  # as if a second rank had seen the same batch
         def __init__(self):
@@ -275,15 +275,15 @@ def test_quantizer_agrees_through_the_collective_it_is_handed():
             self.calls.append("allreduce_sum")
             return t * 2
 
-        def broadcast(self, t):
-            self.calls.append("broadcast")
+        def broadcast_object(self, t, root=0):
+            self.calls.append("broadcast_object")
             return t
 
     torch.manual_seed(0)
-    for restart_every, calls in ((0, ["allreduce_sum"] * 2), (1, ["allreduce_sum"] * 2 + ["broadcast"])):
+    for restart_every, calls in ((0, ["allreduce_sum"] * 2), (1, ["allreduce_sum"] * 2 + ["broadcast_object"])):
         model = VQVAE(16, 1, 4, num_codes=8, hidden=8, res_hidden=4, ema=True, restart_every=restart_every)
         collective = Doubling()
-        model.use_collective(collective)
+        model.use_group(collective)
         model.train()
         model.loss({"image": torch.rand(4, 1, 16, 16)}, StepState())
         assert collective.calls == calls

@@ -17,10 +17,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,7 +53,6 @@ from galhpc.runtime.signals import EXIT_PREEMPTED, Preempted, StopFlag, stop_sig
 from galhpc.runtime.world import World
 
 log = logging.getLogger("galhpc.inference.driver")
-T = TypeVar("T")
 
 
 class CatalogJob(Protocol):
@@ -273,7 +272,9 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
         return shard_dir, size, resolved, sorted(done)
 
     parse_compression(options.compression)  # a bad --compression before any work
-    shard_dir, size, resolved, done = root_then_all(world, begin)
+    with world.root_first(error=CatalogError):
+        prepared = begin() if world.is_root else None
+    shard_dir, size, resolved, done = world.broadcast_object(prepared)
     shards = plan_shards(job.n_objects, size)
     pending = [s for s in shards if s.index not in set(done)]
     mine = assign_shards(pending, world.rank, world.size)
@@ -296,7 +297,7 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
         error = err
     seconds = time.perf_counter() - began
     status = ("error", str(error)) if error is not None else ("stopped", flag.signal_name) if stopped else None
-    reports = [(r, s) for r, s in enumerate(world.allgather(status)) if s]
+    reports = [(r, s) for r, s in enumerate(world.allgather_object(status)) if s]
     if error is not None:
         raise error
     failures = [(r, msg) for r, (kind, msg) in reports if kind == "error"]
@@ -322,7 +323,9 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
                 "run the same command again to write it"
             ) from err
 
-    root_then_all(world, finish)
+    with world.root_first(error=CatalogError):
+        if world.is_root:
+            finish()
     return RunResult(out, job.n_objects, len(shards), len(mine), written, seconds)
 
 
@@ -424,17 +427,3 @@ def _is_disk_full(err: BaseException) -> bool:
     return full or "No space left" in text or "errno = 28" in text
 
 
-def root_then_all(world: World, fn: Callable[[], T]) -> T:
-    """Run `fn` on rank 0 and hand its result (or its error) to every rank."""
-    if world.is_root:
-        try:
-            value: Any = ("ok", fn())
-        except Exception as err:
-            world.bcast(("error", f"rank 0: {err}"))
-            raise
-    else:
-        value = None
-    status, payload = world.bcast(value)
-    if status == "error":
-        raise CatalogError(payload)
-    return payload

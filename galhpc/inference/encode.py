@@ -41,7 +41,7 @@ import torch
 
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
-from galhpc.inference.driver import RunResult, WriteOptions, root_then_all, run_catalog
+from galhpc.inference.driver import RunResult, WriteOptions, run_catalog
 from galhpc.inference.h5out import load_arrays, parse_compression, run_meta, save_arrays
 from galhpc.inference.shards import CatalogError, Shard
 from galhpc.models.base import GalaxyModel
@@ -49,7 +49,7 @@ from galhpc.runtime.batching import run_batched, to_numpy
 from galhpc.runtime.errors import DataError, GalhpcError
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.transfer import as_tensors, device_prefetch
-from galhpc.runtime.world import World
+from galhpc.runtime.world import LOCAL, World
 
 log = logging.getLogger("galhpc.inference.encode")
 
@@ -407,10 +407,12 @@ def fits_as_store(fits_input: str | Path, prep: PrepConfig, near: Path, world: W
             raise CatalogError(f"cannot prepare FITS input {fits_input}: {err}") from err
 
     try:
-        store = make() if world is None else root_then_all(world, make)
+        world = world or LOCAL
+        with world.root_first(error=CatalogError):
+            store = make() if world.is_root else None
+        store = world.broadcast_object(store)
         yield store
-        if world is not None:
-            world.barrier()  # every rank is done reading before rank 0 removes it
+        world.barrier()  # every rank is done reading before rank 0 removes it
     finally:
         for directory in made:
             shutil.rmtree(directory, ignore_errors=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from galhpc.runtime.world import Collective
+from galhpc.runtime.world import World
 
 
 class Encoding(NamedTuple):
@@ -165,10 +165,10 @@ class GalaxyModel(nn.Module):
         raise NotImplementedError
 
     # -- declared hooks: the trainer and the report call these, never hasattr/getattr ------
-    def use_collective(self, collective: Collective) -> None:
-        """Hand the model the data-parallel ranks' collective (`allreduce_sum`, `broadcast`).
+    def use_group(self, group: World) -> None:
+        """Hand the model the data-parallel ranks' process group (`allreduce_sum`, `broadcast_object`).
 
-        The trainer calls this once with its backend; models whose training updates need
+        The trainer calls this once with its backend's world; models whose training updates need
         other ranks' statistics (the VQ-VAE's EMA codebook) keep it.  Default: ignore it.
         """
 

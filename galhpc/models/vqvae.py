@@ -35,7 +35,7 @@ from galhpc.models.nuisance import Canonicaliser
 from galhpc.models.pixels import masked_mean, pixel_sigma, valid_pixels
 from galhpc.models.psf_layer import PSFLayer
 from galhpc.runtime.errors import DataError
-from galhpc.runtime.world import LOCAL, Collective
+from galhpc.runtime.world import LOCAL, World
 
 log = logging.getLogger("galhpc.models.vqvae")
 
@@ -49,12 +49,12 @@ class VectorQuantizer(nn.Module):
     step; codes below `dead_threshold` (default: one vector per step) are dead and, every
     `restart_every` training steps, restarted on random encoder outputs of the current batch.
     Usage starts at zero, so the first restart seeds the whole codebook from the data.
-    Under data parallelism the trainer hands it the ranks' `collective` (`use_collective`),
+    Under data parallelism the trainer hands it the ranks' process `group` (`use_group`),
     which sums counts and EMA sums over ranks and broadcasts rank 0's restarts; alone it is
     the identity.
     """
 
-    collective: Collective = LOCAL
+    group: World = LOCAL
 
     def __init__(self, num_codes: int, code_dim: int, *, ema: bool = False, decay: float = 0.99,
                  eps: float = 1e-5, usage_decay: float = 0.99, dead_threshold: float = 1.0,
@@ -107,11 +107,11 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, index: torch.Tensor, counts: torch.Tensor) -> None:
-        counts = self.collective.allreduce_sum(counts.clone())
+        counts = self.group.allreduce_sum(counts.clone())
         self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
         if self.ema:
             sums = torch.zeros_like(self.ema_sum).index_add_(0, index, flat)
-            sums = self.collective.allreduce_sum(sums)
+            sums = self.group.allreduce_sum(sums)
             self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             n = self.ema_count.sum()
@@ -127,7 +127,7 @@ class VectorQuantizer(nn.Module):
         if dead.numel() == 0:
             return
         pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
-        fresh = self.collective.broadcast(flat[pick].contiguous())
+        fresh = self.group.broadcast_object(flat[pick].cpu()).to(flat.device)
         codebook = self.codebook.data
         codebook[dead] = fresh
         mean_usage = float(self.usage.mean())
@@ -255,9 +255,9 @@ class VQVAE(GalaxyModel):
         else:
             raise ValueError(f"vqvae: output must be one of {sorted([*OUTPUT_ACTIVATIONS, 'unstretch'])}, got {output!r}")
 
-    def use_collective(self, collective: Collective) -> None:
+    def use_group(self, group: World) -> None:
         """The codebook's EMA sums, usage counts and restarts agree over these ranks."""
-        self.quantizer.collective = collective
+        self.quantizer.group = group
 
     def rebuild_params(self) -> dict[str, Any]:
         """Constructor params that rebuild this model from its state dict alone (no PSF file)."""

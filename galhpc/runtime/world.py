@@ -1,11 +1,14 @@
-"""Who am I in the job: one `World`, built from one table per launcher.
+"""Who am I in the job, and how the ranks agree: one `World` (the process group), one table per launcher.
 
 `detect_world()` reads the launcher's environment variables (rank, size, local rank);
 `mpi_world()` also joins MPI.COMM_WORLD when the job has several ranks, and refuses a
 launch whose launcher counts N > 1 tasks while MPI sees one rank (N copies of the same
-job, each believing it is rank 0 of 1).  Collectives (barrier, bcast, allgather,
-allreduce) are the identity on one process; mpi4py is imported only for a multi-rank
-`mpi_world()`.
+job, each believing it is rank 0 of 1); the training backends build theirs over
+torch.distributed or Horovod (`galhpc.train.distributed`).  Whatever the communication,
+a `World` speaks one vocabulary: ``rank``, ``size``, ``local_rank``, ``is_root``,
+``barrier()``, ``broadcast_object(obj, root=0)``, ``allgather_object(obj)``,
+``allreduce_sum(value)`` and ``root_first()``; all are the identity on one process, and
+mpi4py, torch.distributed and Horovod are imported only by the code that builds them.
 
 Launcher table, first match wins (a `torchrun` or `mpirun` inside an sbatch script also
 inherits the batch step's SLURM_PROCID=0, so launcher-specific variables come first and
@@ -28,16 +31,17 @@ slurm           SLURM_PROCID                SLURM_STEP_NUM_TASKS              SL
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from galhpc.runtime.errors import LaunchError
 
@@ -80,16 +84,13 @@ def _int_env(env: Mapping[str, str], name: str) -> int:
         raise LaunchError(f"environment variable {name}={env[name]!r} is not an integer") from None
 
 
-class Collective(Protocol):
-    """What a model is handed to agree with the other data-parallel ranks (tensors in place or returned)."""
-
-    def allreduce_sum(self, tensor: Any) -> Any: ...
-
-    def broadcast(self, tensor: Any) -> Any: ...
-
-
 class World:
-    """This process's place in the job and the collectives between its ranks.
+    """The process group: this process's place in the job and the collectives between its ranks.
+
+    Training (through its backend) and the catalogue jobs both hold one.  The communication
+    behind it is chosen once, when it is built: none (one process, every collective is the
+    identity), mpi4py (`MpiComm`, `mpi_world`), torch.distributed (`TorchComm`, built by the
+    torch backend) or Horovod (`HorovodComm`, built by the horovod backend).
 
     Parameters
     ----------
@@ -97,15 +98,18 @@ class World:
         Rank in the job, number of ranks, rank on this node.
     launcher : str
         Name of the launcher table that matched (``"none"``: a plain process).
-    comm : mpi4py communicator, optional
-        The ranks' communicator; without one, collectives need ``size == 1`` and are the identity.
+    comm : MpiComm, TorchComm or HorovodComm, optional
+        The communication between the ranks; without one, collectives need ``size == 1``.
     mpi : bool
         The launcher's ranks are MPI ranks (mpirun, srun with PMI/PMIx).
     job_id : str, optional
         The launcher's job id (Slurm, submitit), for `rendezvous_port`.
-    """
 
-    poll_seconds = 0.01
+    Raises
+    ------
+    LaunchError
+        A rank outside ``[0, size)``.
+    """
 
     def __init__(self, rank: int = 0, size: int = 1, local_rank: int = 0, launcher: str = "none", *,
                  comm: Any = None, mpi: bool = False, job_id: str | None = None) -> None:
@@ -116,11 +120,13 @@ class World:
         self.node = socket.gethostname()
 
     @property
-    def world_size(self) -> int:
-        return self.size
-
-    @property
     def is_root(self) -> bool:
+        """Whether this is rank 0.
+
+        Returns
+        -------
+        bool
+        """
         return self.rank == 0
 
     def __eq__(self, other: object) -> bool:
@@ -129,59 +135,211 @@ class World:
         return (self.rank, self.size, self.local_rank, self.launcher) == (
             other.rank, other.size, other.local_rank, other.launcher)
 
+    def __hash__(self) -> int:
+        return hash((self.rank, self.size, self.local_rank, self.launcher))
+
     def __repr__(self) -> str:
         return (f"World(rank={self.rank}, size={self.size}, local_rank={self.local_rank}, "
                 f"launcher={self.launcher!r}, node={self.node!r})")
 
     def _comm(self) -> Any:
-        """The communicator, or None on one process; a multi-rank World without one is an error."""
-        if self.comm is None and self.size > 1:
+        """The communication, or None on one process; a multi-rank World without one is an error."""
+        if self.size == 1:
+            return None
+        if self.comm is None:
             raise LaunchError(f"rank {self.rank} of {self.size} ({self.launcher}) has no communicator: "
-                              "build the World with galhpc.runtime.world.mpi_world()")
+                              "build the World with galhpc.runtime.world.mpi_world() or a training backend")
         return self.comm
 
-    def _arrive(self, comm: Any) -> None:
-        """Wait for every rank in a sleeping poll rather than MPI's busy wait, so ranks done
-        early do not take CPU from those still working when cores are shared.
+    def barrier(self) -> None:
+        """Wait until every rank arrives (no-op on one process).
+
+        Returns
+        -------
+        None
         """
-        request = comm.Ibarrier()
+        comm = self._comm()
+        if comm is not None:
+            comm.barrier()
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        """Rank `root`'s `obj` on every rank.
+
+        Parameters
+        ----------
+        obj : picklable object
+            The value to send (read on rank `root` only; the others may pass None).
+        root : int
+            The rank whose value every rank receives.
+
+        Returns
+        -------
+        object
+            Rank `root`'s `obj` (a copy on the other ranks; `obj` itself on one process).
+        """
+        comm = self._comm()
+        return obj if comm is None else comm.broadcast_object(obj, root)
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank.
+
+        Parameters
+        ----------
+        obj : picklable object
+            This rank's value.
+
+        Returns
+        -------
+        list
+            ``size`` values, the one of rank r at index r.
+        """
+        comm = self._comm()
+        return [obj] if comm is None else comm.allgather_object(obj)
+
+    def allreduce_sum(self, value: Any) -> Any:
+        """Sum over ranks of a number, numpy array or torch tensor (same shape and dtype on every rank).
+
+        Parameters
+        ----------
+        value : int, float, numpy.ndarray or torch.Tensor
+            This rank's term.  A tensor on the communication's device may be summed in place:
+            pass a copy to keep it.
+
+        Returns
+        -------
+        int, float, numpy.ndarray or torch.Tensor
+            The sum, of the type of `value` (a tensor keeps its device and dtype); `value`
+            itself on one process.
+        """
+        comm = self._comm()
+        return value if comm is None else comm.allreduce_sum(value)
+
+    @contextlib.contextmanager
+    def root_first(self, error: type[Exception] = LaunchError) -> Iterator[None]:
+        """Run the block on rank 0 first, then on the other ranks (which wait for it).
+
+        For work one rank must do before the others can go on: take a lock, prepare an
+        output, write a file the others then read.  The usual shape shares rank 0's result::
+
+            with world.root_first():
+                made = make() if world.is_root else None
+            made = world.broadcast_object(made)
+
+        Parameters
+        ----------
+        error : exception class
+            What the other ranks raise when the block failed on rank 0 (message ``"rank 0: ..."``).
+
+        Returns
+        -------
+        context manager
+            Yields None once on every rank.
+
+        Raises
+        ------
+        error
+            On the ranks other than 0, when the block raised on rank 0 (rank 0 re-raises its own).
+        """
+        if self._comm() is None:
+            yield
+            return
+        if self.is_root:
+            try:
+                yield
+            except Exception as err:
+                self.broadcast_object(f"rank 0: {err}")
+                raise
+            self.broadcast_object(None)
+            return
+        failed = self.broadcast_object(None)
+        if failed is not None:
+            raise error(failed)
+        yield
+
+
+LOCAL = World()  # one process: every collective is the identity
+
+
+class MpiComm:
+    """A World's communication over an mpi4py communicator (``MPI.COMM_WORLD``).
+
+    Every collective first waits for all ranks in a sleeping poll of ``Ibarrier`` rather than
+    MPI's busy wait, so ranks done early do not take CPU from those still working when cores
+    are shared.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator
+        Anything with ``Ibarrier``, ``bcast(obj, root=)`` and ``allgather``.
+    """
+
+    poll_seconds = 0.01
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+
+    def _arrive(self) -> None:
+        request = self.comm.Ibarrier()
         while not request.Test():
             time.sleep(self.poll_seconds)
 
     def barrier(self) -> None:
-        """Wait until every rank arrives (no-op on one process)."""
-        comm = self._comm()
-        if comm is not None:
-            self._arrive(comm)
-
-    def bcast(self, value: Any) -> Any:
-        """Rank 0's `value` (any picklable object) on every rank."""
-        comm = self._comm()
-        if comm is None:
-            return value
-        self._arrive(comm)
-        return comm.bcast(value, root=0)
-
-    def allgather(self, value: Any) -> list[Any]:
-        """Every rank's `value`, in rank order, on every rank."""
-        comm = self._comm()
-        if comm is None:
-            return [value]
-        self._arrive(comm)
-        return comm.allgather(value)
-
-    def allreduce(self, value: Any) -> Any:
-        """Sum over ranks of a number, numpy array or torch tensor (same shape on every rank).
+        """Wait for every rank.
 
         Returns
         -------
-        The sum, of the type of `value` (a torch tensor keeps its device and dtype).
+        None
         """
-        comm = self._comm()
-        if comm is None:
-            return value
-        self._arrive(comm)
-        parts = comm.allgather(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        self._arrive()
+
+    def broadcast_object(self, obj: Any, root: int) -> Any:
+        """Rank `root`'s `obj` on every rank (`World.broadcast_object`).
+
+        Parameters
+        ----------
+        obj : picklable object
+            The value (read on `root`).
+        root : int
+            The sending rank.
+
+        Returns
+        -------
+        object
+            Rank `root`'s value.
+        """
+        self._arrive()
+        return self.comm.bcast(obj, root=root)
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` in rank order (`World.allgather_object`).
+
+        Parameters
+        ----------
+        obj : picklable object
+            This rank's value.
+
+        Returns
+        -------
+        list
+            One value per rank.
+        """
+        self._arrive()
+        return self.comm.allgather(obj)
+
+    def allreduce_sum(self, value: Any) -> Any:
+        """Sum over ranks, gathered on the host and added in rank order (`World.allreduce_sum`).
+
+        Parameters
+        ----------
+        value : int, float, numpy.ndarray or torch.Tensor
+            This rank's term.
+
+        Returns
+        -------
+        int, float, numpy.ndarray or torch.Tensor
+            The sum, of the type of `value`.
+        """
+        parts = self.allgather_object(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
         total = sum(parts[1:], parts[0])
         if hasattr(value, "detach"):
             import torch
@@ -189,23 +347,184 @@ class World:
             return torch.as_tensor(total, dtype=value.dtype, device=value.device)
         return total
 
-    # the Collective interface, for models handed a World
-    def allreduce_sum(self, tensor: Any) -> Any:
-        return self.allreduce(tensor)
 
-    def broadcast(self, tensor: Any) -> Any:
-        comm = self._comm()
-        if comm is None:
-            return tensor
-        value = self.bcast(tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else tensor)
-        if hasattr(tensor, "detach"):
-            import torch
+def _as_tensor(value: Any, device: Any) -> Any:
+    """`value` (number, numpy array or tensor) as a tensor on `device` (float64 for a float)."""
+    import torch
 
-            return torch.as_tensor(value, dtype=tensor.dtype, device=tensor.device)
-        return value
+    if torch.is_tensor(value):
+        return value if value.device == device else value.to(device)
+    if isinstance(value, bool | int):
+        return torch.tensor(int(value), dtype=torch.int64, device=device)
+    if isinstance(value, float):
+        return torch.tensor(value, dtype=torch.float64, device=device)
+    return torch.as_tensor(value).to(device)
 
 
-LOCAL = World()  # one process: every collective is the identity
+def _like(value: Any, total: Any) -> Any:
+    """The summed tensor `total` as the type of `value` (number, numpy array, or a tensor on its device)."""
+    import torch
+
+    if torch.is_tensor(value):
+        return total if total.device == value.device else total.to(value.device)
+    if isinstance(value, bool | int):
+        return int(total.item())
+    if isinstance(value, float):
+        return float(total.item())
+    return total.cpu().numpy()
+
+
+class TorchComm:
+    """A World's communication over the default torch.distributed process group (gloo or NCCL).
+
+    Parameters
+    ----------
+    dist : module
+        ``torch.distributed``, its default group already initialised.
+    device : torch.device
+        Where the collectives' tensors live: this rank's GPU under NCCL, the CPU under gloo.
+    """
+
+    def __init__(self, dist: Any, device: Any) -> None:
+        self._dist, self.device = dist, device
+
+    def barrier(self) -> None:
+        """Wait for every rank.
+
+        Returns
+        -------
+        None
+        """
+        self._dist.barrier()
+
+    def broadcast_object(self, obj: Any, root: int) -> Any:
+        """Rank `root`'s `obj` on every rank (``broadcast_object_list``).
+
+        Parameters
+        ----------
+        obj : picklable object
+            The value (read on `root`).
+        root : int
+            The sending rank.
+
+        Returns
+        -------
+        object
+            Rank `root`'s value.
+        """
+        holder = [obj]
+        self._dist.broadcast_object_list(holder, src=root, device=self.device if self.device.type == "cuda" else None)
+        return holder[0]
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` in rank order (``all_gather_object``).
+
+        Parameters
+        ----------
+        obj : picklable object
+            This rank's value.
+
+        Returns
+        -------
+        list
+            One value per rank.
+        """
+        out: list[Any] = [None] * self._dist.get_world_size()
+        self._dist.all_gather_object(out, obj)
+        return out
+
+    def allreduce_sum(self, value: Any) -> Any:
+        """Sum over ranks (``all_reduce``; in place for a tensor already on `device`).
+
+        Parameters
+        ----------
+        value : int, float, numpy.ndarray or torch.Tensor
+            This rank's term.
+
+        Returns
+        -------
+        int, float, numpy.ndarray or torch.Tensor
+            The sum, of the type of `value`.
+        """
+        tensor = _as_tensor(value, self.device)
+        self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
+        return _like(value, tensor)
+
+
+class HorovodComm:
+    """A World's communication through Horovod (``horovod.torch``, after ``hvd.init()``).
+
+    Parameters
+    ----------
+    hvd : module
+        ``horovod.torch``.
+    """
+
+    def __init__(self, hvd: Any) -> None:
+        self._hvd = hvd
+
+    def barrier(self) -> None:
+        """Wait for every rank.
+
+        Returns
+        -------
+        None
+        """
+        self._hvd.barrier()
+
+    def broadcast_object(self, obj: Any, root: int) -> Any:
+        """Rank `root`'s `obj` on every rank (``hvd.broadcast_object``).
+
+        One name on every rank: Horovod's default name is the object's type, which differs
+        between the sender's value and the receivers' None, and the ranks would then wait on
+        different broadcasts forever.
+
+        Parameters
+        ----------
+        obj : picklable object
+            The value (read on `root`).
+        root : int
+            The sending rank.
+
+        Returns
+        -------
+        object
+            Rank `root`'s value.
+        """
+        return self._hvd.broadcast_object(obj, root_rank=root, name="galhpc.broadcast_object")
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` in rank order (``hvd.allgather_object``).
+
+        Parameters
+        ----------
+        obj : picklable object
+            This rank's value.
+
+        Returns
+        -------
+        list
+            One value per rank.
+        """
+        return self._hvd.allgather_object(obj, name="galhpc.allgather_object")
+
+    def allreduce_sum(self, value: Any) -> Any:
+        """Sum over ranks (``hvd.allreduce`` with ``op=hvd.Sum``, on the CPU for a number or array).
+
+        Parameters
+        ----------
+        value : int, float, numpy.ndarray or torch.Tensor
+            This rank's term.
+
+        Returns
+        -------
+        int, float, numpy.ndarray or torch.Tensor
+            The sum, of the type of `value`.
+        """
+        import torch
+
+        tensor = value if torch.is_tensor(value) else _as_tensor(value, torch.device("cpu"))
+        return _like(value, self._hvd.allreduce(tensor, op=self._hvd.Sum))
 
 
 def detect_world(env: Mapping[str, str] | None = None) -> World:
@@ -245,6 +564,16 @@ def detect_world(env: Mapping[str, str] | None = None) -> World:
 def mpi_world(env: Mapping[str, str] | None = None) -> World:
     """The job's World with MPI.COMM_WORLD as communicator; one process: no mpi4py import.
 
+    Parameters
+    ----------
+    env : mapping, optional
+        Environment variables (default ``os.environ``).
+
+    Returns
+    -------
+    World
+        `detect_world`'s, with an `MpiComm` when the job has several ranks.
+
     Raises
     ------
     LaunchError
@@ -266,7 +595,7 @@ def mpi_world(env: Mapping[str, str] | None = None) -> World:
             f"{launch.launcher} started {launch.size} tasks but MPI sees {comm.Get_size()} rank(s), so each task "
             f"would redo the whole job: launch with `mpirun -n {launch.size}` or `srun --mpi=pmix` "
             "(`srun --mpi=list` shows what Slurm offers)")
-    return World(comm.Get_rank(), comm.Get_size(), launch.local_rank, launch.launcher, comm=comm, mpi=True,
+    return World(comm.Get_rank(), comm.Get_size(), launch.local_rank, launch.launcher, comm=MpiComm(comm), mpi=True,
                  job_id=launch.job_id)
 
 
@@ -327,7 +656,23 @@ def slurm_job_state(job_id: str, timeout_s: float = 30.0) -> str | None:
 
 
 def first_host(nodelist: str) -> str:
-    """The first host of a Slurm hostlist: 'gpu[007-010,12],login1' -> 'gpu007'."""
+    """The first host of a Slurm hostlist: 'gpu[007-010,12],login1' -> 'gpu007'.
+
+    Parameters
+    ----------
+    nodelist : str
+        A Slurm hostlist (``SLURM_JOB_NODELIST``).
+
+    Returns
+    -------
+    str
+        Its first host name.
+
+    Raises
+    ------
+    LaunchError
+        A list that cannot be parsed.
+    """
     match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
     if not match or not match.group(1):
         raise LaunchError(f"cannot parse Slurm node list {nodelist!r}")
@@ -338,7 +683,18 @@ def first_host(nodelist: str) -> str:
 
 
 def ranks_on_node(env: Mapping[str, str] | None = None) -> int:
-    """This job's ranks on this node, from the launcher's variables (1 when none says)."""
+    """Count the job's ranks on this node, from the launcher's variables (1 when none says).
+
+    Parameters
+    ----------
+    env : mapping, optional
+        Environment variables (default ``os.environ``).
+
+    Returns
+    -------
+    int
+        Ranks on this node, >= 1.
+    """
     env = os.environ if env is None else env
     for var in _LOCAL_SIZE_VARS:
         if env.get(var, "").isdigit():
@@ -351,6 +707,16 @@ def cgroup_cpu_limit(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> float |
 
     Reads cgroup v2 ``cpu.max`` ("max 100000" or "200000 100000"), else v1
     ``cpu/cpu.cfs_quota_us`` and ``cpu/cpu.cfs_period_us`` under `root`.
+
+    Parameters
+    ----------
+    root : path
+        Where the cgroup's CPU controller files are.
+
+    Returns
+    -------
+    float or None
+        CPUs (may be fractional), or None without a quota.
     """
     root = Path(root)
     try:

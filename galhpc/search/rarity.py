@@ -120,7 +120,7 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
                 chi2 = catalog.read("recon_mse", rows).astype(np.float64) / np.asarray(noise(rows), np.float64) ** 2
             parts.append({"row": rows, "nll_prior": prior_nll(mu, prior), "knn_distance": knn_distance(mu, rows, ref,
                           ref_rows, kk), "recon_chi2": chi2})
-        gathered = [p for rank_parts in world.allgather(parts) for p in rank_parts]
+        gathered = [p for rank_parts in world.allgather_object(parts) for p in rank_parts]
         gathered.sort(key=lambda p: p["row"][0])
         table = {name: np.concatenate([p[name] for p in gathered]) for name in ("row", *SCORES)}
         rows = table["row"]

@@ -126,7 +126,7 @@ def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | No
             except Exception as err:  # handed to every rank, so none waits forever in bcast
                 return SearchInputError(f"queries: {err}")
 
-        queries = world.bcast(make_queries() if world.is_root else None)
+        queries = world.broadcast_object(make_queries() if world.is_root else None)
         if isinstance(queries, SearchInputError):
             raise queries
         local = search_blocks(queries.vectors, catalog.rank_blocks(column, world.rank, world.size, block_rows), k,

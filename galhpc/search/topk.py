@@ -125,7 +125,7 @@ def reduce_ranks(local: TopK, world, k: int) -> TopK:
     local : TopK
         This rank's result over its own rows.
     world
-        The run's World (rank, size, allgather).
+        The run's World (rank, size, allgather_object).
     k : int
 
     Returns
@@ -134,6 +134,6 @@ def reduce_ranks(local: TopK, world, k: int) -> TopK:
         The same on every rank.
     """
     result = TopK.empty(len(local.rows), k)
-    for part in world.allgather((local.rows, local.sq_distance)):
+    for part in world.allgather_object((local.rows, local.sq_distance)):
         result = merge(result, TopK(*part), k)
     return result

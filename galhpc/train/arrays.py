@@ -29,6 +29,30 @@ def fit_arrays(
     checkpoints; `galhpc.train.trainer` is the full one).  `extras` are further per-object
     arrays put in every batch under their names (e.g. "masks"); the KL weight is
     `galhpc.train.schedule.kl_warmup` over `kl_warmup_epochs`.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+        Trained in place.
+    images : numpy.ndarray
+        (N, C, H, W) float.
+    epochs : int
+        Passes over the images.
+    batch_size : int
+        Images per step.
+    lr : float
+        Adam's learning rate.
+    seed : int
+        Seed of the initial weights, the batch order and the noise.
+    kl_warmup_epochs : int
+        Epochs of the linear KL warm-up (0: none).
+    extras : dict of str to numpy.ndarray, optional
+        Per-object arrays (N, ...) added to every batch under their names.
+
+    Returns
+    -------
+    list of dict of str to float
+        One dict of mean loss terms per epoch.
     """
     torch.manual_seed(seed)
     data = torch.as_tensor(images, dtype=torch.float32)

@@ -1,16 +1,19 @@
-"""Data-parallel backends behind one small interface.
+"""Data-parallel backends: they start the communication and wrap model and optimizer.
 
-The trainer talks to a `Backend`: who am I (rank, world size, device), wrap the model
-and optimizer for gradient averaging, broadcast the initial state, average metrics,
-and by how much to scale the learning rate.  Three implementations:
+A `Backend` starts the ranks' communication once and holds the resulting process group
+(`world`, a `galhpc.runtime.world.World`: rank, size, barrier, broadcast_object,
+allgather_object, allreduce_sum, root_first), through which the trainer does everything
+collective.  The backend itself only wraps the model and optimizer for gradient
+averaging, broadcasts the initial state, picks the device and says by how much to scale
+the learning rate.  Three implementations:
 
-- `SingleProcess`: one rank, nothing to synchronise.
+- `SingleProcess`: one rank, nothing to synchronise (its world is a one-process `World`).
 - `HorovodBackend`: `hvd.init`, `hvd.DistributedOptimizer` (gradients averaged in
   `optimizer.step()`), `broadcast_parameters` and the optimizer state from rank 0; over
   MPI (mpirun, srun with PMIx, horovodrun) or gloo (horovodrun --gloo, and plain srun,
   torchrun or submitit through `galhpc.train.horovod_gloo`).
 - `TorchDistributedBackend`: `torch.distributed` process group (NCCL on GPU, gloo on
-  CPU) and `DistributedDataParallel`; rank and world size come from the launcher's
+  CPU) and `DistributedDataParallel`; rank and size come from the launcher's
   environment variables (`galhpc.runtime.world.detect_world`).
 
 Horovod and mpi4py are imported only when a backend that needs them is built.
@@ -40,7 +43,7 @@ from torch import nn
 
 from galhpc.runtime import pick_device
 from galhpc.runtime.errors import LaunchError
-from galhpc.runtime.world import World, detect_world, first_host, rendezvous_port
+from galhpc.runtime.world import HorovodComm, TorchComm, World, detect_world, first_host, rendezvous_port
 from galhpc.train.horovod_gloo import GlooRendezvous, gloo_rendezvous, needs_gloo_rendezvous
 from galhpc.train.rendezvous import RendezvousError, rendezvous_hosts, socket_interface_env
 
@@ -49,40 +52,64 @@ log = logging.getLogger("galhpc.train.distributed")
 BACKEND_NAMES = ("auto", "single", "torch", "horovod")
 
 
-def warmup_lr_scale(world_size: int, step: int, warmup_steps: int) -> float:
+def warmup_lr_scale(size: int, step: int, warmup_steps: int) -> float:
     """Learning-rate multiplier for data-parallel training (Goyal et al. 2017).
 
-    The global batch is `world_size` times the per-rank batch, so the learning rate is
-    scaled by `world_size`, reached linearly over `warmup_steps` optimizer steps from
-    the single-rank value (large jumps in lr at step 0 destabilise training).
+    The global batch is `size` times the per-rank batch, so the learning rate is scaled
+    by `size`, reached linearly over `warmup_steps` optimizer steps from the single-rank
+    value (large jumps in lr at step 0 destabilise training).
+
+    Parameters
+    ----------
+    size : int
+        Number of data-parallel ranks.
+    step : int
+        Optimizer step (0-based).
+    warmup_steps : int
+        Steps of the linear ramp (<= 0: the full scale at once).
+
+    Returns
+    -------
+    float
+        1 on one rank, rising linearly to `size`.
     """
-    if world_size <= 1:
+    if size <= 1:
         return 1.0
     if warmup_steps <= 0 or step >= warmup_steps:
-        return float(world_size)
-    return 1.0 + (world_size - 1) * step / warmup_steps
+        return float(size)
+    return 1.0 + (size - 1) * step / warmup_steps
 
 
 class Backend:
-    """One process's view of data-parallel training."""
+    """One process's data-parallel set-up: its process group, its device, the model and optimizer wrappers.
+
+    Attributes
+    ----------
+    world : World
+        The process group, for everything collective (rank, size, barrier, broadcast_object,
+        allgather_object, allreduce_sum, root_first).
+    network : dict of str to str
+        The interface/rendezvous variables exported while the group started.
+    """
 
     name = "base"
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
     scale_lr: bool = True
     _device: torch.device = torch.device("cpu")
-    network: dict[str, str]  # the interface/rendezvous variables exported while the group started
+    world: World
+    network: dict[str, str]
 
     def __init__(self) -> None:
         self.network = {}
-
-    @property
-    def is_root(self) -> bool:
-        return self.rank == 0
+        self.world = World()
 
     @property
     def device(self) -> torch.device:
+        """The device this rank computes on.
+
+        Returns
+        -------
+        torch.device
+        """
         return self._device
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
@@ -90,44 +117,80 @@ class Backend:
 
         Call `.loss(batch, state)` on the result; save `model.state_dict()` of the
         unwrapped model (the wrapper's state_dict is the same, without prefixes).
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The model on `device`, with a ``loss(batch, state)`` method.
+
+        Returns
+        -------
+        torch.nn.Module
+            `model` itself on one process.
         """
         return model
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+        """The optimizer to step (Horovod's averages gradients in ``step()``).
+
+        Parameters
+        ----------
+        optimizer : torch.optim.Optimizer
+            The optimizer over `model`'s parameters (possibly with a resumed state).
+        model : torch.nn.Module
+            The unwrapped model.
+
+        Returns
+        -------
+        torch.optim.Optimizer
+            `optimizer` itself unless the backend needs a wrapper.
+        """
         return optimizer
 
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Make every rank start from rank 0's parameters and optimizer state."""
+        """Make every rank start from rank 0's parameters and optimizer state.
 
-    def average(self, values: dict[str, float]) -> dict[str, float]:
-        """Mean of scalar metrics over ranks (every rank must pass the same keys)."""
-        return dict(values)
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The unwrapped model; its state dict's tensors are overwritten in place.
+        optimizer : torch.optim.Optimizer, optional
+            Its state is replaced by rank 0's on the other ranks.
+        """
 
     def lr_scale(self, step: int, warmup_steps: int) -> float:
-        """Multiplier the trainer applies to its scheduled learning rate at optimizer
-        step `step` (world size, reached after a linear warm-up); 1 with `scale_lr` off.
+        """Multiplier the trainer applies to its scheduled learning rate.
+
+        Parameters
+        ----------
+        step : int
+            Optimizer step.
+        warmup_steps : int
+            Steps of the linear warm-up to the full scale.
+
+        Returns
+        -------
+        float
+            `warmup_lr_scale` of the world's size; 1 with `scale_lr` off.
         """
-        return warmup_lr_scale(self.world_size, step, warmup_steps) if self.scale_lr else 1.0
-
-    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum of `tensor` over ranks (the `galhpc.runtime.world.Collective` a model is handed)."""
-        return tensor
-
-    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Rank 0's `tensor` on every rank."""
-        return tensor
-
-    def barrier(self) -> None:
-        pass
+        return warmup_lr_scale(self.world.size, step, warmup_steps) if self.scale_lr else 1.0
 
     def shutdown(self) -> None:
-        pass
+        """Stop the communication this backend started (nothing on one process)."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size}, device={self.device})"
+        return f"{type(self).__name__}(rank={self.world.rank}, size={self.world.size}, device={self.device})"
 
 
 class SingleProcess(Backend):
+    """One rank, nothing to synchronise.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ... (`galhpc.runtime.pick_device`).
+    """
+
     name = "single"
 
     def __init__(self, device: str = "auto") -> None:
@@ -135,14 +198,11 @@ class SingleProcess(Backend):
         self._device = pick_device(device)
 
 
-def _metric_tensor(values: dict[str, float]) -> tuple[list[str], torch.Tensor]:
-    keys = sorted(values)
-    return keys, torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-
-
 def _zero_grad_with_set_to_none(optimizer: torch.optim.Optimizer):
-    """`zero_grad(set_to_none=...)` for a Horovod DistributedOptimizer, whose own zero_grad
-    (Horovod 0.28) takes no argument; keeps Horovod's guard against zeroing mid-reduction.
+    """`zero_grad(set_to_none=...)` for a Horovod DistributedOptimizer.
+
+    Its own zero_grad (Horovod 0.28) takes no argument; this one keeps Horovod's guard
+    against zeroing mid-reduction.
     """
     torch_optimizer_class = type(optimizer).__mro__[1]  # the class Horovod subclassed
 
@@ -161,6 +221,17 @@ class HorovodBackend(Backend):
     controller), or with a launcher whose ranks are not MPI ranks -- plain ``srun``,
     ``torchrun``, submitit -- where the ranks meet through Horovod's gloo rendezvous
     (`galhpc.train.horovod_gloo`; also under MPI launchers with ``HOROVOD_CONTROLLER=gloo``).
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` (this rank's local GPU if any), ``"cpu"``, ``"cuda"``, ...
+    scale_lr : bool
+        Scale the learning rate by the number of ranks (`warmup_lr_scale`).
+    timeout_s : float
+        How long the gloo rendezvous waits for every rank, in seconds.
+    env : mapping, optional
+        Environment variables (default ``os.environ``).
 
     Raises
     ------
@@ -197,21 +268,36 @@ class HorovodBackend(Backend):
             self.network.update(_interface_env(rendezvous_addr, {**env, **self.network}, ("HOROVOD_GLOO_IFACE",)))
         with _exported(self.network):
             hvd.init()
-        self.rank, self.world_size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
         self.controller = "gloo" if hvd.gloo_enabled() else "mpi"
-        if world.size > 1 and self.world_size != world.size:
+        if world.size > 1 and hvd.size() != world.size:
             hvd.shutdown()
             raise LaunchError(
-                f"{world.launcher} started {world.size} tasks but Horovod ({self.controller}) sees {self.world_size} "
+                f"{world.launcher} started {world.size} tasks but Horovod ({self.controller}) sees {hvd.size()} "
                 f"rank(s), so each task would train alone: launch with `mpirun -n {world.size}`, `srun --mpi=pmix` "
                 "or horovodrun, or set HOROVOD_CONTROLLER=gloo")
+        self.world = World(hvd.rank(), hvd.size(), hvd.local_rank(), world.launcher, comm=HorovodComm(hvd),
+                           mpi=world.mpi, job_id=world.job_id)
         self.scale_lr = scale_lr
-        self._device = pick_device(device, self.local_rank)
+        self._device = pick_device(device, self.world.local_rank)
         if self._device.type == "cuda":
             torch.cuda.set_device(self._device)
-        log.info("horovod: %d ranks over %s via %s", self.world_size, self.controller, world.launcher)
+        log.info("horovod: %d ranks over %s via %s", self.world.size, self.controller, world.launcher)
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+        """``hvd.DistributedOptimizer`` over `optimizer` (gradients averaged in ``step()``), keeping its state.
+
+        Parameters
+        ----------
+        optimizer : torch.optim.Optimizer
+            The optimizer over `model`'s parameters (possibly with a resumed state).
+        model : torch.nn.Module
+            The unwrapped model (for the parameters' names).
+
+        Returns
+        -------
+        torch.optim.Optimizer
+            The wrapped optimizer.
+        """
         wrapped = self._hvd.DistributedOptimizer(
             optimizer, named_parameters=model.named_parameters(), op=self._hvd.Average
         )
@@ -224,40 +310,21 @@ class HorovodBackend(Backend):
         return wrapped
 
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        hvd = self._hvd
-        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        if optimizer is None:
-            return
-        # The whole state dict as one object rather than hvd.broadcast_optimizer_state: that
-        # one needs the same state layout on every rank (it fills a fresh optimizer's state by
-        # a zero-gradient step), which a resumed rank 0 whose unused parameters have no state
-        # yet does not have -- the ranks would then wait on different broadcasts forever.
-        state = hvd.broadcast_object(optimizer.state_dict() if self.is_root else None, root_rank=0,
-                                     name="galhpc.optimizer_state")
-        if not self.is_root:
-            optimizer.load_state_dict(state)
+        """Rank 0's parameters (``hvd.broadcast_parameters``) and optimizer state on every rank.
 
-    def average(self, values: dict[str, float]) -> dict[str, float]:
-        if self.world_size == 1:
-            return dict(values)
-        keys, tensor = _metric_tensor(values)
-        mean = self._hvd.allreduce(tensor, op=self._hvd.Average, name="galhpc.metrics." + ".".join(keys))
-        return dict(zip(keys, mean.tolist(), strict=False))
-
-    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world_size == 1:
-            return tensor
-        return self._hvd.allreduce(tensor, op=self._hvd.Sum)
-
-    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world_size == 1:
-            return tensor
-        return self._hvd.broadcast(tensor, root_rank=0)
-
-    def barrier(self) -> None:
-        self._hvd.barrier()
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The unwrapped model.
+        optimizer : torch.optim.Optimizer, optional
+            Its whole state dict is sent as one object.
+        """
+        self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        if optimizer is not None:
+            _broadcast_optimizer_state(self.world, optimizer)
 
     def shutdown(self) -> None:
+        """``hvd.shutdown()``, then stop rank 0's gloo rendezvous server if one was started."""
         self._hvd.shutdown()
         if self._gloo is not None:
             self._gloo.close()
@@ -288,15 +355,65 @@ class DDPModel(nn.Module):
         object.__setattr__(self, "module", model)  # not a second registered child
 
     def loss(self, batch: Any, state: Any) -> Any:
+        """The wrapped model's ``loss``, through DDP (gradients all-reduced during backward).
+
+        Parameters
+        ----------
+        batch : dict
+            The batch, as the model's ``loss`` takes it.
+        state : StepState
+            The step's schedule state.
+
+        Returns
+        -------
+        LossOutput
+            The model's.
+        """
         return self.ddp(batch, state)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped model's ``forward`` (not through DDP).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            As the model takes them.
+
+        Returns
+        -------
+        object
+            The model's output.
+        """
         return self.module(*args, **kwargs)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped model's state dict (the keys of a single-process run).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            As ``torch.nn.Module.state_dict`` takes them.
+
+        Returns
+        -------
+        dict
+            Parameter and buffer tensors by name.
+        """
         return self.module.state_dict(*args, **kwargs)
 
     def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """Load into the wrapped model.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            As ``torch.nn.Module.load_state_dict`` takes them.
+
+        Returns
+        -------
+        NamedTuple
+            Missing and unexpected keys.
+        """
         return self.module.load_state_dict(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -304,6 +421,19 @@ class DDPModel(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self.__dict__["module"], name)
+
+
+def _broadcast_optimizer_state(world: World, optimizer: torch.optim.Optimizer) -> None:
+    """Rank 0's optimizer state dict on every rank, sent as one object.
+
+    Not ``hvd.broadcast_optimizer_state``: that one needs the same state layout on every
+    rank (it fills a fresh optimizer's state by a zero-gradient step), which a resumed rank 0
+    whose unused parameters have no state yet does not have -- the ranks would then wait on
+    different broadcasts forever.
+    """
+    state = world.broadcast_object(optimizer.state_dict() if world.is_root else None)
+    if not world.is_root:
+        optimizer.load_state_dict(state)
 
 
 def _rendezvous(world: World, env: Mapping[str, str]) -> tuple[str, int]:
@@ -420,7 +550,26 @@ def _mpi_rendezvous(world: World, port: str | None) -> tuple[str, int]:
 
 
 class TorchDistributedBackend(Backend):
-    """torch.distributed + DistributedDataParallel: NCCL on GPU, gloo on CPU."""
+    """torch.distributed + DistributedDataParallel: NCCL on GPU, gloo on CPU.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` (this rank's local GPU if any), ``"cpu"``, ``"cuda"``, ...
+    scale_lr : bool
+        Scale the learning rate by the number of ranks (`warmup_lr_scale`).
+    find_unused_parameters : bool
+        DDP's option: models whose loss leaves some parameters out in some steps need it.
+    timeout_s : float
+        How long ``init_process_group`` and later collectives wait, in seconds.
+    env : mapping, optional
+        Environment variables (default ``os.environ``).
+
+    Raises
+    ------
+    LaunchError
+        No torch.distributed, no rendezvous address, or a rendezvous port already taken.
+    """
 
     name = "torch"
 
@@ -441,32 +590,46 @@ class TorchDistributedBackend(Backend):
         self._dist = dist
         self.scale_lr = scale_lr
         self.find_unused_parameters = find_unused_parameters
-        world = detect_world(env)
-        self.rank, self.world_size, self.local_rank = world.rank, world.size, world.local_rank
-        self._device = pick_device(device, self.local_rank)
+        launch = detect_world(env)
+        rank, size = launch.rank, launch.size
+        self._device = pick_device(device, launch.local_rank)
         if self._device.type == "cuda":
             torch.cuda.set_device(self._device)
         self.process_group_backend = "nccl" if self._device.type == "cuda" else "gloo"
         self._owns_group = not dist.is_initialized()
         if self._owns_group:
-            addr, port = _rendezvous(world, env)
+            addr, port = _rendezvous(launch, env)
             self.network = _interface_env(addr, env)
             log.info(
                 "torch.distributed: %s, %d ranks via %s, store %s:%d",
-                self.process_group_backend, self.world_size, world.launcher, addr, port,
+                self.process_group_backend, size, launch.launcher, addr, port,
             )
-            with _exported(self.network), _rendezvous_errors(addr, port, self.rank):
+            with _exported(self.network), _rendezvous_errors(addr, port, rank):
                 dist.init_process_group(
                     self.process_group_backend,
                     init_method=f"tcp://{addr}:{port}",
-                    rank=self.rank,
-                    world_size=self.world_size,
+                    rank=rank,
+                    world_size=size,
                     timeout=datetime.timedelta(seconds=timeout_s),
                 )
         else:
-            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+            rank, size = dist.get_rank(), dist.get_world_size()
+        self.world = World(rank, size, launch.local_rank, launch.launcher, comm=TorchComm(dist, self._device),
+                           mpi=launch.mpi, job_id=launch.job_id)
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
+        """`DDPModel`: ``loss`` runs through DistributedDataParallel (gradients all-reduced in backward).
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The model on `device`, with a ``loss(batch, state)`` method.
+
+        Returns
+        -------
+        DDPModel
+            Calls ``loss`` through DDP; every other attribute is `model`'s own.
+        """
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self._device.index] if self._device.type == "cuda" else None
@@ -476,32 +639,19 @@ class TorchDistributedBackend(Backend):
         return DDPModel(model, ddp)
 
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        dist = self._dist
+        """Rank 0's parameters and buffers (``dist.broadcast``, in place) and optimizer state on every rank.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The unwrapped model.
+        optimizer : torch.optim.Optimizer, optional
+            Its whole state dict is sent as one object.
+        """
         for tensor in model.state_dict().values():
-            dist.broadcast(tensor, src=0)
-        if optimizer is None:
-            return
-        holder = [optimizer.state_dict() if self.is_root else None]
-        dist.broadcast_object_list(holder, src=0, device=self._device if self._device.type == "cuda" else None)
-        if not self.is_root:
-            optimizer.load_state_dict(holder[0])
-
-    def average(self, values: dict[str, float]) -> dict[str, float]:
-        keys, tensor = _metric_tensor(values)
-        tensor = tensor.to(self._device)
-        self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
-        return dict(zip(keys, (tensor / self.world_size).tolist(), strict=False))
-
-    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
-        return tensor
-
-    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
-        self._dist.broadcast(tensor, src=0)
-        return tensor
-
-    def barrier(self) -> None:
-        self._dist.barrier()
+            self._dist.broadcast(tensor, src=0)
+        if optimizer is not None:
+            _broadcast_optimizer_state(self.world, optimizer)
 
     def shutdown(self) -> None:
         """Stop the process group's threads now, not at interpreter exit.
@@ -517,11 +667,28 @@ class TorchDistributedBackend(Backend):
 
 
 def horovod_available() -> bool:
+    """Whether ``horovod.torch`` can be imported here (without importing it).
+
+    Returns
+    -------
+    bool
+    """
     return importlib.util.find_spec("horovod") is not None and importlib.util.find_spec("horovod.torch") is not None
 
 
 def auto_backend_name(env: Mapping[str, str] | None = None) -> str:
-    """The backend `make_backend("auto")` builds here (rule in the module docstring)."""
+    """The backend `make_backend("auto")` builds here (rule in the module docstring).
+
+    Parameters
+    ----------
+    env : mapping, optional
+        Environment variables (default ``os.environ``).
+
+    Returns
+    -------
+    str
+        ``"single"``, ``"horovod"`` or ``"torch"``.
+    """
     env = os.environ if env is None else env
     world = detect_world(env)
     if world.size == 1:
@@ -534,7 +701,29 @@ def auto_backend_name(env: Mapping[str, str] | None = None) -> str:
 
 
 def make_backend(name: str = "auto", device: str = "auto", scale_lr: bool = True) -> Backend:
-    """The backend a config or flag names ('auto' picks from the environment)."""
+    """The backend a config or flag names ('auto' picks from the environment).
+
+    Parameters
+    ----------
+    name : str
+        One of `BACKEND_NAMES`.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    scale_lr : bool
+        Scale the learning rate by the number of ranks.
+
+    Returns
+    -------
+    Backend
+        Started: its `world` is the job's process group.
+
+    Raises
+    ------
+    ValueError
+        An unknown name.
+    LaunchError
+        A backend that cannot start here.
+    """
     if name not in BACKEND_NAMES:
         raise ValueError(f"unknown distributed backend {name!r}; choose one of {list(BACKEND_NAMES)}")
     if name == "auto":

@@ -83,7 +83,24 @@ def slot_plan(hosts: list[str]) -> list[Slot]:
 
 
 def slot_env(slot: Slot, size: int, addr: str, port: int) -> dict[str, str]:
-    """The variables horovodrun gives a gloo worker (``horovod.runner.gloo_run``)."""
+    """The variables horovodrun gives a gloo worker (``horovod.runner.gloo_run``).
+
+    Parameters
+    ----------
+    slot : Slot
+        This rank's place (host, local and cross ranks and sizes).
+    size : int
+        Number of ranks.
+    addr : str
+        Host of the rendezvous server.
+    port : int
+        Its port.
+
+    Returns
+    -------
+    dict of str to str
+        ``HOROVOD_*`` variables for ``hvd.init()``.
+    """
     return {
         "HOROVOD_CONTROLLER": "gloo",
         "HOROVOD_CPU_OPERATIONS": "gloo",
@@ -105,6 +122,17 @@ def needs_gloo_rendezvous(world: World, env: Mapping[str, str]) -> bool:
     True for several ranks started by a launcher whose ranks are not MPI ranks (srun
     without PMI, torchrun, submitit), or by any launcher when ``HOROVOD_CONTROLLER=gloo``
     is asked for, unless a rendezvous server is already given (horovodrun).
+
+    Parameters
+    ----------
+    world : World
+        This rank's place, from the launcher (`galhpc.runtime.world.detect_world`).
+    env : mapping
+        Environment variables.
+
+    Returns
+    -------
+    bool
     """
     if world.size == 1 or world.launcher == "horovodrun" or "HOROVOD_GLOO_RENDEZVOUS_ADDR" in env:
         return False

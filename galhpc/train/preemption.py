@@ -26,6 +26,18 @@ def mark_stopped(checkpoint: Path, step: int) -> Path | None:
 
     A marker that cannot be written is logged, never raised: the checkpoint is saved, and
     the job script then sees the launcher's own status.
+
+    Parameters
+    ----------
+    checkpoint : Path
+        The checkpoint just saved.
+    step : int
+        Optimizer steps taken.
+
+    Returns
+    -------
+    Path or None
+        The marker written, or None (variable unset, or the write failed).
     """
     target = os.environ.get(STOP_MARKER_ENV)
     if not target:

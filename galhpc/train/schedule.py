@@ -42,7 +42,18 @@ class Schedule:
         return self.cfg.unit == "steps"
 
     def steps_needed(self, steps_per_epoch: int) -> int | None:
-        """Optimiser steps the s3VDC phases span (None without a schedule)."""
+        """Optimiser steps the s3VDC phases span.
+
+        Parameters
+        ----------
+        steps_per_epoch : int
+            Batches per epoch.
+
+        Returns
+        -------
+        int or None
+            None without a schedule.
+        """
         ticks = self.total_epochs
         if ticks is None:
             return None
@@ -55,7 +66,18 @@ class Schedule:
         return c.t_alpha + c.periods * (c.t_beta + c.t_static) if c.enabled else None
 
     def phase(self, epoch: int) -> tuple[str, int]:
-        """(phase name, epochs since the phase began) for a 0-based epoch."""
+        """The s3VDC phase of a 0-based epoch (or step, with ``unit: steps``).
+
+        Parameters
+        ----------
+        epoch : int
+            The tick, 0-based.
+
+        Returns
+        -------
+        (str, int)
+            Phase name (``constant``, ``alpha``, ``anneal``, ``static``) and ticks since it began.
+        """
         c = self.cfg
         if not c.enabled:
             return "constant", epoch
@@ -69,7 +91,22 @@ class Schedule:
         return ("anneal", within) if within < c.t_beta else ("static", within - c.t_beta)
 
     def weights(self, epoch: int, batch: int = 0, n_batches: int = 1) -> dict[str, float]:
-        """Loss weights at batch `batch` of `n_batches` in `epoch`: {"kl": ..., "gmm": 0 or 1}."""
+        """Loss weights at batch `batch` of `n_batches` in `epoch`.
+
+        Parameters
+        ----------
+        epoch : int
+            The tick, 0-based.
+        batch : int
+            Batch within the tick (the KL weight anneals within an epoch).
+        n_batches : int
+            Batches per tick.
+
+        Returns
+        -------
+        dict of str to float
+            ``kl`` (the KL weight) and ``gmm`` (0 before the mixture exists, else 1).
+        """
         c = self.cfg
         name, since = self.phase(epoch)
         if name == "constant":
@@ -82,21 +119,63 @@ class Schedule:
         return {"kl": 1.0 + c.alpha, "gmm": 1.0}
 
     def events_after(self, epoch: int) -> list[str]:
-        """Events due once `epoch` (0-based) has finished."""
+        """Events due once `epoch` (0-based) has finished.
+
+        Parameters
+        ----------
+        epoch : int
+            The tick just finished.
+
+        Returns
+        -------
+        list of str
+            `INIT_MIXTURE` at the end of the alpha phase, else empty.
+        """
         if self.cfg.enabled and epoch == self.cfg.t_alpha - 1:
             return [INIT_MIXTURE]
         return []
 
 
 def kl_warmup(epoch: int, warmup_epochs: int) -> float:
-    """KL weight of a linear warm-up: (epoch + 1) / warmup_epochs, at most 1; 1 without warm-up."""
+    """KL weight of a linear warm-up: (epoch + 1) / warmup_epochs, at most 1; 1 without warm-up.
+
+    Parameters
+    ----------
+    epoch : int
+        0-based epoch.
+    warmup_epochs : int
+        Epochs of the warm-up (0: none).
+
+    Returns
+    -------
+    float
+        In (0, 1].
+    """
     return min(1.0, (epoch + 1) / warmup_epochs) if warmup_epochs else 1.0
 
 
 def learning_rate(step: int, total_steps: int, lr: float, lr_final: float) -> float:
     """Exponential decay from `lr` at step 0 to `lr_final` at step `total_steps` - 1.
 
-    The data-parallel multiplier (world size, warm-up) is the backend's `lr_scale`.
+    The data-parallel multiplier (number of ranks, warm-up) is the backend's `lr_scale`.
+
+    Parameters
+    ----------
+    step : int
+        Optimizer step.
+    total_steps : int
+        Steps of the run.
+    lr, lr_final : float
+        First and last learning rate (> 0).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        A learning rate <= 0.
     """
     if lr <= 0 or lr_final <= 0:
         raise ValueError(f"learning rates must be positive, got lr={lr}, lr_final={lr_final}")
