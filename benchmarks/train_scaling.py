@@ -40,7 +40,7 @@ def worker(backend_name: str, out: str, steps: int, batch: int, image_size: int,
     step_model = backend.wrap_model(model)
     optimizer = backend.wrap_optimizer(optimizer, model)
     backend.broadcast_state(model, optimizer)
-    images = torch.rand(batch, 1, image_size, image_size, generator=torch.Generator().manual_seed(backend.rank))
+    images = torch.rand(batch, 1, image_size, image_size, generator=torch.Generator().manual_seed(backend.world.rank))
     state = StepState()
 
     def step() -> None:
@@ -50,15 +50,15 @@ def worker(backend_name: str, out: str, steps: int, batch: int, image_size: int,
 
     for _ in range(3):
         step()
-    backend.barrier()
+    backend.world.barrier()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    backend.barrier()
+    backend.world.barrier()
     seconds = time.perf_counter() - start
-    if backend.is_root:
-        samples = steps * batch * backend.world_size
-        Path(out).write_text(json.dumps({"backend": backend.name, "ranks": backend.world_size,
+    if backend.world.is_root:
+        samples = steps * batch * backend.world.size
+        Path(out).write_text(json.dumps({"backend": backend.name, "ranks": backend.world.size,
                                          "seconds": seconds, "samples_per_s": samples / seconds}))
     backend.shutdown()
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,11 @@ def test_sigterm_to_the_cli_process_checkpoints_exits_75_and_resumes(tmp_path, s
     assert done.returncode == 0, done.stderr
     assert f"resuming from {tmp_path / 'run' / 'ckpt.pt'}" in done.stderr
     assert read_checkpoint(tmp_path / "run" / "ckpt.pt")["position"]["epoch"] == cfg.train.epochs
+
+
+def test_nothing_under_train_draws_or_opens_hdf5_itself():
+    """The loss-curve figure is the report's and the store is read through galhpc.data: train/ imports neither."""
+    import galhpc.train
+
+    sources = {p.name: p.read_text() for p in Path(galhpc.train.__file__).parent.glob("*.py")}
+    assert [name for name, text in sources.items() if "matplotlib" in text or "import h5py" in text] == []

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="galhpc-train",
         description="Train a galhpc model (ConvVAE, AstroVaDEr, ...) from a YAML run config. Writes "
-        "OUT/ckpt.pt, OUT/losses.csv and OUT/losses.png; resumes from OUT/ckpt.pt "
+        "OUT/ckpt.pt and OUT/losses.csv; resumes from OUT/ckpt.pt "
         "if it exists. SIGTERM or SIGUSR1 saves a checkpoint and exits with status 75.",
     )
     p.add_argument("--config", required=True, help="YAML run config (sections model, schedule, train)")

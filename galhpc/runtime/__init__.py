@@ -3,7 +3,7 @@
 process.py    logging, progress bars, devices, threads, the start of an MPI rank
 errors.py     the GalhpcError hierarchy (subclasses also inherit the builtin type)
 cli.py        run_cli: any GalhpcError/OSError -> one line on stderr, exit status 1
-world.py      World: rank, size, local rank, node, collectives; one table per launcher
+world.py      World, the process group: rank, size, collectives (local, mpi4py, torch, Horovod); one table per launcher
 files.py      atomic writes (temp name, fsync, rename), cleanup of dead writers' temps,
               read-only HDF5 opens without file locks
 inference.py  batched evaluation of a model over an array source
