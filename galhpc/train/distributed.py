@@ -269,10 +269,11 @@ class HorovodBackend(Backend):
         with _exported(self.network):
             hvd.init()
         self.controller = "gloo" if hvd.gloo_enabled() else "mpi"
-        if world.size > 1 and hvd.size() != world.size:
+        seen = hvd.size()
+        if world.size > 1 and seen != world.size:
             hvd.shutdown()
             raise LaunchError(
-                f"{world.launcher} started {world.size} tasks but Horovod ({self.controller}) sees {hvd.size()} "
+                f"{world.launcher} started {world.size} tasks but Horovod ({self.controller}) sees {seen} "
                 f"rank(s), so each task would train alone: launch with `mpirun -n {world.size}`, `srun --mpi=pmix` "
                 "or horovodrun, or set HOROVOD_CONTROLLER=gloo")
         self.world = World(hvd.rank(), hvd.size(), hvd.local_rank(), world.launcher, comm=HorovodComm(hvd),
