@@ -10,6 +10,7 @@ SIGTERM of preemption), exits 75, and the same command resumes and finishes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,10 +62,8 @@ def test_torchrun_job_stopped_by_a_signal_exits_75_and_resumes(tmp_path, target,
 
     def stop(proc: subprocess.Popen) -> None:
         for pid in [proc.pid] if target == "script" else descendants(proc.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     rc = stop_after_first_epoch(command, job_env(tmp), first_log, out / "ckpt.pt", stop)
     text = first_log.read_text()
