@@ -2,7 +2,7 @@
 """Mutation check: plant realistic bugs one at a time in a copy of the repository and run the
 tests that should catch each; print killed / survived and the kill rate (`make mutate`).
 
-The mutants are data (scripts/mutants.toml). Each replaces one exact snippet of one file (a
+The mutants are data (scripts/mutants.yaml). Each replaces one exact snippet of one file (a
 snippet no longer found is reported STALE: the code moved and the mutant needs updating, which
 fails the run like a survivor).
 The copy is the working tree as git sees it (tracked and untracked, not ignored, files) plus
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ class Mutant:
     why: str = ""
 
 
-MUTANTS_FILE = ROOT / "scripts" / "mutants.toml"
+MUTANTS_FILE = ROOT / "scripts" / "mutants.yaml"
 
 
 def load_mutants(path: Path = MUTANTS_FILE) -> list[Mutant]:
@@ -56,15 +56,15 @@ def load_mutants(path: Path = MUTANTS_FILE) -> list[Mutant]:
     Parameters
     ----------
     path : Path
-        TOML file of ``[[mutant]]`` tables with the fields of `Mutant` (lists for the tests).
+        YAML list of mappings with the fields of `Mutant` (lists for the tests).
 
     Returns
     -------
     list of Mutant
         In the order of the file.
     """
-    with open(path, "rb") as f:
-        rows = tomllib.load(f)["mutant"]
+    with open(path) as f:
+        rows = yaml.safe_load(f)
     return [Mutant(**{**row, "tests": tuple(row["tests"]), "slow": tuple(row.get("slow", ()))}) for row in rows]
 
 
