@@ -22,8 +22,7 @@ set -euo pipefail
 # common.sh lies beside this script, or beside the submitted one where sbatch runs a spool copy
 # (read from scontrol: see "Finding this file" in jobs/common.sh)
 jobs_dir=${GALHPC_JOBS_DIR:-$(dirname "$(readlink -f "$0")")}
-[[ -f $jobs_dir/common.sh || -z ${SLURM_JOB_ID:-} ]] || jobs_dir=$(dirname "$(scontrol show job "$SLURM_JOB_ID" |
-  awk 'sub(/^ *Command=/, "") { while (/ / && (getline line < $0) < 0) sub(/ [^ ]*$/, ""); print }')")
+[[ -f $jobs_dir/common.sh || -z ${SLURM_JOB_ID:-} ]] || jobs_dir=$(dirname "$(scontrol show job "$SLURM_JOB_ID" | awk 'sub(/^ *Command=/, "") { while (/ / && (getline l < $0) < 0) sub(/ [^ ]*$/, ""); print }')")
 # shellcheck source=jobs/common.sh
 source "$jobs_dir/common.sh"
 galhpc_catalog_job generate --n N "$@"
