@@ -19,7 +19,8 @@ def galhpc_imports(path: Path) -> list[tuple[int, str]]:
     """(line, imported galhpc module) of every import in a file, lazy ones inside functions included."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "galhpc":
+        if (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                and node.module.split(".")[0] == "galhpc"):
             if node.module == "galhpc":  # `from galhpc import x`: x may be a package
                 found += [(node.lineno, f"galhpc.{alias.name}") for alias in node.names if alias.name != "__version__"]
             else:
@@ -64,6 +65,7 @@ def test_the_check_catches_an_import_up_the_floors(tmp_path):
     models.mkdir(parents=True)
     (models / "vade.py").write_text("from galhpc.inference.starsep import evaluate\n")
     (models / "pixelcnn.py").write_text("def f():\n    from galhpc.checkpoint import load_model\n")
-    (models / "ok.py").write_text("from galhpc.runtime.world import LOCAL\nfrom galhpc.models.base import GalaxyModel\n")
+    (models / "ok.py").write_text("from galhpc.runtime.world import LOCAL\n"
+                                  "from galhpc.models.base import GalaxyModel\n")
     found = violations(tmp_path / "galhpc")
     assert len(found) == 2 and "imports galhpc.inference.starsep" in found[1] and "galhpc.checkpoint" in found[0]

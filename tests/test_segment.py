@@ -13,7 +13,8 @@ torch.set_num_threads(1)
 
 
 def test_interface_shapes_and_columns():
-    model = build_model(ModelConfig(name="segae", image_size=16, channels=5, latent_dim=12, params={"widths": [8, 8, 16], "head_width": 8}))
+    model = build_model(ModelConfig(name="segae", image_size=16, channels=5, latent_dim=12,
+                                    params={"widths": [8, 8, 16], "head_width": 8}))
     assert isinstance(model, SegmentationAE)
     x = torch.rand(3, 5, 16, 16) * 100
     target, recon, logits = model.forward_maps(x)
