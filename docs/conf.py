@@ -59,7 +59,7 @@ class GalhpcHelp(Directive):
                 module.main(["--help"])
             except SystemExit as done:
                 if done.code not in (0, None):
-                    raise self.error(f"{self.arguments[0]} --help exited {done.code}")
+                    raise self.error(f"{self.arguments[0]} --help exited {done.code}") from done
         block = nodes.literal_block(out.getvalue(), out.getvalue())
         block["language"] = "text"
         return [block]
