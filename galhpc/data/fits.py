@@ -734,7 +734,31 @@ def _open(path: Path):
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
-    """Registered as kind "fits" (see the module docstring)."""
+    """FITS cutouts, one object per science HDU or cube plane: kind "fits".
+
+    Parameters
+    ----------
+    source : SourceConfig
+        `path` (file, folder or glob), `hdu`, `catalog`, `id_column`, `passthrough` and
+        `options` (see the module docstring).
+    prep : PrepConfig
+        The prep run: `chunk_rows` (objects per block), `on_error` ("raise" or record a
+        `Reject`), `workers` and the catalogue columns the recipe needs.
+
+    Yields
+    ------
+    Block
+        Up to `prep.chunk_rows` objects each: raw float32 images, int64 ids, labels,
+        and the rejects met since the previous block.
+
+    Raises
+    ------
+    ConfigError
+        No path, or an unknown option.
+    DataError
+        No file matches, two objects share an id; or, with ``on_error: raise``, an
+        unreadable file, HDU or id.
+    """
     opts = check_options(OPTIONS, source.options, f"source fits {source.path}")
     if source.path is None:
         raise ConfigError("source fits: `path` (file, directory or glob) is required")

@@ -199,8 +199,27 @@ def _simulate_block_task(args: tuple) -> Block:
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
-    """Registered as kind "galsim_stars": `source.n` multi-band stamps of `prep.image_size`,
-    in blocks of `prep.chunk_rows`, simulated by `prep.workers` processes (order kept).
+    """Simulated star/galaxy fields: kind "galsim_stars".
+
+    Parameters
+    ----------
+    source : SourceConfig
+        `n` multi-band stamps of `prep.image_size`, `seed` and `options`
+        (`StarSimOptions`); simulated by `prep.workers` processes, order kept.
+    prep : PrepConfig
+        The prep run: `chunk_rows` (objects per block), `on_error` ("raise" or record a
+        `Reject`), `workers` and the catalogue columns the recipe needs.
+
+    Yields
+    ------
+    Block
+        Up to `prep.chunk_rows` objects each: raw float32 images, int64 ids, labels,
+        and the rejects met since the previous block.
+
+    Raises
+    ------
+    ConfigError
+        An unknown or mistyped option.
     """
     opts = StarSimOptions.from_options(source.options, f"source galsim_stars (seed {source.seed})")
     if source.n < 1:

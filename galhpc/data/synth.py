@@ -254,8 +254,27 @@ def _start_method() -> str:
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
-    """Registered as kind "galsim": `source.n` stamps of `prep.image_size`, in blocks of
-    `prep.chunk_rows`, simulated by `prep.workers` processes (order kept).
+    """GalSim bulge+disk galaxies: kind "galsim".
+
+    Parameters
+    ----------
+    source : SourceConfig
+        `n` stamps of `prep.image_size`, `seed` and `options` (`SimOptions`); simulated by
+        `prep.workers` processes, order kept.
+    prep : PrepConfig
+        The prep run: `chunk_rows` (objects per block), `on_error` ("raise" or record a
+        `Reject`), `workers` and the catalogue columns the recipe needs.
+
+    Yields
+    ------
+    Block
+        Up to `prep.chunk_rows` objects each: raw float32 images, int64 ids, labels,
+        and the rejects met since the previous block.
+
+    Raises
+    ------
+    ConfigError
+        An unknown or mistyped option.
     """
     opts = SimOptions.from_options(source.options, f"source galsim (seed {source.seed})")
     if source.n < 1:
