@@ -39,7 +39,8 @@ COLLECTIONS = ("gz2", "gz_challenge", "decals")
 OPTIONS: dict[str, Any] = {"collections": list[str], "all_columns": bool}  # option -> type (check_options)
 PREFIX = {"gz2": "gz2_", "gz_challenge": "gzc_", "decals": "decals_"}
 VOTE_COLUMNS = {
-    "gz2": [f"t01_smooth_or_features_{a}_fraction" for a in ("a01_smooth", "a02_features_or_disk", "a03_star_or_artifact")],
+    "gz2": [f"t01_smooth_or_features_{a}_fraction"
+            for a in ("a01_smooth", "a02_features_or_disk", "a03_star_or_artifact")],
     "gz_challenge": ["Class1.1", "Class1.2", "Class1.3"],
     "decals": [f"smooth-or-featured_{a}_fraction" for a in ("smooth", "featured-or-disk", "artifact")],
 }
