@@ -127,14 +127,14 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         `path` (the image), `catalog` and `id_column`, `passthrough`, `hdu` and `options`
         (size, scale_by, weight, mask, ...: see the module docstring).
     prep : PrepConfig
-        The prep run: `chunk_rows` (objects per block), `on_error` ("raise" or record a
-        `Reject`), `workers` and the catalogue columns the recipe needs.
+        Its `chunk_rows`, `on_error`, and the `r90_column` and `sky` columns to keep.
 
     Yields
     ------
     Block
-        Up to `prep.chunk_rows` objects each: raw float32 images, int64 ids, labels,
-        and the rejects met since the previous block.
+        Stamps of one side each (objects sorted by stamp size), float32 in the image's
+        units, with `sigma` (from the weight map) and `mask` extras, `ra`/`dec` labels in
+        degrees and the off-image rejects.
 
     Raises
     ------

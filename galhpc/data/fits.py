@@ -821,14 +821,13 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         `path` (file, folder or glob), `hdu`, `catalog`, `id_column`, `passthrough` and
         `options` (see the module docstring).
     prep : PrepConfig
-        The prep run: `chunk_rows` (objects per block), `on_error` ("raise" or record a
-        `Reject`), `workers` and the catalogue columns the recipe needs.
+        For `chunk_rows` (block size) and `on_error` (raise, or record a reject and go on).
 
     Yields
     ------
     Block
-        Up to `prep.chunk_rows` objects each: raw float32 images, int64 ids, labels,
-        and the rejects met since the previous block.
+        Objects of one shape per block, in file order: float32 pixels as stored in the
+        file, ids by `options.id_from`, `sigma`/`mask` extras from the companion maps.
 
     Raises
     ------

@@ -222,14 +222,13 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         `path`: the datasets folder (None: the installed package's, `default_root`);
         `options`: the collections to read.
     prep : PrepConfig
-        The prep run: `chunk_rows` (objects per block), `on_error` ("raise" or record a
-        `Reject`), `workers` and the catalogue columns the recipe needs.
+        Read for its `chunk_rows` and `on_error` only.
 
     Yields
     ------
     Block
-        Up to `prep.chunk_rows` objects each: raw float32 images, int64 ids, labels,
-        and the rejects met since the previous block.
+        (n, 3, H, W) float32 RGB in [0, 1] with the harmonised labels (and, with
+        `all_columns`, the numeric table columns); unreadable images as rejects.
 
     Raises
     ------

@@ -172,10 +172,9 @@ def object_seed(seed: int, index: int) -> int:
 
     Parameters
     ----------
-    seed : int
-        The source's seed.
-    index : int
-        The object's index in the source.
+    seed, index : int
+        The source's seed and the object's index in it (a third entry, 1, keeps this
+        stream apart from `object_rng`'s).
 
     Returns
     -------

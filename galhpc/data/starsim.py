@@ -318,19 +318,18 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         `n` multi-band stamps of `prep.image_size`, `seed` and `options`
         (`StarSimOptions`); simulated by `prep.workers` processes, order kept.
     prep : PrepConfig
-        The prep run: `chunk_rows` (objects per block), `on_error` ("raise" or record a
-        `Reject`), `workers` and the catalogue columns the recipe needs.
+        `image_size` (stamp side, pixels), `chunk_rows` and `workers`.
 
     Yields
     ------
     Block
-        Up to `prep.chunk_rows` objects each: raw float32 images, int64 ids, labels,
-        and the rejects met since the previous block.
+        `simulate_block` of each run of `chunk_rows` indices: (n, C, H, W) float32, truth
+        labels and `masks`.
 
     Raises
     ------
     ConfigError
-        An unknown or mistyped option.
+        Fewer than one stamp asked for, or options `StarSimOptions.from_options` refuses.
     """
     opts = StarSimOptions.from_options(source.options, f"source galsim_stars (seed {source.seed})")
     if source.n < 1:

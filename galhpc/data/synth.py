@@ -67,19 +67,19 @@ class SimOptions:
         Parameters
         ----------
         options : dict
-            `SourceConfig.options` (field name -> value; lists become tuples).
+            Field name -> value (`options_dataclass` types each one).
         where : str
-            Names the source in error messages.
+            The source, for the one-line error.
 
         Returns
         -------
         SimOptions
-            The defaults overridden by `options`.
 
         Raises
         ------
         ConfigError
-            An unknown or mistyped field, or a `psf` or `noise` kind that does not exist.
+            An unknown or mistyped field; `psf` other than moffat/kolmogorov, `noise` other
+            than gaussian/cosmos.
         """
         opts = options_dataclass(cls, options, where)
         if opts.psf not in ("moffat", "kolmogorov"):
@@ -216,10 +216,8 @@ def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[s
         The set's distributions, noise and what to store.
     size : int
         Stamp side in pixels.
-    seed : int
-        The source's seed.
-    index : int
-        The object's index.
+    seed, index : int
+        The source's seed and the object's index (`draw_parameters`, `object_seed`).
 
     Returns
     -------
@@ -328,13 +326,13 @@ def simulate_block(opts: SimOptions, size: int, seed: int, start: int, stop: int
     Parameters
     ----------
     opts : SimOptions
-        The set's distributions.
+        The set's distributions and what to store besides the images (truth, PSF).
     size : int
-        Stamp side in pixels.
     seed : int
-        The source's seed.
-    start, stop : int
-        The objects' index range (stop excluded).
+    start : int
+        The first object's index.
+    stop : int
+        One past the last object's index.
 
     Returns
     -------
@@ -384,19 +382,17 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
         `n` stamps of `prep.image_size`, `seed` and `options` (`SimOptions`); simulated by
         `prep.workers` processes, order kept.
     prep : PrepConfig
-        The prep run: `chunk_rows` (objects per block), `on_error` ("raise" or record a
-        `Reject`), `workers` and the catalogue columns the recipe needs.
+        `image_size`, `chunk_rows`, `workers`.
 
     Yields
     ------
     Block
-        Up to `prep.chunk_rows` objects each: raw float32 images, int64 ids, labels,
-        and the rejects met since the previous block.
+        One `simulate_block` per `chunk_rows` objects, in index order.
 
     Raises
     ------
     ConfigError
-        An unknown or mistyped option.
+        `n` < 1; an option `SimOptions` lacks, or one of the wrong type.
     """
     opts = SimOptions.from_options(source.options, f"source galsim (seed {source.seed})")
     if source.n < 1:
