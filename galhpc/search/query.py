@@ -228,6 +228,8 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
         Where the temporary stores are made (a hidden directory beside it).
     checkpoint : Path, optional
         Overrides the checkpoint recorded in the catalogue (same SHA-256 required).
+    batch_size : int, optional
+        Stamps encoded per forward pass (default 256).
 
     Returns
     -------
