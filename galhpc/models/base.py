@@ -1,4 +1,4 @@
-"""The model interface every galhpc model implements (CONTRIBUTING.md, "Adding a model").
+"""The model interface every galhpc model implements (see DESIGN.md).
 
 The trainer, the catalogue jobs and the report know models only through this:
 `encode`, `decode`, `loss(batch, state)`, `reconstruct` (what reconstruction errors are
