@@ -9,8 +9,9 @@ CONTRIBUTING.md.  A citation is
 - a relative path in backticks (``../x.md``), from the file's folder;
 - a Markdown link ``[text](target)`` to a local file, relative to the page;
 - a top-level document named anywhere (``README.md``, ``CONTRIBUTING.md``, ``DESIGN.md``);
-- a module ``galhpc.x`` or ``galhpc.x.y`` in backticks: its package or module exists
-  (what follows may be an attribute, so only the first two parts are checked).
+- a module ``galhpc.x.y`` in backticks (``galhpc.io.catalog.open_catalog``): its packages
+  and module exist, and a name after a package is one its ``__init__.py`` defines or
+  imports (after a module, the rest is an attribute and is not checked).
 CHANGELOG.md is not scanned: it names paths that were renamed or removed.
 
 Run as a script to list every missing citation: ``python tests/test_references.py``.
@@ -35,11 +36,10 @@ SELF = Path(__file__).resolve()
 _BACKTICK = re.compile(r"``?([^`\s]+?)``?")
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _TOP_DOC = re.compile(r"(?<![\w/.-])([A-Z][A-Z_]+\.md)\b")
-# attributes of the package itself (its lazy public API) and the logger names under galhpc.
-_PUBLIC = set(re.findall(r'^\s+"(\w+)": "galhpc', (REPO / "galhpc" / "__init__.py").read_text(), re.M))
+# logger names under galhpc (`galhpc.progress`) are not modules
 _LOGGERS = {name for f in (REPO / "galhpc").rglob("*.py")
             for name in re.findall(r"getLogger\([\"'](galhpc[\w.]*)[\"']\)", f.read_text())}
-_MODULE = re.compile(r"^galhpc\.([a-z_][a-z0-9_]*)(?:\.([a-z_][a-z0-9_]*))?")
+_MODULE = re.compile(r"^galhpc(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 def scanned_files() -> list[Path]:
@@ -73,17 +73,25 @@ def _as_repo_path(token: str) -> str | None:
     return None
 
 
-def _module_exists(first: str, second: str | None) -> bool:
-    if first in _PUBLIC or first == "_ext":  # _ext: the compiled extension, built by setup.py
-        return True
-    package = REPO / "galhpc" / first
-    if (REPO / "galhpc" / f"{first}.py").exists():
-        return True  # a module: `second` is an attribute
-    if not package.is_dir():
-        return False
-    if second is None or (package / f"{second}.py").exists() or (package / second).is_dir():
-        return True
-    return second[:1].isupper() or second not in {p.stem for p in package.iterdir()}  # an attribute of the package
+def _module_exists(dotted: str) -> bool:
+    """Whether ``galhpc.a.b.c`` names a module, or an attribute of the last module it reaches.
+
+    Packages are walked while the parts are subpackages; a part that is a module ends the
+    walk (what follows is an attribute); a part that is neither must be a name the
+    package's ``__init__.py`` defines or imports.
+    """
+    package = REPO / "galhpc"
+    for part in dotted.split(".")[1:]:
+        if part == "_ext" and package == REPO / "galhpc":  # the compiled extension, built by setup.py
+            return True
+        if (package / f"{part}.py").exists():
+            return True
+        if (package / part / "__init__.py").exists():
+            package = package / part
+            continue
+        init = package / "__init__.py"
+        return init.exists() and re.search(rf"\b{re.escape(part)}\b", init.read_text()) is not None
+    return True
 
 
 def missing_references(files: list[Path] | None = None) -> list[str]:
@@ -100,8 +108,8 @@ def missing_references(files: list[Path] | None = None) -> list[str]:
                 if repo_path is not None and not _path_exists(repo_path):
                     cited.add(repo_path)
                 module = _MODULE.match(token)
-                if module and module[0] not in _LOGGERS and not _module_exists(module[1], module[2]):
-                    cited.add(token.rstrip(".,;()"))
+                if module and module[0] not in _LOGGERS and not _module_exists(module[0]):
+                    cited.add(module[0])
             if path.suffix == ".md":
                 for target in _LINK.findall(line):
                     target = target.split("#", 1)[0]
