@@ -80,6 +80,130 @@ def upsample_block(c_in: int, c_out: int, kernel: int, slope: float) -> nn.Seque
     )
 
 
+class ConvTrunk(nn.Module):
+    """Stride-2 4x4 conv blocks (BatchNorm, LeakyReLU; `down_block`), flattened.
+
+    The encoder trunk of the convolutional VAE (Danilov 2020) and of the star/galaxy models:
+    one halving per entry of `widths`.
+
+    Parameters
+    ----------
+    image_size : int
+        Side H = W of the input stamps in pixels; a positive multiple of 2**len(widths).
+    channels : int
+        Bands C of the input.
+    widths : list of int
+        Output channels of each stride-2 block, finest first.
+    slope : float
+        Negative slope of the LeakyReLU.
+    model, param : str
+        The model's registry name and the parameter whose length sets the number of
+        halvings, for `check_image_size`'s message.
+
+    Raises
+    ------
+    ValueError
+        When image_size is not a positive multiple of 2**len(widths).
+    """
+
+    def __init__(self, image_size: int, channels: int, widths: list[int], slope: float = 0.2, *,
+                 model: str, param: str) -> None:
+        super().__init__()
+        side = check_image_size(image_size, len(widths), model, param)
+        chans = [channels, *widths]
+        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:], strict=False)))
+        self.out_features = widths[-1] * side * side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Flattened features of a batch of stamps.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W) float32.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, `out_features`) float32, `out_features` = widths[-1] * (H / 2**n)**2.
+        """
+        return self.features(x).flatten(1)
+
+
+class ConvHead(nn.Module):
+    """Dense layer to a small map, transposed 4x4 stride-2 conv blocks up to the image (linear output).
+
+    The mirror of `ConvTrunk`: the decoder of the convolutional VAE (Danilov 2020) and the
+    image head of the star/galaxy models.
+
+    Parameters
+    ----------
+    image_size : int
+        Side H = W of the output images in pixels; a positive multiple of 2**len(widths).
+    channels : int
+        Output maps (bands, or 2 x bands for a mean and a log-variance).
+    in_dim : int
+        Size of the input vectors (a latent or a code).
+    widths : list of int
+        Channels of each resolution, finest first (as for `ConvTrunk`).
+    slope : float
+        Negative slope of the LeakyReLU.
+    model, param : str
+        As for `ConvTrunk`.
+
+    Raises
+    ------
+    ValueError
+        When image_size is not a positive multiple of 2**len(widths).
+    """
+
+    def __init__(self, image_size: int, channels: int, in_dim: int, widths: list[int], slope: float = 0.2, *,
+                 model: str, param: str) -> None:
+        super().__init__()
+        self.side = check_image_size(image_size, len(widths), model, param)
+        self.width = widths[-1]
+        self.dense = nn.Sequential(nn.Linear(in_dim, self.width * self.side**2), nn.LeakyReLU(slope))
+        chans = list(reversed(widths))
+        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:], strict=False)))
+        self.out = nn.ConvTranspose2d(chans[-1], channels, 4, stride=2, padding=1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Output maps of a batch of vectors.
+
+        Parameters
+        ----------
+        h : torch.Tensor
+            (B, in_dim) float32.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, channels, H, W) float32, unbounded (the caller applies any output function).
+        """
+        return self.out(self.features(self.dense(h).view(-1, self.width, self.side, self.side)))
+
+
+def check_images(x: torch.Tensor, expected: tuple[int, int, int], model: str) -> None:
+    """Refuse a batch that is not (B, C, H, W) of the model's shape, with one line naming both.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        The batch handed to the model.
+    expected : tuple of int
+        (C, H, W) the model was built for.
+    model : str
+        The model's registry name, for the message.
+
+    Raises
+    ------
+    ValueError
+        When x is not 4-d or its (C, H, W) differ from `expected`.
+    """
+    if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"{model}: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+
+
 def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Z = mu + sigma * eps with eps ~ N(0, I) from the global torch RNG."""
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
-from galhpc.models.blocks import check_image_size
+from galhpc.models.blocks import check_image_size, check_images
 from galhpc.models.nuisance import Canonicaliser
 from galhpc.models.pixels import masked_mean, valid_pixels
 
@@ -69,9 +69,7 @@ class ConvAE(GalaxyModel):
         self.decoder = nn.Sequential(*expand, *_deconv_stack(widths[::-1]))
 
     def encode(self, x: torch.Tensor) -> Encoding:
-        expected = (self.channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"convae: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        check_images(x, (self.channels, self.image_size, self.image_size), "convae")
         x_in, theta = self.canon(x)
         return Encoding(mu=self.encoder(x_in), pose=theta)
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from galhpc import priors
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
-from galhpc.models.blocks import check_image_size, down_block, reparameterise, up_block
+from galhpc.models.blocks import ConvHead, ConvTrunk, reparameterise
 
 
 def _stamp_peak(x: torch.Tensor) -> torch.Tensor:
@@ -132,36 +132,6 @@ class DoublePeakedLatent(nn.Module):
         return z, component
 
 
-class ConvTrunk(nn.Module):
-    """Stride-2 conv blocks (BatchNorm, LeakyReLU) down to a 4x4 map, flattened."""
-
-    def __init__(self, image_size: int, channels: int, widths: list[int], slope: float = 0.2):
-        super().__init__()
-        side = check_image_size(image_size, len(widths), "hvae", "widths")
-        chans = [channels, *widths]
-        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:], strict=False)))
-        self.out_features = widths[-1] * side * side
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-
-class ConvHead(nn.Module):
-    """Dense layer to a small map, transposed-conv blocks up to the image (linear output)."""
-
-    def __init__(self, image_size: int, channels: int, in_dim: int, widths: list[int], slope: float = 0.2):
-        super().__init__()
-        self.side = check_image_size(image_size, len(widths), "hvae", "widths")
-        self.width = widths[-1]
-        self.dense = nn.Sequential(nn.Linear(in_dim, self.width * self.side**2), nn.LeakyReLU(slope))
-        chans = list(reversed(widths))
-        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:], strict=False)))
-        self.out = nn.ConvTranspose2d(chans[-1], channels, 4, stride=2, padding=1)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.out(self.features(self.dense(h).view(-1, self.width, self.side, self.side)))
-
-
 def mlp(sizes: list[int], slope: float = 0.2) -> nn.Sequential:
     """Linear layers with LeakyReLU between them (none after the last)."""
     layers: list[nn.Module] = []
@@ -182,6 +152,11 @@ class _StarGalaxyModel(GalaxyModel):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return normalise_stamps(x, self.stretch)
+
+    def _posterior(self, heads: torch.Tensor) -> Encoding:
+        """Encoding of an encoder's (B, 2L) output [μ | log σ²]: μ bounded by the prior, log σ² in [−12, 8]."""
+        mu, logvar = heads.chunk(2, dim=1)
+        return Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
 
     def normalised_reconstruction(self, x: torch.Tensor, encoding: Encoding | None = None) -> torch.Tensor:
         """The deterministic reconstruction of raw stamps in the normalised space the loss
@@ -243,9 +218,9 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         widths = list(widths or [32, 64, 64])
         self.latent_dim, self.stretch = latent_dim, float(stretch)
         self.code_sigma, self.vae_weight, self.beta = float(code_sigma), float(vae_weight), float(beta)
-        self.trunk = ConvTrunk(image_size, channels, widths)
+        self.trunk = ConvTrunk(image_size, channels, widths, model="hvae", param="widths")
         self.to_code = nn.Sequential(nn.Linear(self.trunk.out_features, code_dim), nn.BatchNorm1d(code_dim, affine=False))
-        self.image_head = ConvHead(image_size, channels, code_dim, widths)
+        self.image_head = ConvHead(image_size, channels, code_dim, widths, model="hvae", param="widths")
         self.code_encoder = mlp([code_dim, hidden, hidden, 2 * latent_dim])
         self.code_decoder = mlp([latent_dim, hidden, hidden, code_dim])
         self.prior = DoublePeakedLatent(peaked_dims, prior_term, peak_mean, peak_scale)
@@ -255,8 +230,7 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         return self.to_code(self.trunk(self.prepare(x)))
 
     def encode_code(self, code: torch.Tensor) -> Encoding:
-        mu, logvar = self.code_encoder(code).chunk(2, dim=1)
-        return Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+        return self._posterior(self.code_encoder(code))
 
     def encode(self, x: torch.Tensor) -> Encoding:
         return self.encode_code(self.ae_code(x))
@@ -322,22 +296,20 @@ class PeakedVAE(_StarGalaxyModel):
         widths = list(widths or [32, 64, 64])
         self.latent_dim, self.stretch = latent_dim, float(stretch)
         self.pixel_sigma, self.beta = float(pixel_sigma), float(beta)
-        self.trunk = ConvTrunk(image_size, channels, widths)
+        self.trunk = ConvTrunk(image_size, channels, widths, model="hvae", param="widths")
         self.heads = nn.Linear(self.trunk.out_features, 2 * latent_dim)
-        self.image_head = ConvHead(image_size, channels, latent_dim, widths)
+        self.image_head = ConvHead(image_size, channels, latent_dim, widths, model="hvae", param="widths")
         self.prior = DoublePeakedLatent(peaked_dims, prior_term, peak_mean, peak_scale)
 
     def encode(self, x: torch.Tensor) -> Encoding:
-        mu, logvar = self.heads(self.trunk(self.prepare(x))).chunk(2, dim=1)
-        return Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+        return self._posterior(self.heads(self.trunk(self.prepare(x))))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.image_head(z)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
         target = self.prepare(batch["image"])
-        mu, logvar = self.heads(self.trunk(target)).chunk(2, dim=1)
-        enc = Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+        enc = self._posterior(self.heads(self.trunk(target)))
         recon = self.image_head(reparameterise(enc.mu, enc.logvar))
         nll = 0.5 * ((recon - target) / self.pixel_sigma).pow(2).flatten(1).sum(dim=1).mean()
         peaked, gaussian = self.prior.kl(enc.mu, enc.logvar)

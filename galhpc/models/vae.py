@@ -13,50 +13,97 @@ import torch.nn.functional as F
 from torch import nn
 
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
-from galhpc.models.blocks import check_image_size, down_block, he_init, reparameterise, up_block, xavier_init
+from galhpc.models.blocks import ConvHead, ConvTrunk, he_init, reparameterise, xavier_init
 from galhpc.priors import gaussian_log_likelihood, kl_unit_gaussian
 from galhpc.runtime.precision import float32
 
 OBJECTIVES = ("elbo", "beta", "flow")
 
 
-class ConvEncoder(nn.Module):
-    """Stride-2 4x4 convs with BatchNorm and LeakyReLU, then dense heads for mu and log σ²."""
+class ConvEncoder(ConvTrunk):
+    """`ConvTrunk` then dense heads for μ and log σ² of q(z|x) (Danilov 2020).
+
+    Parameters
+    ----------
+    image_size : int
+        Side H = W of the stamps in pixels; a positive multiple of 2**len(filters).
+    channels : int
+        Bands C.
+    latent_dim : int
+        L.
+    filters : list of int
+        Channels of each stride-2 block.
+    slope : float
+        Negative slope of the LeakyReLU.
+    """
 
     def __init__(self, image_size: int, channels: int, latent_dim: int, filters: list[int], slope: float) -> None:
-        super().__init__()
-        side = check_image_size(image_size, len(filters), "vae", "filters")
-        widths = [channels, *filters]
-        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:], strict=False)))
-        flat = filters[-1] * side * side
-        self.mu = nn.Linear(flat, latent_dim)
-        self.logvar = nn.Linear(flat, latent_dim)
+        super().__init__(image_size, channels, filters, slope, model="vae", param="filters")
+        self.mu = nn.Linear(self.out_features, latent_dim)
+        self.logvar = nn.Linear(self.out_features, latent_dim)
 
     def forward(self, x: torch.Tensor) -> Encoding:
-        h = self.features(x).flatten(1)
+        """Posterior of a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Stamps (B, C, H, W) float32 in the store's units.
+
+        Returns
+        -------
+        Encoding
+            `mu` and `logvar`, each (B, L) float32.
+        """
+        h = super().forward(x)
         return Encoding(self.mu(h), self.logvar(h))
 
 
-class ConvDecoder(nn.Module):
-    """Dense layer to a small feature map, transposed 4x4 stride-2 convs up to the image size."""
+class _UnitGaussianVAE(GalaxyModel):
+    """What both VAEs share: an encoder module giving q(z|x) and the N(0, I) prior they sample."""
 
-    def __init__(
-        self, image_size: int, out_channels: int, latent_dim: int, filters: list[int], slope: float
-    ) -> None:
-        super().__init__()
-        self.side = check_image_size(image_size, len(filters), "vae", "filters")
-        self.width = filters[-1]
-        self.dense = nn.Sequential(nn.Linear(latent_dim, self.width * self.side**2), nn.LeakyReLU(slope))
-        widths = list(reversed(filters))
-        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(widths[:-1], widths[1:], strict=False)))
-        self.out = nn.ConvTranspose2d(widths[-1], out_channels, 4, stride=2, padding=1)
+    generative = True
+    latent_dim: int
+    encoder: nn.Module
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.dense(z).view(-1, self.width, self.side, self.side)
-        return self.out(self.features(h))
+    def encode(self, x: torch.Tensor) -> Encoding:
+        """Diagonal Gaussian posterior q(z|x) of a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W) float32 in the store's units ([0, 1] for BCE).
+
+        Returns
+        -------
+        Encoding
+            `mu` and `logvar` (B, L) float32; `pose` None.
+        """
+        return self.encoder(x)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
+        """Images decoded from z ~ N(0, I).
+
+        Parameters
+        ----------
+        n : int
+            How many images to draw.
+        generator : torch.Generator, optional
+            Source of z (on the model's device).
+        **conditions
+            Ignored (the prior is unconditional).
+
+        Returns
+        -------
+        Samples
+            `images` (n, C, H, W) float32 from `decode`, `z` (n, L), `component` (n,) int64 all -1.
+        """
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return Samples(self.decode(z), z, torch.full((n,), -1, dtype=torch.long, device=device))
 
 
-class ConvVAE(GalaxyModel):
+class ConvVAE(_UnitGaussianVAE):
     """Convolutional VAE of Danilov (2020) with ELBO, β-VAE or Flow-VAE objectives.
 
     objective: "elbo" (KL weight 1), "beta" (KL weight `beta`, 1e-2 by default) or "flow"
@@ -66,7 +113,6 @@ class ConvVAE(GalaxyModel):
     """
 
     name = "vae"
-    generative = True
 
     def __init__(
         self,
@@ -89,12 +135,10 @@ class ConvVAE(GalaxyModel):
         self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
         self.objective, self.beta, self.flow_lambda, self.recon_kind = objective, beta, flow_lambda, recon
         self.encoder = ConvEncoder(image_size, channels, latent_dim, list(filters), slope)
-        self.decoder = ConvDecoder(image_size, channels, latent_dim, list(filters), slope)
+        self.decoder = ConvHead(image_size, channels, latent_dim, list(filters), slope, model="vae", param="filters")
         he_init(self, slope)
         xavier_init(self.decoder.out)
 
-    def encode(self, x: torch.Tensor) -> Encoding:
-        return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder(z))
@@ -132,10 +176,6 @@ class ConvVAE(GalaxyModel):
         total = recon + state.weight("kl") * self.kl_term(kl)
         return LossOutput(total, {"recon": recon, "kl": kl.mean()}, torch.sigmoid(logits))
 
-    def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return Samples(self.decode(z), z, torch.full((n,), -1, dtype=torch.long, device=device))
 
 
 class MLPEncoder(nn.Module):
@@ -172,7 +212,7 @@ class MLPDecoder(nn.Module):
         return self.out(self.features(z)).view(-1, *self.shape)
 
 
-class GaussianVAE(GalaxyModel):
+class GaussianVAE(_UnitGaussianVAE):
     """VAE with a per-pixel Gaussian likelihood (Regier et al. 2015).
 
     The decoder outputs a mean (sigmoid) and a variance (exponential of a bounded log σ²
@@ -181,7 +221,6 @@ class GaussianVAE(GalaxyModel):
     """
 
     name = "gaussian_vae"
-    generative = True
 
     def __init__(
         self,
@@ -200,7 +239,8 @@ class GaussianVAE(GalaxyModel):
         self.min_logvar = min_logvar
         if arch == "conv":
             self.encoder = ConvEncoder(image_size, channels, latent_dim, list(filters), slope)
-            self.decoder = ConvDecoder(image_size, 2 * channels, latent_dim, list(filters), slope)
+            self.decoder = ConvHead(image_size, 2 * channels, latent_dim, list(filters), slope, model="vae",
+                                    param="filters")
         elif arch == "fc":
             self.encoder = MLPEncoder(channels * image_size**2, latent_dim, list(hidden), slope)
             self.decoder = MLPDecoder(latent_dim, 2 * channels, image_size, list(hidden), slope)
@@ -209,8 +249,6 @@ class GaussianVAE(GalaxyModel):
         he_init(self, slope)
         xavier_init(self.decoder.out)
 
-    def encode(self, x: torch.Tensor) -> Encoding:
-        return self.encoder(x)
 
     def decode_distribution(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel mean and log-variance of p(x|z)."""
@@ -231,7 +269,3 @@ class GaussianVAE(GalaxyModel):
         total = nll + state.weight("kl") * kl
         return LossOutput(total, {"nll": nll, "kl": kl}, mean)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return Samples(self.decode(z), z, torch.full((n,), -1, dtype=torch.long, device=device))

@@ -31,6 +31,7 @@ from torch import nn
 
 from galhpc.kernels import nearest_code
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
+from galhpc.models.blocks import check_images
 from galhpc.models.nuisance import Canonicaliser
 from galhpc.models.pixels import masked_mean, pixel_sigma, valid_pixels
 from galhpc.models.psf_layer import PSFLayer
@@ -287,16 +288,11 @@ class VQVAE(GalaxyModel):
     def reconstruct_columns(self) -> tuple[str, ...]:
         return ("psf",) if self.psf_layer is not None and not self.psf_layer.fixed else ()
 
-    def _check_images(self, x: torch.Tensor) -> None:
-        expected = (self.channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"vqvae: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-
     def quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Images -> (straight-through quantised map (B, D, h, w), code indices (B, h, w), terms);
         with `orient` the map is of the canonically oriented image, θ in terms["pose"].
         """
-        self._check_images(x)
+        check_images(x, (self.channels, self.image_size, self.image_size), "vqvae")
         x_in, theta = self.canon(x)
         z_q, index, terms = self.quantizer(self.encoder(x_in))
         if theta is not None:
