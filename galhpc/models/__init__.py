@@ -68,6 +68,8 @@ def build_model(cfg: ModelConfig, **collaborators: Any) -> GalaxyModel:
 
     Raises
     ------
+    ValueError
+        For a model name not in `REGISTRY`.
     ConfigError
         For a mistyped params key (one line naming it) or params the class refuses.
     """

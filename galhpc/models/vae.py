@@ -104,12 +104,38 @@ class _UnitGaussianVAE(GalaxyModel):
 
 
 class ConvVAE(_UnitGaussianVAE):
-    """Convolutional VAE of Danilov (2020) with ELBO, β-VAE or Flow-VAE objectives.
+    """Convolutional VAE of Danilov (2020) with ELBO, β-VAE (Higgins et al. 2017) or Flow-VAE objectives.
 
     objective: "elbo" (KL weight 1), "beta" (KL weight `beta`, 1e-2 by default) or "flow"
     (the KL term is floored, max(flow_lambda, KL), so the optimiser stops pressing the
     posterior onto the prior once KL is below `flow_lambda` nats).  recon: "bce" (images
     in [0, 1]) or "mse", summed over pixels.  He init, Xavier on the output layer.
+
+    Parameters
+    ----------
+    image_size : int
+        Side H = W of the stamps in pixels, a positive multiple of 2**len(filters).
+    channels : int
+        Bands C.
+    latent_dim : int
+        L.
+    filters : list of int
+        Channels of the stride-2 conv blocks (`ConvTrunk`), mirrored by the decoder.
+    objective : {"elbo", "beta", "flow"}
+        How the KL enters the loss (see above).
+    beta : float
+        The β of the "beta" objective.
+    flow_lambda : float
+        KL floor of the "flow" objective, in nats.
+    recon : {"bce", "mse"}
+        Reconstruction term, summed over pixels.
+    slope : float
+        LeakyReLU negative slope.
+
+    Raises
+    ------
+    ValueError
+        For an unknown objective or recon, or an image_size the filters cannot halve.
     """
 
     name = "vae"
@@ -141,11 +167,42 @@ class ConvVAE(_UnitGaussianVAE):
 
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images of latents: the sigmoid of the decoder's logits.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents (B, L) float32.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32 in [0, 1], the units of min-max scaled stores.
+        """
         return torch.sigmoid(self.decoder(z))
 
     @float32
     def recon_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample reconstruction loss (B,) from decoder logits."""
+        """Per-object reconstruction loss from decoder logits, summed over pixels.
+
+        Parameters
+        ----------
+        logits : torch.Tensor
+            Decoder output before the sigmoid, (B, C, H, W).
+        x : torch.Tensor
+            Target images (B, C, H, W); in [0, 1] for "bce".
+
+        Returns
+        -------
+        torch.Tensor
+            (B,) float32: binary cross-entropy in nats ("bce") or squared error of the sigmoid
+            output in squared image units ("mse").
+
+        Raises
+        ------
+        ValueError
+            For "bce" on images outside [0, 1] (beyond 1e-4), naming their range.
+        """
         if self.recon_kind == "bce":
             low, high = float(x.min()), float(x.max())
             if low < -1e-4 or high > 1 + 1e-4:
@@ -159,7 +216,19 @@ class ConvVAE(_UnitGaussianVAE):
         return per_pixel.flatten(1).sum(dim=1)
 
     def kl_term(self, kl: torch.Tensor) -> torch.Tensor:
-        """The batch-mean KL after the objective's weighting or floor (before the schedule weight)."""
+        """The batch-mean KL after the objective's weighting or floor (before the schedule weight).
+
+        Parameters
+        ----------
+        kl : torch.Tensor
+            Per-object KL(q(z|x) || N(0, I)) (B,) in nats.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar: mean KL ("elbo"), β times it ("beta", Higgins et al. 2017) or
+            max(flow_lambda, mean KL) ("flow").
+        """
         mean_kl = kl.mean()
         if self.objective == "beta":
             return self.beta * mean_kl
@@ -168,6 +237,23 @@ class ConvVAE(_UnitGaussianVAE):
         return mean_kl
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """The negative ELBO of one batch, with the objective's KL weighting.
+
+        total = mean recon + state.weight("kl") * kl_term(KL), one z drawn per object.
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` (B, C, H, W) float32, in [0, 1] for "bce".
+        state : StepState
+            ``weights["kl"]``: the schedule's KL weight (s3VDC's β ramp), multiplying the model's own.
+
+        Returns
+        -------
+        LossOutput
+            `total` scalar; `terms` ``recon`` (mean per-object sum over pixels) and ``kl``
+            (mean KL in nats, unweighted); `recon` the sigmoid of the sampled decoding (B, C, H, W).
+        """
         x = batch["image"]
         enc = self.encode(x)
         logits = self.decoder(reparameterise(enc.mu, enc.logvar))
@@ -191,6 +277,18 @@ class MLPEncoder(nn.Module):
         self.logvar = nn.Linear(hidden[-1], latent_dim)
 
     def forward(self, x: torch.Tensor) -> Encoding:
+        """Posterior of flattened stamps.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, C, H, W) float32, flattened to (B, C*H*W).
+
+        Returns
+        -------
+        Encoding
+            `mu`, `logvar`: (B, L) float32 each.
+        """
         h = self.features(x.flatten(1))
         return Encoding(self.mu(h), self.logvar(h))
 
@@ -209,6 +307,18 @@ class MLPDecoder(nn.Module):
         self.shape = (out_channels, image_size, image_size)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw output maps of latents.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (B, L) float32.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, out_channels, H, W) float32, before any output function.
+        """
         return self.out(self.features(z)).view(-1, *self.shape)
 
 
@@ -217,7 +327,30 @@ class GaussianVAE(_UnitGaussianVAE):
 
     The decoder outputs a mean (sigmoid) and a variance (exponential of a bounded log σ²
     that never goes below `min_logvar`); loss = −log N(x; f_μ(z), f_Σ(z)) + KL.
-    arch "conv" uses the conv encoder/decoder of ConvVAE, "fc" fully connected layers.
+
+    Parameters
+    ----------
+    image_size : int
+        Side H = W in pixels (a positive multiple of 2**len(filters) for "conv").
+    channels : int
+        Bands C.
+    latent_dim : int
+        L.
+    arch : {"conv", "fc"}
+        The conv encoder/decoder of `ConvVAE`, or fully connected layers.
+    filters : list of int
+        Conv channels per halving ("conv").
+    hidden : list of int
+        Hidden widths of the "fc" encoder (mirrored by the decoder).
+    min_logvar : float
+        Soft floor of the pixel log σ² (natural log of squared image units).
+    slope : float
+        LeakyReLU negative slope.
+
+    Raises
+    ------
+    ValueError
+        For an unknown arch or an image_size the filters cannot halve.
     """
 
     name = "gaussian_vae"
@@ -251,16 +384,56 @@ class GaussianVAE(_UnitGaussianVAE):
 
 
     def decode_distribution(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-pixel mean and log-variance of p(x|z)."""
+        """Per-pixel mean and log-variance of p(x|z).
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (B, L) float32 latents.
+
+        Returns
+        -------
+        mean : torch.Tensor
+            (B, C, H, W) float32 in [0, 1] (sigmoid).
+        logvar : torch.Tensor
+            (B, C, H, W) float32 log σ², min_logvar + softplus(raw − min_logvar) > min_logvar.
+        """
         out = self.decoder(z)
         mean_raw, logvar_raw = out[:, : self.channels], out[:, self.channels :]
         logvar = self.min_logvar + F.softplus(logvar_raw - self.min_logvar)
         return torch.sigmoid(mean_raw), logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's mean image of latents.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents, (B, L) float32.
+
+        Returns
+        -------
+        torch.Tensor
+            Mean of p(x|z), (B, C, H, W) float32 in [0, 1].
+        """
         return self.decode_distribution(z)[0]
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """Gaussian negative log-likelihood plus weighted KL, one z per object (Regier et al. 2015).
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` (B, C, H, W) float32 in the store's units.
+        state : StepState
+            ``weights["kl"]``: the schedule's weight of the KL term.
+
+        Returns
+        -------
+        LossOutput
+            `total` = nll + weight·kl (scalar); `terms` ``nll`` (mean per-object nats) and ``kl``
+            (mean nats); `recon` the decoded mean (B, C, H, W).
+        """
         x = batch["image"]
         enc = self.encode(x)
         mean, logvar = self.decode_distribution(reparameterise(enc.mu, enc.logvar))
