@@ -107,8 +107,9 @@ class DoublePeakedLatent(nn.Module):
     """Prior of a latent vector: double-peaked on the first `peaked_dims` dims, N(0, 1) on the rest.
 
     ½N(−m, s²) + ½N(m, s²) per peaked dim, trained with one of the seed's four terms
-    (sc | dkl | aw | pw, `galhpc.priors.double_peaked_term`).  It also tracks, without labels, which sign of the first peaked dim holds galaxies: a
-    running mean of `concentration` per side; the less concentrated side is galaxies.
+    (sc | dkl | aw | pw, `galhpc.priors.double_peaked_term`).  It also tracks, without
+    labels, which sign of the first peaked dim holds galaxies: a running mean of
+    `concentration` per side; the less concentrated side is galaxies.
     """
 
     def __init__(self, peaked_dims: int, term: str, peak_mean: float, peak_scale: float, momentum: float = 0.02):
