@@ -96,7 +96,7 @@ def up_block(c_in: int, c_out: int, slope: float) -> nn.Sequential:
     Parameters
     ----------
     c_in, c_out : int
-        Channels in and out.
+        Number of channels entering, then leaving, the block.
     slope : float
         LeakyReLU negative slope.
 

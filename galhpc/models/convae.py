@@ -76,7 +76,7 @@ class ConvAE(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Images (B, C, H, W) float32 in the store's units.
+            A batch of (channels, image_size, image_size) stamps, float32, stored units.
 
         Returns
         -------
@@ -140,7 +140,7 @@ class ConvAE(GalaxyModel):
         Parameters
         ----------
         batch : Batch
-            As for `loss`.
+            ``"image"`` and optional ``"mask"``, as `loss` reads them.
         state : StepState, optional
             Defaults to a fresh `StepState()`.
 

@@ -130,7 +130,7 @@ class DoublePeakedLatent(nn.Module):
         Parameters
         ----------
         mu : torch.Tensor
-            Latent means (B, L).
+            Posterior means (B, L); only the peaked dims can change.
 
         Returns
         -------
@@ -171,7 +171,7 @@ class DoublePeakedLatent(nn.Module):
         Parameters
         ----------
         mu : torch.Tensor
-            Latent means (B, L).
+            Latent means (B, L); the first dim decides.
         conc : torch.Tensor
             `concentration` of the same objects, (B,).
         """
@@ -285,7 +285,7 @@ class _StarGalaxyModel(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W) in flux units.
+            Raw stamps (B, C, H, W), in the store's flux units.
 
         Returns
         -------
@@ -305,7 +305,7 @@ class _StarGalaxyModel(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W) in flux units.
+            Stamps as stored, (B, C, H, W) float32, flux units.
         encoding : Encoding, optional
             encode(x), when the caller has it.
 
@@ -327,7 +327,7 @@ class _StarGalaxyModel(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W) in flux units.
+            (B, C, H, W) stamps before normalisation, flux units.
         columns : mapping, optional
             Unused (the model reads no other column).
         encoding : Encoding, optional
@@ -361,13 +361,13 @@ class _StarGalaxyModel(GalaxyModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
-        """Images decoded from prior draws.
+        """Stamps (in the normalised space) decoded from draws of the double-peaked prior.
 
         Parameters
         ----------
         n : int
-            Objects to generate.
-        generator : torch.Generator, optional
+            How many stamps to generate from the prior.
+        generator : torch.Generator or None
             Source of the prior draws.
         **conditions
             Ignored.
@@ -429,7 +429,7 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W) in flux units.
+            The stamps to encode: (B, C, H, W), flux units, normalised inside.
 
         Returns
         -------
@@ -459,7 +459,7 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W) in flux units.
+            Raw multi-band stamps, (B, C, H, W), in flux units.
 
         Returns
         -------
@@ -474,7 +474,7 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         Parameters
         ----------
         z : torch.Tensor
-            (B, L) VAE latents.
+            Latents of the small VAE, (B, latent_dim).
 
         Returns
         -------
@@ -615,7 +615,7 @@ class PeakedVAE(_StarGalaxyModel):
         Parameters
         ----------
         z : torch.Tensor
-            (B, L) latents.
+            Latent vectors, (B, latent_dim) float32.
 
         Returns
         -------

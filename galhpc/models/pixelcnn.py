@@ -53,7 +53,7 @@ def shift_right(x: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     x : torch.Tensor
-        Feature maps (B, C, h, w).
+        Stack features, (B, C, h, w) float32.
 
     Returns
     -------
@@ -414,7 +414,7 @@ class VQVAEPrior(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            (B, C, H, W) float32 stamps, stored units.
+            Stamps of the VQ-VAE's shape, float32, in stored units.
 
         Returns
         -------
@@ -529,7 +529,7 @@ class VQVAEPrior(GalaxyModel):
         Parameters
         ----------
         n : int
-            Number of images.
+            How many code maps to draw and decode.
         generator : torch.Generator, optional
             Source of the codes (and position angles for orient VQ-VAEs).
         **conditions

@@ -45,7 +45,7 @@ class ResidualBlock(nn.Module):
         Parameters
         ----------
         x : torch.Tensor
-            Feature maps (B, channels, H, W).
+            GroupNorm-ed feature maps of one scale, (B, channels, H, W).
 
         Returns
         -------
@@ -139,7 +139,7 @@ class SegmentationAE(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W) in flux units.
+            Stamps as stored (B, C, H, W); normalised here.
 
         Returns
         -------
@@ -163,7 +163,7 @@ class SegmentationAE(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W).
+            Stamps to classify pixel by pixel, (B, C, H, W), flux units.
 
         Returns
         -------
@@ -194,7 +194,7 @@ class SegmentationAE(GalaxyModel):
         Parameters
         ----------
         z : torch.Tensor
-            Codes (B, latent_dim).
+            Bottleneck codes as `encode` gives them, (B, latent_dim).
 
         Returns
         -------
@@ -213,7 +213,7 @@ class SegmentationAE(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W).
+            The stamps, unnormalised: (B, C, H, W).
         columns : mapping, optional
             Unused.
         encoding : Encoding, optional
@@ -260,7 +260,7 @@ class SegmentationAE(GalaxyModel):
         Parameters
         ----------
         x : torch.Tensor
-            Raw stamps (B, C, H, W).
+            The raw stamps (B, C, H, W) the class map is computed from, flux units.
         encoding : Encoding
             Unused (the map is computed from x).
 

@@ -241,7 +241,7 @@ class AstroVaDEr(GalaxyModel):
         Parameters
         ----------
         z : torch.Tensor
-            Latents (B, L).
+            The latent vectors, (B, latent_dim).
 
         Returns
         -------
@@ -542,7 +542,7 @@ class LinearPath(nn.Module):
         Parameters
         ----------
         z : torch.Tensor
-            (B, L) latents.
+            Latents (B, L) in whitened units.
 
         Returns
         -------

@@ -48,7 +48,7 @@ class ConvEncoder(ConvTrunk):
         Parameters
         ----------
         x : torch.Tensor
-            Stamps (B, C, H, W) float32 in the store's units.
+            A batch of stamps, (B, C, H, W).
 
         Returns
         -------
@@ -312,7 +312,7 @@ class MLPDecoder(nn.Module):
         Parameters
         ----------
         z : torch.Tensor
-            (B, L) float32.
+            Latent codes z, (B, latent_dim) float32.
 
         Returns
         -------

@@ -82,7 +82,7 @@ class VectorQuantizer(nn.Module):
         Parameters
         ----------
         flat : torch.Tensor
-            (N, D) encoder vectors.
+            Encoder vectors, one per row: (N, D) float32.
 
         Returns
         -------
@@ -195,7 +195,7 @@ class ResidualBlock(nn.Module):
         Parameters
         ----------
         x : torch.Tensor
-            (B, channels, h, w) feature maps.
+            Trunk features at code resolution, (B, channels, h, w).
 
         Returns
         -------
@@ -451,7 +451,7 @@ class VQVAE(GalaxyModel):
         Raises
         ------
         ValueError
-            When x is not (B, channels, image_size, image_size).
+            For a batch whose shape is not the model's (B, C, H, W), via `check_images`.
         """
         check_images(x, (self.channels, self.image_size, self.image_size), "vqvae")
         x_in, theta = self.canon(x)
@@ -481,7 +481,7 @@ class VQVAE(GalaxyModel):
         Parameters
         ----------
         index : torch.Tensor
-            (B, h, w) int64 code indices.
+            A map of codebook indices (B, h, w), int64, e.g. from the PixelCNN.
         pose : torch.Tensor, optional
             (B,) radians (orient models).
 
@@ -532,7 +532,7 @@ class VQVAE(GalaxyModel):
         Parameters
         ----------
         images : torch.Tensor
-            (B, C, H, W) deconvolved images.
+            What `decode` gives: the galaxy before the PSF, (B, C, H, W).
         psf : torch.Tensor, optional
             Per-object PSFs (B, h, w) or one (h, w) in pixels; required for kind store.
 
@@ -619,7 +619,7 @@ class VQVAE(GalaxyModel):
         Parameters
         ----------
         batch : Batch
-            As for `loss`.
+            The loader batch `loss` takes (image, PSFs, σ, mask).
         state : StepState, optional
             Default `StepState()`.
 
