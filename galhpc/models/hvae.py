@@ -1,11 +1,14 @@
-"""Unsupervised star/galaxy separation with a double-peaked latent prior (issue 8).
+"""Unsupervised star/galaxy separation with a double-peaked latent prior.
+
+After "A robust hierarchical VAE for unsupervised star galaxy classification" (the paper
+docs/models.md follows, "Star/galaxy separation and segmentation").
 
 `HierarchicalAEVAE` ("hvae"): a convolutional autoencoder compresses multi-band stamps to
 a 30-dimensional BatchNorm-standardised code; a small VAE models that code with the prior
 ½N(−m, s²) + ½N(m, s²) on its first latent dimension(s) and N(0, 1) on the rest.  The
 sign of the peaked latent is the class.  Both levels train together from one loss; the
 VAE sees the code detached, so it models the autoencoder without reshaping it (the
-two-stage training of the seed, in one pass).
+paper's two-stage training, in one pass).
 
 `PeakedVAE`: the single-level baselines, a convolutional VAE on the images themselves,
 with the same double-peaked prior ("VAE with revised KL") or with `peaked_dims=0` a plain
@@ -106,7 +109,7 @@ def concentration(x: torch.Tensor) -> torch.Tensor:
 class DoublePeakedLatent(nn.Module):
     """Prior of a latent vector: double-peaked on the first `peaked_dims` dims, N(0, 1) on the rest.
 
-    ½N(−m, s²) + ½N(m, s²) per peaked dim, trained with one of the seed's four terms
+    ½N(−m, s²) + ½N(m, s²) per peaked dim, trained with one of the paper's four terms
     (sc | dkl | aw | pw, `galhpc.priors.double_peaked_term`).  It also tracks, without
     labels, which sign of the first peaked dim holds galaxies: a running mean of
     `concentration` per side; the less concentrated side is galaxies.
@@ -383,7 +386,7 @@ class _StarGalaxyModel(GalaxyModel):
 
 
 class HierarchicalAEVAE(_StarGalaxyModel):
-    """AE (30-d BatchNorm code) + VAE on the code with a double-peaked prior (the seed's model).
+    """AE (30-d BatchNorm code) + VAE on the code with a double-peaked prior (the paper's model).
 
     params: code_dim, widths (conv channels per halving), hidden (VAE MLP width),
     peaked_dims, prior_term (sc|dkl|aw|pw), peak_mean m, peak_scale s, code_sigma (the

@@ -1,4 +1,4 @@
-"""Pixel segmentation of stamps into background / star / galaxy (issue 8): `SegmentationAE`.
+"""Pixel segmentation of stamps into background / star / galaxy: `SegmentationAE`.
 
 A convolutional autoencoder with residual blocks reconstructs the (normalised) stamp
 through a dense bottleneck; every pixel's hypercolumn — the encoder's and decoder's
