@@ -15,9 +15,9 @@ from galhpc.data.real import default_root, list_objects
 from galhpc.data.sources import DataError
 
 
-def read_csv(path) -> list[dict[str, str]]:
-    with open(path, newline="") as table:
-        return list(csv.DictReader(table))
+def _rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _cfg(tmp_path, **source) -> PrepConfig:
@@ -38,18 +38,18 @@ def test_all_27_cutouts_with_their_labels(tmp_path):
         gz_class = f["labels/gz_class"][:]
         # Galaxy Zoo 2: dr7objid via the file-name mapping; votes from gz2_hart16.csv
         gz2 = root / "galaxy_zoo_2/dummy_data/galaxy_zoo_2"
-        mapping = {r["asset_id"]: int(r["objid"]) for r in read_csv(gz2 / "gz2_filename_mapping.csv")}
-        hart = {int(r["dr7objid"]): r for r in read_csv(gz2 / "gz2_hart16.csv")}
+        mapping = {r["asset_id"]: int(r["objid"]) for r in _rows(gz2 / "gz2_filename_mapping.csv")}
+        hart = {int(r["dr7objid"]): r for r in _rows(gz2 / "gz2_hart16.csv")}
         for i in range(3):
             assert ids[i] == mapping[names[i]]
             row = hart[ids[i]]
-            p_features = float(row["t01_smooth_or_features_a02_features_or_disk_fraction"])
-            assert f["labels/p_features"][i] == pytest.approx(p_features)
+            votes = float(row["t01_smooth_or_features_a02_features_or_disk_fraction"])
+            assert f["labels/p_features"][i] == pytest.approx(votes)
             assert f["labels/ra"][i] == pytest.approx(float(row["ra"]))
         # challenge: the 3 test images have no labels
         chal = [i for i, c in enumerate(coll) if c == "gz_challenge"]
         assert sorted(gz_class[chal]).count(-1) == 3
-        sol = {int(r["GalaxyID"]): r for r in read_csv(
+        sol = {int(r["GalaxyID"]): r for r in _rows(
             root / "galaxy_zoo_challenge/dummy_data/galaxy_zoo_challenge/training_solutions_rev1.csv")}
         for i in chal:
             if ids[i] in sol:
