@@ -24,7 +24,8 @@ import torch
 from galhpc.data.preprocess import random_flips
 from galhpc.data.sources import PIXEL_MAPS, DataError
 from galhpc.data.store import locate_column, read_store_info
-from galhpc.runtime.files import open_h5_readonly
+from galhpc.formats import store as fmt
+from galhpc.formats.hdf5 import open_h5_readonly
 
 SPLITS = ("train", "holdout", "all")
 _HOLDOUT_KEY = 0x401D  # separates the holdout stream from epoch streams
@@ -150,7 +151,7 @@ class StoreLoader:
                 yield self._make_batch(cache.gather(batch), batch, b)
 
     def _make_batch(self, data: dict[str, np.ndarray], rows: np.ndarray, batch_index: int) -> dict:
-        images = data.pop("images")
+        images = data.pop(fmt.IMAGES)
         if images.ndim == 3:
             images = images[:, None]
         if self.augment:  # the same flips for the image and every per-object spatial array
@@ -161,7 +162,7 @@ class StoreLoader:
                     data[name] = random_flips(values, np.random.default_rng(np.random.SeedSequence(key)))
         batch = {
             "image": torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
-            "object_id": torch.from_numpy(data.pop("object_id").astype(np.int64)),
+            "object_id": torch.from_numpy(data.pop(fmt.OBJECT_ID).astype(np.int64)),
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
         for name in PIXEL_MAPS:
@@ -192,7 +193,7 @@ def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, st
             else:
                 shared[name] = f[found[0]][()]
         if missing:
-            have = sorted(f["labels"]) if "labels" in f else []
+            have = sorted(f[fmt.LABELS]) if fmt.LABELS in f else []
             raise DataError(f"{path}: no label column or dataset {missing}; labels: {have}")
     return per_object, shared
 
@@ -202,7 +203,7 @@ class _BlockCache:
 
     def __init__(self, f: h5py.File, block_rows: int, columns: dict[str, str], capacity: int):
         self.f, self.block_rows, self.capacity = f, block_rows, capacity
-        self.datasets = {"images": f["images"], "object_id": f["object_id"]}
+        self.datasets = {name: f[name] for name in fmt.CORE}
         self.datasets.update({key: f[where] for key, where in columns.items()})
         self.blocks: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
 

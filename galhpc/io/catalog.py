@@ -55,34 +55,27 @@ from typing import Any
 import h5py
 import numpy as np
 
+from galhpc.formats.catalog import (
+    FINGERPRINT_ATTR,
+    META,
+    SHARDS_SUFFIX,
+    START_ATTR,
+    STOP_ATTR,
+    Shard,
+    manifest_path,
+    shard_dir_for,
+)
+from galhpc.formats.hdf5 import open_h5_readonly, read_rows_any_order
+from galhpc.formats.kinds import CATALOGUES, filter_error, missing_filter, require_kind
 from galhpc.io.reader import Reader
 from galhpc.runtime.errors import CatalogError  # also raised for a catalogue that cannot be read correctly
-from galhpc.runtime.kinds import CATALOGUES, filter_error, missing_filter, require_kind
 
 log = logging.getLogger("galhpc.io.catalog")
 
-META = "meta"
-SHARDS_SUFFIX = ".shards"
-MANIFEST = "manifest.json"
 DEFAULT_MAX_OPEN = 64
 NOFILE_TARGET = 65536  # the soft open-file limit is raised towards the hard one, up to this
 SLAB_BYTES = 1 << 20  # requested rows within this many bytes of each other are read as one slab
 MAX_LISTED = 10  # shard problems named in an error message
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    """Rows [start, stop) of the catalogue, held in file `path` from row `offset` on."""
-
-    index: int
-    start: int
-    stop: int
-    path: Path
-    offset: int = 0
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
 
 
 @dataclass(frozen=True)
@@ -131,19 +124,6 @@ def raise_open_file_limit(target: int = NOFILE_TARGET) -> int:
         except (ValueError, OSError) as err:
             log.debug("could not raise the soft open-file limit %d: %s", soft, err)
     return soft
-
-
-def open_h5_readonly(path: Path) -> h5py.File:
-    """Open an HDF5 file read-only without file locks (which Lustre/NFS often refuse, and a
-    published file never needs); if this process already holds it open with locks (HDF5
-    refuses mixed flags on one file), open it the way it is already open.
-    """
-    try:
-        return h5py.File(path, "r", locking=False)
-    except OSError as err:
-        if "locking flag" not in str(err):
-            raise
-        return h5py.File(path, "r")
 
 
 def _open_descriptors() -> int:
@@ -345,7 +325,7 @@ class Catalog(Reader):
         if not self.path.is_file():
             raise CatalogError(f"catalogue not found: {self.path}")
         self._pool = _FilePool(file_budget(max_open), self.path, self._check_opened)
-        own = self.path.with_name(self.path.name + SHARDS_SUFFIX)
+        own = shard_dir_for(self.path)
         self._own_shards = own if own.is_dir() else None
         self._resolved: dict[str, Path] = {}
         self._layouts: dict[str, tuple[tuple[int, ...], np.dtype]] = {}  # every column: (row shape, dtype)
@@ -359,6 +339,8 @@ class Catalog(Reader):
         with master:
             require_kind(master, self.path, kinds, role)
             self.meta: dict[str, Any] = _attrs(master[META]) if isinstance(master.get(META), h5py.Group) else {}
+            self.groups: list[str] = sorted(name for name in master if name != META  # (no dataset opened)
+                                            and master.get(name, getclass=True) is h5py.Group)
             layout_ds = self._list_columns(master)
             column = self._map_column(master, self._layout_column, layout_ds)
         self._verify(column)
@@ -486,9 +468,9 @@ class Catalog(Reader):
 
     def _check_shard_dirs(self, dirs: set[Path]) -> None:
         """Every shard directory's manifest must record this master's fingerprint."""
-        recorded = self.meta.get("fingerprint")
+        recorded = self.meta.get(FINGERPRINT_ATTR)
         for d in sorted(dirs - self._checked_dirs):
-            manifest = d / MANIFEST
+            manifest = manifest_path(d)
             if recorded and manifest.is_file():
                 try:
                     theirs = json.loads(manifest.read_text())
@@ -549,7 +531,7 @@ class Catalog(Reader):
 
     def _shard_fingerprint(self, path: Path) -> str | None:
         """The run fingerprint a shard file must record (none for the master itself)."""
-        return self.meta.get("fingerprint") if path != self.path else None
+        return self.meta.get(FINGERPRINT_ATTR) if path != self.path else None
 
     def _short(self, path: Path) -> str:
         try:
@@ -573,10 +555,16 @@ class Catalog(Reader):
         return self._layout(column)[1]
 
     @property
-    def shards(self) -> list[ShardInfo]:
-        """The files holding the rows, in row order (from the first column's layout)."""
+    def shards(self) -> list[Shard]:
+        """The files holding the rows, in row order (from the first column's layout).
+
+        Returns
+        -------
+        list of Shard
+            Shard k holds rows [start, stop) in file `path` from row `offset` on.
+        """
         first = self._columns[self._layout_column]
-        return [ShardInfo(i, s.start, s.stop, s.path, s.offset) for i, s in enumerate(first.segments)]
+        return [Shard(i, s.start, s.stop, s.path, s.offset) for i, s in enumerate(first.segments)]
 
     def __len__(self) -> int:
         return self._n
@@ -598,14 +586,42 @@ class Catalog(Reader):
         column = self._columns.get(name)
         if column is None:
             self._layout(name)
-            try:
-                master = open_h5_readonly(self.path)
-            except OSError as err:
-                raise CatalogError(f"{self.path}: the master became unreadable since it was opened "
-                                   f"({_first_line(err)})") from err
-            with master:
+            with self._reopen_master() as master:
                 column = self._map_column(master, name)
         return column
+
+    def _reopen_master(self) -> h5py.File:
+        """The master file opened again (read-only, no locks); a CatalogError if it no longer opens."""
+        try:
+            return open_h5_readonly(self.path)
+        except OSError as err:
+            raise CatalogError(f"{self.path}: the master became unreadable since it was opened "
+                               f"({_first_line(err)})") from err
+
+    def read_group(self, name: str) -> dict[str, np.ndarray]:
+        """Every dataset of one of the master's small groups (`groups`, e.g. the post-hoc ``gmm``), read whole.
+
+        Parameters
+        ----------
+        name : str
+            A name of `groups`.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Each dataset of the group by name, in its stored dtype and shape.
+
+        Raises
+        ------
+        KeyError
+            If the master has no such group.
+        CatalogError
+            If the master no longer opens.
+        """
+        if name not in self.groups:
+            raise KeyError(f"{self.path}: no group {name!r}; groups: {', '.join(self.groups) or 'none'}")
+        with self._reopen_master() as master:
+            return {key: ds[()] for key, ds in master[name].items() if isinstance(ds, h5py.Dataset)}
 
     def read(self, column: str, rows: Sequence[int] | np.ndarray | slice | None = None) -> np.ndarray:
         """Values of `column` at `rows`, in the order asked for.
@@ -650,7 +666,10 @@ class Catalog(Reader):
         if rows.size and (rows.min() < 0 or rows.max() >= self._n):
             bad = rows[(rows < 0) | (rows >= self._n)][0]
             raise IndexError(f"row {bad} is outside the catalogue's {self._n} rows")
-        uniq, inverse = np.unique(rows, return_inverse=True)
+        return read_rows_any_order(lambda uniq: self._read_unique(col, uniq), rows)
+
+    def _read_unique(self, col: _Column, uniq: np.ndarray) -> np.ndarray:
+        """Rows `uniq` (sorted, unique, in range) of a column, each shard's part read in increasing order."""
         values = np.empty((len(uniq), *col.shape), col.dtype)
         # uniq[bounds[k]:bounds[k + 1]] are the rows segment k holds
         bounds = np.append(np.searchsorted(uniq, col.starts), len(uniq))
@@ -659,9 +678,7 @@ class Catalog(Reader):
             i, j = picked[k]
             seg = col.segments[k]
             self._read_sorted(col, seg, ds, uniq[i:j] - (seg.start - seg.offset), values[i:j])
-        if len(uniq) == len(rows) and (rows[1:] > rows[:-1]).all():
-            return values  # asked for in increasing order, without repeats
-        return values[inverse]
+        return values
 
     def _open_each(self, col: _Column, which: Sequence[int]) -> Iterator[tuple[int, Any]]:
         """Segments `which` of `col` (indices, increasing), each with its open dataset.
@@ -779,7 +796,7 @@ class Catalog(Reader):
             if sweep:
                 self._pool.release(seg.path)
 
-    def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[tuple[ShardInfo, dict[str, np.ndarray]]]:
+    def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Shard, dict[str, np.ndarray]]]:
         """Stream the catalogue one shard at a time (memory: one shard of `columns`; each
         shard file is closed once read).
 
@@ -790,7 +807,7 @@ class Catalog(Reader):
 
         Yields
         ------
-        shard : ShardInfo
+        shard : Shard
             The shard's rows [start, stop) and file.
         values : dict of str to numpy.ndarray
             Each column's rows of the shard, shape (shard.size, ...).
@@ -919,10 +936,10 @@ def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
     another run copied in is refused), and ``start``/``stop`` (a shard's objects) the rows
     the master maps onto it.
     """
-    theirs = _text_attr(fid, b"fingerprint") if fingerprint else None
+    theirs = _text_attr(fid, FINGERPRINT_ATTR.encode()) if fingerprint else None
     if theirs and theirs != fingerprint and json.loads(theirs) != json.loads(fingerprint):
         return "written by another run (its fingerprint differs from the master's)"
-    span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
+    span = [_scalar_attr(fid, name.encode()) for name in (START_ATTR, STOP_ATTR)]
     if None in span:
         return None
     for _, seg in uses:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from galhpc.runtime.files import open_h5_readonly
-from galhpc.search.output import table_units, write_mosaic, write_table
+from galhpc.io.store import open_store
+from galhpc.io.table import write_table
+from galhpc.search.output import table_units, write_mosaic
 from galhpc.search.query import Queries, queries_from_ids, queries_from_images, queries_from_positions
 from galhpc.search.source import CatalogColumns, SearchInputError
 from galhpc.search.topk import NO_ROW, TopK, reduce_ranks, search_blocks
@@ -60,14 +61,25 @@ def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[
 
 
 def store_stamps(store: Path, rows: np.ndarray) -> np.ndarray:
-    """Images of the store at `rows` (any order; NO_ROW gives a NaN stamp), float32."""
-    with open_h5_readonly(store) as f:
-        images = f["images"]
-        out = np.full((len(rows), *images.shape[1:]), np.nan, np.float32)
+    """Images of the store at `rows`, NaN stamps where there is no row.
+
+    Parameters
+    ----------
+    store : Path
+        The training store.
+    rows : numpy.ndarray
+        Shape (n,) int, any order, repeats allowed; `NO_ROW` for an empty slot.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, H, W) or (n, C, H, W) float32.
+    """
+    with open_store(store) as reader:
+        out = np.full((len(rows), *reader.info.image_shape), np.nan, np.float32)
         valid = rows != NO_ROW
-        unique, back = np.unique(rows[valid], return_inverse=True)
-        if len(unique):
-            out[valid] = images[unique][back]
+        if valid.any():
+            out[valid] = reader.read("images", rows[valid])
     return out
 
 

@@ -11,14 +11,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from galhpc.formats.kinds import STORE, check_kind
 from galhpc.io.catalog import open_catalog
 from galhpc.io.reader import Reader
 from galhpc.runtime.errors import DataError
-from galhpc.runtime.files import open_h5_readonly
-from galhpc.runtime.kinds import STORE, check_kind
 
 GROUPS = ("gmm",)  # small real groups of the master read whole
 
@@ -46,9 +44,7 @@ class CatalogColumns(Reader):
             raise SearchInputError(f"{self.path}: no latent column mu or z; is it an encoded catalogue?")
         self.n = len(self.catalog)
         self.meta = dict(self.catalog.meta)
-        with open_h5_readonly(self.path) as f:
-            self.groups = {name: {k: v[()] for k, v in f[name].items()} for name in GROUPS
-                           if isinstance(f.get(name), h5py.Group)}
+        self.groups = {name: self.catalog.read_group(name) for name in GROUPS if name in self.catalog.groups}
 
     def __len__(self) -> int:
         return self.n

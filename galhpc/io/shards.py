@@ -18,30 +18,14 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from galhpc.formats.catalog import SHARD_GLOB, Shard, manifest_path, shard_dir_for, shard_file_name, shard_path
 from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.files import atomic_path, remove_stale_temps, write_text_atomic
 
-log = logging.getLogger("galhpc.inference.shards")
-
-MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Objects [start, stop) of the catalogue, stored in shard file number `index`."""
-
-    index: int
-    start: int
-    stop: int
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
+log = logging.getLogger("galhpc.io.shards")
 
 def plan_shards(n_objects: int, shard_size: int) -> list[Shard]:
     """Cut objects 0..n-1 into consecutive shards of `shard_size` (the last may be short)."""
@@ -60,23 +44,9 @@ def assign_shards(pending: list[Shard], rank: int, size: int) -> list[Shard]:
     return pending[rank::size]
 
 
-def shard_dir_for(out: str | Path) -> Path:
-    """`synth.h5` -> `synth.h5.shards` (beside the master file)."""
-    out = Path(out)
-    return out.with_name(out.name + ".shards")
-
-
-def shard_file_name(index: int) -> str:
-    return f"{index:06d}.h5"
-
-
-def shard_path(shard_dir: Path, index: int) -> Path:
-    return shard_dir / shard_file_name(index)
-
-
 def complete_shards(shard_dir: Path, shards: list[Shard]) -> set[int]:
     """Indices of the shards whose final file exists (complete by construction)."""
-    present = {p.name for p in shard_dir.glob("*.h5")} if shard_dir.is_dir() else set()
+    present = {p.name for p in shard_dir.glob(SHARD_GLOB)} if shard_dir.is_dir() else set()
     return {s.index for s in shards if shard_file_name(s.index) in present}
 
 
@@ -110,7 +80,7 @@ def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[st
 
 
 def read_manifest(shard_dir: Path) -> dict[str, Any] | None:
-    path = shard_dir / MANIFEST
+    path = manifest_path(shard_dir)
     if not path.is_file():
         return None
     try:
@@ -130,7 +100,7 @@ def same_run(recorded: dict[str, Any] | None, fingerprint: dict[str, Any], ignor
 def record_manifest(shard_dir: Path, fingerprint: dict[str, Any]) -> None:
     """Write `<shard_dir>/manifest.json` unless a run already recorded one (atomic)."""
     if read_manifest(shard_dir) is None:
-        write_text_atomic(shard_dir / MANIFEST, json.dumps(fingerprint, indent=1, sort_keys=True))
+        write_text_atomic(manifest_path(shard_dir), json.dumps(fingerprint, indent=1, sort_keys=True))
 
 
 def prepare_output(
@@ -148,7 +118,7 @@ def prepare_output(
     `record=False` leaves writing the manifest to the caller (`record_manifest`).
     """
     shard_dir = shard_dir_for(out)
-    if not out.exists() and shard_dir.is_dir() and not any(shard_dir.glob("[0-9]*.h5")):
+    if not out.exists() and shard_dir.is_dir() and not any(shard_dir.glob(SHARD_GLOB)):
         shutil.rmtree(shard_dir)  # a run that failed before completing any shard: nothing to lose
     manifest = read_manifest(shard_dir)
     recorded = manifest if manifest is not None else master_fingerprint

@@ -25,6 +25,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import h5py
+
+from galhpc.formats import catalog as catalog_format
+from galhpc.formats import store as store_format
+from galhpc.formats import table as table_format
+from galhpc.formats.hdf5 import open_h5_readonly
 from galhpc.runtime.errors import DataError
 
 KIND_ATTR = "galhpc_kind"
@@ -35,6 +41,7 @@ SEARCH_TABLE = "search_table"
 RARITY_TABLE = "rarity_table"
 KINDS = (STORE, ENCODE_CATALOGUE, GENERATE_CATALOGUE, SEARCH_TABLE, RARITY_TABLE)
 CATALOGUES = (ENCODE_CATALOGUE, GENERATE_CATALOGUE)
+CATALOGUE_KINDS = {"encode": ENCODE_CATALOGUE, "generate": GENERATE_CATALOGUE}  # a master's /meta kind -> its kind
 
 DESCRIPTIONS = {
     STORE: "a training store (galhpc-prep output)",
@@ -85,21 +92,21 @@ def file_kind(f: Any) -> str | None:
     recorded = f.attrs.get(KIND_ATTR)
     if recorded is not None:
         return _text(recorded)
-    meta = f.get("meta")
+    meta = f.get(catalog_format.META)
     if meta is not None and hasattr(meta, "attrs"):
         kind = _text(meta.attrs.get("kind", ""))
-        if kind in ("encode", "generate"):
-            return f"{kind}_catalogue"
+        if kind in CATALOGUE_KINDS:
+            return CATALOGUE_KINDS[kind]
     names = set(f.keys())
-    if all(a in f.attrs for a in ("shard", "start", "stop")):
-        return ENCODE_CATALOGUE if "mu" in names else GENERATE_CATALOGUE if "images" in names else None
-    if "nll_prior" in names:
+    if all(a in f.attrs for a in (catalog_format.SHARD_ATTR, catalog_format.START_ATTR, catalog_format.STOP_ATTR)):
+        return ENCODE_CATALOGUE if "mu" in names else GENERATE_CATALOGUE if store_format.IMAGES in names else None
+    if table_format.RARITY_COLUMN in names:
         return RARITY_TABLE
-    if {"query", "distance"} <= names:
+    if set(table_format.SEARCH_COLUMNS) <= names:
         return SEARCH_TABLE
     if "mu" in names:
         return ENCODE_CATALOGUE
-    if {"images", "object_id"} <= names:
+    if set(store_format.CORE) <= names:
         return STORE
     return None
 
@@ -145,12 +152,10 @@ def check_kind(path: str | Path, expected: str | Iterable[str], role: str) -> st
 
     A missing or non-HDF5 file passes (its reader reports it); see `require_kind`.
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(str(path)):
         return None
-    with h5py.File(path, "r", locking=False) as f:
+    with open_h5_readonly(path) as f:
         kind = require_kind(f, path, expected, role)
         check_filters(f, path)
     return kind
@@ -160,8 +165,6 @@ def missing_filter(dcpl: Any) -> tuple[int, str] | None:
     """(filter id, name) of the first filter of a dataset creation property list that this
     HDF5 cannot apply, or None.
     """
-    import h5py
-
     for i in range(dcpl.get_nfilters()):
         code, _flags, _values, name = dcpl.get_filter(i)
         if not h5py.h5z.filter_avail(code):
@@ -187,8 +190,6 @@ def check_filters(f: Any, path: str | Path) -> None:
     FileKindError
         Naming the file, the dataset, the filter and the package that provides it.
     """
-    import h5py
-
     for name, obj in f.items():
         if isinstance(obj, h5py.Dataset) and not obj.is_virtual:
             found = missing_filter(obj.id.get_create_plist())

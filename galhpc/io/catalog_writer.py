@@ -27,20 +27,28 @@ import h5py
 import numpy as np
 
 import galhpc
-from galhpc.inference.shards import CatalogError, Shard, shard_file_name
-from galhpc.runtime.errors import ConfigError
-from galhpc.runtime.files import H5Output, atomic_path, open_h5_readonly
-from galhpc.runtime.kinds import KIND_ATTR, missing_filter
+from galhpc.formats.catalog import (
+    FINGERPRINT_ATTR,
+    IMAGE_COLUMNS,
+    META,
+    SHARD_ATTR,
+    START_ATTR,
+    STOP_ATTR,
+    TABLE,
+    Shard,
+    shard_file_name,
+    shard_path,
+)
+from galhpc.formats.hdf5 import H5Output, open_h5_readonly
+from galhpc.formats.kinds import CATALOGUE_KINDS, KIND_ATTR, missing_filter
+from galhpc.runtime.errors import CatalogError, ConfigError
+from galhpc.runtime.files import atomic_path
 
-log = logging.getLogger("galhpc.inference.h5out")
+log = logging.getLogger("galhpc.io.catalog_writer")
 
 LIBVER = ("earliest", "v110")
-TABLE = "catalog"
-META = "meta"
-IMAGE_COLUMNS = ("images", "images_clean")
 CHUNK_BYTES = 1 << 20
 COMPRESSIONS = ("none", "gzip")
-FINGERPRINT_ATTR = "fingerprint"  # a shard's run fingerprint (JSON), checked before a re-run keeps it
 
 
 def parse_compression(spec: str) -> dict[str, Any]:
@@ -99,7 +107,8 @@ class ShardWriter:
         self._datasets: dict[str, h5py.Dataset] = {}  # kept open: no flush on every access
         self._out = H5Output(self.path, libver=LIBVER, rdcc_nbytes=4 * CHUNK_BYTES)  # full disk: OSError, no crash
         self.file = self._out.file
-        self.file.attrs.update({"shard": shard.index, "start": shard.start, "stop": shard.stop, **(attrs or {})})
+        self.file.attrs.update({SHARD_ATTR: shard.index, START_ATTR: shard.start, STOP_ATTR: shard.stop,
+                                **(attrs or {})})
 
     def write(self, offset: int, columns: Mapping[str, np.ndarray]) -> None:
         """Write rows [offset, offset + B) of every column (offset relative to the shard)."""
@@ -184,7 +193,7 @@ def catalogue_attrs(kind: Any) -> dict[str, str]:
     """The root attribute ``galhpc_kind`` of the files of an ``encode``/``generate`` catalogue
     (`galhpc.runtime.kinds`); none for another `kind` (files then go by their layout).
     """
-    return {KIND_ATTR: f"{kind}_catalogue"} if kind in ("encode", "generate") else {}
+    return {KIND_ATTR: CATALOGUE_KINDS[kind]} if kind in CATALOGUE_KINDS else {}
 
 
 def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | None:
@@ -202,7 +211,7 @@ def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | No
     """
     try:
         with open_h5_readonly(path) as f:
-            span = (f.attrs.get("start"), f.attrs.get("stop"))
+            span = (f.attrs.get(START_ATTR), f.attrs.get(STOP_ATTR))
             if tuple(int(v) if v is not None else None for v in span) != (shard.start, shard.stop):
                 return f"holds objects {span[0]}..{span[1]}, expected {shard.start}..{shard.stop}"
             recorded = f.attrs.get(FINGERPRINT_ATTR)
@@ -236,7 +245,7 @@ def run_meta(kind: str, fingerprint: Mapping[str, Any], checkpoint: str | Path, 
         "model": model_name,
         "config": config_yaml,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": json.dumps(dict(fingerprint), sort_keys=True),
+        FINGERPRINT_ATTR: json.dumps(dict(fingerprint), sort_keys=True),
     }
 
 
@@ -244,7 +253,7 @@ def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
     """The /meta fingerprint of an existing master file, or None if it has none."""
     try:
         with open_h5_readonly(path) as f:
-            text = f[META].attrs.get("fingerprint") if META in f else None
+            text = f[META].attrs.get(FINGERPRINT_ATTR) if META in f else None
     except (OSError, KeyError):
         return None
     return json.loads(text) if text else None
@@ -280,7 +289,7 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
     Rows of a shard HDF5 cannot open read as `missing_value` (NaN, -1), never as zeros;
     galhpc's own reader (`galhpc.io.catalog`) reads the shards directly and refuses them.
     """
-    with open_h5_readonly(shard_dir / shard_file_name(shards[0].index)) as first:
+    with open_h5_readonly(shard_path(shard_dir, shards[0].index)) as first:
         schema = {name: (ds.shape[1:], ds.dtype) for name, ds in first.items()}
     n_objects = shards[-1].stop
     with atomic_path(out) as tmp, H5Output(tmp, libver=LIBVER) as f:
