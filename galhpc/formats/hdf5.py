@@ -225,7 +225,7 @@ class H5Output:
         """
         if self._raw.error is not None:
             err = self._raw.error
-            raise (disk_full_error(self.path) if is_disk_full(err) else OSError(err.errno, err.strerror, str(self.path)))
+            raise disk_full_error(self.path) if is_disk_full(err) else OSError(err.errno, err.strerror, str(self.path))
 
     def close(self) -> None:
         """Close the HDF5 file and the file beneath; raise a kept write failure (see `check`)."""

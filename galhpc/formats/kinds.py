@@ -61,8 +61,10 @@ FILTERS = {
 
 
 class FileKindError(DataError):
-    """An HDF5 file of another galhpc kind than the command reads (a catalogue as a store, ...),
-    or one whose datasets need a compression filter this HDF5 lacks.
+    """An HDF5 file of another galhpc kind than the command reads, or needing a filter this HDF5 lacks.
+
+    E.g. a catalogue given as a store; or a file whose datasets are compressed with a
+    filter (blosc, zstd, ...) this HDF5 cannot decode.
     """
 
 
@@ -162,8 +164,17 @@ def check_kind(path: str | Path, expected: str | Iterable[str], role: str) -> st
 
 
 def missing_filter(dcpl: Any) -> tuple[int, str] | None:
-    """(filter id, name) of the first filter of a dataset creation property list that this
-    HDF5 cannot apply, or None.
+    """(filter id, name) of the first filter of a dataset's creation property list this HDF5 cannot apply.
+
+    Parameters
+    ----------
+    dcpl : h5py.h5p.PropDCID
+        A dataset creation property list (``dataset.id.get_create_plist()``).
+
+    Returns
+    -------
+    tuple of (int, str) or None
+        None when every filter is available.
     """
     for i in range(dcpl.get_nfilters()):
         code, _flags, _values, name = dcpl.get_filter(i)

@@ -134,8 +134,10 @@ def _open_descriptors() -> int:
 
 
 def file_budget(max_open: int) -> int:
-    """How many catalogue files to keep open: `max_open`, at most half of the descriptors
-    still free under the soft limit (after raising it), and at least 1.
+    """How many catalogue files to keep open.
+
+    `max_open`, at most half of the descriptors still free under the soft limit (after raising it), and at least
+    1.
     """
     free = raise_open_file_limit() - _open_descriptors()
     return max(1, min(max_open, free // 2))
@@ -143,8 +145,9 @@ def file_budget(max_open: int) -> int:
 
 @functools.cache
 def _read_fapl() -> Any:
-    """The file-access property list of every shard opened for reading (made once: a list
-    per file costs a fifth of opening the file).
+    """The file-access property list of every shard opened for reading (made once.
+
+    A list per file costs a fifth of opening the file).
     """
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_WEAK)
@@ -153,10 +156,11 @@ def _read_fapl() -> Any:
 
 
 def _open_fid(path: Path) -> Any:
-    """A low-level read-only file id: no file locks (unless this process already holds the
-    file open with them: HDF5 refuses mixed flags).  Its close degree is h5py's (weak):
-    HDF5 refuses to open one file twice in a process with different degrees, and callers
-    open the same file with h5py while a `Catalog` holds it.
+    """A low-level read-only file id.
+
+    No file locks (unless this process already holds the file open with them: HDF5 refuses mixed flags).  Its
+    close degree is h5py's (weak): HDF5 refuses to open one file twice in a process with different degrees, and
+    callers open the same file with h5py while a `Catalog` holds it.
     """
     try:
         return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY, fapl=_read_fapl())
@@ -167,9 +171,10 @@ def _open_fid(path: Path) -> Any:
 
 
 def _read_rows(ds: Any, first: int, out: np.ndarray) -> None:
-    """Rows [first, first + len(out)) of the open dataset `ds` into `out` (C-contiguous, of
-    the dataset's dtype and row shape): one H5Dread, no high-level selection objects (they
-    cost several times the read of a small shard).
+    """Rows [first, first + len(out)) of the open dataset `ds` into `out`, in one H5Dread.
+
+    `out` is C-contiguous, of the dataset's dtype and row shape; no high-level selection
+    objects are made (they cost several times the read of a small shard).
     """
     if out.size == 0:
         return
@@ -194,10 +199,11 @@ class _FilePool:
         self._files: OrderedDict[Path, tuple[Any, dict[str, Any]]] = OrderedDict()
 
     def open(self, path: Path) -> Any:
-        """The open file id of `path`.  The first time a file is opened, `check(path, fid,
-        None)` checks the file, and the first time each of its datasets is opened,
-        `check(path, dataset_id, name)` checks that (once: a file closed and reopened
-        later is not checked again).
+        """The open file id of `path`.
+
+        The first time a file is opened, `check(path, fid, None)` checks the file, and the first time each
+        of its datasets is opened, `check(path, dataset_id, name)` checks that (once: a file closed and
+        reopened later is not checked again).
         """
         entry = self._files.get(path)
         if entry is not None:
@@ -287,7 +293,7 @@ def _first_line(err: BaseException) -> str:
 def _hyperslab_rows(space: Any, shape: tuple[int, ...], what: str) -> tuple[int, int]:
     """(first, last + 1) rows of a selection that covers whole rows."""
     lo, hi = space.get_select_bounds()
-    if len(lo) > 1 and any(l != 0 or h != n - 1 for l, h, n in zip(lo[1:], hi[1:], shape[1:], strict=False)):
+    if len(lo) > 1 and any(low != 0 or high != n - 1 for low, high, n in zip(lo[1:], hi[1:], shape[1:], strict=False)):
         raise CatalogError(f"{what}: a virtual source maps part of a row; not a galhpc catalogue layout")
     return int(lo[0]), int(hi[0]) + 1
 
@@ -348,11 +354,11 @@ class Catalog(Reader):
     # ---- opening ----------------------------------------------------------------------
 
     def _list_columns(self, master: h5py.File) -> Any:
-        """Each per-object dataset's row shape and dtype (their virtual mappings are read when
-        a column is first used: HDF5 copies a mapping whole, and a master of C columns and S
-        shards holds C x S sources); picks the column whose mapping is read at open
-        (``object_id``, else the first) and returns its dataset, open (opening a virtual
-        dataset decodes its whole mapping).
+        """Each per-object dataset's row shape and dtype (their virtual mappings are read when a column is first used.
+
+        HDF5 copies a mapping whole, and a master of C columns and S shards holds C x S sources); picks the
+        column whose mapping is read at open (``object_id``, else the first) and returns its dataset, open
+        (opening a virtual dataset decodes its whole mapping).
         """
         shapes = {}
         for name in master:
@@ -386,10 +392,11 @@ class Catalog(Reader):
         return shapes[self._layout_column][2]
 
     def _map_column(self, master: h5py.File, name: str, ds: Any = None) -> _Column:
-        """Map column `name` (its dataset `ds` if open) onto its source files (the master's
-        own dataset for a real one), then check what is new in it: its shard directories'
-        manifests, that its files exist, and (for a file already checked for other
-        columns) its rows' span.
+        """Map column `name` (its dataset `ds` if open) onto its source files, and check what is new in it.
+
+        The source of a real dataset is the master itself.  Checked: its shard
+        directories' manifests, that its files exist, and (for a file already checked for
+        other columns) its rows' span.
         """
         shape, dtype = self._layouts[name]
         ds = h5py.h5d.open(master.id, name.encode()) if ds is None else ds
@@ -450,9 +457,10 @@ class Catalog(Reader):
         return tuple(segments)
 
     def _resolve(self, file_name: str) -> Path:
-        """The file a virtual source names: the master itself ("."), a shard of the master's
-        own `<master>.shards/` when that exists (so a renamed pair reads its own shards),
-        else the name relative to the master's directory.
+        """The file a virtual source names.
+
+        The master itself ("."), a shard of the master's own `<master>.shards/` when that exists (so a
+        renamed pair reads its own shards), else the name relative to the master's directory.
         """
         if file_name == ".":
             return self.path
@@ -483,8 +491,9 @@ class Catalog(Reader):
             self._checked_dirs.add(d)
 
     def _verify(self, column: _Column) -> None:
-        """Open the first shard files of `column` (as many as the file pool keeps open, so
-        reads reuse them) and check they hold the rows the master maps onto them.  A shard
+        """Open the first shard files of `column` and check they hold the rows the master maps onto them.
+
+        As many files are opened as the file pool keeps open, so reads reuse them.  A shard
         beyond those, or a dataset of another column, is checked the same way, once, when
         a read first opens it (`_check_opened`): a whole-column read opens each shard once.
         """
@@ -520,8 +529,10 @@ class Catalog(Reader):
             f"cannot be read: {', '.join(listed)}{more}")
 
     def _check_opened(self, path: Path, obj: Any, name: str | None) -> str | None:
-        """Why a shard file (`name` None: its attributes) or its dataset `name` just opened
-        cannot supply its rows, or None (the `_FilePool` check).
+        """Why a shard file (`name` None.
+
+        Its attributes) or its dataset `name` just opened cannot supply its rows, or None (the `_FilePool`
+        check).
         """
         uses = self._uses.get(path, [])
         if name is None:
@@ -724,9 +735,10 @@ class Catalog(Reader):
                                f"(reading {seg.dataset!r} failed: {_first_line(err)})") from err
 
     def _read_sorted(self, col: _Column, seg: _Segment, ds: Any, local: np.ndarray, out: np.ndarray) -> None:
-        """Source rows `local` (sorted, unique) of one segment (its open dataset `ds`) into
-        `out`, read as slabs of at most SLAB_BYTES (a catalogue chunk is about that size, so
-        a slab touches at most two); a run of consecutive rows is read straight into `out`.
+        """Source rows `local` (sorted, unique) of one segment (its open dataset `ds`) into `out`.
+
+        Read as slabs of at most SLAB_BYTES (a catalogue chunk is about that size, so a slab
+        touches at most two); a run of consecutive rows is read straight into `out`.
         """
         span_rows = max(1, SLAB_BYTES // max(1, col.row_bytes))
         i = 0
@@ -743,9 +755,7 @@ class Catalog(Reader):
             i = j
 
     def _read_range(self, col: _Column, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of a column, shard by shard, each shard's part read in one
-        call straight into the output array.
-        """
+        """Rows [start, stop) of a column, each shard's part read in one call straight into the output."""
         out = np.empty((stop - start, *col.shape), col.dtype)
         first = max(0, int(np.searchsorted(col.starts, start, side="right")) - 1)
         last = int(np.searchsorted(col.starts, stop, side="left"))  # segments first..last-1 hold rows
@@ -797,8 +807,9 @@ class Catalog(Reader):
                 self._pool.release(seg.path)
 
     def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Shard, dict[str, np.ndarray]]]:
-        """Stream the catalogue one shard at a time (memory: one shard of `columns`; each
-        shard file is closed once read).
+        """Stream the catalogue one shard at a time (memory.
+
+        One shard of `columns`; each shard file is closed once read).
 
         Parameters
         ----------
@@ -896,9 +907,9 @@ class Catalog(Reader):
 
 
 def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
-    """Why the open shard file `fid` cannot supply the segments `uses` of their
-    columns, or None: every dataset (`_check_dataset`), then the file's attributes
-    (`_check_span`).
+    """Why the open shard file `fid` cannot supply the segments `uses` of their columns, or None.
+
+    Every dataset (`_check_dataset`), then the file's attributes (`_check_span`).
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
     once per shard file a catalogue opens).
@@ -918,9 +929,10 @@ def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
 
 
 def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
-    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None: its
-    row shape, dtype and number of rows (a filter it needs is looked for only if a read
-    fails: `Catalog._read_into`).
+    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None.
+
+    Its row shape, dtype and number of rows (a filter it needs is looked for only if a read fails:
+    `Catalog._read_into`).
     """
     shape, dtype = ds.shape, ds.dtype
     if tuple(shape[1:]) != col.shape or dtype != col.dtype:
@@ -931,10 +943,10 @@ def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
 
 
 def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
-    """Why the file's root attributes differ from what the master expects, or None: a
-    recorded run ``fingerprint`` (JSON) must equal the master's `fingerprint` (a shard of
-    another run copied in is refused), and ``start``/``stop`` (a shard's objects) the rows
-    the master maps onto it.
+    """Why the file's root attributes differ from what the master expects, or None.
+
+    A recorded run ``fingerprint`` (JSON) must equal the master's `fingerprint` (a shard of another run copied
+    in is refused), and ``start``/``stop`` (a shard's objects) the rows the master maps onto it.
     """
     theirs = _text_attr(fid, FINGERPRINT_ATTR.encode()) if fingerprint else None
     if theirs and theirs != fingerprint and json.loads(theirs) != json.loads(fingerprint):
@@ -949,8 +961,9 @@ def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
 
 
 def _scalar_attr(fid: Any, name: bytes) -> int | None:
-    """Integer attribute `name` of the file's root group (one value), or None (low-level
-    API, fewest calls: this runs for every shard file a catalogue opens).
+    """Integer attribute `name` of the file's root group (one value), or None (low-level API, fewest calls.
+
+    This runs for every shard file a catalogue opens).
     """
     if not h5py.h5a.exists(fid, name):
         return None

@@ -62,8 +62,10 @@ class Store(Reader):
 
     @property
     def columns(self) -> list[str]:
-        """Per-object columns: `images`, `object_id`, label names, and per-object extras
-        (`truth`, `masks`, per-pixel `sigma` and `mask`, per-object `psf`).
+        """Per-object columns.
+
+        `images`, `object_id`, label names, and per-object extras (`truth`, `masks`, per-pixel `sigma` and
+        `mask`, per-object `psf`).
 
         Returns
         -------
@@ -138,10 +140,10 @@ class Store(Reader):
 
         Raises
         ------
-        KeyError
-            For an unknown column.
         IndexError
             For a row outside [0, N).
+        KeyError
+            If the store has no per-object column `column`.
         """
         ds = self._dataset(column)
         if rows is None:
@@ -150,8 +152,10 @@ class Store(Reader):
 
     def read_columns(self, names: Iterable[str], rows: Sequence[int] | np.ndarray | None = None,
                      ) -> dict[str, np.ndarray]:
-        """Columns `names` at `rows`, row-aligned: a per-object column read at the rows, a
-        shared one (one PSF (h, w), one ``noise_sigma``) repeated for every row.
+        """Columns `names` at `rows`, row-aligned.
+
+        A per-object column read at the rows, a shared one (one PSF (h, w), one ``noise_sigma``) repeated
+        for every row.
 
         Parameters
         ----------

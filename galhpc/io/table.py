@@ -43,7 +43,7 @@ def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapp
     Returns
     -------
     Path
-        `path`.
+        The table written, `path`.
 
     Raises
     ------

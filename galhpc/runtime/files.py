@@ -149,8 +149,10 @@ def disk_full_error(path: str | Path) -> OSError:
 
 
 def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host still runs: a killed process its parent has not yet
-    reaped (a zombie, e.g. an MPI rank whose mpirun was killed with it) has stopped running.
+    """Whether process `pid` of this host still runs.
+
+    A killed process its parent has not yet reaped (a zombie, e.g. an MPI rank whose mpirun was killed with it)
+    has stopped running.
     """
     try:
         os.kill(pid, 0)
@@ -228,12 +230,30 @@ class LockHolder:
 
     @classmethod
     def here(cls) -> LockHolder:
+        """The holder for the current process: host and pid, and inside Slurm its job id and restart count.
+
+        Returns
+        -------
+        LockHolder
+        """
         job = os.environ.get("SLURM_JOB_ID")
         restart = os.environ.get("SLURM_RESTART_COUNT", "0")
         return cls(_host(), os.getpid(), job, int(restart) if restart.isdigit() else 0)
 
     @classmethod
     def parse(cls, text: str) -> LockHolder:
+        """Read a holder back from a lock file's text (`str` of a `LockHolder`).
+
+        Parameters
+        ----------
+        text : str
+            ``host:pid`` then optional ``slurm_job=ID restart=N`` fields.
+
+        Returns
+        -------
+        LockHolder
+            ``pid`` None when the text has no number there.
+        """
         where, *fields = text.split()
         host, _, pid = where.rpartition(":")
         extra = dict(f.partition("=")[::2] for f in fields)
@@ -411,8 +431,9 @@ class OutputLock:
         self.held = False
 
     def live_holder(self) -> str | None:
-        """Who holds this lock now and may still run (``host:pid ...``), or None: no lock, or
-        one a run that is gone left (which `acquire` would take over).  Changes nothing.
+        """Who holds this lock now and may still run (``host:pid ...``), or None.
+
+        No lock, or one a run that is gone left (which `acquire` would take over).  Changes nothing.
         """
         holder = self._holder()
         if holder is None or self._gone(LockHolder.parse(holder)) is not None:

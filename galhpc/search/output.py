@@ -14,8 +14,9 @@ from galhpc.runtime.files import atomic_path
 
 
 def table_units(columns: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> dict[str, str]:
-    """Units of the columns that have one (`galhpc.io.columns`: ra, dec in deg; a carried
-    store column the unit its store recorded, from the catalogue's /meta `meta`).
+    """Units of the columns that have one (`galhpc.io.columns`.
+
+    Ra, dec in deg; a carried store column the unit its store recorded, from the catalogue's /meta `meta`).
     """
     from galhpc.io.columns import column_info
 
@@ -65,8 +66,10 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
 
 
 def _display(stamp: np.ndarray):
-    """(H, W) plane of a stamp (the channel mean; zeros when it has NaN: an empty slot) and
-    its arcsinh colour scale: linear up to the sky noise (the MAD σ), logarithmic above.
+    """(H, W) plane of a stamp (the channel mean.
+
+    Zeros when it has NaN: an empty slot) and its arcsinh colour scale: linear up to the sky noise (the MAD σ),
+    logarithmic above.
     """
     from matplotlib.colors import AsinhNorm
 

@@ -1,5 +1,6 @@
-"""The `galhpc-search` job: queries -> per-rank exact top-k over its shards -> global top-k ->
-table and mosaic (written by rank 0).
+"""The `galhpc-search` job.
+
+Queries -> per-rank exact top-k over its shards -> global top-k -> table and mosaic (written by rank 0).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DEFAULT_BLOCK_ROWS = 65536
 
 @dataclass
 class SearchResult:
+    """What a search found: the queries, their global top-k, the result table and the time it took (s)."""
+
     queries: Queries
     topk: TopK
     table: dict[str, np.ndarray]
@@ -32,10 +35,11 @@ class SearchResult:
 
 
 def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[str, np.ndarray]:
-    """One row per (query, neighbour): query, query_label, query_id, rank (1 = nearest), id,
-    row, distance (Euclidean, in the latent space), component (-1 when the catalogue has none),
-    then the neighbour's store columns the catalogue carries (`CatalogColumns.carried`: ra,
-    dec, ...).
+    """One row per (query, neighbour).
+
+    Query, query_label, query_id, rank (1 = nearest), id, row, distance (Euclidean, in the latent space),
+    component (-1 when the catalogue has none), then the neighbour's store columns the catalogue carries
+    (`CatalogColumns.carried`: ra, dec, ...).
     """
     n_q, k = topk.rows.shape
     rows = topk.rows.reshape(-1)
@@ -167,9 +171,11 @@ def _stack_images(parts: list[Queries]) -> np.ndarray | None:
 
 def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mosaic: Path | None,
                   store: Path | None = None, max_mosaic_queries: int = 12, checkpoint: Path | None = None) -> None:
-    """Rank 0's part: the table at `out` and, if asked, the mosaic (stamps from the catalogue's
-    store: `store`, else its /meta `input`; FITS cutouts are prepared as galhpc-encode did,
-    with the prep of the checkpoint's training store, into a temporary store).
+    """Rank 0's part.
+
+    The table at `out` and, if asked, the mosaic (stamps from the catalogue's store: `store`, else its /meta
+    `input`; FITS cutouts are prepared as galhpc-encode did, with the prep of the checkpoint's training store,
+    into a temporary store).
     """
     import glob
 
@@ -207,7 +213,8 @@ def _write_mosaic(result: SearchResult, store: Path, mosaic: Path, max_mosaic_qu
     if q.images is not None:
         from_images = q.row[:n] == NO_ROW
         query_stamps[from_images] = q.images[:n][from_images].reshape(from_images.sum(), *query_stamps.shape[1:])
-    found = {(qi, r): i for qi, r, i in zip(result.table["query"], result.table["rank"], result.table["id"], strict=False)}
+    table = result.table
+    found = {(qi, r): i for qi, r, i in zip(table["query"], table["rank"], table["id"], strict=False)}
     captions = np.array([[f"id {found[(i, r + 1)]} d={result.topk.distance[i, r]:.2f}" if (i, r + 1) in found else ""
                           for r in range(result.topk.rows.shape[1])] for i in range(n)])
     write_mosaic(mosaic, query_stamps, neighbours, q.labels[:n], captions)

@@ -55,9 +55,10 @@ class CatalogColumns(Reader):
 
     @property
     def carried(self) -> list[str]:
-        """The store columns the catalogue carries (its /meta ``passthrough`` list, e.g. ra,
-        dec, mag_r), in that order; for a catalogue without that record, ra and dec when
-        it has both.  Search and rarity tables copy them for every object they name.
+        """The store columns the catalogue carries (its /meta ``passthrough`` list, e.g. ra, dec, mag_r), in that order.
+
+        For a catalogue without that record, ra and dec when it has both.  Search and rarity tables copy
+        them for every object they name.
         """
         named = json.loads(self.meta.get("passthrough", "null") or "null")
         if named is None:
