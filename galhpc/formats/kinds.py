@@ -153,6 +153,25 @@ def check_kind(path: str | Path, expected: str | Iterable[str], role: str) -> st
     """`require_kind` and `check_filters` on the file at `path` (opened read-only, no locks).
 
     A missing or non-HDF5 file passes (its reader reports it); see `require_kind`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    expected : str or iterable of str
+        The kind(s) accepted.
+    role : str
+        What the command wants it for, for the message.
+
+    Returns
+    -------
+    str or None
+        The file's kind (None: not told, missing or not HDF5).
+
+    Raises
+    ------
+    FileKindError
+        Another kind, or a filter this HDF5 lacks.
     """
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(str(path)):
@@ -184,7 +203,24 @@ def missing_filter(dcpl: Any) -> tuple[int, str] | None:
 
 
 def filter_error(path: str | Path, dataset: str, code: int, name: str) -> FileKindError:
-    """The one-line error for dataset `dataset` of `path` compressed with an unavailable filter."""
+    """The one-line error for dataset `dataset` of `path` compressed with an unavailable filter.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    dataset : str
+        The dataset's name.
+    code : int
+        HDF5 filter id.
+    name : str
+        The filter's name as HDF5 reports it.
+
+    Returns
+    -------
+    FileKindError
+        Naming the filter, the package that provides it and how to point HDF5 at it.
+    """
     label, package = FILTERS.get(code, (name, "hdf5plugin"))
     return FileKindError(
         f"{path}: dataset /{dataset.lstrip('/')} is compressed with the HDF5 filter {label} (id {code}), which this "
@@ -195,6 +231,13 @@ def filter_error(path: str | Path, dataset: str, code: int, name: str) -> FileKi
 
 def check_filters(f: Any, path: str | Path) -> None:
     """Refuse a file with a real (not virtual) root dataset whose filter this HDF5 lacks.
+
+    Parameters
+    ----------
+    f : h5py.File
+        Open for reading.
+    path : str or Path
+        Its name, for the message.
 
     Raises
     ------

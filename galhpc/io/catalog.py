@@ -107,6 +107,11 @@ class _Column:
 def raise_open_file_limit(target: int = NOFILE_TARGET) -> int:
     """Raise this process's soft RLIMIT_NOFILE towards its hard limit (at most `target`).
 
+    Parameters
+    ----------
+    target : int
+        The soft limit wanted (descriptors).
+
     Returns
     -------
     int
@@ -136,8 +141,18 @@ def _open_descriptors() -> int:
 def file_budget(max_open: int) -> int:
     """How many catalogue files to keep open.
 
-    `max_open`, at most half of the descriptors still free under the soft limit (after raising it), and at least
-    1.
+    `max_open`, at most half of the descriptors still free under the soft limit (after
+    raising it), and at least 1.
+
+    Parameters
+    ----------
+    max_open : int
+        The most files the caller wants open.
+
+    Returns
+    -------
+    int
+        >= 1.
     """
     free = raise_open_file_limit() - _open_descriptors()
     return max(1, min(max_open, free // 2))
@@ -558,11 +573,33 @@ class Catalog(Reader):
         return sorted(self._layouts)
 
     def shape(self, column: str) -> tuple[int, ...]:
-        """Shape (N, ...) of `column`."""
+        """Shape (N, ...) of `column`.
+
+        Parameters
+        ----------
+        column : str
+            A name of `columns`.
+
+        Returns
+        -------
+        tuple of int
+            (N, ...): N rows, then the row shape.
+        """
         return (self._n, *self._layout(column)[0])
 
     def dtype(self, column: str) -> np.dtype:
-        """Storage dtype of `column`."""
+        """Storage dtype of `column`.
+
+        Parameters
+        ----------
+        column : str
+            A name of `columns`.
+
+        Returns
+        -------
+        numpy.dtype
+            As stored in the shards (float16 images stay float16).
+        """
         return self._layout(column)[1]
 
     @property
@@ -832,7 +869,13 @@ class Catalog(Reader):
             yield shard, values
 
     def scalar_columns(self) -> list[str]:
-        """Columns with one number per row (shape (N,))."""
+        """Columns with one number per row (shape (N,)).
+
+        Returns
+        -------
+        list of str
+            Sorted, a subset of `columns`.
+        """
         return [n for n in self.columns if not self._layouts[n][0]]
 
     def table(self, columns: Sequence[str] | None = None, rows: Sequence[int] | np.ndarray | None = None):

@@ -53,6 +53,17 @@ META_CARDS = {"kind": "KIND", "model": "MODEL", "checkpoint_sha256": "CKPTSHA", 
 def exportable_columns(cat: Catalog, columns: Sequence[str] | None = None) -> list[str]:
     """`columns`, or every scalar and vector column (not images) of `cat`, in catalogue order.
 
+    Parameters
+    ----------
+    cat : Catalog
+        The catalogue to export.
+    columns : sequence of str, optional
+        The columns asked for (default: all but images).
+
+    Returns
+    -------
+    list of str
+
     Raises
     ------
     KeyError
@@ -236,6 +247,19 @@ def export_names(cat: Catalog, names: Sequence[str], split_vectors: bool) -> lis
 
     With `split_vectors` a vector column ``mu`` of L elements becomes scalar columns ``mu_0 … mu_{L-1}`` (TOPCAT
     shows no array columns in its table view).
+
+    Parameters
+    ----------
+    cat : Catalog
+        Gives each column's row shape.
+    names : sequence of str
+        Exported catalogue columns.
+    split_vectors : bool
+        One scalar column per vector element.
+
+    Returns
+    -------
+    list of tuple of (str, str, int or None)
     """
     out: list[tuple[str, str, int | None]] = []
     for name in names:
@@ -261,6 +285,18 @@ def votable_xml(cat: Catalog, exported: Sequence[tuple[str, str, int | None]]) -
     Written with astropy.io.votable from a one-row table of the exported columns, so the
     FIELD types are astropy's own mapping of the dtypes (TOPCAT and astropy's
     ``Table.read(..., format="parquet.votable")`` read it back).
+
+    Parameters
+    ----------
+    cat : Catalog
+        Gives dtypes, units (`galhpc.io.columns`) and descriptions.
+    exported : sequence of tuple of (str, str, int or None)
+        `export_names`.
+
+    Returns
+    -------
+    str
+        The VOTable XML (UTF-8 text).
     """
     import io
     import xml.etree.ElementTree as ET
@@ -298,6 +334,19 @@ def arrow_schema(cat: Catalog, names: Sequence[str], split_vectors: bool = False
     Fixed-size lists for vector columns (or one scalar column per element with `split_vectors`), unit and
     description in each field's metadata, the VOParquet VOTable (``IVOA.VOTable-Parquet.content``/``.version``)
     and the catalogue's /meta (``galhpc``) in the schema's.
+
+    Parameters
+    ----------
+    cat : Catalog
+        The catalogue exported (its dtypes, units and /meta).
+    names : sequence of str
+        Exported columns.
+    split_vectors : bool
+        Vectors as one scalar field per element.
+
+    Returns
+    -------
+    pyarrow.Schema
     """
     pa = require("pyarrow", "export", "Parquet export")
     exported = export_names(cat, names, split_vectors)
@@ -318,7 +367,26 @@ def arrow_schema(cat: Catalog, names: Sequence[str], split_vectors: bool = False
 
 
 def arrow_batch(cat: Catalog, names: Sequence[str], values: dict[str, np.ndarray], split_vectors: bool, schema):
-    """One shard's `values` (`Catalog.iter_shards`) as a pyarrow Table of `schema`."""
+    """One shard's `values` (`Catalog.iter_shards`) as a pyarrow Table of `schema`.
+
+    Parameters
+    ----------
+    cat : Catalog
+        For the exported names.
+    names : sequence of str
+        Exported columns.
+    values : dict of str to numpy.ndarray
+        Each column's rows of one shard, (n, ...).
+    split_vectors : bool
+        As in `arrow_schema`.
+    schema : pyarrow.Schema
+        `arrow_schema`'s.
+
+    Returns
+    -------
+    pyarrow.Table
+        n rows (float16 widened to float32, bytes decoded to str).
+    """
     pa = require("pyarrow", "export", "Parquet export")
     arrays = []
     for _label, name, element in export_names(cat, names, split_vectors):
@@ -519,6 +587,18 @@ def survey_images(cat: Catalog, values: dict[str, np.ndarray]) -> np.ndarray:
 
     Stored pixels · flux_norm / flux_scale when the catalogue records them (galhpc.inference.photometry), else
     as stored.
+
+    Parameters
+    ----------
+    cat : Catalog
+        A generate catalogue (its /meta ``flux_scale``).
+    values : dict of str to numpy.ndarray
+        A shard's ``images`` (n, H, W) or (n, C, H, W) and, where written, ``flux_norm`` (n,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, H, W) float32.
     """
     images = np.asarray(values["images"], np.float32)
     if images.ndim == 4:
@@ -534,6 +614,20 @@ def image_header(cat: Catalog, values: dict[str, np.ndarray] | None = None, row:
 
     BUNIT, PIXSCALE (arcsec/pixel) and CDELT1/2 (degrees/pixel, no celestial WCS: the stamps have no position),
     MAGZP; with `values` and `row`, that object's OBJ_ID, MAG (AB), FLUX and COMPONENT.
+
+    Parameters
+    ----------
+    cat : Catalog
+        A generate catalogue (its /meta pixel scale, unit and zero point).
+    values : dict of str to numpy.ndarray, optional
+        A shard's columns.
+    row : int, optional
+        The object's row within `values`.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The cards, ORIGIN last.
     """
     from astropy.io import fits
 

@@ -41,13 +41,35 @@ def _host() -> str:
 
 
 def temp_path(final: str | Path) -> Path:
-    """The temporary name this process writes `final` under: ``.<name>.tmp.<host>.<pid>`` beside it."""
+    """The temporary name this process writes `final` under: ``.<name>.tmp.<host>.<pid>`` beside it.
+
+    Parameters
+    ----------
+    final : str or Path
+        The file to be written.
+
+    Returns
+    -------
+    Path
+        In `final`'s directory.
+    """
     final = Path(final)
     return final.with_name(f".{final.name}.tmp.{_host()}.{os.getpid()}")
 
 
 def fsync_path(path: str | Path) -> None:
-    """Flush a file's (or, where the file system allows, a directory's) data to disk."""
+    """Flush a file's (or, where the file system allows, a directory's) data to disk.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file or directory.
+
+    Raises
+    ------
+    OSError
+        If it cannot be opened or flushed.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -64,6 +86,20 @@ def publish(tmp: str | Path, final: str | Path, *, fsync: bool = True) -> Path:
     """Rename a finished temporary over `final`, flushing file and directory to disk first/after.
 
     For writers that cannot use `atomic_path`'s ``with`` block (a file kept open across calls).
+
+    Parameters
+    ----------
+    tmp : str or Path
+        The finished, closed temporary.
+    final : str or Path
+        The name it gets, in the same directory.
+    fsync : bool
+        Flush the file before and its directory after the rename.
+
+    Returns
+    -------
+    Path
+        `final`.
     """
     final = Path(final)
     if fsync:
@@ -109,13 +145,43 @@ def atomic_path(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_open(final: str | Path, mode: str = "w", *, fsync: bool = True, **kwargs: Any) -> Iterator[IO[Any]]:
-    """`open(temp, mode)` for writing `final` atomically (see `atomic_path`); ``mode`` "w" or "wb"."""
+    """`open(temp, mode)` for writing `final` atomically (see `atomic_path`); ``mode`` "w" or "wb".
+
+    Parameters
+    ----------
+    final : str or Path
+        The file to create or replace.
+    mode : str
+        ``"w"`` (text) or ``"wb"`` (bytes).
+    fsync : bool
+        As for `atomic_path`.
+    **kwargs
+        For `open` (``encoding``, ``newline``).
+
+    Yields
+    ------
+    file object
+        Open on the temporary; renamed over `final` when the block succeeds.
+    """
     with atomic_path(final, fsync=fsync) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write a small text file whole or not at all; returns `path`."""
+    """Write a small text file whole or not at all; returns `path`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to create or replace.
+    text : str
+        Its whole content.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     with atomic_open(path, "w") as fh:
         fh.write(text)
     return Path(path)
@@ -144,7 +210,18 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 def disk_full_error(path: str | Path) -> OSError:
-    """The one error for a full disk: ``OSError(ENOSPC)`` naming `path` (the final file, not a temporary)."""
+    """The one error for a full disk: ``OSError(ENOSPC)`` naming `path` (the final file, not a temporary).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file that could not be written.
+
+    Returns
+    -------
+    OSError
+        errno ENOSPC, ``filename`` `path`.
+    """
     return OSError(errno.ENOSPC, "no space left on device", str(path))
 
 
@@ -307,6 +384,11 @@ class OutputLock:
     def acquire(self) -> OutputLock:
         """Take the lock; returns self.
 
+        Returns
+        -------
+        OutputLock
+            This lock, held and refreshed every `heartbeat_s`.
+
         Raises
         ------
         OutputInUseError
@@ -434,6 +516,11 @@ class OutputLock:
         """Who holds this lock now and may still run (``host:pid ...``), or None.
 
         No lock, or one a run that is gone left (which `acquire` would take over).  Changes nothing.
+
+        Returns
+        -------
+        str or None
+            The holder's ``host:pid [slurm_job=ID restart=N]``.
         """
         holder = self._holder()
         if holder is None or self._gone(LockHolder.parse(holder)) is not None:

@@ -14,9 +14,19 @@ from galhpc.runtime.files import atomic_path
 
 
 def table_units(columns: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> dict[str, str]:
-    """Units of the columns that have one (`galhpc.io.columns`.
+    """Units of the table columns that have one (`galhpc.io.columns`).
 
-    Ra, dec in deg; a carried store column the unit its store recorded, from the catalogue's /meta `meta`).
+    Parameters
+    ----------
+    columns : mapping of str to numpy.ndarray
+        The result table's columns.
+    meta : mapping of str to object
+        The catalogue's /meta: the units of the store columns it carries.
+
+    Returns
+    -------
+    dict of str to str
+        ra, dec in deg; a carried store column the unit its store recorded.
     """
     from galhpc.io.columns import column_info
 
@@ -34,10 +44,21 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
 
     Parameters
     ----------
-    query_stamps : np.ndarray, (Q, C, H, W) or (Q, H, W)
-    neighbour_stamps : np.ndarray, (Q, k, C, H, W) or (Q, k, H, W); NaN for an empty slot
-    labels : list of str, (Q,) query names
-    captions : np.ndarray of str, (Q, k) neighbour captions (id and distance)
+    path : str or Path
+        The PNG to write (atomically).
+    query_stamps : numpy.ndarray
+        Shape (Q, C, H, W) or (Q, H, W), float.
+    neighbour_stamps : numpy.ndarray
+        Shape (Q, k, C, H, W) or (Q, k, H, W); NaN for an empty slot.
+    labels : list of str
+        The Q query names.
+    captions : numpy.ndarray of str
+        Shape (Q, k): neighbour captions (id and distance).
+
+    Returns
+    -------
+    Path
+        `path`.
     """
     import matplotlib
 

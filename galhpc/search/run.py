@@ -35,11 +35,24 @@ class SearchResult:
 
 
 def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[str, np.ndarray]:
-    """One row per (query, neighbour).
+    """The result table: one row per (query, neighbour) found.
 
-    Query, query_label, query_id, rank (1 = nearest), id, row, distance (Euclidean, in the latent space),
-    component (-1 when the catalogue has none), then the neighbour's store columns the catalogue carries
-    (`CatalogColumns.carried`: ra, dec, ...).
+    Parameters
+    ----------
+    catalog : CatalogColumns
+        The searched catalogue.
+    queries : Queries
+        The Q queries.
+    topk : TopK
+        Their neighbours' rows and distances, (Q, k); `NO_ROW` for an empty slot.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Columns query, query_label, query_id, rank (1 = nearest), id, row, distance
+        (Euclidean, in the latent space), component (-1 when the catalogue has none), then
+        the neighbour's store columns the catalogue carries (`CatalogColumns.carried`: ra,
+        dec, ...); each (n,), empty slots left out.
     """
     n_q, k = topk.rows.shape
     rows = topk.rows.reshape(-1)
@@ -171,11 +184,33 @@ def _stack_images(parts: list[Queries]) -> np.ndarray | None:
 
 def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mosaic: Path | None,
                   store: Path | None = None, max_mosaic_queries: int = 12, checkpoint: Path | None = None) -> None:
-    """Rank 0's part.
+    """Write the search's outputs (rank 0 only): the table at `out` and, if asked, the mosaic.
 
-    The table at `out` and, if asked, the mosaic (stamps from the catalogue's store: `store`, else its /meta
-    `input`; FITS cutouts are prepared as galhpc-encode did, with the prep of the checkpoint's training store,
-    into a temporary store).
+    The mosaic's stamps come from the catalogue's store (`store`, else its /meta
+    ``input``); FITS cutouts are prepared as galhpc-encode did, with the prep of the
+    checkpoint's training store, into a temporary store.
+
+    Parameters
+    ----------
+    result : SearchResult
+        `search_catalog`'s.
+    catalog_path : str or Path
+        The searched catalogue.
+    out : Path
+        The table (.h5, .fits or .csv).
+    mosaic : Path or None
+        The PNG, or None for none.
+    store : Path, optional
+        The stamps' store (default: the catalogue's /meta ``input``).
+    max_mosaic_queries : int
+        Most queries (rows) in the mosaic.
+    checkpoint : Path, optional
+        Overrides the catalogue's checkpoint (to prepare FITS input).
+
+    Raises
+    ------
+    SearchInputError
+        If the mosaic's store cannot be found or prepared.
     """
     import glob
 
