@@ -256,3 +256,17 @@ def test_iter_blocks_shares_the_shards_between_ranks(catalogues):
     starts = {**shares[0], **shares[1]}
     assert _same(np.concatenate([starts[k] for k in sorted(starts)]), oracle)
     assert {k // S_ENC for k in shares[1]} == {1, 3}  # shards k % 2 == 1
+
+
+def test_the_masters_small_groups_are_read_through_the_catalog(catalogues):
+    """`Catalog.groups` / `read_group` (the post-hoc GMM of galhpc-encode): oracle, the master read with h5py."""
+    with h5py.File(catalogues["clusters"], "r") as f:
+        expected = {k: v[()] for k, v in f["gmm"].items()}
+    with open_catalog(catalogues["clusters"]) as cat:
+        assert cat.groups == ["gmm"]
+        got = cat.read_group("gmm")
+        assert set(got) == set(expected) and all(np.array_equal(got[k], expected[k]) for k in expected)
+        with pytest.raises(KeyError, match="no group 'meta'"):
+            cat.read_group("meta")
+    with open_catalog(catalogues["synth"]) as cat:
+        assert cat.groups == []

@@ -323,7 +323,7 @@ def flux_calibration(path: str | Path, max_values: int = FLUX_CALIBRATION_VALUES
 
 def describe_store(f: h5py.File, path: Path) -> StoreInfo:
     """The StoreInfo of the store open as `f` (read from metadata, no pixels); a catalogue or
-    table (`galhpc.runtime.kinds`) or a dataset needing a missing filter is refused.
+    table (`galhpc.formats.kinds`) or a dataset needing a missing filter is refused.
     """
     require_kind(f, path, STORE, "a training-store reader (galhpc-train, galhpc-report --store)")
     check_filters(f, path)

@@ -325,7 +325,7 @@ class Catalog(Reader):
     max_open : int, optional
         Most files open at a time (default 64; fewer when the open-file limit is low).
     kinds : sequence of str, optional
-        The `galhpc.runtime.kinds` accepted (default: either catalogue kind).
+        The `galhpc.formats.kinds` accepted (default: either catalogue kind).
     role : str, optional
         What the caller reads it as, for the message refusing another kind.
 
@@ -1067,7 +1067,7 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: S
     max_open : int, optional
         Most files open at a time (default 64).
     kinds : sequence of str, optional
-        The `galhpc.runtime.kinds` accepted (default: an encoded or a synthetic catalogue).
+        The `galhpc.formats.kinds` accepted (default: an encoded or a synthetic catalogue).
     role : str, optional
         What the caller reads it as (``"galhpc-search --catalog"``), for the refusal.
 
@@ -1086,7 +1086,7 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: S
         short of rows or of another run (one line naming the shard files; for a column
         other than ``object_id``, when that column is first read).
     FileKindError
-        If it is another kind of galhpc file (`galhpc.runtime.kinds`), e.g. a store.
+        If it is another kind of galhpc file (`galhpc.formats.kinds`), e.g. a store.
 
     Examples
     --------

@@ -40,7 +40,7 @@ TITLES = {
 
 def check_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None, synth: str | Path | None,
                  holdout_store: str | Path | None) -> None:
-    """Refuse, before any work, an input of the wrong galhpc kind (`galhpc.runtime.kinds`) or
+    """Refuse, before any work, an input of the wrong galhpc kind (`galhpc.formats.kinds`) or
     catalogues made with another checkpoint (`check_catalogue_checkpoint`).
     """
     for path, kind, role in ((store, STORE, "galhpc-report --store"),

@@ -5,10 +5,10 @@ errors.py     the GalhpcError hierarchy (subclasses also inherit the builtin typ
 cli.py        run_cli: any GalhpcError/OSError -> one line on stderr, exit status 1
 world.py      World: rank, size, local rank, node, collectives; one table per launcher
 files.py      atomic writes (temp name, fsync, rename), cleanup of dead writers' temps,
-              read-only HDF5 opens without file locks
+              the one disk-full check
 inference.py  batched evaluation of a model over an array source
 
-Nothing here imports another galhpc module; mpi4py, horovod and h5py are imported where used.
+Nothing here imports another galhpc module; mpi4py and horovod are imported where used.
 """
 
 from galhpc.runtime.process import pick_device, progress, set_threads, setup_logging, start_mpi_rank
