@@ -44,8 +44,9 @@ def holdout_mask(n: int, holdout_fraction: float, seed: int) -> np.ndarray:
 
 
 def epoch_order(rows: np.ndarray, block_rows: int, epoch: int, seed: int, window_blocks: int) -> np.ndarray:
-    """The epoch's order of `rows` (sorted row numbers): blocks permuted, rows shuffled
-    within windows of `window_blocks` consecutive blocks.
+    """The epoch's order of `rows` (sorted row numbers).
+
+    Blocks permuted, rows shuffled within windows of `window_blocks` consecutive blocks.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
     block_of = rows // block_rows
@@ -119,6 +120,13 @@ class StoreLoader:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next iteration follows.
+
+        Parameters
+        ----------
+        epoch : int
+            Epoch number (the order is a pure function of it, the seed and the rank).
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -126,7 +134,13 @@ class StoreLoader:
         return full if self.drop_last or rest == 0 else full + 1
 
     def rank_rows(self) -> np.ndarray:
-        """This rank's rows of the current epoch, in order (equal count on every rank)."""
+        """The rows of the current epoch this rank reads, in order (equal count on every rank).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (per_rank,) int64 store rows.
+        """
         if self.shuffle:
             order = epoch_order(self.rows, self.block_rows, self.epoch, self.seed, self.window_blocks)
         else:
@@ -134,6 +148,18 @@ class StoreLoader:
         return order[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
 
     def batch_rows(self, batch_index: int) -> np.ndarray:
+        """The store rows of one batch of the current epoch on this rank.
+
+        Parameters
+        ----------
+        batch_index : int
+            Batch number within the epoch.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (<= batch_size,) int64.
+        """
         rows = self.rank_rows()
         return rows[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
 
@@ -178,9 +204,10 @@ class StoreLoader:
 
 
 def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """Where each requested column lives (`locate_column`): ({batch key: per-object dataset
-    path}, {key: shared array}); a shared column, e.g. one `psf` (h, w), rides unchanged in
-    every batch.
+    """Where each requested column lives (`locate_column`).
+
+    ({batch key: per-object dataset path}, {key: shared array}); a shared column, e.g. one `psf` (h, w), rides
+    unchanged in every batch.
     """
     per_object, shared, missing = {}, {}, []
     with open_h5_readonly(path) as f:

@@ -64,9 +64,21 @@ def _storable(name: str, values: np.ndarray) -> np.ndarray:
 
 
 def reject_summary(rejects: Iterable[Reject], examples: int = 4) -> str:
-    """One line counting rejects by reason (numbers in a reason are replaced by N), most
-    frequent first, e.g. "7 x image NxN is smaller than crop_size N (...); 2 x N NaN/inf
-    pixels: the centre pixel is bad".
+    """One line counting rejects by reason, most frequent first.
+
+    Numbers in a reason are replaced by N, e.g. "7 x image NxN is smaller than crop_size N
+    (...); 2 x N NaN/inf pixels: the centre pixel is bad".
+
+    Parameters
+    ----------
+    rejects : iterable of Reject
+        The objects prep refused.
+    examples : int
+        Most reasons named; the rest are counted together.
+
+    Returns
+    -------
+    str
     """
     import re
     from collections import Counter
@@ -175,9 +187,8 @@ class StoreWriter:
                 for sub in ds.values():
                     if sub.shape[0] < self.n:
                         sub.resize(self.n, axis=0)
-            elif name != fmt.PSF or self.psf_per_object:
-                if ds.shape[0] < self.n:
-                    ds.resize(self.n, axis=0)
+            elif (name != fmt.PSF or self.psf_per_object) and ds.shape[0] < self.n:
+                ds.resize(self.n, axis=0)
 
     def _add_psf(self, psf: np.ndarray, where: str) -> None:
         per_object = psf.ndim == 3
@@ -247,8 +258,9 @@ class StoreInfo:
 
 
 def locate_column(f: h5py.File, name: str, n: int) -> tuple[str, bool] | None:
-    """Where store column `name` lives in the open store `f` of `n` images, and whether it is
-    per object; None when there is none.
+    """Where store column `name` lives in the open store `f` of `n` images, and whether it is per object.
+
+    None when there is none.
 
     A label column (`labels/<name>`) first, else a root dataset other than `images` and
     `object_id`: per object when it is chunked with one row per image (`truth`, `masks`,
@@ -322,8 +334,9 @@ def flux_calibration(path: str | Path, max_values: int = FLUX_CALIBRATION_VALUES
 
 
 def describe_store(f: h5py.File, path: Path) -> StoreInfo:
-    """The StoreInfo of the store open as `f` (read from metadata, no pixels); a catalogue or
-    table (`galhpc.formats.kinds`) or a dataset needing a missing filter is refused.
+    """The StoreInfo of the store open as `f` (read from metadata, no pixels).
+
+    A catalogue or table (`galhpc.formats.kinds`) or a dataset needing a missing filter is refused.
     """
     require_kind(f, path, STORE, "a training-store reader (galhpc-train, galhpc-report --store)")
     check_filters(f, path)
@@ -352,8 +365,7 @@ PIXEL_SCALE_SOURCES = {"galsim": "galhpc.data.synth:SimOptions", "galsim_stars":
 
 
 def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[float | None, str]:
-    """(arcsec per pixel of a training store's images, a description of where it came from),
-    or (None, why it is not known).
+    """The pixel scale of a training store's images (arcsec per pixel) and where it came from.
 
     Every source of the prep config the store records must know its scale, and all must
     agree (relative 1e-6).  Simulated kinds (galsim, galsim_stars) draw at
@@ -362,6 +374,20 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
     in the label `wcs_pixel_scale` (already per stored pixel; see galhpc.data.fits), which
     must be known for every object of the source.  Real stamps record none.  With
     `image_size`, a store whose images have another size is not taken (not the model's store).
+
+    Parameters
+    ----------
+    path : str or Path
+        The store.
+    image_size : int, optional
+        The model's image size (pixels), to refuse another store.
+
+    Returns
+    -------
+    scale : float or None
+        Arcsec per stored pixel, or None when not known.
+    how : str
+        Where it came from, or why it is not known.
     """
     try:
         info = read_store_info(path)
@@ -456,12 +482,13 @@ class StoreReader:
         if self.images.ndim not in (3, 4):
             raise DataError(f"{self.path}: /images must be (N, H, W) or (N, C, H, W), got shape {self.images.shape}")
         self.n = self.images.shape[0]
-        self.object_id = self.file[fmt.OBJECT_ID] if fmt.OBJECT_ID in self.file else None
+        self.object_id = self.file.get(fmt.OBJECT_ID)
         if self.object_id is not None and self.object_id.shape != (self.n,):
             raise DataError(f"{self.path}: /object_id has shape {self.object_id.shape}, expected ({self.n},)")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image (C = 1 for a store of (N, H, W) images)."""
         shape = self.images.shape[1:]
         return (1, *shape) if len(shape) == 2 else tuple(shape)
 
@@ -477,6 +504,25 @@ class StoreReader:
             raise DataError(f"{self.path}: /images is empty")
 
     def read(self, start: int, stop: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Images and object ids of rows start, start + step, ... below stop.
+
+        Parameters
+        ----------
+        start, stop, step : int
+            The row range, as a slice.
+
+        Returns
+        -------
+        images : numpy.ndarray
+            Shape (n, C, H, W) float32.
+        object_id : numpy.ndarray
+            Shape (n,) int64 (the row numbers for a store without ``object_id``).
+
+        Raises
+        ------
+        DataError
+            If the read fails, naming the file and rows.
+        """
         try:
             images = np.asarray(self.images[start:stop:step], dtype=np.float32)
             ids = (np.asarray(self.object_id[start:stop:step], dtype=np.int64) if self.object_id is not None
@@ -486,9 +532,10 @@ class StoreReader:
         return images.reshape(len(images), *self.image_shape), ids
 
     def read_columns(self, names: Iterable[str], start: int, stop: int) -> dict[str, np.ndarray]:
-        """Store columns a model's `reconstruct` needs (e.g. per-object `psf`) for rows
-        start..stop-1: a per-object dataset (root or labels/) gives those rows, a shared one
-        (e.g. one PSF (h, w)) is returned whole.
+        """Store columns a model's `reconstruct` needs (e.g. per-object `psf`) for rows start..stop-1.
+
+        A per-object dataset (root or labels/) gives those rows, a shared one (e.g. one PSF (h, w)) is
+        returned whole.
         """
         out = {}
         for name in names:
@@ -512,4 +559,5 @@ class StoreReader:
                 "file_bytes": os.path.getsize(self.path), "object_id_sample_sha256": digest}
 
     def close(self) -> None:
+        """Close the store's file."""
         self.file.close()
