@@ -593,7 +593,7 @@ class Catalog(Reader):
         Parameters
         ----------
         column : str
-            A name of `columns`.
+            One of the per-object columns (`columns`).
 
         Returns
         -------

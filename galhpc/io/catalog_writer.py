@@ -399,7 +399,7 @@ def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
     Parameters
     ----------
     path : Path
-        The master file.
+        An existing output (a master file, or anything else found there).
 
     Returns
     -------

@@ -102,7 +102,7 @@ def remove_stale_temporaries(shard_dir: Path) -> int:
     Parameters
     ----------
     shard_dir : Path
-        The shard directory.
+        Where the run's shards are written.
 
     Returns
     -------
@@ -161,7 +161,7 @@ def read_manifest(shard_dir: Path) -> dict[str, Any] | None:
     Parameters
     ----------
     shard_dir : Path
-        The shard directory.
+        `<out>.shards` (its ``manifest.json`` is read).
 
     Returns
     -------
