@@ -58,7 +58,8 @@ def exportable_columns(cat: Catalog, columns: Sequence[str] | None = None) -> li
     cat : Catalog
         The catalogue to export.
     columns : sequence of str, optional
-        The columns asked for (default: all but images).
+        Columns asked for by name, in the order wanted; None exports every column but
+        the images.
 
     Returns
     -------

@@ -102,7 +102,7 @@ class CatalogColumns(Reader):
         Returns
         -------
         Path or None
-            None when neither names an existing file.
+            None when neither the override nor /meta ``checkpoint`` is an existing file.
 
         Raises
         ------
