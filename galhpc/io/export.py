@@ -56,7 +56,8 @@ def exportable_columns(cat: Catalog, columns: Sequence[str] | None = None) -> li
     Parameters
     ----------
     cat : Catalog
-        The catalogue to export.
+        The catalogue to export (its row shapes tell the images, of two or more
+        dimensions per row, apart).
     columns : sequence of str, optional
         Columns asked for by name, in the order wanted; None exports every column but
         the images.
