@@ -21,7 +21,23 @@ FLOORS: tuple[tuple[str, ...], ...] = (
 
 
 def floor_of(name: str) -> int:
-    """Floor index of a top-level galhpc module/package name (``"train"``, ``"runtime"``)."""
+    """Floor index of a top-level galhpc module/package name (``"train"``, ``"runtime"``).
+
+    Parameters
+    ----------
+    name : str
+        A top-level module or package of galhpc, without the ``galhpc.`` prefix.
+
+    Returns
+    -------
+    int
+        Its index in `FLOORS` (0: the lowest floor).
+
+    Raises
+    ------
+    KeyError
+        If `name` is on no floor.
+    """
     for index, names in enumerate(FLOORS):
         if name in names:
             return index
