@@ -33,7 +33,27 @@ _FLIP_KEY = 0xF11B
 
 
 def holdout_mask(n: int, holdout_fraction: float, seed: int) -> np.ndarray:
-    """Boolean (n,): which rows are held out; a pure function of (seed, fraction, n)."""
+    """Boolean (n,): which rows are held out; a pure function of (seed, fraction, n).
+
+    Parameters
+    ----------
+    n : int
+        Rows of the store.
+    holdout_fraction : float
+        In [0, 1).
+    seed : int
+        The run's seed.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n,) bool, round(n * holdout_fraction) True.
+
+    Raises
+    ------
+    ValueError
+        A fraction outside [0, 1).
+    """
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
     n_hold = int(round(n * holdout_fraction))
@@ -47,6 +67,22 @@ def epoch_order(rows: np.ndarray, block_rows: int, epoch: int, seed: int, window
     """The epoch's order of `rows` (sorted row numbers).
 
     Blocks permuted, rows shuffled within windows of `window_blocks` consecutive blocks.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        Shape (m,) int64, sorted store rows (a split).
+    block_rows : int
+        Rows per block (the store's chunk height).
+    epoch, seed : int
+        Key the order.
+    window_blocks : int
+        Blocks whose rows are shuffled together.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (m,) int64, a permutation of `rows`.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
     block_of = rows // block_rows
@@ -167,7 +203,18 @@ class StoreLoader:
         return self.iter_from(0)
 
     def iter_from(self, batch_index: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches batch_index, batch_index + 1, ... of the current epoch."""
+        """Batches batch_index, batch_index + 1, ... of the current epoch.
+
+        Parameters
+        ----------
+        batch_index : int
+            The first batch to yield (0: the whole epoch).
+
+        Yields
+        ------
+        dict
+            "image" (B, C, H, W) float32 tensor, "object_id" and "index" (B,) int64, and the label columns.
+        """
         rows = self.rank_rows()
         n_batches = len(self)
         with open_h5_readonly(self.path) as f:

@@ -155,7 +155,22 @@ class StoreWriter:
         ds[start:] = values.astype(ds.dtype, copy=False)
 
     def append(self, block: Block, source_index: int = 0) -> None:
-        """Add a block's objects (and rejects); labels missing from it are filled (NaN/-1/b"")."""
+        """Add a block's objects (and rejects); labels missing from it are filled (NaN/-1/b"").
+
+        Parameters
+        ----------
+        block : Block
+            Images (n, H, W) or (n, C, H, W), object ids, labels and extras of n objects.
+        source_index : int
+            Which prep source they came from (label ``source_index``).
+
+        Raises
+        ------
+        DataError
+            A column whose row shape differs from earlier blocks', or mixed PSF kinds.
+        OSError
+            A failed write (a full disk names the store).
+        """
         self.rejects.extend(block.rejects)
         n = len(block)
         if n == 0:
@@ -213,7 +228,20 @@ class StoreWriter:
             group.create_dataset(field, data=np.array(values, dtype="S256"))
 
     def close(self) -> Path:
-        """Finish the file and rename it to its final name; returns the path."""
+        """Finish the file and rename it to its final name; returns the path.
+
+        Returns
+        -------
+        Path
+            The published store.
+
+        Raises
+        ------
+        DataError
+            No objects were written.
+        OSError
+            The file could not be finished (a full disk names the store).
+        """
         if self.n == 0:
             self.abort()
             why = f": {reject_summary(self.rejects)}" if self.rejects else ""
@@ -266,6 +294,20 @@ def locate_column(f: h5py.File, name: str, n: int) -> tuple[str, bool] | None:
     `object_id`: per object when it is chunked with one row per image (`truth`, `masks`,
     per-object `psf`), else shared by every image (one `psf` (h, w)).  The loader, the
     catalogue jobs and the report all find columns by this one rule.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The store, open for reading.
+    name : str
+        A label or dataset name.
+    n : int
+        Number of images N.
+
+    Returns
+    -------
+    tuple of (str, bool) or None
+        (dataset path, per object).
     """
     if fmt.label_path(name) in f:
         return fmt.label_path(name), True
@@ -276,7 +318,23 @@ def locate_column(f: h5py.File, name: str, n: int) -> tuple[str, bool] | None:
 
 
 def read_store_info(path: str | Path) -> StoreInfo:
-    """Open a store and describe it; a missing or foreign file gives a DataError naming it."""
+    """Open a store and describe it; a missing or foreign file gives a DataError naming it.
+
+    Parameters
+    ----------
+    path : str or Path
+        A training store written by galhpc-prep.
+
+    Returns
+    -------
+    StoreInfo
+        Read from its metadata (no pixels).
+
+    Raises
+    ------
+    DataError
+        Missing, not HDF5, or not a store.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"store not found: {path}")
@@ -337,6 +395,23 @@ def describe_store(f: h5py.File, path: Path) -> StoreInfo:
     """The StoreInfo of the store open as `f` (read from metadata, no pixels).
 
     A catalogue or table (`galhpc.formats.kinds`) or a dataset needing a missing filter is refused.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The store, open for reading.
+    path : Path
+        Its name, for messages.
+
+    Returns
+    -------
+    StoreInfo
+        Its N, image shape, label names, PSF shape, rejects and prep config.
+
+    Raises
+    ------
+    DataError
+        No images/object_id; `FileKindError` for another kind of file or a missing filter.
     """
     require_kind(f, path, STORE, "a training-store reader (galhpc-train, galhpc-report --store)")
     check_filters(f, path)
@@ -493,7 +568,22 @@ class StoreReader:
         return (1, *shape) if len(shape) == 2 else tuple(shape)
 
     def check_fits(self, model_name: str, channels: int, image_size: int) -> None:
-        """Refuse images of another shape than the model's (C, H, W) = (channels, size, size)."""
+        """Refuse images of another shape than the model's (C, H, W) = (channels, size, size).
+
+        Parameters
+        ----------
+        model_name : str
+            For the message.
+        channels : int
+            C the model expects.
+        image_size : int
+            H = W the model expects (pixels).
+
+        Raises
+        ------
+        DataError
+            Another shape, or no images.
+        """
         c, h, w = self.image_shape
         if (c, h, w) != (channels, image_size, image_size):
             raise DataError(
@@ -536,6 +626,23 @@ class StoreReader:
 
         A per-object dataset (root or labels/) gives those rows, a shared one (e.g. one PSF (h, w)) is
         returned whole.
+
+        Parameters
+        ----------
+        names : iterable of str
+            Store columns (`locate_column`).
+        start, stop : int
+            The row range.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            (stop - start, ...) per object, or the shared array whole.
+
+        Raises
+        ------
+        DataError
+            A column the store lacks, or a failed read.
         """
         out = {}
         for name in names:
@@ -551,7 +658,14 @@ class StoreReader:
         return out
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the input's content cheaply (no full read): shapes, size, id samples."""
+        """What identifies the input's content cheaply (no full read): shapes, size, id samples.
+
+        Returns
+        -------
+        dict of str to Any
+            ``images_shape``, ``images_dtype``, ``file_bytes`` and ``object_id_sample_sha256``
+            (of the first and last 1000 ids).
+        """
         head = self.read(0, min(self.n, 1000))[1]
         tail = self.read(max(0, self.n - 1000), self.n)[1]
         digest = hashlib.sha256(head.tobytes() + tail.tobytes()).hexdigest()
