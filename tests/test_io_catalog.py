@@ -201,9 +201,9 @@ def test_more_shards_than_the_open_file_limit(catalogues, tmp_path):
             assert len(cat.shards) == 100, len(cat.shards)
             rows = np.random.default_rng(0).permutation(len(cat))
             for name in oracle.files:
-                nan = oracle[name].dtype.kind == "f"
-                assert np.array_equal(cat.read(name), oracle[name], equal_nan=nan), name
-                assert np.array_equal(cat.read(name, rows), oracle[name][rows], equal_nan=nan), name
+                assert np.array_equal(cat.read(name), oracle[name], equal_nan=oracle[name].dtype.kind == "f"), name
+                assert np.array_equal(cat.read(name, rows), oracle[name][rows],
+                                      equal_nan=oracle[name].dtype.kind == "f"), name
             print("open files at most", cat._pool.size)
         with h5py.File({str(out)!r}, "r") as f:
             ids = f["object_id"][()]
@@ -259,3 +259,17 @@ def test_iter_blocks_shares_the_shards_between_ranks(catalogues):
     starts = {**shares[0], **shares[1]}
     assert _same(np.concatenate([starts[k] for k in sorted(starts)]), oracle)
     assert {k // S_ENC for k in shares[1]} == {1, 3}  # shards k % 2 == 1
+
+
+def test_the_masters_small_groups_are_read_through_the_catalog(catalogues):
+    """`Catalog.groups` / `read_group` (the post-hoc GMM of galhpc-encode): oracle, the master read with h5py."""
+    with h5py.File(catalogues["clusters"], "r") as f:
+        expected = {k: v[()] for k, v in f["gmm"].items()}
+    with open_catalog(catalogues["clusters"]) as cat:
+        assert cat.groups == ["gmm"]
+        got = cat.read_group("gmm")
+        assert set(got) == set(expected) and all(np.array_equal(got[k], expected[k]) for k in expected)
+        with pytest.raises(KeyError, match="no group 'meta'"):
+            cat.read_group("meta")
+    with open_catalog(catalogues["synth"]) as cat:
+        assert cat.groups == []

@@ -13,7 +13,7 @@ import torch
 from test_search_topk import brute_force
 
 from galhpc.cli.search import main as search_main
-from galhpc.search.output import read_table
+from galhpc.io.table import read_table
 from galhpc.search.run import search_catalog
 from galhpc.search.source import CatalogColumns, SearchInputError
 
