@@ -113,6 +113,7 @@ def check_store_recipe(store: str | Path, model: GalaxyModel) -> None:
     """
     from galhpc.config import config_from_yaml_text
     from galhpc.data.store import StoreReader, locate_column, read_store_info
+    from galhpc.formats import store as store_format
 
     info = read_store_info(store)
     try:
@@ -121,7 +122,7 @@ def check_store_recipe(store: str | Path, model: GalaxyModel) -> None:
         recipe = []
     reader = StoreReader(store)
     try:
-        datasets = {name for name in reader.file if name in ("images", "object_id")
+        datasets = {name for name in reader.file if name in store_format.CORE
                     or locate_column(reader.file, name, reader.n) is not None}
     finally:
         reader.close()
