@@ -22,8 +22,6 @@ import pytest
 from galhpc.train.preemption import STOP_MARKER_ENV, mark_stopped
 
 sys.path.insert(0, str(Path(__file__).parent))
-import contextlib
-
 from tiny_run import read_checkpoint, resume_to_the_end, stop_after_first_epoch, write_tiny_run  # noqa: E402
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
