@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import torch
 
-from galhpc.checkpoint import load_model, save_checkpoint
+from galhpc.checkpoint import checkpoint_config, load_model, read_checkpoint, save_checkpoint
 from galhpc.config import config_from_dict
 from galhpc.data.store import StoreReader
 from galhpc.inference.driver import WriteOptions
@@ -67,14 +67,14 @@ def write_options(args: argparse.Namespace) -> WriteOptions:
 
 
 def run_generate(ckpt: Path, out: Path, args: argparse.Namespace, world: World):
-    model, cfg, _ = load_model(ckpt)
+    model, cfg = load_model(ckpt), checkpoint_config(read_checkpoint(ckpt))
     options = GenerateOptions(n=args.n, batch_size=args.batch_size, dtype=args.dtype)
     return generate_catalog(model, options, out, write=write_options(args), world=world, device=CPU,
                             checkpoint=ckpt, checkpoint_sha256="bench", config_yaml=cfg.to_yaml())
 
 
 def run_encode(ckpt: Path, store: Path, out: Path, args: argparse.Namespace, world: World):
-    model, cfg, _ = load_model(ckpt)
+    model, cfg = load_model(ckpt), checkpoint_config(read_checkpoint(ckpt))
     options = EncodeOptions(batch_size=args.batch_size, gmm_components=8, gmm_fit_objects=min(args.n, 4000))
     return encode_catalog(model, store, options, out, write=write_options(args), world=world, device=CPU,
                           channels=cfg.model.channels, image_size=cfg.model.image_size, checkpoint=ckpt,
@@ -83,7 +83,7 @@ def run_encode(ckpt: Path, store: Path, out: Path, args: argparse.Namespace, wor
 
 def model_only_generate(ckpt: Path, args: argparse.Namespace, start: int = 0, stop: int | None = None) -> float:
     """objects/s of model.sample on the same blocks, results dropped (no I/O)."""
-    model, _, _ = load_model(ckpt)
+    model = load_model(ckpt)
     stop = args.n if stop is None else stop
     began = time.perf_counter()
     with torch.inference_mode():
@@ -94,7 +94,7 @@ def model_only_generate(ckpt: Path, args: argparse.Namespace, start: int = 0, st
 
 def model_only_encode(ckpt: Path, store: Path, args: argparse.Namespace, gmm_dir: Path) -> float:
     """objects/s of encode + decode(μ) + γ on batches already in memory (no I/O)."""
-    model, _, _ = load_model(ckpt)
+    model = load_model(ckpt)
     reader = StoreReader(store)
     job = EncodeJob(model, reader, EncodeOptions(batch_size=args.batch_size), CPU)
     job.start(gmm_dir)  # the GMM the end-to-end run fitted

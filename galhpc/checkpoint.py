@@ -90,19 +90,69 @@ def assemble_model(cfg: ModelConfig) -> GalaxyModel:
     collaborators: dict[str, Any] = {}
     vqvae_path = cfg.params.get("vqvae_checkpoint") if cfg.name == "vqvae_prior" else None
     if vqvae_path is not None and Path(vqvae_path).is_file():
-        collaborators["vqvae"], _, _ = load_model(vqvae_path, expect="vqvae")
+        collaborators["vqvae"] = load_model(vqvae_path, expect="vqvae")
     if cfg.name == "vqvae" and (psf_image := read_psf(cfg.params.get("psf"))) is not None:
         collaborators["psf_image"] = psf_image
     return build_model(cfg, **collaborators)
 
 
-def load_model(path: str | Path, expect: str | None = None, map_location: str | torch.device = "cpu"):
-    """Rebuild the model a checkpoint holds; returns (model in eval mode, config, payload).
+def load_model(path: str | Path, device: str | torch.device = "cpu", *, expect: str | None = None,
+               payload: dict[str, Any] | None = None) -> GalaxyModel:
+    """Rebuild the model a galhpc checkpoint holds, in eval mode.
 
-    `expect` names the model the caller needs; another model is refused with a message
-    naming both, as is a state dict that does not fit the config's shapes.
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint written by `galhpc-train` (``run/ckpt.pt``).  It carries the run's
+        config, so nothing else is needed.
+    device : str or torch.device, optional
+        Where to put the weights (default ``"cpu"``).
+    expect : str, optional
+        The registry name of the model the caller needs; a checkpoint of another model is
+        refused with a message naming both.
+    payload : dict, optional
+        The checkpoint already read (`read_checkpoint`), so a caller that also needs its
+        config (`checkpoint_config`) reads the file once.
+
+    Returns
+    -------
+    galhpc.models.base.GalaxyModel
+        A `torch.nn.Module` in eval mode with ``encode(x)`` (x: (B, C, H, W) float32 in
+        the training store's pixel units; returns an encoding with ``mu`` (B, L)),
+        ``decode(z)`` -> (B, C, H, W), ``reconstruct(x)`` and, for generative models,
+        ``sample(n, generator, **conditions)`` -> an object with ``images`` (n, C, H, W)
+        float32, ``z`` and ``component`` (int, -1 without a mixture).  ``model.name``
+        is the registry name (``"astrovader"``, ``"vae"``, ``"vqvae"``, ...).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated, not a galhpc checkpoint, holds another model
+        than `expect`, or its weights do not fit its config.
+
+    See Also
+    --------
+    read_checkpoint, checkpoint_config : the raw payload and the run config.
+
+    References
+    ----------
+    The models and their papers are listed in docs/models.md, among them [1]_ and [2]_.
+
+    .. [1] Spindler, A., Geach, J. E., & Smith, M. J. (2021), "AstroVaDEr: astronomical
+       variational deep embedder for unsupervised morphological classification of
+       galaxies and synthetic image generation", MNRAS 502, 985.
+    .. [2] van den Oord, A., Vinyals, O., & Kavukcuoglu, K. (2017), "Neural discrete
+       representation learning", NeurIPS 30.
+
+    Examples
+    --------
+    >>> model = load_model("run/ckpt.pt")                            # doctest: +SKIP
+    >>> out = model.sample(16, torch.Generator().manual_seed(0))     # doctest: +SKIP
+    >>> out.images.shape                                             # doctest: +SKIP
+    torch.Size([16, 1, 64, 64])
     """
-    payload = read_checkpoint(path, map_location)
+    if payload is None:
+        payload = read_checkpoint(path, device)
     cfg = checkpoint_config(payload, path)
     name = payload.get("model_name", cfg.model.name)
     if expect is not None and name != expect:
@@ -112,8 +162,7 @@ def load_model(path: str | Path, expect: str | None = None, map_location: str | 
         model.load_state_dict(payload["model_state"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit model {name!r} of its config: {err}") from err
-    model.eval()
-    return model, cfg, payload
+    return model.to(device).eval()
 
 
 def recorded_pixel_scale(payload: dict[str, Any]) -> tuple[float | None, str] | None:

@@ -182,7 +182,7 @@ class _ThreadComm:
 def test_shards_follow_the_global_rank_on_a_multi_host_world(ckpts, tmp_path):
     """Two hosts with two ranks each (rank 0..3, local_rank 0,1,0,1): every shard is written
     exactly once, and the catalogue is the one-rank catalogue."""
-    model, _, _ = load_model(ckpts["av"])
+    model = load_model(ckpts["av"])
     options = GenerateOptions(n=300, seed=5, batch_size=32)
     write = WriteOptions(shard_size=32)
     one = tmp_path / "one.h5"

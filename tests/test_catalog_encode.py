@@ -67,7 +67,7 @@ def test_columns_match_the_model_and_the_stored_post_hoc_gmm(files, tmp_path):
         gmm = {k: torch.from_numpy(f["gmm"][k][()]) for k in ("log_pi", "mu", "var")}
         assert f["meta"].attrs["gmm"] == "post-hoc"
     assert np.array_equal(cat["object_id"], ids)
-    model, _, _ = load_model(files["vae"])
+    model = load_model(files["vae"])
     with torch.inference_mode():
         for lo in range(0, N, 64):  # the batch grid of the run: bit-identical
             x = torch.from_numpy(images[lo:lo + 64, None])
@@ -91,7 +91,7 @@ def test_columns_match_the_model_and_the_stored_post_hoc_gmm(files, tmp_path):
 def test_post_hoc_gmm_is_the_documented_fit_and_is_reused_on_resume(files, tmp_path):
     out = tmp_path / "e.h5"
     encode(files["vae"], files["store"], out)
-    model, _, _ = load_model(files["vae"])
+    model = load_model(files["vae"])
     with h5py.File(files["store"]) as f:
         strided = torch.from_numpy(f["images"][::2][:300, None])  # N // fit_objects = 2
     with torch.inference_mode():
@@ -113,7 +113,7 @@ def test_mixture_model_uses_its_own_gamma(files, tmp_path):
     out = tmp_path / "a.h5"
     encode(files["av"], files["store"], out)
     cat = read_all(out)
-    model, _, _ = load_model(files["av"])
+    model = load_model(files["av"])
     with h5py.File(files["store"]) as f:
         x = torch.from_numpy(f["images"][:64])[:, None]
     with torch.inference_mode():

@@ -69,7 +69,7 @@ def test_objects_are_model_samples_keyed_by_block_seed(ckpt, tmp_path):
     cat = read_all(tmp_path / "s.h5")
     assert cat["images"].shape == (150, 16, 16) and cat["images"].dtype == np.float32
     assert np.array_equal(cat["object_id"], np.arange(150))
-    model, _, _ = load_model(ckpt)
+    model = load_model(ckpt)
     with torch.inference_mode():
         for start in range(0, 150, 32):  # blocks of the batch grid
             stop = min(start + 32, 150)

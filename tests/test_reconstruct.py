@@ -283,7 +283,7 @@ def test_training_logs_holdout_mse_in_observed_space(tmp_path):
     train(cfg)
     with open(tmp_path / "run" / "losses.csv") as f:
         logged = float(list(csv.DictReader(f))[-1]["holdout_mse"])
-    model, _, _ = load_model(tmp_path / "run" / "ckpt.pt")
+    model = load_model(tmp_path / "run" / "ckpt.pt")
     model.eval()
     loader = StoreLoader(store, 16, split="holdout", holdout_fraction=0.25, seed=cfg.train.seed, shuffle=False,
                          drop_last=False, label_columns=["psf"])

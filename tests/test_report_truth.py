@@ -247,7 +247,7 @@ def test_report_truth_section_on_a_separate_held_out_store(tiny_run, tmp_path, m
     # recompute the model's and the baseline's NMI from the held-out store here
     with h5py.File(root / "held.h5") as f:
         images, classes = f["images"][:][:, None], f["labels/morph_class"][:]
-    model = load_model(ckpt)[0]
+    model = load_model(ckpt)
     mu, _ = encode(model, images)
     with torch.no_grad():
         comp = model.cluster_probs(torch.from_numpy(mu)).argmax(1).numpy()

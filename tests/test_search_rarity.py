@@ -86,7 +86,7 @@ def test_report_rarity_section_shows_the_planted_outliers(tmp_path):
     encode(ckpt, store, tmp_path / "clusters.h5", shard_size=256)
     rng = np.random.default_rng(0)
     cs = sampling.read_clusters(tmp_path / "clusters.h5", 10_000, rng)
-    inp = Inputs(model=load_model(ckpt)[0], clusters=cs, store_path=str(store),
+    inp = Inputs(model=load_model(ckpt), clusters=cs, store_path=str(store),
                  member_rows=sampling.store_rows_for_ids(store, cs.object_id, guess_rows=cs.rows),
                  store_images=lambda rows: sampling.read_store_images(store, rows))
     figs = Figures(tmp_path)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         world = start_mpi_rank(args.threads)
         catalog = CatalogColumns(args.catalog)
         ckpt = catalog.checkpoint_path(args.checkpoint)  # refuses another model's checkpoint
-        model = load_model(ckpt)[0] if ckpt is not None else None
+        model = load_model(ckpt) if ckpt is not None else None
         if model is None:
             log.warning("no checkpoint found (%s): nll_prior uses the catalogue's GMM or N(0, I)",
                         args.checkpoint or catalog.meta.get("checkpoint"))

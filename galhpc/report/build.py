@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from galhpc.checkpoint import check_catalogue_checkpoint, load_model
+from galhpc.checkpoint import check_catalogue_checkpoint, checkpoint_config, load_model, read_checkpoint
 from galhpc.config import TrainConfig
 from galhpc.data.loader import holdout_mask
 from galhpc.io.catalog import open_catalog
@@ -65,7 +65,9 @@ def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path 
     (the trainer's holdout split of the sampled catalogue rows).
     """
     check_inputs(checkpoint, clusters, store, synth, holdout_store)
-    model, cfg, payload = load_model(checkpoint)
+    payload = read_checkpoint(checkpoint)
+    cfg = checkpoint_config(payload, checkpoint)
+    model = load_model(checkpoint, payload=payload)
     cs = sampling.read_clusters(clusters, opt.max_objects, rng)
     inp = Inputs(model=model, clusters=cs, loss_rows=read_loss_history(checkpoint, payload))
     info: dict[str, Any] = {

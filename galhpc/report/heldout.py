@@ -214,7 +214,7 @@ def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, n: int = 1000
     from galhpc.checkpoint import load_model
     from galhpc.report import truth
 
-    model, cfg, _ = load_model(checkpoint)
+    model = load_model(checkpoint)
     model.eval()
     rng = np.random.default_rng(seed)
     rows = sampling.sample_rows(sampling.store_size(store), n, rng)
