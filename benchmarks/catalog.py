@@ -33,9 +33,9 @@ import torch
 from galhpc.checkpoint import checkpoint_config, load_model, read_checkpoint, save_checkpoint
 from galhpc.config import config_from_dict
 from galhpc.data.store import StoreReader
-from galhpc.inference.driver import WriteOptions
-from galhpc.inference.encode import EncodeJob, EncodeOptions, encode_catalog
-from galhpc.inference.generate import GenerateOptions, generate_catalog
+from galhpc.inference.encode import EncodeJob, encode_catalog
+from galhpc.inference.generate import generate_catalog
+from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions
 from galhpc.models import build_model
 from galhpc.runtime.world import World, mpi_world
 
@@ -63,20 +63,20 @@ def make_inputs(root: Path, n: int, image_size: int, latent_dim: int) -> tuple[P
 
 
 def write_options(args: argparse.Namespace) -> WriteOptions:
-    return WriteOptions(shard_size=args.shard_size, compression=args.compression, overwrite=True)
+    return OutputOptions(shard_size=args.shard_size, compression=args.compression, overwrite=True)
 
 
 def run_generate(ckpt: Path, out: Path, args: argparse.Namespace, world: World):
     model, cfg = load_model(ckpt), checkpoint_config(read_checkpoint(ckpt))
     options = GenerateOptions(n=args.n, batch_size=args.batch_size, dtype=args.dtype)
-    return generate_catalog(model, options, out, write=write_options(args), world=world, device=CPU,
+    return generate_catalog(model, options, out, output=write_options(args), world=world, device=CPU,
                             checkpoint=ckpt, checkpoint_sha256="bench", config_yaml=cfg.to_yaml())
 
 
 def run_encode(ckpt: Path, store: Path, out: Path, args: argparse.Namespace, world: World):
     model, cfg = load_model(ckpt), checkpoint_config(read_checkpoint(ckpt))
     options = EncodeOptions(batch_size=args.batch_size, gmm_components=8, gmm_fit_objects=min(args.n, 4000))
-    return encode_catalog(model, store, options, out, write=write_options(args), world=world, device=CPU,
+    return encode_catalog(model, store, options, out, output=write_options(args), world=world, device=CPU,
                           channels=cfg.model.channels, image_size=cfg.model.image_size, checkpoint=ckpt,
                           checkpoint_sha256="bench", config_yaml=cfg.to_yaml())
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from galhpc.inference.driver import auto_shard_size, effective_shard_size, legacy_auto_shard_size
-from galhpc.inference.generate import GenerateOptions, component_segments, sample_blocks
+from galhpc.inference.generate import component_segments, sample_blocks
 from galhpc.inference.h5out import ShardWriter, WriteBehind, parse_compression, write_master
+from galhpc.inference.options import GenerateOptions
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.inference.shards import (
     CatalogError,

@@ -15,6 +15,7 @@ from test_catalog_generate import make_checkpoint
 
 from galhpc.cli.export import main as export_main
 from galhpc.inference.encode import encode_from_checkpoint
+from galhpc.inference.options import EncodeOptions, OutputOptions
 from galhpc.io.catalog import Catalog, open_catalog
 from galhpc.io.export import export_fits, export_parquet
 
@@ -27,8 +28,7 @@ def clusters(tmp_path_factory):
     store = write_store(root / "store.h5", n=N)
     ckpt = make_checkpoint(root / "vae.pt", "vae")
     out = root / "clusters.h5"
-    encode_from_checkpoint(ckpt, store, out, batch_size=64, shard_size=S, gmm_components=4, gmm_fit_objects=200,
-                           threads=1, device="cpu")
+    encode_from_checkpoint(ckpt, store, out, EncodeOptions(batch_size=64, gmm_components=4, gmm_fit_objects=200), OutputOptions(shard_size=S, threads=1, device="cpu"))
     shards = sorted((root / "clusters.h5.shards").glob("[0-9]*.h5"))
     oracle = {}
     for path in shards:

@@ -12,16 +12,26 @@ import argparse
 import logging
 import sys
 
+from galhpc.cli.common import command_parser
+
 log = logging.getLogger("galhpc.cli.export")
 
 
+DESCRIPTION = (
+    "Write the scalar and vector columns of a galhpc catalogue (galhpc-encode/galhpc-generate "
+    "output) to a FITS binary table (TOPCAT, astropy) and/or to one VOParquet file with units (TOPCAT, "
+    "astropy, pyarrow, pandas), streaming one shard at a time. Every shard is verified first."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="galhpc-export",
-        description="Write the scalar and vector columns of a galhpc catalogue (galhpc-encode/galhpc-generate "
-        "output) to a FITS binary table (TOPCAT, astropy) and/or to one VOParquet file with units (TOPCAT, "
-        "astropy, pyarrow, pandas), streaming one shard at a time. Every shard is verified first.",
-    )
+    """The parser of galhpc-export.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    p = command_parser("galhpc-export", DESCRIPTION)
     p.add_argument("catalog", help="the catalogue's master file, e.g. clusters.h5")
     p.add_argument("--fits", metavar="FILE", help="FITS file to write (one BINTABLE extension, CATALOG)")
     p.add_argument("--parquet", metavar="FILE", help="Parquet file to write (one row group per shard, VOParquet "
@@ -47,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run galhpc-export.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 done, 1 an error, 2 a bad command line.
+    """
     p = build_parser()
     args = p.parse_args(argv)
     from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy

@@ -1,5 +1,6 @@
-"""galhpc-fidelity: do a generator's galaxies pass for real?  Generated against held-out real
-stamps, beside the real-vs-real floor (docs/models.md, "Fidelity").
+"""galhpc-fidelity: score whether a generator's galaxies pass for real.
+
+Generated stamps against held-out real ones, beside the real-vs-real floor (docs/models.md, "Fidelity").
 
     galhpc-fidelity --checkpoint run/ckpt.pt --out fidelity/
     galhpc-fidelity --synth synth.h5 --store data/store.h5 --real-store data/heldout.h5 --out fidelity/
@@ -12,21 +13,29 @@ import logging
 import sys
 from pathlib import Path
 
-from galhpc.runtime.cli import run_cli
+from galhpc.cli.common import command_parser, run_command
 
 log = logging.getLogger("galhpc.cli.fidelity")
 
 
+DESCRIPTION = (
+    "Score generated galaxy stamps against held-out real ones measured the same way (noise added "
+    "up to the real sky sigma): per statistic (statmorph C, A, S, Gini, M20, ellipticity, r_half, Sersic n, "
+    "flux, mean surface brightness inside r_half, power-spectrum bands) the KS and Wasserstein distances with "
+    "bootstrap errors beside the same numbers for two halves of the real set; a classifier two-sample test "
+    "(gradient boosting, 5-fold AUC); a memorisation check (nearest training stamp). Writes fidelity.fits, "
+    "fidelity.csv, fidelity.json, stamps.fits, histograms.png and nearest.png."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="galhpc-fidelity",
-        description="Score generated galaxy stamps against held-out real ones measured the same way (noise added "
-        "up to the real sky sigma): per statistic (statmorph C, A, S, Gini, M20, ellipticity, r_half, Sersic n, "
-        "flux, mean surface brightness inside r_half, power-spectrum bands) the KS and Wasserstein distances with "
-        "bootstrap errors beside the same numbers for two halves of the real set; a classifier two-sample test "
-        "(gradient boosting, 5-fold AUC); a memorisation check (nearest training stamp). Writes fidelity.fits, "
-        "fidelity.csv, fidelity.json, stamps.fits, histograms.png and nearest.png.",
-    )
+    """The parser of galhpc-fidelity.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    p = command_parser("galhpc-fidelity", DESCRIPTION)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="sample the generated stamps from this model")
     src.add_argument("--synth", type=Path, help="take the generated stamps from this galhpc-generate catalogue")
@@ -56,9 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run galhpc-fidelity.
 
-    def body() -> None:
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 done, 1 an error, 2 a bad command line.
+    """
+
+    def body(args: argparse.Namespace) -> None:
         from galhpc.fidelity.morphology import default_processes
         from galhpc.fidelity.run import FidelityOptions, run_fidelity
         from galhpc.fidelity.sampling import SamplingOptions
@@ -90,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                      result.memorisation["ks_p"], result.memorisation["median_ratio"])
         log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
 
-    return run_cli("galhpc-fidelity", body)
+    return run_command(build_parser(), argv, body)
 
 
 if __name__ == "__main__":

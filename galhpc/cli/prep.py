@@ -8,19 +8,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from galhpc.cli.common import command_parser, run_command
 from galhpc.runtime import setup_logging
-from galhpc.runtime.cli import add_deprecated_alias, run_cli
+from galhpc.runtime.cli import add_deprecated_alias
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="galhpc-prep",
-        description="Prepare a training store (HDF5) from the `prep` section of a run config.",
-    )
+    """The parser of galhpc-prep.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    parser = command_parser("galhpc-prep", "Prepare a training store (HDF5) from the `prep` section of a run config.")
     parser.add_argument("--config", required=True, help="run config YAML; its `prep` section is used")
     parser.add_argument("--out", help="store path to write (default: prep.output of the config)")
     add_deprecated_alias(parser, "--output", "--out", dest="out")
-    parser.add_argument("--on-error", choices=["skip", "raise"], help="bad objects: record as rejects, or stop (default: prep.on_error)")
+    parser.add_argument("--on-error", choices=["skip", "raise"],
+                        help="bad objects: record as rejects, or stop (default: prep.on_error)")
     parser.add_argument("--workers", type=int, help="processes for simulated sources (default: prep.workers)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                         help="override a config value (repeatable), e.g. --set prep.sources.0.n=300")
@@ -29,10 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(level=args.log_level)
+    """Run galhpc-prep.
 
-    def body() -> None:
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 done, 1 an error, 2 a bad command line.
+    """
+
+    def body(args: argparse.Namespace) -> None:
         from galhpc.config import load_config
         from galhpc.data.prep import run_prep
         from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
@@ -43,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.prep.workers = args.workers
         print(run_prep(cfg.prep, output=args.out, on_error=args.on_error))
 
-    return run_cli("galhpc-prep", body)
+    return run_command(build_parser(), argv, body, lambda _, args: setup_logging(level=args.log_level))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from galhpc.cli.catalog_options import add_threads_option
-from galhpc.runtime.cli import run_cli
+from galhpc.cli.common import add_catalog_input, add_table_output, command_parser, run_command
+from galhpc.inference.options import add_threads_option
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,16 +20,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("galhpc.cli.rarity")
 
 
+DESCRIPTION = (
+    "Rank the unusual objects of an encoded catalogue: nll_prior (-log p(mu) under the model's mixture prior, the "
+    "catalogue's post-hoc GMM, or N(0, I)), knn_distance (to the k-th nearest neighbour in mu among a reference "
+    "sample) and recon_chi2 (recon_mse / noise sigma^2 per pixel). Higher is rarer. Writes a table (.h5/.hdf5, "
+    ".fits or .csv)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="galhpc-rarity",
-        description="Rank the unusual objects of an encoded catalogue: nll_prior (-log p(mu) under the model's "
-        "mixture prior, the catalogue's post-hoc GMM, or N(0, I)), knn_distance (to the k-th nearest neighbour "
-        "in mu among a reference sample) and recon_chi2 (recon_mse / noise sigma^2 per pixel). Higher is rarer. "
-        "Writes a table (.h5/.hdf5, .fits or .csv).",
-    )
-    p.add_argument("--catalog", required=True, type=Path, help="encoded catalogue (galhpc-encode master file)")
-    p.add_argument("--out", required=True, type=Path, help="score table: .h5/.hdf5, .fits or .csv")
+    """The parser of galhpc-rarity.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    p = command_parser("galhpc-rarity", DESCRIPTION)
+    add_catalog_input(p)
+    add_table_output(p, "score table")
     p.add_argument("--k", type=int, default=10, help="neighbour whose distance is knn_distance (default 10)")
     p.add_argument("--reference", type=int, default=200_000,
                    help="reference rows for knn_distance: all up to this many, else an evenly strided sample")
@@ -40,9 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run galhpc-rarity.
 
-    def body() -> None:
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 done, 1 an error, 2 a bad command line.
+    """
+
+    def body(args: argparse.Namespace) -> None:
         from galhpc.checkpoint import load_model
         from galhpc.report.heldout import noise_sigma
         from galhpc.runtime import start_mpi_rank
@@ -71,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         rarity_scores(args.catalog, args.out, k=args.k, reference=args.reference, model=model, noise=noise,
                       world=world)
 
-    return run_cli("galhpc-rarity", body)
+    return run_command(build_parser(), argv, body)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from galhpc.cli.common import command_parser
 from galhpc.runtime import set_threads, setup_logging
 from galhpc.runtime.cli import run_cli
 
@@ -13,10 +14,21 @@ log = logging.getLogger("galhpc.report")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line of galhpc-report.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    argparse.Namespace
+    """
     from galhpc.report.options import ReportOptions
 
     defaults = ReportOptions()
-    p = argparse.ArgumentParser(prog="galhpc-report", description=__doc__)
+    p = command_parser("galhpc-report", __doc__)
     p.add_argument("--checkpoint", required=True, help="run/ckpt.pt written by galhpc-train (losses.csv beside it)")
     p.add_argument("--clusters", required=True, help="clusters.h5 written by galhpc-encode")
     p.add_argument("--store", help="training store (HDF5) for input images and labels, or FITS cutouts prepared "
@@ -43,6 +55,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run galhpc-report.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 done, 1 an error, 2 a bad command line.
+    """
     args = parse_args(argv)
     setup_logging()
     set_threads(args.threads)

@@ -11,19 +11,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from galhpc.cli.catalog_options import add_threads_option
-from galhpc.runtime.cli import run_cli
+from galhpc.cli.common import add_catalog_input, add_table_output, command_parser, run_command
+from galhpc.inference.options import add_threads_option
+
+DESCRIPTION = (
+    "Exact top-k similarity search in an encoded catalogue (Euclidean distance between encoder means mu). Queries "
+    "are catalogue object ids, sky positions (the nearest catalogue object) or images (FITS cutouts or HDF5 stores) "
+    "encoded with the catalogue's checkpoint. Each rank searches its shards block by block; the ranks merge a global "
+    "top-k (ties by lower row), so the answer is the same on any number of ranks."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="galhpc-search",
-        description="Exact top-k similarity search in an encoded catalogue (Euclidean distance between encoder "
-        "means mu). Queries are catalogue object ids, sky positions (the nearest catalogue object) or images (FITS cutouts or HDF5 stores) encoded with the "
-        "catalogue's checkpoint. Each rank searches its shards block by block; the ranks merge a global top-k "
-        "(ties by lower row), so the answer is the same on any number of ranks.",
-    )
-    p.add_argument("--catalog", required=True, type=Path, help="encoded catalogue (galhpc-encode master file)")
+    """The parser of galhpc-search.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    p = command_parser("galhpc-search", DESCRIPTION)
+    add_catalog_input(p)
     p.add_argument("--id", dest="ids", type=int, action="append", default=[], help="query object id (repeatable)")
     p.add_argument("--ra", type=float, action="append", default=[],
                    help="query sky position: right ascension in degrees (repeatable, paired with --dec); the "
@@ -35,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", dest="images", type=Path, action="append", default=[],
                    help="query images: HDF5 store or FITS file/directory/glob (repeatable)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
-    p.add_argument("--out", required=True, type=Path, help="result table: .h5/.hdf5, .fits or .csv")
+    add_table_output(p, "result table")
     p.add_argument("--mosaic", type=Path,
                    help="PNG of each query and its neighbours (stamps from the store, or the FITS cutouts it was "
                    "encoded from)")
@@ -47,9 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run galhpc-search.
 
-    def body() -> None:
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 done, 1 an error, 2 a bad command line.
+    """
+
+    def body(args: argparse.Namespace) -> None:
         from galhpc.runtime import start_mpi_rank
         from galhpc.runtime.outputs import check_output
         from galhpc.search.output import TABLE_SUFFIXES
@@ -66,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if world.is_root:
             write_outputs(result, args.catalog, args.out, args.mosaic, args.store, checkpoint=args.checkpoint)
 
-    return run_cli("galhpc-search", body)
+    return run_command(build_parser(), argv, body)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,25 @@ from __future__ import annotations
 import argparse
 import sys
 
+from galhpc.cli.common import command_parser, run_command
 from galhpc.runtime import setup_logging
-from galhpc.runtime.cli import add_deprecated_alias, run_cli
+from galhpc.runtime.cli import add_deprecated_alias
+
+DESCRIPTION = (
+    "Train a galhpc model (ConvVAE, AstroVaDEr, ...) from a YAML run config. Writes "
+    "OUT/ckpt.pt, OUT/losses.csv and OUT/losses.png; resumes from OUT/ckpt.pt "
+    "if it exists. SIGTERM or SIGUSR1 saves a checkpoint and exits with status 75."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="galhpc-train",
-        description="Train a galhpc model (ConvVAE, AstroVaDEr, ...) from a YAML run config. Writes "
-        "OUT/ckpt.pt, OUT/losses.csv and OUT/losses.png; resumes from OUT/ckpt.pt "
-        "if it exists. SIGTERM or SIGUSR1 saves a checkpoint and exits with status 75.",
-    )
+    """The parser of galhpc-train.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    p = command_parser("galhpc-train", DESCRIPTION)
     p.add_argument("--config", required=True, help="YAML run config (sections model, schedule, train)")
     p.add_argument("--out", dest="out_dir", help="output directory (overrides train.out_dir)")
     add_deprecated_alias(p, "--out-dir", "--out", dest="out_dir")
@@ -39,9 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run galhpc-train.
 
-    def body() -> None:
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 done, 1 an error, 2 a bad command line, 75 stopped by a signal after a checkpoint.
+    """
+
+    def body(args: argparse.Namespace) -> None:
         from pathlib import Path
 
         from galhpc.config import load_config
@@ -57,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                      "backend": args.backend, "device": args.device}
         train_from_config(args.config, overrides, resume=not args.no_resume, settings=args.settings)
 
-    return run_cli("galhpc-train", body)
+    return run_command(build_parser(), argv, body)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from galhpc.inference.shards import (
     shard_in_flight,
     shard_path,
 )
+from galhpc.inference.options import OutputOptions
 from galhpc.runtime import progress
 from galhpc.runtime.files import OutputLock
 from galhpc.runtime.signals import EXIT_PREEMPTED, Preempted, StopFlag, stop_signals
@@ -73,31 +74,6 @@ class CatalogJob(Protocol):
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
         """Small real datasets to store in the master file, by group name."""
-
-
-@dataclass(frozen=True)
-class WriteOptions:
-    """How the catalogue is laid out and whether an old one may be replaced.
-
-    `shard_size` None sizes shards by work (`auto_shard_size`): at most `shard_bytes` of
-    output and `shard_seconds` of one rank at `objects_per_second` (None: measured on rank 0
-    on the first batches).
-    """
-
-    shard_size: int | None = None
-    compression: str = "none"
-    table: bool = True
-    overwrite: bool = False
-    shard_seconds: float = 300.0
-    shard_bytes: int = 1 << 30
-    objects_per_second: float | None = None
-
-    def fingerprint(self, device_type: str, precision: str) -> dict[str, Any]:
-        """The fingerprint entries every catalogue job shares: how rows are laid out and
-        computed (a resume must match them).
-        """
-        return {"shard_size": self.shard_size, "compression": self.compression, "table": self.table,
-                "device_type": device_type, "precision": precision}
 
 
 @dataclass(frozen=True)
@@ -204,7 +180,7 @@ def measure_job(job: CatalogJob, shard_dir: Path, table: bool) -> tuple[float, f
     return row_bytes, rate
 
 
-def _resolve_shard_size(job: CatalogJob, shard_dir: Path, recorded: dict[str, Any] | None, options: WriteOptions,
+def _resolve_shard_size(job: CatalogJob, shard_dir: Path, recorded: dict[str, Any] | None, options: OutputOptions,
                         ranks: int) -> int:
     """The shard size of this run (rank 0, after `prepare`): the one a resumed run recorded,
     the requested one, or `auto_shard_size` from a measurement.
@@ -232,7 +208,7 @@ class _Stopped(Exception):
 
 
 def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], meta: Mapping[str, Any],
-                options: WriteOptions, world: World) -> RunResult:
+                options: OutputOptions, world: World) -> RunResult:
     """Write the catalogue of `job` to `out` (+ `out.shards/`) on all ranks of `world`.
 
     SIGTERM/SIGUSR1 stop every rank after its batch in flight: the shard in flight is
@@ -251,7 +227,7 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
         lock.release()
 
 
-def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[str, Any], options: WriteOptions,
+def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[str, Any], options: OutputOptions,
          world: World, flag: StopFlag, lock: OutputLock) -> RunResult:
     auto = options.shard_size is None
     if not auto:
@@ -369,7 +345,7 @@ def _master_fingerprint(out: Path) -> dict[str, Any] | None:
     return read_master_fingerprint(out) if out.exists() else None
 
 
-def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: WriteOptions,
+def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: OutputOptions,
                   out: Path, flag: StopFlag, attrs: Mapping[str, Any]) -> Iterator[int]:
     """Write this rank's shards; yields after each batch (for the progress bar).
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-O = TypeVar("O")
+OptionsT = TypeVar("OptionsT")
 
 #: /meta attribute holding the JSON record of each options object
 OUTPUT_RECORD = "output_options"
@@ -120,7 +120,7 @@ def to_record(options: Any) -> str:
     return json.dumps(jsonable(dataclasses.asdict(options)), sort_keys=True)
 
 
-def from_record(cls: type[O], text: str, **changes: Any) -> O:
+def from_record(cls: type[OptionsT], text: str, **changes: Any) -> OptionsT:
     """Rebuild an options object from `to_record`'s text; JSON lists become tuples again.
 
     Parameters
@@ -272,6 +272,274 @@ class OutputOptions:
                    shard_minutes=args.shard_minutes, objects_per_second=args.objects_per_second)
 
 
+@dataclass(frozen=True)
+class EncodeOptions:
+    """What galhpc-encode computes per object (its own options; the output's are `OutputOptions`).
+
+    Attributes
+    ----------
+    batch_size : int
+        Objects per forward pass.
+    gmm_components : int
+        Post-hoc GMM: most components the stick-breaking BGM may use.
+    gmm_fit_objects : int
+        Post-hoc GMM: size of the evenly strided subsample it is fitted on.
+    seed : int
+        Seed of the post-hoc GMM fit.
+    passthrough : tuple of str or None
+        Store label columns to carry; None: the store's choice (`passthrough_columns`).
+        The resolved list, not this request, enters the fingerprint.
+    """
+
+    batch_size: int = option(512, fingerprint=True)
+    gmm_components: int = option(20, fingerprint="max_components", group="post_hoc_gmm")
+    gmm_fit_objects: int = option(20000, fingerprint="fit_objects", group="post_hoc_gmm")
+    seed: int = option(0, fingerprint="seed", group="post_hoc_gmm")
+    passthrough: tuple[str, ...] | None = None
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Add the encode options (the flags of the fields above) to a parser.
+
+        Parameters
+        ----------
+        p : argparse.ArgumentParser
+            The parser of galhpc-encode.
+        """
+        p.add_argument("--passthrough", type=lambda text: tuple(c for c in text.split(",") if c),
+                       help="comma-separated store label columns to carry into the catalogue, e.g. ra,dec,mag_r "
+                       "(default: ra and dec when the store has them, then the columns its prep declared; '' for "
+                       "none)")
+        p.add_argument("--batch-size", type=int, default=512, help="objects per forward pass (default 512)")
+        p.add_argument("--gmm-components", type=int, default=20,
+                       help="post-hoc GMM: most components the stick-breaking BGM may use (default 20)")
+        p.add_argument("--gmm-fit-objects", type=int, default=20000,
+                       help="post-hoc GMM: fitted on this many evenly strided objects (default 20000)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the post-hoc GMM fit")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EncodeOptions:
+        """The encode options of a parsed command line (`add_arguments`).
+
+        Parameters
+        ----------
+        args : argparse.Namespace
+            Parsed arguments.
+
+        Returns
+        -------
+        EncodeOptions
+        """
+        return cls(batch_size=args.batch_size, gmm_components=args.gmm_components,
+                   gmm_fit_objects=args.gmm_fit_objects, seed=args.seed, passthrough=args.passthrough)
+
+
+def parse_condition(item: str) -> tuple[str, object]:
+    """Parse ``--condition KEY=VALUE``, one keyword of ``model.sample(**conditions)``.
+
+    Parameters
+    ----------
+    item : str
+        ``key=value``.
+
+    Returns
+    -------
+    (str, object)
+        The key and the YAML-parsed value.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Without a key or an ``=``.
+    """
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"--condition {item!r}: expected key=value")
+    from galhpc.config import load_yaml
+
+    return key, load_yaml(value)
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    """Parse ``--counts 500,0,1500``: objects per mixture component.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated integers.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Text that is not comma-separated integers.
+    """
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--counts {text!r}: expected comma-separated integers") from None
+
+
+def parse_columns(text: str) -> tuple[str, str]:
+    """Parse ``--target-columns MAG,SIZE``: the target table's two column names.
+
+    Parameters
+    ----------
+    text : str
+        Two comma-separated names.
+
+    Returns
+    -------
+    (str, str)
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not exactly two non-empty names.
+    """
+    names = tuple(c.strip() for c in text.split(","))
+    if len(names) != 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"--target-columns {text!r}: expected MAG,SIZE")
+    return names
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What galhpc-generate makes (its own options; the output's are `OutputOptions`).
+
+    The fields marked ``fingerprint`` enter the catalogue's fingerprint as they are; the
+    survey fields (PSF, pixel scale, noise, zero point, target table) enter it as what they
+    resolve to once the checkpoint is read (`SurveySetup`), so e.g. a pixel scale counts
+    only where it changes the output.
+
+    Attributes
+    ----------
+    n : int
+        Number of objects.
+    seed : int
+        Run seed (samples per block on the batch grid, survey noise per object).
+    batch_size : int
+        Objects per ``model.sample`` call.
+    component : int or None
+        Sample only this mixture component.
+    counts : tuple of int or None
+        Objects per mixture component, in component order.
+    conditions : Mapping
+        Keywords passed to ``model.sample``.
+    keep_clean : bool
+        Also store the clean images.
+    dtype : str
+        Image storage type, ``float16`` or ``float32``.
+    psf : str or None
+        Survey PSF: a FITS image or a GalSim profile (``moffat:fwhm=0.7,beta=3.5``).
+    pixel_scale : float or None
+        Arcsec per pixel for GalSim profiles and COSMOS noise (None: the checkpoint's).
+    noise_sigma : float or None
+        White Gaussian noise σ (or the COSMOS noise scale).
+    cosmos_noise : bool
+        Add correlated HST COSMOS noise.
+    zero_point : float or None
+        AB magnitude of one survey flux unit (None: the training store's).
+    bunit : str or None
+        The survey's pixel unit (None: the training store's).
+    target_table : str or None
+        A (magnitude, half-light radius) table to draw to by rejection sampling.
+    target_columns : tuple of str
+        Its magnitude and half-light radius (pixels) columns.
+    target_bins : int
+        Grid cells per axis of the target.
+    target_pilot : int
+        Pilot draws measuring the generator's own (mag, size) density.
+    """
+
+    n: int = option(fingerprint=True)
+    seed: int = option(0, fingerprint=True)
+    batch_size: int = option(256, fingerprint=True)
+    component: int | None = option(None, fingerprint=True)
+    counts: tuple[int, ...] | None = option(None, fingerprint=True)
+    conditions: Mapping[str, Any] = option(fingerprint=True, default_factory=dict)
+    keep_clean: bool = option(False, fingerprint=True)
+    dtype: str = option("float32", fingerprint=True)
+    psf: str | None = None
+    pixel_scale: float | None = None
+    noise_sigma: float | None = None
+    cosmos_noise: bool = False
+    zero_point: float | None = None
+    bunit: str | None = None
+    target_table: str | None = None
+    target_columns: tuple[str, str] = ("mag_ab", "half_light_radius")
+    target_bins: int = 8
+    target_pilot: int = 2000
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Add the generate options (the flags of the fields above, but ``--n``) to a parser.
+
+        Parameters
+        ----------
+        p : argparse.ArgumentParser
+            The parser of galhpc-generate.
+        """
+        p.add_argument("--seed", type=int, default=0, help="run seed: samples come in blocks on the --batch-size grid "
+                       "seeded by (seed, block start), survey noise per object by (seed, i); the same on any rank "
+                       "count")
+        p.add_argument("--batch-size", type=int, default=256, help="objects per model.sample call (default 256)")
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--component", type=int, help="sample only this mixture component")
+        which.add_argument("--counts", type=parse_counts, help="objects per mixture component, e.g. 500,0,1500")
+        p.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE", type=parse_condition,
+                       help="keyword passed to model.sample (repeatable), e.g. --condition label=3")
+        p.add_argument("--psf", help="survey PSF: a FITS image, or a GalSim profile like moffat:fwhm=0.7,beta=3.5")
+        p.add_argument("--pixel-scale", type=float,
+                       help="arcsec per pixel for GalSim PSF profiles and COSMOS noise (default: the pixel scale the "
+                       "model was trained at, recorded in the checkpoint (older checkpoints: read from the training "
+                       "store they name), else 0.03 = COSMOS; "
+                       "the value used and its origin are logged and stored in /meta)")
+        p.add_argument("--noise-sigma", type=float, help="add white Gaussian noise of this σ (or scale COSMOS noise)")
+        p.add_argument("--cosmos-noise", action="store_true", help="add correlated HST COSMOS noise (GalSim)")
+        p.add_argument("--keep-clean", action="store_true", help="also store the clean images (images_clean)")
+        p.add_argument("--dtype", choices=("float16", "float32"), default="float32", help="image storage type")
+        p.add_argument("--zero-point", type=float,
+                       help="AB magnitude of one survey flux unit (e.g. 31.4 for nJy); default: the training store's "
+                       "zero_point attribute; without one the mag_ab column is NaN")
+        p.add_argument("--bunit",
+                       help="the survey's pixel unit (FITS BUNIT; default: the training store's bunit attribute)")
+        p.add_argument("--target-table", type=Path,
+                       help="draw the catalogue to this table's (AB magnitude, half-light radius) distribution by "
+                       "rejection sampling (any astropy format: CSV, ECSV, FITS, Parquet; needs a zero point); the "
+                       "pilot's acceptance is logged and stored in /meta, each object's candidates in rejection_draws")
+        p.add_argument("--target-columns", type=parse_columns, default=("mag_ab", "half_light_radius"),
+                       metavar="MAG,SIZE", help="the target table's magnitude and half-light radius (pixels) columns "
+                       "(default mag_ab,half_light_radius)")
+        p.add_argument("--target-bins", type=int, default=8, help="grid cells per axis of the target (default 8)")
+        p.add_argument("--target-pilot", type=int, default=2000,
+                       help="pilot draws that measure the generator's own (mag, size) density (default 2000)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GenerateOptions:
+        """The generate options of a parsed command line (`add_arguments` and ``--n``).
+
+        Parameters
+        ----------
+        args : argparse.Namespace
+            Parsed arguments.
+
+        Returns
+        -------
+        GenerateOptions
+        """
+        return cls(n=args.n, seed=args.seed, batch_size=args.batch_size, component=args.component,
+                   counts=args.counts, conditions=dict(args.condition), keep_clean=args.keep_clean, dtype=args.dtype,
+                   psf=args.psf, pixel_scale=args.pixel_scale, noise_sigma=args.noise_sigma,
+                   cosmos_noise=args.cosmos_noise, zero_point=args.zero_point, bunit=args.bunit,
+                   target_table=None if args.target_table is None else str(args.target_table),
+                   target_columns=tuple(args.target_columns), target_bins=args.target_bins,
+                   target_pilot=args.target_pilot)
+
+
 def read_recorded_options(master: str | Path) -> dict[str, Any]:
     """The /meta attributes of a catalogue's master file, read without opening its shards.
 
@@ -335,3 +603,68 @@ def recorded(meta: Mapping[str, Any], name: str, master: str | Path) -> str:
         raise CatalogError(f"{master}: /meta records no {name} (made by an older galhpc or another command), so it "
                            "cannot be re-run from itself; run the command with its options")
     return str(text)
+
+
+def recorded_run(master: str | Path, kind: str, cls: type[OptionsT], record: str) -> tuple[dict[str, Any], OptionsT, OutputOptions]:
+    """The options a catalogue was made with, from its /meta, to run it again (a resume: no overwrite).
+
+    Parameters
+    ----------
+    master : str or Path
+        The catalogue's master file.
+    kind : str
+        The /meta ``kind`` it must have (``encode``, ``generate``).
+    cls : type
+        The stage's options class (`EncodeOptions`, `GenerateOptions`).
+    record : str
+        The /meta attribute of its record (``encode_options``).
+
+    Returns
+    -------
+    (dict, cls, OutputOptions)
+        The /meta attributes (``checkpoint``, ``input``, ...), the stage's options and the
+        output options with ``overwrite=False``.
+
+    Raises
+    ------
+    CatalogError
+        Not a catalogue of this stage, or one without option records.
+    """
+    from galhpc.inference.shards import CatalogError
+
+    meta = read_recorded_options(master)
+    if meta.get("kind") != kind:
+        raise CatalogError(f"{master} is not a galhpc-{kind} catalogue (its /meta kind is {meta.get('kind')!r})")
+    try:
+        options = from_record(cls, recorded(meta, record, master))
+        output = from_record(OutputOptions, recorded(meta, OUTPUT_RECORD, master), overwrite=False)
+    except (ValueError, TypeError) as err:
+        raise CatalogError(f"{master}: its /meta option records are unreadable: {err}") from err
+    return meta, options, output
+
+
+def split_keywords(settings: Mapping[str, Any], *classes: type) -> tuple[Any, ...]:
+    """One options object per class from one flat mapping of settings (scripts, tests, notebooks).
+
+    Parameters
+    ----------
+    settings : Mapping
+        Field name -> value; each name must be a field of exactly one of `classes`.
+    *classes : type
+        Options classes, e.g. ``EncodeOptions, OutputOptions``.
+
+    Returns
+    -------
+    tuple
+        One instance per class, in order, built from its fields in `settings`.
+
+    Raises
+    ------
+    TypeError
+        A setting that is a field of none of `classes`.
+    """
+    names = [{f.name for f in dataclasses.fields(cls)} for cls in classes]
+    unknown = sorted(set(settings) - set().union(*names))
+    if unknown:
+        raise TypeError(f"no option {', '.join(unknown)} in {', '.join(cls.__name__ for cls in classes)}")
+    return tuple(cls(**{k: v for k, v in settings.items() if k in own}) for cls, own in zip(classes, names, strict=True))

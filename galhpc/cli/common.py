@@ -1,0 +1,158 @@
+"""The parser pieces the galhpc commands share: one home for each flag that more than one command takes.
+
+Each command module builds its parser with `command_parser`, adds its own flags and the
+shared ones below, and runs its body through `run_command` (errors become one line and an
+exit status, `galhpc.runtime.cli.run_cli`).  The catalogue stages' own options are declared
+with their option objects (`galhpc.inference.options.OutputOptions.add_arguments`,
+`EncodeOptions.add_arguments`, `GenerateOptions.add_arguments`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from galhpc.runtime.cli import run_cli
+
+
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser of one galhpc command.
+
+    Parameters
+    ----------
+    prog : str
+        The command (``galhpc-encode``).
+    description : str
+        What ``--help`` says it does.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    return argparse.ArgumentParser(prog=prog, description=description)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                body: Callable[[argparse.Namespace], int | None],
+                check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None = None) -> int:
+    """Parse `argv`, `check` the arguments, and run `body` on them under `galhpc.runtime.cli.run_cli`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser (`command_parser`); its ``prog`` names the command in messages.
+    argv : list of str or None
+        The arguments (None: ``sys.argv[1:]``).
+    body : callable
+        The command's work, given the parsed arguments.
+    check : callable, optional
+        Checks of the command line beyond argparse's (``parser.error`` on a bad one).
+
+    Returns
+    -------
+    int
+        The exit status (0 done, 1 an error, 75 preempted).
+    """
+    args = parser.parse_args(argv)
+    if check is not None:
+        check(parser, args)
+    return run_cli(parser.prog, lambda: body(args))
+
+
+def require(parser: argparse.ArgumentParser, args: argparse.Namespace, *flags: str) -> None:
+    """Refuse, as argparse does, a command line without the given flags.
+
+    For flags that are required unless another flag (``--rerun``) stands in for them.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser.
+    args : argparse.Namespace
+        The parsed arguments.
+    *flags : str
+        Flags (``--checkpoint``) whose value must not be None.
+
+    Raises
+    ------
+    SystemExit
+        Status 2, with argparse's message naming the missing flags.
+    """
+    missing = [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_")) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+
+
+def add_checkpoint(p: argparse.ArgumentParser) -> None:
+    """Add ``--checkpoint``: the model checkpoint a catalogue stage runs (required unless ``--rerun``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The parser of galhpc-encode or galhpc-generate.
+    """
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (ckpt.pt)")
+
+
+def add_catalogue_output(p: argparse.ArgumentParser) -> None:
+    """Add ``--out`` (the master file of a sharded catalogue) and ``--rerun``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The parser of galhpc-encode or galhpc-generate.
+    """
+    p.add_argument("--out", type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
+    p.add_argument("--rerun", type=Path, metavar="CATALOGUE",
+                   help="run again with the options recorded in this catalogue's /meta (into the same file): "
+                   "resumes it, redoing missing or damaged shards; give no other option")
+
+
+def add_catalog_input(p: argparse.ArgumentParser) -> None:
+    """Add ``--catalog``: the encoded catalogue a search or rarity run reads.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The parser of galhpc-search or galhpc-rarity.
+    """
+    p.add_argument("--catalog", required=True, type=Path, help="encoded catalogue (galhpc-encode master file)")
+
+
+def add_table_output(p: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--out``: a table written as HDF5, FITS or CSV by its suffix.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The parser of galhpc-search or galhpc-rarity.
+    what : str
+        What the table holds (``score table``).
+    """
+    p.add_argument("--out", required=True, type=Path, help=f"{what}: .h5/.hdf5, .fits or .csv")
+
+
+def check_stage(parser: argparse.ArgumentParser, args: argparse.Namespace, *flags: str) -> None:
+    """Check the command line of a catalogue stage: `flags` are required, unless ``--rerun`` stands in for them.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser.
+    args : argparse.Namespace
+        The parsed arguments.
+    *flags : str
+        Flags whose value the catalogue's /meta gives on a rerun (``--checkpoint``, ``--out``).
+
+    Raises
+    ------
+    SystemExit
+        Status 2: a flag missing, or given with ``--rerun``.
+    """
+    if args.rerun is None:
+        require(parser, args, *flags)
+        return
+    given = [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
+    if given:
+        parser.error(f"--rerun takes the options recorded in the catalogue: give no {', '.join(given)}")
