@@ -28,7 +28,20 @@ from galhpc.runtime.files import atomic_open, is_disk_full
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write a checkpoint dict atomically (`galhpc.runtime.files.atomic_open`); returns `path`.
+    """Write a checkpoint dict atomically (`galhpc.runtime.files.atomic_open`).
+
+    Parameters
+    ----------
+    path : str or Path
+        Where to write it (parent folders are made).
+    payload : dict
+        ``model_name``, ``model_state``, ``config`` and whatever the trainer adds; the
+        galhpc version is added.
+
+    Returns
+    -------
+    Path
+        `path`.
 
     Raises
     ------
@@ -50,6 +63,25 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a galhpc checkpoint file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint.
+    map_location : str or torch.device, optional
+        Where tensors are loaded (default ``"cpu"``).
+
+    Returns
+    -------
+    dict
+        The payload: at least ``model_state`` and ``config`` (the run's YAML text).
+
+    Raises
+    ------
+    CheckpointError
+        Missing, unreadable (truncated, corrupt) or not a galhpc checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -63,6 +95,25 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def checkpoint_config(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> RunConfig:
+    """The run config a checkpoint carries.
+
+    Parameters
+    ----------
+    payload : dict
+        A checkpoint (`read_checkpoint`).
+    path : str or Path, optional
+        The checkpoint, for messages.
+
+    Returns
+    -------
+    RunConfig
+        The parsed and validated config.
+
+    Raises
+    ------
+    CheckpointError
+        The embedded config is invalid.
+    """
     try:
         return config_from_yaml_text(payload["config"])
     except ConfigError as err:
@@ -76,6 +127,16 @@ def assemble_model(cfg: ModelConfig) -> GalaxyModel:
     and loaded here (models read no files); otherwise the prior waits for a state dict
     that embeds its VQ-VAE.  A ``vqvae`` whose `params.psf` names a file is handed the PSF
     image (`galhpc.data.psf.read_psf`).
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        The model section of a run config.
+
+    Returns
+    -------
+    GalaxyModel
+        The model with freshly initialised weights (and loaded collaborators).
 
     Raises
     ------
@@ -166,9 +227,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, expect: 
 
 
 def recorded_pixel_scale(payload: dict[str, Any]) -> tuple[float | None, str] | None:
-    """(arcsec per pixel of the training images or None, where it came from or why it is
-    unknown) as the trainer recorded it; None for a checkpoint that records nothing
-    (written before checkpoints carried it, or not by the trainer).
+    """The training images' pixel scale as the trainer recorded it in a checkpoint.
+
+    Parameters
+    ----------
+    payload : dict
+        A checkpoint (`read_checkpoint`).
+
+    Returns
+    -------
+    (float or None, str) or None
+        Arcsec per pixel (None when unknown) and where it came from or why it is unknown;
+        None for a checkpoint that records nothing (written before checkpoints carried it,
+        or not by the trainer).
     """
     if "pixel_scale" not in payload:
         return None
@@ -217,6 +288,20 @@ def inference_prep(payload: dict[str, Any], cfg: RunConfig, path: str | Path = "
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    chunk : int, optional
+        Bytes read at a time (default 1 MiB).
+
+    Returns
+    -------
+    str
+        The hex digest (64 characters).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

@@ -12,6 +12,7 @@ An error on any rank ends every rank with a message naming the rank and the caus
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -35,6 +36,7 @@ from galhpc.inference.h5out import (
     shard_problem,
     write_master,
 )
+from galhpc.inference.options import OutputOptions
 from galhpc.inference.shards import (
     CatalogError,
     Shard,
@@ -47,7 +49,6 @@ from galhpc.inference.shards import (
     shard_in_flight,
     shard_path,
 )
-from galhpc.inference.options import OutputOptions
 from galhpc.runtime import progress
 from galhpc.runtime.files import OutputLock
 from galhpc.runtime.signals import EXIT_PREEMPTED, Preempted, StopFlag, stop_signals
@@ -64,20 +65,68 @@ class CatalogJob(Protocol):
     batch_size: int
 
     def prepare(self, shard_dir: Path) -> None:
-        """Rank 0, once, before any shard is written (e.g. fit and save a post-hoc GMM)."""
+        """Rank 0, once, before any shard is written (e.g. fit and save a post-hoc GMM).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder, where one-off results are saved.
+        """
 
     def start(self, shard_dir: Path) -> None:
-        """Every rank, after `prepare` (e.g. load what `prepare` saved)."""
+        """Every rank, after `prepare` (e.g. load what `prepare` saved).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
+        """
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """(row offset within the shard, columns) for consecutive batches covering the shard."""
+        """Consecutive batches covering one shard.
+
+        Parameters
+        ----------
+        shard : Shard
+            The object range to produce.
+
+        Yields
+        ------
+        (int, dict of str to numpy.ndarray)
+            Row offset within the shard, and the batch's columns (first axis: objects).
+        """
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
-        """Small real datasets to store in the master file, by group name."""
+        """Small real datasets to store in the master file, by group name.
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
+
+        Returns
+        -------
+        Mapping
+            Group name -> dataset name -> array.
+        """
 
 
 @dataclass(frozen=True)
 class RunResult:
+    """What one rank did in a catalogue run.
+
+    Attributes
+    ----------
+    out : Path
+        The master file.
+    n_objects, n_shards : int
+        Objects and shards of the whole catalogue.
+    shards_written, objects_written : int
+        By this rank.
+    seconds : float
+        This rank's shard writing (after set-up, before the master file).
+    """
+
     out: Path
     n_objects: int
     n_shards: int
@@ -87,6 +136,7 @@ class RunResult:
 
     @property
     def objects_per_second(self) -> float:
+        """Objects per second of this rank (NaN when it wrote nothing timed)."""
         return self.objects_written / self.seconds if self.seconds > 0 else float("nan")
 
 
@@ -95,7 +145,25 @@ LEGACY_SHARDS, LEGACY_MAX_SHARD = 256, 65536  # the automatic size of runs recor
 
 
 def effective_shard_size(shard_size: int, batch_size: int) -> int:
-    """A requested shard size rounded up to whole batches, so batches never straddle shards."""
+    """A requested shard size rounded up to whole batches, so batches never straddle shards.
+
+    Parameters
+    ----------
+    shard_size : int
+        Requested objects per shard, > 0.
+    batch_size : int
+        Objects per batch, > 0.
+
+    Returns
+    -------
+    int
+        A positive multiple of `batch_size`.
+
+    Raises
+    ------
+    CatalogError
+        A size that is not positive.
+    """
     if batch_size < 1:
         raise CatalogError(f"batch size must be positive, got {batch_size}")
     if shard_size < 1:
@@ -150,7 +218,20 @@ def auto_shard_size(n_objects: int, batch_size: int, bytes_per_object: float, ob
 
 
 def legacy_auto_shard_size(n_objects: int, batch_size: int) -> int:
-    """The automatic size of runs recorded before sizing by work (their manifests say None)."""
+    """The automatic size of runs recorded before sizing by work (their manifests say None).
+
+    Parameters
+    ----------
+    n_objects : int
+        Objects in the catalogue.
+    batch_size : int
+        Objects per batch.
+
+    Returns
+    -------
+    int
+        Objects per shard: ``ceil(n / 256)``, at most 65536, in whole batches.
+    """
     return effective_shard_size(min(LEGACY_MAX_SHARD, math.ceil(n_objects / LEGACY_SHARDS)), batch_size)
 
 
@@ -159,6 +240,15 @@ def measure_job(job: CatalogJob, shard_dir: Path, table: bool) -> tuple[float, f
 
     The second batch is timed when there is one (the first carries warm-up costs); the
     job is started (`job.start`) first.
+
+    Parameters
+    ----------
+    job : CatalogJob
+        The job to measure.
+    shard_dir : Path
+        Its shard folder (for `job.start`).
+    table : bool
+        Whether the compound table doubles the non-image columns.
 
     Returns
     -------
@@ -182,8 +272,9 @@ def measure_job(job: CatalogJob, shard_dir: Path, table: bool) -> tuple[float, f
 
 def _resolve_shard_size(job: CatalogJob, shard_dir: Path, recorded: dict[str, Any] | None, options: OutputOptions,
                         ranks: int) -> int:
-    """The shard size of this run (rank 0, after `prepare`): the one a resumed run recorded,
-    the requested one, or `auto_shard_size` from a measurement.
+    """The shard size of this run (rank 0, after `prepare`).
+
+    The one a resumed run recorded, the requested one, or `auto_shard_size` from a measurement.
     """
     if options.shard_size is not None:
         return effective_shard_size(options.shard_size, job.batch_size)
@@ -217,6 +308,33 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
     Rank 0 holds ``<out>.lock`` (`galhpc.runtime.files.OutputLock`) from before it looks
     at the output until the master is written: a second run on the same output is refused
     ("in use by host:pid") before it deletes anything.
+
+    Parameters
+    ----------
+    job : CatalogJob
+        What produces the rows.
+    out : str or Path
+        The master file.
+    fingerprint : dict
+        What decides the rows and layout; a resume must match it.
+    meta : Mapping
+        /meta attributes of the master.
+    options : OutputOptions
+        How the catalogue is written.
+    world : World
+        The ranks sharing the work.
+
+    Returns
+    -------
+    RunResult
+        This rank's share of the work.
+
+    Raises
+    ------
+    CatalogError
+        An output of other settings, a failed rank, a full disk, a master that cannot be written.
+    Preempted
+        A stop signal arrived (exit status 75; the same command resumes).
     """
     out = Path(out)
     lock = OutputLock(out)
@@ -303,9 +421,24 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
 
 
 def verified_shards(shard_dir: Path, planned: list[Shard], fingerprint: str) -> set[int]:
-    """Indices of the planned shards whose file is complete and valid (`shard_problem`);
-    every other file under a planned shard's name is deleted, with one warning line each,
+    """The planned shards whose file is complete and valid (`shard_problem`).
+
+    Every other file under a planned shard's name is deleted, with one warning line each,
     so this run redoes it (rank 0, under the output's lock).
+
+    Parameters
+    ----------
+    shard_dir : Path
+        The shard folder.
+    planned : list of Shard
+        This run's shards.
+    fingerprint : str
+        The run's fingerprint (JSON) each shard must carry.
+
+    Returns
+    -------
+    set of int
+        Indices of the valid shards.
     """
     done = set()
     for index in sorted(complete_shards(shard_dir, planned)):
@@ -322,6 +455,17 @@ def verified_shards(shard_dir: Path, planned: list[Shard], fingerprint: str) -> 
 
 def check_all_shards(shard_dir: Path, shards: list[Shard], fingerprint: str, out: Path) -> None:
     """Refuse to publish the master of `out` unless every planned shard is there and valid.
+
+    Parameters
+    ----------
+    shard_dir : Path
+        The shard folder.
+    shards : list of Shard
+        Every shard of the catalogue.
+    fingerprint : str
+        The run's fingerprint (JSON).
+    out : Path
+        The master file, for the message.
 
     Raises
     ------
@@ -388,10 +532,8 @@ def _count_complete(shard_dir: Path) -> int:
 
 
 def _drain(behind: WriteBehind) -> None:
-    try:
+    with contextlib.suppress(BaseException):  # the original error is the one to report
         behind.finish()
-    except BaseException:  # the original error is the one to report
-        pass
 
 
 def _is_disk_full(err: BaseException) -> bool:
@@ -401,7 +543,25 @@ def _is_disk_full(err: BaseException) -> bool:
 
 
 def root_then_all(world: World, fn: Callable[[], T]) -> T:
-    """Run `fn` on rank 0 and hand its result (or its error) to every rank."""
+    """Run `fn` on rank 0 and hand its result (or its error) to every rank.
+
+    Parameters
+    ----------
+    world : World
+        The ranks.
+    fn : callable
+        Work of rank 0 only (under the output's lock).
+
+    Returns
+    -------
+    object
+        `fn`'s result, on every rank.
+
+    Raises
+    ------
+    CatalogError
+        On the other ranks, naming rank 0's error (rank 0 re-raises its own).
+    """
     if world.is_root:
         try:
             value: Any = ("ok", fn())

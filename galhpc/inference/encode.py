@@ -60,8 +60,23 @@ STANDARD_COLUMNS = ("object_id", "mu", "logvar", "gamma", "component", "recon_ms
 
 
 def declared_passthrough(reader: StoreReader) -> list[str]:
-    """The catalogue columns the store's prep config names (each source's `passthrough`
-    list, in source order; label names are lower case, as galhpc.data.fits stores them).
+    """The catalogue columns the store's prep config names.
+
+    Parameters
+    ----------
+    reader : StoreReader
+        The open input store.
+
+    Returns
+    -------
+    list of str
+        Each source's `passthrough` list, in source order (label names in lower case, as
+        galhpc.data.fits stores them); empty without a recorded config.
+
+    Raises
+    ------
+    DataError
+        The store's recorded prep config is unreadable.
     """
     from galhpc.config import ConfigError, config_from_yaml_text
 
@@ -119,7 +134,20 @@ def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = N
 
 
 def passthrough_units(reader: StoreReader, names: Sequence[str]) -> dict[str, str]:
-    """Units of passthrough columns the store records (label dataset attribute ``unit``)."""
+    """Units of passthrough columns the store records (label dataset attribute ``unit``).
+
+    Parameters
+    ----------
+    reader : StoreReader
+        The open input store.
+    names : sequence of str
+        Label columns (`passthrough_columns`).
+
+    Returns
+    -------
+    dict of str to str
+        Column -> unit, for the columns that have one.
+    """
     units = {}
     for name in names:
         unit = reader.file[f"labels/{name}"].attrs.get("unit")
@@ -145,23 +173,61 @@ class EncodeJob:
 
     @property
     def needs_post_hoc_gmm(self) -> bool:
+        """Whether γ comes from a post-hoc GMM (the model has no mixture prior of its own)."""
         return not self.model.has_mixture
 
     def prepare(self, shard_dir: Path) -> None:
+        """Fit and save the post-hoc GMM, unless the model has a mixture or a resumed run saved one.
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder (``gmm.h5`` goes there).
+        """
         path = shard_dir / GMM_FILE
         if self.needs_post_hoc_gmm and not path.exists():
             save_arrays(path, self.fit_post_hoc_gmm())
 
     def start(self, shard_dir: Path) -> None:
+        """Load the saved post-hoc GMM onto this rank's device (models with a mixture: nothing).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
+        """
         if self.needs_post_hoc_gmm:
             self.gmm = {k: torch.from_numpy(v).to(self.device) for k, v in load_arrays(shard_dir / GMM_FILE).items()
                         if k in GMM_KEYS}
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
+        """The post-hoc GMM as the master's /gmm group (models with a mixture: none).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
+
+        Returns
+        -------
+        Mapping
+            ``{"gmm": {name: array}}`` or ``{}``.
+        """
         return {"gmm": load_arrays(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
 
     def fit_post_hoc_gmm(self) -> dict[str, np.ndarray]:
-        """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample."""
+        """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``log_pi`` (K,), ``mu`` (K, L), ``var`` (K, L) and ``components_per_batch``.
+
+        Raises
+        ------
+        CatalogError
+            The mixture cannot be fitted on the store's embeddings.
+        """
         from galhpc.mixture.bayesian import fit_stick_breaking_bgm
         from galhpc.mixture.diagonal import fit_diag_gmm
 
@@ -184,6 +250,19 @@ class EncodeJob:
                 "components_per_batch": np.asarray(found.counts, dtype=np.int64)}
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The catalogue columns of one shard, batch by batch (store reads prefetched to the device).
+
+        Parameters
+        ----------
+        shard : Shard
+            The object range.
+
+        Yields
+        ------
+        (int, dict of str to numpy.ndarray)
+            Row offset within the shard, and the batch's columns (`encode_batch` and the
+            passthrough columns).
+        """
         ranges = [(lo, min(lo + self.batch_size, shard.stop)) for lo in range(shard.start, shard.stop, self.batch_size)]
         # the store's bad-pixel mask, so recon_mse leaves masked pixels out (as the likelihoods do)
         mask = ("mask",) if "mask" in self.reader.file and "mask" not in self.model.reconstruct_columns else ()
@@ -208,10 +287,26 @@ class EncodeJob:
     @torch.inference_mode()
     def encode_batch(self, images: np.ndarray | torch.Tensor, object_id: np.ndarray,
                      columns: Mapping[str, np.ndarray | torch.Tensor] | None = None) -> dict[str, np.ndarray]:
-        """Catalogue columns of one batch; `columns`: the store columns the model's
-        `reconstruct` needs (`reconstruct_columns`, e.g. per-object PSFs) for these rows, and
-        the store's "mask" (non-zero = bad pixel), which `recon_mse` leaves out.
+        """Catalogue columns of one batch.
+
         The model runs under the autocast of `precision`; columns are float32.
+
+        Parameters
+        ----------
+        images : numpy.ndarray or torch.Tensor
+            (B, C, H, W) float32 in the store's pixel units.
+        object_id : numpy.ndarray
+            (B,) int64.
+        columns : Mapping, optional
+            The store columns the model's `reconstruct` needs (`reconstruct_columns`, e.g.
+            per-object PSFs) for these rows, and the store's ``mask`` (non-zero = bad pixel),
+            which `recon_mse` leaves out.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``object_id``, ``mu`` (B, L), ``logvar`` (when the encoder has one), ``gamma``
+            (B, K), ``component`` (B,) int16, ``recon_mse`` (B,) and the model's extra columns.
         """
         from galhpc.models.pixels import valid_pixels
 
@@ -258,6 +353,15 @@ def _masked_mse(recon: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | Non
 
 def refuse_non_finite(images: np.ndarray, object_id: np.ndarray, store: str | Path) -> None:
     """Refuse a batch with NaN/inf pixels, naming the store and the objects (their latents would be NaN).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (B, ...) pixels.
+    object_id : numpy.ndarray
+        (B,) their ids.
+    store : str or Path
+        The store, for the message.
 
     Raises
     ------
@@ -414,7 +518,18 @@ def is_hdf5_file(path: str | Path) -> bool:
 
 
 def is_store_path(path: str | Path) -> bool:
-    """A store (HDF5) rather than FITS cutouts: an HDF5 file or an HDF5 file name."""
+    """Whether `path` names a store (HDF5) rather than FITS cutouts.
+
+    Parameters
+    ----------
+    path : str or Path
+        An input path, file or glob.
+
+    Returns
+    -------
+    bool
+        True for an HDF5 suffix or an existing HDF5 file.
+    """
     return Path(path).suffix.lower() in HDF5_SUFFIXES or is_hdf5_file(path)
 
 
@@ -425,6 +540,18 @@ def fits_prep(fits_input: str | Path, prep: PrepConfig) -> PrepConfig:
     conventions (HDU choice and options) of its first FITS source are kept, without its
     catalogue (other cutouts are not in it) unless `fits_input` is that source's own path;
     filters are off so every object is encoded.
+
+    Parameters
+    ----------
+    fits_input : str or Path
+        FITS file, directory or glob.
+    prep : PrepConfig
+        The training store's prep config.
+
+    Returns
+    -------
+    PrepConfig
+        One FITS source, no filters.
     """
     from galhpc.config import SourceConfig
 
@@ -490,8 +617,22 @@ def fits_as_store(fits_input: str | Path, prep: PrepConfig, near: Path, world: W
 
 @contextmanager
 def as_store(path: str | Path | None, checkpoint: str | Path, near: Path) -> Iterator[Path | None]:
-    """`path` itself when it is a store (or None); FITS cutouts prepared with the prep recipe
-    of `checkpoint`'s training store into a temporary store (`fits_as_store`) otherwise.
+    """A store for `path`: itself, or FITS cutouts prepared into a temporary one.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        A store (yielded as is), None (yielded as is), or FITS cutouts prepared with the
+        prep recipe of `checkpoint`'s training store (`fits_as_store`).
+    checkpoint : str or Path
+        The checkpoint whose recipe prepares FITS input.
+    near : Path
+        An output path the temporary store is made beside.
+
+    Yields
+    ------
+    Path or None
+        The store to read.
 
     Raises
     ------

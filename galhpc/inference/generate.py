@@ -73,8 +73,9 @@ class SurveySetup:
 
 @dataclass(frozen=True)
 class Rejection:
-    """Rejection sampling of generated objects to a target (AB magnitude, half-light radius)
-    distribution: the grid, the keep probability per cell from the pilot, and their origin.
+    """Rejection sampling of generated objects to a target (AB magnitude, half-light radius) distribution.
+
+    The grid, the keep probability per cell from the pilot, and their origin.
     """
 
     target: MagSizeTarget
@@ -84,14 +85,37 @@ class Rejection:
     describe: Mapping[str, Any]  # table path, sha256, columns, bins, pilot size: the catalogue's identity
 
     def meta(self) -> dict[str, Any]:
-        """/meta attributes: where the target came from and the pilot's acceptance."""
+        """/meta attributes: where the target came from and the pilot's acceptance.
+
+        Returns
+        -------
+        dict
+            ``rejection_target`` (JSON), ``rejection_expected_acceptance`` and
+            ``rejection_unreachable_fraction``.
+        """
         return {"rejection_target": json.dumps(dict(self.describe), sort_keys=True),
                 "rejection_expected_acceptance": self.expected_acceptance,
                 "rejection_unreachable_fraction": self.unreachable_fraction}
 
 
 def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | None]]:
-    """(start, stop, component or None) ranges of object indices."""
+    """The ranges of object indices and the mixture component each is drawn from.
+
+    Parameters
+    ----------
+    options : GenerateOptions
+        ``n`` and either ``component`` or ``counts``.
+
+    Returns
+    -------
+    list of (int, int, int or None)
+        (start, stop, component or None) ranges covering [0, n).
+
+    Raises
+    ------
+    CatalogError
+        Both a component and counts, or counts that are negative or do not sum to n.
+    """
     if options.counts is not None:
         if options.component is not None:
             raise CatalogError("give either a component or per-component counts, not both")
@@ -104,8 +128,24 @@ def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | N
 
 def sample_blocks(start: int, stop: int, batch_size: int,
                   segments: Sequence[tuple[int, int, int | None]]) -> list[tuple[int, int, int | None]]:
-    """Blocks (start, stop, component) covering objects [start, stop): the batch grid of
-    size `batch_size` anchored at object 0, cut at component boundaries.
+    """The sampling blocks covering objects [start, stop).
+
+    The batch grid of size `batch_size` anchored at object 0, cut at component boundaries,
+    so blocks depend on object indices only (the same on any rank count).
+
+    Parameters
+    ----------
+    start, stop : int
+        The object range.
+    batch_size : int
+        Objects per ``model.sample`` call.
+    segments : sequence of (int, int, int or None)
+        `component_segments`.
+
+    Returns
+    -------
+    list of (int, int, int or None)
+        (start, stop, component) blocks in order.
     """
     blocks = []
     for a, b, component in segments:
@@ -144,23 +184,74 @@ class GenerateJob:
         self.kept, self.drawn = 0, 0  # rejection sampling, this rank
 
     def prepare(self, shard_dir: Path) -> None:
+        """Nothing to do once before the shards (the driver's hook).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
+        """
         pass
 
     def start(self, shard_dir: Path) -> None:
+        """Reset the rejection counters, so they count this run's objects, not the shard-size probe.
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
+        """
         self.kept, self.drawn = 0, 0  # count this run's objects, not the driver's shard-size probe
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
+        """The survey PSF as the master's /emulation group (none without a PSF).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
+
+        Returns
+        -------
+        Mapping
+            ``{"emulation": {"psf": array}}`` or ``{}``.
+        """
         psf = self.setup.emulation.psf
         return {"emulation": {"psf": psf}} if psf is not None else {}
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The columns of one shard, batch by batch.
+
+        Parameters
+        ----------
+        shard : Shard
+            The object range.
+
+        Yields
+        ------
+        (int, dict of str to numpy.ndarray)
+            Row offset within the shard, and the batch's columns (`make`).
+        """
         for lo in range(shard.start, shard.stop, self.batch_size):
             hi = min(lo + self.batch_size, shard.stop)
             yield lo - shard.start, self.make(lo, hi)
 
     @torch.inference_mode()
     def make(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """All columns of objects [start, stop)."""
+        """All columns of objects [start, stop).
+
+        Parameters
+        ----------
+        start, stop : int
+            The object range.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``images`` (N, H, W) or (N, C, H, W) of the output dtype, ``images_clean`` (with
+            ``keep_clean``), ``z``, ``component`` int16, ``seed`` int64, ``object_id`` int64,
+            ``rejection_draws`` (with a target) and the photometry columns.
+        """
         pieces = [self._sample_block(*block) for block in sample_blocks(start, stop, self.batch_size, self.segments)]
         clean = torch.cat([p[0] for p in pieces])
         columns: dict[str, np.ndarray] = {}
@@ -216,11 +307,12 @@ class GenerateJob:
             ) from err
 
     def _reject_block(self, start: int, stop: int, component: int | None, generator: torch.Generator, seed: int):
-        """Objects [start, stop) by rejection sampling to the target: candidates of
-        `batch_size` from the block's generator, each with its own flux_norm and uniform from
-        the block's (seed, start, ACCEPT_STREAM) stream, kept in order until the block is full.
+        """Objects [start, stop) by rejection sampling to the target.
 
-        Returns (images, z, component, seed, rejection_draws, flux_norm) of the kept objects.
+        Candidates of `batch_size` come from the block's generator, each with its own flux_norm
+        and uniform from the block's (seed, start, ACCEPT_STREAM) stream, kept in order until
+        the block is full.  Returns (images, z, component, seed, rejection_draws, flux_norm) of
+        the kept objects.
         """
         rejection, photometry = self.setup.rejection, self.setup.photometry
         n = stop - start
@@ -251,8 +343,9 @@ class GenerateJob:
                 np.full(n, seed, dtype=np.int64), draws, np.concatenate([p[3] for p in parts]))
 
     def _image_array(self, images: torch.Tensor) -> np.ndarray:
-        """Images (N, C, H, W) as the output dtype, converted on the device (a float16
-        catalogue moves and holds no float32 copy); one channel is squeezed.
+        """Images (N, C, H, W) as the output dtype, one channel squeezed.
+
+        Converted on the device, so a float16 catalogue moves and holds no float32 copy.
         """
         array = images.to(TORCH_DTYPES[self.options.dtype]).cpu().numpy()
         return array[:, 0] if array.ndim == 4 and array.shape[1] == 1 else array
@@ -412,6 +505,19 @@ def pilot_rejection(model: GalaxyModel, options: GenerateOptions, photometry: Ph
 def read_target_table(path: str | Path, columns: Sequence[str] = ("mag_ab", "half_light_radius")
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(magnitudes, sizes, description) of a target table any astropy format reads.
+
+    Parameters
+    ----------
+    path : str or Path
+        The table (CSV, ECSV, FITS, Parquet, ...).
+    columns : sequence of str, optional
+        Its magnitude and half-light radius (pixels) columns.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, dict)
+        float64 magnitudes and sizes (masked entries NaN), and the table's path, SHA-256
+        and columns.
 
     Raises
     ------
