@@ -28,7 +28,7 @@ def test_import_is_light_and_all_names_resolve():
     assert run.returncode == 0, run.stderr
     assert "open_catalog" in run.stdout and "nearest_code" in run.stdout
     with pytest.raises(AttributeError):
-        galhpc.no_such_name
+        _ = galhpc.no_such_name
 
 
 def test_load_model_gives_the_checkpoint_model_in_eval_mode(tmp_path):

@@ -128,10 +128,22 @@ def main(argv: list[str] | None = None) -> int:
 def rarity_scores(path: str, cat) -> dict:
     """The score columns of `galhpc-rarity` table `path`, checked to be `cat`'s rows in order.
 
+    Parameters
+    ----------
+    path : str
+        A galhpc-rarity table (.h5, .fits, .csv).
+    cat : Catalog
+        The catalogue being exported.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Score name -> (N,) column.
+
     Raises
     ------
     ValueError
-        If the table's ``object_id`` column is not the catalogue's, row for row.
+        If the table's ``object_id`` column is not the catalogue's, row for row, or it has no score.
     """
     import numpy as np
 

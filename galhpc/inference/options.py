@@ -605,7 +605,8 @@ def recorded(meta: Mapping[str, Any], name: str, master: str | Path) -> str:
     return str(text)
 
 
-def recorded_run(master: str | Path, kind: str, cls: type[OptionsT], record: str) -> tuple[dict[str, Any], OptionsT, OutputOptions]:
+def recorded_run(master: str | Path, kind: str, cls: type[OptionsT],
+                 record: str) -> tuple[dict[str, Any], OptionsT, OutputOptions]:
     """The options a catalogue was made with, from its /meta, to run it again (a resume: no overwrite).
 
     Parameters
@@ -667,4 +668,5 @@ def split_keywords(settings: Mapping[str, Any], *classes: type) -> tuple[Any, ..
     unknown = sorted(set(settings) - set().union(*names))
     if unknown:
         raise TypeError(f"no option {', '.join(unknown)} in {', '.join(cls.__name__ for cls in classes)}")
-    return tuple(cls(**{k: v for k, v in settings.items() if k in own}) for cls, own in zip(classes, names, strict=True))
+    return tuple(cls(**{k: v for k, v in settings.items() if k in own})
+                 for cls, own in zip(classes, names, strict=True))
