@@ -11,9 +11,66 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from galhpc.runtime.cli import run_cli
+
+
+@dataclass(frozen=True)
+class Command:
+    """One galhpc command: its parser and its work, so a command module declares only what is its own.
+
+    A module sets ``build_parser, main = COMMAND.build_parser, COMMAND.main`` (``main`` is
+    the console-script entry point).
+
+    Attributes
+    ----------
+    prog : str
+        The command (``galhpc-encode``).
+    description : str
+        What ``--help`` says it does.
+    add_arguments : callable
+        Adds the command's flags to its parser.
+    body : callable
+        The command's work, given the parsed arguments; returns None or an exit status.
+    before : callable, optional
+        Run on (parser, arguments) after parsing, outside the error handling: checks of the
+        command line beyond argparse's (``parser.error``), logging set-up.
+    """
+
+    prog: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    body: Callable[[argparse.Namespace], int | None]
+    before: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None = None
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        """The command's parser.
+
+        Returns
+        -------
+        argparse.ArgumentParser
+        """
+        parser = command_parser(self.prog, self.description)
+        self.add_arguments(parser)
+        return parser
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """Run the command.
+
+        Parameters
+        ----------
+        argv : list of str, optional
+            The arguments (default ``sys.argv[1:]``).
+
+        Returns
+        -------
+        int
+            Exit status: 0 done, 1 an error, 2 a bad command line, 75 stopped by a signal
+            (the catalogue stages and galhpc-train; the same command resumes).
+        """
+        return run_command(self.build_parser(), argv, self.body, self.before)
 
 
 def command_parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 from galhpc.cli.common import (
+    Command,
     add_catalogue_output,
     add_checkpoint,
     check_stage,
-    command_parser,
-    run_command,
 )
 from galhpc.runtime.cli import add_deprecated_alias
 
@@ -27,16 +26,9 @@ DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of galhpc-encode.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     from galhpc.inference.options import EncodeOptions, OutputOptions
 
-    p = command_parser("galhpc-encode", DESCRIPTION)
     add_checkpoint(p)
     p.add_argument("--store", type=Path,
                    help="(required) training store (HDF5 with /images, /object_id), or FITS cutouts (file, directory "
@@ -46,41 +38,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalogue_output(p)
     EncodeOptions.add_arguments(p)
     OutputOptions.add_arguments(p)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run galhpc-encode.
+def _body(args: argparse.Namespace) -> None:
+    from galhpc.inference.encode import encode_from_checkpoint
+    from galhpc.inference.options import EncodeOptions, OutputOptions, recorded_run
+    from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
+    from galhpc.runtime.world import detect_world
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (default ``sys.argv[1:]``).
+    if args.rerun is not None:
+        meta, encode, output = recorded_run(args.rerun, "encode", EncodeOptions, "encode_options")
+        checkpoint, store, out = meta["checkpoint"], meta["input"], args.rerun
+    else:
+        encode, output = EncodeOptions.from_args(args), OutputOptions.from_args(args)
+        checkpoint, store, out = args.checkpoint, args.store, args.out
+    # the lock only on rank 0: a late rank would find rank 0's own lock of this run
+    check_output(out, "galhpc-encode --out", suffixes=HDF5_SUFFIXES, create=True, lock=detect_world().rank == 0)
+    encode_from_checkpoint(checkpoint, store, out, encode, output)
 
-    Returns
-    -------
-    int
-        Exit status: 0 done, 1 an error, 2 a bad command line, 75 stopped by a signal.
-    """
-    parser = build_parser()
 
-    def body(args: argparse.Namespace) -> None:
-        from galhpc.inference.encode import encode_from_checkpoint
-        from galhpc.inference.options import EncodeOptions, OutputOptions, recorded_run
-        from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
-        from galhpc.runtime.world import detect_world
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_stage(parser, args, "--checkpoint", "--store", "--out")  # --store: the deprecated --input may give it
 
-        if args.rerun is not None:
-            meta, encode, output = recorded_run(args.rerun, "encode", EncodeOptions, "encode_options")
-            checkpoint, store, out = meta["checkpoint"], meta["input"], args.rerun
-        else:
-            encode, output = EncodeOptions.from_args(args), OutputOptions.from_args(args)
-            checkpoint, store, out = args.checkpoint, args.store, args.out
-        # the lock only on rank 0: a late rank would find rank 0's own lock of this run
-        check_output(out, "galhpc-encode --out", suffixes=HDF5_SUFFIXES, create=True, lock=detect_world().rank == 0)
-        encode_from_checkpoint(checkpoint, store, out, encode, output)
 
-    return run_command(parser, argv, body, lambda p, args: check_stage(p, args, "--checkpoint", "--store", "--out"))
+COMMAND = Command("galhpc-encode", DESCRIPTION, _add_arguments, _body, _check)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from galhpc.cli.common import command_parser
+from galhpc.cli.common import Command
 
 log = logging.getLogger("galhpc.cli.export")
 
@@ -24,14 +24,7 @@ DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of galhpc-export.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
-    p = command_parser("galhpc-export", DESCRIPTION)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="the catalogue's master file, e.g. clusters.h5")
     p.add_argument("--fits", metavar="FILE", help="FITS file to write (one BINTABLE extension, CATALOG)")
     p.add_argument("--parquet", metavar="FILE", help="Parquet file to write (one row group per shard, VOParquet "
@@ -53,24 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "table OBJECTS of their ids, fluxes and magnitudes")
     p.add_argument("--columns", help="comma-separated columns (default: every scalar and vector column)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run galhpc-export.
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not (args.fits or args.parquet or args.hats or args.fits_cutouts or args.fits_cube):
+        parser.error("give --fits FILE, --parquet FILE, --hats DIR, --fits-cutouts DIR and/or --fits-cube FILE")
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (default ``sys.argv[1:]``).
 
-    Returns
-    -------
-    int
-        Exit status: 0 done, 1 an error, 2 a bad command line.
-    """
-    p = build_parser()
-    args = p.parse_args(argv)
+def _body(args: argparse.Namespace) -> int:
     from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
     from galhpc.io.export import (
         FITS_SUFFIXES,
@@ -85,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 
     errors = (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError)
 
-    if not (args.fits or args.parquet or args.hats or args.fits_cutouts or args.fits_cube):
-        p.error("give --fits FILE, --parquet FILE, --hats DIR, --fits-cutouts DIR and/or --fits-cube FILE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     columns = [c for c in args.columns.split(",") if c] if args.columns else None
     failed = False
@@ -123,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"galhpc-export: error: {describe_error(err)}", file=sys.stderr)
         return 1
     return 1 if failed else 0
+
+
+
+COMMAND = Command("galhpc-export", DESCRIPTION, _add_arguments, _body, _check)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 def rarity_scores(path: str, cat) -> dict:

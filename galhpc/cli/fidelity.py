@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from galhpc.cli.common import command_parser, run_command
+from galhpc.cli.common import Command
 
 log = logging.getLogger("galhpc.cli.fidelity")
 
@@ -28,14 +28,7 @@ DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of galhpc-fidelity.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
-    p = command_parser("galhpc-fidelity", DESCRIPTION)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="sample the generated stamps from this model")
     src.add_argument("--synth", type=Path, help="take the generated stamps from this galhpc-generate catalogue")
@@ -61,56 +54,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="statmorph worker processes (default: the CPUs available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-figures", action="store_true", help="write the tables only")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run galhpc-fidelity.
+def _body(args: argparse.Namespace) -> None:
+    from galhpc.fidelity.morphology import default_processes
+    from galhpc.fidelity.run import FidelityOptions, run_fidelity
+    from galhpc.fidelity.sampling import SamplingOptions
+    from galhpc.runtime.process import setup_logging
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (default ``sys.argv[1:]``).
+    setup_logging()
+    options = FidelityOptions(n_generated=args.n, n_real=args.n_real, n_training=args.n_training,
+                              n_boot=args.bootstrap, processes=args.processes or default_processes(),
+                              seed=args.seed,
+                              component=args.component, figures=not args.no_figures,
+                              sampling=SamplingOptions(args.sampling, args.temperature, args.mixture_components))
+    result, paths = run_fidelity(args.out, options, checkpoint=args.checkpoint, synth=args.synth,
+                                 store=args.store, real_store=args.real_store)
+    for row in result.rows:
+        log.info("%-18s KS %.3f ± %.3f (floor %.3f)  W %.4g ± %.2g (floor %.4g)", row["statistic"], row["ks"],
+                 row["ks_err"], row["floor_ks"], row["wasserstein"], row["wasserstein_err"],
+                 row["floor_wasserstein"])
+    log.info("classifier AUC %.3f ± %.3f (real halves %.3f)", result.classifier["auc"],
+             result.classifier["auc_err"], result.classifier_floor["auc"])
+    targets = result.summary()["targets"]
+    log.log(logging.INFO if targets["passes"] else logging.WARNING,
+            "%s: KS within target on %d of %d statistics, AUC target %s",
+            "passes" if targets["passes"] else "does NOT pass for real", targets["ks_met"], targets["ks_scored"],
+            "met" if targets["auc_met"] else "missed")
+    if result.memorisation is not None:
+        log.info("memorisation: %.2f of generated stamps nearer to training than to held-out stamps "
+                 "(copying p %.3g); nearest-training distance KS p %.3g, median generated/real %.3f",
+                 result.memorisation["copy_fraction"], result.memorisation["p_value"],
+                 result.memorisation["ks_p"], result.memorisation["median_ratio"])
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
 
-    Returns
-    -------
-    int
-        Exit status: 0 done, 1 an error, 2 a bad command line.
-    """
 
-    def body(args: argparse.Namespace) -> None:
-        from galhpc.fidelity.morphology import default_processes
-        from galhpc.fidelity.run import FidelityOptions, run_fidelity
-        from galhpc.fidelity.sampling import SamplingOptions
-        from galhpc.runtime.process import setup_logging
-
-        setup_logging()
-        options = FidelityOptions(n_generated=args.n, n_real=args.n_real, n_training=args.n_training,
-                                  n_boot=args.bootstrap, processes=args.processes or default_processes(),
-                                  seed=args.seed,
-                                  component=args.component, figures=not args.no_figures,
-                                  sampling=SamplingOptions(args.sampling, args.temperature, args.mixture_components))
-        result, paths = run_fidelity(args.out, options, checkpoint=args.checkpoint, synth=args.synth,
-                                     store=args.store, real_store=args.real_store)
-        for row in result.rows:
-            log.info("%-18s KS %.3f ± %.3f (floor %.3f)  W %.4g ± %.2g (floor %.4g)", row["statistic"], row["ks"],
-                     row["ks_err"], row["floor_ks"], row["wasserstein"], row["wasserstein_err"],
-                     row["floor_wasserstein"])
-        log.info("classifier AUC %.3f ± %.3f (real halves %.3f)", result.classifier["auc"],
-                 result.classifier["auc_err"], result.classifier_floor["auc"])
-        targets = result.summary()["targets"]
-        log.log(logging.INFO if targets["passes"] else logging.WARNING,
-                "%s: KS within target on %d of %d statistics, AUC target %s",
-                "passes" if targets["passes"] else "does NOT pass for real", targets["ks_met"], targets["ks_scored"],
-                "met" if targets["auc_met"] else "missed")
-        if result.memorisation is not None:
-            log.info("memorisation: %.2f of generated stamps nearer to training than to held-out stamps "
-                     "(copying p %.3g); nearest-training distance KS p %.3g, median generated/real %.3f",
-                     result.memorisation["copy_fraction"], result.memorisation["p_value"],
-                     result.memorisation["ks_p"], result.memorisation["median_ratio"])
-        log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
-
-    return run_command(build_parser(), argv, body)
+COMMAND = Command("galhpc-fidelity", DESCRIPTION, _add_arguments, _body)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 if __name__ == "__main__":

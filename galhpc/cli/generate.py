@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from galhpc.cli.common import add_catalogue_output, add_checkpoint, check_stage, command_parser, run_command
+from galhpc.cli.common import Command, add_catalogue_output, add_checkpoint, check_stage
 
 DESCRIPTION = (
     "Generate N synthetic galaxy images from a checkpoint into a sharded, resumable HDF5 catalogue (master file of "
@@ -17,58 +17,39 @@ DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of galhpc-generate.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     from galhpc.inference.options import GenerateOptions, OutputOptions
 
-    p = command_parser("galhpc-generate", DESCRIPTION)
     add_checkpoint(p)
     p.add_argument("--n", type=int, help="number of objects to generate")
     add_catalogue_output(p)
     GenerateOptions.add_arguments(p)
     OutputOptions.add_arguments(p)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run galhpc-generate.
+def _body(args: argparse.Namespace) -> None:
+    from galhpc.inference import generate
+    from galhpc.inference.options import GenerateOptions, OutputOptions, recorded_run
+    from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
+    from galhpc.runtime.world import detect_world
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (default ``sys.argv[1:]``).
+    if args.rerun is not None:
+        meta, options, output = recorded_run(args.rerun, "generate", GenerateOptions, "generate_options")
+        checkpoint, out = meta["checkpoint"], args.rerun
+    else:
+        options, output = GenerateOptions.from_args(args), OutputOptions.from_args(args)
+        checkpoint, out = args.checkpoint, args.out
+    # the lock only on rank 0: a late rank would find rank 0's own lock of this run
+    check_output(out, "galhpc-generate --out", suffixes=HDF5_SUFFIXES, create=True, lock=detect_world().rank == 0)
+    generate.generate_from_checkpoint(checkpoint=checkpoint, out=out, generate=options, output=output)
 
-    Returns
-    -------
-    int
-        Exit status: 0 done, 1 an error, 2 a bad command line, 75 stopped by a signal.
-    """
 
-    def body(args: argparse.Namespace) -> None:
-        from galhpc.inference import generate
-        from galhpc.inference.options import GenerateOptions, OutputOptions, recorded_run
-        from galhpc.runtime.outputs import HDF5_SUFFIXES, check_output
-        from galhpc.runtime.world import detect_world
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_stage(parser, args, "--checkpoint", "--n", "--out")
 
-        if args.rerun is not None:
-            meta, options, output = recorded_run(args.rerun, "generate", GenerateOptions,
-                                                 "generate_options")
-            checkpoint, out = meta["checkpoint"], args.rerun
-        else:
-            options, output = GenerateOptions.from_args(args), OutputOptions.from_args(args)
-            checkpoint, out = args.checkpoint, args.out
-        # the lock only on rank 0: a late rank would find rank 0's own lock of this run
-        check_output(out, "galhpc-generate --out", suffixes=HDF5_SUFFIXES, create=True,
-                     lock=detect_world().rank == 0)
-        generate.generate_from_checkpoint(checkpoint=checkpoint, out=out, generate=options, output=output)
 
-    return run_command(build_parser(), argv, body,
-                       lambda p, args: check_stage(p, args, "--checkpoint", "--n", "--out"))
+COMMAND = Command("galhpc-generate", DESCRIPTION, _add_arguments, _body, _check)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 if __name__ == "__main__":

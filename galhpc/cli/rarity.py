@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from galhpc.cli.common import add_catalog_input, add_table_output, command_parser, run_command
+from galhpc.cli.common import Command, add_catalog_input, add_table_output
 from galhpc.inference.options import add_threads_option
 
 if TYPE_CHECKING:
@@ -28,14 +28,7 @@ DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of galhpc-rarity.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
-    p = command_parser("galhpc-rarity", DESCRIPTION)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_catalog_input(p)
     add_table_output(p, "score table")
     p.add_argument("--k", type=int, default=10, help="neighbour whose distance is knn_distance (default 10)")
@@ -44,53 +37,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, help="the catalogue's checkpoint (default: the one in its /meta)")
     p.add_argument("--store", type=Path, help="the catalogue's store, for the noise sigma (default: from /meta)")
     add_threads_option(p)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run galhpc-rarity.
+def _body(args: argparse.Namespace) -> None:
+    from galhpc.checkpoint import load_model
+    from galhpc.report.heldout import noise_sigma
+    from galhpc.runtime import start_mpi_rank
+    from galhpc.runtime.outputs import check_output
+    from galhpc.search.output import TABLE_SUFFIXES
+    from galhpc.search.rarity import rarity_scores
+    from galhpc.search.run import store_stamps
+    from galhpc.search.source import CatalogColumns
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (default ``sys.argv[1:]``).
+    check_output(args.out, "galhpc-rarity --out", suffixes=TABLE_SUFFIXES)
+    world = start_mpi_rank(args.threads)
+    catalog = CatalogColumns(args.catalog)
+    ckpt = catalog.checkpoint_path(args.checkpoint)  # refuses another model's checkpoint
+    model = load_model(ckpt) if ckpt is not None else None
+    if model is None:
+        log.warning("no checkpoint found (%s): nll_prior uses the catalogue's GMM or N(0, I)",
+                    args.checkpoint or catalog.meta.get("checkpoint"))
+    store = catalog.input_path("input", args.store)
+    noise = None
+    if store is not None:
+        def noise(rows: np.ndarray) -> np.ndarray:
+            return noise_sigma(store, rows, store_stamps(store, rows))[0]
+    else:
+        log.warning("no store found (%s): recon_chi2 is NaN", args.store or catalog.meta.get("input"))
+    catalog.close()  # rarity_scores reads it again, on every rank
+    rarity_scores(args.catalog, args.out, k=args.k, reference=args.reference, model=model, noise=noise,
+                  world=world)
 
-    Returns
-    -------
-    int
-        Exit status: 0 done, 1 an error, 2 a bad command line.
-    """
 
-    def body(args: argparse.Namespace) -> None:
-        from galhpc.checkpoint import load_model
-        from galhpc.report.heldout import noise_sigma
-        from galhpc.runtime import start_mpi_rank
-        from galhpc.runtime.outputs import check_output
-        from galhpc.search.output import TABLE_SUFFIXES
-        from galhpc.search.rarity import rarity_scores
-        from galhpc.search.run import store_stamps
-        from galhpc.search.source import CatalogColumns
-
-        check_output(args.out, "galhpc-rarity --out", suffixes=TABLE_SUFFIXES)
-        world = start_mpi_rank(args.threads)
-        catalog = CatalogColumns(args.catalog)
-        ckpt = catalog.checkpoint_path(args.checkpoint)  # refuses another model's checkpoint
-        model = load_model(ckpt) if ckpt is not None else None
-        if model is None:
-            log.warning("no checkpoint found (%s): nll_prior uses the catalogue's GMM or N(0, I)",
-                        args.checkpoint or catalog.meta.get("checkpoint"))
-        store = catalog.input_path("input", args.store)
-        noise = None
-        if store is not None:
-            def noise(rows: np.ndarray) -> np.ndarray:
-                return noise_sigma(store, rows, store_stamps(store, rows))[0]
-        else:
-            log.warning("no store found (%s): recon_chi2 is NaN", args.store or catalog.meta.get("input"))
-        catalog.close()  # rarity_scores reads it again, on every rank
-        rarity_scores(args.catalog, args.out, k=args.k, reference=args.reference, model=model, noise=noise,
-                      world=world)
-
-    return run_command(build_parser(), argv, body)
+COMMAND = Command("galhpc-rarity", DESCRIPTION, _add_arguments, _body)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 if __name__ == "__main__":

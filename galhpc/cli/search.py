@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from galhpc.cli.common import add_catalog_input, add_table_output, command_parser, run_command
+from galhpc.cli.common import Command, add_catalog_input, add_table_output
 from galhpc.inference.options import add_threads_option
 
 DESCRIPTION = (
@@ -22,14 +22,7 @@ DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of galhpc-search.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
-    p = command_parser("galhpc-search", DESCRIPTION)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_catalog_input(p)
     p.add_argument("--id", dest="ids", type=int, action="append", default=[], help="query object id (repeatable)")
     p.add_argument("--ra", type=float, action="append", default=[],
@@ -50,41 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, help="checkpoint for image queries (default: the one in its /meta)")
     p.add_argument("--block-rows", type=int, default=65536, help="catalogue rows searched at a time (default 65536)")
     add_threads_option(p)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run galhpc-search.
+def _body(args: argparse.Namespace) -> None:
+    from galhpc.runtime import start_mpi_rank
+    from galhpc.runtime.outputs import check_output
+    from galhpc.search.output import TABLE_SUFFIXES
+    from galhpc.search.run import search_catalog, write_outputs
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (default ``sys.argv[1:]``).
+    check_output(args.out, "galhpc-search --out", suffixes=TABLE_SUFFIXES)
+    if args.mosaic is not None:
+        check_output(args.mosaic, "galhpc-search --mosaic", suffixes=(".png",))
 
-    Returns
-    -------
-    int
-        Exit status: 0 done, 1 an error, 2 a bad command line.
-    """
+    world = start_mpi_rank(args.threads)
+    result = search_catalog(args.catalog, k=args.k, ids=args.ids, images=args.images, ra=args.ra,
+                            dec=args.dec, tolerance=args.tolerance, checkpoint=args.checkpoint,
+                            block_rows=args.block_rows, world=world, work=args.out)
+    if world.is_root:
+        write_outputs(result, args.catalog, args.out, args.mosaic, args.store, checkpoint=args.checkpoint)
 
-    def body(args: argparse.Namespace) -> None:
-        from galhpc.runtime import start_mpi_rank
-        from galhpc.runtime.outputs import check_output
-        from galhpc.search.output import TABLE_SUFFIXES
-        from galhpc.search.run import search_catalog, write_outputs
 
-        check_output(args.out, "galhpc-search --out", suffixes=TABLE_SUFFIXES)
-        if args.mosaic is not None:
-            check_output(args.mosaic, "galhpc-search --mosaic", suffixes=(".png",))
-
-        world = start_mpi_rank(args.threads)
-        result = search_catalog(args.catalog, k=args.k, ids=args.ids, images=args.images, ra=args.ra,
-                                dec=args.dec, tolerance=args.tolerance, checkpoint=args.checkpoint,
-                                block_rows=args.block_rows, world=world, work=args.out)
-        if world.is_root:
-            write_outputs(result, args.catalog, args.out, args.mosaic, args.store, checkpoint=args.checkpoint)
-
-    return run_command(build_parser(), argv, body)
+COMMAND = Command("galhpc-search", DESCRIPTION, _add_arguments, _body)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 if __name__ == "__main__":

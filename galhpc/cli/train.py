@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from galhpc.cli.common import command_parser, run_command
+from galhpc.cli.common import Command
 from galhpc.runtime import setup_logging
 from galhpc.runtime.cli import add_deprecated_alias
 
@@ -23,14 +23,7 @@ DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of galhpc-train.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
-    p = command_parser("galhpc-train", DESCRIPTION)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML run config (sections model, schedule, train)")
     p.add_argument("--out", dest="out_dir", help="output directory (overrides train.out_dir)")
     add_deprecated_alias(p, "--out-dir", "--out", dest="out_dir")
@@ -43,40 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value (repeatable), e.g. --set train.steps=20 --set model.latent_dim=8")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/ckpt.pt exists")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run galhpc-train.
+def _body(args: argparse.Namespace) -> None:
+    from pathlib import Path
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (default ``sys.argv[1:]``).
+    from galhpc.config import load_config
+    from galhpc.runtime.outputs import check_output
+    from galhpc.runtime.world import detect_world
+    from galhpc.train.trainer import train_from_config
 
-    Returns
-    -------
-    int
-        Exit status: 0 done, 1 an error, 2 a bad command line, 75 stopped by a signal after a checkpoint.
-    """
+    out_dir = Path(args.out_dir or load_config(args.config, args.settings).train.out_dir)
+    check_output(out_dir, "galhpc-train --out", folder=True, create=True, lock=False)
 
-    def body(args: argparse.Namespace) -> None:
-        from pathlib import Path
+    setup_logging(detect_world().rank, args.log_level)  # before the backend, so its set-up is logged
+    overrides = {"out_dir": args.out_dir, "store": args.store, "epochs": args.epochs,
+                 "backend": args.backend, "device": args.device}
+    train_from_config(args.config, overrides, resume=not args.no_resume, settings=args.settings)
 
-        from galhpc.config import load_config
-        from galhpc.runtime.outputs import check_output
-        from galhpc.runtime.world import detect_world
-        from galhpc.train.trainer import train_from_config
 
-        out_dir = Path(args.out_dir or load_config(args.config, args.settings).train.out_dir)
-        check_output(out_dir, "galhpc-train --out", folder=True, create=True, lock=False)
-
-        setup_logging(detect_world().rank, args.log_level)  # before the backend, so its set-up is logged
-        overrides = {"out_dir": args.out_dir, "store": args.store, "epochs": args.epochs,
-                     "backend": args.backend, "device": args.device}
-        train_from_config(args.config, overrides, resume=not args.no_resume, settings=args.settings)
-
-    return run_command(build_parser(), argv, body)
+COMMAND = Command("galhpc-train", DESCRIPTION, _add_arguments, _body)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 if __name__ == "__main__":
