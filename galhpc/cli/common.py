@@ -26,10 +26,8 @@ class Command:
 
     Attributes
     ----------
-    prog : str
-        The command (``galhpc-encode``).
-    description : str
-        What ``--help`` says it does.
+    prog, description : str
+        As for `command_parser`.
     add_arguments : callable
         Adds the command's flags to its parser.
     body : callable
@@ -117,49 +115,21 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
     return run_cli(parser.prog, lambda: body(args))
 
 
-def require(parser: argparse.ArgumentParser, args: argparse.Namespace, *flags: str) -> None:
-    """Refuse, as argparse does, a command line without the given flags.
+def add_stage_arguments(p: argparse.ArgumentParser, add_input: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the flags of a catalogue stage around its own input: ``--checkpoint``, the input, ``--out``, ``--rerun``.
 
-    For flags that are required unless another flag (``--rerun``) stands in for them.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        The command's parser.
-    args : argparse.Namespace
-        The parsed arguments.
-    *flags : str
-        Flags (``--checkpoint``) whose value must not be None.
-
-    Raises
-    ------
-    SystemExit
-        Status 2, with argparse's message naming the missing flags.
-    """
-    missing = [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_")) is None]
-    if missing:
-        parser.error(f"the following arguments are required: {', '.join(missing)}")
-
-
-def add_checkpoint(p: argparse.ArgumentParser) -> None:
-    """Add ``--checkpoint``: the model checkpoint a catalogue stage runs (required unless ``--rerun``).
+    ``--checkpoint`` and ``--out`` are required unless ``--rerun`` names a catalogue whose
+    /meta gives them (`check_stage`).
 
     Parameters
     ----------
     p : argparse.ArgumentParser
         The parser of galhpc-encode or galhpc-generate.
+    add_input : callable
+        Adds the stage's input flags (``--store``; ``--n``).
     """
     p.add_argument("--checkpoint", type=Path, help="model checkpoint (ckpt.pt)")
-
-
-def add_catalogue_output(p: argparse.ArgumentParser) -> None:
-    """Add ``--out`` (the master file of a sharded catalogue) and ``--rerun``.
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The parser of galhpc-encode or galhpc-generate.
-    """
+    add_input(p)
     p.add_argument("--out", type=Path, help="master HDF5 file to write (shards go to OUT.shards/)")
     p.add_argument("--rerun", type=Path, metavar="CATALOGUE",
                    help="run again with the options recorded in this catalogue's /meta (into the same file): "
@@ -207,9 +177,9 @@ def check_stage(parser: argparse.ArgumentParser, args: argparse.Namespace, *flag
     SystemExit
         Status 2: a flag missing, or given with ``--rerun``.
     """
-    if args.rerun is None:
-        require(parser, args, *flags)
-        return
-    given = [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
-    if given:
-        parser.error(f"--rerun takes the options recorded in the catalogue: give no {', '.join(given)}")
+    given = {flag: getattr(args, flag.lstrip("-").replace("-", "_")) is not None for flag in flags}
+    if args.rerun is None and not all(given.values()):  # the message of argparse's own required flags
+        parser.error(f"the following arguments are required: {', '.join(f for f, g in given.items() if not g)}")
+    if args.rerun is not None and any(given.values()):
+        parser.error(f"--rerun takes the options recorded in the catalogue: give no "
+                     f"{', '.join(f for f, g in given.items() if g)}")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from galhpc.cli.common import (
     Command,
-    add_catalogue_output,
-    add_checkpoint,
+    add_stage_arguments,
     check_stage,
 )
 from galhpc.runtime.cli import add_deprecated_alias
@@ -26,16 +25,18 @@ DESCRIPTION = (
 )
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from galhpc.inference.options import EncodeOptions, OutputOptions
-
-    add_checkpoint(p)
+def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path,
                    help="(required) training store (HDF5 with /images, /object_id), or FITS cutouts (file, directory "
                    "or quoted glob), first prepared into a temporary store with the prep recipe of the checkpoint's "
                    "training store")
     add_deprecated_alias(p, "--input", "--store", dest="store", type=Path)
-    add_catalogue_output(p)
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    from galhpc.inference.options import EncodeOptions, OutputOptions
+
+    add_stage_arguments(p, _add_store)
     EncodeOptions.add_arguments(p)
     OutputOptions.add_arguments(p)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from galhpc.cli.common import Command, add_catalogue_output, add_checkpoint, check_stage
+from galhpc.cli.common import Command, add_stage_arguments, check_stage
 
 DESCRIPTION = (
     "Generate N synthetic galaxy images from a checkpoint into a sharded, resumable HDF5 catalogue (master file of "
@@ -20,9 +20,7 @@ DESCRIPTION = (
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     from galhpc.inference.options import GenerateOptions, OutputOptions
 
-    add_checkpoint(p)
-    p.add_argument("--n", type=int, help="number of objects to generate")
-    add_catalogue_output(p)
+    add_stage_arguments(p, lambda p: p.add_argument("--n", type=int, help="number of objects to generate"))
     GenerateOptions.add_arguments(p)
     OutputOptions.add_arguments(p)
 

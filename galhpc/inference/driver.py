@@ -327,7 +327,7 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
     Returns
     -------
     RunResult
-        This rank's share of the work.
+        What this rank wrote (shards, objects) and in how many seconds.
 
     Raises
     ------

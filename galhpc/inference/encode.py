@@ -179,10 +179,12 @@ class EncodeJob:
     def prepare(self, shard_dir: Path) -> None:
         """Fit and save the post-hoc GMM, unless the model has a mixture or a resumed run saved one.
 
+        Rank 0 only, before any shard (`CatalogJob.prepare`).
+
         Parameters
         ----------
         shard_dir : Path
-            The output's shard folder (``gmm.h5`` goes there).
+            Where ``gmm.h5`` is saved.
         """
         path = shard_dir / GMM_FILE
         if self.needs_post_hoc_gmm and not path.exists():
@@ -194,7 +196,7 @@ class EncodeJob:
         Parameters
         ----------
         shard_dir : Path
-            The output's shard folder.
+            Where `prepare` saved ``gmm.h5``.
         """
         if self.needs_post_hoc_gmm:
             self.gmm = {k: torch.from_numpy(v).to(self.device) for k, v in load_arrays(shard_dir / GMM_FILE).items()
@@ -203,15 +205,17 @@ class EncodeJob:
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
         """The post-hoc GMM as the master's /gmm group (models with a mixture: none).
 
+        Every rank used this one GMM, so the master keeps it beside the catalogue.
+
         Parameters
         ----------
         shard_dir : Path
-            The output's shard folder.
+            Where ``gmm.h5`` was saved.
 
         Returns
         -------
-        Mapping
-            ``{"gmm": {name: array}}`` or ``{}``.
+        dict of str to dict
+            ``{"gmm": {name: array}}``, or empty for a model with its own mixture.
         """
         return {"gmm": load_arrays(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
 
@@ -454,12 +458,8 @@ def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions
         Where the model runs.
     channels, image_size : int
         The model's input shape, checked against the store.
-    checkpoint : str or Path
-        The checkpoint, recorded in /meta.
-    checkpoint_sha256 : str
-        Its SHA-256 (fingerprint and /meta).
-    config_yaml : str
-        The run config, recorded in /meta.
+    checkpoint, checkpoint_sha256, config_yaml : str or Path
+        The checkpoint, its SHA-256 (also in the fingerprint) and its run config, recorded in /meta.
     input_name : str or Path, optional
         What /meta ``input`` names (default `store`), e.g. the FITS cutouts a temporary
         store was made from.
@@ -467,7 +467,7 @@ def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions
     Returns
     -------
     RunResult
-        This rank's share of the work.
+        This rank's part (`run_catalog`).
     """
     reader = StoreReader(store)
     try:
@@ -677,7 +677,7 @@ def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str |
     Returns
     -------
     RunResult
-        This rank's share of the work.
+        This rank's part, logged as objects per second.
 
     Raises
     ------

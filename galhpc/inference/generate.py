@@ -189,7 +189,7 @@ class GenerateJob:
         Parameters
         ----------
         shard_dir : Path
-            The output's shard folder.
+            Unused.
         """
         pass
 
@@ -199,7 +199,7 @@ class GenerateJob:
         Parameters
         ----------
         shard_dir : Path
-            The output's shard folder.
+            Unused: generation reads no saved state.
         """
         self.kept, self.drawn = 0, 0  # count this run's objects, not the driver's shard-size probe
 
@@ -209,28 +209,28 @@ class GenerateJob:
         Parameters
         ----------
         shard_dir : Path
-            The output's shard folder.
+            Unused.
 
         Returns
         -------
-        Mapping
-            ``{"emulation": {"psf": array}}`` or ``{}``.
+        dict
+            The PSF under ``emulation``; empty without one.
         """
         psf = self.setup.emulation.psf
         return {"emulation": {"psf": psf}} if psf is not None else {}
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """The columns of one shard, batch by batch.
+        """The columns of one shard, one `make` per batch.
 
         Parameters
         ----------
         shard : Shard
-            The object range.
+            The objects to generate.
 
         Yields
         ------
-        (int, dict of str to numpy.ndarray)
-            Row offset within the shard, and the batch's columns (`make`).
+        int, dict
+            Offset of the batch in the shard; its columns.
         """
         for lo in range(shard.start, shard.stop, self.batch_size):
             hi = min(lo + self.batch_size, shard.stop)
@@ -416,7 +416,7 @@ def generate_catalog(model: GalaxyModel, options: GenerateOptions, out: str | Pa
     Returns
     -------
     RunResult
-        This rank's share of the work.
+        This rank's shards and objects (`run_catalog`).
     """
     setup = setup or SurveySetup()
     job = GenerateJob(model, options, device, setup, output.precision)

@@ -166,8 +166,33 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
                    "its CPU affinity and the cgroup quota, shared by the job's ranks on the node)")
 
 
+class FromArgs:
+    """`from_args` for an options dataclass whose fields are flags of the same names."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Any:
+        """The options of a parsed command line: each field from the flag of its name (`_from_flags` for the rest).
+
+        Parameters
+        ----------
+        args : argparse.Namespace
+            Arguments parsed by a parser the class's `add_arguments` filled.
+
+        Returns
+        -------
+        object
+            An instance of the class.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in vars(args).items() if k in names}, **cls._from_flags(args)})
+
+    @classmethod
+    def _from_flags(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return {}  # fields whose flag has another name or form
+
+
 @dataclass(frozen=True)
-class OutputOptions:
+class OutputOptions(FromArgs):
     """How a sharded HDF5 catalogue is written and where the model runs (galhpc-encode, galhpc-generate).
 
     Attributes
@@ -206,6 +231,10 @@ class OutputOptions:
     shard_minutes: float = 5.0
     objects_per_second: float | None = None
     shard_bytes: int = 1 << 30
+
+    @classmethod
+    def _from_flags(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return {"table": not args.no_table}
 
     @property
     def shard_seconds(self) -> float:
@@ -254,26 +283,9 @@ class OutputOptions:
                        help="one rank's throughput for the automatic shard size (default: measured on the first "
                        "batches)")
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> OutputOptions:
-        """The output options of a parsed command line (`add_arguments`).
-
-        Parameters
-        ----------
-        args : argparse.Namespace
-            Parsed arguments.
-
-        Returns
-        -------
-        OutputOptions
-        """
-        return cls(shard_size=args.shard_size, compression=args.compression, table=not args.no_table,
-                   overwrite=args.overwrite, device=args.device, precision=args.precision, threads=args.threads,
-                   shard_minutes=args.shard_minutes, objects_per_second=args.objects_per_second)
-
 
 @dataclass(frozen=True)
-class EncodeOptions:
+class EncodeOptions(FromArgs):
     """What galhpc-encode computes per object (its own options; the output's are `OutputOptions`).
 
     Attributes
@@ -299,12 +311,14 @@ class EncodeOptions:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        """Add the encode options (the flags of the fields above) to a parser.
+        """Add the encode options to a parser: one flag per field, named after it.
+
+        They stand before the output options in ``--help``.
 
         Parameters
         ----------
         p : argparse.ArgumentParser
-            The parser of galhpc-encode.
+            galhpc-encode's.
         """
         p.add_argument("--passthrough", type=lambda text: tuple(c for c in text.split(",") if c),
                        help="comma-separated store label columns to carry into the catalogue, e.g. ra,dec,mag_r "
@@ -316,22 +330,6 @@ class EncodeOptions:
         p.add_argument("--gmm-fit-objects", type=int, default=20000,
                        help="post-hoc GMM: fitted on this many evenly strided objects (default 20000)")
         p.add_argument("--seed", type=int, default=0, help="seed of the post-hoc GMM fit")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> EncodeOptions:
-        """The encode options of a parsed command line (`add_arguments`).
-
-        Parameters
-        ----------
-        args : argparse.Namespace
-            Parsed arguments.
-
-        Returns
-        -------
-        EncodeOptions
-        """
-        return cls(batch_size=args.batch_size, gmm_components=args.gmm_components,
-                   gmm_fit_objects=args.gmm_fit_objects, seed=args.seed, passthrough=args.passthrough)
 
 
 def parse_condition(item: str) -> tuple[str, object]:
@@ -407,7 +405,7 @@ def parse_columns(text: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class GenerateOptions:
+class GenerateOptions(FromArgs):
     """What galhpc-generate makes (its own options; the output's are `OutputOptions`).
 
     The fields marked ``fingerprint`` enter the catalogue's fingerprint as they are; the
@@ -474,6 +472,12 @@ class GenerateOptions:
     target_bins: int = 8
     target_pilot: int = 2000
 
+    @classmethod
+    def _from_flags(cls, args: argparse.Namespace) -> dict[str, Any]:
+        target = args.target_table
+        return {"conditions": dict(args.condition), "target_table": None if target is None else str(target),
+                "target_columns": tuple(args.target_columns)}
+
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Add the generate options (the flags of the fields above, but ``--n``) to a parser.
@@ -517,27 +521,6 @@ class GenerateOptions:
         p.add_argument("--target-bins", type=int, default=8, help="grid cells per axis of the target (default 8)")
         p.add_argument("--target-pilot", type=int, default=2000,
                        help="pilot draws that measure the generator's own (mag, size) density (default 2000)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> GenerateOptions:
-        """The generate options of a parsed command line (`add_arguments` and ``--n``).
-
-        Parameters
-        ----------
-        args : argparse.Namespace
-            Parsed arguments.
-
-        Returns
-        -------
-        GenerateOptions
-        """
-        return cls(n=args.n, seed=args.seed, batch_size=args.batch_size, component=args.component,
-                   counts=args.counts, conditions=dict(args.condition), keep_clean=args.keep_clean, dtype=args.dtype,
-                   psf=args.psf, pixel_scale=args.pixel_scale, noise_sigma=args.noise_sigma,
-                   cosmos_noise=args.cosmos_noise, zero_point=args.zero_point, bunit=args.bunit,
-                   target_table=None if args.target_table is None else str(args.target_table),
-                   target_columns=tuple(args.target_columns), target_bins=args.target_bins,
-                   target_pilot=args.target_pilot)
 
 
 def read_recorded_options(master: str | Path) -> dict[str, Any]:
