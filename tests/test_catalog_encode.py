@@ -226,12 +226,15 @@ def test_fits_input_is_prepared_with_the_checkpoint_recipe(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "cutouts", "fits.h5", "fits.h5.shards"]
     cfg.prep.sources = [SourceConfig(kind="fits", path=str(cutouts))]
     oracle_store = run_prep(cfg.prep, tmp_path / "oracle.h5")
-    encode_from_checkpoint(ckpt, oracle_store, tmp_path / "oracle_cat.h5", *split_keywords(kw, EncodeOptions, OutputOptions))
+    encode_from_checkpoint(ckpt, oracle_store, tmp_path / "oracle_cat.h5",
+                           *split_keywords(kw, EncodeOptions, OutputOptions))
     cat, oracle = read_all(out), read_all(tmp_path / "oracle_cat.h5")
     assert np.array_equal(cat["object_id"], np.arange(1000, 1030))
     assert np.array_equal(cat["mu"], oracle["mu"]) and np.array_equal(cat["component"], oracle["component"])
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "fits.h5.shards").glob("0*.h5")}
-    encode_from_checkpoint(ckpt, cutouts, out, *split_keywords(kw, EncodeOptions, OutputOptions))  # complete: prepared anew, the same input: no shard re-made
+    encode_from_checkpoint(ckpt, cutouts, out,
+                           *split_keywords(kw, EncodeOptions, OutputOptions))  # complete: prepared anew, no shard re-made
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and not list(tmp_path.glob(".*prep*"))
     with pytest.raises(CatalogError, match="input .*nothing-here not found"):
-        encode_from_checkpoint(ckpt, tmp_path / "nothing-here", tmp_path / "x.h5", *split_keywords(kw, EncodeOptions, OutputOptions))
+        encode_from_checkpoint(ckpt, tmp_path / "nothing-here", tmp_path / "x.h5",
+                               *split_keywords(kw, EncodeOptions, OutputOptions))

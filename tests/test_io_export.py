@@ -28,7 +28,8 @@ def clusters(tmp_path_factory):
     store = write_store(root / "store.h5", n=N)
     ckpt = make_checkpoint(root / "vae.pt", "vae")
     out = root / "clusters.h5"
-    encode_from_checkpoint(ckpt, store, out, EncodeOptions(batch_size=64, gmm_components=4, gmm_fit_objects=200), OutputOptions(shard_size=S, threads=1, device="cpu"))
+    encode_from_checkpoint(ckpt, store, out, EncodeOptions(batch_size=64, gmm_components=4, gmm_fit_objects=200),
+                           OutputOptions(shard_size=S, threads=1, device="cpu"))
     shards = sorted((root / "clusters.h5.shards").glob("[0-9]*.h5"))
     oracle = {}
     for path in shards:

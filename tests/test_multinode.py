@@ -264,7 +264,8 @@ def catalogue(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("catalogue")
     ckpt = make_checkpoint(root / "av.pt", "astrovader")
     one = root / "one.h5"
-    generate_from_checkpoint(ckpt, one, GenerateOptions(n=1280, batch_size=32, seed=11), OutputOptions(shard_size=64, threads=1, device="cpu"))
+    generate_from_checkpoint(ckpt, one, GenerateOptions(n=1280, batch_size=32, seed=11),
+                             OutputOptions(shard_size=64, threads=1, device="cpu"))
     return ckpt, one
 
 
@@ -350,7 +351,8 @@ def encoded(tmp_path_factory) -> tuple[Path, Path, Path]:
     store = write_store(root / "store.h5", n=2000)
     vae = make_checkpoint(root / "vae.pt", "vae")
     one = root / "one.h5"
-    encode_from_checkpoint(vae, store, one, EncodeOptions(batch_size=50, gmm_components=5, gmm_fit_objects=250), OutputOptions(shard_size=100, threads=1, device="cpu"))
+    encode_from_checkpoint(vae, store, one, EncodeOptions(batch_size=50, gmm_components=5, gmm_fit_objects=250),
+                           OutputOptions(shard_size=100, threads=1, device="cpu"))
     return vae, store, one
 
 

@@ -21,14 +21,17 @@ torch.set_num_threads(1)
 
 def test_bf16_generate_and_encode_are_identical_on_1_and_2_ranks(tmp_path):
     ckpt = make_checkpoint(tmp_path / "av.pt", "astrovader")
-    generate_from_checkpoint(ckpt, tmp_path / "g1.h5", GenerateOptions(n=200, batch_size=32, seed=4, noise_sigma=0.01, dtype="float16"), OutputOptions(shard_size=64, threads=1, device="cpu", precision="bf16"))
+    generate_from_checkpoint(ckpt, tmp_path / "g1.h5",
+                             GenerateOptions(n=200, batch_size=32, seed=4, noise_sigma=0.01, dtype="float16"),
+                             OutputOptions(shard_size=64, threads=1, device="cpu", precision="bf16"))
     mpirun(2, "galhpc.cli.generate", ["--checkpoint", ckpt, "--out", tmp_path / "g2.h5", "--n", "200",
                                       "--batch-size", "32", "--shard-size", "64", "--seed", "4", "--noise-sigma",
                                       "0.01", "--dtype", "float16", "--threads", "1", "--device", "cpu",
                                       "--precision", "bf16"])
     assert_same_catalogue(tmp_path / "g1.h5", tmp_path / "g2.h5")
     store = write_store(tmp_path / "store.h5", n=300)
-    encode_from_checkpoint(ckpt, store, tmp_path / "e1.h5", EncodeOptions(batch_size=50), OutputOptions(shard_size=100, threads=1, device="cpu", precision="bf16"))
+    encode_from_checkpoint(ckpt, store, tmp_path / "e1.h5", EncodeOptions(batch_size=50),
+                           OutputOptions(shard_size=100, threads=1, device="cpu", precision="bf16"))
     mpirun(2, "galhpc.cli.encode", ["--checkpoint", ckpt, "--store", store, "--out", tmp_path / "e2.h5",
                                     "--batch-size", "50", "--shard-size", "100", "--threads", "1", "--device", "cpu",
                                     "--precision", "bf16"])
