@@ -233,7 +233,7 @@ def test_fits_input_is_prepared_with_the_checkpoint_recipe(tmp_path):
     assert np.array_equal(cat["mu"], oracle["mu"]) and np.array_equal(cat["component"], oracle["component"])
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "fits.h5.shards").glob("0*.h5")}
     encode_from_checkpoint(ckpt, cutouts, out,
-                           *split_keywords(kw, EncodeOptions, OutputOptions))  # complete: prepared anew, no shard re-made
+                           *split_keywords(kw, EncodeOptions, OutputOptions))  # complete: no shard re-made
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and not list(tmp_path.glob(".*prep*"))
     with pytest.raises(CatalogError, match="input .*nothing-here not found"):
         encode_from_checkpoint(ckpt, tmp_path / "nothing-here", tmp_path / "x.h5",
