@@ -482,7 +482,7 @@ def load_config(path: str | Path, settings: typing.Sequence[str] = ()) -> RunCon
     Returns
     -------
     RunConfig
-        The checked config.
+        The file's config with the settings applied, checked by `config_from_dict`.
 
     Raises
     ------
@@ -514,7 +514,7 @@ def config_from_yaml_text(text: str) -> RunConfig:
     Returns
     -------
     RunConfig
-        The checked config.
+        The text's config, checked by `config_from_dict`.
 
     Raises
     ------
