@@ -9,7 +9,7 @@ from __future__ import annotations
 
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("galhpc", "_ext", "layers", "runtime"),  # version (+ lazy public API), compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers
-    ("config", "priors", "kernels", "extras"),  # run schema; KL terms; compute kernels (PSF FFT, codebook); optional packages (MissingExtraError is a GalhpcError)
+    ("config", "priors", "kernels", "extras", "formats"),  # run schema; KL terms; compute kernels (PSF FFT, codebook); optional packages (MissingExtraError is a GalhpcError); on-disk formats (names, paths, Shard, read-only open)
     ("data", "mixture"),             # sources, preprocessing, the store and its loader; Gaussian mixtures (diagonal, stick-breaking) and their scores
     ("models", "io"),                # nn.Modules behind GalaxyModel (read no files); reading and exporting stores and catalogues
     ("checkpoint",),                 # model files (build with collaborators)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from galhpc.formats.hdf5 import open_h5_readonly
 from galhpc.runtime.errors import PSFError
-from galhpc.runtime.files import open_h5_readonly
 
 PSF_KINDS = ("galsim", "file", "hdf5", "store", "state")
 

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galhpc.formats.kinds import RARITY_TABLE
+from galhpc.io.table import write_table
 from galhpc.priors import gmm_log_joint
-from galhpc.runtime.kinds import RARITY_TABLE
-from galhpc.search.output import table_units, write_table
+from galhpc.search.output import table_units
 from galhpc.search.source import CatalogColumns
 from galhpc.search.topk import search_blocks
 
