@@ -49,7 +49,7 @@ def load_yaml(text: str | bytes) -> Any:
     Parameters
     ----------
     text : str or bytes
-        YAML document.
+        One YAML document; bytes are decoded as PyYAML does (UTF-8, or UTF-16 with a BOM).
 
     Returns
     -------
