@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from galhpc.inference.h5out import ShardWriter, write_master
-from galhpc.inference.shards import plan_shards, shard_dir_for, shard_path
+from galhpc.formats.catalog import shard_dir_for, shard_path
+from galhpc.io.catalog_writer import ShardWriter, write_master
+from galhpc.io.shards import plan_shards
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,8 @@ else:  # the shard files one at a time
                 parts.append(f["images"][r % shard_size][None])
     values = np.concatenate(parts)
 seconds = time.perf_counter() - begin
-wrong = int((values != np.arange(n)).sum()) if what == "column" else int(np.isnan(values.astype(np.float32)).any(axis=(1, 2)).sum())
+wrong = (int((values != np.arange(n)).sum()) if what == "column"
+         else int(np.isnan(values.astype(np.float32)).any(axis=(1, 2)).sum()))
 print(json.dumps({{"seconds": seconds, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "wrong": wrong, "rows": len(values)}}))
 """

@@ -12,16 +12,17 @@ from galhpc.checkpoint import load_model
 from galhpc.cli.encode import main as encode_main
 from galhpc.inference.encode import encode_catalog, encode_from_checkpoint
 from galhpc.inference.options import EncodeOptions, OutputOptions, split_keywords
-from galhpc.inference.shards import CatalogError
 from galhpc.mixture.bayesian import fit_stick_breaking_bgm
 from galhpc.mixture.diagonal import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.vae import ConvVAE
+from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.world import World
 
 torch.set_num_threads(1)
 N = 600
 
 
+# not the shared tiny_store: cheap 16x16 stores of any size, with clusters to find, for random-weight checkpoints
 def write_store(path, n=N, size=16, with_ids=True):
     """Three families of round blobs (three sizes) plus noise: a store with clusters to find."""
     rng = np.random.default_rng(1)

@@ -14,14 +14,14 @@ from scipy.signal import fftconvolve
 from galhpc.checkpoint import CheckpointError, load_model, save_checkpoint
 from galhpc.cli.generate import main as generate_main
 from galhpc.config import config_from_dict
-from galhpc.inference import h5out
 from galhpc.inference.emulate import EmulationError, load_psf
 from galhpc.inference.generate import generate_catalog, generate_from_checkpoint
 from galhpc.inference.options import GenerateOptions, OutputOptions, split_keywords
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
-from galhpc.inference.shards import CatalogError
+from galhpc.io import catalog_writer
 from galhpc.models import build_model
 from galhpc.models.vae import ConvVAE
+from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.world import World
 
 torch.set_num_threads(1)
@@ -108,7 +108,8 @@ def test_master_reads_in_h5ls_h5dump_and_astropy(ckpt, tmp_path):
     assert data.returncode == 0 and "66, 67, 68, 69\n" in data.stdout  # reads through the shards
     table = Table.read(out, path="catalog")
     cat = read_all(out)
-    assert len(table) == 70 and set(table.colnames) == {"z", "component", "seed", "object_id", "flux_norm", "flux", "mag_ab"}
+    assert len(table) == 70 and set(table.colnames) == {"z", "component", "seed", "object_id", "flux_norm", "flux",
+                                                        "mag_ab"}
     assert np.array_equal(table["z"], cat["z"]) and np.array_equal(table["seed"], cat["seed"])
     with h5py.File(out) as f:
         meta = f["meta"].attrs
@@ -132,7 +133,8 @@ def test_rerun_skips_complete_shards_and_restores_a_lost_one(ckpt, tmp_path):
     assert {n: shard_dir.joinpath(n).stat().st_mtime_ns for n in ("000000.h5", "000002.h5")} == {
         n: kept[n] for n in ("000000.h5", "000002.h5")}
     again = read_all(out)
-    assert all(reference[k].tobytes() == again[k].tobytes() for k in reference)  # bitwise: mag_ab is NaN without a zero point
+    # bitwise: mag_ab is NaN without a zero point
+    assert all(reference[k].tobytes() == again[k].tobytes() for k in reference)
 
 
 def test_cli_refuses_other_settings_unless_overwrite(ckpt, tmp_path, capsys):
@@ -173,14 +175,14 @@ def test_injected_full_disk_keeps_complete_shards(ckpt, tmp_path, monkeypatch):
     out = tmp_path / "s.h5"
     generate(ckpt, tmp_path / "ref.h5")
     reference = read_all(tmp_path / "ref.h5")
-    original = h5out.ShardWriter.write
+    original = catalog_writer.ShardWriter.write
 
     def write_until_full(self, offset, columns):
         if self.shard.index == 1 and offset > 0:
             raise OSError(errno.ENOSPC, "No space left on device")
         original(self, offset, columns)
 
-    monkeypatch.setattr(h5out.ShardWriter, "write", write_until_full)
+    monkeypatch.setattr(catalog_writer.ShardWriter, "write", write_until_full)
     with pytest.raises(CatalogError, match=r"(?s)shard 1 \(objects 64..127\).*disk is full.*stay valid"):
         generate(ckpt, out)
     shard_dir = tmp_path / "s.h5.shards"
@@ -188,7 +190,7 @@ def test_injected_full_disk_keeps_complete_shards(ckpt, tmp_path, monkeypatch):
     assert sorted(p.name for p in shard_dir.iterdir()) == ["000000.h5", "manifest.json"]
     with h5py.File(shard_dir / "000000.h5") as f:
         assert np.array_equal(f["images"][()], reference["images"][:64])
-    monkeypatch.setattr(h5out.ShardWriter, "write", original)
+    monkeypatch.setattr(catalog_writer.ShardWriter, "write", original)
     generate(ckpt, out)  # space freed: resume
     assert all(reference[k].tobytes() == v.tobytes() for k, v in read_all(out).items())  # bitwise (NaN mag_ab)
 
@@ -309,7 +311,8 @@ def test_condition_arguments_are_parsed_as_yaml_scalars():
     from galhpc.inference.options import parse_condition, parse_counts
 
     args = build_parser().parse_args(["--checkpoint", "c.pt", "--n", "1", "--out", "o.h5", "--condition", "label=3",
-                                      "--condition", "ratio=0.5", "--condition", "name=spiral", "--condition", "on=true"])
+                                      "--condition", "ratio=0.5", "--condition", "name=spiral", "--condition",
+                                      "on=true"])
     assert dict(args.condition) == {"label": 3, "ratio": 0.5, "name": "spiral", "on": True}
     with pytest.raises(argparse.ArgumentTypeError, match="expected key=value"):
         parse_condition("label")

@@ -15,10 +15,9 @@ from galhpc.config import load_config
 from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.inference.generate import generate_from_checkpoint
 from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions, split_keywords
-from galhpc.inference.shards import CatalogError
 from galhpc.mixture.diagonal import gmm_responsibilities
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, vade_kl
-from galhpc.runtime.errors import ConfigError, DataError
+from galhpc.runtime.errors import CatalogError, ConfigError, DataError
 from galhpc.runtime.precision import autocast, check_precision, grad_scaler
 from galhpc.train.distributed import SingleProcess
 from galhpc.train.trainer import NonFiniteLossError, TrainingInterrupted, train
@@ -120,7 +119,8 @@ def test_deferred_nan_check_gives_the_same_run_and_still_stops(store, tmp_path):
     cfg = vae_config(bad, tmp_path / "bad")
     cfg.train.holdout_fraction, cfg.train.nan_check_every, cfg.train.augment = 0.0, 2, False
     # NaN pixels: the DataError naming the store and objects wraps the NonFiniteLossError
-    with pytest.raises((NonFiniteLossError, DataError), match=r"loss term 'recon' is nan at step [01] \(epoch 0, batch [01]\)"):
+    with pytest.raises((NonFiniteLossError, DataError),
+                       match=r"loss term 'recon' is nan at step [01] \(epoch 0, batch [01]\)"):
         train(cfg, backend=SingleProcess("cpu"))
 
 

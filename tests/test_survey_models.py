@@ -92,6 +92,7 @@ def test_orient_output_has_no_rotated_square_frame():
     assert float((rotate(flat, torch.tensor([0.8] * 4), padding="zeros") - flat).abs().max()) > 0.9
 
 
+# not the shared tiny_store: survey extras (sigma and mask maps, noise_sigma) under a prep recipe of the test's choice
 def write_store(path, recipe, n=96, with_maps=True, noise=True):
     rng = np.random.default_rng(0)
     images = (rng.normal(0, 0.1, (n, SIZE, SIZE)) + 3.0 * np.exp(-np.add.outer(
@@ -239,9 +240,9 @@ def test_catalogue_recon_mse_leaves_masked_pixels_out(tmp_path):
     """galhpc-encode's recon_mse is the mean squared error over the unmasked pixels (numpy
     oracle), as the likelihoods count them; it used to average every pixel."""
     from galhpc.data.store import StoreReader
+    from galhpc.formats.catalog import Shard
     from galhpc.inference.encode import EncodeJob
     from galhpc.inference.options import EncodeOptions
-    from galhpc.inference.shards import Shard
 
     store = write_store(tmp_path / "flux.h5", "[flux]", n=40)
     model = build_model(ModelConfig(name="astrovader", image_size=SIZE, latent_dim=3,

@@ -46,9 +46,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _body(args: argparse.Namespace) -> None:
+    from galhpc.formats.table import TABLE_SUFFIXES
     from galhpc.runtime import start_mpi_rank
     from galhpc.runtime.outputs import check_output
-    from galhpc.search.output import TABLE_SUFFIXES
     from galhpc.search.run import search_catalog, write_outputs
 
     check_output(args.out, "galhpc-search --out", suffixes=TABLE_SUFFIXES)

@@ -1,5 +1,7 @@
-"""Figures of a fidelity test: overlaid histograms per statistic, and generated stamps beside
-their nearest training and held-out real stamps (matplotlib, Agg).
+"""Figures of a fidelity test (matplotlib, Agg).
+
+Overlaid histograms per statistic, and generated stamps beside their nearest training and
+held-out real stamps.
 """
 
 from __future__ import annotations
@@ -25,15 +27,37 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(plt, fig, path: Path) -> Path:
+    """Lay the figure out, write it atomically (format from path's suffix) and close it."""
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format=path.suffix.lstrip("."))
+    plt.close(fig)
     return path
 
 
 def histograms(result: FidelityResult, path: Path) -> Path:
-    """One panel per statistic: real and generated histograms overlaid (same bins), the
-    KS distance against its real-vs-real floor in the title.
+    """One panel per statistic: real and generated histograms overlaid on the same bins.
+
+    Each panel's title gives the KS distance against its real-vs-real floor; the figure's
+    title the classifier AUC against its floor.
+
+    Parameters
+    ----------
+    result : FidelityResult
+        The scored test (its rows, real and generated tables, classifier AUCs).
+    path : pathlib.Path
+        Output image; the format is taken from its suffix (e.g. ".png"), written atomically.
+
+    Returns
+    -------
+    pathlib.Path
+        `path`, now holding one panel per statistic.
+
+    Raises
+    ------
+    galhpc.extras.MissingExtraError
+        If matplotlib (the "report" extra) is not installed.
     """
     plt = _pyplot()
     rows = result.rows
@@ -55,15 +79,37 @@ def histograms(result: FidelityResult, path: Path) -> Path:
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"Generated against held-out real; classifier AUC {result.classifier['auc']:.2f} "
                  f"(floor {result.classifier_floor['auc']:.2f})", fontsize=10)
-    fig.tight_layout()
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def nearest_grid(generated: np.ndarray, real: np.ndarray, training: np.ndarray, path: Path, n_show: int = 8) -> Path:
-    """Rows: n_show generated stamps, each one's nearest training stamp and nearest held-out
-    real stamp in pixel space (Euclidean), with the distances.
+    """Grid of generated stamps above their nearest training and held-out real stamps.
+
+    Nearest is by Euclidean pixel distance; the distances are in the panel titles.  Stamps
+    are shown on an arcsinh stretch scaled by each stamp's standard deviation.
+
+    Parameters
+    ----------
+    generated : numpy.ndarray
+        Generated stamps, (n, H, W) or (n, C, H, W) (band-averaged for display and distance).
+    real : numpy.ndarray
+        Held-out real stamps, same layout.
+    training : numpy.ndarray
+        Training stamps, same layout.
+    path : pathlib.Path
+        Output image; the format is taken from its suffix, written atomically.
+    n_show : int, optional
+        Generated stamps shown, one per column (default 8).
+
+    Returns
+    -------
+    pathlib.Path
+        `path`, now holding the grid (3 rows, a column per generated stamp shown).
+
+    Raises
+    ------
+    galhpc.extras.MissingExtraError
+        If matplotlib (the "report" extra) is not installed.
     """
     plt = _pyplot()
     from galhpc.fidelity.morphology import as_2d_stack
@@ -84,7 +130,4 @@ def nearest_grid(generated: np.ndarray, real: np.ndarray, training: np.ndarray, 
             if dist is not None:
                 ax.set_title(f"d={dist[c]:.3g}", fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

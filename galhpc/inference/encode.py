@@ -39,14 +39,14 @@ import torch
 
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
+from galhpc.formats.catalog import Shard
 from galhpc.inference.driver import RunResult, root_then_all, run_catalog
-from galhpc.inference.h5out import load_arrays, run_meta, save_arrays
 from galhpc.inference.job import open_job
 from galhpc.inference.options import EncodeOptions, OutputOptions, fingerprint_of, jsonable, to_record
-from galhpc.inference.shards import CatalogError, Shard
+from galhpc.io.catalog_writer import load_arrays, run_meta, save_arrays
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.batching import run_batched, to_numpy
-from galhpc.runtime.errors import DataError, GalhpcError
+from galhpc.runtime.errors import CatalogError, DataError, GalhpcError
 from galhpc.runtime.precision import autocast
 from galhpc.runtime.transfer import as_tensors, device_prefetch
 from galhpc.runtime.world import World

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from galhpc.config import RunConfig
-from galhpc.inference.h5out import parse_compression
 from galhpc.inference.options import OutputOptions
+from galhpc.io.catalog_writer import parse_compression
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.precision import check_precision
 from galhpc.runtime.world import World

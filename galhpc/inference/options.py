@@ -541,8 +541,9 @@ def read_recorded_options(master: str | Path) -> dict[str, Any]:
     CatalogError
         The file is missing, unreadable, or has no /meta.
     """
-    from galhpc.inference.shards import CatalogError
-    from galhpc.io.catalog import META, open_h5_readonly
+    from galhpc.formats.catalog import META
+    from galhpc.formats.hdf5 import open_h5_readonly
+    from galhpc.runtime.errors import CatalogError
 
     master = Path(master)
     if not master.is_file():
@@ -579,7 +580,7 @@ def recorded(meta: Mapping[str, Any], name: str, master: str | Path) -> str:
     CatalogError
         /meta has no such record.
     """
-    from galhpc.inference.shards import CatalogError
+    from galhpc.runtime.errors import CatalogError
 
     text = meta.get(name)
     if not text:
@@ -614,7 +615,7 @@ def recorded_run(master: str | Path, kind: str, cls: type[OptionsT],
     CatalogError
         Not a catalogue of this stage, or one without option records.
     """
-    from galhpc.inference.shards import CatalogError
+    from galhpc.runtime.errors import CatalogError
 
     meta = read_recorded_options(master)
     if meta.get("kind") != kind:

@@ -16,12 +16,12 @@ import torch
 from galhpc.checkpoint import check_catalogue_checkpoint, checkpoint_config, load_model, read_checkpoint
 from galhpc.config import TrainConfig
 from galhpc.data.loader import holdout_mask
+from galhpc.formats.kinds import ENCODE_CATALOGUE, GENERATE_CATALOGUE, STORE, check_kind
 from galhpc.io.catalog import open_catalog
 from galhpc.report import heldout, inference, sampling, truth
 from galhpc.report.losses import read_loss_history
 from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
 from galhpc.runtime.errors import DataError
-from galhpc.runtime.kinds import ENCODE_CATALOGUE, GENERATE_CATALOGUE, STORE, check_kind
 
 log = logging.getLogger("galhpc.report")
 
@@ -40,7 +40,7 @@ TITLES = {
 
 def check_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None, synth: str | Path | None,
                  holdout_store: str | Path | None) -> None:
-    """Refuse, before any work, an input of the wrong galhpc kind (`galhpc.runtime.kinds`) or
+    """Refuse, before any work, an input of the wrong galhpc kind (`galhpc.formats.kinds`) or
     catalogues made with another checkpoint (`check_catalogue_checkpoint`).
     """
     for path, kind, role in ((store, STORE, "galhpc-report --store"),
