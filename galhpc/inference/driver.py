@@ -218,10 +218,8 @@ def legacy_auto_shard_size(n_objects: int, batch_size: int) -> int:
 
     Parameters
     ----------
-    n_objects : int
-        Objects in the catalogue.
-    batch_size : int
-        Objects per batch.
+    n_objects, batch_size : int
+        Objects in the catalogue; objects per batch.
 
     Returns
     -------

@@ -496,7 +496,7 @@ def is_hdf5_file(path: str | Path) -> bool:
     Parameters
     ----------
     path : str or Path
-        Any path.
+        Any path; a missing file or a folder is not HDF5.
 
     Returns
     -------

@@ -252,10 +252,8 @@ class MagSizeTarget:
 
         Parameters
         ----------
-        mag : numpy.ndarray
-            (n,) AB magnitudes.
-        size : numpy.ndarray
-            (n,) half-light radii, pixels.
+        mag, size : numpy.ndarray
+            (n,) AB magnitudes and half-light radii (pixels), NaN allowed.
 
         Returns
         -------
