@@ -144,17 +144,6 @@ def per_cluster_summary(values: np.ndarray, clusters: np.ndarray, cuts: tuple[fl
     return out
 
 
-def label_agreement(labels_true: np.ndarray, labels_pred: np.ndarray) -> dict[str, float]:
-    """NMI and ARI between a (discretised) label column and cluster labels, ignoring class -1."""
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    keep = np.asarray(labels_true) >= 0
-    return {
-        "nmi": float(normalized_mutual_info_score(labels_true[keep], labels_pred[keep])),
-        "ari": float(adjusted_rand_score(labels_true[keep], labels_pred[keep])),
-    }
-
-
 def path_length(points: np.ndarray, order: list[int] | np.ndarray) -> float:
     """Euclidean length of the open path visiting `points` in `order`."""
     p = np.asarray(points, np.float64)[list(order)]

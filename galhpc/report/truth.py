@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from galhpc.mixture.metrics import label_agreement
+
 # flux_norm, minmax_*: prep's per-object intensity coefficients (a flux and a sky level)
 NUISANCE = ("snr", "flux", "border_noise", "psf_fwhm", "noise_sigma", "flux_norm", "minmax_offset", "minmax_scale")
 # angle: circular; positions and companion geometry: sign-symmetric offsets, not morphology;
@@ -97,7 +99,13 @@ def probe_r2(features: np.ndarray, target: np.ndarray, seed: int = 0, n_folds: i
     Parameters
     ----------
     features : (N, D) float
+        What the probe reads (latents μ, PCA scores).
     target : (N,) float
+        A numeric truth column; NaN where unknown.
+    seed : int
+        Shuffle of the folds.
+    n_folds : int
+        Folds of the cross-validation.
 
     Returns
     -------
@@ -126,7 +134,15 @@ def knn_accuracy(features: np.ndarray, classes: np.ndarray, seed: int = 0, k: in
     Parameters
     ----------
     features : (N, D) float
+        What the classifier reads (latents μ, PCA scores).
     classes : (N,) int
+        A class column; negative where missing.
+    seed : int
+        Shuffle of the folds.
+    k : int
+        Neighbours (fewer when a training fold is smaller).
+    n_folds : int
+        Folds of the cross-validation.
 
     Returns
     -------
@@ -198,16 +214,12 @@ def cluster_scores(clusters: np.ndarray, labels: Mapping[str, np.ndarray], roles
         ``eta2_scale``: nuisance name -> "log10"/"linear"; ``nuisance_flagged``: the nuisances
         with η² > `ETA2_FLAG`.
     """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     c = np.asarray(clusters, np.int64)
     out: dict[str, Any] = {"n_clusters": int(len(np.unique(c[c >= 0]))), "nmi": {}, "ari": {}, "eta2": {},
                            "eta2_scale": {}}
     for name in roles.classes:
-        y = np.asarray(labels[name], np.int64)
-        keep = (y >= 0) & (c >= 0)
-        out["nmi"][name] = float(normalized_mutual_info_score(y[keep], c[keep]))
-        out["ari"][name] = float(adjusted_rand_score(y[keep], c[keep]))
+        agreement = label_agreement(np.asarray(labels[name], np.int64), c)
+        out["nmi"][name], out["ari"][name] = agreement["nmi"], agreement["ari"]
     for name in roles.nuisances:
         values, out["eta2_scale"][name] = nuisance_scale(labels[name])
         out["eta2"][name] = eta_squared(values, c)
