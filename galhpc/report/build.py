@@ -24,12 +24,35 @@ log = logging.getLogger("galhpc.report")
 def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, store: str | Path | None = None,
                  synth: str | Path | None = None, options: ReportOptions | None = None,
                  holdout_store: str | Path | None = None) -> dict[str, Any]:
-    """Write figures, metrics.json and index.html into `out`; returns the metrics.
+    """Write figures, metrics.json and index.html into `out`.
 
     A section that raises is logged and recorded as {"error": ...}; the others still run
     (`failed_sections` lists the failures).  `store` and `holdout_store` may be FITS cutouts:
     they are prepared with the prep recipe of the checkpoint's training store into
     temporary stores (`galhpc.inference.encode.as_store`), removed when the report is written.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        Checkpoint written by galhpc-train (losses.csv beside it).
+    clusters : str or Path
+        Encode catalogue of that checkpoint (galhpc-encode).
+    out : str or Path
+        Report folder, created if absent.
+    store : str or Path, optional
+        The store the catalogue was encoded from (HDF5, or FITS cutouts).
+    synth : str or Path, optional
+        Generate catalogue of the checkpoint (galhpc-generate); else the model samples.
+    options : ReportOptions, optional
+        Sample and figure sizes and the seed; default `ReportOptions()`.
+    holdout_store : str or Path, optional
+        A separate held-out store: every object counts as held out.
+
+    Returns
+    -------
+    dict
+        The metrics as written to metrics.json: ``inputs``, one entry per section (its
+        metrics, ``skipped`` or ``error``, and ``seconds``) and ``failed_sections``.
     """
     from galhpc.inference.encode import as_store
 
@@ -112,9 +135,23 @@ def _finite(value: Any) -> Any:
 
 
 def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str, str]]]) -> str:
-    """A self-contained HTML page: a one-screen summary table (`summary_rows`: the headline
-    numbers, model beside baseline, pass/flag), then each section's figures and its scalar
-    metrics (3 significant digits; lists and per-object values stay in metrics.json).
+    """A self-contained HTML page of a report.
+
+    A one-screen summary table (`summary_rows`: the headline numbers, model beside
+    baseline, pass/flag), then each titled section's figures and its scalar metrics
+    (3 significant digits; lists and per-object values stay in metrics.json).
+
+    Parameters
+    ----------
+    report : dict
+        The metrics `build_report` returns.
+    figure_items : dict of str to list of (str, str)
+        Section name -> [(caption, file name)] (`Figures.items`).
+
+    Returns
+    -------
+    str
+        The HTML text of index.html.
     """
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>galhpc report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
@@ -138,7 +175,18 @@ def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str,
 
 
 def sig3(value: Any) -> str:
-    """A number with 3 significant digits (integers as they are); other values as text."""
+    """A number with 3 significant digits (integers as they are); other values as text.
+
+    Parameters
+    ----------
+    value : object
+        A number, bool, None or anything with a `str`.
+
+    Returns
+    -------
+    str
+        "" for None, "n/a" for a non-finite float.
+    """
     if isinstance(value, bool) or value is None:
         return "" if value is None else str(value)
     if isinstance(value, (int, np.integer)):
@@ -149,8 +197,17 @@ def sig3(value: Any) -> str:
 
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, str, str]]:
-    """The headline numbers of a report: (quantity, model, baseline, which baseline, "pass" /
-    "flag" / ""), from the sections that ran.
+    """The headline numbers of a report, from the sections that ran.
+
+    Parameters
+    ----------
+    report : dict
+        The metrics `build_report` returns.
+
+    Returns
+    -------
+    list of tuple
+        (quantity, model, baseline, which baseline, "pass" / "flag" / "") per row.
     """
     rows: list[tuple[str, Any, Any, str, str]] = []
     regier = report.get("regier", {})
@@ -214,8 +271,9 @@ def _truth_table(result: dict[str, Any]) -> str:
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted name, value) of the scalar entries of nested metrics; lists are left out
-    (they stay in metrics.json), short lists of scalars kept as text.
+    """(dotted name, value) of the scalar entries of nested metrics.
+
+    Lists are left out (they stay in metrics.json), short lists of scalars kept as text.
     """
     out: list[tuple[str, Any]] = []
     for key, value in metrics.items():

@@ -5,28 +5,20 @@ a `run`) and registers it (`register`, after GalSim's registered builders); the 
 (`galhpc.report.build`) runs `SECTIONS` in order and skips, in one place, a section whose
 requirement is missing.  The order matters: sections draw from one random generator.
 
-To add a section: write a module here with ``SECTION = register(Section(...))`` and import
-it below at the place it should run.
+To add a section: write a module here with ``SECTION = register(Section(...))`` and add
+its name to `MODULES` at the place it should run.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from galhpc.report.sections.base import SECTIONS, Figures, Requirement, Section, register
 
-# imported for their registration, in report order
-from galhpc.report.sections import (  # noqa: E402, I001
-    reconstruction,
-    clusters,
-    generation,
-    latent_diagnostics,
-    regier_test,
-    fidelity,
-    generated_vs_real,
-    truth_recovery,
-    rarity,
-    similarity_search,
-)
+# the modules, in report order: importing one registers its section
+MODULES = ("reconstruction", "clusters", "generation", "latent_diagnostics", "regier_test", "fidelity",
+           "generated_vs_real", "truth_recovery", "rarity", "similarity_search")
+for _module in MODULES:
+    import_module(f"{__name__}.{_module}")
 
-__all__ = ["SECTIONS", "Figures", "Requirement", "Section", "register", "reconstruction", "clusters", "generation",
-           "latent_diagnostics", "regier_test", "fidelity", "generated_vs_real", "truth_recovery", "rarity",
-           "similarity_search"]
+__all__ = ["MODULES", "SECTIONS", "Figures", "Requirement", "Section", "register"]

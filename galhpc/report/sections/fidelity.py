@@ -1,5 +1,6 @@
-"""The fidelity section: galhpc-fidelity's test (galhpc.fidelity.score) on the report's
-held-out stamps and the model's samples (or the --synth catalogue's), without the
+"""The fidelity section: galhpc-fidelity's test (galhpc.fidelity.score) inside the report.
+
+On the report's held-out stamps and the model's samples (or the --synth catalogue's), without the
 memorisation check (the report does not know the training rows: run galhpc-fidelity).
 Its metrics go to metrics.json only (no heading in index.html).
 """
@@ -27,8 +28,9 @@ ENOUGH_STAMPS = Requirement(
 
 
 def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
-    """KS and Wasserstein distances per statistic beside the real-halves floor, and the
-    classifier two-sample AUC, on `opt.n_morph` held-out and generated stamps.
+    """KS and Wasserstein distances per statistic beside the real-halves floor, and the classifier AUC.
+
+    The classifier two-sample AUC and the distances on `opt.n_morph` held-out and generated stamps.
 
     Parameters
     ----------

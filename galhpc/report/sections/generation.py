@@ -1,5 +1,6 @@
-"""Section 3, generation: samples per component, latent traversals, the route through the
-cluster centres, deblending.
+"""Section 3, generation: samples per component, latent traversals, the route, deblending.
+
+The route is the shortest path through the cluster centres in μ.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     images, recons, ids = h.images, h.recons, h.object_id
     mse = metrics.per_image_mse(images, recons)
     show = pick(len(images), opt.n_show, rng)
-    figures.image_grid([images[show], recons[show], images[show] - recons[show]], ["input", "reconstruction", "residual"],
+    figures.image_grid([images[show], recons[show], images[show] - recons[show]],
+                       ["input", "reconstruction", "residual"],
                        figs.path("reconstruction", "reconstructions.png",
                                  "Random held-out inputs, reconstructions, residuals"),
                        symmetric=[False, False, True], ids=[ids[show], None, None])

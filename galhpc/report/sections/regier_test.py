@@ -60,7 +60,8 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     pca_text = (f", PCA-{REGIER_PCA} wins {result['baselines'][f'pca{REGIER_PCA}']['wins_squared_error']}/{n}"
                 if baselines else "")
     figures.regier_scatter(np.array(result.pop("sse_model")), np.array(result.pop("sse_gaussian")),
-                           figs.path("regier", "regier.png", "Squared error: reconstructions against best-fit Gaussian"),
+                           figs.path("regier", "regier.png",
+                                     "Squared error: reconstructions against best-fit Gaussian"),
                            title=f"model wins {result['wins_squared_error']}/{n}{pca_text} (anchor 971/1000)",
                            baseline=sse_base, baseline_label=f"PCA-{REGIER_PCA} (out of fold)")
     return result

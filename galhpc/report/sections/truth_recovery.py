@@ -1,5 +1,6 @@
-"""Section 7, truth recovery: what the model's latents and clusters know about held-out
-ground truth, next to PCA and PCA+GMM on the same pixels (`galhpc.report.truth`).
+"""Section 7, truth recovery: what the model's latents and clusters know about held-out truth.
+
+Next to PCA and PCA+GMM on the same pixels (`galhpc.report.truth`).
 """
 
 from __future__ import annotations
