@@ -69,7 +69,10 @@ def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -
                 raise DataError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
                                  "but the store has none")
             ds = f[found[0]]
-            out[name] = sampling.read_unique_rows(ds, rows) if found[1] else np.broadcast_to(ds[()], (len(rows), *ds.shape))
+            if found[1]:  # per object
+                out[name] = sampling.read_unique_rows(ds, rows)
+            else:  # one value shared by every object (e.g. one PSF)
+                out[name] = np.broadcast_to(ds[()], (len(rows), *ds.shape))
     return out
 
 

@@ -45,7 +45,21 @@ def sample_rows(n_total: int, max_rows: int, rng: np.random.Generator) -> np.nda
 
 
 def read_rows(dataset: h5py.Dataset, rows: np.ndarray, block: int = 4096) -> np.ndarray:
-    """dataset[rows] for sorted unique `rows`, in blocks (h5py point selections grow slow)."""
+    """dataset[rows] for sorted unique `rows`, in blocks (h5py point selections grow slow).
+
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+    rows : (N,) int
+        Sorted, unique.
+    block : int
+        Rows per h5py selection.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, ...) of the dataset's dtype.
+    """
     rows = np.asarray(rows, np.int64)
     if len(rows) == 0:
         return np.empty((0, *dataset.shape[1:]), dataset.dtype)
@@ -55,7 +69,18 @@ def read_rows(dataset: h5py.Dataset, rows: np.ndarray, block: int = 4096) -> np.
 
 
 def iter_column(dataset: h5py.Dataset, chunk: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
-    """A 1-D dataset streamed in chunks of `chunk` rows."""
+    """A 1-D dataset streamed in chunks of `chunk` rows.
+
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+    chunk : int
+
+    Yields
+    ------
+    numpy.ndarray
+        (<= chunk,) consecutive rows.
+    """
     for start in range(0, dataset.shape[0], chunk):
         yield dataset[start : start + chunk]
 
@@ -151,6 +176,16 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
 
 
 def store_size(path: str | Path) -> int:
+    """Number of objects (rows of `images`) in a store.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    int
+    """
     with open_h5_readonly(path) as f:
         return f["images"].shape[0]
 
@@ -160,13 +195,25 @@ def store_rows_for_ids(path: str | Path, object_ids: np.ndarray, guess_rows: np.
 
     Catalogue row i is store row i when the catalogue was encoded from the store, so
     `guess_rows` is checked first; otherwise the store's `object_id` is scanned in chunks.
+
+    Parameters
+    ----------
+    path : str or Path
+    object_ids : (N,) int
+    guess_rows : (N,) int, optional
+        Store rows to try first (the catalogue's rows).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) int64.
     """
     object_ids = np.asarray(object_ids, np.int64)
     with open_h5_readonly(path) as f:
         ids = f["object_id"]
-        if guess_rows is not None and len(guess_rows) and guess_rows.max() < ids.shape[0]:
-            if np.array_equal(read_rows(ids, guess_rows).astype(np.int64), object_ids):
-                return np.asarray(guess_rows, np.int64)
+        if (guess_rows is not None and len(guess_rows) and guess_rows.max() < ids.shape[0]
+                and np.array_equal(read_rows(ids, guess_rows).astype(np.int64), object_ids)):
+            return np.asarray(guess_rows, np.int64)
         order = np.argsort(object_ids)
         sorted_ids = object_ids[order]
         found = np.full(len(object_ids), -1, np.int64)
@@ -183,7 +230,19 @@ def store_rows_for_ids(path: str | Path, object_ids: np.ndarray, guess_rows: np.
 
 
 def read_unique_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """dataset[rows] for unique `rows` in any order (read sorted, returned in the given order)."""
+    """dataset[rows] for unique `rows` in any order (read sorted, returned in the given order).
+
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+    rows : (N,) int
+        Unique.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, ...) in the order of `rows`.
+    """
     rows = np.asarray(rows, np.int64)
     order = np.argsort(rows)
     out = read_rows(dataset, rows[order])
@@ -191,13 +250,37 @@ def read_unique_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
 
 
 def read_store_images(path: str | Path, rows: np.ndarray) -> np.ndarray:
-    """Images (n, C, H, W) float32 at unique store `rows`."""
+    """Images at unique store `rows`.
+
+    Parameters
+    ----------
+    path : str or Path
+    rows : (N,) int
+        Unique, any order.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, C, H, W) float32 in the order of `rows`.
+    """
     with open_h5_readonly(path) as f:
         return as_nchw(read_unique_rows(f["images"], rows))
 
 
 def read_store_labels(path: str | Path, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Every 1-D `labels/<name>` column of the store at unique `rows` (rows of -1 give NaN / -1)."""
+    """Every 1-D `labels/<name>` column of the store at unique `rows`.
+
+    Parameters
+    ----------
+    path : str or Path
+    rows : (N,) int
+        Unique store rows; -1 gives NaN (float columns) or -1 (integer columns).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Name -> (N,) values; bool columns as int8.
+    """
     rows = np.asarray(rows, np.int64)
     present = rows >= 0
     labels = {}
