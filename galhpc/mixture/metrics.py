@@ -25,7 +25,7 @@ def nmi(truth: np.ndarray, clusters: np.ndarray) -> float:
     truth : (N,) int
         True classes.
     clusters : (N,) int
-        Cluster labels.
+        Cluster labels; any relabelling of them gives the same NMI.
 
     Returns
     -------
@@ -35,7 +35,7 @@ def nmi(truth: np.ndarray, clusters: np.ndarray) -> float:
     Raises
     ------
     ValueError
-        If the two arrays differ in length.
+        If `truth` and `clusters` differ in length.
     """
     return float(normalized_mutual_info_score(*_labels(truth, clusters)))
 
@@ -45,10 +45,8 @@ def ari(truth: np.ndarray, clusters: np.ndarray) -> float:
 
     Parameters
     ----------
-    truth : (N,) int
-        True classes.
-    clusters : (N,) int
-        Cluster labels.
+    truth, clusters : (N,) int
+        The two partitions (the index is symmetric in them).
 
     Returns
     -------
@@ -58,7 +56,7 @@ def ari(truth: np.ndarray, clusters: np.ndarray) -> float:
     Raises
     ------
     ValueError
-        If the two arrays differ in length.
+        On arrays of different lengths.
     """
     return float(adjusted_rand_score(*_labels(truth, clusters)))
 
@@ -81,7 +79,7 @@ def label_agreement(truth: np.ndarray, clusters: np.ndarray) -> dict[str, float]
     Raises
     ------
     ValueError
-        If the two arrays differ in length.
+        When one array is longer than the other.
     """
     truth, clusters = _labels(truth, clusters)
     keep = (truth >= 0) & (clusters >= 0)
@@ -98,11 +96,10 @@ def permutation_baseline(
     Parameters
     ----------
     truth : (N,) int
-        True classes.
+        True classes, shuffled `n_permutations` times.
     clusters : (N,) int
-        Cluster labels.
+        Kept fixed.
     n_permutations : int
-        Shuffles of `truth`.
     seed : int
         Seed of the shuffles.
 
@@ -114,7 +111,7 @@ def permutation_baseline(
     Raises
     ------
     ValueError
-        If the two arrays differ in length.
+        If the lengths differ.
     """
     truth, clusters = _labels(truth, clusters)
     rng = np.random.default_rng(seed)

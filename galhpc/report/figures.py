@@ -308,6 +308,7 @@ def scatter_2d(xy: np.ndarray, colourings: Mapping[str, np.ndarray], path: Path,
     path : Path
         PNG written atomically (no partial file on a full disk).
     title : str
+        Title above the panels.
 
     Returns
     -------

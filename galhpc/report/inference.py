@@ -18,7 +18,7 @@ def encode(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> tup
     Parameters
     ----------
     model : GalaxyModel
-        In eval mode on its device; gradients off.
+        Any model of galhpc.models, run without gradients.
     images : (N, C, H, W) float32
     batch_size : int
 

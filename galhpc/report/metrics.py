@@ -78,7 +78,9 @@ def simplified_silhouette(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     Parameters
     ----------
     x : (N, D) float
+        Points (e.g. latent means μ).
     labels : (N,) int
+        Cluster of each point.
 
     Returns
     -------
@@ -117,6 +119,7 @@ def calinski_harabasz(x: np.ndarray, labels: np.ndarray) -> float:
     ----------
     x : (N, D) float
     labels : (N,) int
+        K distinct values, 1 < K < N.
 
     Returns
     -------

@@ -181,10 +181,12 @@ def store_size(path: str | Path) -> int:
     Parameters
     ----------
     path : str or Path
+        An HDF5 store.
 
     Returns
     -------
     int
+        Rows of its `images` dataset.
     """
     with open_h5_readonly(path) as f:
         return f["images"].shape[0]
@@ -316,8 +318,9 @@ def read_synth(path: str | Path, max_rows: int, rng: np.random.Generator) -> Syn
     path : str or Path
         A generate catalogue.
     max_rows : int
+        Images read at most.
     rng : numpy.random.Generator
-        Draws the sample (`sample_rows`).
+        Chooses the rows.
 
     Returns
     -------

@@ -277,7 +277,9 @@ def pca_scores(pixels: np.ndarray, n_components: int, seed: int = 0) -> np.ndarr
     Parameters
     ----------
     pixels : (N, P) float
+        Flattened stamps.
     n_components : int
+        L, the model's latent size.
     seed : int
 
     Returns
@@ -465,7 +467,7 @@ def format_table(result: Mapping[str, Any]) -> str:
     Parameters
     ----------
     result : mapping
-        `truth_recovery`'s result.
+        What `truth_recovery` returned (its sizes head the table).
 
     Returns
     -------

@@ -126,11 +126,14 @@ class Section:
         Parameters
         ----------
         inputs : ReportInputs
+            The loaded inputs.
         options : ReportOptions
+            Some requirements read sizes (e.g. ``n_morph``).
 
         Returns
         -------
         str or None
+            What the builder records as ``skipped``.
         """
         for requirement in self.requires:
             reason = requirement.missing(inputs, options)
@@ -177,15 +180,20 @@ GENERATOR = Requirement(
 def pick(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted random indices without replacement: min(n, n_total) of range(n_total).
 
+    Unlike `galhpc.report.sampling.sample_rows`, it draws even when n >= n_total (the
+    sections' random stream depends on it).
+
     Parameters
     ----------
     n_total : int
+        Size of the range.
     n : int
+        How many.
     rng : numpy.random.Generator
 
     Returns
     -------
     numpy.ndarray
-        (min(n, n_total),) int64, increasing.
+        Increasing indices.
     """
     return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))

@@ -23,11 +23,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
+        The catalogue sample (μ, component, γ) and, when given, the store's labels and stamps.
     opt : ReportOptions
-        ``n_show`` members per component.
+        ``n_show`` members per component, ``batch_size`` of their reconstructions.
     figs : Figures
+        Receives occupancy, silhouette, overlap matrix, label histograms and member figures.
     rng : numpy.random.Generator
-        Picks the random members.
+        Picks the random members of each component.
 
     Returns
     -------
@@ -89,6 +91,7 @@ def label_agreement_table(inputs: ReportInputs, figs: Figures) -> dict[str, Any]
     inputs : ReportInputs
         Without a store the table is empty.
     figs : Figures
+        Receives labels_<name>.png per label column.
 
     Returns
     -------
@@ -140,6 +143,7 @@ def members(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.ran
     opt : ReportOptions
         ``n_show`` members per component, ``batch_size`` of the reconstructions.
     figs : Figures
+        Receives members_random.png and members_top_gamma.png.
     rng : numpy.random.Generator
         Picks the random members.
     """

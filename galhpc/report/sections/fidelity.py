@@ -35,12 +35,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
-        Needs held-out objects and a generator (synth.h5 or a generative model).
+        Held-out stamps; synth.h5's sample, else the model to draw from.
     opt : ReportOptions
         ``n_morph`` stamps per side, ``seed``, ``batch_size``.
     figs : Figures
+        Receives fidelity_histograms.png.
     rng : numpy.random.Generator
-        Picks the real (and synth) stamps.
+        Chooses which real (and synth) stamps are measured.
 
     Returns
     -------

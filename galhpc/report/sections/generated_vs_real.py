@@ -27,12 +27,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
-        Needs held-out objects and a generator (synth.h5 or a generative model).
+        Held-out stamps and their groups; synth.h5's sample, else the model to draw from.
     opt : ReportOptions
         ``n_morph`` stamps per side, ``n_condition_bins``, ``match_noise``, ``seed``.
     figs : Figures
+        Receives morphology.png (and morphology_per_<column>.png for a float condition).
     rng : numpy.random.Generator
-        Picks the real (and synth) stamps.
+        Picks the synth stamps first, then the real ones.
 
     Returns
     -------

@@ -21,11 +21,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
+        The model, the catalogue sample's μ and, for deblending, a store with ``has_companion``.
     opt : ReportOptions
         ``n_show``, ``n_traversal_dims``, ``steps``, ``seed``, ``batch_size``.
     figs : Figures
+        Receives samples, traversals, tsp_interpolation and deblending figures.
     rng : numpy.random.Generator
-        Unused (samples are seeded with ``opt.seed``).
+        Not drawn from: samples are seeded with ``opt.seed``.
 
     Returns
     -------
@@ -69,8 +71,12 @@ def samples_per_component(inputs: ReportInputs, opt: ReportOptions, figs: Figure
     Parameters
     ----------
     inputs : ReportInputs
+        synth.h5's sample, else the model (and the held-out condition values of a
+        float-conditioned one).
     opt : ReportOptions
+        ``n_show`` stamps per group, ``seed``, ``n_condition_bins``.
     figs : Figures
+        Receives samples.png.
     out : dict
         Receives ``samples_source``, or ``samples_skipped`` when nothing can be drawn.
     """
@@ -119,7 +125,9 @@ def deblending(inputs: ReportInputs, opt: ReportOptions, figs: Figures) -> dict[
     inputs : ReportInputs
         Needs a store with ``labels/has_companion``.
     opt : ReportOptions
+        ``n_show`` // 2 pairs, ``steps`` along each path.
     figs : Figures
+        Receives deblending.png.
 
     Returns
     -------

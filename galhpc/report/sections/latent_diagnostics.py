@@ -18,9 +18,11 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
+        The catalogue sample's μ and log σ², the store's labels when given.
     opt : ReportOptions
-        ``n_tsne`` points, ``seed`` of the t-SNE.
+        ``n_tsne`` points; ``seed`` of the t-SNE.
     figs : Figures
+        Receives latent_snr.png and tsne.png.
     rng : numpy.random.Generator
         Picks the t-SNE points.
 

@@ -28,12 +28,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
-        Needs at least 12 sampled catalogue objects.
+        At least 12 sampled catalogue objects; a store for the χ² and the stamps.
     opt : ReportOptions
         ``n_show`` objects per score, ``seed`` of the post-hoc GMM of a model without a mixture.
     figs : Figures
+        Receives rarity_top.png.
     rng : numpy.random.Generator
-        Unused.
+        Not drawn from: the scores are deterministic.
 
     Returns
     -------

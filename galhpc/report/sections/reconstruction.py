@@ -17,16 +17,18 @@ def loss_curves(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np
     """The loss terms over training (losses.csv beside the checkpoint), phases shaded.
 
     The report's one loss-curve figure (`galhpc.report.figures.loss_curves`); the trainer
-    writes losses.csv and draws nothing.
+    writes losses.csv and draws nothing.  Runs whatever the other inputs are (`Section.always`).
 
     Parameters
     ----------
     inputs : ReportInputs
         Its checkpoint's `losses` rows are drawn.
     opt : ReportOptions
+        Not read: the figure has no size option.
     figs : Figures
+        Receives loss_curves.png.
     rng : numpy.random.Generator
-        Unused.
+        Not drawn from.
 
     Returns
     -------
@@ -52,12 +54,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
-        Needs held-out objects.
+        Its held-out stamps, their ids and `model.reconstruct` of them.
     opt : ReportOptions
-        ``n_show`` stamps in the random figure.
+        ``n_show``: stamps in the random figure.
     figs : Figures
+        Receives reconstructions.png and best_worst.png.
     rng : numpy.random.Generator
-        Picks the stamps shown.
+        Picks the stamps of the random figure.
 
     Returns
     -------

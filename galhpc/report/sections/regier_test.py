@@ -24,12 +24,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
-        Needs held-out objects.
+        The held-out stamps, their reconstructions and the store their noise σ is read from.
     opt : ReportOptions
         ``seed`` of the PCA folds.
     figs : Figures
+        Receives regier.png.
     rng : numpy.random.Generator
-        Unused.
+        Not drawn from (the folds are seeded with ``opt.seed``).
 
     Returns
     -------

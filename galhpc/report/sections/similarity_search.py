@@ -28,12 +28,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
-        Needs a store holding at least two sampled catalogue objects.
+        The catalogue sample's μ and a store holding at least two of its objects.
     opt : ReportOptions
         ``search_ids``, ``n_search_queries``, ``search_k``.
     figs : Figures
+        Receives search_mosaic.png.
     rng : numpy.random.Generator
-        Unused.
+        Not drawn from: the search is exact.
 
     Returns
     -------

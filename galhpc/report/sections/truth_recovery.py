@@ -60,12 +60,13 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Parameters
     ----------
     inputs : ReportInputs
-        Needs held-out objects with truth columns, at least 2 × `truth.N_FOLDS` of them.
+        Held-out objects with truth columns, at least 2 × `truth.N_FOLDS` of them.
     opt : ReportOptions
         ``seed`` of the folds, PCA and GaussianMixture.
     figs : Figures
+        Receives truth_recovery.png.
     rng : numpy.random.Generator
-        Unused.
+        Not drawn from (scikit-learn is seeded with ``opt.seed``).
 
     Returns
     -------
