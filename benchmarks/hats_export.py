@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from galhpc.inference.h5out import ShardWriter, write_master
-from galhpc.inference.shards import plan_shards, shard_dir_for, shard_path
+from galhpc.formats.catalog import shard_dir_for, shard_path
+from galhpc.io.catalog_writer import ShardWriter, write_master
+from galhpc.io.shards import plan_shards
 
 MEASURE = r"""
 import json, resource, sys, time

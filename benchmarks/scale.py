@@ -28,8 +28,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from galhpc.inference.h5out import ShardWriter, write_master
-from galhpc.inference.shards import assign_shards, plan_shards, shard_dir_for, shard_path
+from galhpc.formats.catalog import shard_dir_for, shard_path
+from galhpc.io.catalog_writer import ShardWriter, write_master
+from galhpc.io.shards import assign_shards, plan_shards
 
 BATCH = 4096
 

@@ -37,7 +37,10 @@ myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
-autodoc_typehints = "none"  # numpydoc's Parameters sections say the types
+# Types in the signatures (from the annotations), so a function without a numpydoc Parameters
+# section still shows them; "description" would repeat them beside numpydoc's own fields.
+autodoc_typehints = "signature"
+autodoc_typehints_format = "short"
 html_theme = "alabaster"
 html_title = f"galhpc {release}"
 suppress_warnings = ["myst.xref_missing"]  # links to source files (galhpc/...py) outside the docs
@@ -56,7 +59,7 @@ class GalhpcHelp(Directive):
                 module.main(["--help"])
             except SystemExit as done:
                 if done.code not in (0, None):
-                    raise self.error(f"{self.arguments[0]} --help exited {done.code}")
+                    raise self.error(f"{self.arguments[0]} --help exited {done.code}") from done
         block = nodes.literal_block(out.getvalue(), out.getvalue())
         block["language"] = "text"
         return [block]

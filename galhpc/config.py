@@ -46,6 +46,16 @@ YamlLoader.add_implicit_resolver(
 def load_yaml(text: str | bytes) -> Any:
     """Parse YAML text with `YamlLoader` (``1e-4`` is a float).
 
+    Parameters
+    ----------
+    text : str or bytes
+        YAML document.
+
+    Returns
+    -------
+    Any
+        The parsed value: a dict for a config, None for an empty document.
+
     Raises
     ------
     yaml.YAMLError
@@ -132,8 +142,9 @@ class ModelConfig:
 
 @dataclass
 class ScheduleConfig:
-    """s3VDC phases (Cao et al. 2020; Spindler et al. 2020), in epochs or, with
-    `unit: steps`, in optimiser steps (a preset that fits any catalogue size).
+    """s3VDC phases (Cao et al. 2020; Spindler et al. 2020), in epochs or in optimiser steps.
+
+    With `unit: steps` the phases count optimiser steps (a preset that fits any catalogue size).
 
     `enabled: false` gives a constant KL weight `kl_weight` (plain (β-)VAE training).
     """
@@ -181,15 +192,33 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
+    """One run: the prep, model, schedule and train sections of a YAML config file."""
+
     prep: PrepConfig = field(default_factory=PrepConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain dicts and lists (`dataclasses.asdict`).
+
+        Returns
+        -------
+        dict
+            Section name -> mapping of its fields, every nested dataclass a dict too.
+        """
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        """The config as YAML text, sections and keys in declaration order.
+
+        This is the text stored in checkpoints and outputs; `config_from_yaml_text` reads it back.
+
+        Returns
+        -------
+        str
+            ``yaml.safe_dump`` of `to_dict`.
+        """
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
@@ -215,8 +244,9 @@ def _type_name(hint: Any) -> str:
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
-    """`value` checked against the annotation `hint` (an int is accepted as a float);
-    hints it does not know (Any, classes, callables) take any value.
+    """`value` checked against the annotation `hint` (an int is accepted as a float).
+
+    Hints it does not know (Any, classes, callables) take any value.
     """
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
@@ -263,8 +293,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 
 
 def check_arguments(function: Any, values: dict[str, Any], where: str) -> dict[str, Any]:
-    """A free-form mapping (``model.params``, a source's ``options``) checked against the
-    annotations of the callable it is passed to as keyword arguments.
+    """A free-form mapping checked against the annotations of the callable it is passed to.
+
+    The mapping (``model.params``, a source's ``options``) is passed to the callable as
+    keyword arguments.
 
     Parameters
     ----------
@@ -330,6 +362,25 @@ def options_dataclass(cls: type, options: dict[str, Any], where: str) -> Any:
     Unknown keys are errors naming the allowed ones; every value is checked against the
     field's annotation (`ConfigError` naming the key); YAML lists become tuples (pairs
     and per-band values).
+
+    Parameters
+    ----------
+    cls : type
+        The option dataclass (e.g. `galhpc.data.synth.SimOptions`).
+    options : dict
+        The source's ``options`` from the config.
+    where : str
+        The config path of `options`, for the messages.
+
+    Returns
+    -------
+    object
+        An instance of `cls`; fields not in `options` keep their defaults.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key (naming the allowed ones) or a value of the wrong type.
     """
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - names)
@@ -341,6 +392,24 @@ def options_dataclass(cls: type, options: dict[str, Any], where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any] | None) -> RunConfig:
+    """Build and check a `RunConfig` from a parsed YAML mapping.
+
+    Parameters
+    ----------
+    data : dict or None
+        Sections prep, model, schedule, train (each optional); None or empty: all defaults.
+
+    Returns
+    -------
+    RunConfig
+        Every section built, ints given for float fields as floats.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, a non-mapping section or a value of the wrong type, naming its
+        config path (e.g. ``config.train.lr``).
+    """
     return _build(RunConfig, data or {}, "config")
 
 
@@ -402,6 +471,24 @@ def load_config(path: str | Path, settings: typing.Sequence[str] = ()) -> RunCon
 
     `settings` are ``--set KEY=VALUE`` overrides (`apply_settings`), applied before the
     config is checked, so a mistyped key is refused like one in the file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The YAML file.
+    settings : sequence of str, optional
+        ``section.key=value`` overrides, applied in order.
+
+    Returns
+    -------
+    RunConfig
+        The checked config.
+
+    Raises
+    ------
+    ConfigError
+        A missing file, text that is not YAML, a malformed setting, or a config that does
+        not match the schema; the message starts with the file's path.
     """
     path = Path(path)
     try:
@@ -417,4 +504,23 @@ def load_config(path: str | Path, settings: typing.Sequence[str] = ()) -> RunCon
 
 
 def config_from_yaml_text(text: str) -> RunConfig:
+    """Build a `RunConfig` from YAML text, e.g. the config stored in a checkpoint.
+
+    Parameters
+    ----------
+    text : str
+        YAML as written by `RunConfig.to_yaml` (or a config file's content).
+
+    Returns
+    -------
+    RunConfig
+        The checked config.
+
+    Raises
+    ------
+    ConfigError
+        A config that does not match the schema.
+    yaml.YAMLError
+        Text that is not YAML.
+    """
     return config_from_dict(load_yaml(text))

@@ -47,7 +47,7 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
 
     Returns
     -------
-    module
+    types.ModuleType
         The imported module.
 
     Raises

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("galhpc", "_ext", "layers", "runtime"),  # version (+ lazy public API), compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers
-    ("config", "priors", "kernels", "extras"),  # run schema; KL terms; compute kernels (PSF FFT, codebook); optional packages (MissingExtraError is a GalhpcError)
+    ("config", "priors", "kernels", "extras", "formats"),  # run schema; KL terms; compute kernels (PSF FFT, codebook); optional packages (MissingExtraError is a GalhpcError); on-disk formats (names, paths, Shard, read-only open)
     ("data", "mixture"),             # sources, preprocessing, the store and its loader; Gaussian mixtures (diagonal, stick-breaking) and their scores
     ("models", "io"),                # nn.Modules behind GalaxyModel (read no files); reading and exporting stores and catalogues
     ("checkpoint",),                 # model files (build with collaborators)
@@ -21,7 +21,23 @@ FLOORS: tuple[tuple[str, ...], ...] = (
 
 
 def floor_of(name: str) -> int:
-    """Floor index of a top-level galhpc module/package name (``"train"``, ``"runtime"``)."""
+    """Floor index of a top-level galhpc module/package name (``"train"``, ``"runtime"``).
+
+    Parameters
+    ----------
+    name : str
+        A top-level module or package of galhpc, without the ``galhpc.`` prefix.
+
+    Returns
+    -------
+    int
+        Its index in `FLOORS` (0: the lowest floor).
+
+    Raises
+    ------
+    KeyError
+        If `name` is on no floor.
+    """
     for index, names in enumerate(FLOORS):
         if name in names:
             return index

@@ -15,19 +15,49 @@ from galhpc.runtime.precision import float32
 LOG_2PI = math.log(2.0 * math.pi)
 
 # ---------------------------------------------------------------------------------------
-# Unit Gaussian, Gaussian likelihood and Gaussian mixture (VaDE) terms  (issue 3)
+# Unit Gaussian, Gaussian likelihood and Gaussian mixture (VaDE) terms
 # ---------------------------------------------------------------------------------------
 
 
 @float32
 def kl_unit_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL( N(mu, exp(logvar)) || N(0, I) ) summed over latent dimensions: (B,)."""
+    """KL( N(mu, exp(logvar)) || N(0, I) ) summed over latent dimensions: (B,).
+
+    The closed form of Kingma & Welling (2014), ½ Σ (μ² + σ² − 1 − log σ²).
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        (B, L) posterior means.
+    logvar : torch.Tensor
+        (B, L) posterior log variances log σ².
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) KL in nats, float32 (or float64 for float64 inputs).
+    """
     return 0.5 * torch.sum(mu.pow(2) + logvar.exp() - 1.0 - logvar, dim=-1)
 
 
 @float32
 def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Log N(x; mean, exp(logvar)) with diagonal covariance, summed over all but dim 0: (B,)."""
+    """Log N(x; mean, exp(logvar)) with diagonal covariance, summed over all but dim 0: (B,).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (B, ...) observations, e.g. images (B, C, H, W).
+    mean : torch.Tensor
+        Predicted means, broadcastable to x.
+    logvar : torch.Tensor
+        Predicted log variances, broadcastable to x (a scalar for a fixed noise σ).
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) log likelihood in nats, float32 (or float64 for float64 inputs).
+    """
     per_element = -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar))
     return per_element.flatten(1).sum(dim=1)
 
@@ -36,7 +66,23 @@ def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, logvar: torch.T
 def gmm_log_joint(z: torch.Tensor, log_pi: torch.Tensor, mu_c: torch.Tensor, var_c: torch.Tensor) -> torch.Tensor:
     """Log p(c) + log N(z; mu_c, diag var_c) for every sample and component: (B, K).
 
-    z (B, L); log_pi (K,) log mixture weights (normalised here); mu_c, var_c (K, L).
+    The joint of the Gaussian mixture prior of VaDE (Jiang et al. 2017).
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        (B, L) latent vectors.
+    log_pi : torch.Tensor
+        (K,) log mixture weights, up to a constant (normalised here by log_softmax).
+    mu_c : torch.Tensor
+        (K, L) component means.
+    var_c : torch.Tensor
+        (K, L) component variances (positive).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, K) log p(c) + log p(z | c) in nats, float32 (or float64 for float64 inputs).
     """
     log_pi = torch.log_softmax(log_pi, dim=0)
     diff = z.unsqueeze(1) - mu_c.unsqueeze(0)  # (B, K, L)
@@ -50,6 +96,23 @@ def minmax_scale(log_joint: torch.Tensor, lam: float) -> torch.Tensor:
 
     The row maximum maps to 0 and the minimum to -lam, so the softmax that gives γ can
     neither overflow nor see a row of -inf; a constant row maps to zeros (uniform γ).
+
+    Parameters
+    ----------
+    log_joint : torch.Tensor
+        (B, K) log p(c, z), e.g. from `gmm_log_joint`.
+    lam : float
+        Width λ of the target range [-λ, 0] (s3VDC's λ).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, K) scaled scores, float32 (or float64 for float64 inputs).
+
+    References
+    ----------
+    .. [1] Cao, L., Asadi, S., Zhu, W., Schmidli, C., & Sjöberg, M. (2020), "Simple,
+       scalable, and stable variational deep clustering", ECML PKDD.
     """
     top = log_joint.max(dim=1, keepdim=True).values
     bottom = log_joint.min(dim=1, keepdim=True).values
@@ -70,6 +133,34 @@ def vade_kl(
 
     q(z|x) = N(mu, exp(logvar)); q(c|x) = γ given as log γ (B, K); p(c) = softmax(log_pi);
     p(z|c) = N(mu_c, diag var_c).  The log 2π terms of E[log q(z|x)] and E[log p(z|c)] cancel.
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        (B, L) posterior means.
+    logvar : torch.Tensor
+        (B, L) posterior log variances log σ².
+    log_gamma : torch.Tensor
+        (B, K) log responsibilities log q(c|x) (rows log-normalised).
+    log_pi : torch.Tensor
+        (K,) log mixture weights, up to a constant (normalised here by log_softmax).
+    mu_c : torch.Tensor
+        (K, L) component means.
+    var_c : torch.Tensor
+        (K, L) component variances (positive).
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) KL in nats, float32 (or float64 for float64 inputs).
+
+    References
+    ----------
+    .. [1] Jiang, Z., Zheng, Y., Tan, H., Tang, B., & Zhou, H. (2017), "Variational deep
+       embedding: an unsupervised and generative approach to clustering", IJCAI.
+    .. [2] Spindler, A., Geach, J. E., & Smith, M. J. (2021), "AstroVaDEr: astronomical
+       variational deep embedder for unsupervised morphological classification of galaxies
+       and synthetic image generation", MNRAS 502, 985 (arXiv 2020).
     """
     log_pi = torch.log_softmax(log_pi, dim=0)
     gamma = log_gamma.exp()
@@ -83,10 +174,11 @@ def vade_kl(
 
 
 # ---------------------------------------------------------------------------------------
-# Double-peaked prior ½N(−m, s²) + ½N(m, s²) per peaked latent dimension  (issue 8)
+# Double-peaked prior ½N(−m, s²) + ½N(m, s²) per peaked latent dimension
 #
 # Unsupervised star/galaxy separation: the sign of a peaked latent is the class.  The KL to
-# a two-component mixture has no closed form, so the seed trains with four surrogates.
+# a two-component mixture has no closed form, so training uses one of four surrogates
+# (DOUBLE_PEAKED_TERMS, chosen by name).
 # Each takes the posterior N(mu, exp(logvar)) of the peaked dimensions (B, D) and returns
 # one value per sample (B,).  Derivations and the numerical-integration tests that check
 # them: docs/models.md and tests/test_priors_double_peaked.py.
@@ -99,6 +191,20 @@ def double_peaked_log_prob(z: torch.Tensor, m: float, s: float) -> torch.Tensor:
     """Exact log p(z) of ½N(−m, s²) + ½N(m, s²) per dimension, summed over dims: (B,).
 
     Uses ½N(−m) + ½N(m) = N(z; 0, s²)·exp(−m²/2s²)·cosh(mz/s²), with a stable log cosh.
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        (B, D) values of the peaked dimensions.
+    m : float
+        Peak position ±m.
+    s : float
+        Peak standard deviation.
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) log density in nats, in z's dtype.
     """
     a = m * z / s**2
     log_cosh = a.abs() + torch.nn.functional.softplus(-2.0 * a.abs()) - math.log(2.0)
@@ -117,13 +223,44 @@ def kl_double_peaked_sc(mu: torch.Tensor, logvar: torch.Tensor, m: float = 1.0, 
     The mixture is at least half of either component, p ≥ ½N(±m, s²), so the KL to the
     mixture is at most log 2 plus the Gaussian KL to the peak on μ's side.  Closed form,
     tight once the posterior sits on one peak; its kink at μ = 0 pushes codes off zero.
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        (B, D) posterior means of the peaked dimensions.
+    logvar : torch.Tensor
+        (B, D) their log variances log σ².
+    m : float, optional
+        Peak position ±m (default 1).
+    s : float, optional
+        Peak standard deviation (default 0.5).
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) upper bound on the KL in nats, summed over the D dimensions.
     """
     centre = torch.where(mu >= 0, m, -m).to(mu.dtype)
     return (math.log(2.0) + _gaussian_kl_to_peak(mu, logvar, centre, s)).sum(dim=-1)
 
 
 def folded_normal_mean(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """E|z| for z ~ N(mu, σ²), with Erfc(x) ≈ 1 − tanh(1.19x) (smooth, cheap, no erf)."""
+    """E|z| for z ~ N(mu, σ²), with Erfc(x) ≈ 1 − tanh(1.19x) (smooth, cheap, no erf).
+
+    The folded-normal mean σ√(2/π)·exp(−μ²/2σ²) + μ(1 − Erfc(μ/√2σ)).
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        Means, any shape.
+    logvar : torch.Tensor
+        Log variances log σ², the shape of mu.
+
+    Returns
+    -------
+    torch.Tensor
+        E|z| elementwise, the shape of mu.
+    """
     sigma = torch.exp(0.5 * logvar)
     x = mu / (math.sqrt(2.0) * sigma)
     erf_approx = torch.tanh(ERFC_TANH_SLOPE * x)  # = 1 − Erfc(x)
@@ -137,6 +274,22 @@ def kl_double_peaked_dkl(mu: torch.Tensor, logvar: torch.Tensor, m: float = 1.0,
     near z = 0, vanishing on the peaks) and the expectation is taken exactly over q, which
     leaves E_q|z| = σ√(2/π)·exp(−μ²/2σ²) + μ(1 − Erfc(μ/√2σ)); Erfc via tanh.  Tighter
     than SC (E_q of a max ≥ max of E_q) and smooth at μ = 0.
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        (B, D) posterior means of the peaked dimensions.
+    logvar : torch.Tensor
+        (B, D) their log variances log σ².
+    m : float, optional
+        Peak position ±m (default 1).
+    s : float, optional
+        Peak standard deviation (default 0.5).
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) approximate KL in nats, summed over the D dimensions.
     """
     var = logvar.exp()
     abs_mean = folded_normal_mean(mu, logvar)
@@ -151,6 +304,23 @@ def aw_double_peaked(mu: torch.Tensor, logvar: torch.Tensor, m: float = 1.0, s: 
     For μ bounded by tanh to |μ_i| < m (the model's job), m·√D − ‖μ‖ + ‖σ − s‖ is within a
     factor √2 of the 2-Wasserstein distance to the nearest peak (an L1 vs L2 norm of the
     mean and scale gaps); `m` is unused but kept for a uniform signature.
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        (B, D) posterior means of the peaked dimensions.
+    logvar : torch.Tensor
+        (B, D) their log variances log σ².
+    m : float, optional
+        Peak position ±m (default 1).
+    s : float, optional
+        Peak standard deviation (default 0.5).
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) −‖μ‖₂ + ‖σ − s‖₂ over the D dimensions (negative values are normal: it is a
+        surrogate, not a divergence).
     """
     del m
     sigma = torch.exp(0.5 * logvar)
@@ -162,6 +332,22 @@ def pw_double_peaked(mu: torch.Tensor, logvar: torch.Tensor, m: float = 1.0, s: 
 
     Between diagonal Gaussians W₂² = ‖μ₁ − μ₂‖² + ‖σ₁ − σ₂‖²; 'pseudo' because the target is
     the nearer component, not the mixture.
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        (B, D) posterior means of the peaked dimensions.
+    logvar : torch.Tensor
+        (B, D) their log variances log σ².
+    m : float, optional
+        Peak position ±m (default 1).
+    s : float, optional
+        Peak standard deviation (default 0.5).
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) Σ (|μ| − m)² + (σ − s)² over the D dimensions.
     """
     sigma = torch.exp(0.5 * logvar)
     return ((mu.abs() - m).pow(2) + (sigma - s).pow(2)).sum(dim=-1)
@@ -176,7 +362,24 @@ DOUBLE_PEAKED_TERMS = {
 
 
 def double_peaked_term(name: str):
-    """The double-peaked prior term called `name` (sc | dkl | aw | pw)."""
+    """The double-peaked prior term called `name` (sc | dkl | aw | pw).
+
+    Parameters
+    ----------
+    name : str
+        A key of `DOUBLE_PEAKED_TERMS`.
+
+    Returns
+    -------
+    callable
+        ``term(mu, logvar, m=1.0, s=0.5) -> (B,)``, one of `kl_double_peaked_sc`,
+        `kl_double_peaked_dkl`, `aw_double_peaked`, `pw_double_peaked`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing the known ones).
+    """
     try:
         return DOUBLE_PEAKED_TERMS[name]
     except KeyError:

@@ -16,8 +16,8 @@ from galhpc.checkpoint import load_model
 from galhpc.inference import driver
 from galhpc.inference.driver import WriteOptions
 from galhpc.inference.generate import GenerateOptions, generate_catalog
-from galhpc.inference.shards import CatalogError
 from galhpc.io.catalog import open_catalog
+from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.world import World
 
 torch.set_num_threads(1)

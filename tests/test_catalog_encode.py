@@ -12,10 +12,10 @@ from galhpc.checkpoint import load_model
 from galhpc.cli.encode import main as encode_main
 from galhpc.inference.driver import WriteOptions
 from galhpc.inference.encode import EncodeOptions, encode_catalog, encode_from_checkpoint
-from galhpc.inference.shards import CatalogError
 from galhpc.mixture.bayesian import fit_stick_breaking_bgm
 from galhpc.mixture.diagonal import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.vae import ConvVAE
+from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.world import World
 
 torch.set_num_threads(1)

@@ -14,14 +14,14 @@ from scipy.signal import fftconvolve
 from galhpc.checkpoint import CheckpointError, load_model, save_checkpoint
 from galhpc.cli.generate import main as generate_main
 from galhpc.config import config_from_dict
-from galhpc.inference import h5out
 from galhpc.inference.driver import WriteOptions
 from galhpc.inference.emulate import EmulationError, load_psf
 from galhpc.inference.generate import GenerateOptions, generate_catalog, generate_from_checkpoint
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
-from galhpc.inference.shards import CatalogError
+from galhpc.io import catalog_writer
 from galhpc.models import build_model
 from galhpc.models.vae import ConvVAE
+from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.world import World
 
 torch.set_num_threads(1)
@@ -173,14 +173,14 @@ def test_injected_full_disk_keeps_complete_shards(ckpt, tmp_path, monkeypatch):
     out = tmp_path / "s.h5"
     generate(ckpt, tmp_path / "ref.h5")
     reference = read_all(tmp_path / "ref.h5")
-    original = h5out.ShardWriter.write
+    original = catalog_writer.ShardWriter.write
 
     def write_until_full(self, offset, columns):
         if self.shard.index == 1 and offset > 0:
             raise OSError(errno.ENOSPC, "No space left on device")
         original(self, offset, columns)
 
-    monkeypatch.setattr(h5out.ShardWriter, "write", write_until_full)
+    monkeypatch.setattr(catalog_writer.ShardWriter, "write", write_until_full)
     with pytest.raises(CatalogError, match=r"(?s)shard 1 \(objects 64..127\).*disk is full.*stay valid"):
         generate(ckpt, out)
     shard_dir = tmp_path / "s.h5.shards"
@@ -188,7 +188,7 @@ def test_injected_full_disk_keeps_complete_shards(ckpt, tmp_path, monkeypatch):
     assert sorted(p.name for p in shard_dir.iterdir()) == ["000000.h5", "manifest.json"]
     with h5py.File(shard_dir / "000000.h5") as f:
         assert np.array_equal(f["images"][()], reference["images"][:64])
-    monkeypatch.setattr(h5out.ShardWriter, "write", original)
+    monkeypatch.setattr(catalog_writer.ShardWriter, "write", original)
     generate(ckpt, out)  # space freed: resume
     assert all(reference[k].tobytes() == v.tobytes() for k, v in read_all(out).items())  # bitwise (NaN mag_ab)
 

@@ -11,21 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
+from galhpc.formats.catalog import Shard, shard_dir_for
 from galhpc.inference.driver import auto_shard_size, effective_shard_size, legacy_auto_shard_size
 from galhpc.inference.generate import GenerateOptions, component_segments, sample_blocks
-from galhpc.inference.h5out import ShardWriter, WriteBehind, parse_compression, write_master
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
-from galhpc.inference.shards import (
-    CatalogError,
-    Shard,
-    assign_shards,
-    complete_shards,
-    plan_shards,
-    prepare_output,
-    shard_dir_for,
-    shard_in_flight,
-)
-from galhpc.runtime.errors import ConfigError
+from galhpc.io.catalog_writer import ShardWriter, WriteBehind, parse_compression, write_master
+from galhpc.io.shards import assign_shards, complete_shards, plan_shards, prepare_output, shard_in_flight
+from galhpc.runtime.errors import CatalogError, ConfigError
 from galhpc.runtime.world import threads_per_rank
 
 

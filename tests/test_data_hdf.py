@@ -108,7 +108,8 @@ def test_quickstart_real_survey_cutouts_yaml_runs_verbatim_on_the_hdf(field, tmp
     assert n + len(reasons) == 120 and n > 100
     assert all("centre pixel is bad" in r or "% of the image" in r for r in reasons)  # saturated cores, by name
     assert sigma.shape == images.shape and mask.shape == images.shape and np.isfinite(sigma).all()
-    assert ra.dtype == np.float64 and np.all(np.abs(ra - hdf.HDF_RA_DEG) < 0.03) and np.all(np.abs(dec - hdf.HDF_DEC_DEG) < 0.03)
+    assert ra.dtype == np.float64
+    assert np.all(np.abs(ra - hdf.HDF_RA_DEG) < 0.03) and np.all(np.abs(dec - hdf.HDF_DEC_DEG) < 0.03)
     # sky subtracted: the median border pixel is 0 within the noise for nearly every stamp
     frame = np.ones(images.shape[1:], bool)
     frame[4:-4, 4:-4] = False

@@ -48,7 +48,8 @@ def test_geometric_steps_on_multiband_block_and_masks():
     imgs = np.random.default_rng(1).random((3, 3, 40, 40)).astype(np.float32)
     masks = (imgs[:, 0] > 0.5).astype(np.uint8)
     block = Block(imgs, np.arange(3), extras={"masks": masks})
-    prep = PrepConfig(image_size=16, crop_size=32, recipe=["grey", "crop", "resize", "arcsinh"], stretch_scale=0.5, metrics=False)
+    prep = PrepConfig(image_size=16, crop_size=32, recipe=["grey", "crop", "resize", "arcsinh"], stretch_scale=0.5,
+                      metrics=False)
     out = process_block(block, prep, "s")
     expect = pp.arcsinh_stretch(pp.resize_area(pp.centre_crop(pp.to_grey(imgs), 32), 16), 0.5)
     np.testing.assert_allclose(out.images, expect, rtol=1e-5)

@@ -15,6 +15,11 @@ from galhpc.data.real import default_root, list_objects
 from galhpc.data.sources import DataError
 
 
+def _rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _cfg(tmp_path, **source) -> PrepConfig:
     return PrepConfig(sources=[SourceConfig(kind="real", **source)], output=str(tmp_path / "r.h5"), image_size=32,
                       crop_size=212, recipe=["grey", "crop", "resize"], chunk_rows=10, metrics=False)
@@ -33,18 +38,19 @@ def test_all_27_cutouts_with_their_labels(tmp_path):
         gz_class = f["labels/gz_class"][:]
         # Galaxy Zoo 2: dr7objid via the file-name mapping; votes from gz2_hart16.csv
         gz2 = root / "galaxy_zoo_2/dummy_data/galaxy_zoo_2"
-        mapping = {r["asset_id"]: int(r["objid"]) for r in csv.DictReader(open(gz2 / "gz2_filename_mapping.csv"))}
-        hart = {int(r["dr7objid"]): r for r in csv.DictReader(open(gz2 / "gz2_hart16.csv"))}
+        mapping = {r["asset_id"]: int(r["objid"]) for r in _rows(gz2 / "gz2_filename_mapping.csv")}
+        hart = {int(r["dr7objid"]): r for r in _rows(gz2 / "gz2_hart16.csv")}
         for i in range(3):
             assert ids[i] == mapping[names[i]]
             row = hart[ids[i]]
-            assert f["labels/p_features"][i] == pytest.approx(float(row["t01_smooth_or_features_a02_features_or_disk_fraction"]))
+            votes = float(row["t01_smooth_or_features_a02_features_or_disk_fraction"])
+            assert f["labels/p_features"][i] == pytest.approx(votes)
             assert f["labels/ra"][i] == pytest.approx(float(row["ra"]))
         # challenge: the 3 test images have no labels
         chal = [i for i, c in enumerate(coll) if c == "gz_challenge"]
         assert sorted(gz_class[chal]).count(-1) == 3
-        sol = {int(r["GalaxyID"]): r for r in csv.DictReader(open(
-            root / "galaxy_zoo_challenge/dummy_data/galaxy_zoo_challenge/training_solutions_rev1.csv"))}
+        sol = {int(r["GalaxyID"]): r for r in _rows(
+            root / "galaxy_zoo_challenge/dummy_data/galaxy_zoo_challenge/training_solutions_rev1.csv")}
         for i in chal:
             if ids[i] in sol:
                 votes = [float(sol[ids[i]][f"Class1.{k}"]) for k in (1, 2, 3)]

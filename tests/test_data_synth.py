@@ -97,7 +97,8 @@ def test_two_workers_give_the_same_store_as_one(tmp_path):
 
 def test_cli_runs_and_reports_errors(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("prep:\n  image_size: 32\n  workers: 1\n  recipe: [minmax]\n  sources:\n    - {kind: galsim, n: 6}\n")
+    cfg.write_text("prep:\n  image_size: 32\n  workers: 1\n  recipe: [minmax]\n"
+                   "  sources:\n    - {kind: galsim, n: 6}\n")
     assert prep_main(["--config", str(cfg), "--out", str(tmp_path / "o.h5")]) == 0
     assert (tmp_path / "o.h5").is_file()
     bad = tmp_path / "bad.yaml"

@@ -134,7 +134,7 @@ def test_rendezvous_without_address_is_a_clear_error():
 
 
 def test_importing_galhpc_loads_no_optional_parallel_package():
-    """Every library module imports without horovod, mpi4py or the compiled extension (DESIGN.md)."""
+    """Every library module imports without horovod, mpi4py or the compiled extension (CONTRIBUTING.md, the floors)."""
     code = (
         "import importlib, pkgutil, sys, galhpc, galhpc.train.distributed as d; d.auto_backend_name({}); "
         "mods = [m.name for m in pkgutil.walk_packages(galhpc.__path__, 'galhpc.') if m.name != 'galhpc._ext']; "

@@ -15,7 +15,7 @@ from galhpc.cli.encode import main as encode_main
 from galhpc.cli.search import main as search_main
 from galhpc.config import config_from_dict
 from galhpc.data.prep import run_prep
-from galhpc.search.output import read_table
+from galhpc.io.table import read_table
 
 torch.set_num_threads(1)
 N, SIZE = 36, 48

@@ -79,9 +79,9 @@ def test_a_file_with_wrong_checksums_is_rejected_as_corrupt(tmp_path):
     raw = bytearray((d / "bad.fits").read_bytes())
     raw[2880 + 100] ^= 0x01  # one bit of the data unit
     (d / "bad.fits").write_bytes(bytes(raw))
-    with pytest.warns(Warning, match="(?i)datasum verification failed"):  # astropy's verdict, the oracle
-        with fits.open(d / "bad.fits", checksum=True) as hdul:
-            hdul[0].data  # noqa: B018
+    verdict = pytest.warns(Warning, match="(?i)datasum verification failed")  # astropy's verdict, the oracle
+    with verdict, fits.open(d / "bad.fits", checksum=True) as hdul:
+        hdul[0].data  # noqa: B018
     path = run_prep(_cfg(tmp_path, d))
     with h5py.File(path) as f:
         assert f["object_id"][()].tolist() == [1]

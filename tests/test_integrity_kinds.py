@@ -25,9 +25,9 @@ from galhpc.cli.search import main as search_main
 from galhpc.cli.train import main as train_main
 from galhpc.data.sources import Block
 from galhpc.data.store import StoreWriter
+from galhpc.formats.kinds import FileKindError, file_kind
 from galhpc.io.catalog import open_catalog
-from galhpc.runtime.kinds import FileKindError, file_kind
-from galhpc.search.output import write_table
+from galhpc.io.table import write_table
 from galhpc.search.rarity import rarity_scores
 
 torch.set_num_threads(1)

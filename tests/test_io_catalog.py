@@ -105,14 +105,16 @@ def test_table_has_the_scalar_columns_with_descriptions(catalogues):
         assert table["component"].description and table["object_id"].unit is None
         assert table.meta["kind"] == "encode"
         sub = cat.table(["mu", "object_id"], rows=[3, 1])
-        assert sub["mu"].shape == (2, oracle["mu"].shape[1]) and list(sub["object_id"]) == list(oracle["object_id"][[3, 1]])
+        assert sub["mu"].shape == (2, oracle["mu"].shape[1])
+        assert list(sub["object_id"]) == list(oracle["object_id"][[3, 1]])
         assert sub["mu"].unit == u.dimensionless_unscaled
 
 
 def test_missing_shard_is_named_by_the_reader_and_the_report(catalogues, tmp_path, capsys):
     broken = copy_pair(catalogues["clusters"], tmp_path / "clusters.h5")
     (tmp_path / "clusters.h5.shards" / "000002.h5").unlink()
-    with pytest.raises(CatalogError, match=r"1 of 5 shard file\(s\) missing.*clusters\.h5\.shards/000002\.h5 \(missing\)"):
+    with pytest.raises(CatalogError,
+                       match=r"1 of 5 shard file\(s\) missing.*clusters\.h5\.shards/000002\.h5 \(missing\)"):
         open_catalog(broken)
     with pytest.raises(CatalogError, match="000002.h5"):  # the report's reader: no silent occupancies
         sampling.read_clusters(broken, 1000, np.random.default_rng(0))
@@ -200,7 +202,8 @@ def test_more_shards_than_the_open_file_limit(catalogues, tmp_path):
             rows = np.random.default_rng(0).permutation(len(cat))
             for name in oracle.files:
                 assert np.array_equal(cat.read(name), oracle[name], equal_nan=oracle[name].dtype.kind == "f"), name
-                assert np.array_equal(cat.read(name, rows), oracle[name][rows], equal_nan=oracle[name].dtype.kind == "f"), name
+                assert np.array_equal(cat.read(name, rows), oracle[name][rows],
+                                      equal_nan=oracle[name].dtype.kind == "f"), name
             print("open files at most", cat._pool.size)
         with h5py.File({str(out)!r}, "r") as f:
             ids = f["object_id"][()]
@@ -256,3 +259,17 @@ def test_iter_blocks_shares_the_shards_between_ranks(catalogues):
     starts = {**shares[0], **shares[1]}
     assert _same(np.concatenate([starts[k] for k in sorted(starts)]), oracle)
     assert {k // S_ENC for k in shares[1]} == {1, 3}  # shards k % 2 == 1
+
+
+def test_the_masters_small_groups_are_read_through_the_catalog(catalogues):
+    """`Catalog.groups` / `read_group` (the post-hoc GMM of galhpc-encode): oracle, the master read with h5py."""
+    with h5py.File(catalogues["clusters"], "r") as f:
+        expected = {k: v[()] for k, v in f["gmm"].items()}
+    with open_catalog(catalogues["clusters"]) as cat:
+        assert cat.groups == ["gmm"]
+        got = cat.read_group("gmm")
+        assert set(got) == set(expected) and all(np.array_equal(got[k], expected[k]) for k in expected)
+        with pytest.raises(KeyError, match="no group 'meta'"):
+            cat.read_group("meta")
+    with open_catalog(catalogues["synth"]) as cat:
+        assert cat.groups == []

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import galhpc.io.catalog as catalog_module
-from galhpc.inference.h5out import catalogue_attrs
 from galhpc.io.catalog import CatalogError, open_catalog
+from galhpc.io.catalog_writer import catalogue_attrs
 
 COLUMNS = {  # name: (row shape, dtype)
     "object_id": ((), np.int64),

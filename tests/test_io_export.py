@@ -104,7 +104,8 @@ def test_export_streams_one_shard_at_a_time(clusters, tmp_path, monkeypatch):
     out, _ = clusters
     widest = []
     original = Catalog._read_range
-    monkeypatch.setattr(Catalog, "_read_range", lambda self, col, a, b: widest.append(b - a) or original(self, col, a, b))
+    monkeypatch.setattr(Catalog, "_read_range",
+                        lambda self, col, a, b: widest.append(b - a) or original(self, col, a, b))
     assert export_main([str(out), "--fits", str(tmp_path / "s.fits"), "--parquet", str(tmp_path / "s.parquet")]) == 0
     assert widest and max(widest) == S
 

@@ -94,8 +94,9 @@ def test_no_sky_positions_is_one_clear_error(tmp_path, capsys):
 def sharded_catalogue(out, n, size, seed):
     """A generate-shaped catalogue (images, latents z, sky positions) written by galhpc's own
     shard writer, in shards of `size` rows."""
-    from galhpc.inference.h5out import ShardWriter, write_master
-    from galhpc.inference.shards import plan_shards, shard_dir_for, shard_path
+    from galhpc.formats.catalog import shard_dir_for, shard_path
+    from galhpc.io.catalog_writer import ShardWriter, write_master
+    from galhpc.io.shards import plan_shards
 
     shards = plan_shards(n, size)
     shard_dir = shard_dir_for(out)
@@ -141,7 +142,7 @@ def test_rarity_scores_joined_and_vectors_as_fixed_size_lists(tmp_path, client, 
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    from galhpc.search.output import write_table
+    from galhpc.io.table import write_table
 
     n = 300
     out = tmp_path / "synth.h5"

@@ -19,7 +19,8 @@ def galhpc_imports(path: Path) -> list[tuple[int, str]]:
     """(line, imported galhpc module) of every import in a file, lazy ones inside functions included."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "galhpc":
+        if (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                and node.module.split(".")[0] == "galhpc"):
             if node.module == "galhpc":  # `from galhpc import x`: x may be a package
                 found += [(node.lineno, f"galhpc.{alias.name}") for alias in node.names if alias.name != "__version__"]
             else:
@@ -64,6 +65,51 @@ def test_the_check_catches_an_import_up_the_floors(tmp_path):
     models.mkdir(parents=True)
     (models / "vade.py").write_text("from galhpc.inference.starsep import evaluate\n")
     (models / "pixelcnn.py").write_text("def f():\n    from galhpc.checkpoint import load_model\n")
-    (models / "ok.py").write_text("from galhpc.runtime.world import LOCAL\nfrom galhpc.models.base import GalaxyModel\n")
+    (models / "ok.py").write_text("from galhpc.runtime.world import LOCAL\n"
+                                  "from galhpc.models.base import GalaxyModel\n")
     found = violations(tmp_path / "galhpc")
     assert len(found) == 2 and "imports galhpc.inference.starsep" in found[1] and "galhpc.checkpoint" in found[0]
+
+
+# Above the format modules only the io layer touches HDF5: `galhpc/formats/` (names, the
+# read-only open, H5Output), `galhpc/io/` (catalogue, store and table readers and writers)
+# and the training store's own writer and batch loader in `galhpc/data/`.
+H5PY_HOMES = ("formats/", "io/", "data/store.py", "data/loader.py", "data/prep.py")
+# Known leftovers, each to go with its owner's change (issue 29); nothing else may be added here.
+H5PY_LEFTOVERS = (
+    "inference/encode.py",  # the encode stage's store checks (helper H2: inference stages)
+    "train/trainer.py",  # the trainer's store column check (helper H3: train/)
+)
+
+
+def h5py_importers(root: Path = PACKAGE) -> list[str]:
+    """Modules (paths relative to `root`) that import h5py, lazily inside functions included."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            if any(name.split(".")[0] == "h5py" for name in names):
+                found.append(path.relative_to(root).as_posix())
+                break
+    return found
+
+
+def h5py_outside_io(root: Path = PACKAGE) -> list[str]:
+    return [p for p in h5py_importers(root) if not p.startswith(H5PY_HOMES) and p not in H5PY_LEFTOVERS]
+
+
+def test_only_the_io_layer_imports_h5py():
+    assert h5py_outside_io() == []
+
+
+def test_the_h5py_check_catches_a_module_above_io(tmp_path):
+    """A report module opening HDF5 itself, lazily or not, is caught; formats/, io/ and the store are not."""
+    root = tmp_path / "galhpc"
+    for name, text in {"report/sampling.py": "import h5py\n",
+                       "search/source.py": "def f():\n    from h5py import File\n",
+                       "io/store.py": "import h5py\n", "formats/hdf5.py": "import h5py.h5f\n",
+                       "data/store.py": "import h5py\n", "data/fits.py": "import numpy\n"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    assert h5py_outside_io(root) == ["report/sampling.py", "search/source.py"]

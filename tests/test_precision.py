@@ -14,10 +14,9 @@ from galhpc.checkpoint import read_checkpoint
 from galhpc.config import load_config
 from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.inference.generate import generate_from_checkpoint
-from galhpc.inference.shards import CatalogError
 from galhpc.mixture.diagonal import gmm_responsibilities
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, vade_kl
-from galhpc.runtime.errors import ConfigError, DataError
+from galhpc.runtime.errors import CatalogError, ConfigError, DataError
 from galhpc.runtime.precision import autocast, check_precision, grad_scaler
 from galhpc.train.distributed import SingleProcess
 from galhpc.train.trainer import NonFiniteLossError, TrainingInterrupted, train

@@ -54,7 +54,8 @@ def _prep(tmp_path, saturated: str | None, bits: int | None = SATURATED_BIT) -> 
     with h5py.File(out) as f:
         rejects = dict(zip(f["rejects/object"][()].astype(str), f["rejects/reason"][()].astype(str), strict=False)) \
             if "rejects" in f else {}
-        return {"images": f["images"][()], "mask": f["mask"][()], "order": f["object_id"][()].tolist(), "ids": sorted(f["object_id"][()].tolist()),
+        order = f["object_id"][()].tolist()
+        return {"images": f["images"][()], "mask": f["mask"][()], "order": order, "ids": sorted(order),
                 "rejects": rejects}
 
 

@@ -18,8 +18,8 @@ from test_vqvae import blobs
 from galhpc.config import ModelConfig, RunConfig, TrainConfig
 from galhpc.data.sources import Block
 from galhpc.data.store import StoreReader, StoreWriter
+from galhpc.formats.catalog import Shard
 from galhpc.inference.encode import EncodeJob, EncodeOptions
-from galhpc.inference.shards import Shard
 from galhpc.models.base import StepState
 from galhpc.models.convae import ConvAE
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE, denormalise_stamps, normalise_stamps

@@ -1,6 +1,6 @@
 """galhpc-report end to end on a tiny store, AstroVaDEr checkpoint, clusters.h5 and synth.h5.
 
-The files follow the schema of DESIGN.md (store: images, object_id, labels/<name>;
+The files follow docs/schema.md (store: images, object_id, labels/<name>;
 clusters.h5: object_id, mu, logvar, component, gamma, recon_mse, /meta; synth.h5:
 images, z, component, seed) and are made here with h5py from a real (untrained: the report's job is to measure, not to
 look good) AstroVaDEr.

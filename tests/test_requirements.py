@@ -11,7 +11,8 @@ import pytest
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 # distributions whose import name is not their name with '-' -> '_'
-MODULES = {"scikit-learn": "sklearn", "scikit-image": "skimage", "pyyaml": "yaml", "faiss-cpu": "faiss", "pytest-timeout": "pytest_timeout"}
+MODULES = {"scikit-learn": "sklearn", "scikit-image": "skimage", "pyyaml": "yaml", "faiss-cpu": "faiss",
+           "pytest-timeout": "pytest_timeout"}
 
 
 def pinned() -> list[tuple[str, str]]:

@@ -38,7 +38,7 @@ def test_old_import_paths_name_the_same_classes():
     from galhpc.checkpoint import CheckpointError as b
     from galhpc.config import ConfigError as c
     from galhpc.data.sources import DataError as d
-    from galhpc.inference.shards import CatalogError as a
+    from galhpc.io.catalog import CatalogError as a
 
     assert (a, b, c, d) == (CatalogError, CheckpointError, ConfigError, DataError)
 

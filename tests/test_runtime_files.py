@@ -13,10 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
+from galhpc.formats.hdf5 import H5Output, open_h5_readonly
 from galhpc.runtime.files import (
     atomic_open,
     atomic_path,
-    open_h5_readonly,
     remove_stale_temps,
     temp_path,
     write_text_atomic,
@@ -92,7 +92,6 @@ def test_readers_open_without_file_locks(tmp_path):
 
 
 def _write_h5(tmp: Path) -> None:
-    from galhpc.runtime.files import H5Output
 
     with H5Output(tmp) as f:
         f["x"] = np.arange(10.0)
@@ -133,7 +132,6 @@ def test_an_interrupt_inside_an_atomic_write_leaves_the_old_file_and_no_temporar
 
 def test_an_interrupt_while_hdf5_creates_the_file_leaves_nothing(tmp_path, monkeypatch):
     """H5Output used without atomic_path (the store writer): the file it had just created goes."""
-    from galhpc.runtime.files import H5Output
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -146,7 +144,8 @@ def test_an_interrupt_while_hdf5_creates_the_file_leaves_nothing(tmp_path, monke
 
 _LONG_WRITE = """
 import sys, numpy as np
-from galhpc.runtime.files import H5Output, atomic_open, atomic_path
+from galhpc.formats.hdf5 import H5Output
+from galhpc.runtime.files import atomic_open, atomic_path
 final, kind = sys.argv[1], sys.argv[2]
 if kind == "hdf5":
     with atomic_path(final) as tmp, H5Output(tmp) as f:

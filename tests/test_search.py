@@ -15,7 +15,7 @@ from test_catalog_generate import make_checkpoint
 from test_search_topk import brute_force
 
 from galhpc.cli.search import main as search_main
-from galhpc.search.output import read_table
+from galhpc.io.table import read_table
 from galhpc.search.run import search_catalog
 from galhpc.search.source import CatalogColumns, SearchInputError
 

@@ -12,7 +12,7 @@ from test_catalog_encode import encode
 from test_catalog_generate import make_checkpoint
 
 from galhpc.cli.rarity import main as rarity_main
-from galhpc.search.output import read_table
+from galhpc.io.table import read_table
 from galhpc.search.rarity import LatentPrior, knn_distance, prior_nll, reference_rows
 
 torch.set_num_threads(1)

@@ -22,7 +22,7 @@ from galhpc.cli.search import main as search_main
 from galhpc.config import PrepConfig, SourceConfig
 from galhpc.data.prep import prep_config_yaml
 from galhpc.io.catalog import open_catalog
-from galhpc.search.output import read_table
+from galhpc.io.table import read_table
 from galhpc.search.run import search_catalog
 from galhpc.search.source import SearchInputError
 

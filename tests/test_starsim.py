@@ -54,7 +54,8 @@ def test_masks_follow_the_classes_and_cover_the_objects():
         assert set(np.unique(mask)) == {starsim.MASK_BACKGROUND, expected}
         assert mask[16, 16] == expected and mask[0, 0] == starsim.MASK_BACKGROUND
     neighbours = starsim.simulate_block(starsim.StarSimOptions(neighbour_probability=1.0, mag_max=19), 32, 2, 0, 30)
-    mixed = [set(np.unique(m)) for m, ns in zip(neighbours.extras["masks"], neighbours.labels["neighbour_is_star"], strict=False)]
+    mixed = [set(np.unique(m))
+             for m, ns in zip(neighbours.extras["masks"], neighbours.labels["neighbour_is_star"], strict=False)]
     assert any(s == {0, 1, 2} for s in mixed)  # a star next to a galaxy labels both
 
 

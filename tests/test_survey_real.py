@@ -111,8 +111,8 @@ def hdf_stores(tmp_path_factory):
 
 
 def read_stamps(store):
+    from galhpc.formats.hdf5 import open_h5_readonly
     from galhpc.report.survey import SurveyStamps
-    from galhpc.runtime.files import open_h5_readonly
 
     with open_h5_readonly(store) as f:
         stamps = SurveyStamps(f["images"][:], f["sigma"][:], f["mask"][:] > 0, f["object_id"][:])

@@ -113,7 +113,7 @@ def rarity_scores(path: str, cat) -> dict:
     """
     import numpy as np
 
-    from galhpc.search.output import read_table
+    from galhpc.io.table import read_table
     from galhpc.search.rarity import SCORES
 
     table = read_table(path)

@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         from galhpc.checkpoint import load_model
+        from galhpc.formats.table import TABLE_SUFFIXES
         from galhpc.report.heldout import noise_sigma
         from galhpc.runtime import start_mpi_rank
         from galhpc.runtime.outputs import check_output
-        from galhpc.search.output import TABLE_SUFFIXES
         from galhpc.search.rarity import rarity_scores
         from galhpc.search.run import store_stamps
         from galhpc.search.source import CatalogColumns

@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        from galhpc.formats.table import TABLE_SUFFIXES
         from galhpc.runtime import start_mpi_rank
         from galhpc.runtime.outputs import check_output
-        from galhpc.search.output import TABLE_SUFFIXES
         from galhpc.search.run import search_catalog, write_outputs
 
         check_output(args.out, "galhpc-search --out", suffixes=TABLE_SUFFIXES)

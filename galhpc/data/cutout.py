@@ -21,7 +21,8 @@ Options:
 Each stamp is `astropy.nddata.Cutout2D(..., mode="strict")` around the catalogue
 position through the image's celestial WCS; the pixel map stamps are cut at the same
 pixels.  An object partly or wholly off the image, or whose position is null, is a
-reject with that reason.  Objects are read by stamp size, then catalogue order.  Labels: the catalogue's columns, `ra`/`dec`, `wcs_pixel_scale`.
+reject with that reason.  Objects are read by stamp size, then catalogue order.  Labels:
+the catalogue's columns, `ra`/`dec`, `wcs_pixel_scale`.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ def _sigma_from(weight: np.ndarray | None, kind: str) -> np.ndarray | None:
 
 
 def _world_to_pixel(wcs, coords) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) 0-based pixel positions of sky positions; NaN where the WCS has none (the far
-    side of a projection, or where a SIP distortion's inversion does not converge).
+    """The (x, y) 0-based pixel positions of sky positions, NaN where the WCS has none.
+
+    None: the far side of a projection, or where a SIP distortion's inversion does not converge.
     """
     from astropy.wcs import NoConvergence
 
@@ -117,7 +119,31 @@ def _world_to_pixel(wcs, coords) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
-    """Registered as kind "survey_image" (see the module docstring)."""
+    """Stamps cut from one survey image around catalogue positions: kind "survey_image".
+
+    Parameters
+    ----------
+    source : SourceConfig
+        `path` (the image), `catalog` and `id_column`, `passthrough`, `hdu` and `options`
+        (size, scale_by, weight, mask, ...: see the module docstring).
+    prep : PrepConfig
+        Its `chunk_rows`, `on_error`, and the `r90_column` and `sky` columns to keep.
+
+    Yields
+    ------
+    Block
+        Stamps of one side each (objects sorted by stamp size), float32 in the image's
+        units, with `sigma` (from the weight map) and `mask` extras, `ra`/`dec` labels in
+        degrees and the off-image rejects.
+
+    Raises
+    ------
+    ConfigError
+        No image or catalogue, or an unknown option or weight type.
+    DataError
+        An unreadable image, no celestial WCS, a missing catalogue column, a duplicate id;
+        or, with ``on_error: raise``, an object off the image.
+    """
     from astropy import units as u
     from astropy.coordinates import SkyCoord
     from astropy.io import fits

@@ -15,8 +15,8 @@
   non-finite σ or a BLANK pixel is a bad pixel.  A map may also ship as its own file beside
   the stamp, named `<stamp><. _ -><token>.fits[.fz|.gz]` (tokens err/rms/sigma/noise/unc,
   var, wht/weight/wgt/ivar, dq/mask/flag(s)/bpm: `g_01.wht.fits` is g_01.fits's inverse
-  variance); a map in the stamp's own file wins; a map file without its stamp is a reject.  Every object gets `Block.extras`
-  "sigma" (NaN where no map says) and "mask" (uint8); the prep fills and stores them.
+  variance); a map in the stamp's own file wins; a map file without its stamp is a reject.  Every object
+  gets `Block.extras` "sigma" (NaN where no map says) and "mask" (uint8); the prep fills and stores them.
   A companion map is never read as a galaxy.
 - `catalog`: any table astropy reads (FITS: first table HDU or options.catalog_hdu;
   CSV, ECSV, Parquet, VOTable by suffix) whose `id_column` holds object ids; its other
@@ -73,13 +73,12 @@ ANISOTROPY_TOLERANCE = 0.01  # pixels whose two axes differ more than this are r
 
 
 def header_pixel_scale(header, primary=None, where: str = "") -> float:
-    """Arcsec per pixel from a FITS header (an astropy Header, or fitsio's), else from the
-    primary header; NaN when neither says.
+    """Arcsec per pixel from a FITS header, else from the primary header; NaN when neither says.
 
     Parameters
     ----------
     header, primary : astropy.io.fits.Header or fitsio.FITSHDR or None
-        The image HDU's header and the file's primary header.
+        The image HDU's header and the file's primary header (astropy's, or fitsio's).
     where : str
         Names the HDU in the warning for non-square pixels.
 
@@ -139,7 +138,8 @@ def _celestial_scale(wcs, where: str) -> float:
     if wcs.naxis != 2:
         return float("nan")
     units = [u.Unit(cu) if str(cu) else u.deg for cu in wcs.wcs.cunit]
-    scales = np.array([(s * unit).to_value(u.arcsec) for s, unit in zip(proj_plane_pixel_scales(wcs), units, strict=False)])
+    scales = np.array([(s * unit).to_value(u.arcsec)
+                       for s, unit in zip(proj_plane_pixel_scales(wcs), units, strict=False)])
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         return float("nan")
     if abs(scales[0] - scales[1]) > ANISOTROPY_TOLERANCE * scales.mean():
@@ -148,7 +148,26 @@ def _celestial_scale(wcs, where: str) -> float:
 
 
 def list_files(path: str, pattern: str = "*.fit*") -> list[Path]:
-    """Files of a source path: a file, a directory's matching files, or a glob."""
+    """Files of a source path: a file, a directory's matching files, or a glob.
+
+    Parameters
+    ----------
+    path : str
+        One file, a directory, or a glob pattern.
+    pattern : str
+        Glob of the files taken from a directory (the default takes .fits, .fit, .fits.gz,
+        .fits.fz).
+
+    Returns
+    -------
+    list of Path
+        The files, sorted by name.
+
+    Raises
+    ------
+    DataError
+        Nothing matches.
+    """
     p = Path(path)
     if p.is_dir():
         files = sorted(q for q in p.glob(pattern) if q.is_file())
@@ -167,8 +186,9 @@ DEC_NAMES = ("dec", "dej2000", "decj2000", "de_icrs", "dec_icrs", "delta_j2000",
 
 
 def _position_column(names: dict[str, str], chosen: str | None, conventional: tuple[str, ...], path: str) -> str | None:
-    """The lower-cased catalogue column holding ra (or dec): `chosen`, else the first
-    conventional name present, else None.
+    """The lower-cased catalogue column holding ra (or dec).
+
+    `chosen`, else the first conventional name present, else None.
     """
     if chosen is not None:
         if chosen.lower() not in names:
@@ -242,9 +262,9 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
     if null.any():
         raise DataError(f"catalog {path}: null ids in {id_column!r} at rows {np.flatnonzero(null)[:5].tolist()}")
     values = np.asarray(id_col)
-    if values.dtype.kind not in "iu":
-        if values.dtype.kind != "f" or not np.all(np.isfinite(values) & (values == np.round(values))):
-            raise DataError(f"catalog {path}: id column {id_column!r} holds non-integer values ({values.dtype})")
+    if values.dtype.kind not in "iu" and (
+            values.dtype.kind != "f" or not np.all(np.isfinite(values) & (values == np.round(values)))):
+        raise DataError(f"catalog {path}: id column {id_column!r} holds non-integer values ({values.dtype})")
     ids = values.astype(np.int64)
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
@@ -281,7 +301,8 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
                 raise DataError(f"catalog {path}: column {name} has unit {column.unit}, not an angle") from None
         stored = _null_safe(column)
         if stored is None:
-            log.warning("catalog %s: column %s of dtype %s is not numeric or text; not stored", path, name, column.dtype)
+            log.warning("catalog %s: column %s of dtype %s is not numeric or text; not stored", path, name,
+                        column.dtype)
             continue
         labels[key] = _degrees(stored, key, f"catalog {path}: column {name}") if key in ("ra", "dec") else stored
         if key in ("ra", "dec"):
@@ -292,8 +313,10 @@ def read_catalog(path: str, id_column: str, hdu: int | str | None = None, passth
 
 
 def _degrees(values: np.ndarray, key: str, where: str) -> np.ndarray:
-    """An ra/dec column as float64 degrees: numbers are degrees; text is sexagesimal (ra in
-    hours "12:36:49.4" / "12h36m49.4s", dec in degrees) or decimal degrees; empty is NaN.
+    """An ra/dec column as float64 degrees.
+
+    Numbers are degrees; text is sexagesimal (ra in hours "12:36:49.4" / "12h36m49.4s", dec
+    in degrees) or decimal degrees; empty is NaN.
     """
     if values.dtype.kind in "iufb":
         return values.astype(np.float64)
@@ -319,8 +342,9 @@ def _degrees(values: np.ndarray, key: str, where: str) -> np.ndarray:
 
 
 def _read_parquet(path: str):
-    """A Parquet file as an astropy Table through pyarrow (astropy's own reader needs
-    pandas); null cells become masked entries.
+    """A Parquet file as an astropy Table through pyarrow; null cells become masked entries.
+
+    astropy's own Parquet reader needs pandas, which is not a requirement.
     """
     from astropy.table import MaskedColumn, Table
 
@@ -384,8 +408,9 @@ def _header_id(header, primary, keyword: str) -> int | None:
 
 
 class DuplicateIdError(DataError):
-    """Two objects of a source carry one id: refused whatever on_error says (a store with
-    one id for two galaxies silently answers queries with either).
+    """Two objects of a source carry one id: refused whatever on_error says.
+
+    A store with one id for two galaxies would silently answer queries with either.
     """
 
 
@@ -407,17 +432,50 @@ class ObjectBlocks:
         self.seen: dict[int, str] = {}
 
     def check_unique(self, oid: int, where: str) -> None:
-        """Refuse a second object with an id already read (overlapping tiles, copied headers)."""
+        """Refuse a second object with an id already read (overlapping tiles, copied headers).
+
+        Parameters
+        ----------
+        oid : int
+            The object's id.
+        where : str
+            Where it was read (file and HDU), remembered for the message.
+
+        Raises
+        ------
+        DuplicateIdError
+            `oid` was read before; the message names both places.
+        """
         if oid in self.seen:
             raise DuplicateIdError(f"duplicate object id {oid}: {self.seen[oid]} and {where} "
-                            "(give each object its own OBJID, or use options.id_from: sequence)")
+                                   "(give each object its own OBJID, or use options.id_from: sequence)")
         self.seen[oid] = where
 
     def add(self, image: np.ndarray, oid: int, file: str, scale: float, sigma: np.ndarray | None = None,
             mask: np.ndarray | None = None, position: tuple[float, float] = (np.nan, np.nan)) -> Block | None:
-        """Add one object (`scale`: arcsec per pixel or NaN; `sigma` NaN where unknown;
-        `position` (ra, dec) degrees of its centre); returns the finished block when the
-        shape changes or it is full.
+        """Add one object; the block collected so far is finished when the shape changes or it is full.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            (H, W) or (C, H, W) float, raw pixels in the file's units.
+        oid : int
+            The object's id.
+        file : str
+            Where it was read, for errors and rejects.
+        scale : float
+            Arcsec per pixel, or NaN when unknown.
+        sigma : numpy.ndarray or None
+            Per-pixel σ, same shape as `image`, NaN where unknown (None: unknown everywhere).
+        mask : numpy.ndarray or None
+            Same shape, uint8: 0 good, `MASK_BAD` or `MASK_SATURATED` (None: all good).
+        position : (float, float)
+            (ra, dec) of the centre in degrees (NaN when the image has no celestial WCS).
+
+        Returns
+        -------
+        Block or None
+            The finished block of the objects before this one, or None.
         """
         done = None
         if self.images and (image.shape != self.images[0].shape or len(self.images) >= self.rows):
@@ -432,6 +490,16 @@ class ObjectBlocks:
         return done
 
     def flush(self) -> Block | None:
+        """The block of the objects and rejects collected so far, and start a new one.
+
+        Returns
+        -------
+        Block or None
+            Images (n, [C,] H, W) float32, ids int64, labels (`wcs_pixel_scale` arcsec, ``ra``,
+            ``dec`` degrees: the catalogue's, else the WCS centre's; the catalogue's columns),
+            ``sigma`` float32 and ``mask`` uint8 extras, files and rejects; None when nothing
+            was collected.
+        """
         if not self.images and not self.rejects:
             return None
         ids = np.array(self.ids, dtype=np.int64)
@@ -491,8 +559,10 @@ def _where(h, f) -> str:
 
 
 def _image_hdus(f, hdu, path: Path):
-    """The science HDUs of a file: `hdu` (a number, or every extension of that EXTNAME), else
-    every SCI extension, else every image HDU with data that is not a σ/weight/mask companion.
+    """The science HDUs of a file.
+
+    `hdu` (a number, or every extension of that EXTNAME), else every SCI extension, else
+    every image HDU with data that is not a σ/weight/mask companion.
     """
     images = [h for h in f if _has_image(h)]
     if hdu is not None:
@@ -517,8 +587,9 @@ def _image_hdus(f, hdu, path: Path):
 
 
 def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict[str, Any]:
-    """{kind: HDU} of σ / variance / inverse variance / mask maps for one science HDU: an
-    option's HDU (number or EXTNAME; "none" for no map), else the HDU of a conventional
+    """The σ / variance / inverse variance / mask map HDUs of one science HDU, by kind.
+
+    An option's HDU (number or EXTNAME; "none" for no map), else the HDU of a conventional
     EXTNAME with the same EXTVER, else the only one of its kind in a single-object file.
     """
     found: dict[str, Any] = {}
@@ -528,7 +599,8 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
         if chosen is not None:
             if str(chosen).lower() == "none":
                 continue
-            same = [h for h in images if isinstance(chosen, str) and _name(h) == chosen.upper() and _extver(h) == _extver(sci)]
+            same = [h for h in images
+                    if isinstance(chosen, str) and _name(h) == chosen.upper() and _extver(h) == _extver(sci)]
             if same:
                 found[kind] = same[0]
                 continue
@@ -549,11 +621,12 @@ def _companions(f, science: list, sci, opts: dict[str, Any], path: Path) -> dict
 def _read_maps(companions: dict[str, tuple[Any, str]], shape: tuple[int, ...], where: str,
                bad_bits: int | None = None, saturated_bits: int | None = None,
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(σ or None, mask or None) from the companion HDUs ({kind: (HDU, where it is)}); a
-    weight <= 0, a non-finite σ, an undefined (BLANK) pixel of any map and a mask pixel with
-    any of `bad_bits` set (None: any non-zero value) are bad pixels (`MASK_BAD`); mask
-    pixels with any of `saturated_bits` set (e.g. 8 in WFPC2's DQ, 256 in ACS/WFC3's) and no
-    other bad bit are `MASK_SATURATED`.
+    """The (σ or None, mask or None) of a science HDU from its companion HDUs.
+
+    `companions` is {kind: (HDU, where it is)}.  A weight <= 0, a non-finite σ, an undefined
+    (BLANK) pixel of any map and a mask pixel with any of `bad_bits` set (None: any non-zero
+    value) are bad pixels (`MASK_BAD`); mask pixels with any of `saturated_bits` set (e.g. 8
+    in WFPC2's DQ, 256 in ACS/WFC3's) and no other bad bit are `MASK_SATURATED`.
     """
     sigma, mask, saturated = None, None, None
     for kind, (h, place) in companions.items():
@@ -606,8 +679,9 @@ def _stem(path: Path) -> str:
 
 
 def _pair_map_files(paths: list[Path]) -> tuple[list[Path], dict[Path, dict[str, Path]], list[tuple[Path, str]]]:
-    """Split a source's files into stamps and the σ/weight/mask maps shipped beside them
-    (`g_0001.fits` with `g_0001.wht.fits`, `g_0001_rms.fits`, `g_0001-mask.fits.fz`).
+    """Split a source's files into stamps and the σ/weight/mask maps shipped beside them.
+
+    E.g. `g_0001.fits` with `g_0001.wht.fits`, `g_0001_rms.fits`, `g_0001-mask.fits.fz`.
 
     Returns
     -------
@@ -633,8 +707,10 @@ def _pair_map_files(paths: list[Path]) -> tuple[list[Path], dict[Path, dict[str,
 
 
 def _beside_hdu(f, path: Path, sci, n_science: int):
-    """The HDU of a map file for one science HDU: the image HDU with its EXTNAME and
-    EXTVER, else the only image HDU when the stamp file holds one object.
+    """The HDU of a map file for one science HDU.
+
+    The image HDU with its EXTNAME and EXTVER, else the only image HDU when the stamp file
+    holds one object.
     """
     images = [h for h in f if _has_image(h)]
     same = [h for h in images if _name(h) == _name(sci) and _extver(h) == _extver(sci)]
@@ -675,8 +751,10 @@ def _centre_radec(wcs, shape: tuple[int, ...]) -> tuple[float, float]:
 
 
 def _cube(hdu, option: str) -> str:
-    """How a 3-D HDU is read: `option` unless "auto"; then "bands" when its header names its
-    bands (BANDS/BAND0 keywords, CTYPE3 BAND or FILTER), else "objects".
+    """How a 3-D HDU is read: as one multi-band object ("bands") or a stack ("objects").
+
+    `option` unless "auto"; then "bands" when its header names its bands (BANDS/BAND0
+    keywords, CTYPE3 BAND or FILTER), else "objects".
     """
     if option != "auto":
         return option
@@ -696,8 +774,9 @@ def _planes(data: np.ndarray, cube: str, where: str) -> list[np.ndarray]:
 
 
 def _verify_checksums(hdu: Any, where: str) -> None:
-    """Refuse an HDU whose CHECKSUM or DATASUM (when present) does not match: a corrupt file
-    (astropy's `verify_checksum` / `verify_datasum`: 1 matches, 0 mismatch, 2 absent).
+    """Refuse an HDU whose CHECKSUM or DATASUM (when present) does not match: a corrupt file.
+
+    astropy's `verify_checksum` / `verify_datasum` give 1 (matches), 0 (mismatch), 2 (absent).
     """
     header = hdu.header
     if "CHECKSUM" not in header and "DATASUM" not in header:
@@ -734,7 +813,30 @@ def _open(path: Path):
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
-    """Registered as kind "fits" (see the module docstring)."""
+    """FITS cutouts, one object per science HDU or cube plane: kind "fits".
+
+    Parameters
+    ----------
+    source : SourceConfig
+        `path` (file, folder or glob), `hdu`, `catalog`, `id_column`, `passthrough` and
+        `options` (see the module docstring).
+    prep : PrepConfig
+        For `chunk_rows` (block size) and `on_error` (raise, or record a reject and go on).
+
+    Yields
+    ------
+    Block
+        Objects of one shape per block, in file order: float32 pixels as stored in the
+        file, ids by `options.id_from`, `sigma`/`mask` extras from the companion maps.
+
+    Raises
+    ------
+    ConfigError
+        No path, or an unknown option.
+    DataError
+        No file matches, two objects share an id; or, with ``on_error: raise``, an
+        unreadable file, HDU or id.
+    """
     opts = check_options(OPTIONS, source.options, f"source fits {source.path}")
     if source.path is None:
         raise ConfigError("source fits: `path` (file, directory or glob) is required")
@@ -745,8 +847,8 @@ def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
                           "cube auto|objects|bands")
     index, labels, units = None, None, None
     if source.catalog:
-        index, labels, units = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"), source.passthrough,
-                                     needed=(prep.r90_column, prep.sky))
+        index, labels, units = read_catalog(source.catalog, source.id_column, opts.get("catalog_hdu"),
+                                            source.passthrough, needed=(prep.r90_column, prep.sky))
         log.info("catalog %s: %d objects, label columns %s", source.catalog, len(index), sorted(labels))
     objects = ObjectBlocks(prep.chunk_rows, labels, index, units)
     sequence = 0

@@ -331,9 +331,9 @@ def write_field(field: HDFField, folder: str | Path) -> tuple[Path, Path]:
     Parameters
     ----------
     field : HDFField
-        From `build_field`.
+        The field of `build_field`: its SCI image, σ, DQ and WCS.
     folder : str or Path
-        Output folder (created).
+        Where the two files go; made if missing.
 
     Returns
     -------
@@ -356,8 +356,10 @@ def write_field(field: HDFField, folder: str | Path) -> tuple[Path, Path]:
 
 def build_hdf_cutouts(folder: str | Path, size: int = STAMP_SIZE, catalog_name: str = "hdf_catalog.fits",
                       max_objects: int | None = None, held_out_fraction: float = 0.2) -> tuple[list[Path], Path]:
-    """Build the whole development set in one call: `folder`/stamps/hdf_<id>.fits, the
-    catalogue `folder`/`catalog_name` and the field `folder`/field/hdf_{sci,wht}.fits.
+    """Build the whole development set in one call.
+
+    Writes `folder`/stamps/hdf_<id>.fits, the catalogue `folder`/`catalog_name` and the field
+    `folder`/field/hdf_{sci,wht}.fits.
 
     Parameters
     ----------

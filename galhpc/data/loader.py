@@ -24,7 +24,8 @@ import torch
 from galhpc.data.preprocess import random_flips
 from galhpc.data.sources import PIXEL_MAPS, DataError
 from galhpc.data.store import locate_column, read_store_info
-from galhpc.runtime.files import open_h5_readonly
+from galhpc.formats import store as fmt
+from galhpc.formats.hdf5 import open_h5_readonly
 
 SPLITS = ("train", "holdout", "all")
 _HOLDOUT_KEY = 0x401D  # separates the holdout stream from epoch streams
@@ -32,7 +33,27 @@ _FLIP_KEY = 0xF11B
 
 
 def holdout_mask(n: int, holdout_fraction: float, seed: int) -> np.ndarray:
-    """Boolean (n,): which rows are held out; a pure function of (seed, fraction, n)."""
+    """Boolean (n,): which rows are held out; a pure function of (seed, fraction, n).
+
+    Parameters
+    ----------
+    n : int
+        Rows of the store.
+    holdout_fraction : float
+        In [0, 1).
+    seed : int
+        The run's seed.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n,) bool, round(n * holdout_fraction) True.
+
+    Raises
+    ------
+    ValueError
+        A fraction outside [0, 1).
+    """
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
     n_hold = int(round(n * holdout_fraction))
@@ -43,8 +64,25 @@ def holdout_mask(n: int, holdout_fraction: float, seed: int) -> np.ndarray:
 
 
 def epoch_order(rows: np.ndarray, block_rows: int, epoch: int, seed: int, window_blocks: int) -> np.ndarray:
-    """The epoch's order of `rows` (sorted row numbers): blocks permuted, rows shuffled
-    within windows of `window_blocks` consecutive blocks.
+    """The epoch's order of `rows` (sorted row numbers).
+
+    Blocks permuted, rows shuffled within windows of `window_blocks` consecutive blocks.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        Shape (m,) int64, sorted store rows (a split).
+    block_rows : int
+        Rows per block (the store's chunk height).
+    epoch, seed : int
+        Key the order.
+    window_blocks : int
+        Blocks whose rows are shuffled together.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (m,) int64, a permutation of `rows`.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
     block_of = rows // block_rows
@@ -118,6 +156,13 @@ class StoreLoader:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next iteration follows.
+
+        Parameters
+        ----------
+        epoch : int
+            Epoch number (the order is a pure function of it, the seed and the rank).
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -125,7 +170,13 @@ class StoreLoader:
         return full if self.drop_last or rest == 0 else full + 1
 
     def rank_rows(self) -> np.ndarray:
-        """This rank's rows of the current epoch, in order (equal count on every rank)."""
+        """The rows of the current epoch this rank reads, in order (equal count on every rank).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (per_rank,) int64 store rows.
+        """
         if self.shuffle:
             order = epoch_order(self.rows, self.block_rows, self.epoch, self.seed, self.window_blocks)
         else:
@@ -133,6 +184,18 @@ class StoreLoader:
         return order[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
 
     def batch_rows(self, batch_index: int) -> np.ndarray:
+        """The store rows of one batch of the current epoch on this rank.
+
+        Parameters
+        ----------
+        batch_index : int
+            Batch number within the epoch.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (<= batch_size,) int64.
+        """
         rows = self.rank_rows()
         return rows[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
 
@@ -140,7 +203,18 @@ class StoreLoader:
         return self.iter_from(0)
 
     def iter_from(self, batch_index: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches batch_index, batch_index + 1, ... of the current epoch."""
+        """Batches batch_index, batch_index + 1, ... of the current epoch.
+
+        Parameters
+        ----------
+        batch_index : int
+            The first batch to yield (0: the whole epoch).
+
+        Yields
+        ------
+        dict
+            "image" (B, C, H, W) float32 tensor, "object_id" and "index" (B,) int64, and the label columns.
+        """
         rows = self.rank_rows()
         n_batches = len(self)
         with open_h5_readonly(self.path) as f:
@@ -150,7 +224,7 @@ class StoreLoader:
                 yield self._make_batch(cache.gather(batch), batch, b)
 
     def _make_batch(self, data: dict[str, np.ndarray], rows: np.ndarray, batch_index: int) -> dict:
-        images = data.pop("images")
+        images = data.pop(fmt.IMAGES)
         if images.ndim == 3:
             images = images[:, None]
         if self.augment:  # the same flips for the image and every per-object spatial array
@@ -161,7 +235,7 @@ class StoreLoader:
                     data[name] = random_flips(values, np.random.default_rng(np.random.SeedSequence(key)))
         batch = {
             "image": torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
-            "object_id": torch.from_numpy(data.pop("object_id").astype(np.int64)),
+            "object_id": torch.from_numpy(data.pop(fmt.OBJECT_ID).astype(np.int64)),
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
         for name in PIXEL_MAPS:
@@ -177,9 +251,10 @@ class StoreLoader:
 
 
 def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """Where each requested column lives (`locate_column`): ({batch key: per-object dataset
-    path}, {key: shared array}); a shared column, e.g. one `psf` (h, w), rides unchanged in
-    every batch.
+    """Where each requested column lives (`locate_column`).
+
+    ({batch key: per-object dataset path}, {key: shared array}); a shared column, e.g. one `psf` (h, w), rides
+    unchanged in every batch.
     """
     per_object, shared, missing = {}, {}, []
     with open_h5_readonly(path) as f:
@@ -192,7 +267,7 @@ def _resolve_columns(path: Path, names: list[str], n: int) -> tuple[dict[str, st
             else:
                 shared[name] = f[found[0]][()]
         if missing:
-            have = sorted(f["labels"]) if "labels" in f else []
+            have = sorted(f[fmt.LABELS]) if fmt.LABELS in f else []
             raise DataError(f"{path}: no label column or dataset {missing}; labels: {have}")
     return per_object, shared
 
@@ -202,7 +277,7 @@ class _BlockCache:
 
     def __init__(self, f: h5py.File, block_rows: int, columns: dict[str, str], capacity: int):
         self.f, self.block_rows, self.capacity = f, block_rows, capacity
-        self.datasets = {"images": f["images"], "object_id": f["object_id"]}
+        self.datasets = {name: f[name] for name in fmt.CORE}
         self.datasets.update({key: f[where] for key, where in columns.items()})
         self.blocks: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
 

@@ -39,7 +39,21 @@ def _plane_bad(mask: np.ndarray | None, image: np.ndarray) -> np.ndarray:
 
 
 def saturated_pixels(mask: np.ndarray | None, image: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels flagged `MASK_SATURATED` in every band, with a finite value."""
+    """Saturated pixels: flagged `MASK_SATURATED` in every band, with a finite value.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray or None
+        The source's mask, (H, W) or (C, H, W) uint8 (`MASK_BAD`, `MASK_SATURATED` or 0);
+        None: no mask.
+    image : numpy.ndarray
+        The stamp, same shape as `mask`, float.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool.
+    """
     if mask is None:
         return np.zeros(image.shape[-2:], bool)
     sat = (mask == MASK_SATURATED) & np.isfinite(image)
@@ -89,12 +103,26 @@ def bad_pixel_verdict(image: np.ndarray, mask: np.ndarray | None, max_bad_fracti
     if bad[core].any():
         return " + ".join(parts) + ": the centre pixel is bad"
     if fraction > max_bad_fraction:
-        return " + ".join(parts) + f": {100 * fraction:.2g} % of the image > max_bad_fraction {100 * max_bad_fraction:.2g} %"
+        return " + ".join(parts) + (f": {100 * fraction:.2g} % of the image > max_bad_fraction "
+                                    f"{100 * max_bad_fraction:.2g} %")
     return None
 
 
 def border_frame(shape: tuple[int, int], border: int) -> np.ndarray:
-    """(H, W) bool: the frame of width `border` (at most a quarter of the side) at the edges."""
+    """The frame of width `border` (at most a quarter of the side) at a stamp's edges.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        The stamp's (H, W) in pixels.
+    border : int
+        Frame width in pixels (clipped to [1, min(H, W) // 4]).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool, True on the frame.
+    """
     h, w = shape
     b = max(1, min(border, h // 4, w // 4))
     frame = np.ones((h, w), dtype=bool)

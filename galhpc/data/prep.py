@@ -42,8 +42,23 @@ FILL_SEED = 0x5EED_F111  # noise that fills bad pixels: from (FILL_SEED, object_
 
 
 def quality_metrics(img: np.ndarray, border: int) -> dict[str, float]:
-    """The four quality metrics of one image with the numpy recipe functions (the border
-    noise is computed once): the per-image reference of the batch path in process_block.
+    """The four quality metrics of one image, with the numpy recipe functions.
+
+    The per-image reference of the batch path in `process_block` (which uses
+    `galhpc.kernels.quality`); the border noise is computed once.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        (H, W) or (C, H, W) float, after the geometric steps (bands averaged first).
+    border : int
+        Patch side of the border noise, in pixels.
+
+    Returns
+    -------
+    dict
+        ``snr`` (dimensionless, inf when noiseless), ``width`` (pixels, NaN when nothing to
+        fit), ``non_uniformity`` (max / mean), ``border_noise`` (σ in the image's units).
     """
     noise = pp.border_noise(img, border)
     peak = float(pp.resize_area(pp.single_band(img), 16).max())
@@ -56,17 +71,32 @@ def quality_metrics(img: np.ndarray, border: int) -> dict[str, float]:
 
 
 def check_prep_config(prep: PrepConfig) -> None:
-    """Refuse recipes, filters and options that cannot work, before any data is read."""
+    """Refuse recipes, filters and options that cannot work, before any data is read.
+
+    Parameters
+    ----------
+    prep : PrepConfig
+        The prep section of a run config.
+
+    Raises
+    ------
+    ConfigError
+        An unknown recipe step, an intensity step before a geometric one, an unknown filter,
+        or an option out of its range (one line naming the key and the allowed values).
+    """
     unknown = [s for s in prep.recipe if s not in GEOMETRIC_STEPS + INTENSITY_STEPS]
     if unknown:
-        raise ConfigError(f"prep.recipe: unknown step(s) {unknown}; known: {list(GEOMETRIC_STEPS + INTENSITY_STEPS)}")
+        raise ConfigError(f"prep.recipe: unknown step(s) {unknown}; "
+                          f"known: {list(GEOMETRIC_STEPS + INTENSITY_STEPS)}")
     kinds = [s in INTENSITY_STEPS for s in prep.recipe]
     if kinds != sorted(kinds):
-        raise ConfigError(f"prep.recipe {prep.recipe}: geometric steps {GEOMETRIC_STEPS} must come before {INTENSITY_STEPS}")
+        raise ConfigError(f"prep.recipe {prep.recipe}: geometric steps {GEOMETRIC_STEPS} must come before "
+                          f"{INTENSITY_STEPS}")
     for key in prep.filters:
         metric, _, bound = key.rpartition("_")
         if metric not in METRICS or bound not in ("min", "max"):
-            raise ConfigError(f"prep.filters: unknown filter {key!r}; use <metric>_min or <metric>_max with metric in {sorted(METRICS)}")
+            raise ConfigError(f"prep.filters: unknown filter {key!r}; use <metric>_min or <metric>_max "
+                              f"with metric in {sorted(METRICS)}")
     if prep.on_error not in ("raise", "skip"):
         raise ConfigError(f"prep.on_error must be 'raise' or 'skip', got {prep.on_error!r}")
     if prep.compression not in (None, "lzf", "gzip"):
@@ -117,9 +147,10 @@ def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bo
 
 def _geometric(arr: np.ndarray, prep: PrepConfig, integer: bool = False, r90: np.ndarray | None = None,
                variance: bool = False) -> np.ndarray:
-    """Apply the recipe's geometric steps to a stack (n, H, W) or (n, C, H, W); with
-    prep.crop_r90 the crop is per object, from `r90` (n,) in input pixels; `variance`: the
-    stack is a variance map, resampled as the variance of each area average.
+    """Apply the recipe's geometric steps to a stack (n, H, W) or (n, C, H, W).
+
+    With prep.crop_r90 the crop is per object, from `r90` (n,) in input pixels; `variance`:
+    the stack is a variance map, resampled as the variance of each area average.
     """
     for step in prep.recipe:
         if step == "grey" and arr.ndim == 4 and not integer:
@@ -187,9 +218,10 @@ def _without_grey(prep: PrepConfig) -> PrepConfig:
 
 
 def _sigma_geometric(sigma: np.ndarray, prep: PrepConfig, r90: np.ndarray | None) -> np.ndarray:
-    """σ through the geometric steps as a variance: the grey mean of C bands has variance
-    mean(σ²)/C, an area average Σ w² σ² over its weights w (independent pixel noise; for
-    f x f whole input pixels mean(σ²)/f²).
+    """σ through the geometric steps, carried as a variance.
+
+    The grey mean of C bands has variance mean(σ²)/C, an area average Σ w² σ² over its
+    weights w (independent pixel noise; for f x f whole input pixels mean(σ²)/f²).
     """
     var = np.square(sigma.astype(np.float64))
     if "grey" in prep.recipe and var.ndim == 4:
@@ -199,8 +231,9 @@ def _sigma_geometric(sigma: np.ndarray, prep: PrepConfig, r90: np.ndarray | None
 
 
 def _mask_geometric(mask: np.ndarray, prep: PrepConfig, r90: np.ndarray | None) -> np.ndarray:
-    """The mask through the geometric steps: a stored pixel is bad if any input pixel in its
-    footprint (or band, after grey) was.
+    """The mask through the geometric steps.
+
+    A stored pixel is bad if any input pixel in its footprint (or band, after grey) was.
     """
     bad = (mask != 0).astype(np.float32)
     if "grey" in prep.recipe and bad.ndim == 4:
@@ -221,7 +254,8 @@ def _sky(images: np.ndarray, mask: np.ndarray | None, labels: dict[str, np.ndarr
                             f"column; columns: {sorted(labels)}")
         measured = np.asarray(labels[prep.sky], dtype=np.float64)
     for i in np.flatnonzero(~np.isfinite(measured)):  # a null catalogue sky is measured
-        bad = np.zeros(images.shape[-2:], bool) if mask is None else (mask[i] != 0).reshape(-1, *images.shape[-2:]).any(axis=0)
+        bad = (np.zeros(images.shape[-2:], bool) if mask is None
+               else (mask[i] != 0).reshape(-1, *images.shape[-2:]).any(axis=0))
         measured[i] = pixels.border_sky(images[i], bad, prep.border)[0]
     return measured
 
@@ -233,7 +267,32 @@ def _reject_or_raise(prep: PrepConfig, rejects: list[Reject], obj: str, file: st
 
 
 def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
-    """Steps 1-4 of the module docstring on one block; returns the kept objects."""
+    """Steps 1-4 of the module docstring on one block.
+
+    Parameters
+    ----------
+    block : Block
+        Raw objects from a source: images (n, H, W) or (n, C, H, W) float in input units.
+    prep : PrepConfig
+        The recipe, metrics, filters, pixel-map options and `on_error`.
+    source_desc : str
+        Names the source in errors and rejects when an object has no file.
+
+    Returns
+    -------
+    Block
+        The kept objects: images (n', [C,] image_size, image_size) float32 in stored units,
+        the metric and coefficient label columns (`flux_norm`, `minmax_offset`,
+        `minmax_scale`, `sky`, `noise_sigma`, ...), ``sigma``/``mask`` extras where the source
+        gave pixel maps; the rejects of this block appended to the source's.
+
+    Raises
+    ------
+    DataError
+        Images that are not 3-D or 4-D, a missing R90 or sky column; with
+        ``on_error: raise``, an object with too many bad pixels (or a bad centre), smaller
+        than the crop, or without a usable R90.
+    """
     if block.images.ndim not in (3, 4):
         raise DataError(f"{source_desc}: images must be (n, H, W) or (n, C, H, W), got shape {block.images.shape}")
     n = len(block)
@@ -304,7 +363,8 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
                 rejects.append(Reject(obj, file, f"filtered: {metric} {values[metric][i]:.4g} fails {key} {limit}"))
             keep &= ~bad
     if any(step in INTENSITY_STEPS for step in prep.recipe):
-        noise = values["border_noise"] if prep.metrics or prep.filters else quality.metrics(images, prep.border)["border_noise"]
+        noise = (values["border_noise"] if prep.metrics or prep.filters
+                 else quality.metrics(images, prep.border)["border_noise"])
         sky = _sky(images, extras.get("mask"), labels, prep, source_desc)
         images, truth, sigma_map, coefficients = _intensity(images, truth, prep, noise, sky, extras.get("sigma"))
         if sigma_map is not None:
@@ -316,9 +376,11 @@ def process_block(block: Block, prep: PrepConfig, source_desc: str) -> Block:
     return out.select(keep)
 
 
-def _r90_or_reject(block: Block, prep: PrepConfig, rejects: list[Reject], source_desc: str) -> tuple[Block, np.ndarray]:
-    """The block's R90 column (input pixels) for size-scaled crops; objects without a
-    finite positive R90 are rejected (or raise), naming the object.
+def _r90_or_reject(block: Block, prep: PrepConfig, rejects: list[Reject],
+                   source_desc: str) -> tuple[Block, np.ndarray]:
+    """The block's R90 column (input pixels) for size-scaled crops.
+
+    Objects without a finite positive R90 are rejected (or raise), naming the object.
     """
     if prep.r90_column not in block.labels:
         raise DataError(f"{source_desc}: prep.crop_r90 needs the label column {prep.r90_column!r} "
@@ -336,10 +398,11 @@ def _r90_or_reject(block: Block, prep: PrepConfig, rejects: list[Reject], source
 def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig, noise: np.ndarray,
                sky: np.ndarray, sigma_map: np.ndarray | None,
                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
-    """The recipe's intensity steps on a block; returns images, truth, the per-pixel σ map
-    (or None) and the per-object coefficient columns (module docstring), with `noise_sigma`
-    the border noise `noise` (n,) carried into stored units.  The flux step first
-    subtracts `sky` (n,), stored as the label `sky`.
+    """The recipe's intensity steps on a block.
+
+    Returns images, truth, the per-pixel σ map (or None) and the per-object coefficient
+    columns (module docstring), with `noise_sigma` the border noise `noise` (n,) carried
+    into stored units.  The flux step first subtracts `sky` (n,), stored as the label `sky`.
     """
     images = images.astype(np.float64)
     sigma_map = None if sigma_map is None else sigma_map.astype(np.float64)
@@ -380,12 +443,47 @@ def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig, n
 
 
 def prep_config_yaml(prep: PrepConfig) -> str:
-    """The prep section as YAML text of a run config (readable by config_from_yaml_text)."""
+    """The prep section as YAML text of a run config.
+
+    Parameters
+    ----------
+    prep : PrepConfig
+        The prep section (after command-line overrides).
+
+    Returns
+    -------
+    str
+        ``prep:`` and its fields, in declaration order; `galhpc.config.config_from_yaml_text`
+        reads it back (the store keeps it as its recipe).
+    """
     return yaml.safe_dump({"prep": dataclasses.asdict(prep)}, sort_keys=False)
 
 
 def run_prep(prep: PrepConfig, output: str | Path | None = None, on_error: str | None = None) -> Path:
-    """Read every source of `prep`, process it, and write one store; returns its path."""
+    """Read every source of `prep`, process it, and write one training store.
+
+    Parameters
+    ----------
+    prep : PrepConfig
+        The sources, recipe, filters and store options.
+    output : str or Path or None
+        The store to write (None: `prep.output`).
+    on_error : str or None
+        ``"raise"`` or ``"skip"`` (None: `prep.on_error`).
+
+    Returns
+    -------
+    Path
+        The store written (HDF5, its layout in docs/schema.md); rejected objects are listed
+        in its ``rejects/`` table.
+
+    Raises
+    ------
+    ConfigError
+        The configuration cannot work (`check_prep_config`), or a source's options are wrong.
+    DataError
+        A source cannot be read; with ``on_error: raise``, the first bad object.
+    """
     changes = {"on_error": on_error, "output": None if output is None else str(output)}
     prep = dataclasses.replace(prep, **{k: v for k, v in changes.items() if v is not None})
     check_prep_config(prep)

@@ -11,7 +11,23 @@ import numpy as np
 
 
 def to_grey(img_bands: np.ndarray) -> np.ndarray:
-    """Mean over the band axis (-3): g, r, i (or any bands) -> one grey image (..., H, W)."""
+    """Mean over the band axis (-3): g, r, i (or any bands) to one grey image.
+
+    Parameters
+    ----------
+    img_bands : numpy.ndarray
+        Images (..., C, H, W), any float or integer dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., H, W) float32, the band mean (accumulated in float64), in the input's units.
+
+    Raises
+    ------
+    ValueError
+        The input has fewer than three axes (no band axis).
+    """
     img_bands = np.asarray(img_bands)
     if img_bands.ndim < 3:
         raise ValueError(f"to_grey needs a band axis (..., C, H, W); got shape {img_bands.shape}")
@@ -19,7 +35,25 @@ def to_grey(img_bands: np.ndarray) -> np.ndarray:
 
 
 def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
-    """The central size x size pixels; for odd margins the extra pixel is cut at the end."""
+    """The central size x size pixels; for odd margins the extra pixel is cut at the end.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        Image(s) (..., H, W), any dtype.
+    size : int
+        Side of the crop in pixels, at most min(H, W).
+
+    Returns
+    -------
+    numpy.ndarray
+        A copy (..., size, size) of the same dtype.
+
+    Raises
+    ------
+    ValueError
+        `size` exceeds H or W.
+    """
     h, w = img.shape[-2:]
     if size > h or size > w:
         raise ValueError(f"cannot crop {size}x{size} from an image of {h}x{w}")
@@ -28,8 +62,10 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights: overlap of each output pixel's footprint with each input pixel,
-    divided by the footprint length, so every row sums to 1 (flux per pixel is averaged).
+    """Area-resampling weights (n_out, n_in), each row summing to 1.
+
+    The overlap of each output pixel's footprint with each input pixel, divided by the
+    footprint length (flux per pixel is averaged).
     """
     edges = np.arange(n_out + 1) * (n_in / n_out)
     lo, hi = edges[:-1, None], edges[1:, None]
@@ -46,6 +82,20 @@ def resize_area(img: np.ndarray, size: int, variance: bool = False) -> np.ndarra
     is a per-pixel variance map and the result is the variance of that weighted mean for
     independent pixel noise, Σ w² σ² (1/f² of the mean variance only for an integer factor
     f: 48 -> 32 pixels gives 25/81, not 1/2.25).
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        Image(s) (..., H, W), float, in any units (or squared units with `variance`).
+    size : int
+        Output side in pixels (smaller or larger than H and W).
+    variance : bool
+        `img` is a variance map σ² (its weights are squared).
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., size, size) float32 (computed in float64), in the units of `img`.
     """
     h, w = img.shape[-2:]
     if (h, w) == (size, size):
@@ -63,6 +113,18 @@ def random_flips(batch: np.ndarray, generator: np.random.Generator) -> np.ndarra
 
     The draws come from `generator` (two Bernoulli draws per image: horizontal, vertical),
     so the same generator state gives the same flips.
+
+    Parameters
+    ----------
+    batch : numpy.ndarray
+        Images (B, ..., H, W), any dtype.
+    generator : numpy.random.Generator
+        Source of the 2 B uniform draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        A flipped copy, same shape and dtype.
     """
     draws = generator.random((batch.shape[0], 2)) < 0.5
     out = np.array(batch, copy=True)
@@ -73,20 +135,61 @@ def random_flips(batch: np.ndarray, generator: np.random.Generator) -> np.ndarra
 
 
 def arcsinh_stretch(img: np.ndarray, scale: float) -> np.ndarray:
-    """arcsinh(img / scale): linear below `scale`, logarithmic above (Lupton et al. 1999)."""
+    """arcsinh(img / scale): linear below `scale`, logarithmic above (Lupton et al. 1999).
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        Image(s), float, in flux units (counts, nanomaggies, ...).
+    scale : float
+        Softening in the same units (> 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        The stretched image, same shape, float32, dimensionless.
+
+    Raises
+    ------
+    ValueError
+        `scale` is not positive.
+    """
     if scale <= 0:
         raise ValueError(f"arcsinh scale must be > 0, got {scale}")
     return np.arcsinh(np.asarray(img, dtype=np.float64) / scale).astype(np.float32)
 
 
 def minmax_coefficients(img: np.ndarray) -> tuple[float, float]:
-    """(offset, scale) such that (img - offset) * scale spans [0, 1]; scale 0 for flat images."""
+    """The (offset, scale) such that (img - offset) * scale spans [0, 1].
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        Image(s), any shape, float; all bands share one pair.
+
+    Returns
+    -------
+    (float, float)
+        The minimum (input units) and 1 / (max - min) (inverse input units); scale 0 for a
+        flat image.
+    """
     lo, hi = float(np.min(img)), float(np.max(img))
     return lo, (1.0 / (hi - lo) if hi > lo else 0.0)
 
 
 def minmax(img: np.ndarray) -> np.ndarray:
-    """Scale an image (all bands together) linearly to [0, 1]; a flat image becomes zeros."""
+    """Scale an image (all bands together) linearly to [0, 1]; a flat image becomes zeros.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        Image(s), any shape, float.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape, float32, dimensionless in [0, 1] (see `minmax_coefficients`).
+    """
     offset, scale = minmax_coefficients(img)
     return ((np.asarray(img, dtype=np.float64) - offset) * scale).astype(np.float32)
 
@@ -95,10 +198,11 @@ FLUX_FLOOR_SIGMA = 5.0  # flux normalisation floor: 5 σ of the summed noise (se
 
 
 def flux_coefficient(img: np.ndarray, noise: float) -> float:
-    """The flux F that `flux` normalisation divides by: the sum of the sky-subtracted
-    pixels (an unbiased flux estimate), floored at 5 σ of that sum's noise,
-    FLUX_FLOOR_SIGMA · noise · sqrt(n_pixels), so a stamp with no detectable source is not
-    blown up to unit flux.
+    """The flux F that `flux` normalisation divides by.
+
+    F is the sum of the sky-subtracted pixels (an unbiased flux estimate), floored at 5 σ of
+    that sum's noise, FLUX_FLOOR_SIGMA · noise · sqrt(n_pixels), so a stamp with no
+    detectable source is not blown up to unit flux.
 
     Parameters
     ----------
@@ -118,8 +222,10 @@ def flux_coefficient(img: np.ndarray, noise: float) -> float:
 
 def size_scaled_crop(img: np.ndarray, r90: float, factor: float, size: int,
                      variance: bool = False) -> tuple[np.ndarray, float]:
-    """A centred box of side `factor` x R90, resampled to size x size (the Galaxy Zoo
-    convention of cutouts scaled to each galaxy's extent, e.g. Walmsley et al. 2022).
+    """A centred box of side `factor` x R90, resampled to size x size.
+
+    The Galaxy Zoo convention of cutouts scaled to each galaxy's extent (e.g. Walmsley et
+    al. 2022).
 
     Parameters
     ----------
@@ -173,15 +279,47 @@ def _border_patches(img: np.ndarray, border: int) -> list[np.ndarray]:
 
 
 def border_noise(img: np.ndarray, border: int = 8) -> float:
-    """Background noise σ: the minimum standard deviation over the border x border patches
-    tiling the image frame (the least contaminated patch of sky).
+    """Background noise σ of an image, from its frame.
+
+    The minimum standard deviation over the border x border patches tiling the image
+    frame: the least contaminated patch of sky.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        (H, W) or (C, H, W) float (bands averaged first), background-subtracted or not.
+    border : int
+        Patch side and frame width in pixels.
+
+    Returns
+    -------
+    float
+        σ in the image's units.
+
+    Raises
+    ------
+    ValueError
+        The image is smaller than 2 x 2 patches, or not 2-D/3-D.
     """
     img = single_band(img)
     return float(min(np.std(p, dtype=np.float64) for p in _border_patches(img, border)))
 
 
 def snr(img: np.ndarray, border: int = 8) -> float:
-    """Peak of the image block-averaged to 16x16, over the border noise (inf if noiseless)."""
+    """Peak of the image block-averaged to 16x16, over the border noise.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        (H, W) or (C, H, W) float (bands averaged first).
+    border : int
+        Patch side of `border_noise`, in pixels.
+
+    Returns
+    -------
+    float
+        Dimensionless signal-to-noise ratio; inf for a noiseless image.
+    """
     img = single_band(img)
     peak = float(resize_area(img, 16).max())
     noise = border_noise(img, border)
@@ -189,7 +327,18 @@ def snr(img: np.ndarray, border: int = 8) -> float:
 
 
 def non_uniformity(img: np.ndarray) -> float:
-    """Max / mean of the image: large for compact sources, ~1 for flat frames."""
+    """Max / mean of the image: large for compact sources, about 1 for flat frames.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        (H, W) or (C, H, W) float (bands averaged first).
+
+    Returns
+    -------
+    float
+        Dimensionless ratio; inf when the mean is 0.
+    """
     img = single_band(img)
     mean = float(np.mean(img, dtype=np.float64))
     return float(np.max(img)) / mean if mean != 0 else float("inf")
@@ -228,6 +377,20 @@ def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> float:
     fall to the 0.5 floor); a fit whose weight stays above the floors, i.e. any well-
     sampled source, is unchanged by them.  NaN only where there is nothing to fit: no
     positive flux, non-finite pixels, or a weighted flux <= 0 (e.g. a negative source).
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        (H, W) or (C, H, W) float (bands averaged first).
+    max_iter : int
+        At most this many adaptive-moment updates.
+    tol : float
+        Stop when the covariance changes by less than this, relative.
+
+    Returns
+    -------
+    float
+        σ of the major axis in pixels (>= 0.5), or NaN (see above).
     """
     img = np.asarray(single_band(img), dtype=np.float64)
     h, w = img.shape
@@ -269,8 +432,9 @@ def width(img: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> float:
 
 
 def _floor_eigenvalues(m: tuple[float, float, float], floor: float) -> tuple[float, float, float]:
-    """The symmetric 2x2 matrix m with its eigenvalues raised to at least `floor` (same
-    eigenvectors); m itself, untouched, where both already are.
+    """The symmetric 2x2 matrix m with its eigenvalues raised to at least `floor`.
+
+    Same eigenvectors; m itself, untouched, where both already are.
     """
     xx, xy, yy = m
     mean, radius = 0.5 * (xx + yy), np.hypot(0.5 * (xx - yy), xy)
@@ -295,7 +459,23 @@ def _inv2(m: tuple[float, float, float]) -> tuple[float, float, float]:
 
 
 def single_band(img: np.ndarray) -> np.ndarray:
-    """Quality metrics work on one 2-D image; multi-band input is averaged to grey first."""
+    """One 2-D image for the quality metrics: multi-band input is averaged to grey.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        (H, W) or (C, H, W).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W): `img` itself, or `to_grey(img)` float32.
+
+    Raises
+    ------
+    ValueError
+        Any other number of axes.
+    """
     img = np.asarray(img)
     if img.ndim == 3:
         return to_grey(img)

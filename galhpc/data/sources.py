@@ -90,7 +90,19 @@ class Block:
         return int(self.images.shape[0])
 
     def select(self, keep: np.ndarray) -> Block:
-        """The block restricted to the objects where boolean `keep` is true (rejects kept)."""
+        """The block restricted to the objects where `keep` is true (rejects kept).
+
+        Parameters
+        ----------
+        keep : numpy.ndarray
+            (n,) bool, one per object of the block.
+
+        Returns
+        -------
+        Block
+            A new block of the kept objects' images, ids, labels, truth, per-object PSFs,
+            extras and files; a single PSF, the rejects and the units are carried over.
+        """
         per_object_psf = self.psf is not None and self.psf.ndim == 3
         return Block(
             images=self.images[keep],
@@ -109,7 +121,23 @@ SourceReader = Callable[[SourceConfig, PrepConfig], Iterator[Block]]
 
 
 def source_reader(kind: str) -> SourceReader:
-    """The read function registered for `kind`, imported on first use."""
+    """The read function registered for `kind` in `REGISTRY`, imported on first use.
+
+    Parameters
+    ----------
+    kind : str
+        A source kind (``"galsim"``, ``"fits"``, ``"real"``, ...).
+
+    Returns
+    -------
+    SourceReader
+        ``read(source, prep) -> Iterator[Block]``.
+
+    Raises
+    ------
+    DataError
+        An unknown kind, or one whose module cannot be imported (an optional package missing).
+    """
     try:
         target = REGISTRY[kind]
     except KeyError:
@@ -122,10 +150,35 @@ def source_reader(kind: str) -> SourceReader:
 
 
 def object_rng(seed: int, index: int) -> np.random.Generator:
-    """Random generator of one object, a pure function of (seed, object index)."""
+    """Random generator of one object, a pure function of (seed, object index).
+
+    Parameters
+    ----------
+    seed : int
+        The source's seed.
+    index : int
+        The object's index in the source.
+
+    Returns
+    -------
+    numpy.random.Generator
+        Seeded with ``SeedSequence([seed, index])``, so objects are independent of block size.
+    """
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
 
 
 def object_seed(seed: int, index: int) -> int:
-    """A 31-bit integer seed (e.g. for galsim.BaseDeviate) from (seed, object index)."""
+    """A 31-bit integer seed (e.g. for galsim.BaseDeviate) from (seed, object index).
+
+    Parameters
+    ----------
+    seed, index : int
+        The source's seed and the object's index in it (a third entry, 1, keeps this
+        stream apart from `object_rng`'s).
+
+    Returns
+    -------
+    int
+        In [1, 2**31]: never 0, which GalSim reads as "seed from the clock".
+    """
     return int(np.random.SeedSequence([int(seed), int(index), 1]).generate_state(1)[0] >> 1) + 1

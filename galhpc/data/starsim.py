@@ -59,6 +59,26 @@ class StarSimOptions:
 
     @classmethod
     def from_options(cls, options: dict, where: str) -> StarSimOptions:
+        """The options of a source, checked field by field and against each other.
+
+        Parameters
+        ----------
+        options : dict
+            `SourceConfig.options` (field name -> value; lists become tuples).
+        where : str
+            Names the source in error messages.
+
+        Returns
+        -------
+        StarSimOptions
+            The defaults overridden by `options`.
+
+        Raises
+        ------
+        ConfigError
+            An unknown or mistyped field, per-band lists of another length than `bands`,
+            no r band, or a probability outside [0, 1].
+        """
         opts = options_dataclass(cls, options, where)
         n = len(opts.bands)
         if len(opts.band_seeing_factor) != n or len(opts.noise_sigma) != n:
@@ -85,7 +105,24 @@ def _band_colours(opts: StarSimOptions, colours: np.ndarray) -> np.ndarray:
 
 
 def draw_object(opts: StarSimOptions, rng: np.random.Generator, is_star: bool) -> dict[str, float | np.ndarray]:
-    """Class, magnitudes per band and (for galaxies) shape of one object."""
+    """Class, magnitudes per band and (for galaxies) shape of one object.
+
+    Parameters
+    ----------
+    opts : StarSimOptions
+        The set's distributions.
+    rng : numpy.random.Generator
+        The object's generator (`object_rng`); advanced by the draws.
+    is_star : bool
+        Draw a star (a point source on the stellar colour sequence) or a galaxy.
+
+    Returns
+    -------
+    dict
+        ``is_star`` (int 0/1), ``mags`` ((C,) float64 AB-like magnitudes of `opts.bands`),
+        ``hlr`` (half-light radius, arcsec; 0 for stars), ``bulge_fraction`` (of the flux),
+        ``q`` (axis ratio; 1 for stars), ``angle`` (position angle, degrees).
+    """
     mag_r = rng.uniform(opts.mag_min, opts.mag_max)
     if is_star:
         colours = STAR_COLOUR_SLOPE * rng.uniform(0.25, 1.4) + rng.normal(0, 0.05, 5) * (STAR_COLOUR_SLOPE != 0)
@@ -103,7 +140,24 @@ def draw_object(opts: StarSimOptions, rng: np.random.Generator, is_star: bool) -
 
 
 def draw_parameters(opts: StarSimOptions, seed: int, index: int) -> dict:
-    """Central object, seeing, sub-pixel shift and optional neighbour of stamp `index`."""
+    """Central object, seeing, sub-pixel shift and optional neighbour of stamp `index`.
+
+    Parameters
+    ----------
+    opts : StarSimOptions
+        The set's distributions.
+    seed : int
+        The source's seed.
+    index : int
+        The stamp's index: the parameters are a pure function of (seed, index).
+
+    Returns
+    -------
+    dict
+        ``central`` (a `draw_object` dict), ``seeing`` (r-band Moffat FWHM, arcsec),
+        ``shift`` ((2,) float64 sub-pixel offset, pixels) and ``neighbour`` (a `draw_object`
+        dict with ``offset`` (2,) in arcsec, or None).
+    """
     rng = object_rng(seed, index)
     params = {
         "central": draw_object(opts, rng, bool(rng.random() < opts.star_fraction)),
@@ -133,7 +187,26 @@ def _flux(opts: StarSimOptions, mag: float) -> float:
 
 
 def simulate_stamp(opts: StarSimOptions, size: int, seed: int, index: int) -> dict:
-    """One stamp: noisy image (C, H, W), truth mask (H, W) and the parameters."""
+    """One stamp: the noisy image, its truth mask and the parameters drawn.
+
+    Parameters
+    ----------
+    opts : StarSimOptions
+        The set's distributions.
+    size : int
+        Stamp side in pixels (of `opts.pixel_scale` arcsec).
+    seed : int
+        The source's seed.
+    index : int
+        The stamp's index.
+
+    Returns
+    -------
+    dict
+        ``image`` (C, size, size) float32 in flux units (zero point `opts.zeropoint`) with
+        Gaussian noise of `opts.noise_sigma` per band; ``mask`` (size, size) uint8
+        (`truth_mask`); ``params`` (`draw_parameters`).
+    """
     galsim = require("galsim", "sim", "simulated GalSim star/galaxy stamps (galhpc-prep kind galsim_stars)")
 
     p = draw_parameters(opts, seed, index)
@@ -145,7 +218,8 @@ def simulate_stamp(opts: StarSimOptions, size: int, seed: int, index: int) -> di
         psf = galsim.Moffat(beta=opts.moffat_beta, fwhm=p["seeing"] * opts.band_seeing_factor[b])
         for k, (obj, offset) in enumerate(zip(objects, offsets, strict=False)):
             profile = _profile(galsim, obj).withFlux(_flux(opts, obj["mags"][b])).shift(*offset)
-            image = galsim.Convolve([profile, psf]).drawImage(nx=size, ny=size, scale=opts.pixel_scale, offset=tuple(p["shift"]))
+            image = galsim.Convolve([profile, psf]).drawImage(nx=size, ny=size, scale=opts.pixel_scale,
+                                                              offset=tuple(p["shift"]))
             clean[k, b] = image.array
     noise_rng = np.random.default_rng(object_seed(seed, index))
     sigma = np.asarray(opts.noise_sigma, dtype=np.float64)[:, None, None]
@@ -154,7 +228,25 @@ def simulate_stamp(opts: StarSimOptions, size: int, seed: int, index: int) -> di
 
 
 def truth_mask(clean: np.ndarray, objects: list[dict], opts: StarSimOptions) -> np.ndarray:
-    """0/1/2 (background/star/galaxy) per pixel from noise-free images (K, C, H, W)."""
+    """The class of each pixel, from the noise-free images of a stamp's objects.
+
+    A pixel belongs to the object giving it most flux, where the summed noise-free flux
+    exceeds `opts.mask_threshold` times the noise σ summed over bands in quadrature.
+
+    Parameters
+    ----------
+    clean : numpy.ndarray
+        (K, C, H, W) float noise-free flux of each of the K objects in each band.
+    objects : list of dict
+        The K objects (`draw_object`), for their ``is_star``.
+    opts : StarSimOptions
+        For `mask_threshold` and `noise_sigma`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) uint8: `MASK_BACKGROUND` 0, `MASK_STAR` 1, `MASK_GALAXY` 2.
+    """
     per_object = clean.sum(axis=1)  # (K, H, W) flux summed over bands
     threshold = opts.mask_threshold * float(np.sqrt(np.sum(np.square(opts.noise_sigma))))
     owner = per_object.argmax(axis=0)
@@ -179,7 +271,26 @@ INTEGER_LABELS = ("is_star", "has_neighbour", "neighbour_is_star")
 
 
 def simulate_block(opts: StarSimOptions, size: int, seed: int, start: int, stop: int) -> Block:
-    """Stamps start..stop-1 as one Block (object ids are the indices; masks in extras)."""
+    """Stamps start..stop-1 as one Block.
+
+    Parameters
+    ----------
+    opts : StarSimOptions
+        The set's distributions.
+    size : int
+        Stamp side in pixels.
+    seed : int
+        The source's seed.
+    start, stop : int
+        The stamps' index range (stop excluded).
+
+    Returns
+    -------
+    Block
+        Images (n, C, size, size) float32, object ids = the indices (int64), the truth labels
+        (``is_star``, ``mag_<band>``, shape, ``seeing``, shift, neighbour) and ``masks``
+        (n, size, size) uint8 in `extras`.
+    """
     stamps = [simulate_stamp(opts, size, seed, i) for i in range(start, stop)]
     rows = [_labels(opts, s["params"]) for s in stamps]
     labels = {
@@ -199,8 +310,26 @@ def _simulate_block_task(args: tuple) -> Block:
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
-    """Registered as kind "galsim_stars": `source.n` multi-band stamps of `prep.image_size`,
-    in blocks of `prep.chunk_rows`, simulated by `prep.workers` processes (order kept).
+    """Simulated star/galaxy fields: kind "galsim_stars".
+
+    Parameters
+    ----------
+    source : SourceConfig
+        `n` multi-band stamps of `prep.image_size`, `seed` and `options`
+        (`StarSimOptions`); simulated by `prep.workers` processes, order kept.
+    prep : PrepConfig
+        `image_size` (stamp side, pixels), `chunk_rows` and `workers`.
+
+    Yields
+    ------
+    Block
+        `simulate_block` of each run of `chunk_rows` indices: (n, C, H, W) float32, truth
+        labels and `masks`.
+
+    Raises
+    ------
+    ConfigError
+        Fewer than one stamp asked for, or options `StarSimOptions.from_options` refuses.
     """
     opts = StarSimOptions.from_options(source.options, f"source galsim_stars (seed {source.seed})")
     if source.n < 1:

@@ -31,16 +31,10 @@ import numpy as np
 import galhpc
 from galhpc.config import ConfigError, config_from_yaml_text
 from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
-from galhpc.runtime.files import (
-    H5Output,
-    disk_full_error,
-    is_disk_full,
-    open_h5_readonly,
-    publish,
-    remove_stale_temps,
-    temp_path,
-)
-from galhpc.runtime.kinds import KIND_ATTR, STORE, check_filters, require_kind
+from galhpc.formats import store as fmt
+from galhpc.formats.hdf5 import H5Output, open_h5_readonly
+from galhpc.formats.kinds import KIND_ATTR, STORE, check_filters, require_kind
+from galhpc.runtime.files import disk_full_error, is_disk_full, publish, remove_stale_temps, temp_path
 
 log = logging.getLogger("galhpc.data.store")
 
@@ -70,9 +64,21 @@ def _storable(name: str, values: np.ndarray) -> np.ndarray:
 
 
 def reject_summary(rejects: Iterable[Reject], examples: int = 4) -> str:
-    """One line counting rejects by reason (numbers in a reason are replaced by N), most
-    frequent first, e.g. "7 x image NxN is smaller than crop_size N (...); 2 x N NaN/inf
-    pixels: the centre pixel is bad".
+    """One line counting rejects by reason, most frequent first.
+
+    Numbers in a reason are replaced by N, e.g. "7 x image NxN is smaller than crop_size N
+    (...); 2 x N NaN/inf pixels: the centre pixel is bad".
+
+    Parameters
+    ----------
+    rejects : iterable of Reject
+        The objects prep refused.
+    examples : int
+        Most reasons named; the rest are counted together.
+
+    Returns
+    -------
+    str
     """
     import re
     from collections import Counter
@@ -104,10 +110,10 @@ class StoreWriter:
         self.compression = compression
         self._out = H5Output(self.tmp)  # a full disk raises OSError naming the store, never crashes HDF5
         self.file = self._out.file
-        self.file.attrs["galhpc_version"] = galhpc.__version__
+        self.file.attrs[fmt.VERSION_ATTR] = galhpc.__version__
         self.file.attrs[KIND_ATTR] = STORE
-        self.file.attrs["config"] = config_yaml
-        self.file.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        self.file.attrs[fmt.CONFIG_ATTR] = config_yaml
+        self.file.attrs[fmt.CREATED_ATTR] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         self.n = 0
         self.rejects: list[Reject] = []
         self.psf: np.ndarray | None = None
@@ -139,7 +145,7 @@ class StoreWriter:
     def _append(self, name: str, values: np.ndarray, what: str) -> None:
         if name not in self.file:
             # a label or σ missing for some objects is NaN/-1/b"" (unknown), never a value
-            fill = _fill_value(values.dtype) if name.startswith("labels/") or name == "sigma" else 0
+            fill = _fill_value(values.dtype) if name.startswith(fmt.LABELS + "/") or name == "sigma" else 0
             self._rows_dataset(name, values, fill)
         ds = self.file[name]
         if ds.shape[1:] != values.shape[1:]:
@@ -149,7 +155,22 @@ class StoreWriter:
         ds[start:] = values.astype(ds.dtype, copy=False)
 
     def append(self, block: Block, source_index: int = 0) -> None:
-        """Add a block's objects (and rejects); labels missing from it are filled (NaN/-1/b"")."""
+        """Add a block's objects (and rejects); labels missing from it are filled (NaN/-1/b"").
+
+        Parameters
+        ----------
+        block : Block
+            Images (n, H, W) or (n, C, H, W), object ids, labels and extras of n objects.
+        source_index : int
+            Which prep source they came from (label ``source_index``).
+
+        Raises
+        ------
+        DataError
+            A column whose row shape differs from earlier blocks', or mixed PSF kinds.
+        OSError
+            A failed write (a full disk names the store).
+        """
         self.rejects.extend(block.rejects)
         n = len(block)
         if n == 0:
@@ -157,15 +178,15 @@ class StoreWriter:
         where = f"objects {block.object_id[0]}..{block.object_id[-1]}"
         if block.files:
             where = f"{block.files[0]}: {where}"
-        self._append("images", np.asarray(block.images, dtype=np.float32), where)
-        self._append("object_id", np.asarray(block.object_id, dtype=np.int64), where)
-        labels = {"source_index": np.full(n, source_index, dtype=np.int16), **block.labels}
+        self._append(fmt.IMAGES, np.asarray(block.images, dtype=np.float32), where)
+        self._append(fmt.OBJECT_ID, np.asarray(block.object_id, dtype=np.int64), where)
+        labels = {fmt.SOURCE_INDEX: np.full(n, source_index, dtype=np.int16), **block.labels}
         for name, values in labels.items():
-            self._append(f"labels/{name}", _storable(name, values), where)
+            self._append(fmt.label_path(name), _storable(name, values), where)
             if name in block.units:  # read by galhpc-encode into its catalogue's column_units
-                self.file[f"labels/{name}"].attrs["unit"] = block.units[name]
+                self.file[fmt.label_path(name)].attrs[fmt.UNIT_ATTR] = block.units[name]
         if block.truth is not None:
-            self._append("truth", np.asarray(block.truth, dtype=np.float32), where)
+            self._append(fmt.TRUTH, np.asarray(block.truth, dtype=np.float32), where)
         for name, values in block.extras.items():
             self._append(name, np.asarray(values), where)
         if block.psf is not None:
@@ -181,41 +202,53 @@ class StoreWriter:
                 for sub in ds.values():
                     if sub.shape[0] < self.n:
                         sub.resize(self.n, axis=0)
-            elif name != "psf" or self.psf_per_object:
-                if ds.shape[0] < self.n:
-                    ds.resize(self.n, axis=0)
+            elif (name != fmt.PSF or self.psf_per_object) and ds.shape[0] < self.n:
+                ds.resize(self.n, axis=0)
 
     def _add_psf(self, psf: np.ndarray, where: str) -> None:
         per_object = psf.ndim == 3
         if self.psf_per_object is None:
             self.psf_per_object = per_object
             if not per_object:
-                self.file.create_dataset("psf", data=psf)
+                self.file.create_dataset(fmt.PSF, data=psf)
                 self.psf = psf
         if per_object != self.psf_per_object:
             raise DataError(f"{where}: mixes one shared PSF with per-object PSFs")
         if per_object:
-            self._append("psf", psf, where)
+            self._append(fmt.PSF, psf, where)
         elif not np.array_equal(psf, self.psf):
             raise DataError(f"{where}: a second, different shared PSF; give per-object PSFs (n, h, w) instead")
 
     def _write_rejects(self) -> None:
         if not self.rejects:
             return
-        group = self.file.create_group("rejects")
-        for field in ("object", "file", "reason"):
+        group = self.file.create_group(fmt.REJECTS)
+        for field in fmt.REJECT_FIELDS:
             values = [str(getattr(r, field)).encode("utf-8")[:256] for r in self.rejects]
             group.create_dataset(field, data=np.array(values, dtype="S256"))
 
     def close(self) -> Path:
-        """Finish the file and rename it to its final name; returns the path."""
+        """Finish the file and rename it to its final name; returns the path.
+
+        Returns
+        -------
+        Path
+            The published store.
+
+        Raises
+        ------
+        DataError
+            No objects were written.
+        OSError
+            The file could not be finished (a full disk names the store).
+        """
         if self.n == 0:
             self.abort()
             why = f": {reject_summary(self.rejects)}" if self.rejects else ""
             raise DataError(f"no objects to write to {self.path} ({len(self.rejects)} rejected{why})")
         try:
             self._write_rejects()
-            self.file.attrs["n_objects"] = self.n
+            self.file.attrs[fmt.N_OBJECTS_ATTR] = self.n
             self._out.close()
             publish(self.tmp, self.path)
         except BaseException as err:
@@ -253,24 +286,55 @@ class StoreInfo:
 
 
 def locate_column(f: h5py.File, name: str, n: int) -> tuple[str, bool] | None:
-    """Where store column `name` lives in the open store `f` of `n` images, and whether it is
-    per object; None when there is none.
+    """Where store column `name` lives in the open store `f` of `n` images, and whether it is per object.
+
+    None when there is none.
 
     A label column (`labels/<name>`) first, else a root dataset other than `images` and
     `object_id`: per object when it is chunked with one row per image (`truth`, `masks`,
     per-object `psf`), else shared by every image (one `psf` (h, w)).  The loader, the
     catalogue jobs and the report all find columns by this one rule.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The store, open for reading.
+    name : str
+        A label or dataset name.
+    n : int
+        Number of images N.
+
+    Returns
+    -------
+    tuple of (str, bool) or None
+        (dataset path, per object).
     """
-    if f"labels/{name}" in f:
-        return f"labels/{name}", True
-    if name in ("images", "object_id") or name not in f or not isinstance(f[name], h5py.Dataset):
+    if fmt.label_path(name) in f:
+        return fmt.label_path(name), True
+    if name in fmt.CORE or name not in f or not isinstance(f[name], h5py.Dataset):
         return None
     ds = f[name]
     return name, ds.ndim >= 1 and ds.shape[0] == n and ds.chunks is not None
 
 
 def read_store_info(path: str | Path) -> StoreInfo:
-    """Open a store and describe it; a missing or foreign file gives a DataError naming it."""
+    """Open a store and describe it; a missing or foreign file gives a DataError naming it.
+
+    Parameters
+    ----------
+    path : str or Path
+        A training store written by galhpc-prep.
+
+    Returns
+    -------
+    StoreInfo
+        Read from its metadata (no pixels).
+
+    Raises
+    ------
+    DataError
+        Missing, not HDF5, or not a store.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"store not found: {path}")
@@ -310,14 +374,14 @@ def flux_calibration(path: str | Path, max_values: int = FLUX_CALIBRATION_VALUES
     path = Path(path)
     with open_h5_readonly(path) as f:
         attrs = dict(f.attrs)
-        norms = f["labels/flux_norm"][()].astype(np.float64) if "labels/flux_norm" in f else None
+        norms = f[fmt.label_path("flux_norm")][()].astype(np.float64) if fmt.label_path("flux_norm") in f else None
     zero_point = float(attrs["zero_point"]) if "zero_point" in attrs else None
     if norms is not None:
         norms = np.sort(norms[np.isfinite(norms) & (norms > 0)])
         if len(norms) > max_values:
             norms = np.quantile(norms, (np.arange(max_values) + 0.5) / max_values)
     try:
-        prep = config_from_yaml_text(str(attrs["config"])).prep if "config" in attrs else None
+        prep = config_from_yaml_text(str(attrs[fmt.CONFIG_ATTR])).prep if fmt.CONFIG_ATTR in attrs else None
     except ConfigError:  # an unreadable prep config: the default scale, as galhpc-prep writes it
         prep = None
     return {"flux_norms": None if norms is None else [float(v) for v in norms],
@@ -328,27 +392,45 @@ def flux_calibration(path: str | Path, max_values: int = FLUX_CALIBRATION_VALUES
 
 
 def describe_store(f: h5py.File, path: Path) -> StoreInfo:
-    """The StoreInfo of the store open as `f` (read from metadata, no pixels); a catalogue or
-    table (`galhpc.runtime.kinds`) or a dataset needing a missing filter is refused.
+    """The StoreInfo of the store open as `f` (read from metadata, no pixels).
+
+    A catalogue or table (`galhpc.formats.kinds`) or a dataset needing a missing filter is refused.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The store, open for reading.
+    path : Path
+        Its name, for messages.
+
+    Returns
+    -------
+    StoreInfo
+        Its N, image shape, label names, PSF shape, rejects and prep config.
+
+    Raises
+    ------
+    DataError
+        No images/object_id; `FileKindError` for another kind of file or a missing filter.
     """
     require_kind(f, path, STORE, "a training-store reader (galhpc-train, galhpc-report --store)")
     check_filters(f, path)
-    if "images" not in f or "object_id" not in f:
+    if fmt.IMAGES not in f or fmt.OBJECT_ID not in f:
         raise DataError(f"{path} is not a galhpc store (no images/object_id datasets)")
-    images = f["images"]
+    images = f[fmt.IMAGES]
     shape = tuple(images.shape[1:])
     return StoreInfo(
         path=path,
         n=int(images.shape[0]),
         image_shape=shape,
         channels=1 if len(shape) == 2 else int(shape[0]),
-        label_names=sorted(f["labels"]) if "labels" in f else [],
-        has_truth="truth" in f,
-        psf_shape=tuple(f["psf"].shape) if "psf" in f else None,
-        n_rejects=int(f["rejects/object"].shape[0]) if "rejects" in f else 0,
-        config=str(f.attrs.get("config", "")),
-        galhpc_version=str(f.attrs.get("galhpc_version", "")),
-        created=str(f.attrs.get("created", "")),
+        label_names=sorted(f[fmt.LABELS]) if fmt.LABELS in f else [],
+        has_truth=fmt.TRUTH in f,
+        psf_shape=tuple(f[fmt.PSF].shape) if fmt.PSF in f else None,
+        n_rejects=int(f[fmt.reject_path("object")].shape[0]) if fmt.REJECTS in f else 0,
+        config=str(f.attrs.get(fmt.CONFIG_ATTR, "")),
+        galhpc_version=str(f.attrs.get(fmt.VERSION_ATTR, "")),
+        created=str(f.attrs.get(fmt.CREATED_ATTR, "")),
         chunk_rows=int(images.chunks[0]) if images.chunks else int(images.shape[0]),
     )
 
@@ -358,8 +440,7 @@ PIXEL_SCALE_SOURCES = {"galsim": "galhpc.data.synth:SimOptions", "galsim_stars":
 
 
 def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[float | None, str]:
-    """(arcsec per pixel of a training store's images, a description of where it came from),
-    or (None, why it is not known).
+    """The pixel scale of a training store's images (arcsec per pixel) and where it came from.
 
     Every source of the prep config the store records must know its scale, and all must
     agree (relative 1e-6).  Simulated kinds (galsim, galsim_stars) draw at
@@ -368,6 +449,20 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
     in the label `wcs_pixel_scale` (already per stored pixel; see galhpc.data.fits), which
     must be known for every object of the source.  Real stamps record none.  With
     `image_size`, a store whose images have another size is not taken (not the model's store).
+
+    Parameters
+    ----------
+    path : str or Path
+        The store.
+    image_size : int, optional
+        The model's image size (pixels), to refuse another store.
+
+    Returns
+    -------
+    scale : float or None
+        Arcsec per stored pixel, or None when not known.
+    how : str
+        Where it came from, or why it is not known.
     """
     try:
         info = read_store_info(path)
@@ -421,11 +516,11 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
 def _header_scale(path: str | Path, source: int, n_sources: int) -> tuple[float | None, str]:
     """The one pixel scale the FITS headers gave every object of source number `source`."""
     with open_h5_readonly(path) as f:
-        if f"labels/{PIXEL_SCALE_LABEL}" not in f:
+        if fmt.label_path(PIXEL_SCALE_LABEL) not in f:
             return None, f"no {PIXEL_SCALE_LABEL} label: its FITS headers had no celestial WCS or PIXSCALE"
-        values = f[f"labels/{PIXEL_SCALE_LABEL}"][()]
+        values = f[fmt.label_path(PIXEL_SCALE_LABEL)][()]
         if n_sources > 1:
-            values = values[f["labels/source_index"][()] == source]
+            values = values[f[fmt.label_path(fmt.SOURCE_INDEX)][()] == source]
     if len(values) == 0:
         return None, "no objects"
     unknown = int(np.isnan(values).sum())
@@ -456,23 +551,39 @@ class StoreReader:
         except DataError:
             self.file.close()
             raise
-        if "images" not in self.file or not isinstance(self.file["images"], h5py.Dataset):
+        if fmt.IMAGES not in self.file or not isinstance(self.file[fmt.IMAGES], h5py.Dataset):
             raise DataError(f"input store {self.path} has no dataset /images")
-        self.images = self.file["images"]
+        self.images = self.file[fmt.IMAGES]
         if self.images.ndim not in (3, 4):
             raise DataError(f"{self.path}: /images must be (N, H, W) or (N, C, H, W), got shape {self.images.shape}")
         self.n = self.images.shape[0]
-        self.object_id = self.file["object_id"] if "object_id" in self.file else None
+        self.object_id = self.file.get(fmt.OBJECT_ID)
         if self.object_id is not None and self.object_id.shape != (self.n,):
             raise DataError(f"{self.path}: /object_id has shape {self.object_id.shape}, expected ({self.n},)")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image (C = 1 for a store of (N, H, W) images)."""
         shape = self.images.shape[1:]
         return (1, *shape) if len(shape) == 2 else tuple(shape)
 
     def check_fits(self, model_name: str, channels: int, image_size: int) -> None:
-        """Refuse images of another shape than the model's (C, H, W) = (channels, size, size)."""
+        """Refuse images of another shape than the model's (C, H, W) = (channels, size, size).
+
+        Parameters
+        ----------
+        model_name : str
+            For the message.
+        channels : int
+            C the model expects.
+        image_size : int
+            H = W the model expects (pixels).
+
+        Raises
+        ------
+        DataError
+            Another shape, or no images.
+        """
         c, h, w = self.image_shape
         if (c, h, w) != (channels, image_size, image_size):
             raise DataError(
@@ -483,6 +594,25 @@ class StoreReader:
             raise DataError(f"{self.path}: /images is empty")
 
     def read(self, start: int, stop: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Images and object ids of rows start, start + step, ... below stop.
+
+        Parameters
+        ----------
+        start, stop, step : int
+            The row range, as a slice.
+
+        Returns
+        -------
+        images : numpy.ndarray
+            Shape (n, C, H, W) float32.
+        object_id : numpy.ndarray
+            Shape (n,) int64 (the row numbers for a store without ``object_id``).
+
+        Raises
+        ------
+        DataError
+            If the read fails, naming the file and rows.
+        """
         try:
             images = np.asarray(self.images[start:stop:step], dtype=np.float32)
             ids = (np.asarray(self.object_id[start:stop:step], dtype=np.int64) if self.object_id is not None
@@ -492,9 +622,27 @@ class StoreReader:
         return images.reshape(len(images), *self.image_shape), ids
 
     def read_columns(self, names: Iterable[str], start: int, stop: int) -> dict[str, np.ndarray]:
-        """Store columns a model's `reconstruct` needs (e.g. per-object `psf`) for rows
-        start..stop-1: a per-object dataset (root or labels/) gives those rows, a shared one
-        (e.g. one PSF (h, w)) is returned whole.
+        """Store columns a model's `reconstruct` needs (e.g. per-object `psf`) for rows start..stop-1.
+
+        A per-object dataset (root or labels/) gives those rows, a shared one (e.g. one PSF (h, w)) is
+        returned whole.
+
+        Parameters
+        ----------
+        names : iterable of str
+            Store columns (`locate_column`).
+        start, stop : int
+            The row range.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            (stop - start, ...) per object, or the shared array whole.
+
+        Raises
+        ------
+        DataError
+            A column the store lacks, or a failed read.
         """
         out = {}
         for name in names:
@@ -510,7 +658,14 @@ class StoreReader:
         return out
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the input's content cheaply (no full read): shapes, size, id samples."""
+        """What identifies the input's content cheaply (no full read): shapes, size, id samples.
+
+        Returns
+        -------
+        dict of str to Any
+            ``images_shape``, ``images_dtype``, ``file_bytes`` and ``object_id_sample_sha256``
+            (of the first and last 1000 ids).
+        """
         head = self.read(0, min(self.n, 1000))[1]
         tail = self.read(max(0, self.n - 1000), self.n)[1]
         digest = hashlib.sha256(head.tobytes() + tail.tobytes()).hexdigest()
@@ -518,4 +673,5 @@ class StoreReader:
                 "file_bytes": os.path.getsize(self.path), "object_id_sample_sha256": digest}
 
     def close(self) -> None:
+        """Close the store's file."""
         self.file.close()

@@ -62,6 +62,25 @@ class SimOptions:
 
     @classmethod
     def from_options(cls, options: dict, where: str) -> SimOptions:
+        """The options of a source, checked field by field.
+
+        Parameters
+        ----------
+        options : dict
+            Field name -> value (`options_dataclass` types each one).
+        where : str
+            The source, for the one-line error.
+
+        Returns
+        -------
+        SimOptions
+
+        Raises
+        ------
+        ConfigError
+            An unknown or mistyped field; `psf` other than moffat/kolmogorov, `noise` other
+            than gaussian/cosmos.
+        """
         opts = options_dataclass(cls, options, where)
         if opts.psf not in ("moffat", "kolmogorov"):
             raise ConfigError(f"{where}: psf must be moffat or kolmogorov, got {opts.psf!r}")
@@ -84,7 +103,25 @@ EDGE_ON_Q = 0.4  # axis ratio below which a disk counts as seen edge-on (the `ed
 
 
 def draw_parameters(opts: SimOptions, seed: int, index: int) -> dict[str, float]:
-    """The true parameters of object `index`: a pure function of (opts, seed, index)."""
+    """The true parameters of object `index`: a pure function of (opts, seed, index).
+
+    Parameters
+    ----------
+    opts : SimOptions
+        The set's distributions.
+    seed : int
+        The source's seed.
+    index : int
+        The object's index.
+
+    Returns
+    -------
+    dict
+        The `LABELS` but ``pixel_scale``: flux (counts), bulge_fraction, disk_hlr and
+        bulge_hlr (arcsec), q, angle (degrees), shift_x/shift_y (pixels), psf_fwhm (arcsec),
+        companion flux and offset (arcsec), morph_class (0 disk, 1 intermediate, 2 bulge),
+        edge_on (q < `EDGE_ON_Q`), ellipticity (1-q)/(1+q), log_hlr (log10 arcsec), r90 (arcsec).
+    """
     rng = object_rng(seed, index)
     bulge_fraction = rng.uniform(opts.bulge_fraction_min, opts.bulge_fraction_max)
     disk_hlr = opts.disk_hlr_median * np.exp(opts.disk_hlr_sigma * rng.standard_normal())
@@ -120,9 +157,22 @@ def _half_light_radius(p: dict[str, float]) -> float:
 
 
 def light_radius(p: dict[str, float], fraction: float) -> float:
-    """Radius (arcsec, circularised, before the PSF) enclosing `fraction` of the flux of
-    the bulge + disk f_b deVauc(r_b) + (1 - f_b) Exp(r_d), by bisection on the analytic
-    enclosed-flux profiles (Sersic n = 4 and n = 1); 0.9 gives R90.
+    """Radius enclosing `fraction` of the flux of a bulge + disk, before the PSF.
+
+    The profile is f_b deVauc(r_b) + (1 - f_b) Exp(r_d); the radius is found by bisection on
+    the analytic enclosed-flux profiles (Sersic n = 4 and n = 1, b_n solving γ(2n, b_n) = Γ(2n)/2).
+
+    Parameters
+    ----------
+    p : dict
+        ``bulge_fraction``, ``disk_hlr`` and ``bulge_hlr`` (arcsec), as `draw_parameters`.
+    fraction : float
+        Of the total flux, in (0, 1): 0.5 gives the half-light radius, 0.9 R90.
+
+    Returns
+    -------
+    float
+        The circularised radius in arcsec.
     """
     from scipy.special import gammainc
 
@@ -158,7 +208,25 @@ def _galaxy(galsim, p: dict[str, float]):
 
 
 def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[str, np.ndarray | dict]:
-    """One object: noisy PSF-convolved image, truth, PSF image and parameters."""
+    """One object: noisy PSF-convolved image, truth, PSF image and parameters.
+
+    Parameters
+    ----------
+    opts : SimOptions
+        The set's distributions, noise and what to store.
+    size : int
+        Stamp side in pixels.
+    seed, index : int
+        The source's seed and the object's index (`draw_parameters`, `object_seed`).
+
+    Returns
+    -------
+    dict
+        ``image`` (size, size) float32 in counts with the noise added; ``params``
+        (`draw_parameters` plus ``pixel_scale``, arcsec); with `opts.store_truth`, ``truth``
+        (size, size) float32 (noise-free, PSF-free, sampled at pixel centres); with
+        `opts.store_psf`, ``psf`` (`psf_image`).
+    """
     galsim = require("galsim", "sim", "simulated GalSim sources (galhpc-prep kind galsim)")
 
     p = draw_parameters(opts, seed, index)
@@ -185,8 +253,9 @@ def simulate_stamp(opts: SimOptions, size: int, seed: int, index: int) -> dict[s
 
 @functools.lru_cache(maxsize=8)
 def _cosmos_amplitude(size: int, scale: float) -> np.ndarray:
-    """Sqrt of the power spectrum of COSMOS F814W noise (galsim.getCOSMOSNoise), unit
-    variance, on a (2 size + 1)^2 periodic grid of pixel `scale` arcsec.
+    """Square root of the power spectrum of COSMOS F814W noise, unit variance.
+
+    From galsim.getCOSMOSNoise, on a (2 size + 1)^2 periodic grid of pixel `scale` arcsec.
     """
     galsim = require("galsim", "sim", "simulated GalSim sources (galhpc-prep kind galsim)")
 
@@ -197,9 +266,25 @@ def _cosmos_amplitude(size: int, scale: float) -> np.ndarray:
 
 
 def cosmos_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
-    """A size x size field of unit-variance COSMOS-correlated noise: white noise filtered
-    by the square root of the COSMOS power spectrum (what galsim.CorrelatedNoise does,
-    with the spectrum computed once per process instead of once per stamp).
+    """A field of unit-variance COSMOS-correlated noise.
+
+    White noise filtered by the square root of the COSMOS power spectrum (what
+    galsim.CorrelatedNoise does, with the spectrum computed once per process instead of once
+    per stamp).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the (2 size + 1)^2 white-noise draws.
+    size : int
+        Side of the field in pixels.
+    scale : float
+        Pixel scale in arcsec (the correlation is in arcsec).
+
+    Returns
+    -------
+    numpy.ndarray
+        (size, size) float64, unit variance (multiply by σ).
     """
     amplitude = _cosmos_amplitude(size, float(scale))
     m = 2 * size + 1
@@ -212,6 +297,20 @@ def psf_image(opts: SimOptions, fwhm: float, scale: float | None = None) -> np.n
 
     `truth` is the galaxy sampled at pixel centres (no pixel response), so
     image ≈ truth ⊛ psf + noise, the pair a deconvolution model needs.
+
+    Parameters
+    ----------
+    opts : SimOptions
+        The PSF kind (Moffat or Kolmogorov), its β and the stamp side `psf_size`.
+    fwhm : float
+        The PSF's FWHM in arcsec.
+    scale : float or None
+        Pixel scale in arcsec (None: `opts.pixel_scale`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (psf_size, psf_size) float32 summing to 1.
     """
     galsim = require("galsim", "sim", "simulated GalSim sources (galhpc-prep kind galsim)")
 
@@ -222,7 +321,26 @@ def psf_image(opts: SimOptions, fwhm: float, scale: float | None = None) -> np.n
 
 
 def simulate_block(opts: SimOptions, size: int, seed: int, start: int, stop: int) -> Block:
-    """Objects start..stop-1 of a set as one Block (object ids are the indices)."""
+    """Objects start..stop-1 of a set as one Block.
+
+    Parameters
+    ----------
+    opts : SimOptions
+        The set's distributions and what to store besides the images (truth, PSF).
+    size : int
+    seed : int
+    start : int
+        The first object's index.
+    stop : int
+        One past the last object's index.
+
+    Returns
+    -------
+    Block
+        Images (n, size, size) float32, object ids = the indices (int64), the `LABELS`
+        (int64 for the classes, float64 otherwise), truth (n, size, size) and the PSF
+        ((h, w), or (n, h, w) per object) when stored.
+    """
     stamps = [simulate_stamp(opts, size, seed, i) for i in range(start, stop)]
     labels = {}
     for name in LABELS:
@@ -247,15 +365,34 @@ def _simulate_block_task(args: tuple) -> Block:
 
 
 def _start_method() -> str:
-    """"fork" while GalSim is not loaded here (no OpenMP state to inherit: children start
-    in a fraction of a second instead of re-importing torch and GalSim), else "spawn".
+    """The start method of the simulation workers: "fork" while GalSim is not loaded here.
+
+    No OpenMP state to inherit, so children start in a fraction of a second instead of
+    re-importing torch and GalSim; "spawn" otherwise.
     """
     return "fork" if "galsim" not in sys.modules and "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def read_source(source: SourceConfig, prep: PrepConfig) -> Iterator[Block]:
-    """Registered as kind "galsim": `source.n` stamps of `prep.image_size`, in blocks of
-    `prep.chunk_rows`, simulated by `prep.workers` processes (order kept).
+    """GalSim bulge+disk galaxies: kind "galsim".
+
+    Parameters
+    ----------
+    source : SourceConfig
+        `n` stamps of `prep.image_size`, `seed` and `options` (`SimOptions`); simulated by
+        `prep.workers` processes, order kept.
+    prep : PrepConfig
+        `image_size`, `chunk_rows`, `workers`.
+
+    Yields
+    ------
+    Block
+        One `simulate_block` per `chunk_rows` objects, in index order.
+
+    Raises
+    ------
+    ConfigError
+        `n` < 1; an option `SimOptions` lacks, or one of the wrong type.
     """
     opts = SimOptions.from_options(source.options, f"source galsim (seed {source.seed})")
     if source.n < 1:

@@ -1,5 +1,7 @@
-"""Two-sample tests of generated against real stamps: per-statistic distances with bootstrap
-errors and their real-vs-real floor, a classifier two-sample test, a memorisation check.
+"""Two-sample tests of generated against real stamps: distances, classifier test, memorisation.
+
+Per-statistic distances with bootstrap errors and their real-vs-real floor, a classifier
+two-sample test, a memorisation check.
 
 - Distances: the two-sample Kolmogorov–Smirnov statistic and the 1-D Wasserstein
   (earth mover's) distance of scipy.stats, each with the standard deviation of B bootstrap
@@ -78,13 +80,29 @@ def distance(a: np.ndarray, b: np.ndarray, n_boot: int = 200, rng: np.random.Gen
 
 
 def split_halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint random halves of range(n) (sizes n // 2 and n - n // 2)."""
+    """Two disjoint random halves of range(n) (sizes n // 2 and n - n // 2).
+
+    Parameters
+    ----------
+    n : int
+        Number of rows to split.
+    rng : numpy.random.Generator
+        Source of the random permutation.
+
+    Returns
+    -------
+    first, second : numpy.ndarray
+        Sorted int64 row indices, n // 2 and n - n // 2 of them, disjoint, covering range(n).
+    """
     order = rng.permutation(n)
     return np.sort(order[: n // 2]), np.sort(order[n // 2:])
 
 
 def classifier_auc(generated: np.ndarray, real: np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Classifier two-sample test: can gradient-boosted trees tell generated from real rows?
+    """Classifier two-sample test (Lopez-Paz & Oquab 2017): how well trees tell generated from real rows.
+
+    The classifier is scikit-learn's HistGradientBoostingClassifier (gradient-boosted trees,
+    NaN features allowed), scored out of fold.
 
     Parameters
     ----------
@@ -105,6 +123,10 @@ def classifier_auc(generated: np.ndarray, real: np.ndarray, folds: int = 5, seed
     ------
     ValueError
         If either side has fewer rows than `folds`.
+
+    References
+    ----------
+    .. [1] Lopez-Paz, D., & Oquab, M. (2017), "Revisiting classifier two-sample tests", ICLR.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
@@ -153,6 +175,11 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray, block: int = 5
         (n,) float64, in the stamps' units.
     index : numpy.ndarray
         (n,) int64 row of the nearest reference stamp.
+
+    Raises
+    ------
+    ValueError
+        If query and reference stamps have different numbers of pixels.
     """
     q = np.asarray(queries, np.float64).reshape(len(queries), -1)
     r = np.asarray(reference, np.float64).reshape(len(reference), -1)
@@ -171,7 +198,7 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray, block: int = 5
 
 def memorisation(generated: np.ndarray, real: np.ndarray, training: np.ndarray, permutations: int = 2000,
                  seed: int = 0) -> dict[str, float]:
-    """Do generated stamps sit closer to the training set than unseen real stamps do?
+    """Test whether generated stamps sit closer to the training set than unseen real stamps do.
 
     Two tests.  The distribution test: each generated stamp's Euclidean pixel distance to
     its nearest training stamp against the same distance for held-out real stamps
@@ -209,6 +236,11 @@ def memorisation(generated: np.ndarray, real: np.ndarray, training: np.ndarray, 
         stamps whose nearest pooled stamp is a training one), ``copy_expected`` (t / (t + m),
         its value for a generator that does not copy), ``p_value`` (one-sided permutation
         p-value of copy_fraction > copy_expected; < 0.01: copies).
+
+    References
+    ----------
+    .. [1] Meehan, C., Chaudhuri, K., & Dasgupta, S. (2020), "A non-parametric test to detect
+       data-copying in generative models", AISTATS.
     """
     d_gen, _ = nearest_distances(generated, training)
     d_real, _ = nearest_distances(real, training)

@@ -1,5 +1,7 @@
-"""Figures of a fidelity test: overlaid histograms per statistic, and generated stamps beside
-their nearest training and held-out real stamps (matplotlib, Agg).
+"""Figures of a fidelity test (matplotlib, Agg).
+
+Overlaid histograms per statistic, and generated stamps beside their nearest training and
+held-out real stamps.
 """
 
 from __future__ import annotations
@@ -32,8 +34,27 @@ def _save(fig, path: Path) -> Path:
 
 
 def histograms(result: FidelityResult, path: Path) -> Path:
-    """One panel per statistic: real and generated histograms overlaid (same bins), the
-    KS distance against its real-vs-real floor in the title.
+    """One panel per statistic: real and generated histograms overlaid on the same bins.
+
+    Each panel's title gives the KS distance against its real-vs-real floor; the figure's
+    title the classifier AUC against its floor.
+
+    Parameters
+    ----------
+    result : FidelityResult
+        The scored test (its rows, real and generated tables, classifier AUCs).
+    path : pathlib.Path
+        Output image; the format is taken from its suffix (e.g. ".png"), written atomically.
+
+    Returns
+    -------
+    pathlib.Path
+        `path`.
+
+    Raises
+    ------
+    galhpc.extras.MissingExtraError
+        If matplotlib (the "report" extra) is not installed.
     """
     plt = _pyplot()
     rows = result.rows
@@ -62,8 +83,33 @@ def histograms(result: FidelityResult, path: Path) -> Path:
 
 
 def nearest_grid(generated: np.ndarray, real: np.ndarray, training: np.ndarray, path: Path, n_show: int = 8) -> Path:
-    """Rows: n_show generated stamps, each one's nearest training stamp and nearest held-out
-    real stamp in pixel space (Euclidean), with the distances.
+    """Grid of generated stamps above their nearest training and held-out real stamps.
+
+    Nearest is by Euclidean pixel distance; the distances are in the panel titles.  Stamps
+    are shown on an arcsinh stretch scaled by each stamp's standard deviation.
+
+    Parameters
+    ----------
+    generated : numpy.ndarray
+        Generated stamps, (n, H, W) or (n, C, H, W) (band-averaged for display and distance).
+    real : numpy.ndarray
+        Held-out real stamps, same layout.
+    training : numpy.ndarray
+        Training stamps, same layout.
+    path : pathlib.Path
+        Output image; the format is taken from its suffix, written atomically.
+    n_show : int, optional
+        Generated stamps shown, one per column (default 8).
+
+    Returns
+    -------
+    pathlib.Path
+        `path`.
+
+    Raises
+    ------
+    galhpc.extras.MissingExtraError
+        If matplotlib (the "report" extra) is not installed.
     """
     plt = _pyplot()
     from galhpc.fidelity.morphology import as_2d_stack

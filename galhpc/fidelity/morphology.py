@@ -1,5 +1,7 @@
-"""Per-stamp statistics of real and generated galaxies: statmorph morphology, flux, the
-size–flux relation and the azimuthally averaged power spectrum.
+"""Per-stamp statistics of real and generated galaxies: morphology, flux, size–flux, power spectrum.
+
+The morphology is statmorph's; the size–flux relation enters as the surface brightness
+inside r½; the power spectrum is azimuthally averaged.
 
 statmorph (Rodriguez-Gomez et al. 2019) needs a background-subtracted image, a
 segmentation map and a noise estimate (a weight map or a gain).  Our stamps carry none of
@@ -55,7 +57,22 @@ _NAN = dict.fromkeys(STATISTICS, float("nan")) | {"measured": 0.0}
 
 
 def sky_level(image: np.ndarray, border: int = 4) -> tuple[float, float]:
-    """Median and robust σ (1.4826·MAD) of the pixels within `border` of the edge of a 2-D stamp."""
+    """Median and robust σ (1.4826·MAD) of the pixels within `border` of the edge of a 2-D stamp.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) stamp, any flux unit.
+    border : int, optional
+        Width of the edge frame, in pixels (default 4).
+
+    Returns
+    -------
+    level : float
+        Median of the frame pixels (the sky level), in the stamp's unit.
+    sigma : float
+        1.4826 x median absolute deviation of the frame pixels (the sky noise σ).
+    """
     mask = np.ones(image.shape, bool)
     mask[border:-border, border:-border] = False
     edge = image[mask]
@@ -67,7 +84,28 @@ def segment_galaxy(image: np.ndarray, nsigma: float = 2.0, peak_fraction: float 
                    ) -> tuple[np.ndarray, np.ndarray, float]:
     """Background-subtract a 2-D stamp and segment its central source.
 
-    Returns (image minus sky, int segmentation map with the source labelled 1, noise σ).
+    The segment is the connected region (8-connected) above max(nsigma·σ, peak_fraction·peak)
+    of the sky-subtracted stamp smoothed by a σ = 1 pixel Gaussian that contains the centre
+    pixel, or else the largest such region.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) stamp, any flux unit.
+    nsigma : float, optional
+        Detection threshold in units of the border noise σ (default 2).
+    peak_fraction : float, optional
+        Detection floor as a fraction of the sky-subtracted peak (default 0.05).
+
+    Returns
+    -------
+    sub : numpy.ndarray
+        (H, W) float64 stamp minus its border-median sky level.
+    segmap : numpy.ndarray
+        (H, W) int32 segmentation map, the source labelled 1 and the rest 0 (all 0 when
+        nothing is above the threshold).
+    sigma : float
+        Noise σ of the border pixels, floored at 1e-3 of the peak (for noise-free stamps).
     """
     image = np.asarray(image, np.float64)
     level, sigma = sky_level(image)
@@ -87,12 +125,17 @@ def segment_galaxy(image: np.ndarray, nsigma: float = 2.0, peak_fraction: float 
 def power_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Azimuthally averaged power spectrum of a 2-D stamp (its border-median sky removed).
 
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) stamp, any flux unit.
+
     Returns
     -------
     k : numpy.ndarray
-        (H // 2,) spatial frequency of each annulus, cycles per pixel.
+        (min(H, W) // 2,) float64 centre of each annulus, cycles per pixel (0 to 0.5).
     power : numpy.ndarray
-        (H // 2,) mean |FFT|² in the annulus.
+        (min(H, W) // 2,) float64 mean |FFT|² in the annulus, in (flux unit)².
     """
     image = np.asarray(image, np.float64)
     sub = image - sky_level(image)[0]
@@ -109,7 +152,19 @@ def power_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def band_powers(image: np.ndarray) -> dict[str, float]:
-    """log10 of the mean azimuthally averaged power in each band of `POWER_BANDS`."""
+    """log10 of the mean azimuthally averaged power in each band of `POWER_BANDS`.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) stamp, any flux unit.
+
+    Returns
+    -------
+    dict of str to float
+        `POWER_NAMES` -> log10 mean power of the annuli whose centre lies in the band
+        (cycles per pixel); NaN where the band holds no annulus or no power.
+    """
     k, power = power_spectrum(image)
     out = {}
     for name, (lo, hi) in zip(POWER_NAMES, POWER_BANDS, strict=False):
@@ -134,6 +189,16 @@ def measure(image: np.ndarray) -> dict[str, float]:
         >= 2) and `sersic_n` when its Sérsic fit failed; r½ in pixels, flux in the stamp's
         units; the power-spectrum bands are measured on every stamp; `measured` is 1.0 where
         statmorph measured the stamp, else 0.0.
+
+    Raises
+    ------
+    galhpc.extras.MissingExtraError
+        If statmorph (the "report" extra) is not installed.
+
+    References
+    ----------
+    .. [1] Rodriguez-Gomez, V., Snyder, G. F., Lotz, J. M., et al. (2019), "The optical
+       morphologies of galaxies in the IllustrisTNG simulation", MNRAS 483, 4140 (statmorph).
     """
     statmorph = require("statmorph", "report", "the morphology statistics of galhpc-fidelity and galhpc-report")
 
@@ -164,7 +229,23 @@ def _measure_rows(images: np.ndarray) -> list[dict[str, float]]:
 
 
 def as_2d_stack(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) float64 stamps of (N, H, W) or (N, C, H, W) ones (channels averaged)."""
+    """(N, H, W) float64 stamps of (N, H, W) or (N, C, H, W) ones (channels averaged).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, H, W) or (N, C, H, W) stamps (channels averaged), any flux unit.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, H, W) float64.
+
+    Raises
+    ------
+    ValueError
+        If images is neither 3-D nor 4-D.
+    """
     images = np.asarray(images, np.float64)
     if images.ndim == 4:
         images = images.mean(axis=1)
@@ -174,7 +255,14 @@ def as_2d_stack(images: np.ndarray) -> np.ndarray:
 
 
 def default_processes() -> int:
-    """Worker processes for `morphology_table`: the CPUs this process may use."""
+    """Worker processes for `morphology_table`: the CPUs this process may use.
+
+    Returns
+    -------
+    int
+        The size of this process's CPU affinity set, or os.cpu_count() (at least 1) where
+        the platform has no affinity.
+    """
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -214,14 +302,41 @@ def morphology_table(images: np.ndarray, desc: str = "statmorph", processes: int
 
 
 def median_sky_sigma(images: np.ndarray) -> float:
-    """Median border-pixel noise σ of a stack (N, H, W) or (N, C, H, W)."""
+    """Median border-pixel noise σ of a stack of stamps.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, H, W) or (N, C, H, W) stamps (channels averaged), any flux unit.
+
+    Returns
+    -------
+    float
+        Median over stamps of `sky_level`'s σ, in the stamps' flux unit.
+    """
     return float(np.median([sky_level(img)[1] for img in as_2d_stack(images)]))
 
 
 def add_noise(images: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Images plus white Gaussian noise σ: puts noise-free generated stamps on the real stamps'
-    footing (statmorph flags a noise-free stamp whose smooth background is not exactly zero as
-    "not background-subtracted", and smoothness depends directly on the noise).
+    """Images plus white Gaussian noise of standard deviation `sigma`.
+
+    This puts noise-free generated stamps on the real stamps' footing: statmorph flags a
+    noise-free stamp whose smooth background is not exactly zero as "not
+    background-subtracted", and smoothness depends directly on the noise.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        Stamps of any shape, any flux unit.
+    sigma : float
+        Noise standard deviation, in the stamps' flux unit.
+    rng : numpy.random.Generator
+        Source of the noise.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, the shape of `images`.
     """
     return np.asarray(images, np.float64) + rng.normal(0.0, sigma, np.shape(images))
 
@@ -229,9 +344,25 @@ def add_noise(images: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
 def match_noise(images: np.ndarray, real_sigma: float, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
     """Stamps with white noise added up to the real stamps' median sky σ.
 
+    The added σ is sqrt(real_sigma² - own²), so the sum matches in quadrature.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, H, W) or (N, C, H, W) stamps (channels averaged), any flux unit.
+    real_sigma : float
+        Target median sky σ (e.g. `median_sky_sigma` of the real stamps), in the same unit.
+    rng : numpy.random.Generator
+        Source of the noise.
+
     Returns
     -------
-    (stamps, their own median sky σ before, σ added (0 when they are already as noisy))
+    stamps : numpy.ndarray
+        float64, the shape of `images`, noise added.
+    own : float
+        The stamps' own median sky σ before.
+    added : float
+        σ of the noise added (0 when they are already as noisy).
     """
     own = median_sky_sigma(images)
     added = float(np.sqrt(max(real_sigma**2 - own**2, 0.0)))
@@ -239,7 +370,19 @@ def match_noise(images: np.ndarray, real_sigma: float, rng: np.random.Generator)
 
 
 def ks_distance(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Two-sample Kolmogorov–Smirnov distance and p-value (scipy), ignoring non-finite values."""
+    """Two-sample Kolmogorov–Smirnov distance and p-value (scipy), ignoring non-finite values.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        Samples of one statistic (any shape, flattened by the finite-value mask).
+
+    Returns
+    -------
+    dict
+        "ks" (scipy.stats.ks_2samp statistic), "p_value", and the finite sample sizes
+        "n_a", "n_b"; ks and p_value are NaN when either sample has no finite value.
+    """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
@@ -250,5 +393,17 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def compare_tables(real: dict[str, np.ndarray], generated: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """KS distance per statistic present in both tables."""
+    """KS distance per statistic present in both tables.
+
+    Parameters
+    ----------
+    real, generated : dict of str to numpy.ndarray
+        Statistic name -> (N,) values, as from `morphology_table`.
+
+    Returns
+    -------
+    dict of str to dict
+        Statistic name -> `ks_distance` of its real and generated values, for the names of
+        `real` also in `generated`.
+    """
     return {name: ks_distance(real[name], generated[name]) for name in real if name in generated}

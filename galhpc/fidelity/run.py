@@ -38,6 +38,11 @@ def run_fidelity(out: str | Path, options: FidelityOptions, *, checkpoint: str |
                  real_store: str | Path | None = None) -> tuple[FidelityResult, dict[str, Path]]:
     """Score a generator's stamps against held-out real ones and write `out/`.
 
+    A conditioned model (a class- or float-conditioned PixelCNN prior) is sampled at the
+    real stamps' own condition values (drawn from the real set's label column), so the
+    generated set has the real set's mix; a class-conditioned one without that column
+    gets its classes in equal shares.
+
     Parameters
     ----------
     out : str or Path
@@ -55,14 +60,12 @@ def run_fidelity(out: str | Path, options: FidelityOptions, *, checkpoint: str |
     real_store : str or Path, optional
         Every row of this store is the real set (a separate simulation or survey set).
 
-    A conditioned model (a class- or float-conditioned PixelCNN prior) is sampled at the
-    real stamps' own condition values (drawn from the real set's label column), so the
-    generated set has the real set's mix; a class-conditioned one without that column
-    gets its classes in equal shares.
-
     Returns
     -------
-    (FidelityResult, {name: path written})
+    result : FidelityResult
+        The scored test.
+    paths : dict of str to pathlib.Path
+        Name -> path of each file written (`score.write_outputs`).
 
     Raises
     ------

@@ -1,6 +1,7 @@
-"""How generated stamps are drawn from a model for the fidelity test: from its own prior
-(`model.sample`, optionally at a sampling temperature), or ex post from a mixture fitted to
-its training stamps' latent means.
+"""How generated stamps are drawn from a model for the fidelity test: from its prior, or ex post.
+
+From its own prior (`model.sample`, optionally at a sampling temperature), or ex post from
+a mixture fitted to its training stamps' latent means.
 
 Ex-post sampling (Ghosh et al. 2020, "From variational to deterministic autoencoders"):
 the aggregate posterior q(z) = E_x q(z|x) of a trained VAE rarely matches its prior, and
@@ -93,7 +94,25 @@ class ExPostSampler:
                  len(mu), self.temperature)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Samples:
-        """N decoded images; `component` is the mixture component each was drawn from."""
+        """Draw n latents from the mixture (σ scaled by τ) and decode them.
+
+        Each draw picks a component by weight, then z = mean + τ L ε with L the Cholesky
+        factor of the component's covariance and ε standard normal; models with a pose are
+        decoded at random angles.
+
+        Parameters
+        ----------
+        n : int
+            Number of images.
+        generator : torch.Generator, optional
+            Seeds the draw (one integer is taken from it to seed numpy); None: seed 0.
+
+        Returns
+        -------
+        Samples
+            images (n, C, H, W) on the model's device, z (n, L) float32, and component (n,)
+            int64, the mixture component each was drawn from.
+        """
         device = next(self.model.parameters()).device
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item()) \
             if generator is not None else 0
@@ -111,8 +130,10 @@ class ExPostSampler:
 
 
 def gamma_moments(mu: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mixture weights (K,), means (K, L) and covariances (K, L, L) of latents weighted by
-    responsibilities: w_c = mean_i γ_ic, m_c = Σ γ_ic μ_i / Σ γ_ic, S_c the weighted covariance.
+    """Mixture weights, means and covariances of latents weighted by responsibilities (one M-step).
+
+    w_c = mean_i γ_ic, m_c = Σ γ_ic μ_i / Σ γ_ic, S_c the γ-weighted covariance plus 1e-6 I
+    (Jiang et al. 2017's M-step on the model's own responsibilities).
 
     Parameters
     ----------
@@ -123,7 +144,12 @@ def gamma_moments(mu: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, np.nda
 
     Returns
     -------
-    (weights, means, covariances); components with no responsibility mass get weight 0.
+    weights : numpy.ndarray
+        (K,) float64 summing to 1; components with no responsibility mass get weight 0.
+    means : numpy.ndarray
+        (K, L) float64.
+    covariances : numpy.ndarray
+        (K, L, L) float64, regularised by 1e-6 on the diagonal.
     """
     mass = gamma.sum(0)
     weights = mass / mass.sum()
@@ -137,6 +163,15 @@ def gamma_moments(mu: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def apply_temperature(model: GalaxyModel, options: SamplingOptions) -> None:
     """Prior sampling at temperature τ: a PixelCNN prior's softmax temperature.
+
+    Sets ``model.temperature`` in place; τ = 1 leaves the model untouched.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+        The model to sample from.
+    options : SamplingOptions
+        Its ``temperature`` is used.
 
     Raises
     ------

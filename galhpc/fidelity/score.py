@@ -1,5 +1,7 @@
-"""The fidelity test of a generator: generated against held-out real stamps, measured the
-same way, beside the real-vs-real floor; written as one table (FITS and CSV) and figures.
+"""The fidelity test of a generator: generated against held-out real stamps, beside the real floor.
+
+Both sets are measured the same way, beside the real-vs-real floor; the result is written as
+one table (FITS and CSV) and figures.
 
 Targets (docs/models.md, "Fidelity"): per statistic KS <= 0.15, or within 1.5x the
 floor where the floor itself is higher; classifier AUC <= 0.70; memorisation (the copying
@@ -46,7 +48,16 @@ class FidelityResult:
     real_images: np.ndarray | None = field(repr=False, default=None)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready numbers (the table rows, the tests and whether each target is met)."""
+        """JSON-ready numbers: the table rows, the tests and whether each target is met.
+
+        Returns
+        -------
+        dict
+            "statistics" (the rows), "classifier", "classifier_floor", "memorisation"
+            (None without training stamps), "sky", and "targets": ks_all_met, ks_met,
+            ks_scored, auc_met, memorisation_met (None when not run) and passes (every
+            target that was run met).
+        """
         # every statistic the real stamps have counts: one the generated stamps never reach
         # (statmorph cannot measure them) is a missed target, not a skipped one
         met = [r["ks_target_met"] for r in self.rows if r["n_real"] > 0]
@@ -71,7 +82,18 @@ class FidelityResult:
 
 
 def feature_matrix(table: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, F) rows of the per-stamp statistics in `morphology.STATISTICS` order (NaN kept)."""
+    """(N, F) rows of the per-stamp statistics in `morphology.STATISTICS` order (NaN kept).
+
+    Parameters
+    ----------
+    table : dict of str to numpy.ndarray
+        Statistic name -> (N,) values, with every name of `morphology.STATISTICS`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, len(STATISTICS)), the classifier test's features.
+    """
     return np.stack([table[name] for name in morphology.STATISTICS], axis=1)
 
 
@@ -149,8 +171,23 @@ def score(generated: np.ndarray, real: np.ndarray, training: np.ndarray | None =
 
 
 def result_table(result: FidelityResult, meta: dict[str, Any] | None = None):
-    """The per-statistic table as an astropy Table; the classifier and memorisation numbers
-    in its meta (FITS header keywords).
+    """The per-statistic table as an astropy Table, the test-wide numbers in its meta.
+
+    The classifier, sky and memorisation numbers become FITS header keywords (AUC, AUCERR,
+    AUCFLOOR, SKYSIG, SKYADDED, MEM*), with PASSES the verdict.
+
+    Parameters
+    ----------
+    result : FidelityResult
+        The scored test.
+    meta : dict, optional
+        Extra header entries; keys are cut to 8 upper-case characters, values to 60 characters
+        of their str.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per statistic, columns `TABLE_COLUMNS`.
     """
     from astropy.table import Table
 
@@ -170,7 +207,18 @@ def result_table(result: FidelityResult, meta: dict[str, Any] | None = None):
 
 
 def stamp_table(result: FidelityResult):
-    """Per-stamp statistics of both sets: one row per stamp, column `set` = generated | real."""
+    """Per-stamp statistics of both sets: one row per stamp, column `set` = generated | real.
+
+    Parameters
+    ----------
+    result : FidelityResult
+        The scored test (its generated and real tables).
+
+    Returns
+    -------
+    astropy.table.Table
+        The generated rows, then the real rows; a `set` column first, then `morphology.STATISTICS`.
+    """
     from astropy.table import Table, vstack
 
     parts = []
@@ -183,9 +231,26 @@ def stamp_table(result: FidelityResult):
 
 def write_outputs(result: FidelityResult, out: str | Path, meta: dict[str, Any] | None = None,
                   figures: bool = True, n_show: int = 8, training: np.ndarray | None = None) -> dict[str, Path]:
-    """Write `out/fidelity.fits`, `out/fidelity.csv` (the per-statistic table),
-    `out/stamps.fits` (per-stamp statistics), `out/fidelity.json` (every number) and,
-    with `figures`, `out/histograms.png` and `out/nearest.png`.
+    """Write the fidelity test's tables, JSON summary and figures under `out`.
+
+    `out/fidelity.fits`, `out/fidelity.csv` (the per-statistic table), `out/stamps.fits`
+    (per-stamp statistics), `out/fidelity.json` (every number) and, with `figures`,
+    `out/histograms.png` and (with `training`) `out/nearest.png`; each written atomically.
+
+    Parameters
+    ----------
+    result : FidelityResult
+        The scored test.
+    out : str or pathlib.Path
+        Output folder, created if missing.
+    meta : dict, optional
+        Provenance for the FITS header and the JSON "meta" entry.
+    figures : bool, optional
+        Draw the figures (needs matplotlib).
+    n_show : int, optional
+        Generated stamps in the nearest-neighbour grid.
+    training : numpy.ndarray, optional
+        Training stamps, for the nearest-neighbour grid (skipped without).
 
     Returns
     -------

@@ -1,5 +1,6 @@
-"""The three sets a fidelity test reads: generated stamps (a checkpoint's samples or a
-`galhpc-generate` catalogue), held-out real stamps, and training stamps.
+"""The three sets a fidelity test reads: generated, held-out real and training stamps.
+
+Generated stamps are a checkpoint's samples or a `galhpc-generate` catalogue.
 
 Real stamps are held out in one of two ways: the rows the trainer held out of its own
 store (`galhpc.data.loader.holdout_mask` with the checkpoint's seed and fraction, the
@@ -129,9 +130,30 @@ def _concat(parts) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def read_catalogue_images(path: str | Path, n: int, rng: np.random.Generator) -> StampSet:
-    """Up to n random stamps of a `galhpc-generate` catalogue: `images_clean` when it kept
-    the noise-free ones, else `images` (the fidelity test adds noise up to the real sky σ,
-    never removes it).
+    """Up to n random stamps of a `galhpc-generate` catalogue, noise-free where it kept them.
+
+    The column read is `images_clean` when the catalogue kept the noise-free stamps, else
+    `images` (the fidelity test adds noise up to the real sky σ, never removes it).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The catalogue (master file or shard folder).
+    n : int
+        Most stamps to read; all rows when the catalogue has fewer.
+    rng : numpy.random.Generator
+        Picks the random subset.
+
+    Returns
+    -------
+    StampSet
+        (min(n, rows), C, H, W) float32 stamps, their sorted catalogue rows, and the
+        `component` column (int64) where the catalogue has one.
+
+    Raises
+    ------
+    DataError
+        If the catalogue has no images column.
     """
     with open_catalog(path) as cat:
         column = "images_clean" if "images_clean" in cat.columns else "images"
@@ -144,7 +166,24 @@ def read_catalogue_images(path: str | Path, n: int, rng: np.random.Generator) ->
 
 
 def split_store(store: str | Path, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, held-out rows) of a training store, as the trainer split it."""
+    """(training rows, held-out rows) of a training store, as the trainer split it.
+
+    Parameters
+    ----------
+    store : str or pathlib.Path
+        The training store.
+    holdout_fraction : float
+        Fraction of rows held out (the checkpoint's), in [0, 1).
+    seed : int
+        The trainer's split seed (the checkpoint's).
+
+    Returns
+    -------
+    training : numpy.ndarray
+        Sorted int64 rows trained on.
+    held_out : numpy.ndarray
+        Sorted int64 rows held out (`galhpc.data.loader.holdout_mask`).
+    """
     with open_store(store) as s:
         n = len(s)
     held = holdout_mask(n, holdout_fraction, seed)
@@ -153,7 +192,31 @@ def split_store(store: str | Path, holdout_fraction: float, seed: int) -> tuple[
 
 def read_store_stamps(store: str | Path, rows: np.ndarray, n: int, rng: np.random.Generator,
                       what: str) -> StampSet:
-    """Up to n random stamps among store `rows` (sorted), as (N, C, H, W) float32."""
+    """Up to n random stamps among store `rows`, as (N, C, H, W) float32.
+
+    Parameters
+    ----------
+    store : str or pathlib.Path
+        The training store.
+    rows : numpy.ndarray
+        Candidate int64 store rows.
+    n : int
+        Most stamps to read; all of `rows` when there are fewer.
+    rng : numpy.random.Generator
+        Picks the random subset.
+    what : str
+        What the rows are (e.g. "held-out"), for the source label and messages.
+
+    Returns
+    -------
+    StampSet
+        (min(n, len(rows)), C, H, W) float32 stamps in the store's units and their sorted rows.
+
+    Raises
+    ------
+    DataError
+        If `rows` is empty.
+    """
     rows = np.asarray(rows, np.int64)
     if len(rows) == 0:
         raise DataError(f"{store}: no {what} rows to read")
@@ -164,8 +227,21 @@ def read_store_stamps(store: str | Path, rows: np.ndarray, n: int, rng: np.rando
 
 
 def read_store_labels(store: str | Path, rows: np.ndarray, column: str) -> np.ndarray:
-    """The label `column` (float64) of store `rows` (sorted), e.g. a conditioned model's
-    condition at the real stamps.
+    """The label `column` of store `rows`, e.g. a conditioned model's condition at the real stamps.
+
+    Parameters
+    ----------
+    store : str or pathlib.Path
+        The training store.
+    rows : numpy.ndarray
+        Sorted int64 store rows.
+    column : str
+        Label column name.
+
+    Returns
+    -------
+    numpy.ndarray
+        (len(rows),) float64 label values.
 
     Raises
     ------

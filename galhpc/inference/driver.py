@@ -12,7 +12,6 @@ An error on any rank ends every rank with a message naming the rank and the caus
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
@@ -24,9 +23,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from galhpc.inference.h5out import (
-    FINGERPRINT_ATTR,
-    IMAGE_COLUMNS,
+from galhpc.formats.catalog import FINGERPRINT_ATTR, IMAGE_COLUMNS, SHARD_GLOB, Shard, shard_path
+from galhpc.io.catalog_writer import (
     ShardWriter,
     WriteBehind,
     catalogue_attrs,
@@ -35,9 +33,7 @@ from galhpc.inference.h5out import (
     shard_problem,
     write_master,
 )
-from galhpc.inference.shards import (
-    CatalogError,
-    Shard,
+from galhpc.io.shards import (
     assign_shards,
     complete_shards,
     plan_shards,
@@ -45,10 +41,10 @@ from galhpc.inference.shards import (
     read_manifest,
     record_manifest,
     shard_in_flight,
-    shard_path,
 )
 from galhpc.runtime import progress
-from galhpc.runtime.files import OutputLock
+from galhpc.runtime.errors import CatalogError
+from galhpc.runtime.files import OutputLock, is_disk_full
 from galhpc.runtime.signals import EXIT_PREEMPTED, Preempted, StopFlag, stop_signals
 from galhpc.runtime.world import World
 
@@ -396,9 +392,9 @@ def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: 
                     writer.abort()
                     raise
         except (OSError, RuntimeError) as err:  # h5py reports failed flushes as RuntimeError
-            if not isinstance(err, OSError) and not _is_disk_full(err):
+            if not isinstance(err, OSError) and not is_disk_full(err):
                 raise
-            why = "the disk is full" if _is_disk_full(err) else "of an I/O error"
+            why = "the disk is full" if is_disk_full(err) else "of an I/O error"
             raise CatalogError(
                 f"writing shard {shard.index} (objects {shard.start}..{shard.stop - 1}) of {out} failed because "
                 f"{why}: {err}\nthe {_count_complete(shard_dir)} complete shard(s) in {shard_dir} stay valid; "
@@ -408,7 +404,7 @@ def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: 
 
 
 def _count_complete(shard_dir: Path) -> int:
-    return sum(1 for p in shard_dir.glob("[0-9]*.h5"))
+    return sum(1 for p in shard_dir.glob(SHARD_GLOB))
 
 
 def _drain(behind: WriteBehind) -> None:
@@ -416,12 +412,6 @@ def _drain(behind: WriteBehind) -> None:
         behind.finish()
     except BaseException:  # the original error is the one to report
         pass
-
-
-def _is_disk_full(err: BaseException) -> bool:
-    text = str(err)
-    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-    return full or "No space left" in text or "errno = 28" in text
 
 
 def root_then_all(world: World, fn: Callable[[], T]) -> T:

@@ -41,12 +41,12 @@ import torch
 
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
+from galhpc.formats.catalog import Shard
 from galhpc.inference.driver import RunResult, WriteOptions, root_then_all, run_catalog
-from galhpc.inference.h5out import load_arrays, parse_compression, run_meta, save_arrays
-from galhpc.inference.shards import CatalogError, Shard
+from galhpc.io.catalog_writer import load_arrays, parse_compression, run_meta, save_arrays
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.batching import run_batched, to_numpy
-from galhpc.runtime.errors import DataError, GalhpcError
+from galhpc.runtime.errors import CatalogError, DataError, GalhpcError
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.transfer import as_tensors, device_prefetch
 from galhpc.runtime.world import World

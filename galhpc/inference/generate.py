@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from galhpc.formats.catalog import Shard
 from galhpc.inference.driver import RunResult, WriteOptions, run_catalog
 from galhpc.inference.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
-from galhpc.inference.h5out import parse_compression, run_meta
 from galhpc.inference.photometry import MagSizeTarget, Photometry, stamp_mag_size, store_photometry
 from galhpc.inference.seeds import derived_seed
-from galhpc.inference.shards import CatalogError, Shard
+from galhpc.io.catalog_writer import parse_compression, run_meta
 from galhpc.models.base import GalaxyModel
-from galhpc.runtime.errors import DataError
+from galhpc.runtime.errors import CatalogError, DataError
 from galhpc.runtime.precision import autocast, check_precision
 from galhpc.runtime.world import World
 

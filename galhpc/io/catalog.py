@@ -55,34 +55,27 @@ from typing import Any
 import h5py
 import numpy as np
 
+from galhpc.formats.catalog import (
+    FINGERPRINT_ATTR,
+    META,
+    SHARDS_SUFFIX,
+    START_ATTR,
+    STOP_ATTR,
+    Shard,
+    manifest_path,
+    shard_dir_for,
+)
+from galhpc.formats.hdf5 import open_h5_readonly, read_rows_any_order
+from galhpc.formats.kinds import CATALOGUES, filter_error, missing_filter, require_kind
 from galhpc.io.reader import Reader
 from galhpc.runtime.errors import CatalogError  # also raised for a catalogue that cannot be read correctly
-from galhpc.runtime.kinds import CATALOGUES, filter_error, missing_filter, require_kind
 
 log = logging.getLogger("galhpc.io.catalog")
 
-META = "meta"
-SHARDS_SUFFIX = ".shards"
-MANIFEST = "manifest.json"
 DEFAULT_MAX_OPEN = 64
 NOFILE_TARGET = 65536  # the soft open-file limit is raised towards the hard one, up to this
 SLAB_BYTES = 1 << 20  # requested rows within this many bytes of each other are read as one slab
 MAX_LISTED = 10  # shard problems named in an error message
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    """Rows [start, stop) of the catalogue, held in file `path` from row `offset` on."""
-
-    index: int
-    start: int
-    stop: int
-    path: Path
-    offset: int = 0
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
 
 
 @dataclass(frozen=True)
@@ -114,6 +107,11 @@ class _Column:
 def raise_open_file_limit(target: int = NOFILE_TARGET) -> int:
     """Raise this process's soft RLIMIT_NOFILE towards its hard limit (at most `target`).
 
+    Parameters
+    ----------
+    target : int
+        The soft limit wanted (descriptors).
+
     Returns
     -------
     int
@@ -133,19 +131,6 @@ def raise_open_file_limit(target: int = NOFILE_TARGET) -> int:
     return soft
 
 
-def open_h5_readonly(path: Path) -> h5py.File:
-    """Open an HDF5 file read-only without file locks (which Lustre/NFS often refuse, and a
-    published file never needs); if this process already holds it open with locks (HDF5
-    refuses mixed flags on one file), open it the way it is already open.
-    """
-    try:
-        return h5py.File(path, "r", locking=False)
-    except OSError as err:
-        if "locking flag" not in str(err):
-            raise
-        return h5py.File(path, "r")
-
-
 def _open_descriptors() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -154,8 +139,20 @@ def _open_descriptors() -> int:
 
 
 def file_budget(max_open: int) -> int:
-    """How many catalogue files to keep open: `max_open`, at most half of the descriptors
-    still free under the soft limit (after raising it), and at least 1.
+    """How many catalogue files to keep open.
+
+    `max_open`, at most half of the descriptors still free under the soft limit (after
+    raising it), and at least 1.
+
+    Parameters
+    ----------
+    max_open : int
+        The most files the caller wants open.
+
+    Returns
+    -------
+    int
+        >= 1.
     """
     free = raise_open_file_limit() - _open_descriptors()
     return max(1, min(max_open, free // 2))
@@ -163,8 +160,9 @@ def file_budget(max_open: int) -> int:
 
 @functools.cache
 def _read_fapl() -> Any:
-    """The file-access property list of every shard opened for reading (made once: a list
-    per file costs a fifth of opening the file).
+    """The file-access property list of every shard opened for reading (made once.
+
+    A list per file costs a fifth of opening the file).
     """
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_WEAK)
@@ -173,10 +171,11 @@ def _read_fapl() -> Any:
 
 
 def _open_fid(path: Path) -> Any:
-    """A low-level read-only file id: no file locks (unless this process already holds the
-    file open with them: HDF5 refuses mixed flags).  Its close degree is h5py's (weak):
-    HDF5 refuses to open one file twice in a process with different degrees, and callers
-    open the same file with h5py while a `Catalog` holds it.
+    """A low-level read-only file id.
+
+    No file locks (unless this process already holds the file open with them: HDF5 refuses mixed flags).  Its
+    close degree is h5py's (weak): HDF5 refuses to open one file twice in a process with different degrees, and
+    callers open the same file with h5py while a `Catalog` holds it.
     """
     try:
         return h5py.h5f.open(bytes(path), h5py.h5f.ACC_RDONLY, fapl=_read_fapl())
@@ -187,9 +186,10 @@ def _open_fid(path: Path) -> Any:
 
 
 def _read_rows(ds: Any, first: int, out: np.ndarray) -> None:
-    """Rows [first, first + len(out)) of the open dataset `ds` into `out` (C-contiguous, of
-    the dataset's dtype and row shape): one H5Dread, no high-level selection objects (they
-    cost several times the read of a small shard).
+    """Rows [first, first + len(out)) of the open dataset `ds` into `out`, in one H5Dread.
+
+    `out` is C-contiguous, of the dataset's dtype and row shape; no high-level selection
+    objects are made (they cost several times the read of a small shard).
     """
     if out.size == 0:
         return
@@ -214,10 +214,11 @@ class _FilePool:
         self._files: OrderedDict[Path, tuple[Any, dict[str, Any]]] = OrderedDict()
 
     def open(self, path: Path) -> Any:
-        """The open file id of `path`.  The first time a file is opened, `check(path, fid,
-        None)` checks the file, and the first time each of its datasets is opened,
-        `check(path, dataset_id, name)` checks that (once: a file closed and reopened
-        later is not checked again).
+        """The open file id of `path`.
+
+        The first time a file is opened, `check(path, fid, None)` checks the file, and the first time each
+        of its datasets is opened, `check(path, dataset_id, name)` checks that (once: a file closed and
+        reopened later is not checked again).
         """
         entry = self._files.get(path)
         if entry is not None:
@@ -307,7 +308,7 @@ def _first_line(err: BaseException) -> str:
 def _hyperslab_rows(space: Any, shape: tuple[int, ...], what: str) -> tuple[int, int]:
     """(first, last + 1) rows of a selection that covers whole rows."""
     lo, hi = space.get_select_bounds()
-    if len(lo) > 1 and any(l != 0 or h != n - 1 for l, h, n in zip(lo[1:], hi[1:], shape[1:], strict=False)):
+    if len(lo) > 1 and any(low != 0 or high != n - 1 for low, high, n in zip(lo[1:], hi[1:], shape[1:], strict=False)):
         raise CatalogError(f"{what}: a virtual source maps part of a row; not a galhpc catalogue layout")
     return int(lo[0]), int(hi[0]) + 1
 
@@ -324,7 +325,7 @@ class Catalog(Reader):
     max_open : int, optional
         Most files open at a time (default 64; fewer when the open-file limit is low).
     kinds : sequence of str, optional
-        The `galhpc.runtime.kinds` accepted (default: either catalogue kind).
+        The `galhpc.formats.kinds` accepted (default: either catalogue kind).
     role : str, optional
         What the caller reads it as, for the message refusing another kind.
 
@@ -345,7 +346,7 @@ class Catalog(Reader):
         if not self.path.is_file():
             raise CatalogError(f"catalogue not found: {self.path}")
         self._pool = _FilePool(file_budget(max_open), self.path, self._check_opened)
-        own = self.path.with_name(self.path.name + SHARDS_SUFFIX)
+        own = shard_dir_for(self.path)
         self._own_shards = own if own.is_dir() else None
         self._resolved: dict[str, Path] = {}
         self._layouts: dict[str, tuple[tuple[int, ...], np.dtype]] = {}  # every column: (row shape, dtype)
@@ -359,6 +360,8 @@ class Catalog(Reader):
         with master:
             require_kind(master, self.path, kinds, role)
             self.meta: dict[str, Any] = _attrs(master[META]) if isinstance(master.get(META), h5py.Group) else {}
+            self.groups: list[str] = sorted(name for name in master if name != META  # (no dataset opened)
+                                            and master.get(name, getclass=True) is h5py.Group)
             layout_ds = self._list_columns(master)
             column = self._map_column(master, self._layout_column, layout_ds)
         self._verify(column)
@@ -366,11 +369,11 @@ class Catalog(Reader):
     # ---- opening ----------------------------------------------------------------------
 
     def _list_columns(self, master: h5py.File) -> Any:
-        """Each per-object dataset's row shape and dtype (their virtual mappings are read when
-        a column is first used: HDF5 copies a mapping whole, and a master of C columns and S
-        shards holds C x S sources); picks the column whose mapping is read at open
-        (``object_id``, else the first) and returns its dataset, open (opening a virtual
-        dataset decodes its whole mapping).
+        """Each per-object dataset's row shape and dtype (their virtual mappings are read when a column is first used.
+
+        HDF5 copies a mapping whole, and a master of C columns and S shards holds C x S sources); picks the
+        column whose mapping is read at open (``object_id``, else the first) and returns its dataset, open
+        (opening a virtual dataset decodes its whole mapping).
         """
         shapes = {}
         for name in master:
@@ -404,10 +407,11 @@ class Catalog(Reader):
         return shapes[self._layout_column][2]
 
     def _map_column(self, master: h5py.File, name: str, ds: Any = None) -> _Column:
-        """Map column `name` (its dataset `ds` if open) onto its source files (the master's
-        own dataset for a real one), then check what is new in it: its shard directories'
-        manifests, that its files exist, and (for a file already checked for other
-        columns) its rows' span.
+        """Map column `name` (its dataset `ds` if open) onto its source files, and check what is new in it.
+
+        The source of a real dataset is the master itself.  Checked: its shard
+        directories' manifests, that its files exist, and (for a file already checked for
+        other columns) its rows' span.
         """
         shape, dtype = self._layouts[name]
         ds = h5py.h5d.open(master.id, name.encode()) if ds is None else ds
@@ -468,9 +472,10 @@ class Catalog(Reader):
         return tuple(segments)
 
     def _resolve(self, file_name: str) -> Path:
-        """The file a virtual source names: the master itself ("."), a shard of the master's
-        own `<master>.shards/` when that exists (so a renamed pair reads its own shards),
-        else the name relative to the master's directory.
+        """The file a virtual source names.
+
+        The master itself ("."), a shard of the master's own `<master>.shards/` when that exists (so a
+        renamed pair reads its own shards), else the name relative to the master's directory.
         """
         if file_name == ".":
             return self.path
@@ -486,9 +491,9 @@ class Catalog(Reader):
 
     def _check_shard_dirs(self, dirs: set[Path]) -> None:
         """Every shard directory's manifest must record this master's fingerprint."""
-        recorded = self.meta.get("fingerprint")
+        recorded = self.meta.get(FINGERPRINT_ATTR)
         for d in sorted(dirs - self._checked_dirs):
-            manifest = d / MANIFEST
+            manifest = manifest_path(d)
             if recorded and manifest.is_file():
                 try:
                     theirs = json.loads(manifest.read_text())
@@ -501,8 +506,9 @@ class Catalog(Reader):
             self._checked_dirs.add(d)
 
     def _verify(self, column: _Column) -> None:
-        """Open the first shard files of `column` (as many as the file pool keeps open, so
-        reads reuse them) and check they hold the rows the master maps onto them.  A shard
+        """Open the first shard files of `column` and check they hold the rows the master maps onto them.
+
+        As many files are opened as the file pool keeps open, so reads reuse them.  A shard
         beyond those, or a dataset of another column, is checked the same way, once, when
         a read first opens it (`_check_opened`): a whole-column read opens each shard once.
         """
@@ -538,8 +544,10 @@ class Catalog(Reader):
             f"cannot be read: {', '.join(listed)}{more}")
 
     def _check_opened(self, path: Path, obj: Any, name: str | None) -> str | None:
-        """Why a shard file (`name` None: its attributes) or its dataset `name` just opened
-        cannot supply its rows, or None (the `_FilePool` check).
+        """Why a shard file (`name` None.
+
+        Its attributes) or its dataset `name` just opened cannot supply its rows, or None (the `_FilePool`
+        check).
         """
         uses = self._uses.get(path, [])
         if name is None:
@@ -549,7 +557,7 @@ class Catalog(Reader):
 
     def _shard_fingerprint(self, path: Path) -> str | None:
         """The run fingerprint a shard file must record (none for the master itself)."""
-        return self.meta.get("fingerprint") if path != self.path else None
+        return self.meta.get(FINGERPRINT_ATTR) if path != self.path else None
 
     def _short(self, path: Path) -> str:
         try:
@@ -565,18 +573,46 @@ class Catalog(Reader):
         return sorted(self._layouts)
 
     def shape(self, column: str) -> tuple[int, ...]:
-        """Shape (N, ...) of `column`."""
+        """Shape (N, ...) of `column`.
+
+        Parameters
+        ----------
+        column : str
+            A name of `columns`.
+
+        Returns
+        -------
+        tuple of int
+            (N, ...): N rows, then the row shape.
+        """
         return (self._n, *self._layout(column)[0])
 
     def dtype(self, column: str) -> np.dtype:
-        """Storage dtype of `column`."""
+        """Storage dtype of `column`.
+
+        Parameters
+        ----------
+        column : str
+            One of the per-object columns (`columns`).
+
+        Returns
+        -------
+        numpy.dtype
+            As stored in the shards (float16 images stay float16).
+        """
         return self._layout(column)[1]
 
     @property
-    def shards(self) -> list[ShardInfo]:
-        """The files holding the rows, in row order (from the first column's layout)."""
+    def shards(self) -> list[Shard]:
+        """The files holding the rows, in row order (from the first column's layout).
+
+        Returns
+        -------
+        list of Shard
+            Shard k holds rows [start, stop) in file `path` from row `offset` on.
+        """
         first = self._columns[self._layout_column]
-        return [ShardInfo(i, s.start, s.stop, s.path, s.offset) for i, s in enumerate(first.segments)]
+        return [Shard(i, s.start, s.stop, s.path, s.offset) for i, s in enumerate(first.segments)]
 
     def __len__(self) -> int:
         return self._n
@@ -598,14 +634,42 @@ class Catalog(Reader):
         column = self._columns.get(name)
         if column is None:
             self._layout(name)
-            try:
-                master = open_h5_readonly(self.path)
-            except OSError as err:
-                raise CatalogError(f"{self.path}: the master became unreadable since it was opened "
-                                   f"({_first_line(err)})") from err
-            with master:
+            with self._reopen_master() as master:
                 column = self._map_column(master, name)
         return column
+
+    def _reopen_master(self) -> h5py.File:
+        """The master file opened again (read-only, no locks); a CatalogError if it no longer opens."""
+        try:
+            return open_h5_readonly(self.path)
+        except OSError as err:
+            raise CatalogError(f"{self.path}: the master became unreadable since it was opened "
+                               f"({_first_line(err)})") from err
+
+    def read_group(self, name: str) -> dict[str, np.ndarray]:
+        """Every dataset of one of the master's small groups (`groups`, e.g. the post-hoc ``gmm``), read whole.
+
+        Parameters
+        ----------
+        name : str
+            A name of `groups`.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Each dataset of the group by name, in its stored dtype and shape.
+
+        Raises
+        ------
+        KeyError
+            If the master has no such group.
+        CatalogError
+            If the master no longer opens.
+        """
+        if name not in self.groups:
+            raise KeyError(f"{self.path}: no group {name!r}; groups: {', '.join(self.groups) or 'none'}")
+        with self._reopen_master() as master:
+            return {key: ds[()] for key, ds in master[name].items() if isinstance(ds, h5py.Dataset)}
 
     def read(self, column: str, rows: Sequence[int] | np.ndarray | slice | None = None) -> np.ndarray:
         """Values of `column` at `rows`, in the order asked for.
@@ -650,7 +714,10 @@ class Catalog(Reader):
         if rows.size and (rows.min() < 0 or rows.max() >= self._n):
             bad = rows[(rows < 0) | (rows >= self._n)][0]
             raise IndexError(f"row {bad} is outside the catalogue's {self._n} rows")
-        uniq, inverse = np.unique(rows, return_inverse=True)
+        return read_rows_any_order(lambda uniq: self._read_unique(col, uniq), rows)
+
+    def _read_unique(self, col: _Column, uniq: np.ndarray) -> np.ndarray:
+        """Rows `uniq` (sorted, unique, in range) of a column, each shard's part read in increasing order."""
         values = np.empty((len(uniq), *col.shape), col.dtype)
         # uniq[bounds[k]:bounds[k + 1]] are the rows segment k holds
         bounds = np.append(np.searchsorted(uniq, col.starts), len(uniq))
@@ -659,9 +726,7 @@ class Catalog(Reader):
             i, j = picked[k]
             seg = col.segments[k]
             self._read_sorted(col, seg, ds, uniq[i:j] - (seg.start - seg.offset), values[i:j])
-        if len(uniq) == len(rows) and (rows[1:] > rows[:-1]).all():
-            return values  # asked for in increasing order, without repeats
-        return values[inverse]
+        return values
 
     def _open_each(self, col: _Column, which: Sequence[int]) -> Iterator[tuple[int, Any]]:
         """Segments `which` of `col` (indices, increasing), each with its open dataset.
@@ -707,9 +772,10 @@ class Catalog(Reader):
                                f"(reading {seg.dataset!r} failed: {_first_line(err)})") from err
 
     def _read_sorted(self, col: _Column, seg: _Segment, ds: Any, local: np.ndarray, out: np.ndarray) -> None:
-        """Source rows `local` (sorted, unique) of one segment (its open dataset `ds`) into
-        `out`, read as slabs of at most SLAB_BYTES (a catalogue chunk is about that size, so
-        a slab touches at most two); a run of consecutive rows is read straight into `out`.
+        """Source rows `local` (sorted, unique) of one segment (its open dataset `ds`) into `out`.
+
+        Read as slabs of at most SLAB_BYTES (a catalogue chunk is about that size, so a slab
+        touches at most two); a run of consecutive rows is read straight into `out`.
         """
         span_rows = max(1, SLAB_BYTES // max(1, col.row_bytes))
         i = 0
@@ -726,9 +792,7 @@ class Catalog(Reader):
             i = j
 
     def _read_range(self, col: _Column, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of a column, shard by shard, each shard's part read in one
-        call straight into the output array.
-        """
+        """Rows [start, stop) of a column, each shard's part read in one call straight into the output."""
         out = np.empty((stop - start, *col.shape), col.dtype)
         first = max(0, int(np.searchsorted(col.starts, start, side="right")) - 1)
         last = int(np.searchsorted(col.starts, stop, side="left"))  # segments first..last-1 hold rows
@@ -779,9 +843,10 @@ class Catalog(Reader):
             if sweep:
                 self._pool.release(seg.path)
 
-    def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[tuple[ShardInfo, dict[str, np.ndarray]]]:
-        """Stream the catalogue one shard at a time (memory: one shard of `columns`; each
-        shard file is closed once read).
+    def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Shard, dict[str, np.ndarray]]]:
+        """Stream the catalogue one shard at a time (memory.
+
+        One shard of `columns`; each shard file is closed once read).
 
         Parameters
         ----------
@@ -790,7 +855,7 @@ class Catalog(Reader):
 
         Yields
         ------
-        shard : ShardInfo
+        shard : Shard
             The shard's rows [start, stop) and file.
         values : dict of str to numpy.ndarray
             Each column's rows of the shard, shape (shard.size, ...).
@@ -804,7 +869,13 @@ class Catalog(Reader):
             yield shard, values
 
     def scalar_columns(self) -> list[str]:
-        """Columns with one number per row (shape (N,))."""
+        """Columns with one number per row (shape (N,)).
+
+        Returns
+        -------
+        list of str
+            Sorted, a subset of `columns`.
+        """
         return [n for n in self.columns if not self._layouts[n][0]]
 
     def table(self, columns: Sequence[str] | None = None, rows: Sequence[int] | np.ndarray | None = None):
@@ -879,9 +950,9 @@ class Catalog(Reader):
 
 
 def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
-    """Why the open shard file `fid` cannot supply the segments `uses` of their
-    columns, or None: every dataset (`_check_dataset`), then the file's attributes
-    (`_check_span`).
+    """Why the open shard file `fid` cannot supply the segments `uses` of their columns, or None.
+
+    Every dataset (`_check_dataset`), then the file's attributes (`_check_span`).
 
     Uses h5py's low-level API (2-3x faster per file than File/Dataset objects: this runs
     once per shard file a catalogue opens).
@@ -901,9 +972,10 @@ def _check_file(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
 
 
 def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
-    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None: its
-    row shape, dtype and number of rows (a filter it needs is looked for only if a read
-    fails: `Catalog._read_into`).
+    """Why the open dataset `ds` cannot supply segment `seg` of column `col`, or None.
+
+    Its row shape, dtype and number of rows (a filter it needs is looked for only if a read fails:
+    `Catalog._read_into`).
     """
     shape, dtype = ds.shape, ds.dtype
     if tuple(shape[1:]) != col.shape or dtype != col.dtype:
@@ -914,15 +986,15 @@ def _check_dataset(ds: Any, col: _Column, seg: _Segment) -> str | None:
 
 
 def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str | None = None) -> str | None:
-    """Why the file's root attributes differ from what the master expects, or None: a
-    recorded run ``fingerprint`` (JSON) must equal the master's `fingerprint` (a shard of
-    another run copied in is refused), and ``start``/``stop`` (a shard's objects) the rows
-    the master maps onto it.
+    """Why the file's root attributes differ from what the master expects, or None.
+
+    A recorded run ``fingerprint`` (JSON) must equal the master's `fingerprint` (a shard of another run copied
+    in is refused), and ``start``/``stop`` (a shard's objects) the rows the master maps onto it.
     """
-    theirs = _text_attr(fid, b"fingerprint") if fingerprint else None
+    theirs = _text_attr(fid, FINGERPRINT_ATTR.encode()) if fingerprint else None
     if theirs and theirs != fingerprint and json.loads(theirs) != json.loads(fingerprint):
         return "written by another run (its fingerprint differs from the master's)"
-    span = [_scalar_attr(fid, name) for name in (b"start", b"stop")]
+    span = [_scalar_attr(fid, name.encode()) for name in (START_ATTR, STOP_ATTR)]
     if None in span:
         return None
     for _, seg in uses:
@@ -932,8 +1004,9 @@ def _check_span(fid: Any, uses: list[tuple[_Column, _Segment]], fingerprint: str
 
 
 def _scalar_attr(fid: Any, name: bytes) -> int | None:
-    """Integer attribute `name` of the file's root group (one value), or None (low-level
-    API, fewest calls: this runs for every shard file a catalogue opens).
+    """Integer attribute `name` of the file's root group (one value), or None (low-level API, fewest calls.
+
+    This runs for every shard file a catalogue opens).
     """
     if not h5py.h5a.exists(fid, name):
         return None
@@ -994,7 +1067,7 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: S
     max_open : int, optional
         Most files open at a time (default 64).
     kinds : sequence of str, optional
-        The `galhpc.runtime.kinds` accepted (default: an encoded or a synthetic catalogue).
+        The `galhpc.formats.kinds` accepted (default: an encoded or a synthetic catalogue).
     role : str, optional
         What the caller reads it as (``"galhpc-search --catalog"``), for the refusal.
 
@@ -1013,7 +1086,7 @@ def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: S
         short of rows or of another run (one line naming the shard files; for a column
         other than ``object_id``, when that column is first read).
     FileKindError
-        If it is another kind of galhpc file (`galhpc.runtime.kinds`), e.g. a store.
+        If it is another kind of galhpc file (`galhpc.formats.kinds`), e.g. a store.
 
     Examples
     --------

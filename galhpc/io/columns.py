@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 
 
 class ColumnInfo(NamedTuple):
+    """A catalogue column's unit (astropy string; "" dimensionless, None none) and description."""
+
     unit: str | None
     description: str
 
@@ -29,7 +31,8 @@ COLUMNS: dict[str, ColumnInfo] = {
     "p_galaxy": ColumnInfo("", "probability that the object is a galaxy (double-peaked prior)"),
     "star_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as star"),
     "galaxy_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as galaxy"),
-    "flux_norm": ColumnInfo(None, "flux coefficient drawn from the training store: survey pixels = image * flux_norm / flux_scale"),
+    "flux_norm": ColumnInfo(None, "flux coefficient drawn from the training store: "
+                                  "survey pixels = image * flux_norm / flux_scale"),
     "flux": ColumnInfo(None, "total flux in the survey's units (/meta image_bunit) summed over pixels"),
     "mag_ab": ColumnInfo("mag", "AB magnitude: zero_point - 2.5 log10(flux); NaN without a zero point"),
     "ra": ColumnInfo("deg", "right ascension (ICRS) of the object, from the store"),

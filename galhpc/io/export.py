@@ -53,6 +53,19 @@ META_CARDS = {"kind": "KIND", "model": "MODEL", "checkpoint_sha256": "CKPTSHA", 
 def exportable_columns(cat: Catalog, columns: Sequence[str] | None = None) -> list[str]:
     """`columns`, or every scalar and vector column (not images) of `cat`, in catalogue order.
 
+    Parameters
+    ----------
+    cat : Catalog
+        The catalogue to export (its row shapes tell the images, of two or more
+        dimensions per row, apart).
+    columns : sequence of str, optional
+        Columns asked for by name, in the order wanted; None exports every column but
+        the images.
+
+    Returns
+    -------
+    list of str
+
     Raises
     ------
     KeyError
@@ -94,8 +107,21 @@ def _fits_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def fits_header(cat: Catalog, names: Sequence[str]):
-    """The BINTABLE header of the export of `names` (NAXIS2 = len(cat)) and the big-endian
-    record dtype of one row.
+    """The BINTABLE header of an export and the big-endian record dtype of one row.
+
+    Parameters
+    ----------
+    cat : Catalog
+        The open catalogue.
+    names : sequence of str
+        The exported columns (`exportable_columns`).
+
+    Returns
+    -------
+    header : astropy.io.fits.Header
+        NAXIS2 = len(cat) rows; TTYPEn/TFORMn/TUNITn/TCOMMn per column, /meta as keywords.
+    record : numpy.dtype
+        Big-endian compound dtype of one row.
     """
     from astropy.io import fits
 
@@ -125,17 +151,29 @@ def fits_header(cat: Catalog, names: Sequence[str]):
 
 
 def fits_text(text: str) -> str:
-    """`text` as printable ASCII, which is all a FITS header card may hold (FITS standard
-    4.0, section 4.1.2.3): other characters become Python escapes (``é`` -> ``\\xe9``).
+    r"""`text` as printable ASCII, which is all a FITS header card may hold (FITS standard 4.0, section 4.1.2.3).
+
+    Other characters become Python escapes (``é`` -> ``\xe9``).
+
+    Parameters
+    ----------
+    text : str
+        Any text.
+
+    Returns
+    -------
+    str
+        ASCII 32..126 only.
     """
     escaped = text.encode("ascii", "backslashreplace").decode("ascii")
     return "".join(c if " " <= c <= "~" else repr(c)[1:-1] for c in escaped)
 
 
 def _one_line(fits, key: str, value, comment: str = "") -> tuple[object, str]:
-    """(value, comment) cut so that card `key` stays one 80-character line: the comment
-    is shortened first, then a string value (no CONTINUE cards, which not every FITS
-    reader takes); strings are made printable ASCII first (`fits_text`).
+    """(value, comment) cut so that card `key` stays one 80-character line.
+
+    The comment is shortened first, then a string value (no CONTINUE cards, which not every FITS reader takes);
+    strings are made printable ASCII first (`fits_text`).
     """
     comment = fits_text(comment)
     if isinstance(value, str):
@@ -207,9 +245,23 @@ VOPARQUET_VERSION = "1.0"  # IVOA "VOTable-Parquet" convention (as astropy's ``p
 
 
 def export_names(cat: Catalog, names: Sequence[str], split_vectors: bool) -> list[tuple[str, str, int | None]]:
-    """(exported name, catalogue column, element index or None) of each exported column:
-    with `split_vectors` a vector column ``mu`` of L elements becomes scalar columns
-    ``mu_0 … mu_{L-1}`` (TOPCAT shows no array columns in its table view).
+    """(exported name, catalogue column, element index or None) of each exported column.
+
+    With `split_vectors` a vector column ``mu`` of L elements becomes scalar columns ``mu_0 … mu_{L-1}`` (TOPCAT
+    shows no array columns in its table view).
+
+    Parameters
+    ----------
+    cat : Catalog
+        Gives each column's row shape.
+    names : sequence of str
+        Exported catalogue columns.
+    split_vectors : bool
+        One scalar column per vector element.
+
+    Returns
+    -------
+    list of tuple of (str, str, int or None)
     """
     out: list[tuple[str, str, int | None]] = []
     for name in names:
@@ -227,12 +279,26 @@ def _describe(cat: Catalog, name: str, element: int | None) -> tuple[str | None,
 
 
 def votable_xml(cat: Catalog, exported: Sequence[tuple[str, str, int | None]]) -> str:
-    """The VOTable document of the VOParquet convention: one FIELD per exported column with
-    its datatype, arraysize, unit and DESCRIPTION, and a ``PARQUET`` element in place of DATA.
+    """The VOTable document of the VOParquet convention.
+
+    One FIELD per exported column with its datatype, arraysize, unit and DESCRIPTION, and a ``PARQUET`` element
+    in place of DATA.
 
     Written with astropy.io.votable from a one-row table of the exported columns, so the
     FIELD types are astropy's own mapping of the dtypes (TOPCAT and astropy's
     ``Table.read(..., format="parquet.votable")`` read it back).
+
+    Parameters
+    ----------
+    cat : Catalog
+        Gives dtypes, units (`galhpc.io.columns`) and descriptions.
+    exported : sequence of tuple of (str, str, int or None)
+        `export_names`.
+
+    Returns
+    -------
+    str
+        The VOTable XML (UTF-8 text).
     """
     import io
     import xml.etree.ElementTree as ET
@@ -265,10 +331,24 @@ def votable_xml(cat: Catalog, exported: Sequence[tuple[str, str, int | None]]) -
 
 
 def arrow_schema(cat: Catalog, names: Sequence[str], split_vectors: bool = False):
-    """The pyarrow schema of the Parquet export: fixed-size lists for vector columns (or one
-    scalar column per element with `split_vectors`), unit and description in each field's
-    metadata, the VOParquet VOTable (``IVOA.VOTable-Parquet.content``/``.version``) and the
-    catalogue's /meta (``galhpc``) in the schema's.
+    """The pyarrow schema of the Parquet export.
+
+    Fixed-size lists for vector columns (or one scalar column per element with `split_vectors`), unit and
+    description in each field's metadata, the VOParquet VOTable (``IVOA.VOTable-Parquet.content``/``.version``)
+    and the catalogue's /meta (``galhpc``) in the schema's.
+
+    Parameters
+    ----------
+    cat : Catalog
+        The catalogue exported (its dtypes, units and /meta).
+    names : sequence of str
+        Exported columns.
+    split_vectors : bool
+        Vectors as one scalar field per element.
+
+    Returns
+    -------
+    pyarrow.Schema
     """
     pa = require("pyarrow", "export", "Parquet export")
     exported = export_names(cat, names, split_vectors)
@@ -289,10 +369,29 @@ def arrow_schema(cat: Catalog, names: Sequence[str], split_vectors: bool = False
 
 
 def arrow_batch(cat: Catalog, names: Sequence[str], values: dict[str, np.ndarray], split_vectors: bool, schema):
-    """One shard's `values` (`Catalog.iter_shards`) as a pyarrow Table of `schema`."""
+    """One shard's `values` (`Catalog.iter_shards`) as a pyarrow Table of `schema`.
+
+    Parameters
+    ----------
+    cat : Catalog
+        For the exported names.
+    names : sequence of str
+        Exported columns.
+    values : dict of str to numpy.ndarray
+        Each column's rows of one shard, (n, ...).
+    split_vectors : bool
+        As in `arrow_schema`.
+    schema : pyarrow.Schema
+        `arrow_schema`'s.
+
+    Returns
+    -------
+    pyarrow.Table
+        n rows (float16 widened to float32, bytes decoded to str).
+    """
     pa = require("pyarrow", "export", "Parquet export")
     arrays = []
-    for label, name, element in export_names(cat, names, split_vectors):
+    for _label, name, element in export_names(cat, names, split_vectors):
         v = values[name] if element is None else values[name][:, element]
         if v.dtype == np.float16:
             v = v.astype(np.float32)
@@ -334,13 +433,15 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
 
     Raises
     ------
-    FileExistsError
-        If `out` exists and not `overwrite`.
+    MissingExtraError
+        Without pyarrow (``pip install 'galhpc[export]'``).
     ValueError, KeyError
         For image or unknown columns.
+    FileExistsError
+        If `out` exists and not `overwrite`.
     CatalogError
-        If a shard became unreadable while exporting; the temporary file is removed and
-        an existing `out` is left as it was.
+        If a shard became unreadable while writing (the temporary Parquet file is removed,
+        an existing `out` stays as it was).
     """
     pq = require("pyarrow.parquet", "export", "Parquet export")
     out, names = _target(cat, out, columns, overwrite)
@@ -484,9 +585,22 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
 
 # Images: one FITS per object, a cube, and injection into a survey image ---------------------------
 def survey_images(cat: Catalog, values: dict[str, np.ndarray]) -> np.ndarray:
-    """A shard's images (n, H, W) (channels averaged) in the survey's units: stored pixels ·
-    flux_norm / flux_scale when the catalogue records them (galhpc.inference.photometry),
-    else as stored.
+    """A shard's images (n, H, W) (channels averaged) in the survey's units.
+
+    Stored pixels · flux_norm / flux_scale when the catalogue records them (galhpc.inference.photometry), else
+    as stored.
+
+    Parameters
+    ----------
+    cat : Catalog
+        A generate catalogue (its /meta ``flux_scale``).
+    values : dict of str to numpy.ndarray
+        A shard's ``images`` (n, H, W) or (n, C, H, W) and, where written, ``flux_norm`` (n,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, H, W) float32.
     """
     images = np.asarray(values["images"], np.float32)
     if images.ndim == 4:
@@ -498,9 +612,24 @@ def survey_images(cat: Catalog, values: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def image_header(cat: Catalog, values: dict[str, np.ndarray] | None = None, row: int | None = None):
-    """FITS header cards of exported images: BUNIT, PIXSCALE (arcsec/pixel) and CDELT1/2
-    (degrees/pixel, no celestial WCS: the stamps have no position), MAGZP; with `values`
-    and `row`, that object's OBJ_ID, MAG (AB), FLUX and COMPONENT.
+    """FITS header cards of exported images.
+
+    BUNIT, PIXSCALE (arcsec/pixel) and CDELT1/2 (degrees/pixel, no celestial WCS: the stamps have no position),
+    MAGZP; with `values` and `row`, that object's OBJ_ID, MAG (AB), FLUX and COMPONENT.
+
+    Parameters
+    ----------
+    cat : Catalog
+        A generate catalogue (its /meta pixel scale, unit and zero point).
+    values : dict of str to numpy.ndarray, optional
+        A shard's columns.
+    row : int, optional
+        The object's row within `values`.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The cards, ORIGIN last.
     """
     from astropy.io import fits
 
@@ -530,9 +659,7 @@ def image_header(cat: Catalog, values: dict[str, np.ndarray] | None = None, row:
 
 
 def _image_target(cat: Catalog, out: str | Path, overwrite: bool) -> tuple[Path, list[str]]:
-    """(`out` as a Path, the columns an image export reads) after the checks both image exports make
-    first (`_target`'s, for images).
-    """
+    """(`out` as a Path, the columns an image export reads), after the checks both image exports make first."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
@@ -542,8 +669,10 @@ def _image_target(cat: Catalog, out: str | Path, overwrite: bool) -> tuple[Path,
 
 
 def export_fits_cutouts(cat: Catalog, out: str | Path, overwrite: bool = False) -> Path:
-    """One FITS file per object, ``out/object_<object_id>.fits``: a primary image in the
-    survey's units (`survey_images`) with BUNIT, PIXSCALE, CDELT1/2, MAGZP, MAG, FLUX, OBJ_ID.
+    """One FITS file per object, ``out/object_<object_id>.fits``.
+
+    A primary image in the survey's units (`survey_images`) with BUNIT, PIXSCALE, CDELT1/2, MAGZP, MAG, FLUX,
+    OBJ_ID.
 
     Parameters
     ----------
@@ -557,14 +686,14 @@ def export_fits_cutouts(cat: Catalog, out: str | Path, overwrite: bool = False) 
     Returns
     -------
     Path
-        `out`.
+        The directory of FITS files, `out`.
 
     Raises
     ------
-    FileExistsError
-        If `out` exists and not `overwrite`.
     ValueError
         If the catalogue has no images.
+    FileExistsError
+        If `out` exists and not `overwrite`.
     """
     from astropy.io import fits
 
@@ -589,9 +718,24 @@ def export_fits_cutouts(cat: Catalog, out: str | Path, overwrite: bool = False) 
 
 
 def export_fits_cube(cat: Catalog, out: str | Path, overwrite: bool = False) -> Path:
-    """Every image as one FITS cube (primary HDU, NAXIS3 = N objects, survey units, header of
-    `image_header`) plus a BINTABLE ``OBJECTS`` (object_id, flux, mag_ab, component: row i =
-    plane i), streamed one shard at a time.
+    """Every image as one FITS cube plus a BINTABLE ``OBJECTS``, streamed one shard at a time.
+
+    The cube is the primary HDU (NAXIS3 = N objects, survey units, header of
+    `image_header`); ``OBJECTS`` holds object_id, flux, mag_ab and component (row i = plane i).
+
+    Parameters
+    ----------
+    cat : Catalog
+        An open `galhpc-generate` catalogue.
+    out : str or Path
+        The FITS file to write (atomically).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        The cube written, `out`.
 
     Raises
     ------

@@ -27,7 +27,18 @@ def _try_load_extension() -> tuple[ModuleType | None, str]:
 
 
 def extension() -> ModuleType:
-    """The compiled extension galhpc._ext, or a RuntimeError that says how to build it."""
+    """The compiled extension ``galhpc._ext`` (built from cpp_ext/ by setup.py).
+
+    Returns
+    -------
+    types.ModuleType
+        The loaded extension module (imported once per process, then cached).
+
+    Raises
+    ------
+    RuntimeError
+        If the extension cannot be imported; the message says how to build it.
+    """
     ext, why = _try_load_extension()
     if ext is None:
         raise RuntimeError(
@@ -38,16 +49,37 @@ def extension() -> ModuleType:
 
 
 def extension_available() -> bool:
+    """Whether the compiled extension ``galhpc._ext`` imports.
+
+    Returns
+    -------
+    bool
+        True when ``galhpc._ext`` can be imported (the import is attempted once per process).
+    """
     return _try_load_extension()[0] is not None
 
 
 def extension_has_cuda() -> bool:
+    """Whether the compiled extension is present and was built with its CUDA kernels.
+
+    Returns
+    -------
+    bool
+        True when ``galhpc._ext`` imports and its ``with_cuda()`` reports CUDA kernels.
+    """
     ext = _try_load_extension()[0]
     return ext is not None and bool(ext.with_cuda())
 
 
 @functools.cache
 def numba_available() -> bool:
+    """Whether the optional numba package imports.
+
+    Returns
+    -------
+    bool
+        True when ``import numba`` succeeds (tried once per process, then cached).
+    """
     try:
         import numba  # noqa: F401
     except ImportError:
@@ -56,7 +88,25 @@ def numba_available() -> bool:
 
 
 def requested_backend(backend: str) -> str:
-    """`backend` unless it is "auto", in which case GALHPC_KERNEL_BACKEND (default "auto")."""
+    """The backend a kernel call asks for: `backend`, or GALHPC_KERNEL_BACKEND when it is "auto".
+
+    Parameters
+    ----------
+    backend : {"auto", "torch", "cpp", "cuda", "numba"}
+        The kernel's ``backend=`` argument; an explicit name wins over the environment.
+
+    Returns
+    -------
+    str
+        `backend` unless it is "auto"; then the lower-cased, stripped value of
+        GALHPC_KERNEL_BACKEND, or "auto" where it is unset or empty.
+
+    Raises
+    ------
+    ValueError
+        If the name (from the argument or the environment variable) is not "auto" or one
+        of BACKENDS; the message says which source gave it.
+    """
     name = backend if backend != "auto" else os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if name != "auto" and name not in BACKENDS:
         source = "backend=" if backend != "auto" else ENV_VAR
@@ -65,7 +115,28 @@ def requested_backend(backend: str) -> str:
 
 
 def check_backend_fits(name: str, device: torch.device, supported: tuple[str, ...], kernel: str) -> None:
-    """Raise a clear error when backend `name` cannot run `kernel` on tensors on `device`."""
+    """Raise a clear error when backend `name` cannot run `kernel` on tensors on `device`.
+
+    Parameters
+    ----------
+    name : str
+        A concrete backend name (not "auto"), as from `requested_backend`.
+    device : torch.device
+        The device of the kernel's input tensors.
+    supported : tuple of str
+        The backends the kernel implements.
+    kernel : str
+        The kernel's name, used in the messages (e.g. "nearest_code").
+
+    Raises
+    ------
+    ValueError
+        If the kernel does not implement `name`, or `name` cannot run on `device`
+        ("cuda" needs cuda tensors, "cpp" CPU tensors, "numba" CPU or cuda tensors).
+    RuntimeError
+        If the backend's library is missing: the compiled extension for "cpp"/"cuda"
+        (or its CUDA kernels for "cuda"), numba for "numba".
+    """
     if name not in supported:
         raise ValueError(f"{kernel}: backend {name!r} is not implemented; choose one of {', '.join(supported)}")
     if name == "cuda" and device.type != "cuda":

@@ -1,5 +1,7 @@
-"""Nearest codebook entry (or the k nearest) for each row of x, in blocks of rows so memory
-stays O(block_size x K) and the N x K distance matrix never exists.
+"""Nearest codebook entry (or the k nearest) for each row of x, searched in blocks of rows.
+
+Memory stays O(block_size x K): the N x K distance matrix never exists.  This is the
+quantisation step of a VQ-VAE (van den Oord et al. 2017).
 
 With `k` given (the top-k search of galhpc.search), the k nearest codes come sorted by
 exact squared distance, ties by the lower code index.  The expansion is used only to pick
@@ -29,8 +31,9 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 20
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, block_size: int | None = None, backend: str = "auto",
                  k: int | None = None):
-    """The nearest codebook row of every vector, or its `k` nearest rows, searched in blocks
-    (no N x K matrix in memory).
+    """The nearest codebook row of every vector, or its `k` nearest rows, searched in blocks.
+
+    No N x K distance matrix is held in memory.
 
     Parameters
     ----------
@@ -99,8 +102,29 @@ def _nearest_k(x: torch.Tensor, codebook: torch.Tensor, k: int, block_size: int 
 
 def torch_search_k(x: torch.Tensor, codebook: torch.Tensor, k: int,
                    block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """K nearest codes per row of x (index, exact squared distance), (N, min(k, K)) each,
-    sorted by (distance, index).
+    """The k nearest codes of every row of x, sorted by exact squared distance, ties by index.
+
+    Candidates are picked by the ||c||^2 - 2 x.c expansion in x's dtype; every code within
+    twice its rounding bound of the k-th best is re-scored exactly in float64, so the result
+    equals a brute-force search whatever the blocking.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, D) floating-point vectors, contiguous, without grad.
+    codebook : torch.Tensor
+        (K, D) code vectors on x's device, in x's dtype.
+    k : int
+        Codes per row wanted (positive); min(k, K) are returned.
+    block_size : int
+        Rows of x scored per block (positive).
+
+    Returns
+    -------
+    index : torch.Tensor
+        (N, min(k, K)) int64 code rows, nearest first.
+    squared_distance : torch.Tensor
+        (N, min(k, K)) float64 exact ||x_i - codebook[index]||^2, summed over features in order.
     """
     kk = min(k, codebook.shape[0])
     code_norms = codebook.pow(2).sum(dim=1)
@@ -126,9 +150,10 @@ def torch_search_k(x: torch.Tensor, codebook: torch.Tensor, k: int,
 
 
 def _candidates(scores: torch.Tensor, kk: int, bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, code) pairs whose score is within 2 `bound` (per row) of the row's kk-th best: the
-    2 kk best scores per row, and for the rare rows where all of those are in the window (many
-    near-ties) every code of the row.
+    """(row, code) pairs whose score is within 2 `bound` (per row) of the row's kk-th best.
+
+    These are taken from the 2 kk best scores per row, and for the rare rows where all of
+    those are in the window (many near-ties) from every code of the row.
     """
     n_codes = scores.shape[1]
     width = min(n_codes, 2 * kk)
@@ -148,8 +173,9 @@ def _candidates(scores: torch.Tensor, kk: int, bound: torch.Tensor) -> tuple[tor
 
 def _pair_squared_distance(x: torch.Tensor, codebook: torch.Tensor, rows: torch.Tensor,
                            codes: torch.Tensor) -> torch.Tensor:
-    """sum_d (x[rows, d] - codebook[codes, d])^2 in float64, summed over d in order (the same
-    bits for a pair whatever else is computed with it).
+    """sum_d (x[rows, d] - codebook[codes, d])^2 in float64, summed over d in order.
+
+    The fixed order gives the same bits for a pair whatever else is computed with it.
     """
     total = torch.zeros(rows.shape[0], dtype=torch.float64, device=x.device)
     for d in range(x.shape[1]):
@@ -158,7 +184,24 @@ def _pair_squared_distance(x: torch.Tensor, codebook: torch.Tensor, rows: torch.
 
 
 def exact_squared_distance(x: torch.Tensor, codebook: torch.Tensor, index: torch.Tensor, block: int) -> torch.Tensor:
-    """||x_i - c_index[i]||^2 block by block (O(block x D) temporaries), differentiable."""
+    """||x_i - codebook[index_i]||^2 block by block (O(block x D) temporaries), differentiable.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, D) floating-point vectors.
+    codebook : torch.Tensor
+        (K, D) code vectors on x's device, in x's dtype.
+    index : torch.Tensor
+        (N,) int64 code row chosen for each row of x.
+    block : int
+        Rows of x per block (positive).
+
+    Returns
+    -------
+    torch.Tensor
+        (N,) in x's dtype; gradients flow to x and codebook.
+    """
     parts = [
         (x[start : start + block] - codebook[index[start : start + block]]).pow(2).sum(dim=1)
         for start in range(0, x.shape[0], block)
@@ -167,6 +210,18 @@ def exact_squared_distance(x: torch.Tensor, codebook: torch.Tensor, index: torch
 
 
 def default_block_size(k: int) -> int:
+    """Rows per block so that a block of scores holds about DEFAULT_BLOCK_ELEMENTS entries.
+
+    Parameters
+    ----------
+    k : int
+        Number of codes K (columns of a score block).
+
+    Returns
+    -------
+    int
+        DEFAULT_BLOCK_ELEMENTS // K, at least 1.
+    """
     return max(1, DEFAULT_BLOCK_ELEMENTS // max(1, k))
 
 
@@ -206,8 +261,27 @@ def _choose_backend(backend: str, device: torch.device, row_bytes: int) -> str:
 
 
 def torch_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference: per block of rows, argmin over ||c||^2 - 2 x.c (||x||^2 does not change the
-    argmin), then the exact squared distance to the chosen code.
+    """Torch reference of `nearest_code`: blocked argmin, then the exact distance to the chosen code.
+
+    Per block of rows the argmin is taken over ||c||^2 - 2 x.c (||x||^2 does not change the
+    argmin); ties go to the lowest code index, like torch.argmin.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, D) floating-point vectors.
+    codebook : torch.Tensor
+        (K, D) code vectors on x's device, in x's dtype.
+    block_size : int
+        Rows of x scored per block (positive).
+
+    Returns
+    -------
+    index : torch.Tensor
+        (N,) int64 nearest code row of each vector.
+    squared_distance : torch.Tensor
+        (N,) in x's dtype, ||x_i - codebook[index_i]||^2 summed exactly (see
+        `exact_squared_distance`).
     """
     index = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     code_norms = codebook.pow(2).sum(dim=1)

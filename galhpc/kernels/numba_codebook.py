@@ -28,8 +28,10 @@ log = logging.getLogger("galhpc.kernels.numba_codebook")
 
 
 def _njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """``numba.njit(cache=True, **options)``, or without the disk cache where numba has no
-    writable place for it (it raises "cannot cache function ...: no locator available").
+    """``numba.njit(cache=True, **options)``, or without the disk cache where numba cannot write one.
+
+    numba raises "cannot cache function ...: no locator available" where it has no writable
+    place for the cache; the function is then compiled in each process.
     """
 
     def decorate(function: Callable[..., Any]) -> Any:
@@ -46,8 +48,21 @@ def _njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
 
 
 def nearest_code_cpu(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int64 index of the nearest code for each row of x and its exact squared distance;
-    x and codebook share a float dtype.
+    """Nearest code of every row of x on the CPU, by the parallel numba kernel.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (N, D) float32 or float64 vectors.
+    codebook : numpy.ndarray
+        (K, D) code vectors, in x's dtype.
+
+    Returns
+    -------
+    index : numpy.ndarray
+        (N,) int64 nearest code row (ties to the lowest index).
+    squared_distance : numpy.ndarray
+        (N,) in x's dtype, ||x_i - codebook[index_i]||^2 summed exactly from the chosen code.
     """
     codebook = np.ascontiguousarray(codebook)
     half_norm = 0.5 * np.einsum("kd,kd->k", codebook, codebook)
@@ -123,7 +138,23 @@ def _cuda_kernel(dtype: np.dtype):
 
 
 def search_cuda_arrays(x, codebook, half_norm, index, distance, stream=0) -> None:
-    """Launch the kernel on device arrays (numba device arrays or __cuda_array_interface__ objects)."""
+    """Launch the numba.cuda nearest-code kernel on device arrays, one thread per row of x.
+
+    Parameters
+    ----------
+    x : numba device array or __cuda_array_interface__ object
+        (N, D) float vectors on the GPU.
+    codebook : numba device array or __cuda_array_interface__ object
+        (K, D) code vectors, in x's dtype.
+    half_norm : numba device array or __cuda_array_interface__ object
+        (K,) ||c||^2 / 2 per code, in x's dtype.
+    index : numba device array or __cuda_array_interface__ object
+        (N,) int64 output: nearest code row (ties to the lowest index).
+    distance : numba device array or __cuda_array_interface__ object
+        (N,) output in x's dtype: exact squared distance to the chosen code.
+    stream : numba stream or int, optional
+        The CUDA stream to launch on (0: the default stream).
+    """
     n = x.shape[0]
     if n == 0:
         return
@@ -132,7 +163,22 @@ def search_cuda_arrays(x, codebook, half_norm, index, distance, stream=0) -> Non
 
 
 def nearest_code_numpy_on_cuda(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Copy host arrays to the GPU (or the CUDA simulator), search there, copy index and distance back."""
+    """Copy host arrays to the GPU (or the CUDA simulator), search there, copy the results back.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (N, D) float32 or float64 vectors.
+    codebook : numpy.ndarray
+        (K, D) code vectors, in x's dtype.
+
+    Returns
+    -------
+    index : numpy.ndarray
+        (N,) int64 nearest code row (ties to the lowest index).
+    squared_distance : numpy.ndarray
+        (N,) in x's dtype, exact squared distance to the chosen code.
+    """
     half_norm = (0.5 * np.einsum("kd,kd->k", codebook, codebook)).astype(x.dtype)
     index = cuda.device_array(x.shape[0], dtype=np.int64)
     distance = cuda.device_array(x.shape[0], dtype=x.dtype)
@@ -142,7 +188,22 @@ def nearest_code_numpy_on_cuda(x: np.ndarray, codebook: np.ndarray) -> tuple[np.
 
 
 def nearest_code_torch_cuda(x, codebook):
-    """Search cuda tensors on torch's current stream; returns (int64 index, distance) cuda tensors."""
+    """Search cuda tensors with the numba.cuda kernel on torch's current stream.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, D) contiguous float32 or float64 cuda tensor.
+    codebook : torch.Tensor
+        (K, D) contiguous cuda tensor in x's dtype, on x's device.
+
+    Returns
+    -------
+    index : torch.Tensor
+        (N,) int64 cuda tensor, nearest code row (ties to the lowest index).
+    squared_distance : torch.Tensor
+        (N,) cuda tensor in x's dtype, exact squared distance to the chosen code.
+    """
     import torch
 
     half_norm = codebook.pow(2).sum(dim=1).mul_(0.5).contiguous()

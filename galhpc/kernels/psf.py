@@ -1,5 +1,6 @@
-"""PSF convolution of batched images: zero-padded (no wrap-around), centred like
-scipy.signal.fftconvolve(mode="same"), differentiable w.r.t. images and PSF.
+"""PSF convolution of batched images: zero-padded, centred like scipy's fftconvolve "same".
+
+No wrap-around; differentiable with respect to images and PSF.
 
 Large PSFs go through the FFT (the PSF's spectrum is cached per PSF tensor and FFT
 shape, and the transform is only as long as the 'same' window needs); small PSFs through
@@ -82,8 +83,9 @@ def convolve_psf(images, psf, *, backend: str = "auto"):
 
 
 def _in_chunks(method, images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
-    """Method over CPU chunks of about CHUNK_PIXELS full-convolution pixels (per-object PSFs
-    sliced along).
+    """Method over CPU chunks of about CHUNK_PIXELS full-convolution pixels.
+
+    Per-object PSFs are sliced along with the images.
     """
     if images.device.type != "cpu":
         return method(images, psf)
@@ -131,7 +133,20 @@ def _same_offsets(h: int, w: int) -> tuple[int, int]:
 
 
 def direct_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
-    """Zero-padded 'same' convolution by conv2d (cross-correlation with the flipped PSF)."""
+    """Zero-padded 'same' convolution by conv2d (cross-correlation with the flipped PSF).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (B, H, W) or (B, C, H, W) floating point, any flux unit.
+    psf : torch.Tensor
+        (h, w) shared PSF or (B, h, w) one per image, on the images' device and dtype.
+
+    Returns
+    -------
+    torch.Tensor
+        The images' shape and dtype, aligned like ``scipy.signal.fftconvolve(mode="same")``.
+    """
     four_d = images.dim() == 4
     x = images if four_d else images.unsqueeze(1)
     b, c, hh, ww = x.shape
@@ -141,17 +156,25 @@ def direct_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     kernel = psf.flip(-1, -2)
     # Depthwise (grouped) conv even for one shared PSF: oneDNN runs it several times faster
     # than a single-channel conv over a batch of B * C images.
-    if psf.dim() == 2:
-        weight = kernel.expand(b * c, 1, h, w)
-    else:
-        weight = kernel.repeat_interleave(c, dim=0).unsqueeze(1)
+    weight = kernel.expand(b * c, 1, h, w) if psf.dim() == 2 else kernel.repeat_interleave(c, dim=0).unsqueeze(1)
     out = F.conv2d(x.reshape(1, b * c, hh + h - 1, ww + w - 1), weight, groups=b * c)
     out = out.reshape(b, c, hh, ww)
     return out if four_d else out.squeeze(1)
 
 
 def fast_length(n: int) -> int:
-    """Smallest 7-smooth integer >= n (sizes MKL, pocketfft and cuFFT transform fastest)."""
+    """Smallest 7-smooth integer >= n (sizes MKL, pocketfft and cuFFT transform fastest).
+
+    Parameters
+    ----------
+    n : int
+        Minimum transform length (values below 1 are taken as 1).
+
+    Returns
+    -------
+    int
+        The smallest m >= max(1, n) whose only prime factors are 2, 3, 5 and 7.
+    """
     m = max(1, n)
     while True:
         k = m
@@ -170,6 +193,18 @@ def same_fft_length(n_image: int, n_psf: int) -> int:
     s = (n_psf - 1) // 2 stays clean when L >= n_image + n_psf - 1 - s, i.e. n_image +
     n_psf // 2 (and L >= n_psf to hold the PSF): 192 instead of the full 255 for a
     128-pixel PSF on a 128-pixel image, 140 instead of 152 for a 25-pixel PSF.
+
+    Parameters
+    ----------
+    n_image : int
+        Image length along the axis, in pixels.
+    n_psf : int
+        PSF length along the same axis, in pixels.
+
+    Returns
+    -------
+    int
+        The transform length, rounded up by `fast_length`.
     """
     return fast_length(max(n_image + n_psf - 1 - _same_offsets(n_psf, n_psf)[0], n_psf))
 
@@ -180,6 +215,18 @@ def fft_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     The 2-D transform is done one axis at a time so that the zero-padding rows are never
     transformed along the last axis, forward or back, and only the H output rows are
     inverse-transformed.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (B, H, W) or (B, C, H, W) floating point, any flux unit.
+    psf : torch.Tensor
+        (h, w) shared PSF or (B, h, w) one per image, on the images' device and dtype.
+
+    Returns
+    -------
+    torch.Tensor
+        The images' shape and dtype, aligned like ``scipy.signal.fftconvolve(mode="same")``.
     """
     four_d = images.dim() == 4
     x = images if four_d else images.unsqueeze(1)
@@ -197,8 +244,9 @@ def fft_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
 
 
 def _psf_spectrum(psf: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """rfft2 of the PSF; a shared (h, w) PSF's is cached per (tensor, version, FFT shape)
-    unless autograd needs it (per-object PSFs change with every batch: not cached).
+    """rfft2 of the PSF, cached per (tensor, version, FFT shape) for a shared (h, w) PSF.
+
+    Not cached when autograd needs it, nor for per-object PSFs (they change with every batch).
     """
     if psf.dim() != 2 or (psf.requires_grad and torch.is_grad_enabled()):
         return torch.fft.rfft2(psf, s=shape)

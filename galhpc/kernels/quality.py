@@ -18,19 +18,71 @@ MIN_WEIGHT_VARIANCE = 0.25  # px^2, width's floor on the fit (and weight), = pre
 
 
 def border_noise(images: np.ndarray, border: int = 8) -> np.ndarray:
-    """Background σ per image: the smallest std over the border x border patches of its frame."""
+    """Background σ per image: the smallest std over the border x border patches of its frame.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (B, H, W), or (B, C, H, W) averaged over bands to grey first; any flux unit.
+    border : int, optional
+        Side of the square sky patches tiling the frame, in pixels (default 8).
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) float64 noise σ in the images' flux unit, equal to preprocess.border_noise per image.
+
+    Raises
+    ------
+    ValueError
+        If images is not (B, H, W) or (B, C, H, W), or a frame holds fewer than 2 patches per side.
+    """
     return _border_noise(_grey_batch(images), border)
 
 
 def snr(images: np.ndarray, border: int = 8) -> np.ndarray:
-    """Peak of each image area-averaged to 16 x 16 over its border noise (inf where noiseless)."""
+    """Peak of each image area-averaged to 16 x 16 over its border noise (inf where noiseless).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (B, H, W), or (B, C, H, W) averaged over bands to grey first; any flux unit.
+    border : int, optional
+        Side of the square sky patches tiling the frame, in pixels (default 8).
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) float64 dimensionless signal-to-noise, equal to preprocess.snr per image.
+
+    Raises
+    ------
+    ValueError
+        If images is not (B, H, W) or (B, C, H, W), or a frame holds fewer than 2 patches per side.
+    """
     grey = _grey_batch(images)
     noise = _border_noise(grey, border)
     return _over_noise(_peak16(grey), noise)
 
 
 def non_uniformity(images: np.ndarray) -> np.ndarray:
-    """Max / mean per image (inf where the mean is 0): large for compact sources, ~1 for flat frames."""
+    """Max / mean per image (inf where the mean is 0): large for compact sources, ~1 for flat frames.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (B, H, W), or (B, C, H, W) averaged over bands to grey first; any flux unit.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) float64 dimensionless ratio, equal to preprocess.non_uniformity per image.
+
+    Raises
+    ------
+    ValueError
+        If images is not (B, H, W) or (B, C, H, W).
+    """
     grey = _grey_batch(images)
     out = np.empty(grey.shape[0])
     _non_uniformity_batch(grey, out)
@@ -38,14 +90,40 @@ def non_uniformity(images: np.ndarray) -> np.ndarray:
 
 
 def width(images: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> np.ndarray:
-    """Major-axis σ (pixels) of each image's adaptive-moment Gaussian fit, by the iteration
-    and stopping rule of preprocess.width, with its resolution floors (fit >= 0.25 px^2,
+    """Major-axis σ (pixels) of each image's adaptive-moment Gaussian fit (Bernstein & Jarvis 2002).
+
+    The iteration and stopping rule are those of preprocess.width, with its resolution floors (fit >= 0.25 px^2,
     weighted moments >= 1/12 px^2: widths >= 0.5 px, 0.5 for a single bright pixel) and
     NaN only where there is nothing to fit (no positive flux, non-finite pixels, weighted
     flux <= 0).
 
     Equal to the reference to float rounding wherever the fit converges; a frame that never
     does (pure noise) can wander chaotically for max_iter steps, amplifying the rounding.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (B, H, W), or (B, C, H, W) averaged over bands to grey first; any flux unit.
+    max_iter : int, optional
+        Most adaptive-moment updates per image (default 50).
+    tol : float, optional
+        Stop when the largest change of the fitted covariance, relative to its largest entry,
+        is below this (default 1e-5).
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) float64 σ in pixels (>= 0.5), NaN where there is nothing to fit.
+
+    Raises
+    ------
+    ValueError
+        If images is not (B, H, W) or (B, C, H, W).
+
+    References
+    ----------
+    .. [1] Bernstein, G. M., & Jarvis, M. (2002), "Shapes and shears, stars and smears:
+       optimal measurements for weak lensing", AJ 123, 583.
     """
     grey = _grey_batch(images)
     out = np.empty(grey.shape[0])
@@ -54,8 +132,27 @@ def width(images: np.ndarray, max_iter: int = 50, tol: float = 1e-5) -> np.ndarr
 
 
 def metrics(images: np.ndarray, border: int = 8) -> dict[str, np.ndarray]:
-    """snr, width, non_uniformity and border_noise of a batch, in that order: the grey
-    batch and the border noise (which snr divides by) are computed once for all four.
+    """snr, width, non_uniformity and border_noise of a batch, in that order.
+
+    The grey batch and the border noise (which snr divides by) are computed once for all four.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (B, H, W), or (B, C, H, W) averaged over bands to grey first; any flux unit.
+    border : int, optional
+        Side of the square sky patches tiling the frame, in pixels (default 8).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        "snr", "width" (pixels), "non_uniformity" and "border_noise" (flux unit), each (B,)
+        float64, as the functions of the same names give them.
+
+    Raises
+    ------
+    ValueError
+        If images is not (B, H, W) or (B, C, H, W), or a frame holds fewer than 2 patches per side.
     """
     grey = _grey_batch(images)
     noise = _border_noise(grey, border)
@@ -99,8 +196,10 @@ def _over_noise(peak: np.ndarray, noise: np.ndarray) -> np.ndarray:
 
 
 def _area_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in): overlap of each output pixel's footprint with each input pixel over the
-    footprint length (rows sum to 1), the exact area average of preprocess.resize_area.
+    """(n_out, n_in) area-average weights: the exact area average of preprocess.resize_area.
+
+    Each entry is the overlap of an output pixel's footprint with an input pixel over the
+    footprint length (rows sum to 1).
     """
     step = n_in / n_out
     edges = np.arange(n_out + 1) * step
@@ -176,8 +275,9 @@ def _non_uniformity_batch(images, out):
 
 @numba.njit(cache=True, error_model="numpy")
 def _inv2(xx, xy, yy):
-    """Inverse of the symmetric 2x2 matrix ((xx, xy), (xy, yy)); numpy's inf/nan on a zero
-    determinant, like preprocess._inv2 on float64 scalars.
+    """Inverse of the symmetric 2x2 matrix ((xx, xy), (xy, yy)).
+
+    numpy's inf/nan on a zero determinant, like preprocess._inv2 on float64 scalars.
     """
     det = xx * yy - xy * xy
     return yy / det, -xy / det, xx / det
@@ -185,8 +285,9 @@ def _inv2(xx, xy, yy):
 
 @numba.njit(cache=True, error_model="numpy")
 def _floor_eigenvalues(xx, xy, yy, floor):
-    """preprocess._floor_eigenvalues: ((xx, xy), (xy, yy)) with its eigenvalues raised to at
-    least `floor`, eigenvectors kept; untouched where both already are.
+    """preprocess._floor_eigenvalues: ((xx, xy), (xy, yy)) with its eigenvalues raised to `floor`.
+
+    Eigenvectors are kept; the matrix is untouched where both eigenvalues already are >= floor.
     """
     mean, radius = 0.5 * (xx + yy), np.hypot(0.5 * (xx - yy), xy)
     low, high = mean - radius, mean + radius
@@ -242,9 +343,10 @@ def _width_one(img, max_iter, tol):
 
 @numba.njit(cache=True, error_model="numpy")
 def _gaussian_moments(img, cx, cy, ixx, ixy, iyy, work):
-    """(norm, mean dx, mean dy, var dx, cov, var dy) of img x exp(-q/2), q = d^T icov d and
-    d = pixel - (cx, cy): the weighted moments of preprocess.width, summed per column so the
-    pixel loop has no running sum (`work` is (5, W) scratch).
+    """(norm, mean dx, mean dy, var dx, cov, var dy) of img x exp(-q/2): preprocess.width's moments.
+
+    q = d^T icov d and d = pixel - (cx, cy); the sums are taken per column so the pixel loop
+    has no running sum (`work` is (5, W) scratch).
 
     Where icov is positive definite (always, unless a 2 x weighted fallback on a noise frame
     made the fit indefinite), q is split
@@ -284,8 +386,9 @@ def _gaussian_moments(img, cx, cy, ixx, ixy, iyy, work):
 
 @numba.njit(cache=True)
 def _gaussian_line(t0, a, c, out):
-    """out[j] = exp(-(a (t0 + j)^2 + c) / 2) for a > 0, c >= 0, with 4 exps: neighbours differ
-    by a ratio that itself shrinks by exp(-a) per step.  The recurrence runs outward from the
+    """out[j] = exp(-(a (t0 + j)^2 + c) / 2) for a > 0, c >= 0, with 4 exps.
+
+    Neighbours differ by a ratio that itself shrinks by exp(-a) per step.  The recurrence runs outward from the
     pixel nearest the peak, so every value and ratio is <= 1 (no overflow); the relative
     error grows like n^2 / 2 x float eps (~1e-11 for n = 256).
     """

@@ -5,7 +5,7 @@ in `galhpc.mixture.diagonal`, where models may use it.)
 
 - `fit_stick_breaking_bgm`: a Dirichlet-process (stick-breaking) BayesianGaussianMixture
   fitted on several mini-batches of embeddings, reporting the number of clusters K that
-  the batches agree on (Spindler et al. 2020).
+  the batches agree on (Spindler et al. 2021).
 """
 
 from __future__ import annotations
@@ -30,7 +30,22 @@ class StickBreakingResult:
 
 
 def effective_components(model: BayesianGaussianMixture, x: np.ndarray, min_fraction: float) -> int:
-    """Number of components that win at least `min_fraction` of the points they are fitted on."""
+    """Number of components that win at least `min_fraction` of the points they are fitted on.
+
+    Parameters
+    ----------
+    model : sklearn.mixture.BayesianGaussianMixture
+        A fitted mixture.
+    x : numpy.ndarray
+        (N, L) the points it was fitted on.
+    min_fraction : float
+        Share of the N points, in [0, 1].
+
+    Returns
+    -------
+    int
+        Components whose hard assignments reach the share.
+    """
     labels = model.predict(x)
     shares = np.bincount(labels, minlength=model.n_components) / len(x)
     return int(np.sum(shares >= min_fraction))
@@ -46,11 +61,39 @@ def fit_stick_breaking_bgm(
     min_fraction: float = 0.02,
     max_iter: int = 300,
 ) -> StickBreakingResult:
-    """Dirichlet-process GMM on `n_batches` disjoint mini-batches of the embeddings x (N, L).
+    """Dirichlet-process GMM (stick-breaking, Blei & Jordan 2006) on disjoint mini-batches of embeddings.
 
-    Each batch gets its own stick-breaking BayesianGaussianMixture (diagonal covariances,
-    at most `max_components`); a component counts when it holds ≥ `min_fraction` of its
-    batch.  K is the count most batches agree on (ties: the smaller K).
+    Each of `n_batches` batches gets its own BayesianGaussianMixture (diagonal
+    covariances, at most `max_components`); a component counts when it holds
+    ≥ `min_fraction` of its batch.  K is the count most batches agree on (ties: the
+    smaller K), as Spindler et al. (2021) choose the number of clusters.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (N, L) embeddings (cast to float64).
+    max_components : int
+        Truncation level of the stick-breaking prior.
+    seed : int
+        Seed of the batch split; batch i fits with random_state seed + i.
+    n_batches : int
+        Number of disjoint batches.
+    weight_concentration : float, optional
+        The Dirichlet process's concentration; None: sklearn's default 1 / max_components.
+    min_fraction : float
+        Share of a batch a component must win to count.
+    max_iter : int
+        Variational iterations per batch.
+
+    Returns
+    -------
+    StickBreakingResult
+        The fitted `models`, their effective component `counts` and the agreed `k`.
+
+    Raises
+    ------
+    ValueError
+        When x is not 2-d, or a batch would hold fewer than 2 · max_components points.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:

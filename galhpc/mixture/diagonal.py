@@ -23,10 +23,30 @@ from galhpc.runtime.precision import float32
 def gmm_responsibilities(
     z: torch.Tensor, log_pi: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, *, chunk: int = 4096
 ) -> torch.Tensor:
-    """γ (B, K) of a diagonal GMM for latents z (B, L), computed `chunk` rows at a time.
+    """Posterior γ = p(c | z) of a diagonal GMM, computed `chunk` rows at a time.
 
-    log_pi (K,) log weights (normalised inside), mu and var (K, L).  Uses log-sum-exp, so
-    far-away points get a valid one-hot γ instead of 0/0.
+    Uses log-sum-exp, so far-away points get a valid one-hot γ instead of 0/0.
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        Latents (B, L), cast to float32.
+    log_pi : torch.Tensor
+        (K,) log mixture weights (normalised inside).
+    mu, var : torch.Tensor
+        (K, L) component means and variances, in latent units and their square.
+    chunk : int
+        Rows per step, bounding the (chunk, K, L) intermediate.
+
+    Returns
+    -------
+    torch.Tensor
+        γ (B, K) float32, rows summing to 1; (0, K) for an empty z.
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not fit together, naming all four.
     """
     if z.ndim != 2 or mu.shape != var.shape or mu.shape[1] != z.shape[1] or log_pi.shape[0] != mu.shape[0]:
         raise ValueError(
@@ -47,9 +67,31 @@ class DiagGMM:
 
 
 def fit_diag_gmm(x: np.ndarray, n_components: int, *, seed: int = 0, max_iter: int = 200) -> DiagGMM:
-    """Fit a diagonal GMM with sklearn (k-means init, the best of 5 starts by likelihood: one
-    start often settles on a split by spread, e.g. bright tight vs faint broad, rather than
-    by position) and return float32 torch parameters.
+    """Fit a diagonal GMM with sklearn and return float32 torch parameters (s3VDC init, Cao et al. 2020).
+
+    k-means init, the best of 5 starts by likelihood: one start often settles on a split by
+    spread (e.g. bright tight vs faint broad) rather than by position.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (N, L) embeddings (cast to float64 for the fit).
+    n_components : int
+        K.
+    seed : int
+        sklearn's random_state.
+    max_iter : int
+        EM iterations per start.
+
+    Returns
+    -------
+    DiagGMM
+        `log_pi` (K,), `mu` (K, L), `var` (K, L), float32 tensors on the CPU.
+
+    Raises
+    ------
+    ValueError
+        When N < K.
     """
     from sklearn.mixture import GaussianMixture
 

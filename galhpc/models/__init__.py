@@ -22,6 +22,23 @@ REGISTRY: dict[str, str] = {
 
 
 def model_class(name: str) -> type[GalaxyModel]:
+    """The model class a config name stands for, importing its module.
+
+    Parameters
+    ----------
+    name : str
+        A key of `REGISTRY` (``model.name`` in a training config), e.g. ``"astrovader"``.
+
+    Returns
+    -------
+    type of GalaxyModel
+        The class, not an instance.
+
+    Raises
+    ------
+    ValueError
+        For a name not in `REGISTRY`, listing the known ones.
+    """
     try:
         target = REGISTRY[name]
     except KeyError:
@@ -31,9 +48,31 @@ def model_class(name: str) -> type[GalaxyModel]:
 
 
 def build_model(cfg: ModelConfig, **collaborators: Any) -> GalaxyModel:
-    """Instantiate the model a config names, with its shape, `params` and the built
-    `collaborators` it is handed (e.g. ``vqvae=`` for a PixelCNN prior); reads no file
-    (`galhpc.checkpoint.assemble_model` reads the collaborators a config names)."""
+    """Instantiate the model a config names, with its shape, `params` and the built collaborators.
+
+    Reads no file: `galhpc.checkpoint.assemble_model` reads the collaborators a config names
+    (e.g. the VQ-VAE under a PixelCNN prior) and hands them in here.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        ``name``, ``image_size`` (pixels), ``channels``, ``latent_dim`` and ``params`` (the
+        class's keyword arguments).
+    **collaborators
+        Built modules the class takes, e.g. ``vqvae=`` for ``vqvae_prior``.
+
+    Returns
+    -------
+    GalaxyModel
+        The model, freshly initialised (from the global torch RNG).
+
+    Raises
+    ------
+    ValueError
+        For a model name not in `REGISTRY`.
+    ConfigError
+        For a mistyped params key (one line naming it) or params the class refuses.
+    """
     cls = model_class(cfg.name)
     params = check_arguments(cls, cfg.params, "model.params")  # one line naming a mistyped key
     try:

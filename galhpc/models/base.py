@@ -1,4 +1,4 @@
-"""The model interface every galhpc model implements (see DESIGN.md).
+"""The model interface every galhpc model implements: what the trainer, catalogues and report rely on.
 
 The trainer, the catalogue jobs and the report know models only through this:
 `encode`, `decode`, `loss(batch, state)`, `reconstruct` (what reconstruction errors are
@@ -61,6 +61,20 @@ class StepState:
     weights: dict[str, float] = field(default_factory=dict)
 
     def weight(self, name: str, default: float = 1.0) -> float:
+        """The schedule's weight of one loss term.
+
+        Parameters
+        ----------
+        name : str
+            Term name, e.g. ``"kl"`` (s3VDC's β ramp) or ``"gmm"`` (0 during α-training).
+        default : float
+            Returned when the schedule sets no weight of that name.
+
+        Returns
+        -------
+        float
+            The weight (dimensionless).
+        """
         return self.weights.get(name, default)
 
 
@@ -88,14 +102,17 @@ class GalaxyModel(nn.Module):
 
     @property
     def batch_columns(self) -> tuple[str, ...]:
-        """Store columns besides the image (labels, `truth`, `masks`, `psf`) that `loss`
-        reads from its batches; the trainer asks the loader for exactly these.
+        """Store columns besides the image (labels, `truth`, `masks`, `psf`) that `loss` reads.
+
+        The trainer asks the loader for exactly these in every batch.
         """
         return ()
 
     def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
-        """Why a store cannot train this model, or None: the likelihood's assumptions about
-        the prep recipe (e.g. linear flux units with the sky at 0 and a known σ).
+        """Why a store cannot train this model, or None.
+
+        The likelihood's assumptions about the prep recipe (e.g. linear flux units with the sky
+        at 0 and a known σ), checked before training starts.
 
         Parameters
         ----------
@@ -170,28 +187,53 @@ class GalaxyModel(nn.Module):
 
         The trainer calls this once with its backend; models whose training updates need
         other ranks' statistics (the VQ-VAE's EMA codebook) keep it.  Default: ignore it.
+
+        Parameters
+        ----------
+        collective : Collective
+            The ranks' reductions (the identity when training alone).
         """
 
     def init_mixture(self, embeddings: np.ndarray, *, seed: int = 0) -> None:
-        """Adopt a mixture fitted to encoded means (s3VDC mini-batch initialisation).
+        """Adopt a mixture fitted to encoded means (s3VDC mini-batch initialisation, Cao et al. 2020).
 
-        Called by the trainer on the schedule's INIT_MIXTURE event for models with
-        `has_mixture`.  `embeddings`: (N, L) float32 latent means.
+        Called by the trainer on the schedule's INIT_MIXTURE event for models with `has_mixture`.
+
+        Parameters
+        ----------
+        embeddings : numpy.ndarray
+            (N, L) float32 latent means of k training mini-batches.
+        seed : int
+            Seed of the mixture fit.
+
+        Raises
+        ------
+        NotImplementedError
+            For models without a mixture prior (the default).
         """
         raise NotImplementedError(f"model {self.name!r} has no mixture prior")
 
     @property
     def data_init_batches(self) -> int:
-        """How many unaugmented training batches `init_from_data` wants before the first
-        step (0: none, the default).
-        """
+        """How many unaugmented training batches `init_from_data` wants before the first step (0: none)."""
         return 0
 
     def init_from_data(self, batches: list[Batch]) -> None:
-        """Initialise parameters from training data before the first step (e.g. a linear
-        path as the PCA of the stamps).  The trainer calls it on a fresh run of a model
-        with `data_init_batches` > 0, on every rank with the same batches, and then
+        """Initialise parameters from training data before the first step.
+
+        E.g. a linear path as the PCA of the stamps.  The trainer calls it on a fresh run of a
+        model with `data_init_batches` > 0, on every rank with the same batches, and then
         broadcasts rank 0's parameters.
+
+        Parameters
+        ----------
+        batches : list of Batch
+            `data_init_batches` unaugmented training batches, ``"image"`` (B, C, H, W) float32.
+
+        Raises
+        ------
+        NotImplementedError
+            For models without a data-driven initialisation (the default).
         """
         raise NotImplementedError(f"model {self.name!r} has no data-driven initialisation")
 
@@ -202,23 +244,37 @@ class GalaxyModel(nn.Module):
 
     @property
     def reconstruct_columns(self) -> tuple[str, ...]:
-        """Per-object store columns besides the image that `reconstruct` reads from its
-        `columns` (a VQ-VAE's per-object `psf`); callers that measure reconstruction errors
-        read exactly these.  None by default.
+        """Per-object store columns besides the image that `reconstruct` reads from its `columns`.
+
+        A VQ-VAE's per-object `psf`, say; callers that measure reconstruction errors read
+        exactly these.  None by default.
         """
         return ()
 
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
                     encoding: Encoding | None = None) -> torch.Tensor:
-        """The deterministic reconstruction of x (B, C, H, W) in x's own space, as the loss
-        compares it with x: what every reconstruction error (the trainer's `holdout_mse`,
-        the catalogue's `recon_mse`, the report's reconstructions) is measured on.
+        """The deterministic reconstruction of x in x's own space, as the loss compares it with x.
 
-        Default: decode(encode(x).mu).  Models whose decoder output is not in x's space
-        override it (a PSF output layer applied, a per-stamp normalisation undone), while
-        `decode` keeps meaning the model's clean image.  `columns`: the rest of x's batch
-        (e.g. a loader batch), for the per-object inputs named by `reconstruct_columns`;
-        `encoding`: encode(x) where the caller already has it (saves encoding x twice).
+        What every reconstruction error (the trainer's `holdout_mse`, the catalogue's
+        `recon_mse`, the report's reconstructions) is measured on.  Default:
+        decode(encode(x).mu), with the encoding's pose when it has one.  Models whose decoder
+        output is not in x's space override it (a PSF output layer applied, a per-stamp
+        normalisation undone), while `decode` keeps meaning the model's clean image.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W) float32 in the store's units.
+        columns : mapping, optional
+            The rest of x's batch (e.g. a loader batch), for the per-object inputs named by
+            `reconstruct_columns`.
+        encoding : Encoding, optional
+            encode(x) where the caller already has it (saves encoding x twice).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32 in x's units.
         """
         enc = self.encode(x) if encoding is None else encoding
         return self.decode(enc.mu) if enc.pose is None else self.decode(enc.mu, pose=enc.pose)
@@ -245,11 +301,40 @@ class GalaxyModel(nn.Module):
         raise NotImplementedError(f"model {self.name!r} is not generative")
 
     def cluster_probs(self, mu: torch.Tensor) -> torch.Tensor:
-        """Responsibilities γ (B, K) of the model's own mixture, for mixture models."""
+        """Responsibilities γ of the model's own mixture, for mixture models.
+
+        Parameters
+        ----------
+        mu : torch.Tensor
+            Latent means (B, L) float32.
+
+        Returns
+        -------
+        torch.Tensor
+            γ (B, K) float32, rows summing to 1.
+
+        Raises
+        ------
+        NotImplementedError
+            For models without a mixture prior (the default).
+        """
         raise NotImplementedError(f"model {self.name!r} has no mixture prior")
 
     def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
-        """Model-specific per-object outputs (B, ...) that `galhpc-encode` writes as datasets,
-        e.g. a star/galaxy probability; none by default.
+        """Model-specific per-object outputs that `galhpc-encode` writes as datasets; none by default.
+
+        E.g. a star/galaxy probability.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The encoded images (B, C, H, W) float32.
+        encoding : Encoding
+            encode(x).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            Dataset name -> (B, ...) tensor, one row per object.
         """
         return {}

@@ -1,11 +1,12 @@
 """Convolutional autoencoder: the clustering baseline of Cheng et al. (2020).
 
 Encoder: one conv 4x4/2 layer per entry of `filters` (32, 64, 64 by default, LeakyReLU 0.2)
-to a (64, H/8, W/8) map (H/2^n for n filters).  With `dense: true` the map is flattened and a dense layer gives `latent_dim` (64)
-features; without, a 1x1 conv to `bottleneck_channels` keeps the features convolutional
-((bottleneck_channels * H/8 * W/8) of them).  The decoder mirrors it with transposed
-convs.  Loss: pixel MSE over the pixels that count (galhpc.models.pixels: masked ones excluded).  `encode(x).mu` are the features a post-hoc (stick-breaking)
-BayesianGaussianMixture clusters.  `orient`, `stretch` and `match_sigma` keep orientation,
+to a (64, H/8, W/8) map (H/2^n for n filters).  With `dense: true` the map is flattened
+and a dense layer gives `latent_dim` (64) features; without, a 1x1 conv to
+`bottleneck_channels` keeps the features convolutional ((bottleneck_channels * H/8 * W/8)
+of them).  The decoder mirrors it with transposed convs.  Loss: pixel MSE over the pixels
+that count (galhpc.models.pixels: masked ones excluded).  `encode(x).mu` are the features
+a post-hoc (stick-breaking) BayesianGaussianMixture clusters.  `orient`, `stretch` and `match_sigma` keep orientation,
 dynamic range and noise level out of the features (galhpc.models.nuisance); the MSE is
 then taken in the input's frame, after the decoder output is rotated back.
 """
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
-from galhpc.models.blocks import check_image_size
+from galhpc.models.blocks import check_image_size, check_images
 from galhpc.models.nuisance import Canonicaliser
 from galhpc.models.pixels import masked_mean, valid_pixels
 
@@ -59,7 +60,8 @@ class ConvAE(GalaxyModel):
         if dense:
             self.feature_dim = latent_dim
             bottleneck = [nn.Flatten(), nn.Linear(map_size, latent_dim)]
-            expand = [nn.Linear(latent_dim, map_size), nn.LeakyReLU(0.2), nn.Unflatten(1, (self.top, self.grid, self.grid))]
+            expand = [nn.Linear(latent_dim, map_size), nn.LeakyReLU(0.2),
+                      nn.Unflatten(1, (self.top, self.grid, self.grid))]
         else:
             self.feature_dim = bottleneck_channels * self.grid**2
             bottleneck = [nn.Conv2d(self.top, bottleneck_channels, 1), nn.Flatten()]
@@ -69,17 +71,63 @@ class ConvAE(GalaxyModel):
         self.decoder = nn.Sequential(*expand, *_deconv_stack(widths[::-1]))
 
     def encode(self, x: torch.Tensor) -> Encoding:
-        expected = (self.channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"convae: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        """Features of a batch (deterministic), after the nuisance canonicalisation.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            A batch of (channels, image_size, image_size) stamps, float32, stored units.
+
+        Returns
+        -------
+        Encoding
+            `mu` (B, feature_dim) float32; `pose` θ (B,) radians with `orient`, else None.
+
+        Raises
+        ------
+        ValueError
+            When x is not (B, channels, image_size, image_size).
+        """
+        check_images(x, (self.channels, self.image_size, self.image_size), "convae")
         x_in, theta = self.canon(x)
         return Encoding(mu=self.encoder(x_in), pose=theta)
 
     def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) of features z; with `pose` θ (B,) rotated to position angle θ."""
+        """Images of features; with `pose` θ rotated to position angle θ.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Features (B, feature_dim).
+        pose : torch.Tensor, optional
+            Position angles (B,) in radians (orient models).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32 in the store's units (linear output).
+        """
         return self.canon.restore(self.decoder(z), pose)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """Pixel MSE of the reconstruction over the pixels that count (Cheng et al. 2020).
+
+        Masked pixels and, for orient models, the pixels outside the disc are excluded
+        (`galhpc.models.pixels`).
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` (B, C, H, W); optional ``"mask"``.
+        state : StepState
+            Unused (the loss has no schedule weights).
+
+        Returns
+        -------
+        LossOutput
+            `total` = `terms["recon"]`, the mean squared error in squared stored units; `recon`
+            the reconstruction (B, C, H, W) in x's frame.
+        """
         x = batch["image"]
         enc = self.encode(x)
         recon = self.decode(enc.mu, enc.pose)
@@ -87,4 +135,18 @@ class ConvAE(GalaxyModel):
         return LossOutput(mse, {"recon": mse}, recon)
 
     def forward(self, batch: Batch, state: StepState | None = None) -> LossOutput:
+        """`loss(batch, state)`, for wrappers that call the module.
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` and optional ``"mask"``, as `loss` reads them.
+        state : StepState, optional
+            Defaults to a fresh `StepState()`.
+
+        Returns
+        -------
+        LossOutput
+            As `loss` gives it.
+        """
         return self.loss(batch, state or StepState())

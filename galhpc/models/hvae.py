@@ -1,11 +1,14 @@
-"""Unsupervised star/galaxy separation with a double-peaked latent prior (issue 8).
+"""Unsupervised star/galaxy separation with a double-peaked latent prior.
+
+After "A robust hierarchical VAE for unsupervised star galaxy classification" (the paper
+docs/models.md follows, "Star/galaxy separation and segmentation").
 
 `HierarchicalAEVAE` ("hvae"): a convolutional autoencoder compresses multi-band stamps to
 a 30-dimensional BatchNorm-standardised code; a small VAE models that code with the prior
 ½N(−m, s²) + ½N(m, s²) on its first latent dimension(s) and N(0, 1) on the rest.  The
 sign of the peaked latent is the class.  Both levels train together from one loss; the
 VAE sees the code detached, so it models the autoencoder without reshaping it (the
-two-stage training of the seed, in one pass).
+paper's two-stage training, in one pass).
 
 `PeakedVAE`: the single-level baselines, a convolutional VAE on the images themselves,
 with the same double-peaked prior ("VAE with revised KL") or with `peaked_dims=0` a plain
@@ -28,7 +31,7 @@ from torch import nn
 
 from galhpc import priors
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
-from galhpc.models.blocks import check_image_size, down_block, reparameterise, up_block
+from galhpc.models.blocks import ConvHead, ConvTrunk, reparameterise
 
 
 def _stamp_peak(x: torch.Tensor) -> torch.Tensor:
@@ -37,25 +40,64 @@ def _stamp_peak(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalise_stamps(x: torch.Tensor, stretch: float) -> torch.Tensor:
-    """Per object: divide by the brightest pixel of all bands, then an arcsinh stretch
-    asinh(stretch·x)/asinh(stretch), so brightness drops out and faint wings show.
+    """Per object: divide by the brightest pixel of all bands, then an arcsinh stretch.
+
+    asinh(stretch·x/peak)/asinh(stretch), so brightness drops out and faint wings show.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Stamps (B, C, H, W) float in the store's flux units.
+    stretch : float
+        Softening of the arcsinh (dimensionless, in units of the peak).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, C, H, W) of x's dtype, dimensionless; 1 at each stamp's peak.
     """
     return torch.asinh(stretch * x / _stamp_peak(x)) / math.asinh(stretch)
 
 
 def denormalise_stamps(y: torch.Tensor, x: torch.Tensor, stretch: float) -> torch.Tensor:
-    """The inverse of `normalise_stamps(x, stretch)` applied to y: normalised-space images y
-    (e.g. reconstructions of x) back in x's flux units, with x's own peaks, so
+    """The inverse of `normalise_stamps(x, stretch)` applied to y: back in x's flux units.
+
+    Normalised-space images y (e.g. reconstructions of x) get x's own peaks, so
     denormalise_stamps(normalise_stamps(x), x) == x.  The argument of sinh is kept within
     ±80, where float32 stays finite (it overflows near 89): a diverging head's output would
     otherwise make reconstruction errors inf rather than merely large.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        (B, C, H, W) in the normalised space.
+    x : torch.Tensor
+        The stamps y stands for, (B, C, H, W) in flux units (their peaks are used).
+    stretch : float
+        The `stretch` of the normalisation.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, C, H, W) in x's flux units.
     """
     return _stamp_peak(x) * torch.sinh((y * math.asinh(stretch)).clamp(-80.0, 80.0)) / stretch
 
 
 def concentration(x: torch.Tensor) -> torch.Tensor:
-    """Fraction of the positive light (bands summed) of the central half of the stamp that
-    falls in its central eighth: high for point sources.  x (B, C, H, W) -> (B,).
+    """Fraction of the central half's positive light that falls in the central eighth: high for point sources.
+
+    Bands are summed, negative pixels clipped to 0.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Stamps (B, C, H, W), any linear units.
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) dimensionless, in [0, 1].
     """
     grey = x.sum(dim=1).clamp_min(0.0)
     h, w = grey.shape[-2:]
@@ -65,11 +107,12 @@ def concentration(x: torch.Tensor) -> torch.Tensor:
 
 
 class DoublePeakedLatent(nn.Module):
-    """Prior of a latent vector: double-peaked on the first `peaked_dims` dims, N(0, 1) on
-    the rest, with one of the seed's four training terms (sc | dkl | aw | pw).
+    """Prior of a latent vector: double-peaked on the first `peaked_dims` dims, N(0, 1) on the rest.
 
-    It also tracks, without labels, which sign of the first peaked dim holds galaxies: a
-    running mean of `concentration` per side; the less concentrated side is galaxies.
+    ½N(−m, s²) + ½N(m, s²) per peaked dim, trained with one of the paper's four terms
+    (sc | dkl | aw | pw, `galhpc.priors.double_peaked_term`).  It also tracks, without
+    labels, which sign of the first peaked dim holds galaxies: a running mean of
+    `concentration` per side; the less concentrated side is galaxies.
     """
 
     def __init__(self, peaked_dims: int, term: str, peak_mean: float, peak_scale: float, momentum: float = 0.02):
@@ -83,21 +126,58 @@ class DoublePeakedLatent(nn.Module):
         self.register_buffer("side_seen", torch.zeros(2, dtype=torch.bool))
 
     def bound(self, mu: torch.Tensor) -> torch.Tensor:
-        """AW needs |μ| < m on the peaked dims: μ → m·tanh(μ/m) there; other terms unchanged."""
+        """Keep μ inside the peaks where the AW term needs it.
+
+        AW needs |μ| < m on the peaked dims: μ → m·tanh(μ/m) there; other terms unchanged.
+
+        Parameters
+        ----------
+        mu : torch.Tensor
+            Posterior means (B, L); only the peaked dims can change.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, L), bounded on the peaked dims for term "aw", else `mu` itself.
+        """
         if self.term_name != "aw" or self.peaked_dims == 0:
             return mu
         d = self.peaked_dims
         return torch.cat([self.m * torch.tanh(mu[:, :d] / self.m), mu[:, d:]], dim=1)
 
     def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(peaked term, unit-Gaussian KL of the other dims), each (B,)."""
+        """The prior's two per-object terms: the peaked term and the unit-Gaussian KL of the other dims.
+
+        Parameters
+        ----------
+        mu, logvar : torch.Tensor
+            Posterior means and log σ², (B, L) each.
+
+        Returns
+        -------
+        peaked : torch.Tensor
+            (B,) the configured term (sc | dkl | aw | pw) on the first `peaked_dims` dims (zeros if none).
+        gaussian : torch.Tensor
+            (B,) KL(q || N(0, I)) in nats over the remaining dims.
+        """
         d = self.peaked_dims
         peaked = self.term(mu[:, :d], logvar[:, :d], self.m, self.s) if d else mu.new_zeros(mu.shape[0])
         return peaked, priors.kl_unit_gaussian(mu[:, d:], logvar[:, d:])
 
     @torch.no_grad()
     def track_sides(self, mu: torch.Tensor, conc: torch.Tensor) -> None:
-        """Update the running concentration of each side of zero of the first peaked dim."""
+        """Update the running concentration of each side of zero of the first peaked dim.
+
+        An exponential moving average (`momentum`) per side; the first batch that reaches a
+        side sets it.
+
+        Parameters
+        ----------
+        mu : torch.Tensor
+            Latent means (B, L); the first dim decides.
+        conc : torch.Tensor
+            `concentration` of the same objects, (B,).
+        """
         if self.peaked_dims == 0:
             return
         positive = mu[:, 0] >= 0
@@ -111,17 +191,56 @@ class DoublePeakedLatent(nn.Module):
                     self.side_concentration[side].lerp_(mean, self.momentum)
 
     def galaxy_sign(self) -> float:
-        """+1 if galaxies sit at positive values of the first peaked dim, else −1."""
+        """Which side of the first peaked dim holds galaxies (the less concentrated one).
+
+        Returns
+        -------
+        float
+            +1.0 if galaxies sit at positive values, else −1.0.
+        """
         return 1.0 if self.side_concentration[1] <= self.side_concentration[0] else -1.0
 
     def p_galaxy(self, mu: torch.Tensor) -> torch.Tensor:
-        """Posterior weight of the galaxy peak at z = μ₀: sigmoid(±2mμ₀/s²)."""
+        """Posterior weight of the galaxy peak at z = μ₀: sigmoid(±2mμ₀/s²).
+
+        Parameters
+        ----------
+        mu : torch.Tensor
+            Latent means (B, L); only the first dim is used.
+
+        Returns
+        -------
+        torch.Tensor
+            (B,) probabilities in [0, 1].
+
+        Raises
+        ------
+        ValueError
+            When the prior has no peaked dimension.
+        """
         if self.peaked_dims == 0:
             raise ValueError("a model without a peaked latent dimension gives no p_galaxy")
         return torch.sigmoid(self.galaxy_sign() * 2.0 * self.m * mu[:, 0] / self.s**2)
 
     def sample(self, n: int, latent_dim: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Z ~ prior (n, latent_dim) and its class (1 galaxy, 0 star) from the first peaked dim."""
+        """Draws from the prior and their class.
+
+        Parameters
+        ----------
+        n : int
+            Number of draws.
+        latent_dim : int
+            L.
+        generator : torch.Generator or None
+            Source of the draws (on the buffers' device).
+
+        Returns
+        -------
+        z : torch.Tensor
+            (n, latent_dim) float32: ±m + s·ε on the peaked dims (sign uniform), N(0, 1) elsewhere.
+        component : torch.Tensor
+            (n,) int64: 1 galaxy, 0 star from the first peaked dim; all −1 without peaked dims.
+        """
         z = torch.randn(n, latent_dim, generator=generator, device=self.side_concentration.device)
         if self.peaked_dims == 0:
             return z, torch.full((n,), -1, dtype=torch.long)
@@ -132,38 +251,21 @@ class DoublePeakedLatent(nn.Module):
         return z, component
 
 
-class ConvTrunk(nn.Module):
-    """Stride-2 conv blocks (BatchNorm, LeakyReLU) down to a 4x4 map, flattened."""
-
-    def __init__(self, image_size: int, channels: int, widths: list[int], slope: float = 0.2):
-        super().__init__()
-        side = check_image_size(image_size, len(widths), "hvae", "widths")
-        chans = [channels, *widths]
-        self.features = nn.Sequential(*(down_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:], strict=False)))
-        self.out_features = widths[-1] * side * side
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-
-class ConvHead(nn.Module):
-    """Dense layer to a small map, transposed-conv blocks up to the image (linear output)."""
-
-    def __init__(self, image_size: int, channels: int, in_dim: int, widths: list[int], slope: float = 0.2):
-        super().__init__()
-        self.side = check_image_size(image_size, len(widths), "hvae", "widths")
-        self.width = widths[-1]
-        self.dense = nn.Sequential(nn.Linear(in_dim, self.width * self.side**2), nn.LeakyReLU(slope))
-        chans = list(reversed(widths))
-        self.features = nn.Sequential(*(up_block(a, b, slope) for a, b in zip(chans[:-1], chans[1:], strict=False)))
-        self.out = nn.ConvTranspose2d(chans[-1], channels, 4, stride=2, padding=1)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.out(self.features(self.dense(h).view(-1, self.width, self.side, self.side)))
-
-
 def mlp(sizes: list[int], slope: float = 0.2) -> nn.Sequential:
-    """Linear layers with LeakyReLU between them (none after the last)."""
+    """Linear layers with LeakyReLU between them (none after the last).
+
+    Parameters
+    ----------
+    sizes : list of int
+        Widths from input to output, at least two.
+    slope : float
+        LeakyReLU negative slope.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        (B, sizes[0]) -> (B, sizes[-1]).
+    """
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
         layers.append(nn.Linear(a, b))
@@ -181,37 +283,110 @@ class _StarGalaxyModel(GalaxyModel):
     stretch: float
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The stamps as the networks see them and the loss compares them.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Raw stamps (B, C, H, W), in the store's flux units.
+
+        Returns
+        -------
+        torch.Tensor
+            `normalise_stamps(x, stretch)`, (B, C, H, W) dimensionless.
+        """
         return normalise_stamps(x, self.stretch)
 
+    def _posterior(self, heads: torch.Tensor) -> Encoding:
+        """Encoding of an encoder's (B, 2L) output [μ | log σ²]: μ bounded by the prior, log σ² in [−12, 8]."""
+        mu, logvar = heads.chunk(2, dim=1)
+        return Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+
     def normalised_reconstruction(self, x: torch.Tensor, encoding: Encoding | None = None) -> torch.Tensor:
-        """The deterministic reconstruction of raw stamps in the normalised space the loss
-        compares (the target `prepare(x)`): decode(encode(x).mu).
+        """The deterministic reconstruction of raw stamps in the normalised space the loss compares.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Stamps as stored, (B, C, H, W) float32, flux units.
+        encoding : Encoding, optional
+            encode(x), when the caller has it.
+
+        Returns
+        -------
+        torch.Tensor
+            decode(encode(x).mu), (B, C, H, W), comparable with `prepare(x)`.
         """
         return self.decode((self.encode(x) if encoding is None else encoding).mu)
 
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
                     encoding: Encoding | None = None) -> torch.Tensor:
-        """`normalised_reconstruction(x)` with the per-stamp normalisation undone (x's own
-        peak, inverse arcsinh stretch): in x's flux units, so (x − reconstruct(x)) is a
-        residual, and scaling a stamp by c > 0 scales its reconstruction by c.
+        """`normalised_reconstruction(x)` with the per-stamp normalisation undone.
+
+        x's own peak and the inverse arcsinh stretch put it in x's flux units, so
+        (x − reconstruct(x)) is a residual, and scaling a stamp by c > 0 scales its
+        reconstruction by c.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, C, H, W) stamps before normalisation, flux units.
+        columns : mapping, optional
+            Unused (the model reads no other column).
+        encoding : Encoding, optional
+            encode(x), when already computed.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) in x's flux units.
         """
         return denormalise_stamps(self.normalised_reconstruction(x, encoding), x, self.stretch)
 
     def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
-        """`p_galaxy` (B,) per object, for `galhpc-encode`."""
+        """`p_galaxy` per object, for `galhpc-encode`.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The stamps (B, C, H, W) (unused here).
+        encoding : Encoding
+            Their encoding; `mu` (B, L).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``{"p_galaxy": (B,)}``, or empty without a peaked dimension.
+        """
         if self.prior.peaked_dims == 0:
             return {}
         return {"p_galaxy": self.prior.p_galaxy(encoding.mu)}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
-        """Images decoded from prior draws; component 1 = galaxy peak, 0 = star peak."""
+        """Stamps (in the normalised space) decoded from draws of the double-peaked prior.
+
+        Parameters
+        ----------
+        n : int
+            How many stamps to generate from the prior.
+        generator : torch.Generator or None
+            Source of the prior draws.
+        **conditions
+            Ignored.
+
+        Returns
+        -------
+        Samples
+            `images` (n, C, H, W) in the normalised space; `z` (n, L); `component` (n,) int64,
+            1 = galaxy peak, 0 = star peak (−1 without peaked dims).
+        """
         z, component = self.prior.sample(n, self.latent_dim, generator)
         return Samples(self.decode(z), z, component)
 
 
 class HierarchicalAEVAE(_StarGalaxyModel):
-    """AE (30-d BatchNorm code) + VAE on the code with a double-peaked prior (the seed's model).
+    """AE (30-d BatchNorm code) + VAE on the code with a double-peaked prior (the paper's model).
 
     params: code_dim, widths (conv channels per halving), hidden (VAE MLP width),
     peaked_dims, prior_term (sc|dkl|aw|pw), peak_mean m, peak_scale s, code_sigma (the
@@ -243,37 +418,115 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         widths = list(widths or [32, 64, 64])
         self.latent_dim, self.stretch = latent_dim, float(stretch)
         self.code_sigma, self.vae_weight, self.beta = float(code_sigma), float(vae_weight), float(beta)
-        self.trunk = ConvTrunk(image_size, channels, widths)
-        self.to_code = nn.Sequential(nn.Linear(self.trunk.out_features, code_dim), nn.BatchNorm1d(code_dim, affine=False))
-        self.image_head = ConvHead(image_size, channels, code_dim, widths)
+        self.trunk = ConvTrunk(image_size, channels, widths, model="hvae", param="widths")
+        self.to_code = nn.Sequential(nn.Linear(self.trunk.out_features, code_dim),
+                                     nn.BatchNorm1d(code_dim, affine=False))
+        self.image_head = ConvHead(image_size, channels, code_dim, widths, model="hvae", param="widths")
         self.code_encoder = mlp([code_dim, hidden, hidden, 2 * latent_dim])
         self.code_decoder = mlp([latent_dim, hidden, hidden, code_dim])
         self.prior = DoublePeakedLatent(peaked_dims, prior_term, peak_mean, peak_scale)
 
     def ae_code(self, x: torch.Tensor) -> torch.Tensor:
-        """The autoencoder's standardised code (B, code_dim) of raw stamps."""
+        """The autoencoder's standardised code of raw stamps.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The stamps to encode: (B, C, H, W), flux units, normalised inside.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, code_dim) float32, BatchNorm-standardised (no affine).
+        """
         return self.to_code(self.trunk(self.prepare(x)))
 
     def encode_code(self, code: torch.Tensor) -> Encoding:
-        mu, logvar = self.code_encoder(code).chunk(2, dim=1)
-        return Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+        """The small VAE's posterior of autoencoder codes.
+
+        Parameters
+        ----------
+        code : torch.Tensor
+            (B, code_dim) standardised codes (`ae_code`).
+
+        Returns
+        -------
+        Encoding
+            `mu` (B, L) (bounded for the AW term) and `logvar` (B, L) clamped to [−12, 8].
+        """
+        return self._posterior(self.code_encoder(code))
 
     def encode(self, x: torch.Tensor) -> Encoding:
+        """The VAE posterior of raw stamps, through the autoencoder's code.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Raw multi-band stamps, (B, C, H, W), in flux units.
+
+        Returns
+        -------
+        Encoding
+            `mu`, `logvar` (B, L) float32 of the VAE on top; the first dim's sign is the class.
+        """
         return self.encode_code(self.ae_code(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised stamps from VAE latents (through the code decoder and the image head)."""
+        """Normalised stamps from VAE latents (through the code decoder and the image head).
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents of the small VAE, (B, latent_dim).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) in the normalised space of `prepare`.
+        """
         return self.image_head(self.code_decoder(z))
 
     def normalised_reconstruction(self, x: torch.Tensor, encoding: Encoding | None = None) -> torch.Tensor:
-        """The autoencoder's reconstruction image_head(ae_code(x)) (`encoding` unused): the
-        one image the loss compares with the normalised stamp (`ae_mse`).  The VAE on top
-        is compared with the code, not with pixels, so decode(encode(x).mu) (through the
-        small VAE latent) is not what the loss measures.
+        """The autoencoder's reconstruction image_head(ae_code(x)): what the loss compares with the stamp.
+
+        The one image the loss compares with the normalised stamp (`ae_mse`).  The VAE on top
+        is compared with the code, not with pixels, so decode(encode(x).mu) (through the small
+        VAE latent) is not what the loss measures.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Raw stamps (B, C, H, W), flux units.
+        encoding : Encoding, optional
+            Unused.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) in the normalised space.
         """
         return self.image_head(self.ae_code(x))
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """Both levels' loss in one pass: the autoencoder's MSE plus the weighted VAE on the detached code.
+
+        ae_mse + vae_weight·(code_nll + β·w_kl·(peaked + gaussian KL)); in training mode it also
+        updates the prior's side concentrations.
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` (B, C, H, W) raw stamps in flux units.
+        state : StepState
+            ``weights["kl"]`` (default 1) multiplies β.
+
+        Returns
+        -------
+        LossOutput
+            `total` scalar; `terms` ``ae_mse`` (per-object pixel sum, normalised units²),
+            ``code_nll`` (Gaussian of σ = code_sigma), ``prior_<term>`` and ``kl_gauss`` (batch
+            means); `recon` the autoencoder's (B, C, H, W) in the normalised space.
+        """
         x = batch["image"]
         target = self.prepare(x)
         code = self.to_code(self.trunk(target))
@@ -287,17 +540,34 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         vae = code_nll + kl_weight * (peaked.mean() + gaussian.mean())
         if self.training:
             self.prior.track_sides(enc.mu, concentration(target))
-        terms = {"ae_mse": ae_mse, "code_nll": code_nll, f"prior_{self.prior.term_name}": peaked.mean(), "kl_gauss": gaussian.mean()}
+        terms = {"ae_mse": ae_mse, "code_nll": code_nll, f"prior_{self.prior.term_name}": peaked.mean(),
+                 "kl_gauss": gaussian.mean()}
         return LossOutput(ae_mse + self.vae_weight * vae, terms, recon)
 
     def extra_columns(self, x: torch.Tensor, encoding: Encoding) -> dict[str, torch.Tensor]:
-        """`p_galaxy` (B,) and the autoencoder code `ae_code` (B, code_dim)."""
+        """`p_galaxy` and the autoencoder code, per object, for `galhpc-encode`.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Raw stamps (B, C, H, W).
+        encoding : Encoding
+            encode(x).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``p_galaxy`` (B,) and ``ae_code`` (B, code_dim).
+        """
         return {**super().extra_columns(x, encoding), "ae_code": self.ae_code(x)}
 
 
 class PeakedVAE(_StarGalaxyModel):
-    """Single-level conv VAE on the stamps; double-peaked prior on `peaked_dims` latent dims
-    (the "revised KL" baseline) or, with peaked_dims=0, a plain unit-Gaussian VAE.
+    """Single-level conv VAE on the stamps, the baseline of the hierarchical model.
+
+    A double-peaked prior on `peaked_dims` latent dims (the "revised KL" baseline) or,
+    with peaked_dims=0, a plain unit-Gaussian VAE; a Gaussian pixel likelihood of σ
+    `pixel_sigma` in the normalised space.
     """
 
     name = "peaked_vae"
@@ -322,22 +592,61 @@ class PeakedVAE(_StarGalaxyModel):
         widths = list(widths or [32, 64, 64])
         self.latent_dim, self.stretch = latent_dim, float(stretch)
         self.pixel_sigma, self.beta = float(pixel_sigma), float(beta)
-        self.trunk = ConvTrunk(image_size, channels, widths)
+        self.trunk = ConvTrunk(image_size, channels, widths, model="hvae", param="widths")
         self.heads = nn.Linear(self.trunk.out_features, 2 * latent_dim)
-        self.image_head = ConvHead(image_size, channels, latent_dim, widths)
+        self.image_head = ConvHead(image_size, channels, latent_dim, widths, model="hvae", param="widths")
         self.prior = DoublePeakedLatent(peaked_dims, prior_term, peak_mean, peak_scale)
 
     def encode(self, x: torch.Tensor) -> Encoding:
-        mu, logvar = self.heads(self.trunk(self.prepare(x))).chunk(2, dim=1)
-        return Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+        """Posterior of raw stamps.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Raw stamps (B, C, H, W) in flux units (normalised inside).
+
+        Returns
+        -------
+        Encoding
+            `mu` (B, L), bounded for the AW term, and `logvar` (B, L) in [−12, 8].
+        """
+        return self._posterior(self.heads(self.trunk(self.prepare(x))))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised stamps of latents.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latent vectors, (B, latent_dim) float32.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W), the normalised space `prepare` gives.
+        """
         return self.image_head(z)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """Gaussian pixel NLL (σ = pixel_sigma) plus the β-weighted prior terms, one z per object.
+
+        In training mode it also updates the prior's side concentrations.
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` raw stamps (B, C, H, W).
+        state : StepState
+            ``weights["kl"]`` (default 1) multiplies β.
+
+        Returns
+        -------
+        LossOutput
+            `total` scalar; `terms` ``nll``, ``prior_<term>``, ``kl_gauss`` (batch means); `recon`
+            the sampled decoding (B, C, H, W), normalised space.
+        """
         target = self.prepare(batch["image"])
-        mu, logvar = self.heads(self.trunk(target)).chunk(2, dim=1)
-        enc = Encoding(self.prior.bound(mu), logvar.clamp(-12.0, 8.0))
+        enc = self._posterior(self.heads(self.trunk(target)))
         recon = self.image_head(reparameterise(enc.mu, enc.logvar))
         nll = 0.5 * ((recon - target) / self.pixel_sigma).pow(2).flatten(1).sum(dim=1).mean()
         peaked, gaussian = self.prior.kl(enc.mu, enc.logvar)

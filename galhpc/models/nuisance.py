@@ -103,23 +103,42 @@ def rotate(x: torch.Tensor, theta: torch.Tensor, padding: str = "reflection", mo
 
 
 def random_angles(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """N position angles uniform in [-π/2, π/2) (radians), for generation."""
+    """Position angles uniform in [-π/2, π/2), for generation.
+
+    Parameters
+    ----------
+    n : int
+        How many angles.
+    generator : torch.Generator or None
+        Source of the draws (on `device`).
+    device : torch.device
+        Where the angles go.
+
+    Returns
+    -------
+    torch.Tensor
+        (n,) float32, in radians.
+    """
     return (torch.rand(n, generator=generator, device=device) - 0.5) * math.pi
 
 
 def border_noise(x: torch.Tensor, border: int = 8) -> torch.Tensor:
-    """Sky σ of each stamp: the smallest standard deviation over the border x border
-    patches tiling the stamp's frame (galhpc.data.preprocess.border_noise, batched).
+    """Sky σ of each stamp: the smallest standard deviation over the border patches of its frame.
+
+    The border x border patches tile the stamp's frame (galhpc.data.preprocess.border_noise,
+    batched); bands are averaged first.
 
     Parameters
     ----------
-    x : Tensor, (B, C, H, W), float
+    x : torch.Tensor
+        (B, C, H, W) float images.
     border : int
         Patch side in pixels; H and W must hold at least 2 patches.
 
     Returns
     -------
-    Tensor, (B,), float32, in x's units.
+    torch.Tensor
+        (B,) float32, in x's units.
     """
     img = x.detach().float().mean(dim=1)
     b, h, w = img.shape
@@ -135,13 +154,14 @@ def border_noise(x: torch.Tensor, border: int = 8) -> torch.Tensor:
 class Canonicaliser(torch.nn.Module):
     """The input side of a model that keeps nuisances out of its latent.
 
-    `forward(x)` returns (the encoder's input, θ): x rotated by −θ to the canonical frame
-    when `orient`, degraded to the common sky σ `match_sigma` when set, then stretched by s·arcsinh(x / s) when `stretch` is set (a survey-wide
-    softening in stored units, e.g. ~2 σ of the sky: linear at the noise level, so noise
-    keeps its Gaussian shape, logarithmic in bright cores, so the encoder sees faint
-    structure).  `restore(y, θ)` rotates a canonical decoder output back, its disc only.
-    `window` ((H, W), orient models; else None) is the disc: the pixels a likelihood counts.  The likelihood
-    is always taken in the store's linear units.
+    `forward(x)` returns (the encoder's input, θ): x degraded to the common sky σ
+    `match_sigma` when set, rotated by −θ to the canonical frame when `orient`, then
+    stretched by s·arcsinh(x / s) when `stretch` is set (a survey-wide softening in stored
+    units, e.g. ~2 σ of the sky: linear at the noise level, so noise keeps its Gaussian
+    shape, logarithmic in bright cores, so the encoder sees faint structure).
+    `restore(y, θ)` rotates a canonical decoder output back, its disc only.  `window`
+    ((H, W), orient models; else None) is the disc: the pixels a likelihood counts.  The
+    likelihood is always taken in the store's linear units.
 
     Parameters
     ----------
@@ -178,6 +198,21 @@ class Canonicaliser(torch.nn.Module):
             self.register_buffer("inference_noise", field)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's input and the measured angle of a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W) in stored units.
+
+        Returns
+        -------
+        x_in : torch.Tensor
+            (B, C, H, W): degraded to `match_sigma`, rotated by −θ and windowed (orient),
+            stretched, as configured; x itself when none is.
+        theta : torch.Tensor or None
+            (B,) radians for orient models, measured after degradation; else None.
+        """
         if self.match_sigma is not None:
             # degrade first, so θ is as precise for a bright galaxy as for a faint one
             extra = (self.match_sigma**2 - border_noise(x) ** 2).clamp(min=0.0).sqrt().to(x.dtype)
@@ -191,6 +226,20 @@ class Canonicaliser(torch.nn.Module):
         return x, theta
 
     def restore(self, y: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
+        """Rotate a canonical-frame decoder output back to position angle θ, its disc only.
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            (B, C, H, W) in the canonical frame.
+        theta : torch.Tensor or None
+            (B,) radians; None (or a model without `orient`) leaves y unchanged.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W), zero outside the disc when rotated.
+        """
         if theta is None or not self.orient:
             return y
         return rotate(y * self.window, theta, padding="zeros", mode=self.interpolation)

@@ -32,12 +32,34 @@ log = logging.getLogger("galhpc.models.pixelcnn")
 
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:
-    """Move every row one down (row 0 becomes zeros): row i then only sees rows < i."""
+    """Move every row one down (row 0 becomes zeros): row i then only sees rows < i.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (B, C, h, w) maps.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, C, h, w), shifted.
+    """
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
 
 
 def shift_right(x: torch.Tensor) -> torch.Tensor:
-    """Move every column one right (column 0 becomes zeros)."""
+    """Move every column one right (column 0 becomes zeros).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Stack features, (B, C, h, w) float32.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape; column j holds x's column j − 1.
+    """
     return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
 
 
@@ -60,10 +82,38 @@ class GatedLayer(nn.Module):
 
     @staticmethod
     def gate(x: torch.Tensor) -> torch.Tensor:
+        """The gated activation tanh(a) ⊙ σ(b) of the two halves of the channels (van den Oord et al. 2016).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, 2C, h, w) pre-activations, [a | b] along channels.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, h, w).
+        """
         a, b = x.chunk(2, dim=1)
         return torch.tanh(a) * torch.sigmoid(b)
 
     def forward(self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer of the vertical and horizontal stacks, causal in raster order.
+
+        Parameters
+        ----------
+        v, h : torch.Tensor
+            Vertical and horizontal stack features (B, C, h, w).
+        cond : torch.Tensor or None
+            Condition vectors (B, cond_dim), added as a learned bias to every gate.
+
+        Returns
+        -------
+        v_out : torch.Tensor
+            (B, C, h, w), the vertical stack's next features.
+        h_out : torch.Tensor
+            (B, C, h, w), the horizontal stack's (with the residual connection after the first layer).
+        """
         height, width = v.shape[-2:]
         v_pre = self.vertical(F.pad(v, (self.half, self.half, self.half, 0)))[:, :, :height, :width]
         h_in = shift_right(h) if self.first else h
@@ -86,9 +136,24 @@ class GatedPixelCNN(nn.Module):
         self.num_codes, self.cond_dim = num_codes, cond_dim
         self.embedding = nn.Embedding(num_codes, channels)
         self.layers = nn.ModuleList(GatedLayer(channels, kernel, i == 0, cond_dim) for i in range(layers))
-        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(), nn.Conv2d(channels, num_codes, 1))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(),
+                                  nn.Conv2d(channels, num_codes, 1))
 
     def forward(self, codes: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of each code given the codes before it in raster order (and the condition).
+
+        Parameters
+        ----------
+        codes : torch.Tensor
+            (B, h, w) int64 code indices.
+        cond : torch.Tensor, optional
+            (B, cond_dim) float32 condition vectors.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, K, h, w) float32 logits over the K codes.
+        """
         x = self.embedding(codes).permute(0, 3, 1, 2)
         v, h = x, x
         for layer in self.layers:
@@ -98,7 +163,26 @@ class GatedPixelCNN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int], cond: torch.Tensor | None = None,
                generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
-        """Code maps (n, h, w) drawn in raster order, one forward pass per position."""
+        """Code maps drawn in raster order, one forward pass per position.
+
+        Parameters
+        ----------
+        n : int
+            Number of maps.
+        shape : tuple of int
+            (h, w), the code grid.
+        cond : torch.Tensor, optional
+            (n, cond_dim) condition vectors.
+        generator : torch.Generator, optional
+            Source of the draws (on the model's device).
+        temperature : float
+            Logits are divided by it (1: the model's distribution).
+
+        Returns
+        -------
+        torch.Tensor
+            (n, h, w) int64 code indices.
+        """
         device = self.embedding.weight.device
         codes = torch.zeros(n, *shape, dtype=torch.long, device=device)
         for i in range(shape[0]):
@@ -128,10 +212,31 @@ class Condition:
 
     @property
     def dim(self) -> int:
+        """Length of the condition vector: num_classes (one-hot) or 1 (float)."""
         return self.num_classes if self.kind == "class" else 1
 
     def vector(self, values: Any, n: int, device: torch.device) -> torch.Tensor:
-        """Condition vectors (n, dim) from a scalar or n values (batch column or CLI value)."""
+        """Condition vectors from a scalar or n values (batch column or CLI value).
+
+        Parameters
+        ----------
+        values : scalar or array-like
+            One value for all n, or n values: integer class labels, or floats in the column's units.
+        n : int
+            Number of objects.
+        device : torch.device
+            Where the vectors go.
+
+        Returns
+        -------
+        torch.Tensor
+            (n, dim) float32: one-hot classes, or (v − offset) / scale.
+
+        Raises
+        ------
+        ValueError
+            For a count other than n, non-integer class labels or labels outside [0, num_classes).
+        """
         t = torch.as_tensor(values, device=device)
         if t.dim() == 0:
             t = t.expand(n)
@@ -162,8 +267,9 @@ class VQVAEPrior(GalaxyModel):
 
     params: vqvae_checkpoint (where the trained VQ-VAE lies: `galhpc.checkpoint.assemble_model`
     reads it and hands the built VQ-VAE in as `vqvae`; needed to start training, not to load a
-    trained prior, whose state dict embeds the VQ-VAE), condition (see `Condition`; none for an unconditional prior), channels,
-    layers, kernel, temperature (of sampling).
+    trained prior, whose state dict embeds the VQ-VAE), condition (see `Condition`; none for
+    an unconditional prior), hidden (the PixelCNN's channels), layers, kernel, temperature
+    (of sampling).
     """
 
     name = "vqvae_prior"
@@ -203,7 +309,25 @@ class VQVAEPrior(GalaxyModel):
         self.pixelcnn = GatedPixelCNN(vqvae.num_codes, **self.pixelcnn_options)
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False):
-        """Rebuild the embedded VQ-VAE from the state dict's own spec, then load all weights."""
+        """Rebuild the embedded VQ-VAE from the state dict's own spec, then load all weights.
+
+        Parameters
+        ----------
+        state_dict : dict
+            A prior's state dict, with its ``vqvae_spec`` buffer.
+        strict, assign : bool
+            As for `torch.nn.Module.load_state_dict`.
+
+        Returns
+        -------
+        NamedTuple
+            torch's missing and unexpected keys.
+
+        Raises
+        ------
+        CheckpointError
+            When the state dict embeds no VQ-VAE.
+        """
         spec_tensor = state_dict.get("vqvae_spec")
         if spec_tensor is None:
             raise CheckpointError("vqvae_prior: the state dict has no embedded VQ-VAE (vqvae_spec)")
@@ -228,6 +352,18 @@ class VQVAEPrior(GalaxyModel):
         return self.vqvae
 
     def train(self, mode: bool = True) -> VQVAEPrior:
+        """Set training mode, keeping the embedded VQ-VAE in eval mode (frozen codebook).
+
+        Parameters
+        ----------
+        mode : bool
+            True for training, False for evaluation.
+
+        Returns
+        -------
+        VQVAEPrior
+            self.
+        """
         super().train(mode)
         if self.vqvae is not None:
             self.vqvae.eval()  # frozen: no codebook EMA, usage or restarts
@@ -236,6 +372,7 @@ class VQVAEPrior(GalaxyModel):
     # -- conditions --
     @property
     def sample_condition(self) -> SampleCondition | None:
+        """What `sample(**conditions)` is conditioned on: the `Condition`'s kind and column, or None."""
         if self.condition is None:
             return None
         return SampleCondition(self.condition.kind, self.condition.column,
@@ -272,23 +409,94 @@ class VQVAEPrior(GalaxyModel):
 
     # -- the model interface --
     def encode(self, x: torch.Tensor) -> Encoding:
+        """The embedded VQ-VAE's encoding.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Stamps of the VQ-VAE's shape, float32, in stored units.
+
+        Returns
+        -------
+        Encoding
+            As `VQVAE.encode`: `mu` (B, D·h·w) quantised embeddings, `pose` or None.
+
+        Raises
+        ------
+        CheckpointError
+            When no VQ-VAE is embedded.
+        """
         return self._require_vqvae().encode(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The embedded VQ-VAE's decoding.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (B, D·h·w) quantised embeddings.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) images before the PSF, stored units.
+
+        Raises
+        ------
+        CheckpointError
+            When no VQ-VAE is embedded.
+        """
         return self._require_vqvae().decode(z)
 
     @property
     def reconstruct_columns(self) -> tuple[str, ...]:
+        """The embedded VQ-VAE's `reconstruct_columns` (none before one is embedded)."""
         return () if self.vqvae is None else self.vqvae.reconstruct_columns
 
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
                     encoding: Encoding | None = None) -> torch.Tensor:
-        """The embedded VQ-VAE's reconstruction (PSF applied when it has a PSF layer): the
-        prior models codes, not pixels, so its images are the VQ-VAE's.
+        """The embedded VQ-VAE's reconstruction (PSF applied when it has a PSF layer).
+
+        The prior models codes, not pixels, so its images are the VQ-VAE's.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, C, H, W) images.
+        columns : mapping, optional
+            Passed on (``"psf"`` for a kind-store PSF layer).
+        encoding : Encoding, optional
+            Passed on.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) in x's units.
         """
         return self._require_vqvae().reconstruct(x, columns, encoding=encoding)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """Cross-entropy of the PixelCNN on the frozen VQ-VAE's code maps of the batch (van den Oord et al. 2016).
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` (B, C, H, W); the condition's label column for a conditional prior.
+        state : StepState
+            Unused.
+
+        Returns
+        -------
+        LossOutput
+            `total` = ``nll`` (nats per code, scalar); ``bits_per_code`` = nll / ln 2; no `recon`.
+
+        Raises
+        ------
+        CheckpointError
+            When no VQ-VAE is embedded.
+        KeyError
+            When a conditional prior's batch lacks its label column.
+        """
         vqvae = self._require_vqvae()
         x = batch["image"]
         with torch.no_grad():
@@ -298,11 +506,47 @@ class VQVAEPrior(GalaxyModel):
         return LossOutput(nll, {"nll": nll, "bits_per_code": nll.detach() / math.log(2)}, None)
 
     def forward(self, batch: Batch, state: StepState | None = None) -> LossOutput:
+        """`loss(batch, state)` for module-calling wrappers.
+
+        Parameters
+        ----------
+        batch : Batch
+            See `loss`.
+        state : StepState, optional
+            Falls back to `StepState()`.
+
+        Returns
+        -------
+        LossOutput
+            `loss`'s output.
+        """
         return self.loss(batch, state or StepState())
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
-        """N images decoded from sampled code maps; z holds the code indices (n, h*w) as floats."""
+        """Images decoded from sampled code maps.
+
+        Parameters
+        ----------
+        n : int
+            How many code maps to draw and decode.
+        generator : torch.Generator, optional
+            Source of the codes (and position angles for orient VQ-VAEs).
+        **conditions
+            ``column=value`` (or ``component=c`` for a class condition): required by a
+            conditional prior, refused by an unconditional one.
+
+        Returns
+        -------
+        Samples
+            `images` (n, C, H, W) before the PSF; `z` the code indices (n, h·w) as float32;
+            `component` (n,) int64, the class of a class-conditional prior, else −1.
+
+        Raises
+        ------
+        ValueError
+            For unknown or missing conditions.
+        """
         vqvae = self._require_vqvae()
         device = self.pixelcnn.embedding.weight.device
         cond = self._sample_condition(n, conditions, device)

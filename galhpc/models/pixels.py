@@ -51,13 +51,27 @@ def valid_pixels(batch: Mapping[str, Any], x: torch.Tensor, window: torch.Tensor
 
 
 def pixel_sigma(batch: Mapping[str, Any], x: torch.Tensor, model_error: float = 0.0) -> torch.Tensor | None:
-    """σ of every pixel, broadcastable to x (B, C, H, W): the batch's per-pixel "sigma", else
-    its per-object "noise_sigma" (B,), else None.  Floored at 1e-12 (a zero σ is a fill value).
+    """σ of every pixel: the batch's per-pixel "sigma", else its per-object "noise_sigma", else None.
 
-    `model_error` ε adds a fractional error in quadrature, σ² + (ε·max(x, 0))²: the part of a
-    bright core no model of a few latents reproduces to the photon noise (a survey's
-    flat-field/PSF systematic floor), so the brightest objects do not outweigh the rest by
-    their S/N² in the likelihood.
+    Floored at 1e-12 (a zero σ is a fill value).  `model_error` ε adds a fractional error
+    in quadrature, σ² + (ε·max(x, 0))²: the part of a bright core no model of a few latents
+    reproduces to the photon noise (a survey's flat-field/PSF systematic floor), so the
+    brightest objects do not outweigh the rest by their S/N² in the likelihood.
+
+    Parameters
+    ----------
+    batch : mapping
+        A loader batch: "sigma" (B, C, H, W) or (B, H, W), or "noise_sigma" (B,), in the
+        images' stored units.
+    x : torch.Tensor
+        The images (B, C, H, W).
+    model_error : float
+        ε, dimensionless.
+
+    Returns
+    -------
+    torch.Tensor or None
+        σ broadcastable to x, x's dtype and units; None when the batch has neither.
     """
     sigma = batch.get("sigma") if batch is not None else None
     if sigma is not None:
@@ -75,26 +89,64 @@ def pixel_sigma(batch: Mapping[str, Any], x: torch.Tensor, model_error: float = 
 
 
 def masked_sum(per_pixel: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Per-object sum (B,) of per-pixel terms over the counted pixels."""
+    """Per-object sum of per-pixel terms over the counted pixels.
+
+    Parameters
+    ----------
+    per_pixel : torch.Tensor
+        (B, C, H, W) terms.
+    weight : torch.Tensor or None
+        (B, C, H, W) weights from `valid_pixels`; None counts every pixel.
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) sums.
+    """
     if weight is not None:
         per_pixel = per_pixel * weight
     return per_pixel.flatten(1).sum(dim=1)
 
 
 def masked_mean(per_pixel: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Mean over the counted pixels of the whole batch (a scalar); the plain mean without weights."""
+    """Mean over the counted pixels of the whole batch; the plain mean without weights.
+
+    Parameters
+    ----------
+    per_pixel : torch.Tensor
+        Per-pixel terms, (B, C, H, W).
+    weight : torch.Tensor or None
+        `valid_pixels` weights of the same shape, or None.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: Σ w·t / max(Σ w, 1).
+    """
     if weight is None:
         return per_pixel.mean()
     return (per_pixel * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def circular_window(size: int, taper: float = 2.0) -> torch.Tensor:
-    """(size, size) float32 weights: 1 within the inscribed circle less `taper` pixels, falling
-    as cos² to 0 at its edge (radius size / 2), 0 in the corners.
+    """Weights of the stamp's inscribed disc: 1 inside, a cos² taper to 0 at its edge, 0 in the corners.
 
-    A rotation about the centre maps this disc onto itself, so an image multiplied by it
-    has no frame edges whatever the angle: the pixels outside it are the ones that come
-    from outside the stamp in one of the two frames.
+    1 within the inscribed circle less `taper` pixels, falling to 0 at radius size / 2.  A
+    rotation about the centre maps this disc onto itself, so an image multiplied by it has
+    no frame edges whatever the angle: the pixels outside it are the ones that come from
+    outside the stamp in one of the two frames.
+
+    Parameters
+    ----------
+    size : int
+        Side of the stamp, in pixels.
+    taper : float
+        Width of the taper, in pixels.
+
+    Returns
+    -------
+    torch.Tensor
+        (size, size) float32 in [0, 1].
     """
     c = (size - 1) / 2.0
     yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32) - c,

@@ -37,7 +37,31 @@ log = logging.getLogger("galhpc.models.psf_layer")
 
 def galsim_psf_image(profile: str = "moffat", fwhm: float = 0.7, beta: float = 3.5,
                      pixel_scale: float = 0.2, size: int = 25) -> np.ndarray:
-    """A GalSim PSF profile sampled on a size x size grid without pixel response."""
+    """A GalSim PSF profile sampled on a size x size grid without pixel response.
+
+    Parameters
+    ----------
+    profile : {"moffat", "kolmogorov", "gaussian"}
+        The GalSim profile.
+    fwhm : float
+        Full width at half maximum, in arcsec.
+    beta : float
+        Moffat index (moffat only).
+    pixel_scale : float
+        Arcsec per pixel of the grid.
+    size : int
+        Side of the grid, in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        (size, size) float32, the profile's surface brightness per pixel (not yet normalised).
+
+    Raises
+    ------
+    PSFError
+        For an unknown profile.
+    """
     import galsim
 
     if profile == "moffat":
@@ -52,7 +76,25 @@ def galsim_psf_image(profile: str = "moffat", fwhm: float = 0.7, beta: float = 3
 
 
 def check_psf(psf: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
-    """A finite, positive-sum PSF (h, w) or (B, h, w), normalised to unit sum per PSF."""
+    """A finite, positive-sum PSF, normalised to unit sum per PSF.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray or torch.Tensor
+        (h, w) or (B, h, w) pixel values.
+    where : str
+        Where the PSF came from, for the message.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 of psf's shape, each (h, w) summing to 1.
+
+    Raises
+    ------
+    PSFError
+        For another shape, NaN or inf pixels, or a sum ≤ 0.
+    """
     psf = torch.as_tensor(psf, dtype=torch.float32)
     if psf.dim() not in (2, 3):
         raise PSFError(f"{where}: PSF must be (h, w) or (B, h, w), got shape {tuple(psf.shape)}")
@@ -68,8 +110,20 @@ class PSFLayer(nn.Module):
     """Convolves images (B, C, H, W) with a fixed PSF buffer or per-object PSFs."""
 
     def __init__(self, spec: str | dict[str, Any], image: np.ndarray | None = None) -> None:
-        """`spec`: see the module docstring; `image` (h, w): the PSF read from the file a
-        "file" or "hdf5" spec names (`galhpc.data.psf.read_psf(spec)`).
+        """Build the layer from a spec (see the module docstring).
+
+        Parameters
+        ----------
+        spec : str or dict
+            A PSF spec; a string is a FITS path (kind "file").
+        image : numpy.ndarray, optional
+            (h, w), the PSF read from the file a "file" or "hdf5" spec names
+            (`galhpc.data.psf.read_psf(spec)`); required for those kinds.
+
+        Raises
+        ------
+        PSFError
+            For a "file"/"hdf5" spec without `image`, or an invalid PSF.
         """
         super().__init__()
         spec = normalise_spec(spec)
@@ -91,14 +145,40 @@ class PSFLayer(nn.Module):
 
     @property
     def fixed(self) -> bool:
+        """True when the PSF is held by the layer; False for kind "store" (per-object PSFs from the batch)."""
         return self.kind != "store"
 
     def spec_for_checkpoint(self) -> dict[str, Any]:
-        """A spec that rebuilds this layer from a state dict alone (no file, no GalSim)."""
+        """A spec that rebuilds this layer from a state dict alone (no file, no GalSim).
+
+        Returns
+        -------
+        dict
+            ``{"kind": "store"}``, or ``{"kind": "state", "shape": [h, w]}`` for a fixed PSF.
+        """
         return {"kind": "store"} if self.kind == "store" else {"kind": "state", "shape": list(self.psf.shape)}
 
     def forward(self, images: torch.Tensor, psf: torch.Tensor | None = None) -> torch.Tensor:
-        """PSF ⊛ images; `psf` (B, h, w) or (h, w) overrides the fixed PSF (required for kind store)."""
+        """PSF ⊛ images, the convolution of the PSF output layer (Cheng et al. 2020).
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            (B, C, H, W) deconvolved images.
+        psf : torch.Tensor, optional
+            (B, h, w) or (h, w) pixels, overriding the fixed PSF (required for kind store);
+            normalised to unit sum here.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) convolved images in the input's units (flux is kept).
+
+        Raises
+        ------
+        PSFError
+            For kind store without `psf`, or an invalid `psf`.
+        """
         if psf is None:
             if not self.fixed:
                 raise PSFError("this model's PSF comes from the data (kind 'store'), but no 'psf' was given "

@@ -1,4 +1,4 @@
-"""AstroVaDEr (Spindler et al. 2020): a VGG-like VAE with a trainable Gaussian-mixture prior (VaDE).
+"""AstroVaDEr (Spindler et al. 2021): a VGG-like VAE with a trainable Gaussian-mixture prior (VaDE).
 
 Encoder: 3 blocks of two 'same' convs + 2x2 max-pool, filters (64, 64, 16), kernels
 (3, 5, 5), LeakyReLU 0.1, dense μ and log σ² (latent 20).  Decoder: dense, then the
@@ -9,11 +9,13 @@ min-max scaled to [0, 1]), "mse" through the sigmoid, or a Gaussian likelihood o
 linear output in the store's units (flux-normalised stamps): "gaussian" with one known
 sky σ (`sigma`, stored units) for every pixel, or "chi2" with the store's own σ (its
 per-pixel `sigma` dataset, else each object's `noise_sigma` column, with an optional
-fractional `model_error` in quadrature; masked pixels never count, galhpc.models.pixels).  A Gaussian with the real noise σ weighs reconstruction
-against the KL in nats, so the KL no longer collapses once its weight reaches 1, as it
-does under BCE on noisy pixels (docs/models.md has the measurements).  `orient: true`
-encodes each stamp in its canonical orientation and `stretch` compresses the encoder's
-input (galhpc.models.nuisance).  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with σ_c² = exp(·) > 0.
+fractional `model_error` in quadrature; masked pixels never count, galhpc.models.pixels).
+A Gaussian with the real noise σ weighs reconstruction against the KL in nats, so the KL
+does not collapse once its weight reaches 1, as it does under BCE on noisy pixels
+(docs/models.md has the measurements).  `orient: true` encodes each stamp in its
+canonical orientation and `stretch` compresses the encoder's input
+(galhpc.models.nuisance).  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with
+σ_c² = exp(·) > 0.
 
 During s3VDC α-training the schedule sends `weights["gmm"] = 0` and the KL is taken
 against N(0, I); `init_mixture` then fits the mixture (the trainer
@@ -44,7 +46,14 @@ LINEAR_OUTPUT = ("gaussian", "chi2")
 
 
 class AstroVaDEr(GalaxyModel):
-    """VaDE with the AstroVaDEr architecture; `n_clusters` mixture components."""
+    """VaDE (Jiang et al. 2017) with the AstroVaDEr architecture (Spindler et al. 2021); `n_clusters` components.
+
+    Trained on the s3VDC schedule (Cao et al. 2020): α-training against N(0, I), the
+    mixture fitted to mini-batch encodings (`init_mixture`), then the VaDE KL with γ from
+    the min-max scaled log p(c, z).  The parameters are those of the module docstring;
+    `__init__` raises ValueError for inconsistent ones (filters vs kernels, an unknown
+    recon, sigma ≤ 0, model_error outside [0, 1), a linear path without a linear output).
+    """
 
     name = "astrovader"
     generative = True
@@ -92,7 +101,8 @@ class AstroVaDEr(GalaxyModel):
         self.side = check_image_size(image_size, len(filters), "astrovader")
         widths = [channels, *filters]
         self.encoder = nn.Sequential(
-            *(vgg_block(a, b, k, slope) for a, b, k in zip(widths[:-1], widths[1:], kernels, strict=False)), nn.Flatten()
+            *(vgg_block(a, b, k, slope) for a, b, k in zip(widths[:-1], widths[1:], kernels, strict=False)),
+            nn.Flatten(),
         )
         flat = filters[-1] * self.side**2
         self.fc_mu = nn.Linear(flat, latent_dim)
@@ -100,7 +110,8 @@ class AstroVaDEr(GalaxyModel):
         self.fc_decode = nn.Sequential(nn.Linear(latent_dim, flat), nn.LeakyReLU(slope))
         up_widths = [filters[-1], *reversed(filters[:-1]), filters[0]]
         self.decoder = nn.Sequential(
-            *(upsample_block(a, b, k, slope) for a, b, k in zip(up_widths[:-1], up_widths[1:], reversed(kernels), strict=False))
+            *(upsample_block(a, b, k, slope)
+              for a, b, k in zip(up_widths[:-1], up_widths[1:], reversed(kernels), strict=False))
         )
         self.out = nn.Conv2d(up_widths[-1], channels, 3, padding=1)
         he_init(self, slope)
@@ -123,15 +134,25 @@ class AstroVaDEr(GalaxyModel):
     # -- mixture parameters ------------------------------------------------------------
     @property
     def log_pi(self) -> torch.Tensor:
+        """Log mixture weights log p(c), (K,): the log-softmax of `pi_logits`."""
         return torch.log_softmax(self.pi_logits, dim=0)
 
     @property
     def var_c(self) -> torch.Tensor:
+        """Component variances σ_c² (K, L) > 0, in latent units squared."""
         return self.log_var_c.exp()
 
     @torch.no_grad()
     def init_mixture(self, embeddings: np.ndarray, *, seed: int = 0) -> None:
-        """Fit a diagonal GMM to encoded means (s3VDC mini-batch init) and adopt its parameters."""
+        """Fit a diagonal GMM to encoded means (s3VDC mini-batch init, Cao et al. 2020) and adopt it.
+
+        Parameters
+        ----------
+        embeddings : numpy.ndarray
+            (N, L) float32 latent means, N ≥ n_clusters.
+        seed : int
+            Seed of the GMM fit (`galhpc.mixture.diagonal.fit_diag_gmm`).
+        """
         gmm = fit_diag_gmm(embeddings, self.n_clusters, seed=seed)
         self.pi_logits.copy_(gmm.log_pi)
         self.mu_c.copy_(gmm.mu)
@@ -140,12 +161,27 @@ class AstroVaDEr(GalaxyModel):
     # -- interface ---------------------------------------------------------------------
     @property
     def batch_columns(self) -> tuple[str, ...]:
+        """Per-object ``noise_sigma`` for the "chi2" likelihood; nothing else."""
         return ("noise_sigma",) if self.recon_kind == "chi2" else ()
 
     def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
-        """A linear-output likelihood (gaussian, chi2) assumes flux-normalised pixels (the
-        prep's `flux` step: the sky at 0, pixels in % of the object's flux) and, for chi2,
-        the store's noise σ; a store without them trains to meaningless losses.
+        """Why a store cannot train this likelihood, or None.
+
+        A linear-output likelihood (gaussian, chi2) assumes flux-normalised pixels (the prep's
+        `flux` step: the sky at 0, pixels in % of the object's flux) and, for chi2, the store's
+        noise σ; a store without them trains to meaningless losses.
+
+        Parameters
+        ----------
+        recipe : list of str
+            The store's prep steps in order.
+        columns : set of str
+            Its label columns and per-object datasets.
+
+        Returns
+        -------
+        str or None
+            One line naming what the store lacks; None for "bce"/"mse" or a fitting store.
         """
         if self.recon_kind not in LINEAR_OUTPUT:
             return None
@@ -157,6 +193,19 @@ class AstroVaDEr(GalaxyModel):
         return None
 
     def encode(self, x: torch.Tensor) -> Encoding:
+        """Posterior q(z|x) of a batch, in the canonical frame for orient models.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W) float32 in the store's units.
+
+        Returns
+        -------
+        Encoding
+            `mu`, `logvar` (B, L) float32 (μ includes the linear path's projection when there
+            is one); `pose` θ (B,) radians for orient models, else None.
+        """
         x_in, theta = self.canon(x)
         h = self.encoder(x_in)
         mu = self.fc_mu(h)
@@ -165,15 +214,41 @@ class AstroVaDEr(GalaxyModel):
         return Encoding(mu, self.fc_logvar(h), theta)
 
     def linear_input(self, x: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
-        """What the linear path sees: the stamp in the canonical frame (its disc, orient
-        models), in the store's linear units, neither σ-matched nor stretched — a PCA of the
-        pixels the likelihood compares.  Degraded to `match_sigma`, the added noise passes
-        straight into μ and the reconstruction (HDF held-out strip, PCA-10 start: 41 % of
-        stamps won against PCA-10 with it, 47 % without).
+        """What the linear path sees: the stamp in the canonical frame, in the store's linear units.
+
+        Its disc for orient models, neither σ-matched nor stretched — a PCA of the pixels the
+        likelihood compares.  Degraded to `match_sigma`, the added noise passes straight into μ
+        and the reconstruction (HDF held-out strip, PCA-10 start: 41 % of stamps won against
+        PCA-10 with it, 47 % without).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W) in stored units.
+        theta : torch.Tensor or None
+            Their position angles (B,) in radians, or None (no rotation).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W), rotated by −θ and windowed when θ is given, else x itself.
         """
         return x if theta is None else rotate(x, -theta, mode=self.canon.interpolation) * self.canon.window
 
     def decoder_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output before the output function, in the canonical frame.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            The latent vectors, (B, latent_dim).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32: logits (bce/mse) or stored-unit pixels (gaussian/chi2), with
+            the linear path's expansion added when there is one.
+        """
         h = self.fc_decode(z).view(-1, self.encoder_width, self.side, self.side)
         logits = self.out(self.decoder(h))
         if self.linear is not None:
@@ -183,18 +258,25 @@ class AstroVaDEr(GalaxyModel):
     # -- the linear path (linear_path: true) ----------------------------------------------
     @property
     def data_init_batches(self) -> int:
+        """Training batches `init_from_data` wants: `linear_init_batches` with a linear path, else 0."""
         return 0 if self.linear is None else self.linear.init_batches
 
     @torch.no_grad()
     def init_from_data(self, batches: list[Batch]) -> None:
-        """Initialise the linear path as PCA-L of the training stamps in its frame
-        (`linear_input`), so that at initialisation `reconstruct(x)` is the PCA-L
-        reconstruction of that frame (rotated back, orient models).
+        """Initialise the linear path as PCA-L of the training stamps in its frame (`linear_input`).
+
+        At initialisation `reconstruct(x)` is then the PCA-L reconstruction of that frame
+        (rotated back, orient models).
 
         Parameters
         ----------
         batches : list of Batch
             Unaugmented training batches ("image" (B, C, H, W) float32).
+
+        Raises
+        ------
+        ValueError
+            When the model has no linear path.
         """
         if self.linear is None:
             raise ValueError("astrovader: init_from_data needs linear_path: true")
@@ -206,20 +288,49 @@ class AstroVaDEr(GalaxyModel):
 
     @property
     def encoder_width(self) -> int:
+        """Channels of the encoder's last map (the decoder's first), from `fc_mu`'s input size."""
         return self.fc_mu.in_features // self.side**2
 
     def output(self, logits: torch.Tensor) -> torch.Tensor:
-        """Decoder output in the store's units: linear for Gaussian likelihoods, else sigmoid."""
+        """Decoder output in the store's units: linear for Gaussian likelihoods, else sigmoid.
+
+        Parameters
+        ----------
+        logits : torch.Tensor
+            (B, C, H, W) from `decoder_logits`.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32: the logits themselves ("gaussian", "chi2") or their sigmoid in [0, 1].
+        """
         return logits if self.recon_kind in LINEAR_OUTPUT else torch.sigmoid(logits)
 
     def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) of latents z (B, L); with `pose` θ (B,) rotated from the
-        canonical frame to position angle θ (orient models).
+        """Images of latents; with `pose` rotated from the canonical frame to position angle θ.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents (B, L) float32.
+        pose : torch.Tensor, optional
+            θ (B,) in radians (orient models).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32 in the store's units (see `output`).
         """
         return self.canon.restore(self.output(self.decoder_logits(z)), pose)
 
     def weight_penalty(self) -> torch.Tensor:
-        """L2 on the conv and dense weights (Keras-style kernel regulariser), mixture excluded."""
+        """L2 on the conv and dense weights (Keras-style kernel regulariser), mixture excluded.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar `l2` · Σ w² over every Conv2d and Linear weight (biases and mixture excluded).
+        """
         total = self.fc_mu.weight.new_zeros(())
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -228,12 +339,31 @@ class AstroVaDEr(GalaxyModel):
 
     @float32
     def recon_loss(self, logits: torch.Tensor, x: torch.Tensor, batch: Batch | None = None) -> torch.Tensor:
-        """Per-object reconstruction loss (B,) in nats (bce, gaussian, chi2) or squared
-        error (mse), from decoder logits in x's frame, over the pixels that count
-        (`galhpc.models.pixels`: the batch's "mask" excluded; orient models: the disc).
+        """Per-object reconstruction loss from decoder logits in x's frame, over the pixels that count.
 
-        "chi2" takes σ from the batch: per-pixel "sigma" when the store has it, else the
-        per-object "noise_sigma" column; "gaussian" the fixed `sigma`.
+        The batch's "mask" is excluded and, for orient models, everything outside the disc
+        (`galhpc.models.pixels`).  "chi2" takes σ from the batch: per-pixel "sigma" when the
+        store has it, else the per-object "noise_sigma" column; "gaussian" the fixed `sigma`.
+
+        Parameters
+        ----------
+        logits : torch.Tensor
+            (B, C, H, W) decoder output in x's frame (before `output`).
+        x : torch.Tensor
+            Target images (B, C, H, W) in stored units.
+        batch : Batch, optional
+            The loader batch, for "mask", "sigma" and "noise_sigma".
+
+        Returns
+        -------
+        torch.Tensor
+            (B,) float32: nats (bce, gaussian, chi2 — the latter two as ½χ², without the
+            normalisation constant) or summed squared error (mse).
+
+        Raises
+        ------
+        DataError
+            For "chi2" when the batch carries neither "sigma" nor "noise_sigma".
         """
         batch = batch or {}
         weight = valid_pixels(batch, x, self.canon.window)
@@ -252,11 +382,42 @@ class AstroVaDEr(GalaxyModel):
 
     @float32
     def scaled_log_gamma(self, z: torch.Tensor) -> torch.Tensor:
-        """Log γ from the min-max scaled log p(c, z) (s3VDC): finite for any z."""
+        """Log γ from the min-max scaled log p(c, z) (s3VDC, Cao et al. 2020): finite for any z.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents (B, L).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, K) float32 log responsibilities, each row a log-softmax.
+        """
         scaled = minmax_scale(gmm_log_joint(z, self.log_pi, self.mu_c, self.var_c), self.gamma_lambda)
         return torch.log_softmax(scaled, dim=1)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """The VaDE negative ELBO (Jiang et al. 2017) on the s3VDC schedule, plus the L2 penalty.
+
+        recon + w_kl·KL + l2, one z per object.  With ``weights["gmm"] > 0`` the KL is VaDE's
+        against the mixture, γ from `scaled_log_gamma`; otherwise (α-training) against N(0, I),
+        with the mixture kept in the graph at zero gradient for data-parallel wrappers.
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` (B, C, H, W); ``"mask"``, ``"sigma"``, ``"noise_sigma"`` where the
+            likelihood uses them.
+        state : StepState
+            ``weights["kl"]`` (KL weight, s3VDC's β ramp) and ``weights["gmm"]`` (0: α-training).
+
+        Returns
+        -------
+        LossOutput
+            `total` scalar; `terms` ``recon`` (mean per-object, see `recon_loss`), ``kl`` (mean
+            nats) and ``l2``; `recon` the sampled decoding (B, C, H, W) in stored units.
+        """
         x = batch["image"]
         enc = self.encode(x)
         z = reparameterise(enc.mu, enc.logvar)
@@ -275,13 +436,47 @@ class AstroVaDEr(GalaxyModel):
         return LossOutput(total, {"recon": recon, "kl": kl, "l2": l2}, self.output(logits))
 
     def cluster_probs(self, mu: torch.Tensor) -> torch.Tensor:
-        """Exact posterior γ = p(c | z = μ) under the learned mixture."""
+        """Exact posterior γ = p(c | z = μ) under the learned mixture.
+
+        Parameters
+        ----------
+        mu : torch.Tensor
+            Latent means (B, L).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, K) float32, rows summing to 1.
+        """
         return gmm_responsibilities(mu, self.log_pi, self.mu_c, self.var_c)
 
     def sample(
         self, n: int, generator: torch.Generator | None = None, component: int | None = None, **conditions: Any
     ) -> Samples:
-        """C ~ Categorical(π) (or the given component), z ~ N(μ_c, σ_c²), images = decode(z)."""
+        """C ~ Categorical(π) (or the given component), z ~ N(μ_c, σ_c²), images = decode(z).
+
+        Parameters
+        ----------
+        n : int
+            Objects to draw.
+        generator : torch.Generator, optional
+            Source of every draw (components, z, and θ for orient models).
+        component : int, optional
+            Fix the mixture component, in [0, n_clusters).
+        **conditions
+            Ignored.
+
+        Returns
+        -------
+        Samples
+            `images` (n, C, H, W) stored units, turned to uniform position angles for orient
+            models; `z` (n, L); `component` (n,) int64.
+
+        Raises
+        ------
+        ValueError
+            For a component outside [0, n_clusters).
+        """
         device = self.mu_c.device
         if component is None:
             comp = torch.multinomial(self.log_pi.exp().detach().cpu(), n, replacement=True, generator=_cpu(generator))
@@ -327,17 +522,48 @@ class LinearPath(nn.Module):
         self.dec = nn.Parameter(torch.zeros(n_pixels, latent_dim))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L) latent offsets of images x (B, ...) of D pixels."""
+        """Latent offsets W_e (x − m) of images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, ...) images of D pixels in the path's frame (flattened inside).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, L), whitened (unit variance per axis on the training stamps).
+        """
         return (x.flatten(1) - self.mean) @ self.enc.t()
 
     def expand(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, D) images of latents z (B, L)."""
+        """Images m + W_d z of latents.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents (B, L) in whitened units.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, D) flattened images in stored units.
+        """
         return self.mean + z @ self.dec.t()
 
     @torch.no_grad()
     def fit(self, flat: torch.Tensor) -> None:
-        """Adopt PCA-L of `flat` (N, D) float64 (N > L); components beyond the data's rank get
-        zero weight.
+        """Adopt PCA-L of the training stamps; components beyond the data's rank get zero weight.
+
+        Parameters
+        ----------
+        flat : torch.Tensor
+            (N, D) float64 stamps, N > L.
+
+        Raises
+        ------
+        ValueError
+            When N ≤ L.
         """
         n, latent = len(flat), self.enc.shape[0]
         if n <= latent:

@@ -31,6 +31,7 @@ from torch import nn
 
 from galhpc.kernels import nearest_code
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, StepState
+from galhpc.models.blocks import check_images
 from galhpc.models.nuisance import Canonicaliser
 from galhpc.models.pixels import masked_mean, pixel_sigma, valid_pixels
 from galhpc.models.psf_layer import PSFLayer
@@ -76,16 +77,56 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def lookup(self, flat: torch.Tensor) -> torch.Tensor:
-        """Code index (N,) of each row of flat (N, D)."""
+        """Nearest codebook entry of each row (`galhpc.kernels.nearest_code`).
+
+        Parameters
+        ----------
+        flat : torch.Tensor
+            Encoder vectors, one per row: (N, D) float32.
+
+        Returns
+        -------
+        torch.Tensor
+            (N,) int64 code indices in [0, K).
+        """
         index, _ = nearest_code(flat, self.codebook)
         return index
 
     def embed(self, index: torch.Tensor) -> torch.Tensor:
-        """Codebook vectors of an index tensor of any shape (..., D)."""
+        """Codebook vectors of an index tensor of any shape.
+
+        Parameters
+        ----------
+        index : torch.Tensor
+            int64 code indices, any shape (...).
+
+        Returns
+        -------
+        torch.Tensor
+            (..., D) float32 codebook rows.
+        """
         return F.embedding(index, self.codebook)
 
     def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Quantise z_e (B, D, h, w): (straight-through z_q, indices (B, h, w), loss terms)."""
+        """Quantise encoder maps to their nearest codes, with straight-through gradients (van den Oord et al. 2017).
+
+        In training mode it also updates usage (and the EMA codebook) and restarts dead codes.
+
+        Parameters
+        ----------
+        z_e : torch.Tensor
+            Pre-quantisation maps (B, D, h, w).
+
+        Returns
+        -------
+        z_q : torch.Tensor
+            (B, D, h, w) quantised maps; gradients pass to z_e unchanged.
+        index : torch.Tensor
+            (B, h, w) int64 code indices.
+        terms : dict of str to torch.Tensor
+            Scalars ``commitment`` ||z_e − sg[e]||², ``codebook`` ||sg[z_e] − e||² (0 with EMA),
+            ``perplexity`` of this batch's code use and ``dead_codes``.
+        """
         b, d, h, w = z_e.shape
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)
         index = self.lookup(flat)
@@ -149,6 +190,18 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input plus the residual branch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Trunk features at code resolution, (B, channels, h, w).
+
+        Returns
+        -------
+        torch.Tensor
+            Same shape as x; no activation after the sum (Cheng et al. 2020, Table 1).
+        """
         return x + self.body(x)
 
 
@@ -157,7 +210,26 @@ DOWNSAMPLING = (2, 4)  # stride of the code grid: H/4 (Cheng et al.) or H/2 (fin
 
 def vqvae_encoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: int = 32, n_res: int = 2,
                   downsample: int = 4) -> nn.Sequential:
-    """Image (B, C, H, W) -> pre-quantisation map (B, D, H/s, W/s), s = `downsample` (2 or 4)."""
+    """The VQ-VAE encoder of Cheng et al. (2020): image to pre-quantisation map.
+
+    Parameters
+    ----------
+    channels : int
+        Bands C of the images.
+    code_dim : int
+        D, the size of each code vector.
+    hidden, res_hidden : int
+        Channels of the trunk and of the residual blocks' hidden layer.
+    n_res : int
+        Number of residual blocks.
+    downsample : {2, 4}
+        Stride s of the code grid.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        (B, C, H, W) -> (B, D, H/s, W/s).
+    """
     strided = [nn.Conv2d(channels, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
                nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1), nn.ReLU()]
     if downsample == 2:
@@ -172,7 +244,26 @@ def vqvae_encoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: i
 
 def vqvae_decoder(channels: int, code_dim: int, hidden: int = 128, res_hidden: int = 32, n_res: int = 2,
                   downsample: int = 4) -> nn.Sequential:
-    """Quantised map (B, D, H/s, W/s) -> image (B, C, H, W), mirroring the encoder."""
+    """The VQ-VAE decoder mirroring `vqvae_encoder`: quantised map to image.
+
+    Parameters
+    ----------
+    channels : int
+        Output bands C.
+    code_dim : int
+        D of the input map.
+    hidden, res_hidden : int
+        Channels of the trunk / residual hidden layers.
+    n_res : int
+        Residual blocks before the transposed convs.
+    downsample : {2, 4}
+        The encoder's stride s.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        (B, D, H/s, W/s) -> (B, C, H, W), before the output activation.
+    """
     upsample = [nn.ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
                 nn.ConvTranspose2d(hidden // 2, channels, 4, stride=2, padding=1)]
     if downsample == 2:
@@ -190,11 +281,12 @@ OUTPUT_ACTIVATIONS = {"linear": nn.Identity, "softplus": nn.Softplus, "sigmoid":
 
 
 class Unstretch(nn.Module):
-    """y -> s·sinh(y / s), the inverse of the encoder's s·arcsinh(x / s) input stretch: the
-    decoder draws in the stretched space, so a code's quantisation error is an absolute error
-    at the sky level and a relative one in a bright core (whose pixels span two decades
-    from galaxy to galaxy, more than a 64-code book resolves linearly).  |y / s| is clipped
-    at `limit` so a diverging step cannot overflow.
+    """y -> s·sinh(y / s), the inverse of the encoder's s·arcsinh(x / s) input stretch.
+
+    The decoder draws in the stretched space, so a code's quantisation error is an absolute
+    error at the sky level and a relative one in a bright core (whose pixels span two
+    decades from galaxy to galaxy, more than a 64-code book resolves linearly).  |y / s| is
+    clipped at `limit` so a diverging step cannot overflow.
     """
 
     def __init__(self, stretch: float, limit: float = 12.0) -> None:
@@ -202,6 +294,18 @@ class Unstretch(nn.Module):
         self.stretch, self.limit = float(stretch), float(limit)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """s·sinh(y / s) with |y / s| clipped at `limit`.
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            Decoder output in the stretched space, any shape.
+
+        Returns
+        -------
+        torch.Tensor
+            Same shape, in linear stored units.
+        """
         return self.stretch * torch.sinh((y / self.stretch).clamp(-self.limit, self.limit))
 
 
@@ -211,7 +315,13 @@ RECON_KINDS = ("mse", "chi2")
 
 
 class VQVAE(GalaxyModel):
-    """VQ-VAE; `encode` gives the flattened quantised embeddings (B, D * H/s * W/s), s = `downsample`."""
+    """VQ-VAE (van den Oord et al. 2017) in Cheng et al.'s (2020) configuration, with an optional PSF layer.
+
+    `encode` gives the flattened quantised embeddings (B, D * H/s * W/s), s = `downsample`;
+    the parameters are described in the module docstring.  `__init__` raises ValueError for
+    an unknown recon, output or downsample, an image_size not a multiple of `downsample`, or
+    output "unstretch" without `stretch`.
+    """
 
     name = "vqvae"
     generative = False
@@ -253,14 +363,28 @@ class VQVAE(GalaxyModel):
         elif output in OUTPUT_ACTIVATIONS:
             self.output = OUTPUT_ACTIVATIONS[output]()
         else:
-            raise ValueError(f"vqvae: output must be one of {sorted([*OUTPUT_ACTIVATIONS, 'unstretch'])}, got {output!r}")
+            raise ValueError(f"vqvae: output must be one of {sorted([*OUTPUT_ACTIVATIONS, 'unstretch'])}, "
+                             f"got {output!r}")
 
     def use_collective(self, collective: Collective) -> None:
-        """The codebook's EMA sums, usage counts and restarts agree over these ranks."""
+        """The codebook's EMA sums, usage counts and restarts agree over these ranks.
+
+        Parameters
+        ----------
+        collective : Collective
+            The data-parallel ranks' reductions, handed to the quantiser.
+        """
         self.quantizer.collective = collective
 
     def rebuild_params(self) -> dict[str, Any]:
-        """Constructor params that rebuild this model from its state dict alone (no PSF file)."""
+        """Constructor params that rebuild this model from its state dict alone (no PSF file).
+
+        Returns
+        -------
+        dict
+            The keyword arguments given at build, with ``psf`` replaced by
+            `PSFLayer.spec_for_checkpoint` when there is a PSF layer.
+        """
         params = dict(self.params)
         if self.psf_layer is not None:
             params["psf"] = self.psf_layer.spec_for_checkpoint()
@@ -268,35 +392,68 @@ class VQVAE(GalaxyModel):
 
     @property
     def num_codes(self) -> int:
+        """K, the codebook size."""
         return self.quantizer.num_codes
 
     @property
     def batch_columns(self) -> tuple[str, ...]:
-        """Per-object PSFs (`psf`) when the PSF layer takes them from the data (kind store);
-        `noise_sigma` for the chi2 reconstruction.
+        """Per-object PSFs (`psf`) for a kind-store PSF layer, and `noise_sigma` for chi2.
+
+        The PSFs are read when the PSF layer takes them from the data; `noise_sigma` feeds the
+        chi2 reconstruction.
         """
         return self.reconstruct_columns + (("noise_sigma",) if self.recon_kind == "chi2" else ())
 
     def store_mismatch(self, recipe: list[str], columns: set[str]) -> str | None:
-        """chi2 needs the store's noise σ (dataset `sigma` or column `noise_sigma`)."""
+        """Chi2 needs the store's noise σ (dataset `sigma` or column `noise_sigma`).
+
+        Parameters
+        ----------
+        recipe : list of str
+            The store's prep steps (not checked: both likelihoods take any units).
+        columns : set of str
+            The store's label columns and per-object datasets.
+
+        Returns
+        -------
+        str or None
+            One line when recon is "chi2" and the store has no σ, else None.
+        """
         if self.recon_kind == "chi2" and not ({"noise_sigma", "sigma"} & columns):
             return "recon 'chi2' needs the store's noise σ (dataset sigma or column noise_sigma); the store has neither"
         return None
 
     @property
     def reconstruct_columns(self) -> tuple[str, ...]:
+        """``("psf",)`` when the PSF layer takes per-object PSFs from the data (kind store), else none."""
         return ("psf",) if self.psf_layer is not None and not self.psf_layer.fixed else ()
 
-    def _check_images(self, x: torch.Tensor) -> None:
-        expected = (self.channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"vqvae: images must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-
     def quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Images -> (straight-through quantised map (B, D, h, w), code indices (B, h, w), terms);
-        with `orient` the map is of the canonically oriented image, θ in terms["pose"].
+        """Images to their straight-through quantised map, code indices and loss terms.
+
+        With `orient` the map is of the canonically oriented image and θ is in terms["pose"].
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W) float32, stored units.
+
+        Returns
+        -------
+        z_q : torch.Tensor
+            (B, D, H/s, W/s) float32.
+        index : torch.Tensor
+            (B, H/s, W/s) int64.
+        terms : dict of str to torch.Tensor
+            The quantiser's terms (see `VectorQuantizer.forward`), plus ``pose`` (B,) radians
+            for orient models.
+
+        Raises
+        ------
+        ValueError
+            For a batch whose shape is not the model's (B, C, H, W), via `check_images`.
         """
-        self._check_images(x)
+        check_images(x, (self.channels, self.image_size, self.image_size), "vqvae")
         x_in, theta = self.canon(x)
         z_q, index, terms = self.quantizer(self.encoder(x_in))
         if theta is not None:
@@ -304,34 +461,108 @@ class VQVAE(GalaxyModel):
         return z_q, index, terms
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Code map (B, H/s, W/s) of int64 indices (s = `downsample`): what the PixelCNN prior models."""
+        """Code map of images: what the PixelCNN prior models.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, C, H, W) float32 images.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, H/s, W/s) int64 indices, s = `downsample`.
+        """
         return self.quantise(x)[1]
 
     def decode_codes(self, index: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
-        """Code map (B, h, w) -> deconvolved images (B, C, H, W), turned to position angle
-        `pose` (B,) radians when given (orient models).
+        """Code map to deconvolved images, turned to position angle `pose` when given.
+
+        Parameters
+        ----------
+        index : torch.Tensor
+            A map of codebook indices (B, h, w), int64, e.g. from the PixelCNN.
+        pose : torch.Tensor, optional
+            (B,) radians (orient models).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32 before the PSF, stored units.
         """
         return self.canon.restore(self.output(self.decoder(self.quantizer.embed(index).permute(0, 3, 1, 2))), pose)
 
     def encode(self, x: torch.Tensor) -> Encoding:
+        """Quantised embeddings of images, flattened.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Stamps (B, C, H, W) float32 in stored units.
+
+        Returns
+        -------
+        Encoding
+            `mu` (B, D·h·w) float32; `pose` θ (B,) radians for orient models, else None.
+        """
         z_q, _, terms = self.quantise(x)
         return Encoding(mu=z_q.flatten(1), pose=terms.get("pose"))
 
     def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
-        """Flattened quantised embeddings (B, D*h*w) -> images before the PSF (B, C, H, W),
-        turned to position angle `pose` (B,) when given.
+        """Flattened quantised embeddings to images before the PSF, turned to `pose` when given.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (B, D·h·w) as `encode` gives.
+        pose : torch.Tensor, optional
+            θ (B,) in radians.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32, the deconvolved image in stored units.
         """
         images = self.output(self.decoder(z.reshape(z.shape[0], self.code_dim, self.grid, self.grid)))
         return self.canon.restore(images, pose)
 
     def observe(self, images: torch.Tensor, psf: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder output as the survey sees it: PSF-convolved when the model has a PSF layer."""
+        """Decoder output as the survey sees it: PSF-convolved when the model has a PSF layer.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            What `decode` gives: the galaxy before the PSF, (B, C, H, W).
+        psf : torch.Tensor, optional
+            Per-object PSFs (B, h, w) or one (h, w) in pixels; required for kind store.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W): PSF ⊛ images, or images unchanged without a PSF layer.
+        """
         return images if self.psf_layer is None else self.psf_layer(images, psf)
 
     def reconstruct(self, x: torch.Tensor, columns: Mapping[str, Any] | None = None, *,
                     encoding: Encoding | None = None) -> torch.Tensor:
-        """PSF ⊛ decode(encode(x).mu) with a PSF layer (the observed image the loss compares
-        with x; per-object PSFs from `columns["psf"]` as in the loss), else decode(encode(x).mu).
+        """PSF ⊛ decode(encode(x).mu) with a PSF layer, else decode(encode(x).mu).
+
+        The observed image the loss compares with x; per-object PSFs come from
+        `columns["psf"]` as in the loss.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, C, H, W) images in stored units.
+        columns : mapping, optional
+            The rest of x's batch; ``"psf"`` (B, h, w) for kind store.
+        encoding : Encoding, optional
+            encode(x), if already computed.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, H, W) float32 in x's units.
         """
         psf = None if columns is None else columns.get("psf")
         if psf is not None:
@@ -340,6 +571,28 @@ class VQVAE(GalaxyModel):
         return self.observe(self.decode(enc.mu, enc.pose), psf)
 
     def loss(self, batch: Batch, state: StepState) -> LossOutput:
+        """Reconstruction + codebook + β·commitment (van den Oord et al. 2017), + Tikhonov with a PSF layer.
+
+        Parameters
+        ----------
+        batch : Batch
+            ``"image"`` (B, C, H, W); ``"psf"`` for kind store; ``"mask"``, ``"sigma"``,
+            ``"noise_sigma"`` where used.
+        state : StepState
+            Unused (no schedule weights).
+
+        Returns
+        -------
+        LossOutput
+            `total` scalar; `terms` ``recon`` (masked pixel MSE in stored units², or mean χ²),
+            ``codebook``, ``commitment``, ``perplexity``, ``dead_codes`` and, with a PSF layer,
+            ``tikhonov``; `recon` the observed image (B, C, H, W).
+
+        Raises
+        ------
+        DataError
+            For "chi2" when the batch has no σ.
+        """
         x = batch["image"]
         z_q, _, terms = self.quantise(x)
         deconvolved = self.canon.restore(self.output(self.decoder(z_q)), terms.pop("pose", None))
@@ -361,4 +614,18 @@ class VQVAE(GalaxyModel):
         return LossOutput(total, terms, recon)
 
     def forward(self, batch: Batch, state: StepState | None = None) -> LossOutput:
+        """`loss(batch, state)` for wrappers that call the module (data-parallel training).
+
+        Parameters
+        ----------
+        batch : Batch
+            The loader batch `loss` takes (image, PSFs, σ, mask).
+        state : StepState, optional
+            Default `StepState()`.
+
+        Returns
+        -------
+        LossOutput
+            What `loss` returns.
+        """
         return self.loss(batch, state or StepState())

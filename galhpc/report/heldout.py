@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.data.store import locate_column
+from galhpc.io.store import open_store
 from galhpc.models.base import GalaxyModel
 from galhpc.report import inference, sampling
 from galhpc.runtime.batching import run_batched
 from galhpc.runtime.errors import DataError
-from galhpc.runtime.files import open_h5_readonly
 
 DEFAULT_CLUSTERS = 10  # K of a model without a mixture when neither the caller nor a catalogue gives one
 
@@ -61,19 +60,12 @@ def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -
     DataError
         If the store has no such column.
     """
-    out = {}
-    with open_h5_readonly(store) as f:
+    with open_store(store) as reader:
         for name in names:
-            found = locate_column(f, name, f["images"].shape[0])
-            if found is None:
+            if name not in reader:
                 raise DataError(f"{store}: the model needs the store column {name!r} to reconstruct its inputs, "
-                                 "but the store has none")
-            ds = f[found[0]]
-            if found[1]:  # per object
-                out[name] = sampling.read_unique_rows(ds, rows)
-            else:  # one value shared by every object (e.g. one PSF)
-                out[name] = np.broadcast_to(ds[()], (len(rows), *ds.shape))
-    return out
+                                "but the store has none")
+        return reader.read_columns(names, rows)
 
 
 def model_clusters(model: GalaxyModel, mu: np.ndarray, n_clusters: int | None, seed: int,
@@ -138,8 +130,8 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
     """
     rows = np.asarray(rows, np.int64)
     images = sampling.read_store_images(store, rows)
-    with open_h5_readonly(store) as f:
-        object_id = sampling.read_unique_rows(f["object_id"], rows).astype(np.int64)
+    with open_store(store) as reader:
+        object_id = reader.read("object_id", rows).astype(np.int64)
     columns = store_columns(store, model.reconstruct_columns, rows) if model.reconstruct_columns else None
     mu, _ = inference.encode(model, images, batch_size)
     recons = inference.reconstruct(model, images, batch_size, columns)
@@ -161,8 +153,8 @@ def _recorded_sources(store: str | Path) -> list[dict]:
     """
     import yaml
 
-    with open_h5_readonly(store) as f:
-        text = str(f.attrs.get("config", ""))
+    with open_store(store) as reader:
+        text = reader.info.config
     try:
         sources = ((yaml.safe_load(text) or {}).get("prep") or {}).get("sources") or []
     except (yaml.YAMLError, AttributeError):
@@ -238,21 +230,20 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
     from galhpc.data.preprocess import border_noise
 
     rows = np.asarray(rows, np.int64)
-    with open_h5_readonly(store) as f:
-        n = f["images"].shape[0]
-        found = locate_column(f, "noise_sigma", n)
+    with open_store(store) as reader:
+        found = reader.locate("noise_sigma")
         if found is not None:
-            ds = f[found[0]]
-            values = sampling.read_unique_rows(ds, rows) if found[1] else np.full(len(rows), float(ds[()]))
+            values = reader.read_columns(["noise_sigma"], rows)["noise_sigma"]
             return np.asarray(values, np.float64).reshape(len(rows)), f"store column {found[0]}"
-        if "noise_sigma" in f.attrs:
-            return np.full(len(rows), float(f.attrs["noise_sigma"])), "store attribute noise_sigma"
+        attrs = reader.attrs
+        if "noise_sigma" in attrs:
+            return np.full(len(rows), float(attrs["noise_sigma"])), "store attribute noise_sigma"
         recipe = None
-        if "config" in f.attrs:
-            config = load_yaml(f.attrs["config"])
+        if "config" in attrs:
+            config = load_yaml(attrs["config"])
             recipe = (config.get("prep") or {}).get("recipe") if isinstance(config, dict) else None
-        if "labels/border_noise" in f and recipe is not None and not {"arcsinh", "minmax"} & set(recipe):
-            values = sampling.read_unique_rows(f["labels/border_noise"], rows)
+        if "border_noise" in reader.info.label_names and recipe is not None and not {"arcsinh", "minmax"} & set(recipe):
+            values = reader.read("border_noise", rows)
             return np.asarray(values, np.float64), "labels/border_noise (the store's recipe has no intensity step)"
     measured = np.array([border_noise(img) for img in np.asarray(images)], np.float64)
     return measured, "border noise measured on the stored stamps"

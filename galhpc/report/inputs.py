@@ -297,12 +297,12 @@ def check_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path
     Raises
     ------
     galhpc.runtime.errors.GalhpcError
-        From `galhpc.runtime.kinds.check_kind` (wrong kind) or
+        From `galhpc.formats.kinds.check_kind` (wrong kind) or
         `galhpc.checkpoint.check_catalogue_checkpoint` (another checkpoint).
     """
     from galhpc.checkpoint import check_catalogue_checkpoint
+    from galhpc.formats.kinds import ENCODE_CATALOGUE, GENERATE_CATALOGUE, STORE, check_kind
     from galhpc.io.catalog import open_catalog
-    from galhpc.runtime.kinds import ENCODE_CATALOGUE, GENERATE_CATALOGUE, STORE, check_kind
 
     for path, kind, role in ((store, STORE, "galhpc-report --store"),
                              (holdout_store, STORE, "galhpc-report --holdout-store"),

@@ -1,24 +1,22 @@
 """Read bounded random samples of catalogue and store HDF5 files (the report's only file input).
 
-Catalogues are read with `galhpc.io.catalog` (shards directly, verified); stores with h5py.
+Catalogues are read with `galhpc.io.catalog` (shards directly, verified); stores with
+`galhpc.io.store` (rows in any order, each read once).
 
 Catalogues may hold 10^8 rows, so nothing here reads a whole per-object dataset except
-narrow integer columns in fixed-size chunks (occupancy, object-id matching).  Sampled
-row indices are sorted, as h5py's fancy indexing requires.
+narrow integer columns in fixed-size chunks (occupancy, object-id matching).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from galhpc.io.catalog import open_catalog
+from galhpc.io.store import open_store
 from galhpc.runtime.errors import CatalogError
-from galhpc.runtime.files import open_h5_readonly
 
 CHUNK_ROWS = 1 << 20
 LABEL_DATASETS = ("component", "label")  # cluster label per object; `label` in older galhpc-encode outputs
@@ -42,47 +40,6 @@ def sample_rows(n_total: int, max_rows: int, rng: np.random.Generator) -> np.nda
     if n_total <= max_rows:
         return np.arange(n_total)
     return np.sort(rng.choice(n_total, size=max_rows, replace=False))
-
-
-def read_rows(dataset: h5py.Dataset, rows: np.ndarray, block: int = 4096) -> np.ndarray:
-    """dataset[rows] for sorted unique `rows`, in blocks (h5py point selections grow slow).
-
-    Parameters
-    ----------
-    dataset : h5py.Dataset
-    rows : (N,) int
-        Sorted, unique.
-    block : int
-        Rows per h5py selection.
-
-    Returns
-    -------
-    numpy.ndarray
-        (N, ...) of the dataset's dtype.
-    """
-    rows = np.asarray(rows, np.int64)
-    if len(rows) == 0:
-        return np.empty((0, *dataset.shape[1:]), dataset.dtype)
-    if len(rows) == dataset.shape[0]:
-        return dataset[...]
-    return np.concatenate([dataset[rows[i : i + block]] for i in range(0, len(rows), block)])
-
-
-def iter_column(dataset: h5py.Dataset, chunk: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
-    """A 1-D dataset streamed in chunks of `chunk` rows.
-
-    Parameters
-    ----------
-    dataset : h5py.Dataset
-    chunk : int
-
-    Yields
-    ------
-    numpy.ndarray
-        (<= chunk,) consecutive rows.
-    """
-    for start in range(0, dataset.shape[0], chunk):
-        yield dataset[start : start + chunk]
 
 
 def as_nchw(images: np.ndarray) -> np.ndarray:
@@ -176,20 +133,20 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
 
 
 def store_size(path: str | Path) -> int:
-    """Number of objects (rows of `images`) in a store.
+    """Number of objects N of a training store.
 
     Parameters
     ----------
     path : str or Path
-        An HDF5 store.
+        A store written by galhpc-prep.
 
     Returns
     -------
     int
-        Rows of its `images` dataset.
+        Rows of its `images` (and of every per-object column).
     """
-    with open_h5_readonly(path) as f:
-        return f["images"].shape[0]
+    with open_store(path) as store:
+        return len(store)
 
 
 def store_rows_for_ids(path: str | Path, object_ids: np.ndarray, guess_rows: np.ndarray | None = None) -> np.ndarray:
@@ -201,98 +158,76 @@ def store_rows_for_ids(path: str | Path, object_ids: np.ndarray, guess_rows: np.
     Parameters
     ----------
     path : str or Path
-    object_ids : (N,) int
-    guess_rows : (N,) int, optional
-        Store rows to try first (the catalogue's rows).
+        The store.
+    object_ids : numpy.ndarray
+        Shape (n,) int64.
+    guess_rows : numpy.ndarray, optional
+        Shape (n,) int: the rows they are probably at.
 
     Returns
     -------
     numpy.ndarray
-        (N,) int64.
+        Shape (n,) int64.
     """
     object_ids = np.asarray(object_ids, np.int64)
-    with open_h5_readonly(path) as f:
-        ids = f["object_id"]
-        if (guess_rows is not None and len(guess_rows) and guess_rows.max() < ids.shape[0]
-                and np.array_equal(read_rows(ids, guess_rows).astype(np.int64), object_ids)):
+    with open_store(path) as store:
+        if (guess_rows is not None and len(guess_rows) and guess_rows.max() < len(store)
+                and np.array_equal(store.read("object_id", guess_rows).astype(np.int64), object_ids)):
             return np.asarray(guess_rows, np.int64)
         order = np.argsort(object_ids)
         sorted_ids = object_ids[order]
         found = np.full(len(object_ids), -1, np.int64)
-        start = 0
-        for chunk in iter_column(ids):
+        for start, chunk in store.iter_column("object_id", CHUNK_ROWS):
             chunk = chunk.astype(np.int64)
             pos = np.searchsorted(sorted_ids, chunk)
             pos_ok = pos < len(sorted_ids)
             hit = np.zeros(len(chunk), bool)
             hit[pos_ok] = sorted_ids[pos[pos_ok]] == chunk[pos_ok]
             found[order[pos[hit]]] = start + np.flatnonzero(hit)
-            start += len(chunk)
         return found
 
 
-def read_unique_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """dataset[rows] for unique `rows` in any order (read sorted, returned in the given order).
-
-    Parameters
-    ----------
-    dataset : h5py.Dataset
-    rows : (N,) int
-        Unique.
-
-    Returns
-    -------
-    numpy.ndarray
-        (N, ...) in the order of `rows`.
-    """
-    rows = np.asarray(rows, np.int64)
-    order = np.argsort(rows)
-    out = read_rows(dataset, rows[order])
-    return out[np.argsort(order)]
-
-
 def read_store_images(path: str | Path, rows: np.ndarray) -> np.ndarray:
-    """Images at unique store `rows`.
+    """Images of the store at `rows`.
 
     Parameters
     ----------
     path : str or Path
-    rows : (N,) int
-        Unique, any order.
+        The store.
+    rows : numpy.ndarray
+        Shape (n,) int, any order.
 
     Returns
     -------
     numpy.ndarray
-        (N, C, H, W) float32 in the order of `rows`.
+        Shape (n, C, H, W) float32.
     """
-    with open_h5_readonly(path) as f:
-        return as_nchw(read_unique_rows(f["images"], rows))
+    with open_store(path) as store:
+        return as_nchw(store.read("images", rows))
 
 
 def read_store_labels(path: str | Path, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Every 1-D `labels/<name>` column of the store at unique `rows`.
+    """Every 1-D numeric label column of the store at `rows` (rows of -1 give NaN / -1).
 
     Parameters
     ----------
     path : str or Path
-    rows : (N,) int
-        Unique store rows; -1 gives NaN (float columns) or -1 (integer columns).
+        The store.
+    rows : numpy.ndarray
+        Shape (n,) int, any order; -1 for an object the store lacks.
 
     Returns
     -------
     dict of str to numpy.ndarray
-        Name -> (N,) values; bool columns as int8.
+        Shape (n,) each (booleans as int8).
     """
     rows = np.asarray(rows, np.int64)
     present = rows >= 0
     labels = {}
-    with open_h5_readonly(path) as f:
-        if "labels" not in f:
-            return labels
-        for name, ds in f["labels"].items():
-            if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind not in "biuf":
+    with open_store(path) as store:
+        for name, values in store.read_columns(store.info.label_names, rows[present]).items():
+            if values.ndim != 1 or values.dtype.kind not in "biuf":
                 continue
-            values = read_unique_rows(ds, rows[present])
             if values.dtype.kind == "b":
                 values = values.astype(np.int8)
             fill = np.full(len(rows), np.nan if values.dtype.kind == "f" else -1, values.dtype)

@@ -21,7 +21,18 @@ Columns = Mapping[str, torch.Tensor]
 
 @contextlib.contextmanager
 def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """`model` in eval mode under `torch.no_grad()`; its training mode is restored on exit."""
+    """`model` in eval mode under `torch.no_grad()`; its training mode is restored on exit.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to evaluate.
+
+    Yields
+    ------
+    torch.nn.Module
+        `model` itself, in eval mode.
+    """
     was_training = model.training
     model.eval()
     try:
@@ -32,7 +43,18 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
+    """The device of the model's first parameter (CPU for a model without parameters).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any module.
+
+    Returns
+    -------
+    torch.device
+        Where its first parameter lives.
+    """
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
@@ -56,12 +78,21 @@ def iter_batches(source: Any, batch_size: int, device: torch.device, *,
     batch_size : int
         Rows per batch for array sources.
     device : torch.device
+        Where x (and the cut `columns`) are put.
     columns : mapping of name -> array (N, ...), optional
         Per-row inputs beside an array source (e.g. per-object PSFs).
     dtype : torch.dtype, optional
         Cast x to it (default: keep the source's dtype).
     key : str
         The input's key in dict batches.
+
+    Yields
+    ------
+    x : torch.Tensor
+        (B, ...) inputs on `device`.
+    rest : dict
+        For an array source, the `columns` rows of the batch as tensors on `device`; for a
+        dict batch, the whole dict as read (x included, not moved); else empty.
     """
     if isinstance(source, (np.ndarray, torch.Tensor)):
         for lo in range(0, len(source), batch_size):
@@ -113,6 +144,19 @@ def run_batched(model: torch.nn.Module, fn: Callable[[torch.Tensor, dict[str, An
 
 
 def to_numpy(t: torch.Tensor, dtype: Any = None) -> np.ndarray:
-    """A tensor on the CPU as numpy (cast to `dtype` when given)."""
+    """A tensor on the CPU as numpy (cast to `dtype` when given).
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        Any tensor (detached from autograd, copied to the CPU).
+    dtype : numpy dtype, optional
+        Cast to it (no copy when it already has it).
+
+    Returns
+    -------
+    numpy.ndarray
+        t's shape; its dtype or `dtype`.
+    """
     array = t.detach().cpu().numpy()
     return array if dtype is None else array.astype(dtype, copy=False)

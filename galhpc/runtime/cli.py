@@ -115,6 +115,19 @@ class DeprecatedAlias(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
+        """Store `values` into the new flag's dest and warn that `option_string` is deprecated.
+
+        Parameters
+        ----------
+        parser : argparse.ArgumentParser
+            The parser (its prog prefixes the warning).
+        namespace : argparse.Namespace
+            Where the value is stored, as ``namespace.<dest>``.
+        values : Any
+            The converted argument value(s).
+        option_string : str, optional
+            The old spelling that was used.
+        """
         logging.getLogger("galhpc.cli").warning("%s is deprecated, use %s (the old spelling goes in the next release)",
                                                 option_string, self.new)
         print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.new}", file=sys.stderr)
@@ -122,5 +135,21 @@ class DeprecatedAlias(argparse.Action):
 
 
 def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: Any) -> None:
-    """Accept `old` as a hidden, deprecated spelling of the flag `new` (same `dest`)."""
+    """Accept `old` as a hidden, deprecated spelling of the flag `new` (same `dest`).
+
+    Using `old` stores into `dest` and warns on stderr and in the log (`DeprecatedAlias`).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser (the alias is added to it, hidden from --help).
+    old : str
+        The deprecated option string, e.g. ``"--n-samples"``.
+    new : str
+        The current spelling, named in the warning.
+    dest : str
+        The new flag's destination attribute.
+    **kwargs
+        Further `add_argument` keywords (type, nargs, ...), as the new flag has them.
+    """
     parser.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs)

@@ -38,8 +38,10 @@ class CatalogError(GalhpcError, RuntimeError):
 
 
 class LaunchError(GalhpcError, RuntimeError):
-    """A launch environment or distributed backend that cannot start: missing package,
-    inconsistent launcher variables, an MPI that does not see the launcher's ranks.
+    """A launch environment or distributed backend that cannot start.
+
+    A missing package, inconsistent launcher variables, an MPI that does not see the
+    launcher's ranks.
     """
 
 

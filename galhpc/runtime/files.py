@@ -1,4 +1,4 @@
-"""Files written whole or not at all, the cleanup of dead writers' leftovers, and read-only HDF5 opens.
+"""Files written whole or not at all, the cleanup of dead writers' leftovers, and the one disk-full check.
 
 `atomic_path(final)` yields a temporary path beside `final`, named
 ``.<name>.tmp.<host>.<pid>``; on success the file and its directory are fsynced and the
@@ -7,20 +7,15 @@ removed.  So a reader never sees a half-written file under its final name, and a
 killed at any moment leaves at most a temporary that `remove_stale_temps` recognises:
 its writer (host, pid) is gone.
 
-`open_h5_readonly` opens a store or catalogue for reading without HDF5 file locks, so
-readers do not fail on file systems without locking (Lustre, GPFS, NFS) nor block one
-another.  `H5Output` creates an HDF5 file for writing through a Python file object that
-never lets a write failure reach HDF5: on a full disk HDF5 would otherwise be left
-half-closed and crash the process (a segmentation fault in its dataset close); the
-failure is raised instead as one `OSError` naming the file.  Writers write private
-temporaries, so they take no HDF5 file lock either.
+`is_disk_full` is the one test of whether an error says the disk (or quota) is full;
+`disk_full_error` the one error raised for it.  HDF5 files are opened and written through
+`galhpc.formats.hdf5` (`open_h5_readonly`, `H5Output`), which builds on these.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import logging
 import os
 import re
@@ -46,13 +41,35 @@ def _host() -> str:
 
 
 def temp_path(final: str | Path) -> Path:
-    """The temporary name this process writes `final` under: ``.<name>.tmp.<host>.<pid>`` beside it."""
+    """The temporary name this process writes `final` under: ``.<name>.tmp.<host>.<pid>`` beside it.
+
+    Parameters
+    ----------
+    final : str or Path
+        The file to be written.
+
+    Returns
+    -------
+    Path
+        In `final`'s directory.
+    """
     final = Path(final)
     return final.with_name(f".{final.name}.tmp.{_host()}.{os.getpid()}")
 
 
 def fsync_path(path: str | Path) -> None:
-    """Flush a file's (or, where the file system allows, a directory's) data to disk."""
+    """Flush a file's (or, where the file system allows, a directory's) data to disk.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file or directory.
+
+    Raises
+    ------
+    OSError
+        If it cannot be opened or flushed.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -69,6 +86,20 @@ def publish(tmp: str | Path, final: str | Path, *, fsync: bool = True) -> Path:
     """Rename a finished temporary over `final`, flushing file and directory to disk first/after.
 
     For writers that cannot use `atomic_path`'s ``with`` block (a file kept open across calls).
+
+    Parameters
+    ----------
+    tmp : str or Path
+        The finished, closed temporary.
+    final : str or Path
+        The name it gets, in the same directory.
+    fsync : bool
+        Flush the file before and its directory after the rename.
+
+    Returns
+    -------
+    Path
+        `final`.
     """
     final = Path(final)
     if fsync:
@@ -114,13 +145,43 @@ def atomic_path(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_open(final: str | Path, mode: str = "w", *, fsync: bool = True, **kwargs: Any) -> Iterator[IO[Any]]:
-    """`open(temp, mode)` for writing `final` atomically (see `atomic_path`); ``mode`` "w" or "wb"."""
+    """`open(temp, mode)` for writing `final` atomically (see `atomic_path`); ``mode`` "w" or "wb".
+
+    Parameters
+    ----------
+    final : str or Path
+        The file to create or replace.
+    mode : str
+        ``"w"`` (text) or ``"wb"`` (bytes).
+    fsync : bool
+        As for `atomic_path`.
+    **kwargs
+        For `open` (``encoding``, ``newline``).
+
+    Yields
+    ------
+    file object
+        Open on the temporary; renamed over `final` when the block succeeds.
+    """
     with atomic_path(final, fsync=fsync) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write a small text file whole or not at all; returns `path`."""
+    """Write a small text file whole or not at all; returns `path`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to create or replace.
+    text : str
+        Its whole content.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     with atomic_open(path, "w") as fh:
         fh.write(text)
     return Path(path)
@@ -130,148 +191,45 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def is_disk_full(err: BaseException) -> bool:
-    """Whether `err` says the disk (or the quota) is full: an OSError's errno, or HDF5's/torch's text."""
-    if isinstance(err, OSError) and err.errno is not None:
-        return err.errno in DISK_FULL_ERRNOS
+    """Whether `err` says the disk (or the quota) is full.
+
+    Parameters
+    ----------
+    err : BaseException
+        Any error: an `OSError` (its errno ENOSPC or EDQUOT), or one of HDF5, h5py or torch
+        whose text says so (h5py reports failed flushes as RuntimeError).
+
+    Returns
+    -------
+    bool
+    """
+    if getattr(err, "errno", None) in DISK_FULL_ERRNOS:
+        return True
     text = str(err)
     return "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text
 
 
 def disk_full_error(path: str | Path) -> OSError:
-    """The one error for a full disk: ``OSError(ENOSPC)`` naming `path` (the final file, not a temporary)."""
-    return OSError(errno.ENOSPC, "no space left on device", str(path))
-
-
-class _GuardedRaw(io.RawIOBase):
-    """A file for h5py's file-object driver: the first failed write is kept, not handed to HDF5.
-
-    After it, writes and truncations are skipped (reported as done), so HDF5 finishes and
-    closes cleanly; `H5Output.close` then raises the kept error.
-    """
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        self.error: OSError | None = None
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return os.lseek(self._fd, offset, whence)
-
-    def tell(self) -> int:
-        return os.lseek(self._fd, 0, os.SEEK_CUR)
-
-    def readinto(self, buffer: Any) -> int:
-        return os.readv(self._fd, [buffer])
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        size, done = len(view), 0
-        while self.error is None and done < size:
-            try:
-                done += os.write(self._fd, view[done:])
-            except OSError as err:
-                self.error = err
-        if done < size:
-            os.lseek(self._fd, size - done, os.SEEK_CUR)
-        return size
-
-    def truncate(self, size: int | None = None) -> int:
-        size = self.tell() if size is None else size
-        if self.error is None:
-            try:
-                os.ftruncate(self._fd, size)
-            except OSError as err:
-                self.error = err
-        return size
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._fd)
-        super().close()
-
-
-class H5Output:
-    """A new HDF5 file being written (usually a temporary of `atomic_path`), safe on a full disk.
+    """The one error for a full disk: ``OSError(ENOSPC)`` naming `path` (the final file, not a temporary).
 
     Parameters
     ----------
     path : str or Path
-        The file to create (truncated if it exists).
-    **kwargs
-        For `h5py.File` (``libver``, ``rdcc_nbytes``, ...).
+        The file that could not be written.
 
-    Attributes
-    ----------
-    file : h5py.File
-        Opened with mode "w" through a guarded file object (`_GuardedRaw`).
+    Returns
+    -------
+    OSError
+        errno ENOSPC, ``filename`` `path`.
     """
-
-    def __init__(self, path: str | Path, **kwargs: Any) -> None:
-        import h5py
-
-        self.path = Path(path)
-        self._raw = _GuardedRaw(self.path)
-        try:
-            self.file = h5py.File(self._raw, "w", **kwargs)
-        except BaseException:  # an interrupt included: the file just created goes too
-            self._raw.close()
-            self.path.unlink(missing_ok=True)
-            raise
-
-    def check(self) -> None:
-        """Raise the kept write failure now (e.g. after each batch), if there is one.
-
-        Raises
-        ------
-        OSError
-            ENOSPC as `disk_full_error` (naming `path`), else the failure itself.
-        """
-        if self._raw.error is not None:
-            err = self._raw.error
-            raise (disk_full_error(self.path) if is_disk_full(err) else OSError(err.errno, err.strerror, str(self.path)))
-
-    def close(self) -> None:
-        """Close the HDF5 file and the file beneath; raise a kept write failure (see `check`)."""
-        try:
-            if self.file.id.valid:
-                self.file.close()
-        finally:
-            self._raw.close()
-        self.check()
-
-    def abort(self) -> None:
-        """Close after a failure without raising (the caller removes the file)."""
-        with contextlib.suppress(Exception):
-            if self.file.id.valid:
-                self.file.close()
-        self._raw.close()
-
-    def __enter__(self) -> Any:
-        return self.file
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    return OSError(errno.ENOSPC, "no space left on device", str(path))
 
 
 def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host still runs: a killed process its parent has not yet
-    reaped (a zombie, e.g. an MPI rank whose mpirun was killed with it) has stopped running.
+    """Whether process `pid` of this host still runs.
+
+    A killed process its parent has not yet reaped (a zombie, e.g. an MPI rank whose mpirun was killed with it)
+    has stopped running.
     """
     try:
         os.kill(pid, 0)
@@ -349,12 +307,30 @@ class LockHolder:
 
     @classmethod
     def here(cls) -> LockHolder:
+        """The holder for the current process: host and pid, and inside Slurm its job id and restart count.
+
+        Returns
+        -------
+        LockHolder
+        """
         job = os.environ.get("SLURM_JOB_ID")
         restart = os.environ.get("SLURM_RESTART_COUNT", "0")
         return cls(_host(), os.getpid(), job, int(restart) if restart.isdigit() else 0)
 
     @classmethod
     def parse(cls, text: str) -> LockHolder:
+        """Read a holder back from a lock file's text (`str` of a `LockHolder`).
+
+        Parameters
+        ----------
+        text : str
+            ``host:pid`` then optional ``slurm_job=ID restart=N`` fields.
+
+        Returns
+        -------
+        LockHolder
+            ``pid`` None when the text has no number there.
+        """
         where, *fields = text.split()
         host, _, pid = where.rpartition(":")
         extra = dict(f.partition("=")[::2] for f in fields)
@@ -407,6 +383,11 @@ class OutputLock:
 
     def acquire(self) -> OutputLock:
         """Take the lock; returns self.
+
+        Returns
+        -------
+        OutputLock
+            This lock, held and refreshed every `heartbeat_s`.
 
         Raises
         ------
@@ -532,8 +513,14 @@ class OutputLock:
         self.held = False
 
     def live_holder(self) -> str | None:
-        """Who holds this lock now and may still run (``host:pid ...``), or None: no lock, or
-        one a run that is gone left (which `acquire` would take over).  Changes nothing.
+        """Who holds this lock now and may still run (``host:pid ...``), or None.
+
+        No lock, or one a run that is gone left (which `acquire` would take over).  Changes nothing.
+
+        Returns
+        -------
+        str or None
+            The holder's ``host:pid [slurm_job=ID restart=N]``.
         """
         holder = self._holder()
         if holder is None or self._gone(LockHolder.parse(holder)) is not None:
@@ -545,25 +532,3 @@ class OutputLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
-
-
-def open_h5_readonly(path: str | Path) -> Any:
-    """Open a store or catalogue for reading, without HDF5 file locks.
-
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    h5py.File
-        Opened with mode "r" and ``locking=False``; use it as a context manager.
-
-    Raises
-    ------
-    FileNotFoundError, OSError
-        From h5py: a missing or non-HDF5 file (the message names the path).
-    """
-    import h5py
-
-    return h5py.File(path, "r", locking=False)

@@ -82,6 +82,7 @@ def check_output(path: str | Path, role: str, *, suffixes: Sequence[str] | None 
     if lock:
         holder = OutputLock(path).live_holder()
         if holder is not None:
-            raise OutputInUseError(errno.EBUSY, f"in use by {holder} (lock {path}.lock; remove it only if that run is gone)",
+            raise OutputInUseError(errno.EBUSY,
+                                   f"in use by {holder} (lock {path}.lock; remove it only if that run is gone)",
                                    str(path))
     return path

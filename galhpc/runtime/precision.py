@@ -23,7 +23,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def check_precision(name: str, where: str = "precision") -> str:
-    """`name` if it is one of fp32 | bf16 | fp16; else a `ConfigError` naming `where`."""
+    """`name` if it is one of fp32 | bf16 | fp16; else a `ConfigError` naming `where`.
+
+    Parameters
+    ----------
+    name : str
+        The precision asked for.
+    where : str, optional
+        Where it was given (a config key or CLI flag), for the message.
+
+    Returns
+    -------
+    str
+        `name`, unchanged.
+
+    Raises
+    ------
+    ConfigError
+        If `name` is not a key of `PRECISIONS`.
+    """
     if name not in PRECISIONS:
         raise ConfigError(f"{where}: precision must be one of {' | '.join(PRECISIONS)}, got {name!r}")
     return name
@@ -41,7 +59,8 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
     Returns
     -------
-    context manager
+    contextlib.AbstractContextManager
+        ``torch.autocast`` to bfloat16 or float16, or a null context for fp32.
 
     Raises
     ------
@@ -55,7 +74,25 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
-    """A `torch.amp.GradScaler`, enabled for fp16 only (bf16 has float32's range)."""
+    """A `torch.amp.GradScaler`, enabled for fp16 only (bf16 has float32's range).
+
+    Parameters
+    ----------
+    precision : str
+        fp32 | bf16 | fp16.
+    device : torch.device
+        Where the model runs; its type selects the scaler's backend.
+
+    Returns
+    -------
+    torch.amp.GradScaler
+        Enabled for fp16; disabled (its scale/step/update pass through) otherwise.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown precision.
+    """
     check_precision(precision)
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
@@ -67,9 +104,22 @@ def _as_float32(value: Any) -> Any:
 
 
 def float32(fn: F) -> F:
-    """Decorator: run `fn` with autocast off and its floating tensor arguments in float32
-    (float64 ones are kept), so log-densities and KL terms keep float32's precision and
-    range inside a bf16/fp16 step; outside autocast it only casts low-precision inputs.
+    """Decorator: run `fn` with autocast off and its floating tensor arguments in float32.
+
+    float64 arguments are kept, so log-densities and KL terms keep at least float32's
+    precision and range inside a bf16/fp16 step; outside autocast it only casts
+    low-precision inputs.  Only direct positional and keyword tensor arguments are cast
+    (not tensors inside containers).
+
+    Parameters
+    ----------
+    fn : callable
+        The function to protect.
+
+    Returns
+    -------
+    callable
+        A wrapper with `fn`'s name and docstring.
     """
 
     @functools.wraps(fn)

@@ -1,4 +1,7 @@
-"""Process-level helpers used at the edges: logging, progress (bars or log lines), devices, threads, the start of an MPI rank."""
+"""Process-level helpers used at the edges: logging, progress, devices, threads, an MPI rank's start.
+
+Progress is shown as a bar on a terminal and as log lines elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,23 @@ T = TypeVar("T")
 
 
 def setup_logging(rank: int = 0, level: str | int = "INFO") -> logging.Logger:
-    """Log to stderr with the rank in every line; ranks > 0 log warnings only."""
+    """Log to stderr with the rank in every line; ranks > 0 log warnings only.
+
+    Replaces the handlers of the ``galhpc`` logger (calling it again does not duplicate
+    lines) and stops propagation to the root logger.
+
+    Parameters
+    ----------
+    rank : int, optional
+        This process's rank, written in every line.
+    level : str or int, optional
+        Level on rank 0 (e.g. "INFO", "DEBUG" or a logging constant); other ranks get WARNING.
+
+    Returns
+    -------
+    logging.Logger
+        The configured ``galhpc`` logger.
+    """
     logger = logging.getLogger("galhpc")
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
@@ -67,8 +86,9 @@ def progress(iterable: Iterable[T] | None = None, rank: int = 0, **kwargs: Any):
     job's output file, where a bar's carriage returns would fill the log with fragments
     glued to the log lines): one INFO line of logger ``galhpc.progress`` per
     `LOG_STEP_PERCENT` % of ``total`` (per `LOG_EVERY_S` seconds without a total), with
-    the count, rate and time left, at most one per `LOG_MIN_INTERVAL_S` seconds.  ``GALHPC_PROGRESS=0`` shows neither (e.g. in tests);
-    ``bar`` or ``log`` chooses one whatever stderr is.
+    the count, rate and time left, at most one per `LOG_MIN_INTERVAL_S` seconds.
+    ``GALHPC_PROGRESS=0`` shows neither (e.g. in tests); ``bar`` or ``log`` chooses one
+    whatever stderr is.
 
     Parameters
     ----------
@@ -82,7 +102,9 @@ def progress(iterable: Iterable[T] | None = None, rank: int = 0, **kwargs: Any):
 
     Returns
     -------
-    tqdm or an object with its ``update``/``set_postfix``/``close`` and iteration
+    tqdm.tqdm or object
+        A tqdm bar, or an object with its ``update``, ``set_postfix``, ``close``, context
+        manager and iteration.
     """
     mode = os.environ.get("GALHPC_PROGRESS", "")
     if rank != 0 or mode == "0":
@@ -155,7 +177,7 @@ class _LogProgress:
 
 
 class _NoBar:
-    """The part of tqdm's interface galhpc uses, showing nothing (tqdm is not installed)."""
+    """The part of tqdm's interface galhpc uses, showing nothing (ranks > 0, ``GALHPC_PROGRESS=0``)."""
 
     def __init__(self, iterable: Iterable[T] | None) -> None:
         self.iterable = iterable
@@ -180,6 +202,26 @@ class _NoBar:
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """The torch device a process runs on: "auto" takes CUDA when visible, else the CPU.
+
+    Parameters
+    ----------
+    name : str, optional
+        "auto", "cuda", "cpu" or any torch device string (e.g. "mps", "cuda:1").
+    local_rank : int, optional
+        This process's rank on its node; with "cuda" (or "auto" on a GPU node) it picks
+        GPU ``local_rank % device_count`` so that the node's ranks share its GPUs.
+
+    Returns
+    -------
+    torch.device
+        The device.
+
+    Raises
+    ------
+    RuntimeError
+        If "cuda" is asked for and no CUDA device is visible.
+    """
     import torch
 
     if name == "auto":
@@ -192,6 +234,13 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op CPU threads, or leave torch's default.
+
+    Parameters
+    ----------
+    threads : int or None
+        Threads for torch.set_num_threads; None or 0 leaves the current setting.
+    """
     if threads:
         import torch
 

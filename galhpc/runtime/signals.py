@@ -44,6 +44,15 @@ class StopFlag:
         self.what = what
 
     def __call__(self, signum: int, frame: Any) -> None:
+        """Signal handler: set `requested`, remember the signal's name and log a warning.
+
+        Parameters
+        ----------
+        signum : int
+            The signal number (SIGTERM or SIGUSR1).
+        frame : frame or None
+            The interrupted stack frame (unused).
+        """
         self.requested = True
         self.signal_name = signal.Signals(signum).name
         log.warning("%s received: finishing %s, then stopping (exit status %d)", self.signal_name, self.what,

@@ -10,6 +10,7 @@ consumer (double buffering); on CPU `to_device` is a pass-through.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -62,15 +63,27 @@ def background(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
+            with contextlib.suppress(queue.Empty):
                 buffer.get(timeout=0.1)
-            except queue.Empty:
-                pass
 
 
 def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """`batch` with `fn` applied to every tensor in it (dicts, tuples and lists are walked;
-    numpy arrays become tensors first only when `fn` is applied, other values pass).
+    """`batch` with `fn` applied to every tensor in it; other values pass unchanged.
+
+    Dicts, tuples and lists are walked recursively and rebuilt with the same type; numpy
+    arrays and other values are returned as they are (see `as_tensors` to convert arrays).
+
+    Parameters
+    ----------
+    batch : Any
+        A tensor, or a dict / tuple / list holding tensors and other values (walked recursively).
+    fn : callable
+        Applied to each torch.Tensor; its result replaces the tensor.
+
+    Returns
+    -------
+    Any
+        The same structure with every tensor replaced by ``fn(tensor)``.
     """
     if torch.is_tensor(batch):
         return fn(batch)
@@ -82,19 +95,60 @@ def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
 
 
 def to_device(batch: Any, device: torch.device, non_blocking: bool = True) -> Any:
-    """The tensors of `batch` moved to `device` (other values unchanged)."""
+    """The tensors of `batch` moved to `device` (other values unchanged).
+
+    Parameters
+    ----------
+    batch : Any
+        A tensor, or a dict / tuple / list holding tensors and other values (walked recursively).
+    device : torch.device
+        Target device.
+    non_blocking : bool, optional
+        Passed to ``Tensor.to``: asynchronous copies from pinned host memory to CUDA.
+
+    Returns
+    -------
+    Any
+        The same structure with every tensor on `device`.
+    """
     return map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
 
 
 def pin(batch: Any) -> Any:
-    """The tensors of `batch` in page-locked host memory (only when CUDA is available)."""
+    """The tensors of `batch` in page-locked host memory (only when CUDA is available).
+
+    Parameters
+    ----------
+    batch : Any
+        A tensor, or a dict / tuple / list holding tensors and other values (walked recursively).
+
+    Returns
+    -------
+    Any
+        `batch` itself without CUDA; else the same structure with every host tensor pinned
+        (cuda and already pinned tensors unchanged).
+    """
     if not torch.cuda.is_available():
         return batch
     return map_tensors(batch, lambda t: t if t.is_cuda or t.is_pinned() else t.pin_memory())
 
 
 def as_tensors(batch: Any) -> Any:
-    """Numpy arrays of numeric dtype in `batch` as tensors sharing their memory."""
+    """Numpy arrays of numeric dtype in `batch` as tensors sharing their memory.
+
+    Parameters
+    ----------
+    batch : Any
+        A numpy array, or a dict / tuple / list holding arrays and other values (walked
+        recursively).
+
+    Returns
+    -------
+    Any
+        The same structure with every bool, integer or float array replaced by
+        ``torch.from_numpy`` of it (a contiguous copy only where it was not contiguous);
+        other values unchanged.
+    """
     if isinstance(batch, np.ndarray) and batch.dtype.kind in "biuf":
         return torch.from_numpy(np.ascontiguousarray(batch))
     if isinstance(batch, dict):

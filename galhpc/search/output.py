@@ -1,95 +1,36 @@
-"""Search results on disk: a table (HDF5, FITS or CSV by extension) and a PNG mosaic."""
+"""Search results on disk: the units of a result table's columns and a PNG mosaic.
+
+The table itself is written and read by `galhpc.io.table` (HDF5, FITS or CSV by suffix).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from galhpc.runtime.files import atomic_path
-from galhpc.runtime.kinds import KIND_ATTR, SEARCH_TABLE
-from galhpc.search.source import SearchInputError
-
-TABLE_SUFFIXES = (".h5", ".hdf5", ".fits", ".fit", ".csv")
-
-
-def write_table(path: str | Path, columns: Mapping[str, np.ndarray], attrs: Mapping[str, str] | None = None,
-                units: Mapping[str, str] | None = None, kind: str = SEARCH_TABLE) -> Path:
-    """Write equal-length 1-D columns to `path`, the format chosen by its suffix
-    (.h5/.hdf5: one dataset per column, its unit in attribute ``unit``, root attribute
-    ``galhpc_kind`` = `kind`; .fits/.fit: a binary table with TUNITn; .csv: a header line).
-    `units`: unit of each column that has one.  Written under a temporary name and renamed,
-    so no half-written table is ever visible.
-
-    Raises
-    ------
-    SearchInputError
-        An unknown suffix.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise SearchInputError(f"{path}: unknown table format; use one of {', '.join(TABLE_SUFFIXES)}")
-    with atomic_path(path) as tmp:
-        if suffix in (".h5", ".hdf5"):
-            with h5py.File(tmp, "w") as f:
-                for name, values in columns.items():
-                    f.create_dataset(name, data=_plain(values))
-                    if name in (units or {}):
-                        f[name].attrs["unit"] = units[name]
-                f.attrs.update(dict(attrs or {}))
-                f.attrs[KIND_ATTR] = kind
-        elif suffix in (".fits", ".fit"):
-            from astropy.table import Table
-
-            table = Table({name: _plain(values) for name, values in columns.items()}, meta=dict(attrs or {}))
-            for name, unit in (units or {}).items():
-                table[name].unit = unit
-            table.write(tmp, format="fits")
-        else:
-            names = list(columns)
-            rows = zip(*(np.asarray(columns[n]).tolist() for n in names), strict=False)
-            with open(tmp, "w") as fh:
-                fh.write(",".join(names) + "\n")
-                fh.writelines(",".join(_csv_cell(v) for v in row) + "\n" for row in rows)
-    return path
 
 
 def table_units(columns: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> dict[str, str]:
-    """Units of the columns that have one (`galhpc.io.columns`: ra, dec in deg; a carried
-    store column the unit its store recorded, from the catalogue's /meta `meta`).
+    """Units of the table columns that have one (`galhpc.io.columns`).
+
+    Parameters
+    ----------
+    columns : mapping of str to numpy.ndarray
+        The result table's columns.
+    meta : mapping of str to object
+        The catalogue's /meta: the units of the store columns it carries.
+
+    Returns
+    -------
+    dict of str to str
+        ra, dec in deg; a carried store column the unit its store recorded.
     """
     from galhpc.io.columns import column_info
 
     return {name: unit for name in columns if (unit := column_info(name, meta).unit)}
-
-
-def read_table(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns of a table written by `write_table`."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        with h5py.File(path, "r") as f:
-            return {name: f[name][()] for name in f}
-    if suffix in (".fits", ".fit"):
-        from astropy.table import Table
-
-        table = Table.read(path)
-        return {name: np.asarray(table[name]) for name in table.colnames}
-    data = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
-    return {name: np.atleast_1d(data[name]) for name in data.dtype.names}
-
-
-def _plain(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values)
-    return values.astype("S") if values.dtype.kind == "U" else values
-
-
-def _csv_cell(value: object) -> str:
-    text = repr(value) if isinstance(value, float) else str(value)
-    return f'"{text}"' if "," in text else text
 
 
 def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: np.ndarray, labels: list[str],
@@ -103,10 +44,21 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
 
     Parameters
     ----------
-    query_stamps : np.ndarray, (Q, C, H, W) or (Q, H, W)
-    neighbour_stamps : np.ndarray, (Q, k, C, H, W) or (Q, k, H, W); NaN for an empty slot
-    labels : list of str, (Q,) query names
-    captions : np.ndarray of str, (Q, k) neighbour captions (id and distance)
+    path : str or Path
+        The PNG to write (atomically).
+    query_stamps : numpy.ndarray
+        Shape (Q, C, H, W) or (Q, H, W), float.
+    neighbour_stamps : numpy.ndarray
+        Shape (Q, k, C, H, W) or (Q, k, H, W); NaN for an empty slot.
+    labels : list of str
+        The Q query names.
+    captions : numpy.ndarray of str
+        Shape (Q, k): neighbour captions (id and distance).
+
+    Returns
+    -------
+    Path
+        `path`.
     """
     import matplotlib
 
@@ -135,8 +87,10 @@ def write_mosaic(path: str | Path, query_stamps: np.ndarray, neighbour_stamps: n
 
 
 def _display(stamp: np.ndarray):
-    """(H, W) plane of a stamp (the channel mean; zeros when it has NaN: an empty slot) and
-    its arcsinh colour scale: linear up to the sky noise (the MAD σ), logarithmic above.
+    """(H, W) plane of a stamp (the channel mean.
+
+    Zeros when it has NaN: an empty slot) and its arcsinh colour scale: linear up to the sky noise (the MAD σ),
+    logarithmic above.
     """
     from matplotlib.colors import AsinhNorm
 

@@ -1,5 +1,6 @@
-"""Query vectors for the search: catalogue objects by id or by sky position, or images
-encoded with the catalogue's own checkpoint (so they land in the same latent space).
+"""Query vectors for the search: catalogue objects by id or sky position, or encoded images.
+
+Images are encoded with the catalogue's own checkpoint, so they land in the same latent space.
 """
 
 from __future__ import annotations
@@ -42,7 +43,27 @@ class Queries:
 
 
 def queries_from_ids(catalog: CatalogColumns, object_ids: list[int], column: str = "mu") -> Queries:
-    """The latents of catalogue objects, looked up by object id."""
+    """The latents of catalogue objects, looked up by object id.
+
+    Parameters
+    ----------
+    catalog : CatalogColumns
+        An encoded catalogue with an `object_id` column.
+    object_ids : list of int
+        Object ids to search for, in query order.
+    column : str, optional
+        Latent column to read ("mu").
+
+    Returns
+    -------
+    Queries
+        (Q, L) float32 vectors, the ids, their catalogue rows and labels "id <n>".
+
+    Raises
+    ------
+    SearchInputError
+        If an id is not in the catalogue (raised by `CatalogColumns.rows_of_ids`).
+    """
     ids = np.asarray(object_ids, np.int64)
     rows = catalog.rows_of_ids(ids)
     vectors = catalog.read(column, rows).astype(np.float32)
@@ -53,7 +74,18 @@ ARCSEC_PER_RADIAN = 180.0 / np.pi * 3600.0
 
 
 def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Cartesian unit vectors (N, 3) float64 of sky positions `ra`, `dec` (N,) in degrees."""
+    """Cartesian unit vectors of sky positions.
+
+    Parameters
+    ----------
+    ra, dec : numpy.ndarray
+        (N,) right ascension and declination in degrees.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 3) float64 (x, y, z) on the unit sphere.
+    """
     ra, dec = np.radians(np.asarray(ra, np.float64)), np.radians(np.asarray(dec, np.float64))
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
 
@@ -62,8 +94,9 @@ FEW_QUERIES = 32  # up to this many positions: a direct scan of each block beats
 
 
 def _nearest_direct(points: np.ndarray, queries: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
-    """(chord length, index) of the nearest of `points` (B, 3) to each of `queries` (Q, 3),
-    from coordinate differences (exact like the KD-tree's; ties to the lower index).
+    """(chord length, index) of the nearest of `points` (B, 3) to each of `queries` (Q, 3).
+
+    Computed from coordinate differences (exact like the KD-tree's; ties to the lower index).
     """
     best = np.full(len(queries), np.inf)
     index = np.zeros(len(queries), np.int64)
@@ -79,10 +112,11 @@ def _nearest_direct(points: np.ndarray, queries: np.ndarray, chunk: int = 1 << 1
 
 def nearest_rows(catalog: CatalogColumns, ra: np.ndarray, dec: np.ndarray,
                  block_rows: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
-    """The catalogue row nearest on the sky to each position, streaming the catalogue's `ra`
-    and `dec` shard by shard (memory: one block), each block searched on unit vectors by
-    chord length (monotonic in angle): a direct scan for up to FEW_QUERIES positions, else
-    a KD-tree of the block (scipy cKDTree).
+    """The catalogue row nearest on the sky to each position, streaming `ra` and `dec` block by block.
+
+    The catalogue's columns are read shard by shard (memory: one block), each block searched
+    on unit vectors by chord length (monotonic in angle): a direct scan for up to FEW_QUERIES
+    positions, else a KD-tree of the block (scipy cKDTree).
 
     Parameters
     ----------
@@ -194,6 +228,8 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
         Where the temporary stores are made (a hidden directory beside it).
     checkpoint : Path, optional
         Overrides the checkpoint recorded in the catalogue (same SHA-256 required).
+    batch_size : int, optional
+        Stamps encoded per forward pass (default 256).
 
     Returns
     -------

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galhpc.formats.kinds import RARITY_TABLE
+from galhpc.io.table import write_table
 from galhpc.priors import gmm_log_joint
-from galhpc.runtime.kinds import RARITY_TABLE
-from galhpc.search.output import table_units, write_table
+from galhpc.search.output import table_units
 from galhpc.search.source import CatalogColumns
 from galhpc.search.topk import search_blocks
 
@@ -45,7 +46,23 @@ class LatentPrior:
 
 
 def latent_prior(model: torch.nn.Module | None, gmm: dict[str, np.ndarray] | None, latent_dim: int) -> LatentPrior:
-    """The model's mixture prior, else `gmm` (a catalogue's /gmm: log_pi, mu, var), else N(0, I)."""
+    """The latent density rarity is scored under: the model's mixture prior, else `gmm`, else N(0, I).
+
+    Parameters
+    ----------
+    model : torch.nn.Module, optional
+        The catalogue's model; used when it has a mixture prior (``has_mixture``, with
+        ``log_pi`` (K,), ``mu_c`` and ``var_c`` (K, L), as in VaDE, Jiang et al. 2017).
+    gmm : dict of str to numpy.ndarray, optional
+        A catalogue's /gmm group: ``log_pi`` (K,), ``mu`` and ``var`` (K, L).
+    latent_dim : int
+        L, for the N(0, I) fallback.
+
+    Returns
+    -------
+    LatentPrior
+        float64 log weights, means and variances, and a label saying which was used.
+    """
     if model is not None and getattr(model, "has_mixture", False):
         with torch.no_grad():
             return LatentPrior(model.log_pi.double().numpy(), model.mu_c.double().numpy(),
@@ -58,7 +75,22 @@ def latent_prior(model: torch.nn.Module | None, gmm: dict[str, np.ndarray] | Non
 
 
 def prior_nll(mu: np.ndarray, prior: LatentPrior, chunk: int = 4096) -> np.ndarray:
-    """-log p(μ) (N,) float64 under a diagonal GMM (log-sum-exp over components)."""
+    """-log p(μ) under a diagonal GMM (log-sum-exp over components), in nats.
+
+    Parameters
+    ----------
+    mu : numpy.ndarray
+        (N, L) latent vectors.
+    prior : LatentPrior
+        The diagonal Gaussian mixture.
+    chunk : int, optional
+        Rows evaluated at a time (memory: chunk x K x L float64).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) float64 negative log density.
+    """
     args = [torch.from_numpy(np.asarray(a, np.float64)) for a in (prior.log_pi, prior.mu, prior.var)]
     z = torch.from_numpy(np.asarray(mu, np.float64))
     parts = [-torch.logsumexp(gmm_log_joint(part, *args), dim=1) for part in z.split(chunk)]
@@ -66,13 +98,43 @@ def prior_nll(mu: np.ndarray, prior: LatentPrior, chunk: int = 4096) -> np.ndarr
 
 
 def reference_rows(n: int, reference: int) -> np.ndarray:
-    """All rows when n <= reference, else `reference` evenly strided rows."""
+    """All rows when n <= reference, else `reference` evenly strided rows.
+
+    Parameters
+    ----------
+    n : int
+        Catalogue rows.
+    reference : int
+        Most reference rows wanted.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted int64 rows: arange(n), or linspace(0, n - 1, reference) truncated to integers.
+    """
     return np.arange(n, dtype=np.int64) if n <= reference else np.linspace(0, n - 1, reference).astype(np.int64)
 
 
 def knn_distance(mu: np.ndarray, rows: np.ndarray, ref: np.ndarray, ref_rows: np.ndarray, k: int) -> np.ndarray:
-    """Distance (N,) float64 from each μ (catalogue rows `rows`) to its k-th nearest reference
-    vector `ref` (M, L) at catalogue rows `ref_rows` (sorted), itself excluded.
+    """Euclidean distance from each μ to its k-th nearest reference vector, itself excluded.
+
+    Parameters
+    ----------
+    mu : numpy.ndarray
+        (N, L) latent vectors.
+    rows : numpy.ndarray
+        (N,) int64 catalogue rows of `mu` (a row also in `ref_rows` is excluded from its own search).
+    ref : numpy.ndarray
+        (M, L) reference vectors.
+    ref_rows : numpy.ndarray
+        (M,) sorted int64 catalogue rows of `ref`.
+    k : int
+        Which neighbour's distance (1: the nearest other row).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) float64 distances in latent units (inf where fewer than k reference rows remain).
     """
     pos = np.searchsorted(ref_rows, rows)
     pos = np.minimum(pos, len(ref_rows) - 1)
@@ -89,15 +151,25 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
 
     Parameters
     ----------
-    catalog_path : an encoded catalogue (mu, object_id; recon_mse for recon_chi2)
-    out : table path (.h5/.hdf5, .fits, .csv): object_id, row, component, the SCORES, then
-        the store columns the catalogue carries (`CatalogColumns.carried`: ra, dec, ...)
-    k : neighbour whose distance is `knn_distance`
-    reference : most reference rows for the neighbour search (held in memory on every rank)
-    model : the catalogue's model, for its mixture prior (None: /gmm or N(0, I))
-    noise : catalogue rows (B,) -> per-pixel noise σ (B,) in the units of the stored images
-    block_rows : rows scored at a time
-    world : the run's World; each rank scores its shards, rank 0 gathers and writes
+    catalog_path : str or pathlib.Path
+        An encoded catalogue (mu, object_id; recon_mse for recon_chi2).
+    out : str or pathlib.Path
+        Table path (.h5/.hdf5, .fits, .csv): object_id, row, component, the SCORES, then
+        the store columns the catalogue carries (`CatalogColumns.carried`: ra, dec, ...).
+    k : int, optional
+        Neighbour whose distance is `knn_distance` (cut to the reference rows - 1).
+    reference : int, optional
+        Most reference rows for the neighbour search (held in memory on every rank).
+    model : torch.nn.Module, optional
+        The catalogue's model, for its mixture prior (None: /gmm or N(0, I)).
+    noise : callable, optional
+        Catalogue rows (B,) int64 -> per-pixel noise σ (B,) in the units of the stored
+        images; None leaves recon_chi2 NaN.
+    block_rows : int, optional
+        Rows scored at a time.
+    world : galhpc.runtime.world.World, optional
+        The run's World; each rank scores its shards, rank 0 gathers and writes
+        (default: `mpi_world()`).
 
     Returns
     -------

@@ -1,5 +1,6 @@
-"""The `galhpc-search` job: queries -> per-rank exact top-k over its shards -> global top-k ->
-table and mosaic (written by rank 0).
+"""The `galhpc-search` job.
+
+Queries -> per-rank exact top-k over its shards -> global top-k -> table and mosaic (written by rank 0).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from galhpc.runtime.files import open_h5_readonly
-from galhpc.search.output import table_units, write_mosaic, write_table
+from galhpc.io.store import open_store
+from galhpc.io.table import write_table
+from galhpc.search.output import table_units, write_mosaic
 from galhpc.search.query import Queries, queries_from_ids, queries_from_images, queries_from_positions
 from galhpc.search.source import CatalogColumns, SearchInputError
 from galhpc.search.topk import NO_ROW, TopK, reduce_ranks, search_blocks
@@ -24,6 +26,8 @@ DEFAULT_BLOCK_ROWS = 65536
 
 @dataclass
 class SearchResult:
+    """What a search found: the queries, their global top-k, the result table and the time it took (s)."""
+
     queries: Queries
     topk: TopK
     table: dict[str, np.ndarray]
@@ -31,10 +35,24 @@ class SearchResult:
 
 
 def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[str, np.ndarray]:
-    """One row per (query, neighbour): query, query_label, query_id, rank (1 = nearest), id,
-    row, distance (Euclidean, in the latent space), component (-1 when the catalogue has none),
-    then the neighbour's store columns the catalogue carries (`CatalogColumns.carried`: ra,
-    dec, ...).
+    """The result table: one row per (query, neighbour) found.
+
+    Parameters
+    ----------
+    catalog : CatalogColumns
+        The searched catalogue.
+    queries : Queries
+        The Q queries.
+    topk : TopK
+        Their neighbours' rows and distances, (Q, k); `NO_ROW` for an empty slot.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Columns query, query_label, query_id, rank (1 = nearest), id, row, distance
+        (Euclidean, in the latent space), component (-1 when the catalogue has none), then
+        the neighbour's store columns the catalogue carries (`CatalogColumns.carried`: ra,
+        dec, ...); each (n,), empty slots left out.
     """
     n_q, k = topk.rows.shape
     rows = topk.rows.reshape(-1)
@@ -60,14 +78,25 @@ def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[
 
 
 def store_stamps(store: Path, rows: np.ndarray) -> np.ndarray:
-    """Images of the store at `rows` (any order; NO_ROW gives a NaN stamp), float32."""
-    with open_h5_readonly(store) as f:
-        images = f["images"]
-        out = np.full((len(rows), *images.shape[1:]), np.nan, np.float32)
+    """Images of the store at `rows`, NaN stamps where there is no row.
+
+    Parameters
+    ----------
+    store : Path
+        The training store.
+    rows : numpy.ndarray
+        Shape (n,) int, any order, repeats allowed; `NO_ROW` for an empty slot.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, H, W) or (n, C, H, W) float32.
+    """
+    with open_store(store) as reader:
+        out = np.full((len(rows), *reader.info.image_shape), np.nan, np.float32)
         valid = rows != NO_ROW
-        unique, back = np.unique(rows[valid], return_inverse=True)
-        if len(unique):
-            out[valid] = images[unique][back]
+        if valid.any():
+            out[valid] = reader.read("images", rows[valid])
     return out
 
 
@@ -155,9 +184,33 @@ def _stack_images(parts: list[Queries]) -> np.ndarray | None:
 
 def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mosaic: Path | None,
                   store: Path | None = None, max_mosaic_queries: int = 12, checkpoint: Path | None = None) -> None:
-    """Rank 0's part: the table at `out` and, if asked, the mosaic (stamps from the catalogue's
-    store: `store`, else its /meta `input`; FITS cutouts are prepared as galhpc-encode did,
-    with the prep of the checkpoint's training store, into a temporary store).
+    """Write the search's outputs (rank 0 only): the table at `out` and, if asked, the mosaic.
+
+    The mosaic's stamps come from the catalogue's store (`store`, else its /meta
+    ``input``); FITS cutouts are prepared as galhpc-encode did, with the prep of the
+    checkpoint's training store, into a temporary store.
+
+    Parameters
+    ----------
+    result : SearchResult
+        `search_catalog`'s.
+    catalog_path : str or Path
+        The searched catalogue.
+    out : Path
+        The table (.h5, .fits or .csv).
+    mosaic : Path or None
+        The PNG, or None for none.
+    store : Path, optional
+        The stamps' store (default: the catalogue's /meta ``input``).
+    max_mosaic_queries : int
+        Most queries (rows) in the mosaic.
+    checkpoint : Path, optional
+        Overrides the catalogue's checkpoint (to prepare FITS input).
+
+    Raises
+    ------
+    SearchInputError
+        If the mosaic's store cannot be found or prepared.
     """
     import glob
 
@@ -195,7 +248,8 @@ def _write_mosaic(result: SearchResult, store: Path, mosaic: Path, max_mosaic_qu
     if q.images is not None:
         from_images = q.row[:n] == NO_ROW
         query_stamps[from_images] = q.images[:n][from_images].reshape(from_images.sum(), *query_stamps.shape[1:])
-    found = {(qi, r): i for qi, r, i in zip(result.table["query"], result.table["rank"], result.table["id"], strict=False)}
+    table = result.table
+    found = {(qi, r): i for qi, r, i in zip(table["query"], table["rank"], table["id"], strict=False)}
     captions = np.array([[f"id {found[(i, r + 1)]} d={result.topk.distance[i, r]:.2f}" if (i, r + 1) in found else ""
                           for r in range(result.topk.rows.shape[1])] for i in range(n)])
     write_mosaic(mosaic, query_stamps, neighbours, q.labels[:n], captions)

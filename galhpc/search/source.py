@@ -11,14 +11,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from galhpc.formats.kinds import STORE, check_kind
 from galhpc.io.catalog import open_catalog
 from galhpc.io.reader import Reader
 from galhpc.runtime.errors import DataError
-from galhpc.runtime.files import open_h5_readonly
-from galhpc.runtime.kinds import STORE, check_kind
 
 GROUPS = ("gmm",)  # small real groups of the master read whole
 
@@ -46,9 +44,7 @@ class CatalogColumns(Reader):
             raise SearchInputError(f"{self.path}: no latent column mu or z; is it an encoded catalogue?")
         self.n = len(self.catalog)
         self.meta = dict(self.catalog.meta)
-        with open_h5_readonly(self.path) as f:
-            self.groups = {name: {k: v[()] for k, v in f[name].items()} for name in GROUPS
-                           if isinstance(f.get(name), h5py.Group)}
+        self.groups = {name: self.catalog.read_group(name) for name in GROUPS if name in self.catalog.groups}
 
     def __len__(self) -> int:
         return self.n
@@ -59,9 +55,10 @@ class CatalogColumns(Reader):
 
     @property
     def carried(self) -> list[str]:
-        """The store columns the catalogue carries (its /meta ``passthrough`` list, e.g. ra,
-        dec, mag_r), in that order; for a catalogue without that record, ra and dec when
-        it has both.  Search and rarity tables copy them for every object they name.
+        """The store columns the catalogue carries (its /meta ``passthrough`` list, e.g. ra, dec, mag_r), in that order.
+
+        For a catalogue without that record, ra and dec when it has both.  Search and rarity tables copy
+        them for every object they name.
         """
         named = json.loads(self.meta.get("passthrough", "null") or "null")
         if named is None:
@@ -97,6 +94,16 @@ class CatalogColumns(Reader):
     def checkpoint_path(self, override: str | Path | None = None) -> Path | None:
         """The catalogue's checkpoint (`input_path`), checked against the one it was encoded with.
 
+        Parameters
+        ----------
+        override : str or Path, optional
+            The user's ``--checkpoint``.
+
+        Returns
+        -------
+        Path or None
+            None when neither the override nor /meta ``checkpoint`` is an existing file.
+
         Raises
         ------
         CheckpointError
@@ -115,14 +122,49 @@ class CatalogColumns(Reader):
             raise SearchInputError(f"{self.path}: no per-object column {column!r} (has {', '.join(self.columns)})")
 
     def rank_blocks(self, column: str, rank: int, size: int, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(first_row, rows) blocks of `column` from every `size`-th shard starting at `rank`."""
+        """Blocks of `column` from every `size`-th shard starting at `rank`, in row order.
+
+        Parameters
+        ----------
+        column : str
+            A per-object column.
+        rank, size : int
+            This rank and the number of ranks.
+        block_rows : int
+            Most rows per block (a block never spans two shards).
+
+        Yields
+        ------
+        first_row : int
+            Catalogue row of the block's first row.
+        rows : numpy.ndarray
+            Shape (n, ...) of the column's dtype.
+        """
         self._check(column)
         for shard in self.catalog.shards[rank::size]:
             for lo in range(shard.start, shard.stop, block_rows):
                 yield lo, self.catalog.read(column, slice(lo, min(lo + block_rows, shard.stop)))
 
     def read(self, column: str, rows: np.ndarray) -> np.ndarray:
-        """`column` at catalogue `rows` (any order, repeats allowed)."""
+        """`column` at catalogue `rows` (any order, repeats allowed).
+
+        Parameters
+        ----------
+        column : str
+            A per-object column.
+        rows : numpy.ndarray
+            Shape (n,) int, in [0, N).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n, ...) of the column's dtype.
+
+        Raises
+        ------
+        SearchInputError
+            For an unknown column or a row outside the catalogue.
+        """
         self._check(column)
         rows = np.asarray(rows, np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.n):
@@ -131,6 +173,18 @@ class CatalogColumns(Reader):
 
     def rows_of_ids(self, object_ids: np.ndarray, block_rows: int = 1 << 20) -> np.ndarray:
         """Catalogue row of each object id (first occurrence), scanning `object_id` in blocks.
+
+        Parameters
+        ----------
+        object_ids : numpy.ndarray
+            Shape (n,) int64.
+        block_rows : int
+            Rows of `object_id` read at a time.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n,) int64 (an id itself when the catalogue has no `object_id` column).
 
         Raises
         ------

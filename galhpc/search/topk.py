@@ -6,9 +6,8 @@ best (squared distance, row) pairs seen so far.  Each block goes through the ker
 (`galhpc.kernels.nearest_code(..., k=k)`: blocked, O(block) memory; the scan runs in
 float32 when queries and blocks are float32, else float64, and candidates are re-scored
 exactly in float64), so a pair's distance has the same bits whatever block or rank it was
-found in;
-merging sorts by (distance, row), so ties go to the lower row and the answer is the same
-on any number of ranks and any blocking, equal to brute force.
+found in; merging sorts by (distance, row), so ties go to the lower row and the answer is
+the same on any number of ranks and any blocking, equal to brute force.
 """
 
 from __future__ import annotations
@@ -41,6 +40,20 @@ class TopK:
 
     @classmethod
     def empty(cls, n_queries: int, k: int) -> TopK:
+        """A result with every slot empty, the identity of `merge`.
+
+        Parameters
+        ----------
+        n_queries : int
+            Q, the number of queries.
+        k : int
+            Slots per query.
+
+        Returns
+        -------
+        TopK
+            (Q, k) rows all NO_ROW and squared distances all +inf.
+        """
         return cls(np.full((n_queries, k), NO_ROW, np.int64), np.full((n_queries, k), np.inf))
 
     @property
@@ -50,7 +63,22 @@ class TopK:
 
 
 def merge(a: TopK, b: TopK, k: int) -> TopK:
-    """The k best of two candidate sets per query, sorted by (distance, row)."""
+    """The k best of two candidate sets per query, sorted by (distance, row).
+
+    Empty slots (NO_ROW, +inf) sort last, so ties go to the lower row whatever the merge order.
+
+    Parameters
+    ----------
+    a, b : TopK
+        Candidates for the same Q queries, (Q, ka) and (Q, kb).
+    k : int
+        Slots kept per query (at most ka + kb).
+
+    Returns
+    -------
+    TopK
+        (Q, k) rows and squared distances, nearest first.
+    """
     rows = np.concatenate([a.rows, b.rows], axis=1)
     dist = np.concatenate([a.sq_distance, b.sq_distance], axis=1)
     sort_rows = np.where(rows == NO_ROW, np.iinfo(np.int64).max, rows)
@@ -124,9 +152,10 @@ def reduce_ranks(local: TopK, world, k: int) -> TopK:
     ----------
     local : TopK
         This rank's result over its own rows.
-    world
+    world : galhpc.runtime.world.World
         The run's World (rank, size, allgather).
     k : int
+        Neighbours per query.
 
     Returns
     -------

@@ -156,8 +156,8 @@ def store_pixel_datasets(store: str | Path) -> list[str]:
     """The per-pixel maps (`sigma`, `mask`) the store holds beside its images, which batches
     then carry for the likelihoods (galhpc.models.pixels).
     """
+    from galhpc.formats.hdf5 import open_h5_readonly
     from galhpc.models.pixels import PIXEL_DATASETS
-    from galhpc.runtime.files import open_h5_readonly
 
     with open_h5_readonly(store) as f:
         return [name for name in PIXEL_DATASETS if name in f and f[name].shape == f["images"].shape]
@@ -174,7 +174,7 @@ def check_store_recipe(store: str | Path, model: GalaxyModel) -> None:
     """
     from galhpc.config import config_from_yaml_text
     from galhpc.data.store import read_store_info
-    from galhpc.runtime.files import open_h5_readonly
+    from galhpc.formats.hdf5 import open_h5_readonly
 
     info = read_store_info(store)
     try:

@@ -25,6 +25,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import h5py
+
+from galhpc.formats import catalog as catalog_format
+from galhpc.formats import store as store_format
+from galhpc.formats import table as table_format
+from galhpc.formats.hdf5 import open_h5_readonly
 from galhpc.runtime.errors import DataError
 
 KIND_ATTR = "galhpc_kind"
@@ -35,6 +41,7 @@ SEARCH_TABLE = "search_table"
 RARITY_TABLE = "rarity_table"
 KINDS = (STORE, ENCODE_CATALOGUE, GENERATE_CATALOGUE, SEARCH_TABLE, RARITY_TABLE)
 CATALOGUES = (ENCODE_CATALOGUE, GENERATE_CATALOGUE)
+CATALOGUE_KINDS = {"encode": ENCODE_CATALOGUE, "generate": GENERATE_CATALOGUE}  # a master's /meta kind -> its kind
 
 DESCRIPTIONS = {
     STORE: "a training store (galhpc-prep output)",
@@ -54,8 +61,10 @@ FILTERS = {
 
 
 class FileKindError(DataError):
-    """An HDF5 file of another galhpc kind than the command reads (a catalogue as a store, ...),
-    or one whose datasets need a compression filter this HDF5 lacks.
+    """An HDF5 file of another galhpc kind than the command reads, or needing a filter this HDF5 lacks.
+
+    E.g. a catalogue given as a store; or a file whose datasets are compressed with a
+    filter (blosc, zstd, ...) this HDF5 cannot decode.
     """
 
 
@@ -85,21 +94,21 @@ def file_kind(f: Any) -> str | None:
     recorded = f.attrs.get(KIND_ATTR)
     if recorded is not None:
         return _text(recorded)
-    meta = f.get("meta")
+    meta = f.get(catalog_format.META)
     if meta is not None and hasattr(meta, "attrs"):
         kind = _text(meta.attrs.get("kind", ""))
-        if kind in ("encode", "generate"):
-            return f"{kind}_catalogue"
+        if kind in CATALOGUE_KINDS:
+            return CATALOGUE_KINDS[kind]
     names = set(f.keys())
-    if all(a in f.attrs for a in ("shard", "start", "stop")):
-        return ENCODE_CATALOGUE if "mu" in names else GENERATE_CATALOGUE if "images" in names else None
-    if "nll_prior" in names:
+    if all(a in f.attrs for a in (catalog_format.SHARD_ATTR, catalog_format.START_ATTR, catalog_format.STOP_ATTR)):
+        return ENCODE_CATALOGUE if "mu" in names else GENERATE_CATALOGUE if store_format.IMAGES in names else None
+    if table_format.RARITY_COLUMN in names:
         return RARITY_TABLE
-    if {"query", "distance"} <= names:
+    if set(table_format.SEARCH_COLUMNS) <= names:
         return SEARCH_TABLE
     if "mu" in names:
         return ENCODE_CATALOGUE
-    if {"images", "object_id"} <= names:
+    if set(store_format.CORE) <= names:
         return STORE
     return None
 
@@ -144,24 +153,48 @@ def check_kind(path: str | Path, expected: str | Iterable[str], role: str) -> st
     """`require_kind` and `check_filters` on the file at `path` (opened read-only, no locks).
 
     A missing or non-HDF5 file passes (its reader reports it); see `require_kind`.
-    """
-    import h5py
 
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    expected : str or iterable of str
+        The kind(s) accepted.
+    role : str
+        What the command wants it for, for the message.
+
+    Returns
+    -------
+    str or None
+        The file's kind (None: not told, missing or not HDF5).
+
+    Raises
+    ------
+    FileKindError
+        Another kind, or a filter this HDF5 lacks.
+    """
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(str(path)):
         return None
-    with h5py.File(path, "r", locking=False) as f:
+    with open_h5_readonly(path) as f:
         kind = require_kind(f, path, expected, role)
         check_filters(f, path)
     return kind
 
 
 def missing_filter(dcpl: Any) -> tuple[int, str] | None:
-    """(filter id, name) of the first filter of a dataset creation property list that this
-    HDF5 cannot apply, or None.
-    """
-    import h5py
+    """(filter id, name) of the first filter of a dataset's creation property list this HDF5 cannot apply.
 
+    Parameters
+    ----------
+    dcpl : h5py.h5p.PropDCID
+        A dataset creation property list (``dataset.id.get_create_plist()``).
+
+    Returns
+    -------
+    tuple of (int, str) or None
+        None when every filter is available.
+    """
     for i in range(dcpl.get_nfilters()):
         code, _flags, _values, name = dcpl.get_filter(i)
         if not h5py.h5z.filter_avail(code):
@@ -170,7 +203,24 @@ def missing_filter(dcpl: Any) -> tuple[int, str] | None:
 
 
 def filter_error(path: str | Path, dataset: str, code: int, name: str) -> FileKindError:
-    """The one-line error for dataset `dataset` of `path` compressed with an unavailable filter."""
+    """The one-line error for dataset `dataset` of `path` compressed with an unavailable filter.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    dataset : str
+        The dataset's name.
+    code : int
+        HDF5 filter id.
+    name : str
+        The filter's name as HDF5 reports it.
+
+    Returns
+    -------
+    FileKindError
+        Naming the filter, the package that provides it and how to point HDF5 at it.
+    """
     label, package = FILTERS.get(code, (name, "hdf5plugin"))
     return FileKindError(
         f"{path}: dataset /{dataset.lstrip('/')} is compressed with the HDF5 filter {label} (id {code}), which this "
@@ -182,13 +232,18 @@ def filter_error(path: str | Path, dataset: str, code: int, name: str) -> FileKi
 def check_filters(f: Any, path: str | Path) -> None:
     """Refuse a file with a real (not virtual) root dataset whose filter this HDF5 lacks.
 
+    Parameters
+    ----------
+    f : h5py.File
+        Open for reading.
+    path : str or Path
+        Its name, for the message.
+
     Raises
     ------
     FileKindError
         Naming the file, the dataset, the filter and the package that provides it.
     """
-    import h5py
-
     for name, obj in f.items():
         if isinstance(obj, h5py.Dataset) and not obj.is_virtual:
             found = missing_filter(obj.id.get_create_plist())

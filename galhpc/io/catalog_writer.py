@@ -27,20 +27,28 @@ import h5py
 import numpy as np
 
 import galhpc
-from galhpc.inference.shards import CatalogError, Shard, shard_file_name
-from galhpc.runtime.errors import ConfigError
-from galhpc.runtime.files import H5Output, atomic_path, open_h5_readonly
-from galhpc.runtime.kinds import KIND_ATTR, missing_filter
+from galhpc.formats.catalog import (
+    FINGERPRINT_ATTR,
+    IMAGE_COLUMNS,
+    META,
+    SHARD_ATTR,
+    START_ATTR,
+    STOP_ATTR,
+    TABLE,
+    Shard,
+    shard_file_name,
+    shard_path,
+)
+from galhpc.formats.hdf5 import H5Output, open_h5_readonly
+from galhpc.formats.kinds import CATALOGUE_KINDS, KIND_ATTR, missing_filter
+from galhpc.runtime.errors import CatalogError, ConfigError
+from galhpc.runtime.files import atomic_path
 
-log = logging.getLogger("galhpc.inference.h5out")
+log = logging.getLogger("galhpc.io.catalog_writer")
 
 LIBVER = ("earliest", "v110")
-TABLE = "catalog"
-META = "meta"
-IMAGE_COLUMNS = ("images", "images_clean")
 CHUNK_BYTES = 1 << 20
 COMPRESSIONS = ("none", "gzip")
-FINGERPRINT_ATTR = "fingerprint"  # a shard's run fingerprint (JSON), checked before a re-run keeps it
 
 
 def parse_compression(spec: str) -> dict[str, Any]:
@@ -49,6 +57,21 @@ def parse_compression(spec: str) -> dict[str, Any]:
     lzf is refused: it is h5py's own filter, so h5dump, HDF5's C/Fortran library, netCDF
     and most non-Python readers cannot decode a catalogue compressed with it, and a
     catalogue is meant to be read by anyone (gzip is in every HDF5 build).
+
+    Parameters
+    ----------
+    spec : str
+        ``"none"``, ``"gzip"`` (level 4) or ``"gzip:N"`` (N in 0..9).
+
+    Returns
+    -------
+    dict of str to Any
+        Empty for none; else ``compression``, ``compression_opts`` and ``shuffle``.
+
+    Raises
+    ------
+    ConfigError
+        For lzf, an unknown name or a bad level.
     """
     name, _, level = spec.partition(":")
     if name == "lzf":
@@ -68,17 +91,55 @@ def parse_compression(spec: str) -> dict[str, Any]:
 
 
 def chunk_rows(row_bytes: int, n_rows: int) -> int:
-    """Rows per chunk: whole rows, about CHUNK_BYTES per chunk."""
+    """Rows per chunk: whole rows, about CHUNK_BYTES per chunk.
+
+    Parameters
+    ----------
+    row_bytes : int
+        Bytes of one row.
+    n_rows : int
+        Rows of the dataset.
+
+    Returns
+    -------
+    int
+        In [1, max(1, n_rows)].
+    """
     return max(1, min(n_rows, CHUNK_BYTES // max(1, row_bytes)))
 
 
 def table_dtype(columns: Mapping[str, np.ndarray]) -> np.dtype:
-    """Compound dtype of the non-image columns (vector columns become array fields)."""
+    """Compound dtype of the non-image columns (vector columns become array fields).
+
+    Parameters
+    ----------
+    columns : mapping of str to numpy.ndarray
+        A batch of columns, each (B, ...).
+
+    Returns
+    -------
+    numpy.dtype
+        One field per column not in `IMAGE_COLUMNS`, in order.
+    """
     fields = [(name, a.dtype, a.shape[1:]) for name, a in columns.items() if name not in IMAGE_COLUMNS]
     return np.dtype([(n, d, s) if s else (n, d) for n, d, s in fields])
 
 
 def to_table(columns: Mapping[str, np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """The rows of a batch as records of the compound `dtype` (`table_dtype`).
+
+    Parameters
+    ----------
+    columns : mapping of str to numpy.ndarray
+        Each (B, ...); every field of `dtype` must be among them.
+    dtype : numpy.dtype
+        The compound dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (B,) of `dtype`.
+    """
     rows = np.empty(len(next(iter(columns.values()))), dtype=dtype)
     for name in dtype.names:
         rows[name] = columns[name]
@@ -86,7 +147,21 @@ def to_table(columns: Mapping[str, np.ndarray], dtype: np.dtype) -> np.ndarray:
 
 
 class ShardWriter:
-    """Writes the columns of one shard; datasets are created from the first batch's shapes."""
+    """Writes the columns of one shard; datasets are created from the first batch's shapes.
+
+    Parameters
+    ----------
+    path : Path
+        The file to create (a temporary of `galhpc.io.shards.shard_in_flight`).
+    shard : Shard
+        Its objects [start, stop), recorded as root attributes.
+    compression : str
+        `parse_compression` spec.
+    table : bool
+        Also write the compound dataset ``catalog`` of the non-image columns.
+    attrs : mapping of str to Any, optional
+        More root attributes (``galhpc_kind``, the run's ``fingerprint``).
+    """
 
     def __init__(self, path: Path, shard: Shard, compression: str = "none", table: bool = True,
                  attrs: Mapping[str, Any] | None = None) -> None:
@@ -99,10 +174,26 @@ class ShardWriter:
         self._datasets: dict[str, h5py.Dataset] = {}  # kept open: no flush on every access
         self._out = H5Output(self.path, libver=LIBVER, rdcc_nbytes=4 * CHUNK_BYTES)  # full disk: OSError, no crash
         self.file = self._out.file
-        self.file.attrs.update({"shard": shard.index, "start": shard.start, "stop": shard.stop, **(attrs or {})})
+        self.file.attrs.update({SHARD_ATTR: shard.index, START_ATTR: shard.start, STOP_ATTR: shard.stop,
+                                **(attrs or {})})
 
     def write(self, offset: int, columns: Mapping[str, np.ndarray]) -> None:
-        """Write rows [offset, offset + B) of every column (offset relative to the shard)."""
+        """Write rows [offset, offset + B) of every column (offset relative to the shard).
+
+        Parameters
+        ----------
+        offset : int
+            First row, relative to the shard's start.
+        columns : mapping of str to numpy.ndarray
+            Each (B, ...), the same columns and row shapes in every call.
+
+        Raises
+        ------
+        ValueError
+            If the rows run past the shard's end.
+        OSError
+            If a write failed (a full disk: `galhpc.runtime.files.disk_full_error`).
+        """
         n = len(next(iter(columns.values())))
         if offset + n > self.shard.size:
             raise ValueError(f"rows {offset}..{offset + n} exceed shard {self.shard.index} of {self.shard.size} rows")
@@ -131,6 +222,15 @@ class ShardWriter:
             )
 
     def close(self) -> None:
+        """Flush and close the file once every row of the shard is written.
+
+        Raises
+        ------
+        RuntimeError
+            If rows are missing (the file is closed without flushing).
+        OSError
+            If a write failed.
+        """
         if self.rows_written != self.shard.size:
             self.abort()
             raise RuntimeError(f"shard {self.shard.index}: {self.rows_written} of {self.shard.size} rows written")
@@ -148,6 +248,13 @@ class WriteBehind:
 
     At most `depth` calls wait in the queue; an exception in the writer thread is raised
     again in the caller on the next `submit` or on `finish`.
+
+    Parameters
+    ----------
+    write : callable
+        Called as ``write(*args)`` for each `submit` in order, in the background thread.
+    depth : int
+        Most calls waiting.
     """
 
     def __init__(self, write: Callable[..., None], depth: int = 2) -> None:
@@ -166,6 +273,13 @@ class WriteBehind:
                     self._error = err
 
     def submit(self, *args: Any) -> None:
+        """Queue ``write(*args)``, blocking while `depth` calls wait.
+
+        Parameters
+        ----------
+        *args
+            The call's arguments (arrays are not copied: do not modify them afterwards).
+        """
         self._raise_pending()
         self._queue.put(args)
 
@@ -181,10 +295,19 @@ class WriteBehind:
 
 
 def catalogue_attrs(kind: Any) -> dict[str, str]:
-    """The root attribute ``galhpc_kind`` of the files of an ``encode``/``generate`` catalogue
-    (`galhpc.runtime.kinds`); none for another `kind` (files then go by their layout).
+    """The root attribute ``galhpc_kind`` of the files of an ``encode``/``generate`` catalogue.
+
+    Parameters
+    ----------
+    kind : Any
+        The /meta ``kind`` (``"encode"``, ``"generate"``; anything else gives none, and
+        the files then go by their layout: `galhpc.formats.kinds.file_kind`).
+
+    Returns
+    -------
+    dict of str to str
     """
-    return {KIND_ATTR: f"{kind}_catalogue"} if kind in ("encode", "generate") else {}
+    return {KIND_ATTR: CATALOGUE_KINDS[kind]} if kind in CATALOGUE_KINDS else {}
 
 
 def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | None:
@@ -195,6 +318,15 @@ def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | No
     when both the file and `fingerprint` (JSON, sorted keys) record one, that the file's
     run fingerprint is this run's.  Data are not read: this runs on every shard of a re-run.
 
+    Parameters
+    ----------
+    path : Path
+        The shard file.
+    shard : Shard
+        What it should hold.
+    fingerprint : str or None
+        This run's fingerprint (JSON), or None not to compare.
+
     Returns
     -------
     str or None
@@ -202,7 +334,7 @@ def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | No
     """
     try:
         with open_h5_readonly(path) as f:
-            span = (f.attrs.get("start"), f.attrs.get("stop"))
+            span = (f.attrs.get(START_ATTR), f.attrs.get(STOP_ATTR))
             if tuple(int(v) if v is not None else None for v in span) != (shard.start, shard.stop):
                 return f"holds objects {span[0]}..{span[1]}, expected {shard.start}..{shard.stop}"
             recorded = f.attrs.get(FINGERPRINT_ATTR)
@@ -227,7 +359,28 @@ def shard_problem(path: Path, shard: Shard, fingerprint: str | None) -> str | No
 
 def run_meta(kind: str, fingerprint: Mapping[str, Any], checkpoint: str | Path, checkpoint_sha256: str,
              config_yaml: str, model_name: str) -> dict[str, Any]:
-    """The /meta attributes shared by encode and generate masters."""
+    """The /meta attributes shared by encode and generate masters.
+
+    Parameters
+    ----------
+    kind : str
+        ``"encode"`` or ``"generate"``.
+    fingerprint : mapping of str to Any
+        The run's fingerprint (stored as JSON, sorted keys).
+    checkpoint : str or Path
+        The model file (stored as an absolute path).
+    checkpoint_sha256 : str
+        Its SHA-256 (hex).
+    config_yaml : str
+        The checkpoint's config.
+    model_name : str
+        The model's registered name.
+
+    Returns
+    -------
+    dict of str to Any
+        Also ``galhpc_version`` and ``created`` (UTC, ISO 8601).
+    """
     return {
         "kind": kind,
         "galhpc_version": galhpc.__version__,
@@ -236,24 +389,47 @@ def run_meta(kind: str, fingerprint: Mapping[str, Any], checkpoint: str | Path, 
         "model": model_name,
         "config": config_yaml,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": json.dumps(dict(fingerprint), sort_keys=True),
+        FINGERPRINT_ATTR: json.dumps(dict(fingerprint), sort_keys=True),
     }
 
 
 def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
-    """The /meta fingerprint of an existing master file, or None if it has none."""
+    """The /meta fingerprint of an existing master file.
+
+    Parameters
+    ----------
+    path : Path
+        An existing output (a master file, or anything else found there).
+
+    Returns
+    -------
+    dict of str to Any or None
+        None if it is unreadable or records none.
+    """
     try:
         with open_h5_readonly(path) as f:
-            text = f[META].attrs.get("fingerprint") if META in f else None
+            text = f[META].attrs.get(FINGERPRINT_ATTR) if META in f else None
     except (OSError, KeyError):
         return None
     return json.loads(text) if text else None
 
 
 def missing_value(dtype: np.dtype) -> np.ndarray:
-    """The fill value of a master's virtual dataset: what a plain HDF5 reader gets for rows
-    whose shard it cannot open.  NaN for floats, -1 for integers (every galhpc id, index and
-    component is >= 0), per field for the compound table, so such rows cannot pass for data.
+    """The fill value of a master's virtual dataset.
+
+    What a plain HDF5 reader gets for rows whose shard it cannot open.  NaN for floats, -1 for integers (every
+    galhpc id, index and component is >= 0), per field for the compound table, so such rows cannot pass for
+    data.
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        A column's dtype (or the compound table's).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape () of `dtype` (zero for fields that are neither float nor integer).
     """
     dtype = np.dtype(dtype)
     value = np.zeros((), dtype)
@@ -274,13 +450,33 @@ def missing_value(dtype: np.dtype) -> np.ndarray:
 
 def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[str, Any],
                  groups: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> Path:
-    """Write the master file: one virtual dataset per shard column, /meta attributes, and
-    small real datasets under `groups` (e.g. a fitted GMM).  Atomic (`galhpc.runtime.files.atomic_path`).
+    """Write the master file.
+
+    One virtual dataset per shard column, /meta attributes, and small real datasets under `groups` (e.g. a
+    fitted GMM).  Atomic (`galhpc.runtime.files.atomic_path`).
 
     Rows of a shard HDF5 cannot open read as `missing_value` (NaN, -1), never as zeros;
     galhpc's own reader (`galhpc.io.catalog`) reads the shards directly and refuses them.
+
+    Parameters
+    ----------
+    out : Path
+        The master file to write.
+    shard_dir : Path
+        The shard directory (its name is stored in the relative source paths).
+    shards : list of Shard
+        Every shard, in order, complete; the first's datasets give the schema.
+    meta : mapping of str to Any
+        The /meta attributes (`run_meta`).
+    groups : mapping of str to mapping of str to numpy.ndarray, optional
+        Small groups of real datasets.
+
+    Returns
+    -------
+    Path
+        `out`.
     """
-    with open_h5_readonly(shard_dir / shard_file_name(shards[0].index)) as first:
+    with open_h5_readonly(shard_path(shard_dir, shards[0].index)) as first:
         schema = {name: (ds.shape[1:], ds.dtype) for name, ds in first.items()}
     n_objects = shards[-1].stop
     with atomic_path(out) as tmp, H5Output(tmp, libver=LIBVER) as f:
@@ -306,14 +502,37 @@ def write_master(out: Path, shard_dir: Path, shards: list[Shard], meta: Mapping[
 
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write named arrays (e.g. the post-hoc GMM) to a small HDF5 file atomically (`atomic_path`)."""
+    """Write named arrays (e.g. the post-hoc GMM) to a small HDF5 file atomically (`atomic_path`).
+
+    Parameters
+    ----------
+    path : Path
+        The file to write.
+    arrays : mapping of str to numpy.ndarray
+        One dataset each.
+    """
     with atomic_path(path) as tmp, H5Output(tmp, libver=LIBVER) as f:
         for name, values in arrays.items():
             f.create_dataset(name, data=values)
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Read back a file of `save_arrays`."""
+    """Read back a file of `save_arrays`.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+
+    Raises
+    ------
+    CatalogError
+        If it is unreadable.
+    """
     try:
         with open_h5_readonly(path) as f:
             return {name: f[name][()] for name in f}

@@ -18,33 +18,36 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from galhpc.formats.catalog import SHARD_GLOB, Shard, manifest_path, shard_dir_for, shard_file_name, shard_path
 from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.files import atomic_path, remove_stale_temps, write_text_atomic
 
-log = logging.getLogger("galhpc.inference.shards")
-
-MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Objects [start, stop) of the catalogue, stored in shard file number `index`."""
-
-    index: int
-    start: int
-    stop: int
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
+log = logging.getLogger("galhpc.io.shards")
 
 
 def plan_shards(n_objects: int, shard_size: int) -> list[Shard]:
-    """Cut objects 0..n-1 into consecutive shards of `shard_size` (the last may be short)."""
+    """Cut objects 0..n-1 into consecutive shards of `shard_size` (the last may be short).
+
+    Parameters
+    ----------
+    n_objects : int
+        Objects in the catalogue, >= 1.
+    shard_size : int
+        Objects per shard, >= 1.
+
+    Returns
+    -------
+    list of Shard
+        Shard i holds objects [i * shard_size, min((i + 1) * shard_size, n_objects)).
+
+    Raises
+    ------
+    CatalogError
+        If either number is below 1.
+    """
     if n_objects < 1:
         raise CatalogError(f"a catalogue needs at least one object, got n={n_objects}")
     if shard_size < 1:
@@ -56,27 +59,37 @@ def plan_shards(n_objects: int, shard_size: int) -> list[Shard]:
 
 
 def assign_shards(pending: list[Shard], rank: int, size: int) -> list[Shard]:
-    """This rank's share of the pending shards: every `size`-th, starting at `rank`."""
+    """The share of the pending shards one rank writes: every `size`-th, starting at `rank`.
+
+    Parameters
+    ----------
+    pending : list of Shard
+        The shards still to write, in order.
+    rank, size : int
+        This rank and the number of ranks.
+
+    Returns
+    -------
+    list of Shard
+    """
     return pending[rank::size]
 
 
-def shard_dir_for(out: str | Path) -> Path:
-    """`synth.h5` -> `synth.h5.shards` (beside the master file)."""
-    out = Path(out)
-    return out.with_name(out.name + ".shards")
-
-
-def shard_file_name(index: int) -> str:
-    return f"{index:06d}.h5"
-
-
-def shard_path(shard_dir: Path, index: int) -> Path:
-    return shard_dir / shard_file_name(index)
-
-
 def complete_shards(shard_dir: Path, shards: list[Shard]) -> set[int]:
-    """Indices of the shards whose final file exists (complete by construction)."""
-    present = {p.name for p in shard_dir.glob("*.h5")} if shard_dir.is_dir() else set()
+    """Indices of the shards whose final file exists (complete by construction).
+
+    Parameters
+    ----------
+    shard_dir : Path
+        The shard directory (may not exist yet).
+    shards : list of Shard
+        The run's shards.
+
+    Returns
+    -------
+    set of int
+    """
+    present = {p.name for p in shard_dir.glob(SHARD_GLOB)} if shard_dir.is_dir() else set()
     return {s.index for s in shards if shard_file_name(s.index) in present}
 
 
@@ -85,6 +98,16 @@ def remove_stale_temporaries(shard_dir: Path) -> int:
 
     Called under the output's lock before this run's ranks write: no other run writes
     here, so the temporaries of other hosts (a node that died) are abandoned too.
+
+    Parameters
+    ----------
+    shard_dir : Path
+        Where the run's shards are written.
+
+    Returns
+    -------
+    int
+        How many temporaries were removed.
     """
     stale = remove_stale_temps(shard_dir, max_age_s=0.0)
     if stale:
@@ -98,19 +121,59 @@ def shard_in_flight(shard_dir: Path, shard: Shard) -> Iterator[Path]:
 
     On any exception the temporary file is removed, so only whole shards are ever
     visible under their final names.
+
+    Parameters
+    ----------
+    shard_dir : Path
+        The shard directory.
+    shard : Shard
+        The shard to write.
+
+    Yields
+    ------
+    Path
+        The temporary file (``.NNNNNN.h5.tmp.<host>.<pid>``) beside the shard's final name.
     """
     with atomic_path(shard_path(shard_dir, shard.index)) as tmp:
         yield tmp
 
 
 def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two fingerprints, as 'key: old -> new' lines."""
+    """Keys whose values differ between two fingerprints, as 'key: old -> new' lines.
+
+    Parameters
+    ----------
+    old, new : dict of str to Any
+        The recorded and this run's fingerprints.
+
+    Returns
+    -------
+    list of str
+        Sorted by key.
+    """
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
 def read_manifest(shard_dir: Path) -> dict[str, Any] | None:
-    path = shard_dir / MANIFEST
+    """The fingerprint a shard directory's manifest records.
+
+    Parameters
+    ----------
+    shard_dir : Path
+        `<out>.shards` (its ``manifest.json`` is read).
+
+    Returns
+    -------
+    dict of str to Any or None
+        None when there is no manifest.
+
+    Raises
+    ------
+    CatalogError
+        If the manifest exists but cannot be read as JSON.
+    """
+    path = manifest_path(shard_dir)
     if not path.is_file():
         return None
     try:
@@ -120,7 +183,21 @@ def read_manifest(shard_dir: Path) -> dict[str, Any] | None:
 
 
 def same_run(recorded: dict[str, Any] | None, fingerprint: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
-    """Whether a recorded fingerprint is this run's, keys in `ignore` aside."""
+    """Whether a recorded fingerprint is this run's, keys in `ignore` aside.
+
+    Parameters
+    ----------
+    recorded : dict of str to Any or None
+        The manifest's (or master's) fingerprint; None is never this run's.
+    fingerprint : dict of str to Any
+        This run's.
+    ignore : tuple of str
+        Keys not compared.
+
+    Returns
+    -------
+    bool
+    """
     if recorded is None:
         return False
     return ({k: v for k, v in recorded.items() if k not in ignore}
@@ -128,9 +205,17 @@ def same_run(recorded: dict[str, Any] | None, fingerprint: dict[str, Any], ignor
 
 
 def record_manifest(shard_dir: Path, fingerprint: dict[str, Any]) -> None:
-    """Write `<shard_dir>/manifest.json` unless a run already recorded one (atomic)."""
+    """Write `<shard_dir>/manifest.json` unless a run already recorded one (atomic).
+
+    Parameters
+    ----------
+    shard_dir : Path
+        The shard directory (existing).
+    fingerprint : dict of str to Any
+        This run's fingerprint (JSON-serialisable).
+    """
     if read_manifest(shard_dir) is None:
-        write_text_atomic(shard_dir / MANIFEST, json.dumps(fingerprint, indent=1, sort_keys=True))
+        write_text_atomic(manifest_path(shard_dir), json.dumps(fingerprint, indent=1, sort_keys=True))
 
 
 def prepare_output(
@@ -146,9 +231,35 @@ def prepare_output(
     same run is resumed: its complete shards are kept, partial ones removed.  Keys in
     `ignore` are not compared (an automatic shard size, resolved later from the record);
     `record=False` leaves writing the manifest to the caller (`record_manifest`).
+
+    Parameters
+    ----------
+    out : Path
+        The master file.
+    fingerprint : dict of str to Any
+        This run's fingerprint.
+    overwrite : bool
+        Delete an output of another run instead of refusing it.
+    master_fingerprint : dict of str to Any or None
+        The existing master's /meta fingerprint, if any.
+    ignore : tuple of str
+        Fingerprint keys not compared.
+    record : bool
+        Write the manifest now.
+
+    Returns
+    -------
+    Path
+        The shard directory, ``<out>.shards``.
+
+    Raises
+    ------
+    CatalogError
+        If an output of another run (or not a galhpc catalogue) exists and not `overwrite`,
+        or the manifest is unreadable.
     """
     shard_dir = shard_dir_for(out)
-    if not out.exists() and shard_dir.is_dir() and not any(shard_dir.glob("[0-9]*.h5")):
+    if not out.exists() and shard_dir.is_dir() and not any(shard_dir.glob(SHARD_GLOB)):
         shutil.rmtree(shard_dir)  # a run that failed before completing any shard: nothing to lose
     manifest = read_manifest(shard_dir)
     recorded = manifest if manifest is not None else master_fingerprint
