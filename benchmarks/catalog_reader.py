@@ -65,7 +65,8 @@ else:  # the shard files one at a time
                 parts.append(f["images"][r % shard_size][None])
     values = np.concatenate(parts)
 seconds = time.perf_counter() - begin
-wrong = int((values != np.arange(n)).sum()) if what == "column" else int(np.isnan(values.astype(np.float32)).any(axis=(1, 2)).sum())
+wrong = (int((values != np.arange(n)).sum()) if what == "column"
+         else int(np.isnan(values.astype(np.float32)).any(axis=(1, 2)).sum()))
 print(json.dumps({{"seconds": seconds, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "wrong": wrong, "rows": len(values)}}))
 """

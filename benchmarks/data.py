@@ -78,7 +78,8 @@ def metrics_cost(n: int, size: int) -> dict[str, float]:
     numpy_cpu, numpy_wall = per_stamp(lambda: [quality_metrics(img, 8) for img in block.images], n)
     quality.metrics(block.images[:2], 8)
     numba_cpu, numba_wall = per_stamp(lambda: quality.metrics(block.images, 8), n)
-    return {"sim": sim, "numpy_cpu": numpy_cpu, "numpy_wall": numpy_wall, "numba_cpu": numba_cpu, "numba_wall": numba_wall}
+    return {"sim": sim, "numpy_cpu": numpy_cpu, "numpy_wall": numpy_wall, "numba_cpu": numba_cpu,
+            "numba_wall": numba_wall}
 
 
 def prep_speedup(n: int, size: int, tmp: Path) -> tuple[float, float, float]:
@@ -138,7 +139,8 @@ def main() -> None:
     print(f"quality metrics: {m['numpy_cpu'] * 1e3:.2f} ms CPU per stamp vs simulation {m['sim'] * 1e3:.2f} ms; "
           f"ratio {m['numpy_cpu'] / m['sim']:.2f}")
     print(f"quality metrics, numba batch on {numba.get_num_threads()} thread(s): {m['numba_cpu'] * 1e3:.3f} ms CPU, "
-          f"{m['numba_wall'] * 1e3:.3f} ms wall per stamp; numpy loop / numba {m['numpy_cpu'] / m['numba_cpu']:.1f}x CPU, "
+          f"{m['numba_wall'] * 1e3:.3f} ms wall per stamp; "
+          f"numpy loop / numba {m['numpy_cpu'] / m['numba_cpu']:.1f}x CPU, "
           f"{m['numpy_wall'] / m['numba_wall']:.1f}x wall")
 
 

@@ -66,7 +66,8 @@ def run_step(cmd: list[str], timeout: float, env: dict[str, str] | None = None) 
     try:
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(timeout, 1), env=env)
     except subprocess.TimeoutExpired:
-        return {"ok": False, "seconds": round(time.perf_counter() - start, 1), "why": f"timed out after {timeout:.0f} s"}
+        return {"ok": False, "seconds": round(time.perf_counter() - start, 1),
+                "why": f"timed out after {timeout:.0f} s"}
     tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
     return {"ok": done.returncode == 0, "seconds": round(time.perf_counter() - start, 1), "returncode": done.returncode,
             "tail": tail}
@@ -140,7 +141,8 @@ def time_model(size: int, precision: str, n: int, batch: int, device: torch.devi
     gen = generate_from_checkpoint(result.checkpoint, work / f"gen{size}{precision}.h5", n=n, batch_size=4 * batch,
                                    dtype="float16", **kw)
     row["generate_img_s"] = gen.objects_per_second
-    enc = encode_from_checkpoint(result.checkpoint, store, work / f"enc{size}{precision}.h5", batch_size=4 * batch, **kw)
+    enc = encode_from_checkpoint(result.checkpoint, store, work / f"enc{size}{precision}.h5", batch_size=4 * batch,
+                                 **kw)
     row["encode_obj_s"] = enc.objects_per_second
     return row
 
@@ -166,7 +168,7 @@ def time_kernels(device: torch.device, dry: bool) -> list[dict[str, Any]]:
         + (["numba"] if kb.numba_available() and not dry else [])
     for name in backends:
         try:
-            seconds = best_time(lambda: nearest_code(x, codebook, backend=name), device)
+            seconds = best_time(lambda name=name: nearest_code(x, codebook, backend=name), device)
             index = nearest_code(x, codebook, backend=name)[0]
             rows.append({"kernel": "nearest_code", "backend": name, "n": n, "per_s": n / seconds,
                          "agree": float((index == reference).float().mean())})
@@ -195,7 +197,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"- {step}: {'ok' if info.get('ok') else 'FAILED' if info else 'skipped'} "
                      f"{info.get('why', '')}{info.get('summary', '')} ({info.get('seconds', 0)} s)"
                      + (f", {info.get('arch')}, CUDA kernels built: {info.get('with_cuda')}" if 'arch' in info else ""))
-    lines += ["", "| size | precision | train img/s | generate img/s (HDF5 f16) | encode obj/s |", "|---|---|---|---|---|"]
+    lines += ["", "| size | precision | train img/s | generate img/s (HDF5 f16) | encode obj/s |",
+              "|---|---|---|---|---|"]
     for row in report.get("models", []):
         if "error" in row:
             lines.append(f"| {row['size']} | {row['precision']} | error: {row['error']} | | |")

@@ -7,8 +7,8 @@ Builds, for each N, a catalogue with galhpc's own writer (ShardWriter + write_ma
 of --shard-size rows: object_id, ra, dec, component, gamma (10 components), mu (--latents))
 and measures, each in a fresh process: `export_parquet` (--split-vectors) and `export_hats`
 (hats-import on an in-process Dask cluster of one worker, so the peak RSS reported is the
-whole export's; at each --pixel-threshold, reading --chunk-rows rows at a time).  Memory flat in N is the claim under test: the peak RSS should not grow
-with N.  Prints one JSON line per measurement.
+whole export's; at each --pixel-threshold, reading --chunk-rows rows at a time).  Memory flat
+in N is the claim under test: the peak RSS should not grow with N.  Prints one JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ with open_catalog(src) as cat:
             export_hats(cat, out, client=client, pixel_threshold=int(threshold), chunk_rows=int(chunk))
     n = len(cat)
 seconds = time.perf_counter() - begin
-print(json.dumps({"how": how, "rows": n, "pixel_threshold": int(threshold), "chunk_rows": int(chunk), "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
+print(json.dumps({"how": how, "rows": n, "pixel_threshold": int(threshold), "chunk_rows": int(chunk),
+                  "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 """
 
@@ -78,7 +79,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in args.rows:
             src = build(Path(tmp), n, args.shard_size, args.latents)
-            for how, threshold in [(h, t) for h in args.exports for t in (args.pixel_threshold if h == "hats" else [0])]:
+            runs = [(h, t) for h in args.exports for t in (args.pixel_threshold if h == "hats" else [0])]
+            for how, threshold in runs:
                 out = Path(tmp) / f"out_{n}_{threshold}.{how}"
                 run = subprocess.run([sys.executable, "-c", MEASURE, how, str(src), str(out), str(threshold),
                                       str(args.chunk_rows)], capture_output=True, text=True, check=True)

@@ -76,7 +76,8 @@ def codebook_section(n: int, d: int, k: int, repeats: int, threads: int) -> None
     for name in ours:
         agree = (results[name][0] == results["torch"][0]).float().mean().item()
         agree_faiss = (results[name][0] == faiss_index).float().mean().item()
-        print(f"  {name:6s} index agrees with the torch reference on {agree:.6f}, with faiss on {agree_faiss:.6f} of rows")
+        print(f"  {name:6s} index agrees with the torch reference on {agree:.6f}, "
+              f"with faiss on {agree_faiss:.6f} of rows")
     print(f"  N x K float32 matrix would be {n * k * 4 / 2**20:.0f} MB")
     for name in ours:
         ratios = "  ".join(f"{times[peer] / times[name]:5.2f}x vs {peer}" for peer in peers)
@@ -112,7 +113,8 @@ def psf_section(b: int, size: int, psf_size: int, repeats: int) -> None:
     }
     error = (convolve_psf(images[:4], psf) - torch.from_numpy(
         np.stack([scipy.signal.fftconvolve(im, psf_np, mode="same") for im in images_np[:4]]))).abs().max().item()
-    print(f"\n## PSF convolution: {b:,} images {size}x{size}, PSF {psf_size}x{psf_size} (max |diff| vs scipy {error:.1e})")
+    print(f"\n## PSF convolution: {b:,} images {size}x{size}, PSF {psf_size}x{psf_size} "
+          f"(max |diff| vs scipy {error:.1e})")
     if psf_size > 41:  # direct convolution is several times slower than the FFT there (crossover section)
         del methods["  direct (depthwise conv)"]
     times = {}
@@ -124,7 +126,8 @@ def psf_section(b: int, size: int, psf_size: int, repeats: int) -> None:
     for peer in ("scipy fftconvolve loop", "plain batched torch.fft"):
         print(f"  convolve_psf speed-up vs {peer}: {times[peer] / auto:.2f}x")
     if "  direct (depthwise conv)" in times:
-        print(f"  direct / fft time ratio: {times['  direct (depthwise conv)'] / times['  fft (same-window length, cached)']:.2f}")
+        ratio = times["  direct (depthwise conv)"] / times["  fft (same-window length, cached)"]
+        print(f"  direct / fft time ratio: {ratio:.2f}")
 
 
 def crossover_section(b: int, size: int, repeats: int) -> None:
@@ -136,8 +139,8 @@ def crossover_section(b: int, size: int, repeats: int) -> None:
     for h in (5, 9, 13, 15, 17, 21, 25, 31, 41):
         psf = torch.rand(h, h)
         _in_chunks(direct_convolve, images, psf), _in_chunks(fft_convolve, images, psf)
-        ratio = best_time(lambda: _in_chunks(direct_convolve, images, psf), repeats) / best_time(
-            lambda: _in_chunks(fft_convolve, images, psf), repeats)
+        ratio = best_time(lambda psf=psf: _in_chunks(direct_convolve, images, psf), repeats) / best_time(
+            lambda psf=psf: _in_chunks(fft_convolve, images, psf), repeats)
         print(f"  PSF {h:2d}x{h:<2d} direct/fft {ratio:5.2f}")
 
 
@@ -151,8 +154,8 @@ def quality_section(b: int, size: int, repeats: int) -> None:
     for name in ("border_noise", "snr", "non_uniformity", "width"):
         batched, per_image = getattr(quality, name), getattr(preprocess, name)
         batched(images[:2])
-        fast = best_time(lambda: batched(images), repeats)
-        slow = best_time(lambda: [per_image(im) for im in images], 1)
+        fast = best_time(lambda batched=batched: batched(images), repeats)
+        slow = best_time(lambda per_image=per_image: [per_image(im) for im in images], 1)
         print(f"  {name:15s} numba {fast:7.3f} s  numpy loop {slow:7.3f} s  speed-up {slow / fast:6.1f}x")
 
 

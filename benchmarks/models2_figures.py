@@ -186,7 +186,8 @@ def main() -> None:
     observed_to_truth = float(((data["image"] - data["truth"]) ** 2).mean())
     metrics["data"] = {"holdout": len(data["image"]), "mse_observed_to_truth": observed_to_truth,
                        "mse_mean_image": float(((data["image"] - data["image"].mean(0)) ** 2).mean()),
-                       "r50_truth": float(radii(data["truth"])[0].mean()), "r50_observed": float(radii(data["image"])[0].mean())}
+                       "r50_truth": float(radii(data["truth"])[0].mean()),
+                       "r50_observed": float(radii(data["image"])[0].mean())}
 
     checkpoints = {}
     for name, config in RUNS.items():

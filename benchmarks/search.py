@@ -14,7 +14,6 @@ often its neighbours equal galhpc's (exact) ones.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from measure import timed  # benchmarks/measure.py
+from options import option_parser  # benchmarks/options.py
 
 
 def write_latents(path: Path, n: int, d: int, seed: int, block: int = 1 << 20) -> np.ndarray:
@@ -65,18 +65,41 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=False)]))
 
 
+def faiss_flat(faiss, data: np.ndarray, queries: np.ndarray, k: int) -> tuple[float, float, float, np.ndarray]:
+    """Time faiss's exact IndexFlatL2 on `data`, its index freed on return.
+
+    Parameters
+    ----------
+    faiss : module
+        The imported faiss package.
+    data : numpy.ndarray
+        (N, D) float32 latents; the index holds its own copy.
+    queries : numpy.ndarray
+        (Q, D) float32 query vectors.
+    k : int
+        Neighbours per query.
+
+    Returns
+    -------
+    add_seconds : float
+        Time to add `data` to the index.
+    search_seconds : float
+        Time of the search.
+    peak_mb : float
+        Peak RSS growth of the add plus that of the search, in MB.
+    rows : numpy.ndarray
+        (Q, k) int64 rows of the neighbours.
+    """
+    index = faiss.IndexFlatL2(data.shape[1])
+    sec_add, mem_add, _ = timed(lambda: index.add(data))
+    sec, mem, (_, rows) = timed(lambda: index.search(queries, k))
+    return sec_add, sec, mem + mem_add, rows
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=10_000_000)
-    p.add_argument("--dim", type=int, default=20)
-    p.add_argument("--queries", type=int, default=100)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--block-rows", type=int, default=65536)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--nlist", type=int, default=4096, help="IVF lists (approximate index)")
-    p.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
-    p.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
-    args = p.parse_args()
+    args = option_parser(__doc__, n=10_000_000, dim=20, queries=100, k=10, block_rows=65536, threads=2,
+                         nlist=(4096, "IVF lists (approximate index)"), nprobe=[8, 32, 128],
+                         tmp=Path(tempfile.gettempdir())).parse_args()
 
     import faiss
 
@@ -102,12 +125,9 @@ def main() -> None:
         results["torch cdist+topk, blocked (float32)"] = (sec, mem, rows)
 
         data = np.fromfile(path, dtype=np.float32).reshape(n, d)
-        flat = faiss.IndexFlatL2(d)
-        sec_add, mem_add, _ = timed(lambda: flat.add(data))
-        sec, mem, (_, rows) = timed(lambda: flat.search(queries, k))
-        results["faiss IndexFlatL2 (float32)"] = (sec, mem + mem_add, rows)
+        sec_add, sec, mem, rows = faiss_flat(faiss, data, queries, k)
+        results["faiss IndexFlatL2 (float32)"] = (sec, mem, rows)
         print(f"  faiss IndexFlatL2 add: {sec_add:.1f} s")
-        del flat
 
         quantizer = faiss.IndexFlatL2(d)
         ivf = faiss.IndexIVFFlat(quantizer, d, args.nlist)

@@ -12,7 +12,6 @@ Writes <out>/starsep_roc.png and <out>/starsep_metrics.json and prints the table
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from starsim_sets import simulate_set  # benchmarks/starsim_sets.py
+from options import option_parser  # benchmarks/options.py
+from starsim_sets import simulate_arrays  # benchmarks/starsim_sets.py
 
 from galhpc.data.starsim import StarSimOptions
 from galhpc.inference import starsep
@@ -30,32 +30,18 @@ from galhpc.train.arrays import fit_arrays
 log = logging.getLogger("galhpc.benchmarks.starsep")
 
 
-def simulate(opts: StarSimOptions, size: int, seed: int, n: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, C, size, size) and is_galaxy (n,) of one simulated set."""
-    blocks = simulate_set(opts, size, seed, n, workers)
-    return np.concatenate([b.images for b in blocks]), 1 - np.concatenate([b.labels["is_star"] for b in blocks])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmark-output/starsep")
-    parser.add_argument("--n-train", type=int, default=2500)
-    parser.add_argument("--n-test", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--mag-min", type=float, default=17.5)
-    parser.add_argument("--mag-max", type=float, default=21.5)
-    parser.add_argument("--terms", default="pw,aw,dkl,sc", help="double-peaked terms of the hierarchical model")
-    parser.add_argument("--no-baselines", action="store_true")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=2, help="simulation processes")
-    args = parser.parse_args()
+    args = option_parser(__doc__, out="benchmark-output/starsep", n_train=2500, n_test=1000, size=32, epochs=6,
+                         mag_min=17.5, mag_max=21.5,
+                         terms=("pw,aw,dkl,sc", "double-peaked terms of the hierarchical model"), no_baselines=False,
+                         threads=1, workers=(2, "simulation processes")).parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
 
     opts = StarSimOptions(mag_min=args.mag_min, mag_max=args.mag_max)
-    x_train, _ = simulate(opts, args.size, 100, args.n_train, args.workers)
-    x_test, is_galaxy = simulate(opts, args.size, 200, args.n_test, args.workers)
+    x_train, _ = simulate_arrays(opts, args.size, 100, args.n_train, args.workers)
+    x_test, truth = simulate_arrays(opts, args.size, 200, args.n_test, args.workers)
+    is_galaxy = 1 - truth["is_star"]
     conc = starsep.stamp_concentration(x_test)
     star_fraction = opts.star_fraction  # the prior fraction the manifold baselines threshold at
     curves, metrics = [], {}
@@ -63,7 +49,8 @@ def main() -> None:
     def record(name: str, score: np.ndarray, predicted_galaxy: np.ndarray, seconds: float) -> None:
         curve = starsep.roc(name, is_galaxy, score)
         curves.append(curve)
-        metrics[name] = {"auc": curve.auc, "accuracy": float(np.mean(predicted_galaxy == is_galaxy)), "train_s": round(seconds, 1)}
+        metrics[name] = {"auc": curve.auc, "accuracy": float(np.mean(predicted_galaxy == is_galaxy)),
+                         "train_s": round(seconds, 1)}
         log.info("%s: AUC %.4f accuracy %.4f", name, curve.auc, metrics[name]["accuracy"])
 
     for term in [t for t in args.terms.split(",") if t]:
@@ -77,7 +64,8 @@ def main() -> None:
     if not args.no_baselines:
         for label, peaked in (("VAE", 0), ("VAE revised KL", 1)):
             torch.manual_seed(0)
-            model = PeakedVAE(image_size=args.size, channels=x_train.shape[1], latent_dim=8, peaked_dims=peaked, prior_term="dkl")
+            model = PeakedVAE(image_size=args.size, channels=x_train.shape[1], latent_dim=8, peaked_dims=peaked,
+                              prior_term="dkl")
             start = time.time()
             fit_arrays(model, x_train, epochs=args.epochs, lr=1e-3)
             latents, _ = starsep.encode_arrays(model, x_test)
@@ -89,8 +77,10 @@ def main() -> None:
                 record(f"{label} + {'Isomap' if method == 'isomap' else 't-SNE'}", score, predicted, seconds)
 
     out = Path(args.out)
-    starsep.plot_rocs(curves, out / "starsep_roc.png", title=f"Star/galaxy, held-out (r {args.mag_min}-{args.mag_max}, n={args.n_test})")
-    meta = {"n_train": args.n_train, "n_test": args.n_test, "size": args.size, "epochs": args.epochs, "mag_range": [args.mag_min, args.mag_max]}
+    starsep.plot_rocs(curves, out / "starsep_roc.png",
+                      title=f"Star/galaxy, held-out (r {args.mag_min}-{args.mag_max}, n={args.n_test})")
+    meta = {"n_train": args.n_train, "n_test": args.n_test, "size": args.size, "epochs": args.epochs,
+            "mag_range": [args.mag_min, args.mag_max]}
     (out / "starsep_metrics.json").write_text(json.dumps({"setup": meta, "methods": metrics}, indent=2))
     print(f"{'method':40s} {'AUC':>7s} {'acc':>7s} {'train s':>8s}")
     for name, m in metrics.items():

@@ -11,6 +11,13 @@
 # Exit status 75 (EX_TEMPFAIL) from a command means "stopped early, state saved: run me again".
 # Launchers do not all pass it on (torchrun reports a failed rank as 1): galhpc_stopped
 # below also reads the marker file galhpc-train writes after its stop-signal checkpoint.
+#
+# Finding this file: a job script sources the common.sh beside it, but sbatch runs a copy of
+# the script from Slurm's spool folder.  There the script reads the path it was submitted as
+# from `scontrol show job` with a one-line awk step that each script carries (it has to run
+# before this file is found).  The multi-line form gives Command= a line of its
+# own, so a path with spaces stays whole; words after the script's path (its arguments, in
+# some Slurm versions) are dropped until the path names a readable file.
 
 GALHPC_PREEMPTED=75
 

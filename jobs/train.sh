@@ -22,14 +22,10 @@
 #SBATCH --output=galhpc-train-%j.out
 set -euo pipefail
 
+# common.sh lies beside this script, or beside the submitted one where sbatch runs a spool copy
+# (read from scontrol: see "Finding this file" in jobs/common.sh)
 jobs_dir=${GALHPC_JOBS_DIR:-$(dirname "$(readlink -f "$0")")}
-if [[ ! -f $jobs_dir/common.sh && -n ${SLURM_JOB_ID:-} ]]; then  # sbatch runs a copy of this script
-  # scontrol's multi-line form gives Command= a line of its own: a path with spaces stays
-  # whole; words after the script's path (arguments, in some Slurm versions) are dropped
-  script=$(scontrol show job "$SLURM_JOB_ID" | sed -n 's/^ *Command=//p')
-  while [[ ! -f $script && $script == *" "* ]]; do script=${script% *}; done
-  jobs_dir=$(dirname "$script")
-fi
+[[ -f $jobs_dir/common.sh || -z ${SLURM_JOB_ID:-} ]] || jobs_dir=$(dirname "$(scontrol show job "$SLURM_JOB_ID" | awk 'sub(/^ *Command=/, "") { while (/ / && (getline l < $0) < 0) sub(/ [^ ]*$/, ""); print }')")
 # shellcheck source=jobs/common.sh
 source "$jobs_dir/common.sh"
 

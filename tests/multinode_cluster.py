@@ -26,6 +26,7 @@ allows network namespaces (`namespaces_missing` says why not).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -70,7 +71,8 @@ def namespaces_missing() -> str | None:
         return f"not installed: {', '.join(absent)} (apt-get install iproute2 util-linux slurm-client)"
     probe = subprocess.run(["unshare", "--net", "--uts", "--mount", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        return f"network/UTS/mount namespaces are not allowed here: `unshare --net --uts --mount true`: {probe.stderr.strip()}"
+        return ("network/UTS/mount namespaces are not allowed here: `unshare --net --uts --mount true`: "
+                f"{probe.stderr.strip()}")
     name = f"galhpc-probe-{os.getpid()}"
     probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
     if probe.returncode != 0:
@@ -192,13 +194,12 @@ class MultiNodeSlurm(LocalSlurm):
         env = {**self.env, "GALHPC_NODE": node, "GALHPC_HOSTS": str(self.root / "nodes" / node / "hosts"),
                "GALHPC_NODE_TMP": str(self.root / "nodes" / node / "tmp"),
                "GALHPC_SHARED_UNDER_TMP": "\n".join(under_tmp)}
-        log = open(self.root / "log" / f"slurmd-{node}.stdout", "ab")
-        self.procs[f"slurmd-{node}"] = subprocess.Popen(
-            [*self._enter(node), "unshare", "--uts", "--mount", "--propagation", "private",
-             "sh", "-c", _NODE_INIT, "node-init", "slurmd", "-D", "-N", node, "-f", str(self.conf)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        log.close()
+        with open(self.root / "log" / f"slurmd-{node}.stdout", "ab") as log:
+            self.procs[f"slurmd-{node}"] = subprocess.Popen(
+                [*self._enter(node), "unshare", "--uts", "--mount", "--propagation", "private",
+                 "sh", "-c", _NODE_INIT, "node-init", "slurmd", "-D", "-N", node, "-f", str(self.conf)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
 
     def start(self, timeout: float = 90.0) -> MultiNodeSlurm:
         self._write_files()
@@ -221,10 +222,8 @@ class MultiNodeSlurm(LocalSlurm):
     def kill_node(self, node: str) -> None:
         """Power the node off: SIGKILL every process in its namespace (slurmd, job steps, ranks)."""
         for pid in self._pids_in(self.netns(node)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc = self.procs.pop(f"slurmd-{node}", None)
         if proc is not None:
             proc.wait(timeout=10)
@@ -240,9 +239,7 @@ class MultiNodeSlurm(LocalSlurm):
         finally:  # the namespaces go even when a daemon does not answer
             for ns in reversed(self._netns):
                 for pid in self._pids_in(ns):  # job processes a stopped slurmd left behind
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             self._netns.clear()

@@ -114,11 +114,10 @@ class LocalSlurm:
         return {**env, "SLURM_CONF": str(self.conf)}
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = open(self.root / "log" / f"{name}.stdout", "ab")
-        self.procs[name] = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
-        )
-        log.close()
+        with open(self.root / "log" / f"{name}.stdout", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
 
     def _write_munge_key(self) -> Path:
         """A fresh munge key in ROOT/munge (mode 0700/0600, as munged insists); returns the folder."""
@@ -135,7 +134,8 @@ class LocalSlurm:
         munge = self.root / "munge"
         self._spawn("munged", [
             "munged", "--foreground", "--force", f"--socket={munge}/munge.socket", f"--key-file={munge}/munge.key",
-            f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/munged.seed", f"--log-file={self.root}/log/munged.log",
+            f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/munged.seed",
+            f"--log-file={self.root}/log/munged.log",
         ])
         self._wait_for(lambda: (munge / "munge.socket").exists(), timeout, "munged socket")
 

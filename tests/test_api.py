@@ -1,5 +1,6 @@
 """The public API: lazy `import galhpc`, load_model, open_store (against h5py), the kernels re-exported."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_catalog_encode import write_store
-from test_catalog_generate import make_checkpoint
 
 import galhpc
 from galhpc.data.sources import DataError
@@ -28,37 +27,36 @@ def test_import_is_light_and_all_names_resolve():
     assert run.returncode == 0, run.stderr
     assert "open_catalog" in run.stdout and "nearest_code" in run.stdout
     with pytest.raises(AttributeError):
-        galhpc.no_such_name
+        _ = galhpc.no_such_name
 
 
-def test_load_model_gives_the_checkpoint_model_in_eval_mode(tmp_path):
-    path = make_checkpoint(tmp_path / "av.pt")
-    model = galhpc.load_model(path)
-    assert not model.training and model.name == "astrovader"
+def test_load_model_gives_the_checkpoint_model_in_eval_mode(tiny_checkpoint):
+    model = galhpc.load_model(tiny_checkpoint)
+    assert not model.training and model.name == "vae"
     from galhpc.checkpoint import load_model as load_full
-    reference, _, _ = load_full(path)
-    x = torch.rand(2, 1, 16, 16)
+    reference, _, _ = load_full(tiny_checkpoint)
+    x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.encode(x).mu, reference.encode(x).mu)
-        assert model.sample(3, torch.Generator().manual_seed(0)).images.shape == (3, 1, 16, 16)
+        assert model.sample(3, torch.Generator().manual_seed(0)).images.shape == (3, 1, 32, 32)
 
 
-def test_open_store_reads_rows_in_the_order_asked(tmp_path):
-    path = write_store(tmp_path / "store.h5", n=50)
+def test_open_store_reads_rows_in_the_order_asked(tiny_store, tmp_path):
+    path = shutil.copy(tiny_store, tmp_path / "store.h5")  # a copy, given a string column
     with h5py.File(path, "a") as f:
-        f["labels/snr"] = np.arange(50, dtype=np.float32) / 2
-        f["labels/name"] = np.array([f"g{i}".encode() for i in range(50)], dtype="S64")
-    rows = [49, 3, 3, 17]
+        n, ids = len(f["images"]), f["object_id"][()]
+        f["labels/name"] = np.array([f"g{i}".encode() for i in range(n)], dtype="S64")
+    rows = [n - 1, 3, 3, 17]
     with h5py.File(path) as f, galhpc.open_store(path) as store:  # already open with locks: still opens
-        assert len(store) == 50 and {"images", "object_id", "snr", "name"} <= set(store.columns)
+        assert len(store) == n and {"images", "object_id", "snr", "name"} <= set(store.columns)
         assert np.array_equal(store.read("images", rows), f["images"][()][rows])
         assert np.array_equal(store.read("snr", rows), f["labels/snr"][()][rows])
         table = store.table(rows=[1, 0])
-        assert list(table["object_id"]) == [13, 3] and list(table["name"]) == ["g1", "g0"]
+        assert list(table["object_id"]) == [ids[1], ids[0]] and list(table["name"]) == ["g1", "g0"]
         with pytest.raises(KeyError, match="no per-object column"):
             store.read("nope")
         with pytest.raises(IndexError):
-            store.read("images", [50])
+            store.read("images", [n])
     with pytest.raises(DataError, match="not found"):
         galhpc.open_store(tmp_path / "missing.h5")
 

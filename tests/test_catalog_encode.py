@@ -22,6 +22,7 @@ torch.set_num_threads(1)
 N = 600
 
 
+# not the shared tiny_store: cheap 16x16 stores of any size, with clusters to find, for random-weight checkpoints
 def write_store(path, n=N, size=16, with_ids=True):
     """Three families of round blobs (three sizes) plus noise: a store with clusters to find."""
     rng = np.random.default_rng(1)

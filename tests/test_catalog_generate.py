@@ -108,7 +108,8 @@ def test_master_reads_in_h5ls_h5dump_and_astropy(ckpt, tmp_path):
     assert data.returncode == 0 and "66, 67, 68, 69\n" in data.stdout  # reads through the shards
     table = Table.read(out, path="catalog")
     cat = read_all(out)
-    assert len(table) == 70 and set(table.colnames) == {"z", "component", "seed", "object_id", "flux_norm", "flux", "mag_ab"}
+    assert len(table) == 70 and set(table.colnames) == {"z", "component", "seed", "object_id", "flux_norm", "flux",
+                                                        "mag_ab"}
     assert np.array_equal(table["z"], cat["z"]) and np.array_equal(table["seed"], cat["seed"])
     with h5py.File(out) as f:
         meta = f["meta"].attrs
@@ -132,7 +133,8 @@ def test_rerun_skips_complete_shards_and_restores_a_lost_one(ckpt, tmp_path):
     assert {n: shard_dir.joinpath(n).stat().st_mtime_ns for n in ("000000.h5", "000002.h5")} == {
         n: kept[n] for n in ("000000.h5", "000002.h5")}
     again = read_all(out)
-    assert all(reference[k].tobytes() == again[k].tobytes() for k in reference)  # bitwise: mag_ab is NaN without a zero point
+    # bitwise: mag_ab is NaN without a zero point
+    assert all(reference[k].tobytes() == again[k].tobytes() for k in reference)
 
 
 def test_cli_refuses_other_settings_unless_overwrite(ckpt, tmp_path, capsys):
@@ -308,7 +310,8 @@ def test_condition_arguments_are_parsed_as_yaml_scalars():
     from galhpc.cli.generate import build_parser, parse_condition, parse_counts
 
     args = build_parser().parse_args(["--checkpoint", "c.pt", "--n", "1", "--out", "o.h5", "--condition", "label=3",
-                                      "--condition", "ratio=0.5", "--condition", "name=spiral", "--condition", "on=true"])
+                                      "--condition", "ratio=0.5", "--condition", "name=spiral", "--condition",
+                                      "on=true"])
     assert dict(args.condition) == {"label": 3, "ratio": 0.5, "name": "spiral", "on": True}
     with pytest.raises(argparse.ArgumentTypeError, match="expected key=value"):
         parse_condition("label")

@@ -1,6 +1,7 @@
 """Real `mpirun` runs of galhpc-generate/encode: same catalogue on 1, 2 and 3 ranks, and
 SIGKILL at random moments followed by a re-run gives the uninterrupted catalogue."""
 
+import contextlib
 import hashlib
 import os
 import random
@@ -89,10 +90,8 @@ def kill_session(proc):
     """SIGKILL mpirun and every rank it started (they share the session we created)."""
     listing = subprocess.run(["ps", "-o", "pid=", "--sid", str(proc.pid)], capture_output=True, text=True)
     for pid in sorted({int(p) for p in listing.stdout.split()} | {proc.pid}):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait(timeout=30)
 
 
@@ -131,9 +130,8 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_same_catalogue(ckpt, tmp
     visible, target = [], 0
     for _ in range(3):
         target += rng.randint(5, 25)  # kill somewhere after this many more shards
-        log = open(tmp_path / f"run{len(visible)}.log", "w")
-        proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with open(tmp_path / f"run{len(visible)}.log", "w") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         ended = wait_for_shards(out, target, proc)
         time.sleep(rng.uniform(0.0, 0.2))
         kill_session(proc)

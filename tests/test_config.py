@@ -35,7 +35,8 @@ def test_exponent_floats_without_a_dot_are_floats_everywhere(tmp_path):
     import yaml
 
     text = ("model: {name: astrovader, params: {l2: 1e-4, sigma: 2E-1}}\ntrain: {lr: 3e-4}\n"
-            "prep:\n  filters: {snr_min: 5e0}\n  sources:\n    - {kind: galsim, options: {flux_min: 1e3, psf_fwhm: [6e-1, 9e-1]}}\n")
+            "prep:\n  filters: {snr_min: 5e0}\n  sources:\n"
+            "    - {kind: galsim, options: {flux_min: 1e3, psf_fwhm: [6e-1, 9e-1]}}\n")
     assert yaml.safe_load(text)["train"]["lr"] == "3e-4"  # the trap: PyYAML alone
     path = tmp_path / "run.yaml"
     path.write_text(text)

@@ -5,48 +5,22 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from astropy.io import fits
 from astropy.table import Table
 
 from galhpc.fidelity import morphology
 
-CONFIG = {
-    "prep": {"sources": [{"kind": "galsim", "n": 120, "seed": 3}], "image_size": 32, "workers": 1, "chunk_rows": 32},
-    "model": {"name": "vae", "image_size": 32, "latent_dim": 4},
-    # 72 steps: enough for samples with a central source statmorph can segment (6 steps give flat noise)
-    "train": {"epochs": 12, "batch_size": 16, "lr": 0.003, "threads": 1, "holdout_fraction": 0.25,
-              "backend": "single", "device": "cpu", "augment": False},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from galhpc.cli.prep import main as prep_main
-    from galhpc.cli.train import main as train_main
-
-    root = tmp_path_factory.mktemp("fidelity")
-    torch.set_num_threads(1)
-    cfg = dict(CONFIG, prep={**CONFIG["prep"], "output": str(root / "store.h5")},
-               train={**CONFIG["train"], "store": str(root / "store.h5"), "out_dir": str(root / "run")})
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    assert prep_main(["--config", str(root / "cfg.yaml")]) == 0
-    assert train_main(["--config", str(root / "cfg.yaml")]) == 0
-    return root
-
 
 @pytest.mark.slow
-def test_galhpc_fidelity_on_a_tiny_checkpoint(tiny_checkpoint, monkeypatch):
+def test_galhpc_fidelity_on_a_tiny_checkpoint(tiny_store, tiny_checkpoint, tmp_path, monkeypatch):
     from galhpc.cli.fidelity import main
     from galhpc.data.loader import holdout_mask
     from galhpc.fidelity import score as score_module
     from galhpc.io.store import open_store
 
     monkeypatch.setenv("GALHPC_PROGRESS", "0")
-    root = tiny_checkpoint
-    out = root / "fidelity"
-    assert main(["--checkpoint", str(root / "run" / "ckpt.pt"), "--out", str(out), "--n", "30", "--n-real", "30",
+    out = tmp_path / "fidelity"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--n", "30", "--n-real", "30",
                  "--n-training", "90", "--bootstrap", "20", "--processes", "2"]) == 0
     table = Table.read(out / "fidelity.fits")
     assert list(table["statistic"]) == list(morphology.STATISTICS)
@@ -67,7 +41,7 @@ def test_galhpc_fidelity_on_a_tiny_checkpoint(tiny_checkpoint, monkeypatch):
 
     # a "generator" that returns training stamps plus a whisper of noise fails the memorisation
     # check of the same scorer, while a fresh draw of held-out stamps passes it
-    with open_store(root / "store.h5") as s:
+    with open_store(tiny_store) as s:
         held = holdout_mask(len(s), 0.25, 0)
         train_rows = np.flatnonzero(~held)
         training, real = s.read("images", train_rows), s.read("images", np.flatnonzero(held))
@@ -80,8 +54,8 @@ def test_galhpc_fidelity_on_a_tiny_checkpoint(tiny_checkpoint, monkeypatch):
 
 
 @pytest.mark.slow
-def test_galhpc_fidelity_refuses_a_missing_store(tiny_checkpoint, capsys):
+def test_galhpc_fidelity_refuses_a_missing_store(tmp_path, capsys):
     from galhpc.cli.fidelity import main
 
-    assert main(["--synth", str(tiny_checkpoint / "nothing.h5"), "--out", str(tiny_checkpoint / "x")]) == 1
+    assert main(["--synth", str(tmp_path / "nothing.h5"), "--out", str(tmp_path / "x")]) == 1
     assert "no training store" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def test_fits_cutouts_and_cube_read_back_with_units(synth):
 
 
 def test_injected_galaxies_are_detected_at_their_ra_dec():
-    photutils = pytest.importorskip("photutils")
+    pytest.importorskip("photutils")
     from photutils.segmentation import SourceCatalog, detect_sources
 
     galsim = pytest.importorskip("galsim")

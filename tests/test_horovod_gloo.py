@@ -111,10 +111,12 @@ def test_torchrun_restart_meets_in_a_fresh_rendezvous(tmp_path):
         "    os._exit(3)\n"
         "total = b.allreduce_sum(torch.ones(1))\n"
         "attempt = os.environ['TORCHELASTIC_RESTART_COUNT']\n"
-        f"open(f'{tmp_path}/rank{{b.rank}}.txt', 'w').write(f'attempt {{attempt}} rank {{b.rank}} sum {{int(total.item())}}')\n"
+        f"open(f'{tmp_path}/rank{{b.rank}}.txt', 'w')"
+        ".write(f'attempt {attempt} rank {b.rank} sum {int(total.item())}')\n"
         "b.shutdown()\n")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
-                           f"--master_port={_free_port()}", str(worker)], env={**launch_free_env(), "OMP_NUM_THREADS": "1"},
+                           f"--master_port={_free_port()}", str(worker)],
+                          env={**launch_free_env(), "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == [

@@ -19,7 +19,8 @@ def stamps(n: int = 8, size: int = 16, channels: int = 5, seed: int = 0) -> torc
 
 @pytest.mark.parametrize("term", ["sc", "dkl", "aw", "pw"])
 def test_hvae_interface_and_gradients(term):
-    model = build_model(ModelConfig(name="hvae", image_size=16, channels=5, latent_dim=3, params={"prior_term": term, "widths": [8, 8]}))
+    model = build_model(ModelConfig(name="hvae", image_size=16, channels=5, latent_dim=3,
+                                    params={"prior_term": term, "widths": [8, 8]}))
     assert isinstance(model, HierarchicalAEVAE)
     x = stamps()
     out = model.loss({"image": x}, StepState(weights={"kl": 0.5}))

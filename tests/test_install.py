@@ -69,7 +69,8 @@ def test_setup_script_without_root_installs_nothing_and_names_what_is_missing(no
 
 @pytest.mark.slow
 @needs_root
-@pytest.mark.skipif(not SYSTEM_PYTHON.exists() or not TORCH_WHEELS, reason="needs /usr/bin/python3 and a local torch wheel")
+@pytest.mark.skipif(not SYSTEM_PYTHON.exists() or not TORCH_WHEELS,
+                    reason="needs /usr/bin/python3 and a local torch wheel")
 def test_pip_install_into_a_fresh_venv_as_nobody(nobody_dir):
     """A fresh venv (system python, no site packages), torch pre-installed, then galhpc with its
     C++ extension built against that torch, all as nobody; every extra of '.[all]' resolves."""

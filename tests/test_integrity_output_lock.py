@@ -254,10 +254,15 @@ def test_second_generate_on_one_out_is_refused_while_the_first_runs(tmp_path, se
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory) -> Path:
-    from tiny_run import write_tiny_run
+def tiny_config(tiny_store, tmp_path_factory) -> Path:
+    """A run config training a ConvVAE on the shared tiny store (each test names its own --out)."""
+    import yaml
+    from conftest import tiny_run_config
 
-    return write_tiny_run(tmp_path_factory.mktemp("tiny"))
+    path = tmp_path_factory.mktemp("tiny") / "tiny.yaml"
+    config = tiny_run_config(tiny_store, path.parent / "run", train={"backend": "auto"})  # one run of 2 ranks
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 @pytest.mark.parametrize("ranks", [1, 2])

@@ -10,26 +10,20 @@ import pytest
 from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
-from test_catalog_encode import write_store
-from test_catalog_generate import make_checkpoint
+from conftest import TINY_N, TINY_SHARD_SIZE
 
 from galhpc.cli.export import main as export_main
-from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.io.catalog import Catalog, open_catalog
 from galhpc.io.export import export_fits, export_parquet
 
-N, S = 300, 64  # 5 shards, the last one short
+N, S = TINY_N, TINY_SHARD_SIZE  # the shared tiny catalogue: 4 shards, the last one short
+SHARDS = -(-N // S)
 
 
 @pytest.fixture(scope="module")
-def clusters(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    store = write_store(root / "store.h5", n=N)
-    ckpt = make_checkpoint(root / "vae.pt", "vae")
-    out = root / "clusters.h5"
-    encode_from_checkpoint(ckpt, store, out, batch_size=64, shard_size=S, gmm_components=4, gmm_fit_objects=200,
-                           threads=1, device="cpu")
-    shards = sorted((root / "clusters.h5.shards").glob("[0-9]*.h5"))
+def clusters(tiny_catalog):
+    out = tiny_catalog
+    shards = sorted(out.with_name(out.name + ".shards").glob("[0-9]*.h5"))
     oracle = {}
     for path in shards:
         with h5py.File(path) as f:
@@ -62,7 +56,8 @@ def test_parquet_is_one_voparquet_file_with_units_that_astropy_and_pyarrow_read(
     out, oracle = clusters
     assert export_main([str(out), "--parquet", str(tmp_path / "c.parquet"), "--columns", "object_id,mu,component"]) == 0
     meta = pq.ParquetFile(tmp_path / "c.parquet").metadata
-    assert meta.num_rows == N and meta.num_row_groups == 5 and meta.row_group(4).num_rows == N - 4 * S
+    assert meta.num_rows == N and meta.num_row_groups == SHARDS == 4
+    assert meta.row_group(SHARDS - 1).num_rows == N - (SHARDS - 1) * S < S
     table = pq.read_table(tmp_path / "c.parquet")
     assert table.column_names == ["object_id", "mu", "component"]
     assert np.array_equal(table["object_id"].to_numpy(), oracle["object_id"])

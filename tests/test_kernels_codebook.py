@@ -46,7 +46,8 @@ def assert_nearest(index, distance, x, codebook, rtol=1e-5):
     torch.testing.assert_close(distance.double(), chosen, rtol=rtol, atol=rtol)
 
 
-@pytest.mark.parametrize("n,k,d,block", [(1000, 37, 8, 100), (999, 512, 64, 128), (50, 16, 3, 1), (7, 5, 2, 1000), (300, 1, 4, None)])
+@pytest.mark.parametrize("n,k,d,block", [(1000, 37, 8, 100), (999, 512, 64, 128), (50, 16, 3, 1), (7, 5, 2, 1000),
+                                         (300, 1, 4, None)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_matches_brute_force(n, k, d, block, dtype, backend):

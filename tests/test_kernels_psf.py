@@ -90,7 +90,8 @@ def _galsim_case(galaxy, psf_profile, gsparams=None):
 
 
 def test_matches_galsim_gaussians_to_float_tolerance():
-    out, expected = _galsim_case(galsim.Gaussian(sigma=0.6, flux=100.0).shear(e1=0.2, e2=-0.1), galsim.Gaussian(fwhm=0.8))
+    out, expected = _galsim_case(galsim.Gaussian(sigma=0.6, flux=100.0).shear(e1=0.2, e2=-0.1),
+                                 galsim.Gaussian(fwhm=0.8))
     peak = expected.max()
     assert np.abs(out - expected).max() < 1e-5 * peak
     # one pixel off-centre would be far outside that tolerance

@@ -82,7 +82,8 @@ def test_width_of_frames_without_a_fit_is_nan_like_the_reference():
     assert np.isnan(quality.width(images)).all()
 
 
-ICOVS = [(0.1, 0.0, 0.1), (2.0, 1.9, 2.0), (25.0, -3.0, 0.5), (1e-4, 0.0, 1e-4), (0.05, 0.02, -0.01), (-0.005, 0.0, 0.01)]
+ICOVS = [(0.1, 0.0, 0.1), (2.0, 1.9, 2.0), (25.0, -3.0, 0.5), (1e-4, 0.0, 1e-4), (0.05, 0.02, -0.01),
+         (-0.005, 0.0, 0.01)]
 
 
 @pytest.mark.parametrize("icov", ICOVS)
@@ -96,7 +97,8 @@ def test_gaussian_moments_equal_the_direct_formula(icov, centre):
     wi = np.exp(-0.5 * (ixx * dx * dx + iyy * dy * dy + 2 * ixy * dx * dy)) * img
     norm = wi.sum()
     mx, my = (wi * dx).sum() / norm, (wi * dy).sum() / norm
-    var = [(wi * a * b).sum() / norm - ma * mb for a, b, ma, mb in ((dx, dx, mx, mx), (dx, dy, mx, my), (dy, dy, my, my))]
+    pairs = ((dx, dx, mx, mx), (dx, dy, mx, my), (dy, dy, my, my))
+    var = [(wi * a * b).sum() / norm - ma * mb for a, b, ma, mb in pairs]
     got = quality._gaussian_moments(img, cx, cy, ixx, ixy, iyy, np.empty((5, 40)))
     np.testing.assert_allclose(got[:3], (norm, mx, my), rtol=1e-9)
     # a (co)variance is E[d d] - m m: its rounding is absolute, float eps x m^2

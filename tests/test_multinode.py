@@ -153,7 +153,8 @@ def config_path(tmp_path_factory) -> Path:
     return write_tiny_run(tmp_path_factory.mktemp("data"))
 
 
-def wait_for_job_checkpoint(cluster: MultiNodeSlurm, job: str, path: Path, min_epoch: int, timeout: float = 300) -> None:
+def wait_for_job_checkpoint(cluster: MultiNodeSlurm, job: str, path: Path, min_epoch: int,
+                            timeout: float = 300) -> None:
     """`wait_for_checkpoint`, failing at once with the job's output when the job ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -312,7 +313,8 @@ def kill_a_node_mid_catalogue_then_rerun(cluster: MultiNodeSlurm, workdir: Path,
     job = sbatch(cluster, workdir, env, *allocation, "--wrap", command)
     deadline = time.monotonic() + 300
     while not (shards.is_dir() and len(list(shards.glob("0*.h5"))) >= 2):
-        assert time.monotonic() < deadline and cluster.job_field(job, "JobState") not in ENDED, "no shard before the end"
+        running = cluster.job_field(job, "JobState") not in ENDED
+        assert time.monotonic() < deadline and running, "no shard before the end"
         time.sleep(0.05)
     cluster.kill_node("node1")
     try:

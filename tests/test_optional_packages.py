@@ -19,7 +19,7 @@ def run_blocked(tmp_path):
     done = subprocess.run([sys.executable, str(HERE / "optional_worker.py"), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    line = next(l for l in done.stdout.splitlines() if l.startswith("REPORT "))
+    line = next(out for out in done.stdout.splitlines() if out.startswith("REPORT "))
     return json.loads(line[len("REPORT "):])
 
 

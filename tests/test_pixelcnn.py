@@ -169,7 +169,8 @@ def test_prior_keeps_the_vqvae_frozen_and_loads_from_its_own_checkpoint(tmp_path
 def test_prior_errors_name_the_problem(tmp_path):
     images, _ = blobs(32)
     train_vqvae(tmp_path / "vq.pt", images, steps=1)
-    prior = assemble_model(prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class", "num_classes": 2}).model)
+    prior = assemble_model(prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class",
+                                                             "num_classes": 2}).model)
     with pytest.raises(ValueError, match="conditional on 'size_class'"):
         prior.sample(2)
     with pytest.raises(ValueError, match=r"unknown condition\(s\) \['colour'\]"):
@@ -204,7 +205,8 @@ def test_conditional_prior_samples_differ_by_condition_in_size(tmp_path):
     torch.manual_seed(0)
     images, labels = blobs(512)
     train_vqvae(tmp_path / "vq.pt", images, steps=300)
-    prior = assemble_model(prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class", "num_classes": 2}).model)
+    prior = assemble_model(prior_config(tmp_path / "vq.pt", {"column": "size_class", "kind": "class",
+                                                             "num_classes": 2}).model)
     opt = torch.optim.Adam([p for p in prior.parameters() if p.requires_grad], lr=3e-3)
     g = torch.Generator().manual_seed(0)
     prior.train()

@@ -118,7 +118,8 @@ def test_deferred_nan_check_gives_the_same_run_and_still_stops(store, tmp_path):
     cfg = vae_config(bad, tmp_path / "bad")
     cfg.train.holdout_fraction, cfg.train.nan_check_every, cfg.train.augment = 0.0, 2, False
     # NaN pixels: the DataError naming the store and objects wraps the NonFiniteLossError
-    with pytest.raises((NonFiniteLossError, DataError), match=r"loss term 'recon' is nan at step [01] \(epoch 0, batch [01]\)"):
+    with pytest.raises((NonFiniteLossError, DataError),
+                       match=r"loss term 'recon' is nan at step [01] \(epoch 0, batch [01]\)"):
         train(cfg, backend=SingleProcess("cpu"))
 
 

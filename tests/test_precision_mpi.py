@@ -4,7 +4,6 @@ import shutil
 
 import pytest
 import torch
-from test_catalog_encode import write_store
 from test_catalog_generate import make_checkpoint
 from test_catalog_mpi import assert_same_catalogue, mpirun
 
@@ -18,7 +17,7 @@ pytestmark = [
 torch.set_num_threads(1)
 
 
-def test_bf16_generate_and_encode_are_identical_on_1_and_2_ranks(tmp_path):
+def test_bf16_generate_and_encode_are_identical_on_1_and_2_ranks(tiny_store, tiny_checkpoint, tmp_path):
     ckpt = make_checkpoint(tmp_path / "av.pt", "astrovader")
     generate_from_checkpoint(ckpt, tmp_path / "g1.h5", n=200, batch_size=32, shard_size=64, seed=4, noise_sigma=0.01,
                              dtype="float16", threads=1, device="cpu", precision="bf16")
@@ -27,10 +26,11 @@ def test_bf16_generate_and_encode_are_identical_on_1_and_2_ranks(tmp_path):
                                       "0.01", "--dtype", "float16", "--threads", "1", "--device", "cpu",
                                       "--precision", "bf16"])
     assert_same_catalogue(tmp_path / "g1.h5", tmp_path / "g2.h5")
-    store = write_store(tmp_path / "store.h5", n=300)
-    encode_from_checkpoint(ckpt, store, tmp_path / "e1.h5", batch_size=50, shard_size=100, threads=1, device="cpu",
-                           precision="bf16")
-    mpirun(2, "galhpc.cli.encode", ["--checkpoint", ckpt, "--store", store, "--out", tmp_path / "e2.h5",
-                                    "--batch-size", "50", "--shard-size", "100", "--threads", "1", "--device", "cpu",
+    # the shared tiny store (120 objects: shards of 100 and 20) and its trained ConvVAE (post-hoc GMM: 4 at most)
+    encode_from_checkpoint(tiny_checkpoint, tiny_store, tmp_path / "e1.h5", batch_size=50, shard_size=100,
+                           gmm_components=4, threads=1, device="cpu", precision="bf16")
+    mpirun(2, "galhpc.cli.encode", ["--checkpoint", tiny_checkpoint, "--store", tiny_store, "--out", tmp_path / "e2.h5",
+                                    "--batch-size", "50", "--shard-size", "100", "--gmm-components", "4",
+                                    "--threads", "1", "--device", "cpu",
                                     "--precision", "bf16"])
     assert_same_catalogue(tmp_path / "e1.h5", tmp_path / "e2.h5")

@@ -24,13 +24,15 @@ def numeric_kl(mu: float, sigma: float, log_p) -> float:
     def integrand(z):
         return stats.norm.pdf(z, mu, sigma) * (stats.norm.logpdf(z, mu, sigma) - log_p(z))
 
-    value, _ = integrate.quad(integrand, mu - 12 * sigma, mu + 12 * sigma, points=[0.0] if abs(mu) < 12 * sigma else None, limit=200)
+    value, _ = integrate.quad(integrand, mu - 12 * sigma, mu + 12 * sigma,
+                              points=[0.0] if abs(mu) < 12 * sigma else None, limit=200)
     return value
 
 
 def numeric_w2_squared(mu: float, sigma: float, centre: float, scale: float) -> float:
     """W₂² between two 1-D laws from their quantile functions: ∫₀¹ (F⁻¹ − G⁻¹)² du."""
-    value, _ = integrate.quad(lambda u: (stats.norm.ppf(u, mu, sigma) - stats.norm.ppf(u, centre, scale)) ** 2, 0, 1, limit=200)
+    value, _ = integrate.quad(lambda u: (stats.norm.ppf(u, mu, sigma) - stats.norm.ppf(u, centre, scale)) ** 2, 0, 1,
+                              limit=200)
     return value
 
 
@@ -44,7 +46,10 @@ def test_log_prob_matches_mixture_density():
     z = torch.linspace(-4, 4, 81, dtype=torch.float64).unsqueeze(1)
     expected = np.log(mixture_pdf(z.numpy()[:, 0]))
     np.testing.assert_allclose(priors.double_peaked_log_prob(z, M, S).numpy(), expected, rtol=1e-10, atol=1e-10)
-    total, _ = integrate.quad(lambda x: math.exp(float(priors.double_peaked_log_prob(torch.tensor([[x]], dtype=torch.float64), M, S))), -10, 10)
+    def density(x: float) -> float:
+        return math.exp(float(priors.double_peaked_log_prob(torch.tensor([[x]], dtype=torch.float64), M, S)))
+
+    total, _ = integrate.quad(density, -10, 10)
     assert total == pytest.approx(1.0, abs=1e-8)
 
 

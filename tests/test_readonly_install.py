@@ -27,7 +27,7 @@ print(index.tolist())
 
 
 def _read_only(path: Path) -> None:
-    for folder, dirs, files in os.walk(path):
+    for folder, _dirs, files in os.walk(path):
         for name in files:
             os.chmod(os.path.join(folder, name), 0o444)
         os.chmod(folder, 0o555)

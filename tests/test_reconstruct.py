@@ -49,7 +49,8 @@ def psf_vqvae(psf=PSF_SPEC) -> VQVAE:
 def convolve(images: np.ndarray, psf: np.ndarray) -> np.ndarray:
     """scipy reference: each (C, H, W) image convolved with its (h, w) PSF, 'same' window."""
     psfs = psf if psf.ndim == 3 else np.broadcast_to(psf, (len(images), *psf.shape))
-    return np.stack([[fftconvolve(band, p / p.sum(), mode="same") for band in img] for img, p in zip(images, psfs, strict=False)])
+    return np.stack([[fftconvolve(band, p / p.sum(), mode="same") for band in img]
+                     for img, p in zip(images, psfs, strict=False)])
 
 
 # -- the hook, model by model ------------------------------------------------------------------------------
@@ -142,10 +143,8 @@ def test_star_galaxy_reconstructions_are_in_the_input_flux_units(make):
         # normalised with the input's own peak, it is the loss's reconstruction: same error as the loss
         out = model.loss({"image": x}, StepState())
         renormalised = torch.asinh(10.0 * recon / x.flatten(1).amax(1).view(-1, 1, 1, 1)) / np.arcsinh(10.0)
-        if isinstance(model, PeakedVAE):  # its loss reconstructs a posterior sample; compare at z = μ
-            loss_recon = model.decode(model.encode(x).mu)
-        else:
-            loss_recon = out.recon
+        # a PeakedVAE's loss reconstructs a posterior sample: compare at z = μ
+        loss_recon = model.decode(model.encode(x).mu) if isinstance(model, PeakedVAE) else out.recon
         assert torch.allclose(renormalised, loss_recon, atol=1e-4)
 
 

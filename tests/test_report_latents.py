@@ -35,8 +35,8 @@ def test_nearest_partners_matches_brute_force():
 
 
 def test_loss_table_columns_phases_and_csv(tmp_path):
-    (tmp_path / "losses.csv").write_text("epoch,step,phase,recon,kl,note,seconds\n0,0,alpha,5,1,x,1\n"
-                                         "0,10,alpha,4,,y,1\n1,20,beta,3,2,z,1\n")
+    (tmp_path / "losses.csv").write_text("epoch,step,phase,recon,kl,note,seconds\n"
+                                         "0,0,alpha,5,1,x,1\n0,10,alpha,4,,y,1\n1,20,beta,3,2,z,1\n")
     rows = read_loss_history(tmp_path / "ckpt.pt", {})
     columns, x_name, phases = loss_table(rows)
     assert x_name == "step" and list(columns) == ["step", "recon", "kl"]  # epoch and text left out

@@ -73,7 +73,8 @@ def test_run_cli_prints_one_line(capsys):
 def test_prep_os_error_is_one_line_not_a_traceback(tmp_path):
     """Before: galhpc-prep let an OSError out as a traceback."""
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("prep:\n  image_size: 32\n  workers: 1\n  recipe: [minmax]\n  sources:\n    - {kind: galsim, n: 2}\n")
+    cfg.write_text("prep:\n  image_size: 32\n  workers: 1\n  recipe: [minmax]\n"
+                   "  sources:\n    - {kind: galsim, n: 2}\n")
     blocker = tmp_path / "file"
     blocker.write_text("")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GALHPC_PROGRESS": "0"}

@@ -24,7 +24,8 @@ def test_batches_in_order_eval_mode_no_grad_and_mode_restored():
     x = np.arange(10, dtype=np.float32).reshape(10, 1)
     ids = np.arange(10) * 100
     out = run_batched(model, lambda b, cols: (model(b), cols["ids"]), x, batch_size=4, columns={"ids": ids})
-    assert [len(o[0]) for o in out] == [4, 4, 2] and model.seen == [(False, False, 4), (False, False, 4), (False, False, 2)]
+    assert [len(o[0]) for o in out] == [4, 4, 2]
+    assert model.seen == [(False, False, 4), (False, False, 4), (False, False, 2)]
     assert np.array_equal(torch.cat([o[0] for o in out]).numpy()[:, 0], 2 * x[:, 0])
     assert np.array_equal(torch.cat([o[1] for o in out]).numpy(), ids)  # columns stay row-aligned
     assert model.training and torch.is_grad_enabled()  # restored

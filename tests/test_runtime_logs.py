@@ -3,10 +3,12 @@ the threads line names where the number came from."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,9 +91,9 @@ def test_hidden_on_other_ranks_and_by_galhpc_progress_0(monkeypatch):
     assert isinstance(process.progress(range(3), rank=0), process._NoBar)
 
 
-def test_without_a_total_a_line_per_interval(monkeypatch):
-    monkeypatch.setenv("GALHPC_PROGRESS", "log")
-    monkeypatch.setattr(process, "LOG_EVERY_S", 0.0)
+@contextlib.contextmanager
+def progress_records() -> Iterator[list[logging.LogRecord]]:
+    """The records of the "galhpc.progress" logger at INFO while the block runs."""
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
@@ -100,13 +102,19 @@ def test_without_a_total_a_line_per_interval(monkeypatch):
     old_level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        with process.progress(None, 0, unit="obj", desc="out.h5") as bar:
-            bar.update(64)
-            bar.set_postfix(shards=2)
-            bar.update(64)
+        yield records
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def test_without_a_total_a_line_per_interval(monkeypatch):
+    monkeypatch.setenv("GALHPC_PROGRESS", "log")
+    monkeypatch.setattr(process, "LOG_EVERY_S", 0.0)
+    with progress_records() as records, process.progress(None, 0, unit="obj", desc="out.h5") as bar:
+        bar.update(64)
+        bar.set_postfix(shards=2)
+        bar.update(64)
     messages = [r.getMessage() for r in records]
     assert messages[0].startswith("out.h5: 64 obj, ") and messages[1].endswith("[shards=2]"), messages
 
@@ -140,18 +148,8 @@ def test_the_reports_statmorph_step_shows_its_progress(monkeypatch):
     monkeypatch.setenv("GALHPC_PROGRESS", "log")
     monkeypatch.setattr(process, "LOG_MIN_INTERVAL_S", 0.0)
     monkeypatch.setattr(morphology, "measure", lambda image: {name: 0.0 for name in morphology.STATISTICS})
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("galhpc.progress")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with progress_records() as records:
         table = morphology.morphology_table(np.zeros((20, 8, 8)), "statmorph, real stamps")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
     assert len(next(iter(table.values()))) == 20
     messages = [r.getMessage() for r in records]
     assert len(messages) == 10 and messages[-1].startswith("statmorph, real stamps: 20/20 stamp (100 %)"), messages

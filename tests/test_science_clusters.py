@@ -106,7 +106,7 @@ def data(tmp_path_factory):
     held = _prep(root / "held.h5", _sources(100, HELD_SHAPES, HELD_NOISE, 700, HELD_PSF))
     others = {name: _prep(root / f"{name}.h5", _sources(100, HELD_SHAPES, HELD_NOISE, seed, psf))
               for name, (seed, psf) in OTHER_HELD.items()}
-    for pixels, shape, noise in (held, *others.values()):
+    for _pixels, shape, noise in (held, *others.values()):
         assert len(set(shape)) == len(set(noise)) == 2
     assert len(set(train_shape)) == len(set(train_noise)) == 2
     return {"root": root, "train_px": train_px, "held": held, "others": others}
@@ -167,9 +167,10 @@ def test_held_out_clusters_follow_shape_not_noise(model_scores):
 
 @pytest.mark.xfail(strict=True, reason=(
     "measured: on held-out stamps PCA+GMM (fitted on the training pixels) splits by shape better "
-    "than the model, NMI 0.960 vs 0.921 (0.847 before the orient disc), since the flux step subtracts the border sky (before: 0.381 "
-    "vs 0.903), and on the broad-PSF held-out set 0.845 vs 0.599 (the model leads on the sharp-PSF set by "
-    "0.004, 0.919 vs 0.915, within noise); strict, so a model that beats it on all three makes this fail until it is promoted"))
+    "than the model, NMI 0.960 vs 0.921 (0.847 before the orient disc), since the flux step subtracts the "
+    "border sky (before: 0.381 vs 0.903), and on the broad-PSF held-out set 0.845 vs 0.599 (the model leads on "
+    "the sharp-PSF set by 0.004, 0.919 vs 0.915, within noise); strict, so a model that beats it on all three "
+    "makes this fail until it is promoted"))
 def test_model_beats_pca_gmm_on_held_out_clusters(data, model_checkpoint, model_scores, pca_scores):
     sets = {"held": (model_scores, pca_scores)}
     for name, held in data["others"].items():

@@ -30,7 +30,8 @@ def _galaxies(n=6, size=48, noise=2.0, seed=0):
     imgs = np.stack([f / (2 * np.pi * w * w * 0.6) * np.exp(-0.5 * ((x / w) ** 2 + (y / (0.6 * w)) ** 2))
                      for f, w in zip(fluxes, widths, strict=False)])
     noisy = imgs + rng.normal(0, noise, imgs.shape)
-    return Block(noisy.astype(np.float32), np.arange(n, dtype=np.int64), {"w": widths}, truth=imgs.astype(np.float32)), fluxes
+    return Block(noisy.astype(np.float32), np.arange(n, dtype=np.int64), {"w": widths},
+                 truth=imgs.astype(np.float32)), fluxes
 
 
 def test_flux_step_stores_coefficients_that_map_back_and_keeps_the_sky_at_zero():
@@ -52,9 +53,11 @@ def test_flux_step_stores_coefficients_that_map_back_and_keeps_the_sky_at_zero()
     back = out.images * flux_norm[:, None, None] / prep.flux_scale + sky[:, None, None]
     np.testing.assert_allclose(back, block.images, rtol=1e-4, atol=1e-3)
     # the noiseless truth has no sky: it is only scaled
-    np.testing.assert_allclose(out.truth * flux_norm[:, None, None] / prep.flux_scale, block.truth, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(out.truth * flux_norm[:, None, None] / prep.flux_scale, block.truth, rtol=1e-4,
+                               atol=1e-3)
     # the sky's level is 0 whatever the S/N (per-image min-max puts it at ~3σ/(peak + 3σ))
-    border = np.concatenate([out.images[:, :6, :].reshape(len(out), -1), out.images[:, -6:, :].reshape(len(out), -1)], 1)
+    top, bottom = out.images[:, :6, :].reshape(len(out), -1), out.images[:, -6:, :].reshape(len(out), -1)
+    border = np.concatenate([top, bottom], 1)
     assert np.all(np.abs(np.median(border, axis=1)) < 4 * 1.25 * out.labels["noise_sigma"] / np.sqrt(frame) + 1e-6)
     # noise σ in stored units: the measured border noise carried through the scaling
     np.testing.assert_allclose(out.labels["noise_sigma"], out.labels["border_noise"] * 100.0 / flux_norm, rtol=1e-6)
@@ -191,7 +194,8 @@ def test_orient_models_encode_a_rotated_galaxy_to_the_same_latent(name, params):
     x = _gaussian_images([10.0, 55.0, -70.0], q=0.5) * 5
     latents = {}
     for orient in (False, True):
-        model = build_model(ModelConfig(name=name, image_size=32, latent_dim=6, params={**params, "orient": orient})).eval()
+        model = build_model(ModelConfig(name=name, image_size=32, latent_dim=6,
+                                        params={**params, "orient": orient})).eval()
         with torch.no_grad():
             enc = model.encode(x)
             latents[orient] = enc.mu

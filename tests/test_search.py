@@ -10,8 +10,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_catalog_encode import encode, write_store
-from test_catalog_generate import make_checkpoint
 from test_search_topk import brute_force
 
 from galhpc.cli.search import main as search_main
@@ -24,33 +22,30 @@ ENV = {**os.environ, "GALHPC_PROGRESS": "0", "OMP_NUM_THREADS": "1", "OMPI_MCA_m
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
-    store = write_store(root / "store.h5", n=600)
-    ckpt = make_checkpoint(root / "av.pt", "astrovader")
-    out = root / "clusters.h5"
-    encode(ckpt, store, out, shard_size=128)  # 5 shards
-    with h5py.File(out) as f:
+def catalog(tiny_store, tiny_checkpoint, tiny_catalog):
+    """The shared tiny catalogue: 120 objects in 4 shards."""
+    with h5py.File(tiny_catalog) as f:
         mu, ids = f["mu"][()], f["object_id"][()]
-    return {"root": root, "store": store, "ckpt": ckpt, "out": out, "mu": mu, "ids": ids}
+    return {"store": tiny_store, "ckpt": tiny_checkpoint, "out": tiny_catalog, "mu": mu, "ids": ids,
+            "absent": int(ids.max()) + 1}
 
 
 def test_shards_are_read_directly_and_match_the_master(catalog):
     with CatalogColumns(catalog["out"]) as cols:  # closed: the tests below open the file with h5py
-        assert len(cols.catalog.shards) == 5
+        assert len(cols.catalog.shards) == 4
         blocks = list(cols.rank_blocks("mu", 0, 1, 50))
         np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), catalog["mu"])
-        rows = np.array([599, 3, 3, 250])
+        rows = np.array([119, 3, 3, 50])
         np.testing.assert_array_equal(cols.read("object_id", rows), catalog["ids"][rows])
         np.testing.assert_array_equal(cols.rows_of_ids(catalog["ids"][rows]), rows)
         with pytest.raises(SearchInputError, match="not in the catalogue"):
-            cols.rows_of_ids([1])
+            cols.rows_of_ids([catalog["absent"]])
 
 
 def test_query_by_id_equals_brute_force_without_the_query_itself(catalog):
-    ids = catalog["ids"][[0, 321, 599]]
+    own = np.array([0, 61, 119])
+    ids = catalog["ids"][own]
     result = search_catalog(catalog["out"], k=8, ids=list(ids), block_rows=37)
-    own = np.array([0, 321, 599])
     rows, sq = brute_force(catalog["mu"][own], catalog["mu"], 8, exclude=own)
     np.testing.assert_array_equal(result.topk.rows, rows)
     np.testing.assert_allclose(result.topk.distance, np.sqrt(sq), rtol=1e-12)
@@ -64,7 +59,7 @@ def test_query_by_id_equals_brute_force_without_the_query_itself(catalog):
 @pytest.mark.parametrize("suffix", [".h5", ".fits", ".csv"])
 def test_cli_writes_a_table_that_reads_back_and_a_mosaic(catalog, tmp_path, suffix):
     out, png = tmp_path / f"similar{suffix}", tmp_path / "similar.png"
-    ids = [int(catalog["ids"][5]), int(catalog["ids"][400])]
+    ids = [int(catalog["ids"][5]), int(catalog["ids"][100])]
     threads = ["--threads", "1"] if suffix != ".csv" else []  # .csv: the default thread rule
     argv = ["--catalog", catalog["out"], "--k", "4", "--out", out, "--mosaic", png, *threads]
     assert search_main([str(a) for a in argv] + [x for i in ids for x in ("--id", str(i))]) == 0
@@ -78,19 +73,20 @@ def test_cli_writes_a_table_that_reads_back_and_a_mosaic(catalog, tmp_path, suff
 
 def test_query_by_image_finds_the_object_it_was_cut_from(catalog, tmp_path):
     with h5py.File(catalog["store"]) as f:
-        images = f["images"][[10, 211]]
+        images = f["images"][[10, 111]]
     query = tmp_path / "query.h5"
     with h5py.File(query, "w") as f:
         f["images"] = images
     result = search_catalog(catalog["out"], k=3, images=[query])
-    assert result.topk.rows[:, 0].tolist() == [10, 211]
+    assert result.topk.rows[:, 0].tolist() == [10, 111]
     np.testing.assert_allclose(result.topk.distance[:, 0], 0.0, atol=1e-5)
-    rows, _ = brute_force(catalog["mu"][[10, 211]], catalog["mu"], 3)
+    rows, _ = brute_force(catalog["mu"][[10, 111]], catalog["mu"], 3)
     assert (result.topk.rows[:, 1:] == rows[:, 1:]).mean() >= 0.5  # encoded anew: the same up to float noise
 
 
 def test_errors_name_the_problem(catalog, tmp_path, capsys):
-    assert search_main(["--catalog", str(catalog["out"]), "--id", "1", "--out", str(tmp_path / "x.csv")]) == 1
+    absent = str(catalog["absent"])
+    assert search_main(["--catalog", str(catalog["out"]), "--id", absent, "--out", str(tmp_path / "x.csv")]) == 1
     assert "not in the catalogue" in capsys.readouterr().err
     assert search_main(["--catalog", str(catalog["out"]), "--id", "3", "--out", str(tmp_path / "x.txt")]) == 1
     assert "unknown suffix '.txt'" in capsys.readouterr().err
@@ -100,7 +96,8 @@ def test_errors_name_the_problem(catalog, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Open MPI's mpirun")
 def test_two_mpi_ranks_give_the_one_rank_answer(catalog, tmp_path):
-    ids = [str(i) for i in catalog["ids"][[7, 300, 598]]]
+    own = np.array([7, 60, 118])
+    ids = [str(i) for i in catalog["ids"][own]]
     args = ["--catalog", str(catalog["out"]), "--k", "6", "--block-rows", "50", "--threads", "1"]
     for i in ids:
         args += ["--id", i]
@@ -113,6 +110,5 @@ def test_two_mpi_ranks_give_the_one_rank_answer(catalog, tmp_path):
     one, two = read_table(tmp_path / "one.h5"), read_table(tmp_path / "two.h5")
     for name in one:
         assert np.array_equal(one[name], two[name]), name
-    own = np.array([7, 300, 598])
     rows, _ = brute_force(catalog["mu"][own], catalog["mu"], 6, exclude=own)
     assert one["row"].tolist() == rows.reshape(-1).tolist()

@@ -13,7 +13,8 @@ torch.set_num_threads(1)
 
 
 def test_interface_shapes_and_columns():
-    model = build_model(ModelConfig(name="segae", image_size=16, channels=5, latent_dim=12, params={"widths": [8, 8, 16], "head_width": 8}))
+    model = build_model(ModelConfig(name="segae", image_size=16, channels=5, latent_dim=12,
+                                    params={"widths": [8, 8, 16], "head_width": 8}))
     assert isinstance(model, SegmentationAE)
     x = torch.rand(3, 5, 16, 16) * 100
     target, recon, logits = model.forward_maps(x)
@@ -55,16 +56,14 @@ def test_predictions_do_not_depend_on_the_batch_or_mode():
 
 @pytest.mark.slow
 def test_segmentation_learns_on_simulated_fields():
-    from galhpc.data.starsim import StarSimOptions, simulate_block
+    from starsim_fit import fit_on_simulated
+
+    from galhpc.data.starsim import StarSimOptions
     from galhpc.inference import starsep
-    from galhpc.train.arrays import fit_arrays
 
     opts = StarSimOptions(neighbour_probability=0.5, mag_max=20.5)
-    train = simulate_block(opts, 24, 5, 0, 400)
-    test = simulate_block(opts, 24, 6, 0, 150)
-    torch.manual_seed(0)
-    model = SegmentationAE(image_size=24, widths=[16, 32], head_width=16)
-    fit_arrays(model, train.images, epochs=4, lr=2e-3, extras={"masks": train.extras["masks"]})
+    model, test = fit_on_simulated(lambda: SegmentationAE(image_size=24, widths=[16, 32], head_width=16), opts, 24,
+                                   seeds=(5, 6), n=(400, 150), extras=("masks",), epochs=4, lr=2e-3)
     with torch.no_grad():
         predicted = model.segment(torch.as_tensor(test.images)).numpy()
     truth = test.extras["masks"]

@@ -144,8 +144,8 @@ def test_sbatch_generate_and_encode_after_training(cluster, config_path, tmp_pat
     after = f"--dependency=afterok:{train}"
     generate = sbatch(cluster, tmp_path, env, after, str(jobs / "generate.sh"), str(ckpt), "48",
                       str(tmp_path / "synth.h5"))
-    encode = sbatch(cluster, tmp_path, env, after, str(jobs / "encode.sh"), str(ckpt), str(config_path.parent / "store.h5"),
-                    str(tmp_path / "clusters.h5"), "--gmm-components", "3")
+    encode = sbatch(cluster, tmp_path, env, after, str(jobs / "encode.sh"), str(ckpt),
+                    str(config_path.parent / "store.h5"), str(tmp_path / "clusters.h5"), "--gmm-components", "3")
     for job in (train, generate, encode):
         state = cluster.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=400)
         log = (tmp_path / f"job-{job}.out").read_text()

@@ -76,14 +76,13 @@ def test_fit_lowers_the_loss_and_encode_arrays_gives_columns():
 
 @pytest.mark.slow
 def test_hierarchical_model_separates_stars_from_galaxies_without_labels():
-    from galhpc.data.starsim import StarSimOptions, simulate_block
+    from starsim_fit import fit_on_simulated
+
+    from galhpc.data.starsim import StarSimOptions
 
     opts = StarSimOptions(mag_min=17.5, mag_max=20.5)
-    train = simulate_block(opts, 24, 11, 0, 1200)
-    test = simulate_block(opts, 24, 12, 0, 300)
-    torch.manual_seed(0)
-    model = HierarchicalAEVAE(image_size=24, widths=[16, 32, 32], prior_term="pw")
-    fit_arrays(model, train.images, epochs=4, lr=1e-3)
+    model, test = fit_on_simulated(lambda: HierarchicalAEVAE(image_size=24, widths=[16, 32, 32], prior_term="pw"),
+                                   opts, 24, seeds=(11, 12), n=(1200, 300), epochs=4, lr=1e-3)
     _, extra = starsep.encode_arrays(model, test.images)
     auc = starsep.roc("hvae", 1 - test.labels["is_star"], extra["p_galaxy"]).auc
     assert auc > 0.97

@@ -92,6 +92,7 @@ def test_orient_output_has_no_rotated_square_frame():
     assert float((rotate(flat, torch.tensor([0.8] * 4), padding="zeros") - flat).abs().max()) > 0.9
 
 
+# not the shared tiny_store: survey extras (sigma and mask maps, noise_sigma) under a prep recipe of the test's choice
 def write_store(path, recipe, n=96, with_maps=True, noise=True):
     rng = np.random.default_rng(0)
     images = (rng.normal(0, 0.1, (n, SIZE, SIZE)) + 3.0 * np.exp(-np.add.outer(

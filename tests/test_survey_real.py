@@ -5,13 +5,14 @@ stamps by position on the image (the catalogue's `held_out` strip), trained with
 configs/astrovader_survey.yaml and scored on the held-out strip against PCA-10 fitted on
 the training stamps (`galhpc.report.survey`).
 
-`LABELLED` are objects classified by eye on the stamps (pixel x, y of the HDF image, class);
-the stars with diffraction spikes have saturated cores, which the prep keeps masked
-(`prep.saturated: mask`).
+`LABELLED` (tests/data/hdf_labelled.csv) are objects classified by eye on the stamps (pixel
+x, y of the HDF image, class); the stars with diffraction spikes have saturated cores, which
+the prep keeps masked (`prep.saturated: mask`).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -24,58 +25,10 @@ pytest.importorskip("skimage")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (x, y) on the HDF image (pixels), class; labelled by looking at the 48x48 stamps
-LABELLED = [
-    (41, 761, "edge_on"),  # HDF object 1744
-    (580, 406, "edge_on"),  # HDF object 650
-    (907, 810, "edge_on"),  # HDF object 1260 (held out)
-    (253, 635, "edge_on"),  # HDF object 1688
-    (732, 135, "edge_on"),  # HDF object 1434
-    (725, 639, "edge_on"),  # HDF object 1693
-    (927, 610, "edge_on"),  # HDF object 1676 (held out)
-    (534, 772, "edge_on"),  # HDF object 1211
-    (629, 211, "edge_on"),  # HDF object 325
-    (404, 271, "edge_on"),  # HDF object 430
-    (777, 826, "edge_on"),  # HDF object 1295
-    (942, 563, "edge_on"),  # HDF object 885 (held out)
-    (676, 72, "edge_on"),  # HDF object 104
-    (69, 675, "edge_on"),  # HDF object 1038
-    (539, 715, "edge_on"),  # HDF object 1730
-    (345, 124, "edge_on"),  # HDF object 1427
-    (617, 251, "edge_on"),  # HDF object 1485
-    (96, 206, "edge_on"),  # HDF object 310
-    (587, 520, "edge_on"),  # HDF object 1620
-    (811, 609, "face_on_spiral"),  # HDF object 1677 (held out)
-    (733, 432, "face_on_spiral"),  # HDF object 1573
-    (491, 64, "face_on_spiral"),  # HDF object 1395
-    (95, 86, "face_on_spiral"),  # HDF object 121
-    (709, 786, "face_on_spiral"),  # HDF object 1768
-    (407, 76, "elliptical"),  # HDF object 1414
-    (485, 357, "elliptical"),  # HDF object 555
-    (499, 597, "elliptical"),  # HDF object 1663
-    (53, 779, "elliptical"),  # HDF object 1747
-    (90, 550, "elliptical"),  # HDF object 1638
-    (336, 77, "elliptical"),  # HDF object 1404
-    (281, 605, "elliptical"),  # HDF object 1669
-    (397, 633, "elliptical"),  # HDF object 973
-    (226, 205, "elliptical"),  # HDF object 311
-    (300, 143, "elliptical"),  # HDF object 1412
-    (335, 312, "merger"),  # HDF object 1507
-    (462, 157, "merger"),  # HDF object 1442
-    (578, 701, "merger"),  # HDF object 1710
-    (844, 630, "merger"),  # HDF object 1685 (held out)
-    (193, 795, "merger"),  # HDF object 1771
-    (30, 706, "merger"),  # HDF object 1720
-    (788, 534, "merger"),  # HDF object 1625
-    (575, 515, "merger"),  # HDF object 1618
-    (288, 68, "merger"),  # HDF object 1402
-    (434, 566, "merger"),  # HDF object 889
-    (567, 114, "merger"),  # HDF object 1425
-    (225, 570, "merger"),  # HDF object 1643
-    (754, 578, "star_spikes"),  # HDF object 1647: eight spikes, saturated core
-    (253, 166, "star_spikes"),  # HDF object 1437
-    (146, 218, "star_spikes"),  # HDF object 1465: fainter spikes, clearest in object 1468's stamp
-]
+# (x, y) on the HDF image (pixels), class; labelled by looking at the 48x48 stamps (the note
+# names the HDF object)
+with open(ROOT / "tests" / "data" / "hdf_labelled.csv", newline="") as table:
+    LABELLED = [(int(row["x"]), int(row["y"]), row["class"]) for row in csv.DictReader(table)]
 
 
 def test_the_labelled_table_is_big_enough_and_spread_over_classes():
@@ -237,7 +190,8 @@ def vqvae_scores(hdf_stores, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # HDF build + two preps (shared) and 1500 steps: 155 s in all on a lightly loaded 2-core machine
+# HDF build + two preps (shared) and 1500 steps: 155 s in all on a lightly loaded 2-core machine
+@pytest.mark.timeout(1800)
 def test_vqvae_survey_preset_beats_pca_on_real_held_out_stamps(vqvae_scores):
     """configs/vqvae_survey.yaml against PCA-10 on the held-out HDF strip (issue #25 item 4).
     Measured (docs/models.md "Real survey cutouts", 196 held-out stamps, seed 0, 1500 steps):

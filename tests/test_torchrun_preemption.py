@@ -21,6 +21,8 @@ import pytest
 from galhpc.train.preemption import STOP_MARKER_ENV, mark_stopped
 
 sys.path.insert(0, str(Path(__file__).parent))
+import contextlib
+
 from tiny_run import read_checkpoint, resume_to_the_end, stop_after_first_epoch, write_tiny_run  # noqa: E402
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
@@ -61,10 +63,8 @@ def test_torchrun_job_stopped_by_a_signal_exits_75_and_resumes(tmp_path, target,
 
     def stop(proc: subprocess.Popen) -> None:
         for pid in [proc.pid] if target == "script" else descendants(proc.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     rc = stop_after_first_epoch(command, job_env(tmp), first_log, out / "ckpt.pt", stop)
     text = first_log.read_text()

@@ -39,6 +39,7 @@ def toy_galaxies(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return ((img - lo) / (hi - lo)).astype(np.float32), cls
 
 
+# not the shared tiny_store: two sharp morphology classes the tests count on, and a NaN pixel on demand
 def write_store(path, n=160, size=32, nan_at=None):
     images, cls = toy_galaxies(n, size)
     if nan_at is not None:

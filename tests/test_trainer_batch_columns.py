@@ -22,14 +22,14 @@ def _flips(a):
 
 def test_segmentation_head_trains_on_the_store_masks(tmp_path, monkeypatch):
     store = tmp_path / "stars.h5"
-    prep_cfg = yaml.safe_load(open(CONFIGS / "prep_stars_segment.yaml"))
+    prep_cfg = yaml.safe_load((CONFIGS / "prep_stars_segment.yaml").read_text())
     prep_cfg["prep"]["sources"][0]["n"] = 64
     prep_cfg["prep"]["workers"] = 1
     prep_cfg["prep"]["output"] = str(store)
     (tmp_path / "prep.yaml").write_text(yaml.safe_dump(prep_cfg))
     run_prep(load_config(tmp_path / "prep.yaml").prep)
 
-    run_cfg = yaml.safe_load(open(CONFIGS / "segae_stars.yaml"))
+    run_cfg = yaml.safe_load((CONFIGS / "segae_stars.yaml").read_text())
     run_cfg["model"]["params"]["widths"] = [4, 8, 8]
     run_cfg["model"]["params"]["head_width"] = 4
     run_cfg["train"].update(store=str(store), out_dir=str(tmp_path / "run"), epochs=1, batch_size=16,

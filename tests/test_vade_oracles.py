@@ -70,7 +70,8 @@ def test_catalogue_gamma_column_is_sklearn_predict_proba_of_the_checkpoint_mixtu
     rng = np.random.default_rng(2)
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
     widths = 1.0 + 2.5 * rng.random(n)
-    images = np.exp(-(xx**2 + yy**2)[None] / (2 * widths[:, None, None] ** 2)) + 0.05 * rng.standard_normal((n, size, size))
+    images = (np.exp(-(xx**2 + yy**2)[None] / (2 * widths[:, None, None] ** 2))
+              + 0.05 * rng.standard_normal((n, size, size)))
     store = tmp_path / "store.h5"
     with h5py.File(store, "w") as f:
         f["images"] = images.astype(np.float32)
