@@ -62,7 +62,7 @@ def make_inputs(root: Path, n: int, image_size: int, latent_dim: int) -> tuple[P
     return ckpt, root / "store.h5"
 
 
-def write_options(args: argparse.Namespace) -> WriteOptions:
+def write_options(args: argparse.Namespace) -> OutputOptions:
     return OutputOptions(shard_size=args.shard_size, compression=args.compression, overwrite=True)
 
 
