@@ -30,12 +30,12 @@ import h5py
 import numpy as np
 import torch
 
-from galhpc.checkpoint import load_model, save_checkpoint
+from galhpc.checkpoint import checkpoint_config, load_model, read_checkpoint, save_checkpoint
 from galhpc.config import config_from_dict
 from galhpc.data.store import StoreReader
-from galhpc.inference.driver import WriteOptions
-from galhpc.inference.encode import EncodeJob, EncodeOptions, encode_catalog
-from galhpc.inference.generate import GenerateOptions, generate_catalog
+from galhpc.inference.encode import EncodeJob, encode_catalog
+from galhpc.inference.generate import generate_catalog
+from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions
 from galhpc.models import build_model
 from galhpc.runtime.world import World, mpi_world
 
@@ -62,28 +62,28 @@ def make_inputs(root: Path, n: int, image_size: int, latent_dim: int) -> tuple[P
     return ckpt, root / "store.h5"
 
 
-def write_options(args: argparse.Namespace) -> WriteOptions:
-    return WriteOptions(shard_size=args.shard_size, compression=args.compression, overwrite=True)
+def write_options(args: argparse.Namespace) -> OutputOptions:
+    return OutputOptions(shard_size=args.shard_size, compression=args.compression, overwrite=True)
 
 
 def run_generate(ckpt: Path, out: Path, args: argparse.Namespace, world: World):
-    model, cfg, _ = load_model(ckpt)
+    model, cfg = load_model(ckpt), checkpoint_config(read_checkpoint(ckpt))
     options = GenerateOptions(n=args.n, batch_size=args.batch_size, dtype=args.dtype)
-    return generate_catalog(model, options, out, write=write_options(args), world=world, device=CPU,
+    return generate_catalog(model, options, out, output=write_options(args), world=world, device=CPU,
                             checkpoint=ckpt, checkpoint_sha256="bench", config_yaml=cfg.to_yaml())
 
 
 def run_encode(ckpt: Path, store: Path, out: Path, args: argparse.Namespace, world: World):
-    model, cfg, _ = load_model(ckpt)
+    model, cfg = load_model(ckpt), checkpoint_config(read_checkpoint(ckpt))
     options = EncodeOptions(batch_size=args.batch_size, gmm_components=8, gmm_fit_objects=min(args.n, 4000))
-    return encode_catalog(model, store, options, out, write=write_options(args), world=world, device=CPU,
+    return encode_catalog(model, store, options, out, output=write_options(args), world=world, device=CPU,
                           channels=cfg.model.channels, image_size=cfg.model.image_size, checkpoint=ckpt,
                           checkpoint_sha256="bench", config_yaml=cfg.to_yaml())
 
 
 def model_only_generate(ckpt: Path, args: argparse.Namespace, start: int = 0, stop: int | None = None) -> float:
     """objects/s of model.sample on the same blocks, results dropped (no I/O)."""
-    model, _, _ = load_model(ckpt)
+    model = load_model(ckpt)
     stop = args.n if stop is None else stop
     began = time.perf_counter()
     with torch.inference_mode():
@@ -94,7 +94,7 @@ def model_only_generate(ckpt: Path, args: argparse.Namespace, start: int = 0, st
 
 def model_only_encode(ckpt: Path, store: Path, args: argparse.Namespace, gmm_dir: Path) -> float:
     """objects/s of encode + decode(μ) + γ on batches already in memory (no I/O)."""
-    model, _, _ = load_model(ckpt)
+    model = load_model(ckpt)
     reader = StoreReader(store)
     job = EncodeJob(model, reader, EncodeOptions(batch_size=args.batch_size), CPU)
     job.start(gmm_dir)  # the GMM the end-to-end run fitted

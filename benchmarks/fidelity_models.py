@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from galhpc.checkpoint import load_model
+from galhpc.checkpoint import checkpoint_config, load_model, read_checkpoint
 from galhpc.fidelity import morphology, sources
 from galhpc.fidelity.run import FidelityOptions, sample_generated
 from galhpc.fidelity.sampling import SamplingOptions
@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    first = load_model(_parse(args.runs[0])[1])[1]
+    first = checkpoint_config(read_checkpoint(_parse(args.runs[0])[1]))
     train_rows, held_rows = sources.split_store(args.store, first.train.holdout_fraction, first.train.seed)
     real = (sources.read_store_stamps(args.real_store, np.arange(_len(args.real_store)), args.n, rng, "all")
             if args.real_store else sources.read_store_stamps(args.store, held_rows, args.n, rng, "held-out"))
@@ -53,7 +53,7 @@ def main() -> None:
     results = {}
     for spec in args.runs:
         label, path, comp, sampling = _parse(spec)
-        model = load_model(path)[0].eval()
+        model = load_model(path).eval()
         t0 = time.time()
         options = FidelityOptions(n_generated=args.n, seed=1, component=comp, sampling=sampling)
         gen = sample_generated(model, options, real, args.real_store or args.store, training,

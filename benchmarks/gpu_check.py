@@ -127,6 +127,7 @@ def time_model(size: int, precision: str, n: int, batch: int, device: torch.devi
     """Training img/s (second epoch), generate img/s (float16 HDF5) and encode obj/s."""
     from galhpc.inference.encode import encode_from_checkpoint
     from galhpc.inference.generate import generate_from_checkpoint
+    from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions, split_keywords
     from galhpc.train.trainer import train
 
     store = work / f"store{size}.h5"
@@ -138,11 +139,12 @@ def time_model(size: int, precision: str, n: int, batch: int, device: torch.devi
     row: dict[str, Any] = {"size": size, "precision": precision,
                            "train_img_s": result.steps // 2 * batch / epoch["seconds"]}
     kw = dict(device=device.type, precision=precision, threads=None, overwrite=True)
-    gen = generate_from_checkpoint(result.checkpoint, work / f"gen{size}{precision}.h5", n=n, batch_size=4 * batch,
-                                   dtype="float16", **kw)
+    gen = generate_from_checkpoint(result.checkpoint, work / f"gen{size}{precision}.h5",
+                                   *split_keywords({"n": n, "batch_size": 4 * batch, "dtype": "float16", **kw},
+                                                   GenerateOptions, OutputOptions))
     row["generate_img_s"] = gen.objects_per_second
-    enc = encode_from_checkpoint(result.checkpoint, store, work / f"enc{size}{precision}.h5", batch_size=4 * batch,
-                                 **kw)
+    enc = encode_from_checkpoint(result.checkpoint, store, work / f"enc{size}{precision}.h5",
+                                 *split_keywords({"batch_size": 4 * batch, **kw}, EncodeOptions, OutputOptions))
     row["encode_obj_s"] = enc.objects_per_second
     return row
 

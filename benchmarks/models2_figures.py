@@ -194,7 +194,7 @@ def main() -> None:
         cfg = run_config(config, work, args)
         start = time.time()
         checkpoints[name] = train(cfg).checkpoint
-        model, _, _ = load_model(checkpoints[name])
+        model = load_model(checkpoints[name])
         out = evaluate_model(model, data["image"])
         row = {"train_seconds": round(time.time() - start, 1),
                "recon_mse": float(((out["recon"] - data["image"]) ** 2).mean()),
@@ -215,7 +215,7 @@ def main() -> None:
 
     prior_cfg = run_config(PRIOR, work, args)
     prior_cfg.model.params["vqvae_checkpoint"] = str(checkpoints["vqvae_k512"])
-    prior, _, _ = load_model(train_prior(prior_cfg))
+    prior = load_model(train_prior(prior_cfg))
     per_class = {}
     r50_real, c_real = radii(data["image"])
     for c in range(3):

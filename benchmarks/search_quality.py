@@ -27,7 +27,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
-from galhpc.checkpoint import load_model
+from galhpc.checkpoint import checkpoint_config, load_model, read_checkpoint
 from galhpc.mixture.diagonal import fit_diag_gmm
 from galhpc.report.heldout import noise_sigma
 from galhpc.search.rarity import SCORES, LatentPrior, knn_distance, latent_prior, prior_nll, rarity_scores
@@ -57,7 +57,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    model, cfg, _ = load_model(args.checkpoint)
+    model, cfg = load_model(args.checkpoint), checkpoint_config(read_checkpoint(args.checkpoint))
     cat = CatalogColumns(args.catalog)
     n = len(cat)
     rows = np.arange(n)

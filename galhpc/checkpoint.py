@@ -28,7 +28,20 @@ from galhpc.runtime.files import atomic_open, is_disk_full
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write a checkpoint dict atomically (`galhpc.runtime.files.atomic_open`); returns `path`.
+    """Write a checkpoint dict atomically (`galhpc.runtime.files.atomic_open`).
+
+    Parameters
+    ----------
+    path : str or Path
+        Where to write it (parent folders are made).
+    payload : dict
+        ``model_name``, ``model_state``, ``config`` and whatever the trainer adds; the
+        galhpc version is added.
+
+    Returns
+    -------
+    Path
+        `path`.
 
     Raises
     ------
@@ -50,6 +63,25 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a galhpc checkpoint file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint.
+    map_location : str or torch.device, optional
+        Where tensors are loaded (default ``"cpu"``).
+
+    Returns
+    -------
+    dict
+        The payload: at least ``model_state`` and ``config`` (the run's YAML text).
+
+    Raises
+    ------
+    CheckpointError
+        Missing, unreadable (truncated, corrupt) or not a galhpc checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -63,6 +95,25 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def checkpoint_config(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> RunConfig:
+    """The run config a checkpoint carries.
+
+    Parameters
+    ----------
+    payload : dict
+        A checkpoint (`read_checkpoint`).
+    path : str or Path, optional
+        The checkpoint, for messages.
+
+    Returns
+    -------
+    RunConfig
+        The parsed and validated config.
+
+    Raises
+    ------
+    CheckpointError
+        The embedded config is invalid.
+    """
     try:
         return config_from_yaml_text(payload["config"])
     except ConfigError as err:
@@ -77,6 +128,16 @@ def assemble_model(cfg: ModelConfig) -> GalaxyModel:
     that embeds its VQ-VAE.  A ``vqvae`` whose `params.psf` names a file is handed the PSF
     image (`galhpc.data.psf.read_psf`).
 
+    Parameters
+    ----------
+    cfg : ModelConfig
+        The model section of a run config.
+
+    Returns
+    -------
+    GalaxyModel
+        The model with freshly initialised weights (and loaded collaborators).
+
     Raises
     ------
     CheckpointError
@@ -90,19 +151,69 @@ def assemble_model(cfg: ModelConfig) -> GalaxyModel:
     collaborators: dict[str, Any] = {}
     vqvae_path = cfg.params.get("vqvae_checkpoint") if cfg.name == "vqvae_prior" else None
     if vqvae_path is not None and Path(vqvae_path).is_file():
-        collaborators["vqvae"], _, _ = load_model(vqvae_path, expect="vqvae")
+        collaborators["vqvae"] = load_model(vqvae_path, expect="vqvae")
     if cfg.name == "vqvae" and (psf_image := read_psf(cfg.params.get("psf"))) is not None:
         collaborators["psf_image"] = psf_image
     return build_model(cfg, **collaborators)
 
 
-def load_model(path: str | Path, expect: str | None = None, map_location: str | torch.device = "cpu"):
-    """Rebuild the model a checkpoint holds; returns (model in eval mode, config, payload).
+def load_model(path: str | Path, device: str | torch.device = "cpu", *, expect: str | None = None,
+               payload: dict[str, Any] | None = None) -> GalaxyModel:
+    """Rebuild the model a galhpc checkpoint holds, in eval mode.
 
-    `expect` names the model the caller needs; another model is refused with a message
-    naming both, as is a state dict that does not fit the config's shapes.
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint written by `galhpc-train` (``run/ckpt.pt``).  It carries the run's
+        config, so nothing else is needed.
+    device : str or torch.device, optional
+        Where to put the weights (default ``"cpu"``).
+    expect : str, optional
+        The registry name of the model the caller needs; a checkpoint of another model is
+        refused with a message naming both.
+    payload : dict, optional
+        The checkpoint already read (`read_checkpoint`), so a caller that also needs its
+        config (`checkpoint_config`) reads the file once.
+
+    Returns
+    -------
+    galhpc.models.base.GalaxyModel
+        A `torch.nn.Module` in eval mode with ``encode(x)`` (x: (B, C, H, W) float32 in
+        the training store's pixel units; returns an encoding with ``mu`` (B, L)),
+        ``decode(z)`` -> (B, C, H, W), ``reconstruct(x)`` and, for generative models,
+        ``sample(n, generator, **conditions)`` -> an object with ``images`` (n, C, H, W)
+        float32, ``z`` and ``component`` (int, -1 without a mixture).  ``model.name``
+        is the registry name (``"astrovader"``, ``"vae"``, ``"vqvae"``, ...).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated, not a galhpc checkpoint, holds another model
+        than `expect`, or its weights do not fit its config.
+
+    See Also
+    --------
+    read_checkpoint, checkpoint_config : the raw payload and the run config.
+
+    References
+    ----------
+    The models and their papers are listed in docs/models.md, among them [1]_ and [2]_.
+
+    .. [1] Spindler, A., Geach, J. E., & Smith, M. J. (2021), "AstroVaDEr: astronomical
+       variational deep embedder for unsupervised morphological classification of
+       galaxies and synthetic image generation", MNRAS 502, 985.
+    .. [2] van den Oord, A., Vinyals, O., & Kavukcuoglu, K. (2017), "Neural discrete
+       representation learning", NeurIPS 30.
+
+    Examples
+    --------
+    >>> model = load_model("run/ckpt.pt")                            # doctest: +SKIP
+    >>> out = model.sample(16, torch.Generator().manual_seed(0))     # doctest: +SKIP
+    >>> out.images.shape                                             # doctest: +SKIP
+    torch.Size([16, 1, 64, 64])
     """
-    payload = read_checkpoint(path, map_location)
+    if payload is None:
+        payload = read_checkpoint(path, device)
     cfg = checkpoint_config(payload, path)
     name = payload.get("model_name", cfg.model.name)
     if expect is not None and name != expect:
@@ -112,14 +223,23 @@ def load_model(path: str | Path, expect: str | None = None, map_location: str | 
         model.load_state_dict(payload["model_state"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit model {name!r} of its config: {err}") from err
-    model.eval()
-    return model, cfg, payload
+    return model.to(device).eval()
 
 
 def recorded_pixel_scale(payload: dict[str, Any]) -> tuple[float | None, str] | None:
-    """(arcsec per pixel of the training images or None, where it came from or why it is
-    unknown) as the trainer recorded it; None for a checkpoint that records nothing
-    (written before checkpoints carried it, or not by the trainer).
+    """The training images' pixel scale as the trainer recorded it in a checkpoint.
+
+    Parameters
+    ----------
+    payload : dict
+        A checkpoint (`read_checkpoint`).
+
+    Returns
+    -------
+    (float or None, str) or None
+        Arcsec per pixel (None when unknown) and where it came from or why it is unknown;
+        None for a checkpoint that records nothing (written before checkpoints carried it,
+        or not by the trainer).
     """
     if "pixel_scale" not in payload:
         return None
@@ -168,6 +288,20 @@ def inference_prep(payload: dict[str, Any], cfg: RunConfig, path: str | Path = "
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    chunk : int, optional
+        Bytes read at a time (default 1 MiB).
+
+    Returns
+    -------
+    str
+        The hex digest (64 characters).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

@@ -49,7 +49,7 @@ def load_yaml(text: str | bytes) -> Any:
     Parameters
     ----------
     text : str or bytes
-        YAML document.
+        One YAML document; bytes are decoded as PyYAML does (UTF-8, or UTF-16 with a BOM).
 
     Returns
     -------
@@ -482,7 +482,7 @@ def load_config(path: str | Path, settings: typing.Sequence[str] = ()) -> RunCon
     Returns
     -------
     RunConfig
-        The checked config.
+        The file's config with the settings applied, checked by `config_from_dict`.
 
     Raises
     ------
@@ -514,7 +514,7 @@ def config_from_yaml_text(text: str) -> RunConfig:
     Returns
     -------
     RunConfig
-        The checked config.
+        The text's config, checked by `config_from_dict`.
 
     Raises
     ------

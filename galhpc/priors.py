@@ -136,18 +136,13 @@ def vade_kl(
 
     Parameters
     ----------
-    mu : torch.Tensor
-        (B, L) posterior means.
-    logvar : torch.Tensor
-        (B, L) posterior log variances log σ².
+    mu, logvar : torch.Tensor
+        The posterior q(z|x) = N(mu, exp(logvar)): (B, L) means and log variances log σ².
     log_gamma : torch.Tensor
         (B, K) log responsibilities log q(c|x) (rows log-normalised).
-    log_pi : torch.Tensor
-        (K,) log mixture weights, up to a constant (normalised here by log_softmax).
-    mu_c : torch.Tensor
-        (K, L) component means.
-    var_c : torch.Tensor
-        (K, L) component variances (positive).
+    log_pi, mu_c, var_c : torch.Tensor
+        The mixture prior p(c) p(z|c), as in `gmm_log_joint`: (K,) log weights, (K, L) means
+        and (K, L) variances.
 
     Returns
     -------
@@ -277,14 +272,11 @@ def kl_double_peaked_dkl(mu: torch.Tensor, logvar: torch.Tensor, m: float = 1.0,
 
     Parameters
     ----------
-    mu : torch.Tensor
-        (B, D) posterior means of the peaked dimensions.
-    logvar : torch.Tensor
-        (B, D) their log variances log σ².
-    m : float, optional
-        Peak position ±m (default 1).
-    s : float, optional
-        Peak standard deviation (default 0.5).
+    mu, logvar : torch.Tensor
+        (B, D) posterior means and log variances log σ² of the peaked dimensions.
+    m, s : float, optional
+        Position ±m and standard deviation of the envelope's peaks ½N(z; sign(z)·m, s²)
+        (defaults 1 and 0.5).
 
     Returns
     -------
@@ -303,18 +295,16 @@ def aw_double_peaked(mu: torch.Tensor, logvar: torch.Tensor, m: float = 1.0, s: 
 
     For μ bounded by tanh to |μ_i| < m (the model's job), m·√D − ‖μ‖ + ‖σ − s‖ is within a
     factor √2 of the 2-Wasserstein distance to the nearest peak (an L1 vs L2 norm of the
-    mean and scale gaps); `m` is unused but kept for a uniform signature.
+    mean and scale gaps).
 
     Parameters
     ----------
-    mu : torch.Tensor
-        (B, D) posterior means of the peaked dimensions.
-    logvar : torch.Tensor
-        (B, D) their log variances log σ².
+    mu, logvar : torch.Tensor
+        (B, D) posterior means and log variances log σ² of the peaked dimensions.
     m : float, optional
-        Peak position ±m (default 1).
+        Peak position ±m (default 1); unused, kept for the common signature of the terms.
     s : float, optional
-        Peak standard deviation (default 0.5).
+        Peak standard deviation, the σ the posterior is pulled towards (default 0.5).
 
     Returns
     -------
@@ -335,14 +325,11 @@ def pw_double_peaked(mu: torch.Tensor, logvar: torch.Tensor, m: float = 1.0, s: 
 
     Parameters
     ----------
-    mu : torch.Tensor
-        (B, D) posterior means of the peaked dimensions.
-    logvar : torch.Tensor
-        (B, D) their log variances log σ².
-    m : float, optional
-        Peak position ±m (default 1).
-    s : float, optional
-        Peak standard deviation (default 0.5).
+    mu, logvar : torch.Tensor
+        (B, D) posterior means and log variances log σ² of the peaked dimensions.
+    m, s : float, optional
+        Position ±m and standard deviation of the peaks N(±m, s²), the nearer of which is the
+        target (defaults 1 and 0.5).
 
     Returns
     -------

@@ -36,11 +36,14 @@ save_checkpoint(root / "av.pt", {"model_name": "astrovader", "model_state": buil
                                  "config": av.to_yaml()})
 from galhpc.inference.encode import encode_from_checkpoint  # noqa: E402
 from galhpc.inference.generate import generate_from_checkpoint  # noqa: E402
+from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions  # noqa: E402
 
-report["generated"] = generate_from_checkpoint(root / "av.pt", root / "gen.h5", n=64, batch_size=32, dtype="float16",
-                                               noise_sigma=0.01, device="cpu", threads=1).objects_written
-report["encoded"] = encode_from_checkpoint(root / "av.pt", root / "store.h5", root / "enc.h5", batch_size=32,
-                                           device="cpu", threads=1).objects_written
+report["generated"] = generate_from_checkpoint(root / "av.pt", root / "gen.h5",
+                                               GenerateOptions(n=64, batch_size=32, dtype="float16", noise_sigma=0.01),
+                                               OutputOptions(device="cpu", threads=1)).objects_written
+report["encoded"] = encode_from_checkpoint(root / "av.pt", root / "store.h5", root / "enc.h5",
+                                           EncodeOptions(batch_size=32),
+                                           OutputOptions(device="cpu", threads=1)).objects_written
 
 from galhpc.kernels import convolve_psf, nearest_code  # noqa: E402
 from galhpc.kernels.codebook import torch_search  # noqa: E402
@@ -54,8 +57,9 @@ errors = {}
 for name, call in {
     "numba": lambda: nearest_code(x, codebook, backend="numba"),
     "cpp": lambda: nearest_code(x, codebook, backend="cpp"),
-    "galsim_psf": lambda: generate_from_checkpoint(root / "av.pt", root / "psf.h5", n=8, psf="moffat:beta=3,fwhm=0.5",
-                                                   device="cpu", threads=1),
+    "galsim_psf": lambda: generate_from_checkpoint(root / "av.pt", root / "psf.h5",
+                                                   GenerateOptions(n=8, psf="moffat:beta=3,fwhm=0.5"),
+                                                   OutputOptions(device="cpu", threads=1)),
     "horovod": lambda: train(RunConfig(model=cfg.model, train=TrainConfig(**{**cfg.train.__dict__, "backend": "horovod",
                                                                               "out_dir": str(root / "h")}))),
 }.items():

@@ -14,8 +14,8 @@ from test_catalog_generate import generate, make_checkpoint
 
 from galhpc.checkpoint import load_model
 from galhpc.inference import driver
-from galhpc.inference.driver import WriteOptions
-from galhpc.inference.generate import GenerateOptions, generate_catalog
+from galhpc.inference.generate import generate_catalog
+from galhpc.inference.options import GenerateOptions, OutputOptions
 from galhpc.io.catalog import open_catalog
 from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.world import MpiComm, World
@@ -182,11 +182,11 @@ class _ThreadComm:
 def test_shards_follow_the_global_rank_on_a_multi_host_world(ckpts, tmp_path):
     """Two hosts with two ranks each (rank 0..3, local_rank 0,1,0,1): every shard is written
     exactly once, and the catalogue is the one-rank catalogue."""
-    model, _, _ = load_model(ckpts["av"])
+    model = load_model(ckpts["av"])
     options = GenerateOptions(n=300, seed=5, batch_size=32)
-    write = WriteOptions(shard_size=32)
+    output = OutputOptions(shard_size=32)
     one = tmp_path / "one.h5"
-    generate_catalog(model, options, one, write=write, world=World(), device=torch.device("cpu"),
+    generate_catalog(model, options, one, output=output, world=World(), device=torch.device("cpu"),
                      checkpoint="x.pt", checkpoint_sha256="0", config_yaml="")
     comm = _ThreadComm(4)
     results, errors = {}, []
@@ -194,7 +194,7 @@ def test_shards_follow_the_global_rank_on_a_multi_host_world(ckpts, tmp_path):
     def rank(r):
         world = World(rank=r, size=4, local_rank=r % 2, launcher="fake", comm=MpiComm(comm.view(r)), mpi=True)
         try:
-            results[r] = generate_catalog(model, options, tmp_path / "four.h5", write=write, world=world,
+            results[r] = generate_catalog(model, options, tmp_path / "four.h5", output=output, world=world,
                                           device=torch.device("cpu"), checkpoint="x.pt", checkpoint_sha256="0",
                                           config_yaml="")
         except BaseException as err:  # reported below

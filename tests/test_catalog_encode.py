@@ -10,8 +10,8 @@ from test_catalog_generate import make_checkpoint
 
 from galhpc.checkpoint import load_model
 from galhpc.cli.encode import main as encode_main
-from galhpc.inference.driver import WriteOptions
-from galhpc.inference.encode import EncodeOptions, encode_catalog, encode_from_checkpoint
+from galhpc.inference.encode import encode_catalog, encode_from_checkpoint
+from galhpc.inference.options import EncodeOptions, OutputOptions, split_keywords
 from galhpc.mixture.bayesian import fit_stick_breaking_bgm
 from galhpc.mixture.diagonal import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.vae import ConvVAE
@@ -50,7 +50,7 @@ def files(tmp_path_factory):
 def encode(ckpt, store, out, **kw):
     kw = {"batch_size": 64, "shard_size": 128, "gmm_components": 6, "gmm_fit_objects": 300, "threads": 1,
           "device": "cpu", **kw}
-    return encode_from_checkpoint(ckpt, store, out, **kw)
+    return encode_from_checkpoint(ckpt, store, out, *split_keywords(kw, EncodeOptions, OutputOptions))
 
 
 def read_all(path):
@@ -68,7 +68,7 @@ def test_columns_match_the_model_and_the_stored_post_hoc_gmm(files, tmp_path):
         gmm = {k: torch.from_numpy(f["gmm"][k][()]) for k in ("log_pi", "mu", "var")}
         assert f["meta"].attrs["gmm"] == "post-hoc"
     assert np.array_equal(cat["object_id"], ids)
-    model, _, _ = load_model(files["vae"])
+    model = load_model(files["vae"])
     with torch.inference_mode():
         for lo in range(0, N, 64):  # the batch grid of the run: bit-identical
             x = torch.from_numpy(images[lo:lo + 64, None])
@@ -92,7 +92,7 @@ def test_columns_match_the_model_and_the_stored_post_hoc_gmm(files, tmp_path):
 def test_post_hoc_gmm_is_the_documented_fit_and_is_reused_on_resume(files, tmp_path):
     out = tmp_path / "e.h5"
     encode(files["vae"], files["store"], out)
-    model, _, _ = load_model(files["vae"])
+    model = load_model(files["vae"])
     with h5py.File(files["store"]) as f:
         strided = torch.from_numpy(f["images"][::2][:300, None])  # N // fit_objects = 2
     with torch.inference_mode():
@@ -114,7 +114,7 @@ def test_mixture_model_uses_its_own_gamma(files, tmp_path):
     out = tmp_path / "a.h5"
     encode(files["av"], files["store"], out)
     cat = read_all(out)
-    model, _, _ = load_model(files["av"])
+    model = load_model(files["av"])
     with h5py.File(files["store"]) as f:
         x = torch.from_numpy(f["images"][:64])[:, None]
     with torch.inference_mode():
@@ -139,7 +139,7 @@ def test_extra_columns_and_store_without_object_id(files, tmp_path):
     model = StarGalaxyVAE(image_size=16, latent_dim=6, filters=[8, 8, 8, 8])
     out = tmp_path / "x.h5"
     encode_catalog(model, store, EncodeOptions(batch_size=50, gmm_components=4, gmm_fit_objects=200), out,
-                   write=WriteOptions(shard_size=100), world=World(), device=torch.device("cpu"), channels=1,
+                   output=OutputOptions(shard_size=100), world=World(), device=torch.device("cpu"), channels=1,
                    image_size=16, checkpoint="none", checkpoint_sha256="0" * 64, config_yaml="")
     cat = read_all(out)
     with h5py.File(store) as f:
@@ -223,16 +223,19 @@ def test_fits_input_is_prepared_with_the_checkpoint_recipe(tmp_path):
     out = tmp_path / "fits.h5"
     kw = {"batch_size": 4, "shard_size": 8, "gmm_components": 2, "gmm_fit_objects": 30, "threads": 1,
           "device": "cpu"}
-    encode_from_checkpoint(ckpt, cutouts, out, **kw)
+    encode_from_checkpoint(ckpt, cutouts, out, *split_keywords(kw, EncodeOptions, OutputOptions))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "cutouts", "fits.h5", "fits.h5.shards"]
     cfg.prep.sources = [SourceConfig(kind="fits", path=str(cutouts))]
     oracle_store = run_prep(cfg.prep, tmp_path / "oracle.h5")
-    encode_from_checkpoint(ckpt, oracle_store, tmp_path / "oracle_cat.h5", **kw)
+    encode_from_checkpoint(ckpt, oracle_store, tmp_path / "oracle_cat.h5",
+                           *split_keywords(kw, EncodeOptions, OutputOptions))
     cat, oracle = read_all(out), read_all(tmp_path / "oracle_cat.h5")
     assert np.array_equal(cat["object_id"], np.arange(1000, 1030))
     assert np.array_equal(cat["mu"], oracle["mu"]) and np.array_equal(cat["component"], oracle["component"])
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "fits.h5.shards").glob("0*.h5")}
-    encode_from_checkpoint(ckpt, cutouts, out, **kw)  # complete: prepared anew, the same input: no shard re-made
+    encode_from_checkpoint(ckpt, cutouts, out,
+                           *split_keywords(kw, EncodeOptions, OutputOptions))  # complete: no shard re-made
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and not list(tmp_path.glob(".*prep*"))
     with pytest.raises(CatalogError, match="input .*nothing-here not found"):
-        encode_from_checkpoint(ckpt, tmp_path / "nothing-here", tmp_path / "x.h5", **kw)
+        encode_from_checkpoint(ckpt, tmp_path / "nothing-here", tmp_path / "x.h5",
+                               *split_keywords(kw, EncodeOptions, OutputOptions))

@@ -14,9 +14,9 @@ from scipy.signal import fftconvolve
 from galhpc.checkpoint import CheckpointError, load_model, save_checkpoint
 from galhpc.cli.generate import main as generate_main
 from galhpc.config import config_from_dict
-from galhpc.inference.driver import WriteOptions
 from galhpc.inference.emulate import EmulationError, load_psf
-from galhpc.inference.generate import GenerateOptions, generate_catalog, generate_from_checkpoint
+from galhpc.inference.generate import generate_catalog, generate_from_checkpoint
+from galhpc.inference.options import GenerateOptions, OutputOptions, split_keywords
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.io import catalog_writer
 from galhpc.models import build_model
@@ -55,7 +55,7 @@ def vae_ckpt(tmp_path_factory):
 
 def generate(ckpt, out, **kw):
     kw = {"n": 150, "batch_size": 32, "shard_size": 64, "seed": 5, "threads": 1, "device": "cpu", **kw}
-    return generate_from_checkpoint(ckpt, out, **kw)
+    return generate_from_checkpoint(ckpt, out, *split_keywords(kw, GenerateOptions, OutputOptions))
 
 
 def read_all(path):
@@ -69,7 +69,7 @@ def test_objects_are_model_samples_keyed_by_block_seed(ckpt, tmp_path):
     cat = read_all(tmp_path / "s.h5")
     assert cat["images"].shape == (150, 16, 16) and cat["images"].dtype == np.float32
     assert np.array_equal(cat["object_id"], np.arange(150))
-    model, _, _ = load_model(ckpt)
+    model = load_model(ckpt)
     with torch.inference_mode():
         for start in range(0, 150, 32):  # blocks of the batch grid
             stop = min(start + 32, 150)
@@ -272,7 +272,7 @@ class EncoderOnly(ConvVAE):
 def test_a_model_that_cannot_sample_is_refused(tmp_path):
     model = EncoderOnly(image_size=16, latent_dim=6, filters=[8, 8, 8, 8])
     with pytest.raises(CatalogError, match="'vae' is not generative"):
-        generate_catalog(model, GenerateOptions(n=4), tmp_path / "x.h5", write=WriteOptions(), world=World(),
+        generate_catalog(model, GenerateOptions(n=4), tmp_path / "x.h5", output=OutputOptions(), world=World(),
                          device=torch.device("cpu"), checkpoint="x.pt", checkpoint_sha256="0", config_yaml="")
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.shards").exists()
 
@@ -290,7 +290,7 @@ class DimmableVAE(ConvVAE):
 def test_conditions_reach_model_sample_and_the_unit_prior_has_no_component(tmp_path):
     torch.manual_seed(0)
     model = DimmableVAE(image_size=16, latent_dim=6, filters=[8, 8, 8, 8])
-    common = dict(write=WriteOptions(shard_size=32), world=World(), device=torch.device("cpu"),
+    common = dict(output=OutputOptions(shard_size=32), world=World(), device=torch.device("cpu"),
                   checkpoint="x.pt", checkpoint_sha256="0", config_yaml="")
     generate_catalog(model, GenerateOptions(n=40, batch_size=16), tmp_path / "plain.h5", **common)
     generate_catalog(model, GenerateOptions(n=40, batch_size=16, conditions={"brightness": 0.5}),
@@ -307,7 +307,8 @@ def test_conditions_reach_model_sample_and_the_unit_prior_has_no_component(tmp_p
 def test_condition_arguments_are_parsed_as_yaml_scalars():
     import argparse
 
-    from galhpc.cli.generate import build_parser, parse_condition, parse_counts
+    from galhpc.cli.generate import build_parser
+    from galhpc.inference.options import parse_condition, parse_counts
 
     args = build_parser().parse_args(["--checkpoint", "c.pt", "--n", "1", "--out", "o.h5", "--condition", "label=3",
                                       "--condition", "ratio=0.5", "--condition", "name=spiral", "--condition",

@@ -19,6 +19,7 @@ from test_catalog_generate import make_checkpoint
 
 from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.inference.generate import generate_from_checkpoint
+from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions
 
 pytestmark = [
     pytest.mark.slow,
@@ -63,8 +64,9 @@ def ckpt(tmp_path_factory):
 
 def test_generate_is_identical_on_1_2_and_3_ranks(ckpt, tmp_path):
     one = tmp_path / "one.h5"
-    generate_from_checkpoint(ckpt, one, n=300, batch_size=32, shard_size=64, seed=11, noise_sigma=0.01,
-                             keep_clean=True, threads=1, device="cpu")  # = GENERATE, in this process
+    generate_from_checkpoint(ckpt, one,
+                             GenerateOptions(n=300, batch_size=32, seed=11, noise_sigma=0.01, keep_clean=True),
+                             OutputOptions(shard_size=64, threads=1, device="cpu"))  # = GENERATE, in this process
     for ranks in (2, 3):
         out = tmp_path / f"r{ranks}.h5"
         mpirun(ranks, "galhpc.cli.generate", ["--checkpoint", ckpt, "--out", out, *GENERATE])
@@ -78,8 +80,9 @@ def test_encode_with_post_hoc_gmm_is_identical_on_1_and_2_ranks(tmp_path):
     vae = make_checkpoint(tmp_path / "vae.pt", "vae")
     opts = ["--batch-size", "50", "--shard-size", "100", "--gmm-components", "5", "--gmm-fit-objects", "250",
             "--threads", "1", "--device", "cpu"]
-    encode_from_checkpoint(vae, store, tmp_path / "one.h5", batch_size=50, shard_size=100, gmm_components=5,
-                           gmm_fit_objects=250, threads=1, device="cpu")
+    encode_from_checkpoint(vae, store, tmp_path / "one.h5",
+                           EncodeOptions(batch_size=50, gmm_components=5, gmm_fit_objects=250),
+                           OutputOptions(shard_size=100, threads=1, device="cpu"))
     mpirun(2, "galhpc.cli.encode", ["--checkpoint", vae, "--store", store, "--out", tmp_path / "two.h5", *opts])
     assert_same_catalogue(tmp_path / "one.h5", tmp_path / "two.h5")
     with h5py.File(tmp_path / "two.h5") as f:
@@ -122,7 +125,8 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_same_catalogue(ckpt, tmp
     args = ["--n", n, "--batch-size", "16", "--shard-size", shard, "--seed", "3", "--threads", "1",
             "--device", "cpu"]
     reference = tmp_path / "ref.h5"
-    generate_from_checkpoint(ckpt, reference, n=n, batch_size=16, shard_size=shard, seed=3, threads=1, device="cpu")
+    generate_from_checkpoint(ckpt, reference, GenerateOptions(n=n, batch_size=16, seed=3),
+                             OutputOptions(shard_size=shard, threads=1, device="cpu"))
     out = tmp_path / "killed.h5"
     cmd = ["mpirun", "-n", "2", "--oversubscribe", sys.executable, "-m", "galhpc.cli.generate",
            "--checkpoint", str(ckpt), "--out", str(out), *map(str, args)]

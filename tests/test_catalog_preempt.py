@@ -16,6 +16,7 @@ import torch
 from test_catalog_generate import make_checkpoint
 
 from galhpc.inference.generate import generate_from_checkpoint
+from galhpc.inference.options import GenerateOptions, OutputOptions
 from galhpc.runtime.signals import EXIT_PREEMPTED
 
 torch.set_num_threads(1)
@@ -53,8 +54,8 @@ def wait_for_shards(out, count, proc, timeout=600):
 
 def test_sigusr1_mid_shard_exits_75_and_the_rerun_is_identical(ckpt, tmp_path):
     reference = tmp_path / "ref.h5"
-    generate_from_checkpoint(ckpt, reference, n=N, batch_size=BATCH, shard_size=256, seed=5, threads=1,
-                             device="cpu")
+    generate_from_checkpoint(ckpt, reference, GenerateOptions(n=N, batch_size=BATCH, seed=5),
+                             OutputOptions(shard_size=256, threads=1, device="cpu"))
     out = tmp_path / "stopped.h5"
     cmd = [sys.executable, "-m", "galhpc.cli.generate", "--checkpoint", str(ckpt), "--out", str(out), *ARGS,
            "--shard-size", "256"]
@@ -80,8 +81,8 @@ def test_sigusr1_mid_shard_exits_75_and_the_rerun_is_identical(ckpt, tmp_path):
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Open MPI's mpirun")
 def test_work_sized_shards_give_the_same_catalogue_on_1_and_2_ranks_and_resume_on_another(ckpt, tmp_path):
     reference = tmp_path / "ref.h5"
-    generate_from_checkpoint(ckpt, reference, n=N, batch_size=BATCH, shard_size=256, seed=5, threads=1,
-                             device="cpu")
+    generate_from_checkpoint(ckpt, reference, GenerateOptions(n=N, batch_size=BATCH, seed=5),
+                             OutputOptions(shard_size=256, threads=1, device="cpu"))
     sizes = {}
     for ranks in (1, 2):
         out = tmp_path / f"r{ranks}.h5"
@@ -99,6 +100,6 @@ def test_work_sized_shards_give_the_same_catalogue_on_1_and_2_ranks_and_resume_o
     before = shard_digests(out)
     for name in list(before)[:2]:
         (out.with_name(out.name + ".shards") / name).unlink()
-    generate_from_checkpoint(ckpt, out, n=N, batch_size=BATCH, seed=5, threads=1, device="cpu",
-                             shard_minutes=5.0)
+    generate_from_checkpoint(ckpt, out, GenerateOptions(n=N, batch_size=BATCH, seed=5),
+                             OutputOptions(threads=1, device="cpu", shard_minutes=5.0))
     assert shard_digests(out) == before and columns(out) == columns(reference)

@@ -13,7 +13,8 @@ import pytest
 
 from galhpc.formats.catalog import Shard, shard_dir_for
 from galhpc.inference.driver import auto_shard_size, effective_shard_size, legacy_auto_shard_size
-from galhpc.inference.generate import GenerateOptions, component_segments, sample_blocks
+from galhpc.inference.generate import component_segments, sample_blocks
+from galhpc.inference.options import GenerateOptions
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.io.catalog_writer import ShardWriter, WriteBehind, parse_compression, write_master
 from galhpc.io.shards import assign_shards, complete_shards, plan_shards, prepare_output, shard_in_flight

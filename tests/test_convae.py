@@ -33,7 +33,7 @@ def test_convae_checkpoint_round_trip(tmp_path):
     model = build_model(cfg.model).eval()
     path = save_checkpoint(tmp_path / "ckpt.pt", {"model_name": "convae", "model_state": model.state_dict(),
                                                   "config": cfg.to_yaml()})
-    loaded, _, _ = load_model(path, expect="convae")
+    loaded = load_model(path, expect="convae")
     x = blobs(2)
     assert torch.equal(loaded.encode(x).mu, model.encode(x).mu)
 

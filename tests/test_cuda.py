@@ -85,14 +85,19 @@ def test_training_steps_on_cuda(tmp_path, precision):
 def test_generate_and_encode_on_cuda(tmp_path, precision):
     from galhpc.inference.encode import encode_from_checkpoint
     from galhpc.inference.generate import generate_from_checkpoint
+    from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions, split_keywords
     from galhpc.train.trainer import train
 
     store = tiny_store(tmp_path / "s.h5")
     ckpt = train(tiny_config(store, tmp_path / "run", "fp32")).checkpoint
     kw = dict(device="cuda", precision=precision, threads=1)
-    generate_from_checkpoint(ckpt, tmp_path / "g.h5", n=300, batch_size=128, dtype="float16", noise_sigma=0.01, **kw)
-    encode_from_checkpoint(ckpt, store, tmp_path / "e.h5", batch_size=100, **kw)
-    encode_from_checkpoint(ckpt, store, tmp_path / "e_cpu.h5", batch_size=100, device="cpu", threads=1)
+    generate_from_checkpoint(ckpt, tmp_path / "g.h5",
+                             *split_keywords({"n": 300, "batch_size": 128, "dtype": "float16", "noise_sigma": 0.01,
+                                              **kw}, GenerateOptions, OutputOptions))
+    encode_from_checkpoint(ckpt, store, tmp_path / "e.h5",
+                           *split_keywords({"batch_size": 100, **kw}, EncodeOptions, OutputOptions))
+    encode_from_checkpoint(ckpt, store, tmp_path / "e_cpu.h5", EncodeOptions(batch_size=100),
+                           OutputOptions(device="cpu", threads=1))
     with h5py.File(tmp_path / "g.h5") as f:
         assert f["images"].dtype == np.float16 and f["images"].shape == (300, 32, 32)
         assert np.isfinite(f["images"][()]).all()

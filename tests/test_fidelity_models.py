@@ -138,7 +138,7 @@ def test_conditioned_prior_draws_at_the_real_stamps_labels(toy, checkpoints, cac
     from galhpc.checkpoint import load_model
     from galhpc.fidelity import sources
 
-    model = load_model(checkpoints["prior_class"], map_location="cpu")[0].eval()
+    model = load_model(checkpoints["prior_class"]).eval()
     labels = np.array([1, 1, 1, 0, 1, 1])
     got = sources.sample_model(model, 6, seed=3, batch_size=4, condition_values=labels)
     np.testing.assert_array_equal(got.component, labels)

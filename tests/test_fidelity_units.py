@@ -13,6 +13,7 @@ from astropy.wcs import WCS
 from galhpc.checkpoint import save_checkpoint
 from galhpc.config import config_from_dict
 from galhpc.inference.generate import generate_from_checkpoint
+from galhpc.inference.options import GenerateOptions, OutputOptions
 from galhpc.io.catalog import open_catalog
 from galhpc.io.export import export_fits_cube, export_fits_cutouts, inject_stamps
 from galhpc.models import build_model
@@ -39,8 +40,9 @@ def synth(tmp_path_factory):
     torch.manual_seed(0)
     save_checkpoint(root / "ckpt.pt", {"model_name": "vae", "model_state": build_model(cfg.model).state_dict(),
                                        "config": cfg.to_yaml()})
-    generate_from_checkpoint(root / "ckpt.pt", root / "synth.h5", 40, batch_size=16, shard_size=16, threads=1,
-                             device="cpu", pixel_scale=0.2)
+    generate_from_checkpoint(root / "ckpt.pt", root / "synth.h5",
+                             GenerateOptions(n=40, batch_size=16, pixel_scale=0.2),
+                             OutputOptions(shard_size=16, threads=1, device="cpu"))
     return root, norms
 
 
@@ -164,8 +166,9 @@ def test_generate_rejection_moves_magnitudes_to_the_target(synth, capfd):
     from galhpc.inference.photometry import half_light_radius
 
     root, _ = synth
-    generate_from_checkpoint(root / "ckpt.pt", root / "plain.h5", 240, batch_size=60, threads=1, device="cpu",
-                             pixel_scale=0.2)
+    generate_from_checkpoint(root / "ckpt.pt", root / "plain.h5",
+                             GenerateOptions(n=240, batch_size=60, pixel_scale=0.2),
+                             OutputOptions(threads=1, device="cpu"))
     with open_catalog(root / "plain.h5") as cat:
         mags, sizes = cat.read("mag_ab").astype(np.float64), half_light_radius(cat.read("images"))
     bright = mags < np.percentile(mags, 30)  # the target: the bright 30 % of the generator's own population

@@ -27,6 +27,7 @@ from tiny_run import read_checkpoint, wait_for_checkpoint, write_tiny_run  # noq
 
 from galhpc.inference.encode import encode_from_checkpoint  # noqa: E402
 from galhpc.inference.generate import generate_from_checkpoint  # noqa: E402
+from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -264,7 +265,8 @@ def catalogue(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("catalogue")
     ckpt = make_checkpoint(root / "av.pt", "astrovader")
     one = root / "one.h5"
-    generate_from_checkpoint(ckpt, one, n=1280, batch_size=32, shard_size=64, seed=11, threads=1, device="cpu")
+    generate_from_checkpoint(ckpt, one, GenerateOptions(n=1280, batch_size=32, seed=11),
+                             OutputOptions(shard_size=64, threads=1, device="cpu"))
     return ckpt, one
 
 
@@ -351,8 +353,8 @@ def encoded(tmp_path_factory) -> tuple[Path, Path, Path]:
     store = write_store(root / "store.h5", n=2000)
     vae = make_checkpoint(root / "vae.pt", "vae")
     one = root / "one.h5"
-    encode_from_checkpoint(vae, store, one, batch_size=50, shard_size=100, gmm_components=5, gmm_fit_objects=250,
-                           threads=1, device="cpu")
+    encode_from_checkpoint(vae, store, one, EncodeOptions(batch_size=50, gmm_components=5, gmm_fit_objects=250),
+                           OutputOptions(shard_size=100, threads=1, device="cpu"))
     return vae, store, one
 
 

@@ -157,7 +157,7 @@ def test_prior_keeps_the_vqvae_frozen_and_loads_from_its_own_checkpoint(tmp_path
     path = save_checkpoint(tmp_path / "prior.pt", {"model_name": "vqvae_prior", "model_state": prior.state_dict(),
                                                    "config": cfg.to_yaml()})
     (tmp_path / "vq.pt").unlink()
-    loaded, _, _ = load_model(path, expect="vqvae_prior")
+    loaded = load_model(path, expect="vqvae_prior")
     prior.eval()
     a = prior.sample(4, torch.Generator().manual_seed(5), size_class=1)
     b = loaded.sample(4, torch.Generator().manual_seed(5), size_class=1)

@@ -14,6 +14,7 @@ from galhpc.checkpoint import read_checkpoint
 from galhpc.config import load_config
 from galhpc.inference.encode import encode_from_checkpoint
 from galhpc.inference.generate import generate_from_checkpoint
+from galhpc.inference.options import EncodeOptions, GenerateOptions, OutputOptions, split_keywords
 from galhpc.mixture.diagonal import gmm_responsibilities
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, vade_kl
 from galhpc.runtime.errors import CatalogError, ConfigError, DataError
@@ -155,8 +156,9 @@ def read_all(path):
 def test_generate_in_bf16_records_precision_and_writes_float16(tmp_path):
     ckpt = make_checkpoint(tmp_path / "av.pt", "astrovader")
     kw = dict(n=96, batch_size=32, shard_size=64, seed=3, threads=1, device="cpu", dtype="float16")
-    generate_from_checkpoint(ckpt, tmp_path / "fp32.h5", **kw)
-    generate_from_checkpoint(ckpt, tmp_path / "bf16.h5", precision="bf16", **kw)
+    generate_from_checkpoint(ckpt, tmp_path / "fp32.h5", *split_keywords(kw, GenerateOptions, OutputOptions))
+    generate_from_checkpoint(ckpt, tmp_path / "bf16.h5",
+                             *split_keywords({"precision": "bf16", **kw}, GenerateOptions, OutputOptions))
     a, b = read_all(tmp_path / "fp32.h5"), read_all(tmp_path / "bf16.h5")
     assert a["images"].dtype == b["images"].dtype == np.float16
     assert not np.array_equal(a["images"], b["images"])
@@ -164,21 +166,24 @@ def test_generate_in_bf16_records_precision_and_writes_float16(tmp_path):
     with h5py.File(tmp_path / "bf16.h5") as f:
         assert '"precision": "bf16"' in f["meta"].attrs["fingerprint"]
     with pytest.raises(CatalogError):  # a resume never mixes precisions
-        generate_from_checkpoint(ckpt, tmp_path / "bf16.h5", precision="fp32", **kw)
+        generate_from_checkpoint(ckpt, tmp_path / "bf16.h5",
+                                 *split_keywords({"precision": "fp32", **kw}, GenerateOptions, OutputOptions))
 
 
 def test_encode_in_bf16_is_close_to_fp32_and_recorded(tmp_path):
     store = write_catalog_store(tmp_path / "store.h5", n=120)
     ckpt = make_checkpoint(tmp_path / "av.pt", "astrovader")
     kw = dict(batch_size=40, shard_size=80, threads=1, device="cpu")
-    encode_from_checkpoint(ckpt, store, tmp_path / "fp32.h5", **kw)
-    encode_from_checkpoint(ckpt, store, tmp_path / "bf16.h5", precision="bf16", **kw)
+    encode_from_checkpoint(ckpt, store, tmp_path / "fp32.h5", *split_keywords(kw, EncodeOptions, OutputOptions))
+    encode_from_checkpoint(ckpt, store, tmp_path / "bf16.h5",
+                           *split_keywords({"precision": "bf16", **kw}, EncodeOptions, OutputOptions))
     a, b = read_all(tmp_path / "fp32.h5"), read_all(tmp_path / "bf16.h5")
     assert b["mu"].dtype == np.float32 and not np.array_equal(a["mu"], b["mu"])
     np.testing.assert_allclose(b["mu"], a["mu"], atol=0.05 * np.abs(a["mu"]).max())
     np.testing.assert_allclose(b["recon_mse"], a["recon_mse"], rtol=0.05)
     with pytest.raises(CatalogError):
-        encode_from_checkpoint(ckpt, store, tmp_path / "bf16.h5", precision="fp32", **kw)
+        encode_from_checkpoint(ckpt, store, tmp_path / "bf16.h5",
+                               *split_keywords({"precision": "fp32", **kw}, EncodeOptions, OutputOptions))
 
 
 def test_fp16_steps_through_a_grad_scaler_that_is_checkpointed(store, tmp_path):

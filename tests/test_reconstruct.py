@@ -19,7 +19,8 @@ from galhpc.config import ModelConfig, RunConfig, TrainConfig
 from galhpc.data.sources import Block
 from galhpc.data.store import StoreReader, StoreWriter
 from galhpc.formats.catalog import Shard
-from galhpc.inference.encode import EncodeJob, EncodeOptions
+from galhpc.inference.encode import EncodeJob
+from galhpc.inference.options import EncodeOptions
 from galhpc.models.base import StepState
 from galhpc.models.convae import ConvAE
 from galhpc.models.hvae import HierarchicalAEVAE, PeakedVAE, denormalise_stamps, normalise_stamps
@@ -282,7 +283,7 @@ def test_training_logs_holdout_mse_in_observed_space(tmp_path):
     train(cfg)
     with open(tmp_path / "run" / "losses.csv") as f:
         logged = float(list(csv.DictReader(f))[-1]["holdout_mse"])
-    model, _, _ = load_model(tmp_path / "run" / "ckpt.pt")
+    model = load_model(tmp_path / "run" / "ckpt.pt")
     model.eval()
     loader = StoreLoader(store, 16, split="holdout", holdout_fraction=0.25, seed=cfg.train.seed, shuffle=False,
                          drop_last=False, label_columns=["psf"])

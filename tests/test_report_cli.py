@@ -183,12 +183,14 @@ def test_help_exits_cleanly(capsys):
 
 
 def test_a_failing_section_is_recorded_and_the_rest_still_run(run_files, tmp_path, monkeypatch):
+    import dataclasses
+
     from galhpc.report import sections
 
     def broken(*args):
         raise RuntimeError("deliberately broken")
 
-    monkeypatch.setitem(sections.SECTIONS, "latents", broken)
+    monkeypatch.setitem(sections.SECTIONS, "latents", dataclasses.replace(sections.SECTIONS["latents"], run=broken))
     root = run_files["root"]
     out = tmp_path / "report"
     assert main(["--checkpoint", str(run_files["ckpt"]), "--clusters", str(root / "clusters.h5"), "--out", str(out),

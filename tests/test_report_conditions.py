@@ -209,19 +209,26 @@ def mean_as_statistics(monkeypatch):
 
 
 def _inputs(model, real_values, images):
-    from galhpc.report.sections import Inputs
+    from galhpc.report.heldout import EncodedObjects
+    from galhpc.report.inputs import CheckpointInputs, HeldOutInputs, ReportInputs
 
-    return Inputs(model=model, clusters=None, holdout_images=images, holdout_groups=real_values, group_name="size")
+    n = len(images)
+    objects = EncodedObjects(rows=np.arange(n), object_id=np.arange(n), images=images, mu=np.zeros((n, 2)),
+                             recons=images, labels={"size": real_values}, components=np.zeros(n, np.int64),
+                             n_clusters=1, cluster_source="test", store="")
+    return ReportInputs(checkpoint=CheckpointInputs(model=model), clusters=None,
+                        holdout=HeldOutInputs(objects, real_values, "size"))
 
 
 def test_float_bins_sample_each_bin_at_its_median(mean_as_statistics, tmp_path):
-    from galhpc.report.sections import Figures, ReportOptions, generated_vs_real
+    from galhpc.report.options import ReportOptions
+    from galhpc.report.sections import Figures, generated_vs_real
 
     rng = np.random.default_rng(0)
     values = rng.uniform(0, 9, 40)
     images = np.broadcast_to(values[:, None, None, None], (40, 1, 8, 8)).copy()  # statistic = value
     model = _Constant("float")
-    out = generated_vs_real(_inputs(model, values, images), ReportOptions(n_morph=40, match_noise=False),
+    out = generated_vs_real.run(_inputs(model, values, images), ReportOptions(n_morph=40, match_noise=False),
                             Figures(tmp_path), np.random.default_rng(0))
     per = out["per_size_bin"]
     expected = metrics.quantile_bins(values, 3, 5)
@@ -235,12 +242,13 @@ def test_float_bins_sample_each_bin_at_its_median(mean_as_statistics, tmp_path):
 
 
 def test_class_conditional_without_synth_is_sampled_per_class(mean_as_statistics, tmp_path):
-    from galhpc.report.sections import Figures, ReportOptions, generated_vs_real
+    from galhpc.report.options import ReportOptions
+    from galhpc.report.sections import Figures, generated_vs_real
 
     classes = np.arange(20) % 2
     images = np.broadcast_to(classes[:, None, None, None].astype(np.float64), (20, 1, 8, 8)).copy()
     model = _Constant("class")
-    out = generated_vs_real(_inputs(model, classes, images), ReportOptions(n_morph=20, match_noise=False),
+    out = generated_vs_real.run(_inputs(model, classes, images), ReportOptions(n_morph=20, match_noise=False),
                             Figures(tmp_path), np.random.default_rng(0))
     assert model.drawn == [(10, 0.0), (10, 1.0)] and out["generated_source"].endswith("per class")
     assert set(out["per_size"]) == {"0", "1"}

@@ -78,16 +78,25 @@ def test_latent_snr():
 
 
 def test_label_agreement_matches_sklearn():
+    """The report scores clusters with galhpc.mixture.metrics, the one NMI/ARI of galhpc."""
+    from galhpc.mixture.metrics import label_agreement
+
     rng = np.random.default_rng(3)
     truth = rng.integers(0, 3, 200)
     pred = np.where(rng.random(200) < 0.7, truth, rng.integers(0, 3, 200))
-    got = metrics.label_agreement(truth, pred)
+    got = label_agreement(truth, pred)
     assert got["nmi"] == pytest.approx(normalized_mutual_info_score(truth, pred))
     assert got["ari"] == pytest.approx(adjusted_rand_score(truth, pred))
     truth_with_missing = truth.copy()
     truth_with_missing[:10] = -1
-    got = metrics.label_agreement(truth_with_missing, pred)
+    got = label_agreement(truth_with_missing, pred)
     assert got["ari"] == pytest.approx(adjusted_rand_score(truth[10:], pred[10:]))
+    pred_with_missing = pred.copy()
+    pred_with_missing[-5:] = -1  # an object without a cluster counts for neither
+    got = label_agreement(truth_with_missing, pred_with_missing)
+    assert got["nmi"] == pytest.approx(normalized_mutual_info_score(truth[10:-5], pred[10:-5]))
+    with pytest.raises(ValueError, match="differ in length"):
+        label_agreement(truth, pred[:-1])
 
 
 def test_discretise_label_kinds():

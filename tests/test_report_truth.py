@@ -227,11 +227,11 @@ def _report(root, ckpt, out, *extra):
 
 def test_report_truth_section_on_a_separate_held_out_store(tiny_run, tmp_path, monkeypatch):
     from galhpc.checkpoint import load_model
-    from galhpc.report import build, sections
+    from galhpc.report import sections
     from galhpc.report.inference import encode
 
     # the sections this test reads (statmorph, t-SNE and samples are tested elsewhere)
-    monkeypatch.setattr(build, "SECTIONS", {k: sections.SECTIONS[k] for k in ("reconstruction", "clusters",
+    monkeypatch.setattr(sections, "SECTIONS", {k: sections.SECTIONS[k] for k in ("reconstruction", "clusters",
                                                                               "regier", "truth")})
     root, ckpt = tiny_run
     out = tmp_path / "report"
@@ -247,7 +247,7 @@ def test_report_truth_section_on_a_separate_held_out_store(tiny_run, tmp_path, m
     # recompute the model's and the baseline's NMI from the held-out store here
     with h5py.File(root / "held.h5") as f:
         images, classes = f["images"][:][:, None], f["labels/morph_class"][:]
-    model = load_model(ckpt)[0]
+    model = load_model(ckpt)
     mu, _ = encode(model, images)
     with torch.no_grad():
         comp = model.cluster_probs(torch.from_numpy(mu)).argmax(1).numpy()
@@ -299,9 +299,9 @@ def test_evaluate_checkpoint_and_benchmark_script(tiny_run, capsys):
 
 def test_without_holdout_store_the_trainer_split_and_catalogue_clusters_are_used(tiny_run, tmp_path, monkeypatch):
     from galhpc.data.loader import holdout_mask
-    from galhpc.report import build, sections
+    from galhpc.report import sections
 
-    monkeypatch.setattr(build, "SECTIONS", {"truth": sections.SECTIONS["truth"]})
+    monkeypatch.setattr(sections, "SECTIONS", {"truth": sections.SECTIONS["truth"]})
     root, ckpt = tiny_run
     assert _report(root, ckpt, tmp_path / "r") == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())

@@ -114,7 +114,7 @@ def data(tmp_path_factory):
 
 def _held_out_scores(checkpoint, held):
     pixels, shape, noise = held
-    model, _, _ = load_model(checkpoint)
+    model = load_model(checkpoint)
     with torch.no_grad():
         component = model.cluster_probs(model.encode(torch.tensor(pixels.reshape(-1, 1, 32, 32))).mu).argmax(1)
     return nmi(shape, component.numpy()), nmi(noise, component.numpy())

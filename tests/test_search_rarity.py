@@ -78,7 +78,9 @@ def test_planted_outliers_rank_above_the_population(tmp_path, model):
 def test_report_rarity_section_shows_the_planted_outliers(tmp_path):
     from galhpc.checkpoint import load_model
     from galhpc.report import sampling
-    from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
+    from galhpc.report.inputs import CheckpointInputs, ReportInputs, StoreInputs
+    from galhpc.report.options import ReportOptions
+    from galhpc.report.sections import SECTIONS, Figures
 
     store = tmp_path / "store.h5"
     rare = planted_store(store)
@@ -86,11 +88,11 @@ def test_report_rarity_section_shows_the_planted_outliers(tmp_path):
     encode(ckpt, store, tmp_path / "clusters.h5", shard_size=256)
     rng = np.random.default_rng(0)
     cs = sampling.read_clusters(tmp_path / "clusters.h5", 10_000, rng)
-    inp = Inputs(model=load_model(ckpt)[0], clusters=cs, store_path=str(store),
-                 member_rows=sampling.store_rows_for_ids(store, cs.object_id, guess_rows=cs.rows),
-                 store_images=lambda rows: sampling.read_store_images(store, rows))
+    model = load_model(ckpt)
+    inp = ReportInputs(checkpoint=CheckpointInputs(model=model), clusters=cs,
+                       store=StoreInputs.load(store, cs, model))
     figs = Figures(tmp_path)
-    out = SECTIONS["rarity"](inp, ReportOptions(n_show=12), figs, rng)
+    out = SECTIONS["rarity"].run(inp, ReportOptions(n_show=12), figs, rng)
     assert (tmp_path / "rarity_top.png").stat().st_size > 1000
     assert figs.items["rarity"][0][1] == "rarity_top.png"
     assert out["prior"] == "model mixture prior" and out["noise_sigma_source"] == "store attribute noise_sigma"

@@ -241,7 +241,8 @@ def test_catalogue_recon_mse_leaves_masked_pixels_out(tmp_path):
     oracle), as the likelihoods count them; it used to average every pixel."""
     from galhpc.data.store import StoreReader
     from galhpc.formats.catalog import Shard
-    from galhpc.inference.encode import EncodeJob, EncodeOptions
+    from galhpc.inference.encode import EncodeJob
+    from galhpc.inference.options import EncodeOptions
 
     store = write_store(tmp_path / "flux.h5", "[flux]", n=40)
     model = build_model(ModelConfig(name="astrovader", image_size=SIZE, latent_dim=3,

@@ -88,7 +88,7 @@ def train_and_score(config: str, hdf_stores, out: Path):
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, store=str(hdf_stores["train"]), out_dir=str(out / "run"), backend="single", device="cpu"))
     train(cfg)
-    model, _, _ = load_model(out / "run" / "ckpt.pt")
+    model = load_model(out / "run" / "ckpt.pt")
     model.eval()
     train_stamps, train_xy = read_stamps(hdf_stores["train"])
     held, held_xy = read_stamps(hdf_stores["heldout"])

@@ -51,7 +51,7 @@ def test_astrovader_learns_reconstructions_and_morphology_clusters(tmp_path):
     )
     result = train(cfg, backend=SingleProcess("cpu"))
     assert [row["phase"] for row in result.history][9:12] == ["alpha", "anneal", "anneal"]
-    model, _, _ = load_model(result.checkpoint, expect="astrovader")
+    model = load_model(result.checkpoint, expect="astrovader")
 
     train_x, train_mu, train_y = collect(model, store, "train", cfg)
     hold_x, hold_mu, hold_y = collect(model, store, "holdout", cfg)

@@ -17,6 +17,7 @@ import galhpc.models.vade as vade_module
 from galhpc.checkpoint import save_checkpoint
 from galhpc.config import ScheduleConfig, config_from_dict
 from galhpc.inference.encode import encode_from_checkpoint
+from galhpc.inference.options import EncodeOptions, OutputOptions
 from galhpc.models.base import StepState
 from galhpc.models.vade import AstroVaDEr
 from galhpc.train.schedule import INIT_MIXTURE, Schedule
@@ -84,7 +85,8 @@ def test_catalogue_gamma_column_is_sklearn_predict_proba_of_the_checkpoint_mixtu
     ckpt = save_checkpoint(tmp_path / "av.pt", {"model_name": "astrovader", "model_state": model.state_dict(),
                                                "config": cfg.to_yaml()})
     out = tmp_path / "cat.h5"
-    encode_from_checkpoint(ckpt, store, out, batch_size=64, shard_size=128, threads=1, device="cpu")
+    encode_from_checkpoint(ckpt, store, out, EncodeOptions(batch_size=64),
+                           OutputOptions(shard_size=128, threads=1, device="cpu"))
     with h5py.File(out) as f:
         mu_column, gamma_column, component = f["mu"][()], f["gamma"][()], f["component"][()]
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["model_state"]

@@ -177,7 +177,7 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path, psf):
     model = build_model(cfg.model)
     path = save_checkpoint(tmp_path / "ckpt.pt", {"model_name": "vqvae", "model_state": model.state_dict(),
                                                   "config": cfg.to_yaml()})
-    loaded, _, _ = load_model(path, expect="vqvae")
+    loaded = load_model(path, expect="vqvae")
     model.eval()
     x = blobs(2)
     assert torch.equal(loaded.codes(x), model.codes(x))

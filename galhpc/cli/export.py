@@ -12,16 +12,19 @@ import argparse
 import logging
 import sys
 
+from galhpc.cli.common import Command
+
 log = logging.getLogger("galhpc.cli.export")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="galhpc-export",
-        description="Write the scalar and vector columns of a galhpc catalogue (galhpc-encode/galhpc-generate "
-        "output) to a FITS binary table (TOPCAT, astropy) and/or to one VOParquet file with units (TOPCAT, "
-        "astropy, pyarrow, pandas), streaming one shard at a time. Every shard is verified first.",
-    )
+DESCRIPTION = (
+    "Write the scalar and vector columns of a galhpc catalogue (galhpc-encode/galhpc-generate "
+    "output) to a FITS binary table (TOPCAT, astropy) and/or to one VOParquet file with units (TOPCAT, "
+    "astropy, pyarrow, pandas), streaming one shard at a time. Every shard is verified first."
+)
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="the catalogue's master file, e.g. clusters.h5")
     p.add_argument("--fits", metavar="FILE", help="FITS file to write (one BINTABLE extension, CATALOG)")
     p.add_argument("--parquet", metavar="FILE", help="Parquet file to write (one row group per shard, VOParquet "
@@ -43,12 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "table OBJECTS of their ids, fluxes and magnitudes")
     p.add_argument("--columns", help="comma-separated columns (default: every scalar and vector column)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not (args.fits or args.parquet or args.hats or args.fits_cutouts or args.fits_cube):
+        parser.error("give --fits FILE, --parquet FILE, --hats DIR, --fits-cutouts DIR and/or --fits-cube FILE")
+
+
+def _body(args: argparse.Namespace) -> int:
     from galhpc.io.catalog import CatalogError, open_catalog  # after parsing: --help needs neither h5py nor astropy
     from galhpc.io.export import (
         FITS_SUFFIXES,
@@ -63,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 
     errors = (CatalogError, FileExistsError, KeyError, ValueError, ImportError, OSError)
 
-    if not (args.fits or args.parquet or args.hats or args.fits_cutouts or args.fits_cube):
-        p.error("give --fits FILE, --parquet FILE, --hats DIR, --fits-cutouts DIR and/or --fits-cube FILE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     columns = [c for c in args.columns.split(",") if c] if args.columns else None
     failed = False
@@ -103,13 +106,30 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+
+COMMAND = Command("galhpc-export", DESCRIPTION, _add_arguments, _body, _check)
+build_parser, main = COMMAND.build_parser, COMMAND.main
+
+
 def rarity_scores(path: str, cat) -> dict:
     """The score columns of `galhpc-rarity` table `path`, checked to be `cat`'s rows in order.
+
+    Parameters
+    ----------
+    path : str
+        A galhpc-rarity table (.h5, .fits, .csv).
+    cat : Catalog
+        The catalogue being exported.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Score name -> (N,) column.
 
     Raises
     ------
     ValueError
-        If the table's ``object_id`` column is not the catalogue's, row for row.
+        If the table's ``object_id`` column is not the catalogue's, row for row, or it has no score.
     """
     import numpy as np
 

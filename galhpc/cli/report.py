@@ -6,17 +6,16 @@ import argparse
 import logging
 import sys
 
+from galhpc.cli.common import Command
 from galhpc.runtime import set_threads, setup_logging
-from galhpc.runtime.cli import run_cli
 
 log = logging.getLogger("galhpc.report")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     from galhpc.report.options import ReportOptions
 
     defaults = ReportOptions()
-    p = argparse.ArgumentParser(prog="galhpc-report", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="run/ckpt.pt written by galhpc-train (losses.csv beside it)")
     p.add_argument("--clusters", required=True, help="clusters.h5 written by galhpc-encode")
     p.add_argument("--store", help="training store (HDF5) for input images and labels, or FITS cutouts prepared "
@@ -39,11 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="object ids of the search mosaic's queries (default: one per cluster component)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, help="CPU threads of torch and of numpy/scikit-learn's BLAS")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def _set_up(_: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     setup_logging()
     set_threads(args.threads)
     if args.threads:
@@ -51,24 +48,27 @@ def main(argv: list[str] | None = None) -> int:
 
         threadpool_limits(args.threads)  # BLAS/OpenMP of numpy, scipy and scikit-learn (PCA, GMM, probes) too
 
-    def body() -> int:
-        from galhpc.report.build import build_report
-        from galhpc.report.options import ReportOptions
-        from galhpc.runtime.outputs import check_output
 
-        check_output(args.out, "galhpc-report --out", folder=True, create=True, lock=False)
+def _body(args: argparse.Namespace) -> int:
+    from galhpc.report.build import build_report
+    from galhpc.report.options import ReportOptions
+    from galhpc.runtime.outputs import check_output
 
-        options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
-                                n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise,
-                                search_ids=tuple(args.search_ids))
-        report = build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth,
-                              options=options, holdout_store=args.holdout_store)
-        if report["failed_sections"]:
-            log.error("sections failed: %s (see metrics.json)", ", ".join(report["failed_sections"]))
-            return 1
-        return 0
+    check_output(args.out, "galhpc-report --out", folder=True, create=True, lock=False)
 
-    return run_cli("galhpc-report", body)
+    options = ReportOptions(max_objects=args.max_objects, seed=args.seed, n_holdout=args.n_holdout,
+                            n_morph=args.n_morph, n_tsne=args.n_tsne, match_noise=args.match_noise,
+                            search_ids=tuple(args.search_ids))
+    report = build_report(args.checkpoint, args.clusters, args.out, store=args.store, synth=args.synth,
+                          options=options, holdout_store=args.holdout_store)
+    if report["failed_sections"]:
+        log.error("sections failed: %s (see metrics.json)", ", ".join(report["failed_sections"]))
+        return 1
+    return 0
+
+
+COMMAND = Command("galhpc-report", __doc__, _add_arguments, _body, _set_up)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 if __name__ == "__main__":

@@ -12,17 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from galhpc.cli.common import Command
 from galhpc.runtime import setup_logging
-from galhpc.runtime.cli import add_deprecated_alias, run_cli
+from galhpc.runtime.cli import add_deprecated_alias
+
+DESCRIPTION = (
+    "Train a galhpc model (ConvVAE, AstroVaDEr, ...) from a YAML run config. Writes "
+    "OUT/ckpt.pt and OUT/losses.csv; resumes from OUT/ckpt.pt "
+    "if it exists. SIGTERM or SIGUSR1 saves a checkpoint and exits with status 75."
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="galhpc-train",
-        description="Train a galhpc model (ConvVAE, AstroVaDEr, ...) from a YAML run config. Writes "
-        "OUT/ckpt.pt and OUT/losses.csv; resumes from OUT/ckpt.pt "
-        "if it exists. SIGTERM or SIGUSR1 saves a checkpoint and exits with status 75.",
-    )
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML run config (sections model, schedule, train)")
     p.add_argument("--out", dest="out_dir", help="output directory (overrides train.out_dir)")
     add_deprecated_alias(p, "--out-dir", "--out", dest="out_dir")
@@ -35,29 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value (repeatable), e.g. --set train.steps=20 --set model.latent_dim=8")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/ckpt.pt exists")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _body(args: argparse.Namespace) -> None:
+    from pathlib import Path
 
-    def body() -> None:
-        from pathlib import Path
+    from galhpc.config import load_config
+    from galhpc.runtime.outputs import check_output
+    from galhpc.runtime.world import detect_world
+    from galhpc.train.trainer import train_from_config
 
-        from galhpc.config import load_config
-        from galhpc.runtime.outputs import check_output
-        from galhpc.runtime.world import detect_world
-        from galhpc.train.trainer import train_from_config
+    out_dir = Path(args.out_dir or load_config(args.config, args.settings).train.out_dir)
+    check_output(out_dir, "galhpc-train --out", folder=True, create=True, lock=False)
 
-        out_dir = Path(args.out_dir or load_config(args.config, args.settings).train.out_dir)
-        check_output(out_dir, "galhpc-train --out", folder=True, create=True, lock=False)
+    setup_logging(detect_world().rank, args.log_level)  # before the backend, so its set-up is logged
+    overrides = {"out_dir": args.out_dir, "store": args.store, "epochs": args.epochs,
+                 "backend": args.backend, "device": args.device}
+    train_from_config(args.config, overrides, resume=not args.no_resume, settings=args.settings)
 
-        setup_logging(detect_world().rank, args.log_level)  # before the backend, so its set-up is logged
-        overrides = {"out_dir": args.out_dir, "store": args.store, "epochs": args.epochs,
-                     "backend": args.backend, "device": args.device}
-        train_from_config(args.config, overrides, resume=not args.no_resume, settings=args.settings)
 
-    return run_cli("galhpc-train", body)
+COMMAND = Command("galhpc-train", DESCRIPTION, _add_arguments, _body)
+build_parser, main = COMMAND.build_parser, COMMAND.main
 
 
 if __name__ == "__main__":

@@ -27,9 +27,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(plt, fig, path: Path) -> Path:
+    """Lay the figure out, write it atomically (format from path's suffix) and close it."""
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format=path.suffix.lstrip("."))
+    plt.close(fig)
     return path
 
 
@@ -49,7 +52,7 @@ def histograms(result: FidelityResult, path: Path) -> Path:
     Returns
     -------
     pathlib.Path
-        `path`.
+        `path`, now holding one panel per statistic.
 
     Raises
     ------
@@ -76,10 +79,7 @@ def histograms(result: FidelityResult, path: Path) -> Path:
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"Generated against held-out real; classifier AUC {result.classifier['auc']:.2f} "
                  f"(floor {result.classifier_floor['auc']:.2f})", fontsize=10)
-    fig.tight_layout()
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def nearest_grid(generated: np.ndarray, real: np.ndarray, training: np.ndarray, path: Path, n_show: int = 8) -> Path:
@@ -104,7 +104,7 @@ def nearest_grid(generated: np.ndarray, real: np.ndarray, training: np.ndarray, 
     Returns
     -------
     pathlib.Path
-        `path`.
+        `path`, now holding the grid (3 rows, a column per generated stamp shown).
 
     Raises
     ------
@@ -130,7 +130,4 @@ def nearest_grid(generated: np.ndarray, real: np.ndarray, training: np.ndarray, 
             if dist is not None:
                 ax.set_title(f"d={dist[c]:.3g}", fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -157,7 +157,8 @@ def band_powers(image: np.ndarray) -> dict[str, float]:
     Parameters
     ----------
     image : numpy.ndarray
-        (H, W) stamp, any flux unit.
+        (H, W) stamp, any flux unit (its border-median sky is removed first, as in
+        `power_spectrum`).
 
     Returns
     -------
@@ -307,7 +308,7 @@ def median_sky_sigma(images: np.ndarray) -> float:
     Parameters
     ----------
     images : numpy.ndarray
-        (N, H, W) or (N, C, H, W) stamps (channels averaged), any flux unit.
+        (N, H, W) or (N, C, H, W) stamps, any flux unit, channels averaged by `as_2d_stack`.
 
     Returns
     -------

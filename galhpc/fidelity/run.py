@@ -74,14 +74,16 @@ def run_fidelity(out: str | Path, options: FidelityOptions, *, checkpoint: str |
         in stamp size, a float-conditioned model's label column is missing, or the sampling
         options do not fit the model (`galhpc.fidelity.sampling`).
     """
-    from galhpc.checkpoint import load_model
+    from galhpc.checkpoint import checkpoint_config, load_model, read_checkpoint
 
     if (checkpoint is None) == (synth is None):
         raise DataError("give exactly one of a checkpoint (to sample) or a synth.h5 catalogue")
     rng = np.random.default_rng(options.seed)
     holdout_fraction, split_seed, model = 0.1, 0, None
     if checkpoint is not None:
-        model, cfg, _ = load_model(checkpoint, map_location="cpu")
+        payload = read_checkpoint(checkpoint)
+        cfg = checkpoint_config(payload, checkpoint)
+        model = load_model(checkpoint, payload=payload)
         store = store or cfg.train.store
         holdout_fraction, split_seed = cfg.train.holdout_fraction, cfg.train.seed
     if store is None:

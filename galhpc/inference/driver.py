@@ -12,6 +12,7 @@ An error on any rank ends every rank with a message naming the rank and the caus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from galhpc.formats.catalog import FINGERPRINT_ATTR, IMAGE_COLUMNS, SHARD_GLOB, Shard, shard_path
+from galhpc.inference.options import OutputOptions
 from galhpc.io.catalog_writer import (
     ShardWriter,
     WriteBehind,
@@ -58,45 +60,68 @@ class CatalogJob(Protocol):
     batch_size: int
 
     def prepare(self, shard_dir: Path) -> None:
-        """Rank 0, once, before any shard is written (e.g. fit and save a post-hoc GMM)."""
+        """Rank 0, once, before any shard is written (e.g. fit and save a post-hoc GMM).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder, where one-off results are saved.
+        """
 
     def start(self, shard_dir: Path) -> None:
-        """Every rank, after `prepare` (e.g. load what `prepare` saved)."""
+        """Every rank, after `prepare` (e.g. load what `prepare` saved).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
+        """
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """(row offset within the shard, columns) for consecutive batches covering the shard."""
+        """Consecutive batches covering one shard.
+
+        Parameters
+        ----------
+        shard : Shard
+            The object range to produce.
+
+        Yields
+        ------
+        (int, dict of str to numpy.ndarray)
+            Row offset within the shard, and the batch's columns (first axis: objects).
+        """
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
-        """Small real datasets to store in the master file, by group name."""
+        """Small real datasets to store in the master file, by group name.
 
+        Parameters
+        ----------
+        shard_dir : Path
+            The output's shard folder.
 
-@dataclass(frozen=True)
-class WriteOptions:
-    """How the catalogue is laid out and whether an old one may be replaced.
-
-    `shard_size` None sizes shards by work (`auto_shard_size`): at most `shard_bytes` of
-    output and `shard_seconds` of one rank at `objects_per_second` (None: measured on rank 0
-    on the first batches).
-    """
-
-    shard_size: int | None = None
-    compression: str = "none"
-    table: bool = True
-    overwrite: bool = False
-    shard_seconds: float = 300.0
-    shard_bytes: int = 1 << 30
-    objects_per_second: float | None = None
-
-    def fingerprint(self, device_type: str, precision: str) -> dict[str, Any]:
-        """The fingerprint entries every catalogue job shares: how rows are laid out and
-        computed (a resume must match them).
+        Returns
+        -------
+        Mapping
+            Group name -> dataset name -> array.
         """
-        return {"shard_size": self.shard_size, "compression": self.compression, "table": self.table,
-                "device_type": device_type, "precision": precision}
 
 
 @dataclass(frozen=True)
 class RunResult:
+    """What one rank did in a catalogue run.
+
+    Attributes
+    ----------
+    out : Path
+        The master file.
+    n_objects, n_shards : int
+        Objects and shards of the whole catalogue.
+    shards_written, objects_written : int
+        By this rank.
+    seconds : float
+        This rank's shard writing (after set-up, before the master file).
+    """
+
     out: Path
     n_objects: int
     n_shards: int
@@ -106,6 +131,7 @@ class RunResult:
 
     @property
     def objects_per_second(self) -> float:
+        """Objects per second of this rank (NaN when it wrote nothing timed)."""
         return self.objects_written / self.seconds if self.seconds > 0 else float("nan")
 
 
@@ -114,7 +140,25 @@ LEGACY_SHARDS, LEGACY_MAX_SHARD = 256, 65536  # the automatic size of runs recor
 
 
 def effective_shard_size(shard_size: int, batch_size: int) -> int:
-    """A requested shard size rounded up to whole batches, so batches never straddle shards."""
+    """A requested shard size rounded up to whole batches, so batches never straddle shards.
+
+    Parameters
+    ----------
+    shard_size : int
+        Requested objects per shard, > 0.
+    batch_size : int
+        Objects per batch, > 0.
+
+    Returns
+    -------
+    int
+        A positive multiple of `batch_size`.
+
+    Raises
+    ------
+    CatalogError
+        A size that is not positive.
+    """
     if batch_size < 1:
         raise CatalogError(f"batch size must be positive, got {batch_size}")
     if shard_size < 1:
@@ -169,7 +213,18 @@ def auto_shard_size(n_objects: int, batch_size: int, bytes_per_object: float, ob
 
 
 def legacy_auto_shard_size(n_objects: int, batch_size: int) -> int:
-    """The automatic size of runs recorded before sizing by work (their manifests say None)."""
+    """The automatic size of runs recorded before sizing by work (their manifests say None).
+
+    Parameters
+    ----------
+    n_objects, batch_size : int
+        Objects in the catalogue; objects per batch.
+
+    Returns
+    -------
+    int
+        Objects per shard: ``ceil(n / 256)``, at most 65536, in whole batches.
+    """
     return effective_shard_size(min(LEGACY_MAX_SHARD, math.ceil(n_objects / LEGACY_SHARDS)), batch_size)
 
 
@@ -178,6 +233,15 @@ def measure_job(job: CatalogJob, shard_dir: Path, table: bool) -> tuple[float, f
 
     The second batch is timed when there is one (the first carries warm-up costs); the
     job is started (`job.start`) first.
+
+    Parameters
+    ----------
+    job : CatalogJob
+        The job to measure.
+    shard_dir : Path
+        Its shard folder (for `job.start`).
+    table : bool
+        Whether the compound table doubles the non-image columns.
 
     Returns
     -------
@@ -199,10 +263,11 @@ def measure_job(job: CatalogJob, shard_dir: Path, table: bool) -> tuple[float, f
     return row_bytes, rate
 
 
-def _resolve_shard_size(job: CatalogJob, shard_dir: Path, recorded: dict[str, Any] | None, options: WriteOptions,
+def _resolve_shard_size(job: CatalogJob, shard_dir: Path, recorded: dict[str, Any] | None, options: OutputOptions,
                         ranks: int) -> int:
-    """The shard size of this run (rank 0, after `prepare`): the one a resumed run recorded,
-    the requested one, or `auto_shard_size` from a measurement.
+    """The shard size of this run (rank 0, after `prepare`).
+
+    The one a resumed run recorded, the requested one, or `auto_shard_size` from a measurement.
     """
     if options.shard_size is not None:
         return effective_shard_size(options.shard_size, job.batch_size)
@@ -227,7 +292,7 @@ class _Stopped(Exception):
 
 
 def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], meta: Mapping[str, Any],
-                options: WriteOptions, world: World) -> RunResult:
+                options: OutputOptions, world: World) -> RunResult:
     """Write the catalogue of `job` to `out` (+ `out.shards/`) on all ranks of `world`.
 
     SIGTERM/SIGUSR1 stop every rank after its batch in flight: the shard in flight is
@@ -236,6 +301,33 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
     Rank 0 holds ``<out>.lock`` (`galhpc.runtime.files.OutputLock`) from before it looks
     at the output until the master is written: a second run on the same output is refused
     ("in use by host:pid") before it deletes anything.
+
+    Parameters
+    ----------
+    job : CatalogJob
+        What produces the rows.
+    out : str or Path
+        The master file.
+    fingerprint : dict
+        What decides the rows and layout; a resume must match it.
+    meta : Mapping
+        /meta attributes of the master.
+    options : OutputOptions
+        How the catalogue is written.
+    world : World
+        The ranks sharing the work.
+
+    Returns
+    -------
+    RunResult
+        What this rank wrote (shards, objects) and in how many seconds.
+
+    Raises
+    ------
+    CatalogError
+        An output of other settings, a failed rank, a full disk, a master that cannot be written.
+    Preempted
+        A stop signal arrived (exit status 75; the same command resumes).
     """
     out = Path(out)
     lock = OutputLock(out)
@@ -246,7 +338,7 @@ def run_catalog(job: CatalogJob, out: str | Path, fingerprint: dict[str, Any], m
         lock.release()
 
 
-def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[str, Any], options: WriteOptions,
+def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[str, Any], options: OutputOptions,
          world: World, flag: StopFlag, lock: OutputLock) -> RunResult:
     auto = options.shard_size is None
     if not auto:
@@ -326,9 +418,24 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
 
 
 def verified_shards(shard_dir: Path, planned: list[Shard], fingerprint: str) -> set[int]:
-    """Indices of the planned shards whose file is complete and valid (`shard_problem`);
-    every other file under a planned shard's name is deleted, with one warning line each,
+    """The planned shards whose file is complete and valid (`shard_problem`).
+
+    Every other file under a planned shard's name is deleted, with one warning line each,
     so this run redoes it (rank 0, under the output's lock).
+
+    Parameters
+    ----------
+    shard_dir : Path
+        The shard folder.
+    planned : list of Shard
+        This run's shards.
+    fingerprint : str
+        The run's fingerprint (JSON) each shard must carry.
+
+    Returns
+    -------
+    set of int
+        Indices of the valid shards.
     """
     done = set()
     for index in sorted(complete_shards(shard_dir, planned)):
@@ -345,6 +452,17 @@ def verified_shards(shard_dir: Path, planned: list[Shard], fingerprint: str) -> 
 
 def check_all_shards(shard_dir: Path, shards: list[Shard], fingerprint: str, out: Path) -> None:
     """Refuse to publish the master of `out` unless every planned shard is there and valid.
+
+    Parameters
+    ----------
+    shard_dir : Path
+        The shard folder.
+    shards : list of Shard
+        Every shard of the catalogue.
+    fingerprint : str
+        The run's fingerprint (JSON).
+    out : Path
+        The master file, for the message.
 
     Raises
     ------
@@ -368,7 +486,7 @@ def _master_fingerprint(out: Path) -> dict[str, Any] | None:
     return read_master_fingerprint(out) if out.exists() else None
 
 
-def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: WriteOptions,
+def _write_shards(job: CatalogJob, shard_dir: Path, mine: list[Shard], options: OutputOptions,
                   out: Path, flag: StopFlag, attrs: Mapping[str, Any]) -> Iterator[int]:
     """Write this rank's shards; yields after each batch (for the progress bar).
 
@@ -411,9 +529,7 @@ def _count_complete(shard_dir: Path) -> int:
 
 
 def _drain(behind: WriteBehind) -> None:
-    try:
+    with contextlib.suppress(BaseException):  # the original error is the one to report
         behind.finish()
-    except BaseException:  # the original error is the one to report
-        pass
 
 

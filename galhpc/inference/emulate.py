@@ -47,13 +47,20 @@ class SurveyEmulation:
 
     @property
     def active(self) -> bool:
+        """Whether any step (PSF, white noise, COSMOS noise) is applied."""
         return self.psf is not None or self.noise_sigma is not None or self.cosmos_noise
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able summary that identifies the emulation (for fingerprints).  The pixel
-        scale is part of it only with COSMOS noise, the one step it changes once the PSF is
-        drawn (the PSF's hash covers its drawing), so a default that resolves differently
-        elsewhere does not block resuming a run it cannot change.
+        """JSON-able summary that identifies the emulation (for fingerprints).
+
+        The pixel scale is part of it only with COSMOS noise, the one step it changes once the
+        PSF is drawn (the PSF's hash covers its drawing), so a default that resolves
+        differently elsewhere does not block resuming a run it cannot change.
+
+        Returns
+        -------
+        dict
+            ``psf_sha256``, ``noise_sigma``, ``cosmos_noise`` (and ``pixel_scale`` with COSMOS noise).
         """
         psf_hash = None if self.psf is None else hashlib.sha256(np.ascontiguousarray(self.psf).tobytes()).hexdigest()
         summary = {"psf_sha256": psf_hash, "noise_sigma": self.noise_sigma, "cosmos_noise": self.cosmos_noise}
@@ -79,6 +86,25 @@ def resolve_pixel_scale(explicit: float | None, cfg: RunConfig | None = None,
     the checkpoint config's training store (`cfg.train.store`, when that file exists and
     its images have the model's size, see `galhpc.data.store.store_pixel_scale`); else
     DEFAULT_PIXEL_SCALE (0.03″, COSMOS) with `known=False`.
+
+    Parameters
+    ----------
+    explicit : float or None
+        ``--pixel-scale`` (arcsec per pixel).
+    cfg : RunConfig, optional
+        The checkpoint's config.
+    recorded : (float or None, str), optional
+        What the checkpoint records.
+
+    Returns
+    -------
+    PixelScale
+        The value (arcsec per pixel), its origin, and whether it is known.
+
+    Raises
+    ------
+    EmulationError
+        An explicit value that is not a positive finite number.
     """
     from galhpc.data.store import store_pixel_scale
 
@@ -104,7 +130,17 @@ def resolve_pixel_scale(explicit: float | None, cfg: RunConfig | None = None,
 
 
 def is_galsim_profile(spec: str) -> bool:
-    """True when a --psf spec names a GalSim profile (drawn at a pixel scale), not a FITS file."""
+    """Whether a --psf spec names a GalSim profile (drawn at a pixel scale), not a FITS file.
+
+    Parameters
+    ----------
+    spec : str
+        ``moffat:fwhm=0.7,beta=3.5``, or a FITS path.
+
+    Returns
+    -------
+    bool
+    """
     name, sep, _ = spec.partition(":")
     return name.lower() in GALSIM_PROFILES and (bool(sep) or not Path(spec).exists())
 
@@ -114,6 +150,25 @@ def load_psf(spec: str, pixel_scale: float = COSMOS_PIXEL_SCALE, max_size: int =
 
     Profile specs look like `moffat:fwhm=0.7,beta=3.5` or `gaussian:sigma=0.1` (arcsec);
     they are drawn at `pixel_scale` on an odd stamp of at most `max_size` pixels.
+
+    Parameters
+    ----------
+    spec : str
+        A FITS file or a GalSim profile spec.
+    pixel_scale : float, optional
+        Arcsec per pixel for a profile (default 0.03, COSMOS).
+    max_size : int, optional
+        Largest stamp side for a profile, pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        (h, w) float32, sum 1.
+
+    Raises
+    ------
+    EmulationError
+        An unreadable or non-2-D FITS image, a bad profile spec, or a PSF without a positive finite sum.
     """
     name, _, params = spec.partition(":")
     if is_galsim_profile(spec):
@@ -183,7 +238,20 @@ class Observer:
             self._cosmos = galsim.getCOSMOSNoise(cosmos_scale=COSMOS_PIXEL_SCALE, variance=variance)
 
     def observe(self, clean: torch.Tensor, first_index: int) -> torch.Tensor:
-        """Observed images of objects first_index, first_index + 1, ... (same shape as clean)."""
+        """Observed images of objects first_index, first_index + 1, ...
+
+        Parameters
+        ----------
+        clean : torch.Tensor
+            (N, C, H, W) float32 clean images.
+        first_index : int
+            Object index of the first image (keys the noise, `galhpc.inference.seeds`).
+
+        Returns
+        -------
+        torch.Tensor
+            Same shape as `clean`: PSF-convolved, with noise added.
+        """
         out = clean
         if self._psf is not None:
             from galhpc.kernels import convolve_psf

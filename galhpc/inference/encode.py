@@ -31,23 +31,23 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
 from galhpc.formats.catalog import Shard
-from galhpc.inference.driver import RunResult, WriteOptions, run_catalog
-from galhpc.io.catalog_writer import load_arrays, parse_compression, run_meta, save_arrays
+from galhpc.inference.driver import RunResult, run_catalog
+from galhpc.inference.job import open_job
+from galhpc.inference.options import EncodeOptions, OutputOptions, fingerprint_of, jsonable, to_record
+from galhpc.io.catalog_writer import load_arrays, run_meta, save_arrays
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.batching import run_batched, to_numpy
 from galhpc.runtime.errors import CatalogError, DataError, GalhpcError
-from galhpc.runtime.precision import autocast, check_precision
+from galhpc.runtime.precision import autocast
 from galhpc.runtime.transfer import as_tensors, device_prefetch
 from galhpc.runtime.world import LOCAL, World
 
@@ -60,8 +60,23 @@ STANDARD_COLUMNS = ("object_id", "mu", "logvar", "gamma", "component", "recon_ms
 
 
 def declared_passthrough(reader: StoreReader) -> list[str]:
-    """The catalogue columns the store's prep config names (each source's `passthrough`
-    list, in source order; label names are lower case, as galhpc.data.fits stores them).
+    """The catalogue columns the store's prep config names.
+
+    Parameters
+    ----------
+    reader : StoreReader
+        The open input store.
+
+    Returns
+    -------
+    list of str
+        Each source's `passthrough` list, in source order (label names in lower case, as
+        galhpc.data.fits stores them); empty without a recorded config.
+
+    Raises
+    ------
+    DataError
+        The store's recorded prep config is unreadable.
     """
     from galhpc.config import ConfigError, config_from_yaml_text
 
@@ -109,7 +124,7 @@ def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = N
         if name in STANDARD_COLUMNS:
             raise DataError(f"{reader.path}: passthrough column {name!r} has the name of a standard catalogue column")
         ds = f.get(f"labels/{name}")
-        if not isinstance(ds, h5py.Dataset) or ds.shape != (reader.n,):
+        if not hasattr(ds, "dtype") or ds.shape != (reader.n,):  # missing, a group, or not one value per object
             have = ", ".join(sorted(f["labels"])) if "labels" in f else "none"
             raise DataError(f"{reader.path}: no per-object label column {name!r} to pass through (labels: {have})")
         if ds.dtype.kind not in "iufS":
@@ -119,7 +134,20 @@ def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = N
 
 
 def passthrough_units(reader: StoreReader, names: Sequence[str]) -> dict[str, str]:
-    """Units of passthrough columns the store records (label dataset attribute ``unit``)."""
+    """Units of passthrough columns the store records (label dataset attribute ``unit``).
+
+    Parameters
+    ----------
+    reader : StoreReader
+        The open input store.
+    names : sequence of str
+        Label columns (`passthrough_columns`).
+
+    Returns
+    -------
+    dict of str to str
+        Column -> unit, for the columns that have one.
+    """
     units = {}
     for name in names:
         unit = reader.file[f"labels/{name}"].attrs.get("unit")
@@ -128,24 +156,16 @@ def passthrough_units(reader: StoreReader, names: Sequence[str]) -> dict[str, st
     return units
 
 
-@dataclass(frozen=True)
-class EncodeOptions:
-    batch_size: int = 512
-    gmm_components: int = 20  # most components the stick-breaking BGM may use
-    gmm_fit_objects: int = 20000  # size of the strided subsample the post-hoc GMM is fitted on
-    seed: int = 0  # of the post-hoc GMM fit
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the model's forward passes
-    passthrough: tuple[str, ...] | None = None  # store label columns to carry; None: the store's choice
-
-
 class EncodeJob:
     """Produces the per-object encode columns for the catalogue driver."""
 
-    def __init__(self, model: GalaxyModel, reader: StoreReader, options: EncodeOptions, device: torch.device) -> None:
+    def __init__(self, model: GalaxyModel, reader: StoreReader, options: EncodeOptions, device: torch.device,
+                 precision: str = "fp32") -> None:
         self.model = model.to(device).eval()
         self.reader = reader
         self.options = options
         self.device = device
+        self.precision = precision  # fp32 | bf16 | fp16: autocast of the forward passes
         self.n_objects = reader.n
         self.batch_size = options.batch_size
         self.gmm: dict[str, torch.Tensor] | None = None
@@ -153,23 +173,65 @@ class EncodeJob:
 
     @property
     def needs_post_hoc_gmm(self) -> bool:
+        """Whether γ comes from a post-hoc GMM (the model has no mixture prior of its own)."""
         return not self.model.has_mixture
 
     def prepare(self, shard_dir: Path) -> None:
+        """Fit and save the post-hoc GMM, unless the model has a mixture or a resumed run saved one.
+
+        Rank 0 only, before any shard (`CatalogJob.prepare`).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            Where ``gmm.h5`` is saved.
+        """
         path = shard_dir / GMM_FILE
         if self.needs_post_hoc_gmm and not path.exists():
             save_arrays(path, self.fit_post_hoc_gmm())
 
     def start(self, shard_dir: Path) -> None:
+        """Load the saved post-hoc GMM onto this rank's device (models with a mixture: nothing).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            Where `prepare` saved ``gmm.h5``.
+        """
         if self.needs_post_hoc_gmm:
             self.gmm = {k: torch.from_numpy(v).to(self.device) for k, v in load_arrays(shard_dir / GMM_FILE).items()
                         if k in GMM_KEYS}
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
+        """The post-hoc GMM as the master's /gmm group (models with a mixture: none).
+
+        Every rank used this one GMM, so the master keeps it beside the catalogue.
+
+        Parameters
+        ----------
+        shard_dir : Path
+            Where ``gmm.h5`` was saved.
+
+        Returns
+        -------
+        dict of str to dict
+            ``{"gmm": {name: array}}``, or empty for a model with its own mixture.
+        """
         return {"gmm": load_arrays(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
 
     def fit_post_hoc_gmm(self) -> dict[str, np.ndarray]:
-        """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample."""
+        """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``log_pi`` (K,), ``mu`` (K, L), ``var`` (K, L) and ``components_per_batch``.
+
+        Raises
+        ------
+        CatalogError
+            The mixture cannot be fitted on the store's embeddings.
+        """
         from galhpc.mixture.bayesian import fit_stick_breaking_bgm
         from galhpc.mixture.diagonal import fit_diag_gmm
 
@@ -192,6 +254,19 @@ class EncodeJob:
                 "components_per_batch": np.asarray(found.counts, dtype=np.int64)}
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The catalogue columns of one shard, batch by batch (store reads prefetched to the device).
+
+        Parameters
+        ----------
+        shard : Shard
+            The object range.
+
+        Yields
+        ------
+        (int, dict of str to numpy.ndarray)
+            Row offset within the shard, and the batch's columns (`encode_batch` and the
+            passthrough columns).
+        """
         ranges = [(lo, min(lo + self.batch_size, shard.stop)) for lo in range(shard.start, shard.stop, self.batch_size)]
         # the store's bad-pixel mask, so recon_mse leaves masked pixels out (as the likelihoods do)
         mask = ("mask",) if "mask" in self.reader.file and "mask" not in self.model.reconstruct_columns else ()
@@ -216,10 +291,26 @@ class EncodeJob:
     @torch.inference_mode()
     def encode_batch(self, images: np.ndarray | torch.Tensor, object_id: np.ndarray,
                      columns: Mapping[str, np.ndarray | torch.Tensor] | None = None) -> dict[str, np.ndarray]:
-        """Catalogue columns of one batch; `columns`: the store columns the model's
-        `reconstruct` needs (`reconstruct_columns`, e.g. per-object PSFs) for these rows, and
-        the store's "mask" (non-zero = bad pixel), which `recon_mse` leaves out.
-        The model runs under the autocast of `options.precision`; columns are float32.
+        """Catalogue columns of one batch.
+
+        The model runs under the autocast of `precision`; columns are float32.
+
+        Parameters
+        ----------
+        images : numpy.ndarray or torch.Tensor
+            (B, C, H, W) float32 in the store's pixel units.
+        object_id : numpy.ndarray
+            (B,) int64.
+        columns : Mapping, optional
+            The store columns the model's `reconstruct` needs (`reconstruct_columns`, e.g.
+            per-object PSFs) for these rows, and the store's ``mask`` (non-zero = bad pixel),
+            which `recon_mse` leaves out.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``object_id``, ``mu`` (B, L), ``logvar`` (when the encoder has one), ``gamma``
+            (B, K), ``component`` (B,) int16, ``recon_mse`` (B,) and the model's extra columns.
         """
         from galhpc.models.pixels import valid_pixels
 
@@ -227,7 +318,7 @@ class EncodeJob:
         columns = dict(columns) if columns else {}
         mask = columns.pop("mask", None) if "mask" not in self.model.reconstruct_columns else None
         columns = columns or None
-        with autocast(self.device, self.options.precision):
+        with autocast(self.device, self.precision):
             enc = self.model.encode(x)
             recon = self.model.reconstruct(
                 x, None if columns is None else {k: torch.as_tensor(v, device=self.device) for k, v in columns.items()},
@@ -267,6 +358,15 @@ def _masked_mse(recon: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | Non
 def refuse_non_finite(images: np.ndarray, object_id: np.ndarray, store: str | Path) -> None:
     """Refuse a batch with NaN/inf pixels, naming the store and the objects (their latents would be NaN).
 
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (B, ...) pixels.
+    object_id : numpy.ndarray
+        (B,) their ids.
+    store : str or Path
+        The store, for the message.
+
     Raises
     ------
     DataError
@@ -295,54 +395,141 @@ def _numpy(values: torch.Tensor, dtype: Any) -> np.ndarray:
 
 
 
-def encode_fingerprint(options: EncodeOptions, checkpoint_sha256: str, store: dict[str, Any], write: WriteOptions,
+def encode_fingerprint(options: EncodeOptions, output: OutputOptions, checkpoint_sha256: str, store: dict[str, Any],
                        device: torch.device, post_hoc_gmm: bool, passthrough: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything that decides an encode catalogue's rows and layout (JSON-normalised).
+
+    Parameters
+    ----------
+    options : EncodeOptions
+        Its fingerprinted fields (`galhpc.inference.options.fingerprint_of`); the post-hoc
+        GMM's only when that GMM is used.
+    output : OutputOptions
+        Its fingerprinted fields and `device_type`.
+    checkpoint_sha256 : str
+        The checkpoint's SHA-256.
+    store : dict
+        The input store's identity (`StoreReader.identity`).
+    device : torch.device
+        Where the model runs.
+    post_hoc_gmm : bool
+        Whether γ comes from a post-hoc GMM.
+    passthrough : sequence of str
+        The resolved passthrough columns.
+
+    Returns
+    -------
+    dict
+        The fingerprint; ``cluster_column`` keeps shards with a ``label`` column out of a resume.
+    """
     fp = {
-        "passthrough": list(passthrough),
         "kind": "encode",
-        "cluster_column": "component",  # was `label`: shards of older runs must not be resumed into this one
+        "cluster_column": "component",
         "checkpoint_sha256": checkpoint_sha256,
         "input": store,
-        "batch_size": options.batch_size,
-        "post_hoc_gmm": ({"max_components": options.gmm_components, "fit_objects": options.gmm_fit_objects,
-                          "seed": options.seed} if post_hoc_gmm else None),
-        **write.fingerprint(device.type, options.precision),
+        "passthrough": list(passthrough),
+        **fingerprint_of(options, omit_groups=() if post_hoc_gmm else ("post_hoc_gmm",)),
+        **output.fingerprint(device.type),
     }
-    return json.loads(json.dumps(fp, sort_keys=True))
+    return jsonable(fp)
 
 
 def encode_catalog(model: GalaxyModel, store: str | Path, options: EncodeOptions, out: str | Path, *,
-                   write: WriteOptions, world: World, device: torch.device, channels: int, image_size: int,
+                   output: OutputOptions, world: World, device: torch.device, channels: int, image_size: int,
                    checkpoint: str | Path, checkpoint_sha256: str, config_yaml: str,
                    input_name: str | Path | None = None) -> RunResult:
-    """Encode every object of `store` with `model` into the sharded catalogue `out`; /meta
-    `input` names `input_name` (default `store`), e.g. the FITS cutouts a temporary store was made from.
+    """Encode every object of `store` with `model` into the sharded catalogue `out`.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+        The model (moved to `device`).
+    store : str or Path
+        The training store to encode.
+    options : EncodeOptions
+        What to compute.
+    out : str or Path
+        The master file; shards go to ``<out>.shards/``.
+    output : OutputOptions
+        How the catalogue is written (its precision is the model's autocast).
+    world : World
+        The ranks sharing the work.
+    device : torch.device
+        Where the model runs.
+    channels, image_size : int
+        The model's input shape, checked against the store.
+    checkpoint, checkpoint_sha256, config_yaml : str or Path
+        The checkpoint, its SHA-256 (also in the fingerprint) and its run config, recorded in /meta.
+    input_name : str or Path, optional
+        What /meta ``input`` names (default `store`), e.g. the FITS cutouts a temporary
+        store was made from.
+
+    Returns
+    -------
+    RunResult
+        This rank's part (`run_catalog`).
     """
     reader = StoreReader(store)
     try:
         reader.check_fits(model.name, channels, image_size)
-        job = EncodeJob(model, reader, options, device)
-        fingerprint = encode_fingerprint(options, checkpoint_sha256, reader.identity(), write, device,
+        job = EncodeJob(model, reader, options, device, output.precision)
+        fingerprint = encode_fingerprint(options, output, checkpoint_sha256, reader.identity(), device,
                                          job.needs_post_hoc_gmm, job.passthrough)
         meta = run_meta("encode", fingerprint, checkpoint, checkpoint_sha256, config_yaml, model.name)
         meta.update(input=os.path.abspath(input_name or store),  # search/rarity find it from any folder
                     n_objects=reader.n, batch_size=options.batch_size,
                     gmm="post-hoc" if job.needs_post_hoc_gmm else "model", passthrough=json.dumps(job.passthrough),
-                    column_units=json.dumps(passthrough_units(reader, job.passthrough), sort_keys=True))
-        return run_catalog(job, out, fingerprint, meta, write, world)
+                    column_units=json.dumps(passthrough_units(reader, job.passthrough), sort_keys=True),
+                    encode_options=to_record(options), output_options=to_record(output))
+        return run_catalog(job, out, fingerprint, meta, output, world)
     finally:
         reader.close()
 
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def is_hdf5_file(path: str | Path) -> bool:
-    return Path(path).is_file() and h5py.is_hdf5(str(path))
+    """Whether `path` is an HDF5 file: its signature at byte 0, 512, 1024, 2048, ... (a user block).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any path; a missing file or a folder is not HDF5.
+
+    Returns
+    -------
+    bool
+        True for an existing HDF5 file (HDF5 file format specification, section 2.1).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        offset = 0
+        while offset + len(HDF5_SIGNATURE) <= size:
+            fh.seek(offset)
+            if fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else 2 * offset
+    return False
 
 
 def is_store_path(path: str | Path) -> bool:
-    """A store (HDF5) rather than FITS cutouts: an HDF5 file or an HDF5 file name."""
+    """Whether `path` names a store (HDF5) rather than FITS cutouts.
+
+    Parameters
+    ----------
+    path : str or Path
+        An input path, file or glob.
+
+    Returns
+    -------
+    bool
+        True for an HDF5 suffix or an existing HDF5 file.
+    """
     return Path(path).suffix.lower() in HDF5_SUFFIXES or is_hdf5_file(path)
 
 
@@ -353,6 +540,18 @@ def fits_prep(fits_input: str | Path, prep: PrepConfig) -> PrepConfig:
     conventions (HDU choice and options) of its first FITS source are kept, without its
     catalogue (other cutouts are not in it) unless `fits_input` is that source's own path;
     filters are off so every object is encoded.
+
+    Parameters
+    ----------
+    fits_input : str or Path
+        FITS file, directory or glob.
+    prep : PrepConfig
+        The training store's prep config.
+
+    Returns
+    -------
+    PrepConfig
+        One FITS source, no filters.
     """
     from galhpc.config import SourceConfig
 
@@ -420,8 +619,22 @@ def fits_as_store(fits_input: str | Path, prep: PrepConfig, near: Path, world: W
 
 @contextmanager
 def as_store(path: str | Path | None, checkpoint: str | Path, near: Path) -> Iterator[Path | None]:
-    """`path` itself when it is a store (or None); FITS cutouts prepared with the prep recipe
-    of `checkpoint`'s training store into a temporary store (`fits_as_store`) otherwise.
+    """A store for `path`: itself, or FITS cutouts prepared into a temporary one.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        A store (yielded as is), None (yielded as is), or FITS cutouts prepared with the
+        prep recipe of `checkpoint`'s training store (`fits_as_store`).
+    checkpoint : str or Path
+        The checkpoint whose recipe prepares FITS input.
+    near : Path
+        An output path the temporary store is made beside.
+
+    Yields
+    ------
+    Path or None
+        The store to read.
 
     Raises
     ------
@@ -443,53 +656,58 @@ def as_store(path: str | Path | None, checkpoint: str | Path, near: Path) -> Ite
         yield store
 
 
-def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path, *,
-                           passthrough: Sequence[str] | None = None, batch_size: int = 512,
-                           shard_size: int | None = None, gmm_components: int = 20, gmm_fit_objects: int = 20000,
-                           seed: int = 0, compression: str = "none", table: bool = True, overwrite: bool = False,
-                           device: str = "auto", threads: int | None = None, precision: str = "fp32",
-                           shard_minutes: float = 5.0, objects_per_second: float | None = None) -> RunResult:
-    """The whole `galhpc-encode` job: set up this rank, load the checkpoint, encode.
+def encode_from_checkpoint(checkpoint: str | Path, store: str | Path, out: str | Path,
+                           encode: EncodeOptions | None = None, output: OutputOptions | None = None) -> RunResult:
+    """The whole `galhpc-encode` job: set up this rank (`open_job`), then encode.
 
-    `precision` (fp32 | bf16 | fp16) is the autocast of the forward passes; it is part of
-    the catalogue's fingerprint, so a resume never mixes shards of two precisions.
+    Parameters
+    ----------
+    checkpoint : str or Path
+        The model checkpoint.
+    store : str or Path
+        A training store, or FITS cutouts (file, directory or glob) that rank 0 first
+        prepares into a temporary store with the prep recipe of the checkpoint's training
+        store (`fits_as_store`), removed when the catalogue is written.
+    out : str or Path
+        The master file; shards go to ``<out>.shards/``.
+    encode : EncodeOptions, optional
+        What to compute (default `EncodeOptions()`).
+    output : OutputOptions, optional
+        How the catalogue is written and where the model runs (default `OutputOptions()`);
+        its precision is part of the fingerprint, so a resume never mixes precisions.
 
-    `store` is a training store, or FITS cutouts (file, directory or glob) that rank 0
-    first prepares into a temporary store with the prep recipe of the checkpoint's
-    training store (`fits_as_store`), removed when the catalogue is written.
+    Returns
+    -------
+    RunResult
+        This rank's part, logged as objects per second.
 
-    `passthrough` names the store label columns the catalogue carries (None: the store's
-    choice, see `passthrough_columns`).
+    Raises
+    ------
+    CatalogError
+        Missing FITS input, an output of other settings, a failed rank.
     """
-    from galhpc.checkpoint import file_sha256, inference_prep, load_model
-    from galhpc.runtime import pick_device, start_mpi_rank
+    from galhpc.checkpoint import inference_prep
 
-    check_precision(precision, "galhpc-encode --precision")
-    parse_compression(compression)  # before the input is read (FITS input is prepared first)
-    world = start_mpi_rank(threads)
-    torch_device = pick_device(device, world.local_rank)
-    model, cfg, payload = load_model(checkpoint, map_location="cpu")
-    options = EncodeOptions(batch_size=batch_size, gmm_components=gmm_components, gmm_fit_objects=gmm_fit_objects,
-                            seed=seed, precision=precision,
-                            passthrough=None if passthrough is None else tuple(passthrough))
-    write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
-                         shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)
+    encode = encode or EncodeOptions()
+    output = output or OutputOptions()
+    job = open_job(checkpoint, output, "galhpc-encode")
+    cfg = job.config
 
     def run(path: Path) -> RunResult:
-        return encode_catalog(model, path, options, out, write=write, world=world, device=torch_device,
+        return encode_catalog(job.model, path, encode, out, output=output, world=job.world, device=job.device,
                               channels=cfg.model.channels, image_size=cfg.model.image_size, checkpoint=checkpoint,
-                              checkpoint_sha256=file_sha256(checkpoint), config_yaml=cfg.to_yaml(), input_name=store)
+                              checkpoint_sha256=job.checkpoint_sha256, config_yaml=cfg.to_yaml(), input_name=store)
 
     if is_store_path(store):
         result = run(Path(store))
     else:
         if not glob.glob(str(store)):
             raise CatalogError(f"input {store} not found")
-        with fits_as_store(store, inference_prep(payload, cfg, checkpoint), Path(out), world) as prepared:
+        with fits_as_store(store, inference_prep(job.payload, cfg, checkpoint), Path(out), job.world) as prepared:
             try:
                 result = run(prepared)
             except GalhpcError as err:  # name the user's FITS input, not the temporary store
                 raise type(err)(str(err).replace(str(prepared), f"{store} (as prepared)")) from err
-    log.info("rank %d: %d objects in %d shard(s), %.1f objects/s", world.rank, result.objects_written,
+    log.info("rank %d: %d objects in %d shard(s), %.1f objects/s", job.world.rank, result.objects_written,
              result.shards_written, result.objects_per_second)
     return result

@@ -31,14 +31,16 @@ import numpy as np
 import torch
 
 from galhpc.formats.catalog import Shard
-from galhpc.inference.driver import RunResult, WriteOptions, run_catalog
+from galhpc.inference.driver import RunResult, run_catalog
 from galhpc.inference.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
+from galhpc.inference.job import open_job
+from galhpc.inference.options import GenerateOptions, OutputOptions, fingerprint_of, jsonable, to_record
 from galhpc.inference.photometry import MagSizeTarget, Photometry, stamp_mag_size, store_photometry
 from galhpc.inference.seeds import derived_seed
-from galhpc.io.catalog_writer import parse_compression, run_meta
+from galhpc.io.catalog_writer import run_meta
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import CatalogError, DataError
-from galhpc.runtime.precision import autocast, check_precision
+from galhpc.runtime.precision import autocast
 from galhpc.runtime.world import World
 
 log = logging.getLogger("galhpc.inference.generate")
@@ -51,27 +53,29 @@ TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
-class GenerateOptions:
-    """What to generate; every field is part of the catalogue's identity."""
+class SurveySetup:
+    """What the survey options of `GenerateOptions` resolve to once the checkpoint is read.
 
-    n: int
-    seed: int = 0
-    batch_size: int = 256
-    component: int | None = None
-    counts: tuple[int, ...] | None = None  # objects per mixture component, in component order
-    conditions: Mapping[str, Any] = field(default_factory=dict)
+    Attributes
+    ----------
+    emulation : SurveyEmulation
+        PSF, noise and pixel scale applied to the generated images.
+    photometry : Photometry or None
+        flux_norm, flux and mag_ab columns (`galhpc.inference.photometry`).
+    rejection : Rejection or None
+        Rejection sampling to a target (mag, r½) table.
+    """
+
     emulation: SurveyEmulation = field(default_factory=SurveyEmulation)
-    keep_clean: bool = False
-    dtype: str = "float32"
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of model.sample
-    photometry: Photometry | None = None  # flux_norm, flux, mag_ab columns (galhpc.inference.photometry)
-    rejection: Rejection | None = None  # draw to a target (mag, r½) table
+    photometry: Photometry | None = None
+    rejection: Rejection | None = None
 
 
 @dataclass(frozen=True)
 class Rejection:
-    """Rejection sampling of generated objects to a target (AB magnitude, half-light radius)
-    distribution: the grid, the keep probability per cell from the pilot, and their origin.
+    """Rejection sampling of generated objects to a target (AB magnitude, half-light radius) distribution.
+
+    The grid, the keep probability per cell from the pilot, and their origin.
     """
 
     target: MagSizeTarget
@@ -81,14 +85,37 @@ class Rejection:
     describe: Mapping[str, Any]  # table path, sha256, columns, bins, pilot size: the catalogue's identity
 
     def meta(self) -> dict[str, Any]:
-        """/meta attributes: where the target came from and the pilot's acceptance."""
+        """/meta attributes: where the target came from and the pilot's acceptance.
+
+        Returns
+        -------
+        dict
+            ``rejection_target`` (JSON), ``rejection_expected_acceptance`` and
+            ``rejection_unreachable_fraction``.
+        """
         return {"rejection_target": json.dumps(dict(self.describe), sort_keys=True),
                 "rejection_expected_acceptance": self.expected_acceptance,
                 "rejection_unreachable_fraction": self.unreachable_fraction}
 
 
 def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | None]]:
-    """(start, stop, component or None) ranges of object indices."""
+    """The ranges of object indices and the mixture component each is drawn from.
+
+    Parameters
+    ----------
+    options : GenerateOptions
+        ``n`` and either ``component`` or ``counts``.
+
+    Returns
+    -------
+    list of (int, int, int or None)
+        (start, stop, component or None) ranges covering [0, n).
+
+    Raises
+    ------
+    CatalogError
+        Both a component and counts, or counts that are negative or do not sum to n.
+    """
     if options.counts is not None:
         if options.component is not None:
             raise CatalogError("give either a component or per-component counts, not both")
@@ -101,8 +128,24 @@ def component_segments(options: GenerateOptions) -> list[tuple[int, int, int | N
 
 def sample_blocks(start: int, stop: int, batch_size: int,
                   segments: Sequence[tuple[int, int, int | None]]) -> list[tuple[int, int, int | None]]:
-    """Blocks (start, stop, component) covering objects [start, stop): the batch grid of
-    size `batch_size` anchored at object 0, cut at component boundaries.
+    """The sampling blocks covering objects [start, stop).
+
+    The batch grid of size `batch_size` anchored at object 0, cut at component boundaries,
+    so blocks depend on object indices only (the same on any rank count).
+
+    Parameters
+    ----------
+    start, stop : int
+        The object range.
+    batch_size : int
+        Objects per ``model.sample`` call.
+    segments : sequence of (int, int, int or None)
+        `component_segments`.
+
+    Returns
+    -------
+    list of (int, int, int or None)
+        (start, stop, component) blocks in order.
     """
     blocks = []
     for a, b, component in segments:
@@ -118,42 +161,97 @@ def sample_blocks(start: int, stop: int, batch_size: int,
 class GenerateJob:
     """Produces the columns of generated objects for the catalogue driver."""
 
-    def __init__(self, model: GalaxyModel, options: GenerateOptions, device: torch.device) -> None:
+    def __init__(self, model: GalaxyModel, options: GenerateOptions, device: torch.device,
+                 setup: SurveySetup | None = None, precision: str = "fp32") -> None:
+        setup = setup or SurveySetup()
         if not model.generative:
             raise CatalogError(f"model {model.name!r} is not generative: it cannot make synthetic images")
         if options.dtype not in IMAGE_DTYPES:
             raise CatalogError(f"image dtype must be one of {sorted(IMAGE_DTYPES)}, got {options.dtype!r}")
-        if options.keep_clean and not options.emulation.active:
+        if options.keep_clean and not setup.emulation.active:
             raise CatalogError("--keep-clean needs survey emulation (--psf, --noise-sigma or --cosmos-noise)")
         self.model = model.to(device).eval()
         self.options = options
+        self.setup = setup
+        self.precision = precision  # fp32 | bf16 | fp16: autocast of model.sample
         self.device = device
         self.n_objects = options.n
         self.batch_size = options.batch_size
         self.segments = component_segments(options)
-        self.observer = Observer(options.emulation, options.seed, device) if options.emulation.active else None
-        if options.rejection is not None and options.photometry is None:
+        self.observer = Observer(setup.emulation, options.seed, device) if setup.emulation.active else None
+        if setup.rejection is not None and setup.photometry is None:
             raise CatalogError("rejection sampling to a magnitude needs the photometry (flux_norm, zero point)")
         self.kept, self.drawn = 0, 0  # rejection sampling, this rank
 
     def prepare(self, shard_dir: Path) -> None:
+        """Nothing to do once before the shards (the driver's hook).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            Unused.
+        """
         pass
 
     def start(self, shard_dir: Path) -> None:
+        """Reset the rejection counters, so they count this run's objects, not the shard-size probe.
+
+        Parameters
+        ----------
+        shard_dir : Path
+            Unused: generation reads no saved state.
+        """
         self.kept, self.drawn = 0, 0  # count this run's objects, not the driver's shard-size probe
 
     def master_groups(self, shard_dir: Path) -> Mapping[str, Mapping[str, np.ndarray]]:
-        psf = self.options.emulation.psf
+        """The survey PSF as the master's /emulation group (none without a PSF).
+
+        Parameters
+        ----------
+        shard_dir : Path
+            Unused.
+
+        Returns
+        -------
+        dict
+            The PSF under ``emulation``; empty without one.
+        """
+        psf = self.setup.emulation.psf
         return {"emulation": {"psf": psf}} if psf is not None else {}
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The columns of one shard, one `make` per batch.
+
+        Parameters
+        ----------
+        shard : Shard
+            The objects to generate.
+
+        Yields
+        ------
+        int, dict
+            Offset of the batch in the shard; its columns.
+        """
         for lo in range(shard.start, shard.stop, self.batch_size):
             hi = min(lo + self.batch_size, shard.stop)
             yield lo - shard.start, self.make(lo, hi)
 
     @torch.inference_mode()
     def make(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """All columns of objects [start, stop)."""
+        """All columns of objects [start, stop).
+
+        Parameters
+        ----------
+        start, stop : int
+            The object range.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``images`` (N, H, W) or (N, C, H, W) of the output dtype, ``images_clean`` (with
+            ``keep_clean``), ``z``, ``component`` int16, ``seed`` int64, ``object_id`` int64,
+            ``rejection_draws`` (with a target) and the photometry columns.
+        """
         pieces = [self._sample_block(*block) for block in sample_blocks(start, stop, self.batch_size, self.segments)]
         clean = torch.cat([p[0] for p in pieces])
         columns: dict[str, np.ndarray] = {}
@@ -168,20 +266,20 @@ class GenerateJob:
         columns["component"] = torch.cat([p[2] for p in pieces]).cpu().numpy().astype(np.int16)
         columns["seed"] = np.concatenate([p[3] for p in pieces])
         flux_norm = None
-        if self.options.rejection is not None:
+        if self.setup.rejection is not None:
             columns["rejection_draws"] = np.concatenate([p[4] for p in pieces])
             flux_norm = np.concatenate([p[5] for p in pieces])  # each kept candidate's own
         columns["object_id"] = np.arange(start, stop, dtype=np.int64)
-        if self.options.photometry is not None:  # fluxes of the noise-free stamps (the PSF keeps flux)
+        if self.setup.photometry is not None:  # fluxes of the noise-free stamps (the PSF keeps flux)
             flat = clean.float().cpu().numpy().reshape(stop - start, -1)
-            columns.update(self.options.photometry.columns(flat, self.options.seed, start, flux_norm))
+            columns.update(self.setup.photometry.columns(flat, self.options.seed, start, flux_norm))
         return columns
 
     def _sample_block(self, start: int, stop: int, component: int | None):
         seed = derived_seed(self.options.seed, start)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         n = stop - start
-        if self.options.rejection is not None:
+        if self.setup.rejection is not None:
             return self._reject_block(start, stop, component, generator, seed)
         samples = self._sample(n, generator, component)
         images = samples.images
@@ -201,7 +299,7 @@ class GenerateJob:
         if component is not None:
             conditions["component"] = component
         try:
-            with autocast(self.device, self.options.precision):
+            with autocast(self.device, self.precision):
                 return self.model.sample(n, generator, **conditions)
         except (TypeError, ValueError) as err:
             raise CatalogError(
@@ -209,13 +307,14 @@ class GenerateJob:
             ) from err
 
     def _reject_block(self, start: int, stop: int, component: int | None, generator: torch.Generator, seed: int):
-        """Objects [start, stop) by rejection sampling to the target: candidates of
-        `batch_size` from the block's generator, each with its own flux_norm and uniform from
-        the block's (seed, start, ACCEPT_STREAM) stream, kept in order until the block is full.
+        """Objects [start, stop) by rejection sampling to the target.
 
-        Returns (images, z, component, seed, rejection_draws, flux_norm) of the kept objects.
+        Candidates of `batch_size` come from the block's generator, each with its own flux_norm
+        and uniform from the block's (seed, start, ACCEPT_STREAM) stream, kept in order until
+        the block is full.  Returns (images, z, component, seed, rejection_draws, flux_norm) of
+        the kept objects.
         """
-        rejection, photometry = self.options.rejection, self.options.photometry
+        rejection, photometry = self.setup.rejection, self.setup.photometry
         n = stop - start
         rng = np.random.default_rng(derived_seed(self.options.seed, start, ACCEPT_STREAM))
         parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]] = []
@@ -244,58 +343,104 @@ class GenerateJob:
                 np.full(n, seed, dtype=np.int64), draws, np.concatenate([p[3] for p in parts]))
 
     def _image_array(self, images: torch.Tensor) -> np.ndarray:
-        """Images (N, C, H, W) as the output dtype, converted on the device (a float16
-        catalogue moves and holds no float32 copy); one channel is squeezed.
+        """Images (N, C, H, W) as the output dtype, one channel squeezed.
+
+        Converted on the device, so a float16 catalogue moves and holds no float32 copy.
         """
         array = images.to(TORCH_DTYPES[self.options.dtype]).cpu().numpy()
         return array[:, 0] if array.ndim == 4 and array.shape[1] == 1 else array
 
 
-def generate_fingerprint(options: GenerateOptions, checkpoint_sha256: str, write: WriteOptions,
+def generate_fingerprint(options: GenerateOptions, setup: SurveySetup, output: OutputOptions, checkpoint_sha256: str,
                          device: torch.device) -> dict[str, Any]:
-    """Everything that decides the catalogue's bits and layout (JSON-normalised)."""
+    """Everything that decides a generate catalogue's bits and layout (JSON-normalised).
+
+    Parameters
+    ----------
+    options : GenerateOptions
+        Its fingerprinted fields (`galhpc.inference.options.fingerprint_of`).
+    setup : SurveySetup
+        The resolved emulation, photometry and rejection rule.
+    output : OutputOptions
+        Its fingerprinted fields and `device_type`.
+    checkpoint_sha256 : str
+        The checkpoint's SHA-256.
+    device : torch.device
+        Where the model runs.
+
+    Returns
+    -------
+    dict
+        The fingerprint.
+    """
     fp = {
         "kind": "generate",
         "checkpoint_sha256": checkpoint_sha256,
-        "n": options.n,
-        "seed": options.seed,
-        "batch_size": options.batch_size,
-        "component": options.component,
-        "counts": list(options.counts) if options.counts is not None else None,
-        "conditions": dict(options.conditions),
-        "emulation": options.emulation.describe(),
-        "keep_clean": options.keep_clean,
-        "dtype": options.dtype,
-        "photometry": None if options.photometry is None else options.photometry.meta(),
-        "rejection": None if options.rejection is None else dict(options.rejection.describe),
-        **write.fingerprint(device.type, options.precision),
+        **fingerprint_of(options),
+        "emulation": setup.emulation.describe(),
+        "photometry": None if setup.photometry is None else setup.photometry.meta(),
+        "rejection": None if setup.rejection is None else dict(setup.rejection.describe),
+        **output.fingerprint(device.type),
     }
-    return json.loads(json.dumps(fp, sort_keys=True))
+    return jsonable(fp)
 
 
-def generate_catalog(model: GalaxyModel, options: GenerateOptions, out: str | Path, *, write: WriteOptions,
+def generate_catalog(model: GalaxyModel, options: GenerateOptions, out: str | Path, *, output: OutputOptions,
                      world: World, device: torch.device, checkpoint: str | Path, checkpoint_sha256: str,
-                     config_yaml: str) -> RunResult:
-    """Generate `options.n` objects from `model` into the sharded catalogue `out`."""
-    job = GenerateJob(model, options, device)
-    fingerprint = generate_fingerprint(options, checkpoint_sha256, write, device)
+                     config_yaml: str, setup: SurveySetup | None = None) -> RunResult:
+    """Generate `options.n` objects from `model` into the sharded catalogue `out`.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+        A generative model (moved to `device`).
+    options : GenerateOptions
+        What to generate.
+    out : str or Path
+        The master file; shards go to ``<out>.shards/``.
+    output : OutputOptions
+        How the catalogue is written (its precision is the autocast of ``model.sample``).
+    world : World
+        The ranks sharing the work.
+    device : torch.device
+        Where the model samples.
+    checkpoint : str or Path
+        The checkpoint, recorded in /meta.
+    checkpoint_sha256 : str
+        Its SHA-256 (fingerprint and /meta).
+    config_yaml : str
+        The run config, recorded in /meta.
+    setup : SurveySetup, optional
+        The resolved survey emulation, photometry and rejection rule (default: none).
+
+    Returns
+    -------
+    RunResult
+        This rank's shards and objects (`run_catalog`).
+    """
+    setup = setup or SurveySetup()
+    job = GenerateJob(model, options, device, setup, output.precision)
+    fingerprint = generate_fingerprint(options, setup, output, checkpoint_sha256, device)
     meta = run_meta("generate", fingerprint, checkpoint, checkpoint_sha256, config_yaml, model.name)
+    emulation = setup.emulation
     meta.update(n_objects=options.n, seed=options.seed, batch_size=options.batch_size, image_dtype=options.dtype,
-                pixel_scale=options.emulation.pixel_scale, pixel_scale_source=options.emulation.pixel_scale_source,
-                psf="/emulation/psf" if options.emulation.psf is not None else "none: the training images' own")
-    if options.photometry is not None:
-        meta.update(options.photometry.meta())
-    if options.rejection is not None:
-        meta.update(options.rejection.meta())
-    result = run_catalog(job, out, fingerprint, meta, write, world)
-    if options.rejection is not None and job.drawn:
+                pixel_scale=emulation.pixel_scale, pixel_scale_source=emulation.pixel_scale_source,
+                psf="/emulation/psf" if emulation.psf is not None else "none: the training images' own",
+                generate_options=to_record(options), output_options=to_record(output))
+    if setup.photometry is not None:
+        meta.update(setup.photometry.meta())
+    if setup.rejection is not None:
+        meta.update(setup.rejection.meta())
+    result = run_catalog(job, out, fingerprint, meta, output, world)
+    if setup.rejection is not None and job.drawn:
         log.info("rank %d: rejection sampling kept %d of %d candidates (acceptance %.3f; pilot %.3f)", world.rank,
-                 job.kept, job.drawn, job.kept / job.drawn, options.rejection.expected_acceptance)
+                 job.kept, job.drawn, job.kept / job.drawn, setup.rejection.expected_acceptance)
     return result
 
 
-def pilot_rejection(model: GalaxyModel, options: GenerateOptions, target_mag: np.ndarray, target_size: np.ndarray,
-                    describe: Mapping[str, Any], device: torch.device, bins: int = 8, pilot: int = 2000) -> Rejection:
+def pilot_rejection(model: GalaxyModel, options: GenerateOptions, photometry: Photometry | None,
+                    target_mag: np.ndarray, target_size: np.ndarray, describe: Mapping[str, Any],
+                    device: torch.device, bins: int = 8, pilot: int = 2000, precision: str = "fp32") -> Rejection:
     """The rejection rule to a target (mag, r½) table from a pilot of the generator's own draws.
 
     Parameters
@@ -303,7 +448,9 @@ def pilot_rejection(model: GalaxyModel, options: GenerateOptions, target_mag: np
     model : GalaxyModel
         The generator (sampled with the options' component and conditions).
     options : GenerateOptions
-        Seed, batch size, component, conditions and photometry (with a zero point).
+        Seed, batch size, component and conditions.
+    photometry : Photometry or None
+        The catalogue's photometry (with a zero point).
     target_mag, target_size : numpy.ndarray
         The target table's AB magnitudes and half-light radii (pixels of the stamps).
     describe : Mapping
@@ -312,17 +459,19 @@ def pilot_rejection(model: GalaxyModel, options: GenerateOptions, target_mag: np
         Where the model samples.
     bins, pilot : int
         Grid cells per axis; pilot draws (each rank draws the same pilot).
+    precision : str, optional
+        Autocast of ``model.sample`` (fp32 | bf16 | fp16).
 
     Returns
     -------
     Rejection
+        The grid, keep probability per cell and the pilot's acceptance.
 
     Raises
     ------
     CatalogError
         Without a zero point, with --counts, or when no pilot draw reaches the target's range.
     """
-    photometry = options.photometry
     if photometry is None or photometry.zero_point is None:
         raise CatalogError("--target-table: a target magnitude distribution needs a zero point (--zero-point or the "
                            "training store's zero_point attribute)")
@@ -333,8 +482,8 @@ def pilot_rejection(model: GalaxyModel, options: GenerateOptions, target_mag: np
     except DataError as err:
         raise CatalogError(f"--target-table: {err}") from err
     job = GenerateJob(model, GenerateOptions(n=pilot, seed=options.seed, batch_size=options.batch_size,
-                                             component=options.component, conditions=options.conditions,
-                                             precision=options.precision), device)
+                                             component=options.component, conditions=options.conditions), device,
+                      precision=precision)
     generator = torch.Generator(device=device).manual_seed(derived_seed(options.seed, 0, PILOT_STREAM))
     norm_rng = np.random.default_rng(derived_seed(options.seed, 0, PILOT_STREAM))
     cells = []
@@ -356,6 +505,19 @@ def pilot_rejection(model: GalaxyModel, options: GenerateOptions, target_mag: np
 def read_target_table(path: str | Path, columns: Sequence[str] = ("mag_ab", "half_light_radius")
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(magnitudes, sizes, description) of a target table any astropy format reads.
+
+    Parameters
+    ----------
+    path : str or Path
+        The table (CSV, ECSV, FITS, Parquet, ...).
+    columns : sequence of str, optional
+        Its magnitude and half-light radius (pixels) columns.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, dict)
+        float64 magnitudes and sizes (masked entries NaN), and the table's path, SHA-256
+        and columns.
 
     Raises
     ------
@@ -383,72 +545,69 @@ def _floats(column) -> np.ndarray:
     return np.ma.filled(np.ma.asarray(column, np.float64), np.nan)
 
 
-def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, n: int, *, seed: int = 0,
-                             batch_size: int = 256, shard_size: int | None = None, component: int | None = None,
-                             counts: tuple[int, ...] | None = None, conditions: Mapping[str, Any] | None = None,
-                             psf: str | None = None, pixel_scale: float | None = None, noise_sigma: float | None = None,
-                             cosmos_noise: bool = False, keep_clean: bool = False, dtype: str = "float32",
-                             compression: str = "none", table: bool = True, overwrite: bool = False,
-                             device: str = "auto", threads: int | None = None, precision: str = "fp32",
-                             shard_minutes: float = 5.0, objects_per_second: float | None = None,
-                             zero_point: float | None = None, bunit: str | None = None,
-                             target_table: str | Path | None = None,
-                             target_columns: Sequence[str] = ("mag_ab", "half_light_radius"),
-                             target_bins: int = 8, target_pilot: int = 2000) -> RunResult:
-    """The whole `galhpc-generate` job: set up this rank, load the checkpoint, generate.
+def generate_from_checkpoint(checkpoint: str | Path, out: str | Path, generate: GenerateOptions,
+                             output: OutputOptions | None = None) -> RunResult:
+    """The whole `galhpc-generate` job: set up this rank (`open_job`), resolve the survey, generate.
 
-    `precision` (fp32 | bf16 | fp16) is the autocast of `model.sample`, part of the
-    catalogue's fingerprint (a resume never mixes precisions).
+    The pixel scale (`GenerateOptions.pixel_scale`, for GalSim PSF profiles and COSMOS
+    noise): None takes the scale the model was trained at when the checkpoint records it
+    (or, for older checkpoints, its training store tells it), else 0.03 (see
+    `resolve_pixel_scale`); the value and its origin are logged and go to /meta.  The zero
+    point and bunit override the training store's own attributes: every object gets
+    `flux_norm`, `flux` (survey units) and `mag_ab` columns (`galhpc.inference.photometry`).
+    A target table draws the catalogue to its (mag, r½) distribution by rejection sampling
+    (see the module docstring); the pilot's acceptance goes to /meta
+    (`rejection_expected_acceptance`) and each object's `rejection_draws` column counts its
+    candidates.
 
-    `pixel_scale` (arcsec per pixel, for GalSim PSF profiles and COSMOS noise): None takes
-    the scale the model was trained at when the checkpoint records it (or, for older
-    checkpoints, its training store tells it), else 0.03 (see `resolve_pixel_scale`); the
-    value and its origin are logged and go to /meta.
+    Parameters
+    ----------
+    checkpoint : str or Path
+        The model checkpoint.
+    out : str or Path
+        The master file; shards go to ``<out>.shards/``.
+    generate : GenerateOptions
+        What to generate.
+    output : OutputOptions, optional
+        How the catalogue is written and where the model runs (default `OutputOptions()`);
+        its precision (the autocast of ``model.sample``) is part of the fingerprint.
 
-    `zero_point` (AB mag of one survey unit) and `bunit` (FITS BUNIT) override the training
-    store's own attributes: every object gets `flux_norm`, `flux` (survey units) and
-    `mag_ab` columns (`galhpc.inference.photometry`).
+    Returns
+    -------
+    RunResult
+        This rank's share of the work.
 
-    `target_table` (any astropy table, `target_columns` = magnitude and half-light radius in
-    pixels) draws the catalogue to that (mag, r½) distribution by rejection sampling on a
-    `target_bins`² grid from a pilot of `target_pilot` draws (see the module docstring); the
-    pilot's acceptance goes to /meta (`rejection_expected_acceptance`) and each object's
-    `rejection_draws` column counts its candidates.
+    Raises
+    ------
+    CatalogError
+        A model that is not generative, bad options, an output of other settings.
     """
-    from galhpc.checkpoint import file_sha256, load_model, recorded_pixel_scale
-    from galhpc.runtime import pick_device, start_mpi_rank
+    from galhpc.checkpoint import recorded_pixel_scale
 
-    check_precision(precision, "galhpc-generate --precision")
-    parse_compression(compression)  # before the checkpoint is read
-    world = start_mpi_rank(threads)
-    torch_device = pick_device(device, world.local_rank)
-    model, cfg, payload = load_model(checkpoint, map_location="cpu")
-    scale = resolve_pixel_scale(pixel_scale, cfg, recorded_pixel_scale(payload))
-    used = cosmos_noise or bool(psf and is_galsim_profile(psf))
+    output = output or OutputOptions()
+    job = open_job(checkpoint, output, "galhpc-generate")
+    cfg, world = job.config, job.world
+    scale = resolve_pixel_scale(generate.pixel_scale, cfg, recorded_pixel_scale(job.payload))
+    used = generate.cosmos_noise or bool(generate.psf and is_galsim_profile(generate.psf))
     if world.rank == 0:
         log.log(logging.WARNING if used and not scale.known else logging.INFO,
                 "pixel scale %g arcsec/pixel%s: %s", scale.value,
                 "" if used else " (unused: no GalSim PSF profile or COSMOS noise)", scale.source)
     emulation = SurveyEmulation(
-        psf=load_psf(psf, scale.value) if psf else None, noise_sigma=noise_sigma,
-        cosmos_noise=cosmos_noise, pixel_scale=scale.value, pixel_scale_source=scale.source,
+        psf=load_psf(generate.psf, scale.value) if generate.psf else None, noise_sigma=generate.noise_sigma,
+        cosmos_noise=generate.cosmos_noise, pixel_scale=scale.value, pixel_scale_source=scale.source,
     )
-    options = GenerateOptions(
-        n=n, seed=seed, batch_size=batch_size, component=component, counts=counts,
-        conditions=dict(conditions or {}), emulation=emulation, keep_clean=keep_clean, dtype=dtype,
-        precision=precision, photometry=store_photometry(cfg.train.store, zero_point, bunit,
-                                                               recorded=payload.get("flux_calibration")),
-    )
-    if target_table is not None:
-        mags, sizes, describe = read_target_table(target_table, tuple(target_columns))
-        rejection = pilot_rejection(model.to(torch_device).eval(), options, mags, sizes, describe, torch_device,
-                                    target_bins, target_pilot)
-        options = dataclasses.replace(options, rejection=rejection)
-    write = WriteOptions(shard_size=shard_size, compression=compression, table=table, overwrite=overwrite,
-                         shard_seconds=60.0 * shard_minutes, objects_per_second=objects_per_second)
-    result = generate_catalog(model, options, out, write=write, world=world, device=torch_device,
-                              checkpoint=checkpoint, checkpoint_sha256=file_sha256(checkpoint),
-                              config_yaml=cfg.to_yaml())
+    photometry = store_photometry(cfg.train.store, generate.zero_point, generate.bunit,
+                                  recorded=job.payload.get("flux_calibration"))
+    setup = SurveySetup(emulation=emulation, photometry=photometry)
+    if generate.target_table is not None:
+        mags, sizes, describe = read_target_table(generate.target_table, tuple(generate.target_columns))
+        rejection = pilot_rejection(job.model.to(job.device).eval(), generate, photometry, mags, sizes, describe,
+                                    job.device, generate.target_bins, generate.target_pilot, output.precision)
+        setup = dataclasses.replace(setup, rejection=rejection)
+    result = generate_catalog(job.model, generate, out, output=output, world=world, device=job.device,
+                              checkpoint=checkpoint, checkpoint_sha256=job.checkpoint_sha256,
+                              config_yaml=cfg.to_yaml(), setup=setup)
     log.info("rank %d: %d objects in %d shard(s), %.1f objects/s", world.rank, result.objects_written,
              result.shards_written, result.objects_per_second)
     return result

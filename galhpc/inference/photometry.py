@@ -48,16 +48,45 @@ class Photometry:
     source: str  # where these came from, for /meta
 
     def draw_flux_norm(self, seed: int, start: int, stop: int) -> np.ndarray:
-        """(stop − start,) float64 flux_norm of objects [start, stop), keyed by object index."""
+        """The flux_norm of objects [start, stop), each drawn by its object index.
+
+        Parameters
+        ----------
+        seed : int
+            The run seed.
+        start, stop : int
+            The object range.
+
+        Returns
+        -------
+        numpy.ndarray
+            (stop − start,) float64, drawn from the training store's flux norms.
+        """
         picks = [np.random.default_rng(derived_seed(seed, i, FLUX_STREAM)).integers(len(self.flux_norms))
                  for i in range(start, stop)]
         return self.flux_norms[np.asarray(picks, np.int64)]
 
     def columns(self, images: np.ndarray, seed: int, start: int,
                 flux_norm: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """`flux_norm`, `flux` and `mag_ab` (float32/64 (n,)) of stored-unit stamps (n, ...) of
-        objects start..start+n−1; `flux_norm` (n,) when already chosen (rejection sampling
-        keeps each candidate's own), else drawn by object index.
+        """The ``flux_norm``, ``flux`` and ``mag_ab`` columns of stored-unit stamps.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            (n, ...) stamps of objects start..start+n−1, in stored units.
+        seed : int
+            The run seed.
+        start : int
+            Object index of the first stamp.
+        flux_norm : numpy.ndarray, optional
+            (n,) when already chosen (rejection sampling keeps each candidate's own), else
+            drawn by object index.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``flux_norm`` (n,) float32, ``flux`` (n,) float64 in survey units, ``mag_ab`` (n,)
+            float32 AB magnitudes (NaN for flux <= 0 or without a zero point).
         """
         n = len(images)
         norm = self.draw_flux_norm(seed, start, start + n) if flux_norm is None else np.asarray(flux_norm, np.float64)
@@ -69,7 +98,14 @@ class Photometry:
                 "mag_ab": mag.astype(np.float32)}
 
     def meta(self) -> dict[str, Any]:
-        """/meta attributes of the catalogue (image_bunit, zero_point, flux_scale, photometry_source)."""
+        """/meta attributes of the catalogue.
+
+        Returns
+        -------
+        dict
+            ``image_bunit``, ``zero_point`` (NaN when unknown), ``flux_scale``,
+            ``photometry_source`` and ``image_units``.
+        """
         return {"image_bunit": self.bunit, "zero_point": np.nan if self.zero_point is None else self.zero_point,
                 "flux_scale": self.flux_scale, "photometry_source": self.source,
                 "image_units": f"stored: survey {self.bunit} = image * flux_norm / {self.flux_scale:g}"}
@@ -123,8 +159,9 @@ def store_photometry(store: str | Path | None, zero_point: float | None = None, 
 
 
 def half_light_radius(images: np.ndarray) -> np.ndarray:
-    """Radius (pixels) of the circle about the flux-weighted centroid holding half of each
-    stamp's positive flux: a fast size for selecting samples (statmorph's r½ is the measured one).
+    """Radius (pixels) of the circle about the flux-weighted centroid holding half of each stamp's positive flux.
+
+    A fast size for selecting samples (statmorph's r½ is the measured one).
 
     Parameters
     ----------
@@ -161,12 +198,12 @@ def half_light_radius(images: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MagSizeTarget:
-    """A target (AB magnitude, half-light radius) distribution on a `bins`×`bins` grid (its
-    1st–99th percentile range) and the rejection rule that draws a generator to it.
+    """A target (AB magnitude, half-light radius) distribution and the rejection rule that draws a generator to it.
 
-    A pilot sample gives the generator's own density q; a candidate in cell c is kept with
-    probability (p_c / q_c) / max_c(p_c / q_c).  Cells the generator never reaches cannot be
-    filled: their share of the target is `unreachable_fraction`.
+    The grid is `bins`×`bins` over the target's 1st–99th percentile range.  A pilot sample
+    gives the generator's own density q; a candidate in cell c is kept with probability
+    (p_c / q_c) / max_c(p_c / q_c).  Cells the generator never reaches cannot be filled:
+    their share of the target is `unreachable_fraction`.
     """
 
     mag_edges: np.ndarray  # (bins + 1,)
@@ -176,6 +213,20 @@ class MagSizeTarget:
     @classmethod
     def from_table(cls, target_mag: np.ndarray, target_size: np.ndarray, bins: int = 8) -> MagSizeTarget:
         """The grid of a target table's magnitudes and sizes (non-finite rows dropped).
+
+        Parameters
+        ----------
+        target_mag : numpy.ndarray
+            (n,) AB magnitudes.
+        target_size : numpy.ndarray
+            (n,) half-light radii, pixels.
+        bins : int, optional
+            Cells per axis.
+
+        Returns
+        -------
+        MagSizeTarget
+            Edges per axis and the target's density per cell.
 
         Raises
         ------
@@ -193,10 +244,22 @@ class MagSizeTarget:
 
     @property
     def bins(self) -> int:
+        """Cells per axis of the grid."""
         return len(self.mag_edges) - 1
 
     def cells(self, mag: np.ndarray, size: np.ndarray) -> np.ndarray:
-        """(n,) int64 grid cell of each (mag, size); -1 outside the grid or non-finite."""
+        """The grid cell of each (mag, size).
+
+        Parameters
+        ----------
+        mag, size : numpy.ndarray
+            (n,) AB magnitudes and half-light radii (pixels), NaN allowed.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n,) int64 cell index, -1 outside the grid or non-finite.
+        """
         cm = np.digitize(mag, self.mag_edges) - 1
         cs = np.digitize(size, self.size_edges) - 1
         inside = (cm >= 0) & (cm < self.bins) & (cs >= 0) & (cs < self.bins) & np.isfinite(mag) & np.isfinite(size)
@@ -204,6 +267,11 @@ class MagSizeTarget:
 
     def acceptance(self, pilot_cells: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Keep probability per cell from a pilot sample's cells.
+
+        Parameters
+        ----------
+        pilot_cells : numpy.ndarray
+            (n,) cells of the pilot's candidates (`cells`).
 
         Returns
         -------
@@ -230,8 +298,21 @@ class MagSizeTarget:
 
 
 def stamp_mag_size(images: np.ndarray, flux_norm: np.ndarray, photometry: Photometry) -> tuple[np.ndarray, np.ndarray]:
-    """AB magnitude (NaN for flux <= 0) and fast half-light radius (pixels) of stored-unit
-    stamps (n, ...) at their objects' `flux_norm` (n,).
+    """AB magnitude and fast half-light radius of stored-unit stamps.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (n, ...) stamps in stored units.
+    flux_norm : numpy.ndarray
+        (n,) their objects' flux_norm.
+    photometry : Photometry
+        The calibration (flux scale, zero point).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        (n,) AB magnitudes (NaN for flux <= 0) and (n,) half-light radii in pixels.
     """
     flux = np.asarray(images, np.float64).reshape(len(images), -1).sum(1) * flux_norm / photometry.flux_scale
     with np.errstate(divide="ignore", invalid="ignore"):

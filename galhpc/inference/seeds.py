@@ -14,7 +14,27 @@ NOISE_STREAM = 1  # survey-emulation noise
 
 
 def derived_seed(seed: int, index: int, stream: int = SAMPLE_STREAM) -> int:
-    """A 63-bit seed for object (or block starting at object) `index` of run `seed`."""
+    """A 63-bit seed for object (or block starting at object) `index` of run `seed`.
+
+    Parameters
+    ----------
+    seed : int
+        The run seed, >= 0.
+    index : int
+        Object index, >= 0.
+    stream : int, optional
+        Which draws (SAMPLE_STREAM, NOISE_STREAM, ...).
+
+    Returns
+    -------
+    int
+        In [0, 2**63), from numpy's SeedSequence of (seed, stream, index).
+
+    Raises
+    ------
+    ValueError
+        A negative seed or index.
+    """
     if seed < 0 or index < 0:
         raise ValueError(f"seeds and object indices must be non-negative, got seed={seed}, index={index}")
     state = np.random.SeedSequence([seed, stream, index]).generate_state(2, np.uint32)

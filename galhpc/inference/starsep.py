@@ -27,8 +27,24 @@ from galhpc.runtime.batching import run_batched, to_numpy
 MANIFOLDS = ("isomap", "tsne")
 
 
-def encode_arrays(model: GalaxyModel, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Posterior means (N, L) and the model's extra columns of images (N, C, H, W), eval mode."""
+def encode_arrays(model: GalaxyModel, images: np.ndarray,
+                  batch_size: int = 256) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Posterior means and the model's extra columns of images, in eval mode.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+        The encoder.
+    images : numpy.ndarray
+        (N, C, H, W) float32.
+    batch_size : int, optional
+        Images per forward pass.
+
+    Returns
+    -------
+    (numpy.ndarray, dict of str to numpy.ndarray)
+        μ (N, L) and the extra columns (N, ...) by name.
+    """
     def one(x: torch.Tensor, _: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         enc = model.encode(x)
         return to_numpy(enc.mu), {name: to_numpy(v) for name, v in model.extra_columns(x, enc).items()}
@@ -42,13 +58,48 @@ def encode_arrays(model: GalaxyModel, images: np.ndarray, batch_size: int = 256)
 
 
 def stamp_concentration(images: np.ndarray, stretch: float = 10.0) -> np.ndarray:
-    """The label-free orientation statistic of `galhpc.models.hvae.concentration`, (N,)."""
+    """The label-free orientation statistic of `galhpc.models.hvae.concentration`.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, C, H, W) stamps.
+    stretch : float, optional
+        The arcsinh stretch of `normalise_stamps`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) concentration.
+    """
     x = normalise_stamps(torch.as_tensor(images, dtype=torch.float32), stretch)
     return concentration(x).numpy()
 
 
 def embed_1d(latents: np.ndarray, method: str = "isomap", n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
-    """One-dimensional manifold embedding of latents (N, L) by Isomap or t-SNE (sklearn)."""
+    """One-dimensional manifold embedding of latents by Isomap or t-SNE (sklearn).
+
+    Parameters
+    ----------
+    latents : numpy.ndarray
+        (N, L), standardised first.
+    method : str, optional
+        ``isomap`` or ``tsne``.
+    n_neighbors : int, optional
+        Isomap neighbours.
+    seed : int, optional
+        t-SNE random state.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) coordinate.
+
+    Raises
+    ------
+    ValueError
+        An unknown method.
+    """
     from sklearn.manifold import TSNE, Isomap
     from sklearn.preprocessing import StandardScaler
 
@@ -61,13 +112,42 @@ def embed_1d(latents: np.ndarray, method: str = "isomap", n_neighbors: int = 15,
 
 
 def orient_by_concentration(score: np.ndarray, conc: np.ndarray) -> np.ndarray:
-    """Flip a 1-D score so that it decreases with concentration (galaxies high), label-free."""
+    """Flip a 1-D score so that it decreases with concentration (galaxies high), label-free.
+
+    Parameters
+    ----------
+    score : numpy.ndarray
+        (N,) score.
+    conc : numpy.ndarray
+        (N,) `stamp_concentration`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) `score` or ``-score``.
+    """
     return -score if np.corrcoef(score, conc)[0, 1] > 0 else score
 
 
 def threshold_by_fraction(score: np.ndarray, star_fraction: float) -> np.ndarray:
     """Classify with a prior star fraction: the lowest `star_fraction` of scores are stars.
-    Returns is_galaxy (N,) bool.
+
+    Parameters
+    ----------
+    score : numpy.ndarray
+        (N,) score, galaxies high.
+    star_fraction : float
+        In (0, 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        is_galaxy (N,) bool.
+
+    Raises
+    ------
+    ValueError
+        A fraction outside (0, 1).
     """
     if not 0.0 < star_fraction < 1.0:
         raise ValueError(f"star_fraction must lie in (0, 1), got {star_fraction}")
@@ -85,6 +165,21 @@ class RocCurve:
 
 
 def roc(name: str, is_galaxy: np.ndarray, score: np.ndarray) -> RocCurve:
+    """A method's ROC curve and AUC (galaxy = positive class).
+
+    Parameters
+    ----------
+    name : str
+        The method, for the legend.
+    is_galaxy : numpy.ndarray
+        (N,) bool truth.
+    score : numpy.ndarray
+        (N,) score, galaxies high.
+
+    Returns
+    -------
+    RocCurve
+    """
     from sklearn.metrics import roc_auc_score, roc_curve
 
     fpr, tpr, _ = roc_curve(is_galaxy, score)
@@ -92,7 +187,22 @@ def roc(name: str, is_galaxy: np.ndarray, score: np.ndarray) -> RocCurve:
 
 
 def plot_rocs(curves: list[RocCurve], path: str | Path, title: str = "Star/galaxy separation (held-out)") -> Path:
-    """One PNG with the ROC of every method and its AUC in the legend."""
+    """One PNG with the ROC of every method and its AUC in the legend.
+
+    Parameters
+    ----------
+    curves : list of RocCurve
+        The methods.
+    path : str or Path
+        The PNG to write.
+    title : str, optional
+        Title of the full-range panel.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     matplotlib = require("matplotlib", "report", "star/galaxy separation figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -120,7 +230,25 @@ SEGMENT_CLASSES = ("background", "star", "galaxy")
 
 
 def segmentation_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Pixel accuracy, IoU per class and mean IoU of class maps (N, H, W) against truth."""
+    """Pixel accuracy, IoU per class and mean IoU of class maps against truth.
+
+    Parameters
+    ----------
+    predicted : numpy.ndarray
+        (N, H, W) class maps (0 background, 1 star, 2 galaxy).
+    truth : numpy.ndarray
+        (N, H, W) true class maps.
+
+    Returns
+    -------
+    dict of str to float
+        ``pixel_accuracy``, ``iou_<class>`` and ``mean_iou``.
+
+    Raises
+    ------
+    ValueError
+        Maps of different shapes.
+    """
     if predicted.shape != truth.shape:
         raise ValueError(f"predicted masks {predicted.shape} and truth masks {truth.shape} differ in shape")
     scores = {"pixel_accuracy": float(np.mean(predicted == truth))}
@@ -134,9 +262,28 @@ def segmentation_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, f
     return scores
 
 
-def plot_segmentation(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: str | Path, rows: int = 6) -> Path:
-    """Rows of (stamp, truth map, predicted map): stamps as an arcsinh g-r-i composite
-    where there are >= 4 bands (else the band sum); maps black/blue/orange = bg/star/galaxy.
+def plot_segmentation(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: str | Path,
+                      rows: int = 6) -> Path:
+    """Rows of (stamp, truth map, predicted map) in one PNG.
+
+    Stamps are an arcsinh g-r-i composite where there are >= 4 bands (else the band sum);
+    maps are black/blue/orange = background/star/galaxy.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, C, H, W) stamps.
+    truth, predicted : numpy.ndarray
+        (N, H, W) class maps.
+    path : str or Path
+        The PNG to write.
+    rows : int, optional
+        Stamps shown.
+
+    Returns
+    -------
+    Path
+        `path`.
     """
     matplotlib = require("matplotlib", "report", "star/galaxy separation figures")
     matplotlib.use("Agg")

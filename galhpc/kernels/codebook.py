@@ -268,10 +268,8 @@ def torch_search(x: torch.Tensor, codebook: torch.Tensor, block_size: int) -> tu
 
     Parameters
     ----------
-    x : torch.Tensor
-        (N, D) floating-point vectors.
-    codebook : torch.Tensor
-        (K, D) code vectors on x's device, in x's dtype.
+    x, codebook : torch.Tensor
+        (N, D) floating-point vectors and (K, D) code vectors on x's device, in x's dtype.
     block_size : int
         Rows of x scored per block (positive).
 

@@ -167,10 +167,9 @@ def nearest_code_numpy_on_cuda(x: np.ndarray, codebook: np.ndarray) -> tuple[np.
 
     Parameters
     ----------
-    x : numpy.ndarray
-        (N, D) float32 or float64 vectors.
-    codebook : numpy.ndarray
-        (K, D) code vectors, in x's dtype.
+    x, codebook : numpy.ndarray
+        (N, D) float32 or float64 vectors and (K, D) code vectors in x's dtype, as for
+        `nearest_code_cpu`.
 
     Returns
     -------

@@ -218,15 +218,15 @@ def fft_convolve(images: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
 
     Parameters
     ----------
-    images : torch.Tensor
-        (B, H, W) or (B, C, H, W) floating point, any flux unit.
-    psf : torch.Tensor
-        (h, w) shared PSF or (B, h, w) one per image, on the images' device and dtype.
+    images, psf : torch.Tensor
+        As for `direct_convolve`: (B, H, W) or (B, C, H, W) floating-point images, and an
+        (h, w) shared PSF or (B, h, w) one per image on their device and dtype.
 
     Returns
     -------
     torch.Tensor
-        The images' shape and dtype, aligned like ``scipy.signal.fftconvolve(mode="same")``.
+        What `direct_convolve` gives, to float rounding: the images' shape and dtype, aligned
+        like ``scipy.signal.fftconvolve(mode="same")``.
     """
     four_d = images.dim() == 4
     x = images if four_d else images.unsqueeze(1)

@@ -43,12 +43,15 @@ def border_noise(images: np.ndarray, border: int = 8) -> np.ndarray:
 def snr(images: np.ndarray, border: int = 8) -> np.ndarray:
     """Peak of each image area-averaged to 16 x 16 over its border noise (inf where noiseless).
 
+    The area average is exact (preprocess.resize_area's) and its values are rounded to
+    float32 as there; the noise is `border_noise`'s.
+
     Parameters
     ----------
     images : numpy.ndarray
         (B, H, W), or (B, C, H, W) averaged over bands to grey first; any flux unit.
     border : int, optional
-        Side of the square sky patches tiling the frame, in pixels (default 8).
+        Side of the sky patches the noise σ is measured on, as in `border_noise` (default 8).
 
     Returns
     -------
@@ -58,7 +61,7 @@ def snr(images: np.ndarray, border: int = 8) -> np.ndarray:
     Raises
     ------
     ValueError
-        If images is not (B, H, W) or (B, C, H, W), or a frame holds fewer than 2 patches per side.
+        As `border_noise` does.
     """
     grey = _grey_batch(images)
     noise = _border_noise(grey, border)
@@ -141,7 +144,7 @@ def metrics(images: np.ndarray, border: int = 8) -> dict[str, np.ndarray]:
     images : numpy.ndarray
         (B, H, W), or (B, C, H, W) averaged over bands to grey first; any flux unit.
     border : int, optional
-        Side of the square sky patches tiling the frame, in pixels (default 8).
+        Side of the sky patches of `border_noise`, whose σ snr divides by (default 8).
 
     Returns
     -------

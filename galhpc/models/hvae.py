@@ -282,6 +282,29 @@ class _StarGalaxyModel(GalaxyModel):
     latent_dim: int
     stretch: float
 
+    def __init__(self, image_size: int, channels: int, latent_dim: int, widths: list[int], peaked_dims: int,
+                 stretch: float, *, min_peaked_dims: int) -> None:
+        """Check `peaked_dims` and build the conv trunk both models encode stamps with.
+
+        Parameters
+        ----------
+        image_size, channels, latent_dim, widths, peaked_dims, stretch
+            The subclass's parameters of those names (widths as a list).
+        min_peaked_dims : int
+            Fewest peaked dimensions the model accepts (1 for hvae, 0 for peaked_vae).
+
+        Raises
+        ------
+        ValueError
+            If peaked_dims is outside [min_peaked_dims, latent_dim].
+        """
+        super().__init__()
+        if not min_peaked_dims <= peaked_dims <= latent_dim:
+            raise ValueError(f"{self.name}: peaked_dims must be in [{min_peaked_dims}, latent_dim={latent_dim}], "
+                             f"got {peaked_dims}")
+        self.latent_dim, self.stretch = latent_dim, float(stretch)
+        self.trunk = ConvTrunk(image_size, channels, widths, model="hvae", param="widths")
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """The stamps as the networks see them and the loss compares them.
 
@@ -366,6 +389,8 @@ class _StarGalaxyModel(GalaxyModel):
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
         """Stamps (in the normalised space) decoded from draws of the double-peaked prior.
 
+        `DoublePeakedLatent.sample` draws each stamp's peak (its class) and z around it.
+
         Parameters
         ----------
         n : int
@@ -412,13 +437,9 @@ class HierarchicalAEVAE(_StarGalaxyModel):
         beta: float = 1.0,
         stretch: float = 10.0,
     ) -> None:
-        super().__init__()
-        if not 1 <= peaked_dims <= latent_dim:
-            raise ValueError(f"hvae: peaked_dims must be in [1, latent_dim={latent_dim}], got {peaked_dims}")
         widths = list(widths or [32, 64, 64])
-        self.latent_dim, self.stretch = latent_dim, float(stretch)
+        super().__init__(image_size, channels, latent_dim, widths, peaked_dims, stretch, min_peaked_dims=1)
         self.code_sigma, self.vae_weight, self.beta = float(code_sigma), float(vae_weight), float(beta)
-        self.trunk = ConvTrunk(image_size, channels, widths, model="hvae", param="widths")
         self.to_code = nn.Sequential(nn.Linear(self.trunk.out_features, code_dim),
                                      nn.BatchNorm1d(code_dim, affine=False))
         self.image_head = ConvHead(image_size, channels, code_dim, widths, model="hvae", param="widths")
@@ -586,13 +607,9 @@ class PeakedVAE(_StarGalaxyModel):
         beta: float = 1.0,
         stretch: float = 10.0,
     ) -> None:
-        super().__init__()
-        if not 0 <= peaked_dims <= latent_dim:
-            raise ValueError(f"peaked_vae: peaked_dims must be in [0, latent_dim={latent_dim}], got {peaked_dims}")
         widths = list(widths or [32, 64, 64])
-        self.latent_dim, self.stretch = latent_dim, float(stretch)
+        super().__init__(image_size, channels, latent_dim, widths, peaked_dims, stretch, min_peaked_dims=0)
         self.pixel_sigma, self.beta = float(pixel_sigma), float(beta)
-        self.trunk = ConvTrunk(image_size, channels, widths, model="hvae", param="widths")
         self.heads = nn.Linear(self.trunk.out_features, 2 * latent_dim)
         self.image_head = ConvHead(image_size, channels, latent_dim, widths, model="hvae", param="widths")
         self.prior = DoublePeakedLatent(peaked_dims, prior_term, peak_mean, peak_scale)

@@ -13,141 +13,46 @@ from typing import Any
 import numpy as np
 import torch
 
-from galhpc.checkpoint import check_catalogue_checkpoint, load_model
-from galhpc.config import TrainConfig
-from galhpc.data.loader import holdout_mask
-from galhpc.formats.kinds import ENCODE_CATALOGUE, GENERATE_CATALOGUE, STORE, check_kind
-from galhpc.io.catalog import open_catalog
-from galhpc.report import heldout, inference, sampling, truth
-from galhpc.report.losses import read_loss_history
-from galhpc.report.sections import SECTIONS, Figures, Inputs, ReportOptions
-from galhpc.runtime.errors import DataError
+from galhpc.report import sections, truth
+from galhpc.report.inputs import ReportInputs
+from galhpc.report.options import ReportOptions
+from galhpc.report.sections import Figures, Section
 
 log = logging.getLogger("galhpc.report")
-
-TITLES = {
-    "reconstruction": "1. Reconstructions",
-    "clusters": "2. Clusters",
-    "generation": "3. Generation",
-    "latents": "4. Latent diagnostics",
-    "regier": "5. Regier's test",
-    "generated_vs_real": "6. Generated against real",
-    "truth": "7. Truth recovery against PCA and PCA+GMM",
-    "rarity": "8. Rarity: the most unusual objects",
-    "search": "9. Similarity search by μ",
-}
-
-
-def check_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None, synth: str | Path | None,
-                 holdout_store: str | Path | None) -> None:
-    """Refuse, before any work, an input of the wrong galhpc kind (`galhpc.formats.kinds`) or
-    catalogues made with another checkpoint (`check_catalogue_checkpoint`).
-    """
-    for path, kind, role in ((store, STORE, "galhpc-report --store"),
-                             (holdout_store, STORE, "galhpc-report --holdout-store"),
-                             (synth, GENERATE_CATALOGUE, "galhpc-report --synth")):
-        if path is not None:
-            check_kind(path, kind, role)
-    for path, kind, role in ((clusters, ENCODE_CATALOGUE, "galhpc-report --clusters"),
-                             (synth, GENERATE_CATALOGUE, "galhpc-report --synth")):
-        if path is not None:
-            with open_catalog(path, kinds=(kind,), role=role) as cat:
-                check_catalogue_checkpoint(checkpoint, cat.meta, path)
-
-
-def load_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path | None,
-                synth: str | Path | None, opt: ReportOptions, rng: np.random.Generator,
-                holdout_store: str | Path | None = None) -> tuple[Inputs, dict[str, Any]]:
-    """Read the model and bounded samples of every file; returns the inputs and their description.
-
-    Held-out objects come from `holdout_store` when given (a separate store: every object
-    counts as held out, read and encoded directly, no catalogue needed), else from `store`
-    (the trainer's holdout split of the sampled catalogue rows).
-    """
-    check_inputs(checkpoint, clusters, store, synth, holdout_store)
-    model, cfg, payload = load_model(checkpoint)
-    cs = sampling.read_clusters(clusters, opt.max_objects, rng)
-    inp = Inputs(model=model, clusters=cs, loss_rows=read_loss_history(checkpoint, payload))
-    info: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "clusters": str(clusters), "store": str(store) if store else None,
-        "holdout_store": str(holdout_store) if holdout_store else None,
-        "synth": str(synth) if synth else None, "model": model.name, "latent_dim": cfg.model.latent_dim,
-        "catalogue_objects": cs.n_total, "sampled_objects": len(cs.rows), "seed": opt.seed,
-    }
-    if store is not None:
-        inp.member_rows = sampling.store_rows_for_ids(store, cs.object_id, guess_rows=cs.rows)
-        inp.store_path = str(store)
-        inp.labels = sampling.read_store_labels(store, inp.member_rows)
-        inp.store_images = lambda rows: sampling.read_store_images(store, rows)
-        if model.reconstruct_columns:
-            inp.store_columns = lambda rows: heldout.store_columns(store, model.reconstruct_columns, rows)
-        info["sampled_objects_in_store"] = int((inp.member_rows >= 0).sum())
-    if holdout_store is not None:
-        check_separate(holdout_store, cfg.train.store)
-        rows = sampling.sample_rows(sampling.store_size(holdout_store), opt.n_holdout, rng)
-        if len(rows):
-            inp.holdout = heldout.encode_rows(model, holdout_store, rows, cs.n_components, opt.seed, opt.batch_size)
-        info["held_out_source"] = f"separate held-out store {holdout_store}: all its objects count as held out"
-    elif store is not None:
-        in_store = np.flatnonzero(inp.member_rows >= 0)
-        candidates, info["held_out_source"] = held_out(inp.member_rows, in_store, store, cfg.train)
-        pick = np.sort(rng.choice(candidates, size=min(opt.n_holdout, len(candidates)), replace=False))
-        if len(pick):
-            # clustered as the catalogue says (galhpc-encode's post-hoc GMM for models without a mixture)
-            inp.holdout = heldout.encode_rows(model, store, inp.member_rows[pick], cs.n_components, opt.seed,
-                                              opt.batch_size, components=cs.component[pick])
-    if inp.holdout is not None:
-        h = inp.holdout
-        inp.holdout_images, inp.holdout_ids, inp.holdout_recons = h.images, h.object_id, h.recons
-        condition = inference.class_condition(model)
-        column = condition[0] if condition is not None else inference.float_condition(model)
-        if column is not None and column in h.labels:  # a class label, or a float value to bin
-            inp.holdout_groups, inp.group_name = h.labels[column], column
-        else:
-            inp.holdout_groups, inp.group_name = h.components, "component"
-    info["held_out_images"] = 0 if inp.holdout is None else len(inp.holdout.rows)
-    if synth is not None:
-        inp.synth = sampling.read_synth(synth, max(opt.n_morph, opt.n_show * 64), rng)
-        info["synth_objects"] = inp.synth.n_total
-    return inp, info
-
-
-def check_separate(holdout_store: str | Path, training_store: str | None) -> None:
-    """Refuse a `--holdout-store` that is the file the checkpoint's config trained on.
-
-    Raises
-    ------
-    DataError
-        If both paths name one existing file.
-    """
-    if training_store and Path(training_store).is_file() and Path(holdout_store).is_file() \
-            and Path(holdout_store).samefile(training_store):
-        raise DataError(f"{holdout_store}: --holdout-store is the checkpoint's training store (train.store); "
-                         "give it as --store to use the trainer's holdout split")
-
-
-def held_out(member_rows: np.ndarray, in_store: np.ndarray, store: str | Path, train: TrainConfig
-             ) -> tuple[np.ndarray, str]:
-    """Sampled catalogue rows whose store row the trainer held out (its split: fraction and seed
-    of the checkpoint's config); all sampled rows in the store when it held none out.
-    """
-    if train.holdout_fraction > 0:
-        mask = holdout_mask(sampling.store_size(store), train.holdout_fraction, train.seed)
-        held = in_store[mask[member_rows[in_store]]]
-        if len(held):
-            return held, f"trainer holdout split (fraction {train.holdout_fraction}, seed {train.seed})"
-    return in_store, "random catalogue objects in the store (the trainer held none out)"
 
 
 def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, store: str | Path | None = None,
                  synth: str | Path | None = None, options: ReportOptions | None = None,
                  holdout_store: str | Path | None = None) -> dict[str, Any]:
-    """Write figures, metrics.json and index.html into `out`; returns the metrics.
+    """Write figures, metrics.json and index.html into `out`.
 
     A section that raises is logged and recorded as {"error": ...}; the others still run
     (`failed_sections` lists the failures).  `store` and `holdout_store` may be FITS cutouts:
     they are prepared with the prep recipe of the checkpoint's training store into
     temporary stores (`galhpc.inference.encode.as_store`), removed when the report is written.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        Checkpoint written by galhpc-train (losses.csv beside it).
+    clusters : str or Path
+        Encode catalogue of that checkpoint (galhpc-encode).
+    out : str or Path
+        Report folder, created if absent.
+    store : str or Path, optional
+        The store the catalogue was encoded from (HDF5, or FITS cutouts).
+    synth : str or Path, optional
+        Generate catalogue of the checkpoint (galhpc-generate); else the model samples.
+    options : ReportOptions, optional
+        Sample and figure sizes and the seed; default `ReportOptions()`.
+    holdout_store : str or Path, optional
+        A separate held-out store: every object counts as held out.
+
+    Returns
+    -------
+    dict
+        The metrics as written to metrics.json: ``inputs``, one entry per section (its
+        metrics, ``skipped`` or ``error``, and ``seconds``) and ``failed_sections``.
     """
     from galhpc.inference.encode import as_store
 
@@ -165,24 +70,55 @@ def build_report(checkpoint: str | Path, clusters: str | Path, out: str | Path, 
 def _build_report(checkpoint: str | Path, clusters: str | Path, out: Path, store: Path | None,
                   synth: str | Path | None, opt: ReportOptions, holdout_store: Path | None,
                   rng: np.random.Generator, named: dict[str, Any]) -> dict[str, Any]:
-    inp, info = load_inputs(checkpoint, clusters, store, synth, opt, rng, holdout_store)
+    inputs = ReportInputs.load(checkpoint, clusters, store, synth, opt, rng, holdout_store)
+    info = inputs.describe(opt)
     info.update({key: str(value) for key, value in named.items() if value is not None})  # FITS: not the temp store
     figs = Figures(out)
     report: dict[str, Any] = {"inputs": info}
-    for name, section in SECTIONS.items():
+    for name, section in sections.SECTIONS.items():
         start = time.perf_counter()
         log.info("report section %s", name)
         try:
-            report[name] = section(inp, opt, figs, rng)
+            report[name] = run_section(section, inputs, opt, figs, rng)
         except Exception as err:  # one broken section must not cost the others' figures
             log.exception("report section %s failed", name)
             report[name] = {"error": f"{type(err).__name__}: {err}"}
         report[name]["seconds"] = round(time.perf_counter() - start, 2)
-    report["failed_sections"] = [name for name in SECTIONS if "error" in report[name]]
+    report["failed_sections"] = [name for name in sections.SECTIONS if "error" in report[name]]
     (out / "metrics.json").write_text(json.dumps(_finite(report), indent=2))
     (out / "index.html").write_text(render_index(report, figs.items))
     log.info("report written to %s (%d figures)", out, sum(len(v) for v in figs.items.values()))
     return report
+
+
+def run_section(section: Section, inputs: ReportInputs, opt: ReportOptions, figs: Figures,
+                rng: np.random.Generator) -> dict[str, Any]:
+    """Run one section, or skip it: the one place a section's missing input is decided.
+
+    The section's `always` part runs first; then its first missing requirement, if any, is
+    logged and recorded as ``{"skipped": reason}`` instead of its `run`.
+
+    Parameters
+    ----------
+    section : Section
+    inputs : ReportInputs
+    opt : ReportOptions
+    figs : Figures
+    rng : numpy.random.Generator
+        The report's one generator, shared by the sections in order.
+
+    Returns
+    -------
+    dict
+        The section's metrics (JSON-ready).
+    """
+    result = dict(section.always(inputs, opt, figs, rng)) if section.always is not None else {}
+    reason = section.missing(inputs, opt)
+    if reason is not None:
+        log.info("%s: skipped — %s", section.name, reason)
+        result["skipped"] = reason
+        return result
+    return result | section.run(inputs, opt, figs, rng)
 
 
 def _finite(value: Any) -> Any:
@@ -199,9 +135,23 @@ def _finite(value: Any) -> Any:
 
 
 def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str, str]]]) -> str:
-    """A self-contained HTML page: a one-screen summary table (`summary_rows`: the headline
-    numbers, model beside baseline, pass/flag), then each section's figures and its scalar
-    metrics (3 significant digits; lists and per-object values stay in metrics.json).
+    """A self-contained HTML page of a report.
+
+    A one-screen summary table (`summary_rows`: the headline numbers, model beside
+    baseline, pass/flag), then each titled section's figures and its scalar metrics
+    (3 significant digits; lists and per-object values stay in metrics.json).
+
+    Parameters
+    ----------
+    report : dict
+        The metrics `build_report` returns.
+    figure_items : dict of str to list of (str, str)
+        Section name -> [(caption, file name)] (`Figures.items`).
+
+    Returns
+    -------
+    str
+        The HTML text of index.html.
     """
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>galhpc report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
@@ -209,7 +159,7 @@ def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str,
              ".flag{background:#fdd}.pass{background:#dfd}</style></head><body>",
              "<h1>galhpc report</h1>", _summary_table(summary_rows(report)), _scalars_table(report["inputs"]),
              "<p>Every number, per-object lists included: <a href='metrics.json'>metrics.json</a>.</p>"]
-    for name, title in TITLES.items():
+    for name, title in ((n, sec.title) for n, sec in sections.SECTIONS.items() if sec.title is not None):
         parts.append(f"<h2>{html.escape(title)}</h2>")
         section = report.get(name, {})
         if "skipped" in section:
@@ -225,7 +175,18 @@ def render_index(report: dict[str, Any], figure_items: dict[str, list[tuple[str,
 
 
 def sig3(value: Any) -> str:
-    """A number with 3 significant digits (integers as they are); other values as text."""
+    """A number with 3 significant digits (integers as they are); other values as text.
+
+    Parameters
+    ----------
+    value : object
+        A number, bool, None or anything with a `str`.
+
+    Returns
+    -------
+    str
+        "" for None, "n/a" for a non-finite float.
+    """
     if isinstance(value, bool) or value is None:
         return "" if value is None else str(value)
     if isinstance(value, (int, np.integer)):
@@ -236,8 +197,17 @@ def sig3(value: Any) -> str:
 
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, str, str]]:
-    """The headline numbers of a report: (quantity, model, baseline, which baseline, "pass" /
-    "flag" / ""), from the sections that ran.
+    """The headline numbers of a report, from the sections that ran.
+
+    Parameters
+    ----------
+    report : dict
+        The metrics `build_report` returns.
+
+    Returns
+    -------
+    list of tuple
+        (quantity, model, baseline, which baseline, "pass" / "flag" / "") per row.
     """
     rows: list[tuple[str, Any, Any, str, str]] = []
     regier = report.get("regier", {})
@@ -301,8 +271,9 @@ def _truth_table(result: dict[str, Any]) -> str:
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted name, value) of the scalar entries of nested metrics; lists are left out
-    (they stay in metrics.json), short lists of scalars kept as text.
+    """(dotted name, value) of the scalar entries of nested metrics.
+
+    Lists are left out (they stay in metrics.json), short lists of scalars kept as text.
     """
     out: list[tuple[str, Any]] = []
     for key, value in metrics.items():

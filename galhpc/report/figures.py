@@ -48,15 +48,37 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path, title: str = "",
                cmap: str = "gray", symmetric: Sequence[bool] | None = None, cell: float = 1.1,
                ids: Sequence[Sequence[object] | None] | None = None) -> Path:
-    """One row of stamps per entry of `rows` (each (n, C, H, W) or (n, H, W)); empty cells stay blank.
+    """One row of stamps per entry of `rows`; empty cells stay blank.
 
     Each row shares one colour scale, logarithmic for the flux-like stamps (an arcsinh
     stretch, `matplotlib.colors.AsinhNorm`: linear within the sky noise of all flux rows
-    together, logarithmic above it, so faint outskirts and bright cores both show); rows flagged in `symmetric`
-    (residuals) use a linear diverging colour map centred on zero, to ±the 99.5th percentile
-    of |residual| in the row.  `ids`: per row, the
-    object id (or any short label) printed above each stamp; None for a row of model-made
-    stamps without one.
+    together, logarithmic above it, so faint outskirts and bright cores both show); rows
+    flagged in `symmetric` (residuals) use a linear diverging colour map centred on zero, to
+    ±the 99.5th percentile of |residual| in the row.
+
+    Parameters
+    ----------
+    rows : sequence of numpy.ndarray
+        Each (n, C, H, W) or (n, H, W); rows may differ in n.
+    row_labels : sequence of str
+        Label at the left of each row.
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    title : str
+    cmap : str
+        Colour map of the non-symmetric rows.
+    symmetric : sequence of bool, optional
+        Per row: a residual row (diverging colour map centred on zero).
+    cell : float
+        Size of one stamp in inches.
+    ids : sequence, optional
+        Per row, the object id (or any short label) printed above each stamp; None for a row
+        of model-made stamps without one.
+
+    Returns
+    -------
+    Path
+        `path`.
     """
     from matplotlib.colors import AsinhNorm
 
@@ -103,7 +125,27 @@ def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], path: Path
 
 
 def loss_curves(columns: Mapping[str, np.ndarray], x_name: str, phases: np.ndarray | None, path: Path) -> Path:
-    """Each loss term against `x_name` (step or epoch), one panel per term, phases shaded."""
+    """Each loss term against `x_name` (step or epoch), one panel per term, phases shaded.
+
+    The report's one loss-curve figure: the trainer writes losses.csv and draws nothing;
+    `galhpc.report.losses.loss_table` turns its rows into `columns`.
+
+    Parameters
+    ----------
+    columns : mapping of str to numpy.ndarray
+        (T,) float per column, the x axis `x_name` among them.
+    x_name : str
+        The x-axis column.
+    phases : numpy.ndarray or None
+        (T,) schedule phase of each row, shaded; None draws no shading.
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     terms = [k for k in columns if k != x_name]
     fig, axes = plt.subplots(len(terms), 1, figsize=(7, 1.8 * len(terms) + 0.5), sharex=True, squeeze=False)
     x = columns[x_name]
@@ -121,8 +163,9 @@ def loss_curves(columns: Mapping[str, np.ndarray], x_name: str, phases: np.ndarr
 
 
 def _shade_phases(ax: plt.Axes, x: np.ndarray, phases: np.ndarray) -> None:
-    """Shade the cells of each contiguous run of one phase, one colour per phase; a row's cell
-    reaches halfway to its neighbours, so one-row phases (per-epoch logs) are visible too.
+    """Shade the cells of each contiguous run of one phase, one colour per phase.
+
+    A row's cell reaches halfway to its neighbours, so one-row phases (per-epoch logs) are visible too.
     """
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(dict.fromkeys(phases.tolist()))
@@ -140,6 +183,28 @@ def _shade_phases(ax: plt.Axes, x: np.ndarray, phases: np.ndarray) -> None:
 
 def bar(values: Sequence[float], labels: Sequence[str], path: Path, ylabel: str, title: str = "",
         hline: float | None = None, hline_label: str = "", xlabel: str = "") -> Path:
+    """Bar chart of `values`, one bar per label, with an optional horizontal reference line.
+
+    Parameters
+    ----------
+    values : sequence of float
+    labels : sequence of str
+        Tick label of each bar.
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    ylabel : str
+    title : str
+    hline : float, optional
+        Height of a dashed reference line (e.g. the overall mean).
+    hline_label : str
+        Legend text of the line.
+    xlabel : str
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(values) + 2), 3))
     ax.bar(range(len(values)), values, color="tab:blue")
     ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=90 if len(values) > 20 else 0)
@@ -153,7 +218,21 @@ def bar(values: Sequence[float], labels: Sequence[str], path: Path, ylabel: str,
 
 
 def matrix(values: np.ndarray, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
-    """Heatmap with the value written in each cell (for K up to about 20)."""
+    """Heatmap in [0, 1] with the value written in each cell (for K up to about 20).
+
+    Parameters
+    ----------
+    values : (K, K) float
+        NaN cells stay blank.
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    xlabel, ylabel, title : str
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     k_rows, k_cols = values.shape
     fig, ax = plt.subplots(figsize=(0.45 * k_cols + 2.5, 0.45 * k_rows + 1.5))
     im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
@@ -175,13 +254,34 @@ def matrix(values: np.ndarray, path: Path, xlabel: str, ylabel: str, title: str)
 
 def histograms_per_cluster(values: np.ndarray, clusters: np.ndarray, path: Path, label: str,
                            max_panels: int = 20) -> Path:
-    """One small histogram of `values` per cluster (largest clusters first), shared bins."""
+    """One small histogram of `values` per cluster (largest clusters first), shared bins.
+
+    Parameters
+    ----------
+    values : (N,) float
+        Non-finite values are left out.
+    clusters : (N,) int
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    label : str
+        Name of the values (x-axis label).
+    max_panels : int
+        Clusters drawn at most.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     keep = np.isfinite(values)
     ids, counts = np.unique(clusters[keep], return_counts=True)
     ids = np.sort(ids[np.argsort(-counts)][:max_panels])
     finite = values[keep]
     discrete = np.allclose(finite, np.round(finite)) and len(np.unique(finite)) <= 20
-    bins = np.arange(finite.min() - 0.5, finite.max() + 1.5) if discrete else np.linspace(finite.min(), finite.max(), 21)
+    if discrete:
+        bins = np.arange(finite.min() - 0.5, finite.max() + 1.5)
+    else:
+        bins = np.linspace(finite.min(), finite.max(), 21)
     n_cols = min(5, len(ids))
     n_rows = int(np.ceil(len(ids) / n_cols))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 1.8 * n_rows + 0.4), squeeze=False, sharex=True)
@@ -197,7 +297,24 @@ def histograms_per_cluster(values: np.ndarray, clusters: np.ndarray, path: Path,
 
 
 def scatter_2d(xy: np.ndarray, colourings: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
-    """One panel per colouring of the same 2-D embedding (discrete colourings get a legend)."""
+    """One panel per colouring of the same 2-D embedding (discrete colourings get a legend).
+
+    Parameters
+    ----------
+    xy : (N, 2) float
+        The embedding (e.g. a t-SNE of μ).
+    colourings : mapping of str to numpy.ndarray
+        Name -> (N,) colour values (integer classes or floats).
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    title : str
+        Title above the panels.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     n = len(colourings)
     n_cols = min(4, n)
     n_rows = int(np.ceil(n / n_cols))
@@ -224,8 +341,27 @@ def scatter_2d(xy: np.ndarray, colourings: Mapping[str, np.ndarray], path: Path,
 
 def regier_scatter(sse_model: np.ndarray, sse_gaussian: np.ndarray, path: Path, title: str,
                    baseline: np.ndarray | None = None, baseline_label: str = "baseline") -> Path:
-    """Per-stamp squared error of the reconstructions (model, and a baseline such as PCA-3)
-    against that of the best-fit Gaussian; below the diagonal the reconstruction wins.
+    """Per-stamp squared error of the reconstructions against that of the best-fit Gaussian.
+
+    Below the diagonal the reconstruction wins (Regier et al. 2015); log axes.
+
+    Parameters
+    ----------
+    sse_model : (N,) float
+        Squared error of the model's reconstruction of each stamp.
+    sse_gaussian : (N,) float
+        Squared error of the best-fit bivariate Gaussian.
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    title : str
+    baseline : (N,) float, optional
+        Squared error of a baseline reconstruction (e.g. out-of-fold PCA-3).
+    baseline_label : str
+
+    Returns
+    -------
+    Path
+        `path`.
     """
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.scatter(sse_gaussian, sse_model, s=5, alpha=0.6, label="model")
@@ -246,7 +382,23 @@ def regier_scatter(sse_model: np.ndarray, sse_gaussian: np.ndarray, path: Path, 
 
 def distributions(real: Mapping[str, np.ndarray], generated: Mapping[str, np.ndarray],
                   ks: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
-    """Overlaid normalised histograms of each statistic, real against generated, KS in titles."""
+    """Overlaid normalised histograms of each statistic, real against generated, KS in titles.
+
+    Parameters
+    ----------
+    real, generated : mapping of str to numpy.ndarray
+        Statistic name -> (N,) values (statmorph tables); NaNs are left out.
+    ks : mapping of str to mapping
+        Statistic name -> {"ks": distance, ...} (`galhpc.fidelity.morphology.compare_tables`).
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    title : str
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     names = list(real)
     n_cols = min(4, len(names))
     n_rows = int(np.ceil(len(names) / n_cols))
@@ -271,10 +423,26 @@ def distributions(real: Mapping[str, np.ndarray], generated: Mapping[str, np.nda
 def statistics_vs_condition(x: np.ndarray, real: Sequence[Mapping[str, Sequence[float]]],
                             generated: Sequence[Mapping[str, Sequence[float]]], edges: np.ndarray, path: Path,
                             xlabel: str, title: str) -> Path:
-    """Median of each statistic per condition bin against the bin's condition value, real and
-    generated, error bars from the 25th to the 75th percentile; bin edges dotted.
+    """Median of each statistic per condition bin against the bin's condition value.
 
-    real[i][name] / generated[i][name] = (25th percentile, median, 75th percentile) of bin i.
+    Real and generated, error bars from the 25th to the 75th percentile; bin edges dotted.
+
+    Parameters
+    ----------
+    x : (K,) float
+        Condition value of each bin.
+    real, generated : sequence of mapping
+        real[i][name] / generated[i][name] = (25th percentile, median, 75th percentile) of bin i.
+    edges : (K + 1,) float
+        Bin edges.
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    xlabel, title : str
+
+    Returns
+    -------
+    Path
+        `path`.
     """
     names = list(real[0]) if len(real) else []
     n_cols = min(4, max(len(names), 1))
@@ -302,9 +470,25 @@ def statistics_vs_condition(x: np.ndarray, real: Sequence[Mapping[str, Sequence[
 
 
 def truth_bars(result: Mapping[str, object], path: Path, flag: float = 0.10) -> Path:
-    """Grouped bars of a `truth.truth_recovery` result: probe R² and kNN accuracy (model
-    against PCA; chance as a black tick), cluster NMI per class column and η² per nuisance
-    column (model against PCA+GMM; dashed line at `flag`). Undefined scores are left blank.
+    """Grouped bars of a `truth.truth_recovery` result.
+
+    Probe R² and kNN accuracy (model against PCA; chance as a black tick), cluster NMI per
+    class column and η² per nuisance column (model against PCA+GMM; dashed line at `flag`).
+    Undefined scores are left blank.
+
+    Parameters
+    ----------
+    result : mapping
+        `galhpc.report.truth.truth_recovery`'s result.
+    path : Path
+        PNG written atomically (no partial file on a full disk).
+    flag : float
+        η² above which a nuisance is flagged.
+
+    Returns
+    -------
+    Path
+        `path`.
     """
     m, p, g = result["model"], result["pca"], result["pca_gmm"]
     dim, k = result["pca_components"], result["n_clusters"]

@@ -1,5 +1,6 @@
-"""Held-out objects read straight from a store and encoded by the model: the input of the
-report's truth section and of `evaluate_checkpoint` (no catalogue needed).
+"""Held-out objects read straight from a store and encoded by the model.
+
+The input of the report's held-out sections and of `evaluate_checkpoint` (no catalogue needed).
 """
 
 from __future__ import annotations
@@ -36,13 +37,27 @@ class EncodedObjects:
 
 
 def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The store columns a model's `reconstruct` needs (e.g. per-object `psf`) at unique store
-    `rows`, each row-aligned: a per-object dataset (root or labels/) read at the rows, a shared
-    one (e.g. one PSF (h, w)) repeated per row.
+    """The store columns a model's `reconstruct` needs (e.g. per-object `psf`) at unique store `rows`.
+
+    Each row-aligned: a per-object dataset (root or labels/) read at the rows, a shared one
+    (e.g. one PSF (h, w)) repeated per row.
+
+    Parameters
+    ----------
+    store : str or Path
+    names : tuple of str
+        The model's `reconstruct_columns`.
+    rows : (N,) int
+        Unique store rows, in any order.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Name -> (N, ...) values.
 
     Raises
     ------
-    ValueError
+    DataError
         If the store has no such column.
     """
     with open_store(store) as reader:
@@ -55,10 +70,28 @@ def store_columns(store: str | Path, names: tuple[str, ...], rows: np.ndarray) -
 
 def model_clusters(model: GalaxyModel, mu: np.ndarray, n_clusters: int | None, seed: int,
                    batch_size: int = 4096) -> tuple[np.ndarray, int, str]:
-    """The model's clusters of latents `mu` (N, L): argmax of its own mixture's γ for a
-    mixture model (K = its number of components), else sklearn's GaussianMixture with
-    `n_clusters` (default `DEFAULT_CLUSTERS`) fitted on `mu` with `seed`, as galhpc-encode
-    fits one post hoc.  Returns (components (N,), K, how they were found).
+    """The model's clusters of latents `mu`.
+
+    Argmax of its own mixture's γ for a mixture model (K = its number of components), else
+    sklearn's GaussianMixture with `n_clusters` (default `DEFAULT_CLUSTERS`) fitted on `mu`
+    with `seed`, as galhpc-encode fits one post hoc.
+
+    Parameters
+    ----------
+    model : GalaxyModel
+    mu : (N, L) float
+    n_clusters : int or None
+        K of a model without a mixture.
+    seed : int
+    batch_size : int
+
+    Returns
+    -------
+    components : numpy.ndarray
+        (N,) int64.
+    k : int
+    source : str
+        How they were found, in words.
     """
     import torch
 
@@ -114,8 +147,9 @@ SIMULATED_SOURCES = ("galsim", "galsim_stars")  # prep source kinds whose label 
 
 
 def _recorded_sources(store: str | Path) -> list[dict]:
-    """The source entries of the store's recorded prep config (the recorded text, not a config
-    with defaults filled in: a default source is no record); [] when none is readable.
+    """The source entries of the store's recorded prep config; [] when none is readable.
+
+    The recorded text, not a config with defaults filled in: a default source is no record.
     """
     import yaml
 
@@ -129,25 +163,46 @@ def _recorded_sources(store: str | Path) -> list[dict]:
 
 
 def observed_sources(store: str | Path) -> tuple[bool, str]:
-    """(whether the store's recorded prep config has a source of observed stamps, the source
-    kinds as text).  Observed stamps (fits, survey_image, real, ...) carry catalogue
-    measurements (positions, fluxes, radii), which are no truth to recover; simulated ones
-    (`SIMULATED_SOURCES`) carry truth.  A store that records no sources is not called observed.
+    """Whether the store's recorded prep config has a source of observed stamps.
+
+    Observed stamps (fits, survey_image, real, ...) carry catalogue measurements (positions,
+    fluxes, radii), which are no truth to recover; simulated ones (`SIMULATED_SOURCES`) carry
+    truth.  A store that records no sources is not called observed.
+
+    Parameters
+    ----------
+    store : str or Path
+
+    Returns
+    -------
+    observed : bool
+    kinds : str
+        The source kinds as text ("not recorded" when none).
     """
     kinds = [str(source.get("kind")) for source in _recorded_sources(store)]
     return any(k not in SIMULATED_SOURCES for k in kinds), ", ".join(kinds) or "not recorded"
 
 
 def catalogue_columns(store: str | Path) -> set[str]:
-    """Label columns the store's sources copied from a catalogue (their `passthrough`):
-    measurements and bookkeeping (positions, radii, a held-out flag), never truth.
+    """Label columns the store's sources copied from a catalogue (their `passthrough`).
+
+    Measurements and bookkeeping (positions, radii, a held-out flag), never truth.
+
+    Parameters
+    ----------
+    store : str or Path
+
+    Returns
+    -------
+    set of str
     """
     return {str(name) for source in _recorded_sources(store) for name in (source.get("passthrough") or [])}
 
 
 def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, str]:
-    """Per-pixel noise σ (N,) of the stamps at store `rows`, in the units of the stored
-    `images` (N, C, H, W), and where it came from; first found of
+    """Per-pixel noise σ of the stamps at store `rows`, in the units of the stored images.
+
+    The first found of
 
     1. a store column `noise_sigma` (`labels/noise_sigma`, or a root dataset, per object or shared);
     2. a store attribute `noise_sigma`;
@@ -155,6 +210,21 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
        `minmax`): prep measures it before those steps, so only then is it in stored units;
     4. the border noise measured on the stored stamps themselves
        (`galhpc.data.preprocess.border_noise`: least-σ border patch).
+
+    Parameters
+    ----------
+    store : str or Path
+    rows : (N,) int
+        Unique store rows.
+    images : (N, C, H, W) float
+        The stamps at those rows (for 4.).
+
+    Returns
+    -------
+    sigma : numpy.ndarray
+        (N,) float64.
+    source : str
+        Where it came from, in words.
     """
     from galhpc.config import load_yaml
     from galhpc.data.preprocess import border_noise
@@ -181,10 +251,10 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
 
 def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, n: int = 1000, seed: int = 0,
                         n_clusters: int | None = None, batch_size: int = 256) -> dict[str, Any]:
-    """Truth recovery of a checkpoint on `n` random objects of a held-out store, against
-    PCA (same latent size) and PCA+GMM (same K): `truth.truth_recovery` plus its inputs.
+    """Truth recovery of a checkpoint on `n` random objects of a held-out store.
 
-    Every object of `store` counts as held out: give a store the model never trained on.
+    Against PCA (same latent size) and PCA+GMM (same K): `truth.truth_recovery` plus its
+    inputs.  Every object of `store` counts as held out: give a store the model never trained on.
 
     Parameters
     ----------
@@ -208,7 +278,7 @@ def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, n: int = 1000
     from galhpc.checkpoint import load_model
     from galhpc.report import truth
 
-    model, cfg, _ = load_model(checkpoint)
+    model = load_model(checkpoint)
     model.eval()
     rng = np.random.default_rng(seed)
     rows = sampling.sample_rows(sampling.store_size(store), n, rng)

@@ -20,7 +20,26 @@ def _numeric(values: list[Any]) -> np.ndarray | None:
 
 
 def loss_table(rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], str, np.ndarray | None]:
-    """Rows of a loss log -> (numeric columns with the x axis first, x-axis name, phases or None)."""
+    """Numeric columns of a loss log, the x axis first, and its phases.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of losses.csv (strings) or of a checkpoint's history (numbers).
+
+    Returns
+    -------
+    columns : dict of str to numpy.ndarray
+        (T,) float per plotted column; the x axis ("step", "epoch", else "row") first.
+    x_name : str
+    phases : numpy.ndarray or None
+        (T,) str phase of each row, None without a phase column.
+
+    Raises
+    ------
+    ValueError
+        If `rows` is empty.
+    """
     if not rows:
         raise ValueError("the loss history is empty")
     names = list(rows[0])
@@ -39,7 +58,19 @@ def loss_table(rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], str, 
 
 
 def read_loss_history(checkpoint: str | Path, payload: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Rows of `losses.csv` beside the checkpoint, else the payload's `history` list, else None."""
+    """Rows of `losses.csv` beside the checkpoint, else the checkpoint's `history` list.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+    payload : dict
+        The loaded checkpoint.
+
+    Returns
+    -------
+    list of dict or None
+        None when neither holds any row.
+    """
     csv_path = Path(checkpoint).parent / "losses.csv"
     if csv_path.is_file():
         with open(csv_path, newline="") as fh:

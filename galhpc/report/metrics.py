@@ -13,18 +13,54 @@ import numpy as np
 
 
 def per_image_mse(images: np.ndarray, recons: np.ndarray) -> np.ndarray:
-    """Mean squared error of each image against its reconstruction, shape (N,)."""
+    """Mean squared error of each image against its reconstruction.
+
+    Parameters
+    ----------
+    images, recons : (N, ...) float
+        Images and their reconstructions, in the same units.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) float64, in squared image units.
+    """
     diff = np.asarray(images, np.float64) - np.asarray(recons, np.float64)
     return (diff.reshape(len(diff), -1) ** 2).mean(axis=1)
 
 
 def occupancy(labels: np.ndarray, n_components: int) -> np.ndarray:
-    """Number of objects assigned to each of `n_components` components."""
+    """Number of objects assigned to each of `n_components` components.
+
+    Parameters
+    ----------
+    labels : (N,) int
+        Non-negative component of each object.
+    n_components : int
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_components,) int64.
+    """
     return np.bincount(np.asarray(labels, np.int64), minlength=n_components)[:n_components]
 
 
 def cluster_centres(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of `x` per label; returns (sorted unique labels, centres (K, D))."""
+    """Mean of `x` per label.
+
+    Parameters
+    ----------
+    x : (N, D) float
+    labels : (N,) int
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        (K,) sorted unique labels.
+    centres : numpy.ndarray
+        (K, D) float64.
+    """
     x = np.asarray(x, np.float64)
     uniq, inverse = np.unique(labels, return_inverse=True)
     sums = np.zeros((len(uniq), x.shape[1]))
@@ -37,7 +73,28 @@ def simplified_silhouette(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
 
     s_i = (b_i - a_i) / max(a_i, b_i), a_i the distance to the own cluster's centroid and
     b_i to the nearest other centroid.  It is O(N K) rather than O(N^2), so it scales to
-    catalogue samples.  Returns (s per object, mean per cluster, overall mean).
+    catalogue samples.
+
+    Parameters
+    ----------
+    x : (N, D) float
+        Points (e.g. latent means μ).
+    labels : (N,) int
+        Cluster of each point.
+
+    Returns
+    -------
+    s : numpy.ndarray
+        (N,) float64 per object, in [-1, 1].
+    per_cluster : dict of int to float
+        Mean per cluster.
+    overall : float
+        Mean over the objects.
+
+    Raises
+    ------
+    ValueError
+        With fewer than two clusters.
     """
     x = np.asarray(x, np.float64)
     uniq, centres = cluster_centres(x, labels)
@@ -56,7 +113,24 @@ def simplified_silhouette(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
 
 
 def calinski_harabasz(x: np.ndarray, labels: np.ndarray) -> float:
-    """Calinski–Harabasz index: between- over within-cluster dispersion, scaled by (N-K)/(K-1)."""
+    """Calinski–Harabasz index: between- over within-cluster dispersion, scaled by (N-K)/(K-1).
+
+    Parameters
+    ----------
+    x : (N, D) float
+    labels : (N,) int
+        K distinct values, 1 < K < N.
+
+    Returns
+    -------
+    float
+        inf when every object sits on its centre.
+
+    Raises
+    ------
+    ValueError
+        Unless 1 < K < N.
+    """
     x = np.asarray(x, np.float64)
     uniq, inverse = np.unique(labels, return_inverse=True)
     n, k = len(x), len(uniq)
@@ -74,6 +148,20 @@ def overlap_matrix(gamma: np.ndarray, labels: np.ndarray, n_components: int | No
 
     A diagonal matrix means confident, separated clusters; off-diagonal mass shows which
     components share objects.
+
+    Parameters
+    ----------
+    gamma : (N, K) float
+        Responsibilities.
+    labels : (N,) int
+        Hard label of each object.
+    n_components : int, optional
+        Rows of the matrix; default K.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_components, K) float64.
     """
     gamma = np.asarray(gamma, np.float64)
     k = gamma.shape[1] if n_components is None else n_components
@@ -85,7 +173,18 @@ def overlap_matrix(gamma: np.ndarray, labels: np.ndarray, n_components: int | No
 
 
 def latent_snr(mu: np.ndarray, logvar: np.ndarray | None) -> np.ndarray:
-    """Per-latent signal-to-noise std(μ_d) / mean(σ_d) (Danilov); σ = 1 without logvar."""
+    """Per-latent signal-to-noise std(μ_d) / mean(σ_d) (Danilov); σ = 1 without logvar.
+
+    Parameters
+    ----------
+    mu : (N, L) float
+    logvar : (N, L) float or None
+
+    Returns
+    -------
+    numpy.ndarray
+        (L,) float64.
+    """
     mu = np.asarray(mu, np.float64)
     if logvar is None:
         return mu.std(axis=0)
@@ -99,6 +198,17 @@ def discretise_label(values: np.ndarray, vote_cut: float = 0.5, max_classes: int
     Integer/bool columns with at most `max_classes` values are classes already; vote
     fractions (floats within [0, 1]) are cut at `vote_cut` (e.g. Galaxy Zoo smooth vs
     featured); other floats are split at their quartiles.
+
+    Parameters
+    ----------
+    values : (N,) array
+    vote_cut : float
+    max_classes : int
+
+    Returns
+    -------
+    numpy.ndarray or None
+        (N,) int64 classes, -1 where the value is not finite.
     """
     values = np.asarray(values)
     if values.ndim != 1 or len(values) == 0:
@@ -120,7 +230,18 @@ def discretise_label(values: np.ndarray, vote_cut: float = 0.5, max_classes: int
 
 
 def is_vote_fraction(values: np.ndarray) -> bool:
-    """Float column whose finite values all lie in [0, 1] (e.g. a Galaxy Zoo vote fraction)."""
+    """Whether a column is a float column whose finite values all lie in [0, 1].
+
+    E.g. a Galaxy Zoo vote fraction.
+
+    Parameters
+    ----------
+    values : (N,) array
+
+    Returns
+    -------
+    bool
+    """
     values = np.asarray(values)
     finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values[:0]
     return len(finite) > 0 and finite.min() >= 0 and finite.max() <= 1
@@ -128,8 +249,20 @@ def is_vote_fraction(values: np.ndarray) -> bool:
 
 def per_cluster_summary(values: np.ndarray, clusters: np.ndarray, cuts: tuple[float, ...] = ()
                         ) -> dict[str, dict[str, float]]:
-    """Mean of a label per cluster, and the fraction of each cluster above every cut in `cuts`
-    (Galaxy Zoo style: e.g. smooth fraction > 0.8 for a clean smooth sample); NaNs ignored.
+    """Mean of a label per cluster, and the fraction of each cluster above every cut in `cuts`.
+
+    Galaxy Zoo style: e.g. smooth fraction > 0.8 for a clean smooth sample; NaNs ignored.
+
+    Parameters
+    ----------
+    values : (N,) float
+    clusters : (N,) int
+    cuts : tuple of float
+
+    Returns
+    -------
+    dict
+        {"mean": {cluster: mean}, "fraction_above_<cut>": {cluster: fraction}, ...}, clusters as str.
     """
     values = np.asarray(values, np.float64)
     out: dict[str, dict[str, float]] = {"mean": {}}
@@ -144,19 +277,18 @@ def per_cluster_summary(values: np.ndarray, clusters: np.ndarray, cuts: tuple[fl
     return out
 
 
-def label_agreement(labels_true: np.ndarray, labels_pred: np.ndarray) -> dict[str, float]:
-    """NMI and ARI between a (discretised) label column and cluster labels, ignoring class -1."""
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    keep = np.asarray(labels_true) >= 0
-    return {
-        "nmi": float(normalized_mutual_info_score(labels_true[keep], labels_pred[keep])),
-        "ari": float(adjusted_rand_score(labels_true[keep], labels_pred[keep])),
-    }
-
-
 def path_length(points: np.ndarray, order: list[int] | np.ndarray) -> float:
-    """Euclidean length of the open path visiting `points` in `order`."""
+    """Euclidean length of the open path visiting `points` in `order`.
+
+    Parameters
+    ----------
+    points : (K, D) float
+    order : sequence of int
+
+    Returns
+    -------
+    float
+    """
     p = np.asarray(points, np.float64)[list(order)]
     return float(np.sqrt(((p[1:] - p[:-1]) ** 2).sum(axis=1)).sum())
 
@@ -166,6 +298,16 @@ def shortest_path_order(points: np.ndarray, exact_up_to: int = 12) -> list[int]:
 
     Exact Held–Karp dynamic programming for up to `exact_up_to` points (O(2^K K^2));
     beyond that, nearest-neighbour starts from every point improved by 2-opt.
+
+    Parameters
+    ----------
+    points : (K, D) float
+    exact_up_to : int
+
+    Returns
+    -------
+    list of int
+        A permutation of range(K).
     """
     p = np.asarray(points, np.float64)
     k = len(p)
@@ -247,14 +389,38 @@ class ConditionBins:
 
     @property
     def n_bins(self) -> int:
+        """Number of bins (after merging tied quantiles).
+
+        Returns
+        -------
+        int
+        """
         return len(self.values)
 
 
 def quantile_bins(values: np.ndarray, n_bins: int = 3, min_per_bin: int = 5) -> ConditionBins:
-    """Equal-count bins of the finite `values`: edges at their quantiles (numpy's linear
-    interpolation), at most `n_bins` and at most one bin per `min_per_bin` values (at least
-    one); tied quantiles (discrete values) are merged. Bin i holds edges[i] <= v < edges[i+1],
-    the last bin also its upper edge. Raises ValueError without finite values.
+    """Equal-count bins of the finite `values`, edges at their quantiles (numpy's linear interpolation).
+
+    At most `n_bins` and at most one bin per `min_per_bin` values (at least one); tied
+    quantiles (discrete values) are merged.  Bin i holds edges[i] <= v < edges[i+1], the
+    last bin also its upper edge.
+
+    Parameters
+    ----------
+    values : (N,) float
+        Condition values; non-finite ones get bin -1.
+    n_bins : int
+        Bins requested.
+    min_per_bin : int
+
+    Returns
+    -------
+    ConditionBins
+
+    Raises
+    ------
+    ValueError
+        Without finite values.
     """
     v = np.asarray(values, np.float64).reshape(-1)
     finite = np.isfinite(v)

@@ -1,5 +1,7 @@
-"""The report's sample and figure sizes, apart from the sections, so that `galhpc-report --help`
-shows their defaults without importing torch, matplotlib or scipy.
+"""The report's sample and figure sizes.
+
+Apart from the sections, so that `galhpc-report --help` shows their defaults without
+importing torch, matplotlib or scipy.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Regier's test (Regier, McAuliffe & Prabhat 2015): does the model beat a Gaussian blob?
+"""Regier's test (Regier, McAuliffe & Prabhat 2015): whether the model beats a Gaussian blob.
 
 For each held-out image, fit a scaled bivariate Gaussian (six parameters: amplitude,
 centre x/y, log widths, correlation) by BFGS with an analytic gradient, and compare it
@@ -41,7 +41,21 @@ class GaussianFit:
 
 
 def gaussian_image(theta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Scaled bivariate Gaussian on a pixel grid; theta = (A, x0, y0, log σx, log σy, atanh ρ)."""
+    """Scaled bivariate Gaussian on a pixel grid.
+
+    Parameters
+    ----------
+    theta : (6,) float
+        (A, x0, y0, log σx, log σy, atanh ρ): amplitude, centre in pixels (x along columns),
+        log widths in pixels and the correlation's inverse tanh.
+    shape : tuple of int
+        (H, W) of the grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) float64 image.
+    """
     return _profile(theta, *np.mgrid[: shape[0], : shape[1]].astype(np.float64)[::-1])[0]
 
 
@@ -91,7 +105,19 @@ def _moment_start(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarr
 
 
 def fit_gaussian(image: np.ndarray, start: np.ndarray | None = None) -> GaussianFit:
-    """Least-squares fit of a scaled bivariate Gaussian to one 2-D image by BFGS."""
+    """Least-squares fit of a scaled bivariate Gaussian to one 2-D image by BFGS.
+
+    Parameters
+    ----------
+    image : (H, W) float
+    start : (6,) float, optional
+        Starting `theta` (see `gaussian_image`); default from the peak and second moments.
+
+    Returns
+    -------
+    GaussianFit
+        Best-fit parameters and squared error.
+    """
     image = np.asarray(image, np.float64)
     ys, xs = np.mgrid[: image.shape[0], : image.shape[1]].astype(np.float64)
     theta0 = _moment_start(image, xs, ys) if start is None else np.asarray(start, np.float64)
@@ -105,14 +131,42 @@ def fit_gaussian(image: np.ndarray, start: np.ndarray | None = None) -> Gaussian
 
 
 def gaussian_loglik(sse: np.ndarray, n_pixels: int) -> np.ndarray:
-    """Maximised Gaussian log-likelihood with the variance fitted per image: σ² = SSE / n."""
+    """Maximised Gaussian log-likelihood with the variance fitted per image: σ² = SSE / n.
+
+    Parameters
+    ----------
+    sse : (N,) float
+        Squared error of each image.
+    n_pixels : int
+        Pixels per image (n).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) log-likelihood in nats.
+    """
     sigma2 = np.maximum(np.asarray(sse, np.float64) / n_pixels, 1e-300)
     return -0.5 * n_pixels * (np.log(2 * np.pi * sigma2) + 1.0)
 
 
 def known_sigma_loglik(sse: np.ndarray, n_pixels: int, sigma: np.ndarray) -> np.ndarray:
-    """Gaussian log-likelihood (nats) of each stamp with known per-pixel noise σ:
+    """Gaussian log-likelihood of each stamp with known per-pixel noise σ.
+
     −SSE / (2σ²) − n_pixels · log(σ √(2π)).
+
+    Parameters
+    ----------
+    sse : (N,) float
+        Squared error of each stamp.
+    n_pixels : int
+        Pixels per stamp.
+    sigma : (N,) float
+        Noise σ of each stamp, in the stamps' units.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) log-likelihood in nats.
     """
     sigma = np.asarray(sigma, np.float64)
     return -0.5 * np.asarray(sse, np.float64) / sigma**2 - n_pixels * np.log(sigma * np.sqrt(2 * np.pi))

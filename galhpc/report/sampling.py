@@ -23,14 +23,36 @@ LABEL_DATASETS = ("component", "label")  # cluster label per object; `label` in 
 
 
 def sample_rows(n_total: int, max_rows: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted row indices: all rows if there are at most `max_rows`, else a uniform sample."""
+    """Sorted row indices: all rows if there are at most `max_rows`, else a uniform sample.
+
+    Parameters
+    ----------
+    n_total : int
+    max_rows : int
+    rng : numpy.random.Generator
+        Draws the sample (not used when every row is taken).
+
+    Returns
+    -------
+    numpy.ndarray
+        (min(n_total, max_rows),) int64, increasing.
+    """
     if n_total <= max_rows:
         return np.arange(n_total)
     return np.sort(rng.choice(n_total, size=max_rows, replace=False))
 
 
 def as_nchw(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N, 1, H, W) float32; (N, C, H, W) kept."""
+    """Images as (N, C, H, W) float32: (N, H, W) gets a channel axis, (N, C, H, W) is kept.
+
+    Parameters
+    ----------
+    images : (N, H, W) or (N, C, H, W) array
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     images = np.asarray(images, np.float32)
     return images[:, None] if images.ndim == 3 else images
 
@@ -59,6 +81,23 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
     a catalogue with a missing shard is refused rather than read as rows of fill values.
     The cluster label is the `component` dataset (argmax γ), or `label` as older galhpc-encode
     versions named it.
+
+    Parameters
+    ----------
+    path : str or Path
+        An encode catalogue.
+    max_rows : int
+    rng : numpy.random.Generator
+        Draws the sample (`sample_rows`).
+
+    Returns
+    -------
+    ClusterSample
+
+    Raises
+    ------
+    CatalogError
+        If the catalogue lacks `object_id`, `mu` or a cluster label.
     """
     with open_catalog(path) as cat:
         label_name = next((n for n in LABEL_DATASETS if n in cat), None)
@@ -99,11 +138,12 @@ def store_size(path: str | Path) -> int:
     Parameters
     ----------
     path : str or Path
-        The store.
+        A store written by galhpc-prep.
 
     Returns
     -------
     int
+        Rows of its `images` (and of every per-object column).
     """
     with open_store(path) as store:
         return len(store)
@@ -131,9 +171,9 @@ def store_rows_for_ids(path: str | Path, object_ids: np.ndarray, guess_rows: np.
     """
     object_ids = np.asarray(object_ids, np.int64)
     with open_store(path) as store:
-        if guess_rows is not None and len(guess_rows) and guess_rows.max() < len(store):
-            if np.array_equal(store.read("object_id", guess_rows).astype(np.int64), object_ids):
-                return np.asarray(guess_rows, np.int64)
+        if (guess_rows is not None and len(guess_rows) and guess_rows.max() < len(store)
+                and np.array_equal(store.read("object_id", guess_rows).astype(np.int64), object_ids)):
+            return np.asarray(guess_rows, np.int64)
         order = np.argsort(object_ids)
         sorted_ids = object_ids[order]
         found = np.full(len(object_ids), -1, np.int64)
@@ -206,7 +246,27 @@ class SynthSample:
 
 
 def read_synth(path: str | Path, max_rows: int, rng: np.random.Generator) -> SynthSample:
-    """Sample `max_rows` images of synth.h5 (through `galhpc.io.catalog`, shards verified)."""
+    """Sample `max_rows` images of synth.h5 (through `galhpc.io.catalog`, shards verified).
+
+    Parameters
+    ----------
+    path : str or Path
+        A generate catalogue.
+    max_rows : int
+        Images read at most.
+    rng : numpy.random.Generator
+        Chooses the rows.
+
+    Returns
+    -------
+    SynthSample
+        Component -1 where the catalogue has none.
+
+    Raises
+    ------
+    CatalogError
+        If the catalogue has no images.
+    """
     with open_catalog(path) as cat:
         if "images" not in cat:
             raise CatalogError(f"{path}: no dataset 'images'; is this a galhpc-generate output?")

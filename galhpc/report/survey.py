@@ -49,17 +49,39 @@ class SurveyStamps:
 
 
 def radius_map(size: int) -> np.ndarray:
-    """(size, size) distance of each pixel from the stamp centre, in pixels."""
+    """Distance of each pixel from the stamp centre, in pixels.
+
+    Parameters
+    ----------
+    size : int
+        Stamp side.
+
+    Returns
+    -------
+    numpy.ndarray
+        (size, size) float64.
+    """
     c = (size - 1) / 2.0
     yy, xx = np.indices((size, size), dtype=np.float64)
     return np.hypot(xx - c, yy - c)
 
 
 def nuisances(stamps: SurveyStamps) -> dict[str, np.ndarray]:
-    """Per-stamp nuisance values (N,): `log_snr` (log10 of the S/N in a `CORE_RADIUS`
-    aperture, Σx / √Σσ² over valid pixels), `log_noise` (log10 of the median σ),
-    `neighbour_x` / `neighbour_y` (pixels from the centre: the centroid of the light and the
-    masked pixels beyond `CORE_RADIUS`, a masked pixel weighing 3σ, i.e. a detection).
+    """Per-stamp nuisance values.
+
+    `log_snr` (log10 of the S/N in a `CORE_RADIUS` aperture, Σx / √Σσ² over valid pixels),
+    `log_noise` (log10 of the median σ), `neighbour_x` / `neighbour_y` (pixels from the
+    centre: the centroid of the light and the masked pixels beyond `CORE_RADIUS`, a masked
+    pixel weighing 3σ, i.e. a detection).
+
+    Parameters
+    ----------
+    stamps : SurveyStamps
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Name -> (N,) float64.
     """
     x, s, bad = (np.asarray(a, np.float64) for a in (stamps.images, stamps.sigma, stamps.mask))
     bad = bad > 0
@@ -81,7 +103,19 @@ def nuisances(stamps: SurveyStamps) -> dict[str, np.ndarray]:
 
 
 def fit_pca(train_images: np.ndarray, n_components: int = PCA_COMPONENTS, seed: int = 0):
-    """Sklearn PCA with `n_components` fitted on training stamps (N, H, W) (full SVD)."""
+    """A scikit-learn PCA with `n_components` fitted on training stamps (full SVD).
+
+    Parameters
+    ----------
+    train_images : (N, H, W) float
+    n_components : int
+    seed : int
+
+    Returns
+    -------
+    sklearn.decomposition.PCA
+        Fitted on the flattened stamps.
+    """
     from sklearn.decomposition import PCA
 
     flat = np.asarray(train_images, np.float64).reshape(len(train_images), -1)
@@ -90,8 +124,9 @@ def fit_pca(train_images: np.ndarray, n_components: int = PCA_COMPONENTS, seed: 
 
 def gappy_pca_reconstructions(train: SurveyStamps, held: SurveyStamps, n_components: int = PCA_COMPONENTS,
                               iterations: int = 10) -> np.ndarray:
-    """PCA-`n_components` reconstructions of the held-out stamps that never see a masked pixel
-    (gappy PCA: Everson & Sirovich 1995, Connolly & Szalay 1999).
+    """PCA-`n_components` reconstructions of the held-out stamps that never see a masked pixel.
+
+    Gappy PCA (Everson & Sirovich 1995, Connolly & Szalay 1999).
 
     The basis is fitted to the training stamps by EM: masked pixels start at the pixel's
     mean over the stamps where it is valid, then are replaced by their PCA reconstruction
@@ -134,8 +169,16 @@ def gappy_pca_reconstructions(train: SurveyStamps, held: SurveyStamps, n_compone
 
 
 def reconstruction_scores(stamps: SurveyStamps, recons: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Masked MSE, χ²/pixel with the per-pixel σ, and the corner/annulus residual ratio of
-    each named reconstruction (N, H, W), plus a best-fit Gaussian per stamp ("gaussian").
+    """Masked MSE, χ²/pixel and corner/annulus residual ratio of each named reconstruction.
+
+    Plus a best-fit Gaussian per stamp ("gaussian").
+
+    Parameters
+    ----------
+    stamps : SurveyStamps
+        Images, per-pixel σ and mask (True = bad pixel).
+    recons : mapping of str to numpy.ndarray
+        Name -> (N, H, W) reconstruction, in the stamps' units.
 
     Returns
     -------
@@ -172,7 +215,20 @@ def reconstruction_scores(stamps: SurveyStamps, recons: Mapping[str, np.ndarray]
 
 
 def cluster_scores(components: np.ndarray, values: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """η² of each nuisance under the clusters, and the largest cluster's share ("max_share")."""
+    """η² of each nuisance under the clusters, and the largest cluster's share ("max_share").
+
+    Parameters
+    ----------
+    components : (N,) int
+        Negative where an object has none.
+    values : mapping of str to numpy.ndarray
+        Nuisance name -> (N,) float.
+
+    Returns
+    -------
+    dict of str to float
+        ``eta2_<name>`` per nuisance and ``max_share``.
+    """
     comp = np.asarray(components, np.int64)
     out = {f"eta2_{name}": eta_squared(v, comp) for name, v in values.items()}
     out["max_share"] = float(np.bincount(comp[comp >= 0]).max() / max((comp >= 0).sum(), 1))
@@ -180,8 +236,20 @@ def cluster_scores(components: np.ndarray, values: Mapping[str, np.ndarray]) -> 
 
 
 def precision_at_k(features: np.ndarray, classes: np.ndarray, k: int = SEARCH_K) -> float:
-    """Mean fraction of same-class objects among each object's k nearest others (Euclidean
-    in `features` (N, D), standardised per dimension).
+    """Mean fraction of same-class objects among each object's k nearest others.
+
+    Euclidean in `features`, standardised per dimension.
+
+    Parameters
+    ----------
+    features : (N, D) float
+    classes : (N,) int
+    k : int
+
+    Returns
+    -------
+    float
+        In [0, 1].
     """
     f = np.asarray(features, np.float64)
     f = (f - f.mean(0)) / np.maximum(f.std(0), 1e-12)

@@ -1,5 +1,6 @@
-"""Truth recovery: what a model's latents and clusters know about held-out ground truth,
-measured next to two baselines on the same pixels (numpy + scikit-learn, no model code).
+"""Truth recovery: what a model's latents and clusters know about held-out ground truth.
+
+Measured next to two baselines on the same pixels (numpy + scikit-learn, no model code).
 
 For N held-out objects the caller gives the model's latents μ (N, L), its clusters (N,),
 the pixels the model saw (N, H*W) and the store's label columns.  The same numbers are
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from galhpc.mixture.metrics import label_agreement
 
 # flux_norm, minmax_*: prep's per-object intensity coefficients (a flux and a sky level)
 NUISANCE = ("snr", "flux", "border_noise", "psf_fwhm", "noise_sigma", "flux_norm", "minmax_offset", "minmax_scale")
@@ -97,7 +100,13 @@ def probe_r2(features: np.ndarray, target: np.ndarray, seed: int = 0, n_folds: i
     Parameters
     ----------
     features : (N, D) float
+        What the probe reads (latents μ, PCA scores).
     target : (N,) float
+        A numeric truth column; NaN where unknown.
+    seed : int
+        Shuffle of the folds.
+    n_folds : int
+        Folds of the cross-validation.
 
     Returns
     -------
@@ -126,7 +135,15 @@ def knn_accuracy(features: np.ndarray, classes: np.ndarray, seed: int = 0, k: in
     Parameters
     ----------
     features : (N, D) float
+        What the classifier reads (latents μ, PCA scores).
     classes : (N,) int
+        A class column; negative where missing.
+    seed : int
+        Shuffle of the folds.
+    k : int
+        Neighbours (fewer when a training fold is smaller).
+    n_folds : int
+        Folds of the cross-validation.
 
     Returns
     -------
@@ -178,8 +195,18 @@ def eta_squared(values: np.ndarray, clusters: np.ndarray) -> float:
 
 
 def nuisance_scale(values: np.ndarray) -> tuple[np.ndarray, str]:
-    """log10 of a column whose finite values are all positive (S/N, flux, σ), else the column;
-    returns the values and "log10" or "linear".
+    """log10 of a column whose finite values are all positive (S/N, flux, σ), else the column.
+
+    Parameters
+    ----------
+    values : (N,) float
+
+    Returns
+    -------
+    values : numpy.ndarray
+        (N,) float64, non-finite values kept as NaN.
+    scale : str
+        "log10" or "linear".
     """
     v = np.asarray(values, np.float64)
     finite = v[np.isfinite(v)]
@@ -191,6 +218,18 @@ def nuisance_scale(values: np.ndarray) -> tuple[np.ndarray, str]:
 def cluster_scores(clusters: np.ndarray, labels: Mapping[str, np.ndarray], roles: ColumnRoles) -> dict[str, Any]:
     """NMI/ARI of `clusters` against every class column and η² of every nuisance column.
 
+    NMI and ARI are `galhpc.mixture.metrics.label_agreement`'s (rows with a negative class or
+    cluster left out).
+
+    Parameters
+    ----------
+    clusters : (N,) int
+        Negative where an object has none.
+    labels : mapping of str to numpy.ndarray
+        Label columns, (N,) each.
+    roles : ColumnRoles
+        Which columns are classes and nuisances.
+
     Returns
     -------
     dict
@@ -198,16 +237,12 @@ def cluster_scores(clusters: np.ndarray, labels: Mapping[str, np.ndarray], roles
         ``eta2_scale``: nuisance name -> "log10"/"linear"; ``nuisance_flagged``: the nuisances
         with η² > `ETA2_FLAG`.
     """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     c = np.asarray(clusters, np.int64)
     out: dict[str, Any] = {"n_clusters": int(len(np.unique(c[c >= 0]))), "nmi": {}, "ari": {}, "eta2": {},
                            "eta2_scale": {}}
     for name in roles.classes:
-        y = np.asarray(labels[name], np.int64)
-        keep = (y >= 0) & (c >= 0)
-        out["nmi"][name] = float(normalized_mutual_info_score(y[keep], c[keep]))
-        out["ari"][name] = float(adjusted_rand_score(y[keep], c[keep]))
+        agreement = label_agreement(np.asarray(labels[name], np.int64), c)
+        out["nmi"][name], out["ari"][name] = agreement["nmi"], agreement["ari"]
     for name in roles.nuisances:
         values, out["eta2_scale"][name] = nuisance_scale(labels[name])
         out["eta2"][name] = eta_squared(values, c)
@@ -217,13 +252,41 @@ def cluster_scores(clusters: np.ndarray, labels: Mapping[str, np.ndarray], roles
 
 def feature_scores(features: np.ndarray, labels: Mapping[str, np.ndarray], roles: ColumnRoles,
                    seed: int = 0) -> dict[str, Any]:
-    """Probe R² per numeric truth column and kNN accuracy per class column of `features` (N, D)."""
+    """Probe R² per numeric truth column and kNN accuracy per class column of `features`.
+
+    Parameters
+    ----------
+    features : (N, D) float
+    labels : mapping of str to numpy.ndarray
+    roles : ColumnRoles
+    seed : int
+        Shuffle of the folds.
+
+    Returns
+    -------
+    dict
+        ``probe_r2``: truth name -> `probe_r2`; ``knn``: class name -> `knn_accuracy`.
+    """
     return {"probe_r2": {n: probe_r2(features, labels[n], seed) for n in roles.truths},
             "knn": {n: knn_accuracy(features, labels[n], seed) for n in roles.classes}}
 
 
 def pca_scores(pixels: np.ndarray, n_components: int, seed: int = 0) -> np.ndarray:
-    """Scores (N, n_components) of a PCA fitted on `pixels` (N, P) (full SVD, deterministic)."""
+    """Scores of a PCA fitted on `pixels` (full SVD, deterministic).
+
+    Parameters
+    ----------
+    pixels : (N, P) float
+        Flattened stamps.
+    n_components : int
+        L, the model's latent size.
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, n_components) float64.
+    """
     from sklearn.decomposition import PCA
 
     return PCA(n_components=n_components, svd_solver="full", random_state=seed).fit_transform(
@@ -231,16 +294,38 @@ def pca_scores(pixels: np.ndarray, n_components: int, seed: int = 0) -> np.ndarr
 
 
 def gmm_covariance(dim: int) -> str:
-    """Covariance type of the GaussianMixtures here: "full" up to `GMM_FULL_MAX_DIM`
-    dimensions, "diag" above (a full covariance of e.g. a VQ-VAE's 4096-d latents is
-    neither estimable from a few hundred objects nor affordable).
+    """Covariance type of the GaussianMixtures here.
+
+    "full" up to `GMM_FULL_MAX_DIM` dimensions, "diag" above (a full covariance of e.g. a
+    VQ-VAE's 4096-d latents is neither estimable from a few hundred objects nor affordable).
+
+    Parameters
+    ----------
+    dim : int
+        Dimensions of the data.
+
+    Returns
+    -------
+    str
     """
     return "full" if dim <= GMM_FULL_MAX_DIM else "diag"
 
 
 def pca_gmm_clusters(scores: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
-    """Hard clusters (N,) of sklearn's GaussianMixture(n_clusters, covariance
-    `gmm_covariance(D)`, random_state=seed) fitted on `scores` (N, D).
+    """Hard clusters of a GaussianMixture fitted on `scores`.
+
+    sklearn's GaussianMixture(n_clusters, covariance `gmm_covariance(D)`, random_state=seed).
+
+    Parameters
+    ----------
+    scores : (N, D) float
+    n_clusters : int
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) int64 clusters.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -250,9 +335,23 @@ def pca_gmm_clusters(scores: np.ndarray, n_clusters: int, seed: int = 0) -> np.n
 
 
 def pca_reconstruction(pixels: np.ndarray, n_components: int, seed: int = 0, n_folds: int = N_FOLDS) -> np.ndarray:
-    """Out-of-fold PCA reconstructions (N, P): each row is reconstructed by a PCA with
-    `n_components` fitted on the other folds (KFold shuffled with `seed`), so no stamp is
-    reconstructed by components fitted on itself.
+    """Out-of-fold PCA reconstructions.
+
+    Each row is reconstructed by a PCA with `n_components` fitted on the other folds (KFold
+    shuffled with `seed`), so no stamp is reconstructed by components fitted on itself.
+
+    Parameters
+    ----------
+    pixels : (N, P) float
+    n_components : int
+        Capped at the fold's rows and P.
+    seed : int
+    n_folds : int
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, P) float64.
     """
     from sklearn.decomposition import PCA
     from sklearn.model_selection import KFold
@@ -295,8 +394,9 @@ def truth_recovery(latents: np.ndarray, components: np.ndarray | None, pixels: n
     -------
     dict
         {"model": {...}, "pca": {...}, "pca_gmm": {...}, "roles": {...}, "n_objects", "latent_dim",
-        "pca_components" (L, or fewer when N or P is smaller), "n_clusters", "gmm_covariance"}: ``probe_r2``/``knn`` (model, pca), ``nmi``/``ari``/``eta2`` (model,
-        pca_gmm); JSON-ready (NaN where a score is undefined).
+        "pca_components" (L, or fewer when N or P is smaller), "n_clusters", "gmm_covariance"}:
+        ``probe_r2``/``knn`` (model, pca), ``nmi``/``ari``/``eta2`` (model, pca_gmm);
+        JSON-ready (NaN where a score is undefined).
 
     Raises
     ------
@@ -335,8 +435,19 @@ def truth_recovery(latents: np.ndarray, components: np.ndarray | None, pixels: n
 
 
 def table_rows(result: Mapping[str, Any]) -> list[tuple[str, str, float, float, float | None]]:
-    """(metric, column, model, baseline, chance or None) rows of a `truth_recovery` result:
-    probe R² and kNN accuracy against PCA, NMI/ARI and η² against PCA+GMM, MSE against PCA.
+    """Rows of a `truth_recovery` result, model beside its baseline.
+
+    Probe R² and kNN accuracy against PCA, NMI/ARI and η² against PCA+GMM, MSE against PCA.
+
+    Parameters
+    ----------
+    result : mapping
+        `truth_recovery`'s result.
+
+    Returns
+    -------
+    list of tuple
+        (metric, column, model, baseline, chance or None) per row.
     """
     m, p, g = result["model"], result["pca"], result["pca_gmm"]
     rows: list[tuple[str, str, float, float, float | None]] = []
@@ -351,7 +462,18 @@ def table_rows(result: Mapping[str, Any]) -> list[tuple[str, str, float, float, 
 
 
 def format_table(result: Mapping[str, Any]) -> str:
-    """Plain-text table of `table_rows`: model against PCA (probes, kNN, MSE) or PCA+GMM (clusters)."""
+    """Plain-text table of `table_rows`: model against PCA (probes, kNN, MSE) or PCA+GMM (clusters).
+
+    Parameters
+    ----------
+    result : mapping
+        What `truth_recovery` returned (its sizes head the table).
+
+    Returns
+    -------
+    str
+        Lines joined by newlines, a header first.
+    """
     lines = [f"{result['n_objects']} held-out objects, L = {result['latent_dim']}, K = {result['n_clusters']}, "
              f"PCA-{result['pca_components']}, GMM covariance {result['gmm_covariance']}",
              f"{'metric':<14}{'column':<16}{'model':>9}{'baseline':>10}{'chance':>8}  baseline"]

@@ -242,7 +242,7 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
         No checkpoint known, a checkpoint that is not the catalogue's, a query file that
         cannot be prepared or encoded (one line naming it).
     """
-    from galhpc.checkpoint import inference_prep, load_model
+    from galhpc.checkpoint import checkpoint_config, inference_prep, load_model, read_checkpoint
     from galhpc.inference.encode import fits_as_store, is_store_path
 
     ckpt = catalog.checkpoint_path(checkpoint)
@@ -250,7 +250,9 @@ def queries_from_images(catalog: CatalogColumns, paths: list[Path], work: Path, 
         raise SearchInputError(f"{catalog.path}: image queries need the catalogue's checkpoint; "
                                f"{str(checkpoint or catalog.meta.get('checkpoint', ''))!r} is not a file "
                                "(pass --checkpoint)")
-    model, cfg, payload = load_model(ckpt, map_location="cpu")
+    payload = read_checkpoint(ckpt)
+    cfg = checkpoint_config(payload, ckpt)
+    model = load_model(ckpt, payload=payload)
     vectors, images, labels = [], [], []
     for i, path in enumerate(paths):
         try:
