@@ -8,15 +8,26 @@ and docs/architecture.md explains it.  Names are top-level modules or packages o
 from __future__ import annotations
 
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("galhpc", "_ext", "layers", "runtime"),  # version (+ lazy public API), compiled extension, this table; world, files, errors, cli wrapper, inference, process helpers
-    ("config", "priors", "kernels", "extras", "formats"),  # run schema; KL terms; compute kernels (PSF FFT, codebook); optional packages (MissingExtraError is a GalhpcError); on-disk formats (names, paths, Shard, read-only open)
-    ("data", "mixture"),             # sources, preprocessing, the store and its loader; Gaussian mixtures (diagonal, stick-breaking) and their scores
-    ("models", "io"),                # nn.Modules behind GalaxyModel (read no files); reading and exporting stores and catalogues
-    ("checkpoint",),                 # model files (build with collaborators)
-    ("train", "inference", "api"),   # the trainer and backends; catalogue inference jobs (encode, generate, star/galaxy); load_model
-    ("search", "fidelity"),          # similarity search and rarity scores over encoded catalogues; generated-vs-real statistics
-    ("report",),                     # figures and metrics
-    ("cli", "submit"),               # entry points: parse arguments, call the floors below; the submitit launcher
+    # version (+ lazy public API), compiled extension, this table; the process group, files,
+    # errors, CLI wrapper, batched model calls, process helpers
+    ("galhpc", "_ext", "layers", "runtime"),
+    # run schema; KL terms; compute kernels (PSF FFT, codebook); optional packages
+    # (MissingExtraError is a GalhpcError); on-disk formats (names, paths, Shard, read-only open)
+    ("config", "priors", "kernels", "extras", "formats"),
+    # sources, preprocessing, the training store and its loader; Gaussian mixtures and their scores
+    ("data", "mixture"),
+    # nn.Modules behind GalaxyModel (read no files); reading and writing stores and catalogues
+    ("models", "io"),
+    # model files (built with collaborators) and the one load_model
+    ("checkpoint",),
+    # the trainer and backends; catalogue inference jobs (encode, generate, star/galaxy); public API
+    ("train", "inference", "api"),
+    # similarity search and rarity scores over encoded catalogues; generated-vs-real statistics
+    ("search", "fidelity"),
+    # the report's sections, figures and metrics
+    ("report",),
+    # entry points: parse arguments, call the floors below; the submitit launcher
+    ("cli", "submit"),
 )
 
 

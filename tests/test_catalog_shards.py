@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from galhpc.formats.catalog import Shard, shard_dir_for
-from galhpc.inference.driver import auto_shard_size, effective_shard_size, legacy_auto_shard_size
+from galhpc.inference.driver import auto_shard_size, count_auto_shard_size, effective_shard_size
 from galhpc.inference.generate import component_segments, sample_blocks
 from galhpc.inference.options import GenerateOptions
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
@@ -229,7 +229,7 @@ def test_auto_shard_size_takes_the_smallest_of_bytes_time_and_ranks():
         auto_shard_size(10, 1, 0.0, 1.0, 1)
 
 
-def test_legacy_manifests_keep_their_automatic_size():
-    assert legacy_auto_shard_size(2000, 256) == 256
-    assert legacy_auto_shard_size(10**6, 100) == 4000
-    assert legacy_auto_shard_size(10**8, 256) == 65536
+def test_manifests_without_a_size_keep_the_count_rule():
+    assert count_auto_shard_size(2000, 256) == 256
+    assert count_auto_shard_size(10**6, 100) == 4000
+    assert count_auto_shard_size(10**8, 256) == 65536

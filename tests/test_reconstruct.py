@@ -30,7 +30,7 @@ from galhpc.models.segment import SegmentationAE
 from galhpc.models.vade import AstroVaDEr
 from galhpc.models.vae import ConvVAE, GaussianVAE
 from galhpc.models.vqvae import VQVAE
-from galhpc.report import inference
+from galhpc.report import model_calls
 from galhpc.train.trainer import holdout_mse, train
 
 torch.set_num_threads(1)
@@ -245,13 +245,13 @@ def test_report_reconstructions_use_the_hook():
     x = blobs(5)
     with torch.no_grad():
         expected = model.reconstruct(x).numpy()
-    assert np.allclose(inference.reconstruct(model, x.numpy(), batch_size=2), expected, atol=1e-6)
+    assert np.allclose(model_calls.reconstruct(model, x.numpy(), batch_size=2), expected, atol=1e-6)
     per_object = psf_vqvae({"kind": "store"})
     psf = np.zeros((5, 5, 5), np.float32)
     psf[:, 1:4, 1:4] = 1.0
     with torch.no_grad():
         expected = per_object.reconstruct(x, {"psf": torch.from_numpy(psf)}).numpy()
-    assert np.allclose(inference.reconstruct(per_object, x.numpy(), 2, {"psf": psf}), expected, atol=1e-6)
+    assert np.allclose(model_calls.reconstruct(per_object, x.numpy(), 2, {"psf": psf}), expected, atol=1e-6)
 
 
 def test_report_store_columns_reads_per_object_and_shared_psfs(tmp_path):

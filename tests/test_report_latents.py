@@ -54,7 +54,7 @@ def test_loss_history_from_payload_and_missing(tmp_path):
 
 def test_class_condition_is_read_from_conditional_generators_only():
     from galhpc.models.base import GalaxyModel, SampleCondition
-    from galhpc.report.inference import class_condition
+    from galhpc.report.model_calls import class_condition
 
     class Conditional(GalaxyModel):
         generative = True

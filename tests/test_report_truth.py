@@ -228,7 +228,7 @@ def _report(root, ckpt, out, *extra):
 def test_report_truth_section_on_a_separate_held_out_store(tiny_run, tmp_path, monkeypatch):
     from galhpc.checkpoint import load_model
     from galhpc.report import sections
-    from galhpc.report.inference import encode
+    from galhpc.report.model_calls import encode
 
     # the sections this test reads (statmorph, t-SNE and samples are tested elsewhere)
     monkeypatch.setattr(sections, "SECTIONS", {k: sections.SECTIONS[k] for k in ("reconstruction", "clusters",

@@ -79,7 +79,7 @@ def train_and_score(config: str, hdf_stores, out: Path):
     objects' μ for the similarity search; returns (model, scores, training stamps)."""
     from galhpc.checkpoint import load_model
     from galhpc.config import load_config
-    from galhpc.report import inference
+    from galhpc.report import model_calls
     from galhpc.report.heldout import model_clusters
     from galhpc.report.survey import fit_pca, gappy_pca_reconstructions, survey_scores
     from galhpc.train.trainer import train
@@ -92,8 +92,8 @@ def train_and_score(config: str, hdf_stores, out: Path):
     model.eval()
     train_stamps, train_xy = read_stamps(hdf_stores["train"])
     held, held_xy = read_stamps(hdf_stores["heldout"])
-    mu, _ = inference.encode(model, held.images[:, None], 128)
-    recons = inference.reconstruct(model, held.images[:, None], 128)[:, 0]
+    mu, _ = model_calls.encode(model, held.images[:, None], 128)
+    recons = model_calls.reconstruct(model, held.images[:, None], 128)[:, 0]
     components, _, _ = model_clusters(model, mu, None, 0)
     images = np.concatenate([train_stamps.images, held.images])
     xy = np.concatenate([train_xy, held_xy])
@@ -104,7 +104,7 @@ def train_and_score(config: str, hdf_stores, out: Path):
             rows.append(int(d.argmin()))
             classes.append(cls)
     assert len(rows) >= 40, f"only {len(rows)} labelled objects survived the prep"
-    labelled_mu, _ = inference.encode(model, images[rows][:, None], 128)
+    labelled_mu, _ = model_calls.encode(model, images[rows][:, None], 128)
     scores = survey_scores(recons, mu, components, held, fit_pca(train_stamps.images),
                            (labelled_mu, images[rows], np.array(classes)),
                            gappy=gappy_pca_reconstructions(train_stamps, held))
@@ -116,13 +116,13 @@ def survey_run(hdf_stores, tmp_path_factory):
     """configs/astrovader_survey.yaml trained and scored (`train_and_score`), plus the
     clusters of the training strip (the scores are also written to survey_scores.json
     beside the run, for the docs)."""
-    from galhpc.report import inference
+    from galhpc.report import model_calls
     from galhpc.report.heldout import model_clusters
     from galhpc.report.survey import cluster_scores, nuisances
 
     tmp_path = tmp_path_factory.mktemp("survey_run")
     model, scores, train_stamps, _ = train_and_score("astrovader_survey.yaml", hdf_stores, tmp_path)
-    train_mu, _ = inference.encode(model, train_stamps.images[:, None], 128)
+    train_mu, _ = model_calls.encode(model, train_stamps.images[:, None], 128)
     train_components, _, _ = model_clusters(model, train_mu, None, 0)
     scores["train_clusters"] = cluster_scores(train_components, nuisances(train_stamps))
     (tmp_path / "survey_scores.json").write_text(json.dumps(scores, indent=1))

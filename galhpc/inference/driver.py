@@ -136,7 +136,8 @@ class RunResult:
 
 
 SHARDS_PER_RANK = 4  # an automatic size leaves every rank at least this many shards (when N allows)
-LEGACY_SHARDS, LEGACY_MAX_SHARD = 256, 65536  # the automatic size of runs recorded before sizing by work
+# the size rule of a manifest that records no size (shard_size None): by count, not by work
+COUNT_SHARDS, COUNT_MAX_SHARD = 256, 65536
 
 
 def effective_shard_size(shard_size: int, batch_size: int) -> int:
@@ -212,8 +213,8 @@ def auto_shard_size(n_objects: int, batch_size: int, bytes_per_object: float, ob
     return max(1, int(min(limits)) // batch_size) * batch_size
 
 
-def legacy_auto_shard_size(n_objects: int, batch_size: int) -> int:
-    """The automatic size of runs recorded before sizing by work (their manifests say None).
+def count_auto_shard_size(n_objects: int, batch_size: int) -> int:
+    """The automatic size of a run whose manifest records shard_size None: sized by count, not by work.
 
     Parameters
     ----------
@@ -225,7 +226,7 @@ def legacy_auto_shard_size(n_objects: int, batch_size: int) -> int:
     int
         Objects per shard: ``ceil(n / 256)``, at most 65536, in whole batches.
     """
-    return effective_shard_size(min(LEGACY_MAX_SHARD, math.ceil(n_objects / LEGACY_SHARDS)), batch_size)
+    return effective_shard_size(min(COUNT_MAX_SHARD, math.ceil(n_objects / COUNT_SHARDS)), batch_size)
 
 
 def measure_job(job: CatalogJob, shard_dir: Path, table: bool) -> tuple[float, float]:
@@ -273,7 +274,7 @@ def _resolve_shard_size(job: CatalogJob, shard_dir: Path, recorded: dict[str, An
         return effective_shard_size(options.shard_size, job.batch_size)
     if recorded is not None and "shard_size" in recorded:
         size = recorded["shard_size"]
-        size = legacy_auto_shard_size(job.n_objects, job.batch_size) if size is None else int(size)
+        size = count_auto_shard_size(job.n_objects, job.batch_size) if size is None else int(size)
         log.info("resuming with the recorded shard size of %d objects", size)
         return size
     row_bytes, measured = measure_job(job, shard_dir, options.table)

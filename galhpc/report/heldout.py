@@ -13,7 +13,7 @@ import numpy as np
 
 from galhpc.io.store import open_store
 from galhpc.models.base import GalaxyModel
-from galhpc.report import inference, sampling
+from galhpc.report import model_calls, sampling
 from galhpc.runtime.batching import run_batched
 from galhpc.runtime.errors import DataError
 
@@ -133,8 +133,8 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
     with open_store(store) as reader:
         object_id = reader.read("object_id", rows).astype(np.int64)
     columns = store_columns(store, model.reconstruct_columns, rows) if model.reconstruct_columns else None
-    mu, _ = inference.encode(model, images, batch_size)
-    recons = inference.reconstruct(model, images, batch_size, columns)
+    mu, _ = model_calls.encode(model, images, batch_size)
+    recons = model_calls.reconstruct(model, images, batch_size, columns)
     if components is None:
         components, k, source = model_clusters(model, mu, n_clusters, seed)
     else:

@@ -21,7 +21,7 @@ import numpy as np
 from galhpc.config import TrainConfig
 from galhpc.data.loader import holdout_mask
 from galhpc.models.base import GalaxyModel
-from galhpc.report import heldout, inference, sampling
+from galhpc.report import heldout, model_calls, sampling
 from galhpc.report.heldout import EncodedObjects
 from galhpc.report.options import ReportOptions
 from galhpc.report.sampling import ClusterSample, SynthSample
@@ -151,8 +151,8 @@ class HeldOutInputs:
             Grouped by the class (or float) condition column of a conditional generator when
             the store has it, else by cluster component.
         """
-        condition = inference.class_condition(model)
-        column = condition[0] if condition is not None else inference.float_condition(model)
+        condition = model_calls.class_condition(model)
+        column = condition[0] if condition is not None else model_calls.float_condition(model)
         if column is not None and column in objects.labels:
             return cls(objects, objects.labels[column], column)
         return cls(objects, objects.components, "component")

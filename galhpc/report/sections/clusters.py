@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from galhpc.mixture.metrics import label_agreement, permutation_baseline
-from galhpc.report import figures, inference, metrics, truth
+from galhpc.report import figures, metrics, model_calls, truth
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
 from galhpc.report.sections.base import Figures, Section, register
@@ -162,7 +162,7 @@ def members(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.ran
                 return
             images = store.images(store.member_rows[idx])
             columns = store.columns(store.member_rows[idx])
-            rows += [images, inference.reconstruct(inputs.model, images, opt.batch_size, columns)]
+            rows += [images, model_calls.reconstruct(inputs.model, images, opt.batch_size, columns)]
             labels += [f"{c}: input", f"{c}: recon"]
             ids += [cs.object_id[idx], None]
         if rows:

@@ -14,7 +14,7 @@ import numpy as np
 from galhpc.fidelity import figures as fidelity_figures
 from galhpc.fidelity.score import score
 from galhpc.fidelity.sources import sample_model
-from galhpc.report import inference
+from galhpc.report import model_calls
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
 from galhpc.report.sections.base import GENERATOR, HELDOUT, Figures, Requirement, Section, register
@@ -66,7 +66,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
             values = np.asarray(h.groups[real_rows], np.float64)
             if not np.isfinite(values).all():
                 return {"skipped": f"held-out stamps without a finite {column!r} to sample at"}
-        elif inference.float_condition(inputs.model) is not None:
+        elif model_calls.float_condition(inputs.model) is not None:
             return {"skipped": f"float-conditioned model: the held-out stamps carry no {column!r} to sample at"}
         n = opt.n_morph if values is None else len(real)
         generated = sample_model(inputs.model, n, opt.seed, opt.batch_size, condition_values=values).images

@@ -9,7 +9,7 @@ import numpy as np
 
 from galhpc.fidelity import morphology
 from galhpc.models.base import GalaxyModel
-from galhpc.report import figures, inference, metrics
+from galhpc.report import figures, metrics, model_calls
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
 from galhpc.report.sections.base import GENERATOR, HELDOUT, Figures, Section, pick, register
@@ -43,7 +43,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
         whose held-out stamps have no finite condition value.
     """
     h, model = inputs.holdout, inputs.model
-    float_column = inference.float_condition(model)
+    float_column = model_calls.float_condition(model)
     if inputs.synth is not None:
         chosen = pick(len(inputs.synth.images), opt.n_morph, rng)
         synth_images, synth_comp = inputs.synth.images[chosen], inputs.synth.component[chosen]
@@ -64,12 +64,12 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
         source = f"model.sample(n, {float_column}=<bin median>) per bin"
     elif float_column is not None:
         return {"skipped": f"float-conditioned model without --synth: {bins_skipped}, so no condition to sample at"}
-    elif (condition := inference.class_condition(model)) is not None:  # it needs a class to sample
+    elif (condition := model_calls.class_condition(model)) is not None:  # it needs a class to sample
         generated, gen_comp = sample_groups(model, opt.n_morph, [{"component": c} for c in range(condition[1])],
                                             opt.seed)
         source = "model.sample(n, component=c) per class"
     else:
-        generated, gen_comp = inference.sample(model, opt.n_morph, seed=opt.seed)
+        generated, gen_comp = model_calls.sample(model, opt.n_morph, seed=opt.seed)
         source = "model.sample"
     real_sigma = morphology.median_sky_sigma(real)
     generated, gen_sigma, added = noise_matched(generated, real_sigma, opt)
@@ -161,7 +161,7 @@ def sample_groups(model: GalaxyModel, n_total: int, conditions: list[dict[str, A
     images, groups = [], []
     for i, (kwargs, n) in enumerate(zip(conditions, sizes, strict=False)):
         if n:
-            images.append(inference.sample(model, int(n), seed=seed + i, **kwargs)[0])
+            images.append(model_calls.sample(model, int(n), seed=seed + i, **kwargs)[0])
             groups.append(np.full(int(n), i, np.int64))
     return np.concatenate(images), np.concatenate(groups)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.report import figures, inference, latents, metrics
+from galhpc.report import figures, latents, metrics, model_calls
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
 from galhpc.report.sections.base import Figures, Section, register
@@ -41,7 +41,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     snr = metrics.latent_snr(cs.mu, cs.logvar)
     dims = np.argsort(-snr)[: opt.n_traversal_dims].tolist()
     grid = latents.traversal(cs.mu, dims, opt.steps)
-    decoded = inference.decode(model, grid.reshape(-1, grid.shape[-1]), opt.batch_size)
+    decoded = model_calls.decode(model, grid.reshape(-1, grid.shape[-1]), opt.batch_size)
     decoded = decoded.reshape(len(dims), opt.steps, *decoded.shape[1:])
     figures.image_grid(list(decoded), [f"z{d} (SNR {snr[d]:.2f})" for d in dims],
                        figs.path("generation", "traversals.png",
@@ -52,7 +52,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     if len(uniq) >= 2:
         order = metrics.shortest_path_order(centres)
         legs = latents.route(centres, order, opt.steps)
-        decoded = inference.decode(model, legs.reshape(-1, legs.shape[-1]), opt.batch_size)
+        decoded = model_calls.decode(model, legs.reshape(-1, legs.shape[-1]), opt.batch_size)
         decoded = decoded.reshape(len(legs), opt.steps, *decoded.shape[1:])
         figures.image_grid(list(decoded), [f"{uniq[a]} → {uniq[b]}" for a, b in zip(order[:-1], order[1:],
                                                                                      strict=False)],
@@ -87,14 +87,14 @@ def samples_per_component(inputs: ReportInputs, opt: ReportOptions, figs: Figure
         for c in np.unique(inputs.synth.component):
             rows.append(inputs.synth.images[inputs.synth.component == c][: opt.n_show])
             labels.append(f"component {c}" if c >= 0 else "samples")
-    elif model.generative and (model.has_mixture or inference.class_condition(model)):
-        condition = inference.class_condition(model)
+    elif model.generative and (model.has_mixture or model_calls.class_condition(model)):
+        condition = model_calls.class_condition(model)
         name, n_groups = condition if condition else ("component", inputs.clusters.n_components)
         source = "model.sample(component=k)"
         for c in range(n_groups):
-            rows.append(inference.sample(model, opt.n_show, seed=opt.seed + c, component=c)[0])
+            rows.append(model_calls.sample(model, opt.n_show, seed=opt.seed + c, component=c)[0])
             labels.append(f"{name} {c}")
-    elif model.generative and (column := inference.float_condition(model)) is not None:
+    elif model.generative and (column := model_calls.float_condition(model)) is not None:
         h = inputs.holdout
         values = h.groups if h is not None and h.group_name == column else None
         if values is None or not np.isfinite(values).any():
@@ -103,11 +103,11 @@ def samples_per_component(inputs: ReportInputs, opt: ReportOptions, figs: Figure
         bins = metrics.quantile_bins(values, opt.n_condition_bins, 1)
         source = f"model.sample({column}=median of each held-out quantile bin)"
         for i, v in enumerate(bins.values):
-            rows.append(inference.sample(model, opt.n_show, seed=opt.seed + i, **{column: float(v)})[0])
+            rows.append(model_calls.sample(model, opt.n_show, seed=opt.seed + i, **{column: float(v)})[0])
             labels.append(f"{column}={v:.3g}")
     elif model.generative:
         source = "model.sample"
-        rows.append(inference.sample(model, opt.n_show, seed=opt.seed)[0])
+        rows.append(model_calls.sample(model, opt.n_show, seed=opt.seed)[0])
         labels.append("samples")
     else:
         out["samples_skipped"] = f"model {model.name!r} is not generative and no --synth was given"
@@ -146,7 +146,7 @@ def deblending(inputs: ReportInputs, opt: ReportOptions, figs: Figures) -> dict[
     partners = clean[latents.nearest_partners(mu[dirty], mu[clean])]
     rows, labels, ids = [], [], []
     for a, b in zip(dirty, partners, strict=False):
-        path = inference.decode(inputs.model, latents.interpolate(mu[a], mu[b], opt.steps), opt.batch_size)
+        path = model_calls.decode(inputs.model, latents.interpolate(mu[a], mu[b], opt.steps), opt.batch_size)
         ends = store.images(store.member_rows[[a, b]])
         rows.append(np.concatenate([ends[:1], path, ends[1:]]))
         labels.append(f"{object_id[a]} → {object_id[b]}")
