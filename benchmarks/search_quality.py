@@ -28,9 +28,11 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from galhpc.checkpoint import checkpoint_config, load_model, read_checkpoint
+from galhpc.formats.catalog import GMM_GROUP
+from galhpc.formats.table import RARITY_SCORES
 from galhpc.mixture.diagonal import fit_diag_gmm
 from galhpc.report.heldout import noise_sigma
-from galhpc.search.rarity import SCORES, LatentPrior, knn_distance, latent_prior, prior_nll, rarity_scores
+from galhpc.search.rarity import LatentPrior, knn_distance, latent_prior, prior_nll, rarity_scores
 from galhpc.search.run import store_stamps
 from galhpc.search.source import CatalogColumns
 from galhpc.search.topk import search_blocks
@@ -75,7 +77,7 @@ def main() -> None:
     pca = PCA(latent, random_state=0).fit(images)
     z_pca = pca.transform(images)
     recon_pca = pca.inverse_transform(z_pca)
-    prior = latent_prior(model, cat.groups.get("gmm"), latent)
+    prior = latent_prior(model, cat.groups.get(GMM_GROUP), latent)
     g = fit_diag_gmm(z_pca, len(prior.log_pi), seed=0)
     pca_scores = {
         "nll_prior": prior_nll(z_pca, LatentPrior(g.log_pi.double().numpy(), g.mu.double().numpy(),
@@ -86,7 +88,7 @@ def main() -> None:
     top = max(1, int(round(0.01 * n)))
     print("\n| score | model ROC AUC | PCA ROC AUC | model precision top 1 % | PCA precision top 1 % |")
     print("|---|---|---|---|---|")
-    for name in SCORES:
+    for name in RARITY_SCORES:
         cells = []
         for scores in (ours[name], pca_scores[name]):
             order = np.argsort(-scores, kind="stable")[:top]

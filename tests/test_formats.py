@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from galhpc.formats.catalog import SHARD_GLOB, Shard, manifest_path, master_for, shard_dir_for, shard_path
+from galhpc.formats.catalog import SHARD_GLOB, Shard, manifest_path, shard_dir_for, shard_path
 from galhpc.formats.hdf5 import open_h5_readonly, read_rows, read_rows_any_order
 from galhpc.formats.store import label_path
 
@@ -48,10 +48,8 @@ def test_a_file_open_with_locks_is_opened_again_read_only(tmp_path):
 def test_catalogue_paths_go_both_ways():
     master = Path("/data/run1/synth.h5")
     shard_dir = shard_dir_for(master)
-    assert shard_dir == Path("/data/run1/synth.h5.shards") and master_for(shard_dir) == master
+    assert shard_dir == Path("/data/run1/synth.h5.shards")
     assert shard_path(shard_dir, 17) == shard_dir / "000017.h5" and shard_path(shard_dir, 17).match(SHARD_GLOB)
     assert manifest_path(shard_dir) == shard_dir / "manifest.json"
-    with pytest.raises(ValueError, match="not a shard directory"):
-        master_for("/data/run1/synth.h5")
     assert Shard(2, 10, 25).size == 15 and Shard(2, 10, 25) == Shard(2, 10, 25, None, 0)
     assert label_path("ra") == "labels/ra"

@@ -133,8 +133,8 @@ def rarity_scores(path: str, cat) -> dict:
     """
     import numpy as np
 
+    from galhpc.formats.table import RARITY_SCORES
     from galhpc.io.table import read_table
-    from galhpc.search.rarity import SCORES
 
     table = read_table(path)
     ids = table.get("object_id")
@@ -142,9 +142,9 @@ def rarity_scores(path: str, cat) -> dict:
             "row" in table and not np.array_equal(table["row"], np.arange(len(cat)))):
         raise ValueError(f"{path} is not a rarity table of {cat.path}: its object_id column is not the "
                          "catalogue's, row for row (run galhpc-rarity --catalog on this catalogue)")
-    scores = {name: table[name] for name in SCORES if name in table}
+    scores = {name: table[name] for name in RARITY_SCORES if name in table}
     if not scores:
-        raise ValueError(f"{path} has none of the rarity scores {', '.join(SCORES)}")
+        raise ValueError(f"{path} has none of the rarity scores {', '.join(RARITY_SCORES)}")
     return scores
 
 

@@ -27,6 +27,18 @@ FINGERPRINT_ATTR = "fingerprint"  # a shard's root attribute and a /meta key: th
 SHARD_ATTR, START_ATTR, STOP_ATTR = "shard", "start", "stop"  # a shard's root attributes
 IMAGE_COLUMNS = ("images", "images_clean")  # columns kept out of the compound table
 
+# the standard per-object columns of a galhpc-encode catalogue (docs/schema.md)
+OBJECT_ID = "object_id"  # (N,) int64, the store's object id
+MU = "mu"  # (N, L) float32, the latent mean
+LOGVAR = "logvar"  # (N, L) float32, log σ² (encoders with one)
+GAMMA = "gamma"  # (N, K) float32, mixture responsibilities
+COMPONENT = "component"  # (N,) int16, argmax γ
+RECON_MSE = "recon_mse"  # (N,) float32, reconstruction mean squared error
+STANDARD_COLUMNS = (OBJECT_ID, MU, LOGVAR, GAMMA, COMPONENT, RECON_MSE)
+GMM_GROUP = "gmm"  # master group of the post-hoc GMM (GMM_KEYS and components_per_batch)
+GMM_KEYS = ("log_pi", "mu", "var")  # its (K,) log weights, (K, L) means and (K, L) variances
+GMM_FILE = "gmm.h5"  # in the shard directory: the post-hoc GMM every rank loads
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -71,29 +83,6 @@ def shard_dir_for(master: str | Path) -> Path:
     """
     master = Path(master)
     return master.with_name(master.name + SHARDS_SUFFIX)
-
-
-def master_for(shard_dir: str | Path) -> Path:
-    """The master file of a shard directory: ``synth.h5.shards`` -> ``synth.h5``.
-
-    Parameters
-    ----------
-    shard_dir : str or Path
-        A directory named ``<master>.shards``.
-
-    Returns
-    -------
-    Path
-
-    Raises
-    ------
-    ValueError
-        If the name does not end in ``.shards``.
-    """
-    shard_dir = Path(shard_dir)
-    if not shard_dir.name.endswith(SHARDS_SUFFIX):
-        raise ValueError(f"{shard_dir} is not a shard directory (<master>{SHARDS_SUFFIX})")
-    return shard_dir.with_name(shard_dir.name[: -len(SHARDS_SUFFIX)])
 
 
 def shard_file_name(index: int) -> str:

@@ -14,5 +14,11 @@ FITS_SUFFIXES = (".fits", ".fit")
 CSV_SUFFIXES = (".csv",)
 TABLE_SUFFIXES = HDF5_SUFFIXES + FITS_SUFFIXES + CSV_SUFFIXES
 UNIT_ATTR = "unit"  # a column's unit (astropy string) on its HDF5 dataset
-SEARCH_COLUMNS = ("query", "distance")  # columns every search table holds
-RARITY_COLUMN = "nll_prior"  # the column every rarity table holds
+# a search table: one row per (query, neighbour), then the neighbour's carried catalogue columns
+QUERY, QUERY_LABEL, QUERY_ID = "query", "query_label", "query_id"  # the query's number, label and object id
+RANK, NEIGHBOUR_ID, ROW, DISTANCE = "rank", "id", "row", "distance"  # 1 = nearest; its id, catalogue row, distance
+SEARCH_COLUMNS = (QUERY, DISTANCE)  # columns every search table holds
+# a rarity table: one row per catalogue object (object_id, ROW, component, then these scores)
+NLL_PRIOR, KNN_DISTANCE, RECON_CHI2 = "nll_prior", "knn_distance", "recon_chi2"
+RARITY_SCORES = (NLL_PRIOR, KNN_DISTANCE, RECON_CHI2)
+RARITY_COLUMN = NLL_PRIOR  # the column every rarity table holds

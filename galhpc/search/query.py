@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galhpc.formats import catalog as C
 from galhpc.search.source import CatalogColumns, SearchInputError
 
 log = logging.getLogger("galhpc.search.query")
@@ -42,7 +43,7 @@ class Queries:
     images: np.ndarray | None = None
 
 
-def queries_from_ids(catalog: CatalogColumns, object_ids: list[int], column: str = "mu") -> Queries:
+def queries_from_ids(catalog: CatalogColumns, object_ids: list[int], column: str = C.MU) -> Queries:
     """The latents of catalogue objects, looked up by object id.
 
     Parameters
@@ -167,7 +168,7 @@ def nearest_rows(catalog: CatalogColumns, ra: np.ndarray, dec: np.ndarray,
 
 
 def queries_from_positions(catalog: CatalogColumns, ra: list[float], dec: list[float], tolerance: float = 1.0,
-                           column: str = "mu") -> Queries:
+                           column: str = C.MU) -> Queries:
     """The latents of the catalogue objects nearest to sky positions, each within `tolerance`.
 
     Parameters
@@ -203,11 +204,11 @@ def queries_from_positions(catalog: CatalogColumns, ra: list[float], dec: list[f
             if row < 0:
                 nearest = "no object has coordinates"
             else:
-                oid = int(catalog.read("object_id", [row])[0]) if "object_id" in catalog.columns else int(row)
+                oid = int(catalog.read(C.OBJECT_ID, [row])[0]) if C.OBJECT_ID in catalog.columns else int(row)
                 nearest = f"the nearest, object {oid}, is {sep:.3g} arcsec away"
             raise SearchInputError(f"{catalog.path}: no object within {tolerance:g} arcsec of ra {r:.6f} dec {d:.6f} "
                                    f"({nearest}; widen --tolerance)")
-    ids = catalog.read("object_id", rows) if "object_id" in catalog.columns else rows.copy()
+    ids = catalog.read(C.OBJECT_ID, rows) if C.OBJECT_ID in catalog.columns else rows.copy()
     labels = [f"ra {r:.5f} dec {d:+.5f} ({s:.2f}\")" for r, d, s in zip(ra_q, dec_q, separation, strict=False)]
     return Queries(catalog.read(column, rows).astype(np.float32), ids.astype(np.int64), rows, labels)
 

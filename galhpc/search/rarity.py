@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galhpc.formats import catalog as C
+from galhpc.formats import table as T
 from galhpc.formats.kinds import RARITY_TABLE
 from galhpc.io.table import write_table
 from galhpc.priors import gmm_log_joint
@@ -31,9 +33,6 @@ from galhpc.search.source import CatalogColumns
 from galhpc.search.topk import search_blocks
 
 log = logging.getLogger("galhpc.search.rarity")
-
-SCORES = ("nll_prior", "knn_distance", "recon_chi2")
-
 
 @dataclass
 class LatentPrior:
@@ -68,9 +67,8 @@ def latent_prior(model: torch.nn.Module | None, gmm: dict[str, np.ndarray] | Non
             return LatentPrior(model.log_pi.double().numpy(), model.mu_c.double().numpy(),
                                model.var_c.double().numpy(), "model mixture prior")
     if gmm is not None:
-        g = gmm
-        return LatentPrior(np.asarray(g["log_pi"], np.float64), np.asarray(g["mu"], np.float64),
-                           np.asarray(g["var"], np.float64), "GMM fitted on the latents")
+        log_pi, mu, var = (np.asarray(gmm[key], np.float64) for key in C.GMM_KEYS)
+        return LatentPrior(log_pi, mu, var, "GMM fitted on the latents")
     return LatentPrior(np.zeros(1), np.zeros((1, latent_dim)), np.ones((1, latent_dim)), "N(0, I)")
 
 
@@ -154,7 +152,7 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
     catalog_path : str or pathlib.Path
         An encoded catalogue (mu, object_id; recon_mse for recon_chi2).
     out : str or pathlib.Path
-        Table path (.h5/.hdf5, .fits, .csv): object_id, row, component, the SCORES, then
+        Table path (.h5/.hdf5, .fits, .csv): object_id, row, component, the `RARITY_SCORES`, then
         the store columns the catalogue carries (`CatalogColumns.carried`: ra, dec, ...).
     k : int, optional
         Neighbour whose distance is `knn_distance` (cut to the reference rows - 1).
@@ -181,25 +179,25 @@ def rarity_scores(catalog_path: str | Path, out: str | Path, *, k: int = 10, ref
     world = world or mpi_world()
     with CatalogColumns(catalog_path) as catalog:
         ref_rows = reference_rows(len(catalog), reference)
-        ref = catalog.read("mu", ref_rows).astype(np.float64)
-        prior = latent_prior(model, catalog.groups.get("gmm"), ref.shape[1])
+        ref = catalog.read(C.MU, ref_rows).astype(np.float64)
+        prior = latent_prior(model, catalog.groups.get(C.GMM_GROUP), ref.shape[1])
         kk = min(k, len(ref_rows) - 1)
         parts = []
-        for lo, mu in catalog.rank_blocks("mu", world.rank, world.size, block_rows):
+        for lo, mu in catalog.rank_blocks(C.MU, world.rank, world.size, block_rows):
             rows = np.arange(lo, lo + len(mu), dtype=np.int64)
             chi2 = np.full(len(rows), np.nan)
-            if noise is not None and "recon_mse" in catalog.columns:
-                chi2 = catalog.read("recon_mse", rows).astype(np.float64) / np.asarray(noise(rows), np.float64) ** 2
-            parts.append({"row": rows, "nll_prior": prior_nll(mu, prior), "knn_distance": knn_distance(mu, rows, ref,
-                          ref_rows, kk), "recon_chi2": chi2})
+            if noise is not None and C.RECON_MSE in catalog.columns:
+                chi2 = catalog.read(C.RECON_MSE, rows).astype(np.float64) / np.asarray(noise(rows), np.float64) ** 2
+            parts.append({T.ROW: rows, T.NLL_PRIOR: prior_nll(mu, prior),
+                          T.KNN_DISTANCE: knn_distance(mu, rows, ref, ref_rows, kk), T.RECON_CHI2: chi2})
         gathered = [p for rank_parts in world.allgather_object(parts) for p in rank_parts]
-        gathered.sort(key=lambda p: p["row"][0])
-        table = {name: np.concatenate([p[name] for p in gathered]) for name in ("row", *SCORES)}
-        rows = table["row"]
-        table["object_id"] = catalog.read("object_id", rows) if "object_id" in catalog.columns else rows.copy()
-        table["component"] = (catalog.read("component", rows).astype(np.int64) if "component" in catalog.columns
+        gathered.sort(key=lambda p: p[T.ROW][0])
+        table = {name: np.concatenate([p[name] for p in gathered]) for name in (T.ROW, *T.RARITY_SCORES)}
+        rows = table[T.ROW]
+        table[C.OBJECT_ID] = catalog.read(C.OBJECT_ID, rows) if C.OBJECT_ID in catalog.columns else rows.copy()
+        table[C.COMPONENT] = (catalog.read(C.COMPONENT, rows).astype(np.int64) if C.COMPONENT in catalog.columns
                               else np.full(len(rows), -1, np.int64))
-        table = {name: table[name] for name in ("object_id", "row", "component", *SCORES)}
+        table = {name: table[name] for name in (C.OBJECT_ID, T.ROW, C.COMPONENT, *T.RARITY_SCORES)}
         table.update({name: catalog.read(name, rows) for name in catalog.carried})
         if world.is_root:
             write_table(out, table, {"catalog": str(catalog_path), "k": str(kk), "reference_rows": str(len(ref_rows)),

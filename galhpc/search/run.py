@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from galhpc.formats import catalog as C
+from galhpc.formats import store as S
+from galhpc.formats import table as T
 from galhpc.io.store import open_store
 from galhpc.io.table import write_table
 from galhpc.search.output import table_units, write_mosaic
@@ -60,19 +63,19 @@ def result_table(catalog: CatalogColumns, queries: Queries, topk: TopK) -> dict[
     ids = np.full(len(rows), -1, np.int64)
     component = np.full(len(rows), -1, np.int64)
     if valid.any():
-        ids[valid] = (catalog.read("object_id", rows[valid]) if "object_id" in catalog.columns else rows[valid])
-        if "component" in catalog.columns:
-            component[valid] = catalog.read("component", rows[valid])
+        ids[valid] = (catalog.read(C.OBJECT_ID, rows[valid]) if C.OBJECT_ID in catalog.columns else rows[valid])
+        if C.COMPONENT in catalog.columns:
+            component[valid] = catalog.read(C.COMPONENT, rows[valid])
     carried = {name: catalog.read(name, rows[valid]) for name in catalog.carried}
     return {
-        "query": np.repeat(np.arange(n_q), k)[valid],
-        "query_label": np.repeat(np.asarray(queries.labels), k)[valid],
-        "query_id": np.repeat(queries.object_id, k)[valid],
-        "rank": np.tile(np.arange(1, k + 1), n_q)[valid],
-        "id": ids[valid],
-        "row": rows[valid],
-        "distance": topk.distance.reshape(-1)[valid],
-        "component": component[valid],
+        T.QUERY: np.repeat(np.arange(n_q), k)[valid],
+        T.QUERY_LABEL: np.repeat(np.asarray(queries.labels), k)[valid],
+        T.QUERY_ID: np.repeat(queries.object_id, k)[valid],
+        T.RANK: np.tile(np.arange(1, k + 1), n_q)[valid],
+        T.NEIGHBOUR_ID: ids[valid],
+        T.ROW: rows[valid],
+        T.DISTANCE: topk.distance.reshape(-1)[valid],
+        C.COMPONENT: component[valid],
         **carried,
     }
 
@@ -96,13 +99,13 @@ def store_stamps(store: Path, rows: np.ndarray) -> np.ndarray:
         out = np.full((len(rows), *reader.info.image_shape), np.nan, np.float32)
         valid = rows != NO_ROW
         if valid.any():
-            out[valid] = reader.read("images", rows[valid])
+            out[valid] = reader.read(S.IMAGES, rows[valid])
     return out
 
 
 def search_catalog(catalog_path: str | Path, *, k: int = 10, ids: list[int] | None = None,
                    images: list[Path] | None = None, ra: list[float] | None = None, dec: list[float] | None = None,
-                   tolerance: float = 1.0, checkpoint: Path | None = None, column: str = "mu",
+                   tolerance: float = 1.0, checkpoint: Path | None = None, column: str = C.MU,
                    block_rows: int = DEFAULT_BLOCK_ROWS, world=None, work: Path | None = None) -> SearchResult:
     """Exact top-k search of a catalogue for queries given by object id, sky position or image.
 
@@ -219,7 +222,7 @@ def write_outputs(result: SearchResult, catalog_path: str | Path, out: Path, mos
     with CatalogColumns(catalog_path) as catalog:
         attrs = {"catalog": str(catalog_path), "k": str(result.topk.rows.shape[1]), "metric": "euclidean on mu"}
         write_table(out, result.table, attrs, units=table_units(result.table, catalog.meta))
-        log.info("wrote %s (%d rows)", out, len(result.table["row"]))
+        log.info("wrote %s (%d rows)", out, len(result.table[T.ROW]))
         if mosaic is None:
             return
         named = str(store or catalog.meta.get("input", ""))
@@ -249,7 +252,7 @@ def _write_mosaic(result: SearchResult, store: Path, mosaic: Path, max_mosaic_qu
         from_images = q.row[:n] == NO_ROW
         query_stamps[from_images] = q.images[:n][from_images].reshape(from_images.sum(), *query_stamps.shape[1:])
     table = result.table
-    found = {(qi, r): i for qi, r, i in zip(table["query"], table["rank"], table["id"], strict=False)}
+    found = {(qi, r): i for qi, r, i in zip(table[T.QUERY], table[T.RANK], table[T.NEIGHBOUR_ID], strict=False)}
     captions = np.array([[f"id {found[(i, r + 1)]} d={result.topk.distance[i, r]:.2f}" if (i, r + 1) in found else ""
                           for r in range(result.topk.rows.shape[1])] for i in range(n)])
     write_mosaic(mosaic, query_stamps, neighbours, q.labels[:n], captions)

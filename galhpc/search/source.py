@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from galhpc.formats import catalog as C
 from galhpc.formats.kinds import STORE, check_kind
 from galhpc.io.catalog import open_catalog
 from galhpc.io.reader import Reader
 from galhpc.runtime.errors import DataError
 
-GROUPS = ("gmm",)  # small real groups of the master read whole
+GROUPS = (C.GMM_GROUP,)  # small real groups of the master read whole
 
 
 class SearchInputError(DataError):
@@ -40,7 +41,7 @@ class CatalogColumns(Reader):
         self.path = Path(path)
         self.catalog = open_catalog(self.path, role="a search over latents (--catalog)")
         self.columns = list(self.catalog.columns)
-        if "mu" not in self.columns and "z" not in self.columns:
+        if C.MU not in self.columns and "z" not in self.columns:
             raise SearchInputError(f"{self.path}: no latent column mu or z; is it an encoded catalogue?")
         self.n = len(self.catalog)
         self.meta = dict(self.catalog.meta)
@@ -192,12 +193,12 @@ class CatalogColumns(Reader):
             An id that no row holds.
         """
         wanted = np.asarray(object_ids, np.int64)
-        if "object_id" not in self.columns:
+        if C.OBJECT_ID not in self.columns:
             if wanted.size and (wanted.min() < 0 or wanted.max() >= self.n):
                 raise SearchInputError(f"{self.path}: no object_id column and ids outside 0..{self.n - 1}")
             return wanted
         found = np.full(len(wanted), -1, np.int64)
-        for lo, ids in self.rank_blocks("object_id", 0, 1, block_rows):
+        for lo, ids in self.rank_blocks(C.OBJECT_ID, 0, 1, block_rows):
             missing = np.flatnonzero(found < 0)
             if not len(missing):
                 break

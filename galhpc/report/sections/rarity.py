@@ -42,8 +42,9 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
         ``prior``, ``n_sampled``, ``knn_k``, ``noise_sigma_source`` and per score its top
         object ids and values and median (or ``skipped``).
     """
+    from galhpc.formats.table import RARITY_SCORES
     from galhpc.mixture.diagonal import fit_diag_gmm
-    from galhpc.search.rarity import SCORES, knn_distance, latent_prior, prior_nll
+    from galhpc.search.rarity import knn_distance, latent_prior, prior_nll
 
     cs, store = inputs.clusters, inputs.store
     mu = cs.mu.astype(np.float64)
@@ -63,7 +64,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     out: dict[str, Any] = {"prior": prior.source, "n_sampled": len(mu), "knn_k": KNN_K,
                            "noise_sigma_source": source}
     rows, labels, ids = [], [], []
-    for name in SCORES:
+    for name in RARITY_SCORES:
         values = scores[name]
         if not np.isfinite(values).any():
             out[name] = {"skipped": "no recon_mse or no store to read the noise σ from"}
