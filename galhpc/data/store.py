@@ -15,6 +15,7 @@ parallel file systems such as Lustre often refuse).
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import importlib
 import logging
@@ -29,7 +30,7 @@ import h5py
 import numpy as np
 
 import galhpc
-from galhpc.config import ConfigError, config_from_yaml_text
+from galhpc.config import ConfigError, PrepConfig, config_from_yaml_text, load_yaml
 from galhpc.data.sources import PIXEL_SCALE_LABEL, Block, DataError, Reject
 from galhpc.formats import store as fmt
 from galhpc.formats.hdf5 import H5Output, open_h5_readonly
@@ -267,6 +268,83 @@ class StoreWriter:
             self.tmp.unlink(missing_ok=True)
 
 
+def recorded_prep(text: str | bytes | None, path: str | Path) -> PrepConfig | None:
+    """The prep config a store records (its attribute ``config``, YAML), with defaults filled in.
+
+    Parameters
+    ----------
+    text : str or bytes or None
+        The attribute's value (`StoreInfo.config`, ``StoreReader.file.attrs``).
+    path : str or Path
+        The store, for the message.
+
+    Returns
+    -------
+    PrepConfig or None
+        None when the store records none (no or empty text).
+
+    Raises
+    ------
+    DataError
+        The text is no valid prep config.
+    """
+    if not text:
+        return None
+    try:
+        return config_from_yaml_text(text.decode() if isinstance(text, bytes) else str(text)).prep
+    except ConfigError as err:
+        raise DataError(f"{path}: its prep config (attribute {fmt.CONFIG_ATTR!r}) is unreadable: {err}") from err
+
+
+def prep_record(text: str | bytes | None) -> dict[str, Any]:
+    """The ``prep`` section of a store's recorded config as written, without defaults filled in.
+
+    A field the recorded YAML does not set is absent here (a default is no record).
+
+    Parameters
+    ----------
+    text : str or bytes or None
+        The store's attribute ``config`` (`StoreInfo.config`).
+
+    Returns
+    -------
+    dict
+        The section's mapping; empty without a config or when the YAML is unreadable.
+    """
+    import yaml
+
+    try:
+        config = load_yaml(text or "") or {}
+        prep = config.get("prep") or {}
+    except (yaml.YAMLError, AttributeError):
+        return {}
+    return prep if isinstance(prep, dict) else {}
+
+
+def read_dataset(path: str | Path, name: str) -> np.ndarray | None:
+    """Dataset `name` of an HDF5 file (a store's one shared ``psf``), read whole.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (opened read-only, without file locks).
+    name : str
+        The dataset.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        None when the file has no such name.
+
+    Raises
+    ------
+    OSError
+        From h5py: a missing or non-HDF5 file.
+    """
+    with open_h5_readonly(path) as f:
+        return f[name][()] if name in f else None
+
+
 @dataclass(frozen=True)
 class StoreInfo:
     """What a store holds, read from its metadata without touching pixels."""
@@ -283,6 +361,22 @@ class StoreInfo:
     galhpc_version: str
     created: str
     chunk_rows: int
+
+    @property
+    def prep(self) -> PrepConfig | None:
+        """The recorded prep config with defaults filled in (`recorded_prep`; None without one).
+
+        Raises
+        ------
+        DataError
+            The recorded config is unreadable.
+        """
+        return recorded_prep(self.config, self.path)
+
+    @property
+    def prep_record(self) -> dict[str, Any]:
+        """The recorded ``prep`` section as written, without defaults (`prep_record`; empty without one)."""
+        return prep_record(self.config)
 
 
 def locate_column(f: h5py.File, name: str, n: int) -> tuple[str, bool] | None:
@@ -560,6 +654,95 @@ class StoreReader:
         self.object_id = self.file.get(fmt.OBJECT_ID)
         if self.object_id is not None and self.object_id.shape != (self.n,):
             raise DataError(f"{self.path}: /object_id has shape {self.object_id.shape}, expected ({self.n},)")
+
+    def has(self, name: str) -> bool:
+        """Whether the store holds `name`.
+
+        Parameters
+        ----------
+        name : str
+            A dataset or group, or a path such as ``labels/ra``.
+
+        Returns
+        -------
+        bool
+        """
+        return name in self.file
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape of dataset `name` (None when the store has no such dataset).
+
+        Parameters
+        ----------
+        name : str
+            A dataset, or a path such as ``labels/ra``.
+
+        Returns
+        -------
+        tuple of int or None
+        """
+        ds = self.file.get(name)
+        return tuple(ds.shape) if isinstance(ds, h5py.Dataset) else None
+
+    def dtype(self, name: str) -> np.dtype | None:
+        """The dtype of dataset `name` (None when the store has no such dataset).
+
+        Parameters
+        ----------
+        name : str
+            A dataset, or a path such as ``labels/ra``.
+
+        Returns
+        -------
+        numpy.dtype or None
+        """
+        ds = self.file.get(name)
+        return ds.dtype if isinstance(ds, h5py.Dataset) else None
+
+    @property
+    def label_names(self) -> list[str]:
+        """The label columns (datasets of ``labels/``), sorted."""
+        return sorted(self.file[fmt.LABELS]) if fmt.LABELS in self.file else []
+
+    def label_unit(self, name: str) -> str | None:
+        """The unit the store records for label column `name` (its attribute ``unit``).
+
+        Parameters
+        ----------
+        name : str
+            A label column.
+
+        Returns
+        -------
+        str or None
+            None when the label records no unit.
+        """
+        unit = self.file[fmt.label_path(name)].attrs.get(fmt.UNIT_ATTR)
+        if unit is None:
+            return None
+        return unit.decode() if isinstance(unit, bytes) else str(unit)
+
+    @property
+    def columns(self) -> set[str]:
+        """Its columns: `images`, `object_id`, the label names and the datasets `locate_column` finds."""
+        found = {name for name in self.file if name in fmt.CORE or locate_column(self.file, name, self.n) is not None}
+        return found | set(self.label_names)
+
+    @functools.cached_property
+    def prep(self) -> PrepConfig | None:
+        """The prep config the store records (attribute ``config``), parsed once.
+
+        Returns
+        -------
+        PrepConfig or None
+            None for a store that records none.
+
+        Raises
+        ------
+        DataError
+            The recorded config is unreadable (naming the store).
+        """
+        return recorded_prep(self.file.attrs.get(fmt.CONFIG_ATTR), self.path)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

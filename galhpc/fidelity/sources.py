@@ -19,6 +19,8 @@ import torch
 
 from galhpc.data.loader import holdout_mask
 from galhpc.fidelity.sampling import ExPostSampler
+from galhpc.formats import catalog as C
+from galhpc.formats import store as S
 from galhpc.io.catalog import open_catalog
 from galhpc.io.store import open_store
 from galhpc.models.base import GalaxyModel
@@ -156,12 +158,12 @@ def read_catalogue_images(path: str | Path, n: int, rng: np.random.Generator) ->
         If the catalogue has no images column.
     """
     with open_catalog(path) as cat:
-        column = "images_clean" if "images_clean" in cat.columns else "images"
+        column = C.IMAGES_CLEAN if C.IMAGES_CLEAN in cat.columns else C.IMAGES
         if column not in cat.columns:
             raise DataError(f"{path}: no images column; columns: {', '.join(cat.columns)}")
         rows = np.sort(rng.choice(len(cat), min(n, len(cat)), replace=False))
         images = cat.read(column, rows)
-        component = cat.read("component", rows).astype(np.int64) if "component" in cat.columns else None
+        component = cat.read(C.COMPONENT, rows).astype(np.int64) if C.COMPONENT in cat.columns else None
     return StampSet(_nchw(images), f"{Path(path).name}:{column}", rows=rows, component=component)
 
 
@@ -222,7 +224,7 @@ def read_store_stamps(store: str | Path, rows: np.ndarray, n: int, rng: np.rando
         raise DataError(f"{store}: no {what} rows to read")
     pick = np.sort(rng.choice(rows, min(n, len(rows)), replace=False))
     with open_store(store) as s:
-        images = s.read("images", pick)
+        images = s.read(S.IMAGES, pick)
     return StampSet(_nchw(images), f"{Path(store).name} ({what})", rows=pick)
 
 

@@ -25,7 +25,8 @@ SHARD_SUFFIX = ".h5"
 SHARD_GLOB = "[0-9]*" + SHARD_SUFFIX  # complete shard files (temporaries start with a dot)
 FINGERPRINT_ATTR = "fingerprint"  # a shard's root attribute and a /meta key: the run's fingerprint (JSON)
 SHARD_ATTR, START_ATTR, STOP_ATTR = "shard", "start", "stop"  # a shard's root attributes
-IMAGE_COLUMNS = ("images", "images_clean")  # columns kept out of the compound table
+IMAGES, IMAGES_CLEAN = "images", "images_clean"  # galhpc-generate: observed and noise-free stamps
+IMAGE_COLUMNS = (IMAGES, IMAGES_CLEAN)  # columns kept out of the compound table
 
 # the standard per-object columns of a galhpc-encode catalogue (docs/schema.md)
 OBJECT_ID = "object_id"  # (N,) int64, the store's object id

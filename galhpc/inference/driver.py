@@ -403,7 +403,7 @@ def _run(job: CatalogJob, out: Path, fingerprint: dict[str, Any], meta: Mapping[
     def finish() -> None:
         check_all_shards(shard_dir, shards, json.dumps(resolved, sort_keys=True), out)
         full_meta = {**meta, "n_shards": len(shards), "ranks": world.size,
-                     "fingerprint": json.dumps(resolved, sort_keys=True)}
+                     FINGERPRINT_ATTR: json.dumps(resolved, sort_keys=True)}
         try:
             write_master(out, shard_dir, shards, full_meta, job.master_groups(shard_dir))
         except (OSError, RuntimeError) as err:

@@ -39,7 +39,20 @@ import torch
 
 from galhpc.config import PrepConfig
 from galhpc.data.store import StoreReader
-from galhpc.formats.catalog import Shard
+from galhpc.formats.catalog import (
+    COMPONENT,
+    GAMMA,
+    GMM_FILE,
+    GMM_GROUP,
+    GMM_KEYS,
+    LOGVAR,
+    MU,
+    OBJECT_ID,
+    RECON_MSE,
+    STANDARD_COLUMNS,
+    Shard,
+)
+from galhpc.formats.store import label_path
 from galhpc.inference.driver import RunResult, run_catalog
 from galhpc.inference.job import open_job
 from galhpc.inference.options import EncodeOptions, OutputOptions, fingerprint_of, jsonable, to_record
@@ -53,10 +66,7 @@ from galhpc.runtime.world import LOCAL, World
 
 log = logging.getLogger("galhpc.inference.encode")
 
-GMM_FILE = "gmm.h5"
-GMM_KEYS = ("log_pi", "mu", "var")
 SKY_COLUMNS = ("ra", "dec")
-STANDARD_COLUMNS = ("object_id", "mu", "logvar", "gamma", "component", "recon_mse")
 
 
 def declared_passthrough(reader: StoreReader) -> list[str]:
@@ -78,16 +88,10 @@ def declared_passthrough(reader: StoreReader) -> list[str]:
     DataError
         The store's recorded prep config is unreadable.
     """
-    from galhpc.config import ConfigError, config_from_yaml_text
-
-    text = reader.file.attrs.get("config")
-    if not text:
+    prep = reader.prep
+    if prep is None:
         return []
-    try:
-        sources = config_from_yaml_text(text.decode() if isinstance(text, bytes) else str(text)).prep.sources
-    except ConfigError as err:
-        raise DataError(f"{reader.path}: its prep config (attribute 'config') is unreadable: {err}") from err
-    return [name.lower() for source in sources for name in (source.passthrough or [])]
+    return [name.lower() for source in prep.sources for name in (source.passthrough or [])]
 
 
 def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = None) -> list[str]:
@@ -113,22 +117,21 @@ def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = N
         fixed-length text, or has the name of a standard catalogue column; one line naming
         the store.
     """
-    f = reader.file
     if requested is not None:
         names = list(requested)
     else:
-        sky = [n for n in SKY_COLUMNS if all(f"labels/{s}" in f for s in SKY_COLUMNS)]
+        sky = [n for n in SKY_COLUMNS if all(reader.has(label_path(s)) for s in SKY_COLUMNS)]
         names = sky + declared_passthrough(reader)
     names = list(dict.fromkeys(names))
     for name in names:
         if name in STANDARD_COLUMNS:
             raise DataError(f"{reader.path}: passthrough column {name!r} has the name of a standard catalogue column")
-        ds = f.get(f"labels/{name}")
-        if not hasattr(ds, "dtype") or ds.shape != (reader.n,):  # missing, a group, or not one value per object
-            have = ", ".join(sorted(f["labels"])) if "labels" in f else "none"
+        dtype = reader.dtype(label_path(name))
+        if dtype is None or reader.shape(label_path(name)) != (reader.n,):  # missing, a group, or not per object
+            have = ", ".join(reader.label_names) or "none"
             raise DataError(f"{reader.path}: no per-object label column {name!r} to pass through (labels: {have})")
-        if ds.dtype.kind not in "iufS":
-            raise DataError(f"{reader.path}: label column {name!r} has dtype {ds.dtype}; only numbers and "
+        if dtype.kind not in "iufS":
+            raise DataError(f"{reader.path}: label column {name!r} has dtype {dtype}; only numbers and "
                             "fixed-length text pass through")
     return names
 
@@ -148,12 +151,8 @@ def passthrough_units(reader: StoreReader, names: Sequence[str]) -> dict[str, st
     dict of str to str
         Column -> unit, for the columns that have one.
     """
-    units = {}
-    for name in names:
-        unit = reader.file[f"labels/{name}"].attrs.get("unit")
-        if unit is not None:
-            units[name] = unit.decode() if isinstance(unit, bytes) else str(unit)
-    return units
+    units = {name: reader.label_unit(name) for name in names}
+    return {name: unit for name, unit in units.items() if unit is not None}
 
 
 class EncodeJob:
@@ -217,7 +216,7 @@ class EncodeJob:
         dict of str to dict
             ``{"gmm": {name: array}}``, or empty for a model with its own mixture.
         """
-        return {"gmm": load_arrays(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
+        return {GMM_GROUP: load_arrays(shard_dir / GMM_FILE)} if self.needs_post_hoc_gmm else {}
 
     def fit_post_hoc_gmm(self) -> dict[str, np.ndarray]:
         """Stick-breaking BGM for K, then a diagonal GMM with K components, on a strided subsample.
@@ -250,7 +249,7 @@ class EncodeJob:
             gmm = fit_diag_gmm(embeddings, found.k, seed=self.options.seed)
         except ValueError as err:
             raise CatalogError(f"cannot fit the post-hoc GMM on {self.reader.path}: {err}") from err
-        return {"log_pi": gmm.log_pi.numpy(), "mu": gmm.mu.numpy(), "var": gmm.var.numpy(),
+        return {**dict(zip(GMM_KEYS, (gmm.log_pi.numpy(), gmm.mu.numpy(), gmm.var.numpy()), strict=True)),
                 "components_per_batch": np.asarray(found.counts, dtype=np.int64)}
 
     def batches(self, shard: Shard) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -269,7 +268,7 @@ class EncodeJob:
         """
         ranges = [(lo, min(lo + self.batch_size, shard.stop)) for lo in range(shard.start, shard.stop, self.batch_size)]
         # the store's bad-pixel mask, so recon_mse leaves masked pixels out (as the likelihoods do)
-        mask = ("mask",) if "mask" in self.reader.file and "mask" not in self.model.reconstruct_columns else ()
+        mask = ("mask",) if self.reader.has("mask") and "mask" not in self.model.reconstruct_columns else ()
         names = tuple(self.model.reconstruct_columns) + mask
         def checked() -> Iterator[tuple]:
             for lo, hi in ranges:
@@ -325,15 +324,15 @@ class EncodeJob:
                 encoding=enc)
             gamma = self.model.cluster_probs(enc.mu) if self.gmm is None else self._post_hoc_gamma(enc.mu)
         columns = {
-            "object_id": object_id,
-            "mu": _numpy(enc.mu, np.float32),
-            "gamma": _numpy(gamma, np.float32),
-            "component": _numpy(gamma.argmax(dim=1), np.int16),  # the most probable mixture component
-            "recon_mse": _numpy(_masked_mse(recon.float(), x.float(), valid_pixels({"mask": mask}, x.float())),
+            OBJECT_ID: object_id,
+            MU: _numpy(enc.mu, np.float32),
+            GAMMA: _numpy(gamma, np.float32),
+            COMPONENT: _numpy(gamma.argmax(dim=1), np.int16),  # the most probable mixture component
+            RECON_MSE: _numpy(_masked_mse(recon.float(), x.float(), valid_pixels({"mask": mask}, x.float())),
                                 np.float32),
         }
         if enc.logvar is not None:
-            columns["logvar"] = _numpy(enc.logvar, np.float32)
+            columns[LOGVAR] = _numpy(enc.logvar, np.float32)
         for name, values in self.model.extra_columns(x, enc).items():
             if name in columns:
                 raise CatalogError(f"model {self.model.name!r}: extra column {name!r} clashes with a standard column")
@@ -343,7 +342,7 @@ class EncodeJob:
     def _post_hoc_gamma(self, mu: torch.Tensor) -> torch.Tensor:
         from galhpc.mixture.diagonal import gmm_responsibilities
 
-        return gmm_responsibilities(mu.float(), self.gmm["log_pi"], self.gmm["mu"], self.gmm["var"])
+        return gmm_responsibilities(mu.float(), *(self.gmm[key] for key in GMM_KEYS))
 
 
 def _masked_mse(recon: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -424,7 +423,7 @@ def encode_fingerprint(options: EncodeOptions, output: OutputOptions, checkpoint
     """
     fp = {
         "kind": "encode",
-        "cluster_column": "component",
+        "cluster_column": COMPONENT,
         "checkpoint_sha256": checkpoint_sha256,
         "input": store,
         "passthrough": list(passthrough),

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from galhpc.formats.catalog import Shard
+from galhpc.formats.catalog import COMPONENT, IMAGES, IMAGES_CLEAN, OBJECT_ID, Shard
 from galhpc.inference.driver import RunResult, run_catalog
 from galhpc.inference.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
 from galhpc.inference.job import open_job
@@ -257,19 +257,19 @@ class GenerateJob:
         columns: dict[str, np.ndarray] = {}
         if self.observer is not None:
             observed = self.observer.observe(clean.float(), start)  # FFTs and noise in float32
-            columns["images"] = self._image_array(observed)
+            columns[IMAGES] = self._image_array(observed)
             if self.options.keep_clean:
-                columns["images_clean"] = self._image_array(clean)
+                columns[IMAGES_CLEAN] = self._image_array(clean)
         else:
-            columns["images"] = self._image_array(clean)
+            columns[IMAGES] = self._image_array(clean)
         columns["z"] = torch.cat([p[1] for p in pieces]).float().cpu().numpy().reshape(stop - start, -1)
-        columns["component"] = torch.cat([p[2] for p in pieces]).cpu().numpy().astype(np.int16)
+        columns[COMPONENT] = torch.cat([p[2] for p in pieces]).cpu().numpy().astype(np.int16)
         columns["seed"] = np.concatenate([p[3] for p in pieces])
         flux_norm = None
         if self.setup.rejection is not None:
             columns["rejection_draws"] = np.concatenate([p[4] for p in pieces])
             flux_norm = np.concatenate([p[5] for p in pieces])  # each kept candidate's own
-        columns["object_id"] = np.arange(start, stop, dtype=np.int64)
+        columns[OBJECT_ID] = np.arange(start, stop, dtype=np.int64)
         if self.setup.photometry is not None:  # fluxes of the noise-free stamps (the PSF keeps flux)
             flat = clean.float().cpu().numpy().reshape(stop - start, -1)
             columns.update(self.setup.photometry.columns(flat, self.options.seed, start, flux_norm))

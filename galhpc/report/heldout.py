@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from galhpc.formats import store as store_format
 from galhpc.io.store import open_store
 from galhpc.models.base import GalaxyModel
 from galhpc.report import model_calls, sampling
@@ -131,7 +132,7 @@ def encode_rows(model: GalaxyModel, store: str | Path, rows: np.ndarray, n_clust
     rows = np.asarray(rows, np.int64)
     images = sampling.read_store_images(store, rows)
     with open_store(store) as reader:
-        object_id = reader.read("object_id", rows).astype(np.int64)
+        object_id = reader.read(store_format.OBJECT_ID, rows).astype(np.int64)
     columns = store_columns(store, model.reconstruct_columns, rows) if model.reconstruct_columns else None
     mu, _ = model_calls.encode(model, images, batch_size)
     recons = model_calls.reconstruct(model, images, batch_size, columns)
@@ -151,14 +152,8 @@ def _recorded_sources(store: str | Path) -> list[dict]:
 
     The recorded text, not a config with defaults filled in: a default source is no record.
     """
-    import yaml
-
     with open_store(store) as reader:
-        text = reader.info.config
-    try:
-        sources = ((yaml.safe_load(text) or {}).get("prep") or {}).get("sources") or []
-    except (yaml.YAMLError, AttributeError):
-        return []
+        sources = reader.info.prep_record.get("sources") or []
     return [source for source in sources if isinstance(source, dict)]
 
 
@@ -226,7 +221,6 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
     source : str
         Where it came from, in words.
     """
-    from galhpc.config import load_yaml
     from galhpc.data.preprocess import border_noise
 
     rows = np.asarray(rows, np.int64)
@@ -238,10 +232,7 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
         attrs = reader.attrs
         if "noise_sigma" in attrs:
             return np.full(len(rows), float(attrs["noise_sigma"])), "store attribute noise_sigma"
-        recipe = None
-        if "config" in attrs:
-            config = load_yaml(attrs["config"])
-            recipe = (config.get("prep") or {}).get("recipe") if isinstance(config, dict) else None
+        recipe = reader.info.prep_record.get("recipe")
         if "border_noise" in reader.info.label_names and recipe is not None and not {"arcsinh", "minmax"} & set(recipe):
             values = reader.read("border_noise", rows)
             return np.asarray(values, np.float64), "labels/border_noise (the store's recipe has no intensity step)"

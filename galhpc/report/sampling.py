@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from galhpc.formats import catalog as C
+from galhpc.formats import store as S
 from galhpc.io.catalog import open_catalog
 from galhpc.io.store import open_store
 from galhpc.runtime.errors import CatalogError
 
 CHUNK_ROWS = 1 << 20
-LABEL_DATASETS = ("component", "label")  # cluster label per object; `label` in older galhpc-encode outputs
+LABEL_DATASETS = (C.COMPONENT, "label")  # cluster label per object; `label` in older galhpc-encode outputs
 
 
 def sample_rows(n_total: int, max_rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -101,7 +103,7 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
     """
     with open_catalog(path) as cat:
         label_name = next((n for n in LABEL_DATASETS if n in cat), None)
-        for name in ("object_id", "mu", label_name or LABEL_DATASETS[0]):
+        for name in (C.OBJECT_ID, C.MU, label_name or LABEL_DATASETS[0]):
             if name not in cat:
                 raise CatalogError(f"{path}: no dataset {name!r}; is this a galhpc-encode output?")
         n_total = len(cat)
@@ -110,7 +112,7 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
         def optional(name: str) -> np.ndarray | None:
             return cat.read(name, rows) if name in cat else None
 
-        gamma = optional("gamma")
+        gamma = optional(C.GAMMA)
         component = cat.read(label_name, rows).astype(np.int64)
         n_components = gamma.shape[1] if gamma is not None else int(component.max(initial=-1)) + 1
         occupancy = np.zeros(n_components, np.int64)
@@ -119,15 +121,15 @@ def read_clusters(path: str | Path, max_rows: int, rng: np.random.Generator) -> 
             occupancy += np.bincount(chunk[chunk >= 0], minlength=n_components)[:n_components]
         return ClusterSample(
             rows=rows,
-            object_id=cat.read("object_id", rows).astype(np.int64),
-            mu=cat.read("mu", rows).astype(np.float32),
+            object_id=cat.read(C.OBJECT_ID, rows).astype(np.int64),
+            mu=cat.read(C.MU, rows).astype(np.float32),
             component=component,
             n_total=n_total,
             n_components=n_components,
             occupancy=occupancy,
-            logvar=None if (lv := optional("logvar")) is None else lv.astype(np.float32),
+            logvar=None if (lv := optional(C.LOGVAR)) is None else lv.astype(np.float32),
             gamma=None if gamma is None else gamma.astype(np.float32),
-            recon_mse=optional("recon_mse"),
+            recon_mse=optional(C.RECON_MSE),
             meta={k: str(v) for k, v in cat.meta.items()},
         )
 
@@ -172,12 +174,12 @@ def store_rows_for_ids(path: str | Path, object_ids: np.ndarray, guess_rows: np.
     object_ids = np.asarray(object_ids, np.int64)
     with open_store(path) as store:
         if (guess_rows is not None and len(guess_rows) and guess_rows.max() < len(store)
-                and np.array_equal(store.read("object_id", guess_rows).astype(np.int64), object_ids)):
+                and np.array_equal(store.read(S.OBJECT_ID, guess_rows).astype(np.int64), object_ids)):
             return np.asarray(guess_rows, np.int64)
         order = np.argsort(object_ids)
         sorted_ids = object_ids[order]
         found = np.full(len(object_ids), -1, np.int64)
-        for start, chunk in store.iter_column("object_id", CHUNK_ROWS):
+        for start, chunk in store.iter_column(S.OBJECT_ID, CHUNK_ROWS):
             chunk = chunk.astype(np.int64)
             pos = np.searchsorted(sorted_ids, chunk)
             pos_ok = pos < len(sorted_ids)
@@ -203,7 +205,7 @@ def read_store_images(path: str | Path, rows: np.ndarray) -> np.ndarray:
         Shape (n, C, H, W) float32.
     """
     with open_store(path) as store:
-        return as_nchw(store.read("images", rows))
+        return as_nchw(store.read(S.IMAGES, rows))
 
 
 def read_store_labels(path: str | Path, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -268,8 +270,8 @@ def read_synth(path: str | Path, max_rows: int, rng: np.random.Generator) -> Syn
         If the catalogue has no images.
     """
     with open_catalog(path) as cat:
-        if "images" not in cat:
-            raise CatalogError(f"{path}: no dataset 'images'; is this a galhpc-generate output?")
+        if C.IMAGES not in cat:
+            raise CatalogError(f"{path}: no dataset {C.IMAGES!r}; is this a galhpc-generate output?")
         rows = sample_rows(len(cat), max_rows, rng)
-        component = cat.read("component", rows).astype(np.int64) if "component" in cat else np.full(len(rows), -1)
-        return SynthSample(as_nchw(cat.read("images", rows)), component, len(cat))
+        component = cat.read(C.COMPONENT, rows).astype(np.int64) if C.COMPONENT in cat else np.full(len(rows), -1)
+        return SynthSample(as_nchw(cat.read(C.IMAGES, rows)), component, len(cat))

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from galhpc.models.base import GalaxyModel
-from galhpc.runtime.errors import ConfigError, DataError, NonFiniteLossError
+from galhpc.runtime.errors import DataError, NonFiniteLossError
 
 
 def bad_input_error(batch: dict[str, Any], store: str | Path, err: NonFiniteLossError) -> None:
@@ -87,8 +87,7 @@ def store_pixel_datasets(store: str | Path) -> list[str]:
 
     reader = StoreReader(store)
     try:
-        return [name for name in PIXEL_DATASETS if name in reader.file and
-                reader.file[name].shape == reader.images.shape]
+        return [name for name in PIXEL_DATASETS if reader.shape(name) == reader.images.shape]
     finally:
         reader.close()
 
@@ -111,21 +110,19 @@ def check_store_recipe(store: str | Path, model: GalaxyModel) -> None:
     DataError
         Naming the store and what its recipe lacks.
     """
-    from galhpc.config import config_from_yaml_text
-    from galhpc.data.store import StoreReader, locate_column, read_store_info
-    from galhpc.formats import store as store_format
+    from galhpc.data.store import StoreReader, read_store_info
 
-    info = read_store_info(store)
-    try:
-        recipe = list(config_from_yaml_text(info.config).prep.recipe) if info.config else []
-    except ConfigError:
-        recipe = []
+    read_store_info(store)  # another kind of file is refused as a training store
     reader = StoreReader(store)
     try:
-        datasets = {name for name in reader.file if name in store_format.CORE
-                    or locate_column(reader.file, name, reader.n) is not None}
+        try:
+            prep = reader.prep
+        except DataError:  # an unreadable recorded config: no recipe to check
+            prep = None
+        recipe = list(prep.recipe) if prep is not None else []
+        columns = reader.columns
     finally:
         reader.close()
-    why = model.store_mismatch(recipe, set(info.label_names) | datasets)
+    why = model.store_mismatch(recipe, columns)
     if why is not None:
         raise DataError(f"{store}: model {model.name!r} cannot train on this store: {why}")
