@@ -6,7 +6,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 
 from galhpc.formats.catalog import SHARD_GLOB, Shard, manifest_path, shard_dir_for, shard_path
 from galhpc.formats.hdf5 import open_h5_readonly, read_rows, read_rows_any_order

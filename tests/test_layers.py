@@ -75,11 +75,6 @@ def test_the_check_catches_an_import_up_the_floors(tmp_path):
 # read-only open, H5Output), `galhpc/io/` (catalogue, store and table readers and writers)
 # and the training store's own writer and batch loader in `galhpc/data/`.
 H5PY_HOMES = ("formats/", "io/", "data/store.py", "data/loader.py", "data/prep.py")
-# Known leftovers, each to go with its owner's change (issue 29); nothing else may be added here.
-H5PY_LEFTOVERS = (
-    "inference/encode.py",  # the encode stage's store checks (helper H2: inference stages)
-    "train/trainer.py",  # the trainer's store column check (helper H3: train/)
-)
 
 
 def h5py_importers(root: Path = PACKAGE) -> list[str]:
@@ -96,7 +91,7 @@ def h5py_importers(root: Path = PACKAGE) -> list[str]:
 
 
 def h5py_outside_io(root: Path = PACKAGE) -> list[str]:
-    return [p for p in h5py_importers(root) if not p.startswith(H5PY_HOMES) and p not in H5PY_LEFTOVERS]
+    return [p for p in h5py_importers(root) if not p.startswith(H5PY_HOMES)]
 
 
 def test_only_the_io_layer_imports_h5py():

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from galhpc.formats.hdf5 import open_h5_readonly
+from galhpc.data.store import read_dataset
 from galhpc.runtime.errors import PSFError
 
 PSF_KINDS = ("galsim", "file", "hdf5", "store", "state")
@@ -105,12 +105,11 @@ def read_psf_hdf5(path: str | Path, dataset: str = "psf") -> np.ndarray:
     if not path.is_file():
         raise PSFError(f"PSF file not found: {path}")
     try:
-        with open_h5_readonly(path) as f:
-            if dataset not in f:
-                raise PSFError(f"{path} has no dataset {dataset!r} (prepare GalSim sets with store_psf: true)")
-            image = f[dataset][()]
+        image = read_dataset(path, dataset)
     except OSError as err:
         raise PSFError(f"PSF file {path} is not readable HDF5: {err}") from err
+    if image is None:
+        raise PSFError(f"{path} has no dataset {dataset!r} (prepare GalSim sets with store_psf: true)")
     if image.ndim != 2:
         raise PSFError(f"{path}:{dataset} holds PSFs of shape {image.shape}; one (h, w) PSF is needed here "
                        "(per-object PSFs: use kind 'store')")

@@ -523,48 +523,13 @@ class GenerateOptions(FromArgs):
                        help="pilot draws that measure the generator's own (mag, size) density (default 2000)")
 
 
-def read_recorded_options(master: str | Path) -> dict[str, Any]:
-    """The /meta attributes of a catalogue's master file, read without opening its shards.
-
-    Parameters
-    ----------
-    master : str or Path
-        The master file of a galhpc-encode or galhpc-generate catalogue.
-
-    Returns
-    -------
-    dict
-        Attribute name -> value (text decoded).
-
-    Raises
-    ------
-    CatalogError
-        The file is missing, unreadable, or has no /meta.
-    """
-    from galhpc.formats.catalog import META
-    from galhpc.formats.hdf5 import open_h5_readonly
-    from galhpc.runtime.errors import CatalogError
-
-    master = Path(master)
-    if not master.is_file():
-        raise CatalogError(f"catalogue not found: {master}")
-    try:
-        with open_h5_readonly(master) as f:
-            attrs = dict(f[META].attrs) if META in f else None
-    except OSError as err:
-        raise CatalogError(f"{master} is not a readable HDF5 file: {err}") from err
-    if attrs is None:
-        raise CatalogError(f"{master} has no /{META}: it is not a galhpc catalogue")
-    return {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
-
-
 def recorded(meta: Mapping[str, Any], name: str, master: str | Path) -> str:
     """One option record of /meta, refused with a message when the catalogue predates records.
 
     Parameters
     ----------
     meta : Mapping
-        The catalogue's /meta (`read_recorded_options`).
+        The catalogue's /meta (`galhpc.io.catalog.read_meta`).
     name : str
         The attribute (e.g. ``output_options``).
     master : str or Path
@@ -615,9 +580,10 @@ def recorded_run(master: str | Path, kind: str, cls: type[OptionsT],
     CatalogError
         Not a catalogue of this stage, or one without option records.
     """
+    from galhpc.io.catalog import read_meta
     from galhpc.runtime.errors import CatalogError
 
-    meta = read_recorded_options(master)
+    meta = read_meta(master)
     if meta.get("kind") != kind:
         raise CatalogError(f"{master} is not a galhpc-{kind} catalogue (its /meta kind is {meta.get('kind')!r})")
     try:

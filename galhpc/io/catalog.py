@@ -359,7 +359,7 @@ class Catalog(Reader):
             raise CatalogError(f"{self.path} is not a readable HDF5 file: {_first_line(err)}") from err
         with master:
             require_kind(master, self.path, kinds, role)
-            self.meta: dict[str, Any] = _attrs(master[META]) if isinstance(master.get(META), h5py.Group) else {}
+            self.meta: dict[str, Any] = _meta_of(master) or {}
             self.groups: list[str] = sorted(name for name in master if name != META  # (no dataset opened)
                                             and master.get(name, getclass=True) is h5py.Group)
             layout_ds = self._list_columns(master)
@@ -1048,6 +1048,44 @@ def _attrs(group: h5py.Group) -> dict[str, Any]:
             value = value.item()
         out[key] = value
     return out
+
+
+def _meta_of(master: h5py.File) -> dict[str, Any] | None:
+    """The /meta attributes of an open master file (text decoded); None when it has no /meta group."""
+    return _attrs(master[META]) if isinstance(master.get(META), h5py.Group) else None
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The /meta attributes of a catalogue's master file, read without opening its shards or checking its kind.
+
+    What `Catalog.meta` holds; how a catalogue is resumed or re-run from its own record.
+
+    Parameters
+    ----------
+    path : str or Path
+        The master file of a galhpc-encode or galhpc-generate catalogue.
+
+    Returns
+    -------
+    dict of str to Any
+        Attribute name -> value (text decoded, numpy scalars as Python numbers).
+
+    Raises
+    ------
+    CatalogError
+        The file is missing, unreadable, or has no /meta.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"catalogue not found: {path}")
+    try:
+        with open_h5_readonly(path) as master:
+            meta = _meta_of(master)
+    except OSError as err:
+        raise CatalogError(f"{path} is not a readable HDF5 file: {err}") from err
+    if meta is None:
+        raise CatalogError(f"{path} has no /{META}: it is not a galhpc catalogue")
+    return meta
 
 
 def open_catalog(path: str | Path, max_open: int = DEFAULT_MAX_OPEN, *, kinds: Sequence[str] = CATALOGUES,

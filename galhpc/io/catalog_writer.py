@@ -41,6 +41,7 @@ from galhpc.formats.catalog import (
 )
 from galhpc.formats.hdf5 import H5Output, open_h5_readonly
 from galhpc.formats.kinds import CATALOGUE_KINDS, KIND_ATTR, missing_filter
+from galhpc.io.catalog import read_meta
 from galhpc.runtime.errors import CatalogError, ConfigError
 from galhpc.runtime.files import atomic_path
 
@@ -407,9 +408,8 @@ def read_master_fingerprint(path: Path) -> dict[str, Any] | None:
         None if it is unreadable or records none.
     """
     try:
-        with open_h5_readonly(path) as f:
-            text = f[META].attrs.get(FINGERPRINT_ATTR) if META in f else None
-    except (OSError, KeyError):
+        text = read_meta(path).get(FINGERPRINT_ATTR)
+    except (CatalogError, KeyError):
         return None
     return json.loads(text) if text else None
 
