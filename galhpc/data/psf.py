@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from galhpc.data.store import read_dataset
+from galhpc.formats.store import PSF
 from galhpc.runtime.errors import PSFError
 
 PSF_KINDS = ("galsim", "file", "hdf5", "store", "state")
@@ -80,7 +81,7 @@ def read_psf_file(path: str | Path, hdu: int | str = 0) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
-def read_psf_hdf5(path: str | Path, dataset: str = "psf") -> np.ndarray:
+def read_psf_hdf5(path: str | Path, dataset: str = PSF) -> np.ndarray:
     """The single PSF stored in an HDF5 file, e.g. a GalSim training store.
 
     Parameters
@@ -141,5 +142,5 @@ def read_psf(spec: str | dict[str, Any] | None) -> np.ndarray | None:
     if spec["kind"] == "file":
         return read_psf_file(spec["path"], spec.get("hdu", 0))
     if spec["kind"] == "hdf5":
-        return read_psf_hdf5(spec["path"], spec.get("dataset", "psf"))
+        return read_psf_hdf5(spec["path"], spec.get("dataset", PSF))
     return None

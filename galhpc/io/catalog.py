@@ -58,6 +58,7 @@ import numpy as np
 from galhpc.formats.catalog import (
     FINGERPRINT_ATTR,
     META,
+    OBJECT_ID,
     SHARDS_SUFFIX,
     START_ATTR,
     STOP_ATTR,
@@ -400,7 +401,7 @@ class Catalog(Reader):
             for _, _, ds in shapes.values():
                 ds.close()
             raise CatalogError(f"{self.path} has no per-object datasets of its {self._n} rows")
-        self._layout_column = "object_id" if "object_id" in self._layouts else min(self._layouts)
+        self._layout_column = OBJECT_ID if OBJECT_ID in self._layouts else min(self._layouts)
         for name, (_, _, ds) in shapes.items():
             if name != self._layout_column:
                 ds.close()

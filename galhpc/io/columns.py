@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from galhpc.formats import catalog as C
+
 
 class ColumnInfo(NamedTuple):
     """A catalogue column's unit (astropy string; "" dimensionless, None none) and description."""
@@ -20,14 +22,14 @@ class ColumnInfo(NamedTuple):
 
 
 COLUMNS: dict[str, ColumnInfo] = {
-    "object_id": ColumnInfo(None, "object id: the store's object_id (encode) or object index (generate)"),
-    "component": ColumnInfo(None, "mixture component: sampled from (generate) or argmax gamma (encode); -1 none"),
+    C.OBJECT_ID: ColumnInfo(None, "object id: the store's object_id (encode) or object index (generate)"),
+    C.COMPONENT: ColumnInfo(None, "mixture component: sampled from (generate) or argmax gamma (encode); -1 none"),
     "seed": ColumnInfo(None, "seed of the torch.Generator of the sample call that made the object"),
     "z": ColumnInfo("", "latent vector the image was decoded from"),
-    "mu": ColumnInfo("", "posterior mean of the latent vector"),
-    "logvar": ColumnInfo("", "posterior log variance of the latent vector"),
-    "gamma": ColumnInfo("", "responsibilities p(c | z = mu) of the mixture components"),
-    "recon_mse": ColumnInfo(None, "mean squared reconstruction error, in squared input pixel units"),
+    C.MU: ColumnInfo("", "posterior mean of the latent vector"),
+    C.LOGVAR: ColumnInfo("", "posterior log variance of the latent vector"),
+    C.GAMMA: ColumnInfo("", "responsibilities p(c | z = mu) of the mixture components"),
+    C.RECON_MSE: ColumnInfo(None, "mean squared reconstruction error, in squared input pixel units"),
     "p_galaxy": ColumnInfo("", "probability that the object is a galaxy (double-peaked prior)"),
     "star_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as star"),
     "galaxy_pixel_fraction": ColumnInfo("", "fraction of pixels segmented as galaxy"),
@@ -38,8 +40,8 @@ COLUMNS: dict[str, ColumnInfo] = {
     "ra": ColumnInfo("deg", "right ascension (ICRS) of the object, from the store"),
     "dec": ColumnInfo("deg", "declination (ICRS) of the object, from the store"),
     "separation": ColumnInfo("arcsec", "angular distance of the object from the queried sky position"),
-    "images": ColumnInfo(None, "image, in the model's output pixel units"),
-    "images_clean": ColumnInfo(None, "image before PSF and noise, in the model's output pixel units"),
+    C.IMAGES: ColumnInfo(None, "image, in the model's output pixel units"),
+    C.IMAGES_CLEAN: ColumnInfo(None, "image before PSF and noise, in the model's output pixel units"),
 }
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from galhpc.extras import require
+from galhpc.formats import catalog as C
 from galhpc.io.catalog import Catalog
 from galhpc.io.columns import column_info
 from galhpc.runtime.files import atomic_path, temp_path
@@ -602,7 +603,7 @@ def survey_images(cat: Catalog, values: dict[str, np.ndarray]) -> np.ndarray:
     numpy.ndarray
         Shape (n, H, W) float32.
     """
-    images = np.asarray(values["images"], np.float32)
+    images = np.asarray(values[C.IMAGES], np.float32)
     if images.ndim == 4:
         images = images.mean(axis=1)
     if "flux_norm" in values:
@@ -647,9 +648,9 @@ def image_header(cat: Catalog, values: dict[str, np.ndarray] | None = None, row:
     if isinstance(zp, (int, float, np.floating)) and np.isfinite(zp):
         header["MAGZP"] = (float(zp), "AB mag of one BUNIT summed over an object")
     if values is not None and row is not None:
-        header["OBJ_ID"] = (int(values["object_id"][row]), "galhpc object id")
+        header["OBJ_ID"] = (int(values[C.OBJECT_ID][row]), "galhpc object id")
         for key, column, comment in (("MAG", "mag_ab", "AB magnitude"), ("FLUX", "flux", "total flux, BUNIT"),
-                                     ("COMPONT", "component", "mixture component sampled from")):
+                                     ("COMPONT", C.COMPONENT, "mixture component sampled from")):
             if column in values:
                 value = values[column][row].item()
                 header[key] = (value if np.isfinite(value) else "NaN", comment) if isinstance(value, float) \
@@ -663,9 +664,9 @@ def _image_target(cat: Catalog, out: str | Path, overwrite: bool) -> tuple[Path,
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
-    if "images" not in cat.columns:
+    if C.IMAGES not in cat.columns:
         raise ValueError(f"{cat.path}: no images column to export (a galhpc-generate catalogue has one)")
-    return out, [c for c in ("images", "object_id", "flux_norm", "flux", "mag_ab", "component") if c in cat.columns]
+    return out, [c for c in (C.IMAGES, C.OBJECT_ID, "flux_norm", "flux", "mag_ab", C.COMPONENT) if c in cat.columns]
 
 
 def export_fits_cutouts(cat: Catalog, out: str | Path, overwrite: bool = False) -> Path:
@@ -748,7 +749,7 @@ def export_fits_cube(cat: Catalog, out: str | Path, overwrite: bool = False) -> 
     from astropy.table import Table, vstack
 
     out, names = _image_target(cat, out, overwrite)
-    h, w = cat.shape("images")[-2:]
+    h, w = cat.shape(C.IMAGES)[-2:]
     header = fits.Header()
     header["SIMPLE"] = True
     header["BITPIX"] = -32
@@ -761,7 +762,7 @@ def export_fits_cube(cat: Catalog, out: str | Path, overwrite: bool = False) -> 
         try:
             for _, values in cat.iter_shards(names):
                 stream.write(survey_images(cat, values).astype(">f4"))
-                tables.append(Table({c: values[c] for c in names if c not in ("images", "flux_norm")}))
+                tables.append(Table({c: values[c] for c in names if c not in (C.IMAGES, "flux_norm")}))
         finally:
             stream.close()
         table = fits.table_to_hdu(vstack(tables))
