@@ -669,8 +669,8 @@ class StoreReader:
         """
         return name in self.file
 
-    def shape(self, name: str) -> tuple[int, ...] | None:
-        """The shape of dataset `name` (None when the store has no such dataset).
+    def layout(self, name: str) -> tuple[tuple[int, ...], np.dtype] | None:
+        """Shape and dtype of dataset `name`; None when the store has no such dataset (or it is a group).
 
         Parameters
         ----------
@@ -679,45 +679,29 @@ class StoreReader:
 
         Returns
         -------
-        tuple of int or None
+        (tuple of int, numpy.dtype) or None
         """
         ds = self.file.get(name)
-        return tuple(ds.shape) if isinstance(ds, h5py.Dataset) else None
-
-    def dtype(self, name: str) -> np.dtype | None:
-        """The dtype of dataset `name` (None when the store has no such dataset).
-
-        Parameters
-        ----------
-        name : str
-            A dataset, or a path such as ``labels/ra``.
-
-        Returns
-        -------
-        numpy.dtype or None
-        """
-        ds = self.file.get(name)
-        return ds.dtype if isinstance(ds, h5py.Dataset) else None
+        return (tuple(ds.shape), ds.dtype) if isinstance(ds, h5py.Dataset) else None
 
     @property
     def label_names(self) -> list[str]:
         """The label columns (datasets of ``labels/``), sorted."""
         return sorted(self.file[fmt.LABELS]) if fmt.LABELS in self.file else []
 
-    def label_unit(self, name: str) -> str | None:
-        """The unit the store records for label column `name` (its attribute ``unit``).
+    def label_unit(self, label: str) -> str | None:
+        """The unit galhpc-prep recorded on a label column (astropy string), None where it recorded none.
 
         Parameters
         ----------
-        name : str
-            A label column.
+        label : str
+            The column's name (``ra``, not ``labels/ra``); it must exist.
 
         Returns
         -------
         str or None
-            None when the label records no unit.
         """
-        unit = self.file[fmt.label_path(name)].attrs.get(fmt.UNIT_ATTR)
+        unit = self.file[fmt.label_path(label)].attrs.get(fmt.UNIT_ATTR)
         if unit is None:
             return None
         return unit.decode() if isinstance(unit, bytes) else str(unit)

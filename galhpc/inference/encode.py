@@ -126,12 +126,12 @@ def passthrough_columns(reader: StoreReader, requested: Sequence[str] | None = N
     for name in names:
         if name in STANDARD_COLUMNS:
             raise DataError(f"{reader.path}: passthrough column {name!r} has the name of a standard catalogue column")
-        dtype = reader.dtype(label_path(name))
-        if dtype is None or reader.shape(label_path(name)) != (reader.n,):  # missing, a group, or not per object
+        found = reader.layout(label_path(name))
+        if found is None or found[0] != (reader.n,):  # missing, a group, or not one value per object
             have = ", ".join(reader.label_names) or "none"
             raise DataError(f"{reader.path}: no per-object label column {name!r} to pass through (labels: {have})")
-        if dtype.kind not in "iufS":
-            raise DataError(f"{reader.path}: label column {name!r} has dtype {dtype}; only numbers and "
+        if found[1].kind not in "iufS":
+            raise DataError(f"{reader.path}: label column {name!r} has dtype {found[1]}; only numbers and "
                             "fixed-length text pass through")
     return names
 

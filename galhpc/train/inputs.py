@@ -87,7 +87,8 @@ def store_pixel_datasets(store: str | Path) -> list[str]:
 
     reader = StoreReader(store)
     try:
-        return [name for name in PIXEL_DATASETS if reader.shape(name) == reader.images.shape]
+        return [name for name in PIXEL_DATASETS if (found := reader.layout(name)) is not None
+                and found[0] == reader.images.shape]
     finally:
         reader.close()
 
