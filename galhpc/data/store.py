@@ -475,8 +475,8 @@ def flux_calibration(path: str | Path, max_values: int = FLUX_CALIBRATION_VALUES
         if len(norms) > max_values:
             norms = np.quantile(norms, (np.arange(max_values) + 0.5) / max_values)
     try:
-        prep = config_from_yaml_text(str(attrs[fmt.CONFIG_ATTR])).prep if fmt.CONFIG_ATTR in attrs else None
-    except ConfigError:  # an unreadable prep config: the default scale, as galhpc-prep writes it
+        prep = recorded_prep(attrs.get(fmt.CONFIG_ATTR), path)
+    except DataError:  # an unreadable prep config: the default scale, as galhpc-prep writes it
         prep = None
     return {"flux_norms": None if norms is None else [float(v) for v in norms],
             "flux_scale": float(prep.flux_scale) if prep is not None else 100.0,
@@ -564,12 +564,12 @@ def store_pixel_scale(path: str | Path, image_size: int | None = None) -> tuple[
         return None, str(err)
     if image_size is not None and info.image_shape[-1] != image_size:
         return None, f"store {path} holds {info.image_shape[-1]}-pixel images, the model makes {image_size}-pixel ones"
-    if not info.config:
-        return None, f"store {path} records no prep config"
     try:
-        prep = config_from_yaml_text(info.config).prep
-    except ConfigError as err:
-        return None, f"store {path}: its prep config is unreadable: {err}"
+        prep = info.prep
+    except DataError as err:
+        return None, f"store {err}"
+    if prep is None:
+        return None, f"store {path} records no prep config"
     if prep.crop_r90 is not None and "crop" in prep.recipe:
         return None, f"store {path}: size-scaled crops (crop_r90): each stamp has its own pixel scale"
     scales, hows = [], []
