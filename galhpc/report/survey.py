@@ -304,7 +304,8 @@ def survey_scores(model_recons: np.ndarray, model_mu: np.ndarray, model_componen
     out: dict[str, object] = {
         "n_heldout": n,
         "reconstruction": recon,
-        "clusters": {"model": nuisance_scores(model_components, values), "pca10_gmm": nuisance_scores(baseline, values)},
+        "clusters": {"model": nuisance_scores(model_components, values),
+                     "pca10_gmm": nuisance_scores(baseline, values)},
     }
     if labelled is not None:
         mu, images, classes = labelled
