@@ -231,7 +231,7 @@ class HorovodBackend(Backend):
     timeout_s : float
         How long the gloo rendezvous waits for every rank, in seconds.
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        As in `detect_world`.
 
     Raises
     ------
@@ -564,7 +564,7 @@ class TorchDistributedBackend(Backend):
     timeout_s : float
         How long ``init_process_group`` and later collectives wait, in seconds.
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        As in `detect_world`.
 
     Raises
     ------
@@ -683,7 +683,7 @@ def auto_backend_name(env: Mapping[str, str] | None = None) -> str:
     Parameters
     ----------
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        As in `detect_world`.
 
     Returns
     -------
