@@ -515,7 +515,7 @@ def mpi_world(env: Mapping[str, str] | None = None) -> World:
     Parameters
     ----------
     env : mapping, optional
-        As in `detect_world`.
+        The launcher's variables, read by `detect_world` (default ``os.environ``).
 
     Returns
     -------
@@ -636,7 +636,7 @@ def ranks_on_node(env: Mapping[str, str] | None = None) -> int:
     Parameters
     ----------
     env : mapping, optional
-        As in `detect_world`.
+        Where to look for the local-size variables (default ``os.environ``).
 
     Returns
     -------

@@ -683,7 +683,7 @@ def auto_backend_name(env: Mapping[str, str] | None = None) -> str:
     Parameters
     ----------
     env : mapping, optional
-        As in `detect_world`.
+        Environment variables that `detect_world` reads (default ``os.environ``).
 
     Returns
     -------
