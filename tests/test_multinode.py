@@ -234,7 +234,9 @@ def test_usr1_to_a_two_node_job_saves_once_requeues_and_resumes(cluster, config_
 @pytest.mark.slow
 def test_a_node_killed_mid_job_then_a_rerun_resumes_from_the_checkpoint(cluster, config_path, tmp_path):
     out = tmp_path / "run"
-    epochs = 4
+    # Enough epochs that the kill lands mid-job: an epoch of this tiny run takes well under a
+    # second, so with 4 the job could finish between seeing epoch 1's checkpoint and the kill.
+    epochs = 30
     args = ["--nodes=2", "--ntasks-per-node=1", "--no-requeue", str(TRAIN_SH), str(config_path),
             "--out-dir", str(out), "--epochs", str(epochs)]
     job = sbatch(cluster, tmp_path, JOB_ENV, *args)
