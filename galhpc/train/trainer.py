@@ -74,10 +74,8 @@ class TrainingInterrupted(SystemExit):
 
     Parameters
     ----------
-    checkpoint : Path
-        The checkpoint just saved.
-    step : int
-        Optimizer steps taken.
+    checkpoint, step
+        As in `galhpc.train.preemption.mark_stopped`.
     """
 
     def __init__(self, checkpoint: Path, step: int) -> None:
