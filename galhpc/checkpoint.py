@@ -41,7 +41,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     Returns
     -------
     Path
-        `path`.
+        The checkpoint written, `path` as a Path.
 
     Raises
     ------

@@ -61,7 +61,7 @@ def load_yaml(text: str | bytes) -> Any:
     yaml.YAMLError
         Text that is not YAML.
     """
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=YamlLoader)  # YamlLoader is a SafeLoader subclass
 
 
 @dataclass

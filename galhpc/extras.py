@@ -22,7 +22,7 @@ EXTRAS = {
     "fits": ("fitsio",),
     "report": ("matplotlib", "statmorph"),
     "faiss": ("faiss-cpu",),
-    "jobs": ("submitit",),
+    "submit": ("submitit",),
     "export": ("pyarrow", "pandas"),
     "hats": ("hats", "hats-import", "lsdb"),
     "hdf": ("scikit-image", "photutils"),

@@ -26,7 +26,7 @@ from typing import Any
 from galhpc.config import RunConfig, load_config
 from galhpc.extras import require
 
-submitit = require("submitit", "jobs", "submitting training through submitit (galhpc.submit)")
+submitit = require("submitit", "submit", "submitting training through submitit (galhpc.submit)")
 
 log = logging.getLogger("galhpc.submit")
 

@@ -3,7 +3,6 @@ refused naming the option, damaged shards are redone, the master is never publis
 missing shard, shards follow the global rank (not the node-local one), and a shard short by
 one row is refused by the reader."""
 
-import threading
 
 import h5py
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import torch
 from test_catalog_encode import encode, write_store
 from test_catalog_generate import generate, make_checkpoint
+from thread_world import on_ranks
 
 from galhpc.checkpoint import load_model
 from galhpc.inference import driver
@@ -18,7 +18,7 @@ from galhpc.inference.generate import generate_catalog
 from galhpc.inference.options import GenerateOptions, OutputOptions
 from galhpc.io.catalog import open_catalog
 from galhpc.runtime.errors import CatalogError
-from galhpc.runtime.world import MpiComm, World
+from galhpc.runtime.world import World
 
 torch.set_num_threads(1)
 
@@ -140,45 +140,6 @@ def test_the_master_is_refused_when_a_planned_shard_is_missing(ckpts, tmp_path, 
     assert generate(ckpts["av"], out).shards_written == 1  # the same command redoes the missing one
 
 
-class _ThreadComm:
-    """The collectives World uses (Ibarrier, bcast, allgather) between threads of one process:
-    a fake multi-host world for the catalogue driver, without MPI."""
-
-    class _Done:
-        def Test(self):
-            return True
-
-    def __init__(self, size):
-        self.size = size
-        self.barrier = threading.Barrier(size, timeout=60)
-        self.slots = [None] * size
-
-    def view(self, rank):
-        comm = self
-
-        class Rank:
-            def Ibarrier(self):
-                comm.barrier.wait()
-                return comm._Done()
-
-            def bcast(self, value, root=0):
-                if rank == root:
-                    comm.slots[root] = value
-                comm.barrier.wait()
-                got = comm.slots[root]
-                comm.barrier.wait()
-                return got
-
-            def allgather(self, value):
-                comm.slots[rank] = value
-                comm.barrier.wait()
-                got = list(comm.slots)
-                comm.barrier.wait()
-                return got
-
-        return Rank()
-
-
 def test_shards_follow_the_global_rank_on_a_multi_host_world(ckpts, tmp_path):
     """Two hosts with two ranks each (rank 0..3, local_rank 0,1,0,1): every shard is written
     exactly once, and the catalogue is the one-rank catalogue."""
@@ -188,25 +149,15 @@ def test_shards_follow_the_global_rank_on_a_multi_host_world(ckpts, tmp_path):
     one = tmp_path / "one.h5"
     generate_catalog(model, options, one, output=output, world=World(), device=torch.device("cpu"),
                      checkpoint="x.pt", checkpoint_sha256="0", config_yaml="")
-    comm = _ThreadComm(4)
-    results, errors = {}, []
 
-    def rank(r):
-        world = World(rank=r, size=4, local_rank=r % 2, launcher="fake", comm=MpiComm(comm.view(r)), mpi=True)
-        try:
-            results[r] = generate_catalog(model, options, tmp_path / "four.h5", output=output, world=world,
-                                          device=torch.device("cpu"), checkpoint="x.pt", checkpoint_sha256="0",
-                                          config_yaml="")
-        except BaseException as err:  # reported below
-            errors.append(f"rank {r}: {err}")
+    def rank(world):
+        return generate_catalog(model, options, tmp_path / "four.h5", output=output, world=world,
+                                device=torch.device("cpu"), checkpoint="x.pt", checkpoint_sha256="0", config_yaml="")
 
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    results = on_ranks(4, rank, ranks_per_node=2)
+    errors = [f"rank {r}: {err}" for r, err in enumerate(results) if isinstance(err, BaseException)]
     assert not errors, errors
-    assert sorted(r.shards_written for r in results.values()) == [2, 2, 3, 3]  # 10 shards over 4 ranks
+    assert sorted(r.shards_written for r in results) == [2, 2, 3, 3]  # 10 shards over 4 ranks
     got, want = read_columns(tmp_path / "four.h5"), read_columns(one)
     assert all(_same(got[k], want[k]) for k in want)
 

@@ -68,7 +68,7 @@ def test_holdout_is_deterministic_and_disjoint(store):
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_get_disjoint_equal_shards(store, world):
-    loaders = [StoreLoader(store, 7, split="all", rank=r, world_size=world, drop_last=False) for r in range(world)]
+    loaders = [StoreLoader(store, 7, split="all", rank=r, size=world, drop_last=False) for r in range(world)]
     parts = [np.concatenate([b["index"].numpy() for b in ld]) for ld in loaders]
     assert len({len(p) for p in parts}) == 1 and len(parts[0]) == N // world
     assert len(set(np.concatenate(parts))) == world * (N // world)

@@ -6,15 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from thread_world import on_ranks
 
 from galhpc.runtime.errors import LaunchError
-from galhpc.runtime.world import LOCAL, MpiComm, World, detect_world, mpi_world, rendezvous_port
+from galhpc.runtime.world import LOCAL, World, detect_world, mpi_world, rendezvous_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "HOROVOD_", "OMPI_", "PMI", "PMIX", "SLURM_", "SUBMITIT_",
@@ -67,56 +67,6 @@ def test_one_process_collectives_are_the_identity():
         World(0, 2, 0, "torchrun").allgather_object(1)
 
 
-class _Threads:
-    """An mpi4py-like communicator between threads of one process (Ibarrier, bcast, allgather)."""
-
-    class _Done:
-        def Test(self):
-            return True
-
-    def __init__(self, size):
-        self.barrier = threading.Barrier(size, timeout=30)
-        self.slots = [None] * size
-
-    def view(self, rank):
-        comm = self
-
-        class Rank:
-            def Ibarrier(self):
-                comm.barrier.wait()
-                return comm._Done()
-
-            def bcast(self, value, root=0):
-                return self.allgather(value)[root]
-
-            def allgather(self, value):
-                comm.slots[rank] = value
-                comm.barrier.wait()
-                got = list(comm.slots)
-                comm.barrier.wait()
-                return got
-
-        return Rank()
-
-
-def _on_ranks(size, body):
-    """`body(world)` on `size` thread-ranks of one World each; their results (or errors) in rank order."""
-    comm, out = _Threads(size), [None] * size
-
-    def run(rank):
-        try:
-            out[rank] = body(World(rank, size, rank, "fake", comm=MpiComm(comm.view(rank)), mpi=True))
-        except Exception as err:
-            out[rank] = err
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return out
-
-
 def test_root_first_runs_the_block_on_rank_0_before_the_others():
     order = []
 
@@ -125,7 +75,7 @@ def test_root_first_runs_the_block_on_rank_0_before_the_others():
             order.append(world.rank)
         return world.allgather_object(world.rank)
 
-    assert _on_ranks(3, body) == [[0, 1, 2]] * 3
+    assert on_ranks(3, body) == [[0, 1, 2]] * 3
     assert order[0] == 0 and sorted(order) == [0, 1, 2]
 
 
@@ -138,7 +88,7 @@ def test_root_first_failing_on_rank_0_stops_every_rank():
             if world.is_root:
                 raise KeyError("no lock")
 
-    errors = _on_ranks(3, body)
+    errors = on_ranks(3, body)
     assert ran == [0] and isinstance(errors[0], KeyError)
     assert [str(e) for e in errors[1:]] == ["rank 0: 'no lock'"] * 2 and all(type(e) is ValueError for e in errors[1:])
 
@@ -149,7 +99,7 @@ def test_mpi_comm_sums_numbers_arrays_and_tensors_and_broadcasts_from_any_root()
                 world.allreduce_sum(torch.tensor([world.rank], dtype=torch.int32)).dtype,
                 world.broadcast_object(f"r{world.rank}", root=1))
 
-    assert _on_ranks(2, body) == [(3, [2.0, 1.0], torch.int32, "r1")] * 2
+    assert on_ranks(2, body) == [(3, [2.0, 1.0], torch.int32, "r1")] * 2
 
 
 def test_one_process_needs_no_mpi4py(monkeypatch):

@@ -118,13 +118,13 @@ def survey_run(hdf_stores, tmp_path_factory):
     beside the run, for the docs)."""
     from galhpc.report import model_calls
     from galhpc.report.heldout import model_clusters
-    from galhpc.report.survey import cluster_scores, nuisances
+    from galhpc.report.survey import nuisance_scores, nuisances
 
     tmp_path = tmp_path_factory.mktemp("survey_run")
     model, scores, train_stamps, _ = train_and_score("astrovader_survey.yaml", hdf_stores, tmp_path)
     train_mu, _ = model_calls.encode(model, train_stamps.images[:, None], 128)
     train_components, _, _ = model_clusters(model, train_mu, None, 0)
-    scores["train_clusters"] = cluster_scores(train_components, nuisances(train_stamps))
+    scores["train_clusters"] = nuisance_scores(train_components, nuisances(train_stamps))
     (tmp_path / "survey_scores.json").write_text(json.dumps(scores, indent=1))
     print(json.dumps(scores, indent=1))
     return scores

@@ -1,7 +1,7 @@
 """Batches from a training store: block reads, rank sharding, deterministic order.
 
 The order of rows and the flips of every batch are pure functions of
-(seed, epoch, rank, world_size, batch index), so a trainer that resumes at batch k of
+(seed, epoch, rank, size, batch index), so a trainer that resumes at batch k of
 epoch e with `set_epoch(e)` + `iter_from(k)` sees exactly the batches it would have seen.
 
 Reading: the store's rows are grouped in blocks of its HDF5 chunk height.  An epoch
@@ -117,7 +117,7 @@ class StoreLoader:
         split: str = "train",
         holdout_fraction: float = 0.1,
         rank: int = 0,
-        world_size: int = 1,
+        size: int = 1,
         augment: bool = False,
         seed: int = 0,
         shuffle: bool = True,
@@ -127,8 +127,8 @@ class StoreLoader:
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        if not 0 <= rank < size:
+            raise ValueError(f"rank {rank} outside world of size {size}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.info = read_store_info(path)
@@ -137,7 +137,7 @@ class StoreLoader:
         with open_h5_readonly(path) as f:
             names += [m for m in PIXEL_MAPS if m in f and m not in names]
         self.columns, self.shared = _resolve_columns(Path(path), names, self.info.n)
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.batch_size, self.rank, self.size = batch_size, rank, size
         self.augment, self.seed, self.shuffle, self.drop_last = augment, seed, shuffle, drop_last
         self.window_blocks = max(1, window_blocks)
         self.block_rows = self.info.chunk_rows
@@ -147,9 +147,9 @@ class StoreLoader:
         else:
             held = holdout_mask(n, holdout_fraction, seed)
             self.rows = np.flatnonzero(held if split == "holdout" else ~held).astype(np.int64)
-        self.per_rank = len(self.rows) // world_size
+        self.per_rank = len(self.rows) // size
         if self.per_rank == 0:
-            raise DataError(f"{path}: split {split!r} has {len(self.rows)} rows, too few for {world_size} ranks")
+            raise DataError(f"{path}: split {split!r} has {len(self.rows)} rows, too few for {size} ranks")
         if drop_last and self.per_rank < batch_size:
             raise DataError(f"{path}: split {split!r} gives {self.per_rank} rows per rank, fewer than one batch "
                             f"of {batch_size} (drop_last leaves nothing); use a smaller batch or drop_last=False")
@@ -228,7 +228,7 @@ class StoreLoader:
         if images.ndim == 3:
             images = images[:, None]
         if self.augment:  # the same flips for the image and every per-object spatial array
-            key = [self.seed, self.epoch, self.rank, self.world_size, batch_index, _FLIP_KEY]
+            key = [self.seed, self.epoch, self.rank, self.size, batch_index, _FLIP_KEY]
             images = random_flips(images, np.random.default_rng(np.random.SeedSequence(key)))
             for name, values in data.items():
                 if values.ndim >= 3:

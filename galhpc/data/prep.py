@@ -136,7 +136,7 @@ def _size_scaled(arr: np.ndarray, prep: PrepConfig, r90: np.ndarray, integer: bo
                  variance: bool = False) -> np.ndarray:
     """Per-object boxes of prep.crop_r90 x R90, each resampled to prep.image_size."""
     out = []
-    for a, r in zip(arr, r90, strict=False):
+    for a, r in zip(arr, r90, strict=True):
         if integer:
             side = int(np.clip(np.ceil(prep.crop_r90 * r), 4, min(a.shape[-2:])))
             out.append(_nearest(pp.centre_crop(a, side), prep.image_size))
@@ -414,7 +414,7 @@ def _intensity(images: np.ndarray, truth: np.ndarray | None, prep: PrepConfig, n
         if step == "flux":
             images = images - sky[per_object]
             coefficients["sky"] = np.asarray(sky, dtype=np.float64)
-            flux = np.array([pp.flux_coefficient(img, s) for img, s in zip(images, sigma, strict=False)])
+            flux = np.array([pp.flux_coefficient(img, s) for img, s in zip(images, sigma, strict=True)])
             factor = prep.flux_scale / flux
             coefficients["flux_norm"] = flux
         elif step == "arcsinh":

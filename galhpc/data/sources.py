@@ -111,7 +111,7 @@ class Block:
             truth=None if self.truth is None else self.truth[keep],
             psf=self.psf[keep] if per_object_psf else self.psf,
             extras={k: v[keep] for k, v in self.extras.items()},
-            files=None if self.files is None else [f for f, k in zip(self.files, keep, strict=False) if k],
+            files=None if self.files is None else [f for f, k in zip(self.files, keep, strict=True) if k],
             rejects=list(self.rejects),
             units=dict(self.units),
         )

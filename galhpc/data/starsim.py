@@ -100,7 +100,7 @@ FIVE_BANDS = ("u", "g", "r", "i", "z")
 
 def _band_colours(opts: StarSimOptions, colours: np.ndarray) -> np.ndarray:
     """Colours (mag − r) of the configured bands; bands outside ugriz get 0."""
-    table = dict(zip(FIVE_BANDS, colours, strict=False))
+    table = dict(zip(FIVE_BANDS, colours, strict=True))
     return np.array([table.get(b, 0.0) for b in opts.bands])
 
 

@@ -168,7 +168,7 @@ def band_powers(image: np.ndarray) -> dict[str, float]:
     """
     k, power = power_spectrum(image)
     out = {}
-    for name, (lo, hi) in zip(POWER_NAMES, POWER_BANDS, strict=False):
+    for name, (lo, hi) in zip(POWER_NAMES, POWER_BANDS, strict=True):
         inside = (k >= lo) & (k < hi)
         out[name] = float(np.log10(power[inside].mean())) if inside.any() and power[inside].mean() > 0 \
             else float("nan")

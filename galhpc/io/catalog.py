@@ -148,12 +148,12 @@ def file_budget(max_open: int) -> int:
     Parameters
     ----------
     max_open : int
-        The most files the caller wants open.
+        The most catalogue files the caller would keep open at once.
 
     Returns
     -------
     int
-        >= 1.
+        Files to keep open, >= 1.
     """
     free = raise_open_file_limit() - _open_descriptors()
     return max(1, min(max_open, free // 2))

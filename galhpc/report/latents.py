@@ -1,6 +1,6 @@
 """Latent-space constructions for generation figures: traversals, interpolations, pairings.
 
-Pure numpy: each function returns the latent vectors to decode; `inference` decodes them.
+Pure numpy: each function returns the latent vectors to decode; `galhpc.report.model_calls` decodes them.
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ def reconstruction_scores(stamps: SurveyStamps, recons: Mapping[str, np.ndarray]
     return out
 
 
-def cluster_scores(components: np.ndarray, values: Mapping[str, np.ndarray]) -> dict[str, float]:
+def nuisance_scores(components: np.ndarray, values: Mapping[str, np.ndarray]) -> dict[str, float]:
     """η² of each nuisance under the clusters, and the largest cluster's share ("max_share").
 
     Parameters
@@ -287,7 +287,7 @@ def survey_scores(model_recons: np.ndarray, model_mu: np.ndarray, model_componen
     -------
     dict
         "reconstruction" (`reconstruction_scores` with "model" and "pca10"), "clusters"
-        ({"model": ..., "pca10_gmm": ...} of `cluster_scores`), "search" ({"model", "pca10"}
+        ({"model": ..., "pca10_gmm": ...} of `nuisance_scores`), "search" ({"model", "pca10"}
         precision@5, "n_labelled"), "n_heldout".
     """
     x = np.asarray(stamps.images, np.float64)
@@ -304,7 +304,8 @@ def survey_scores(model_recons: np.ndarray, model_mu: np.ndarray, model_componen
     out: dict[str, object] = {
         "n_heldout": n,
         "reconstruction": recon,
-        "clusters": {"model": cluster_scores(model_components, values), "pca10_gmm": cluster_scores(baseline, values)},
+        "clusters": {"model": nuisance_scores(model_components, values),
+                     "pca10_gmm": nuisance_scores(baseline, values)},
     }
     if labelled is not None:
         mu, images, classes = labelled

@@ -51,7 +51,7 @@ def check_output(path: str | Path, role: str, *, suffixes: Sequence[str] | None 
     Returns
     -------
     Path
-        `path`.
+        `path` as a Path, checked to be writable.
 
     Raises
     ------

@@ -260,12 +260,87 @@ class World:
 LOCAL = World()  # one process: every collective is the identity
 
 
-class MpiComm:
+class Comm:
+    """A World's communication between its ranks; one subclass per library.
+
+    The four collectives are `World`'s, called by it only when it has several ranks, with
+    `root` explicit; a subclass supplies them as ``_barrier``, ``_broadcast_object``,
+    ``_allgather_object`` and ``_allreduce_sum``.
+    """
+
+    def barrier(self) -> None:
+        """Wait for every rank.
+
+        Returns
+        -------
+        None
+        """
+        self._barrier()
+
+    def broadcast_object(self, obj: Any, root: int) -> Any:
+        """`World.broadcast_object` between several ranks.
+
+        Parameters
+        ----------
+        obj, root
+            As in `World.broadcast_object`.
+
+        Returns
+        -------
+        object
+            Rank `root`'s `obj`.
+        """
+        return self._broadcast_object(obj, root)
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """`World.allgather_object` between several ranks.
+
+        Parameters
+        ----------
+        obj : picklable object
+            As in `World.allgather_object`.
+
+        Returns
+        -------
+        list
+            One value per rank, in rank order.
+        """
+        return self._allgather_object(obj)
+
+    def allreduce_sum(self, value: Any) -> Any:
+        """`World.allreduce_sum` between several ranks.
+
+        Parameters
+        ----------
+        value
+            As in `World.allreduce_sum`.
+
+        Returns
+        -------
+        int, float, numpy.ndarray or torch.Tensor
+            The sum, of the type of `value`.
+        """
+        return self._allreduce_sum(value)
+
+    def _barrier(self) -> None:
+        raise NotImplementedError
+
+    def _broadcast_object(self, obj: Any, root: int) -> Any:
+        raise NotImplementedError
+
+    def _allgather_object(self, obj: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def _allreduce_sum(self, value: Any) -> Any:
+        raise NotImplementedError
+
+
+class MpiComm(Comm):
     """A World's communication over an mpi4py communicator (``MPI.COMM_WORLD``).
 
     Every collective first waits for all ranks in a sleeping poll of ``Ibarrier`` rather than
     MPI's busy wait, so ranks done early do not take CPU from those still working when cores
-    are shared.
+    are shared.  Sums are gathered on the host and added in rank order.
 
     Parameters
     ----------
@@ -283,62 +358,18 @@ class MpiComm:
         while not request.Test():
             time.sleep(self.poll_seconds)
 
-    def barrier(self) -> None:
-        """Wait for every rank.
-
-        Returns
-        -------
-        None
-        """
+    def _barrier(self) -> None:
         self._arrive()
 
-    def broadcast_object(self, obj: Any, root: int) -> Any:
-        """Rank `root`'s `obj` on every rank (`World.broadcast_object`).
-
-        Parameters
-        ----------
-        obj : picklable object
-            The value (read on `root`).
-        root : int
-            The sending rank.
-
-        Returns
-        -------
-        object
-            Rank `root`'s value.
-        """
+    def _broadcast_object(self, obj: Any, root: int) -> Any:
         self._arrive()
         return self.comm.bcast(obj, root=root)
 
-    def allgather_object(self, obj: Any) -> list[Any]:
-        """Every rank's `obj` in rank order (`World.allgather_object`).
-
-        Parameters
-        ----------
-        obj : picklable object
-            This rank's value.
-
-        Returns
-        -------
-        list
-            One value per rank.
-        """
+    def _allgather_object(self, obj: Any) -> list[Any]:
         self._arrive()
         return self.comm.allgather(obj)
 
-    def allreduce_sum(self, value: Any) -> Any:
-        """Sum over ranks, gathered on the host and added in rank order (`World.allreduce_sum`).
-
-        Parameters
-        ----------
-        value : int, float, numpy.ndarray or torch.Tensor
-            This rank's term.
-
-        Returns
-        -------
-        int, float, numpy.ndarray or torch.Tensor
-            The sum, of the type of `value`.
-        """
+    def _allreduce_sum(self, value: Any) -> Any:
         parts = self.allgather_object(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
         total = sum(parts[1:], parts[0])
         if hasattr(value, "detach"):
@@ -374,8 +405,11 @@ def _like(value: Any, total: Any) -> Any:
     return total.cpu().numpy()
 
 
-class TorchComm:
+class TorchComm(Comm):
     """A World's communication over the default torch.distributed process group (gloo or NCCL).
+
+    The collectives are ``barrier``, ``broadcast_object_list``, ``all_gather_object`` and
+    ``all_reduce`` (in place for a tensor already on `device`).
 
     Parameters
     ----------
@@ -388,71 +422,33 @@ class TorchComm:
     def __init__(self, dist: Any, device: Any) -> None:
         self._dist, self.device = dist, device
 
-    def barrier(self) -> None:
-        """Wait for every rank.
-
-        Returns
-        -------
-        None
-        """
+    def _barrier(self) -> None:
         self._dist.barrier()
 
-    def broadcast_object(self, obj: Any, root: int) -> Any:
-        """Rank `root`'s `obj` on every rank (``broadcast_object_list``).
-
-        Parameters
-        ----------
-        obj : picklable object
-            The value (read on `root`).
-        root : int
-            The sending rank.
-
-        Returns
-        -------
-        object
-            Rank `root`'s value.
-        """
+    def _broadcast_object(self, obj: Any, root: int) -> Any:
         holder = [obj]
         self._dist.broadcast_object_list(holder, src=root, device=self.device if self.device.type == "cuda" else None)
         return holder[0]
 
-    def allgather_object(self, obj: Any) -> list[Any]:
-        """Every rank's `obj` in rank order (``all_gather_object``).
-
-        Parameters
-        ----------
-        obj : picklable object
-            This rank's value.
-
-        Returns
-        -------
-        list
-            One value per rank.
-        """
+    def _allgather_object(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self._dist.get_world_size()
         self._dist.all_gather_object(out, obj)
         return out
 
-    def allreduce_sum(self, value: Any) -> Any:
-        """Sum over ranks (``all_reduce``; in place for a tensor already on `device`).
-
-        Parameters
-        ----------
-        value : int, float, numpy.ndarray or torch.Tensor
-            This rank's term.
-
-        Returns
-        -------
-        int, float, numpy.ndarray or torch.Tensor
-            The sum, of the type of `value`.
-        """
+    def _allreduce_sum(self, value: Any) -> Any:
         tensor = _as_tensor(value, self.device)
         self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
         return _like(value, tensor)
 
 
-class HorovodComm:
+class HorovodComm(Comm):
     """A World's communication through Horovod (``horovod.torch``, after ``hvd.init()``).
+
+    The collectives are ``hvd.barrier``, ``hvd.broadcast_object``, ``hvd.allgather_object``
+    and ``hvd.allreduce`` with ``op=hvd.Sum`` (on the CPU for a number or array).  The object
+    collectives pass one name on every rank: Horovod's default name is the object's type,
+    which differs between the sender's value and the receivers' None, and the ranks would
+    then wait on different broadcasts forever.
 
     Parameters
     ----------
@@ -463,64 +459,16 @@ class HorovodComm:
     def __init__(self, hvd: Any) -> None:
         self._hvd = hvd
 
-    def barrier(self) -> None:
-        """Wait for every rank.
-
-        Returns
-        -------
-        None
-        """
+    def _barrier(self) -> None:
         self._hvd.barrier()
 
-    def broadcast_object(self, obj: Any, root: int) -> Any:
-        """Rank `root`'s `obj` on every rank (``hvd.broadcast_object``).
-
-        One name on every rank: Horovod's default name is the object's type, which differs
-        between the sender's value and the receivers' None, and the ranks would then wait on
-        different broadcasts forever.
-
-        Parameters
-        ----------
-        obj : picklable object
-            The value (read on `root`).
-        root : int
-            The sending rank.
-
-        Returns
-        -------
-        object
-            Rank `root`'s value.
-        """
+    def _broadcast_object(self, obj: Any, root: int) -> Any:
         return self._hvd.broadcast_object(obj, root_rank=root, name="galhpc.broadcast_object")
 
-    def allgather_object(self, obj: Any) -> list[Any]:
-        """Every rank's `obj` in rank order (``hvd.allgather_object``).
-
-        Parameters
-        ----------
-        obj : picklable object
-            This rank's value.
-
-        Returns
-        -------
-        list
-            One value per rank.
-        """
+    def _allgather_object(self, obj: Any) -> list[Any]:
         return self._hvd.allgather_object(obj, name="galhpc.allgather_object")
 
-    def allreduce_sum(self, value: Any) -> Any:
-        """Sum over ranks (``hvd.allreduce`` with ``op=hvd.Sum``, on the CPU for a number or array).
-
-        Parameters
-        ----------
-        value : int, float, numpy.ndarray or torch.Tensor
-            This rank's term.
-
-        Returns
-        -------
-        int, float, numpy.ndarray or torch.Tensor
-            The sum, of the type of `value`.
-        """
+    def _allreduce_sum(self, value: Any) -> Any:
         import torch
 
         tensor = value if torch.is_tensor(value) else _as_tensor(value, torch.device("cpu"))
@@ -567,7 +515,7 @@ def mpi_world(env: Mapping[str, str] | None = None) -> World:
     Parameters
     ----------
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        The launcher's variables, read by `detect_world` (default ``os.environ``).
 
     Returns
     -------
@@ -688,7 +636,7 @@ def ranks_on_node(env: Mapping[str, str] | None = None) -> int:
     Parameters
     ----------
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        Where to look for the local-size variables (default ``os.environ``).
 
     Returns
     -------
@@ -744,7 +692,7 @@ def threads_per_rank(env: Mapping[str, str] | None = None, *, affinity: int | No
     Parameters
     ----------
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        As in `detect_world`.
     affinity : int, optional
         CPUs in the affinity mask (default: ``len(os.sched_getaffinity(0))``).
     cgroup_root : path, optional

@@ -150,6 +150,9 @@ class Backend:
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Make every rank start from rank 0's parameters and optimizer state.
 
+        The parameters go by the backend's own broadcast (nothing on one process); the
+        optimizer's whole state dict is sent as one object (`_broadcast_optimizer_state`).
+
         Parameters
         ----------
         model : torch.nn.Module
@@ -157,6 +160,12 @@ class Backend:
         optimizer : torch.optim.Optimizer, optional
             Its state is replaced by rank 0's on the other ranks.
         """
+        self._broadcast_parameters(model)
+        if optimizer is not None:
+            _broadcast_optimizer_state(self.world, optimizer)
+
+    def _broadcast_parameters(self, model: nn.Module) -> None:
+        """Rank 0's parameters and buffers into `model`, in place, on every rank."""
 
     def lr_scale(self, step: int, warmup_steps: int) -> float:
         """Multiplier the trainer applies to its scheduled learning rate.
@@ -231,7 +240,7 @@ class HorovodBackend(Backend):
     timeout_s : float
         How long the gloo rendezvous waits for every rank, in seconds.
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        As in `detect_world`.
 
     Raises
     ------
@@ -289,10 +298,8 @@ class HorovodBackend(Backend):
 
         Parameters
         ----------
-        optimizer : torch.optim.Optimizer
-            The optimizer over `model`'s parameters (possibly with a resumed state).
-        model : torch.nn.Module
-            The unwrapped model (for the parameters' names).
+        optimizer, model
+            As in `Backend.wrap_optimizer`; `model` names the gradients Horovod averages.
 
         Returns
         -------
@@ -310,19 +317,9 @@ class HorovodBackend(Backend):
         wrapped.zero_grad = _zero_grad_with_set_to_none(wrapped)
         return wrapped
 
-    def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Rank 0's parameters (``hvd.broadcast_parameters``) and optimizer state on every rank.
-
-        Parameters
-        ----------
-        model : torch.nn.Module
-            The unwrapped model.
-        optimizer : torch.optim.Optimizer, optional
-            Its whole state dict is sent as one object.
-        """
+    def _broadcast_parameters(self, model: nn.Module) -> None:
+        """``hvd.broadcast_parameters`` of `model`'s state dict from rank 0."""
         self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        if optimizer is not None:
-            _broadcast_optimizer_state(self.world, optimizer)
 
     def shutdown(self) -> None:
         """``hvd.shutdown()``, then stop rank 0's gloo rendezvous server if one was started."""
@@ -388,32 +385,32 @@ class DDPModel(nn.Module):
         return self.module(*args, **kwargs)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped model's state dict (the keys of a single-process run).
+        """The wrapped model's state dict, so that a checkpoint holds the keys of a single-process run.
 
         Parameters
         ----------
         *args, **kwargs
-            As ``torch.nn.Module.state_dict`` takes them.
+            Passed on to ``torch.nn.Module.state_dict`` (``destination``, ``prefix``, ``keep_vars``).
 
         Returns
         -------
         dict
-            Parameter and buffer tensors by name.
+            Parameter and buffer tensors by name, with no ``ddp.`` prefix.
         """
         return self.module.state_dict(*args, **kwargs)
 
     def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
-        """Load into the wrapped model.
+        """Load a single-process run's state dict into the wrapped model.
 
         Parameters
         ----------
         *args, **kwargs
-            As ``torch.nn.Module.load_state_dict`` takes them.
+            Passed on to ``torch.nn.Module.load_state_dict``: the state dict, then ``strict`` and ``assign``.
 
         Returns
         -------
         NamedTuple
-            Missing and unexpected keys.
+            ``missing_keys`` and ``unexpected_keys``.
         """
         return self.module.load_state_dict(*args, **kwargs)
 
@@ -555,16 +552,14 @@ class TorchDistributedBackend(Backend):
 
     Parameters
     ----------
-    device : str
-        ``"auto"`` (this rank's local GPU if any), ``"cpu"``, ``"cuda"``, ...
-    scale_lr : bool
-        Scale the learning rate by the number of ranks (`warmup_lr_scale`).
+    device, scale_lr
+        As in `HorovodBackend`.
     find_unused_parameters : bool
         DDP's option: models whose loss leaves some parameters out in some steps need it.
     timeout_s : float
         How long ``init_process_group`` and later collectives wait, in seconds.
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        As in `detect_world`.
 
     Raises
     ------
@@ -624,7 +619,7 @@ class TorchDistributedBackend(Backend):
         Parameters
         ----------
         model : torch.nn.Module
-            The model on `device`, with a ``loss(batch, state)`` method.
+            As in `Backend.wrap_model`.
 
         Returns
         -------
@@ -639,20 +634,10 @@ class TorchDistributedBackend(Backend):
         )
         return DDPModel(model, ddp)
 
-    def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Rank 0's parameters and buffers (``dist.broadcast``, in place) and optimizer state on every rank.
-
-        Parameters
-        ----------
-        model : torch.nn.Module
-            The unwrapped model.
-        optimizer : torch.optim.Optimizer, optional
-            Its whole state dict is sent as one object.
-        """
+    def _broadcast_parameters(self, model: nn.Module) -> None:
+        """``dist.broadcast`` from rank 0 of each tensor of `model`'s state dict, in place."""
         for tensor in model.state_dict().values():
             self._dist.broadcast(tensor, src=0)
-        if optimizer is not None:
-            _broadcast_optimizer_state(self.world, optimizer)
 
     def shutdown(self) -> None:
         """Stop the process group's threads now, not at interpreter exit.
@@ -683,7 +668,7 @@ def auto_backend_name(env: Mapping[str, str] | None = None) -> str:
     Parameters
     ----------
     env : mapping, optional
-        Environment variables (default ``os.environ``).
+        Environment variables that `detect_world` reads (default ``os.environ``).
 
     Returns
     -------

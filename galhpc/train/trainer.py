@@ -74,10 +74,8 @@ class TrainingInterrupted(SystemExit):
 
     Parameters
     ----------
-    checkpoint : Path
-        The checkpoint just saved.
-    step : int
-        Optimizer steps taken.
+    checkpoint, step
+        As in `galhpc.train.preemption.mark_stopped`.
     """
 
     def __init__(self, checkpoint: Path, step: int) -> None:
@@ -256,13 +254,13 @@ class Trainer:
         columns = list(dict.fromkeys([*self.model.batch_columns, *pixel_maps])) or None
         common = dict(holdout_fraction=t.holdout_fraction, seed=t.seed, label_columns=columns)
         self.loader = StoreLoader(
-            t.store, t.batch_size, split="train", rank=self.world.rank, world_size=self.world.size,
+            t.store, t.batch_size, split="train", rank=self.world.rank, size=self.world.size,
             augment=t.augment, shuffle=True, drop_last=True, **common,
         )
         holdout_columns = list(dict.fromkeys([*self.model.batch_columns, *self.model.reconstruct_columns,
                                               *pixel_maps])) or None
         self.holdout = None if t.holdout_fraction == 0 else StoreLoader(
-            t.store, t.batch_size, split="holdout", rank=self.world.rank, world_size=self.world.size,
+            t.store, t.batch_size, split="holdout", rank=self.world.rank, size=self.world.size,
             augment=False, shuffle=False, drop_last=False, **{**common, "label_columns": holdout_columns},
         )
         check_store_shape(t.store, cfg.model.channels, cfg.model.image_size)
@@ -460,7 +458,7 @@ class Trainer:
 
         t = self.cfg.train
         loader = StoreLoader(t.store, t.batch_size, split="train", holdout_fraction=t.holdout_fraction,
-                             rank=0, world_size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
+                             rank=0, size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
         loader.set_epoch(0)
         batches = list(itertools.islice(device_prefetch(iter(loader), self.device), self.model.data_init_batches))
         log.info("initialising %s from %d training stamps", self.model.name, sum(len(b["image"]) for b in batches))
@@ -479,7 +477,7 @@ class Trainer:
 
         s, t = self.cfg.schedule, self.cfg.train
         loader = StoreLoader(t.store, t.batch_size, split="train", holdout_fraction=t.holdout_fraction,
-                             rank=0, world_size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
+                             rank=0, size=1, augment=False, seed=t.seed, shuffle=True, drop_last=False)
         loader.set_epoch(0)
         with autocast(self.device, t.precision):
             embeddings = encode_means(self.model, loader, s.gmm_init_batches)

@@ -16,8 +16,8 @@ from importlib import import_module
 from galhpc.report.sections.base import SECTIONS, Figures, Requirement, Section, register
 
 # the modules, in report order: importing one registers its section
-MODULES = ("reconstruction", "clusters", "generation", "latent_diagnostics", "regier_test", "fidelity",
-           "generated_vs_real", "truth_recovery", "rarity", "similarity_search")
+MODULES = ("reconstruction", "clusters", "generation", "latents", "regier", "fidelity",
+           "generated_vs_real", "truth", "rarity", "search")
 for _module in MODULES:
     import_module(f"{__name__}.{_module}")
 

@@ -10,7 +10,7 @@ from galhpc.mixture.metrics import label_agreement, permutation_baseline
 from galhpc.report import figures, metrics, model_calls, truth
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
-from galhpc.report.sections.base import Figures, Section, register
+from galhpc.report.sections.base import STORE, Figures, Section, register
 
 VOTE_CUTS = (0.5, 0.8)  # Galaxy Zoo vote-fraction cuts: majority, and clean sample
 
@@ -18,7 +18,8 @@ VOTE_CUTS = (0.5, 0.8)  # Galaxy Zoo vote-fraction cuts: majority, and clean sam
 def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
     """Occupancy, simplified silhouette, Calinski–Harabasz, overlap matrix, labels, member stamps.
 
-    The label agreement and the member stamps need a store; without one they are left out.
+    The label agreement and the member stamps need a store (`STORE`); without one they are
+    left out, their reasons recorded as ``labels_skipped`` and ``members_skipped``.
 
     Parameters
     ----------
@@ -35,7 +36,8 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     -------
     dict
         ``occupancy`` (whole catalogue), ``silhouette_*``, ``calinski_harabasz``,
-        ``overlap_matrix`` (with γ), ``labels`` (per label column, `label_agreement_table`),
+        ``overlap_matrix`` (with γ), ``labels`` (per label column, `label_agreement_table`;
+        empty, with ``labels_skipped``, without a store or a sampled object in it),
         ``nuisance_eta2`` and ``nuisance_flagged``.
     """
     cs = inputs.clusters
@@ -69,12 +71,19 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
         out["overlap_matrix"] = [[None if not np.isfinite(v) else float(v) for v in row] for row in overlap]
         figures.matrix(overlap, figs.path("clusters", "overlap_matrix.png", "Mean γ_j of objects labelled i"),
                        xlabel="component j (mean γ_j)", ylabel="label i", title="Cluster overlap matrix")
-    out["labels"] = label_agreement_table(inputs, figs)
+    reason = STORE.missing(inputs, opt)
+    if reason is None and not (inputs.store.present & labelled).any():
+        reason = "no sampled object with a cluster label is in the store"
+    out["labels"] = label_agreement_table(inputs, figs) if reason is None else {}
+    if reason is not None:
+        out["labels_skipped"] = reason
     nuisance = {name: v["eta2"] for name, v in out["labels"].items() if v.get("role") == "nuisance"}
     out["nuisance_eta2"] = nuisance
     out["nuisance_flagged"] = [name for name, v in nuisance.items() if np.isfinite(v) and v > truth.ETA2_FLAG]
     if inputs.store is not None:
         members(inputs, opt, figs, rng)
+    else:
+        out["members_skipped"] = reason
     return out
 
 
@@ -89,7 +98,7 @@ def label_agreement_table(inputs: ReportInputs, figs: Figures) -> dict[str, Any]
     Parameters
     ----------
     inputs : ReportInputs
-        Without a store the table is empty.
+        Needs a store holding sampled objects with a cluster label (the caller checks).
     figs : Figures
         Receives labels_<name>.png per label column.
 
@@ -100,11 +109,7 @@ def label_agreement_table(inputs: ReportInputs, figs: Figures) -> dict[str, Any]
         "ari_p99", "n_classes" (classes), or "role", "eta2", "eta2_scale", "flagged" (nuisances)}.
     """
     result: dict[str, Any] = {}
-    if inputs.store is None:
-        return result
     present = inputs.store.present & (inputs.clusters.component >= 0)
-    if not present.any():
-        return result
     comp = inputs.clusters.component[present]
     for name, all_values in inputs.labels.items():
         values = all_values[present]

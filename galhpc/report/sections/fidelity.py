@@ -27,6 +27,36 @@ ENOUGH_STAMPS = Requirement(
                      f"test needs at least {2 * FOLDS} stamps")
 
 
+def _condition_column(inputs: ReportInputs) -> str | None:
+    """The label column the model's prior is conditioned on, or None for an unconditioned one."""
+    cond = inputs.model.sample_condition
+    return None if cond is None else str(cond.column)
+
+
+def _conditioned_prior_problem(inputs: ReportInputs) -> str | None:
+    """Why a conditioned prior cannot be drawn at the held-out stamps' own condition values, or None.
+
+    Decided on every held-out stamp, before any is chosen, so that a skip draws no random
+    numbers: all of them need a finite value (any n_morph of them may be chosen).
+    """
+    if inputs.synth is not None:
+        return None
+    column, h = _condition_column(inputs), inputs.holdout
+    if column is not None and h.group_name == column:
+        if not np.isfinite(np.asarray(h.groups, np.float64)).all():
+            return f"held-out stamps without a finite {column!r} to sample at"
+        return None
+    if model_calls.float_condition(inputs.model) is not None:
+        return f"float-conditioned model: the held-out stamps carry no {column!r} to sample at"
+    return None
+
+
+CONDITION_VALUES = Requirement(
+    "condition values of the held-out stamps",
+    lambda inp, opt: _conditioned_prior_problem(inp) is None,
+    lambda inp, opt: str(_conditioned_prior_problem(inp)))
+
+
 def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
     """KS and Wasserstein distances per statistic beside the real-halves floor, and the classifier AUC.
 
@@ -46,8 +76,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     Returns
     -------
     dict
-        ``generated_source`` and `galhpc.fidelity.score.FidelityResult.summary`, or
-        ``skipped`` when the held-out stamps lack the condition a conditioned prior needs.
+        ``generated_source`` and `galhpc.fidelity.score.FidelityResult.summary`.
     """
     h = inputs.holdout
     real_rows = np.sort(rng.choice(len(h.images), min(opt.n_morph, len(h.images)), replace=False))
@@ -59,15 +88,11 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     else:
         # a conditioned prior is drawn at the held-out stamps' own condition values (float, or
         # class: the real mix of classes, not equal shares), when the report reads that column
-        cond = inputs.model.sample_condition
-        column = None if cond is None else str(cond.column)
+        # (CONDITION_VALUES has checked that they are finite)
+        column = _condition_column(inputs)
         values = None
         if column is not None and h.group_name == column:
             values = np.asarray(h.groups[real_rows], np.float64)
-            if not np.isfinite(values).all():
-                return {"skipped": f"held-out stamps without a finite {column!r} to sample at"}
-        elif model_calls.float_condition(inputs.model) is not None:
-            return {"skipped": f"float-conditioned model: the held-out stamps carry no {column!r} to sample at"}
         n = opt.n_morph if values is None else len(real)
         generated = sample_model(inputs.model, n, opt.seed, opt.batch_size, condition_values=values).images
         source = "model.sample" if values is None else f"model.sample at the real stamps' {column}"
@@ -80,4 +105,5 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
 
 SECTION = register(Section(
     name="fidelity", title=None,
-    requires=(HELDOUT.because("no --store: no real images"), GENERATOR, ENOUGH_STAMPS), run=run))
+    requires=(HELDOUT.because("no --store: no real images"), GENERATOR, ENOUGH_STAMPS, CONDITION_VALUES),
+    run=run))

@@ -12,11 +12,40 @@ from galhpc.models.base import GalaxyModel
 from galhpc.report import figures, metrics, model_calls
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
-from galhpc.report.sections.base import GENERATOR, HELDOUT, Figures, Section, pick, register
+from galhpc.report.sections.base import GENERATOR, HELDOUT, Figures, Requirement, Section, pick, register
 
 log = logging.getLogger("galhpc.report")
 
 MIN_GROUP = 5  # stamps on each side for a per-condition comparison (class, component or condition bin)
+
+
+def _condition_problem(inputs: ReportInputs, opt: ReportOptions) -> str | None:
+    """Why a float-conditioned model without synth.h5 has no condition values to sample at, or None.
+
+    The real stamps are `opt.n_morph` of the held-out ones chosen at random; the values are
+    binned on them.  Decided before the choice, so that a skip draws no random numbers: the
+    section runs when every such choice holds a finite value (fewer non-finite values than
+    stamps chosen).
+    """
+    column, h = model_calls.float_condition(inputs.model), inputs.holdout
+    if inputs.synth is not None or column is None:
+        return None
+    n_chosen = min(opt.n_morph, len(h.images))
+    n_finite = int(np.isfinite(np.asarray(h.groups, np.float64)).sum()) if h.group_name == column else 0
+    if n_finite == 0:
+        why = f"the store has no finite labels/{column} for the held-out stamps to bin"
+    elif len(h.images) - n_finite >= n_chosen:
+        why = (f"only {n_finite} of the {len(h.images)} held-out stamps have a finite labels/{column}, "
+               f"so the {n_chosen} chosen may have none to bin")
+    else:
+        return None
+    return f"float-conditioned model without --synth: {why}, so no condition to sample at"
+
+
+CONDITION_VALUES = Requirement(
+    "condition values to sample a float-conditioned model at",
+    lambda inp, opt: _condition_problem(inp, opt) is None,
+    lambda inp, opt: str(_condition_problem(inp, opt)))
 
 
 def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
@@ -39,8 +68,8 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     -------
     dict
         ``ks`` per statistic, sky σ of both sides, failures, and ``per_<group>`` or
-        ``per_<column>_bin``; ``skipped`` for a float-conditioned model without synth.h5
-        whose held-out stamps have no finite condition value.
+        ``per_<column>_bin`` (``{"skipped": reason}`` when synth.h5 gives the stamps but the
+        chosen real ones have no finite condition value to bin).
     """
     h, model = inputs.holdout, inputs.model
     float_column = model_calls.float_condition(model)
@@ -58,12 +87,10 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
             bins = metrics.quantile_bins(values, opt.n_condition_bins, MIN_GROUP)
     if inputs.synth is not None:
         generated, gen_comp, source = synth_images, synth_comp, "synth.h5"
-    elif bins is not None:  # float-conditioned: drawn at each bin's median condition
+    elif float_column is not None:  # drawn at each bin's median condition (CONDITION_VALUES: there are bins)
         generated, gen_comp = sample_groups(model, opt.n_morph, [{float_column: float(v)} for v in bins.values],
                                             opt.seed)
         source = f"model.sample(n, {float_column}=<bin median>) per bin"
-    elif float_column is not None:
-        return {"skipped": f"float-conditioned model without --synth: {bins_skipped}, so no condition to sample at"}
     elif (condition := model_calls.class_condition(model)) is not None:  # it needs a class to sample
         generated, gen_comp = sample_groups(model, opt.n_morph, [{"component": c} for c in range(condition[1])],
                                             opt.seed)
@@ -262,4 +289,4 @@ def per_bin(column: str, bins: metrics.ConditionBins, real_table: dict[str, np.n
 
 SECTION = register(Section(
     name="generated_vs_real", title="6. Generated against real",
-    requires=(HELDOUT.because("no --store: no real images"), GENERATOR), run=run))
+    requires=(HELDOUT.because("no --store: no real images"), GENERATOR, CONDITION_VALUES), run=run))

@@ -12,7 +12,11 @@ import numpy as np
 from galhpc.report import figures, latents, metrics, model_calls
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
-from galhpc.report.sections.base import Figures, Section, register
+from galhpc.report.sections.base import Figures, Requirement, Section, register
+
+# deblending, a part of the section: without it the rest still runs and ``deblending`` records why
+COMPANIONS = Requirement("labels/has_companion", lambda inp, opt: "has_companion" in inp.labels,
+                         "needs a store with labels/has_companion")
 
 
 def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.Generator) -> dict[str, Any]:
@@ -123,7 +127,7 @@ def deblending(inputs: ReportInputs, opt: ReportOptions, figs: Figures) -> dict[
     Parameters
     ----------
     inputs : ReportInputs
-        Needs a store with ``labels/has_companion``.
+        Needs a store with ``labels/has_companion`` (`COMPANIONS`).
     opt : ReportOptions
         ``n_show`` // 2 pairs, ``steps`` along each path.
     figs : Figures
@@ -134,10 +138,9 @@ def deblending(inputs: ReportInputs, opt: ReportOptions, figs: Figures) -> dict[
     dict
         ``pairs``: [object id with companion, object id of its clean partner], or ``skipped``.
     """
-    flag = inputs.labels.get("has_companion")
-    if flag is None or inputs.store is None:
-        return {"skipped": "needs a store with labels/has_companion"}
-    store = inputs.store
+    if (reason := COMPANIONS.missing(inputs, opt)) is not None:
+        return {"skipped": reason}
+    flag, store = inputs.labels["has_companion"], inputs.store
     dirty = np.flatnonzero((flag == 1) & store.present)[: max(1, opt.n_show // 2)]
     clean = np.flatnonzero((flag == 0) & store.present)
     if len(dirty) == 0 or len(clean) == 0:
