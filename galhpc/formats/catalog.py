@@ -36,6 +36,9 @@ GAMMA = "gamma"  # (N, K) float32, mixture responsibilities
 COMPONENT = "component"  # (N,) int16, argmax γ
 RECON_MSE = "recon_mse"  # (N,) float32, reconstruction mean squared error
 STANDARD_COLUMNS = (OBJECT_ID, MU, LOGVAR, GAMMA, COMPONENT, RECON_MSE)
+# galhpc-generate: the latent drawn (N, L) float32, the per-object seed (N,) int64 and, with
+# rejection sampling, the draws each accepted object took (N,) int64
+Z, SEED, REJECTION_DRAWS = "z", "seed", "rejection_draws"
 GMM_GROUP = "gmm"  # master group of the post-hoc GMM (GMM_KEYS and components_per_batch)
 GMM_KEYS = ("log_pi", "mu", "var")  # its (K,) log weights, (K, L) means and (K, L) variances
 GMM_FILE = "gmm.h5"  # in the shard directory: the post-hoc GMM every rank loads

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from galhpc.formats.catalog import COMPONENT, IMAGES, IMAGES_CLEAN, OBJECT_ID, Shard
+from galhpc.formats.catalog import COMPONENT, IMAGES, IMAGES_CLEAN, OBJECT_ID, REJECTION_DRAWS, SEED, Shard, Z
 from galhpc.inference.driver import RunResult, run_catalog
 from galhpc.inference.emulate import Observer, SurveyEmulation, is_galsim_profile, load_psf, resolve_pixel_scale
 from galhpc.inference.job import open_job
@@ -262,12 +262,12 @@ class GenerateJob:
                 columns[IMAGES_CLEAN] = self._image_array(clean)
         else:
             columns[IMAGES] = self._image_array(clean)
-        columns["z"] = torch.cat([p[1] for p in pieces]).float().cpu().numpy().reshape(stop - start, -1)
+        columns[Z] = torch.cat([p[1] for p in pieces]).float().cpu().numpy().reshape(stop - start, -1)
         columns[COMPONENT] = torch.cat([p[2] for p in pieces]).cpu().numpy().astype(np.int16)
-        columns["seed"] = np.concatenate([p[3] for p in pieces])
+        columns[SEED] = np.concatenate([p[3] for p in pieces])
         flux_norm = None
         if self.setup.rejection is not None:
-            columns["rejection_draws"] = np.concatenate([p[4] for p in pieces])
+            columns[REJECTION_DRAWS] = np.concatenate([p[4] for p in pieces])
             flux_norm = np.concatenate([p[5] for p in pieces])  # each kept candidate's own
         columns[OBJECT_ID] = np.arange(start, stop, dtype=np.int64)
         if self.setup.photometry is not None:  # fluxes of the noise-free stamps (the PSF keeps flux)

@@ -41,7 +41,7 @@ class CatalogColumns(Reader):
         self.path = Path(path)
         self.catalog = open_catalog(self.path, role="a search over latents (--catalog)")
         self.columns = list(self.catalog.columns)
-        if C.MU not in self.columns and "z" not in self.columns:
+        if C.MU not in self.columns and C.Z not in self.columns:
             raise SearchInputError(f"{self.path}: no latent column mu or z; is it an encoded catalogue?")
         self.n = len(self.catalog)
         self.meta = dict(self.catalog.meta)

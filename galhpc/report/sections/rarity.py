@@ -42,7 +42,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
         ``prior``, ``n_sampled``, ``knn_k``, ``noise_sigma_source`` and per score its top
         object ids and values and median (or ``skipped``).
     """
-    from galhpc.formats.table import RARITY_SCORES
+    from galhpc.formats.table import KNN_DISTANCE, NLL_PRIOR, RARITY_SCORES, RECON_CHI2
     from galhpc.mixture.diagonal import fit_diag_gmm
     from galhpc.search.rarity import knn_distance, latent_prior, prior_nll
 
@@ -54,13 +54,12 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
         gmm = {"log_pi": fitted.log_pi.numpy(), "mu": fitted.mu.numpy(), "var": fitted.var.numpy()}
     prior = latent_prior(inputs.model, gmm, mu.shape[1])
     order = np.argsort(cs.rows, kind="stable")
-    scores = {"nll_prior": prior_nll(mu, prior),
-              "knn_distance": np.empty(len(mu)), "recon_chi2": np.full(len(mu), np.nan)}
-    scores["knn_distance"][order] = knn_distance(mu[order], cs.rows[order], mu[order], cs.rows[order], KNN_K)
+    scores = {NLL_PRIOR: prior_nll(mu, prior), KNN_DISTANCE: np.empty(len(mu)), RECON_CHI2: np.full(len(mu), np.nan)}
+    scores[KNN_DISTANCE][order] = knn_distance(mu[order], cs.rows[order], mu[order], cs.rows[order], KNN_K)
     source = None
     if cs.recon_mse is not None and store is not None and store.present.all():
         sigma, source = noise_sigma(store.path, store.member_rows, store.images(store.member_rows))
-        scores["recon_chi2"] = cs.recon_mse.astype(np.float64) / sigma**2
+        scores[RECON_CHI2] = cs.recon_mse.astype(np.float64) / sigma**2
     out: dict[str, Any] = {"prior": prior.source, "n_sampled": len(mu), "knn_k": KNN_K,
                            "noise_sigma_source": source}
     rows, labels, ids = [], [], []
