@@ -24,8 +24,8 @@ class ColumnInfo(NamedTuple):
 COLUMNS: dict[str, ColumnInfo] = {
     C.OBJECT_ID: ColumnInfo(None, "object id: the store's object_id (encode) or object index (generate)"),
     C.COMPONENT: ColumnInfo(None, "mixture component: sampled from (generate) or argmax gamma (encode); -1 none"),
-    "seed": ColumnInfo(None, "seed of the torch.Generator of the sample call that made the object"),
-    "z": ColumnInfo("", "latent vector the image was decoded from"),
+    C.SEED: ColumnInfo(None, "seed of the torch.Generator of the sample call that made the object"),
+    C.Z: ColumnInfo("", "latent vector the image was decoded from"),
     C.MU: ColumnInfo("", "posterior mean of the latent vector"),
     C.LOGVAR: ColumnInfo("", "posterior log variance of the latent vector"),
     C.GAMMA: ColumnInfo("", "responsibilities p(c | z = mu) of the mixture components"),
