@@ -1,8 +1,8 @@
 """The options of the catalogue stages, each declared once: its field, its command-line flag, its fingerprint.
 
 `OutputOptions` (how the sharded catalogue is written and where the model runs) is shared by
-galhpc-encode and galhpc-generate; `galhpc.inference.encode.EncodeOptions` and
-`galhpc.inference.generate.GenerateOptions` own the fields of one stage.  Each is a frozen
+galhpc-encode and galhpc-generate; `EncodeOptions` and `GenerateOptions` own the fields of
+one stage.  Each is a frozen
 dataclass with `from_args` (built once from the parsed command line) and `to_record` /
 `from_record` (the JSON kept in the catalogue's /meta, so ``galhpc-encode --rerun CAT.h5``
 rebuilds the run from the catalogue itself).
