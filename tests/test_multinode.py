@@ -23,7 +23,7 @@ from test_catalog_generate import make_checkpoint  # noqa: E402
 from test_catalog_mpi import assert_same_catalogue, shard_digests  # noqa: E402
 from test_distributed_multiprocess import assert_ranks_match_reference  # noqa: E402
 from test_slurm import sbatch  # noqa: E402
-from tiny_run import read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
+from tiny_run import STOPPED_RUN_EPOCHS, read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
 
 from galhpc.inference.encode import encode_from_checkpoint  # noqa: E402
 from galhpc.inference.generate import generate_from_checkpoint  # noqa: E402
@@ -210,7 +210,7 @@ def test_usr1_to_a_two_node_job_saves_once_requeues_and_resumes(cluster, config_
     rank 0 writes must be on the shared file system for the script to see it.  Horovod over
     MPI/PMIx (the gloo rendezvous at rank 0's node: test_rank0_on_the_second_node_is_the_rendezvous)."""
     out = tmp_path / "run"
-    epochs = 6
+    epochs = STOPPED_RUN_EPOCHS
     (tmp_path / "hosts").write_text("node1\nnode0\n")
     env = (f"{JOB_ENV},SLURM_HOSTFILE={tmp_path / 'hosts'},GALHPC_BACKEND=horovod,"
            "GALHPC_SRUN_ARGS=--mpi=pmix --distribution=arbitrary")
@@ -234,9 +234,7 @@ def test_usr1_to_a_two_node_job_saves_once_requeues_and_resumes(cluster, config_
 @pytest.mark.slow
 def test_a_node_killed_mid_job_then_a_rerun_resumes_from_the_checkpoint(cluster, config_path, tmp_path):
     out = tmp_path / "run"
-    # Enough epochs that the kill lands mid-job: an epoch of this tiny run takes well under a
-    # second, so with 4 the job could finish between seeing epoch 1's checkpoint and the kill.
-    epochs = 30
+    epochs = STOPPED_RUN_EPOCHS
     args = ["--nodes=2", "--ntasks-per-node=1", "--no-requeue", str(TRAIN_SH), str(config_path),
             "--out-dir", str(out), "--epochs", str(epochs)]
     job = sbatch(cluster, tmp_path, JOB_ENV, *args)

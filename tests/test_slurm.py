@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import LocalSlurm, missing_requirements  # noqa: E402
-from tiny_run import read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
+from tiny_run import STOPPED_RUN_EPOCHS, read_checkpoint, wait_for_checkpoint, write_tiny_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SH = REPO / "jobs" / "train.sh"
@@ -65,7 +65,7 @@ def test_sbatch_train_sh_on_two_tasks_writes_the_checkpoint(cluster, config_path
 
 def test_stopped_job_requeues_and_resumes(cluster, config_path, tmp_path):
     out = tmp_path / "run"
-    epochs = 5
+    epochs = STOPPED_RUN_EPOCHS
     job = sbatch(cluster, tmp_path, str(TRAIN_SH), str(config_path), "--out", str(out), "--epochs", str(epochs))
     wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
     cluster.run(["scancel", "--signal=USR1", job])  # what --signal=USR1@120 does before the time limit
@@ -87,7 +87,7 @@ def test_torchrun_job_stopped_by_usr1_requeues_and_resumes(cluster, config_path,
     requeues all the same.  --batch: the shell only (as --signal=B:USR1@120), which passes
     USR1 on; --full: the shell, torchrun and the ranks alike."""
     out = tmp_path / "run"
-    epochs = 30
+    epochs = STOPPED_RUN_EPOCHS
     job = sbatch(cluster, tmp_path, "--ntasks-per-node=2", "--export=ALL,GALHPC_LAUNCHER=torchrun",
                  str(TRAIN_SH), str(config_path), "--out", str(out), "--epochs", str(epochs))
     wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)
@@ -110,7 +110,7 @@ def test_submitit_slurm_job_is_preempted_requeued_and_resumes(cluster, config_pa
 
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     out = tmp_path / "run"
-    epochs = 5
+    epochs = STOPPED_RUN_EPOCHS
     job = submit_training(config_path, tmp_path / "submitit", {"out_dir": str(out), "epochs": epochs},
                           cluster="slurm", timeout_min=30, signal_delay_s=60)
     wait_for_checkpoint(out / "ckpt.pt", min_epoch=1, timeout=300)

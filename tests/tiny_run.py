@@ -10,6 +10,11 @@ from pathlib import Path
 import torch
 import yaml
 
+# Epochs of a run that a test stops (signal, node kill) after its first checkpoint: an epoch of
+# this tiny run takes well under a second, so a short run can finish before the stop arrives
+# and the test would see no stop at all.
+STOPPED_RUN_EPOCHS = 30
+
 
 def write_tiny_run(root: Path, epochs: int = 2) -> Path:
     """Simulate the store under `root` and write the run config beside it; returns the config path."""
