@@ -93,10 +93,10 @@ galhpc_stop_marker() {
   if [[ -z $base ]]; then
     if [[ -n ${SLURM_JOB_ID:-} ]]; then base=$PWD; else base=${TMPDIR:-/tmp}; fi
   fi
-  local dir; dir=$(mktemp -d "$base/.galhpc-stop-${SLURM_JOB_ID:-$$}.XXXXXX")
-  # shellcheck disable=SC2064  # expand dir now
-  trap "rm -rf '$dir'" EXIT
-  export GALHPC_STOP_MARKER=$dir/stopped
+  galhpc_stop_dir=$(mktemp -d "$base/.galhpc-stop-${SLURM_JOB_ID:-$$}.XXXXXX")
+  # shellcheck disable=SC2064  # expand the folder now
+  trap "rm -rf '$galhpc_stop_dir'" EXIT
+  export GALHPC_STOP_MARKER=$galhpc_stop_dir/stopped
 }
 
 # galhpc_stopped STATUS MARKER: print the job's status: 75 when the command stopped on a
@@ -120,6 +120,9 @@ galhpc_requeue_or_exit() {
   if (( rc == GALHPC_PREEMPTED )); then
     if [[ -n ${SLURM_JOB_ID:-} ]]; then
       galhpc_log "$what saved; requeueing job $SLURM_JOB_ID to resume"
+      # Slurm may end this script as it requeues the job, before the EXIT trap runs: the
+      # marker has been read, so its folder goes first
+      if [[ -n ${galhpc_stop_dir:-} ]]; then rm -rf "$galhpc_stop_dir"; fi
       scontrol requeue "$SLURM_JOB_ID"
       exit 0
     fi
