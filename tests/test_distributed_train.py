@@ -13,13 +13,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_run import (  # noqa: E402
-    STOPPED_RUN_EPOCHS,
-    read_checkpoint,
-    resume_to_the_end,
-    stop_after_first_epoch,
-    write_tiny_run,
-)
+import tiny_run  # noqa: E402
+from tiny_run import read_checkpoint, resume_to_the_end, stop_after_first_epoch, write_tiny_run  # noqa: E402
 
 TRAIN_SH = Path(__file__).resolve().parents[1] / "jobs" / "train.sh"
 BACKEND = "horovod" if importlib.util.find_spec("horovod") else "torch"
@@ -38,7 +33,7 @@ def job_env() -> dict[str, str]:
 
 def test_train_sh_two_ranks_stop_and_resume(tmp_path):
     config = write_tiny_run(tmp_path)
-    out, epochs = tmp_path / "run", STOPPED_RUN_EPOCHS
+    out, epochs = tmp_path / "run", tiny_run.STOPPED_RUN_EPOCHS
     command = ["bash", str(TRAIN_SH), str(config), "--out", str(out), "--epochs", str(epochs)]
     first_log = tmp_path / "first.log"
     rc = stop_after_first_epoch(command, job_env(), first_log, out / "ckpt.pt",

@@ -22,13 +22,8 @@ import pytest
 from galhpc.train.preemption import STOP_MARKER_ENV, mark_stopped
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_run import (  # noqa: E402
-    STOPPED_RUN_EPOCHS,
-    read_checkpoint,
-    resume_to_the_end,
-    stop_after_first_epoch,
-    write_tiny_run,
-)
+import tiny_run  # noqa: E402
+from tiny_run import read_checkpoint, resume_to_the_end, stop_after_first_epoch, write_tiny_run  # noqa: E402
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -61,7 +56,7 @@ def descendants(pid: int) -> list[int]:
 ])
 def test_torchrun_job_stopped_by_a_signal_exits_75_and_resumes(tmp_path, target, sig):
     config = write_tiny_run(tmp_path)
-    out, epochs = tmp_path / "run", STOPPED_RUN_EPOCHS
+    out, epochs = tmp_path / "run", tiny_run.STOPPED_RUN_EPOCHS
     command = ["bash", str(JOBS / "train.sh"), str(config), "--out", str(out), "--epochs", str(epochs)]
     first_log, tmp = tmp_path / "first.log", tmp_path / "tmp"
     tmp.mkdir()
