@@ -183,22 +183,6 @@ class StoreLoader:
             order = self.rows
         return order[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
 
-    def batch_rows(self, batch_index: int) -> np.ndarray:
-        """The store rows of one batch of the current epoch on this rank.
-
-        Parameters
-        ----------
-        batch_index : int
-            Batch number within the epoch.
-
-        Returns
-        -------
-        numpy.ndarray
-            Shape (<= batch_size,) int64.
-        """
-        rows = self.rank_rows()
-        return rows[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
-
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self.iter_from(0)
 
