@@ -37,7 +37,7 @@ with open_catalog(src) as cat:
     else:
         from dask.distributed import Client
         with Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as client:
-            export_hats(cat, out, client=client, pixel_threshold=int(threshold), chunk_rows=int(chunk))
+            export_hats(cat, out, client=client, pixel_threshold=int(threshold) or None, chunk_rows=int(chunk))
     n = len(cat)
 seconds = time.perf_counter() - begin
 print(json.dumps({"how": how, "rows": n, "pixel_threshold": int(threshold), "chunk_rows": int(chunk),
@@ -71,8 +71,9 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=65_536)
     p.add_argument("--latents", type=int, default=20)
     p.add_argument("--exports", nargs="+", choices=("parquet", "hats"), default=["parquet", "hats"])
-    p.add_argument("--pixel-threshold", type=int, nargs="+", default=[1_000_000],
-                   help="HATS: most rows per HEALPix partition (each value measured)")
+    p.add_argument("--pixel-threshold", type=int, nargs="+", default=[0],
+                   help="HATS: most rows per HEALPix partition (each value measured; 0: galhpc's default, "
+                        "partitions of about 64 MiB)")
     p.add_argument("--chunk-rows", type=int, default=65_536, help="HATS: rows per block read from the shards")
     p.add_argument("--dir", help="work directory (default: a temporary one)")
     args = p.parse_args()

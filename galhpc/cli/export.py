@@ -34,8 +34,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hats", metavar="DIR", help="HATS catalogue to write (HEALPix-partitioned Parquet that LSDB "
                    "reads; needs ra/dec; hats-import on a local Dask cluster; pip install 'galhpc[hats]')")
     p.add_argument("--dask-workers", type=int, default=1, help="--hats: workers of the local Dask cluster")
-    p.add_argument("--pixel-threshold", type=int, default=1_000_000,
-                   help="--hats: most rows of one HEALPix partition (bounds the export's memory; default 1000000)")
+    p.add_argument("--pixel-threshold", type=int, default=None,
+                   help="--hats: most rows of one HEALPix partition (bounds the export's memory; default: "
+                   "partitions of about 64 MiB of the exported columns, 1000 to 1000000 rows)")
     p.add_argument("--vector-lists", action="store_true",
                    help="--hats: vector columns as fixed-size lists (pyarrow, pandas) instead of mu_0 ... mu_{L-1}")
     p.add_argument("--rarity", metavar="TABLE", help="--hats: a galhpc-rarity table of this catalogue (.h5, .fits, "

@@ -242,6 +242,10 @@ def export_fits(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     return out
 
 
+# HATS partitions: a reducing task holds one partition (about twice its bytes, measured), so their size, not
+# N, bounds the export's memory; the default threshold keeps a partition's exported columns near this
+PARTITION_BYTES = 64 << 20
+PIXEL_THRESHOLD_RANGE = (1_000, 1_000_000)
 VOPARQUET_VERSION = "1.0"  # IVOA "VOTable-Parquet" convention (as astropy's ``parquet.votable`` reads it)
 
 
@@ -455,8 +459,37 @@ def export_parquet(cat: Catalog, out: str | Path, columns: Sequence[str] | None 
     return out
 
 
+def _field_bytes(kind) -> int:
+    """Bytes of one value of a pyarrow type (a fixed-size list: its elements'; text: a guess of 32)."""
+    if hasattr(kind, "list_size"):
+        return kind.list_size * _field_bytes(kind.value_type)
+    try:
+        return kind.byte_width
+    except ValueError:  # variable width (text)
+        return 32
+
+
+def hats_pixel_threshold(row_bytes: int, partition_bytes: int = PARTITION_BYTES) -> int:
+    """Rows of one HATS partition so that it holds about `partition_bytes` of exported columns.
+
+    Parameters
+    ----------
+    row_bytes : int
+        Bytes of one exported row (every column, the pointers and hats' spatial index).
+    partition_bytes : int
+        The partition size wanted, in bytes (default `PARTITION_BYTES`, 64 MiB).
+
+    Returns
+    -------
+    int
+        ``partition_bytes // row_bytes`` within `PIXEL_THRESHOLD_RANGE` (1,000 to 10^6 rows).
+    """
+    lo, hi = PIXEL_THRESHOLD_RANGE
+    return int(min(hi, max(lo, partition_bytes // max(1, row_bytes))))
+
+
 def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = None, overwrite: bool = False,
-                n_workers: int = 1, pixel_threshold: int = 1_000_000, chunk_rows: int = 65_536,
+                n_workers: int = 1, pixel_threshold: int | None = None, chunk_rows: int = 65_536,
                 client=None, split_vectors: bool = True, extra: Mapping[str, np.ndarray] | None = None,
                 extra_source: str = "another table") -> Path:
     """Write the scalar and vector columns of a catalogue as a HATS catalogue (LSDB reads it).
@@ -466,7 +499,8 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     ``partition_info.csv``).  Its input files are the catalogue's shard files, read by
     `galhpc.io.hats.CatalogueShardReader` `chunk_rows` rows at a time (verified, straight
     from the HDF5: nothing staged), so a task's memory is one block, and a partition holds
-    at most `pixel_threshold` rows, whatever N.  Vector columns become one column per
+    at most `pixel_threshold` rows (by default about 64 MiB of its columns), whatever N:
+    the export's memory is bounded by those two, not by N.  Vector columns become one column per
     element (``mu_0 … mu_{L-1}``) or fixed-size lists; ``shard`` and ``row`` say where
     each object is in the HDF5 shard files (``<master>.shards/NNNNNN.h5``, row ``row``:
     its images stay there).
@@ -483,9 +517,11 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
         Replace an existing `out`.
     n_workers : int
         Workers of the local Dask cluster hats-import starts (when `client` is None).
-    pixel_threshold : int
+    pixel_threshold : int, optional
         Most rows of one HEALPix partition (hats-import's adaptive split): with
-        `chunk_rows`, what bounds the memory.
+        `chunk_rows`, what bounds the memory (a reducing task holds one partition).
+        Default: `hats_pixel_threshold` of the exported row's bytes, partitions of about
+        `PARTITION_BYTES` (64 MiB; 404,000 rows of an encode catalogue of 20 latents).
     chunk_rows : int
         Most rows a reading task holds at a time.
     client : dask.distributed.Client, optional
@@ -555,6 +591,8 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
         "description": "index of the HDF5 shard file holding the object (<master>.shards/NNNNNN.h5)"}))
     schema = schema.append(pa.field(ROW, pa.int64(), nullable=False, metadata={
         "description": "row of the object in its HDF5 shard file"}))
+    if pixel_threshold is None:  # + 8 bytes: the _healpix_29 column hats-import adds
+        pixel_threshold = hats_pixel_threshold(sum(_field_bytes(f.type) for f in schema) + 8)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
         staged = None
@@ -580,7 +618,8 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
         if out.exists():
             shutil.rmtree(out)
         os.replace(Path(work) / out.name, out)
-    log.info("wrote HATS catalogue %s: %d rows, columns %s", out, len(cat), [*names, *extra, SHARD, ROW])
+    log.info("wrote HATS catalogue %s: %d rows (partitions of at most %d), columns %s", out, len(cat),
+             pixel_threshold, [*names, *extra, SHARD, ROW])
     return out
 
 
