@@ -40,7 +40,12 @@ with open_catalog(src) as cat:
             export_hats(cat, out, client=client, pixel_threshold=int(threshold) or None, chunk_rows=int(chunk))
     n = len(cat)
 seconds = time.perf_counter() - begin
+if how == "hats":  # the threshold used (galhpc's default when 0) and the partitions written
+    props = dict(line.split("=", 1) for line in open(f"{out}/properties").read().splitlines() if "=" in line)
+    threshold = props["hats_max_rows"].strip()
+    partitions = sum(1 for _ in open(f"{out}/partition_info.csv")) - 1
 print(json.dumps({"how": how, "rows": n, "pixel_threshold": int(threshold), "chunk_rows": int(chunk),
+                  **({"partitions": partitions} if how == "hats" else {}),
                   "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 """

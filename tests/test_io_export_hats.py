@@ -175,3 +175,51 @@ def test_rarity_scores_joined_and_vectors_as_fixed_size_lists(tmp_path, client, 
     z = np.stack(table["z"].to_numpy(zero_copy_only=False))[order]
     assert table.num_rows == n and np.array_equal(z[128:256], z1)
     assert b"joined by row from rarity.h5" in table.schema.field("nll_prior").metadata[b"description"]
+
+
+def test_a_catalogue_without_positions_takes_them_drawn_in_a_sky_region(tmp_path, client, capsys):
+    """galhpc-export --hats --sky-region on a generate-shaped catalogue without ra/dec: every
+    object comes back once, at the position `sky_positions` draws for its shard (inside the
+    box, the same for the same seed), with units and a description saying it was drawn; a
+    catalogue with its own ra/dec or a box off the sky is refused."""
+    from galhpc.formats.catalog import shard_dir_for, shard_path
+    from galhpc.io.catalog_writer import ShardWriter, write_master
+    from galhpc.io.hats import sky_positions
+    from galhpc.io.shards import plan_shards
+
+    n, size, region = 500, 128, (30.0, 40.0, -5.0, 5.0)
+    out = tmp_path / "synth.h5"
+    shards = plan_shards(n, size)
+    shard_dir_for(out).mkdir()
+    for shard in shards:
+        writer = ShardWriter(shard_path(shard_dir_for(out), shard.index), shard, table=False)
+        writer.write(0, {"object_id": np.arange(shard.start, shard.stop, dtype=np.int64),
+                         "z": np.full((shard.size, 2), shard.index, np.float32),
+                         "images": np.zeros((shard.size, 4, 4), np.float16)})
+        writer.close()
+    write_master(out, shard_dir_for(out), shards, {"kind": "generate", "n_objects": n})
+    hats_dir = tmp_path / "synth_hats"
+    assert export_main([str(out), "--hats", str(hats_dir)]) == 1
+    assert "--sky-region" in capsys.readouterr().err and not hats_dir.exists()
+    assert export_main([str(out), "--hats", str(hats_dir), "--sky-region", "30", "20", "0", "1"]) == 1
+    assert "not a box on the sky" in capsys.readouterr().err
+    with open_catalog(out) as cat:
+        export_hats(cat, hats_dir, sky_region=region, sky_seed=4, pixel_threshold=200, client=client)
+    df = lsdb.read_hats(hats_dir).compute().sort_values("object_id")
+    assert np.array_equal(df["object_id"].to_numpy(), np.arange(n))
+    expected = [sky_positions(region, 4, s.index, s.size) for s in shards]
+    assert np.array_equal(df["ra"].to_numpy(), np.concatenate([ra for ra, _ in expected]))
+    assert np.array_equal(df["dec"].to_numpy(), np.concatenate([dec for _, dec in expected]))
+    assert df["ra"].between(30, 40).all() and df["dec"].between(-5, 5).all()
+    assert np.array_equal(df["z_0"].to_numpy(), df["shard"].to_numpy().astype(np.float32))
+    import pyarrow.parquet as pq
+    schema = pq.read_schema(hats_dir / "dataset" / "_common_metadata")
+    assert schema.field("ra").metadata[b"unit"] == b"deg"
+    assert b"drawn uniformly" in schema.field("dec").metadata[b"description"]
+    with open_catalog(out) as cat:  # the same seed: the same positions
+        assert np.array_equal(sky_positions(region, 4, 1, size)[0], expected[1][0])
+        with pytest.raises(ValueError, match="has its own ra/dec"):
+            with h5py.File(tmp_path / "withsky.h5", "w") as f:
+                f["object_id"], f["ra"], f["dec"] = np.arange(3), np.zeros(3), np.zeros(3)
+            with open_catalog(tmp_path / "withsky.h5") as sky_cat:
+                export_hats(sky_cat, tmp_path / "x_hats", sky_region=region, client=client)

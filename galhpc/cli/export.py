@@ -39,6 +39,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    "partitions of about 64 MiB of the exported columns, 1000 to 1000000 rows)")
     p.add_argument("--vector-lists", action="store_true",
                    help="--hats: vector columns as fixed-size lists (pyarrow, pandas) instead of mu_0 ... mu_{L-1}")
+    p.add_argument("--sky-region", type=float, nargs=4, metavar=("RA_MIN", "RA_MAX", "DEC_MIN", "DEC_MAX"),
+                   help="--hats, for a catalogue without ra/dec (galhpc-generate's): positions drawn uniformly on "
+                   "the sphere in this box (degrees), seeded by --sky-seed and each shard's index")
+    p.add_argument("--sky-seed", type=int, default=0, help="--sky-region: seed of the draw (default 0)")
     p.add_argument("--rarity", metavar="TABLE", help="--hats: a galhpc-rarity table of this catalogue (.h5, .fits, "
                    ".csv); its scores are joined by row")
     p.add_argument("--fits-cutouts", metavar="DIR", help="directory of one FITS image per object (survey units; "
@@ -89,7 +93,7 @@ def _body(args: argparse.Namespace) -> int:
                        cat, out, columns, overwrite=args.overwrite, n_workers=args.dask_workers,
                        pixel_threshold=args.pixel_threshold, split_vectors=not args.vector_lists,
                        extra=rarity_scores(args.rarity, cat) if args.rarity else None,
-                       extra_source=str(args.rarity))),
+                       extra_source=str(args.rarity), sky_region=args.sky_region, sky_seed=args.sky_seed)),
                    (args.fits_cutouts, lambda cat, out: export_fits_cutouts(cat, out, overwrite=args.overwrite)),
                    (args.fits_cube, lambda cat, out: export_fits_cube(cat, out, overwrite=args.overwrite)))
         with open_catalog(args.catalog, role="galhpc-export") as cat:

@@ -491,7 +491,8 @@ def hats_pixel_threshold(row_bytes: int, partition_bytes: int = PARTITION_BYTES)
 def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = None, overwrite: bool = False,
                 n_workers: int = 1, pixel_threshold: int | None = None, chunk_rows: int = 65_536,
                 client=None, split_vectors: bool = True, extra: Mapping[str, np.ndarray] | None = None,
-                extra_source: str = "another table") -> Path:
+                extra_source: str = "another table", sky_region: Sequence[float] | None = None,
+                sky_seed: int = 0) -> Path:
     """Write the scalar and vector columns of a catalogue as a HATS catalogue (LSDB reads it).
 
     The format's own importer, hats-import, partitions the rows by HEALPix pixel on a
@@ -508,7 +509,8 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     Parameters
     ----------
     cat : Catalog
-        An open catalogue with columns ``ra`` and ``dec`` (ICRS degrees).
+        An open catalogue with columns ``ra`` and ``dec`` (ICRS degrees), or without them
+        and a `sky_region`.
     out : str or Path
         The HATS catalogue directory to write; its name is the catalogue's name.
     columns : sequence of str, optional
@@ -535,6 +537,13 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
         `out` and read a block at a time.
     extra_source : str
         Where `extra` came from, for its columns' descriptions.
+    sky_region : sequence of 4 float, optional
+        ``(ra_min, ra_max, dec_min, dec_max)`` in degrees, for a catalogue without
+        positions (galhpc-generate's): ``ra``/``dec`` are drawn uniformly on the sphere
+        within it (`galhpc.io.hats.sky_positions`, seeded by `sky_seed` and each shard's
+        index: the same catalogue, region and seed give the same positions).
+    sky_seed : int
+        Seed of the `sky_region` draw.
 
     Returns
     -------
@@ -546,7 +555,8 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     FileExistsError
         If `out` exists and not `overwrite`.
     ValueError
-        If the catalogue has no ``ra``/``dec`` columns, for image columns, or for an
+        If the catalogue has no ``ra``/``dec`` columns and no `sky_region` is given (or has
+        them and one is), for a region outside the sky, for image columns, or for an
         `extra` column that is not (N,) or clashes with an exported column.
     MissingExtraError
         Without the ``[hats]`` extra.
@@ -558,21 +568,32 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     pa = require("pyarrow", "hats", "HATS export (galhpc-export --hats)")
     from hats_import.catalog.arguments import ImportArguments
 
-    from galhpc.io.hats import ROW, SHARD, CatalogueShardReader
+    from galhpc.io.hats import ROW, SHARD, CatalogueShardReader, sky_positions
 
     out = Path(out)
     names = exportable_columns(cat, columns)
     missing = [c for c in ("ra", "dec") if c not in cat]
-    if missing:
+    if sky_region is not None:
+        ra_min, ra_max, dec_min, dec_max = (float(v) for v in sky_region)
+        if not (0 <= ra_min < ra_max <= 360 and -90 <= dec_min < dec_max <= 90):
+            raise ValueError(f"sky region RA {ra_min}..{ra_max}, Dec {dec_min}..{dec_max} deg is not a box on the "
+                             "sky (0 <= ra_min < ra_max <= 360, -90 <= dec_min < dec_max <= 90)")
+        if len(missing) < 2:
+            raise ValueError(f"{cat.path} has its own ra/dec; a sky region is for a catalogue without positions")
+        sky_positions((ra_min, ra_max, dec_min, dec_max), sky_seed, 0, 1)  # (a bad seed fails here, not in Dask)
+        names = [c for c in names if c not in ("ra", "dec")]
+    elif missing:
         raise ValueError(f"{cat.path}: no {'/'.join(missing)} column; a HATS catalogue needs sky positions "
-                         "(a store with ra/dec labels, docs/schema.md)")
-    names = [c for c in ("ra", "dec") if c not in names] + names
+                         "(a store with ra/dec labels, docs/schema.md; or a sky region to draw them in, "
+                         "--sky-region)")
+    else:
+        names = [c for c in ("ra", "dec") if c not in names] + names
     clash = [c for c in (SHARD, ROW) if c in names]
     if clash:
         raise ValueError(f"{cat.path}: column(s) {', '.join(clash)} clash with the HATS export's pointers into "
                          "the shard files; leave them out (--columns)")
     extra = dict(extra or {})
-    labels = {label for label, _, _ in export_names(cat, names, split_vectors)} | {SHARD, ROW}
+    labels = {label for label, _, _ in export_names(cat, names, split_vectors)} | {SHARD, ROW, "ra", "dec"}
     for name, values in extra.items():
         if name in labels or np.shape(values) != (len(cat),):
             raise ValueError(f"{extra_source}: column {name!r} " + (
@@ -581,6 +602,12 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it")
     schema = arrow_schema(cat, names, split_vectors=split_vectors)
+    if sky_region is not None:
+        drawn = (f"drawn uniformly on the sphere in RA {ra_min:g}..{ra_max:g}, Dec {dec_min:g}..{dec_max:g} deg "
+                 f"(seed {sky_seed}, per shard): not a measured position")
+        schema = pa.schema([pa.field(c, pa.float64(), nullable=False, metadata={"unit": "deg", "description": (
+            f"{'right ascension' if c == 'ra' else 'declination'} (ICRS), {drawn}")}) for c in ("ra", "dec")]
+            + list(schema), metadata=schema.metadata)
     for name, values in extra.items():
         info = column_info(name, cat.meta)
         description = info.description if info.description != name else f"{name}, joined by row from {extra_source}"
@@ -607,7 +634,9 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
         args = ImportArguments(
             output_path=work, output_artifact_name=out.name,
             input_file_list=[str(s.path) for s in cat.shards],
-            file_reader=CatalogueShardReader(cat.path, names, schema, chunk_rows, split_vectors, staged),
+            file_reader=CatalogueShardReader(cat.path, names, schema, chunk_rows, split_vectors, staged,
+                                             None if sky_region is None else (ra_min, ra_max, dec_min, dec_max,
+                                                                              int(sky_seed))),
             ra_column="ra", dec_column="dec",
             pixel_threshold=pixel_threshold, tmp_dir=Path(work) / "tmp", dask_tmp=Path(work) / "dask",
             dask_n_workers=n_workers, resume=False, progress_bar=False)
