@@ -579,7 +579,8 @@ def export_hats(cat: Catalog, out: str | Path, columns: Sequence[str] | None = N
             raise ValueError(f"sky region RA {ra_min}..{ra_max}, Dec {dec_min}..{dec_max} deg is not a box on the "
                              "sky (0 <= ra_min < ra_max <= 360, -90 <= dec_min < dec_max <= 90)")
         if len(missing) < 2:
-            raise ValueError(f"{cat.path} has its own ra/dec; a sky region is for a catalogue without positions")
+            own = "/".join(c for c in ("ra", "dec") if c in cat)
+            raise ValueError(f"{cat.path} has its own {own}; a sky region is for a catalogue without positions")
         sky_positions((ra_min, ra_max, dec_min, dec_max), sky_seed, 0, 1)  # (a bad seed fails here, not in Dask)
         names = [c for c in names if c not in ("ra", "dec")]
     elif missing:
