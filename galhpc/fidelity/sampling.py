@@ -69,14 +69,18 @@ class ExPostSampler:
                             "use --sampling prior (and --temperature)")
         self.model, self.temperature = model, float(options.temperature)
         device = next(model.parameters()).device
-        mus, oriented = [], False
+        mus, depths, oriented = [], [], False
         with torch.no_grad():
             for lo in range(0, len(training), 256):
                 enc = model.encode(torch.as_tensor(training[lo:lo + 256], dtype=torch.float32, device=device))
                 mus.append(enc.mu.float().cpu().numpy().astype(np.float64))
                 oriented = enc.pose is not None
+                if enc.depth is not None:
+                    depths.append(enc.depth.float().cpu())
         mu = np.concatenate(mus)
         self.oriented = oriented
+        # a depth-conditioned latent (AstroVaDEr's depth_prior) is decoded at training stamps' depths
+        self.depths = torch.cat(depths) if depths else None
         if model.has_mixture:  # AstroVaDEr: its components, weighted by their γ
             with torch.no_grad():
                 gamma = model.cluster_probs(torch.as_tensor(mu, dtype=torch.float32, device=device))
@@ -98,7 +102,8 @@ class ExPostSampler:
 
         Each draw picks a component by weight, then z = mean + τ L ε with L the Cholesky
         factor of the component's covariance and ε standard normal; models with a pose are
-        decoded at random angles.
+        decoded at random angles, models with a depth-conditioned latent at the depths of
+        training stamps drawn at random.
 
         Parameters
         ----------
@@ -121,11 +126,13 @@ class ExPostSampler:
         eps = rng.standard_normal((n, self.means.shape[1]))
         z = self.means[comp] + self.temperature * np.einsum("nij,nj->ni", self.cholesky[comp], eps)
         z_t = torch.as_tensor(z, dtype=torch.float32, device=device)
+        nuisances = {}
+        if self.oriented:
+            nuisances["pose"] = random_angles(n, generator, device)
+        if self.depths is not None:
+            nuisances["depth"] = self.depths[rng.integers(0, len(self.depths), n)].to(device)
         with torch.no_grad():
-            if self.oriented:
-                images = self.model.decode(z_t, random_angles(n, generator, device))
-            else:
-                images = self.model.decode(z_t)
+            images = self.model.decode(z_t, **nuisances)
         return Samples(images, z_t, torch.as_tensor(comp, dtype=torch.long, device=device))
 
 

@@ -28,11 +28,15 @@ class Encoding(NamedTuple):
     pose : (B,) float32 position angle θ (radians) measured on the input by models that
         keep orientation out of the latent (`orient: true`, galhpc.models.nuisance), else None;
         `decode(z, pose=θ)` puts it back.
+    depth : (B, 2) float32 log S/N and log sky σ measured on the input by models whose mixture
+        prior is conditioned on depth (AstroVaDEr's `depth_prior`, galhpc.mixture.depth), else
+        None; `decode(z, depth=d)` puts it back.
     """
 
     mu: torch.Tensor
     logvar: torch.Tensor | None = None
     pose: torch.Tensor | None = None
+    depth: torch.Tensor | None = None
 
 
 class LossOutput(NamedTuple):
@@ -257,7 +261,7 @@ class GalaxyModel(nn.Module):
 
         What every reconstruction error (the trainer's `holdout_mse`, the catalogue's
         `recon_mse`, the report's reconstructions) is measured on.  Default:
-        decode(encode(x).mu), with the encoding's pose when it has one.  Models whose decoder
+        decode(encode(x).mu), with the encoding's pose and depth when it has them.  Models whose decoder
         output is not in x's space override it (a PSF output layer applied, a per-stamp
         normalisation undone), while `decode` keeps meaning the model's clean image.
 
@@ -277,7 +281,8 @@ class GalaxyModel(nn.Module):
             (B, C, H, W) float32 in x's units.
         """
         enc = self.encode(x) if encoding is None else encoding
-        return self.decode(enc.mu) if enc.pose is None else self.decode(enc.mu, pose=enc.pose)
+        nuisances = {name: value for name, value in (("pose", enc.pose), ("depth", enc.depth)) if value is not None}
+        return self.decode(enc.mu, **nuisances)
 
     def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> Samples:
         """N generated objects, for generative models.

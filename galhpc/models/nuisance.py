@@ -151,6 +151,44 @@ def border_noise(x: torch.Tensor, border: int = 8) -> torch.Tensor:
     return stds.min(dim=1).values
 
 
+DEPTH_COVARIATES = ("log_snr", "log_sky_sigma")
+
+
+def depth_covariates(x: torch.Tensor, aperture: float | None = None) -> torch.Tensor:
+    """How deep each stamp is: log10 S/N in a central aperture and log10 of its sky σ.
+
+    Measured on the pixels alone (the sky σ by `border_noise`, the S/N as the aperture's
+    summed light over σ·√n), so training, the catalogue and the report all measure the same
+    thing whatever columns a store carries.  On flux-normalised stamps both follow the
+    object's flux: the nuisance a depth-conditioned mixture prior
+    (galhpc.mixture.depth.DepthStandardiser) keeps out of the latent.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (B, C, H, W) float images centred on the object (bands are summed), stored units.
+    aperture : float, optional
+        Aperture radius in pixels; default H / 6 (8 px on a 48-pixel stamp).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, 2) float32: log10 S/N (S/N floored at 0.01, so empty or negative stamps stay
+        finite) and log10 σ (floored at 10⁻⁸ of the stamp's peak), in `DEPTH_COVARIATES` order.
+    """
+    img = x.detach().float().sum(dim=1)
+    b, h, w = img.shape
+    radius = aperture if aperture is not None else h / 6.0
+    ys = torch.arange(h, dtype=torch.float32, device=x.device) - (h - 1) / 2.0
+    xs = torch.arange(w, dtype=torch.float32, device=x.device) - (w - 1) / 2.0
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    inside = (xx**2 + yy**2 < radius**2).float()
+    peak = img.flatten(1).abs().amax(dim=1).clamp(min=1e-30)
+    sigma = torch.maximum(border_noise(x), 1e-8 * peak)
+    snr = (img * inside).flatten(1).sum(dim=1) / (sigma * inside.sum().sqrt())
+    return torch.stack([snr.clamp(min=0.01).log10(), sigma.log10()], dim=1)
+
+
 class Canonicaliser(torch.nn.Module):
     """The input side of a model that keeps nuisances out of its latent.
 

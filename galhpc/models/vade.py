@@ -15,7 +15,11 @@ does not collapse once its weight reaches 1, as it does under BCE on noisy pixel
 (docs/models.md has the measurements).  `orient: true` encodes each stamp in its
 canonical orientation and `stretch` compresses the encoder's input
 (galhpc.models.nuisance).  Prior: p(c) = softmax(π logits), p(z|c) = N(μ_c, σ_c²) with
-σ_c² = exp(·) > 0.
+σ_c² = exp(·) > 0.  With `depth_prior: true` the prior is conditioned on each stamp's
+depth d (log S/N, log sky σ): z = m(d) + s(d) ⊙ u with u ~ the mixture, and μ, γ and the
+clusters are u's (galhpc.mixture.depth), so the clusters hold the same share of objects at
+every depth.  `uniform_pi: true` fixes p(c) = 1/K (no component can grow through its weight
+into one that holds most of the set).
 
 During s3VDC α-training the schedule sends `weights["gmm"] = 0` and the KL is taken
 against N(0, I); `init_mixture` then fits the mixture (the trainer
@@ -32,16 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galhpc.mixture.depth import DepthStandardiser
 from galhpc.mixture.diagonal import fit_diag_gmm, gmm_responsibilities
 from galhpc.models.base import Batch, Encoding, GalaxyModel, LossOutput, Samples, StepState
 from galhpc.models.blocks import check_image_size, he_init, reparameterise, upsample_block, vgg_block, xavier_init
-from galhpc.models.nuisance import Canonicaliser, random_angles, rotate
+from galhpc.models.nuisance import Canonicaliser, depth_covariates, random_angles, rotate
 from galhpc.models.pixels import masked_sum, pixel_sigma, valid_pixels
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
 from galhpc.runtime.errors import DataError
 from galhpc.runtime.precision import float32
 
 RECON_KINDS = ("bce", "mse", "gaussian", "chi2")
+DEPTH_INIT_BATCHES = 20  # training batches the depth prior is fitted on without a linear path
 LINEAR_OUTPUT = ("gaussian", "chi2")
 
 
@@ -80,6 +86,8 @@ class AstroVaDEr(GalaxyModel):
         linear_path: bool = False,
         linear_init_batches: int = 20,
         interpolation: str = "bilinear",
+        depth_prior: bool = False,
+        uniform_pi: bool = False,
     ) -> None:
         super().__init__()
         filters, kernels = list(filters), list(kernels)
@@ -127,7 +135,10 @@ class AstroVaDEr(GalaxyModel):
             # the conv paths start silent: μ and the image are PCA's until training adds to them
             nn.init.zeros_(self.fc_mu.weight)
             nn.init.zeros_(self.out.weight)
-        self.pi_logits = nn.Parameter(torch.zeros(n_clusters))
+        self.depth = DepthStandardiser(latent_dim) if depth_prior else None
+        # uniform_pi: p(c) = 1/K throughout, so no component can grow (through its weight) into
+        # one that swallows the set
+        self.pi_logits = nn.Parameter(torch.zeros(n_clusters), requires_grad=not uniform_pi)
         self.mu_c = nn.Parameter(torch.randn(n_clusters, latent_dim))
         self.log_var_c = nn.Parameter(torch.zeros(n_clusters, latent_dim))
 
@@ -153,8 +164,17 @@ class AstroVaDEr(GalaxyModel):
         seed : int
             Seed of the GMM fit (`galhpc.mixture.diagonal.fit_diag_gmm`).
         """
+        if self.depth is not None:
+            # u divides by the spread of the latents at each depth, which is small at the faint
+            # end: a few odd faint stamps land far out (|u| ~ 20 on the HDF set) and the GMM's
+            # k-means start gave one of them a component of its own, which then collapsed to
+            # zero variance; winsorised at the 0.5/99.5th percentiles per axis, they start in
+            # the nearest component instead
+            low, high = np.percentile(embeddings, [0.5, 99.5], axis=0)
+            embeddings = np.clip(embeddings, low, high)
         gmm = fit_diag_gmm(embeddings, self.n_clusters, seed=seed)
-        self.pi_logits.copy_(gmm.log_pi)
+        if self.pi_logits.requires_grad:
+            self.pi_logits.copy_(gmm.log_pi)
         self.mu_c.copy_(gmm.mu)
         self.log_var_c.copy_(gmm.var.log())
 
@@ -204,14 +224,56 @@ class AstroVaDEr(GalaxyModel):
         -------
         Encoding
             `mu`, `logvar` (B, L) float32 (μ includes the linear path's projection when there
-            is one); `pose` θ (B,) radians for orient models, else None.
+            is one), standardised at the stamp's depth with `depth_prior`; `pose` θ (B,)
+            radians for orient models, else None; `depth` (B, 2) `depth_covariates` with
+            `depth_prior`, else None.
+        """
+        mu, logvar, theta = self.encode_z(x)
+        if self.depth is None:
+            return Encoding(mu, logvar, theta)
+        depth = depth_covariates(x)
+        mu, logvar = self.depth.standardise(mu, logvar, depth)
+        return Encoding(mu, logvar, theta, depth)
+
+    def encode_z(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """q(z|x) in the decoder's latent z, before any depth standardisation.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, C, H, W) float32 in the store's units.
+
+        Returns
+        -------
+        tuple
+            μ and log σ² (B, L) float32, and θ (B,) or None as in `encode`.
         """
         x_in, theta = self.canon(x)
         h = self.encoder(x_in)
         mu = self.fc_mu(h)
         if self.linear is not None:
             mu = mu + self.linear.project(self.linear_input(x, theta))
-        return Encoding(mu, self.fc_logvar(h), theta)
+        return mu, self.fc_logvar(h), theta
+
+    def decoder_latent(self, u: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's z of a latent in the catalogue's frame (`encode`'s μ, a prior draw).
+
+        Parameters
+        ----------
+        u : torch.Tensor
+            (B, L) latents.
+        depth : torch.Tensor or None
+            (B, 2) depth covariates with `depth_prior`; None decodes at the training
+            stamps' mean depth.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, L): u itself without `depth_prior`, else m(d) + s(d) ⊙ u.
+        """
+        if self.depth is None:
+            return u
+        return self.depth.restore(u, self.depth.typical(len(u)) if depth is None else depth)
 
     def linear_input(self, x: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
         """What the linear path sees: the stamp in the canonical frame, in the store's linear units.
@@ -258,12 +320,17 @@ class AstroVaDEr(GalaxyModel):
     # -- the linear path (linear_path: true) ----------------------------------------------
     @property
     def data_init_batches(self) -> int:
-        """Training batches `init_from_data` wants: `linear_init_batches` with a linear path, else 0."""
-        return 0 if self.linear is None else self.linear.init_batches
+        """Training batches `init_from_data` wants (`linear_init_batches`, 20 for a depth prior alone, or 0)."""
+        if self.linear is not None:
+            return self.linear.init_batches
+        return DEPTH_INIT_BATCHES if self.depth is not None else 0
 
     @torch.no_grad()
     def init_from_data(self, batches: list[Batch]) -> None:
-        """Initialise the linear path as PCA-L of the training stamps in its frame (`linear_input`).
+        """Initialise the linear path and the depth prior from training stamps.
+
+        The linear path becomes PCA-L of the stamps in its frame (`linear_input`), then the
+        depth prior's location and scale are fitted to their encodings (`DepthStandardiser.fit`).
 
         At initialisation `reconstruct(x)` is then the PCA-L reconstruction of that frame
         (rotated back, orient models).
@@ -276,15 +343,19 @@ class AstroVaDEr(GalaxyModel):
         Raises
         ------
         ValueError
-            When the model has no linear path.
+            When the model has neither a linear path nor a depth prior.
         """
-        if self.linear is None:
-            raise ValueError("astrovader: init_from_data needs linear_path: true")
+        if self.linear is None and self.depth is None:
+            raise ValueError("astrovader: init_from_data needs linear_path or depth_prior")
         was_training = self.training
-        self.eval()  # θ as inference measures it
-        frames = [self.linear_input(b["image"], self.canon(b["image"])[1]).flatten(1) for b in batches]
+        self.eval()  # θ and the σ-matching noise as inference measures them
+        if self.linear is not None:
+            frames = [self.linear_input(b["image"], self.canon(b["image"])[1]).flatten(1) for b in batches]
+            self.linear.fit(torch.cat(frames).double())
+        if self.depth is not None:
+            z = torch.cat([self.encode_z(b["image"])[0] for b in batches])
+            self.depth.fit(z, torch.cat([depth_covariates(b["image"]) for b in batches]))
         self.train(was_training)
-        self.linear.fit(torch.cat(frames).double())
 
     @property
     def encoder_width(self) -> int:
@@ -306,22 +377,25 @@ class AstroVaDEr(GalaxyModel):
         """
         return logits if self.recon_kind in LINEAR_OUTPUT else torch.sigmoid(logits)
 
-    def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None,
+               depth: torch.Tensor | None = None) -> torch.Tensor:
         """Images of latents; with `pose` rotated from the canonical frame to position angle θ.
 
         Parameters
         ----------
         z : torch.Tensor
-            Latents (B, L) float32.
+            Latents (B, L) float32, in the catalogue's frame (`encode`'s μ).
         pose : torch.Tensor, optional
             θ (B,) in radians (orient models).
+        depth : torch.Tensor, optional
+            (B, 2) depth covariates (`depth_prior` models; default the training mean depth).
 
         Returns
         -------
         torch.Tensor
             (B, C, H, W) float32 in the store's units (see `output`).
         """
-        return self.canon.restore(self.output(self.decoder_logits(z)), pose)
+        return self.canon.restore(self.output(self.decoder_logits(self.decoder_latent(z, depth))), pose)
 
     def weight_penalty(self) -> torch.Tensor:
         """L2 on the conv and dense weights (Keras-style kernel regulariser), mixture excluded.
@@ -421,7 +495,7 @@ class AstroVaDEr(GalaxyModel):
         x = batch["image"]
         enc = self.encode(x)
         z = reparameterise(enc.mu, enc.logvar)
-        logits = self.canon.restore(self.decoder_logits(z), enc.pose)
+        logits = self.canon.restore(self.decoder_logits(self.decoder_latent(z, enc.depth)), enc.pose)
         recon = self.recon_loss(logits, x, batch).mean()
         if state.weight("gmm") > 0:
             kl = vade_kl(enc.mu, enc.logvar, self.scaled_log_gamma(z), self.log_pi, self.mu_c, self.var_c).mean()
@@ -454,6 +528,9 @@ class AstroVaDEr(GalaxyModel):
         self, n: int, generator: torch.Generator | None = None, component: int | None = None, **conditions: Any
     ) -> Samples:
         """C ~ Categorical(π) (or the given component), z ~ N(μ_c, σ_c²), images = decode(z).
+
+        With `depth_prior` each object's depth is drawn from a Gaussian fitted to the training
+        stamps' (`DepthStandardiser.draw`) and z is restored at it.
 
         Parameters
         ----------
@@ -488,7 +565,8 @@ class AstroVaDEr(GalaxyModel):
         eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
         z = self.mu_c[comp] + self.var_c[comp].sqrt() * eps
         pose = random_angles(n, generator, device) if self.canon.orient else None
-        return Samples(self.decode(z, pose), z, comp)
+        depth = self.depth.draw(n, generator) if self.depth is not None else None
+        return Samples(self.decode(z, pose, depth), z, comp)
 
 
 class LinearPath(nn.Module):
