@@ -133,3 +133,4 @@ def test_astrovader_with_a_depth_prior_reconstructs_and_samples_through_the_same
     assert not model.pi_logits.requires_grad
     samples = model.sample(5, torch.Generator().manual_seed(0))
     assert samples.images.shape == (5, 1, 32, 32) and torch.isfinite(samples.images).all()
+

@@ -8,7 +8,7 @@ from torch.distributions import Categorical, Normal
 
 from galhpc.mixture.diagonal import gmm_responsibilities
 from galhpc.models.base import StepState
-from galhpc.models.vade import AstroVaDEr
+from galhpc.models.vade import AstroVaDEr, LinearPath
 from galhpc.priors import gmm_log_joint, kl_unit_gaussian, minmax_scale, vade_kl
 
 torch.set_num_threads(1)
@@ -140,3 +140,35 @@ def test_mixture_init_from_embeddings_and_sampling_by_component():
         assert counts.min() > 150
     with pytest.raises(ValueError, match="component 7"):
         model.sample(1, component=7)
+
+
+def test_linear_path_gappy_pca_describes_the_valid_pixels_not_the_masked_fill():
+    """LinearPath.fit with a valid-pixel map is a gappy PCA: its basis is fitted to the pixels
+    that count.  Oracle: the rank-L truth the stamps were made from (plain PCA spends a
+    component on the clipped, masked cores; the gappy fit does not)."""
+    rng = np.random.default_rng(0)
+    n, d, rank = 400, 64, 3
+    truth_basis = np.linalg.qr(rng.normal(size=(d, rank)))[0].T  # (3, D) orthonormal
+    clean = rng.normal(size=(n, rank)) * np.array([3.0, 2.0, 1.0]) @ truth_basis
+    observed = clean + 0.01 * rng.normal(size=(n, d))
+    valid = np.ones((n, d), bool)
+    hit = rng.random(n) < 0.3  # 30 % of stamps have a "saturated core": 4 pixels clipped and masked
+    core = rng.integers(0, d - 4, n)
+    for i in np.flatnonzero(hit):
+        observed[i, core[i]:core[i] + 4] = 25.0
+        valid[i, core[i]:core[i] + 4] = False
+
+    def basis_error(path):
+        b = path.dec.detach().double().numpy()  # (D, L) = V Λ^½: its column space is the basis
+        q = np.linalg.qr(b)[0]
+        residual = truth_basis.T - q @ (q.T @ truth_basis.T)
+        return float(np.linalg.norm(residual) / np.linalg.norm(truth_basis))
+
+    plain, gappy = LinearPath(d, rank, 1), LinearPath(d, rank, 1)
+    plain.fit(torch.as_tensor(observed))
+    gappy.fit(torch.as_tensor(observed), torch.as_tensor(valid))
+    assert basis_error(plain) > 0.3  # the clipped cores took a component
+    assert basis_error(gappy) < 0.05
+    same = LinearPath(d, rank, 1)
+    same.fit(torch.as_tensor(observed), torch.ones(n, d, dtype=torch.bool))  # nothing masked: plain PCA
+    torch.testing.assert_close(same.dec, plain.dec)

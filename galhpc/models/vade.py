@@ -47,6 +47,7 @@ from galhpc.runtime.errors import DataError
 from galhpc.runtime.precision import float32
 
 RECON_KINDS = ("bce", "mse", "gaussian", "chi2")
+GAPPY_ITERATIONS = 10  # EM passes of the linear path's gappy PCA, as many as the report's gappy PCA-10 baseline
 DEPTH_INIT_BATCHES = 20  # training batches the depth prior is fitted on without a linear path
 LINEAR_OUTPUT = ("gaussian", "chi2")
 
@@ -350,8 +351,16 @@ class AstroVaDEr(GalaxyModel):
         was_training = self.training
         self.eval()  # θ and the σ-matching noise as inference measures them
         if self.linear is not None:
-            frames = [self.linear_input(b["image"], self.canon(b["image"])[1]).flatten(1) for b in batches]
-            self.linear.fit(torch.cat(frames).double())
+            frames, valid = [], []
+            for b in batches:
+                theta = self.canon(b["image"])[1]
+                frames.append(self.linear_input(b["image"], theta).flatten(1))
+                weight = valid_pixels(b, b["image"])
+                if weight is not None:  # a pixel counts in the canonical frame where it was valid
+                    valid.append(self.linear_input(weight, theta).flatten(1) > 0.99)
+                else:
+                    valid.append(torch.ones_like(frames[-1], dtype=torch.bool))
+            self.linear.fit(torch.cat(frames).double(), torch.cat(valid))
         if self.depth is not None:
             z = torch.cat([self.encode_z(b["image"])[0] for b in batches])
             self.depth.fit(z, torch.cat([depth_covariates(b["image"]) for b in batches]))
@@ -630,13 +639,20 @@ class LinearPath(nn.Module):
         return self.mean + z @ self.dec.t()
 
     @torch.no_grad()
-    def fit(self, flat: torch.Tensor) -> None:
+    def fit(self, flat: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         """Adopt PCA-L of the training stamps; components beyond the data's rank get zero weight.
+
+        With `valid`, a gappy PCA (Everson & Sirovich 1995; Connolly & Szalay 1999): masked
+        pixels (saturated cores, the fill of masked neighbours) start at the pixel's mean over
+        the stamps where it is valid and are replaced by their PCA-L reconstruction
+        `GAPPY_ITERATIONS` times, so the basis describes the pixels the likelihood counts.
 
         Parameters
         ----------
         flat : torch.Tensor
             (N, D) float64 stamps, N > L.
+        valid : torch.Tensor, optional
+            (N, D) bool, True where a pixel counts; default all.
 
         Raises
         ------
@@ -646,6 +662,14 @@ class LinearPath(nn.Module):
         n, latent = len(flat), self.enc.shape[0]
         if n <= latent:
             raise ValueError(f"astrovader: the linear path's PCA needs more than {latent} stamps, got {n}")
+        if valid is not None and not bool(valid.all()):
+            counts = valid.sum(0).clamp(min=1)
+            filled = torch.where(valid, flat, (torch.where(valid, flat, 0.0).sum(0) / counts).expand_as(flat))
+            for _ in range(GAPPY_ITERATIONS):
+                centre = filled.mean(0)
+                basis = torch.linalg.svd(filled - centre, full_matrices=False)[2][:latent]
+                filled = torch.where(valid, flat, centre + (filled - centre) @ basis.t() @ basis)
+            flat = filled
         mean = flat.mean(0)
         _, s, vt = torch.linalg.svd(flat - mean, full_matrices=False)
         scale = s[:latent] / (n - 1) ** 0.5  # √λ: the components' standard deviations
