@@ -230,11 +230,7 @@ class _FilePool:
         while len(self._files) >= self.size:
             _, (old, _) = self._files.popitem(last=False)
             old.close()
-        try:
-            fid = _open_fid(path)
-        except OSError as err:
-            raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
-                               "the catalogue changed since it was opened") from err
+        fid = self._open_shard(path)
         try:
             self._run_check(path, fid, None)
         except CatalogError:
@@ -280,17 +276,21 @@ class _FilePool:
             datasets[name] = dsid
         return datasets[name]
 
+    def _open_shard(self, path: Path) -> Any:
+        """A low-level file id of shard `path`; a CatalogError naming it when it cannot be opened."""
+        try:
+            return _open_fid(path)
+        except OSError as err:
+            raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
+                               "the catalogue changed since it was opened") from err
+
     def borrow(self, path: Path, name: str) -> tuple[Any, Any]:
         """(file id, dataset id) of dataset `name` of `path`, opened and checked (once) but not kept.
 
         For a sweep over more files than the pool holds: the caller closes both (dataset first), and
         no least-recently-used bookkeeping is paid per file.
         """
-        try:
-            fid = _open_fid(path)
-        except OSError as err:
-            raise CatalogError(f"{self.label}: shard {path} cannot be opened ({_first_line(err)}); "
-                               "the catalogue changed since it was opened") from err
+        fid = self._open_shard(path)
         try:
             if (path, None) not in self._checked:
                 self._run_check(path, fid, None)

@@ -39,6 +39,26 @@ import torch.nn.functional as F
 from galhpc.models.pixels import circular_window
 
 
+def centred_grid(h: int, w: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel offsets from the stamp centre.
+
+    Parameters
+    ----------
+    h, w : int
+        Stamp height and width in pixels.
+    device : torch.device, optional
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        y and x offsets, each (h, w) float32, in pixels (0 at (h − 1) / 2, (w − 1) / 2).
+    """
+    ys = torch.arange(h, dtype=torch.float32, device=device) - (h - 1) / 2.0
+    xs = torch.arange(w, dtype=torch.float32, device=device) - (w - 1) / 2.0
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return yy, xx
+
+
 def position_angle(x: torch.Tensor, weight_sigma: float | None = None) -> torch.Tensor:
     """Position angle of the light of each image, from Gaussian-weighted second moments.
 
@@ -59,9 +79,7 @@ def position_angle(x: torch.Tensor, weight_sigma: float | None = None) -> torch.
     img = x.detach().float().sum(dim=1)
     b, h, w = img.shape
     sigma = weight_sigma if weight_sigma is not None else h / 8.0
-    ys = torch.arange(h, dtype=torch.float32, device=x.device) - (h - 1) / 2.0
-    xs = torch.arange(w, dtype=torch.float32, device=x.device) - (w - 1) / 2.0
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    yy, xx = centred_grid(h, w, x.device)
     weighted = img * torch.exp(-0.5 * (xx**2 + yy**2) / sigma**2)
     mxx = (weighted * xx * xx).flatten(1).sum(1)
     myy = (weighted * yy * yy).flatten(1).sum(1)
@@ -179,9 +197,7 @@ def depth_covariates(x: torch.Tensor, aperture: float | None = None) -> torch.Te
     img = x.detach().float().sum(dim=1)
     b, h, w = img.shape
     radius = aperture if aperture is not None else h / 6.0
-    ys = torch.arange(h, dtype=torch.float32, device=x.device) - (h - 1) / 2.0
-    xs = torch.arange(w, dtype=torch.float32, device=x.device) - (w - 1) / 2.0
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    yy, xx = centred_grid(h, w, x.device)
     inside = (xx**2 + yy**2 < radius**2).float()
     peak = img.flatten(1).abs().amax(dim=1).clamp(min=1e-30)
     sigma = torch.maximum(border_noise(x), 1e-8 * peak)
