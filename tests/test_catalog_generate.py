@@ -20,6 +20,7 @@ from galhpc.inference.options import GenerateOptions, OutputOptions, split_keywo
 from galhpc.inference.seeds import NOISE_STREAM, derived_seed
 from galhpc.io import catalog_writer
 from galhpc.models import build_model
+from galhpc.models.base import SampleCondition
 from galhpc.models.vae import ConvVAE
 from galhpc.runtime.errors import CatalogError
 from galhpc.runtime.world import World
@@ -269,6 +270,17 @@ class EncoderOnly(ConvVAE):
     generative = False
 
 
+def test_conditions_for_an_unconditional_model_are_refused_before_any_work(tmp_path):
+    """AstroVaDEr's, the VAEs' sample() take **conditions and ignore them: a --condition the
+    model does not use is one CatalogError, not a catalogue that silently ignored it."""
+    model = ConvVAE(image_size=16, latent_dim=6, filters=[8, 8, 8, 8])
+    with pytest.raises(CatalogError, match=r"'vae' is not conditional: --condition log_snr would be ignored"):
+        generate_catalog(model, GenerateOptions(n=4, conditions={"log_snr": 2.5}), tmp_path / "x.h5",
+                         output=OutputOptions(), world=World(), device=torch.device("cpu"), checkpoint="x.pt",
+                         checkpoint_sha256="0", config_yaml="")
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.shards").exists()
+
+
 def test_a_model_that_cannot_sample_is_refused(tmp_path):
     model = EncoderOnly(image_size=16, latent_dim=6, filters=[8, 8, 8, 8])
     with pytest.raises(CatalogError, match="'vae' is not generative"):
@@ -279,6 +291,8 @@ def test_a_model_that_cannot_sample_is_refused(tmp_path):
 
 class DimmableVAE(ConvVAE):
     """A plain VAE whose sample takes a condition, as conditional priors do."""
+
+    sample_condition = SampleCondition("float", "brightness")
 
     def sample(self, n, generator=None, brightness=1.0, **conditions):
         if conditions:

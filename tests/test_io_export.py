@@ -95,6 +95,22 @@ def test_parquet_split_vectors_and_sky_units_in_fits_and_voparquet(tmp_path):
     assert header["TTYPE1"] == "dec" and "declination" in header["TCOMM1"] and header["TUNIT1"] == "deg"
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.uint32, np.float16])
+def test_types_votable_and_fits_lack_are_widened_in_both_exports(tmp_path, dtype):
+    """A passthrough column of a type VOTable has no datatype for (the HDF catalogue's int8
+    `held_out`) is written, not a TypeError half-way through the export; values kept."""
+    values = np.array([0, 1, 1, 0, 1], dtype)
+    with h5py.File(tmp_path / "cat.h5", "w") as f:
+        f["object_id"] = np.arange(5)
+        f["held_out"] = values
+    with open_catalog(tmp_path / "cat.h5") as cat:
+        export_parquet(cat, tmp_path / "c.parquet")
+        export_fits(cat, tmp_path / "c.fits")
+    for table in (Table.read(tmp_path / "c.parquet", format="parquet.votable"), Table.read(tmp_path / "c.fits")):
+        assert np.array_equal(np.asarray(table["held_out"]), values)
+        assert np.dtype(table["held_out"].dtype).itemsize >= np.dtype(dtype).itemsize
+
+
 def test_export_streams_one_shard_at_a_time(clusters, tmp_path, monkeypatch):
     out, _ = clusters
     widest = []

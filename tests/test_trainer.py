@@ -192,6 +192,25 @@ def test_non_finite_loss_names_step_and_term(tmp_path):
     assert isinstance(caught.value.__cause__, NonFiniteLossError)
 
 
+def test_nan_pixels_in_a_models_initialisation_batches_are_named_before_the_fit(tmp_path, caplog):
+    """A depth prior's start is fitted before the first step: NaN pixels there are one DataError
+    naming the objects (not a Cholesky traceback), and too few stamps for the start warn."""
+    bad = write_store(tmp_path / "bad.h5", n=64, nan_at=[3, 17])
+    cfg = vader_config(bad, tmp_path / "run")
+    cfg.model.params.update(depth_prior=True)
+    cfg.train.holdout_fraction = 0.0
+    with pytest.raises(DataError, match=r"bad\.h5: NaN/inf pixels in object_id .*2 of the stamps astrovader "
+                                        r"initialises from"):
+        train(cfg, backend=SingleProcess("cpu"))
+    good = write_store(tmp_path / "good.h5", n=64)
+    cfg = vader_config(good, tmp_path / "run2")
+    cfg.model.params.update(depth_prior=True)
+    cfg.train.epochs = 1
+    with caplog.at_level("WARNING", logger="galhpc.train.inputs"):
+        train(cfg, backend=SingleProcess("cpu"))
+    assert "astrovader initialises from 20 batches but the training split has only 2" in caplog.text
+
+
 def test_cli_help_and_overrides(tmp_path, store, capsys):
     from galhpc.cli.train import main
 

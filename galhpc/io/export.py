@@ -7,7 +7,8 @@ at a time, so memory is one shard of the exported columns, whatever N:
   `StreamingHDU`: the header (NAXIS2 = N, TTYPE/TFORM/TUNIT, TTYPE comments and TCOMMn
   descriptions as TOPCAT reads them) first, then each shard's rows.  Vector columns are
   fixed-length array columns (TFORM ``8E``), fixed-length text ``nA``.  Integer types FITS lacks are widened
-  (int8 -> int16, uint16 -> int32, uint32 -> int64); float16 becomes float32.
+  (int8 -> int16, uint16 -> int32, uint32 -> int64); float16 becomes float32.  Parquet
+  widens the same types, which VOTable (the VOParquet metadata) lacks too.
 - Parquet: one file, one row group per shard, following the IVOA VOParquet convention
   (a VOTable of the columns' types, units and descriptions in the key-value metadata
   ``IVOA.VOTable-Parquet.content``, as TOPCAT and astropy read it); vector columns as
@@ -42,8 +43,9 @@ from galhpc.runtime.files import atomic_path, temp_path
 
 log = logging.getLogger("galhpc.io.export")
 
-# storage dtype -> the dtype written to FITS (types with a native TFORM are kept)
-FITS_WIDER = {np.dtype(np.int8): np.dtype(np.int16), np.dtype(np.uint16): np.dtype(np.int32),
+# storage dtype -> the dtype written to FITS and Parquet: neither a FITS TFORM nor a VOTable
+# datatype exists for int8, uint16, uint32 or float16 (types with a native one are kept)
+WIDER = {np.dtype(np.int8): np.dtype(np.int16), np.dtype(np.uint16): np.dtype(np.int32),
               np.dtype(np.uint32): np.dtype(np.int64), np.dtype(np.float16): np.dtype(np.float32)}
 TFORM_CODES = {"u1": "B", "i2": "I", "i4": "J", "i8": "K", "f4": "E", "f8": "D"}
 FITS_SUFFIXES = (".fits", ".fit", ".fts")
@@ -99,7 +101,7 @@ def _target(cat: Catalog, out: str | Path, columns: Sequence[str] | None, overwr
 
 
 def _fits_dtype(dtype: np.dtype) -> np.dtype:
-    dtype = FITS_WIDER.get(np.dtype(dtype), np.dtype(dtype))
+    dtype = WIDER.get(np.dtype(dtype), np.dtype(dtype))
     if dtype.kind == "S":  # fixed-length text (e.g. a store label passed through): TFORM nA
         return dtype
     if dtype.str[1:] not in TFORM_CODES:
@@ -313,8 +315,7 @@ def votable_xml(cat: Catalog, exported: Sequence[tuple[str, str, int | None]]) -
 
     one = Table()
     for label, name, element in exported:
-        dtype = np.dtype(cat.dtype(name))
-        dtype = np.dtype(np.float32) if dtype == np.float16 else dtype
+        dtype = WIDER.get(np.dtype(cat.dtype(name)), np.dtype(cat.dtype(name)))
         shape = cat.shape(name)[1:] if element is None else ()
         one[label] = np.zeros((1, *shape), dtype) if dtype.kind != "S" else np.array([""], dtype="U1")
         unit, description = _describe(cat, name, element)
@@ -359,8 +360,8 @@ def arrow_schema(cat: Catalog, names: Sequence[str], split_vectors: bool = False
     exported = export_names(cat, names, split_vectors)
     fields = []
     for label, name, element in exported:
-        dtype = np.dtype(cat.dtype(name))
-        kind = pa.string() if dtype.kind == "S" else pa.from_numpy_dtype(np.float32 if dtype == np.float16 else dtype)
+        dtype = WIDER.get(np.dtype(cat.dtype(name)), np.dtype(cat.dtype(name)))
+        kind = pa.string() if dtype.kind == "S" else pa.from_numpy_dtype(dtype)
         shape = cat.shape(name)[1:]
         if shape and element is None:
             kind = pa.list_(kind, int(shape[0]))
@@ -392,14 +393,14 @@ def arrow_batch(cat: Catalog, names: Sequence[str], values: dict[str, np.ndarray
     Returns
     -------
     pyarrow.Table
-        n rows (float16 widened to float32, bytes decoded to str).
+        n rows (types VOTable lacks widened as `WIDER` says, bytes decoded to str).
     """
     pa = require("pyarrow", "export", "Parquet export")
     arrays = []
     for _label, name, element in export_names(cat, names, split_vectors):
         v = values[name] if element is None else values[name][:, element]
-        if v.dtype == np.float16:
-            v = v.astype(np.float32)
+        if v.dtype in WIDER:
+            v = v.astype(WIDER[v.dtype])
         if v.dtype.kind == "S":
             v = np.char.decode(v, "utf-8")
         if v.ndim == 2:

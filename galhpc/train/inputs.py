@@ -2,12 +2,13 @@
 
 Each refusal is one `DataError` line naming the store: images of another shape than the
 model's, a prep recipe or columns the model's likelihood does not assume, NaN/inf pixels
-behind a non-finite loss.  The store is read through `galhpc.data.store` (its metadata,
-never the pixels).
+behind a non-finite loss or in the batches a model initialises from.  The store is read
+through `galhpc.data.store` (its metadata, never the pixels).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import torch
 
 from galhpc.models.base import GalaxyModel
 from galhpc.runtime.errors import DataError, NonFiniteLossError
+
+log = logging.getLogger(__name__)
 
 
 def bad_input_error(batch: dict[str, Any], store: str | Path, err: NonFiniteLossError) -> None:
@@ -41,6 +44,42 @@ def bad_input_error(batch: dict[str, Any], store: str | Path, err: NonFiniteLoss
         ids = [int(i) for i in torch.as_tensor(batch["object_id"]).cpu()[bad.cpu()][:10]]
         raise DataError(f"{store}: NaN/inf pixels in object_id {', '.join(map(str, ids))} "
                         f"({int(bad.sum())} object(s) of the batch) gave a non-finite loss: {err}") from err
+
+
+def check_init_batches(batches: list[dict[str, Any]], store: str | Path, wanted: int, model: str) -> None:
+    """Refuse NaN/inf pixels in the batches a model initialises from; warn when they are too few.
+
+    A model's data-driven start (a linear path's PCA, a depth prior's fit) runs before the
+    first step, so the non-finite-loss check (`bad_input_error`) would come too late.
+
+    Parameters
+    ----------
+    batches : list of dict
+        The initialisation batches: ``image`` (B, C, H, W) and ``object_id`` (B,).
+    store : str or Path
+        The training store, for the messages.
+    wanted : int
+        Batches the model asked for (`GalaxyModel.data_init_batches`).
+    model : str
+        The model's name, for the messages.
+
+    Raises
+    ------
+    DataError
+        When some image has a NaN or inf pixel (up to 10 object ids named).
+    """
+    ids = []
+    for batch in batches:
+        bad = ~torch.isfinite(batch["image"].flatten(1)).all(dim=1)
+        ids += [int(i) for i in torch.as_tensor(batch["object_id"]).cpu()[bad.cpu()]]
+    if ids:
+        raise DataError(f"{store}: NaN/inf pixels in object_id {', '.join(map(str, ids[:10]))} "
+                        f"({len(ids)} of the stamps {model} initialises from); remake the store with galhpc-prep, "
+                        "which fills and masks bad pixels")
+    if len(batches) < wanted:
+        log.warning("%s: %s initialises from %d batches but the training split has only %d (%d stamps): its "
+                    "start is fitted to fewer stamps than the preset assumes", store, model, wanted, len(batches),
+                    sum(len(b["image"]) for b in batches))
 
 
 def check_store_shape(store: str | Path, channels: int, image_size: int) -> None:

@@ -57,7 +57,13 @@ from galhpc.runtime.signals import EXIT_PREEMPTED, StopFlag, stop_signals
 from galhpc.runtime.transfer import device_prefetch
 from galhpc.runtime.world import World, configure_threads
 from galhpc.train.distributed import Backend, make_backend
-from galhpc.train.inputs import bad_input_error, check_store_recipe, check_store_shape, store_pixel_datasets
+from galhpc.train.inputs import (
+    bad_input_error,
+    check_init_batches,
+    check_store_recipe,
+    check_store_shape,
+    store_pixel_datasets,
+)
 from galhpc.train.losses import PendingTerms, check_finite, mean_over_ranks, pending_terms, write_losses
 from galhpc.train.preemption import mark_stopped
 from galhpc.train.schedule import INIT_MIXTURE, Schedule, learning_rate
@@ -462,6 +468,7 @@ class Trainer:
         loader.set_epoch(0)
         batches = list(itertools.islice(device_prefetch(iter(loader), self.device), self.model.data_init_batches))
         log.info("initialising %s from %d training stamps", self.model.name, sum(len(b["image"]) for b in batches))
+        check_init_batches(batches, t.store, self.model.data_init_batches, self.model.name)
         self.model.init_from_data(batches)
 
     def init_mixture(self) -> None:
