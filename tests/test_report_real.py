@@ -145,6 +145,8 @@ def test_index_opens_with_the_summary_table_rounded_without_json(real_report):
             mantissa = text.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
             assert len(mantissa) <= 3, text
     assert '{"' not in page and "[[" not in page  # no raw JSON
+    # χ² is the likelihood's own (per-pixel σ of the store, its mask left out), as docs/models.md quotes it
+    assert real_report["metrics"]["regier"]["noise_sigma_source"] == "the store's per-pixel sigma, its mask left out"
 
 
 @pytest.mark.slow

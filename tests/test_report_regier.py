@@ -91,3 +91,24 @@ def test_asymmetric_win_counts_and_the_sign_of_the_gain(n_good, n):
     gain = -0.5 * np.mean(np.log(sse_model / sse_gauss))
     assert out["mean_loglik_gain_per_pixel"] == pytest.approx(gain, rel=1e-9)
     assert np.sign(out["mean_loglik_gain_per_pixel"]) == (1 if n_good > n / 2 else -1)
+
+
+def test_known_sigma_chi2_uses_per_pixel_sigma_and_leaves_masked_pixels_out():
+    """χ²/pixel and the model's wins with a per-pixel σ map and a mask, against numpy by hand."""
+    rng = np.random.default_rng(4)
+    n, size = 6, 16
+    images = rng.normal(0, 1, (n, size, size))
+    sigma = rng.uniform(0.5, 2.0, (n, size, size))
+    valid = rng.random((n, size, size)) > 0.2
+    recons = images + rng.normal(0, 0.3, images.shape)
+    recons[~valid] += 50.0  # junk where the mask is: must not count
+    pca = images + rng.normal(0, 0.6, images.shape)
+    out = regier.regier_test(images, recons, {"pca": pca}, sigma, valid)["known_sigma"]
+    chi2 = [np.sum(((images[i] - recons[i]) / sigma[i])[valid[i]] ** 2) / valid[i].sum() for i in range(n)]
+    assert out["model"]["mean_chi2_per_pixel"] == pytest.approx(np.mean(chi2), rel=1e-12)
+    loglik = [np.sum(-0.5 * ((images[i] - recons[i]) / sigma[i]) ** 2 - np.log(sigma[i] * np.sqrt(2 * np.pi)),
+                     where=valid[i]) / valid[i].sum() for i in range(n)]
+    assert out["model"]["mean_loglik_per_pixel"] == pytest.approx(np.mean(loglik), rel=1e-12)
+    pca_chi2 = [np.sum(((images[i] - pca[i]) / sigma[i])[valid[i]] ** 2) for i in range(n)]
+    model_chi2 = [c * valid[i].sum() for i, c in enumerate(chi2)]
+    assert out["model_wins_over_pca"] == int(np.sum(np.array(model_chi2) < np.array(pca_chi2))) == n

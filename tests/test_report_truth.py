@@ -276,6 +276,29 @@ def test_holdout_store_that_is_the_training_store_is_refused(tiny_run, tmp_path)
     assert _report(root, ckpt, tmp_path / "r", "--holdout-store", str(root / "store.h5")) == 1
 
 
+def test_holdout_store_repeating_training_stamps_is_refused_but_reused_ids_are_not(tiny_run, tmp_path, capsys):
+    """A copy of the training store (or a store prepped from the same catalogue) is not held out:
+    same object ids with identical pixels are one DataError line.  A separate simulation that
+    reuses the ids with other pixels (held.h5) is held out."""
+    import shutil
+
+    from galhpc.report.inputs import check_separate
+    from galhpc.runtime.errors import DataError
+
+    root, ckpt = tiny_run
+    shutil.copy(root / "store.h5", tmp_path / "copy.h5")
+    with pytest.raises(DataError, match=r"copy\.h5: --holdout-store repeats stamps of the checkpoint's training "
+                                        r"store .*identical pixels"):
+        check_separate(tmp_path / "copy.h5", str(root / "store.h5"))
+    shutil.copy(root / "store.h5", tmp_path / "other.h5")
+    with h5py.File(tmp_path / "other.h5", "r+") as other:  # another simulation numbered the same way
+        other["images"][...] = other["images"][...] + np.float32(0.01)
+    check_separate(tmp_path / "other.h5", str(root / "store.h5"))
+    check_separate(root / "held.h5", str(root / "store.h5"))
+    assert _report(root, ckpt, tmp_path / "r", "--holdout-store", str(tmp_path / "copy.h5")) == 1
+    assert "repeats stamps" in capsys.readouterr().err
+
+
 def test_evaluate_checkpoint_and_benchmark_script(tiny_run, capsys):
     import runpy
     import sys

@@ -184,11 +184,17 @@ def test_report_opens_with_a_summary_table_and_no_json():
                                    "pca3": {"mean_chi2_per_pixel": 1.5}}},
         "clusters": {"nuisance_eta2": {"snr": 0.3912}},
         "truth": {"skipped": "no truth columns: the store's stamps are observed"},
+        "fidelity": {"classifier": {"auc": 0.978}, "classifier_floor": {"auc": 0.46},
+                     "targets": {"ks_met": 9, "ks_scored": 15, "ks_all_met": False, "auc_met": False}},
         "failed_sections": [],
     }
     rows = summary_rows(report)
     assert ("held-out χ²/pixel (known σ)", 1.23456, 1.5, "PCA3 out of fold", "pass") in rows
     assert any(r[0] == "cluster η² of snr" and r[4] == "flag" for r in rows)
+    # a failed generated-vs-real verdict is in the summary, flagged
+    assert ("generated vs real: classifier AUC (0.5 = indistinguishable)", 0.978, 0.46,
+            "two halves of the real set", "flag") in rows
+    assert ("generated vs real: statistics within the KS target", 9, 15, "statistics scored", "flag") in rows
     page = render_index(report, {"reconstruction": [("recons", "reconstructions.png")]})
     assert page.index("<h2>Summary</h2>") < page.index("<figure>")
     assert "1.23" in page and "1.23456" not in page and "0.0812" in page

@@ -376,7 +376,7 @@ def refuse_non_finite(images: np.ndarray, object_id: np.ndarray, store: str | Pa
         ids = object_id[bad]
         shown = ", ".join(str(int(i)) for i in ids[:10]) + (", ..." if len(ids) > 10 else "")
         raise DataError(f"{store}: {len(ids)} object(s) with NaN/inf pixels (object_id {shown}); "
-                        "remake the store with galhpc-prep, which rejects them")
+                        "remake the store with galhpc-prep, which fills and masks bad pixels")
 
 
 def _numpy(values: torch.Tensor, dtype: Any) -> np.ndarray:

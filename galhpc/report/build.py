@@ -237,6 +237,15 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, str, str]]
         if metric.startswith(("cluster NMI", "kNN")):
             rows.append((f"{metric} {column}", model, baseline, "PCA+GMM" if metric.startswith("cluster") else "PCA",
                          "pass" if math.isfinite(model) and math.isfinite(baseline) and model >= baseline else "flag"))
+    fidelity = report.get("fidelity", {})
+    if isinstance(fidelity.get("classifier"), dict) and "auc" in fidelity["classifier"]:
+        floor = (fidelity.get("classifier_floor") or {}).get("auc")
+        targets = fidelity.get("targets") or {}
+        rows.append(("generated vs real: classifier AUC (0.5 = indistinguishable)", fidelity["classifier"]["auc"],
+                     floor, "two halves of the real set", "pass" if targets.get("auc_met") else "flag"))
+        if "ks_scored" in targets:
+            rows.append(("generated vs real: statistics within the KS target", targets.get("ks_met"),
+                         targets["ks_scored"], "statistics scored", "pass" if targets.get("ks_all_met") else "flag"))
     for name in report.get("failed_sections", []):
         rows.append((f"section {name}", "failed", None, "", "flag"))
     return rows

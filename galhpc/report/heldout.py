@@ -240,6 +240,42 @@ def noise_sigma(store: str | Path, rows: np.ndarray, images: np.ndarray) -> tupl
     return measured, "border noise measured on the stored stamps"
 
 
+def pixel_noise(store: str | Path, rows: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray]:
+    """The store's per-pixel σ map and valid-pixel map of the stamps at `rows`, where it has them.
+
+    What the survey presets' likelihood counts (`galhpc.models.pixels`): prep's per-pixel
+    `sigma` (from the source's ERR/VAR/WHT maps) and `mask` (non-zero = a bad, saturated or
+    neighbour pixel, left out).
+
+    Parameters
+    ----------
+    store : str or Path
+    rows : (N,) int
+        Unique store rows.
+    shape : tuple of int
+        The stamps' shape, (N, H, W) or (N, C, H, W), which the maps are given.
+
+    Returns
+    -------
+    sigma : numpy.ndarray or None
+        `shape` float64 σ in stored units, or None when the store has no `sigma` dataset.
+    valid : numpy.ndarray
+        `shape` bool, True where a pixel counts (all True without a `mask`).
+    """
+    rows = np.asarray(rows, np.int64)
+    with open_store(store) as reader:
+        names = [name for name in ("sigma", "mask") if reader.locate(name) is not None]
+        maps = reader.read_columns(names, rows) if names else {}
+
+    def fit(a: np.ndarray) -> np.ndarray:  # a map per stamp, or per band of each stamp -> the stamps' shape
+        a = np.asarray(a)
+        return a.reshape(shape) if a.size == int(np.prod(shape)) else np.broadcast_to(a[:, None], shape)
+
+    sigma = fit(maps["sigma"]).astype(np.float64) if "sigma" in maps else None
+    valid = ~(fit(maps["mask"]) > 0) if "mask" in maps else np.ones(shape, bool)
+    return sigma, valid
+
+
 def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, n: int = 1000, seed: int = 0,
                         n_clusters: int | None = None, batch_size: int = 256) -> dict[str, Any]:
     """Truth recovery of a checkpoint on `n` random objects of a held-out store.

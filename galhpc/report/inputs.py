@@ -318,24 +318,52 @@ def check_inputs(checkpoint: str | Path, clusters: str | Path, store: str | Path
                 check_catalogue_checkpoint(checkpoint, cat.meta, path)
 
 
+LEAK_CHECK_STAMPS = 256  # shared object ids whose pixels are compared (a leak shows in the first few)
+
+
 def check_separate(holdout_store: str | Path, training_store: str | None) -> None:
-    """Refuse a `--holdout-store` that is the file the checkpoint's config trained on.
+    """Refuse a `--holdout-store` the checkpoint trained on: the same file, or the same stamps.
+
+    Stamps count as the same when an object id of the held-out store is also in the
+    training store with identical pixels (two stores of different simulations may reuse ids;
+    a store prepped from the same catalogue as the training one repeats the pixels too).
 
     Parameters
     ----------
     holdout_store : str or Path
     training_store : str or None
-        ``train.store`` of the checkpoint's config.
+        ``train.store`` of the checkpoint's config (not checked when it is not a file here).
 
     Raises
     ------
     DataError
-        If both paths name one existing file.
+        If both paths name one existing file, or the held-out store repeats training stamps.
     """
-    if training_store and Path(training_store).is_file() and Path(holdout_store).is_file() \
-            and Path(holdout_store).samefile(training_store):
+    if not (training_store and Path(training_store).is_file() and Path(holdout_store).is_file()):
+        return
+    if Path(holdout_store).samefile(training_store):
         raise DataError(f"{holdout_store}: --holdout-store is the checkpoint's training store (train.store); "
                         "give it as --store to use the trainer's holdout split")
+    from galhpc.io.store import open_store
+
+    with open_store(holdout_store) as held, open_store(training_store) as train:
+        held_ids = np.asarray(held.read_columns(["object_id"])["object_id"])
+        train_ids = np.asarray(train.read_columns(["object_id"])["object_id"])
+        shared, held_rows, train_rows = np.intersect1d(held_ids, train_ids, return_indices=True)
+        if not len(shared):
+            return
+        pick = slice(0, LEAK_CHECK_STAMPS)
+        a = held.read_columns(["images"], held_rows[pick])["images"]
+        b = train.read_columns(["images"], train_rows[pick])["images"]
+    if a.shape != b.shape:
+        return
+    same = (a == b).reshape(len(a), -1).all(axis=1)
+    if same.any():
+        checked = min(len(shared), LEAK_CHECK_STAMPS)
+        raise DataError(f"{holdout_store}: --holdout-store repeats stamps of the checkpoint's training store "
+                        f"{training_store}: object_id {', '.join(map(str, shared[pick][same][:5]))} "
+                        f"({int(same.sum())} of {checked} shared ids checked have identical pixels); "
+                        "the model trained on them, so they cannot score it as held out")
 
 
 def held_out(member_rows: np.ndarray, in_store: np.ndarray, store: str | Path, train: TrainConfig

@@ -12,21 +12,28 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def per_image_mse(images: np.ndarray, recons: np.ndarray) -> np.ndarray:
-    """Mean squared error of each image against its reconstruction.
+def per_image_mse(images: np.ndarray, recons: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Mean squared error of each image against its reconstruction, over its valid pixels.
 
     Parameters
     ----------
     images, recons : (N, ...) float
         Images and their reconstructions, in the same units.
+    valid : (N, ...) bool, optional
+        The pixels that count (a store's `mask` left out); default all.
 
     Returns
     -------
     numpy.ndarray
-        (N,) float64, in squared image units.
+        (N,) float64, in squared image units (NaN for an image with no valid pixel).
     """
     diff = np.asarray(images, np.float64) - np.asarray(recons, np.float64)
-    return (diff.reshape(len(diff), -1) ** 2).mean(axis=1)
+    n = len(diff)
+    if valid is None:
+        return (diff.reshape(n, -1) ** 2).mean(axis=1)
+    valid = np.asarray(valid, bool).reshape(n, -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, diff.reshape(n, -1) ** 2, 0.0).sum(axis=1) / valid.sum(axis=1)
 
 
 def occupancy(labels: np.ndarray, n_components: int) -> np.ndarray:

@@ -39,6 +39,23 @@ class GaussianFit:
     sse: float
     converged: bool
 
+    def image(self, shape: tuple[int, int]) -> np.ndarray:
+        """The fitted Gaussian on a pixel grid.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            (H, W) of the grid.
+
+        Returns
+        -------
+        numpy.ndarray
+            (H, W) float64 image.
+        """
+        rho = np.arctanh(np.clip(self.rho, -0.999999, 0.999999))
+        theta = np.array([self.amplitude, self.x0, self.y0, np.log(self.sigma_x), np.log(self.sigma_y), rho])
+        return gaussian_image(theta, shape)
+
 
 def gaussian_image(theta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Scaled bivariate Gaussian on a pixel grid.
@@ -149,31 +166,35 @@ def gaussian_loglik(sse: np.ndarray, n_pixels: int) -> np.ndarray:
     return -0.5 * n_pixels * (np.log(2 * np.pi * sigma2) + 1.0)
 
 
-def known_sigma_loglik(sse: np.ndarray, n_pixels: int, sigma: np.ndarray) -> np.ndarray:
-    """Gaussian log-likelihood of each stamp with known per-pixel noise σ.
+def known_sigma_chi2(images: np.ndarray, recons: np.ndarray, sigma: np.ndarray,
+                     valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """χ², Gaussian log-likelihood and pixel count of each stamp with known per-pixel noise σ.
 
-    −SSE / (2σ²) − n_pixels · log(σ √(2π)).
+    χ² = Σ (x − r)² / σ² and log L = −χ²/2 − Σ log(σ √(2π)), both over the valid pixels.
 
     Parameters
     ----------
-    sse : (N,) float
-        Squared error of each stamp.
-    n_pixels : int
-        Pixels per stamp.
-    sigma : (N,) float
-        Noise σ of each stamp, in the stamps' units.
+    images, recons : (N, C, H, W) float
+        Stamps and their reconstructions.
+    sigma : (N, C, H, W) float
+        Noise σ of every pixel, in the stamps' units (positive and finite where valid).
+    valid : (N, C, H, W) bool
+        The pixels that count (a store's `mask` left out).
 
     Returns
     -------
-    numpy.ndarray
-        (N,) log-likelihood in nats.
+    chi2, loglik, n_valid : numpy.ndarray
+        (N,) float64 χ², (N,) float64 log-likelihood in nats, (N,) int64 pixels counted.
     """
-    sigma = np.asarray(sigma, np.float64)
-    return -0.5 * np.asarray(sse, np.float64) / sigma**2 - n_pixels * np.log(sigma * np.sqrt(2 * np.pi))
+    n = len(images)
+    safe = np.where(valid, sigma, 1.0)
+    chi2 = np.where(valid, ((images - recons) / safe) ** 2, 0.0).reshape(n, -1).sum(axis=1)
+    log_norm = np.where(valid, np.log(safe * np.sqrt(2 * np.pi)), 0.0).reshape(n, -1).sum(axis=1)
+    return chi2, -0.5 * chi2 - log_norm, valid.reshape(n, -1).sum(axis=1)
 
 
 def regier_test(images: np.ndarray, recons: np.ndarray, baselines: Mapping[str, np.ndarray] | None = None,
-                sigma: np.ndarray | None = None) -> dict[str, object]:
+                sigma: np.ndarray | None = None, valid: np.ndarray | None = None) -> dict[str, object]:
     """Compare reconstructions with per-image best-fit bivariate Gaussians.
 
     Parameters
@@ -182,8 +203,11 @@ def regier_test(images: np.ndarray, recons: np.ndarray, baselines: Mapping[str, 
         With channels, one Gaussian is fitted per channel and the squared errors summed.
     baselines : mapping name -> array shaped like `images`, optional
         Other reconstructions (e.g. PCA-3) scored against the same Gaussian fits.
-    sigma : (N,) float, optional
-        Known per-pixel noise σ of each stamp (image units): adds ``known_sigma``.
+    sigma : (N,) float or array shaped like `images`, optional
+        Known noise σ (image units), per stamp or per pixel (a store's `sigma` map): adds
+        ``known_sigma``.
+    valid : bool array shaped like `images`, optional
+        The pixels ``known_sigma`` counts (True; a store's `mask` left out); default all.
 
     Returns
     -------
@@ -211,7 +235,8 @@ def regier_test(images: np.ndarray, recons: np.ndarray, baselines: Mapping[str, 
     n, n_pixels = len(images), int(np.prod(images.shape[1:]))
     sse_model = ((images - recons) ** 2).reshape(n, -1).sum(axis=1)
     sse_other = {k: ((images - v) ** 2).reshape(n, -1).sum(axis=1) for k, v in others.items()}
-    sse_gauss = np.array([sum(fit_gaussian(ch).sse for ch in img) for img in images])
+    fits = [[fit_gaussian(ch) for ch in img] for img in images]
+    sse_gauss = np.array([sum(fit.sse for fit in row) for row in fits])
     ll_model, ll_gauss = gaussian_loglik(sse_model, n_pixels), gaussian_loglik(sse_gauss, n_pixels)
     wins_sse = int((sse_model < sse_gauss).sum())
     wins_ll = int((ll_model > ll_gauss).sum())
@@ -231,14 +256,22 @@ def regier_test(images: np.ndarray, recons: np.ndarray, baselines: Mapping[str, 
         out["baselines"][name] = {"wins_squared_error": wins, "fraction_squared_error": wins / n if n else float("nan")}
         out[f"sse_{name}"] = sse.tolist()
     if sigma is not None:
-        sigma = np.asarray(sigma, np.float64).reshape(n)
-        if not (np.isfinite(sigma).all() and (sigma > 0).all()):
+        sigma = np.asarray(sigma, np.float64)
+        per_stamp = sigma.size == n
+        sigma = np.broadcast_to(sigma.reshape(n, 1, 1, 1) if per_stamp else sigma.reshape(images.shape), images.shape)
+        counted = np.ones(images.shape, bool) if valid is None else np.asarray(valid, bool).reshape(images.shape)
+        if not (np.isfinite(sigma[counted]).all() and (sigma[counted] > 0).all()):
             raise ValueError("known noise σ must be positive and finite for every stamp")
+        gaussians = np.stack([np.stack([fit.image(ch.shape) for fit, ch in zip(row, img, strict=True)])
+                              for row, img in zip(fits, images, strict=True)])
         known: dict[str, object] = {}
-        for name, sse in {"model": sse_model, "gaussian": sse_gauss, **sse_other}.items():
-            known[name] = {"mean_loglik_per_pixel": float(known_sigma_loglik(sse, n_pixels, sigma).mean() / n_pixels),
-                           "mean_chi2_per_pixel": float((sse / sigma**2).mean() / n_pixels)}
-        for name, sse in sse_other.items():  # σ is per stamp, so per stamp this ranks by squared error
-            known[f"model_wins_over_{name}"] = int((sse_model < sse).sum())
+        chi2 = {}
+        for name, rec in {"model": recons, "gaussian": gaussians, **others}.items():
+            chi2[name], loglik, pixels = known_sigma_chi2(images, rec, sigma, counted)
+            pixels = pixels.clip(min=1)
+            known[name] = {"mean_loglik_per_pixel": float((loglik / pixels).mean()),
+                           "mean_chi2_per_pixel": float((chi2[name] / pixels).mean())}
+        for name in others:
+            known[f"model_wins_over_{name}"] = int((chi2["model"] < chi2[name]).sum())
         out["known_sigma"] = known
     return out

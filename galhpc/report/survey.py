@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galhpc.report.regier import fit_gaussian, gaussian_image
+from galhpc.report.regier import fit_gaussian
 from galhpc.report.truth import eta_squared, pca_gmm_clusters
 
 PCA_COMPONENTS = 10
@@ -192,10 +192,7 @@ def reconstruction_scores(stamps: SurveyStamps, recons: Mapping[str, np.ndarray]
     n, h, _ = x.shape
     gauss = np.empty_like(x)
     for i in range(n):
-        fit = fit_gaussian(x[i])
-        theta = np.array([fit.amplitude, fit.x0, fit.y0, np.log(fit.sigma_x), np.log(fit.sigma_y),
-                          np.arctanh(np.clip(fit.rho, -0.999999, 0.999999))])
-        gauss[i] = gaussian_image(theta, (h, h))
+        gauss[i] = fit_gaussian(x[i]).image((h, h))
     r = radius_map(h)
     corners, annulus = (r > h / 2.0)[None] & valid, ((r > 0.7 * h / 2) & (r <= h / 2.0 - 1))[None] & valid
     out: dict[str, dict[str, float]] = {}

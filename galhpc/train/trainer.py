@@ -279,6 +279,9 @@ class Trainer:
         # train.steps: whole epochs covering that many optimiser steps
         self.n_epochs = t.epochs if t.steps is None else max(1, math.ceil(t.steps / self.steps_per_epoch))
         self.total_steps = self.n_epochs * self.steps_per_epoch
+        if t.steps is not None and self.total_steps != t.steps:
+            log.info("train.steps %d: %d whole epochs of %d batches, %d optimiser steps", t.steps, self.n_epochs,
+                     self.steps_per_epoch, self.total_steps)
         needed = self.schedule.steps_needed(self.steps_per_epoch)
         if needed is not None and self.total_steps < needed:
             log.warning("%s: this run takes %d optimiser steps (%d epochs of %d batches of %d from the training "

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from galhpc.report import figures, regier, truth
-from galhpc.report.heldout import noise_sigma
+from galhpc.report.heldout import noise_sigma, pixel_noise
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
 from galhpc.report.sections.base import HELDOUT, Figures, Section, register
@@ -51,10 +51,18 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
                                 f"{truth.N_FOLDS - 1} of {truth.N_FOLDS} folds of the held-out stamps")
     else:
         note["baselines_skipped"] = f"fewer than {truth.N_FOLDS} held-out stamps"
-    sigma, note["noise_sigma_source"] = noise_sigma(h.objects.store, h.objects.rows, images)
-    if not (np.isfinite(sigma).all() and (sigma > 0).all()):
+    # the likelihood's own σ and pixels where the store has them (per-pixel `sigma`, `mask` left
+    # out), so χ² here is the χ² the survey presets train on and docs/models.md quotes
+    sigma, valid = pixel_noise(h.objects.store, h.objects.rows, images.shape)
+    if sigma is not None:
+        note["noise_sigma_source"] = "the store's per-pixel sigma, its mask left out"
+        ok = np.isfinite(sigma[valid]).all() and (sigma[valid] > 0).all()
+    else:
+        sigma, note["noise_sigma_source"] = noise_sigma(h.objects.store, h.objects.rows, images)
+        ok = np.isfinite(sigma).all() and (sigma > 0).all()
+    if not ok:
         sigma, note["known_sigma_skipped"] = None, "noise σ not positive and finite for every stamp"
-    result = regier.regier_test(images, recons, baselines, sigma) | note
+    result = regier.regier_test(images, recons, baselines, sigma, valid) | note
     sse_base = np.array(result.pop(f"sse_pca{REGIER_PCA}")) if baselines else None
     for k in baselines:
         result.pop(f"sse_{k}", None)
