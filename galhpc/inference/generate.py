@@ -170,11 +170,11 @@ class GenerateJob:
             raise CatalogError(f"image dtype must be one of {sorted(IMAGE_DTYPES)}, got {options.dtype!r}")
         if options.keep_clean and not setup.emulation.active:
             raise CatalogError("--keep-clean needs survey emulation (--psf, --noise-sigma or --cosmos-noise)")
-        if options.conditions and model.sample_condition is None:
+        unused = sorted(set(dict(options.conditions)) - {"component"})  # a component is checked per block
+        if unused and model.sample_condition is None:
             # the unconditional models' sample() takes **conditions and ignores them: say so before any work
-            raise CatalogError(f"model {model.name!r} is not conditional: --condition "
-                               f"{', '.join(sorted(dict(options.conditions)))} would be ignored; drop it "
-                               "(--component picks a mixture component)")
+            raise CatalogError(f"model {model.name!r} is not conditional: --condition {', '.join(unused)} "
+                               "would be ignored; drop it (--component picks a mixture component)")
         self.model = model.to(device).eval()
         self.options = options
         self.setup = setup
