@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from galhpc.config import TrainConfig
 from galhpc.data.loader import holdout_mask
+from galhpc.io.store import open_store
 from galhpc.models.base import GalaxyModel
 from galhpc.report import heldout, model_calls, sampling
 from galhpc.report.heldout import EncodedObjects
@@ -171,6 +173,14 @@ class HeldOutInputs:
     def recons(self) -> np.ndarray:
         """(N, C, H, W) `model.reconstruct` of `images`, in their space."""
         return self.objects.recons
+
+    @cached_property
+    def pixel_noise(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """The store's per-pixel σ map (or None) and valid-pixel map of `images`, read once for every section.
+
+        See `galhpc.report.heldout.pixel_noise`.
+        """
+        return heldout.pixel_noise(self.objects.store, self.objects.rows, self.images.shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -344,8 +354,6 @@ def check_separate(holdout_store: str | Path, training_store: str | None) -> Non
     if Path(holdout_store).samefile(training_store):
         raise DataError(f"{holdout_store}: --holdout-store is the checkpoint's training store (train.store); "
                         "give it as --store to use the trainer's holdout split")
-    from galhpc.io.store import open_store
-
     with open_store(holdout_store) as held, open_store(training_store) as train:
         held_ids = np.asarray(held.read_columns(["object_id"])["object_id"])
         train_ids = np.asarray(train.read_columns(["object_id"])["object_id"])

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 
 from galhpc.report import figures, metrics
-from galhpc.report.heldout import pixel_noise
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.losses import loss_table
 from galhpc.report.options import ReportOptions
@@ -72,7 +71,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
     h = inputs.holdout
     images, recons, ids = h.images, h.recons, h.object_id
     # the store's mask (saturated, bad and masked-neighbour pixels) never counts, as in the loss
-    _, valid = pixel_noise(h.objects.store, h.objects.rows, images.shape)
+    _, valid = h.pixel_noise
     mse = metrics.per_image_mse(images, recons, valid)
     show = pick(len(images), opt.n_show, rng)
     figures.image_grid([images[show], recons[show], images[show] - recons[show]],

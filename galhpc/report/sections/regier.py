@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from galhpc.report import figures, regier, truth
-from galhpc.report.heldout import noise_sigma, pixel_noise
+from galhpc.report.heldout import noise_sigma
 from galhpc.report.inputs import ReportInputs
 from galhpc.report.options import ReportOptions
 from galhpc.report.sections.base import HELDOUT, Figures, Section, register
@@ -53,7 +53,7 @@ def run(inputs: ReportInputs, opt: ReportOptions, figs: Figures, rng: np.random.
         note["baselines_skipped"] = f"fewer than {truth.N_FOLDS} held-out stamps"
     # the likelihood's own σ and pixels where the store has them (per-pixel `sigma`, `mask` left
     # out), so χ² here is the χ² the survey presets train on and docs/models.md quotes
-    sigma, valid = pixel_noise(h.objects.store, h.objects.rows, images.shape)
+    sigma, valid = h.pixel_noise
     if sigma is not None:
         note["noise_sigma_source"] = "the store's per-pixel sigma, its mask left out"
         ok = np.isfinite(sigma[valid]).all() and (sigma[valid] > 0).all()
